@@ -1,0 +1,156 @@
+/**
+ * @file wasm batched matmul: packs A and B straight from their strided views into the panel
+ * layout the micro-kernel reads (so transposes cost nothing extra), splits C into tasks for the
+ * thread pool, and copies C back. The SIMD code itself is generated in simd-matmul.ts.
+ */
+import type { KernelArg } from '../backend.js';
+import { offsets } from '../js/layout.js';
+import type { TypedArray } from '../names.js';
+import { ARGS, HEAP, MAX_HEAP_BYTES, type Engine } from './runtime.js';
+import { F32_TILE, F64_TILE, MatmulArg, type MicroShape } from './simd-matmul.js';
+
+type Arg = KernelArg<TypedArray>;
+
+/**
+ * k-block length: depends on K only, never on threads, so every C element is summed in the same
+ * order whatever the partition. ~256 keeps an A micro-panel and a B micro-panel in L1.
+ */
+export function kBlock(K: number): number {
+  const blocks = Math.max(1, Math.ceil(K / 256));
+  return Math.ceil(K / blocks);
+}
+
+/** Row block and column block targets (A block MC×kc stays in L2). */
+const MC_TARGET = 96;
+const NC_TARGET = 512;
+/** Scratch used per chunk of batches; bigger batches are split into several passes. */
+const CHUNK_BYTES = 64 << 20;
+
+const roundUp = (x: number, m: number) => Math.ceil(x / m) * m;
+const align = (bytes: number) => roundUp(bytes, 64);
+
+/** A (M×K, strides sm, sk) → per k-block, MR-row panels stored k-major (MR values per k). */
+function packA(src: TypedArray, off: number, sm: number, sk: number, M: number, K: number, mr: number, kc: number, dst: TypedArray, d: number): void {
+  const Mp = roundUp(M, mr);
+  for (let k0 = 0; k0 < K; k0 += kc) {
+    const kcb = Math.min(kc, K - k0);
+    for (let i0 = 0; i0 < Mp; i0 += mr) {
+      for (let r = 0; r < mr; r++) {
+        const i = i0 + r;
+        let o = d + r;
+        if (i < M) {
+          let s = off + i * sm + k0 * sk;
+          for (let kk = 0; kk < kcb; kk++, s += sk, o += mr) dst[o] = src[s]!;
+        } else {
+          for (let kk = 0; kk < kcb; kk++, o += mr) dst[o] = 0;
+        }
+      }
+      d += mr * kcb;
+    }
+  }
+}
+
+/** B (K×N, strides sk, sn) → per k-block, NR-column panels stored k-major (NR values per k). */
+function packB(src: TypedArray, off: number, sk: number, sn: number, K: number, N: number, nr: number, kc: number, dst: TypedArray, d: number): void {
+  const Np = roundUp(N, nr);
+  for (let k0 = 0; k0 < K; k0 += kc) {
+    const kcb = Math.min(kc, K - k0);
+    for (let j0 = 0; j0 < Np; j0 += nr) {
+      const w = Math.min(nr, N - j0);
+      for (let kk = 0; kk < kcb; kk++) {
+        const s = off + (k0 + kk) * sk + j0 * sn;
+        const o = d + kk * nr;
+        if (sn === 1) for (let c = 0; c < w; c++) dst[o + c] = src[s + c]!;
+        else for (let c = 0; c < w; c++) dst[o + c] = src[s + c * sn]!;
+        for (let c = w; c < nr; c++) dst[o + c] = 0;
+      }
+      d += nr * kcb;
+    }
+  }
+}
+
+function allEqual(xs: Int32Array): boolean {
+  for (let i = 1; i < xs.length; i++) if (xs[i] !== xs[0]) return false;
+  return true;
+}
+
+/** Runs the matmul kernel on the engine; returns false when it cannot (the caller falls back). */
+export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg): boolean {
+  const dtype = out.dtype;
+  if ((dtype !== 'float32' && dtype !== 'float64') || a!.dtype !== dtype || b!.dtype !== dtype) return false;
+  const tile: MicroShape = dtype === 'float32' ? F32_TILE : F64_TILE;
+  const e = dtype === 'float32' ? 4 : 8;
+  const r = out.shape.length;
+  const M = out.shape[r - 2]!;
+  const N = out.shape[r - 1]!;
+  const K = a!.shape[r - 1]!;
+  const batchShape = out.shape.slice(0, r - 2);
+  const aBase = offsets({ shape: batchShape, strides: a!.strides.slice(0, r - 2), offset: a!.offset });
+  const bBase = offsets({ shape: batchShape, strides: b!.strides.slice(0, r - 2), offset: b!.offset });
+  const batches = aBase.length;
+  if (batches === 0 || M === 0 || N === 0) return true;
+  if (K === 0) {
+    out.data.fill(0, out.offset, out.offset + batches * M * N);
+    return true;
+  }
+  const { mr, nr } = tile;
+  const Mp = roundUp(M, mr);
+  const Np = roundUp(N, nr);
+  const kc = kBlock(K);
+  const shareA = allEqual(aBase);
+  const shareB = allEqual(bBase);
+  const aBytes = align(Mp * K * e);
+  const bBytes = align(K * Np * e);
+  const cBytes = align(Mp * Np * e);
+  const perBatch = (shareA ? 0 : aBytes) + (shareB ? 0 : bBytes) + cBytes;
+  const fixed = (shareA ? aBytes : 0) + (shareB ? bBytes : 0);
+  const chunk = Math.max(1, Math.min(batches, Math.floor((CHUNK_BYTES - fixed) / perBatch)));
+  const total = fixed + chunk * perBatch;
+  if (total > MAX_HEAP_BYTES || !engine.reserve(total)) return false;
+
+  const aPtr = HEAP;
+  const bPtr = aPtr + (shareA ? aBytes : chunk * aBytes);
+  const cPtr = bPtr + (shareB ? bBytes : chunk * bBytes);
+  let mc = Math.min(Mp, roundUp(MC_TARGET, mr));
+  const nc = Math.min(Np, roundUp(NC_TARGET, nr));
+  // enough tasks for dynamic balancing; the partition does not affect the result
+  const tilesN = Math.ceil(Np / nc);
+  while (engine.threads > 1 && chunk * Math.ceil(Mp / mc) * tilesN < engine.threads * 4 && mc > 2 * mr) mc = roundUp(mc / 2, mr);
+  const tilesM = Math.ceil(Mp / mc);
+
+  const [sam, sak] = [a!.strides[r - 2]!, a!.strides[r - 1]!];
+  const [sbk, sbn] = [b!.strides[r - 2]!, b!.strides[r - 1]!];
+  for (let t0 = 0; t0 < batches; t0 += chunk) {
+    const n = Math.min(chunk, batches - t0);
+    const view = dtype === 'float32' ? engine.f32 : engine.f64;
+    for (let t = 0; t < n; t++) {
+      if (!shareA || (t0 === 0 && t === 0)) packA(a!.data, aBase[t0 + t]!, sam, sak, M, K, mr, kc, view, (aPtr + (shareA ? 0 : t * aBytes)) / e);
+      if (!shareB || (t0 === 0 && t === 0)) packB(b!.data, bBase[t0 + t]!, sbk, sbn, K, N, nr, kc, view, (bPtr + (shareB ? 0 : t * bBytes)) / e);
+    }
+    const args = engine.i32;
+    const w = ARGS / 4;
+    args[w + MatmulArg.a] = aPtr;
+    args[w + MatmulArg.b] = bPtr;
+    args[w + MatmulArg.c] = cPtr;
+    args[w + MatmulArg.aBatch] = shareA ? 0 : aBytes;
+    args[w + MatmulArg.bBatch] = shareB ? 0 : bBytes;
+    args[w + MatmulArg.cBatch] = cBytes;
+    args[w + MatmulArg.mp] = Mp;
+    args[w + MatmulArg.np] = Np;
+    args[w + MatmulArg.k] = K;
+    args[w + MatmulArg.kc] = kc;
+    args[w + MatmulArg.tilesM] = tilesM;
+    args[w + MatmulArg.tilesN] = tilesN;
+    args[w + MatmulArg.mc] = mc;
+    args[w + MatmulArg.nc] = nc;
+    engine.parallel(dtype === 'float32' ? 'matmul_f32' : 'matmul_f64', ARGS, n * tilesM * tilesN);
+    const res = dtype === 'float32' ? engine.f32 : engine.f64;
+    for (let t = 0; t < n; t++) {
+      const c0 = (cPtr + t * cBytes) / e;
+      const o0 = out.offset + (t0 + t) * M * N;
+      if (Np === N) out.data.set(res.subarray(c0, c0 + M * N), o0);
+      else for (let i = 0; i < M; i++) out.data.set(res.subarray(c0 + i * Np, c0 + i * Np + N), o0 + i * N);
+    }
+  }
+  return true;
+}

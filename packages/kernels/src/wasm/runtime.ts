@@ -1,0 +1,200 @@
+/**
+ * @file The wasm engine: feature detection (SIMD, relaxed SIMD, shared memory), the memory and
+ * its scratch heap, compiling the generated kernel module once per flavour, and dispatching an
+ * export serially or over the thread pool. Kernels themselves live in the family files.
+ */
+import { ModuleBuilder, Simd, ValType } from './assembler.js';
+import { CONTROL_BYTES, ThreadPool } from './threads.js';
+
+interface WasmMemory {
+  readonly buffer: ArrayBuffer | SharedArrayBuffer;
+  grow(pages: number): number;
+}
+interface WasmApi {
+  Memory: new (d: { initial: number; maximum?: number; shared?: boolean }) => WasmMemory;
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (m: object, imports: object) => { exports: Record<string, unknown> };
+  validate(bytes: Uint8Array): boolean;
+}
+const WA = (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
+
+/** What the generated code may use; part of the module cache key. */
+export interface Flavor {
+  /** f32x4/f64x2.relaxed_madd instead of mul + add (fused on x64 with FMA3). */
+  relaxed: boolean;
+  shared: boolean;
+}
+
+/** A family's code generator: adds its exports to the module. */
+export type Emitter = (mb: ModuleBuilder, flavor: Flavor) => void;
+
+const PAGE = 65536;
+/** Argument block for the current job: i32/f64 words a kernel writes and its export reads. */
+export const ARGS = CONTROL_BYTES;
+export const ARGS_BYTES = 4096 - CONTROL_BYTES;
+/** Scratch data starts here; everything below is the control and argument blocks. */
+export const HEAP = 4096;
+/** Keeps every address below 2³¹ so signed i32 arithmetic on pointers is safe. */
+const MAX_PAGES = 32767;
+export const MAX_HEAP_BYTES = MAX_PAGES * PAGE - HEAP;
+
+function env(name: string): string | undefined {
+  return (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[name];
+}
+
+function probe(build: (mb: ModuleBuilder) => void): boolean {
+  if (!WA) return false;
+  try {
+    const mb = new ModuleBuilder();
+    build(mb);
+    return WA.validate(mb.encode());
+  } catch {
+    return false;
+  }
+}
+
+const v128Fn = (op: number) => (mb: ModuleBuilder) =>
+  mb.func([ValType.v128, ValType.v128, ValType.v128], [ValType.v128], (c) => {
+    c.get(0).get(1).get(2).simd(op);
+  });
+
+let features: { simd: boolean; relaxed: boolean; shared: boolean } | null = null;
+
+/**
+ * Detects what this runtime offers. On Node 20 relaxed SIMD sits behind a V8 flag that can be set
+ * at run time; QGRAD_WASM_RELAXED=0 keeps it off (the plain-SIMD path).
+ */
+export function wasmFeatures(): { simd: boolean; relaxed: boolean; shared: boolean } {
+  if (features) return features;
+  const simd = probe(v128Fn(Simd.v128_bitselect));
+  let relaxed = false;
+  if (simd && env('QGRAD_WASM_RELAXED') !== '0') {
+    relaxed = probe(v128Fn(Simd.f32x4_relaxed_madd));
+    if (!relaxed) {
+      const proc = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process;
+      const v8 = proc?.getBuiltinModule?.('node:v8') as { setFlagsFromString?: (f: string) => void } | undefined;
+      try {
+        v8?.setFlagsFromString?.('--experimental-wasm-relaxed-simd');
+      } catch {
+        // not Node, or the flag is gone: plain SIMD it is
+      }
+      relaxed = probe(v128Fn(Simd.f32x4_relaxed_madd));
+    }
+  }
+  let shared = false;
+  if (WA && typeof SharedArrayBuffer !== 'undefined') {
+    try {
+      shared = new WA.Memory({ initial: 1, maximum: 1, shared: true }).buffer instanceof SharedArrayBuffer;
+    } catch {
+      shared = false;
+    }
+  }
+  features = { simd, relaxed, shared };
+  return features;
+}
+
+const moduleCache = new Map<string, { module: object; names: string[] }>();
+
+function compile(emitters: readonly Emitter[], flavor: Flavor): { module: object; names: string[] } {
+  const key = `${flavor.relaxed}/${flavor.shared}`;
+  let hit = moduleCache.get(key);
+  if (!hit) {
+    const mb = new ModuleBuilder().importMemory(1, MAX_PAGES, flavor.shared);
+    for (const emit of emitters) emit(mb, flavor);
+    hit = { module: new WA!.Module(mb.encode()), names: mb.exportNames() };
+    moduleCache.set(key, hit);
+  }
+  return hit;
+}
+
+export interface EngineOptions {
+  threads: number;
+  relaxed: boolean;
+}
+
+/** Owns one memory, one instance and (when threads > 1) one pool. */
+export class Engine {
+  readonly flavor: Flavor;
+  readonly threads: number;
+  readonly #memory: WasmMemory;
+  readonly #exports: Record<string, (...args: number[]) => number>;
+  readonly #names: string[];
+  #pool: ThreadPool | null = null;
+  #f32!: Float32Array;
+  #f64!: Float64Array;
+  #i32!: Int32Array;
+
+  constructor(emitters: readonly Emitter[], options: EngineOptions) {
+    const f = wasmFeatures();
+    if (!f.simd) throw new Error('WebAssembly SIMD is not available');
+    const wantThreads = Math.max(1, Math.floor(options.threads));
+    this.flavor = { relaxed: options.relaxed && f.relaxed, shared: f.shared && wantThreads > 1 };
+    const { module, names } = compile(emitters, this.flavor);
+    this.#names = names;
+    this.#memory = new WA!.Memory({ initial: 16, maximum: MAX_PAGES, shared: this.flavor.shared });
+    this.#exports = new WA!.Instance(module, { env: { memory: this.#memory } }).exports as never;
+    this.#refresh();
+    let threads = 1;
+    if (this.flavor.shared) {
+      try {
+        this.#pool = new ThreadPool(module, this.#memory, names, wantThreads);
+        threads = wantThreads;
+      } catch {
+        this.#pool = null;
+      }
+    }
+    this.threads = threads;
+  }
+
+  #refresh(): void {
+    const b = this.#memory.buffer;
+    this.#f32 = new Float32Array(b);
+    this.#f64 = new Float64Array(b);
+    this.#i32 = new Int32Array(b);
+  }
+
+  /** Makes sure HEAP + bytes is addressable; returns false when it cannot be. */
+  reserve(bytes: number): boolean {
+    if (bytes > MAX_HEAP_BYTES) return false;
+    const need = Math.ceil((HEAP + bytes) / PAGE);
+    const have = this.#memory.buffer.byteLength / PAGE;
+    if (need > have) {
+      this.#memory.grow(need - have);
+      this.#refresh();
+    }
+    return true;
+  }
+
+  get f32(): Float32Array {
+    if (this.#f32.length === 0 || this.#f32.buffer.byteLength !== this.#memory.buffer.byteLength) this.#refresh();
+    return this.#f32;
+  }
+  get f64(): Float64Array {
+    if (this.#f64.buffer.byteLength !== this.#memory.buffer.byteLength) this.#refresh();
+    return this.#f64;
+  }
+  get i32(): Int32Array {
+    if (this.#i32.buffer.byteLength !== this.#memory.buffer.byteLength) this.#refresh();
+    return this.#i32;
+  }
+
+  /** Calls an export once on this thread. */
+  call(name: string, ...args: number[]): number {
+    return this.#exports[name]!(...args);
+  }
+
+  /** Runs tasks 0..n-1 of a task export `name(arg, t)`, over the pool when there is one. */
+  parallel(name: string, arg: number, n: number): void {
+    const fn = this.#exports[name]!;
+    if (!this.#pool || n < 2) {
+      for (let t = 0; t < n; t++) fn(arg, t);
+      return;
+    }
+    this.#pool.run(this.#names.indexOf(name), arg, n, (t) => fn(arg, t));
+  }
+
+  dispose(): void {
+    this.#pool?.dispose();
+    this.#pool = null;
+  }
+}

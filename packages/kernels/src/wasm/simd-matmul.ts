@@ -1,0 +1,180 @@
+/**
+ * @file ISA-specific code for matmul: the register-blocked SIMD micro-kernel (MR×NR tile of
+ * accumulators, f32x4 or f64x2 lanes, mul+add or relaxed FMA) and the task driver that walks
+ * cache blocks of packed panels. Packing and dispatch live in matmul.ts.
+ */
+import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
+import type { Flavor } from './runtime.js';
+
+export interface MicroShape {
+  /** Rows of the register tile (broadcast from packed A). */
+  mr: number;
+  /** Columns of the register tile (vectors from packed B); a multiple of the lane count. */
+  nr: number;
+  /** k steps unrolled per loop pass. */
+  unroll: number;
+}
+
+/**
+ * Chosen by scripts/bench/matmul.ts on Zen 2 (V8 keeps ~15 xmm registers): 4×8 keeps 8
+ * accumulators + 2 B vectors + 1 broadcast + 1 product in registers without spills.
+ */
+export const F32_TILE: MicroShape = { mr: 4, nr: 8, unroll: 4 };
+export const F64_TILE: MicroShape = { mr: 4, nr: 4, unroll: 4 };
+
+/**
+ * Words of the argument block of a matmul job (i32, at `arg`). Pointers are bytes; A and B are
+ * packed (see matmul.ts), C is padded to Mp × Np.
+ */
+export const enum MatmulArg {
+  a, b, c, aBatch, bBatch, cBatch, mp, np, k, kc, tilesM, tilesN, mc, nc, count,
+}
+
+interface Lanes {
+  bytes: number;
+  lanes: number;
+  splat: number;
+  add: number;
+  mul: number;
+  madd: number;
+}
+const F32: Lanes = { bytes: 4, lanes: 4, splat: Simd.v128_load32_splat, add: Simd.f32x4_add, mul: Simd.f32x4_mul, madd: Simd.f32x4_relaxed_madd };
+const F64: Lanes = { bytes: 8, lanes: 2, splat: Simd.v128_load64_splat, add: Simd.f64x2_add, mul: Simd.f64x2_mul, madd: Simd.f64x2_relaxed_madd };
+
+/** micro(ap, bp, cp, kcb, ldcBytes, accumulate): C tile (+)= Apanel · Bpanel over kcb steps. */
+function emitMicro(mb: ModuleBuilder, t: Lanes, s: MicroShape, fma: boolean): number {
+  const P = ValType.i32;
+  return mb.func([P, P, P, P, P, P], [], (c) => {
+    const [ap, bp, cp, kcb, ldc, accumulate] = [0, 1, 2, 3, 4, 5];
+    const nv = s.nr / t.lanes;
+    const acc: number[][] = [];
+    for (let r = 0; r < s.mr; r++) acc.push(Array.from({ length: nv }, () => c.local(ValType.v128)));
+    const bv = Array.from({ length: nv }, () => c.local(ValType.v128));
+    const av = c.local(ValType.v128);
+    const row = c.local(P);
+
+    const forRows = (fn: (r: number) => void) => {
+      c.get(cp).set(row);
+      for (let r = 0; r < s.mr; r++) {
+        fn(r);
+        if (r < s.mr - 1) c.get(row).get(ldc).op(Op.i32_add).set(row);
+      }
+    };
+    c.get(accumulate).if();
+    forRows((r) => {
+      for (let v = 0; v < nv; v++) c.get(row).simdMem(Simd.v128_load, 4, v * 16).set(acc[r]![v]!);
+    });
+    c.op(Op.else);
+    for (let r = 0; r < s.mr; r++) for (let v = 0; v < nv; v++) c.i32(0).simd(Simd.i32x4_splat).set(acc[r]![v]!);
+    c.end();
+
+    const step = (u: number) => {
+      for (let v = 0; v < nv; v++) c.get(bp).simdMem(Simd.v128_load, 4, (u * s.nr + v * t.lanes) * t.bytes).set(bv[v]!);
+      for (let r = 0; r < s.mr; r++) {
+        c.get(ap).simdMem(t.splat, t.bytes === 4 ? 2 : 3, (u * s.mr + r) * t.bytes).set(av);
+        for (let v = 0; v < nv; v++) {
+          const a = acc[r]![v]!;
+          if (fma) c.get(av).get(bv[v]!).get(a).simd(t.madd).set(a);
+          else c.get(a).get(av).get(bv[v]!).simd(t.mul).simd(t.add).set(a);
+        }
+      }
+    };
+    const advance = (steps: number) => {
+      c.get(ap).i32(steps * s.mr * t.bytes).op(Op.i32_add).set(ap);
+      c.get(bp).i32(steps * s.nr * t.bytes).op(Op.i32_add).set(bp);
+      c.get(kcb).i32(steps).op(Op.i32_sub).set(kcb);
+    };
+    c.while(
+      () => c.get(kcb).i32(s.unroll).op(Op.i32_ge_s),
+      () => {
+        for (let u = 0; u < s.unroll; u++) step(u);
+        advance(s.unroll);
+      },
+    );
+    c.while(
+      () => c.get(kcb).i32(0).op(Op.i32_gt_s),
+      () => {
+        step(0);
+        advance(1);
+      },
+    );
+    forRows((r) => {
+      for (let v = 0; v < nv; v++) c.get(row).get(acc[r]![v]!).simdMem(Simd.v128_store, 4, v * 16);
+    });
+  });
+}
+
+function loadArg(c: Code, arg: number, word: MatmulArg): Code {
+  return c.get(arg).mem(Op.i32_load, 2, word * 4);
+}
+
+function min(c: Code, a: () => void, b: () => void): void {
+  a();
+  b();
+  a();
+  b();
+  c.op(Op.i32_lt_s).op(Op.select);
+}
+
+/** Task export `name(arg, t)`: one (batch, row block, column block) of C, all k blocks in order. */
+function emitDriver(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, name: string): void {
+  const P = ValType.i32;
+  mb.func([P, P], [], (c) => {
+    const [arg, task] = [0, 1];
+    const [a, b, cc, np, mp, k, kc, per, m0, m1, n0, n1, k0, kcb, ablk, bblk, i, j, acc] = Array.from({ length: 19 }, () => c.local(P));
+    const e = t.bytes;
+    loadArg(c, arg, MatmulArg.tilesM).tee(per);
+    loadArg(c, arg, MatmulArg.tilesN).op(Op.i32_mul).set(per);
+    loadArg(c, arg, MatmulArg.np).set(np);
+    loadArg(c, arg, MatmulArg.mp).set(mp);
+    loadArg(c, arg, MatmulArg.k).set(k);
+    loadArg(c, arg, MatmulArg.kc).set(kc);
+    // batch = task / per: offset the three base pointers
+    const base = (dst: number, w: MatmulArg, bw: MatmulArg) => {
+      loadArg(c, arg, w);
+      loadArg(c, arg, bw).get(task).get(per).op(Op.i32_div_u).op(Op.i32_mul).op(Op.i32_add).set(dst);
+    };
+    base(a, MatmulArg.a, MatmulArg.aBatch);
+    base(b, MatmulArg.b, MatmulArg.bBatch);
+    base(cc, MatmulArg.c, MatmulArg.cBatch);
+    // tile within the batch: row block = (task % per) / tilesN, column block = (task % per) % tilesN
+    c.get(task).get(per).op(Op.i32_rem_u).set(task);
+    c.get(task);
+    loadArg(c, arg, MatmulArg.tilesN).op(Op.i32_div_u);
+    loadArg(c, arg, MatmulArg.mc).op(Op.i32_mul).set(m0);
+    c.get(task);
+    loadArg(c, arg, MatmulArg.tilesN).op(Op.i32_rem_u);
+    loadArg(c, arg, MatmulArg.nc).op(Op.i32_mul).set(n0);
+    const end = (lo: number, w: MatmulArg, hi: number, dst: number) => {
+      min(c, () => loadArg(c.get(lo), arg, w).op(Op.i32_add), () => c.get(hi));
+      c.set(dst);
+    };
+    end(m0, MatmulArg.mc, mp, m1);
+    end(n0, MatmulArg.nc, np, n1);
+    c.i32(0).set(k0);
+    c.while(() => c.get(k0).get(k).op(Op.i32_lt_s), () => {
+      min(c, () => c.get(kc), () => c.get(k).get(k0).op(Op.i32_sub));
+      c.set(kcb);
+      c.get(a).get(k0).get(mp).op(Op.i32_mul).i32(e).op(Op.i32_mul).op(Op.i32_add).set(ablk);
+      c.get(b).get(k0).get(np).op(Op.i32_mul).i32(e).op(Op.i32_mul).op(Op.i32_add).set(bblk);
+      c.get(k0).i32(0).op(Op.i32_gt_s).set(acc);
+      c.for(j, () => c.get(n0), () => c.get(n1), s.nr, () => {
+        c.for(i, () => c.get(m0), () => c.get(m1), s.mr, () => {
+          c.get(ablk).get(i).get(kcb).op(Op.i32_mul).i32(e).op(Op.i32_mul).op(Op.i32_add);
+          c.get(bblk).get(j).get(kcb).op(Op.i32_mul).i32(e).op(Op.i32_mul).op(Op.i32_add);
+          c.get(cc).get(i).get(np).op(Op.i32_mul).get(j).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add);
+          c.get(kcb).get(np).i32(e).op(Op.i32_mul).get(acc).call(micro);
+        });
+      });
+      c.get(k0).get(kcb).op(Op.i32_add).set(k0);
+    });
+  }, name);
+}
+
+/** Adds `matmul_f32` and `matmul_f64` task exports; `tiles` overrides the shapes (benchmarks). */
+export function emitMatmul(mb: ModuleBuilder, flavor: Flavor, tiles: { f32?: MicroShape; f64?: MicroShape } = {}): void {
+  const s32 = tiles.f32 ?? F32_TILE;
+  const s64 = tiles.f64 ?? F64_TILE;
+  emitDriver(mb, F32, s32, emitMicro(mb, F32, s32, flavor.relaxed), 'matmul_f32');
+  emitDriver(mb, F64, s64, emitMicro(mb, F64, s64, flavor.relaxed), 'matmul_f64');
+}

@@ -1,0 +1,134 @@
+/**
+ * @file The worker pool: worker_threads that instantiate the kernel module on the shared memory
+ * and pull task indices from an atomic counter in its control block. Synchronous for the caller
+ * (the main thread works too, then blocks on Atomics.wait). Which thread runs a task never changes
+ * what the task computes, so results do not depend on the thread count.
+ */
+
+/** Word indices of the control block (an Int32Array at byte 0 of the shared memory). */
+const GEN = 0;
+const FN = 1;
+const ARG = 2;
+const NTASKS = 3;
+const NEXT = 4;
+const ACK = 5;
+const READY = 6;
+const ERROR = 7;
+const QUIT = 8;
+export const CONTROL_BYTES = 64;
+
+// Plain script (eval: true) so workers need neither the tsx loader nor a file on disk. Each worker
+// acknowledges every generation, so the next job's counters are only reset once all are idle.
+const WORKER_SOURCE = `
+const { workerData } = require('node:worker_threads');
+const { module, memory, names } = workerData;
+const ex = new WebAssembly.Instance(module, { env: { memory } }).exports;
+const fns = names.map((n) => ex[n]);
+const c = new Int32Array(memory.buffer, 0, 16);
+let gen = Atomics.load(c, ${GEN});
+Atomics.add(c, ${READY}, 1);
+Atomics.notify(c, ${READY});
+for (;;) {
+  while (Atomics.load(c, ${GEN}) === gen) Atomics.wait(c, ${GEN}, gen);
+  gen = Atomics.load(c, ${GEN});
+  if (Atomics.load(c, ${QUIT})) break;
+  const f = fns[c[${FN}]], arg = c[${ARG}], n = c[${NTASKS}];
+  try {
+    for (let t; (t = Atomics.add(c, ${NEXT}, 1)) < n; ) f(arg, t);
+  } catch {
+    Atomics.store(c, ${ERROR}, 1);
+  }
+  Atomics.add(c, ${ACK}, 1);
+  Atomics.notify(c, ${ACK});
+}
+`;
+
+interface WorkerLike {
+  unref(): void;
+  terminate(): Promise<number>;
+  on(event: 'error', fn: (e: unknown) => void): void;
+}
+type WorkerCtor = new (src: string, opts: object) => WorkerLike;
+
+function workerConstructor(): WorkerCtor | null {
+  const proc = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process;
+  const mod = proc?.getBuiltinModule?.('node:worker_threads') as { Worker?: WorkerCtor } | undefined;
+  return mod?.Worker ?? null;
+}
+
+/** Thread count: explicit option, else QGRAD_THREADS, else os.availableParallelism(). */
+export function defaultThreadCount(): number {
+  const proc = (globalThis as { process?: { env?: Record<string, string | undefined>; getBuiltinModule?: (id: string) => unknown } }).process;
+  const env = Number(proc?.env?.QGRAD_THREADS);
+  if (Number.isInteger(env) && env >= 1) return env;
+  const os = proc?.getBuiltinModule?.('node:os') as { availableParallelism?: () => number } | undefined;
+  return Math.max(1, os?.availableParallelism?.() ?? 1);
+}
+
+export class ThreadPool {
+  readonly workers: number;
+  readonly #control: Int32Array;
+  readonly #handles: WorkerLike[] = [];
+  #broken = false;
+
+  /**
+   * Starts `threads - 1` workers (the caller is the last thread) and waits until they are ready.
+   * Throws when workers are unavailable or do not start; callers then run single-threaded.
+   */
+  constructor(module: object, memory: { buffer: ArrayBufferLike }, names: readonly string[], threads: number) {
+    const Worker = workerConstructor();
+    if (!Worker) throw new Error('worker_threads is not available');
+    if (!(memory.buffer instanceof SharedArrayBuffer)) throw new Error('the wasm memory is not shared');
+    this.#control = new Int32Array(memory.buffer, 0, CONTROL_BYTES / 4);
+    this.#control.fill(0);
+    this.workers = threads - 1;
+    for (let i = 0; i < this.workers; i++) {
+      const w = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], workerData: { module, memory, names } });
+      w.on('error', () => {
+        this.#broken = true;
+      });
+      w.unref();
+      this.#handles.push(w);
+    }
+    const deadline = Date.now() + 10_000;
+    for (let r; (r = Atomics.load(this.#control, READY)) < this.workers; ) {
+      if (Date.now() > deadline) {
+        this.dispose();
+        throw new Error(`only ${r} of ${this.workers} wasm workers started`);
+      }
+      Atomics.wait(this.#control, READY, r, 100);
+    }
+  }
+
+  /** Runs tasks 0..n-1 of export `fn` (index into `names`) with argument block `arg`. */
+  run(fn: number, arg: number, n: number, local: (t: number) => void): void {
+    const c = this.#control;
+    if (this.#broken) throw new Error('a wasm worker failed');
+    c[FN] = fn;
+    c[ARG] = arg;
+    c[NTASKS] = n;
+    Atomics.store(c, NEXT, 0);
+    Atomics.store(c, ACK, 0);
+    Atomics.store(c, ERROR, 0);
+    Atomics.add(c, GEN, 1);
+    Atomics.notify(c, GEN);
+    let failure: unknown = null;
+    try {
+      for (let t; (t = Atomics.add(c, NEXT, 1)) < n; ) local(t);
+    } catch (e) {
+      failure = e;
+      Atomics.store(c, NEXT, n);
+    }
+    for (let a; (a = Atomics.load(c, ACK)) < this.workers; ) Atomics.wait(c, ACK, a, 1000);
+    if (failure) throw failure;
+    if (Atomics.load(c, ERROR)) throw new Error('a wasm kernel task failed in a worker');
+  }
+
+  dispose(): void {
+    Atomics.store(this.#control, QUIT, 1);
+    Atomics.add(this.#control, GEN, 1);
+    Atomics.notify(this.#control, GEN);
+    for (const w of this.#handles) w.terminate().catch(() => {});
+    this.#handles.length = 0;
+  }
+}
