@@ -1,0 +1,20 @@
+/**
+ * @file @qgrad/core: tensors, autograd, the op library and backend selection.
+ * @example
+ * import { tensor } from '@qgrad/core';
+ * const x = tensor([1, 2, 3], { requiresGrad: true });
+ * x.mul(x).sum().backward(); // x.grad = [2, 4, 6]
+ */
+export { Tensor, type Storage, type NestedArray } from './tensor.js';
+export { defineFunction, FunctionCtx, type FunctionSpec } from './function.js';
+export { noGrad, enableGrad, isGradEnabled, setDetectAnomaly, detectAnomaly, isAnomalyEnabled, AnomalyError, type BackwardOptions, type GradHook } from './tape.js';
+export { grad, gradOf, valueAndGrad, backward, type GradOptions } from './autograd.js';
+export { setBackend, getBackend, registerBackend, type BackendName } from './backend.js';
+export { Generator, manualSeed, defaultGenerator } from './random.js';
+export { promoteTypes } from './dtype.js';
+export type { DType, TypedArray } from '@qgrad/kernels';
+export * from './ops/creation.js';
+export * from './ops/elementwise.js';
+export * from './ops/reduce.js';
+export * from './ops/movement.js';
+export * as functional from './functional.js';

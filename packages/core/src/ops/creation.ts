@@ -1,0 +1,219 @@
+/**
+ * @file Tensor creation (tensor, zeros, ones, full, arange, linspace, eye, rand, randn, randint
+ * and the *Like variants) and PyTorch-style printing. Nothing here is recorded on the tape.
+ */
+import { ARRAY_TYPES, isFloat, numel, type DType, type TypedArray } from '@qgrad/kernels';
+import { currentBackend } from '../backend.js';
+import { empty, runKernelInto } from '../dispatch.js';
+import { defaultGenerator, type Generator } from '../random.js';
+import { Tensor, type NestedArray } from '../tensor.js';
+
+export interface CreateOptions {
+  dtype?: DType;
+  requiresGrad?: boolean;
+}
+
+export interface RandomOptions extends CreateOptions {
+  generator?: Generator;
+}
+
+function dtypeOfArray(a: TypedArray): DType {
+  if (a instanceof Float32Array) return 'float32';
+  if (a instanceof Float64Array) return 'float64';
+  if (a instanceof Int32Array) return 'int32';
+  if (a instanceof Int8Array) return 'int8';
+  return 'uint8';
+}
+
+function inferShape(data: NestedArray, path = 'data'): number[] {
+  if (!Array.isArray(data)) return [];
+  if (data.length === 0) return [0];
+  const inner = inferShape(data[0]!, `${path}[0]`);
+  for (let i = 1; i < data.length; i++) {
+    const s = inferShape(data[i]!, `${path}[${i}]`);
+    if (s.join() !== inner.join()) throw new Error(`tensor: ragged nested array: ${path}[${i}] has shape [${s.join(', ')}] but ${path}[0] has [${inner.join(', ')}]`);
+  }
+  return [data.length, ...inner];
+}
+
+/** Copies numbers into a typed array of `dtype` (integers truncate toward zero). */
+function toTyped(dtype: DType, values: ArrayLike<number>): TypedArray {
+  const a = new ARRAY_TYPES[dtype](values.length);
+  const float = isFloat(dtype);
+  for (let i = 0; i < values.length; i++) a[i] = float ? values[i]! : Math.trunc(values[i]!);
+  return a;
+}
+
+/** Wraps a typed array as a contiguous tensor on the current backend (copies into it). */
+export function fromTypedArray(values: TypedArray, shape: number[], dtype: DType, requiresGrad = false): Tensor {
+  if (values.length !== numel(shape)) throw new Error(`tensor: ${values.length} values do not fill shape [${shape.join(', ')}] (${numel(shape)} elements)`);
+  const t = empty(shape, dtype);
+  const typed = values.constructor === ARRAY_TYPES[dtype] ? values : toTyped(dtype, values);
+  t.storage.backend.write(t.storage.data, dtype, typed);
+  t.requiresGrad = requiresGrad;
+  return t;
+}
+
+/**
+ * Creates a tensor from a number, nested arrays or a typed array.
+ * @example tensor([[1, 2], [3, 4]]).shape; // [2, 2]
+ * @example tensor(new Float64Array([1, 2, 3, 4]), { shape: [2, 2] }).dtype; // 'float64'
+ */
+export function tensor(data: NestedArray | TypedArray, opts: CreateOptions & { shape?: number[] } = {}): Tensor {
+  let values: TypedArray;
+  let shape: number[];
+  let dtype = opts.dtype;
+  if (ArrayBuffer.isView(data)) {
+    dtype ??= dtypeOfArray(data);
+    values = data;
+    shape = opts.shape ?? [data.length];
+  } else {
+    shape = inferShape(data);
+    const flat = Array.isArray(data) ? (data as unknown[]).flat(Infinity as 1) as number[] : [data];
+    dtype ??= 'float32';
+    values = toTyped(dtype, flat);
+    if (opts.shape) shape = opts.shape;
+  }
+  if (opts.requiresGrad && !isFloat(dtype)) throw new Error(`tensor: only floating-point tensors can require gradients, got ${dtype}`);
+  return fromTypedArray(values, shape, dtype, opts.requiresGrad);
+}
+
+/** A 0-d tensor of `value` on `like`'s backend. */
+export function scalarLike(value: number, dtype: DType, like?: Tensor): Tensor {
+  const t = empty([], dtype, like);
+  runKernelInto('fill', [], t, { value });
+  t.storage.version = 0;
+  return t;
+}
+
+export function full(shape: number[], value: number, opts: CreateOptions = {}): Tensor {
+  const dtype = opts.dtype ?? 'float32';
+  checkShape('full', shape);
+  const t = empty(shape, dtype);
+  runKernelInto('fill', [], t, { value });
+  t.storage.version = 0;
+  t.requiresGrad = opts.requiresGrad ?? false;
+  return t;
+}
+
+/** @example zeros([2, 3]).toArray(); // [[0, 0, 0], [0, 0, 0]] */
+export function zeros(shape: number[], opts: CreateOptions = {}): Tensor {
+  return full(shape, 0, opts);
+}
+export function ones(shape: number[], opts: CreateOptions = {}): Tensor {
+  return full(shape, 1, opts);
+}
+export function zerosLike(t: Tensor, opts: CreateOptions = {}): Tensor {
+  return fullLike(t, 0, opts);
+}
+export function onesLike(t: Tensor, opts: CreateOptions = {}): Tensor {
+  return fullLike(t, 1, opts);
+}
+export function fullLike(t: Tensor, value: number, opts: CreateOptions = {}): Tensor {
+  const o = empty([...t.shape], opts.dtype ?? t.dtype, t);
+  runKernelInto('fill', [], o, { value });
+  o.storage.version = 0;
+  o.requiresGrad = opts.requiresGrad ?? false;
+  return o;
+}
+
+function checkShape(op: string, shape: number[]): void {
+  for (const d of shape) if (!Number.isInteger(d) || d < 0) throw new Error(`${op}: invalid shape [${shape.join(', ')}]`);
+}
+
+/** @example arange(0, 5, 2).toArray(); // [0, 2, 4] */
+export function arange(start: number, end?: number, step = 1, opts: CreateOptions = {}): Tensor {
+  if (end === undefined) [start, end] = [0, start];
+  if (step === 0) throw new Error('arange: step must be nonzero');
+  const n = Math.max(0, Math.ceil((end - start) / step));
+  const allInt = [start, end, step].every(Number.isInteger);
+  const dtype = opts.dtype ?? (allInt ? 'int32' : 'float32');
+  const v = new ARRAY_TYPES[dtype](n);
+  for (let i = 0; i < n; i++) v[i] = start + i * step;
+  return fromTypedArray(v, [n], dtype, opts.requiresGrad);
+}
+
+/** `steps` evenly spaced values from start to end inclusive. */
+export function linspace(start: number, end: number, steps: number, opts: CreateOptions = {}): Tensor {
+  const dtype = opts.dtype ?? 'float32';
+  const v = new ARRAY_TYPES[dtype](steps);
+  const step = steps > 1 ? (end - start) / (steps - 1) : 0;
+  // fill from both ends as PyTorch does, so the last value is exactly `end`
+  const half = Math.floor(steps / 2);
+  for (let i = 0; i < steps; i++) v[i] = i < half ? start + i * step : end - (steps - 1 - i) * step;
+  return fromTypedArray(v, [steps], dtype, opts.requiresGrad);
+}
+
+export function eye(n: number, m = n, opts: CreateOptions = {}): Tensor {
+  const dtype = opts.dtype ?? 'float32';
+  const v = new ARRAY_TYPES[dtype](n * m);
+  for (let i = 0; i < Math.min(n, m); i++) v[i * m + i] = 1;
+  return fromTypedArray(v, [n, m], dtype, opts.requiresGrad);
+}
+
+function randomTensor(shape: number[], opts: RandomOptions, draw: (g: Generator) => number): Tensor {
+  checkShape('random', shape);
+  const dtype = opts.dtype ?? 'float32';
+  const g = opts.generator ?? defaultGenerator;
+  const v = new ARRAY_TYPES[dtype](numel(shape));
+  for (let i = 0; i < v.length; i++) v[i] = draw(g);
+  return fromTypedArray(v, shape, dtype, opts.requiresGrad);
+}
+
+/** Uniform in [0, 1). */
+export function rand(shape: number[], opts: RandomOptions = {}): Tensor {
+  return randomTensor(shape, opts, (g) => g.random());
+}
+/** Standard normal. */
+export function randn(shape: number[], opts: RandomOptions = {}): Tensor {
+  return randomTensor(shape, opts, (g) => g.normal());
+}
+/** Integers uniform in [low, high), int32 unless a dtype is given. */
+export function randint(low: number, high: number, shape: number[], opts: RandomOptions = {}): Tensor {
+  if (!(high > low)) throw new Error(`randint: high (${high}) must be greater than low (${low})`);
+  return randomTensor(shape, { dtype: 'int32', ...opts }, (g) => g.randint(low, high));
+}
+export function randLike(t: Tensor, opts: RandomOptions = {}): Tensor {
+  return rand([...t.shape], { dtype: t.dtype, ...opts });
+}
+export function randnLike(t: Tensor, opts: RandomOptions = {}): Tensor {
+  return randn([...t.shape], { dtype: t.dtype, ...opts });
+}
+export function randintLike(t: Tensor, low: number, high: number, opts: RandomOptions = {}): Tensor {
+  return randint(low, high, [...t.shape], { dtype: t.dtype, ...opts });
+}
+
+// ---------------------------------------------------------------- printing
+function formatNumber(v: number, float: boolean): string {
+  if (!float) return String(v);
+  if (Number.isNaN(v)) return 'nan';
+  if (!Number.isFinite(v)) return v > 0 ? 'inf' : '-inf';
+  if (Number.isInteger(v) && Math.abs(v) < 1e8) return `${v}.`;
+  const a = Math.abs(v);
+  return a !== 0 && (a < 1e-4 || a >= 1e8) ? v.toExponential(4) : v.toFixed(4);
+}
+
+/** Prints like PyTorch: `tensor([[1., 2.], [3., 4.]], requires_grad=True)`. */
+export function formatTensor(t: Tensor): string {
+  const float = isFloat(t.dtype);
+  const d = t.data;
+  const cells = Array.from(d, (v) => formatNumber(v, float));
+  const width = Math.max(0, ...cells.map((c) => c.length));
+  const pad = (s: string) => s.padStart(width);
+  const indent = 'tensor('.length;
+  const build = (dim: number, off: number): string => {
+    if (dim === t.ndim) return pad(cells[off]!);
+    const inner = numel(t.shape.slice(dim + 1));
+    const parts = Array.from({ length: t.shape[dim]! }, (_, i) => build(dim + 1, off + i * inner));
+    const sep = dim === t.ndim - 1 ? ', ' : ',' + '\n'.repeat(t.ndim - dim - 1) + ' '.repeat(indent + dim + 1);
+    return `[${parts.join(sep)}]`;
+  };
+  const body = t.ndim === 0 ? cells[0]! : build(0, 0);
+  const extras: string[] = [];
+  if (t.dtype !== 'float32' && !(t.dtype === 'int32' && t.ndim > 0 && false)) extras.push(`dtype=${t.dtype}`);
+  if (t.gradFn) extras.push(`grad_fn=<${t.gradFn.name}Backward>`);
+  else if (t.requiresGrad) extras.push('requires_grad=True');
+  return `tensor(${body}${extras.length ? ', ' + extras.join(', ') : ''})`;
+}
+
+export { currentBackend };

@@ -1,0 +1,357 @@
+/**
+ * @file Elementwise ops: arithmetic with broadcasting and type promotion, unary math and
+ * activations, where/clamp/maximum/minimum, comparisons, casts and the in-place writers.
+ * Each primitive sits next to its derivative; composites (gelu, silu, leakyRelu …) have none.
+ */
+import { isFloat, type BinaryOp, type DType, type UnaryOp } from '@qgrad/kernels';
+import { broadcastShapes, runKernel, runKernelInto } from '../dispatch.js';
+import { floatType, promoteTypes, scalarType } from '../dtype.js';
+import { defineFunction } from '../function.js';
+import { isGradEnabled } from '../tape.js';
+import { Tensor } from '../tensor.js';
+import { scalarLike, zerosLike } from './creation.js';
+import { expandView } from './movement.js';
+
+export type TensorLike = Tensor | number;
+
+/** Turns a number into a 0-d tensor next to `like` (numbers never widen a tensor's dtype). */
+export function asTensor(v: TensorLike, like: Tensor): Tensor {
+  return v instanceof Tensor ? v : scalarLike(v, scalarType(v, like.dtype), like);
+}
+
+/** A cast that is free when the dtype already matches (forward-only helper). */
+function castNoGrad(t: Tensor, dtype: DType): Tensor {
+  return t.dtype === dtype ? t : runKernel('copy', [t], [...t.shape], dtype, {});
+}
+
+function unaryKernel(x: Tensor, op: UnaryOp, outDtype: DType, alpha?: number): Tensor {
+  return runKernel('unary', [castNoGrad(x, outDtype === 'uint8' ? x.dtype : outDtype)], [...x.shape], outDtype, alpha === undefined ? { op } : { op, alpha });
+}
+
+/** Broadcasts, casts both sides to `compute`, and runs a binary kernel producing `outDtype`. */
+function binaryKernel(op: BinaryOp, a: Tensor, b: Tensor, compute: DType, outDtype: DType = compute): Tensor {
+  const shape = broadcastShapes(op, a.shape, b.shape);
+  return runKernel('binary', [expandView(castNoGrad(a, compute), shape), expandView(castNoGrad(b, compute), shape)], shape, outDtype, { op });
+}
+
+function pair(a: TensorLike, b: TensorLike): [Tensor, Tensor] {
+  if (a instanceof Tensor) return [a, asTensor(b, a)];
+  if (b instanceof Tensor) return [asTensor(a, b), b];
+  throw new Error('elementwise op: at least one argument must be a Tensor');
+}
+
+// ---------------------------------------------------------------- arithmetic
+const addFn = defineFunction({
+  name: 'add',
+  forward: (_ctx, a: Tensor, b: Tensor) => binaryKernel('add', a, b, promoteTypes(a.dtype, b.dtype)),
+  backward: (_ctx, g) => [g, g], // d(a+b) = da + db
+});
+const subFn = defineFunction({
+  name: 'sub',
+  forward: (_ctx, a: Tensor, b: Tensor) => binaryKernel('sub', a, b, promoteTypes(a.dtype, b.dtype)),
+  backward: (_ctx, g) => [g, neg(g)], // d(a-b) = da - db
+});
+const mulFn = defineFunction({
+  name: 'mul',
+  forward(ctx, a: Tensor, b: Tensor) {
+    ctx.save(a, b);
+    return binaryKernel('mul', a, b, promoteTypes(a.dtype, b.dtype));
+  },
+  backward(ctx, g) {
+    const [a, b] = ctx.saved as [Tensor, Tensor];
+    return [ctx.needsInputGrad[0] ? mul(g, b) : null, ctx.needsInputGrad[1] ? mul(g, a) : null]; // d(ab) = b da + a db
+  },
+});
+const divFn = defineFunction({
+  name: 'div',
+  forward(ctx, a: Tensor, b: Tensor) {
+    ctx.save(a, b);
+    return binaryKernel('div', a, b, floatType(promoteTypes(a.dtype, b.dtype)));
+  },
+  backward(ctx, g) {
+    const [a, b] = ctx.saved as [Tensor, Tensor];
+    const gb = div(g, b);
+    return [gb, ctx.needsInputGrad[1] ? neg(mul(gb, div(a, b))) : null]; // d(a/b) = da/b - a db/b²
+  },
+});
+const powFn = defineFunction({
+  name: 'pow',
+  forward(ctx, a: Tensor, b: Tensor) {
+    const y = binaryKernel('pow', a, b, promoteTypes(a.dtype, b.dtype));
+    ctx.save(a, b, y);
+    return y;
+  },
+  backward(ctx, g) {
+    const [a, b, y] = ctx.saved as [Tensor, Tensor, Tensor];
+    // d(aᵇ) = b aᵇ⁻¹ da + aᵇ ln a db   (the db term is 0 where a = 0, as in PyTorch)
+    const ga = ctx.needsInputGrad[0] ? mul(g, mul(b, pow(a, sub(b, 1)))) : null;
+    const gb = ctx.needsInputGrad[1] ? where(eq(a, 0), 0, mul(g, mul(y, log(a)))) : null;
+    return [ga, gb];
+  },
+});
+
+/** a + alpha·b with broadcasting. @example add(tensor([1, 2]), 1).toArray(); // [2, 3] */
+export function add(a: TensorLike, b: TensorLike, alpha = 1): Tensor {
+  const [x, y] = pair(a, alpha === 1 ? b : mul(b, alpha));
+  return addFn(x, y);
+}
+/** a - alpha·b with broadcasting. */
+export function sub(a: TensorLike, b: TensorLike, alpha = 1): Tensor {
+  const [x, y] = pair(a, alpha === 1 ? b : mul(b, alpha));
+  return subFn(x, y);
+}
+/** a · b with broadcasting. */
+export function mul(a: TensorLike, b: TensorLike): Tensor {
+  return mulFn(...pair(a, b));
+}
+/** a / b with broadcasting (true division: integer inputs give float32). */
+export function div(a: TensorLike, b: TensorLike): Tensor {
+  return divFn(...pair(a, b));
+}
+/** aᵇ with broadcasting. @example pow(tensor([2, 3]), 2).toArray(); // [4, 9] */
+export function pow(a: TensorLike, b: TensorLike): Tensor {
+  return powFn(...pair(a, b));
+}
+
+// ---------------------------------------------------------------- unary primitives
+type Saves = 'x' | 'y' | 'none';
+
+/** A float unary primitive whose derivative is `grad(g, x, y)` (x/y null unless saved). */
+function unaryOp(name: UnaryOp, saves: Saves, grad: (g: Tensor, x: Tensor, y: Tensor) => Tensor): (x: Tensor) => Tensor {
+  return defineFunction({
+    name,
+    forward(ctx, x: Tensor) {
+      const y = unaryKernel(x, name, floatType(x.dtype));
+      if (saves === 'x') ctx.save(x);
+      else if (saves === 'y') ctx.save(y);
+      return y;
+    },
+    backward(ctx, g) {
+      const s = ctx.saved[0]!;
+      return [grad(g, s, s)];
+    },
+  });
+}
+
+/** A unary op with zero gradient almost everywhere (sign, floor, ceil, round, trunc); keeps dtype. */
+function steppedOp(name: UnaryOp): (x: Tensor) => Tensor {
+  return defineFunction({
+    name,
+    forward: (_ctx, x: Tensor) => unaryKernel(x, name, x.dtype),
+    backward: (_ctx, g) => [zerosLike(g)], // piecewise constant
+  });
+}
+
+export const neg: (x: Tensor) => Tensor = defineFunction({
+  name: 'neg',
+  forward: (_ctx, x: Tensor) => unaryKernel(x, 'neg', x.dtype),
+  backward: (_ctx, g) => [neg(g)], // d(-x) = -dx
+});
+export const exp = unaryOp('exp', 'y', (g, _x, y) => mul(g, y)); // d eˣ = eˣ
+export const log = unaryOp('log', 'x', (g, x) => div(g, x)); // d ln x = 1/x
+export const log1p = unaryOp('log1p', 'x', (g, x) => div(g, add(x, 1))); // d ln(1+x) = 1/(1+x)
+export const expm1 = unaryOp('expm1', 'y', (g, _x, y) => mul(g, add(y, 1))); // d (eˣ-1) = eˣ
+export const sqrt = unaryOp('sqrt', 'y', (g, _x, y) => div(g, mul(y, 2))); // d √x = 1/(2√x)
+export const rsqrt = unaryOp('rsqrt', 'y', (g, _x, y) => mul(g, mul(pow(y, 3), -0.5))); // d x^-½ = -½ x^-3/2
+export const abs = defineFunction({
+  name: 'abs',
+  forward(ctx, x: Tensor) {
+    ctx.save(x);
+    return unaryKernel(x, 'abs', x.dtype);
+  },
+  backward: (ctx, g) => [mul(g, sign(ctx.saved[0]!))], // d|x| = sign(x)
+});
+export const sin = unaryOp('sin', 'x', (g, x) => mul(g, cos(x))); // d sin = cos
+export const cos = unaryOp('cos', 'x', (g, x) => neg(mul(g, sin(x)))); // d cos = -sin
+export const tanh = unaryOp('tanh', 'y', (g, _x, y) => mul(g, sub(1, mul(y, y)))); // d tanh = 1 - tanh²
+export const sigmoid = unaryOp('sigmoid', 'y', (g, _x, y) => mul(g, mul(y, sub(1, y)))); // dσ = σ(1-σ)
+export const relu = unaryOp('relu', 'x', (g, x) => mul(g, gt(x, 0))); // d relu = [x > 0]
+export const erf = unaryOp('erf', 'x', (g, x) => mul(g, mul(exp(neg(mul(x, x))), 2 / Math.sqrt(Math.PI)))); // d erf = 2/√π e^{-x²}
+export const reciprocal = unaryOp('reciprocal', 'y', (g, _x, y) => neg(mul(g, mul(y, y)))); // d 1/x = -1/x²
+export const sign = steppedOp('sign');
+export const floor = steppedOp('floor');
+export const ceil = steppedOp('ceil');
+export const trunc = steppedOp('trunc');
+/** Rounds half to even, as `torch.round`; zero gradient (see the quantization estimators for STE). */
+export const round = steppedOp('roundHalfEven');
+
+const softplusFn = defineFunction({
+  name: 'softplus',
+  forward(ctx, x: Tensor, beta: number) {
+    ctx.save(x);
+    ctx.state = { beta };
+    return unaryKernel(x, 'softplus', floatType(x.dtype), beta);
+  },
+  backward(ctx, g) {
+    const x = ctx.saved[0]!;
+    const bx = mul(x, ctx.state.beta as number);
+    return [where(gt(bx, 20), g, mul(g, sigmoid(bx))), null]; // d softplus = σ(βx), linear above the threshold
+  },
+});
+/** log(1 + e^{βx})/β, linear where βx > 20 (PyTorch's default threshold). */
+export function softplus(x: Tensor, beta = 1): Tensor {
+  return softplusFn(x, beta);
+}
+
+export function square(x: Tensor): Tensor {
+  return mul(x, x);
+}
+
+// ---------------------------------------------------------------- selection
+const whereFn = defineFunction({
+  name: 'where',
+  forward(ctx, cond: Tensor, a: Tensor, b: Tensor) {
+    ctx.save(cond);
+    const shape = broadcastShapes('where', broadcastShapes('where', cond.shape, a.shape), b.shape);
+    const dt = promoteTypes(a.dtype, b.dtype);
+    return runKernel('where', [expandView(cond, shape), expandView(castNoGrad(a, dt), shape), expandView(castNoGrad(b, dt), shape)], shape, dt, {});
+  },
+  backward(ctx, g) {
+    const c = ctx.saved[0]!;
+    const z = zerosLike(g);
+    return [null, ctx.needsInputGrad[1] ? where(c, g, z) : null, ctx.needsInputGrad[2] ? where(c, z, g) : null]; // routes g by the condition
+  },
+});
+/** Elementwise `cond ? a : b` with broadcasting. */
+export function where(cond: Tensor, a: TensorLike, b: TensorLike): Tensor {
+  const like = a instanceof Tensor ? a : b instanceof Tensor ? b : cond;
+  const ta = a instanceof Tensor ? a : scalarLike(a, scalarType(a, b instanceof Tensor ? b.dtype : floatType(like.dtype)), like);
+  const tb = b instanceof Tensor ? b : scalarLike(b, scalarType(b, ta.dtype), like);
+  return whereFn(cond, ta, tb);
+}
+
+function extremum(name: 'maximum' | 'minimum') {
+  return defineFunction({
+    name,
+    forward(ctx, a: Tensor, b: Tensor) {
+      ctx.save(a, b);
+      return binaryKernel(name, a, b, promoteTypes(a.dtype, b.dtype));
+    },
+    backward(ctx, g) {
+      const [a, b] = ctx.saved as [Tensor, Tensor];
+      // the winner takes g; on ties each side gets g/2, as PyTorch does
+      const wa = name === 'maximum' ? gt(a, b) : lt(a, b);
+      const tie = mul(eq(a, b), 0.5);
+      return [mul(g, add(wa, tie)), mul(g, add(name === 'maximum' ? lt(a, b) : gt(a, b), tie))];
+    },
+  });
+}
+const maximumFn = extremum('maximum');
+const minimumFn = extremum('minimum');
+export function maximum(a: TensorLike, b: TensorLike): Tensor {
+  return maximumFn(...pair(a, b));
+}
+export function minimum(a: TensorLike, b: TensorLike): Tensor {
+  return minimumFn(...pair(a, b));
+}
+
+const clampFn = defineFunction({
+  name: 'clamp',
+  forward(ctx, x: Tensor, lo: number | null, hi: number | null) {
+    ctx.save(x);
+    ctx.state = { lo, hi };
+    let y = x;
+    if (lo !== null) y = binaryKernel('maximum', y, scalarLike(lo, x.dtype, x), x.dtype);
+    if (hi !== null) y = binaryKernel('minimum', y, scalarLike(hi, x.dtype, x), x.dtype);
+    return y === x ? x.alias() : y;
+  },
+  backward(ctx, g) {
+    const x = ctx.saved[0]!;
+    const { lo, hi } = ctx.state as { lo: number | null; hi: number | null };
+    // gradient passes where lo ≤ x ≤ hi (inclusive, as PyTorch)
+    let m: Tensor = g;
+    if (lo !== null) m = mul(m, ge(x, lo));
+    if (hi !== null) m = mul(m, le(x, hi));
+    return [m, null, null];
+  },
+});
+/** Clamps into [min, max]; either bound may be omitted. */
+export function clamp(x: Tensor, min?: number | null, max?: number | null): Tensor {
+  if ((min ?? null) === null && (max ?? null) === null) throw new Error('clamp: at least one of min and max must be given');
+  return clampFn(x, min ?? null, max ?? null);
+}
+
+// ---------------------------------------------------------------- activations (composites)
+export function leakyRelu(x: Tensor, negativeSlope = 0.01): Tensor {
+  return where(gt(x, 0), x, mul(x, negativeSlope));
+}
+/** GELU: exact (erf) by default, or the tanh approximation with `approximate: 'tanh'`. */
+export function gelu(x: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor {
+  if (approximate === 'tanh') {
+    // ½x(1 + tanh(√(2/π)(x + 0.044715x³)))
+    const inner = mul(add(x, mul(pow(x, 3), 0.044715)), Math.sqrt(2 / Math.PI));
+    return mul(mul(x, 0.5), add(tanh(inner), 1));
+  }
+  return mul(mul(x, 0.5), add(erf(mul(x, Math.SQRT1_2)), 1)); // ½x(1 + erf(x/√2))
+}
+export function silu(x: Tensor): Tensor {
+  return mul(x, sigmoid(x));
+}
+export function elu(x: Tensor, alpha = 1): Tensor {
+  return where(gt(x, 0), x, mul(expm1(x), alpha));
+}
+
+// ---------------------------------------------------------------- comparisons (no gradient, uint8 out)
+function compare(op: BinaryOp) {
+  return (a: TensorLike, b: TensorLike): Tensor => {
+    const [x, y] = pair(a, b);
+    return binaryKernel(op, x, y, promoteTypes(x.dtype, y.dtype), 'uint8');
+  };
+}
+export const eq = compare('eq');
+export const ne = compare('ne');
+export const lt = compare('lt');
+export const le = compare('le');
+export const gt = compare('gt');
+export const ge = compare('ge');
+export const logicalAnd = compare('logicalAnd');
+export const logicalOr = compare('logicalOr');
+export function isfinite(x: Tensor): Tensor {
+  return unaryKernel(x, 'isfinite', 'uint8');
+}
+export function isnan(x: Tensor): Tensor {
+  return unaryKernel(x, 'isnan', 'uint8');
+}
+export function logicalNot(x: Tensor): Tensor {
+  return unaryKernel(x, 'logicalNot', 'uint8');
+}
+
+// ---------------------------------------------------------------- casts and in-place writers
+const castFn = defineFunction({
+  name: 'cast',
+  forward: (_ctx, x: Tensor, dtype: DType) => runKernel('copy', [x], [...x.shape], dtype, {}),
+  backward: (_ctx, g) => [g, null], // the engine casts g back to the input's dtype
+});
+/** Converts to `dtype` (float → int truncates); differentiable between float dtypes. */
+export function cast(x: Tensor, dtype: DType): Tensor {
+  if (x.dtype === dtype) return x;
+  return castFn(x, dtype);
+}
+
+function checkInplace(op: string, dst: Tensor): void {
+  if (isGradEnabled() && dst.requiresGrad) {
+    throw new Error(`${op}: in-place write to a tensor of shape [${dst.shape.join(', ')}] that requires grad; wrap it in noGrad() (as optimizers do) or use the out-of-place op`);
+  }
+}
+
+/** dst[...] = src (broadcast, cast), in place. */
+export function copyInto(dst: Tensor, src: TensorLike): void {
+  checkInplace('copy_', dst);
+  const s = asTensor(src, dst);
+  runKernelInto('copy', [expandView(s, dst.shape)], dst, {});
+}
+
+/** dst = dst ∘ other, in place (used by optimizers under noGrad). */
+export function inplaceBinary(dst: Tensor, op: BinaryOp, other: TensorLike): void {
+  checkInplace(`${op}_`, dst);
+  const o = asTensor(other, dst);
+  if (dst.isContiguous() && broadcastShapes(op, dst.shape, o.shape).join() === dst.shape.join()) {
+    runKernelInto('binary', [dst, expandView(castNoGrad(o, dst.dtype), dst.shape)], dst, { op });
+  } else {
+    const r = binaryKernel(op, dst, o, dst.dtype);
+    if (r.shape.join() !== dst.shape.join()) throw new Error(`${op}_: result shape [${r.shape.join(', ')}] does not match the in-place tensor's shape [${dst.shape.join(', ')}]`);
+    runKernelInto('copy', [r], dst, {});
+  }
+}
+
+export { isFloat };

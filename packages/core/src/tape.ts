@@ -1,0 +1,281 @@
+/**
+ * @file The autograd engine: grad mode, tape nodes, the reverse walk behind `backward()` and
+ * `grad()`, gradient hooks, the saved-tensor version check and anomaly mode.
+ * Ops and their derivative rules live in ops/; the custom-function API in function.ts.
+ */
+import type { DType } from '@qgrad/kernels';
+import type { Tensor } from './tensor.js';
+
+// ---------------------------------------------------------------- grad mode
+let gradEnabled = true;
+
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** Runs `fn` with gradient recording switched to `enabled`, restoring the mode afterwards. */
+export function withGradMode<T>(enabled: boolean, fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = enabled;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+/**
+ * Runs `fn` without recording the tape, like `torch.no_grad()`.
+ * @example const y = noGrad(() => w.mul(2)); // y.requiresGrad === false
+ */
+export function noGrad<T>(fn: () => T): T {
+  return withGradMode(false, fn);
+}
+
+/** Runs `fn` with recording on even inside `noGrad`, like `torch.enable_grad()`. */
+export function enableGrad<T>(fn: () => T): T {
+  return withGradMode(true, fn);
+}
+
+// ---------------------------------------------------------------- anomaly mode
+let anomaly = typeof process !== 'undefined' && /^(1|true|yes)$/i.test(process.env?.QGRAD_DETECT_ANOMALY ?? '');
+
+export function isAnomalyEnabled(): boolean {
+  return anomaly;
+}
+
+/**
+ * Switches anomaly mode on or off (also on when the environment variable
+ * QGRAD_DETECT_ANOMALY=1). While on, the first op whose forward output or backward gradient
+ * holds NaN or Inf throws an `AnomalyError` naming the op and the call site that created it.
+ */
+export function setDetectAnomaly(on: boolean): void {
+  anomaly = on;
+}
+
+/** Runs `fn` with anomaly mode on, like `torch.autograd.detect_anomaly()`. */
+export function detectAnomaly<T>(fn: () => T): T {
+  const prev = anomaly;
+  anomaly = true;
+  try {
+    return fn();
+  } finally {
+    anomaly = prev;
+  }
+}
+
+export class AnomalyError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'AnomalyError';
+  }
+}
+
+/** The first stack frame outside qgrad's own packages: where the user called the op. */
+export function userCallSite(): string {
+  const stack = new Error().stack?.split('\n').slice(1) ?? [];
+  const frame = stack.find((l) => !/packages[\\/](core|kernels)[\\/]src[\\/]/.test(l) && !/node:internal|node_modules/.test(l));
+  return frame?.trim().replace(/^at /, '') ?? 'unknown call site';
+}
+
+// ---------------------------------------------------------------- tape
+/** Where the gradient of one input goes: an earlier node's output or a leaf tensor. */
+export interface Edge {
+  node: Node | null;
+  index: number;
+  leaf: Tensor | null;
+  shape: number[];
+  dtype: DType;
+}
+
+export type GradHook = (grad: Tensor) => Tensor | void;
+
+/** One recorded op application. */
+export class Node {
+  /** Per output: hooks registered on the non-leaf tensor. */
+  hooks: (GradHook[] | undefined)[] = [];
+  saved: Tensor[] | null = null;
+  savedVersions: number[] = [];
+  callSite: string | null = null;
+
+  constructor(
+    readonly name: string,
+    /** Maps output gradients to one gradient (or null) per edge. */
+    public backwardFn: ((grads: Tensor[]) => (Tensor | null | undefined)[]) | null,
+    readonly edges: (Edge | null)[],
+    readonly outputs: { shape: number[]; dtype: DType }[],
+    readonly onceDifferentiable = false,
+  ) {}
+
+  checkSaved(): void {
+    if (this.saved === null) {
+      if (this.backwardFn === null) throw new Error(`${this.name}: trying to backward through the graph a second time; its saved tensors were freed (pass retainGraph: true to the first backward)`);
+      return;
+    }
+    for (let i = 0; i < this.saved.length; i++) {
+      const t = this.saved[i]!;
+      if (t.version !== this.savedVersions[i]) {
+        throw new Error(
+          `${this.name}: a tensor of shape [${t.shape.join(', ')}] needed for its gradient was modified by an in-place operation (version ${t.version}, expected ${this.savedVersions[i]})`,
+        );
+      }
+    }
+  }
+
+  release(): void {
+    this.saved = null;
+    this.backwardFn = null;
+  }
+}
+
+export interface BackwardOptions {
+  /** Record the backward pass so gradients are differentiable again (double backward). */
+  createGraph?: boolean;
+  /** Keep saved tensors so backward can run again through the same graph. */
+  retainGraph?: boolean;
+}
+
+/** Ops the engine needs, injected by tensor.ts to keep this file free of op imports. */
+export interface EngineOps {
+  add(a: Tensor, b: Tensor): Tensor;
+  sumToShape(g: Tensor, shape: number[]): Tensor;
+  zeros(shape: number[], dtype: DType, like: Tensor): Tensor;
+  cast(g: Tensor, dtype: DType): Tensor;
+  onceGuard(g: Tensor, name: string): Tensor;
+  hasNonFinite(t: Tensor): boolean;
+}
+
+let ops: EngineOps;
+export function setEngineOps(o: EngineOps): void {
+  ops = o;
+}
+
+/** Reverse topological order of the nodes reachable from `roots`. */
+function topoOrder(roots: Node[]): Node[] {
+  const order: Node[] = [];
+  const seen = new Set<Node>();
+  const stack: [Node, number][] = [];
+  for (const r of roots) {
+    if (seen.has(r)) continue;
+    seen.add(r);
+    stack.push([r, 0]);
+    while (stack.length) {
+      const top = stack[stack.length - 1]!;
+      const [node, i] = top;
+      if (i < node.edges.length) {
+        top[1] = i + 1;
+        const next = node.edges[i]?.node;
+        if (next && !seen.has(next)) {
+          seen.add(next);
+          stack.push([next, 0]);
+        }
+      } else {
+        stack.pop();
+        order.push(node);
+      }
+    }
+  }
+  return order.reverse();
+}
+
+function accumulate(prev: Tensor | undefined | null, g: Tensor): Tensor {
+  return prev ? ops.add(prev, g) : g;
+}
+
+function runHooks(hooks: GradHook[] | undefined, g: Tensor): Tensor {
+  if (!hooks) return g;
+  for (const h of hooks) {
+    const r = h(g);
+    if (r) g = r;
+  }
+  return g;
+}
+
+/**
+ * The reverse walk. With `targets`, gradients of those tensors are returned and no `.grad` is
+ * touched (functional `grad`); without, leaf gradients accumulate into `.grad`.
+ */
+export function runBackward(roots: Tensor[], rootGrads: Tensor[], opts: BackwardOptions, targets?: Tensor[]): (Tensor | null)[] {
+  const createGraph = opts.createGraph ?? false;
+  const retainGraph = opts.retainGraph ?? createGraph;
+  const nodeGrads = new Map<Node, (Tensor | undefined)[]>();
+  const leafGrads = new Map<Tensor, Tensor>();
+  const targetNodes = new Map<Node, Map<number, number>>();
+  const targetLeaves = new Map<Tensor, number>();
+  const results: (Tensor | null)[] = targets ? targets.map(() => null) : [];
+  targets?.forEach((t, i) => {
+    if (t.gradFn) {
+      let m = targetNodes.get(t.gradFn);
+      if (!m) targetNodes.set(t.gradFn, (m = new Map()));
+      m.set(t.outputIndex, i);
+    } else targetLeaves.set(t, i);
+  });
+
+  const toLeaf = (leaf: Tensor, g: Tensor) => {
+    g = runHooks(leaf.hooks, g);
+    const ti = targetLeaves.get(leaf);
+    if (targets) {
+      if (ti !== undefined) results[ti] = accumulate(results[ti], g);
+    } else leafGrads.set(leaf, accumulate(leafGrads.get(leaf), g));
+  };
+
+  return withGradMode(createGraph, () => {
+    roots.forEach((r, i) => {
+      const g = rootGrads[i]!;
+      if (r.gradFn) {
+        let gs = nodeGrads.get(r.gradFn);
+        if (!gs) nodeGrads.set(r.gradFn, (gs = []));
+        gs[r.outputIndex] = accumulate(gs[r.outputIndex], g);
+      } else if (r.requiresGrad) toLeaf(r, g);
+    });
+    const order = topoOrder(roots.filter((r) => r.gradFn).map((r) => r.gradFn!));
+    for (const node of order) {
+      const gs = nodeGrads.get(node);
+      if (!gs) continue;
+      nodeGrads.delete(node);
+      node.checkSaved();
+      const full = node.outputs.map((o, i) => {
+        const g = gs[i] ?? ops.zeros(o.shape, o.dtype, gs.find((x) => x)!);
+        return runHooks(node.hooks[i], g);
+      });
+      const tn = targetNodes.get(node);
+      if (tn) for (const [oi, ti] of tn) results[ti] = full[oi]!;
+      let inGrads = node.backwardFn!(full);
+      if (anomaly) checkGrads(node, inGrads);
+      if (createGraph && node.onceDifferentiable) inGrads = inGrads.map((g) => g && ops.onceGuard(g, node.name));
+      node.edges.forEach((e, i) => {
+        let g = inGrads[i];
+        if (!e || !g) return;
+        if (!sameShape(g.shape, e.shape)) g = ops.sumToShape(g, e.shape);
+        if (g.dtype !== e.dtype) g = ops.cast(g, e.dtype);
+        if (e.node) {
+          let eg = nodeGrads.get(e.node);
+          if (!eg) nodeGrads.set(e.node, (eg = []));
+          eg[e.index] = accumulate(eg[e.index], g);
+        } else if (e.leaf) toLeaf(e.leaf, g);
+      });
+      if (!retainGraph) node.release();
+    }
+    for (const [leaf, g] of leafGrads) {
+      const d = createGraph ? g : g.detach();
+      leaf.grad = leaf.grad ? (createGraph ? ops.add(leaf.grad, d) : ops.add(leaf.grad, d).detach()) : d;
+    }
+    return results;
+  });
+}
+
+function checkGrads(node: Node, grads: (Tensor | null | undefined)[]): void {
+  grads.forEach((g, i) => {
+    if (g && ops.hasNonFinite(g)) {
+      throw new AnomalyError(
+        `backward of '${node.name}' returned NaN or Inf in the gradient of input ${i} (shape [${g.shape.join(', ')}]); the op was created at ${node.callSite ?? 'an unknown call site'}`,
+      );
+    }
+  });
+}
+
+export function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}

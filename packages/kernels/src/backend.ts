@@ -1,0 +1,58 @@
+/**
+ * @file The Backend interface every compute backend implements (js, wasm, gpu), and the
+ * strided view (`KernelArg`) kernels receive. Backends know nothing of autograd.
+ */
+import type { DType, KernelName, KernelParams, TypedArray } from './names.js';
+
+/**
+ * A strided view of a backend buffer. `data` is whatever the backend allocated: a typed array
+ * on CPU backends, a device handle on the gpu backend.
+ */
+export interface KernelArg<D = unknown> {
+  data: D;
+  dtype: DType;
+  shape: readonly number[];
+  strides: readonly number[];
+  offset: number;
+}
+
+/** The signature of one kernel in a backend's table. */
+export type Kernel<K extends KernelName, D = unknown> = (
+  inputs: readonly KernelArg<D>[],
+  out: KernelArg<D>,
+  params: KernelParams[K],
+) => void;
+
+/** A complete table (the js oracle must be one). */
+export type KernelTable<D = unknown> = { [K in KernelName]: Kernel<K, D> };
+
+/**
+ * A compute backend. `D` is its buffer type. The output of `run` is always a buffer the caller
+ * allocated with `alloc`; inputs may be any strided view of any buffer of this backend.
+ */
+export interface Backend<D = unknown> {
+  readonly name: string;
+  /** dtypes this backend can store. */
+  readonly dtypes: readonly DType[];
+  alloc(dtype: DType, size: number): D;
+  /** Copies `values` into the start of `data`. */
+  write(data: D, dtype: DType, values: TypedArray): void;
+  /** Returns the first `size` elements; on CPU backends this may be the buffer itself. */
+  readSync(data: D, dtype: DType, size: number): TypedArray;
+  read(data: D, dtype: DType, size: number): Promise<TypedArray>;
+  /** Releases a buffer; CPU backends may leave this to the garbage collector. */
+  free(data: D): void;
+  run<K extends KernelName>(kernel: K, inputs: readonly KernelArg<D>[], out: KernelArg<D>, params: KernelParams[K]): void;
+  /** Names the backend that ran each kernel when they differ (fallbacks), for debugging. */
+  ranOn?(kernel: KernelName, dtype: DType): string;
+  sync(): Promise<void>;
+  dispose(): void;
+}
+
+/** Thrown when no backend can run a kernel for the given dtype. */
+export class UnsupportedKernelError extends Error {
+  constructor(kernel: KernelName, backend: string, dtype: DType, shapes: readonly (readonly number[])[]) {
+    super(`kernel '${kernel}' is not supported on backend '${backend}' for ${dtype} (shapes ${shapes.map((s) => `[${s.join(', ')}]`).join(', ')})`);
+    this.name = 'UnsupportedKernelError';
+  }
+}

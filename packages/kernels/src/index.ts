@@ -1,0 +1,8 @@
+/**
+ * @file @qgrad/kernels: the Backend interface, the closed kernel set and the backends.
+ */
+export * from './names.js';
+export * from './backend.js';
+export { jsBackend, jsKernels } from './js/index.js';
+export { numel, contiguousStrides, isContiguous } from './js/layout.js';
+export { erf, roundHalfEven, roundHalfAway } from './js/elementwise.js';

@@ -1,0 +1,32 @@
+/**
+ * @file The js backend: the complete kernel table (the oracle every other backend is tested
+ * against) over plain typed arrays.
+ */
+import type { Backend, KernelTable } from '../backend.js';
+import { ARRAY_TYPES, DTYPES, type TypedArray } from '../names.js';
+import { col2im, im2col } from './conv.js';
+import { binary, copy, fill, unary, where } from './elementwise.js';
+import { gather, indexAdd, indexSelect, scatterAdd } from './gather.js';
+import { matmul } from './matmul.js';
+import { argReduce, reduce } from './reduce.js';
+
+export const jsKernels: KernelTable<TypedArray> = {
+  unary, binary, where, copy, fill,
+  reduce, argReduce,
+  matmul,
+  im2col, col2im,
+  gather, scatterAdd, indexSelect, indexAdd,
+};
+
+export const jsBackend: Backend<TypedArray> = {
+  name: 'js',
+  dtypes: DTYPES,
+  alloc: (dtype, size) => new ARRAY_TYPES[dtype](size),
+  write: (data, _dtype, values) => data.set(values as never),
+  readSync: (data, _dtype, size) => (data.length === size ? data : data.subarray(0, size)),
+  read: async (data, _dtype, size) => (data.length === size ? data : data.subarray(0, size)),
+  free: () => {},
+  run: (kernel, inputs, out, params) => (jsKernels[kernel] as (i: typeof inputs, o: typeof out, p: typeof params) => void)(inputs, out, params),
+  sync: async () => {},
+  dispose: () => {},
+};

@@ -1,0 +1,86 @@
+/**
+ * @file The closed kernel set: every kernel name, its parameter type, and the dtypes.
+ * Adding a name here fails to compile until the `js` oracle implements it (see js/index.ts).
+ * Autograd, tensors and broadcasting rules live in @qgrad/core, not here.
+ */
+
+export type DType = 'float32' | 'float64' | 'int32' | 'int8' | 'uint8';
+
+export type TypedArray = Float32Array | Float64Array | Int32Array | Int8Array | Uint8Array;
+
+export const DTYPES: readonly DType[] = ['float32', 'float64', 'int32', 'int8', 'uint8'];
+
+/** Typed-array constructor for each dtype. */
+export const ARRAY_TYPES = {
+  float32: Float32Array,
+  float64: Float64Array,
+  int32: Int32Array,
+  int8: Int8Array,
+  uint8: Uint8Array,
+} as const;
+
+export function isFloat(dtype: DType): boolean {
+  return dtype === 'float32' || dtype === 'float64';
+}
+
+// ---------------------------------------------------------------- elementwise
+export type UnaryOp =
+  | 'neg' | 'exp' | 'log' | 'log1p' | 'expm1' | 'sqrt' | 'rsqrt' | 'abs' | 'sign'
+  | 'sin' | 'cos' | 'tanh' | 'sigmoid' | 'relu' | 'erf' | 'floor' | 'ceil' | 'trunc'
+  | 'roundHalfEven' | 'roundHalfAway' | 'reciprocal' | 'square' | 'isfinite' | 'isnan'
+  | 'softplus' | 'logicalNot';
+
+export type BinaryOp =
+  | 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum' | 'atan2' | 'fmod'
+  | 'eq' | 'ne' | 'lt' | 'le' | 'gt' | 'ge' | 'logicalAnd' | 'logicalOr';
+
+// ---------------------------------------------------------------- reductions
+export type ReduceOp = 'sum' | 'max' | 'min' | 'prod';
+export type ArgReduceOp = 'argmax' | 'argmin';
+
+// ---------------------------------------------------------------- conv
+export interface Im2colParams {
+  kernel: [number, number];
+  stride: [number, number];
+  padding: [number, number];
+  dilation: [number, number];
+  /** Value read outside the input (0 for conv, -Infinity for max pooling). */
+  padValue: number;
+}
+
+/**
+ * Parameters of each kernel, keyed by name. Inputs arrive as strided views (see `KernelArg`);
+ * the output is always a fresh contiguous buffer unless a kernel says otherwise.
+ */
+export interface KernelParams {
+  /** out = op(x), out dtype may differ (comparisons/isfinite give uint8). */
+  unary: { op: UnaryOp; alpha?: number };
+  /** out = op(a, b); a and b arrive already broadcast to out's shape (stride 0 on broadcast dims). */
+  binary: { op: BinaryOp };
+  /** out = cond ? a : b, all broadcast to out's shape. */
+  where: Record<string, never>;
+  /** Strided copy with dtype conversion: makes views contiguous and casts; `out` may be a strided view. */
+  copy: Record<string, never>;
+  /** out[:] = value. */
+  fill: { value: number };
+  /** Reduce over `axes` of the input; out has the input's rank with those axes of size 1. */
+  reduce: { op: ReduceOp; axes: number[] };
+  /** Index (int32) of the max/min along `axis` (first occurrence); out keeps the axis with size 1. */
+  argReduce: { op: ArgReduceOp; axis: number };
+  /** Batched matmul: a [..., M, K] · b [..., K, N] → out [..., M, N]; batch dims already broadcast. */
+  matmul: Record<string, never>;
+  /** x [N, C, H, W] → cols [N, C·kh·kw, outH·outW]. */
+  im2col: Im2colParams;
+  /** Adjoint of im2col: cols [N, C·kh·kw, L] → out [N, C, H, W] (out shape given), summing overlaps. */
+  col2im: Im2colParams;
+  /** out = x.gather(dim, index): out shape = index shape. */
+  gather: { dim: number };
+  /** out = base.clone(); out.scatter_add_(dim, index, src). Inputs: [base, index, src]. */
+  scatterAdd: { dim: number };
+  /** out = x.index_select(dim, index) with 1-D int32 index. */
+  indexSelect: { dim: number };
+  /** out = base.clone(); out.index_add_(dim, index, src). Inputs: [base, index, src]. */
+  indexAdd: { dim: number };
+}
+
+export type KernelName = keyof KernelParams;
