@@ -1,0 +1,129 @@
+/**
+ * @file The wasm backend: js-compatible typed-array buffers, kernels that copy into a (shared)
+ * wasm memory and run generated SIMD code there, per-call fallback to the js oracle for missing
+ * kernels, other dtypes and sizes too small to pay for the copies, and a listing of what ran where.
+ */
+import type { Backend, Kernel, KernelArg, KernelTable } from '../backend.js';
+import { jsBackend, jsKernels } from '../js/index.js';
+import type { DType, KernelName, KernelParams, TypedArray } from '../names.js';
+import { binaryWasm, copyWasm, emitElementwise, unaryWasm } from './elementwise.js';
+import { matmulWasm } from './matmul.js';
+import { Engine, type Emitter, wasmFeatures } from './runtime.js';
+import { emitMatmul } from './simd-matmul.js';
+import { defaultThreadCount } from './threads.js';
+
+type Arg = KernelArg<TypedArray>;
+/** A wasm kernel runs on an engine and returns false to hand the call to the js kernel. */
+type WasmRule<K extends KernelName> = (engine: Engine, inputs: readonly Arg[], out: Arg, params: KernelParams[K]) => boolean;
+
+const RULES: { [K in KernelName]?: WasmRule<K> } = {
+  matmul: matmulWasm,
+  unary: unaryWasm,
+  binary: binaryWasm,
+  copy: copyWasm,
+};
+
+const EMITTERS: Emitter[] = [emitMatmul, (mb) => emitElementwise(mb)];
+
+export interface WasmBackendOptions {
+  /** Threads including the caller; default QGRAD_THREADS or os.availableParallelism(). */
+  threads?: number;
+  /** Use relaxed-SIMD FMA when available (default true; QGRAD_WASM_RELAXED=0 turns it off). */
+  relaxed?: boolean;
+}
+
+export interface KernelStat {
+  kernel: KernelName;
+  dtype: DType;
+  wasm: number;
+  js: number;
+}
+
+export interface WasmBackend extends Backend<TypedArray> {
+  /** Threads actually in use (1 when shared memory or workers are unavailable); starts the engine. */
+  readonly threads: number;
+  /** Whether the matmul micro-kernel uses relaxed-SIMD FMA; starts the engine. */
+  readonly relaxed: boolean;
+  /** How many calls of each kernel and dtype ran in wasm and how many fell back to js. */
+  stats(): KernelStat[];
+}
+
+export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend {
+  let engine: Engine | null | undefined;
+  const counts = new Map<string, KernelStat>();
+  const last = new Map<string, 'wasm' | 'js'>();
+  const getEngine = (): Engine | null => {
+    if (engine === undefined) {
+      try {
+        engine = new Engine(EMITTERS, { threads: options.threads ?? defaultThreadCount(), relaxed: options.relaxed ?? true });
+      } catch {
+        engine = null;
+      }
+      if (debugKernels()) printAtExit(backend);
+    }
+    return engine;
+  };
+  const record = (kernel: KernelName, dtype: DType, where: 'wasm' | 'js') => {
+    const key = `${kernel}/${dtype}`;
+    let s = counts.get(key);
+    if (!s) counts.set(key, (s = { kernel, dtype, wasm: 0, js: 0 }));
+    s[where]++;
+    last.set(key, where);
+  };
+  const backend: WasmBackend = {
+    name: 'wasm',
+    dtypes: jsBackend.dtypes,
+    alloc: jsBackend.alloc,
+    write: jsBackend.write,
+    readSync: jsBackend.readSync,
+    read: jsBackend.read,
+    free: jsBackend.free,
+    run<K extends KernelName>(kernel: K, inputs: readonly Arg[], out: Arg, params: KernelParams[K]): void {
+      const rule = RULES[kernel] as WasmRule<K> | undefined;
+      const dtype = inputs[0]?.dtype ?? out.dtype;
+      const eng = rule ? getEngine() : null;
+      if (rule && eng && rule(eng, inputs, out, params)) {
+        record(kernel, dtype, 'wasm');
+        return;
+      }
+      (jsKernels[kernel] as Kernel<K, TypedArray>)(inputs, out, params);
+      record(kernel, dtype, 'js');
+    },
+    ranOn(kernel, dtype) {
+      return last.get(`${kernel}/${dtype}`) ?? (RULES[kernel] && (dtype === 'float32' || dtype === 'float64') && wasmFeatures().simd ? 'wasm' : 'js');
+    },
+    stats: () => [...counts.values()].map((s) => ({ ...s })),
+    get threads() {
+      return getEngine()?.threads ?? 1;
+    },
+    get relaxed() {
+      return getEngine()?.flavor.relaxed ?? false;
+    },
+    sync: async () => {},
+    dispose() {
+      engine?.dispose();
+      engine = undefined;
+    },
+  };
+  return backend;
+}
+
+function debugKernels(): boolean {
+  return (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.QGRAD_DEBUG_KERNELS === '1';
+}
+
+function printAtExit(backend: WasmBackend): void {
+  const proc = (globalThis as { process?: { once?: (e: string, f: () => void) => void } }).process;
+  proc?.once?.('exit', () => {
+    const rows = backend.stats().map((s) => `  ${s.kernel.padEnd(12)} ${s.dtype.padEnd(8)} wasm ${String(s.wasm).padStart(6)}  js ${String(s.js).padStart(6)}`);
+    console.error(`qgrad wasm backend (${backend.threads} thread(s), relaxed SIMD ${backend.relaxed ? 'on' : 'off'}):\n${rows.join('\n')}`);
+  });
+}
+
+/** The default wasm backend; its engine (module compile, workers) starts on the first kernel run. */
+export const wasmBackend: WasmBackend = createWasmBackend();
+
+/** The kernels wasm implements, each running on `wasmBackend` with its per-call js fallback. */
+export const wasmKernels: Partial<KernelTable<TypedArray>> = Object.fromEntries(
+  (Object.keys(RULES) as KernelName[]).map((k) => [k, (inputs: readonly Arg[], out: Arg, params: never) => wasmBackend.run(k, inputs, out, params)]),
+) as Partial<KernelTable<TypedArray>>;

@@ -1,0 +1,67 @@
+/**
+ * @file Shared helpers for the kernel tests: strided views over random data (transposed,
+ * broadcast, offset) and an allclose that treats NaN as equal to NaN.
+ */
+import fc from 'fast-check';
+import { contiguousStrides, numel, type KernelArg, type TypedArray } from '@qgrad/kernels';
+
+export type Arg = KernelArg<TypedArray>;
+export type FloatDType = 'float32' | 'float64';
+
+/** Awkward sizes around SIMD widths and block sizes. */
+export const SIZES = [1, 2, 3, 4, 5, 7, 8, 9, 17, 33, 65];
+export const size = () => fc.oneof(fc.constantFrom(...SIZES), fc.integer({ min: 1, max: 70 }));
+
+/** Deterministic pseudo-random values in [-1, 1) from a seed (fast-check shrinks the seed). */
+export function randomArray(dtype: FloatDType, n: number, seed: number): Float32Array | Float64Array {
+  const a = dtype === 'float32' ? new Float32Array(n) : new Float64Array(n);
+  let s = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    a[i] = ((s >>> 0) / 2 ** 32) * 2 - 1;
+  }
+  return a;
+}
+
+export function contiguous(data: TypedArray, shape: number[], dtype: FloatDType, offset = 0): Arg {
+  return { data, dtype, shape, strides: contiguousStrides(shape), offset };
+}
+
+/**
+ * A view of `shape` whose storage has its dims laid out in `order` (a permutation), starting at
+ * `offset`; dims listed in `broadcast` get stride 0 (their storage has size 1).
+ */
+export function view(dtype: FloatDType, shape: number[], order: number[], offset: number, broadcast: number[], seed: number): Arg {
+  const stored = shape.map((n, d) => (broadcast.includes(d) ? 1 : n));
+  const storageShape = order.map((d) => stored[d]!);
+  const storageStrides = contiguousStrides(storageShape);
+  const strides = shape.map(() => 0);
+  order.forEach((d, i) => (strides[d] = broadcast.includes(d) ? 0 : storageStrides[i]!));
+  const data = randomArray(dtype, offset + numel(storageShape), seed);
+  return { data, dtype, shape, strides, offset };
+}
+
+export const out = (dtype: FloatDType, shape: number[]): Arg => contiguous(dtype === 'float32' ? new Float32Array(numel(shape)) : new Float64Array(numel(shape)), shape, dtype);
+
+/** Index of the first element where |a - b| > atol + rtol·|b| (NaN only matches NaN), or -1. */
+export function mismatch(a: ArrayLike<number>, b: ArrayLike<number>, rtol: number, atol: number | ArrayLike<number> = 0): number {
+  if (a.length !== b.length) return 0;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!;
+    const y = b[i]!;
+    if (Number.isNaN(x) || Number.isNaN(y)) {
+      if (Number.isNaN(x) !== Number.isNaN(y)) return i;
+      continue;
+    }
+    if (x === y) continue;
+    const tol = (typeof atol === 'number' ? atol : atol[i]!) + rtol * Math.abs(y);
+    if (!(Math.abs(x - y) <= tol)) return i;
+  }
+  return -1;
+}
+
+/** Permutations of 0..n-1 (n ≤ 4) as an arbitrary. */
+export const permutation = (n: number) =>
+  fc.shuffledSubarray(Array.from({ length: n }, (_, i) => i), { minLength: n, maxLength: n });

@@ -1,0 +1,99 @@
+import fc from 'fast-check';
+import { afterAll, describe, expect, it } from 'vitest';
+import { createWasmBackend, jsKernels, numel } from '@qgrad/kernels';
+import { type Arg, type FloatDType, mismatch, out, size, view } from './helpers.js';
+
+const one = createWasmBackend({ threads: 1 });
+const two = createWasmBackend({ threads: 2 });
+afterAll(() => {
+  one.dispose();
+  two.dispose();
+});
+
+const abs = (x: Arg): Arg => ({ ...x, data: x.data.map(Math.abs) });
+
+/** Matmul operands: a [..., M, K] and b [..., K, N], each maybe transposed, offset, batch-broadcast. */
+const operands = (dtype: FloatDType) =>
+  fc
+    .record({
+      batch: fc.array(fc.integer({ min: 1, max: 3 }), { maxLength: 2 }),
+      M: size(),
+      K: size(),
+      N: size(),
+      transA: fc.boolean(),
+      transB: fc.boolean(),
+      broadcastB: fc.boolean(),
+      offset: fc.integer({ min: 0, max: 5 }),
+      seed: fc.integer({ min: 1, max: 2 ** 31 - 1 }),
+    })
+    .map(({ batch, M, K, N, transA, transB, broadcastB, offset, seed }) => {
+      const r = batch.length + 2;
+      const order = (t: boolean) => [...batch.map((_, i) => i), ...(t ? [r - 1, r - 2] : [r - 2, r - 1])];
+      const a = view(dtype, [...batch, M, K], order(transA), offset, [], seed);
+      const b = view(dtype, [...batch, K, N], order(transB), 0, broadcastB ? batch.map((_, i) => i) : [], seed + 1);
+      return { a, b, shape: [...batch, M, N], K };
+    });
+
+describe('wasm matmul', () => {
+  for (const dtype of ['float32', 'float64'] as const) {
+    it(`equals the js matmul in ${dtype} on transposed, offset and batch-broadcast views`, () => {
+      // error bound of a length-K dot product: K·eps·Σ|a||b|
+      const eps = dtype === 'float32' ? 2 ** -24 : 2 ** -53;
+      fc.assert(
+        fc.property(operands(dtype), ({ a, b, shape, K }) => {
+          const ref = out(dtype, shape);
+          const bound = out(dtype, shape);
+          const got = out(dtype, shape);
+          jsKernels.matmul([a, b], ref, {});
+          jsKernels.matmul([abs(a), abs(b)], bound, {});
+          one.run('matmul', [a, b], got, {});
+          const atol = bound.data.map((v) => 2 * K * eps * v + 1e-30);
+          expect(mismatch(got.data, ref.data, 0, atol)).toBe(-1);
+        }),
+        { numRuns: 120 },
+      );
+      expect(one.ranOn!('matmul', dtype)).toBe('wasm');
+    });
+  }
+
+  it('gives bit-identical results with 1 and 2 threads', () => {
+    expect(two.threads).toBe(2);
+    const cases: [number[], number, number, number][] = [
+      [[], 200, 300, 150],
+      [[], 257, 513, 129],
+      [[5], 33, 65, 17],
+      [[2, 3], 70, 40, 90],
+    ];
+    for (const [batch, M, K, N] of cases) {
+      const r = batch.length + 2;
+      const ord = [...batch.map((_, i) => i), r - 2, r - 1];
+      const a = view('float32', [...batch, M, K], ord, 0, [], M);
+      const b = view('float32', [...batch, K, N], ord, 0, [], N);
+      const x = out('float32', [...batch, M, N]);
+      const y = out('float32', [...batch, M, N]);
+      one.run('matmul', [a, b], x, {});
+      two.run('matmul', [a, b], y, {});
+      expect(numel(x.shape)).toBeGreaterThan(0);
+      expect(Buffer.from(x.data.buffer).equals(Buffer.from(y.data.buffer))).toBe(true);
+    }
+  });
+
+  it('matches the js matmul with 2 threads on a large product', () => {
+    const a = view('float32', [300, 700], [0, 1], 0, [], 3);
+    const b = view('float32', [700, 260], [1, 0], 0, [], 4);
+    const ref = out('float32', [300, 260]);
+    const got = out('float32', [300, 260]);
+    jsKernels.matmul([a, b], ref, {});
+    two.run('matmul', [a, b], got, {});
+    expect(mismatch(got.data, ref.data, 1e-4, 1e-5)).toBe(-1);
+  });
+
+  it('writes zeros when K is 0 and nothing when M or N is 0', () => {
+    const a = view('float32', [3, 0], [0, 1], 0, [], 1);
+    const b = view('float32', [0, 4], [0, 1], 0, [], 2);
+    const o = out('float32', [3, 4]);
+    o.data.fill(7);
+    one.run('matmul', [a, b], o, {});
+    expect([...o.data]).toEqual(new Array(12).fill(0));
+  });
+});
