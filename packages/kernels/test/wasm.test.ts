@@ -1,0 +1,115 @@
+import fc from 'fast-check';
+import { afterAll, describe, expect, it } from 'vitest';
+import { createWasmBackend, jsKernels, numel, type BinaryOp, type UnaryOp } from '@qgrad/kernels';
+import { type Arg, type FloatDType, mismatch, out, permutation, size, view } from './helpers.js';
+
+const wasm = createWasmBackend({ threads: 2 });
+afterAll(() => wasm.dispose());
+
+/** A shape of rank 1-3 from awkward sizes, padded with a leading dim so wasm (≥ 2048 elements) runs. */
+const shape = fc.array(size(), { minLength: 1, maxLength: 3 }).map((s) => {
+  const n = numel(s);
+  return n >= 2048 ? s : [Math.ceil(2048 / n), ...s];
+});
+
+const seed = fc.integer({ min: 1, max: 2 ** 31 - 1 });
+const DTYPES: FloatDType[] = ['float32', 'float64'];
+const rtol = (d: FloatDType) => (d === 'float32' ? 2e-7 : 1e-15);
+
+/** A view of `s` in a random storage order, maybe offset, maybe broadcast along some dims. */
+const anyView = (dtype: FloatDType, s: number[], allowBroadcast: boolean) =>
+  fc.record({ order: permutation(s.length), offset: fc.integer({ min: 0, max: 3 }), bcast: fc.subarray(s.map((_, d) => d)), seed }).map(({ order, offset, bcast, seed }) =>
+    view(dtype, s, order, offset, allowBroadcast ? bcast : [], seed),
+  );
+
+const UNARY: UnaryOp[] = ['neg', 'abs', 'sqrt', 'floor', 'ceil', 'trunc', 'roundHalfEven', 'relu', 'square', 'reciprocal', 'rsqrt'];
+const BINARY: BinaryOp[] = ['add', 'sub', 'mul', 'div', 'maximum', 'minimum'];
+
+describe('wasm elementwise', () => {
+  for (const dtype of DTYPES) {
+    it(`unary ops equal the js kernels in ${dtype} on strided views`, () => {
+      fc.assert(
+        fc.property(fc.constantFrom(...UNARY), shape.chain((s) => anyView(dtype, s, false)), (op, x) => {
+          const ref = out(dtype, [...x.shape]);
+          const got = out(dtype, [...x.shape]);
+          // scale so floor/round see values on both sides of integers
+          const scaled: Arg = { ...x, data: x.data.map((v) => v * 4) };
+          jsKernels.unary([scaled], ref, { op });
+          wasm.run('unary', [scaled], got, { op });
+          expect(mismatch(got.data, ref.data, op === 'rsqrt' ? 2 * rtol(dtype) : 0)).toBe(-1);
+          expect(wasm.ranOn!('unary', dtype)).toBe('wasm');
+        }),
+        { numRuns: 80 },
+      );
+    });
+
+    it(`binary ops equal the js kernels in ${dtype} with broadcasting (stride 0) and transposes`, () => {
+      fc.assert(
+        fc.property(
+          fc.constantFrom(...BINARY),
+          shape.chain((s) => fc.tuple(anyView(dtype, s, true), anyView(dtype, s, true))),
+          (op, [a, b]) => {
+            const ref = out(dtype, [...a.shape]);
+            const got = out(dtype, [...a.shape]);
+            jsKernels.binary([a, b], ref, { op });
+            wasm.run('binary', [a, b], got, { op });
+            // exact: IEEE add/sub/mul/div/min/max round once, as the oracle's f64 result rounded to the dtype
+            expect(mismatch(got.data, ref.data, 0)).toBe(-1);
+          },
+        ),
+        { numRuns: 100 },
+      );
+    });
+
+    it(`strided copy equals the js copy in ${dtype}`, () => {
+      fc.assert(
+        fc.property(shape.chain((s) => anyView(dtype, s, true)), (x) => {
+          const ref = out(dtype, [...x.shape]);
+          const got = out(dtype, [...x.shape]);
+          jsKernels.copy([x], ref, {});
+          wasm.run('copy', [x], got, {});
+          expect(mismatch(got.data, ref.data, 0)).toBe(-1);
+        }),
+        { numRuns: 60 },
+      );
+    });
+  }
+
+  it('falls back to js for small sizes, other dtypes and ops without a wasm kernel', () => {
+    const x = view('float32', [3, 5], [0, 1], 0, [], 1);
+    const o = out('float32', [3, 5]);
+    wasm.run('unary', [x], o, { op: 'exp' });
+    expect(wasm.ranOn!('unary', 'float32')).toBe('js');
+    const i = { data: new Int32Array(4096).fill(3), dtype: 'int32' as const, shape: [4096], strides: [1], offset: 0 };
+    const io = { ...i, data: new Int32Array(4096) };
+    wasm.run('unary', [i], io, { op: 'neg' });
+    expect(io.data[0]).toBe(-3);
+    expect(wasm.ranOn!('unary', 'int32')).toBe('js');
+    const stats = wasm.stats();
+    expect(stats.find((s) => s.kernel === 'unary' && s.dtype === 'int32')?.js).toBeGreaterThan(0);
+  });
+
+  it('propagates NaN and infinities like the oracle', () => {
+    const vals = [NaN, Infinity, -Infinity, 0, -0, 1, -1, 3.5];
+    const data = Float32Array.from({ length: 4096 }, (_, i) => vals[i % vals.length]!);
+    const x: Arg = { data, dtype: 'float32', shape: [4096], strides: [1], offset: 0 };
+    const y: Arg = { data: data.slice().reverse(), dtype: 'float32', shape: [4096], strides: [1], offset: 0 };
+    for (const op of BINARY) {
+      const ref = out('float32', [4096]);
+      const got = out('float32', [4096]);
+      jsKernels.binary([x, y], ref, { op });
+      wasm.run('binary', [x, y], got, { op });
+      expect(mismatch(got.data, ref.data, 0)).toBe(-1);
+    }
+  });
+});
+
+describe('wasm backend bookkeeping', () => {
+  it('ran the property tests above in wasm, not in the js fallback', () => {
+    for (const kernel of ['unary', 'binary', 'copy'] as const)
+      for (const dtype of DTYPES) {
+        const s = wasm.stats().find((x) => x.kernel === kernel && x.dtype === dtype);
+        expect(s?.wasm, `${kernel} ${dtype}`).toBeGreaterThan(3 * (s?.js ?? 0));
+      }
+  });
+});
