@@ -23,6 +23,8 @@ export function kBlock(K: number): number {
 /** Row block and column block targets (A block MC×kc stays in L2). */
 const MC_TARGET = 96;
 const NC_TARGET = 512;
+/** Multiply-adds below which waking the workers costs more than it saves (measured: 128³ loses). */
+const PARALLEL_MIN_MACS = 200 ** 3;
 /** Scratch used per chunk of batches; bigger batches are split into several passes. */
 const CHUNK_BYTES = 64 << 20;
 
@@ -115,7 +117,8 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg): bo
   const nc = Math.min(Np, roundUp(NC_TARGET, nr));
   // enough tasks for dynamic balancing; the partition does not affect the result
   const tilesN = Math.ceil(Np / nc);
-  while (engine.threads > 1 && chunk * Math.ceil(Mp / mc) * tilesN < engine.threads * 4 && mc > 2 * mr) mc = roundUp(mc / 2, mr);
+  const threaded = engine.threads > 1 && batches * M * N * K >= PARALLEL_MIN_MACS;
+  while (threaded && chunk * Math.ceil(Mp / mc) * tilesN < engine.threads * 4 && mc > 2 * mr) mc = roundUp(mc / 2, mr);
   const tilesM = Math.ceil(Mp / mc);
 
   const [sam, sak] = [a!.strides[r - 2]!, a!.strides[r - 1]!];
@@ -143,7 +146,7 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg): bo
     args[w + MatmulArg.tilesN] = tilesN;
     args[w + MatmulArg.mc] = mc;
     args[w + MatmulArg.nc] = nc;
-    engine.parallel(dtype === 'float32' ? 'matmul_f32' : 'matmul_f64', ARGS, n * tilesM * tilesN);
+    engine.parallel(dtype === 'float32' ? 'matmul_f32' : 'matmul_f64', ARGS, n * tilesM * tilesN, threaded);
     const res = dtype === 'float32' ? engine.f32 : engine.f64;
     for (let t = 0; t < n; t++) {
       const c0 = (cPtr + t * cBytes) / e;
