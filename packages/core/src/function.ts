@@ -2,7 +2,7 @@
  * @file The custom differentiable function API (`defineFunction`), shaped like PyTorch's
  * `torch.autograd.Function`. Every built-in primitive is written with it too.
  */
-import { AnomalyError, type Edge, isAnomalyEnabled, isGradEnabled, Node, userCallSite, withGradMode } from './tape.js';
+import { AnomalyError, anomalyChecksForward, type Edge, isAnomalyEnabled, isGradEnabled, Node, userCallSite, withGradMode } from './tape.js';
 import { Tensor } from './tensor.js';
 
 /** What `forward` and `backward` see: saved tensors, the needs-grad mask and free-form state. */
@@ -79,7 +79,7 @@ export function defineFunction<A extends unknown[], R extends Tensor | Tensor[],
       if (args.includes(out)) out = out.alias() as R;
     } else out = out.map((o) => (args.includes(o) ? o.alias() : o)) as R;
     const outs: Tensor[] = out instanceof Tensor ? [out] : out;
-    if (isAnomalyEnabled()) checkForward(name, outs);
+    if (anomalyChecksForward()) checkForward(name, outs);
     if (!record) return out;
 
     const edges: (Edge | null)[] = args.map((a, i) =>

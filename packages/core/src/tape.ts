@@ -44,6 +44,13 @@ export function isAnomalyEnabled(): boolean {
   return anomaly;
 }
 
+// while a backward rule runs, its inner ops are not checked one by one: the rule is blamed as a whole
+let checkingForward = true;
+/** @internal whether forward outputs are checked right now (anomaly mode, outside backward rules). */
+export function anomalyChecksForward(): boolean {
+  return anomaly && checkingForward;
+}
+
 /**
  * Switches anomaly mode on or off (also on when the environment variable
  * QGRAD_DETECT_ANOMALY=1). While on, the first op whose forward output or backward gradient
@@ -240,7 +247,13 @@ export function runBackward(roots: Tensor[], rootGrads: Tensor[], opts: Backward
       });
       const tn = targetNodes.get(node);
       if (tn) for (const [oi, ti] of tn) results[ti] = full[oi]!;
-      let inGrads = node.backwardFn!(full);
+      checkingForward = false;
+      let inGrads: (Tensor | null | undefined)[];
+      try {
+        inGrads = node.backwardFn!(full);
+      } finally {
+        checkingForward = true;
+      }
       if (anomaly) checkGrads(node, inGrads);
       if (createGraph && node.onceDifferentiable) inGrads = inGrads.map((g) => g && ops.onceGuard(g, node.name));
       node.edges.forEach((e, i) => {

@@ -44,10 +44,48 @@ function inferShape(op: string, from: readonly number[], shape: number[]): numbe
   return shape;
 }
 
+/**
+ * Strides that let `shape` view a tensor of (from, strides) without copying, or null when the
+ * memory layout does not allow it (PyTorch's computeStride: each run of merged dims must be
+ * contiguous within itself).
+ */
+export function viewStrides(from: readonly number[], strides: readonly number[], shape: readonly number[]): number[] | null {
+  const out = new Array<number>(shape.length);
+  if (numel(from) === 0) return contiguousStrides(shape);
+  let viewD = shape.length - 1;
+  let chunkBase = strides[from.length - 1] ?? 1;
+  let tensorNumel = 1;
+  let viewNumel = 1;
+  for (let d = from.length - 1; d >= 0; d--) {
+    tensorNumel *= from[d]!;
+    // a chunk ends where the next-outer dim is not laid out right after this one
+    if (d === 0 || (from[d - 1] !== 1 && strides[d - 1] !== tensorNumel * chunkBase)) {
+      while (viewD >= 0 && (viewNumel < tensorNumel || shape[viewD] === 1)) {
+        out[viewD] = viewNumel * chunkBase;
+        viewNumel *= shape[viewD]!;
+        viewD--;
+      }
+      if (viewNumel !== tensorNumel) return null;
+      if (d > 0) {
+        chunkBase = strides[d - 1]!;
+        tensorNumel = 1;
+        viewNumel = 1;
+      }
+    }
+  }
+  if (viewD !== -1) {
+    // leftover leading size-1 dims
+    for (; viewD >= 0; viewD--) out[viewD] = 1;
+  }
+  return out;
+}
+
 const reshapeFn = defineFunction({
   name: 'reshape',
   forward(ctx, x: Tensor, shape: number[]) {
     ctx.state = { from: x.shape };
+    const vs = viewStrides(x.shape, x.strides, shape);
+    if (vs) return new Tensor(x.storage, shape, vs, x.offset);
     const c = contiguousNoGrad(x);
     return new Tensor(c.storage, shape, contiguousStrides(shape), c.offset);
   },
@@ -64,7 +102,7 @@ export function reshape(x: Tensor, shape: number[]): Tensor {
 /** Like reshape, but errors instead of copying a non-contiguous tensor. */
 export function view(x: Tensor, shape: number[]): Tensor {
   const s = inferShape('view', x.shape, shape);
-  if (!x.isContiguous()) throw new Error(`view: tensor of shape ${fmt(x.shape)} with strides ${fmt(x.strides)} is not contiguous; use reshape() or contiguous() first`);
+  if (!viewStrides(x.shape, x.strides, s)) throw new Error(`view: tensor of shape ${fmt(x.shape)} with strides ${fmt(x.strides)} is not contiguous enough to view as ${fmt(s)}; use reshape() or contiguous() first`);
   return reshape(x, s);
 }
 
