@@ -3,3 +3,7 @@
  * from their op families under one name.
  */
 export { relu, gelu, silu, sigmoid, tanh, softplus, leakyRelu, elu } from './ops/elementwise.js';
+export { softmax, logSoftmax, softmin, layerNorm, rmsNorm, groupNorm, dropout } from './ops/nn.js';
+export { crossEntropy, nllLoss, mseLoss, l1Loss, huberLoss, smoothL1Loss, klDiv, binaryCrossEntropy, binaryCrossEntropyWithLogits } from './ops/loss.js';
+export { pad } from './ops/shape.js';
+export { embedding, oneHot } from './ops/indexing.js';

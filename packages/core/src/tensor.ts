@@ -11,6 +11,9 @@ import * as C from './ops/creation.js';
 import * as E from './ops/elementwise.js';
 import * as R from './ops/reduce.js';
 import * as M from './ops/movement.js';
+import * as S from './ops/shape.js';
+import * as I from './ops/indexing.js';
+import * as NN from './ops/nn.js';
 
 /** A buffer on a backend, shared by all views of it; `version` counts in-place writes. */
 export interface Storage {
@@ -311,6 +314,38 @@ export class Tensor {
   slice(dim: number, start?: number | null, end?: number | null, step?: number): Tensor { return M.slice(this, dim, start, end, step); }
   select(dim: number, index: number): Tensor { return M.select(this, dim, index); }
   // @helper-movement: more movement methods go here
+
+  // ---------------------------------------------------------------- linalg (ops/linalg.ts)
+  // @helper-linalg: methods go here
+
+  // ---------------------------------------------------------------- shape ops (ops/shape.ts)
+  // @helper-shape: methods go here
+  split(splitSizeOrSections: number | number[], dim?: number): Tensor[] { return S.split(this, splitSizeOrSections, dim); }
+  chunk(chunks: number, dim?: number): Tensor[] { return S.chunk(this, chunks, dim); }
+  unbind(dim?: number): Tensor[] { return S.unbind(this, dim); }
+  triu(diagonal?: number): Tensor { return S.triu(this, diagonal); }
+  tril(diagonal?: number): Tensor { return S.tril(this, diagonal); }
+  repeat(...sizes: number[] | [number[]]): Tensor { return S.repeat(this, flatShape(sizes)); }
+  repeatInterleave(repeats: number | number[] | Tensor, dim?: number): Tensor { return S.repeatInterleave(this, repeats, dim); }
+  flip(...dims: number[] | [number[]]): Tensor { return S.flip(this, flatShape(dims)); }
+  roll(shifts: number | number[], dims?: number | number[]): Tensor { return S.roll(this, shifts, dims); }
+
+  // ---------------------------------------------------------------- indexing (ops/indexing.ts)
+  // @helper-indexing: methods go here
+  gather(dim: number, index: Tensor): Tensor { return I.gather(this, dim, index); }
+  scatterAdd(dim: number, index: Tensor, src: Tensor): Tensor { return I.scatterAdd(this, dim, index, src); }
+  indexSelect(dim: number, index: Tensor): Tensor { return I.indexSelect(this, dim, index); }
+  indexAdd(dim: number, index: Tensor, src: Tensor, alpha?: number): Tensor { return I.indexAdd(this, dim, index, src, alpha); }
+  take(index: Tensor): Tensor { return I.take(this, index); }
+  maskedFill(mask: Tensor, value: number | Tensor): Tensor { return I.maskedFill(this, mask, value); }
+
+  // ---------------------------------------------------------------- nn ops (ops/nn.ts, ops/loss.ts)
+  // @helper-nn: methods go here
+  softmax(dim: number): Tensor { return NN.softmax(this, dim); }
+  logSoftmax(dim: number): Tensor { return NN.logSoftmax(this, dim); }
+
+  // ---------------------------------------------------------------- quantization (ops/quant.ts)
+  // @helper-quant: methods go here
 }
 
 function flatShape(args: number[] | [number[]]): number[] {
