@@ -8,6 +8,7 @@ import { jsBackend, jsKernels } from '../js/index.js';
 import type { DType, KernelName, KernelParams, TypedArray } from '../names.js';
 import { binaryWasm, copyWasm, emitElementwise, unaryWasm } from './elementwise.js';
 import { matmulWasm } from './matmul.js';
+import { emitReduce, reduceWasm } from './reduce.js';
 import { Engine, type Emitter, wasmFeatures } from './runtime.js';
 import { emitMatmul } from './simd-matmul.js';
 import { defaultThreadCount } from './threads.js';
@@ -21,9 +22,10 @@ const RULES: { [K in KernelName]?: WasmRule<K> } = {
   unary: unaryWasm,
   binary: binaryWasm,
   copy: copyWasm,
+  reduce: reduceWasm,
 };
 
-const EMITTERS: Emitter[] = [emitMatmul, (mb) => emitElementwise(mb)];
+const EMITTERS: Emitter[] = [emitMatmul, (mb) => emitElementwise(mb), (mb) => emitReduce(mb)];
 
 export interface WasmBackendOptions {
   /** Threads including the caller; default QGRAD_THREADS or os.availableParallelism(). */

@@ -1,0 +1,250 @@
+/**
+ * @file wasm reductions (sum/max/min, f32 and f64) over one run of reduced axes: either the
+ * innermost axis (row reduce: SIMD along the row) or an outer one with contiguous kept elements
+ * (column reduce: SIMD across a row of accumulators). Sums accumulate in f64 like the oracle.
+ * prod, argReduce, empty reductions and other layouts stay on js.
+ */
+import type { KernelArg } from '../backend.js';
+import { numel } from '../js/layout.js';
+import type { ReduceOp, TypedArray } from '../names.js';
+import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
+import { HEAP, MAX_HEAP_BYTES, type Engine } from './runtime.js';
+
+type Arg = KernelArg<TypedArray>;
+type Kind = 'f32' | 'f64';
+type Red = 'sum' | 'max' | 'min';
+
+const P = ValType.i32;
+const bytes = (k: Kind) => (k === 'f32' ? 4 : 8);
+
+/** Accumulator type: f64 for sums (as the oracle), the input type for max/min (exact). */
+const accKind = (op: Red, k: Kind): Kind => (op === 'sum' ? 'f64' : k);
+
+/** Loads one input element as an accumulator scalar. */
+function loadScalar(c: Code, op: Red, k: Kind, ptr: number): void {
+  c.get(ptr).mem(k === 'f32' ? Op.f32_load : Op.f64_load, k === 'f32' ? 2 : 3);
+  if (op === 'sum' && k === 'f32') c.op(Op.f64_promote_f32);
+}
+
+function combineScalar(c: Code, op: Red, k: Kind): void {
+  const a = accKind(op, k);
+  if (op === 'sum') c.op(Op.f64_add);
+  else if (op === 'max') c.op(a === 'f32' ? Op.f32_max : Op.f64_max);
+  else c.op(a === 'f32' ? Op.f32_min : Op.f64_min);
+}
+
+function combineVector(c: Code, op: Red, k: Kind): void {
+  const a = accKind(op, k);
+  if (op === 'sum') c.simd(Simd.f64x2_add);
+  else if (op === 'max') c.simd(a === 'f32' ? Simd.f32x4_max : Simd.f64x2_max);
+  else c.simd(a === 'f32' ? Simd.f32x4_min : Simd.f64x2_min);
+}
+
+function init(c: Code, op: Red, k: Kind, simd: boolean): void {
+  const a = accKind(op, k);
+  const v = op === 'sum' ? 0 : op === 'max' ? -Infinity : Infinity;
+  if (a === 'f32') c.f32(v);
+  else c.f64(v);
+  if (simd) c.simd(a === 'f32' ? Simd.f32x4_splat : Simd.f64x2_splat);
+}
+
+/**
+ * Pushes the vectors one SIMD step reads at `ptr + off` as accumulator vectors: f32 sums read
+ * two f32 pairs and widen them, everything else one vector. Returns how many vectors it pushed
+ * via `each` (called once per vector, after pushing it).
+ */
+function loadVectors(c: Code, op: Red, k: Kind, ptr: number, off: number, each: (i: number) => void): void {
+  if (op === 'sum' && k === 'f32') {
+    for (let h = 0; h < 2; h++) {
+      c.get(ptr).simdMem(Simd.v128_load64_zero, 3, off + h * 8).simd(Simd.f64x2_promote_low_f32x4);
+      each(h);
+    }
+  } else {
+    c.get(ptr).simdMem(Simd.v128_load, 4, off);
+    each(0);
+  }
+}
+
+/** Elements one SIMD step consumes. */
+const stepElems = (op: Red, k: Kind) => (op === 'sum' && k === 'f32' ? 4 : k === 'f32' ? 4 : 2);
+
+/** reduce_row(out, x, R, P, sp): out[p] = op over r < R of x[p·sp + r]. */
+function emitRow(mb: ModuleBuilder, op: Red, k: Kind): void {
+  const a = accKind(op, k);
+  const A = a === 'f32' ? ValType.f32 : ValType.f64;
+  mb.func([P, P, P, P, P], [], (c) => {
+    const [out, x, R, Pn, sp] = [0, 1, 2, 3, 4];
+    const [p, i, ptr, po] = [c.local(P), c.local(P), c.local(P), c.local(P)];
+    const v0 = c.local(ValType.v128);
+    const v1 = c.local(ValType.v128);
+    const s = c.local(A);
+    const step = stepElems(op, k);
+    c.get(out).set(po);
+    c.for(p, () => c.i32(0), () => c.get(Pn), 1, () => {
+      c.get(x).get(p).get(sp).op(Op.i32_mul).i32(bytes(k)).op(Op.i32_mul).op(Op.i32_add).set(ptr);
+      init(c, op, k, true);
+      c.set(v0);
+      init(c, op, k, true);
+      c.set(v1);
+      c.i32(0).set(i);
+      // two independent accumulators (2 steps per pass) so adds overlap
+      c.while(() => c.get(i).i32(2 * step - 1).op(Op.i32_add).get(R).op(Op.i32_lt_s), () => {
+        for (let u = 0; u < 2; u++) {
+          const acc = u === 0 ? v0 : v1;
+          loadVectors(c, op, k, ptr, u * step * bytes(k), (h) => {
+            if (h === 0) c.get(acc);
+            else c.get(acc === v0 ? v1 : v0);
+            combineVector(c, op, k);
+            c.set(h === 0 ? acc : acc === v0 ? v1 : v0);
+          });
+        }
+        c.get(ptr).i32(2 * step * bytes(k)).op(Op.i32_add).set(ptr);
+        c.get(i).i32(2 * step).op(Op.i32_add).set(i);
+      });
+      c.get(v0).get(v1);
+      combineVector(c, op, k);
+      c.set(v0);
+      init(c, op, k, false);
+      c.set(s);
+      c.while(() => c.get(i).get(R).op(Op.i32_lt_s), () => {
+        c.get(s);
+        loadScalar(c, op, k, ptr);
+        combineScalar(c, op, k);
+        c.set(s);
+        c.get(ptr).i32(bytes(k)).op(Op.i32_add).set(ptr);
+        c.get(i).i32(1).op(Op.i32_add).set(i);
+      });
+      const lanes = a === 'f32' ? 4 : 2;
+      for (let l = 0; l < lanes; l++) {
+        c.get(s).get(v0).lane(a === 'f32' ? Simd.f32x4_extract_lane : Simd.f64x2_extract_lane, l);
+        combineScalar(c, op, k);
+        c.set(s);
+      }
+      c.get(po).get(s);
+      if (k === 'f32' && a === 'f64') c.op(Op.f32_demote_f64);
+      c.mem(k === 'f32' ? Op.f32_store : Op.f64_store, k === 'f32' ? 2 : 3);
+      c.get(po).i32(bytes(k)).op(Op.i32_add).set(po);
+    });
+  }, `reduce_row_${op}_${k}`);
+}
+
+/** reduce_col(out, x, acc, R, sr, P, sp, Q): out[p, q] = op over r < R of x[p·sp + r·sr + q]. */
+function emitCol(mb: ModuleBuilder, op: Red, k: Kind): void {
+  const a = accKind(op, k);
+  const ab = bytes(a);
+  mb.func([P, P, P, P, P, P, P, P], [], (c) => {
+    const [out, x, acc, R, sr, Pn, sp, Q] = [0, 1, 2, 3, 4, 5, 6, 7];
+    const [p, r, q, px, pa, po, vecEnd] = Array.from({ length: 7 }, () => c.local(P));
+    const step = stepElems(op, k);
+    c.get(out).set(po);
+    c.get(Q).i32(step - 1).op(Op.i32_sub).set(vecEnd);
+    c.for(p, () => c.i32(0), () => c.get(Pn), 1, () => {
+      c.for(q, () => c.i32(0), () => c.get(Q), 1, () => {
+        c.get(acc).get(q).i32(ab).op(Op.i32_mul).op(Op.i32_add);
+        init(c, op, k, false);
+        c.mem(a === 'f32' ? Op.f32_store : Op.f64_store, a === 'f32' ? 2 : 3);
+      });
+      c.for(r, () => c.i32(0), () => c.get(R), 1, () => {
+        c.get(x).get(p).get(sp).op(Op.i32_mul).get(r).get(sr).op(Op.i32_mul).op(Op.i32_add).i32(bytes(k)).op(Op.i32_mul).op(Op.i32_add).set(px);
+        c.get(acc).set(pa);
+        c.i32(0).set(q);
+        c.while(() => c.get(q).get(vecEnd).op(Op.i32_lt_s), () => {
+          loadVectors(c, op, k, px, 0, (h) => {
+            const off = h * 16;
+            const t = c.local(ValType.v128);
+            c.set(t);
+            c.get(pa).get(pa).simdMem(Simd.v128_load, 4, off).get(t);
+            combineVector(c, op, k);
+            c.simdMem(Simd.v128_store, 4, off);
+          });
+          c.get(px).i32(step * bytes(k)).op(Op.i32_add).set(px);
+          c.get(pa).i32(step * ab).op(Op.i32_add).set(pa);
+          c.get(q).i32(step).op(Op.i32_add).set(q);
+        });
+        c.while(() => c.get(q).get(Q).op(Op.i32_lt_s), () => {
+          c.get(pa).get(pa).mem(a === 'f32' ? Op.f32_load : Op.f64_load, a === 'f32' ? 2 : 3);
+          loadScalar(c, op, k, px);
+          combineScalar(c, op, k);
+          c.mem(a === 'f32' ? Op.f32_store : Op.f64_store, a === 'f32' ? 2 : 3);
+          c.get(px).i32(bytes(k)).op(Op.i32_add).set(px);
+          c.get(pa).i32(ab).op(Op.i32_add).set(pa);
+          c.get(q).i32(1).op(Op.i32_add).set(q);
+        });
+      });
+      c.for(q, () => c.i32(0), () => c.get(Q), 1, () => {
+        c.get(po).get(acc).get(q).i32(ab).op(Op.i32_mul).op(Op.i32_add).mem(a === 'f32' ? Op.f32_load : Op.f64_load, a === 'f32' ? 2 : 3);
+        if (k === 'f32' && a === 'f64') c.op(Op.f32_demote_f64);
+        c.mem(k === 'f32' ? Op.f32_store : Op.f64_store, k === 'f32' ? 2 : 3);
+        c.get(po).i32(bytes(k)).op(Op.i32_add).set(po);
+      });
+    });
+  }, `reduce_col_${op}_${k}`);
+}
+
+export function emitReduce(mb: ModuleBuilder): void {
+  for (const k of ['f32', 'f64'] as const)
+    for (const op of ['sum', 'max', 'min'] as const) {
+      emitRow(mb, op, k);
+      emitCol(mb, op, k);
+    }
+}
+
+const MIN_ELEMENTS = 2048;
+
+/**
+ * Views x as [P, R, Q] (kept outer, reduced, kept inner) when the reduced axes form one run after
+ * merging dims that are contiguous with each other; null otherwise.
+ */
+function asPRQ(x: Arg, axes: readonly number[]): { dims: [number, number, number]; strides: [number, number, number] } | null {
+  const groups: { red: boolean; n: number; s: number }[] = [];
+  x.shape.forEach((n, d) => {
+    if (n === 1) return;
+    const red = axes.includes(d);
+    const s = x.strides[d]!;
+    const last = groups[groups.length - 1];
+    if (last && last.red === red && last.s === s * n) {
+      last.n *= n;
+      last.s = s;
+    } else groups.push({ red, n, s });
+  });
+  const g = groups.map((x) => x.red);
+  const first = g.indexOf(true);
+  if (first < 0 || g.lastIndexOf(true) !== first || groups.length > 3) return null;
+  const before = groups.slice(0, first);
+  const after = groups.slice(first + 1);
+  if (before.length > 1 || after.length > 1) return null;
+  const r = groups[first]!;
+  return {
+    dims: [before[0]?.n ?? 1, r.n, after[0]?.n ?? 1],
+    strides: [before[0]?.s ?? 0, r.s, after[0]?.s ?? 1],
+  };
+}
+
+export function reduceWasm(engine: Engine, [x]: readonly Arg[], out: Arg, { op, axes }: { op: ReduceOp; axes: number[] }): boolean {
+  const d = x!.dtype;
+  if (op === 'prod' || (d !== 'float32' && d !== 'float64') || out.dtype !== d) return false;
+  const n = numel(x!.shape);
+  if (n < MIN_ELEMENTS || numel(out.shape) === 0) return false;
+  const v = asPRQ(x!, axes);
+  if (!v) return false;
+  const [Pn, R, Q] = v.dims;
+  const [sp, sr, sq] = v.strides;
+  if (sq !== 1 || (Q === 1 && sr !== 1) || sp < 0 || sr < 0) return false;
+  const k: Kind = d === 'float32' ? 'f32' : 'f64';
+  const e = bytes(k);
+  // copy the span the view touches
+  const lo = x!.offset;
+  const hi = lo + (Pn - 1) * sp + (R - 1) * sr + Q;
+  if (hi - lo > 4 * n) return false;
+  const outN = Pn * Q;
+  const xPtr = HEAP;
+  const accPtr = xPtr + Math.ceil(((hi - lo) * e) / 16) * 16;
+  const outPtr = accPtr + Q * 8 + 16;
+  if (outPtr + outN * e > MAX_HEAP_BYTES || !engine.reserve(outPtr - HEAP + outN * e)) return false;
+  const view = k === 'f32' ? engine.f32 : engine.f64;
+  view.set(x!.data.subarray(lo, hi) as never, xPtr / e);
+  if (Q === 1) engine.call(`reduce_row_${op}_${k}`, outPtr, xPtr, R, Pn, sp);
+  else engine.call(`reduce_col_${op}_${k}`, outPtr, xPtr, accPtr, R, sr, Pn, sp, Q);
+  out.data.set(view.subarray(outPtr / e, outPtr / e + outN) as never, out.offset);
+  return true;
+}

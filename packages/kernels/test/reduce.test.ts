@@ -1,0 +1,70 @@
+import fc from 'fast-check';
+import { afterAll, describe, expect, it } from 'vitest';
+import { createWasmBackend, jsKernels, numel, type ReduceOp } from '@qgrad/kernels';
+import { type FloatDType, mismatch, out, permutation, size, view } from './helpers.js';
+
+const wasm = createWasmBackend({ threads: 1 });
+afterAll(() => wasm.dispose());
+
+const seed = fc.integer({ min: 1, max: 2 ** 31 - 1 });
+
+/** Input [..] of rank 1-4 (≥ 2048 elements), a run of axes to reduce, and a storage order. */
+const problem = fc
+  .array(size(), { minLength: 1, maxLength: 3 })
+  .map((s) => (numel(s) >= 2048 ? s : [Math.ceil(2048 / numel(s)), ...s]))
+  .chain((s) =>
+    fc.record({
+      shape: fc.constant(s),
+      start: fc.integer({ min: 0, max: s.length - 1 }),
+      len: fc.integer({ min: 1, max: s.length }),
+      order: fc.oneof(fc.constant(s.map((_, i) => i)), permutation(s.length)),
+      offset: fc.integer({ min: 0, max: 3 }),
+      seed,
+    }),
+  )
+  .map(({ shape, start, len, order, offset, seed }) => ({
+    shape,
+    axes: shape.map((_, i) => i).slice(start, Math.min(shape.length, start + len)),
+    order,
+    offset,
+    seed,
+  }));
+
+describe('wasm reduce', () => {
+  for (const dtype of ['float32', 'float64'] as FloatDType[])
+    for (const op of ['sum', 'max', 'min'] as ReduceOp[])
+      it(`${op} over a run of axes equals the js kernel in ${dtype}`, () => {
+        fc.assert(
+          fc.property(problem, ({ shape, axes, order, offset, seed }) => {
+            const x = view(dtype, shape, order, offset, [], seed);
+            const outShape = shape.map((n, d) => (axes.includes(d) ? 1 : n));
+            const ref = out(dtype, outShape);
+            const got = out(dtype, outShape);
+            jsKernels.reduce([x], ref, { op, axes });
+            wasm.run('reduce', [x], got, { op, axes });
+            // contiguous inputs always have the [kept, reduced, kept] layout wasm handles
+            // (reducing only size-1 axes is a copy, left to js)
+            if (order.every((d, i) => d === i) && axes.some((d) => shape[d]! > 1)) expect(wasm.ranOn!('reduce', dtype)).toBe('wasm');
+            // sums: both accumulate in f64, in different orders
+            expect(mismatch(got.data, ref.data, op === 'sum' ? (dtype === 'float32' ? 1e-7 : 1e-13) : 0, op === 'sum' && dtype === 'float64' ? 1e-13 : 0)).toBe(-1);
+          }),
+          { numRuns: 60 },
+        );
+        const s = wasm.stats().find((x) => x.kernel === 'reduce' && x.dtype === dtype);
+        expect(s?.wasm).toBeGreaterThan(0);
+      });
+
+  it('propagates NaN through max and min', () => {
+    const data = new Float32Array(4096).map((_, i) => i);
+    data[1234] = NaN;
+    const x = { data, dtype: 'float32' as const, shape: [64, 64], strides: [64, 1], offset: 0 };
+    for (const axes of [[0], [1], [0, 1]]) {
+      const shape = [axes.includes(0) ? 1 : 64, axes.includes(1) ? 1 : 64];
+      const ref = out('float32', shape);
+      const got = out('float32', shape);
+      jsKernels.reduce([x], ref, { op: 'max', axes });
+      wasm.run('reduce', [x], got, { op: 'max', axes });
+      expect(mismatch(got.data, ref.data, 0)).toBe(-1);
+    }
+  });
+});
