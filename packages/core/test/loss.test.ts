@@ -156,7 +156,7 @@ describe('crossEntropy with class-index targets', () => {
 
 describe('crossEntropy with probability targets', () => {
   it('matches the reference and passes gradcheck in logits and targets (weights, smoothing, reductions)', () => {
-    const cfg = fc.record({ shape: fc.constantFrom([3], [2, 3], [2, 4, 2], [1, 2, 3]), weighted: fc.boolean(), eps: fc.constantFrom(0, 0.2), reduction: fc.constantFrom(...REDUCTIONS), nonContiguous: fc.boolean() });
+    const cfg = fc.record({ shape: fc.constantFrom<number[]>([3], [2, 3], [2, 4, 2], [1, 2, 3]), weighted: fc.boolean(), eps: fc.constantFrom(0, 0.2), reduction: fc.constantFrom(...REDUCTIONS), nonContiguous: fc.boolean() });
     fc.assert(
       fc.property(cfg, ({ shape, weighted, eps, reduction, nonContiguous }) => {
         const cd = shape.length === 1 ? 0 : 1;

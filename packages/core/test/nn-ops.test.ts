@@ -199,6 +199,7 @@ describe('dropout', () => {
       }),
       { numRuns: 10 },
     );
+    checkOp((x) => q.dropout(x, 0.3, true, { generator: new q.Generator(5) }), [[3, 4]]);
     const x = q.ones([50], { dtype: 'float64', requiresGrad: true });
     const y = q.dropout(x, 0.5, true, { generator: new q.Generator(3) });
     y.sum().backward();
