@@ -7,3 +7,5 @@ export { softmax, logSoftmax, softmin, layerNorm, rmsNorm, groupNorm, dropout } 
 export { crossEntropy, nllLoss, mseLoss, l1Loss, huberLoss, smoothL1Loss, klDiv, binaryCrossEntropy, binaryCrossEntropyWithLogits } from './ops/loss.js';
 export { pad } from './ops/shape.js';
 export { embedding, oneHot } from './ops/indexing.js';
+export { linear } from './ops/linalg.js';
+export { conv2d, maxPool2d, avgPool2d, interpolate, upsample, unfold, fold } from './ops/conv.js';

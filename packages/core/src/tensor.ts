@@ -11,6 +11,7 @@ import * as C from './ops/creation.js';
 import * as E from './ops/elementwise.js';
 import * as R from './ops/reduce.js';
 import * as M from './ops/movement.js';
+import * as LA from './ops/linalg.js';
 import * as S from './ops/shape.js';
 import * as I from './ops/indexing.js';
 import * as NN from './ops/nn.js';
@@ -317,6 +318,11 @@ export class Tensor {
 
   // ---------------------------------------------------------------- linalg (ops/linalg.ts)
   // @helper-linalg: methods go here
+  matmul(other: Tensor): Tensor { return LA.matmul(this, other); }
+  mm(other: Tensor): Tensor { return LA.mm(this, other); }
+  bmm(other: Tensor): Tensor { return LA.bmm(this, other); }
+  dot(other: Tensor): Tensor { return LA.dot(this, other); }
+  outer(other: Tensor): Tensor { return LA.outer(this, other); }
 
   // ---------------------------------------------------------------- shape ops (ops/shape.ts)
   // @helper-shape: methods go here
