@@ -6,6 +6,7 @@
 import type { Backend, Kernel, KernelArg, KernelTable } from '../backend.js';
 import { jsBackend, jsKernels } from '../js/index.js';
 import type { DType, KernelName, KernelParams, TypedArray } from '../names.js';
+import { col2imWasm, emitConv2d, im2colWasm } from './conv.js';
 import { binaryWasm, copyWasm, emitElementwise, unaryWasm } from './elementwise.js';
 import { matmulWasm } from './matmul.js';
 import { emitReduce, reduceWasm } from './reduce.js';
@@ -23,9 +24,11 @@ const RULES: { [K in KernelName]?: WasmRule<K> } = {
   binary: binaryWasm,
   copy: copyWasm,
   reduce: reduceWasm,
+  im2col: im2colWasm,
+  col2im: col2imWasm,
 };
 
-const EMITTERS: Emitter[] = [emitMatmul, (mb) => emitElementwise(mb), (mb) => emitReduce(mb)];
+const EMITTERS: Emitter[] = [emitMatmul, (mb) => emitElementwise(mb), (mb) => emitReduce(mb), (mb) => emitConv2d(mb)];
 
 export interface WasmBackendOptions {
   /** Threads including the caller; default QGRAD_THREADS or os.availableParallelism(). */

@@ -1,0 +1,68 @@
+import fc from 'fast-check';
+import { afterAll, describe, expect, it } from 'vitest';
+import { createWasmBackend, jsKernels, type Im2colParams } from '@qgrad/kernels';
+import { type FloatDType, mismatch, out, permutation, view } from './helpers.js';
+
+const wasm = createWasmBackend({ threads: 1 });
+afterAll(() => wasm.dispose());
+
+const outSize = (n: number, k: number, s: number, p: number, d: number) => Math.floor((n + 2 * p - d * (k - 1) - 1) / s) + 1;
+
+const geometry = fc
+  .record({
+    N: fc.integer({ min: 1, max: 2 }),
+    C: fc.integer({ min: 1, max: 4 }),
+    H: fc.integer({ min: 1, max: 40 }),
+    W: fc.integer({ min: 1, max: 40 }),
+    kernel: fc.tuple(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 4 })),
+    stride: fc.tuple(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 3 })),
+    padding: fc.tuple(fc.integer({ min: 0, max: 2 }), fc.integer({ min: 0, max: 2 })),
+    dilation: fc.tuple(fc.integer({ min: 1, max: 2 }), fc.integer({ min: 1, max: 2 })),
+    padValue: fc.constantFrom(0, -Infinity),
+    order: permutation(4),
+    seed: fc.integer({ min: 1, max: 2 ** 31 - 1 }),
+  })
+  .map((g) => ({
+    ...g,
+    oh: outSize(g.H, g.kernel[0], g.stride[0], g.padding[0], g.dilation[0]),
+    ow: outSize(g.W, g.kernel[1], g.stride[1], g.padding[1], g.dilation[1]),
+  }))
+  .filter((g) => g.oh > 0 && g.ow > 0);
+
+describe('wasm im2col / col2im', () => {
+  for (const dtype of ['float32', 'float64'] as FloatDType[]) {
+    it(`im2col equals the js kernel in ${dtype} for any geometry and input layout`, () => {
+      fc.assert(
+        fc.property(geometry, (g) => {
+          const p: Im2colParams = { kernel: g.kernel, stride: g.stride, padding: g.padding, dilation: g.dilation, padValue: g.padValue };
+          const x = view(dtype, [g.N, g.C, g.H, g.W], g.order, 1, [], g.seed);
+          const shape = [g.N, g.C * g.kernel[0] * g.kernel[1], g.oh * g.ow];
+          const ref = out(dtype, shape);
+          const got = out(dtype, shape);
+          jsKernels.im2col([x], ref, p);
+          wasm.run('im2col', [x], got, p);
+          expect(mismatch(got.data, ref.data, 0)).toBe(-1);
+        }),
+        { numRuns: 80 },
+      );
+      expect(wasm.stats().find((s) => s.kernel === 'im2col' && s.dtype === dtype)?.wasm).toBeGreaterThan(10);
+    });
+
+    it(`col2im is bit-identical to the js kernel in ${dtype} (same summation order)`, () => {
+      fc.assert(
+        fc.property(geometry, fc.boolean(), (g, transposed) => {
+          const p: Im2colParams = { kernel: g.kernel, stride: g.stride, padding: g.padding, dilation: g.dilation, padValue: 0 };
+          const shape = [g.N, g.C * g.kernel[0] * g.kernel[1], g.oh * g.ow];
+          const cols = view(dtype, shape, transposed ? [0, 2, 1] : [0, 1, 2], 2, [], g.seed);
+          const ref = out(dtype, [g.N, g.C, g.H, g.W]);
+          const got = out(dtype, [g.N, g.C, g.H, g.W]);
+          jsKernels.col2im([cols], ref, p);
+          wasm.run('col2im', [cols], got, p);
+          expect(mismatch(got.data, ref.data, 0)).toBe(-1);
+        }),
+        { numRuns: 80 },
+      );
+      expect(wasm.stats().find((s) => s.kernel === 'col2im' && s.dtype === dtype)?.wasm).toBeGreaterThan(5);
+    });
+  }
+});
