@@ -122,6 +122,7 @@ export interface CrossEntropyOptions extends NllLossOptions {
 /**
  * Cross entropy of logits (`F.cross_entropy`): input [N, C, d…] or [C]; target either class
  * indices (int32, input shape without C) or class probabilities (float, input's shape).
+ * Class-index targets are read back once to check their range (a sync on device backends).
  * @example crossEntropy(randn([4, 3]), tensor([0, 2, 1, 1], { dtype: 'int32' })).item();
  */
 export function crossEntropy(input: Tensor, target: Tensor, opts: CrossEntropyOptions = {}): Tensor {
