@@ -78,6 +78,27 @@ describe('wasm matmul', () => {
     }
   });
 
+  it('agrees between the relaxed-FMA and plain-SIMD paths within 2·K·eps·Σ|a||b|', () => {
+    const plain = createWasmBackend({ threads: 1, relaxed: false });
+    expect(plain.relaxed).toBe(false);
+    try {
+      fc.assert(
+        fc.property(operands('float32'), ({ a, b, shape, K }) => {
+          const x = out('float32', shape);
+          const y = out('float32', shape);
+          const bound = out('float32', shape);
+          one.run('matmul', [a, b], x, {});
+          plain.run('matmul', [a, b], y, {});
+          jsKernels.matmul([abs(a), abs(b)], bound, {});
+          expect(mismatch(x.data, y.data, 0, bound.data.map((v) => 2 * K * 2 ** -24 * v + 1e-30))).toBe(-1);
+        }),
+        { numRuns: 40 },
+      );
+    } finally {
+      plain.dispose();
+    }
+  });
+
   it('matches the js matmul with 2 threads on a large product', () => {
     const a = view('float32', [300, 700], [0, 1], 0, [], 3);
     const b = view('float32', [700, 260], [1, 0], 0, [], 4);

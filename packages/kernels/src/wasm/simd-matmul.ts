@@ -2,6 +2,11 @@
  * @file ISA-specific code for matmul: the register-blocked SIMD micro-kernel (MR×NR tile of
  * accumulators, f32x4 or f64x2 lanes, mul+add or relaxed FMA) and the task driver that walks
  * cache blocks of packed panels. Packing and dispatch live in matmul.ts.
+ *
+ * Tolerance between paths: relaxed_madd rounds once per multiply-add (V8 emits vfmadd on x64
+ * with FMA3), mul+add twice. Each result is within K·eps·Σₖ|aᵢₖ||bₖⱼ| of the exact product, so
+ * the two paths differ by at most twice that (tested). Within one process the path is fixed, and
+ * the summation order depends on K only, so results never depend on the thread count.
  */
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
 import type { Flavor } from './runtime.js';
