@@ -1,0 +1,23 @@
+/**
+ * @file @qgrad/nn: Module and containers, layers, losses, initialisers, optimizers, LR schedules
+ * and data loading.
+ * @example
+ * import { Linear, ReLU, Sequential, AdamW, crossEntropy } from '@qgrad/nn';
+ * const model = new Sequential(new Linear(784, 128), new ReLU(), new Linear(128, 10));
+ * const opt = new AdamW(model.parameters(), { lr: 1e-3 });
+ * const loss = crossEntropy(model.forward(x), y);
+ * loss.backward(); opt.step(); opt.zeroGrad();
+ */
+export { Module, Parameter, type LoadStateDictOptions, type LoadStateDictResult } from './module.js';
+export { Sequential, ModuleList, ModuleDict, type TensorModule } from './containers.js';
+export * as init from './init.js';
+export { Linear, Identity, Embedding, type LayerOptions } from './layers/linear.js';
+export { Conv2d, MaxPool2d, AvgPool2d, Flatten, type Conv2dLayerOptions } from './layers/conv.js';
+export { LayerNorm, RMSNorm, GroupNorm } from './layers/norm.js';
+export { ReLU, GELU, SiLU, Tanh, Sigmoid, LeakyReLU, Softmax, Dropout, activationModule, type Activation } from './layers/activation.js';
+export { MLP, SwiGLU, type MLPOptions } from './layers/mlp.js';
+export {
+  MultiHeadAttention, RotaryEmbedding, KVCache, scaledDotProductAttention, causalMask, rotateHalf, applyRotaryEmb, repeatKv,
+  type AttentionOptions, type SdpaOptions,
+} from './layers/attention.js';
+export * from './loss.js';

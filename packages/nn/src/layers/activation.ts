@@ -1,0 +1,100 @@
+/**
+ * @file Stateless layers as modules: activations (ReLU, GELU, SiLU, Tanh, Sigmoid, LeakyReLU,
+ * Softmax) and Dropout, which reads the module's training flag.
+ */
+import { dropout, gelu, leakyRelu, relu, sigmoid, silu, softmax, tanh, type Generator, type Tensor } from '@qgrad/core';
+import { Module } from '../module.js';
+
+export class ReLU extends Module {
+  forward(x: Tensor): Tensor {
+    return relu(x);
+  }
+}
+
+/** GELU, exact (erf) or with the tanh approximation (`approximate: 'tanh'`). */
+export class GELU extends Module {
+  constructor(readonly approximate: 'none' | 'tanh' = 'none') {
+    super();
+  }
+  forward(x: Tensor): Tensor {
+    return gelu(x, this.approximate);
+  }
+  override extraRepr(): string {
+    return this.approximate === 'none' ? '' : `approximate='${this.approximate}'`;
+  }
+}
+
+/** x·σ(x), also known as swish. */
+export class SiLU extends Module {
+  forward(x: Tensor): Tensor {
+    return silu(x);
+  }
+}
+
+export class Tanh extends Module {
+  forward(x: Tensor): Tensor {
+    return tanh(x);
+  }
+}
+
+export class Sigmoid extends Module {
+  forward(x: Tensor): Tensor {
+    return sigmoid(x);
+  }
+}
+
+export class LeakyReLU extends Module {
+  constructor(readonly negativeSlope = 0.01) {
+    super();
+  }
+  forward(x: Tensor): Tensor {
+    return leakyRelu(x, this.negativeSlope);
+  }
+  override extraRepr(): string {
+    return `negativeSlope=${this.negativeSlope}`;
+  }
+}
+
+export class Softmax extends Module {
+  constructor(readonly dim: number) {
+    super();
+  }
+  forward(x: Tensor): Tensor {
+    return softmax(x, this.dim);
+  }
+  override extraRepr(): string {
+    return `dim=${this.dim}`;
+  }
+}
+
+/**
+ * Inverted dropout while `training`, identity in eval mode (`nn.Dropout`).
+ * @example const d = new Dropout(0.1); d.eval(); d.forward(x) === x; // true
+ */
+export class Dropout extends Module {
+  constructor(readonly p = 0.5, readonly opts: { generator?: Generator } = {}) {
+    super();
+    if (!(p >= 0 && p <= 1)) throw new RangeError(`Dropout: probability has to be between 0 and 1, but got ${p}`);
+  }
+  forward(x: Tensor): Tensor {
+    return dropout(x, this.p, this.training, this.opts);
+  }
+  override extraRepr(): string {
+    return `p=${this.p}`;
+  }
+}
+
+export type Activation = 'relu' | 'gelu' | 'geluTanh' | 'silu' | 'tanh' | 'sigmoid';
+
+/** The activation module named by `name` (used by MLP). */
+export function activationModule(name: Activation): Module & { forward(x: Tensor): Tensor } {
+  switch (name) {
+    case 'relu': return new ReLU();
+    case 'gelu': return new GELU();
+    case 'geluTanh': return new GELU('tanh');
+    case 'silu': return new SiLU();
+    case 'tanh': return new Tanh();
+    case 'sigmoid': return new Sigmoid();
+    default: { const never: never = name; throw new Error(`activation: unknown activation '${String(never)}'`); }
+  }
+}

@@ -1,0 +1,247 @@
+/**
+ * @file Attention: scaled dot-product attention (composite, PyTorch semantics), rotary position
+ * embeddings in Hugging Face Llama's rotate-half convention, a KV cache for incremental
+ * decoding, and MultiHeadAttention with grouped-query KV heads and a causal mask.
+ */
+import { add, cat, dropout, matmul, softmax, tensor, zeros, type Generator, type Tensor } from '@qgrad/core';
+import { Module } from '../module.js';
+import { Linear, type LayerOptions } from './linear.js';
+
+const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
+
+/**
+ * A uint8 mask [tq, tk] with 1 where query i may attend key j, i.e. j ≤ i + offset. With
+ * `offset = tk − tq` the queries are the last tq positions (decoding with a KV cache); offset 0
+ * is PyTorch's `is_causal` (top-left aligned).
+ * @example causalMask(2, 3, 1).toArray(); // [[1, 1, 0], [1, 1, 1]]
+ */
+export function causalMask(tq: number, tk: number, offset = 0): Tensor {
+  const m = new Uint8Array(tq * tk);
+  for (let i = 0; i < tq; i++) for (let j = 0; j <= Math.min(tk - 1, i + offset); j++) m[i * tk + j] = 1;
+  return tensor(m, { shape: [tq, tk] });
+}
+
+export interface SdpaOptions {
+  /** uint8 mask (nonzero = may attend, as PyTorch's boolean mask) or a float mask added to the scores; broadcast to [..., tq, tk]. */
+  attnMask?: Tensor | null;
+  /** Lower-triangular mask aligned top-left, as PyTorch (cannot be combined with attnMask). */
+  isCausal?: boolean;
+  /** Dropout on the attention weights (only when `training`, default true as in F.sdpa). */
+  dropoutP?: number;
+  training?: boolean;
+  generator?: Generator;
+  /** Score scale (default 1/√headDim). */
+  scale?: number;
+}
+
+/**
+ * softmax(q·kᵀ·scale + mask)·v over [..., tq, d] queries and [..., tk, d] keys/values, as
+ * `F.scaled_dot_product_attention` (written from matmul and softmax, so no backward of its own).
+ * @example scaledDotProductAttention(q, k, v, { isCausal: true }).shape; // q.shape
+ */
+export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts: SdpaOptions = {}): Tensor {
+  const d = q.shape[q.ndim - 1]!;
+  if (q.ndim < 2 || k.ndim !== q.ndim || v.ndim !== q.ndim || k.shape[k.ndim - 1] !== d || k.shape[k.ndim - 2] !== v.shape[v.ndim - 2]) {
+    throw new Error(`scaledDotProductAttention: expected q [..., tq, d], k [..., tk, d], v [..., tk, dv]; got q ${fmt(q.shape)}, k ${fmt(k.shape)}, v ${fmt(v.shape)}`);
+  }
+  if (opts.isCausal && opts.attnMask) throw new Error('scaledDotProductAttention: pass either attnMask or isCausal, not both');
+  const tq = q.shape[q.ndim - 2]!;
+  const tk = k.shape[k.ndim - 2]!;
+  let scores = matmul(q, k.transpose(-2, -1)).mul(opts.scale ?? 1 / Math.sqrt(d)); // [..., tq, tk]
+  const mask = opts.isCausal ? causalMask(tq, tk) : opts.attnMask;
+  if (mask) scores = mask.dtype === 'uint8' ? scores.maskedFill(mask.logicalNot(), -Infinity) : add(scores, mask);
+  let w = softmax(scores, -1);
+  if (opts.dropoutP) w = dropout(w, opts.dropoutP, opts.training ?? true, { generator: opts.generator });
+  return matmul(w, v); // [..., tq, dv]
+}
+
+// ---------------------------------------------------------------- rotary embeddings
+/** Swaps and negates the two halves of the last dim: [x1, x2] → [−x2, x1]. */
+export function rotateHalf(x: Tensor): Tensor {
+  const h = x.shape[x.ndim - 1]! / 2;
+  return cat([x.narrow(-1, h, h).neg(), x.narrow(-1, 0, h)], -1);
+}
+
+/** x·cos + rotateHalf(x)·sin with tables [T, D] broadcast over x [..., T, D]. */
+export function applyRotaryEmb(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
+  return x.mul(cos).add(rotateHalf(x).mul(sin));
+}
+
+/**
+ * Rotary position embeddings as Hugging Face Llama computes them: inverse frequencies
+ * θ^(−2i/D) for i < D/2, angles pos·invFreq duplicated to D ([f, f], the rotate-half layout),
+ * in float32 arithmetic. The cos/sin tables are non-persistent buffers grown on demand.
+ * @example new RotaryEmbedding(64, { theta: 500000 }).forward(q, startPos);
+ */
+export class RotaryEmbedding extends Module {
+  readonly theta: number;
+  cos: Tensor;
+  sin: Tensor;
+  constructor(readonly headDim: number, opts: { theta?: number; maxSeqLen?: number } = {}) {
+    super();
+    if (headDim % 2) throw new Error(`RotaryEmbedding: headDim ${headDim} must be even`);
+    this.theta = opts.theta ?? 10000;
+    const [cos, sin] = this.#tables(opts.maxSeqLen ?? 2048);
+    this.cos = this.registerBuffer('cos', cos, false);
+    this.sin = this.registerBuffer('sin', sin, false);
+  }
+  #tables(n: number): [Tensor, Tensor] {
+    const d = this.headDim;
+    const f = Math.fround;
+    const cos = new Float32Array(n * d);
+    const sin = new Float32Array(n * d);
+    for (let i = 0; i < d / 2; i++) {
+      const inv = f(1 / f(this.theta ** f((2 * i) / d)));
+      for (let p = 0; p < n; p++) {
+        const a = f(p * inv);
+        cos[p * d + i] = cos[p * d + i + d / 2] = Math.cos(a);
+        sin[p * d + i] = sin[p * d + i + d / 2] = Math.sin(a);
+      }
+    }
+    const dtype = this.cos?.dtype ?? 'float32';
+    return [tensor(cos, { shape: [n, d] }).to(dtype), tensor(sin, { shape: [n, d] }).to(dtype)];
+  }
+  /** Rotates x [..., T, headDim] whose first position is `startPos`. */
+  forward(x: Tensor, startPos = 0): Tensor {
+    const t = x.shape[x.ndim - 2]!;
+    if (x.shape[x.ndim - 1] !== this.headDim) throw new Error(`RotaryEmbedding: input of shape ${fmt(x.shape)} does not end in headDim ${this.headDim}`);
+    if (startPos + t > this.cos.shape[0]!) {
+      const [cos, sin] = this.#tables(Math.max(startPos + t, 2 * this.cos.shape[0]!));
+      this.cos = cos;
+      this.sin = sin;
+    }
+    return applyRotaryEmb(x, this.cos.narrow(0, startPos, t), this.sin.narrow(0, startPos, t));
+  }
+  override extraRepr(): string {
+    return `headDim=${this.headDim}, theta=${this.theta}`;
+  }
+}
+
+// ---------------------------------------------------------------- KV cache
+/**
+ * Keys and values of the positions seen so far, for one attention layer, preallocated to
+ * `maxSeqLen` on first use. Writes are in place, so no gradient flows through the cache: it is
+ * for inference (run decoding under `noGrad`).
+ * @example const caches = Array.from({ length: nLayers }, () => new KVCache(256));
+ */
+export class KVCache {
+  k: Tensor | null = null;
+  v: Tensor | null = null;
+  /** Number of positions stored. */
+  length = 0;
+  constructor(readonly maxSeqLen: number) {}
+  /** Appends k, v [B, Hkv, T, D] and returns all stored keys and values [B, Hkv, length, D]. */
+  update(k: Tensor, v: Tensor): [Tensor, Tensor] {
+    const t = k.shape[2]!;
+    if (!this.k || !this.v) {
+      this.k = zeros([k.shape[0]!, k.shape[1]!, this.maxSeqLen, k.shape[3]!], { dtype: k.dtype });
+      this.v = zeros([v.shape[0]!, v.shape[1]!, this.maxSeqLen, v.shape[3]!], { dtype: v.dtype });
+    }
+    const want = [this.k.shape[0], this.k.shape[1], t, this.k.shape[3]];
+    if (k.shape.join() !== want.join() || v.shape.join() !== k.shape.join()) {
+      throw new Error(`KVCache.update: keys ${fmt(k.shape)} and values ${fmt(v.shape)} must both be ${fmt(want as number[])} to match the cache`);
+    }
+    if (this.length + t > this.maxSeqLen) throw new Error(`KVCache.update: ${this.length} cached + ${t} new positions exceed maxSeqLen ${this.maxSeqLen}`);
+    this.k.narrow(2, this.length, t).copy_(k.detach());
+    this.v.narrow(2, this.length, t).copy_(v.detach());
+    this.length += t;
+    return [this.k.narrow(2, 0, this.length), this.v.narrow(2, 0, this.length)];
+  }
+  reset(): void {
+    this.length = 0;
+  }
+}
+
+// ---------------------------------------------------------------- multi-head attention
+export interface AttentionOptions extends LayerOptions {
+  /** Key/value heads for grouped-query attention (default numHeads; must divide numHeads). */
+  numKvHeads?: number;
+  /** Biases on the q/k/v/o projections (default false, as Llama). */
+  bias?: boolean;
+  /** Mask future positions (default false). */
+  causal?: boolean;
+  /** Rotary embeddings on q and k: true, or the base θ and table length (default off). */
+  rope?: boolean | { theta?: number; maxSeqLen?: number };
+  /** Dropout on the attention weights in training (default 0). */
+  dropout?: number;
+}
+
+/**
+ * Multi-head self-attention over x [B, T, dim] with Llama's layout: qProj, kProj, vProj, oProj
+ * (`[out, in]` weights), optional RoPE on q and k, grouped-query KV heads repeated to the query
+ * heads, and an optional KV cache for incremental decoding.
+ * @example
+ * const attn = new MultiHeadAttention(64, 8, { numKvHeads: 2, causal: true, rope: { theta: 10000 } });
+ * attn.forward(randn([2, 16, 64])).shape; // [2, 16, 64]
+ */
+export class MultiHeadAttention extends Module {
+  readonly numKvHeads: number;
+  readonly headDim: number;
+  readonly causal: boolean;
+  readonly dropoutP: number;
+  qProj: Linear;
+  kProj: Linear;
+  vProj: Linear;
+  oProj: Linear;
+  rope: RotaryEmbedding | null;
+  constructor(readonly dim: number, readonly numHeads: number, opts: AttentionOptions = {}) {
+    super();
+    this.numKvHeads = opts.numKvHeads ?? numHeads;
+    if (dim % numHeads) throw new Error(`MultiHeadAttention: dim ${dim} must be divisible by numHeads ${numHeads}`);
+    if (numHeads % this.numKvHeads) throw new Error(`MultiHeadAttention: numHeads ${numHeads} must be divisible by numKvHeads ${this.numKvHeads}`);
+    this.headDim = dim / numHeads;
+    this.causal = opts.causal ?? false;
+    this.dropoutP = opts.dropout ?? 0;
+    const layer = { bias: opts.bias ?? false, dtype: opts.dtype, generator: opts.generator };
+    const kv = this.numKvHeads * this.headDim;
+    this.qProj = this.registerModule('qProj', new Linear(dim, dim, layer));
+    this.kProj = this.registerModule('kProj', new Linear(dim, kv, layer));
+    this.vProj = this.registerModule('vProj', new Linear(dim, kv, layer));
+    this.oProj = this.registerModule('oProj', new Linear(dim, dim, layer));
+    const rope = opts.rope === true ? {} : opts.rope || null;
+    this.rope = this.registerModule('rope', rope ? new RotaryEmbedding(this.headDim, rope) : null);
+  }
+
+  /**
+   * @param x [B, T, dim]
+   * @param opts.cache this layer's KV cache: new keys/values are appended and positions start
+   *   at the cache's length (RoPE and the causal mask use them)
+   * @param opts.attnMask an extra mask, as in `scaledDotProductAttention`, broadcast to [B, H, T, Tk]
+   */
+  forward(x: Tensor, opts: { cache?: KVCache; attnMask?: Tensor } = {}): Tensor {
+    if (x.ndim !== 3 || x.shape[2] !== this.dim) throw new Error(`MultiHeadAttention: expected input [B, T, ${this.dim}], got ${fmt(x.shape)}`);
+    const [b, t] = x.shape as [number, number];
+    const h = this.numHeads;
+    const hd = this.headDim;
+    const heads = (y: Tensor, n: number) => y.view(b, t, n, hd).transpose(1, 2); // [B, n, T, hd]
+    let q = heads(this.qProj.forward(x), h);
+    let k = heads(this.kProj.forward(x), this.numKvHeads);
+    let v = heads(this.vProj.forward(x), this.numKvHeads);
+    const start = opts.cache?.length ?? 0;
+    if (this.rope) {
+      q = this.rope.forward(q, start);
+      k = this.rope.forward(k, start);
+    }
+    if (opts.cache) [k, v] = opts.cache.update(k, v);
+    const tk = k.shape[2]!;
+    k = repeatKv(k, h / this.numKvHeads);
+    v = repeatKv(v, h / this.numKvHeads);
+    let mask = opts.attnMask ?? null;
+    if (this.causal) {
+      const c = causalMask(t, tk, start);
+      mask = mask ? (mask.dtype === 'uint8' ? mask.mul(c) : add(mask, zeros([t, tk]).maskedFill(c.logicalNot(), -Infinity))) : c;
+    }
+    const y = scaledDotProductAttention(q, k, v, { attnMask: mask, dropoutP: this.dropoutP, training: this.training }); // [B, H, T, hd]
+    return this.oProj.forward(y.transpose(1, 2).reshape(b, t, this.dim)); // [B, T, dim]
+  }
+  override extraRepr(): string {
+    return `dim=${this.dim}, numHeads=${this.numHeads}, numKvHeads=${this.numKvHeads}, causal=${this.causal}`;
+  }
+}
+
+/** Repeats each KV head `nRep` times along dim 1: [B, Hkv, T, D] → [B, Hkv·nRep, T, D] (HF repeat_kv). */
+export function repeatKv(x: Tensor, nRep: number): Tensor {
+  if (nRep === 1) return x;
+  const [b, hkv, t, d] = x.shape as [number, number, number, number];
+  return x.unsqueeze(2).expand(b, hkv, nRep, t, d).reshape(b, hkv * nRep, t, d);
+}
