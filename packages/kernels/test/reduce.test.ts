@@ -54,6 +54,26 @@ describe('wasm reduce', () => {
         expect(s?.wasm).toBeGreaterThan(0);
       });
 
+  for (const dtype of ['float32', 'float64'] as FloatDType[])
+    it(`argmax/argmin equal the js kernel in ${dtype}, ties and NaN included`, () => {
+      fc.assert(
+        fc.property(problem, fc.constantFrom('argmax' as const, 'argmin' as const), fc.boolean(), ({ shape, axes, order, offset, seed }, op, nan) => {
+          const axis = axes[0]!;
+          const x = view(dtype, shape, order, offset, [], seed);
+          // few distinct values so ties are common; first occurrence must win
+          x.data = x.data.map((v, i) => (nan && i % 997 === 5 ? NaN : Math.round(v * 4)));
+          const outShape = shape.map((n, d) => (d === axis ? 1 : n));
+          const ref = { ...out('float32', outShape), data: new Int32Array(numel(outShape)), dtype: 'int32' as const };
+          const got = { ...ref, data: new Int32Array(numel(outShape)) };
+          jsKernels.argReduce([x], ref, { op, axis });
+          wasm.run('argReduce', [x], got, { op, axis });
+          expect([...got.data]).toEqual([...ref.data]);
+          if (order.every((d, i) => d === i)) expect(wasm.ranOn!('argReduce', dtype)).toBe('wasm');
+        }),
+        { numRuns: 60 },
+      );
+    });
+
   it('propagates NaN through max and min', () => {
     const data = new Float32Array(4096).map((_, i) => i);
     data[1234] = NaN;

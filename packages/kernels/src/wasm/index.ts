@@ -9,7 +9,7 @@ import type { DType, KernelName, KernelParams, TypedArray } from '../names.js';
 import { col2imWasm, emitConv2d, im2colWasm } from './conv.js';
 import { binaryWasm, copyWasm, emitElementwise, unaryWasm } from './elementwise.js';
 import { matmulWasm } from './matmul.js';
-import { emitReduce, reduceWasm } from './reduce.js';
+import { argReduceWasm, emitReduce, reduceWasm } from './reduce.js';
 import { Engine, type Emitter, wasmFeatures } from './runtime.js';
 import { emitMatmul } from './simd-matmul.js';
 import { defaultThreadCount } from './threads.js';
@@ -24,6 +24,7 @@ const RULES: { [K in KernelName]?: WasmRule<K> } = {
   binary: binaryWasm,
   copy: copyWasm,
   reduce: reduceWasm,
+  argReduce: argReduceWasm,
   im2col: im2colWasm,
   col2im: col2imWasm,
 };

@@ -2,11 +2,12 @@
  * @file wasm reductions (sum/max/min, f32 and f64) over one run of reduced axes: either the
  * innermost axis (row reduce: SIMD along the row) or an outer one with contiguous kept elements
  * (column reduce: SIMD across a row of accumulators). Sums accumulate in f64 like the oracle.
- * prod, argReduce, empty reductions and other layouts stay on js.
+ * argmax/argmin run as scalar wasm over any strides of the same [kept, reduced, kept] layout.
+ * prod, empty reductions and other layouts stay on js.
  */
 import type { KernelArg } from '../backend.js';
 import { numel } from '../js/layout.js';
-import type { ReduceOp, TypedArray } from '../names.js';
+import type { ArgReduceOp, ReduceOp, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
 import { HEAP, MAX_HEAP_BYTES, type Engine } from './runtime.js';
 
@@ -181,12 +182,53 @@ function emitCol(mb: ModuleBuilder, op: Red, k: Kind): void {
   }, `reduce_col_${op}_${k}`);
 }
 
+/**
+ * argreduce(out, x, R, sr, P, sp, Q, sq): out[p, q] = first r of the max/min of x[p·sp + r·sr + q·sq]
+ * (i32); a NaN counts as the extreme and ends the scan, as in the oracle.
+ */
+function emitArg(mb: ModuleBuilder, op: ArgReduceOp, k: Kind): void {
+  const S = k === 'f32' ? ValType.f32 : ValType.f64;
+  const load = k === 'f32' ? Op.f32_load : Op.f64_load;
+  const al = k === 'f32' ? 2 : 3;
+  mb.func([P, P, P, P, P, P, P, P], [], (c) => {
+    const [out, x, R, sr, Pn, sp, Q, sq] = [0, 1, 2, 3, 4, 5, 6, 7];
+    const [p, q, r, ptr, step, best] = Array.from({ length: 6 }, () => c.local(P));
+    const [bv, v] = [c.local(S), c.local(S)];
+    c.get(sr).i32(bytes(k)).op(Op.i32_mul).set(step);
+    c.for(p, () => c.i32(0), () => c.get(Pn), 1, () => {
+      c.for(q, () => c.i32(0), () => c.get(Q), 1, () => {
+        c.get(x).get(p).get(sp).op(Op.i32_mul).get(q).get(sq).op(Op.i32_mul).op(Op.i32_add).i32(bytes(k)).op(Op.i32_mul).op(Op.i32_add).tee(ptr);
+        c.mem(load, al).set(bv);
+        c.i32(0).set(best);
+        c.i32(1).set(r);
+        c.while(() => c.get(r).get(R).op(Op.i32_lt_s).get(bv).get(bv).op(k === 'f32' ? Op.f32_eq : Op.f64_eq).op(Op.i32_and), () => {
+          c.get(ptr).get(step).op(Op.i32_add).tee(ptr).mem(load, al).set(v);
+          c.get(v).get(v).op(k === 'f32' ? Op.f32_ne : Op.f64_ne);
+          c.get(v).get(bv);
+          if (op === 'argmax') c.op(k === 'f32' ? Op.f32_gt : Op.f64_gt);
+          else c.op(k === 'f32' ? Op.f32_lt : Op.f64_lt);
+          c.op(Op.i32_or).if();
+          c.get(v).set(bv);
+          c.get(r).set(best);
+          c.end();
+          c.get(r).i32(1).op(Op.i32_add).set(r);
+        });
+        c.get(out).get(best).mem(Op.i32_store, 2);
+        c.get(out).i32(4).op(Op.i32_add).set(out);
+      });
+    });
+  }, `${op}_${k}`);
+}
+
 export function emitReduce(mb: ModuleBuilder): void {
-  for (const k of ['f32', 'f64'] as const)
+  for (const k of ['f32', 'f64'] as const) {
     for (const op of ['sum', 'max', 'min'] as const) {
       emitRow(mb, op, k);
       emitCol(mb, op, k);
     }
+    emitArg(mb, 'argmax', k);
+    emitArg(mb, 'argmin', k);
+  }
 }
 
 const MIN_ELEMENTS = 2048;
@@ -246,5 +288,33 @@ export function reduceWasm(engine: Engine, [x]: readonly Arg[], out: Arg, { op, 
   if (Q === 1) engine.call(`reduce_row_${op}_${k}`, outPtr, xPtr, R, Pn, sp);
   else engine.call(`reduce_col_${op}_${k}`, outPtr, xPtr, accPtr, R, sr, Pn, sp, Q);
   out.data.set(view.subarray(outPtr / e, outPtr / e + outN) as never, out.offset);
+  return true;
+}
+
+export function argReduceWasm(engine: Engine, [x]: readonly Arg[], out: Arg, { op, axis }: { op: ArgReduceOp; axis: number }): boolean {
+  const d = x!.dtype;
+  if ((d !== 'float32' && d !== 'float64') || out.dtype !== 'int32') return false;
+  const n = numel(x!.shape);
+  if (n < MIN_ELEMENTS || x!.shape[axis] === 0) return false;
+  // a size-1 axis has no run to reduce: every index is 0
+  if (x!.shape[axis] === 1) {
+    out.data.fill(0, out.offset, out.offset + n);
+    return true;
+  }
+  const v = asPRQ(x!, [axis]);
+  if (!v || v.strides.some((s) => s < 0)) return false;
+  const [Pn, R, Q] = v.dims;
+  const [sp, sr, sq] = v.strides;
+  const k: Kind = d === 'float32' ? 'f32' : 'f64';
+  const e = bytes(k);
+  const lo = x!.offset;
+  const hi = lo + (Pn - 1) * sp + (R - 1) * sr + (Q - 1) * sq + 1;
+  if (hi - lo > 4 * n) return false;
+  const outN = Pn * Q;
+  const outPtr = HEAP + Math.ceil(((hi - lo) * e) / 16) * 16;
+  if (outPtr + outN * 4 > MAX_HEAP_BYTES || !engine.reserve(outPtr - HEAP + outN * 4)) return false;
+  (k === 'f32' ? engine.f32 : engine.f64).set(x!.data.subarray(lo, hi) as never, HEAP / e);
+  engine.call(`${op}_${k}`, outPtr, HEAP, R, sr, Pn, sp, Q, sq);
+  out.data.set(engine.i32.subarray(outPtr / 4, outPtr / 4 + outN), out.offset);
   return true;
 }
