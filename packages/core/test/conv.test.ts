@@ -183,20 +183,24 @@ describe('conv2d', () => {
     expect(() => q.conv2d(q.zeros([2, 4, 8, 8]), q.zeros([3, 2, 3, 3]), null, { groups: 2 })).toThrow(/conv2d: weight \[3, 2, 3, 3\] has 3 output channels, not divisible by groups 2/);
     expect(() => q.conv2d(q.zeros([1, 1, 4, 4]), q.zeros([2, 1, 3, 3]), q.zeros([3]))).toThrow(/conv2d: bias of shape \[3\] does not match weight \[2, 1, 3, 3\]/);
     expect(() => q.conv2d(q.zeros([1, 1, 4, 4]), q.zeros([1, 1, 3, 3]), null, { padding: 'same', stride: 2 })).toThrow(/padding='same' is not supported for strided/);
+    expect(() => q.conv2d(q.zeros([1, 1, 4, 4]), q.zeros([1, 1, 3, 3], { dtype: 'float64' }))).toThrow(/conv2d: input \(float32, shape \[1, 1, 4, 4\]\) and weight \(float64/);
     expect(() => q.conv2d(q.zeros([4, 4]), q.zeros([1, 1, 3, 3]))).toThrow(/conv2d: expects a 3-D \(C, H, W\) or 4-D \(N, C, H, W\) input, got shape \[4, 4\]/);
   });
 });
 
-// random pooling geometry: [k, stride, padding, dilation, input size, ceil] valid for PyTorch
-const poolDim = (dilated: boolean) =>
-  fc
-    .tuple(small(3), small(3), small(1, 0), dilated ? small(2) : fc.constant(1), small(6, 2), fc.boolean())
-    .filter(([k, s, p, d, n, ceil]) => p <= Math.floor((d * (k - 1) + 1) / 2) && poolOut(n, k, s, p, d, ceil) >= 1);
+// random pooling geometry, both dims sharing one ceil mode: [[k, stride, padding, dilation, size] × 2, ceil]
+const poolDims = (dilated: boolean) =>
+  fc.boolean().chain((ceil) => {
+    const one = fc
+      .tuple(small(3), small(3), small(1, 0), dilated ? small(2) : fc.constant(1), small(6, 2))
+      .filter(([k, s, p, d, n]) => p <= Math.floor((d * (k - 1) + 1) / 2) && poolOut(n, k, s, p, d, ceil) >= 1);
+    return fc.tuple(one, one, fc.constant(ceil));
+  });
 
 describe('pooling', () => {
   it('maxPool2d matches a direct-loop reference and passes gradcheck (padding, dilation, ceil mode)', () => {
     fc.assert(
-      fc.property(poolDim(true), poolDim(true), fc.boolean(), ([kh, sh, ph, dh, h, ceil], [kw, sw, pw, dw, w], nonContiguous) => {
+      fc.property(poolDims(true), fc.boolean(), ([[kh, sh, ph, dh, h], [kw, sw, pw, dw, w], ceil], nonContiguous) => {
         const x = f64([1, 2, h, w]);
         const opts = { stride: [sh, sw] as [number, number], padding: [ph, pw] as [number, number], dilation: [dh, dw] as [number, number], ceilMode: ceil };
         const y = q.maxPool2d(x, [kh, kw], opts);
@@ -222,9 +226,14 @@ describe('pooling', () => {
     expect(z.grad!.toArray()).toEqual([[[1, 1, 0], [1, 1, 0], [0, 0, 0]]]);
   });
 
+  it('maxPool2d propagates NaN like PyTorch', () => {
+    const y = q.maxPool2d(q.tensor([[[[1, NaN], [3, 2]]]], { dtype: 'float64' }), 2);
+    expect(Number.isNaN(y.item())).toBe(true);
+  });
+
   it('avgPool2d matches PyTorch divisors (countIncludePad, ceil mode, divisorOverride) and passes gradcheck', () => {
     fc.assert(
-      fc.property(poolDim(false), poolDim(false), fc.boolean(), fc.boolean(), ([kh, sh, ph, , h, ceil], [kw, sw, pw, , w], includePad, override) => {
+      fc.property(poolDims(false), fc.boolean(), fc.boolean(), ([[kh, sh, ph, , h], [kw, sw, pw, , w], ceil], includePad, override) => {
         const x = f64([1, 2, h, w]);
         const opts = { stride: [sh, sw] as [number, number], padding: [ph, pw] as [number, number], ceilMode: ceil, countIncludePad: includePad, divisorOverride: override ? 3 : null };
         const y = q.avgPool2d(x, [kh, kw], opts);

@@ -208,6 +208,8 @@ describe('einsum', () => {
       { numRuns: 10 },
     );
     checkOp((a, b) => q.einsum('bhqd,bhkd->bhqk', a, b), [[1, 2, 3, 4], [1, 2, 5, 4]]);
+    const [x, y] = [f64([2, 3]), f64([3, 2])];
+    assertAllclose(q.einsum('ij,jk->ik', [x, y]), q.matmul(x, y)); // operands as a list, like torch.einsum(eq, [a, b])
   });
 
   it('reports malformed equations and size mismatches', () => {

@@ -137,6 +137,7 @@ function conv2d4(x: Tensor, weight: Tensor, bias: Tensor | null, opts: Conv2dOpt
   const groups = opts.groups ?? 1;
   if (!Number.isInteger(groups) || groups < 1) throw new Error(`conv2d: groups must be a positive integer, got ${groups}`);
   if (c !== cg * groups) throw new Error(`conv2d: input of shape ${fmt(x.shape)} has ${c} channels but weight ${fmt(weight.shape)} expects ${cg * groups} (groups ${groups})`);
+  if (x.dtype !== weight.dtype) throw new Error(`conv2d: input (${x.dtype}, shape ${fmt(x.shape)}) and weight (${weight.dtype}, shape ${fmt(weight.shape)}) must have the same dtype`);
   if (o % groups !== 0) throw new Error(`conv2d: weight ${fmt(weight.shape)} has ${o} output channels, not divisible by groups ${groups}`);
   if (bias && (bias.ndim !== 1 || bias.shape[0] !== o)) throw new Error(`conv2d: bias of shape ${fmt(bias.shape)} does not match weight ${fmt(weight.shape)} with ${o} output channels`);
   const stride = pair('conv2d', 'stride', opts.stride ?? 1, 1);

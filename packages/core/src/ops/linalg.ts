@@ -192,7 +192,8 @@ function contract(a: Labeled, b: Labeled, keep: Set<string>): Labeled {
  * number of operands, contracted left to right. Built from permute/reshape/mul/sum/matmul.
  * @example einsum('bij,bjk->bik', randn([2, 3, 4]), randn([2, 4, 5])).shape; // [2, 3, 5]
  */
-export function einsum(equation: string, ...operands: Tensor[]): Tensor {
+export function einsum(equation: string, ...args: Tensor[] | [Tensor[]]): Tensor {
+  const operands = (Array.isArray(args[0]) ? args[0] : args) as Tensor[]; // einsum(eq, a, b) or einsum(eq, [a, b])
   const eq = equation.replace(/\s+/g, '');
   const [lhs, rhs] = eq.split('->') as [string, string | undefined];
   const terms = lhs.split(',');
