@@ -11,6 +11,8 @@ import * as C from './ops/creation.js';
 import * as E from './ops/elementwise.js';
 import * as R from './ops/reduce.js';
 import * as M from './ops/movement.js';
+import * as Q from './ops/quant.js';
+import * as H from './ops/hadamard.js';
 import * as LA from './ops/linalg.js';
 import * as S from './ops/shape.js';
 import * as I from './ops/indexing.js';
@@ -352,6 +354,10 @@ export class Tensor {
 
   // ---------------------------------------------------------------- quantization (ops/quant.ts)
   // @helper-quant: methods go here
+  fakeQuantize(scale: Tensor | number, zeroPoint: Tensor | number | undefined, opts: Q.FakeQuantizeOptions): Tensor { return Q.fakeQuantize(this, scale, zeroPoint, opts); }
+  quantRound(opts?: Q.QuantOptions): Tensor { return Q.quantRound(this, opts); }
+  softQuantize(levels: Tensor | number[], temperature: Tensor | number): Tensor { return Q.softQuantize(this, levels, temperature); }
+  hadamard(opts?: H.HadamardOptions): Tensor { return H.hadamard(this, opts); }
 }
 
 function flatShape(args: number[] | [number[]]): number[] {

@@ -81,6 +81,40 @@ export interface KernelParams {
   indexSelect: { dim: number };
   /** out = base.clone(); out.index_add_(dim, index, src). Inputs: [base, index, src]. */
   indexAdd: { dim: number };
+  // ---- quant (js/quant.ts, js/hadamard.ts)
+  /** Fake quantization onto an integer grid. Inputs [x, scale, zeroPoint(, noise)], all broadcast to x. */
+  fakeQuantize: FakeQuantizeParams;
+  /**
+   * The fused backward of fakeQuantize. Inputs [x, scale, zeroPoint, grad(, noise)] broadcast to x;
+   * out has shape [3, ...x.shape]: per element dx, the dscale contribution, the dzeroPoint contribution.
+   */
+  fakeQuantizeBackward: FakeQuantizeParams & { gradFactor: number };
+  /** Fast Walsh–Hadamard transform along the last dim in independent blocks of `blockSize` (a power of two). */
+  fwht: FwhtParams;
 }
 
 export type KernelName = keyof KernelParams;
+
+// ---- quant
+/**
+ * How u = x/s (+ z) becomes an integer: half to even (`torch.round`, nearbyint), half away from
+ * zero, floor, or stochastic (⌊u + ξ⌋ with ξ ~ U[0, 1) given as an extra `noise` input).
+ */
+export type RoundingMode = 'halfEven' | 'halfAway' | 'floor' | 'stochastic';
+/**
+ * What the third input of fakeQuantize means: an integer-domain zero point z rounded half-even and
+ * clamped to [qmin, qmax] as PyTorch's fake-quant does (`roundedZeroPoint`), the same z used as
+ * given (`zeroPoint`), or a real-domain offset β (LSQ+: x̂ = s·clamp(R((x − β)/s)) + β).
+ */
+export type QuantOffset = 'roundedZeroPoint' | 'zeroPoint' | 'beta';
+export interface FakeQuantizeParams {
+  qmin: number;
+  qmax: number;
+  rounding: RoundingMode;
+  offset: QuantOffset;
+}
+export interface FwhtParams {
+  blockSize: number;
+  /** Multiply by 1/√blockSize, making the transform orthonormal. */
+  normalize: boolean;
+}

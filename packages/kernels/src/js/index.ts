@@ -7,7 +7,9 @@ import { ARRAY_TYPES, DTYPES, type TypedArray } from '../names.js';
 import { col2im, im2col } from './conv.js';
 import { binary, copy, fill, unary, where } from './elementwise.js';
 import { gather, indexAdd, indexSelect, scatterAdd } from './gather.js';
+import { fwht } from './hadamard.js';
 import { matmul } from './matmul.js';
+import { fakeQuantize, fakeQuantizeBackward } from './quant.js';
 import { argReduce, reduce } from './reduce.js';
 
 export const jsKernels: KernelTable<TypedArray> = {
@@ -16,6 +18,7 @@ export const jsKernels: KernelTable<TypedArray> = {
   matmul,
   im2col, col2im,
   gather, scatterAdd, indexSelect, indexAdd,
+  fakeQuantize, fakeQuantizeBackward, fwht,
 };
 
 export const jsBackend: Backend<TypedArray> = {
