@@ -58,11 +58,12 @@ describe('wasm matmul', () => {
 
   it('gives bit-identical results with 1 and 2 threads', () => {
     expect(two.threads).toBe(2);
+    // all above the size where the 2-thread backend actually wakes its worker
     const cases: [number[], number, number, number][] = [
       [[], 200, 300, 150],
       [[], 257, 513, 129],
-      [[5], 33, 65, 17],
-      [[2, 3], 70, 40, 90],
+      [[8], 65, 129, 160],
+      [[2, 3], 70, 200, 133],
     ];
     for (const [batch, M, K, N] of cases) {
       const r = batch.length + 2;

@@ -165,16 +165,14 @@ export class Engine {
     return true;
   }
 
+  /** Views of the whole memory; only `reserve` grows it, and it refreshes them. */
   get f32(): Float32Array {
-    if (this.#f32.length === 0 || this.#f32.buffer.byteLength !== this.#memory.buffer.byteLength) this.#refresh();
     return this.#f32;
   }
   get f64(): Float64Array {
-    if (this.#f64.buffer.byteLength !== this.#memory.buffer.byteLength) this.#refresh();
     return this.#f64;
   }
   get i32(): Int32Array {
-    if (this.#i32.buffer.byteLength !== this.#memory.buffer.byteLength) this.#refresh();
     return this.#i32;
   }
 
