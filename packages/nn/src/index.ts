@@ -21,3 +21,13 @@ export {
   type AttentionOptions, type SdpaOptions,
 } from './layers/attention.js';
 export * from './loss.js';
+export { Optimizer, clipGradNorm, clipGradValue, type ParamGroup, type ParamGroupSpec, type ParamState, type OptimizerStateDict } from './optim/optimizer.js';
+export { SGD, type SGDOptions } from './optim/sgd.js';
+export { Adam, AdamW, type AdamOptions } from './optim/adam.js';
+export { Muon, zeropowerViaNewtonSchulz5, NS_COEFFICIENTS, type MuonOptions } from './optim/muon.js';
+export {
+  LambdaLR, linearWarmup, cosineSchedule, wsdSchedule, constantSchedule, multiplySchedules, chainSchedules,
+  type LrLambda, type CosineOptions, type WsdOptions,
+} from './optim/schedule.js';
+export { EMA, type EMAOptions } from './optim/ema.js';
+export * from './models/index.js';
