@@ -148,11 +148,13 @@ describe('activations and dropout', () => {
 });
 
 describe('MLP and SwiGLU', () => {
-  it('MLP keeps the feature size by default and every parameter gets a gradient', () => {
+  it('MLP keeps the feature size by default, every parameter gets a gradient, and it passes gradcheck', () => {
     const m = new MLP(6, 12, { activation: 'relu' });
     const y = m.forward(q.randn([2, 3, 6]));
     expect(y.shape).toEqual([2, 3, 6]);
     expect(paramsWithoutGrad(m, y)).toEqual([]);
+    const tiny = new MLP(2, 3, { outFeatures: 1 }).double();
+    gradcheckModule(tiny, (x) => tiny.forward(x), [f64([2, 2])]);
   });
 
   it('SwiGLU computes down(silu(gate x) ⊙ up x) and passes gradcheck', () => {
