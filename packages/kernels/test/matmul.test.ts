@@ -110,6 +110,19 @@ describe('wasm matmul', () => {
     expect(mismatch(got.data, ref.data, 1e-4, 1e-5)).toBe(-1);
   });
 
+  it('packs a small window of a large buffer without copying the whole buffer', () => {
+    // span ≫ elements: the JS packing path
+    const big = view('float32', [400, 1000], [0, 1], 0, [], 9);
+    const a = { ...big, shape: [20, 30], strides: [3000, 7], offset: 11 };
+    const b = { ...big, shape: [30, 50], strides: [1, 2000], offset: 123 };
+    const ref = out('float32', [20, 50]);
+    const got = out('float32', [20, 50]);
+    jsKernels.matmul([a, b], ref, {});
+    one.run('matmul', [a, b], got, {});
+    expect(one.ranOn!('matmul', 'float32')).toBe('wasm');
+    expect(mismatch(got.data, ref.data, 1e-5, 1e-6)).toBe(-1);
+  });
+
   it('writes zeros when K is 0 and nothing when M or N is 0', () => {
     const a = view('float32', [3, 0], [0, 1], 0, [], 1);
     const b = view('float32', [0, 4], [0, 1], 0, [], 2);

@@ -1,13 +1,17 @@
 /**
- * @file wasm batched matmul: packs A and B straight from their strided views into the panel
- * layout the micro-kernel reads (so transposes cost nothing extra), splits C into tasks for the
- * thread pool, and copies C back. The SIMD code itself is generated in simd-matmul.ts.
+ * @file wasm batched matmul: packs A and B from their strided views into the panel layout the
+ * micro-kernel reads (so transposes cost nothing extra: one verbatim copy of each input's span,
+ * then parallel wasm packing tasks), splits C into tasks for the thread pool, and copies C back.
+ * The SIMD code itself is generated in simd-matmul.ts.
  */
 import type { KernelArg } from '../backend.js';
-import { offsets } from '../js/layout.js';
+import { numel, offsets } from '../js/layout.js';
 import type { TypedArray } from '../names.js';
 import { ARGS, HEAP, MAX_HEAP_BYTES, type Engine } from './runtime.js';
-import { F32_TILE, F64_TILE, MatmulArg, type MicroShape } from './simd-matmul.js';
+import { F32_TILE, F64_TILE, MatmulArg, type MicroShape, PackArg } from './simd-matmul.js';
+
+/** The packing job's argument block sits after the matmul job's. */
+const PACK_ARGS = ARGS + 256;
 
 type Arg = KernelArg<TypedArray>;
 
@@ -71,6 +75,18 @@ function packB(src: TypedArray, off: number, sk: number, sn: number, K: number, 
   }
 }
 
+/** [lo, hi) of buffer offsets a view touches. */
+function span(x: Arg): [number, number] {
+  let lo = x.offset;
+  let hi = x.offset;
+  x.shape.forEach((n, d) => {
+    const s = (n - 1) * x.strides[d]!;
+    if (s < 0) lo += s;
+    else hi += s;
+  });
+  return [lo, hi + 1];
+}
+
 function allEqual(xs: Int32Array): boolean {
   for (let i = 1; i < xs.length; i++) if (xs[i] !== xs[0]) return false;
   return true;
@@ -104,13 +120,19 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg): bo
   const aBytes = align(Mp * K * e);
   const bBytes = align(K * Np * e);
   const cBytes = align(Mp * Np * e);
+  // compact views are copied verbatim and packed by wasm tasks (in parallel); a small window of a
+  // large buffer is packed element by element in JS instead of copying the whole span
+  const spanA = span(a!);
+  const spanB = span(b!);
+  const raw = spanA[1] - spanA[0] <= 2 * numel(a!.shape) + 64 && spanB[1] - spanB[0] <= 2 * numel(b!.shape) + 64;
+  const rawBytes = raw ? align((spanA[1] - spanA[0]) * e) + align((spanB[1] - spanB[0]) * e) + 2 * align(4 * batches) : 0;
   const perBatch = (shareA ? 0 : aBytes) + (shareB ? 0 : bBytes) + cBytes;
-  const fixed = (shareA ? aBytes : 0) + (shareB ? bBytes : 0);
+  const fixed = rawBytes + (shareA ? aBytes : 0) + (shareB ? bBytes : 0);
   const chunk = Math.max(1, Math.min(batches, Math.floor((CHUNK_BYTES - fixed) / perBatch)));
   const total = fixed + chunk * perBatch;
   if (total > MAX_HEAP_BYTES || !engine.reserve(total)) return false;
 
-  const aPtr = HEAP;
+  const aPtr = HEAP + rawBytes;
   const bPtr = aPtr + (shareA ? aBytes : chunk * aBytes);
   const cPtr = bPtr + (shareB ? bBytes : chunk * bBytes);
   let mc = Math.min(Mp, roundUp(MC_TARGET, mr));
@@ -123,15 +145,45 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg): bo
 
   const [sam, sak] = [a!.strides[r - 2]!, a!.strides[r - 1]!];
   const [sbk, sbn] = [b!.strides[r - 2]!, b!.strides[r - 1]!];
+  const args = engine.i32;
+  const w = ARGS / 4;
+  const pw = PACK_ARGS / 4;
+  if (raw) {
+    const view = dtype === 'float32' ? engine.f32 : engine.f64;
+    const rawA = HEAP;
+    const rawB = rawA + align((spanA[1] - spanA[0]) * e);
+    const basesA = rawB + align((spanB[1] - spanB[0]) * e);
+    const basesB = basesA + align(4 * batches);
+    view.set(a!.data.subarray(spanA[0], spanA[1]) as never, rawA / e);
+    view.set(b!.data.subarray(spanB[0], spanB[1]) as never, rawB / e);
+    for (let t = 0; t < batches; t++) {
+      args[basesA / 4 + t] = aBase[t]! - spanA[0];
+      args[basesB / 4 + t] = bBase[t]! - spanB[0];
+    }
+    const words: [PackArg, number][] = [
+      [PackArg.rawA, rawA], [PackArg.rawB, rawB], [PackArg.panelsA, Mp / mr], [PackArg.panelsB, Np / nr],
+      [PackArg.m, M], [PackArg.n, N], [PackArg.k, K], [PackArg.kc, kc], [PackArg.sam, sam], [PackArg.sak, sak],
+      [PackArg.sbk, sbk], [PackArg.sbn, sbn], [PackArg.dstA, aPtr], [PackArg.dstB, bPtr], [PackArg.aBytes, aBytes], [PackArg.bBytes, bBytes],
+    ];
+    for (const [word, v] of words) args[pw + word] = v;
+  }
   for (let t0 = 0; t0 < batches; t0 += chunk) {
     const n = Math.min(chunk, batches - t0);
-    const view = dtype === 'float32' ? engine.f32 : engine.f64;
-    for (let t = 0; t < n; t++) {
-      if (!shareA || (t0 === 0 && t === 0)) packA(a!.data, aBase[t0 + t]!, sam, sak, M, K, mr, kc, view, (aPtr + (shareA ? 0 : t * aBytes)) / e);
-      if (!shareB || (t0 === 0 && t === 0)) packB(b!.data, bBase[t0 + t]!, sbk, sbn, K, N, nr, kc, view, (bPtr + (shareB ? 0 : t * bBytes)) / e);
+    if (raw) {
+      // the shared operand is packed once, with the first chunk
+      const tasksA = shareA ? (t0 === 0 ? Mp / mr : 0) : n * (Mp / mr);
+      const tasksB = shareB ? (t0 === 0 ? Np / nr : 0) : n * (Np / nr);
+      args[pw + PackArg.aBases] = HEAP + rawBytes - 2 * align(4 * batches) + 4 * (shareA ? 0 : t0);
+      args[pw + PackArg.bBases] = HEAP + rawBytes - align(4 * batches) + 4 * (shareB ? 0 : t0);
+      args[pw + PackArg.tasksA] = tasksA;
+      engine.parallel(dtype === 'float32' ? 'pack_f32' : 'pack_f64', PACK_ARGS, tasksA + tasksB, threaded);
+    } else {
+      const view = dtype === 'float32' ? engine.f32 : engine.f64;
+      for (let t = 0; t < n; t++) {
+        if (!shareA || (t0 === 0 && t === 0)) packA(a!.data, aBase[t0 + t]!, sam, sak, M, K, mr, kc, view, (aPtr + (shareA ? 0 : t * aBytes)) / e);
+        if (!shareB || (t0 === 0 && t === 0)) packB(b!.data, bBase[t0 + t]!, sbk, sbn, K, N, nr, kc, view, (bPtr + (shareB ? 0 : t * bBytes)) / e);
+      }
     }
-    const args = engine.i32;
-    const w = ARGS / 4;
     args[w + MatmulArg.a] = aPtr;
     args[w + MatmulArg.b] = bPtr;
     args[w + MatmulArg.c] = cPtr;

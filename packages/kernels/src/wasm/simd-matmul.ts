@@ -36,6 +36,14 @@ export const enum MatmulArg {
   a, b, c, aBatch, bBatch, cBatch, mp, np, k, kc, tilesM, tilesN, mc, nc, count,
 }
 
+/**
+ * Words of the argument block of a packing job: element strides, byte pointers. Raw operands are
+ * verbatim copies of the input spans; `aBases`/`bBases` list each batch's element offset in them.
+ */
+export const enum PackArg {
+  rawA, rawB, aBases, bBases, tasksA, panelsA, panelsB, m, n, k, kc, sam, sak, sbk, sbn, dstA, dstB, aBytes, bBytes, count,
+}
+
 interface Lanes {
   bytes: number;
   lanes: number;
@@ -177,10 +185,112 @@ function emitDriver(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, n
   }, name);
 }
 
-/** Adds `matmul_f32` and `matmul_f64` task exports; `tiles` overrides the shapes (benchmarks). */
+/**
+ * Task export `name(arg, t)` packing one MR-row panel of A (t < tasksA) or one NR-column panel of
+ * B from the raw strided copies into the layout the micro-kernel reads (zero-padded at the edges).
+ */
+function emitPack(mb: ModuleBuilder, t: Lanes, s: MicroShape, name: string): void {
+  const P = ValType.i32;
+  const e = t.bytes;
+  const load = e === 4 ? Op.i32_load : Op.i64_load;
+  const store = e === 4 ? Op.i32_store : Op.i64_store;
+  const al = e === 4 ? 2 : 3;
+  mb.func([P, P], [], (c) => {
+    const [arg, task] = [0, 1];
+    const [batch, panel, src, dst, k0, kcb, d, r, kk, o, sp, valid, step, padded, k, kc, cc] = Array.from({ length: 17 }, () => c.local(P));
+    const get = (w: PackArg) => c.get(arg).mem(Op.i32_load, 2, w * 4);
+    const zero = () => (e === 4 ? c.i32(0) : c.op(Op.i64_const).op(0));
+    get(PackArg.k).set(k);
+    get(PackArg.kc).set(kc);
+    /** Walks the k blocks: sets kcb and d = dst + (k0·padded + first·kcb)·e, then runs body. */
+    const kBlocks = (first: number, body: () => void) => {
+      c.i32(0).set(k0);
+      c.while(() => c.get(k0).get(k).op(Op.i32_lt_s), () => {
+        min(c, () => c.get(kc), () => c.get(k).get(k0).op(Op.i32_sub));
+        c.set(kcb);
+        c.get(dst).get(k0).get(padded).op(Op.i32_mul).get(first).get(kcb).op(Op.i32_mul).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add).set(d);
+        body();
+        c.get(k0).get(kcb).op(Op.i32_add).set(k0);
+      });
+    };
+    const locate = (panels: PackArg, raw: PackArg, bases: PackArg, dstW: PackArg, bytes: PackArg, tile: number, extent: PackArg) => {
+      c.get(task);
+      get(panels).op(Op.i32_div_u).set(batch);
+      c.get(task);
+      get(panels).op(Op.i32_rem_u).i32(tile).op(Op.i32_mul).set(panel);
+      get(raw);
+      get(bases).get(batch).i32(4).op(Op.i32_mul).op(Op.i32_add).mem(Op.i32_load, 2).i32(e).op(Op.i32_mul).op(Op.i32_add).set(src);
+      get(dstW).get(batch);
+      get(bytes).op(Op.i32_mul).op(Op.i32_add).set(dst);
+      get(panels).i32(tile).op(Op.i32_mul).set(padded);
+      min(c, () => c.i32(tile), () => get(extent).get(panel).op(Op.i32_sub));
+      c.set(valid);
+    };
+    c.get(task);
+    get(PackArg.tasksA).op(Op.i32_lt_u).if();
+    // A panel: rows panel..panel+mr, k-major (mr values per k)
+    locate(PackArg.panelsA, PackArg.rawA, PackArg.aBases, PackArg.dstA, PackArg.aBytes, s.mr, PackArg.m);
+    get(PackArg.sak).i32(e).op(Op.i32_mul).set(step);
+    kBlocks(panel, () => {
+      c.for(r, () => c.i32(0), () => c.i32(s.mr), 1, () => {
+        c.get(d).get(r).i32(e).op(Op.i32_mul).op(Op.i32_add).set(o);
+        c.get(r).get(valid).op(Op.i32_lt_s).if();
+        c.get(src).get(panel).get(r).op(Op.i32_add);
+        get(PackArg.sam).op(Op.i32_mul).get(k0);
+        get(PackArg.sak).op(Op.i32_mul).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add).set(sp);
+        c.for(kk, () => c.i32(0), () => c.get(kcb), 1, () => {
+          c.get(o).get(sp).mem(load, al).mem(store, al);
+          c.get(sp).get(step).op(Op.i32_add).set(sp);
+          c.get(o).i32(s.mr * e).op(Op.i32_add).set(o);
+        });
+        c.op(Op.else);
+        c.for(kk, () => c.i32(0), () => c.get(kcb), 1, () => {
+          c.get(o);
+          zero();
+          c.mem(store, al);
+          c.get(o).i32(s.mr * e).op(Op.i32_add).set(o);
+        });
+        c.end();
+      });
+    });
+    c.op(Op.else);
+    // B panel: columns panel..panel+nr, k-major (nr values per k)
+    c.get(task);
+    get(PackArg.tasksA).op(Op.i32_sub).set(task);
+    locate(PackArg.panelsB, PackArg.rawB, PackArg.bBases, PackArg.dstB, PackArg.bBytes, s.nr, PackArg.n);
+    get(PackArg.sbn).i32(e).op(Op.i32_mul).set(step);
+    kBlocks(panel, () => {
+      c.for(kk, () => c.i32(0), () => c.get(kcb), 1, () => {
+        c.get(d).get(kk).i32(s.nr * e).op(Op.i32_mul).op(Op.i32_add).set(o);
+        c.get(src).get(k0).get(kk).op(Op.i32_add);
+        get(PackArg.sbk).op(Op.i32_mul).get(panel);
+        get(PackArg.sbn).op(Op.i32_mul).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add).set(sp);
+        c.get(valid).i32(s.nr).op(Op.i32_eq).get(step).i32(e).op(Op.i32_eq).op(Op.i32_and).if();
+        for (let v = 0; v < (s.nr * e) / 16; v++) c.get(o).get(sp).simdMem(Simd.v128_load, 0, v * 16).simdMem(Simd.v128_store, 4, v * 16);
+        c.op(Op.else);
+        c.for(cc, () => c.i32(0), () => c.i32(s.nr), 1, () => {
+          c.get(cc).get(valid).op(Op.i32_lt_s).if();
+          c.get(o).get(cc).i32(e).op(Op.i32_mul).op(Op.i32_add);
+          c.get(sp).get(cc).get(step).op(Op.i32_mul).op(Op.i32_add).mem(load, al).mem(store, al);
+          c.op(Op.else);
+          c.get(o).get(cc).i32(e).op(Op.i32_mul).op(Op.i32_add);
+          zero();
+          c.mem(store, al);
+          c.end();
+        });
+        c.end();
+      });
+    });
+    c.end();
+  }, name);
+}
+
+/** Adds the `matmul_*` and `pack_*` task exports; `tiles` overrides the shapes (benchmarks). */
 export function emitMatmul(mb: ModuleBuilder, flavor: Flavor, tiles: { f32?: MicroShape; f64?: MicroShape } = {}): void {
   const s32 = tiles.f32 ?? F32_TILE;
   const s64 = tiles.f64 ?? F64_TILE;
   emitDriver(mb, F32, s32, emitMicro(mb, F32, s32, flavor.relaxed), 'matmul_f32');
   emitDriver(mb, F64, s64, emitMicro(mb, F64, s64, flavor.relaxed), 'matmul_f64');
+  emitPack(mb, F32, s32, 'pack_f32');
+  emitPack(mb, F64, s64, 'pack_f64');
 }
