@@ -1,0 +1,115 @@
+/**
+ * @file Data-derived scale initialisers, one scale (and zero point) per row of a grouped view's
+ * last axis: min-max, absmax, percentile, MSE-optimal grid search, Gaussian-MSE-optimal (QuEST's
+ * α*_b·RMS), absmean (BitNet b1.58), median (b1.58 Reloaded) and LSQ's 2·mean|x|/√Qp. Computed on
+ * the CPU without gradient; the caller may make the result learnable.
+ */
+import { fromTypedArray, type Tensor } from '@qgrad/core';
+
+export type ScaleInit = 'minmax' | 'absmax' | 'mse' | 'gaussian' | 'absmean' | 'median' | 'lsq' | { percentile: number };
+
+/** MSE-optimal clipping α*_b of a b-bit centred uniform grid for N(0, 1) data (QuEST; methods.md §3). */
+export const GAUSSIAN_MSE_ALPHA: Readonly<Record<number, number>> = {
+  1: 0.79788, 1.585: 1.22401, 2: 1.49353, 3: 2.05107, 4: 2.51393, 5: 2.91609, 6: 3.2766, 7: 3.60105, 8: 3.88494,
+};
+
+/** What the initialiser needs to know about the grid, in grid units. */
+export interface GridExtent {
+  /** Integer range for affine grids; for level grids the levels' min and max. */
+  qmin: number;
+  qmax: number;
+  /** Bits, for the Gaussian constants. */
+  bits?: number;
+  /** Affine grids get a zero point from min-max; level grids never do. */
+  affine: boolean;
+  /** Quantize-dequantize one value in grid units (for the MSE search). */
+  snap: (u: number) => number;
+}
+
+export interface ScaleParams {
+  scale: Tensor;
+  zeroPoint: Tensor;
+}
+
+/** Round half to even on a plain number (never Math.round). */
+export function rne(v: number): number {
+  const f = Math.floor(v);
+  const d = v - f;
+  return d < 0.5 ? f : d > 0.5 ? f + 1 : f % 2 === 0 ? f : f + 1;
+}
+
+function quantile(sorted: number[], p: number): number {
+  const i = (sorted.length - 1) * p;
+  const lo = Math.floor(i);
+  return sorted[lo]! + (sorted[Math.min(lo + 1, sorted.length - 1)]! - sorted[lo]!) * (i - lo);
+}
+
+/**
+ * One scale and zero point per row of `view`'s last axis, shaped `[...view.shape[:-1], 1]`.
+ * @example initScale(x.reshape([1, -1]), 'absmax', ext).scale; // [1, 1]
+ */
+export function initScale(view: Tensor, method: ScaleInit, g: GridExtent): ScaleParams {
+  const k = view.shape[view.ndim - 1]!;
+  const data = Float64Array.from(view.data);
+  const rows = data.length / k;
+  const s = new Float64Array(rows);
+  const z = new Float64Array(rows);
+  const qAbs = Math.max(Math.abs(g.qmin), Math.abs(g.qmax));
+  const asym = g.affine && g.qmin >= 0;
+  for (let r = 0; r < rows; r++) {
+    const row = Array.from(data.subarray(r * k, (r + 1) * k));
+    const abs = row.map(Math.abs);
+    const amax = Math.max(...abs);
+    const meanAbs = abs.reduce((a, b) => a + b, 0) / k;
+    let lo = Math.min(...row);
+    let hi = Math.max(...row);
+    let scale: number;
+    if (typeof method === 'object') {
+      const p = method.percentile;
+      if (!(p > 0 && p <= 100)) throw new Error(`initScale: percentile must be in (0, 100], got ${p}`);
+      const sortedAbs = [...abs].sort((a, b) => a - b);
+      const sorted = [...row].sort((a, b) => a - b);
+      if (asym) [lo, hi] = [quantile(sorted, 1 - p / 100), quantile(sorted, p / 100)];
+      scale = asym ? (hi - lo) / (g.qmax - g.qmin) : quantile(sortedAbs, p / 100) / qAbs;
+    } else if (method === 'minmax' || method === 'absmax') {
+      scale = asym && method === 'minmax' ? (Math.max(hi, 0) - Math.min(lo, 0)) / (g.qmax - g.qmin) : amax / qAbs;
+      if (asym) lo = Math.min(lo, 0);
+    } else if (method === 'absmean') {
+      scale = Math.max(meanAbs, 1e-5); // BitNet b1.58: γ = mean|W|
+    } else if (method === 'median') {
+      scale = Math.max(quantile([...abs].sort((a, b) => a - b), 0.5), 1e-5); // b1.58 Reloaded: median|W|
+    } else if (method === 'lsq') {
+      scale = (2 * meanAbs) / Math.sqrt(Math.max(g.qmax, 1)); // LSQ: 2·mean|v|/√Qp
+    } else if (method === 'gaussian') {
+      const a = g.bits === undefined ? undefined : GAUSSIAN_MSE_ALPHA[g.bits];
+      if (a === undefined) throw new Error(`initScale: 'gaussian' needs bits in {${Object.keys(GAUSSIAN_MSE_ALPHA).join(', ')}}, got ${g.bits}`);
+      const rms = Math.sqrt(row.reduce((acc, v) => acc + v * v, 0) / k);
+      scale = (2 * a * rms) / (2 ** g.bits! - 1); // QuEST: Δ = 2α*_b·RMS/(2^b − 1)
+    } else if (method === 'mse') {
+      // grid search over clipping fractions of the absmax scale (100 candidates)
+      const base = asym ? (Math.max(hi, 0) - Math.min(lo, 0)) / (g.qmax - g.qmin) : amax / qAbs;
+      let best = Infinity;
+      scale = base;
+      for (let c = 1; c <= 100; c++) {
+        const sc = (base * c) / 100;
+        if (!(sc > 0)) break;
+        const zc = asym ? Math.min(Math.max(rne(-Math.min(lo, 0) / sc) + g.qmin, g.qmin), g.qmax) : 0;
+        let err = 0;
+        for (const v of row) {
+          const d = v - sc * (g.snap(v / sc + zc) - zc);
+          err += d * d;
+        }
+        if (err < best) [best, scale] = [err, sc];
+      }
+      if (asym) lo = Math.min(lo, 0);
+    } else {
+      throw new Error(`initScale: unknown method ${JSON.stringify(method)}; use minmax, absmax, mse, gaussian, absmean, median, lsq or { percentile }`);
+    }
+    if (!(scale > 0)) scale = 1; // an all-zero group: any positive scale represents it exactly
+    s[r] = scale;
+    z[r] = asym ? Math.min(Math.max(rne(-lo / scale) + g.qmin, g.qmin), g.qmax) : 0;
+  }
+  const shape = [...view.shape.slice(0, -1), 1];
+  const dtype = view.dtype === 'float64' ? 'float64' : 'float32';
+  return { scale: fromTypedArray(dtype === 'float64' ? s : Float32Array.from(s), shape, dtype), zeroPoint: fromTypedArray(dtype === 'float64' ? z : Float32Array.from(z), shape, dtype) };
+}

@@ -1,0 +1,9 @@
+/**
+ * @file @qgrad/quant/testing — property-test kit for quantizers: fast-check arbitraries for
+ * quantizer configs and invariant checkers to run on your own quantizers.
+ * @example
+ * import { checkIdempotent } from '@qgrad/quant/testing';
+ * checkIdempotent((x) => myQuantizer(x, fixedScale), randn([64]));
+ */
+export * as arbQuant from './arbitraries.js';
+export * from './invariants.js';
