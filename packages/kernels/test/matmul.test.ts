@@ -123,6 +123,17 @@ describe('wasm matmul', () => {
     expect(mismatch(got.data, ref.data, 1e-5, 1e-6)).toBe(-1);
   });
 
+  it('splits a large batch into several scratch chunks, packing a broadcast operand once', () => {
+    // 250 × (256×8 · 8×256): ~70 MB of packed panels and C, more than one 64 MB chunk
+    const a = view('float32', [250, 256, 8], [0, 1, 2], 0, [], 5);
+    const b = view('float32', [250, 8, 256], [0, 1, 2], 0, [0], 6);
+    const ref = out('float32', [250, 256, 256]);
+    const got = out('float32', [250, 256, 256]);
+    jsKernels.matmul([a, b], ref, {});
+    two.run('matmul', [a, b], got, {});
+    expect(mismatch(got.data, ref.data, 1e-5, 1e-6)).toBe(-1);
+  });
+
   it('writes zeros when K is 0 and nothing when M or N is 0', () => {
     const a = view('float32', [3, 0], [0, 1], 0, [], 1);
     const b = view('float32', [0, 4], [0, 1], 0, [], 2);
