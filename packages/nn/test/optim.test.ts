@@ -136,6 +136,21 @@ describe('update formulas', () => {
     opt.step();
     assertAllclose(b.data, [1 - 0.1 * (2 / (2 + 0.5)), -1 + 0.1 * (4 / (4 + 0.5))], tight);
   });
+  it('Muon flattens conv kernels to [out, in·kh·kw] and sends biases to the auxiliary Adam', () => {
+    const w = q.randn([4, 2, 3, 3], { requiresGrad: true });
+    const b = q.zeros([4], { requiresGrad: true });
+    const opt = new Muon([w, b], { lr: 0.1 });
+    const w0 = w.clone();
+    w.grad = q.randn([4, 2, 3, 3]);
+    b.grad = q.ones([4]);
+    opt.step();
+    const delta = w.sub(w0).reshape(4, 18).div(-0.1); // the orthogonalised update
+    const gram = delta.matmul(delta.t());
+    expect(gram.shape).toEqual([4, 4]);
+    for (let i = 0; i < 4; i++) expect(gram.select(0, i).select(0, i).item()).toBeGreaterThan(0.4);
+    expect(Array.from(b.data).every((v) => Math.abs(v + 3e-4) < 1e-9)).toBe(true);
+    expect(() => new Muon([b], { useMuon: true }).step()).toThrow('Muon: parameter of shape [4] is not a matrix; put it in a group with useMuon: false');
+  });
 });
 
 describe('parameter groups, zeroGrad and checks', () => {

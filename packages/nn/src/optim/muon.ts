@@ -50,7 +50,7 @@ export interface MuonOptions {
 /**
  * Muon for weight matrices (conv kernels flattened to [out, in·kh·kw]): momentum m ← lerp(m, g, 1−β),
  * update u = lerp(g, m, β) (Nesterov) or m, orthogonalised by Newton–Schulz and scaled by
- * √max(1, rows/cols); p ← p·(1 − lr·wd) − lr·u. Other parameters get the auxiliary Adam of
+ * √max(1, size(−2)/size(−1)) of the gradient; p ← p·(1 − lr·wd) − lr·u. Other parameters get the auxiliary Adam of
  * Keller Jordan's `MuonWithAuxAdam`: p ← p·(1 − lr·wd) − lr·m̂/(√v̂ + ε). As the reference
  * advises, put embeddings and the output head in a group with `useMuon: false`.
  * @example
@@ -69,9 +69,9 @@ export class Muon extends Optimizer<MuonOptions> {
       const m = (s.momentumBuffer ??= zerosLike(p)) as Tensor;
       lerp_(m, g, 1 - o.momentum);
       let u = o.nesterov ? g.add(m.sub(g).mul(o.momentum)) : m; // grad.lerp(m, β), out of place
-      const rows = u.shape[0]!;
-      u = zeropowerViaNewtonSchulz5(u.reshape(rows, -1), o.nsSteps); // [out, in·k…]
-      u = u.mul(Math.sqrt(Math.max(1, rows / u.shape[1]!)));
+      u = zeropowerViaNewtonSchulz5(u.reshape(u.shape[0]!, -1), o.nsSteps); // [out, in·k…]
+      // the reference scales by the last two dims of the unflattened gradient (kh/kw for conv)
+      u = u.mul(Math.sqrt(Math.max(1, g.shape[g.ndim - 2]! / g.shape[g.ndim - 1]!)));
       if (o.weightDecay) p.mul_(1 - o.lr * o.weightDecay);
       p.add_(u.reshape(p.shape), -o.lr);
     } else {
