@@ -6,3 +6,4 @@
  * const wq = fakeQuant(w, { grid: { kind: 'int', bits: 4 }, granularity: { group: 32 } });
  */
 export * from './grids/index.js';
+export * from './qat/index.js';

@@ -1,0 +1,151 @@
+/**
+ * @file `prepareQAT(model, config)`: swaps Linear / Conv2d / Embedding submodules for their QAT
+ * versions in place, by rules matched on the dotted module name (glob or RegExp) and the layer
+ * type, with skip lists; returns a summary table of what was quantized how.
+ */
+import { Conv2d, Embedding, Linear, Module } from '@qgrad/nn';
+import { QuantConv2d, QuantEmbedding, QuantLinear, type QuantLayerConfig } from './modules.js';
+import { granularityName, type ActQuantConfig, type WeightQuantConfig } from './quantizers.js';
+
+export type LayerType = 'Linear' | 'Conv2d' | 'Embedding';
+export type NamePattern = string | RegExp;
+
+export interface QATRule extends QuantLayerConfig {
+  /** Dotted module names this rule applies to: a glob (`*` within a name part, `**` across parts, `?` one char) or a RegExp. Default: all. */
+  match?: NamePattern | NamePattern[];
+  /** Layer types it applies to (default all three). */
+  types?: LayerType[];
+}
+
+export interface QATConfig {
+  /** Tried in order; the first rule whose match and types fit a layer decides its quantization. */
+  rules?: QATRule[];
+  /** Used for layers no rule matches (omit to leave them alone). */
+  default?: QuantLayerConfig;
+  /** Names never quantized (globs or RegExps), checked before the rules. */
+  skip?: NamePattern[];
+  /** Layer types considered at all (default all three). */
+  types?: LayerType[];
+}
+
+export interface QATSummaryRow {
+  name: string;
+  type: LayerType;
+  /** Why it was left alone, or the rule index / 'default' that quantized it. */
+  status: 'quantized' | 'skipped' | 'unmatched';
+  rule?: number | 'default';
+  weight: string;
+  input: string;
+  params: number;
+}
+
+/** What prepareQAT did: one row per candidate layer; `toString()` prints the table. */
+export class QATSummary {
+  constructor(readonly rows: QATSummaryRow[]) {}
+  get quantized(): string[] {
+    return this.rows.filter((r) => r.status === 'quantized').map((r) => r.name);
+  }
+  get skipped(): string[] {
+    return this.rows.filter((r) => r.status !== 'quantized').map((r) => r.name);
+  }
+  toString(): string {
+    const head = ['module', 'type', 'params', 'weight', 'input', 'rule'];
+    const body = this.rows.map((r) => [r.name, r.type, String(r.params), r.weight, r.input, r.status === 'quantized' ? String(r.rule) : r.status]);
+    const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+    const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+    const n = this.rows.filter((r) => r.status === 'quantized').length;
+    return [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line), `${n} of ${this.rows.length} layers quantized`].join('\n');
+  }
+}
+
+/** Compiles a glob over dotted names: `*` matches within one part, `**` across parts, `?` one character. */
+export function globToRegExp(glob: string): RegExp {
+  let re = '';
+  for (let i = 0; i < glob.length; i++) {
+    const c = glob[i]!;
+    if (c === '*' && glob[i + 1] === '*') {
+      re += '.*';
+      i++;
+    } else if (c === '*') re += '[^.]*';
+    else if (c === '?') re += '[^.]';
+    else re += c.replace(/[.+^${}()|[\]\\]/g, '\\$&');
+  }
+  return new RegExp(`^${re}$`);
+}
+
+export function matchesName(name: string, pattern: NamePattern | NamePattern[]): boolean {
+  const ps = Array.isArray(pattern) ? pattern : [pattern];
+  return ps.some((p) => (typeof p === 'string' ? globToRegExp(p).test(name) : p.test(name)));
+}
+
+function layerType(m: Module): LayerType | null {
+  if (m instanceof Linear) return 'Linear';
+  if (m instanceof Conv2d) return 'Conv2d';
+  if (m instanceof Embedding) return 'Embedding';
+  return null;
+}
+
+/** 'int4 channel lsq/learned' style description of a weight config. */
+export function describeWeight(c: WeightQuantConfig | null | undefined, shape?: readonly number[]): string {
+  if (!c) return 'fp';
+  const grid = (c.grid ?? 'int') === 'int' ? `int${c.bits ?? 8}${c.asymmetric ? 'a' : ''}` : c.grid!;
+  const est = c.estimator === undefined ? ((c.grid ?? 'int') === 'int' ? 'lsq' : 'ste') : typeof c.estimator === 'string' ? c.estimator : c.estimator.name;
+  void shape;
+  return `${grid} ${granularityName(c.granularity ?? 'channel')} ${est}${c.scaleInit ? ` ${c.scaleInit}` : ''}`;
+}
+
+export function describeInput(c: ActQuantConfig | null | undefined): string {
+  if (!c) return 'fp';
+  const g = c.granularity ?? 'tensor';
+  const mode = c.scaleMode ?? (g === 'token' ? 'dynamic' : 'learned');
+  return `${c.signed === false ? 'uint' : 'int'}${c.bits ?? 8} ${g} ${mode}`;
+}
+
+/**
+ * Replaces matching Linear / Conv2d / Embedding submodules of `model` with QuantLinear /
+ * QuantConv2d / QuantEmbedding, in place (weights and biases are shared, not copied). The model
+ * itself is never replaced (wrap a bare layer in a Sequential). Returns the summary.
+ * @example
+ * const summary = prepareQAT(model, {
+ *   rules: [{ match: 'head', weight: { bits: 8 } }],
+ *   default: { weight: { bits: 4 }, input: { bits: 4, signed: false } },
+ *   skip: ['embed'],
+ * });
+ * console.log(summary.toString());
+ */
+export function prepareQAT(model: Module, config: QATConfig): QATSummary {
+  const types = config.types ?? ['Linear', 'Conv2d', 'Embedding'];
+  const rows: QATSummaryRow[] = [];
+  const targets: [string, Module, LayerType][] = [];
+  for (const [name, m] of model.namedModules()) {
+    const t = layerType(m);
+    if (t && types.includes(t) && name !== '') targets.push([name, m, t]);
+  }
+  for (const [name, m, t] of targets) {
+    const params = m.numParameters();
+    const row: QATSummaryRow = { name, type: t, status: 'unmatched', weight: 'fp', input: 'fp', params };
+    rows.push(row);
+    if (config.skip && matchesName(name, config.skip)) {
+      row.status = 'skipped';
+      continue;
+    }
+    const idx = (config.rules ?? []).findIndex((r) => (r.match === undefined || matchesName(name, r.match)) && (!r.types || r.types.includes(t)));
+    const rule: QuantLayerConfig | undefined = idx >= 0 ? config.rules![idx] : config.default;
+    if (!rule || (!rule.weight && !rule.input)) continue;
+    const cfg: QuantLayerConfig = { weight: rule.weight ?? null, input: t === 'Embedding' ? null : rule.input ?? null };
+    const q = t === 'Linear' ? QuantLinear.from(m as Linear, cfg) : t === 'Conv2d' ? QuantConv2d.from(m as Conv2d, cfg) : QuantEmbedding.from(m as Embedding, cfg);
+    q.train(m.training);
+    replaceSubmodule(model, name, q);
+    Object.assign(row, { status: 'quantized', rule: idx >= 0 ? idx : 'default', weight: describeWeight(cfg.weight), input: describeInput(cfg.input) });
+  }
+  return new QATSummary(rows);
+}
+
+/** Sets the submodule at a dotted path (its parent's field, which the registry reads). */
+export function replaceSubmodule(model: Module, path: string, m: Module): void {
+  const i = path.lastIndexOf('.');
+  const parent = model.getSubmodule(i < 0 ? '' : path.slice(0, i));
+  const key = path.slice(i + 1);
+  if (!(parent as unknown as Record<string, unknown>)[key]) throw new Error(`replaceSubmodule: ${parent.constructor.name} has no submodule '${key}' (path '${path}')`);
+  (parent as unknown as Record<string, Module>)[key] = m;
+}
