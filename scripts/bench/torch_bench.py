@@ -57,11 +57,50 @@ def matmul(sizes):
     return out
 
 
+def mlp(d, n, reps):
+    import numpy as np
+    x = torch.from_numpy(np.fromfile(f'{d}/x.f32', dtype=np.float32).reshape(n, 784))
+    y = torch.from_numpy(np.fromfile(f'{d}/y.i32', dtype=np.int32).astype(np.int64))
+
+    def epoch(quant):
+        torch.manual_seed(0)
+        layers = [torch.nn.Linear(784, 256), torch.nn.Linear(256, 256), torch.nn.Linear(256, 10)]
+        scales = [torch.nn.Parameter(torch.tensor([0.02 if i % 2 else 0.1])) for i in range(6)]
+        params = [p for l in layers for p in l.parameters()] + (scales if quant else [])
+        opt = torch.optim.Adam(params, lr=1e-3)
+        zp = torch.tensor([0], dtype=torch.int32)
+
+        def fq(t, s, lo, hi):
+            return torch._fake_quantize_learnable_per_tensor_affine(t, s, zp.float(), lo, hi, 1.0 / (t.numel() * hi) ** 0.5)
+
+        t0 = time.perf_counter()
+        for s in range(0, n - 63, 64):
+            h = x[s:s + 64]
+            for i, l in enumerate(layers):
+                w = l.weight
+                if quant:
+                    h = fq(h, scales[2 * i], 0, 15)
+                    w = fq(w, scales[2 * i + 1], -8, 7)
+                h = torch.nn.functional.linear(h, w, l.bias)
+                if i < 2:
+                    h = torch.relu(h)
+            loss = torch.nn.functional.cross_entropy(h, y[s:s + 64])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return (time.perf_counter() - t0) * 1000
+
+    epoch(False)  # warm-up
+    return {'fp32': statistics.median([epoch(False) for _ in range(reps)]), 'W4A4 LSQ': statistics.median([epoch(True) for _ in range(reps)])}
+
+
 if __name__ == '__main__':
     what = sys.argv[1]
     if what == 'dispatch':
         print(json.dumps(dispatch()))
     elif what == 'matmul':
         print(json.dumps(matmul([int(s) for s in sys.argv[2].split(',')])))
+    elif what == 'mlp':
+        print(json.dumps(mlp(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
     else:
         raise SystemExit(f'unknown section {what}')

@@ -16,66 +16,63 @@ const ROUND: Record<Exclude<RoundingMode, 'stochastic'>, (u: number) => number> 
   floor: Math.floor,
 };
 
-/** One element's grid coordinates: the integer q before clamping and what maps it back. */
-interface Coded {
-  /** q = R(u), not yet clamped. */
-  q: number;
-  /** u = x/s + z (or (x − β)/s): what was rounded. */
-  u: number;
-  /** The zero point actually used (rounded and clamped in `roundedZeroPoint` mode). */
-  z: number;
-  /** 1/s as the arithmetic sees it. */
-  inv: number;
-}
+// The loops below are written out without per-element closures or objects: they run once per
+// weight and activation every training step, and allocation there dominated QAT step time.
 
 /**
  * Float32 tensors are computed with float32 rounding at every step, the way PyTorch's float
  * kernel does (`inv_scale = 1.0f / scale`, then `x * inv_scale`), so results match it bit for bit.
  */
-function coder(p: FakeQuantizeParams, f32: boolean) {
-  const fr = f32 ? Math.fround : (v: number) => v;
-  const round = p.rounding === 'stochastic' ? null : ROUND[p.rounding];
-  return (x: number, s: number, z0: number, noise: number): Coded => {
-    const inv = fr(1 / s);
-    const r = (u: number) => (round ? round(u) : Math.floor(fr(u + noise)));
-    if (p.offset === 'beta') {
-      const u = fr(fr(x - z0) * inv);
-      return { q: r(u), u, z: z0, inv };
-    }
-    if (p.offset === 'roundedZeroPoint') {
-      // PyTorch: z = clamp(nearbyint(z), qmin, qmax); q = z + nearbyint(x · inv_scale)
-      const z = Math.min(Math.max(roundHalfEven(z0), p.qmin), p.qmax);
-      const v = fr(x * inv);
-      return { q: r(v) + z, u: fr(v + z), z, inv };
-    }
-    const u = fr(fr(x * inv) + z0);
-    return { q: r(u), u, z: z0, inv };
-  };
+const identityRound = (v: number) => v;
+
+/** Rounds u (stochastic: floor(u + noise)), in float32 arithmetic when `fr` is Math.fround. */
+function roundU(_p: FakeQuantizeParams, round: ((u: number) => number) | null, fr: (v: number) => number, u: number, noise: number): number {
+  return round ? round(u) : Math.floor(fr(u + noise));
 }
 
 /** The dequantized value of a clamped integer q. */
-function decode(p: FakeQuantizeParams, q: number, s: number, z: number, f32: boolean): number {
-  const fr = f32 ? Math.fround : (v: number) => v;
-  return p.offset === 'beta' ? fr(fr(q * s) + z) : fr(fr(q - z) * s);
+function decode(beta: boolean, q: number, s: number, z: number, fr: (v: number) => number): number {
+  return beta ? fr(fr(q * s) + z) : fr(fr(q - z) * s);
 }
 
 function idx(a: Arg, shape: readonly number[]): Int32Array {
   return offsets({ shape, strides: a.strides, offset: a.offset });
 }
 
+/**
+ * Writes, for element x with scale s, offset z0 and noise, the unclamped integer code into
+ * scratch[0] and the zero point actually used into scratch[1] (rounded and clamped in
+ * `roundedZeroPoint` mode, as PyTorch: z = clamp(nearbyint(z), qmin, qmax); q = z + R(x·inv)).
+ */
+function code(p: FakeQuantizeParams, round: ((u: number) => number) | null, fr: (v: number) => number, x: number, inv: number, z0: number, noise: number, scratch: Float64Array): void {
+  if (p.offset === 'beta') {
+    scratch[0] = roundU(p, round, fr, fr(fr(x - z0) * inv), noise);
+    scratch[1] = z0;
+  } else if (p.offset === 'roundedZeroPoint') {
+    const z = Math.min(Math.max(roundHalfEven(z0), p.qmin), p.qmax);
+    scratch[0] = roundU(p, round, fr, fr(x * inv), noise) + z;
+    scratch[1] = z;
+  } else {
+    scratch[0] = roundU(p, round, fr, fr(fr(x * inv) + z0), noise);
+    scratch[1] = z0;
+  }
+}
+
 export const fakeQuantize: Kernel<'fakeQuantize', TypedArray> = (inputs, out, p) => {
   const [x, s, z, noise] = inputs as Arg[];
   const n = numel(out.shape);
-  const f32 = out.dtype === 'float32';
-  const code = coder(p, f32);
+  const fr = out.dtype === 'float32' ? Math.fround : identityRound;
+  const round = p.rounding === 'stochastic' ? null : ROUND[p.rounding];
+  const beta = p.offset === 'beta';
   const [ix, is, iz] = [idx(x!, out.shape), idx(s!, out.shape), idx(z!, out.shape)];
   const inz = noise ? idx(noise, out.shape) : null;
-  const od = out.data;
+  const [xd, sd, zd, od] = [x!.data, s!.data, z!.data, out.data];
+  const scratch = new Float64Array(2);
   for (let i = 0; i < n; i++) {
-    const sv = s!.data[is[i]!]!;
-    const c = code(x!.data[ix[i]!]!, sv, z!.data[iz[i]!]!, inz ? noise!.data[inz[i]!]! : 0);
-    const q = Math.min(Math.max(c.q, p.qmin), p.qmax);
-    od[out.offset + i] = decode(p, q, sv, c.z, f32);
+    const sv = sd[is[i]!]!;
+    code(p, round, fr, xd[ix[i]!]!, fr(1 / sv), zd[iz[i]!]!, inz ? noise!.data[inz[i]!]! : 0, scratch);
+    const q = Math.min(Math.max(scratch[0]!, p.qmin), p.qmax);
+    od[out.offset + i] = decode(beta, q, sv, scratch[1]!, fr);
   }
 };
 
@@ -83,30 +80,33 @@ export const fakeQuantizeBackward: Kernel<'fakeQuantizeBackward', TypedArray> = 
   const [x, s, z, g, noise] = inputs as Arg[];
   const shape = out.shape.slice(1);
   const n = numel(shape);
-  const f32 = out.dtype === 'float32';
-  const fr = f32 ? Math.fround : (v: number) => v;
-  const code = coder(p, f32);
+  const fr = out.dtype === 'float32' ? Math.fround : identityRound;
+  const round = p.rounding === 'stochastic' ? null : ROUND[p.rounding];
   const [ix, is, iz, ig] = [idx(x!, shape), idx(s!, shape), idx(z!, shape), idx(g!, shape)];
   const inz = noise ? idx(noise, shape) : null;
-  const od = out.data;
+  const [xd, sd, zd, gd, od] = [x!.data, s!.data, z!.data, g!.data, out.data];
   const gf = p.gradFactor;
   const beta = p.offset === 'beta';
+  const scratch = new Float64Array(2);
   for (let i = 0; i < n; i++) {
-    const xv = x!.data[ix[i]!]!;
-    const sv = s!.data[is[i]!]!;
-    const gv = g!.data[ig[i]!]!;
-    const c = code(xv, sv, z!.data[iz[i]!]!, inz ? noise!.data[inz[i]!]! : 0);
-    const inside = c.q >= p.qmin && c.q <= p.qmax;
+    const xv = xd[ix[i]!]!;
+    const sv = sd[is[i]!]!;
+    const gv = gd[ig[i]!]!;
+    const inv = fr(1 / sv);
+    code(p, round, fr, xv, inv, zd[iz[i]!]!, inz ? noise!.data[inz[i]!]! : 0, scratch);
+    const q = scratch[0]!;
+    const zu = scratch[1]!;
+    const inside = q >= p.qmin && q <= p.qmax;
     let ds: number;
     let dz: number;
     if (inside) {
       // ∂x̂/∂s = (x̂ − x)/s = R(u) − u; the offset has no effect inside (STE through R)
-      ds = fr(fr(gv * fr(decode(p, c.q, sv, c.z, f32) - xv)) * c.inv);
+      ds = fr(fr(gv * fr(decode(beta, q, sv, zu, fr) - xv)) * inv);
       dz = 0;
     } else {
       // clamped: x̂ = s·(bound − z) (or s·bound + β), so ∂x̂/∂s = bound − z and ∂x̂/∂z = −s (∂x̂/∂β = 1)
-      const bound = c.q < p.qmin ? p.qmin : p.qmax;
-      ds = fr(gv * (beta ? bound : bound - c.z));
+      const bound = q < p.qmin ? p.qmin : p.qmax;
+      ds = fr(gv * (beta ? bound : bound - zu));
       dz = beta ? gv : fr(fr(-gv) * sv);
     }
     od[out.offset + i] = gv * (inside ? 1 : 0); // −0 where masked, as torch's dy·mask

@@ -1,0 +1,92 @@
+/**
+ * @file Bench section `mlp`: one epoch of the MNIST MLP (784-256-256-10, batch 64, Adam, the
+ * 8,000 training digits in a fixed order) in float32 and with LSQ W4A4 fake quantization
+ * (per-tensor learnable scales on weights and inputs), against PyTorch on the same data.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as q from '@qgrad/core';
+import { Adam, Linear, loadMnist, Module } from '@qgrad/nn';
+
+class Mlp extends Module {
+  layers: Linear[];
+  scales: q.Tensor[] = [];
+  constructor(readonly quant: boolean) {
+    super();
+    this.layers = [784, 256, 256].map((d, i) => this.registerModule(`fc${i}`, new Linear(d, i === 2 ? 10 : 256)));
+    if (quant) {
+      // one learnable step for each weight and each layer input (LSQ init 2·mean|w|/√qmax is applied lazily)
+      for (let i = 0; i < 6; i++) this.scales.push(this.registerParameter(`s${i}`, q.tensor([i % 2 ? 0.02 : 0.1], { requiresGrad: true })));
+    }
+  }
+  forward(x: q.Tensor): q.Tensor {
+    let h = x;
+    this.layers.forEach((l, i) => {
+      let w = l.weight;
+      if (this.quant) {
+        // activations are non-negative (pixels, ReLU outputs): unsigned 4-bit; weights signed 4-bit
+        h = q.fakeQuantize(h, this.scales[2 * i]!, 0, { qmin: 0, qmax: 15, estimator: 'lsq', gradScale: 'lsq' });
+        w = q.fakeQuantize(w, this.scales[2 * i + 1]!, 0, { qmin: -8, qmax: 7, estimator: 'lsq', gradScale: 'lsq' });
+      }
+      h = q.linear(h, w, l.bias);
+      if (i < 2) h = h.relu();
+    });
+    return h;
+  }
+}
+
+function epoch(quant: boolean, images: q.Tensor, labels: q.Tensor): number {
+  q.manualSeed(0);
+  const model = new Mlp(quant);
+  const opt = new Adam(model.parameters(), { lr: 1e-3 });
+  const n = images.shape[0]!;
+  const t = performance.now();
+  for (let s = 0; s + 64 <= n; s += 64) {
+    const loss = q.crossEntropy(model.forward(images.narrow(0, s, 64)), labels.narrow(0, s, 64));
+    opt.zeroGrad();
+    loss.backward();
+    opt.step();
+  }
+  return performance.now() - t;
+}
+
+export async function run(ctx: {
+  quick: boolean;
+  torch: (section: string, ...rest: string[]) => Record<string, number> | null;
+  table: (title: string, header: string[], rows: (string | number)[][]) => void;
+  median: (xs: number[]) => number;
+}): Promise<Record<string, number>> {
+  const { train } = loadMnist({ flatten: true });
+  const n = ctx.quick ? 1024 : train.images.shape[0]!;
+  const images = train.images.narrow(0, 0, n).contiguous();
+  const labels = train.labels.narrow(0, 0, n).contiguous();
+  const reps = ctx.quick ? 1 : 3;
+  const out: Record<string, number> = {};
+  for (const backend of q.availableBackends()) {
+    q.setBackend(backend);
+    const imgs = q.tensor(images.data, { shape: images.shape });
+    const labs = q.tensor(labels.data);
+    for (const quant of [false, true]) {
+      const ms = ctx.median(Array.from({ length: reps }, () => epoch(quant, imgs, labs)));
+      out[`qgrad-${backend} ${quant ? 'W4A4 LSQ' : 'fp32'} ms/epoch`] = ms;
+    }
+  }
+  q.setBackend('js');
+  const dir = mkdtempSync(join(tmpdir(), 'qgrad-bench-'));
+  try {
+    writeFileSync(join(dir, 'x.f32'), images.data as Float32Array);
+    writeFileSync(join(dir, 'y.i32'), labels.data as Int32Array);
+    const t = ctx.torch('mlp', dir, String(n), String(reps));
+    if (t) for (const [k, v] of Object.entries(t)) out[`pytorch ${k} ms/epoch`] = v;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const rows = Object.entries(out).map(([k, v]) => {
+    const kind = k.includes('W4A4') ? 'W4A4 LSQ' : 'fp32';
+    const ref = out[`pytorch ${kind} ms/epoch`];
+    return [k, v, ref ? v / ref : '-'];
+  });
+  ctx.table(`MNIST MLP 784-256-256-10, one epoch of ${n} digits, batch 64, Adam (median of ${reps})`, ['what', 'ms', '× pytorch'], rows);
+  return out;
+}
