@@ -7,3 +7,5 @@
  */
 export * from './grids/index.js';
 export * from './qat/index.js';
+export * from './schedules/index.js';
+export * from './inspect/index.js';
