@@ -1,8 +1,8 @@
 /**
  * @file The worker pool: worker_threads that instantiate the kernel module on the shared memory
- * and pull task indices from an atomic counter in its control block. Synchronous for the caller
- * (the main thread works too, then blocks on Atomics.wait). Which thread runs a task never changes
- * what the task computes, so results do not depend on the thread count.
+ * and take task indices from an atomic counter in its control block. Synchronous for the caller
+ * (it works too, then blocks on Atomics.wait until every task is done). Which thread runs a task
+ * never changes what the task computes, so results do not depend on the thread count.
  */
 
 /** Word indices of the control block (an Int32Array at byte 0 of the shared memory). */
@@ -10,15 +10,21 @@ const GEN = 0;
 const FN = 1;
 const ARG = 2;
 const NTASKS = 3;
+/** (job tag << INDEX_BITS) | next task index: a worker holding a stale tag cannot take a task. */
 const NEXT = 4;
-const ACK = 5;
+const DONE = 5;
 const READY = 6;
 const ERROR = 7;
 const QUIT = 8;
+const INDEX_BITS = 20;
+const MAX_TASKS = 1 << INDEX_BITS;
+const TAG_MASK = (1 << (31 - INDEX_BITS)) - 1;
 export const CONTROL_BYTES = 64;
 
-// Plain script (eval: true) so workers need neither the tsx loader nor a file on disk. Each worker
-// acknowledges every generation, so the next job's counters are only reset once all are idle.
+// Plain script (eval: true) so workers need neither the tsx loader nor a file on disk. Tasks are
+// taken by compare-and-swap on NEXT, whose tag names the job: a worker that wakes late for a job
+// that is already over finds a newer tag and goes back to sleep, so the caller never waits for
+// idle or descheduled workers, only for tasks in progress (DONE).
 const WORKER_SOURCE = `
 const { workerData } = require('node:worker_threads');
 const { module, memory, names } = workerData;
@@ -32,14 +38,19 @@ for (;;) {
   while (Atomics.load(c, ${GEN}) === gen) Atomics.wait(c, ${GEN}, gen);
   gen = Atomics.load(c, ${GEN});
   if (Atomics.load(c, ${QUIT})) break;
-  const f = fns[c[${FN}]], arg = c[${ARG}], n = c[${NTASKS}];
-  try {
-    for (let t; (t = Atomics.add(c, ${NEXT}, 1)) < n; ) f(arg, t);
-  } catch {
-    Atomics.store(c, ${ERROR}, 1);
+  const f = fns[Atomics.load(c, ${FN})], arg = Atomics.load(c, ${ARG}), n = Atomics.load(c, ${NTASKS});
+  const tag = gen & ${TAG_MASK};
+  for (;;) {
+    const v = Atomics.load(c, ${NEXT});
+    if (v >>> ${INDEX_BITS} !== tag || (v & ${MAX_TASKS - 1}) >= n) break;
+    if (Atomics.compareExchange(c, ${NEXT}, v, v + 1) !== v) continue;
+    try {
+      f(arg, v & ${MAX_TASKS - 1});
+    } catch {
+      Atomics.store(c, ${ERROR}, 1);
+    }
+    if (Atomics.add(c, ${DONE}, 1) + 1 === n) Atomics.notify(c, ${DONE});
   }
-  Atomics.add(c, ${ACK}, 1);
-  Atomics.notify(c, ${ACK});
 }
 `;
 
@@ -104,22 +115,31 @@ export class ThreadPool {
   run(fn: number, arg: number, n: number, local: (t: number) => void): void {
     const c = this.#control;
     if (this.#broken) throw new Error('a wasm worker failed');
-    c[FN] = fn;
-    c[ARG] = arg;
-    c[NTASKS] = n;
-    Atomics.store(c, NEXT, 0);
-    Atomics.store(c, ACK, 0);
+    if (n >= MAX_TASKS) throw new RangeError(`thread pool: ${n} tasks, at most ${MAX_TASKS - 1}`);
+    const gen = (Atomics.load(c, GEN) + 1) | 0;
+    const tag = gen & TAG_MASK;
+    // retag NEXT first: from here on no worker can take a task of the previous job
+    Atomics.store(c, NEXT, tag << INDEX_BITS);
+    Atomics.store(c, DONE, 0);
     Atomics.store(c, ERROR, 0);
-    Atomics.add(c, GEN, 1);
+    Atomics.store(c, FN, fn);
+    Atomics.store(c, ARG, arg);
+    Atomics.store(c, NTASKS, n);
+    Atomics.store(c, GEN, gen);
     Atomics.notify(c, GEN);
     let failure: unknown = null;
-    try {
-      for (let t; (t = Atomics.add(c, NEXT, 1)) < n; ) local(t);
-    } catch (e) {
-      failure = e;
-      Atomics.store(c, NEXT, n);
+    for (;;) {
+      const v = Atomics.load(c, NEXT);
+      if ((v & (MAX_TASKS - 1)) >= n) break;
+      if (Atomics.compareExchange(c, NEXT, v, v + 1) !== v) continue;
+      try {
+        local(v & (MAX_TASKS - 1));
+      } catch (e) {
+        failure ??= e;
+      }
+      Atomics.add(c, DONE, 1);
     }
-    for (let a; (a = Atomics.load(c, ACK)) < this.workers; ) Atomics.wait(c, ACK, a, 1000);
+    for (let d; (d = Atomics.load(c, DONE)) < n; ) Atomics.wait(c, DONE, d, 1000);
     if (failure) throw failure;
     if (Atomics.load(c, ERROR)) throw new Error('a wasm kernel task failed in a worker');
   }
