@@ -2,7 +2,8 @@
  * @file The custom differentiable function API (`defineFunction`), shaped like PyTorch's
  * `torch.autograd.Function`. Every built-in primitive is written with it too.
  */
-import { AnomalyError, anomalyChecksForward, type Edge, isAnomalyEnabled, isGradEnabled, Node, userCallSite, withGradMode } from './tape.js';
+import { AnomalyError, anomalyChecksForward, type BackwardRule, type Edge, isAnomalyEnabled, isGradEnabled, Node, setGradEnabled, userCallSite } from './tape.js';
+import type { DType } from '@qgrad/kernels';
 import { Tensor } from './tensor.js';
 
 /** What `forward` and `backward` see: saved tensors, the needs-grad mask and free-form state. */
@@ -12,7 +13,7 @@ export class FunctionCtx<S = Record<string, unknown>> {
   /** Free-form state for backward (shapes, dims, options). */
   state: S = {} as S;
   #saved: Tensor[] = [];
-  #nonDiff = new Set<Tensor>();
+  #nonDiff: Set<Tensor> | null = null;
 
   constructor(needsInputGrad: boolean[]) {
     this.needsInputGrad = needsInputGrad;
@@ -30,12 +31,13 @@ export class FunctionCtx<S = Record<string, unknown>> {
 
   /** Outputs that carry no gradient (indices, masks). */
   markNonDifferentiable(...tensors: Tensor[]): void {
+    this.#nonDiff ??= new Set();
     for (const t of tensors) this.#nonDiff.add(t);
   }
 
   /** @internal */
   isNonDifferentiable(t: Tensor): boolean {
-    return this.#nonDiff.has(t);
+    return this.#nonDiff !== null && this.#nonDiff.has(t);
   }
 }
 
@@ -65,47 +67,79 @@ export interface FunctionSpec<A extends unknown[], R extends Tensor | Tensor[], 
 export function defineFunction<A extends unknown[], R extends Tensor | Tensor[], S = Record<string, unknown>>(
   spec: FunctionSpec<A, R, S>,
 ): (...args: A) => R {
-  const { name } = spec;
-  return (...args: A): R => {
-    let record = false;
-    if (isGradEnabled()) {
-      for (const a of args) if (a instanceof Tensor && a.requiresGrad) record = true;
-    }
-    const needs = record ? args.map((a) => a instanceof Tensor && a.requiresGrad) : args.map(() => false);
-    const ctx = new FunctionCtx<S>(needs);
-    let out = withGradMode(false, () => spec.forward(ctx, ...args));
-    // an output that is an argument object would get its gradFn overwritten: alias it
-    if (out instanceof Tensor) {
-      if (args.includes(out)) out = out.alias() as R;
-    } else out = out.map((o) => (args.includes(o) ? o.alias() : o)) as R;
-    const outs: Tensor[] = out instanceof Tensor ? [out] : out;
-    if (anomalyChecksForward()) checkForward(name, outs);
-    if (!record) return out;
+  return (...args: A): R => apply(spec, args);
+}
 
-    const edges: (Edge | null)[] = args.map((a, i) =>
-      needs[i] ? { node: (a as Tensor).gradFn, index: (a as Tensor).outputIndex, leaf: (a as Tensor).gradFn ? null : (a as Tensor), shape: (a as Tensor).shape, dtype: (a as Tensor).dtype } : null,
-    );
-    const node = new Node(
-      name,
-      (grads) => {
-        const r = spec.backward(ctx, ...grads);
-        return Array.isArray(r) ? r : [r];
-      },
-      edges,
-      outs.map((o) => ({ shape: o.shape, dtype: o.dtype })),
-      spec.onceDifferentiable ?? false,
-    );
-    node.saved = ctx.saved;
-    node.savedVersions = ctx.saved.map((t) => t.version);
-    if (isAnomalyEnabled()) node.callSite = userCallSite();
-    outs.forEach((o, i) => {
-      if (ctx.isNonDifferentiable(o) || (o.dtype !== 'float32' && o.dtype !== 'float64')) return;
-      o.gradFn = node;
-      o.outputIndex = i;
-      o.requiresGrad = true;
-    });
-    return out;
-  };
+/** Ties a spec's backward to the ctx of one application (what the tape node calls). */
+class Recorded<S> implements BackwardRule {
+  constructor(
+    readonly spec: FunctionSpec<unknown[], Tensor | Tensor[], S>,
+    readonly ctx: FunctionCtx<S>,
+  ) {}
+  backward(grads: Tensor[]): (Tensor | null | undefined)[] {
+    const r = this.spec.backward(this.ctx, ...grads);
+    return Array.isArray(r) ? r : [r];
+  }
+}
+
+// Written with plain loops and no closures: this runs for every op, and each closure created
+// here would cost more than the bookkeeping itself.
+function apply<A extends unknown[], R extends Tensor | Tensor[], S>(spec: FunctionSpec<A, R, S>, args: A): R {
+  const n = args.length;
+  let record = false;
+  if (isGradEnabled()) {
+    for (let i = 0; i < n; i++) {
+      const a = args[i];
+      if (a instanceof Tensor && a.requiresGrad) record = true;
+    }
+  }
+  const needs = new Array<boolean>(n);
+  for (let i = 0; i < n; i++) {
+    const a = args[i];
+    needs[i] = record && a instanceof Tensor && a.requiresGrad;
+  }
+  const ctx = new FunctionCtx<S>(needs);
+  const prev = setGradEnabled(false);
+  let out: R;
+  try {
+    out = spec.forward(ctx, ...args);
+  } finally {
+    setGradEnabled(prev);
+  }
+  // an output that is an argument object would get its gradFn overwritten: alias it
+  let outs: Tensor[];
+  if (out instanceof Tensor) {
+    if (args.includes(out)) out = out.alias() as R;
+    outs = [out as Tensor];
+  } else {
+    outs = out as Tensor[];
+    for (let i = 0; i < outs.length; i++) if (args.includes(outs[i])) outs[i] = outs[i]!.alias();
+  }
+  if (anomalyChecksForward()) checkForward(spec.name, outs);
+  if (!record) return out;
+
+  const edges = new Array<Edge | null>(n);
+  for (let i = 0; i < n; i++) {
+    const a = args[i] as Tensor;
+    edges[i] = needs[i] ? { node: a.gradFn, index: a.outputIndex, leaf: a.gradFn ? null : a, shape: a.shape, dtype: a.dtype } : null;
+  }
+  const metas = new Array<{ shape: number[]; dtype: DType }>(outs.length);
+  for (let i = 0; i < outs.length; i++) metas[i] = { shape: outs[i]!.shape, dtype: outs[i]!.dtype };
+  const node = new Node(spec.name, new Recorded(spec as unknown as FunctionSpec<unknown[], Tensor | Tensor[], S>, ctx), edges, metas, spec.onceDifferentiable ?? false);
+  const saved = ctx.saved;
+  node.saved = saved;
+  const versions = new Array<number>(saved.length);
+  for (let i = 0; i < saved.length; i++) versions[i] = saved[i]!.version;
+  node.savedVersions = versions;
+  if (isAnomalyEnabled()) node.callSite = userCallSite();
+  for (let i = 0; i < outs.length; i++) {
+    const o = outs[i]!;
+    if (ctx.isNonDifferentiable(o) || (o.dtype !== 'float32' && o.dtype !== 'float64')) continue;
+    o.gradFn = node;
+    o.outputIndex = i;
+    o.requiresGrad = true;
+  }
+  return out;
 }
 
 function checkForward(name: string, outs: Tensor[]): void {

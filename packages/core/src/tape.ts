@@ -97,6 +97,18 @@ export interface Edge {
 
 export type GradHook = (grad: Tensor) => Tensor | void;
 
+/** What a node calls to map output gradients to one gradient (or null) per edge. */
+export interface BackwardRule {
+  backward(grads: Tensor[]): (Tensor | null | undefined)[];
+}
+
+/** Sets the grad mode, returning the previous one (hot paths use this instead of a closure). */
+export function setGradEnabled(on: boolean): boolean {
+  const prev = gradEnabled;
+  gradEnabled = on;
+  return prev;
+}
+
 /** One recorded op application. */
 export class Node {
   /** Per output: hooks registered on the non-leaf tensor. */
@@ -107,8 +119,8 @@ export class Node {
 
   constructor(
     readonly name: string,
-    /** Maps output gradients to one gradient (or null) per edge. */
-    public backwardFn: ((grads: Tensor[]) => (Tensor | null | undefined)[]) | null,
+    /** Maps output gradients to input gradients; null once the graph is freed. */
+    public rule: BackwardRule | null,
     readonly edges: (Edge | null)[],
     readonly outputs: { shape: number[]; dtype: DType }[],
     readonly onceDifferentiable = false,
@@ -116,7 +128,7 @@ export class Node {
 
   checkSaved(): void {
     if (this.saved === null) {
-      if (this.backwardFn === null) throw new Error(`${this.name}: trying to backward through the graph a second time; its saved tensors were freed (pass retainGraph: true to the first backward)`);
+      if (this.rule === null) throw new Error(`${this.name}: trying to backward through the graph a second time; its saved tensors were freed (pass retainGraph: true to the first backward)`);
       return;
     }
     for (let i = 0; i < this.saved.length; i++) {
@@ -131,7 +143,7 @@ export class Node {
 
   release(): void {
     this.saved = null;
-    this.backwardFn = null;
+    this.rule = null;
   }
 }
 
@@ -199,82 +211,110 @@ function runHooks(hooks: GradHook[] | undefined, g: Tensor): Tensor {
 }
 
 /**
- * The reverse walk. With `targets`, gradients of those tensors are returned and no `.grad` is
- * touched (functional `grad`); without, leaf gradients accumulate into `.grad`.
+ * One reverse walk. With `targets`, gradients of those tensors are returned and no `.grad` is
+ * touched (functional `grad`); without, leaf gradients accumulate into `.grad`. Written with
+ * loops and methods rather than per-node closures: it runs once per recorded op.
  */
+class BackwardPass {
+  readonly nodeGrads = new Map<Node, (Tensor | undefined)[]>();
+  readonly leafGrads = new Map<Tensor, Tensor>();
+  readonly targetNodes = new Map<Node, Map<number, number>>();
+  readonly targetLeaves = new Map<Tensor, number>();
+  readonly results: (Tensor | null)[] = [];
+
+  constructor(
+    readonly createGraph: boolean,
+    readonly retainGraph: boolean,
+    readonly targets: Tensor[] | undefined,
+  ) {
+    if (!targets) return;
+    for (let i = 0; i < targets.length; i++) {
+      const t = targets[i]!;
+      this.results.push(null);
+      if (t.gradFn) {
+        let m = this.targetNodes.get(t.gradFn);
+        if (!m) this.targetNodes.set(t.gradFn, (m = new Map()));
+        m.set(t.outputIndex, i);
+      } else this.targetLeaves.set(t, i);
+    }
+  }
+
+  toNode(node: Node, index: number, g: Tensor): void {
+    let gs = this.nodeGrads.get(node);
+    if (!gs) this.nodeGrads.set(node, (gs = []));
+    gs[index] = accumulate(gs[index], g);
+  }
+
+  toLeaf(leaf: Tensor, g: Tensor): void {
+    g = runHooks(leaf.hooks, g);
+    if (this.targets) {
+      const ti = this.targetLeaves.get(leaf);
+      if (ti !== undefined) this.results[ti] = accumulate(this.results[ti], g);
+    } else this.leafGrads.set(leaf, accumulate(this.leafGrads.get(leaf), g));
+  }
+
+  run(roots: Tensor[], rootGrads: Tensor[]): void {
+    const starts: Node[] = [];
+    for (let i = 0; i < roots.length; i++) {
+      const r = roots[i]!;
+      if (r.gradFn) {
+        this.toNode(r.gradFn, r.outputIndex, rootGrads[i]!);
+        starts.push(r.gradFn);
+      } else if (r.requiresGrad) this.toLeaf(r, rootGrads[i]!);
+    }
+    const order = topoOrder(starts);
+    for (let k = 0; k < order.length; k++) this.visit(order[k]!);
+    for (const [leaf, g] of this.leafGrads) {
+      const d = this.createGraph ? g : g.detach();
+      leaf.grad = leaf.grad ? (this.createGraph ? ops.add(leaf.grad, d) : ops.add(leaf.grad, d).detach()) : d;
+    }
+  }
+
+  visit(node: Node): void {
+    const gs = this.nodeGrads.get(node);
+    if (!gs) return;
+    this.nodeGrads.delete(node);
+    node.checkSaved();
+    const outs = node.outputs;
+    let some: Tensor | undefined;
+    for (let i = 0; i < outs.length && !some; i++) some = gs[i];
+    const full = new Array<Tensor>(outs.length);
+    for (let i = 0; i < outs.length; i++) full[i] = runHooks(node.hooks[i], gs[i] ?? ops.zeros(outs[i]!.shape, outs[i]!.dtype, some!));
+    const tn = this.targetNodes.get(node);
+    if (tn) for (const [oi, ti] of tn) this.results[ti] = full[oi]!;
+    checkingForward = false;
+    let inGrads: (Tensor | null | undefined)[];
+    try {
+      inGrads = node.rule!.backward(full);
+    } finally {
+      checkingForward = true;
+    }
+    if (anomaly) checkGrads(node, inGrads);
+    const edges = node.edges;
+    for (let i = 0; i < edges.length; i++) {
+      const e = edges[i];
+      let g = inGrads[i];
+      if (!e || !g) continue;
+      if (this.createGraph && node.onceDifferentiable) g = ops.onceGuard(g, node.name);
+      if (!sameShape(g.shape, e.shape)) g = ops.sumToShape(g, e.shape);
+      if (g.dtype !== e.dtype) g = ops.cast(g, e.dtype);
+      if (e.node) this.toNode(e.node, e.index, g);
+      else if (e.leaf) this.toLeaf(e.leaf, g);
+    }
+    if (!this.retainGraph) node.release();
+  }
+}
+
 export function runBackward(roots: Tensor[], rootGrads: Tensor[], opts: BackwardOptions, targets?: Tensor[]): (Tensor | null)[] {
   const createGraph = opts.createGraph ?? false;
-  const retainGraph = opts.retainGraph ?? createGraph;
-  const nodeGrads = new Map<Node, (Tensor | undefined)[]>();
-  const leafGrads = new Map<Tensor, Tensor>();
-  const targetNodes = new Map<Node, Map<number, number>>();
-  const targetLeaves = new Map<Tensor, number>();
-  const results: (Tensor | null)[] = targets ? targets.map(() => null) : [];
-  targets?.forEach((t, i) => {
-    if (t.gradFn) {
-      let m = targetNodes.get(t.gradFn);
-      if (!m) targetNodes.set(t.gradFn, (m = new Map()));
-      m.set(t.outputIndex, i);
-    } else targetLeaves.set(t, i);
-  });
-
-  const toLeaf = (leaf: Tensor, g: Tensor) => {
-    g = runHooks(leaf.hooks, g);
-    const ti = targetLeaves.get(leaf);
-    if (targets) {
-      if (ti !== undefined) results[ti] = accumulate(results[ti], g);
-    } else leafGrads.set(leaf, accumulate(leafGrads.get(leaf), g));
-  };
-
-  return withGradMode(createGraph, () => {
-    roots.forEach((r, i) => {
-      const g = rootGrads[i]!;
-      if (r.gradFn) {
-        let gs = nodeGrads.get(r.gradFn);
-        if (!gs) nodeGrads.set(r.gradFn, (gs = []));
-        gs[r.outputIndex] = accumulate(gs[r.outputIndex], g);
-      } else if (r.requiresGrad) toLeaf(r, g);
-    });
-    const order = topoOrder(roots.filter((r) => r.gradFn).map((r) => r.gradFn!));
-    for (const node of order) {
-      const gs = nodeGrads.get(node);
-      if (!gs) continue;
-      nodeGrads.delete(node);
-      node.checkSaved();
-      const full = node.outputs.map((o, i) => {
-        const g = gs[i] ?? ops.zeros(o.shape, o.dtype, gs.find((x) => x)!);
-        return runHooks(node.hooks[i], g);
-      });
-      const tn = targetNodes.get(node);
-      if (tn) for (const [oi, ti] of tn) results[ti] = full[oi]!;
-      checkingForward = false;
-      let inGrads: (Tensor | null | undefined)[];
-      try {
-        inGrads = node.backwardFn!(full);
-      } finally {
-        checkingForward = true;
-      }
-      if (anomaly) checkGrads(node, inGrads);
-      if (createGraph && node.onceDifferentiable) inGrads = inGrads.map((g) => g && ops.onceGuard(g, node.name));
-      node.edges.forEach((e, i) => {
-        let g = inGrads[i];
-        if (!e || !g) return;
-        if (!sameShape(g.shape, e.shape)) g = ops.sumToShape(g, e.shape);
-        if (g.dtype !== e.dtype) g = ops.cast(g, e.dtype);
-        if (e.node) {
-          let eg = nodeGrads.get(e.node);
-          if (!eg) nodeGrads.set(e.node, (eg = []));
-          eg[e.index] = accumulate(eg[e.index], g);
-        } else if (e.leaf) toLeaf(e.leaf, g);
-      });
-      if (!retainGraph) node.release();
-    }
-    for (const [leaf, g] of leafGrads) {
-      const d = createGraph ? g : g.detach();
-      leaf.grad = leaf.grad ? (createGraph ? ops.add(leaf.grad, d) : ops.add(leaf.grad, d).detach()) : d;
-    }
-    return results;
-  });
+  const pass = new BackwardPass(createGraph, opts.retainGraph ?? createGraph, targets);
+  const prev = setGradEnabled(createGraph);
+  try {
+    pass.run(roots, rootGrads);
+  } finally {
+    setGradEnabled(prev);
+  }
+  return pass.results;
 }
 
 function checkGrads(node: Node, grads: (Tensor | null | undefined)[]): void {
