@@ -93,16 +93,19 @@ export function wasmFeatures(): { simd: boolean; relaxed: boolean; shared: boole
   return features;
 }
 
-const moduleCache = new Map<string, { module: object; names: string[] }>();
+/** Compiled modules per emitter list (by identity) and flavour. */
+const moduleCache = new WeakMap<readonly Emitter[], Map<string, { module: object; names: string[] }>>();
 
 function compile(emitters: readonly Emitter[], flavor: Flavor): { module: object; names: string[] } {
   const key = `${flavor.relaxed}/${flavor.shared}`;
-  let hit = moduleCache.get(key);
+  let cache = moduleCache.get(emitters);
+  if (!cache) moduleCache.set(emitters, (cache = new Map()));
+  let hit = cache.get(key);
   if (!hit) {
     const mb = new ModuleBuilder().importMemory(1, MAX_PAGES, flavor.shared);
     for (const emit of emitters) emit(mb, flavor);
     hit = { module: new WA!.Module(mb.encode()), names: mb.exportNames() };
-    moduleCache.set(key, hit);
+    cache.set(key, hit);
   }
   return hit;
 }

@@ -1,0 +1,51 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { Op, ValType } from './assembler.js';
+import { Engine, type Emitter, HEAP } from './runtime.js';
+import { defaultThreadCount } from './threads.js';
+
+const P = ValType.i32;
+// task_write(arg, t): mem[arg + 4t] = t + 1; task_trap traps on task 5
+const emitters: Emitter[] = [
+  (mb) => {
+    mb.func([P, P], [], (c) => void c.get(0).get(1).i32(4).op(Op.i32_mul).op(Op.i32_add).get(1).i32(1).op(Op.i32_add).mem(Op.i32_store, 2), 'task_write');
+    mb.func([P, P], [], (c) => {
+      c.get(1).i32(5).op(Op.i32_eq).if().op(Op.unreachable).end();
+    }, 'task_trap');
+  },
+];
+
+const engine = new Engine(emitters, { threads: 2, relaxed: false });
+afterAll(() => engine.dispose());
+
+describe('thread pool', () => {
+  it('runs every task exactly once over two threads, job after job', () => {
+    expect(engine.threads).toBe(2);
+    engine.reserve(4 * 5000);
+    for (const n of [1, 2, 3, 17, 1000, 5000]) {
+      engine.i32.fill(0, HEAP / 4, HEAP / 4 + 5000);
+      engine.parallel('task_write', HEAP, n);
+      const got = engine.i32.subarray(HEAP / 4, HEAP / 4 + n);
+      expect(got.every((v, i) => v === i + 1)).toBe(true);
+      expect(engine.i32[HEAP / 4 + n]).toBe(0);
+    }
+  });
+
+  it('reports a task that traps and stays usable afterwards', () => {
+    expect(() => engine.parallel('task_trap', HEAP, 64)).toThrow();
+    engine.parallel('task_write', HEAP, 100);
+    expect(engine.i32[HEAP / 4 + 99]).toBe(100);
+  });
+
+  it('takes its default size from QGRAD_THREADS', () => {
+    const old = process.env.QGRAD_THREADS;
+    try {
+      process.env.QGRAD_THREADS = '3';
+      expect(defaultThreadCount()).toBe(3);
+      process.env.QGRAD_THREADS = 'lots';
+      expect(defaultThreadCount()).toBeGreaterThanOrEqual(1);
+    } finally {
+      if (old === undefined) delete process.env.QGRAD_THREADS;
+      else process.env.QGRAD_THREADS = old;
+    }
+  });
+});
