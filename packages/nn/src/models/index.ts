@@ -8,5 +8,6 @@ export {
 } from './llama.js';
 export { ViT, ViTBlock, PatchEmbed, mnistViTConfig, type ViTConfig } from './vit.js';
 export { UNet, ResBlock, timestepEmbedding, mnistUNetConfig, type UNetConfig } from './unet.js';
+export { DiT, DiTBlock, mnistDiTConfig, type DiTConfig } from './dit.js';
 export { Diffusion, betaSchedule, type BetaSchedule, type DiffusionOptions, type NoisePredictor, type SamplerOptions } from './diffusion.js';
 export { sampleLogits, type SampleOptions } from './sampling.js';
