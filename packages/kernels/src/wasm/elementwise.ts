@@ -1,13 +1,15 @@
 /**
  * @file wasm elementwise kernels: unary and binary maps (f32x4 / f64x2 where the op is exact in
  * SIMD), and strided copy. Broadcasting is by strides: the two innermost (collapsed) dims run in
- * wasm, outer dims in a JS odometer. Transcendental ops, comparisons, where and fill stay on js.
+ * wasm, outer dims in a JS odometer. exp and sigmoid run in f32 only (simd-math.ts); other
+ * transcendental ops, comparisons, where and fill stay on js.
  */
 import type { KernelArg } from '../backend.js';
 import { isContiguous, numel } from '../js/layout.js';
 import type { BinaryOp, TypedArray, UnaryOp } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
 import { HEAP, MAX_HEAP_BYTES, type Engine } from './runtime.js';
+import { expF32x4, scalarViaLanes, sigmoidF32x4 } from './simd-math.js';
 
 type Arg = KernelArg<TypedArray>;
 type Kind = 'f32' | 'f64';
@@ -51,6 +53,9 @@ const BIN: Partial<Record<BinaryOp, Emit>> = {
   minimum: (c, k, v) => pick(c, k, v, Simd.f32x4_min, Simd.f64x2_min, Op.f32_min, Op.f64_min),
 };
 
+/** f32 approximations (simd-math.ts); in f64 these stay on js, whose Math functions are exact enough. */
+const F32_ONLY = new Set<string>(['exp', 'sigmoid']);
+
 /** Unary ops take their operand from local `x` (some use it twice). */
 type UnaryEmit = (c: Code, k: Kind, simd: boolean, x: number) => void;
 const un = (v32: number, v64: number, s32: number, s64: number): UnaryEmit => (c, k, v, x) => {
@@ -80,6 +85,8 @@ const UN: Partial<Record<UnaryOp | 'identity', UnaryEmit>> = {
     c.get(x);
     BIN.div!(c, k, v);
   },
+  exp: (c, _k, v, x) => (v ? expF32x4(c, x) : scalarViaLanes(c, x, expF32x4)),
+  sigmoid: (c, _k, v, x) => (v ? sigmoidF32x4(c, x) : scalarViaLanes(c, x, sigmoidF32x4)),
   // two roundings in f32 (sqrt, then divide) against one in the oracle: ≤ 1 ulp apart
   rsqrt: (c, k, v, x) => {
     one(c, k, v);
@@ -173,7 +180,7 @@ export function emitElementwise(mb: ModuleBuilder): void {
       c.get(a).get(b);
       f(c, k, v);
     });
-    for (const [op, f] of Object.entries(UN)) emitMap(mb, k, `unary_${op}_${k}`, 1, (c, v, a) => f(c, k, v, a));
+    for (const [op, f] of Object.entries(UN)) if (k === 'f32' || !F32_ONLY.has(op)) emitMap(mb, k, `unary_${op}_${k}`, 1, (c, v, a) => f(c, k, v, a));
   }
 }
 
@@ -273,7 +280,8 @@ function kindOf(args: readonly Arg[], out: Arg): Kind | null {
 
 export function unaryWasm(engine: Engine, inputs: readonly Arg[], out: Arg, params: { op: UnaryOp }): boolean {
   const k = kindOf(inputs, out);
-  return k !== null && UN[params.op] !== undefined && runMap(engine, `unary_${params.op}_${k}`, inputs, out, k);
+  if (k === null || UN[params.op] === undefined || (k === 'f64' && F32_ONLY.has(params.op))) return false;
+  return runMap(engine, `unary_${params.op}_${k}`, inputs, out, k);
 }
 
 export function binaryWasm(engine: Engine, inputs: readonly Arg[], out: Arg, params: { op: BinaryOp }): boolean {
