@@ -86,12 +86,11 @@ function layerType(m: Module): LayerType | null {
 }
 
 /** 'int4 channel lsq/learned' style description of a weight config. */
-export function describeWeight(c: WeightQuantConfig | null | undefined, shape?: readonly number[]): string {
+export function describeWeight(c: WeightQuantConfig | null | undefined): string {
   if (!c) return 'fp';
   const grid = (c.grid ?? 'int') === 'int' ? `int${c.bits ?? 8}${c.asymmetric ? 'a' : ''}` : c.grid!;
   const est = c.estimator === undefined ? ((c.grid ?? 'int') === 'int' ? 'lsq' : 'ste') : typeof c.estimator === 'string' ? c.estimator : c.estimator.name;
-  void shape;
-  return `${grid} ${granularityName(c.granularity ?? 'channel')} ${est}${c.scaleInit ? ` ${c.scaleInit}` : ''}`;
+  return `${grid} ${granularityName(c.granularity ?? 'channel')} ${est}${c.scaleInit ? ` ${JSON.stringify(c.scaleInit).replace(/"/g, '')}` : ''}`;
 }
 
 export function describeInput(c: ActQuantConfig | null | undefined): string {

@@ -263,7 +263,7 @@ export class WeightQuantizer extends Module {
 
   override extraRepr(): string {
     const grid = this.grid === 'int' ? `int${this.bits}${this.asymmetric ? ' asym' : ''}` : this.grid;
-    return `${grid}, ${granularityName(this.granularity)}, estimator=${typeof this.estimator === 'string' ? this.estimator : this.estimator.name}, scale=${this.scaleMode}/${this.scaleInit}`;
+    return `${grid}, ${granularityName(this.granularity)}, estimator=${typeof this.estimator === 'string' ? this.estimator : this.estimator.name}, scale=${this.scaleMode}/${JSON.stringify(this.scaleInit).replace(/"/g, '')}`;
   }
 }
 

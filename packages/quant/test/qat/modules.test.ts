@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { deserializeSafetensors, manualSeed, noGrad, randn, serializeSafetensors, tensor, type Tensor } from '@qgrad/core';
+import { gradcheck } from '@qgrad/core/testing';
 import { Conv2d, Embedding, Linear, Module, ReLU, Sequential } from '@qgrad/nn';
 import {
   ActQuantizer, convert, prepareQAT, QuantConv2d, QuantEmbedding, QuantizedConv2d, QuantizedLinear, QuantLinear, WeightQuantizer,
@@ -77,6 +78,18 @@ describe('QuantLinear and QuantConv2d', () => {
     l.initFrom(w);
     expect(l.scale!.item()).toBeCloseTo((2 * 0.9) / Math.sqrt(7), 6);
     expect(Array.from(t.forward(w).data).map((v) => +v.toFixed(6))).toEqual([0.9, -0.9, 0, 0.9]);
+  });
+
+  it('differentiates the HESTIA soft quantizer through its absmean normaliser (float64 gradcheck)', () => {
+    manualSeed(9);
+    const w = randn([3, 4], { dtype: 'float64' }).requiresGrad_();
+    const q = new WeightQuantizer(w.shape, { grid: 'hestia', granularity: 'channel', temperature: 0.5 });
+    q.pressure = 0.7;
+    expect(gradcheck((v) => q.forward(v), [w]).ok).toBe(true);
+    q.temperature = 0; // hard absmean ternary with identity STE
+    q.pressure = 1;
+    const m = w.abs().mean(1, true);
+    expect(Array.from(q.forward(w).div(m).data).every((v) => [-1, 0, 1].some((l) => Math.abs(v - l) < 1e-12))).toBe(true);
   });
 
   it('quantizes embedding rows and names bad group sizes', () => {
