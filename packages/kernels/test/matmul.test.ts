@@ -3,8 +3,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { createWasmBackend, jsKernels, numel } from '@qgrad/kernels';
 import { type Arg, type FloatDType, mismatch, out, size, view } from './helpers.js';
 
-const one = createWasmBackend({ threads: 1 });
-const two = createWasmBackend({ threads: 2 });
+const one = createWasmBackend({ threads: 1, matmulMinMacs: 0 });
+const two = createWasmBackend({ threads: 2, matmulMinMacs: 0 });
 afterAll(() => {
   one.dispose();
   two.dispose();
@@ -80,7 +80,7 @@ describe('wasm matmul', () => {
   });
 
   it('agrees between the relaxed-FMA and plain-SIMD paths within 2·K·eps·Σ|a||b|', () => {
-    const plain = createWasmBackend({ threads: 1, relaxed: false });
+    const plain = createWasmBackend({ threads: 1, relaxed: false, matmulMinMacs: 0 });
     expect(plain.relaxed).toBe(false);
     try {
       fc.assert(
@@ -132,6 +132,18 @@ describe('wasm matmul', () => {
     jsKernels.matmul([a, b], ref, {});
     two.run('matmul', [a, b], got, {});
     expect(mismatch(got.data, ref.data, 1e-5, 1e-6)).toBe(-1);
+  });
+
+  it('leaves tiny products to js by default, where a wasm call costs more than the loop', () => {
+    const wasm = createWasmBackend({ threads: 1 });
+    const a = view('float32', [4, 4], [0, 1], 0, [], 1);
+    const o = out('float32', [4, 4]);
+    wasm.run('matmul', [a, a], o, {});
+    expect(wasm.ranOn!('matmul', 'float32')).toBe('js');
+    const b = view('float32', [32, 32], [0, 1], 0, [], 1);
+    wasm.run('matmul', [b, b], out('float32', [32, 32]), {});
+    expect(wasm.ranOn!('matmul', 'float32')).toBe('wasm');
+    wasm.dispose();
   });
 
   it('writes zeros when K is 0 and nothing when M or N is 0', () => {

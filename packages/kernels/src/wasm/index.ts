@@ -8,7 +8,7 @@ import { jsBackend, jsKernels } from '../js/index.js';
 import type { DType, KernelName, KernelParams, TypedArray } from '../names.js';
 import { col2imWasm, emitConv2d, im2colWasm } from './conv.js';
 import { binaryWasm, copyWasm, emitElementwise, unaryWasm } from './elementwise.js';
-import { matmulWasm } from './matmul.js';
+import { MATMUL_MIN_MACS, matmulWasm } from './matmul.js';
 import { argReduceWasm, emitReduce, reduceWasm } from './reduce.js';
 import { Engine, type Emitter, wasmFeatures } from './runtime.js';
 import { emitMatmul } from './simd-matmul.js';
@@ -19,7 +19,7 @@ type Arg = KernelArg<TypedArray>;
 type WasmRule<K extends KernelName> = (engine: Engine, inputs: readonly Arg[], out: Arg, params: KernelParams[K]) => boolean;
 
 const RULES: { [K in KernelName]?: WasmRule<K> } = {
-  matmul: matmulWasm,
+  matmul: (engine, inputs, out) => matmulWasm(engine, inputs, out),
   unary: unaryWasm,
   binary: binaryWasm,
   copy: copyWasm,
@@ -36,6 +36,8 @@ export interface WasmBackendOptions {
   threads?: number;
   /** Use relaxed-SIMD FMA when available (default true; QGRAD_WASM_RELAXED=0 turns it off). */
   relaxed?: boolean;
+  /** Matmuls with fewer multiply-adds (batch·M·N·K) run on js; default 16³. 0 forces wasm (tests). */
+  matmulMinMacs?: number;
 }
 
 export interface KernelStat {
@@ -57,6 +59,7 @@ export interface WasmBackend extends Backend<TypedArray> {
 export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend {
   let engine: Engine | null | undefined;
   const counts = new Map<string, KernelStat>();
+  const matmulRule: WasmRule<'matmul'> = (engine, inputs, out) => matmulWasm(engine, inputs, out, options.matmulMinMacs ?? MATMUL_MIN_MACS);
   const last = new Map<string, 'wasm' | 'js'>();
   const getEngine = (): Engine | null => {
     if (engine === undefined) {
@@ -85,7 +88,7 @@ export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend
     read: jsBackend.read,
     free: jsBackend.free,
     run<K extends KernelName>(kernel: K, inputs: readonly Arg[], out: Arg, params: KernelParams[K]): void {
-      const rule = RULES[kernel] as WasmRule<K> | undefined;
+      const rule = (kernel === 'matmul' ? matmulRule : RULES[kernel]) as WasmRule<K> | undefined;
       const dtype = inputs[0]?.dtype ?? out.dtype;
       const eng = rule ? getEngine() : null;
       if (rule && eng && rule(eng, inputs, out, params)) {

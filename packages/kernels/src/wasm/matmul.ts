@@ -92,8 +92,14 @@ function allEqual(xs: Int32Array): boolean {
   return true;
 }
 
-/** Runs the matmul kernel on the engine; returns false when it cannot (the caller falls back). */
-export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg): boolean {
+/** Multiply-adds below which the js loop beats packing + a wasm call (measured: 16³ ≈ break-even). */
+export const MATMUL_MIN_MACS = 16 ** 3;
+
+/**
+ * Runs the matmul kernel on the engine; returns false when it cannot or should not (the caller
+ * falls back to js): other dtypes, products under `minMacs`, scratch beyond the memory limit.
+ */
+export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, minMacs = MATMUL_MIN_MACS): boolean {
   const dtype = out.dtype;
   if ((dtype !== 'float32' && dtype !== 'float64') || a!.dtype !== dtype || b!.dtype !== dtype) return false;
   const tile: MicroShape = dtype === 'float32' ? F32_TILE : F64_TILE;
@@ -106,6 +112,7 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg): bo
   const aBase = offsets({ shape: batchShape, strides: a!.strides.slice(0, r - 2), offset: a!.offset });
   const bBase = offsets({ shape: batchShape, strides: b!.strides.slice(0, r - 2), offset: b!.offset });
   const batches = aBase.length;
+  if (batches * M * N * K < minMacs) return false;
   if (batches === 0 || M === 0 || N === 0) return true;
   if (K === 0) {
     out.data.fill(0, out.offset, out.offset + batches * M * N);
@@ -136,12 +143,17 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg): bo
   const bPtr = aPtr + (shareA ? aBytes : chunk * aBytes);
   const cPtr = bPtr + (shareB ? bBytes : chunk * bBytes);
   let mc = Math.min(Mp, roundUp(MC_TARGET, mr));
-  const nc = Math.min(Np, roundUp(NC_TARGET, nr));
-  // enough tasks for dynamic balancing; the partition does not affect the result
-  const tilesN = Math.ceil(Np / nc);
+  let nc = Math.min(Np, roundUp(NC_TARGET, nr));
+  // enough tasks for dynamic balancing, splitting rows first (each task then streams all of its
+  // B panels once); the partition never changes the result
   const threaded = engine.threads > 1 && batches * M * N * K >= PARALLEL_MIN_MACS;
-  while (threaded && chunk * Math.ceil(Mp / mc) * tilesN < engine.threads * 4 && mc > 2 * mr) mc = roundUp(mc / 2, mr);
+  while (threaded && chunk * Math.ceil(Mp / mc) * Math.ceil(Np / nc) < engine.threads * 4) {
+    if (mc > 2 * mr) mc = roundUp(mc / 2, mr);
+    else if (nc > 4 * nr) nc = roundUp(nc / 2, nr);
+    else break;
+  }
   const tilesM = Math.ceil(Mp / mc);
+  const tilesN = Math.ceil(Np / nc);
 
   const [sam, sak] = [a!.strides[r - 2]!, a!.strides[r - 1]!];
   const [sbk, sbn] = [b!.strides[r - 2]!, b!.strides[r - 1]!];
