@@ -4,6 +4,7 @@
  * Run: npx tsx scripts/bench/matmul.ts [--sizes 64,128] [--reps 7]; writes bench-results/matmul.json.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { contiguousStrides, createWasmBackend, jsBackend, type Backend, type KernelArg, type TypedArray } from '@qgrad/kernels';
@@ -104,11 +105,15 @@ async function main(): Promise<void> {
   };
   const sizes = flag('--sizes')?.split(',').map(Number);
   const reps = flag('--reps') ? Number(flag('--reps')) : undefined;
+  // the machines are shared: record how busy this one was
+  const loadBefore = loadavg()[0];
   const results = await benchMatmul({ sizes, reps });
+  const machine = { cpu: cpus()[0]?.model, cores: cpus().length, loadBefore, loadAfter: loadavg()[0] };
+  console.log(`load average ${machine.loadBefore.toFixed(1)} → ${machine.loadAfter.toFixed(1)} on ${machine.cores} cores`);
   const dir = resolve(dirname(fileURLToPath(import.meta.url)), '../../bench-results');
   mkdirSync(dir, { recursive: true });
   const file = resolve(dir, 'matmul.json');
-  writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), node: process.version, results }, null, 2));
+  writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), node: process.version, machine, results }, null, 2));
   console.log(`wrote ${file}`);
 }
 
