@@ -2,7 +2,10 @@
 import { describe, expect, it } from 'vitest';
 import * as q from '@qgrad/core';
 import { assertAllclose } from '@qgrad/core/testing';
-import { AdamW, KVCache, Llama, sampleLogits, tinyLlamaConfig, type LlamaConfig } from '@qgrad/nn';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { AdamW, KVCache, Llama, configToHf, sampleLogits, tinyLlamaConfig, type LlamaConfig } from '@qgrad/nn';
 
 const tiny: LlamaConfig = { ...tinyLlamaConfig, vocabSize: 32, dim: 32, nLayers: 2, nHeads: 4, nKvHeads: 2, hiddenDim: 64, maxSeqLen: 24 };
 const ids = (rows: number[][]) => q.tensor(rows, { dtype: 'int32' });
@@ -82,6 +85,23 @@ describe('Llama', () => {
     }
     expect(first).toBeGreaterThan(3); // ≈ ln 32 at init
     expect(loss).toBeLessThan(0.05);
+  });
+
+  it('round-trips through a Hugging Face directory written with configToHf + safetensors', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'qgrad-hf-'));
+    try {
+      const m = new Llama({ ...tiny, tieWordEmbeddings: true, ropeTheta: 5e5 }, { generator: new q.Generator(6) });
+      writeFileSync(join(dir, 'config.json'), JSON.stringify(configToHf(m.config)));
+      const sd = m.stateDict();
+      delete sd['lm_head.weight']; // as HF writes tied models
+      q.saveSafetensors(join(dir, 'model.safetensors'), sd);
+      const back = Llama.fromPretrained(dir);
+      expect(back.config).toEqual({ ...m.config, attentionBias: false, mlpBias: false, headDim: undefined });
+      const x = ids([[1, 2, 3, 4]]);
+      expect(Array.from(back.forward(x).data)).toEqual(Array.from(m.forward(x).data));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('names bad inputs and an overfull cache', () => {
