@@ -1,3 +1,6 @@
+/**
+ * @file wasm im2col/col2im against the js oracle for random conv geometries and layouts.
+ */
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createWasmBackend, jsKernels, type Im2colParams } from '@qgrad/kernels';

@@ -1,3 +1,7 @@
+/**
+ * @file wasm matmul against the js oracle: strided/transposed/batched views, f32 and f64,
+ * thread-count determinism, relaxed vs plain SIMD, scratch chunking and the tiny-size fallback.
+ */
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createWasmBackend, jsKernels, numel } from '@qgrad/kernels';

@@ -1,3 +1,6 @@
+/**
+ * @file wasm reductions (sum/max/min, argmax/argmin) against the js oracle over runs of axes.
+ */
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createWasmBackend, jsKernels, numel, type ReduceOp } from '@qgrad/kernels';

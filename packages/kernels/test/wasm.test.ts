@@ -1,3 +1,7 @@
+/**
+ * @file wasm elementwise kernels (unary, binary with broadcasting, copy, exp/sigmoid) against
+ * the js oracle, and the backend's fallback bookkeeping.
+ */
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createWasmBackend, jsKernels, numel, type BinaryOp, type UnaryOp } from '@qgrad/kernels';

@@ -1,3 +1,6 @@
+/**
+ * @file Unit tests of the wasm assembler: LEB128, module layout, SIMD and relaxed SIMD.
+ */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Code, ModuleBuilder, Op, Simd, ValType, sleb, uleb } from './assembler.js';

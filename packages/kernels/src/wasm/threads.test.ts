@@ -1,3 +1,6 @@
+/**
+ * @file Unit tests of the worker pool: every task once, errors reported, thread-count setting.
+ */
 import { afterAll, describe, expect, it } from 'vitest';
 import { Op, ValType } from './assembler.js';
 import { Engine, type Emitter, HEAP } from './runtime.js';
