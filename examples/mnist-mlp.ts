@@ -1,7 +1,7 @@
 /**
  * @file MNIST with a two-layer perceptron (784 → 256 → 10, ReLU) and AdamW: the smallest end-to-end
  * example. Reports test accuracy; writes runs/mnist-mlp/{metrics.jsonl, curves.svg, checkpoint.safetensors}.
- * Run: npx tsx examples/mnist-mlp.ts [--steps 600] [--resume]
+ * Run: npx tsx examples/mnist-mlp.ts [--steps 1500] [--resume]
  */
 import { crossEntropy, Generator } from '@qgrad/core';
 import { AdamW, LambdaLR, Linear, ReLU, Sequential, cosineSchedule } from '@qgrad/nn';
@@ -10,7 +10,7 @@ import { evaluateClassifier, mnistBatch, mnistData } from './lib/mnist.js';
 import { commonOptions, summary, train, useBackend } from './lib/train.js';
 
 const args = cli('mnist-mlp', 'Trains a 784-256-10 MLP on MNIST (8,000 train / 2,000 test digits) with AdamW and a cosine schedule.', {
-  steps: { type: 'number', default: 600, help: 'training steps' },
+  steps: { type: 'number', default: 1500, help: 'training steps' },
   batchSize: { type: 'number', default: 64, help: 'images per step' },
   hidden: { type: 'number', default: 256, help: 'hidden units' },
   lr: { type: 'number', default: 2e-3, help: 'peak learning rate' },
