@@ -108,6 +108,23 @@ describe('wasm elementwise', () => {
     }
   });
 
+  it('copies into a strided output view (slice assignment) like the js kernel', () => {
+    const wasm = createWasmBackend({ threads: 1 });
+    fc.assert(
+      fc.property(shape.chain((s) => fc.tuple(anyView('float32', s, true), permutation(s.length))), ([x, order]) => {
+        // out: a permuted view into a larger buffer, as when assigning into a slice
+        const o = view('float32', [...x.shape], order, 5, [], 1);
+        const ref = { ...o, data: o.data.slice() };
+        const got = { ...o, data: o.data.slice() };
+        jsKernels.copy([x], ref, {});
+        wasm.run('copy', [x], got, {});
+        expect(mismatch(got.data, ref.data, 0)).toBe(-1);
+      }),
+      { numRuns: 30 },
+    );
+    wasm.dispose();
+  });
+
   it('falls back to js for small sizes, other dtypes and ops without a wasm kernel', () => {
     const x = view('float32', [3, 5], [0, 1], 0, [], 1);
     const o = out('float32', [3, 5]);

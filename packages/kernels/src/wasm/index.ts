@@ -5,6 +5,7 @@
  */
 import type { Backend, Kernel, KernelArg, KernelTable } from '../backend.js';
 import { jsBackend, jsKernels } from '../js/index.js';
+import { isContiguous } from '../js/layout.js';
 import type { DType, KernelName, KernelParams, TypedArray } from '../names.js';
 import { col2imWasm, emitConv2d, im2colWasm } from './conv.js';
 import { binaryWasm, copyWasm, emitElementwise, unaryWasm } from './elementwise.js';
@@ -90,7 +91,8 @@ export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend
     run<K extends KernelName>(kernel: K, inputs: readonly Arg[], out: Arg, params: KernelParams[K]): void {
       const rule = (kernel === 'matmul' ? matmulRule : RULES[kernel]) as WasmRule<K> | undefined;
       const dtype = inputs[0]?.dtype ?? out.dtype;
-      const eng = rule ? getEngine() : null;
+      // wasm kernels write a contiguous result; a strided output view (copy into a slice) is js's
+      const eng = rule && isContiguous(out.shape, out.strides) ? getEngine() : null;
       if (rule && eng && rule(eng, inputs, out, params)) {
         record(kernel, dtype, 'wasm');
         return;
