@@ -33,6 +33,7 @@ const args = cli('qat-mnist', 'QAT on MNIST (8,000 train / 2,000 test digits): F
   batchSize: { type: 'number', default: 64, help: 'images per step' },
   hidden: { type: 'number', default: 256, help: 'hidden units of the MLP' },
   lr: { type: 'number', default: 2e-3, help: 'peak learning rate (AdamW, cosine decay)' },
+  scaleLrMult: { type: 'number', default: 1, help: "quantizer scales' LR as a multiple of --lr (no weight decay on them); Adam moves a scale by ~lr per step whatever its size" },
   backend: { type: 'string', default: 'wasm', help: "kernel backend: 'wasm' or 'js'" },
   runDir: { type: 'string', default: 'runs/qat-mnist', help: 'output directory' },
 });
@@ -79,7 +80,9 @@ for (const seed of seeds) {
     const summary = prepareQAT(model, cfg);
     if (seed === seeds[0]) console.log(summary.toString());
   }
-  const optimizer = new AdamW(model.parameters(), { lr: args.lr, weightDecay: 1e-4 });
+  const scales = new Set([...model.namedParameters()].filter(([n]) => /Quantizer\.(scale|zeroPoint)$/.test(n)).map(([, p]) => p));
+  const others = model.parameters().filter((p) => !scales.has(p));
+  const optimizer = new AdamW(scales.size ? [{ params: others }, { params: [...scales], lr: args.lr * args.scaleLrMult, weightDecay: 0 }] : others, { lr: args.lr, weightDecay: 1e-4 });
   const scheduler = new LambdaLR(optimizer, cosineSchedule({ warmupSteps: Math.min(50, steps / 10), totalSteps: steps, minLrRatio: 0.05 }));
   const result = await train({
     name: `qat-mnist ${label} seed ${seed}`,
