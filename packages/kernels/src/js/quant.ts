@@ -6,7 +6,7 @@
 import type { Kernel, KernelArg } from '../backend.js';
 import type { FakeQuantizeParams, RoundingMode, TypedArray } from '../names.js';
 import { roundHalfAway, roundHalfEven } from './elementwise.js';
-import { numel, offsets } from './layout.js';
+import { isContiguous, numel, offsets } from './layout.js';
 
 type Arg = KernelArg<TypedArray>;
 
@@ -58,8 +58,103 @@ function code(p: FakeQuantizeParams, round: ((u: number) => number) | null, fr: 
   }
 }
 
+/** 1.5·2⁵²: adding and subtracting it rounds a double to an integer, ties to even, for |u| < 2⁵¹. */
+const RNE = 6755399441055744;
+
+/** Half-to-even rounding keeping the sign of zero, exactly as `roundHalfEven`, without a call chain. */
+function rne(u: number): number {
+  const r = u + RNE - RNE;
+  return r === 0 && (u < 0 || 1 / u < 0) ? -0 : r;
+}
+
+/** Per-element offsets of a broadcast operand, or null when it is one value for all elements. */
+function operandIndex(a: Arg, shape: readonly number[]): Int32Array | null {
+  return a.strides.every((st, d) => st === 0 || shape[d] === 1) ? null : idx(a, shape);
+}
+
+/**
+ * The common case, written out inline: half-even rounding without noise, x contiguous. Same
+ * arithmetic as `code`/`decode` above (the golden tests pin both paths to PyTorch).
+ */
+function fastForward(x: Arg, s: Arg, z: Arg, out: Arg, p: FakeQuantizeParams): void {
+  const n = numel(out.shape);
+  const fr = out.dtype === 'float32' ? Math.fround : identityRound;
+  const is = operandIndex(s, out.shape);
+  const iz = operandIndex(z, out.shape);
+  const [xd, sd, zd, od] = [x.data, s.data, z.data, out.data];
+  const { qmin, qmax } = p;
+  const mode = p.offset === 'beta' ? 2 : p.offset === 'roundedZeroPoint' ? 1 : 0;
+  const x0 = x.offset;
+  const o0 = out.offset;
+  const s0 = sd[s.offset]!;
+  const z0 = zd[z.offset]!;
+  for (let i = 0; i < n; i++) {
+    const sv = is ? sd[is[i]!]! : s0;
+    let zv = iz ? zd[iz[i]!]! : z0;
+    const inv = fr(1 / sv);
+    const xv = xd[x0 + i]!;
+    let q: number;
+    if (mode === 0) q = rne(fr(fr(xv * inv) + zv));
+    else if (mode === 1) {
+      zv = Math.min(Math.max(rne(zv), qmin), qmax);
+      q = rne(fr(xv * inv)) + zv;
+    } else q = rne(fr(fr(xv - zv) * inv));
+    q = q < qmin ? qmin : q > qmax ? qmax : q;
+    od[o0 + i] = mode === 2 ? fr(fr(q * sv) + zv) : fr(fr(q - zv) * sv);
+  }
+}
+
+function fastBackward(x: Arg, s: Arg, z: Arg, g: Arg, out: Arg, p: FakeQuantizeParams & { gradFactor: number }): void {
+  const shape = out.shape.slice(1);
+  const n = numel(shape);
+  const fr = out.dtype === 'float32' ? Math.fround : identityRound;
+  const is = operandIndex(s, shape);
+  const iz = operandIndex(z, shape);
+  const ig = isContiguous(g.shape, g.strides) ? null : idx(g, shape);
+  const [xd, sd, zd, gd, od] = [x.data, s.data, z.data, g.data, out.data];
+  const { qmin, qmax, gradFactor: gf } = p;
+  const mode = p.offset === 'beta' ? 2 : p.offset === 'roundedZeroPoint' ? 1 : 0;
+  const s0 = sd[s.offset]!;
+  const z0 = zd[z.offset]!;
+  const o0 = out.offset;
+  for (let i = 0; i < n; i++) {
+    const sv = is ? sd[is[i]!]! : s0;
+    let zv = iz ? zd[iz[i]!]! : z0;
+    const inv = fr(1 / sv);
+    const xv = xd[x.offset + i]!;
+    const gv = ig ? gd[ig[i]!]! : gd[g.offset + i]!;
+    let q: number;
+    if (mode === 0) q = rne(fr(fr(xv * inv) + zv));
+    else if (mode === 1) {
+      zv = Math.min(Math.max(rne(zv), qmin), qmax);
+      q = rne(fr(xv * inv)) + zv;
+    } else q = rne(fr(fr(xv - zv) * inv));
+    let ds: number;
+    let dz: number;
+    const inside = q >= qmin && q <= qmax;
+    if (inside) {
+      const xq = mode === 2 ? fr(fr(q * sv) + zv) : fr(fr(q - zv) * sv);
+      ds = fr(fr(gv * fr(xq - xv)) * inv);
+      dz = 0;
+    } else {
+      const bound = q < qmin ? qmin : qmax;
+      ds = fr(gv * (mode === 2 ? bound : bound - zv));
+      dz = mode === 2 ? gv : fr(fr(-gv) * sv);
+    }
+    od[o0 + i] = gv * (inside ? 1 : 0);
+    od[o0 + n + i] = fr(ds * gf);
+    od[o0 + 2 * n + i] = fr(dz * gf);
+  }
+}
+
+/** Whether the inline fast path applies (it does not handle NaN scale/zero point specially either way). */
+function fast(p: FakeQuantizeParams, x: Arg, noise: Arg | undefined): boolean {
+  return p.rounding === 'halfEven' && !noise && isContiguous(x.shape, x.strides);
+}
+
 export const fakeQuantize: Kernel<'fakeQuantize', TypedArray> = (inputs, out, p) => {
   const [x, s, z, noise] = inputs as Arg[];
+  if (fast(p, x!, noise)) return fastForward(x!, s!, z!, out, p);
   const n = numel(out.shape);
   const fr = out.dtype === 'float32' ? Math.fround : identityRound;
   const round = p.rounding === 'stochastic' ? null : ROUND[p.rounding];
@@ -78,6 +173,7 @@ export const fakeQuantize: Kernel<'fakeQuantize', TypedArray> = (inputs, out, p)
 
 export const fakeQuantizeBackward: Kernel<'fakeQuantizeBackward', TypedArray> = (inputs, out, p) => {
   const [x, s, z, g, noise] = inputs as Arg[];
+  if (fast(p, x!, noise)) return fastBackward(x!, s!, z!, g!, out, p);
   const shape = out.shape.slice(1);
   const n = numel(shape);
   const fr = out.dtype === 'float32' ? Math.fround : identityRound;
