@@ -9,3 +9,4 @@ export * from './grids/index.js';
 export * from './qat/index.js';
 export * from './schedules/index.js';
 export * from './inspect/index.js';
+export * from './qat/hadamard.js';

@@ -1,0 +1,154 @@
+/**
+ * @file MNIST QAT grid: MLP and CNN × {FP32, W8A8, W4A4 and W2A2 LSQ, ternary absmean (BitNet
+ * b1.58), ternary median (b1.58 Reloaded), binary} × seeds; writes runs/experiments/mnist/
+ * results.{md,json,svg} and prints the table. Same models, data, batches, optimizer and QAT rules
+ * as examples/qat-mnist.ts (one config there with the same seeds gives the same numbers), run in
+ * one process with a single evaluation at the end, which is what makes the grid fit a 2-core box.
+ * Run: npx tsx examples/experiments/mnist.ts [--models mlp,cnn] [--seeds 0,1,2] [--only w4a4,fp32]
+ */
+import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { crossEntropy, Generator, type Tensor } from '@qgrad/core';
+import { AdamW, Conv2d, Flatten, LambdaLR, Linear, MaxPool2d, ReLU, Sequential, cosineSchedule } from '@qgrad/nn';
+import { bitsPerParameter, convert, prepareQAT, type QATConfig, type WeightQuantConfig } from '@qgrad/quant';
+import { cli } from '../lib/args.js';
+import { writeResults, type ConfigResult } from '../lib/experiments.js';
+import { readMetrics } from '../lib/metrics.js';
+import { evaluateClassifier, mnistBatch, mnistData, type MnistData } from '../lib/mnist.js';
+import { useBackend } from '../lib/train.js';
+
+const args = cli('experiments/mnist', 'MNIST QAT grid (configs × seeds) → mean ± std test accuracy table, JSON and SVG.', {
+  models: { type: 'string', default: 'mlp,cnn', help: 'comma-separated: mlp, cnn' },
+  seeds: { type: 'string', default: '0,1,2', help: 'comma-separated seeds' },
+  only: { type: 'string', default: '', help: 'comma-separated config names to run (default all)' },
+  epochs: { type: 'number', default: 1, help: 'epochs over the 8,000 training digits (qat-mnist default)' },
+  batchSize: { type: 'number', default: 64, help: 'images per step' },
+  lr: { type: 'number', default: 2e-3, help: 'peak LR (AdamW, cosine)' },
+  fresh: { type: 'boolean', help: 'ignore runs already in runs.jsonl (default: skip them, so an interrupted grid resumes)' },
+  backend: { type: 'string', default: 'wasm', help: "'wasm' or 'js'" },
+  runDir: { type: 'string', default: 'runs/experiments/mnist', help: 'output directory' },
+});
+useBackend(args.backend);
+
+interface Cfg {
+  name: string;
+  grid: 'fp' | 'int' | 'ternary' | 'binary';
+  bitsW: number;
+  bitsA: number;
+  scaleInit?: WeightQuantConfig['scaleInit'];
+  note: string;
+}
+/** The grid. Ternary/binary keep 8-bit activations (BitNet b1.58 is W1.58A8). */
+const CONFIGS: Cfg[] = [
+  { name: 'fp32', grid: 'fp', bitsW: 32, bitsA: 0, note: 'full precision' },
+  { name: 'w8a8-lsq', grid: 'int', bitsW: 8, bitsA: 8, note: 'int8 per-channel LSQ weights, LSQ activations' },
+  { name: 'w4a4-lsq', grid: 'int', bitsW: 4, bitsA: 4, note: 'int4 LSQ' },
+  { name: 'w2a2-lsq', grid: 'int', bitsW: 2, bitsA: 2, note: 'int2 LSQ' },
+  { name: 'ternary-absmean-a8', grid: 'ternary', bitsW: 2, bitsA: 8, scaleInit: 'absmean', note: 'BitNet b1.58: γ = mean|W| per channel, STE; A8 LSQ' },
+  { name: 'ternary-median-a8', grid: 'ternary', bitsW: 2, bitsA: 8, scaleInit: 'median', note: 'b1.58 Reloaded: γ = median|W|, STE; A8 LSQ' },
+  { name: 'binary-a8', grid: 'binary', bitsW: 1, bitsA: 8, note: 'sign(W)·α, α = mean|W| per channel, STE; A8 LSQ' },
+];
+
+/** qat-mnist's rules: every layer; the first layer's input (normalised pixels) signed, the others (after ReLU) unsigned. */
+function qatConfig(c: Cfg): QATConfig | null {
+  if (c.grid === 'fp') return null;
+  const weight: WeightQuantConfig = { grid: c.grid, bits: c.bitsW, granularity: 'channel', ...(c.scaleInit && { scaleInit: c.scaleInit }) };
+  const input = (signed: boolean) => (c.bitsA ? { bits: c.bitsA, signed } : null);
+  return { rules: [{ match: '0', weight, input: input(true) }], default: { weight, input: input(false) } };
+}
+
+function build(model: string, seed: number): Sequential {
+  const g = new Generator(seed);
+  if (model === 'mlp') return new Sequential(new Linear(784, 256, { generator: g }), new ReLU(), new Linear(256, 10, { generator: g }));
+  return new Sequential(
+    new Conv2d(1, 8, 3, { padding: 1, generator: g }), new ReLU(), new MaxPool2d(2), // [B, 8, 14, 14]
+    new Conv2d(8, 16, 3, { padding: 1, generator: g }), new ReLU(), new MaxPool2d(2), // [B, 16, 7, 7]
+    new Flatten(), new Linear(16 * 7 * 7, 10, { generator: g }),
+  );
+}
+
+interface Run { model: string; config: string; seed: number; acc: number; convertedAcc: number; bitsPerParam: number; msPerStep: number; steps: number }
+
+/** One training run, exactly qat-mnist's loop (AdamW wd 1e−4 except on scales, cosine with warmup, minLr 5%). */
+function runOne(data: MnistData, model: string, c: Cfg, seed: number): Run {
+  const net = build(model, seed);
+  const cfg = qatConfig(c);
+  if (cfg) prepareQAT(net, cfg);
+  const steps = Math.round((args.epochs * data.trainX.shape[0]!) / args.batchSize);
+  // quantizer scales in their own group without weight decay (qat-mnist with --scale-lr-mult 1)
+  const scales = new Set([...net.namedParameters()].filter(([n]) => /Quantizer\.(scale|zeroPoint)$/.test(n)).map(([, p]) => p));
+  const others = net.parameters().filter((p) => !scales.has(p));
+  const optimizer = new AdamW(scales.size ? [{ params: others }, { params: [...scales], weightDecay: 0 }] : others, { lr: args.lr, weightDecay: 1e-4 });
+  const scheduler = new LambdaLR(optimizer, cosineSchedule({ warmupSteps: Math.min(50, steps / 10), totalSteps: steps, minLrRatio: 0.05 }));
+  const t0 = performance.now();
+  for (let i = 0; i < steps; i++) {
+    const [x, y] = mnistBatch(data, args.batchSize, i, seed);
+    const loss = crossEntropy(net.forward(x), y);
+    loss.backward();
+    optimizer.step();
+    optimizer.zeroGrad();
+    scheduler.step();
+  }
+  const msPerStep = (performance.now() - t0) / steps;
+  net.eval();
+  const acc = evaluateClassifier((x: Tensor) => net.forward(x), data.testX, data.testY).test_acc;
+  let convertedAcc = acc;
+  let bitsPerParam = 32;
+  if (cfg) {
+    bitsPerParam = bitsPerParameter(net).bitsPerParameter;
+    convert(net); // integer codes; must reproduce the fake-quant accuracy
+    convertedAcc = evaluateClassifier((x: Tensor) => net.forward(x), data.testX, data.testY).test_acc;
+  }
+  return { model, config: c.name, seed, acc: acc * 100, convertedAcc: convertedAcc * 100, bitsPerParam, msPerStep, steps };
+}
+
+const models = args.models.split(',').map((s) => s.trim());
+const seeds = args.seeds.split(',').map(Number);
+const only = args.only ? args.only.split(',').map((s) => s.trim()) : null;
+const configs = CONFIGS.filter((c) => !only || only.includes(c.name));
+mkdirSync(args.runDir, { recursive: true });
+const log = join(args.runDir, 'runs.jsonl');
+const done = new Map<string, Run>();
+if (!args.fresh && existsSync(log)) for (const r of readMetrics(log) as unknown as Run[]) done.set(`${r.model}/${r.config}/${r.seed}`, r);
+
+const t0 = performance.now();
+for (const model of models) {
+  if (!['mlp', 'cnn'].includes(model)) throw new Error(`experiments/mnist: unknown model '${model}' (mlp, cnn)`);
+  const data = mnistData({ flatten: model === 'mlp' });
+  for (const c of configs) {
+    for (const seed of seeds) {
+      const key = `${model}/${c.name}/${seed}`;
+      if (done.has(key)) continue;
+      const r = runOne(data, model, c, seed);
+      done.set(key, r);
+      appendFileSync(log, `${JSON.stringify({ step: 0, ...r })}\n`);
+      console.log(`${key}: acc ${r.acc.toFixed(2)} % (converted ${r.convertedAcc.toFixed(2)} %), ${r.msPerStep.toFixed(0)} ms/step, ${((performance.now() - t0) / 1000).toFixed(0)} s elapsed`);
+    }
+  }
+}
+
+const rows: ConfigResult[] = [];
+for (const model of models) {
+  for (const c of configs) {
+    const runs = seeds.map((s) => done.get(`${model}/${c.name}/${s}`)!).filter(Boolean);
+    rows.push({
+      config: c.name, group: model, seeds: runs.map((r) => r.seed), values: runs.map((r) => r.acc),
+      extra: {
+        'converted acc': runs.reduce((a, r) => a + r.convertedAcc, 0) / runs.length,
+        'bits/param': runs[0]!.bitsPerParam,
+        'ms/step': Math.round(runs.reduce((a, r) => a + r.msPerStep, 0) / runs.length),
+        what: c.note,
+      },
+    });
+  }
+}
+const steps = Math.round((args.epochs * 8000) / args.batchSize);
+const md = await writeResults(args.runDir, {
+  title: 'MNIST QAT: test accuracy (%)',
+  metric: 'test acc %',
+  rows,
+  notes: `8,000 train / 2,000 test digits, ${args.epochs} epoch = ${steps} steps × batch ${args.batchSize}, AdamW lr ${args.lr} (cosine), seeds ${seeds.join(',')}. ` +
+    'Every layer quantized (first-layer input signed, later inputs unsigned); weights per output channel. "converted acc" = the model after `convert` (integer codes).',
+  meta: { epochs: args.epochs, batchSize: args.batchSize, lr: args.lr, steps, seeds },
+});
+console.log(`\n${md}\nwrote ${args.runDir}/results.{md,json,svg} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
