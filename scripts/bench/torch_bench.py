@@ -94,12 +94,109 @@ def mlp(d, n, reps):
     return {'fp32': statistics.median([epoch(False) for _ in range(reps)]), 'W4A4 LSQ': statistics.median([epoch(True) for _ in range(reps)])}
 
 
+def llama(steps):
+    """The tiny Llama of scripts/bench/llama.ts, written in plain torch (HF LlamaForCausalLM layout)."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+    dim, n_layers, n_heads, n_kv, hidden, vocab, seq, batch = 128, 4, 4, 2, 384, 256, 128, 16
+    hd = dim // n_heads
+
+    def fq_w(w, s):  # 4-bit per-group(32) LSQ on the weight's input dim
+        o, i = w.shape
+        g = w.reshape(o * i // 32, 32)
+        return torch._fake_quantize_learnable_per_channel_affine(g, s, torch.zeros_like(s), 0, -8, 7, 1.0 / (32 * 7) ** 0.5).reshape(o, i)
+
+    def fq_a(x):  # 8-bit per-token dynamic absmax, straight-through
+        s = x.detach().abs().amax(-1, keepdim=True).clamp_min(1e-8) / 127
+        return x + ((torch.round(x / s).clamp(-128, 127) * s) - x).detach()
+
+    class QLinear(nn.Linear):
+        def __init__(self, i, o, quant):
+            super().__init__(i, o, bias=False)
+            self.quant = quant
+            if quant:
+                self.s = nn.Parameter(torch.full((o * i // 32,), 0.01))
+
+        def forward(self, x):
+            if not self.quant:
+                return F.linear(x, self.weight)
+            return F.linear(fq_a(x), fq_w(self.weight, self.s))
+
+    def rope(x):
+        t = x.shape[-2]
+        inv = 1.0 / (10000 ** (torch.arange(0, hd, 2).float() / hd))
+        f = torch.outer(torch.arange(t).float(), inv)
+        emb = torch.cat([f, f], -1)
+        x1, x2 = x[..., :hd // 2], x[..., hd // 2:]
+        return x * emb.cos() + torch.cat([-x2, x1], -1) * emb.sin()
+
+    class Block(nn.Module):
+        def __init__(self, quant):
+            super().__init__()
+            self.q, self.k, self.v, self.o = QLinear(dim, dim, quant), QLinear(dim, n_kv * hd, quant), QLinear(dim, n_kv * hd, quant), QLinear(dim, dim, quant)
+            self.gate, self.up, self.down = QLinear(dim, hidden, quant), QLinear(dim, hidden, quant), QLinear(hidden, dim, quant)
+            self.w1, self.w2 = nn.Parameter(torch.ones(dim)), nn.Parameter(torch.ones(dim))
+
+        def norm(self, x, w):
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * w
+
+        def forward(self, x):
+            b, t, _ = x.shape
+            h = self.norm(x, self.w1)
+            q = rope(self.q(h).view(b, t, n_heads, hd).transpose(1, 2))
+            k = rope(self.k(h).view(b, t, n_kv, hd).transpose(1, 2)).repeat_interleave(n_heads // n_kv, 1)
+            v = self.v(h).view(b, t, n_kv, hd).transpose(1, 2).repeat_interleave(n_heads // n_kv, 1)
+            att = (q @ k.transpose(-1, -2)) / hd ** 0.5
+            att = att.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float('-inf')).softmax(-1)
+            a = att @ v
+            x = x + self.o(a.transpose(1, 2).reshape(b, t, dim))
+            h = self.norm(x, self.w2)
+            return x + self.down(F.silu(self.gate(h)) * self.up(h))
+
+    class Model(nn.Module):
+        def __init__(self, quant):
+            super().__init__()
+            self.emb = nn.Embedding(vocab, dim)
+            self.blocks = nn.ModuleList([Block(quant) for _ in range(n_layers)])
+            self.wn = nn.Parameter(torch.ones(dim))
+            self.head = QLinear(dim, vocab, quant)
+
+        def forward(self, idx):
+            x = self.emb(idx)
+            for b in self.blocks:
+                x = b(x)
+            x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * self.wn
+            return self.head(x)
+
+    def times(quant):
+        torch.manual_seed(0)
+        m = Model(quant)
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+        idx = torch.randint(0, vocab, (batch, seq + 1))
+        x, y = idx[:, :-1], idx[:, 1:]
+        out = []
+        for s in range(steps + 1):
+            t0 = time.perf_counter()
+            loss = F.cross_entropy(m(x).reshape(-1, vocab), y.reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            loss.item()
+            if s > 0:
+                out.append((time.perf_counter() - t0) * 1000)
+        return statistics.median(out)
+
+    return {'fp32': times(False), 'W4g32 A8/token LSQ': times(True)}
+
+
 if __name__ == '__main__':
     what = sys.argv[1]
     if what == 'dispatch':
         print(json.dumps(dispatch()))
     elif what == 'matmul':
         print(json.dumps(matmul([int(s) for s in sys.argv[2].split(',')])))
+    elif what == 'llama':
+        print(json.dumps(llama(int(sys.argv[2]))))
     elif what == 'mlp':
         print(json.dumps(mlp(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
     else:

@@ -2,13 +2,29 @@
  * @file Backend selection, like TensorFlow.js: `setBackend('js' | 'wasm' | 'gpu')`.
  * New tensors are created on the current backend; ops run where their inputs live.
  */
-import { jsBackend, type Backend } from '@qgrad/kernels';
+import { jsBackend, wasmBackend, type Backend } from '@qgrad/kernels';
 
 export type BackendName = 'js' | 'wasm' | 'gpu';
 
-const factories: Partial<Record<BackendName, () => Backend>> = { js: () => jsBackend as Backend };
+const factories: Partial<Record<BackendName, () => Backend>> = {
+  js: () => jsBackend as Backend,
+  wasm: () => wasmBackend as Backend,
+};
 const instances = new Map<BackendName, Backend>();
-let current: Backend = jsBackend as Backend;
+
+/**
+ * wasm is the default CPU backend (its kernels fall back to js per call where it has none);
+ * QGRAD_BACKEND=js selects the plain-JS reference from the start.
+ */
+function initialBackend(): Backend {
+  const env = typeof process !== 'undefined' ? process.env?.QGRAD_BACKEND : undefined;
+  const name: BackendName = env === 'js' || env === 'wasm' || env === 'gpu' ? env : 'wasm';
+  const f = factories[name] ?? factories.js!;
+  const b = f();
+  instances.set(b.name as BackendName, b);
+  return b;
+}
+let current: Backend = initialBackend();
 
 /** Makes a backend selectable (the kernels package's wasm and gpu entry points call this). */
 export function registerBackend(name: BackendName, factory: () => Backend): void {

@@ -23,7 +23,7 @@ export function runKernel<K extends KernelName>(kernel: K, inputs: Tensor[], sha
   const out = empty(shape, dtype, inputs[0]);
   const backend = out.storage.backend;
   for (const t of inputs) {
-    if (t.storage.backend !== backend) {
+    if (t.storage.backend !== backend && !(backend.hostMemory && t.storage.backend.hostMemory)) {
       throw new Error(`${kernel}: inputs live on different backends (${inputs.map((i) => i.device).join(', ')}); move them with .to(backend) first`);
     }
   }

@@ -34,6 +34,11 @@ export interface Backend<D = unknown> {
   readonly name: string;
   /** dtypes this backend can store. */
   readonly dtypes: readonly DType[];
+  /**
+   * Buffers are plain typed arrays in this process's memory (js, wasm): such backends can take
+   * each other's tensors as inputs without a transfer.
+   */
+  readonly hostMemory?: boolean;
   alloc(dtype: DType, size: number): D;
   /** Copies `values` into the start of `data`. */
   write(data: D, dtype: DType, values: TypedArray): void;

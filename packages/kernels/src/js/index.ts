@@ -24,6 +24,7 @@ export const jsKernels: KernelTable<TypedArray> = {
 export const jsBackend: Backend<TypedArray> = {
   name: 'js',
   dtypes: DTYPES,
+  hostMemory: true,
   alloc: (dtype, size) => new ARRAY_TYPES[dtype](size),
   write: (data, _dtype, values) => data.set(values as never),
   readSync: (data, _dtype, size) => (data.length === size ? data : data.subarray(0, size)),

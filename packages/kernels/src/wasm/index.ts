@@ -83,6 +83,7 @@ export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend
   const backend: WasmBackend = {
     name: 'wasm',
     dtypes: jsBackend.dtypes,
+    hostMemory: true,
     alloc: jsBackend.alloc,
     write: jsBackend.write,
     readSync: jsBackend.readSync,
