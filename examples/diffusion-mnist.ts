@@ -20,7 +20,7 @@ const args = cli('diffusion-mnist', 'Trains a class-conditional DiT noise predic
   patch: { type: 'number', default: 7, help: 'patch size (divides 28; 4 is sharper and ~6× slower)' },
   lr: { type: 'number', default: 2e-3, help: 'peak learning rate' },
   timesteps: { type: 'number', default: 1000, help: 'diffusion steps T' },
-  schedule: { type: 'string', default: 'cosine', help: "β schedule: 'linear' or 'cosine'" },
+  schedule: { type: 'string', default: 'linear', help: "β schedule: 'linear' or 'cosine'" },
   sampler: { type: 'string', default: 'ddim', help: "'ddim' (sampleSteps steps, deterministic) or 'ddpm' (all T steps, ancestral)" },
   sampleSteps: { type: 'number', default: 50, help: 'DDIM steps' },
   labelDrop: { type: 'number', default: 0.1, help: 'fraction of training labels replaced by "no label"' },

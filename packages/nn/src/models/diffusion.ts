@@ -123,7 +123,7 @@ export class Diffusion {
   }
 
   /**
-   * DDIM sampling over `steps` evenly spaced timesteps (T−1 down to 0). eta = 0 is the
+   * DDIM sampling over `steps` evenly spaced timesteps ((steps−1)·⌊T/steps⌋ down to 0). eta = 0 is the
    * deterministic DDIM; eta = 1 matches DDPM's variance on the sub-sequence:
    * x_prev = √ᾱ_prev·x̂₀ + √(1 − ᾱ_prev − σ²)·ε̂ + σ·z, σ = η·√((1 − ᾱ_prev)/(1 − ᾱ_t))·√(1 − ᾱ_t/ᾱ_prev).
    */
@@ -131,7 +131,11 @@ export class Diffusion {
     const clip = opts.clipDenoised ?? true;
     const eta = opts.eta ?? 0;
     const k = Math.max(1, Math.min(steps, this.timesteps));
-    const seq = Array.from({ length: k }, (_, i) => Math.round(((this.timesteps - 1) * (k - 1 - i)) / Math.max(k - 1, 1)));
+    // 'leading' spacing as diffusers' DDIMScheduler: (k−1)·⌊T/k⌋, …, ⌊T/k⌋, 0. Starting below T−1
+    // matters with ε-prediction: where ᾱ_t ≈ 0 (the cosine schedule's last steps) x̂₀ = (x − √(1−ᾱ)ε̂)/√ᾱ
+    // amplifies every error of ε̂ by 1/√ᾱ_t
+    const stride = Math.floor(this.timesteps / k);
+    const seq = Array.from({ length: k }, (_, i) => (k - 1 - i) * stride);
     return noGrad(() => {
       let x = randn(shape, { generator: opts.generator });
       const n = shape[0]!;
