@@ -6,7 +6,6 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as q from '@qgrad/core';
-import { isContiguous, jsBackend, wasmBackend, type Backend } from '@qgrad/kernels';
 import { randperm } from '@qgrad/nn';
 import { loadCheckpoint, saveCheckpoint, type TrainingState } from './checkpoint.js';
 import { MetricsWriter, type Record_ } from './metrics.js';
@@ -24,22 +23,9 @@ export const commonOptions = {
   stopAt: { type: 'number', default: 0, help: 'stop after this step with a checkpoint, as if interrupted (try --resume after)' },
 } as const;
 
-/** Selects the kernel backend by name; the wasm backend is registered here on first use. */
+/** Selects the kernel backend by name ('wasm', core's default, or 'js', the reference). */
 export function useBackend(name: string): void {
-  if (name === 'wasm' && !q.availableBackends().includes('wasm')) q.registerBackend('wasm', () => guardedWasm() as unknown as ReturnType<Parameters<typeof q.registerBackend>[1]>);
   q.setBackend(name as q.BackendName);
-}
-
-// WORKAROUND (remove once packages/kernels/src/wasm/elementwise.ts handles it): the wasm
-// elementwise maps (copy/unary/binary) write their result contiguously at out.offset, so a
-// strided output view is corrupted, e.g. `cat` of a non-contiguous input along a non-last dim
-// (ViT's class token + transposed patches, Llama's rotateHalf). Such calls go to the js kernels,
-// which share the wasm backend's typed-array buffers.
-function guardedWasm(): Backend {
-  const guarded = Object.create(wasmBackend) as Backend;
-  guarded.run = (kernel, inputs, out, params) =>
-    isContiguous(out.shape, out.strides) ? wasmBackend.run(kernel, inputs as never, out as never, params) : jsBackend.run(kernel, inputs as never, out as never, params);
-  return guarded;
 }
 
 /** A generator for step `step` of stream `stream` (batches, noise, …), independent of history. */
