@@ -27,7 +27,7 @@ export function cli<O extends Record<string, Spec>>(name: string, description: s
     process.exit(2);
   }
   if (values.help) {
-    const rows = Object.entries(all).map(([k, s]) => [`--${kebab(k)}${s.type === 'boolean' ? '' : ` <${s.type}>`}`, s.help + (s.default !== undefined && s.type !== 'boolean' ? ` (default ${s.default})` : '')]);
+    const rows = Object.entries(all).map(([k, s]) => [`--${kebab(k)}${s.type === 'boolean' ? '' : ` <${s.type}>`}`, s.help + (s.default !== undefined && s.default !== '' && s.type !== 'boolean' ? ` (default ${s.default})` : '')]);
     const w = Math.max(...rows.map(([f]) => f!.length));
     console.log(`Usage: npx tsx examples/${name}.ts [options]\n\n${description}\n\nOptions:\n${rows.map(([f, h]) => `  ${f!.padEnd(w)}  ${h}`).join('\n')}`);
     process.exit(0);
