@@ -59,9 +59,7 @@ export interface WasmBackend extends Backend<TypedArray> {
 
 export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend {
   let engine: Engine | null | undefined;
-  const counts = new Map<string, KernelStat>();
   const matmulRule: WasmRule<'matmul'> = (engine, inputs, out) => matmulWasm(engine, inputs, out, options.matmulMinMacs ?? MATMUL_MIN_MACS);
-  const last = new Map<string, 'wasm' | 'js'>();
   const getEngine = (): Engine | null => {
     if (engine === undefined) {
       try {
@@ -73,12 +71,15 @@ export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend
     }
     return engine;
   };
+  // counted per call, so keyed without building strings: kernel → dtype → stat
+  const table = new Map<KernelName, Map<DType, KernelStat & { last: 'wasm' | 'js' }>>();
   const record = (kernel: KernelName, dtype: DType, where: 'wasm' | 'js') => {
-    const key = `${kernel}/${dtype}`;
-    let s = counts.get(key);
-    if (!s) counts.set(key, (s = { kernel, dtype, wasm: 0, js: 0 }));
+    let byDtype = table.get(kernel);
+    if (!byDtype) table.set(kernel, (byDtype = new Map()));
+    let s = byDtype.get(dtype);
+    if (!s) byDtype.set(dtype, (s = { kernel, dtype, wasm: 0, js: 0, last: where }));
     s[where]++;
-    last.set(key, where);
+    s.last = where;
   };
   const backend: WasmBackend = {
     name: 'wasm',
@@ -102,9 +103,9 @@ export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend
       record(kernel, dtype, 'js');
     },
     ranOn(kernel, dtype) {
-      return last.get(`${kernel}/${dtype}`) ?? (RULES[kernel] && (dtype === 'float32' || dtype === 'float64') && wasmFeatures().simd ? 'wasm' : 'js');
+      return table.get(kernel)?.get(dtype)?.last ?? (RULES[kernel] && (dtype === 'float32' || dtype === 'float64') && wasmFeatures().simd ? 'wasm' : 'js');
     },
-    stats: () => [...counts.values()].map((s) => ({ ...s })),
+    stats: () => [...table.values()].flatMap((m) => [...m.values()].map(({ kernel, dtype, wasm, js }) => ({ kernel, dtype, wasm, js }))),
     get threads() {
       return getEngine()?.threads ?? 1;
     },
