@@ -155,6 +155,28 @@ case('l1_loss', [R(3, 4), R(3, 4)], F.l1_loss)
 case('kl_div', [R(3, 4), P(3, 4)], lambda x, t: F.kl_div(F.log_softmax(x, 1), t / t.sum(1, keepdim=True), reduction='batchmean'))
 case('bce_with_logits', [R(3, 4), P(3, 4)], lambda x, y: F.binary_cross_entropy_with_logits(x, y / 2.4))
 
+# ---------------------------------------------------------------- the rest of the op library
+case('ceil', [R(3, 4)], lambda a: torch.ceil(a * 3))
+case('trunc', [R(3, 4)], lambda a: torch.trunc(a * 3))
+case('reciprocal', [P(3, 4)], torch.reciprocal)
+case('square', [R(3, 4)], torch.square)
+case('elu', [R(3, 4)], F.elu)
+case('squeeze_unsqueeze_flatten', [R(2, 1, 3)], lambda a: a.squeeze(1).unsqueeze(0).flatten())
+case('clone_contiguous', [R(3, 4)], lambda a: a.t().contiguous().clone())
+case('unbind_first', [R(3, 4)], lambda a: torch.unbind(a, 1)[0])
+case('take', [R(3, 4), C([0, 5, 11, 5], 'int32')], lambda a, i: torch.take(a, i.long()))
+case('index_add', [R(4, 3), C([0, 2, 0], 'int32'), R(3, 3)], lambda a, i, s: torch.index_add(a, 0, i.long(), s))
+case('mm', [R(3, 4), R(4, 2)], torch.mm)
+case('bmm', [R(2, 3, 4), R(2, 4, 5)], torch.bmm)
+case('dot', [R(5), R(5)], torch.dot)
+case('unfold', [R(1, 2, 5, 5)], lambda x: F.unfold(x, 3, padding=1, stride=2))
+case('fold', [R(1, 8, 9)], lambda x: F.fold(x, (4, 4), 2, stride=1))
+case('softmin', [R(3, 5)], lambda a: F.softmin(a, 1))
+case('huber_loss', [R(3, 4), R(3, 4)], lambda a, b: F.huber_loss(a * 2, b, delta=0.7))
+case('smooth_l1_loss', [R(3, 4), R(3, 4)], lambda a, b: F.smooth_l1_loss(a * 2, b, beta=0.5))
+case('binary_cross_entropy', [R(3, 4), P(3, 4)], lambda x, y: F.binary_cross_entropy(torch.sigmoid(x), y / 2.4))
+case('gelu_of_matmul_chain', [R(2, 3), R(3, 3)], lambda a, w: F.gelu(a @ w).logsumexp(1))
+
 
 def make(spec, rng):
     kind = spec[0]

@@ -136,6 +136,27 @@ const OPS: Record<string, Fn> = {
   l1_loss: (a, b) => q.l1Loss(a, b!),
   kl_div: (x, t) => q.klDiv(q.logSoftmax(x, 1), t!.div(t!.sum(1, true)), { reduction: 'batchmean' }),
   bce_with_logits: (x, y) => q.binaryCrossEntropyWithLogits(x, y!.div(2.4)),
+
+  ceil: (a) => a.mul(3).ceil(),
+  trunc: (a) => a.mul(3).trunc(),
+  reciprocal: (a) => a.reciprocal(),
+  square: (a) => a.square(),
+  elu: (a) => F.elu(a),
+  squeeze_unsqueeze_flatten: (a) => a.squeeze(1).unsqueeze(0).flatten(),
+  clone_contiguous: (a) => a.t().contiguous().clone(),
+  unbind_first: (a) => q.unbind(a, 1)[0]!,
+  take: (a, i) => q.take(a, i!),
+  index_add: (a, i, s) => q.indexAdd(a, 0, i!, s!),
+  mm: (a, b) => q.mm(a, b!),
+  bmm: (a, b) => q.bmm(a, b!),
+  dot: (a, b) => q.dot(a, b!),
+  unfold: (x) => q.unfold(x, 3, { padding: 1, stride: 2 }),
+  fold: (x) => q.fold(x, [4, 4], 2, { stride: 1 }),
+  softmin: (a) => q.softmin(a, 1),
+  huber_loss: (a, b) => q.huberLoss(a.mul(2), b!, { delta: 0.7 }),
+  smooth_l1_loss: (a, b) => q.smoothL1Loss(a.mul(2), b!, { beta: 0.5 }),
+  binary_cross_entropy: (x, y) => q.binaryCrossEntropy(x.sigmoid(), y!.div(2.4)),
+  gelu_of_matmul_chain: (a, w) => F.gelu(a.matmul(w!)).logsumexp(1),
 };
 
 const load = (d: Dumped, grad = false) => q.tensor(d.dtype === 'int32' ? Int32Array.from(d.data) : Float64Array.from(d.data), { shape: d.shape, requiresGrad: grad });
