@@ -1,0 +1,161 @@
+/**
+ * @file QAT of the tiny byte-level Llama on Moby-Dick, as a function (examples/qat-llama.ts is
+ * its command line, examples/experiments/llama.ts runs a grid of it): the named configurations
+ * (FP; W4A4/W2A4 with STE, QuEST Hadamard+trust, or LSQ; ternary with STE or HESTIA; FP→QAT
+ * switches and QAT fused with the cooldown), one training run, validation bits per byte.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Generator, noGrad } from '@qgrad/core';
+import { AdamW, LambdaLR, Llama, cosineSchedule, loadMobyDick, tinyLlamaConfig, type LlamaConfig, type LrLambda } from '@qgrad/nn';
+import {
+  HestiaScheduler, QATPhase, calibrateHestia, prepareHadamardQAT, prepareQAT, wsdSchedule,
+  type ActQuantConfig, type WeightQuantConfig,
+} from '@qgrad/quant';
+import { stepGenerator } from './train.js';
+
+/** Every Linear inside the decoder layers; the embedding and lm_head stay in float (first/last layer). */
+const LAYERS = 'model.layers.**';
+
+export interface QatLlamaConfig {
+  name: string;
+  /** What it is, for tables. */
+  about: string;
+  /** 'plain': cosine LR, quantized throughout; 'split': WSD per phase, FP then QAT at `switchAt`; 'fused': one WSD, QAT during its cooldown. */
+  schedule: 'plain' | 'split' | 'fused';
+  switchAt?: number;
+  /** Installs the quantizers (none for FP). */
+  prepare?: (m: Llama) => void;
+  hestia?: boolean;
+}
+
+const g32 = { group: 32 } as const;
+const lsqW = (bits: number): WeightQuantConfig => ({ grid: 'int', bits, granularity: g32, estimator: 'lsq' });
+const lsqA4: ActQuantConfig = { bits: 4, signed: true }; // learned per-tensor LSQ step
+const tokenA8: ActQuantConfig = { bits: 8, signed: true, granularity: 'token' }; // dynamic absmax per token, STE
+/** The W4 g32 LSQ + A8 per-token setting of the compute-split runs. */
+const speed = (m: Llama) => void prepareQAT(m, { rules: [{ match: LAYERS, types: ['Linear'], weight: lsqW(4), input: tokenA8 }] });
+const rms = (wBits: number, rotate: boolean, estimator: string) => (m: Llama) =>
+  void prepareHadamardQAT(m, { weightBits: wBits, inputBits: 4, rotate, estimator, granularity: g32 }, { match: LAYERS });
+
+export const QAT_LLAMA_CONFIGS: QatLlamaConfig[] = [
+  { name: 'fp', about: 'float32', schedule: 'plain' },
+  ...[4, 2].flatMap((b): QatLlamaConfig[] => [
+    { name: `w${b}a4-ste`, about: `W${b} g32 / A4 per-token, RMS-optimal centred grid, identity STE`, schedule: 'plain', prepare: rms(b, false, 'ste') },
+    { name: `w${b}a4-quest`, about: `as ste + Hadamard(128) rotation of W and x + trust estimator (QuEST)`, schedule: 'plain', prepare: rms(b, true, 'trust') },
+    { name: `w${b}a4-lsq`, about: `W${b} g32 LSQ (learned steps) / A4 per-tensor LSQ`, schedule: 'plain', prepare: (m) => void prepareQAT(m, { rules: [{ match: LAYERS, types: ['Linear'], weight: lsqW(b), input: lsqA4 }] }) },
+  ]),
+  {
+    name: 'ternary-ste', about: 'BitNet b1.58: W ∈ {−γ,0,γ}, γ = mean|W| per tensor, STE; A float', schedule: 'plain',
+    prepare: (m) => void prepareQAT(m, { rules: [{ match: LAYERS, types: ['Linear'], weight: { grid: 'ternary', granularity: 'tensor', scaleInit: 'absmean' } }] }),
+  },
+  {
+    name: 'ternary-hestia', about: 'HESTIA: soft ternary, P ramp 0.2, T₀ 0.351 cosine-annealed over the last 80 %, Hutchinson temp scales; A float', schedule: 'plain', hestia: true,
+    prepare: (m) => void prepareQAT(m, { rules: [{ match: LAYERS, types: ['Linear'], weight: { grid: 'hestia', granularity: 'tensor' } }] }),
+  },
+  ...[0, 0.5, 0.8].map((s): QatLlamaConfig => ({ name: `split-${s}`, about: `FP for ${s * 100} % of steps (own WSD), then W4 g32 LSQ / A8 per-token QAT (own WSD)`, schedule: 'split', switchAt: s, prepare: speed })),
+  { name: 'fused', about: 'one WSD (20 % cooldown); W4 g32 LSQ / A8 per-token QAT switched on at the cooldown (last 20 %)', schedule: 'fused', switchAt: 0.8, prepare: speed },
+];
+
+export interface QatLlamaOptions {
+  config: string;
+  seed: number;
+  steps: number;
+  batchSize: number;
+  seqLen: number;
+  lr: number;
+  dim?: number;
+  layers?: number;
+  valBlocks: number;
+  /** Writes metrics.jsonl (train loss per step) here when set. */
+  dir?: string;
+  log?: (s: string) => void;
+}
+
+export interface QatLlamaResult {
+  config: string;
+  seed: number;
+  valBpb: number;
+  trainBpb: number;
+  msPerStep: number;
+  params: number;
+  steps: number;
+}
+
+/** Per-step LR multiplier: cosine (plain), a WSD per phase (split), one WSD (fused). */
+function lrLambda(c: QatLlamaConfig, steps: number, start: number): LrLambda {
+  const warm = (n: number) => Math.max(1, Math.min(20, Math.floor(n / 10)));
+  if (c.schedule === 'plain') return cosineSchedule({ warmupSteps: warm(steps), totalSteps: steps, minLrRatio: 0.1 });
+  const wsd = (n: number) => wsdSchedule({ lr: 1, totalSteps: n, warmupSteps: warm(n), cooldownFraction: 0.2, minLr: 0.1 });
+  if (c.schedule === 'fused') return wsd(steps);
+  const fp = start > 0 ? wsd(start) : null;
+  const qat = wsd(steps - start);
+  return (i) => (i < start ? fp!(i) : qat(i - start));
+}
+
+/** One run: trains from scratch and returns the validation bits per byte at the end. */
+export function runQatLlama(o: QatLlamaOptions): QatLlamaResult {
+  const c = QAT_LLAMA_CONFIGS.find((k) => k.name === o.config);
+  if (!c) throw new Error(`qat-llama: unknown config '${o.config}'; known: ${QAT_LLAMA_CONFIGS.map((k) => k.name).join(', ')}`);
+  const log = o.log ?? (() => {});
+  const config: LlamaConfig = { ...tinyLlamaConfig, maxSeqLen: o.seqLen, dim: o.dim ?? tinyLlamaConfig.dim, nLayers: o.layers ?? tinyLlamaConfig.nLayers };
+  const { train, val } = loadMobyDick({ blockSize: o.seqLen });
+  const model = new Llama(config, { generator: new Generator(o.seed) });
+  c.prepare?.(model);
+  const batch = (i: number) => {
+    const g = stepGenerator(o.seed, i, 2);
+    return train.getBatch(Array.from({ length: o.batchSize }, () => g.randint(0, train.length)));
+  };
+  // weight decay on matrices only; quantizer steps and norms without (nanoGPT / qat-mnist)
+  const named = [...model.namedParameters()];
+  const decay = named.filter(([n, p]) => p.ndim >= 2 && !/Quantizer\./.test(n)).map(([, p]) => p);
+  const rest = named.filter(([n, p]) => !(p.ndim >= 2 && !/Quantizer\./.test(n))).map(([, p]) => p);
+  const optimizer = new AdamW([{ params: decay, weightDecay: 0.1 }, { params: rest, weightDecay: 0 }], { lr: o.lr, betas: [0.9, 0.95] });
+  const start = c.schedule === 'plain' ? 0 : Math.floor((c.switchAt ?? 0) * o.steps);
+  const scheduler = new LambdaLR(optimizer, lrLambda(c, o.steps, start));
+  const phase = c.schedule === 'plain' || !c.prepare ? null : new QATPhase(model, start);
+  let hestia: HestiaScheduler | null = null;
+  if (c.hestia) {
+    const cal = calibrateHestia(model, () => { const [x, y] = batch(-1); return model.loss(x, y); }, { samples: 4, generator: new Generator(o.seed) });
+    log(`HESTIA temperature scales: ${cal.map((r) => r.tempScale.toFixed(2)).join(' ')}`);
+    hestia = new HestiaScheduler(model, o.steps, { compressRatio: 0.2, annealRatio: 0.8, style: 'hessian' });
+  }
+  const lines: string[] = [];
+  let ms = 0;
+  let tail = 0;
+  const tailN = Math.max(1, Math.floor(o.steps / 10));
+  for (let i = 0; i < o.steps; i++) {
+    const t0 = performance.now();
+    if (phase?.step(i)) log(`step ${i}: switched to QAT`);
+    const h = hestia?.step(i);
+    const [x, y] = batch(i);
+    const loss = model.loss(x, y);
+    loss.backward();
+    optimizer.step();
+    optimizer.zeroGrad();
+    scheduler.step();
+    ms += performance.now() - t0;
+    const bpb = loss.item() / Math.LN2;
+    if (i >= o.steps - tailN) tail += bpb / tailN;
+    lines.push(JSON.stringify({ step: i + 1, bpb, lr: scheduler.getLastLr()[0], ...(h && { pressure: h.pressure, temperature: h.temperature }), ...(phase && { qat: phase.isQAT(i) ? 1 : 0 }) }));
+    if ((i + 1) % Math.max(1, Math.floor(o.steps / 5)) === 0) log(`${c.name} seed ${o.seed} step ${i + 1}/${o.steps}: train bpb ${bpb.toFixed(3)}, ${(ms / (i + 1)).toFixed(0)} ms/step`);
+  }
+  // validation: fixed blocks evenly spread over the held-out 10 %, quantizers on (HESTIA at ρ = 1: T = 0, P = 1, hard ternary)
+  hestia?.step(o.steps);
+  model.eval();
+  const valIdx = Array.from({ length: Math.min(o.valBlocks, val.length) }, (_, i) => Math.floor((i * (val.length - 1)) / Math.max(1, o.valBlocks - 1)));
+  const valBpb = noGrad(() => {
+    let nats = 0;
+    for (let s = 0; s < valIdx.length; s += 16) {
+      const idx = valIdx.slice(s, s + 16);
+      const [x, y] = val.getBatch(idx);
+      nats += model.loss(x, y).item() * idx.length;
+    }
+    return nats / valIdx.length / Math.LN2;
+  });
+  if (o.dir) {
+    mkdirSync(o.dir, { recursive: true });
+    writeFileSync(join(o.dir, 'metrics.jsonl'), `${lines.join('\n')}\n${JSON.stringify({ step: o.steps, val_bpb: valBpb })}\n`);
+  }
+  return { config: c.name, seed: o.seed, valBpb, trainBpb: tail, msPerStep: ms / o.steps, params: model.numParameters(), steps: o.steps };
+}

@@ -1,0 +1,36 @@
+/**
+ * @file QAT of the tiny byte-level Llama (dim 128, 4 layers, 4 heads, 2 KV heads, SwiGLU 384,
+ * vocab 256) on Moby-Dick: one configuration × seeds, validation bits per byte (mean ± std).
+ * Configurations (examples/lib/qat-llama.ts): fp; w4a4-{ste,quest,lsq}, w2a4-{ste,quest,lsq};
+ * ternary-{ste,hestia}; split-{0,0.5,0.8} (FP phase then W4A8 QAT) and fused (QAT in the cooldown).
+ * The grid of all of them: examples/experiments/llama.ts.
+ * Run: npx tsx examples/qat-llama.ts --config w4a4-quest --seeds 0,1,2 [--steps 200 --batch-size 8 --seq-len 64]
+ */
+import { join } from 'node:path';
+import { cli } from './lib/args.js';
+import { mean, pm } from './lib/experiments.js';
+import { QAT_LLAMA_CONFIGS, runQatLlama } from './lib/qat-llama.js';
+import { useBackend } from './lib/train.js';
+
+const args = cli('qat-llama', `QAT of the tiny byte Llama on Moby-Dick; validation bits/byte. Configs: ${QAT_LLAMA_CONFIGS.map((c) => c.name).join(', ')}.`, {
+  config: { type: 'string', default: 'w4a4-quest', help: 'configuration name (see the list above)' },
+  seeds: { type: 'string', default: '0', help: 'comma-separated seeds' },
+  steps: { type: 'number', default: 200, help: 'optimizer steps' },
+  batchSize: { type: 'number', default: 8, help: 'sequences per step' },
+  seqLen: { type: 'number', default: 64, help: 'bytes per sequence (the model is built with maxSeqLen = this)' },
+  lr: { type: 'number', default: 3e-3, help: 'peak LR (AdamW β = (0.9, 0.95), wd 0.1 on matrices)' },
+  valBlocks: { type: 'number', default: 64, help: 'validation sequences (evenly spread over the held-out 10 %)' },
+  backend: { type: 'string', default: 'wasm', help: "'wasm' or 'js'" },
+  runDir: { type: 'string', default: 'runs/qat-llama', help: 'writes <run-dir>/<config>/seed<N>/metrics.jsonl' },
+});
+useBackend(args.backend);
+
+const c = QAT_LLAMA_CONFIGS.find((k) => k.name === args.config);
+if (!c) throw new Error(`qat-llama: unknown --config '${args.config}'; known: ${QAT_LLAMA_CONFIGS.map((k) => k.name).join(', ')}`);
+console.log(`${c.name}: ${c.about}`);
+const results = args.seeds.split(',').map(Number).map((seed) => {
+  const r = runQatLlama({ ...args, config: c.name, seed, dir: join(args.runDir, c.name, `seed${seed}`), log: console.log });
+  console.log(`seed ${seed}: val ${r.valBpb.toFixed(4)} bits/byte (train, last 10 %: ${r.trainBpb.toFixed(4)}), ${r.msPerStep.toFixed(0)} ms/step, ${r.params} parameters`);
+  return r;
+});
+console.log(`\n${c.name}: val bits/byte ${pm(results.map((r) => r.valBpb), 4)} over ${results.length} seed(s); ${args.steps} steps × ${args.batchSize} × ${args.seqLen} bytes, ${mean(results.map((r) => r.msPerStep)).toFixed(0)} ms/step`);
