@@ -189,12 +189,41 @@ def llama(steps):
     return {'fp32': times(False), 'W4g32 A8/token LSQ': times(True)}
 
 
+def quant(rows, cols, reps):
+    x = torch.randn(rows, cols, requires_grad=True)
+    g = torch.randn(rows, cols)
+    out = {}
+    for label, per_channel in (('per-tensor', False), ('per-channel', True)):
+        n = rows if per_channel else 1
+        s = torch.full((n,), 0.05, requires_grad=True)
+        z = torch.zeros(n, requires_grad=True)
+        gf = 1.0 / ((rows * cols / n) * 7) ** 0.5
+
+        def fq():
+            if per_channel:
+                return torch._fake_quantize_learnable_per_channel_affine(x, s, z, 0, -8, 7, gf)
+            return torch._fake_quantize_learnable_per_tensor_affine(x, s, z, -8, 7, gf)
+
+        def fwd():
+            with torch.no_grad():
+                fq()
+
+        def both():
+            torch.autograd.grad(fq(), [x, s, z], g)
+
+        out[f'{label} fwd'] = rows * cols / timeit(fwd, reps) / 1e6
+        out[f'{label} fwd+bwd'] = rows * cols / timeit(both, reps) / 1e6
+    return out
+
+
 if __name__ == '__main__':
     what = sys.argv[1]
     if what == 'dispatch':
         print(json.dumps(dispatch()))
     elif what == 'matmul':
         print(json.dumps(matmul([int(s) for s in sys.argv[2].split(',')])))
+    elif what == 'quant':
+        print(json.dumps(quant(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))))
     elif what == 'llama':
         print(json.dumps(llama(int(sys.argv[2]))))
     elif what == 'mlp':
