@@ -9,7 +9,9 @@ import { isContiguous } from '../js/layout.js';
 import type { DType, KernelName, KernelParams, TypedArray } from '../names.js';
 import { col2imWasm, emitConv2d, im2colWasm } from './conv.js';
 import { binaryWasm, copyWasm, emitElementwise, unaryWasm } from './elementwise.js';
+import { emitHadamard, fwhtWasm } from './hadamard.js';
 import { MATMUL_MIN_MACS, matmulWasm } from './matmul.js';
+import { emitQuant, fakeQuantizeBackwardWasm, fakeQuantizeWasm } from './quant.js';
 import { argReduceWasm, emitReduce, reduceWasm } from './reduce.js';
 import { Engine, type Emitter, wasmFeatures } from './runtime.js';
 import { emitMatmul } from './simd-matmul.js';
@@ -28,9 +30,12 @@ const RULES: { [K in KernelName]?: WasmRule<K> } = {
   argReduce: argReduceWasm,
   im2col: im2colWasm,
   col2im: col2imWasm,
+  fakeQuantize: fakeQuantizeWasm,
+  fakeQuantizeBackward: fakeQuantizeBackwardWasm,
+  fwht: fwhtWasm,
 };
 
-const EMITTERS: Emitter[] = [emitMatmul, (mb) => emitElementwise(mb), (mb) => emitReduce(mb), (mb) => emitConv2d(mb)];
+const EMITTERS: Emitter[] = [emitMatmul, (mb) => emitElementwise(mb), (mb) => emitReduce(mb), (mb) => emitConv2d(mb), (mb) => emitQuant(mb), (mb) => emitHadamard(mb)];
 
 export interface WasmBackendOptions {
   /** Threads including the caller; default QGRAD_THREADS or os.availableParallelism(). */

@@ -1,0 +1,390 @@
+/**
+ * @file wasm fake quantization (f32x4 / f64x2): `fakeQuantize` and its fused backward for the
+ * js fast path's case (half-even rounding, no noise, x contiguous, scale/zero point/grad walked
+ * row by row), bit-identical to the js kernel. Everything else returns false (js fallback).
+ */
+import type { KernelArg } from '../backend.js';
+import { isContiguous, numel, offsets } from '../js/layout.js';
+import type { FakeQuantizeParams, TypedArray } from '../names.js';
+import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
+import { HEAP, type Engine } from './runtime.js';
+
+type Arg = KernelArg<TypedArray>;
+type Kind = 'f32' | 'f64';
+type Mode = 0 | 1 | 2; // zeroPoint, roundedZeroPoint, beta (as in js/quant.ts)
+
+/** Below this many elements the copies cost more than the js loop. */
+export const QUANT_MIN_ELEMENTS = 1024;
+
+const I8X16_SHUFFLE = 0x0d;
+const F64X2_PMIN = 0xf6;
+const F64X2_PMAX = 0xf7;
+
+/** The vector ops of one lane type. */
+const V = {
+  f32: {
+    e: 4, lanes: 4, add: Simd.f32x4_add, sub: Simd.f32x4_sub, mul: Simd.f32x4_mul, div: Simd.f32x4_div,
+    min: Simd.f32x4_min, max: Simd.f32x4_max, pmin: Simd.f32x4_pmin, pmax: Simd.f32x4_pmax,
+    lt: Simd.f32x4_lt, le: Simd.f32x4_le, ge: Simd.f32x4_ge, neg: Simd.f32x4_neg,
+    splat: Simd.f32x4_splat, loadSplat: Simd.v128_load32_splat, extract: Simd.f32x4_extract_lane, store: Op.f32_store,
+  },
+  f64: {
+    e: 8, lanes: 2, add: Simd.f64x2_add, sub: Simd.f64x2_sub, mul: Simd.f64x2_mul, div: Simd.f64x2_div,
+    min: Simd.f64x2_min, max: Simd.f64x2_max, pmin: F64X2_PMIN, pmax: F64X2_PMAX,
+    lt: Simd.f64x2_lt, le: Simd.f64x2_le, ge: Simd.f64x2_ge, neg: Simd.f64x2_neg,
+    splat: Simd.f64x2_splat, loadSplat: Simd.v128_load64_splat, extract: Simd.f64x2_extract_lane, store: Op.f64_store,
+  },
+} as const;
+
+function shuffle(c: Code, lanes: readonly number[]): void {
+  c.simd(I8X16_SHUFFLE);
+  for (const l of lanes) c.bytes.push(l);
+}
+
+/** Pushes a splat of the f64 param `p` (demoted for f32: callers check it is exact). */
+function splatParam(c: Code, k: Kind, p: number): void {
+  c.get(p);
+  if (k === 'f32') c.op(Op.f32_demote_f64);
+  c.simd(V[k].splat);
+}
+
+/**
+ * Pushes round-half-even of local u keeping the sign of zero, as js's `rne`: f32x4.nearest for
+ * f32 (exact there), and for f64 js's own (u + 1.5·2⁵²) − 1.5·2⁵² with u's sign bit or-ed in
+ * (a nonzero result already has u's sign; a zero one takes it, as rne's −0 rule).
+ */
+function rne(c: Code, k: Kind, u: number): void {
+  if (k === 'f32') {
+    c.get(u).simd(Simd.f32x4_nearest);
+    return;
+  }
+  c.get(u).f64(6755399441055744).simd(Simd.f64x2_splat).simd(Simd.f64x2_add);
+  c.f64(6755399441055744).simd(Simd.f64x2_splat).simd(Simd.f64x2_sub);
+  c.get(u).f64(-0).simd(Simd.f64x2_splat).simd(Simd.v128_and).simd(Simd.v128_or);
+}
+
+/**
+ * Pushes an f32x4 computed lane-wise in f64 from f32x4 locals: `body` pushes one f64x2 result
+ * from the f64x2 locals it is given (low or high halves). This is js's double arithmetic
+ * followed by one Math.fround where an operand is not a float32 (grad factor, bound − z).
+ */
+function viaF64(c: Code, srcs: readonly number[], body: (wide: readonly number[]) => void): void {
+  const wide = srcs.map(() => c.local(ValType.v128));
+  const lo = c.local(ValType.v128);
+  for (const half of [0, 1]) {
+    srcs.forEach((s, i) => {
+      c.get(s);
+      if (half) {
+        c.get(s);
+        shuffle(c, [8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7]);
+      }
+      c.simd(Simd.f64x2_promote_low_f32x4).set(wide[i]!);
+    });
+    body(wide);
+    c.simd(Simd.f32x4_demote_f64x2_zero);
+    if (!half) c.set(lo);
+  }
+  c.set(wide[0]!).get(lo).get(wide[0]!);
+  shuffle(c, [0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23]);
+}
+
+interface Locals {
+  x: number;
+  s: number;
+  z: number;
+  g: number;
+  qmin: number;
+  qmax: number;
+  gf: number;
+}
+
+/**
+ * Pushes nothing; sets `inv`, `zu` (the zero point used) and `q` (unclamped code) from the
+ * x/s/z locals, in the same operation order as js's fastForward/fastBackward.
+ */
+function codeOf(c: Code, k: Kind, mode: Mode, L: Locals, inv: number, zu: number, q: number): void {
+  const v = V[k];
+  const u = c.local(ValType.v128);
+  c.f64(1);
+  if (k === 'f32') c.op(Op.f32_demote_f64);
+  c.simd(v.splat).get(L.s).simd(v.div).set(inv);
+  if (mode === 0) {
+    c.get(L.x).get(inv).simd(v.mul).get(L.z).simd(v.add).set(u);
+    rne(c, k, u);
+    c.set(q).get(L.z).set(zu);
+  } else if (mode === 1) {
+    // z = clamp(rne(z), qmin, qmax) with Math.min/max semantics (NaN and ±0 as wasm min/max)
+    rne(c, k, L.z);
+    c.get(L.qmin).simd(v.max).get(L.qmax).simd(v.min).set(zu);
+    c.get(L.x).get(inv).simd(v.mul).set(u);
+    rne(c, k, u);
+    c.get(zu).simd(v.add).set(q);
+  } else {
+    c.get(L.x).get(L.z).simd(v.sub).get(inv).simd(v.mul).set(u);
+    rne(c, k, u);
+    c.set(q).get(L.z).set(zu);
+  }
+}
+
+/** Pushes the dequantized value of code local q (decode in js). */
+function decode(c: Code, k: Kind, mode: Mode, q: number, s: number, zu: number): void {
+  const v = V[k];
+  if (mode === 2) c.get(q).get(s).simd(v.mul).get(zu).simd(v.add);
+  else c.get(q).get(zu).simd(v.sub).get(s).simd(v.mul);
+}
+
+/** Forward body: pushes y for the locals. */
+function forwardBody(c: Code, k: Kind, mode: Mode, L: Locals): void {
+  const v = V[k];
+  const [inv, zu, q] = [c.local(ValType.v128), c.local(ValType.v128), c.local(ValType.v128)];
+  codeOf(c, k, mode, L, inv, zu, q);
+  // js's `q < qmin ? qmin : q > qmax ? qmax : q` is pmax then pmin (NaN and −0 pass through)
+  c.get(q).get(L.qmin).simd(v.pmax).get(L.qmax).simd(v.pmin).set(q);
+  decode(c, k, mode, q, L.s, zu);
+}
+
+/** Backward body: sets dx, ds, dz (all multiplied by the grad factor as js does). */
+function backwardBody(c: Code, k: Kind, mode: Mode, gfExact: boolean, L: Locals, dx: number, ds: number, dz: number): void {
+  const v = V[k];
+  const [inv, zu, q, inside, bound, t] = [0, 0, 0, 0, 0, 0].map(() => c.local(ValType.v128)) as [number, number, number, number, number, number];
+  codeOf(c, k, mode, L, inv, zu, q);
+  c.get(q).get(L.qmin).simd(v.ge).get(q).get(L.qmax).simd(v.le).simd(Simd.v128_and).set(inside);
+  // inside: ds = (g·(x̂ − x))·inv
+  decode(c, k, mode, q, L.s, zu);
+  c.get(L.x).simd(v.sub).set(t);
+  c.get(L.g).get(t).simd(v.mul).get(inv).simd(v.mul).set(ds);
+  // clamped: ds = g·(bound − z) (beta: g·bound), dz = (−g)·s (beta: g)
+  c.get(L.qmin).get(L.qmax).get(q).get(L.qmin).simd(v.lt).simd(Simd.v128_bitselect).set(bound);
+  if (mode === 2) c.get(L.g).get(bound).simd(v.mul);
+  else if (mode === 1 || k === 'f64') c.get(L.g).get(bound).get(zu).simd(v.sub).simd(v.mul);
+  // f32 with a real z: js forms bound − z in double, so do this product in f64
+  else viaF64(c, [L.g, bound, zu], ([g, b, z]) => void c.get(g!).get(b!).get(z!).simd(Simd.f64x2_sub).simd(Simd.f64x2_mul));
+  c.set(t);
+  c.get(ds).get(t).get(inside).simd(Simd.v128_bitselect).set(ds);
+  if (mode === 2) c.get(L.g);
+  else c.get(L.g).simd(v.neg).get(L.s).simd(v.mul);
+  c.set(t);
+  c.i32(0).simd(Simd.i32x4_splat).get(t).get(inside).simd(Simd.v128_bitselect).set(dz);
+  // dx = g·1 or g·0 (−0 and NaN as torch's dy·mask)
+  c.get(L.g);
+  c.f64(1);
+  if (k === 'f32') c.op(Op.f32_demote_f64);
+  c.simd(v.splat).i32(0).simd(Simd.i32x4_splat).get(inside).simd(Simd.v128_bitselect).simd(v.mul).set(dx);
+  for (const d of [ds, dz]) {
+    if (k === 'f64' || gfExact) c.get(d).get(L.gf).simd(v.mul).set(d);
+    else {
+      // gf is a double: js rounds d·gf once from double
+      viaF64(c, [d], ([w]) => void c.get(w!).get(L.gf).simd(Simd.f64x2_mul));
+      c.set(d);
+    }
+  }
+}
+
+/**
+ * An operand walked by rows: at each row its pointer is base + rows[r]·e; with step 0 its value
+ * is splatted into a 16-byte slot so the inner loop loads every operand the same way.
+ */
+function emitKernel(mb: ModuleBuilder, k: Kind, mode: Mode, backward: boolean, gfExact: boolean): void {
+  const P = ValType.i32;
+  const v = V[k];
+  const nOps = backward ? 3 : 2; // s, z(, g)
+  // params: out, x, R, L, n, tmp, qmin, qmax, gf, then (base, rows, step) per operand
+  const params: ValType[] = [P, P, P, P, P, P, ValType.f64, ValType.f64, ValType.f64];
+  for (let i = 0; i < nOps; i++) params.push(P, P, P);
+  const name = `${backward ? 'fqBwd' : 'fqFwd'}_${mode}_${k}${backward && k === 'f32' && gfExact ? '_gfexact' : ''}`;
+  mb.func(params, [], (c) => {
+    const [out, x, R, Lp, n, tmp, qminP, qmaxP, gfP] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+    const opBase = (i: number) => 9 + 3 * i;
+    const [r, i, px, po] = [c.local(P), c.local(P), c.local(P), c.local(P)];
+    const ptr = Array.from({ length: nOps }, () => c.local(P));
+    const incV = Array.from({ length: nOps }, () => c.local(P));
+    const incS = Array.from({ length: nOps }, () => c.local(P));
+    const vec = Array.from({ length: nOps }, () => c.local(ValType.v128));
+    const xv = c.local(ValType.v128);
+    const [dx, ds, dz] = [c.local(ValType.v128), c.local(ValType.v128), c.local(ValType.v128)];
+    const L: Locals = { x: xv, s: vec[0]!, z: vec[1]!, g: vec[2] ?? 0, qmin: c.local(ValType.v128), qmax: c.local(ValType.v128), gf: c.local(ValType.v128) };
+    splatParam(c, k, qminP);
+    c.set(L.qmin);
+    splatParam(c, k, qmaxP);
+    c.set(L.qmax);
+    // gf in the lane type, or for f32 when it is no float32 as an f64x2 (backwardBody widens)
+    if (k === 'f64' || gfExact) splatParam(c, k, gfP);
+    else c.get(gfP).simd(Simd.f64x2_splat);
+    c.set(L.gf);
+    c.get(x).set(px);
+    c.get(out).set(po);
+    const compute = () => {
+      if (backward) backwardBody(c, k, mode, gfExact, L, dx, ds, dz);
+      else forwardBody(c, k, mode, L);
+    };
+    c.for(r, () => c.i32(0), () => c.get(R), 1, () => {
+      for (let j = 0; j < nOps; j++) {
+        const [base, rows, step] = [opBase(j), opBase(j) + 1, opBase(j) + 2];
+        // ptr = base + rows[r]·e
+        c.get(base).get(rows).get(r).i32(4).op(Op.i32_mul).op(Op.i32_add).mem(Op.i32_load, 2).i32(v.e).op(Op.i32_mul).op(Op.i32_add).set(ptr[j]!);
+        c.get(step).if();
+        c.i32(16).set(incV[j]!).i32(v.e).set(incS[j]!);
+        c.op(Op.else);
+        c.get(tmp).i32(16 * j).op(Op.i32_add).get(ptr[j]!).simdMem(v.loadSplat, 0).simdMem(Simd.v128_store, 0);
+        c.get(tmp).i32(16 * j).op(Op.i32_add).set(ptr[j]!);
+        c.i32(0).set(incV[j]!).i32(0).set(incS[j]!);
+        c.end();
+      }
+      const store = (scalar: boolean, o: number, off: number) => {
+        c.get(po);
+        c.get(o);
+        if (scalar) c.lane(v.extract, 0).mem(v.store, k === 'f32' ? 2 : 3, off);
+        else c.simdMem(Simd.v128_store, 0, off);
+      };
+      const body = (scalar: boolean) => {
+        const load = scalar ? v.loadSplat : Simd.v128_load;
+        c.get(px).simdMem(load, 0).set(xv);
+        for (let j = 0; j < nOps; j++) c.get(ptr[j]!).simdMem(load, 0).set(vec[j]!);
+        if (backward) {
+          compute();
+          // dx, ds, dz at out, out + n, out + 2n; offsets are dynamic, so bump po around them
+          store(scalar, dx, 0);
+          for (const d of [ds, dz]) {
+            c.get(po).get(n).i32(v.e).op(Op.i32_mul).op(Op.i32_add).set(po);
+            store(scalar, d, 0);
+          }
+          c.get(po).get(n).i32(2 * v.e).op(Op.i32_mul).op(Op.i32_sub).set(po);
+        } else {
+          c.get(po);
+          compute();
+          if (scalar) c.lane(v.extract, 0).mem(v.store, k === 'f32' ? 2 : 3);
+          else c.simdMem(Simd.v128_store, 0);
+        }
+        const adv = scalar ? v.e : 16;
+        c.get(px).i32(adv).op(Op.i32_add).set(px);
+        c.get(po).i32(adv).op(Op.i32_add).set(po);
+        for (let j = 0; j < nOps; j++) c.get(ptr[j]!).get(scalar ? incS[j]! : incV[j]!).op(Op.i32_add).set(ptr[j]!);
+        c.get(i).i32(scalar ? 1 : v.lanes).op(Op.i32_add).set(i);
+      };
+      c.i32(0).set(i);
+      c.while(() => c.get(i).i32(v.lanes).op(Op.i32_add).get(Lp).op(Op.i32_le_s), () => body(false));
+      c.while(() => c.get(i).get(Lp).op(Op.i32_lt_s), () => body(true));
+    });
+  }, name);
+}
+
+export function emitQuant(mb: ModuleBuilder): void {
+  for (const mode of [0, 1, 2] as const) {
+    for (const k of ['f32', 'f64'] as const) {
+      emitKernel(mb, k, mode, false, false);
+      emitKernel(mb, k, mode, true, true);
+      if (k === 'f32') emitKernel(mb, k, mode, true, false);
+    }
+  }
+}
+
+/** Bounds whose float32 clamp and compares equal js's double ones (and whose differences are exact). */
+const boundOk32 = (v: number, finite: boolean) => (!finite && Math.abs(v) === Infinity) || (Number.isInteger(v) && Math.abs(v) <= 2 ** 23);
+
+interface Walk {
+  rows: Int32Array;
+  step: 0 | 1;
+}
+
+/** js's rowWalk, restricted to step 0 or 1 along the last dim (null otherwise). */
+function walk(a: Arg, shape: readonly number[]): Walk | null {
+  const last = shape.length - 1;
+  if (last < 0) return { rows: Int32Array.of(a.offset), step: 0 };
+  if (a.strides.length !== shape.length) return null;
+  const step = shape[last] === 1 ? 0 : a.strides[last]!;
+  if (step !== 0 && step !== 1) return null;
+  return { rows: offsets({ shape: shape.slice(0, last), strides: a.strides.slice(0, last), offset: a.offset }), step };
+}
+
+/** Whether a walk is one constant value (per-tensor) or one contiguous run over all rows. */
+function linear(w: Walk, L: number): 0 | 1 | null {
+  const r0 = w.rows[0]!;
+  const constant = w.step === 0 && w.rows.every((o) => o === r0);
+  if (constant) return 0;
+  return (w.step === 1 || L === 1) && w.rows.every((o, r) => o === r0 + r * L) ? 1 : null;
+}
+
+function run(engine: Engine, inputs: readonly Arg[], out: Arg, p: FakeQuantizeParams & { gradFactor?: number }, backward: boolean): boolean {
+  const [x, s, z, g, noise] = inputs as Arg[];
+  const nOps = backward ? 3 : 2;
+  if (noise || inputs.length !== nOps + 1 || p.rounding !== 'halfEven') return false;
+  const dtype = out.dtype;
+  if (dtype !== 'float32' && dtype !== 'float64') return false;
+  if (!inputs.every((a) => a.dtype === dtype)) return false;
+  const k: Kind = dtype === 'float32' ? 'f32' : 'f64';
+  const mode: Mode = p.offset === 'beta' ? 2 : p.offset === 'roundedZeroPoint' ? 1 : 0;
+  const gf = p.gradFactor ?? 1;
+  if (k === 'f32' && !(boundOk32(p.qmin, mode === 1) && boundOk32(p.qmax, mode === 1))) return false;
+  const shape = backward ? out.shape.slice(1) : out.shape;
+  if (!isContiguous(x!.shape, x!.strides)) return false;
+  const n = numel(shape);
+  if (n < QUANT_MIN_ELEMENTS) return false;
+  let L = shape.length ? shape[shape.length - 1]! : 1;
+  const ops = [s!, z!, g].slice(0, nOps) as Arg[];
+  const walks = ops.map((a) => walk(a, shape));
+  if (walks.some((w) => w === null)) return false;
+  let ws = walks as Walk[];
+  let R = n / L;
+  // per-tensor scale (and a contiguous grad): one row of n, so short last dims still vectorize
+  const lin = ws.map((w) => linear(w, L));
+  if (R > 1 && lin.every((l) => l !== null)) {
+    ws = ws.map((w, j) => ({ rows: w.rows.subarray(0, 1), step: lin[j]! }));
+    L = n;
+    R = 1;
+  }
+  const e = k === 'f32' ? 4 : 8;
+  const spans = ops.map((a, j) => {
+    let lo = Infinity;
+    let hi = -Infinity;
+    const w = ws[j]!;
+    for (const o of w.rows) {
+      lo = Math.min(lo, o);
+      hi = Math.max(hi, o + (w.step ? L - 1 : 0));
+    }
+    return [lo, hi + 1] as const;
+  });
+  const align = (b: number) => Math.ceil(b / 16) * 16;
+  const tmp = HEAP;
+  let ptr = tmp + 16 * nOps;
+  const outPtr = ptr;
+  ptr = align(ptr + (backward ? 3 : 1) * n * e);
+  const xPtr = ptr;
+  ptr = align(ptr + n * e);
+  const opPtrs = spans.map(([lo, hi]) => {
+    const at = ptr;
+    ptr = align(ptr + (hi - lo) * e);
+    return at;
+  });
+  const rowPtrs = ws.map((w) => {
+    const at = ptr;
+    ptr = align(ptr + w.rows.length * 4);
+    return at;
+  });
+  if (!engine.reserve(ptr - HEAP + 16)) return false;
+  const view = k === 'f32' ? engine.f32 : engine.f64;
+  view.set(x!.data.subarray(x!.offset, x!.offset + n) as never, xPtr / e);
+  ops.forEach((a, j) => {
+    const [lo, hi] = spans[j]!;
+    view.set(a.data.subarray(lo, hi) as never, opPtrs[j]! / e);
+    const rows = ws[j]!.rows;
+    const i32 = engine.i32;
+    const at = rowPtrs[j]! / 4;
+    for (let r = 0; r < rows.length; r++) i32[at + r] = rows[r]! - lo;
+  });
+  const gfExact = k === 'f64' || Math.fround(gf) === gf;
+  const name = `${backward ? 'fqBwd' : 'fqFwd'}_${mode}_${k}${backward && k === 'f32' && gfExact ? '_gfexact' : ''}`;
+  const args: number[] = [outPtr, xPtr, R, L, n, tmp, p.qmin, p.qmax, gf];
+  ops.forEach((_, j) => args.push(opPtrs[j]!, rowPtrs[j]!, ws[j]!.step));
+  engine.call(name, ...args);
+  const total = (backward ? 3 : 1) * n;
+  out.data.set(view.subarray(outPtr / e, outPtr / e + total) as never, out.offset);
+  return true;
+}
+
+export function fakeQuantizeWasm(engine: Engine, inputs: readonly Arg[], out: Arg, p: FakeQuantizeParams): boolean {
+  return run(engine, inputs, out, p, false);
+}
+
+export function fakeQuantizeBackwardWasm(engine: Engine, inputs: readonly Arg[], out: Arg, p: FakeQuantizeParams & { gradFactor: number }): boolean {
+  return run(engine, inputs, out, p, true);
+}

@@ -1,0 +1,168 @@
+/**
+ * @file wasm fakeQuantize, fakeQuantizeBackward and fwht against the js kernels: bit-identical
+ * (Object.is per element, so −0 and NaN count) over random shapes, broadcasts and edge values.
+ */
+import fc from 'fast-check';
+import { afterAll, describe, expect, it } from 'vitest';
+import { contiguousStrides, createWasmBackend, jsKernels, numel, type FakeQuantizeParams, type QuantOffset } from '@qgrad/kernels';
+import { type Arg, type FloatDType, randomArray, size } from './helpers.js';
+
+const wasm = createWasmBackend({ threads: 1 });
+afterAll(() => wasm.dispose());
+
+const DTYPES: FloatDType[] = ['float32', 'float64'];
+const OFFSETS: QuantOffset[] = ['zeroPoint', 'roundedZeroPoint', 'beta'];
+const seed = fc.integer({ min: 1, max: 2 ** 31 - 1 });
+
+/** Rank 1-3 shapes of awkward sizes, with a leading dim added so wasm runs (≥ 1024 elements). */
+const shape = fc.array(size(), { minLength: 1, maxLength: 3 }).map((s) => (numel(s) >= 1024 ? s : [Math.ceil(1024 / numel(s)), ...s]));
+
+const alloc = (dtype: FloatDType, n: number) => (dtype === 'float32' ? new Float32Array(n) : new Float64Array(n));
+
+/** A broadcast view of `shape` varying only along `dims` (none: per-tensor), filled by `fill`. */
+function operand(dtype: FloatDType, shape: number[], dims: number[], fill: (i: number) => number): Arg {
+  const stored = shape.map((n, d) => (dims.includes(d) ? n : 1));
+  const st = contiguousStrides(stored);
+  const data = alloc(dtype, numel(stored) + 1);
+  for (let i = 0; i < data.length; i++) data[i] = fill(i);
+  return { data, dtype, shape, strides: shape.map((_, d) => (dims.includes(d) ? st[d]! : 0)), offset: 1 };
+}
+
+const pickFrom = <T>(xs: readonly T[], r: number): T => xs[Math.floor(Math.abs(r) * xs.length) % xs.length]!;
+
+const SCALES = [0.25, 0.5, 1, 0.1, 0.0371, 2, NaN, 0, -0.5];
+const ZEROS = [0, -0, 0.5, -0.5, 1.5, 2.5, 3, -3, 0.3, -1.7, 100, NaN];
+
+interface Case {
+  dtype: FloatDType;
+  offset: QuantOffset;
+  shape: number[];
+  sDims: number[];
+  gDims: number[] | 'contiguous';
+  bounds: [number, number];
+  gradFactor: number;
+  seed: number;
+}
+
+const gradFactors = [1, 0.5, 1 / Math.sqrt(7 * 33), 0.123456789, -2];
+const BOUNDS: [number, number][] = [[-8, 7], [0, 15], [-128, 127], [0, 1], [-1, 1], [-(2 ** 24), 2 ** 24], [-Infinity, Infinity]];
+
+const caseArb = (dtype: FloatDType): fc.Arbitrary<Case> =>
+  shape.chain((s) =>
+    fc.record({
+      dtype: fc.constant(dtype),
+      offset: fc.constantFrom(...OFFSETS),
+      shape: fc.constant(s),
+      // which dims the scale/zero point vary along: per-tensor, per-token, per-channel, per-group…
+      sDims: fc.subarray(s.map((_, d) => d)),
+      gDims: fc.oneof(fc.constant('contiguous' as const), fc.subarray(s.map((_, d) => d))),
+      bounds: fc.constantFrom(...BOUNDS),
+      gradFactor: fc.constantFrom(...gradFactors),
+      seed,
+    }),
+  );
+
+/** Inputs with exact .5 ties (x = (k + ½)·s for power-of-two s), ±0, clamped values and NaN scales. */
+function inputs(c: Case): Arg[] {
+  const n = numel(c.shape);
+  const r = randomArray(c.dtype, 4 * n + 64, c.seed);
+  let at = 0;
+  const next = () => r[at++ % r.length]!;
+  const s = operand(c.dtype, c.shape, c.sDims, () => (next() > 0.3 ? 0.25 : pickFrom(SCALES, next())));
+  const z = operand(c.dtype, c.shape, c.sDims, () => pickFrom(ZEROS, next()));
+  const xd = alloc(c.dtype, n + 2);
+  for (let i = 0; i < xd.length; i++) {
+    const u = next();
+    xd[i] = u > 0.6 ? (Math.round(u * 40) + 0.5) * 0.25 * Math.sign(next()) : u > 0.5 ? pickFrom([0, -0, 1e30, -1e30, 0.125, -0.125], next()) : u * 5;
+  }
+  const x: Arg = { data: xd, dtype: c.dtype, shape: c.shape, strides: contiguousStrides(c.shape), offset: 2 };
+  return [x, s, z];
+}
+
+const params = (c: Case): FakeQuantizeParams => ({ qmin: c.bounds[0], qmax: c.bounds[1], rounding: 'halfEven', offset: c.offset });
+/** Cases wasm takes on; the rest (float32 bounds beyond ±2²³, or infinite with rounded z) go to js. */
+const wasmCase = (c: Case) => c.dtype === 'float64' || c.bounds.every((b) => Math.abs(b) <= 2 ** 23) || (c.offset !== 'roundedZeroPoint' && c.bounds.every((b) => !Number.isFinite(b)));
+
+function firstDifference(a: ArrayLike<number>, b: ArrayLike<number>): string | null {
+  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return `element ${i}: wasm ${a[i]} js ${b[i]}`;
+  return a.length === b.length ? null : 'lengths differ';
+}
+
+describe('wasm fakeQuantize', () => {
+  for (const dtype of DTYPES) {
+    it(`forward is bit-identical to js in ${dtype} for every offset mode and broadcast`, () => {
+      fc.assert(
+        fc.property(caseArb(dtype), (c) => {
+          const ins = inputs(c);
+          const n = numel(c.shape);
+          const ref: Arg = { data: alloc(dtype, n), dtype, shape: c.shape, strides: contiguousStrides(c.shape), offset: 0 };
+          const got: Arg = { ...ref, data: alloc(dtype, n) };
+          jsKernels.fakeQuantize(ins, ref, params(c));
+          wasm.run('fakeQuantize', ins, got, params(c));
+          expect(firstDifference(got.data, ref.data)).toBe(null);
+          if (wasmCase(c)) expect(wasm.ranOn!('fakeQuantize', dtype)).toBe('wasm');
+        }),
+        { numRuns: 25 },
+      );
+    });
+
+    it(`backward (dx, dscale, dzeroPoint) is bit-identical to js in ${dtype}, broadcast grads included`, () => {
+      fc.assert(
+        fc.property(caseArb(dtype), (c) => {
+          const ins = inputs(c);
+          const n = numel(c.shape);
+          const r = randomArray(dtype, n + 1, c.seed ^ 0x5a5a);
+          const g: Arg = c.gDims === 'contiguous'
+            ? { data: r, dtype, shape: c.shape, strides: contiguousStrides(c.shape), offset: 1 }
+            : operand(dtype, c.shape, c.gDims, (i) => (i % 7 === 3 ? -0 : r[i]!));
+          const shape3 = [3, ...c.shape];
+          const ref: Arg = { data: alloc(dtype, 3 * n), dtype, shape: shape3, strides: contiguousStrides(shape3), offset: 0 };
+          const got: Arg = { ...ref, data: alloc(dtype, 3 * n) };
+          const p = { ...params(c), gradFactor: c.gradFactor };
+          jsKernels.fakeQuantizeBackward([...ins, g], ref, p);
+          wasm.run('fakeQuantizeBackward', [...ins, g], got, p);
+          expect(firstDifference(got.data, ref.data)).toBe(null);
+          if (wasmCase(c)) expect(wasm.ranOn!('fakeQuantizeBackward', dtype)).toBe('wasm');
+        }),
+        { numRuns: 25 },
+      );
+    });
+  }
+
+  it('falls back to js for other rounding modes, noise and strided x', () => {
+    const c: Case = { dtype: 'float32', offset: 'zeroPoint', shape: [32, 40], sDims: [], gDims: 'contiguous', bounds: [-8, 7], gradFactor: 1, seed: 7 };
+    const [x, s, z] = inputs(c);
+    const out = (): Arg => ({ data: alloc('float32', 1280), dtype: 'float32', shape: [32, 40], strides: [40, 1], offset: 0 });
+    wasm.run('fakeQuantize', [x!, s!, z!], out(), { ...params(c), rounding: 'floor' });
+    expect(wasm.ranOn!('fakeQuantize', 'float32')).toBe('js');
+    const xt: Arg = { ...x!, shape: [40, 32], strides: [1, 40] };
+    wasm.run('fakeQuantize', [xt, { ...s!, shape: [40, 32] }, { ...z!, shape: [40, 32] }], { ...out(), shape: [40, 32], strides: [32, 1] }, params(c));
+    expect(wasm.ranOn!('fakeQuantize', 'float32')).toBe('js');
+  });
+});
+
+describe('wasm fwht', () => {
+  for (const dtype of DTYPES) {
+    it(`is bit-identical to js in ${dtype} for power-of-two blocks, normalized or not, on strided inputs`, () => {
+      fc.assert(
+        fc.property(fc.integer({ min: 0, max: 9 }), fc.integer({ min: 1, max: 4 }), fc.boolean(), fc.boolean(), seed, (logB, blocks, normalize, transposed, sd) => {
+          const b = 2 ** logB;
+          const cols = b * blocks;
+          const rows = Math.ceil(1024 / cols);
+          const data = randomArray(dtype, rows * cols + 3, sd);
+          data[5] = -0;
+          const x: Arg = transposed
+            ? { data, dtype, shape: [rows, cols], strides: [1, rows], offset: 3 }
+            : { data, dtype, shape: [rows, cols], strides: [cols, 1], offset: 3 };
+          const ref: Arg = { data: alloc(dtype, rows * cols), dtype, shape: [rows, cols], strides: [cols, 1], offset: 0 };
+          const got: Arg = { ...ref, data: alloc(dtype, rows * cols) };
+          jsKernels.fwht([x], ref, { blockSize: b, normalize });
+          wasm.run('fwht', [x], got, { blockSize: b, normalize });
+          expect(firstDifference(got.data, ref.data)).toBe(null);
+          expect(wasm.ranOn!('fwht', dtype)).toBe('wasm');
+        }),
+        { numRuns: 20 },
+      );
+    });
+  }
+});
