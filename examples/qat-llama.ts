@@ -2,7 +2,8 @@
  * @file QAT of the tiny byte-level Llama (dim 128, 4 layers, 4 heads, 2 KV heads, SwiGLU 384,
  * vocab 256) on Moby-Dick: one configuration × seeds, validation bits per byte (mean ± std).
  * Configurations (examples/lib/qat-llama.ts): fp; w4a4-{ste,quest,lsq}, w2a4-{ste,quest,lsq};
- * ternary-{ste,hestia}; split-{0,0.5,0.8} (FP phase then W4A8 QAT) and fused (QAT in the cooldown).
+ * ternary-{ste,hestia}; split-{0,0.5,0.8} (FP phase then W4A8 QAT), split-1 (FP with the same WSD)
+ * and fused (QAT in the cooldown).
  * The grid of all of them: examples/experiments/llama.ts.
  * Run: npx tsx examples/qat-llama.ts --config w4a4-quest --seeds 0,1,2 [--steps 200 --batch-size 8 --seq-len 64]
  */

@@ -54,6 +54,8 @@ export const QAT_LLAMA_CONFIGS: QatLlamaConfig[] = [
     prepare: (m) => void prepareQAT(m, { rules: [{ match: LAYERS, types: ['Linear'], weight: { grid: 'hestia', granularity: 'tensor' } }] }),
   },
   ...[0, 0.5, 0.8].map((s): QatLlamaConfig => ({ name: `split-${s}`, about: `FP for ${s * 100} % of steps (own WSD), then W4 g32 LSQ / A8 per-token QAT (own WSD)`, schedule: 'split', switchAt: s, prepare: speed })),
+  // the split family's float reference: same WSD schedule, QAT never switched on (evaluated in float)
+  { name: 'split-1', about: 'FP only, one WSD (the float reference of the split family; fp uses cosine)', schedule: 'split', switchAt: 1, prepare: speed },
   { name: 'fused', about: 'one WSD (20 % cooldown); W4 g32 LSQ / A8 per-token QAT switched on at the cooldown (last 20 %)', schedule: 'fused', switchAt: 0.8, prepare: speed },
 ];
 
