@@ -290,18 +290,9 @@ interface Walk {
 function walk(a: Arg, shape: readonly number[]): Walk | null {
   const last = shape.length - 1;
   if (last < 0) return { rows: Int32Array.of(a.offset), step: 0 };
-  if (a.strides.length !== shape.length) return null;
   const step = shape[last] === 1 ? 0 : a.strides[last]!;
   if (step !== 0 && step !== 1) return null;
   return { rows: offsets({ shape: shape.slice(0, last), strides: a.strides.slice(0, last), offset: a.offset }), step };
-}
-
-/** Whether a walk is one constant value (per-tensor) or one contiguous run over all rows. */
-function linear(w: Walk, L: number): 0 | 1 | null {
-  const r0 = w.rows[0]!;
-  const constant = w.step === 0 && w.rows.every((o) => o === r0);
-  if (constant) return 0;
-  return (w.step === 1 || L === 1) && w.rows.every((o, r) => o === r0 + r * L) ? 1 : null;
 }
 
 function run(engine: Engine, inputs: readonly Arg[], out: Arg, p: FakeQuantizeParams & { gradFactor?: number }, backward: boolean): boolean {
@@ -321,26 +312,33 @@ function run(engine: Engine, inputs: readonly Arg[], out: Arg, p: FakeQuantizePa
   if (n < QUANT_MIN_ELEMENTS) return false;
   let L = shape.length ? shape[shape.length - 1]! : 1;
   const ops = [s!, z!, g].slice(0, nOps) as Arg[];
-  const walks = ops.map((a) => walk(a, shape));
-  if (walks.some((w) => w === null)) return false;
-  let ws = walks as Walk[];
+  if (ops.some((a) => a.strides.length !== shape.length)) return false;
   let R = n / L;
-  // per-tensor scale (and a contiguous grad): one row of n, so short last dims still vectorize
-  const lin = ws.map((w) => linear(w, L));
-  if (R > 1 && lin.every((l) => l !== null)) {
-    ws = ws.map((w, j) => ({ rows: w.rows.subarray(0, 1), step: lin[j]! }));
+  let ws: Walk[];
+  // per-tensor operands and contiguous ones (a grad): one row of n, classified from the strides
+  // alone, so short last dims still vectorize and no per-row offsets are built
+  const flat = ops.map((a) => (shape.every((d, i) => d === 1 || a.strides[i] === 0) ? 0 : isContiguous(shape, a.strides) ? 1 : null));
+  if (flat.every((f) => f !== null)) {
+    ws = ops.map((a, j) => ({ rows: Int32Array.of(a.offset), step: flat[j]! }));
     L = n;
     R = 1;
+  } else {
+    const walks = ops.map((a) => walk(a, shape));
+    if (walks.some((w) => w === null)) return false;
+    ws = walks as Walk[];
   }
   const e = k === 'f32' ? 4 : 8;
   const spans = ops.map((a, j) => {
     let lo = Infinity;
     let hi = -Infinity;
     const w = ws[j]!;
-    for (const o of w.rows) {
-      lo = Math.min(lo, o);
-      hi = Math.max(hi, o + (w.step ? L - 1 : 0));
+    const rows = w.rows;
+    for (let r = 0; r < rows.length; r++) {
+      const o = rows[r]!;
+      if (o < lo) lo = o;
+      if (o > hi) hi = o;
     }
+    if (w.step) hi += L - 1;
     return [lo, hi + 1] as const;
   });
   const align = (b: number) => Math.ceil(b / 16) * 16;
