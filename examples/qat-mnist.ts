@@ -9,7 +9,7 @@ import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
-import { crossEntropy, Generator, type Tensor } from '@qgrad/core';
+import { crossEntropy, Generator, noGrad, type Tensor } from '@qgrad/core';
 import { AdamW, Conv2d, Flatten, LambdaLR, Linear, MaxPool2d, ReLU, Sequential, cosineSchedule } from '@qgrad/nn';
 import {
   bitsPerParameter, convert, histogramSvg, prepareQAT, quantizationError, weightHistogram, type QATConfig, type QuantLinear,
@@ -79,6 +79,9 @@ for (const seed of seeds) {
   if (cfg) {
     const summary = prepareQAT(model, cfg);
     if (seed === seeds[0]) console.log(summary.toString());
+    // learned activation scales initialise from the first batch they see: make that a training
+    // batch, not the test images of the step-0 evaluation
+    noGrad(() => model.forward(mnistBatch(data, args.batchSize, 0, seed)[0]));
   }
   const scales = new Set([...model.namedParameters()].filter(([n]) => /Quantizer\.(scale|zeroPoint)$/.test(n)).map(([, p]) => p));
   const others = model.parameters().filter((p) => !scales.has(p));
