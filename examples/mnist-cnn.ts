@@ -3,11 +3,11 @@
  * classifier) and AdamW. Reports test accuracy; writes runs/mnist-cnn/.
  * Run: npx tsx examples/mnist-cnn.ts [--steps 500] [--resume]
  */
-import { crossEntropy, Generator } from '@qgrad/core';
+import { Generator } from '@qgrad/core';
 import { AdamW, Conv2d, Flatten, LambdaLR, Linear, MaxPool2d, ReLU, Sequential, cosineSchedule } from '@qgrad/nn';
 import { cli } from './lib/args.js';
-import { evaluateClassifier, mnistBatch, mnistData } from './lib/mnist.js';
-import { commonOptions, summary, train, useBackend } from './lib/train.js';
+import { mnistData, trainMnistClassifier } from './lib/mnist.js';
+import { commonOptions, useBackend } from './lib/train.js';
 
 const args = cli('mnist-cnn', 'Trains a two-stage CNN (conv 3×3 → ReLU → maxpool 2, twice; then linear) on MNIST with AdamW.', {
   steps: { type: 'number', default: 500, help: 'training steps' },
@@ -30,26 +30,4 @@ const data = mnistData();
 const optimizer = new AdamW(model.parameters(), { lr: args.lr, weightDecay: 1e-4 });
 const scheduler = new LambdaLR(optimizer, cosineSchedule({ warmupSteps: Math.min(30, args.steps / 10), totalSteps: args.steps, minLrRatio: 0.05 }));
 
-const result = await train({
-  name: 'mnist-cnn',
-  dir: args.runDir,
-  steps: args.steps,
-  resume: args.resume,
-  evalEvery: args.evalEvery,
-  ckptEvery: args.ckptEvery,
-  stopAt: args.stopAt,
-  state: { model, optimizer, scheduler },
-  config: { channels: c, batchSize: args.batchSize, lr: args.lr, seed: args.seed, steps: args.steps },
-  step: (i) => {
-    const [x, y] = mnistBatch(data, args.batchSize, i, args.seed); // [B, 1, 28, 28], [B]
-    const loss = crossEntropy(model.forward(x), y);
-    loss.backward();
-    optimizer.step();
-    optimizer.zeroGrad();
-    scheduler.step();
-    return { loss: loss.item() };
-  },
-  evaluate: () => evaluateClassifier((x) => model.forward(x), data.testX, data.testY),
-  panels: { loss: ['loss', 'test_loss'], accuracy: ['test_acc'] },
-});
-console.log(summary(result, { 'test accuracy': result.lastEval.test_acc! }));
+await trainMnistClassifier('mnist-cnn', model, data, { optimizer, scheduler }, args, { channels: c, lr: args.lr });

@@ -3,11 +3,11 @@
  * example. Reports test accuracy; writes runs/mnist-mlp/{metrics.jsonl, curves.svg, checkpoint.safetensors}.
  * Run: npx tsx examples/mnist-mlp.ts [--steps 1500] [--resume]
  */
-import { crossEntropy, Generator } from '@qgrad/core';
+import { Generator } from '@qgrad/core';
 import { AdamW, LambdaLR, Linear, ReLU, Sequential, cosineSchedule } from '@qgrad/nn';
 import { cli } from './lib/args.js';
-import { evaluateClassifier, mnistBatch, mnistData } from './lib/mnist.js';
-import { commonOptions, summary, train, useBackend } from './lib/train.js';
+import { mnistData, trainMnistClassifier } from './lib/mnist.js';
+import { commonOptions, useBackend } from './lib/train.js';
 
 const args = cli('mnist-mlp', 'Trains a 784-256-10 MLP on MNIST (8,000 train / 2,000 test digits) with AdamW and a cosine schedule.', {
   steps: { type: 'number', default: 1500, help: 'training steps' },
@@ -23,26 +23,4 @@ const model = new Sequential(new Linear(784, args.hidden, { generator: new Gener
 const optimizer = new AdamW(model.parameters(), { lr: args.lr, weightDecay: 1e-4 });
 const scheduler = new LambdaLR(optimizer, cosineSchedule({ warmupSteps: Math.min(50, args.steps / 10), totalSteps: args.steps, minLrRatio: 0.05 }));
 
-const result = await train({
-  name: 'mnist-mlp',
-  dir: args.runDir,
-  steps: args.steps,
-  resume: args.resume,
-  evalEvery: args.evalEvery,
-  ckptEvery: args.ckptEvery,
-  stopAt: args.stopAt,
-  state: { model, optimizer, scheduler },
-  config: { hidden: args.hidden, batchSize: args.batchSize, lr: args.lr, seed: args.seed, steps: args.steps },
-  step: (i) => {
-    const [x, y] = mnistBatch(data, args.batchSize, i, args.seed); // [B, 784], [B]
-    const loss = crossEntropy(model.forward(x), y);
-    loss.backward();
-    optimizer.step();
-    optimizer.zeroGrad();
-    scheduler.step();
-    return { loss: loss.item() };
-  },
-  evaluate: () => evaluateClassifier((x) => model.forward(x), data.testX, data.testY),
-  panels: { loss: ['loss', 'test_loss'], accuracy: ['test_acc'] },
-});
-console.log(summary(result, { 'test accuracy': result.lastEval.test_acc! }));
+await trainMnistClassifier('mnist-mlp', model, data, { optimizer, scheduler }, args, { hidden: args.hidden, lr: args.lr });

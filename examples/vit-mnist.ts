@@ -4,11 +4,11 @@
  * Reports test accuracy; writes runs/vit-mnist/.
  * Run: npx tsx examples/vit-mnist.ts [--steps 400] [--depth 2] [--resume]
  */
-import { crossEntropy, Generator } from '@qgrad/core';
+import { Generator } from '@qgrad/core';
 import { AdamW, LambdaLR, ViT, cosineSchedule, mnistViTConfig, type ViTConfig } from '@qgrad/nn';
 import { cli } from './lib/args.js';
-import { evaluateClassifier, mnistBatch, mnistData } from './lib/mnist.js';
-import { commonOptions, summary, train, useBackend } from './lib/train.js';
+import { mnistData, trainMnistClassifier } from './lib/mnist.js';
+import { commonOptions, useBackend } from './lib/train.js';
 
 const args = cli('vit-mnist', 'Trains a Vision Transformer (7×7 patches, class token, pre-norm blocks) on MNIST with AdamW.', {
   steps: { type: 'number', default: 400, help: 'training steps' },
@@ -32,26 +32,4 @@ const optimizer = new AdamW([{ params: decay, weightDecay: 0.05 }, { params: noD
 const scheduler = new LambdaLR(optimizer, cosineSchedule({ warmupSteps: Math.min(40, args.steps / 10), totalSteps: args.steps, minLrRatio: 0.05 }));
 console.log(`ViT: ${model.numParameters()} parameters, ${(28 / args.patch) ** 2} patches`);
 
-const result = await train({
-  name: 'vit-mnist',
-  dir: args.runDir,
-  steps: args.steps,
-  resume: args.resume,
-  evalEvery: args.evalEvery,
-  ckptEvery: args.ckptEvery,
-  stopAt: args.stopAt,
-  state: { model, optimizer, scheduler },
-  config: { ...config, batchSize: args.batchSize, lr: args.lr, seed: args.seed, steps: args.steps },
-  step: (i) => {
-    const [x, y] = mnistBatch(data, args.batchSize, i, args.seed); // [B, 1, 28, 28], [B]
-    const loss = crossEntropy(model.forward(x), y);
-    loss.backward();
-    optimizer.step();
-    optimizer.zeroGrad();
-    scheduler.step();
-    return { loss: loss.item() };
-  },
-  evaluate: () => evaluateClassifier((x) => model.forward(x), data.testX, data.testY),
-  panels: { loss: ['loss', 'test_loss'], accuracy: ['test_acc'] },
-});
-console.log(summary(result, { 'test accuracy': result.lastEval.test_acc! }));
+await trainMnistClassifier('vit-mnist', model, data, { optimizer, scheduler }, args, { ...config, lr: args.lr });

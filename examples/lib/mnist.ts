@@ -4,7 +4,8 @@
  */
 import { crossEntropy, noGrad, tensor, type Tensor } from '@qgrad/core';
 import { loadMnist } from '@qgrad/nn';
-import { epochBatch } from './train.js';
+import type { TrainingState } from './checkpoint.js';
+import { epochBatch, summary, train, type TrainResult } from './train.js';
 
 /** Mean and standard deviation of MNIST pixels (the usual normalisation constants). */
 const MEAN = 0.1307;
@@ -45,4 +46,55 @@ export function evaluateClassifier(logitsOf: (x: Tensor) => Tensor, x: Tensor, y
     }
     return { test_acc: correct / n, test_loss: loss / n };
   });
+}
+
+/** The flags a classification example passes through (see `commonOptions` in train.ts). */
+export interface ClassifierRunArgs {
+  steps: number;
+  batchSize: number;
+  seed: number;
+  runDir: string;
+  resume?: boolean;
+  evalEvery: number;
+  ckptEvery: number;
+  stopAt: number;
+}
+
+/**
+ * The classification examples' training run: cross entropy on seeded MNIST batches, one
+ * optimizer and scheduler step per batch, test accuracy at every evaluation; prints the summary.
+ */
+export async function trainMnistClassifier(
+  name: string,
+  model: TrainingState['model'] & { forward(x: Tensor): Tensor },
+  data: MnistData,
+  state: Omit<TrainingState, 'model'> & { scheduler: NonNullable<TrainingState['scheduler']> },
+  args: ClassifierRunArgs,
+  config: Record<string, unknown>,
+): Promise<TrainResult> {
+  const { optimizer, scheduler } = state;
+  const result = await train({
+    name,
+    dir: args.runDir,
+    steps: args.steps,
+    resume: args.resume ?? false,
+    evalEvery: args.evalEvery,
+    ckptEvery: args.ckptEvery,
+    stopAt: args.stopAt,
+    state: { model, optimizer, scheduler },
+    config: { ...config, batchSize: args.batchSize, seed: args.seed, steps: args.steps },
+    step: (i) => {
+      const [x, y] = mnistBatch(data, args.batchSize, i, args.seed); // [B, …], [B]
+      const loss = crossEntropy(model.forward(x), y);
+      loss.backward();
+      optimizer.step();
+      optimizer.zeroGrad();
+      scheduler.step();
+      return { loss: loss.item() };
+    },
+    evaluate: () => evaluateClassifier((x) => model.forward(x), data.testX, data.testY),
+    panels: { loss: ['loss', 'test_loss'], accuracy: ['test_acc'] },
+  });
+  console.log(summary(result, { 'test accuracy': result.lastEval.test_acc! }));
+  return result;
 }
