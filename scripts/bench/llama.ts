@@ -7,6 +7,7 @@
 import * as q from '@qgrad/core';
 import { AdamW, Llama, tinyLlamaConfig } from '@qgrad/nn';
 import { prepareQAT } from '@qgrad/quant';
+import type { BenchContext } from './context.js';
 
 const BATCH = 16;
 const SEQ = 128;
@@ -37,12 +38,7 @@ function stepTimes(quant: boolean, steps: number): number[] {
   return times;
 }
 
-export async function run(ctx: {
-  quick: boolean;
-  torch: (section: string, ...rest: string[]) => Record<string, number> | null;
-  table: (title: string, header: string[], rows: (string | number)[][]) => void;
-  median: (xs: number[]) => number;
-}): Promise<Record<string, number>> {
+export async function run(ctx: BenchContext): Promise<Record<string, number>> {
   const steps = ctx.quick ? 2 : 5;
   const out: Record<string, number> = {};
   const backends = q.availableBackends().filter((b) => b !== 'js' || ctx.quick || q.availableBackends().length === 1);

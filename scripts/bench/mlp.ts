@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as q from '@qgrad/core';
 import { Adam, Linear, loadMnist, Module } from '@qgrad/nn';
+import type { BenchContext } from './context.js';
 
 class Mlp extends Module {
   layers: Linear[];
@@ -51,12 +52,7 @@ function epoch(quant: boolean, images: q.Tensor, labels: q.Tensor): number {
   return performance.now() - t;
 }
 
-export async function run(ctx: {
-  quick: boolean;
-  torch: (section: string, ...rest: string[]) => Record<string, number> | null;
-  table: (title: string, header: string[], rows: (string | number)[][]) => void;
-  median: (xs: number[]) => number;
-}): Promise<Record<string, number>> {
+export async function run(ctx: BenchContext): Promise<Record<string, number>> {
   const { train } = loadMnist({ flatten: true });
   const n = ctx.quick ? 1024 : train.images.shape[0]!;
   const images = train.images.narrow(0, 0, n).contiguous();

@@ -4,6 +4,7 @@
  * channel, beside PyTorch's learnable fake-quantize ops on the same sizes.
  */
 import * as q from '@qgrad/core';
+import type { BenchContext } from './context.js';
 
 const ROWS = 1024;
 const COLS = 1024;
@@ -19,12 +20,7 @@ function melemPerS(fn: () => void, reps: number, median: (xs: number[]) => numbe
   return (ROWS * COLS) / (median(ts) * 1e3);
 }
 
-export async function run(ctx: {
-  quick: boolean;
-  torch: (section: string, ...rest: string[]) => Record<string, number> | null;
-  table: (title: string, header: string[], rows: (string | number)[][]) => void;
-  median: (xs: number[]) => number;
-}): Promise<Record<string, number>> {
+export async function run(ctx: BenchContext): Promise<Record<string, number>> {
   const reps = ctx.quick ? 3 : 9;
   const out: Record<string, number> = {};
   const x = q.randn([ROWS, COLS], { requiresGrad: true });

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as q from '@qgrad/core';
 import { benchMatmul, defaultContenders } from './matmul.js';
+import type { BenchContext } from './context.js';
 import { jaxContender, peerDispatch, tfContender } from './peers.js';
 
 const { values: args } = parseArgs({
@@ -115,7 +116,7 @@ if (sections.has('matmul')) {
 for (const s of ['quant', 'mlp', 'llama']) {
   if (sections.has(s)) {
     const mod = await import(`./${s}.js`).catch(() => null);
-    if (mod) report[s] = await mod.run({ quick: args.quick, torch, table, median });
+    if (mod) report[s] = await (mod as { run(ctx: BenchContext): Promise<unknown> }).run({ quick: args.quick!, torch, table, median });
     else console.log(`\n${s}: not benchmarked yet (scripts/bench/${s}.ts is missing)`);
   }
 }

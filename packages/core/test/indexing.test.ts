@@ -3,20 +3,12 @@ import { describe, expect, it } from 'vitest';
 import * as q from '@qgrad/core';
 import { arb, checkOp, gradcheck } from '@qgrad/core/testing';
 import type { Tensor } from '@qgrad/core';
+import { ravel, unravel } from './helpers.js';
 
 const f64 = (s: number[]) => q.rand(s, { dtype: 'float64' }).mul(4).sub(2);
 const i32 = (data: number[] | number[][], shape?: number[]) => q.tensor(data, { dtype: 'int32', shape });
 const RUNS = { numRuns: 12 };
 
-const unravel = (i: number, shape: number[]) => {
-  const idx = new Array<number>(shape.length);
-  for (let d = shape.length - 1; d >= 0; d--) {
-    idx[d] = i % shape[d]!;
-    i = Math.floor(i / shape[d]!);
-  }
-  return idx;
-};
-const ravel = (idx: number[], shape: number[]) => idx.reduce((a, v, d) => a * shape[d]! + v, 0);
 
 /** Gradcheck of the vector-Jacobian product of `fn` at `x` as a function of the cotangent: checks double backward. */
 function gradgradcheck(fn: (x: Tensor) => Tensor, x: Tensor): void {

@@ -3,20 +3,11 @@ import { describe, expect, it } from 'vitest';
 import * as q from '@qgrad/core';
 import { arb, checkOp, gradcheck } from '@qgrad/core/testing';
 import type { Tensor } from '@qgrad/core';
+import { ravel, unravel } from './helpers.js';
 
 const f64 = (s: number[]) => q.rand(s, { dtype: 'float64' }).mul(4).sub(2);
 const RUNS = { numRuns: 12 };
 
-/** Flat row-major index → multi-index for `shape`. */
-const unravel = (i: number, shape: number[]) => {
-  const idx = new Array<number>(shape.length);
-  for (let d = shape.length - 1; d >= 0; d--) {
-    idx[d] = i % shape[d]!;
-    i = Math.floor(i / shape[d]!);
-  }
-  return idx;
-};
-const ravel = (idx: number[], shape: number[]) => idx.reduce((a, v, d) => a * shape[d]! + v, 0);
 
 /** Builds the expected tensor of `shape` elementwise from `at(multiIndex)` reading `x`'s values. */
 function reference(x: Tensor, shape: number[], at: (idx: number[], get: (i: number[]) => number) => number): number[] {
