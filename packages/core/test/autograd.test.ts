@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import * as q from '@qgrad/core';
 import { AnomalyError, defineFunction, detectAnomaly, grad, gradOf, noGrad, tensor, Tensor, valueAndGrad } from '@qgrad/core';
-import { assertAllclose, gradcheck } from '@qgrad/core/testing';
+import { assertAllclose, gradcheck, gradgradcheck } from '@qgrad/core/testing';
 
 describe('backward', () => {
   it('accumulates leaf gradients across calls', () => {
@@ -246,5 +246,23 @@ describe('printing', () => {
     expect(tensor([1.5], { requiresGrad: true }).toString()).toBe('tensor([1.5000], requires_grad=True)');
     expect(tensor([1, 2], { dtype: 'int32' }).toString()).toBe('tensor([1, 2], dtype=int32)');
     expect(tensor(3).toString()).toBe('tensor(3.)');
+  });
+});
+
+describe('gradgradcheck (testing kit)', () => {
+  it('passes for ops with double-differentiable backward rules', () => {
+    gradgradcheck((x) => x.tanh().mul(x), [tensor([0.3, -1.2, 0.8], { dtype: 'float64' })]);
+    gradgradcheck((a, b) => a.matmul(b), [q.randn([2, 3], { dtype: 'float64' }), q.randn([3, 2], { dtype: 'float64' })]);
+  });
+
+  it('catches a backward rule whose gradient is right but not itself differentiable', () => {
+    const square = defineFunction({
+      name: 'squareDetached',
+      forward: (ctx, x: Tensor) => (ctx.save(x), x.mul(x)),
+      backward: (ctx, g) => [g.mul(ctx.saved[0]!.detach()).mul(2)], // right value, cut from the graph
+    });
+    const x = [tensor([0.5, -1.5], { dtype: 'float64' })];
+    gradcheck((t) => square(t), x);
+    expect(() => gradgradcheck((t) => square(t), x)).toThrow(/gradcheck failed/);
   });
 });

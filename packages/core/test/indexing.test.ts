@@ -1,26 +1,17 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import * as q from '@qgrad/core';
-import { arb, checkOp, gradcheck } from '@qgrad/core/testing';
+import { arb, checkOp, gradcheck, gradgradcheck as gradgradcheckAll } from '@qgrad/core/testing';
 import type { Tensor } from '@qgrad/core';
 import { ravel, unravel } from './helpers.js';
+
+const gradgradcheck = (fn: (x: Tensor) => Tensor, x: Tensor) => gradgradcheckAll(fn, [x]);
 
 const f64 = (s: number[]) => q.rand(s, { dtype: 'float64' }).mul(4).sub(2);
 const i32 = (data: number[] | number[][], shape?: number[]) => q.tensor(data, { dtype: 'int32', shape });
 const RUNS = { numRuns: 12 };
 
 
-/** Gradcheck of the vector-Jacobian product of `fn` at `x` as a function of the cotangent: checks double backward. */
-function gradgradcheck(fn: (x: Tensor) => Tensor, x: Tensor): void {
-  const out = fn(x);
-  const vjp = (g: Tensor) =>
-    q.enableGrad(() => {
-      const leaf = x.detach().requiresGrad_();
-      const [gx] = q.gradOf([fn(leaf)], [leaf], { gradOutputs: [g], createGraph: true });
-      return gx!.mul(gx!);
-    });
-  gradcheck(vjp, [f64(out.shape)]);
-}
 
 /**
  * A shape, a dim, and a gather/scatter index for it: same rank, no larger outside dim, any size

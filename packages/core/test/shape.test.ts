@@ -1,9 +1,11 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import * as q from '@qgrad/core';
-import { arb, checkOp, gradcheck } from '@qgrad/core/testing';
+import { arb, checkOp, gradcheck, gradgradcheck as gradgradcheckAll } from '@qgrad/core/testing';
 import type { Tensor } from '@qgrad/core';
 import { ravel, unravel } from './helpers.js';
+
+const gradgradcheck = (fn: (x: Tensor) => Tensor, x: Tensor) => gradgradcheckAll(fn, [x]);
 
 const f64 = (s: number[]) => q.rand(s, { dtype: 'float64' }).mul(4).sub(2);
 const RUNS = { numRuns: 12 };
@@ -17,17 +19,6 @@ function reference(x: Tensor, shape: number[], at: (idx: number[], get: (i: numb
   return Array.from({ length: n }, (_, i) => at(unravel(i, shape), get));
 }
 
-/** Gradcheck of the vector-Jacobian product of `fn` at `x` as a function of the cotangent: checks double backward. */
-function gradgradcheck(fn: (x: Tensor) => Tensor, x: Tensor): void {
-  const out = fn(x);
-  const vjp = (g: Tensor) =>
-    q.enableGrad(() => {
-      const leaf = x.detach().requiresGrad_();
-      const [gx] = q.gradOf([fn(leaf)], [leaf], { gradOutputs: [g], createGraph: true });
-      return gx!.mul(gx!); // nonlinear, so the second derivative is exercised
-    });
-  gradcheck(vjp, [f64(out.shape)]);
-}
 
 /** A random shape of rank ≥ 1 with a random dim in it. */
 const shapeAndDim = arb.shape({ minRank: 1, maxRank: 3 }).chain((s) => fc.tuple(fc.constant(s), fc.integer({ min: -s.length, max: s.length - 1 })));

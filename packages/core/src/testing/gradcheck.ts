@@ -4,7 +4,8 @@
  */
 import { gradOf } from '../autograd.js';
 import { randn, tensor, zerosLike } from '../ops/creation.js';
-import { noGrad } from '../tape.js';
+import { cat } from '../ops/shape.js';
+import { enableGrad, noGrad } from '../tape.js';
 import { Tensor } from '../tensor.js';
 import { Generator } from '../random.js';
 
@@ -103,4 +104,24 @@ export function gradcheck(fn: (...xs: Tensor[]) => Tensor, inputs: Tensor[], opt
   const report = { ok, worst: w, message };
   if (!ok && (opts.raiseException ?? true)) throw new GradcheckError(report);
   return report;
+}
+
+/**
+ * Checks second derivatives (double backward): gradcheck of the vector-Jacobian product
+ * (x…, g) ↦ ∂⟨fn(x…), g⟩/∂x…, built with `createGraph`, with respect to both the inputs and the
+ * cotangent g — like `torch.autograd.gradgradcheck`.
+ * @example gradgradcheck((x) => x.tanh(), [randn([3], { dtype: 'float64' })]);
+ */
+export function gradgradcheck(fn: (...xs: Tensor[]) => Tensor, inputs: Tensor[], opts: GradcheckOptions = {}): GradcheckReport {
+  const n = inputs.length;
+  const outShape = noGrad(() => fn(...inputs)).shape;
+  const g0 = randn([...outShape], { dtype: 'float64', generator: new Generator((opts.seed ?? 1234) + 1) });
+  const vjp = (...args: Tensor[]) =>
+    enableGrad(() => {
+      // analytic pass: the leaves gradcheck made (keep their graph); numeric pass: fresh leaves
+      const xs = args.slice(0, n).map((x) => (x.requiresGrad ? x : x.detach().requiresGrad_()));
+      const grads = gradOf([fn(...xs)], xs, { gradOutputs: [args[n]!], createGraph: true, allowUnused: true });
+      return cat(grads.map((g) => g.reshape(-1)));
+    });
+  return gradcheck(vjp, [...inputs, g0], { ...opts, nonContiguous: false });
 }

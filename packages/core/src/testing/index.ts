@@ -9,7 +9,7 @@
  *   gradcheck((x) => x.tanh().mul(x), [randn(s, { dtype: 'float64' })]);
  * }));
  */
-export { gradcheck, GradcheckError, type GradcheckOptions, type GradcheckReport } from './gradcheck.js';
+export { gradcheck, gradgradcheck, GradcheckError, type GradcheckOptions, type GradcheckReport } from './gradcheck.js';
 export { allclose, assertAllclose, closeReport, type CloseOptions } from './allclose.js';
 export * as arb from './arbitraries.js';
 export { checkOp, type CheckOpOptions } from './check-op.js';
