@@ -9,7 +9,7 @@ import { convOutSize } from '../js/conv.js';
 import { numel } from '../js/layout.js';
 import type { Im2colParams, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
-import { ARGS, HEAP, MAX_HEAP_BYTES, type Engine } from './runtime.js';
+import { ARGS, HEAP, MAX_HEAP_BYTES, span, type Engine } from './runtime.js';
 
 type Arg = KernelArg<TypedArray>;
 type Kind = 'f32' | 'f64';
@@ -123,21 +123,12 @@ export function emitConv2d(mb: ModuleBuilder): void {
 
 const MIN_ELEMENTS = 2048;
 
-/** [lo, hi) of buffer offsets a view touches (non-negative strides only; else null). */
-function span(x: Arg): [number, number] | null {
-  let hi = x.offset;
-  for (let d = 0; d < x.shape.length; d++) {
-    if (x.strides[d]! < 0) return null;
-    hi += (x.shape[d]! - 1) * x.strides[d]!;
-  }
-  return [x.offset, hi + 1];
-}
-
 function run(engine: Engine, name: 'im2col' | 'col2im', src: Arg, out: Arg, p: Im2colParams): boolean {
   const d = out.dtype;
   if ((d !== 'float32' && d !== 'float64') || src.dtype !== d) return false;
   const n = numel(out.shape);
-  const s = span(src);
+  // negative strides (flipped views) go to js
+  const s = src.strides.every((st) => st >= 0) ? span(src) : null;
   if (n < MIN_ELEMENTS || !s || s[1] - s[0] > 4 * numel(src.shape) + 64) return false;
   const k: Kind = d === 'float32' ? 'f32' : 'f64';
   const e = k === 'f32' ? 4 : 8;

@@ -8,7 +8,7 @@ import type { KernelArg } from '../backend.js';
 import { isContiguous, numel } from '../js/layout.js';
 import type { BinaryOp, TypedArray, UnaryOp } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
-import { HEAP, MAX_HEAP_BYTES, type Engine } from './runtime.js';
+import { HEAP, MAX_HEAP_BYTES, span, type Engine } from './runtime.js';
 import { expF32x4, scalarViaLanes, sigmoidF32x4 } from './simd-math.js';
 
 type Arg = KernelArg<TypedArray>;
@@ -203,18 +203,6 @@ function collapse(shape: readonly number[], strides: (readonly number[])[]): { s
     }
   }
   return { shape: sh, strides: st };
-}
-
-/** [lo, hi) of buffer offsets a view touches. */
-function span(x: Arg): [number, number] {
-  let lo = x.offset;
-  let hi = x.offset;
-  x.shape.forEach((n, d) => {
-    const s = (n - 1) * x.strides[d]!;
-    if (s < 0) lo += s;
-    else hi += s;
-  });
-  return [lo, hi + 1];
 }
 
 /** Runs a generated map over rows; inputs are copied in by span, output copied back. */

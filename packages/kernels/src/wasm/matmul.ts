@@ -7,7 +7,7 @@
 import type { KernelArg } from '../backend.js';
 import { numel, offsets } from '../js/layout.js';
 import type { TypedArray } from '../names.js';
-import { ARGS, HEAP, MAX_HEAP_BYTES, type Engine } from './runtime.js';
+import { ARGS, HEAP, MAX_HEAP_BYTES, span, type Engine } from './runtime.js';
 import { F32_TILE, F64_TILE, MatmulArg, type MicroShape, PackArg } from './simd-matmul.js';
 
 /** The packing job's argument block sits after the matmul job's. */
@@ -73,18 +73,6 @@ function packB(src: TypedArray, off: number, sk: number, sn: number, K: number, 
       d += nr * kcb;
     }
   }
-}
-
-/** [lo, hi) of buffer offsets a view touches. */
-function span(x: Arg): [number, number] {
-  let lo = x.offset;
-  let hi = x.offset;
-  x.shape.forEach((n, d) => {
-    const s = (n - 1) * x.strides[d]!;
-    if (s < 0) lo += s;
-    else hi += s;
-  });
-  return [lo, hi + 1];
 }
 
 function allEqual(xs: Int32Array): boolean {

@@ -3,6 +3,7 @@
  * its scratch heap, compiling the generated kernel module once per flavour, and dispatching an
  * export serially or over the thread pool. Kernels themselves live in the family files.
  */
+import type { KernelArg } from '../backend.js';
 import { ModuleBuilder, Simd, ValType } from './assembler.js';
 import { CONTROL_BYTES, ThreadPool } from './threads.js';
 
@@ -201,4 +202,16 @@ export class Engine {
     this.#pool?.dispose();
     this.#pool = null;
   }
+}
+
+/** [lo, hi) of the buffer offsets a strided view touches: what a kernel copies into wasm memory. */
+export function span(x: Pick<KernelArg, 'shape' | 'strides' | 'offset'>): [number, number] {
+  let lo = x.offset;
+  let hi = x.offset;
+  for (let d = 0; d < x.shape.length; d++) {
+    const s = (x.shape[d]! - 1) * x.strides[d]!;
+    if (s < 0) lo += s;
+    else hi += s;
+  }
+  return [lo, hi + 1];
 }
