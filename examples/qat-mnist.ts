@@ -16,9 +16,9 @@ import {
   type WeightQuantConfig,
 } from '@qgrad/quant';
 import { cli } from './lib/args.js';
-import { evaluateClassifier, mnistBatch, mnistData, type MnistData } from './lib/mnist.js';
+import { evaluateClassifier, mnistBatch, mnistData, trainMnistClassifier, type MnistData } from './lib/mnist.js';
 import { readMetrics } from './lib/metrics.js';
-import { train, useBackend } from './lib/train.js';
+import { useBackend } from './lib/train.js';
 
 const args = cli('qat-mnist', 'QAT on MNIST (8,000 train / 2,000 test digits): FP32 or fake-quantized weights/activations, mean ± std test accuracy over seeds.', {
   model: { type: 'string', default: 'mlp', help: "'mlp' (784-h-10) or 'cnn' (two 3×3 convs + linear)" },
@@ -87,32 +87,8 @@ for (const seed of seeds) {
   const others = model.parameters().filter((p) => !scales.has(p));
   const optimizer = new AdamW(scales.size ? [{ params: others }, { params: [...scales], lr: args.lr * args.scaleLrMult, weightDecay: 0 }] : others, { lr: args.lr, weightDecay: 1e-4 });
   const scheduler = new LambdaLR(optimizer, cosineSchedule({ warmupSteps: Math.min(50, steps / 10), totalSteps: steps, minLrRatio: 0.05 }));
-  const result = await train({
-    name: `qat-mnist ${label} seed ${seed}`,
-    dir: join(outDir, `seed${seed}`),
-    steps,
-    resume: false,
-    evalEvery: Math.max(Math.floor(steps / 4), 1),
-    ckptEvery: steps,
-    state: { model, optimizer, scheduler },
-    config: { ...args, seed },
-    step: (i) => {
-      const [x, y] = mnistBatch(data, args.batchSize, i, seed);
-      const loss = crossEntropy(model.forward(x), y);
-      loss.backward();
-      optimizer.step();
-      optimizer.zeroGrad();
-      scheduler.step();
-      return { loss: loss.item() };
-    },
-    evaluate: () => {
-      model.eval();
-      const r = evaluateClassifier((x: Tensor) => model.forward(x), data.testX, data.testY);
-      model.train();
-      return r;
-    },
-    panels: { loss: ['loss', 'test_loss'], accuracy: ['test_acc'] },
-  });
+  const runArgs = { steps, batchSize: args.batchSize, seed, runDir: join(outDir, `seed${seed}`), evalEvery: Math.max(Math.floor(steps / 4), 1), ckptEvery: steps, stopAt: 0 };
+  const result = await trainMnistClassifier(`qat-mnist ${label} seed ${seed}`, model, data, { optimizer, scheduler }, runArgs, { ...args });
   model.eval();
   let bitsPerParam = 32;
   let convertedAcc = result.lastEval.test_acc!;

@@ -92,7 +92,12 @@ export async function trainMnistClassifier(
       scheduler.step();
       return { loss: loss.item() };
     },
-    evaluate: () => evaluateClassifier((x) => model.forward(x), data.testX, data.testY),
+    evaluate: () => {
+      model.eval(); // dropout off, quantizers in eval mode
+      const r = evaluateClassifier((x) => model.forward(x), data.testX, data.testY);
+      model.train();
+      return r;
+    },
     panels: { loss: ['loss', 'test_loss'], accuracy: ['test_acc'] },
   });
   console.log(summary(result, { 'test accuracy': result.lastEval.test_acc! }));
