@@ -283,3 +283,13 @@ export function copyWasm(engine: Engine, [x]: readonly Arg[], out: Arg): boolean
   if (k === null) return false;
   return !isContiguous(x!.shape, x!.strides) && runMap(engine, `unary_identity_${k}`, [x!], out, k);
 }
+
+/** Placeholder: where runs on js until its wasm kernel lands. */
+export function whereWasm(_engine: Engine, _inputs: readonly Arg[], _out: Arg): boolean {
+  return false;
+}
+
+/** Placeholder: fill runs on js until its wasm kernel lands. */
+export function fillWasm(_engine: Engine, _inputs: readonly Arg[], _out: Arg, _params: { value: number }): boolean {
+  return false;
+}

@@ -8,7 +8,8 @@ import { jsBackend, jsKernels } from '../js/index.js';
 import { isContiguous } from '../js/layout.js';
 import type { DType, KernelName, KernelParams, TypedArray } from '../names.js';
 import { col2imWasm, emitConv2d, im2colWasm } from './conv.js';
-import { binaryWasm, copyWasm, emitElementwise, unaryWasm } from './elementwise.js';
+import { binaryWasm, copyWasm, emitElementwise, fillWasm, unaryWasm, whereWasm } from './elementwise.js';
+import { emitGather, gatherWasm, indexAddWasm, indexSelectWasm, scatterAddWasm } from './gather.js';
 import { emitHadamard, fwhtWasm } from './hadamard.js';
 import { MATMUL_MIN_MACS, matmulWasm } from './matmul.js';
 import { emitQuant, fakeQuantizeBackwardWasm, fakeQuantizeWasm } from './quant.js';
@@ -26,6 +27,12 @@ const RULES: { [K in KernelName]?: WasmRule<K> } = {
   unary: unaryWasm,
   binary: binaryWasm,
   copy: copyWasm,
+  where: whereWasm,
+  fill: fillWasm,
+  gather: gatherWasm,
+  scatterAdd: scatterAddWasm,
+  indexSelect: indexSelectWasm,
+  indexAdd: indexAddWasm,
   reduce: reduceWasm,
   argReduce: argReduceWasm,
   im2col: im2colWasm,
@@ -35,7 +42,7 @@ const RULES: { [K in KernelName]?: WasmRule<K> } = {
   fwht: fwhtWasm,
 };
 
-const EMITTERS: Emitter[] = [emitMatmul, (mb) => emitElementwise(mb), (mb) => emitReduce(mb), (mb) => emitConv2d(mb), (mb) => emitQuant(mb), (mb) => emitHadamard(mb)];
+const EMITTERS: Emitter[] = [emitMatmul, (mb) => emitElementwise(mb), (mb) => emitReduce(mb), (mb) => emitConv2d(mb), (mb) => emitQuant(mb), (mb) => emitHadamard(mb), (mb) => emitGather(mb)];
 
 export interface WasmBackendOptions {
   /** Threads including the caller; default QGRAD_THREADS or os.availableParallelism(). */
