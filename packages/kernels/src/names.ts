@@ -81,6 +81,15 @@ export interface KernelParams {
   indexSelect: { dim: number };
   /** out = base.clone(); out.index_add_(dim, index, src). Inputs: [base, index, src]. */
   indexAdd: { dim: number };
+  // ---- norm (js/norm.ts): fused row-wise primitives (one pass per row instead of a chain of kernels)
+  /** Softmax (or log-softmax) of x along `axis`; out has x's shape. */
+  softmax: SoftmaxParams;
+  /** Inputs [y, g] (y the softmax/log-softmax output, g its gradient): dx = y ⊙ (g − Σ g·y), or g − exp(y)·Σ g for log. */
+  softmaxBackward: SoftmaxParams;
+  /** Normalises each row of the last axis without affine: x·rstd (rms) or (x − mean)·rstd (layer), rstd = 1/√(mean of squares + eps). */
+  norm: NormParams;
+  /** Inputs [x, g] (g the gradient of the normalised output): dx, with the row statistics recomputed from x. */
+  normBackward: NormParams;
   // ---- quant (js/quant.ts, js/hadamard.ts)
   /** Fake quantization onto an integer grid. Inputs [x, scale, zeroPoint(, noise)], all broadcast to x. */
   fakeQuantize: FakeQuantizeParams;
@@ -94,6 +103,17 @@ export interface KernelParams {
 }
 
 export type KernelName = keyof KernelParams;
+
+// ---- norm
+export interface SoftmaxParams {
+  axis: number;
+  /** log-softmax: (x − max) − log Σ exp(x − max). */
+  log: boolean;
+}
+export interface NormParams {
+  kind: 'rms' | 'layer';
+  eps: number;
+}
 
 // ---- quant
 /**

@@ -59,6 +59,13 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   } catch {
     throw new Error(`matmul: batch dims ${fmt(batchA)} and ${fmt(batchB)} of shapes ${fmt(a.shape)} and ${fmt(b.shape)} cannot be broadcast together`);
   }
+  if (a2.ndim > 2 && b2.ndim === 2) {
+    // [..., M, K]·[K, N] is one [(…·M), K]·[K, N] product, as in PyTorch: one big matmul instead of
+    // a batch of small ones, and its backward gives dB as a single product over all rows (K = …·M)
+    // instead of a batch of products summed afterwards
+    const y = reshape(matmulFn(reshape(a2, [-1, k]), b2), [...batchA, a2.shape[a2.ndim - 2]!, b2.shape[1]!]);
+    return b.ndim > 1 ? y : reshape(y, y.shape.slice(0, -1));
+  }
   const y = matmulFn(a2, b2);
   if (a.ndim > 1 && b.ndim > 1) return y;
   // drop the promoted dims: [..., 1, N] → [..., N], [..., M, 1] → [..., M]

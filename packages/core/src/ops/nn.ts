@@ -1,61 +1,78 @@
 /**
- * @file Neural-network ops: softmax and logSoftmax (primitives, so their backward is one small
- * formula instead of a chain of reductions), and the composites layerNorm, rmsNorm, groupNorm
- * and dropout. Losses live in loss.ts.
+ * @file Neural-network ops: softmax/logSoftmax and the row normalisation under layerNorm, rmsNorm
+ * and groupNorm are fused primitives (one kernel pass forward and backward; a benchmark showed the
+ * chains of reductions dominating the tiny-Llama step), with the affine parts and dropout written
+ * as composites. Losses live in loss.ts.
  */
-import { normDim } from '../dispatch.js';
+import { normDim, runKernel } from '../dispatch.js';
+import { isGradEnabled } from '../tape.js';
 import { floatType } from '../dtype.js';
 import { defineFunction } from '../function.js';
 import { defaultGenerator, type Generator } from '../random.js';
 import { Tensor } from '../tensor.js';
 import { rand } from './creation.js';
-import { add, cast, div, exp, ge, log, mul, rsqrt, sub } from './elementwise.js';
-import { amax, mean, sum, variance } from './reduce.js';
+import { add, cast, exp, ge, mul, rsqrt, sub } from './elementwise.js';
+import { mean, sum } from './reduce.js';
 import { reshape } from './movement.js';
 
 const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
-
-/** x − max(x) along `dim`: exp of it cannot overflow (forward only; rows of all −∞ give NaN, as in PyTorch). */
-function shifted(x: Tensor, dim: number): Tensor {
-  return sub(x, amax(x, dim, true));
-}
 
 function asFloat(x: Tensor): Tensor {
   return cast(x, floatType(x.dtype));
 }
 
-// ---------------------------------------------------------------- softmax family (primitives)
-const softmaxFn = defineFunction({
-  name: 'softmax',
+// ---------------------------------------------------------------- softmax family (fused primitives)
+// Forward is one kernel pass per row. Backward runs the fused kernel too, unless a graph of the
+// backward is being recorded (createGraph): then it is written in tensor ops, so it has a
+// backward of its own (double backward, Hessian-vector products).
+const softmaxFns = [false, true].map((log) => defineFunction({
+  name: log ? 'logSoftmax' : 'softmax',
   forward(ctx, x: Tensor, dim: number) {
-    const e = exp(shifted(asFloat(x), dim));
-    const y = div(e, sum(e, dim, true));
+    const xf = asFloat(x);
+    const y = runKernel('softmax', [xf], [...xf.shape], xf.dtype, { axis: dim, log });
     ctx.save(y);
-    ctx.state = { dim };
+    ctx.state = { dim, log };
     return y;
   },
   backward(ctx, g) {
     const y = ctx.saved[0]!;
-    const dim = ctx.state.dim as number;
-    return [mul(y, sub(g, sum(mul(g, y), dim, true))), null]; // dx = y ⊙ (g − Σ g·y)
+    const { dim } = ctx.state as { dim: number };
+    if (!isGradEnabled()) return [runKernel('softmaxBackward', [y, g], [...y.shape], y.dtype, { axis: dim, log }), null];
+    // softmax: dx = y ⊙ (g − Σ g·y); log-softmax: dx = g − softmax(x)·Σ g
+    return [log ? sub(g, mul(exp(y), sum(g, dim, true))) : mul(y, sub(g, sum(mul(g, y), dim, true))), null];
+  },
+})) as [SoftmaxFn, SoftmaxFn];
+type SoftmaxFn = (x: Tensor, dim: number) => Tensor;
+
+/**
+ * Normalises the rows of x [rows, n] (no affine): rms x·r or layer (x − μ)·r with
+ * r = 1/√(mean of squares of x or x − μ, + eps). Fused like softmax.
+ */
+const normFn = defineFunction({
+  name: 'norm',
+  forward(ctx, x: Tensor, kind: 'rms' | 'layer', eps: number) {
+    ctx.save(x);
+    ctx.state = { kind, eps };
+    return runKernel('norm', [x], [...x.shape], x.dtype, { kind, eps });
+  },
+  backward(ctx, g) {
+    const x = ctx.saved[0]!;
+    const { kind, eps } = ctx.state as { kind: 'rms' | 'layer'; eps: number };
+    if (!isGradEnabled()) return [runKernel('normBackward', [x, g], [...x.shape], x.dtype, { kind, eps }), null, null];
+    // y = (x − μ)·r: dx = r·(g − mean(g) − y·mean(g·y)) (no mean(g) term for rms, where μ = 0)
+    const c = kind === 'layer' ? sub(x, mean(x, -1, true)) : x;
+    const r = rsqrt(add(mean(mul(c, c), -1, true), eps));
+    const y = mul(c, r);
+    const gc = kind === 'layer' ? sub(g, mean(g, -1, true)) : g;
+    return [mul(r, sub(gc, mul(y, mean(mul(g, y), -1, true)))), null, null];
   },
 });
 
-const logSoftmaxFn = defineFunction({
-  name: 'logSoftmax',
-  forward(ctx, x: Tensor, dim: number) {
-    const z = shifted(asFloat(x), dim);
-    const y = sub(z, log(sum(exp(z), dim, true)));
-    ctx.save(y);
-    ctx.state = { dim };
-    return y;
-  },
-  backward(ctx, g) {
-    const y = ctx.saved[0]!;
-    const dim = ctx.state.dim as number;
-    return [sub(g, mul(exp(y), sum(g, dim, true))), null]; // dx = g − softmax(x)·Σg
-  },
-});
+/** Runs normFn over the trailing `count` dims of x (flattened into one row each). */
+function normalizeTrailing(x: Tensor, count: number, kind: 'rms' | 'layer', eps: number): Tensor {
+  const n = x.shape.slice(x.ndim - count).reduce((a, b) => a * b, 1);
+  return reshape(normFn(reshape(x, [-1, n]), kind, eps), x.shape);
+}
 
 /**
  * Softmax along `dim`, computed stably (the row max is subtracted first), like
@@ -63,7 +80,7 @@ const logSoftmaxFn = defineFunction({
  * @example softmax(tensor([[1, 2, 3]]), -1).sum(-1).item(); // 1
  */
 export function softmax(x: Tensor, dim: number): Tensor {
-  return softmaxFn(x, normDim('softmax', dim, x.ndim));
+  return softmaxFns[0](x, normDim('softmax', dim, x.ndim));
 }
 
 /**
@@ -72,7 +89,7 @@ export function softmax(x: Tensor, dim: number): Tensor {
  * @example logSoftmax(tensor([0, 0]), 0).toArray(); // [-0.6931, -0.6931]
  */
 export function logSoftmax(x: Tensor, dim: number): Tensor {
-  return logSoftmaxFn(x, normDim('logSoftmax', dim, x.ndim));
+  return softmaxFns[1](x, normDim('logSoftmax', dim, x.ndim));
 }
 
 /** Softmax of −x (`torch.nn.functional.softmin`). */
@@ -109,9 +126,7 @@ export function layerNorm(x: Tensor, normalizedShape: number[] | number, weight?
   const ns = dims.map((d) => x.shape[d]!);
   checkAffine('layerNorm', 'weight', weight, ns);
   checkAffine('layerNorm', 'bias', bias, ns);
-  const mu = mean(x, dims, true);
-  const v = variance(x, dims, { correction: 0, keepdim: true });
-  return affine(mul(sub(x, mu), rsqrt(add(v, eps))), weight, bias);
+  return affine(normalizeTrailing(asFloat(x), dims.length, 'layer', eps), weight, bias);
 }
 
 /** Machine epsilon of a float dtype (`torch.finfo(dtype).eps`). */
@@ -129,8 +144,7 @@ export function rmsNorm(x: Tensor, normalizedShape: number[] | number, weight?: 
   const dims = lastDims('rmsNorm', x, normalizedShape);
   checkAffine('rmsNorm', 'weight', weight, dims.map((d) => x.shape[d]!));
   const xf = asFloat(x);
-  const ms = mean(mul(xf, xf), dims, true);
-  return affine(mul(xf, rsqrt(add(ms, eps ?? machineEps(xf)))), weight);
+  return affine(normalizeTrailing(xf, dims.length, 'rms', eps ?? machineEps(xf)), weight);
 }
 
 /**
@@ -146,10 +160,8 @@ export function groupNorm(x: Tensor, numGroups: number, weight?: Tensor | null, 
   }
   checkAffine('groupNorm', 'weight', weight, [c]);
   checkAffine('groupNorm', 'bias', bias, [c]);
-  const g = reshape(x, [n, numGroups, -1]); // [N, G, C/G·spatial]
-  const mu = mean(g, 2, true);
-  const v = variance(g, 2, { correction: 0, keepdim: true });
-  const y = reshape(mul(sub(g, mu), rsqrt(add(v, eps))), x.shape);
+  const g = reshape(asFloat(x), [n, numGroups, -1]); // [N, G, C/G·spatial]
+  const y = reshape(normalizeTrailing(g, 1, 'layer', eps), x.shape);
   const perChannel = (t?: Tensor | null) => (t ? reshape(t, [c, ...x.shape.slice(2).map(() => 1)]) : t); // [C, 1, …]
   return affine(y, perChannel(weight), perChannel(bias));
 }

@@ -9,6 +9,7 @@ import { binary, copy, fill, unary, where } from './elementwise.js';
 import { gather, indexAdd, indexSelect, scatterAdd } from './gather.js';
 import { fwht } from './hadamard.js';
 import { matmul } from './matmul.js';
+import { norm, normBackward, softmax, softmaxBackward } from './norm.js';
 import { fakeQuantize, fakeQuantizeBackward } from './quant.js';
 import { argReduce, reduce } from './reduce.js';
 
@@ -18,6 +19,7 @@ export const jsKernels: KernelTable<TypedArray> = {
   matmul,
   im2col, col2im,
   gather, scatterAdd, indexSelect, indexAdd,
+  softmax, softmaxBackward, norm, normBackward,
   fakeQuantize, fakeQuantizeBackward, fwht,
 };
 

@@ -1,0 +1,122 @@
+/**
+ * @file js reference kernels for the fused row-wise primitives: softmax / log-softmax along any
+ * axis and their backward, RMS and layer normalisation over the last axis and their backward.
+ * Row statistics accumulate in float64 (JS numbers); results round once on store.
+ */
+import type { Kernel, KernelArg } from '../backend.js';
+import type { TypedArray } from '../names.js';
+import { contiguousStrides, numel, offsets } from './layout.js';
+
+type Arg = KernelArg<TypedArray>;
+
+/**
+ * Start offsets of every line along `axis` (the axis dim set to size 1) for each argument, with
+ * the element stride along the axis; `out` is contiguous.
+ */
+function lines(axis: number, args: readonly Arg[], out: Arg): { starts: Int32Array[]; steps: number[]; n: number } {
+  const n = out.shape[axis] ?? 1;
+  const shape = out.shape.map((s, d) => (d === axis ? 1 : s));
+  const outStrides = contiguousStrides(out.shape);
+  const all = [...args, { ...out, strides: outStrides }];
+  return {
+    starts: all.map((a) => offsets({ shape, strides: a.strides, offset: a.offset })),
+    steps: all.map((a) => (a.shape.length ? a.strides[axis]! : 0)),
+    n,
+  };
+}
+
+export const softmax: Kernel<'softmax', TypedArray> = ([x], out, { axis, log }) => {
+  if (numel(out.shape) === 0) return;
+  const { starts: [xs, os], steps: [sx, so], n } = lines(axis, [x!], out);
+  const xd = x!.data;
+  const od = out.data;
+  for (let r = 0; r < xs!.length; r++) {
+    const px = xs![r]!;
+    const po = os![r]!;
+    let m = -Infinity;
+    for (let i = 0; i < n; i++) m = Math.max(m, xd[px + i * sx!]!);
+    let s = 0;
+    for (let i = 0; i < n; i++) s += Math.exp(xd[px + i * sx!]! - m);
+    if (log) {
+      const c = m + Math.log(s);
+      for (let i = 0; i < n; i++) od[po + i * so!] = xd[px + i * sx!]! - c;
+    } else {
+      for (let i = 0; i < n; i++) od[po + i * so!] = Math.exp(xd[px + i * sx!]! - m) / s;
+    }
+  }
+};
+
+export const softmaxBackward: Kernel<'softmaxBackward', TypedArray> = ([y, g], out, { axis, log }) => {
+  if (numel(out.shape) === 0) return;
+  const { starts: [ys, gs, os], steps: [sy, sg, so], n } = lines(axis, [y!, g!], out);
+  const yd = y!.data;
+  const gd = g!.data;
+  const od = out.data;
+  for (let r = 0; r < ys!.length; r++) {
+    const [py, pg, po] = [ys![r]!, gs![r]!, os![r]!];
+    let s = 0;
+    if (log) for (let i = 0; i < n; i++) s += gd[pg + i * sg!]!;
+    else for (let i = 0; i < n; i++) s += gd[pg + i * sg!]! * yd[py + i * sy!]!;
+    for (let i = 0; i < n; i++) {
+      const yi = yd[py + i * sy!]!;
+      const gi = gd[pg + i * sg!]!;
+      od[po + i * so!] = log ? gi - Math.exp(yi) * s : yi * (gi - s);
+    }
+  }
+};
+
+/** Mean (0 for rms) and 1/√(variance or mean square + eps) of one row. */
+function rowStats(d: TypedArray, p: number, step: number, n: number, layer: boolean, eps: number): [number, number] {
+  let mu = 0;
+  if (layer) {
+    for (let i = 0; i < n; i++) mu += d[p + i * step]!;
+    mu /= n;
+  }
+  let v = 0;
+  for (let i = 0; i < n; i++) {
+    const c = d[p + i * step]! - mu;
+    v += c * c;
+  }
+  return [mu, 1 / Math.sqrt(v / n + eps)];
+}
+
+export const norm: Kernel<'norm', TypedArray> = ([x], out, { kind, eps }) => {
+  if (numel(out.shape) === 0) return;
+  const axis = out.shape.length - 1;
+  const { starts: [xs, os], steps: [sx, so], n } = lines(axis, [x!], out);
+  const xd = x!.data;
+  const od = out.data;
+  for (let r = 0; r < xs!.length; r++) {
+    const [px, po] = [xs![r]!, os![r]!];
+    const [mu, rstd] = rowStats(xd, px, sx!, n, kind === 'layer', eps);
+    for (let i = 0; i < n; i++) od[po + i * so!] = (xd[px + i * sx!]! - mu) * rstd;
+  }
+};
+
+export const normBackward: Kernel<'normBackward', TypedArray> = ([x, g], out, { kind, eps }) => {
+  if (numel(out.shape) === 0) return;
+  const axis = out.shape.length - 1;
+  const layer = kind === 'layer';
+  const { starts: [xs, gs, os], steps: [sx, sg, so], n } = lines(axis, [x!, g!], out);
+  const xd = x!.data;
+  const gd = g!.data;
+  const od = out.data;
+  for (let r = 0; r < xs!.length; r++) {
+    const [px, pg, po] = [xs![r]!, gs![r]!, os![r]!];
+    const [mu, rstd] = rowStats(xd, px, sx!, n, layer, eps);
+    // y = (x − μ)·rstd; dx = rstd·(g − mean(g) − y·mean(g·y)), without the mean(g) term for rms
+    let sgm = 0;
+    let sgy = 0;
+    for (let i = 0; i < n; i++) {
+      const gi = gd[pg + i * sg!]!;
+      sgm += gi;
+      sgy += gi * (xd[px + i * sx!]! - mu) * rstd;
+    }
+    sgm = layer ? sgm / n : 0;
+    sgy /= n;
+    for (let i = 0; i < n; i++) {
+      const y = (xd[px + i * sx!]! - mu) * rstd;
+      od[po + i * so!] = rstd * (gd[pg + i * sg!]! - sgm - y * sgy);
+    }
+  }
+};
