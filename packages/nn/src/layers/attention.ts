@@ -47,9 +47,12 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   if (opts.isCausal && opts.attnMask) throw new Error('scaledDotProductAttention: pass either attnMask or isCausal, not both');
   const tq = q.shape[q.ndim - 2]!;
   const tk = k.shape[k.ndim - 2]!;
-  let scores = matmul(q, k.transpose(-2, -1)).mul(opts.scale ?? 1 / Math.sqrt(d)); // [..., tq, tk]
+  // scaling q rather than the scores touches d·tq elements instead of tq·tk
+  let scores = matmul(q.mul(opts.scale ?? 1 / Math.sqrt(d)), k.transpose(-2, -1)); // [..., tq, tk]
   const mask = opts.isCausal ? causalMask(tq, tk) : opts.attnMask;
-  if (mask) scores = mask.dtype === 'uint8' ? scores.maskedFill(mask.logicalNot(), -Infinity) : add(scores, mask);
+  // a boolean mask becomes an additive 0/−∞ bias of the mask's (small) shape: one broadcast add
+  // on the scores, whose backward passes the gradient through unchanged
+  if (mask) scores = add(scores, mask.dtype === 'uint8' ? zeros(mask.shape, { dtype: scores.dtype }).maskedFill(mask.logicalNot(), -Infinity) : mask);
   let w = softmax(scores, -1);
   if (opts.dropoutP) w = dropout(w, opts.dropoutP, opts.training ?? true, { generator: opts.generator });
   return matmul(w, v); // [..., tq, dv]
