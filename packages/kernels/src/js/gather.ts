@@ -1,10 +1,11 @@
 /**
  * @file js reference gather/scatter kernels: gather and scatterAdd along a dim (index of the
- * same rank), indexSelect and indexAdd (1-D index). Out-of-range indices throw naming the op.
+ * same rank), indexSelect and indexAdd (1-D index), with a whole-row path for contiguous tables
+ * (embedding lookups and their backward). Out-of-range indices throw naming the op.
  */
 import type { Kernel, KernelArg } from '../backend.js';
 import type { TypedArray } from '../names.js';
-import { contiguousStrides, numel, offsets } from './layout.js';
+import { contiguousStrides, isContiguous, numel, offsets } from './layout.js';
 
 function checkIndex(op: string, i: number, size: number): void {
   if (!(i >= -size && i < size)) throw new RangeError(`${op}: index ${i} is out of bounds for dimension of size ${size}`);
@@ -42,6 +43,10 @@ export const gather: Kernel<'gather', TypedArray> = ([x, index], out, { dim }) =
 };
 
 function cloneInto(base: KernelArg<TypedArray>, out: KernelArg<TypedArray>): void {
+  if (isContiguous(base.shape, base.strides)) {
+    out.data.set(base.data.subarray(base.offset, base.offset + numel(base.shape)) as never, out.offset);
+    return;
+  }
   const ob = offsets(base);
   for (let i = 0; i < ob.length; i++) out.data[out.offset + i] = base.data[ob[i]!]!;
 }
@@ -74,14 +79,82 @@ function selectOffsets(op: string, x: { shape: readonly number[]; strides: reado
   return base;
 }
 
+/** Rows shorter than this copy faster in a loop than through subarray + set (an object per call). */
+const SET_MIN = 32;
+
+/**
+ * `x`, `out` (and `src`) seen as [outer, size, inner] around `dim`, when the whole-row path
+ * applies: every operand contiguous, so a slice along `dim` is one run of `inner` elements.
+ */
+function rowsLayout(shape: readonly number[], dim: number): { outer: number; inner: number } {
+  return { outer: numel(shape.slice(0, dim)), inner: numel(shape.slice(dim + 1)) };
+}
+
+/** The index's values wrapped into [0, size), checked in index order so the error names the first bad one. */
+function wrappedIndices(op: string, index: KernelArg<TypedArray>, size: number): Int32Array {
+  const io = offsets(index);
+  const rows = new Int32Array(io.length);
+  for (let k = 0; k < io.length; k++) {
+    const i = index.data[io[k]!]!;
+    checkIndex(op, i, size);
+    rows[k] = i < 0 ? i + size : i;
+  }
+  return rows;
+}
+
 export const indexSelect: Kernel<'indexSelect', TypedArray> = ([x, index], out, { dim }) => {
+  if (isContiguous(x!.shape, x!.strides)) return indexSelectRows(x!, index!, out, dim);
   const src = selectOffsets('indexSelect', x!, index!, dim);
   for (let p = 0; p < src.length; p++) out.data[out.offset + p] = x!.data[src[p]!]!;
 };
 
+/** indexSelect on a contiguous x: out[o, k, :] = x[o, index[k], :], whole rows at a time. */
+function indexSelectRows(x: KernelArg<TypedArray>, index: KernelArg<TypedArray>, out: KernelArg<TypedArray>, dim: number): void {
+  const size = x.shape[dim]!;
+  const { outer, inner } = rowsLayout(x.shape, dim);
+  const L = numel(index.shape);
+  // an empty output reads no index, as the general path (so no error either)
+  if (outer * L * inner === 0) return;
+  const rows = wrappedIndices('indexSelect', index, size);
+  const xd = x.data;
+  const od = out.data;
+  for (let o = 0; o < outer; o++) {
+    const xo = x.offset + o * size * inner;
+    let dst = out.offset + o * L * inner;
+    for (let k = 0; k < L; k++, dst += inner) {
+      const src = xo + rows[k]! * inner;
+      if (inner >= SET_MIN) od.set(xd.subarray(src, src + inner) as never, dst);
+      else for (let j = 0; j < inner; j++) od[dst + j] = xd[src + j]!;
+    }
+  }
+}
+
 export const indexAdd: Kernel<'indexAdd', TypedArray> = ([base, index, src], out, { dim }) => {
   cloneInto(base!, out);
+  if (isContiguous(src!.shape, src!.strides)) return indexAddRows(index!, src!, out, dim);
   const dst = selectOffsets('indexAdd', { shape: out.shape, strides: contiguousStrides(out.shape), offset: out.offset }, index!, dim);
   const so = offsets(src!);
   for (let p = 0; p < dst.length; p++) out.data[dst[p]!] += src!.data[so[p]!]!;
 };
+
+/**
+ * indexAdd with a contiguous src: out[o, index[k], :] += src[o, k, :], whole rows at a time. Each
+ * element of out receives its additions in the same (o, k) order as the general path: same bits.
+ */
+function indexAddRows(index: KernelArg<TypedArray>, src: KernelArg<TypedArray>, out: KernelArg<TypedArray>, dim: number): void {
+  const size = out.shape[dim]!;
+  const { outer, inner } = rowsLayout(out.shape, dim);
+  const L = numel(index.shape);
+  if (outer * L * inner === 0) return;
+  const rows = wrappedIndices('indexAdd', index, size);
+  const sd = src.data;
+  const od = out.data;
+  for (let o = 0; o < outer; o++) {
+    const oo = out.offset + o * size * inner;
+    let s = src.offset + o * L * inner;
+    for (let k = 0; k < L; k++, s += inner) {
+      const d = oo + rows[k]! * inner;
+      for (let j = 0; j < inner; j++) od[d + j] += sd[s + j]!;
+    }
+  }
+}
