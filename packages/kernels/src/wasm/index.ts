@@ -12,6 +12,7 @@ import { binaryWasm, copyWasm, emitElementwise, fillWasm, unaryWasm, whereWasm }
 import { emitGather, gatherWasm, indexAddWasm, indexSelectWasm, scatterAddWasm } from './gather.js';
 import { emitHadamard, fwhtWasm } from './hadamard.js';
 import { MATMUL_MIN_MACS, matmulWasm } from './matmul.js';
+import { emitNorm, normBackwardWasm, normWasm, softmaxBackwardWasm, softmaxWasm } from './norm.js';
 import { emitQuant, fakeQuantizeBackwardWasm, fakeQuantizeWasm } from './quant.js';
 import { argReduceWasm, emitReduce, reduceWasm } from './reduce.js';
 import { Engine, type Emitter, wasmFeatures } from './runtime.js';
@@ -37,12 +38,16 @@ const RULES: { [K in KernelName]?: WasmRule<K> } = {
   argReduce: argReduceWasm,
   im2col: im2colWasm,
   col2im: col2imWasm,
+  softmax: softmaxWasm,
+  softmaxBackward: softmaxBackwardWasm,
+  norm: normWasm,
+  normBackward: normBackwardWasm,
   fakeQuantize: fakeQuantizeWasm,
   fakeQuantizeBackward: fakeQuantizeBackwardWasm,
   fwht: fwhtWasm,
 };
 
-const EMITTERS: Emitter[] = [emitMatmul, (mb) => emitElementwise(mb), (mb) => emitReduce(mb), (mb) => emitConv2d(mb), (mb) => emitQuant(mb), (mb) => emitHadamard(mb), (mb) => emitGather(mb)];
+const EMITTERS: Emitter[] = [emitMatmul, (mb) => emitElementwise(mb), (mb) => emitReduce(mb), (mb) => emitConv2d(mb), (mb) => emitQuant(mb), (mb) => emitHadamard(mb), (mb) => emitGather(mb), (mb) => emitNorm(mb)];
 
 export interface WasmBackendOptions {
   /** Threads including the caller; default QGRAD_THREADS or os.availableParallelism(). */

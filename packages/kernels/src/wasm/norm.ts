@@ -1,0 +1,369 @@
+/**
+ * @file wasm fused row kernels (f32x4): softmax / log-softmax along the last axis and their
+ * backward, RMS / layer normalisation over the last axis and their backward. One task handles a
+ * run of whole rows, so the thread count never changes a result. Sums accumulate in f32 lanes
+ * (rows are short); float64, strided inputs and other axes stay on js.
+ */
+import type { KernelArg } from '../backend.js';
+import { isContiguous, numel } from '../js/layout.js';
+import type { NormParams, SoftmaxParams, TypedArray } from '../names.js';
+import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
+import { ARGS, HEAP, MAX_HEAP_BYTES, type Engine } from './runtime.js';
+import { expF32x4 } from './simd-math.js';
+
+type Arg = KernelArg<TypedArray>;
+
+/** Argument words of a row job (i32 slots at ARGS; eps as f32 bits). */
+const enum W { x, g, out, n, rows, perTask, flag, stats, eps }
+
+/** Below this many elements the copies and the call cost more than the js loop saves. */
+const MIN_ELEMENTS = 1024;
+/** Elements from which a job is split over the thread pool. */
+const PARALLEL_MIN = 1 << 16;
+
+const P = ValType.i32;
+const F = ValType.f32;
+const V = ValType.v128;
+
+/** Emission context of one row: `simd` picks f32x4 or scalar f32 forms of each step. */
+interface Row {
+  c: Code;
+  /** Element index local. */
+  i: number;
+  simd: boolean;
+  /** Scratch v128 local for transcendental calls. */
+  tmp: number;
+}
+
+/** Pushes x[i] (a vector of 4 from i, or one scalar) from the row that starts at local `base`. */
+function ld(r: Row, base: number): void {
+  r.c.get(base).get(r.i).i32(2).op(Op.i32_shl).op(Op.i32_add);
+  if (r.simd) r.c.simdMem(Simd.v128_load, 0);
+  else r.c.mem(Op.f32_load, 2);
+}
+
+/** Pushes the f32 local `s` (splatted in the vector form). */
+function sc(r: Row, s: number): void {
+  r.c.get(s);
+  if (r.simd) r.c.simd(Simd.f32x4_splat);
+}
+
+type Bin = 'add' | 'sub' | 'mul' | 'max';
+const VEC: Record<Bin, number> = { add: Simd.f32x4_add, sub: Simd.f32x4_sub, mul: Simd.f32x4_mul, max: Simd.f32x4_max };
+const SCA: Record<Bin, number> = { add: Op.f32_add, sub: Op.f32_sub, mul: Op.f32_mul, max: Op.f32_max };
+function bin(r: Row, op: Bin): void {
+  if (r.simd) r.c.simd(VEC[op]);
+  else r.c.op(SCA[op]);
+}
+
+/** exp of the value on the stack (the scalar form goes through lane 0, so both forms agree). */
+function exp(r: Row): void {
+  if (!r.simd) r.c.simd(Simd.f32x4_splat);
+  r.c.set(r.tmp);
+  expF32x4(r.c, r.tmp);
+  if (!r.simd) r.c.lane(Simd.f32x4_extract_lane, 0);
+}
+
+/** Runs body over the row: vector steps of 4 while they fit, then scalar steps. */
+function each(c: Code, i: number, n: number, tmp: number, body: (r: Row) => void): void {
+  c.i32(0).set(i);
+  c.while(() => c.get(i).i32(4).op(Op.i32_add).get(n).op(Op.i32_le_s), () => {
+    body({ c, i, simd: true, tmp });
+    c.get(i).i32(4).op(Op.i32_add).set(i);
+  });
+  c.while(() => c.get(i).get(n).op(Op.i32_lt_s), () => {
+    body({ c, i, simd: false, tmp });
+    c.get(i).i32(1).op(Op.i32_add).set(i);
+  });
+}
+
+/** Sets f32 local `dst` to the sum (or max) over the row of the term `term` pushes. */
+function reduceRow(c: Code, i: number, n: number, tmp: number, op: 'add' | 'max', dst: number, term: (r: Row) => void): void {
+  const acc = c.local(V);
+  const init = op === 'add' ? 0 : -Infinity;
+  c.f32(init).simd(Simd.f32x4_splat).set(acc);
+  c.f32(init).set(dst);
+  each(c, i, n, tmp, (r) => {
+    c.get(r.simd ? acc : dst);
+    term(r);
+    bin(r, op);
+    c.set(r.simd ? acc : dst);
+  });
+  // (l0 ∘ l1) ∘ (l2 ∘ l3), then the scalar tail
+  const s = SCA[op];
+  c.get(acc).lane(Simd.f32x4_extract_lane, 0).get(acc).lane(Simd.f32x4_extract_lane, 1).op(s);
+  c.get(acc).lane(Simd.f32x4_extract_lane, 2).get(acc).lane(Simd.f32x4_extract_lane, 3).op(s).op(s);
+  c.get(dst).op(s).set(dst);
+}
+
+/** Stores the value `value` pushes into the row at local `base`. */
+function mapRow(c: Code, i: number, n: number, tmp: number, base: number, value: (r: Row) => void): void {
+  each(c, i, n, tmp, (r) => {
+    c.get(base).get(i).i32(2).op(Op.i32_shl).op(Op.i32_add);
+    value(r);
+    if (r.simd) c.simdMem(Simd.v128_store, 0);
+    else c.mem(Op.f32_store, 2);
+  });
+}
+
+interface RowCtx {
+  c: Code;
+  n: number;
+  i: number;
+  tmp: number;
+  flag: number;
+  eps: number;
+  stats: number;
+  row: number;
+  px: number;
+  pg: number;
+  po: number;
+}
+
+/** A task export `name(arg, t)` running `body` on rows [t·perTask, min(rows, (t+1)·perTask)). */
+function emitRowTask(mb: ModuleBuilder, name: string, body: (k: RowCtx) => void): void {
+  mb.func([P, P], [], (c) => {
+    const [arg, t] = [0, 1];
+    const [n, rows, end, row, i, flag, stats, px, pg, po, rowBytes] = Array.from({ length: 11 }, () => c.local(P));
+    const eps = c.local(F);
+    const tmp = c.local(V);
+    const word = (w: W) => c.get(arg).mem(Op.i32_load, 2, w * 4);
+    word(W.n).set(n);
+    word(W.rows).set(rows);
+    word(W.flag).set(flag);
+    word(W.stats).set(stats);
+    c.get(arg).mem(Op.f32_load, 2, W.eps * 4).set(eps);
+    c.get(t);
+    word(W.perTask).op(Op.i32_mul).set(row);
+    c.get(row);
+    word(W.perTask).op(Op.i32_add).set(end);
+    c.get(end).get(rows).op(Op.i32_gt_s).if().get(rows).set(end).end();
+    c.get(n).i32(2).op(Op.i32_shl).set(rowBytes);
+    c.while(() => c.get(row).get(end).op(Op.i32_lt_s), () => {
+      const at = (w: W, dst: number) => {
+        word(w);
+        c.get(row).get(rowBytes).op(Op.i32_mul).op(Op.i32_add).set(dst);
+      };
+      at(W.x, px);
+      at(W.g, pg);
+      at(W.out, po);
+      body({ c, n, i, tmp, flag, eps, stats, row, px, pg, po });
+      c.get(row).i32(1).op(Op.i32_add).set(row);
+    });
+  }, name);
+}
+
+export function emitNorm(mb: ModuleBuilder): void {
+  // softmax: out = exp(x − m)/Σ; log (flag): stats[2·row] = m, stats[2·row + 1] = Σ, out untouched
+  emitRowTask(mb, 'softmax_f32', ({ c, n, i, tmp, flag, stats, row, px, po }) => {
+    const [m, s, inv] = [c.local(F), c.local(F), c.local(F)];
+    reduceRow(c, i, n, tmp, 'max', m, (r) => ld(r, px));
+    c.get(flag).if();
+    reduceRow(c, i, n, tmp, 'add', s, (r) => {
+      ld(r, px);
+      sc(r, m);
+      bin(r, 'sub');
+      exp(r);
+    });
+    c.get(stats).get(row).i32(3).op(Op.i32_shl).op(Op.i32_add).get(m).mem(Op.f32_store, 2);
+    c.get(stats).get(row).i32(3).op(Op.i32_shl).op(Op.i32_add).get(s).mem(Op.f32_store, 2, 4);
+    c.op(Op.else);
+    // write the exponentials while summing them, then scale the row in place
+    const acc = c.local(V);
+    c.f32(0).simd(Simd.f32x4_splat).set(acc);
+    c.f32(0).set(s);
+    each(c, i, n, tmp, (r) => {
+      c.get(po).get(i).i32(2).op(Op.i32_shl).op(Op.i32_add);
+      ld(r, px);
+      sc(r, m);
+      bin(r, 'sub');
+      exp(r);
+      const e = r.simd ? c.local(V) : c.local(F);
+      c.tee(e);
+      if (r.simd) c.simdMem(Simd.v128_store, 0);
+      else c.mem(Op.f32_store, 2);
+      c.get(r.simd ? acc : s).get(e);
+      bin(r, 'add');
+      c.set(r.simd ? acc : s);
+    });
+    c.get(acc).lane(Simd.f32x4_extract_lane, 0).get(acc).lane(Simd.f32x4_extract_lane, 1).op(Op.f32_add);
+    c.get(acc).lane(Simd.f32x4_extract_lane, 2).get(acc).lane(Simd.f32x4_extract_lane, 3).op(Op.f32_add).op(Op.f32_add);
+    c.get(s).op(Op.f32_add).set(s);
+    c.f32(1).get(s).op(Op.f32_div).set(inv);
+    mapRow(c, i, n, tmp, po, (r) => {
+      ld(r, po);
+      sc(r, inv);
+      bin(r, 'mul');
+    });
+    c.end();
+  });
+  // log-softmax's second pass: out = x − stats[row] (the row's max + log Σ, computed in JS)
+  emitRowTask(mb, 'rowshift_f32', ({ c, n, i, tmp, stats, row, px, po }) => {
+    const k = c.local(F);
+    c.get(stats).get(row).i32(2).op(Op.i32_shl).op(Op.i32_add).mem(Op.f32_load, 2).set(k);
+    mapRow(c, i, n, tmp, po, (r) => {
+      ld(r, px);
+      sc(r, k);
+      bin(r, 'sub');
+    });
+  });
+  // softmax backward (y in x, g): dx = y·(g − Σ g·y); log: dx = g − exp(y)·Σ g
+  emitRowTask(mb, 'softmax_bwd_f32', ({ c, n, i, tmp, flag, px, pg, po }) => {
+    const s = c.local(F);
+    c.get(flag).if();
+    reduceRow(c, i, n, tmp, 'add', s, (r) => ld(r, pg));
+    mapRow(c, i, n, tmp, po, (r) => {
+      ld(r, pg);
+      ld(r, px);
+      exp(r);
+      sc(r, s);
+      bin(r, 'mul');
+      bin(r, 'sub');
+    });
+    c.op(Op.else);
+    reduceRow(c, i, n, tmp, 'add', s, (r) => {
+      ld(r, pg);
+      ld(r, px);
+      bin(r, 'mul');
+    });
+    mapRow(c, i, n, tmp, po, (r) => {
+      ld(r, px);
+      ld(r, pg);
+      sc(r, s);
+      bin(r, 'sub');
+      bin(r, 'mul');
+    });
+    c.end();
+  });
+  /** Sets mu (0 unless layer) and rstd = 1/√(mean((x − mu)²) + eps) of the row. */
+  const stats = ({ c, n, i, tmp, flag, eps, px }: RowCtx, mu: number, rstd: number) => {
+    const v = c.local(F);
+    c.f32(0).set(mu);
+    c.get(flag).if();
+    reduceRow(c, i, n, tmp, 'add', mu, (r) => ld(r, px));
+    c.get(mu).get(n).op(0xb2 /* f32.convert_i32_s */).op(Op.f32_div).set(mu);
+    c.end();
+    reduceRow(c, i, n, tmp, 'add', v, (r) => {
+      ld(r, px);
+      sc(r, mu);
+      bin(r, 'sub');
+      const d = r.simd ? c.local(V) : c.local(F);
+      c.tee(d).get(d);
+      bin(r, 'mul');
+    });
+    c.f32(1).get(v).get(n).op(0xb2).op(Op.f32_div).get(eps).op(Op.f32_add).op(Op.f32_sqrt).op(Op.f32_div).set(rstd);
+  };
+  // norm: out = (x − mu)·rstd (flag: layer)
+  emitRowTask(mb, 'norm_f32', (k) => {
+    const { c, n, i, tmp, px, po } = k;
+    const [mu, rstd] = [c.local(F), c.local(F)];
+    stats(k, mu, rstd);
+    mapRow(c, i, n, tmp, po, (r) => {
+      ld(r, px);
+      sc(r, mu);
+      bin(r, 'sub');
+      sc(r, rstd);
+      bin(r, 'mul');
+    });
+  });
+  // norm backward (x, g): dx = rstd·(g − mean(g) − y·mean(g·y)), y = (x − mu)·rstd; rms has no mean(g)
+  emitRowTask(mb, 'norm_bwd_f32', (k) => {
+    const { c, n, i, tmp, flag, px, pg, po } = k;
+    const [mu, rstd, sg, sgy] = [c.local(F), c.local(F), c.local(F), c.local(F)];
+    stats(k, mu, rstd);
+    const y = (r: Row) => {
+      ld(r, px);
+      sc(r, mu);
+      bin(r, 'sub');
+      sc(r, rstd);
+      bin(r, 'mul');
+    };
+    c.f32(0).set(sg);
+    c.get(flag).if();
+    reduceRow(c, i, n, tmp, 'add', sg, (r) => ld(r, pg));
+    c.get(sg).get(n).op(0xb2).op(Op.f32_div).set(sg);
+    c.end();
+    reduceRow(c, i, n, tmp, 'add', sgy, (r) => {
+      ld(r, pg);
+      y(r);
+      bin(r, 'mul');
+    });
+    c.get(sgy).get(n).op(0xb2).op(Op.f32_div).set(sgy);
+    mapRow(c, i, n, tmp, po, (r) => {
+      ld(r, pg);
+      sc(r, sg);
+      bin(r, 'sub');
+      y(r);
+      sc(r, sgy);
+      bin(r, 'mul');
+      bin(r, 'sub');
+      sc(r, rstd);
+      bin(r, 'mul');
+    });
+  });
+}
+
+/**
+ * Copies the float32 operands into the heap, runs `name` over rows of the last axis (on the pool
+ * when large) and copies the result out. `then` may run further passes before the copy-out.
+ */
+function runRows(engine: Engine, name: string, inputs: readonly Arg[], out: Arg, flag: number, eps: number, then?: (statsPtr: number, rows: number) => void): boolean {
+  if (out.dtype !== 'float32' || inputs.some((x) => x.dtype !== 'float32' || !isContiguous(x.shape, x.strides))) return false;
+  const total = numel(out.shape);
+  if (total < MIN_ELEMENTS) return false;
+  const n = out.shape[out.shape.length - 1]!;
+  const rows = total / n;
+  const bytes = total * 4;
+  const slot = Math.ceil(bytes / 16) * 16;
+  const need = slot * 3 + rows * 8 + 16;
+  if (need > MAX_HEAP_BYTES || !engine.reserve(need)) return false;
+  const ptrs = [HEAP, HEAP + slot];
+  const outPtr = HEAP + 2 * slot;
+  const statsPtr = outPtr + slot;
+  const f32 = engine.f32;
+  inputs.forEach((x, j) => f32.set(x.data.subarray(x.offset, x.offset + total) as Float32Array, ptrs[j]! / 4));
+  const threaded = engine.threads > 1 && total >= PARALLEL_MIN;
+  const tasks = threaded ? Math.min(rows, engine.threads * 4) : 1;
+  const perTask = Math.ceil(rows / tasks);
+  const words = engine.i32;
+  const w = ARGS / 4;
+  words[w + W.x] = ptrs[0]!;
+  words[w + W.g] = ptrs[1]!;
+  words[w + W.out] = outPtr;
+  words[w + W.n] = n;
+  words[w + W.rows] = rows;
+  words[w + W.perTask] = perTask;
+  words[w + W.flag] = flag;
+  words[w + W.stats] = statsPtr;
+  f32[w + W.eps] = eps;
+  engine.parallel(name, ARGS, Math.ceil(rows / perTask), threaded);
+  then?.(statsPtr, rows);
+  (out.data as Float32Array).set(engine.f32.subarray(outPtr / 4, outPtr / 4 + total), out.offset);
+  return true;
+}
+
+export function softmaxWasm(engine: Engine, inputs: readonly Arg[], out: Arg, { axis, log }: SoftmaxParams): boolean {
+  if (axis !== out.shape.length - 1) return false;
+  return runRows(engine, 'softmax_f32', inputs, out, log ? 1 : 0, 0, log ? (statsPtr, rows) => {
+    // out = x − (max + log Σ): the log of each row's sum is one call per row, done here in f64
+    const f32 = engine.f32;
+    const s = statsPtr / 4;
+    for (let r = 0; r < rows; r++) f32[s + r] = f32[s + 2 * r]! + Math.log(f32[s + 2 * r + 1]!);
+    const threaded = engine.threads > 1 && numel(out.shape) >= PARALLEL_MIN;
+    const words = engine.i32;
+    const tasks = Math.ceil(rows / words[ARGS / 4 + W.perTask]!);
+    engine.parallel('rowshift_f32', ARGS, tasks, threaded);
+  } : undefined);
+}
+
+export function softmaxBackwardWasm(engine: Engine, inputs: readonly Arg[], out: Arg, { axis, log }: SoftmaxParams): boolean {
+  return axis === out.shape.length - 1 && runRows(engine, 'softmax_bwd_f32', inputs, out, log ? 1 : 0, 0);
+}
+
+export function normWasm(engine: Engine, inputs: readonly Arg[], out: Arg, { kind, eps }: NormParams): boolean {
+  return runRows(engine, 'norm_f32', inputs, out, kind === 'layer' ? 1 : 0, eps);
+}
+
+export function normBackwardWasm(engine: Engine, inputs: readonly Arg[], out: Arg, { kind, eps }: NormParams): boolean {
+  return runRows(engine, 'norm_bwd_f32', inputs, out, kind === 'layer' ? 1 : 0, eps);
+}

@@ -1,0 +1,113 @@
+/**
+ * @file wasm fused row kernels (softmax, log-softmax, rms/layer norm and their backward) against
+ * the js oracle: random row lengths around the SIMD width, inputs with −∞ and large values, one
+ * and two threads (the result must not depend on the thread count).
+ */
+import fc from 'fast-check';
+import { afterAll, describe, expect, it } from 'vitest';
+import { createWasmBackend, jsKernels, numel, type KernelName, type NormParams, type SoftmaxParams } from '@qgrad/kernels';
+import { contiguous, mismatch, out, randomArray, view } from './helpers.js';
+
+const one = createWasmBackend({ threads: 1 });
+const two = createWasmBackend({ threads: 2 });
+afterAll(() => {
+  one.dispose();
+  two.dispose();
+});
+
+const seed = fc.integer({ min: 1, max: 2 ** 31 - 1 });
+/** [rows, n] with at least 1024 elements (below that js runs) and n not always a multiple of 4. */
+const shape = fc
+  .record({ n: fc.oneof(fc.constantFrom(1, 3, 4, 5, 7, 8, 33, 128), fc.integer({ min: 1, max: 300 })), extra: fc.integer({ min: 0, max: 40 }) })
+  .map(({ n, extra }) => [Math.ceil(1024 / n) + extra, n]);
+
+type RowKernel = 'softmax' | 'softmaxBackward' | 'norm' | 'normBackward';
+const CASES: { kernel: RowKernel; params: SoftmaxParams | NormParams; inputs: number }[] = [
+  { kernel: 'softmax', params: { axis: 1, log: false }, inputs: 1 },
+  { kernel: 'softmax', params: { axis: 1, log: true }, inputs: 1 },
+  { kernel: 'softmaxBackward', params: { axis: 1, log: false }, inputs: 2 },
+  { kernel: 'softmaxBackward', params: { axis: 1, log: true }, inputs: 2 },
+  { kernel: 'norm', params: { kind: 'rms', eps: 1e-6 }, inputs: 1 },
+  { kernel: 'norm', params: { kind: 'layer', eps: 1e-5 }, inputs: 1 },
+  { kernel: 'normBackward', params: { kind: 'rms', eps: 1e-6 }, inputs: 2 },
+  { kernel: 'normBackward', params: { kind: 'layer', eps: 1e-5 }, inputs: 2 },
+];
+
+/**
+ * Per-element absolute tolerance: f32 arithmetic (lane sums, x − mean) against the oracle's f64
+ * leaves errors of a few ulp of the terms each output is made of, which can be far larger than
+ * the output itself after cancellation (layer norm of two nearly equal values, rms backward of a
+ * one-element row). So the bound scales with each row's terms, not with the result.
+ */
+function tolerance(kernel: RowKernel, params: SoftmaxParams | NormParams, args: { data: ArrayLike<number> }[], [rows, n]: number[]): Float64Array {
+  const tol = new Float64Array(rows! * n!);
+  for (let r = 0; r < rows!; r++) {
+    const row = (j: number) => Array.from({ length: n! }, (_, i) => args[j]!.data[r * n! + i]!);
+    const x = row(0);
+    const absMax = (v: number[]) => Math.max(...v.map(Math.abs).filter(Number.isFinite), 0);
+    let t: number;
+    if (kernel === 'softmax') t = 'log' in params && params.log ? 2e-6 * absMax(x) + 1e-6 : 1e-6;
+    else if (kernel === 'softmaxBackward') t = 2e-6 * absMax(row(1)) * n!;
+    else {
+      const layer = 'kind' in params && params.kind === 'layer';
+      const mu = layer ? x.reduce((a, b) => a + b, 0) / n! : 0;
+      const rstd = 1 / Math.sqrt(x.reduce((a, b) => a + (b - mu) ** 2, 0) / n! + (params as NormParams).eps);
+      const spread = absMax(x) * rstd;
+      t = kernel === 'norm' ? 1e-6 * spread : 1e-5 * rstd * absMax(row(1)) * (1 + spread) * (1 + spread);
+    }
+    tol.fill(t, r * n!, (r + 1) * n!);
+  }
+  return tol;
+}
+
+function run(backend: typeof one, kernel: RowKernel, inputs: ReturnType<typeof contiguous>[], sh: number[], params: never) {
+  const o = out('float32', sh);
+  backend.run(kernel as KernelName, inputs, o, params);
+  return o;
+}
+
+describe('wasm fused row kernels', () => {
+  for (const { kernel, params, inputs } of CASES)
+    it(`${kernel} ${JSON.stringify(params)} equals the js kernel and does not depend on the thread count`, () => {
+      fc.assert(
+        fc.property(shape, seed, fc.double({ min: 0.1, max: 30, noNaN: true }), (sh, s, spread) => {
+          const args = Array.from({ length: inputs }, (_, j) => {
+            const d = randomArray('float32', numel(sh), s + j).map((v) => v * spread);
+            return contiguous(d, sh, 'float32');
+          });
+          // softmax backward takes a softmax output as y
+          if (kernel === 'softmaxBackward') args[0] = run(one, 'softmax', [args[0]!], sh, params as never);
+          const ref = out('float32', sh);
+          jsKernels[kernel]([...args], ref, params as never);
+          const a = run(one, kernel, args, sh, params as never);
+          const b = run(two, kernel, args, sh, params as never);
+          expect([...b.data]).toEqual([...a.data]);
+          expect(mismatch(a.data, ref.data, 2e-5, tolerance(kernel, params, args, sh))).toBe(-1);
+        }),
+        { numRuns: 25 },
+      );
+      expect(one.stats().find((x) => x.kernel === kernel && x.dtype === 'float32')?.wasm).toBeGreaterThan(0);
+    });
+
+  it('softmax gives zeros where a row holds −∞ and NaN for a row of all −∞, as js', () => {
+    const sh = [64, 32];
+    const x = contiguous(randomArray('float32', numel(sh), 7), sh, 'float32');
+    for (let r = 0; r < 64; r++) for (let j = r % 32; j < 32; j++) if ((r + j) % 3 === 0) x.data[r * 32 + j] = -Infinity;
+    x.data.fill(-Infinity, 5 * 32, 6 * 32);
+    for (const log of [false, true]) {
+      const ref = out('float32', sh);
+      jsKernels.softmax([x], ref, { axis: 1, log });
+      const got = run(one, 'softmax', [x], sh, { axis: 1, log } as never);
+      expect(mismatch(got.data, ref.data, 1e-5, 1e-6)).toBe(-1);
+      expect(Number.isNaN(got.data[5 * 32])).toBe(true);
+    }
+  });
+
+  it('softmax along an inner axis or over a strided view runs on js with the same result', () => {
+    const x = view('float32', [40, 30], [1, 0], 0, [], 3); // transposed storage
+    const ref = out('float32', [40, 30]);
+    jsKernels.softmax([x], ref, { axis: 0, log: false });
+    const got = run(one, 'softmax', [x], [40, 30], { axis: 0, log: false } as never);
+    expect([...got.data]).toEqual([...ref.data]);
+  });
+});
