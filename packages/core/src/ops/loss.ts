@@ -5,10 +5,10 @@
  */
 import { isFloat } from '@qgrad/kernels';
 import { Tensor } from '../tensor.js';
-import { arange } from './creation.js';
-import { abs, add, clamp, div, eq, exp, gt, log, lt, mul, ne, neg, softplus, sub, where } from './elementwise.js';
+import { abs, add, cast, clamp, div, exp, gt, log, lt, mul, ne, neg, softplus, sub, where } from './elementwise.js';
 import { mean, sum } from './reduce.js';
-import { reshape, unsqueeze } from './movement.js';
+import { gather, indexSelect } from './indexing.js';
+import { reshape, squeeze, unsqueeze } from './movement.js';
 import { logSoftmax } from './nn.js';
 
 const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
@@ -42,8 +42,8 @@ function checkReduction(op: string, reduction: string, allowed: readonly string[
 interface ClassSelection {
   classDim: number;
   numClasses: number;
-  /** uint8 one-hot of the target along the class dim, input's shape (all zero for out-of-range ignored targets). */
-  onehot: Tensor;
+  /** int32 class index per target with the class dim kept as size 1 (ignored targets read class 0, weighted 0). */
+  index: Tensor;
   /** Per-target weight: weight[target] (or 1), 0 where the target equals ignoreIndex; target's shape. */
   w: Tensor;
   /** The class weight shaped to broadcast against the input ([1, C, 1, …]), if any. */
@@ -80,17 +80,18 @@ function selectClasses(op: string, input: Tensor, target: Tensor, ignoreIndex: n
       throw new RangeError(`${op}: target ${v} is out of bounds for ${numClasses} classes (input of shape ${fmt(input.shape)}, ignoreIndex ${ignoreIndex})`);
     }
   }
-  const iota = reshape(arange(numClasses), input.shape.map((d, i) => (i === classDim ? d : 1))); // [1, C, 1, …]
-  const onehot = eq(iota, unsqueeze(target, classDim)); // differentiable selection through mul, no gather needed
-  const weightB = classWeight(op, input, classDim, weight);
   const valid = ne(target, ignoreIndex);
-  const w = weightB ? mul(sum(mul(weightB, onehot), classDim), valid) : valid;
-  return { classDim, numClasses, onehot, w, weightB };
+  // gather (backward: scatter-add) touches one logit per target instead of a one-hot over all C
+  const safe = cast(where(valid, target, 0), 'int32');
+  const index = unsqueeze(safe, classDim);
+  const weightB = classWeight(op, input, classDim, weight);
+  const w = weight ? mul(reshape(indexSelect(weight, 0, reshape(safe, [-1])), target.shape), valid) : valid;
+  return { classDim, numClasses, index, w, weightB };
 }
 
 /** −w[t]·logp[t] per target, reduced the way nll_loss does ('mean' divides by Σ w[t]). */
 function nllFromSelection(op: string, logp: Tensor, s: ClassSelection, reduction: string): Tensor {
-  const picked = sum(mul(logp, s.onehot), s.classDim);
+  const picked = squeeze(gather(logp, s.classDim, s.index), s.classDim);
   const loss = neg(mul(picked, s.w));
   return reduction === 'mean' ? div(sum(loss), sum(s.w)) : reduce(op, loss, reduction);
 }
