@@ -1,11 +1,12 @@
 /**
  * @file wasm elementwise kernels: unary and binary maps (f32x4 / f64x2 where the op is exact in
- * SIMD), and strided copy. Broadcasting is by strides: the two innermost (collapsed) dims run in
- * wasm, outer dims in a JS odometer. exp and sigmoid run in f32 only (simd-math.ts); other
- * transcendental ops, comparisons, where and fill stay on js.
+ * SIMD), strided copy and `where` (uint8 condition), and the block/staging helpers other families
+ * share. Broadcasting is by strides: the two innermost (collapsed) dims run in wasm, outer dims in
+ * a JS loop over blocks. exp and sigmoid run in f32 only (simd-math.ts); other transcendental ops,
+ * comparisons and fill stay on js.
  */
 import type { KernelArg } from '../backend.js';
-import { isContiguous, numel } from '../js/layout.js';
+import { contiguousStrides, isContiguous, numel } from '../js/layout.js';
 import type { BinaryOp, TypedArray, UnaryOp } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
 import { HEAP, MAX_HEAP_BYTES, span, type Engine } from './runtime.js';
@@ -174,8 +175,95 @@ function emitMap(mb: ModuleBuilder, k: Kind, name: string, arity: 1 | 2, emit: (
   }, name);
 }
 
+/**
+ * SIMD opcodes (after 0xfd) only `where` uses, for widening uint8 conditions into lane masks;
+ * kept here rather than in assembler.ts's shared table while they have one user.
+ */
+const WIDEN = {
+  v128_load16_splat: 0x08,
+  i8x16_eq: 0x23,
+  i16x8_extend_low_i8x16_s: 0x87,
+  i32x4_extend_low_i16x8_s: 0xa7,
+  i64x2_extend_low_i32x4_s: 0xc7,
+} as const;
+
+/**
+ * where_k(out, n, rows, c, sc, rc, a, sa, ra, b, sb, rb, mode): rows × n elements of
+ * out = c ? a : b with a uint8 condition; strides in elements (c's are bytes). mode 0-3: c walks
+ * contiguously and a (bit 0 clear) / b (bit 1 clear) do too, else are constant along the row:
+ * SIMD selects with lane masks widened from the condition bytes. mode 4: scalar `select`.
+ */
+function emitWhere(mb: ModuleBuilder, k: Kind): void {
+  const P = ValType.i32;
+  const t = T[k];
+  const align = k === 'f32' ? 2 : 3;
+  mb.func([P, P, P, P, P, P, P, P, P, P, P, P, P], [], (c) => {
+    const [out, n, rows, cp, sc, rc, a, sa, ra, b, sb, rb, mode] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+    const [row, i, pc, pa, pb, po, vec] = [c.local(P), c.local(P), c.local(P), c.local(P), c.local(P), c.local(P), c.local(P)];
+    const [va, vb] = [c.local(ValType.v128), c.local(ValType.v128)];
+    const bump = (p: number, bytes: () => void) => {
+      c.get(p);
+      bytes();
+      c.op(Op.i32_add).set(p);
+    };
+    const scalarLoop = () =>
+      c.while(() => c.get(i).get(n).op(Op.i32_lt_s), () => {
+        c.get(po);
+        c.get(pa).mem(t.load, align).get(pb).mem(t.load, align).get(pc).mem(Op.i32_load8_u, 0).op(Op.select);
+        c.mem(t.store, align);
+        bump(pa, () => c.get(sa).i32(t.bytes).op(Op.i32_mul));
+        bump(pb, () => c.get(sb).i32(t.bytes).op(Op.i32_mul));
+        bump(pc, () => c.get(sc));
+        bump(po, () => c.i32(t.bytes));
+        c.get(i).i32(1).op(Op.i32_add).set(i);
+      });
+    // all-ones lanes where the condition byte is 0: bitselect(b, a, mask) is then c ? a : b
+    const conditionMask = () => {
+      c.get(pc);
+      if (k === 'f32') c.simdMem(Simd.v128_load32_splat, 0);
+      else c.simdMem(WIDEN.v128_load16_splat, 0);
+      c.i32(0).simd(Simd.i32x4_splat).simd(WIDEN.i8x16_eq).simd(WIDEN.i16x8_extend_low_i8x16_s).simd(WIDEN.i32x4_extend_low_i16x8_s);
+      if (k === 'f64') c.simd(WIDEN.i64x2_extend_low_i32x4_s);
+    };
+    const simdLoop = (aVec: boolean, bVec: boolean) => {
+      if (!aVec) c.get(pa).mem(t.load, align).simd(t.splat).set(va);
+      if (!bVec) c.get(pb).mem(t.load, align).simd(t.splat).set(vb);
+      c.get(n).i32(t.lanes - 1).op(Op.i32_sub).set(vec);
+      c.while(() => c.get(i).get(vec).op(Op.i32_lt_s), () => {
+        if (aVec) c.get(pa).simdMem(Simd.v128_load, 0).set(va);
+        if (bVec) c.get(pb).simdMem(Simd.v128_load, 0).set(vb);
+        c.get(po).get(vb).get(va);
+        conditionMask();
+        c.simd(Simd.v128_bitselect).simdMem(Simd.v128_store, 0);
+        if (aVec) bump(pa, () => c.i32(16));
+        if (bVec) bump(pb, () => c.i32(16));
+        bump(pc, () => c.i32(t.lanes));
+        bump(po, () => c.i32(16));
+        c.get(i).i32(t.lanes).op(Op.i32_add).set(i);
+      });
+      scalarLoop();
+    };
+    c.get(out).set(po);
+    c.for(row, () => c.i32(0), () => c.get(rows), 1, () => {
+      c.get(cp).get(row).get(rc).op(Op.i32_mul).op(Op.i32_add).set(pc);
+      c.get(a).get(row).get(ra).op(Op.i32_mul).i32(t.bytes).op(Op.i32_mul).op(Op.i32_add).set(pa);
+      c.get(b).get(row).get(rb).op(Op.i32_mul).i32(t.bytes).op(Op.i32_mul).op(Op.i32_add).set(pb);
+      c.i32(0).set(i);
+      c.block();
+      for (let m = 0; m < 4; m++) {
+        c.get(mode).i32(m).op(Op.i32_eq).if();
+        simdLoop((m & 1) === 0, (m & 2) === 0);
+        c.br(1).end();
+      }
+      scalarLoop();
+      c.end();
+    });
+  }, `where_${k}`);
+}
+
 export function emitElementwise(mb: ModuleBuilder): void {
   for (const k of ['f32', 'f64'] as const) {
+    emitWhere(mb, k);
     for (const [op, f] of Object.entries(BIN)) emitMap(mb, k, `binary_${op}_${k}`, 2, (c, v, a, b) => {
       c.get(a).get(b);
       f(c, k, v);
@@ -205,56 +293,104 @@ function collapse(shape: readonly number[], strides: (readonly number[])[]): { s
   return { shape: sh, strides: st };
 }
 
+/**
+ * A map over `shape` cut into blocks of rows × inner elements, for kernels that walk the two
+ * innermost (collapsed) dims in wasm and leave the rest to a JS loop over blocks. Per operand
+ * (one strides list each): its inner and row strides, and each block's start in elements
+ * relative to the operand's own offset, at `starts[block · operands + operand]`, in row-major
+ * order of the outer dims.
+ */
+export interface Blocks {
+  inner: number;
+  rows: number;
+  innerStride: number[];
+  rowStride: number[];
+  count: number;
+  starts: Int32Array;
+}
+
+/** Cuts a map over `shape`, one strides list per operand, into `Blocks`. */
+export function blocks(shape: readonly number[], strides: (readonly number[])[]): Blocks {
+  const { shape: sh, strides: st } = collapse(shape, strides);
+  while (sh.length < 2) {
+    sh.unshift(1);
+    st.forEach((s) => s.unshift(0));
+  }
+  const R = sh.length;
+  const m = strides.length;
+  const outer = sh.slice(0, R - 2);
+  const count = numel(outer);
+  const starts = new Int32Array(count * m);
+  const idx = outer.map(() => 0);
+  const off = st.map(() => 0);
+  for (let b = 0; b < count; b++) {
+    for (let j = 0; j < m; j++) starts[b * m + j] = off[j]!;
+    // odometer over the outer dims
+    for (let d = outer.length - 1; d >= 0; d--) {
+      idx[d]!++;
+      for (let j = 0; j < m; j++) off[j]! += st[j]![d]!;
+      if (idx[d]! < outer[d]!) break;
+      for (let j = 0; j < m; j++) off[j]! -= st[j]![d]! * outer[d]!;
+      idx[d] = 0;
+    }
+  }
+  return { inner: sh[R - 1]!, rows: sh[R - 2]!, innerStride: st.map((s) => s[R - 1]!), rowStride: st.map((s) => s[R - 2]!), count, starts };
+}
+
+/**
+ * Copies the span of each view into wasm memory after `from` (16-byte aligned, `bytes` per
+ * element of each), and returns the address of each view's element 0. Returns null when the
+ * heap cannot hold them past `from`.
+ */
+export function stage(engine: Engine, from: number, views: readonly Arg[], bytes: readonly number[]): number[] | null {
+  const spans = views.map(span);
+  let end = from;
+  for (let j = 0; j < views.length; j++) end = Math.ceil(end / 16) * 16 + (spans[j]![1] - spans[j]![0]) * bytes[j]!;
+  if (end - HEAP > MAX_HEAP_BYTES || !engine.reserve(end - HEAP)) return null;
+  const ptrs: number[] = [];
+  let p = from;
+  views.forEach((x, j) => {
+    p = Math.ceil(p / 16) * 16;
+    const [lo, hi] = spans[j]!;
+    const e = bytes[j]!;
+    heapView(engine, x.dtype).set(x.data.subarray(lo, hi) as never, p / e);
+    ptrs.push(p + (x.offset - lo) * e);
+    p += (hi - lo) * e;
+  });
+  return ptrs;
+}
+
+/** A typed view of the whole wasm memory for a dtype the wasm kernels read. */
+export function heapView(engine: Engine, dtype: Arg['dtype']): TypedArray {
+  if (dtype === 'float32') return engine.f32;
+  if (dtype === 'float64') return engine.f64;
+  if (dtype === 'int32') return engine.i32;
+  return new Uint8Array(engine.i32.buffer);
+}
+
 /** Runs a generated map over rows; inputs are copied in by span, output copied back. */
 function runMap(engine: Engine, name: string, inputs: readonly Arg[], out: Arg, k: Kind): boolean {
   const n = numel(out.shape);
   if (n < MIN_ELEMENTS) return false;
   const e = T[k].bytes;
-  const spans = inputs.map(span);
-  const used = spans.reduce((s, [lo, hi]) => s + (hi - lo), 0);
+  const used = inputs.reduce((s, x) => s + (span(x)[1] - span(x)[0]), 0);
   // a small view of a large buffer would copy far more than it computes
   if (used > 4 * n * inputs.length) return false;
-  const bytes = (n + used + 16 * inputs.length) * e;
-  if (bytes > MAX_HEAP_BYTES || !engine.reserve(bytes)) return false;
-  const view = k === 'f32' ? engine.f32 : engine.f64;
   const outPtr = HEAP;
-  let p = HEAP + n * e;
-  const ptrs: number[] = [];
-  inputs.forEach((x, j) => {
-    p = Math.ceil(p / 16) * 16;
-    const [lo, hi] = spans[j]!;
-    view.set(x.data.subarray(lo, hi) as never, p / e);
-    ptrs.push(p + (x.offset - lo) * e);
-    p += (hi - lo) * e;
-  });
-  const outStrides = out.shape.map((_, d) => out.shape.slice(d + 1).reduce((a, b) => a * b, 1));
-  const { shape, strides } = collapse(out.shape, [outStrides, ...inputs.map((x) => x.strides)]);
-  while (shape.length < 2) {
-    shape.unshift(1);
-    strides.forEach((s) => s.unshift(0));
-  }
-  const R = shape.length;
-  const inner = shape[R - 1]!;
-  const rows = shape[R - 2]!;
-  const [, sa = [], sb = [0]] = strides;
-  const sA = sa[R - 1]!;
-  const sB = sb[R - 1] ?? 0;
-  const mode = sA === 1 && sB === 1 ? 0 : sA === 1 && sB === 0 ? 1 : sA === 0 && sB === 1 ? 2 : 3;
-  const outer = shape.slice(0, R - 2);
-  const idx = outer.map(() => 0);
+  const ptrs = stage(engine, HEAP + n * e, inputs, inputs.map(() => e));
+  if (ptrs === null) return false;
+  const B = blocks(out.shape, [contiguousStrides(out.shape), ...inputs.map((x) => x.strides)]);
+  const m = inputs.length + 1;
+  const [, sA = 0, sB = 0] = B.innerStride;
+  const [, rA = 0, rB = 0] = B.rowStride;
+  const mode = inputs.length === 1 ? (sA === 1 ? 0 : 3) : sA === 1 && sB === 1 ? 0 : sA === 1 && sB === 0 ? 1 : sA === 0 && sB === 1 ? 2 : 3;
   const pb = ptrs[1] ?? 0;
-  for (let o = 0, offA = 0, offB = 0; o < n; o += inner * rows) {
-    engine.call(name, outPtr + o * e, inner, rows, ptrs[0]! + offA * e, sA, sa[R - 2]!, pb + offB * e, sB, sb[R - 2] ?? 0, inputs.length === 1 ? (sA === 1 ? 0 : 3) : mode);
-    for (let d = outer.length - 1; d >= 0; d--) {
-      idx[d]!++;
-      offA += sa[d]!;
-      offB += sb[d] ?? 0;
-      if (idx[d]! < outer[d]!) break;
-      offA -= sa[d]! * outer[d]!;
-      offB -= (sb[d] ?? 0) * outer[d]!;
-      idx[d] = 0;
-    }
+  for (let b = 0; b < B.count; b++) {
+    const s = b * m;
+    const offB = m > 2 ? B.starts[s + 2]! : 0;
+    engine.call(name, outPtr + B.starts[s]! * e, B.inner, B.rows, ptrs[0]! + B.starts[s + 1]! * e, sA, rA, pb + offB * e, sB, rB, mode);
   }
+  const view = heapView(engine, out.dtype);
   out.data.set(view.subarray(outPtr / e, outPtr / e + n) as never, out.offset);
   return true;
 }
@@ -284,12 +420,39 @@ export function copyWasm(engine: Engine, [x]: readonly Arg[], out: Arg): boolean
   return !isContiguous(x!.shape, x!.strides) && runMap(engine, `unary_identity_${k}`, [x!], out, k);
 }
 
-/** Placeholder: where runs on js until its wasm kernel lands. */
-export function whereWasm(_engine: Engine, _inputs: readonly Arg[], _out: Arg): boolean {
-  return false;
+/** out = c ? a : b for a uint8 condition and float a, b (all broadcast to out by strides). */
+export function whereWasm(engine: Engine, [c, a, b]: readonly Arg[], out: Arg): boolean {
+  const k = kindOf([a!, b!], out);
+  if (k === null || c!.dtype !== 'uint8') return false;
+  const n = numel(out.shape);
+  if (n < MIN_ELEMENTS) return false;
+  const used = [c!, a!, b!].reduce((s, x) => s + span(x)[1] - span(x)[0], 0);
+  if (used > 4 * n * 3) return false;
+  const e = T[k].bytes;
+  const ptrs = stage(engine, HEAP + n * e, [c!, a!, b!], [1, e, e]);
+  if (ptrs === null) return false;
+  const [pc, pa, pb] = ptrs as [number, number, number];
+  const B = blocks(out.shape, [contiguousStrides(out.shape), c!.strides, a!.strides, b!.strides]);
+  const [, sc, sa, sb] = B.innerStride as [number, number, number, number];
+  const [, rc, ra, rb] = B.rowStride as [number, number, number, number];
+  const vectorizable = sc === 1 && (sa === 0 || sa === 1) && (sb === 0 || sb === 1);
+  const mode = vectorizable ? (sa === 1 ? 0 : 1) + (sb === 1 ? 0 : 2) : 4;
+  const name = `where_${k}`;
+  for (let j = 0; j < B.count; j++) {
+    const s = j * 4;
+    const st = B.starts;
+    engine.call(name, HEAP + st[s]! * e, B.inner, B.rows, pc + st[s + 1]!, sc, rc, pa + st[s + 2]! * e, sa, ra, pb + st[s + 3]! * e, sb, rb, mode);
+  }
+  out.data.set(heapView(engine, out.dtype).subarray(HEAP / e, HEAP / e + n) as never, out.offset);
+  return true;
 }
 
-/** Placeholder: fill runs on js until its wasm kernel lands. */
+/**
+ * fill stays on js: `out` is a JS typed array, so a wasm fill would still have to copy its result
+ * out, and that copy alone costs more than TypedArray.prototype.fill (1M float32 on the 2-core
+ * box: fill 45 µs for 0 and 80-92 µs for 0.5; Float32Array#set out of wasm memory 106-129 µs).
+ * Revisit when tensors live in wasm memory.
+ */
 export function fillWasm(_engine: Engine, _inputs: readonly Arg[], _out: Arg, _params: { value: number }): boolean {
   return false;
 }
