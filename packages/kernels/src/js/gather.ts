@@ -11,35 +11,33 @@ function checkIndex(op: string, i: number, size: number): void {
   if (!(i >= -size && i < size)) throw new RangeError(`${op}: index ${i} is out of bounds for dimension of size ${size}`);
 }
 
-/** Calls fn(outPos, srcOffsetWithoutDim, indexValue) for each element of `index`. */
-function eachIndexed(
-  op: string,
-  index: KernelArg<TypedArray>,
-  target: { shape: readonly number[]; strides: readonly number[]; offset: number },
-  dim: number,
-  fn: (pos: number, targetOffset: number) => void,
-): void {
-  const shape = index.shape;
+/**
+ * The offset in `target` of each element of `index` (row-major over the index's shape): the
+ * element's own position with `dim` replaced by its index value. Indices are checked in order.
+ */
+function indexedOffsets(op: string, index: KernelArg<TypedArray>, target: { shape: readonly number[]; strides: readonly number[]; offset: number }, dim: number): Int32Array {
   const idxOff = offsets(index);
   // strides of `target` with the indexed dim zeroed: we add index * stride[dim] ourselves
   const ts = target.strides.map((s, d) => (d === dim ? 0 : s));
-  const tOff = offsets({ shape, strides: ts, offset: target.offset });
+  const tOff = offsets({ shape: index.shape, strides: ts, offset: target.offset });
   const size = target.shape[dim]!;
   const sd = target.strides[dim]!;
+  const id = index.data;
   for (let p = 0; p < idxOff.length; p++) {
-    let i = index.data[idxOff[p]!]!;
+    let i = id[idxOff[p]!]!;
     checkIndex(op, i, size);
     if (i < 0) i += size;
-    fn(p, tOff[p]! + i * sd);
+    tOff[p] += i * sd;
   }
+  return tOff;
 }
 
 export const gather: Kernel<'gather', TypedArray> = ([x, index], out, { dim }) => {
+  const src = indexedOffsets('gather', index!, x!, dim);
   const xd = x!.data;
   const od = out.data;
-  eachIndexed('gather', index!, x!, dim, (p, off) => {
-    od[out.offset + p] = xd[off]!;
-  });
+  const o = out.offset;
+  for (let p = 0; p < src.length; p++) od[o + p] = xd[src[p]!]!;
 };
 
 function cloneInto(base: KernelArg<TypedArray>, out: KernelArg<TypedArray>): void {
@@ -53,12 +51,11 @@ function cloneInto(base: KernelArg<TypedArray>, out: KernelArg<TypedArray>): voi
 
 export const scatterAdd: Kernel<'scatterAdd', TypedArray> = ([base, index, src], out, { dim }) => {
   cloneInto(base!, out);
+  const dst = indexedOffsets('scatterAdd', index!, { shape: out.shape, strides: contiguousStrides(out.shape), offset: out.offset }, dim);
   const srcOff = offsets({ shape: index!.shape, strides: src!.strides, offset: src!.offset });
   const od = out.data;
   const sd = src!.data;
-  eachIndexed('scatterAdd', index!, { shape: out.shape, strides: contiguousStrides(out.shape), offset: out.offset }, dim, (p, off) => {
-    od[off] += sd[srcOff[p]!]!;
-  });
+  for (let p = 0; p < dst.length; p++) od[dst[p]!] += sd[srcOff[p]!]!;
 };
 
 /** Offsets of `x` for each output element of index_select (out shape = x shape with dim → len(index)). */
