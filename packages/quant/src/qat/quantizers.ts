@@ -5,7 +5,7 @@
  * per-token absmax). Both call core's `fakeQuantize`. Layers using them are in modules.ts.
  */
 import {
-  abs, add, amax, clamp, div, fakeQuantize, getEstimator, mean, mul, noGrad, round, softQuantize, sub, where, zeros,
+  abs, add, amax, amin, clamp, div, fakeQuantize, getEstimator, isGradEnabled, maximum, mean, mul, neg, noGrad, round, softQuantize, sub, where, zeros,
   type Estimator, type FakeQuantizeOptions, type Tensor,
 } from '@qgrad/core';
 import { Module, Parameter } from '@qgrad/nn';
@@ -13,6 +13,23 @@ import { initScale, rne, type GridExtent, type ScaleInit } from '../grids/scale-
 
 /** Smallest step handed out by dynamic scales (BitNet's 1e−5 clamp). */
 export const MIN_STEP = 1e-5;
+
+interface FlagSeen {
+  flag: Tensor | null;
+  version: number;
+}
+
+/**
+ * Whether a one-element 0/1 buffer is set, reading it only when it is another tensor or was
+ * written since it was last seen set (fill_, copy_ and loadStateDict bump the version).
+ */
+function readFlag(flag: Tensor, seen: FlagSeen): boolean {
+  if (seen.flag === flag && seen.version === flag.version) return true;
+  const on = flag.item() !== 0;
+  seen.flag = on ? flag : null;
+  seen.version = flag.version;
+  return on;
+}
 
 /** One scale for the whole tensor, one per output channel (row), or one per `group` consecutive inputs of a row. */
 export type WeightGranularity = 'tensor' | 'channel' | { group: number };
@@ -152,8 +169,10 @@ export class WeightQuantizer extends Module {
   }
 
   get isInitialized(): boolean {
-    return this.initialized.item() !== 0;
+    return readFlag(this.initialized, this.#initSeen);
   }
+  /** The `initialized` buffer and version last read as 1: forward skips the read (a device sync) while both hold. */
+  #initSeen: FlagSeen = { flag: null, version: -1 };
 
   /** (Re)initialises stored scales (and zero point / offset) from weight `w`, in place. */
   initFrom(w: Tensor): void {
@@ -301,6 +320,44 @@ export interface ActQuantConfig {
   rounding?: Rounding;
   trust?: number;
   temperature?: number;
+  /**
+   * Dynamic scales only: reuse the result when a quantizer with the same grid already quantized
+   * this very tensor (unchanged since), as the q/k/v or gate/up projections of one input do
+   * (default true). The one result then feeds every consumer and autograd sums their gradients.
+   */
+  share?: boolean;
+}
+
+/** The settings two quantizers must agree on to share a dynamic quantization (snapshotted, as trust and temperature may change). */
+interface SharedGrid {
+  kind: Function;
+  qmin: number;
+  qmax: number;
+  granularity: 'tensor' | 'token';
+  estimator: string | Estimator;
+  rounding: Rounding;
+  trust: number | undefined;
+  temperature: number | undefined;
+  training: boolean;
+}
+
+/** One dynamic quantization of a tensor, and what must still hold to hand it out again. */
+interface SharedQuant {
+  grid: SharedGrid;
+  out: Tensor;
+  /** Versions of the input and of the output when it was made (an in-place write to either invalidates it). */
+  version: number;
+  outVersion: number;
+  /** Whether `out` is on the tape (then its node must not have been freed by a backward). */
+  recorded: boolean;
+}
+
+/** Dynamic activation quantizations per input tensor; entries die with the input. */
+const sharedQuant = new WeakMap<Tensor, SharedQuant[]>();
+
+function sameGrid(a: SharedGrid, b: SharedGrid): boolean {
+  return a.kind === b.kind && a.qmin === b.qmin && a.qmax === b.qmax && a.granularity === b.granularity && a.estimator === b.estimator
+    && a.rounding === b.rounding && a.trust === b.trust && a.temperature === b.temperature && a.training === b.training;
 }
 
 /**
@@ -325,6 +382,11 @@ export class ActQuantizer extends Module {
   readonly rounding: Rounding;
   trust: number | undefined;
   temperature: number | undefined;
+  /** Share dynamic quantizations of one input tensor with same-grid quantizers (see {@link ActQuantConfig.share}). */
+  share: boolean;
+  /** Deterministic forward (stochastic rounding draws per call, so its results are never shared). */
+  readonly #deterministic: boolean;
+  #initSeen: FlagSeen = { flag: null, version: -1 };
 
   constructor(config: ActQuantConfig = {}) {
     super();
@@ -337,7 +399,10 @@ export class ActQuantizer extends Module {
     this.scaleMode = config.scaleMode ?? (this.granularity === 'token' ? 'dynamic' : 'learned');
     if (this.granularity === 'token' && this.scaleMode === 'learned') throw new Error("ActQuantizer: per-token scales are dynamic (one per row of each batch); use scaleMode 'dynamic'");
     this.estimator = config.estimator ?? (this.scaleMode === 'learned' ? 'lsq' : 'ste');
-    this.offset = getEstimator(this.estimator).spec.offset === 'beta' ? 'beta' : 'zeroPoint';
+    const spec = getEstimator(this.estimator).spec;
+    this.offset = spec.offset === 'beta' ? 'beta' : 'zeroPoint';
+    this.#deterministic = spec.forward === undefined;
+    this.share = config.share ?? true;
     this.scaleInit = config.scaleInit ?? 'lsq';
     this.gradScalePolicy = config.gradScalePolicy ?? 'numel';
     this.rounding = config.rounding ?? 'halfEven';
@@ -350,7 +415,7 @@ export class ActQuantizer extends Module {
   }
 
   get isInitialized(): boolean {
-    return this.initialized.item() !== 0;
+    return readFlag(this.initialized, this.#initSeen);
   }
 
   /** Initialises a learned scale (and β) from a batch, in place. */
@@ -383,17 +448,47 @@ export class ActQuantizer extends Module {
 
   forward(x: Tensor): Tensor {
     if (!this.enabled) return x;
-    if (this.scale && !this.isInitialized) this.initFrom(x);
+    if (!this.scale) return this.share && this.#deterministic ? this.#shared(x) : this.#dynamic(x);
+    if (!this.isInitialized) this.initFrom(x);
     let gradScale: number = 1;
-    if (this.scale && isLsq(this.estimator)) {
+    if (isLsq(this.estimator)) {
       const n = this.gradScalePolicy === 'paper' ? x.numel() / (x.shape[0] ?? 1) : x.numel();
       gradScale = 1 / Math.sqrt(n * this.qmax);
     }
-    const scale = this.scale ?? dynamicScale(x, this.granularity, this.signed, this.qmax);
-    return fakeQuantize(x, scale, this.zeroPoint ?? 0, {
+    return fakeQuantize(x, this.scale, this.zeroPoint ?? 0, {
       qmin: this.qmin, qmax: this.qmax, estimator: this.estimator, rounding: this.rounding, gradScale,
       trust: this.trust, temperature: this.temperature,
     });
+  }
+
+  #dynamic(x: Tensor): Tensor {
+    return fakeQuantize(x, dynamicScale(x, this.granularity, this.signed, this.qmax), 0, {
+      qmin: this.qmin, qmax: this.qmax, estimator: this.estimator, rounding: this.rounding,
+      trust: this.trust, temperature: this.temperature,
+    });
+  }
+
+  /** #dynamic(x), or the result an equal-grid quantizer already computed for x while it still holds. */
+  #shared(x: Tensor): Tensor {
+    const grid: SharedGrid = {
+      kind: this.constructor, qmin: this.qmin, qmax: this.qmax, granularity: this.granularity, estimator: this.estimator,
+      rounding: this.rounding, trust: this.trust, temperature: this.temperature, training: this.training,
+    };
+    const recorded = isGradEnabled() && x.requiresGrad;
+    const version = x.version;
+    let list = sharedQuant.get(x);
+    if (list) {
+      for (const e of list) {
+        if (e.version !== version || e.recorded !== recorded || e.out.version !== e.outVersion || !sameGrid(e.grid, grid)) continue;
+        if (recorded && e.out.gradFn?.rule === null) continue; // freed by a backward: a new node is needed
+        return e.out;
+      }
+      list = list.filter((e) => e.version === version);
+    } else list = [];
+    const out = this.#dynamic(x);
+    list.push({ grid, out, version, outVersion: out.version, recorded });
+    sharedQuant.set(x, list);
+    return out;
   }
 
   override extraRepr(): string {
@@ -404,8 +499,11 @@ export class ActQuantizer extends Module {
 /** Absmax step of a batch (per tensor) or of each row of the last axis (per token), detached: max(absmax, 1e−5)/qmax. */
 export function dynamicScale(x: Tensor, granularity: 'tensor' | 'token', signed: boolean, qmax: number): Tensor {
   return noGrad(() => {
-    const a = signed ? abs(x.detach()) : x.detach();
-    const m = granularity === 'token' ? amax(a, -1, true) : amax(a).reshape([1]);
+    const d = x.detach();
+    // max|x| as max(max x, −min x): two reads of x instead of writing |x| out and reading it back
+    const m = granularity === 'token'
+      ? (signed ? maximum(amax(d, -1, true), neg(amin(d, -1, true))) : amax(d, -1, true))
+      : (signed ? maximum(amax(d), neg(amin(d))) : amax(d)).reshape([1]);
     return div(clamp(m, MIN_STEP), qmax);
   });
 }
