@@ -4,7 +4,7 @@
  * Ops and their derivative rules live in ops/; the custom-function API in function.ts.
  */
 import type { DType } from '@qgrad/kernels';
-import type { Tensor } from './tensor.js';
+import type { Storage, Tensor } from './tensor.js';
 
 // ---------------------------------------------------------------- grad mode
 let gradEnabled = true;
@@ -162,6 +162,9 @@ export interface EngineOps {
   cast(g: Tensor, dtype: DType): Tensor;
   onceGuard(g: Tensor, name: string): Tensor;
   hasNonFinite(t: Tensor): boolean;
+  startRecording(): Storage[] | null;
+  stopRecording(prev: Storage[] | null): Storage[];
+  recycle(storage: Storage): void;
 }
 
 let ops: EngineOps;
@@ -221,12 +224,21 @@ class BackwardPass {
   readonly targetNodes = new Map<Node, Map<number, number>>();
   readonly targetLeaves = new Map<Tensor, number>();
   readonly results: (Tensor | null)[] = [];
+  readonly recycling: boolean;
+  /** Pending-slot references to each storage. */
+  readonly refs = new Map<Storage, number>();
+  /** Storages allocated during this pass and not yet recycled. */
+  readonly made = new Set<Storage>();
+  readonly escaped = new Set<Storage>();
+  /** Storages whose last reference may just have gone. */
+  readonly dead: Storage[] = [];
 
   constructor(
     readonly createGraph: boolean,
     readonly retainGraph: boolean,
     readonly targets: Tensor[] | undefined,
   ) {
+    this.recycling = !createGraph;
     if (!targets) return;
     for (let i = 0; i < targets.length; i++) {
       const t = targets[i]!;
@@ -242,15 +254,58 @@ class BackwardPass {
   toNode(node: Node, index: number, g: Tensor): void {
     let gs = this.nodeGrads.get(node);
     if (!gs) this.nodeGrads.set(node, (gs = []));
-    gs[index] = accumulate(gs[index], g);
+    const prev = gs[index];
+    const sum = accumulate(prev, g);
+    gs[index] = sum;
+    if (this.recycling) {
+      if (prev) this.drop(prev);
+      this.hold(sum);
+    }
   }
 
   toLeaf(leaf: Tensor, g: Tensor): void {
+    if (this.recycling) this.escape(g);
     g = runHooks(leaf.hooks, g);
+    let sum: Tensor;
     if (this.targets) {
       const ti = this.targetLeaves.get(leaf);
-      if (ti !== undefined) this.results[ti] = accumulate(this.results[ti], g);
-    } else this.leafGrads.set(leaf, accumulate(this.leafGrads.get(leaf), g));
+      if (ti === undefined) return;
+      sum = this.results[ti] = accumulate(this.results[ti], g);
+    } else this.leafGrads.set(leaf, (sum = accumulate(this.leafGrads.get(leaf), g)));
+    if (this.recycling) {
+      this.escape(g);
+      this.escape(sum);
+    }
+  }
+
+  // ---- recycling (see dispatch.ts): without createGraph, the gradients this pass makes and the
+  // temporaries of each backward rule are dead once no pending gradient slot refers to them, unless
+  // they escaped (became a result or a leaf's .grad, or went through a user hook)
+  hold(t: Tensor): void {
+    this.refs.set(t.storage, (this.refs.get(t.storage) ?? 0) + 1);
+  }
+  drop(t: Tensor): void {
+    const n = (this.refs.get(t.storage) ?? 0) - 1;
+    if (n > 0) this.refs.set(t.storage, n);
+    else this.refs.delete(t.storage);
+    this.dead.push(t.storage);
+  }
+  escape(t: Tensor): void {
+    this.escaped.add(t.storage);
+  }
+  /** Recycles the storages made in this pass that nothing refers to any more. */
+  sweep(made: Storage[]): void {
+    for (let i = 0; i < made.length; i++) this.made.add(made[i]!);
+    const dead = this.dead;
+    for (let i = 0; i < made.length; i++) dead.push(made[i]!);
+    for (let i = 0; i < dead.length; i++) {
+      const st = dead[i]!;
+      if (this.made.has(st) && !this.escaped.has(st) && !this.refs.has(st)) {
+        this.made.delete(st);
+        ops.recycle(st);
+      }
+    }
+    dead.length = 0;
   }
 
   run(roots: Tensor[], rootGrads: Tensor[]): void {
@@ -275,13 +330,35 @@ class BackwardPass {
     if (!gs) return;
     this.nodeGrads.delete(node);
     node.checkSaved();
+    const recycling = this.recycling;
+    const prevRecorder = recycling ? ops.startRecording() : null;
+    try {
+      this.backwardOf(node, gs);
+    } finally {
+      if (recycling) this.sweep(ops.stopRecording(prevRecorder));
+    }
+  }
+
+  backwardOf(node: Node, gs: (Tensor | undefined)[]): void {
     const outs = node.outputs;
     let some: Tensor | undefined;
     for (let i = 0; i < outs.length && !some; i++) some = gs[i];
     const full = new Array<Tensor>(outs.length);
-    for (let i = 0; i < outs.length; i++) full[i] = runHooks(node.hooks[i], gs[i] ?? ops.zeros(outs[i]!.shape, outs[i]!.dtype, some!));
+    for (let i = 0; i < outs.length; i++) {
+      const g = gs[i];
+      if (g && this.recycling) this.drop(g);
+      const hooks = node.hooks[i];
+      if (hooks && g && this.recycling) this.escape(g);
+      full[i] = runHooks(hooks, g ?? ops.zeros(outs[i]!.shape, outs[i]!.dtype, some!));
+      if (hooks && this.recycling) this.escape(full[i]!);
+    }
     const tn = this.targetNodes.get(node);
-    if (tn) for (const [oi, ti] of tn) this.results[ti] = full[oi]!;
+    if (tn) {
+      for (const [oi, ti] of tn) {
+        this.results[ti] = full[oi]!;
+        if (this.recycling) this.escape(full[oi]!);
+      }
+    }
     checkingForward = false;
     let inGrads: (Tensor | null | undefined)[];
     try {

@@ -8,6 +8,7 @@ import type { BackendName } from './backend.js';
 import { runBackward, setEngineOps, type BackwardOptions, type GradHook, type Node } from './tape.js';
 import { defineFunction } from './function.js';
 import * as C from './ops/creation.js';
+import * as D from './dispatch.js';
 import * as E from './ops/elementwise.js';
 import * as R from './ops/reduce.js';
 import * as M from './ops/movement.js';
@@ -25,6 +26,8 @@ export interface Storage {
   dtype: DType;
   size: number;
   version: number;
+  /** Set when the buffer went back to the pool (dispatch.ts `recycle`); using it then is a bug. */
+  released?: boolean;
 }
 
 type Scalar = number;
@@ -97,6 +100,7 @@ export class Tensor {
   // ---------------------------------------------------------------- reading back
   /** The values in row-major order as a new typed array of the tensor's dtype. */
   get data(): TypedArray {
+    if (this.storage.released) throw new Error(`data: this ${this.dtype} tensor of shape [${this.shape.join(', ')}] was read after its buffer was recycled (internal error)`);
     const c = this.isContiguous() ? this : M.contiguousNoGrad(this);
     const all = c.storage.backend.readSync(c.storage.data, c.dtype, c.storage.size);
     return all.slice(c.offset, c.offset + this.numel()) as TypedArray;
@@ -371,6 +375,9 @@ setEngineOps({
   cast: (g, dtype) => E.cast(g, dtype),
   onceGuard: (g, name) => onceGuard(g, name),
   hasNonFinite: (t) => t.hasNonFinite(),
+  startRecording: () => D.startRecording(),
+  stopRecording: (prev) => D.stopRecording(prev),
+  recycle: (st) => D.recycle(st),
 });
 
 // wraps a gradient so that differentiating it again fails loudly (onceDifferentiable functions)

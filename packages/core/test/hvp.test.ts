@@ -130,7 +130,9 @@ describe('Hessian-vector products of nn ops', () => {
     fc.assert(
       fc.property(arb.shape({ minRank: 1, maxRank: 3 }), arb.seed(), (s, seed) => {
         const ns = s.slice(-1);
-        checkSecondOrder(weighted((x) => q.rmsNorm(x, ns, f64(ns, 0.5, 1.5, seed + 3), 1e-6), s, seed), f64(s, -2, 2, seed), seed);
+        // eps 1e-3, not 1e-6: a one-element row near 0 has curvature ∝ 1/√eps, and central differences
+        // of the gradient then lose digits to truncation (seen: Hv 8201.56 vs FD 8201.16)
+        checkSecondOrder(weighted((x) => q.rmsNorm(x, ns, f64(ns, 0.5, 1.5, seed + 3), 1e-3), s, seed), f64(s, -2, 2, seed), seed);
       }),
       { numRuns: 10 },
     );

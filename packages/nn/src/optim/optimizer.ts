@@ -3,7 +3,7 @@
  * zeroGrad, stateDict/loadStateDict for exact resumption) and gradient clipping.
  * Update rules live in sgd.ts, adam.ts and muon.ts.
  */
-import { noGrad, type Tensor } from '@qgrad/core';
+import { noGrad, withTemporaries, type Tensor } from '@qgrad/core';
 
 /** Per-parameter optimizer state: tensors (moment buffers) and numbers (step counts). */
 export type ParamState = Record<string, Tensor | number>;
@@ -61,13 +61,19 @@ export abstract class Optimizer<O extends object> {
           if (!p.grad) continue;
           let s = this.state.get(p);
           if (!s) this.state.set(p, (s = {}));
-          this.update(p, p.grad, s, group);
+          // the update's temporaries die with it; its state and the parameter are kept
+          const st = s;
+          withTemporaries(() => this.update(p, p.grad!, st, group), () => keptBy(p, st));
         }
       }
     });
   }
 
-  /** Updates parameter `p` in place from its gradient `g`, reading and writing its state `s`. */
+  /**
+   * Updates parameter `p` in place from its gradient `g`, reading and writing its state `s`.
+   * Buffers it allocates that end up neither in `s` nor in `p`/`p.grad` are recycled when it
+   * returns, so it must not keep tensors elsewhere.
+   */
   protected abstract update(p: Tensor, g: Tensor, s: ParamState, group: ParamGroup<O>): void;
 
   /** A snapshot of the options and state (tensors cloned), for checkpoints. */
@@ -164,4 +170,11 @@ export function clipGradValue(params: Iterable<Tensor>, clipValue: number): void
   noGrad(() => {
     for (const p of params) if (p.grad) p.grad.copy_(p.grad.clamp(-clipValue, clipValue));
   });
+}
+
+/** The tensors an optimizer update may keep: the parameter, its gradient and its state. */
+function* keptBy(p: Tensor, s: ParamState): Iterable<Tensor> {
+  yield p;
+  if (p.grad) yield p.grad;
+  for (const v of Object.values(s)) if (typeof v !== 'number') yield v;
 }
