@@ -4,7 +4,7 @@ import type { Tensor } from '@qgrad/core';
 import { assertAllclose } from '@qgrad/core/testing';
 import {
   Conv2d, Dropout, Embedding, GELU, GroupNorm, KVCache, LayerNorm, Linear, MLP, MultiHeadAttention, RMSNorm, ReLU,
-  RotaryEmbedding, SiLU, SwiGLU, Tanh, causalMask, scaledDotProductAttention, type Module,
+  RotaryEmbedding, SiLU, SwiGLU, Tanh, causalBias, causalMask, scaledDotProductAttention, type Module,
 } from '@qgrad/nn';
 import { gradcheckModule, paramsWithoutGrad, setParameter } from './helpers.js';
 
@@ -201,6 +201,10 @@ describe('attention', () => {
     const s = qq.matmul(k.transpose(1, 2)).div(2).add(q.tensor([[0, -Infinity, -Infinity], [0, 0, -Infinity], [0, 0, 0]], { dtype: 'float64' }));
     expect(maxDiff(scaledDotProductAttention(qq, k, v, { isCausal: true }), q.softmax(s, -1).matmul(v))).toBeLessThan(1e-12);
     expect(causalMask(2, 3, 1).toArray()).toEqual([[1, 1, 0], [1, 1, 1]]);
+    for (const [tq, tk, off] of [[2, 3, 1], [4, 4, 0], [3, 7, 4], [5, 2, 0]] as const) {
+      const m = causalMask(tq, tk, off).toArray() as number[][];
+      expect(causalBias(tq, tk, off).toArray()).toEqual(m.map((r) => r.map((v) => (v ? 0 : -Infinity))));
+    }
   });
 
   it('gives [B, T, dim], reaches every parameter and passes gradcheck with RoPE and GQA', () => {

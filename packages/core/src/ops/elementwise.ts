@@ -284,9 +284,16 @@ export function gelu(x: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor {
   }
   return mul(mul(x, 0.5), add(erf(mul(x, Math.SQRT1_2)), 1)); // ½x(1 + erf(x/√2))
 }
-export function silu(x: Tensor): Tensor {
-  return mul(x, sigmoid(x));
-}
+/**
+ * x·σ(x) (`F.silu`), one fused pass forward; the backward uses the fused derivative kernel unless
+ * a graph of it is being recorded.
+ * @example silu(tensor([0, 1])).toArray(); // [0, 0.7311]
+ */
+export const silu = unaryOp('silu', 'x', (g, x) => {
+  if (!isGradEnabled()) return mul(g, unaryKernel(x, 'siluGrad', floatType(x.dtype)));
+  const s = sigmoid(x);
+  return mul(g, mul(s, add(1, mul(x, sub(1, s))))); // d silu = σ·(1 + x·(1 − σ))
+});
 export function elu(x: Tensor, alpha = 1): Tensor {
   return where(gt(x, 0), x, mul(expm1(x), alpha));
 }

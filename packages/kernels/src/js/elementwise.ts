@@ -45,6 +45,9 @@ export function roundHalfAway(x: number): number {
   return x < 0 ? -r : r;
 }
 
+/** 1/(1 + e^−x), evaluated as e^x/(1 + e^x) for x < 0 so that e^−x cannot overflow. */
+const sigmoid = (x: number): number => (x >= 0 ? 1 / (1 + Math.exp(-x)) : Math.exp(x) / (1 + Math.exp(x)));
+
 export const UNARY: Record<UnaryOp, (x: number, alpha: number) => number> = {
   neg: (x) => -x,
   exp: Math.exp,
@@ -58,8 +61,14 @@ export const UNARY: Record<UnaryOp, (x: number, alpha: number) => number> = {
   sin: Math.sin,
   cos: Math.cos,
   tanh: Math.tanh,
-  sigmoid: (x) => (x >= 0 ? 1 / (1 + Math.exp(-x)) : Math.exp(x) / (1 + Math.exp(x))),
+  sigmoid,
   relu: (x) => (x > 0 ? x : x === x ? 0 : NaN),
+  silu: (x) => x * sigmoid(x),
+  // d silu/dx = σ(x)·(1 + x·(1 − σ(x)))
+  siluGrad: (x) => {
+    const s = sigmoid(x);
+    return s * (1 + x * (1 - s));
+  },
   erf,
   floor: Math.floor,
   ceil: Math.ceil,

@@ -10,7 +10,7 @@ import { contiguousStrides, isContiguous, numel } from '../js/layout.js';
 import type { BinaryOp, TypedArray, UnaryOp } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
 import { HEAP, MAX_HEAP_BYTES, span, type Engine } from './runtime.js';
-import { expF32x4, scalarViaLanes, sigmoidF32x4 } from './simd-math.js';
+import { expF32x4, scalarViaLanes, sigmoidF32x4, siluF32x4, siluGradF32x4 } from './simd-math.js';
 
 type Arg = KernelArg<TypedArray>;
 type Kind = 'f32' | 'f64';
@@ -55,7 +55,7 @@ const BIN: Partial<Record<BinaryOp, Emit>> = {
 };
 
 /** f32 approximations (simd-math.ts); in f64 these stay on js, whose Math functions are exact enough. */
-const F32_ONLY = new Set<string>(['exp', 'sigmoid']);
+const F32_ONLY = new Set<string>(['exp', 'sigmoid', 'silu', 'siluGrad']);
 
 /** Unary ops take their operand from local `x` (some use it twice). */
 type UnaryEmit = (c: Code, k: Kind, simd: boolean, x: number) => void;
@@ -88,6 +88,8 @@ const UN: Partial<Record<UnaryOp | 'identity', UnaryEmit>> = {
   },
   exp: (c, _k, v, x) => (v ? expF32x4(c, x) : scalarViaLanes(c, x, expF32x4)),
   sigmoid: (c, _k, v, x) => (v ? sigmoidF32x4(c, x) : scalarViaLanes(c, x, sigmoidF32x4)),
+  silu: (c, _k, v, x) => (v ? siluF32x4(c, x) : scalarViaLanes(c, x, siluF32x4)),
+  siluGrad: (c, _k, v, x) => (v ? siluGradF32x4(c, x) : scalarViaLanes(c, x, siluGradF32x4)),
   // two roundings in f32 (sqrt, then divide) against one in the oracle: ≤ 1 ulp apart
   rsqrt: (c, k, v, x) => {
     one(c, k, v);

@@ -59,6 +59,24 @@ export function sigmoidF32x4(c: Code, x: number): void {
   splat(c, 1).get(e).simd(Simd.f32x4_add).simd(Simd.f32x4_div);
 }
 
+/** Pushes silu(x) = x·σ(x). */
+export function siluF32x4(c: Code, x: number): void {
+  c.get(x);
+  sigmoidF32x4(c, x);
+  c.simd(Simd.f32x4_mul);
+}
+
+/** Pushes d silu/dx = σ(x)·(1 + x·(1 − σ(x))). */
+export function siluGradF32x4(c: Code, x: number): void {
+  const s = c.local(ValType.v128);
+  sigmoidF32x4(c, x);
+  c.set(s).get(s);
+  splat(c, 1);
+  c.get(x);
+  splat(c, 1);
+  c.get(s).simd(Simd.f32x4_sub).simd(Simd.f32x4_mul).simd(Simd.f32x4_add).simd(Simd.f32x4_mul);
+}
+
 /** Wraps a vector function for a scalar f32 local: splat, compute, take lane 0. */
 export function scalarViaLanes(c: Code, x: number, fn: (c: Code, v: number) => void): void {
   const v = c.local(ValType.v128);

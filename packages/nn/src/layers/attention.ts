@@ -21,6 +21,16 @@ export function causalMask(tq: number, tk: number, offset = 0): Tensor {
   return tensor(m, { shape: [tq, tk] });
 }
 
+/**
+ * The additive form of `causalMask`: 0 where query i may attend key j, −∞ elsewhere ([tq, tk]).
+ * @example causalBias(2, 2).toArray(); // [[0, -Infinity], [0, 0]]
+ */
+export function causalBias(tq: number, tk: number, offset = 0, dtype: 'float32' | 'float64' = 'float32'): Tensor {
+  const b = (dtype === 'float32' ? new Float32Array(tq * tk) : new Float64Array(tq * tk)).fill(-Infinity);
+  for (let i = 0; i < tq; i++) b.fill(0, i * tk, i * tk + Math.min(tk, i + offset + 1));
+  return tensor(b, { shape: [tq, tk], dtype });
+}
+
 export interface SdpaOptions {
   /** uint8 mask (nonzero = may attend, as PyTorch's boolean mask) or a float mask added to the scores; broadcast to [..., tq, tk]. */
   attnMask?: Tensor | null;
@@ -49,7 +59,7 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   const tk = k.shape[k.ndim - 2]!;
   // scaling q rather than the scores touches d·tq elements instead of tq·tk
   let scores = matmul(q.mul(opts.scale ?? 1 / Math.sqrt(d)), k.transpose(-2, -1)); // [..., tq, tk]
-  const mask = opts.isCausal ? causalMask(tq, tk) : opts.attnMask;
+  const mask = opts.isCausal ? causalBias(tq, tk, 0, scores.dtype === 'float64' ? 'float64' : 'float32') : opts.attnMask;
   // a boolean mask becomes an additive 0/−∞ bias of the mask's (small) shape: one broadcast add
   // on the scores, whose backward passes the gradient through unchanged
   if (mask) scores = add(scores, mask.dtype === 'uint8' ? zeros(mask.shape, { dtype: scores.dtype }).maskedFill(mask.logicalNot(), -Infinity) : mask);
@@ -231,8 +241,8 @@ export class MultiHeadAttention extends Module {
     v = repeatKv(v, h / this.numKvHeads);
     let mask = opts.attnMask ?? null;
     if (this.causal) {
-      const c = causalMask(t, tk, start);
-      mask = mask ? (mask.dtype === 'uint8' ? mask.mul(c) : add(mask, zeros([t, tk]).maskedFill(c.logicalNot(), -Infinity))) : c;
+      const dtype = x.dtype === 'float64' ? 'float64' : 'float32';
+      mask = mask?.dtype === 'uint8' ? mask.mul(causalMask(t, tk, start)) : mask ? add(mask, causalBias(t, tk, start, dtype)) : causalBias(t, tk, start, dtype);
     }
     const y = scaledDotProductAttention(q, k, v, { attnMask: mask, dropoutP: this.dropoutP, training: this.training }); // [B, H, T, hd]
     return this.oProj.forward(y.transpose(1, 2).reshape(b, t, this.dim)); // [B, T, dim]
