@@ -6,7 +6,7 @@
 import { crossEntropy, loadSafetensors, noGrad, silu, tensor, type DType, type Generator, type Tensor } from '@qgrad/core';
 import { ModuleList } from '../containers.js';
 import { normal_, zeros_ } from '../init.js';
-import { causalMask, KVCache, repeatKv, RotaryEmbedding, scaledDotProductAttention } from '../layers/attention.js';
+import { causalBias, KVCache, RotaryEmbedding, scaledDotProductAttention } from '../layers/attention.js';
 import { Embedding, Linear } from '../layers/linear.js';
 import { RMSNorm } from '../layers/norm.js';
 import { Module } from '../module.js';
@@ -81,12 +81,13 @@ export class LlamaAttention extends Module {
     k = rope.forward(k, start);
     if (cache) [k, v] = cache.update(k, v); // [B, Hkv, start + T, hd]
     const tk = k.shape[2]!;
-    k = repeatKv(k, h / hkv); // [B, H, Tk, hd]
-    v = repeatKv(v, h / hkv); // [B, H, Tk, hd]
+    // grouped queries: each KV head serves h/hkv query heads through a broadcast batch dim of the
+    // attention matmuls (as repeatKv would, without copying keys and values)
+    const rep = h / hkv;
     // a single new token may see every cached position: no mask needed
-    const mask = t === 1 ? null : causalMask(t, tk, start);
-    const y = scaledDotProductAttention(q, k, v, { attnMask: mask }); // [B, H, T, hd]
-    return this.o_proj.forward(y.transpose(1, 2).reshape(b, t, h * hd)); // [B, T, dim]
+    const mask = t === 1 ? null : causalBias(t, tk, start, x.dtype === 'float64' ? 'float64' : 'float32');
+    const y = scaledDotProductAttention(q.view(b, hkv, rep, t, hd), k.unsqueeze(2), v.unsqueeze(2), { attnMask: mask }); // [B, Hkv, rep, T, hd]
+    return this.o_proj.forward(y.reshape(b, h, t, hd).transpose(1, 2).reshape(b, t, h * hd)); // [B, T, dim]
   }
 }
 
