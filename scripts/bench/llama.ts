@@ -12,7 +12,8 @@ import type { BenchContext } from './context.js';
 const BATCH = 16;
 const SEQ = 128;
 
-function stepTimes(quant: boolean, steps: number): number[] {
+/** One training step of a fresh model (same seed either way); returns its wall time in ms. */
+function trainer(quant: boolean): () => number {
   const g = new q.Generator(0);
   const model = new Llama(tinyLlamaConfig, { generator: g });
   if (quant) {
@@ -25,17 +26,33 @@ function stepTimes(quant: boolean, steps: number): number[] {
   const idx = q.randint(0, 256, [BATCH, SEQ + 1], { generator: g });
   const x = idx.narrow(1, 0, SEQ).contiguous();
   const y = idx.narrow(1, 1, SEQ).contiguous();
-  const times: number[] = [];
-  for (let s = 0; s < steps + 1; s++) {
+  return () => {
     const t = performance.now();
     const loss = model.loss(x, y);
     opt.zeroGrad();
     loss.backward();
     opt.step();
     loss.item();
-    if (s > 0) times.push(performance.now() - t); // the first step compiles kernels and inits LSQ scales
+    return performance.now() - t;
+  };
+}
+
+/**
+ * fp32 and QAT step times, the two models stepping alternately so that load changes and buffer
+ * reuse hit both alike (run one after the other, the ratio swung from 0.97 to 1.46 here); the
+ * first step of each compiles kernels and initialises LSQ scales and is not counted.
+ */
+function stepTimes(steps: number): { fp: number[]; qat: number[] } {
+  const fp = trainer(false);
+  const qat = trainer(true);
+  fp();
+  qat();
+  const out = { fp: [] as number[], qat: [] as number[] };
+  for (let s = 0; s < steps; s++) {
+    out.fp.push(fp());
+    out.qat.push(qat());
   }
-  return times;
+  return out;
 }
 
 export async function run(ctx: BenchContext): Promise<Record<string, number>> {
@@ -44,18 +61,22 @@ export async function run(ctx: BenchContext): Promise<Record<string, number>> {
   const backends = q.availableBackends().filter((b) => b !== 'js' || ctx.quick || q.availableBackends().length === 1);
   for (const backend of backends) {
     q.setBackend(backend);
-    out[`qgrad-${backend} fp32`] = ctx.median(stepTimes(false, steps));
-    out[`qgrad-${backend} W4g32 A8/token LSQ`] = ctx.median(stepTimes(true, steps));
+    const t = stepTimes(steps);
+    out[`qgrad-${backend} fp32`] = ctx.median(t.fp);
+    out[`qgrad-${backend} W4g32 A8/token LSQ`] = ctx.median(t.qat);
+    out[`qgrad-${backend} QAT − fp32 ms (paired)`] = ctx.median(t.qat.map((v, i) => v - t.fp[i]!));
   }
   q.setBackend('js');
   const t = ctx.torch('llama', String(steps));
   if (t) for (const [k, v] of Object.entries(t)) out[`pytorch ${k}`] = v;
-  const rows = Object.entries(out).map(([k, v]) => {
+  const rows = Object.entries(out).filter(([k]) => !k.includes('(paired)')).map(([k, v]) => {
     const quant = k.includes('W4');
     const ref = out[quant ? 'pytorch W4g32 A8/token LSQ' : 'pytorch fp32'];
     const fp = out[k.replace(' W4g32 A8/token LSQ', ' fp32')];
-    return [k, v, ref ? v / ref : '-', quant && fp ? v / fp : '-'];
+    // the ratio moves with the fp32 step; the absolute cost is what quantization adds
+    const added = out[k.replace(' W4g32 A8/token LSQ', ' QAT − fp32 ms (paired)')];
+    return [k, v, ref ? v / ref : '-', quant && fp ? v / fp : '-', quant && added !== undefined ? added : quant && fp ? v - fp : '-'];
   });
-  ctx.table(`tiny Llama training step (batch ${BATCH} × ${SEQ} tokens, fwd+bwd+AdamW; median of ${steps})`, ['what', 'ms/step', '× pytorch', '× own fp32'], rows);
+  ctx.table(`tiny Llama training step (batch ${BATCH} × ${SEQ} tokens, fwd+bwd+AdamW; median of ${steps}, fp32 and QAT steps alternating)`, ['what', 'ms/step', '× pytorch', '× own fp32', 'QAT − own fp32 ms'], rows);
   return out;
 }
