@@ -10,6 +10,7 @@ import {
 } from '@qgrad/core';
 import { Module, Parameter } from '@qgrad/nn';
 import { initScale, rne, type GridExtent, type ScaleInit } from '../grids/scale-init.js';
+import { sharedLookup, sharedRemember, type SharedGrid } from './shared.js';
 
 /** Smallest step handed out by dynamic scales (BitNet's 1e−5 clamp). */
 export const MIN_STEP = 1e-5;
@@ -328,38 +329,6 @@ export interface ActQuantConfig {
   share?: boolean;
 }
 
-/** The settings two quantizers must agree on to share a dynamic quantization (snapshotted, as trust and temperature may change). */
-interface SharedGrid {
-  kind: Function;
-  qmin: number;
-  qmax: number;
-  granularity: 'tensor' | 'token';
-  estimator: string | Estimator;
-  rounding: Rounding;
-  trust: number | undefined;
-  temperature: number | undefined;
-  training: boolean;
-}
-
-/** One dynamic quantization of a tensor, and what must still hold to hand it out again. */
-interface SharedQuant {
-  grid: SharedGrid;
-  out: Tensor;
-  /** Versions of the input and of the output when it was made (an in-place write to either invalidates it). */
-  version: number;
-  outVersion: number;
-  /** Whether `out` is on the tape (then its node must not have been freed by a backward). */
-  recorded: boolean;
-}
-
-/** Dynamic activation quantizations per input tensor; entries die with the input. */
-const sharedQuant = new WeakMap<Tensor, SharedQuant[]>();
-
-function sameGrid(a: SharedGrid, b: SharedGrid): boolean {
-  return a.kind === b.kind && a.qmin === b.qmin && a.qmax === b.qmax && a.granularity === b.granularity && a.estimator === b.estimator
-    && a.rounding === b.rounding && a.trust === b.trust && a.temperature === b.temperature && a.training === b.training;
-}
-
 /**
  * Fake-quantizes activations (a layer's input). Learned scales initialise from the first batch seen.
  * @example const aq = new ActQuantizer({ bits: 4, signed: false }); const xHat = aq.forward(x);
@@ -468,26 +437,17 @@ export class ActQuantizer extends Module {
     });
   }
 
-  /** #dynamic(x), or the result an equal-grid quantizer already computed for x while it still holds. */
+  /** #dynamic(x), or the result a same-grid quantizer computed for this very x while it still holds (shared.ts). */
   #shared(x: Tensor): Tensor {
     const grid: SharedGrid = {
       kind: this.constructor, qmin: this.qmin, qmax: this.qmax, granularity: this.granularity, estimator: this.estimator,
       rounding: this.rounding, trust: this.trust, temperature: this.temperature, training: this.training,
     };
     const recorded = isGradEnabled() && x.requiresGrad;
-    const version = x.version;
-    let list = sharedQuant.get(x);
-    if (list) {
-      for (const e of list) {
-        if (e.version !== version || e.recorded !== recorded || e.out.version !== e.outVersion || !sameGrid(e.grid, grid)) continue;
-        if (recorded && e.out.gradFn?.rule === null) continue; // freed by a backward: a new node is needed
-        return e.out;
-      }
-      list = list.filter((e) => e.version === version);
-    } else list = [];
+    const hit = sharedLookup(x, grid, recorded);
+    if (hit) return hit;
     const out = this.#dynamic(x);
-    list.push({ grid, out, version, outVersion: out.version, recorded });
-    sharedQuant.set(x, list);
+    sharedRemember(x, grid, recorded, out);
     return out;
   }
 
