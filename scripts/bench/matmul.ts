@@ -1,40 +1,142 @@
 /**
- * @file Square float32 matmul micro-benchmark: median GFLOP/s of qgrad-js and qgrad-wasm (1 and 2
- * threads) at 64…1024. `benchMatmul` takes extra contenders so a combined harness can add peers.
- * Run: npx tsx scripts/bench/matmul.ts [--sizes 64,128] [--reps 7]; writes bench-results/matmul.json.
+ * @file float32 matmul micro-benchmark: median GFLOP/s of qgrad-js and qgrad-wasm (1 and 2
+ * threads) over shape specs — squares 64…1024 and the products of one tiny-Llama training step
+ * (`llamaMatmulShapes`). `benchMatmul` takes extra contenders so a combined harness can add peers.
+ * Run: npx tsx scripts/bench/matmul.ts [--sizes 64,128 | --llama] [--reps 7]; writes bench-results/matmul.json.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { contiguousStrides, createWasmBackend, jsBackend, type Backend, type KernelArg, type TypedArray } from '@qgrad/kernels';
+import { tinyLlamaConfig, type LlamaConfig } from '@qgrad/nn';
+import { createWasmBackend, jsBackend, type Backend, type KernelArg, type TypedArray } from '@qgrad/kernels';
 
-/** One contender: `prepare(n, a, b)` returns a function computing one n×n product. */
+/**
+ * One product to time: `batch` independent (m×k)·(k×n) products. A transposed operand is stored
+ * as its transpose — A as batch × [k, m], B as batch × [n, k] (a weight [out, in] read as Wᵀ) —
+ * and each contender multiplies it as the strided/transposed view its own API offers.
+ */
+export interface MatmulShape {
+  name: string;
+  batch: number;
+  m: number;
+  k: number;
+  n: number;
+  transposeA?: boolean;
+  transposeB?: boolean;
+}
+
+/** The n×n product of contiguous operands, named by n. */
+export const squareShape = (n: number): MatmulShape => ({ name: String(n), batch: 1, m: n, k: n, n });
+
+/** Multiply-adds of one call (FLOPs are twice this). */
+export const macs = (s: MatmulShape): number => s.batch * s.m * s.k * s.n;
+
+/**
+ * Every matmul one fp32 training step of a Llama runs in qgrad (defaults: the tiny Llama of
+ * scripts/bench/llama.ts, batch 16 × seq 128), with its count per step and the operand layouts
+ * qgrad passes — checked against the `matmul` kernel calls of a traced tiny-Llama step (111 calls).
+ * A linear layer folds batch into rows: forward x·Wᵀ with Wᵀ a transposed view, input gradient
+ * g·W (contiguous), weight gradient xᵀ·g (xᵀ a transposed view, K = tokens). Attention runs
+ * batched over batch × heads; not modelled: its operands' head-interleaved row strides and the
+ * stride-0 broadcast of each KV head over its query heads (here each product has its own operands).
+ */
+export function llamaMatmulShapes(cfg: LlamaConfig = tinyLlamaConfig, batch = 16, seq = 128): (MatmulShape & { count: number })[] {
+  const { dim, nLayers: layers, nHeads: heads, nKvHeads: kvHeads, hiddenDim: hidden, vocabSize: vocab } = cfg;
+  const tokens = batch * seq;
+  const hd = cfg.headDim ?? dim / heads;
+  const bh = batch * heads;
+  type Product = Omit<MatmulShape, 'name'> & { who: string; op: string; count: number };
+  const linears: [string, number, number, number][] = [
+    // name, in features, out features, occurrences per step
+    ['q', dim, heads * hd, layers],
+    ['k', dim, kvHeads * hd, layers],
+    ['v', dim, kvHeads * hd, layers],
+    ['o', heads * hd, dim, layers],
+    ['gate', dim, hidden, layers],
+    ['up', dim, hidden, layers],
+    ['down', hidden, dim, layers],
+    ['head', dim, vocab, 1],
+  ];
+  const products: Product[] = [
+    ...linears.map(([who, i, o, count]) => ({ who, op: 'fwd x·Wᵀ', batch: 1, m: tokens, k: i, n: o, transposeB: true, count })),
+    ...linears.map(([who, i, o, count]) => ({ who, op: 'dX g·W', batch: 1, m: tokens, k: o, n: i, count })),
+    ...linears.map(([who, i, o, count]) => ({ who, op: 'dW xᵀ·g', batch: 1, m: i, k: tokens, n: o, transposeA: true, count })),
+    { who: 'attn', op: 'q·kᵀ', batch: bh, m: seq, k: hd, n: seq, transposeB: true, count: layers },
+    { who: 'attn', op: 'p·v', batch: bh, m: seq, k: seq, n: hd, count: layers },
+    { who: 'attn', op: 'dP g·vᵀ', batch: bh, m: seq, k: hd, n: seq, transposeB: true, count: layers },
+    { who: 'attn', op: 'dS·k', batch: bh, m: seq, k: seq, n: hd, count: layers },
+    { who: 'attn', op: 'dV pᵀ·g', batch: bh, m: seq, k: seq, n: hd, transposeA: true, count: layers },
+    { who: 'attn', op: 'dKᵀ qᵀ·dS', batch: bh, m: hd, k: seq, n: seq, transposeA: true, count: layers },
+  ];
+  // one row per distinct shape and layout (q and o, gate and up … share theirs), counts summed
+  const rows = new Map<string, { who: string[]; ops: string[]; p: Product; count: number }>();
+  for (const p of products) {
+    const key = [p.batch, p.m, p.k, p.n, !!p.transposeA, !!p.transposeB].join();
+    const row = rows.get(key) ?? rows.set(key, { who: [], ops: [], p, count: 0 }).get(key)!;
+    if (!row.who.includes(p.who)) row.who.push(p.who);
+    if (!row.ops.includes(p.op)) row.ops.push(p.op);
+    row.count += p.count;
+  }
+  return [...rows.values()].map(({ who, ops, p, count }) => ({
+    name: `${who.join(',')} ${ops.join(', ')}`,
+    batch: p.batch, m: p.m, k: p.k, n: p.n,
+    ...(p.transposeA && { transposeA: true }),
+    ...(p.transposeB && { transposeB: true }),
+    count,
+  }));
+}
+
+/** Test operands for `s` in storage order: a holds batch·m·k values, b batch·k·n. */
+function operands(s: MatmulShape): [Float32Array, Float32Array] {
+  const a = new Float32Array(s.batch * s.m * s.k);
+  const b = new Float32Array(s.batch * s.k * s.n);
+  for (let i = 0; i < a.length; i++) a[i] = Math.sin(i) * 0.5;
+  for (let i = 0; i < b.length; i++) b[i] = Math.cos(i) * 0.5;
+  return [a, b];
+}
+
+/** One contender: `prepare(shape, a, b)` returns a function computing one product of that shape. */
 export interface MatmulContender {
   name: string;
-  /** Largest size worth timing (slow contenders stop early). */
-  maxSize?: number;
-  prepare(n: number, a: Float32Array, b: Float32Array): (() => void) | Promise<() => void>;
+  /** Largest product worth timing, in multiply-adds (slow contenders skip bigger ones). */
+  maxMacs?: number;
+  prepare(shape: MatmulShape, a: Float32Array, b: Float32Array): (() => void) | Promise<() => void>;
+  /** Called untimed before each run: peers sharing one global engine (tfjs) select theirs here. */
+  activate?(): void | Promise<void>;
   dispose?(): void | Promise<void>;
 }
 
 export interface MatmulResult {
   contender: string;
+  /** The shape's name (for squares, its size). */
+  shape: string;
+  batch: number;
+  m: number;
+  k: number;
   n: number;
   reps: number;
   medianMs: number;
   gflops: number;
 }
 
-/** A contender running the `matmul` kernel of a qgrad backend. */
-export function qgradContender(name: string, backend: Backend<TypedArray>, maxSize?: number): MatmulContender {
+/** The view of an operand of `rows`×`cols` per batch as stored (transposed: stored cols×rows). */
+function view(data: Float32Array, batch: number, rows: number, cols: number, transposed = false): KernelArg<TypedArray> {
+  const strides = transposed ? [1, rows] : [cols, 1];
+  return batch === 1
+    ? { data, dtype: 'float32', shape: [rows, cols], strides, offset: 0 }
+    : { data, dtype: 'float32', shape: [batch, rows, cols], strides: [rows * cols, ...strides], offset: 0 };
+}
+
+/** A contender running the `matmul` kernel of a qgrad backend on the views qgrad's ops pass. */
+export function qgradContender(name: string, backend: Backend<TypedArray>, maxMacs?: number): MatmulContender {
   return {
     name,
-    maxSize,
-    prepare(n, a, b) {
-      const arg = (data: TypedArray): KernelArg<TypedArray> => ({ data, dtype: 'float32', shape: [n, n], strides: contiguousStrides([n, n]), offset: 0 });
-      const out = arg(new Float32Array(n * n));
-      return () => backend.run('matmul', [arg(a), arg(b)], out, {});
+    maxMacs,
+    prepare(s, a, b) {
+      const inputs = [view(a, s.batch, s.m, s.k, s.transposeA), view(b, s.batch, s.k, s.n, s.transposeB)];
+      const out = view(new Float32Array(s.batch * s.m * s.n), s.batch, s.m, s.n);
+      return () => backend.run('matmul', inputs, out, {});
     },
     dispose: () => backend.dispose(),
   };
@@ -42,7 +144,7 @@ export function qgradContender(name: string, backend: Backend<TypedArray>, maxSi
 
 export function defaultContenders(): MatmulContender[] {
   return [
-    qgradContender('qgrad-js', jsBackend, 256),
+    qgradContender('qgrad-js', jsBackend, 256 ** 3),
     qgradContender('qgrad-wasm-1t', createWasmBackend({ threads: 1 })),
     qgradContender('qgrad-wasm-2t', createWasmBackend({ threads: 2 })),
   ];
@@ -54,44 +156,53 @@ const median = (xs: number[]) => {
 };
 
 /**
- * Times every contender at every size, interleaving contenders rep by rep so machine noise hits
- * them alike; reps default to what fits in ~0.4 s per contender and size (at least 5).
+ * Times every contender on every shape (`shapes`, else squares of `sizes`), interleaving
+ * contenders rep by rep so machine noise hits them alike; reps default to what fits in
+ * `budgetMs` (default 400) per contender and shape, at least 5 and at most 50.
  */
-export async function benchMatmul(options: { sizes?: number[]; reps?: number; contenders?: MatmulContender[]; log?: (line: string) => void } = {}): Promise<MatmulResult[]> {
-  const sizes = options.sizes ?? [64, 128, 256, 512, 1024];
+export async function benchMatmul(
+  options: { sizes?: number[]; shapes?: MatmulShape[]; reps?: number; budgetMs?: number; contenders?: MatmulContender[]; log?: (line: string) => void } = {},
+): Promise<MatmulResult[]> {
+  const shapes = options.shapes ?? (options.sizes ?? [64, 128, 256, 512, 1024]).map(squareShape);
   const contenders = options.contenders ?? defaultContenders();
   const log = options.log ?? ((l: string) => console.log(l));
+  const budget = options.budgetMs ?? 400;
+  const w = Math.max(5, ...shapes.map((s) => s.name.length));
   const results: MatmulResult[] = [];
-  log(`${'n'.padStart(5)}  ${contenders.map((c) => c.name.padStart(14)).join('  ')}   (median GFLOP/s)`);
-  for (const n of sizes) {
-    const a = Float32Array.from({ length: n * n }, (_, i) => Math.sin(i) * 0.5);
-    const b = Float32Array.from({ length: n * n }, (_, i) => Math.cos(i) * 0.5);
-    const active = contenders.filter((c) => n <= (c.maxSize ?? Infinity));
-    const runs = await Promise.all(active.map((c) => c.prepare(n, a, b)));
-    // warm up (tier-up to optimised code) and estimate one run's time
-    const first = runs.map((run) => {
-      run();
+  log(`${'shape'.padStart(w)}  ${contenders.map((c) => c.name.padStart(14)).join('  ')}   (median GFLOP/s)`);
+  for (const s of shapes) {
+    const [a, b] = operands(s);
+    const active = contenders.filter((c) => macs(s) <= (c.maxMacs ?? Infinity));
+    // one after the other: a contender prepares its operands on the engine it has just activated
+    const runs: (() => void)[] = [];
+    for (const c of active) {
+      await c.activate?.();
+      runs.push(await c.prepare(s, a, b));
+    }
+    const time = async (i: number): Promise<number> => {
+      await active[i]!.activate?.();
       const t = performance.now();
-      run();
+      runs[i]!();
       return performance.now() - t;
-    });
-    const reps = options.reps ?? Math.max(5, Math.min(50, Math.floor(400 / Math.max(...first, 0.01))));
+    };
+    // warm up (tier-up to optimised code) and estimate one run's time
+    const first: number[] = [];
+    for (let i = 0; i < runs.length; i++) {
+      await time(i);
+      first.push(await time(i));
+    }
+    const reps = options.reps ?? Math.max(5, Math.min(50, Math.floor(budget / Math.max(...first, 0.01))));
     const times = runs.map(() => [] as number[]);
-    for (let r = 0; r < reps; r++)
-      runs.forEach((run, i) => {
-        const t = performance.now();
-        run();
-        times[i]!.push(performance.now() - t);
-      });
+    for (let r = 0; r < reps; r++) for (let i = 0; i < runs.length; i++) times[i]!.push(await time(i));
     const row = contenders.map((c) => {
       const i = active.indexOf(c);
       if (i < 0) return '-'.padStart(14);
       const ms = median(times[i]!);
-      const gflops = (2 * n ** 3) / (ms * 1e6);
-      results.push({ contender: c.name, n, reps, medianMs: ms, gflops });
+      const gflops = (2 * macs(s)) / (ms * 1e6);
+      results.push({ contender: c.name, shape: s.name, batch: s.batch, m: s.m, k: s.k, n: s.n, reps, medianMs: ms, gflops });
       return gflops.toFixed(1).padStart(14);
     });
-    log(`${String(n).padStart(5)}  ${row.join('  ')}`);
+    log(`${s.name.padStart(w)}  ${row.join('  ')}`);
   }
   for (const c of contenders) await c.dispose?.();
   return results;
@@ -107,7 +218,8 @@ async function main(): Promise<void> {
   const reps = flag('--reps') ? Number(flag('--reps')) : undefined;
   // the machines are shared: record how busy this one was
   const loadBefore = loadavg()[0];
-  const results = await benchMatmul({ sizes, reps });
+  const shapes = argv.includes('--llama') ? llamaMatmulShapes() : undefined;
+  const results = await benchMatmul({ sizes, shapes, reps });
   const machine = { cpu: cpus()[0]?.model, cores: cpus().length, loadBefore, loadAfter: loadavg()[0] };
   console.log(`load average ${machine.loadBefore.toFixed(1)} → ${machine.loadAfter.toFixed(1)} on ${machine.cores} cores`);
   const dir = resolve(dirname(fileURLToPath(import.meta.url)), '../../bench-results');

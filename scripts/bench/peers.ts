@@ -31,39 +31,61 @@ export function loadJax(): Promise<Jax> {
   return jaxPromise;
 }
 
-export function tfContender(backend: 'wasm' | 'cpu', maxSize?: number): MatmulContender {
+/**
+ * tfjs `matMul`: operands stored transposed go in as stored with its transposeA/transposeB flags
+ * (tfjs has no strided views; the flags are its natural spelling of x·Wᵀ). tfjs-wasm 4.x sends
+ * only unbatched products without transpose flags to XNNPACK, whose packed B it caches per tensor
+ * (this benchmark reuses B, a training step's new weights would not); the rest go to a scalar
+ * blocked loop (batch_mat_mul_impl.cc), hence its low figures on those rows.
+ */
+export function tfContender(backend: 'wasm' | 'cpu', maxMacs?: number): MatmulContender {
   let tf: Tf;
+  const held: { dispose(): void }[] = [];
   return {
     name: `tfjs-${backend}`,
-    maxSize,
-    async prepare(n, a, b) {
+    maxMacs,
+    async activate() {
       tf = await loadTf();
-      await tf.setBackend(backend);
-      await tf.ready();
-      const ta = tf.tensor2d(a, [n, n]);
-      const tb = tf.tensor2d(b, [n, n]);
+      // tfjs has one global backend; once initialised, switching is a synchronous assignment
+      if (tf.getBackend() !== backend) await tf.setBackend(backend);
+    },
+    prepare(s, a, b) {
+      const lead = s.batch === 1 ? [] : [s.batch];
+      const ta = tf.tensor(a, [...lead, ...(s.transposeA ? [s.k, s.m] : [s.m, s.k])]);
+      const tb = tf.tensor(b, [...lead, ...(s.transposeB ? [s.n, s.k] : [s.k, s.n])]);
+      held.push(ta, tb);
       return () => {
-        const c = tf.matMul(ta, tb);
+        const c = tf.matMul(ta, tb, s.transposeA, s.transposeB);
         c.dataSync();
         c.dispose();
       };
     },
+    dispose: () => held.splice(0).forEach((t) => t.dispose()),
   };
 }
 
+/**
+ * jax-js `matmul`; a transposed operand is `matrixTranspose` of the stored array inside the timed
+ * call — a lazy view in jax-js that its matmul kernel reads through, as qgrad reads Wᵀ.
+ */
 export function jaxContender(): MatmulContender {
+  const held: { dispose(): void }[] = [];
   return {
     name: 'jax-js-wasm',
-    async prepare(n, a, b) {
+    async prepare(s, a, b) {
       const jax = await loadJax();
       const np = jax.numpy;
-      const ja = np.array(a).reshape([n, n]);
-      const jb = np.array(b).reshape([n, n]);
+      const lead = s.batch === 1 ? [] : [s.batch];
+      const ja = np.array(a).reshape([...lead, ...(s.transposeA ? [s.k, s.m] : [s.m, s.k])]);
+      const jb = np.array(b).reshape([...lead, ...(s.transposeB ? [s.n, s.k] : [s.k, s.n])]);
+      held.push(ja, jb);
+      const { transposeA, transposeB } = s;
       return () => {
-        const c = np.matmul(ja.ref, jb.ref);
+        const c = np.matmul(transposeA ? np.matrixTranspose(ja.ref) : ja.ref, transposeB ? np.matrixTranspose(jb.ref) : jb.ref);
         c.dataSync();
       };
     },
+    dispose: () => held.splice(0).forEach((t) => t.dispose()),
   };
 }
 

@@ -10,7 +10,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as q from '@qgrad/core';
-import { benchMatmul, defaultContenders } from './matmul.js';
+import { benchMatmul, defaultContenders, llamaMatmulShapes, macs, squareShape, type MatmulResult } from './matmul.js';
 import type { BenchContext } from './context.js';
 import { jaxContender, peerDispatch, tfContender } from './peers.js';
 
@@ -99,18 +99,54 @@ if (sections.has('dispatch')) {
 
 if (sections.has('matmul')) {
   const sizes = args.quick ? [64, 256] : [64, 128, 256, 512, 1024];
+  const squares = sizes.map(squareShape);
+  const shapes = llamaMatmulShapes();
+  const peers = () => [tfContender('wasm'), jaxContender()];
+  // one PyTorch process for both tables (importing torch takes seconds), before the JS contenders start
+  const t = torch('matmul', JSON.stringify([...squares, ...shapes]), args.quick ? '0.1' : '0.4');
   console.log('\nmatmul float32 square (median GFLOP/s, higher is better)');
-  const results = await benchMatmul({ sizes, contenders: [...defaultContenders(), tfContender('wasm'), tfContender('cpu', 256), jaxContender()] });
-  const t = torch('matmul', sizes.join(','));
-  const byN = new Map<number, Record<string, number>>();
-  for (const r of results) byN.set(r.n, { ...(byN.get(r.n) ?? {}), [r.contender]: r.gflops });
-  if (t) for (const [n, g] of Object.entries(t)) byN.set(Number(n), { ...(byN.get(Number(n)) ?? {}), pytorch: g });
-  const rows = [...byN].map(([n, g]) => {
-    const best = Math.max(g['qgrad-wasm-1t'] ?? 0, g['qgrad-wasm-2t'] ?? 0);
-    return [String(n), best, g['jax-js-wasm'] ? best / g['jax-js-wasm'] : '-', g['tfjs-wasm'] ? best / g['tfjs-wasm'] : '-', g.pytorch ? best / g.pytorch : '-'];
+  const results = await benchMatmul({ shapes: squares, contenders: [...defaultContenders(), ...peers(), tfContender('cpu', 256 ** 3)] });
+  const gflops = (rs: MatmulResult[], name: string): Record<string, number> => ({
+    ...Object.fromEntries(rs.filter((r) => r.shape === name).map((r) => [r.contender, r.gflops])),
+    ...(t?.[name] !== undefined && { pytorch: t[name] }),
+  });
+  const bestWasm = (g: Record<string, number>) => Math.max(g['qgrad-wasm-1t'] ?? 0, g['qgrad-wasm-2t'] ?? 0);
+  const ratio = (x: number, peer: number | undefined) => (peer ? x / peer : '-');
+  const rows = squares.map(({ name }) => {
+    const g = gflops(results, name);
+    const best = bestWasm(g);
+    return [name, best, ratio(best, g['jax-js-wasm']), ratio(best, g['tfjs-wasm']), ratio(best, g.pytorch)];
   });
   table('ratios of qgrad-wasm (best thread count) to peers', ['n', 'GFLOP/s', '× jax-js', '× tfjs-wasm', '× pytorch'], rows);
-  report.matmul = { results, pytorch: t };
+
+  console.log('\nmatmul float32, the products of one tiny-Llama training step (median GFLOP/s)');
+  // qgrad-js only where it finishes quickly (defaultContenders caps it at 256³ multiply-adds)
+  const llamaResults = await benchMatmul({ shapes, budgetMs: args.quick ? 100 : 400, contenders: [...defaultContenders(), ...peers()] });
+  const cols = ['qgrad-js', 'qgrad-wasm-1t', 'qgrad-wasm-2t', 'tfjs-wasm', 'jax-js-wasm', 'pytorch'];
+  const perShape = shapes.map((s) => ({ ...s, macs: macs(s), gflops: gflops(llamaResults, s.name) }));
+  // one step's worth: Σ count · median time per contender, for those that ran every shape
+  const stepMs: Record<string, number> = {};
+  for (const c of cols) {
+    if (perShape.every((s) => s.gflops[c])) stepMs[c] = perShape.reduce((sum, s) => sum + (s.count * 2 * s.macs) / (s.gflops[c]! * 1e6), 0);
+  }
+  const stepFlops = perShape.reduce((sum, s) => sum + s.count * 2 * s.macs, 0);
+  // the step's qgrad-wasm is one thread count for all its products, the better one
+  const wasmStepMs = Math.min(stepMs['qgrad-wasm-1t'] ?? Infinity, stepMs['qgrad-wasm-2t'] ?? Infinity);
+  const stepGflops = Object.fromEntries(Object.entries(stepMs).map(([c, ms]) => [c, stepFlops / (ms * 1e6)]));
+  const line = (name: string, count: number, mflop: number, g: Record<string, number>, best: number) => [
+    name, String(count), mflop, ...cols.map((c) => g[c] ?? '-'), ratio(best, g['tfjs-wasm']), ratio(best, g['jax-js-wasm']), ratio(best, g.pytorch),
+  ];
+  table(
+    'tiny-Llama matmul shapes (median GFLOP/s; ratios: best qgrad-wasm / peer, > 1 is qgrad faster)',
+    ['shape (batch× m×k·k×n, ᵀ = transposed view)', '×/step', 'MFLOP', ...cols, '× tfjs-wasm', '× jax-js', '× pytorch'],
+    [
+      ...perShape.map((s) => line(`${s.name}: ${s.batch > 1 ? `${s.batch}× ` : ''}${s.m}×${s.k}${s.transposeA ? 'ᵀ' : ''}·${s.k}×${s.n}${s.transposeB ? 'ᵀ' : ''}`, s.count, (2 * s.macs) / 1e6, s.gflops, bestWasm(s.gflops))),
+      line('one step (Σ count·time)', perShape.reduce((n, s) => n + s.count, 0), stepFlops / 1e6, stepGflops, stepFlops / (wasmStepMs * 1e6)),
+    ],
+  );
+  console.log(`one step's matmuls, ms: ${Object.entries(stepMs).map(([c, ms]) => `${c} ${ms.toFixed(1)}`).join(', ')}`);
+  const pytorch = t && Object.fromEntries(squares.filter((s) => t[s.name] !== undefined).map((s) => [s.name, t[s.name]!]));
+  report.matmul = { results, pytorch, llamaShapes: { shapes: perShape, results: llamaResults, stepMs, stepGflops, stepMflop: stepFlops / 1e6 } };
 }
 
 for (const s of ['quant', 'mlp', 'llama']) {

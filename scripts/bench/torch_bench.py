@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch CPU figures for `npm run bench`, printed as one JSON object on stdout.
 Usage: /usr/bin/python3 scripts/bench/torch_bench.py dispatch|matmul|mlp|llama [args]
+(matmul takes a JSON list of shape specs and an optional time budget per shape in seconds)
 """
 import json
 import statistics
@@ -46,14 +47,22 @@ def dispatch():
     return {'add_us': timeit(plain, 5) / n * 1e6, 'add_grad_us': timeit(rec, 5) / n * 1e6, 'matmul64_fwd_bwd_us': timeit(mm, 5) / 100 * 1e6}
 
 
-def matmul(sizes):
+def matmul(shapes, budget):
+    """GFLOP/s per shape spec of scripts/bench/matmul.ts ({name, batch, m, k, n, transposeA?,
+    transposeB?}); a transposed operand is a .transpose view of its stored form, which torch
+    hands to BLAS as a transpose flag (x @ w.t(); batched, torch.matmul runs bmm)."""
     out = {}
-    for n in sizes:
-        a = torch.randn(n, n)
-        b = torch.randn(n, n)
-        reps = max(5, min(50, int(0.4 / max(timeit(lambda: a @ b, 1), 1e-5))))
-        s = timeit(lambda: a @ b, reps)
-        out[str(n)] = 2 * n ** 3 / s / 1e9
+    for s in shapes:
+        lead = (s['batch'],) if s['batch'] > 1 else ()
+        m, k, n = s['m'], s['k'], s['n']
+        a = torch.randn(*lead, k, m).transpose(-1, -2) if s.get('transposeA') else torch.randn(*lead, m, k)
+        b = torch.randn(*lead, n, k).transpose(-1, -2) if s.get('transposeB') else torch.randn(*lead, k, n)
+
+        def mm():
+            return a @ b
+
+        reps = max(5, min(50, int(budget / max(timeit(mm, 1), 1e-5))))
+        out[s['name']] = 2 * s['batch'] * m * k * n / timeit(mm, reps) / 1e9
     return out
 
 
@@ -221,7 +230,7 @@ if __name__ == '__main__':
     if what == 'dispatch':
         print(json.dumps(dispatch()))
     elif what == 'matmul':
-        print(json.dumps(matmul([int(s) for s in sys.argv[2].split(',')])))
+        print(json.dumps(matmul(json.loads(sys.argv[2]), float(sys.argv[3]) if len(sys.argv) > 3 else 0.4)))
     elif what == 'quant':
         print(json.dumps(quant(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))))
     elif what == 'llama':
