@@ -27,5 +27,6 @@ export * from './ops/shape.js';
 export * from './ops/indexing.js';
 export * from './ops/nn.js';
 export * from './ops/loss.js';
+export * from './ops/optim.js';
 export * from './safetensors.js';
 export * as functional from './functional.js';

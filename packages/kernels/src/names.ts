@@ -90,6 +90,13 @@ export interface KernelParams {
   norm: NormParams;
   /** Inputs [x, g] (g the gradient of the normalised output): dx, with the row statistics recomputed from x. */
   normBackward: NormParams;
+  // ---- optim (js/optim.ts)
+  /**
+   * One Adam/AdamW step in place: inputs [param, grad, expAvg, expAvgSq]; `out` is the param
+   * itself, and expAvg/expAvgSq are updated too (the one kernel that writes its inputs, as
+   * PyTorch's fused optimizers do: a step is then one pass instead of ~20 kernels per tensor).
+   */
+  adamStep: AdamStepParams;
   // ---- quant (js/quant.ts, js/hadamard.ts)
   /** Fake quantization onto an integer grid. Inputs [x, scale, zeroPoint(, noise)], all broadcast to x. */
   fakeQuantize: FakeQuantizeParams;
@@ -109,6 +116,18 @@ export interface SoftmaxParams {
   axis: number;
   /** log-softmax: (x − max) − log Σ exp(x − max). */
   log: boolean;
+}
+export interface AdamStepParams {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** AdamW: p ← p·(1 − lr·wd) instead of adding wd·p to the gradient. */
+  decoupled: boolean;
+  maximize: boolean;
+  /** The step number after this update (1 for the first), for the bias corrections. */
+  step: number;
 }
 export interface NormParams {
   kind: 'rms' | 'layer';

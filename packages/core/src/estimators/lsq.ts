@@ -6,6 +6,7 @@
 import type { QuantOffset, RoundingMode } from '@qgrad/kernels';
 import { runKernel } from '../dispatch.js';
 import { defineFunction } from '../function.js';
+import { isGradEnabled } from '../tape.js';
 import { Tensor } from '../tensor.js';
 import { add, cast, div, floor, ge, gt, le, logicalAnd, lt, mul, neg, round, sub } from '../ops/elementwise.js';
 import { expandView } from '../ops/movement.js';
@@ -46,7 +47,10 @@ export const fakeQuantizeGrad = defineFunction({
     const shape = [...x.shape];
     const ins = [x, cast(s, x.dtype), cast(z, x.dtype), cast(g, x.dtype)].map((t) => expandView(t, shape));
     const out = runKernel('fakeQuantizeBackward', ins, [3, ...shape], x.dtype, c);
-    return [part(out, 0, shape), part(out, 1, shape), part(out, 2, shape)];
+    // dx of a weight becomes its .grad and outlives the pass: its own buffer lets the backward
+    // pass recycle the three-part one (the dscale/dzero parts are summed away at once)
+    const dx = part(out, 0, shape);
+    return [isGradEnabled() ? dx : dx.clone(), part(out, 1, shape), part(out, 2, shape)];
   },
   backward(ctx, gdx, gds, gdz) {
     const [x, s, z, g] = ctx.saved as [Tensor, Tensor, Tensor, Tensor];

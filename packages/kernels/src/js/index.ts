@@ -10,6 +10,7 @@ import { gather, indexAdd, indexSelect, scatterAdd } from './gather.js';
 import { fwht } from './hadamard.js';
 import { matmul } from './matmul.js';
 import { norm, normBackward, softmax, softmaxBackward } from './norm.js';
+import { adamStep } from './optim.js';
 import { fakeQuantize, fakeQuantizeBackward } from './quant.js';
 import { argReduce, reduce } from './reduce.js';
 
@@ -20,6 +21,7 @@ export const jsKernels: KernelTable<TypedArray> = {
   im2col, col2im,
   gather, scatterAdd, indexSelect, indexAdd,
   softmax, softmaxBackward, norm, normBackward,
+  adamStep,
   fakeQuantize, fakeQuantizeBackward, fwht,
 };
 

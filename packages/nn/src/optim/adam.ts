@@ -2,7 +2,7 @@
  * @file Adam (L2 weight decay folded into the gradient, optional AMSGrad) and AdamW (decoupled
  * weight decay), with `torch.optim.Adam` / `AdamW`'s update formulas and operation order.
  */
-import { zerosLike, type Tensor } from '@qgrad/core';
+import { adamStep_, zerosLike, type Tensor } from '@qgrad/core';
 import { lerp_, Optimizer, type ParamGroup, type ParamGroupSpec, type ParamState } from './optimizer.js';
 
 export interface AdamOptions {
@@ -18,7 +18,8 @@ export interface AdamOptions {
  * One Adam step as PyTorch computes it (single-tensor path):
  * m ← lerp(m, g, 1−β₁); v ← β₂·v + (1−β₂)·g²; p ← p − (lr / (1−β₁ᵗ)) · m / (√v / √(1−β₂ᵗ) + ε).
  */
-function adamStep(p: Tensor, g: Tensor, s: ParamState, o: AdamOptions): void {
+/** One Adam step with weight decay `wd`: AdamW's p·(1 − lr·wd) when `decoupled`, Adam's L2 term g + wd·p otherwise (both inside the fused kernel's pass when it runs). */
+function adamStep(p: Tensor, g: Tensor, s: ParamState, o: AdamOptions, wd = 0, decoupled = false): void {
   const [b1, b2] = o.betas;
   if (s.step === undefined) {
     s.step = 0;
@@ -30,6 +31,9 @@ function adamStep(p: Tensor, g: Tensor, s: ParamState, o: AdamOptions): void {
   s.step = step;
   const m = s.expAvg as Tensor;
   const v = s.expAvgSq as Tensor;
+  if (!o.amsgrad && adamStep_(p, g, m, v, { lr: o.lr, beta1: b1, beta2: b2, eps: o.eps, weightDecay: wd, decoupled, maximize: false, step })) return;
+  if (decoupled && wd) p.mul_(1 - o.lr * wd);
+  else if (wd) g = g.add(p, wd); // Adam's L2 term
   lerp_(m, g, 1 - b1);
   v.mul_(b2).add_(g.mul(1 - b2).mul(g)); // addcmul_(g, g, value = 1 − β₂)
   const bc1 = 1 - b1 ** step;
@@ -53,9 +57,7 @@ export class Adam extends Optimizer<AdamOptions> {
     super(params, checkAdam('Adam', { lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0, amsgrad: false, maximize: false, ...opts }));
   }
   protected update(p: Tensor, grad: Tensor, s: ParamState, o: ParamGroup<AdamOptions>): void {
-    let g = o.maximize ? grad.neg() : grad;
-    if (o.weightDecay) g = g.add(p, o.weightDecay);
-    adamStep(p, g, s, o);
+    adamStep(p, o.maximize ? grad.neg() : grad, s, o, o.weightDecay, false);
   }
 }
 
@@ -69,8 +71,7 @@ export class AdamW extends Optimizer<AdamOptions> {
     super(params, checkAdam('AdamW', { lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 1e-2, amsgrad: false, maximize: false, ...opts }));
   }
   protected update(p: Tensor, grad: Tensor, s: ParamState, o: ParamGroup<AdamOptions>): void {
-    if (o.weightDecay) p.mul_(1 - o.lr * o.weightDecay);
-    adamStep(p, o.maximize ? grad.neg() : grad, s, o);
+    adamStep(p, o.maximize ? grad.neg() : grad, s, o, o.weightDecay, true);
   }
 }
 

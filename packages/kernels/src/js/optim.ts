@@ -1,0 +1,42 @@
+/**
+ * @file js kernel for fused optimizer steps: Adam/AdamW over contiguous parameter, state and any
+ * strided gradient, in one loop, written in place. The arithmetic follows PyTorch's (non-fused)
+ * Adam op by op; intermediates stay in float64 and each tensor rounds once on store.
+ */
+import type { Kernel } from '../backend.js';
+import type { TypedArray } from '../names.js';
+import { isContiguous, numel, offsetsOrNull } from './layout.js';
+
+export const adamStep: Kernel<'adamStep', TypedArray> = ([, g, m, v], p, o) => {
+  const n = numel(p.shape);
+  for (const t of [p, m!, v!]) {
+    if (!isContiguous(t.shape, t.strides)) throw new Error('adamStep: parameter and state must be contiguous');
+  }
+  const pd = p.data;
+  const gd = g!.data;
+  const md = m!.data;
+  const vd = v!.data;
+  const [p0, m0, v0] = [p.offset, m!.offset, v!.offset];
+  const go = offsetsOrNull(g!);
+  const g0 = g!.offset;
+  const { lr, beta1, beta2, eps, weightDecay: wd, decoupled, maximize, step } = o;
+  const bc1 = 1 - beta1 ** step;
+  const bc2Sqrt = Math.sqrt(1 - beta2 ** step);
+  const decay = decoupled ? 1 - lr * wd : 1;
+  const l2 = decoupled ? 0 : wd;
+  const stepSize = lr / bc1;
+  const w = 1 - beta1;
+  for (let i = 0; i < n; i++) {
+    let gi = gd[go === null ? g0 + i : go[i]!]!;
+    if (maximize) gi = -gi;
+    let pi = pd[p0 + i]!;
+    if (l2) gi += l2 * pi;
+    if (decoupled) pi *= decay;
+    // m ← lerp(m, g, 1 − β₁), evaluated as PyTorch's lerp does for either side of w = 0.5
+    const mi = w < 0.5 ? md[m0 + i]! + (gi - md[m0 + i]!) * w : gi - (gi - md[m0 + i]!) * (1 - w);
+    const vi = vd[v0 + i]! * beta2 + (1 - beta2) * gi * gi;
+    md[m0 + i] = mi;
+    vd[v0 + i] = vi;
+    pd[p0 + i] = pi - (stepSize * md[m0 + i]!) / (Math.sqrt(vd[v0 + i]!) / bc2Sqrt + eps);
+  }
+};
