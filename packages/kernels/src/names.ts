@@ -35,7 +35,8 @@ export type BinaryOp =
   | 'eq' | 'ne' | 'lt' | 'le' | 'gt' | 'ge' | 'logicalAnd' | 'logicalOr';
 
 // ---------------------------------------------------------------- reductions
-export type ReduceOp = 'sum' | 'max' | 'min' | 'prod';
+/** absmax: max |x| (the ∞-norm), NaN-propagating like max. */
+export type ReduceOp = 'sum' | 'max' | 'min' | 'prod' | 'absmax';
 export type ArgReduceOp = 'argmax' | 'argmin';
 
 // ---------------------------------------------------------------- conv

@@ -35,7 +35,7 @@ const problem = fc
 
 describe('wasm reduce', () => {
   for (const dtype of ['float32', 'float64'] as FloatDType[])
-    for (const op of ['sum', 'max', 'min'] as ReduceOp[])
+    for (const op of ['sum', 'max', 'min', 'absmax'] as ReduceOp[])
       it(`${op} over a run of axes equals the js kernel in ${dtype}`, () => {
         fc.assert(
           fc.property(problem, ({ shape, axes, order, offset, seed }) => {
@@ -77,17 +77,23 @@ describe('wasm reduce', () => {
       );
     });
 
-  it('propagates NaN through max and min', () => {
-    const data = new Float32Array(4096).map((_, i) => i);
+  it('propagates NaN through max, min and absmax; absmax takes |x| of negative values', () => {
+    const data = new Float32Array(4096).map((_, i) => (i % 3 ? i : -2 * i));
     data[1234] = NaN;
     const x = { data, dtype: 'float32' as const, shape: [64, 64], strides: [64, 1], offset: 0 };
-    for (const axes of [[0], [1], [0, 1]]) {
-      const shape = [axes.includes(0) ? 1 : 64, axes.includes(1) ? 1 : 64];
-      const ref = out('float32', shape);
-      const got = out('float32', shape);
-      jsKernels.reduce([x], ref, { op: 'max', axes });
-      wasm.run('reduce', [x], got, { op: 'max', axes });
-      expect(mismatch(got.data, ref.data, 0)).toBe(-1);
-    }
+    for (const op of ['max', 'min', 'absmax'] as ReduceOp[])
+      for (const axes of [[0], [1], [0, 1]]) {
+        const shape = [axes.includes(0) ? 1 : 64, axes.includes(1) ? 1 : 64];
+        const ref = out('float32', shape);
+        const got = out('float32', shape);
+        jsKernels.reduce([x], ref, { op, axes });
+        wasm.run('reduce', [x], got, { op, axes });
+        expect(mismatch(got.data, ref.data, 0)).toBe(-1);
+        if (op === 'absmax' && axes.length === 2) expect(Number.isNaN(got.data[0])).toBe(true);
+      }
+    const row = { data: Float32Array.from({ length: 4096 }, (_, i) => (i === 77 ? -5000 : i % 100)), dtype: 'float32' as const, shape: [4096], strides: [1], offset: 0 };
+    const got = out('float32', [1]);
+    wasm.run('reduce', [row], got, { op: 'absmax', axes: [0] });
+    expect(got.data[0]).toBe(5000);
   });
 });

@@ -7,6 +7,7 @@ import { isFloat, numel } from '@qgrad/kernels';
 import { normDim, runKernel } from '../dispatch.js';
 import { floatType } from '../dtype.js';
 import { defineFunction } from '../function.js';
+import { isGradEnabled } from '../tape.js';
 import { Tensor } from '../tensor.js';
 import { arange } from './creation.js';
 import { add, div, eq, log, mul, sqrt, sub, where, abs, pow, cast, isfinite } from './elementwise.js';
@@ -162,7 +163,15 @@ function expShift(x: Tensor, m: Tensor): Tensor {
 
 /** p-norm over `dim` (p = 2 by default; 1, Infinity and any p > 0 supported). */
 export function norm(x: Tensor, p: number = 2, dim?: Dims, keepdim = false): Tensor {
-  if (p === Infinity) return amax(abs(x), dim, keepdim);
+  if (p === Infinity) {
+    // max|x| in one kernel pass when no gradient is needed (dynamic quantization scales)
+    if (!(x.requiresGrad && isGradEnabled()) && isFloat(x.dtype) && x.numel() > 0) {
+      const dims = reduceDims('norm', x, dim);
+      const y = runKernel('reduce', [x], keptShape(x, dims), x.dtype, { op: 'absmax', axes: dims });
+      return keepdim ? y : reshape(y, dropDims(y.shape, dims));
+    }
+    return amax(abs(x), dim, keepdim);
+  }
   if (p === 1) return sum(abs(x), dim, keepdim);
   if (p === 2) return sqrt(sum(mul(x, x), dim, keepdim));
   if (!(p > 0)) throw new Error(`norm: p must be positive or Infinity, got ${p}`);

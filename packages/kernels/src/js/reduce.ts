@@ -1,5 +1,5 @@
 /**
- * @file js reference reductions: sum/max/min/prod over any set of axes, and argmax/argmin
+ * @file js reference reductions: sum/max/min/prod/absmax over any set of axes, and argmax/argmin
  * along one axis. Sums accumulate in float64 and in a fixed order.
  */
 import type { Kernel } from '../backend.js';
@@ -49,6 +49,16 @@ export const reduce: Kernel<'reduce', TypedArray> = ([x], out, { op, axes }) => 
     } else if (op === 'prod') {
       acc = 1;
       for (let j = 0; j < m; j++) acc *= xd[b + inner[j]!]!;
+    } else if (op === 'absmax') {
+      acc = 0;
+      for (let j = 0; j < m; j++) {
+        const v = Math.abs(xd[b + inner[j]!]!);
+        if (v !== v) {
+          acc = NaN;
+          break;
+        }
+        if (v > acc) acc = v;
+      }
     } else {
       // max/min propagate NaN, as PyTorch does
       acc = op === 'max' ? -Infinity : Infinity;

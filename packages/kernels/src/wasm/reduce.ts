@@ -14,7 +14,7 @@ import { HEAP, MAX_HEAP_BYTES, type Engine } from './runtime.js';
 
 type Arg = KernelArg<TypedArray>;
 type Kind = 'f32' | 'f64';
-type Red = 'sum' | 'max' | 'min';
+type Red = 'sum' | 'max' | 'min' | 'absmax';
 
 const P = ValType.i32;
 const bytes = (k: Kind) => (k === 'f32' ? 4 : 8);
@@ -26,25 +26,26 @@ const accKind = (op: Red, k: Kind): Kind => (op === 'sum' ? 'f64' : k);
 function loadScalar(c: Code, op: Red, k: Kind, ptr: number): void {
   c.get(ptr).mem(k === 'f32' ? Op.f32_load : Op.f64_load, k === 'f32' ? 2 : 3);
   if (op === 'sum' && k === 'f32') c.op(Op.f64_promote_f32);
+  if (op === 'absmax') c.op(k === 'f32' ? Op.f32_abs : Op.f64_abs);
 }
 
 function combineScalar(c: Code, op: Red, k: Kind): void {
   const a = accKind(op, k);
   if (op === 'sum') c.op(Op.f64_add);
-  else if (op === 'max') c.op(a === 'f32' ? Op.f32_max : Op.f64_max);
+  else if (op === 'max' || op === 'absmax') c.op(a === 'f32' ? Op.f32_max : Op.f64_max);
   else c.op(a === 'f32' ? Op.f32_min : Op.f64_min);
 }
 
 function combineVector(c: Code, op: Red, k: Kind): void {
   const a = accKind(op, k);
   if (op === 'sum') c.simd(Simd.f64x2_add);
-  else if (op === 'max') c.simd(a === 'f32' ? Simd.f32x4_max : Simd.f64x2_max);
+  else if (op === 'max' || op === 'absmax') c.simd(a === 'f32' ? Simd.f32x4_max : Simd.f64x2_max);
   else c.simd(a === 'f32' ? Simd.f32x4_min : Simd.f64x2_min);
 }
 
 function init(c: Code, op: Red, k: Kind, simd: boolean): void {
   const a = accKind(op, k);
-  const v = op === 'sum' ? 0 : op === 'max' ? -Infinity : Infinity;
+  const v = op === 'sum' || op === 'absmax' ? 0 : op === 'max' ? -Infinity : Infinity;
   if (a === 'f32') c.f32(v);
   else c.f64(v);
   if (simd) c.simd(a === 'f32' ? Simd.f32x4_splat : Simd.f64x2_splat);
@@ -63,6 +64,7 @@ function loadVectors(c: Code, op: Red, k: Kind, ptr: number, off: number, each: 
     }
   } else {
     c.get(ptr).simdMem(Simd.v128_load, 4, off);
+    if (op === 'absmax') c.simd(k === 'f32' ? Simd.f32x4_abs : Simd.f64x2_abs);
     each(0);
   }
 }
@@ -223,7 +225,7 @@ function emitArg(mb: ModuleBuilder, op: ArgReduceOp, k: Kind): void {
 
 export function emitReduce(mb: ModuleBuilder): void {
   for (const k of ['f32', 'f64'] as const) {
-    for (const op of ['sum', 'max', 'min'] as const) {
+    for (const op of ['sum', 'max', 'min', 'absmax'] as const) {
       emitRow(mb, op, k);
       emitCol(mb, op, k);
     }

@@ -5,7 +5,7 @@
  * per-token absmax). Both call core's `fakeQuantize`. Layers using them are in modules.ts.
  */
 import {
-  abs, add, amax, amin, clamp, div, fakeQuantize, getEstimator, isGradEnabled, maximum, mean, mul, neg, noGrad, round, softQuantize, sub, where, zeros,
+  abs, add, amax, amin, clamp, div, fakeQuantize, getEstimator, isGradEnabled, maximum, mean, mul, noGrad, norm, round, softQuantize, sub, where, zeros,
   type Estimator, type FakeQuantizeOptions, type Tensor,
 } from '@qgrad/core';
 import { Module, Parameter } from '@qgrad/nn';
@@ -460,10 +460,10 @@ export class ActQuantizer extends Module {
 export function dynamicScale(x: Tensor, granularity: 'tensor' | 'token', signed: boolean, qmax: number): Tensor {
   return noGrad(() => {
     const d = x.detach();
-    // max|x| as max(max x, −min x): two reads of x instead of writing |x| out and reading it back
+    // max|x| is the ∞-norm: one reduction pass (the absmax kernel under noGrad)
     const m = granularity === 'token'
-      ? (signed ? maximum(amax(d, -1, true), neg(amin(d, -1, true))) : amax(d, -1, true))
-      : (signed ? maximum(amax(d), neg(amin(d))) : amax(d)).reshape([1]);
+      ? (signed ? norm(d, Infinity, -1, true) : amax(d, -1, true))
+      : (signed ? norm(d, Infinity) : amax(d)).reshape([1]);
     return div(clamp(m, MIN_STEP), qmax);
   });
 }
