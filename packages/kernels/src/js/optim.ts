@@ -17,7 +17,7 @@ export const adamStep: Kernel<'adamStep', TypedArray> = ([, g, m, v], p, o) => {
   const md = m!.data;
   const vd = v!.data;
   const [p0, m0, v0] = [p.offset, m!.offset, v!.offset];
-  const go = offsetsOrNull(g!);
+  const go = isContiguous(g!.shape, g!.strides) ? null : g!.shape.length === 2 ? new Int32Array(0) : offsetsOrNull(g!);
   const g0 = g!.offset;
   const { lr, beta1, beta2, eps, weightDecay: wd, decoupled, maximize, step } = o;
   const bc1 = 1 - beta1 ** step;
@@ -26,8 +26,16 @@ export const adamStep: Kernel<'adamStep', TypedArray> = ([, g, m, v], p, o) => {
   const l2 = decoupled ? 0 : wd;
   const stepSize = lr / bc1;
   const w = 1 - beta1;
-  for (let i = 0; i < n; i++) {
-    let gi = gd[go === null ? g0 + i : go[i]!]!;
+  // a 2-D strided gradient (a weight's, often transposed) is walked by its strides directly
+  const two = go !== null && g!.shape.length === 2;
+  const cols = two ? g!.shape[1]! : 1;
+  const [sr, sc] = two ? [g!.strides[0]!, g!.strides[1]!] : [0, 0];
+  for (let i = 0, r = 0, c = 0; i < n; i++) {
+    let gi = gd[go === null ? g0 + i : two ? g0 + r * sr + c * sc : go[i]!]!;
+    if (two && ++c === cols) {
+      c = 0;
+      r++;
+    }
     if (maximize) gi = -gi;
     let pi = pd[p0 + i]!;
     if (l2) gi += l2 * pi;
