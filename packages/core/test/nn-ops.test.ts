@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import * as q from '@qgrad/core';
-import { arb, assertAllclose, checkOp, gradcheck } from '@qgrad/core/testing';
+import { arb, assertAllclose, checkOp, gradcheck, gradgradcheck } from '@qgrad/core/testing';
 import type { Tensor } from '@qgrad/core';
 
 const f64 = (s: number[], lo = -2, hi = 2) => q.rand(s, { dtype: 'float64' }).mul(hi - lo).add(lo);
@@ -209,5 +209,44 @@ describe('dropout', () => {
   it('rejects probabilities outside [0, 1]', () => {
     expect(() => q.dropout(q.ones([2]), 1.5)).toThrow(/dropout: probability has to be between 0 and 1, but got 1.5/);
     expect(() => q.dropout(q.ones([2]), -0.1)).toThrow(/dropout/);
+  });
+});
+
+describe('applyRotary (fused rotary embedding)', () => {
+  /** x [..., T, D] with tables [T, D] (D even), as RoPE uses them. */
+  const problem = fc.record({ lead: fc.array(fc.integer({ min: 1, max: 3 }), { maxLength: 2 }), t: fc.integer({ min: 1, max: 5 }), h: fc.integer({ min: 1, max: 6 }) });
+  const composite = (x: Tensor, c: Tensor, s: Tensor) => {
+    const h = x.shape[x.ndim - 1]! / 2;
+    return x.mul(c).add(q.cat([x.narrow(-1, h, h).neg(), x.narrow(-1, 0, h)], -1).mul(s));
+  };
+
+  it('equals x·cos + rotateHalf(x)·sin and passes gradcheck and gradgradcheck in x', () => {
+    fc.assert(
+      fc.property(problem, fc.boolean(), ({ lead, t, h }, nonContiguous) => {
+        const x = f64([...lead, t, 2 * h]);
+        const [c, s] = [f64([t, 2 * h]), f64([t, 2 * h])];
+        assertAllclose(q.applyRotary(x, c, s), composite(x, c, s), { atol: 1e-14 });
+        gradcheck((y) => q.applyRotary(y, c, s), [x], { nonContiguous });
+        gradgradcheck((y) => q.applyRotary(y, c, s).pow(2), [x]);
+      }),
+      { numRuns: 20 },
+    );
+  });
+
+  it('takes the op-by-op path when the tables require grad, with the same values', () => {
+    const x = f64([2, 3, 4]);
+    const c = f64([3, 4]).requiresGrad_(true);
+    const s = f64([3, 4]).requiresGrad_(true);
+    gradcheck((y, cc, ss) => q.applyRotary(y, cc, ss), [x, c, s]);
+    assertAllclose(q.applyRotary(x, c, s), composite(x, c, s), { atol: 1e-14 });
+  });
+
+  it('matches js on every backend, and names odd or mismatched shapes', () => {
+    const c = q.rand([8, 16]).mul(2).sub(1);
+    const s = q.rand([8, 16]).mul(2).sub(1);
+    checkOp((x) => q.applyRotary(x, c, s), [[4, 8, 16]]);
+    checkOp((x) => q.applyRotary(x, c, s), [[2, 8, 16]], { backendTol: { rtol: 1e-5, atol: 1e-6 }, forwardOnly: true });
+    expect(() => q.applyRotary(q.zeros([2, 3]), q.zeros([2, 3]), q.zeros([2, 3]))).toThrow('applyRotary: the last dim of x must be even, got shape [2, 3]');
+    expect(() => q.applyRotary(q.zeros([2, 4]), q.zeros([3, 4]), q.zeros([2, 4]))).toThrow('applyRotary: cos of shape [3, 4] does not broadcast to x of shape [2, 4]');
   });
 });

@@ -91,6 +91,13 @@ export interface KernelParams {
   norm: NormParams;
   /** Inputs [x, g] (g the gradient of the normalised output): dx, with the row statistics recomputed from x. */
   normBackward: NormParams;
+  /**
+   * Rotary embedding in the rotate-half layout along the last axis (size D, halves h = D/2):
+   * inputs [x, cos, sin] (tables broadcast to x); out = x·cos + rotateHalf(x)·sin, rotateHalf(x) =
+   * [−x₂, x₁]. `transpose` applies the adjoint, x·cos + rotateHalfᵀ(x·sin) = [x₁c₁ + x₂s₂, x₂c₂ − x₁s₁]
+   * (the backward, so either form is the other's derivative).
+   */
+  rope: { transpose: boolean };
   // ---- optim (js/optim.ts)
   /**
    * One Adam/AdamW step in place: inputs [param, grad, expAvg, expAvgSq]; `out` is the param

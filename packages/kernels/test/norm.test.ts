@@ -21,7 +21,7 @@ const shape = fc
   .record({ n: fc.oneof(fc.constantFrom(1, 3, 4, 5, 7, 8, 33, 128), fc.integer({ min: 1, max: 300 })), extra: fc.integer({ min: 0, max: 40 }) })
   .map(({ n, extra }) => [Math.ceil(1024 / n) + extra, n]);
 
-type RowKernel = 'softmax' | 'softmaxBackward' | 'norm' | 'normBackward';
+type RowKernel = 'softmax' | 'softmaxBackward' | 'norm' | 'normBackward' | 'rope';
 const CASES: { kernel: RowKernel; params: SoftmaxParams | NormParams; inputs: number }[] = [
   { kernel: 'softmax', params: { axis: 1, log: false }, inputs: 1 },
   { kernel: 'softmax', params: { axis: 1, log: true }, inputs: 1 },
@@ -110,4 +110,34 @@ describe('wasm fused row kernels', () => {
     const got = run(one, 'softmax', [x], [40, 30], { axis: 0, log: false } as never);
     expect([...got.data]).toEqual([...ref.data]);
   });
+});
+
+describe('wasm rope', () => {
+  const problem = fc.record({ lead: fc.array(fc.integer({ min: 1, max: 4 }), { minLength: 1, maxLength: 2 }), t: fc.integer({ min: 1, max: 40 }), h8: fc.integer({ min: 1, max: 8 }), perRow: fc.boolean(), seed });
+  for (const transpose of [false, true])
+    it(`${transpose ? 'the adjoint' : 'the forward'} equals js with [T, D] or [1, D] tables broadcast over x`, () => {
+      fc.assert(
+        fc.property(problem, ({ lead, t, h8, perRow, seed: s }) => {
+          const n = 8 * h8;
+          const shape = [...lead, Math.max(t, Math.ceil(1024 / (n * lead.reduce((a, b) => a * b, 1)))), n];
+          const T = shape[shape.length - 2]!;
+          const x = contiguous(randomArray('float32', numel(shape), s), shape, 'float32');
+          const table = (k: number) => {
+            const rows = perRow ? T : 1;
+            // stored with 3 extra rows in front, read from an offset as a narrowed table would be
+            const data = randomArray('float32', (rows + 3) * n, s + k);
+            return { data, dtype: 'float32' as const, shape, strides: shape.map((_, d) => (d === shape.length - 1 ? 1 : d === shape.length - 2 && perRow ? n : 0)), offset: 3 * n };
+          };
+          const [c, sn] = [table(1), table(2)];
+          const ref = out('float32', shape);
+          jsKernels.rope([x, c, sn], ref, { transpose });
+          const a = run(one, 'rope' as RowKernel, [x, c, sn] as never, shape, { transpose } as never);
+          const b = run(two, 'rope' as RowKernel, [x, c, sn] as never, shape, { transpose } as never);
+          expect([...b.data]).toEqual([...a.data]);
+          expect(mismatch(a.data, ref.data, 1e-6, 1e-6)).toBe(-1);
+        }),
+        { numRuns: 30 },
+      );
+      expect(one.stats().find((x) => x.kernel === 'rope')?.wasm).toBeGreaterThan(0);
+    });
 });

@@ -4,16 +4,17 @@
  * chains of reductions dominating the tiny-Llama step), with the affine parts and dropout written
  * as composites. Losses live in loss.ts.
  */
-import { normDim, runKernel } from '../dispatch.js';
+import { broadcastShapes, normDim, runKernel } from '../dispatch.js';
 import { isGradEnabled } from '../tape.js';
 import { floatType } from '../dtype.js';
 import { defineFunction } from '../function.js';
 import { defaultGenerator, type Generator } from '../random.js';
 import { Tensor } from '../tensor.js';
 import { rand } from './creation.js';
-import { add, cast, exp, ge, mul, rsqrt, sub } from './elementwise.js';
+import { add, cast, exp, ge, mul, neg, rsqrt, sub } from './elementwise.js';
 import { mean, sum } from './reduce.js';
-import { reshape } from './movement.js';
+import { expandView, reshape } from './movement.js';
+import { cat } from './shape.js';
 
 const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
 
@@ -95,6 +96,49 @@ export function logSoftmax(x: Tensor, dim: number): Tensor {
 /** Softmax of −x (`torch.nn.functional.softmin`). */
 export function softmin(x: Tensor, dim: number): Tensor {
   return softmax(x.neg(), dim);
+}
+
+// ---------------------------------------------------------------- rotary embeddings (fused primitive)
+// x·cos + rotateHalf(x)·sin is linear in x: its backward is the adjoint kernel, whose backward is
+// the forward again, so every order of derivative w.r.t. x is one kernel pass.
+const ropeFns: [RopeFn, RopeFn] = [false, true].map((transpose) =>
+  defineFunction({
+    name: transpose ? 'applyRotaryAdjoint' : 'applyRotary',
+    forward(ctx, x: Tensor, cos: Tensor, sin: Tensor) {
+      ctx.save(cos, sin);
+      const shape = [...x.shape];
+      return runKernel('rope', [x, expandView(cast(cos, x.dtype), shape), expandView(cast(sin, x.dtype), shape)], shape, x.dtype, { transpose });
+    },
+    backward(ctx, g) {
+      const [c, s] = ctx.saved as [Tensor, Tensor];
+      return [ropeFns[transpose ? 0 : 1](g, c, s), null, null]; // d/dx (x·c + R(x)·s) = c + Rᵀ(·s)
+    },
+  }),
+) as [RopeFn, RopeFn];
+type RopeFn = (x: Tensor, cos: Tensor, sin: Tensor) => Tensor;
+
+/**
+ * Rotary position embedding in the rotate-half layout (Hugging Face Llama's): x·cos + [−x₂, x₁]·sin
+ * along the last dim, with cos/sin tables broadcast to x ([T, D] for x [..., T, D]). One fused
+ * kernel pass forward and backward; tables that require grad take the op-by-op path.
+ * @example applyRotary(q, cos.narrow(0, start, t), sin.narrow(0, start, t));
+ */
+export function applyRotary(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
+  const d = x.shape[x.ndim - 1] ?? 0;
+  if (x.ndim === 0 || d % 2) throw new Error(`applyRotary: the last dim of x must be even, got shape ${fmt(x.shape)}`);
+  for (const [name, t] of [['cos', cos], ['sin', sin]] as const) {
+    try {
+      if (broadcastShapes('applyRotary', x.shape, t.shape).join() !== x.shape.join()) throw new Error();
+    } catch {
+      throw new Error(`applyRotary: ${name} of shape ${fmt(t.shape)} does not broadcast to x of shape ${fmt(x.shape)}`);
+    }
+  }
+  const xf = asFloat(x);
+  if ((cos.requiresGrad || sin.requiresGrad) && isGradEnabled()) {
+    const h = d / 2;
+    return add(mul(xf, cos), mul(cat([neg(xf.narrow(-1, h, h)), xf.narrow(-1, 0, h)], -1), sin));
+  }
+  return ropeFns[0](xf, cos, sin);
 }
 
 // ---------------------------------------------------------------- normalisation (composites)

@@ -9,7 +9,7 @@ import { binary, copy, fill, unary, where } from './elementwise.js';
 import { gather, indexAdd, indexSelect, scatterAdd } from './gather.js';
 import { fwht } from './hadamard.js';
 import { matmul } from './matmul.js';
-import { norm, normBackward, softmax, softmaxBackward } from './norm.js';
+import { norm, normBackward, rope, softmax, softmaxBackward } from './norm.js';
 import { adamStep } from './optim.js';
 import { fakeQuantize, fakeQuantizeBackward } from './quant.js';
 import { argReduce, reduce } from './reduce.js';
@@ -20,7 +20,7 @@ export const jsKernels: KernelTable<TypedArray> = {
   matmul,
   im2col, col2im,
   gather, scatterAdd, indexSelect, indexAdd,
-  softmax, softmaxBackward, norm, normBackward,
+  softmax, softmaxBackward, norm, normBackward, rope,
   adamStep,
   fakeQuantize, fakeQuantizeBackward, fwht,
 };

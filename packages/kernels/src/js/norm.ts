@@ -120,3 +120,23 @@ export const normBackward: Kernel<'normBackward', TypedArray> = ([x, g], out, { 
     }
   }
 };
+
+export const rope: Kernel<'rope', TypedArray> = ([x, c, s], out, { transpose }) => {
+  if (numel(out.shape) === 0) return;
+  const axis = out.shape.length - 1;
+  const { starts: [xs, cs, ss, os], steps: [sx, sc, ssn, so], n } = lines(axis, [x!, c!, s!], out);
+  if (n % 2) throw new Error(`rope: the last dim (${n}) must be even`);
+  const h = n / 2;
+  const [xd, cd, sd, od] = [x!.data, c!.data, s!.data, out.data];
+  for (let r = 0; r < xs!.length; r++) {
+    const [px, pc, ps, po] = [xs![r]!, cs![r]!, ss![r]!, os![r]!];
+    for (let i = 0; i < h; i++) {
+      const x1 = xd[px + i * sx!]!;
+      const x2 = xd[px + (i + h) * sx!]!;
+      const [c1, c2] = [cd[pc + i * sc!]!, cd[pc + (i + h) * sc!]!];
+      const [s1, s2] = [sd[ps + i * ssn!]!, sd[ps + (i + h) * ssn!]!];
+      od[po + i * so!] = transpose ? x1 * c1 + x2 * s2 : x1 * c1 - x2 * s1;
+      od[po + (i + h) * so!] = transpose ? x2 * c2 - x1 * s1 : x2 * c2 + x1 * s2;
+    }
+  }
+};

@@ -12,7 +12,7 @@ import { binaryWasm, copyWasm, emitElementwise, fillWasm, unaryWasm, whereWasm }
 import { emitGather, gatherWasm, indexAddWasm, indexSelectWasm, scatterAddWasm } from './gather.js';
 import { emitHadamard, fwhtWasm } from './hadamard.js';
 import { MATMUL_MIN_MACS, matmulWasm } from './matmul.js';
-import { emitNorm, normBackwardWasm, normWasm, softmaxBackwardWasm, softmaxWasm } from './norm.js';
+import { emitNorm, normBackwardWasm, normWasm, ropeWasm, softmaxBackwardWasm, softmaxWasm } from './norm.js';
 import { emitQuant, fakeQuantizeBackwardWasm, fakeQuantizeWasm } from './quant.js';
 import { argReduceWasm, emitReduce, reduceWasm } from './reduce.js';
 import { Engine, type Emitter, wasmFeatures } from './runtime.js';
@@ -42,6 +42,7 @@ const RULES: { [K in KernelName]?: WasmRule<K> } = {
   softmaxBackward: softmaxBackwardWasm,
   norm: normWasm,
   normBackward: normBackwardWasm,
+  rope: ropeWasm,
   fakeQuantize: fakeQuantizeWasm,
   fakeQuantizeBackward: fakeQuantizeBackwardWasm,
   fwht: fwhtWasm,

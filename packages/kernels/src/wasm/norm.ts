@@ -14,7 +14,7 @@ import { expF32x4 } from './simd-math.js';
 type Arg = KernelArg<TypedArray>;
 
 /** Argument words of a row job (i32 slots at ARGS; eps as f32 bits). */
-const enum W { x, g, out, n, rows, perTask, flag, stats, eps }
+const enum W { x, g, out, n, rows, perTask, flag, stats, eps, period }
 
 /** Below this many elements the copies and the call cost more than the js loop saves. */
 const MIN_ELEMENTS = 1024;
@@ -118,6 +118,8 @@ interface RowCtx {
   px: number;
   pg: number;
   po: number;
+  /** Pushes argument word `w`. */
+  word: (w: W) => void;
 }
 
 /** A task export `name(arg, t)` running `body` on rows [t·perTask, min(rows, (t+1)·perTask)). */
@@ -147,7 +149,7 @@ function emitRowTask(mb: ModuleBuilder, name: string, body: (k: RowCtx) => void)
       at(W.x, px);
       at(W.g, pg);
       at(W.out, po);
-      body({ c, n, i, tmp, flag, eps, stats, row, px, pg, po });
+      body({ c, n, i, tmp, flag, eps, stats, row, px, pg, po, word });
       c.get(row).i32(1).op(Op.i32_add).set(row);
     });
   }, name);
@@ -301,6 +303,42 @@ export function emitNorm(mb: ModuleBuilder): void {
       bin(r, 'mul');
     });
   });
+  // rope (flag: adjoint): rows of x; table rows repeat with period W.period (x's T dim), cos at
+  // W.g and sin at W.stats. Halves h = n/2 are a multiple of 4 (the caller checks).
+  emitRowTask(mb, 'rope_f32', ({ c, n, flag, row, px, po, word }) => {
+    const [h, tb, pc, ps, j] = [c.local(P), c.local(P), c.local(P), c.local(P), c.local(P)];
+    const [x1, x2, c1, c2, s1, s2] = Array.from({ length: 6 }, () => c.local(V));
+    c.get(n).i32(1).op(Op.i32_shr_u).set(h);
+    c.get(row);
+    word(W.period);
+    c.op(Op.i32_rem_u).get(n).op(Op.i32_mul).i32(2).op(Op.i32_shl).set(tb);
+    word(W.g);
+    c.get(tb).op(Op.i32_add).set(pc);
+    word(W.stats);
+    c.get(tb).op(Op.i32_add).set(ps);
+    const at = (base: number, second: boolean) => {
+      c.get(base).get(j).op(Op.i32_add);
+      if (second) c.get(h).i32(2).op(Op.i32_shl).op(Op.i32_add);
+    };
+    c.for(j, () => c.i32(0), () => c.get(h).i32(2).op(Op.i32_shl), 16, () => {
+      for (const [dst, base, second] of [[x1, px, false], [x2, px, true], [c1, pc, false], [c2, pc, true], [s1, ps, false], [s2, ps, true]] as const) {
+        at(base, second);
+        c.simdMem(Simd.v128_load, 0).set(dst);
+      }
+      // forward: [x₁c₁ − x₂s₁, x₂c₂ + x₁s₂]; adjoint: [x₁c₁ + x₂s₂, x₂c₂ − x₁s₁]
+      c.get(flag).if();
+      at(po, false);
+      c.get(x1).get(c1).simd(Simd.f32x4_mul).get(x2).get(s2).simd(Simd.f32x4_mul).simd(Simd.f32x4_add).simdMem(Simd.v128_store, 0);
+      at(po, true);
+      c.get(x2).get(c2).simd(Simd.f32x4_mul).get(x1).get(s1).simd(Simd.f32x4_mul).simd(Simd.f32x4_sub).simdMem(Simd.v128_store, 0);
+      c.op(Op.else);
+      at(po, false);
+      c.get(x1).get(c1).simd(Simd.f32x4_mul).get(x2).get(s1).simd(Simd.f32x4_mul).simd(Simd.f32x4_sub).simdMem(Simd.v128_store, 0);
+      at(po, true);
+      c.get(x2).get(c2).simd(Simd.f32x4_mul).get(x1).get(s2).simd(Simd.f32x4_mul).simd(Simd.f32x4_add).simdMem(Simd.v128_store, 0);
+      c.end();
+    });
+  });
 }
 
 /**
@@ -366,4 +404,48 @@ export function normWasm(engine: Engine, inputs: readonly Arg[], out: Arg, { kin
 
 export function normBackwardWasm(engine: Engine, inputs: readonly Arg[], out: Arg, { kind, eps }: NormParams): boolean {
   return runRows(engine, 'norm_bwd_f32', inputs, out, kind === 'layer' ? 1 : 0, eps);
+}
+
+/**
+ * Rotary embedding of a contiguous float32 x [..., T, D] with cos/sin tables broadcast from
+ * [T, D] (or [1, D]) rows; other layouts, odd halves and float64 run on js.
+ */
+export function ropeWasm(engine: Engine, [x, cos, sin]: readonly Arg[], out: Arg, { transpose }: { transpose: boolean }): boolean {
+  const r = out.shape.length;
+  if (r < 2 || out.dtype !== 'float32' || [x!, cos!, sin!].some((t) => t.dtype !== 'float32')) return false;
+  const n = out.shape[r - 1]!;
+  const t = out.shape[r - 2]!;
+  const total = numel(out.shape);
+  if (n % 8 || total < MIN_ELEMENTS || !isContiguous(x!.shape, x!.strides)) return false;
+  // each table: stride 0 on the leading dims, rows of n contiguous floats, one row per position or one for all
+  const tableOk = (a: Arg) => a.strides[r - 1] === 1 && (a.strides[r - 2] === n || a.strides[r - 2] === 0) && a.strides.slice(0, r - 2).every((s) => s === 0);
+  if (!tableOk(cos!) || !tableOk(sin!) || cos!.strides[r - 2] !== sin!.strides[r - 2]) return false;
+  const period = cos!.strides[r - 2] === 0 ? 1 : t;
+  const rows = total / n;
+  const slot = Math.ceil((total * 4) / 16) * 16;
+  const tslot = Math.ceil((period * n * 4) / 16) * 16;
+  const need = slot * 2 + tslot * 2 + 16;
+  if (need > MAX_HEAP_BYTES || !engine.reserve(need)) return false;
+  const [xPtr, outPtr, cPtr, sPtr] = [HEAP, HEAP + slot, HEAP + 2 * slot, HEAP + 2 * slot + tslot];
+  const f32 = engine.f32;
+  f32.set(x!.data.subarray(x!.offset, x!.offset + total) as Float32Array, xPtr / 4);
+  f32.set(cos!.data.subarray(cos!.offset, cos!.offset + period * n) as Float32Array, cPtr / 4);
+  f32.set(sin!.data.subarray(sin!.offset, sin!.offset + period * n) as Float32Array, sPtr / 4);
+  const threaded = engine.threads > 1 && total >= PARALLEL_MIN;
+  const tasks = threaded ? Math.min(rows, engine.threads * 4) : 1;
+  const perTask = Math.ceil(rows / tasks);
+  const words = engine.i32;
+  const w = ARGS / 4;
+  words[w + W.x] = xPtr;
+  words[w + W.g] = cPtr;
+  words[w + W.out] = outPtr;
+  words[w + W.n] = n;
+  words[w + W.rows] = rows;
+  words[w + W.perTask] = perTask;
+  words[w + W.flag] = transpose ? 1 : 0;
+  words[w + W.stats] = sPtr;
+  words[w + W.period] = period;
+  engine.parallel('rope_f32', ARGS, Math.ceil(rows / perTask), threaded);
+  (out.data as Float32Array).set(engine.f32.subarray(outPtr / 4, outPtr / 4 + total), out.offset);
+  return true;
 }

@@ -3,7 +3,7 @@
  * embeddings in Hugging Face Llama's rotate-half convention, a KV cache for incremental
  * decoding, and MultiHeadAttention with grouped-query KV heads and a causal mask.
  */
-import { add, cat, dropout, matmul, softmax, tensor, zeros, type Generator, type Tensor } from '@qgrad/core';
+import { add, applyRotary, cat, dropout, matmul, softmax, tensor, zeros, type Generator, type Tensor } from '@qgrad/core';
 import { Module } from '../module.js';
 import { Linear, type LayerOptions } from './linear.js';
 
@@ -75,9 +75,9 @@ export function rotateHalf(x: Tensor): Tensor {
   return cat([x.narrow(-1, h, h).neg(), x.narrow(-1, 0, h)], -1);
 }
 
-/** x·cos + rotateHalf(x)·sin with tables [T, D] broadcast over x [..., T, D]. */
+/** x·cos + rotateHalf(x)·sin with tables [T, D] broadcast over x [..., T, D] (core's fused `applyRotary`). */
 export function applyRotaryEmb(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
-  return x.mul(cos).add(rotateHalf(x).mul(sin));
+  return applyRotary(x, cos, sin);
 }
 
 /**
