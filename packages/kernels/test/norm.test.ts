@@ -121,7 +121,9 @@ describe('wasm rope', () => {
           const n = 8 * h8;
           const shape = [...lead, Math.max(t, Math.ceil(1024 / (n * lead.reduce((a, b) => a * b, 1)))), n];
           const T = shape[shape.length - 2]!;
-          const x = contiguous(randomArray('float32', numel(shape), s), shape, 'float32');
+          // x as stored, or as a transposed view of a [..., D/8, T, 8]-ish layout: swap the last two leading dims when there are any
+          const x0 = contiguous(randomArray('float32', numel(shape), s), shape, 'float32');
+          const x = perRow || shape.length < 3 ? x0 : view('float32', shape, [...shape.keys()].map((d) => (d === shape.length - 3 ? shape.length - 2 : d === shape.length - 2 ? shape.length - 3 : d)), 0, [], s);
           const table = (k: number) => {
             const rows = perRow ? T : 1;
             // stored with 3 extra rows in front, read from an offset as a narrowed table would be

@@ -5,7 +5,8 @@
  * (rows are short); float64, strided inputs and other axes stay on js.
  */
 import type { KernelArg } from '../backend.js';
-import { isContiguous, numel } from '../js/layout.js';
+import { contiguousStrides, isContiguous, numel } from '../js/layout.js';
+import { copyWasm } from './elementwise.js';
 import type { NormParams, SoftmaxParams, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
 import { ARGS, HEAP, MAX_HEAP_BYTES, type Engine } from './runtime.js';
@@ -416,7 +417,12 @@ export function ropeWasm(engine: Engine, [x, cos, sin]: readonly Arg[], out: Arg
   const n = out.shape[r - 1]!;
   const t = out.shape[r - 2]!;
   const total = numel(out.shape);
-  if (n % 8 || total < MIN_ELEMENTS || !isContiguous(x!.shape, x!.strides)) return false;
+  if (n % 8 || total < MIN_ELEMENTS) return false;
+  if (!isContiguous(x!.shape, x!.strides)) {
+    // heads split off a projection arrive transposed: one strided wasm copy, then the rows
+    const tmp: Arg = { data: new Float32Array(total), dtype: 'float32', shape: out.shape, strides: contiguousStrides(out.shape), offset: 0 };
+    return copyWasm(engine, [x!], tmp) && ropeWasm(engine, [tmp, cos!, sin!], out, { transpose });
+  }
   // each table: stride 0 on the leading dims, rows of n contiguous floats, one row per position or one for all
   const tableOk = (a: Arg) => a.strides[r - 1] === 1 && (a.strides[r - 2] === n || a.strides[r - 2] === 0) && a.strides.slice(0, r - 2).every((s) => s === 0);
   if (!tableOk(cos!) || !tableOk(sin!) || cos!.strides[r - 2] !== sin!.strides[r - 2]) return false;
