@@ -1,0 +1,33 @@
+/**
+ * @file Paired differences between configurations of a finished experiment grid (same seed ⇒
+ * same initialisation and batches): per seed, mean ± std, and on how many seeds the first is
+ * better (lower). Prints a markdown table.
+ * Run: npx tsx examples/experiments/paired.ts --runs runs/experiments/llama/runs.jsonl --pairs w4a4-quest:w4a4-ste,w4a4-lsq:fp
+ */
+import { cli } from '../lib/args.js';
+import { readMetrics } from '../lib/metrics.js';
+
+const args = cli('experiments/paired', 'Paired per-seed differences of a metric between configurations of a runs.jsonl grid.', {
+  runs: { type: 'string', default: 'runs/experiments/llama/runs.jsonl', help: 'the grid\'s runs.jsonl' },
+  pairs: { type: 'string', default: '', help: 'comma-separated first:second config names' },
+  metric: { type: 'string', default: 'valBpb', help: 'field of each run to compare (lower is better)' },
+  steps: { type: 'number', default: 0, help: 'only runs with this many steps (0 = all)' },
+});
+if (!args.pairs) throw new Error('paired: give --pairs first:second,…');
+const runs = readMetrics(args.runs).filter((r) => !args.steps || r.steps === args.steps);
+const value = (config: string, seed: number): number | undefined => {
+  const r = runs.find((x) => x.config === config && x.seed === seed);
+  return r ? Number(r[args.metric]) : undefined;
+};
+const rows: string[] = ['| comparison (negative = first is better) | per seed | mean ± std | first better |', '|---|---|---|---|'];
+for (const pair of args.pairs.split(',')) {
+  const [a, b] = pair.split(':').map((s) => s.trim()) as [string, string];
+  const seeds = [...new Set(runs.filter((r) => r.config === a).map((r) => Number(r.seed)))].sort((x, y) => x - y);
+  const d = seeds.map((s) => [value(a, s), value(b, s)]).filter((p): p is [number, number] => p[0] !== undefined && p[1] !== undefined).map(([x, y]) => x - y);
+  if (!d.length) continue;
+  const mean = d.reduce((s, x) => s + x, 0) / d.length;
+  const std = d.length > 1 ? Math.sqrt(d.reduce((s, x) => s + (x - mean) ** 2, 0) / (d.length - 1)) : 0;
+  const sign = (x: number) => `${x >= 0 ? '+' : ''}${x.toFixed(4)}`;
+  rows.push(`| ${a} − ${b} | ${d.map(sign).join(', ')} | ${sign(mean)} ± ${std.toFixed(4)} | ${d.filter((x) => x < 0).length}/${d.length} |`);
+}
+console.log(rows.join('\n'));
