@@ -48,6 +48,8 @@ export interface FunctionSpec<A extends unknown[], R extends Tensor | Tensor[], 
   /**
    * Gradients of the arguments from gradients of the outputs: one entry per argument (null for
    * non-tensors or inputs that need none). Written in tensor ops, so it is itself differentiable.
+   * Outside `createGraph`, buffers it allocates and does not return are recycled when it returns:
+   * keep a copy (`.data`, or `.clone()` in the forward) of anything it must remember.
    */
   backward(ctx: FunctionCtx<S>, ...grads: Tensor[]): (Tensor | null | undefined)[] | Tensor | null;
   /** Double backward through this function is an error (PyTorch's `once_differentiable`). */
