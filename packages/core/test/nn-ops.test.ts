@@ -250,3 +250,27 @@ describe('applyRotary (fused rotary embedding)', () => {
     expect(() => q.applyRotary(q.zeros([2, 4]), q.zeros([3, 4]), q.zeros([2, 4]))).toThrow('applyRotary: cos of shape [3, 4] does not broadcast to x of shape [2, 4]');
   });
 });
+
+describe('softmax with a fused bias', () => {
+  it('equals softmax(x + bias) and passes gradcheck in x and in the broadcast bias', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 6 }), fc.boolean(), (b, t, n, log) => {
+        const x = f64([b, t, n], -3, 3);
+        const bias = f64([t, n], -2, 2);
+        const f = log ? q.logSoftmax : q.softmax;
+        assertAllclose(f(x, -1, { bias }), f(x.add(bias), -1), { atol: 1e-14 });
+        gradcheck((xx, bb) => f(xx, -1, { bias: bb }), [x, bias]);
+      }),
+      { numRuns: 20 },
+    );
+  });
+
+  it('gives zero weight where the bias is −∞ (a causal mask), matches js on every backend, and names a bad bias', () => {
+    const mask = q.tensor([[0, -Infinity, -Infinity], [0, 0, -Infinity], [0, 0, 0]]);
+    const y = q.softmax(q.zeros([2, 3, 3]), -1, { bias: mask });
+    expect(y.toArray()).toEqual([0, 1].map(() => [[1, 0, 0], [0.5, 0.5, 0], [1 / 3, 1 / 3, 1 / 3]].map((r) => r.map((v) => Math.fround(v)))));
+    const bias = q.rand([16, 64]).mul(4).sub(2);
+    checkOp((x) => q.softmax(x, -1, { bias }), [[4, 16, 64]], { range: [-3, 3] });
+    expect(() => q.softmax(q.zeros([2, 3]), -1, { bias: q.zeros([4]) })).toThrow("softmax: bias of shape [4] does not broadcast to the input's shape [2, 3]");
+  });
+});

@@ -83,7 +83,7 @@ export interface KernelParams {
   /** out = base.clone(); out.index_add_(dim, index, src). Inputs: [base, index, src]. */
   indexAdd: { dim: number };
   // ---- norm (js/norm.ts): fused row-wise primitives (one pass per row instead of a chain of kernels)
-  /** Softmax (or log-softmax) of x along `axis`; out has x's shape. */
+  /** Softmax (or log-softmax) of x (+ an optional second input, a bias broadcast to x) along `axis`; out has x's shape. */
   softmax: SoftmaxParams;
   /** Inputs [y, g] (y the softmax/log-softmax output, g its gradient): dx = y ⊙ (g − Σ g·y), or g − exp(y)·Σ g for log. */
   softmaxBackward: SoftmaxParams;

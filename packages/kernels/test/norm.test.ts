@@ -143,3 +143,25 @@ describe('wasm rope', () => {
       expect(one.stats().find((x) => x.kernel === 'rope')?.wasm).toBeGreaterThan(0);
     });
 });
+
+describe('wasm softmax with a bias', () => {
+  it('equals js for [T, n] and [1, n] bias rows broadcast over x, −∞ entries included', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 8 }), fc.integer({ min: 1, max: 40 }), fc.integer({ min: 1, max: 70 }), fc.boolean(), seed, (b, t, n, perRow, s) => {
+        const T = Math.max(t, Math.ceil(1024 / (b * n)));
+        const shape = [b, T, n];
+        const x = contiguous(randomArray('float32', numel(shape), s).map((v) => v * 4), shape, 'float32');
+        const rows = perRow ? T : 1;
+        const data = randomArray('float32', rows * n, s + 1).map((v, i) => (i % n > (i / n) % n + 1 ? -Infinity : v));
+        const bias = { data, dtype: 'float32' as const, shape, strides: [0, perRow ? n : 0, 1], offset: 0 };
+        const ref = out('float32', shape);
+        jsKernels.softmax([x, bias], ref, { axis: 2, log: false });
+        const got = run(one, 'softmax', [x, bias] as never, shape, { axis: 2, log: false } as never);
+        const got2 = run(two, 'softmax', [x, bias] as never, shape, { axis: 2, log: false } as never);
+        expect([...got2.data]).toEqual([...got.data]);
+        expect(mismatch(got.data, ref.data, 2e-5, 1e-6)).toBe(-1);
+      }),
+      { numRuns: 40 },
+    );
+  });
+});

@@ -28,22 +28,43 @@ function asFloat(x: Tensor): Tensor {
 // backward of its own (double backward, Hessian-vector products).
 const softmaxFns = [false, true].map((log) => defineFunction({
   name: log ? 'logSoftmax' : 'softmax',
-  forward(ctx, x: Tensor, dim: number) {
+  forward(ctx, x: Tensor, dim: number, bias: Tensor | null) {
     const xf = asFloat(x);
-    const y = runKernel('softmax', [xf], [...xf.shape], xf.dtype, { axis: dim, log });
+    const shape = [...xf.shape];
+    const y = runKernel('softmax', bias ? [xf, expandView(cast(bias, xf.dtype), shape)] : [xf], shape, xf.dtype, { axis: dim, log });
     ctx.save(y);
-    ctx.state = { dim, log };
+    ctx.state = { dim };
     return y;
   },
   backward(ctx, g) {
     const y = ctx.saved[0]!;
     const { dim } = ctx.state as { dim: number };
-    if (!isGradEnabled()) return [runKernel('softmaxBackward', [y, g], [...y.shape], y.dtype, { axis: dim, log }), null];
-    // softmax: dx = y ⊙ (g − Σ g·y); log-softmax: dx = g − softmax(x)·Σ g
-    return [log ? sub(g, mul(exp(y), sum(g, dim, true))) : mul(y, sub(g, sum(mul(g, y), dim, true))), null];
+    // softmax: dx = y ⊙ (g − Σ g·y); log-softmax: dx = g − softmax(x)·Σ g; the bias gets dx too
+    // (the engine sums it over the dims it was broadcast along)
+    const dx = !isGradEnabled()
+      ? runKernel('softmaxBackward', [y, g], [...y.shape], y.dtype, { axis: dim, log })
+      : log ? sub(g, mul(exp(y), sum(g, dim, true))) : mul(y, sub(g, sum(mul(g, y), dim, true)));
+    return [dx, null, ctx.needsInputGrad[2] ? dx : null];
   },
 })) as [SoftmaxFn, SoftmaxFn];
-type SoftmaxFn = (x: Tensor, dim: number) => Tensor;
+type SoftmaxFn = (x: Tensor, dim: number, bias: Tensor | null) => Tensor;
+
+export interface SoftmaxOptions {
+  /** Added to x before the softmax, broadcast to x's shape (an attention mask as 0 / −∞), in the same pass. */
+  bias?: Tensor | null;
+}
+
+function checkBias(op: string, x: Tensor, bias?: Tensor | null): Tensor | null {
+  if (!bias) return null;
+  let ok = true;
+  try {
+    ok = broadcastShapes(op, x.shape, bias.shape).join() === x.shape.join();
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw new Error(`${op}: bias of shape ${fmt(bias.shape)} does not broadcast to the input's shape ${fmt(x.shape)}`);
+  return bias;
+}
 
 /**
  * Normalises the rows of x [rows, n] (no affine): rms x·r or layer (x − μ)·r with
@@ -80,8 +101,8 @@ function normalizeTrailing(x: Tensor, count: number, kind: 'rms' | 'layer', eps:
  * `torch.softmax(x, dim)`. Integer inputs are computed in float32.
  * @example softmax(tensor([[1, 2, 3]]), -1).sum(-1).item(); // 1
  */
-export function softmax(x: Tensor, dim: number): Tensor {
-  return softmaxFns[0](x, normDim('softmax', dim, x.ndim));
+export function softmax(x: Tensor, dim: number, opts: SoftmaxOptions = {}): Tensor {
+  return softmaxFns[0](x, normDim('softmax', dim, x.ndim), checkBias('softmax', x, opts.bias));
 }
 
 /**
@@ -89,8 +110,8 @@ export function softmax(x: Tensor, dim: number): Tensor {
  * where softmax underflows.
  * @example logSoftmax(tensor([0, 0]), 0).toArray(); // [-0.6931, -0.6931]
  */
-export function logSoftmax(x: Tensor, dim: number): Tensor {
-  return softmaxFns[1](x, normDim('logSoftmax', dim, x.ndim));
+export function logSoftmax(x: Tensor, dim: number, opts: SoftmaxOptions = {}): Tensor {
+  return softmaxFns[1](x, normDim('logSoftmax', dim, x.ndim), checkBias('logSoftmax', x, opts.bias));
 }
 
 /** Softmax of −x (`torch.nn.functional.softmin`). */

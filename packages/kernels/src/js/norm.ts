@@ -25,23 +25,32 @@ function lines(axis: number, args: readonly Arg[], out: Arg): { starts: Int32Arr
   };
 }
 
-export const softmax: Kernel<'softmax', TypedArray> = ([x], out, { axis, log }) => {
+export const softmax: Kernel<'softmax', TypedArray> = ([x, bias], out, { axis, log }) => {
   if (numel(out.shape) === 0) return;
-  const { starts: [xs, os], steps: [sx, so], n } = lines(axis, [x!], out);
+  // an optional bias (broadcast to x) is added first, rounded to x's dtype as a separate add would be
+  const withBias = bias !== undefined;
+  const { starts, steps, n } = lines(axis, withBias ? [x!, bias] : [x!], out);
+  // lines lists the arguments first and out last
+  const [xs, bs, os] = withBias ? starts : [starts[0], undefined, starts[1]];
+  const [sx, sb, so] = withBias ? steps : [steps[0], 0, steps[1]];
   const xd = x!.data;
+  const bd = withBias ? bias.data : xd;
   const od = out.data;
+  const row = new Float64Array(n);
+  const round = xd instanceof Float32Array ? Math.fround : (v: number) => v;
   for (let r = 0; r < xs!.length; r++) {
     const px = xs![r]!;
     const po = os![r]!;
+    for (let i = 0; i < n; i++) row[i] = withBias ? round(xd[px + i * sx!]! + bd[bs![r]! + i * sb!]!) : xd[px + i * sx!]!;
     let m = -Infinity;
-    for (let i = 0; i < n; i++) m = Math.max(m, xd[px + i * sx!]!);
+    for (let i = 0; i < n; i++) m = Math.max(m, row[i]!);
     let s = 0;
-    for (let i = 0; i < n; i++) s += Math.exp(xd[px + i * sx!]! - m);
+    for (let i = 0; i < n; i++) s += Math.exp(row[i]! - m);
     if (log) {
       const c = m + Math.log(s);
-      for (let i = 0; i < n; i++) od[po + i * so!] = xd[px + i * sx!]! - c;
+      for (let i = 0; i < n; i++) od[po + i * so!] = row[i]! - c;
     } else {
-      for (let i = 0; i < n; i++) od[po + i * so!] = Math.exp(xd[px + i * sx!]! - m) / s;
+      for (let i = 0; i < n; i++) od[po + i * so!] = Math.exp(row[i]! - m) / s;
     }
   }
 };

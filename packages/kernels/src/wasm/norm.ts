@@ -158,48 +158,68 @@ function emitRowTask(mb: ModuleBuilder, name: string, body: (k: RowCtx) => void)
 
 export function emitNorm(mb: ModuleBuilder): void {
   // softmax: out = exp(x − m)/Σ; log (flag): stats[2·row] = m, stats[2·row + 1] = Σ, out untouched
-  emitRowTask(mb, 'softmax_f32', ({ c, n, i, tmp, flag, stats, row, px, po }) => {
-    const [m, s, inv] = [c.local(F), c.local(F), c.local(F)];
-    reduceRow(c, i, n, tmp, 'max', m, (r) => ld(r, px));
-    c.get(flag).if();
-    reduceRow(c, i, n, tmp, 'add', s, (r) => {
-      ld(r, px);
-      sc(r, m);
-      bin(r, 'sub');
-      exp(r);
+  // softmax_bias adds a bias row (rows repeating with period W.period, base W.g) to x first, and
+  // has no log form
+  for (const withBias of [false, true]) {
+    emitRowTask(mb, withBias ? 'softmax_bias_f32' : 'softmax_f32', ({ c, n, i, tmp, flag, stats, row, px, po, word }) => {
+      const [m, s, inv, pb] = [c.local(F), c.local(F), c.local(F), c.local(P)];
+      if (withBias) {
+        word(W.g);
+        c.get(row);
+        word(W.period);
+        c.op(Op.i32_rem_u).get(n).op(Op.i32_mul).i32(2).op(Op.i32_shl).op(Op.i32_add).set(pb);
+      }
+      /** x (+ bias) at the current element(s). */
+      const val = (r: Row) => {
+        ld(r, px);
+        if (withBias) {
+          ld(r, pb);
+          bin(r, 'add');
+        }
+      };
+      reduceRow(c, i, n, tmp, 'max', m, val);
+      if (!withBias) {
+        c.get(flag).if();
+        reduceRow(c, i, n, tmp, 'add', s, (r) => {
+          val(r);
+          sc(r, m);
+          bin(r, 'sub');
+          exp(r);
+        });
+        c.get(stats).get(row).i32(3).op(Op.i32_shl).op(Op.i32_add).get(m).mem(Op.f32_store, 2);
+        c.get(stats).get(row).i32(3).op(Op.i32_shl).op(Op.i32_add).get(s).mem(Op.f32_store, 2, 4);
+        c.op(Op.else);
+      }
+      // write the exponentials while summing them, then scale the row in place
+      const acc = c.local(V);
+      c.f32(0).simd(Simd.f32x4_splat).set(acc);
+      c.f32(0).set(s);
+      each(c, i, n, tmp, (r) => {
+        c.get(po).get(i).i32(2).op(Op.i32_shl).op(Op.i32_add);
+        val(r);
+        sc(r, m);
+        bin(r, 'sub');
+        exp(r);
+        const e = r.simd ? c.local(V) : c.local(F);
+        c.tee(e);
+        if (r.simd) c.simdMem(Simd.v128_store, 0);
+        else c.mem(Op.f32_store, 2);
+        c.get(r.simd ? acc : s).get(e);
+        bin(r, 'add');
+        c.set(r.simd ? acc : s);
+      });
+      c.get(acc).lane(Simd.f32x4_extract_lane, 0).get(acc).lane(Simd.f32x4_extract_lane, 1).op(Op.f32_add);
+      c.get(acc).lane(Simd.f32x4_extract_lane, 2).get(acc).lane(Simd.f32x4_extract_lane, 3).op(Op.f32_add).op(Op.f32_add);
+      c.get(s).op(Op.f32_add).set(s);
+      c.f32(1).get(s).op(Op.f32_div).set(inv);
+      mapRow(c, i, n, tmp, po, (r) => {
+        ld(r, po);
+        sc(r, inv);
+        bin(r, 'mul');
+      });
+      if (!withBias) c.end();
     });
-    c.get(stats).get(row).i32(3).op(Op.i32_shl).op(Op.i32_add).get(m).mem(Op.f32_store, 2);
-    c.get(stats).get(row).i32(3).op(Op.i32_shl).op(Op.i32_add).get(s).mem(Op.f32_store, 2, 4);
-    c.op(Op.else);
-    // write the exponentials while summing them, then scale the row in place
-    const acc = c.local(V);
-    c.f32(0).simd(Simd.f32x4_splat).set(acc);
-    c.f32(0).set(s);
-    each(c, i, n, tmp, (r) => {
-      c.get(po).get(i).i32(2).op(Op.i32_shl).op(Op.i32_add);
-      ld(r, px);
-      sc(r, m);
-      bin(r, 'sub');
-      exp(r);
-      const e = r.simd ? c.local(V) : c.local(F);
-      c.tee(e);
-      if (r.simd) c.simdMem(Simd.v128_store, 0);
-      else c.mem(Op.f32_store, 2);
-      c.get(r.simd ? acc : s).get(e);
-      bin(r, 'add');
-      c.set(r.simd ? acc : s);
-    });
-    c.get(acc).lane(Simd.f32x4_extract_lane, 0).get(acc).lane(Simd.f32x4_extract_lane, 1).op(Op.f32_add);
-    c.get(acc).lane(Simd.f32x4_extract_lane, 2).get(acc).lane(Simd.f32x4_extract_lane, 3).op(Op.f32_add).op(Op.f32_add);
-    c.get(s).op(Op.f32_add).set(s);
-    c.f32(1).get(s).op(Op.f32_div).set(inv);
-    mapRow(c, i, n, tmp, po, (r) => {
-      ld(r, po);
-      sc(r, inv);
-      bin(r, 'mul');
-    });
-    c.end();
-  });
+  }
   // log-softmax's second pass: out = x − stats[row] (the row's max + log Σ, computed in JS)
   emitRowTask(mb, 'rowshift_f32', ({ c, n, i, tmp, stats, row, px, po }) => {
     const k = c.local(F);
@@ -383,6 +403,7 @@ function runRows(engine: Engine, name: string, inputs: readonly Arg[], out: Arg,
 
 export function softmaxWasm(engine: Engine, inputs: readonly Arg[], out: Arg, { axis, log }: SoftmaxParams): boolean {
   if (axis !== out.shape.length - 1) return false;
+  if (inputs.length === 2) return !log && softmaxBiasWasm(engine, inputs[0]!, inputs[1]!, out);
   return runRows(engine, 'softmax_f32', inputs, out, log ? 1 : 0, 0, log ? (statsPtr, rows) => {
     // out = x − (max + log Σ): the log of each row's sum is one call per row, done here in f64
     const f32 = engine.f32;
@@ -452,6 +473,43 @@ export function ropeWasm(engine: Engine, [x, cos, sin]: readonly Arg[], out: Arg
   words[w + W.stats] = sPtr;
   words[w + W.period] = period;
   engine.parallel('rope_f32', ARGS, Math.ceil(rows / perTask), threaded);
+  (out.data as Float32Array).set(engine.f32.subarray(outPtr / 4, outPtr / 4 + total), out.offset);
+  return true;
+}
+
+/** softmax(x + bias) for a bias of [T, n] (or [1, n]) rows broadcast over x [..., T, n]. */
+function softmaxBiasWasm(engine: Engine, x: Arg, bias: Arg, out: Arg): boolean {
+  const r = out.shape.length;
+  if (r < 2 || out.dtype !== 'float32' || x.dtype !== 'float32' || bias.dtype !== 'float32' || !isContiguous(x.shape, x.strides)) return false;
+  const n = out.shape[r - 1]!;
+  const t = out.shape[r - 2]!;
+  const total = numel(out.shape);
+  if (total < MIN_ELEMENTS) return false;
+  if (bias.strides[r - 1] !== 1 || (bias.strides[r - 2] !== n && bias.strides[r - 2] !== 0) || bias.strides.slice(0, r - 2).some((v) => v !== 0)) return false;
+  const period = bias.strides[r - 2] === 0 ? 1 : t;
+  const rows = total / n;
+  const slot = Math.ceil((total * 4) / 16) * 16;
+  const bslot = Math.ceil((period * n * 4) / 16) * 16;
+  const need = slot * 2 + bslot + 16;
+  if (need > MAX_HEAP_BYTES || !engine.reserve(need)) return false;
+  const [xPtr, outPtr, bPtr] = [HEAP, HEAP + slot, HEAP + 2 * slot];
+  const f32 = engine.f32;
+  f32.set(x.data.subarray(x.offset, x.offset + total) as Float32Array, xPtr / 4);
+  f32.set(bias.data.subarray(bias.offset, bias.offset + period * n) as Float32Array, bPtr / 4);
+  const threaded = engine.threads > 1 && total >= PARALLEL_MIN;
+  const tasks = threaded ? Math.min(rows, engine.threads * 4) : 1;
+  const perTask = Math.ceil(rows / tasks);
+  const words = engine.i32;
+  const w = ARGS / 4;
+  words[w + W.x] = xPtr;
+  words[w + W.g] = bPtr;
+  words[w + W.out] = outPtr;
+  words[w + W.n] = n;
+  words[w + W.rows] = rows;
+  words[w + W.perTask] = perTask;
+  words[w + W.flag] = 0;
+  words[w + W.period] = period;
+  engine.parallel('softmax_bias_f32', ARGS, Math.ceil(rows / perTask), threaded);
   (out.data as Float32Array).set(engine.f32.subarray(outPtr / 4, outPtr / 4 + total), out.offset);
   return true;
 }

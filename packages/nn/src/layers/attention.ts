@@ -60,10 +60,9 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   // scaling q rather than the scores touches d·tq elements instead of tq·tk
   let scores = matmul(q.mul(opts.scale ?? 1 / Math.sqrt(d)), k.transpose(-2, -1)); // [..., tq, tk]
   const mask = opts.isCausal ? causalBias(tq, tk, 0, scores.dtype === 'float64' ? 'float64' : 'float32') : opts.attnMask;
-  // a boolean mask becomes an additive 0/−∞ bias of the mask's (small) shape: one broadcast add
-  // on the scores, whose backward passes the gradient through unchanged
-  if (mask) scores = add(scores, mask.dtype === 'uint8' ? zeros(mask.shape, { dtype: scores.dtype }).maskedFill(mask.logicalNot(), -Infinity) : mask);
-  let w = softmax(scores, -1);
+  // a boolean mask becomes an additive 0/−∞ bias of the mask's (small) shape
+  const bias = !mask ? null : mask.dtype === 'uint8' ? zeros(mask.shape, { dtype: scores.dtype }).maskedFill(mask.logicalNot(), -Infinity) : mask;
+  let w = softmax(scores, -1, { bias }); // the mask is added inside the softmax pass
   if (opts.dropoutP) w = dropout(w, opts.dropoutP, opts.training ?? true, { generator: opts.generator });
   return matmul(w, v); // [..., tq, dv]
 }
