@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import { crossEntropy, Generator, type Tensor } from '@qgrad/core';
-import { AdamW, cosineSchedule, LambdaLR, Linear, ReLU, Sequential } from '@qgrad/nn';
+import { AdamW, cosineSchedule, LambdaLR, Linear, ReLU, Sequential, trainStep } from '@qgrad/nn';
 import { bitsPerParameter, convert, prepareQAT, type QATConfig } from '@qgrad/quant';
 import { cli } from './lib/args.js';
 import { evaluateClassifier, mnistBatch, mnistData } from './lib/mnist.js';
@@ -63,12 +63,16 @@ CONFIGS.forEach((cfg, c) => {
   const t0 = performance.now();
   for (let i = 0; i < steps; i++) {
     const [x, y] = mnistBatch(data, args.batchSize, i, args.seed);
-    const loss = crossEntropy(model.forward(x), y);
-    opt.zeroGrad();
-    loss.backward();
-    opt.step();
+    // one step as a scope: its activations are recycled at the end (see trainStep)
+    const loss = trainStep(model, opt, () => {
+      const l = crossEntropy(model.forward(x), y);
+      opt.zeroGrad();
+      l.backward();
+      opt.step();
+      return l.item();
+    });
     sched.step();
-    if (i % 5 === 0 || i === steps - 1) bar.update(c * steps + i + 1, { config: cfg.name, loss: loss.item() });
+    if (i % 5 === 0 || i === steps - 1) bar.update(c * steps + i + 1, { config: cfg.name, loss });
   }
   const msPerStep = (performance.now() - t0) / steps;
   model.eval();

@@ -5,7 +5,7 @@
  * same model in PyTorch (scripts/bench/torch_bench.py llama).
  */
 import * as q from '@qgrad/core';
-import { AdamW, Llama, tinyLlamaConfig } from '@qgrad/nn';
+import { AdamW, Llama, tinyLlamaConfig, trainStep } from '@qgrad/nn';
 import { prepareQAT } from '@qgrad/quant';
 import type { BenchContext } from './context.js';
 
@@ -28,11 +28,14 @@ function trainer(quant: boolean): () => number {
   const y = idx.narrow(1, 1, SEQ).contiguous();
   return () => {
     const t = performance.now();
-    const loss = model.loss(x, y);
-    opt.zeroGrad();
-    loss.backward();
-    opt.step();
-    loss.item();
+    // trainStep recycles the step's activations at its end (what PyTorch's refcounting does)
+    trainStep(model, opt, () => {
+      const loss = model.loss(x, y);
+      opt.zeroGrad();
+      loss.backward();
+      opt.step();
+      return loss.item();
+    });
     return performance.now() - t;
   };
 }

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as q from '@qgrad/core';
-import { Adam, Linear, loadMnist, Module } from '@qgrad/nn';
+import { Adam, Linear, loadMnist, Module, trainStep } from '@qgrad/nn';
 import type { BenchContext } from './context.js';
 
 class Mlp extends Module {
@@ -44,10 +44,13 @@ function epoch(quant: boolean, images: q.Tensor, labels: q.Tensor): number {
   const n = images.shape[0]!;
   const t = performance.now();
   for (let s = 0; s + 64 <= n; s += 64) {
-    const loss = q.crossEntropy(model.forward(images.narrow(0, s, 64)), labels.narrow(0, s, 64));
-    opt.zeroGrad();
-    loss.backward();
-    opt.step();
+    // trainStep recycles the step's activations at its end (what PyTorch's refcounting does)
+    trainStep(model, opt, () => {
+      const loss = q.crossEntropy(model.forward(images.narrow(0, s, 64)), labels.narrow(0, s, 64));
+      opt.zeroGrad();
+      loss.backward();
+      opt.step();
+    });
   }
   return performance.now() - t;
 }

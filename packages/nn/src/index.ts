@@ -30,6 +30,7 @@ export {
   type LrLambda, type CosineOptions, type WsdOptions,
 } from './optim/schedule.js';
 export { EMA, type EMAOptions } from './optim/ema.js';
+export { trainStep } from './optim/train-step.js';
 export * from './models/index.js';
 export { TensorDataset, DataLoader, defaultCollate, randperm, type Dataset, type DataLoaderOptions } from './data/dataset.js';
 export { loadMnist, MNIST_SIZE, MNIST_TRAIN_SIZE, MNIST_SPLIT_SEED, type MnistOptions, type MnistSplit } from './data/mnist.js';

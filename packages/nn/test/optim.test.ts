@@ -3,7 +3,7 @@ import * as q from '@qgrad/core';
 import type { Tensor } from '@qgrad/core';
 import { assertAllclose } from '@qgrad/core/testing';
 import {
-  Adam, AdamW, EMA, LambdaLR, Linear, MLP, Muon, SGD, Sequential, clipGradNorm, clipGradValue, cosineSchedule, linearWarmup,
+  Adam, AdamW, EMA, trainStep, LambdaLR, Linear, MLP, Muon, SGD, Sequential, clipGradNorm, clipGradValue, cosineSchedule, linearWarmup,
   wsdSchedule, chainSchedules, multiplySchedules, zeropowerViaNewtonSchulz5, type Optimizer,
 } from '@qgrad/nn';
 
@@ -343,5 +343,46 @@ describe('EMA of weights', () => {
     const ema2 = new EMA(m.parameters(), { decay: 0.5 });
     ema2.loadStateDict(sd);
     expect(Array.from(ema2.shadow[0]!.data)).toEqual(Array.from(ema.shadow[0]!.data));
+  });
+});
+
+describe('trainStep', () => {
+  const setup = () => {
+    q.manualSeed(5);
+    const model = new Sequential(new Linear(64, 96), new Linear(96, 10));
+    const opt = new AdamW(model.parameters(), { lr: 1e-2 });
+    const x = q.randn([64, 64]);
+    const y = q.tensor(Array.from({ length: 64 }, (_, i) => i % 10), { dtype: 'int32' });
+    return { model, opt, x, y };
+  };
+  const step = ({ model, opt, x, y }: ReturnType<typeof setup>) => () => {
+    const loss = q.crossEntropy(model.forward(x), y);
+    opt.zeroGrad();
+    loss.backward();
+    opt.step();
+    return loss.item();
+  };
+
+  it('gives the same losses and parameters as plain steps while recycling the activations', () => {
+    const a = setup();
+    const b = setup();
+    for (let s = 0; s < 4; s++) expect(trainStep(b.model, b.opt, step(b))).toBe(step(a)());
+    a.model.parameters().forEach((p, i) => expect([...b.model.parameters()[i]!.data]).toEqual([...p.data]));
+  });
+
+  it('keeps returned tensors, model gradients and optimizer state; other tensors made inside throw when read', () => {
+    const s = setup();
+    let hidden: Tensor | null = null;
+    const logits = trainStep(s.model, s.opt, () => {
+      hidden = s.model.forward(s.x).relu();
+      const out = s.model.forward(s.x);
+      q.crossEntropy(out, s.y).backward();
+      s.opt.step();
+      return out;
+    });
+    expect(logits.shape).toEqual([64, 10]);
+    expect(s.model.parameters()[0]!.grad!.shape).toEqual([96, 64]);
+    expect(() => hidden!.data).toThrow(/recycled/);
+    expect(trainStep(s.model, s.opt, step(s))).toBeGreaterThan(0); // optimizer state survived
   });
 });
