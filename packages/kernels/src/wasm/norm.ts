@@ -362,6 +362,42 @@ export function emitNorm(mb: ModuleBuilder): void {
   });
 }
 
+/** Argument words of one row job. */
+interface RowJob {
+  x: number;
+  g?: number;
+  out: number;
+  n: number;
+  rows: number;
+  flag?: number;
+  stats?: number;
+  eps?: number;
+  period?: number;
+}
+
+/**
+ * Writes a row job's argument words and runs task export `name` over runs of whole rows (on the
+ * pool for large jobs); the partition never changes a row's result.
+ */
+function runRowJob(engine: Engine, name: string, job: RowJob): void {
+  const total = job.rows * job.n;
+  const threaded = engine.threads > 1 && total >= PARALLEL_MIN;
+  const perTask = Math.ceil(job.rows / (threaded ? Math.min(job.rows, engine.threads * 4) : 1));
+  const words = engine.i32;
+  const w = ARGS / 4;
+  words[w + W.x] = job.x;
+  words[w + W.g] = job.g ?? 0;
+  words[w + W.out] = job.out;
+  words[w + W.n] = job.n;
+  words[w + W.rows] = job.rows;
+  words[w + W.perTask] = perTask;
+  words[w + W.flag] = job.flag ?? 0;
+  words[w + W.stats] = job.stats ?? 0;
+  engine.f32[w + W.eps] = job.eps ?? 0;
+  words[w + W.period] = job.period ?? 1;
+  engine.parallel(name, ARGS, Math.ceil(job.rows / perTask), threaded);
+}
+
 /**
  * Copies the float32 operands into the heap, runs `name` over rows of the last axis (on the pool
  * when large) and copies the result out. `then` may run further passes before the copy-out.
@@ -381,21 +417,7 @@ function runRows(engine: Engine, name: string, inputs: readonly Arg[], out: Arg,
   const statsPtr = outPtr + slot;
   const f32 = engine.f32;
   inputs.forEach((x, j) => f32.set(x.data.subarray(x.offset, x.offset + total) as Float32Array, ptrs[j]! / 4));
-  const threaded = engine.threads > 1 && total >= PARALLEL_MIN;
-  const tasks = threaded ? Math.min(rows, engine.threads * 4) : 1;
-  const perTask = Math.ceil(rows / tasks);
-  const words = engine.i32;
-  const w = ARGS / 4;
-  words[w + W.x] = ptrs[0]!;
-  words[w + W.g] = ptrs[1]!;
-  words[w + W.out] = outPtr;
-  words[w + W.n] = n;
-  words[w + W.rows] = rows;
-  words[w + W.perTask] = perTask;
-  words[w + W.flag] = flag;
-  words[w + W.stats] = statsPtr;
-  f32[w + W.eps] = eps;
-  engine.parallel(name, ARGS, Math.ceil(rows / perTask), threaded);
+  runRowJob(engine, name, { x: ptrs[0]!, g: ptrs[1], out: outPtr, n, rows, flag, stats: statsPtr, eps });
   then?.(statsPtr, rows);
   (out.data as Float32Array).set(engine.f32.subarray(outPtr / 4, outPtr / 4 + total), out.offset);
   return true;
@@ -458,21 +480,7 @@ export function ropeWasm(engine: Engine, [x, cos, sin]: readonly Arg[], out: Arg
   f32.set(x!.data.subarray(x!.offset, x!.offset + total) as Float32Array, xPtr / 4);
   f32.set(cos!.data.subarray(cos!.offset, cos!.offset + period * n) as Float32Array, cPtr / 4);
   f32.set(sin!.data.subarray(sin!.offset, sin!.offset + period * n) as Float32Array, sPtr / 4);
-  const threaded = engine.threads > 1 && total >= PARALLEL_MIN;
-  const tasks = threaded ? Math.min(rows, engine.threads * 4) : 1;
-  const perTask = Math.ceil(rows / tasks);
-  const words = engine.i32;
-  const w = ARGS / 4;
-  words[w + W.x] = xPtr;
-  words[w + W.g] = cPtr;
-  words[w + W.out] = outPtr;
-  words[w + W.n] = n;
-  words[w + W.rows] = rows;
-  words[w + W.perTask] = perTask;
-  words[w + W.flag] = transpose ? 1 : 0;
-  words[w + W.stats] = sPtr;
-  words[w + W.period] = period;
-  engine.parallel('rope_f32', ARGS, Math.ceil(rows / perTask), threaded);
+  runRowJob(engine, 'rope_f32', { x: xPtr, g: cPtr, out: outPtr, n, rows, flag: transpose ? 1 : 0, stats: sPtr, period });
   (out.data as Float32Array).set(engine.f32.subarray(outPtr / 4, outPtr / 4 + total), out.offset);
   return true;
 }
@@ -496,20 +504,7 @@ function softmaxBiasWasm(engine: Engine, x: Arg, bias: Arg, out: Arg): boolean {
   const f32 = engine.f32;
   f32.set(x.data.subarray(x.offset, x.offset + total) as Float32Array, xPtr / 4);
   f32.set(bias.data.subarray(bias.offset, bias.offset + period * n) as Float32Array, bPtr / 4);
-  const threaded = engine.threads > 1 && total >= PARALLEL_MIN;
-  const tasks = threaded ? Math.min(rows, engine.threads * 4) : 1;
-  const perTask = Math.ceil(rows / tasks);
-  const words = engine.i32;
-  const w = ARGS / 4;
-  words[w + W.x] = xPtr;
-  words[w + W.g] = bPtr;
-  words[w + W.out] = outPtr;
-  words[w + W.n] = n;
-  words[w + W.rows] = rows;
-  words[w + W.perTask] = perTask;
-  words[w + W.flag] = 0;
-  words[w + W.period] = period;
-  engine.parallel('softmax_bias_f32', ARGS, Math.ceil(rows / perTask), threaded);
+  runRowJob(engine, 'softmax_bias_f32', { x: xPtr, g: bPtr, out: outPtr, n, rows, period });
   (out.data as Float32Array).set(engine.f32.subarray(outPtr / 4, outPtr / 4 + total), out.offset);
   return true;
 }
