@@ -3,7 +3,7 @@
  * by step, and test-set accuracy/loss evaluated in chunks without gradients.
  */
 import { crossEntropy, noGrad, tensor, type Tensor } from '@qgrad/core';
-import { loadMnist } from '@qgrad/nn';
+import { loadMnist, trainStep } from '@qgrad/nn';
 import type { TrainingState } from './checkpoint.js';
 import { epochBatch, summary, train, type TrainResult } from './train.js';
 
@@ -85,12 +85,16 @@ export async function trainMnistClassifier(
     config: { ...config, batchSize: args.batchSize, seed: args.seed, steps: args.steps },
     step: (i) => {
       const [x, y] = mnistBatch(data, args.batchSize, i, args.seed); // [B, …], [B]
-      const loss = crossEntropy(model.forward(x), y);
-      loss.backward();
-      optimizer.step();
-      optimizer.zeroGrad();
+      // the step's activations are recycled when it ends (trainStep)
+      const loss = trainStep(model, optimizer, () => {
+        const l = crossEntropy(model.forward(x), y);
+        l.backward();
+        optimizer.step();
+        optimizer.zeroGrad();
+        return l.item();
+      });
       scheduler.step();
-      return { loss: loss.item() };
+      return { loss };
     },
     evaluate: () => {
       model.eval(); // dropout off, quantizers in eval mode
