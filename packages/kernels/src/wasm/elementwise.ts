@@ -415,6 +415,18 @@ export function binaryWasm(engine: Engine, inputs: readonly Arg[], out: Arg, par
   return k !== null && BIN[params.op] !== undefined && runMap(engine, `binary_${params.op}_${k}`, inputs, out, k);
 }
 
+/**
+ * A contiguous float copy of a strided view, made by the wasm strided copy; null when it cannot
+ * run. For kernels that only take contiguous rows: one copy beats running them on js.
+ */
+export function contiguousCopy(engine: Engine, x: Arg): Arg | null {
+  const k = kindOf([x], x);
+  if (k === null) return null;
+  const shape = [...x.shape];
+  const tmp: Arg = { data: new (k === 'f32' ? Float32Array : Float64Array)(numel(shape)), dtype: x.dtype, shape, strides: contiguousStrides(shape), offset: 0 };
+  return copyWasm(engine, [x], tmp) ? tmp : null;
+}
+
 /** Strided same-dtype copies (transposes, slices); contiguous ones are already a memcpy in js. */
 export function copyWasm(engine: Engine, [x]: readonly Arg[], out: Arg): boolean {
   const k = kindOf([x!], out);
@@ -447,14 +459,4 @@ export function whereWasm(engine: Engine, [c, a, b]: readonly Arg[], out: Arg): 
   }
   out.data.set(heapView(engine, out.dtype).subarray(HEAP / e, HEAP / e + n) as never, out.offset);
   return true;
-}
-
-/**
- * fill stays on js: `out` is a JS typed array, so a wasm fill would still have to copy its result
- * out, and that copy alone costs more than TypedArray.prototype.fill (1M float32 on the 2-core
- * box: fill 45 µs for 0 and 80-92 µs for 0.5; Float32Array#set out of wasm memory 106-129 µs).
- * Revisit when tensors live in wasm memory.
- */
-export function fillWasm(_engine: Engine, _inputs: readonly Arg[], _out: Arg, _params: { value: number }): boolean {
-  return false;
 }

@@ -5,8 +5,8 @@
  * (rows are short); float64, strided inputs and other axes stay on js.
  */
 import type { KernelArg } from '../backend.js';
-import { contiguousStrides, isContiguous, numel } from '../js/layout.js';
-import { copyWasm } from './elementwise.js';
+import { isContiguous, numel } from '../js/layout.js';
+import { contiguousCopy } from './elementwise.js';
 import type { NormParams, SoftmaxParams, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
 import { ARGS, HEAP, MAX_HEAP_BYTES, type Engine } from './runtime.js';
@@ -451,6 +451,18 @@ export function normBackwardWasm(engine: Engine, inputs: readonly Arg[], out: Ar
 }
 
 /**
+ * How many distinct rows a table broadcast to [..., T, n] has: T when it holds one contiguous row
+ * per position, 1 when one row serves all; null for any other layout (leading dims must be
+ * broadcast). Row r of a contiguous x then reads table row r mod period.
+ */
+function rowPeriod(a: Arg, t: number): number | null {
+  const r = a.shape.length;
+  const n = a.shape[r - 1]!;
+  if (a.strides[r - 1] !== 1 || a.strides.slice(0, r - 2).some((s) => s !== 0)) return null;
+  return a.strides[r - 2] === n ? t : a.strides[r - 2] === 0 ? 1 : null;
+}
+
+/**
  * Rotary embedding of a contiguous float32 x [..., T, D] with cos/sin tables broadcast from
  * [T, D] (or [1, D]) rows; other layouts, odd halves and float64 run on js.
  */
@@ -463,13 +475,12 @@ export function ropeWasm(engine: Engine, [x, cos, sin]: readonly Arg[], out: Arg
   if (n % 8 || total < MIN_ELEMENTS) return false;
   if (!isContiguous(x!.shape, x!.strides)) {
     // heads split off a projection arrive transposed: one strided wasm copy, then the rows
-    const tmp: Arg = { data: new Float32Array(total), dtype: 'float32', shape: out.shape, strides: contiguousStrides(out.shape), offset: 0 };
-    return copyWasm(engine, [x!], tmp) && ropeWasm(engine, [tmp, cos!, sin!], out, { transpose });
+    const tmp = contiguousCopy(engine, x!);
+    return tmp !== null && ropeWasm(engine, [tmp, cos!, sin!], out, { transpose });
   }
   // each table: stride 0 on the leading dims, rows of n contiguous floats, one row per position or one for all
-  const tableOk = (a: Arg) => a.strides[r - 1] === 1 && (a.strides[r - 2] === n || a.strides[r - 2] === 0) && a.strides.slice(0, r - 2).every((s) => s === 0);
-  if (!tableOk(cos!) || !tableOk(sin!) || cos!.strides[r - 2] !== sin!.strides[r - 2]) return false;
-  const period = cos!.strides[r - 2] === 0 ? 1 : t;
+  const period = rowPeriod(cos!, t);
+  if (period === null || rowPeriod(sin!, t) !== period) return false;
   const rows = total / n;
   const slot = Math.ceil((total * 4) / 16) * 16;
   const tslot = Math.ceil((period * n * 4) / 16) * 16;
@@ -493,8 +504,8 @@ function softmaxBiasWasm(engine: Engine, x: Arg, bias: Arg, out: Arg): boolean {
   const t = out.shape[r - 2]!;
   const total = numel(out.shape);
   if (total < MIN_ELEMENTS) return false;
-  if (bias.strides[r - 1] !== 1 || (bias.strides[r - 2] !== n && bias.strides[r - 2] !== 0) || bias.strides.slice(0, r - 2).some((v) => v !== 0)) return false;
-  const period = bias.strides[r - 2] === 0 ? 1 : t;
+  const period = rowPeriod(bias, t);
+  if (period === null) return false;
   const rows = total / n;
   const slot = Math.ceil((total * 4) / 16) * 16;
   const bslot = Math.ceil((period * n * 4) / 16) * 16;

@@ -6,8 +6,8 @@
  * prod, empty reductions and other layouts stay on js.
  */
 import type { KernelArg } from '../backend.js';
-import { contiguousStrides, isContiguous, numel } from '../js/layout.js';
-import { copyWasm } from './elementwise.js';
+import { isContiguous, numel } from '../js/layout.js';
+import { contiguousCopy } from './elementwise.js';
 import type { ArgReduceOp, ReduceOp, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
 import { HEAP, MAX_HEAP_BYTES, type Engine } from './runtime.js';
@@ -274,9 +274,8 @@ export function reduceWasm(engine: Engine, [x]: readonly Arg[], out: Arg, { op, 
   if (!v || v.strides[2] !== 1 || (v.dims[2] === 1 && v.strides[1] !== 1) || v.strides[0] < 0 || v.strides[1] < 0) {
     // another layout (e.g. a gradient that arrives transposed): one strided wasm copy into
     // contiguous order is far cheaper than reducing on js
-    if (isContiguous(x!.shape, x!.strides)) return false;
-    const tmp: Arg = { data: new (d === 'float32' ? Float32Array : Float64Array)(n), dtype: d, shape: x!.shape, strides: contiguousStrides(x!.shape), offset: 0 };
-    return copyWasm(engine, [x!], tmp) && reduceWasm(engine, [tmp], out, { op, axes });
+    const tmp = isContiguous(x!.shape, x!.strides) ? null : contiguousCopy(engine, x!);
+    return tmp !== null && reduceWasm(engine, [tmp], out, { op, axes });
   }
   const [Pn, R, Q] = v.dims;
   const [sp, sr] = v.strides;
