@@ -10,7 +10,7 @@ import { AdamW, DiT, Diffusion, LambdaLR, cosineSchedule, mnistDiTConfig, type B
 import { cli } from './lib/args.js';
 import { mnistBatch, mnistData } from './lib/mnist.js';
 import { saveImageGrid } from './lib/png.js';
-import { commonOptions, stepGenerator, summary, train, useBackend } from './lib/train.js';
+import { commonOptions, runFlags, stepGenerator, summary, train, useBackend } from './lib/train.js';
 
 const args = cli('diffusion-mnist', 'Trains a class-conditional DiT noise predictor with the DDPM objective on MNIST and samples a grid of digits.', {
   steps: { type: 'number', default: 400, help: 'training steps' },
@@ -42,12 +42,7 @@ console.log(`DiT: ${model.numParameters()} parameters, ${(28 / args.patch) ** 2}
 
 const result = await train({
   name: 'diffusion-mnist',
-  dir: args.runDir,
-  steps: args.steps,
-  resume: args.resume,
-  evalEvery: args.evalEvery,
-  ckptEvery: args.ckptEvery,
-  stopAt: args.stopAt,
+  ...runFlags(args),
   state: { model, optimizer, scheduler },
   config: { ...config, batchSize: args.batchSize, lr: args.lr, seed: args.seed, steps: args.steps, timesteps: args.timesteps, schedule: args.schedule },
   step: (i) => {

@@ -10,7 +10,7 @@ import { writeFileSync, mkdirSync } from 'node:fs';
 import { Generator, noGrad, saveSafetensors, tensor } from '@qgrad/core';
 import { AdamW, LambdaLR, Llama, configToHf, cosineSchedule, loadMobyDick, tinyLlamaConfig, type LlamaConfig } from '@qgrad/nn';
 import { cli } from './lib/args.js';
-import { commonOptions, stepGenerator, summary, train, useBackend } from './lib/train.js';
+import { commonOptions, runFlags, stepGenerator, summary, train, useBackend } from './lib/train.js';
 
 const args = cli('llama-mobydick', 'Trains a byte-level Llama on Moby-Dick (90% train / 10% validation by position) and samples from it.', {
   steps: { type: 'number', default: 150, help: 'training steps' },
@@ -63,12 +63,7 @@ const evaluate = () =>
 
 const result = await train({
   name: 'llama-mobydick',
-  dir: args.runDir,
-  steps: args.steps,
-  resume: args.resume,
-  evalEvery: args.evalEvery,
-  ckptEvery: args.ckptEvery,
-  stopAt: args.stopAt,
+  ...runFlags(args),
   state: { model, optimizer, scheduler },
   config: { ...config, batchSize: args.batchSize, lr: args.lr, seed: args.seed, steps: args.steps },
   step: (i) => {

@@ -5,7 +5,7 @@
 import { crossEntropy, noGrad, tensor, type Tensor } from '@qgrad/core';
 import { loadMnist, trainStep } from '@qgrad/nn';
 import type { TrainingState } from './checkpoint.js';
-import { epochBatch, summary, train, type TrainResult } from './train.js';
+import { epochBatch, runFlags, summary, train, type TrainResult } from './train.js';
 
 /** Mean and standard deviation of MNIST pixels (the usual normalisation constants). */
 const MEAN = 0.1307;
@@ -75,12 +75,7 @@ export async function trainMnistClassifier(
   const { optimizer, scheduler } = state;
   const result = await train({
     name,
-    dir: args.runDir,
-    steps: args.steps,
-    resume: args.resume ?? false,
-    evalEvery: args.evalEvery,
-    ckptEvery: args.ckptEvery,
-    stopAt: args.stopAt,
+    ...runFlags(args),
     state: { model, optimizer, scheduler },
     config: { ...config, batchSize: args.batchSize, seed: args.seed, steps: args.steps },
     step: (i) => {

@@ -54,6 +54,11 @@ export interface TrainOptions {
   panels?: Record<string, string[]>;
 }
 
+/** The run-control flags every training example takes, as `train` wants them. */
+export function runFlags(args: { runDir: string; steps: number; resume?: boolean; evalEvery: number; ckptEvery: number; stopAt: number }): Pick<TrainOptions, 'dir' | 'steps' | 'resume' | 'evalEvery' | 'ckptEvery' | 'stopAt'> {
+  return { dir: args.runDir, steps: args.steps, resume: args.resume ?? false, evalEvery: args.evalEvery, ckptEvery: args.ckptEvery, stopAt: args.stopAt };
+}
+
 export interface TrainResult {
   dir: string;
   /** Steps this process ran, and the mean wall time of one (evaluation excluded). */
