@@ -21,12 +21,17 @@ export interface MicroShape {
 }
 
 /**
- * Measured on the 2-core Zen machine, 1 thread, 512/1024 GFLOP/s: 6×8 33/35, 4×12 32/34,
- * 8×8 32/34, 4×8 28/28, 4×16 34/25; unrolling by 8 instead of 4 lost 20-30% everywhere.
- * 6×8 = 12 accumulators + 2 B vectors + 1 broadcast: just V8's ~15 allocatable xmm registers.
+ * 4×8 without unrolling: 8 accumulators + 2 B vectors + 4 broadcasts = 14 of V8's 15 allocatable
+ * xmm registers. Why not unrolled: TurboFan keeps loads in program order on the effect chain but
+ * sinks the pure FMAs to their last use (the loop back edge), so an unrolled body issues all of
+ * its loads first and holds them across the FMAs — with 6×8 unrolled 4 that spilled ~30 vectors a
+ * pass (read off `node --print-wasm-code`). Measured 1 thread, 1024², on this AVX-512 EPYC
+ * (128-bit FMA peak ≈ 55 GFLOP/s per core, from a C loop of _mm_fmadd_ps): 4×8×1 45, 3×12×1 41,
+ * 2×16×1 41, 6×8×4 (the old choice) 27, 6×8×1 23, 4×8×2 22; broadcasting A's lanes with
+ * i8x16.shuffle from one vector load (so unrolling fits) 37. f64: 4×4×1 22 vs 4×4×4 14 (512²).
  */
-export const F32_TILE: MicroShape = { mr: 6, nr: 8, unroll: 4 };
-export const F64_TILE: MicroShape = { mr: 4, nr: 4, unroll: 4 };
+export const F32_TILE: MicroShape = { mr: 4, nr: 8, unroll: 1 };
+export const F64_TILE: MicroShape = { mr: 4, nr: 4, unroll: 1 };
 
 /**
  * Words of the argument block of a matmul job (i32, at `arg`). Pointers are bytes; A and B are
@@ -105,7 +110,7 @@ function emitMicro(mb: ModuleBuilder, t: Lanes, s: MicroShape, fma: boolean): nu
         advance(s.unroll);
       },
     );
-    c.while(
+    if (s.unroll > 1) c.while(
       () => c.get(kcb).i32(0).op(Op.i32_gt_s),
       () => {
         step(0);
