@@ -16,6 +16,8 @@ const DONE = 5;
 const READY = 6;
 const ERROR = 7;
 const QUIT = 8;
+/** Tasks taken per claim: one CAS and one DONE update per run of tasks, not per task. */
+const GRAIN = 9;
 const INDEX_BITS = 20;
 const MAX_TASKS = 1 << INDEX_BITS;
 const TAG_MASK = (1 << (31 - INDEX_BITS)) - 1;
@@ -39,17 +41,19 @@ for (;;) {
   gen = Atomics.load(c, ${GEN});
   if (Atomics.load(c, ${QUIT})) break;
   const f = fns[Atomics.load(c, ${FN})], arg = Atomics.load(c, ${ARG}), n = Atomics.load(c, ${NTASKS});
-  const tag = gen & ${TAG_MASK};
+  const tag = gen & ${TAG_MASK}, g = Atomics.load(c, ${GRAIN});
   for (;;) {
     const v = Atomics.load(c, ${NEXT});
-    if (v >>> ${INDEX_BITS} !== tag || (v & ${MAX_TASKS - 1}) >= n) break;
-    if (Atomics.compareExchange(c, ${NEXT}, v, v + 1) !== v) continue;
+    const t0 = v & ${MAX_TASKS - 1};
+    if (v >>> ${INDEX_BITS} !== tag || t0 >= n) break;
+    const t1 = Math.min(n, t0 + g);
+    if (Atomics.compareExchange(c, ${NEXT}, v, v + (t1 - t0)) !== v) continue;
     try {
-      f(arg, v & ${MAX_TASKS - 1});
+      for (let t = t0; t < t1; t++) f(arg, t);
     } catch {
       Atomics.store(c, ${ERROR}, 1);
     }
-    if (Atomics.add(c, ${DONE}, 1) + 1 === n) Atomics.notify(c, ${DONE});
+    if (Atomics.add(c, ${DONE}, t1 - t0) + (t1 - t0) === n) Atomics.notify(c, ${DONE});
   }
 }
 `;
@@ -125,19 +129,25 @@ export class ThreadPool {
     Atomics.store(c, FN, fn);
     Atomics.store(c, ARG, arg);
     Atomics.store(c, NTASKS, n);
+    // ~8 claims per thread keep dynamic balancing while thousands of tiny tasks (packing panels)
+    // stop paying a contended CAS each
+    const grain = Math.max(1, Math.floor(n / (8 * (this.workers + 1))));
+    Atomics.store(c, GRAIN, grain);
     Atomics.store(c, GEN, gen);
     Atomics.notify(c, GEN);
     let failure: unknown = null;
     for (;;) {
       const v = Atomics.load(c, NEXT);
-      if ((v & (MAX_TASKS - 1)) >= n) break;
-      if (Atomics.compareExchange(c, NEXT, v, v + 1) !== v) continue;
+      const t0 = v & (MAX_TASKS - 1);
+      if (t0 >= n) break;
+      const t1 = Math.min(n, t0 + grain);
+      if (Atomics.compareExchange(c, NEXT, v, v + (t1 - t0)) !== v) continue;
       try {
-        local(v & (MAX_TASKS - 1));
+        for (let t = t0; t < t1; t++) local(t);
       } catch (e) {
         failure ??= e;
       }
-      Atomics.add(c, DONE, 1);
+      Atomics.add(c, DONE, t1 - t0);
     }
     for (let d; (d = Atomics.load(c, DONE)) < n; ) Atomics.wait(c, DONE, d, 1000);
     if (failure) throw failure;
