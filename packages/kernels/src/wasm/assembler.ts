@@ -71,7 +71,7 @@ export const Op = {
 /** SIMD opcodes (after the 0xfd prefix), including relaxed SIMD (0x100+). */
 export const Simd = {
   v128_load: 0x00, v128_load32_splat: 0x09, v128_load64_splat: 0x0a, v128_store: 0x0b,
-  v128_const: 0x0c, i32x4_splat: 0x11, f32x4_splat: 0x13, f64x2_splat: 0x14,
+  v128_const: 0x0c, i8x16_shuffle: 0x0d, i32x4_splat: 0x11, f32x4_splat: 0x13, f64x2_splat: 0x14,
   f32x4_extract_lane: 0x1f, f64x2_extract_lane: 0x21,
   f32x4_eq: 0x41, f32x4_ne: 0x42, f32x4_lt: 0x43, f32x4_gt: 0x44, f32x4_le: 0x45, f32x4_ge: 0x46,
   f64x2_eq: 0x47, f64x2_ne: 0x48, f64x2_lt: 0x49, f64x2_gt: 0x4a, f64x2_le: 0x4b, f64x2_ge: 0x4c,
@@ -131,6 +131,13 @@ export class Code {
     this.simd(code);
     uleb(this.bytes, align);
     uleb(this.bytes, offset);
+    return this;
+  }
+
+  /** `i8x16.shuffle` picking 32-bit lanes: 0–3 from the first operand, 4–7 from the second. */
+  shuffle32(lanes: readonly [number, number, number, number]): this {
+    this.simd(Simd.i8x16_shuffle);
+    for (const l of lanes) this.bytes.push(4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3);
     return this;
   }
 

@@ -190,6 +190,19 @@ function emitDriver(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, n
   }, name);
 }
 
+/** Transposes four f32x4 locals in place (rows ↔ columns) through four temporaries. */
+function transpose4(c: Code, q: number[], t: number[]): void {
+  const mix = (a: number, b: number, lanes: [number, number, number, number], dst: number) => c.get(a).get(b).shuffle32(lanes).set(dst);
+  mix(q[0]!, q[1]!, [0, 4, 1, 5], t[0]!);
+  mix(q[0]!, q[1]!, [2, 6, 3, 7], t[1]!);
+  mix(q[2]!, q[3]!, [0, 4, 1, 5], t[2]!);
+  mix(q[2]!, q[3]!, [2, 6, 3, 7], t[3]!);
+  mix(t[0]!, t[2]!, [0, 1, 4, 5], q[0]!);
+  mix(t[0]!, t[2]!, [2, 3, 6, 7], q[1]!);
+  mix(t[1]!, t[3]!, [0, 1, 4, 5], q[2]!);
+  mix(t[1]!, t[3]!, [2, 3, 6, 7], q[3]!);
+}
+
 /**
  * Task export `name(arg, t)` packing one MR-row panel of A (t < tasksA) or one NR-column panel of
  * B from the raw strided copies into the layout the micro-kernel reads (zero-padded at the edges).
@@ -202,7 +215,10 @@ function emitPack(mb: ModuleBuilder, t: Lanes, s: MicroShape, name: string): voi
   const al = e === 4 ? 2 : 3;
   mb.func([P, P], [], (c) => {
     const [arg, task] = [0, 1];
-    const [batch, panel, src, dst, k0, kcb, d, r, kk, o, sp, valid, step, padded, k, kc, cc] = Array.from({ length: 17 }, () => c.local(P));
+    const [batch, panel, src, dst, k0, kcb, d, r, kk, o, sp, valid, step, padded, k, kc, cc, pp, rowBytes] = Array.from({ length: 19 }, () => c.local(P));
+    const quad = Array.from({ length: 4 }, () => c.local(ValType.v128));
+    const tmp = Array.from({ length: 4 }, () => c.local(ValType.v128));
+    const quads = e === 4 && s.mr === 4 && s.nr % 4 === 0;
     const get = (w: PackArg) => c.get(arg).mem(Op.i32_load, 2, w * 4);
     const zero = () => (e === 4 ? c.i32(0) : c.op(Op.i64_const).op(0));
     get(PackArg.k).set(k);
@@ -237,6 +253,55 @@ function emitPack(mb: ModuleBuilder, t: Lanes, s: MicroShape, name: string): voi
     locate(PackArg.panelsA, PackArg.rawA, PackArg.aBases, PackArg.dstA, PackArg.aBytes, s.mr, PackArg.m);
     get(PackArg.sak).i32(e).op(Op.i32_mul).set(step);
     kBlocks(panel, () => {
+      if (quads) {
+        // full f32 panel: four k at a time, rows contiguous in k → 4×4 transposes; columns
+        // contiguous in m → one vector per k
+        c.get(valid).i32(s.mr).op(Op.i32_eq).if();
+        c.get(src).get(panel);
+        get(PackArg.sam).op(Op.i32_mul).get(k0);
+        get(PackArg.sak).op(Op.i32_mul).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add).set(sp);
+        get(PackArg.sak).i32(1).op(Op.i32_eq).if();
+        get(PackArg.sam).i32(e).op(Op.i32_mul).set(rowBytes);
+        c.i32(0).set(kk);
+        c.get(d).set(o);
+        c.while(() => c.get(kk).i32(4).op(Op.i32_add).get(kcb).op(Op.i32_le_s), () => {
+          c.get(sp).set(pp);
+          for (let q = 0; q < 4; q++) {
+            c.get(pp).simdMem(Simd.v128_load, 0).set(quad[q]!);
+            if (q < 3) c.get(pp).get(rowBytes).op(Op.i32_add).set(pp);
+          }
+          transpose4(c, quad, tmp);
+          for (let q = 0; q < 4; q++) c.get(o).get(quad[q]!).simdMem(Simd.v128_store, 4, q * 16);
+          c.get(sp).i32(16).op(Op.i32_add).set(sp);
+          c.get(o).i32(64).op(Op.i32_add).set(o);
+          c.get(kk).i32(4).op(Op.i32_add).set(kk);
+        });
+        c.while(() => c.get(kk).get(kcb).op(Op.i32_lt_s), () => {
+          c.get(sp).set(pp);
+          for (let q = 0; q < 4; q++) {
+            c.get(o).get(pp).mem(load, al).mem(store, al, q * e);
+            if (q < 3) c.get(pp).get(rowBytes).op(Op.i32_add).set(pp);
+          }
+          c.get(sp).i32(e).op(Op.i32_add).set(sp);
+          c.get(o).i32(16).op(Op.i32_add).set(o);
+          c.get(kk).i32(1).op(Op.i32_add).set(kk);
+        });
+        c.op(Op.else);
+        get(PackArg.sam).i32(1).op(Op.i32_eq).if();
+        c.for(kk, () => c.i32(0), () => c.get(kcb), 1, () => {
+          c.get(d).get(kk).i32(16).op(Op.i32_mul).op(Op.i32_add).get(sp).simdMem(Simd.v128_load, 0).simdMem(Simd.v128_store, 4);
+          c.get(sp).get(step).op(Op.i32_add).set(sp);
+        });
+        c.op(Op.else);
+        generalA();
+        c.end();
+        c.end();
+        c.op(Op.else);
+        generalA();
+        c.end();
+      } else generalA();
+    });
+    function generalA(): void {
       c.for(r, () => c.i32(0), () => c.i32(s.mr), 1, () => {
         c.get(d).get(r).i32(e).op(Op.i32_mul).op(Op.i32_add).set(o);
         c.get(r).get(valid).op(Op.i32_lt_s).if();
@@ -257,7 +322,7 @@ function emitPack(mb: ModuleBuilder, t: Lanes, s: MicroShape, name: string): voi
         });
         c.end();
       });
-    });
+    }
     c.op(Op.else);
     // B panel: columns panel..panel+nr, k-major (nr values per k)
     c.get(task);
@@ -272,6 +337,23 @@ function emitPack(mb: ModuleBuilder, t: Lanes, s: MicroShape, name: string): voi
         get(PackArg.sbn).op(Op.i32_mul).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add).set(sp);
         c.get(valid).i32(s.nr).op(Op.i32_eq).get(step).i32(e).op(Op.i32_eq).op(Op.i32_and).if();
         for (let v = 0; v < (s.nr * e) / 16; v++) c.get(o).get(sp).simdMem(Simd.v128_load, 0, v * 16).simdMem(Simd.v128_store, 4, v * 16);
+        if (quads) {
+          // full f32 panel with columns contiguous in k (a transposed view, x·Wᵀ): four k at a
+          // time, 4×4 transposes of each group of four columns
+          c.op(Op.else);
+          c.get(valid).i32(s.nr).op(Op.i32_eq);
+          get(PackArg.sbk).i32(1).op(Op.i32_eq).op(Op.i32_and).get(kk).i32(4).op(Op.i32_add).get(kcb).op(Op.i32_le_s).op(Op.i32_and).if();
+          for (let g = 0; g < s.nr / 4; g++) {
+            c.get(sp).get(step).i32(4 * g).op(Op.i32_mul).op(Op.i32_add).set(pp);
+            for (let q = 0; q < 4; q++) {
+              c.get(pp).simdMem(Simd.v128_load, 0).set(quad[q]!);
+              if (q < 3) c.get(pp).get(step).op(Op.i32_add).set(pp);
+            }
+            transpose4(c, quad, tmp);
+            for (let q = 0; q < 4; q++) c.get(o).get(quad[q]!).simdMem(Simd.v128_store, 4, q * s.nr * e + g * 16);
+          }
+          c.get(kk).i32(3).op(Op.i32_add).set(kk);
+        }
         c.op(Op.else);
         c.for(cc, () => c.i32(0), () => c.i32(s.nr), 1, () => {
           c.get(cc).get(valid).op(Op.i32_lt_s).if();
@@ -283,6 +365,7 @@ function emitPack(mb: ModuleBuilder, t: Lanes, s: MicroShape, name: string): voi
           c.mem(store, al);
           c.end();
         });
+        if (quads) c.end();
         c.end();
       });
     });
