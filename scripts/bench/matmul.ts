@@ -158,7 +158,8 @@ const median = (xs: number[]) => {
 /**
  * Times every contender on every shape (`shapes`, else squares of `sizes`), interleaving
  * contenders rep by rep so machine noise hits them alike; reps default to what fits in
- * `budgetMs` (default 400) per contender and shape, at least 5 and at most 50.
+ * `budgetMs` (default 400) per contender and shape, at least 5 and at most 50; each timed call
+ * directly follows an untimed one of the same contender.
  */
 export async function benchMatmul(
   options: { sizes?: number[]; shapes?: MatmulShape[]; reps?: number; budgetMs?: number; contenders?: MatmulContender[]; log?: (line: string) => void } = {},
@@ -179,8 +180,12 @@ export async function benchMatmul(
       await c.activate?.();
       runs.push(await c.prepare(s, a, b));
     }
+    // each timed call follows an untimed call of the same contender: caches, worker threads and
+    // memory are warm, as in PyTorch's back-to-back loop (scripts/bench/torch_bench.py), while
+    // contenders still alternate so machine noise hits them alike
     const time = async (i: number): Promise<number> => {
       await active[i]!.activate?.();
+      runs[i]!();
       const t = performance.now();
       runs[i]!();
       return performance.now() - t;
