@@ -89,6 +89,18 @@ describe('wasm fused row kernels', () => {
       expect(one.stats().find((x) => x.kernel === kernel && x.dtype === 'float32')?.wasm).toBeGreaterThan(0);
     });
 
+  it('splits large softmax jobs (plain, log, with a bias) over the pool with the same bits as one thread', () => {
+    const sh = [3, 100, 301]; // 90,300 elements: past the pool threshold, rows not a multiple of 4
+    const x = contiguous(randomArray('float32', numel(sh), 11).map((v) => v * 8), sh, 'float32');
+    const bias = { data: randomArray('float32', 100 * 301, 12), dtype: 'float32' as const, shape: sh, strides: [0, 301, 1], offset: 0 };
+    for (const [inputs, log] of [[[x], false], [[x], true], [[x, bias], false]] as const) {
+      const a = run(one, 'softmax', [...inputs] as never, sh, { axis: 2, log } as never);
+      const b = run(two, 'softmax', [...inputs] as never, sh, { axis: 2, log } as never);
+      expect([...b.data]).toEqual([...a.data]);
+    }
+    expect(two.stats().find((x) => x.kernel === 'softmax' && x.dtype === 'float32')?.pooled).toBeGreaterThanOrEqual(3);
+  });
+
   it('softmax gives zeros where a row holds −∞ and NaN for a row of all −∞, as js', () => {
     const sh = [64, 32];
     const x = contiguous(randomArray('float32', numel(sh), 7), sh, 'float32');

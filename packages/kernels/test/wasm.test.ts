@@ -109,6 +109,36 @@ describe('wasm elementwise', () => {
     }
   });
 
+  it('splits large compute-bound maps over the pool (rows, or along one long row) with the same bits as one thread', () => {
+    const one = createWasmBackend({ threads: 1 });
+    try {
+      // [rows, n] shapes past the parallel thresholds: many rows, one long row, a broadcast
+      // operand (stride 0), a transposed operand, and sizes that are not multiples of 4
+      const cases: [number[], number[], number[]][] = [
+        [[300, 1001], [0, 1], [0, 1]],
+        [[1, 300_001], [0, 1], [0, 1]],
+        [[513, 517], [1, 0], [0, 1]],
+      ];
+      for (const [s, orderA, orderB] of cases) {
+        const a = view('float32', s, orderA, 1, [], 5);
+        const b = view('float32', s, orderB, 0, s[0]! > 1 ? [0] : [], 6);
+        for (const [kernel, op, ins] of [['unary', 'silu', [a]], ['unary', 'sqrt', [{ ...a, data: a.data.map(Math.abs) }]], ['binary', 'div', [a, b]]] as const) {
+          const got = out('float32', s);
+          const ref = out('float32', s);
+          wasm.run(kernel, ins as never, got, { op } as never);
+          one.run(kernel, ins as never, ref, { op } as never);
+          expect(mismatch(got.data, ref.data, 0, 0), `${op} ${s}`).toBe(-1);
+        }
+      }
+      const pooled = (kernel: string) => wasm.stats().find((s) => s.kernel === kernel && s.dtype === 'float32')?.pooled ?? 0;
+      expect(pooled('unary')).toBeGreaterThanOrEqual(6);
+      expect(pooled('binary')).toBeGreaterThanOrEqual(3);
+      expect(one.stats().every((s) => s.pooled === 0)).toBe(true);
+    } finally {
+      one.dispose();
+    }
+  });
+
   it('copies into a strided output view (slice assignment) like the js kernel', () => {
     const wasm = createWasmBackend({ threads: 1 });
     fc.assert(

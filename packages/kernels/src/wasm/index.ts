@@ -65,6 +65,8 @@ export interface KernelStat {
   dtype: DType;
   wasm: number;
   js: number;
+  /** Of the wasm calls, those that split their work over the worker pool. */
+  pooled: number;
 }
 
 export interface WasmBackend extends Backend<TypedArray> {
@@ -72,7 +74,7 @@ export interface WasmBackend extends Backend<TypedArray> {
   readonly threads: number;
   /** Whether the matmul micro-kernel uses relaxed-SIMD FMA; starts the engine. */
   readonly relaxed: boolean;
-  /** How many calls of each kernel and dtype ran in wasm and how many fell back to js. */
+  /** How many calls of each kernel and dtype ran in wasm (how many of those on the pool) and how many fell back to js. */
   stats(): KernelStat[];
 }
 
@@ -92,12 +94,13 @@ export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend
   };
   // counted per call, so keyed without building strings: kernel → dtype → stat
   const table = new Map<KernelName, Map<DType, KernelStat & { last: 'wasm' | 'js' }>>();
-  const record = (kernel: KernelName, dtype: DType, where: 'wasm' | 'js') => {
+  const record = (kernel: KernelName, dtype: DType, where: 'wasm' | 'js', pooled = false) => {
     let byDtype = table.get(kernel);
     if (!byDtype) table.set(kernel, (byDtype = new Map()));
     let s = byDtype.get(dtype);
-    if (!s) byDtype.set(dtype, (s = { kernel, dtype, wasm: 0, js: 0, last: where }));
+    if (!s) byDtype.set(dtype, (s = { kernel, dtype, wasm: 0, js: 0, pooled: 0, last: where }));
     s[where]++;
+    if (pooled) s.pooled++;
     s.last = where;
   };
   const backend: WasmBackend = {
@@ -114,8 +117,9 @@ export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend
       const dtype = inputs[0]?.dtype ?? out.dtype;
       // wasm kernels write a contiguous result; a strided output view (copy into a slice) is js's
       const eng = rule && isContiguous(out.shape, out.strides) ? getEngine() : null;
+      const jobs = eng?.pooledJobs ?? 0;
       if (rule && eng && rule(eng, inputs, out, params)) {
-        record(kernel, dtype, 'wasm');
+        record(kernel, dtype, 'wasm', eng.pooledJobs > jobs);
         return;
       }
       (jsKernels[kernel] as Kernel<K, TypedArray>)(inputs, out, params);
@@ -124,7 +128,7 @@ export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend
     ranOn(kernel, dtype) {
       return table.get(kernel)?.get(dtype)?.last ?? (RULES[kernel] && (dtype === 'float32' || dtype === 'float64') && wasmFeatures().simd ? 'wasm' : 'js');
     },
-    stats: () => [...table.values()].flatMap((m) => [...m.values()].map(({ kernel, dtype, wasm, js }) => ({ kernel, dtype, wasm, js }))),
+    stats: () => [...table.values()].flatMap((m) => [...m.values()].map(({ kernel, dtype, wasm, js, pooled }) => ({ kernel, dtype, wasm, js, pooled }))),
     get threads() {
       return getEngine()?.threads ?? 1;
     },
@@ -147,7 +151,7 @@ function debugKernels(): boolean {
 function printAtExit(backend: WasmBackend): void {
   const proc = (globalThis as { process?: { once?: (e: string, f: () => void) => void } }).process;
   proc?.once?.('exit', () => {
-    const rows = backend.stats().map((s) => `  ${s.kernel.padEnd(12)} ${s.dtype.padEnd(8)} wasm ${String(s.wasm).padStart(6)}  js ${String(s.js).padStart(6)}`);
+    const rows = backend.stats().map((s) => `  ${s.kernel.padEnd(12)} ${s.dtype.padEnd(8)} wasm ${String(s.wasm).padStart(6)} (pooled ${String(s.pooled).padStart(6)})  js ${String(s.js).padStart(6)}`);
     console.error(`qgrad wasm backend (${backend.threads} thread(s), relaxed SIMD ${backend.relaxed ? 'on' : 'off'}):\n${rows.join('\n')}`);
   });
 }

@@ -124,6 +124,8 @@ export class Engine {
   readonly #exports: Record<string, (...args: number[]) => number>;
   readonly #names: string[];
   #pool: ThreadPool | null = null;
+  /** Jobs handed to the worker pool so far (the debug listing counts kernel calls that used it). */
+  pooledJobs = 0;
   #f32!: Float32Array;
   #f64!: Float64Array;
   #i32!: Int32Array;
@@ -195,6 +197,7 @@ export class Engine {
       for (let t = 0; t < n; t++) fn(arg, t);
       return;
     }
+    this.pooledJobs++;
     this.#pool.run(this.#names.indexOf(name), arg, n, (t) => fn(arg, t));
   }
 
