@@ -133,12 +133,13 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
   let mc = Math.min(Mp, roundUp(MC_TARGET, mr));
   let nc = Math.min(Np, roundUp(NC_TARGET, nr));
   // enough tasks for dynamic balancing (8 per thread: 512² 73 → 80 GFLOP/s over 4 per thread),
-  // splitting rows first (each task then streams all of its B panels once); the partition never
-  // changes the result
+  // halving the longer side of the tile: thin row blocks would each stream all of B through L2
+  // (interleaved, 2 threads: 512² 83.5 → 85.5 GFLOP/s, weight gradients xᵀ·g 73 → 74, others
+  // equal); the partition never changes the result
   const threaded = engine.threads > 1 && batches * M * N * K >= PARALLEL_MIN_MACS;
   while (threaded && chunk * Math.ceil(Mp / mc) * Math.ceil(Np / nc) < engine.threads * 8) {
-    if (mc > 2 * mr) mc = roundUp(mc / 2, mr);
-    else if (nc > 4 * nr) nc = roundUp(nc / 2, nr);
+    if (nc > 4 * nr && (nc >= 2 * mc || mc <= 2 * mr)) nc = roundUp(nc / 2, nr);
+    else if (mc > 2 * mr) mc = roundUp(mc / 2, mr);
     else break;
   }
   const tilesM = Math.ceil(Mp / mc);
