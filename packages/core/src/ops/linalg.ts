@@ -28,13 +28,23 @@ const matmulFn = defineFunction({
   },
   backward(ctx, g) {
     const [a, b] = ctx.saved as [Tensor, Tensor];
-    // d(AB) = dA·B + A·dB, so dA = g·Bᵀ and dB = Aᵀ·g (the engine sums broadcast batch dims)
+    // d(AB) = dA·B + A·dB, so dA = g·Bᵀ and dB = Aᵀ·g (the engine sums broadcast batch dims). An
+    // operand that is a transposed view (a linear layer's Wᵀ, attention's kᵀ) gets its gradient
+    // computed as the transpose of the swapped product, (gᵀ·A)ᵀ: the same sums in the same order,
+    // but laid out like the operand's storage, so W.grad comes out contiguous and what reads it next
+    // (fake-quantize backward, the optimizer) walks it in order instead of by strides
     return [
-      ctx.needsInputGrad[0] ? matmul(g, transpose(b, -1, -2)) : null,
-      ctx.needsInputGrad[1] ? matmul(transpose(a, -1, -2), g) : null,
+      ctx.needsInputGrad[0] ? (columnMajor(a) ? transpose(matmul(b, transpose(g, -1, -2)), -1, -2) : matmul(g, transpose(b, -1, -2))) : null,
+      ctx.needsInputGrad[1] ? (columnMajor(b) ? transpose(matmul(transpose(g, -1, -2), a), -1, -2) : matmul(transpose(a, -1, -2), g)) : null,
     ];
   },
 });
+
+/** Whether the last two dims of `t` are stored column by column (a transposed view of a matrix). */
+function columnMajor(t: Tensor): boolean {
+  const r = t.ndim;
+  return t.strides[r - 2] === 1 && t.strides[r - 1] !== 1 && t.shape[r - 1]! > 1 && t.shape[r - 2]! > 1;
+}
 
 /**
  * Matrix product with PyTorch's `torch.matmul` rules: 1-D·1-D is a dot product (0-d result), a
