@@ -72,7 +72,7 @@ export const Op = {
 export const Simd = {
   v128_load: 0x00, v128_load32_splat: 0x09, v128_load64_splat: 0x0a, v128_store: 0x0b,
   v128_const: 0x0c, i8x16_shuffle: 0x0d, i32x4_splat: 0x11, f32x4_splat: 0x13, f64x2_splat: 0x14,
-  f32x4_extract_lane: 0x1f, f64x2_extract_lane: 0x21,
+  i64x2_extract_lane: 0x1d, f32x4_extract_lane: 0x1f, f64x2_extract_lane: 0x21,
   f32x4_eq: 0x41, f32x4_ne: 0x42, f32x4_lt: 0x43, f32x4_gt: 0x44, f32x4_le: 0x45, f32x4_ge: 0x46,
   f64x2_eq: 0x47, f64x2_ne: 0x48, f64x2_lt: 0x49, f64x2_gt: 0x4a, f64x2_le: 0x4b, f64x2_ge: 0x4c,
   v128_not: 0x4d, v128_and: 0x4e, v128_andnot: 0x4f, v128_or: 0x50, v128_xor: 0x51,

@@ -17,6 +17,7 @@ import { emitQuant, fakeQuantizeBackwardWasm, fakeQuantizeWasm } from './quant.j
 import { argReduceWasm, emitReduce, reduceWasm } from './reduce.js';
 import { Engine, type Emitter, wasmFeatures } from './runtime.js';
 import { emitMatmul } from './simd-matmul.js';
+import { adamStepWasm, emitOptim } from './optim.js';
 import { defaultThreadCount } from './threads.js';
 
 type Arg = KernelArg<TypedArray>;
@@ -47,9 +48,10 @@ const RULES: { [K in KernelName]?: WasmRule<K> } = {
   fakeQuantize: fakeQuantizeWasm,
   fakeQuantizeBackward: fakeQuantizeBackwardWasm,
   fwht: fwhtWasm,
+  adamStep: adamStepWasm,
 };
 
-const EMITTERS: Emitter[] = [emitMatmul, (mb) => emitElementwise(mb), (mb) => emitReduce(mb), (mb) => emitConv2d(mb), (mb) => emitQuant(mb), (mb) => emitHadamard(mb), (mb) => emitGather(mb), (mb) => emitNorm(mb)];
+const EMITTERS: Emitter[] = [emitMatmul, (mb) => emitElementwise(mb), (mb) => emitReduce(mb), (mb) => emitConv2d(mb), (mb) => emitQuant(mb), (mb) => emitHadamard(mb), (mb) => emitGather(mb), (mb) => emitNorm(mb), (mb) => emitOptim(mb)];
 
 export interface WasmBackendOptions {
   /** Threads including the caller; default QGRAD_THREADS or os.availableParallelism(). */
