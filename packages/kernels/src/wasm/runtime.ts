@@ -189,16 +189,21 @@ export class Engine {
 
   /**
    * Runs tasks 0..n-1 of a task export `name(arg, t)`, over the pool when there is one and
-   * `threaded` (waking workers costs tens of µs: small jobs run faster on one thread).
+   * `threaded` (waking workers costs tens of µs: small jobs run faster on one thread). `then` is a
+   * second phase whose tasks start once every task of the first is done, in the same dispatch
+   * (packing, then the product that reads the packed panels).
    */
-  parallel(name: string, arg: number, n: number, threaded = true): void {
+  parallel(name: string, arg: number, n: number, threaded = true, then?: { name: string; arg: number; n: number }): void {
     const fn = this.#exports[name]!;
-    if (!this.#pool || n < 2 || !threaded) {
+    const fn2 = then ? this.#exports[then.name]! : null;
+    if (!this.#pool || n + (then?.n ?? 0) < 2 || !threaded) {
       for (let t = 0; t < n; t++) fn(arg, t);
+      if (then) for (let t = 0; t < then.n; t++) fn2!(then.arg, t);
       return;
     }
     this.pooledJobs++;
-    this.#pool.run(this.#names.indexOf(name), arg, n, (t) => fn(arg, t));
+    const second = then && { fn: this.#names.indexOf(then.name), arg: then.arg, n: then.n, local: (t: number) => fn2!(then.arg, t) };
+    this.#pool.run(this.#names.indexOf(name), arg, n, (t) => fn(arg, t), second);
   }
 
   dispose(): void {

@@ -14,6 +14,13 @@ const emitters: Emitter[] = [
     mb.func([P, P], [], (c) => {
       c.get(1).i32(5).op(Op.i32_eq).if().op(Op.unreachable).end();
     }, 'task_trap');
+    // task_mirror(arg, t): mem[arg + 8 + 4t] = mem[src + 4(n − 1 − t)] with src, n the words at arg
+    mb.func([P, P], [], (c) => {
+      c.get(0).i32(8).op(Op.i32_add).get(1).i32(4).op(Op.i32_mul).op(Op.i32_add);
+      c.get(0).mem(Op.i32_load, 2, 0);
+      c.get(0).mem(Op.i32_load, 2, 4).i32(1).op(Op.i32_sub).get(1).op(Op.i32_sub).i32(4).op(Op.i32_mul).op(Op.i32_add);
+      c.mem(Op.i32_load, 2).mem(Op.i32_store, 2);
+    }, 'task_mirror');
   },
 ];
 
@@ -30,6 +37,21 @@ describe('thread pool', () => {
       const got = engine.i32.subarray(HEAP / 4, HEAP / 4 + n);
       expect(got.every((v, i) => v === i + 1)).toBe(true);
       expect(engine.i32[HEAP / 4 + n]).toBe(0);
+    }
+  });
+
+  it('runs a second phase only after every task of the first, in one job', () => {
+    const n = 3000;
+    const second = HEAP + 4 * n;
+    engine.reserve(8 * n + 64);
+    for (let rep = 0; rep < 20; rep++) {
+      engine.i32.fill(0, HEAP / 4, HEAP / 4 + 2 * n + 16);
+      engine.i32[second / 4] = HEAP;
+      engine.i32[second / 4 + 1] = n;
+      // each mirror task reads a write made by a first-phase task at the other end of the range
+      engine.parallel('task_write', HEAP, n, true, { name: 'task_mirror', arg: second, n });
+      const got = engine.i32.subarray(second / 4 + 2, second / 4 + 2 + n);
+      expect(got.every((v, t) => v === n - t)).toBe(true);
     }
   });
 

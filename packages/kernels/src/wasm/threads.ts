@@ -18,6 +18,11 @@ const ERROR = 7;
 const QUIT = 8;
 /** Tasks taken per claim: one CAS and one DONE update per run of tasks, not per task. */
 const GRAIN = 9;
+/** The optional second phase of a job: its export, argument block, task count and grain. */
+const FN2 = 10;
+const ARG2 = 11;
+const NTASKS2 = 12;
+const GRAIN2 = 13;
 const INDEX_BITS = 20;
 const MAX_TASKS = 1 << INDEX_BITS;
 const TAG_MASK = (1 << (31 - INDEX_BITS)) - 1;
@@ -40,16 +45,21 @@ for (;;) {
   while (Atomics.load(c, ${GEN}) === gen) Atomics.wait(c, ${GEN}, gen);
   gen = Atomics.load(c, ${GEN});
   if (Atomics.load(c, ${QUIT})) break;
-  const f = fns[Atomics.load(c, ${FN})], arg = Atomics.load(c, ${ARG}), n = Atomics.load(c, ${NTASKS});
-  const tag = gen & ${TAG_MASK}, g = Atomics.load(c, ${GRAIN});
+  // a job has one or two phases; tasks [n1, n1 + n2) of the second start once the first's are done
+  const f1 = fns[Atomics.load(c, ${FN})], a1 = Atomics.load(c, ${ARG}), n1 = Atomics.load(c, ${NTASKS});
+  const n2 = Atomics.load(c, ${NTASKS2}), f2 = n2 ? fns[Atomics.load(c, ${FN2})] : null, a2 = Atomics.load(c, ${ARG2});
+  const n = n1 + n2, tag = gen & ${TAG_MASK}, g1 = Atomics.load(c, ${GRAIN}), g2 = Atomics.load(c, ${GRAIN2});
   for (;;) {
     const v = Atomics.load(c, ${NEXT});
     const t0 = v & ${MAX_TASKS - 1};
     if (v >>> ${INDEX_BITS} !== tag || t0 >= n) break;
-    const t1 = Math.min(n, t0 + g);
+    const second = t0 >= n1;
+    const t1 = second ? Math.min(n, t0 + g2) : Math.min(n1, t0 + g1);
     if (Atomics.compareExchange(c, ${NEXT}, v, v + (t1 - t0)) !== v) continue;
+    if (second) while (Atomics.load(c, ${DONE}) < n1);
     try {
-      for (let t = t0; t < t1; t++) f(arg, t);
+      if (second) for (let t = t0; t < t1; t++) f2(a2, t - n1);
+      else for (let t = t0; t < t1; t++) f1(a1, t);
     } catch {
       Atomics.store(c, ${ERROR}, 1);
     }
@@ -115,11 +125,17 @@ export class ThreadPool {
     }
   }
 
-  /** Runs tasks 0..n-1 of export `fn` (index into `names`) with argument block `arg`. */
-  run(fn: number, arg: number, n: number, local: (t: number) => void): void {
+  /**
+   * Runs tasks 0..n-1 of export `fn` (index into `names`) with argument block `arg`, then, when
+   * `then` is given, its tasks in the same wake-up of the workers once every first-phase task is
+   * done (a barrier inside the job: one dispatch where two would each wake the workers).
+   */
+  run(fn: number, arg: number, n: number, local: (t: number) => void, then?: { fn: number; arg: number; n: number; local: (t: number) => void }): void {
     const c = this.#control;
     if (this.#broken) throw new Error('a wasm worker failed');
-    if (n >= MAX_TASKS) throw new RangeError(`thread pool: ${n} tasks, at most ${MAX_TASKS - 1}`);
+    const n2 = then?.n ?? 0;
+    const total = n + n2;
+    if (total >= MAX_TASKS) throw new RangeError(`thread pool: ${total} tasks, at most ${MAX_TASKS - 1}`);
     const gen = (Atomics.load(c, GEN) + 1) | 0;
     const tag = gen & TAG_MASK;
     // retag NEXT first: from here on no worker can take a task of the previous job
@@ -129,27 +145,35 @@ export class ThreadPool {
     Atomics.store(c, FN, fn);
     Atomics.store(c, ARG, arg);
     Atomics.store(c, NTASKS, n);
+    Atomics.store(c, FN2, then?.fn ?? 0);
+    Atomics.store(c, ARG2, then?.arg ?? 0);
+    Atomics.store(c, NTASKS2, n2);
     // ~8 claims per thread keep dynamic balancing while thousands of tiny tasks (packing panels)
     // stop paying a contended CAS each
-    const grain = Math.max(1, Math.floor(n / (8 * (this.workers + 1))));
-    Atomics.store(c, GRAIN, grain);
+    const grain = (k: number) => Math.max(1, Math.floor(k / (8 * (this.workers + 1))));
+    const [g1, g2] = [grain(n), grain(n2)];
+    Atomics.store(c, GRAIN, g1);
+    Atomics.store(c, GRAIN2, g2);
     Atomics.store(c, GEN, gen);
     Atomics.notify(c, GEN);
     let failure: unknown = null;
     for (;;) {
       const v = Atomics.load(c, NEXT);
       const t0 = v & (MAX_TASKS - 1);
-      if (t0 >= n) break;
-      const t1 = Math.min(n, t0 + grain);
+      if (t0 >= total) break;
+      const second = t0 >= n;
+      const t1 = second ? Math.min(total, t0 + g2) : Math.min(n, t0 + g1);
       if (Atomics.compareExchange(c, NEXT, v, v + (t1 - t0)) !== v) continue;
+      if (second) while (Atomics.load(c, DONE) < n);
       try {
-        for (let t = t0; t < t1; t++) local(t);
+        if (second) for (let t = t0; t < t1; t++) then!.local(t - n);
+        else for (let t = t0; t < t1; t++) local(t);
       } catch (e) {
         failure ??= e;
       }
       Atomics.add(c, DONE, t1 - t0);
     }
-    for (let d; (d = Atomics.load(c, DONE)) < n; ) Atomics.wait(c, DONE, d, 1000);
+    for (let d; (d = Atomics.load(c, DONE)) < total; ) Atomics.wait(c, DONE, d, 1000);
     if (failure) throw failure;
     if (Atomics.load(c, ERROR)) throw new Error('a wasm kernel task failed in a worker');
   }
