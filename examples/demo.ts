@@ -10,10 +10,10 @@ import { join } from 'node:path';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import { crossEntropy, Generator, type Tensor } from '@qgrad/core';
-import { AdamW, cosineSchedule, LambdaLR, Linear, ReLU, Sequential, trainStep } from '@qgrad/nn';
+import { AdamW, cosineSchedule, LambdaLR, Linear, ReLU, Sequential } from '@qgrad/nn';
 import { bitsPerParameter, convert, prepareQAT, type QATConfig } from '@qgrad/quant';
 import { cli } from './lib/args.js';
-import { evaluateClassifier, mnistBatch, mnistData } from './lib/mnist.js';
+import { classifierStep, evaluateClassifier, mnistBatch, mnistData } from './lib/mnist.js';
 import { progress } from './lib/progress.js';
 import { useBackend } from './lib/train.js';
 
@@ -62,15 +62,7 @@ CONFIGS.forEach((cfg, c) => {
   const sched = new LambdaLR(opt, cosineSchedule({ warmupSteps: Math.ceil(steps / 10), totalSteps: steps, minLrRatio: 0.05 }));
   const t0 = performance.now();
   for (let i = 0; i < steps; i++) {
-    const [x, y] = mnistBatch(data, args.batchSize, i, args.seed);
-    // one step as a scope: its activations are recycled at the end (see trainStep)
-    const loss = trainStep(model, opt, () => {
-      const l = crossEntropy(model.forward(x), y);
-      opt.zeroGrad();
-      l.backward();
-      opt.step();
-      return l.item();
-    });
+    const loss = classifierStep(model, opt, ...mnistBatch(data, args.batchSize, i, args.seed));
     sched.step();
     if (i % 5 === 0 || i === steps - 1) bar.update(c * steps + i + 1, { config: cfg.name, loss });
   }

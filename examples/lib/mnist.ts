@@ -3,7 +3,7 @@
  * by step, and test-set accuracy/loss evaluated in chunks without gradients.
  */
 import { crossEntropy, noGrad, tensor, type Tensor } from '@qgrad/core';
-import { loadMnist, trainStep } from '@qgrad/nn';
+import { loadMnist, type Module, type Optimizer, trainStep } from '@qgrad/nn';
 import type { TrainingState } from './checkpoint.js';
 import { epochBatch, runFlags, summary, train, type TrainResult } from './train.js';
 
@@ -23,6 +23,20 @@ export function mnistData(opts: { flatten?: boolean } = {}): MnistData {
   const { train, test } = loadMnist({ flatten: opts.flatten });
   const norm = (x: Tensor) => x.sub(MEAN).div(STD);
   return { trainX: norm(train.images), trainY: train.labels, testX: norm(test.images), testY: test.labels };
+}
+
+/**
+ * One cross-entropy training step on images x [B, …] and labels y [B]; returns the loss. It runs as
+ * a `trainStep` scope, so the step's activations are recycled when it ends.
+ */
+export function classifierStep(model: Module & { forward(x: Tensor): Tensor }, optimizer: Optimizer<object>, x: Tensor, y: Tensor): number {
+  return trainStep(model, optimizer, () => {
+    const l = crossEntropy(model.forward(x), y);
+    optimizer.zeroGrad();
+    l.backward();
+    optimizer.step();
+    return l.item();
+  });
 }
 
 /** Training batch `i` ([B, …] images, [B] labels): epochs reshuffled by a seeded generator. */
@@ -79,15 +93,7 @@ export async function trainMnistClassifier(
     state: { model, optimizer, scheduler },
     config: { ...config, batchSize: args.batchSize, seed: args.seed, steps: args.steps },
     step: (i) => {
-      const [x, y] = mnistBatch(data, args.batchSize, i, args.seed); // [B, …], [B]
-      // the step's activations are recycled when it ends (trainStep)
-      const loss = trainStep(model, optimizer, () => {
-        const l = crossEntropy(model.forward(x), y);
-        l.backward();
-        optimizer.step();
-        optimizer.zeroGrad();
-        return l.item();
-      });
+      const loss = classifierStep(model, optimizer, ...mnistBatch(data, args.batchSize, i, args.seed));
       scheduler.step();
       return { loss };
     },
