@@ -80,23 +80,25 @@ function selectOffsets(op: string, x: { shape: readonly number[]; strides: reado
 const SET_MIN = 32;
 
 /**
- * `x`, `out` (and `src`) seen as [outer, size, inner] around `dim`, when the whole-row path
- * applies: every operand contiguous, so a slice along `dim` is one run of `inner` elements.
+ * The whole-row path's plan for a contiguous tensor of `shape` seen as [outer, size, inner] around
+ * `dim` (a slice along `dim` is one run of `inner` elements), with the index's L values wrapped
+ * into [0, size) and checked in index order so an error names the first bad one. Null for an
+ * empty result, which reads no index (as the general path: so no error either).
  */
-function rowsLayout(shape: readonly number[], dim: number): { outer: number; inner: number } {
-  return { outer: numel(shape.slice(0, dim)), inner: numel(shape.slice(dim + 1)) };
-}
-
-/** The index's values wrapped into [0, size), checked in index order so the error names the first bad one. */
-function wrappedIndices(op: string, index: KernelArg<TypedArray>, size: number): Int32Array {
+function rowPlan(op: string, shape: readonly number[], dim: number, index: KernelArg<TypedArray>): { outer: number; inner: number; size: number; L: number; rows: Int32Array } | null {
+  const outer = numel(shape.slice(0, dim));
+  const inner = numel(shape.slice(dim + 1));
+  const size = shape[dim]!;
+  const L = numel(index.shape);
+  if (outer * L * inner === 0) return null;
   const io = offsets(index);
-  const rows = new Int32Array(io.length);
-  for (let k = 0; k < io.length; k++) {
+  const rows = new Int32Array(L);
+  for (let k = 0; k < L; k++) {
     const i = index.data[io[k]!]!;
     checkIndex(op, i, size);
     rows[k] = i < 0 ? i + size : i;
   }
-  return rows;
+  return { outer, inner, size, L, rows };
 }
 
 export const indexSelect: Kernel<'indexSelect', TypedArray> = ([x, index], out, { dim }) => {
@@ -107,12 +109,9 @@ export const indexSelect: Kernel<'indexSelect', TypedArray> = ([x, index], out, 
 
 /** indexSelect on a contiguous x: out[o, k, :] = x[o, index[k], :], whole rows at a time. */
 function indexSelectRows(x: KernelArg<TypedArray>, index: KernelArg<TypedArray>, out: KernelArg<TypedArray>, dim: number): void {
-  const size = x.shape[dim]!;
-  const { outer, inner } = rowsLayout(x.shape, dim);
-  const L = numel(index.shape);
-  // an empty output reads no index, as the general path (so no error either)
-  if (outer * L * inner === 0) return;
-  const rows = wrappedIndices('indexSelect', index, size);
+  const plan = rowPlan('indexSelect', x.shape, dim, index);
+  if (!plan) return;
+  const { outer, inner, size, L, rows } = plan;
   const xd = x.data;
   const od = out.data;
   for (let o = 0; o < outer; o++) {
@@ -139,11 +138,9 @@ export const indexAdd: Kernel<'indexAdd', TypedArray> = ([base, index, src], out
  * element of out receives its additions in the same (o, k) order as the general path: same bits.
  */
 function indexAddRows(index: KernelArg<TypedArray>, src: KernelArg<TypedArray>, out: KernelArg<TypedArray>, dim: number): void {
-  const size = out.shape[dim]!;
-  const { outer, inner } = rowsLayout(out.shape, dim);
-  const L = numel(index.shape);
-  if (outer * L * inner === 0) return;
-  const rows = wrappedIndices('indexAdd', index, size);
+  const plan = rowPlan('indexAdd', out.shape, dim, index);
+  if (!plan) return;
+  const { outer, inner, size, L, rows } = plan;
   const sd = src.data;
   const od = out.data;
   for (let o = 0; o < outer; o++) {
