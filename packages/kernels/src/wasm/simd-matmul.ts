@@ -16,8 +16,6 @@ export interface MicroShape {
   mr: number;
   /** Columns of the register tile (vectors from packed B); a multiple of the lane count. */
   nr: number;
-  /** k steps unrolled per loop pass. */
-  unroll: number;
 }
 
 /**
@@ -30,8 +28,8 @@ export interface MicroShape {
  * 2×16×1 41, 6×8×4 (the old choice) 27, 6×8×1 23, 4×8×2 22; broadcasting A's lanes with
  * i8x16.shuffle from one vector load (so unrolling fits) 37. f64: 4×4×1 22 vs 4×4×4 14 (512²).
  */
-export const F32_TILE: MicroShape = { mr: 4, nr: 8, unroll: 1 };
-export const F64_TILE: MicroShape = { mr: 4, nr: 4, unroll: 1 };
+export const F32_TILE: MicroShape = { mr: 4, nr: 8 };
+export const F64_TILE: MicroShape = { mr: 4, nr: 4 };
 
 /**
  * Words of the argument block of a matmul job (i32, at `arg`). Pointers are bytes; A and B are
@@ -87,34 +85,22 @@ function emitMicro(mb: ModuleBuilder, t: Lanes, s: MicroShape, fma: boolean): nu
     for (let r = 0; r < s.mr; r++) for (let v = 0; v < nv; v++) c.i32(0).simd(Simd.i32x4_splat).set(acc[r]![v]!);
     c.end();
 
-    const step = (u: number) => {
-      for (let v = 0; v < nv; v++) c.get(bp).simdMem(Simd.v128_load, 4, (u * s.nr + v * t.lanes) * t.bytes).set(bv[v]!);
-      for (let r = 0; r < s.mr; r++) {
-        c.get(ap).simdMem(t.splat, t.bytes === 4 ? 2 : 3, (u * s.mr + r) * t.bytes).set(av);
-        for (let v = 0; v < nv; v++) {
-          const a = acc[r]![v]!;
-          if (fma) c.get(av).get(bv[v]!).get(a).simd(t.madd).set(a);
-          else c.get(a).get(av).get(bv[v]!).simd(t.mul).simd(t.add).set(a);
-        }
-      }
-    };
-    const advance = (steps: number) => {
-      c.get(ap).i32(steps * s.mr * t.bytes).op(Op.i32_add).set(ap);
-      c.get(bp).i32(steps * s.nr * t.bytes).op(Op.i32_add).set(bp);
-      c.get(kcb).i32(steps).op(Op.i32_sub).set(kcb);
-    };
+    // one k step a pass, not unrolled (see F32_TILE)
     c.while(
-      () => c.get(kcb).i32(s.unroll).op(Op.i32_ge_s),
-      () => {
-        for (let u = 0; u < s.unroll; u++) step(u);
-        advance(s.unroll);
-      },
-    );
-    if (s.unroll > 1) c.while(
       () => c.get(kcb).i32(0).op(Op.i32_gt_s),
       () => {
-        step(0);
-        advance(1);
+        for (let v = 0; v < nv; v++) c.get(bp).simdMem(Simd.v128_load, 4, v * t.lanes * t.bytes).set(bv[v]!);
+        for (let r = 0; r < s.mr; r++) {
+          c.get(ap).simdMem(t.splat, t.bytes === 4 ? 2 : 3, r * t.bytes).set(av);
+          for (let v = 0; v < nv; v++) {
+            const a = acc[r]![v]!;
+            if (fma) c.get(av).get(bv[v]!).get(a).simd(t.madd).set(a);
+            else c.get(a).get(av).get(bv[v]!).simd(t.mul).simd(t.add).set(a);
+          }
+        }
+        c.get(ap).i32(s.mr * t.bytes).op(Op.i32_add).set(ap);
+        c.get(bp).i32(s.nr * t.bytes).op(Op.i32_add).set(bp);
+        c.get(kcb).i32(1).op(Op.i32_sub).set(kcb);
       },
     );
     forRows((r) => {
@@ -373,12 +359,10 @@ function emitPack(mb: ModuleBuilder, t: Lanes, s: MicroShape, name: string): voi
   }, name);
 }
 
-/** Adds the `matmul_*` and `pack_*` task exports; `tiles` overrides the shapes (benchmarks). */
-export function emitMatmul(mb: ModuleBuilder, flavor: Flavor, tiles: { f32?: MicroShape; f64?: MicroShape } = {}): void {
-  const s32 = tiles.f32 ?? F32_TILE;
-  const s64 = tiles.f64 ?? F64_TILE;
-  emitDriver(mb, F32, s32, emitMicro(mb, F32, s32, flavor.relaxed), 'matmul_f32');
-  emitDriver(mb, F64, s64, emitMicro(mb, F64, s64, flavor.relaxed), 'matmul_f64');
-  emitPack(mb, F32, s32, 'pack_f32');
-  emitPack(mb, F64, s64, 'pack_f64');
+/** Adds the `matmul_*` and `pack_*` task exports. */
+export function emitMatmul(mb: ModuleBuilder, flavor: Flavor): void {
+  emitDriver(mb, F32, F32_TILE, emitMicro(mb, F32, F32_TILE, flavor.relaxed), 'matmul_f32');
+  emitDriver(mb, F64, F64_TILE, emitMicro(mb, F64, F64_TILE, flavor.relaxed), 'matmul_f64');
+  emitPack(mb, F32, F32_TILE, 'pack_f32');
+  emitPack(mb, F64, F64_TILE, 'pack_f64');
 }
