@@ -37,8 +37,9 @@ function sameGrid(a: SharedGrid, b: SharedGrid): boolean {
     && a.rounding === b.rounding && a.trust === b.trust && a.temperature === b.temperature && a.training === b.training;
 }
 
+/** A result whose buffer was recycled (the end of a `trainStep`, say) is retired like one written in place. */
 function live(e: Entry, version: number): boolean {
-  return e.version === version && e.out.version === e.outVersion && !(e.recorded && e.out.gradFn?.rule === null);
+  return !e.out.storage.released && e.version === version && e.out.version === e.outVersion && !(e.recorded && e.out.gradFn?.rule === null);
 }
 
 /**

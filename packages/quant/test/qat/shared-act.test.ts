@@ -5,7 +5,7 @@
 import fc from 'fast-check';
 import { abs, amax, clamp, div, Generator, linear, noGrad, randint, randn, tensor, type Tensor } from '@qgrad/core';
 import { arb } from '@qgrad/core/testing';
-import { Linear, Llama, type LlamaConfig } from '@qgrad/nn';
+import { AdamW, Linear, Llama, Sequential, trainStep, type LlamaConfig } from '@qgrad/nn';
 import { ActQuantizer, dynamicScale, MIN_STEP, prepareQAT, QuantLinear, WeightQuantizer, type ActQuantConfig } from '@qgrad/quant';
 import { describe, expect, it } from 'vitest';
 
@@ -29,6 +29,24 @@ function llamaStep(share: boolean): { loss: number[]; grads: Map<string, number[
 }
 
 describe('shared dynamic activation quantization', () => {
+  it('retires a shared result whose buffer trainStep recycled: one input reused across steps trains as without sharing', () => {
+    const run = (share: boolean) => {
+      const g = new Generator(5);
+      const model = new Sequential(new Linear(64, 64, { generator: g }), new Linear(64, 8, { generator: g }));
+      prepareQAT(model, { default: { weight: { bits: 4 }, input: { ...A8, share } }, types: ['Linear'] });
+      const opt = new AdamW(model.parameters(), { lr: 1e-2 });
+      const x = randn([64, 64], { generator: g }); // the same batch every step (no grad: memoised by version only)
+      return [0, 1, 2].map(() => trainStep(model, opt, () => {
+        const l = model.forward(x).square().mean();
+        opt.zeroGrad();
+        l.backward();
+        opt.step();
+        return l.item();
+      }));
+    };
+    expect(run(true)).toEqual(run(false));
+  });
+
   it('gives a Llama the same loss and gradients, bit for bit, as quantizing each projection input separately', () => {
     const shared = llamaStep(true);
     const separate = llamaStep(false);
