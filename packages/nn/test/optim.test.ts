@@ -104,6 +104,23 @@ describe('update formulas', () => {
     assertAllclose(p.data, [1 - 0.1 * (0.5 / (0.5 + 1e-8)), 2 + 0.1 * (2 / (2 + 1e-8)), 3 - 0.1 * (1e-3 / (1e-3 + 1e-8))], tight);
   });
 
+  it('maximize ascends: the fused step (maximize: true) equals the step on the negated gradients, and the op-by-op AMSGrad path agrees with its own negation', () => {
+    const negated = (make: (p: Tensor[]) => Optimizer<object>) => {
+      const p = f64(P0).requiresGrad_();
+      const opt = make([p]);
+      for (const g of GRADS) {
+        p.grad = f64(g).neg();
+        opt.step();
+      }
+      return Array.from(p.data);
+    };
+    for (const Opt of [Adam, AdamW])
+      for (const amsgrad of [false, true]) {
+        const opts = { lr: 0.1, weightDecay: 0.05, amsgrad };
+        expect(trajectory((p) => new Opt(p, { ...opts, maximize: true }))).toEqual(negated((p) => new Opt(p, opts)));
+      }
+  });
+
   it('AMSGrad matches PyTorch', () => {
     assertAllclose(trajectory((p) => new Adam(p, { lr: 0.01, betas: [0.8, 0.9], eps: 1e-6, amsgrad: true })), TORCH.adamAms, tight);
   });

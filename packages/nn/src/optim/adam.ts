@@ -15,10 +15,11 @@ export interface AdamOptions {
 }
 
 /**
- * One Adam step as PyTorch computes it (single-tensor path):
+ * One Adam step as PyTorch computes it (single-tensor path), g negated first when maximizing:
  * m ← lerp(m, g, 1−β₁); v ← β₂·v + (1−β₂)·g²; p ← p − (lr / (1−β₁ᵗ)) · m / (√v / √(1−β₂ᵗ) + ε).
+ * Weight decay `wd`: AdamW's p·(1 − lr·wd) when `decoupled`, Adam's L2 term g + wd·p otherwise
+ * (all inside the fused kernel's pass when it runs).
  */
-/** One Adam step with weight decay `wd`: AdamW's p·(1 − lr·wd) when `decoupled`, Adam's L2 term g + wd·p otherwise (both inside the fused kernel's pass when it runs). */
 function adamStep(p: Tensor, g: Tensor, s: ParamState, o: AdamOptions, wd = 0, decoupled = false): void {
   const [b1, b2] = o.betas;
   if (s.step === undefined) {
@@ -31,7 +32,8 @@ function adamStep(p: Tensor, g: Tensor, s: ParamState, o: AdamOptions, wd = 0, d
   s.step = step;
   const m = s.expAvg as Tensor;
   const v = s.expAvgSq as Tensor;
-  if (!o.amsgrad && adamStep_(p, g, m, v, { lr: o.lr, beta1: b1, beta2: b2, eps: o.eps, weightDecay: wd, decoupled, maximize: false, step })) return;
+  if (!o.amsgrad && adamStep_(p, g, m, v, { lr: o.lr, beta1: b1, beta2: b2, eps: o.eps, weightDecay: wd, decoupled, maximize: o.maximize, step })) return;
+  if (o.maximize) g = g.neg();
   if (decoupled && wd) p.mul_(1 - o.lr * wd);
   else if (wd) g = g.add(p, wd); // Adam's L2 term
   lerp_(m, g, 1 - b1);
@@ -57,7 +59,7 @@ export class Adam extends Optimizer<AdamOptions> {
     super(params, checkAdam('Adam', { lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0, amsgrad: false, maximize: false, ...opts }));
   }
   protected update(p: Tensor, grad: Tensor, s: ParamState, o: ParamGroup<AdamOptions>): void {
-    adamStep(p, o.maximize ? grad.neg() : grad, s, o, o.weightDecay, false);
+    adamStep(p, grad, s, o, o.weightDecay, false);
   }
 }
 
@@ -71,7 +73,7 @@ export class AdamW extends Optimizer<AdamOptions> {
     super(params, checkAdam('AdamW', { lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 1e-2, amsgrad: false, maximize: false, ...opts }));
   }
   protected update(p: Tensor, grad: Tensor, s: ParamState, o: ParamGroup<AdamOptions>): void {
-    adamStep(p, o.maximize ? grad.neg() : grad, s, o, o.weightDecay, true);
+    adamStep(p, grad, s, o, o.weightDecay, true);
   }
 }
 
