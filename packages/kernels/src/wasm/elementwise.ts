@@ -6,6 +6,7 @@
  * comparisons and fill stay on js.
  */
 import type { KernelArg } from '../backend.js';
+import { copy as jsCopy } from '../js/elementwise.js';
 import { contiguousStrides, isContiguous, numel } from '../js/layout.js';
 import type { BinaryOp, TypedArray, UnaryOp } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
@@ -463,15 +464,17 @@ export function binaryWasm(engine: Engine, inputs: readonly Arg[], out: Arg, par
 }
 
 /**
- * A contiguous float copy of a strided view, made by the wasm strided copy; null when it cannot
- * run. For kernels that only take contiguous rows: one copy beats running them on js.
+ * A contiguous float copy of a strided view (by the wasm strided copy, or js's for small ones);
+ * null for other dtypes. For kernels that only take contiguous rows: one copy beats running them on js.
  */
 export function contiguousCopy(engine: Engine, x: Arg): Arg | null {
   const k = kindOf([x], x);
   if (k === null) return null;
   const shape = [...x.shape];
   const tmp: Arg = { data: new (k === 'f32' ? Float32Array : Float64Array)(numel(shape)), dtype: x.dtype, shape, strides: contiguousStrides(shape), offset: 0 };
-  return copyWasm(engine, [x], tmp) ? tmp : null;
+  // a copy too small (or too sparse) for the wasm map is still worth making for the caller's kernel
+  if (!copyWasm(engine, [x], tmp)) jsCopy([x], tmp, {});
+  return tmp;
 }
 
 /** Strided same-dtype copies (transposes, slices); contiguous ones are already a memcpy in js. */

@@ -409,7 +409,7 @@ function runRowJob(engine: Engine, name: string, job: RowJob): void {
  * Copies the float32 operands into the heap, runs `name` over rows of the last axis (on the pool
  * when large) and copies the result out. `then` may run further passes before the copy-out.
  */
-function runRows(engine: Engine, name: string, inputs: readonly Arg[], out: Arg, flag: number, eps: number, then?: (statsPtr: number, rows: number) => void): boolean {
+function runRows(engine: Engine, name: string, inputs: readonly Arg[], out: Arg, flag: number, eps: number, then?: (job: RowJob) => void): boolean {
   if (out.dtype !== 'float32' || inputs.some((x) => x.dtype !== 'float32' || !isContiguous(x.shape, x.strides))) return false;
   const total = numel(out.shape);
   if (total < MIN_ELEMENTS) return false;
@@ -424,8 +424,9 @@ function runRows(engine: Engine, name: string, inputs: readonly Arg[], out: Arg,
   const statsPtr = outPtr + slot;
   const f32 = engine.f32;
   inputs.forEach((x, j) => f32.set(x.data.subarray(x.offset, x.offset + total) as Float32Array, ptrs[j]! / 4));
-  runRowJob(engine, name, { x: ptrs[0]!, g: ptrs[1], out: outPtr, n, rows, flag, stats: statsPtr, eps });
-  then?.(statsPtr, rows);
+  const job: RowJob = { x: ptrs[0]!, g: ptrs[1], out: outPtr, n, rows, flag, stats: statsPtr, eps };
+  runRowJob(engine, name, job);
+  then?.(job);
   (out.data as Float32Array).set(engine.f32.subarray(outPtr / 4, outPtr / 4 + total), out.offset);
   return true;
 }
@@ -433,15 +434,12 @@ function runRows(engine: Engine, name: string, inputs: readonly Arg[], out: Arg,
 export function softmaxWasm(engine: Engine, inputs: readonly Arg[], out: Arg, { axis, log }: SoftmaxParams): boolean {
   if (axis !== out.shape.length - 1) return false;
   if (inputs.length === 2) return !log && softmaxBiasWasm(engine, inputs[0]!, inputs[1]!, out);
-  return runRows(engine, 'softmax_f32', inputs, out, log ? 1 : 0, 0, log ? (statsPtr, rows) => {
+  return runRows(engine, 'softmax_f32', inputs, out, log ? 1 : 0, 0, log ? (job) => {
     // out = x − (max + log Σ): the log of each row's sum is one call per row, done here in f64
     const f32 = engine.f32;
-    const s = statsPtr / 4;
-    for (let r = 0; r < rows; r++) f32[s + r] = f32[s + 2 * r]! + Math.log(f32[s + 2 * r + 1]!);
-    const threaded = engine.threads > 1 && numel(out.shape) >= PARALLEL_MIN;
-    const words = engine.i32;
-    const tasks = Math.ceil(rows / words[ARGS / 4 + W.perTask]!);
-    engine.parallel('rowshift_f32', ARGS, tasks, threaded);
+    const s = job.stats! / 4;
+    for (let r = 0; r < job.rows; r++) f32[s + r] = f32[s + 2 * r]! + Math.log(f32[s + 2 * r + 1]!);
+    runRowJob(engine, 'rowshift_f32', job);
   } : undefined);
 }
 

@@ -6,7 +6,7 @@
  * prod, empty reductions and other layouts stay on js.
  */
 import type { KernelArg } from '../backend.js';
-import { isContiguous, numel } from '../js/layout.js';
+import { contiguousStrides, isContiguous, numel } from '../js/layout.js';
 import { contiguousCopy } from './elementwise.js';
 import type { ArgReduceOp, ReduceOp, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
@@ -272,9 +272,10 @@ export function reduceWasm(engine: Engine, [x]: readonly Arg[], out: Arg, { op, 
   if (n < MIN_ELEMENTS || numel(out.shape) === 0) return false;
   const v = asPRQ(x!, axes);
   if (!v || v.strides[2] !== 1 || (v.dims[2] === 1 && v.strides[1] !== 1) || v.strides[0] < 0 || v.strides[1] < 0) {
-    // another layout (e.g. a gradient that arrives transposed): one strided wasm copy into
-    // contiguous order is far cheaper than reducing on js
-    const tmp = isContiguous(x!.shape, x!.strides) ? null : contiguousCopy(engine, x!);
+    // another layout (e.g. a gradient that arrives transposed): one strided copy into contiguous
+    // order is far cheaper than reducing on js — when that order makes the reduced axes one run
+    const runs = asPRQ({ ...x!, strides: contiguousStrides(x!.shape) }, axes) !== null;
+    const tmp = !runs || isContiguous(x!.shape, x!.strides) ? null : contiguousCopy(engine, x!);
     return tmp !== null && reduceWasm(engine, [tmp], out, { op, axes });
   }
   const [Pn, R, Q] = v.dims;
