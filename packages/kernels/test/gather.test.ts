@@ -156,19 +156,25 @@ describe('wasm gather family', () => {
   it('throws the js RangeError (op, index, size) for an out-of-range index on wasm-sized calls', () => {
     fc.assert(
       fc.property(fc.constantFrom(...DTYPES), fc.constantFrom(256, -257, 1000, 2 ** 31 - 1, -(2 ** 31)), fc.nat(2047), (dtype, bad, at) => {
-        const ids = intView([2048], [0], 0, 1, -256, 256, at + 1);
+        const ids = intView([8192], [0], 0, 1, -256, 256, at + 1);
         ids.data[at] = bad;
         const table = view(dtype, [256, 64], [0, 1], 0, [], 3);
         const calls: [KernelName, Arg[], number[], number][] = [
-          ['indexSelect', [table, ids], [2048, 64], 0],
-          ['indexAdd', [out(dtype, [256, 64]), ids, view(dtype, [2048, 64], [0, 1], 0, [], 5)], [256, 64], 0],
-          ['gather', [view(dtype, [64, 256], [1, 0], 0, [], 3), { ...ids, shape: [64, 32], strides: [32, 1] }], [64, 32], 1],
+          ['indexSelect', [table, { ...ids, shape: [2048] }], [2048, 64], 0],
+          ['indexAdd', [out(dtype, [256, 64]), { ...ids, shape: [2048] }, view(dtype, [2048, 64], [0, 1], 0, [], 5)], [256, 64], 0],
+          ['gather', [view(dtype, [64, 256], [1, 0], 0, [], 3), { ...ids, shape: [64, 128], strides: [128, 1] }], [64, 128], 1],
           ['scatterAdd', [out(dtype, [8, 256]), { ...ids, shape: [8, 256], strides: [256, 1] }, view(dtype, [8, 256], [0, 1], 0, [], 5)], [8, 256], 1],
         ];
         for (const [kernel, inputs, outShape, dim] of calls) {
           const expected = message(() => (jsKernels[kernel] as (i: Arg[], o: Arg, p: { dim: number }) => void)(inputs, out(dtype, outShape), { dim }));
           expect(expected).toBe(`${kernel}: index ${bad} is out of bounds for dimension of size 256`);
           expect(message(() => wasm.run(kernel, inputs, out(dtype, outShape), { dim } as never))).toBe(expected);
+          // the same call with the index made valid runs in wasm: the error came from the wasm path
+          const before = wasmCalls(kernel, dtype);
+          ids.data[at] = 0;
+          wasm.run(kernel, inputs, out(dtype, outShape), { dim } as never);
+          ids.data[at] = bad;
+          expect(wasmCalls(kernel, dtype), `${kernel} ran in wasm`).toBe(before + 1);
         }
       }),
       { numRuns: 20 },

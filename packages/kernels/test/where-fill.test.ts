@@ -90,7 +90,9 @@ describe('wasm where', () => {
       const ref = out(dtype, [4099]);
       const got = out(dtype, [4099]);
       jsKernels.where([c, make(0), make(1)], ref, {});
+      const before = wasmCalls();
       wasm.run('where', [c, make(0), make(1)], got, {});
+      expect(wasmCalls()).toBe(before + 1);
       for (let i = 0; i < 4099; i++) expect(Object.is(got.data[i], ref.data[i]), `element ${i}`).toBe(true);
     }
   });
