@@ -56,9 +56,11 @@ describe('buffer recycling', () => {
     m.sin().sum().backward();
     const [gx] = grad([x.mul(3).sum()], [x]);
     const snapshot = [x.grad!.data, seen[0]!.data, m.grad!.data, gx!.data];
-    // more passes that would reuse any wrongly recycled buffer
-    for (let i = 0; i < 3; i++) x.mul(5).exp().mul(x).sum().backward();
+    // more passes that would reuse any wrongly recycled buffer (into a fresh x.grad)
+    const leafGrad = x.grad!;
     x.grad = null;
+    for (let i = 0; i < 3; i++) x.mul(5).exp().mul(x).sum().backward();
+    expect(leafGrad.data).toEqual(snapshot[0]);
     expect(seen[0]!.data).toEqual(snapshot[1]);
     expect(m.grad!.data).toEqual(snapshot[2]);
     expect(gx!.data).toEqual(snapshot[3]);
