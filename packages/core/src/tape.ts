@@ -264,16 +264,23 @@ class BackwardPass {
   }
 
   toLeaf(leaf: Tensor, g: Tensor): void {
-    if (this.recycling) this.escape(g);
+    // what a user hook sees escapes; a partial gradient that only fed a sum (tied weights) or
+    // reached a leaf nobody asked for dies with the pass
+    const hooked = this.recycling && leaf.hooks !== undefined;
+    if (hooked) this.escape(g);
     g = runHooks(leaf.hooks, g);
+    if (hooked) this.escape(g);
     let sum: Tensor;
     if (this.targets) {
       const ti = this.targetLeaves.get(leaf);
-      if (ti === undefined) return;
+      if (ti === undefined) {
+        if (this.recycling) this.dead.push(g.storage);
+        return;
+      }
       sum = this.results[ti] = accumulate(this.results[ti], g);
     } else this.leafGrads.set(leaf, (sum = accumulate(this.leafGrads.get(leaf), g)));
     if (this.recycling) {
-      this.escape(g);
+      if (sum !== g) this.dead.push(g.storage);
       this.escape(sum);
     }
   }

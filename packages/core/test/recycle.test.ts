@@ -10,7 +10,7 @@ import { Generator, gradOf as grad, setBufferRecycling, Tensor, withTemporaries 
 
 afterEach(() => setBufferRecycling(true));
 
-/** A small network with shared subexpressions, broadcasting, views, matmuls and reductions. */
+/** A small network with shared subexpressions, a tied weight, broadcasting, views, matmuls and reductions. */
 function lossOf(params: Tensor[], x: Tensor): Tensor {
   const [w1, b1, w2, g] = params as [Tensor, Tensor, Tensor, Tensor];
   const h = q.linear(x, w1, b1); // [8, 16, 64]
@@ -18,7 +18,8 @@ function lossOf(params: Tensor[], x: Tensor): Tensor {
   const s = q.softmax(q.matmul(a, a.transpose(-1, -2)).mul(0.1), -1); // [8, 16, 16]
   const y = q.matmul(s, a).add(a); // residual: the gradient of a arrives twice
   const z = q.linear(y.reshape(-1, 64), w2); // [128, 10]
-  return q.crossEntropy(z, q.tensor(Array.from({ length: 128 }, (_, i) => i % 10), { dtype: 'int32' })).add(z.pow(2).mean());
+  const tied = q.linear(a.reshape(-1, 64), w2).mean(); // w2 used twice: its gradient is a sum of two partials
+  return q.crossEntropy(z, q.tensor(Array.from({ length: 128 }, (_, i) => i % 10), { dtype: 'int32' })).add(z.pow(2).mean()).add(tied);
 }
 
 function run(steps: number): number[][] {
