@@ -16,8 +16,7 @@ import type { Tensor } from '../tensor.js';
 export function adamStep_(param: Tensor, grad: Tensor, expAvg: Tensor, expAvgSq: Tensor, opts: AdamStepParams): boolean {
   const d = param.dtype;
   if (d !== 'float32' && d !== 'float64') return false;
-  const n = param.numel();
-  for (const t of [grad, expAvg, expAvgSq]) if (t.dtype !== d || t.numel() !== n || t.shape.join() !== param.shape.join()) return false;
+  for (const t of [grad, expAvg, expAvgSq]) if (t.dtype !== d || t.shape.join() !== param.shape.join()) return false;
   if (!param.isContiguous() || !expAvg.isContiguous() || !expAvgSq.isContiguous()) return false;
   const backend = param.storage.backend;
   if ([grad, expAvg, expAvgSq].some((t) => t.storage.backend !== backend && !(backend.hostMemory && t.storage.backend.hostMemory))) return false;

@@ -176,5 +176,10 @@ export function clipGradValue(params: Iterable<Tensor>, clipValue: number): void
 function* keptBy(p: Tensor, s: ParamState): Iterable<Tensor> {
   yield p;
   if (p.grad) yield p.grad;
+  yield* stateTensors(s);
+}
+
+/** The tensors of one parameter's optimizer state (what recycling must leave alone). @internal */
+export function* stateTensors(s: ParamState): Iterable<Tensor> {
   for (const v of Object.values(s)) if (typeof v !== 'number') yield v;
 }

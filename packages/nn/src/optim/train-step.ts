@@ -5,7 +5,7 @@
  */
 import { Tensor, withTemporaries } from '@qgrad/core';
 import type { Module } from '../module.js';
-import type { ParamState } from './optimizer.js';
+import { stateTensors, type ParamState } from './optimizer.js';
 
 /** What trainStep reads of an optimizer: its per-parameter state. */
 interface OptimizerLike {
@@ -30,7 +30,7 @@ export function trainStep<T>(model: Module, optimizers: OptimizerLike | Optimize
       if (p.grad) yield p.grad;
     }
     yield* model.buffers();
-    for (const o of opts) for (const s of o.state.values()) for (const v of Object.values(s)) if (typeof v !== 'number') yield v;
+    for (const o of opts) for (const s of o.state.values()) yield* stateTensors(s);
     if (result instanceof Tensor) yield result;
     else if (Array.isArray(result)) for (const r of result) if (r instanceof Tensor) yield r;
   });

@@ -5,7 +5,7 @@
  * per-token absmax). Both call core's `fakeQuantize`. Layers using them are in modules.ts.
  */
 import {
-  abs, add, amax, amin, clamp, div, fakeQuantize, getEstimator, isGradEnabled, maximum, mean, mul, noGrad, norm, round, softQuantize, sub, where, zeros,
+  abs, add, amax, clamp, div, fakeQuantize, getEstimator, isGradEnabled, mean, mul, noGrad, norm, round, softQuantize, sub, where, zeros,
   type Estimator, type FakeQuantizeOptions, type Tensor,
 } from '@qgrad/core';
 import { Module, Parameter } from '@qgrad/nn';
