@@ -411,11 +411,15 @@ export function heapView(engine: Engine, dtype: Arg['dtype']): TypedArray {
 }
 
 /** Runs a generated map over rows; inputs are copied in by span, output copied back. */
-function runMap(engine: Engine, name: string, inputs: readonly Arg[], out: Arg, k: Kind): boolean {
+/** Runs map export `name` of op `op`; `op` picks whether it may go to the pool (COSTLY). */
+function runMap(engine: Engine, name: string, op: string, inputs: readonly Arg[], out: Arg, k: Kind): boolean {
   const n = numel(out.shape);
   if (n < MIN_ELEMENTS) return false;
   const e = T[k].bytes;
-  const used = inputs.reduce((s, x) => s + (span(x)[1] - span(x)[0]), 0);
+  const used = inputs.reduce((s, x) => {
+    const [lo, hi] = span(x);
+    return s + hi - lo;
+  }, 0);
   // a small view of a large buffer would copy far more than it computes
   if (used > 4 * n * inputs.length) return false;
   const outPtr = HEAP;
@@ -427,19 +431,17 @@ function runMap(engine: Engine, name: string, inputs: readonly Arg[], out: Arg, 
   const [, rA = 0, rB = 0] = B.rowStride;
   const mode = inputs.length === 1 ? (sA === 1 ? 0 : 3) : sA === 1 && sB === 1 ? 0 : sA === 1 && sB === 0 ? 1 : sA === 0 && sB === 1 ? 2 : 3;
   const pb = ptrs[1] ?? 0;
-  const calls: number[][] = [];
-  for (let b = 0; b < B.count; b++) {
+  const call = (b: number): number[] => {
     const s = b * m;
-    const offB = m > 2 ? B.starts[s + 2]! : 0;
-    calls.push([outPtr + B.starts[s]! * e, B.inner, B.rows, ptrs[0]! + B.starts[s + 1]! * e, sA, rA, pb + offB * e, sB, rB, mode]);
-  }
-  const threaded = engine.threads > 1 && n >= PARALLEL_MIN && COSTLY.has(name.split('_')[1]!);
-  const split = threaded ? splitCalls(calls, e, Math.ceil(n / (engine.threads * 4))) : null;
+    return [outPtr + B.starts[s]! * e, B.inner, B.rows, ptrs[0]! + B.starts[s + 1]! * e, sA, rA, pb + (m > 2 ? B.starts[s + 2]! : 0) * e, sB, rB, mode];
+  };
+  const threaded = engine.threads > 1 && n >= PARALLEL_MIN && COSTLY.has(op);
+  const split = threaded ? splitCalls(Array.from({ length: B.count }, (_, b) => call(b)), e, Math.ceil(n / (engine.threads * 4))) : null;
   if (split) {
     const words = engine.i32;
-    split.forEach((call, t) => words.set(call, ARGS / 4 + t * MAP_WORDS));
+    split.forEach((c, t) => words.set(c, ARGS / 4 + t * MAP_WORDS));
     engine.parallel(`${name}_task`, ARGS, split.length, true);
-  } else for (const call of calls) engine.call(name, ...call);
+  } else for (let b = 0; b < B.count; b++) engine.call(name, ...call(b));
   const view = heapView(engine, out.dtype);
   out.data.set(view.subarray(outPtr / e, outPtr / e + n) as never, out.offset);
   return true;
@@ -455,12 +457,12 @@ function kindOf(args: readonly Arg[], out: Arg): Kind | null {
 export function unaryWasm(engine: Engine, inputs: readonly Arg[], out: Arg, params: { op: UnaryOp }): boolean {
   const k = kindOf(inputs, out);
   if (k === null || UN[params.op] === undefined || (k === 'f64' && F32_ONLY.has(params.op))) return false;
-  return runMap(engine, `unary_${params.op}_${k}`, inputs, out, k);
+  return runMap(engine, `unary_${params.op}_${k}`, params.op, inputs, out, k);
 }
 
 export function binaryWasm(engine: Engine, inputs: readonly Arg[], out: Arg, params: { op: BinaryOp }): boolean {
   const k = kindOf(inputs, out);
-  return k !== null && BIN[params.op] !== undefined && runMap(engine, `binary_${params.op}_${k}`, inputs, out, k);
+  return k !== null && BIN[params.op] !== undefined && runMap(engine, `binary_${params.op}_${k}`, params.op, inputs, out, k);
 }
 
 /**
@@ -481,7 +483,7 @@ export function contiguousCopy(engine: Engine, x: Arg): Arg | null {
 export function copyWasm(engine: Engine, [x]: readonly Arg[], out: Arg): boolean {
   const k = kindOf([x!], out);
   if (k === null) return false;
-  return !isContiguous(x!.shape, x!.strides) && runMap(engine, `unary_identity_${k}`, [x!], out, k);
+  return !isContiguous(x!.shape, x!.strides) && runMap(engine, `unary_identity_${k}`, 'identity', [x!], out, k);
 }
 
 /** out = c ? a : b for a uint8 condition and float a, b (all broadcast to out by strides). */
