@@ -87,6 +87,13 @@ export function llamaMatmulShapes(cfg: LlamaConfig = tinyLlamaConfig, batch = 16
   }));
 }
 
+/** The stored shape of operand a ([..., m, k], or [..., k, m] when transposed) or b ([..., k, n] / [..., n, k]). */
+export function storedShape(s: MatmulShape, which: 'a' | 'b'): number[] {
+  const lead = s.batch === 1 ? [] : [s.batch];
+  if (which === 'a') return [...lead, ...(s.transposeA ? [s.k, s.m] : [s.m, s.k])];
+  return [...lead, ...(s.transposeB ? [s.n, s.k] : [s.k, s.n])];
+}
+
 /** Test operands for `s` in storage order: a holds batch·m·k values, b batch·k·n. */
 function operands(s: MatmulShape): [Float32Array, Float32Array] {
   const a = new Float32Array(s.batch * s.m * s.k);
@@ -150,7 +157,8 @@ export function defaultContenders(): MatmulContender[] {
   ];
 }
 
-const median = (xs: number[]) => {
+/** The median (the mean of the middle two for an even count). */
+export const median = (xs: number[]) => {
   const s = [...xs].sort((x, y) => x - y);
   return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };

@@ -3,7 +3,7 @@
  * with XNNPACK, and its plain-JS cpu backend) and jax-js (wasm device). Matmul contenders for
  * benchMatmul and per-op dispatch timings.
  */
-import type { MatmulContender } from './matmul.js';
+import { storedShape, type MatmulContender } from './matmul.js';
 
 type Tf = typeof import('@tensorflow/tfjs-core');
 
@@ -50,9 +50,8 @@ export function tfContender(backend: 'wasm' | 'cpu', maxMacs?: number): MatmulCo
       if (tf.getBackend() !== backend) await tf.setBackend(backend);
     },
     prepare(s, a, b) {
-      const lead = s.batch === 1 ? [] : [s.batch];
-      const ta = tf.tensor(a, [...lead, ...(s.transposeA ? [s.k, s.m] : [s.m, s.k])]);
-      const tb = tf.tensor(b, [...lead, ...(s.transposeB ? [s.n, s.k] : [s.k, s.n])]);
+      const ta = tf.tensor(a, storedShape(s, 'a'));
+      const tb = tf.tensor(b, storedShape(s, 'b'));
       held.push(ta, tb);
       return () => {
         const c = tf.matMul(ta, tb, s.transposeA, s.transposeB);
@@ -75,9 +74,8 @@ export function jaxContender(): MatmulContender {
     async prepare(s, a, b) {
       const jax = await loadJax();
       const np = jax.numpy;
-      const lead = s.batch === 1 ? [] : [s.batch];
-      const ja = np.array(a).reshape([...lead, ...(s.transposeA ? [s.k, s.m] : [s.m, s.k])]);
-      const jb = np.array(b).reshape([...lead, ...(s.transposeB ? [s.n, s.k] : [s.k, s.n])]);
+      const ja = np.array(a).reshape(storedShape(s, 'a'));
+      const jb = np.array(b).reshape(storedShape(s, 'b'));
       held.push(ja, jb);
       const { transposeA, transposeB } = s;
       return () => {

@@ -10,7 +10,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as q from '@qgrad/core';
-import { benchMatmul, defaultContenders, llamaMatmulShapes, macs, squareShape, type MatmulResult } from './matmul.js';
+import { benchMatmul, defaultContenders, llamaMatmulShapes, macs, median, squareShape, type MatmulResult } from './matmul.js';
 import type { BenchContext } from './context.js';
 import { jaxContender, peerDispatch, tfContender } from './peers.js';
 
@@ -28,11 +28,6 @@ if (args.help) {
 const sections = new Set(args.sections!.split(','));
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const report: Record<string, unknown> = { date: new Date().toISOString(), node: process.version, cpus: (await import('node:os')).cpus().length };
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 /** Runs PyTorch's side of a section, or null when torch is not importable. */
 function torch(section: string, ...rest: string[]): Record<string, number> | null {
@@ -103,9 +98,10 @@ if (sections.has('matmul')) {
   const shapes = llamaMatmulShapes();
   const peers = () => [tfContender('wasm'), jaxContender()];
   // one PyTorch process for both tables (importing torch takes seconds), before the JS contenders start
-  const t = torch('matmul', JSON.stringify([...squares, ...shapes]), args.quick ? '0.1' : '0.4');
+  const budgetMs = args.quick ? 100 : 400; // per contender and shape, PyTorch's included
+  const t = torch('matmul', JSON.stringify([...squares, ...shapes]), String(budgetMs / 1000));
   console.log('\nmatmul float32 square (median GFLOP/s, higher is better)');
-  const results = await benchMatmul({ shapes: squares, contenders: [...defaultContenders(), ...peers(), tfContender('cpu', 256 ** 3)] });
+  const results = await benchMatmul({ shapes: squares, budgetMs, contenders: [...defaultContenders(), ...peers(), tfContender('cpu', 256 ** 3)] });
   const gflops = (rs: MatmulResult[], name: string): Record<string, number> => ({
     ...Object.fromEntries(rs.filter((r) => r.shape === name).map((r) => [r.contender, r.gflops])),
     ...(t?.[name] !== undefined && { pytorch: t[name] }),
@@ -121,7 +117,7 @@ if (sections.has('matmul')) {
 
   console.log('\nmatmul float32, the products of one tiny-Llama training step (median GFLOP/s)');
   // qgrad-js only where it finishes quickly (defaultContenders caps it at 256³ multiply-adds)
-  const llamaResults = await benchMatmul({ shapes, budgetMs: args.quick ? 100 : 400, contenders: [...defaultContenders(), ...peers()] });
+  const llamaResults = await benchMatmul({ shapes, budgetMs, contenders: [...defaultContenders(), ...peers()] });
   const cols = ['qgrad-js', 'qgrad-wasm-1t', 'qgrad-wasm-2t', 'tfjs-wasm', 'jax-js-wasm', 'pytorch'];
   const perShape = shapes.map((s) => ({ ...s, macs: macs(s), gflops: gflops(llamaResults, s.name) }));
   // one step's worth: Σ count · median time per contender, for those that ran every shape
