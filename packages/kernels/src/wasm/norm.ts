@@ -6,7 +6,7 @@
  */
 import type { KernelArg } from '../backend.js';
 import { isContiguous, numel } from '../js/layout.js';
-import { contiguousCopy } from './elementwise.js';
+import { contiguousCopy, stage } from './elementwise.js';
 import type { NormParams, SoftmaxParams, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
 import { ARGS, HEAP, MAX_HEAP_BYTES, type Engine } from './runtime.js';
@@ -485,20 +485,7 @@ export function ropeWasm(engine: Engine, [x, cos, sin]: readonly Arg[], out: Arg
   }
   // each table: stride 0 on the leading dims, rows of n contiguous floats, one row per position or one for all
   const period = rowPeriod(cos!, t);
-  if (period === null || rowPeriod(sin!, t) !== period) return false;
-  const rows = total / n;
-  const slot = Math.ceil((total * 4) / 16) * 16;
-  const tslot = Math.ceil((period * n * 4) / 16) * 16;
-  const need = slot * 2 + tslot * 2 + 16;
-  if (need > MAX_HEAP_BYTES || !engine.reserve(need)) return false;
-  const [xPtr, outPtr, cPtr, sPtr] = [HEAP, HEAP + slot, HEAP + 2 * slot, HEAP + 2 * slot + tslot];
-  const f32 = engine.f32;
-  f32.set(x!.data.subarray(x!.offset, x!.offset + total) as Float32Array, xPtr / 4);
-  f32.set(cos!.data.subarray(cos!.offset, cos!.offset + period * n) as Float32Array, cPtr / 4);
-  f32.set(sin!.data.subarray(sin!.offset, sin!.offset + period * n) as Float32Array, sPtr / 4);
-  runRowJob(engine, 'rope_f32', { x: xPtr, g: cPtr, out: outPtr, n, rows, flag: transpose ? 1 : 0, stats: sPtr, period });
-  (out.data as Float32Array).set(engine.f32.subarray(outPtr / 4, outPtr / 4 + total), out.offset);
-  return true;
+  return period !== null && rowPeriod(sin!, t) === period && runTabled(engine, 'rope_f32', x!, [cos!, sin!], out, period, transpose ? 1 : 0);
 }
 
 /** softmax(x + bias) for a bias of [T, n] (or [1, n]) rows broadcast over x [..., T, n]. */
@@ -510,17 +497,21 @@ function softmaxBiasWasm(engine: Engine, x: Arg, bias: Arg, out: Arg): boolean {
   const total = numel(out.shape);
   if (total < MIN_ELEMENTS) return false;
   const period = rowPeriod(bias, t);
-  if (period === null) return false;
-  const rows = total / n;
-  const slot = Math.ceil((total * 4) / 16) * 16;
-  const bslot = Math.ceil((period * n * 4) / 16) * 16;
-  const need = slot * 2 + bslot + 16;
-  if (need > MAX_HEAP_BYTES || !engine.reserve(need)) return false;
-  const [xPtr, outPtr, bPtr] = [HEAP, HEAP + slot, HEAP + 2 * slot];
-  const f32 = engine.f32;
-  f32.set(x.data.subarray(x.offset, x.offset + total) as Float32Array, xPtr / 4);
-  f32.set(bias.data.subarray(bias.offset, bias.offset + period * n) as Float32Array, bPtr / 4);
-  runRowJob(engine, 'softmax_bias_f32', { x: xPtr, g: bPtr, out: outPtr, n, rows, period });
-  (out.data as Float32Array).set(engine.f32.subarray(outPtr / 4, outPtr / 4 + total), out.offset);
+  return period !== null && runTabled(engine, 'softmax_bias_f32', x, [bias], out, period, 0);
+}
+
+/**
+ * Runs row task `name` on a contiguous float32 x [..., T, n] with one or two tables of `period`
+ * rows (see rowPeriod) passed as the job's g and stats pointers: stages x and the tables' rows,
+ * writes the result at the heap's start and copies it out.
+ */
+function runTabled(engine: Engine, name: string, x: Arg, tables: Arg[], out: Arg, period: number, flag: number): boolean {
+  const total = numel(out.shape);
+  const n = out.shape[out.shape.length - 1]!;
+  const views = [x, ...tables];
+  const ptrs = stage(engine, HEAP + Math.ceil((total * 4) / 16) * 16, views, views.map(() => 4));
+  if (ptrs === null) return false;
+  runRowJob(engine, name, { x: ptrs[0]!, g: ptrs[1], stats: ptrs[2], out: HEAP, n, rows: total / n, flag, period });
+  (out.data as Float32Array).set(engine.f32.subarray(HEAP / 4, HEAP / 4 + total), out.offset);
   return true;
 }
