@@ -4,7 +4,7 @@ import type { Tensor } from '@qgrad/core';
 import { assertAllclose } from '@qgrad/core/testing';
 import {
   Conv2d, Dropout, Embedding, GELU, GroupNorm, KVCache, LayerNorm, Linear, MLP, MultiHeadAttention, RMSNorm, ReLU,
-  RotaryEmbedding, SiLU, SwiGLU, Tanh, causalBias, causalMask, scaledDotProductAttention, type Module,
+  RotaryEmbedding, SiLU, SwiGLU, Tanh, causalBias, causalMask, repeatKv, scaledDotProductAttention, type Module,
 } from '@qgrad/nn';
 import { gradcheckModule, paramsWithoutGrad, setParameter } from './helpers.js';
 
@@ -205,6 +205,29 @@ describe('attention', () => {
       const m = causalMask(tq, tk, off).toArray() as number[][];
       expect(causalBias(tq, tk, off).toArray()).toEqual(m.map((r) => r.map((v) => (v ? 0 : -Infinity))));
     }
+  });
+
+  it('enableGqa equals attention over keys and values repeated per query head, values and gradients, for every mask shape', () => {
+    const [B, H, Hkv, T, D] = [2, 6, 2, 5, 4];
+    const masks: (Tensor | null)[] = [
+      null,
+      causalBias(T, T, 0, 'float64'), // [T, T]
+      q.maximum(q.rand([B, H, T, T]).gt(0.3), causalMask(T, T)), // per query head, uint8 (the diagonal always visible)
+      q.randn([B, 1, T, T], { dtype: 'float64' }), // shared by the heads
+    ];
+    for (const attnMask of masks) {
+      const leaves = [f64([B, H, T, D]), f64([B, Hkv, T, D]), f64([B, Hkv, T, 3])].map((t) => t.requiresGrad_());
+      const [qq, k, v] = leaves as [Tensor, Tensor, Tensor];
+      const grouped = scaledDotProductAttention(qq, k, v, { attnMask, enableGqa: true });
+      const repeated = scaledDotProductAttention(qq, repeatKv(k, H / Hkv), repeatKv(v, H / Hkv), { attnMask });
+      expect(grouped.shape).toEqual([B, H, T, 3]);
+      expect(maxDiff(grouped, repeated)).toBeLessThan(1e-12);
+      const w = f64([B, H, T, 3]);
+      const ga = q.gradOf([grouped.mul(w).sum()], leaves);
+      const gb = q.gradOf([repeated.mul(w).sum()], leaves);
+      ga.forEach((g, i) => expect(maxDiff(g!, gb[i]!)).toBeLessThan(1e-12));
+    }
+    expect(() => scaledDotProductAttention(f64([1, 5, 3, 4]), f64([1, 2, 3, 4]), f64([1, 2, 3, 4]), { enableGqa: true })).toThrow(/enableGqa.*divide the query heads \(5\)/);
   });
 
   it('gives [B, T, dim], reaches every parameter and passes gradcheck with RoPE and GQA', () => {

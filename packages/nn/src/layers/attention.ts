@@ -42,6 +42,12 @@ export interface SdpaOptions {
   generator?: Generator;
   /** Score scale (default 1/√headDim). */
   scale?: number;
+  /**
+   * Grouped-query attention, as PyTorch's `enable_gqa`: k and v have fewer heads (dim −3) than q,
+   * each serving a group of q heads. Done through a broadcast dim of the matmuls, without copying
+   * keys and values per head.
+   */
+  enableGqa?: boolean;
 }
 
 /**
@@ -55,6 +61,7 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
     throw new Error(`scaledDotProductAttention: expected q [..., tq, d], k [..., tk, d], v [..., tk, dv]; got q ${fmt(q.shape)}, k ${fmt(k.shape)}, v ${fmt(v.shape)}`);
   }
   if (opts.isCausal && opts.attnMask) throw new Error('scaledDotProductAttention: pass either attnMask or isCausal, not both');
+  if (opts.enableGqa && q.ndim >= 3 && k.shape[k.ndim - 3] !== q.shape[q.ndim - 3]) return groupedQueryAttention(q, k, v, opts);
   const tq = q.shape[q.ndim - 2]!;
   const tk = k.shape[k.ndim - 2]!;
   // scaling q rather than the scores touches d·tq elements instead of tq·tk
@@ -65,6 +72,27 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   let w = softmax(scores, -1, { bias }); // the mask is added inside the softmax pass
   if (opts.dropoutP) w = dropout(w, opts.dropoutP, opts.training ?? true, { generator: opts.generator });
   return matmul(w, v); // [..., tq, dv]
+}
+
+/**
+ * sdpa with q [..., hq, tq, d] and k, v [..., hkv, tk, d], hkv dividing hq: q is seen as
+ * [..., hkv, hq/hkv, tq, d] and k, v as [..., hkv, 1, tk, d], so each KV head broadcasts over its group.
+ */
+function groupedQueryAttention(q: Tensor, k: Tensor, v: Tensor, opts: SdpaOptions): Tensor {
+  const r = q.ndim;
+  const hq = q.shape[r - 3]!;
+  const hkv = k.shape[r - 3]!;
+  if (hq % hkv !== 0 || v.shape[r - 3] !== hkv) {
+    throw new Error(`scaledDotProductAttention: with enableGqa the key/value heads (${hkv}, ${v.shape[r - 3]}) must be equal and divide the query heads (${hq}); got q ${fmt(q.shape)}, k ${fmt(k.shape)}, v ${fmt(v.shape)}`);
+  }
+  const lead = q.shape.slice(0, r - 3);
+  const [tq, d] = q.shape.slice(r - 2) as [number, number];
+  const group = (t: Tensor) => t.reshape([...t.shape.slice(0, t.ndim - 3), hkv, hq / hkv, ...t.shape.slice(t.ndim - 2)]);
+  // a mask with a head dim follows q's grouping; one without gets a unit dim for the group
+  const m = opts.attnMask;
+  const mask = !m || m.ndim < 3 ? m : m.shape[m.ndim - 3] === hq ? group(m) : m.unsqueeze(m.ndim - 2);
+  const y = scaledDotProductAttention(group(q), k.unsqueeze(r - 2), v.unsqueeze(r - 2), { ...opts, attnMask: mask, enableGqa: false });
+  return y.reshape([...lead, hq, tq, y.shape[y.ndim - 1]!]);
 }
 
 // ---------------------------------------------------------------- rotary embeddings
@@ -236,14 +264,12 @@ export class MultiHeadAttention extends Module {
     }
     if (opts.cache) [k, v] = opts.cache.update(k, v);
     const tk = k.shape[2]!;
-    k = repeatKv(k, h / this.numKvHeads);
-    v = repeatKv(v, h / this.numKvHeads);
     let mask = opts.attnMask ?? null;
     if (this.causal) {
       const dtype = x.dtype === 'float64' ? 'float64' : 'float32';
       mask = mask?.dtype === 'uint8' ? mask.mul(causalMask(t, tk, start)) : mask ? add(mask, causalBias(t, tk, start, dtype)) : causalBias(t, tk, start, dtype);
     }
-    const y = scaledDotProductAttention(q, k, v, { attnMask: mask, dropoutP: this.dropoutP, training: this.training }); // [B, H, T, hd]
+    const y = scaledDotProductAttention(q, k, v, { attnMask: mask, dropoutP: this.dropoutP, training: this.training, enableGqa: true }); // [B, H, T, hd]
     return this.oProj.forward(y.transpose(1, 2).reshape(b, t, this.dim)); // [B, T, dim]
   }
   override extraRepr(): string {

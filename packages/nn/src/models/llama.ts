@@ -81,13 +81,11 @@ export class LlamaAttention extends Module {
     k = rope.forward(k, start);
     if (cache) [k, v] = cache.update(k, v); // [B, Hkv, start + T, hd]
     const tk = k.shape[2]!;
-    // grouped queries: each KV head serves h/hkv query heads through a broadcast batch dim of the
-    // attention matmuls (as repeatKv would, without copying keys and values)
-    const rep = h / hkv;
     // a single new token may see every cached position: no mask needed
     const mask = t === 1 ? null : causalBias(t, tk, start, x.dtype === 'float64' ? 'float64' : 'float32');
-    const y = scaledDotProductAttention(q.view(b, hkv, rep, t, hd), k.unsqueeze(2), v.unsqueeze(2), { attnMask: mask }); // [B, Hkv, rep, T, hd]
-    return this.o_proj.forward(y.reshape(b, h, t, hd).transpose(1, 2).reshape(b, t, h * hd)); // [B, T, dim]
+    // grouped queries: each KV head serves h/hkv query heads (no copies of keys and values)
+    const y = scaledDotProductAttention(q, k, v, { attnMask: mask, enableGqa: true }); // [B, H, T, hd]
+    return this.o_proj.forward(y.transpose(1, 2).reshape(b, t, h * hd)); // [B, T, dim]
   }
 }
 
