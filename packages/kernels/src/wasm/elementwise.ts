@@ -411,8 +411,12 @@ export function heapView(engine: Engine, dtype: Arg['dtype']): TypedArray {
 }
 
 /** Runs a generated map over rows; inputs are copied in by span, output copied back. */
-/** Runs map export `name` of op `op`; `op` picks whether it may go to the pool (COSTLY). */
-function runMap(engine: Engine, name: string, op: string, inputs: readonly Arg[], out: Arg, k: Kind): boolean {
+/**
+ * Runs map export `name` of op `op` (which picks whether it may go to the pool: COSTLY), writing
+ * the result at heap address `at` and copying it into `out` unless `keep` (then only `out`'s
+ * shape is read: the caller goes on with the result in wasm memory).
+ */
+function runMap(engine: Engine, name: string, op: string, inputs: readonly Arg[], out: Arg, k: Kind, at = HEAP, keep = false): boolean {
   const n = numel(out.shape);
   if (n < MIN_ELEMENTS) return false;
   const e = T[k].bytes;
@@ -422,8 +426,8 @@ function runMap(engine: Engine, name: string, op: string, inputs: readonly Arg[]
   }, 0);
   // a small view of a large buffer would copy far more than it computes
   if (used > 4 * n * inputs.length) return false;
-  const outPtr = HEAP;
-  const ptrs = stage(engine, HEAP + n * e, inputs, inputs.map(() => e));
+  const outPtr = at;
+  const ptrs = stage(engine, at + Math.ceil((n * e) / 16) * 16, inputs, inputs.map(() => e));
   if (ptrs === null) return false;
   const B = blocks(out.shape, [contiguousStrides(out.shape), ...inputs.map((x) => x.strides)]);
   const m = inputs.length + 1;
@@ -442,8 +446,7 @@ function runMap(engine: Engine, name: string, op: string, inputs: readonly Arg[]
     split.forEach((c, t) => words.set(c, ARGS / 4 + t * MAP_WORDS));
     engine.parallel(`${name}_task`, ARGS, split.length, true);
   } else for (let b = 0; b < B.count; b++) engine.call(name, ...call(b));
-  const view = heapView(engine, out.dtype);
-  out.data.set(view.subarray(outPtr / e, outPtr / e + n) as never, out.offset);
+  if (!keep) out.data.set(heapView(engine, out.dtype).subarray(outPtr / e, outPtr / e + n) as never, out.offset);
   return true;
 }
 
@@ -477,6 +480,24 @@ export function contiguousCopy(engine: Engine, x: Arg): Arg | null {
   // a copy too small (or too sparse) for the wasm map is still worth making for the caller's kernel
   if (!copyWasm(engine, [x], tmp)) jsCopy([x], tmp, {});
   return tmp;
+}
+
+/**
+ * Writes `x` in contiguous order at heap address `at` (16-byte aligned) for a kernel that reads
+ * rows, without a round trip through a JS array: the wasm strided copy, or js's copy straight into
+ * wasm memory where the map would not run. False when the heap cannot hold it.
+ */
+export function stageContiguous(engine: Engine, x: Arg, at: number): boolean {
+  const k = kindOf([x], x);
+  if (k === null) return false;
+  const shape = [...x.shape];
+  const e = T[k].bytes;
+  const dst: Arg = { data: heapView(engine, x.dtype), dtype: x.dtype, shape, strides: contiguousStrides(shape), offset: at / e };
+  if (runMap(engine, `unary_identity_${k}`, 'identity', [x], dst, k, at, true)) return true;
+  const end = at + numel(shape) * e;
+  if (end - HEAP > MAX_HEAP_BYTES || !engine.reserve(end - HEAP)) return false;
+  jsCopy([x], { ...dst, data: heapView(engine, x.dtype) }, {});
+  return true;
 }
 
 /** Strided same-dtype copies (transposes, slices); contiguous ones are already a memcpy in js. */

@@ -6,7 +6,7 @@
  */
 import type { KernelArg } from '../backend.js';
 import { isContiguous, numel } from '../js/layout.js';
-import { contiguousCopy, stage } from './elementwise.js';
+import { stage, stageContiguous } from './elementwise.js';
 import type { NormParams, SoftmaxParams, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
 import { ARGS, HEAP, MAX_HEAP_BYTES, type Engine } from './runtime.js';
@@ -478,11 +478,7 @@ export function ropeWasm(engine: Engine, [x, cos, sin]: readonly Arg[], out: Arg
   const t = out.shape[r - 2]!;
   const total = numel(out.shape);
   if (n % 8 || total < MIN_ELEMENTS) return false;
-  if (!isContiguous(x!.shape, x!.strides)) {
-    // heads split off a projection arrive transposed: one strided wasm copy, then the rows
-    const tmp = contiguousCopy(engine, x!);
-    return tmp !== null && ropeWasm(engine, [tmp, cos!, sin!], out, { transpose });
-  }
+  // (heads split off a projection arrive transposed: runTabled puts them in row order first)
   // each table: stride 0 on the leading dims, rows of n contiguous floats, one row per position or one for all
   const period = rowPeriod(cos!, t);
   return period !== null && rowPeriod(sin!, t) === period && runTabled(engine, 'rope_f32', x!, [cos!, sin!], out, period, transpose ? 1 : 0);
@@ -501,16 +497,20 @@ function softmaxBiasWasm(engine: Engine, x: Arg, bias: Arg, out: Arg): boolean {
 }
 
 /**
- * Runs row task `name` on a contiguous float32 x [..., T, n] with one or two tables of `period`
- * rows (see rowPeriod) passed as the job's g and stats pointers: stages x and the tables' rows,
- * writes the result at the heap's start and copies it out.
+ * Runs row task `name` on a float32 x [..., T, n] with one or two tables of `period` rows (see
+ * rowPeriod) passed as the job's g and stats pointers: stages x (a strided x in row order, by the
+ * wasm copy) and the tables' rows, writes the result at the heap's start and copies it out.
  */
 function runTabled(engine: Engine, name: string, x: Arg, tables: Arg[], out: Arg, period: number, flag: number): boolean {
   const total = numel(out.shape);
   const n = out.shape[out.shape.length - 1]!;
-  const views = [x, ...tables];
-  const ptrs = stage(engine, HEAP + Math.ceil((total * 4) / 16) * 16, views, views.map(() => 4));
+  const slot = Math.ceil((total * 4) / 16) * 16;
+  const strided = !isContiguous(x.shape, x.strides);
+  if (strided && !stageContiguous(engine, x, HEAP + slot)) return false;
+  const views = strided ? tables : [x, ...tables];
+  const ptrs = stage(engine, HEAP + (strided ? 2 : 1) * slot, views, views.map(() => 4));
   if (ptrs === null) return false;
+  if (strided) ptrs.unshift(HEAP + slot);
   runRowJob(engine, name, { x: ptrs[0]!, g: ptrs[1], stats: ptrs[2], out: HEAP, n, rows: total / n, flag, period });
   (out.data as Float32Array).set(engine.f32.subarray(HEAP / 4, HEAP / 4 + total), out.offset);
   return true;
