@@ -58,6 +58,11 @@ export interface WasmBackendOptions {
   threads?: number;
   /** Use relaxed-SIMD FMA when available (default true; QGRAD_WASM_RELAXED=0 turns it off). */
   relaxed?: boolean;
+  /**
+   * How long idle workers poll for the next job before sleeping, in µs; default QGRAD_SPIN_US or
+   * 250 (as OpenMP runtimes spin before blocking). 0 makes them sleep at once.
+   */
+  spinMicros?: number;
   /** Matmuls with fewer multiply-adds (batch·M·N·K) run on js; default 16³. 0 forces wasm (tests). */
   matmulMinMacs?: number;
 }
@@ -86,7 +91,7 @@ export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend
   const getEngine = (): Engine | null => {
     if (engine === undefined) {
       try {
-        engine = new Engine(EMITTERS, { threads: options.threads ?? defaultThreadCount(), relaxed: options.relaxed ?? true });
+        engine = new Engine(EMITTERS, { threads: options.threads ?? defaultThreadCount(), relaxed: options.relaxed ?? true, spinMicros: options.spinMicros });
       } catch {
         engine = null;
       }

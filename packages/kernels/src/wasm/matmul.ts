@@ -27,8 +27,12 @@ export function kBlock(K: number): number {
 /** Row block and column block targets (A block MC×kc stays in L2). */
 const MC_TARGET = 96;
 const NC_TARGET = 512;
-/** Multiply-adds below which waking the workers costs more than it saves (measured: 128³ loses). */
-const PARALLEL_MIN_MACS = 200 ** 3;
+/**
+ * Multiply-adds below which waking the workers costs more than it saves. With workers polling
+ * between jobs (threads.ts), 2 threads vs 1 measured: 96² 36 vs 38 GFLOP/s, 128² 43–45 vs 42–44,
+ * 192² 53 vs 44 (npx tsx scripts/bench/matmul.ts --sizes 96,128,160,192).
+ */
+const PARALLEL_MIN_MACS = 128 ** 3;
 /** Scratch used per chunk of batches; bigger batches are split into several passes. */
 const CHUNK_BYTES = 64 << 20;
 

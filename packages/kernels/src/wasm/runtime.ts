@@ -114,6 +114,8 @@ function compile(emitters: readonly Emitter[], flavor: Flavor): { module: object
 export interface EngineOptions {
   threads: number;
   relaxed: boolean;
+  /** How long idle workers poll for the next job before sleeping (default: `defaultSpinMicros()`). */
+  spinMicros?: number;
 }
 
 /** Owns one memory, one instance and (when threads > 1) one pool. */
@@ -143,7 +145,7 @@ export class Engine {
     let threads = 1;
     if (this.flavor.shared) {
       try {
-        this.#pool = new ThreadPool(module, this.#memory, names, wantThreads);
+        this.#pool = new ThreadPool(module, this.#memory, names, wantThreads, options.spinMicros);
         threads = wantThreads;
       } catch {
         this.#pool = null;

@@ -1,10 +1,10 @@
 /**
- * @file Unit tests of the worker pool: every task once, errors reported, thread-count setting.
+ * @file Unit tests of the worker pool: every task once, errors reported, thread-count and polling settings.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { Op, ValType } from './assembler.js';
 import { Engine, type Emitter, HEAP } from './runtime.js';
-import { defaultThreadCount } from './threads.js';
+import { defaultSpinMicros, defaultThreadCount } from './threads.js';
 
 const P = ValType.i32;
 // task_write(arg, t): mem[arg + 4t] = t + 1; task_trap traps on task 5
@@ -59,6 +59,39 @@ describe('thread pool', () => {
     expect(() => engine.parallel('task_trap', HEAP, 64)).toThrow();
     engine.parallel('task_write', HEAP, 100);
     expect(engine.i32[HEAP / 4 + 99]).toBe(100);
+  });
+
+  it('finds jobs whether its workers are still polling or already asleep', () => {
+    for (const spinMicros of [0, 250, 5000]) {
+      const e = new Engine(emitters, { threads: 2, relaxed: false, spinMicros });
+      try {
+        e.reserve(4 * 256);
+        for (const pause of [0, 0.1, 2, 0, 8]) {
+          const until = performance.now() + pause;
+          while (performance.now() < until);
+          e.i32.fill(0, HEAP / 4, HEAP / 4 + 256);
+          e.parallel('task_write', HEAP, 256);
+          expect(e.i32.subarray(HEAP / 4, HEAP / 4 + 256).every((v, i) => v === i + 1)).toBe(true);
+        }
+      } finally {
+        e.dispose();
+      }
+    }
+  });
+
+  it('takes its polling time from QGRAD_SPIN_US', () => {
+    const old = process.env.QGRAD_SPIN_US;
+    try {
+      delete process.env.QGRAD_SPIN_US;
+      expect(defaultSpinMicros()).toBe(250);
+      process.env.QGRAD_SPIN_US = '0';
+      expect(defaultSpinMicros()).toBe(0);
+      process.env.QGRAD_SPIN_US = 'soon';
+      expect(defaultSpinMicros()).toBe(250);
+    } finally {
+      if (old === undefined) delete process.env.QGRAD_SPIN_US;
+      else process.env.QGRAD_SPIN_US = old;
+    }
   });
 
   it('takes its default size from QGRAD_THREADS', () => {
