@@ -316,6 +316,19 @@ function emitPack(mb: ModuleBuilder, t: Lanes, s: MicroShape, name: string): voi
     locate(PackArg.panelsB, PackArg.rawB, PackArg.bBases, PackArg.dstB, PackArg.bBytes, s.nr, PackArg.n);
     get(PackArg.sbn).i32(e).op(Op.i32_mul).set(step);
     kBlocks(panel, () => {
+      // full panel with rows contiguous in n (the common B): one pointer step per k
+      c.get(valid).i32(s.nr).op(Op.i32_eq).get(step).i32(e).op(Op.i32_eq).op(Op.i32_and).if();
+      c.get(d).set(o);
+      c.get(src).get(k0);
+      get(PackArg.sbk).op(Op.i32_mul).get(panel).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add).set(sp);
+      get(PackArg.sbk).i32(e).op(Op.i32_mul).set(rowBytes);
+      c.get(o).get(kcb).i32(s.nr * e).op(Op.i32_mul).op(Op.i32_add).set(pp);
+      c.while(() => c.get(o).get(pp).op(Op.i32_lt_u), () => {
+        for (let v = 0; v < (s.nr * e) / 16; v++) c.get(o).get(sp).simdMem(Simd.v128_load, 0, v * 16).simdMem(Simd.v128_store, 4, v * 16);
+        c.get(sp).get(rowBytes).op(Op.i32_add).set(sp);
+        c.get(o).i32(s.nr * e).op(Op.i32_add).set(o);
+      });
+      c.op(Op.else);
       c.for(kk, () => c.i32(0), () => c.get(kcb), 1, () => {
         c.get(d).get(kk).i32(s.nr * e).op(Op.i32_mul).op(Op.i32_add).set(o);
         c.get(src).get(k0).get(kk).op(Op.i32_add);
@@ -354,6 +367,7 @@ function emitPack(mb: ModuleBuilder, t: Lanes, s: MicroShape, name: string): voi
         if (quads) c.end();
         c.end();
       });
+      c.end();
     });
     c.end();
   }, name);
