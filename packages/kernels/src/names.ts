@@ -28,7 +28,7 @@ export type UnaryOp =
   | 'neg' | 'exp' | 'log' | 'log1p' | 'expm1' | 'sqrt' | 'rsqrt' | 'abs' | 'sign'
   | 'sin' | 'cos' | 'tanh' | 'sigmoid' | 'relu' | 'erf' | 'floor' | 'ceil' | 'trunc'
   | 'roundHalfEven' | 'roundHalfAway' | 'reciprocal' | 'square' | 'isfinite' | 'isnan'
-  | 'softplus' | 'logicalNot' | 'silu' | 'siluGrad';
+  | 'softplus' | 'logicalNot' | 'silu' | 'siluGrad' | 'reluGrad';
 
 export type BinaryOp =
   | 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum' | 'atan2' | 'fmod'

@@ -26,7 +26,7 @@ const anyView = (dtype: FloatDType, s: number[], allowBroadcast: boolean) =>
     view(dtype, s, order, offset, allowBroadcast ? bcast : [], seed),
   );
 
-const UNARY: UnaryOp[] = ['neg', 'abs', 'sqrt', 'floor', 'ceil', 'trunc', 'roundHalfEven', 'relu', 'square', 'reciprocal', 'rsqrt'];
+const UNARY: UnaryOp[] = ['neg', 'abs', 'sqrt', 'floor', 'ceil', 'trunc', 'roundHalfEven', 'relu', 'reluGrad', 'square', 'reciprocal', 'rsqrt'];
 const BINARY: BinaryOp[] = ['add', 'sub', 'mul', 'div', 'maximum', 'minimum'];
 
 describe('wasm elementwise', () => {
@@ -112,6 +112,21 @@ describe('wasm elementwise', () => {
       wasm.run('unary', [x], got, { op });
       // subnormal results carry fewer bits: compare them absolutely (silu scales a subnormal σ by x)
       expect(mismatch(got.data, ref.data, 1e-6, op === 'exp' || op === 'sigmoid' ? 2e-45 : op === 'silu' ? 1e-40 : 1e-6)).toBe(-1);
+    }
+  });
+
+  it('reluGrad is 1 exactly where x > 0 (NaN, ±0 and −∞ give 0), in SIMD lanes and the scalar tail', () => {
+    const special = [NaN, Infinity, -Infinity, 0, -0, 1e-45, -1e-45, 3, -3];
+    const want = special.map((v) => (v > 0 ? 1 : 0));
+    for (const dtype of DTYPES) {
+      // past the size where maps go to wasm; whole vectors, then a scalar tail of three
+      const n = 4099;
+      const data = dtype === 'float32' ? new Float32Array(n) : new Float64Array(n);
+      for (let i = 0; i < n; i++) data[i] = special[i % special.length]!;
+      const got = out(dtype, [n]);
+      wasm.run('unary', [{ data, dtype, shape: [n], strides: [1], offset: 0 }], got, { op: 'reluGrad' });
+      expect(wasm.ranOn!('unary', dtype)).toBe('wasm');
+      expect(Array.from(got.data).every((v, i) => Object.is(v, want[i % special.length]))).toBe(true);
     }
   });
 

@@ -63,6 +63,8 @@ export const UNARY: Record<UnaryOp, (x: number, alpha: number) => number> = {
   tanh: Math.tanh,
   sigmoid,
   relu: (x) => (x > 0 ? x : x === x ? 0 : NaN),
+  // d relu/dx as PyTorch's threshold_backward takes it: 1 where x > 0, else 0 (NaN included)
+  reluGrad: (x) => (x > 0 ? 1 : 0),
   silu: (x) => x * sigmoid(x),
   // d silu/dx = σ(x)·(1 + x·(1 − σ(x)))
   siluGrad: (x) => {

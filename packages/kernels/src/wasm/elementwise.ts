@@ -78,6 +78,23 @@ const UN: Partial<Record<UnaryOp | 'identity', UnaryEmit>> = {
     zero(c, k, v);
     BIN.maximum!(c, k, v);
   },
+  // (x > 0) as 1 or 0: the comparison's lane mask ANDed with 1.0
+  reluGrad: (c, k, v, x) => {
+    if (v) {
+      c.get(x);
+      zero(c, k, v);
+      pick(c, k, v, Simd.f32x4_gt, Simd.f64x2_gt, Op.f32_gt, Op.f64_gt);
+      one(c, k, v);
+      c.simd(Simd.v128_and);
+    } else {
+      one(c, k, v);
+      zero(c, k, v);
+      c.get(x);
+      zero(c, k, v);
+      pick(c, k, v, Simd.f32x4_gt, Simd.f64x2_gt, Op.f32_gt, Op.f64_gt);
+      c.op(Op.select);
+    }
+  },
   square: (c, k, v, x) => {
     c.get(x).get(x);
     BIN.mul!(c, k, v);
