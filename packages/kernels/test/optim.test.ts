@@ -54,6 +54,20 @@ describe('wasm adamStep', () => {
     expect(wasm.stats().find((s) => s.kernel === 'adamStep')?.wasm).toBeGreaterThanOrEqual(40);
   });
 
+  it('splits large tensors over the pool with the same bits as the js kernel', () => {
+    const stat = () => wasm.stats().find((s) => s.kernel === 'adamStep')!;
+    const pooled = stat().pooled;
+    for (const [n, offset, decoupled, beta1] of [[1 << 17, 0, true, 0.9], [(1 << 17) + 4099, 3, false, 0.3]] as const) {
+      const o = { lr: 3e-3, beta1, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, decoupled, maximize: false, step: 7 };
+      const a = state(n, offset, n);
+      const b = a.map(clone);
+      jsKernels.adamStep(a as never, a[0] as never, o);
+      wasm.run('adamStep', b as never, b[0] as never, o);
+      for (const j of [0, 2, 3]) expect(b[j]!.data).toEqual(a[j]!.data);
+    }
+    expect(stat().pooled).toBe(pooled + 2);
+  });
+
   it('leaves strided gradients, float64 and small tensors to the js kernel', () => {
     const o = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, decoupled: true, maximize: false, step: 3 };
     const before = wasm.stats().find((s) => s.kernel === 'adamStep')?.js ?? 0;
