@@ -95,5 +95,13 @@ describe('wasm reduce', () => {
     const got = out('float32', [1]);
     wasm.run('reduce', [row], got, { op: 'absmax', axes: [0] });
     expect(got.data[0]).toBe(5000);
+    // −∞ gives +∞; a NaN of either sign (any payload) beats +∞ in a lane or in the tail
+    for (const [at, v, want] of [[77, -Infinity, Infinity], [78, -NaN, NaN], [4095, NaN, NaN], [5, new Float32Array(new Uint32Array([0xffc00001]).buffer)[0]!, NaN]] as const) {
+      const d = row.data.slice();
+      d[at] = v;
+      if (want === Infinity) d[1000] = -Infinity;
+      wasm.run('reduce', [{ ...row, data: d }], got, { op: 'absmax', axes: [0] });
+      expect(got.data[0]).toBe(want);
+    }
   });
 });
