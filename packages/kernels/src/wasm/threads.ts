@@ -107,11 +107,13 @@ export class ThreadPool {
   readonly workers: number;
   readonly #control: Int32Array;
   readonly #handles: WorkerLike[] = [];
+  readonly #spinMicros: number;
   #broken = false;
 
   /**
    * Starts `threads - 1` workers (the caller is the last thread) and waits until they are ready.
-   * An idle worker polls for `spinMicros` after each job before it sleeps on a futex.
+   * An idle worker polls for `spinMicros` after each job before it sleeps on a futex, and so does
+   * the caller waiting for the workers' last tasks.
    * Throws when workers are unavailable or do not start; callers then run single-threaded.
    */
   constructor(module: object, memory: { buffer: ArrayBufferLike }, names: readonly string[], threads: number, spinMicros = defaultSpinMicros()) {
@@ -119,6 +121,7 @@ export class ThreadPool {
     if (!Worker) throw new Error('worker_threads is not available');
     if (!(memory.buffer instanceof SharedArrayBuffer)) throw new Error('the wasm memory is not shared');
     this.#control = new Int32Array(memory.buffer, 0, CONTROL_BYTES / 4);
+    this.#spinMicros = spinMicros;
     this.#control.fill(0);
     this.workers = threads - 1;
     for (let i = 0; i < this.workers; i++) {
@@ -186,6 +189,12 @@ export class ThreadPool {
         failure ??= e;
       }
       Atomics.add(c, DONE, t1 - t0);
+    }
+    // the caller, out of tasks, polls for the workers' last ones before sleeping (as they poll for
+    // jobs): interleaved, 256² 67.0 → 68.0 GFLOP/s, larger products unchanged
+    if (this.#spinMicros > 0 && Atomics.load(c, DONE) < total) {
+      const until = performance.now() + this.#spinMicros / 1000;
+      for (let i = 0; Atomics.load(c, DONE) < total; i++) if ((i & 63) === 0 && performance.now() > until) break;
     }
     for (let d; (d = Atomics.load(c, DONE)) < total; ) Atomics.wait(c, DONE, d, 1000);
     if (failure) throw failure;
