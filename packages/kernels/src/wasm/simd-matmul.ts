@@ -335,12 +335,9 @@ function emitPack(mb: ModuleBuilder, t: Lanes, s: MicroShape, name: string): voi
         c.get(src).get(k0).get(kk).op(Op.i32_add);
         get(PackArg.sbk).op(Op.i32_mul).get(panel);
         get(PackArg.sbn).op(Op.i32_mul).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add).set(sp);
-        c.get(valid).i32(s.nr).op(Op.i32_eq).get(step).i32(e).op(Op.i32_eq).op(Op.i32_and).if();
-        for (let v = 0; v < (s.nr * e) / 16; v++) c.get(o).get(sp).simdMem(Simd.v128_load, 0, v * 16).simdMem(Simd.v128_store, 4, v * 16);
         if (quads) {
           // full f32 panel with columns contiguous in k (a transposed view, x·Wᵀ): four k at a
           // time, 4×4 transposes of each group of four columns
-          c.op(Op.else);
           c.get(valid).i32(s.nr).op(Op.i32_eq);
           get(PackArg.sbk).i32(1).op(Op.i32_eq).op(Op.i32_and).get(kk).i32(4).op(Op.i32_add).get(kcb).op(Op.i32_le_s).op(Op.i32_and).if();
           for (let g = 0; g < s.nr / 4; g++) {
@@ -353,8 +350,8 @@ function emitPack(mb: ModuleBuilder, t: Lanes, s: MicroShape, name: string): voi
             for (let q = 0; q < 4; q++) c.get(o).get(quad[q]!).simdMem(Simd.v128_store, 4, q * s.nr * e + g * 16);
           }
           c.get(kk).i32(3).op(Op.i32_add).set(kk);
+          c.op(Op.else);
         }
-        c.op(Op.else);
         c.for(cc, () => c.i32(0), () => c.i32(s.nr), 1, () => {
           c.get(cc).get(valid).op(Op.i32_lt_s).if();
           c.get(o).get(cc).i32(e).op(Op.i32_mul).op(Op.i32_add);
@@ -366,7 +363,6 @@ function emitPack(mb: ModuleBuilder, t: Lanes, s: MicroShape, name: string): voi
           c.end();
         });
         if (quads) c.end();
-        c.end();
       });
       c.end();
     });
