@@ -68,6 +68,9 @@ export const Op = {
   f32_demote_f64: 0xb6, f64_promote_f32: 0xbb,
 } as const;
 
+/** Atomic memory opcodes (after the 0xfe prefix; sequentially consistent, natural alignment). */
+export const Atomic = { i32_load: 0x10, i32_store: 0x17 } as const;
+
 /** SIMD opcodes (after the 0xfd prefix), including relaxed SIMD (0x100+). */
 export const Simd = {
   v128_load: 0x00, v128_load32_splat: 0x09, v128_load64_splat: 0x0a, v128_store: 0x0b,
@@ -122,6 +125,15 @@ export class Code {
   /** A plain memory op with its memarg; `align` is log2 of the natural alignment hint. */
   mem(code: number, align: number, offset = 0): this {
     this.bytes.push(code);
+    uleb(this.bytes, align);
+    uleb(this.bytes, offset);
+    return this;
+  }
+
+  /** An atomic load or store (`Atomic`), for memory other threads write while a task runs. */
+  atomicMem(code: number, align: number, offset = 0): this {
+    this.bytes.push(0xfe);
+    uleb(this.bytes, code);
     uleb(this.bytes, align);
     uleb(this.bytes, offset);
     return this;

@@ -60,7 +60,8 @@ export interface WasmBackendOptions {
   relaxed?: boolean;
   /**
    * How long idle workers poll for the next job before sleeping, in µs; default QGRAD_SPIN_US or
-   * 250 (as OpenMP runtimes spin before blocking). 0 makes them sleep at once.
+   * 250 (as OpenMP runtimes spin before blocking), clamped to [0, 100 000]. 0 makes them sleep at
+   * once, which suits a machine shared by more busy threads than cores.
    */
   spinMicros?: number;
   /** Matmuls with fewer multiply-adds (batch·M·N·K) run on js; default 16³. 0 forces wasm (tests). */

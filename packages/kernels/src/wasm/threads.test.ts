@@ -2,9 +2,9 @@
  * @file Unit tests of the worker pool: every task once, errors reported, thread-count and polling settings.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { Op, ValType } from './assembler.js';
+import { Atomic, Op, ValType } from './assembler.js';
 import { Engine, type Emitter, HEAP } from './runtime.js';
-import { defaultSpinMicros, defaultThreadCount } from './threads.js';
+import { defaultSpinMicros, defaultThreadCount, MAX_SPIN_MICROS } from './threads.js';
 
 const P = ValType.i32;
 // task_write(arg, t): mem[arg + 4t] = t + 1; task_trap traps on task 5
@@ -21,6 +21,22 @@ const emitters: Emitter[] = [
       c.get(0).mem(Op.i32_load, 2, 4).i32(1).op(Op.i32_sub).get(1).op(Op.i32_sub).i32(4).op(Op.i32_mul).op(Op.i32_add);
       c.mem(Op.i32_load, 2).mem(Op.i32_store, 2);
     }, 'task_mirror');
+    // task_meet(arg, t): task 1 raises the flag at arg; task 0 polls for it (bounded) and writes 1 at
+    // arg + 4 if it came. Only two threads running the tasks at once can meet: a caller left alone
+    // runs task 0 first and gives up
+    mb.func([P, P], [], (c) => {
+      const i = c.local(P);
+      c.get(1).if();
+      c.get(0).i32(1).atomicMem(Atomic.i32_store, 2);
+      c.op(Op.else);
+      c.i32(0).set(i);
+      c.while(
+        () => c.get(i).i32(400_000_000).op(Op.i32_lt_u).get(0).atomicMem(Atomic.i32_load, 2).op(Op.i32_eqz).op(Op.i32_and),
+        () => c.get(i).i32(1).op(Op.i32_add).set(i),
+      );
+      c.get(0).get(0).atomicMem(Atomic.i32_load, 2).mem(Op.i32_store, 2, 4);
+      c.end();
+    }, 'task_meet');
   },
 ];
 
@@ -61,17 +77,17 @@ describe('thread pool', () => {
     expect(engine.i32[HEAP / 4 + 99]).toBe(100);
   });
 
-  it('finds jobs whether its workers are still polling or already asleep', () => {
+  it('a worker takes part in each job whether it is still polling or already asleep', () => {
     for (const spinMicros of [0, 250, 5000]) {
       const e = new Engine(emitters, { threads: 2, relaxed: false, spinMicros });
       try {
-        e.reserve(4 * 256);
+        e.reserve(64);
         for (const pause of [0, 0.1, 2, 0, 8]) {
           const until = performance.now() + pause;
           while (performance.now() < until);
-          e.i32.fill(0, HEAP / 4, HEAP / 4 + 256);
-          e.parallel('task_write', HEAP, 256);
-          expect(e.i32.subarray(HEAP / 4, HEAP / 4 + 256).every((v, i) => v === i + 1)).toBe(true);
+          e.i32.fill(0, HEAP / 4, HEAP / 4 + 2);
+          e.parallel('task_meet', HEAP, 2);
+          expect([spinMicros, pause, e.i32[HEAP / 4 + 1]]).toEqual([spinMicros, pause, 1]);
         }
       } finally {
         e.dispose();
@@ -88,6 +104,12 @@ describe('thread pool', () => {
       expect(defaultSpinMicros()).toBe(0);
       process.env.QGRAD_SPIN_US = 'soon';
       expect(defaultSpinMicros()).toBe(250);
+      process.env.QGRAD_SPIN_US = ' ';
+      expect(defaultSpinMicros()).toBe(250);
+      process.env.QGRAD_SPIN_US = '-5';
+      expect(defaultSpinMicros()).toBe(0);
+      process.env.QGRAD_SPIN_US = '1e12';
+      expect(defaultSpinMicros()).toBe(MAX_SPIN_MICROS);
     } finally {
       if (old === undefined) delete process.env.QGRAD_SPIN_US;
       else process.env.QGRAD_SPIN_US = old;

@@ -96,11 +96,22 @@ export function defaultThreadCount(): number {
   return Math.max(1, os?.availableParallelism?.() ?? 1);
 }
 
-/** How long an idle worker polls for the next job before it sleeps: option, else QGRAD_SPIN_US, else 250 µs. */
+/** Longest poll allowed: past this a sleeping worker's wake-up is noise, and a typo must not pin a core. */
+export const MAX_SPIN_MICROS = 100_000;
+
+/**
+ * How long an idle worker (and the caller waiting for workers) polls before it sleeps: QGRAD_SPIN_US
+ * when it is a number (clamped to [0, MAX_SPIN_MICROS]), else 250 µs. Polling costs CPU time only
+ * while the pool is idle between kernels; on a machine shared by more busy threads than cores, set
+ * it to 0.
+ */
 export function defaultSpinMicros(): number {
-  const proc = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process;
-  const env = Number(proc?.env?.QGRAD_SPIN_US);
-  return proc?.env?.QGRAD_SPIN_US !== undefined && Number.isFinite(env) && env >= 0 ? env : 250;
+  const raw = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.QGRAD_SPIN_US;
+  return raw === undefined || raw.trim() === '' ? 250 : clampSpin(Number(raw), 250);
+}
+
+function clampSpin(us: number, fallback: number): number {
+  return Number.isNaN(us) ? fallback : Math.min(MAX_SPIN_MICROS, Math.max(0, us));
 }
 
 export class ThreadPool {
@@ -121,11 +132,11 @@ export class ThreadPool {
     if (!Worker) throw new Error('worker_threads is not available');
     if (!(memory.buffer instanceof SharedArrayBuffer)) throw new Error('the wasm memory is not shared');
     this.#control = new Int32Array(memory.buffer, 0, CONTROL_BYTES / 4);
-    this.#spinMicros = spinMicros;
+    this.#spinMicros = clampSpin(spinMicros, defaultSpinMicros());
     this.#control.fill(0);
     this.workers = threads - 1;
     for (let i = 0; i < this.workers; i++) {
-      const w = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], workerData: { module, memory, names, spinMicros } });
+      const w = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], workerData: { module, memory, names, spinMicros: this.#spinMicros } });
       w.on('error', () => {
         this.#broken = true;
       });
