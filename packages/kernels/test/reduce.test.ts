@@ -95,13 +95,22 @@ describe('wasm reduce', () => {
     const got = out('float32', [1]);
     wasm.run('reduce', [row], got, { op: 'absmax', axes: [0] });
     expect(got.data[0]).toBe(5000);
-    // −∞ gives +∞; a NaN of either sign (any payload) beats +∞ in a lane or in the tail
-    for (const [at, v, want] of [[77, -Infinity, Infinity], [78, -NaN, NaN], [4095, NaN, NaN], [5, new Float32Array(new Uint32Array([0xffc00001]).buffer)[0]!, NaN]] as const) {
-      const d = row.data.slice();
+    // −∞ gives +∞; a NaN of either sign (any payload) beats +∞, in a vector lane or in the scalar
+    // tail (4099 = 512 passes of 8, then 3); rows (axis 1) and columns (axis 0) of the same data
+    const negNaN = new Float32Array(new Uint32Array([0xffc00001]).buffer)[0]!;
+    for (const [at, v, want] of [[77, -Infinity, Infinity], [78, negNaN, NaN], [4097, NaN, NaN], [4098, negNaN, NaN], [5, negNaN, NaN]] as const) {
+      const d = Float32Array.from({ length: 4099 }, (_, i) => (i % 100) - 50);
       d[at] = v;
       if (want === Infinity) d[1000] = -Infinity;
-      wasm.run('reduce', [{ ...row, data: d }], got, { op: 'absmax', axes: [0] });
+      wasm.run('reduce', [{ data: d, dtype: 'float32', shape: [4099], strides: [1], offset: 0 }], got, { op: 'absmax', axes: [0] });
       expect(got.data[0]).toBe(want);
+      const cols = out('float32', [1, 4099]);
+      const colsRef = out('float32', [1, 4099]);
+      const x2 = { data: Float32Array.from({ length: 3 * 4099 }, (_, i) => d[i % 4099]! * (1 + Math.floor(i / 4099))), dtype: 'float32' as const, shape: [3, 4099], strides: [4099, 1], offset: 0 };
+      wasm.run('reduce', [x2], cols, { op: 'absmax', axes: [0] });
+      jsKernels.reduce([x2], colsRef, { op: 'absmax', axes: [0] });
+      expect(mismatch(cols.data, colsRef.data, 0)).toBe(-1);
+      expect(wasm.ranOn!('reduce', 'float32')).toBe('wasm');
     }
   });
 });

@@ -63,7 +63,9 @@ export const UNARY: Record<UnaryOp, (x: number, alpha: number) => number> = {
   tanh: Math.tanh,
   sigmoid,
   relu: (x) => (x > 0 ? x : x === x ? 0 : NaN),
-  // d relu/dx as PyTorch's threshold_backward takes it: 1 where x > 0, else 0 (NaN included)
+  // d relu/dx as a multiplier: 1 where x > 0, else 0 (NaN included). relu's backward multiplies
+  // by it, so unlike PyTorch's threshold_backward (which selects, and passes g where x is NaN) an
+  // inactive unit gives −0 for g < 0 and NaN for g = ±∞ or NaN, as the comparison mask did before
   reluGrad: (x) => (x > 0 ? 1 : 0),
   silu: (x) => x * sigmoid(x),
   // d silu/dx = σ(x)·(1 + x·(1 − σ(x)))
