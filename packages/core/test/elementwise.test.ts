@@ -47,6 +47,46 @@ describe('unary ops', () => {
   }
 });
 
+describe('relu backward', () => {
+  it('passes gradcheck across both signs', () => {
+    fc.assert(
+      fc.property(arb.shape({ maxRank: 3 }), fc.boolean(), (s, nonContiguous) => {
+        gradcheck((x) => x.relu(), [f64(s, -2, 2)], { nonContiguous });
+      }),
+      { numRuns: 12 },
+    );
+  });
+
+  it("selects like PyTorch's threshold_backward: x ≤ 0 gives +0 whatever g is, a NaN x passes g (js and wasm)", () => {
+    const xs = [NaN, -1, 0, -0, 2, Infinity, -Infinity, 1e-45];
+    const gs = [5, Infinity, NaN, -3, 3, 7, -Infinity, -2];
+    const want = [5, 0, 0, 0, 3, 7, 0, -2];
+    const before = q.getBackend();
+    try {
+      for (const backend of ['js', 'wasm'] as const) {
+        q.setBackend(backend);
+        // 4099 elements: past the size where wasm maps run, with a scalar tail
+        const n = 4099;
+        const x = q.tensor(Array.from({ length: n }, (_, i) => xs[i % 8]!), { requiresGrad: true });
+        x.relu().backward(q.tensor(Array.from({ length: n }, (_, i) => gs[i % 8]!)));
+        const got = x.grad!.toArray() as number[];
+        expect(got.every((v, i) => Object.is(v, want[i % 8]))).toBe(true);
+      }
+    } finally {
+      q.setBackend(before);
+    }
+  });
+
+  it('stays differentiable in the upstream gradient when a graph of the backward is recorded', () => {
+    const x = q.tensor([-1, 2, 3], { dtype: 'float64', requiresGrad: true });
+    const g = q.tensor([4, 5, 6], { dtype: 'float64', requiresGrad: true });
+    const [dx] = q.gradOf([x.relu()], [x], { gradOutputs: [g], createGraph: true });
+    expect(dx!.toArray()).toEqual([0, 5, 6]);
+    dx!.mul(q.tensor([1, 10, 100], { dtype: 'float64' })).sum().backward();
+    expect(g.grad!.toArray()).toEqual([0, 10, 100]);
+  });
+});
+
 const BINARY: [string, (a: Tensor, b: Tensor) => Tensor, [number, number]][] = [
   ['add', (a, b) => a.add(b), [-2, 2]],
   ['add alpha', (a, b) => a.add(b, 0.5), [-2, 2]],

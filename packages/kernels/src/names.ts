@@ -32,7 +32,9 @@ export type UnaryOp =
 
 export type BinaryOp =
   | 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum' | 'atan2' | 'fmod'
-  | 'eq' | 'ne' | 'lt' | 'le' | 'gt' | 'ge' | 'logicalAnd' | 'logicalOr';
+  | 'eq' | 'ne' | 'lt' | 'le' | 'gt' | 'ge' | 'logicalAnd' | 'logicalOr'
+  /** relu's backward (g, x) → x ≤ 0 ? 0 : g, as PyTorch's threshold_backward (NaN x passes g). */
+  | 'reluBackward';
 
 // ---------------------------------------------------------------- reductions
 /** absmax: max |x| (the ∞-norm), NaN-propagating like max. */

@@ -27,7 +27,7 @@ const anyView = (dtype: FloatDType, s: number[], allowBroadcast: boolean) =>
   );
 
 const UNARY: UnaryOp[] = ['neg', 'abs', 'sqrt', 'floor', 'ceil', 'trunc', 'roundHalfEven', 'relu', 'reluGrad', 'square', 'reciprocal', 'rsqrt'];
-const BINARY: BinaryOp[] = ['add', 'sub', 'mul', 'div', 'maximum', 'minimum'];
+const BINARY: BinaryOp[] = ['add', 'sub', 'mul', 'div', 'maximum', 'minimum', 'reluBackward'];
 
 describe('wasm elementwise', () => {
   for (const dtype of DTYPES) {
@@ -115,9 +115,9 @@ describe('wasm elementwise', () => {
     }
   });
 
-  it('reluGrad is 1 exactly where x > 0 (NaN, ±0 and −∞ give 0), in SIMD lanes and the scalar tail', () => {
+  it('reluGrad is 0 exactly where x ≤ 0 (NaN gives 1, as threshold_backward passes g), in SIMD lanes and the scalar tail', () => {
     const special = [NaN, Infinity, -Infinity, 0, -0, 1e-45, -1e-45, 3, -3];
-    const want = special.map((v) => (v > 0 ? 1 : 0));
+    const want = special.map((v) => (v <= 0 ? 0 : 1));
     for (const dtype of DTYPES) {
       // past the size where maps go to wasm; whole vectors, then a scalar tail of three
       const n = 4099;
@@ -127,6 +127,26 @@ describe('wasm elementwise', () => {
       wasm.run('unary', [{ data, dtype, shape: [n], strides: [1], offset: 0 }], got, { op: 'reluGrad' });
       expect(wasm.ranOn!('unary', dtype)).toBe('wasm');
       expect(Array.from(got.data).every((v, i) => Object.is(v, want[i % special.length]))).toBe(true);
+    }
+  });
+
+  it('reluBackward selects: +0 where x ≤ 0 whatever g is (±∞, NaN), g elsewhere (NaN x included)', () => {
+    const xs = [NaN, -1, 0, -0, 2, Infinity, -Infinity, 1e-45, -1e-45];
+    const gs = [5, Infinity, NaN, -3, -0, NaN, -Infinity, -2, 4];
+    for (const dtype of DTYPES) {
+      const n = 4099;
+      const make = (vals: number[]): Arg => {
+        const data = dtype === 'float32' ? new Float32Array(n) : new Float64Array(n);
+        for (let i = 0; i < n; i++) data[i] = vals[i % vals.length]!;
+        return { data, dtype, shape: [n], strides: [1], offset: 0 };
+      };
+      const [g, x] = [make(gs), make(xs)];
+      const got = out(dtype, [n]);
+      const ref = out(dtype, [n]);
+      wasm.run('binary', [g, x], got, { op: 'reluBackward' });
+      expect(wasm.ranOn!('binary', dtype)).toBe('wasm');
+      jsKernels.binary([g, x], ref, { op: 'reluBackward' });
+      for (const res of [got, ref]) expect(Array.from(res.data).every((v, i) => Object.is(v, xs[i % 9]! <= 0 ? 0 : (g.data[i] as number)))).toBe(true);
     }
   });
 

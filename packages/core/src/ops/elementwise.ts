@@ -165,9 +165,11 @@ export const sin = unaryOp('sin', 'x', (g, x) => mul(g, cos(x))); // d sin = cos
 export const cos = unaryOp('cos', 'x', (g, x) => neg(mul(g, sin(x)))); // d cos = -sin
 export const tanh = unaryOp('tanh', 'y', (g, _x, y) => mul(g, sub(1, mul(y, y)))); // d tanh = 1 - tanh²
 export const sigmoid = unaryOp('sigmoid', 'y', (g, _x, y) => mul(g, mul(y, sub(1, y)))); // dσ = σ(1-σ)
-// d relu = [x > 0], as a float mask from one kernel (a uint8 comparison would need a cast and a
-// mixed-dtype multiply); the mask is constant in x almost everywhere, so double backward is unchanged
-export const relu = unaryOp('relu', 'x', (g, x) => mul(g, unaryKernel(x, 'reluGrad', floatType(x.dtype))));
+// d relu = [x > 0]: PyTorch's threshold_backward in one kernel (x ≤ 0 ? 0 : g); when a graph of the
+// backward is recorded, g times a float mask (differentiable in g; constant in x almost everywhere)
+export const relu = unaryOp('relu', 'x', (g, x) =>
+  isGradEnabled() ? mul(g, unaryKernel(x, 'reluGrad', floatType(x.dtype))) : binaryKernel('reluBackward', g, x, g.dtype),
+);
 export const erf = unaryOp('erf', 'x', (g, x) => mul(g, mul(exp(neg(mul(x, x))), 2 / Math.sqrt(Math.PI)))); // d erf = 2/√π e^{-x²}
 export const reciprocal = unaryOp('reciprocal', 'y', (g, _x, y) => neg(mul(g, mul(y, y)))); // d 1/x = -1/x²
 export const sign = steppedOp('sign');

@@ -63,10 +63,9 @@ export const UNARY: Record<UnaryOp, (x: number, alpha: number) => number> = {
   tanh: Math.tanh,
   sigmoid,
   relu: (x) => (x > 0 ? x : x === x ? 0 : NaN),
-  // d relu/dx as a multiplier: 1 where x > 0, else 0 (NaN included). relu's backward multiplies
-  // by it, so unlike PyTorch's threshold_backward (which selects, and passes g where x is NaN) an
-  // inactive unit gives −0 for g < 0 and NaN for g = ±∞ or NaN, as the comparison mask did before
-  reluGrad: (x) => (x > 0 ? 1 : 0),
+  // d relu/dx as a multiplier, 0 where x ≤ 0 and 1 elsewhere (NaN included, as threshold_backward
+  // passes g there); for graphs of the backward, which need it differentiable in g
+  reluGrad: (x) => (x <= 0 ? 0 : 1),
   silu: (x) => x * sigmoid(x),
   // d silu/dx = σ(x)·(1 + x·(1 − σ(x)))
   siluGrad: (x) => {
@@ -106,6 +105,8 @@ export const BINARY: Record<BinaryOp, (a: number, b: number) => number> = {
   ge: (a, b) => (a >= b ? 1 : 0),
   logicalAnd: (a, b) => (a && b ? 1 : 0),
   logicalOr: (a, b) => (a || b ? 1 : 0),
+  // a select, not g·mask: an inactive unit gives +0 even for g = ±∞ or NaN, as PyTorch
+  reluBackward: (g, x) => (x <= 0 ? 0 : g),
 };
 
 type Arg = KernelArg<TypedArray>;

@@ -78,20 +78,20 @@ const UN: Partial<Record<UnaryOp | 'identity', UnaryEmit>> = {
     zero(c, k, v);
     BIN.maximum!(c, k, v);
   },
-  // (x > 0) as 1 or 0: the comparison's lane mask ANDed with 1.0
+  // 0 where x ≤ 0, else 1 (NaN included): 1.0 with the comparison's lanes cleared
   reluGrad: (c, k, v, x) => {
     if (v) {
+      one(c, k, v);
       c.get(x);
       zero(c, k, v);
-      pick(c, k, v, Simd.f32x4_gt, Simd.f64x2_gt, Op.f32_gt, Op.f64_gt);
-      one(c, k, v);
-      c.simd(Simd.v128_and);
+      pick(c, k, v, Simd.f32x4_le, Simd.f64x2_le, Op.f32_le, Op.f64_le);
+      c.simd(Simd.v128_andnot);
     } else {
-      one(c, k, v);
       zero(c, k, v);
+      one(c, k, v);
       c.get(x);
       zero(c, k, v);
-      pick(c, k, v, Simd.f32x4_gt, Simd.f64x2_gt, Op.f32_gt, Op.f64_gt);
+      pick(c, k, v, Simd.f32x4_le, Simd.f64x2_le, Op.f32_le, Op.f64_le);
       c.op(Op.select);
     }
   },
@@ -287,6 +287,20 @@ function emitWhere(mb: ModuleBuilder, k: Kind): void {
   }, `where_${k}`);
 }
 
+/** Binary ops that read their operands more than once, from locals a and b. */
+const BIN_LOCALS: Partial<Record<BinaryOp, (c: Code, k: Kind, simd: boolean, a: number, b: number) => void>> = {
+  // x ≤ 0 ? 0 : g (a = g, b = x), a select so ±∞ and NaN gradients give +0 where inactive
+  reluBackward: (c, k, v, g, x) => {
+    zero(c, k, v);
+    c.get(g);
+    c.get(x);
+    zero(c, k, v);
+    pick(c, k, v, Simd.f32x4_le, Simd.f64x2_le, Op.f32_le, Op.f64_le);
+    if (v) c.simd(Simd.v128_bitselect);
+    else c.op(Op.select);
+  },
+};
+
 export function emitElementwise(mb: ModuleBuilder): void {
   for (const k of ['f32', 'f64'] as const) {
     emitWhere(mb, k);
@@ -294,6 +308,7 @@ export function emitElementwise(mb: ModuleBuilder): void {
       c.get(a).get(b);
       f(c, k, v);
     });
+    for (const [op, f] of Object.entries(BIN_LOCALS)) emitMap(mb, k, `binary_${op}_${k}`, 2, (c, v, a, b) => f(c, k, v, a, b));
     for (const [op, f] of Object.entries(UN)) if (k === 'f32' || !F32_ONLY.has(op)) emitMap(mb, k, `unary_${op}_${k}`, 1, (c, v, a) => f(c, k, v, a));
   }
 }
@@ -482,7 +497,7 @@ export function unaryWasm(engine: Engine, inputs: readonly Arg[], out: Arg, para
 
 export function binaryWasm(engine: Engine, inputs: readonly Arg[], out: Arg, params: { op: BinaryOp }): boolean {
   const k = kindOf(inputs, out);
-  return k !== null && BIN[params.op] !== undefined && runMap(engine, `binary_${params.op}_${k}`, params.op, inputs, out, k);
+  return k !== null && (BIN[params.op] ?? BIN_LOCALS[params.op]) !== undefined && runMap(engine, `binary_${params.op}_${k}`, params.op, inputs, out, k);
 }
 
 /**
