@@ -37,7 +37,7 @@ export const adamStep: Kernel<'adamStep', TypedArray> = ([, g, m, v], p, o) => {
  * The update loop on its own, over primitives and typed arrays. Inside the kernel above it ran at
  * up to ~90 ns/element in a QAT training step, whose optimizer mixes 2-D weights with 3-D per-group
  * scales (the kernel's optimized code kept being thrown away): tiny-Llama QAT step, 68 Adam calls,
- * 115 → 16 ms (examples/_prof_kern.ts, not kept).
+ * 115 → 16 ms (per-kernel timing of that step; the step itself: npm run bench -- --sections llama).
  */
 function adamLoop(
   n: number, pd: TypedArray, p0: number, gd: TypedArray, g0: number, go: Int32Array | null, two: boolean, cols: number, sr: number, sc: number,

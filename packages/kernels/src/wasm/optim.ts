@@ -207,7 +207,8 @@ const ADAM_SCALARS = 9;
  * Elements from which the update is split over the pool. About half of a call is f64 division and
  * square root, the rest the copies on the calling thread, which get slower when another core
  * last touched the lines. Adam.step on one tensor, 1 vs 2 threads (medians of 350 steps, two
- * runs): 256×784 610–675 → 553–558 µs; 256×256 184–228 → 217–238; 128×256 91–94 → 113–128.
+ * runs): 256×784 610–675 → 553–558 µs; 256×256 184–228 → 217–238; 128×256 91–94 → 113–128
+ * (npx tsx scripts/bench/kernels.ts).
  */
 const PARALLEL_MIN = 1 << 17;
 

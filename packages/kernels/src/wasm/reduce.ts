@@ -41,7 +41,8 @@ function combineVector(c: Code, op: Red, k: Kind): void {
   if (op === 'sum') c.simd(Simd.f64x2_add);
   // |x| has its sign bit clear, so its bits order as integers do, with every NaN above +∞: one
   // integer max keeps the NaN-propagating maximum, where f32x4.max takes ~8 x64 instructions
-  // (per-token absmax over 16×128×384: 596 → 185 µs, over 16×128×128: 175 → 70)
+  // (per-token absmax over 16×128×384: 596 → 185 µs, over 16×128×128: 175 → 70; now timed by
+  // scripts/bench/kernels.ts)
   else if (op === 'absmax' && a === 'f32') c.simd(Simd.i32x4_max_s);
   else if (op === 'max' || op === 'absmax') c.simd(a === 'f32' ? Simd.f32x4_max : Simd.f64x2_max);
   else c.simd(a === 'f32' ? Simd.f32x4_min : Simd.f64x2_min);

@@ -23,7 +23,7 @@ const MAGIC_BITS = 0x4b400000;
  * Pushes exp(x) for the f32x4 in local `x`. Written for V8's x64 lowering: pmin/pmax are one
  * minps/maxps each where min/max (NaN- and ±0-exact) take ~8 instructions, and the exponent comes
  * out of a magic-number add instead of trunc_sat (its NaN/overflow fix-ups cost ~6). Same values
- * as before; 1M-element silu 3.2 → 2.0 ms, softmax 2.7 → 2.0 ms (examples/_prof_sm3.ts, not kept).
+ * as before; 1M-element silu 3.2 → 2.0 ms, softmax 2.7 → 2.0 ms (the after figures: scripts/bench/kernels.ts).
  */
 export function expF32x4(c: Code, x: number): void {
   const [xc, fn, r, p, n] = [0, 0, 0, 0, 0].map(() => c.local(ValType.v128)) as [number, number, number, number, number];

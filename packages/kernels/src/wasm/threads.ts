@@ -43,7 +43,8 @@ Atomics.add(c, ${READY}, 1);
 Atomics.notify(c, ${READY});
 for (;;) {
   // spin a while before sleeping: kernels come in bursts, and a futex wake of a vCPU that has
-  // halted costs tens of µs (256² matmul, 2 threads, 2 ms of JS between calls: 58 → 67 GFLOP/s)
+  // halted costs tens of µs (256² matmul, 2 threads, 2 ms of JS between calls: 58 → 67 GFLOP/s;
+  // scripts/bench/kernels.ts)
   if (spinMicros > 0 && Atomics.load(c, ${GEN}) === gen) {
     const until = performance.now() + spinMicros / 1000;
     for (let i = 0; Atomics.load(c, ${GEN}) === gen; i++) if ((i & 63) === 0 && performance.now() > until) break;
