@@ -2,7 +2,8 @@
  * @file The custom differentiable function API (`defineFunction`), shaped like PyTorch's
  * `torch.autograd.Function`. Every built-in primitive is written with it too.
  */
-import { AnomalyError, anomalyChecksForward, type BackwardRule, type Edge, isAnomalyEnabled, isGradEnabled, Node, setGradEnabled, userCallSite } from './tape.js';
+import { anomalySite } from './anomaly.js';
+import { AnomalyError, anomalyChecksForward, type BackwardRule, type Edge, isAnomalyEnabled, isGradEnabled, Node, setGradEnabled } from './tape.js';
 import type { DType } from '@qgrad/kernels';
 import { Tensor } from './tensor.js';
 
@@ -133,7 +134,8 @@ function apply<A extends unknown[], R extends Tensor | Tensor[], S>(spec: Functi
   const versions = new Array<number>(saved.length);
   for (let i = 0; i < saved.length; i++) versions[i] = saved[i]!.version;
   node.savedVersions = versions;
-  if (isAnomalyEnabled()) node.callSite = userCallSite();
+  // the module and user line are known only now, so the backward message is composed here
+  if (isAnomalyEnabled()) node.callSite = anomalySite();
   for (let i = 0; i < outs.length; i++) {
     const o = outs[i]!;
     if (ctx.isNonDifferentiable(o) || (o.dtype !== 'float32' && o.dtype !== 'float64')) continue;
@@ -147,7 +149,7 @@ function apply<A extends unknown[], R extends Tensor | Tensor[], S>(spec: Functi
 function checkForward(name: string, outs: Tensor[]): void {
   for (const o of outs) {
     if ((o.dtype === 'float32' || o.dtype === 'float64') && o.hasNonFinite()) {
-      throw new AnomalyError(`forward of '${name}' produced NaN or Inf (output shape [${o.shape.join(', ')}]), called at ${userCallSite()}`);
+      throw new AnomalyError(`forward of '${name}' produced NaN or Inf (output shape [${o.shape.join(', ')}]) at ${anomalySite()}`);
     }
   }
 }

@@ -8,6 +8,7 @@
 export { Tensor, type Storage, type NestedArray } from './tensor.js';
 export { defineFunction, FunctionCtx, type FunctionSpec } from './function.js';
 export { noGrad, enableGrad, isGradEnabled, setDetectAnomaly, detectAnomaly, isAnomalyEnabled, AnomalyError, type BackwardOptions, type GradHook } from './tape.js';
+export { currentModulePath, pushModulePath, popModulePath } from './anomaly.js';
 export { grad, gradOf, valueAndGrad, backward, type GradOptions } from './autograd.js';
 export { setBackend, getBackend, registerBackend, availableBackends, withBackend, type BackendName } from './backend.js';
 export { Generator, manualSeed, defaultGenerator } from './random.js';

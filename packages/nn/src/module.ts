@@ -3,7 +3,7 @@
  * modules, train/eval mode, state dicts and the PyTorch-style printout; plus `Parameter`.
  * Containers (Sequential, ModuleList, ModuleDict) live in containers.ts.
  */
-import { noGrad, type DType, type Tensor } from '@qgrad/core';
+import { isAnomalyEnabled, noGrad, popModulePath, pushModulePath, type DType, type Tensor } from '@qgrad/core';
 
 /**
  * Marks a tensor as a trainable parameter, like `nn.Parameter`: returns a detached leaf sharing
@@ -29,6 +29,36 @@ export interface LoadStateDictResult {
 type Slot = Tensor | Module | null | undefined;
 const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
 
+// ---------------------------------------------------------------- anomaly-mode module names
+// An anomaly error names the module it arose in. A module whose forward is entered outside any
+// named one (the model the user called, or a module its caller never registered) names its
+// subtree once with namedModules(); modules run inside it look themselves up. A shared module is
+// reported under its first name, as namedModules() lists it.
+interface Scope {
+  names: Map<Module, string>;
+  root: string;
+}
+const scopes: Scope[] = [];
+
+function enterModule(m: Module): void {
+  const outer = scopes[scopes.length - 1];
+  const path = outer?.names.get(m);
+  if (outer !== undefined && path) {
+    scopes.push(outer);
+    pushModulePath(`'${path}' (${m.constructor.name} in ${outer.root})`);
+    return;
+  }
+  const names = new Map<Module, string>();
+  for (const [name, sub] of m.namedModules()) names.set(sub, name);
+  scopes.push({ names, root: m.constructor.name });
+  pushModulePath(m.constructor.name);
+}
+
+function exitModule(): void {
+  scopes.pop();
+  popModulePath();
+}
+
 /**
  * Base class of layers and models.
  *
@@ -52,6 +82,32 @@ const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
  * }
  */
 export abstract class Module {
+  /**
+   * Wraps this instance's `forward` so that in anomaly mode a NaN or Inf error names the module by
+   * its path from the outermost module called, as `namedModules()` and `stateDict()` name it
+   * (`'model.layers.2.input_layernorm' (RMSNorm in Llama)`), the outermost one by its class name.
+   * With anomaly mode off the wrapper only checks the flag.
+   */
+  constructor() {
+    const forward = (this as unknown as { forward?: unknown }).forward;
+    if (typeof forward !== 'function') return;
+    // an own property, so `super.forward(…)` in a subclass reaches the unwrapped method and the
+    // module is entered once
+    Object.defineProperty(this, 'forward', {
+      configurable: true,
+      writable: true,
+      value: (...args: unknown[]): unknown => {
+        if (!isAnomalyEnabled()) return forward.apply(this, args);
+        enterModule(this);
+        try {
+          return forward.apply(this, args);
+        } finally {
+          exitModule();
+        }
+      },
+    });
+  }
+
   /** True in training mode (dropout active); switch with `train()` / `eval()`. */
   training = true;
   #params: string[] = [];
