@@ -1,7 +1,8 @@
 /**
  * @file The estimator registry: the built-in table (ste, clipped-ste, lsq, lsq+, trust,
  * stochastic, relaxed), `defineEstimator` for users' own, and `getEstimator` by name. Every
- * quantizing op that takes `{ estimator }` resolves it here.
+ * quantizing op that takes `{ estimator }` resolves it here; those ops (fakeQuantize, quantRound …)
+ * are quant.ts, beside the estimators.
  * @example
  * defineEstimator('half-ste', { backward: (_st, g) => [g.mul(0.5), null, null] });
  * fakeQuantize(x, 0.1, 0, { qmin: -8, qmax: 7, estimator: 'half-ste' });
@@ -63,4 +64,5 @@ export function removeEstimator(name: string): boolean {
 
 export type { Estimator, EstimatorSpec, EstimatorOptions, EstimatorGrads, QuantState, QuantConfig, GridInfo } from './estimator.js';
 export { clipWindow, windowMask, trustMask, trustRadius, fakeQuantizeKernel } from './estimator.js';
-export { fakeQuantizeGrad } from './lsq.js';
+export { fakeQuantizeGrad, lsqGradScale } from './lsq.js';
+export * from './quant.js';

@@ -79,6 +79,16 @@ export const fakeQuantizeGrad = defineFunction({
   },
 });
 
+/**
+ * LSQ's gradient scale g = 1/√(N·Q_P) for a scale shared by `n` elements on a grid with `qp`
+ * positive levels (the one place it is computed; @qgrad/quant's quantizers call it too).
+ * @example lsqGradScale(64, 7); // 1/√448
+ */
+export function lsqGradScale(n: number, qp: number): number {
+  if (!(n > 0) || !(qp > 0)) throw new Error(`lsqGradScale: needs N > 0 elements per scale and Q_P > 0 positive levels, got N ${n}, Q_P ${qp}`);
+  return 1 / Math.sqrt(n * qp);
+}
+
 function lsqBackward(st: QuantState, g: Tensor): [Tensor, Tensor, Tensor] {
   const c: GradConfig = { qmin: st.qmin, qmax: st.qmax, rounding: st.rounding, offset: st.offset, gradFactor: st.options.gradScale ?? 1 };
   if (st.rounding === 'stochastic') throw new Error(`quantize[lsq]: LSQ needs deterministic rounding, got 'stochastic'`);

@@ -1,6 +1,7 @@
 /**
- * @file The relaxed estimator: hard forward, backward through a soft quantizer (HESTIA-style
- * softmax over grid levels at temperature τ). With p_k ∝ exp(−(u − c_k)²/τ) and ũ = Σ p_k c_k,
+ * @file The relaxed estimator: a hard forward (round to nearest) whose backward is the slope of
+ * a soft quantizer (softmax over grid levels at temperature τ) — a soft *backward* only. HESTIA
+ * is different: its forward itself is soft (@qgrad/quant's `soft` weight-quantizer plug-in). With p_k ∝ exp(−(u − c_k)²/τ) and ũ = Σ p_k c_k,
  * dũ/du = (2/τ)·Var_p(c). On an affine grid the levels are the 6 integers around u inside
  * [qmin, qmax] (farther ones carry weight < e^{−4/τ}); non-affine grids supply their levels.
  */
@@ -41,6 +42,6 @@ function relaxedSlope(st: QuantState): Tensor {
 }
 
 export const relaxed: EstimatorSpec = {
-  description: 'relaxed: hard forward; backward is the soft quantizer\'s slope (2/τ)·Var_p(levels), τ = temperature (default 0.5 step²)',
+  description: 'relaxed: hard forward (not soft, unlike HESTIA); backward is the soft quantizer\'s slope (2/τ)·Var_p(levels), τ = temperature (default 0.5 step²)',
   backward: (st, g) => [mul(g, cast(relaxedSlope(st), g.dtype)), null, null], // dũ/du = (2/τ)·Var_p(c)
 };
