@@ -31,17 +31,34 @@ export function contiguousNoGrad(t: Tensor): Tensor {
   return t.isContiguous() ? t : runKernel('copy', [t], [...t.shape], t.dtype, {});
 }
 
-/** Resolves one -1 in `shape` and checks the element count. */
-function inferShape(op: string, from: readonly number[], shape: number[]): number[] {
+/**
+ * Resolves one -1 in `shape` and checks every size and the element count; errors quote the shape
+ * as the caller wrote it, with the input's.
+ */
+function inferShape(op: string, from: readonly number[], shape: readonly number[]): number[] {
   const n = numel(from);
-  const neg = shape.indexOf(-1);
-  if (neg >= 0) {
-    const rest = numel(shape.filter((_, i) => i !== neg));
-    if (rest === 0 || n % rest !== 0) throw new Error(`${op}: shape ${fmt(shape)} is invalid for input of size ${n}`);
-    shape = shape.map((d, i) => (i === neg ? n / rest : d));
+  const invalid = (why: string) => new Error(`${op}: shape ${fmt(shape)} is invalid for input of shape ${fmt(from)} (${n} elements): ${why}`);
+  let inferred = -1;
+  let known = 1;
+  for (let i = 0; i < shape.length; i++) {
+    const d = shape[i]!;
+    if (d === -1) {
+      if (inferred >= 0) throw invalid(`only one dim may be -1 (dims ${inferred} and ${i} are)`);
+      inferred = i;
+    } else if (!Number.isInteger(d) || d < 0) {
+      throw invalid(`size ${d} at dim ${i} is not a non-negative integer (or -1, inferred)`);
+    } else {
+      known *= d;
+    }
   }
-  if (numel(shape) !== n || shape.some((d) => !Number.isInteger(d) || d < 0)) throw new Error(`${op}: shape ${fmt(shape)} is invalid for input of shape ${fmt(from)} (size ${n})`);
-  return shape;
+  if (inferred < 0) {
+    if (known !== n) throw invalid(`that shape holds ${known} elements`);
+    return [...shape];
+  }
+  // PyTorch refuses -1 next to a 0 size too: any value would fit when n is 0
+  if (known === 0) throw invalid(`the -1 cannot be inferred when the other sizes multiply to 0`);
+  if (n % known !== 0) throw invalid(`${n} elements do not split into a whole number of blocks of ${known}`);
+  return shape.map((d, i) => (i === inferred ? n / known : d));
 }
 
 /**
