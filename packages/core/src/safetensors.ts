@@ -2,6 +2,7 @@
  * @file safetensors I/O: the file format of Hugging Face's `safetensors` (8-byte little-endian
  * header length, JSON header, one flat byte buffer), in memory and on disk with atomic writes.
  * Reads F32/F64/I32/I8/U8 bit-exactly and F16/BF16 into float32; writes the dtypes qgrad has.
+ * Records keyed by file names are built on null-prototype objects, so `__proto__` is a name.
  */
 import type { DType, TypedArray } from '@qgrad/kernels';
 import { fromTypedArray } from './ops/creation.js';
@@ -35,6 +36,12 @@ interface Entry {
 const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
 
 /**
+ * An empty record with no prototype: assigning the key `__proto__` (a legal tensor name) to a
+ * plain `{}` would replace its prototype and drop the entry instead of storing it.
+ */
+const record = <T>(): Record<string, T> => Object.create(null) as Record<string, T>;
+
+/**
  * Encodes tensors (and optional string metadata) as safetensors bytes. Tensors are laid out
  * by element size, largest first, then by name, so each one is naturally aligned; the header is
  * padded with spaces so the data buffer starts at a multiple of 8 bytes, as the spec asks.
@@ -48,7 +55,7 @@ export function serializeSafetensors(tensors: Record<string, Tensor>, metadata?:
   }
   const size = (n: string) => READ[WRITE_NAME[tensors[n]!.dtype]].bytes;
   names.sort((a, b) => size(b) - size(a) || (a < b ? -1 : a > b ? 1 : 0));
-  const header: Record<string, unknown> = {};
+  const header = record<unknown>();
   if (metadata && Object.keys(metadata).length) header.__metadata__ = metadata;
   const payloads: Uint8Array[] = [];
   let offset = 0;
@@ -91,19 +98,30 @@ export function deserializeSafetensors(bytes: Uint8Array): { tensors: Record<str
   if (8 + n > bytes.length) throw new Error(`safetensors: header length ${n} at byte 0 exceeds file size ${bytes.length}`);
   if (n < 2 || bytes[8] !== 0x7b) throw new Error(`safetensors: header at byte 8 must be a JSON object starting with '{'`);
   let header: Record<string, unknown>;
+  let text: string;
   try {
-    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + n)));
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + n));
+    header = JSON.parse(text);
   } catch (e) {
     throw new Error(`safetensors: header at bytes 8..${8 + n} is not valid UTF-8 JSON (${(e as Error).message})`);
   }
   if (header === null || typeof header !== 'object' || Array.isArray(header)) throw new Error('safetensors: header at byte 8 is not a JSON object');
+  const where = `the header at bytes 8..${8 + n}`;
+  const twice = repeatedKey(text);
+  if (twice !== null) {
+    const [top, ...rest] = twice;
+    const named = (k: string) => (k === '__metadata__' ? k : `tensor '${k}'`);
+    throw new Error(`safetensors: ${rest.length ? `key '${rest.at(-1)}' in ${named(top!)}` : named(top!)} appears more than once in ${where}`);
+  }
   const base = 8 + n;
   const bufferLength = bytes.length - base;
-  const metadata: Record<string, string> = {};
+  const metadata = record<string>();
   const entries: [string, Entry][] = [];
   for (const [name, raw] of Object.entries(header)) {
     if (name === '__metadata__') {
-      if (raw === null || typeof raw !== 'object') throw new Error('safetensors: __metadata__ in the header at byte 8 must be an object of strings');
+      if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+        throw new Error(`safetensors: __metadata__ in ${where} must be an object of strings, got ${Array.isArray(raw) ? 'an array' : raw === null ? 'null' : typeof raw}`);
+      }
       for (const [k, v] of Object.entries(raw)) {
         if (typeof v !== 'string') throw new Error(`safetensors: __metadata__ value '${k}' in the header at byte 8 must be a string`);
         metadata[k] = v;
@@ -115,7 +133,7 @@ export function deserializeSafetensors(bytes: Uint8Array): { tensors: Record<str
   // the spec forbids holes and overlaps: sorted by start, the ranges must tile the buffer
   entries.sort((a, b) => a[1].data_offsets[0] - b[1].data_offsets[0]);
   let expectedStart = 0;
-  const tensors: Record<string, Tensor> = {};
+  const tensors = record<Tensor>();
   for (const [name, e] of entries) {
     const [begin, end] = e.data_offsets;
     const at = base + begin;
@@ -139,6 +157,42 @@ export function deserializeSafetensors(bytes: Uint8Array): { tensors: Record<str
     throw new Error(`safetensors: ${bufferLength - expectedStart} trailing bytes at byte ${base + expectedStart} are not covered by any tensor`);
   }
   return { tensors, metadata };
+}
+
+/**
+ * The first key that occurs twice within one object of a JSON text, as the path of keys from
+ * the top level down to it (decoded), or null. JSON.parse keeps the last of equal keys without
+ * a word, so a tensor, a metadata value or a dtype would load differently from a reader that
+ * keeps the first. The text has already parsed, so a scan of strings and brackets suffices.
+ */
+function repeatedKey(json: string): string[] | null {
+  // per open bracket: the keys seen so far (null for an array) and the latest key (none in an array)
+  const seen: (Set<string> | null)[] = [];
+  const path: (string | undefined)[] = [];
+  let keyNext = false; // the next string is a key (after '{' or an object's ',') rather than a value
+  for (let i = 0; i < json.length; i++) {
+    const c = json.charCodeAt(i);
+    if (c === 0x22) { // '"': skip the string, checking it when it is a key
+      const start = i;
+      while (json.charCodeAt(++i) !== 0x22) if (json.charCodeAt(i) === 0x5c) i++;
+      if (!keyNext) continue;
+      const raw = json.slice(start + 1, i);
+      const key = raw.includes('\\') ? (JSON.parse(`"${raw}"`) as string) : raw; // escapes: "\u0077" is "w"
+      const keys = seen.at(-1)!;
+      path[seen.length - 1] = key;
+      if (keys.has(key)) return path.filter((k) => k !== undefined) as string[];
+      keys.add(key);
+      keyNext = false;
+    } else if (c === 0x7b || c === 0x5b) {
+      seen.push(c === 0x7b ? new Set() : null);
+      path[seen.length - 1] = undefined;
+      keyNext = c === 0x7b;
+    } else if (c === 0x7d || c === 0x5d) {
+      seen.pop();
+      path.length = seen.length;
+    } else if (c === 0x2c) keyNext = seen.at(-1) != null;
+  }
+  return null;
 }
 
 function checkEntry(name: string, raw: unknown): Entry {
@@ -204,25 +258,80 @@ interface Fs {
   closeSync(fd: number): void;
   renameSync(from: string, to: string): void;
   rmSync(path: string, opts?: { force?: boolean }): void;
+  readdirSync(path: string): string[];
 }
+
+interface Proc {
+  pid?: number;
+  kill?(pid: number, signal: number): void;
+  getBuiltinModule?: (m: string) => unknown;
+}
+const proc = (): Proc | undefined => (globalThis as { process?: Proc }).process;
 
 // resolved lazily so that importing @qgrad/core stays free of Node built-ins in browsers
 function nodeFs(op: string): Fs {
-  const proc = (globalThis as { process?: { getBuiltinModule?: (m: string) => unknown } }).process;
-  const fs = proc?.getBuiltinModule?.('node:fs') as Fs | undefined;
+  const fs = proc()?.getBuiltinModule?.('node:fs') as Fs | undefined;
   if (!fs) throw new Error(`${op}: file access needs Node.js ≥ 20.16; in a browser use serializeSafetensors/deserializeSafetensors on bytes`);
   return fs;
+}
+
+/** Whether `pid` names a running process (signal 0 only asks; EPERM means it exists but is not ours). */
+function alive(pid: number): boolean {
+  const p = proc();
+  if (!p?.kill || pid <= 0) return true; // cannot tell: keep the file
+  try {
+    p.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as { code?: string }).code !== 'ESRCH';
+  }
+}
+
+/**
+ * Deletes `<path>.tmp-<pid>-<tag>` files that a save killed mid-write left beside `path`: those
+ * of a dead pid, and this process's own, since a save is synchronous and so none of ours is
+ * being written now (such a file had a dead writer whose pid we reuse; a worker thread's save of
+ * the same target, racing, would fail loudly at its rename). Another live process's temporary
+ * may be a save in progress, so it stays. Best effort: a file that cannot be listed or removed
+ * (read-only directory, a racing cleaner) is left for next time rather than failing the call.
+ */
+function removeStaleTemporaries(fs: Fs, path: string): void {
+  const cut = Math.max(path.lastIndexOf('/'), path.lastIndexOf('\\'));
+  const dir = cut < 0 ? '.' : path.slice(0, cut + 1);
+  const prefix = `${path.slice(cut + 1)}.tmp-`;
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return;
+  }
+  const self = proc()?.pid;
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    const m = /^(\d+)-[0-9a-z]+$/.exec(name.slice(prefix.length));
+    if (!m) continue;
+    const pid = Number(m[1]);
+    const tmp = cut < 0 ? name : dir + name;
+    if (pid !== self && alive(pid)) continue;
+    try {
+      fs.rmSync(tmp, { force: true });
+    } catch {
+      // left for the next save or load
+    }
+  }
 }
 
 /**
  * Writes tensors to a .safetensors file atomically: the bytes go to a temporary file in the
  * same directory, are fsynced, then renamed over `path`, so a crash never leaves half a file.
+ * Temporaries that earlier, killed saves of `path` left behind are removed first.
  * @example saveSafetensors('model.safetensors', model.stateDict(), { epoch: '3' });
  */
 export function saveSafetensors(path: string, tensors: Record<string, Tensor>, metadata?: Record<string, string>): void {
   const fs = nodeFs('saveSafetensors');
   const bytes = serializeSafetensors(tensors, metadata);
-  const tmp = `${path}.tmp-${(globalThis as { process?: { pid?: number } }).process?.pid ?? 0}-${Math.random().toString(36).slice(2, 10)}`;
+  removeStaleTemporaries(fs, path);
+  const tmp = `${path}.tmp-${proc()?.pid ?? 0}-${Math.random().toString(36).slice(2, 10)}`;
   const fd = fs.openSync(tmp, 'w');
   try {
     for (let written = 0; written < bytes.length; ) written += fs.writeSync(fd, bytes.subarray(written));
@@ -237,7 +346,8 @@ export function saveSafetensors(path: string, tensors: Record<string, Tensor>, m
 }
 
 /**
- * Reads a .safetensors file into tensors keyed by name (F16/BF16 become float32).
+ * Reads a .safetensors file into tensors keyed by name (F16/BF16 become float32). Like a save,
+ * it removes temporaries that killed saves of `path` left behind.
  * @example model.loadStateDict(loadSafetensors('model.safetensors'));
  */
 export function loadSafetensors(path: string): Record<string, Tensor> {
@@ -246,7 +356,9 @@ export function loadSafetensors(path: string): Record<string, Tensor> {
 
 /** Like `loadSafetensors`, also returning the header's `__metadata__` strings. */
 export function loadSafetensorsWithMetadata(path: string): { tensors: Record<string, Tensor>; metadata: Record<string, string> } {
-  const bytes = nodeFs('loadSafetensors').readFileSync(path);
+  const fs = nodeFs('loadSafetensors');
+  removeStaleTemporaries(fs, path);
+  const bytes = fs.readFileSync(path);
   try {
     return deserializeSafetensors(bytes);
   } catch (e) {

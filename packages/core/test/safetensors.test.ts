@@ -1,4 +1,5 @@
 import fc from 'fast-check';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -96,9 +97,65 @@ describe('safetensors round trip', () => {
     expect(q.loadSafetensors(path).w!.toArray()).toEqual([1, 1]);
   });
 
+  it('saving or loading removes the temporaries that dead writers of the same target left, and no other file', () => {
+    const sub = mkdtempSync(join(dir, 'stale-'));
+    const path = join(sub, 'w.safetensors');
+    // a process that has exited: its pid names no live process
+    const dead = spawnSync(process.execPath, ['-e', '']).pid!;
+    const live = process.ppid; // the test runner's parent is alive while we run
+    const stale = [`w.safetensors.tmp-${dead}-k3j9x0aa`, `w.safetensors.tmp-${process.pid}-zz12ab34`];
+    const kept = [`w.safetensors.tmp-${live}-q8w7e6r5`, `v.safetensors.tmp-${dead}-k3j9x0aa`, 'w.safetensors.tmp-notes', `w.safetensors.tmp-${dead}-a.b`];
+    for (const f of [...stale, ...kept]) writeFileSync(join(sub, f), 'partial');
+    q.saveSafetensors(path, { w: q.ones([2]) });
+    expect(readdirSync(sub).sort()).toEqual([...kept, 'w.safetensors'].sort());
+    writeFileSync(join(sub, stale[0]!), 'partial');
+    expect(q.loadSafetensors(path).w!.toArray()).toEqual([1, 1]);
+    expect(readdirSync(sub).sort()).toEqual([...kept, 'w.safetensors'].sort());
+  });
+
   it("refuses '__metadata__' as a tensor name and non-string metadata", () => {
     expect(() => q.serializeSafetensors({ __metadata__: q.ones([1]) })).toThrow(/reserved/);
     expect(() => q.serializeSafetensors({ w: q.ones([1]) }, { n: 3 as unknown as string })).toThrow(/metadata values must be strings; 'n' is number/);
+  });
+});
+
+describe('safetensors names that are also JavaScript properties', () => {
+  /** A record with an own `__proto__` key (an object literal's `__proto__:` would set the prototype instead). */
+  const own = <T>(entries: [string, T][]): Record<string, T> => {
+    const r: Record<string, T> = Object.create(null);
+    for (const [k, v] of entries) r[k] = v;
+    return r;
+  };
+
+  it("a tensor named '__proto__' round-trips through bytes and files, and the records keep a null prototype", () => {
+    const tensors = own([['__proto__', q.tensor([1, 2, 3])], ['constructor', q.tensor([4], { dtype: 'int32' })], ['w', q.ones([2])]]);
+    const metadata = own([['__proto__', 'meta'], ['toString', 'x']]);
+    const bytes = q.serializeSafetensors(tensors, metadata);
+    const header = new TextDecoder().decode(bytes.subarray(8, 8 + Number(new DataView(bytes.buffer).getBigUint64(0, true))));
+    expect(header).toContain('"__proto__":{"dtype":"F32","shape":[3]');
+    expect(header).toContain('"__proto__":"meta"');
+    const path = join(dir, 'proto.safetensors');
+    q.saveSafetensors(path, tensors, metadata);
+    for (const back of [q.deserializeSafetensors(bytes), q.loadSafetensorsWithMetadata(path)]) {
+      expect(Object.getPrototypeOf(back.tensors)).toBeNull();
+      expect(Object.getPrototypeOf(back.metadata)).toBeNull();
+      expect(Object.keys(back.tensors).sort()).toEqual(['__proto__', 'constructor', 'w']);
+      expect(back.tensors['__proto__']!.toArray()).toEqual([1, 2, 3]);
+      expect(back.tensors['constructor']!.toArray()).toEqual([4]);
+      expect(Object.keys(back.metadata).sort()).toEqual(['__proto__', 'toString']);
+      expect(back.metadata['__proto__']).toBe('meta');
+    }
+  });
+
+  it("reads a '__proto__' tensor from a hand-written file (JSON.parse makes it an own key)", () => {
+    const f = new TextEncoder().encode('{"__proto__":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}}');
+    const file = new Uint8Array(8 + f.length + 2);
+    new DataView(file.buffer).setBigUint64(0, BigInt(f.length), true);
+    file.set(f, 8);
+    file.set([7, 9], 8 + f.length);
+    const { tensors } = q.deserializeSafetensors(file);
+    expect(Object.keys(tensors)).toEqual(['__proto__']);
+    expect(tensors['__proto__']!.toArray()).toEqual([7, 9]);
   });
 });
 
@@ -179,10 +236,125 @@ describe('safetensors malformed files', () => {
     expect(() => q.deserializeSafetensors(badMeta)).toThrow("__metadata__ value 'n' in the header at byte 8 must be a string");
   });
 
+  it('__metadata__ that is an array, a string or null is rejected naming the header bytes', () => {
+    for (const meta of [['a', 'b'], 'text', null, 3]) {
+      const f = rawFile({ __metadata__: meta });
+      const n = f.length - 8;
+      expect(() => q.deserializeSafetensors(f), JSON.stringify(meta)).toThrow(`safetensors: __metadata__ in the header at bytes 8..${8 + n} must be an object of strings, got ${Array.isArray(meta) ? 'an array' : meta === null ? 'null' : typeof meta}`);
+    }
+  });
+
+  it('a tensor name given twice in the header is rejected naming the tensor and the header bytes', () => {
+    // JSON.parse keeps the last duplicate: without the check this loads 'w' as int32, silently
+    const text = '{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}, "b":{"dtype":"U8","shape":[0],"data_offsets":[4,4]},"\\u0077":{"dtype":"I32","shape":[1],"data_offsets":[0,4]}}';
+    const h = new TextEncoder().encode(text);
+    const f = new Uint8Array(8 + h.length + 4);
+    new DataView(f.buffer).setBigUint64(0, BigInt(h.length), true);
+    f.set(h, 8);
+    expect(() => q.deserializeSafetensors(f)).toThrow(`safetensors: tensor 'w' appears more than once in the header at bytes 8..${8 + h.length}`);
+    // the same key inside a nested object is not a duplicate tensor name
+    const nested = rawFile({ w: { dtype: 'U8', shape: [1], data_offsets: [0, 1] }, __metadata__: { w: 'x', 'a"\\': 'y' } }, [5]);
+    expect(q.deserializeSafetensors(nested).tensors.w!.toArray()).toEqual([5]);
+    const meta = new TextEncoder().encode('{"__metadata__":{"a":"1"},"__metadata__":{"b":"2"}}');
+    const g = new Uint8Array(8 + meta.length);
+    new DataView(g.buffer).setBigUint64(0, BigInt(meta.length), true);
+    g.set(meta, 8);
+    expect(() => q.deserializeSafetensors(g)).toThrow(`safetensors: __metadata__ appears more than once in the header at bytes 8..${8 + meta.length}`);
+    // keys repeated inside one tensor's entry or inside __metadata__ are as ambiguous
+    const inner = (text: string, data: number[]) => {
+      const t = new TextEncoder().encode(text);
+      const file = new Uint8Array(8 + t.length + data.length);
+      new DataView(file.buffer).setBigUint64(0, BigInt(t.length), true);
+      file.set(t, 8);
+      file.set(data, 8 + t.length);
+      return () => q.deserializeSafetensors(file);
+    };
+    expect(inner('{"w":{"dtype":"U8","shape":[1],"dtype":"I8","data_offsets":[0,1]}}', [255])).toThrow(/^safetensors: key 'dtype' in tensor 'w' appears more than once in the header at bytes 8\.\.\d+$/);
+    expect(inner('{"__metadata__":{"a":"1","b":"","a":"2"}}', [])).toThrow(/^safetensors: key 'a' in __metadata__ appears more than once/);
+    // equal keys in sibling objects, or after an array at the same depth, are not repeats
+    expect(inner('{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"b":{"shape":[1],"dtype":"U8","data_offsets":[1,2]}}', [1, 2])).not.toThrow();
+  });
+
   it('errors from loadSafetensors name the file', () => {
     const path = join(dir, 'bad.safetensors');
     writeFileSync(path, rawFile({}, [], 999));
     expect(() => q.loadSafetensors(path)).toThrow(/exceeds file size \d+ \(in .*bad\.safetensors\)/);
+  });
+});
+
+describe('safetensors fuzzed files', () => {
+  // names that are Object.prototype members or special to the format, next to plain ones
+  const NAMES = ['__proto__', 'constructor', 'toString', 'hasOwnProperty', '__defineGetter__', '__metadata__', 'w', 'a.b', '0', ''];
+  const name = fc.oneof(fc.constantFrom(...NAMES), fc.string({ maxLength: 4 }));
+  const BYTES: Record<string, number> = { F32: 4, F64: 8, I32: 4, I8: 1, U8: 1, F16: 2, BF16: 2, I64: 8 };
+  const entry = fc.record({ name, dtype: fc.constantFrom(...Object.keys(BYTES), 'X'), shape: fc.array(fc.nat(3), { maxLength: 2 }) });
+  const metadata = fc.oneof(
+    fc.constant(undefined),
+    fc.array(fc.tuple(name, fc.oneof(fc.string({ maxLength: 3 }), fc.constant(1 as unknown as string))), { maxLength: 3 }),
+    fc.array(fc.tuple(fc.constantFrom('__proto__', 'a'), fc.string({ maxLength: 2 })), { maxLength: 3 }),
+    fc.constantFrom<unknown>(['a'], 'text', null, {}),
+  );
+  const mutation = fc.oneof(fc.constant(null), fc.record({ at: fc.nat(), byte: fc.nat(255) }), fc.record({ cut: fc.nat() }));
+
+  /** Writes the header text by hand, so that repeated names really repeat in the file. */
+  function build(entries: { name: string; dtype: string; shape: number[] }[], meta: unknown): { file: Uint8Array; repeated: boolean } {
+    const parts: string[] = [];
+    let offset = 0;
+    for (const e of entries) {
+      const size = e.shape.reduce((a, b) => a * b, 1) * (BYTES[e.dtype] ?? 1);
+      parts.push(`${JSON.stringify(e.name)}:${JSON.stringify({ dtype: e.dtype, shape: e.shape, data_offsets: [offset, offset + size] })}`);
+      offset += size;
+    }
+    const metaKeys: string[] = [];
+    if (Array.isArray(meta) && meta.every(Array.isArray)) {
+      const pairs = meta as [string, string][];
+      metaKeys.push(...pairs.map(([k]) => k));
+      parts.unshift(`"__metadata__":{${pairs.map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v)}`).join(',')}}`);
+    } else if (meta !== undefined) parts.unshift(`"__metadata__":${JSON.stringify(meta)}`);
+    const names = [...entries.map((e) => e.name), ...(meta !== undefined ? ['__metadata__'] : [])];
+    const h = new TextEncoder().encode(`{${parts.join(',')}}`);
+    const g = new q.Generator(offset + h.length);
+    const data = new Uint8Array(offset).map(() => g.nextUint32() & 0xff);
+    const file = new Uint8Array(8 + h.length + offset);
+    new DataView(file.buffer).setBigUint64(0, BigInt(h.length), true);
+    file.set(h, 8);
+    file.set(data, 8 + h.length);
+    const repeated = new Set(names).size < names.length || new Set(metaKeys).size < metaKeys.length;
+    return { file, repeated };
+  }
+
+  it('either throw a safetensors error or load every header key, onto records whose prototype is untouched', () => {
+    fc.assert(
+      fc.property(fc.array(entry, { maxLength: 4 }), metadata, mutation, (entries, meta, mut) => {
+        let { file, repeated } = build(entries, meta);
+        if (mut && 'at' in mut) {
+          file = file.slice();
+          file[mut.at % file.length] = mut.byte;
+        } else if (mut) file = file.subarray(0, mut.cut % (file.length + 1));
+        let loaded: ReturnType<typeof q.deserializeSafetensors>;
+        try {
+          loaded = q.deserializeSafetensors(file);
+        } catch (e) {
+          expect(e).toBeInstanceOf(Error);
+          expect((e as Error).message).toMatch(/^safetensors: /);
+          return;
+        }
+        if (!mut) expect(repeated, 'a repeated name loaded').toBe(false);
+        const { tensors, metadata: md } = loaded;
+        expect(Object.getPrototypeOf(tensors)).toBeNull();
+        expect(Object.getPrototypeOf(md)).toBeNull();
+        // the header as this test reads it: every key the file holds must come back
+        const n = Number(new DataView(file.buffer, file.byteOffset).getBigUint64(0, true));
+        const header = JSON.parse(new TextDecoder().decode(file.subarray(8, 8 + n))) as Record<string, { shape: number[] }>;
+        const names = Object.keys(header).filter((k) => k !== '__metadata__');
+        expect(Object.keys(tensors).sort()).toEqual(names.sort());
+        for (const k of names) expect(tensors[k]!.shape, k).toEqual(header[k]!.shape);
+        const want = Object.hasOwn(header, '__metadata__') ? (header.__metadata__ as unknown as Record<string, string>) : {};
+        expect(Object.keys(md).sort()).toEqual(Object.keys(want).sort());
+        for (const k of Object.keys(want)) expect(md[k], k).toBe(want[k]);
+      }),
+      { numRuns: 600 },
+    );
   });
 });
 
