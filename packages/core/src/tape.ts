@@ -204,14 +204,6 @@ function accumulate(prev: Tensor | undefined | null, g: Tensor): Tensor {
   return prev ? ops.add(prev, g) : g;
 }
 
-function runHooks(hooks: GradHook[] | undefined, g: Tensor): Tensor {
-  if (!hooks) return g;
-  for (const h of hooks) {
-    const r = h(g);
-    if (r) g = r;
-  }
-  return g;
-}
 
 /**
  * One reverse walk. With `targets`, gradients of those tensors are returned and no `.grad` is
@@ -263,26 +255,76 @@ class BackwardPass {
     }
   }
 
+  /**
+   * Adds one partial gradient of a leaf. Hooks wait for the sum (`finishLeaves`), as PyTorch runs
+   * a leaf's hooks once on its whole gradient, not once per use of the leaf.
+   */
   toLeaf(leaf: Tensor, g: Tensor): void {
-    // what a user hook sees escapes; a partial gradient that only fed a sum (tied weights) or
-    // reached a leaf nobody asked for dies with the pass
-    const hooked = this.recycling && leaf.hooks !== undefined;
-    if (hooked) this.escape(g);
-    g = runHooks(leaf.hooks, g);
-    if (hooked) this.escape(g);
+    let prev: Tensor | null | undefined;
     let sum: Tensor;
     if (this.targets) {
       const ti = this.targetLeaves.get(leaf);
       if (ti === undefined) {
+        // reached a leaf nobody asked for: dies with the pass
         if (this.recycling) this.dead.push(g.storage);
         return;
       }
-      sum = this.results[ti] = accumulate(this.results[ti], g);
-    } else this.leafGrads.set(leaf, (sum = accumulate(this.leafGrads.get(leaf), g)));
-    if (this.recycling) {
-      if (sum !== g) this.dead.push(g.storage);
-      this.escape(sum);
+      prev = this.results[ti];
+      sum = this.results[ti] = accumulate(prev, g);
+    } else {
+      prev = this.leafGrads.get(leaf);
+      this.leafGrads.set(leaf, (sum = accumulate(prev, g)));
     }
+    // a partial that only fed a sum (tied weights) dies; the running sum is held, since the same
+    // gradient object may also be another leaf's
+    if (this.recycling) {
+      if (prev) this.drop(prev);
+      this.hold(sum);
+    }
+  }
+
+  /** Runs each leaf's hooks on its summed gradient; what they see and return escapes. */
+  finishLeaves(): void {
+    const hooked = (leaf: Tensor, g: Tensor): Tensor => {
+      if (!leaf.hooks) return g;
+      if (this.recycling) this.escape(g);
+      const r = this.runHooks(leaf.hooks, g);
+      if (this.recycling) this.escape(r);
+      return r;
+    };
+    if (this.targets) {
+      for (const [leaf, ti] of this.targetLeaves) {
+        const g = this.results[ti];
+        if (g) this.results[ti] = hooked(leaf, g);
+        if (g && this.recycling) this.escape(g);
+      }
+      return;
+    }
+    for (const [leaf, sum] of this.leafGrads) {
+      if (this.recycling) this.escape(sum);
+      const g = hooked(leaf, sum);
+      const d = this.createGraph ? g : g.detach();
+      leaf.grad = leaf.grad ? (this.createGraph ? ops.add(leaf.grad, d) : ops.add(leaf.grad, d).detach()) : d;
+    }
+  }
+
+  /**
+   * Runs user hooks. Whatever they allocate is the user's (kept in a list, a retained grad, a
+   * replacement gradient): a nested recording hides it from this pass's sweep and from any
+   * enclosing scope, so no such tensor is ever recycled.
+   */
+  runHooks(hooks: GradHook[] | undefined, g: Tensor): Tensor {
+    if (!hooks) return g;
+    const prev = this.recycling ? ops.startRecording() : null;
+    try {
+      for (const h of hooks) {
+        const r = h(g);
+        if (r) g = r;
+      }
+    } finally {
+      if (this.recycling) ops.stopRecording(prev);
+    }
+    return g;
   }
 
   // ---- recycling (see dispatch.ts): without createGraph, the gradients this pass makes and the
@@ -326,10 +368,7 @@ class BackwardPass {
     }
     const order = topoOrder(starts);
     for (let k = 0; k < order.length; k++) this.visit(order[k]!);
-    for (const [leaf, g] of this.leafGrads) {
-      const d = this.createGraph ? g : g.detach();
-      leaf.grad = leaf.grad ? (this.createGraph ? ops.add(leaf.grad, d) : ops.add(leaf.grad, d).detach()) : d;
-    }
+    this.finishLeaves();
   }
 
   visit(node: Node): void {
@@ -356,7 +395,7 @@ class BackwardPass {
       if (g && this.recycling) this.drop(g);
       const hooks = node.hooks[i];
       if (hooks && g && this.recycling) this.escape(g);
-      full[i] = runHooks(hooks, g ?? ops.zeros(outs[i]!.shape, outs[i]!.dtype, some!));
+      full[i] = this.runHooks(hooks, g ?? ops.zeros(outs[i]!.shape, outs[i]!.dtype, some!));
       if (hooks && this.recycling) this.escape(full[i]!);
     }
     const tn = this.targetNodes.get(node);

@@ -18,6 +18,7 @@ import * as LA from './ops/linalg.js';
 import * as S from './ops/shape.js';
 import * as I from './ops/indexing.js';
 import * as NN from './ops/nn.js';
+import * as DEV from './ops/device.js';
 
 /** A buffer on a backend, shared by all views of it; `version` counts in-place writes. */
 export interface Storage {
@@ -26,8 +27,13 @@ export interface Storage {
   dtype: DType;
   size: number;
   version: number;
-  /** Set when the buffer went back to the pool (dispatch.ts `recycle`); using it then is a bug. */
-  released?: boolean;
+  /** The op that allocated it (dispatch.ts `empty`), named by errors. */
+  madeBy?: string;
+  /**
+   * Once the buffer went back to the pool (dispatch.ts `recycle`): the scope that proved it dead
+   * ('trainStep', 'the backward pass' …). Any use then throws.
+   */
+  released?: false | string;
 }
 
 type Scalar = number;
@@ -100,13 +106,14 @@ export class Tensor {
   // ---------------------------------------------------------------- reading back
   /** The values in row-major order as a new typed array of the tensor's dtype. */
   get data(): TypedArray {
-    if (this.storage.released) throw new Error(`data: this ${this.dtype} tensor of shape [${this.shape.join(', ')}] was read after its buffer was recycled (internal error)`);
+    if (this.storage.released) throw new Error(D.useAfterRecycle(this, 'data'));
     const c = this.isContiguous() ? this : M.contiguousNoGrad(this);
     const all = c.storage.backend.readSync(c.storage.data, c.dtype, c.storage.size);
     return all.slice(c.offset, c.offset + this.numel()) as TypedArray;
   }
   /** Async read (synchronises with device backends). */
   async read(): Promise<TypedArray> {
+    if (this.storage.released) throw new Error(D.useAfterRecycle(this, 'read'));
     const c = this.isContiguous() ? this : M.contiguousNoGrad(this);
     const all = await c.storage.backend.read(c.storage.data, c.dtype, c.storage.size);
     return all.slice(c.offset, c.offset + this.numel()) as TypedArray;
@@ -142,9 +149,22 @@ export class Tensor {
   // ---------------------------------------------------------------- autograd
   /**
    * Computes gradients of this tensor with respect to the leaves of its graph, accumulating
-   * them in `.grad`. A non-scalar tensor needs an explicit `grad` of its own shape.
+   * them in `.grad`. A non-scalar tensor needs an explicit `grad` of its own shape. Options may
+   * come alone, as PyTorch's keyword arguments do.
+   * @example loss.backward({ createGraph: true }); y.backward(ones([3]), { retainGraph: true });
    */
-  backward(grad?: Tensor, opts: BackwardOptions = {}): void {
+  backward(opts?: BackwardOptions): void;
+  backward(grad?: Tensor | null, opts?: BackwardOptions): void;
+  backward(gradOrOpts?: Tensor | BackwardOptions | null, maybeOpts?: BackwardOptions): void {
+    let grad: Tensor | null | undefined;
+    let opts: BackwardOptions;
+    if (gradOrOpts instanceof Tensor || gradOrOpts === null || gradOrOpts === undefined) {
+      grad = gradOrOpts;
+      opts = checkBackwardOptions(maybeOpts ?? {});
+    } else {
+      if (maybeOpts !== undefined) throw new TypeError('backward: options were given twice; call backward(grad, options) or backward(options)');
+      opts = checkBackwardOptions(gradOrOpts);
+    }
     if (!this.requiresGrad) throw new Error(`backward: tensor of shape [${this.shape.join(', ')}] does not require grad and has no grad_fn`);
     if (!grad) {
       if (this.numel() !== 1) throw new Error(`backward: grad can be implicitly created only for scalar outputs; this tensor has shape [${this.shape.join(', ')}], pass a gradient of that shape`);
@@ -223,8 +243,9 @@ export class Tensor {
   }
 
   // ---------------------------------------------------------------- creation-like
-  to(dtype: DType): Tensor {
-    return E.cast(this, dtype);
+  /** Casts to a dtype or moves to a backend: `x.to('float64')`, `x.to('js')`. */
+  to(target: DType | BackendName): Tensor {
+    return DEV.to(this, target, E.cast);
   }
   float(): Tensor {
     return E.cast(this, 'float32');
@@ -364,6 +385,17 @@ export class Tensor {
   hadamard(opts?: H.HadamardOptions): Tensor { return H.hadamard(this, opts); }
 }
 
+const BACKWARD_OPTIONS = new Set(['createGraph', 'retainGraph']);
+function checkBackwardOptions(o: unknown): BackwardOptions {
+  if (typeof o !== 'object' || o === null || Array.isArray(o) || ArrayBuffer.isView(o)) {
+    throw new TypeError(`backward: expected a gradient Tensor or an options object { createGraph?, retainGraph? }, got ${Array.isArray(o) ? 'an array' : ArrayBuffer.isView(o) ? 'a typed array (wrap it with tensor())' : typeof o}`);
+  }
+  for (const k of Object.keys(o)) {
+    if (!BACKWARD_OPTIONS.has(k)) throw new TypeError(`backward: unknown option '${k}' (known: createGraph, retainGraph)`);
+  }
+  return o as BackwardOptions;
+}
+
 function flatShape(args: number[] | [number[]]): number[] {
   return Array.isArray(args[0]) ? [...(args[0] as number[])] : (args as number[]);
 }
@@ -377,7 +409,7 @@ setEngineOps({
   hasNonFinite: (t) => t.hasNonFinite(),
   startRecording: () => D.startRecording(),
   stopRecording: (prev) => D.stopRecording(prev),
-  recycle: (st) => D.recycle(st),
+  recycle: (st) => D.recycle(st, 'the backward pass'),
 });
 
 // wraps a gradient so that differentiating it again fails loudly (onceDifferentiable functions)

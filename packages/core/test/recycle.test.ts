@@ -86,6 +86,6 @@ describe('buffer recycling', () => {
       (r) => [r],
     );
     expect(kept.sub(a.mul(2)).data.every((v) => Math.abs(v - 1) < 1e-6)).toBe(true);
-    expect(() => temp!.add(1)).toThrow(/used after its buffer was recycled/);
+    expect(() => temp!.add(1)).toThrow(/used after withTemporaries recycled its buffer/);
   });
 });

@@ -399,7 +399,23 @@ describe('trainStep', () => {
     });
     expect(logits.shape).toEqual([64, 10]);
     expect(s.model.parameters()[0]!.grad!.shape).toEqual([96, 64]);
-    expect(() => hidden!.data).toThrow(/recycled/);
+    expect(() => hidden!.data).toThrow(/data: a float32 tensor of shape \[64, 10\] made by '\w+' was used after the trainStep that created it ended/);
     expect(trainStep(s.model, s.opt, step(s))).toBeGreaterThan(0); // optimizer state survived
+  });
+
+  it('makes await read() of a tensor from an earlier step throw as .data does, instead of returning another tensor\'s values', async () => {
+    const s = setup();
+    let kept: Tensor | null = null;
+    trainStep(s.model, s.opt, () => {
+      kept = s.model.forward(s.x);
+      q.crossEntropy(kept, s.y).backward();
+      s.opt.step();
+    });
+    // a later step reuses the pooled buffers; reading the old view must not see their values
+    trainStep(s.model, s.opt, step(s));
+    await expect(kept!.read()).rejects.toThrow(/read: a float32 tensor of shape \[64, 10\] made by '\w+' was used after the trainStep that created it ended.*return it/);
+    expect(() => kept!.select(0, 0).select(0, 0).item()).toThrow(/trainStep/);
+    expect(() => kept!.toString()).toThrow(/trainStep/);
+    expect(() => kept!.add(1)).toThrow(/trainStep/);
   });
 });

@@ -3,7 +3,7 @@
  * for 'constant'; reflect/replicate/circular are composites), triu/tril, repeat, repeatInterleave,
  * flip (a primitive) and roll. Pure views (reshape, narrow, permute …) live in movement.ts.
  */
-import { empty, normDim, runKernel, runKernelInto } from '../dispatch.js';
+import { empty, mixedBackends, normDim, runKernel, runKernelInto } from '../dispatch.js';
 import { promoteTypes } from '../dtype.js';
 import { defineFunction } from '../function.js';
 import { Tensor } from '../tensor.js';
@@ -29,10 +29,10 @@ const catFn = defineFunction({
     ctx.state = { sizes, dim };
     const shape = [...xs[0]!.shape];
     shape[dim] = sizes.reduce((a, b) => a + b, 0);
-    const out = empty(shape, xs.map((x) => x.dtype).reduce(promoteTypes), xs[0]);
+    const out = empty(shape, xs.map((x) => x.dtype).reduce(promoteTypes), xs[0], 'cat');
     let at = 0;
     for (const x of xs) {
-      if (x.storage.backend !== out.storage.backend) throw new Error(`cat: inputs live on different backends (${xs.map((i) => i.device).join(', ')}); move them with .to(backend) first`);
+      if (x.storage.backend !== out.storage.backend) throw new Error(mixedBackends('cat', xs));
       if (x.numel() > 0) runKernelInto('copy', [x], narrowView(out, dim, at, x.shape[dim]!), {});
       at += x.shape[dim]!;
     }
@@ -148,7 +148,7 @@ const constantPadFn: (x: Tensor, pairs: [number, number][], value: number) => Te
   forward(ctx, x: Tensor, pairs: [number, number][], value: number) {
     ctx.state = { pairs };
     const shape = x.shape.map((n, d) => n + pairs[d]![0] + pairs[d]![1]);
-    const out = empty(shape, x.dtype, x);
+    const out = empty(shape, x.dtype, x, 'pad');
     runKernelInto('fill', [], out, { value });
     out.storage.version = 0;
     // the part of x that survives cropping, and where it lands in the output

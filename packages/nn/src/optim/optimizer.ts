@@ -63,7 +63,7 @@ export abstract class Optimizer<O extends object> {
           if (!s) this.state.set(p, (s = {}));
           // the update's temporaries die with it; its state and the parameter are kept
           const st = s;
-          withTemporaries(() => this.update(p, p.grad!, st, group), () => keptBy(p, st));
+          withTemporaries(() => this.update(p, p.grad!, st, group), () => keptBy(p, st), 'the optimizer step');
         }
       }
     });

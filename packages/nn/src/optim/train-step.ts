@@ -18,7 +18,8 @@ interface OptimizerLike {
  * tensor `step` returns. On this kind of machine a fresh activation buffer costs more in page
  * faults than its arithmetic, so this makes steps faster (tiny Llama: about 10 %, more with QAT).
  * Return plain numbers (`loss.item()`) or the tensors you need; any other tensor made inside must
- * not be used afterwards (reading one throws). Modules that create long-lived tensors lazily
+ * not be used afterwards (reading one throws an error that names trainStep). Tensors made inside
+ * gradient hooks are the user's and are kept. Modules that create long-lived tensors lazily
  * during a step must register them as buffers.
  * @example const loss = trainStep(model, opt, () => { const l = model.loss(x, y); opt.zeroGrad(); l.backward(); opt.step(); return l.item(); });
  */
@@ -33,5 +34,5 @@ export function trainStep<T>(model: Module, optimizers: OptimizerLike | Optimize
     for (const o of opts) for (const s of o.state.values()) yield* stateTensors(s);
     if (result instanceof Tensor) yield result;
     else if (Array.isArray(result)) for (const r of result) if (r instanceof Tensor) yield r;
-  });
+  }, 'trainStep');
 }
