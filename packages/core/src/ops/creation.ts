@@ -5,6 +5,7 @@
 import { ARRAY_TYPES, isFloat, numel, type DType, type TypedArray } from '@qgrad/kernels';
 import { currentBackend } from '../backend.js';
 import { empty, runKernelInto } from '../dispatch.js';
+import { checkDType } from '../dtype.js';
 import { defaultGenerator, type Generator } from '../random.js';
 import { Tensor, type NestedArray } from '../tensor.js';
 
@@ -36,9 +37,32 @@ function inferShape(data: NestedArray, path = 'data'): number[] {
   return [data.length, ...inner];
 }
 
+/**
+ * Throws naming `op` and the whole shape unless every size is a non-negative integer (a NaN,
+ * negative or fractional size would otherwise surface as a bare RangeError or a wrong tensor).
+ */
+function checkShape(op: string, shape: readonly number[]): void {
+  if (!Array.isArray(shape)) throw new TypeError(`${op}: shape must be an array of sizes, got ${String(shape)}`);
+  for (let i = 0; i < shape.length; i++) {
+    const d = shape[i];
+    if (!Number.isInteger(d) || d < 0) throw new RangeError(`${op}: invalid shape [${shape.join(', ')}]: size ${d} at dim ${i} is not a non-negative integer`);
+  }
+}
+
+/** A host typed array for `op`; when JS cannot allocate one that large, says which op and shape asked. */
+function hostArray(op: string, dtype: DType, length: number, shape: readonly number[]): TypedArray {
+  try {
+    return new ARRAY_TYPES[dtype](length);
+  } catch (e) {
+    if (!(e instanceof RangeError)) throw e;
+    const bytes = length * ARRAY_TYPES[dtype].BYTES_PER_ELEMENT;
+    throw new RangeError(`${op}: cannot allocate ${length} ${dtype} elements (${bytes.toExponential(2)} bytes) for shape [${shape.join(', ')}]: ${e.message}`);
+  }
+}
+
 /** Copies numbers into a typed array of `dtype` (integers truncate toward zero). */
 function toTyped(dtype: DType, values: ArrayLike<number>): TypedArray {
-  const a = new ARRAY_TYPES[dtype](values.length);
+  const a = hostArray('tensor', dtype, values.length, [values.length]);
   const float = isFloat(dtype);
   for (let i = 0; i < values.length; i++) a[i] = float ? values[i]! : Math.trunc(values[i]!);
   return a;
@@ -46,6 +70,8 @@ function toTyped(dtype: DType, values: ArrayLike<number>): TypedArray {
 
 /** Wraps a typed array as a contiguous tensor on the current backend (copies into it). */
 export function fromTypedArray(values: TypedArray, shape: number[], dtype: DType, requiresGrad = false): Tensor {
+  checkDType('tensor', dtype);
+  checkShape('tensor', shape);
   if (values.length !== numel(shape)) throw new Error(`tensor: ${values.length} values do not fill shape [${shape.join(', ')}] (${numel(shape)} elements)`);
   const t = empty(shape, dtype);
   const typed = values.constructor === ARRAY_TYPES[dtype] ? values : toTyped(dtype, values);
@@ -63,6 +89,7 @@ export function tensor(data: NestedArray | TypedArray, opts: CreateOptions & { s
   let values: TypedArray;
   let shape: number[];
   let dtype = opts.dtype;
+  if (dtype !== undefined) checkDType('tensor', dtype);
   if (ArrayBuffer.isView(data)) {
     dtype ??= dtypeOfArray(data);
     values = data;
@@ -87,8 +114,14 @@ export function scalarLike(value: number, dtype: DType, like?: Tensor): Tensor {
 }
 
 export function full(shape: number[], value: number, opts: CreateOptions = {}): Tensor {
+  return fullNamed('full', shape, value, opts);
+}
+
+// zeros and ones report errors under their own names
+function fullNamed(op: string, shape: number[], value: number, opts: CreateOptions): Tensor {
   const dtype = opts.dtype ?? 'float32';
-  checkShape('full', shape);
+  checkDType(op, dtype);
+  checkShape(op, shape);
   const t = empty(shape, dtype);
   runKernelInto('fill', [], t, { value });
   t.storage.version = 0;
@@ -98,10 +131,10 @@ export function full(shape: number[], value: number, opts: CreateOptions = {}): 
 
 /** @example zeros([2, 3]).toArray(); // [[0, 0, 0], [0, 0, 0]] */
 export function zeros(shape: number[], opts: CreateOptions = {}): Tensor {
-  return full(shape, 0, opts);
+  return fullNamed('zeros', shape, 0, opts);
 }
 export function ones(shape: number[], opts: CreateOptions = {}): Tensor {
-  return full(shape, 1, opts);
+  return fullNamed('ones', shape, 1, opts);
 }
 export function zerosLike(t: Tensor, opts: CreateOptions = {}): Tensor {
   return fullLike(t, 0, opts);
@@ -110,25 +143,25 @@ export function onesLike(t: Tensor, opts: CreateOptions = {}): Tensor {
   return fullLike(t, 1, opts);
 }
 export function fullLike(t: Tensor, value: number, opts: CreateOptions = {}): Tensor {
-  const o = empty([...t.shape], opts.dtype ?? t.dtype, t);
+  const dtype = opts.dtype ?? t.dtype;
+  checkDType('fullLike', dtype);
+  const o = empty([...t.shape], dtype, t);
   runKernelInto('fill', [], o, { value });
   o.storage.version = 0;
   o.requiresGrad = opts.requiresGrad ?? false;
   return o;
 }
 
-function checkShape(op: string, shape: number[]): void {
-  for (const d of shape) if (!Number.isInteger(d) || d < 0) throw new Error(`${op}: invalid shape [${shape.join(', ')}]`);
-}
-
 /** @example arange(0, 5, 2).toArray(); // [0, 2, 4] */
 export function arange(start: number, end?: number, step = 1, opts: CreateOptions = {}): Tensor {
   if (end === undefined) [start, end] = [0, start];
+  if (![start, end, step].every(Number.isFinite)) throw new RangeError(`arange: start, end and step must be finite numbers, got (${start}, ${end}, ${step})`);
   if (step === 0) throw new Error('arange: step must be nonzero');
   const n = Math.max(0, Math.ceil((end - start) / step));
   const allInt = [start, end, step].every(Number.isInteger);
   const dtype = opts.dtype ?? (allInt ? 'int32' : 'float32');
-  const v = new ARRAY_TYPES[dtype](n);
+  checkDType('arange', dtype);
+  const v = hostArray('arange', dtype, n, [n]);
   for (let i = 0; i < n; i++) v[i] = start + i * step;
   return fromTypedArray(v, [n], dtype, opts.requiresGrad);
 }
@@ -136,7 +169,9 @@ export function arange(start: number, end?: number, step = 1, opts: CreateOption
 /** `steps` evenly spaced values from start to end inclusive. */
 export function linspace(start: number, end: number, steps: number, opts: CreateOptions = {}): Tensor {
   const dtype = opts.dtype ?? 'float32';
-  const v = new ARRAY_TYPES[dtype](steps);
+  checkDType('linspace', dtype);
+  checkShape('linspace', [steps]);
+  const v = hostArray('linspace', dtype, steps, [steps]);
   const step = steps > 1 ? (end - start) / (steps - 1) : 0;
   // fill from both ends as PyTorch does, so the last value is exactly `end`
   const half = Math.floor(steps / 2);
@@ -146,32 +181,35 @@ export function linspace(start: number, end: number, steps: number, opts: Create
 
 export function eye(n: number, m = n, opts: CreateOptions = {}): Tensor {
   const dtype = opts.dtype ?? 'float32';
-  const v = new ARRAY_TYPES[dtype](n * m);
+  checkDType('eye', dtype);
+  checkShape('eye', [n, m]);
+  const v = hostArray('eye', dtype, n * m, [n, m]);
   for (let i = 0; i < Math.min(n, m); i++) v[i * m + i] = 1;
   return fromTypedArray(v, [n, m], dtype, opts.requiresGrad);
 }
 
-function randomTensor(shape: number[], opts: RandomOptions, draw: (g: Generator) => number): Tensor {
-  checkShape('random', shape);
+function randomTensor(op: string, shape: number[], opts: RandomOptions, draw: (g: Generator) => number): Tensor {
   const dtype = opts.dtype ?? 'float32';
+  checkDType(op, dtype);
+  checkShape(op, shape);
   const g = opts.generator ?? defaultGenerator;
-  const v = new ARRAY_TYPES[dtype](numel(shape));
+  const v = hostArray(op, dtype, numel(shape), shape);
   for (let i = 0; i < v.length; i++) v[i] = draw(g);
   return fromTypedArray(v, shape, dtype, opts.requiresGrad);
 }
 
 /** Uniform in [0, 1). */
 export function rand(shape: number[], opts: RandomOptions = {}): Tensor {
-  return randomTensor(shape, opts, (g) => g.random());
+  return randomTensor('rand', shape, opts, (g) => g.random());
 }
 /** Standard normal. */
 export function randn(shape: number[], opts: RandomOptions = {}): Tensor {
-  return randomTensor(shape, opts, (g) => g.normal());
+  return randomTensor('randn', shape, opts, (g) => g.normal());
 }
 /** Integers uniform in [low, high), int32 unless a dtype is given. */
 export function randint(low: number, high: number, shape: number[], opts: RandomOptions = {}): Tensor {
   if (!(high > low)) throw new Error(`randint: high (${high}) must be greater than low (${low})`);
-  return randomTensor(shape, { dtype: 'int32', ...opts }, (g) => g.randint(low, high));
+  return randomTensor('randint', shape, { dtype: 'int32', ...opts }, (g) => g.randint(low, high));
 }
 export function randLike(t: Tensor, opts: RandomOptions = {}): Tensor {
   return rand([...t.shape], { dtype: t.dtype, ...opts });

@@ -5,7 +5,7 @@
  */
 import { isFloat, type BinaryOp, type DType, type UnaryOp } from '@qgrad/kernels';
 import { broadcastShapes, runKernel, runKernelInto } from '../dispatch.js';
-import { floatType, promoteTypes, scalarType } from '../dtype.js';
+import { checkDType, floatType, promoteTypes, scalarType } from '../dtype.js';
 import { defineFunction } from '../function.js';
 import { isGradEnabled } from '../tape.js';
 import { Tensor } from '../tensor.js';
@@ -336,6 +336,7 @@ const castFn = defineFunction({
 /** Converts to `dtype` (float → int truncates); differentiable between float dtypes. */
 export function cast(x: Tensor, dtype: DType): Tensor {
   if (x.dtype === dtype) return x;
+  checkDType('cast', dtype);
   return castFn(x, dtype);
 }
 
