@@ -91,8 +91,8 @@ describe('gather and scatterAdd', () => {
 
   it('name the op and the shapes on bad indices', () => {
     const x = q.zeros([2, 3]);
-    expect(() => x.gather(1, i32([[3], [0]]))).toThrow(/^gather: index 3 is out of bounds for dimension of size 3 \(input \[2, 3\], index \[2, 1\], dim 1\)/);
-    expect(() => x.scatterAdd(0, i32([[5]]), q.ones([1, 1]))).toThrow(/^scatterAdd: index 5 is out of bounds .*input \[2, 3\], index \[1, 1\], src \[1, 1\], dim 0/);
+    expect(() => x.gather(1, i32([[3], [0]]))).toThrow(/^gather: index 3 is out of range \[0, 3\) \(input \[2, 3\], index \[2, 1\], dim 1\)/);
+    expect(() => x.scatterAdd(0, i32([[5]]), q.ones([1, 1]))).toThrow(/^scatterAdd: index 5 is out of range \[0, 2\) .*input \[2, 3\], index \[1, 1\], src \[1, 1\], dim 0/);
     expect(() => x.gather(1, i32([0, 1]))).toThrow(/gather: index of shape \[2\] must have the same number of dims as input \[2, 3\]/);
     expect(() => x.gather(1, i32([[0], [0], [0]]))).toThrow(/gather: index of shape \[3, 1\]/);
     expect(() => x.gather(1, q.tensor([[0.0]]))).toThrow(/gather: index must be an integer tensor \(int32\), got float32/);
@@ -162,10 +162,10 @@ describe('indexSelect, indexAdd and take', () => {
   });
 
   it('name the op and the shapes on bad indices', () => {
-    expect(() => q.zeros([2, 3]).indexSelect(0, i32([0, 2]))).toThrow(/^indexSelect: index 2 is out of bounds for dimension of size 2 \(input \[2, 3\], index \[2\], dim 0\)/);
+    expect(() => q.zeros([2, 3]).indexSelect(0, i32([0, 2]))).toThrow(/^indexSelect: index 2 is out of range \[0, 2\) \(input \[2, 3\], index \[2\], dim 0\)/);
     expect(() => q.zeros([2, 3]).indexSelect(0, i32([[0]]))).toThrow(/indexSelect: index must be 1-D \(or 0-D\), got shape \[1, 1\]/);
     expect(() => q.zeros([2, 3]).indexAdd(1, i32([0]), q.ones([2, 2]))).toThrow(/indexAdd: src of shape \[2, 2\] must have shape \[2, 1\]/);
-    expect(() => q.zeros([2, 3]).take(i32([6]))).toThrow(/indexSelect: index 6 is out of bounds .*input \[6\]/);
+    expect(() => q.zeros([2, 3]).take(i32([6]))).toThrow(/^take: index 6 is out of range \[-6, 6\) \(input \[2, 3\], index \[1\]\)$/);
   });
 });
 
@@ -204,9 +204,58 @@ describe('embedding', () => {
   });
 
   it('names embedding and both shapes on out-of-range indices', () => {
-    expect(() => q.embedding(i32([[1, 5]]), q.zeros([3, 2]))).toThrow(/^embedding: index 5 is out of bounds for dimension of size 3 \(indices \[1, 2\], weight \[3, 2\]\)$/);
+    expect(() => q.embedding(i32([[1, 5]]), q.zeros([3, 2]))).toThrow(/^embedding: index 5 is out of range \[0, 3\) \(indices \[1, 2\], weight \[3, 2\]\)$/);
     expect(() => q.embedding(i32([1]), q.zeros([3]))).toThrow(/embedding: weight must be 2-D/);
   });
+});
+
+describe('negative and out-of-range indices', () => {
+  /** Valid ids in [0, n) with `bad` at one place. */
+  const ids = (count: number, n: number, bad: number, at: number) => i32(Array.from({ length: count }, (_, i) => (i === at ? bad : (i * 7) % n)));
+
+  for (const backend of (['js', 'wasm'] as const).filter((b) => q.availableBackends().includes(b))) {
+    // PyTorch raises here; counting -1 from the end would read (or add to) the last row silently
+    it(`gather, scatterAdd, indexSelect, indexAdd and embedding reject -1 on ${backend}, naming the op, the value and [0, n), in small and wasm-sized calls`, () => {
+      q.withBackend(backend, () => {
+        const x = q.rand([2, 3]);
+        expect(() => x.gather(1, i32([[0], [-1]]))).toThrow(/^gather: index -1 is out of range \[0, 3\) \(input \[2, 3\], index \[2, 1\], dim 1\)$/);
+        expect(() => x.scatterAdd(1, i32([[-1]]), q.ones([1, 1]))).toThrow(/^scatterAdd: index -1 is out of range \[0, 3\) \(input \[2, 3\], index \[1, 1\], src \[1, 1\], dim 1\)$/);
+        expect(() => x.indexSelect(0, i32([1, -2]))).toThrow(/^indexSelect: index -2 is out of range \[0, 2\) \(input \[2, 3\], index \[2\], dim 0\)$/);
+        expect(() => x.indexAdd(0, i32([-1]), q.ones([1, 3]))).toThrow(/^indexAdd: index -1 is out of range \[0, 2\) \(input \[2, 3\], index \[1\], src \[1, 3\], dim 0\)$/);
+        expect(() => q.embedding(i32([[0, -1]]), q.rand([3, 2]))).toThrow(/^embedding: index -1 is out of range \[0, 3\) \(indices \[1, 2\], weight \[3, 2\]\)$/);
+        // ≥ 2048 moved elements: the sizes at which the wasm kernels take the call
+        const table = q.rand([256, 16]);
+        expect(() => q.embedding(ids(2048, 256, -1, 1000), table)).toThrow(/^embedding: index -1 is out of range \[0, 256\) \(indices \[2048\], weight \[256, 16\]\)$/);
+        expect(() => table.indexSelect(0, ids(2048, 256, -256, 5))).toThrow(/^indexSelect: index -256 is out of range \[0, 256\)/);
+        expect(() => q.indexAdd(q.zeros([256, 16]), 0, ids(2048, 256, -1, 2047), q.ones([2048, 16]))).toThrow(/^indexAdd: index -1 is out of range \[0, 256\)/);
+        const wide = q.rand([64, 256]);
+        const g = ids(64 * 128, 256, -1, 4000).reshape(64, 128);
+        expect(() => wide.gather(1, g)).toThrow(/^gather: index -1 is out of range \[0, 256\) \(input \[64, 256\], index \[64, 128\], dim 1\)$/);
+        expect(() => q.scatterAdd(q.zeros([8, 256]), 1, ids(2048, 256, -1, 9).reshape(8, 256), q.ones([8, 256]))).toThrow(/^scatterAdd: index -1 is out of range \[0, 256\)/);
+        // the same large calls with the index made valid still work, forward and backward
+        const valid = ids(2048, 256, 3, 1000);
+        const w = q.rand([256, 16], { requiresGrad: true });
+        const y = q.embedding(valid, w);
+        expect(Array.from(y.data.subarray(1000 * 16, 1001 * 16))).toEqual(Array.from(w.data.subarray(3 * 16, 4 * 16)));
+        y.sum().backward(); // the backward is an indexAdd of the same (checked) index
+        const counts = new Array<number>(256).fill(0);
+        for (const v of valid.data) counts[v]!++;
+        expect(Array.from(w.grad!.data)).toEqual(counts.flatMap((c) => new Array<number>(16).fill(c)));
+      });
+    });
+
+    it(`take counts negative indices from the end, as torch.take does, and names take and [-n, n) otherwise, on ${backend}`, () => {
+      q.withBackend(backend, () => {
+        const x = q.tensor([[1, 2, 3], [4, 5, 6]]);
+        expect(x.take(i32([-1, 0, -6]).reshape(3, 1)).toArray()).toEqual([[6], [1], [1]]);
+        gradcheck((t) => t.take(i32([-1, 2, -1])), [f64([2, 3])]);
+        expect(() => x.take(i32([0, -7]))).toThrow(/^take: index -7 is out of range \[-6, 6\) \(input \[2, 3\], index \[2\]\)$/);
+        expect(() => x.take(i32([6]))).toThrow(/^take: index 6 is out of range \[-6, 6\)/);
+        const big = q.rand([4096]);
+        expect(Array.from(big.take(ids(4096, 4096, -1, 0)).data.subarray(0, 2))).toEqual([big.data[4095], big.data[7]]);
+      });
+    });
+  }
 });
 
 describe('maskedFill and oneHot', () => {

@@ -1,13 +1,14 @@
 /**
  * @file Indexing ops over the gather kernels: gather/scatterAdd and indexSelect/indexAdd (each
  * pair the other's gradient), and composites on them: take, embedding, maskedFill, oneHot.
- * Views by integer/slice (select, narrow, slice) live in movement.ts.
+ * Views by integer/slice (select, narrow, slice) live in movement.ts. As in PyTorch, an index
+ * outside [0, n) is an error (checked in the kernels), a negative one too; only take wraps it.
  */
 import { isFloat, type DType, type KernelName, type KernelParams } from '@qgrad/kernels';
 import { broadcastShapes, empty, normDim, runKernel, runKernelInto } from '../dispatch.js';
 import { defineFunction } from '../function.js';
 import { Tensor } from '../tensor.js';
-import { arange, scalarLike } from './creation.js';
+import { arange, fromTypedArray, scalarLike } from './creation.js';
 import { cast, eq, mul, where } from './elementwise.js';
 import { flatten, reshape, unsqueeze } from './movement.js';
 
@@ -162,10 +163,22 @@ export function indexAdd(x: Tensor, dim: number, index: Tensor, src: Tensor, alp
 
 /**
  * Elements of `x` as if flattened, at the positions in `index`; the output has the index's shape.
- * @example take(tensor([[1, 2], [3, 4]]), tensor([0, 3], { dtype: 'int32' })).toArray(); // [1, 4]
+ * As `torch.take` (unlike gather, indexSelect and embedding), a negative index counts from the
+ * end, so the valid range is [-n, n) for n elements.
+ * @example take(tensor([[1, 2], [3, 4]]), tensor([0, -1], { dtype: 'int32' })).toArray(); // [1, 4]
  */
 export function take(x: Tensor, index: Tensor): Tensor {
-  const idx = asIndex('take', index);
+  let idx = asIndex('take', index);
+  const n = x.numel();
+  const values = idx.data;
+  let negative = false;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]!;
+    if (!(v >= -n && v < n)) throw new RangeError(`take: index ${v} is out of range [${-n}, ${n}) (input ${fmt(x.shape)}, index ${fmt(index.shape)})`);
+    if (v < 0) negative = true;
+  }
+  // indexSelect takes [0, n) only: wrap here, copying the index only when it has a negative
+  if (negative) idx = fromTypedArray(Int32Array.from(values, (v) => (v < 0 ? v + n : v)), [...idx.shape], 'int32');
   return reshape(indexSelect(flatten(x), 0, flatten(idx)), [...idx.shape]);
 }
 

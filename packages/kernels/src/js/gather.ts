@@ -1,14 +1,15 @@
 /**
  * @file js reference gather/scatter kernels: gather and scatterAdd along a dim (index of the
  * same rank), indexSelect and indexAdd (1-D index), with a whole-row path for contiguous tables
- * (embedding lookups and their backward). Out-of-range indices throw naming the op.
+ * (embedding lookups and their backward). An index outside [0, size) throws naming the op; a
+ * negative one too, as in PyTorch (counting it from the end would pick a wrong row silently).
  */
 import type { Kernel, KernelArg } from '../backend.js';
 import type { TypedArray } from '../names.js';
 import { contiguousStrides, isContiguous, numel, offsets } from './layout.js';
 
 function checkIndex(op: string, i: number, size: number): void {
-  if (!(i >= -size && i < size)) throw new RangeError(`${op}: index ${i} is out of bounds for dimension of size ${size}`);
+  if (!(i >= 0 && i < size)) throw new RangeError(`${op}: index ${i} is out of range [0, ${size})`);
 }
 
 /**
@@ -24,9 +25,8 @@ function indexedOffsets(op: string, index: KernelArg<TypedArray>, target: { shap
   const sd = target.strides[dim]!;
   const id = index.data;
   for (let p = 0; p < idxOff.length; p++) {
-    let i = id[idxOff[p]!]!;
+    const i = id[idxOff[p]!]!;
     checkIndex(op, i, size);
-    if (i < 0) i += size;
     tOff[p] += i * sd;
   }
   return tOff;
@@ -68,9 +68,8 @@ function selectOffsets(op: string, x: { shape: readonly number[]; strides: reado
   const sd = x.strides[dim]!;
   for (let p = 0; p < base.length; p++) {
     const k = Math.floor(p / inner) % idx.length;
-    let i = index.data[idx[k]!]!;
+    const i = index.data[idx[k]!]!;
     checkIndex(op, i, size);
-    if (i < 0) i += size;
     base[p] = base[p]! + i * sd;
   }
   return base;
@@ -81,8 +80,8 @@ const SET_MIN = 32;
 
 /**
  * The whole-row path's plan for a contiguous tensor of `shape` seen as [outer, size, inner] around
- * `dim` (a slice along `dim` is one run of `inner` elements), with the index's L values wrapped
- * into [0, size) and checked in index order so an error names the first bad one. Null for an
+ * `dim` (a slice along `dim` is one run of `inner` elements), with the index's L values checked
+ * to lie in [0, size) in index order, so an error names the first bad one. Null for an
  * empty result, which reads no index (as the general path: so no error either).
  */
 function rowPlan(op: string, shape: readonly number[], dim: number, index: KernelArg<TypedArray>): { outer: number; inner: number; size: number; L: number; rows: Int32Array } | null {
@@ -96,7 +95,7 @@ function rowPlan(op: string, shape: readonly number[], dim: number, index: Kerne
   for (let k = 0; k < L; k++) {
     const i = index.data[io[k]!]!;
     checkIndex(op, i, size);
-    rows[k] = i < 0 ? i + size : i;
+    rows[k] = i;
   }
   return { outer, inner, size, L, rows };
 }

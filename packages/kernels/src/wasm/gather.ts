@@ -2,8 +2,9 @@
  * @file wasm gather/scatter kernels: gather, scatterAdd, indexSelect and indexAdd (embedding
  * lookups and their backward). indexSelect is a gather and indexAdd a scatterAdd whose index is
  * broadcast along every dim but `dim`; rows that are contiguous in every operand move (or add)
- * as f32x4/f64x2 vectors. A bad index makes the kernel stop and the call fall back to js, whose
- * RangeError names the op, the index and the size.
+ * as f32x4/f64x2 vectors. An index outside [0, size), negative ones included (as in PyTorch),
+ * makes the kernel stop and the call fall back to js, whose RangeError names the op, the index
+ * and the range.
  */
 import type { KernelArg } from '../backend.js';
 import { contiguousStrides, isContiguous, numel, offsets } from '../js/layout.js';
@@ -30,14 +31,11 @@ const ADD: Record<Kind, [simd: number, scalar: number]> = { f32: [Simd.f32x4_add
 const MIN_ELEMENTS = 2048;
 
 /**
- * Loads the index at `ptr` into `i`, wraps a negative one by `size`, and returns 1 from the
- * kernel when it is still outside [0, size) (js then reruns the call and throws).
+ * Loads the index at `ptr` into `i` and returns 1 from the kernel when it is outside [0, size)
+ * (js then reruns the call and throws): one unsigned compare, as a negative i reads as ≥ 2³¹.
  */
 function loadIndex(c: Code, ptr: number, i: number, size: number): void {
-  c.get(ptr).mem(Op.i32_load, 2).tee(i).i32(0).op(Op.i32_lt_s).if();
-  c.get(i).get(size).op(Op.i32_add).set(i);
-  c.end();
-  c.get(i).get(size).op(Op.i32_ge_u).if();
+  c.get(ptr).mem(Op.i32_load, 2).tee(i).get(size).op(Op.i32_ge_u).if();
   c.i32(1).op(Op.return);
   c.end();
 }
@@ -49,11 +47,11 @@ function scaled(c: Code, base: number, i: number, stride: number, bytes: number)
 
 /**
  * gather_k(out, n, rows, so, ro, x, sx, rx, idx, si, ri, sdim, size) → 0, or 1 at a bad index:
- * rows × n elements out[r·ro + j·so] = x[r·rx + j·sx + wrap(idx[r·ri + j·si])·sdim] (element
+ * rows × n elements out[r·ro + j·so] = x[r·rx + j·sx + idx[r·ri + j·si]·sdim] (element
  * strides; the caller's out is contiguous, so = 1 and ro = n).
  *
  * scatter_k(t, n, rows, st, rt, src, ss, rs, idx, si, ri, sdim, size) → 0 or 1: in row-major
- * order t[r·rt + j·st + wrap(idx[r·ri + j·si])·sdim] += src[r·rs + j·ss], so repeated targets
+ * order t[r·rt + j·st + idx[r·ri + j·si]·sdim] += src[r·rs + j·ss], so repeated targets
  * sum in the oracle's order.
  *
  * When a row has one index (si = 0) and both operands walk it contiguously, the row moves (or
