@@ -346,24 +346,96 @@ function checkInplace(op: string, dst: Tensor): void {
   }
 }
 
+// An in-place op must not need memory on the scale of the tensor it writes: a fill_ of a 6.4 GB
+// tensor peaked at 3× its size, because the js kernels index broadcast and strided operands
+// through tables of one int32 per element, and wasm stages every operand in its own memory. So a
+// scalar fill of a dense tensor is one 'fill' kernel (no operand at all), and the other writers
+// run over blocks of dst of at most INPLACE_BLOCK elements, which bounds any kernel's scratch by
+// the block. 2^16 elements keeps that scratch under a megabyte while each kernel call still has
+// enough work to hide its overhead.
+const INPLACE_BLOCK = 1 << 16;
+
+/** Rows [start, start + count) along dim 0, as a raw view (nothing recorded). */
+function rowsView(t: Tensor, start: number, count: number): Tensor {
+  return new Tensor(t.storage, [count, ...t.shape.slice(1)], t.strides, t.offset + start * t.strides[0]!);
+}
+
+/** Row `i` along dim 0, as a raw view (nothing recorded). */
+function rowView(t: Tensor, i: number): Tensor {
+  return new Tensor(t.storage, t.shape.slice(1), t.strides.slice(1), t.offset + i * t.strides[0]!);
+}
+
+/**
+ * Calls `write` on matching blocks of `dst` and `src` (already broadcast to dst's shape), in
+ * order, each of at most INPLACE_BLOCK elements; `split` false calls it once on the whole.
+ */
+function forBlocks(dst: Tensor, src: Tensor, split: boolean, write: (d: Tensor, s: Tensor) => void): void {
+  const n = dst.numel();
+  if (!split || n <= INPLACE_BLOCK) return write(dst, src);
+  const outer = dst.shape[0]!;
+  const inner = n / outer;
+  if (inner > INPLACE_BLOCK) {
+    for (let i = 0; i < outer; i++) forBlocks(rowView(dst, i), rowView(src, i), true, write);
+    return;
+  }
+  const step = Math.floor(INPLACE_BLOCK / inner);
+  for (let r = 0; r < outer; r += step) {
+    const count = Math.min(step, outer - r);
+    write(rowsView(dst, r, count), rowsView(src, r, count));
+  }
+}
+
+/**
+ * `t` as one contiguous 1-D run when its elements fill one exactly in some order (contiguous, or
+ * a transpose or permutation of a contiguous tensor), else null. Order is irrelevant to a fill.
+ */
+function denseRun(t: Tensor): Tensor | null {
+  if (t.isContiguous()) return t;
+  const dims: number[] = [];
+  for (let i = 0; i < t.ndim; i++) if (t.shape[i] !== 1) dims.push(i);
+  dims.sort((a, b) => t.strides[b]! - t.strides[a]!);
+  let expected = 1;
+  for (let k = dims.length - 1; k >= 0; k--) {
+    if (t.strides[dims[k]!] !== expected) return null;
+    expected *= t.shape[dims[k]!]!;
+  }
+  return new Tensor(t.storage, [expected], [1], t.offset);
+}
+
 /** dst[...] = src (broadcast, cast), in place. */
 export function copyInto(dst: Tensor, src: TensorLike): void {
   checkInplace('copy_', dst);
+  const run = typeof src === 'number' ? denseRun(dst) : null;
+  if (run !== null) {
+    // the kernel stores through dst's typed array, which rounds and wraps as a cast would
+    runKernelInto('fill', [], run, { value: src as number });
+    return;
+  }
   const s = asTensor(src, dst);
-  runKernelInto('copy', [expandView(s, dst.shape)], dst, {});
+  const version = dst.version;
+  // a source sharing dst's memory is copied in one call, so no block reads what another wrote
+  forBlocks(dst, expandView(s, dst.shape), s.storage !== dst.storage, (d, b) => runKernelInto('copy', [b], d, {}));
+  dst.storage.version = version + 1;
 }
 
 /** dst = dst ∘ other, in place (used by optimizers under noGrad). */
 export function inplaceBinary(dst: Tensor, op: BinaryOp, other: TensorLike): void {
   checkInplace(`${op}_`, dst);
-  const o = asTensor(other, dst);
-  if (dst.isContiguous() && broadcastShapes(op, dst.shape, o.shape).join() === dst.shape.join()) {
-    runKernelInto('binary', [dst, expandView(castNoGrad(o, dst.dtype), dst.shape)], dst, { op });
-  } else {
-    const r = binaryKernel(op, dst, o, dst.dtype);
-    if (r.shape.join() !== dst.shape.join()) throw new Error(`${op}_: result shape [${r.shape.join(', ')}] does not match the in-place tensor's shape [${dst.shape.join(', ')}]`);
-    runKernelInto('copy', [r], dst, {});
-  }
+  let o = asTensor(other, dst);
+  const shape = broadcastShapes(op, dst.shape, o.shape);
+  if (shape.join() !== dst.shape.join()) throw new Error(`${op}_: result shape [${shape.join(', ')}] does not match the in-place tensor's shape [${dst.shape.join(', ')}]`);
+  // a small operand is cast once; a large one block by block, so the cast is never tensor-sized
+  if (o.numel() <= INPLACE_BLOCK) o = castNoGrad(o, dst.dtype);
+  const version = dst.version;
+  forBlocks(dst, expandView(o, dst.shape), o.storage !== dst.storage, (d, b) => {
+    if (d.isContiguous()) {
+      runKernelInto('binary', [d, castNoGrad(b, dst.dtype)], d, { op });
+    } else {
+      // js and wasm binary kernels write contiguous outputs only: compute the block, then copy it
+      runKernelInto('copy', [binaryKernel(op, d, b, dst.dtype)], d, {});
+    }
+  });
+  dst.storage.version = version + 1;
 }
 
 export { isFloat };
