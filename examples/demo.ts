@@ -13,14 +13,15 @@ import { crossEntropy, Generator, type Tensor } from '@qgrad/core';
 import { AdamW, cosineSchedule, LambdaLR, Linear, ReLU, Sequential } from '@qgrad/nn';
 import { bitsPerParameter, convert, prepareQAT, type QATConfig } from '@qgrad/quant';
 import { cli } from './lib/args.js';
-import { classifierStep, evaluateClassifier, mnistBatch, mnistData } from './lib/mnist.js';
+import { checkBatchSize, classifierStep, evaluateClassifier, mnistBatch, mnistData } from './lib/mnist.js';
 import { progress } from './lib/progress.js';
-import { useBackend } from './lib/train.js';
+import { SEED_MAX, commonOptions, nonFiniteGuard, useBackend } from './lib/train.js';
 
 const args = cli('demo', 'Train and evaluate a small MNIST MLP in float32 and under several fake-quantization configs, then print a results table.', {
-  epochs: { type: 'number', default: 1, help: 'epochs over the 8,000 training digits per config' },
-  batchSize: { type: 'number', default: 64, help: 'images per step' },
-  seed: { type: 'number', default: 0, help: 'initialisation and batch-order seed' },
+  epochs: { type: 'int', default: 1, min: 1, help: 'epochs over the 8,000 training digits per config' },
+  batchSize: { type: 'int', default: 64, min: 1, help: 'images per step, at most the 8,000 training digits' },
+  seed: { type: 'int', default: 0, min: 0, max: SEED_MAX, help: 'initialisation and batch-order seed' },
+  allowNonfinite: commonOptions.allowNonfinite,
   backend: { type: 'string', default: 'wasm', help: "kernel backend: 'wasm' or 'js'" },
   runDir: { type: 'string', default: 'runs/demo', help: 'where results.json and results.svg go' },
 });
@@ -50,6 +51,7 @@ const CONFIGS: Config[] = [
 ];
 
 const data = mnistData({ flatten: true });
+checkBatchSize(data, args.batchSize);
 const steps = Math.round((args.epochs * data.trainX.shape[0]!) / args.batchSize);
 const bar = progress('demo', steps * CONFIGS.length);
 const rows: { config: string; accuracy: number; convertedAccuracy: number | null; bitsPerParam: number; msPerStep: number }[] = [];
@@ -60,9 +62,16 @@ CONFIGS.forEach((cfg, c) => {
   if (cfg.qat) prepareQAT(model, cfg.qat);
   const opt = new AdamW(model.parameters(), { lr: 2e-3, weightDecay: 1e-4 });
   const sched = new LambdaLR(opt, cosineSchedule({ warmupSteps: Math.ceil(steps / 10), totalSteps: steps, minLrRatio: 0.05 }));
+  const check = nonFiniteGuard(args.allowNonfinite, (s) => bar.log(`${cfg.name}: ${s}`));
   const t0 = performance.now();
   for (let i = 0; i < steps; i++) {
     const loss = classifierStep(model, opt, ...mnistBatch(data, args.batchSize, i, args.seed));
+    try {
+      check(i + 1, { loss }, ` (config ${cfg.name})`);
+    } catch (e) {
+      bar.stop();
+      throw e;
+    }
     sched.step();
     if (i % 5 === 0 || i === steps - 1) bar.update(c * steps + i + 1, { config: cfg.name, loss });
   }

@@ -7,32 +7,38 @@
 import { join } from 'node:path';
 import { Generator, noGrad, type Tensor } from '@qgrad/core';
 import { AdamW, DiT, Diffusion, LambdaLR, cosineSchedule, mnistDiTConfig, type BetaSchedule, type DiTConfig } from '@qgrad/nn';
-import { cli } from './lib/args.js';
-import { mnistBatch, mnistData } from './lib/mnist.js';
+import { CliError, checkFlag, cli } from './lib/args.js';
+import { checkBatchSize, mnistBatch, mnistData } from './lib/mnist.js';
 import { saveImageGrid } from './lib/png.js';
 import { commonOptions, runFlags, stepGenerator, summary, train, useBackend } from './lib/train.js';
 
 const args = cli('diffusion-mnist', 'Trains a class-conditional DiT noise predictor with the DDPM objective on MNIST and samples a grid of digits.', {
-  steps: { type: 'number', default: 400, help: 'training steps' },
-  batchSize: { type: 'number', default: 64, help: 'images per step' },
-  dim: { type: 'number', default: 64, help: 'DiT width' },
-  depth: { type: 'number', default: 3, help: 'DiT blocks' },
-  patch: { type: 'number', default: 7, help: 'patch size (divides 28; 4 is sharper and ~6× slower)' },
-  lr: { type: 'number', default: 2e-3, help: 'peak learning rate' },
-  timesteps: { type: 'number', default: 1000, help: 'diffusion steps T' },
+  steps: { type: 'int', default: 400, min: 1, help: 'training steps' },
+  batchSize: { type: 'int', default: 64, min: 1, help: 'images per step, at most the 8,000 training digits' },
+  dim: { type: 'int', default: 64, min: 1, help: `DiT width (a multiple of its ${mnistDiTConfig.numHeads} attention heads)` },
+  depth: { type: 'int', default: 3, min: 1, help: 'DiT blocks' },
+  patch: { type: 'int', default: 7, min: 1, max: 28, help: 'patch size (divides 28; 4 is sharper and ~6× slower)' },
+  lr: { type: 'number', default: 2e-3, exclusiveMin: 0, help: 'peak learning rate' },
+  timesteps: { type: 'int', default: 1000, min: 1, help: 'diffusion steps T' },
   schedule: { type: 'string', default: 'linear', help: "β schedule: 'linear' or 'cosine'" },
   sampler: { type: 'string', default: 'ddim', help: "'ddim' (sampleSteps steps, deterministic) or 'ddpm' (all T steps, ancestral)" },
-  sampleSteps: { type: 'number', default: 50, help: 'DDIM steps' },
-  labelDrop: { type: 'number', default: 0.1, help: 'fraction of training labels replaced by "no label"' },
+  sampleSteps: { type: 'int', default: 50, min: 1, help: 'DDIM steps (at most --timesteps)' },
+  labelDrop: { type: 'number', default: 0.1, min: 0, max: 1, help: 'fraction of training labels replaced by "no label"' },
   ...commonOptions,
 });
 useBackend(args.backend);
-if (args.schedule !== 'linear' && args.schedule !== 'cosine') throw new Error(`--schedule must be 'linear' or 'cosine', got '${args.schedule}'`);
+if (args.schedule !== 'linear' && args.schedule !== 'cosine') throw new CliError(`--schedule must be 'linear' or 'cosine', got '${args.schedule}'`);
+if (args.sampler !== 'ddim' && args.sampler !== 'ddpm') throw new CliError(`--sampler must be 'ddim' or 'ddpm', got '${args.sampler}'`);
+if (28 % args.patch) throw new CliError(`--patch must divide 28 (the image size), got ${args.patch}`);
+if (args.dim % mnistDiTConfig.numHeads) throw new CliError(`--dim must be a multiple of ${mnistDiTConfig.numHeads} (the DiT's attention heads), got ${args.dim}`);
+// sampleDdim would quietly take min(steps, T) steps
+checkFlag('sampleSteps', args.sampleSteps, { type: 'int', min: 1, max: args.timesteps }, 'at most --timesteps');
 
 const config: DiTConfig = { ...mnistDiTConfig, dim: args.dim, depth: args.depth, patchSize: args.patch };
 const model = new DiT(config, { generator: new Generator(args.seed) });
 const diffusion = new Diffusion({ timesteps: args.timesteps, schedule: args.schedule as BetaSchedule });
 const raw = mnistData();
+checkBatchSize(raw, args.batchSize);
 // DDPM works on data in [−1, 1]: undo the mean/std normalisation of the shared loader, then rescale
 const toUnit = (x: Tensor) => x.mul(0.3081).add(0.1307).mul(2).sub(1);
 const data = { ...raw, trainX: toUnit(raw.trainX) };

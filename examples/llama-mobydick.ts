@@ -8,35 +8,39 @@
 import { join } from 'node:path';
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { Generator, noGrad, saveSafetensors, tensor } from '@qgrad/core';
-import { AdamW, LambdaLR, Llama, configToHf, cosineSchedule, loadMobyDick, tinyLlamaConfig, type LlamaConfig } from '@qgrad/nn';
-import { cli } from './lib/args.js';
+import { AdamW, LambdaLR, Llama, configToHf, cosineSchedule, tinyLlamaConfig, type LlamaConfig } from '@qgrad/nn';
+import { CliError, cli } from './lib/args.js';
+import { mobyDickWindows } from './lib/text.js';
 import { commonOptions, runFlags, stepGenerator, summary, train, useBackend } from './lib/train.js';
 
 const args = cli('llama-mobydick', 'Trains a byte-level Llama on Moby-Dick (90% train / 10% validation by position) and samples from it.', {
-  steps: { type: 'number', default: 150, help: 'training steps' },
-  batchSize: { type: 'number', default: 8, help: 'sequences per step' },
-  seqLen: { type: 'number', default: tinyLlamaConfig.maxSeqLen, help: 'bytes per sequence' },
-  dim: { type: 'number', default: tinyLlamaConfig.dim, help: 'model width' },
-  layers: { type: 'number', default: tinyLlamaConfig.nLayers, help: 'decoder layers' },
-  heads: { type: 'number', default: tinyLlamaConfig.nHeads, help: 'query heads' },
-  kvHeads: { type: 'number', default: tinyLlamaConfig.nKvHeads, help: 'key/value heads (grouped-query attention)' },
-  hidden: { type: 'number', default: tinyLlamaConfig.hiddenDim, help: 'SwiGLU hidden width' },
-  lr: { type: 'number', default: 3e-3, help: 'peak learning rate' },
-  valBlocks: { type: 'number', default: 32, help: 'validation sequences per evaluation (evenly spread over the validation text)' },
-  sampleBytes: { type: 'number', default: 300, help: 'bytes to generate at the end' },
-  temperature: { type: 'number', default: 0.8, help: 'sampling temperature' },
-  topK: { type: 'number', default: 40, help: 'sample among the k most likely bytes' },
+  steps: { type: 'int', default: 150, min: 1, help: 'training steps' },
+  batchSize: { type: 'int', default: 8, min: 1, help: 'sequences per step' },
+  // the sampler's sliding window keeps maxSeqLen − 1 bytes of context, so at least one
+  seqLen: { type: 'int', default: tinyLlamaConfig.maxSeqLen, min: 2, help: 'bytes per sequence' },
+  dim: { type: 'int', default: tinyLlamaConfig.dim, min: 1, help: 'model width (--heads × an even head width)' },
+  layers: { type: 'int', default: tinyLlamaConfig.nLayers, min: 1, help: 'decoder layers' },
+  heads: { type: 'int', default: tinyLlamaConfig.nHeads, min: 1, help: 'query heads (a multiple of --kv-heads)' },
+  kvHeads: { type: 'int', default: tinyLlamaConfig.nKvHeads, min: 1, help: 'key/value heads (grouped-query attention)' },
+  hidden: { type: 'int', default: tinyLlamaConfig.hiddenDim, min: 1, help: 'SwiGLU hidden width' },
+  lr: { type: 'number', default: 3e-3, exclusiveMin: 0, help: 'peak learning rate' },
+  valBlocks: { type: 'int', default: 32, min: 1, help: 'validation sequences per evaluation (evenly spread over the validation text)' },
+  sampleBytes: { type: 'int', default: 300, min: 1, help: 'bytes to generate at the end' },
+  temperature: { type: 'number', default: 0.8, min: 0, help: 'sampling temperature (0: always the most likely byte)' },
+  topK: { type: 'int', default: 40, min: 1, max: tinyLlamaConfig.vocabSize, help: 'sample among the k most likely bytes' },
   prompt: { type: 'string', default: 'Call me Ishmael. ', help: 'text the sample continues' },
   ...commonOptions,
-  evalEvery: { type: 'number', default: 50, help: 'evaluate every N steps (and at the end)' },
-  ckptEvery: { type: 'number', default: 50, help: 'save a checkpoint every N steps (and at the end)' },
+  evalEvery: { type: 'int', default: 50, min: 1, help: 'evaluate every N steps (and at the end)' },
+  ckptEvery: { type: 'int', default: 50, min: 1, help: 'save a checkpoint every N steps (and at the end)' },
 });
 useBackend(args.backend);
+if (args.dim % args.heads || (args.dim / args.heads) % 2) throw new CliError(`--dim must be --heads (${args.heads}) × an even head width (rotary embeddings rotate pairs), got ${args.dim}`);
+if (args.heads % args.kvHeads) throw new CliError(`--heads must be a multiple of --kv-heads (${args.kvHeads}), got ${args.heads}`);
 
 const config: LlamaConfig = {
   ...tinyLlamaConfig, dim: args.dim, nLayers: args.layers, nHeads: args.heads, nKvHeads: args.kvHeads, hiddenDim: args.hidden, maxSeqLen: args.seqLen,
 };
-const { train: trainSet, val, tokenizer } = loadMobyDick({ blockSize: args.seqLen });
+const { train: trainSet, val, tokenizer } = mobyDickWindows(args.seqLen, args.batchSize);
 const model = new Llama(config, { generator: new Generator(args.seed) });
 // weight decay on matrices only (not on RMSNorm gains), as in nanoGPT
 const params = [...model.namedParameters()];

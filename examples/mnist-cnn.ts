@@ -6,14 +6,14 @@
 import { Generator } from '@qgrad/core';
 import { AdamW, Conv2d, Flatten, LambdaLR, Linear, MaxPool2d, ReLU, Sequential, cosineSchedule } from '@qgrad/nn';
 import { cli } from './lib/args.js';
-import { mnistData, trainMnistClassifier } from './lib/mnist.js';
+import { checkBatchSize, mnistData, trainMnistClassifier } from './lib/mnist.js';
 import { commonOptions, useBackend } from './lib/train.js';
 
 const args = cli('mnist-cnn', 'Trains a two-stage CNN (conv 3×3 → ReLU → maxpool 2, twice; then linear) on MNIST with AdamW.', {
-  steps: { type: 'number', default: 500, help: 'training steps' },
-  batchSize: { type: 'number', default: 64, help: 'images per step' },
-  channels: { type: 'number', default: 8, help: 'channels of the first conv (the second has twice as many)' },
-  lr: { type: 'number', default: 3e-3, help: 'peak learning rate' },
+  steps: { type: 'int', default: 500, min: 1, help: 'training steps' },
+  batchSize: { type: 'int', default: 64, min: 1, help: 'images per step, at most the 8,000 training digits' },
+  channels: { type: 'int', default: 8, min: 1, help: 'channels of the first conv (the second has twice as many)' },
+  lr: { type: 'number', default: 3e-3, exclusiveMin: 0, help: 'peak learning rate' },
   ...commonOptions,
 });
 useBackend(args.backend);
@@ -27,6 +27,7 @@ const model = new Sequential(
   new Linear(2 * c * 49, 10, { generator: g }),
 );
 const data = mnistData();
+checkBatchSize(data, args.batchSize);
 const optimizer = new AdamW(model.parameters(), { lr: args.lr, weightDecay: 1e-4 });
 const scheduler = new LambdaLR(optimizer, cosineSchedule({ warmupSteps: Math.min(30, args.steps / 10), totalSteps: args.steps, minLrRatio: 0.05 }));
 

@@ -6,19 +6,20 @@
 import { Generator } from '@qgrad/core';
 import { AdamW, LambdaLR, Linear, ReLU, Sequential, cosineSchedule } from '@qgrad/nn';
 import { cli } from './lib/args.js';
-import { mnistData, trainMnistClassifier } from './lib/mnist.js';
+import { checkBatchSize, mnistData, trainMnistClassifier } from './lib/mnist.js';
 import { commonOptions, useBackend } from './lib/train.js';
 
 const args = cli('mnist-mlp', 'Trains a 784-256-10 MLP on MNIST (8,000 train / 2,000 test digits) with AdamW and a cosine schedule.', {
-  steps: { type: 'number', default: 1500, help: 'training steps' },
-  batchSize: { type: 'number', default: 64, help: 'images per step' },
-  hidden: { type: 'number', default: 256, help: 'hidden units' },
-  lr: { type: 'number', default: 2e-3, help: 'peak learning rate' },
+  steps: { type: 'int', default: 1500, min: 1, help: 'training steps' },
+  batchSize: { type: 'int', default: 64, min: 1, help: 'images per step, at most the 8,000 training digits' },
+  hidden: { type: 'int', default: 256, min: 1, help: 'hidden units' },
+  lr: { type: 'number', default: 2e-3, exclusiveMin: 0, help: 'peak learning rate' },
   ...commonOptions,
 });
 useBackend(args.backend);
 
 const data = mnistData({ flatten: true });
+checkBatchSize(data, args.batchSize);
 const model = new Sequential(new Linear(784, args.hidden, { generator: new Generator(args.seed) }), new ReLU(), new Linear(args.hidden, 10, { generator: new Generator(args.seed + 1) }));
 const optimizer = new AdamW(model.parameters(), { lr: args.lr, weightDecay: 1e-4 });
 const scheduler = new LambdaLR(optimizer, cosineSchedule({ warmupSteps: Math.min(50, args.steps / 10), totalSteps: args.steps, minLrRatio: 0.05 }));

@@ -8,28 +8,29 @@
  * Run: npx tsx examples/qat-llama.ts --config w4a4-quest --seeds 0,1,2 [--steps 200 --batch-size 8 --seq-len 64]
  */
 import { join } from 'node:path';
-import { cli } from './lib/args.js';
+import { CliError, cli } from './lib/args.js';
 import { mean, pm } from './lib/experiments.js';
 import { QAT_LLAMA_CONFIGS, runQatLlama } from './lib/qat-llama.js';
-import { useBackend } from './lib/train.js';
+import { SEED_MAX, commonOptions, useBackend } from './lib/train.js';
 
 const args = cli('qat-llama', `QAT of the tiny byte Llama on Moby-Dick; validation bits/byte. Configs: ${QAT_LLAMA_CONFIGS.map((c) => c.name).join(', ')}.`, {
   config: { type: 'string', default: 'w4a4-quest', help: 'configuration name (see the list above)' },
-  seeds: { type: 'string', default: '0', help: 'comma-separated seeds' },
-  steps: { type: 'number', default: 200, help: 'optimizer steps' },
-  batchSize: { type: 'number', default: 8, help: 'sequences per step' },
-  seqLen: { type: 'number', default: 64, help: 'bytes per sequence (the model is built with maxSeqLen = this)' },
-  lr: { type: 'number', default: 3e-3, help: 'peak LR (AdamW β = (0.9, 0.95), wd 0.1 on matrices)' },
-  valBlocks: { type: 'number', default: 64, help: 'validation sequences (evenly spread over the held-out 10 %)' },
+  seeds: { type: 'ints', default: [0], min: 0, max: SEED_MAX, help: 'comma-separated seeds' },
+  steps: { type: 'int', default: 200, min: 1, help: 'optimizer steps' },
+  batchSize: { type: 'int', default: 8, min: 1, help: 'sequences per step' },
+  seqLen: { type: 'int', default: 64, min: 2, help: 'bytes per sequence (the model is built with maxSeqLen = this)' },
+  lr: { type: 'number', default: 3e-3, exclusiveMin: 0, help: 'peak LR (AdamW β = (0.9, 0.95), wd 0.1 on matrices)' },
+  valBlocks: { type: 'int', default: 64, min: 1, help: 'validation sequences (evenly spread over the held-out 10 %)' },
+  allowNonfinite: commonOptions.allowNonfinite,
   backend: { type: 'string', default: 'wasm', help: "'wasm' or 'js'" },
   runDir: { type: 'string', default: 'runs/qat-llama', help: 'writes <run-dir>/<config>/seed<N>/metrics.jsonl' },
 });
 useBackend(args.backend);
 
 const c = QAT_LLAMA_CONFIGS.find((k) => k.name === args.config);
-if (!c) throw new Error(`qat-llama: unknown --config '${args.config}'; known: ${QAT_LLAMA_CONFIGS.map((k) => k.name).join(', ')}`);
+if (!c) throw new CliError(`unknown --config '${args.config}'; known: ${QAT_LLAMA_CONFIGS.map((k) => k.name).join(', ')}`);
 console.log(`${c.name}: ${c.about}`);
-const results = args.seeds.split(',').map(Number).map((seed) => {
+const results = args.seeds.map((seed) => {
   const r = runQatLlama({ ...args, config: c.name, seed, dir: join(args.runDir, c.name, `seed${seed}`), log: console.log });
   console.log(`seed ${seed}: val ${r.valBpb.toFixed(4)} bits/byte (train, last 10 %: ${r.trainBpb.toFixed(4)}), ${r.msPerStep.toFixed(0)} ms/step, ${r.params} parameters`);
   return r;

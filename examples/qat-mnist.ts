@@ -15,35 +15,40 @@ import {
   bitsPerParameter, convert, histogramSvg, prepareQAT, quantizationError, weightHistogram, type QATConfig, type QuantLinear,
   type WeightQuantConfig,
 } from '@qgrad/quant';
-import { cli } from './lib/args.js';
-import { evaluateClassifier, mnistBatch, mnistData, trainMnistClassifier, type MnistData } from './lib/mnist.js';
+import { CliError, cli } from './lib/args.js';
+import { checkBatchSize, evaluateClassifier, mnistBatch, mnistData, trainMnistClassifier, type MnistData } from './lib/mnist.js';
 import { readMetrics } from './lib/metrics.js';
-import { useBackend } from './lib/train.js';
+import { SEED_MAX, commonOptions, useBackend } from './lib/train.js';
 
 const args = cli('qat-mnist', 'QAT on MNIST (8,000 train / 2,000 test digits): FP32 or fake-quantized weights/activations, mean ± std test accuracy over seeds.', {
   model: { type: 'string', default: 'mlp', help: "'mlp' (784-h-10) or 'cnn' (two 3×3 convs + linear)" },
   grid: { type: 'string', default: 'int', help: "weight grid: 'int', 'ternary', 'binary', or 'fp' (no quantization: the FP32 baseline)" },
-  bitsW: { type: 'number', default: 4, help: "weight bits of the 'int' grid" },
-  bitsA: { type: 'number', default: 4, help: 'activation (layer input) bits; 0 keeps activations in float' },
+  bitsW: { type: 'int', default: 4, min: 2, max: 16, help: "weight bits of the 'int' grid" },
+  bitsA: { type: 'int', default: 4, min: 0, max: 16, help: 'activation (layer input) bits, 2 to 16; 0 keeps activations in float' },
   estimator: { type: 'string', default: '', help: "weight/activation gradient estimator: lsq, lsq+, ste, clipped-ste, trust, relaxed (default: lsq on int, ste on ternary/binary)" },
   scaleInit: { type: 'string', default: '', help: 'weight scale init: lsq, absmax, absmean, median, mse, minmax, gaussian (default: lsq on int, absmean on ternary/binary)' },
   granularity: { type: 'string', default: 'channel', help: "weight scales: 'tensor', 'channel' or 'group<N>'" },
-  seeds: { type: 'string', default: '0,1,2', help: 'comma-separated seeds, one run each' },
-  epochs: { type: 'number', default: 1, help: 'epochs over the 8,000 training digits' },
-  batchSize: { type: 'number', default: 64, help: 'images per step' },
-  hidden: { type: 'number', default: 256, help: 'hidden units of the MLP' },
-  lr: { type: 'number', default: 2e-3, help: 'peak learning rate (AdamW, cosine decay)' },
-  scaleLrMult: { type: 'number', default: 1, help: "quantizer scales' LR as a multiple of --lr (no weight decay on them); Adam moves a scale by ~lr per step whatever its size" },
+  seeds: { type: 'ints', default: [0, 1, 2], min: 0, max: SEED_MAX, help: 'comma-separated seeds, one run each' },
+  epochs: { type: 'int', default: 1, min: 1, help: 'epochs over the 8,000 training digits' },
+  batchSize: { type: 'int', default: 64, min: 1, help: 'images per step, at most the 8,000 training digits' },
+  hidden: { type: 'int', default: 256, min: 1, help: 'hidden units of the MLP' },
+  lr: { type: 'number', default: 2e-3, exclusiveMin: 0, help: 'peak learning rate (AdamW, cosine decay)' },
+  scaleLrMult: { type: 'number', default: 1, min: 0, help: "quantizer scales' LR as a multiple of --lr (no weight decay on them; 0 freezes them); Adam moves a scale by ~lr per step whatever its size" },
+  allowNonfinite: commonOptions.allowNonfinite,
   backend: { type: 'string', default: 'wasm', help: "kernel backend: 'wasm' or 'js'" },
   runDir: { type: 'string', default: 'runs/qat-mnist', help: 'output directory' },
 });
 useBackend(args.backend);
 
 const grid = args.grid as 'int' | 'ternary' | 'binary' | 'fp';
-if (!['int', 'ternary', 'binary', 'fp'].includes(grid)) throw new Error(`qat-mnist: --grid must be int, ternary, binary or fp, got '${args.grid}'`);
-const seeds = args.seeds.split(',').map((s) => Number(s.trim()));
-if (seeds.some((s) => !Number.isInteger(s))) throw new Error(`qat-mnist: --seeds must be comma-separated integers, got '${args.seeds}'`);
-const granularity: WeightQuantConfig['granularity'] = args.granularity.startsWith('group') ? { group: Number(args.granularity.slice(5)) } : (args.granularity as 'tensor' | 'channel');
+if (!['int', 'ternary', 'binary', 'fp'].includes(grid)) throw new CliError(`--grid must be int, ternary, binary or fp, got '${args.grid}'`);
+if (args.model !== 'mlp' && args.model !== 'cnn') throw new CliError(`--model must be mlp or cnn, got '${args.model}'`);
+if (args.bitsA === 1) throw new CliError("--bits-a must be 0 (float) or an integer in [2, 16], got '1'");
+const seeds = args.seeds;
+const group = /^group(\d+)$/.exec(args.granularity);
+if (!group && args.granularity !== 'tensor' && args.granularity !== 'channel') throw new CliError(`--granularity must be 'tensor', 'channel' or 'group<N>', got '${args.granularity}'`);
+if (group && !(Number(group[1]) >= 1)) throw new CliError(`--granularity group<N> needs N ≥ 1, got '${args.granularity}'`);
+const granularity: WeightQuantConfig['granularity'] = group ? { group: Number(group[1]) } : (args.granularity as 'tensor' | 'channel');
 
 const label = grid === 'fp' ? 'fp32' : `${grid === 'int' ? `w${args.bitsW}` : grid}${args.bitsA ? `a${args.bitsA}` : ''}-${args.estimator || (grid === 'int' ? 'lsq' : 'ste')}${args.scaleInit ? `-${args.scaleInit}` : ''}-${args.model}`;
 
@@ -59,7 +64,6 @@ function qatConfig(): QATConfig | null {
 function build(seed: number): Sequential {
   const g = new Generator(seed);
   if (args.model === 'mlp') return new Sequential(new Linear(784, args.hidden, { generator: g }), new ReLU(), new Linear(args.hidden, 10, { generator: g }));
-  if (args.model !== 'cnn') throw new Error(`qat-mnist: --model must be mlp or cnn, got '${args.model}'`);
   return new Sequential(
     new Conv2d(1, 8, 3, { padding: 1, generator: g }), new ReLU(), new MaxPool2d(2), // [B, 8, 14, 14]
     new Conv2d(8, 16, 3, { padding: 1, generator: g }), new ReLU(), new MaxPool2d(2), // [B, 16, 7, 7]
@@ -68,6 +72,7 @@ function build(seed: number): Sequential {
 }
 
 const data: MnistData = mnistData({ flatten: args.model === 'mlp' });
+checkBatchSize(data, args.batchSize);
 const steps = Math.round((args.epochs * data.trainX.shape[0]!) / args.batchSize);
 const outDir = join(args.runDir, label);
 mkdirSync(outDir, { recursive: true });
@@ -87,7 +92,7 @@ for (const seed of seeds) {
   const others = model.parameters().filter((p) => !scales.has(p));
   const optimizer = new AdamW(scales.size ? [{ params: others }, { params: [...scales], lr: args.lr * args.scaleLrMult, weightDecay: 0 }] : others, { lr: args.lr, weightDecay: 1e-4 });
   const scheduler = new LambdaLR(optimizer, cosineSchedule({ warmupSteps: Math.min(50, steps / 10), totalSteps: steps, minLrRatio: 0.05 }));
-  const runArgs = { steps, batchSize: args.batchSize, seed, runDir: join(outDir, `seed${seed}`), evalEvery: Math.max(Math.floor(steps / 4), 1), ckptEvery: steps, stopAt: 0 };
+  const runArgs = { steps, batchSize: args.batchSize, seed, runDir: join(outDir, `seed${seed}`), evalEvery: Math.max(Math.floor(steps / 4), 1), ckptEvery: steps, stopAt: 0, allowNonfinite: args.allowNonfinite };
   const result = await trainMnistClassifier(`qat-mnist ${label} seed ${seed}`, model, data, { optimizer, scheduler }, runArgs, { ...args });
   model.eval();
   let bitsPerParam = 32;

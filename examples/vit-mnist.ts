@@ -6,25 +6,28 @@
  */
 import { Generator } from '@qgrad/core';
 import { AdamW, LambdaLR, ViT, cosineSchedule, mnistViTConfig, type ViTConfig } from '@qgrad/nn';
-import { cli } from './lib/args.js';
-import { mnistData, trainMnistClassifier } from './lib/mnist.js';
+import { CliError, cli } from './lib/args.js';
+import { checkBatchSize, mnistData, trainMnistClassifier } from './lib/mnist.js';
 import { commonOptions, useBackend } from './lib/train.js';
 
 const args = cli('vit-mnist', 'Trains a Vision Transformer (7×7 patches, class token, pre-norm blocks) on MNIST with AdamW.', {
-  steps: { type: 'number', default: 400, help: 'training steps' },
-  batchSize: { type: 'number', default: 64, help: 'images per step' },
-  dim: { type: 'number', default: mnistViTConfig.dim, help: 'token width' },
-  depth: { type: 'number', default: mnistViTConfig.depth, help: 'transformer blocks' },
-  heads: { type: 'number', default: mnistViTConfig.numHeads, help: 'attention heads' },
-  patch: { type: 'number', default: mnistViTConfig.patchSize, help: 'patch size (divides 28)' },
-  lr: { type: 'number', default: 3e-3, help: 'peak learning rate' },
+  steps: { type: 'int', default: 400, min: 1, help: 'training steps' },
+  batchSize: { type: 'int', default: 64, min: 1, help: 'images per step, at most the 8,000 training digits' },
+  dim: { type: 'int', default: mnistViTConfig.dim, min: 1, help: 'token width (a multiple of --heads)' },
+  depth: { type: 'int', default: mnistViTConfig.depth, min: 1, help: 'transformer blocks' },
+  heads: { type: 'int', default: mnistViTConfig.numHeads, min: 1, help: 'attention heads' },
+  patch: { type: 'int', default: mnistViTConfig.patchSize, min: 1, max: 28, help: 'patch size (divides 28)' },
+  lr: { type: 'number', default: 3e-3, exclusiveMin: 0, help: 'peak learning rate' },
   ...commonOptions,
 });
 useBackend(args.backend);
+if (28 % args.patch) throw new CliError(`--patch must divide 28 (the image size), got ${args.patch}`);
+if (args.dim % args.heads) throw new CliError(`--dim must be a multiple of --heads (${args.heads}), got ${args.dim}`);
 
 const config: ViTConfig = { ...mnistViTConfig, dim: args.dim, depth: args.depth, numHeads: args.heads, mlpDim: 2 * args.dim, patchSize: args.patch };
 const model = new ViT(config, { generator: new Generator(args.seed) });
 const data = mnistData();
+checkBatchSize(data, args.batchSize);
 // no weight decay on norms, biases, the class token and position embeddings (1-D or embedding tables)
 const decay = [...model.namedParameters()].filter(([n, p]) => p.ndim >= 2 && !n.includes('embed') && !n.includes('token')).map(([, p]) => p);
 const noDecay = model.parameters().filter((p) => !decay.includes(p));

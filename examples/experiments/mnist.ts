@@ -11,19 +11,20 @@ import { join } from 'node:path';
 import { crossEntropy, Generator, type Tensor } from '@qgrad/core';
 import { AdamW, Conv2d, Flatten, LambdaLR, Linear, MaxPool2d, ReLU, Sequential, cosineSchedule } from '@qgrad/nn';
 import { bitsPerParameter, convert, prepareQAT, type QATConfig, type WeightQuantConfig } from '@qgrad/quant';
-import { cli } from '../lib/args.js';
+import { CliError, cli } from '../lib/args.js';
 import { writeResults, type ConfigResult } from '../lib/experiments.js';
-import { readMetrics } from '../lib/metrics.js';
-import { evaluateClassifier, mnistBatch, mnistData, type MnistData } from '../lib/mnist.js';
-import { useBackend } from '../lib/train.js';
+import { encodeRecord, readMetrics } from '../lib/metrics.js';
+import { checkBatchSize, evaluateClassifier, mnistBatch, mnistData, type MnistData } from '../lib/mnist.js';
+import { SEED_MAX, commonOptions, nonFiniteGuard, useBackend } from '../lib/train.js';
 
 const args = cli('experiments/mnist', 'MNIST QAT grid (configs × seeds) → mean ± std test accuracy table, JSON and SVG.', {
   models: { type: 'string', default: 'mlp,cnn', help: 'comma-separated: mlp, cnn' },
-  seeds: { type: 'string', default: '0,1,2', help: 'comma-separated seeds' },
+  seeds: { type: 'ints', default: [0, 1, 2], min: 0, max: SEED_MAX, help: 'comma-separated seeds' },
   only: { type: 'string', default: '', help: 'comma-separated config names to run (default all)' },
-  epochs: { type: 'number', default: 1, help: 'epochs over the 8,000 training digits (qat-mnist default)' },
-  batchSize: { type: 'number', default: 64, help: 'images per step' },
-  lr: { type: 'number', default: 2e-3, help: 'peak LR (AdamW, cosine)' },
+  epochs: { type: 'int', default: 1, min: 1, help: 'epochs over the 8,000 training digits (qat-mnist default)' },
+  batchSize: { type: 'int', default: 64, min: 1, help: 'images per step, at most the 8,000 training digits' },
+  lr: { type: 'number', default: 2e-3, exclusiveMin: 0, help: 'peak LR (AdamW, cosine)' },
+  allowNonfinite: commonOptions.allowNonfinite,
   fresh: { type: 'boolean', help: 'ignore runs already in runs.jsonl (default: skip them, so an interrupted grid resumes)' },
   backend: { type: 'string', default: 'wasm', help: "'wasm' or 'js'" },
   runDir: { type: 'string', default: 'runs/experiments/mnist', help: 'output directory' },
@@ -80,10 +81,12 @@ function runOne(data: MnistData, model: string, c: Cfg, seed: number): Run {
   const others = net.parameters().filter((p) => !scales.has(p));
   const optimizer = new AdamW(scales.size ? [{ params: others }, { params: [...scales], weightDecay: 0 }] : others, { lr: args.lr, weightDecay: 1e-4 });
   const scheduler = new LambdaLR(optimizer, cosineSchedule({ warmupSteps: Math.min(50, steps / 10), totalSteps: steps, minLrRatio: 0.05 }));
+  const check = nonFiniteGuard(args.allowNonfinite);
   const t0 = performance.now();
   for (let i = 0; i < steps; i++) {
     const [x, y] = mnistBatch(data, args.batchSize, i, seed);
     const loss = crossEntropy(net.forward(x), y);
+    check(i + 1, { loss: loss.item() }, ` (${model}/${c.name}/${seed})`);
     loss.backward();
     optimizer.step();
     optimizer.zeroGrad();
@@ -103,8 +106,10 @@ function runOne(data: MnistData, model: string, c: Cfg, seed: number): Run {
 }
 
 const models = args.models.split(',').map((s) => s.trim());
-const seeds = args.seeds.split(',').map(Number);
+const seeds = args.seeds;
 const only = args.only ? args.only.split(',').map((s) => s.trim()) : null;
+const unknown = [...models.filter((m) => !['mlp', 'cnn'].includes(m)), ...(only ?? []).filter((n) => !CONFIGS.some((c) => c.name === n))];
+if (unknown.length) throw new CliError(`unknown --models/--only name(s) ${unknown.join(', ')}; models: mlp, cnn; configs: ${CONFIGS.map((c) => c.name).join(', ')}`);
 const configs = CONFIGS.filter((c) => !only || only.includes(c.name));
 mkdirSync(args.runDir, { recursive: true });
 const log = join(args.runDir, 'runs.jsonl');
@@ -113,15 +118,15 @@ if (!args.fresh && existsSync(log)) for (const r of readMetrics(log) as unknown 
 
 const t0 = performance.now();
 for (const model of models) {
-  if (!['mlp', 'cnn'].includes(model)) throw new Error(`experiments/mnist: unknown model '${model}' (mlp, cnn)`);
   const data = mnistData({ flatten: model === 'mlp' });
+  checkBatchSize(data, args.batchSize);
   for (const c of configs) {
     for (const seed of seeds) {
       const key = `${model}/${c.name}/${seed}`;
       if (done.has(key)) continue;
       const r = runOne(data, model, c, seed);
       done.set(key, r);
-      appendFileSync(log, `${JSON.stringify({ step: 0, ...r })}\n`);
+      appendFileSync(log, encodeRecord({ step: 0, ...r }));
       console.log(`${key}: acc ${r.acc.toFixed(2)} % (converted ${r.convertedAcc.toFixed(2)} %), ${r.msPerStep.toFixed(0)} ms/step, ${((performance.now() - t0) / 1000).toFixed(0)} s elapsed`);
     }
   }

@@ -4,16 +4,16 @@
  * better (lower). Prints a markdown table.
  * Run: npx tsx examples/experiments/paired.ts --runs runs/experiments/llama/runs.jsonl --pairs w4a4-quest:w4a4-ste,w4a4-lsq:fp
  */
-import { cli } from '../lib/args.js';
+import { CliError, cli } from '../lib/args.js';
 import { readMetrics } from '../lib/metrics.js';
 
 const args = cli('experiments/paired', 'Paired per-seed differences of a metric between configurations of a runs.jsonl grid.', {
   runs: { type: 'string', default: 'runs/experiments/llama/runs.jsonl', help: 'the grid\'s runs.jsonl' },
   pairs: { type: 'string', default: '', help: 'comma-separated first:second config names' },
   metric: { type: 'string', default: 'valBpb', help: 'field of each run to compare (lower is better)' },
-  steps: { type: 'number', default: 0, help: 'only runs with this many steps (0 = all)' },
+  steps: { type: 'int', default: 0, min: 0, help: 'only runs with this many steps (0 = all)' },
 });
-if (!args.pairs) throw new Error('paired: give --pairs first:second,…');
+if (!args.pairs) throw new CliError('give --pairs first:second,…');
 const runs = readMetrics(args.runs).filter((r) => !args.steps || r.steps === args.steps);
 const value = (config: string, seed: number): number | undefined => {
   const r = runs.find((x) => x.config === config && x.seed === seed);

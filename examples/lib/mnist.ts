@@ -4,6 +4,7 @@
  */
 import { crossEntropy, noGrad, tensor, type Tensor } from '@qgrad/core';
 import { loadMnist, type Module, type Optimizer, trainStep } from '@qgrad/nn';
+import { checkFlag } from './args.js';
 import type { TrainingState } from './checkpoint.js';
 import { epochBatch, runFlags, summary, train, type TrainResult } from './train.js';
 
@@ -23,6 +24,11 @@ export function mnistData(opts: { flatten?: boolean } = {}): MnistData {
   const { train, test } = loadMnist({ flatten: opts.flatten });
   const norm = (x: Tensor) => x.sub(MEAN).div(STD);
   return { trainX: norm(train.images), trainY: train.labels, testX: norm(test.images), testY: test.labels };
+}
+
+/** Throws a CliError for the --batch-size flag unless it is at most the number of training digits. */
+export function checkBatchSize(d: MnistData, batchSize: number): void {
+  checkFlag('batchSize', batchSize, { type: 'int', min: 1, max: d.trainX.shape[0]! }, `there are ${d.trainX.shape[0]!} training digits`);
 }
 
 /**
@@ -72,6 +78,7 @@ export interface ClassifierRunArgs {
   evalEvery: number;
   ckptEvery: number;
   stopAt: number;
+  allowNonfinite?: boolean;
 }
 
 /**
@@ -87,6 +94,7 @@ export async function trainMnistClassifier(
   config: Record<string, unknown>,
 ): Promise<TrainResult> {
   const { optimizer, scheduler } = state;
+  checkBatchSize(data, args.batchSize);
   const result = await train({
     name,
     ...runFlags(args),

@@ -7,12 +7,14 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Generator, noGrad } from '@qgrad/core';
-import { AdamW, LambdaLR, Llama, cosineSchedule, loadMobyDick, tinyLlamaConfig, type LlamaConfig, type LrLambda } from '@qgrad/nn';
+import { AdamW, LambdaLR, Llama, cosineSchedule, tinyLlamaConfig, type LlamaConfig, type LrLambda } from '@qgrad/nn';
 import {
   HestiaScheduler, QATPhase, calibrateHestia, prepareHadamardQAT, prepareQAT, wsdSchedule,
   type ActQuantConfig, type WeightQuantConfig,
 } from '@qgrad/quant';
-import { stepGenerator } from './train.js';
+import { encodeRecord } from './metrics.js';
+import { mobyDickWindows } from './text.js';
+import { nonFiniteGuard, stepGenerator } from './train.js';
 
 /** Every Linear inside the decoder layers; the embedding and lm_head stay in float (first/last layer). */
 const LAYERS = 'model.layers.**';
@@ -71,6 +73,8 @@ export interface QatLlamaOptions {
   valBlocks: number;
   /** Writes metrics.jsonl (train loss per step) here when set. */
   dir?: string;
+  /** Keep training through a NaN or infinite loss (default: throw NonFiniteLossError, metrics written up to that step). */
+  allowNonfinite?: boolean;
   log?: (s: string) => void;
 }
 
@@ -101,7 +105,7 @@ export function runQatLlama(o: QatLlamaOptions): QatLlamaResult {
   if (!c) throw new Error(`qat-llama: unknown config '${o.config}'; known: ${QAT_LLAMA_CONFIGS.map((k) => k.name).join(', ')}`);
   const log = o.log ?? (() => {});
   const config: LlamaConfig = { ...tinyLlamaConfig, maxSeqLen: o.seqLen, dim: o.dim ?? tinyLlamaConfig.dim, nLayers: o.layers ?? tinyLlamaConfig.nLayers };
-  const { train, val } = loadMobyDick({ blockSize: o.seqLen });
+  const { train, val } = mobyDickWindows(o.seqLen, o.batchSize);
   const model = new Llama(config, { generator: new Generator(o.seed) });
   c.prepare?.(model);
   const batch = (i: number) => {
@@ -123,6 +127,12 @@ export function runQatLlama(o: QatLlamaOptions): QatLlamaResult {
     hestia = new HestiaScheduler(model, o.steps, { compressRatio: 0.2, annealRatio: 0.8, style: 'hessian' });
   }
   const lines: string[] = [];
+  const writeMetrics = (extra = '') => {
+    if (!o.dir) return;
+    mkdirSync(o.dir, { recursive: true });
+    writeFileSync(join(o.dir, 'metrics.jsonl'), lines.join('') + extra);
+  };
+  const check = nonFiniteGuard(o.allowNonfinite ?? false, log);
   let ms = 0;
   let tail = 0;
   const tailN = Math.max(1, Math.floor(o.steps / 10));
@@ -137,9 +147,16 @@ export function runQatLlama(o: QatLlamaOptions): QatLlamaResult {
     optimizer.zeroGrad();
     scheduler.step();
     ms += performance.now() - t0;
-    const bpb = loss.item() / Math.LN2;
+    const lossValue = loss.item();
+    const bpb = lossValue / Math.LN2;
     if (i >= o.steps - tailN) tail += bpb / tailN;
-    lines.push(JSON.stringify({ step: i + 1, bpb, lr: scheduler.getLastLr()[0], ...(h && { pressure: h.pressure, temperature: h.temperature }), ...(phase && { qat: phase.isQAT(i) ? 1 : 0 }) }));
+    lines.push(encodeRecord({ step: i + 1, bpb, lr: scheduler.getLastLr()[0], ...(h && { pressure: h.pressure, temperature: h.temperature }), ...(phase && { qat: phase.isQAT(i) ? 1 : 0 }) }));
+    try {
+      check(i + 1, { loss: lossValue }, ` (${c.name}, seed ${o.seed})`);
+    } catch (e) {
+      writeMetrics(); // the steps up to the diverged one, for a look at how it went
+      throw e;
+    }
     if ((i + 1) % Math.max(1, Math.floor(o.steps / 5)) === 0) log(`${c.name} seed ${o.seed} step ${i + 1}/${o.steps}: train bpb ${bpb.toFixed(3)}, ${(ms / (i + 1)).toFixed(0)} ms/step`);
   }
   // validation: fixed blocks evenly spread over the held-out 10 %, quantizers on (HESTIA at ρ = 1: T = 0, P = 1, hard ternary)
@@ -155,9 +172,6 @@ export function runQatLlama(o: QatLlamaOptions): QatLlamaResult {
     }
     return nats / valIdx.length / Math.LN2;
   });
-  if (o.dir) {
-    mkdirSync(o.dir, { recursive: true });
-    writeFileSync(join(o.dir, 'metrics.jsonl'), `${lines.join('\n')}\n${JSON.stringify({ step: o.steps, val_bpb: valBpb })}\n`);
-  }
+  writeMetrics(encodeRecord({ step: o.steps, val_bpb: valBpb }));
   return { config: c.name, seed: o.seed, valBpb, trainBpb: tail, msPerStep: ms / o.steps, params: model.numParameters(), steps: o.steps };
 }

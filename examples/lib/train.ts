@@ -1,26 +1,32 @@
 /**
  * @file The examples' shared training driver: backend selection, the run directory
  * (runs/<name>/), resume from its checkpoint, the step loop with a progress bar, periodic
- * evaluation, JSONL metrics, atomic checkpoints and the SVG plot of the curves.
+ * evaluation, JSONL metrics, atomic checkpoints and the SVG plot of the curves; a NaN or
+ * infinite training metric stops the run (NonFiniteLossError) unless --allow-nonfinite.
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as q from '@qgrad/core';
 import { randperm } from '@qgrad/nn';
+import { CliError } from './args.js';
 import { loadCheckpoint, saveCheckpoint, type TrainingState } from './checkpoint.js';
 import { MetricsWriter, type Record_ } from './metrics.js';
 import { plotCurves } from './plot.js';
 import { progress } from './progress.js';
+
+/** Generators take seeds modulo 2³², so larger seeds would silently repeat smaller ones. */
+export const SEED_MAX = 2 ** 32 - 1;
 
 /** Flags every example takes (merge into its own `cli` options). */
 export const commonOptions = {
   runDir: { type: 'string', default: '', help: 'run directory (default runs/<example name>)' },
   resume: { type: 'boolean', help: "continue from the run directory's checkpoint (optimizer state and step restored)" },
   backend: { type: 'string', default: 'wasm', help: "kernel backend: 'wasm' (SIMD, threads) or 'js' (the reference)" },
-  seed: { type: 'number', default: 0, help: 'seed of the initial weights, batch order and noise' },
-  evalEvery: { type: 'number', default: 100, help: 'evaluate every N steps (and at the end)' },
-  ckptEvery: { type: 'number', default: 100, help: 'save a checkpoint every N steps (and at the end)' },
-  stopAt: { type: 'number', default: 0, help: 'stop after this step with a checkpoint, as if interrupted (try --resume after)' },
+  seed: { type: 'int', default: 0, min: 0, max: SEED_MAX, help: 'seed of the initial weights, batch order and noise' },
+  evalEvery: { type: 'int', default: 100, min: 1, help: 'evaluate every N steps (and at the end)' },
+  ckptEvery: { type: 'int', default: 100, min: 1, help: 'save a checkpoint every N steps (and at the end)' },
+  stopAt: { type: 'int', default: 0, min: 0, help: 'stop after this step with a checkpoint, as if interrupted (try --resume after); 0 runs to the end' },
+  allowNonfinite: { type: 'boolean', help: 'keep training through a NaN or infinite loss (default: stop with an error)' },
 } as const;
 
 /** Selects the kernel backend by name ('wasm', core's default, or 'js', the reference). */
@@ -43,6 +49,8 @@ export interface TrainOptions {
   ckptEvery: number;
   /** Stop after this step (0: run to `steps`), checkpointing there as if interrupted. */
   stopAt?: number;
+  /** Keep training when a step returns NaN or ±∞ (default: throw NonFiniteLossError). */
+  allowNonfinite?: boolean;
   state: TrainingState;
   /** Saved with the checkpoint; a resumed run warns about fields that differ. */
   config: Record<string, unknown>;
@@ -55,8 +63,32 @@ export interface TrainOptions {
 }
 
 /** The run-control flags every training example takes, as `train` wants them. */
-export function runFlags(args: { runDir: string; steps: number; resume?: boolean; evalEvery: number; ckptEvery: number; stopAt: number }): Pick<TrainOptions, 'dir' | 'steps' | 'resume' | 'evalEvery' | 'ckptEvery' | 'stopAt'> {
-  return { dir: args.runDir, steps: args.steps, resume: args.resume ?? false, evalEvery: args.evalEvery, ckptEvery: args.ckptEvery, stopAt: args.stopAt };
+export function runFlags(args: { runDir: string; steps: number; resume?: boolean; evalEvery: number; ckptEvery: number; stopAt: number; allowNonfinite?: boolean }): Pick<TrainOptions, 'dir' | 'steps' | 'resume' | 'evalEvery' | 'ckptEvery' | 'stopAt' | 'allowNonfinite'> {
+  return { dir: args.runDir, steps: args.steps, resume: args.resume ?? false, evalEvery: args.evalEvery, ckptEvery: args.ckptEvery, stopAt: args.stopAt, allowNonfinite: args.allowNonfinite ?? false };
+}
+
+/** A training metric became NaN or ±∞: the run stopped there (exit code 3 from an example). */
+export class NonFiniteLossError extends CliError {
+  constructor(readonly step: number, readonly metric: string, readonly value: number, note = '') {
+    super(`stopped at step ${step}: the training ${metric} is ${value}${note}. The run has diverged; try a lower --lr, or pass --allow-nonfinite to keep going.`, 3);
+    this.name = 'NonFiniteLossError';
+  }
+}
+
+/**
+ * A check of each step's metrics: the first NaN or ±∞ throws NonFiniteLossError naming the step,
+ * the metric and its value; with `allow` it is reported once through `warn` and training goes on.
+ * @example const check = nonFiniteGuard(false); check(12, { loss: NaN }); // throws "stopped at step 12: the training loss is NaN…"
+ */
+export function nonFiniteGuard(allow: boolean, warn: (message: string) => void = console.warn): (step: number, metrics: Record<string, number>, note?: string) => void {
+  let warned = false;
+  return (step, metrics, note) => {
+    const bad = Object.entries(metrics).find(([, v]) => !Number.isFinite(v));
+    if (!bad) return;
+    if (!allow) throw new NonFiniteLossError(step, bad[0], bad[1], note);
+    if (!warned) warn(`step ${step}: the training ${bad[0]} is ${bad[1]}; continuing (--allow-nonfinite; later ones are not reported)`);
+    warned = true;
+  };
 }
 
 export interface TrainResult {
@@ -98,17 +130,27 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   };
   if (start === 0 && o.evaluate) runEval(0);
   const end = o.stopAt && o.stopAt > start ? Math.min(o.stopAt, o.steps) : o.steps;
-  for (let i = start; i < end; i++) {
-    const t0 = performance.now();
-    const m = o.step(i);
-    trainMs += performance.now() - t0;
-    metrics.write({ step: i + 1, ...m });
-    bar.update(i + 1, m);
-    // evaluation follows the schedule only, so a stopped-and-resumed run logs what a full one does
-    if ((i + 1) % o.evalEvery === 0 || i + 1 === o.steps) runEval(i + 1);
-    if ((i + 1) % o.ckptEvery === 0 || i + 1 === end) saveCheckpoint(ckpt, o.state, i + 1, o.config);
+  const check = nonFiniteGuard(o.allowNonfinite ?? false, (s) => bar.log(s));
+  let saved = start;
+  try {
+    for (let i = start; i < end; i++) {
+      const t0 = performance.now();
+      const m = o.step(i);
+      trainMs += performance.now() - t0;
+      metrics.write({ step: i + 1, ...m });
+      // before the checkpoint: a diverged step must not overwrite the last good weights
+      check(i + 1, m, saved ? ` (the checkpoint in ${dir} is from step ${saved})` : '');
+      bar.update(i + 1, m);
+      // evaluation follows the schedule only, so a stopped-and-resumed run logs what a full one does
+      if ((i + 1) % o.evalEvery === 0 || i + 1 === o.steps) runEval(i + 1);
+      if ((i + 1) % o.ckptEvery === 0 || i + 1 === end) {
+        saveCheckpoint(ckpt, o.state, i + 1, o.config);
+        saved = i + 1;
+      }
+    }
+  } finally {
+    bar.stop();
   }
-  bar.stop();
   const records = metrics.all();
   await plotCurves(join(dir, 'curves.svg'), records, o.panels ?? {}, o.name);
   const stepsRun = end - start;
@@ -128,6 +170,8 @@ export function summary(r: TrainResult, extra: Record<string, string | number> =
  * pure function of i, so resumed runs see the same batches.
  */
 export function epochBatch(n: number, batchSize: number, i: number, seed: number): number[] {
+  // a batch larger than the data would make every epoch empty and the batches silently wrong
+  if (!(Number.isInteger(batchSize) && batchSize >= 1 && batchSize <= n)) throw new RangeError(`epochBatch: batch size ${batchSize} must be an integer in [1, ${n}] (the dataset size)`);
   const perEpoch = Math.floor(n / batchSize);
   const epoch = Math.floor(i / perEpoch);
   let perm = permCache.get(`${n}:${seed}:${epoch}`);
