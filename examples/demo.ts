@@ -44,8 +44,8 @@ const CONFIGS: Config[] = [
   {
     name: 'ternary W (absmean) A8',
     qat: {
-      rules: [{ match: '0', weight: { grid: 'ternary', scaleInit: 'absmean' }, input: { bits: 8, signed: true } }],
-      default: { weight: { grid: 'ternary', scaleInit: 'absmean' }, input: { bits: 8, signed: false } },
+      rules: [{ match: '0', weight: { grid: 'ternary', scale: 'absmean' }, input: { bits: 8, signed: true } }],
+      default: { weight: { grid: 'ternary', scale: 'absmean' }, input: { bits: 8, signed: false } },
     },
   },
 ];

@@ -1,19 +1,20 @@
 /**
  * @file Quantization-aware training on MNIST: an MLP (784-h-10) or a small CNN, every layer's
- * weights and inputs fake-quantized by prepareQAT (int / ternary / binary grids, LSQ or other
- * estimators), trained for a few epochs per seed; prints test accuracy mean ± std over seeds of
+ * weights and inputs fake-quantized by prepareQAT (any grid: int, FP8/FP6/FP4, MX, NF4, ternary,
+ * binary, codebook; LSQ or other estimators), trained for a few epochs per seed; prints test accuracy mean ± std over seeds of
  * the QAT model and of its converted integer-code model, and writes runs/qat-mnist/<config>/.
  * Run: npx tsx examples/qat-mnist.ts --bits-w 4 --bits-a 4 --estimator lsq --seeds 0,1,2
+ *      npx tsx examples/qat-mnist.ts --grid nf4 --bits-a 0
  */
 import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
-import { crossEntropy, Generator, noGrad, type Tensor } from '@qgrad/core';
+import { crossEntropy, Generator, noGrad, randn, type Tensor } from '@qgrad/core';
 import { AdamW, Conv2d, Flatten, LambdaLR, Linear, MaxPool2d, ReLU, Sequential, cosineSchedule } from '@qgrad/nn';
 import {
-  bitsPerParameter, convert, histogramSvg, prepareQAT, quantizationError, weightHistogram, type QATConfig, type QuantLinear,
-  type WeightQuantConfig,
+  bitsPerParameter, convert, GRID_NAMES, histogramSvg, kmeansLevels, prepareQAT, quantizationError, weightHistogram, type Granularity, type GridName,
+  type QATConfig, type QuantLinear, type ScaleConfig, type WeightQuantConfig,
 } from '@qgrad/quant';
 import { CliError, cli } from './lib/args.js';
 import { checkBatchSize, evaluateClassifier, mnistBatch, mnistData, trainMnistClassifier, type MnistData } from './lib/mnist.js';
@@ -22,12 +23,12 @@ import { SEED_MAX, commonOptions, useBackend } from './lib/train.js';
 
 const args = cli('qat-mnist', 'QAT on MNIST (8,000 train / 2,000 test digits): FP32 or fake-quantized weights/activations, mean ± std test accuracy over seeds.', {
   model: { type: 'string', default: 'mlp', help: "'mlp' (784-h-10) or 'cnn' (two 3×3 convs + linear)" },
-  grid: { type: 'string', default: 'int', help: "weight grid: 'int', 'ternary', 'binary', or 'fp' (no quantization: the FP32 baseline)" },
-  bitsW: { type: 'int', default: 4, min: 2, max: 16, help: "weight bits of the 'int' grid" },
+  grid: { type: 'string', default: 'int', help: `weight grid: ${GRID_NAMES.join(', ')}, or 'fp32' (no quantization: the baseline)` },
+  bitsW: { type: 'int', default: 4, min: 1, max: 16, help: "weight bits of the 'int' grid (unsigned below 2), or log2 of the 'codebook' levels (k-means of a Gaussian)" },
   bitsA: { type: 'int', default: 4, min: 0, max: 16, help: 'activation (layer input) bits, 2 to 16; 0 keeps activations in float' },
-  estimator: { type: 'string', default: '', help: "weight/activation gradient estimator: lsq, lsq+, ste, clipped-ste, trust, relaxed (default: lsq on int, ste on ternary/binary)" },
-  scaleInit: { type: 'string', default: '', help: 'weight scale init: lsq, absmax, absmean, median, mse, minmax, gaussian (default: lsq on int, absmean on ternary/binary)' },
-  granularity: { type: 'string', default: 'channel', help: "weight scales: 'tensor', 'channel' or 'group<N>'" },
+  estimator: { type: 'string', default: '', help: "weight/activation gradient estimator: lsq, lsq+, ste, clipped-ste, trust, relaxed (default: lsq where the scale is learned (int), else ste)" },
+  scale: { type: 'string', default: '', help: 'weight scale: a mode (learned, fixed, dynamic) or a rule (lsq, absmax, absmean, median, mse, minmax, gaussian); default per grid (learned LSQ on int, dynamic absmean on ternary/binary, dynamic absmax otherwise)' },
+  granularity: { type: 'string', default: '', help: "weight scales: 'tensor', 'channel', 'group<N>' or 'block<N>' (default: the grid's: NF4 block64, MX group32, else channel)" },
   seeds: { type: 'ints', default: [0, 1, 2], min: 0, max: SEED_MAX, help: 'comma-separated seeds, one run each' },
   epochs: { type: 'int', default: 1, min: 1, help: 'epochs over the 8,000 training digits' },
   batchSize: { type: 'int', default: 64, min: 1, help: 'images per step, at most the 8,000 training digits' },
@@ -40,22 +41,29 @@ const args = cli('qat-mnist', 'QAT on MNIST (8,000 train / 2,000 test digits): F
 });
 useBackend(args.backend);
 
-const grid = args.grid as 'int' | 'ternary' | 'binary' | 'fp';
-if (!['int', 'ternary', 'binary', 'fp'].includes(grid)) throw new CliError(`--grid must be int, ternary, binary or fp, got '${args.grid}'`);
+const grid = args.grid as GridName | 'fp32';
+if (grid !== 'fp32' && !GRID_NAMES.includes(grid)) throw new CliError(`--grid must be one of ${GRID_NAMES.join(', ')} or fp32, got '${args.grid}'`);
 if (args.model !== 'mlp' && args.model !== 'cnn') throw new CliError(`--model must be mlp or cnn, got '${args.model}'`);
 if (args.bitsA === 1) throw new CliError("--bits-a must be 0 (float) or an integer in [2, 16], got '1'");
 const seeds = args.seeds;
-const group = /^group(\d+)$/.exec(args.granularity);
-if (!group && args.granularity !== 'tensor' && args.granularity !== 'channel') throw new CliError(`--granularity must be 'tensor', 'channel' or 'group<N>', got '${args.granularity}'`);
-if (group && !(Number(group[1]) >= 1)) throw new CliError(`--granularity group<N> needs N ≥ 1, got '${args.granularity}'`);
-const granularity: WeightQuantConfig['granularity'] = group ? { group: Number(group[1]) } : (args.granularity as 'tensor' | 'channel');
+const sized = /^(group|block)(\d+)$/.exec(args.granularity);
+if (args.granularity && !sized && args.granularity !== 'tensor' && args.granularity !== 'channel') throw new CliError(`--granularity must be 'tensor', 'channel', 'group<N>' or 'block<N>', got '${args.granularity}'`);
+if (sized && !(Number(sized[2]) >= 1)) throw new CliError(`--granularity ${sized[1]}<N> needs N ≥ 1, got '${args.granularity}'`);
+const granularity: Granularity | undefined = !args.granularity ? undefined : sized ? (sized[1] === 'group' ? { group: Number(sized[2]) } : { block: Number(sized[2]) }) : (args.granularity as 'tensor' | 'channel');
 
-const label = grid === 'fp' ? 'fp32' : `${grid === 'int' ? `w${args.bitsW}` : grid}${args.bitsA ? `a${args.bitsA}` : ''}-${args.estimator || (grid === 'int' ? 'lsq' : 'ste')}${args.scaleInit ? `-${args.scaleInit}` : ''}-${args.model}`;
+const label = grid === 'fp32' ? 'fp32' : `${grid === 'int' ? `w${args.bitsW}` : grid === 'codebook' ? `codebook${2 ** args.bitsW}` : grid}${args.bitsA ? `a${args.bitsA}` : ''}-${args.estimator || (grid === 'int' ? 'lsq' : 'ste')}${args.scale ? `-${args.scale}` : ''}-${args.model}`;
 
 /** QAT rules: every layer; inputs of layers after a ReLU are unsigned, the (normalised) pixels signed. */
 function qatConfig(): QATConfig | null {
-  if (grid === 'fp') return null;
-  const weight: WeightQuantConfig = { grid, bits: args.bitsW, granularity, ...(args.estimator && { estimator: args.estimator }), ...(args.scaleInit && { scaleInit: args.scaleInit as WeightQuantConfig['scaleInit'] }) };
+  if (grid === 'fp32') return null;
+  const weight: WeightQuantConfig = {
+    grid,
+    ...(grid === 'int' && { bits: args.bitsW, ...(args.bitsW < 2 && { signed: false }) }),
+    ...(grid === 'codebook' && { levels: kmeansLevels(randn([4096], { generator: new Generator(12345) }), 2 ** args.bitsW) }),
+    ...(granularity && { granularity }),
+    ...(args.estimator && { estimator: args.estimator }),
+    ...(args.scale && { scale: args.scale as ScaleConfig }),
+  };
   const actEstimator = args.estimator && args.estimator !== 'lsq+' && grid === 'int' ? { estimator: args.estimator } : {};
   const input = (signed: boolean) => (args.bitsA ? { bits: args.bitsA, signed, ...actEstimator } : null);
   return { rules: [{ match: '0', weight, input: input(true) }], default: { weight, input: input(false) } };
@@ -101,7 +109,9 @@ for (const seed of seeds) {
     const first = model.at(0) as unknown as QuantLinear;
     writeFileSync(join(outDir, `seed${seed}`, 'weights-layer0.svg'), histogramSvg(weightHistogram(first.weight, first.weightQuantizer!), { title: `${label} layer 0 weights in grid units` }));
     const err = quantizationError(model).map((r) => `${r.name} ${r.sqnrDb.toFixed(1)} dB`).join(', ');
-    bitsPerParam = bitsPerParameter(model).bitsPerParameter;
+    const bits = bitsPerParameter(model);
+    if (seed === seeds[0]) console.log(bits.toString());
+    bitsPerParam = bits.bitsPerParameter;
     convert(model);
     convertedAcc = evaluateClassifier((x: Tensor) => model.forward(x), data.testX, data.testY).test_acc;
     console.log(`seed ${seed}: weight SQNR ${err}; converted model accuracy ${convertedAcc.toFixed(4)}`);
@@ -113,8 +123,8 @@ const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
 const std = (v: number[]) => (v.length > 1 ? Math.sqrt(v.reduce((a, b) => a + (b - mean(v)) ** 2, 0) / (v.length - 1)) : 0);
 const accs = results.map((r) => r.acc * 100);
 const line = {
-  config: label, model: args.model, grid, bitsW: grid === 'int' ? args.bitsW : grid === 'fp' ? 32 : grid, bitsA: args.bitsA || 32,
-  estimator: args.estimator || (grid === 'int' ? 'lsq' : grid === 'fp' ? '-' : 'ste'), scaleInit: args.scaleInit || '-', epochs: args.epochs, steps,
+  config: label, model: args.model, grid, bitsW: grid === 'int' ? args.bitsW : grid === 'fp32' ? 32 : grid, bitsA: args.bitsA || 32,
+  estimator: args.estimator || (grid === 'fp32' ? '-' : 'default'), scale: args.scale || '-', epochs: args.epochs, steps,
   seeds, accMean: mean(accs), accStd: std(accs), convertedAccMean: mean(results.map((r) => r.convertedAcc * 100)),
   bitsPerParam: results[0]!.bitsPerParam, msPerStep: mean(results.map((r) => r.msPerStep)), perSeed: results,
 };

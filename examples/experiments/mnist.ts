@@ -36,7 +36,7 @@ interface Cfg {
   grid: 'fp' | 'int' | 'ternary' | 'binary';
   bitsW: number;
   bitsA: number;
-  scaleInit?: WeightQuantConfig['scaleInit'];
+  scale?: WeightQuantConfig['scale'];
   note: string;
 }
 /** The grid. Ternary/binary keep 8-bit activations (BitNet b1.58 is W1.58A8). */
@@ -45,15 +45,15 @@ const CONFIGS: Cfg[] = [
   { name: 'w8a8-lsq', grid: 'int', bitsW: 8, bitsA: 8, note: 'int8 per-channel LSQ weights, LSQ activations' },
   { name: 'w4a4-lsq', grid: 'int', bitsW: 4, bitsA: 4, note: 'int4 LSQ' },
   { name: 'w2a2-lsq', grid: 'int', bitsW: 2, bitsA: 2, note: 'int2 LSQ' },
-  { name: 'ternary-absmean-a8', grid: 'ternary', bitsW: 2, bitsA: 8, scaleInit: 'absmean', note: 'BitNet b1.58: γ = mean|W| per channel, STE; A8 LSQ' },
-  { name: 'ternary-median-a8', grid: 'ternary', bitsW: 2, bitsA: 8, scaleInit: 'median', note: 'b1.58 Reloaded: γ = median|W|, STE; A8 LSQ' },
+  { name: 'ternary-absmean-a8', grid: 'ternary', bitsW: 2, bitsA: 8, scale: 'absmean', note: 'BitNet b1.58: γ = mean|W| per channel, STE; A8 LSQ' },
+  { name: 'ternary-median-a8', grid: 'ternary', bitsW: 2, bitsA: 8, scale: 'median', note: 'b1.58 Reloaded: γ = median|W|, STE; A8 LSQ' },
   { name: 'binary-a8', grid: 'binary', bitsW: 1, bitsA: 8, note: 'sign(W)·α, α = mean|W| per channel, STE; A8 LSQ' },
 ];
 
 /** qat-mnist's rules: every layer; the first layer's input (normalised pixels) signed, the others (after ReLU) unsigned. */
 function qatConfig(c: Cfg): QATConfig | null {
   if (c.grid === 'fp') return null;
-  const weight: WeightQuantConfig = { grid: c.grid, bits: c.bitsW, granularity: 'channel', ...(c.scaleInit && { scaleInit: c.scaleInit }) };
+  const weight: WeightQuantConfig = { grid: c.grid, ...(c.grid === 'int' && { bits: c.bitsW }), granularity: 'channel', ...(c.scale && { scale: c.scale }) };
   const input = (signed: boolean) => (c.bitsA ? { bits: c.bitsA, signed } : null);
   return { rules: [{ match: '0', weight, input: input(true) }], default: { weight, input: input(false) } };
 }

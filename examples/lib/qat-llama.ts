@@ -49,11 +49,11 @@ export const QAT_LLAMA_CONFIGS: QatLlamaConfig[] = [
   ]),
   {
     name: 'ternary-ste', about: 'BitNet b1.58: W ∈ {−γ,0,γ}, γ = mean|W| per tensor, STE; A float', schedule: 'plain',
-    prepare: (m) => void prepareQAT(m, { rules: [{ match: LAYERS, types: ['Linear'], weight: { grid: 'ternary', granularity: 'tensor', scaleInit: 'absmean' } }] }),
+    prepare: (m) => void prepareQAT(m, { rules: [{ match: LAYERS, types: ['Linear'], weight: { grid: 'ternary', granularity: 'tensor', scale: 'absmean' } }] }),
   },
   {
     name: 'ternary-hestia', about: 'HESTIA: soft ternary, P ramp 0.2, T₀ 0.351 cosine-annealed over the last 80 %, Hutchinson temp scales; A float', schedule: 'plain', hestia: true,
-    prepare: (m) => void prepareQAT(m, { rules: [{ match: LAYERS, types: ['Linear'], weight: { grid: 'hestia', granularity: 'tensor' } }] }),
+    prepare: (m) => void prepareQAT(m, { rules: [{ match: LAYERS, types: ['Linear'], weight: { grid: 'ternary', granularity: 'tensor', soft: {} } }] }),
   },
   ...[0, 0.5, 0.8].map((s): QatLlamaConfig => ({ name: `split-${s}`, about: `FP for ${s * 100} % of steps (own WSD), then W4 g32 LSQ / A8 per-token QAT (own WSD)`, schedule: 'split', switchAt: s, prepare: speed })),
   // the split family's float reference: same WSD schedule, QAT never switched on (evaluated in float)

@@ -1,11 +1,16 @@
 /**
- * @file @qgrad/quant: everything a QAT/PTQ user touches. So far: the grids, granularity, scale
- * initialisers and QuantizerSpec (grids/); the property-test kit is `@qgrad/quant/testing`.
+ * @file @qgrad/quant: everything a QAT/PTQ user touches, on one vocabulary — a grid by name
+ * (grids/, one file each, listed in grids/table.ts), granularity, a scale (scale/), an estimator
+ * (quantizer/config.ts) — read by the functional API, the QAT modules, convert, inspection and the
+ * property-test kit (`@qgrad/quant/testing`).
  * @example
- * import { fakeQuant } from '@qgrad/quant';
- * const wq = fakeQuant(w, { grid: { kind: 'int', bits: 4 }, granularity: { group: 32 } });
+ * import { fakeQuant, prepareQAT } from '@qgrad/quant';
+ * const wq = fakeQuant(w, { grid: 'int', bits: 4, granularity: { group: 32 } });
+ * prepareQAT(model, { default: { weight: { grid: 'nf4' } } });
  */
 export * from './grids/index.js';
+export * from './scale/rules.js';
+export * from './quantizer/index.js';
 export * from './qat/index.js';
 export * from './schedules/index.js';
 export * from './inspect/index.js';

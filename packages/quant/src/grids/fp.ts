@@ -1,9 +1,10 @@
 /**
- * @file FP ExMy minifloat grids (E4M3 "fn", E5M2, E2M1, E3M2, E2M3 or any ExMy): the exact set of
- * representable values, and round-to-nearest (half-even by default) onto it with saturation.
- * MX block scaling is in mx.ts.
+ * @file FP ExMy minifloat grids (grids 'e4m3' (OCP "fn"), 'e5m2', 'e3m2', 'e2m3', 'e2m1', or any
+ * ExMy): the exact set of representable values, round-to-nearest (half-even by default) onto it
+ * with saturation, and codes that are the format's bit patterns. MX block scaling is in mx.ts.
  */
-import { abs, floor, log, maximum, noGrad, pow, ge, lt, sign, add, cast, type Tensor } from '@qgrad/core';
+import { abs, floor, fromTypedArray, log, maximum, noGrad, pow, ge, lt, sign, add, cast, type Tensor } from '@qgrad/core';
+import { LevelSet, type FloatDType, type Grid, type GridName, type Rounding } from './grid.js';
 
 export interface FpFormat {
   name: string;
@@ -70,7 +71,7 @@ export function fpLimits(format: FpFormatName | FpFormat): { max: number; emin: 
  * "nearest"). Forward only (no gradient): wrap it with an estimator (fp quantizers in spec.ts do).
  * @example roundToFp(tensor([0.3, 5, 100]), 'e2m1').toArray(); // [0.5, 4, 6] — 0.25 would go to 0
  */
-export function roundToFp(x: Tensor, format: FpFormatName | FpFormat, rounding: 'halfEven' | 'halfAway' = 'halfEven'): Tensor {
+export function roundToFp(x: Tensor, format: FpFormatName | FpFormat, rounding: Rounding = 'halfEven'): Tensor {
   const f = fpFormat(format);
   const { max, emin } = fpLimits(f);
   return noGrad(() => {
@@ -82,7 +83,55 @@ export function roundToFp(x: Tensor, format: FpFormatName | FpFormat, rounding: 
     e = maximum(e, emin);
     const step = pow(2, e.sub(f.man));
     const u = x.div(step);
-    const r = rounding === 'halfEven' ? u.round() : sign(u).mul(floor(abs(u).add(0.5)));
+    const r = rounding === 'halfAway' ? sign(u).mul(floor(abs(u).add(0.5))) : rounding === 'floor' ? floor(u) : u.round();
     return r.mul(step).clamp(-max, max);
   });
+}
+
+/** Bit pattern of each finite value (+0 for zero) and the value of each of the 2^(1+E+M) patterns. */
+function codeTables(f: FpFormat): { codeOf: Map<number, number>; valueOf: Float64Array } {
+  const width = 1 + f.exp + f.man;
+  const valueOf = new Float64Array(2 ** width);
+  const codeOf = new Map<number, number>();
+  for (let code = valueOf.length - 1; code >= 0; code--) {
+    const v = decodeFp(f, code >> (f.exp + f.man), (code >> f.man) & (2 ** f.exp - 1), code & (2 ** f.man - 1));
+    valueOf[code] = v;
+    if (Number.isFinite(v)) codeOf.set(v, code); // descending: +0 (code 0) wins over −0
+  }
+  return { codeOf, valueOf };
+}
+
+/**
+ * The grid of one FP format: levels are its finite values (±0 one level), snapping is
+ * `roundToFp` (saturating), codes are bit patterns (E4M3: OCP's bytes; E2M1: nibbles).
+ * @example fpGrid('e2m1', 'e2m1').hi; // 6
+ */
+export function fpGrid(name: GridName, format: FpFormatName | FpFormat): Grid {
+  const f = fpFormat(format);
+  const values = fpValues(f);
+  const { codeOf, valueOf } = codeTables(f);
+  const width = 1 + f.exp + f.man;
+  const set = new LevelSet(`${name} grid`, values);
+  return {
+    name, label: name, lo: values[0]!, hi: values[values.length - 1]!, integer: null, positiveLevels: values.filter((v) => v > 0).length,
+    scale: { kind: 'real' }, idealBits: width, codeMin: 0, codeMax: 2 ** width - 1,
+    defaults: { scaleRule: 'absmax', estimator: 'ste' },
+    levels: (_dtype: FloatDType) => Float64Array.from(values), // every FP4/6/8 value is exact in float32
+    snap: (u, rounding) => roundToFp(u, f, rounding),
+    snapValue: (u) => set.snapValue(Math.min(Math.max(u, values[0]!), values[values.length - 1]!)),
+    encode(v) {
+      // the nearest value's pattern: exact for on-grid values, robust to x̂/s being a rounding off
+      const src = v.contiguous().data;
+      const { mids } = set.table('float64');
+      const out = new Int32Array(src.length);
+      for (let i = 0; i < src.length; i++) out[i] = codeOf.get(values[LevelSet.indexIn(mids, src[i]!)]!)!;
+      return fromTypedArray(out, [...v.shape], 'int32');
+    },
+    decode(codes, dtype) {
+      const src = codes.contiguous().data;
+      const out = dtype === 'float64' ? new Float64Array(src.length) : new Float32Array(src.length);
+      for (let i = 0; i < src.length; i++) out[i] = valueOf[src[i]!]!;
+      return fromTypedArray(out, [...codes.shape], dtype);
+    },
+  };
 }

@@ -1,12 +1,14 @@
 /**
- * @file The grids of @qgrad/quant: integer, FP ExMy, MX blocks, NF4, ternary/binary, learned
- * codebooks; granularity helpers; scale initialisers; and QuantizerSpec with fakeQuant/quantize.
+ * @file The grids of @qgrad/quant behind one `Grid` interface (grid.ts), one file each, listed in
+ * the plain table of table.ts; and granularity.
  */
+export * from './grid.js';
+export * from './table.js';
+export * from './granularity.js';
 export * from './int.js';
 export * from './fp.js';
 export * from './mx.js';
 export * from './nf4.js';
-export * from './levels.js';
-export * from './granularity.js';
-export * from './scale-init.js';
-export * from './spec.js';
+export * from './ternary.js';
+export * from './binary.js';
+export * from './codebook.js';

@@ -1,8 +1,10 @@
 /**
- * @file Integer grids at any bit width 1–16: signed (full or narrow), unsigned, and the
- * ternary {−1, 0, 1}·s / binary {−1, 1}·s grids. Fake quantization itself is core's fakeQuantize.
+ * @file The integer grid at 1–16 bits: signed [−2^(b−1), 2^(b−1) − 1] (narrow: symmetric), unsigned
+ * [0, 2^b − 1], or asymmetric (unsigned with a zero point). Codes are the integers themselves.
  */
-import { fakeQuantize, getEstimator, scalarLike, where, ge, type Tensor, type EstimatorOptions } from '@qgrad/core';
+import { cast, noGrad, type Tensor } from '@qgrad/core';
+import type { ScaleRule } from '../scale/rules.js';
+import type { FloatDType, Grid, GridOptions, Rounding } from './grid.js';
 
 export interface IntRange {
   qmin: number;
@@ -10,37 +12,59 @@ export interface IntRange {
 }
 
 /**
- * The integer range of a b-bit grid: signed [−2^(b−1), 2^(b−1) − 1] (narrow: symmetric
- * [−(2^(b−1) − 1), 2^(b−1) − 1]) or unsigned [0, 2^b − 1].
+ * The integer range of a b-bit grid: signed [−2^(b−1), 2^(b−1) − 1] (narrow: [−(2^(b−1) − 1),
+ * 2^(b−1) − 1]) or unsigned [0, 2^b − 1]. A signed grid needs 2 bits ({−1, 0} is no use; the
+ * signed 1-bit grid {−1, +1} is 'binary').
  * @example intRange(4); // { qmin: -8, qmax: 7 }
  */
 export function intRange(bits: number, opts: { signed?: boolean; narrow?: boolean } = {}): IntRange {
-  if (!Number.isInteger(bits) || bits < 1 || bits > 16) throw new Error(`intRange: bits must be an integer in 1…16, got ${bits}`);
   const signed = opts.signed ?? true;
+  if (!Number.isInteger(bits) || bits < (signed ? 2 : 1) || bits > 16) {
+    throw new Error(`intRange: bits must be an integer in ${signed ? 2 : 1}…16 for a${signed ? ' signed' : 'n unsigned'} int grid, got ${bits}${signed && bits === 1 ? " (the signed 1-bit grid {−1, +1} is grid 'binary')" : ''}`);
+  }
   if (!signed) return { qmin: 0, qmax: 2 ** bits - 1 };
-  if (bits === 1) return opts.narrow ? { qmin: 0, qmax: 0 } : { qmin: -1, qmax: 0 };
   const h = 2 ** (bits - 1);
   return { qmin: opts.narrow ? -(h - 1) : -h, qmax: h - 1 };
 }
 
-/**
- * Ternary fake quantization {−s, 0, s} (BitNet b1.58): s·clamp(R(x/s), −1, 1).
- * @example ternary(tensor([-0.9, 0.2, 0.6]), 1).toArray(); // [-1, 0, 1]
- */
-export function ternary(x: Tensor, scale: Tensor | number, opts: EstimatorOptions & { estimator?: string } = {}): Tensor {
-  return fakeQuantize(x, scale, 0, { qmin: -1, qmax: 1, estimator: opts.estimator ?? 'ste', ...opts });
+/** Round on plain numbers, as the kernel does (never Math.round). */
+export function roundNumber(v: number, rounding: Rounding = 'halfEven'): number {
+  if (rounding === 'floor') return Math.floor(v);
+  if (rounding === 'halfAway') return Math.sign(v) * Math.floor(Math.abs(v) + 0.5);
+  const f = Math.floor(v);
+  const d = v - f;
+  return d < 0.5 ? f : d > 0.5 ? f + 1 : f % 2 === 0 ? f : f + 1;
+}
+
+/** Rounds a tensor (no gradient). */
+export function roundTensor(u: Tensor, rounding: Rounding = 'halfEven'): Tensor {
+  return noGrad(() => (rounding === 'floor' ? u.floor() : rounding === 'halfAway' ? u.sign().mul(u.abs().add(0.5).floor()) : u.round()));
+}
+
+/** An integer grid {qmin … qmax}; `name` and `label` let ternary reuse it. */
+export function integerGrid(name: 'int' | 'ternary', label: string, qmin: number, qmax: number, idealBits: number, scaleRule: ScaleRule, estimator: string): Grid {
+  return {
+    name, label, lo: qmin, hi: qmax, integer: { qmin, qmax }, positiveLevels: Math.max(qmax, 0), scale: { kind: 'real' }, idealBits,
+    codeMin: qmin, codeMax: qmax, defaults: { scaleRule, estimator },
+    levels: (_dtype: FloatDType) => Float64Array.from({ length: qmax - qmin + 1 }, (_, i) => qmin + i),
+    snap: (u, rounding) => noGrad(() => roundTensor(u, rounding).clamp(qmin, qmax)),
+    snapValue: (u) => Math.min(Math.max(roundNumber(u), qmin), qmax),
+    encode: (v) => noGrad(() => roundTensor(v).clamp(qmin, qmax).to('int32')),
+    decode: (c, dtype) => cast(c, dtype),
+  };
 }
 
 /**
- * Binary fake quantization {−s, s}: s·(x ≥ 0 ? 1 : −1) (zero maps to +s so every output is on the
- * grid). Default estimator 'clipped-ste' (gradient where |x| ≤ s).
+ * `{ grid: 'int', bits, signed?, narrow?, asymmetric? }` (default 8 bits signed).
+ * @example intGrid({ bits: 4 }).integer; // { qmin: -8, qmax: 7 }
  */
-export function binary(x: Tensor, scale: Tensor | number, opts: EstimatorOptions & { estimator?: string } = {}): Tensor {
-  const s = typeof scale === 'number' ? scalarLike(scale, x.dtype, x) : scale;
-  const y = where(ge(x.detach(), 0), s.detach(), s.detach().neg());
-  const radius = s.detach(); // half the gap 2s
-  return getEstimator(opts.estimator ?? 'clipped-ste').apply(x, scalarLike(1, x.dtype, x), scalarLike(0, x.dtype, x), {
-    qmin: -Infinity, qmax: Infinity, rounding: 'halfEven', offset: 'zeroPoint', options: opts, y,
-    grid: { lo: s.detach().neg(), hi: s.detach(), radius, levels: undefined },
-  });
+export function intGrid(o: GridOptions): Grid {
+  const bits = o.bits ?? 8;
+  const signed = !o.asymmetric && (o.signed ?? true);
+  if (o.asymmetric && o.signed === true) throw new Error("int grid: 'asymmetric' is an unsigned range with a zero point; it cannot also be signed");
+  if (o.narrow && !signed) throw new Error("int grid: 'narrow' applies to signed grids only");
+  const { qmin, qmax } = intRange(bits, { signed, narrow: o.narrow });
+  const label = `${signed ? 'int' : 'uint'}${bits}${o.narrow ? 'n' : ''}${o.asymmetric ? 'a' : ''}`;
+  return integerGrid('int', label, qmin, qmax, bits, o.asymmetric ? 'minmax' : 'lsq', 'ste');
 }
+

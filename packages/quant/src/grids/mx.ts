@@ -1,54 +1,39 @@
 /**
- * @file MX-style block formats (OCP Microscaling): blocks of 32 along the last axis share a
- * power-of-two scale 2^X, X = ⌊log2 max|x|⌋ − emax_elem clamped to [−127, 127] (E8M0), and each
- * element is rounded onto an FP (E2M1, E4M3, E5M2 …) or MX-INT8 grid with saturation.
+ * @file Grids 'mxfp4' and 'mxfp8' (OCP Microscaling): an FP element grid (E2M1, E4M3) whose scale
+ * is a power of two 2^X per block of 32 along the last axis, X = ⌊log2 max|x|⌋ − emax_elem clamped
+ * to [−127, 127] (an E8M0 byte). The scale comes from the data, so these grids take no other.
  */
 import { amax, floor, log, noGrad, pow, where, eq, type Tensor } from '@qgrad/core';
-import { fpFormat, fpLimits, roundToFp, type FpFormat, type FpFormatName } from './fp.js';
-import { withEstimator } from './levels.js';
+import { fpFormat, fpGrid, fpLimits, type FpFormatName } from './fp.js';
+import type { Grid, GridName } from './grid.js';
 
-export interface MxOptions {
-  /** Element format: an FP format or 'int8' (fixed point k/64, |k| ≤ 127). Default 'e2m1' (MXFP4). */
-  element?: FpFormatName | FpFormat | 'int8';
-  blockSize?: number;
-  rounding?: 'halfEven' | 'halfAway';
-  estimator?: string;
-}
-
-/** The shared block exponents X (shape [..., n/blockSize, 1]) of x's last axis. */
-export function mxSharedExponent(x: Tensor, opts: MxOptions = {}): Tensor {
-  const b = opts.blockSize ?? 32;
-  const n = x.shape[x.ndim - 1]!;
-  if (x.ndim === 0 || n % b !== 0) throw new Error(`mx: last dim of input [${x.shape.join(', ')}] is not a multiple of blockSize ${b}`);
-  const emax = opts.element === 'int8' ? 0 : fpLimits(fpFormat(opts.element ?? 'e2m1')).emax;
+/**
+ * The shared block exponents X of a grouped view whose last axis is one block (shape [..., 1]).
+ * @example mxSharedExponent(x.reshape([-1, 32]), 2).shape; // [n/32, 1]
+ */
+export function mxSharedExponent(blocks: Tensor, emax: number): Tensor {
   return noGrad(() => {
-    const m = amax(x.reshape([...x.shape.slice(0, -1), n / b, b]).abs(), -1, true);
+    const m = amax(blocks.abs(), -1, true);
     const e = floor(log(m).div(Math.LN2));
     const p = pow(2, e);
-    const fixed = e.add(m.ge(p.mul(2)).to(x.dtype)).sub(m.lt(p).to(x.dtype)); // exact at powers of two
+    const fixed = e.add(m.ge(p.mul(2)).to(blocks.dtype)).sub(m.lt(p).to(blocks.dtype)); // exact at powers of two
     return where(eq(m, 0), 0, fixed.sub(emax)).clamp(-127, 127); // all-zero blocks: any scale
   });
 }
 
-/**
- * MX fake quantization: x̂ = 2^X·Q_elem(x/2^X) per block of 32 along the last axis. Gradient
- * straight-through by default (microxcaling's QAT behaviour).
- * @example mxQuantize(randn([2, 64]), { element: 'e4m3fn' }).shape; // [2, 64]
- */
-export function mxQuantize(x: Tensor, opts: MxOptions = {}): Tensor {
-  const b = opts.blockSize ?? 32;
-  const n = x.shape[x.ndim - 1]!;
-  const X = mxSharedExponent(x, opts);
-  const y = noGrad(() => {
-    const blocks = x.reshape([...x.shape.slice(0, -1), n / b, b]);
-    const s = pow(2, X);
-    const u = blocks.div(s);
-    let q: Tensor;
-    if (opts.element === 'int8') {
-      const k = opts.rounding === 'halfAway' ? u.mul(64).sign().mul(u.mul(64).abs().add(0.5).floor()) : u.mul(64).round();
-      q = k.clamp(-127, 127).div(64);
-    } else q = roundToFp(u, fpFormat(opts.element ?? 'e2m1'), opts.rounding);
-    return q.mul(s).reshape(x.shape);
-  });
-  return withEstimator(x, y, { lo: -Infinity, hi: Infinity, radius: Infinity }, opts.estimator ?? 'ste');
+/** The MX scale 2^X of each block (last axis of the grouped view). */
+export function mxScale(blocks: Tensor, grid: Grid): Tensor {
+  if (grid.scale.kind !== 'pow2') throw new Error(`mxScale: grid '${grid.name}' takes no power-of-two block scale`);
+  return noGrad(() => pow(2, mxSharedExponent(blocks, grid.scale.kind === 'pow2' ? grid.scale.emax : 0)));
 }
+
+function mxGrid(name: GridName, element: FpFormatName): Grid {
+  const g = fpGrid(name, element);
+  const emax = fpLimits(fpFormat(element)).emax;
+  return { ...g, label: name, scale: { kind: 'pow2', blockSize: 32, emax }, defaults: { ...g.defaults, granularity: { group: 32 } } };
+}
+
+/** `{ grid: 'mxfp4' }`: E2M1 elements, blocks of 32. */
+export const mxfp4Grid = (): Grid => mxGrid('mxfp4', 'e2m1');
+/** `{ grid: 'mxfp8' }`: E4M3 elements, blocks of 32. */
+export const mxfp8Grid = (): Grid => mxGrid('mxfp8', 'e4m3fn');

@@ -1,18 +1,19 @@
 /**
- * @file Bits per parameter of a whole model, QAT (prepared) or converted: quantized weights at
- * their grid's bits, their scales and zero points as overhead, everything else at its dtype's width.
+ * @file Bits per parameter of a whole model, QAT (prepared) or converted, two ways: ideal (each
+ * code at its grid's information, log2 of its levels — ternary 1.585) and stored (as convert
+ * stores it: packed 1/2/4-bit fields, else bytes); scales and zero points as overhead (MX's E8M0
+ * scales at 8 bits), everything else at its dtype's width. The report prints as a table.
  */
 import type { Tensor } from '@qgrad/core';
 import type { Module } from '@qgrad/nn';
+import { storedBits, type Grid } from '../grids/grid.js';
 import { isQuantLayer } from '../qat/modules.js';
 import { ActQuantizer, WeightQuantizer } from '../qat/quantizers.js';
 import { QuantizedConv2d, QuantizedEmbedding, QuantizedLinear } from '../qat/convert.js';
 
 export interface BitsOptions {
-  /** Bits of each stored scale / zero point / offset (default 32). */
+  /** Bits of each stored real scale / zero point / offset (default 32; MX block scales are always 8). */
   scaleBits?: number;
-  /** Ternary weights: 'log2' counts log2(3) ≈ 1.585 bits (entropy bound), 2 counts a 2-bit field (default 'log2'). */
-  ternaryBits?: 'log2' | 2;
   /** Count activation-quantizer scales as overhead (default true). */
   activationScales?: boolean;
 }
@@ -21,64 +22,88 @@ export interface BitsRow {
   name: string;
   /** Parameters (weights, biases, …) in this entry. */
   params: number;
-  bits: number;
+  /** Bits at each grid's information content, and as stored. */
+  idealBits: number;
+  storedBits: number;
   what: string;
 }
 
-export interface BitsReport {
+const DTYPE_BITS: Record<string, number> = { float32: 32, float64: 64, int32: 32, int8: 8, uint8: 8 };
+const fmtBits = (b: number) => String(+b.toFixed(3));
+
+/** What bitsPerParameter returns; `toString()` prints the table. */
+export class BitsReport {
   /** Model parameters, excluding quantizer scales (they are overhead). */
-  params: number;
-  totalBits: number;
-  bitsPerParameter: number;
-  rows: BitsRow[];
+  readonly params: number;
+  readonly totalBits: number;
+  readonly totalStoredBits: number;
+  constructor(readonly rows: BitsRow[]) {
+    this.params = rows.reduce((a, r) => a + r.params, 0);
+    this.totalBits = rows.reduce((a, r) => a + r.idealBits, 0);
+    this.totalStoredBits = rows.reduce((a, r) => a + r.storedBits, 0);
+  }
+  /** Ideal bits per parameter. */
+  get bitsPerParameter(): number {
+    return this.params ? this.totalBits / this.params : 0;
+  }
+  /** Bits per parameter as convert stores the model. */
+  get storedBitsPerParameter(): number {
+    return this.params ? this.totalStoredBits / this.params : 0;
+  }
+  toString(): string {
+    const head = ['entry', 'params', 'ideal bits', 'stored bits', 'what'];
+    const body = this.rows.map((r) => [r.name, String(r.params), fmtBits(r.idealBits), fmtBits(r.storedBits), r.what]);
+    body.push(['total', String(this.params), fmtBits(this.totalBits), fmtBits(this.totalStoredBits), `${fmtBits(this.bitsPerParameter)} ideal / ${fmtBits(this.storedBitsPerParameter)} stored bits per parameter`]);
+    const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+    const line = (c: string[]) => c.map((v, i) => (i === 1 || i === 2 || i === 3 ? v.padStart(w[i]!) : v.padEnd(w[i]!))).join('  ').trimEnd();
+    return [line(head), w.map((n) => '-'.repeat(n)).join('  '), ...body.map(line)].join('\n');
+  }
 }
 
-const DTYPE_BITS: Record<string, number> = { float32: 32, float64: 64, int32: 32, int8: 8, uint8: 8 };
-
-/** Bits of one code of an integer range [qmin, qmax] (levels = qmax − qmin + 1). */
-function codeBits(qmin: number, qmax: number, ternary: 'log2' | 2): number {
-  const levels = qmax - qmin + 1;
-  if (levels === 3) return ternary === 2 ? 2 : Math.log2(3);
-  return Math.ceil(Math.log2(levels));
+/** A quantized weight's row: n codes plus its scales (and zero points). */
+function weightRow(name: string, n: number, grid: Grid, nScales: number, nZero: number, sb: number): BitsRow {
+  const scaleBits = grid.scale.kind === 'pow2' ? 8 : sb;
+  const over = nScales * scaleBits + nZero * sb;
+  const stored = storedBits(grid);
+  return {
+    name, params: n, idealBits: n * grid.idealBits + over, storedBits: Math.ceil((n * stored) / 8) * 8 + over,
+    what: `${grid.label}: ${n}×${fmtBits(grid.idealBits)} (stored ${stored}) + ${nScales + nZero} scales`,
+  };
 }
 
 /**
- * Counts the storage of `model` per parameter. A quantized weight costs numel·bits plus
- * (#scales + #zero points)·scaleBits; its dynamic scales count as stored (they are after convert).
- * @example bitsPerParameter(model).bitsPerParameter; // e.g. 4.27 for W4 per-channel with fp32 biases
+ * Counts the storage of `model` per parameter. A quantized weight costs its codes plus
+ * (#scales + #zero points)·scaleBits; dynamic scales count as stored (they are after convert).
+ * @example console.log(String(bitsPerParameter(model))); bitsPerParameter(model).storedBitsPerParameter;
  */
 export function bitsPerParameter(model: Module, opts: BitsOptions = {}): BitsReport {
   const sb = opts.scaleBits ?? 32;
-  const ternary = opts.ternaryBits ?? 'log2';
   const rows: BitsRow[] = [];
   const counted = new Set<Tensor>();
+  const fixed = (name: string, n: number, bits: number, what: string) => rows.push({ name, params: n, idealBits: n * bits, storedBits: n * bits, what });
   for (const [name, m] of model.namedModules()) {
     if (isQuantLayer(m) && m.weightQuantizer?.enabled) {
       const wq: WeightQuantizer = m.weightQuantizer;
-      const n = m.weight.numel();
-      const nScales = wq.view[0] * wq.view[1];
-      const offsets = wq.zeroPoint ? wq.zeroPoint.numel() : 0;
-      const b = wq.grid === 'hestia' ? codeBits(-1, 1, ternary) : codeBits(wq.qmin, wq.qmax, ternary);
-      rows.push({ name: `${name}.weight`, params: n, bits: n * b + (nScales + offsets) * sb, what: `${n}×${+b.toFixed(3)} + ${nScales + offsets} scales` });
+      const nScales = wq.viewShape.slice(0, -1).reduce((a, b) => a * b, 1);
+      rows.push(weightRow(`${name}.weight`, m.weight.numel(), wq.grid, nScales, wq.plan.hasZeroPoint ? nScales : 0, sb));
       counted.add(m.weight);
       for (const t of [wq.scale, wq.zeroPoint, wq.initialized]) if (t) counted.add(t);
     } else if (m instanceof QuantizedLinear || m instanceof QuantizedConv2d || m instanceof QuantizedEmbedding) {
-      const n = m.weightCodes.numel();
-      const over = m.weightScale.numel() + (m.weightZeroPoint?.numel() ?? 0);
-      const b = codeBits(m.weightGrid.qmin, m.weightGrid.qmax, ternary);
-      rows.push({ name: `${name}.weightCodes`, params: n, bits: n * b + over * sb, what: `${n}×${+b.toFixed(3)} + ${over} scales` });
+      const n = m.weightShape.reduce((a, b) => a * b, 1);
+      rows.push(weightRow(`${name}.weightCodes`, n, m.weightPlan.grid, m.weightScale.numel(), m.weightZeroPoint?.numel() ?? 0, sb));
       for (const t of [m.weightCodes, m.weightScale, m.weightZeroPoint]) if (t) counted.add(t);
       const bias = (m as { bias?: Tensor | null }).bias; // a buffer after convert, still a parameter of the model
       if (bias) {
-        rows.push({ name: `${name}.bias`, params: bias.numel(), bits: bias.numel() * (DTYPE_BITS[bias.dtype] ?? 32), what: `${bias.numel()}×${DTYPE_BITS[bias.dtype] ?? 32} (${bias.dtype})` });
+        const b = DTYPE_BITS[bias.dtype] ?? 32;
+        fixed(`${name}.bias`, bias.numel(), b, `${bias.numel()}×${b} (${bias.dtype})`);
         counted.add(bias);
       }
       const inOver = (m.inputScale?.numel() ?? 0) + (m.inputZeroPoint?.numel() ?? 0);
-      if (inOver && opts.activationScales !== false) rows.push({ name: `${name}.input`, params: 0, bits: inOver * sb, what: `${inOver} activation scales` });
+      if (inOver && opts.activationScales !== false) rows.push({ name: `${name}.input`, params: 0, idealBits: inOver * sb, storedBits: inOver * sb, what: `${inOver} activation scales` });
       for (const t of [m.inputScale, m.inputZeroPoint]) if (t) counted.add(t);
     } else if (m instanceof ActQuantizer) {
       const k = (m.scale?.numel() ?? 0) + (m.zeroPoint?.numel() ?? 0);
-      if (k && opts.activationScales !== false) rows.push({ name, params: 0, bits: k * sb, what: `${k} activation scales` });
+      if (k && opts.activationScales !== false) rows.push({ name, params: 0, idealBits: k * sb, storedBits: k * sb, what: `${k} activation scales` });
       for (const t of [m.scale, m.zeroPoint, m.initialized]) if (t) counted.add(t);
     } else if (m instanceof WeightQuantizer) {
       for (const t of [m.scale, m.zeroPoint, m.initialized]) if (t) counted.add(t);
@@ -89,9 +114,7 @@ export function bitsPerParameter(model: Module, opts: BitsOptions = {}): BitsRep
     if (counted.has(t)) continue;
     counted.add(t);
     const b = DTYPE_BITS[t.dtype] ?? 32;
-    rows.push({ name, params: t.numel(), bits: t.numel() * b, what: `${t.numel()}×${b} (${t.dtype})` });
+    fixed(name, t.numel(), b, `${t.numel()}×${b} (${t.dtype})`);
   }
-  const params = rows.reduce((a, r) => a + r.params, 0);
-  const totalBits = rows.reduce((a, r) => a + r.bits, 0);
-  return { params, totalBits, bitsPerParameter: params ? totalBits / params : 0, rows };
+  return new BitsReport(rows);
 }

@@ -10,35 +10,38 @@ export interface WeightHistogram {
   /** Bin edges (bins + 1), in grid units. */
   edges: number[];
   counts: number[];
-  /** The grid's levels in the same units (qmin … qmax). */
+  /** The grid's levels in the same units (int: qmin … qmax; NF4: its 16 values …). */
   levels: number[];
-  /** Fraction of elements outside [qmin − ½, qmax + ½] (clipped). */
+  /** Fraction of elements beyond the outer levels by more than half the outer gap (clipped). */
   clippedFraction: number;
 }
 
 /**
- * Histogram of `w` in units of its quantizer's step: u = w/s + z (or (w − β)/s).
+ * Histogram of `w` in units of its quantizer's scale: u = w/s + z (or (w − β)/s), any grid.
  * @example const h = weightHistogram(layer.weight, layer.weightQuantizer!, { bins: 64 });
  */
 export function weightHistogram(w: Tensor, q: WeightQuantizer, opts: { bins?: number } = {}): WeightHistogram {
   const g = q.gridParams(w);
   const u = noGrad(() => {
-    const w3 = w.detach().reshape(q.view);
-    return g.offset === 'beta' ? w3.sub(g.zeroPoint).div(g.scale) : w3.div(g.scale).add(g.zeroPoint);
+    const v = q.group(w.detach()).view;
+    return g.plan.offset === 'beta' ? v.sub(g.zeroPoint).div(g.scale) : v.div(g.scale).add(g.zeroPoint);
   }).data;
-  const lo = g.qmin - 1.5;
-  const hi = g.qmax + 1.5;
-  const bins = opts.bins ?? Math.min(200, (g.qmax - g.qmin + 3) * 8);
+  const levels = Array.from(q.grid.levels(w.dtype === 'float64' ? 'float64' : 'float32'));
+  const [first, last] = [levels[0]!, levels[levels.length - 1]!];
+  const gapLo = levels.length > 1 ? levels[1]! - first : 1;
+  const gapHi = levels.length > 1 ? last - levels[levels.length - 2]! : 1;
+  const lo = first - 1.5 * gapLo;
+  const hi = last + 1.5 * gapHi;
+  const bins = opts.bins ?? Math.min(200, Math.max(16, Math.round(((hi - lo) / Math.min(gapLo, gapHi)) * 8)));
   const counts = new Array<number>(bins).fill(0);
   let clipped = 0;
   for (let i = 0; i < u.length; i++) {
     const v = u[i]!;
-    if (v < g.qmin - 0.5 || v > g.qmax + 0.5) clipped++;
+    if (v < first - gapLo / 2 || v > last + gapHi / 2) clipped++;
     const b = Math.min(Math.max(Math.floor(((v - lo) / (hi - lo)) * bins), 0), bins - 1);
     counts[b]!++;
   }
   const edges = Array.from({ length: bins + 1 }, (_, i) => lo + ((hi - lo) * i) / bins);
-  const levels = Array.from({ length: g.qmax - g.qmin + 1 }, (_, i) => g.qmin + i);
   return { edges, counts, levels, clippedFraction: clipped / u.length };
 }
 

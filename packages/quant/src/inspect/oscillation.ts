@@ -7,7 +7,7 @@
 import { fromTypedArray, type Tensor } from '@qgrad/core';
 import type { Module } from '@qgrad/nn';
 import { isQuantLayer, type QuantLayer } from '../qat/modules.js';
-import { rne } from '../grids/scale-init.js';
+import { roundNumber as rne } from '../grids/int.js';
 
 export interface OscillationOptions {
   /** EMA momentum m of the oscillation frequency and of the integer value (default 0.01). */
@@ -77,7 +77,7 @@ export class OscillationTracker {
     for (const t of this.tracks) {
       const wq = t.layer.weightQuantizer!;
       if (!wq.enabled) continue;
-      this.observe(t, Float64Array.from(wq.codes(t.layer.weight).data));
+      this.observe(t, Float64Array.from(wq.levelIndex(t.layer.weight).data));
     }
   }
 
@@ -105,7 +105,9 @@ export class OscillationTracker {
       if (this.freezeThreshold !== undefined && !t.frozen[i] && t.ema[i]! > this.freezeThreshold) {
         const wq = t.layer.weightQuantizer!;
         t.frozen[i] = 1;
-        t.frozenCodes[i] = Math.min(Math.max(rne(t.emaInt[i]!), wq.qmin), wq.qmax);
+        const int = wq.grid.integer;
+        const [lo, hi] = int ? [int.qmin, int.qmax] : [0, wq.grid.levels(t.layer.weight.dtype === 'float64' ? 'float64' : 'float32').length - 1];
+        t.frozenCodes[i] = Math.min(Math.max(rne(t.emaInt[i]!), lo), hi);
         newlyFrozen = true;
       }
     }
@@ -116,8 +118,8 @@ export class OscillationTracker {
   #pin(t: Track): void {
     const wq = t.layer.weightQuantizer!;
     const dtype = t.layer.weight.dtype;
-    wq.frozenMask = fromTypedArray(Uint8Array.from(t.frozen), [...wq.view], 'uint8');
-    wq.frozenCodes = fromTypedArray(dtype === 'float64' ? Float64Array.from(t.frozenCodes) : Float32Array.from(t.frozenCodes), [...wq.view], dtype) as Tensor;
+    wq.frozenMask = fromTypedArray(Uint8Array.from(t.frozen), [...wq.viewShape], 'uint8');
+    wq.frozenCodes = fromTypedArray(dtype === 'float64' ? Float64Array.from(t.frozenCodes) : Float32Array.from(t.frozenCodes), [...wq.viewShape], dtype) as Tensor;
   }
 
   report(): OscillationRow[] {

@@ -1,35 +1,24 @@
 /**
  * @file `convert(model)`: replaces each QAT layer by an inference layer that stores the weight as
- * integer codes (int8 / uint8 / int32 tensors) plus scales and zero points, and the input
- * quantizer's frozen grid. Its forward reproduces the fake-quantized eval output bit for bit;
- * `QuantizedLinear.integerForward` is the int-accumulation path (equal up to float rounding).
+ * codes on its grid — packed two 4-bit, four 2-bit or eight 1-bit per byte when they fit, else
+ * int8/uint8/int32 — plus scales (MX: E8M0 exponent bytes), zero points and the grid's plan, and
+ * the input quantizer's frozen grid. Its forward reproduces the fake-quantized eval output bit for
+ * bit, for every grid; `QuantizedLinear.integerForward` is the int-accumulation path of int grids.
  */
-import { conv2d, embedding, fakeQuantize, fromTypedArray, linear, noGrad, type Conv2dOptions, type DType, type Tensor } from '@qgrad/core';
+import { conv2d, embedding, fromTypedArray, linear, noGrad, pow, type Conv2dOptions, type Tensor } from '@qgrad/core';
 import { Module } from '@qgrad/nn';
+import type { FloatDType } from '../grids/grid.js';
+import { storedBits } from '../grids/grid.js';
+import { toGroups } from '../grids/granularity.js';
+import { codesOfView, dataScale, dequantizeView, effectiveZero, fakeQuantView } from '../quantizer/apply.js';
+import type { QuantizerPlan } from '../quantizer/config.js';
 import { isQuantLayer, QuantConv2d, QuantEmbedding, QuantLinear, type QuantLayer } from './modules.js';
+import { packCodes, unpackCodes } from './pack.js';
 import { replaceSubmodule } from './prepare.js';
-import { ActQuantizer, codesOf, dequantize, dynamicScale, type GridParams } from './quantizers.js';
-
-/** Smallest integer dtype holding [qmin, qmax]. */
-export function codeDType(qmin: number, qmax: number): DType {
-  if (qmin >= -128 && qmax <= 127) return 'int8';
-  if (qmin >= 0 && qmax <= 255) return 'uint8';
-  return 'int32';
-}
-
-/** The frozen input quantizer of a converted layer: a stored grid, or dynamic absmax steps. */
-interface InputSpec {
-  qmin: number;
-  qmax: number;
-  offset: 'zeroPoint' | 'beta';
-  rounding: 'halfEven' | 'halfAway' | 'floor';
-  dynamic: 'tensor' | 'token' | null;
-  signed: boolean;
-}
 
 /**
- * The parts every converted layer shares: integer weight codes with their grid, and the input
- * grid. Buffers: weightCodes (weight shape, integer dtype), weightScale, weightZeroPoint,
+ * The parts every converted layer shares. Buffers: weightCodes (packed or integer, weight order),
+ * weightScale (grouped-view layout; uint8 E8M0 exponents for MX grids), weightZeroPoint,
  * inputScale, inputZeroPoint (absent where not used).
  */
 abstract class QuantizedBase extends Module {
@@ -39,9 +28,14 @@ abstract class QuantizedBase extends Module {
   inputScale: Tensor | null;
   inputZeroPoint: Tensor | null;
   readonly weightShape: number[];
-  readonly view: [number, number, number];
-  readonly weightGrid: { qmin: number; qmax: number; offset: 'zeroPoint' | 'beta' };
-  readonly input: InputSpec | null;
+  readonly matrixShape: number[];
+  /** The weight's grid, granularity and scale plan (as the QAT layer had it). */
+  readonly weightPlan: QuantizerPlan;
+  /** Bits per stored code field (1, 2, 4 packed; 8, 16, 32). */
+  readonly codeBits: number;
+  readonly weightDType: FloatDType;
+  /** The input quantizer's plan (null: inputs stay float). */
+  readonly inputPlan: QuantizerPlan | null;
 
   constructor(src: QuantLayer) {
     super();
@@ -49,49 +43,63 @@ abstract class QuantizedBase extends Module {
     this.weightShape = [...w.shape];
     const wq = src.weightQuantizer;
     if (!wq) throw new Error(`convert: ${src.constructor.name} has no weight quantizer; nothing to convert`);
-    this.view = [...wq.view];
+    this.matrixShape = [...wq.matrixShape];
+    this.weightPlan = wq.plan;
+    this.weightDType = w.dtype as FloatDType;
+    const grid = wq.plan.grid;
     const g = wq.gridParams(w);
-    this.weightGrid = { qmin: g.qmin, qmax: g.qmax, offset: g.offset };
-    const codes = wq.codes(w);
-    this.weightCodes = this.registerBuffer('weightCodes', noGrad(() => codes.reshape(this.weightShape).to(codeDType(g.qmin, g.qmax))));
-    this.weightScale = this.registerBuffer('weightScale', g.scale.clone());
-    this.weightZeroPoint = this.registerBuffer('weightZeroPoint', typeof g.zeroPoint === 'number' ? (g.zeroPoint === 0 ? null : g.scale.mul(0).add(g.zeroPoint)) : g.zeroPoint.clone());
+    const codes = noGrad(() => wq.group(w).restore(wq.codes(w)).contiguous());
+    this.codeBits = storedBits(grid);
+    this.weightCodes = this.registerBuffer('weightCodes', packCodes(codes, grid.codeMin, this.codeBits, grid.codeMax));
+    const pow2 = grid.scale.kind === 'pow2';
+    this.weightScale = this.registerBuffer('weightScale', noGrad(() => (pow2 ? g.scale.log().div(Math.LN2).round().add(127).to('uint8') : g.scale.clone())));
+    this.weightZeroPoint = this.registerBuffer('weightZeroPoint', typeof g.zeroPoint === 'number' ? null : g.zeroPoint.clone());
     const aq = src.inputQuantizer?.enabled ? src.inputQuantizer : null;
-    this.input = aq ? inputSpec(aq) : null;
+    this.inputPlan = aq ? aq.plan : null;
     this.inputScale = this.registerBuffer('inputScale', aq?.scale ? aq.scale.detach().clone() : null);
     this.inputZeroPoint = this.registerBuffer('inputZeroPoint', aq?.zeroPoint ? aq.zeroPoint.detach().clone() : null);
   }
 
-  /** The weight's grid as stored. */
-  weightGridParams(): GridParams {
-    return { ...this.weightGrid, scale: this.weightScale, zeroPoint: this.weightZeroPoint ?? 0 };
+  /** The weight's codes (int32, weight shape) unpacked. */
+  codes(): Tensor {
+    const n = this.weightShape.reduce((a, b) => a * b, 1);
+    return fromTypedArray(unpackCodes(this.weightCodes, n, this.weightPlan.grid.codeMin, this.codeBits), this.weightShape, 'int32');
   }
-  /** The dequantized weight (q − z)·s, in the float dtype of the scales. */
+  /** Scales as floats (MX: 2^(e − 127)). */
+  scales(): Tensor {
+    return this.weightPlan.grid.scale.kind === 'pow2' ? noGrad(() => pow(2, this.weightScale.to(this.weightDType).sub(127))) : this.weightScale;
+  }
+  /** The dequantized weight, computed as the fake-quant forward computes it. */
   dequantizedWeight(): Tensor {
-    return noGrad(() => dequantize(this.weightCodes.reshape(this.view).to(this.weightScale.dtype), this.weightGridParams()).reshape(this.weightShape));
+    return noGrad(() => {
+      const g = toGroups(this.codes().reshape(this.matrixShape), this.weightPlan.granularity, this.weightPlan.who);
+      const w = dequantizeView(this.weightPlan, g.view, this.scales(), this.weightZeroPoint ?? 0);
+      return g.restore(w).reshape(this.weightShape);
+    });
   }
-  /** The input's grid for batch `x` (dynamic steps computed from it), or null when inputs stay float. */
-  inputGridParams(x: Tensor): GridParams | null {
-    const s = this.input;
-    if (!s) return null;
-    const scale = s.dynamic ? dynamicScale(x, s.dynamic, s.signed, s.qmax) : this.inputScale!;
-    return { qmin: s.qmin, qmax: s.qmax, offset: s.offset, scale, zeroPoint: this.inputZeroPoint ?? 0 };
-  }
-  /** Quantize–dequantize of the input with the stored grid (the fused kernel, deterministic rounding). */
+  /** Quantize–dequantize of the input with the stored plan and scales (dynamic ones from x). */
   quantizeInput(x: Tensor): Tensor {
-    const g = this.inputGridParams(x);
-    if (!g) return x;
-    return noGrad(() => fakeQuantize(x, g.scale, g.zeroPoint, { qmin: g.qmin, qmax: g.qmax, rounding: this.input!.rounding, estimator: g.offset === 'beta' ? 'lsq+' : 'ste' }));
+    const p = this.inputPlan;
+    if (!p) return x;
+    return noGrad(() => {
+      if (this.inputScale) return fakeQuantView(p, x.reshape([1, x.numel()]), this.inputScale, this.inputZeroPoint ?? 0).reshape([...x.shape]);
+      const g = toGroups(x, p.granularity, p.who);
+      const sz = dataScale(p, g.view);
+      return g.restore(fakeQuantView(p, g.view, sz.scale, sz.zeroPoint));
+    });
   }
-  /** Integer codes of the input (float tensor of integers) and the grid they live on. */
-  inputCodes(x: Tensor): { codes: Tensor; grid: GridParams } | null {
-    const g = this.inputGridParams(x);
-    return g ? { codes: codesOf(this.quantizeInput(x), g), grid: g } : null;
+  /** Integer codes of the input (rows × features, float) with one scale per row or one for all, and the zero point. */
+  inputCodes(x: Tensor): { codes: Tensor; scale: Tensor; zeroPoint: Tensor | number; plan: QuantizerPlan } | null {
+    const p = this.inputPlan;
+    if (!p) return null;
+    return noGrad(() => {
+      const g = this.inputScale ? { view: x.reshape([1, x.numel()]) } : toGroups(x, p.granularity, p.who);
+      const sz = this.inputScale ? { scale: this.inputScale, zeroPoint: this.inputZeroPoint ?? 0 } : dataScale(p, g.view);
+      const z = effectiveZero(p, sz.zeroPoint);
+      const xHat = fakeQuantView(p, g.view, sz.scale, sz.zeroPoint);
+      return { codes: codesOfView(p, xHat, sz.scale, z).to(x.dtype).reshape([...x.shape]), scale: sz.scale, zeroPoint: z, plan: p };
+    });
   }
-}
-
-function inputSpec(aq: ActQuantizer): InputSpec {
-  return { qmin: aq.qmin, qmax: aq.qmax, offset: aq.offset, rounding: aq.rounding, dynamic: aq.scale ? null : aq.granularity, signed: aq.signed };
 }
 
 /** Inference Linear over integer weight codes (see `convert`). */
@@ -115,37 +123,43 @@ export class QuantizedLinear extends QuantizedBase {
    */
   integerForward(x: Tensor): Tensor {
     const ic = this.inputCodes(x);
-    if (!ic || ic.grid.offset === 'beta' || this.weightGrid.offset === 'beta') throw new Error('QuantizedLinear.integerForward: needs a quantized input and zero-point (not β-offset) grids on both operands');
-    const [A, B, C] = this.view;
-    if (A !== this.outFeatures) throw new Error('QuantizedLinear.integerForward: needs per-channel or per-group weight scales (or per-tensor)');
+    const wp = this.weightPlan;
+    if (!ic || !ic.plan.grid.integer || !wp.grid.integer || ic.plan.offset === 'beta' || wp.offset === 'beta') {
+      throw new Error(`QuantizedLinear.integerForward: needs integer grids with zero points (not β offsets) on a quantized input and the weight; got input ${ic?.plan.grid.label ?? 'fp'}, weight ${wp.grid.label}`);
+    }
+    const gran = wp.granularity;
+    if (typeof gran === 'object' && (('channel' in gran && gran.channel !== 0) || ('group' in gran && (gran.axis ?? -1) !== -1 && gran.axis !== 1))) {
+      throw new Error('QuantizedLinear.integerForward: needs weight scales per tensor, channel (rows), group (along the inputs) or block');
+    }
     const K = this.inFeatures;
     const rows = x.numel() / K;
     const qx = ic.codes.contiguous().data;
-    const sxT = ic.grid.scale;
-    const sx = sxT.contiguous().data;
-    const zx = typeof ic.grid.zeroPoint === 'number' ? ic.grid.zeroPoint : ic.grid.zeroPoint.item();
-    const qw = this.weightCodes.contiguous().data;
+    const sx = ic.scale.contiguous().data;
+    const zx = typeof ic.zeroPoint === 'number' ? ic.zeroPoint : ic.zeroPoint.item();
+    const qw = this.codes().data;
     const sw = this.weightScale.contiguous().data;
-    const zwT = this.weightZeroPoint;
-    const zw = zwT ? zwT.contiguous().data : null;
+    const zw = this.weightZeroPoint ? this.weightZeroPoint.contiguous().data : null;
+    const per = qw.length / sw.length; // weights per scale, in weight order (no permutation for these granularities)
     const b = this.bias?.contiguous().data;
     const out = new Float64Array(rows * this.outFeatures);
-    const perGroupScale = A * B > 1;
     for (let n = 0; n < rows; n++) {
       const sxn = sx.length === 1 ? sx[0]! : sx[n]!;
       for (let o = 0; o < this.outFeatures; o++) {
         let y = 0;
-        for (let gi = 0; gi < B; gi++) {
-          const gIdx = perGroupScale ? o * B + gi : 0;
-          const z = zw ? (zw.length === 1 ? zw[0]! : zw[gIdx]!) : 0;
-          let acc = 0; // exact: |acc| ≤ K·2^16 ≪ 2^53
-          for (let k = gi * C; k < (gi + 1) * C; k++) acc += (qx[n * K + k]! - zx) * (qw[o * K + k]! - z);
-          y += acc * sw[gIdx]!;
+        let acc = 0; // exact: |acc| ≤ K·2^16 ≪ 2^53
+        for (let k = 0; k < K; k++) {
+          const e = o * K + k;
+          const gIdx = Math.floor(e / per);
+          acc += (qx[n * K + k]! - zx) * (qw[e]! - (zw ? zw[gIdx]! : 0));
+          if ((e + 1) % per === 0 || k === K - 1) {
+            y += acc * sw[gIdx]!;
+            acc = 0;
+          }
         }
         out[n * this.outFeatures + o] = y * sxn + (b ? b[o]! : 0);
       }
     }
-    const dtype = this.weightScale.dtype;
+    const dtype = this.weightDType;
     return fromTypedArray(dtype === 'float64' ? out : Float32Array.from(out), [...x.shape.slice(0, -1), this.outFeatures], dtype);
   }
 }

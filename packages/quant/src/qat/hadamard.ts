@@ -7,7 +7,7 @@
  */
 import { fakeQuantize, hadamard, linear, mean, mul, noGrad, sqrt, square, type Tensor } from '@qgrad/core';
 import { Linear, Module } from '@qgrad/nn';
-import { GAUSSIAN_MSE_ALPHA } from '../grids/scale-init.js';
+import { GAUSSIAN_MSE_ALPHA } from '../scale/rules.js';
 import { matchesName, replaceSubmodule, type NamePattern } from './prepare.js';
 
 export interface HadamardQuantConfig {

@@ -1,7 +1,10 @@
 /**
- * @file The QAT half of @qgrad/quant: quantizer modules, QAT layers, prepareQAT and convert.
+ * @file The QAT half of @qgrad/quant: quantizer modules (with HESTIA's soft forward), QAT layers,
+ * prepareQAT, convert and code packing.
  */
 export * from './quantizers.js';
+export * from './soft.js';
 export * from './modules.js';
 export * from './prepare.js';
 export * from './convert.js';
+export * from './pack.js';

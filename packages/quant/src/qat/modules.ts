@@ -28,9 +28,10 @@ export function isQuantLayer(m: Module): m is QuantLayer {
   return m instanceof QuantLinear || m instanceof QuantConv2d || m instanceof QuantEmbedding;
 }
 
-function attach(m: Module, weight: Tensor, cfg: QuantLayerConfig, hasInput: boolean): [WeightQuantizer | null, ActQuantizer | null] {
-  const wq = m.registerModule('weightQuantizer', cfg.weight ? new WeightQuantizer(weight.shape, cfg.weight) : null);
-  const aq = m.registerModule('inputQuantizer', hasInput && cfg.input ? new ActQuantizer(cfg.input) : null);
+/** Builds the quantizers; errors name the layer as `who` ("prepareQAT: layer 'fc1' (Linear)"). */
+function attach(m: Module, weight: Tensor, cfg: QuantLayerConfig, hasInput: boolean, who: string): [WeightQuantizer | null, ActQuantizer | null] {
+  const wq = m.registerModule('weightQuantizer', cfg.weight ? new WeightQuantizer(weight.shape, cfg.weight, `${who} weight`) : null);
+  const aq = m.registerModule('inputQuantizer', hasInput && cfg.input ? new ActQuantizer(cfg.input, `${who} input`) : null);
   wq?.initFrom(weight);
   return [wq, aq];
 }
@@ -38,7 +39,8 @@ function attach(m: Module, weight: Tensor, cfg: QuantLayerConfig, hasInput: bool
 /**
  * y = Q_a(x)·Q_w(W)ᵀ + b. Built from a Linear (sharing its weight and bias tensors) or fresh.
  * @example
- * const q = QuantLinear.from(new Linear(784, 256), { weight: { bits: 4 }, input: { bits: 4, signed: false } });
+ * const q = QuantLinear.from(new Linear(784, 256), { weight: { grid: 'int', bits: 4 }, input: { bits: 4, signed: false } });
+ * QuantLinear.from(new Linear(784, 256), { weight: { grid: 'nf4' } });
  * q.forward(x).sum().backward(); // grads reach q.weight, q.weightQuantizer.scale, q.inputQuantizer.scale, x
  */
 export class QuantLinear extends Module implements QuantLayer {
@@ -49,18 +51,18 @@ export class QuantLinear extends Module implements QuantLayer {
   readonly inFeatures: number;
   readonly outFeatures: number;
 
-  constructor(inFeatures: number, outFeatures: number, cfg: QuantLayerConfig & LayerOptions & { bias?: boolean } = {}, from?: Linear) {
+  constructor(inFeatures: number, outFeatures: number, cfg: QuantLayerConfig & LayerOptions & { bias?: boolean } = {}, from?: Linear, who = 'QuantLinear') {
     super();
     const src = from ?? new Linear(inFeatures, outFeatures, cfg);
     this.inFeatures = inFeatures;
     this.outFeatures = outFeatures;
     this.weight = this.registerParameter('weight', src.weight);
     this.bias = this.registerParameter('bias', src.bias);
-    [this.weightQuantizer, this.inputQuantizer] = attach(this, this.weight, cfg, true);
+    [this.weightQuantizer, this.inputQuantizer] = attach(this, this.weight, cfg, true, who);
   }
-  /** Wraps an existing Linear: same weight and bias tensors (optimizer state stays valid). */
-  static from(l: Linear, cfg: QuantLayerConfig): QuantLinear {
-    return new QuantLinear(l.inFeatures, l.outFeatures, cfg, l);
+  /** Wraps an existing Linear: same weight and bias tensors (optimizer state stays valid). `who` names it in errors. */
+  static from(l: Linear, cfg: QuantLayerConfig, who = 'QuantLinear'): QuantLinear {
+    return new QuantLinear(l.inFeatures, l.outFeatures, cfg, l, who);
   }
   quantizedWeight(): Tensor {
     return this.weightQuantizer ? this.weightQuantizer.forward(this.weight) : this.weight;
@@ -85,7 +87,7 @@ export class QuantConv2d extends Module implements QuantLayer {
   readonly outChannels: number;
   readonly kernelSize: [number, number];
 
-  constructor(src: Conv2d, cfg: QuantLayerConfig) {
+  constructor(src: Conv2d, cfg: QuantLayerConfig, who = 'QuantConv2d') {
     super();
     this.conv = { ...src.conv };
     this.inChannels = src.inChannels;
@@ -93,10 +95,10 @@ export class QuantConv2d extends Module implements QuantLayer {
     this.kernelSize = src.kernelSize;
     this.weight = this.registerParameter('weight', src.weight);
     this.bias = this.registerParameter('bias', src.bias);
-    [this.weightQuantizer, this.inputQuantizer] = attach(this, this.weight, cfg, true);
+    [this.weightQuantizer, this.inputQuantizer] = attach(this, this.weight, cfg, true, who);
   }
-  static from(c: Conv2d, cfg: QuantLayerConfig): QuantConv2d {
-    return new QuantConv2d(c, cfg);
+  static from(c: Conv2d, cfg: QuantLayerConfig, who = 'QuantConv2d'): QuantConv2d {
+    return new QuantConv2d(c, cfg, who);
   }
   quantizedWeight(): Tensor {
     return this.weightQuantizer ? this.weightQuantizer.forward(this.weight) : this.weight;
@@ -119,16 +121,16 @@ export class QuantEmbedding extends Module implements QuantLayer {
   readonly numEmbeddings: number;
   readonly embeddingDim: number;
 
-  constructor(src: Embedding, cfg: QuantLayerConfig) {
+  constructor(src: Embedding, cfg: QuantLayerConfig, who = 'QuantEmbedding') {
     super();
     this.paddingIdx = src.paddingIdx;
     this.numEmbeddings = src.numEmbeddings;
     this.embeddingDim = src.embeddingDim;
     this.weight = this.registerParameter('weight', src.weight);
-    [this.weightQuantizer] = attach(this, this.weight, cfg, false);
+    [this.weightQuantizer] = attach(this, this.weight, cfg, false, who);
   }
-  static from(e: Embedding, cfg: QuantLayerConfig): QuantEmbedding {
-    return new QuantEmbedding(e, cfg);
+  static from(e: Embedding, cfg: QuantLayerConfig, who = 'QuantEmbedding'): QuantEmbedding {
+    return new QuantEmbedding(e, cfg, who);
   }
   quantizedWeight(): Tensor {
     return this.weightQuantizer ? this.weightQuantizer.forward(this.weight) : this.weight;

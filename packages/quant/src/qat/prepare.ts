@@ -5,7 +5,8 @@
  */
 import { Conv2d, Embedding, Linear, Module } from '@qgrad/nn';
 import { QuantConv2d, QuantEmbedding, QuantLinear, type QuantLayerConfig } from './modules.js';
-import { granularityName, type ActQuantConfig, type WeightQuantConfig } from './quantizers.js';
+import { describePlan } from '../quantizer/config.js';
+import type { ActQuantizer, WeightQuantizer } from './quantizers.js';
 
 export type LayerType = 'Linear' | 'Conv2d' | 'Embedding';
 export type NamePattern = string | RegExp;
@@ -85,19 +86,9 @@ function layerType(m: Module): LayerType | null {
   return null;
 }
 
-/** 'int4 channel lsq/learned' style description of a weight config. */
-export function describeWeight(c: WeightQuantConfig | null | undefined): string {
-  if (!c) return 'fp';
-  const grid = (c.grid ?? 'int') === 'int' ? `int${c.bits ?? 8}${c.asymmetric ? 'a' : ''}` : c.grid!;
-  const est = c.estimator === undefined ? ((c.grid ?? 'int') === 'int' ? 'lsq' : 'ste') : typeof c.estimator === 'string' ? c.estimator : c.estimator.name;
-  return `${grid} ${granularityName(c.granularity ?? 'channel')} ${est}${c.scaleInit ? ` ${JSON.stringify(c.scaleInit).replace(/"/g, '')}` : ''}`;
-}
-
-export function describeInput(c: ActQuantConfig | null | undefined): string {
-  if (!c) return 'fp';
-  const g = c.granularity ?? 'tensor';
-  const mode = c.scaleMode ?? (g === 'token' ? 'dynamic' : 'learned');
-  return `${c.signed === false ? 'uint' : 'int'}${c.bits ?? 8} ${g} ${mode}`;
+/** 'int4 channel lsq learned' style description of a layer's quantizer ('fp' when none). */
+export function describeQuantizer(q: WeightQuantizer | ActQuantizer | null | undefined): string {
+  return q ? `${describePlan(q.plan)}${'soft' in q && q.soft ? ' soft' : ''}` : 'fp';
 }
 
 /**
@@ -106,8 +97,8 @@ export function describeInput(c: ActQuantConfig | null | undefined): string {
  * itself is never replaced (wrap a bare layer in a Sequential). Returns the summary.
  * @example
  * const summary = prepareQAT(model, {
- *   rules: [{ match: 'head', weight: { bits: 8 } }],
- *   default: { weight: { bits: 4 }, input: { bits: 4, signed: false } },
+ *   rules: [{ match: 'head', weight: { grid: 'int', bits: 8 } }],
+ *   default: { weight: { grid: 'nf4' }, input: { grid: 'e4m3' } },
  *   skip: ['embed'],
  * });
  * console.log(summary.toString());
@@ -132,10 +123,11 @@ export function prepareQAT(model: Module, config: QATConfig): QATSummary {
     const rule: QuantLayerConfig | undefined = idx >= 0 ? config.rules![idx] : config.default;
     if (!rule || (!rule.weight && !rule.input)) continue;
     const cfg: QuantLayerConfig = { weight: rule.weight ?? null, input: t === 'Embedding' ? null : rule.input ?? null };
-    const q = t === 'Linear' ? QuantLinear.from(m as Linear, cfg) : t === 'Conv2d' ? QuantConv2d.from(m as Conv2d, cfg) : QuantEmbedding.from(m as Embedding, cfg);
+    const who = `prepareQAT: layer '${name}' (${t}${idx >= 0 ? `, rule ${idx}` : ', default'})`;
+    const q = t === 'Linear' ? QuantLinear.from(m as Linear, cfg, who) : t === 'Conv2d' ? QuantConv2d.from(m as Conv2d, cfg, who) : QuantEmbedding.from(m as Embedding, cfg, who);
     q.train(m.training);
     replaceSubmodule(model, name, q);
-    Object.assign(row, { status: 'quantized', rule: idx >= 0 ? idx : 'default', weight: describeWeight(cfg.weight), input: describeInput(cfg.input) });
+    Object.assign(row, { status: 'quantized', rule: idx >= 0 ? idx : 'default', weight: describeQuantizer(q.weightQuantizer), input: describeQuantizer(q.inputQuantizer) });
   }
   return new QATSummary(rows);
 }

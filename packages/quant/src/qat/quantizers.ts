@@ -1,19 +1,22 @@
 /**
- * @file The QAT quantizer modules: `WeightQuantizer` (int / ternary / binary / HESTIA grids;
- * per-tensor, per-channel or per-group; learned LSQ/LSQ+ scales as Parameters, static or
- * dynamic scales) and `ActQuantizer` (per-tensor learned LSQ/LSQ+, or dynamic per-tensor /
- * per-token absmax). Both call core's `fakeQuantize`. Layers using them are in modules.ts.
+ * @file The QAT quantizer modules on the one vocabulary (quantizer/config.ts): `WeightQuantizer`
+ * (any grid, granularity and scale mode; optional HESTIA soft forward, soft.ts; oscillation
+ * freezing) and `ActQuantizer` (a layer's input: learned per-tensor or dynamic scales, with
+ * sharing of dynamic results, shared.ts). The arithmetic is quantizer/apply.ts; layers are modules.ts.
  */
-import {
-  abs, add, amax, clamp, div, fakeQuantize, getEstimator, isGradEnabled, mean, mul, noGrad, norm, round, softQuantize, sub, where, zeros,
-  type Estimator, type FakeQuantizeOptions, type Tensor,
-} from '@qgrad/core';
+import { amax, amin, clamp, isGradEnabled, noGrad, where, zeros, type Tensor } from '@qgrad/core';
 import { Module, Parameter } from '@qgrad/nn';
-import { initScale, rne, type GridExtent, type ScaleInit } from '../grids/scale-init.js';
+import type { Grid } from '../grids/grid.js';
+import { granularityName, groupedShape, toGroups, type Granularity, type Grouped } from '../grids/granularity.js';
+import {
+  codesOfView, dataScale, dequantizeView, effectiveZero, fakeQuantView, levelIndexOfView, valueOfLevelIndex, type ScaleAndZero,
+} from '../quantizer/apply.js';
+import { describePlan, resolveQuantizer, type QuantizerConfig, type QuantizerPlan } from '../quantizer/config.js';
+import { checkScale, MIN_STEP } from '../scale/rules.js';
 import { sharedLookup, sharedRemember, type SharedGrid } from './shared.js';
+import { SoftForward, type SoftForwardOptions } from './soft.js';
 
-/** Smallest step handed out by dynamic scales (BitNet's 1e−5 clamp). */
-export const MIN_STEP = 1e-5;
+export { MIN_STEP };
 
 interface FlagSeen {
   flag: Tensor | null;
@@ -32,295 +35,208 @@ function readFlag(flag: Tensor, seen: FlagSeen): boolean {
   return on;
 }
 
-/** One scale for the whole tensor, one per output channel (row), or one per `group` consecutive inputs of a row. */
-export type WeightGranularity = 'tensor' | 'channel' | { group: number };
-/** Uniform integer grid, {−1, 0, 1}·s (BitNet), {−α, +α} (sign), or HESTIA's annealed soft ternary grid. */
-export type WeightGrid = 'int' | 'ternary' | 'binary' | 'hestia';
-/** learned: a Parameter trained by the estimator's scale gradient (LSQ); static: fixed at init; dynamic: recomputed from the weight every forward. */
-export type ScaleMode = 'learned' | 'static' | 'dynamic';
-type Rounding = 'halfEven' | 'halfAway' | 'floor';
-
-export interface WeightQuantConfig {
-  grid?: WeightGrid;
-  /** Bits of the 'int' grid (default 8): signed [−2^(b−1), 2^(b−1)−1], or [0, 2^b−1] when asymmetric. */
-  bits?: number;
-  /** Symmetric narrow range [−(2^(b−1)−1), 2^(b−1)−1]. */
-  narrow?: boolean;
-  /** Default 'channel'. */
-  granularity?: WeightGranularity;
-  /** Core estimator name (default 'lsq' on the int grid, 'ste' on ternary/binary). */
-  estimator?: string | Estimator;
-  /** Default 'learned' for lsq/lsq+, else 'dynamic'. */
-  scaleMode?: ScaleMode;
-  /** Default 'lsq' on the int grid (or 'minmax' when asymmetric), 'absmean' on ternary/binary. */
-  scaleInit?: ScaleInit;
-  /** Unsigned range with a zero point (an offset β under 'lsq+'). */
-  asymmetric?: boolean;
-  rounding?: Rounding;
-  /** Scale-gradient factor (default 'lsq' = 1/√(N·qmax) for learned scales, else 1). */
-  gradScale?: number | 'lsq';
-  /** Options for the 'trust' and 'relaxed' estimators. */
-  trust?: number;
-  temperature?: number;
-}
-
-/** The resolved grid of a quantizer: what convert and inspect read. */
-export interface GridParams {
-  qmin: number;
-  qmax: number;
-  /** Steps, broadcastable to the [A, B, C] view. */
-  scale: Tensor;
-  /** Integer-domain zero point (already rounded/clamped) or, when offset is 'beta', the real offset. */
-  zeroPoint: Tensor | number;
-  offset: 'zeroPoint' | 'beta';
-}
-
-const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
-const isLsq = (e: string | Estimator) => ['lsq', 'lsq+'].includes(typeof e === 'string' ? e : e.name);
-
-/** The [A, B, C] view a weight of `shape` is quantized in: one scale per (a, b). */
-export function groupView(shape: readonly number[], g: WeightGranularity, who = 'WeightQuantizer'): [number, number, number] {
-  const n = shape.reduce((a, b) => a * b, 1);
-  if (g === 'tensor') return [1, 1, n];
-  const out = shape[0] ?? 1;
-  const k = n / out;
-  if (g === 'channel') return [out, 1, k];
-  if (!Number.isInteger(g.group) || g.group < 1 || k % g.group) throw new Error(`${who}: group size ${g.group} must divide the ${k} inputs per row of a weight of shape ${fmt(shape)}`);
-  return [out, k / g.group, g.group];
-}
-
-/** Short text for summaries: 'tensor', 'channel', 'group128'. */
-export function granularityName(g: WeightGranularity): string {
-  return typeof g === 'string' ? g : `group${g.group}`;
-}
-
 /**
- * Fake-quantizes a weight. Learned scales are a `scale` Parameter of shape [A, B, 1] (and a
- * `zeroPoint` Parameter when asymmetric: integer z under 'lsq', offset β under 'lsq+').
- * @example
- * const wq = new WeightQuantizer([16, 32], { bits: 4, granularity: 'channel' });
- * wq.initFrom(w); const wHat = wq.forward(w); // LSQ scale gradients on backward
+ * LSQ+ min/max init of an unsigned grid with offset β, per group: s = (max − min)/(qmax − qmin),
+ * β = min − qmin·s (min ≤ 0 ≤ max); signed grids start from the rule's scale and β = 0.
  */
-export class WeightQuantizer extends Module {
+function initialScale(plan: QuantizerPlan, view: Tensor): ScaleAndZero {
+  const int = plan.grid.integer;
+  if (plan.offset === 'beta' && int && int.qmin >= 0) {
+    return noGrad(() => {
+      const lo = amin(view.detach(), -1, true).minimum(0);
+      const hi = amax(view.detach(), -1, true).maximum(0);
+      const s = clamp(hi.sub(lo).div(int.qmax - int.qmin), MIN_STEP);
+      return { scale: s, zeroPoint: lo.sub(s.mul(int.qmin)) };
+    });
+  }
+  const r = dataScale(plan, view);
+  return { scale: r.scale, zeroPoint: plan.hasZeroPoint && typeof r.zeroPoint === 'number' ? noGrad(() => r.scale.mul(0)) : r.zeroPoint };
+}
+
+/** What both quantizer modules share: the plan, stored scales, the init flag, on/off. */
+abstract class QuantizerModule extends Module {
+  readonly plan: QuantizerPlan;
+  /** Learned (Parameter) or fixed (buffer) scales; null when dynamic. */
   scale: Tensor | null;
   zeroPoint: Tensor | null;
-  /** 1 once the scale was initialised from a weight (persistent, so checkpoints keep it). */
+  /** 1 once stored scales were initialised from data (persistent, so checkpoints keep it). */
   initialized: Tensor;
   /** Quantization on/off (off: identity, for full-precision phases). */
   enabled = true;
-  readonly grid: WeightGrid;
-  readonly bits: number;
-  readonly qmin: number;
-  readonly qmax: number;
-  readonly granularity: WeightGranularity;
-  readonly view: [number, number, number];
-  readonly estimator: string | Estimator;
-  readonly scaleMode: ScaleMode;
-  readonly scaleInit: ScaleInit;
-  readonly offset: 'zeroPoint' | 'beta';
-  readonly asymmetric: boolean;
-  readonly rounding: Rounding;
-  readonly gradScale: number | 'lsq';
+  /** Trust radius of the 'trust' estimator and temperature of 'relaxed' (schedules may change them). */
   trust: number | undefined;
-  /** Temperature of the 'relaxed' estimator, or HESTIA's soft quantizer (0 = hard). */
   temperature: number | undefined;
-  /** HESTIA: per-tensor temperature multiplier (from the Hessian trace) and pressure P ∈ [0, 1]. */
-  tempScale = 1;
-  pressure = 1;
-  /** Oscillation freezing (inspect/oscillation.ts): where set, the integer code is pinned. */
-  frozenMask: Tensor | null = null;
-  frozenCodes: Tensor | null = null;
+  #initSeen: FlagSeen = { flag: null, version: -1 };
 
-  constructor(readonly weightShape: readonly number[], config: WeightQuantConfig = {}) {
+  constructor(config: QuantizerConfig, role: 'weight' | 'input', who: string, scaleShape: number[]) {
     super();
-    this.grid = config.grid ?? 'int';
-    this.granularity = config.granularity ?? 'channel';
-    this.view = groupView(weightShape, this.granularity);
-    this.asymmetric = config.asymmetric ?? false;
-    const b = config.bits ?? 8;
-    if (this.grid === 'int') {
-      if (!Number.isInteger(b) || b < 2 || b > 16) throw new Error(`WeightQuantizer: int grid bits must be an integer in 2…16, got ${b}`);
-      this.qmin = this.asymmetric ? 0 : config.narrow ? -(2 ** (b - 1) - 1) : -(2 ** (b - 1));
-      this.qmax = this.asymmetric ? 2 ** b - 1 : 2 ** (b - 1) - 1;
-      this.bits = b;
-    } else if (this.grid === 'binary') [this.qmin, this.qmax, this.bits] = [0, 1, 1];
-    else [this.qmin, this.qmax, this.bits] = [-1, 1, Math.log2(3)];
-    if (this.asymmetric && this.grid !== 'int') throw new Error(`WeightQuantizer: asymmetric applies to the int grid only, not '${this.grid}'`);
-    this.estimator = config.estimator ?? (this.grid === 'int' ? 'lsq' : 'ste');
-    const est = getEstimator(this.estimator);
-    this.offset = est.spec.offset === 'beta' ? 'beta' : 'zeroPoint';
-    this.scaleMode = config.scaleMode ?? (isLsq(this.estimator) && this.grid !== 'hestia' ? 'learned' : 'dynamic');
-    this.scaleInit = config.scaleInit ?? (this.grid !== 'int' ? 'absmean' : this.asymmetric ? 'minmax' : 'lsq');
-    this.rounding = config.rounding ?? 'halfEven';
-    this.gradScale = config.gradScale ?? (this.scaleMode === 'learned' ? 'lsq' : 1);
+    this.plan = resolveQuantizer(config, role, who);
     this.trust = config.trust;
-    this.temperature = config.temperature ?? (this.grid === 'hestia' ? 0 : undefined);
-    const [A, B] = this.view;
-    const stored = this.scaleMode !== 'dynamic' && this.grid !== 'hestia';
-    const zeros3 = () => zeros([A, B, 1]);
-    const needsOffset = this.asymmetric || this.offset === 'beta';
-    if (this.scaleMode === 'learned' && stored) {
-      this.scale = this.registerParameter('scale', Parameter(zeros3().add(1)));
-      this.zeroPoint = this.registerParameter('zeroPoint', needsOffset ? Parameter(zeros3()) : null);
+    this.temperature = config.temperature;
+    const p = this.plan;
+    if (p.mode === 'learned') {
+      this.scale = this.registerParameter('scale', Parameter(zeros(scaleShape).add(1)));
+      this.zeroPoint = this.registerParameter('zeroPoint', p.hasZeroPoint ? Parameter(zeros(scaleShape)) : null);
     } else {
-      this.scale = this.registerBuffer('scale', stored ? zeros3().add(1) : null);
-      this.zeroPoint = this.registerBuffer('zeroPoint', stored && needsOffset ? zeros3() : null);
+      const stored = p.mode === 'fixed';
+      this.scale = this.registerBuffer('scale', stored ? zeros(scaleShape).add(1) : null);
+      this.zeroPoint = this.registerBuffer('zeroPoint', stored && p.hasZeroPoint ? zeros(scaleShape) : null);
     }
     this.initialized = this.registerBuffer('initialized', zeros([1]));
   }
 
+  get grid(): Grid {
+    return this.plan.grid;
+  }
+  get granularity(): Granularity {
+    return this.plan.granularity;
+  }
   get isInitialized(): boolean {
     return readFlag(this.initialized, this.#initSeen);
   }
-  /** The `initialized` buffer and version last read as 1: forward skips the read (a device sync) while both hold. */
-  #initSeen: FlagSeen = { flag: null, version: -1 };
 
-  /** (Re)initialises stored scales (and zero point / offset) from weight `w`, in place. */
-  initFrom(w: Tensor): void {
+  /** Stores the init of `view`'s scales (in place, so optimizers keep their references). */
+  protected initView(view: Tensor): void {
     noGrad(() => {
       if (this.scale) {
-        const { scale, zeroPoint } = this.#initial(w.reshape(this.view));
-        this.scale.copy_(scale);
-        if (this.zeroPoint) this.zeroPoint.copy_(zeroPoint);
+        const { scale, zeroPoint } = initialScale(this.plan, view);
+        checkScale(scale, this.plan.who);
+        this.scale.copy_(scale.reshape(this.scale.shape));
+        if (this.zeroPoint && typeof zeroPoint !== 'number') this.zeroPoint.copy_(zeroPoint.reshape(this.zeroPoint.shape));
       }
       this.initialized.fill_(1);
     });
   }
 
-  /** Scale and offset from the init rule (binary: levels ±α with α from the rule, so step 2α). */
-  #initial(w3: Tensor): { scale: Tensor; zeroPoint: Tensor | number } {
-    const method = this.grid === 'binary' && this.scaleInit === 'lsq' ? 'absmean' : this.scaleInit;
-    const r = initScale(w3.detach(), method, this.#extent());
-    let scale = r.scale.to(w3.dtype);
-    if (this.grid === 'binary') scale = scale.mul(2);
-    if (this.offset === 'beta' && this.asymmetric) {
-      // LSQ+ min/max init: s = (max − min)/(qmax − qmin), β = min − qmin·s
-      const lo = w3.detach().amin(-1, true).minimum(0);
-      const hi = w3.detach().amax(-1, true).maximum(0);
-      scale = clamp(div(sub(hi, lo), this.qmax - this.qmin), MIN_STEP);
-      return { scale, zeroPoint: sub(lo, mul(scale, this.qmin)) };
-    }
-    return { scale, zeroPoint: this.asymmetric ? r.zeroPoint.to(w3.dtype) : 0 };
+  /** The scale and raw zero point used for `view`: stored, or computed from it. */
+  protected scaleOf(view: Tensor, differentiable = false): ScaleAndZero {
+    if (this.scale) return { scale: this.scale, zeroPoint: this.zeroPoint ?? 0 };
+    return dataScale(this.plan, view, this.plan.rule, differentiable);
   }
 
-  /** What the grids' scale initialisers need to know (binary asks for α of the levels ±α). */
-  #extent(): GridExtent {
-    const [qmin, qmax] = this.grid === 'binary' ? [-1, 1] : [this.qmin, this.qmax];
-    const snap = this.grid === 'binary' ? (u: number) => (u >= 0 ? 1 : -1) : (u: number) => Math.min(Math.max(rne(u), qmin), qmax);
-    return { qmin, qmax, bits: this.grid === 'int' ? this.bits : this.grid === 'binary' ? 1 : 1.585, affine: this.grid !== 'binary', snap };
+  override extraRepr(): string {
+    return describePlan(this.plan);
+  }
+}
+
+export interface WeightQuantConfig extends QuantizerConfig {
+  /** HESTIA's soft forward over the grid's levels (any finite grid); HestiaScheduler drives it. */
+  soft?: SoftForwardOptions;
+}
+
+/** The grid of a quantizer for one tensor, as convert and inspection read it. */
+export interface GridParams {
+  plan: QuantizerPlan;
+  /** Per group (grouped-view layout), detached. */
+  scale: Tensor;
+  /** Rounded, clamped integer zero point, β, or 0. */
+  zeroPoint: Tensor | number;
+}
+
+/**
+ * Fake-quantizes a weight, viewed as a matrix [out, in·…] and grouped by its granularity.
+ * @example
+ * const wq = new WeightQuantizer([16, 32], { grid: 'int', bits: 4 }); // LSQ, per channel
+ * wq.initFrom(w); const wHat = wq.forward(w);
+ * new WeightQuantizer([16, 64], { grid: 'nf4' }); // absmax blocks of 64, straight-through
+ */
+export class WeightQuantizer extends QuantizerModule {
+  /** The matrix the granularity groups: [out, numel/out] (1-D weights as they are). */
+  readonly matrixShape: number[];
+  /** Shape of the grouped view. */
+  readonly viewShape: number[];
+  /** HESTIA soft forward, when configured. */
+  readonly soft: SoftForward | null;
+  /** Oscillation freezing (inspect/oscillation.ts): where set (view layout), the level index is pinned. */
+  frozenMask: Tensor | null = null;
+  frozenCodes: Tensor | null = null;
+
+  constructor(readonly weightShape: readonly number[], config: WeightQuantConfig = {}, who = 'WeightQuantizer') {
+    const n = weightShape.reduce((a, b) => a * b, 1);
+    const matrix = weightShape.length >= 2 ? [weightShape[0]!, n / weightShape[0]!] : [...weightShape];
+    const gs = groupedShape(matrix, resolveQuantizer(config, 'weight', who).granularity, who);
+    super(config, 'weight', who, [...gs.view.slice(0, -1), 1]);
+    this.matrixShape = matrix;
+    this.viewShape = gs.view;
+    if (config.soft && this.plan.offset === 'beta') throw new Error(`${who}: option soft (HESTIA) relaxes over fixed levels; estimator 'lsq+' moves them with an offset`);
+    this.soft = config.soft ? new SoftForward(this.plan.grid, who, config.soft) : null;
   }
 
-  /** The grid used for `w` right now (dynamic scales computed, zero points rounded). */
-  gridParams(w: Tensor): GridParams {
-    const w3 = w.reshape(this.view);
-    let scale: Tensor;
-    let zp: Tensor | number;
-    if (this.grid === 'hestia') {
-      scale = clamp(mean(abs(w3.detach()), -1, true), MIN_STEP);
-      zp = 0;
-    } else if (this.scale) {
-      [scale, zp] = [this.scale, this.zeroPoint ?? 0];
-    } else {
-      ({ scale, zeroPoint: zp } = this.#initial(w3));
+  /** The grouped view of `w` (last axis: one scale's elements). */
+  group(w: Tensor): Grouped {
+    return toGroups(w.reshape(this.matrixShape), this.plan.granularity, this.plan.who);
+  }
+
+  /** (Re)initialises stored scales (and zero point / offset) from weight `w`, in place. */
+  initFrom(w: Tensor): void {
+    this.initView(this.group(w).view);
+  }
+
+  /** The on-grid weight in view layout (frozen codes pinned), with the grid it is on. */
+  #hard(view: Tensor, sz: ScaleAndZero): Tensor {
+    let y = fakeQuantView(this.plan, view, sz.scale, sz.zeroPoint, this);
+    if (this.frozenMask && this.frozenCodes) {
+      y = where(this.frozenMask, valueOfLevelIndex(this.plan, this.frozenCodes, sz.scale, effectiveZero(this.plan, sz.zeroPoint)), y);
     }
-    if (this.grid === 'binary') zp = 0.5;
-    else if (typeof zp !== 'number' && this.offset === 'zeroPoint') zp = noGrad(() => round(zp as Tensor).clamp(this.qmin, this.qmax));
-    return { qmin: this.qmin, qmax: this.qmax, scale: scale.detach(), zeroPoint: typeof zp === 'number' ? zp : zp.detach(), offset: this.offset };
+    return y;
   }
 
   forward(w: Tensor): Tensor {
     if (!this.enabled) return w;
     if (!this.isInitialized) this.initFrom(w);
-    const w3 = w.reshape(this.view); // [A, B, C]: one scale per (a, b)
+    const g = this.group(w);
     let y: Tensor;
-    if (this.grid === 'hestia') y = this.#hestia(w3);
-    else {
-      const stored = this.scale !== null;
-      const { scale, zeroPoint } = stored ? { scale: this.scale!, zeroPoint: this.zeroPoint ?? 0 } : this.#initial(w3);
-      const binary = this.grid === 'binary';
-      const opts: FakeQuantizeOptions = {
-        qmin: this.qmin, qmax: this.qmax, estimator: this.estimator, rounding: this.rounding, gradScale: this.gradScale,
-        trust: this.trust, temperature: this.temperature, roundZeroPoint: binary ? false : undefined,
-      };
-      y = fakeQuantize(w3, scale, binary ? 0.5 : zeroPoint, opts);
-      if (this.frozenMask && this.frozenCodes) {
-        const z = binary ? 0.5 : this.gridParams(w).zeroPoint;
-        const pinned = this.offset === 'beta' ? add(mul(this.frozenCodes, scale), zeroPoint) : mul(sub(this.frozenCodes, z), scale);
-        y = where(this.frozenMask, pinned, y);
-      }
-    }
-    return y.reshape([...w.shape]);
+    const soft = this.soft;
+    if (soft && !(soft.pressure === 1 && soft.effectiveTemperature === 0)) {
+      const sz = this.scaleOf(g.view, soft.effectiveTemperature > 0);
+      y = soft.apply(g.view, sz.scale, effectiveZero(this.plan, sz.zeroPoint), () => this.#hard(g.view, this.scaleOf(g.view)));
+    } else y = this.#hard(g.view, this.scaleOf(g.view));
+    return g.restore(y).reshape([...w.shape]);
   }
 
-  /**
-   * HESTIA (methods.md §4): u = w/m with m = max(mean|w|, 1e−5) per group (not detached);
-   * q = m·Σ_k softmax(−(u − c_k)²/T)_k c_k over c = (−1, 0, 1) at T = temperature·tempScale,
-   * or the hard ternary with identity STE at T = 0; output w + P·(q − w).
-   */
-  #hestia(w3: Tensor): Tensor {
-    const P = this.pressure;
-    if (P === 0) return w3;
-    const T = (this.temperature ?? 0) * this.tempScale;
-    let q: Tensor;
-    if (T > 0) {
-      const m = clamp(mean(abs(w3), -1, true), MIN_STEP);
-      q = mul(softQuantize(div(w3, m), [-1, 0, 1], T + 1e-6), m);
-    } else {
-      const m = clamp(mean(abs(w3.detach()), -1, true), MIN_STEP);
-      q = fakeQuantize(w3, m, 0, { qmin: -1, qmax: 1, estimator: 'ste' });
-    }
-    return P === 1 ? q : add(w3, mul(sub(q, w3), P));
-  }
-
-  /** Integer codes of `w` on its current grid (float tensor of integers, shape [A, B, C]). */
-  codes(w: Tensor): Tensor {
+  /** The grid used for `w` right now (dynamic scales computed, zero points rounded). */
+  gridParams(w: Tensor): GridParams {
     return noGrad(() => {
-      const g = this.gridParams(w);
-      const wHat = this.forward(w).reshape(this.view);
-      return codesOf(wHat, g);
+      const sz = this.scaleOf(this.group(w).view);
+      return { plan: this.plan, scale: sz.scale.detach(), zeroPoint: effectiveZero(this.plan, sz.zeroPoint) };
     });
   }
 
+  /** Storage codes of `w` (int32, view layout): see Grid.encode. */
+  codes(w: Tensor): Tensor {
+    return noGrad(() => {
+      const view = this.group(w).view;
+      const sz = this.scaleOf(view);
+      return codesOfView(this.plan, this.#hard(view, sz), sz.scale, effectiveZero(this.plan, sz.zeroPoint));
+    });
+  }
+
+  /** Monotone level indices of `w` (float, view layout): integer codes, or positions among the levels. */
+  levelIndex(w: Tensor): Tensor {
+    return noGrad(() => {
+      const view = this.group(w).view;
+      const sz = this.scaleOf(view);
+      return levelIndexOfView(this.plan, this.#hard(view, sz), sz.scale, effectiveZero(this.plan, sz.zeroPoint));
+    });
+  }
+
+  /** Values of view-layout codes with their grid (what convert's layers compute). */
+  dequantize(codes: Tensor, g: Pick<GridParams, 'scale' | 'zeroPoint'>): Tensor {
+    return dequantizeView(this.plan, codes, g.scale, g.zeroPoint);
+  }
+
   override extraRepr(): string {
-    const grid = this.grid === 'int' ? `int${this.bits}${this.asymmetric ? ' asym' : ''}` : this.grid;
-    return `${grid}, ${granularityName(this.granularity)}, estimator=${typeof this.estimator === 'string' ? this.estimator : this.estimator.name}, scale=${this.scaleMode}/${JSON.stringify(this.scaleInit).replace(/"/g, '')}`;
+    return `${describePlan(this.plan)}${this.soft ? ', soft (HESTIA)' : ''}`;
   }
 }
 
-/**
- * Integer codes of a fake-quantized tensor: round(x̂/s + z), or round((x̂ − β)/s). Exact: x̂ is
- * s·(q − z) rounded once, so the division lands within far less than ½ of the integer.
- */
-export function codesOf(xHat: Tensor, g: GridParams): Tensor {
-  return noGrad(() => (g.offset === 'beta' ? round(div(sub(xHat, g.zeroPoint), g.scale)) : round(add(div(xHat, g.scale), g.zeroPoint))));
-}
-
-/** Dequantized values of integer codes: (q − z)·s, or q·s + β, with the fake-quant kernel's arithmetic order. */
-export function dequantize(codes: Tensor, g: GridParams): Tensor {
-  return g.offset === 'beta' ? add(mul(codes, g.scale), g.zeroPoint) : mul(sub(codes, g.zeroPoint), g.scale);
-}
-
 // ---------------------------------------------------------------- activations
-export interface ActQuantConfig {
-  bits?: number;
-  /** Signed [−2^(b−1), 2^(b−1)−1] (default) or unsigned [0, 2^b−1] (inputs after ReLU, pixels). */
-  signed?: boolean;
-  /** 'tensor' (default) or 'token' (one scale per row of the last axis; always dynamic). */
-  granularity?: 'tensor' | 'token';
-  /** 'learned' (LSQ, default for 'tensor') or 'dynamic' (absmax of each batch / token). */
-  scaleMode?: 'learned' | 'dynamic';
-  /** Default 'lsq' when learned, 'ste' when dynamic. 'lsq+' learns an offset β too. */
-  estimator?: string | Estimator;
-  /** Learned-scale init from the first batch: 'lsq' 2·mean|x|/√qmax (default) or 'absmax'. */
-  scaleInit?: 'lsq' | 'absmax';
+export interface ActQuantConfig extends QuantizerConfig {
   /**
-   * N in LSQ's gradient scale 1/√(N·qmax): 'numel' (elements of the batch, what reference code
+   * N in LSQ's gradient scale 1/√(N·Q_P): 'numel' (elements of the batch, what reference code
    * does, default) or 'paper' (features per example, LSQ paper).
    */
   gradScalePolicy?: 'numel' | 'paper';
-  rounding?: Rounding;
-  trust?: number;
-  temperature?: number;
   /**
    * Dynamic scales only: reuse the result when a quantizer with the same grid already quantized
    * this very tensor (unchanged since), as the q/k/v or gate/up projections of one input do
@@ -330,118 +246,55 @@ export interface ActQuantConfig {
 }
 
 /**
- * Fake-quantizes activations (a layer's input). Learned scales initialise from the first batch seen.
+ * Fake-quantizes activations (a layer's input). Learned and fixed scales are per tensor and
+ * initialise from the first batch seen; dynamic ones follow every batch (any granularity).
  * @example const aq = new ActQuantizer({ bits: 4, signed: false }); const xHat = aq.forward(x);
  */
-export class ActQuantizer extends Module {
-  scale: Tensor | null;
-  zeroPoint: Tensor | null;
-  initialized: Tensor;
-  enabled = true;
-  readonly bits: number;
-  readonly qmin: number;
-  readonly qmax: number;
-  readonly signed: boolean;
-  readonly granularity: 'tensor' | 'token';
-  readonly scaleMode: 'learned' | 'dynamic';
-  readonly estimator: string | Estimator;
-  readonly offset: 'zeroPoint' | 'beta';
-  readonly scaleInit: 'lsq' | 'absmax';
+export class ActQuantizer extends QuantizerModule {
   readonly gradScalePolicy: 'numel' | 'paper';
-  readonly rounding: Rounding;
-  trust: number | undefined;
-  temperature: number | undefined;
   /** Share dynamic quantizations of one input tensor with same-grid quantizers (see {@link ActQuantConfig.share}). */
   share: boolean;
-  /** Deterministic forward (stochastic rounding draws per call, so its results are never shared). */
-  readonly #deterministic: boolean;
-  #initSeen: FlagSeen = { flag: null, version: -1 };
 
-  constructor(config: ActQuantConfig = {}) {
-    super();
-    const b = config.bits ?? 8;
-    if (!Number.isInteger(b) || b < 2 || b > 16) throw new Error(`ActQuantizer: bits must be an integer in 2…16, got ${b}`);
-    this.bits = b;
-    this.signed = config.signed ?? true;
-    [this.qmin, this.qmax] = this.signed ? [-(2 ** (b - 1)), 2 ** (b - 1) - 1] : [0, 2 ** b - 1];
-    this.granularity = config.granularity ?? 'tensor';
-    this.scaleMode = config.scaleMode ?? (this.granularity === 'token' ? 'dynamic' : 'learned');
-    if (this.granularity === 'token' && this.scaleMode === 'learned') throw new Error("ActQuantizer: per-token scales are dynamic (one per row of each batch); use scaleMode 'dynamic'");
-    this.estimator = config.estimator ?? (this.scaleMode === 'learned' ? 'lsq' : 'ste');
-    const spec = getEstimator(this.estimator).spec;
-    this.offset = spec.offset === 'beta' ? 'beta' : 'zeroPoint';
-    this.#deterministic = spec.forward === undefined;
-    this.share = config.share ?? true;
-    this.scaleInit = config.scaleInit ?? 'lsq';
+  constructor(config: ActQuantConfig = {}, who = 'ActQuantizer') {
+    super(config, 'input', who, [1, 1]);
     this.gradScalePolicy = config.gradScalePolicy ?? 'numel';
-    this.rounding = config.rounding ?? 'halfEven';
-    this.trust = config.trust;
-    this.temperature = config.temperature;
-    const learned = this.scaleMode === 'learned';
-    this.scale = learned ? this.registerParameter('scale', Parameter(zeros([1]).add(1))) : this.registerBuffer('scale', null);
-    this.zeroPoint = learned && this.offset === 'beta' ? this.registerParameter('zeroPoint', Parameter(zeros([1]))) : this.registerBuffer('zeroPoint', null);
-    this.initialized = this.registerBuffer('initialized', zeros([1]));
+    this.share = config.share ?? true;
   }
 
-  get isInitialized(): boolean {
-    return readFlag(this.initialized, this.#initSeen);
-  }
-
-  /** Initialises a learned scale (and β) from a batch, in place. */
+  /** Initialises a stored scale (and β) from a batch, in place. */
   initFrom(x: Tensor): void {
-    noGrad(() => {
-      if (this.scale) {
-        const a = abs(x.detach());
-        const s = this.scaleInit === 'absmax' ? a.amax().item() / this.qmax : (2 * a.mean().item()) / Math.sqrt(this.qmax);
-        this.scale.fill_(Math.max(s, MIN_STEP));
-        if (this.zeroPoint) {
-          // LSQ+ (QuEST's min/max init): β = min(x) − qmin·s
-          const lo = Math.min(x.detach().amin().item(), 0);
-          if (this.signed) this.zeroPoint.fill_(0);
-          else {
-            const s2 = Math.max((x.detach().amax().item() - lo) / (this.qmax - this.qmin), MIN_STEP);
-            this.scale.fill_(s2);
-            this.zeroPoint.fill_(lo - this.qmin * s2);
-          }
-        }
-      }
-      this.initialized.fill_(1);
-    });
+    this.initView(x.reshape([1, x.numel()]));
   }
 
-  /** The grid for batch `x` (dynamic scales computed from it). */
+  /** The grid for batch `x` (dynamic scales computed from it), in the grouped-view layout of `x`. */
   gridParams(x: Tensor): GridParams {
-    if (this.scale) return { qmin: this.qmin, qmax: this.qmax, scale: this.scale.detach(), zeroPoint: this.zeroPoint?.detach() ?? 0, offset: this.offset };
-    return { qmin: this.qmin, qmax: this.qmax, scale: dynamicScale(x, this.granularity, this.signed, this.qmax), zeroPoint: 0, offset: this.offset };
+    return noGrad(() => {
+      const sz = this.scale ? { scale: this.scale, zeroPoint: this.zeroPoint ?? 0 } : dataScale(this.plan, toGroups(x, this.plan.granularity, this.plan.who).view);
+      return { plan: this.plan, scale: sz.scale.detach(), zeroPoint: effectiveZero(this.plan, sz.zeroPoint) };
+    });
   }
 
   forward(x: Tensor): Tensor {
     if (!this.enabled) return x;
-    if (!this.scale) return this.share && this.#deterministic ? this.#shared(x) : this.#dynamic(x);
+    if (!this.scale) return this.share && this.plan.deterministic ? this.#shared(x) : this.#dynamic(x);
     if (!this.isInitialized) this.initFrom(x);
-    let gradScale: number = 1;
-    if (isLsq(this.estimator)) {
-      const n = this.gradScalePolicy === 'paper' ? x.numel() / (x.shape[0] ?? 1) : x.numel();
-      gradScale = 1 / Math.sqrt(n * this.qmax);
-    }
-    return fakeQuantize(x, this.scale, this.zeroPoint ?? 0, {
-      qmin: this.qmin, qmax: this.qmax, estimator: this.estimator, rounding: this.rounding, gradScale,
-      trust: this.trust, temperature: this.temperature,
-    });
+    const view = x.reshape([1, x.numel()]);
+    const lsqN = this.gradScalePolicy === 'paper' ? x.numel() / (x.shape[0] ?? 1) : x.numel();
+    return fakeQuantView(this.plan, view, this.scale, this.zeroPoint ?? 0, { trust: this.trust, temperature: this.temperature, lsqN }).reshape([...x.shape]);
   }
 
   #dynamic(x: Tensor): Tensor {
-    return fakeQuantize(x, dynamicScale(x, this.granularity, this.signed, this.qmax), 0, {
-      qmin: this.qmin, qmax: this.qmax, estimator: this.estimator, rounding: this.rounding,
-      trust: this.trust, temperature: this.temperature,
-    });
+    const g = toGroups(x, this.plan.granularity, this.plan.who);
+    const sz = dataScale(this.plan, g.view);
+    return g.restore(fakeQuantView(this.plan, g.view, sz.scale, sz.zeroPoint, this));
   }
 
   /** #dynamic(x), or the result a same-grid quantizer computed for this very x while it still holds (shared.ts). */
   #shared(x: Tensor): Tensor {
+    const p = this.plan;
     const grid: SharedGrid = {
-      kind: this.constructor, qmin: this.qmin, qmax: this.qmax, granularity: this.granularity, estimator: this.estimator,
-      rounding: this.rounding, trust: this.trust, temperature: this.temperature, training: this.training,
+      kind: this.constructor, grid: p.grid.label, granularity: granularityName(p.granularity), rule: JSON.stringify(p.rule), estimator: p.estimator,
+      rounding: p.rounding, trust: this.trust, temperature: this.temperature, training: this.training,
     };
     const recorded = isGradEnabled() && x.requiresGrad;
     const hit = sharedLookup(x, grid, recorded);
@@ -450,20 +303,4 @@ export class ActQuantizer extends Module {
     sharedRemember(x, grid, recorded, out);
     return out;
   }
-
-  override extraRepr(): string {
-    return `${this.signed ? 'int' : 'uint'}${this.bits}, ${this.granularity}, ${this.scaleMode}, estimator=${typeof this.estimator === 'string' ? this.estimator : this.estimator.name}`;
-  }
-}
-
-/** Absmax step of a batch (per tensor) or of each row of the last axis (per token), detached: max(absmax, 1e−5)/qmax. */
-export function dynamicScale(x: Tensor, granularity: 'tensor' | 'token', signed: boolean, qmax: number): Tensor {
-  return noGrad(() => {
-    const d = x.detach();
-    // max|x| is the ∞-norm: one reduction pass (the absmax kernel under noGrad)
-    const m = granularity === 'token'
-      ? (signed ? norm(d, Infinity, -1, true) : amax(d, -1, true))
-      : (signed ? norm(d, Infinity) : amax(d)).reshape([1]);
-    return div(clamp(m, MIN_STEP), qmax);
-  });
 }

@@ -9,9 +9,11 @@ import type { Estimator, Tensor } from '@qgrad/core';
 export interface SharedGrid {
   /** The quantizer's class (a subclass may quantize differently). */
   kind: Function;
-  qmin: number;
-  qmax: number;
+  /** The grid's label ('int8', 'uint4', 'e4m3' …): equal labels are equal grids. */
+  grid: string;
   granularity: string;
+  /** The scale rule (JSON). */
+  rule: string;
   estimator: string | Estimator;
   rounding: string;
   trust: number | undefined;
@@ -33,7 +35,7 @@ interface Entry {
 const memo = new WeakMap<Tensor, Entry[]>();
 
 function sameGrid(a: SharedGrid, b: SharedGrid): boolean {
-  return a.kind === b.kind && a.qmin === b.qmin && a.qmax === b.qmax && a.granularity === b.granularity && a.estimator === b.estimator
+  return a.kind === b.kind && a.grid === b.grid && a.granularity === b.granularity && a.rule === b.rule && a.estimator === b.estimator
     && a.rounding === b.rounding && a.trust === b.trust && a.temperature === b.temperature && a.training === b.training;
 }
 

@@ -84,8 +84,8 @@ export interface HestiaCalibration {
  * quantizer's own curvature then makes traces negative, which clamp to 1e−8).
  */
 export function calibrateHestia(model: Module, loss: () => Tensor, opts: HutchinsonOptions & TempScaleOptions & { quantized?: boolean } = {}): HestiaCalibration[] {
-  const layers = [...model.namedModules()].filter(([, m]) => isQuantLayer(m) && m.weightQuantizer?.grid === 'hestia') as [string, QuantLayer][];
-  if (!layers.length) throw new Error("calibrateHestia: the model has no layers with a HESTIA weight quantizer (grid 'hestia')");
+  const layers = [...model.namedModules()].filter(([, m]) => isQuantLayer(m) && m.weightQuantizer?.soft) as [string, QuantLayer][];
+  if (!layers.length) throw new Error("calibrateHestia: the model has no weight quantizers with HESTIA's soft forward (weight option soft)");
   const was = layers.map(([, m]) => m.weightQuantizer!.enabled);
   if (!opts.quantized) for (const [, m] of layers) m.weightQuantizer!.enabled = false;
   let traces: number[];
@@ -96,7 +96,7 @@ export function calibrateHestia(model: Module, loss: () => Tensor, opts: Hutchin
   }
   const scales = hessianTempScales(traces, opts);
   return layers.map(([name, m], i) => {
-    m.weightQuantizer!.tempScale = scales[i]!;
+    m.weightQuantizer!.soft!.tempScale = scales[i]!;
     return { name, trace: traces[i]!, tempScale: scales[i]! };
   });
 }

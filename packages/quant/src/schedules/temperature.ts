@@ -1,5 +1,5 @@
 /**
- * @file Temperature schedules for the relaxed quantizers (linear, cosine, exponential), HESTIA's
+ * @file Temperature schedules for the soft quantizers (linear, cosine, exponential), HESTIA's
  * pressure/temperature schedule (methods.md §4) and `HestiaScheduler`, which drives every HESTIA
  * and 'relaxed'-estimator quantizer of a model. The Hessian-trace temperature scales are in hessian.ts.
  */
@@ -70,15 +70,13 @@ export function hestiaTemperature(rho: number, o: HestiaScheduleOptions = {}, ts
   return T0 * cos * ts;
 }
 
-/** Sets the temperature of every quantizer that uses one (HESTIA grids, 'relaxed' estimator). */
+/** Sets the temperature of every quantizer that uses one (HESTIA's soft forward, the 'relaxed' estimator's soft backward). */
 export function setTemperature(model: Module, temperature: number): void {
   for (const m of model.modules()) {
-    if (m instanceof WeightQuantizer && (m.grid === 'hestia' || isRelaxed(m.estimator))) m.temperature = temperature;
-    if (m instanceof ActQuantizer && isRelaxed(m.estimator)) m.temperature = temperature;
+    if (m instanceof WeightQuantizer && m.soft) m.soft.temperature = temperature;
+    if ((m instanceof WeightQuantizer || m instanceof ActQuantizer) && m.plan.estimator.name === 'relaxed') m.temperature = temperature;
   }
 }
-
-const isRelaxed = (e: unknown) => e === 'relaxed' || (typeof e === 'object' && e !== null && (e as { name?: string }).name === 'relaxed');
 
 /**
  * Drives HESTIA quantizers: call `step(i)` at the start of optimizer step i; it sets each
@@ -88,17 +86,18 @@ const isRelaxed = (e: unknown) => e === 'relaxed' || (typeof e === 'object' && e
 export class HestiaScheduler {
   readonly quantizers: WeightQuantizer[];
   constructor(model: Module, readonly totalSteps: number, readonly options: HestiaScheduleOptions = {}) {
-    this.quantizers = [...model.modules()].filter((m): m is WeightQuantizer => m instanceof WeightQuantizer && m.grid === 'hestia');
-    if (!this.quantizers.length) throw new Error("HestiaScheduler: the model has no HESTIA weight quantizers (grid 'hestia')");
+    this.quantizers = [...model.modules()].filter((m): m is WeightQuantizer => m instanceof WeightQuantizer && m.soft !== null);
+    if (!this.quantizers.length) throw new Error("HestiaScheduler: the model has no weight quantizers with HESTIA's soft forward (weight option soft)");
   }
   /** Sets pressure and temperature for step `step`; returns P and the temperature of a tensor with scale 1. */
   step(step: number): { pressure: number; temperature: number } {
     const rho = step / this.totalSteps;
     const P = hestiaPressure(rho, this.options.compressRatio);
     for (const q of this.quantizers) {
-      q.pressure = P;
-      // the forward multiplies by q.tempScale, so store T/ts ('linear'/'cosine' anneals ignore ts)
-      q.temperature = hestiaTemperature(rho, this.options, q.tempScale) / q.tempScale;
+      const soft = q.soft!;
+      soft.pressure = P;
+      // the forward multiplies by soft.tempScale, so store T/ts ('linear'/'cosine' anneals ignore ts)
+      soft.temperature = hestiaTemperature(rho, this.options, soft.tempScale) / soft.tempScale;
     }
     return { pressure: P, temperature: hestiaTemperature(rho, this.options, 1) };
   }

@@ -1,57 +1,69 @@
 /**
- * @file fast-check arbitraries for quantizer configurations: grids (with bit widths), granularity
- * (with group sizes) and whole `QuantizerSpec`s paired with an input shape they fit.
+ * @file fast-check arbitraries on the one quantizer vocabulary: grid configs (every grid of the
+ * table, with bit widths and codebook levels), granularities that fit a shape, and whole
+ * `FakeQuantConfig`s paired with an input shape they fit.
  */
 import fc from 'fast-check';
 import type { Granularity } from '../grids/granularity.js';
-import type { FpFormatName } from '../grids/fp.js';
-import type { GridSpec, QuantizerSpec } from '../grids/spec.js';
+import type { GridName } from '../grids/grid.js';
+import { GRID_NAMES } from '../grids/table.js';
+import type { FakeQuantConfig } from '../quantizer/functional.js';
 
-/** Integer grids: bits in [minBits, maxBits] (default 2–8), signed or unsigned, full or narrow. */
-export function intGrid(c: { minBits?: number; maxBits?: number } = {}): fc.Arbitrary<GridSpec> {
-  return fc.record({
-    kind: fc.constant('int' as const),
-    bits: fc.integer({ min: c.minBits ?? 2, max: c.maxBits ?? 8 }),
-    signed: fc.boolean(),
-    narrow: fc.boolean(),
-  });
+/** A grid's part of a config: `{ grid }` plus its options. */
+export type GridConfig = Pick<FakeQuantConfig, 'grid' | 'bits' | 'levels' | 'signed' | 'narrow' | 'asymmetric'>;
+
+/** Integer grids: bits in [minBits, maxBits] (default 2–8), signed (full or narrow) or unsigned. */
+export function intGrid(c: { minBits?: number; maxBits?: number } = {}): fc.Arbitrary<GridConfig> {
+  return fc.record({ bits: fc.integer({ min: c.minBits ?? 2, max: c.maxBits ?? 8 }), kind: fc.constantFrom('signed', 'narrow', 'unsigned') }).map(({ bits, kind }) => ({
+    grid: 'int' as const, bits, ...(kind === 'unsigned' ? { signed: false } : kind === 'narrow' ? { narrow: true } : {}),
+  }));
 }
 
-/** Any grid of @qgrad/quant except MX (which has its own block layout; see `mxCase`). */
-export function gridSpec(): fc.Arbitrary<GridSpec> {
-  return fc.oneof(
-    intGrid(),
-    fc.constantFrom<FpFormatName>('e4m3fn', 'e5m2', 'e2m1', 'e3m2', 'e2m3').map((format) => ({ kind: 'fp' as const, format })),
-    fc.constant({ kind: 'nf4' as const, blockSize: 4 }),
-    fc.constant({ kind: 'ternary' as const }),
-    fc.constant({ kind: 'binary' as const }),
-    fc.uniqueArray(fc.double({ min: -1, max: 1, noNaN: true }), { minLength: 2, maxLength: 6 }).map((levels) => ({ kind: 'codebook' as const, levels: levels.sort((a, b) => a - b) })),
-  );
+/** 2–`max` codebook levels in [−1, 1], distinct in float32 (so in float64 too). */
+export function codebookLevels(max = 16): fc.Arbitrary<number[]> {
+  return fc
+    .uniqueArray(fc.double({ min: -1, max: 1, noNaN: true }).map(Math.fround), { minLength: 2, maxLength: max, comparator: 'SameValueZero' })
+    .map((l) => l.sort((a, b) => a - b));
 }
 
-/** A granularity that fits `shape` (group sizes divide the grouped axis). */
+/** The config of grid `name` with its options drawn (int bits and signedness, codebook levels). */
+export function gridOf(name: GridName): fc.Arbitrary<GridConfig> {
+  if (name === 'int') return intGrid();
+  if (name === 'codebook') return codebookLevels().map((levels) => ({ grid: 'codebook' as const, levels }));
+  return fc.constant({ grid: name });
+}
+
+/** Any grid of the table (MX grids need their blocks of 32: use `quantizerCase`). */
+export function gridConfig(names: readonly GridName[] = GRID_NAMES): fc.Arbitrary<GridConfig> {
+  return fc.constantFrom(...names).chain(gridOf);
+}
+
+/** A granularity that fits `shape` (group and block sizes divide their axis). */
 export function granularity(shape: number[]): fc.Arbitrary<Granularity> {
   const opts: fc.Arbitrary<Granularity>[] = [fc.constant('tensor' as const)];
+  const divisors = (n: number) => Array.from({ length: n }, (_, i) => i + 1).filter((d) => n % d === 0);
   if (shape.length > 0) {
-    opts.push(fc.constant('token' as const));
+    opts.push(fc.constant('token' as const), fc.constant('channel' as const));
     opts.push(fc.integer({ min: 0, max: shape.length - 1 }).map((channel) => ({ channel })));
-    const last = shape[shape.length - 1]!;
-    const divisors = Array.from({ length: last }, (_, i) => i + 1).filter((d) => last % d === 0);
-    opts.push(fc.constantFrom(...divisors).map((group) => ({ group })));
+    opts.push(fc.constantFrom(...divisors(shape[shape.length - 1]!)).map((group) => ({ group })));
+    opts.push(fc.constantFrom(...divisors(shape.reduce((a, b) => a * b, 1))).map((block) => ({ block })));
   }
   return fc.oneof(...opts);
 }
 
 /**
- * A spec and an input shape it fits (dims ≤ 4, last dim a multiple of 4 so NF4 blocks of 4 fit).
- * @example fc.assert(fc.property(quantizerCase(), ({ spec, shape }) => { fakeQuant(randn(shape), spec); }));
+ * A config and an input shape it fits (dims ≤ 3, last dim a multiple of 32 for MX grids, else of
+ * 4); NF4 takes blocks of 4 here so small shapes fit.
+ * @example fc.assert(fc.property(quantizerCase(), ({ config, shape }) => { fakeQuant(randn(shape), config); }));
  */
-export function quantizerCase(): fc.Arbitrary<{ spec: QuantizerSpec; shape: number[] }> {
-  const shape = fc.tuple(fc.array(fc.integer({ min: 1, max: 3 }), { maxLength: 2 }), fc.integer({ min: 1, max: 2 })).map(([lead, k]) => [...lead, 4 * k]);
-  return shape.chain((s) =>
-    fc.record({ grid: gridSpec(), granularity: granularity(s) }).map(({ grid, granularity: g }) => ({
-      spec: { grid, granularity: grid.kind === 'nf4' ? { group: 4 } : g } as QuantizerSpec,
-      shape: s,
-    })),
-  );
+export function quantizerCase(names: readonly GridName[] = GRID_NAMES): fc.Arbitrary<{ config: FakeQuantConfig; shape: number[] }> {
+  return gridConfig(names).chain((grid) => {
+    const mx = grid.grid === 'mxfp4' || grid.grid === 'mxfp8';
+    const shape = fc.tuple(fc.array(fc.integer({ min: 1, max: 3 }), { maxLength: 2 }), fc.integer({ min: 1, max: 2 })).map(([lead, k]) => [...lead, (mx ? 32 : 4) * k]);
+    return shape.chain((s) => {
+      if (mx) return fc.constant({ config: grid as FakeQuantConfig, shape: s });
+      const g: fc.Arbitrary<Granularity> = grid.grid === 'nf4' ? fc.constant({ block: 4 }) : granularity(s);
+      return g.map((gr) => ({ config: { ...grid, granularity: gr } as FakeQuantConfig, shape: s }));
+    });
+  });
 }

@@ -99,3 +99,32 @@ export function checkScaleGradient(fq: (x: Tensor, s: Tensor) => Tensor, x: Tens
   if (!(Math.abs(analytic - numeric) <= tol)) throw new Error(`checkScaleGradient(${mode}): analytic ${analytic}, finite differences ${numeric}`);
   return true;
 }
+
+/**
+ * |x − Q(x)| ≤ half the gap between the two levels around x (times its scale), for x within the
+ * outer levels: the nearest-level property of any grid. `levels` are sorted, in x units (scale
+ * already applied), one set for all elements or one per element (`levelsAt(i)`).
+ */
+export function checkLocalGapError(q: Quantizer, x: Tensor, levels: ArrayLike<number> | ((i: number) => ArrayLike<number>), tol = 1e-9): void {
+  const xs = vals(x);
+  const ys = vals(noGrad(() => q(x)));
+  xs.forEach((v, i) => {
+    const l = typeof levels === 'function' ? levels(i) : levels;
+    if (!(v >= l[0]! && v <= l[l.length - 1]!)) return;
+    let k = 0;
+    while (k < l.length - 2 && l[k + 1]! <= v) k++;
+    const half = (l[k + 1]! - l[k]!) / 2;
+    if (Math.abs(v - ys[i]!) > half + tol * Math.max(1, Math.abs(v))) throw new Error(`checkLocalGapError: element ${i}: |x − Q(x)| = |${v} − ${ys[i]}| exceeds half the local gap ${half}`);
+  });
+}
+
+/** decode(encode(v)) = v for on-grid values (a grid's code round trip), and codes are integers in range. */
+export function checkCodeRoundTrip(encode: (v: Tensor) => Tensor, decode: (c: Tensor) => Tensor, v: Tensor, range?: [number, number]): void {
+  const c = encode(v);
+  const back = vals(decode(c));
+  const cs = vals(c);
+  vals(v).forEach((x, i) => {
+    if (!Number.isInteger(cs[i]!) || (range && (cs[i]! < range[0] || cs[i]! > range[1]))) throw new Error(`checkCodeRoundTrip: element ${i}: code ${cs[i]} is not an integer in ${range?.join('…') ?? 'range'}`);
+    if (back[i] !== x && !(x === 0 && back[i] === 0)) throw new Error(`checkCodeRoundTrip: element ${i}: ${x} encodes to ${cs[i]}, which decodes to ${back[i]}`);
+  });
+}

@@ -9,7 +9,7 @@ import {
 /** A 1×4 layer on a static per-tensor int8 grid with step 1, so codes are round(w). */
 function unitLayer() {
   const m = new Sequential(new Linear(4, 1, { bias: false }));
-  prepareQAT(m, { default: { weight: { bits: 8, granularity: 'tensor', estimator: 'ste', scaleMode: 'static' } } });
+  prepareQAT(m, { default: { weight: { bits: 8, granularity: 'tensor', estimator: 'ste', scale: 'fixed' } } });
   const q = m.at(0) as QuantLinear;
   noGrad(() => q.weightQuantizer!.scale!.fill_(1));
   const set = (v: number[]) => noGrad(() => q.weight.copy_(tensor([v])));
@@ -69,12 +69,15 @@ describe('bitsPerParameter', () => {
     expect(r.params).toBe(66);
     expect(r.totalBits).toBeCloseTo(want, 9);
     expect(r.bitsPerParameter).toBeCloseTo(want / 66, 12);
-    expect(bitsPerParameter(model, { ternaryBits: 2 }).totalBits).toBeCloseTo(want - 16 * Math.log2(3) + 32, 9);
+    expect(r.totalStoredBits).toBeCloseTo(want - 16 * Math.log2(3) + 32, 9); // ternary stored in 2-bit fields
+    expect(String(r)).toMatch(/entry\s+params\s+ideal bits\s+stored bits/);
+    expect(String(r)).toMatch(/2\.weight\s+16\s+281\.359\s+288\s+ternary/);
     model.forward(randn([2, 8])); // initialises the activation scale
     convert(model);
     const c = bitsPerParameter(model);
     expect(c.params).toBe(66);
     expect(c.totalBits).toBeCloseTo(want, 9);
+    expect(c.totalStoredBits).toBeCloseTo(r.totalStoredBits, 9);
   });
 });
 

@@ -6,7 +6,7 @@ import fc from 'fast-check';
 import { abs, amax, clamp, div, Generator, linear, noGrad, randint, randn, tensor, type Tensor } from '@qgrad/core';
 import { arb } from '@qgrad/core/testing';
 import { AdamW, Linear, Llama, Sequential, trainStep, type LlamaConfig } from '@qgrad/nn';
-import { ActQuantizer, dynamicScale, MIN_STEP, prepareQAT, QuantLinear, WeightQuantizer, type ActQuantConfig } from '@qgrad/quant';
+import { ActQuantizer, dataScale, MIN_STEP, prepareQAT, QuantLinear, resolveQuantizer, WeightQuantizer, type ActQuantConfig } from '@qgrad/quant';
 import { describe, expect, it } from 'vitest';
 
 const bits = (t: Tensor) => Array.from(new Uint32Array(Float32Array.from(t.data).buffer));
@@ -79,7 +79,7 @@ describe('shared dynamic activation quantization', () => {
     const base = new ActQuantizer(A8);
     const out = base.forward(x);
     for (const other of [
-      new ActQuantizer({ ...A8, bits: 4 }), new ActQuantizer({ ...A8, signed: false }), new ActQuantizer({ bits: 8, scaleMode: 'dynamic' }),
+      new ActQuantizer({ ...A8, bits: 4 }), new ActQuantizer({ ...A8, signed: false }), new ActQuantizer({ bits: 8, scale: 'dynamic' }),
       new ActQuantizer({ ...A8, estimator: 'clipped-ste' }), new ActQuantizer({ ...A8, rounding: 'halfAway' }), new ActQuantizer(A8).eval(),
     ]) {
       expect(other.forward(x)).not.toBe(out);
@@ -125,7 +125,7 @@ describe('shared dynamic activation quantization', () => {
   });
 
   it('equals a fresh unshared quantization after any sequence of reads and in-place writes', () => {
-    const configs: ActQuantConfig[] = [A8, { bits: 4, granularity: 'token' }, { bits: 8, scaleMode: 'dynamic' }, { bits: 4, granularity: 'token', signed: false }];
+    const configs: ActQuantConfig[] = [A8, { bits: 4, granularity: 'token' }, { bits: 8, scale: 'dynamic' }, { bits: 4, granularity: 'token', signed: false }];
     fc.assert(
       fc.property(
         arb.tensorOf(arb.shape({ minRank: 1, maxRank: 3, maxDim: 6 })),
@@ -145,21 +145,27 @@ describe('shared dynamic activation quantization', () => {
   });
 });
 
-describe('dynamicScale', () => {
-  it('equals max(|x|, 1e-5)/qmax per token and per tensor, bit for bit', () => {
+/** The dynamic absmax scale of an int grid, per token or per tensor. */
+const dynamicScale = (x: Tensor, granularity: 'token' | 'tensor', signed: boolean, bits: number) => {
+  const plan = resolveQuantizer({ bits, signed, granularity, scale: 'dynamic' }, 'input', 'test');
+  return dataScale(plan, granularity === 'token' ? x.reshape([-1, x.shape[x.ndim - 1]!]) : x.reshape([1, -1])).scale;
+};
+
+describe('dynamic absmax scales', () => {
+  it('equal max(|x|, 1e-5)/qmax per token and per tensor, bit for bit', () => {
     fc.assert(
       fc.property(arb.tensorOf(arb.shape({ minRank: 1, maxRank: 3, maxDim: 7 })), fc.boolean(), fc.integer({ min: 2, max: 8 }), (x, signed, b) => {
         const qmax = signed ? 2 ** (b - 1) - 1 : 2 ** b - 1;
         const a = signed ? abs(x) : x;
-        expect(bits(dynamicScale(x, 'token', signed, qmax))).toEqual(bits(div(clamp(amax(a, -1, true), MIN_STEP), qmax)));
-        expect(bits(dynamicScale(x, 'tensor', signed, qmax))).toEqual(bits(div(clamp(amax(a).reshape([1]), MIN_STEP), qmax)));
+        expect(bits(dynamicScale(x, 'token', signed, b))).toEqual(bits(div(clamp(amax(a, -1, true), MIN_STEP), qmax)));
+        expect(bits(dynamicScale(x, 'tensor', signed, b))).toEqual(bits(div(clamp(amax(a).reshape([1]), MIN_STEP), qmax)));
       }),
       { numRuns: 80 },
     );
   });
 
   it('clamps all-zero rows (either sign of zero) to the smallest step', () => {
-    const s = dynamicScale(tensor([[0, -0], [-0, -0], [0, 2.54]]), 'token', true, 127);
+    const s = dynamicScale(tensor([[0, -0], [-0, -0], [0, 2.54]]), 'token', true, 8);
     expect(Array.from(s.data)).toEqual([MIN_STEP / 127, MIN_STEP / 127, 2.54 / 127].map(Math.fround));
   });
 });

@@ -91,7 +91,7 @@ describe('Hessian-trace temperatures (HESTIA)', () => {
       }
     }
     const net = new Two();
-    prepareQAT(net, { default: { weight: { grid: 'hestia', granularity: 'tensor', temperature: 0.35 } } });
+    prepareQAT(net, { default: { weight: { grid: 'ternary', granularity: 'tensor', soft: { temperature: 0.35 } } } });
     const x = randn([16, 4]);
     const cal = calibrateHestia(net, () => net.forward(x).square().mean(), { samples: 4, generator: new Generator(2) });
     const [ca, cb] = cal;
@@ -100,15 +100,16 @@ describe('Hessian-trace temperatures (HESTIA)', () => {
     expect(cb!.tempScale).toBeLessThan(ca!.tempScale);
     const sched = new HestiaScheduler(net, 100);
     sched.step(10);
-    const qa = (net.a as unknown as QuantLinear).weightQuantizer!;
-    const qb = (net.b as unknown as QuantLinear).weightQuantizer!;
+    const wqa = (net.a as unknown as QuantLinear).weightQuantizer!;
+    const qa = wqa.soft!;
+    const qb = (net.b as unknown as QuantLinear).weightQuantizer!.soft!;
     expect(qa.pressure).toBe(0.5);
-    expect(qb.temperature! * qb.tempScale).toBeLessThan(qa.temperature! * qa.tempScale); // colder
-    expect(qb.temperature! * qb.tempScale).toBeCloseTo(HESTIA_T0 * cb!.tempScale, 12);
+    expect(qb.effectiveTemperature).toBeLessThan(qa.effectiveTemperature); // colder
+    expect(qb.effectiveTemperature).toBeCloseTo(HESTIA_T0 * cb!.tempScale, 12);
     sched.step(100);
     expect(qa.temperature).toBe(0);
     // at T = 0, P = 1 the quantizer is the hard absmean ternary
-    const w = qa.forward(net.a.weight);
+    const w = wqa.forward(net.a.weight);
     const m = net.a.weight.abs().mean().item();
     for (const v of w.data) expect([-m, 0, m].some((l) => Math.abs(l - v) < 1e-6)).toBe(true);
   });
