@@ -78,13 +78,6 @@ export class AnomalyError extends Error {
   }
 }
 
-/** The first stack frame outside qgrad's own packages: where the user called the op. */
-export function userCallSite(): string {
-  const stack = new Error().stack?.split('\n').slice(1) ?? [];
-  const frame = stack.find((l) => !/packages[\\/](core|kernels)[\\/]src[\\/]/.test(l) && !/node:internal|node_modules/.test(l));
-  return frame?.trim().replace(/^at /, '') ?? 'unknown call site';
-}
-
 // ---------------------------------------------------------------- tape
 /** Where the gradient of one input goes: an earlier node's output or a leaf tensor. */
 export interface Edge {

@@ -226,11 +226,11 @@ export class Tensor {
     return this.fill_(0);
   }
   add_(other: TensorLike, alpha = 1): this {
-    E.inplaceBinary(this, 'add', alpha === 1 ? other : E.mul(other, alpha));
+    E.inplaceBinary(this, 'add', other, alpha);
     return this;
   }
   sub_(other: TensorLike, alpha = 1): this {
-    E.inplaceBinary(this, 'sub', alpha === 1 ? other : E.mul(other, alpha));
+    E.inplaceBinary(this, 'sub', other, alpha);
     return this;
   }
   mul_(other: TensorLike): this {

@@ -419,8 +419,10 @@ export function copyInto(dst: Tensor, src: TensorLike): void {
 }
 
 /** dst = dst ∘ other, in place (used by optimizers under noGrad). */
-export function inplaceBinary(dst: Tensor, op: BinaryOp, other: TensorLike): void {
+export function inplaceBinary(dst: Tensor, op: BinaryOp, other: TensorLike, alpha = 1): void {
   checkInplace(`${op}_`, dst);
+  // add_(other, alpha): a number folds alpha in; a tensor is scaled block by block below
+  if (typeof other === 'number') (other *= alpha), (alpha = 1);
   let o = asTensor(other, dst);
   const shape = broadcastShapes(op, dst.shape, o.shape);
   if (shape.join() !== dst.shape.join()) throw new Error(`${op}_: result shape [${shape.join(', ')}] does not match the in-place tensor's shape [${dst.shape.join(', ')}]`);
@@ -428,6 +430,7 @@ export function inplaceBinary(dst: Tensor, op: BinaryOp, other: TensorLike): voi
   if (o.numel() <= INPLACE_BLOCK) o = castNoGrad(o, dst.dtype);
   const version = dst.version;
   forBlocks(dst, expandView(o, dst.shape), o.storage !== dst.storage, (d, b) => {
+    if (alpha !== 1) b = binaryKernel('mul', b, scalarLike(alpha, dst.dtype, dst), dst.dtype);
     if (d.isContiguous()) {
       runKernelInto('binary', [d, castNoGrad(b, dst.dtype)], d, { op });
     } else {

@@ -78,6 +78,9 @@ describe.each(availableBackends().filter((b) => b !== 'gpu'))('in-place writers 
     ['add_ of a scalar', () => ones([N, N]), () => null, (x) => x.add_(1), [2, 2]],
     ['mul_ of a tensor', () => ones([N, N]).mul(3), () => ones([N, N]).mul(2), (x, y) => x.mul_(y!), [6, 6]],
     ['add_ of a broadcast row', () => ones([N, N]), () => range(N), (x, y) => x.add_(y!), [1, 2]],
+    ['add_ of a tensor times alpha', () => ones([N, N]), () => ones([N, N]).mul(2), (x, y) => x.add_(y!, -0.5), [0, 0]],
+    ['sub_ of a row times alpha', () => ones([N, N]), () => range(N), (x, y) => x.sub_(y!, 2), [1, -1]],
+    ['add_ of a number times alpha', () => ones([N, N]), () => null, (x) => x.add_(3, 2), [7, 7]],
     ['sub_ into a transposed view', () => ones([N, N]), () => range(N), (x, y) => x.t().sub_(y!), [1, 1]],
     ['div_ by an int32 tensor', () => ones([N, N]).mul(8), () => ones([N, N], { dtype: 'int32' }).mul(2), (x, y) => x.div_(y!), [4, 4]],
   ];
