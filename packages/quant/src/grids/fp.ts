@@ -117,7 +117,7 @@ export function fpGrid(name: GridName, format: FpFormatName | FpFormat): Grid {
     scale: { kind: 'real' }, idealBits: width, codeMin: 0, codeMax: 2 ** width - 1,
     defaults: { scaleRule: 'absmax', estimator: 'ste' },
     levels: (_dtype: FloatDType) => Float64Array.from(values), // every FP4/6/8 value is exact in float32
-    snap: (u, rounding) => roundToFp(u, f, rounding),
+    snap: (u, rounding) => noGrad(() => roundToFp(u, f, rounding).add(0)), // −0 + 0 = +0: one zero, as decode gives
     snapValue: (u) => set.snapValue(Math.min(Math.max(u, values[0]!), values[values.length - 1]!)),
     encode(v) {
       // the nearest value's pattern: exact for on-grid values, robust to x̂/s being a rounding off

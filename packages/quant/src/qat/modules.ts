@@ -30,7 +30,7 @@ export function isQuantLayer(m: Module): m is QuantLayer {
 
 /** Builds the quantizers; errors name the layer as `who` ("prepareQAT: layer 'fc1' (Linear)"). */
 function attach(m: Module, weight: Tensor, cfg: QuantLayerConfig, hasInput: boolean, who: string): [WeightQuantizer | null, ActQuantizer | null] {
-  const wq = m.registerModule('weightQuantizer', cfg.weight ? new WeightQuantizer(weight.shape, cfg.weight, `${who} weight`) : null);
+  const wq = m.registerModule('weightQuantizer', cfg.weight ? new WeightQuantizer(weight.shape, cfg.weight, `${who} weight`, weight.dtype === 'float64' ? 'float64' : 'float32') : null);
   const aq = m.registerModule('inputQuantizer', hasInput && cfg.input ? new ActQuantizer(cfg.input, `${who} input`) : null);
   wq?.initFrom(weight);
   return [wq, aq];

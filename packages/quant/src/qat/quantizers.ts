@@ -6,7 +6,7 @@
  */
 import { amax, amin, clamp, isGradEnabled, noGrad, where, zeros, type Tensor } from '@qgrad/core';
 import { Module, Parameter } from '@qgrad/nn';
-import type { Grid } from '../grids/grid.js';
+import type { FloatDType, Grid } from '../grids/grid.js';
 import { granularityName, groupedShape, toGroups, type Granularity, type Grouped } from '../grids/granularity.js';
 import {
   codesOfView, dataScale, dequantizeView, effectiveZero, fakeQuantView, levelIndexOfView, valueOfLevelIndex, type ScaleAndZero,
@@ -68,19 +68,20 @@ abstract class QuantizerModule extends Module {
   temperature: number | undefined;
   #initSeen: FlagSeen = { flag: null, version: -1 };
 
-  constructor(config: QuantizerConfig, role: 'weight' | 'input', who: string, scaleShape: number[]) {
+  constructor(config: QuantizerConfig, role: 'weight' | 'input', who: string, scaleShape: number[], dtype: FloatDType = 'float32') {
     super();
     this.plan = resolveQuantizer(config, role, who);
     this.trust = config.trust;
     this.temperature = config.temperature;
     const p = this.plan;
+    const z = () => zeros(scaleShape, { dtype });
     if (p.mode === 'learned') {
-      this.scale = this.registerParameter('scale', Parameter(zeros(scaleShape).add(1)));
-      this.zeroPoint = this.registerParameter('zeroPoint', p.hasZeroPoint ? Parameter(zeros(scaleShape)) : null);
+      this.scale = this.registerParameter('scale', Parameter(z().add(1)));
+      this.zeroPoint = this.registerParameter('zeroPoint', p.hasZeroPoint ? Parameter(z()) : null);
     } else {
       const stored = p.mode === 'fixed';
-      this.scale = this.registerBuffer('scale', stored ? zeros(scaleShape).add(1) : null);
-      this.zeroPoint = this.registerBuffer('zeroPoint', stored && p.hasZeroPoint ? zeros(scaleShape) : null);
+      this.scale = this.registerBuffer('scale', stored ? z().add(1) : null);
+      this.zeroPoint = this.registerBuffer('zeroPoint', stored && p.hasZeroPoint ? z() : null);
     }
     this.initialized = this.registerBuffer('initialized', zeros([1]));
   }
@@ -151,11 +152,11 @@ export class WeightQuantizer extends QuantizerModule {
   frozenMask: Tensor | null = null;
   frozenCodes: Tensor | null = null;
 
-  constructor(readonly weightShape: readonly number[], config: WeightQuantConfig = {}, who = 'WeightQuantizer') {
+  constructor(readonly weightShape: readonly number[], config: WeightQuantConfig = {}, who = 'WeightQuantizer', dtype: FloatDType = 'float32') {
     const n = weightShape.reduce((a, b) => a * b, 1);
     const matrix = weightShape.length >= 2 ? [weightShape[0]!, n / weightShape[0]!] : [...weightShape];
     const gs = groupedShape(matrix, resolveQuantizer(config, 'weight', who).granularity, who);
-    super(config, 'weight', who, [...gs.view.slice(0, -1), 1]);
+    super(config, 'weight', who, [...gs.view.slice(0, -1), 1], dtype);
     this.matrixShape = matrix;
     this.viewShape = gs.view;
     if (config.soft && this.plan.offset === 'beta') throw new Error(`${who}: option soft (HESTIA) relaxes over fixed levels; estimator 'lsq+' moves them with an offset`);

@@ -86,6 +86,7 @@ function levelsOf(grid: Grid, dtype: FloatDType): { set: LevelSet; tensor: Tenso
  */
 export function fakeQuantView(plan: QuantizerPlan, view: Tensor, scale: Tensor, zeroPoint: Tensor | number, o: ApplyOptions = {}): Tensor {
   const grid = plan.grid;
+  checkLevels(plan, view.dtype as FloatDType);
   const est = plan.estimator;
   const g = gradFactor(plan, o.lsqN ?? view.shape[view.ndim - 1]!);
   if (grid.integer) {
@@ -112,6 +113,16 @@ export function fakeQuantView(plan: QuantizerPlan, view: Tensor, scale: Tensor, 
   return est.apply(view, scalarLike(1, view.dtype, view), scalarLike(0, view.dtype, view), {
     qmin: -Infinity, qmax: Infinity, rounding: 'halfEven', offset: 'zeroPoint', options: { trust: o.trust, temperature: o.temperature }, y: hard, grid: info,
   });
+}
+
+/** The grid's levels must be distinct and finite in the tensor's dtype: an error naming the quantizer otherwise. */
+export function checkLevels(plan: QuantizerPlan, dtype: FloatDType): void {
+  if (plan.grid.integer) return;
+  try {
+    plan.grid.levels(dtype);
+  } catch (e) {
+    throw new Error(`${plan.who}: ${(e as Error).message}`);
+  }
 }
 
 /** Half the gap between the two largest levels (QuEST's trust radius on non-uniform grids). */

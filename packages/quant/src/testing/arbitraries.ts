@@ -19,11 +19,14 @@ export function intGrid(c: { minBits?: number; maxBits?: number } = {}): fc.Arbi
   }));
 }
 
-/** 2–`max` codebook levels in [−1, 1], distinct in float32 (so in float64 too). */
+/**
+ * 2–`max` codebook levels in [−1, 1] on a 1/256 lattice: distinct in float32 by far more than its
+ * rounding, so x̂/s lands back on its level and idempotence holds in float32 too.
+ */
 export function codebookLevels(max = 16): fc.Arbitrary<number[]> {
   return fc
-    .uniqueArray(fc.double({ min: -1, max: 1, noNaN: true }).map(Math.fround), { minLength: 2, maxLength: max, comparator: 'SameValueZero' })
-    .map((l) => l.sort((a, b) => a - b));
+    .uniqueArray(fc.integer({ min: -256, max: 256 }), { minLength: 2, maxLength: max })
+    .map((l) => l.sort((a, b) => a - b).map((k) => k / 256));
 }
 
 /** The config of grid `name` with its options drawn (int bits and signedness, codebook levels). */
