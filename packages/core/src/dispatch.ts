@@ -1,112 +1,16 @@
 /**
  * @file The single dispatch point: every kernel call from core goes through `runKernel`, so a
- * later lazy/fusing engine has one place to hook into. Also tensor allocation and shape helpers.
+ * later lazy/fusing engine has one place to hook into. Also the allocation limit and shape
+ * helpers; buffers' lifetimes are lifetime.ts's.
  */
-import { contiguousStrides, numel, type Backend, type DType, type KernelArg, type KernelName, type KernelParams } from '@qgrad/kernels';
+import { contiguousStrides, numel, type DType, type KernelArg, type KernelName, type KernelParams } from '@qgrad/kernels';
 import { currentBackend } from './backend.js';
-import { Tensor, type Storage } from './tensor.js';
+import { allocate, BYTES, useAfterRelease } from './lifetime.js';
+import { Tensor } from './tensor.js';
 
 export function argOf(t: Tensor, op: string): KernelArg {
-  if (t.storage.released) throw new Error(useAfterRecycle(t, op));
+  if (t.storage.released) throw new Error(useAfterRelease(t, op));
   return { data: t.storage.data, dtype: t.dtype, shape: t.shape, strides: t.strides, offset: t.offset };
-}
-
-// ---------------------------------------------------------------- buffer recycling
-// A fresh large typed array costs far more than its arithmetic: the OS maps and zeroes its pages
-// on first touch (measured: writing a new 3 MiB Float32Array ≈ 18 ms on this machine, 0.6 ms
-// into a reused one). Code that can prove a buffer dead (the backward pass for the gradients and
-// temporaries it made, optimizer updates) hands it back here, and `empty` reuses it.
-
-/** Buffers smaller than this are cheap to allocate and not pooled. */
-const POOL_MIN_ELEMENTS = 4096;
-/** Bound on pooled memory; beyond it released buffers are left to the garbage collector. */
-const POOL_MAX_BYTES = 256 * 2 ** 20;
-const pool = new Map<Backend, Map<DType, Map<number, unknown[]>>>();
-let pooledBytes = 0;
-let recorder: Storage[] | null = null;
-let pooling = typeof process === 'undefined' || process.env?.QGRAD_POOL !== '0';
-
-const BYTES: Record<DType, number> = { float32: 4, float64: 8, int32: 4, int8: 1, uint8: 1 };
-
-function takePooled(backend: Backend, dtype: DType, size: number): unknown {
-  if (size < POOL_MIN_ELEMENTS) return undefined;
-  const list = pool.get(backend)?.get(dtype)?.get(size);
-  const data = list?.pop();
-  if (data !== undefined) pooledBytes -= size * BYTES[dtype];
-  return data;
-}
-
-/**
- * Turns buffer reuse on or off (default on; `QGRAD_POOL=0` starts with it off). Off, released
- * buffers are left to the garbage collector, but a use after release still throws.
- * @example setBufferRecycling(false); // every tensor gets a fresh buffer
- */
-export function setBufferRecycling(enabled: boolean): void {
-  pooling = enabled;
-  if (!enabled) {
-    pool.clear();
-    pooledBytes = 0;
-  }
-}
-
-/**
- * Starts recording the storages `empty` creates; returns the previous recorder, to be given back
- * to `stopRecording`. Recordings nest (an inner one hides its storages from the outer).
- */
-export function startRecording(): Storage[] | null {
-  const prev = recorder;
-  recorder = [];
-  return prev;
-}
-
-/** Ends the current recording and returns the storages it saw. */
-export function stopRecording(prev: Storage[] | null): Storage[] {
-  const seen = recorder ?? [];
-  recorder = prev;
-  return seen;
-}
-
-/**
- * Hands a storage's buffer back for reuse. The caller guarantees that no tensor that will be read
- * again refers to it: any later use of a tensor on it throws instead of reading recycled data.
- * `by` names the scope that proved it dead, for that error.
- */
-export function recycle(storage: Storage, by: string): void {
-  if (storage.released) return;
-  storage.released = by;
-  const bytes = storage.size * BYTES[storage.dtype];
-  if (!pooling || storage.size < POOL_MIN_ELEMENTS || pooledBytes + bytes > POOL_MAX_BYTES) return;
-  let byDtype = pool.get(storage.backend);
-  if (!byDtype) pool.set(storage.backend, (byDtype = new Map()));
-  let bySize = byDtype.get(storage.dtype);
-  if (!bySize) byDtype.set(storage.dtype, (bySize = new Map()));
-  let list = bySize.get(storage.size);
-  if (!list) bySize.set(storage.size, (list = []));
-  list.push(storage.data);
-  pooledBytes += bytes;
-}
-
-/**
- * Runs `fn` and recycles every buffer allocated inside it that none of the tensors `keep` returns
- * refers to. For code that owns everything it allocates, such as an optimizer's update of one
- * parameter: its temporaries die at the end, its state tensors are kept.
- * @internal
- */
-export function withTemporaries<T>(fn: () => T, keep: (result: T) => Iterable<Tensor | Storage>, scope = 'withTemporaries'): T {
-  const prev = startRecording();
-  let result: T;
-  let made: Storage[];
-  try {
-    result = fn();
-  } finally {
-    made = stopRecording(prev);
-  }
-  if (made.length) {
-    const kept = new Set<Storage>();
-    for (const k of keep(result)) kept.add(k instanceof Tensor ? k.storage : k);
-    for (const st of made) if (!kept.has(st)) recycle(st, scope);
-  }
-  return result;
 }
 
 /**
@@ -117,10 +21,7 @@ export function empty(shape: number[], dtype: DType, like?: Tensor, op = 'empty'
   const backend = like ? like.storage.backend : currentBackend();
   const size = numel(shape);
   if (!(size * BYTES[dtype] <= maxTensorBytes)) throw new RangeError(tooLarge(op, shape, dtype, size));
-  const data = (pooling && takePooled(backend, dtype, size)) || backend.alloc(dtype, size);
-  const storage: Storage = { backend, data, dtype, size, version: 0, madeBy: op, released: false };
-  if (recorder) recorder.push(storage);
-  return new Tensor(storage, shape, contiguousStrides(shape), 0);
+  return new Tensor(allocate(backend, dtype, size, op), shape, contiguousStrides(shape), 0);
 }
 
 /** Runs `kernel` on `inputs` into a fresh tensor of `shape` and `dtype`. */
@@ -147,19 +48,6 @@ export function runKernelInto<K extends KernelName>(kernel: K, inputs: Tensor[],
 export function mixedBackends(op: string, inputs: Tensor[]): string {
   const target = inputs[0]!.device;
   return `${op}: inputs live on different backends (${inputs.map((i) => i.device).join(', ')}); move them to one with .to('${target}') first`;
-}
-
-/**
- * The error for a tensor whose buffer went back to the pool: which op made it, what recycled it,
- * and what to do instead. Shared by every read path (kernels, .data, read()) so all say the same.
- */
-export function useAfterRecycle(t: Tensor, op: string): string {
-  const by = t.storage.released;
-  const what = `${op}: a ${t.dtype} tensor of shape [${t.shape.join(', ')}]${t.storage.madeBy ? ` made by '${t.gradFn?.name ?? t.storage.madeBy}'` : ''}`;
-  if (by === 'trainStep') {
-    return `${what} was used after the trainStep that created it ended; trainStep recycles every tensor made inside the step except the model's parameters, buffers and gradients, the optimizers' state and the tensors the step function returns: return it (or a number, via .item()) from the step to keep it`;
-  }
-  return `${what} was used after ${by || 'a scope'} recycled its buffer (a qgrad bug unless the tensor was kept past a scope that documents recycling; please report it, and set QGRAD_POOL=0 meanwhile)`;
 }
 
 // ---------------------------------------------------------------- allocation limit

@@ -13,7 +13,8 @@ export { grad, gradOf, valueAndGrad, backward, type GradOptions } from './autogr
 export { setBackend, getBackend, registerBackend, availableBackends, withBackend, type BackendName } from './backend.js';
 export { Generator, manualSeed, defaultGenerator } from './random.js';
 export { promoteTypes } from './dtype.js';
-export { setBufferRecycling, setMaxTensorBytes, withTemporaries } from './dispatch.js';
+export { setMaxTensorBytes } from './dispatch.js';
+export { tidy, keep, dispose, memory, scoped, setBufferRecycling, type MemoryInfo } from './lifetime.js';
 export type { DType, TypedArray } from '@qgrad/kernels';
 export * from './ops/creation.js';
 export * from './ops/elementwise.js';

@@ -157,7 +157,8 @@ export interface EngineOps {
   hasNonFinite(t: Tensor): boolean;
   startRecording(): Storage[] | null;
   stopRecording(prev: Storage[] | null): Storage[];
-  recycle(storage: Storage): void;
+  release(storage: Storage): void;
+  keep(t: Tensor): void;
 }
 
 let ops: EngineOps;
@@ -298,6 +299,8 @@ class BackwardPass {
       const g = hooked(leaf, sum);
       const d = this.createGraph ? g : g.detach();
       leaf.grad = leaf.grad ? (this.createGraph ? ops.add(leaf.grad, d) : ops.add(leaf.grad, d).detach()) : d;
+      // a leaf's .grad is reachable through the leaf: no enclosing scope (tidy) may release it
+      ops.keep(leaf.grad);
     }
   }
 
@@ -344,7 +347,7 @@ class BackwardPass {
       const st = dead[i]!;
       if (this.made.has(st) && !this.escaped.has(st) && !this.refs.has(st)) {
         this.made.delete(st);
-        ops.recycle(st);
+        ops.release(st);
       }
     }
     dead.length = 0;

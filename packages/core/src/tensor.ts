@@ -8,7 +8,7 @@ import type { BackendName } from './backend.js';
 import { runBackward, setEngineOps, type BackwardOptions, type GradHook, type Node } from './tape.js';
 import { defineFunction } from './function.js';
 import * as C from './ops/creation.js';
-import * as D from './dispatch.js';
+import * as L from './lifetime.js';
 import * as E from './ops/elementwise.js';
 import * as R from './ops/reduce.js';
 import * as M from './ops/movement.js';
@@ -30,10 +30,12 @@ export interface Storage {
   /** The op that allocated it (dispatch.ts `empty`), named by errors. */
   madeBy?: string;
   /**
-   * Once the buffer went back to the pool (dispatch.ts `recycle`): the scope that proved it dead
-   * ('trainStep', 'the backward pass' …). Any use then throws.
+   * Once the buffer was released (lifetime.ts `release`): the scope that released it ('trainStep',
+   * 'the backward pass', 'dispose()' …). Any use then throws.
    */
   released?: false | string;
+  /** Marked by `keep`: no scope releases it, only `dispose` or the garbage collector. */
+  kept?: boolean;
 }
 
 type Scalar = number;
@@ -106,14 +108,14 @@ export class Tensor {
   // ---------------------------------------------------------------- reading back
   /** The values in row-major order as a new typed array of the tensor's dtype. */
   get data(): TypedArray {
-    if (this.storage.released) throw new Error(D.useAfterRecycle(this, 'data'));
+    if (this.storage.released) throw new Error(L.useAfterRelease(this, 'data'));
     const c = this.isContiguous() ? this : M.contiguousNoGrad(this);
     const all = c.storage.backend.readSync(c.storage.data, c.dtype, c.storage.size);
     return all.slice(c.offset, c.offset + this.numel()) as TypedArray;
   }
   /** Async read (synchronises with device backends). */
   async read(): Promise<TypedArray> {
-    if (this.storage.released) throw new Error(D.useAfterRecycle(this, 'read'));
+    if (this.storage.released) throw new Error(L.useAfterRelease(this, 'read'));
     const c = this.isContiguous() ? this : M.contiguousNoGrad(this);
     const all = await c.storage.backend.read(c.storage.data, c.dtype, c.storage.size);
     return all.slice(c.offset, c.offset + this.numel()) as TypedArray;
@@ -407,9 +409,10 @@ setEngineOps({
   cast: (g, dtype) => E.cast(g, dtype),
   onceGuard: (g, name) => onceGuard(g, name),
   hasNonFinite: (t) => t.hasNonFinite(),
-  startRecording: () => D.startRecording(),
-  stopRecording: (prev) => D.stopRecording(prev),
-  recycle: (st) => D.recycle(st, 'the backward pass'),
+  startRecording: () => L.startRecording(),
+  stopRecording: (prev) => L.stopRecording(prev),
+  release: (st) => L.release(st, 'the backward pass'),
+  keep: (t) => void L.keep(t),
 });
 
 // wraps a gradient so that differentiating it again fails loudly (onceDifferentiable functions)

@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import * as q from '@qgrad/core';
-import { setMaxTensorBytes, Tensor, withBackend, withTemporaries } from '@qgrad/core';
+import { dispose, keep, memory, setMaxTensorBytes, Tensor, tidy, withBackend } from '@qgrad/core';
 
 // above the pool's minimum size, so recycled buffers really are handed to later tensors
 const N = 8192;
@@ -67,15 +67,78 @@ describe('leaf hooks', () => {
   });
 });
 
-describe('use after recycling', () => {
+describe('use after release', () => {
   it('read() throws like .data instead of returning another tensor\'s values', async () => {
     let t: Tensor | null = null;
-    withTemporaries(() => {
+    tidy('inner', () => {
       t = q.randn([N]).mul(2);
-    }, () => []);
+    });
     q.randn([N]).mul(3); // takes the pooled buffer
-    await expect(t!.read()).rejects.toThrow(/read: a float32 tensor of shape \[8192\] made by '\w+' was used after withTemporaries recycled its buffer/);
-    expect(() => t!.data).toThrow(/data: .*withTemporaries/);
+    await expect(t!.read()).rejects.toThrow(/read: a float32 tensor of shape \[8192\] made by '\w+' was used after the tidy\('inner'\) that created it ended; return it from the function \(or keep\(\) it\)/);
+    expect(() => t!.data).toThrow(/data: .*tidy\('inner'\)/);
+  });
+});
+
+describe('tidy, keep, dispose and memory()', () => {
+  it('tidy releases what is neither returned nor kept; results nested in arrays and objects survive', () => {
+    const x = q.randn([64, 64]);
+    let inner: Tensor | null = null;
+    let cached: Tensor | null = null;
+    const before = memory().buffers;
+    const { a, list } = tidy(() => {
+      inner = x.mul(2);
+      cached = keep(x.mul(4));
+      return { a: inner.add(1), list: [x.sub(1), new Map([['m', x.neg()]])] };
+    });
+    expect(() => inner!.data).toThrow(/tidy/);
+    expect(cached!.data[0]).toBe(Math.fround(x.data[0]! * 4));
+    expect(a.data[0]).toBe(Math.fround(Math.fround(x.data[0]! * 2) + 1));
+    expect((list[1] as Map<string, Tensor>).get('m')!.data[0]).toBe(-x.data[0]!);
+    expect(memory().buffers - before).toBe(4); // a, x - 1, -x and the kept one
+  });
+
+  it('tidy keeps leaf gradients written by a backward pass inside it', () => {
+    const w = q.randn([32, 32]).requiresGrad_(true);
+    const loss = tidy(() => {
+      const l = w.mul(w).sum();
+      l.backward();
+      return l.item();
+    });
+    expect(loss).toBeGreaterThan(0);
+    expect(w.grad!.sub(w.mul(2)).abs().max().item()).toBe(0);
+  });
+
+  it('tidy refuses an async function', () => {
+    expect(() => tidy(async () => q.ones([2]))).toThrow(/tidy: the function returned a Promise/);
+  });
+
+  it('dispose releases at once, memory() counts it, and a later use names dispose()', () => {
+    const before = memory();
+    const t = q.randn([100, 100], { dtype: 'float64' });
+    expect(memory().buffers).toBe(before.buffers + 1);
+    expect(memory().bytes).toBe(before.bytes + 80000);
+    const v = t.reshape(-1);
+    dispose([t]);
+    expect(memory().buffers).toBe(before.buffers);
+    expect(() => v.sum()).toThrow(/was used after dispose\(\) released it/);
+  });
+
+  it('a training loop holds live buffers flat from one step to the next', () => {
+    const g = new q.Generator(0);
+    const w = q.randn([64, 64], { generator: g }).requiresGrad_(true);
+    const x = q.randn([32, 64], { generator: g });
+    const counts: number[] = [];
+    for (let step = 0; step < 6; step++) {
+      tidy(() => {
+        dispose(w.grad);
+        w.grad = null;
+        const loss = x.matmul(w).relu().square().mean();
+        loss.backward();
+        q.noGrad(() => w.sub_(w.grad!.mul(0.01)));
+      });
+      counts.push(memory().buffers);
+    }
+    expect(new Set(counts).size).toBe(1); // w, x and w.grad only: every activation was released
   });
 });
 

@@ -1,12 +1,12 @@
 /**
- * @file Buffer recycling (dispatch.ts, the backward pass, withTemporaries): results are the same
+ * @file Buffer recycling (dispatch.ts, the backward pass, scoped): results are the same
  * with and without it, bit for bit, over repeated passes that reuse dirty buffers; tensors that
  * escape a pass (results, leaf .grad, hook arguments, retained gradients) stay intact; using a
  * recycled buffer throws.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import * as q from '@qgrad/core';
-import { Generator, gradOf as grad, setBufferRecycling, Tensor, withTemporaries } from "@qgrad/core";
+import { Generator, gradOf as grad, scoped, setBufferRecycling, Tensor } from "@qgrad/core";
 
 afterEach(() => setBufferRecycling(true));
 
@@ -75,17 +75,18 @@ describe('buffer recycling', () => {
     expect(h!.toArray()).toEqual([3, -9]); // d²/dx² x³ = 6x
   });
 
-  it('withTemporaries recycles what the function made except what it keeps, and later use throws', () => {
+  it('scoped releases what the function made except what it keeps, and later use throws', () => {
     const a = q.randn([128, 64]);
     let temp: Tensor | null = null;
-    const kept = withTemporaries(
+    const kept = scoped(
       () => {
         temp = a.mul(2);
         return temp.add(1);
       },
       (r) => [r],
+      'the test scope',
     );
     expect(kept.sub(a.mul(2)).data.every((v) => Math.abs(v - 1) < 1e-6)).toBe(true);
-    expect(() => temp!.add(1)).toThrow(/used after withTemporaries recycled its buffer/);
+    expect(() => temp!.add(1)).toThrow(/used after the test scope released its buffer/);
   });
 });

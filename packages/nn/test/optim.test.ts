@@ -403,6 +403,16 @@ describe('trainStep', () => {
     expect(trainStep(s.model, s.opt, step(s))).toBeGreaterThan(0); // optimizer state survived
   });
 
+  it('holds live buffers flat over steps: activations and last step\'s gradients are released', () => {
+    const s = setup();
+    const counts: number[] = [];
+    for (let k = 0; k < 5; k++) {
+      trainStep(s.model, s.opt, step(s));
+      counts.push(q.memory().buffers);
+    }
+    expect(new Set(counts).size).toBe(1);
+  });
+
   it('makes await read() of a tensor from an earlier step throw as .data does, instead of returning another tensor\'s values', async () => {
     const s = setup();
     let kept: Tensor | null = null;

@@ -6,7 +6,7 @@
  */
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { availableBackends, withBackend } from '../backend.js';
-import { startRecording, stopRecording } from '../dispatch.js';
+import { startRecording, stopRecording } from '../lifetime.js';
 import type { Tensor } from '../tensor.js';
 import { arange, ones, zeros } from './creation.js';
 import { add, cast, mul, sub } from './elementwise.js';

@@ -3,7 +3,7 @@
  * zeroGrad, stateDict/loadStateDict for exact resumption) and gradient clipping.
  * Update rules live in sgd.ts, adam.ts and muon.ts.
  */
-import { noGrad, withTemporaries, type Tensor } from '@qgrad/core';
+import { noGrad, scoped, type Tensor } from '@qgrad/core';
 
 /** Per-parameter optimizer state: tensors (moment buffers) and numbers (step counts). */
 export type ParamState = Record<string, Tensor | number>;
@@ -63,7 +63,7 @@ export abstract class Optimizer<O extends object> {
           if (!s) this.state.set(p, (s = {}));
           // the update's temporaries die with it; its state and the parameter are kept
           const st = s;
-          withTemporaries(() => this.update(p, p.grad!, st, group), () => keptBy(p, st), 'the optimizer step');
+          scoped(() => this.update(p, p.grad!, st, group), () => keptBy(p, st), 'the optimizer step');
         }
       }
     });
