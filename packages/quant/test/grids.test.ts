@@ -61,11 +61,11 @@ describe('integer grids through the testing kit', () => {
     assertOnGrid(Q.fakeQuant(x, { grid: 'ternary' }, at(s)), [-s, 0, s]);
     assertOnGrid(Q.fakeQuant(x, { grid: 'binary' }, at(s)), [-s, s]);
     // BitNet: W̃ = 0 ⇔ |W| < γ/2 (half-even at the tie)
-    expect(Array.from(Q.fakeQuant(q.tensor([0.4, 0.5, 0.6, -0.5], { dtype: 'float64' }), { grid: 'ternary' }, at(1)).data)).toEqual([0, 0, 1, 0]); // integer codes carry no −0
-    expect(Array.from(Q.fakeQuant(q.tensor([0, -0.1, 0.1], { dtype: 'float64' }), { grid: 'binary' }, at(1)).data)).toEqual([1, -1, 1]); // zero maps to +s
+    expect(Array.from(Q.fakeQuant(q.tensor([0.4, 0.5, 0.6, -0.5], { dtype: 'float64' }), { grid: 'ternary' }, at(1)).dataSync())).toEqual([0, 0, 1, 0]); // integer codes carry no −0
+    expect(Array.from(Q.fakeQuant(q.tensor([0, -0.1, 0.1], { dtype: 'float64' }), { grid: 'binary' }, at(1)).dataSync())).toEqual([1, -1, 1]); // zero maps to +s
     const xb = x.detach().requiresGrad_();
     Q.fakeQuant(xb, { grid: 'binary', estimator: 'clipped-ste' }, at(s)).sum().backward();
-    Array.from(xb.grad!.data).forEach((g, i) => expect(g).toBe(Math.abs(x.data[i]!) <= s ? 1 : 0));
+    Array.from(xb.grad!.dataSync()).forEach((g, i) => expect(g).toBe(Math.abs(x.dataSync()[i]!) <= s ? 1 : 0));
   });
 });
 
@@ -101,10 +101,10 @@ describe('FP ExMy grids', () => {
         assertOnGrid(y, vals, 0);
         checkIdempotent((t) => Q.roundToFp(t, fmt), x);
         checkMonotone((t) => Q.roundToFp(t, fmt), x);
-        Array.from(x.data).forEach((xv, i) => {
+        Array.from(x.dataSync()).forEach((xv, i) => {
           const c = Math.max(-max, Math.min(max, xv));
           const best = Math.min(...vals.map((l) => Math.abs(l - c)));
-          expect(Math.abs(y.data[i]! - c)).toBeCloseTo(best, 12); // nearest
+          expect(Math.abs(y.dataSync()[i]! - c)).toBeCloseTo(best, 12); // nearest
         });
       }),
       { numRuns: 15 },
@@ -113,9 +113,9 @@ describe('FP ExMy grids', () => {
 
   it('breaks ties half-even by default and half away on request (E2M1 0.25 → 0 vs 0.5)', () => {
     const t = q.tensor([0.25, 0.75, 2.5, 5, -0.25], { dtype: 'float64' });
-    expect(Array.from(Q.roundToFp(t, 'e2m1').data)).toEqual([0, 1, 2, 4, -0]);
-    expect(Array.from(Q.roundToFp(t, 'e2m1', 'halfAway').data)).toEqual([0.5, 1, 3, 6, -0.5]);
-    expect(Array.from(Q.roundToFp(q.tensor([464, 470, 1e6]), 'e4m3fn').data)).toEqual([448, 448, 448]);
+    expect(Array.from(Q.roundToFp(t, 'e2m1').dataSync())).toEqual([0, 1, 2, 4, -0]);
+    expect(Array.from(Q.roundToFp(t, 'e2m1', 'halfAway').dataSync())).toEqual([0.5, 1, 3, 6, -0.5]);
+    expect(Array.from(Q.roundToFp(q.tensor([464, 470, 1e6]), 'e4m3fn').dataSync())).toEqual([448, 448, 448]);
   });
 });
 
@@ -124,7 +124,7 @@ describe('MX block formats', () => {
     const x = f64([2, 64], 5).mul(q.tensor([[1], [30]], { dtype: 'float64' }));
     const X = Q.mxSharedExponent(x.reshape([2, 2, 32]), Q.fpLimits('e2m1').emax);
     expect(X.shape).toEqual([2, 2, 1]);
-    for (const v of X.data) expect(Number.isInteger(v)).toBe(true);
+    for (const v of X.dataSync()) expect(Number.isInteger(v)).toBe(true);
     const y = Q.fakeQuant(x, { grid: 'mxfp4' });
     const yb = y.reshape([2, 2, 32]);
     const lim = q.pow(2, X).mul(6);
@@ -153,24 +153,24 @@ describe('NF4, codebooks and the relaxed quantizer on level grids', () => {
     const blocks = x.reshape([-1, 64]);
     const c = blocks.abs().amax(-1, true);
     assertOnGrid(y.reshape([-1, 64]).div(c), [...Q.NF4_LEVELS], 1e-12);
-    const iMax = blocks.abs().argmax(-1).data;
-    Array.from(iMax).forEach((j, b) => expect(y.reshape([-1, 64]).data[b * 64 + j]).toBeCloseTo(blocks.data[b * 64 + j]!, 12));
+    const iMax = blocks.abs().argmax(-1).dataSync();
+    Array.from(iMax).forEach((j, b) => expect(y.reshape([-1, 64]).dataSync()[b * 64 + j]).toBeCloseTo(blocks.dataSync()[b * 64 + j]!, 12));
   });
 
   it('a learned codebook snaps to the nearest entry, passes x straight through and sends gradients to the chosen entries', () => {
     const levels = q.tensor([-1, 0.2, 0.9], { dtype: 'float64', requiresGrad: true });
     const x = q.tensor([-0.7, 0.1, 0.5, 0.6, 3], { dtype: 'float64', requiresGrad: true });
     const y = Q.quantizeToLevels(x, levels);
-    expect(Array.from(y.data)).toEqual([-1, 0.2, 0.2, 0.9, 0.9]);
+    expect(Array.from(y.dataSync())).toEqual([-1, 0.2, 0.2, 0.9, 0.9]);
     y.mul(q.tensor([1, 2, 3, 4, 5], { dtype: 'float64' })).sum().backward();
-    expect(Array.from(x.grad!.data)).toEqual([1, 2, 3, 4, 5]);
-    expect(Array.from(levels.grad!.data)).toEqual([1, 5, 9]);
+    expect(Array.from(x.grad!.dataSync())).toEqual([1, 2, 3, 4, 5]);
+    expect(Array.from(levels.grad!.dataSync())).toEqual([1, 5, 9]);
   });
 
   it('relaxed estimator on a level grid has nonzero slope for τ > 0 and the soft quantizer hardens as τ → 0', () => {
     const x = q.tensor([-0.3, 0.1, 0.55], { dtype: 'float64', requiresGrad: true });
     Q.quantizeToLevels(x, [-1, 0, 1], { estimator: 'relaxed', temperature: 0.3 }).sum().backward();
-    for (const g of x.grad!.data) expect(g).toBeGreaterThan(0);
+    for (const g of x.grad!.dataSync()) expect(g).toBeGreaterThan(0);
     assertAllclose(q.softQuantize(x.detach(), [-1, 0, 1], 1e-4), Q.quantizeToLevels(x.detach(), [-1, 0, 1]), { atol: 1e-9 });
     gradcheck((t) => q.softQuantize(t, Q.NF4_LEVELS as number[], 0.05), [f64([6], 2, 0.5)]);
   });
@@ -255,6 +255,6 @@ describe('the functional API: fakeQuant and quantize', () => {
     assertAllclose(q.hadamard(y), inner, { rtol: 1e-10, atol: 1e-12 });
     const c = Q.quantize(x, spec).codes;
     expect(c.dtype).toBe('int32');
-    for (const v of c.data) expect(v >= -8 && v <= 7).toBe(true);
+    for (const v of c.dataSync()) expect(v >= -8 && v <= 7).toBe(true);
   });
 });

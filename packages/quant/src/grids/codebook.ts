@@ -25,7 +25,7 @@ export function codebookGrid(o: GridOptions): Grid {
  * @example kmeansLevels(w, 16).length; // 16
  */
 export function kmeansLevels(x: Tensor, k: number, iterations = 25): number[] {
-  const v = Float64Array.from(x.contiguous().data).sort();
+  const v = Float64Array.from(x.contiguous().dataSync()).sort();
   if (v.length < k) throw new Error(`kmeansLevels: ${v.length} values cannot give ${k} distinct levels`);
   let c = Array.from({ length: k }, (_, i) => v[Math.min(v.length - 1, Math.floor(((i + 0.5) / k) * v.length))]!);
   for (let it = 0; it < iterations; it++) {
@@ -54,7 +54,7 @@ export function kmeansLevels(x: Tensor, k: number, iterations = 25): number[] {
 export function quantizeToLevels(x: Tensor, levels: Tensor | number[], opts: EstimatorOptions & { estimator?: string } = {}): Tensor {
   const l = Array.isArray(levels) ? tensor(levels, { dtype: x.dtype }) : levels;
   if (l.ndim !== 1 || l.numel() === 0) throw new Error(`quantizeToLevels: levels must be a non-empty 1-D tensor, got shape [${l.shape.join(', ')}]`);
-  const vals = Array.from(l.data);
+  const vals = Array.from(l.dataSync());
   const set = new LevelSet('quantizeToLevels', vals);
   const idx = set.index(x.detach()); // indices into the sorted levels
   const order = vals.map((_, i) => i).sort((a, b) => vals[a]! - vals[b]!);

@@ -112,23 +112,41 @@ export function fpGrid(name: GridName, format: FpFormatName | FpFormat): Grid {
   const { codeOf, valueOf } = codeTables(f);
   const width = 1 + f.exp + f.man;
   const set = new LevelSet(`${name} grid`, values);
+  // snapping by binary search over the midpoints (as the level grids), ties settled like roundToFp:
+  // half-even takes the value whose mantissa is even, half-away the larger magnitude
+  const even = Uint8Array.from(values, (v) => 1 - (codeOf.get(v)! & 1));
+  const snap = (u: Tensor, rounding: Rounding = 'halfEven'): Tensor => {
+    const { mids } = set.table('float64');
+    const src = u.contiguous().dataSync();
+    const out = u.dtype === 'float64' ? new Float64Array(src.length) : new Float32Array(src.length);
+    for (let i = 0; i < src.length; i++) {
+      const v = src[i]!;
+      let k = LevelSet.indexIn(mids, v);
+      if (k > 0 && v === mids[k - 1]) {
+        const lower = k - 1;
+        if (rounding === 'halfEven' ? even[lower] === 1 : rounding === 'halfAway' ? Math.abs(values[lower]!) > Math.abs(values[k]!) : true) k = lower;
+      }
+      out[i] = v === v ? values[k]! : NaN;
+    }
+    return fromTypedArray(out, [...u.shape], u.dtype);
+  };
   return {
     name, label: name, lo: values[0]!, hi: values[values.length - 1]!, integer: null, positiveLevels: values.filter((v) => v > 0).length,
     scale: { kind: 'real' }, idealBits: width, codeMin: 0, codeMax: 2 ** width - 1,
     defaults: { scaleRule: 'absmax', estimator: 'ste' },
     levels: (_dtype: FloatDType) => Float64Array.from(values), // every FP4/6/8 value is exact in float32
-    snap: (u, rounding) => noGrad(() => roundToFp(u, f, rounding).add(0)), // −0 + 0 = +0: one zero, as decode gives
+    snap,
     snapValue: (u) => set.snapValue(Math.min(Math.max(u, values[0]!), values[values.length - 1]!)),
     encode(v) {
       // the nearest value's pattern: exact for on-grid values, robust to x̂/s being a rounding off
-      const src = v.contiguous().data;
+      const src = v.contiguous().dataSync();
       const { mids } = set.table('float64');
       const out = new Int32Array(src.length);
       for (let i = 0; i < src.length; i++) out[i] = codeOf.get(values[LevelSet.indexIn(mids, src[i]!)]!)!;
       return fromTypedArray(out, [...v.shape], 'int32');
     },
     decode(codes, dtype) {
-      const src = codes.contiguous().data;
+      const src = codes.contiguous().dataSync();
       const out = dtype === 'float64' ? new Float64Array(src.length) : new Float32Array(src.length);
       for (let i = 0; i < src.length; i++) out[i] = valueOf[src[i]!]!;
       return fromTypedArray(out, [...codes.shape], dtype);

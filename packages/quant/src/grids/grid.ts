@@ -130,7 +130,7 @@ export class LevelSet {
   snap(u: Tensor): Tensor {
     const dtype = u.dtype as FloatDType;
     const { levels, mids } = this.table(dtype);
-    const src = u.contiguous().data;
+    const src = u.contiguous().dataSync();
     const out = dtype === 'float64' ? new Float64Array(src.length) : new Float32Array(src.length);
     for (let i = 0; i < src.length; i++) out[i] = levels[LevelSet.indexIn(mids, src[i]!)]!;
     return fromTypedArray(out, [...u.shape], dtype);
@@ -139,7 +139,7 @@ export class LevelSet {
   /** Level indices (int32) of every element's nearest level. */
   index(u: Tensor): Tensor {
     const { mids } = this.table(u.dtype as FloatDType);
-    const src = u.contiguous().data;
+    const src = u.contiguous().dataSync();
     const out = new Int32Array(src.length);
     for (let i = 0; i < src.length; i++) out[i] = LevelSet.indexIn(mids, src[i]!);
     return fromTypedArray(out, [...u.shape], 'int32');
@@ -148,7 +148,7 @@ export class LevelSet {
   /** Levels at indices (out-of-range indices are an error). */
   at(codes: Tensor, dtype: FloatDType): Tensor {
     const { levels } = this.table(dtype);
-    const src = codes.contiguous().data;
+    const src = codes.contiguous().dataSync();
     const out = dtype === 'float64' ? new Float64Array(src.length) : new Float32Array(src.length);
     for (let i = 0; i < src.length; i++) {
       const v = levels[src[i]!];

@@ -17,8 +17,8 @@ export interface LayerError {
 
 /** MSE and SQNR of `x̂` against `x`. @example tensorError(w, wHat).sqnrDb */
 export function tensorError(x: Tensor, xHat: Tensor): { mse: number; sqnrDb: number } {
-  const a = x.data;
-  const b = xHat.data;
+  const a = x.dataSync();
+  const b = xHat.dataSync();
   let sig = 0;
   let err = 0;
   for (let i = 0; i < a.length; i++) {

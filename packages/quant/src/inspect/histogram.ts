@@ -25,7 +25,7 @@ export function weightHistogram(w: Tensor, q: WeightQuantizer, opts: { bins?: nu
   const u = noGrad(() => {
     const v = q.group(w.detach()).view;
     return g.plan.offset === 'beta' ? v.sub(g.zeroPoint).div(g.scale) : v.div(g.scale).add(g.zeroPoint);
-  }).data;
+  }).dataSync();
   const levels = Array.from(q.grid.levels(w.dtype === 'float64' ? 'float64' : 'float32'));
   const [first, last] = [levels[0]!, levels[levels.length - 1]!];
   const gapLo = levels.length > 1 ? levels[1]! - first : 1;

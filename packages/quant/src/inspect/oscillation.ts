@@ -77,7 +77,7 @@ export class OscillationTracker {
     for (const t of this.tracks) {
       const wq = t.layer.weightQuantizer!;
       if (!wq.enabled) continue;
-      this.observe(t, Float64Array.from(wq.levelIndex(t.layer.weight).data));
+      this.observe(t, Float64Array.from(wq.levelIndex(t.layer.weight).dataSync()));
     }
   }
 

@@ -133,14 +133,14 @@ export class QuantizedLinear extends QuantizedBase {
     }
     const K = this.inFeatures;
     const rows = x.numel() / K;
-    const qx = ic.codes.contiguous().data;
-    const sx = ic.scale.contiguous().data;
+    const qx = ic.codes.contiguous().dataSync();
+    const sx = ic.scale.contiguous().dataSync();
     const zx = typeof ic.zeroPoint === 'number' ? ic.zeroPoint : ic.zeroPoint.item();
-    const qw = this.codes().data;
-    const sw = this.weightScale.contiguous().data;
-    const zw = this.weightZeroPoint ? this.weightZeroPoint.contiguous().data : null;
+    const qw = this.codes().dataSync();
+    const sw = this.weightScale.contiguous().dataSync();
+    const zw = this.weightZeroPoint ? this.weightZeroPoint.contiguous().dataSync() : null;
     const per = qw.length / sw.length; // weights per scale, in weight order (no permutation for these granularities)
-    const b = this.bias?.contiguous().data;
+    const b = this.bias?.contiguous().dataSync();
     const out = new Float64Array(rows * this.outFeatures);
     for (let n = 0; n < rows; n++) {
       const sxn = sx.length === 1 ? sx[0]! : sx[n]!;

@@ -17,7 +17,7 @@ export function codeDType(lo: number, hi: number): DType {
  * @example packCodes(tensor([1, 2, 3], { dtype: 'int32' }), 0, 4).data; // [0x21, 0x03]
  */
 export function packCodes(codes: Tensor, lo: number, bits: number, hi = lo + 2 ** bits - 1): Tensor {
-  const src = codes.contiguous().data;
+  const src = codes.contiguous().dataSync();
   if (bits > 4) {
     const dt = codeDType(lo, hi);
     const out = dt === 'int8' ? Int8Array.from(src) : dt === 'uint8' ? Uint8Array.from(src) : Int32Array.from(src);
@@ -36,7 +36,7 @@ export function packCodes(codes: Tensor, lo: number, bits: number, hi = lo + 2 *
 
 /** The int32 codes (n of them) back from `packCodes`' storage. */
 export function unpackCodes(stored: Tensor, n: number, lo: number, bits: number): Int32Array {
-  const src = stored.contiguous().data;
+  const src = stored.contiguous().dataSync();
   if (bits > 4) return Int32Array.from(src.subarray(0, n) as ArrayLike<number>);
   const per = 8 / bits;
   const mask = 2 ** bits - 1;

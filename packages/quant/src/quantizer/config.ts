@@ -93,10 +93,10 @@ export function resolveQuantizer(config: QuantizerConfig, role: 'weight' | 'inpu
   const scale = parseScale(who, config.scale);
   if (grid.scale.kind === 'pow2') {
     const b = grid.scale.blockSize;
-    const ok = typeof granularity === 'object' && 'group' in granularity && granularity.group === b && (granularity.axis ?? -1) === -1;
-    if (!ok) throw new Error(`${who}: grid '${g}' shares a power-of-two scale per block of ${b} along the last axis; granularity ${granularityName(granularity)} does not apply (leave it out)`);
+    const group = typeof granularity === 'object' && 'group' in granularity && granularity.group === b && (granularity.axis ?? -1) === -1;
+    const block = typeof granularity === 'object' && 'block' in granularity && granularity.block === b;
+    if (!group && !block) throw new Error(`${who}: grid '${g}' shares a power-of-two scale per block of ${b} along the last axis; granularity ${granularityName(granularity)} does not apply (leave it out, or { block: ${b} } to run blocks over the flattened tensor when rows are not a multiple of ${b})`);
     if ((scale.mode && scale.mode !== 'dynamic') || scale.rule) throw new Error(`${who}: grid '${g}' computes its own power-of-two block scales from the data; option scale ${JSON.stringify(config.scale)} does not apply`);
-    granularity = { group: b };
   }
   let est = config.estimator === undefined ? undefined : getEstimator(config.estimator);
   let mode = scale.mode;

@@ -37,7 +37,7 @@ function quantile(sorted: ArrayLike<number>, p: number): number {
 export function initScale(view: Tensor, method: ScaleRule, grid: Grid, opts: { zeroPoint?: boolean } = {}): ScaleParams {
   const g = { qmin: grid.lo, qmax: grid.hi, bits: Math.round(grid.idealBits * 1000) / 1000, snap: (u: number) => grid.snapValue(u) };
   const k = view.shape[view.ndim - 1]!;
-  const data = Float64Array.from(view.data);
+  const data = Float64Array.from(view.dataSync());
   const rows = data.length / k;
   const s = new Float64Array(rows);
   const z = new Float64Array(rows);
@@ -119,7 +119,7 @@ export function initScale(view: Tensor, method: ScaleRule, grid: Grid, opts: { z
  * Checks user-given or loaded scales: every one finite and > 0; names `who` and the first bad one.
  */
 export function checkScale(scale: Tensor, who: string): void {
-  const d = scale.data;
+  const d = scale.dataSync();
   for (let i = 0; i < d.length; i++) {
     if (!(d[i]! > 0 && d[i]! < Infinity)) throw new Error(`${who}: scale ${d[i]} at index ${i} (of shape [${scale.shape.join(', ')}]) must be finite and > 0`);
   }

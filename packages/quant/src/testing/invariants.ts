@@ -7,7 +7,7 @@
 import { gradOf, noGrad, type Tensor } from '@qgrad/core';
 
 type Quantizer = (x: Tensor) => Tensor;
-const vals = (t: Tensor) => Array.from(t.data);
+const vals = (t: Tensor) => Array.from(t.dataSync());
 
 /** Every output is one of `levels` (within `tol`), or satisfies the predicate. */
 export function assertOnGrid(y: Tensor, levels: number[] | ((v: number) => boolean), tol = 1e-9): void {

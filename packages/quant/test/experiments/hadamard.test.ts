@@ -24,10 +24,10 @@ describe('rmsQuantize (centred Gaussian-MSE grid)', () => {
         const y = Q.rmsQuantize(x, bits, 'ste');
         const a = Q.GAUSSIAN_MSE_ALPHA[bits]!;
         for (let r = 0; r < 3; r++) {
-          const row = Array.from(x.select(0, r).data);
+          const row = Array.from(x.select(0, r).dataSync());
           const rms = Math.sqrt(row.reduce((s, v) => s + v * v, 0) / row.length);
           const step = (2 * a * rms) / (2 ** bits - 1);
-          const out = Array.from(y.select(0, r).data);
+          const out = Array.from(y.select(0, r).dataSync());
           for (const v of out) {
             const k = v / step + 0.5;
             expect(Math.abs(k - Math.round(k))).toBeLessThan(1e-9);
@@ -54,13 +54,13 @@ describe('rmsQuantize (centred Gaussian-MSE grid)', () => {
     const a = Q.GAUSSIAN_MSE_ALPHA[2]!;
     let clipped = 0;
     for (let r = 0; r < 2; r++) {
-      const row = Array.from(x.select(0, r).data);
+      const row = Array.from(x.select(0, r).dataSync());
       const rms = Math.sqrt(row.reduce((s, v) => s + v * v, 0) / row.length);
       const step = (2 * a * rms) / 3;
       row.forEach((v, j) => {
         const inside = Math.abs(v) <= a * rms + step / 2;
         if (!inside) clipped++;
-        expect(xl.grad!.select(0, r).data[j]! + 0).toBe(inside ? g.select(0, r).data[j]! : 0); // +0: −0 where g < 0
+        expect(xl.grad!.select(0, r).dataSync()[j]! + 0).toBe(inside ? g.select(0, r).dataSync()[j]! : 0); // +0: −0 where g < 0
       });
     }
     expect(clipped).toBeGreaterThan(0); // the sample exercises both sides of the mask

@@ -14,7 +14,7 @@ type Dt = 'float32' | 'float64';
 /** Per-element scale and zero point of a quantization (the grouped-view values spread back onto x). */
 function perElement(q: Q.Quantized, x: Tensor): { s: Float64Array; z: Float64Array } {
   const g = Q.toGroups(x, q.plan.granularity);
-  const spread = (t: Tensor | number) => Float64Array.from(g.restore((typeof t === 'number' ? q.scale.mul(0).add(t) : t).expand(g.view.shape)).contiguous().data);
+  const spread = (t: Tensor | number) => Float64Array.from(g.restore((typeof t === 'number' ? q.scale.mul(0).add(t) : t).expand(g.view.shape)).contiguous().dataSync());
   return { s: spread(q.scale), z: spread(q.zeroPoint) };
 }
 
@@ -41,7 +41,7 @@ describe.each(['float32', 'float64'] as Dt[])('every grid in %s', (dtype) => {
           const levels = Array.from(plan.grid.levels(dtype));
           const tol = dtype === 'float32' ? 2e-6 : 1e-12;
           // on the grid: y/s + z is a level
-          const ys = y.data;
+          const ys = y.dataSync();
           for (let i = 0; i < ys.length; i++) {
             const u = ys[i]! / s[i]! + z[i]!;
             if (!levels.some((l) => Math.abs(l - u) <= tol * (1 + Math.abs(l) + Math.abs(z[i]!)))) throw new Error(`element ${i}: ${ys[i]} / ${s[i]} + ${z[i]} = ${u} is not a level of ${plan.grid.label}`);
@@ -50,7 +50,7 @@ describe.each(['float32', 'float64'] as Dt[])('every grid in %s', (dtype) => {
           // codes: decode(encode(level)) = level for every level, and dequantize() is fakeQuant bit for bit
           const lv = tensor(levels, { dtype });
           checkCodeRoundTrip((v) => plan.grid.encode(v), (c) => plan.grid.decode(c, dtype), lv, [plan.grid.codeMin, plan.grid.codeMax]);
-          expect(Array.from(q.dequantize().data)).toEqual(Array.from(ys));
+          expect(Array.from(q.dequantize().dataSync())).toEqual(Array.from(ys));
           // nearest level: |x − x̂| ≤ half the gap around x, in x units
           checkLocalGapError(fq, x, (i) => levels.map((l) => (l - z[i]!) * s[i]!), tol);
           // monotone where one scale is shared: the first group alone

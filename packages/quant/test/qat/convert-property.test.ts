@@ -10,7 +10,7 @@ import { Conv2d, Linear, Sequential } from '@qgrad/nn';
 import * as Q from '@qgrad/quant';
 import { arbQuant } from '@qgrad/quant/testing';
 
-const bits = (t: Tensor): string[] => (t.dtype === 'float64' ? Array.from(new BigUint64Array(Float64Array.from(t.data).buffer), String) : Array.from(new Uint32Array(Float32Array.from(t.data).buffer), String));
+const bits = (t: Tensor): string[] => (t.dtype === 'float64' ? Array.from(new BigUint64Array(Float64Array.from(t.dataSync()).buffer), String) : Array.from(new Uint32Array(Float32Array.from(t.dataSync()).buffer), String));
 
 /** A weight config for a [out, inF] matrix: any grid, a granularity that fits (MX: its blocks). */
 function weightCase(out: number, inF: number): fc.Arbitrary<Q.WeightQuantConfig> {
@@ -57,7 +57,7 @@ describe('convert, as a property', () => {
         const codes = q.weightQuantizer!.group(q.weight).restore(q.weightQuantizer!.codes(q.weight)).contiguous();
         Q.convert(m);
         const c = m.at(0) as Q.QuantizedLinear;
-        expect(Array.from(c.codes().data)).toEqual(Array.from(codes.data));
+        expect(Array.from(c.codes().dataSync())).toEqual(Array.from(codes.dataSync()));
         const sb = Q.storedBits(c.weightPlan.grid);
         if (sb <= 4) expect(c.weightCodes.numel()).toBe(Math.ceil((out * inF * sb) / 8));
         expect(bits(noGrad(() => m.forward(x)))).toEqual(bits(want));

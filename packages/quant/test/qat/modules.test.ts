@@ -7,7 +7,7 @@ import {
   type QATConfig, type QuantLayerConfig,
 } from '@qgrad/quant';
 
-const bits = (t: Tensor) => Array.from(new Uint32Array(Float32Array.from(t.data).buffer));
+const bits = (t: Tensor) => Array.from(new Uint32Array(Float32Array.from(t.dataSync()).buffer));
 
 function shrinkScales(q: QuantLinear | QuantConv2d, x: Tensor): void {
   q.inputQuantizer!.initFrom(x);
@@ -26,7 +26,7 @@ describe('QuantLinear and QuantConv2d', () => {
     q.forward(x).square().sum().backward();
     for (const t of [q.weight, q.bias!, q.weightQuantizer!.scale!, q.weightQuantizer!.zeroPoint!, q.inputQuantizer!.scale!, x]) {
       expect(t.grad).not.toBeNull();
-      expect(Array.from(t.grad!.data).some((v) => v !== 0)).toBe(true);
+      expect(Array.from(t.grad!.dataSync()).some((v) => v !== 0)).toBe(true);
     }
   });
 
@@ -38,7 +38,7 @@ describe('QuantLinear and QuantConv2d', () => {
     q.forward(x).square().sum().backward();
     expect(q.weightQuantizer!.scale!.shape).toEqual([3, 3, 1]);
     for (const t of [q.weight, q.weightQuantizer!.scale!, q.inputQuantizer!.scale!, q.inputQuantizer!.zeroPoint!, x]) {
-      expect(Array.from(t.grad!.data).some((v) => v !== 0)).toBe(true);
+      expect(Array.from(t.grad!.dataSync()).some((v) => v !== 0)).toBe(true);
     }
   });
 
@@ -51,7 +51,7 @@ describe('QuantLinear and QuantConv2d', () => {
     noGrad(() => q.weightQuantizer!.scale!.fill_(0.25));
     q.forward(tensor([[1, 1]])).sum().backward();
     expect(q.weightQuantizer!.scale!.grad!.item()).toBeCloseTo(-2.2 / Math.SQRT2, 6);
-    expect(Array.from(q.weight.grad!.data)).toEqual([1, 0]); // clipped: −0.9 lies below −2·0.25
+    expect(Array.from(q.weight.grad!.dataSync())).toEqual([1, 0]); // clipped: −0.9 lies below −2·0.25
   });
 
   it('gives the LSQ input-step gradient with N = numel or N = features', () => {
@@ -77,7 +77,7 @@ describe('QuantLinear and QuantConv2d', () => {
     const l = new WeightQuantizer(w.shape, { bits: 4 });
     l.initFrom(w);
     expect(l.scale!.item()).toBeCloseTo((2 * 0.9) / Math.sqrt(7), 6);
-    expect(Array.from(t.forward(w).data).map((v) => +v.toFixed(6))).toEqual([0.9, -0.9, 0, 0.9]);
+    expect(Array.from(t.forward(w).dataSync()).map((v) => +v.toFixed(6))).toEqual([0.9, -0.9, 0, 0.9]);
   });
 
   it('differentiates the HESTIA soft quantizer through its absmean normaliser (float64 gradcheck)', () => {
@@ -89,7 +89,7 @@ describe('QuantLinear and QuantConv2d', () => {
     q.soft!.temperature = 0; // hard absmean ternary with identity STE
     q.soft!.pressure = 1;
     const m = w.abs().mean(1, true);
-    expect(Array.from(q.forward(w).div(m).data).every((v) => [-1, 0, 1].some((l) => Math.abs(v - l) < 1e-12))).toBe(true);
+    expect(Array.from(q.forward(w).div(m).dataSync()).every((v) => [-1, 0, 1].some((l) => Math.abs(v - l) < 1e-12))).toBe(true);
   });
 
   it('quantizes embedding rows and names bad group sizes', () => {
@@ -197,7 +197,7 @@ describe('convert', () => {
       const ql = lin.at(0) as QuantizedLinear;
       expect(ql).toBeInstanceOf(QuantizedLinear);
       expect(ql.weightCodes.dtype).toMatch(/^u?int8$/); // packed bytes below 5 bits
-      expect(Array.from(ql.codes().data)).toEqual(Array.from(codesBefore.data));
+      expect(Array.from(ql.codes().dataSync())).toEqual(Array.from(codesBefore.dataSync()));
       expect(bits(lin.forward(x))).toEqual(bits(want));
 
       const grouped = typeof cfg.weight?.granularity === 'object';
@@ -219,8 +219,8 @@ describe('convert', () => {
     train(m, x, 2);
     convert(m);
     const q = m.at(0) as QuantizedLinear;
-    const ref = Array.from(q.forward(x).data);
-    Array.from(q.integerForward(x).data).forEach((v, i) => expect(v).toBeCloseTo(ref[i]!, 5));
+    const ref = Array.from(q.forward(x).dataSync());
+    Array.from(q.integerForward(x).dataSync()).forEach((v, i) => expect(v).toBeCloseTo(ref[i]!, 5));
     noGrad(() => {
       q.weightScale.fill_(1 / 64);
       q.inputScale!.fill_(1 / 32);
@@ -252,6 +252,6 @@ describe('convert', () => {
     const c = deserializeSafetensors(serializeSafetensors(a.stateDict())).tensors;
     expect(c['0.weightCodes']!.dtype).toBe('uint8'); // 4-bit codes, two per byte
     expect(c['0.weightCodes']!.numel()).toBe(32);
-    expect(Array.from(c['0.weightCodes']!.data)).toEqual(Array.from((a.at(0) as QuantizedLinear).weightCodes.data));
+    expect(Array.from(c['0.weightCodes']!.dataSync())).toEqual(Array.from((a.at(0) as QuantizedLinear).weightCodes.dataSync()));
   });
 });

@@ -9,7 +9,7 @@ import { AdamW, Linear, Llama, Sequential, trainStep, type LlamaConfig } from '@
 import { ActQuantizer, dataScale, MIN_STEP, prepareQAT, QuantLinear, resolveQuantizer, WeightQuantizer, type ActQuantConfig } from '@qgrad/quant';
 import { describe, expect, it } from 'vitest';
 
-const bits = (t: Tensor) => Array.from(new Uint32Array(Float32Array.from(t.data).buffer));
+const bits = (t: Tensor) => Array.from(new Uint32Array(Float32Array.from(t.dataSync()).buffer));
 const A8: ActQuantConfig = { bits: 8, granularity: 'token' };
 
 const cfg: LlamaConfig = { vocabSize: 32, dim: 16, nLayers: 2, nHeads: 2, nKvHeads: 1, hiddenDim: 48, maxSeqLen: 8, normEps: 1e-5, ropeTheta: 10000, tieWordEmbeddings: false };
@@ -115,7 +115,7 @@ describe('shared dynamic activation quantization', () => {
     const again = a.forward(x);
     expect(again).not.toBe(tracked);
     again.mul(2).sum().backward();
-    expect(Array.from(x.grad!.data)).toEqual(new Array(32).fill(3)); // 1 + 2: straight-through both times
+    expect(Array.from(x.grad!.dataSync())).toEqual(new Array(32).fill(3)); // 1 + 2: straight-through both times
   });
 
   it('never shares stochastic rounding (each call draws its own noise)', () => {
@@ -166,7 +166,7 @@ describe('dynamic absmax scales', () => {
 
   it('clamps all-zero rows (either sign of zero) to the smallest step', () => {
     const s = dynamicScale(tensor([[0, -0], [-0, -0], [0, 2.54]]), 'token', true, 8);
-    expect(Array.from(s.data)).toEqual([MIN_STEP / 127, MIN_STEP / 127, 2.54 / 127].map(Math.fround));
+    expect(Array.from(s.dataSync())).toEqual([MIN_STEP / 127, MIN_STEP / 127, 2.54 / 127].map(Math.fround));
   });
 });
 

@@ -35,8 +35,8 @@ describe('QAT training', () => {
     const q = run(true);
     expect(fp.loss).toBeLessThan(0.35); // the task is learnable (chance is ln 4 ≈ 1.39)
     expect(q.loss).toBeLessThan(fp.loss * 1.1 + 0.02); // measured: FP 0.247, W4A4 0.254
-    const before = noGrad(() => q.model.forward(q.x)).data;
+    const before = noGrad(() => q.model.forward(q.x)).dataSync();
     convert(q.model);
-    expect(Array.from(noGrad(() => q.model.forward(q.x)).data)).toEqual(Array.from(before));
+    expect(Array.from(noGrad(() => q.model.forward(q.x)).dataSync())).toEqual(Array.from(before));
   });
 });

@@ -111,7 +111,7 @@ describe('Hessian-trace temperatures (HESTIA)', () => {
     // at T = 0, P = 1 the quantizer is the hard absmean ternary
     const w = wqa.forward(net.a.weight);
     const m = net.a.weight.abs().mean().item();
-    for (const v of w.data) expect([-m, 0, m].some((l) => Math.abs(l - v) < 1e-6)).toBe(true);
+    for (const v of w.dataSync()) expect([-m, 0, m].some((l) => Math.abs(l - v) < 1e-6)).toBe(true);
   });
 });
 
@@ -126,7 +126,7 @@ describe('training schedules', () => {
     expect(phase.step(0)).toBe(false);
     expect(q.weightQuantizer!.enabled).toBe(false);
     const x = randn([2, 4]);
-    expect(Array.from(q.forward(x).data)).toEqual(Array.from(noGrad(() => x.matmul(q.weight.t()).add(q.bias!)).data));
+    expect(Array.from(q.forward(x).dataSync())).toEqual(Array.from(noGrad(() => x.matmul(q.weight.t()).add(q.bias!)).dataSync()));
     noGrad(() => q.weight.mul_(3)); // "training" moves the weights
     phase.step(1);
     phase.step(2);
