@@ -1,34 +1,39 @@
 /**
- * @file Backend selection, like TensorFlow.js: `setBackend('js' | 'wasm' | 'gpu')`.
- * New tensors are created on the current backend; ops run where their inputs live.
+ * @file Backend selection, like TensorFlow.js: `setBackend('js' | 'wasm' | …)` over the backend
+ * list of @qgrad/kernels (BACKENDS). New tensors are created on the current backend; ops run
+ * where their inputs live.
  */
-import { jsBackend, wasmBackend, type Backend } from '@qgrad/kernels';
+import { BACKENDS, type Backend, type BackendName as ListedBackend } from '@qgrad/kernels';
 
-export type BackendName = 'js' | 'wasm' | 'gpu';
+/** A backend in @qgrad/kernels' list; 'gpu' is planned and not yet in it (selecting it is an error). */
+export type BackendName = ListedBackend | 'gpu';
 
-const factories: Partial<Record<BackendName, () => Backend>> = {
-  js: () => jsBackend as Backend,
-  wasm: () => wasmBackend as Backend,
-};
+/** Backends added at run time with `registerBackend` (out-of-tree backends); the list's own come first. */
+const extra = new Map<BackendName, () => Backend>();
 const instances = new Map<BackendName, Backend>();
+
+function factory(name: BackendName): (() => Backend) | undefined {
+  const entry = BACKENDS.find((b) => b.name === name);
+  if (entry) return entry.available() ? entry.instance : undefined;
+  return extra.get(name);
+}
 
 /**
  * wasm is the default CPU backend (its kernels fall back to js per call where it has none);
- * QGRAD_BACKEND=js selects the plain-JS reference from the start.
+ * QGRAD_BACKEND=<name> selects another from the start (js: the plain-JS reference).
  */
 function initialBackend(): Backend {
   const env = typeof process !== 'undefined' ? process.env?.QGRAD_BACKEND : undefined;
-  const name: BackendName = env === 'js' || env === 'wasm' || env === 'gpu' ? env : 'wasm';
-  const f = factories[name] ?? factories.js!;
+  const f = (env && factory(env as BackendName)) || factory('wasm') || factory('js')!;
   const b = f();
   instances.set(b.name as BackendName, b);
   return b;
 }
 let current: Backend = initialBackend();
 
-/** Makes a backend selectable (the kernels package's wasm and gpu entry points call this). */
+/** Makes a backend selectable that is not in @qgrad/kernels' list (an out-of-tree backend). */
 export function registerBackend(name: BackendName, factory: () => Backend): void {
-  factories[name] = factory;
+  extra.set(name, factory);
 }
 
 /**
@@ -38,8 +43,8 @@ export function registerBackend(name: BackendName, factory: () => Backend): void
 export function setBackend(name: BackendName): void {
   let b = instances.get(name);
   if (!b) {
-    const f = factories[name];
-    if (!f) throw new Error(`setBackend: backend '${name}' is not available (have: ${Object.keys(factories).join(', ')})`);
+    const f = factory(name);
+    if (!f) throw new Error(`setBackend: backend '${name}' is not available (have: ${availableBackends().join(', ')})`);
     b = f();
     instances.set(name, b);
   }
@@ -57,7 +62,7 @@ export function currentBackend(): Backend {
 
 /** Names of the backends that can be selected in this process. */
 export function availableBackends(): BackendName[] {
-  return Object.keys(factories) as BackendName[];
+  return [...BACKENDS.filter((b) => b.available()).map((b) => b.name), ...extra.keys()];
 }
 
 /** Runs `fn` with `name` as the current backend, restoring the previous one afterwards. */

@@ -50,8 +50,19 @@ export interface Backend<D = unknown> {
   run<K extends KernelName>(kernel: K, inputs: readonly KernelArg<D>[], out: KernelArg<D>, params: KernelParams[K]): void;
   /** Names the backend that ran each kernel when they differ (fallbacks), for debugging. */
   ranOn?(kernel: KernelName, dtype: DType): string;
+  /** What ran where so far (backends built on the js fallback, see fallback.ts). */
+  stats?(): KernelStat[];
   sync(): Promise<void>;
   dispose(): void;
+}
+
+/** How many calls of one kernel and dtype ran natively (how many of those on a worker pool) and on js. */
+export interface KernelStat {
+  kernel: KernelName;
+  dtype: DType;
+  native: number;
+  js: number;
+  pooled: number;
 }
 
 /** Thrown when no backend can run a kernel for the given dtype. */
@@ -60,4 +71,22 @@ export class UnsupportedKernelError extends Error {
     super(`kernel '${kernel}' is not supported on backend '${backend}' for ${dtype} (shapes ${shapes.map((s) => `[${s.join(', ')}]`).join(', ')})`);
     this.name = 'UnsupportedKernelError';
   }
+}
+
+/** Options every backend factory accepts (each ignores what does not apply to it). */
+export interface BackendOptions {
+  /** Threads including the caller (default: the backend's own choice). */
+  threads?: number;
+  /** Run every kernel natively whatever its size, ignoring the small-size cut-overs to js (tests). */
+  eager?: boolean;
+}
+
+/** One line of the backend list: a name, whether this runtime can run it, and its factories. */
+export interface BackendEntry<N extends string = string> {
+  readonly name: N;
+  available(): boolean;
+  /** The process-wide instance (what `setBackend(name)` selects). */
+  instance(): Backend;
+  /** A separate instance with its own options and counters (tests, benches). */
+  create(options?: BackendOptions): Backend;
 }

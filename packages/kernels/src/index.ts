@@ -1,9 +1,11 @@
 /**
- * @file @qgrad/kernels: the Backend interface, the closed kernel set and the backends.
+ * @file @qgrad/kernels: the Backend interface, the closed kernel set, the backend list and the backends.
  */
 export * from './names.js';
 export * from './backend.js';
+export { BACKENDS, backendEntry, type BackendName } from './backends.js';
+export { withJsFallback, type FallbackOptions, type FallbackRunner, type KernelStat, type NativeKernel, type NativeTable } from './fallback.js';
 export { jsBackend, jsKernels } from './js/index.js';
-export { numel, contiguousStrides, isContiguous } from './js/layout.js';
+export { numel, contiguousStrides, isContiguous } from './layout.js';
 export { erf, roundHalfEven, roundHalfAway } from './js/elementwise.js';
 export { wasmBackend, wasmKernels, createWasmBackend, type WasmBackend, type WasmBackendOptions } from './wasm/index.js';

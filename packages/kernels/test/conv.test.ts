@@ -2,12 +2,12 @@
  * @file wasm im2col/col2im against the js oracle for random conv geometries and layouts.
  */
 import fc from 'fast-check';
-import { afterAll, describe, expect, it } from 'vitest';
-import { createWasmBackend, jsKernels, type Im2colParams } from '@qgrad/kernels';
-import { type FloatDType, mismatch, out, permutation, view } from './helpers.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { jsKernels, type Im2colParams, type Backend } from '@qgrad/kernels';
+import { type FloatDType, mismatch, out, permutation, view, NATIVE } from './helpers.js';
 
-const wasm = createWasmBackend({ threads: 1 });
-afterAll(() => wasm.dispose());
+/** The backend under test (each of NATIVE in turn). */
+let backend!: Backend;
 
 const outSize = (n: number, k: number, s: number, p: number, d: number) => Math.floor((n + 2 * p - d * (k - 1) - 1) / s) + 1;
 
@@ -32,7 +32,14 @@ const geometry = fc
   }))
   .filter((g) => g.oh > 0 && g.ow > 0);
 
-describe('wasm im2col / col2im', () => {
+describe.each(NATIVE)('$name im2col / col2im', (entry) => {
+  beforeAll(() => {
+    backend = entry.create({ threads: 1 });
+  });
+  afterAll(() => {
+    backend.dispose();
+  });
+
   for (const dtype of ['float32', 'float64'] as FloatDType[]) {
     it(`im2col equals the js kernel in ${dtype} for any geometry and input layout`, () => {
       fc.assert(
@@ -43,12 +50,12 @@ describe('wasm im2col / col2im', () => {
           const ref = out(dtype, shape);
           const got = out(dtype, shape);
           jsKernels.im2col([x], ref, p);
-          wasm.run('im2col', [x], got, p);
+          backend.run('im2col', [x], got, p);
           expect(mismatch(got.data, ref.data, 0)).toBe(-1);
         }),
         { numRuns: 80 },
       );
-      expect(wasm.stats().find((s) => s.kernel === 'im2col' && s.dtype === dtype)?.wasm).toBeGreaterThan(10);
+      expect(backend.stats!().find((s) => s.kernel === 'im2col' && s.dtype === dtype)?.native).toBeGreaterThan(10);
     });
 
     it(`col2im is bit-identical to the js kernel in ${dtype} (same summation order)`, () => {
@@ -60,12 +67,12 @@ describe('wasm im2col / col2im', () => {
           const ref = out(dtype, [g.N, g.C, g.H, g.W]);
           const got = out(dtype, [g.N, g.C, g.H, g.W]);
           jsKernels.col2im([cols], ref, p);
-          wasm.run('col2im', [cols], got, p);
+          backend.run('col2im', [cols], got, p);
           expect(mismatch(got.data, ref.data, 0)).toBe(-1);
         }),
         { numRuns: 80 },
       );
-      expect(wasm.stats().find((s) => s.kernel === 'col2im' && s.dtype === dtype)?.wasm).toBeGreaterThan(5);
+      expect(backend.stats!().find((s) => s.kernel === 'col2im' && s.dtype === dtype)?.native).toBeGreaterThan(5);
     });
   }
 });

@@ -5,12 +5,12 @@
  * included, as PyTorch), and the js whole-row path against its element path.
  */
 import fc from 'fast-check';
-import { afterAll, describe, expect, it } from 'vitest';
-import { contiguousStrides, createWasmBackend, jsKernels, numel, type KernelName, type KernelParams } from '@qgrad/kernels';
-import { type Arg, type FloatDType, mismatch, out, permutation, size, view } from './helpers.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { contiguousStrides, jsKernels, numel, type KernelName, type KernelParams, type Backend } from '@qgrad/kernels';
+import { type Arg, type FloatDType, mismatch, out, permutation, size, view, NATIVE, nativeCalls } from './helpers.js';
 
-const wasm = createWasmBackend({ threads: 1 });
-afterAll(() => wasm.dispose());
+/** The backend under test (each of NATIVE in turn). */
+let backend!: Backend;
 
 const DTYPES: FloatDType[] = ['float32', 'float64'];
 const seed = fc.integer({ min: 1, max: 2 ** 31 - 1 });
@@ -45,16 +45,16 @@ const indexView = (shape: number[], size: number) =>
 /** Prepends a leading dim so `shape` has at least 2048 elements (where wasm starts). */
 const padded = (shape: number[]) => (numel(shape) >= 2048 ? { shape, lead: 0 } : { shape: [Math.ceil(2048 / numel(shape)), ...shape], lead: 1 });
 
-const wasmCalls = (kernel: KernelName, dtype: FloatDType) => wasm.stats().find((s) => s.kernel === kernel && s.dtype === dtype)?.wasm ?? 0;
+const nativeCallsOf = (kernel: KernelName, dtype: FloatDType) => nativeCalls(backend, kernel, dtype);
 
-/** Runs both backends, expects equal bits, and that the call ran in wasm (not the js fallback). */
+/** Runs both backends, expects equal bits, and that the call ran natively (not the js fallback). */
 function same<K extends KernelName>(kernel: K, dtype: FloatDType, inputs: Arg[], outShape: number[], params: KernelParams[K]): void {
   const ref = out(dtype, outShape);
   const got = out(dtype, outShape);
   (jsKernels[kernel] as (i: Arg[], o: Arg, p: typeof params) => void)(inputs, ref, params);
-  const before = wasmCalls(kernel, dtype);
-  wasm.run(kernel, inputs, got, params);
-  expect(wasmCalls(kernel, dtype), `${kernel} ran in wasm`).toBe(before + 1);
+  const before = nativeCallsOf(kernel, dtype);
+  backend.run(kernel, inputs, got, params);
+  expect(nativeCallsOf(kernel, dtype), `${kernel} ran natively`).toBe(before + 1);
   // moves are exact; additions happen in the same order on both backends
   expect(mismatch(got.data, ref.data, 0)).toBe(-1);
 }
@@ -106,7 +106,14 @@ const indexAddCase = (dtype: FloatDType) =>
     });
   });
 
-describe('wasm gather family', () => {
+describe.each(NATIVE)('$name gather family', (entry) => {
+  beforeAll(() => {
+    backend = entry.create({ threads: 1 });
+  });
+  afterAll(() => {
+    backend.dispose();
+  });
+
   for (const dtype of DTYPES) {
     it(`gather equals the js kernel bit for bit in ${dtype} (strided x and index)`, () => {
       fc.assert(
@@ -169,13 +176,13 @@ describe('wasm gather family', () => {
         for (const [kernel, inputs, outShape, dim] of calls) {
           const expected = message(() => (jsKernels[kernel] as (i: Arg[], o: Arg, p: { dim: number }) => void)(inputs, out(dtype, outShape), { dim }));
           expect(expected).toBe(`${kernel}: index ${bad} is out of range [0, 256)`);
-          expect(message(() => wasm.run(kernel, inputs, out(dtype, outShape), { dim } as never))).toBe(expected);
+          expect(message(() => backend.run(kernel, inputs, out(dtype, outShape), { dim } as never))).toBe(expected);
           // the same call with the index made valid runs in wasm: the error came from the wasm path
-          const before = wasmCalls(kernel, dtype);
+          const before = nativeCallsOf(kernel, dtype);
           ids.data[at] = 0;
-          wasm.run(kernel, inputs, out(dtype, outShape), { dim } as never);
+          backend.run(kernel, inputs, out(dtype, outShape), { dim } as never);
           ids.data[at] = bad;
-          expect(wasmCalls(kernel, dtype), `${kernel} ran in wasm`).toBe(before + 1);
+          expect(nativeCallsOf(kernel, dtype), `${kernel} ran natively`).toBe(before + 1);
         }
       }),
       { numRuns: 20 },

@@ -3,7 +3,7 @@
  * broadcast, offset) and an allclose that treats NaN as equal to NaN.
  */
 import fc from 'fast-check';
-import { contiguousStrides, numel, type KernelArg, type TypedArray } from '@qgrad/kernels';
+import { BACKENDS, contiguousStrides, numel, type Backend, type BackendEntry, type KernelArg, type KernelName, type TypedArray } from '@qgrad/kernels';
 
 export type Arg = KernelArg<TypedArray>;
 export type FloatDType = 'float32' | 'float64';
@@ -65,3 +65,13 @@ export function mismatch(a: ArrayLike<number>, b: ArrayLike<number>, rtol: numbe
 /** Permutations of 0..n-1 (n ≤ 4) as an arbitrary. */
 export const permutation = (n: number) =>
   fc.shuffledSubarray(Array.from({ length: n }, (_, i) => i), { minLength: n, maxLength: n });
+
+/**
+ * Every backend in the list except the js oracle, where this runtime can run it: each kernel
+ * suite runs once per entry (`describe.each(NATIVE)('$name …')`), so a new backend is tested by
+ * adding its line to BACKENDS.
+ */
+export const NATIVE: readonly BackendEntry[] = BACKENDS.filter((b) => b.name !== 'js' && b.available());
+
+/** Calls of `kernel` in `dtype` that ran on the backend itself (not its js fallback). */
+export const nativeCalls = (b: Backend, kernel: KernelName, dtype?: string): number => b.stats!().find((s) => s.kernel === kernel && (dtype === undefined || s.dtype === dtype))?.native ?? 0;

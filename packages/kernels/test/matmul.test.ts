@@ -3,16 +3,13 @@
  * thread-count determinism, relaxed vs plain SIMD, scratch chunking and the tiny-size fallback.
  */
 import fc from 'fast-check';
-import { afterAll, describe, expect, it } from 'vitest';
-import { createWasmBackend, jsKernels, numel } from '@qgrad/kernels';
-import { type Arg, type FloatDType, mismatch, out, size, view } from './helpers.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createWasmBackend, jsKernels, numel, type Backend } from '@qgrad/kernels';
+import { type Arg, type FloatDType, mismatch, NATIVE, out, size, view } from './helpers.js';
 
-const one = createWasmBackend({ threads: 1, matmulMinMacs: 0 });
-const two = createWasmBackend({ threads: 2, matmulMinMacs: 0 });
-afterAll(() => {
-  one.dispose();
-  two.dispose();
-});
+/** The backend under test (each of NATIVE in turn), on one and two threads, without size cut-overs. */
+let one!: Backend;
+let two!: Backend;
 
 const abs = (x: Arg): Arg => ({ ...x, data: x.data.map(Math.abs) });
 
@@ -38,7 +35,16 @@ const operands = (dtype: FloatDType) =>
       return { a, b, shape: [...batch, M, N], K };
     });
 
-describe('wasm matmul', () => {
+describe.each(NATIVE)('$name matmul', (entry) => {
+  beforeAll(() => {
+    one = entry.create({ threads: 1, eager: true });
+    two = entry.create({ threads: 2, eager: true });
+  });
+  afterAll(() => {
+    one.dispose();
+    two.dispose();
+  });
+
   for (const dtype of ['float32', 'float64'] as const) {
     it(`equals the js matmul in ${dtype} on transposed, offset and batch-broadcast views`, () => {
       // error bound of a length-K dot product: K·eps·Σ|a||b|
@@ -56,12 +62,12 @@ describe('wasm matmul', () => {
         }),
         { numRuns: 120 },
       );
-      expect(one.ranOn!('matmul', dtype)).toBe('wasm');
+      expect(one.ranOn!('matmul', dtype)).toBe(entry.name);
     });
   }
 
   it('gives bit-identical results with 1 and 2 threads', () => {
-    expect(two.threads).toBe(2);
+    expect((two as { threads?: number }).threads).toBe(2);
     // all above the size where the 2-thread backend actually wakes its worker
     const cases: [number[], number, number, number][] = [
       [[], 200, 300, 150],
@@ -83,7 +89,7 @@ describe('wasm matmul', () => {
     }
   });
 
-  it('agrees between the relaxed-FMA and plain-SIMD paths within 2·K·eps·Σ|a||b|', () => {
+  it.runIf(entry.name === 'wasm')('agrees between the relaxed-FMA and plain-SIMD paths within 2·K·eps·Σ|a||b|', () => {
     const plain = createWasmBackend({ threads: 1, relaxed: false, matmulMinMacs: 0 });
     expect(plain.relaxed).toBe(false);
     try {
@@ -131,7 +137,7 @@ describe('wasm matmul', () => {
     const got = out('float32', [20, 50]);
     jsKernels.matmul([a, b], ref, {});
     one.run('matmul', [a, b], got, {});
-    expect(one.ranOn!('matmul', 'float32')).toBe('wasm');
+    expect(one.ranOn!('matmul', 'float32')).toBe(entry.name);
     expect(mismatch(got.data, ref.data, 1e-5, 1e-6)).toBe(-1);
   });
 
@@ -147,15 +153,15 @@ describe('wasm matmul', () => {
   });
 
   it('leaves tiny products to js by default, where a wasm call costs more than the loop', () => {
-    const wasm = createWasmBackend({ threads: 1 });
+    const backend = entry.create({ threads: 1 });
     const a = view('float32', [4, 4], [0, 1], 0, [], 1);
     const o = out('float32', [4, 4]);
-    wasm.run('matmul', [a, a], o, {});
-    expect(wasm.ranOn!('matmul', 'float32')).toBe('js');
+    backend.run('matmul', [a, a], o, {});
+    expect(backend.ranOn!('matmul', 'float32')).toBe('js');
     const b = view('float32', [32, 32], [0, 1], 0, [], 1);
-    wasm.run('matmul', [b, b], out('float32', [32, 32]), {});
-    expect(wasm.ranOn!('matmul', 'float32')).toBe('wasm');
-    wasm.dispose();
+    backend.run('matmul', [b, b], out('float32', [32, 32]), {});
+    expect(backend.ranOn!('matmul', 'float32')).toBe(entry.name);
+    backend.dispose();
   });
 
   it('writes zeros when K is 0 and nothing when M or N is 0', () => {

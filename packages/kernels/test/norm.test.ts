@@ -4,16 +4,13 @@
  * and two threads (the result must not depend on the thread count).
  */
 import fc from 'fast-check';
-import { afterAll, describe, expect, it } from 'vitest';
-import { createWasmBackend, jsKernels, numel, type KernelName, type NormParams, type SoftmaxParams } from '@qgrad/kernels';
-import { contiguous, mismatch, out, randomArray, view } from './helpers.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { jsKernels, numel, type KernelName, type NormParams, type SoftmaxParams, type Backend } from '@qgrad/kernels';
+import { contiguous, mismatch, out, randomArray, view, NATIVE } from './helpers.js';
 
-const one = createWasmBackend({ threads: 1 });
-const two = createWasmBackend({ threads: 2 });
-afterAll(() => {
-  one.dispose();
-  two.dispose();
-});
+/** The backend under test (each of NATIVE in turn), on one and two threads. */
+let one!: Backend;
+let two!: Backend;
 
 const seed = fc.integer({ min: 1, max: 2 ** 31 - 1 });
 /** [rows, n] with at least 1024 elements (below that js runs) and n not always a multiple of 4. */
@@ -66,10 +63,19 @@ function run(backend: typeof one, kernel: RowKernel, inputs: ReturnType<typeof c
   return o;
 }
 
-describe('wasm fused row kernels', () => {
+describe.each(NATIVE)('$name fused row kernels', (entry) => {
+  beforeAll(() => {
+    one = entry.create({ threads: 1 });
+    two = entry.create({ threads: 2 });
+  });
+  afterAll(() => {
+    one.dispose();
+    two.dispose();
+  });
+
   for (const { kernel, params, inputs } of CASES)
     it(`${kernel} ${JSON.stringify(params)} equals the js kernel, and a two-thread backend gives the same bits`, () => {
-      const ran = () => one.stats().find((x) => x.kernel === kernel && x.dtype === 'float32')?.wasm ?? 0;
+      const ran = () => one.stats!().find((x) => x.kernel === kernel && x.dtype === 'float32')?.native ?? 0;
       const before = ran();
       fc.assert(
         fc.property(shape, seed, fc.double({ min: 0.1, max: 30, noNaN: true }), (sh, s, spread) => {
@@ -101,7 +107,7 @@ describe('wasm fused row kernels', () => {
       const b = run(two, 'softmax', [...inputs] as never, sh, { axis: 2, log } as never);
       expect([...b.data]).toEqual([...a.data]);
     }
-    expect(two.stats().find((x) => x.kernel === 'softmax' && x.dtype === 'float32')?.pooled).toBeGreaterThanOrEqual(3);
+    expect(two.stats!().find((x) => x.kernel === 'softmax' && x.dtype === 'float32')?.pooled).toBeGreaterThanOrEqual(3);
   });
 
   it('softmax gives zeros where a row holds −∞ and NaN for a row of all −∞, as js', () => {
@@ -120,7 +126,7 @@ describe('wasm fused row kernels', () => {
 
   it('softmax along an inner axis or over a strided view runs on js with the same result', () => {
     const x = view('float32', [40, 30], [1, 0], 0, [], 3); // transposed storage
-    const js = () => one.stats().find((s) => s.kernel === 'softmax' && s.dtype === 'float32')?.js ?? 0;
+    const js = () => one.stats!().find((s) => s.kernel === 'softmax' && s.dtype === 'float32')?.js ?? 0;
     const before = js();
     for (const axis of [0, 1]) {
       const ref = out('float32', [40, 30]);
@@ -132,11 +138,20 @@ describe('wasm fused row kernels', () => {
   });
 });
 
-describe('wasm rope', () => {
+describe.each(NATIVE)('$name rope', (entry) => {
+  beforeAll(() => {
+    one = entry.create({ threads: 1 });
+    two = entry.create({ threads: 2 });
+  });
+  afterAll(() => {
+    one.dispose();
+    two.dispose();
+  });
+
   const problem = fc.record({ lead: fc.array(fc.integer({ min: 1, max: 4 }), { minLength: 1, maxLength: 2 }), t: fc.integer({ min: 1, max: 40 }), h8: fc.integer({ min: 1, max: 8 }), perRow: fc.boolean(), seed });
   for (const transpose of [false, true])
     it(`${transpose ? 'the adjoint' : 'the forward'} equals js with [T, D] or [1, D] tables broadcast over x`, () => {
-      const ran = () => one.stats().find((x) => x.kernel === 'rope')?.wasm ?? 0;
+      const ran = () => one.stats!().find((x) => x.kernel === 'rope')?.native ?? 0;
       const before = ran();
       fc.assert(
         fc.property(problem, ({ lead, t, h8, perRow, seed: s }) => {
@@ -166,7 +181,16 @@ describe('wasm rope', () => {
     });
 });
 
-describe('wasm softmax with a bias', () => {
+describe.each(NATIVE)('$name softmax with a bias', (entry) => {
+  beforeAll(() => {
+    one = entry.create({ threads: 1 });
+    two = entry.create({ threads: 2 });
+  });
+  afterAll(() => {
+    one.dispose();
+    two.dispose();
+  });
+
   it('equals js for [T, n] and [1, n] bias rows broadcast over x, −∞ entries included', () => {
     fc.assert(
       fc.property(fc.integer({ min: 1, max: 8 }), fc.integer({ min: 1, max: 40 }), fc.integer({ min: 1, max: 70 }), fc.boolean(), seed, (b, t, n, perRow, s) => {

@@ -3,12 +3,12 @@
  * (Object.is per element, so −0 and NaN count) over random shapes, broadcasts and edge values.
  */
 import fc from 'fast-check';
-import { afterAll, describe, expect, it } from 'vitest';
-import { contiguousStrides, createWasmBackend, jsKernels, numel, type FakeQuantizeParams, type QuantOffset } from '@qgrad/kernels';
-import { type Arg, type FloatDType, randomArray, size } from './helpers.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { contiguousStrides, jsKernels, numel, type FakeQuantizeParams, type QuantOffset, type Backend } from '@qgrad/kernels';
+import { type Arg, type FloatDType, randomArray, size, NATIVE } from './helpers.js';
 
-const wasm = createWasmBackend({ threads: 1 });
-afterAll(() => wasm.dispose());
+/** The backend under test (each of NATIVE in turn). */
+let backend!: Backend;
 
 const DTYPES: FloatDType[] = ['float32', 'float64'];
 const OFFSETS: QuantOffset[] = ['zeroPoint', 'roundedZeroPoint', 'beta'];
@@ -88,7 +88,14 @@ function firstDifference(a: ArrayLike<number>, b: ArrayLike<number>): string | n
   return a.length === b.length ? null : 'lengths differ';
 }
 
-describe('wasm fakeQuantize', () => {
+describe.each(NATIVE)('$name fakeQuantize', (entry) => {
+  beforeAll(() => {
+    backend = entry.create({ threads: 1 });
+  });
+  afterAll(() => {
+    backend.dispose();
+  });
+
   for (const dtype of DTYPES) {
     it(`forward is bit-identical to js in ${dtype} for every offset mode and broadcast`, () => {
       fc.assert(
@@ -98,9 +105,9 @@ describe('wasm fakeQuantize', () => {
           const ref: Arg = { data: alloc(dtype, n), dtype, shape: c.shape, strides: contiguousStrides(c.shape), offset: 0 };
           const got: Arg = { ...ref, data: alloc(dtype, n) };
           jsKernels.fakeQuantize(ins, ref, params(c));
-          wasm.run('fakeQuantize', ins, got, params(c));
+          backend.run('fakeQuantize', ins, got, params(c));
           expect(firstDifference(got.data, ref.data)).toBe(null);
-          if (wasmCase(c)) expect(wasm.ranOn!('fakeQuantize', dtype)).toBe('wasm');
+          if (wasmCase(c)) expect(backend.ranOn!('fakeQuantize', dtype)).toBe(entry.name);
         }),
         { numRuns: 25 },
       );
@@ -120,9 +127,9 @@ describe('wasm fakeQuantize', () => {
           const got: Arg = { ...ref, data: alloc(dtype, 3 * n) };
           const p = { ...params(c), gradFactor: c.gradFactor };
           jsKernels.fakeQuantizeBackward([...ins, g], ref, p);
-          wasm.run('fakeQuantizeBackward', [...ins, g], got, p);
+          backend.run('fakeQuantizeBackward', [...ins, g], got, p);
           expect(firstDifference(got.data, ref.data)).toBe(null);
-          if (wasmCase(c)) expect(wasm.ranOn!('fakeQuantizeBackward', dtype)).toBe('wasm');
+          if (wasmCase(c)) expect(backend.ranOn!('fakeQuantizeBackward', dtype)).toBe(entry.name);
         }),
         { numRuns: 25 },
       );
@@ -133,15 +140,22 @@ describe('wasm fakeQuantize', () => {
     const c: Case = { dtype: 'float32', offset: 'zeroPoint', shape: [32, 40], sDims: [], gDims: 'contiguous', bounds: [-8, 7], gradFactor: 1, seed: 7 };
     const [x, s, z] = inputs(c);
     const out = (): Arg => ({ data: alloc('float32', 1280), dtype: 'float32', shape: [32, 40], strides: [40, 1], offset: 0 });
-    wasm.run('fakeQuantize', [x!, s!, z!], out(), { ...params(c), rounding: 'floor' });
-    expect(wasm.ranOn!('fakeQuantize', 'float32')).toBe('js');
+    backend.run('fakeQuantize', [x!, s!, z!], out(), { ...params(c), rounding: 'floor' });
+    expect(backend.ranOn!('fakeQuantize', 'float32')).toBe('js');
     const xt: Arg = { ...x!, shape: [40, 32], strides: [1, 40] };
-    wasm.run('fakeQuantize', [xt, { ...s!, shape: [40, 32] }, { ...z!, shape: [40, 32] }], { ...out(), shape: [40, 32], strides: [32, 1] }, params(c));
-    expect(wasm.ranOn!('fakeQuantize', 'float32')).toBe('js');
+    backend.run('fakeQuantize', [xt, { ...s!, shape: [40, 32] }, { ...z!, shape: [40, 32] }], { ...out(), shape: [40, 32], strides: [32, 1] }, params(c));
+    expect(backend.ranOn!('fakeQuantize', 'float32')).toBe('js');
   });
 });
 
-describe('wasm fwht', () => {
+describe.each(NATIVE)('$name fwht', (entry) => {
+  beforeAll(() => {
+    backend = entry.create({ threads: 1 });
+  });
+  afterAll(() => {
+    backend.dispose();
+  });
+
   for (const dtype of DTYPES) {
     it(`is bit-identical to js in ${dtype} for power-of-two blocks, normalized or not, on strided inputs`, () => {
       fc.assert(
@@ -157,9 +171,9 @@ describe('wasm fwht', () => {
           const ref: Arg = { data: alloc(dtype, rows * cols), dtype, shape: [rows, cols], strides: [cols, 1], offset: 0 };
           const got: Arg = { ...ref, data: alloc(dtype, rows * cols) };
           jsKernels.fwht([x], ref, { blockSize: b, normalize });
-          wasm.run('fwht', [x], got, { blockSize: b, normalize });
+          backend.run('fwht', [x], got, { blockSize: b, normalize });
           expect(firstDifference(got.data, ref.data)).toBe(null);
-          expect(wasm.ranOn!('fwht', dtype)).toBe('wasm');
+          expect(backend.ranOn!('fwht', dtype)).toBe(entry.name);
         }),
         { numRuns: 20 },
       );

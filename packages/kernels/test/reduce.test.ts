@@ -2,12 +2,12 @@
  * @file wasm reductions (sum/max/min, argmax/argmin) against the js oracle over runs of axes.
  */
 import fc from 'fast-check';
-import { afterAll, describe, expect, it } from 'vitest';
-import { createWasmBackend, jsKernels, numel, type ReduceOp } from '@qgrad/kernels';
-import { type FloatDType, mismatch, out, permutation, size, view } from './helpers.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { jsKernels, numel, type ReduceOp, type Backend } from '@qgrad/kernels';
+import { type FloatDType, mismatch, out, permutation, size, view, NATIVE } from './helpers.js';
 
-const wasm = createWasmBackend({ threads: 1 });
-afterAll(() => wasm.dispose());
+/** The backend under test (each of NATIVE in turn). */
+let backend!: Backend;
 
 const seed = fc.integer({ min: 1, max: 2 ** 31 - 1 });
 
@@ -33,7 +33,14 @@ const problem = fc
     seed,
   }));
 
-describe('wasm reduce', () => {
+describe.each(NATIVE)('$name reduce', (entry) => {
+  beforeAll(() => {
+    backend = entry.create({ threads: 1 });
+  });
+  afterAll(() => {
+    backend.dispose();
+  });
+
   for (const dtype of ['float32', 'float64'] as FloatDType[])
     for (const op of ['sum', 'max', 'min', 'absmax'] as ReduceOp[])
       it(`${op} over a run of axes equals the js kernel in ${dtype}`, () => {
@@ -44,17 +51,17 @@ describe('wasm reduce', () => {
             const ref = out(dtype, outShape);
             const got = out(dtype, outShape);
             jsKernels.reduce([x], ref, { op, axes });
-            wasm.run('reduce', [x], got, { op, axes });
+            backend.run('reduce', [x], got, { op, axes });
             // contiguous inputs always have the [kept, reduced, kept] layout wasm handles
             // (reducing only size-1 axes is a copy, left to js)
-            if (order.every((d, i) => d === i) && axes.some((d) => shape[d]! > 1)) expect(wasm.ranOn!('reduce', dtype)).toBe('wasm');
+            if (order.every((d, i) => d === i) && axes.some((d) => shape[d]! > 1)) expect(backend.ranOn!('reduce', dtype)).toBe(entry.name);
             // sums: both accumulate in f64, in different orders
             expect(mismatch(got.data, ref.data, op === 'sum' ? (dtype === 'float32' ? 1e-7 : 1e-13) : 0, op === 'sum' && dtype === 'float64' ? 1e-13 : 0)).toBe(-1);
           }),
           { numRuns: 60 },
         );
-        const s = wasm.stats().find((x) => x.kernel === 'reduce' && x.dtype === dtype);
-        expect(s?.wasm).toBeGreaterThan(0);
+        const s = backend.stats!().find((x) => x.kernel === 'reduce' && x.dtype === dtype);
+        expect(s?.native).toBeGreaterThan(0);
       });
 
   for (const dtype of ['float32', 'float64'] as FloatDType[])
@@ -69,9 +76,9 @@ describe('wasm reduce', () => {
           const ref = { ...out('float32', outShape), data: new Int32Array(numel(outShape)), dtype: 'int32' as const };
           const got = { ...ref, data: new Int32Array(numel(outShape)) };
           jsKernels.argReduce([x], ref, { op, axis });
-          wasm.run('argReduce', [x], got, { op, axis });
+          backend.run('argReduce', [x], got, { op, axis });
           expect([...got.data]).toEqual([...ref.data]);
-          if (order.every((d, i) => d === i)) expect(wasm.ranOn!('argReduce', dtype)).toBe('wasm');
+          if (order.every((d, i) => d === i)) expect(backend.ranOn!('argReduce', dtype)).toBe(entry.name);
         }),
         { numRuns: 60 },
       );
@@ -87,13 +94,13 @@ describe('wasm reduce', () => {
         const ref = out('float32', shape);
         const got = out('float32', shape);
         jsKernels.reduce([x], ref, { op, axes });
-        wasm.run('reduce', [x], got, { op, axes });
+        backend.run('reduce', [x], got, { op, axes });
         expect(mismatch(got.data, ref.data, 0)).toBe(-1);
         if (op === 'absmax' && axes.length === 2) expect(Number.isNaN(got.data[0])).toBe(true);
       }
     const row = { data: Float32Array.from({ length: 4096 }, (_, i) => (i === 77 ? -5000 : i % 100)), dtype: 'float32' as const, shape: [4096], strides: [1], offset: 0 };
     const got = out('float32', [1]);
-    wasm.run('reduce', [row], got, { op: 'absmax', axes: [0] });
+    backend.run('reduce', [row], got, { op: 'absmax', axes: [0] });
     expect(got.data[0]).toBe(5000);
     // −∞ gives +∞; a NaN of either sign (any payload) beats +∞, in a vector lane or in the scalar
     // tail (4099 = 512 passes of 8, then 3); rows (axis 1) and columns (axis 0) of the same data
@@ -102,15 +109,15 @@ describe('wasm reduce', () => {
       const d = Float32Array.from({ length: 4099 }, (_, i) => (i % 100) - 50);
       d[at] = v;
       if (want === Infinity) d[1000] = -Infinity;
-      wasm.run('reduce', [{ data: d, dtype: 'float32', shape: [4099], strides: [1], offset: 0 }], got, { op: 'absmax', axes: [0] });
+      backend.run('reduce', [{ data: d, dtype: 'float32', shape: [4099], strides: [1], offset: 0 }], got, { op: 'absmax', axes: [0] });
       expect(got.data[0]).toBe(want);
       const cols = out('float32', [1, 4099]);
       const colsRef = out('float32', [1, 4099]);
       const x2 = { data: Float32Array.from({ length: 3 * 4099 }, (_, i) => d[i % 4099]! * (1 + Math.floor(i / 4099))), dtype: 'float32' as const, shape: [3, 4099], strides: [4099, 1], offset: 0 };
-      wasm.run('reduce', [x2], cols, { op: 'absmax', axes: [0] });
+      backend.run('reduce', [x2], cols, { op: 'absmax', axes: [0] });
       jsKernels.reduce([x2], colsRef, { op: 'absmax', axes: [0] });
       expect(mismatch(cols.data, colsRef.data, 0)).toBe(-1);
-      expect(wasm.ranOn!('reduce', 'float32')).toBe('wasm');
+      expect(backend.ranOn!('reduce', 'float32')).toBe(entry.name);
     }
   });
 });

@@ -4,12 +4,12 @@
  * it on js's TypedArray.fill, see wasm/elementwise.ts).
  */
 import fc from 'fast-check';
-import { afterAll, describe, expect, it } from 'vitest';
-import { contiguousStrides, createWasmBackend, jsKernels, numel } from '@qgrad/kernels';
-import { type Arg, type FloatDType, mismatch, out, permutation, size, view } from './helpers.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { contiguousStrides, jsKernels, numel, type Backend } from '@qgrad/kernels';
+import { type Arg, type FloatDType, mismatch, out, permutation, size, view, NATIVE, nativeCalls } from './helpers.js';
 
-const wasm = createWasmBackend({ threads: 1 });
-afterAll(() => wasm.dispose());
+/** The backend under test (each of NATIVE in turn). */
+let backend!: Backend;
 
 const DTYPES: FloatDType[] = ['float32', 'float64'];
 const seed = fc.integer({ min: 1, max: 2 ** 31 - 1 });
@@ -37,19 +37,26 @@ function condView(shape: number[], order: number[], offset: number, broadcast: n
 const layout = (s: number[]) => fc.record({ order: permutation(s.length), offset: fc.integer({ min: 0, max: 3 }), bcast: fc.subarray(s.map((_, d) => d)), seed });
 
 // the backend files its calls under inputs[0]'s dtype: the condition's
-const wasmCalls = () => wasm.stats().find((s) => s.kernel === 'where' && s.dtype === 'uint8')?.wasm ?? 0;
+const nativeCallsOf = () => nativeCalls(backend, 'where', 'uint8');
 
 function same(dtype: FloatDType, c: Arg, a: Arg, b: Arg): void {
   const ref = out(dtype, [...a.shape]);
   const got = out(dtype, [...a.shape]);
   jsKernels.where([c, a, b], ref, {});
-  const before = wasmCalls();
-  wasm.run('where', [c, a, b], got, {});
-  expect(wasmCalls(), 'where ran in wasm').toBe(before + 1);
+  const before = nativeCallsOf();
+  backend.run('where', [c, a, b], got, {});
+  expect(nativeCallsOf(), 'where ran natively').toBe(before + 1);
   expect(mismatch(got.data, ref.data, 0)).toBe(-1);
 }
 
-describe('wasm where', () => {
+describe.each(NATIVE)('$name where', (entry) => {
+  beforeAll(() => {
+    backend = entry.create({ threads: 1 });
+  });
+  afterAll(() => {
+    backend.dispose();
+  });
+
   for (const dtype of DTYPES) {
     it(`equals the js kernel bit for bit in ${dtype} with transposed and broadcast condition and operands`, () => {
       fc.assert(
@@ -90,9 +97,9 @@ describe('wasm where', () => {
       const ref = out(dtype, [4099]);
       const got = out(dtype, [4099]);
       jsKernels.where([c, make(0), make(1)], ref, {});
-      const before = wasmCalls();
-      wasm.run('where', [c, make(0), make(1)], got, {});
-      expect(wasmCalls()).toBe(before + 1);
+      const before = nativeCallsOf();
+      backend.run('where', [c, make(0), make(1)], got, {});
+      expect(nativeCallsOf()).toBe(before + 1);
       for (let i = 0; i < 4099; i++) expect(Object.is(got.data[i], ref.data[i]), `element ${i}`).toBe(true);
     }
   });
@@ -105,22 +112,29 @@ describe('wasm where', () => {
     const ref = out('float32', s);
     const got = out('float32', s);
     jsKernels.where([fc32, a, b], ref, {});
-    wasm.run('where', [fc32, a, b], got, {});
+    backend.run('where', [fc32, a, b], got, {});
     expect(mismatch(got.data, ref.data, 0)).toBe(-1);
-    expect(wasm.ranOn!('where', 'float32')).toBe('js');
+    expect(backend.ranOn!('where', 'float32')).toBe('js');
     const small = condView([3, 5], [0, 1], 0, [], 4);
-    wasm.run('where', [small, view('float32', [3, 5], [0, 1], 0, [], 5), view('float32', [3, 5], [0, 1], 0, [], 6)], out('float32', [3, 5]), {});
-    expect(wasm.ranOn!('where', 'uint8')).toBe('js');
+    backend.run('where', [small, view('float32', [3, 5], [0, 1], 0, [], 5), view('float32', [3, 5], [0, 1], 0, [], 6)], out('float32', [3, 5]), {});
+    expect(backend.ranOn!('where', 'uint8')).toBe('js');
   });
 });
 
-describe('fill on the wasm backend', () => {
+describe.each(NATIVE)('$name fill', (entry) => {
+  beforeAll(() => {
+    backend = entry.create({ threads: 1 });
+  });
+  afterAll(() => {
+    backend.dispose();
+  });
+
   it('writes the value over exactly the output view, in both float dtypes', () => {
     for (const dtype of DTYPES)
       for (const value of [0, -0, 0.1, -Infinity, NaN]) {
         const data = dtype === 'float32' ? new Float32Array(5000).fill(7) : new Float64Array(5000).fill(7);
         const o: Arg = { data, dtype, shape: [49, 100], strides: [100, 1], offset: 50 };
-        wasm.run('fill', [], o, { value });
+        backend.run('fill', [], o, { value });
         const want = dtype === 'float32' ? Math.fround(value) : value;
         for (let i = 0; i < 5000; i++) expect(Object.is(data[i], i < 50 || i >= 4950 ? 7 : want), `element ${i}`).toBe(true);
       }

@@ -4,7 +4,7 @@
  */
 import type { Kernel, KernelArg } from '../backend.js';
 import type { BinaryOp, TypedArray, UnaryOp } from '../names.js';
-import { numel, offsetsOrNull } from './layout.js';
+import { numel, offsetsOrNull } from '../layout.js';
 
 /** erf to ~1e-15 relative: a positive-term series below 3, a continued fraction for erfc above. */
 export function erf(x: number): number {

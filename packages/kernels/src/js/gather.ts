@@ -6,7 +6,7 @@
  */
 import type { Kernel, KernelArg } from '../backend.js';
 import type { TypedArray } from '../names.js';
-import { contiguousStrides, isContiguous, numel, offsets } from './layout.js';
+import { contiguousStrides, isContiguous, numel, offsets } from '../layout.js';
 
 function checkIndex(op: string, i: number, size: number): void {
   if (!(i >= 0 && i < size)) throw new RangeError(`${op}: index ${i} is out of range [0, ${size})`);

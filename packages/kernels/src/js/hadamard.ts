@@ -4,7 +4,7 @@
  */
 import type { Kernel } from '../backend.js';
 import type { TypedArray } from '../names.js';
-import { numel, offsets } from './layout.js';
+import { numel, offsets } from '../layout.js';
 
 export const fwht: Kernel<'fwht', TypedArray> = ([x], out, { blockSize: b, normalize }) => {
   const n = numel(out.shape);

@@ -2,7 +2,7 @@
  * @file The js backend: the complete kernel table (the oracle every other backend is tested
  * against) over plain typed arrays.
  */
-import type { Backend, KernelTable } from '../backend.js';
+import type { Backend, BackendEntry, KernelTable } from '../backend.js';
 import { ARRAY_TYPES, DTYPES, type TypedArray } from '../names.js';
 import { col2im, im2col } from './conv.js';
 import { binary, copy, fill, unary, where } from './elementwise.js';
@@ -37,4 +37,12 @@ export const jsBackend: Backend<TypedArray> = {
   run: (kernel, inputs, out, params) => (jsKernels[kernel] as (i: typeof inputs, o: typeof out, p: typeof params) => void)(inputs, out, params),
   sync: async () => {},
   dispose: () => {},
+};
+
+/** js's line in the backend list (backends.ts): always available, one shared instance. */
+export const jsEntry: BackendEntry<'js'> = {
+  name: 'js',
+  available: () => true,
+  instance: () => jsBackend as Backend,
+  create: () => jsBackend as Backend,
 };

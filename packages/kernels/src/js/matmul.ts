@@ -3,7 +3,7 @@
  */
 import type { Kernel } from '../backend.js';
 import type { TypedArray } from '../names.js';
-import { offsets } from './layout.js';
+import { offsets } from '../layout.js';
 
 export const matmul: Kernel<'matmul', TypedArray> = ([a, b], out) => {
   const r = out.shape.length;

@@ -5,7 +5,7 @@
  */
 import type { Kernel, KernelArg } from '../backend.js';
 import type { TypedArray } from '../names.js';
-import { contiguousStrides, numel, offsets } from './layout.js';
+import { contiguousStrides, numel, offsets } from '../layout.js';
 
 type Arg = KernelArg<TypedArray>;
 

@@ -5,7 +5,7 @@
  */
 import type { Kernel } from '../backend.js';
 import type { TypedArray } from '../names.js';
-import { isContiguous, numel, offsetsOrNull } from './layout.js';
+import { isContiguous, numel, offsetsOrNull } from '../layout.js';
 
 export const adamStep: Kernel<'adamStep', TypedArray> = ([, g, m, v], p, o) => {
   const n = numel(p.shape);

@@ -6,7 +6,7 @@
 import type { Kernel, KernelArg } from '../backend.js';
 import type { FakeQuantizeParams, RoundingMode, TypedArray } from '../names.js';
 import { roundHalfAway, roundHalfEven } from './elementwise.js';
-import { isContiguous, numel, offsets } from './layout.js';
+import { isContiguous, numel, offsets } from '../layout.js';
 
 type Arg = KernelArg<TypedArray>;
 

@@ -4,7 +4,7 @@
  */
 import type { Kernel } from '../backend.js';
 import type { TypedArray } from '../names.js';
-import { numel } from './layout.js';
+import { numel } from '../layout.js';
 
 /** Splits a view into outer (kept) and inner (reduced) dims; returns each outer element's base offset. */
 function split(shape: readonly number[], strides: readonly number[], offset: number, axes: readonly number[]) {

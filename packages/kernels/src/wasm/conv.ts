@@ -6,7 +6,7 @@
  */
 import type { KernelArg } from '../backend.js';
 import { convOutSize } from '../js/conv.js';
-import { numel } from '../js/layout.js';
+import { numel } from '../layout.js';
 import type { Im2colParams, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
 import { ARGS, HEAP, MAX_HEAP_BYTES, span, type Engine } from './runtime.js';

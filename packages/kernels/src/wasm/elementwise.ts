@@ -7,7 +7,7 @@
  */
 import type { KernelArg } from '../backend.js';
 import { copy as jsCopy } from '../js/elementwise.js';
-import { contiguousStrides, isContiguous, numel } from '../js/layout.js';
+import { contiguousStrides, isContiguous, numel } from '../layout.js';
 import type { BinaryOp, TypedArray, UnaryOp } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
 import { ARGS, ARGS_BYTES, HEAP, MAX_HEAP_BYTES, span, type Engine } from './runtime.js';

@@ -7,7 +7,7 @@
  * and the range.
  */
 import type { KernelArg } from '../backend.js';
-import { contiguousStrides, isContiguous, numel, offsets } from '../js/layout.js';
+import { contiguousStrides, isContiguous, numel, offsets } from '../layout.js';
 import type { KernelParams, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
 import { blocks, heapView, stage } from './elementwise.js';

@@ -4,7 +4,7 @@
  * copies), so results are bit-identical to js for both dtypes.
  */
 import type { KernelArg } from '../backend.js';
-import { isContiguous, numel, offsets } from '../js/layout.js';
+import { isContiguous, numel, offsets } from '../layout.js';
 import type { FwhtParams, TypedArray } from '../names.js';
 import { type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
 import { HEAP, type Engine } from './runtime.js';

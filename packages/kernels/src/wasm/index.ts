@@ -3,10 +3,11 @@
  * wasm memory and run generated SIMD code there, per-call fallback to the js oracle for missing
  * kernels, other dtypes and sizes too small to pay for the copies, and a listing of what ran where.
  */
-import type { Backend, Kernel, KernelArg, KernelTable } from '../backend.js';
-import { jsBackend, jsKernels } from '../js/index.js';
-import { isContiguous } from '../js/layout.js';
-import type { DType, KernelName, KernelParams, TypedArray } from '../names.js';
+import type { Backend, BackendEntry, KernelArg, KernelTable } from '../backend.js';
+import { type KernelStat, type NativeTable, withJsFallback } from '../fallback.js';
+import { jsBackend } from '../js/index.js';
+import { isContiguous } from '../layout.js';
+import type { KernelName, KernelParams, TypedArray } from '../names.js';
 import { col2imWasm, emitConv2d, im2colWasm } from './conv.js';
 import { binaryWasm, copyWasm, emitElementwise, unaryWasm, whereWasm } from './elementwise.js';
 import { emitGather, gatherWasm, indexAddWasm, indexSelectWasm, scatterAddWasm } from './gather.js';
@@ -68,15 +69,6 @@ export interface WasmBackendOptions {
   matmulMinMacs?: number;
 }
 
-export interface KernelStat {
-  kernel: KernelName;
-  dtype: DType;
-  wasm: number;
-  js: number;
-  /** Of the wasm calls, those that split their work over the worker pool. */
-  pooled: number;
-}
-
 export interface WasmBackend extends Backend<TypedArray> {
   /** Threads actually in use (1 when shared memory or workers are unavailable); starts the engine. */
   readonly threads: number;
@@ -88,7 +80,6 @@ export interface WasmBackend extends Backend<TypedArray> {
 
 export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend {
   let engine: Engine | null | undefined;
-  const matmulRule: WasmRule<'matmul'> = (engine, inputs, out) => matmulWasm(engine, inputs, out, options.matmulMinMacs ?? MATMUL_MIN_MACS);
   const getEngine = (): Engine | null => {
     if (engine === undefined) {
       try {
@@ -96,21 +87,28 @@ export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend
       } catch {
         engine = null;
       }
-      if (debugKernels()) printAtExit(backend);
     }
     return engine;
   };
-  // counted per call, so keyed without building strings: kernel → dtype → stat
-  const table = new Map<KernelName, Map<DType, KernelStat & { last: 'wasm' | 'js' }>>();
-  const record = (kernel: KernelName, dtype: DType, where: 'wasm' | 'js', pooled = false) => {
-    let byDtype = table.get(kernel);
-    if (!byDtype) table.set(kernel, (byDtype = new Map()));
-    let s = byDtype.get(dtype);
-    if (!s) byDtype.set(dtype, (s = { kernel, dtype, wasm: 0, js: 0, pooled: 0, last: where }));
-    s[where]++;
-    if (pooled) s.pooled++;
-    s.last = where;
-  };
+  const matmulRule: WasmRule<'matmul'> = (engine, inputs, out) => matmulWasm(engine, inputs, out, options.matmulMinMacs ?? MATMUL_MIN_MACS);
+  // each rule bound to the engine; wasm kernels write a contiguous result, so a strided output
+  // view (copy into a slice) is js's
+  const table: NativeTable = Object.fromEntries(
+    (Object.keys(RULES) as KernelName[]).map((k) => {
+      const rule = (k === 'matmul' ? matmulRule : RULES[k]) as WasmRule<typeof k>;
+      const own = (inputs: readonly Arg[], out: Arg, params: never): boolean => {
+        if (!isContiguous(out.shape, out.strides)) return false;
+        const eng = getEngine();
+        return eng !== null && rule(eng, inputs, out, params);
+      };
+      return [k, own];
+    }),
+  );
+  const runner = withJsFallback('wasm', () => table, {
+    pooledJobs: () => engine?.pooledJobs ?? 0,
+    guess: (kernel, dtype) => RULES[kernel] !== undefined && (dtype === 'float32' || dtype === 'float64') && wasmFeatures().simd,
+    header: () => `qgrad wasm backend (${backend.threads} thread(s), relaxed SIMD ${backend.relaxed ? 'on' : 'off'}):`,
+  });
   const backend: WasmBackend = {
     name: 'wasm',
     dtypes: jsBackend.dtypes,
@@ -120,23 +118,9 @@ export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend
     readSync: jsBackend.readSync,
     read: jsBackend.read,
     free: jsBackend.free,
-    run<K extends KernelName>(kernel: K, inputs: readonly Arg[], out: Arg, params: KernelParams[K]): void {
-      const rule = (kernel === 'matmul' ? matmulRule : RULES[kernel]) as WasmRule<K> | undefined;
-      const dtype = inputs[0]?.dtype ?? out.dtype;
-      // wasm kernels write a contiguous result; a strided output view (copy into a slice) is js's
-      const eng = rule && isContiguous(out.shape, out.strides) ? getEngine() : null;
-      const jobs = eng?.pooledJobs ?? 0;
-      if (rule && eng && rule(eng, inputs, out, params)) {
-        record(kernel, dtype, 'wasm', eng.pooledJobs > jobs);
-        return;
-      }
-      (jsKernels[kernel] as Kernel<K, TypedArray>)(inputs, out, params);
-      record(kernel, dtype, 'js');
-    },
-    ranOn(kernel, dtype) {
-      return table.get(kernel)?.get(dtype)?.last ?? (RULES[kernel] && (dtype === 'float32' || dtype === 'float64') && wasmFeatures().simd ? 'wasm' : 'js');
-    },
-    stats: () => [...table.values()].flatMap((m) => [...m.values()].map(({ kernel, dtype, wasm, js, pooled }) => ({ kernel, dtype, wasm, js, pooled }))),
+    run: runner.run,
+    ranOn: runner.ranOn,
+    stats: runner.stats,
     get threads() {
       return getEngine()?.threads ?? 1;
     },
@@ -152,18 +136,6 @@ export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend
   return backend;
 }
 
-function debugKernels(): boolean {
-  return (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.QGRAD_DEBUG_KERNELS === '1';
-}
-
-function printAtExit(backend: WasmBackend): void {
-  const proc = (globalThis as { process?: { once?: (e: string, f: () => void) => void } }).process;
-  proc?.once?.('exit', () => {
-    const rows = backend.stats().map((s) => `  ${s.kernel.padEnd(12)} ${s.dtype.padEnd(8)} wasm ${String(s.wasm).padStart(6)} (pooled ${String(s.pooled).padStart(6)})  js ${String(s.js).padStart(6)}`);
-    console.error(`qgrad wasm backend (${backend.threads} thread(s), relaxed SIMD ${backend.relaxed ? 'on' : 'off'}):\n${rows.join('\n')}`);
-  });
-}
-
 /** The default wasm backend; its engine (module compile, workers) starts on the first kernel run. */
 export const wasmBackend: WasmBackend = createWasmBackend();
 
@@ -171,3 +143,11 @@ export const wasmBackend: WasmBackend = createWasmBackend();
 export const wasmKernels: Partial<KernelTable<TypedArray>> = Object.fromEntries(
   (Object.keys(RULES) as KernelName[]).map((k) => [k, (inputs: readonly Arg[], out: Arg, params: never) => wasmBackend.run(k, inputs, out, params)]),
 ) as Partial<KernelTable<TypedArray>>;
+
+/** wasm's line in the backend list (backends.ts): available wherever WebAssembly is. */
+export const wasmEntry: BackendEntry<'wasm'> = {
+  name: 'wasm',
+  available: () => typeof (globalThis as { WebAssembly?: unknown }).WebAssembly !== 'undefined',
+  instance: () => wasmBackend as Backend,
+  create: (o = {}) => createWasmBackend({ threads: o.threads, matmulMinMacs: o.eager ? 0 : undefined }) as Backend,
+};

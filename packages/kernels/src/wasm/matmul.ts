@@ -5,7 +5,7 @@
  * The SIMD code itself is generated in simd-matmul.ts.
  */
 import type { KernelArg } from '../backend.js';
-import { numel, offsets } from '../js/layout.js';
+import { numel, offsets } from '../layout.js';
 import type { TypedArray } from '../names.js';
 import { ARGS, HEAP, MAX_HEAP_BYTES, span, type Engine } from './runtime.js';
 import { F32_TILE, F64_TILE, MatmulArg, type MicroShape, PackArg } from './simd-matmul.js';

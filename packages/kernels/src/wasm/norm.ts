@@ -5,7 +5,7 @@
  * (rows are short); float64, strided inputs and other axes stay on js.
  */
 import type { KernelArg } from '../backend.js';
-import { isContiguous, numel } from '../js/layout.js';
+import { isContiguous, numel } from '../layout.js';
 import { stage, stageContiguous } from './elementwise.js';
 import type { NormParams, SoftmaxParams, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';

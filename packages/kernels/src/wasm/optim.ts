@@ -5,7 +5,7 @@
  * f64x2 lanes are IEEE per lane, so the vector body and the scalar tail agree with the js loop.
  */
 import type { KernelArg } from '../backend.js';
-import { isContiguous, numel } from '../js/layout.js';
+import { isContiguous, numel } from '../layout.js';
 import type { AdamStepParams, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
 import { ARGS, HEAP, MAX_HEAP_BYTES, type Engine } from './runtime.js';

@@ -4,7 +4,7 @@
  * row by row), bit-identical to the js kernel. Everything else returns false (js fallback).
  */
 import type { KernelArg } from '../backend.js';
-import { isContiguous, numel, offsets } from '../js/layout.js';
+import { isContiguous, numel, offsets } from '../layout.js';
 import type { FakeQuantizeParams, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
 import { HEAP, type Engine } from './runtime.js';

@@ -6,7 +6,7 @@
  * prod, empty reductions and other layouts stay on js.
  */
 import type { KernelArg } from '../backend.js';
-import { contiguousStrides, isContiguous, numel } from '../js/layout.js';
+import { contiguousStrides, isContiguous, numel } from '../layout.js';
 import { contiguousCopy } from './elementwise.js';
 import type { ArgReduceOp, ReduceOp, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';

@@ -1,14 +1,14 @@
 /**
- * @file wasm elementwise kernels (unary, binary with broadcasting, copy, exp/sigmoid) against
- * the js oracle, and the backend's fallback bookkeeping.
+ * @file Elementwise kernels (unary, binary with broadcasting, copy, exp/sigmoid) of every native
+ * backend against the js oracle, and the backend's fallback bookkeeping.
  */
 import fc from 'fast-check';
-import { afterAll, describe, expect, it } from 'vitest';
-import { createWasmBackend, isContiguous, jsKernels, numel, type BinaryOp, type UnaryOp } from '@qgrad/kernels';
-import { type Arg, type FloatDType, mismatch, out, permutation, size, view } from './helpers.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isContiguous, jsKernels, numel, type BinaryOp, type UnaryOp, type Backend } from '@qgrad/kernels';
+import { type Arg, type FloatDType, mismatch, NATIVE, out, permutation, size, view } from './helpers.js';
 
-const wasm = createWasmBackend({ threads: 2 });
-afterAll(() => wasm.dispose());
+/** The backend under test (each of NATIVE in turn). */
+let backend!: Backend;
 
 /** A shape of rank 1-3 from awkward sizes, padded with a leading dim so wasm (≥ 2048 elements) runs. */
 const shape = fc.array(size(), { minLength: 1, maxLength: 3 }).map((s) => {
@@ -29,7 +29,14 @@ const anyView = (dtype: FloatDType, s: number[], allowBroadcast: boolean) =>
 const UNARY: UnaryOp[] = ['neg', 'abs', 'sqrt', 'floor', 'ceil', 'trunc', 'roundHalfEven', 'relu', 'reluGrad', 'square', 'reciprocal', 'rsqrt'];
 const BINARY: BinaryOp[] = ['add', 'sub', 'mul', 'div', 'maximum', 'minimum', 'reluBackward'];
 
-describe('wasm elementwise', () => {
+describe.each(NATIVE)('$name elementwise', (entry) => {
+  beforeAll(() => {
+    backend = entry.create({ threads: 2 });
+  });
+  afterAll(() => {
+    backend.dispose();
+  });
+
   for (const dtype of DTYPES) {
     it(`unary ops equal the js kernels in ${dtype} on strided views`, () => {
       fc.assert(
@@ -39,9 +46,9 @@ describe('wasm elementwise', () => {
           // scale so floor/round see values on both sides of integers
           const scaled: Arg = { ...x, data: x.data.map((v) => v * 4) };
           jsKernels.unary([scaled], ref, { op });
-          wasm.run('unary', [scaled], got, { op });
+          backend.run('unary', [scaled], got, { op });
           expect(mismatch(got.data, ref.data, op === 'rsqrt' ? 2 * rtol(dtype) : 0)).toBe(-1);
-          expect(wasm.ranOn!('unary', dtype)).toBe('wasm');
+          expect(backend.ranOn!('unary', dtype)).toBe(entry.name);
         }),
         { numRuns: 80 },
       );
@@ -56,7 +63,7 @@ describe('wasm elementwise', () => {
             const ref = out(dtype, [...a.shape]);
             const got = out(dtype, [...a.shape]);
             jsKernels.binary([a, b], ref, { op });
-            wasm.run('binary', [a, b], got, { op });
+            backend.run('binary', [a, b], got, { op });
             // exact: IEEE add/sub/mul/div/min/max round once, as the oracle's f64 result rounded to the dtype
             expect(mismatch(got.data, ref.data, 0)).toBe(-1);
           },
@@ -66,7 +73,7 @@ describe('wasm elementwise', () => {
     });
 
     it(`strided copy equals the js copy in ${dtype}`, () => {
-      const ran = () => wasm.stats().find((x) => x.kernel === 'copy' && x.dtype === dtype)?.wasm ?? 0;
+      const ran = () => backend.stats!().find((x) => x.kernel === 'copy' && x.dtype === dtype)?.native ?? 0;
       const before = ran();
       let strided = 0;
       fc.assert(
@@ -74,7 +81,7 @@ describe('wasm elementwise', () => {
           const ref = out(dtype, [...x.shape]);
           const got = out(dtype, [...x.shape]);
           jsKernels.copy([x], ref, {});
-          wasm.run('copy', [x], got, {});
+          backend.run('copy', [x], got, {});
           expect(mismatch(got.data, ref.data, 0)).toBe(-1);
           // a contiguous view is a memcpy, which js does; every strided one must have run in wasm
           if (!isContiguous(x.shape, x.strides)) strided++;
@@ -92,10 +99,10 @@ describe('wasm elementwise', () => {
         const ref = out('float32', [...x.shape]);
         const got = out('float32', [...x.shape]);
         jsKernels.unary([scaled], ref, { op });
-        wasm.run('unary', [scaled], got, { op });
+        backend.run('unary', [scaled], got, { op });
         // siluGrad = σ·(1 + x·(1 − σ)) cancels near x ≈ −1.28: an absolute bound there
         expect(mismatch(got.data, ref.data, 1e-6, op === 'siluGrad' ? 1e-6 : 1e-37)).toBe(-1);
-        expect(wasm.ranOn!('unary', 'float32')).toBe('wasm');
+        expect(backend.ranOn!('unary', 'float32')).toBe(entry.name);
       }),
       { numRuns: 60 },
     );
@@ -109,7 +116,7 @@ describe('wasm elementwise', () => {
       const ref = out('float32', [4096]);
       const got = out('float32', [4096]);
       jsKernels.unary([x], ref, { op });
-      wasm.run('unary', [x], got, { op });
+      backend.run('unary', [x], got, { op });
       // subnormal results carry fewer bits: compare them absolutely (silu scales a subnormal σ by x)
       expect(mismatch(got.data, ref.data, 1e-6, op === 'exp' || op === 'sigmoid' ? 2e-45 : op === 'silu' ? 1e-40 : 1e-6)).toBe(-1);
     }
@@ -124,8 +131,8 @@ describe('wasm elementwise', () => {
       const data = dtype === 'float32' ? new Float32Array(n) : new Float64Array(n);
       for (let i = 0; i < n; i++) data[i] = special[i % special.length]!;
       const got = out(dtype, [n]);
-      wasm.run('unary', [{ data, dtype, shape: [n], strides: [1], offset: 0 }], got, { op: 'reluGrad' });
-      expect(wasm.ranOn!('unary', dtype)).toBe('wasm');
+      backend.run('unary', [{ data, dtype, shape: [n], strides: [1], offset: 0 }], got, { op: 'reluGrad' });
+      expect(backend.ranOn!('unary', dtype)).toBe(entry.name);
       expect(Array.from(got.data).every((v, i) => Object.is(v, want[i % special.length]))).toBe(true);
     }
   });
@@ -143,15 +150,15 @@ describe('wasm elementwise', () => {
       const [g, x] = [make(gs), make(xs)];
       const got = out(dtype, [n]);
       const ref = out(dtype, [n]);
-      wasm.run('binary', [g, x], got, { op: 'reluBackward' });
-      expect(wasm.ranOn!('binary', dtype)).toBe('wasm');
+      backend.run('binary', [g, x], got, { op: 'reluBackward' });
+      expect(backend.ranOn!('binary', dtype)).toBe(entry.name);
       jsKernels.binary([g, x], ref, { op: 'reluBackward' });
       for (const res of [got, ref]) expect(Array.from(res.data).every((v, i) => Object.is(v, xs[i % 9]! <= 0 ? 0 : (g.data[i] as number)))).toBe(true);
     }
   });
 
   it('splits large compute-bound maps over the pool (rows, or along one long row) with the same bits as one thread', () => {
-    const one = createWasmBackend({ threads: 1 });
+    const one = entry.create({ threads: 1 });
     try {
       // [rows, n] shapes past the parallel thresholds: many rows, one long row, a broadcast
       // operand (stride 0), a transposed operand, and sizes that are not multiples of 4
@@ -166,22 +173,22 @@ describe('wasm elementwise', () => {
         for (const [kernel, op, ins] of [['unary', 'silu', [a]], ['unary', 'sqrt', [{ ...a, data: a.data.map(Math.abs) }]], ['binary', 'div', [a, b]]] as const) {
           const got = out('float32', s);
           const ref = out('float32', s);
-          wasm.run(kernel, ins as never, got, { op } as never);
+          backend.run(kernel, ins as never, got, { op } as never);
           one.run(kernel, ins as never, ref, { op } as never);
           expect(mismatch(got.data, ref.data, 0, 0), `${op} ${s}`).toBe(-1);
         }
       }
-      const pooled = (kernel: string) => wasm.stats().find((s) => s.kernel === kernel && s.dtype === 'float32')?.pooled ?? 0;
+      const pooled = (kernel: string) => backend.stats!().find((s) => s.kernel === kernel && s.dtype === 'float32')?.pooled ?? 0;
       expect(pooled('unary')).toBeGreaterThanOrEqual(6);
       expect(pooled('binary')).toBeGreaterThanOrEqual(3);
-      expect(one.stats().every((s) => s.pooled === 0)).toBe(true);
+      expect(one.stats!().every((s) => s.pooled === 0)).toBe(true);
     } finally {
       one.dispose();
     }
   });
 
   it('copies into a strided output view (slice assignment) like the js kernel', () => {
-    const wasm = createWasmBackend({ threads: 1 });
+    const single = entry.create({ threads: 1 });
     fc.assert(
       fc.property(shape.chain((s) => fc.tuple(anyView('float32', s, true), permutation(s.length))), ([x, order]) => {
         // out: a permuted view into a larger buffer, as when assigning into a slice
@@ -189,25 +196,25 @@ describe('wasm elementwise', () => {
         const ref = { ...o, data: o.data.slice() };
         const got = { ...o, data: o.data.slice() };
         jsKernels.copy([x], ref, {});
-        wasm.run('copy', [x], got, {});
+        single.run('copy', [x], got, {});
         expect(mismatch(got.data, ref.data, 0)).toBe(-1);
       }),
       { numRuns: 30 },
     );
-    wasm.dispose();
+    single.dispose();
   });
 
   it('falls back to js for small sizes, other dtypes and ops without a wasm kernel', () => {
     const x = view('float32', [3, 5], [0, 1], 0, [], 1);
     const o = out('float32', [3, 5]);
-    wasm.run('unary', [x], o, { op: 'exp' });
-    expect(wasm.ranOn!('unary', 'float32')).toBe('js');
+    backend.run('unary', [x], o, { op: 'exp' });
+    expect(backend.ranOn!('unary', 'float32')).toBe('js');
     const i = { data: new Int32Array(4096).fill(3), dtype: 'int32' as const, shape: [4096], strides: [1], offset: 0 };
     const io = { ...i, data: new Int32Array(4096) };
-    wasm.run('unary', [i], io, { op: 'neg' });
+    backend.run('unary', [i], io, { op: 'neg' });
     expect(io.data[0]).toBe(-3);
-    expect(wasm.ranOn!('unary', 'int32')).toBe('js');
-    const stats = wasm.stats();
+    expect(backend.ranOn!('unary', 'int32')).toBe('js');
+    const stats = backend.stats!();
     expect(stats.find((s) => s.kernel === 'unary' && s.dtype === 'int32')?.js).toBeGreaterThan(0);
   });
 
@@ -220,19 +227,17 @@ describe('wasm elementwise', () => {
       const ref = out('float32', [4096]);
       const got = out('float32', [4096]);
       jsKernels.binary([x, y], ref, { op });
-      wasm.run('binary', [x, y], got, { op });
+      backend.run('binary', [x, y], got, { op });
       expect(mismatch(got.data, ref.data, 0)).toBe(-1);
     }
   });
-});
 
-describe('wasm backend bookkeeping', () => {
-  it('ran the property tests above in wasm, not in the js fallback', () => {
+  it('ran the property tests above natively, not in the js fallback', () => {
     // (copy is checked in its own test: contiguous copies are a memcpy in js by design)
     for (const kernel of ['unary', 'binary'] as const)
       for (const dtype of DTYPES) {
-        const s = wasm.stats().find((x) => x.kernel === kernel && x.dtype === dtype);
-        expect(s?.wasm, `${kernel} ${dtype}`).toBeGreaterThan(3 * (s?.js ?? 0));
+        const s = backend.stats!().find((x) => x.kernel === kernel && x.dtype === dtype);
+        expect(s?.native, `${kernel} ${dtype}`).toBeGreaterThan(3 * (s?.js ?? 0));
       }
   });
 });

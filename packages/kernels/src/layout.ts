@@ -1,8 +1,8 @@
 /**
- * @file Strided-view helpers shared by the js kernels: element counts, contiguity, and the
+ * @file Strided-view helpers shared by every backend's kernels: element counts, contiguity, and the
  * offsets of a view's elements in row-major order.
  */
-import type { KernelArg } from '../backend.js';
+import type { KernelArg } from './backend.js';
 
 export function numel(shape: readonly number[]): number {
   let n = 1;

@@ -1,0 +1,94 @@
+/**
+ * @file The generic js fallback every backend other than js uses: a backend supplies a partial
+ * table of its own kernels, each of which may decline a call (dtype, size, layout); whatever is
+ * missing or declined runs on the js oracle. Counts what ran where, per kernel and dtype, and
+ * prints the counts at exit under QGRAD_DEBUG_KERNELS=1. Host-memory backends only (the js
+ * kernels read the same typed arrays); a device backend would download/upload around the call.
+ */
+import type { KernelArg, KernelStat } from './backend.js';
+import { jsKernels } from './js/index.js';
+import type { DType, KernelName, KernelParams, TypedArray } from './names.js';
+
+export type { KernelStat };
+
+type Arg = KernelArg<TypedArray>;
+
+/** One of a backend's own kernels: returns false to hand this call to the js oracle. */
+export type NativeKernel<K extends KernelName> = (inputs: readonly Arg[], out: Arg, params: KernelParams[K]) => boolean;
+
+/** A backend's own kernels; the ones it lacks run on js. */
+export type NativeTable = { [K in KernelName]?: NativeKernel<K> };
+
+export interface FallbackOptions {
+  /** Work items handed to the backend's thread pool so far: a call that raises it counts as pooled. */
+  pooledJobs?: () => number;
+  /** Where a kernel would run before any call has been seen (default: native when the table has it). */
+  guess?: (kernel: KernelName, dtype: DType) => boolean;
+  /** Extra lines for the QGRAD_DEBUG_KERNELS=1 listing (a header first, then the table). */
+  header?: () => string;
+  footer?: () => string[];
+}
+
+export interface FallbackRunner {
+  run<K extends KernelName>(kernel: K, inputs: readonly Arg[], out: Arg, params: KernelParams[K]): void;
+  /** The backend (its name, or 'js') that ran the last call of this kernel and dtype. */
+  ranOn(kernel: KernelName, dtype: DType): string;
+  stats(): KernelStat[];
+}
+
+/** True under QGRAD_DEBUG_KERNELS=1. */
+export function debugKernels(): boolean {
+  return (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.QGRAD_DEBUG_KERNELS === '1';
+}
+
+/**
+ * Wraps a backend's partial kernel table (`table()` may return null: the backend cannot run at
+ * all, e.g. its engine failed to start) with the js oracle as the fallback.
+ * @example const { run, ranOn, stats } = withJsFallback('wasm', () => RULES);
+ */
+export function withJsFallback(name: string, table: () => NativeTable | null, options: FallbackOptions = {}): FallbackRunner {
+  // counted per call, so keyed without building strings: kernel → dtype → stat
+  const counts = new Map<KernelName, Map<DType, KernelStat & { last: string }>>();
+  const record = (kernel: KernelName, dtype: DType, where: 'native' | 'js', pooled: boolean) => {
+    let byDtype = counts.get(kernel);
+    if (!byDtype) counts.set(kernel, (byDtype = new Map()));
+    let s = byDtype.get(dtype);
+    if (!s) byDtype.set(dtype, (s = { kernel, dtype, native: 0, js: 0, pooled: 0, last: where }));
+    s[where]++;
+    if (pooled) s.pooled++;
+    s.last = where === 'native' ? name : 'js';
+  };
+  let listed = false;
+  const runner: FallbackRunner = {
+    run<K extends KernelName>(kernel: K, inputs: readonly Arg[], out: Arg, params: KernelParams[K]): void {
+      if (!listed) {
+        listed = true;
+        if (debugKernels()) printAtExit(name, runner, options);
+      }
+      const dtype = inputs[0]?.dtype ?? out.dtype;
+      const own = table()?.[kernel] as NativeKernel<K> | undefined;
+      const jobs = options.pooledJobs?.() ?? 0;
+      if (own && own(inputs, out, params)) {
+        record(kernel, dtype, 'native', (options.pooledJobs?.() ?? 0) > jobs);
+        return;
+      }
+      (jsKernels[kernel] as (i: readonly Arg[], o: Arg, p: KernelParams[K]) => void)(inputs, out, params);
+      record(kernel, dtype, 'js', false);
+    },
+    ranOn(kernel, dtype) {
+      const seen = counts.get(kernel)?.get(dtype)?.last;
+      if (seen) return seen;
+      return (options.guess ? options.guess(kernel, dtype) : table()?.[kernel] !== undefined) ? name : 'js';
+    },
+    stats: () => [...counts.values()].flatMap((m) => [...m.values()].map(({ kernel, dtype, native, js, pooled }) => ({ kernel, dtype, native, js, pooled }))),
+  };
+  return runner;
+}
+
+function printAtExit(name: string, runner: FallbackRunner, options: FallbackOptions): void {
+  const proc = (globalThis as { process?: { once?: (e: string, f: () => void) => void } }).process;
+  proc?.once?.('exit', () => {
+    const rows = runner.stats().map((s) => `  ${s.kernel.padEnd(12)} ${s.dtype.padEnd(8)} ${name} ${String(s.native).padStart(6)} (pooled ${String(s.pooled).padStart(6)})  js ${String(s.js).padStart(6)}`);
+    console.error([options.header?.() ?? `qgrad ${name} backend:`, ...rows, ...(options.footer?.() ?? [])].join('\n'));
+  });
+}
