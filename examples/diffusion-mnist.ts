@@ -54,7 +54,7 @@ const result = await train({
   step: (i) => {
     const [x, y] = mnistBatch(data, args.batchSize, i, args.seed); // [B, 1, 28, 28] in [−1, 1], [B]
     const g = stepGenerator(args.seed, i, 3); // timesteps, noise and label dropout of this step
-    const labels = Array.from(y.data, (l) => (g.random() < args.labelDrop ? 10 : Number(l)));
+    const labels = Array.from(y.dataSync(), (l) => (g.random() < args.labelDrop ? 10 : Number(l)));
     const loss = diffusion.loss((xt, t) => model.forward(xt, t, labels), x, { generator: g });
     loss.backward();
     optimizer.step();
@@ -66,7 +66,7 @@ const result = await train({
   evaluate: () =>
     noGrad(() => {
       const x = toUnit(data.testX.narrow(0, 0, 256));
-      const labels = Array.from(data.testY.narrow(0, 0, 256).data, Number);
+      const labels = Array.from(data.testY.narrow(0, 0, 256).dataSync(), Number);
       return { val_loss: diffusion.loss((xt, t) => model.forward(xt, t, labels), x, { generator: new Generator(12345) }).item() };
     }),
   panels: { 'noise-prediction MSE': ['loss', 'val_loss'] },

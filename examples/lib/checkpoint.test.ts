@@ -70,7 +70,7 @@ describe('checkpoints', () => {
       for (const [k, v] of Object.entries(st)) {
         const w = after.state[Number(i)]![k]!;
         if (typeof v === 'number') expect(w).toBe(v);
-        else expect(Array.from((w as q.Tensor).data)).toEqual(Array.from(v.data));
+        else expect(Array.from((w as q.Tensor).dataSync())).toEqual(Array.from(v.dataSync()));
       }
     }
     expect(after.paramGroups.map((g) => g.lr)).toEqual(before.paramGroups.map((g) => g.lr));

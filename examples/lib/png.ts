@@ -20,7 +20,7 @@ export function saveImageGrid(path: string, images: Tensor, opts: { cols?: numbe
   const png = new PNG({ width: W, height: H });
   png.data.fill(64); // dark grey gaps
   for (let i = 3; i < png.data.length; i += 4) png.data[i] = 255;
-  const d = images.data;
+  const d = images.dataSync();
   for (let k = 0; k < n; k++) {
     const ox = gap + (k % cols) * (w * s + gap);
     const oy = gap + Math.floor(k / cols) * (h * s + gap);

@@ -64,8 +64,8 @@ export async function run(ctx: BenchContext): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
   for (const backend of q.availableBackends()) {
     q.setBackend(backend);
-    const imgs = q.tensor(images.data, { shape: images.shape });
-    const labs = q.tensor(labels.data);
+    const imgs = q.tensor(images.dataSync(), { shape: images.shape });
+    const labs = q.tensor(labels.dataSync());
     for (const quant of [false, true]) {
       epoch(quant, imgs.narrow(0, 0, 128), labs.narrow(0, 0, 128)); // warm-up: kernel compile, first-step init
       const ms = ctx.median(Array.from({ length: reps }, () => epoch(quant, imgs, labs)));
@@ -75,8 +75,8 @@ export async function run(ctx: BenchContext): Promise<Record<string, number>> {
   q.setBackend('js');
   const dir = mkdtempSync(join(tmpdir(), 'qgrad-bench-'));
   try {
-    writeFileSync(join(dir, 'x.f32'), images.data as Float32Array);
-    writeFileSync(join(dir, 'y.i32'), labels.data as Int32Array);
+    writeFileSync(join(dir, 'x.f32'), images.dataSync() as Float32Array);
+    writeFileSync(join(dir, 'y.i32'), labels.dataSync() as Int32Array);
     const t = ctx.torch('mlp', dir, String(n), String(reps));
     if (t) for (const [k, v] of Object.entries(t)) out[`pytorch ${k} ms/epoch`] = v;
   } finally {

@@ -61,7 +61,7 @@ export function serializeSafetensors(tensors: Record<string, Tensor>, metadata?:
   let offset = 0;
   for (const n of names) {
     const t = tensors[n]!;
-    const data = t.data;
+    const data = t.dataSync();
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     payloads.push(LITTLE_ENDIAN ? bytes : swapBytes(bytes, data.BYTES_PER_ELEMENT));
     header[n] = { dtype: WRITE_NAME[t.dtype], shape: [...t.shape], data_offsets: [offset, offset + bytes.length] };

@@ -106,23 +106,32 @@ export class Tensor {
   }
 
   // ---------------------------------------------------------------- reading back
-  /** The values in row-major order as a new typed array of the tensor's dtype. */
-  get data(): TypedArray {
-    if (this.storage.released) throw new Error(L.useAfterRelease(this, 'data'));
+  /**
+   * The values in row-major order, as a new typed array of the tensor's dtype, read without
+   * waiting (as TensorFlow.js's `dataSync`): on CPU backends the values are there already; a
+   * device backend blocks until its queue is done.
+   * @example tensor([[1, 2], [3, 4]]).dataSync(); // Float32Array [1, 2, 3, 4]
+   */
+  dataSync(): TypedArray {
+    if (this.storage.released) throw new Error(L.useAfterRelease(this, 'dataSync'));
     const c = this.isContiguous() ? this : M.contiguousNoGrad(this);
     const all = c.storage.backend.readSync(c.storage.data, c.dtype, c.storage.size);
     return all.slice(c.offset, c.offset + this.numel()) as TypedArray;
   }
-  /** Async read (synchronises with device backends). */
-  async read(): Promise<TypedArray> {
-    if (this.storage.released) throw new Error(L.useAfterRelease(this, 'read'));
+  /**
+   * The values, once the backend has computed them: the one read that works the same on every
+   * backend (a device backend synchronises here and nowhere else).
+   * @example const values = await model.forward(x).data();
+   */
+  async data(): Promise<TypedArray> {
+    if (this.storage.released) throw new Error(L.useAfterRelease(this, 'data'));
     const c = this.isContiguous() ? this : M.contiguousNoGrad(this);
     const all = await c.storage.backend.read(c.storage.data, c.dtype, c.storage.size);
     return all.slice(c.offset, c.offset + this.numel()) as TypedArray;
   }
   /** Nested arrays of numbers (a number for 0-d tensors). */
   toArray(): NestedArray {
-    const d = this.data;
+    const d = this.dataSync();
     const build = (dim: number, off: number): NestedArray => {
       if (dim === this.ndim) return d[off]!;
       const inner = numel(this.shape.slice(dim + 1));
@@ -133,11 +142,11 @@ export class Tensor {
   /** The single value of a one-element tensor. */
   item(): number {
     if (this.numel() !== 1) throw new Error(`item: only one-element tensors can be converted to a number, got shape [${this.shape.join(', ')}]`);
-    return this.data[0]!;
+    return this.dataSync()[0]!;
   }
   /** True when any element is NaN or ±Inf. */
   hasNonFinite(): boolean {
-    const d = this.data;
+    const d = this.dataSync();
     for (let i = 0; i < d.length; i++) if (!Number.isFinite(d[i]!)) return true;
     return false;
   }

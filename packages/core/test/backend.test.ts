@@ -16,8 +16,8 @@ describe('backend selection', () => {
     const a = q.withBackend('js', () => q.randn([3, 5]));
     const b = q.withBackend('wasm', () => q.randn([5]));
     const onWasm = q.withBackend('wasm', () => a.mul(b).add(1));
-    const onJs = q.withBackend('js', () => q.tensor(a.data, { shape: [3, 5] }).mul(q.tensor(b.data)).add(1));
-    expect(Array.from(onWasm.data)).toEqual(Array.from(onJs.data));
+    const onJs = q.withBackend('js', () => q.tensor(a.dataSync(), { shape: [3, 5] }).mul(q.tensor(b.dataSync())).add(1));
+    expect(Array.from(onWasm.dataSync())).toEqual(Array.from(onJs.dataSync()));
   });
 
   it('ops run on the backend of their first input', () => {

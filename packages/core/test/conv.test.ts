@@ -19,7 +19,7 @@ interface Geo {
 function refConv(x: Tensor, w: Tensor, b: Tensor | null, g: Geo, groups: number): number[] {
   const [n, c, h, wd] = x.shape as [number, number, number, number];
   const [o, cg, kh, kw] = w.shape as [number, number, number, number];
-  const [xd, wdat, bd] = [x.data, w.data, b?.data];
+  const [xd, wdat, bd] = [x.dataSync(), w.dataSync(), b?.dataSync()];
   const res: number[] = [];
   const og = o / groups;
   for (let bi = 0; bi < n; bi++)
@@ -45,7 +45,7 @@ function refConv(x: Tensor, w: Tensor, b: Tensor | null, g: Geo, groups: number)
 /** Direct-loop pooling reference over windows clipped to the input; `reduce` sees the in-range values. */
 function refPool(x: Tensor, k: [number, number], g: Geo, reduce: (vals: number[], oy: number, ox: number) => number): number[] {
   const [n, c, h, w] = x.shape as [number, number, number, number];
-  const xd = x.data;
+  const xd = x.dataSync();
   const res: number[] = [];
   for (let p = 0; p < n * c; p++)
     for (let y = 0; y < g.out[0]; y++)
@@ -293,7 +293,7 @@ describe('interpolate (nearest)', () => {
         const y = q.interpolate(x, { size: [oh, ow], mode });
         expect(y.shape).toEqual([1, 2, oh, ow]);
         const src = (o: number, n: number, m: number) => Math.min(Math.floor(Math.fround((mode === 'nearest' ? o : o + 0.5) * Math.fround(n / m))), n - 1);
-        const xd = x.data;
+        const xd = x.dataSync();
         const ref: number[] = [];
         for (let c = 0; c < 2; c++) for (let i = 0; i < oh; i++) for (let j = 0; j < ow; j++) ref.push(xd[(c * h + src(i, h, oh)) * w + src(j, w, ow)]!);
         assertAllclose(y, ref, { rtol: 0, atol: 0 });

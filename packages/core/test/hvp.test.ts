@@ -81,9 +81,9 @@ describe('Hessian-vector products of elementwise ops', () => {
           const w = q.randn(s, { dtype: 'float64', generator: new q.Generator(seed + 1) });
           const f = (t: Tensor) => op(t).mul(w).sum();
           const v = q.randn(s, { dtype: 'float64', generator: new q.Generator(seed + 2) });
-          const xs = Array.from(x.data);
-          const wv = Array.from(w.data);
-          const vv = Array.from(v.data);
+          const xs = Array.from(x.dataSync());
+          const wv = Array.from(w.dataSync());
+          const vv = Array.from(v.dataSync());
           assertAllclose(hvp(f, x, v), xs.map((xi, i) => wv[i]! * d2(xi) * vv[i]!), { atol: 1e-10, rtol: 1e-8 }, `${name} analytic Hv`);
           checkSecondOrder(f, x, seed + 2);
         }),
@@ -196,7 +196,7 @@ describe('Hutchinson trace estimation', () => {
     const n = 4;
     const b = f64([n, n], -1, 1, 21);
     const a = b.add(b.t()); // symmetric
-    const av = Array.from(a.data);
+    const av = Array.from(a.dataSync());
     const trace = Array.from({ length: n }, (_, i) => av[i * n + i]!).reduce((s, v) => s + v, 0);
     let off = 0;
     for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) if (i !== j) off += av[i * n + j]! ** 2;

@@ -42,9 +42,9 @@ describe('gather and scatterAdd', () => {
         const index = i32(vals, shape);
         const y = x.gather(dim, index);
         expect(y.shape).toEqual(shape);
-        const xv = x.data;
+        const xv = x.dataSync();
         const expected = vals.map((v, p) => xv[ravel(unravel(p, shape).map((c, k) => (k === d ? v : c)), s)]!);
-        expect(Array.from(y.data)).toEqual(expected);
+        expect(Array.from(y.dataSync())).toEqual(expected);
         gradcheck((t) => t.gather(dim, index), [x], { nonContiguous });
       }),
       RUNS,
@@ -59,14 +59,14 @@ describe('gather and scatterAdd', () => {
         const x = f64(s);
         const src = f64(shape);
         const index = i32(vals, shape);
-        const expected = Array.from(x.data);
-        const sv = src.data;
+        const expected = Array.from(x.dataSync());
+        const sv = src.dataSync();
         vals.forEach((v, p) => {
           expected[ravel(unravel(p, shape).map((c, k) => (k === d ? v : c)), s)] += sv[p]!;
         });
         const y = x.scatterAdd(dim, index, src);
         expect(y.shape).toEqual(s);
-        Array.from(y.data).forEach((v, i) => expect(v).toBeCloseTo(expected[i]!, 12));
+        Array.from(y.dataSync()).forEach((v, i) => expect(v).toBeCloseTo(expected[i]!, 12));
         gradcheck((a, b) => q.scatterAdd(a, dim, index, b), [x, src], { nonContiguous });
       }),
       RUNS,
@@ -116,8 +116,8 @@ describe('indexSelect, indexAdd and take', () => {
         const y = x.indexSelect(dim, i32(vals));
         const shape = s.map((n, i) => (i === d ? vals.length : n));
         expect(y.shape).toEqual(shape);
-        const xv = x.data;
-        expect(Array.from(y.data)).toEqual(Array.from(y.data, (_, p) => xv[ravel(unravel(p, shape).map((c, k) => (k === d ? vals[c]! : c)), s)]!));
+        const xv = x.dataSync();
+        expect(Array.from(y.dataSync())).toEqual(Array.from(y.dataSync(), (_, p) => xv[ravel(unravel(p, shape).map((c, k) => (k === d ? vals[c]! : c)), s)]!));
         gradcheck((t) => t.indexSelect(dim, i32(vals)), [x], { nonContiguous });
       }),
       RUNS,
@@ -133,13 +133,13 @@ describe('indexSelect, indexAdd and take', () => {
         const x = f64(s);
         const shape = s.map((n, i) => (i === d ? vals.length : n));
         const src = f64(shape);
-        const expected = Array.from(x.data);
-        const sv = src.data;
+        const expected = Array.from(x.dataSync());
+        const sv = src.dataSync();
         for (let p = 0; p < sv.length; p++) {
           const c = unravel(p, shape);
           expected[ravel(c.map((v, k) => (k === d ? vals[v]! : v)), s)] += 0.5 * sv[p]!;
         }
-        Array.from(x.indexAdd(dim, i32(vals), src, 0.5).data).forEach((v, i) => expect(v).toBeCloseTo(expected[i]!, 12));
+        Array.from(x.indexAdd(dim, i32(vals), src, 0.5).dataSync()).forEach((v, i) => expect(v).toBeCloseTo(expected[i]!, 12));
         gradcheck((a, b) => q.indexAdd(a, dim, i32(vals), b, 0.5), [x, src], { nonContiguous });
       }),
       RUNS,
@@ -179,8 +179,8 @@ describe('embedding', () => {
         const w = f64([n, dim]);
         const y = q.embedding(idx, w);
         expect(y.shape).toEqual([...s, dim]);
-        const wv = w.data;
-        expect(Array.from(y.data)).toEqual(vals.flatMap((v) => Array.from({ length: dim }, (_, j) => wv[v * dim + j]!)));
+        const wv = w.dataSync();
+        expect(Array.from(y.dataSync())).toEqual(vals.flatMap((v) => Array.from({ length: dim }, (_, j) => wv[v * dim + j]!)));
         gradcheck((t) => q.functional.embedding(idx, t), [w], { nonContiguous });
       }),
       RUNS,
@@ -236,11 +236,11 @@ describe('negative and out-of-range indices', () => {
         const valid = ids(2048, 256, 3, 1000);
         const w = q.rand([256, 16], { requiresGrad: true });
         const y = q.embedding(valid, w);
-        expect(Array.from(y.data.subarray(1000 * 16, 1001 * 16))).toEqual(Array.from(w.data.subarray(3 * 16, 4 * 16)));
+        expect(Array.from(y.dataSync().subarray(1000 * 16, 1001 * 16))).toEqual(Array.from(w.dataSync().subarray(3 * 16, 4 * 16)));
         y.sum().backward(); // the backward is an indexAdd of the same (checked) index
         const counts = new Array<number>(256).fill(0);
-        for (const v of valid.data) counts[v]!++;
-        expect(Array.from(w.grad!.data)).toEqual(counts.flatMap((c) => new Array<number>(16).fill(c)));
+        for (const v of valid.dataSync()) counts[v]!++;
+        expect(Array.from(w.grad!.dataSync())).toEqual(counts.flatMap((c) => new Array<number>(16).fill(c)));
       });
     });
 
@@ -252,7 +252,7 @@ describe('negative and out-of-range indices', () => {
         expect(() => x.take(i32([0, -7]))).toThrow(/^take: index -7 is out of range \[-6, 6\) \(input \[2, 3\], index \[2\]\)$/);
         expect(() => x.take(i32([6]))).toThrow(/^take: index 6 is out of range \[-6, 6\)/);
         const big = q.rand([4096]);
-        expect(Array.from(big.take(ids(4096, 4096, -1, 0)).data.subarray(0, 2))).toEqual([big.data[4095], big.data[7]]);
+        expect(Array.from(big.take(ids(4096, 4096, -1, 0)).dataSync().subarray(0, 2))).toEqual([big.dataSync()[4095], big.dataSync()[7]]);
       });
     });
   }
@@ -266,8 +266,8 @@ describe('maskedFill and oneHot', () => {
         const x = f64(full);
         const mask = q.rand(sm).gt(0.5);
         const y = x.maskedFill(mask, 0.25);
-        const mx = q.zeros(full).add(mask).data;
-        expect(Array.from(y.data)).toEqual(Array.from(x.data, (v, i) => (mx[i] ? 0.25 : v)));
+        const mx = q.zeros(full).add(mask).dataSync();
+        expect(Array.from(y.dataSync())).toEqual(Array.from(x.dataSync(), (v, i) => (mx[i] ? 0.25 : v)));
         gradcheck((t) => t.maskedFill(mask, 0.25), [x], { nonContiguous });
       }),
       RUNS,

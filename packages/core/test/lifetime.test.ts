@@ -18,11 +18,11 @@ describe('tensors the user keeps across backward passes', () => {
     h.retainGrad();
     const y = h.sin().sum();
     y.backward(undefined, { retainGraph: true });
-    const first = Array.from(h.grad!.data);
+    const first = Array.from(h.grad!.dataSync());
     y.backward();
     // more passes that would reuse a wrongly recycled buffer
     for (let i = 0; i < 3; i++) x.mul(2).exp().sum().backward();
-    expect(Array.from(h.grad!.data)).toEqual(first.map((v) => Math.fround(v + v)));
+    expect(Array.from(h.grad!.dataSync())).toEqual(first.map((v) => Math.fround(v + v)));
   });
 
   it('keeps tensors created inside a gradient hook, read through .data and read()', async () => {
@@ -31,10 +31,10 @@ describe('tensors the user keeps across backward passes', () => {
     const kept: Tensor[] = [];
     h.registerHook((g) => void kept.push(g.mul(2), g.add(1)));
     h.cos().sum().backward();
-    const expected = Array.from(x.data, (v) => Math.fround(-Math.sin(Math.fround(2 * v))));
+    const expected = Array.from(x.dataSync(), (v) => Math.fround(-Math.sin(Math.fround(2 * v))));
     for (let i = 0; i < 3; i++) x.mul(5).tanh().mul(x).sum().backward();
-    expect(Array.from(await kept[0]!.read())).toEqual(expected.map((v) => Math.fround(2 * v)));
-    expect(Array.from(kept[1]!.data)).toEqual(expected.map((v) => Math.fround(v + 1)));
+    expect(Array.from(await kept[0]!.data())).toEqual(expected.map((v) => Math.fround(2 * v)));
+    expect(Array.from(kept[1]!.dataSync())).toEqual(expected.map((v) => Math.fround(v + 1)));
   });
 
   it('keeps tensors created inside a leaf hook and replacement gradients a hook returns', () => {
@@ -46,7 +46,7 @@ describe('tensors the user keeps across backward passes', () => {
     });
     x.square().sum().backward();
     for (let i = 0; i < 3; i++) x.mul(3).sum().backward();
-    expect(Array.from(seen[0]!.data)).toEqual(Array.from(x.data, (v) => -Math.fround(2 * v)));
+    expect(Array.from(seen[0]!.dataSync())).toEqual(Array.from(x.dataSync(), (v) => -Math.fround(2 * v)));
   });
 });
 
@@ -68,14 +68,14 @@ describe('leaf hooks', () => {
 });
 
 describe('use after release', () => {
-  it('read() throws like .data instead of returning another tensor\'s values', async () => {
+  it('await data() throws like dataSync() instead of returning another tensor\'s values', async () => {
     let t: Tensor | null = null;
     tidy('inner', () => {
       t = q.randn([N]).mul(2);
     });
     q.randn([N]).mul(3); // takes the pooled buffer
-    await expect(t!.read()).rejects.toThrow(/read: a float32 tensor of shape \[8192\] made by '\w+' was used after the tidy\('inner'\) that created it ended; return it from the function \(or keep\(\) it\)/);
-    expect(() => t!.data).toThrow(/data: .*tidy\('inner'\)/);
+    await expect(t!.data()).rejects.toThrow(/data: a float32 tensor of shape \[8192\] made by '\w+' was used after the tidy\('inner'\) that created it ended; return it from the function \(or keep\(\) it\)/);
+    expect(() => t!.dataSync()).toThrow(/dataSync: .*tidy\('inner'\)/);
   });
 });
 
@@ -90,10 +90,10 @@ describe('tidy, keep, dispose and memory()', () => {
       cached = keep(x.mul(4));
       return { a: inner.add(1), list: [x.sub(1), new Map([['m', x.neg()]])] };
     });
-    expect(() => inner!.data).toThrow(/tidy/);
-    expect(cached!.data[0]).toBe(Math.fround(x.data[0]! * 4));
-    expect(a.data[0]).toBe(Math.fround(Math.fround(x.data[0]! * 2) + 1));
-    expect((list[1] as Map<string, Tensor>).get('m')!.data[0]).toBe(-x.data[0]!);
+    expect(() => inner!.dataSync()).toThrow(/tidy/);
+    expect(cached!.dataSync()[0]).toBe(Math.fround(x.dataSync()[0]! * 4));
+    expect(a.dataSync()[0]).toBe(Math.fround(Math.fround(x.dataSync()[0]! * 2) + 1));
+    expect((list[1] as Map<string, Tensor>).get('m')!.dataSync()[0]).toBe(-x.dataSync()[0]!);
     expect(memory().buffers - before).toBe(4); // a, x - 1, -x and the kept one
   });
 

@@ -12,8 +12,8 @@ function refMatmul(a: Tensor, b: Tensor): { shape: number[]; values: number[] } 
   const batch = q.zeros(a.shape.slice(0, -2)).add(q.zeros(b.shape.slice(0, -2))).shape;
   const [m, k] = a.shape.slice(-2) as [number, number];
   const n = b.shape[b.ndim - 1]!;
-  const ad = a.expand([...batch, m, k]).contiguous().data;
-  const bd = b.expand([...batch, k, n]).contiguous().data;
+  const ad = a.expand([...batch, m, k]).contiguous().dataSync();
+  const bd = b.expand([...batch, k, n]).contiguous().dataSync();
   const count = batch.reduce((x, y) => x * y, 1);
   const values: number[] = [];
   for (let t = 0; t < count; t++)

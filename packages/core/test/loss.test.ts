@@ -14,7 +14,7 @@ type Red = (typeof REDUCTIONS)[number];
 function rowsOf(x: Tensor): number[][] {
   const c = x.ndim === 1 ? x.shape[0]! : x.shape[1]!;
   const perm = x.ndim === 1 ? [0] : [0, ...x.shape.slice(2).map((_, i) => i + 2), 1];
-  const d = Array.from(x.permute(perm).contiguous().data);
+  const d = Array.from(x.permute(perm).contiguous().dataSync());
   return Array.from({ length: d.length / c }, (_, i) => d.slice(i * c, (i + 1) * c));
 }
 const logSoftmaxRow = (r: number[]) => {
@@ -108,7 +108,7 @@ describe('crossEntropy with class-index targets', () => {
         const { x, target, tv, weight } = makeProblem(p);
         const opts = { weight, ignoreIndex: p.ignoreIndex, labelSmoothing: p.eps, reduction: p.reduction };
         const got = q.crossEntropy(x, target, opts);
-        const want = refCrossEntropy(rowsOf(x), tv, { weight: weight && Array.from(weight.data), ignoreIndex: p.ignoreIndex, eps: p.eps, reduction: p.reduction });
+        const want = refCrossEntropy(rowsOf(x), tv, { weight: weight && Array.from(weight.dataSync()), ignoreIndex: p.ignoreIndex, eps: p.eps, reduction: p.reduction });
         expect(got.shape).toEqual(p.reduction === 'none' ? target.shape : []);
         assertAllclose(got, typeof want === 'number' ? [want] : want, { atol: 1e-12, rtol: 1e-10 });
       }),
@@ -144,7 +144,7 @@ describe('crossEntropy with class-index targets', () => {
         const opts = { weight, ignoreIndex: p.ignoreIndex, reduction: p.reduction };
         const lp = q.logSoftmax(x, x.ndim === 1 ? 0 : 1);
         assertAllclose(q.nllLoss(lp, target, opts), q.crossEntropy(x, target, opts), { atol: 1e-12 });
-        const want = refCrossEntropy(rowsOf(x), tv, { weight: weight && Array.from(weight.data), ignoreIndex: p.ignoreIndex, eps: 0, reduction: p.reduction }, false);
+        const want = refCrossEntropy(rowsOf(x), tv, { weight: weight && Array.from(weight.dataSync()), ignoreIndex: p.ignoreIndex, eps: 0, reduction: p.reduction }, false);
         assertAllclose(q.nllLoss(x, target, opts), typeof want === 'number' ? [want] : want, { atol: 1e-12 });
         gradcheck((xx) => q.nllLoss(xx, target, opts), [x], { nonContiguous: p.nonContiguous });
       }),
@@ -164,7 +164,7 @@ describe('crossEntropy with probability targets', () => {
         const t = q.softmax(f64(shape), cd);
         const w = weighted ? f64([shape[cd]!], 0.5, 1.5) : undefined;
         const got = q.crossEntropy(x, t, { weight: w, labelSmoothing: eps, reduction });
-        const want = refProbCrossEntropy(rowsOf(x), rowsOf(t), { weight: w && Array.from(w.data), eps, reduction });
+        const want = refProbCrossEntropy(rowsOf(x), rowsOf(t), { weight: w && Array.from(w.dataSync()), eps, reduction });
         assertAllclose(got, typeof want === 'number' ? [want] : want, { atol: 1e-12, rtol: 1e-10 });
         gradcheck((xx, tt) => q.crossEntropy(xx, tt, { weight: w, labelSmoothing: eps, reduction }), [x, t], { nonContiguous });
       }),
@@ -212,7 +212,7 @@ describe('regression losses', () => {
         fc.property(arb.broadcastShapes({ maxRank: 3 }), fc.constantFrom(...REDUCTIONS), fc.boolean(), ([sa, sb], reduction, nonContiguous) => {
           const a = f64(sa);
           const b = f64(sb);
-          const d = Array.from(a.sub(b).data).map(pointwise);
+          const d = Array.from(a.sub(b).dataSync()).map(pointwise);
           const want = reduction === 'none' ? d : reduction === 'sum' ? [d.reduce((x, y) => x + y, 0)] : [d.reduce((x, y) => x + y, 0) / d.length];
           assertAllclose(fn(a, b, reduction), want, { atol: 1e-12 });
           gradcheck((x, y) => fn(x, y, reduction), [a, b], { nonContiguous });
@@ -233,8 +233,8 @@ describe('klDiv', () => {
         const x = q.logSoftmax(f64(s), -1);
         const p = q.softmax(f64(s), -1);
         const t = logTarget ? p.log() : p;
-        const pv = Array.from(p.data);
-        const d = Array.from(x.data).map((xi, i) => pv[i]! * (Math.log(pv[i]!) - xi));
+        const pv = Array.from(p.dataSync());
+        const d = Array.from(x.dataSync()).map((xi, i) => pv[i]! * (Math.log(pv[i]!) - xi));
         const total = d.reduce((a, b) => a + b, 0);
         const want = reduction === 'none' ? d : reduction === 'sum' ? [total] : reduction === 'mean' ? [total / d.length] : [total / s[0]!];
         assertAllclose(q.klDiv(x, t, { reduction, logTarget }), want, { atol: 1e-12 });
@@ -251,7 +251,7 @@ describe('klDiv', () => {
     const l = q.klDiv(x, t, { reduction: 'sum' });
     expect(l.item()).toBeCloseTo(2, 14);
     l.backward();
-    expect(Array.from(x.grad!.data)).toEqual([-0, -1]);
+    expect(Array.from(x.grad!.dataSync())).toEqual([-0, -1]);
     expect(t.grad!.hasNonFinite()).toBe(false);
   });
 });
@@ -268,10 +268,10 @@ describe('binary cross entropy', () => {
         const last = shape.length ? [shape[shape.length - 1]!] : [];
         const w = weighted ? f64(shape, 0.5, 1.5) : undefined;
         const pw = pos ? f64(last, 0.5, 3) : undefined;
-        const xv = Array.from(x.data);
-        const yv = Array.from(y.data);
-        const wv = w ? Array.from(w.data) : null;
-        const pwv = pw ? Array.from(pw.data) : null;
+        const xv = Array.from(x.dataSync());
+        const yv = Array.from(y.dataSync());
+        const wv = w ? Array.from(w.dataSync()) : null;
+        const pwv = pw ? Array.from(pw.dataSync()) : null;
         const per = xv.map((xi, i) => {
           const p = pwv ? pwv[i % pwv.length]! : 1;
           return -(wv ? wv[i]! : 1) * (p * yv[i]! * Math.log(sigmoid(xi)) + (1 - yv[i]!) * Math.log(1 - sigmoid(xi)));
@@ -302,9 +302,9 @@ describe('binary cross entropy', () => {
         const x = f64(s, 0.05, 0.95);
         const y = f64(s, 0, 1);
         const w = weighted ? f64(s, 0.5, 1.5) : undefined;
-        const yv = Array.from(y.data);
-        const wv = w ? Array.from(w.data) : null;
-        const per = Array.from(x.data).map((xi, i) => -(wv ? wv[i]! : 1) * (yv[i]! * Math.log(xi) + (1 - yv[i]!) * Math.log(1 - xi)));
+        const yv = Array.from(y.dataSync());
+        const wv = w ? Array.from(w.dataSync()) : null;
+        const per = Array.from(x.dataSync()).map((xi, i) => -(wv ? wv[i]! : 1) * (yv[i]! * Math.log(xi) + (1 - yv[i]!) * Math.log(1 - xi)));
         const total = per.reduce((a, b) => a + b, 0);
         const want = reduction === 'none' ? per : reduction === 'sum' ? [total] : [total / per.length];
         assertAllclose(q.binaryCrossEntropy(x, y, { weight: w, reduction }), want, { atol: 1e-12 });

@@ -32,14 +32,14 @@ describe('adamStep_', () => {
         const m = q.randn(s, { dtype: 'float64', generator: g0 }).mul(0.1);
         const v = q.rand(s, { dtype: 'float64', generator: g0 });
         const o = { lr: 0.01, beta1, beta2: 0.99, eps: 1e-8, weightDecay: 0.05, decoupled, maximize: false, step: 3 };
-        const mRef = [...m.data];
-        const vRef = [...v.data];
-        const want = reference([...p.data], [...gT.data], mRef, vRef, o);
+        const mRef = [...m.dataSync()];
+        const vRef = [...v.dataSync()];
+        const want = reference([...p.dataSync()], [...gT.dataSync()], mRef, vRef, o);
         const version = p.version;
         expect(q.adamStep_(p, gT, m, v, o)).toBe(true);
-        expect([...p.data]).toEqual(want);
-        expect([...m.data]).toEqual(mRef);
-        expect([...v.data]).toEqual(vRef);
+        expect([...p.dataSync()]).toEqual(want);
+        expect([...m.dataSync()]).toEqual(mRef);
+        expect([...v.dataSync()]).toEqual(vRef);
         expect(p.version).toBe(version + 1);
       }),
       { numRuns: 30 },
@@ -48,10 +48,10 @@ describe('adamStep_', () => {
 
   it('returns false and changes nothing for a non-contiguous param or mismatched dtypes', () => {
     const p = q.randn([4, 3]).transpose(0, 1);
-    const before = [...p.data];
+    const before = [...p.dataSync()];
     const o = { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, decoupled: true, maximize: false, step: 1 };
     expect(q.adamStep_(p, q.ones([3, 4]), q.zeros([3, 4]), q.zeros([3, 4]), o)).toBe(false);
-    expect([...p.data]).toEqual(before);
+    expect([...p.dataSync()]).toEqual(before);
     expect(q.adamStep_(q.zeros([3]), q.ones([3], { dtype: 'float64' }), q.zeros([3]), q.zeros([3]), o)).toBe(false);
   });
 });

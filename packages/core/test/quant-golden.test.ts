@@ -19,7 +19,7 @@ describe('fakeQuantize with the lsq estimator against PyTorch learnable fake-qua
       const z = q.tensor(Float32Array.from(c.zeroPoint), { requiresGrad: true });
       const y = q.fakeQuantize(x, s, z, { qmin: c.qmin, qmax: c.qmax, estimator: 'lsq', gradScale: c.gradFactor, ...(c.axis === null ? {} : { axis: c.axis }) });
       // forward and dx are elementwise float32 arithmetic: bit-exact
-      expect(Array.from(y.data)).toEqual(c.y);
+      expect(Array.from(y.dataSync())).toEqual(c.y);
       y.backward(q.tensor(Float32Array.from(c.v), { shape: c.shape }));
       if (c.note) {
         // documented divergence: torch's per-tensor backward takes z as (int)(z + 0.5) = 3 while its
@@ -28,11 +28,11 @@ describe('fakeQuantize with the lsq estimator against PyTorch learnable fake-qua
           const qv = roundHalfEven(Math.fround(xv * Math.fround(1 / c.scale[0]!))) + z;
           return c.v[i]! * (qv >= c.qmin && qv <= c.qmax ? 1 : 0);
         });
-        expect(Array.from(x.grad!.data)).toEqual(mask(2));
+        expect(Array.from(x.grad!.dataSync())).toEqual(mask(2));
         expect(c.dx).toEqual(mask(3));
         return;
       }
-      expect(Array.from(x.grad!.data)).toEqual(c.dx);
+      expect(Array.from(x.grad!.dataSync())).toEqual(c.dx);
       // scale / zero-point gradients are sums; the summation order differs from torch's
       assertAllclose(s.grad!, c.dscale, { rtol: 1e-5, atol: 1e-5 }, 'dscale');
       assertAllclose(z.grad!, c.dzeroPoint, { rtol: 1e-5, atol: 1e-5 }, 'dzeroPoint');

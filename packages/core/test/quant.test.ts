@@ -44,7 +44,7 @@ describe('fakeQuantize (lsq, the fused primitive)', () => {
     const y = q.fakeQuantize(x, s, 0, { qmin: -4, qmax: 3, gradScale: 'lsq' });
     y.sum().backward();
     let expected = 0;
-    for (const xv of x.data) {
+    for (const xv of x.dataSync()) {
       const u = xv / 0.25;
       const r = q.tensor([u], { dtype: 'float64' }).round().item();
       expected += r < -4 ? -4 : r > 3 ? 3 : r - u;
@@ -73,13 +73,13 @@ describe('fakeQuantize (lsq, the fused primitive)', () => {
         const [gx, gs, gb] = q.gradOf([y.sum()], [x, s, beta]);
         let es = 0;
         let eb = 0;
-        const xs = x.data;
-        const ys = y.data;
+        const xs = x.dataSync();
+        const ys = y.dataSync();
         xs.forEach((xv, i) => {
           const u = (xv - -0.3) / s.item();
           const r = Math.round(u); // no ties with random doubles
           const inside = r >= 0 && r <= qmax;
-          expect(gx!.data[i]).toBe(inside ? 1 : 0);
+          expect(gx!.dataSync()[i]).toBe(inside ? 1 : 0);
           es += inside ? r - u : r < 0 ? 0 : qmax;
           eb += inside ? 0 : 1;
           // on the grid: (x̂ − β)/s ∈ Z ∩ [0, qmax]
@@ -110,8 +110,8 @@ describe('fakeQuantize (lsq, the fused primitive)', () => {
           const [hx, hs, hz] = q.gradOf([yi.square().sum()], [xi, si, zi]);
           assertAllclose(y.select(axis, i), yi, { rtol: 0, atol: 0 });
           assertAllclose(gx!.select(axis, i), hx!, { rtol: 1e-12, atol: 1e-12 });
-          expect(gs!.data[i]).toBeCloseTo(hs!.item(), 10);
-          expect(gz!.data[i]).toBeCloseTo(hz!.item(), 10);
+          expect(gs!.dataSync()[i]).toBeCloseTo(hs!.item(), 10);
+          expect(gz!.dataSync()[i]).toBeCloseTo(hz!.item(), 10);
         }
       }),
       { numRuns: 12 },
@@ -149,9 +149,9 @@ describe('fakeQuantize (lsq, the fused primitive)', () => {
         const x = f64(shape, -3, 3, seed);
         const y = q.fakeQuantize(x, s, 0, { qmin, qmax });
         const yy = q.fakeQuantize(y, s, 0, { qmin, qmax });
-        const xs = Array.from(x.data);
-        const ys = Array.from(y.data);
-        expect(Array.from(yy.data)).toEqual(ys);
+        const xs = Array.from(x.dataSync());
+        const ys = Array.from(y.dataSync());
+        expect(Array.from(yy.dataSync())).toEqual(ys);
         ys.forEach((yv, i) => {
           const k = yv / s;
           expect(Math.abs(k - Math.round(k))).toBeLessThan(1e-9);
@@ -169,9 +169,9 @@ describe('fakeQuantize (lsq, the fused primitive)', () => {
   it('rounds half to even by default and half away from zero on request', () => {
     const x = q.tensor([0.5, 1.5, 2.5, -0.5, -2.5], { dtype: 'float64' });
     // integer codes carry no −0 (torch adds an int64 zero point), so −0.5 → +0
-    expect(Array.from(q.fakeQuantize(x, 1, 0, { qmin: -8, qmax: 7 }).data)).toEqual([0, 2, 2, 0, -2]);
-    expect(Array.from(q.fakeQuantize(x, 1, 0, { qmin: -8, qmax: 7, rounding: 'halfAway' }).data)).toEqual([1, 2, 3, -1, -3]);
-    expect(Array.from(q.fakeQuantize(x, 1, 0, { qmin: -8, qmax: 7, rounding: 'floor' }).data)).toEqual([0, 1, 2, -1, -3]);
+    expect(Array.from(q.fakeQuantize(x, 1, 0, { qmin: -8, qmax: 7 }).dataSync())).toEqual([0, 2, 2, 0, -2]);
+    expect(Array.from(q.fakeQuantize(x, 1, 0, { qmin: -8, qmax: 7, rounding: 'halfAway' }).dataSync())).toEqual([1, 2, 3, -1, -3]);
+    expect(Array.from(q.fakeQuantize(x, 1, 0, { qmin: -8, qmax: 7, rounding: 'floor' }).dataSync())).toEqual([0, 1, 2, -1, -3]);
   });
 
   it('names the op and the shapes on bad arguments', () => {
@@ -188,10 +188,10 @@ describe('round, floor, sign and clamp with estimators', () => {
   it('quantRound is half-to-even (half-away on request) with a straight-through gradient; plain round has none', () => {
     const x = leaf(q.tensor([0.5, 1.5, 2.5, -0.5, -1.5, 2.4999], { dtype: 'float64' }));
     const y = q.quantRound(x);
-    expect(Array.from(y.data)).toEqual([0, 2, 2, -0, -2, 2]);
-    expect(Array.from(q.quantRound(x, { rounding: 'halfAway' }).data)).toEqual([1, 2, 3, -1, -2, 2]);
+    expect(Array.from(y.dataSync())).toEqual([0, 2, 2, -0, -2, 2]);
+    expect(Array.from(q.quantRound(x, { rounding: 'halfAway' }).dataSync())).toEqual([1, 2, 3, -1, -2, 2]);
     y.sum().backward();
-    expect(Array.from(x.grad!.data)).toEqual([1, 1, 1, 1, 1, 1]);
+    expect(Array.from(x.grad!.dataSync())).toEqual([1, 1, 1, 1, 1, 1]);
     const x2 = leaf(q.tensor([0.3], { dtype: 'float64' }));
     x2.round().sum().backward();
     expect(x2.grad!.item()).toBe(0);
@@ -201,19 +201,19 @@ describe('round, floor, sign and clamp with estimators', () => {
     const x = leaf(q.tensor([-0.5, 1.7], { dtype: 'float64' }));
     const y = q.quantFloor(x);
     y.sum().backward();
-    expect(Array.from(y.data)).toEqual([-1, 1]);
-    expect(Array.from(x.grad!.data)).toEqual([1, 1]);
+    expect(Array.from(y.dataSync())).toEqual([-1, 1]);
+    expect(Array.from(x.grad!.dataSync())).toEqual([1, 1]);
   });
 
   it('quantSign defaults to the hardtanh STE 1[|x| ≤ 1]; ste passes everything', () => {
     const x = leaf(q.tensor([-2, -1, -0.5, 0, 0.3, 1.5], { dtype: 'float64' }));
     const y = q.quantSign(x);
     y.sum().backward();
-    expect(Array.from(y.data)).toEqual([-1, -1, -1, 0, 1, 1]);
-    expect(Array.from(x.grad!.data)).toEqual([0, 1, 1, 1, 1, 0]);
+    expect(Array.from(y.dataSync())).toEqual([-1, -1, -1, 0, 1, 1]);
+    expect(Array.from(x.grad!.dataSync())).toEqual([0, 1, 1, 1, 1, 0]);
     const x2 = leaf(x.detach());
     q.quantSign(x2, { estimator: 'ste' }).sum().backward();
-    expect(Array.from(x2.grad!.data)).toEqual([1, 1, 1, 1, 1, 1]);
+    expect(Array.from(x2.grad!.dataSync())).toEqual([1, 1, 1, 1, 1, 1]);
     const xs = q.full([4000], 0.5, { dtype: 'float64' });
     const ys = q.quantSign(xs, { estimator: 'stochastic', generator: new q.Generator(3) });
     expect(Math.abs(ys.mean().item() - 0.5)).toBeLessThan(0.05); // P(+1) = (x + 1)/2
@@ -223,11 +223,11 @@ describe('round, floor, sign and clamp with estimators', () => {
     const x = leaf(q.tensor([-2, -1, 0.5, 1, 3], { dtype: 'float64' }));
     const y = q.quantClamp(x, -1, 1);
     y.sum().backward();
-    expect(Array.from(y.data)).toEqual([-1, -1, 0.5, 1, 1]);
-    expect(Array.from(x.grad!.data)).toEqual([0, 1, 1, 1, 0]);
+    expect(Array.from(y.dataSync())).toEqual([-1, -1, 0.5, 1, 1]);
+    expect(Array.from(x.grad!.dataSync())).toEqual([0, 1, 1, 1, 0]);
     const x2 = leaf(x.detach());
     q.quantClamp(x2, -1, 1, { estimator: 'ste' }).sum().backward();
-    expect(Array.from(x2.grad!.data)).toEqual([1, 1, 1, 1, 1]);
+    expect(Array.from(x2.grad!.dataSync())).toEqual([1, 1, 1, 1, 1]);
     expect(() => q.quantClamp(x, 2, 1)).toThrow(/quantClamp: min 2 must be ≤ max 1/);
   });
 
@@ -235,8 +235,8 @@ describe('round, floor, sign and clamp with estimators', () => {
     const x = leaf(q.tensor([1, 2], { dtype: 'float64' }));
     const y = q.gradScale(x, 0.25);
     y.square().sum().backward();
-    expect(Array.from(y.data)).toEqual([1, 2]);
-    expect(Array.from(x.grad!.data)).toEqual([0.5, 1]);
+    expect(Array.from(y.dataSync())).toEqual([1, 2]);
+    expect(Array.from(x.grad!.dataSync())).toEqual([0.5, 1]);
   });
 });
 
@@ -256,13 +256,13 @@ describe('softQuantize', () => {
     assertAllclose(q.softQuantize(x, [-1, 0, 1], 1e-3), [-1, 0, 0, 0, 1, 1], { atol: 1e-6 });
     const xg = leaf(x);
     q.softQuantize(xg, [-1, 0, 1], 0.5).sum().backward();
-    for (const v of xg.grad!.data) expect(v).toBeGreaterThan(0);
+    for (const v of xg.grad!.dataSync()) expect(v).toBeGreaterThan(0);
   });
 
   it('matches the ternary closed form sinh(2u/τ)/(cosh(2u/τ) + ½e^{1/τ}) (HESTIA)', () => {
     const u = f64([7], -2, 2, 4);
     const tau = 0.35;
-    const closed = Array.from(u.data, (v) => Math.sinh((2 * v) / tau) / (Math.cosh((2 * v) / tau) + 0.5 * Math.exp(1 / tau)));
+    const closed = Array.from(u.dataSync(), (v) => Math.sinh((2 * v) / tau) / (Math.cosh((2 * v) / tau) + 0.5 * Math.exp(1 / tau)));
     assertAllclose(q.softQuantize(u, [-1, 0, 1], tau), closed, { rtol: 1e-10, atol: 1e-12 });
   });
 

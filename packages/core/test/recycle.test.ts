@@ -31,7 +31,7 @@ function run(steps: number): number[][] {
     for (const p of params) p.grad = null;
     const loss = lossOf(params, x);
     loss.backward();
-    out.push([loss.item(), ...params.flatMap((p) => [...p.grad!.data])]);
+    out.push([loss.item(), ...params.flatMap((p) => [...p.grad!.dataSync()])]);
     q.noGrad(() => params.forEach((p) => p.sub_(p.grad!.mul(0.01))));
   }
   return out;
@@ -56,15 +56,15 @@ describe('buffer recycling', () => {
     m.retainGrad();
     m.sin().sum().backward();
     const [gx] = grad([x.mul(3).sum()], [x]);
-    const snapshot = [x.grad!.data, seen[0]!.data, m.grad!.data, gx!.data];
+    const snapshot = [x.grad!.dataSync(), seen[0]!.dataSync(), m.grad!.dataSync(), gx!.dataSync()];
     // more passes that would reuse any wrongly recycled buffer (into a fresh x.grad)
     const leafGrad = x.grad!;
     x.grad = null;
     for (let i = 0; i < 3; i++) x.mul(5).exp().mul(x).sum().backward();
-    expect(leafGrad.data).toEqual(snapshot[0]);
-    expect(seen[0]!.data).toEqual(snapshot[1]);
-    expect(m.grad!.data).toEqual(snapshot[2]);
-    expect(gx!.data).toEqual(snapshot[3]);
+    expect(leafGrad.dataSync()).toEqual(snapshot[0]);
+    expect(seen[0]!.dataSync()).toEqual(snapshot[1]);
+    expect(m.grad!.dataSync()).toEqual(snapshot[2]);
+    expect(gx!.dataSync()).toEqual(snapshot[3]);
     expect([...snapshot[3]!].every((v) => v === 3)).toBe(true);
   });
 
@@ -86,7 +86,7 @@ describe('buffer recycling', () => {
       (r) => [r],
       'the test scope',
     );
-    expect(kept.sub(a.mul(2)).data.every((v) => Math.abs(v - 1) < 1e-6)).toBe(true);
+    expect(kept.sub(a.mul(2)).dataSync().every((v) => Math.abs(v - 1) < 1e-6)).toBe(true);
     expect(() => temp!.add(1)).toThrow(/used after the test scope released its buffer/);
   });
 });

@@ -13,7 +13,7 @@ const RUNS = { numRuns: 12 };
 
 /** Builds the expected tensor of `shape` elementwise from `at(multiIndex)` reading `x`'s values. */
 function reference(x: Tensor, shape: number[], at: (idx: number[], get: (i: number[]) => number) => number): number[] {
-  const v = x.data;
+  const v = x.dataSync();
   const get = (i: number[]) => v[ravel(i, x.shape)]!;
   const n = shape.reduce((a, b) => a * b, 1);
   return Array.from({ length: n }, (_, i) => at(unravel(i, shape), get));
@@ -45,9 +45,9 @@ describe('cat', () => {
         const y = q.cat([a, b], dim);
         const expected = reference(y, y.shape, (idx) => {
           const k = idx[d]!;
-          return k < s[d]! ? a.data[ravel(idx, a.shape)]! : b.data[ravel(idx.map((v, i) => (i === d ? v - s[d]! : v)), b.shape)]!;
+          return k < s[d]! ? a.dataSync()[ravel(idx, a.shape)]! : b.dataSync()[ravel(idx.map((v, i) => (i === d ? v - s[d]! : v)), b.shape)]!;
         });
-        expect(Array.from(y.data)).toEqual(expected);
+        expect(Array.from(y.dataSync())).toEqual(expected);
       }),
       RUNS,
     );
@@ -84,7 +84,7 @@ describe('stack', () => {
         const y = q.stack(xs, dim);
         const d = dim < 0 ? dim + s.length + 1 : dim;
         expect(y.shape).toEqual([...s.slice(0, d), k, ...s.slice(d)]);
-        xs.forEach((x, i) => expect(Array.from(q.select(y, d, i).data)).toEqual(Array.from(x.data)));
+        xs.forEach((x, i) => expect(Array.from(q.select(y, d, i).dataSync())).toEqual(Array.from(x.dataSync())));
         gradcheck((...ts) => q.stack(ts, dim), xs, { nonContiguous });
       }),
       RUNS,
@@ -106,7 +106,7 @@ describe('split, chunk and unbind', () => {
         const n = x.size(dim);
         expect(parts.map((p) => p.size(dim))).toEqual(Array.from({ length: Math.ceil(n / size) }, (_, i) => Math.min(size, n - i * size)));
         for (const p of parts) expect(p.storage).toBe(x.storage);
-        expect(Array.from(q.cat(parts, dim).data)).toEqual(Array.from(x.data));
+        expect(Array.from(q.cat(parts, dim).dataSync())).toEqual(Array.from(x.dataSync()));
       }),
       RUNS,
     );
@@ -180,7 +180,7 @@ describe('pad', () => {
           const src = idx.map((v, d) => v - pairs[d]![0]!);
           return src.every((v, d) => v >= 0 && v < s[d]!) ? get(src) : 0.5;
         });
-        expect(Array.from(y.data)).toEqual(expected);
+        expect(Array.from(y.dataSync())).toEqual(expected);
         gradcheck((t) => q.pad(t, p, 'constant', 0.5), [x], { nonContiguous });
       }),
       RUNS,
@@ -203,7 +203,7 @@ describe('pad', () => {
           const x = f64(s);
           const y = q.pad(x, p, mode);
           const pairs = pairsOf(s, p);
-          expect(Array.from(y.data)).toEqual(reference(x, y.shape, (idx, get) => get(idx.map((v, d) => srcIndex[mode](v - pairs[d]![0]!, s[d]!)))));
+          expect(Array.from(y.dataSync())).toEqual(reference(x, y.shape, (idx, get) => get(idx.map((v, d) => srcIndex[mode](v - pairs[d]![0]!, s[d]!)))));
           gradcheck((t) => q.pad(t, p, mode), [x], { nonContiguous });
         }),
         { numRuns: 8 },
@@ -234,8 +234,8 @@ describe('triu and tril', () => {
       fc.property(matrices, fc.integer({ min: -3, max: 3 }), fc.boolean(), (s, k, nonContiguous) => {
         const x = f64(s);
         const r = s.length - 2;
-        expect(Array.from(x.triu(k).data)).toEqual(reference(x, s, (i, get) => (i[r + 1]! - i[r]! >= k ? get(i) : 0)));
-        expect(Array.from(x.tril(k).data)).toEqual(reference(x, s, (i, get) => (i[r + 1]! - i[r]! <= k ? get(i) : 0)));
+        expect(Array.from(x.triu(k).dataSync())).toEqual(reference(x, s, (i, get) => (i[r + 1]! - i[r]! >= k ? get(i) : 0)));
+        expect(Array.from(x.tril(k).dataSync())).toEqual(reference(x, s, (i, get) => (i[r + 1]! - i[r]! <= k ? get(i) : 0)));
         gradcheck((t) => t.triu(k), [x], { nonContiguous });
         gradcheck((t) => q.tril(t, k), [x], { nonContiguous });
       }),
@@ -260,7 +260,7 @@ describe('repeat and repeatInterleave', () => {
         const full = [...new Array<number>(reps.length - s.length).fill(1), ...s];
         const y = x.repeat(reps);
         expect(y.shape).toEqual(full.map((d, i) => d * reps[i]!));
-        expect(Array.from(y.data)).toEqual(reference(x.reshape(full), y.shape, (i, get) => get(i.map((v, d) => v % full[d]!))));
+        expect(Array.from(y.dataSync())).toEqual(reference(x.reshape(full), y.shape, (i, get) => get(i.map((v, d) => v % full[d]!))));
         gradcheck((t) => t.repeat(reps), [x], { nonContiguous });
       }),
       RUNS,
@@ -276,7 +276,7 @@ describe('repeat and repeatInterleave', () => {
         const x = f64(s);
         const d = dim < 0 ? dim + s.length : dim;
         const y = x.repeatInterleave(r, dim);
-        expect(Array.from(y.data)).toEqual(reference(x, y.shape, (i, get) => get(i.map((v, k) => (k === d ? Math.floor(v / r) : v)))));
+        expect(Array.from(y.dataSync())).toEqual(reference(x, y.shape, (i, get) => get(i.map((v, k) => (k === d ? Math.floor(v / r) : v)))));
         gradcheck((t) => t.repeatInterleave(r, dim), [x], { nonContiguous });
         // per-element counts along dim
         const counts = Array.from({ length: s[d]! }, (_, i) => (i * 7 + r) % 3);
@@ -299,7 +299,7 @@ describe('flip and roll', () => {
       fc.property(shapeAndDims, fc.boolean(), ([s, dims], nonContiguous) => {
         const x = f64(s);
         const y = x.flip(dims);
-        expect(Array.from(y.data)).toEqual(reference(x, s, (i, get) => get(i.map((v, d) => (dims.includes(d) ? s[d]! - 1 - v : v)))));
+        expect(Array.from(y.dataSync())).toEqual(reference(x, s, (i, get) => get(i.map((v, d) => (dims.includes(d) ? s[d]! - 1 - v : v)))));
         gradcheck((t) => t.flip(dims), [x], { nonContiguous });
       }),
       RUNS,
@@ -323,9 +323,9 @@ describe('flip and roll', () => {
         const x = f64(s);
         const d = dim < 0 ? dim + s.length : dim;
         const mod = (a: number, n: number) => ((a % n) + n) % n;
-        expect(Array.from(x.roll(shift, dim).data)).toEqual(reference(x, s, (i, get) => get(i.map((v, k) => (k === d ? mod(v - shift, s[d]!) : v)))));
-        const flat = Array.from(x.data);
-        expect(Array.from(x.roll(shift).data)).toEqual(flat.map((_, i) => flat[mod(i - shift, flat.length)]!));
+        expect(Array.from(x.roll(shift, dim).dataSync())).toEqual(reference(x, s, (i, get) => get(i.map((v, k) => (k === d ? mod(v - shift, s[d]!) : v)))));
+        const flat = Array.from(x.dataSync());
+        expect(Array.from(x.roll(shift).dataSync())).toEqual(flat.map((_, i) => flat[mod(i - shift, flat.length)]!));
         gradcheck((t) => t.roll(shift, dim), [x], { nonContiguous });
       }),
       RUNS,

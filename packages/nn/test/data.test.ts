@@ -30,7 +30,7 @@ describe('TensorDataset and DataLoader', () => {
   });
 
   it('shuffling visits every item once per epoch, reshuffles each epoch, and repeats exactly from the same seed', () => {
-    const labels = (l: DataLoader<Tensor[]>) => epoch(l).flatMap(([, y]) => Array.from(y!.data));
+    const labels = (l: DataLoader<Tensor[]>) => epoch(l).flatMap(([, y]) => Array.from(y!.dataSync()));
     const a = new DataLoader(ds, { batchSize: 3, shuffle: true, generator: new q.Generator(7) });
     const b = new DataLoader(ds, { batchSize: 3, shuffle: true, generator: new q.Generator(7) });
     const a1 = labels(a);
@@ -82,14 +82,14 @@ describe('MNIST', () => {
   it('has every digit in both splits, labels 0–9, and a fixed split', () => {
     for (const split of [train, test]) {
       const counts = new Array(10).fill(0);
-      for (const l of split.labels.data) counts[l]++;
+      for (const l of split.labels.dataSync()) counts[l]++;
       expect(counts.every((c) => c > split.labels.shape[0]! / 20)).toBe(true);
       expect(counts.reduce((a, b) => a + b)).toBe(split.labels.shape[0]);
     }
     const again = loadMnist({ flatten: true });
     expect(again.train.images.shape).toEqual([8000, 784]);
-    expect(Array.from(again.test.labels.data.slice(0, 50))).toEqual(Array.from(test.labels.data.slice(0, 50)));
-    expect(Array.from(again.train.images.select(0, 17).data)).toEqual(Array.from(train.images.select(0, 17).flatten().data));
+    expect(Array.from(again.test.labels.dataSync().slice(0, 50))).toEqual(Array.from(test.labels.dataSync().slice(0, 50)));
+    expect(Array.from(again.train.images.select(0, 17).dataSync())).toEqual(Array.from(train.images.select(0, 17).flatten().dataSync()));
   });
 
   it('digit images look like digits: a 1 has less ink than an 8 on average', () => {
@@ -136,8 +136,8 @@ describe('byte-level text data', () => {
     expect(val.length).toBe(bytes.length - cut - 64);
     const [x, y] = train.getBatch([0, train.length - 1]);
     expect(x.shape).toEqual([2, 64]);
-    expect(tokenizer.decode(x.select(0, 0).data)).toBe(tokenizer.decode(bytes.subarray(0, 64)));
-    expect(y.select(0, 1).data[63]).toBe(bytes[cut - 1]); // the last train target is the last train byte
-    expect(val.getBatch([0])[0].data[0]).toBe(bytes[cut]);
+    expect(tokenizer.decode(x.select(0, 0).dataSync())).toBe(tokenizer.decode(bytes.subarray(0, 64)));
+    expect(y.select(0, 1).dataSync()[63]).toBe(bytes[cut - 1]); // the last train target is the last train byte
+    expect(val.getBatch([0])[0].dataSync()[0]).toBe(bytes[cut]);
   });
 });

@@ -153,7 +153,7 @@ describe('state dicts', () => {
     const res = b.loadStateDict(a.stateDict());
     expect(res).toEqual({ missingKeys: [], unexpectedKeys: [] });
     expect(b.head.weight).toBe(w);
-    expect(Array.from(b.forward(x).data)).toEqual(Array.from(a.forward(x).data));
+    expect(Array.from(b.forward(x).dataSync())).toEqual(Array.from(a.forward(x).dataSync()));
   });
 
   it('a state dict survives a safetensors round trip', () => {
@@ -161,15 +161,15 @@ describe('state dicts', () => {
     const b = new Net();
     b.loadStateDict(q.deserializeSafetensors(q.serializeSafetensors(a.stateDict())).tensors);
     const x = q.randn([2, 3]);
-    expect(Array.from(b.forward(x).data)).toEqual(Array.from(a.forward(x).data));
+    expect(Array.from(b.forward(x).dataSync())).toEqual(Array.from(a.forward(x).dataSync()));
   });
 
   it('size mismatches are named with both shapes and nothing is written', () => {
     const small = new Sequential(new Linear(2, 4));
     const big = new Sequential(new Linear(3, 4));
-    const before = Array.from(small.at(0).parameters()[1]!.data);
+    const before = Array.from(small.at(0).parameters()[1]!.dataSync());
     expect(() => small.loadStateDict(big.stateDict())).toThrow('loadStateDict: size mismatch for 0.weight: checkpoint [4, 3], model [4, 2]');
-    expect(Array.from(small.at(0).parameters()[1]!.data)).toEqual(before);
+    expect(Array.from(small.at(0).parameters()[1]!.dataSync())).toEqual(before);
   });
 
   it('missing and unexpected keys are listed; strict false returns them instead', () => {

@@ -23,7 +23,7 @@ function trajectory(make: (p: Tensor[]) => Optimizer<object>, transpose = false)
     p.grad = transpose ? f64(g).t().contiguous() : f64(g);
     opt.step();
   }
-  return Array.from(p.data);
+  return Array.from(p.dataSync());
 }
 
 // ---------------------------------------------------------------- plain-number re-derivations
@@ -88,7 +88,7 @@ describe('update formulas', () => {
     const p = q.tensor([1, 2], { dtype: 'float64', requiresGrad: true });
     p.grad = q.tensor([0.5, -1], { dtype: 'float64' });
     new SGD([p], { lr: 0.1 }).step();
-    expect(Array.from(p.data)).toEqual([1 - 0.05, 2 + 0.1]);
+    expect(Array.from(p.dataSync())).toEqual([1 - 0.05, 2 + 0.1]);
   });
 
   it('Adam with L2 weight decay matches the hand-computed steps and PyTorch', () => {
@@ -101,7 +101,7 @@ describe('update formulas', () => {
     const p = q.tensor([1, 2, 3], { dtype: 'float64', requiresGrad: true });
     p.grad = q.tensor([0.5, -2, 1e-3], { dtype: 'float64' });
     new Adam([p], { lr: 0.1, eps: 1e-8 }).step();
-    assertAllclose(p.data, [1 - 0.1 * (0.5 / (0.5 + 1e-8)), 2 + 0.1 * (2 / (2 + 1e-8)), 3 - 0.1 * (1e-3 / (1e-3 + 1e-8))], tight);
+    assertAllclose(p.dataSync(), [1 - 0.1 * (0.5 / (0.5 + 1e-8)), 2 + 0.1 * (2 / (2 + 1e-8)), 3 - 0.1 * (1e-3 / (1e-3 + 1e-8))], tight);
   });
 
   it('maximize ascends: the fused step (maximize: true) equals the step on the negated gradients, and the op-by-op AMSGrad path agrees with its own negation', () => {
@@ -112,7 +112,7 @@ describe('update formulas', () => {
         p.grad = f64(g).neg();
         opt.step();
       }
-      return Array.from(p.data);
+      return Array.from(p.dataSync());
     };
     for (const Opt of [Adam, AdamW])
       for (const amsgrad of [false, true]) {
@@ -151,7 +151,7 @@ describe('update formulas', () => {
     const opt = new Muon([b], { adamLr: 0.1, adamEps: 0.5 });
     b.grad = q.tensor([2, -4], { dtype: 'float64' });
     opt.step();
-    assertAllclose(b.data, [1 - 0.1 * (2 / (2 + 0.5)), -1 + 0.1 * (4 / (4 + 0.5))], tight);
+    assertAllclose(b.dataSync(), [1 - 0.1 * (2 / (2 + 0.5)), -1 + 0.1 * (4 / (4 + 0.5))], tight);
   });
   it('Muon flattens conv kernels to [out, in·kh·kw] and sends biases to the auxiliary Adam', () => {
     const w = q.randn([4, 2, 3, 3], { requiresGrad: true });
@@ -165,7 +165,7 @@ describe('update formulas', () => {
     const gram = delta.matmul(delta.t());
     expect(gram.shape).toEqual([4, 4]);
     for (let i = 0; i < 4; i++) expect(gram.select(0, i).select(0, i).item()).toBeGreaterThan(0.4);
-    expect(Array.from(b.data).every((v) => Math.abs(v + 3e-4) < 1e-9)).toBe(true);
+    expect(Array.from(b.dataSync()).every((v) => Math.abs(v + 3e-4) < 1e-9)).toBe(true);
     expect(() => new Muon([b], { useMuon: true }).step()).toThrow('Muon: parameter of shape [4] is not a matrix; put it in a group with useMuon: false');
   });
 });
@@ -233,7 +233,7 @@ describe('optimizer state save and restore', () => {
       optB.loadStateDict(ckpt.opt);
       schedB.loadStateDict(ckpt.sched);
       train(b, optB, schedB, 3);
-      for (const [k, t] of Object.entries(a.stateDict())) expect(Array.from(b.stateDict()[k]!.data), k).toEqual(Array.from(t.data));
+      for (const [k, t] of Object.entries(a.stateDict())) expect(Array.from(b.stateDict()[k]!.dataSync()), k).toEqual(Array.from(t.dataSync()));
       expect(schedB.getLastLr()).toEqual(schedA.getLastLr());
     });
   }
@@ -244,9 +244,9 @@ describe('optimizer state save and restore', () => {
     p.grad = q.tensor([1, 1]);
     opt.step();
     const sd = opt.stateDict();
-    const before = Array.from((sd.state[0]!.expAvg as Tensor).data);
+    const before = Array.from((sd.state[0]!.expAvg as Tensor).dataSync());
     opt.step();
-    expect(Array.from((sd.state[0]!.expAvg as Tensor).data)).toEqual(before);
+    expect(Array.from((sd.state[0]!.expAvg as Tensor).dataSync())).toEqual(before);
     expect(sd.state[0]!.step).toBe(1);
     expect(sd.paramGroups[0]!.params).toEqual([0]);
   });
@@ -265,9 +265,9 @@ describe('gradient clipping', () => {
     a.grad = q.tensor([3, 0], { dtype: 'float64' });
     b.grad = q.tensor([4], { dtype: 'float64' });
     expect(clipGradNorm([a, b], 1)).toBeCloseTo(5, 12);
-    assertAllclose([...a.grad.data, ...b.grad.data], [3 / (5 + 1e-6), 0, 4 / (5 + 1e-6)], tight);
+    assertAllclose([...a.grad.dataSync(), ...b.grad.dataSync()], [3 / (5 + 1e-6), 0, 4 / (5 + 1e-6)], tight);
     expect(clipGradNorm([a, b], 10)).toBeCloseTo(1, 5);
-    assertAllclose([...a.grad.data, ...b.grad.data], [3 / (5 + 1e-6), 0, 4 / (5 + 1e-6)], tight);
+    assertAllclose([...a.grad.dataSync(), ...b.grad.dataSync()], [3 / (5 + 1e-6), 0, 4 / (5 + 1e-6)], tight);
   });
 
   it('clipGradNorm with the infinity norm and the non-finite check', () => {
@@ -282,7 +282,7 @@ describe('gradient clipping', () => {
     const a = q.zeros([3], { requiresGrad: true });
     a.grad = q.tensor([1, -7, 0.5]);
     clipGradValue([a], 0.8);
-    expect(Array.from(a.grad.data)).toEqual([Math.fround(0.8), -Math.fround(0.8), 0.5]);
+    expect(Array.from(a.grad.dataSync())).toEqual([Math.fround(0.8), -Math.fround(0.8), 0.5]);
   });
 });
 
@@ -333,12 +333,12 @@ describe('EMA of weights', () => {
     const ema = new EMA([p], { decay: 0.9 });
     q.noGrad(() => p.fill_(1));
     ema.update();
-    assertAllclose(ema.shadow[0]!.data, [0.1, 9.1], tight);
+    assertAllclose(ema.shadow[0]!.dataSync(), [0.1, 9.1], tight);
     ema.store();
     ema.copyTo();
-    assertAllclose(p.data, [0.1, 9.1], tight);
+    assertAllclose(p.dataSync(), [0.1, 9.1], tight);
     ema.restore();
-    expect(Array.from(p.data)).toEqual([1, 1]);
+    expect(Array.from(p.dataSync())).toEqual([1, 1]);
   });
 
   it('warmup uses min(decay, (1 + n)/(10 + n))', () => {
@@ -359,7 +359,7 @@ describe('EMA of weights', () => {
     expect(sd.numUpdates).toBe(1);
     const ema2 = new EMA(m.parameters(), { decay: 0.5 });
     ema2.loadStateDict(sd);
-    expect(Array.from(ema2.shadow[0]!.data)).toEqual(Array.from(ema.shadow[0]!.data));
+    expect(Array.from(ema2.shadow[0]!.dataSync())).toEqual(Array.from(ema.shadow[0]!.dataSync()));
   });
 });
 
@@ -384,7 +384,7 @@ describe('trainStep', () => {
     const a = setup();
     const b = setup();
     for (let s = 0; s < 4; s++) expect(trainStep(b.model, b.opt, step(b))).toBe(step(a)());
-    a.model.parameters().forEach((p, i) => expect([...b.model.parameters()[i]!.data]).toEqual([...p.data]));
+    a.model.parameters().forEach((p, i) => expect([...b.model.parameters()[i]!.dataSync()]).toEqual([...p.dataSync()]));
   });
 
   it('keeps returned tensors, model gradients and optimizer state; other tensors made inside throw when read', () => {
@@ -399,7 +399,7 @@ describe('trainStep', () => {
     });
     expect(logits.shape).toEqual([64, 10]);
     expect(s.model.parameters()[0]!.grad!.shape).toEqual([96, 64]);
-    expect(() => hidden!.data).toThrow(/data: a float32 tensor of shape \[64, 10\] made by '\w+' was used after the trainStep that created it ended/);
+    expect(() => hidden!.dataSync()).toThrow(/dataSync: a float32 tensor of shape \[64, 10\] made by '\w+' was used after the trainStep that created it ended/);
     expect(trainStep(s.model, s.opt, step(s))).toBeGreaterThan(0); // optimizer state survived
   });
 
@@ -413,7 +413,7 @@ describe('trainStep', () => {
     expect(new Set(counts).size).toBe(1);
   });
 
-  it('makes await read() of a tensor from an earlier step throw as .data does, instead of returning another tensor\'s values', async () => {
+  it('makes await data() of a tensor from an earlier step throw as dataSync() does, instead of returning another tensor\'s values', async () => {
     const s = setup();
     let kept: Tensor | null = null;
     trainStep(s.model, s.opt, () => {
@@ -423,7 +423,7 @@ describe('trainStep', () => {
     });
     // a later step reuses the pooled buffers; reading the old view must not see their values
     trainStep(s.model, s.opt, step(s));
-    await expect(kept!.read()).rejects.toThrow(/read: a float32 tensor of shape \[64, 10\] made by '\w+' was used after the trainStep that created it ended.*return it/);
+    await expect(kept!.data()).rejects.toThrow(/data: a float32 tensor of shape \[64, 10\] made by '\w+' was used after the trainStep that created it ended.*return it/);
     expect(() => kept!.select(0, 0).select(0, 0).item()).toThrow(/trainStep/);
     expect(() => kept!.toString()).toThrow(/trainStep/);
     expect(() => kept!.add(1)).toThrow(/trainStep/);

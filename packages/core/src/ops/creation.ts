@@ -234,7 +234,7 @@ function formatNumber(v: number, float: boolean): string {
 /** Prints like PyTorch: `tensor([[1., 2.], [3., 4.]], requires_grad=True)`. */
 export function formatTensor(t: Tensor): string {
   const float = isFloat(t.dtype);
-  const d = t.data;
+  const d = t.dataSync();
   const cells = Array.from(d, (v) => formatNumber(v, float));
   const width = Math.max(0, ...cells.map((c) => c.length));
   const pad = (s: string) => s.padStart(width);

@@ -11,7 +11,7 @@ import type { Tensor } from '../tensor.js';
 const BACKENDS: readonly BackendName[] = ['js', 'wasm', 'gpu'];
 
 function copyTo(x: Tensor, backend: BackendName): Tensor {
-  return withBackend(backend, () => fromTypedArray(x.data, [...x.shape], x.dtype));
+  return withBackend(backend, () => fromTypedArray(x.dataSync(), [...x.shape], x.dtype));
 }
 
 const moveFn: (x: Tensor, backend: BackendName) => Tensor = defineFunction({

@@ -170,7 +170,7 @@ export function indexAdd(x: Tensor, dim: number, index: Tensor, src: Tensor, alp
 export function take(x: Tensor, index: Tensor): Tensor {
   let idx = asIndex('take', index);
   const n = x.numel();
-  const values = idx.data;
+  const values = idx.dataSync();
   let negative = false;
   for (let i = 0; i < values.length; i++) {
     const v = values[i]!;
@@ -235,7 +235,7 @@ export function maskedFill(x: Tensor, mask: Tensor, value: number | Tensor): Ten
  */
 export function oneHot(indices: Tensor, numClasses = -1): Tensor {
   const idx = asIndex('oneHot', indices);
-  const values = idx.data;
+  const values = idx.dataSync();
   let max = -1;
   for (let i = 0; i < values.length; i++) {
     if (values[i]! < 0) throw new RangeError(`oneHot: class values must be non-negative, got ${values[i]} (indices ${fmt(indices.shape)})`);

@@ -62,7 +62,7 @@ const range = (n: number) => arange(n, undefined, 1, { dtype: 'float32' });
 
 describe.each(availableBackends().filter((b) => b !== 'gpu'))('in-place writers on %s', (backend) => {
   // the wasm engine views its initial memory when first used: start it before measuring
-  beforeAll(() => withBackend(backend, () => void add(ones([4096]), ones([4096])).data));
+  beforeAll(() => withBackend(backend, () => void add(ones([4096]), ones([4096])).dataSync()));
 
   // [name, destination, operand (made before measuring), the write, dst[0] and dst[1] after it]
   const cases: [string, () => Tensor, () => Tensor | null, (x: Tensor, y: Tensor | null) => void, [number, number]][] = [
@@ -92,7 +92,7 @@ describe.each(availableBackends().filter((b) => b !== 'gpu'))('in-place writers 
       const version = x.version;
       expect(largestDuring(() => op(x, y))).toBeLessThan(x.numel() / 4);
       expect(x.version).toBe(version + 1); // one write, however many blocks
-      const d = x.data;
+      const d = x.dataSync();
       expect([d[0], d[1]]).toEqual(expected);
     });
   });
@@ -105,13 +105,13 @@ describe.each(availableBackends().filter((b) => b !== 'gpu'))('in-place writers 
         const row = range(shape.at(-1)!);
         const y = x.clone();
         y.add_(row).mul_(2).sub_(1);
-        expectSame(y.data, sub(mul(add(x, row), 2), 1).data);
+        expectSame(y.dataSync(), sub(mul(add(x, row), 2), 1).dataSync());
         const t = x.clone().transpose(0, 1);
         t.add_(1);
-        expectSame(t.data, add(x, 1).transpose(0, 1).contiguous().data);
+        expectSame(t.dataSync(), add(x, 1).transpose(0, 1).contiguous().dataSync());
         const c = zeros(shape, { dtype: 'int32' });
         c.copy_(cast(x, 'float64').mul(0.5));
-        expectSame(c.data, cast(mul(x, 0.5), 'int32').data);
+        expectSame(c.dataSync(), cast(mul(x, 0.5), 'int32').dataSync());
       }
     });
   });
@@ -121,7 +121,7 @@ describe.each(availableBackends().filter((b) => b !== 'gpu'))('in-place writers 
       const x = range(N * N).reshape(N, N);
       const before = x.clone();
       x.add_(x); // same elements: safe in place
-      expectSame(x.data, mul(before, 2).data);
+      expectSame(x.dataSync(), mul(before, 2).dataSync());
     });
   });
 });

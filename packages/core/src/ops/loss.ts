@@ -73,7 +73,7 @@ function selectClasses(op: string, input: Tensor, target: Tensor, ignoreIndex: n
         `class-index targets are integers of shape ${fmt(expected)}` + (op === 'crossEntropy' ? `, probability targets are floats of shape ${fmt(input.shape)}` : ''),
     );
   }
-  const values = target.data;
+  const values = target.dataSync();
   for (let i = 0; i < values.length; i++) {
     const v = values[i]!;
     if (v !== ignoreIndex && (v < 0 || v >= numClasses)) {

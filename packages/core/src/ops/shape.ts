@@ -259,7 +259,7 @@ export function repeatInterleave(x: Tensor, repeats: number | number[] | Tensor,
   if (dim === undefined) return repeatInterleave(flatten(x), repeats, 0);
   const d = normDim('repeatInterleave', dim, x.ndim);
   const n = x.shape[d]!;
-  const counts = repeats instanceof Tensor ? Array.from(repeats.data) : repeats;
+  const counts = repeats instanceof Tensor ? Array.from(repeats.dataSync()) : repeats;
   if (typeof counts === 'number') {
     if (!Number.isInteger(counts) || counts < 0) throw new Error(`repeatInterleave: repeats must be a non-negative integer, got ${counts}`);
     // [..., n, ...] → [..., n, 1, ...] → expand to r → merge

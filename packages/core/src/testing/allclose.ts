@@ -26,7 +26,7 @@ function flat(x: Values): { values: ArrayLike<number>; shape: number[] } {
     }
     return { values: (x as unknown[]).flat(Infinity as 1) as number[], shape };
   }
-  return { values: (x as Tensor).data, shape: [...(x as Tensor).shape] };
+  return { values: (x as Tensor).dataSync(), shape: [...(x as Tensor).shape] };
 }
 
 /** Describes the first worst mismatch, or returns null when all elements are close. */

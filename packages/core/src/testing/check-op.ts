@@ -48,7 +48,7 @@ export function checkOp(fn: (...xs: Tensor[]) => Tensor, shapes: number[][], opt
       const xs = prep(uniformInputs(shapes, 'float32', range, seed)).map((x) => (opts.forwardOnly ? x : x.detach().requiresGrad_()));
       const y = fn(...xs);
       const grads = opts.forwardOnly || !y.requiresGrad ? [] : gradOf([y.mul(y.detach()).sum()], xs, { allowUnused: true });
-      return { y: Float64Array.from(y.data), grads: grads.map((g) => Float64Array.from(g.data)) };
+      return { y: Float64Array.from(y.dataSync()), grads: grads.map((g) => Float64Array.from(g.dataSync())) };
     });
   const others = availableBackends().filter((b) => b !== 'js');
   if (others.length === 0) return;

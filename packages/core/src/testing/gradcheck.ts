@@ -62,7 +62,7 @@ export function gradcheck(fn: (...xs: Tensor[]) => Tensor, inputs: Tensor[], opt
   for (const x of inputs) {
     if (x.dtype !== 'float64') throw new Error(`gradcheck: inputs must be float64 for finite differences to be meaningful, got ${x.dtype} of shape [${x.shape.join(', ')}]`);
   }
-  const values = inputs.map((x) => Float64Array.from(x.data));
+  const values = inputs.map((x) => Float64Array.from(x.dataSync()));
   const build = (vals: Float64Array[], grad: boolean) =>
     vals.map((v, i) => {
       const leaf = tensor(v, { shape: [...inputs[i]!.shape], dtype: 'float64', requiresGrad: grad });
@@ -75,7 +75,7 @@ export function gradcheck(fn: (...xs: Tensor[]) => Tensor, inputs: Tensor[], opt
   const out = apply(leaves);
   const v = randn([...out.shape], { dtype: 'float64', generator: new Generator(opts.seed ?? 1234) });
   const proj = (o: Tensor) => o.mul(v).sum();
-  const analytic = gradOf([proj(out)], leaves, { allowUnused: true }).map((g) => (g ? Float64Array.from(g.data) : Float64Array.from(zerosLike(out).data)));
+  const analytic = gradOf([proj(out)], leaves, { allowUnused: true }).map((g) => (g ? Float64Array.from(g.dataSync()) : Float64Array.from(zerosLike(out).dataSync())));
 
   let worst: GradcheckReport['worst'] = null;
   let ok = true;

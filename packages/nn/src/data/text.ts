@@ -18,7 +18,7 @@ export class ByteTokenizer {
   }
   /** Invalid UTF-8 (e.g. a block cut mid-character) decodes to U+FFFD. */
   decode(ids: ArrayLike<number> | Tensor): string {
-    const arr = isTensor(ids) ? ids.data : ids;
+    const arr = isTensor(ids) ? ids.dataSync() : ids;
     const bytes = Uint8Array.from(arr as ArrayLike<number>, (v) => {
       if (!(v >= 0 && v < 256)) throw new RangeError(`ByteTokenizer.decode: token ${v} is not a byte`);
       return v;

@@ -86,7 +86,7 @@ export class Diffusion {
    */
   loss(model: NoisePredictor, x0: Tensor, opts: { generator?: Generator } = {}): Tensor {
     const n = x0.shape[0]!;
-    const t = Array.from(randint(0, this.timesteps, [n], { generator: opts.generator }).data, Number);
+    const t = Array.from(randint(0, this.timesteps, [n], { generator: opts.generator }).dataSync(), Number);
     const noise = randn([...x0.shape], { dtype: x0.dtype, generator: opts.generator });
     return mseLoss(model(this.qSample(x0, t, noise), t), noise);
   }

@@ -210,7 +210,7 @@ export class Llama extends Module {
     try {
       return noGrad(() => {
         const b = prompt.shape[0]!;
-        const rows: number[][] = Array.from({ length: b }, (_, i) => Array.from(prompt.select(0, i).data, Number));
+        const rows: number[][] = Array.from({ length: b }, (_, i) => Array.from(prompt.select(0, i).dataSync(), Number));
         const max = this.config.maxSeqLen;
         let caches = this.newCaches();
         let next = prompt.shape[1]! > max ? prompt.narrow(1, prompt.shape[1]! - max, max) : prompt;

@@ -28,8 +28,8 @@ describe('Diffusion', () => {
     const eps = q.full([2, 3], 2);
     const xt = d.qSample(x0, [0, 9], eps);
     const [a0, a9] = [d.alphasCumprod[0]!, d.alphasCumprod[9]!];
-    expect(xt.select(0, 0).data[0]).toBeCloseTo(Math.sqrt(a0) + 2 * Math.sqrt(1 - a0), 5);
-    expect(xt.select(0, 1).data[2]).toBeCloseTo(Math.sqrt(a9) + 2 * Math.sqrt(1 - a9), 5);
+    expect(xt.select(0, 0).dataSync()[0]).toBeCloseTo(Math.sqrt(a0) + 2 * Math.sqrt(1 - a0), 5);
+    expect(xt.select(0, 1).dataSync()[2]).toBeCloseTo(Math.sqrt(a9) + 2 * Math.sqrt(1 - a9), 5);
   });
 
   // with a single training point x*, the optimal ε̂(x_t, t) = (x_t − √ᾱ_t x*)/√(1 − ᾱ_t) is known in closed form
@@ -60,7 +60,7 @@ describe('Diffusion', () => {
     const seen: number[] = [];
     const a = d.sampleDdim(model, [2, 1, 2, 2], 7, { generator: new q.Generator(3), clipDenoised: false, onStep: (i) => seen.push(i) });
     const b = d.sampleDdim(model, [2, 1, 2, 2], 7, { generator: new q.Generator(3), clipDenoised: false });
-    expect(Array.from(a.data)).toEqual(Array.from(b.data));
+    expect(Array.from(a.dataSync())).toEqual(Array.from(b.dataSync()));
     expect(seen).toEqual([1, 2, 3, 4, 5, 6, 7]);
   });
 
@@ -75,9 +75,9 @@ describe('Diffusion', () => {
 describe('noise predictors', () => {
   it('timestep embeddings are [sin, cos] of t·10000^(−i/half)', () => {
     const e = timestepEmbedding([0, 3], 4);
-    expect(Array.from(e.select(0, 0).data)).toEqual([0, 0, 1, 1]);
-    expect(e.select(0, 1).data[1]).toBeCloseTo(Math.sin(3 * 0.01), 6);
-    expect(e.select(0, 1).data[3]).toBeCloseTo(Math.cos(3 * 0.01), 6);
+    expect(Array.from(e.select(0, 0).dataSync())).toEqual([0, 0, 1, 1]);
+    expect(e.select(0, 1).dataSync()[1]).toBeCloseTo(Math.sin(3 * 0.01), 6);
+    expect(e.select(0, 1).dataSync()[3]).toBeCloseTo(Math.cos(3 * 0.01), 6);
   });
 
   it('UNet and DiT map x_t to a tensor of its shape and start by predicting zero', () => {

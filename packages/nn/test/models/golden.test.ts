@@ -29,7 +29,7 @@ describe('golden: model forward passes match PyTorch', () => {
     expect(res.missingKeys).toEqual([]);
     const logits = llama.forward(io['_input.ids']!);
     expect(logits.shape).toEqual(io['_expected.logits']!.shape);
-    assertAllclose(logits.data, io['_expected.logits']!.data, { atol: 1e-4, rtol: 1e-4 }, 'llama logits');
+    assertAllclose(logits.dataSync(), io['_expected.logits']!.dataSync(), { atol: 1e-4, rtol: 1e-4 }, 'llama logits');
   });
 
   it('ViT (conv patches, class token, pre-norm GELU blocks) gives the logits of the timm-style reference', () => {
@@ -39,7 +39,7 @@ describe('golden: model forward passes match PyTorch', () => {
     vit.loadStateDict(weights);
     const logits = vit.forward(io['_input.images']!);
     expect(logits.shape).toEqual([3, 5]);
-    assertAllclose(logits.data, io['_expected.logits']!.data, { atol: 1e-4, rtol: 1e-4 }, 'vit logits');
+    assertAllclose(logits.dataSync(), io['_expected.logits']!.dataSync(), { atol: 1e-4, rtol: 1e-4 }, 'vit logits');
   });
 
   it('MultiHeadAttention with GQA, RoPE, biases and a causal mask matches the reference', () => {
@@ -47,7 +47,7 @@ describe('golden: model forward passes match PyTorch', () => {
     const attn = new MultiHeadAttention(16, 4, { numKvHeads: 2, bias: true, causal: true, rope: { theta: 10000 } });
     attn.loadStateDict(weights);
     const y = attn.forward(io['_input.x']!);
-    assertAllclose(y.data, io['_expected.y']!.data, { atol: 1e-5, rtol: 1e-4 }, 'attention output');
+    assertAllclose(y.dataSync(), io['_expected.y']!.dataSync(), { atol: 1e-5, rtol: 1e-4 }, 'attention output');
   });
 });
 
@@ -60,7 +60,7 @@ describe('Llama.fromPretrained', () => {
       expect(llama.lm_head.weight === llama.model.embed_tokens.weight).toBe(cfg.tie_word_embeddings);
       const expected = loadSafetensors(fixture(`${dir}/expected.safetensors`));
       const logits = llama.forward(expected.ids!);
-      assertAllclose(logits.data, expected.logits!.data, { atol: 1e-4, rtol: 1e-4 }, `${dir} logits`);
+      assertAllclose(logits.dataSync(), expected.logits!.dataSync(), { atol: 1e-4, rtol: 1e-4 }, `${dir} logits`);
     });
   }
 

@@ -45,14 +45,14 @@ describe('Llama', () => {
     for (let t = 4; t < 10; t++) parts.push(m.forward(seq.narrow(1, t, 1), caches));
     const inc = q.cat(parts, 1);
     expect(caches[0]!.length).toBe(10);
-    assertAllclose(inc.data, full.data, { atol: 1e-5, rtol: 1e-5 }, 'cached vs full logits');
+    assertAllclose(inc.dataSync(), full.dataSync(), { atol: 1e-5, rtol: 1e-5 }, 'cached vs full logits');
   });
 
   it('greedy generate() picks the argmax of the full forward pass at every step', () => {
     const m = new Llama(tiny, { generator: new q.Generator(2) });
     const out = m.generate(ids([[5, 6, 7]]), 8, { temperature: 0 });
     expect(out.shape).toEqual([1, 11]);
-    const toks = Array.from(out.data, Number);
+    const toks = Array.from(out.dataSync(), Number);
     for (let t = 3; t < 11; t++) {
       const logits = m.forward(ids([toks.slice(0, t)])).select(1, t - 1); // [1, V]
       expect(toks[t]).toBe(logits.argmax(-1).item());
@@ -64,8 +64,8 @@ describe('Llama', () => {
     const a = m.generate(ids([[1, 2], [3, 4]]), 12, { temperature: 0.9, topK: 5, generator: new q.Generator(7) });
     const b = m.generate(ids([[1, 2], [3, 4]]), 12, { temperature: 0.9, topK: 5, generator: new q.Generator(7) });
     expect(a.shape).toEqual([2, 14]);
-    expect(Array.from(a.data)).toEqual(Array.from(b.data));
-    expect(Array.from(a.data).every((t) => t >= 0 && t < 32)).toBe(true);
+    expect(Array.from(a.dataSync())).toEqual(Array.from(b.dataSync()));
+    expect(Array.from(a.dataSync()).every((t) => t >= 0 && t < 32)).toBe(true);
   });
 
   it('overfits a tiny batch: next-token loss falls below 0.05 within 60 AdamW steps', () => {
@@ -98,7 +98,7 @@ describe('Llama', () => {
       const back = Llama.fromPretrained(dir);
       expect(back.config).toEqual({ ...m.config, attentionBias: false, mlpBias: false, headDim: undefined });
       const x = ids([[1, 2, 3, 4]]);
-      expect(Array.from(back.forward(x).data)).toEqual(Array.from(m.forward(x).data));
+      expect(Array.from(back.forward(x).dataSync())).toEqual(Array.from(m.forward(x).dataSync()));
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -27,8 +27,8 @@ describe('ViT', () => {
     const x = q.randn([1, 1, 8, 8]);
     // swap the left and right halves: the 4 patches are permuted, the token set is the same
     const swapped = q.cat([x.narrow(3, 4, 4), x.narrow(3, 0, 4)], 3);
-    const a = vit.forward(x).data;
-    const b = vit.forward(swapped).data;
+    const a = vit.forward(x).dataSync();
+    const b = vit.forward(swapped).dataSync();
     a.forEach((v, i) => expect(v).toBeCloseTo(b[i]!, 5));
   });
 

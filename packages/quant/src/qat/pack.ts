@@ -14,7 +14,7 @@ export function codeDType(lo: number, hi: number): DType {
 /**
  * Stores int32 codes in [lo, hi] with `bits` per field: 1, 2 or 4 → a packed uint8 tensor of
  * ⌈n·bits/8⌉ bytes holding code − lo; otherwise the codes in `codeDType(lo, hi)`.
- * @example packCodes(tensor([1, 2, 3], { dtype: 'int32' }), 0, 4).data; // [0x21, 0x03]
+ * @example packCodes(tensor([1, 2, 3], { dtype: 'int32' }), 0, 4).dataSync(); // [0x21, 0x03]
  */
 export function packCodes(codes: Tensor, lo: number, bits: number, hi = lo + 2 ** bits - 1): Tensor {
   const src = codes.contiguous().dataSync();
