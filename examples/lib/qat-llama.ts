@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { Generator, noGrad } from '@qgrad/core';
 import { AdamW, LambdaLR, Llama, cosineSchedule, tinyLlamaConfig, type LlamaConfig, type LrLambda } from '@qgrad/nn';
 import {
-  HestiaScheduler, QATPhase, calibrateHestia, prepareHadamardQAT, prepareQAT, wsdSchedule,
+  HestiaScheduler, QATPhase, calibrateHestia, prepareHadamardQAT, prepareQAT, questConfig, wsdSchedule,
   type ActQuantConfig, type WeightQuantConfig,
 } from '@qgrad/quant';
 import { encodeRecord } from './metrics.js';
@@ -38,7 +38,7 @@ const tokenA8: ActQuantConfig = { bits: 8, signed: true, granularity: 'token' };
 /** The W4 g32 LSQ + A8 per-token setting of the compute-split runs. */
 const speed = (m: Llama) => void prepareQAT(m, { rules: [{ match: LAYERS, types: ['Linear'], weight: lsqW(4), input: tokenA8 }] });
 const rms = (wBits: number, rotate: boolean, estimator: string) => (m: Llama) =>
-  void prepareHadamardQAT(m, { weightBits: wBits, inputBits: 4, rotate, estimator, granularity: g32 }, { match: LAYERS });
+  void prepareHadamardQAT(m, { weight: { ...questConfig(wBits, { estimator }), granularity: g32 }, input: questConfig(4, { estimator }), rotate }, { match: LAYERS });
 
 export const QAT_LLAMA_CONFIGS: QatLlamaConfig[] = [
   { name: 'fp', about: 'float32', schedule: 'plain' },

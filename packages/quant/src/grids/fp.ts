@@ -4,7 +4,7 @@
  * with saturation, and codes that are the format's bit patterns. MX block scaling is in mx.ts.
  */
 import { abs, floor, fromTypedArray, log, maximum, noGrad, pow, ge, lt, sign, add, cast, type Tensor } from '@qgrad/core';
-import { LevelSet, type FloatDType, type Grid, type GridName, type Rounding } from './grid.js';
+import { LevelSet, type FloatDType, type Grid, type Rounding } from './grid.js';
 
 export interface FpFormat {
   name: string;
@@ -106,7 +106,7 @@ function codeTables(f: FpFormat): { codeOf: Map<number, number>; valueOf: Float6
  * `roundToFp` (saturating), codes are bit patterns (E4M3: OCP's bytes; E2M1: nibbles).
  * @example fpGrid('e2m1', 'e2m1').hi; // 6
  */
-export function fpGrid(name: GridName, format: FpFormatName | FpFormat): Grid {
+export function fpGrid(name: string, format: FpFormatName | FpFormat): Grid {
   const f = fpFormat(format);
   const values = fpValues(f);
   const { codeOf, valueOf } = codeTables(f);

@@ -7,9 +7,6 @@ import { fromTypedArray, type Tensor } from '@qgrad/core';
 import type { ScaleRule } from '../scale/rules.js';
 import type { Granularity } from './granularity.js';
 
-/** Every grid a config can name (`{ grid: 'nf4' }`). */
-export type GridName = 'int' | 'e4m3' | 'e5m2' | 'e3m2' | 'e2m3' | 'e2m1' | 'mxfp4' | 'mxfp8' | 'nf4' | 'ternary' | 'binary' | 'codebook';
-
 /** Float dtypes quantizers run in. */
 export type FloatDType = 'float32' | 'float64';
 
@@ -38,7 +35,8 @@ export type GridScale = { kind: 'real' } | { kind: 'pow2'; blockSize: number; em
  * Hard operations carry no gradient; quantizers add the estimator's.
  */
 export interface Grid {
-  readonly name: GridName;
+  /** Its name in the table (table.ts), as configs spell it. */
+  readonly name: string;
   /** 'int4', 'uint8', 'e4m3', 'mxfp4', 'nf4', 'codebook16' … */
   readonly label: string;
   /** Smallest and largest level. */
@@ -173,7 +171,7 @@ export class LevelSet {
  * A grid over an explicit level set (NF4, codebooks, binary): nearest-level snapping, codes are
  * level indices 0 … K − 1.
  */
-export function levelGrid(name: GridName, label: string, set: LevelSet, defaults: Grid['defaults'], idealBits = Math.log2(set.values.length)): Grid {
+export function levelGrid(name: string, label: string, set: LevelSet, defaults: Grid['defaults'], idealBits = Math.log2(set.values.length)): Grid {
   const v = set.values;
   return {
     name, label, lo: v[0]!, hi: v[v.length - 1]!, integer: null, positiveLevels: v.filter((l) => l > 0).length, scale: { kind: 'real' },

@@ -5,7 +5,7 @@
  */
 import { amax, floor, log, noGrad, pow, where, eq, type Tensor } from '@qgrad/core';
 import { fpFormat, fpGrid, fpLimits, type FpFormatName } from './fp.js';
-import type { Grid, GridName } from './grid.js';
+import type { Grid } from './grid.js';
 
 /**
  * The shared block exponents X of a grouped view whose last axis is one block (shape [..., 1]).
@@ -27,7 +27,7 @@ export function mxScale(blocks: Tensor, grid: Grid): Tensor {
   return noGrad(() => pow(2, mxSharedExponent(blocks, grid.scale.kind === 'pow2' ? grid.scale.emax : 0)));
 }
 
-function mxGrid(name: GridName, element: FpFormatName): Grid {
+function mxGrid(name: string, element: FpFormatName): Grid {
   const g = fpGrid(name, element);
   const emax = fpLimits(fpFormat(element)).emax;
   return { ...g, label: name, scale: { kind: 'pow2', blockSize: 32, emax }, defaults: { ...g.defaults, granularity: { group: 32 } } };

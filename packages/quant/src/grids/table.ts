@@ -3,9 +3,10 @@
  * the grid's factory and the grid options it reads. Adding a grid is its file plus one row here.
  */
 import { binaryGrid } from './binary.js';
+import { centeredGrid } from './centered.js';
 import { codebookGrid } from './codebook.js';
 import { fpGrid } from './fp.js';
-import type { Grid, GridName, GridOptions } from './grid.js';
+import type { Grid, GridOptions } from './grid.js';
 import { intGrid } from './int.js';
 import { mxfp4Grid, mxfp8Grid } from './mx.js';
 import { nf4Grid } from './nf4.js';
@@ -13,7 +14,14 @@ import { ternaryGrid } from './ternary.js';
 
 type Option = keyof GridOptions;
 
-export const GRIDS: Record<GridName, { make: (o: GridOptions) => Grid; options: readonly Option[]; about: string }> = {
+/** One row: the factory, the grid options it reads (any other is an error) and a line for listings. */
+export interface GridRow {
+  make: (o: GridOptions) => Grid;
+  options: readonly Option[];
+  about: string;
+}
+
+export const GRIDS = {
   int: { make: intGrid, options: ['bits', 'signed', 'narrow', 'asymmetric'], about: 'integers, 1–16 bits, signed / unsigned / asymmetric' },
   e4m3: { make: () => fpGrid('e4m3', 'e4m3fn'), options: [], about: 'FP8 E4M3 (OCP fn), max 448' },
   e5m2: { make: () => fpGrid('e5m2', 'e5m2'), options: [], about: 'FP8 E5M2, max 57344' },
@@ -26,7 +34,11 @@ export const GRIDS: Record<GridName, { make: (o: GridOptions) => Grid; options: 
   ternary: { make: ternaryGrid, options: [], about: '{−1, 0, 1} (BitNet b1.58)' },
   binary: { make: binaryGrid, options: [], about: '{−1, +1} (sign)' },
   codebook: { make: codebookGrid, options: ['levels', 'bits'], about: 'any finite level set (e.g. kmeansLevels)' },
-};
+  centered: { make: centeredGrid, options: ['bits'], about: 'half-integer levels, no zero (QuEST, StatsQ), 1–8 bits' },
+} satisfies Record<string, GridRow>;
+
+/** Every grid a config can name (`{ grid: 'nf4' }`): the table's keys. */
+export type GridName = keyof typeof GRIDS;
 
 /** The grid names, in table order. */
 export const GRID_NAMES = Object.keys(GRIDS) as GridName[];
@@ -38,7 +50,7 @@ export const GRID_NAMES = Object.keys(GRIDS) as GridName[];
  */
 export function makeGrid(config: GridOptions & { grid?: GridName | string }, who = 'quantizer'): Grid {
   const name = (config.grid ?? 'int') as GridName;
-  const row = GRIDS[name];
+  const row: GridRow | undefined = (GRIDS as Record<string, GridRow>)[name];
   if (!row) throw new Error(`${who}: unknown grid ${JSON.stringify(config.grid)}; grids are ${GRID_NAMES.join(', ')}`);
   for (const k of ['bits', 'levels', 'signed', 'narrow', 'asymmetric'] as const) {
     if (config[k] !== undefined && !row.options.includes(k)) throw new Error(`${who}: grid '${name}' takes no option '${k}' (it reads ${row.options.length ? row.options.join(', ') : 'none'})`);

@@ -5,12 +5,12 @@
  * x/s onto their levels and hand the estimator the hard output.
  */
 import {
-  amax, clamp, fakeQuantize, getEstimator, gradScale as scaleGradient, lsqGradScale, mean, noGrad, norm, round, scalarLike, tensor, type GridInfo, type Tensor,
+  amax, clamp, fakeQuantize, getEstimator, gradScale as scaleGradient, lsqGradScale, mean, noGrad, norm, round, scalarLike, sqrt, square, tensor, type GridInfo, type Tensor,
 } from '@qgrad/core';
 import type { FloatDType, Grid } from '../grids/grid.js';
 import { LevelSet } from '../grids/grid.js';
 import { mxScale } from '../grids/mx.js';
-import { initScale, MIN_STEP, type ScaleRule } from '../scale/rules.js';
+import { GAUSSIAN_MSE_ALPHA, initScale, MIN_STEP, type ScaleRule } from '../scale/rules.js';
 import type { QuantizerPlan } from './config.js';
 
 export interface ScaleAndZero {
@@ -36,6 +36,12 @@ export function dataScale(plan: QuantizerPlan, view: Tensor, rule: ScaleRule = p
   const grid = plan.grid;
   if (grid.scale.kind === 'pow2') return { scale: mxScale(view, grid), zeroPoint: 0 };
   const qAbs = grid.hi > 0 ? grid.hi : Math.abs(grid.lo); // max|x| maps to the top level: nothing clips
+  const bits = grid.idealBits;
+  if (rule === 'gaussian' && !plan.hasZeroPoint && GAUSSIAN_MSE_ALPHA[bits] !== undefined) {
+    // QuEST: Δ = 2α*_b·RMS/(2^b − 1) per row, detached (+1e−8 for all-zero rows)
+    const k = (2 * GAUSSIAN_MSE_ALPHA[bits]!) / (2 ** bits - 1);
+    return { scale: noGrad(() => sqrt(mean(square(view.detach()), -1, true)).mul(k).clamp(1e-8)), zeroPoint: 0 };
+  }
   const fast = !plan.hasZeroPoint && (rule === 'absmax' || rule === 'absmean');
   if (fast) {
     const f = () => {

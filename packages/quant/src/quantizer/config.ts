@@ -5,10 +5,11 @@
  * grid and the option.
  */
 import { getEstimator, type Estimator } from '@qgrad/core';
-import type { GridName, GridOptions, Grid, Rounding } from '../grids/grid.js';
+import type { GridOptions, Grid, Rounding } from '../grids/grid.js';
+import type { GridName } from '../grids/table.js';
 import { granularityName, type Granularity } from '../grids/granularity.js';
 import { makeGrid } from '../grids/table.js';
-import type { ScaleRule } from '../scale/rules.js';
+import { GAUSSIAN_MSE_ALPHA, type ScaleRule } from '../scale/rules.js';
 
 /** fixed: set once from data (then a buffer); learned: a Parameter trained by LSQ/LSQ+; dynamic: recomputed from the tensor every call. */
 export type ScaleMode = 'fixed' | 'learned' | 'dynamic';
@@ -117,6 +118,9 @@ export function resolveQuantizer(config: QuantizerConfig, role: 'weight' | 'inpu
   if (mode === 'learned' && granularity === 'token') throw new Error(`${who}: per-token scales are dynamic (one per row of each batch); scale 'learned' does not apply to granularity 'token'`);
   if (role === 'input' && mode !== 'dynamic' && granularity !== 'tensor') throw new Error(`${who}: an input's ${mode} scale must be per tensor (inputs change shape with the batch); granularity ${granularityName(granularity)} needs scale 'dynamic'`);
   if (scale.gradScale !== undefined && mode !== 'learned') throw new Error(`${who}: scale option gradScale applies to learned scales only, not ${mode}`);
+  if (rule === 'gaussian' && GAUSSIAN_MSE_ALPHA[Math.round(grid.idealBits * 1000) / 1000] === undefined) {
+    throw new Error(`${who}: scale rule 'gaussian' needs a grid of ${Object.keys(GAUSSIAN_MSE_ALPHA).join(', ')} bits; grid '${grid.label}' has ${grid.idealBits}`);
+  }
   const offset = est.spec.offset === 'beta' ? 'beta' : 'zeroPoint';
   const rounding = config.rounding ?? 'halfEven';
   if (rounding === 'floor' && !grid.integer) throw new Error(`${who}: rounding 'floor' applies to integer grids; grid '${g}' rounds to nearest`);

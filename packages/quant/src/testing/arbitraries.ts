@@ -5,8 +5,7 @@
  */
 import fc from 'fast-check';
 import type { Granularity } from '../grids/granularity.js';
-import type { GridName } from '../grids/grid.js';
-import { GRID_NAMES } from '../grids/table.js';
+import { GRID_NAMES, GRIDS, type GridName } from '../grids/table.js';
 import type { FakeQuantConfig } from '../quantizer/functional.js';
 
 /** A grid's part of a config: `{ grid }` plus its options. */
@@ -29,10 +28,11 @@ export function codebookLevels(max = 16): fc.Arbitrary<number[]> {
     .map((l) => l.sort((a, b) => a - b).map((k) => k / 256));
 }
 
-/** The config of grid `name` with its options drawn (int bits and signedness, codebook levels). */
+/** The config of grid `name` with its options drawn (int bits and signedness, codebook levels, 1–8 bits for any other grid that reads bits). */
 export function gridOf(name: GridName): fc.Arbitrary<GridConfig> {
   if (name === 'int') return intGrid();
   if (name === 'codebook') return codebookLevels().map((levels) => ({ grid: 'codebook' as const, levels }));
+  if ((GRIDS[name].options as readonly string[]).includes('bits')) return fc.integer({ min: 1, max: 8 }).map((bits) => ({ grid: name, bits }));
   return fc.constant({ grid: name });
 }
 

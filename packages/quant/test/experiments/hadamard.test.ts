@@ -78,7 +78,7 @@ describe('HadamardQuantLinear', () => {
         const l = lin(inF, outF, seed);
         const x = f64([2, 3, inF], seed + 1);
         const ref = q.linear(x, l.weight, l.bias);
-        const hq = Q.HadamardQuantLinear.from(l, { weightBits: 2, inputBits: 2 });
+        const hq = Q.HadamardQuantLinear.from(l, { weight: Q.questConfig(2), input: Q.questConfig(2) });
         hq.enabled = false;
         assertAllclose(hq.forward(x), ref, { atol: 1e-12 });
         const rotated = q.linear(q.hadamard(x, { blockSize: hq.config.blockSize }), q.hadamard(l.weight, { blockSize: hq.config.blockSize }), l.bias);
@@ -92,7 +92,7 @@ describe('HadamardQuantLinear', () => {
     const l = lin(64, 16, 3);
     const x = f64([4, 64], 4);
     const ref = q.linear(x, l.weight, l.bias);
-    const err = (bits: number) => q.linear(x, l.weight, l.bias).sub(Q.HadamardQuantLinear.from(l, { weightBits: bits, inputBits: bits }).forward(x)).square().mean().item() / ref.square().mean().item();
+    const err = (bits: number) => q.linear(x, l.weight, l.bias).sub(Q.HadamardQuantLinear.from(l, { weight: Q.questConfig(bits), input: Q.questConfig(bits) }).forward(x)).square().mean().item() / ref.square().mean().item();
     expect(err(8)).toBeLessThan(1e-3);
     expect(err(2)).toBeGreaterThan(err(8) * 10);
   });
@@ -100,7 +100,7 @@ describe('HadamardQuantLinear', () => {
   it('weight gradient equals the closed form ((vᵀ·x̂_h) ⊙ M)·H of the trust estimator through the rotation', () => {
     const inF = 32;
     const l = lin(inF, 4, 21);
-    const hq = Q.HadamardQuantLinear.from(l, { weightBits: 2, inputBits: 4, blockSize: 16 });
+    const hq = Q.HadamardQuantLinear.from(l, { weight: Q.questConfig(2), input: Q.questConfig(4), blockSize: 16 });
     const x = f64([5, inF], 22);
     const v = f64([5, 4], 23);
     hq.forward(x).mul(v).sum().backward();
@@ -117,7 +117,7 @@ describe('HadamardQuantLinear', () => {
 
   it("with estimator 'ste' and no rotation passes the full upstream gradient to the input", () => {
     const l = lin(16, 3, 31);
-    const hq = Q.HadamardQuantLinear.from(l, { weightBits: 2, inputBits: 2, estimator: 'ste', rotate: false });
+    const hq = Q.HadamardQuantLinear.from(l, { weight: Q.questConfig(2, { estimator: 'ste' }), input: Q.questConfig(2, { estimator: 'ste' }), rotate: false });
     const x = f64([4, 16], 32).mul(4).requiresGrad_(true); // many inputs far outside ±α
     const v = f64([4, 3], 33);
     hq.forward(x).mul(v).sum().backward();
@@ -127,16 +127,17 @@ describe('HadamardQuantLinear', () => {
 
   it('per-group weight steps quantize each group of the rotated row independently', () => {
     const l = lin(32, 2, 41);
-    const hq = Q.HadamardQuantLinear.from(l, { weightBits: 3, granularity: { group: 8 } });
+    const hq = Q.HadamardQuantLinear.from(l, { weight: { ...Q.questConfig(3), granularity: { group: 8 } } });
     const wh = q.hadamard(l.weight, { blockSize: 32 });
     const byGroup = Q.rmsQuantize(wh.reshape([2, 4, 8]), 3).reshape([2, 32]);
     assertAllclose(hq.quantizedWeight(), byGroup, { atol: 1e-12 });
   });
 
   it('rejects bit-widths without an α*, block sizes and groups that do not divide the inputs', () => {
-    expect(() => Q.HadamardQuantLinear.from(lin(16, 2, 1), { weightBits: 9 })).toThrow(/HadamardQuantLinear: bits must be one of .* got 9/);
-    expect(() => Q.HadamardQuantLinear.from(lin(24, 2, 1), { weightBits: 4, blockSize: 16 })).toThrow(/blockSize 16 must divide inFeatures 24/);
-    expect(() => Q.HadamardQuantLinear.from(lin(16, 2, 1), { weightBits: 4, granularity: { group: 5 } })).toThrow(/group size 5 must divide inFeatures 16/);
+    expect(() => Q.HadamardQuantLinear.from(lin(16, 2, 1), { weight: Q.questConfig(9) })).toThrow(/HadamardQuantLinear weight: centered grid: bits must be an integer in 1…8, got 9/);
+    expect(() => Q.HadamardQuantLinear.from(lin(16, 2, 1), { weight: { grid: 'int', bits: 12, scale: 'gaussian' } })).toThrow(/HadamardQuantLinear weight: scale rule 'gaussian' needs a grid of .* bits; grid 'int12' has 12/);
+    expect(() => Q.HadamardQuantLinear.from(lin(24, 2, 1), { weight: Q.questConfig(4), blockSize: 16 })).toThrow(/blockSize 16 must divide inFeatures 24/);
+    expect(() => Q.HadamardQuantLinear.from(lin(16, 2, 1), { weight: { ...Q.questConfig(4), granularity: { group: 5 } } })).toThrow(/HadamardQuantLinear weight: axis 1 of size 16 \(shape \[2, 16\]\) does not split into groups of 5/);
   });
 });
 
@@ -144,7 +145,7 @@ describe('prepareHadamardQAT', () => {
   it('swaps matching Linear layers in place, sharing their weights, and honours skip', () => {
     const m = new Sequential(lin(16, 8, 1), lin(8, 4, 2));
     const w0 = (m.at(0) as Linear).weight;
-    const names = Q.prepareHadamardQAT(m, { weightBits: 4, inputBits: 4 }, { skip: ['1'] });
+    const names = Q.prepareHadamardQAT(m, { weight: Q.questConfig(4), input: Q.questConfig(4) }, { skip: ['1'] });
     expect(names).toEqual(['0']);
     expect(m.at(0)).toBeInstanceOf(Q.HadamardQuantLinear);
     expect(m.at(1)).toBeInstanceOf(Linear);
