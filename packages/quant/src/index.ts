@@ -10,6 +10,7 @@
  */
 export * from './grids/index.js';
 export * from './scale/rules.js';
+export * from './scale/double.js';
 export * from './quantizer/index.js';
 export * from './qat/index.js';
 export * from './schedules/index.js';

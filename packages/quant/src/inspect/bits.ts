@@ -7,6 +7,7 @@
 import type { Tensor } from '@qgrad/core';
 import type { Module } from '@qgrad/nn';
 import { storedBits, type Grid } from '../grids/grid.js';
+import { DOUBLE_BLOCK } from '../scale/double.js';
 import { isQuantLayer } from '../qat/modules.js';
 import { ActQuantizer, WeightQuantizer } from '../qat/quantizers.js';
 import { QuantizedConv2d, QuantizedEmbedding, QuantizedLinear } from '../qat/convert.js';
@@ -60,10 +61,10 @@ export class BitsReport {
   }
 }
 
-/** A quantized weight's row: n codes plus its scales (and zero points). */
-function weightRow(name: string, n: number, grid: Grid, nScales: number, nZero: number, sb: number): BitsRow {
-  const scaleBits = grid.scale.kind === 'pow2' ? 8 : sb;
-  const over = nScales * scaleBits + nZero * sb;
+/** A quantized weight's row: n codes plus its scales (and zero points); double-quantized scales take 8 bits + a float per 256 + the mean. */
+function weightRow(name: string, n: number, grid: Grid, nScales: number, nZero: number, sb: number, double = false): BitsRow {
+  const scaleBits = grid.scale.kind === 'pow2' || double ? 8 : sb;
+  const over = nScales * scaleBits + nZero * sb + (double ? (Math.ceil(nScales / DOUBLE_BLOCK) + 1) * sb : 0);
   const stored = storedBits(grid);
   return {
     name, params: n, idealBits: n * grid.idealBits + over, storedBits: Math.ceil((n * stored) / 8) * 8 + over,
@@ -85,13 +86,13 @@ export function bitsPerParameter(model: Module, opts: BitsOptions = {}): BitsRep
     if (isQuantLayer(m) && m.weightQuantizer?.enabled) {
       const wq: WeightQuantizer = m.weightQuantizer;
       const nScales = wq.viewShape.slice(0, -1).reduce((a, b) => a * b, 1);
-      rows.push(weightRow(`${name}.weight`, m.weight.numel(), wq.grid, nScales, wq.plan.hasZeroPoint ? nScales : 0, sb));
+      rows.push(weightRow(`${name}.weight`, m.weight.numel(), wq.grid, nScales, wq.plan.hasZeroPoint ? nScales : 0, sb, wq.plan.doubleScale));
       counted.add(m.weight);
       for (const t of [wq.scale, wq.zeroPoint, wq.initialized]) if (t) counted.add(t);
     } else if (m instanceof QuantizedLinear || m instanceof QuantizedConv2d || m instanceof QuantizedEmbedding) {
       const n = m.weightShape.reduce((a, b) => a * b, 1);
-      rows.push(weightRow(`${name}.weightCodes`, n, m.weightPlan.grid, m.weightScale.numel(), m.weightZeroPoint?.numel() ?? 0, sb));
-      for (const t of [m.weightCodes, m.weightScale, m.weightZeroPoint]) if (t) counted.add(t);
+      rows.push(weightRow(`${name}.weightCodes`, n, m.weightPlan.grid, m.weightScale.numel(), m.weightZeroPoint?.numel() ?? 0, sb, m.weightPlan.doubleScale));
+      for (const t of [m.weightCodes, m.weightScale, m.weightScaleSecond, m.weightScaleMean, m.weightZeroPoint]) if (t) counted.add(t);
       const bias = (m as { bias?: Tensor | null }).bias; // a buffer after convert, still a parameter of the model
       if (bias) {
         const b = DTYPE_BITS[bias.dtype] ?? 32;

@@ -13,6 +13,7 @@ import { toGroups } from '../grids/granularity.js';
 import { codesOfView, dataScale, dequantizeView, effectiveZero, fakeQuantView } from '../quantizer/apply.js';
 import type { QuantizerPlan } from '../quantizer/config.js';
 import { isQuantLayer, QuantConv2d, QuantEmbedding, QuantLinear, type QuantLayer } from './modules.js';
+import { doubleScaleValues } from '../scale/double.js';
 import { packCodes, unpackCodes } from './pack.js';
 import { replaceSubmodule } from './prepare.js';
 
@@ -24,6 +25,9 @@ import { replaceSubmodule } from './prepare.js';
 abstract class QuantizedBase extends Module {
   weightCodes: Tensor;
   weightScale: Tensor;
+  /** Double-quantized scales (QLoRA): weightScale holds E4M3 codes, these the per-256 scales and the mean. */
+  weightScaleSecond: Tensor | null;
+  weightScaleMean: Tensor | null;
   weightZeroPoint: Tensor | null;
   inputScale: Tensor | null;
   inputZeroPoint: Tensor | null;
@@ -52,7 +56,10 @@ abstract class QuantizedBase extends Module {
     this.codeBits = storedBits(grid);
     this.weightCodes = this.registerBuffer('weightCodes', packCodes(codes, grid.codeMin, this.codeBits, grid.codeMax));
     const pow2 = grid.scale.kind === 'pow2';
-    this.weightScale = this.registerBuffer('weightScale', noGrad(() => (pow2 ? g.scale.log().div(Math.LN2).round().add(127).to('uint8') : g.scale.clone())));
+    const d = g.double;
+    this.weightScale = this.registerBuffer('weightScale', noGrad(() => (d ? d.codes.clone() : pow2 ? g.scale.log().div(Math.LN2).round().add(127).to('uint8') : g.scale.clone())));
+    this.weightScaleSecond = this.registerBuffer('weightScaleSecond', d ? d.second.clone() : null);
+    this.weightScaleMean = this.registerBuffer('weightScaleMean', d ? d.mean.clone() : null);
     this.weightZeroPoint = this.registerBuffer('weightZeroPoint', typeof g.zeroPoint === 'number' ? null : g.zeroPoint.clone());
     const aq = src.inputQuantizer?.enabled ? src.inputQuantizer : null;
     this.inputPlan = aq ? aq.plan : null;
@@ -65,8 +72,9 @@ abstract class QuantizedBase extends Module {
     const n = this.weightShape.reduce((a, b) => a * b, 1);
     return fromTypedArray(unpackCodes(this.weightCodes, n, this.weightPlan.grid.codeMin, this.codeBits), this.weightShape, 'int32');
   }
-  /** Scales as floats (MX: 2^(e − 127)). */
+  /** Scales as floats (MX: 2^(e − 127); double-quantized: decode·second + mean). */
   scales(): Tensor {
+    if (this.weightScaleSecond) return doubleScaleValues({ codes: this.weightScale, second: this.weightScaleSecond, mean: this.weightScaleMean! }, this.weightDType);
     return this.weightPlan.grid.scale.kind === 'pow2' ? noGrad(() => pow(2, this.weightScale.to(this.weightDType).sub(127))) : this.weightScale;
   }
   /** The dequantized weight, computed as the fake-quant forward computes it. */

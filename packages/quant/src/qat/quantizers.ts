@@ -12,6 +12,7 @@ import {
   codesOfView, dataScale, dequantizeView, effectiveZero, fakeQuantView, levelIndexOfView, valueOfLevelIndex, type ScaleAndZero,
 } from '../quantizer/apply.js';
 import { describePlan, resolveQuantizer, type QuantizerConfig, type QuantizerPlan } from '../quantizer/config.js';
+import type { DoubleScale } from '../scale/double.js';
 import { checkScale, MIN_STEP } from '../scale/rules.js';
 import { sharedLookup, sharedRemember, type SharedGrid } from './shared.js';
 import { SoftForward, type SoftForwardOptions } from './soft.js';
@@ -132,6 +133,8 @@ export interface GridParams {
   scale: Tensor;
   /** Rounded, clamped integer zero point, β, or 0. */
   zeroPoint: Tensor | number;
+  /** The double-quantized form of `scale` (scale option double). */
+  double?: DoubleScale;
 }
 
 /**
@@ -199,7 +202,7 @@ export class WeightQuantizer extends QuantizerModule {
   gridParams(w: Tensor): GridParams {
     return noGrad(() => {
       const sz = this.scaleOf(this.group(w).view);
-      return { plan: this.plan, scale: sz.scale.detach(), zeroPoint: effectiveZero(this.plan, sz.zeroPoint) };
+      return { plan: this.plan, scale: sz.scale.detach(), zeroPoint: effectiveZero(this.plan, sz.zeroPoint), ...(sz.double && { double: sz.double }) };
     });
   }
 

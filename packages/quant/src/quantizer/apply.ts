@@ -10,6 +10,7 @@ import {
 import type { FloatDType, Grid } from '../grids/grid.js';
 import { LevelSet } from '../grids/grid.js';
 import { mxScale } from '../grids/mx.js';
+import { doubleQuantizeScales, doubleScaleValues, type DoubleScale } from '../scale/double.js';
 import { GAUSSIAN_MSE_ALPHA, initScale, MIN_STEP, type ScaleRule } from '../scale/rules.js';
 import type { QuantizerPlan } from './config.js';
 
@@ -17,6 +18,8 @@ export interface ScaleAndZero {
   scale: Tensor;
   /** Integer zero point (rounded, clamped) or β; 0 where the grid has none. */
   zeroPoint: Tensor | number;
+  /** The double-quantized form of `scale` (plans with scale option double). */
+  double?: DoubleScale;
 }
 
 /** Options that may change during training (schedules set them). */
@@ -33,6 +36,13 @@ export interface ApplyOptions {
  * every other rule on the CPU, detached.
  */
 export function dataScale(plan: QuantizerPlan, view: Tensor, rule: ScaleRule = plan.rule, differentiable = false): ScaleAndZero {
+  const r = ruleScale(plan, view, rule, differentiable);
+  if (!plan.doubleScale) return r;
+  const double = doubleQuantizeScales(r.scale.detach());
+  return { scale: doubleScaleValues(double, view.dtype as FloatDType), zeroPoint: r.zeroPoint, double };
+}
+
+function ruleScale(plan: QuantizerPlan, view: Tensor, rule: ScaleRule, differentiable: boolean): ScaleAndZero {
   const grid = plan.grid;
   if (grid.scale.kind === 'pow2') return { scale: mxScale(view, grid), zeroPoint: 0 };
   const qAbs = grid.hi > 0 ? grid.hi : Math.abs(grid.lo); // max|x| maps to the top level: nothing clips

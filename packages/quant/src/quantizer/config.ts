@@ -20,6 +20,8 @@ export interface ScaleSpec {
   rule?: ScaleRule;
   /** Learned scales: factor on their gradient, or 'lsq' for 1/√(N·Q_P) (default). */
   gradScale?: number | 'lsq';
+  /** QLoRA's double quantization of dynamic scales (E4M3 in blocks of 256, after the mean): scale/double.ts. */
+  double?: boolean;
 }
 
 /** A mode, a rule (with the default mode), or both. */
@@ -62,6 +64,8 @@ export interface QuantizerPlan {
   rounding: Rounding;
   /** Deterministic forward (stochastic rounding is not). */
   deterministic: boolean;
+  /** Scales double-quantized (QLoRA). */
+  doubleScale: boolean;
 }
 
 const MODES: readonly string[] = ['fixed', 'learned', 'dynamic'];
@@ -121,16 +125,19 @@ export function resolveQuantizer(config: QuantizerConfig, role: 'weight' | 'inpu
   if (rule === 'gaussian' && GAUSSIAN_MSE_ALPHA[Math.round(grid.idealBits * 1000) / 1000] === undefined) {
     throw new Error(`${who}: scale rule 'gaussian' needs a grid of ${Object.keys(GAUSSIAN_MSE_ALPHA).join(', ')} bits; grid '${grid.label}' has ${grid.idealBits}`);
   }
+  if (scale.double && (mode !== 'dynamic' || grid.scale.kind !== 'real' || config.asymmetric)) {
+    throw new Error(`${who}: scale option double (QLoRA's double quantization) applies to dynamic symmetric scales; grid '${grid.label}' has a ${grid.scale.kind === 'real' ? `${mode}${config.asymmetric ? ' asymmetric' : ''}` : 'power-of-two'} scale`);
+  }
   const offset = est.spec.offset === 'beta' ? 'beta' : 'zeroPoint';
   const rounding = config.rounding ?? 'halfEven';
   if (rounding === 'floor' && !grid.integer) throw new Error(`${who}: rounding 'floor' applies to integer grids; grid '${g}' rounds to nearest`);
   return {
     who, grid, granularity, mode, rule, gradScale: scale.gradScale ?? (mode === 'learned' ? 'lsq' : 1), estimator: est, offset,
-    hasZeroPoint: !!config.asymmetric || offset === 'beta', rounding, deterministic: est.spec.forward === undefined,
+    hasZeroPoint: !!config.asymmetric || offset === 'beta', rounding, deterministic: est.spec.forward === undefined, doubleScale: !!scale.double,
   };
 }
 
 /** 'int4 channel lsq learned' style summary of a plan. */
 export function describePlan(p: QuantizerPlan): string {
-  return `${p.grid.label} ${granularityName(p.granularity)} ${p.estimator.name} ${p.mode}${p.mode === 'dynamic' || typeof p.rule === 'object' || p.rule !== p.grid.defaults.scaleRule ? `/${typeof p.rule === 'object' ? `p${p.rule.percentile}` : p.rule}` : ''}`;
+  return `${p.grid.label} ${granularityName(p.granularity)} ${p.estimator.name} ${p.mode}${p.doubleScale ? '/double' : ''}${p.mode === 'dynamic' || typeof p.rule === 'object' || p.rule !== p.grid.defaults.scaleRule ? `/${typeof p.rule === 'object' ? `p${p.rule.percentile}` : p.rule}` : ''}`;
 }
