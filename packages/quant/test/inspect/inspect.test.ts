@@ -115,3 +115,25 @@ describe('quantization error and histograms', () => {
     expect(spec.layer[1]!.data.values.length).toBe(4);
   });
 });
+
+describe('inspection on non-integer grids', () => {
+  it('tracks NF4 level indices, freezes on an NF4 level, and histograms against the NF4 levels', () => {
+    const m = new Sequential(new Linear(4, 1, { bias: false }));
+    prepareQAT(m, { default: { weight: { grid: 'nf4', granularity: 'tensor', scale: 'fixed' } } });
+    const q = m.at(0) as QuantLinear;
+    noGrad(() => q.weightQuantizer!.scale!.fill_(1));
+    const set = (v: number[]) => noGrad(() => q.weight.copy_(tensor([v])));
+    const osc = new OscillationTracker(m, { momentum: 0.5, freezeThreshold: 0.3 });
+    // weight 0 moves between NF4 levels 7 (0) and 8 (0.0796) and back; the others stay put
+    for (const v of [[0, 1, -1, 0.5], [0.08, 1, -1, 0.5], [0, 1, -1, 0.5]]) {
+      set(v);
+      osc.update();
+    }
+    expect(osc.report()[0]).toMatchObject({ flips: 2, oscillations: 1, frozen: 1 });
+    set([0.3, 1, -1, 0.5]);
+    expect(noGrad(() => q.forward(tensor([[1, 0, 0, 0]]))).item()).toBe(0); // pinned to level 7 = 0
+    const h = weightHistogram(q.weight, q.weightQuantizer!, { bins: 10 });
+    expect(h.levels.length).toBe(16);
+    expect(h.levels[0]).toBe(-1);
+  });
+});

@@ -4,7 +4,7 @@ import { gradcheck } from '@qgrad/core/testing';
 import { Conv2d, Embedding, Linear, Module, ReLU, Sequential } from '@qgrad/nn';
 import {
   ActQuantizer, convert, prepareQAT, QuantConv2d, QuantEmbedding, QuantizedConv2d, QuantizedLinear, QuantLinear, WeightQuantizer,
-  type QATConfig, type QuantLayerConfig,
+  type QATConfig, type QuantLayerConfig, type WeightQuantConfig,
 } from '@qgrad/quant';
 
 const bits = (t: Tensor) => Array.from(new Uint32Array(Float32Array.from(t.dataSync()).buffer));
@@ -254,4 +254,22 @@ describe('convert', () => {
     expect(c['0.weightCodes']!.numel()).toBe(32);
     expect(Array.from(c['0.weightCodes']!.dataSync())).toEqual(Array.from((a.at(0) as QuantizedLinear).weightCodes.dataSync()));
   });
+});
+
+describe('HESTIA soft forward on any finite grid', () => {
+  for (const weight of [{ grid: 'nf4', granularity: 'channel' }, { grid: 'int', bits: 3, scale: 'absmean' }, { grid: 'codebook', levels: [-1, -0.3, 0, 0.3, 1], scale: 'absmean' }, { grid: 'binary' }, { grid: 'e2m1', scale: 'absmax' }] as WeightQuantConfig[]) {
+    it(`${weight.grid}: differentiable through the scale (float64 gradcheck) and the hard grid at T = 0, P = 1`, () => {
+      manualSeed(10);
+      const w = randn([3, 8], { dtype: 'float64' }).requiresGrad_();
+      const q = new WeightQuantizer(w.shape, { ...weight, soft: { temperature: 0.4, pressure: 0.6 } }, 'fc', 'float64');
+      expect(gradcheck((v) => q.forward(v), [w]).ok).toBe(true);
+      q.soft!.temperature = 0;
+      q.soft!.pressure = 1;
+      const hard = new WeightQuantizer(w.shape, weight, 'fc', 'float64');
+      expect(Array.from(q.forward(w).dataSync())).toEqual(Array.from(hard.forward(w).dataSync()));
+      q.soft!.temperature = 1e-4; // nearly hard: within a hair of the grid
+      const soft = Array.from(q.forward(w).dataSync());
+      Array.from(hard.forward(w).dataSync()).forEach((v, i) => expect(soft[i]).toBeCloseTo(v, 3));
+    });
+  }
 });
