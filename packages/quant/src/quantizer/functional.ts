@@ -1,7 +1,7 @@
 /**
  * @file The functional quantizer API on the one vocabulary: `fakeQuant` (QAT forward with the
  * estimator's gradients), `initQuantParams` (data-derived scales to make learnable), `quantize`
- * (codes + scales, for storage) and its `dequantize`, which equals fakeQuant's forward.
+ * (codes + scales, for storage) and `dequantize`, which gives fakeQuant's forward back from them.
  */
 import { hadamard, noGrad, type Tensor } from '@qgrad/core';
 import { toGroups } from '../grids/granularity.js';
@@ -95,7 +95,20 @@ export function quantize(x: Tensor, config: FakeQuantConfig, params?: QuantParam
     const { scale, zeroPoint } = paramsFor(plan, g.view, params);
     const z = effectiveZero(plan, zeroPoint);
     const xHat = fakeQuantView(plan, g.view, scale.detach(), typeof zeroPoint === 'number' ? zeroPoint : zeroPoint.detach());
-    const codes = codesOfView(plan, xHat, scale, z);
-    return { codes: g.restore(codes), scale: scale.detach(), zeroPoint: z, plan, dequantize: () => g.restore(dequantizeView(plan, codes, scale.detach(), z)) };
+    const codes = g.restore(codesOfView(plan, xHat, scale, z));
+    const q = { codes, scale: scale.detach(), zeroPoint: z, plan };
+    return { ...q, dequantize: () => dequantize(q) };
+  });
+}
+
+/**
+ * Values of stored codes: regroups `codes` (x's shape) by the plan's granularity and applies the
+ * grid's decode and the scales — what `quantize(...).dequantize()` and convert's layers compute.
+ * @example const { codes, scale, zeroPoint, plan } = quantize(w, { grid: 'nf4' }); dequantize({ codes, scale, zeroPoint, plan });
+ */
+export function dequantize(q: Pick<Quantized, 'codes' | 'scale' | 'zeroPoint' | 'plan'>): Tensor {
+  return noGrad(() => {
+    const g = toGroups(q.codes, q.plan.granularity, q.plan.who);
+    return g.restore(dequantizeView(q.plan, g.view, q.scale, q.zeroPoint));
   });
 }
