@@ -5,12 +5,14 @@
  * as examples/qat-mnist.ts (one config there with the same seeds gives the same numbers), run in
  * one process with a single evaluation at the end, which is what makes the grid fit a 2-core box.
  * Run: npx tsx examples/experiments/mnist.ts [--models mlp,cnn] [--seeds 0,1,2] [--only w4a4,fp32]
+ * `--suite grids` runs the grid comparison instead (docs/experiments/grids.md): weights only, every
+ * grid of @qgrad/quant at ~4 and ~8 bits beside FP32, MLP.
  */
 import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { crossEntropy, Generator, type Tensor } from '@qgrad/core';
+import { crossEntropy, Generator, randn, type Tensor } from '@qgrad/core';
 import { AdamW, Conv2d, Flatten, LambdaLR, Linear, MaxPool2d, ReLU, Sequential, cosineSchedule } from '@qgrad/nn';
-import { bitsPerParameter, convert, prepareQAT, type QATConfig, type WeightQuantConfig } from '@qgrad/quant';
+import { bitsPerParameter, convert, kmeansLevels, prepareQAT, type GridName, type QATConfig, type WeightQuantConfig } from '@qgrad/quant';
 import { CliError, cli } from '../lib/args.js';
 import { writeResults, type ConfigResult } from '../lib/experiments.js';
 import { encodeRecord, readMetrics } from '../lib/metrics.js';
@@ -27,16 +29,19 @@ const args = cli('experiments/mnist', 'MNIST QAT grid (configs × seeds) → mea
   allowNonfinite: commonOptions.allowNonfinite,
   fresh: { type: 'boolean', help: 'ignore runs already in runs.jsonl (default: skip them, so an interrupted grid resumes)' },
   backend: { type: 'string', default: 'wasm', help: "'wasm' or 'js'" },
-  runDir: { type: 'string', default: 'runs/experiments/mnist', help: 'output directory' },
+  suite: { type: 'string', default: 'qat', help: "'qat' (grids × estimators with quantized activations, mnist.md) or 'grids' (weight grids at ~4 and ~8 bits, grids.md)" },
+  runDir: { type: 'string', default: '', help: 'output directory (default runs/experiments/mnist, or runs/experiments/grids for --suite grids)' },
 });
 useBackend(args.backend);
 
 interface Cfg {
   name: string;
-  grid: 'fp' | 'int' | 'ternary' | 'binary';
+  grid: GridName | 'fp';
   bitsW: number;
   bitsA: number;
   scale?: WeightQuantConfig['scale'];
+  /** Overrides of the weight config (granularity, levels). */
+  weight?: Partial<WeightQuantConfig>;
   note: string;
 }
 /** The grid. Ternary/binary keep 8-bit activations (BitNet b1.58 is W1.58A8). */
@@ -50,10 +55,25 @@ const CONFIGS: Cfg[] = [
   { name: 'binary-a8', grid: 'binary', bitsW: 1, bitsA: 8, note: 'sign(W)·α, α = mean|W| per channel, STE; A8 LSQ' },
 ];
 
+/** The grid comparison: weights only (inputs stay float), per output channel unless the grid has its own blocks. */
+const GRID_CONFIGS: Cfg[] = [
+  { name: 'fp32', grid: 'fp', bitsW: 32, bitsA: 0, note: 'full precision' },
+  { name: 'int8', grid: 'int', bitsW: 8, bitsA: 0, note: 'int8, learned LSQ step per channel' },
+  { name: 'e4m3', grid: 'e4m3', bitsW: 8, bitsA: 0, note: 'FP8 E4M3, absmax per channel, STE' },
+  { name: 'e5m2', grid: 'e5m2', bitsW: 8, bitsA: 0, note: 'FP8 E5M2, absmax per channel, STE' },
+  { name: 'mxfp8', grid: 'mxfp8', bitsW: 8, bitsA: 0, weight: { granularity: { block: 32 } }, note: 'E4M3 elements, E8M0 scale per 32, STE' },
+  { name: 'int4', grid: 'int', bitsW: 4, bitsA: 0, note: 'int4, learned LSQ step per channel' },
+  { name: 'e2m1', grid: 'e2m1', bitsW: 4, bitsA: 0, note: 'FP4 E2M1, absmax per channel, STE' },
+  { name: 'mxfp4', grid: 'mxfp4', bitsW: 4, bitsA: 0, weight: { granularity: { block: 32 } }, note: 'E2M1 elements, E8M0 scale per 32, STE' },
+  { name: 'nf4', grid: 'nf4', bitsW: 4, bitsA: 0, weight: { granularity: undefined }, note: 'NF4, absmax per block of 64, STE' },
+  { name: 'codebook16', grid: 'codebook', bitsW: 4, bitsA: 0, weight: { levels: kmeansLevels(randn([4096], { generator: new Generator(12345) }), 16) }, note: '16 levels, k-means of N(0, 1), absmax per channel, STE' },
+];
+
 /** qat-mnist's rules: every layer; the first layer's input (normalised pixels) signed, the others (after ReLU) unsigned. */
 function qatConfig(c: Cfg): QATConfig | null {
   if (c.grid === 'fp') return null;
-  const weight: WeightQuantConfig = { grid: c.grid, ...(c.grid === 'int' && { bits: c.bitsW }), granularity: 'channel', ...(c.scale && { scale: c.scale }) };
+  const weight: WeightQuantConfig = { grid: c.grid, ...(c.grid === 'int' && { bits: c.bitsW }), granularity: 'channel', ...(c.scale && { scale: c.scale }), ...c.weight };
+  if (weight.granularity === undefined) delete weight.granularity; // the grid's own (NF4: blocks of 64)
   const input = (signed: boolean) => (c.bitsA ? { bits: c.bitsA, signed } : null);
   return { rules: [{ match: '0', weight, input: input(true) }], default: { weight, input: input(false) } };
 }
@@ -68,7 +88,7 @@ function build(model: string, seed: number): Sequential {
   );
 }
 
-interface Run { model: string; config: string; seed: number; acc: number; convertedAcc: number; bitsPerParam: number; msPerStep: number; steps: number }
+interface Run { model: string; config: string; seed: number; acc: number; convertedAcc: number; bitsPerParam: number; storedBitsPerParam?: number; msPerStep: number; steps: number }
 
 /** One training run, exactly qat-mnist's loop (AdamW wd 1e−4 except on scales, cosine with warmup, minLr 5%). */
 function runOne(data: MnistData, model: string, c: Cfg, seed: number): Run {
@@ -97,22 +117,28 @@ function runOne(data: MnistData, model: string, c: Cfg, seed: number): Run {
   const acc = evaluateClassifier((x: Tensor) => net.forward(x), data.testX, data.testY).test_acc;
   let convertedAcc = acc;
   let bitsPerParam = 32;
+  let storedBitsPerParam = 32;
   if (cfg) {
-    bitsPerParam = bitsPerParameter(net).bitsPerParameter;
+    const bits = bitsPerParameter(net);
+    bitsPerParam = bits.bitsPerParameter;
+    storedBitsPerParam = bits.storedBitsPerParameter;
     convert(net); // integer codes; must reproduce the fake-quant accuracy
     convertedAcc = evaluateClassifier((x: Tensor) => net.forward(x), data.testX, data.testY).test_acc;
   }
-  return { model, config: c.name, seed, acc: acc * 100, convertedAcc: convertedAcc * 100, bitsPerParam, msPerStep, steps };
+  return { model, config: c.name, seed, acc: acc * 100, convertedAcc: convertedAcc * 100, bitsPerParam, storedBitsPerParam, msPerStep, steps };
 }
 
+if (args.suite !== 'qat' && args.suite !== 'grids') throw new CliError(`--suite must be 'qat' or 'grids', got '${args.suite}'`);
+const suite = args.suite === 'grids' ? GRID_CONFIGS : CONFIGS;
+const runDir = args.runDir || (args.suite === 'grids' ? 'runs/experiments/grids' : 'runs/experiments/mnist');
 const models = args.models.split(',').map((s) => s.trim());
 const seeds = args.seeds;
 const only = args.only ? args.only.split(',').map((s) => s.trim()) : null;
-const unknown = [...models.filter((m) => !['mlp', 'cnn'].includes(m)), ...(only ?? []).filter((n) => !CONFIGS.some((c) => c.name === n))];
-if (unknown.length) throw new CliError(`unknown --models/--only name(s) ${unknown.join(', ')}; models: mlp, cnn; configs: ${CONFIGS.map((c) => c.name).join(', ')}`);
-const configs = CONFIGS.filter((c) => !only || only.includes(c.name));
-mkdirSync(args.runDir, { recursive: true });
-const log = join(args.runDir, 'runs.jsonl');
+const unknown = [...models.filter((m) => !['mlp', 'cnn'].includes(m)), ...(only ?? []).filter((n) => !suite.some((c) => c.name === n))];
+if (unknown.length) throw new CliError(`unknown --models/--only name(s) ${unknown.join(', ')}; models: mlp, cnn; configs: ${suite.map((c) => c.name).join(', ')}`);
+const configs = suite.filter((c) => !only || only.includes(c.name));
+mkdirSync(runDir, { recursive: true });
+const log = join(runDir, 'runs.jsonl');
 const done = new Map<string, Run>();
 if (!args.fresh && existsSync(log)) for (const r of readMetrics(log) as unknown as Run[]) done.set(`${r.model}/${r.config}/${r.seed}`, r);
 
@@ -141,6 +167,7 @@ for (const model of models) {
       extra: {
         'converted acc': runs.reduce((a, r) => a + r.convertedAcc, 0) / runs.length,
         'bits/param': runs[0]!.bitsPerParam,
+        ...(args.suite === 'grids' && { 'stored bits/param': runs[0]!.storedBitsPerParam ?? runs[0]!.bitsPerParam }),
         'ms/step': Math.round(runs.reduce((a, r) => a + r.msPerStep, 0) / runs.length),
         what: c.note,
       },
@@ -148,12 +175,14 @@ for (const model of models) {
   }
 }
 const steps = Math.round((args.epochs * 8000) / args.batchSize);
-const md = await writeResults(args.runDir, {
-  title: 'MNIST QAT: test accuracy (%)',
+const md = await writeResults(runDir, {
+  title: args.suite === 'grids' ? 'MNIST MLP, weight grids: test accuracy (%)' : 'MNIST QAT: test accuracy (%)',
   metric: 'test acc %',
   rows,
   notes: `8,000 train / 2,000 test digits, ${args.epochs} epoch = ${steps} steps × batch ${args.batchSize}, AdamW lr ${args.lr} (cosine), seeds ${seeds.join(',')}. ` +
-    'Every layer quantized (first-layer input signed, later inputs unsigned); weights per output channel. "converted acc" = the model after `convert` (integer codes).',
-  meta: { epochs: args.epochs, batchSize: args.batchSize, lr: args.lr, steps, seeds },
+    (args.suite === 'grids'
+      ? 'Every layer\'s weights quantized, inputs float; scales per output channel unless the grid has its own blocks. "converted acc" = the model after `convert` (codes on the grid).'
+      : 'Every layer quantized (first-layer input signed, later inputs unsigned); weights per output channel. "converted acc" = the model after `convert` (integer codes).'),
+  meta: { suite: args.suite, epochs: args.epochs, batchSize: args.batchSize, lr: args.lr, steps, seeds },
 });
-console.log(`\n${md}\nwrote ${args.runDir}/results.{md,json,svg} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+console.log(`\n${md}\nwrote ${runDir}/results.{md,json,svg} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
