@@ -45,8 +45,14 @@ export interface Backend<D = unknown> {
   /** Returns the first `size` elements; on CPU backends this may be the buffer itself. */
   readSync(data: D, dtype: DType, size: number): TypedArray;
   read(data: D, dtype: DType, size: number): Promise<TypedArray>;
-  /** Releases a buffer; CPU backends may leave this to the garbage collector. */
+  /**
+   * Releases a buffer `alloc` returned; called exactly once per buffer, which is not touched
+   * afterwards. The wasm backend returns its block to its allocator (a second free, or a buffer
+   * it did not allocate, is an error); js only updates its counts.
+   */
   free(data: D): void;
+  /** Bytes in buffers allocated and not yet freed, and how many buffers. */
+  memory(): { bytes: number; buffers: number };
   run<K extends KernelName>(kernel: K, inputs: readonly KernelArg<D>[], out: KernelArg<D>, params: KernelParams[K]): void;
   /** Names the backend that ran each kernel when they differ (fallbacks), for debugging. */
   ranOn?(kernel: KernelName, dtype: DType): string;

@@ -25,15 +25,28 @@ export const jsKernels: KernelTable<TypedArray> = {
   fakeQuantize, fakeQuantizeBackward, fwht,
 };
 
+// alloc/free counts for memory(): buffers the caller drops without free stay counted
+let liveBytes = 0;
+let liveBuffers = 0;
+
 export const jsBackend: Backend<TypedArray> = {
   name: 'js',
   dtypes: DTYPES,
   hostMemory: true,
-  alloc: (dtype, size) => new ARRAY_TYPES[dtype](size),
+  alloc: (dtype, size) => {
+    const data = new ARRAY_TYPES[dtype](size);
+    liveBytes += data.byteLength;
+    liveBuffers++;
+    return data;
+  },
   write: (data, _dtype, values) => data.set(values as never),
   readSync: (data, _dtype, size) => (data.length === size ? data : data.subarray(0, size)),
   read: async (data, _dtype, size) => (data.length === size ? data : data.subarray(0, size)),
-  free: () => {},
+  free: (data) => {
+    liveBytes -= data.byteLength;
+    liveBuffers--;
+  },
+  memory: () => ({ bytes: liveBytes, buffers: liveBuffers }),
   run: (kernel, inputs, out, params) => (jsKernels[kernel] as (i: typeof inputs, o: typeof out, p: typeof params) => void)(inputs, out, params),
   sync: async () => {},
   dispose: () => {},

@@ -9,7 +9,7 @@ import { convOutSize } from '../js/conv.js';
 import { numel } from '../layout.js';
 import type { Im2colParams, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
-import { ARGS, HEAP, MAX_HEAP_BYTES, span, type Engine } from './runtime.js';
+import { ARGS, MAX_HEAP_BYTES, span, type Engine } from './runtime.js';
 
 type Arg = KernelArg<TypedArray>;
 type Kind = 'f32' | 'f64';
@@ -141,10 +141,10 @@ function run(engine: Engine, name: 'im2col' | 'col2im', src: Arg, out: Arg, p: I
   const oh = convOutSize(H, kh, sh, ph, dh);
   const ow = convOutSize(W, kw, sw, pw, dw);
   if (oh <= 0 || ow <= 0) return false;
-  const srcPtr = HEAP;
+  const srcPtr = engine.scratch;
   const zPtr = srcPtr + Math.ceil(((s[1] - s[0]) * e) / 16) * 16;
   const outPtr = zPtr + Math.ceil((8 * kw) / 16) * 16;
-  const total = outPtr - HEAP + n * e;
+  const total = outPtr - engine.scratch + n * e;
   if (total > MAX_HEAP_BYTES || !engine.reserve(total)) return false;
   const view = k === 'f32' ? engine.f32 : engine.f64;
   view.set(src.data.subarray(s[0], s[1]) as never, srcPtr / e);

@@ -10,7 +10,7 @@ import { copy as jsCopy } from '../js/elementwise.js';
 import { contiguousStrides, isContiguous, numel } from '../layout.js';
 import type { BinaryOp, TypedArray, UnaryOp } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
-import { ARGS, ARGS_BYTES, HEAP, MAX_HEAP_BYTES, span, type Engine } from './runtime.js';
+import { ARGS, ARGS_BYTES, MAX_HEAP_BYTES, span, type Engine } from './runtime.js';
 import { expF32x4, scalarViaLanes, sigmoidF32x4, siluF32x4, siluGradF32x4 } from './simd-math.js';
 
 type Arg = KernelArg<TypedArray>;
@@ -420,7 +420,7 @@ export function stage(engine: Engine, from: number, views: readonly Arg[], bytes
   const spans = views.map(span);
   let end = from;
   for (let j = 0; j < views.length; j++) end = Math.ceil(end / 16) * 16 + (spans[j]![1] - spans[j]![0]) * bytes[j]!;
-  if (end - HEAP > MAX_HEAP_BYTES || !engine.reserve(end - HEAP)) return null;
+  if (end - engine.scratch > MAX_HEAP_BYTES || !engine.reserve(end - engine.scratch)) return null;
   const ptrs: number[] = [];
   let p = from;
   views.forEach((x, j) => {
@@ -448,7 +448,7 @@ export function heapView(engine: Engine, dtype: Arg['dtype']): TypedArray {
  * the result at heap address `at` and copying it into `out` unless `keep` (then only `out`'s
  * shape is read: the caller goes on with the result in wasm memory).
  */
-function runMap(engine: Engine, name: string, op: string, inputs: readonly Arg[], out: Arg, k: Kind, at = HEAP, keep = false): boolean {
+function runMap(engine: Engine, name: string, op: string, inputs: readonly Arg[], out: Arg, k: Kind, at = engine.scratch, keep = false): boolean {
   const n = numel(out.shape);
   if (n < MIN_ELEMENTS) return false;
   const e = T[k].bytes;
@@ -527,7 +527,7 @@ export function stageContiguous(engine: Engine, x: Arg, at: number): boolean {
   const dst: Arg = { data: heapView(engine, x.dtype), dtype: x.dtype, shape, strides: contiguousStrides(shape), offset: at / e };
   if (runMap(engine, `unary_identity_${k}`, 'identity', [x], dst, k, at, true)) return true;
   const end = at + numel(shape) * e;
-  if (end - HEAP > MAX_HEAP_BYTES || !engine.reserve(end - HEAP)) return false;
+  if (end - engine.scratch > MAX_HEAP_BYTES || !engine.reserve(end - engine.scratch)) return false;
   jsCopy([x], { ...dst, data: heapView(engine, x.dtype) }, {});
   return true;
 }
@@ -548,7 +548,7 @@ export function whereWasm(engine: Engine, [c, a, b]: readonly Arg[], out: Arg): 
   const used = [c!, a!, b!].reduce((s, x) => s + span(x)[1] - span(x)[0], 0);
   if (used > 4 * n * 3) return false;
   const e = T[k].bytes;
-  const ptrs = stage(engine, HEAP + n * e, [c!, a!, b!], [1, e, e]);
+  const ptrs = stage(engine, engine.scratch + n * e, [c!, a!, b!], [1, e, e]);
   if (ptrs === null) return false;
   const [pc, pa, pb] = ptrs as [number, number, number];
   const B = blocks(out.shape, [contiguousStrides(out.shape), c!.strides, a!.strides, b!.strides]);
@@ -560,8 +560,8 @@ export function whereWasm(engine: Engine, [c, a, b]: readonly Arg[], out: Arg): 
   for (let j = 0; j < B.count; j++) {
     const s = j * 4;
     const st = B.starts;
-    engine.call(name, HEAP + st[s]! * e, B.inner, B.rows, pc + st[s + 1]!, sc, rc, pa + st[s + 2]! * e, sa, ra, pb + st[s + 3]! * e, sb, rb, mode);
+    engine.call(name, engine.scratch + st[s]! * e, B.inner, B.rows, pc + st[s + 1]!, sc, rc, pa + st[s + 2]! * e, sa, ra, pb + st[s + 3]! * e, sb, rb, mode);
   }
-  out.data.set(heapView(engine, out.dtype).subarray(HEAP / e, HEAP / e + n) as never, out.offset);
+  out.data.set(heapView(engine, out.dtype).subarray(engine.scratch / e, engine.scratch / e + n) as never, out.offset);
   return true;
 }

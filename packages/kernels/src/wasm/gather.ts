@@ -11,7 +11,7 @@ import { contiguousStrides, isContiguous, numel, offsets } from '../layout.js';
 import type { KernelParams, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
 import { blocks, heapView, stage } from './elementwise.js';
-import { HEAP, span, type Engine } from './runtime.js';
+import { span, type Engine } from './runtime.js';
 
 type Arg = KernelArg<TypedArray>;
 type Kind = 'f32' | 'f64';
@@ -151,7 +151,7 @@ function runGather(engine: Engine, x: Arg, index: Arg, out: Arg, dim: number): b
   // a few elements picked out of a large table: copying the table in costs more than the picks
   if (elements(x) + elements(index) > 4 * n) return false;
   const e = BYTES[k];
-  const ptrs = stage(engine, HEAP + n * e, [x, index], [e, 4]);
+  const ptrs = stage(engine, engine.scratch + n * e, [x, index], [e, 4]);
   if (ptrs === null) return false;
   const [px, pi] = ptrs as [number, number];
   const xs = x.strides.map((s, d) => (d === dim ? 0 : s));
@@ -164,9 +164,9 @@ function runGather(engine: Engine, x: Arg, index: Arg, out: Arg, dim: number): b
   for (let b = 0; b < B.count; b++) {
     const s = b * 3;
     const st = B.starts;
-    if (engine.call(name, HEAP + st[s]! * e, B.inner, B.rows, 1, B.inner, px + st[s + 1]! * e, sx, rx, pi + st[s + 2]! * 4, si, ri, sdim, size) !== 0) return false;
+    if (engine.call(name, engine.scratch + st[s]! * e, B.inner, B.rows, 1, B.inner, px + st[s + 1]! * e, sx, rx, pi + st[s + 2]! * 4, si, ri, sdim, size) !== 0) return false;
   }
-  out.data.set(heapView(engine, out.dtype).subarray(HEAP / e, HEAP / e + n) as never, out.offset);
+  out.data.set(heapView(engine, out.dtype).subarray(engine.scratch / e, engine.scratch / e + n) as never, out.offset);
   return true;
 }
 
@@ -182,11 +182,11 @@ function runScatter(engine: Engine, base: Arg, index: Arg, src: Arg, out: Arg, d
   // the table goes in and out whole: worth it only when the additions outnumber its elements
   if (n < MIN_ELEMENTS || nOut > n || elements(src) + elements(index) > 4 * n) return false;
   const e = BYTES[k];
-  const ptrs = stage(engine, HEAP + nOut * e, [src, index], [e, 4]);
+  const ptrs = stage(engine, engine.scratch + nOut * e, [src, index], [e, 4]);
   if (ptrs === null) return false;
   const [ps, pi] = ptrs as [number, number];
   const view = heapView(engine, out.dtype);
-  const at = HEAP / e;
+  const at = engine.scratch / e;
   if (isContiguous(base.shape, base.strides)) view.set(base.data.subarray(base.offset, base.offset + nOut) as never, at);
   else {
     const ob = offsets(base);
@@ -204,7 +204,7 @@ function runScatter(engine: Engine, base: Arg, index: Arg, src: Arg, out: Arg, d
   for (let b = 0; b < B.count; b++) {
     const s = b * 3;
     const o = B.starts;
-    if (engine.call(name, HEAP + o[s]! * e, B.inner, B.rows, st, rt, ps + o[s + 1]! * e, ss, rs, pi + o[s + 2]! * 4, si, ri, sdim, size) !== 0) return false;
+    if (engine.call(name, engine.scratch + o[s]! * e, B.inner, B.rows, st, rt, ps + o[s + 1]! * e, ss, rs, pi + o[s + 2]! * 4, si, ri, sdim, size) !== 0) return false;
   }
   out.data.set(view.subarray(at, at + nOut) as never, out.offset);
   return true;

@@ -7,7 +7,7 @@ import type { KernelArg } from '../backend.js';
 import { isContiguous, numel, offsets } from '../layout.js';
 import type { FwhtParams, TypedArray } from '../names.js';
 import { type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
-import { HEAP, type Engine } from './runtime.js';
+import { type Engine } from './runtime.js';
 
 type Arg = KernelArg<TypedArray>;
 
@@ -75,7 +75,7 @@ export function fwhtWasm(engine: Engine, [x]: readonly Arg[], out: Arg, { blockS
   if (n < MIN_ELEMENTS || b < 1 || (b & (b - 1)) !== 0 || n % b !== 0) return false;
   if (!engine.reserve(n * 8)) return false;
   const view = engine.f64;
-  const at = HEAP / 8;
+  const at = engine.scratch / 8;
   if (isContiguous(x!.shape, x!.strides)) view.set(x!.data.subarray(x!.offset, x!.offset + n) as never, at);
   else {
     const ix = offsets(x!);
@@ -84,7 +84,7 @@ export function fwhtWasm(engine: Engine, [x]: readonly Arg[], out: Arg, { blockS
   }
   const norm = 1 / Math.sqrt(b);
   // js multiplies by 1 when not normalizing: an identity, so skip that pass
-  engine.call('fwht_f64', HEAP, n, b, norm, normalize && b > 1 ? 1 : 0);
+  engine.call('fwht_f64', engine.scratch, n, b, norm, normalize && b > 1 ? 1 : 0);
   out.data.set(view.subarray(at, at + n) as never, out.offset);
   return true;
 }

@@ -16,7 +16,8 @@ import { MATMUL_MIN_MACS, matmulWasm } from './matmul.js';
 import { emitNorm, normBackwardWasm, normWasm, ropeWasm, softmaxBackwardWasm, softmaxWasm } from './norm.js';
 import { emitQuant, fakeQuantizeBackwardWasm, fakeQuantizeWasm } from './quant.js';
 import { argReduceWasm, emitReduce, reduceWasm } from './reduce.js';
-import { Engine, type Emitter, wasmFeatures } from './runtime.js';
+import type { Heap } from './heap.js';
+import { Engine, type Emitter, newHeap, wasmFeatures } from './runtime.js';
 import { emitMatmul } from './simd-matmul.js';
 import { adamStepWasm, emitOptim } from './optim.js';
 import { defaultThreadCount } from './threads.js';
@@ -76,14 +77,32 @@ export interface WasmBackend extends Backend<TypedArray> {
   readonly relaxed: boolean;
   /** How many calls of each kernel and dtype ran in wasm (how many of those on the pool) and how many fell back to js. */
   stats(): KernelStat[];
+  /**
+   * Bytes kernels copied so far from arrays outside wasm memory into it (operands that are not
+   * this backend's tensors) and out of it into such arrays (results written to a foreign array).
+   */
+  staged(): { in: number; out: number };
+  /** The heap tensors live in (null where shared memory is unavailable: tensors are plain arrays). */
+  readonly heap: Heap | null;
 }
 
 export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend {
   let engine: Engine | null | undefined;
+  // tensors live in a shared memory (views stay valid across growth); without one, tensors are
+  // plain arrays and the memory only holds the kernels' scratch
+  let heap: Heap | null | undefined;
+  const getHeap = (): Heap | null => (heap === undefined ? (heap = newHeap()) : heap);
+  const tensorHeap = (): Heap | null => {
+    const h = getHeap();
+    return h?.shared ? h : null;
+  };
+  // staged bytes of engines already disposed
+  const staged = { in: 0, out: 0 };
   const getEngine = (): Engine | null => {
     if (engine === undefined) {
+      const h = getHeap();
       try {
-        engine = new Engine(EMITTERS, { threads: options.threads ?? defaultThreadCount(), relaxed: options.relaxed ?? true, spinMicros: options.spinMicros });
+        engine = h && new Engine(EMITTERS, { threads: options.threads ?? defaultThreadCount(), relaxed: options.relaxed ?? true, spinMicros: options.spinMicros }, h);
       } catch {
         engine = null;
       }
@@ -99,7 +118,9 @@ export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend
       const own = (inputs: readonly Arg[], out: Arg, params: never): boolean => {
         if (!isContiguous(out.shape, out.strides)) return false;
         const eng = getEngine();
-        return eng !== null && rule(eng, inputs, out, params);
+        if (eng === null) return false;
+        // a kernel whose scratch did not fit declined before writing anything: grow it, run again
+        return rule(eng, inputs, out, params) || (eng.regrowScratch() && rule(eng, inputs, out, params));
       };
       return [k, own];
     }),
@@ -108,16 +129,33 @@ export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend
     pooledJobs: () => engine?.pooledJobs ?? 0,
     guess: (kernel, dtype) => RULES[kernel] !== undefined && (dtype === 'float32' || dtype === 'float64') && wasmFeatures().simd,
     header: () => `qgrad wasm backend (${backend.threads} thread(s), relaxed SIMD ${backend.relaxed ? 'on' : 'off'}):`,
+    footer: () => {
+      const { in: i, out: o } = backend.staged();
+      const { bytes, buffers } = backend.memory();
+      return [`  staged into wasm memory ${i} bytes, out of it ${o} bytes (operands outside wasm memory); ${buffers} tensors, ${bytes} bytes in wasm memory at exit`];
+    },
   });
   const backend: WasmBackend = {
     name: 'wasm',
     dtypes: jsBackend.dtypes,
     hostMemory: true,
-    alloc: jsBackend.alloc,
+    alloc: (dtype, size) => {
+      const h = size > 0 ? tensorHeap() : null;
+      return h ? h.alloc(dtype, size) : jsBackend.alloc(dtype, size);
+    },
     write: jsBackend.write,
     readSync: jsBackend.readSync,
     read: jsBackend.read,
-    free: jsBackend.free,
+    free: (data) => {
+      const h = tensorHeap();
+      if (h && data.length > 0) h.free(data);
+      else jsBackend.free(data);
+    },
+    memory: () => tensorHeap()?.usage() ?? jsBackend.memory(),
+    staged: () => ({ in: staged.in + (engine?.stagedIn ?? 0), out: staged.out + (engine?.stagedOut ?? 0) }),
+    get heap() {
+      return tensorHeap();
+    },
     run: runner.run,
     ranOn: runner.ranOn,
     stats: runner.stats,
@@ -129,6 +167,10 @@ export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend
     },
     sync: async () => {},
     dispose() {
+      if (engine) {
+        staged.in += engine.stagedIn;
+        staged.out += engine.stagedOut;
+      }
       engine?.dispose();
       engine = undefined;
     },

@@ -7,7 +7,7 @@
 import type { KernelArg } from '../backend.js';
 import { numel, offsets } from '../layout.js';
 import type { TypedArray } from '../names.js';
-import { ARGS, HEAP, MAX_HEAP_BYTES, span, type Engine } from './runtime.js';
+import { ARGS, MAX_HEAP_BYTES, span, type Engine } from './runtime.js';
 import { F32_TILE, F64_TILE, MatmulArg, type MicroShape, PackArg } from './simd-matmul.js';
 
 /** The packing job's argument block sits after the matmul job's. */
@@ -131,7 +131,7 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
   const total = fixed + chunk * perBatch;
   if (total > MAX_HEAP_BYTES || !engine.reserve(total)) return false;
 
-  const aPtr = HEAP + rawBytes;
+  const aPtr = engine.scratch + rawBytes;
   const bPtr = aPtr + (shareA ? aBytes : chunk * aBytes);
   const cPtr = bPtr + (shareB ? bBytes : chunk * bBytes);
   let mc = Math.min(Mp, roundUp(MC_TARGET, mr));
@@ -156,7 +156,7 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
   const pw = PACK_ARGS / 4;
   if (raw) {
     const view = dtype === 'float32' ? engine.f32 : engine.f64;
-    const rawA = HEAP;
+    const rawA = engine.scratch;
     const rawB = rawA + align((spanA[1] - spanA[0]) * e);
     const basesA = rawB + align((spanB[1] - spanB[0]) * e);
     const basesB = basesA + align(4 * batches);
@@ -197,8 +197,8 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
       // +3–7 % on the batched attention products)
       const tasksA = shareA ? (t0 === 0 ? Mp / mr : 0) : n * (Mp / mr);
       const tasksB = shareB ? (t0 === 0 ? Np / nr : 0) : n * (Np / nr);
-      args[pw + PackArg.aBases] = HEAP + rawBytes - 2 * align(4 * batches) + 4 * (shareA ? 0 : t0);
-      args[pw + PackArg.bBases] = HEAP + rawBytes - align(4 * batches) + 4 * (shareB ? 0 : t0);
+      args[pw + PackArg.aBases] = engine.scratch + rawBytes - 2 * align(4 * batches) + 4 * (shareA ? 0 : t0);
+      args[pw + PackArg.bBases] = engine.scratch + rawBytes - align(4 * batches) + 4 * (shareB ? 0 : t0);
       args[pw + PackArg.tasksA] = tasksA;
       engine.parallel(dtype === 'float32' ? 'pack_f32' : 'pack_f64', PACK_ARGS, tasksA + tasksB, threaded, multiply);
     } else {

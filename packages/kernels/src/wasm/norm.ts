@@ -9,7 +9,7 @@ import { isContiguous, numel } from '../layout.js';
 import { stage, stageContiguous } from './elementwise.js';
 import type { NormParams, SoftmaxParams, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
-import { ARGS, HEAP, MAX_HEAP_BYTES, type Engine } from './runtime.js';
+import { ARGS, MAX_HEAP_BYTES, type Engine } from './runtime.js';
 import { expF32x4 } from './simd-math.js';
 
 type Arg = KernelArg<TypedArray>;
@@ -419,8 +419,8 @@ function runRows(engine: Engine, name: string, inputs: readonly Arg[], out: Arg,
   const slot = Math.ceil(bytes / 16) * 16;
   const need = slot * 3 + rows * 8 + 16;
   if (need > MAX_HEAP_BYTES || !engine.reserve(need)) return false;
-  const ptrs = [HEAP, HEAP + slot];
-  const outPtr = HEAP + 2 * slot;
+  const ptrs = [engine.scratch, engine.scratch + slot];
+  const outPtr = engine.scratch + 2 * slot;
   const statsPtr = outPtr + slot;
   const f32 = engine.f32;
   inputs.forEach((x, j) => f32.set(x.data.subarray(x.offset, x.offset + total) as Float32Array, ptrs[j]! / 4));
@@ -506,12 +506,12 @@ function runTabled(engine: Engine, name: string, x: Arg, tables: Arg[], out: Arg
   const n = out.shape[out.shape.length - 1]!;
   const slot = Math.ceil((total * 4) / 16) * 16;
   const strided = !isContiguous(x.shape, x.strides);
-  if (strided && !stageContiguous(engine, x, HEAP + slot)) return false;
+  if (strided && !stageContiguous(engine, x, engine.scratch + slot)) return false;
   const views = strided ? tables : [x, ...tables];
-  const ptrs = stage(engine, HEAP + (strided ? 2 : 1) * slot, views, views.map(() => 4));
+  const ptrs = stage(engine, engine.scratch + (strided ? 2 : 1) * slot, views, views.map(() => 4));
   if (ptrs === null) return false;
-  if (strided) ptrs.unshift(HEAP + slot);
-  runRowJob(engine, name, { x: ptrs[0]!, g: ptrs[1], stats: ptrs[2], out: HEAP, n, rows: total / n, flag, period });
-  (out.data as Float32Array).set(engine.f32.subarray(HEAP / 4, HEAP / 4 + total), out.offset);
+  if (strided) ptrs.unshift(engine.scratch + slot);
+  runRowJob(engine, name, { x: ptrs[0]!, g: ptrs[1], stats: ptrs[2], out: engine.scratch, n, rows: total / n, flag, period });
+  (out.data as Float32Array).set(engine.f32.subarray(engine.scratch / 4, engine.scratch / 4 + total), out.offset);
   return true;
 }

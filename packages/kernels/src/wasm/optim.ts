@@ -8,7 +8,7 @@ import type { KernelArg } from '../backend.js';
 import { isContiguous, numel } from '../layout.js';
 import type { AdamStepParams, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
-import { ARGS, HEAP, MAX_HEAP_BYTES, type Engine } from './runtime.js';
+import { ARGS, MAX_HEAP_BYTES, type Engine } from './runtime.js';
 
 type Arg = KernelArg<TypedArray>;
 
@@ -223,7 +223,7 @@ export function adamStepWasm(engine: Engine, [, g, m, v]: readonly Arg[], p: Arg
   if (n < MIN_ELEMENTS) return false;
   const slot = Math.ceil((n * 4) / 16) * 16;
   if (4 * slot > MAX_HEAP_BYTES || !engine.reserve(4 * slot)) return false;
-  const ptrs = ts.map((_, j) => HEAP + j * slot);
+  const ptrs = ts.map((_, j) => engine.scratch + j * slot);
   const f32 = engine.f32;
   ts.forEach((t, j) => f32.set(t.data.subarray(t.offset, t.offset + n) as Float32Array, ptrs[j]! / 4));
   const { lr, beta1, beta2, eps, weightDecay: wd, decoupled, maximize, step } = o;

@@ -7,7 +7,7 @@ import type { KernelArg } from '../backend.js';
 import { isContiguous, numel, offsets } from '../layout.js';
 import type { FakeQuantizeParams, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
-import { HEAP, type Engine } from './runtime.js';
+import { type Engine } from './runtime.js';
 
 type Arg = KernelArg<TypedArray>;
 type Kind = 'f32' | 'f64';
@@ -342,7 +342,7 @@ function run(engine: Engine, inputs: readonly Arg[], out: Arg, p: FakeQuantizePa
     return [lo, hi + 1] as const;
   });
   const align = (b: number) => Math.ceil(b / 16) * 16;
-  const tmp = HEAP;
+  const tmp = engine.scratch;
   let ptr = tmp + 16 * nOps;
   const outPtr = ptr;
   ptr = align(ptr + (backward ? 3 : 1) * n * e);
@@ -358,7 +358,7 @@ function run(engine: Engine, inputs: readonly Arg[], out: Arg, p: FakeQuantizePa
     ptr = align(ptr + w.rows.length * 4);
     return at;
   });
-  if (!engine.reserve(ptr - HEAP + 16)) return false;
+  if (!engine.reserve(ptr - engine.scratch + 16)) return false;
   const view = k === 'f32' ? engine.f32 : engine.f64;
   view.set(x!.data.subarray(x!.offset, x!.offset + n) as never, xPtr / e);
   ops.forEach((a, j) => {

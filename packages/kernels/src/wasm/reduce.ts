@@ -10,7 +10,7 @@ import { contiguousStrides, isContiguous, numel } from '../layout.js';
 import { contiguousCopy } from './elementwise.js';
 import type { ArgReduceOp, ReduceOp, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
-import { HEAP, MAX_HEAP_BYTES, type Engine } from './runtime.js';
+import { MAX_HEAP_BYTES, type Engine } from './runtime.js';
 
 type Arg = KernelArg<TypedArray>;
 type Kind = 'f32' | 'f64';
@@ -292,10 +292,10 @@ export function reduceWasm(engine: Engine, [x]: readonly Arg[], out: Arg, { op, 
   const hi = lo + (Pn - 1) * sp + (R - 1) * sr + Q;
   if (hi - lo > 4 * n) return false;
   const outN = Pn * Q;
-  const xPtr = HEAP;
+  const xPtr = engine.scratch;
   const accPtr = xPtr + Math.ceil(((hi - lo) * e) / 16) * 16;
   const outPtr = accPtr + Q * 8 + 16;
-  if (outPtr + outN * e > MAX_HEAP_BYTES || !engine.reserve(outPtr - HEAP + outN * e)) return false;
+  if (outPtr + outN * e > MAX_HEAP_BYTES || !engine.reserve(outPtr - engine.scratch + outN * e)) return false;
   const view = k === 'f32' ? engine.f32 : engine.f64;
   view.set(x!.data.subarray(lo, hi) as never, xPtr / e);
   if (Q === 1) engine.call(`reduce_row_${op}_${k}`, outPtr, xPtr, R, Pn, sp);
@@ -324,10 +324,10 @@ export function argReduceWasm(engine: Engine, [x]: readonly Arg[], out: Arg, { o
   const hi = lo + (Pn - 1) * sp + (R - 1) * sr + (Q - 1) * sq + 1;
   if (hi - lo > 4 * n) return false;
   const outN = Pn * Q;
-  const outPtr = HEAP + Math.ceil(((hi - lo) * e) / 16) * 16;
-  if (outPtr + outN * 4 > MAX_HEAP_BYTES || !engine.reserve(outPtr - HEAP + outN * 4)) return false;
-  (k === 'f32' ? engine.f32 : engine.f64).set(x!.data.subarray(lo, hi) as never, HEAP / e);
-  engine.call(`${op}_${k}`, outPtr, HEAP, R, sr, Pn, sp, Q, sq);
+  const outPtr = engine.scratch + Math.ceil(((hi - lo) * e) / 16) * 16;
+  if (outPtr + outN * 4 > MAX_HEAP_BYTES || !engine.reserve(outPtr - engine.scratch + outN * 4)) return false;
+  (k === 'f32' ? engine.f32 : engine.f64).set(x!.data.subarray(lo, hi) as never, engine.scratch / e);
+  engine.call(`${op}_${k}`, outPtr, engine.scratch, R, sr, Pn, sp, Q, sq);
   out.data.set(engine.i32.subarray(outPtr / 4, outPtr / 4 + outN), out.offset);
   return true;
 }

@@ -1,16 +1,14 @@
 /**
- * @file The wasm engine: feature detection (SIMD, relaxed SIMD, shared memory), the memory and
- * its scratch heap, compiling the generated kernel module once per flavour, and dispatching an
+ * @file The wasm engine: feature detection (SIMD, relaxed SIMD, shared memory), the kernels'
+ * scratch block in the backend's heap (heap.ts), compiling the generated kernel module once per flavour, and dispatching an
  * export serially or over the thread pool. Kernels themselves live in the family files.
  */
 import type { KernelArg } from '../backend.js';
+import type { TypedArray } from '../names.js';
 import { ModuleBuilder, Simd, ValType } from './assembler.js';
+import { HEAP_BASE, Heap, MAX_BYTES, MAX_PAGES, type WasmMemory } from './heap.js';
 import { CONTROL_BYTES, ThreadPool } from './threads.js';
 
-interface WasmMemory {
-  readonly buffer: ArrayBuffer | SharedArrayBuffer;
-  grow(pages: number): number;
-}
 interface WasmApi {
   Memory: new (d: { initial: number; maximum?: number; shared?: boolean }) => WasmMemory;
   Module: new (bytes: Uint8Array) => object;
@@ -18,6 +16,14 @@ interface WasmApi {
   validate(bytes: Uint8Array): boolean;
 }
 const WA = (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
+
+/**
+ * A new heap: a shared memory where this runtime has one (then tensors live in it), else a plain
+ * one for the kernels' scratch only. Null without WebAssembly.
+ */
+export function newHeap(): Heap | null {
+  return WA ? new Heap(WA.Memory, wasmFeatures().shared) : null;
+}
 
 /** What the generated code may use; part of the module cache key. */
 export interface Flavor {
@@ -29,15 +35,13 @@ export interface Flavor {
 /** A family's code generator: adds its exports to the module. */
 export type Emitter = (mb: ModuleBuilder, flavor: Flavor) => void;
 
-const PAGE = 65536;
 /** Argument block for the current job: i32/f64 words a kernel writes and its export reads. */
 export const ARGS = CONTROL_BYTES;
-export const ARGS_BYTES = 4096 - CONTROL_BYTES;
-/** Scratch data starts here; everything below is the control and argument blocks. */
-export const HEAP = 4096;
-/** Keeps every address below 2³¹ so signed i32 arithmetic on pointers is safe. */
-const MAX_PAGES = 32767;
-export const MAX_HEAP_BYTES = MAX_PAGES * PAGE - HEAP;
+export const ARGS_BYTES = HEAP_BASE - CONTROL_BYTES;
+/** The most scratch (or tensor) bytes one block can hold. */
+export const MAX_HEAP_BYTES = MAX_BYTES - HEAP_BASE;
+/** Scratch the engine starts with; a kernel that needs more asks again after `regrowScratch`. */
+const INITIAL_SCRATCH = 1 << 20;
 
 function env(name: string): string | undefined {
   return (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[name];
@@ -118,34 +122,49 @@ export interface EngineOptions {
   spinMicros?: number;
 }
 
-/** Owns one memory, one instance and (when threads > 1) one pool. */
+/**
+ * Owns one instance over a heap's memory and (when threads > 1) one pool, and the kernels' scratch
+ * block in that heap. Scratch moves only between kernel calls: `reserve` never moves it, it
+ * records the need and fails; the backend then calls `regrowScratch` and runs the kernel again.
+ */
 export class Engine {
   readonly flavor: Flavor;
   readonly threads: number;
-  readonly #memory: WasmMemory;
+  readonly heap: Heap;
   readonly #exports: Record<string, (...args: number[]) => number>;
   readonly #names: string[];
   #pool: ThreadPool | null = null;
   /** Jobs handed to the worker pool so far (the debug listing counts kernel calls that used it). */
   pooledJobs = 0;
+  /** Bytes copied from arrays outside wasm memory into it, and out of it into such arrays. */
+  stagedIn = 0;
+  stagedOut = 0;
+  #buffer: ArrayBufferLike | null = null;
   #f32!: Float32Array;
   #f64!: Float64Array;
   #i32!: Int32Array;
+  #scratch = 0;
+  #scratchBytes = 0;
+  #wanted = 0;
+  readonly #onGrow = () => this.#refresh();
 
-  constructor(emitters: readonly Emitter[], options: EngineOptions) {
+  constructor(emitters: readonly Emitter[], options: EngineOptions, heap: Heap) {
     const f = wasmFeatures();
     if (!f.simd) throw new Error('WebAssembly SIMD is not available');
     const wantThreads = Math.max(1, Math.floor(options.threads));
-    this.flavor = { relaxed: options.relaxed && f.relaxed, shared: f.shared && wantThreads > 1 };
+    this.heap = heap;
+    this.flavor = { relaxed: options.relaxed && f.relaxed, shared: heap.shared };
     const { module, names } = compile(emitters, this.flavor);
     this.#names = names;
-    this.#memory = new WA!.Memory({ initial: 16, maximum: MAX_PAGES, shared: this.flavor.shared });
-    this.#exports = new WA!.Instance(module, { env: { memory: this.#memory } }).exports as never;
+    this.#exports = new WA!.Instance(module, { env: { memory: heap.memory } }).exports as never;
+    this.#scratch = heap.allocBytes(INITIAL_SCRATCH, 'the kernels\' scratch');
+    this.#scratchBytes = INITIAL_SCRATCH;
+    heap.onGrow.add(this.#onGrow);
     this.#refresh();
     let threads = 1;
-    if (this.flavor.shared) {
+    if (this.flavor.shared && wantThreads > 1) {
       try {
-        this.#pool = new ThreadPool(module, this.#memory, names, wantThreads, options.spinMicros);
+        this.#pool = new ThreadPool(module, heap.memory, names, wantThreads, options.spinMicros);
         threads = wantThreads;
       } catch {
         this.#pool = null;
@@ -155,32 +174,68 @@ export class Engine {
   }
 
   #refresh(): void {
-    const b = this.#memory.buffer;
+    const b = this.heap.buffer;
+    if (b === this.#buffer) return;
+    this.#buffer = b;
     this.#f32 = new Float32Array(b);
     this.#f64 = new Float64Array(b);
     this.#i32 = new Int32Array(b);
   }
 
-  /** Makes sure HEAP + bytes is addressable; returns false when it cannot be. */
-  reserve(bytes: number): boolean {
-    if (bytes > MAX_HEAP_BYTES) return false;
-    const need = Math.ceil((HEAP + bytes) / PAGE);
-    const have = this.#memory.buffer.byteLength / PAGE;
-    if (need > have) {
-      this.#memory.grow(need - have);
-      this.#refresh();
-    }
-    return true;
+  /** Start of the scratch block: kernels lay out their temporaries from here. */
+  get scratch(): number {
+    return this.#scratch;
   }
 
-  /** Views of the whole memory; only `reserve` grows it, and it refreshes them. */
+  /**
+   * True when scratch + bytes is this call's to use. Never moves the scratch block: when it is too
+   * small, records the need and returns false (the kernel declines; see `regrowScratch`).
+   */
+  reserve(bytes: number): boolean {
+    if (bytes <= this.#scratchBytes) return true;
+    if (bytes <= MAX_HEAP_BYTES) this.#wanted = Math.max(this.#wanted, bytes);
+    return false;
+  }
+
+  /**
+   * Between kernel calls: replaces the scratch block by one large enough for the last refused
+   * `reserve`; false when none was refused or the memory cannot hold it.
+   */
+  regrowScratch(): boolean {
+    const want = this.#wanted;
+    this.#wanted = 0;
+    if (want <= this.#scratchBytes) return false;
+    this.heap.freeBytes(this.#scratch);
+    for (const bytes of [Math.max(want, Math.min(2 * this.#scratchBytes, MAX_HEAP_BYTES)), want, this.#scratchBytes]) {
+      try {
+        this.#scratch = this.heap.allocBytes(bytes, 'kernel scratch');
+        this.#scratchBytes = bytes;
+        return bytes >= want;
+      } catch {
+        // try the next smaller size
+      }
+    }
+    throw new Error('wasm backend: lost its scratch block');
+  }
+
+  /**
+   * Address of element 0 of a view (its `offset`) when its buffer lives in this memory, else -1.
+   */
+  addressOf(x: Pick<KernelArg<TypedArray>, 'data' | 'offset'>): number {
+    return this.heap.resident(x.data) ? x.data.byteOffset + x.offset * x.data.BYTES_PER_ELEMENT : -1;
+  }
+
+  /** Views of the whole memory, re-made after the memory grows. */
   get f32(): Float32Array {
+    this.#refresh();
     return this.#f32;
   }
   get f64(): Float64Array {
+    this.#refresh();
     return this.#f64;
   }
   get i32(): Int32Array {
+    this.#refresh();
     return this.#i32;
   }
 
@@ -211,6 +266,9 @@ export class Engine {
   dispose(): void {
     this.#pool?.dispose();
     this.#pool = null;
+    this.heap.onGrow.delete(this.#onGrow);
+    if (this.#scratchBytes) this.heap.freeBytes(this.#scratch);
+    this.#scratchBytes = 0;
   }
 }
 

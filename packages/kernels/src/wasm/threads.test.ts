@@ -3,7 +3,7 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { Atomic, Op, ValType } from './assembler.js';
-import { Engine, type Emitter, HEAP } from './runtime.js';
+import { Engine, type Emitter, newHeap } from './runtime.js';
 import { defaultSpinMicros, defaultThreadCount, MAX_SPIN_MICROS } from './threads.js';
 
 const P = ValType.i32;
@@ -40,7 +40,8 @@ const emitters: Emitter[] = [
   },
 ];
 
-const engine = new Engine(emitters, { threads: 2, relaxed: false });
+const engine = new Engine(emitters, { threads: 2, relaxed: false }, newHeap()!);
+const HEAP = engine.scratch;
 afterAll(() => engine.dispose());
 
 describe('thread pool', () => {
@@ -79,7 +80,8 @@ describe('thread pool', () => {
 
   it('a worker takes part in each job whether it is still polling or already asleep', () => {
     for (const spinMicros of [0, 250, 5000]) {
-      const e = new Engine(emitters, { threads: 2, relaxed: false, spinMicros });
+      const e = new Engine(emitters, { threads: 2, relaxed: false, spinMicros }, newHeap()!);
+      const HEAP = e.scratch;
       try {
         e.reserve(64);
         for (const pause of [0, 0.1, 2, 0, 8]) {
