@@ -16,3 +16,4 @@ export * from './qat/index.js';
 export * from './schedules/index.js';
 export * from './inspect/index.js';
 export * from './qat/hadamard.js';
+export * from './lora/index.js';

@@ -1,0 +1,45 @@
+/**
+ * @file QLoRA (methods.md §6.1): a frozen NF4 base with double-quantized absmaxes (blocks of 64,
+ * absmaxes as E4M3 in blocks of 256), dequantized on the fly in every forward, plus a float
+ * adapter (B = 0, A Kaiming-uniform as PEFT). Merge: dequantized W0 + (α/r)·B·A in float, or
+ * requantized onto the base's grid with the SQNR that costs.
+ */
+import { linear, noGrad, zeros, type Tensor } from '@qgrad/core';
+import { init, Parameter, type Linear } from '@qgrad/nn';
+import { QuantizedLinear } from '../qat/convert.js';
+import { floatLinear, frozenBase, LoraLayer, sqnrDb, type LoraLayerOptions, type MergedLayer } from './layer.js';
+
+/** QLoRA's base quantizer: NF4, absmax per block of 64, double-quantized absmaxes. */
+export const QLORA_QUANT = { grid: 'nf4', scale: { double: true } } as const;
+
+/** A LoRA layer over a frozen convert-style base (QLoRA; LoQT extends it). */
+export class QLoraLinear extends LoraLayer {
+  readonly method: 'qlora' | 'loqt' = 'qlora';
+  /** The frozen quantized base (packed codes, scales, bias). */
+  baseLayer: QuantizedLinear;
+
+  constructor(src: Linear, o: LoraLayerOptions) {
+    super(src, o);
+    const dtype = src.weight.dtype;
+    this.baseLayer = this.registerModule('baseLayer', noGrad(() => frozenBase(src.weight, src.bias, o.quant, o.who)));
+    this.loraA = this.registerParameter('loraA', Parameter(zeros([o.rank, this.inFeatures], { dtype })));
+    this.loraB = this.registerParameter('loraB', Parameter(zeros([this.outFeatures, o.rank], { dtype })));
+    init.kaimingUniform_(this.loraA, { a: Math.sqrt(5), generator: o.generator });
+  }
+  /** The dequantized base weight W0 (no gradient), recomputed from the codes. */
+  baseWeight(): Tensor {
+    return this.baseLayer.dequantizedWeight();
+  }
+  forward(x: Tensor): Tensor {
+    return linear(x, this.baseWeight(), this.baseLayer.bias).add(this.adapterOf(this.adapterInput(x)));
+  }
+  baseState(): Record<string, Tensor> {
+    return Object.fromEntries(this.baseLayer.namedBuffers());
+  }
+  merged(opts: { requantize?: boolean }): MergedLayer {
+    const w = noGrad(() => this.baseWeight().add(this.deltaWeight()));
+    if (!opts.requantize) return { layer: floatLinear(w, this.baseLayer.bias), kind: 'float' };
+    const layer = frozenBase(w, this.baseLayer.bias, this.quant, this.who);
+    return { layer, kind: 'quantized', sqnrDb: sqnrDb(w, layer.dequantizedWeight()) };
+  }
+}
