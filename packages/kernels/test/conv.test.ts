@@ -32,7 +32,7 @@ const geometry = fc
   }))
   .filter((g) => g.oh > 0 && g.ow > 0);
 
-describe.each(NATIVE)('$name im2col / col2im', (entry) => {
+describe.each(NATIVE)('$label im2col / col2im', (entry) => {
   beforeAll(() => {
     backend = entry.create({ threads: 1 });
   });

@@ -29,7 +29,7 @@ const anyView = (dtype: FloatDType, s: number[], allowBroadcast: boolean) =>
 const UNARY: UnaryOp[] = ['neg', 'abs', 'sqrt', 'floor', 'ceil', 'trunc', 'roundHalfEven', 'relu', 'reluGrad', 'square', 'reciprocal', 'rsqrt'];
 const BINARY: BinaryOp[] = ['add', 'sub', 'mul', 'div', 'maximum', 'minimum', 'reluBackward'];
 
-describe.each(NATIVE)('$name elementwise', (entry) => {
+describe.each(NATIVE)('$label elementwise', (entry) => {
   beforeAll(() => {
     backend = entry.create({ threads: 2 });
   });

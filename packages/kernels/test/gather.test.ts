@@ -106,7 +106,7 @@ const indexAddCase = (dtype: FloatDType) =>
     });
   });
 
-describe.each(NATIVE)('$name gather family', (entry) => {
+describe.each(NATIVE)('$label gather family', (entry) => {
   beforeAll(() => {
     backend = entry.create({ threads: 1 });
   });

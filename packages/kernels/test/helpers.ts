@@ -3,7 +3,7 @@
  * broadcast, offset) and an allclose that treats NaN as equal to NaN.
  */
 import fc from 'fast-check';
-import { BACKENDS, contiguousStrides, numel, type Backend, type BackendEntry, type KernelArg, type KernelName, type TypedArray } from '@qgrad/kernels';
+import { BACKENDS, contiguousStrides, numel, type Backend, type BackendEntry, type BackendOptions, type KernelArg, type KernelName, type TypedArray } from '@qgrad/kernels';
 
 export type Arg = KernelArg<TypedArray>;
 export type FloatDType = 'float32' | 'float64';
@@ -66,12 +66,65 @@ export function mismatch(a: ArrayLike<number>, b: ArrayLike<number>, rtol: numbe
 export const permutation = (n: number) =>
   fc.shuffledSubarray(Array.from({ length: n }, (_, i) => i), { minLength: n, maxLength: n });
 
+/** A backend under test: a line of the backend list, and how its suite's title names it. */
+export interface TestBackend extends BackendEntry {
+  readonly label: string;
+}
+
 /**
- * Every backend in the list except the js oracle, where this runtime can run it: each kernel
- * suite runs once per entry (`describe.each(NATIVE)('$name …')`), so a new backend is tested by
- * adding its line to BACKENDS.
+ * Every backend in the list except the js oracle, where this runtime can run it, twice: once fed
+ * the tests' own typed arrays (operands the backend must stage), once with every operand and
+ * output moved into the backend's own buffers first (`alloc`, same layout), as tensors are, and
+ * checked to stage nothing (wasm: `staged()` unchanged). Each kernel suite runs once per entry
+ * (`describe.each(NATIVE)('$label …')`), so a new backend is tested by adding its line to BACKENDS.
  */
-export const NATIVE: readonly BackendEntry[] = BACKENDS.filter((b) => b.name !== 'js' && b.available());
+export const NATIVE: readonly TestBackend[] = BACKENDS.filter((b) => b.name !== 'js' && b.available()).flatMap((b) => [
+  { ...b, label: `${b.name} (operands in host arrays)` },
+  { ...b, label: `${b.name} (operands in its own memory)`, create: (o?: BackendOptions) => inOwnMemory(b.create(o)) },
+]);
+
+/**
+ * A backend whose `run` first copies every operand's whole buffer (one copy per distinct buffer,
+ * so aliasing is kept) into buffers the backend allocated, runs there, copies every buffer back
+ * and frees them; it throws when a native call staged any bytes (for backends that count them).
+ */
+function inOwnMemory(b: Backend): Backend {
+  const staged = () => {
+    const s = (b as { staged?: () => { in: number; out: number } }).staged?.();
+    return s ? s.in + s.out : 0;
+  };
+  const wrapper = Object.create(b) as Backend;
+  wrapper.run = (kernel, inputs, out, params) => {
+    const copies = new Map<unknown, TypedArray>();
+    const place = (x: KernelArg): KernelArg => {
+      const data = x.data as TypedArray;
+      let c = copies.get(data);
+      if (!c) {
+        c = b.alloc(x.dtype, data.length) as TypedArray;
+        c.set(data as never);
+        copies.set(data, c);
+      }
+      return { ...x, data: c };
+    };
+    const ins = inputs.map(place);
+    const o = place(out);
+    const before = staged();
+    const calls = nativeTotal(b);
+    try {
+      b.run(kernel, ins, o, params);
+    } finally {
+      // every buffer back (adamStep updates its state inputs in place too), then freed
+      for (const [data, c] of copies) {
+        (data as TypedArray).set(c as never);
+        b.free(c);
+      }
+    }
+    if (nativeTotal(b) > calls && staged() !== before) throw new Error(`${kernel} on ${b.name} staged ${staged() - before} bytes of operands already in its memory`);
+  };
+  return wrapper;
+}
+
+const nativeTotal = (b: Backend) => b.stats!().reduce((n, s) => n + s.native, 0);
 
 /** Calls of `kernel` in `dtype` that ran on the backend itself (not its js fallback). */
 export const nativeCalls = (b: Backend, kernel: KernelName, dtype?: string): number => b.stats!().find((s) => s.kernel === kernel && (dtype === undefined || s.dtype === dtype))?.native ?? 0;

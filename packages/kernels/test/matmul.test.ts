@@ -35,7 +35,7 @@ const operands = (dtype: FloatDType) =>
       return { a, b, shape: [...batch, M, N], K };
     });
 
-describe.each(NATIVE)('$name matmul', (entry) => {
+describe.each(NATIVE)('$label matmul', (entry) => {
   beforeAll(() => {
     one = entry.create({ threads: 1, eager: true });
     two = entry.create({ threads: 2, eager: true });

@@ -63,7 +63,7 @@ function run(backend: typeof one, kernel: RowKernel, inputs: ReturnType<typeof c
   return o;
 }
 
-describe.each(NATIVE)('$name fused row kernels', (entry) => {
+describe.each(NATIVE)('$label fused row kernels', (entry) => {
   beforeAll(() => {
     one = entry.create({ threads: 1 });
     two = entry.create({ threads: 2 });
@@ -138,7 +138,7 @@ describe.each(NATIVE)('$name fused row kernels', (entry) => {
   });
 });
 
-describe.each(NATIVE)('$name rope', (entry) => {
+describe.each(NATIVE)('$label rope', (entry) => {
   beforeAll(() => {
     one = entry.create({ threads: 1 });
     two = entry.create({ threads: 2 });
@@ -181,7 +181,7 @@ describe.each(NATIVE)('$name rope', (entry) => {
     });
 });
 
-describe.each(NATIVE)('$name softmax with a bias', (entry) => {
+describe.each(NATIVE)('$label softmax with a bias', (entry) => {
   beforeAll(() => {
     one = entry.create({ threads: 1 });
     two = entry.create({ threads: 2 });

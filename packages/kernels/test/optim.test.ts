@@ -24,7 +24,7 @@ function state(n: number, offset: number, s: number): Arg[] {
 
 const clone = (t: Arg): Arg => ({ ...t, data: t.data.slice() });
 
-describe.each(NATIVE)('$name adamStep', (entry) => {
+describe.each(NATIVE)('$label adamStep', (entry) => {
   beforeAll(() => {
     backend = entry.create({ threads: 2 });
   });

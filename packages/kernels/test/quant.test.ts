@@ -88,7 +88,7 @@ function firstDifference(a: ArrayLike<number>, b: ArrayLike<number>): string | n
   return a.length === b.length ? null : 'lengths differ';
 }
 
-describe.each(NATIVE)('$name fakeQuantize', (entry) => {
+describe.each(NATIVE)('$label fakeQuantize', (entry) => {
   beforeAll(() => {
     backend = entry.create({ threads: 1 });
   });
@@ -148,7 +148,7 @@ describe.each(NATIVE)('$name fakeQuantize', (entry) => {
   });
 });
 
-describe.each(NATIVE)('$name fwht', (entry) => {
+describe.each(NATIVE)('$label fwht', (entry) => {
   beforeAll(() => {
     backend = entry.create({ threads: 1 });
   });

@@ -33,7 +33,7 @@ const problem = fc
     seed,
   }));
 
-describe.each(NATIVE)('$name reduce', (entry) => {
+describe.each(NATIVE)('$label reduce', (entry) => {
   beforeAll(() => {
     backend = entry.create({ threads: 1 });
   });

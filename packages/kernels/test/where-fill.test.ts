@@ -49,7 +49,7 @@ function same(dtype: FloatDType, c: Arg, a: Arg, b: Arg): void {
   expect(mismatch(got.data, ref.data, 0)).toBe(-1);
 }
 
-describe.each(NATIVE)('$name where', (entry) => {
+describe.each(NATIVE)('$label where', (entry) => {
   beforeAll(() => {
     backend = entry.create({ threads: 1 });
   });
@@ -121,7 +121,7 @@ describe.each(NATIVE)('$name where', (entry) => {
   });
 });
 
-describe.each(NATIVE)('$name fill', (entry) => {
+describe.each(NATIVE)('$label fill', (entry) => {
   beforeAll(() => {
     backend = entry.create({ threads: 1 });
   });

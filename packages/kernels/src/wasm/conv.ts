@@ -129,7 +129,7 @@ function run(engine: Engine, name: 'im2col' | 'col2im', src: Arg, out: Arg, p: I
   const n = numel(out.shape);
   // negative strides (flipped views) go to js
   const s = src.strides.every((st) => st >= 0) ? span(src) : null;
-  if (n < MIN_ELEMENTS || !s || s[1] - s[0] > 4 * numel(src.shape) + 64) return false;
+  if (n < MIN_ELEMENTS || !s || (engine.addressOf(src) < 0 && s[1] - s[0] > 4 * numel(src.shape) + 64)) return false;
   const k: Kind = d === 'float32' ? 'f32' : 'f64';
   const e = k === 'f32' ? 4 : 8;
   const img = name === 'im2col' ? src.shape : out.shape;
@@ -147,8 +147,12 @@ function run(engine: Engine, name: 'im2col' | 'col2im', src: Arg, out: Arg, p: I
   const total = outPtr - engine.scratch + n * e;
   if (total > MAX_HEAP_BYTES || !engine.reserve(total)) return false;
   const view = k === 'f32' ? engine.f32 : engine.f64;
-  view.set(src.data.subarray(s[0], s[1]) as never, srcPtr / e);
-  if (name === 'col2im') view.fill(0, outPtr / e, outPtr / e + n);
+  // operands in wasm memory are read and written in place (an input overlapping out is staged)
+  const direct = engine.addressOf(out);
+  const srcIn = engine.inPlace(src, direct >= 0 ? out : undefined);
+  const dst = direct >= 0 ? direct : outPtr;
+  if (srcIn < 0) engine.stageIn(src.data, s[0], s[1], view, srcPtr);
+  if (name === 'col2im') view.fill(0, dst / e, dst / e + n);
   const i32 = engine.i32;
   // output columns z whose input column z·sw + j·dw − pw lies inside [0, W)
   for (let j = 0; j < kw; j++) {
@@ -159,11 +163,11 @@ function run(engine: Engine, name: 'im2col' | 'col2im', src: Arg, out: Arg, p: I
     i32[zPtr / 4 + kw + j] = hi;
   }
   const a = ARGS / 4;
-  const words = [outPtr, srcPtr + (src.offset - s[0]) * e, N, C, H, W, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, ...[...src.strides, 0].slice(0, 4), zPtr, zPtr + 4 * kw];
+  const words = [dst, srcIn >= 0 ? srcIn : srcPtr + (src.offset - s[0]) * e, N, C, H, W, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, ...[...src.strides, 0].slice(0, 4), zPtr, zPtr + 4 * kw];
   words.forEach((v, i) => (i32[a + i] = v));
   engine.f64[(ARGS + PAD_WORD * 4) / 8] = p.padValue;
   engine.call(`${name}_${k}`, ARGS);
-  out.data.set(view.subarray(outPtr / e, outPtr / e + n) as never, out.offset);
+  if (direct < 0) engine.stageOut(out, view, outPtr, n);
   return true;
 }
 

@@ -412,22 +412,27 @@ export function blocks(shape: readonly number[], strides: (readonly number[])[])
 }
 
 /**
- * Copies the span of each view into wasm memory after `from` (16-byte aligned, `bytes` per
- * element of each), and returns the address of each view's element 0. Returns null when the
- * heap cannot hold them past `from`.
+ * The address of each view's element 0 in wasm memory: in place for views that live there (and do
+ * not overlap `out`), else the view's span copied after `from` (16-byte aligned, `bytes` per
+ * element of each). Returns null when the scratch cannot hold the copies past `from`.
  */
-export function stage(engine: Engine, from: number, views: readonly Arg[], bytes: readonly number[]): number[] | null {
+export function stage(engine: Engine, from: number, views: readonly Arg[], bytes: readonly number[], out?: Arg): number[] | null {
+  const resident = views.map((x) => engine.inPlace(x, out));
   const spans = views.map(span);
   let end = from;
-  for (let j = 0; j < views.length; j++) end = Math.ceil(end / 16) * 16 + (spans[j]![1] - spans[j]![0]) * bytes[j]!;
+  for (let j = 0; j < views.length; j++) if (resident[j]! < 0) end = Math.ceil(end / 16) * 16 + (spans[j]![1] - spans[j]![0]) * bytes[j]!;
   if (end - engine.scratch > MAX_HEAP_BYTES || !engine.reserve(end - engine.scratch)) return null;
   const ptrs: number[] = [];
   let p = from;
   views.forEach((x, j) => {
+    if (resident[j]! >= 0) {
+      ptrs.push(resident[j]!);
+      return;
+    }
     p = Math.ceil(p / 16) * 16;
     const [lo, hi] = spans[j]!;
     const e = bytes[j]!;
-    heapView(engine, x.dtype).set(x.data.subarray(lo, hi) as never, p / e);
+    engine.stageIn(x.data, lo, hi, heapView(engine, x.dtype), p);
     ptrs.push(p + (x.offset - lo) * e);
     p += (hi - lo) * e;
   });
@@ -452,14 +457,17 @@ function runMap(engine: Engine, name: string, op: string, inputs: readonly Arg[]
   const n = numel(out.shape);
   if (n < MIN_ELEMENTS) return false;
   const e = T[k].bytes;
+  // (what will be copied: views already in wasm memory are read in place)
   const used = inputs.reduce((s, x) => {
     const [lo, hi] = span(x);
-    return s + hi - lo;
+    return s + (engine.addressOf(x) >= 0 ? 0 : hi - lo);
   }, 0);
   // a small view of a large buffer would copy far more than it computes
   if (used > 4 * n * inputs.length) return false;
-  const outPtr = at;
-  const ptrs = stage(engine, at + Math.ceil((n * e) / 16) * 16, inputs, inputs.map(() => e));
+  // a result for a tensor in wasm memory is written in place; for a foreign array, at `at` and copied out
+  const direct = keep ? -1 : engine.addressOf(out);
+  const outPtr = direct >= 0 ? direct : at;
+  const ptrs = stage(engine, at + Math.ceil((n * e) / 16) * 16, inputs, inputs.map(() => e), direct >= 0 ? out : undefined);
   if (ptrs === null) return false;
   const B = blocks(out.shape, [contiguousStrides(out.shape), ...inputs.map((x) => x.strides)]);
   const m = inputs.length + 1;
@@ -478,7 +486,7 @@ function runMap(engine: Engine, name: string, op: string, inputs: readonly Arg[]
     split.forEach((c, t) => words.set(c, ARGS / 4 + t * MAP_WORDS));
     engine.parallel(`${name}_task`, ARGS, split.length, true);
   } else for (let b = 0; b < B.count; b++) engine.call(name, ...call(b));
-  if (!keep) out.data.set(heapView(engine, out.dtype).subarray(outPtr / e, outPtr / e + n) as never, out.offset);
+  if (!keep && direct < 0) engine.stageOut(out, heapView(engine, out.dtype), outPtr, n);
   return true;
 }
 
@@ -508,10 +516,17 @@ export function contiguousCopy(engine: Engine, x: Arg): Arg | null {
   const k = kindOf([x], x);
   if (k === null) return null;
   const shape = [...x.shape];
-  const tmp: Arg = { data: new (k === 'f32' ? Float32Array : Float64Array)(numel(shape)), dtype: x.dtype, shape, strides: contiguousStrides(shape), offset: 0 };
+  // in wasm memory where tensors live there, so the caller's kernel reads it in place
+  const data = engine.heap.shared ? engine.heap.alloc(x.dtype, numel(shape)) : new (k === 'f32' ? Float32Array : Float64Array)(numel(shape));
+  const tmp: Arg = { data, dtype: x.dtype, shape, strides: contiguousStrides(shape), offset: 0 };
   // a copy too small (or too sparse) for the wasm map is still worth making for the caller's kernel
   if (!copyWasm(engine, [x], tmp)) jsCopy([x], tmp, {});
   return tmp;
+}
+
+/** Gives back a copy `contiguousCopy` made. */
+export function releaseCopy(engine: Engine, tmp: Arg): void {
+  if (engine.heap.resident(tmp.data) && tmp.data.length > 0) engine.heap.free(tmp.data);
 }
 
 /**
@@ -545,10 +560,12 @@ export function whereWasm(engine: Engine, [c, a, b]: readonly Arg[], out: Arg): 
   if (k === null || c!.dtype !== 'uint8') return false;
   const n = numel(out.shape);
   if (n < MIN_ELEMENTS) return false;
-  const used = [c!, a!, b!].reduce((s, x) => s + span(x)[1] - span(x)[0], 0);
+  const used = [c!, a!, b!].reduce((s, x) => s + (engine.addressOf(x) >= 0 ? 0 : span(x)[1] - span(x)[0]), 0);
   if (used > 4 * n * 3) return false;
   const e = T[k].bytes;
-  const ptrs = stage(engine, engine.scratch + n * e, [c!, a!, b!], [1, e, e]);
+  const direct = engine.addressOf(out);
+  const outPtr = direct >= 0 ? direct : engine.scratch;
+  const ptrs = stage(engine, engine.scratch + n * e, [c!, a!, b!], [1, e, e], direct >= 0 ? out : undefined);
   if (ptrs === null) return false;
   const [pc, pa, pb] = ptrs as [number, number, number];
   const B = blocks(out.shape, [contiguousStrides(out.shape), c!.strides, a!.strides, b!.strides]);
@@ -560,8 +577,8 @@ export function whereWasm(engine: Engine, [c, a, b]: readonly Arg[], out: Arg): 
   for (let j = 0; j < B.count; j++) {
     const s = j * 4;
     const st = B.starts;
-    engine.call(name, engine.scratch + st[s]! * e, B.inner, B.rows, pc + st[s + 1]!, sc, rc, pa + st[s + 2]! * e, sa, ra, pb + st[s + 3]! * e, sb, rb, mode);
+    engine.call(name, outPtr + st[s]! * e, B.inner, B.rows, pc + st[s + 1]!, sc, rc, pa + st[s + 2]! * e, sa, ra, pb + st[s + 3]! * e, sb, rb, mode);
   }
-  out.data.set(heapView(engine, out.dtype).subarray(engine.scratch / e, engine.scratch / e + n) as never, out.offset);
+  if (direct < 0) engine.stageOut(out, heapView(engine, out.dtype), outPtr, n);
   return true;
 }

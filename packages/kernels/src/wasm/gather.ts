@@ -149,9 +149,13 @@ function runGather(engine: Engine, x: Arg, index: Arg, out: Arg, dim: number): b
   const n = numel(out.shape);
   if (n < MIN_ELEMENTS) return false;
   // a few elements picked out of a large table: copying the table in costs more than the picks
-  if (elements(x) + elements(index) > 4 * n) return false;
+  // (operands in wasm memory are read in place: no copy)
+  const copied = (v: Arg) => (engine.addressOf(v) >= 0 ? 0 : elements(v));
+  if (copied(x) + copied(index) > 4 * n) return false;
   const e = BYTES[k];
-  const ptrs = stage(engine, engine.scratch + n * e, [x, index], [e, 4]);
+  const direct = engine.addressOf(out);
+  const outPtr = direct >= 0 ? direct : engine.scratch;
+  const ptrs = stage(engine, engine.scratch + n * e, [x, index], [e, 4], direct >= 0 ? out : undefined);
   if (ptrs === null) return false;
   const [px, pi] = ptrs as [number, number];
   const xs = x.strides.map((s, d) => (d === dim ? 0 : s));
@@ -164,9 +168,9 @@ function runGather(engine: Engine, x: Arg, index: Arg, out: Arg, dim: number): b
   for (let b = 0; b < B.count; b++) {
     const s = b * 3;
     const st = B.starts;
-    if (engine.call(name, engine.scratch + st[s]! * e, B.inner, B.rows, 1, B.inner, px + st[s + 1]! * e, sx, rx, pi + st[s + 2]! * 4, si, ri, sdim, size) !== 0) return false;
+    if (engine.call(name, outPtr + st[s]! * e, B.inner, B.rows, 1, B.inner, px + st[s + 1]! * e, sx, rx, pi + st[s + 2]! * 4, si, ri, sdim, size) !== 0) return false;
   }
-  out.data.set(heapView(engine, out.dtype).subarray(engine.scratch / e, engine.scratch / e + n) as never, out.offset);
+  if (direct < 0) engine.stageOut(out, heapView(engine, out.dtype), outPtr, n);
   return true;
 }
 
@@ -180,15 +184,25 @@ function runScatter(engine: Engine, base: Arg, index: Arg, src: Arg, out: Arg, d
   const nOut = numel(out.shape);
   const n = numel(shape);
   // the table goes in and out whole: worth it only when the additions outnumber its elements
-  if (n < MIN_ELEMENTS || nOut > n || elements(src) + elements(index) > 4 * n) return false;
+  const copied = (v: Arg) => (engine.addressOf(v) >= 0 ? 0 : elements(v));
+  if (n < MIN_ELEMENTS || nOut > n || copied(src) + copied(index) > 4 * n) return false;
   const e = BYTES[k];
-  const ptrs = stage(engine, engine.scratch + nOut * e, [src, index], [e, 4]);
+  // the sums accumulate in out itself when it is in wasm memory (unless base overlaps it other
+  // than exactly: an in-place add into the same elements), else in scratch copied out
+  let direct = engine.addressOf(out);
+  const baseAt = engine.addressOf(base);
+  if (direct >= 0 && baseAt >= 0 && engine.inPlace(base, out) < 0 && !(baseAt === direct && isContiguous(base.shape, base.strides))) direct = -1;
+  const outPtr = direct >= 0 ? direct : engine.scratch;
+  const ptrs = stage(engine, engine.scratch + nOut * e, [src, index], [e, 4], direct >= 0 ? out : undefined);
   if (ptrs === null) return false;
   const [ps, pi] = ptrs as [number, number];
   const view = heapView(engine, out.dtype);
-  const at = engine.scratch / e;
-  if (isContiguous(base.shape, base.strides)) view.set(base.data.subarray(base.offset, base.offset + nOut) as never, at);
-  else {
+  const at = outPtr / e;
+  const pb = engine.addressOf(base);
+  if (isContiguous(base.shape, base.strides)) {
+    if (pb >= 0) view.copyWithin(at, pb / e, pb / e + nOut);
+    else engine.stageIn(base.data, base.offset, base.offset + nOut, view, outPtr);
+  } else {
     const ob = offsets(base);
     const bd = base.data;
     for (let p = 0; p < nOut; p++) view[at + p] = bd[ob[p]!]!;
@@ -204,9 +218,9 @@ function runScatter(engine: Engine, base: Arg, index: Arg, src: Arg, out: Arg, d
   for (let b = 0; b < B.count; b++) {
     const s = b * 3;
     const o = B.starts;
-    if (engine.call(name, engine.scratch + o[s]! * e, B.inner, B.rows, st, rt, ps + o[s + 1]! * e, ss, rs, pi + o[s + 2]! * 4, si, ri, sdim, size) !== 0) return false;
+    if (engine.call(name, outPtr + o[s]! * e, B.inner, B.rows, st, rt, ps + o[s + 1]! * e, ss, rs, pi + o[s + 2]! * 4, si, ri, sdim, size) !== 0) return false;
   }
-  out.data.set(view.subarray(at, at + nOut) as never, out.offset);
+  if (direct < 0) engine.stageOut(out, view, outPtr, nOut);
   return true;
 }
 

@@ -76,7 +76,8 @@ export function fwhtWasm(engine: Engine, [x]: readonly Arg[], out: Arg, { blockS
   if (!engine.reserve(n * 8)) return false;
   const view = engine.f64;
   const at = engine.scratch / 8;
-  if (isContiguous(x!.shape, x!.strides)) view.set(x!.data.subarray(x!.offset, x!.offset + n) as never, at);
+  // computed in f64 scratch whatever the dtype: an operand outside wasm memory counts as staged
+  if (isContiguous(x!.shape, x!.strides)) engine.stageIn(x!.data, x!.offset, x!.offset + n, view, engine.scratch);
   else {
     const ix = offsets(x!);
     const xd = x!.data;
@@ -85,6 +86,6 @@ export function fwhtWasm(engine: Engine, [x]: readonly Arg[], out: Arg, { blockS
   const norm = 1 / Math.sqrt(b);
   // js multiplies by 1 when not normalizing: an identity, so skip that pass
   engine.call('fwht_f64', engine.scratch, n, b, norm, normalize && b > 1 ? 1 : 0);
-  out.data.set(view.subarray(at, at + n) as never, out.offset);
+  engine.stageOut(out, view, engine.scratch, n);
   return true;
 }

@@ -123,8 +123,15 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
   // large buffer is packed element by element in JS instead of copying the whole span
   const spanA = span(a!);
   const spanB = span(b!);
-  const raw = spanA[1] - spanA[0] <= 2 * numel(a!.shape) + 64 && spanB[1] - spanB[0] <= 2 * numel(b!.shape) + 64;
-  const rawBytes = raw ? align((spanA[1] - spanA[0]) * e) + align((spanB[1] - spanB[0]) * e) + 2 * align(4 * batches) : 0;
+  // operands in wasm memory are packed straight from where they live (C is written to scratch
+  // first: the micro-kernel stores whole padded tiles); others are copied in by span, or packed
+  // element by element in JS when a small window of a large buffer
+  const inA = engine.addressOf({ data: a!.data, offset: spanA[0] });
+  const inB = engine.addressOf({ data: b!.data, offset: spanB[0] });
+  const copyA = inA >= 0 ? 0 : spanA[1] - spanA[0];
+  const copyB = inB >= 0 ? 0 : spanB[1] - spanB[0];
+  const raw = copyA <= 2 * numel(a!.shape) + 64 && copyB <= 2 * numel(b!.shape) + 64;
+  const rawBytes = raw ? align(copyA * e) + align(copyB * e) + 2 * align(4 * batches) : 0;
   const perBatch = (shareA ? 0 : aBytes) + (shareB ? 0 : bBytes) + cBytes;
   const fixed = rawBytes + (shareA ? aBytes : 0) + (shareB ? bBytes : 0);
   const chunk = Math.max(1, Math.min(batches, Math.floor((CHUNK_BYTES - fixed) / perBatch)));
@@ -156,12 +163,14 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
   const pw = PACK_ARGS / 4;
   if (raw) {
     const view = dtype === 'float32' ? engine.f32 : engine.f64;
-    const rawA = engine.scratch;
-    const rawB = rawA + align((spanA[1] - spanA[0]) * e);
-    const basesA = rawB + align((spanB[1] - spanB[0]) * e);
+    const stagedA = engine.scratch;
+    const stagedB = stagedA + align(copyA * e);
+    const basesA = stagedB + align(copyB * e);
     const basesB = basesA + align(4 * batches);
-    view.set(a!.data.subarray(spanA[0], spanA[1]) as never, rawA / e);
-    view.set(b!.data.subarray(spanB[0], spanB[1]) as never, rawB / e);
+    const rawA = inA >= 0 ? inA : stagedA;
+    const rawB = inB >= 0 ? inB : stagedB;
+    if (inA < 0) engine.stageIn(a!.data, spanA[0], spanA[1], view, stagedA);
+    if (inB < 0) engine.stageIn(b!.data, spanB[0], spanB[1], view, stagedB);
     for (let t = 0; t < batches; t++) {
       args[basesA / 4 + t] = aBase[t]! - spanA[0];
       args[basesB / 4 + t] = bBase[t]! - spanB[0];
@@ -203,6 +212,7 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
       engine.parallel(dtype === 'float32' ? 'pack_f32' : 'pack_f64', PACK_ARGS, tasksA + tasksB, threaded, multiply);
     } else {
       const view = dtype === 'float32' ? engine.f32 : engine.f64;
+      if (t0 === 0) engine.stagedIn += (inA < 0 ? numel(a!.shape) * e : 0) + (inB < 0 ? numel(b!.shape) * e : 0);
       for (let t = 0; t < n; t++) {
         if (!shareA || (t0 === 0 && t === 0)) packA(a!.data, aBase[t0 + t]!, sam, sak, M, K, mr, kc, view, (aPtr + (shareA ? 0 : t * aBytes)) / e);
         if (!shareB || (t0 === 0 && t === 0)) packB(b!.data, bBase[t0 + t]!, sbk, sbn, K, N, nr, kc, view, (bPtr + (shareB ? 0 : t * bBytes)) / e);
@@ -210,11 +220,14 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
       engine.parallel(product, ARGS, multiply.n, threaded);
     }
     const res = dtype === 'float32' ? engine.f32 : engine.f64;
+    const foreignOut = engine.addressOf(out) < 0;
     for (let t = 0; t < n; t++) {
       const c0 = (cPtr + t * cBytes) / e;
       const o0 = out.offset + (t0 + t) * M * N;
       if (Np === N) out.data.set(res.subarray(c0, c0 + M * N), o0);
       else for (let i = 0; i < M; i++) out.data.set(res.subarray(c0 + i * Np, c0 + i * Np + N), o0 + i * N);
+      if (!foreignOut) continue;
+      engine.stagedOut += M * N * e;
     }
   }
   return true;

@@ -419,15 +419,23 @@ function runRows(engine: Engine, name: string, inputs: readonly Arg[], out: Arg,
   const slot = Math.ceil(bytes / 16) * 16;
   const need = slot * 3 + rows * 8 + 16;
   if (need > MAX_HEAP_BYTES || !engine.reserve(need)) return false;
-  const ptrs = [engine.scratch, engine.scratch + slot];
-  const outPtr = engine.scratch + 2 * slot;
-  const statsPtr = outPtr + slot;
+  const slots = [engine.scratch, engine.scratch + slot];
+  const scratchOut = engine.scratch + 2 * slot;
+  const statsPtr = scratchOut + slot;
   const f32 = engine.f32;
-  inputs.forEach((x, j) => f32.set(x.data.subarray(x.offset, x.offset + total) as Float32Array, ptrs[j]! / 4));
+  // operands in wasm memory are read and written in place (an input overlapping out is staged)
+  const direct = engine.addressOf(out);
+  const ptrs = inputs.map((x, j) => {
+    const p = engine.inPlace(x, direct >= 0 ? out : undefined);
+    if (p >= 0) return p;
+    engine.stageIn(x.data, x.offset, x.offset + total, f32, slots[j]!);
+    return slots[j]!;
+  });
+  const outPtr = direct >= 0 ? direct : scratchOut;
   const job: RowJob = { x: ptrs[0]!, g: ptrs[1], out: outPtr, n, rows, flag, stats: statsPtr, eps };
   runRowJob(engine, name, job);
   then?.(job);
-  (out.data as Float32Array).set(engine.f32.subarray(outPtr / 4, outPtr / 4 + total), out.offset);
+  if (direct < 0) engine.stageOut(out, engine.f32, outPtr, total);
   return true;
 }
 
@@ -508,10 +516,12 @@ function runTabled(engine: Engine, name: string, x: Arg, tables: Arg[], out: Arg
   const strided = !isContiguous(x.shape, x.strides);
   if (strided && !stageContiguous(engine, x, engine.scratch + slot)) return false;
   const views = strided ? tables : [x, ...tables];
-  const ptrs = stage(engine, engine.scratch + (strided ? 2 : 1) * slot, views, views.map(() => 4));
+  const direct = engine.addressOf(out);
+  const ptrs = stage(engine, engine.scratch + (strided ? 2 : 1) * slot, views, views.map(() => 4), direct >= 0 ? out : undefined);
   if (ptrs === null) return false;
   if (strided) ptrs.unshift(engine.scratch + slot);
-  runRowJob(engine, name, { x: ptrs[0]!, g: ptrs[1], stats: ptrs[2], out: engine.scratch, n, rows: total / n, flag, period });
-  (out.data as Float32Array).set(engine.f32.subarray(engine.scratch / 4, engine.scratch / 4 + total), out.offset);
+  const outPtr = direct >= 0 ? direct : engine.scratch;
+  runRowJob(engine, name, { x: ptrs[0]!, g: ptrs[1], stats: ptrs[2], out: outPtr, n, rows: total / n, flag, period });
+  if (direct < 0) engine.stageOut(out, engine.f32, outPtr, total);
   return true;
 }

@@ -223,9 +223,14 @@ export function adamStepWasm(engine: Engine, [, g, m, v]: readonly Arg[], p: Arg
   if (n < MIN_ELEMENTS) return false;
   const slot = Math.ceil((n * 4) / 16) * 16;
   if (4 * slot > MAX_HEAP_BYTES || !engine.reserve(4 * slot)) return false;
-  const ptrs = ts.map((_, j) => engine.scratch + j * slot);
+  // tensors in wasm memory are updated in place; others are staged in (and p, m, v copied back)
   const f32 = engine.f32;
-  ts.forEach((t, j) => f32.set(t.data.subarray(t.offset, t.offset + n) as Float32Array, ptrs[j]! / 4));
+  const resident = ts.map((t) => engine.addressOf(t));
+  const ptrs = ts.map((t, j) => {
+    if (resident[j]! >= 0) return resident[j]!;
+    engine.stageIn(t.data, t.offset, t.offset + n, f32, engine.scratch + j * slot);
+    return engine.scratch + j * slot;
+  });
   const { lr, beta1, beta2, eps, weightDecay: wd, decoupled, maximize, step } = o;
   const bc1 = 1 - beta1 ** step;
   const w = 1 - beta1;
@@ -240,9 +245,6 @@ export function adamStepWasm(engine: Engine, [, g, m, v]: readonly Arg[], p: Arg
     engine.f64.set(scalars, (ARGS + ADAM_F64_AT) / 8);
     engine.parallel('adam_f32_task', ARGS, Math.ceil(n / chunk), true);
   } else engine.call('adam_f32', ptrs[0]!, ptrs[1]!, ptrs[2]!, ptrs[3]!, n, flags, ...scalars);
-  for (const j of [0, 2, 3]) {
-    const t = ts[j]!;
-    (t.data as Float32Array).set(f32.subarray(ptrs[j]! / 4, ptrs[j]! / 4 + n), t.offset);
-  }
+  for (const j of [0, 2, 3]) if (resident[j]! < 0) engine.stageOut(ts[j]!, engine.f32, ptrs[j]!, n);
   return true;
 }

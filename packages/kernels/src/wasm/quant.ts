@@ -344,7 +344,12 @@ function run(engine: Engine, inputs: readonly Arg[], out: Arg, p: FakeQuantizePa
   const align = (b: number) => Math.ceil(b / 16) * 16;
   const tmp = engine.scratch;
   let ptr = tmp + 16 * nOps;
-  const outPtr = ptr;
+  // operands in wasm memory are read and written in place (an input overlapping out is staged)
+  const direct = engine.addressOf(out);
+  const within = direct >= 0 ? out : undefined;
+  const xIn = engine.inPlace(x!, within);
+  const opIn = ops.map((a) => engine.inPlace(a, within));
+  const outPtr = direct >= 0 ? direct : ptr;
   ptr = align(ptr + (backward ? 3 : 1) * n * e);
   const xPtr = ptr;
   ptr = align(ptr + n * e);
@@ -360,10 +365,12 @@ function run(engine: Engine, inputs: readonly Arg[], out: Arg, p: FakeQuantizePa
   });
   if (!engine.reserve(ptr - engine.scratch + 16)) return false;
   const view = k === 'f32' ? engine.f32 : engine.f64;
-  view.set(x!.data.subarray(x!.offset, x!.offset + n) as never, xPtr / e);
+  if (xIn < 0) engine.stageIn(x!.data, x!.offset, x!.offset + n, view, xPtr);
   ops.forEach((a, j) => {
     const [lo, hi] = spans[j]!;
-    view.set(a.data.subarray(lo, hi) as never, opPtrs[j]! / e);
+    // the rows table holds offsets from the span's start: in place, its address is element lo's
+    if (opIn[j]! >= 0) opPtrs[j] = opIn[j]! + (lo - a.offset) * e;
+    else engine.stageIn(a.data, lo, hi, view, opPtrs[j]!);
     const rows = ws[j]!.rows;
     const i32 = engine.i32;
     const at = rowPtrs[j]! / 4;
@@ -371,11 +378,10 @@ function run(engine: Engine, inputs: readonly Arg[], out: Arg, p: FakeQuantizePa
   });
   const gfExact = k === 'f64' || Math.fround(gf) === gf;
   const name = `${backward ? 'fqBwd' : 'fqFwd'}_${mode}_${k}${backward && k === 'f32' && gfExact ? '_gfexact' : ''}`;
-  const args: number[] = [outPtr, xPtr, R, L, n, tmp, p.qmin, p.qmax, gf];
+  const args: number[] = [outPtr, xIn >= 0 ? xIn : xPtr, R, L, n, tmp, p.qmin, p.qmax, gf];
   ops.forEach((_, j) => args.push(opPtrs[j]!, rowPtrs[j]!, ws[j]!.step));
   engine.call(name, ...args);
-  const total = (backward ? 3 : 1) * n;
-  out.data.set(view.subarray(outPtr / e, outPtr / e + total) as never, out.offset);
+  if (direct < 0) engine.stageOut(out, view, outPtr, (backward ? 3 : 1) * n);
   return true;
 }
 

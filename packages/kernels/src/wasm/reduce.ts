@@ -7,7 +7,7 @@
  */
 import type { KernelArg } from '../backend.js';
 import { contiguousStrides, isContiguous, numel } from '../layout.js';
-import { contiguousCopy } from './elementwise.js';
+import { contiguousCopy, releaseCopy } from './elementwise.js';
 import type { ArgReduceOp, ReduceOp, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
 import { MAX_HEAP_BYTES, type Engine } from './runtime.js';
@@ -281,7 +281,11 @@ export function reduceWasm(engine: Engine, [x]: readonly Arg[], out: Arg, { op, 
     // order is far cheaper than reducing on js — when that order makes the reduced axes one run
     const runs = asPRQ({ ...x!, strides: contiguousStrides(x!.shape) }, axes) !== null;
     const tmp = !runs || isContiguous(x!.shape, x!.strides) ? null : contiguousCopy(engine, x!);
-    return tmp !== null && reduceWasm(engine, [tmp], out, { op, axes });
+    try {
+      return tmp !== null && reduceWasm(engine, [tmp], out, { op, axes });
+    } finally {
+      if (tmp) releaseCopy(engine, tmp);
+    }
   }
   const [Pn, R, Q] = v.dims;
   const [sp, sr] = v.strides;
@@ -292,15 +296,19 @@ export function reduceWasm(engine: Engine, [x]: readonly Arg[], out: Arg, { op, 
   const hi = lo + (Pn - 1) * sp + (R - 1) * sr + Q;
   if (hi - lo > 4 * n) return false;
   const outN = Pn * Q;
+  // operands in wasm memory are read and written in place, others staged through scratch
+  const direct = engine.addressOf(out);
+  const xIn = engine.inPlace(x!, direct >= 0 ? out : undefined);
   const xPtr = engine.scratch;
   const accPtr = xPtr + Math.ceil(((hi - lo) * e) / 16) * 16;
   const outPtr = accPtr + Q * 8 + 16;
   if (outPtr + outN * e > MAX_HEAP_BYTES || !engine.reserve(outPtr - engine.scratch + outN * e)) return false;
   const view = k === 'f32' ? engine.f32 : engine.f64;
-  view.set(x!.data.subarray(lo, hi) as never, xPtr / e);
-  if (Q === 1) engine.call(`reduce_row_${op}_${k}`, outPtr, xPtr, R, Pn, sp);
-  else engine.call(`reduce_col_${op}_${k}`, outPtr, xPtr, accPtr, R, sr, Pn, sp, Q);
-  out.data.set(view.subarray(outPtr / e, outPtr / e + outN) as never, out.offset);
+  if (xIn < 0) engine.stageIn(x!.data, lo, hi, view, xPtr);
+  const [src, dst] = [xIn >= 0 ? xIn : xPtr, direct >= 0 ? direct : outPtr];
+  if (Q === 1) engine.call(`reduce_row_${op}_${k}`, dst, src, R, Pn, sp);
+  else engine.call(`reduce_col_${op}_${k}`, dst, src, accPtr, R, sr, Pn, sp, Q);
+  if (direct < 0) engine.stageOut(out, view, outPtr, outN);
   return true;
 }
 
@@ -324,10 +332,12 @@ export function argReduceWasm(engine: Engine, [x]: readonly Arg[], out: Arg, { o
   const hi = lo + (Pn - 1) * sp + (R - 1) * sr + (Q - 1) * sq + 1;
   if (hi - lo > 4 * n) return false;
   const outN = Pn * Q;
+  const direct = engine.addressOf(out);
+  const xIn = engine.inPlace(x!, direct >= 0 ? out : undefined);
   const outPtr = engine.scratch + Math.ceil(((hi - lo) * e) / 16) * 16;
   if (outPtr + outN * 4 > MAX_HEAP_BYTES || !engine.reserve(outPtr - engine.scratch + outN * 4)) return false;
-  (k === 'f32' ? engine.f32 : engine.f64).set(x!.data.subarray(lo, hi) as never, engine.scratch / e);
-  engine.call(`${op}_${k}`, outPtr, engine.scratch, R, sr, Pn, sp, Q, sq);
-  out.data.set(engine.i32.subarray(outPtr / 4, outPtr / 4 + outN), out.offset);
+  if (xIn < 0) engine.stageIn(x!.data, lo, hi, k === 'f32' ? engine.f32 : engine.f64, engine.scratch);
+  engine.call(`${op}_${k}`, direct >= 0 ? direct : outPtr, xIn >= 0 ? xIn : engine.scratch, R, sr, Pn, sp, Q, sq);
+  if (direct < 0) engine.stageOut(out, engine.i32, outPtr, outN);
   return true;
 }

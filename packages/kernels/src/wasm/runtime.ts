@@ -225,6 +225,35 @@ export class Engine {
     return this.heap.resident(x.data) ? x.data.byteOffset + x.offset * x.data.BYTES_PER_ELEMENT : -1;
   }
 
+  /**
+   * Address of element 0 of an input view to read in place: resident in this memory and not
+   * overlapping the output `out` (a kernel that read what it had already written would go wrong),
+   * else -1 (the caller stages it).
+   */
+  inPlace(x: KernelArg<TypedArray>, out?: KernelArg<TypedArray>): number {
+    const p = this.addressOf(x);
+    if (p < 0 || !out) return p;
+    const o = this.addressOf(out);
+    if (o < 0) return p;
+    const e = x.data.BYTES_PER_ELEMENT;
+    const [lo, hi] = span(x);
+    const oEnd = o + numelOf(out.shape) * out.data.BYTES_PER_ELEMENT;
+    return p + (lo - x.offset) * e < oEnd && p + (hi - x.offset) * e > o ? -1 : p;
+  }
+
+  /** Copies elements [lo, hi) of a foreign array into wasm memory at byte address `at` (counted as staged). */
+  stageIn(data: TypedArray, lo: number, hi: number, view: TypedArray, at: number): void {
+    view.set(data.subarray(lo, hi) as never, at / view.BYTES_PER_ELEMENT);
+    if (!this.heap.resident(data)) this.stagedIn += (hi - lo) * data.BYTES_PER_ELEMENT;
+  }
+
+  /** Copies n elements at byte address `at` into `out` (at its offset), counting bytes leaving wasm memory. */
+  stageOut(out: KernelArg<TypedArray>, view: TypedArray, at: number, n: number): void {
+    const i = at / view.BYTES_PER_ELEMENT;
+    out.data.set(view.subarray(i, i + n) as never, out.offset);
+    if (!this.heap.resident(out.data)) this.stagedOut += n * out.data.BYTES_PER_ELEMENT;
+  }
+
   /** Views of the whole memory, re-made after the memory grows. */
   get f32(): Float32Array {
     this.#refresh();
@@ -270,6 +299,12 @@ export class Engine {
     if (this.#scratchBytes) this.heap.freeBytes(this.#scratch);
     this.#scratchBytes = 0;
   }
+}
+
+function numelOf(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
 }
 
 /** [lo, hi) of the buffer offsets a strided view touches: what a kernel copies into wasm memory. */
