@@ -1,8 +1,9 @@
 /**
  * @file LoftQ / LQ-LoRA initialisation (methods.md §6.6): alternate Q = quant(W − M) and
  * M = best rank-r fit of W − deq(Q) the adapter can express, so that deq(Q) + M ≈ W better than
- * deq(quant(W)) alone. 'loftq' runs a fixed number of steps; 'lq-lora' stops as soon as the error
- * ‖W − deq(Q) − M‖_F would grow, keeping the last better pair. Singular values are split
+ * deq(quant(W)) alone. 'loftq' runs a fixed number of steps and keeps the pair with the lowest
+ * error ‖W − deq(Q) − M‖_F (data-derived scales move with W − M, so later steps can be worse);
+ * 'lq-lora' stops as soon as the error would grow, keeping the last better pair. Singular values are split
  * √Σ/√Σ between B and A. Applies to methods whose adapter sits outside the quantizer (qlora,
  * qa-lora, loqt); in l4q and lr-qat W0 and B·A are rounded together, so the split changes nothing.
  */
@@ -18,8 +19,10 @@ export type LoraInitName = 'loftq' | 'lq-lora';
 export type LoraInit = LoraInitName | { method: LoraInitName; steps?: number };
 
 export interface LoraInitStats {
-  /** ‖W − deq(Q) − M‖_F of every accepted step (non-increasing for lq-lora). */
+  /** ‖W − deq(Q) − M‖_F of every step run (lq-lora: of every accepted one, non-increasing). */
   errors: number[];
+  /** The error of the pair kept (the lowest). */
+  error: number;
   /** ‖W − deq(quant(W))‖_F: plain quantization without the low-rank part. */
   plainError: number;
 }
@@ -71,6 +74,7 @@ export function initLowRankQuant(layer: LoraLayer, w: Tensor, init: LoraInit): L
     const frob = (x: Tensor) => Math.sqrt(x.square().sum().item());
     const plainError = frob(w.sub(frozenBase(w, bias, layer.quant, layer.who).dequantizedWeight()));
     const errors: number[] = [];
+    let best = Infinity;
     let m: Tensor | null = null;
     for (let i = 0; i < steps; i++) {
       const base = frozenBase(m ? w.sub(m) : w, bias, layer.quant, layer.who);
@@ -78,12 +82,14 @@ export function initLowRankQuant(layer: LoraLayer, w: Tensor, init: LoraInit): L
       const f = fit(layer, r);
       const e = frob(r.sub(f.m));
       if (name === 'lq-lora' && errors.length && e > errors[errors.length - 1]!) break;
+      errors.push(e);
+      m = f.m;
+      if (e >= best) continue;
+      best = e;
       layer.baseLayer = base;
       layer.loraA.copy_(f.a);
       layer.loraB.copy_(f.b);
-      errors.push(e);
-      m = f.m;
     }
-    return { errors, plainError };
+    return { errors, error: best, plainError };
   });
 }
