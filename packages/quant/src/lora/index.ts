@@ -12,3 +12,4 @@ export * from './init.js';
 export * from './apply.js';
 export * from './peft.js';
 export { truncatedSvd, type LowRank } from './svd.js';
+export * from './allocate.js';

@@ -1,0 +1,155 @@
+/**
+ * @file Mixed precision from measured sensitivity: `measureSensitivity` gives, per Linear layer,
+ * the Hutchinson Hessian trace of the loss in its weight, and for each bit width the SQNR of the
+ * quantized weight and the loss change with that layer alone quantized; `allocateBits` spends an
+ * average bits-per-parameter budget where it lowers the estimated damage most (greedy upgrades
+ * by damage saved per bit) and returns rules for `prepareQAT` and `loraQuant`.
+ */
+import { noGrad, type Generator, type Tensor } from '@qgrad/core';
+import { Linear, type Module } from '@qgrad/nn';
+import { matchesName, type NamePattern, type QATRule } from '../qat/prepare.js';
+import type { WeightQuantConfig } from '../qat/quantizers.js';
+import { quantize } from '../quantizer/functional.js';
+import { hutchinsonTrace } from '../schedules/hessian.js';
+import { sqnrDb } from './layer.js';
+
+export interface LayerSensitivity {
+  name: string;
+  /** Weight elements. */
+  params: number;
+  /** ‖W‖²_F. */
+  weightNormSq: number;
+  /** Hutchinson estimate of tr(∇²_W L). */
+  hessianTrace: number;
+  /** Per bit width: SQNR (dB) of the quantized weight. */
+  sqnrDb: Record<number, number>;
+  /** Per bit width: L(with this layer alone quantized) − L(float). */
+  lossDelta: Record<number, number>;
+}
+
+export interface SensitivityOptions {
+  /** The loss on a fixed calibration batch (called several times). */
+  loss: () => Tensor;
+  /** Bit widths to measure (default 2, 3, 4, 8). */
+  choices?: number[];
+  /** The quantizer of a layer at `bits` (default: int, per channel, MSE-fitted scale). */
+  quant?: (bits: number) => WeightQuantConfig;
+  /** Which Linear layers (default all). */
+  targets?: NamePattern | NamePattern[];
+  /** Hutchinson probes (default 8). */
+  samples?: number;
+  generator?: Generator;
+}
+
+const defaultQuant = (bits: number): WeightQuantConfig => ({ grid: 'int', bits, granularity: 'channel', scale: { mode: 'dynamic', rule: 'mse' } });
+
+/**
+ * Measures each target Linear layer of a float model: Hessian trace, and per bit width the
+ * weight SQNR and the loss change with that layer alone quantized (weights restored after).
+ * @example const sens = measureSensitivity(model, { loss: () => mseLoss(model.forward(x), y) });
+ */
+export function measureSensitivity(model: Module, opts: SensitivityOptions): LayerSensitivity[] {
+  const choices = opts.choices ?? [2, 3, 4, 8];
+  const quant = opts.quant ?? defaultQuant;
+  const layers = [...model.namedModules()].filter((e): e is [string, Linear] => e[1] instanceof Linear && e[0] !== '' && (opts.targets === undefined || matchesName(e[0], opts.targets)));
+  if (!layers.length) throw new Error(`measureSensitivity: no Linear layer matches ${JSON.stringify(String(opts.targets))}`);
+  const weights = layers.map(([, l]) => l.weight);
+  const was = weights.map((w) => w.requiresGrad);
+  weights.forEach((w) => (w.requiresGrad = true));
+  let traces: number[];
+  try {
+    traces = hutchinsonTrace(opts.loss, weights, { samples: opts.samples ?? 8, generator: opts.generator });
+  } finally {
+    weights.forEach((w, i) => (w.requiresGrad = was[i]!));
+  }
+  const base = noGrad(() => opts.loss().item());
+  return layers.map(([name, l], i) => {
+    const w = l.weight;
+    const keep = noGrad(() => w.detach().clone());
+    const row: LayerSensitivity = { name, params: w.numel(), weightNormSq: noGrad(() => keep.square().sum().item()), hessianTrace: traces[i]!, sqnrDb: {}, lossDelta: {} };
+    for (const bits of choices) {
+      const wq = noGrad(() => quantize(keep, quant(bits)).dequantize());
+      row.sqnrDb[bits] = sqnrDb(keep, wq);
+      noGrad(() => w.copy_(wq));
+      try {
+        row.lossDelta[bits] = noGrad(() => opts.loss().item()) - base;
+      } finally {
+        noGrad(() => w.copy_(keep));
+      }
+    }
+    return row;
+  });
+}
+
+export interface AllocateOptions {
+  /** Average bits per weight parameter to meet (≤). */
+  budget: number;
+  /** Bit widths a layer may take. */
+  choices: number[];
+  /** Damage estimate: 'loss' (measured loss change, default), 'hessian' (tr(H)/n·‖W − Q(W)‖², HAWQ-style) or 'sqnr' (noise power). */
+  score?: 'loss' | 'hessian' | 'sqnr';
+  /** The quantizer config at `bits` the rules carry (default: int per channel, MSE-fitted scale). */
+  quant?: (bits: number) => WeightQuantConfig;
+}
+
+export interface BitAllocation {
+  /** Bits per layer name. */
+  bits: Record<string, number>;
+  /** The parameter-weighted average reached (≤ budget). */
+  averageBits: number;
+  /** For prepareQAT's `rules`. */
+  qatRules: QATRule[];
+  /** For loraQuant's `rules`. */
+  loraRules: { match: NamePattern; quant: WeightQuantConfig }[];
+}
+
+/**
+ * Chooses a bit width per layer so the parameter-weighted average meets `budget`: everyone starts
+ * at the smallest choice, then the upgrade that saves the most estimated damage per extra bit is
+ * taken while it fits. A budget below the smallest choice is an error naming both.
+ * @example allocateBits(model, sens, { budget: 3, choices: [2, 3, 4, 8] }).qatRules;
+ */
+export function allocateBits(model: Module, sens: LayerSensitivity[], opts: AllocateOptions): BitAllocation {
+  const choices = [...new Set(opts.choices)].sort((a, b) => a - b);
+  if (!choices.length) throw new Error('allocateBits: choices is empty');
+  if (!(opts.budget >= choices[0]!)) throw new Error(`allocateBits: budget ${opts.budget} bits per parameter is below the smallest choice ${choices[0]} (choices ${choices.join(', ')}); no allocation meets it`);
+  const names = new Set([...model.namedModules()].map(([n]) => n));
+  for (const s of sens) {
+    if (!names.has(s.name)) throw new Error(`allocateBits: sensitivity for layer '${s.name}', which the model does not have`);
+    for (const b of choices) if (s.sqnrDb[b] === undefined) throw new Error(`allocateBits: layer '${s.name}' was not measured at ${b} bits (measured: ${Object.keys(s.sqnrDb).join(', ')})`);
+  }
+  const score = opts.score ?? 'loss';
+  const damage = (s: LayerSensitivity, b: number): number => {
+    const noise = s.weightNormSq * 10 ** (-s.sqnrDb[b]! / 10); // ‖W − Q(W)‖²
+    if (score === 'loss') return Math.max(s.lossDelta[b]!, 0);
+    if (score === 'hessian') return (Math.abs(s.hessianTrace) / s.params) * noise;
+    return noise;
+  };
+  const total = sens.reduce((n, s) => n + s.params, 0);
+  const level = sens.map(() => 0);
+  let used = sens.reduce((n, s) => n + s.params * choices[0]!, 0);
+  const cap = opts.budget * total + 1e-9;
+  for (;;) {
+    let best = -1;
+    let bestGain = -Infinity;
+    sens.forEach((s, i) => {
+      if (level[i]! + 1 >= choices.length) return;
+      const extra = s.params * (choices[level[i]! + 1]! - choices[level[i]!]!);
+      if (used + extra > cap) return;
+      const gain = (damage(s, choices[level[i]!]!) - damage(s, choices[level[i]! + 1]!)) / extra;
+      if (gain > bestGain) [best, bestGain] = [i, gain];
+    });
+    if (best < 0) break;
+    used += sens[best]!.params * (choices[level[best]! + 1]! - choices[level[best]!]!);
+    level[best]!++;
+  }
+  const quant = opts.quant ?? defaultQuant;
+  const bits = Object.fromEntries(sens.map((s, i) => [s.name, choices[level[i]!]!]));
+  const entries = Object.entries(bits);
+  return {
+    bits,
+    averageBits: used / total,
+    qatRules: entries.map(([match, b]) => ({ match, types: ['Linear'], weight: quant(b) })),
+    loraRules: entries.map(([match, b]) => ({ match, quant: quant(b) })),
+  };
+}

@@ -1,0 +1,61 @@
+/**
+ * @file Mixed precision from measured sensitivity: measurement per layer, an allocation that meets
+ * the average budget and gives the sensitive layer more bits, rules that prepareQAT and loraQuant
+ * accept, and a budget no choice can meet named in the error.
+ */
+import { describe, expect, it } from 'vitest';
+import { Generator, noGrad, randn } from '@qgrad/core';
+import { Linear, ReLU, Sequential } from '@qgrad/nn';
+import * as Q from '@qgrad/quant';
+
+function setup() {
+  const g = new Generator(8);
+  const model = new Sequential(new Linear(32, 64, { generator: g }), new ReLU(), new Linear(64, 64, { generator: g }), new ReLU(), new Linear(64, 8, { generator: g }));
+  const x = randn([32, 32], { generator: g });
+  const y = noGrad(() => model.forward(x).add(randn([32, 8], { generator: g }).mul(0.1)));
+  const loss = () => model.forward(x).sub(y).square().mean();
+  return { model, loss, g };
+}
+
+describe('allocateBits', () => {
+  it('measures trace, SQNR and loss change per layer, meets a 3-bit average from {2, 3, 4, 8}, and its rules drive prepareQAT and loraQuant', () => {
+    const { model, loss, g } = setup();
+    const before = noGrad(() => loss().item());
+    const sens = Q.measureSensitivity(model, { loss, generator: g, samples: 4 });
+    expect(noGrad(() => loss().item())).toBe(before); // weights restored
+    expect(sens.map((s) => s.name)).toEqual(['0', '2', '4']);
+    for (const s of sens) {
+      expect(s.hessianTrace).toBeGreaterThan(0);
+      expect(s.sqnrDb[8]!).toBeGreaterThan(s.sqnrDb[4]!);
+      expect(s.sqnrDb[4]!).toBeGreaterThan(s.sqnrDb[2]!);
+      expect(s.lossDelta[2]!).toBeGreaterThan(s.lossDelta[8]!);
+    }
+    for (const score of ['loss', 'hessian', 'sqnr'] as const) {
+      const a = Q.allocateBits(model, sens, { budget: 3, choices: [2, 3, 4, 8], score });
+      expect(a.averageBits).toBeLessThanOrEqual(3);
+      expect(a.averageBits).toBeGreaterThan(2.5);
+    }
+    // the small last layer (512 weights) with a large loss change is cheap to protect: it gets more bits than uniform
+    const a = Q.allocateBits(model, sens, { budget: 3, choices: [2, 3, 4, 8] });
+    expect(a.bits['4']).toBeGreaterThanOrEqual(4);
+    const m2 = setup().model;
+    expect(Q.prepareQAT(m2, { rules: a.qatRules }).quantized).toEqual(['0', '2', '4']);
+    const m3 = setup().model;
+    Q.loraQuant(m3, { method: 'qlora', rank: 4, alpha: 8, targets: '*', rules: a.loraRules });
+    expect((m3.at(4) as Q.QLoraLinear).baseLayer.weightPlan.grid.label).toBe(`int${a.bits['4']}`);
+  });
+
+  it('gives the more sensitive of two equal-size layers the bits', () => {
+    const model = new Sequential(new Linear(8, 8), new Linear(8, 8));
+    const row = (name: string, d2: number): Q.LayerSensitivity => ({ name, params: 64, weightNormSq: 1, hessianTrace: 1, sqnrDb: { 2: 10, 4: 20 }, lossDelta: { 2: d2, 4: 0 } });
+    expect(Q.allocateBits(model, [row('0', 0.1), row('1', 1)], { budget: 3, choices: [2, 4] }).bits).toEqual({ 0: 2, 1: 4 });
+  });
+
+  it('names a budget no choice can meet, and sensitivities that do not fit', () => {
+    const { model } = setup();
+    const row: Q.LayerSensitivity = { name: '0', params: 2048, weightNormSq: 1, hessianTrace: 1, sqnrDb: { 2: 1, 3: 2 }, lossDelta: { 2: 1, 3: 0 } };
+    expect(() => Q.allocateBits(model, [row], { budget: 1.5, choices: [2, 3, 4, 8] })).toThrow(/budget 1\.5 bits per parameter is below the smallest choice 2 \(choices 2, 3, 4, 8\)/);
+    expect(() => Q.allocateBits(model, [{ ...row, name: 'fc9' }], { budget: 3, choices: [2, 3] })).toThrow(/layer 'fc9', which the model does not have/);
+    expect(() => Q.allocateBits(model, [row], { budget: 3, choices: [2, 4] })).toThrow(/layer '0' was not measured at 4 bits/);
+  });
+});
