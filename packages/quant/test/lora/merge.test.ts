@@ -98,4 +98,20 @@ describe('loraQuant → merge, as a property', () => {
     expect(q.weightPlan.grid.name).toBe('nf4');
     expect(q.weightScaleSecond).not.toBeNull();
   });
+
+  it('qlora with B = 0 gives the NF4 (double-quantized absmax) QAT layer\'s eval output bit for bit, and stores the base as packed 4-bit codes + E4M3 absmaxes', () => {
+    const g = new Generator(12);
+    const lin = new Linear(128, 16, { generator: g });
+    const ref = new Sequential(Q.QuantLinear.from(lin, { weight: { grid: 'nf4', scale: { double: true } } }));
+    const model = new Sequential(lin);
+    Q.loraQuant(model, { method: 'qlora', rank: 4, alpha: 16, dropout: 0.1, targets: '0', generator: g });
+    ref.eval();
+    model.eval();
+    const x = randn([3, 128], { generator: g });
+    expect(Array.from(noGrad(() => model.forward(x)).dataSync())).toEqual(Array.from(noGrad(() => ref.forward(x)).dataSync()));
+    const base = (model.at(0) as Q.QLoraLinear).baseLayer;
+    expect(base.weightCodes.numel()).toBe((128 * 16) / 2); // two 4-bit codes per byte
+    expect(base.weightScale.dtype).toBe('uint8'); // E4M3 codes of the absmaxes (blocks of 64), per-256 float scales beside
+    expect(Q.bitsPerParameter(new Sequential(base)).bitsPerParameter).toBeLessThan(4.2 + (16 * 32) / (128 * 16));
+  });
 });
