@@ -1,7 +1,8 @@
 /**
- * @file The wasm backend: js-compatible typed-array buffers, kernels that copy into a (shared)
- * wasm memory and run generated SIMD code there, per-call fallback to the js oracle for missing
- * kernels, other dtypes and sizes too small to pay for the copies, and a listing of what ran where.
+ * @file The wasm backend: tensors are typed-array views of one shared wasm memory (heap.ts), which
+ * generated SIMD kernels read and write in place (operands from elsewhere are copied in and out),
+ * per-call fallback to the js oracle (fallback.ts) for missing kernels, other dtypes and sizes too
+ * small to pay for a call, and a listing of what ran where and of the bytes staged.
  */
 import type { Backend, BackendEntry, KernelArg, KernelTable } from '../backend.js';
 import { type KernelStat, type NativeTable, withJsFallback } from '../fallback.js';
@@ -32,8 +33,7 @@ const RULES: { [K in KernelName]?: WasmRule<K> } = {
   binary: binaryWasm,
   copy: copyWasm,
   where: whereWasm,
-  // no fill: the result would still have to be copied out of wasm memory, and that copy alone costs
-  // more than TypedArray#fill (1M float32: fill 45–92 µs, the copy out 106–129 µs)
+  // no fill: js's TypedArray#fill already writes a tensor in wasm memory in place, at memset speed
   gather: gatherWasm,
   scatterAdd: scatterAddWasm,
   indexSelect: indexSelectWasm,
