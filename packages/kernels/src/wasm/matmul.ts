@@ -132,7 +132,12 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
   const copyB = inB >= 0 ? 0 : spanB[1] - spanB[0];
   const raw = copyA <= 2 * numel(a!.shape) + 64 && copyB <= 2 * numel(b!.shape) + 64;
   const rawBytes = raw ? align(copyA * e) + align(copyB * e) + 2 * align(4 * batches) : 0;
-  const perBatch = (shareA ? 0 : aBytes) + (shareB ? 0 : bBytes) + cBytes;
+  // C straight into a tensor in wasm memory when its tiles are exactly the tensor's rows (M, N
+  // multiples of the micro-tile) and it overlaps no operand; else in scratch, copied in afterwards
+  const outAt = engine.addressOf(out);
+  const overlaps = (x: Arg) => engine.addressOf(x) >= 0 && engine.inPlace(x, out) < 0;
+  const directC = outAt >= 0 && Mp === M && Np === N && !overlaps(a!) && !overlaps(b!);
+  const perBatch = (shareA ? 0 : aBytes) + (shareB ? 0 : bBytes) + (directC ? 0 : cBytes);
   const fixed = rawBytes + (shareA ? aBytes : 0) + (shareB ? bBytes : 0);
   const chunk = Math.max(1, Math.min(batches, Math.floor((CHUNK_BYTES - fixed) / perBatch)));
   const total = fixed + chunk * perBatch;
@@ -187,7 +192,7 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
   args[w + MatmulArg.c] = cPtr;
   args[w + MatmulArg.aBatch] = shareA ? 0 : aBytes;
   args[w + MatmulArg.bBatch] = shareB ? 0 : bBytes;
-  args[w + MatmulArg.cBatch] = cBytes;
+  args[w + MatmulArg.cBatch] = directC ? M * N * e : cBytes;
   args[w + MatmulArg.mp] = Mp;
   args[w + MatmulArg.np] = Np;
   args[w + MatmulArg.k] = K;
@@ -199,6 +204,7 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
   const product = dtype === 'float32' ? 'matmul_f32' : 'matmul_f64';
   for (let t0 = 0; t0 < batches; t0 += chunk) {
     const n = Math.min(chunk, batches - t0);
+    if (directC) args[w + MatmulArg.c] = outAt + t0 * M * N * e;
     const multiply = { name: product, arg: ARGS, n: n * tilesM * tilesN };
     if (raw) {
       // the shared operand is packed once, with the first chunk; packing and the product run as
@@ -219,8 +225,9 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
       }
       engine.parallel(product, ARGS, multiply.n, threaded);
     }
+    if (directC) continue;
     const res = dtype === 'float32' ? engine.f32 : engine.f64;
-    const foreignOut = engine.addressOf(out) < 0;
+    const foreignOut = outAt < 0;
     for (let t = 0; t < n; t++) {
       const c0 = (cPtr + t * cBytes) / e;
       const o0 = out.offset + (t0 + t) * M * N;
