@@ -137,4 +137,29 @@ describe.runIf(shared)('wasm heap', () => {
       wasm.dispose();
     }
   });
+
+  it('stages no bytes for operands in wasm memory, and counts those of host arrays in and out', () => {
+    const wasm = createWasmBackend({ threads: 1 });
+    try {
+      const n = 4096;
+      const arg = (data: Float32Array, shape = [n], strides = [1]) => ({ data, dtype: 'float32' as const, shape, strides, offset: 0 });
+      const a = wasm.alloc('float32', n) as Float32Array;
+      const b = wasm.alloc('float32', n) as Float32Array;
+      const o = wasm.alloc('float32', n) as Float32Array;
+      a.fill(1.5);
+      b.fill(2);
+      // a transposed view of a as well: strided operands are read in place too
+      wasm.run('binary', [arg(a, [64, 64], [1, 64]), arg(b, [64, 64], [64, 1])], arg(o, [64, 64], [64, 1]), { op: 'mul' });
+      expect(o[77]).toBe(3);
+      expect(wasm.stats().find((s) => s.kernel === 'binary')?.native).toBe(1);
+      expect(wasm.staged()).toEqual({ in: 0, out: 0 });
+      const host = new Float32Array(n).fill(3);
+      const hostOut = new Float32Array(n);
+      wasm.run('binary', [arg(host), arg(b)], arg(hostOut), { op: 'mul' });
+      expect(hostOut[5]).toBe(6);
+      expect(wasm.staged()).toEqual({ in: 4 * n, out: 4 * n });
+    } finally {
+      wasm.dispose();
+    }
+  });
 });
