@@ -187,6 +187,38 @@ describe.each(NATIVE)('$label elementwise', (entry) => {
     }
   });
 
+  it('splits large cheap maps of tensors in its own memory over the pool (rows, or one long row), equal to js', () => {
+    const two = entry.create({ threads: 2 });
+    try {
+      const own = (x: Arg): Arg => {
+        const data = two.alloc(x.dtype, x.data.length) as Arg['data'];
+        data.set(x.data as never);
+        return { ...x, data };
+      };
+      const cases: [number[], number[]][] = [
+        [[1, 600_001], []],
+        [[700, 1001], [0]],
+      ];
+      for (const [s, bcast] of cases) {
+        const a = own(view('float32', s, [0, 1], 1, [], 7));
+        const b = own(view('float32', s, [0, 1], 0, bcast, 8));
+        for (const op of ['mul', 'add', 'maximum'] as const) {
+          const got = own(out('float32', s));
+          const ref = out('float32', s);
+          two.run('binary', [a, b], got, { op });
+          jsKernels.binary([a, b], ref, { op });
+          expect(mismatch(got.data, ref.data, 0), `${op} ${s}`).toBe(-1);
+        }
+      }
+      const stat = two.stats!().find((x) => x.kernel === 'binary' && x.dtype === 'float32');
+      expect(stat?.native).toBe(6);
+      // a backend with a two-thread pool used it for every one of these calls
+      if ((two as { threads?: number }).threads === 2) expect(stat?.pooled).toBe(6);
+    } finally {
+      two.dispose();
+    }
+  });
+
   it('copies into a strided output view (slice assignment) like the js kernel', () => {
     const single = entry.create({ threads: 1 });
     fc.assert(

@@ -328,9 +328,17 @@ const MAX_MAP_TASKS = Math.floor(ARGS_BYTES / (4 * MAP_WORDS));
  * Maps of the compute-bound ops (f32 transcendental, sqrt, division) from this many elements run
  * on the pool. Measured on 1M float32 elements, 2 threads vs 1: silu 2.0 → 1.6 ms, while mul got
  * slower (0.8 → 1.1 ms) — cheap ops are bound by the copies in and out on the calling thread, and
- * a worker reading what that thread just wrote pays cross-core cache traffic — so they stay serial.
+ * a worker reading what that thread just wrote pays cross-core cache traffic — so they stay serial
+ * unless nothing is copied (PARALLEL_MIN_CHEAP).
  */
 const PARALLEL_MIN = 1 << 15;
+/**
+ * Cheap maps (add, mul, …) whose operands all live in wasm memory (nothing copied on the calling
+ * thread) go to the pool from this many elements. float32, 1 vs 2 threads, medians of 300
+ * interleaved calls (machine shared): mul 2¹⁵ 23–25 vs 22–37 µs, 2¹⁷ 74–93 vs 66–100, 2¹⁸ 171 vs
+ * 196 (add 179 vs 203, maximum 193 vs 148), 2¹⁹ 310 vs 217 (add 359 vs 220), 2²⁰ 539–724 vs 309–509.
+ */
+const PARALLEL_MIN_CHEAP = 1 << 19;
 const COSTLY = new Set(['exp', 'sigmoid', 'silu', 'siluGrad', 'sqrt', 'rsqrt', 'div', 'reciprocal']);
 
 /**
@@ -484,7 +492,8 @@ function runMap(engine: Engine, name: string, op: string, inputs: readonly Arg[]
     const s = b * m;
     return [outPtr + B.starts[s]! * e, B.inner, B.rows, ptrs[0]! + B.starts[s + 1]! * e, sA, rA, pb + (m > 2 ? B.starts[s + 2]! : 0) * e, sB, rB, mode];
   };
-  const threaded = engine.threads > 1 && n >= PARALLEL_MIN && COSTLY.has(op);
+  const inPlace = outPtr === direct && ptrs.every((p, j) => p === engine.addressOf(inputs[j]!));
+  const threaded = engine.threads > 1 && (COSTLY.has(op) ? n >= PARALLEL_MIN : inPlace && n >= PARALLEL_MIN_CHEAP);
   const split = threaded ? splitCalls(Array.from({ length: B.count }, (_, b) => call(b)), e, Math.ceil(n / (engine.threads * 4))) : null;
   if (split) {
     const words = engine.i32;
