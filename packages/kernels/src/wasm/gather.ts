@@ -10,7 +10,7 @@ import type { KernelArg } from '../backend.js';
 import { contiguousStrides, isContiguous, numel, offsets } from '../layout.js';
 import type { KernelParams, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
-import { blocks, heapView, stage } from './elementwise.js';
+import { blocks, heapView, stage } from './operands.js';
 import { span, type Engine } from './runtime.js';
 
 type Arg = KernelArg<TypedArray>;

@@ -6,7 +6,8 @@
  */
 import type { KernelArg } from '../backend.js';
 import { isContiguous, numel } from '../layout.js';
-import { stage, stageContiguous } from './elementwise.js';
+import { stageContiguous } from './elementwise.js';
+import { stage } from './operands.js';
 import type { NormParams, SoftmaxParams, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
 import { ARGS, MAX_HEAP_BYTES, type Engine } from './runtime.js';
