@@ -39,10 +39,17 @@ export interface Backend<D = unknown> {
    * each other's tensors as inputs without a transfer.
    */
   readonly hostMemory?: boolean;
+  /**
+   * A zeroed buffer of `size` elements, owned by the backend (wasm: a view of its memory, valid
+   * until `free`). Throws a RangeError naming the request and the limit when it cannot fit.
+   */
   alloc(dtype: DType, size: number): D;
   /** Copies `values` into the start of `data`. */
   write(data: D, dtype: DType, values: TypedArray): void;
-  /** Returns the first `size` elements; on CPU backends this may be the buffer itself. */
+  /**
+   * Returns the first `size` elements; on CPU backends this may be the buffer itself (wasm: a view
+   * of its memory), so a caller handing values to users copies them first.
+   */
   readSync(data: D, dtype: DType, size: number): TypedArray;
   read(data: D, dtype: DType, size: number): Promise<TypedArray>;
   /**
