@@ -12,7 +12,7 @@ import * as L from './lifetime.js';
 import * as E from './ops/elementwise.js';
 import * as R from './ops/reduce.js';
 import * as M from './ops/movement.js';
-import * as Q from './ops/quant.js';
+import * as Q from './estimators/quant.js';
 import * as H from './ops/hadamard.js';
 import * as LA from './ops/linalg.js';
 import * as S from './ops/shape.js';

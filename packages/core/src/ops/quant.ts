@@ -43,7 +43,3 @@ const gradScaleFn = defineFunction({
 export function gradScale(x: Tensor, factor: number): Tensor {
   return gradScaleFn(x, factor);
 }
-
-// TEMPORARY: tensor.ts still imports fakeQuantize & co. from this file; once its import reads
-// `import * as Q from './estimators/quant.js'`, delete this line (ops/ then never imports estimators/).
-export { fakeQuantize, quantRound, quantFloor, quantSign, quantClamp, type QuantOptions, type FakeQuantizeOptions } from '../estimators/quant.js';
