@@ -4,7 +4,7 @@
  * alloc/free/memory() over it.
  */
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { createWasmBackend } from './index.js';
 import { Heap, HEAP_BASE, MAX_BYTES, PAGE } from './heap.js';
 import { wasmFeatures } from './runtime.js';
@@ -159,6 +159,34 @@ describe.runIf(shared)('wasm heap', () => {
       expect(hostOut[5]).toBe(6);
       expect(wasm.staged()).toEqual({ in: 4 * n, out: 4 * n });
     } finally {
+      wasm.dispose();
+    }
+  });
+
+  it('spills new tensors to host memory once its memory is full, with one warning, and still computes right', () => {
+    const wasm = createWasmBackend({ maxBytes: 2 * 2 ** 20, threads: 1 });
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
+    try {
+      const held: Float32Array[] = [];
+      for (let i = 0; i < 6; i++) held.push(wasm.alloc('float32', 2 ** 17) as Float32Array); // 512 KiB each
+      const heap = wasm.heap!;
+      expect(held.filter((a) => heap.resident(a)).length).toBeLessThan(6);
+      expect(held.filter((a) => !heap.resident(a)).length).toBeGreaterThan(0);
+      expect(warn).toHaveBeenCalledTimes(1);
+      expect(String(warn.mock.calls[0]![0])).toMatch(/limited to 2\.0 MiB.*new tensors now go to host memory.*tidy\(\), trainStep\(\) or dispose\(\)/);
+      // a kernel over a resident and a spilled operand
+      const [a, b] = [held[0]!, held[5]!];
+      a.fill(2);
+      b.fill(3);
+      const out = held[1]!;
+      const arg = (d: Float32Array) => ({ data: d, dtype: 'float32' as const, shape: [d.length], strides: [1], offset: 0 });
+      wasm.run('binary', [arg(a), arg(b)], arg(out), { op: 'mul' });
+      expect(out[0]).toBe(6);
+      expect(out[out.length - 1]).toBe(6);
+      for (const h of held) wasm.free(h); // both kinds free without error
+      expect(wasm.memory().buffers).toBe(0);
+    } finally {
+      warn.mockRestore();
       wasm.dispose();
     }
   });

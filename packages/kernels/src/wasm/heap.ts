@@ -45,7 +45,11 @@ export class Heap {
   /** Called after each grow (the engine re-makes its whole-memory views then, not inside a kernel). */
   readonly onGrow = new Set<() => void>();
 
-  constructor(Memory: MemoryCtor, shared: boolean, initialPages = 16) {
+  /** Bytes this heap may grow to (MAX_BYTES, or less where a caller caps it). */
+  readonly maxBytes: number;
+
+  constructor(Memory: MemoryCtor, shared: boolean, initialPages = 16, maxBytes = MAX_BYTES) {
+    this.maxBytes = Math.min(MAX_BYTES, maxBytes);
     this.memory = new Memory({ initial: initialPages, maximum: MAX_PAGES, shared });
     this.shared = shared;
     this.#buffer = this.memory.buffer;
@@ -82,12 +86,12 @@ export class Heap {
       // the free range touching the end of memory counts towards the request
       const tail = last && last.end === top ? last.end - last.start : 0;
       const need = size - tail;
-      if (!Number.isFinite(size) || top + need > MAX_BYTES) {
+      if (!Number.isFinite(size) || top + need > this.maxBytes) {
         throw new RangeError(
-          `wasm backend: cannot allocate ${what} (${mib(size)}): ${mib(this.#inUse)} in use in ${this.#live.size} buffers, and wasm32 memory is limited to ${mib(MAX_BYTES)} (2 GiB: addresses stay below 2^31); free tensors (dispose, tidy) or use smaller ones`,
+          `wasm backend: cannot allocate ${what} (${mib(size)}): ${mib(this.#inUse)} in use in ${this.#live.size} buffers, and this wasm memory is limited to ${mib(this.maxBytes)}${this.maxBytes === MAX_BYTES ? ' (2 GiB: addresses stay below 2^31)' : ''}; free tensors (dispose, tidy) or use smaller ones`,
         );
       }
-      const grow = Math.min(MAX_BYTES - top, Math.max(need, top / 2, MIN_GROW_BYTES));
+      const grow = Math.min(this.maxBytes - top, Math.max(need, top / 2, MIN_GROW_BYTES));
       this.#grow(Math.ceil(grow / PAGE));
       i = this.#bestFit(size);
     }

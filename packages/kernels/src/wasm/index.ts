@@ -68,6 +68,11 @@ export interface WasmBackendOptions {
   spinMicros?: number;
   /** Matmuls with fewer multiply-adds (batch·M·N·K) run on js; default 16³. 0 forces wasm (tests). */
   matmulMinMacs?: number;
+  /**
+   * Bytes the tensor memory may grow to (default and ceiling 2 GiB). Past it, new tensors go to
+   * host memory, staged per kernel, with a one-time warning.
+   */
+  maxBytes?: number;
 }
 
 export interface WasmBackend extends Backend<TypedArray> {
@@ -91,7 +96,7 @@ export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend
   // tensors live in a shared memory (views stay valid across growth); without one, tensors are
   // plain arrays and the memory only holds the kernels' scratch
   let heap: Heap | null | undefined;
-  const getHeap = (): Heap | null => (heap === undefined ? (heap = newHeap()) : heap);
+  const getHeap = (): Heap | null => (heap === undefined ? (heap = newHeap(options.maxBytes)) : heap);
   const tensorHeap = (): Heap | null => {
     const h = getHeap();
     return h?.shared ? h : null;
@@ -132,23 +137,38 @@ export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend
     footer: () => {
       const { in: i, out: o } = backend.staged();
       const { bytes, buffers } = backend.memory();
-      return [`  staged into wasm memory ${i} bytes, out of it ${o} bytes (operands outside wasm memory); ${buffers} tensors, ${bytes} bytes in wasm memory at exit`];
+      return [`  staged into wasm memory ${i} bytes, out of it ${o} bytes (operands outside wasm memory); ${buffers} tensors, ${bytes} bytes in wasm memory at exit; ${spilled} tensors spilled to host memory`];
     },
   });
+  let spillWarned = false;
+  let spilled = 0;
   const backend: WasmBackend = {
     name: 'wasm',
     dtypes: jsBackend.dtypes,
     hostMemory: true,
     alloc: (dtype, size) => {
       const h = size > 0 ? tensorHeap() : null;
-      return h ? h.alloc(dtype, size) : jsBackend.alloc(dtype, size);
+      if (!h) return jsBackend.alloc(dtype, size);
+      try {
+        return h.alloc(dtype, size);
+      } catch (e) {
+        // wasm memory is full (2 GiB), typically a loop whose tensors nobody releases: their
+        // finalizers only run once the loop yields. Host memory keeps it correct, staged per kernel.
+        if (!(e instanceof RangeError) || !Number.isFinite(size)) throw e;
+        if (!spillWarned) {
+          spillWarned = true;
+          console.warn(`qgrad wasm backend: ${e.message.replace(/^wasm backend: /, '')}; new tensors now go to host memory and are copied in and out of wasm per kernel (slower). Release what a loop no longer needs with tidy(), trainStep() or dispose().`);
+        }
+        spilled++;
+        return jsBackend.alloc(dtype, size);
+      }
     },
     write: jsBackend.write,
     readSync: jsBackend.readSync,
     read: jsBackend.read,
     free: (data) => {
       const h = tensorHeap();
-      if (h && data.length > 0) h.free(data);
+      if (h && data.length > 0 && h.resident(data)) h.free(data);
       else jsBackend.free(data);
     },
     memory: () => tensorHeap()?.usage() ?? jsBackend.memory(),

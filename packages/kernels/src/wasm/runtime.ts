@@ -21,8 +21,8 @@ const WA = (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
  * A new heap: a shared memory where this runtime has one (then tensors live in it), else a plain
  * one for the kernels' scratch only. Null without WebAssembly.
  */
-export function newHeap(): Heap | null {
-  return WA ? new Heap(WA.Memory, wasmFeatures().shared) : null;
+export function newHeap(maxBytes?: number): Heap | null {
+  return WA ? new Heap(WA.Memory, wasmFeatures().shared, 16, maxBytes) : null;
 }
 
 /** What the generated code may use; part of the module cache key. */
