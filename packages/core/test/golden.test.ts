@@ -7,22 +7,9 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import * as q from '@qgrad/core';
 import type { Tensor } from '@qgrad/core';
-import { assertAllclose } from '@qgrad/core/testing';
+import { checkGolden, checkOp, type GoldenCase } from '@qgrad/core/testing';
 
-interface Dumped {
-  shape: number[];
-  dtype: 'float64' | 'int32';
-  data: number[];
-}
-interface Case {
-  name: string;
-  inputs: (Dumped & { grad: boolean })[];
-  output: Dumped;
-  v: number[];
-  grads: (Dumped | null)[];
-}
-
-const fixture = JSON.parse(readFileSync(new URL('./fixtures/golden-ops.json', import.meta.url), 'utf8')) as { torch: string; cases: Case[] };
+const fixture = JSON.parse(readFileSync(new URL('./fixtures/golden-ops.json', import.meta.url), 'utf8')) as { torch: string; cases: GoldenCase[] };
 
 type Fn = (...xs: Tensor[]) => Tensor;
 const F = q.functional;
@@ -159,7 +146,6 @@ const OPS: Record<string, Fn> = {
   gelu_of_matmul_chain: (a, w) => F.gelu(a.matmul(w!)).logsumexp(1),
 };
 
-const load = (d: Dumped, grad = false) => q.tensor(d.dtype === 'int32' ? Int32Array.from(d.data) : Float64Array.from(d.data), { shape: d.shape, requiresGrad: grad });
 
 describe(`PyTorch ${fixture.torch} golden values (float64, rtol 1e-5)`, () => {
   it('every fixture case has a qgrad op, and every mapped op a fixture', () => {
@@ -167,22 +153,16 @@ describe(`PyTorch ${fixture.torch} golden values (float64, rtol 1e-5)`, () => {
     expect(Object.keys(OPS).filter((n) => !fixture.cases.some((c) => c.name === n))).toEqual([]);
   });
 
+  it('checkOp replays a golden case given to it, and a wrong op fails it', () => {
+    const c = fixture.cases.find((k) => k.name === 'add_broadcast')!;
+    expect(() => checkOp((a, b) => a.add(b!), [[2, 3], [3]], { golden: c })).not.toThrow();
+    expect(() => checkOp((a, b) => a.add(b!).mul(1.001), [[2, 3], [3]], { golden: c })).toThrow(/add_broadcast forward vs PyTorch/);
+    expect(() => checkOp((a, b) => a.add(b!.detach()), [[2, 3], [3]], { golden: c, forwardOnly: true })).toThrow(/add_broadcast gradient of input 1 vs PyTorch: 3 of 3 elements differ/);
+  });
+
   for (const c of fixture.cases) {
     const op = OPS[c.name];
     if (!op) continue;
-    it(`${c.name} matches PyTorch forward and input gradients`, () => {
-      const xs = c.inputs.map((d) => load(d, d.grad));
-      const y = op(...xs);
-      expect(y.shape).toEqual(c.output.shape);
-      assertAllclose(y, c.output.data, { rtol: 1e-5, atol: 1e-9 }, `${c.name} forward`);
-      const leaves = xs.filter((_, i) => c.inputs[i]!.grad);
-      const v = q.tensor(Float64Array.from(c.v), { shape: c.output.shape });
-      const grads = q.gradOf([y.mul(v).sum()], leaves, { allowUnused: true });
-      let k = 0;
-      c.grads.forEach((g, i) => {
-        if (!g) return;
-        assertAllclose(grads[k++]!, g.data, { rtol: 1e-5, atol: 1e-9 }, `${c.name} gradient of input ${i}`);
-      });
-    });
+    it(`${c.name} matches PyTorch forward and input gradients`, () => checkGolden(op, c));
   }
 });

@@ -12,4 +12,4 @@
 export { gradcheck, gradgradcheck, GradcheckError, type GradcheckOptions, type GradcheckReport } from './gradcheck.js';
 export { allclose, assertAllclose, closeReport, type CloseOptions } from './allclose.js';
 export * as arb from './arbitraries.js';
-export { checkOp, type CheckOpOptions } from './check-op.js';
+export { checkOp, checkGolden, type CheckOpOptions, type GoldenCase, type GoldenTensor } from './check-op.js';
