@@ -17,3 +17,4 @@ export * from './schedules/index.js';
 export * from './inspect/index.js';
 export * from './qat/hadamard.js';
 export * from './lora/index.js';
+export * from './export/index.js';

@@ -1,0 +1,6 @@
+/**
+ * @file Quantized models leave qgrad: packed safetensors (compressed-tensors names), GGUF for
+ * llama.cpp and ONNX QDQ, each with a validating reader.
+ */
+export { FormatError, floatToHalf, halfToFloat } from './bytes.js';
+export * from './safetensors.js';
