@@ -35,3 +35,4 @@ export * from './models/index.js';
 export { TensorDataset, DataLoader, defaultCollate, randperm, type Dataset, type DataLoaderOptions } from './data/dataset.js';
 export { loadMnist, MNIST_SIZE, MNIST_TRAIN_SIZE, MNIST_SPLIT_SEED, type MnistOptions, type MnistSplit } from './data/mnist.js';
 export { ByteTokenizer, ByteDataset, loadMobyDick, mobyDickText, type MobyDickOptions } from './data/text.js';
+export * from './train/index.js';
