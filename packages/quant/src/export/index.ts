@@ -4,3 +4,5 @@
  */
 export { FormatError, floatToHalf, halfToFloat } from './bytes.js';
 export * from './safetensors.js';
+export * from './ggml.js';
+export * from './gguf.js';
