@@ -6,11 +6,11 @@
  */
 import { join } from 'node:path';
 import { Generator, noGrad, type Tensor } from '@qgrad/core';
-import { AdamW, DiT, Diffusion, LambdaLR, cosineSchedule, mnistDiTConfig, type BetaSchedule, type DiTConfig } from '@qgrad/nn';
+import { AdamW, DiT, Diffusion, LambdaLR, cosineSchedule, fit, mnistDiTConfig, type BetaSchedule, type DiTConfig } from '@qgrad/nn';
 import { CliError, checkFlag, cli } from './lib/args.js';
 import { checkBatchSize, mnistBatch, mnistData } from './lib/mnist.js';
 import { saveImageGrid } from './lib/png.js';
-import { commonOptions, runFlags, stepGenerator, summary, train, useBackend } from './lib/train.js';
+import { commonOptions, runFlags, summary, useBackend } from './lib/train.js';
 
 const args = cli('diffusion-mnist', 'Trains a class-conditional DiT noise predictor with the DDPM objective on MNIST and samples a grid of digits.', {
   steps: { type: 'int', default: 400, min: 1, help: 'training steps' },
@@ -46,21 +46,15 @@ const optimizer = new AdamW(model.parameters(), { lr: args.lr, weightDecay: 0 })
 const scheduler = new LambdaLR(optimizer, cosineSchedule({ warmupSteps: Math.min(40, args.steps / 10), totalSteps: args.steps, minLrRatio: 0.1 }));
 console.log(`DiT: ${model.numParameters()} parameters, ${(28 / args.patch) ** 2} tokens; T = ${args.timesteps}, ${args.schedule} schedule`);
 
-const result = await train({
-  name: 'diffusion-mnist',
-  ...runFlags(args),
-  state: { model, optimizer, scheduler },
+const result = await fit({
+  ...runFlags('diffusion-mnist', args),
+  model, optimizer, scheduler,
   config: { ...config, batchSize: args.batchSize, lr: args.lr, seed: args.seed, steps: args.steps, timesteps: args.timesteps, schedule: args.schedule },
-  step: (i) => {
-    const [x, y] = mnistBatch(data, args.batchSize, i, args.seed); // [B, 1, 28, 28] in [−1, 1], [B]
-    const g = stepGenerator(args.seed, i, 3); // timesteps, noise and label dropout of this step
+  loss: ({ index, generator }) => {
+    const [x, y] = mnistBatch(data, args.batchSize, index, args.seed); // [B, 1, 28, 28] in [−1, 1], [B]
+    const g = generator(3); // timesteps, noise and label dropout of this step
     const labels = Array.from(y.dataSync(), (l) => (g.random() < args.labelDrop ? 10 : Number(l)));
-    const loss = diffusion.loss((xt, t) => model.forward(xt, t, labels), x, { generator: g });
-    loss.backward();
-    optimizer.step();
-    optimizer.zeroGrad();
-    scheduler.step();
-    return { loss: loss.item() };
+    return diffusion.loss((xt, t) => model.forward(xt, t, labels), x, { generator: g });
   },
   // a fixed-noise validation loss on 256 test digits (same t and ε every time)
   evaluate: () =>
@@ -87,7 +81,7 @@ const samples =
   args.sampler === 'ddpm'
     ? diffusion.sample(predictor, [100, 1, 28, 28], { generator: new Generator(args.seed), onStep })
     : diffusion.sampleDdim(predictor, [100, 1, 28, 28], args.sampleSteps, { generator: new Generator(args.seed), onStep });
-const png = join(result.dir, `samples-${args.sampler}.png`);
+const png = join(result.dir!, `samples-${args.sampler}.png`);
 saveImageGrid(png, samples, { cols: 10, lo: -1, hi: 1, scale: 2 });
 console.log(`sampled 100 digits with ${args.sampler.toUpperCase()} in ${((performance.now() - t0) / 1000).toFixed(1)} s → ${png}`);
 console.log(summary(result, { 'final train loss': result.records.filter((r) => 'loss' in r).at(-1)!.loss as number, 'val loss': result.lastEval.val_loss! }));

@@ -2,16 +2,16 @@
  * @file A byte-level Llama (RMSNorm, RoPE, grouped-query attention, SwiGLU) trained on
  * Moby-Dick: reports validation loss and bits per byte, prints a sample generated with the KV
  * cache, and saves the weights as a Hugging Face directory (config.json + model.safetensors)
- * that `Llama.fromPretrained` reads back. Writes runs/llama-mobydick/.
+ * that `fromPretrained` reads back (`savePretrained`). Writes runs/llama-mobydick/.
  * Run: npx tsx examples/llama-mobydick.ts [--steps 150] [--dim 128 --layers 4] [--resume]
  */
 import { join } from 'node:path';
-import { writeFileSync, mkdirSync } from 'node:fs';
-import { Generator, noGrad, saveSafetensors, tensor } from '@qgrad/core';
-import { AdamW, LambdaLR, Llama, configToHf, cosineSchedule, tinyLlamaConfig, type LlamaConfig } from '@qgrad/nn';
+import { writeFileSync } from 'node:fs';
+import { Generator, noGrad, tensor } from '@qgrad/core';
+import { AdamW, LambdaLR, Llama, cosineSchedule, fit, savePretrained, tinyLlamaConfig, type LlamaConfig } from '@qgrad/nn';
 import { CliError, cli } from './lib/args.js';
 import { mobyDickWindows } from './lib/text.js';
-import { commonOptions, runFlags, stepGenerator, summary, train, useBackend } from './lib/train.js';
+import { commonOptions, runFlags, summary, useBackend } from './lib/train.js';
 
 const args = cli('llama-mobydick', 'Trains a byte-level Llama on Moby-Dick (90% train / 10% validation by position) and samples from it.', {
   steps: { type: 'int', default: 150, min: 1, help: 'training steps' },
@@ -65,37 +65,29 @@ const evaluate = () =>
     return { val_loss: valLoss, val_bpb: valLoss / Math.LN2 };
   });
 
-const result = await train({
-  name: 'llama-mobydick',
-  ...runFlags(args),
-  state: { model, optimizer, scheduler },
+const result = await fit({
+  ...runFlags('llama-mobydick', args),
+  model, optimizer, scheduler,
   config: { ...config, batchSize: args.batchSize, lr: args.lr, seed: args.seed, steps: args.steps },
-  step: (i) => {
+  loss: ({ generator }) => {
     // nanoGPT-style random windows, drawn from a generator seeded by the step
-    const g = stepGenerator(args.seed, i, 2);
+    const g = generator(2);
     const [x, y] = trainSet.getBatch(Array.from({ length: args.batchSize }, () => g.randint(0, trainSet.length))); // [B, T] each
-    const loss = model.loss(x, y);
-    loss.backward();
-    optimizer.step();
-    optimizer.zeroGrad();
-    scheduler.step();
-    return { loss: loss.item(), bpb: loss.item() / Math.LN2 };
+    return model.loss(x, y);
   },
   evaluate,
-  panels: { 'loss (nats/byte)': ['loss', 'val_loss'], 'bits per byte': ['bpb', 'val_bpb'] },
+  panels: { 'loss (nats/byte)': ['loss', 'val_loss'], 'bits per byte': ['val_bpb'] },
 });
 
-// a Hugging Face directory: config.json + model.safetensors, loadable with Llama.fromPretrained
-const hfDir = join(result.dir, 'hf');
-mkdirSync(hfDir, { recursive: true });
-writeFileSync(join(hfDir, 'config.json'), JSON.stringify(configToHf(config), null, 2));
-saveSafetensors(join(hfDir, 'model.safetensors'), model.stateDict(), { format: 'pt' });
+// a Hugging Face directory: config.json + model.safetensors, loadable with fromPretrained
+const hfDir = join(result.dir!, 'hf');
+savePretrained(model, hfDir);
 
 const prompt = tensor([Array.from(tokenizer.encode(args.prompt))], { dtype: 'int32' }); // [1, P]
 const t0 = performance.now();
 const out = model.generate(prompt, args.sampleBytes, { temperature: args.temperature, topK: args.topK, generator: new Generator(args.seed) });
 const genMs = (performance.now() - t0) / args.sampleBytes;
 console.log(`\n--- sample (temperature ${args.temperature}, top-k ${args.topK}, ${genMs.toFixed(0)} ms/byte with the KV cache) ---\n${tokenizer.decode(out.select(0, 0))}\n---`);
-writeFileSync(join(result.dir, 'sample.txt'), tokenizer.decode(out.select(0, 0)));
+writeFileSync(join(result.dir!, 'sample.txt'), tokenizer.decode(out.select(0, 0)));
 console.log(summary(result, { 'val loss': result.lastEval.val_loss!, 'val bits/byte': result.lastEval.val_bpb! }));
-console.log(`wrote ${hfDir}/{config.json, model.safetensors} (Llama.fromPretrained) and ${result.dir}/sample.txt`);
+console.log(`wrote ${hfDir}/{config.json, model.safetensors} (fromPretrained) and ${result.dir}/sample.txt`);

@@ -1,13 +1,17 @@
 /**
  * @file QAT of the tiny byte-level Llama (dim 128, 4 layers, 4 heads, 2 KV heads, SwiGLU 384,
- * vocab 256) on Moby-Dick: one configuration × seeds, validation bits per byte (mean ± std).
+ * vocab 256; resizable with --dim/--layers/--heads/--kv-heads/--seq-len) on Moby-Dick: one
+ * configuration × seeds, validation bits per byte (mean ± std). Each run goes through nn's `fit`:
+ * a progress bar, <run-dir>/<config>/seed<N>/{metrics.jsonl, checkpoint.safetensors, curves.svg},
+ * and --resume from that checkpoint.
  * Configurations (examples/lib/qat-llama.ts): fp; w4a4-{ste,quest,lsq}, w2a4-{ste,quest,lsq};
  * ternary-{ste,hestia}; split-{0,0.5,0.8} (FP phase then W4A8 QAT), split-1 (FP with the same WSD)
  * and fused (QAT in the cooldown).
  * The grid of all of them: examples/experiments/llama.ts.
- * Run: npx tsx examples/qat-llama.ts --config w4a4-quest --seeds 0,1,2 [--steps 200 --batch-size 8 --seq-len 64]
+ * Run: npx tsx examples/qat-llama.ts --config w4a4-quest --seeds 0,1,2 [--steps 200 --batch-size 8 --seq-len 64] [--dim 64 --layers 2] [--resume]
  */
 import { join } from 'node:path';
+import { tinyLlamaConfig } from '@qgrad/nn';
 import { CliError, cli } from './lib/args.js';
 import { mean, pm } from './lib/experiments.js';
 import { QAT_LLAMA_CONFIGS, runQatLlama } from './lib/qat-llama.js';
@@ -19,20 +23,36 @@ const args = cli('qat-llama', `QAT of the tiny byte Llama on Moby-Dick; validati
   steps: { type: 'int', default: 200, min: 1, help: 'optimizer steps' },
   batchSize: { type: 'int', default: 8, min: 1, help: 'sequences per step' },
   seqLen: { type: 'int', default: 64, min: 2, help: 'bytes per sequence (the model is built with maxSeqLen = this)' },
+  dim: { type: 'int', default: tinyLlamaConfig.dim, min: 1, help: 'model width (--heads × an even head width; SwiGLU width 3 × this)' },
+  layers: { type: 'int', default: tinyLlamaConfig.nLayers, min: 1, help: 'decoder layers' },
+  heads: { type: 'int', default: tinyLlamaConfig.nHeads, min: 1, help: 'query heads (a multiple of --kv-heads)' },
+  kvHeads: { type: 'int', default: tinyLlamaConfig.nKvHeads, min: 1, help: 'key/value heads (grouped-query attention)' },
   lr: { type: 'number', default: 3e-3, exclusiveMin: 0, help: 'peak LR (AdamW β = (0.9, 0.95), wd 0.1 on matrices)' },
   valBlocks: { type: 'int', default: 64, min: 1, help: 'validation sequences (evenly spread over the held-out 10 %)' },
+  resume: commonOptions.resume,
+  ckptEvery: { type: 'int', default: 50, min: 1, help: 'save a checkpoint every N steps (and at the end)' },
+  stopAt: commonOptions.stopAt,
   allowNonfinite: commonOptions.allowNonfinite,
   backend: { type: 'string', default: 'wasm', help: "'wasm' or 'js'" },
-  runDir: { type: 'string', default: 'runs/qat-llama', help: 'writes <run-dir>/<config>/seed<N>/metrics.jsonl' },
+  runDir: { type: 'string', default: 'runs/qat-llama', help: 'writes <run-dir>/<config>/seed<N>/{metrics.jsonl, checkpoint.safetensors, curves.svg}' },
 });
 useBackend(args.backend);
+if (args.dim % args.heads || (args.dim / args.heads) % 2) throw new CliError(`--dim must be --heads (${args.heads}) × an even head width (rotary embeddings rotate pairs), got ${args.dim}`);
+if (args.heads % args.kvHeads) throw new CliError(`--heads must be a multiple of --kv-heads (${args.kvHeads}), got ${args.heads}`);
 
 const c = QAT_LLAMA_CONFIGS.find((k) => k.name === args.config);
 if (!c) throw new CliError(`unknown --config '${args.config}'; known: ${QAT_LLAMA_CONFIGS.map((k) => k.name).join(', ')}`);
 console.log(`${c.name}: ${c.about}`);
-const results = args.seeds.map((seed) => {
-  const r = runQatLlama({ ...args, config: c.name, seed, dir: join(args.runDir, c.name, `seed${seed}`), log: console.log });
-  console.log(`seed ${seed}: val ${r.valBpb.toFixed(4)} bits/byte (train, last 10 %: ${r.trainBpb.toFixed(4)}), ${r.msPerStep.toFixed(0)} ms/step, ${r.params} parameters`);
-  return r;
-});
+const results = [];
+for (const seed of args.seeds) {
+  const dir = join(args.runDir, c.name, `seed${seed}`);
+  const r = await runQatLlama({ ...args, config: c.name, seed, dir, log: console.log });
+  if (r.steps < args.steps) {
+    console.log(`seed ${seed}: stopped at step ${r.steps} of ${args.steps}; continue with --resume`);
+    continue;
+  }
+  console.log(`seed ${seed}: val ${r.valBpb.toFixed(4)} bits/byte (train, last 10 %: ${r.trainBpb.toFixed(4)}), ${r.msPerStep.toFixed(0)} ms/step, ${r.params} parameters; wrote ${dir}/{metrics.jsonl, checkpoint.safetensors, curves.svg}`);
+  results.push(r);
+}
+if (!results.length) process.exit(0);
 console.log(`\n${c.name}: val bits/byte ${pm(results.map((r) => r.valBpb), 4)} over ${results.length} seed(s); ${args.steps} steps × ${args.batchSize} × ${args.seqLen} bytes, ${mean(results.map((r) => r.msPerStep)).toFixed(0)} ms/step`);

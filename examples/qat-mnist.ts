@@ -18,7 +18,7 @@ import {
 } from '@qgrad/quant';
 import { CliError, cli } from './lib/args.js';
 import { checkBatchSize, evaluateClassifier, mnistBatch, mnistData, trainMnistClassifier, type MnistData } from './lib/mnist.js';
-import { readMetrics } from './lib/metrics.js';
+import { readMetrics } from '@qgrad/nn';
 import { SEED_MAX, commonOptions, useBackend } from './lib/train.js';
 
 const args = cli('qat-mnist', 'QAT on MNIST (8,000 train / 2,000 test digits): FP32 or fake-quantized weights/activations, mean ± std test accuracy over seeds.', {

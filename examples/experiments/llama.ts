@@ -9,7 +9,7 @@ import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { CliError, cli } from '../lib/args.js';
 import { writeResults, type ConfigResult } from '../lib/experiments.js';
-import { encodeRecord, readMetrics } from '../lib/metrics.js';
+import { encodeRecord, readMetrics } from '@qgrad/nn';
 import { QAT_LLAMA_CONFIGS, runQatLlama, type QatLlamaResult } from '../lib/qat-llama.js';
 import { SEED_MAX, commonOptions, useBackend } from '../lib/train.js';
 
@@ -48,7 +48,7 @@ for (let k = 0; k < maxSeeds; k++) {
   for (const c of configs) {
     const seed = (CORE.includes(c.name) ? args.coreSeeds : args.seeds)[k];
     if (seed === undefined || done.has(key(c.name, seed))) continue;
-    const r = runQatLlama({ ...scale, config: c.name, seed, dir: join(args.runDir, c.name, `seed${seed}`), allowNonfinite: args.allowNonfinite });
+    const r = await runQatLlama({ ...scale, config: c.name, seed, dir: join(args.runDir, c.name, `seed${seed}`), allowNonfinite: args.allowNonfinite });
     done.set(key(c.name, seed), r);
     appendFileSync(log, encodeRecord({ step: 0, key: key(c.name, seed), ...r }));
     console.log(`${c.name} seed ${seed}: val ${r.valBpb.toFixed(4)} bits/byte, ${r.msPerStep.toFixed(0)} ms/step, ${((performance.now() - t0) / 60000).toFixed(1)} min elapsed`);

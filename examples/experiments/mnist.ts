@@ -3,7 +3,8 @@
  * b1.58), ternary median (b1.58 Reloaded), binary} × seeds; writes runs/experiments/mnist/
  * results.{md,json,svg} and prints the table. Same models, data, batches, optimizer and QAT rules
  * as examples/qat-mnist.ts (one config there with the same seeds gives the same numbers), run in
- * one process with a single evaluation at the end, which is what makes the grid fit a 2-core box.
+ * one process (nn's `fit` without a run directory) with a single evaluation at the end, which is
+ * what makes the grid fit a 2-core box.
  * Run: npx tsx examples/experiments/mnist.ts [--models mlp,cnn] [--seeds 0,1,2] [--only w4a4,fp32]
  * `--suite grids` runs the grid comparison instead (docs/experiments/grids.md): weights only, every
  * grid of @qgrad/quant at ~4 and ~8 bits beside FP32, MLP.
@@ -11,13 +12,13 @@
 import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { crossEntropy, Generator, randn, type Tensor } from '@qgrad/core';
-import { AdamW, Conv2d, Flatten, LambdaLR, Linear, MaxPool2d, ReLU, Sequential, cosineSchedule } from '@qgrad/nn';
+import { AdamW, Conv2d, Flatten, LambdaLR, Linear, MaxPool2d, ReLU, Sequential, cosineSchedule, fit } from '@qgrad/nn';
 import { bitsPerParameter, convert, kmeansLevels, prepareQAT, type GridName, type QATConfig, type WeightQuantConfig } from '@qgrad/quant';
 import { CliError, cli } from '../lib/args.js';
 import { writeResults, type ConfigResult } from '../lib/experiments.js';
-import { encodeRecord, readMetrics } from '../lib/metrics.js';
+import { encodeRecord, readMetrics } from '@qgrad/nn';
 import { checkBatchSize, evaluateClassifier, mnistBatch, mnistData, type MnistData } from '../lib/mnist.js';
-import { SEED_MAX, commonOptions, nonFiniteGuard, useBackend } from '../lib/train.js';
+import { NONFINITE_HINT, SEED_MAX, commonOptions, useBackend } from '../lib/train.js';
 
 const args = cli('experiments/mnist', 'MNIST QAT grid (configs × seeds) → mean ± std test accuracy table, JSON and SVG.', {
   models: { type: 'string', default: 'mlp,cnn', help: 'comma-separated: mlp, cnn' },
@@ -91,7 +92,7 @@ function build(model: string, seed: number): Sequential {
 interface Run { model: string; config: string; seed: number; acc: number; convertedAcc: number; bitsPerParam: number; storedBitsPerParam?: number; msPerStep: number; steps: number }
 
 /** One training run, exactly qat-mnist's loop (AdamW wd 1e−4 except on scales, cosine with warmup, minLr 5%). */
-function runOne(data: MnistData, model: string, c: Cfg, seed: number): Run {
+async function runOne(data: MnistData, model: string, c: Cfg, seed: number): Promise<Run> {
   const net = build(model, seed);
   const cfg = qatConfig(c);
   if (cfg) prepareQAT(net, cfg);
@@ -101,18 +102,14 @@ function runOne(data: MnistData, model: string, c: Cfg, seed: number): Run {
   const others = net.parameters().filter((p) => !scales.has(p));
   const optimizer = new AdamW(scales.size ? [{ params: others }, { params: [...scales], weightDecay: 0 }] : others, { lr: args.lr, weightDecay: 1e-4 });
   const scheduler = new LambdaLR(optimizer, cosineSchedule({ warmupSteps: Math.min(50, steps / 10), totalSteps: steps, minLrRatio: 0.05 }));
-  const check = nonFiniteGuard(args.allowNonfinite);
-  const t0 = performance.now();
-  for (let i = 0; i < steps; i++) {
-    const [x, y] = mnistBatch(data, args.batchSize, i, seed);
-    const loss = crossEntropy(net.forward(x), y);
-    check(i + 1, { loss: loss.item() }, ` (${model}/${c.name}/${seed})`);
-    loss.backward();
-    optimizer.step();
-    optimizer.zeroGrad();
-    scheduler.step();
-  }
-  const msPerStep = (performance.now() - t0) / steps;
+  // nn's fit without a run directory or evaluation: the progress bar and the NaN stop, no files
+  const { msPerStep } = await fit({
+    model: net, optimizer, scheduler, steps, seed, name: `${model}/${c.name}/${seed}`, allowNonfinite: args.allowNonfinite, nonFiniteHint: NONFINITE_HINT,
+    loss: ({ index }) => {
+      const [x, y] = mnistBatch(data, args.batchSize, index, seed); // [B, …], [B]
+      return crossEntropy(net.forward(x), y);
+    },
+  });
   net.eval();
   const acc = evaluateClassifier((x: Tensor) => net.forward(x), data.testX, data.testY).test_acc;
   let convertedAcc = acc;
@@ -150,7 +147,7 @@ for (const model of models) {
     for (const seed of seeds) {
       const key = `${model}/${c.name}/${seed}`;
       if (done.has(key)) continue;
-      const r = runOne(data, model, c, seed);
+      const r = await runOne(data, model, c, seed);
       done.set(key, r);
       appendFileSync(log, encodeRecord({ step: 0, ...r }));
       console.log(`${key}: acc ${r.acc.toFixed(2)} % (converted ${r.convertedAcc.toFixed(2)} %), ${r.msPerStep.toFixed(0)} ms/step, ${((performance.now() - t0) / 1000).toFixed(0)} s elapsed`);

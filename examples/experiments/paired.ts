@@ -5,7 +5,7 @@
  * Run: npx tsx examples/experiments/paired.ts --runs runs/experiments/llama/runs.jsonl --pairs w4a4-quest:w4a4-ste,w4a4-lsq:fp
  */
 import { CliError, cli } from '../lib/args.js';
-import { readMetrics } from '../lib/metrics.js';
+import { readMetrics } from '@qgrad/nn';
 
 const args = cli('experiments/paired', 'Paired per-seed differences of a metric between configurations of a runs.jsonl grid.', {
   runs: { type: 'string', default: 'runs/experiments/llama/runs.jsonl', help: 'the grid\'s runs.jsonl' },

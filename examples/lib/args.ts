@@ -1,9 +1,11 @@
 /**
  * @file Command-line flags for the examples: `node:util` parseArgs with typed defaults, validated
  * numbers (integer-ness and ranges), a generated `--help` page, and `CliError`, the one error the
- * examples print as a plain message (no stack trace) before exiting with its code.
+ * examples print as a plain message (no stack trace) before exiting with its code (nn's
+ * NonFiniteLossError, a diverged run, is printed the same way).
  */
 import { parseArgs } from 'node:util';
+import { NonFiniteLossError } from '@qgrad/nn';
 
 /**
  * Bounds of a numeric flag: `min`/`max` are inclusive, `exclusiveMin` strict (as in JSON Schema).
@@ -133,7 +135,8 @@ export function parseCli<O extends Record<string, Spec>>(options: O, argv: strin
 export function cli<O extends Record<string, Spec>>(name: string, description: string, options: O, argv = process.argv.slice(2)): Parsed<O> {
   // the monitor runs before Node's default report of an uncaught error, so exiting here replaces it
   process.on('uncaughtExceptionMonitor', (e) => {
-    if (!(e instanceof CliError)) return;
+    // a diverged run (nn's NonFiniteLossError, exit code 3) is the user's to fix too
+    if (!(e instanceof CliError) && !(e instanceof NonFiniteLossError)) return;
     console.error(`${name}: ${e.message}`);
     process.exit(e.exitCode);
   });

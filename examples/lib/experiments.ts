@@ -1,12 +1,12 @@
 /**
  * @file Result tables for the experiment runners (examples/experiments/): mean ± sample std over
  * seeds, a Markdown table, and results.{md,json,svg} written to runs/experiments/<name>/, so
- * every runner reports the same way. The SVG is a vega-lite bar chart with ±std whiskers.
+ * every runner reports the same way. The SVG is a dot plot (mean ± std error bars) on an axis
+ * that does not start at 0, since the configurations usually sit within a few points of each other.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import * as vega from 'vega';
-import { compile, type TopLevelSpec } from 'vega-lite';
+import { renderSvg, type VegaLiteSpec } from '@qgrad/nn';
 
 export const mean = (v: number[]): number => v.reduce((a, b) => a + b, 0) / v.length;
 /** Sample standard deviation (n − 1); 0 for a single value. */
@@ -40,24 +40,49 @@ export function markdownTable(rows: ConfigResult[], metric: string, digits = 2):
   return [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...body.map((b) => `| ${b.join(' | ')} |`)].join('\n');
 }
 
-/** Horizontal bars (mean) with ±std whiskers, one bar per config, coloured by group. */
-export async function barChartSvg(rows: ConfigResult[], metric: string, title: string): Promise<string> {
-  const values = rows.map((r) => ({ label: r.group ? `${r.group} · ${r.config}` : r.config, group: r.group ?? '', m: mean(r.values), lo: mean(r.values) - std(r.values), hi: mean(r.values) + std(r.values) }));
-  const y = { field: 'label', type: 'nominal' as const, sort: null, title: null };
-  const spec: TopLevelSpec = {
+/** One row of a dot plot: its label, an optional group (colour) and the values over seeds. */
+export interface DotRow {
+  label: string;
+  group?: string;
+  values: number[];
+}
+
+/**
+ * A dot plot: one row per label, a dot at the mean and an error bar of ± one sample std, on an
+ * axis fitted to the data (not from 0, so differences of a few tenths stay visible); labels are
+ * never truncated; rows keep their order, coloured by group.
+ * @example dotPlotSpec([{ label: 'fp32', values: [97.1, 97.4] }, { label: 'w4a4', values: [96.8, 97.0] }], 'test acc %', 'MNIST');
+ */
+export function dotPlotSpec(rows: DotRow[], metric: string, title: string): VegaLiteSpec {
+  const grouped = rows.some((r) => r.group);
+  const values = rows.map((r) => {
+    const m = mean(r.values);
+    const s = std(r.values);
+    return { label: r.label, group: r.group ?? '', m, lo: m - s, hi: m + s, n: r.values.length };
+  });
+  const color = grouped ? { color: { field: 'group', type: 'nominal', title: null, legend: { labelLimit: 0, orient: 'bottom' } } } : {};
+  return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
-    title,
+    title: { text: title, limit: 0 },
     data: { values },
     width: 380,
+    height: { step: 20 },
+    encoding: { y: { field: 'label', type: 'nominal', sort: null, title: null, axis: { labelLimit: 0, grid: true, gridDash: [2, 3] } } },
     layer: [
-      { mark: 'bar', encoding: { y, x: { field: 'm', type: 'quantitative', title: metric, scale: { zero: false } }, color: { field: 'group', type: 'nominal', title: null } } },
-      { mark: { type: 'rule', color: 'black' }, encoding: { y, x: { field: 'lo', type: 'quantitative' }, x2: { field: 'hi' } } },
+      { mark: { type: 'rule', strokeWidth: 2 }, encoding: { x: { field: 'lo', type: 'quantitative', title: `${metric} (mean ± std over seeds)`, scale: { zero: false } }, x2: { field: 'hi' }, ...color } },
+      { mark: { type: 'point', filled: true, size: 70, opacity: 1 }, encoding: { x: { field: 'm', type: 'quantitative' }, ...color } },
     ],
   };
-  const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });
-  const svg = await view.toSVG();
-  view.finalize();
-  return svg;
+}
+
+/** `dotPlotSpec` rendered to SVG. */
+export async function dotPlotSvg(rows: DotRow[], metric: string, title: string): Promise<string> {
+  return renderSvg(dotPlotSpec(rows, metric, title));
+}
+
+/** The dot plot of an experiment table: rows labelled `group · config` in full. */
+export function resultsSvg(rows: ConfigResult[], metric: string, title: string): Promise<string> {
+  return dotPlotSvg(rows.map((r) => ({ label: r.group ? `${r.group} · ${r.config}` : r.config, group: r.group, values: r.values })), metric, title);
 }
 
 /**
@@ -70,6 +95,6 @@ export async function writeResults(dir: string, o: { title: string; metric: stri
   writeFileSync(join(dir, 'results.md'), md);
   const json = { title: o.title, metric: o.metric, meta: o.meta ?? {}, rows: o.rows.map((r) => ({ ...r, mean: mean(r.values), std: std(r.values) })) };
   writeFileSync(join(dir, 'results.json'), `${JSON.stringify(json, null, 1)}\n`);
-  writeFileSync(join(dir, 'results.svg'), await barChartSvg(o.rows, o.metric, o.title));
+  writeFileSync(join(dir, 'results.svg'), await resultsSvg(o.rows, o.metric, o.title));
   return md;
 }

@@ -3,10 +3,9 @@
  * by step, and test-set accuracy/loss evaluated in chunks without gradients.
  */
 import { crossEntropy, noGrad, tensor, type Tensor } from '@qgrad/core';
-import { loadMnist, type Module, type Optimizer, trainStep } from '@qgrad/nn';
+import { epochBatch, fit, loadMnist, trainStep, type Module, type Optimizer, type RunResult, type TrainingState } from '@qgrad/nn';
 import { checkFlag } from './args.js';
-import type { TrainingState } from './checkpoint.js';
-import { epochBatch, runFlags, summary, train, type TrainResult } from './train.js';
+import { runFlags, summary } from './train.js';
 
 /** Mean and standard deviation of MNIST pixels (the usual normalisation constants). */
 const MEAN = 0.1307;
@@ -68,7 +67,7 @@ export function evaluateClassifier(logitsOf: (x: Tensor) => Tensor, x: Tensor, y
   });
 }
 
-/** The flags a classification example passes through (see `commonOptions` in train.ts). */
+/** The flags a classification example passes through (see `commonOptions` in train.ts); `runDir` '' means runs/<name>. */
 export interface ClassifierRunArgs {
   steps: number;
   batchSize: number;
@@ -82,8 +81,8 @@ export interface ClassifierRunArgs {
 }
 
 /**
- * The classification examples' training run: cross entropy on seeded MNIST batches, one
- * optimizer and scheduler step per batch, test accuracy at every evaluation; prints the summary.
+ * The classification examples' training run (nn's `fit`): cross entropy on seeded MNIST batches,
+ * one optimizer and scheduler step per batch, test accuracy at every evaluation; prints the summary.
  */
 export async function trainMnistClassifier(
   name: string,
@@ -92,18 +91,16 @@ export async function trainMnistClassifier(
   state: Omit<TrainingState, 'model'> & { scheduler: NonNullable<TrainingState['scheduler']> },
   args: ClassifierRunArgs,
   config: Record<string, unknown>,
-): Promise<TrainResult> {
-  const { optimizer, scheduler } = state;
+): Promise<RunResult> {
   checkBatchSize(data, args.batchSize);
-  const result = await train({
-    name,
-    ...runFlags(args),
-    state: { model, optimizer, scheduler },
+  const result = await fit({
+    ...runFlags(name, args),
+    model,
+    ...state,
     config: { ...config, batchSize: args.batchSize, seed: args.seed, steps: args.steps },
-    step: (i) => {
-      const loss = classifierStep(model, optimizer, ...mnistBatch(data, args.batchSize, i, args.seed));
-      scheduler.step();
-      return { loss };
+    loss: ({ index }) => {
+      const [x, y] = mnistBatch(data, args.batchSize, index, args.seed); // [B, …] images, [B] labels
+      return crossEntropy(model.forward(x), y);
     },
     evaluate: () => {
       model.eval(); // dropout off, quantizers in eval mode

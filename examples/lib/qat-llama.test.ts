@@ -1,50 +1,64 @@
 /**
- * @file The QAT Llama loop's own guards: a diverging run (lr 10⁴) stops at the step whose loss is
- * NaN, with the metrics written up to it; --allow-nonfinite runs on and records NaN, not null;
- * flags only the text can check (--seq-len, --batch-size) are CliErrors.
+ * @file The QAT Llama run through nn's fit: a diverging run (lr 10⁴) stops at the step whose loss
+ * is NaN, with the metrics written up to it; --allow-nonfinite runs on and records NaN, not null;
+ * stopped at step 6 and resumed, a W4A4 LSQ run ends with the metrics and weights of an
+ * uninterrupted one; model-size options shape the model; flags only the text can check
+ * (--seq-len, --batch-size) are CliErrors.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { NonFiniteLossError, readMetrics } from '@qgrad/nn';
 import { CliError } from './args.js';
-import { readMetrics } from './metrics.js';
-import { runQatLlama, type QatLlamaOptions } from './qat-llama.js';
-import { NonFiniteLossError } from './train.js';
+import { qatLlamaModelConfig, runQatLlama, type QatLlamaOptions } from './qat-llama.js';
 
 const root = mkdtempSync(join(tmpdir(), 'qgrad-qat-llama-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
-const tiny: QatLlamaOptions = { config: 'fp', seed: 0, steps: 20, batchSize: 2, seqLen: 8, lr: 1e4, dim: 16, layers: 1, valBlocks: 1 };
+const tiny: QatLlamaOptions = { config: 'fp', seed: 0, steps: 20, batchSize: 2, seqLen: 8, lr: 1e4, dim: 16, layers: 1, heads: 2, kvHeads: 1, valBlocks: 1, progress: false };
 
 describe('runQatLlama', () => {
-  it('stops a diverging run at the NaN step and keeps the metrics up to it', () => {
+  it('stops a diverging run at the NaN step and keeps the metrics up to it', async () => {
     const dir = join(root, 'stop');
-    let err: unknown;
-    try {
-      runQatLlama({ ...tiny, dir });
-    } catch (e) {
-      err = e;
-    }
+    const err = await runQatLlama({ ...tiny, dir }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(NonFiniteLossError);
     const e = err as NonFiniteLossError;
-    expect(e.message).toContain(`stopped at step ${e.step}: the training loss is ${e.value} (fp, seed 0)`);
+    expect(e.message).toMatch(new RegExp(`^stopped at step ${e.step}: the training loss is ${e.value}\\. The run has diverged; try a lower --lr, or pass --allow-nonfinite to keep going \\(fp, seed 0\\)\\.$`));
     const records = readMetrics(join(dir, 'metrics.jsonl'));
     expect(records.map((r) => r.step)).toEqual(Array.from({ length: e.step }, (_, i) => i + 1));
     expect(Number.isFinite(records.at(-1)!.bpb)).toBe(false);
   });
 
-  it('with allowNonfinite, runs every step and records NaN rather than null', () => {
+  it('with allowNonfinite, runs every step and records NaN rather than null', async () => {
     const dir = join(root, 'allow');
-    const r = runQatLlama({ ...tiny, dir, allowNonfinite: true });
+    const r = await runQatLlama({ ...tiny, dir, allowNonfinite: true });
     expect(r.steps).toBe(20);
     const text = readFileSync(join(dir, 'metrics.jsonl'), 'utf8');
     expect(text).not.toContain('null');
     expect(readMetrics(join(dir, 'metrics.jsonl')).map((x) => x.step)).toEqual([...Array.from({ length: 20 }, (_, i) => i + 1), 20]);
   });
 
-  it('turns a window longer than the text or a batch larger than it into flag errors', () => {
-    expect(() => runQatLlama({ ...tiny, seqLen: 10_000_000 })).toThrow(CliError);
-    expect(() => runQatLlama({ ...tiny, seqLen: 10_000_000 })).toThrow(/^--seq-len 10000000 is too long for the text/);
-    expect(() => runQatLlama({ ...tiny, batchSize: 1e9 })).toThrow(/^--batch-size must be an integer in \[1, \d+\] \(there are \d+ training windows\), got 1000000000/);
+  it('turns a window longer than the text or a batch larger than it into flag errors', async () => {
+    await expect(runQatLlama({ ...tiny, seqLen: 10_000_000 })).rejects.toThrow(CliError);
+    await expect(runQatLlama({ ...tiny, seqLen: 10_000_000 })).rejects.toThrow(/^--seq-len 10000000 is too long for the text/);
+    await expect(runQatLlama({ ...tiny, batchSize: 1e9 })).rejects.toThrow(/^--batch-size must be an integer in \[1, \d+\] \(there are \d+ training windows\), got 1000000000/);
+  });
+
+  it('resumes a W4A4 LSQ run stopped at step 6 into the metrics and weights of an uninterrupted one', async () => {
+    const opts: QatLlamaOptions = { ...tiny, config: 'w4a4-lsq', dim: 32, steps: 10, lr: 3e-3, ckptEvery: 3 }; // W4 groups of 32 need dim ≥ 32
+    const full = await runQatLlama({ ...opts, dir: join(root, 'full') });
+    const dir = join(root, 'resumed');
+    const part = await runQatLlama({ ...opts, dir, stopAt: 6 });
+    expect(part.steps).toBe(6);
+    const rest = await runQatLlama({ ...opts, dir, resume: true });
+    expect(rest.valBpb).toBe(full.valBpb);
+    expect(readMetrics(join(dir, 'metrics.jsonl'))).toEqual(readMetrics(join(root, 'full', 'metrics.jsonl')));
+    const weights = (d: string) => readFileSync(join(root, d, 'checkpoint.safetensors'));
+    expect(Buffer.compare(weights('resumed'), weights('full'))).toBe(0);
+  });
+
+  it('sizes the model from --dim/--layers/--heads/--kv-heads/--seq-len', () => {
+    expect(qatLlamaModelConfig({ seqLen: 32, dim: 64, layers: 2, heads: 4, kvHeads: 1 })).toMatchObject({ dim: 64, hiddenDim: 192, nLayers: 2, nHeads: 4, nKvHeads: 1, maxSeqLen: 32 });
+    expect(qatLlamaModelConfig({ seqLen: 64 })).toMatchObject({ dim: 128, hiddenDim: 384, nLayers: 4, nHeads: 4, nKvHeads: 2, maxSeqLen: 64 });
   });
 });

@@ -2,19 +2,17 @@
  * @file QAT of the tiny byte-level Llama on Moby-Dick, as a function (examples/qat-llama.ts is
  * its command line, examples/experiments/llama.ts runs a grid of it): the named configurations
  * (FP; W4A4/W2A4 with STE, QuEST Hadamard+trust, or LSQ; ternary with STE or HESTIA; FP→QAT
- * switches and QAT fused with the cooldown), one training run, validation bits per byte.
+ * switches and QAT fused with the cooldown), one training run through nn's `fit` (progress bar,
+ * metrics.jsonl, checkpoints, exact resume, curves.svg), validation bits per byte.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { Generator, noGrad } from '@qgrad/core';
-import { AdamW, LambdaLR, Llama, cosineSchedule, tinyLlamaConfig, type LlamaConfig, type LrLambda } from '@qgrad/nn';
+import { AdamW, LambdaLR, Llama, cosineSchedule, fit, tinyLlamaConfig, trainStep, type Callback, type LlamaConfig, type LrLambda } from '@qgrad/nn';
 import {
   HestiaScheduler, QATPhase, calibrateHestia, prepareHadamardQAT, prepareQAT, questConfig, wsdSchedule,
   type ActQuantConfig, type WeightQuantConfig,
 } from '@qgrad/quant';
-import { encodeRecord } from './metrics.js';
 import { mobyDickWindows } from './text.js';
-import { nonFiniteGuard, stepGenerator } from './train.js';
+import { NONFINITE_HINT, stepGenerator } from './train.js';
 
 /** Every Linear inside the decoder layers; the embedding and lm_head stay in float (first/last layer). */
 const LAYERS = 'model.layers.**';
@@ -68,13 +66,24 @@ export interface QatLlamaOptions {
   batchSize: number;
   seqLen: number;
   lr: number;
+  /** Model size (default tinyLlamaConfig's: 128 wide, 4 layers, 4 heads, 2 KV heads; SwiGLU 3 × dim). */
   dim?: number;
   layers?: number;
+  heads?: number;
+  kvHeads?: number;
   valBlocks: number;
-  /** Writes metrics.jsonl (train loss per step) here when set. */
+  /** Run directory: metrics.jsonl, checkpoint.safetensors and curves.svg (none: no files, no resume). */
   dir?: string;
+  /** Continue from `dir`'s checkpoint (model, optimizer, scheduler, HESTIA calibration; batches are step-seeded). */
+  resume?: boolean;
+  /** Checkpoint every N steps (default: at the end only). */
+  ckptEvery?: number;
+  /** Stop after this step with a checkpoint, as if interrupted (0: run to the end). */
+  stopAt?: number;
   /** Keep training through a NaN or infinite loss (default: throw NonFiniteLossError, metrics written up to that step). */
   allowNonfinite?: boolean;
+  /** The progress bar (default on). */
+  progress?: boolean;
   log?: (s: string) => void;
 }
 
@@ -99,12 +108,21 @@ function lrLambda(c: QatLlamaConfig, steps: number, start: number): LrLambda {
   return (i) => (i < start ? fp!(i) : qat(i - start));
 }
 
-/** One run: trains from scratch and returns the validation bits per byte at the end. */
-export function runQatLlama(o: QatLlamaOptions): QatLlamaResult {
+/** The model configuration of a run: tinyLlamaConfig resized by the options (SwiGLU width 3 × dim, as the tiny model's 384 for 128). */
+export function qatLlamaModelConfig(o: Pick<QatLlamaOptions, 'seqLen' | 'dim' | 'layers' | 'heads' | 'kvHeads'>): LlamaConfig {
+  const dim = o.dim ?? tinyLlamaConfig.dim;
+  return {
+    ...tinyLlamaConfig, maxSeqLen: o.seqLen, dim, hiddenDim: dim === tinyLlamaConfig.dim ? tinyLlamaConfig.hiddenDim : 3 * dim,
+    nLayers: o.layers ?? tinyLlamaConfig.nLayers, nHeads: o.heads ?? tinyLlamaConfig.nHeads, nKvHeads: o.kvHeads ?? tinyLlamaConfig.nKvHeads,
+  };
+}
+
+/** One run (or its resumption from `dir`): trains and returns the validation bits per byte at the end. */
+export async function runQatLlama(o: QatLlamaOptions): Promise<QatLlamaResult> {
   const c = QAT_LLAMA_CONFIGS.find((k) => k.name === o.config);
   if (!c) throw new Error(`qat-llama: unknown config '${o.config}'; known: ${QAT_LLAMA_CONFIGS.map((k) => k.name).join(', ')}`);
   const log = o.log ?? (() => {});
-  const config: LlamaConfig = { ...tinyLlamaConfig, maxSeqLen: o.seqLen, dim: o.dim ?? tinyLlamaConfig.dim, nLayers: o.layers ?? tinyLlamaConfig.nLayers };
+  const config = qatLlamaModelConfig(o);
   const { train, val } = mobyDickWindows(o.seqLen, o.batchSize);
   const model = new Llama(config, { generator: new Generator(o.seed) });
   c.prepare?.(model);
@@ -120,58 +138,60 @@ export function runQatLlama(o: QatLlamaOptions): QatLlamaResult {
   const start = c.schedule === 'plain' ? 0 : Math.floor((c.switchAt ?? 0) * o.steps);
   const scheduler = new LambdaLR(optimizer, lrLambda(c, o.steps, start));
   const phase = c.schedule === 'plain' || !c.prepare ? null : new QATPhase(model, start);
-  let hestia: HestiaScheduler | null = null;
-  if (c.hestia) {
-    const cal = calibrateHestia(model, () => { const [x, y] = batch(-1); return model.loss(x, y); }, { samples: 4, generator: new Generator(o.seed) });
-    log(`HESTIA temperature scales: ${cal.map((r) => r.tempScale.toFixed(2)).join(' ')}`);
-    hestia = new HestiaScheduler(model, o.steps, { compressRatio: 0.2, annealRatio: 0.8, style: 'hessian' });
-  }
-  const lines: string[] = [];
-  const writeMetrics = (extra = '') => {
-    if (!o.dir) return;
-    mkdirSync(o.dir, { recursive: true });
-    writeFileSync(join(o.dir, 'metrics.jsonl'), lines.join('') + extra);
-  };
-  const check = nonFiniteGuard(o.allowNonfinite ?? false, log);
-  let ms = 0;
-  let tail = 0;
-  const tailN = Math.max(1, Math.floor(o.steps / 10));
-  for (let i = 0; i < o.steps; i++) {
-    const t0 = performance.now();
-    if (phase?.step(i)) log(`step ${i}: switched to QAT`);
-    const h = hestia?.step(i);
-    const [x, y] = batch(i);
-    const loss = model.loss(x, y);
-    loss.backward();
-    optimizer.step();
-    optimizer.zeroGrad();
-    scheduler.step();
-    ms += performance.now() - t0;
-    const lossValue = loss.item();
-    const bpb = lossValue / Math.LN2;
-    if (i >= o.steps - tailN) tail += bpb / tailN;
-    lines.push(encodeRecord({ step: i + 1, bpb, lr: scheduler.getLastLr()[0], ...(h && { pressure: h.pressure, temperature: h.temperature }), ...(phase && { qat: phase.isQAT(i) ? 1 : 0 }) }));
-    try {
-      check(i + 1, { loss: lossValue }, ` (${c.name}, seed ${o.seed})`);
-    } catch (e) {
-      writeMetrics(); // the steps up to the diverged one, for a look at how it went
-      throw e;
-    }
-    if ((i + 1) % Math.max(1, Math.floor(o.steps / 5)) === 0) log(`${c.name} seed ${o.seed} step ${i + 1}/${o.steps}: train bpb ${bpb.toFixed(3)}, ${(ms / (i + 1)).toFixed(0)} ms/step`);
-  }
+  const hestia = c.hestia ? new HestiaScheduler(model, o.steps, { compressRatio: 0.2, annealRatio: 0.8, style: 'hessian' }) : null;
+  // HESTIA's temperature scales are plain numbers, not tensors: calibrated on a fresh run, restored from the checkpoint on resume
+  const calibration: Callback[] = !hestia ? [] : [{
+    key: 'hestiaTempScales',
+    onBegin: (ctx) => {
+      if (ctx.resumed) return;
+      const cal = calibrateHestia(model, () => { const [x, y] = batch(-1); return model.loss(x, y); }, { samples: 4, generator: new Generator(o.seed) });
+      ctx.log(`HESTIA temperature scales: ${cal.map((r) => r.tempScale.toFixed(2)).join(' ')}`);
+    },
+    stateDict: () => hestia.quantizers.map((q) => q.soft!.tempScale),
+    loadStateDict: (s) => hestia.quantizers.forEach((q, i) => void (q.soft!.tempScale = (s as number[])[i]!)),
+  }];
   // validation: fixed blocks evenly spread over the held-out 10 %, quantizers on (HESTIA at ρ = 1: T = 0, P = 1, hard ternary)
-  hestia?.step(o.steps);
-  model.eval();
   const valIdx = Array.from({ length: Math.min(o.valBlocks, val.length) }, (_, i) => Math.floor((i * (val.length - 1)) / Math.max(1, o.valBlocks - 1)));
-  const valBpb = noGrad(() => {
-    let nats = 0;
-    for (let s = 0; s < valIdx.length; s += 16) {
-      const idx = valIdx.slice(s, s + 16);
-      const [x, y] = val.getBatch(idx);
-      nats += model.loss(x, y).item() * idx.length;
-    }
-    return nats / valIdx.length / Math.LN2;
+  const evaluate = (step: number) => {
+    hestia?.step(step);
+    model.eval();
+    const valBpb = noGrad(() => {
+      let nats = 0;
+      for (let s = 0; s < valIdx.length; s += 16) {
+        const idx = valIdx.slice(s, s + 16);
+        const [x, y] = val.getBatch(idx);
+        nats += model.loss(x, y).item() * idx.length;
+      }
+      return nats / valIdx.length / Math.LN2;
+    });
+    model.train();
+    return { val_bpb: valBpb };
+  };
+  const result = await fit({
+    name: `${c.name} seed ${o.seed}`, model, optimizer, scheduler, steps: o.steps, seed: o.seed,
+    ...(o.dir !== undefined && { dir: o.dir }), resume: o.resume ?? false, ckptEvery: o.ckptEvery ?? o.steps, stopAt: o.stopAt ?? 0,
+    evalEvery: o.steps, evalAtStart: false, evaluate, progress: o.progress ?? true, log,
+    allowNonfinite: o.allowNonfinite ?? false, nonFiniteHint: `${NONFINITE_HINT} (${c.name}, seed ${o.seed})`,
+    config: { config: c.name, seed: o.seed, steps: o.steps, batchSize: o.batchSize, lr: o.lr, ...config },
+    panels: { 'loss (nats/byte)': ['loss'], 'bits per byte': ['bpb', 'val_bpb'], 'learning rate': ['lr'], ...(hestia && { HESTIA: ['pressure', 'temperature'] }), ...(phase && { QAT: ['qat'] }) },
+    callbacks: calibration,
+    step: ({ index }) => {
+      if (phase?.step(index)) log(`step ${index}: switched to QAT`);
+      const h = hestia?.step(index);
+      const [x, y] = batch(index); // [B, T] each
+      const loss = trainStep(model, optimizer, () => {
+        const l = model.loss(x, y);
+        optimizer.zeroGrad();
+        l.backward();
+        optimizer.step();
+        return l.item();
+      });
+      scheduler.step();
+      return { loss, bpb: loss / Math.LN2, lr: scheduler.getLastLr()[0]!, ...(h && { pressure: h.pressure, temperature: h.temperature }), ...(phase && { qat: phase.isQAT(index) ? 1 : 0 }) };
+    },
   });
-  writeMetrics(encodeRecord({ step: o.steps, val_bpb: valBpb }));
-  return { config: c.name, seed: o.seed, valBpb, trainBpb: tail, msPerStep: ms / o.steps, params: model.numParameters(), steps: o.steps };
+  const tailN = Math.max(1, Math.floor(o.steps / 10));
+  const tail = result.records.filter((r) => typeof r.bpb === 'number' && r.step > o.steps - tailN).map((r) => r.bpb as number);
+  const valBpb = result.lastEval.val_bpb ?? Number.NaN;
+  return { config: c.name, seed: o.seed, valBpb, trainBpb: tail.reduce((a, b) => a + b, 0) / tail.length, msPerStep: result.msPerStep, params: model.numParameters(), steps: result.endStep };
 }

@@ -144,6 +144,8 @@ export interface TrainerOptions extends TrainingState {
   evaluate?: (step: number) => Record<string, number>;
   /** Evaluate every N steps, and at the end (default 100). */
   evalEvery?: number;
+  /** Also evaluate the untrained model at step 0 of a fresh run (default true). */
+  evalAtStart?: boolean;
   /** Seed of the step generators (default 0). */
   seed?: number;
   /** Shown by the progress bar and in messages (default 'train'). */
@@ -178,7 +180,7 @@ export interface FitResult {
 
 /**
  * The training loop. Each step's metrics are recorded and checked for NaN/∞; evaluation runs at
- * step 0 (fresh runs), every `evalEvery` steps and at the end; callbacks see every record and
+ * step 0 (fresh runs, unless evalAtStart is false), every `evalEvery` steps and at the end; callbacks see every record and
  * the end of every step. See `fit` for the usual set of callbacks in a run directory.
  * @example
  * const t = new Trainer({ model, optimizer, steps: 100, loss: ({ index }) => crossEntropy(model.forward(xs[index]), ys[index]) });
@@ -267,7 +269,7 @@ export class Trainer {
     let trainMs = 0;
     let last = start;
     try {
-      if (start === 0) runEval(0);
+      if (start === 0 && o.evalAtStart !== false) runEval(0);
       for (let i = start; i < end && stopReason === null; i++) {
         const t0 = performance.now();
         const m = runStep(i);
