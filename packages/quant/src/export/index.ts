@@ -6,3 +6,4 @@ export { FormatError, floatToHalf, halfToFloat } from './bytes.js';
 export * from './safetensors.js';
 export * from './ggml.js';
 export * from './gguf.js';
+export * from './onnx.js';
