@@ -8,17 +8,16 @@
  */
 import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import * as vega from 'vega';
-import { compile, type TopLevelSpec } from 'vega-lite';
 import { crossEntropy, Generator, noGrad, randn, type Tensor } from '@qgrad/core';
 import { AdamW, Conv2d, Flatten, LambdaLR, Linear, MaxPool2d, ReLU, Sequential, cosineSchedule } from '@qgrad/nn';
 import {
-  bitsPerParameter, convert, GRID_NAMES, histogramSvg, kmeansLevels, prepareQAT, quantizationError, weightHistogram, type Granularity, type GridName,
+  bitsPerParameter, convert, GRID_NAMES, kmeansLevels, prepareQAT, quantizationError, weightHistogram, type Granularity, type GridName,
   type QATConfig, type QuantLinear, type ScaleConfig, type WeightQuantConfig,
 } from '@qgrad/quant';
 import { CliError, cli } from './lib/args.js';
+import { dotPlotSvg, weightHistogramSvg } from './lib/experiments.js';
 import { checkBatchSize, evaluateClassifier, mnistBatch, mnistData, trainMnistClassifier, type MnistData } from './lib/mnist.js';
-import { readMetrics } from '@qgrad/nn';
+import { encodeRecord, readMetrics } from '@qgrad/nn';
 import { SEED_MAX, commonOptions, useBackend } from './lib/train.js';
 
 const args = cli('qat-mnist', 'QAT on MNIST (8,000 train / 2,000 test digits): FP32 or fake-quantized weights/activations, mean ± std test accuracy over seeds.', {
@@ -107,7 +106,7 @@ for (const seed of seeds) {
   let convertedAcc = result.lastEval.test_acc!;
   if (cfg) {
     const first = model.at(0) as unknown as QuantLinear;
-    writeFileSync(join(outDir, `seed${seed}`, 'weights-layer0.svg'), histogramSvg(weightHistogram(first.weight, first.weightQuantizer!), { title: `${label} layer 0 weights in grid units` }));
+    writeFileSync(join(outDir, `seed${seed}`, 'weights-layer0.svg'), await weightHistogramSvg(weightHistogram(first.weight, first.weightQuantizer!), `${label}: layer 0 weights against the grid`));
     const err = quantizationError(model).map((r) => `${r.name} ${r.sqnrDb.toFixed(1)} dB`).join(', ');
     const bits = bitsPerParameter(model);
     if (seed === seeds[0]) console.log(bits.toString());
@@ -128,27 +127,16 @@ const line = {
   seeds, accMean: mean(accs), accStd: std(accs), convertedAccMean: mean(results.map((r) => r.convertedAcc * 100)),
   bitsPerParam: results[0]!.bitsPerParam, msPerStep: mean(results.map((r) => r.msPerStep)), perSeed: results,
 };
-appendFileSync(join(args.runDir, 'results.jsonl'), `${JSON.stringify(line)}\n`);
+// step 0: readMetrics wants a numeric step on every record
+appendFileSync(join(args.runDir, 'results.jsonl'), encodeRecord({ step: 0, ...line }));
 await plotResults(join(args.runDir, 'results.svg'));
 console.log(`\n${label}: test accuracy ${line.accMean.toFixed(2)} ± ${line.accStd.toFixed(2)} % over seeds ${seeds.join(',')} (converted ${line.convertedAccMean.toFixed(2)} %), ${line.bitsPerParam.toFixed(2)} bits/param, ${steps} steps × batch ${args.batchSize}, ${line.msPerStep.toFixed(0)} ms/step`);
 console.log(`wrote ${outDir}/seed*/{metrics.jsonl, curves.svg, weights-layer0.svg}, ${args.runDir}/results.{jsonl,svg}`);
 
-/** Accuracy ± std of every configuration in results.jsonl as a bar chart (the last line per config wins). */
+/** Accuracy ± std of every configuration in results.jsonl as a dot plot with error bars (the last line per config wins). */
 async function plotResults(path: string): Promise<void> {
-  const byConfig = new Map<string, { config: string; accMean: number; accStd: number }>();
-  for (const r of readMetrics(join(args.runDir, 'results.jsonl')) as unknown as { config: string; accMean: number; accStd: number }[]) byConfig.set(r.config, r);
-  const values = [...byConfig.values()].map((r) => ({ config: r.config, acc: r.accMean, lo: r.accMean - r.accStd, hi: r.accMean + r.accStd }));
-  const spec: TopLevelSpec = {
-    $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
-    title: 'MNIST test accuracy (mean ± std over seeds)',
-    data: { values },
-    width: 360,
-    layer: [
-      { mark: 'bar', encoding: { y: { field: 'config', type: 'nominal', sort: null, title: null }, x: { field: 'acc', type: 'quantitative', title: 'accuracy %', scale: { zero: false } } } },
-      { mark: { type: 'rule', color: 'black' }, encoding: { y: { field: 'config', type: 'nominal', sort: null }, x: { field: 'lo', type: 'quantitative' }, x2: { field: 'hi' } } },
-    ],
-  };
-  const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });
-  writeFileSync(path, await view.toSVG());
-  view.finalize();
+  const byConfig = new Map<string, { config: string; perSeed: { acc: number }[] }>();
+  for (const r of readMetrics(join(args.runDir, 'results.jsonl')) as unknown as { config: string; perSeed: { acc: number }[] }[]) byConfig.set(r.config, r);
+  const rows = [...byConfig.values()].map((r) => ({ label: r.config, values: r.perSeed.map((s) => s.acc * 100) }));
+  writeFileSync(path, await dotPlotSvg(rows, 'test accuracy %', 'MNIST test accuracy'));
 }

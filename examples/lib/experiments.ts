@@ -98,3 +98,24 @@ export async function writeResults(dir: string, o: { title: string; metric: stri
   writeFileSync(join(dir, 'results.svg'), await resultsSvg(o.rows, o.metric, o.title));
   return md;
 }
+
+/**
+ * A weight histogram against its grid (quant's `weightHistogram`) as a vega-lite chart with both
+ * axes titled: bars of counts over grid units (w/s + z), a dashed rule at every grid level, and
+ * the fraction clipped beyond the outer levels in the subtitle.
+ * @example writeFileSync('w.svg', await weightHistogramSvg(weightHistogram(layer.weight, layer.weightQuantizer!), 'layer 0'));
+ */
+export function weightHistogramSvg(h: { edges: number[]; counts: number[]; levels: number[]; clippedFraction: number }, title: string): Promise<string> {
+  const bins = h.counts.map((count, i) => ({ lo: h.edges[i]!, hi: h.edges[i + 1]!, count }));
+  const x = { type: 'quantitative' as const, title: 'weight in grid units (w / scale + zero point)', scale: { zero: false, nice: false } };
+  return renderSvg({
+    $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
+    title: { text: title, subtitle: `${(h.clippedFraction * 100).toFixed(2)} % of weights clipped beyond the outer levels; dashed lines: the grid's ${h.levels.length} levels`, limit: 0, subtitleLimit: 0 } as unknown as string,
+    width: 420,
+    height: 200,
+    layer: [
+      { data: { values: bins }, mark: { type: 'rect', color: '#4c78a8' }, encoding: { x: { field: 'lo', ...x }, x2: { field: 'hi' }, y: { field: 'count', type: 'quantitative', title: 'number of weights' } } },
+      { data: { values: h.levels.map((level) => ({ level })) }, mark: { type: 'rule', color: '#e45756', strokeDash: [4, 3] }, encoding: { x: { field: 'level', type: 'quantitative' } } },
+    ],
+  });
+}
