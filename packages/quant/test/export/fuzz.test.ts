@@ -15,7 +15,7 @@ const RUNS = Number(process.env.QGRAD_FUZZ_RUNS ?? 150);
 function mutations(valid: Uint8Array): fc.Arbitrary<Uint8Array> {
   const n = valid.length;
   const pos = fc.integer({ min: 0, max: n - 1 });
-  const edit = fc.oneof(
+  const edit: fc.Arbitrary<(b: Uint8Array) => Uint8Array> = fc.oneof<fc.Arbitrary<(b: Uint8Array) => Uint8Array>[]>(
     fc.tuple(pos, fc.integer({ min: 0, max: 255 })).map(([p, v]) => (b: Uint8Array) => ((b[p % b.length] = v), b)),
     fc.tuple(pos, fc.integer({ min: 0, max: 7 })).map(([p, bit]) => (b: Uint8Array) => ((b[p % b.length]! ^= 1 << bit), b)),
     // a length or count field set to something huge
@@ -30,7 +30,7 @@ function mutations(valid: Uint8Array): fc.Arbitrary<Uint8Array> {
       return out;
     }),
   );
-  return fc.array(edit, { minLength: 1, maxLength: 4 }).map((edits) => edits.reduce((b, e) => e(b), valid.slice())).filter((b) => b.length > 0);
+  return fc.array(edit, { minLength: 1, maxLength: 4 }).map((edits) => edits.reduce((b: Uint8Array, e) => e(b), valid.slice())).filter((b) => b.length > 0);
 }
 
 function survives(read: (b: Uint8Array) => void, valid: Uint8Array): void {
