@@ -18,3 +18,4 @@ export * from './inspect/index.js';
 export * from './qat/hadamard.js';
 export * from './lora/index.js';
 export * from './export/index.js';
+export * from './ptq/index.js';

@@ -1,0 +1,9 @@
+/**
+ * @file Post-training quantization: `ptq` (RTN, GPTQ, AWQ, SmoothQuant, Hadamard rotation), its
+ * pieces (GPTQ on arrays, migration scales, InputTransform) and the small float64 linear algebra.
+ */
+export * from './ptq.js';
+export * from './gptq.js';
+export * from './migrate.js';
+export * from './transform.js';
+export { cholesky, choleskyInverse, upperCholesky } from './linalg.js';
