@@ -1,8 +1,19 @@
+import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
+// Tests run against the packages' TypeScript sources (the same map as tsconfig.json's paths), so
+// `npm test` needs no build; the published exports point at dist/ (test/packaging checks those).
+const src = (path: string): string => fileURLToPath(new URL(`./packages/${path}`, import.meta.url));
+const alias = [
+  { find: /^@qgrad\/core\/testing$/, replacement: src('core/src/testing/index.ts') },
+  { find: /^@qgrad\/quant\/testing$/, replacement: src('quant/src/testing/index.ts') },
+  ...['kernels', 'core', 'nn', 'quant'].map((p) => ({ find: new RegExp(`^@qgrad/${p}$`), replacement: src(`${p}/src/index.ts`) })),
+];
+
 export default defineConfig({
+  resolve: { alias },
   test: {
-    include: ['packages/*/src/**/*.test.ts', 'packages/*/test/**/*.test.ts', 'examples/**/*.test.ts'],
+    include: ['packages/*/src/**/*.test.ts', 'packages/*/test/**/*.test.ts', 'examples/**/*.test.ts', 'test/**/*.test.ts'],
     testTimeout: 60_000,
     pool: 'threads',
   },
