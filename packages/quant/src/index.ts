@@ -19,3 +19,4 @@ export * from './qat/hadamard.js';
 export * from './lora/index.js';
 export * from './export/index.js';
 export * from './ptq/index.js';
+export * from './vq/index.js';
