@@ -25,6 +25,7 @@ export { Optimizer, clipGradNorm, clipGradValue, type ParamGroup, type ParamGrou
 export { SGD, type SGDOptions } from './optim/sgd.js';
 export { Adam, AdamW, type AdamOptions } from './optim/adam.js';
 export { Muon, zeropowerViaNewtonSchulz5, NS_COEFFICIENTS, type MuonOptions } from './optim/muon.js';
+export { AuON, auonDirection, type AuONOptions } from './optim/auon.js';
 export {
   LambdaLR, linearWarmup, cosineSchedule, wsdSchedule, constantSchedule, multiplySchedules, chainSchedules,
   type LrLambda, type CosineOptions, type WsdOptions,
