@@ -5,8 +5,6 @@
  * additions ride along where PEFT has no field: the method and base quantizer under the config's
  * `qgrad` key, and l4q / lr-qat's learned scales as `<path>.weight_quantizer.scale` tensors.
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { loadSafetensors, noGrad, saveSafetensors, type Tensor } from '@qgrad/core';
 import type { Module } from '@qgrad/nn';
 import { loraLayers } from './apply.js';
@@ -67,6 +65,7 @@ export function saveAdapters(model: Module, dir: string): void {
     target_modules: layers.map(([n]) => n), bias: 'none', fan_in_fan_out: false, init_lora_weights: true, task_type: null,
     base_model_name_or_path: null, inference_mode: false, qgrad: { method: first.method, quant: first.quant },
   };
+  const { mkdirSync, writeFileSync } = nodeFs('saveAdapters');
   mkdirSync(dir, { recursive: true });
   saveSafetensors(join(dir, ADAPTER_WEIGHTS), tensors, { format: 'pt' });
   writeFileSync(join(dir, ADAPTER_CONFIG), `${JSON.stringify(config, null, 2)}\n`);
@@ -77,7 +76,7 @@ export function readAdapterConfig(dir: string): AdapterConfig {
   const path = join(dir, ADAPTER_CONFIG);
   let c: AdapterConfig;
   try {
-    c = JSON.parse(readFileSync(path, 'utf8')) as AdapterConfig;
+    c = JSON.parse(nodeFs('loadAdapters').readFileSync(path, 'utf8')) as AdapterConfig;
   } catch (e) {
     throw new Error(`loadAdapters: cannot read ${path}: ${(e as Error).message}`);
   }
@@ -131,4 +130,23 @@ export function loadAdapters(model: Module, dir: string): void {
       l.alpha = l.method === 'loqt' ? config.lora_alpha / config.r : config.lora_alpha;
     }
   });
+}
+
+interface Fs {
+  mkdirSync(path: string, o: { recursive: boolean }): unknown;
+  readFileSync(path: string, enc: 'utf8'): string;
+  writeFileSync(path: string, data: string): void;
+}
+
+// node:fs is reached lazily (as core's safetensors I/O does), so bundling @qgrad/quant for the
+// browser pulls in no Node built-in; only saveAdapters/loadAdapters need a file system.
+function nodeFs(who: string): Fs {
+  const fs = (globalThis as { process?: { getBuiltinModule?: (m: string) => unknown } }).process?.getBuiltinModule?.('node:fs') as Fs | undefined;
+  if (!fs) throw new Error(`${who}: reading and writing adapter directories needs Node.js ≥ 20.16 (node:fs)`);
+  return fs;
+}
+
+/** Joins path segments with '/', which Node's fs accepts on every platform. */
+function join(dir: string, name: string): string {
+  return dir.endsWith('/') || dir.endsWith('\\') ? dir + name : `${dir}/${name}`;
 }
