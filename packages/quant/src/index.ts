@@ -20,3 +20,4 @@ export * from './lora/index.js';
 export * from './export/index.js';
 export * from './ptq/index.js';
 export * from './vq/index.js';
+export * from './bitswitch/index.js';
