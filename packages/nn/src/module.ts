@@ -27,6 +27,12 @@ export interface LoadStateDictResult {
 }
 
 type Slot = Tensor | Module | null | undefined;
+
+/** A tensor an optimizer would train: a leaf that requires grad (what `Parameter(t)` makes). */
+function isTrainableLeaf(v: unknown): v is Tensor {
+  const t = v as { requiresGrad?: unknown; isLeaf?: unknown; shape?: unknown } | null;
+  return typeof t === 'object' && t !== null && t.requiresGrad === true && t.isLeaf === true && Array.isArray(t.shape);
+}
 const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
 
 // ---------------------------------------------------------------- anomaly-mode module names
@@ -172,8 +178,17 @@ export abstract class Module {
   *modules(): Generator<Module> {
     for (const [, m] of this.namedModules()) yield m;
   }
-  /** Parameters with dotted names; a tensor shared by two modules is listed once. */
+  /**
+   * Parameters with dotted names; a tensor shared by two modules is listed once.
+   * Throws when a field of this module or a descendant holds a module, an array of modules or a
+   * trainable leaf tensor that nothing in the tree registered (PyTorch registers such fields by
+   * itself; here they would silently get no training), naming the field and the fix.
+   * @example
+   * class Net extends Module { fc = new Linear(3, 2); }
+   * new Net().parameters(); // Error: field 'fc' of Net holds a Linear that is not registered …
+   */
   *namedParameters(prefix = '', recurse = true): Generator<[string, Tensor]> {
+    if (recurse) this.#checkRegistered();
     yield* this.#namedTensors(prefix, recurse, (m) => m.#params.map((n) => [n, m.#get(n)]));
   }
   /** The parameters, each once, in registration order (what optimizers take). */
@@ -197,6 +212,38 @@ export abstract class Module {
       }
     }
   }
+  /**
+   * The unregistered-field check of namedParameters(): every module, array of modules or trainable
+   * leaf tensor held by a plain field must be registered somewhere in this tree (aliases of
+   * registered ones, e.g. a tied weight or a shortcut to a deep layer, are fine). Fields that are
+   * deliberately not part of the module (a frozen teacher) belong in `#private` fields.
+   */
+  #checkRegistered(): void {
+    const mods = [...this.namedModules()];
+    const known = new Set<unknown>();
+    for (const [, m] of mods) {
+      known.add(m);
+      for (const n of [...m.#params, ...m.#buffers]) known.add(m.#get(n));
+    }
+    for (const [path, m] of mods) {
+      const registered = new Set([...m.#params, ...m.#buffers, ...m.#modules]);
+      for (const key of Object.keys(m)) {
+        if (registered.has(key)) continue;
+        const v = (m as unknown as Record<string, unknown>)[key];
+        const field = `'${path ? `${path}.` : ''}${key}' of ${m.constructor.name}`;
+        if (v instanceof Module && !known.has(v)) {
+          throw new Error(`${this.constructor.name}.parameters(): field ${field} holds a ${v.constructor.name} that is not registered, so its parameters would not be trained or saved; write this.${key} = this.registerModule('${key}', …) in the constructor (or keep it in a #private field if it is not part of the module)`);
+        }
+        if (Array.isArray(v) && v.some((e) => e instanceof Module && !known.has(e))) {
+          throw new Error(`${this.constructor.name}.parameters(): field ${field} is an array of modules that are not registered; hold them in a ModuleList: this.${key} = this.registerModule('${key}', new ModuleList([...]))`);
+        }
+        if (isTrainableLeaf(v) && !known.has(v)) {
+          throw new Error(`${this.constructor.name}.parameters(): field ${field} holds a tensor [${v.shape.join(', ')}] that requires grad but is not registered; write this.${key} = this.registerParameter('${key}', …) (or registerBuffer for state that is not trained)`);
+        }
+      }
+    }
+  }
+
   /** The submodule at a dotted path (`'layers.0.attn'`); '' is this module. */
   getSubmodule(path: string): Module {
     let m: Module = this;
