@@ -7,3 +7,4 @@ export * from './gptq.js';
 export * from './migrate.js';
 export * from './transform.js';
 export { cholesky, choleskyInverse, upperCholesky } from './linalg.js';
+export * from './flexround.js';

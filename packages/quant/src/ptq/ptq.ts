@@ -2,7 +2,8 @@
  * @file `ptq(model, calibrationBatches, options)`: post-training quantization in place, on the
  * vocabulary of prepareQAT (rules by name/type, default, skip). Layers are chosen and wrapped by
  * prepareQAT, then handled one at a time in module order on inputs that already flow through the
- * quantized earlier layers (GPTQ's sequential calibration): RTN, GPTQ (gptq.ts), AWQ's and
+ * quantized earlier layers (GPTQ's sequential calibration): RTN, GPTQ (gptq.ts), FlexRound
+ * (flexround.ts), AWQ's and
  * SmoothQuant's channel migration (migrate.ts), each after an optional Hadamard rotation. The
  * result is an ordinary QAT-layer model (some layers inside an InputTransform) that `convert` takes.
  */
@@ -15,6 +16,7 @@ import { QuantLinear, type QuantLayer, type QuantLayerConfig } from '../qat/modu
 import { prepareQAT, replaceSubmodule, type LayerType, type QATConfig, type QATRule } from '../qat/prepare.js';
 import type { WeightQuantConfig, WeightQuantizer } from '../qat/quantizers.js';
 import { gptq, HessianAccumulator } from './gptq.js';
+import { flexRound } from './flexround.js';
 import { awqSearch, smoothQuantScales } from './migrate.js';
 import { InputTransform } from './transform.js';
 
@@ -31,6 +33,9 @@ export interface PtqOptions extends QATConfig {
   alpha?: number;
   /** AWQ's grid of exponents k/n, k = 0…n−1 (default 20, as the reference). */
   awqGrid?: number;
+  /** FlexRound: Adam steps per layer (default 200) and learning rate (default 3e−3). */
+  flexRoundIters?: number;
+  flexRoundLr?: number;
   /** Called after each layer (drive a progress bar with it). */
   onProgress?: (p: { done: number; total: number; layer: string }) => void;
   /** Print a one-line progress bar to stderr (default false). */
@@ -164,12 +169,26 @@ function gptqLayer(layer: QuantLinear, x: Tensor, o: PtqOptions, who: string): v
   noGrad(() => w.copy_(fromTypedArray(dtype === 'float64' ? q : Float32Array.from(q), [rows, cols], dtype)));
 }
 
+/** FlexRound on a QuantLinear with a stored per-channel scale on a symmetric int grid: weight ← Ŵ, scale ← s1. */
+function flexRoundLayer(layer: QuantLinear, x: Tensor, o: PtqOptions, who: string): void {
+  const wq = layer.weightQuantizer!;
+  const p = wq.plan;
+  if (!p.grid.integer || p.granularity !== 'channel' || !wq.scale || p.hasZeroPoint) {
+    throw new Error(`${who}: flexround learns one scale per output channel of a symmetric integer grid; this layer's weight is ${row(p)}`);
+  }
+  const r = flexRound(layer.weight, x, { qmin: p.grid.integer.qmin, qmax: p.grid.integer.qmax, scale: wq.scale, iters: o.flexRoundIters, lr: o.flexRoundLr });
+  layer.weight.copy_(r.weight.to(layer.weight.dtype));
+  wq.scale.copy_(r.scale.reshape([...wq.scale.shape]).to(wq.scale.dtype));
+}
+
+const row = (p: WeightQuantizer['plan']) => `${p.grid.label} ${typeof p.granularity === 'string' ? p.granularity : JSON.stringify(p.granularity)} ${p.mode}${p.hasZeroPoint ? ' asymmetric' : ''}`;
+
 /**
  * Quantizes `model` in place after calibration on `calibrationBatches` (each a model input, or the
  * argument list of its forward). Layers are picked as prepareQAT picks them (`rules`, `default`,
  * `skip`, `types`); without rules or default, the method's default is used (int4 per channel;
  * AWQ int4 in groups of 128; SmoothQuant W8A8 with per-token dynamic inputs). GPTQ, AWQ,
- * SmoothQuant and the Hadamard rotation apply to Linear layers; Conv2d and Embedding layers are
+ * SmoothQuant, FlexRound and the Hadamard rotation apply to Linear layers; Conv2d and Embedding layers are
  * rounded to nearest. Returns the model and the per-layer report.
  * @example
  * const { report } = ptq(model, batches, { method: 'gptq', default: { weight: { grid: 'int', bits: 3, granularity: { group: 64 } } } });
@@ -177,8 +196,7 @@ function gptqLayer(layer: QuantLinear, x: Tensor, o: PtqOptions, who: string): v
  * const inference = convert(model);
  */
 export function ptq<M extends Module>(model: M, calibrationBatches: readonly (Tensor | Tensor[])[], o: PtqOptions): { model: M; report: PtqReport } {
-  if (o.method === 'flexround') throw new Error("ptq: method 'flexround' is not implemented yet; use 'rtn', 'gptq', 'awq' or 'smoothquant'");
-  if (!(['rtn', 'gptq', 'awq', 'smoothquant'] as string[]).includes(o.method)) throw new Error(`ptq: unknown method ${JSON.stringify(o.method)}; methods are rtn, gptq, awq, smoothquant, flexround`);
+  if (!(['rtn', 'gptq', 'awq', 'smoothquant', 'flexround'] as string[]).includes(o.method)) throw new Error(`ptq: unknown method ${JSON.stringify(o.method)}; methods are rtn, gptq, awq, smoothquant, flexround`);
   if (!calibrationBatches.length && o.method !== 'rtn') throw new Error(`ptq: method '${o.method}' needs calibration batches; got none`);
   const useDefault = !o.rules?.length && !o.default;
   const fix = (r: QuantLayerConfig) => ({ ...r, weight: fixScale(r.weight) });
@@ -236,6 +254,7 @@ export function ptq<M extends Module>(model: M, calibrationBatches: readonly (Te
         w.copy_(wf.to(w.dtype));
         wq.initFrom(w);
         if (o.method === 'gptq') gptqLayer(ql, xw, o, who);
+        if (o.method === 'flexround') flexRoundLayer(ql, xw, o, who);
         if (block || multiplier) {
           final = new InputTransform(ql, { multiplier: multiplier ? keep(multiplier) : null, hadamardBlock: block });
           replaceSubmodule(model, row.name, final);

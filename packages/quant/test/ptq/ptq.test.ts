@@ -145,6 +145,23 @@ describe('ptq', () => {
     }
   });
 
+  it('flexround starts at RTN, ends below it, and stores on-grid weights that convert as they are', () => {
+    const { model, batches, test } = mlp(4);
+    const { report } = Q.ptq(model, batches, { method: 'flexround', default: { weight: { grid: 'int', bits: 3 } }, flexRoundIters: 60, flexRoundLr: 5e-3 });
+    for (const r of report.rows) expect(r.mse).toBeLessThan(r.rtnMse);
+    const l = model.getSubmodule('2') as Q.QuantLinear;
+    expect(maxDiff(noGrad(() => l.quantizedWeight()), l.weight)).toBe(0);
+    const x = randn([8, 16], { generator: new Generator(1) });
+    const w = randn([4, 16], { generator: new Generator(2) });
+    const s = w.abs().amax(-1, true).div(3);
+    const rtn = w.div(s).round().clamp(-4, 3).mul(s);
+    expect(maxDiff(Q.flexRound(w, x, { qmin: -4, qmax: 3, scale: s, iters: 0 }).weight, rtn)).toBe(0);
+    model.eval();
+    const y = noGrad(() => model.forward(test));
+    Q.convert(model);
+    expect(maxDiff(noGrad(() => model.forward(test)), y)).toBe(0);
+  });
+
   it('smoothquant balances the per-channel maxima at alpha 0.5', () => {
     const g = new Generator(5);
     const x = correlated(g, 64, 16, true).to('float64');
@@ -161,7 +178,7 @@ describe('ptq', () => {
     const { report } = Q.ptq(model, batches, { method: 'rtn', rules: [{ match: '2', weight: { grid: 'int', bits: 8 } }], skip: ['0'], onProgress: (p) => seen.push(`${p.done}/${p.total} ${p.layer}`) });
     expect(seen).toEqual(['1/1 2']);
     expect(report.rows[0]!.weight).toMatch(/int8 channel ste fixed/);
-    expect(() => Q.ptq(mlp(3).model, batches, { method: 'flexround' })).toThrow(/flexround/);
+    expect(() => Q.ptq(mlp(3).model, batches, { method: 'flexround', default: { weight: { grid: 'int', bits: 4, asymmetric: true } } })).toThrow(/flexround learns one scale per output channel of a symmetric integer grid/);
     expect(() => Q.ptq(mlp(3).model, [], { method: 'gptq' })).toThrow(/needs calibration batches/);
   });
 });
