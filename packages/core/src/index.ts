@@ -7,7 +7,7 @@
  */
 export { Tensor, type Storage, type NestedArray } from './tensor.js';
 export { defineFunction, FunctionCtx, type FunctionSpec } from './function.js';
-export { noGrad, enableGrad, isGradEnabled, setDetectAnomaly, detectAnomaly, isAnomalyEnabled, AnomalyError, type BackwardOptions, type GradHook } from './tape.js';
+export { noGrad, enableGrad, isGradEnabled, setGradEnabled, setDetectAnomaly, detectAnomaly, isAnomalyEnabled, AnomalyError, type BackwardOptions, type GradHook } from './tape.js';
 export { currentModulePath, pushModulePath, popModulePath } from './anomaly.js';
 export { grad, gradOf, valueAndGrad, backward, type GradOptions } from './autograd.js';
 export { setBackend, getBackend, registerBackend, availableBackends, withBackend, type BackendName } from './backend.js';
@@ -30,5 +30,6 @@ export * from './ops/indexing.js';
 export * from './ops/nn.js';
 export * from './ops/loss.js';
 export * from './ops/optim.js';
+export * from './ops/sort.js';
 export * from './safetensors.js';
 export * as functional from './functional.js';
