@@ -5,10 +5,12 @@
 import type { BackendEntry } from './backend.js';
 import { jsEntry } from './js/index.js';
 import { wasmEntry } from './wasm/index.js';
+import { gpuEntry } from './gpu/index.js';
 
 export const BACKENDS = [
   jsEntry,
   wasmEntry,
+  gpuEntry,
 ] as const satisfies readonly BackendEntry[];
 
 /** Names of the backends in the list. */

@@ -1,0 +1,247 @@
+/**
+ * @file The gpu backend's device: loading gpu.js (an optional dependency), choosing a mode
+ * (QGRAD_GPU_MODE, else auto), the buffer type tensors live in (`GpuBuffer`: a device texture
+ * and/or a host copy, kept coherent), uploads, downloads and the compiled-kernel cache. Kernels
+ * themselves live in the family files; nothing here knows a kernel name.
+ */
+import type { DType, TypedArray } from '../names.js';
+import { ARRAY_TYPES } from '../names.js';
+
+// ---------------------------------------------------------------- the parts of gpu.js we use
+/** A device-resident result of a pipeline kernel (gpu.js `Texture`). */
+export interface Texture {
+  toArray(): Float32Array | ArrayLike<number>;
+  delete(): void;
+}
+interface KernelFn {
+  (...args: unknown[]): Texture;
+  setOutput(output: number[]): KernelFn;
+  destroy(removeCanvasReferences?: boolean): void;
+}
+interface GpuInstance {
+  createKernel(source: string, settings: Record<string, unknown>): KernelFn;
+  destroy(): void;
+}
+interface GpuModule {
+  GPU: { new (settings: { mode: string }): GpuInstance; isHeadlessGLSupported: boolean; isWebGL2Supported: boolean; isWebGPUSupported: boolean };
+}
+
+/** Modes the gpu backend can run in; auto tries them in this order. */
+export type GpuMode = 'webgpu' | 'webgl2' | 'headlessgl' | 'webgl';
+const MODES: readonly GpuMode[] = ['webgpu', 'webgl2', 'headlessgl', 'webgl'];
+
+/** What mode selection found: the mode in use (null: none works) and why each other one was passed over. */
+export interface GpuInfo {
+  mode: GpuMode | null;
+  /** Every mode tried, in order, with the reason it was not taken (null for the one taken). */
+  tried: { mode: GpuMode; reason: string | null }[];
+  /** One line for users: what runs, or why nothing does. */
+  message: string;
+}
+
+const env = (name: string): string | undefined => (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[name];
+
+function loadGpuJs(): GpuModule | string {
+  const g = globalThis as unknown as { GPU?: GpuModule['GPU']; process?: { getBuiltinModule?: (m: string) => unknown } };
+  if (g.GPU) return { GPU: g.GPU }; // browser: gpu.js loaded by a script tag
+  const mod = g.process?.getBuiltinModule?.('node:module') as { createRequire(url: string): (id: string) => unknown } | undefined;
+  if (!mod) return 'gpu.js is not loaded (in a browser, load gpu-browser.js first)';
+  try {
+    return mod.createRequire(import.meta.url)('gpu.js') as GpuModule;
+  } catch (e) {
+    return `gpu.js could not be loaded (${(e as Error).message.split('\n')[0]}); it is an optional dependency: npm install gpu.js@2.24.1`;
+  }
+}
+
+/** A GPU context in one mode, with the kernel cache and the upload kernel. */
+export class Device {
+  readonly #gpu: GpuInstance;
+  readonly #kernels = new Map<string, KernelFn>();
+  /** Textures alive (made by kernels here and not yet deleted), and their elements. */
+  textures = 0;
+  textureElements = 0;
+
+  constructor(gpu: GpuInstance, readonly mode: GpuMode) {
+    this.#gpu = gpu;
+  }
+
+  /**
+   * The kernel for `source` (a `function (…) { … }` string) over `n` outputs reading textures of
+   * `sizes` elements, compiled once and cached: a pipeline kernel with a fresh output texture per
+   * call (`immutable`: gpu.js would otherwise reuse, i.e. overwrite, the previous result), single
+   * precision. Sizes are fixed per kernel: gpu.js 2.24.1's dynamicOutput/dynamicArguments read a
+   * resized texture with the old layout (seen on headless-gl: wrong values from element 4 on).
+   */
+  kernel(source: string, n: number, sizes: readonly number[]): KernelFn {
+    const key = `${n}|${sizes.join(',')}|${source}`;
+    let k = this.#kernels.get(key);
+    if (!k) {
+      if (this.#kernels.size >= 1000) this.#evict();
+      k = this.#gpu.createKernel(source, { output: [n], pipeline: true, immutable: true, precision: 'single', loopMaxIterations: 1 << 24, tactic: 'precision' });
+      this.#kernels.set(key, k);
+    } else {
+      // most recently used last, so eviction drops the oldest
+      this.#kernels.delete(key);
+      this.#kernels.set(key, k);
+    }
+    return k;
+  }
+
+  /** Runs a cached kernel over `n` outputs and counts the texture it returns. */
+  run(source: string, n: number, args: readonly unknown[], sizes: readonly number[]): Texture {
+    const t = this.kernel(source, n, sizes)(...args);
+    this.textures++;
+    this.textureElements += n;
+    return t;
+  }
+
+  /** Puts host values on the device (gpu.js has no upload call: an identity kernel). */
+  upload(values: Float32Array): Texture {
+    const t = this.kernel('function (a) { return a[this.thread.x]; }', values.length, [-1])(values);
+    this.textures++;
+    this.textureElements += values.length;
+    return t;
+  }
+
+  release(t: Texture, n: number): void {
+    t.delete();
+    this.textures--;
+    this.textureElements -= n;
+  }
+
+  #evict(): void {
+    const [source, k] = this.#kernels.entries().next().value as [string, KernelFn];
+    this.#kernels.delete(source);
+    k.destroy();
+  }
+
+  dispose(): void {
+    for (const k of this.#kernels.values()) k.destroy();
+    this.#kernels.clear();
+  }
+}
+
+/** Checks a mode end to end: upload, one kernel, exact readback. Returns a reason, or null when it works. */
+function probe(device: Device): string | null {
+  const x = Float32Array.from([1.5, -2.25, 3e-8, 65537]);
+  const t = device.upload(x);
+  const y = device.run('function (a) { return a[this.thread.x] * 2.0; }', 4, [t], [4]);
+  const got = Array.from(y.toArray());
+  device.release(t, 4);
+  device.release(y, 4);
+  return got.every((v, i) => v === x[i]! * 2) ? null : `a probe kernel read back [${got.join(', ')}] instead of [${Array.from(x, (v) => v * 2).join(', ')}]`;
+}
+
+/**
+ * Chooses the mode: QGRAD_GPU_MODE when set (only that one), else webgpu → webgl2 → headlessgl
+ * → webgl, the first that loads and passes a probe kernel.
+ */
+export function openDevice(): { device: Device | null; info: GpuInfo } {
+  const forced = env('QGRAD_GPU_MODE');
+  if (forced && forced !== 'auto' && !MODES.includes(forced as GpuMode)) {
+    return { device: null, info: { mode: null, tried: [], message: `QGRAD_GPU_MODE='${forced}' is not a gpu mode (use auto, ${MODES.join(', ')})` } };
+  }
+  const order = forced && forced !== 'auto' ? [forced as GpuMode] : MODES;
+  const lib = loadGpuJs();
+  const tried: GpuInfo['tried'] = [];
+  if (typeof lib === 'string') {
+    for (const mode of order) tried.push({ mode, reason: lib });
+    return { device: null, info: { mode: null, tried, message: `no gpu mode works: ${lib}` } };
+  }
+  for (const mode of order) {
+    const reason = unsupported(lib, mode);
+    if (reason) {
+      tried.push({ mode, reason });
+      continue;
+    }
+    let device: Device | null = null;
+    try {
+      device = new Device(new lib.GPU({ mode }), mode);
+      const failed = probe(device);
+      if (failed) throw new Error(failed);
+      tried.push({ mode, reason: null });
+      return { device, info: { mode, tried, message: `gpu backend: gpu.js in ${mode} mode` } };
+    } catch (e) {
+      device?.dispose();
+      tried.push({ mode, reason: (e as Error).message.split('\n')[0]! });
+    }
+  }
+  return { device: null, info: { mode: null, tried, message: `no gpu mode works (${tried.map((t) => `${t.mode}: ${t.reason}`).join('; ')})` } };
+}
+
+function unsupported(lib: GpuModule, mode: GpuMode): string | null {
+  switch (mode) {
+    case 'webgpu':
+      // gpu.js's webgpu kernels return Promises, and Backend.run is synchronous; see index.ts
+      return 'gpu.js webgpu kernels are asynchronous; qgrad does not drive them yet';
+    case 'webgl2':
+      return lib.GPU.isWebGL2Supported ? null : 'no WebGL2 context (not a browser)';
+    case 'headlessgl':
+      return lib.GPU.isHeadlessGLSupported ? null : 'headless-gl (the optional `gl` package) is not built or has no display (run under xvfb-run -a)';
+    case 'webgl':
+      return typeof (globalThis as { document?: unknown }).document !== 'undefined' ? null : 'no WebGL context (not a browser)';
+    default: {
+      const never: never = mode;
+      return never;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- buffers
+/**
+ * A tensor's storage on the gpu backend. The values live on the device (`texture`), on the host
+ * (`host`, for float64, for values written by the user or by a js-fallback kernel), or both (a
+ * device result read back keeps its host copy until a kernel writes the buffer again).
+ */
+export class GpuBuffer {
+  texture: Texture | null = null;
+  /** Valid host copy, or null. */
+  host: TypedArray | null;
+  freed = false;
+  constructor(readonly dtype: DType, readonly size: number) {
+    this.host = new ARRAY_TYPES[dtype](size);
+  }
+}
+
+/** dtypes whose values a float32 texture holds exactly enough for kernels (int32 up to 2^24). */
+export const DEVICE_DTYPES: readonly DType[] = ['float32', 'int32', 'int8', 'uint8'];
+
+/** The buffer's texture, uploading its host copy first when the device has none. */
+export function deviceTexture(device: Device, b: GpuBuffer): Texture {
+  if (b.freed) throw new Error('gpu backend: a kernel read a tensor whose storage was already freed');
+  if (!b.texture) {
+    const h = b.host!;
+    b.texture = device.upload(h instanceof Float32Array ? h : Float32Array.from(h as ArrayLike<number>));
+  }
+  return b.texture;
+}
+
+/** The buffer's values on the host, read back (synchronously) when only the device has them. */
+export function hostValues(b: GpuBuffer): TypedArray {
+  if (b.freed) throw new Error('gpu backend: read of a tensor whose storage was already freed (its texture is deleted)');
+  if (!b.host) {
+    let values: ArrayLike<number>;
+    try {
+      values = b.texture!.toArray();
+    } catch (e) {
+      throw new Error(`gpu backend: reading a ${b.dtype} tensor of ${b.size} elements back from the device failed (${(e as Error).message}); was its texture deleted elsewhere?`);
+    }
+    const out = new ARRAY_TYPES[b.dtype](b.size);
+    for (let i = 0; i < b.size; i++) out[i] = values[i]!;
+    b.host = out;
+  }
+  return b.host;
+}
+
+/** A kernel wrote the whole buffer on the device: the new texture replaces the old one and the host copy. */
+export function setTexture(device: Device, b: GpuBuffer, t: Texture): void {
+  if (b.texture) device.release(b.texture, b.size);
+  b.texture = t;
+  b.host = null;
+}
+
+/** Something wrote the host copy (a js kernel, `write`): the device copy is stale. */
+export function hostWritten(device: Device | null, b: GpuBuffer): void {
+  if (b.texture && device) device.release(b.texture, b.size);
+  b.texture = null;
+}

@@ -1,0 +1,119 @@
+/**
+ * @file How gpu kernels see their operands: a strided view of a device buffer (or of a host array
+ * the caller passed, uploaded for the call), the kernel-source text that turns the output thread's
+ * flat index into each operand's element offset, and writing a result texture to the output.
+ */
+import type { KernelArg } from '../backend.js';
+import { isContiguous, numel, offsets } from '../layout.js';
+import type { TypedArray } from '../names.js';
+import { type Device, GpuBuffer, type Texture, deviceTexture, setTexture } from './device.js';
+
+export type GpuArg = KernelArg<GpuBuffer | TypedArray>;
+
+/** One kernel call's context: its device, and the temporary uploads to release afterwards. */
+export class Call {
+  readonly temps: { t: Texture; n: number }[] = [];
+  constructor(readonly device: Device) {}
+
+  /** The texture holding `arg`'s buffer (a host array is uploaded whole, for this call only). */
+  texture(arg: GpuArg): Texture {
+    if (arg.data instanceof GpuBuffer) return deviceTexture(this.device, arg.data);
+    const h = arg.data;
+    const t = this.device.upload(h instanceof Float32Array ? h : Float32Array.from(h as ArrayLike<number>));
+    this.temps.push({ t, n: h.length });
+    return t;
+  }
+
+  /** Runs kernel `source` over `n` outputs with `inputs`' textures as its arguments. */
+  run(source: string, n: number, inputs: readonly GpuArg[]): Texture {
+    const textures = inputs.map((a) => this.texture(a));
+    return this.device.run(source, n, textures, inputs.map((a) => (a.data instanceof GpuBuffer ? a.data.size : a.data.length)));
+  }
+
+  done(): void {
+    for (const { t, n } of this.temps) this.device.release(t, n);
+    this.temps.length = 0;
+  }
+}
+
+/** True when the gpu can write `out`: a host array (any view: written on read-back) or a whole device buffer. */
+export function writable(out: GpuArg): boolean {
+  if (!(out.data instanceof GpuBuffer)) return true;
+  return out.offset === 0 && numel(out.shape) === out.data.size && isContiguous(out.shape, out.strides);
+}
+
+/** Hands a result texture of `out`'s elements (row-major) to `out`. */
+export function store(call: Call, out: GpuArg, t: Texture): void {
+  const n = numel(out.shape);
+  if (out.data instanceof GpuBuffer) {
+    setTexture(call.device, out.data, t);
+    return;
+  }
+  const values = t.toArray();
+  const od = out.data;
+  if (isContiguous(out.shape, out.strides)) for (let i = 0; i < n; i++) od[out.offset + i] = values[i]!;
+  else {
+    const at = offsets(out);
+    for (let i = 0; i < n; i++) od[at[i]!] = values[i]!;
+  }
+  call.device.release(t, n);
+}
+
+/** A float literal for kernel source (gpu.js types `2` as an integer). */
+export function lit(v: number): string {
+  if (Number.isNaN(v)) return '(0.0 / 0.0)';
+  if (v === Infinity) return '(1.0 / 0.0)';
+  if (v === -Infinity) return '(-1.0 / 0.0)';
+  const s = String(v);
+  return /[.e]/.test(s) ? (s.includes('e') && !s.includes('.') ? s.replace('e', '.0e') : s) : `${s}.0`;
+}
+
+/**
+ * Views sharing a shape, with dims merged where every view allows it (row-major adjacent dims d,
+ * d+1 merge when each stride[d] = stride[d+1]·shape[d+1]) and size-1 dims dropped.
+ */
+export function collapse(shape: readonly number[], views: readonly { strides: readonly number[] }[]): { shape: number[]; strides: number[][] } {
+  const dims: number[] = [];
+  for (let d = 0; d < shape.length; d++) if (shape[d] !== 1) dims.push(d);
+  const outShape: number[] = [];
+  const outStrides: number[][] = views.map(() => []);
+  for (const d of dims) {
+    const last = outShape.length - 1;
+    if (last >= 0 && views.every((v, k) => outStrides[k]![last] === v.strides[d]! * shape[d]!)) {
+      outShape[last] = outShape[last]! * shape[d]!;
+      views.forEach((v, k) => (outStrides[k]![last] = v.strides[d]!));
+    } else {
+      outShape.push(shape[d]!);
+      views.forEach((v, k) => outStrides[k]!.push(v.strides[d]!));
+    }
+  }
+  return { shape: outShape, strides: outStrides };
+}
+
+/**
+ * Source lines that split the float index `index` into coordinates `${prefix}0…` of `shape`
+ * (row-major). The +0.5 keeps floor() exact under a GPU division that is off by an ulp or two.
+ */
+export function coordinates(index: string, shape: readonly number[], prefix: string): string {
+  const lines: string[] = [];
+  let rest = index;
+  for (let d = shape.length - 1; d >= 1; d--) {
+    const q = `${prefix}q${d}`;
+    lines.push(`const ${q} = Math.floor((${rest} + 0.5) / ${lit(shape[d]!)});`, `const ${prefix}${d} = ${rest} - ${q} * ${lit(shape[d]!)};`);
+    rest = q;
+  }
+  if (shape.length > 0) lines.push(`const ${prefix}0 = ${rest};`);
+  return lines.join('\n');
+}
+
+/** The element offset expression of a view with `strides` and `offset` at coordinates `${prefix}d`. */
+export function offsetOf(strides: readonly number[], offset: number, prefix: string): string {
+  const terms = [lit(offset)];
+  strides.forEach((s, d) => {
+    if (s !== 0) terms.push(`${prefix}${d} * ${lit(s)}`);
+  });
+  return terms.join(' + ');
+}
+
+/** Largest element count a kernel index may reach: float32 holds integers exactly up to 2^24. */
+export const MAX_INDEX = 2 ** 24;

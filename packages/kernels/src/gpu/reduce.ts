@@ -1,0 +1,75 @@
+/**
+ * @file gpu reductions: sum/max/min/prod/absmax over any axes (one output per thread, nested
+ * loops over the reduced dims) and argmax/argmin along one axis. NaN propagates as in js.
+ */
+import { numel } from '../layout.js';
+import type { KernelParams } from '../names.js';
+import { type Call, type GpuArg, MAX_INDEX, coordinates, lit, offsetOf, store, writable } from './operands.js';
+
+/** The reduced loops' headers and the offset of the element they reach, for dims `red` of x. */
+function loops(x: GpuArg, red: number[]): { open: string; close: string; at: string } {
+  const open = red.map((d, k) => `for (let r${k} = 0; r${k} < ${x.shape[d]}; r${k}++) {`).join('\n');
+  const at = red.map((d, k) => `r${k} * ${lit(x.strides[d]!)}`).join(' + ') || '0.0';
+  return { open, close: red.map(() => '}').join(''), at };
+}
+
+function setup(x: GpuArg, out: GpuArg, axes: readonly number[]) {
+  const keep: number[] = [];
+  const red: number[] = [];
+  x.shape.forEach((_, d) => (axes.includes(d) ? red : keep).push(d));
+  const n = numel(out.shape);
+  const head = `const i = this.thread.x;
+${coordinates('i', keep.map((d) => x.shape[d]!), 'c')}
+const base = ${offsetOf(keep.map((d) => x.strides[d]!), x.offset, 'c')};`;
+  return { n, red, head };
+}
+
+export function reduceGpu(call: Call, [x]: readonly GpuArg[], out: GpuArg, { op, axes }: KernelParams['reduce']): boolean {
+  if (x!.dtype !== 'float32' || out.dtype !== 'float32' || !writable(out)) return false;
+  const { n, red, head } = setup(x!, out, axes);
+  if (n === 0 || n > MAX_INDEX || numel(x!.shape) === 0) return false;
+  const { open, close, at } = loops(x!, red);
+  const init = { sum: '0.0', prod: '1.0', max: '-1.0 / 0.0', min: '1.0 / 0.0', absmax: '0.0' }[op];
+  const step = {
+    sum: 'acc += v;',
+    prod: 'acc *= v;',
+    max: 'if (v > acc) { acc = v; } if (v != v) { nan = 1.0; }',
+    min: 'if (v < acc) { acc = v; } if (v != v) { nan = 1.0; }',
+    absmax: 'if (Math.abs(v) > acc) { acc = Math.abs(v); } if (v != v) { nan = 1.0; }',
+  }[op];
+  const source = `function (x) {
+${head}
+let acc = ${init};
+let nan = 0.0;
+${open}
+const v = x[base + ${at}];
+${step}
+${close}
+if (nan > 0.0) { acc = 0.0 / 0.0; }
+return acc;
+}`;
+  store(call, out, call.run(source, n, [x!]));
+  return true;
+}
+
+export function argReduceGpu(call: Call, [x]: readonly GpuArg[], out: GpuArg, { op, axis }: KernelParams['argReduce']): boolean {
+  if (x!.dtype !== 'float32' || out.dtype !== 'int32' || !writable(out)) return false;
+  const { n, head } = setup(x!, out, [axis]);
+  if (n === 0 || n > MAX_INDEX || numel(x!.shape) === 0) return false;
+  const cmp = op === 'argmax' ? '>' : '<';
+  const source = `function (x) {
+${head}
+let best = 0.0;
+let bv = x[base];
+let done = 0.0;
+for (let j = 1; j < ${x!.shape[axis]}; j++) {
+  if (done == 0.0) {
+    const v = x[base + j * ${lit(x!.strides[axis]!)}];
+    if (bv != bv) { done = 1.0; } else if (v != v || v ${cmp} bv) { bv = v; best = j; }
+  }
+}
+return best;
+}`;
+  store(call, out, call.run(source, n, [x!]));
+  return true;
+}
