@@ -4,35 +4,16 @@
  */
 import type { Kernel } from '../backend.js';
 import type { TypedArray } from '../names.js';
-import { numel } from '../layout.js';
+import { offsets } from '../layout.js';
 
 /** Splits a view into outer (kept) and inner (reduced) dims; returns each outer element's base offset. */
 function split(shape: readonly number[], strides: readonly number[], offset: number, axes: readonly number[]) {
   const keep: number[] = [];
   const red: number[] = [];
   for (let d = 0; d < shape.length; d++) (axes.includes(d) ? red : keep).push(d);
-  const bases = walk(keep.map((d) => shape[d]!), keep.map((d) => strides[d]!), offset);
-  const inner = walk(red.map((d) => shape[d]!), red.map((d) => strides[d]!), 0);
+  const bases = offsets({ shape: keep.map((d) => shape[d]!), strides: keep.map((d) => strides[d]!), offset });
+  const inner = offsets({ shape: red.map((d) => shape[d]!), strides: red.map((d) => strides[d]!), offset: 0 });
   return { bases, inner };
-}
-
-/** Offsets of every element of a (shape, strides) view, row-major. */
-function walk(shape: number[], strides: number[], offset: number): Int32Array {
-  const n = numel(shape);
-  const out = new Int32Array(n);
-  const idx = new Array<number>(shape.length).fill(0);
-  let off = offset;
-  for (let i = 0; i < n; i++) {
-    out[i] = off;
-    for (let d = shape.length - 1; d >= 0; d--) {
-      idx[d]!++;
-      off += strides[d]!;
-      if (idx[d]! < shape[d]!) break;
-      off -= strides[d]! * shape[d]!;
-      idx[d] = 0;
-    }
-  }
-  return out;
 }
 
 export const reduce: Kernel<'reduce', TypedArray> = ([x], out, { op, axes }) => {

@@ -4,6 +4,7 @@
  * export serially or over the thread pool. Kernels themselves live in the family files.
  */
 import type { KernelArg } from '../backend.js';
+import { numel } from '../layout.js';
 import type { TypedArray } from '../names.js';
 import { ModuleBuilder, Simd, ValType } from './assembler.js';
 import { HEAP_BASE, Heap, MAX_BYTES, MAX_PAGES, type WasmMemory } from './heap.js';
@@ -237,7 +238,7 @@ export class Engine {
     if (o < 0) return p;
     const e = x.data.BYTES_PER_ELEMENT;
     const [lo, hi] = span(x);
-    const oEnd = o + numelOf(out.shape) * out.data.BYTES_PER_ELEMENT;
+    const oEnd = o + numel(out.shape) * out.data.BYTES_PER_ELEMENT;
     return p + (lo - x.offset) * e < oEnd && p + (hi - x.offset) * e > o ? -1 : p;
   }
 
@@ -299,12 +300,6 @@ export class Engine {
     if (this.#scratchBytes) this.heap.freeBytes(this.#scratch);
     this.#scratchBytes = 0;
   }
-}
-
-function numelOf(shape: readonly number[]): number {
-  let n = 1;
-  for (const d of shape) n *= d;
-  return n;
 }
 
 /** [lo, hi) of the buffer offsets a strided view touches: what a kernel copies into wasm memory. */
