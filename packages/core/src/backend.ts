@@ -3,17 +3,17 @@
  * list of @qgrad/kernels (BACKENDS). New tensors are created on the current backend; ops run
  * where their inputs live.
  */
-import { BACKENDS, type Backend, type BackendName as ListedBackend } from '@qgrad/kernels';
+import { BACKENDS, backendEntry, type Backend, type BackendName } from '@qgrad/kernels';
 
-/** A backend in @qgrad/kernels' list; 'gpu' is planned and not yet in it (selecting it is an error). */
-export type BackendName = ListedBackend | 'gpu';
+/** A backend in @qgrad/kernels' list (js, wasm, gpu); selecting one this runtime cannot run is an error. */
+export type { BackendName };
 
 /** Backends added at run time with `registerBackend` (out-of-tree backends); the list's own come first. */
 const extra = new Map<BackendName, () => Backend>();
 const instances = new Map<BackendName, Backend>();
 
 function factory(name: BackendName): (() => Backend) | undefined {
-  const entry = BACKENDS.find((b) => b.name === name);
+  const entry = backendEntry(name);
   if (entry) return entry.available() ? entry.instance : undefined;
   return extra.get(name);
 }
