@@ -12,6 +12,7 @@ import type { Module } from '@qgrad/nn';
 import type { FloatDType } from '../grids/grid.js';
 import { fakeQuantView } from '../quantizer/apply.js';
 import { resolveQuantizer } from '../quantizer/config.js';
+import { tensorError } from '../inspect/error.js';
 import { QuantLinear, type QuantLayer, type QuantLayerConfig } from '../qat/modules.js';
 import { prepareQAT, replaceSubmodule, type LayerType, type QATConfig, type QATRule } from '../qat/prepare.js';
 import type { WeightQuantConfig, WeightQuantizer } from '../qat/quantizers.js';
@@ -93,18 +94,6 @@ function fixScale(w: WeightQuantConfig | null | undefined): WeightQuantConfig | 
   const plan = resolveQuantizer(w, 'weight', 'ptq');
   if (plan.grid.scale.kind === 'pow2') return w;
   return { ...w, scale: plan.grid.integer ? { mode: 'fixed', rule: w.asymmetric ? 'minmax' : 'absmax' } : { mode: 'fixed' } };
-}
-
-function outputError(y: Tensor, yHat: Tensor): { mse: number; sqnrDb: number } {
-  const a = y.dataSync();
-  const b = yHat.dataSync();
-  let sig = 0;
-  let err = 0;
-  for (let i = 0; i < a.length; i++) {
-    sig += a[i]! ** 2;
-    err += (a[i]! - b[i]!) ** 2;
-  }
-  return { mse: err / a.length, sqnrDb: err === 0 ? Infinity : 10 * Math.log10(sig / err) };
 }
 
 function largestPow2Block(n: number, cap = 128): number {
@@ -226,7 +215,7 @@ export function ptq<M extends Module>(model: M, calibrationBatches: readonly (Te
       const yFloat = x ? keep(layer.forward(x)) : null;
       setOn(layer, true);
       if (x && yFloat) {
-        const e = outputError(yFloat, layer.forward(x));
+        const e = tensorError(yFloat, layer.forward(x));
         Object.assign(report, { tokens: x.shape[0]!, rtnMse: e.mse, rtnSqnrDb: e.sqnrDb });
       }
       let final: Module & { forward(x: Tensor): Tensor } = layer;
@@ -260,7 +249,7 @@ export function ptq<M extends Module>(model: M, calibrationBatches: readonly (Te
           replaceSubmodule(model, row.name, final);
         }
       }
-      if (x && yFloat) Object.assign(report, outputError(yFloat, final.forward(x)));
+      if (x && yFloat) Object.assign(report, tensorError(yFloat, final.forward(x)));
       dispose([yFloat, x].filter((t): t is Tensor => t !== null));
     });
     rows.push(report);
