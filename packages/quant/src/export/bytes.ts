@@ -1,7 +1,7 @@
 /**
  * @file Byte plumbing shared by the exporters and their readers: a growable little-endian writer,
- * a bounds-checked reader whose every failure names the byte offset, and IEEE half conversion.
- * No format knowledge lives here.
+ * a bounds-checked reader whose every failure names the byte offset, IEEE half conversion and
+ * `node:fs` looked up at call time. No format knowledge lives here.
  */
 
 /** A malformed file: the message names the format and the byte offset where reading failed. */
@@ -27,39 +27,40 @@ export class ByteWriter {
     this.#buf = next;
     this.#view = new DataView(next.buffer);
   }
+  /** Makes room for `n` bytes and returns where they go (read #view after this call: it may grow). */
+  #claim(n: number): number {
+    this.#room(n);
+    this.length += n;
+    return this.length - n;
+  }
   u8(v: number): this {
-    this.#room(1);
-    this.#view.setUint8(this.length++, v);
+    const at = this.#claim(1);
+    this.#view.setUint8(at, v);
     return this;
   }
   u16(v: number): this {
-    this.#room(2);
-    this.#view.setUint16(this.length, v, true);
-    this.length += 2;
+    const at = this.#claim(2);
+    this.#view.setUint16(at, v, true);
     return this;
   }
   u32(v: number): this {
-    this.#room(4);
-    this.#view.setUint32(this.length, v, true);
-    this.length += 4;
+    const at = this.#claim(4);
+    this.#view.setUint32(at, v, true);
     return this;
   }
   i32(v: number): this {
-    this.#room(4);
-    this.#view.setInt32(this.length, v, true);
-    this.length += 4;
+    const at = this.#claim(4);
+    this.#view.setInt32(at, v, true);
     return this;
   }
   u64(v: number | bigint): this {
-    this.#room(8);
-    this.#view.setBigUint64(this.length, BigInt(v), true);
-    this.length += 8;
+    const at = this.#claim(8);
+    this.#view.setBigUint64(at, BigInt(v), true);
     return this;
   }
   f32(v: number): this {
-    this.#room(4);
-    this.#view.setFloat32(this.length, v, true);
-    this.length += 4;
+    const at = this.#claim(4);
+    this.#view.setFloat32(at, v, true);
     return this;
   }
   bytes(b: Uint8Array): this {
@@ -99,27 +100,23 @@ export class ByteReader {
   need(n: number, what: string): void {
     if (!(n >= 0) || this.pos + n > this.bytes.length) this.fail(`${what} needs ${n} bytes but the file ends at byte ${this.bytes.length}`);
   }
+  /** Checks `n` bytes are there, moves the cursor past them and returns where they start. */
+  #claim(n: number, what: string): number {
+    this.need(n, what);
+    this.pos += n;
+    return this.pos - n;
+  }
   u8(what: string): number {
-    this.need(1, what);
-    return this.view.getUint8(this.pos++);
+    return this.view.getUint8(this.#claim(1, what));
   }
   u16(what: string): number {
-    this.need(2, what);
-    const v = this.view.getUint16(this.pos, true);
-    this.pos += 2;
-    return v;
+    return this.view.getUint16(this.#claim(2, what), true);
   }
   u32(what: string): number {
-    this.need(4, what);
-    const v = this.view.getUint32(this.pos, true);
-    this.pos += 4;
-    return v;
+    return this.view.getUint32(this.#claim(4, what), true);
   }
   i32(what: string): number {
-    this.need(4, what);
-    const v = this.view.getInt32(this.pos, true);
-    this.pos += 4;
-    return v;
+    return this.view.getInt32(this.#claim(4, what), true);
   }
   /** A u64 that must fit a safe integer (larger counts and offsets cannot be honest here). */
   u64(what: string): number {
@@ -130,16 +127,11 @@ export class ByteReader {
     return Number(v);
   }
   f32(what: string): number {
-    this.need(4, what);
-    const v = this.view.getFloat32(this.pos, true);
-    this.pos += 4;
-    return v;
+    return this.view.getFloat32(this.#claim(4, what), true);
   }
   take(n: number, what: string): Uint8Array {
-    this.need(n, what);
-    const b = this.bytes.subarray(this.pos, this.pos + n);
-    this.pos += n;
-    return b;
+    const at = this.#claim(n, what);
+    return this.bytes.subarray(at, at + n);
   }
 }
 
@@ -172,17 +164,26 @@ export function floatToHalf(v: number): number {
   return sign | h;
 }
 
-/** IEEE binary16 bits → number. */
-export function halfToFloat(bits: number): number {
-  const sign = bits & 0x8000 ? -1 : 1;
-  const exp = (bits >> 10) & 0x1f;
-  const frac = bits & 0x3ff;
-  if (exp === 0) return sign * frac * 2 ** -24;
-  if (exp === 0x1f) return frac ? NaN : sign * Infinity;
-  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
-}
+/** IEEE binary16 bits → number (core's safetensors reader has it). */
+export { f16ToFloat as halfToFloat } from '@qgrad/core';
 
 /** A JSON value that must be an object (not null or an array). */
 export function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** The part of `node:fs` the exporters use. */
+interface Fs {
+  readFileSync(path: string): Uint8Array;
+  writeFileSync(path: string, bytes: Uint8Array): void;
+}
+
+/**
+ * `node:fs` through `process.getBuiltinModule` at call time, so a browser bundle imports no `node:`
+ * module; elsewhere an error saying `what` needs Node.js ≥ 20.16 (and `instead`, what to call there).
+ */
+export function nodeFs(what: string, instead = ''): Fs {
+  const fs = (globalThis as { process?: { getBuiltinModule?: (m: string) => unknown } }).process?.getBuiltinModule?.('node:fs') as Fs | undefined;
+  if (!fs) throw new Error(`${what}: file I/O needs Node.js ≥ 20.16${instead && `; ${instead}`}`);
+  return fs;
 }

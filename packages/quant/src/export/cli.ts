@@ -12,6 +12,7 @@ import { prepareQAT } from '../qat/prepare.js';
 import type { WeightQuantConfig } from '../qat/quantizers.js';
 import type { GgmlTypeName } from './ggml.js';
 import { GGML_TYPES } from './ggml.js';
+import { nodeFs } from './bytes.js';
 import { exportGguf } from './gguf.js';
 import { loadQuantized, QUANTIZED_FORMAT, saveQuantized } from './safetensors.js';
 
@@ -52,10 +53,9 @@ function parse(argv: string[]): { format: string; src: string; out: string; type
 
 /** The Llama a checkpoint directory holds (converted layers where the file is a quantized export). */
 function loadLlama(dir: string): Llama {
-  const fs = (globalThis as { process?: { getBuiltinModule?: (m: string) => unknown } }).process?.getBuiltinModule?.('node:fs') as { readFileSync(p: string): Uint8Array };
   const { metadata } = loadSafetensorsWithMetadata(`${dir}/model.safetensors`);
   if (metadata.format !== QUANTIZED_FORMAT) return Llama.fromPretrained(dir);
-  const config = configFromHf(JSON.parse(new TextDecoder().decode(fs.readFileSync(`${dir}/config.json`))) as Record<string, unknown>);
+  const config = configFromHf(JSON.parse(new TextDecoder().decode(nodeFs('qgrad export').readFileSync(`${dir}/config.json`))) as Record<string, unknown>);
   return loadQuantized(`${dir}/model.safetensors`, new Llama(config));
 }
 

@@ -8,7 +8,7 @@ import { noGrad, type Tensor } from '@qgrad/core';
 import { Embedding, Linear, RMSNorm, type Llama, type Module } from '@qgrad/nn';
 import { QuantizedEmbedding, QuantizedLinear } from '../qat/convert.js';
 import { isQuantLayer } from '../qat/modules.js';
-import { ByteReader, ByteWriter } from './bytes.js';
+import { ByteReader, ByteWriter, nodeFs } from './bytes.js';
 import { decodeBlocks, dequantizeGgml, encodeBlocks, encodePlain, GGML_TYPES, ggmlBytes, ggmlQuantize, ggmlTypeOfId, type Blocks, type GgmlTypeName } from './ggml.js';
 
 /** GGUF value types (interop.md 1.3). */
@@ -284,9 +284,7 @@ export function llamaToGguf(llama: Llama, opts: GgufExportOptions): GgufExportRe
  */
 export function exportGguf(llama: Llama, path: string, opts: GgufExportOptions): GgufExportResult {
   const r = llamaToGguf(llama, opts);
-  const fs = (globalThis as { process?: { getBuiltinModule?: (m: string) => unknown } }).process?.getBuiltinModule?.('node:fs') as { writeFileSync(p: string, b: Uint8Array): void } | undefined;
-  if (!fs) throw new Error('exportGguf: writing files needs Node.js ≥ 20.16; use llamaToGguf for the bytes');
-  fs.writeFileSync(path, r.bytes);
+  nodeFs('exportGguf', 'use llamaToGguf for the bytes').writeFileSync(path, r.bytes);
   return r;
 }
 

@@ -7,7 +7,7 @@
 import { noGrad, zeros, type Tensor } from '@qgrad/core';
 import { Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, Sigmoid, Tanh, type Module } from '@qgrad/nn';
 import { QuantizedConv2d, QuantizedLinear } from '../qat/convert.js';
-import { ByteReader } from './bytes.js';
+import { ByteReader, nodeFs } from './bytes.js';
 import { ProtoWriter, readFields, type ProtoField } from './protobuf.js';
 
 /** ONNX TensorProto data types used here. */
@@ -181,9 +181,7 @@ export function modelToOnnx(model: Module, opts: OnnxExportOptions): OnnxExportR
  */
 export function exportOnnx(model: Module, path: string, opts: OnnxExportOptions): OnnxExportResult {
   const r = modelToOnnx(model, opts);
-  const fs = (globalThis as { process?: { getBuiltinModule?: (m: string) => unknown } }).process?.getBuiltinModule?.('node:fs') as { writeFileSync(p: string, b: Uint8Array): void } | undefined;
-  if (!fs) throw new Error('exportOnnx: writing files needs Node.js ≥ 20.16; use modelToOnnx for the bytes');
-  fs.writeFileSync(path, r.bytes);
+  nodeFs('exportOnnx', 'use modelToOnnx for the bytes').writeFileSync(path, r.bytes);
   return r;
 }
 
