@@ -322,27 +322,40 @@ function removeStaleTemporaries(fs: Fs, path: string): void {
 }
 
 /**
- * Writes tensors to a .safetensors file atomically: the bytes go to a temporary file in the
- * same directory, are fsynced, then renamed over `path`, so a crash never leaves half a file.
- * Temporaries that earlier, killed saves of `path` left behind are removed first.
- * @example saveSafetensors('model.safetensors', model.stateDict(), { epoch: '3' });
+ * Replaces `path` by `data` (bytes, or text written as UTF-8) atomically: a temporary file
+ * `<path>.tmp-<pid>-<tag>` in the same directory is written and fsynced, then renamed over
+ * `path`, so a crash leaves the old file or the new one, never half. If any step fails the
+ * temporary is removed and the error rethrown; temporaries that earlier, killed writes of `path`
+ * left behind are removed first. Node only.
+ * @example writeFileAtomic('runs/x/summary.json', JSON.stringify(summary));
  */
-export function saveSafetensors(path: string, tensors: Record<string, Tensor>, metadata?: Record<string, string>): void {
-  const fs = nodeFs('saveSafetensors');
-  const bytes = serializeSafetensors(tensors, metadata);
+export function writeFileAtomic(path: string, data: Uint8Array | string, op = 'writeFileAtomic'): void {
+  const fs = nodeFs(op);
+  const bytes = typeof data === 'string' ? new TextEncoder().encode(data) : data;
   removeStaleTemporaries(fs, path);
   const tmp = `${path}.tmp-${proc()?.pid ?? 0}-${Math.random().toString(36).slice(2, 10)}`;
-  const fd = fs.openSync(tmp, 'w');
   try {
-    for (let written = 0; written < bytes.length; ) written += fs.writeSync(fd, bytes.subarray(written));
-    fs.fsyncSync(fd);
+    const fd = fs.openSync(tmp, 'w');
+    try {
+      for (let written = 0; written < bytes.length; ) written += fs.writeSync(fd, bytes.subarray(written));
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, path);
   } catch (e) {
-    fs.closeSync(fd);
     fs.rmSync(tmp, { force: true });
     throw e;
   }
-  fs.closeSync(fd);
-  fs.renameSync(tmp, path);
+}
+
+/**
+ * Writes tensors to a .safetensors file atomically (`writeFileAtomic`), so a crash never leaves
+ * half a file.
+ * @example saveSafetensors('model.safetensors', model.stateDict(), { epoch: '3' });
+ */
+export function saveSafetensors(path: string, tensors: Record<string, Tensor>, metadata?: Record<string, string>): void {
+  writeFileAtomic(path, serializeSafetensors(tensors, metadata), 'saveSafetensors');
 }
 
 /**

@@ -3,8 +3,12 @@
  * goes; on resume the lines past the checkpoint's step are dropped (the file rewritten
  * atomically) so the file stays one run. A torn last line, left by a process killed mid-append,
  * is dropped with a warning; any other malformed line is an error naming the file and line.
+ * The atomic rewrite is core's `writeFileAtomic`, re-exported here for the training API.
  */
-import { nodeFs, proc } from './node.js';
+import { writeFileAtomic } from '@qgrad/core';
+import { nodeFs } from './node.js';
+
+export { writeFileAtomic };
 
 /** One line of metrics.jsonl: the step it belongs to and named values. */
 export type MetricsRecord = { step: number; [key: string]: number | string };
@@ -72,30 +76,4 @@ export function readMetrics(path: string, warn: (message: string) => void = cons
     else throw new Error(`${path}:${i + 1}: malformed metrics line (${problem}): ${line.length > 80 ? `${line.slice(0, 80)}…` : line}`);
   }
   return records;
-}
-
-/**
- * Replaces `path` by `text` atomically: a temporary file in the same directory is written and
- * fsynced, then renamed over `path`, so a crash leaves the old file or the new one, never half;
- * if any step fails the temporary file is removed and the error rethrown.
- * @example writeFileAtomic('runs/x/summary.json', JSON.stringify(summary));
- */
-export function writeFileAtomic(path: string, text: string): void {
-  const fs = nodeFs('writeFileAtomic');
-  const cut = path.lastIndexOf('/');
-  const tmp = `${path.slice(0, cut + 1)}.${path.slice(cut + 1)}.tmp-${proc()?.pid ?? 0}-${Math.random().toString(36).slice(2, 10)}`;
-  try {
-    const bytes = new TextEncoder().encode(text);
-    const fd = fs.openSync(tmp, 'w');
-    try {
-      for (let written = 0; written < bytes.length; ) written += fs.writeSync(fd, bytes, written);
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(tmp, path);
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw e;
-  }
 }

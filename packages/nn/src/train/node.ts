@@ -11,15 +11,9 @@ export interface Fs {
   readFileSync(path: string, encoding: 'utf8'): string;
   writeFileSync(path: string, data: string): void;
   appendFileSync(path: string, data: string): void;
-  openSync(path: string, flags: string): number;
-  writeSync(fd: number, buffer: Uint8Array, offset: number): number;
-  fsyncSync(fd: number): void;
-  closeSync(fd: number): void;
-  renameSync(from: string, to: string): void;
-  rmSync(path: string, opts: { force: true; recursive?: boolean }): void;
 }
 
-type Proc = { getBuiltinModule?: (m: string) => unknown; pid?: number; stdout?: { isTTY?: boolean; write(s: string): boolean } };
+type Proc = { getBuiltinModule?: (m: string) => unknown; stdout?: { isTTY?: boolean; write(s: string): boolean } };
 
 /** `process` where there is one (Node), else undefined (browsers). */
 export function proc(): Proc | undefined {

@@ -4,7 +4,8 @@
  * optional dependencies, imported only when a plot is drawn; without them the `PlotCurves`
  * callback says so once and the run goes on.
  */
-import { writeFileAtomic, type MetricsRecord } from './metrics.js';
+import { writeFileAtomic } from '@qgrad/core';
+import type { MetricsRecord } from './metrics.js';
 import type { Callback, RunContext } from './trainer.js';
 
 /** A vega-lite specification (kept loose here, so this package's types do not need vega-lite's). */
