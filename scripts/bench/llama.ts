@@ -12,9 +12,8 @@ import type { BenchContext } from './context.js';
 const BATCH = 16;
 const SEQ = 128;
 
-/** One training step of a fresh model (same seed either way); returns its wall time in ms. */
-function trainer(quant: boolean): () => number {
-  const g = new q.Generator(0);
+/** The reference tiny Llama and its AdamW, with 4-bit per-group(32) LSQ weights + 8-bit per-token inputs when `quant` (scripts/bench/soak.ts trains the same). */
+export function benchLlama(quant: boolean, g: q.Generator): { model: Llama; opt: AdamW } {
   const model = new Llama(tinyLlamaConfig, { generator: g });
   if (quant) {
     prepareQAT(model, {
@@ -22,20 +21,30 @@ function trainer(quant: boolean): () => number {
       types: ['Linear'],
     });
   }
-  const opt = new AdamW(model.parameters(), { lr: 1e-3 });
+  return { model, opt: new AdamW(model.parameters(), { lr: 1e-3 }) };
+}
+
+/** One next-token forward + backward + AdamW step inside trainStep, which recycles the step's activations at its end (what PyTorch's refcounting does); returns the loss. */
+export function llamaStep(model: Llama, opt: AdamW, x: q.Tensor, y: q.Tensor): number {
+  return trainStep(model, opt, () => {
+    const loss = model.loss(x, y);
+    opt.zeroGrad();
+    loss.backward();
+    opt.step();
+    return loss.item();
+  });
+}
+
+/** One training step of a fresh model (same seed either way); returns its wall time in ms. */
+function trainer(quant: boolean): () => number {
+  const g = new q.Generator(0);
+  const { model, opt } = benchLlama(quant, g);
   const idx = q.randint(0, 256, [BATCH, SEQ + 1], { generator: g });
   const x = idx.narrow(1, 0, SEQ).contiguous();
   const y = idx.narrow(1, 1, SEQ).contiguous();
   return () => {
     const t = performance.now();
-    // trainStep recycles the step's activations at its end (what PyTorch's refcounting does)
-    trainStep(model, opt, () => {
-      const loss = model.loss(x, y);
-      opt.zeroGrad();
-      loss.backward();
-      opt.step();
-      return loss.item();
-    });
+    llamaStep(model, opt, x, y);
     return performance.now() - t;
   };
 }

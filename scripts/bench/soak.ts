@@ -6,17 +6,14 @@
  */
 import { parseArgs } from 'node:util';
 import * as q from '@qgrad/core';
-import { AdamW, Llama, tinyLlamaConfig, trainStep } from '@qgrad/nn';
-import { prepareQAT } from '@qgrad/quant';
 import { wasmBackend } from '@qgrad/kernels';
+import { benchLlama, llamaStep } from './llama.js';
 
 const { values } = parseArgs({ options: { steps: { type: 'string', default: '1000' }, every: { type: 'string', default: '100' }, quant: { type: 'boolean', default: false } } });
 const steps = Number(values.steps);
 const every = Number(values.every);
 const g = new q.Generator(0);
-const model = new Llama(tinyLlamaConfig, { generator: g });
-if (values.quant) prepareQAT(model, { default: { weight: { grid: 'int', bits: 4, granularity: { group: 32 } }, input: { grid: 'int', bits: 8, granularity: 'token' } }, types: ['Linear'] });
-const opt = new AdamW(model.parameters(), { lr: 1e-3 });
+const { model, opt } = benchLlama(values.quant, g);
 const mib = (b: number) => (b / 2 ** 20).toFixed(1);
 const rows: { step: number; buffers: number; bytes: number; wasm: number; rss: number }[] = [];
 const t0 = performance.now();
@@ -24,13 +21,7 @@ for (let s = 1; s <= steps; s++) {
   const idx = q.randint(0, 256, [16, 129], { generator: g });
   const x = idx.narrow(1, 0, 128).contiguous();
   const y = idx.narrow(1, 1, 128).contiguous();
-  trainStep(model, opt, () => {
-    const loss = model.loss(x, y);
-    opt.zeroGrad();
-    loss.backward();
-    opt.step();
-    return loss.item();
-  });
+  llamaStep(model, opt, x, y);
   q.dispose([idx, x, y]);
   if (s % every === 0 || s === 10) {
     const m = q.memory();
