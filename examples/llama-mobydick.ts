@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
 import { Generator, noGrad, tensor } from '@qgrad/core';
 import { AdamW, LambdaLR, Llama, cosineSchedule, fit, savePretrained, tinyLlamaConfig, type LlamaConfig } from '@qgrad/nn';
-import { CliError, cli } from './lib/args.js';
-import { mobyDickWindows } from './lib/text.js';
+import { cli } from './lib/args.js';
+import { checkLlamaShape, llamaShapeOptions, mobyDickWindows } from './lib/text.js';
 import { commonOptions, runFlags, summary, useBackend } from './lib/train.js';
 
 const args = cli('llama-mobydick', 'Trains a byte-level Llama on Moby-Dick (90% train / 10% validation by position) and samples from it.', {
@@ -18,10 +18,7 @@ const args = cli('llama-mobydick', 'Trains a byte-level Llama on Moby-Dick (90% 
   batchSize: { type: 'int', default: 8, min: 1, help: 'sequences per step' },
   // the sampler's sliding window keeps maxSeqLen − 1 bytes of context, so at least one
   seqLen: { type: 'int', default: tinyLlamaConfig.maxSeqLen, min: 2, help: 'bytes per sequence' },
-  dim: { type: 'int', default: tinyLlamaConfig.dim, min: 1, help: 'model width (--heads × an even head width)' },
-  layers: { type: 'int', default: tinyLlamaConfig.nLayers, min: 1, help: 'decoder layers' },
-  heads: { type: 'int', default: tinyLlamaConfig.nHeads, min: 1, help: 'query heads (a multiple of --kv-heads)' },
-  kvHeads: { type: 'int', default: tinyLlamaConfig.nKvHeads, min: 1, help: 'key/value heads (grouped-query attention)' },
+  ...llamaShapeOptions,
   hidden: { type: 'int', default: tinyLlamaConfig.hiddenDim, min: 1, help: 'SwiGLU hidden width' },
   lr: { type: 'number', default: 3e-3, exclusiveMin: 0, help: 'peak learning rate' },
   valBlocks: { type: 'int', default: 32, min: 1, help: 'validation sequences per evaluation (evenly spread over the validation text)' },
@@ -34,8 +31,7 @@ const args = cli('llama-mobydick', 'Trains a byte-level Llama on Moby-Dick (90% 
   ckptEvery: { type: 'int', default: 50, min: 1, help: 'save a checkpoint every N steps (and at the end)' },
 });
 useBackend(args.backend);
-if (args.dim % args.heads || (args.dim / args.heads) % 2) throw new CliError(`--dim must be --heads (${args.heads}) × an even head width (rotary embeddings rotate pairs), got ${args.dim}`);
-if (args.heads % args.kvHeads) throw new CliError(`--heads must be a multiple of --kv-heads (${args.kvHeads}), got ${args.heads}`);
+checkLlamaShape(args);
 
 const config: LlamaConfig = {
   ...tinyLlamaConfig, dim: args.dim, nLayers: args.layers, nHeads: args.heads, nKvHeads: args.kvHeads, hiddenDim: args.hidden, maxSeqLen: args.seqLen,

@@ -11,10 +11,10 @@
  * Run: npx tsx examples/qat-llama.ts --config w4a4-quest --seeds 0,1,2 [--steps 200 --batch-size 8 --seq-len 64] [--dim 64 --layers 2] [--resume]
  */
 import { join } from 'node:path';
-import { tinyLlamaConfig } from '@qgrad/nn';
 import { CliError, cli } from './lib/args.js';
 import { mean, pm } from './lib/experiments.js';
 import { QAT_LLAMA_CONFIGS, runQatLlama } from './lib/qat-llama.js';
+import { checkLlamaShape, llamaShapeOptions } from './lib/text.js';
 import { SEED_MAX, commonOptions, useBackend } from './lib/train.js';
 
 const args = cli('qat-llama', `QAT of the tiny byte Llama on Moby-Dick; validation bits/byte. Configs: ${QAT_LLAMA_CONFIGS.map((c) => c.name).join(', ')}.`, {
@@ -23,10 +23,8 @@ const args = cli('qat-llama', `QAT of the tiny byte Llama on Moby-Dick; validati
   steps: { type: 'int', default: 200, min: 1, help: 'optimizer steps' },
   batchSize: { type: 'int', default: 8, min: 1, help: 'sequences per step' },
   seqLen: { type: 'int', default: 64, min: 2, help: 'bytes per sequence (the model is built with maxSeqLen = this)' },
-  dim: { type: 'int', default: tinyLlamaConfig.dim, min: 1, help: 'model width (--heads × an even head width; SwiGLU width 3 × this)' },
-  layers: { type: 'int', default: tinyLlamaConfig.nLayers, min: 1, help: 'decoder layers' },
-  heads: { type: 'int', default: tinyLlamaConfig.nHeads, min: 1, help: 'query heads (a multiple of --kv-heads)' },
-  kvHeads: { type: 'int', default: tinyLlamaConfig.nKvHeads, min: 1, help: 'key/value heads (grouped-query attention)' },
+  ...llamaShapeOptions,
+  dim: { ...llamaShapeOptions.dim, help: 'model width (--heads × an even head width; SwiGLU width 3 × this)' },
   lr: { type: 'number', default: 3e-3, exclusiveMin: 0, help: 'peak LR (AdamW β = (0.9, 0.95), wd 0.1 on matrices)' },
   valBlocks: { type: 'int', default: 64, min: 1, help: 'validation sequences (evenly spread over the held-out 10 %)' },
   resume: commonOptions.resume,
@@ -37,8 +35,7 @@ const args = cli('qat-llama', `QAT of the tiny byte Llama on Moby-Dick; validati
   runDir: { type: 'string', default: 'runs/qat-llama', help: 'writes <run-dir>/<config>/seed<N>/{metrics.jsonl, checkpoint.safetensors, curves.svg}' },
 });
 useBackend(args.backend);
-if (args.dim % args.heads || (args.dim / args.heads) % 2) throw new CliError(`--dim must be --heads (${args.heads}) × an even head width (rotary embeddings rotate pairs), got ${args.dim}`);
-if (args.heads % args.kvHeads) throw new CliError(`--heads must be a multiple of --kv-heads (${args.kvHeads}), got ${args.heads}`);
+checkLlamaShape(args);
 
 const c = QAT_LLAMA_CONFIGS.find((k) => k.name === args.config);
 if (!c) throw new CliError(`unknown --config '${args.config}'; known: ${QAT_LLAMA_CONFIGS.map((k) => k.name).join(', ')}`);

@@ -1,9 +1,24 @@
 /**
- * @file Moby-Dick in byte windows for the Llama examples (llama-mobydick, qat-llama), with the
- * checks of the flags that only the text can answer (--seq-len, --batch-size).
+ * @file What the Llama examples (llama-mobydick, qat-llama) share: the model-shape flags and their
+ * check, and Moby-Dick in byte windows with the checks of the flags that only the text can answer
+ * (--seq-len, --batch-size).
  */
-import { loadMobyDick } from '@qgrad/nn';
+import { loadMobyDick, tinyLlamaConfig } from '@qgrad/nn';
 import { CliError, checkFlag } from './args.js';
+
+/** The model-shape flags of both Llama examples (defaults: the tiny reference Llama). */
+export const llamaShapeOptions = {
+  dim: { type: 'int', default: tinyLlamaConfig.dim, min: 1, help: 'model width (--heads × an even head width)' },
+  layers: { type: 'int', default: tinyLlamaConfig.nLayers, min: 1, help: 'decoder layers' },
+  heads: { type: 'int', default: tinyLlamaConfig.nHeads, min: 1, help: 'query heads (a multiple of --kv-heads)' },
+  kvHeads: { type: 'int', default: tinyLlamaConfig.nKvHeads, min: 1, help: 'key/value heads (grouped-query attention)' },
+} as const;
+
+/** A CliError unless --dim splits into --heads even head widths and --heads into --kv-heads groups. */
+export function checkLlamaShape(args: { dim: number; heads: number; kvHeads: number }): void {
+  if (args.dim % args.heads || (args.dim / args.heads) % 2) throw new CliError(`--dim must be --heads (${args.heads}) × an even head width (rotary embeddings rotate pairs), got ${args.dim}`);
+  if (args.heads % args.kvHeads) throw new CliError(`--heads must be a multiple of --kv-heads (${args.kvHeads}), got ${args.heads}`);
+}
 
 /**
  * Moby-Dick cut into `seqLen`-byte windows (90 % train / 10 % validation), checking the flags
