@@ -7,11 +7,11 @@
  */
 import { noGrad, type Generator, type Tensor } from '@qgrad/core';
 import { Linear, type Module } from '@qgrad/nn';
+import { tensorError } from '../inspect/error.js';
 import { matchesName, type NamePattern, type QATRule } from '../qat/prepare.js';
 import type { WeightQuantConfig } from '../qat/quantizers.js';
 import { quantize } from '../quantizer/functional.js';
 import { hutchinsonTrace } from '../schedules/hessian.js';
-import { sqnrDb } from './layer.js';
 
 export interface LayerSensitivity {
   name: string;
@@ -69,7 +69,7 @@ export function measureSensitivity(model: Module, opts: SensitivityOptions): Lay
     const row: LayerSensitivity = { name, params: w.numel(), weightNormSq: noGrad(() => keep.square().sum().item()), hessianTrace: traces[i]!, sqnrDb: {}, lossDelta: {} };
     for (const bits of choices) {
       const wq = noGrad(() => quantize(keep, quant(bits)).dequantize());
-      row.sqnrDb[bits] = sqnrDb(keep, wq);
+      row.sqnrDb[bits] = tensorError(keep, wq).sqnrDb;
       noGrad(() => w.copy_(wq));
       try {
         row.lossDelta[bits] = noGrad(() => opts.loss().item()) - base;

@@ -133,16 +133,3 @@ export function frozenBase(weight: Tensor, bias: Tensor | null, quant: WeightQua
   const q = QuantLinear.from(floatLinear(weight, bias), { weight: frozenConfig(quant) }, who);
   return new QuantizedLinear(q);
 }
-
-/** 10·log10(‖w‖² / ‖w − ŵ‖²) in dB (Infinity when equal). */
-export function sqnrDb(w: Tensor, wHat: Tensor): number {
-  const a = w.dataSync();
-  const b = wHat.dataSync();
-  let sig = 0;
-  let err = 0;
-  for (let i = 0; i < a.length; i++) {
-    sig += a[i]! * a[i]!;
-    err += (a[i]! - b[i]!) ** 2;
-  }
-  return err === 0 ? Infinity : 10 * Math.log10(sig / err);
-}

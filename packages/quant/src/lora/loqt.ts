@@ -9,7 +9,8 @@
 import { fromTypedArray, gradOf, linear, noGrad, zeros, type Tensor } from '@qgrad/core';
 import { Parameter, type Linear, type Module } from '@qgrad/nn';
 import { QuantizedLinear } from '../qat/convert.js';
-import { floatLinear, frozenBase, LoraLayer, sqnrDb, type LoraLayerOptions, type MergedLayer } from './layer.js';
+import { tensorError } from '../inspect/error.js';
+import { floatLinear, frozenBase, LoraLayer, type LoraLayerOptions, type MergedLayer } from './layer.js';
 import { truncatedSvd } from './svd.js';
 
 /** P [r, in]: the top-r right singular vectors of the [out, in] matrix `m`, as rows. */
@@ -65,7 +66,7 @@ export class LoqtLinear extends LoraLayer {
     const w = noGrad(() => this.baseWeight().add(this.deltaWeight()));
     if (!opts.requantize) return { layer: floatLinear(w, this.baseLayer.bias), kind: 'float' };
     const layer = frozenBase(w, this.baseLayer.bias, this.quant, this.who);
-    return { layer, kind: 'quantized', sqnrDb: sqnrDb(w, layer.dequantizedWeight()) };
+    return { layer, kind: 'quantized', sqnrDb: tensorError(w, layer.dequantizedWeight()).sqnrDb };
   }
   /**
    * Folds α·B·P into the base (one requantization of the exact float sum), sets P to the top-r

@@ -7,7 +7,8 @@
 import { linear, noGrad, zeros, type Tensor } from '@qgrad/core';
 import { init, Parameter, type Linear } from '@qgrad/nn';
 import { QuantizedLinear } from '../qat/convert.js';
-import { floatLinear, frozenBase, LoraLayer, sqnrDb, type LoraLayerOptions, type MergedLayer } from './layer.js';
+import { tensorError } from '../inspect/error.js';
+import { floatLinear, frozenBase, LoraLayer, type LoraLayerOptions, type MergedLayer } from './layer.js';
 
 /** QLoRA's base quantizer: NF4, absmax per block of 64, double-quantized absmaxes. */
 export const QLORA_QUANT = { grid: 'nf4', scale: { double: true } } as const;
@@ -40,6 +41,6 @@ export class QLoraLinear extends LoraLayer {
     const w = noGrad(() => this.baseWeight().add(this.deltaWeight()));
     if (!opts.requantize) return { layer: floatLinear(w, this.baseLayer.bias), kind: 'float' };
     const layer = frozenBase(w, this.baseLayer.bias, this.quant, this.who);
-    return { layer, kind: 'quantized', sqnrDb: sqnrDb(w, layer.dequantizedWeight()) };
+    return { layer, kind: 'quantized', sqnrDb: tensorError(w, layer.dequantizedWeight()).sqnrDb };
   }
 }
