@@ -2,13 +2,11 @@
  * @file Moving a tensor between backends (`x.to('js')`), differentiable like PyTorch's
  * `x.to(device)`: the gradient goes back to the source backend. Casting lives in elementwise.ts.
  */
-import { DTYPES, type DType } from '@qgrad/kernels';
+import { BACKENDS, backendEntry, DTYPES, type DType } from '@qgrad/kernels';
 import { availableBackends, withBackend, type BackendName } from '../backend.js';
 import { defineFunction } from '../function.js';
 import { fromTypedArray } from './creation.js';
 import type { Tensor } from '../tensor.js';
-
-const BACKENDS: readonly BackendName[] = ['js', 'wasm', 'gpu'];
 
 function copyTo(x: Tensor, backend: BackendName): Tensor {
   return withBackend(backend, () => fromTypedArray(x.dataSync(), [...x.shape], x.dtype));
@@ -29,12 +27,12 @@ const moveFn: (x: Tensor, backend: BackendName) => Tensor = defineFunction({
  * @example tensor([1, 2]).to('js').device; // 'js'
  */
 export function to(x: Tensor, target: DType | BackendName, cast: (x: Tensor, dtype: DType) => Tensor): Tensor {
-  if ((BACKENDS as readonly string[]).includes(target)) {
+  if (backendEntry(target)) {
     const backend = target as BackendName;
     if (x.device === backend) return x;
     if (!availableBackends().includes(backend)) throw new Error(`to: backend '${backend}' is not available in this process (have: ${availableBackends().join(', ')})`);
     return moveFn(x, backend);
   }
   if ((DTYPES as readonly string[]).includes(target)) return cast(x, target as DType);
-  throw new TypeError(`to: '${String(target)}' is neither a dtype (${DTYPES.join(', ')}) nor a backend (${BACKENDS.join(', ')})`);
+  throw new TypeError(`to: '${String(target)}' is neither a dtype (${DTYPES.join(', ')}) nor a backend (${BACKENDS.map((b) => b.name).join(', ')})`);
 }
