@@ -428,9 +428,10 @@ export function inplaceBinary(dst: Tensor, op: BinaryOp, other: TensorLike, alph
   if (shape.join() !== dst.shape.join()) throw new Error(`${op}_: result shape [${shape.join(', ')}] does not match the in-place tensor's shape [${dst.shape.join(', ')}]`);
   // a small operand is cast once; a large one block by block, so the cast is never tensor-sized
   if (o.numel() <= INPLACE_BLOCK) o = castNoGrad(o, dst.dtype);
+  const scale = alpha !== 1 ? scalarLike(alpha, dst.dtype, dst) : null;
   const version = dst.version;
   forBlocks(dst, expandView(o, dst.shape), o.storage !== dst.storage, (d, b) => {
-    if (alpha !== 1) b = binaryKernel('mul', b, scalarLike(alpha, dst.dtype, dst), dst.dtype);
+    if (scale) b = binaryKernel('mul', b, scale, dst.dtype);
     if (d.isContiguous()) {
       runKernelInto('binary', [d, castNoGrad(b, dst.dtype)], d, { op });
     } else {
