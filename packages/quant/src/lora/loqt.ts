@@ -8,9 +8,8 @@
  */
 import { fromTypedArray, gradOf, linear, noGrad, zeros, type Tensor } from '@qgrad/core';
 import { Parameter, type Linear, type Module } from '@qgrad/nn';
-import { QuantizedLinear } from '../qat/convert.js';
-import { tensorError } from '../inspect/error.js';
-import { floatLinear, frozenBase, LoraLayer, type LoraLayerOptions, type MergedLayer } from './layer.js';
+import { frozenBase, type LoraLayerOptions } from './layer.js';
+import { QLoraLinear } from './qlora.js';
 import { truncatedSvd } from './svd.js';
 
 /** P [r, in]: the top-r right singular vectors of the [out, in] matrix `m`, as rows. */
@@ -31,42 +30,26 @@ export interface LoqtMergeStats {
   residualUncompensated: number;
 }
 
-export class LoqtLinear extends LoraLayer {
-  readonly method = 'loqt' as const;
-  baseLayer: QuantizedLinear;
+export class LoqtLinear extends QLoraLinear {
+  override readonly method = 'loqt' as const;
   /** While loqtMerge takes the weight gradient: the float weight, a leaf the forward uses instead. */
   probe: Tensor | null = null;
 
-  constructor(src: Linear, o: LoraLayerOptions) {
-    super(src, o);
-    const dtype = src.weight.dtype;
-    this.baseLayer = this.registerModule('baseLayer', noGrad(() => frozenBase(src.weight, src.bias, o.quant, o.who)));
+  /** P = loraA a buffer, B = loraB the only parameter (0). */
+  protected override initAdapter(src: Linear, o: LoraLayerOptions): void {
     // before any gradient is seen, P spans the weight's own top-r row space (data-free)
     this.loraA = this.registerBuffer('loraA', noGrad(() => topRightSingular(src.weight.detach(), o.rank)));
-    this.loraB = this.registerParameter('loraB', Parameter(zeros([this.outFeatures, o.rank], { dtype })));
+    this.loraB = this.registerParameter('loraB', Parameter(zeros([this.outFeatures, o.rank], { dtype: src.weight.dtype })));
   }
   /** LoQT scales B·P by α itself. */
   override get scaling(): number {
     return this.alpha;
   }
-  baseWeight(): Tensor {
-    return this.baseLayer.dequantizedWeight();
-  }
-  forward(x: Tensor): Tensor {
-    if (this.probe) return linear(x, this.probe, this.baseLayer.bias);
-    return linear(x, this.baseWeight(), this.baseLayer.bias).add(this.adapterOf(this.adapterInput(x)));
+  override forward(x: Tensor): Tensor {
+    return this.probe ? linear(x, this.probe, this.baseLayer.bias) : super.forward(x);
   }
   override trainable(): Tensor[] {
     return [this.loraB];
-  }
-  baseState(): Record<string, Tensor> {
-    return Object.fromEntries(this.baseLayer.namedBuffers());
-  }
-  merged(opts: { requantize?: boolean }): MergedLayer {
-    const w = noGrad(() => this.baseWeight().add(this.deltaWeight()));
-    if (!opts.requantize) return { layer: floatLinear(w, this.baseLayer.bias), kind: 'float' };
-    const layer = frozenBase(w, this.baseLayer.bias, this.quant, this.who);
-    return { layer, kind: 'quantized', sqnrDb: tensorError(w, layer.dequantizedWeight()).sqnrDb };
   }
   /**
    * Folds α·B·P into the base (one requantization of the exact float sum), sets P to the top-r

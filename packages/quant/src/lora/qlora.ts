@@ -21,8 +21,12 @@ export class QLoraLinear extends LoraLayer {
 
   constructor(src: Linear, o: LoraLayerOptions) {
     super(src, o);
-    const dtype = src.weight.dtype;
     this.baseLayer = this.registerModule('baseLayer', noGrad(() => frozenBase(src.weight, src.bias, o.quant, o.who)));
+    this.initAdapter(src, o);
+  }
+  /** Registers loraA and loraB: B = 0, A Kaiming-uniform (PEFT); LoQT overrides it (A a fixed projection). */
+  protected initAdapter(src: Linear, o: LoraLayerOptions): void {
+    const dtype = src.weight.dtype;
     this.loraA = this.registerParameter('loraA', Parameter(zeros([o.rank, this.inFeatures], { dtype })));
     this.loraB = this.registerParameter('loraB', Parameter(zeros([this.outFeatures, o.rank], { dtype })));
     init.kaimingUniform_(this.loraA, { a: Math.sqrt(5), generator: o.generator });
