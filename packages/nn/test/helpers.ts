@@ -1,4 +1,8 @@
-/** Test helpers shared by the nn tests: gradcheck of a module over its input and parameters. */
+/** Test helpers shared by the nn tests: gradcheck of a module over its input and parameters, scratch directories. */
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll } from 'vitest';
 import { gradcheck } from '@qgrad/core/testing';
 import type { Tensor } from '@qgrad/core';
 import type { Module } from '@qgrad/nn';
@@ -34,4 +38,19 @@ export function paramsWithoutGrad(m: Module, out: Tensor): string[] {
   m.zeroGrad();
   out.square().sum().backward();
   return [...m.namedParameters()].filter(([, p]) => !p.grad || p.grad.abs().sum().item() === 0).map(([n]) => n);
+}
+
+/**
+ * A temporary root `qgrad-<prefix>-…` removed after the file's tests, and a function that makes
+ * a new empty directory under it for each case.
+ */
+export function scratchDirs(prefix: string): () => string {
+  const root = mkdtempSync(join(tmpdir(), `qgrad-${prefix}-`));
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+  let n = 0;
+  return () => {
+    const d = join(root, `case${n++}`);
+    mkdirSync(d);
+    return d;
+  };
 }

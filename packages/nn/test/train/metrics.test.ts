@@ -3,20 +3,13 @@
  * dropped with a warning naming the file, a bad line before it is an error naming file and line,
  * NaN and ±∞ survive a round trip, and the resume rewrite is atomic and leaves no debris.
  */
-import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { appendFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { Linear, SGD, encodeRecord, MetricsWriter, readMetrics, writeFileAtomic, fit } from '@qgrad/nn';
+import { scratchDirs } from '../helpers.js';
 
-const root = mkdtempSync(join(tmpdir(), 'qgrad-metrics-'));
-afterAll(() => rmSync(root, { recursive: true, force: true }));
-let n = 0;
-const freshDir = () => {
-  const d = join(root, `case${n++}`);
-  mkdirSync(d);
-  return d;
-};
+const freshDir = scratchDirs('metrics');
 const lines = (...records: object[]) => records.map((r) => `${JSON.stringify(r)}\n`).join('');
 
 describe('readMetrics', () => {

@@ -5,24 +5,17 @@
  * early stopping (and its state surviving a resume); the stop on NaN/∞ losses, before a
  * checkpoint overwrites the last good weights.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import * as q from '@qgrad/core';
 import {
   AdamW, Checkpointer, EarlyStopping, JsonlMetrics, LambdaLR, Linear, NonFiniteLossError, ProgressBar, ReLU, SGD, Sequential, Trainer,
   cosineSchedule, fit, loadCheckpoint, nonFiniteGuard, readMetrics, stepGenerator, epochBatch, type Callback, type FitOptions,
 } from '@qgrad/nn';
+import { scratchDirs } from '../helpers.js';
 
-const root = mkdtempSync(join(tmpdir(), 'qgrad-trainer-'));
-afterAll(() => rmSync(root, { recursive: true, force: true }));
-let n = 0;
-const freshDir = () => {
-  const d = join(root, `case${n++}`);
-  mkdirSync(d);
-  return d;
-};
+const freshDir = scratchDirs('trainer');
 
 const X = q.randn([64, 4], { generator: new q.Generator(7) });
 const Y = X.matmul(q.tensor([[1], [-2], [0.5], [3]])).add(0.1); // [64, 1]
