@@ -68,3 +68,24 @@ export function offsets(arg: Pick<KernelArg, 'shape' | 'strides' | 'offset'>): I
 export function offsetsOrNull(arg: Pick<KernelArg, 'shape' | 'strides' | 'offset'>): Int32Array | null {
   return isContiguous(arg.shape, arg.strides) ? null : offsets(arg);
 }
+
+/**
+ * Views sharing `shape` (one strides list each), with size-1 dims dropped and adjacent dims merged
+ * where every view walks them contiguously (stride[d] = stride[d+1]·shape[d+1], stride 0 included).
+ */
+export function collapse(shape: readonly number[], strides: (readonly number[])[]): { shape: number[]; strides: number[][] } {
+  const sh: number[] = [];
+  const st: number[][] = strides.map(() => []);
+  for (let d = 0; d < shape.length; d++) {
+    if (shape[d] === 1) continue;
+    const last = sh.length - 1;
+    if (last >= 0 && strides.every((s, j) => st[j]![last] === s[d]! * shape[d]!)) {
+      sh[last]! *= shape[d]!;
+      strides.forEach((s, j) => (st[j]![last] = s[d]!));
+    } else {
+      sh.push(shape[d]!);
+      strides.forEach((s, j) => st[j]!.push(s[d]!));
+    }
+  }
+  return { shape: sh, strides: st };
+}

@@ -3,9 +3,9 @@
  * one generated fragment/compute kernel over the output's flat index. Ops without a float32
  * kernel expression here decline (js runs them).
  */
-import { numel } from '../layout.js';
+import { collapse, numel } from '../layout.js';
 import type { BinaryOp, KernelParams, UnaryOp } from '../names.js';
-import { type Call, type GpuArg, MAX_INDEX, collapse, coordinates, lit, offsetOf, store, writable } from './operands.js';
+import { type Call, type GpuArg, MAX_INDEX, coordinates, lit, offsetOf, store, writable } from './operands.js';
 
 /** Kernel-source expressions of `x`. */
 const UNARY: Partial<Record<UnaryOp, string>> = {
@@ -56,7 +56,7 @@ const isF32 = (...args: GpuArg[]) => args.every((a) => a.dtype === 'float32');
 export function mapKernel(call: Call, inputs: readonly GpuArg[], out: GpuArg, body: (v: string[]) => string): boolean {
   const n = numel(out.shape);
   if (n === 0 || n > MAX_INDEX || !writable(out)) return false;
-  const { shape, strides } = collapse(out.shape, inputs);
+  const { shape, strides } = collapse(out.shape, inputs.map((a) => a.strides));
   const names = inputs.map((_, k) => `x${k}`);
   const source = `function (${names.join(', ')}) {
 const i = this.thread.x;

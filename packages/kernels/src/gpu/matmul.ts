@@ -4,8 +4,8 @@
  * so the "tile" is the unrolled strip each thread reads; a WebGPU workgroup-tiled kernel would
  * need raw WGSL, which gpu.js does not take.
  */
-import { numel } from '../layout.js';
-import { type Call, type GpuArg, MAX_INDEX, collapse, coordinates, lit, offsetOf, store, writable } from './operands.js';
+import { collapse, numel } from '../layout.js';
+import { type Call, type GpuArg, MAX_INDEX, coordinates, lit, offsetOf, store, writable } from './operands.js';
 
 export function matmulGpu(call: Call, [a, b]: readonly GpuArg[], out: GpuArg): boolean {
   if (a!.dtype !== 'float32' || b!.dtype !== 'float32' || out.dtype !== 'float32') return false;
@@ -15,7 +15,7 @@ export function matmulGpu(call: Call, [a, b]: readonly GpuArg[], out: GpuArg): b
   const K = a!.shape[r - 1]!;
   if (K === 0 || K > MAX_INDEX) return false;
   // batch dims collapse together; the thread index splits into (batch…, m, n)
-  const batch = collapse(out.shape.slice(0, r - 2), [{ strides: a!.strides.slice(0, r - 2) }, { strides: b!.strides.slice(0, r - 2) }]);
+  const batch = collapse(out.shape.slice(0, r - 2), [a!.strides.slice(0, r - 2), b!.strides.slice(0, r - 2)]);
   const shape = [...batch.shape, out.shape[r - 2]!, out.shape[r - 1]!];
   const nb = batch.shape.length;
   const aStrides = [...batch.strides[0]!, a!.strides[r - 2]!, 0];

@@ -69,28 +69,6 @@ export function lit(v: number): string {
 }
 
 /**
- * Views sharing a shape, with dims merged where every view allows it (row-major adjacent dims d,
- * d+1 merge when each stride[d] = stride[d+1]·shape[d+1]) and size-1 dims dropped.
- */
-export function collapse(shape: readonly number[], views: readonly { strides: readonly number[] }[]): { shape: number[]; strides: number[][] } {
-  const dims: number[] = [];
-  for (let d = 0; d < shape.length; d++) if (shape[d] !== 1) dims.push(d);
-  const outShape: number[] = [];
-  const outStrides: number[][] = views.map(() => []);
-  for (const d of dims) {
-    const last = outShape.length - 1;
-    if (last >= 0 && views.every((v, k) => outStrides[k]![last] === v.strides[d]! * shape[d]!)) {
-      outShape[last] = outShape[last]! * shape[d]!;
-      views.forEach((v, k) => (outStrides[k]![last] = v.strides[d]!));
-    } else {
-      outShape.push(shape[d]!);
-      views.forEach((v, k) => outStrides[k]!.push(v.strides[d]!));
-    }
-  }
-  return { shape: outShape, strides: outStrides };
-}
-
-/**
  * Source lines that split the float index `index` into coordinates `${prefix}0…` of `shape`
  * (row-major). The +0.5 keeps floor() exact under a GPU division that is off by an ulp or two.
  */

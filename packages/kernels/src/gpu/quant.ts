@@ -3,9 +3,9 @@
  * dx, dscale, dzeroPoint), in float32 as the js oracle computes float32 tensors. Stochastic
  * rounding (a noise input) stays on js.
  */
-import { numel } from '../layout.js';
+import { collapse, numel } from '../layout.js';
 import type { FakeQuantizeParams, KernelParams } from '../names.js';
-import { type Call, type GpuArg, MAX_INDEX, collapse, coordinates, lit, offsetOf, store, writable } from './operands.js';
+import { type Call, type GpuArg, MAX_INDEX, coordinates, lit, offsetOf, store, writable } from './operands.js';
 
 /** Statements setting `q` to R(u) for the rounding mode (half-even keeps ties on even integers). */
 function round(p: FakeQuantizeParams, u: string): string {
@@ -33,7 +33,7 @@ function ok(inputs: readonly GpuArg[], out: GpuArg, p: FakeQuantizeParams, count
 export function fakeQuantizeGpu(call: Call, inputs: readonly GpuArg[], out: GpuArg, p: KernelParams['fakeQuantize']): boolean {
   const n = numel(out.shape);
   if (!ok(inputs, out, p, 3) || n === 0 || n > MAX_INDEX) return false;
-  const { shape, strides } = collapse(out.shape, inputs);
+  const { shape, strides } = collapse(out.shape, inputs.map((a) => a.strides));
   const source = `function (x, s, z) {
 const i = this.thread.x;
 ${coordinates('i', shape, 'c')}
@@ -51,7 +51,7 @@ return ${decode(p, 'qc')};
 export function fakeQuantizeBackwardGpu(call: Call, inputs: readonly GpuArg[], out: GpuArg, p: KernelParams['fakeQuantizeBackward']): boolean {
   const total = numel(out.shape);
   if (!ok(inputs, out, p, 4) || total === 0 || total > MAX_INDEX) return false;
-  const { shape, strides } = collapse(out.shape.slice(1), inputs);
+  const { shape, strides } = collapse(out.shape.slice(1), inputs.map((a) => a.strides));
   const n = total / 3;
   const gf = lit(p.gradFactor);
   const source = `function (x, s, z, g) {

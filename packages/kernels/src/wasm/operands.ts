@@ -4,29 +4,11 @@
  * there, else a staged copy of its span in scratch), and typed views of the whole memory.
  */
 import type { KernelArg } from '../backend.js';
-import { numel } from '../layout.js';
+import { collapse, numel } from '../layout.js';
 import type { TypedArray } from '../names.js';
 import { MAX_HEAP_BYTES, span, type Engine } from './runtime.js';
 
 type Arg = KernelArg<TypedArray>;
-
-/** Merges dims that every operand walks contiguously (stride 0 included) and drops size-1 dims. */
-function collapse(shape: readonly number[], strides: (readonly number[])[]): { shape: number[]; strides: number[][] } {
-  const sh: number[] = [];
-  const st: number[][] = strides.map(() => []);
-  for (let d = 0; d < shape.length; d++) {
-    if (shape[d] === 1) continue;
-    const last = sh.length - 1;
-    if (last >= 0 && strides.every((s, j) => st[j]![last] === s[d]! * shape[d]!)) {
-      sh[last]! *= shape[d]!;
-      strides.forEach((s, j) => (st[j]![last] = s[d]!));
-    } else {
-      sh.push(shape[d]!);
-      strides.forEach((s, j) => st[j]!.push(s[d]!));
-    }
-  }
-  return { shape: sh, strides: st };
-}
 
 /**
  * A map over `shape` cut into blocks of rows × inner elements, for kernels that walk the two
