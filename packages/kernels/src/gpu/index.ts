@@ -12,7 +12,7 @@
 import type { Backend, BackendEntry, KernelArg } from '../backend.js';
 import { withJsFallback } from '../fallback.js';
 import type { DType, KernelName, KernelParams, TypedArray } from '../names.js';
-import { DTYPES } from '../names.js';
+import { ARRAY_TYPES, DTYPES } from '../names.js';
 import { type Device, type GpuInfo, GpuBuffer, DEVICE_DTYPES, hostValues, hostWritten, openDevice } from './device.js';
 import { binaryGpu, copyGpu, fillGpu, unaryGpu, whereGpu } from './elementwise.js';
 import { matmulGpu } from './matmul.js';
@@ -104,7 +104,7 @@ export function createGpuBackend(): GpuBackend {
       hostWritten(open().device, data); // deletes the texture
       data.freed = true;
       data.host = null;
-      bytes -= data.size * (DTYPE_BYTES[data.dtype] ?? 4);
+      bytes -= data.size * ARRAY_TYPES[data.dtype].BYTES_PER_ELEMENT;
       buffers--;
     },
     memory: () => ({ bytes, buffers }),
@@ -151,8 +151,6 @@ export function createGpuBackend(): GpuBackend {
   };
   return backend;
 }
-
-const DTYPE_BYTES: Record<DType, number> = { float32: 4, float64: 8, int32: 4, int8: 1, uint8: 1 };
 
 let instance: GpuBackend | null = null;
 

@@ -26,8 +26,6 @@ const ALIGN = 16;
 /** Grow by at least this much (or half the memory): a grow costs a syscall and a new buffer object. */
 const MIN_GROW_BYTES = 16 << 20;
 
-const BYTES: Record<DType, number> = { float32: 4, float64: 8, int32: 4, int8: 1, uint8: 1 };
-
 const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
 
 /** A memory and the allocator over it; shared memories only hold tensors (see `resident`). */
@@ -133,7 +131,7 @@ export class Heap {
 
   /** A zeroed typed array of `size` elements in a new block. */
   alloc(dtype: DType, size: number): TypedArray {
-    const e = BYTES[dtype];
+    const e = ARRAY_TYPES[dtype].BYTES_PER_ELEMENT;
     const start = this.allocBytes(size * e, `${size} ${dtype} elements`);
     const view = new ARRAY_TYPES[dtype](this.#buffer as ArrayBuffer, start, size);
     view.fill(0);
