@@ -5,7 +5,7 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isContiguous, jsKernels, numel, type BinaryOp, type UnaryOp, type Backend } from '@qgrad/kernels';
-import { type Arg, type FloatDType, mismatch, NATIVE, out, permutation, size, view } from './helpers.js';
+import { type Arg, type FloatDType, mismatch, NATIVE, nativeCalls, out, permutation, size, view } from './helpers.js';
 
 /** The backend under test (each of NATIVE in turn). */
 let backend!: Backend;
@@ -73,7 +73,7 @@ describe.each(NATIVE)('$label elementwise', (entry) => {
     });
 
     it(`strided copy equals the js copy in ${dtype}`, () => {
-      const ran = () => backend.stats!().find((x) => x.kernel === 'copy' && x.dtype === dtype)?.native ?? 0;
+      const ran = () => nativeCalls(backend, 'copy', dtype);
       const before = ran();
       let strided = 0;
       fc.assert(
