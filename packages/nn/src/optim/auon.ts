@@ -4,9 +4,8 @@
  * get Muon's auxiliary Adam (muon.ts). Also the packaged repository's variant and Hybrid-AuON.
  */
 import type { Tensor } from '@qgrad/core';
-import { zerosLike } from '@qgrad/core';
 import { Muon, zeropowerViaNewtonSchulz5, type MuonOptions } from './muon.js';
-import { lerp_, type ParamGroup, type ParamGroupSpec, type ParamState } from './optimizer.js';
+import type { ParamGroupSpec } from './optimizer.js';
 
 export interface AuONOptions extends MuonOptions {
   /**
@@ -55,14 +54,9 @@ export class AuON extends Muon {
     if (variant !== 'paper' && variant !== 'packaged') throw new Error(`AuON: unknown variant ${JSON.stringify(variant)}; 'paper' or 'packaged'`);
     this.auon = { variant, gamma, hybridSteps };
   }
-  protected override update(p: Tensor, g: Tensor, s: ParamState, o: ParamGroup<MuonOptions>): void {
-    if (!(o.useMuon ?? p.ndim >= 2)) return super.update(p, g, s, o);
-    if (p.ndim < 2) throw new Error(`AuON: parameter of shape [${p.shape.join(', ')}] is not a matrix; put it in a group with useMuon: false`);
-    const m = (s.momentumBuffer ??= zerosLike(p)) as Tensor;
-    lerp_(m, g, 1 - o.momentum);
-    const u = o.nesterov ? g.add(m.sub(g).mul(o.momentum)) : m;
-    if (o.weightDecay) p.mul_(1 - o.lr * o.weightDecay);
-    if (this.auon.variant === 'packaged' && u.norm().item() === 0) return; // the reference skips a zero update, after its decay
-    p.add_(auonDirection(u, this.auon).reshape(p.shape), -o.lr);
+  /** Muon's momentum and weight decay (muon.ts), with the AuON direction in place of Newton–Schulz. */
+  protected override direction(u: Tensor): Tensor | null {
+    if (this.auon.variant === 'packaged' && u.norm().item() === 0) return null; // the reference skips a zero update, after its decay
+    return auonDirection(u, this.auon);
   }
 }

@@ -65,15 +65,13 @@ export class Muon extends Optimizer<MuonOptions> {
   }
   protected update(p: Tensor, g: Tensor, s: ParamState, o: ParamGroup<MuonOptions>): void {
     if (o.useMuon ?? p.ndim >= 2) {
-      if (p.ndim < 2) throw new Error(`Muon: parameter of shape [${p.shape.join(', ')}] is not a matrix; put it in a group with useMuon: false`);
+      if (p.ndim < 2) throw new Error(`${this.constructor.name}: parameter of shape [${p.shape.join(', ')}] is not a matrix; put it in a group with useMuon: false`);
       const m = (s.momentumBuffer ??= zerosLike(p)) as Tensor;
       lerp_(m, g, 1 - o.momentum);
-      let u = o.nesterov ? g.add(m.sub(g).mul(o.momentum)) : m; // grad.lerp(m, β), out of place
-      u = zeropowerViaNewtonSchulz5(u.reshape(u.shape[0]!, -1), o.nsSteps); // [out, in·k…]
-      // the reference scales by the last two dims of the unflattened gradient (kh/kw for conv)
-      u = u.mul(Math.sqrt(Math.max(1, g.shape[g.ndim - 2]! / g.shape[g.ndim - 1]!)));
+      const u = o.nesterov ? g.add(m.sub(g).mul(o.momentum)) : m; // grad.lerp(m, β), out of place
       if (o.weightDecay) p.mul_(1 - o.lr * o.weightDecay);
-      p.add_(u.reshape(p.shape), -o.lr);
+      const d = this.direction(u, o);
+      if (d) p.add_(d.reshape(p.shape), -o.lr);
     } else {
       const [b1, b2] = o.adamBetas;
       if (s.step === undefined) {
@@ -90,5 +88,15 @@ export class Muon extends Optimizer<MuonOptions> {
       if (o.adamWeightDecay) p.mul_(1 - o.adamLr * o.adamWeightDecay);
       p.add_(mHat.div(vHat.sqrt().add(o.adamEps)), -o.adamLr);
     }
+  }
+  /**
+   * The step direction of a matrix's momentum u (before −lr), or null to skip the step (the
+   * weight decay is already applied). Muon: u orthogonalised by Newton–Schulz, scaled by
+   * √max(1, rows/cols); AuON overrides it.
+   */
+  protected direction(u: Tensor, o: ParamGroup<MuonOptions>): Tensor | null {
+    const d = zeropowerViaNewtonSchulz5(u.reshape(u.shape[0]!, -1), o.nsSteps); // [out, in·k…]
+    // the reference scales by the last two dims of the unflattened gradient (kh/kw for conv)
+    return d.mul(Math.sqrt(Math.max(1, u.shape[u.ndim - 2]! / u.shape[u.ndim - 1]!)));
   }
 }
