@@ -68,7 +68,7 @@ export function fpLimits(format: FpFormatName | FpFormat): { max: number; emin: 
 /**
  * Rounds onto the format's values: e = max(⌊log2|x|⌋, emin), step 2^(e − M), x̂ = R(x/step)·step,
  * saturated to ±max. Half-even by default (OCP/IEEE), or half away from zero (microxcaling's
- * "nearest"). Forward only (no gradient): wrap it with an estimator (fp quantizers in spec.ts do).
+ * "nearest"). Forward only (no gradient): wrap it with an estimator to train through it (the quantizers snap with fpGrid instead).
  * @example roundToFp(tensor([0.3, 5, 100]), 'e2m1').toArray(); // [0.5, 4, 6] — 0.25 would go to 0
  */
 export function roundToFp(x: Tensor, format: FpFormatName | FpFormat, rounding: Rounding = 'halfEven'): Tensor {
