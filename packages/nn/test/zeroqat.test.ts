@@ -4,7 +4,7 @@
  * evaluations, seeds replay, and steps lower the loss of a quantized (non-differentiable) model.
  */
 import { describe, expect, it } from 'vitest';
-import { Generator, randn, tensor, type Tensor } from '@qgrad/core';
+import { Generator, memory, randn, tensor, type Tensor } from '@qgrad/core';
 import { ZeroQAT } from '@qgrad/nn';
 
 function quadratic(d: number, seed: number) {
@@ -47,6 +47,14 @@ describe('ZeroQAT', () => {
     expect(projectedGrad).toBeCloseTo(z.mul(grad(theta)).sum().item(), 8);
     expect(opt.estimate(() => f(theta), 77).projectedGrad).toBeCloseTo(projectedGrad, 10); // θ is restored to rounding only
     expect(opt.estimate(() => f(theta), 78).projectedGrad).not.toBe(projectedGrad);
+  });
+
+  it('releases each perturbation z as soon as it is added (no buffer outlives a perturb)', () => {
+    const params = [randn([3, 4], { generator: new Generator(8) }), randn([5], { generator: new Generator(9) })];
+    const opt = new ZeroQAT(params);
+    const before = memory().buffers; // finalizers run between tasks, never inside this synchronous test
+    opt.perturb(11, 0.5);
+    expect(memory().buffers).toBe(before);
   });
 
   it('steps lower the loss of a model with rounded weights (no gradient anywhere)', () => {

@@ -5,7 +5,7 @@
  * moves θ by −lr·(g·z + wd·θ) replaying the same seed. No backward pass, no activations kept, so
  * quantizers need no gradient estimator: weights are re-quantized by the model's forward.
  */
-import { Generator, noGrad, randn, type Tensor } from '@qgrad/core';
+import { Generator, noGrad, randn, tidy, type Tensor } from '@qgrad/core';
 
 export interface ZeroQATOptions {
   /** Learning rate (default 1e−6, the reference's full fine-tuning value; LoRA used 1e−4). */
@@ -43,11 +43,14 @@ export class ZeroQAT {
     this.#seeds = new Generator(this.options.seed);
   }
 
-  /** θ ← θ + scale·z(seed), one parameter at a time (z regenerated, so at most one parameter-sized temporary). */
+  /**
+   * θ ← θ + scale·z(seed), one parameter at a time (z regenerated, so at most one parameter-sized
+   * temporary: each z is released as soon as it is added, not left to the garbage collector).
+   */
   perturb(seed: number, scale: number): void {
     const g = new Generator(seed);
     noGrad(() => {
-      for (const p of this.params) p.add_(randn([...p.shape], { generator: g, dtype: p.dtype }), scale);
+      for (const p of this.params) tidy('ZeroQAT.perturb', () => void p.add_(randn([...p.shape], { generator: g, dtype: p.dtype }), scale));
     });
   }
 
