@@ -62,6 +62,11 @@ export function setBufferRecycling(enabled: boolean): void {
 }
 
 // ---------------------------------------------------------------- live buffers
+// Only buffers in backend-owned memory (wasm heap blocks, device buffers) must be handed back
+// with `free`; they are counted and registered with a FinalizationRegistry so that one nobody
+// released is freed once unreachable. Registering costs ~1–2 µs, more than a small op, so small
+// tensors take a garbage-collected array where the backend offers one (allocCollected), and
+// garbage-collected backends (js) are not tracked at all.
 interface Held {
   backend: Backend;
   data: unknown;
@@ -69,21 +74,28 @@ interface Held {
 }
 let liveBuffers = 0;
 let liveBytes = 0;
-// a storage nobody released and nobody can reach any more: its buffer goes back to the backend
 const finalizer = new FinalizationRegistry<Held>((h) => {
   liveBuffers--;
   liveBytes -= h.bytes;
   h.backend.free(h.data);
 });
 
-/** A new storage of `size` elements on `backend` (from the pool when one fits), registered as live. */
+/** A new storage of `size` elements on `backend` (from the pool when one fits), tracked when the backend owns its memory. */
 export function allocate(backend: Backend, dtype: DType, size: number, madeBy: string): Storage {
-  const data = (pooling && takePooled(backend, dtype, size)) || backend.alloc(dtype, size);
-  const storage: Storage = { backend, data, dtype, size, version: 0, madeBy, released: false };
-  const bytes = size * BYTES[dtype];
-  liveBuffers++;
-  liveBytes += bytes;
-  finalizer.register(storage, { backend, data, bytes }, storage);
+  let data: unknown;
+  let owned = false;
+  if (!backend.collected && size < POOL_MIN_ELEMENTS && backend.allocCollected) data = backend.allocCollected(dtype, size);
+  else {
+    data = (pooling && takePooled(backend, dtype, size)) || backend.alloc(dtype, size);
+    owned = !backend.collected;
+  }
+  const storage: Storage = { backend, data, dtype, size, version: 0, madeBy, released: false, owned };
+  if (owned) {
+    const bytes = size * BYTES[dtype];
+    liveBuffers++;
+    liveBytes += bytes;
+    finalizer.register(storage, { backend, data, bytes }, storage);
+  }
   if (recorder) recorder.push(storage);
   return storage;
 }
@@ -96,10 +108,15 @@ export function allocate(backend: Backend, dtype: DType, size: number, madeBy: s
 export function release(storage: Storage, by: string, force = false): void {
   if (storage.released || (storage.kept && !force)) return;
   storage.released = by;
-  finalizer.unregister(storage);
-  liveBuffers--;
-  liveBytes -= storage.size * BYTES[storage.dtype];
-  if (!putPooled(storage.backend, storage.dtype, storage.size, storage.data)) storage.backend.free(storage.data);
+  const { backend, data, dtype, size, owned } = storage;
+  if (owned) {
+    finalizer.unregister(storage);
+    liveBuffers--;
+    liveBytes -= size * BYTES[dtype];
+  }
+  // a small garbage-collected array of an owning backend is neither pooled nor freed
+  if (!owned && !backend.collected) return;
+  if (!putPooled(backend, dtype, size, data)) backend.free(data);
 }
 
 /**
@@ -221,7 +238,11 @@ export function dispose(tensors: unknown): void {
 
 /** What `memory()` reports. */
 export interface MemoryInfo {
-  /** Buffers alive (allocated, neither released nor collected), over all backends. */
+  /**
+   * Buffers alive in backend-owned memory (wasm heap blocks of 4096+ elements, device buffers),
+   * over all backends. Garbage-collected arrays (the js backend, small wasm tensors) cost nothing
+   * when dropped and are not counted.
+   */
   buffers: number;
   /** Bytes of those buffers. */
   bytes: number;

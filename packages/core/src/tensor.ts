@@ -36,6 +36,8 @@ export interface Storage {
   released?: false | string;
   /** Marked by `keep`: no scope releases it, only `dispose` or the garbage collector. */
   kept?: boolean;
+  /** Backend-owned memory that must be freed (lifetime.ts tracks it), not a garbage-collected array. */
+  owned?: boolean;
 }
 
 type Scalar = number;

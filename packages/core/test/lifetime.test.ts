@@ -123,6 +123,15 @@ describe('tidy, keep, dispose and memory()', () => {
     expect(() => v.sum()).toThrow(/was used after dispose\(\) released it/);
   });
 
+  it('does not track small tensors: they are garbage-collected arrays, cheap to drop', () => {
+    const a = q.ones([4]);
+    const before = memory().buffers;
+    for (let i = 0; i < 1000; i++) a.add(i);
+    expect(memory().buffers).toBe(before);
+    expect(a.storage.owned).toBe(false);
+    expect(q.ones([4096]).storage.owned).toBe(q.getBackend() !== 'js'); // wasm heap block: tracked
+  });
+
   it('a training loop holds live buffers flat from one step to the next', () => {
     const g = new q.Generator(0);
     const w = q.randn([64, 64], { generator: g }).requiresGrad_(true);

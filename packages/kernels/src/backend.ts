@@ -44,6 +44,17 @@ export interface Backend<D = unknown> {
    * until `free`). Throws a RangeError naming the request and the limit when it cannot fit.
    */
   alloc(dtype: DType, size: number): D;
+  /**
+   * Every `alloc` buffer is an ordinary garbage-collected array (js): nothing is lost when `free`
+   * is never called, so core need not track it for release.
+   */
+  readonly collected?: boolean;
+  /**
+   * A garbage-collected buffer for a small tensor, on a backend whose `alloc` buffers must be
+   * freed (wasm: a plain typed array, staged per kernel): tracking a backend-owned buffer for
+   * release costs more than a small op. `free` is never called on it.
+   */
+  allocCollected?(dtype: DType, size: number): D;
   /** Copies `values` into the start of `data`. */
   write(data: D, dtype: DType, values: TypedArray): void;
   /**

@@ -33,6 +33,7 @@ export const jsBackend: Backend<TypedArray> = {
   name: 'js',
   dtypes: DTYPES,
   hostMemory: true,
+  collected: true,
   alloc: (dtype, size) => {
     const data = new ARRAY_TYPES[dtype](size);
     liveBytes += data.byteLength;

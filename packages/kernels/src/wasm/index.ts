@@ -8,7 +8,7 @@ import type { Backend, BackendEntry, KernelArg, KernelTable } from '../backend.j
 import { type KernelStat, type NativeTable, withJsFallback } from '../fallback.js';
 import { jsBackend } from '../js/index.js';
 import { isContiguous } from '../layout.js';
-import type { KernelName, KernelParams, TypedArray } from '../names.js';
+import { ARRAY_TYPES, type KernelName, type KernelParams, type TypedArray } from '../names.js';
 import { col2imWasm, emitConv2d, im2colWasm } from './conv.js';
 import { binaryWasm, copyWasm, emitElementwise, unaryWasm, whereWasm } from './elementwise.js';
 import { emitGather, gatherWasm, indexAddWasm, indexSelectWasm, scatterAddWasm } from './gather.js';
@@ -163,6 +163,7 @@ export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend
         return jsBackend.alloc(dtype, size);
       }
     },
+    allocCollected: (dtype, size) => new ARRAY_TYPES[dtype](size),
     write: jsBackend.write,
     readSync: jsBackend.readSync,
     read: jsBackend.read,
