@@ -5,7 +5,7 @@
  * stops the run (NonFiniteLossError) before a checkpoint can overwrite the last good weights.
  * Randomness comes from generators seeded by (seed, step), so a resumed run is exact.
  */
-import { Generator, type Tensor } from '@qgrad/core';
+import { Generator, scoped, type Tensor } from '@qgrad/core';
 import { randperm } from '../data/dataset.js';
 import { trainStep } from '../optim/train-step.js';
 import type { CheckpointInfo, TrainingState } from './checkpoint.js';
@@ -140,7 +140,12 @@ export interface TrainerOptions extends TrainingState {
   loss?: (ctx: StepContext) => Tensor;
   /** A whole optimizer step (you call backward/step/scheduler); returns its metrics, at least `loss`. */
   step?: (ctx: StepContext) => Record<string, number>;
-  /** Evaluation after `step` steps; its metrics are recorded, shown and plotted. */
+  /**
+   * Evaluation after `step` steps; its metrics are recorded, shown and plotted. It runs as a scope:
+   * every tensor it makes, except the model's parameters and buffers, is released when it returns,
+   * because a synchronous eval loop never lets the garbage collector in (a CNN's test pass left
+   * 2 GiB of activations on the wasm heap before).
+   */
   evaluate?: (step: number) => Record<string, number>;
   /** Evaluate every N steps, and at the end (default 100). */
   evalEvery?: number;
@@ -247,7 +252,11 @@ export class Trainer {
     let lastEval: Record<string, number> = {};
     const runEval = (step: number) => {
       if (!o.evaluate) return;
-      lastEval = o.evaluate(step);
+      const model = o.model;
+      lastEval = scoped(() => o.evaluate!(step), function* () {
+        yield* model.parameters();
+        yield* model.buffers();
+      }, 'Trainer evaluate');
       record({ step, ...lastEval }, 'eval');
     };
     const check = nonFiniteGuard(o.allowNonfinite ?? false, (s) => ctx.log(s), o.nonFiniteHint);

@@ -210,3 +210,20 @@ describe('Trainer options', () => {
     expect(new JsonlMetrics('x').records()).toEqual([]);
   });
 });
+
+describe('Trainer evaluate', () => {
+  it('releases what evaluate makes (a synchronous eval loop never lets the garbage collector in) and keeps the model', async () => {
+    const s = setup(1);
+    const big = q.randn([2048, 4], { generator: new q.Generator(5) }); // activations of ≥ 4096 elements: backend-owned buffers
+    const live: number[] = [];
+    const spy: Callback = { onRecord: (_ctx, _r, kind) => void (kind === 'eval' && live.push(q.memory().buffers)) };
+    const r = await fit(options(s, {
+      steps: 12, callbacks: [spy],
+      evaluate: () => q.noGrad(() => ({ val_loss: s.model.forward(big).square().mean().item() })),
+    }));
+    expect(live).toHaveLength(4); // steps 0, 4, 8, 12
+    expect(new Set(live.slice(1)).size).toBe(1); // step 0 precedes the optimizer state
+    expect(Number.isFinite(r.lastEval.val_loss)).toBe(true);
+    expect(s.model.forward(X).shape).toEqual([64, 1]); // parameters survived every evaluation
+  });
+});
