@@ -2,8 +2,9 @@
  * @file The generic js fallback every backend other than js uses: a backend supplies a partial
  * table of its own kernels, each of which may decline a call (dtype, size, layout); whatever is
  * missing or declined runs on the js oracle. Counts what ran where, per kernel and dtype, and
- * prints the counts at exit under QGRAD_DEBUG_KERNELS=1. Host-memory backends only (the js
- * kernels read the same typed arrays); a device backend would download/upload around the call.
+ * prints the counts at exit under QGRAD_DEBUG_KERNELS=1. Host-memory backends (wasm) hand their
+ * typed arrays to js as they are; a backend with device memory (gpu) supplies a `HostTransfer`,
+ * and the fallback moves the operands to the host and the written results back around the call.
  */
 import type { KernelArg, KernelStat } from './backend.js';
 import { jsKernels } from './js/index.js';
@@ -13,13 +14,34 @@ export type { KernelStat };
 
 type Arg = KernelArg<TypedArray>;
 
-/** One of a backend's own kernels: returns false to hand this call to the js oracle. */
-export type NativeKernel<K extends KernelName> = (inputs: readonly Arg[], out: Arg, params: KernelParams[K]) => boolean;
+/** One of a backend's own kernels (`D`: its buffer type): returns false to hand this call to the js oracle. */
+export type NativeKernel<K extends KernelName, D = TypedArray> = (inputs: readonly KernelArg<D>[], out: KernelArg<D>, params: KernelParams[K]) => boolean;
 
 /** A backend's own kernels; the ones it lacks run on js. */
-export type NativeTable = { [K in KernelName]?: NativeKernel<K> };
+export type NativeTable<D = TypedArray> = { [K in KernelName]?: NativeKernel<K, D> };
 
-export interface FallbackOptions {
+/**
+ * How a backend whose buffers live in device memory lends them to the js oracle: `toHost` gives a
+ * host view of an operand (same shape, strides and offset; the buffer's current values read back
+ * when only the device has them, the whole buffer so a partial write keeps the rest), and
+ * `fromHost` is told that js wrote that view's host values (the device copy is now stale).
+ */
+export interface HostTransfer<D> {
+  toHost(arg: KernelArg<D>): Arg;
+  fromHost(arg: KernelArg<D>, host: Arg): void;
+}
+
+/** Inputs a kernel writes besides `out` (names.ts: adamStep updates expAvg and expAvgSq in place). */
+const WRITTEN_INPUTS: { [K in KernelName]?: readonly number[] } = { adamStep: [2, 3] };
+
+export interface FallbackOptions<D = TypedArray> {
+  /** Required when `D` is not a host typed array (device memory): see HostTransfer. */
+  transfer?: HostTransfer<D>;
+  /**
+   * Called before each call that runs on js: `declined` is true when the backend's table has the
+   * kernel and it declined this call, false when the table lacks it (or the backend cannot run).
+   */
+  onFallback?: (kernel: KernelName, dtype: DType, declined: boolean) => void;
   /** Work items handed to the backend's thread pool so far: a call that raises it counts as pooled. */
   pooledJobs?: () => number;
   /** Where a kernel would run before any call has been seen (default: native when the table has it). */
@@ -29,8 +51,8 @@ export interface FallbackOptions {
   footer?: () => string[];
 }
 
-export interface FallbackRunner {
-  run<K extends KernelName>(kernel: K, inputs: readonly Arg[], out: Arg, params: KernelParams[K]): void;
+export interface FallbackRunner<D = TypedArray> {
+  run<K extends KernelName>(kernel: K, inputs: readonly KernelArg<D>[], out: KernelArg<D>, params: KernelParams[K]): void;
   /** The backend (its name, or 'js') that ran the last call of this kernel and dtype. */
   ranOn(kernel: KernelName, dtype: DType): string;
   stats(): KernelStat[];
@@ -45,8 +67,9 @@ export function debugKernels(): boolean {
  * Wraps a backend's partial kernel table (`table()` may return null: the backend cannot run at
  * all, e.g. its engine failed to start) with the js oracle as the fallback.
  * @example const { run, ranOn, stats } = withJsFallback('wasm', () => RULES);
+ * @example const gpu = withJsFallback<GpuData>('gpu', () => table, { transfer: { toHost, fromHost } });
  */
-export function withJsFallback(name: string, table: () => NativeTable | null, options: FallbackOptions = {}): FallbackRunner {
+export function withJsFallback<D = TypedArray>(name: string, table: () => NativeTable<D> | null, options: FallbackOptions<D> = {}): FallbackRunner<D> {
   // counted per call, so keyed without building strings: kernel → dtype → stat
   const counts = new Map<KernelName, Map<DType, KernelStat & { last: string }>>();
   const record = (kernel: KernelName, dtype: DType, where: 'native' | 'js', pooled: boolean) => {
@@ -59,20 +82,30 @@ export function withJsFallback(name: string, table: () => NativeTable | null, op
     s.last = where === 'native' ? name : 'js';
   };
   let listed = false;
-  const runner: FallbackRunner = {
-    run<K extends KernelName>(kernel: K, inputs: readonly Arg[], out: Arg, params: KernelParams[K]): void {
+  const runner: FallbackRunner<D> = {
+    run<K extends KernelName>(kernel: K, inputs: readonly KernelArg<D>[], out: KernelArg<D>, params: KernelParams[K]): void {
       if (!listed) {
         listed = true;
         if (debugKernels()) printAtExit(name, runner, options);
       }
       const dtype = inputs[0]?.dtype ?? out.dtype;
-      const own = table()?.[kernel] as NativeKernel<K> | undefined;
+      const own = table()?.[kernel] as NativeKernel<K, D> | undefined;
       const jobs = options.pooledJobs?.() ?? 0;
       if (own && own(inputs, out, params)) {
         record(kernel, dtype, 'native', (options.pooledJobs?.() ?? 0) > jobs);
         return;
       }
-      (jsKernels[kernel] as (i: readonly Arg[], o: Arg, p: KernelParams[K]) => void)(inputs, out, params);
+      options.onFallback?.(kernel, dtype, own !== undefined);
+      const js = jsKernels[kernel] as (i: readonly Arg[], o: Arg, p: KernelParams[K]) => void;
+      const transfer = options.transfer;
+      if (!transfer) js(inputs as readonly KernelArg[] as readonly Arg[], out as KernelArg as Arg, params);
+      else {
+        const hostInputs = inputs.map((a) => transfer.toHost(a));
+        const hostOut = transfer.toHost(out);
+        js(hostInputs, hostOut, params);
+        transfer.fromHost(out, hostOut);
+        for (const i of WRITTEN_INPUTS[kernel] ?? []) transfer.fromHost(inputs[i]!, hostInputs[i]!);
+      }
       record(kernel, dtype, 'js', false);
     },
     ranOn(kernel, dtype) {
@@ -85,7 +118,7 @@ export function withJsFallback(name: string, table: () => NativeTable | null, op
   return runner;
 }
 
-function printAtExit(name: string, runner: FallbackRunner, options: FallbackOptions): void {
+function printAtExit<D>(name: string, runner: FallbackRunner<D>, options: FallbackOptions<D>): void {
   const proc = (globalThis as { process?: { once?: (e: string, f: () => void) => void } }).process;
   proc?.once?.('exit', () => {
     const rows = runner.stats().map((s) => `  ${s.kernel.padEnd(12)} ${s.dtype.padEnd(8)} ${name} ${String(s.native).padStart(6)} (pooled ${String(s.pooled).padStart(6)})  js ${String(s.js).padStart(6)}`);

@@ -10,8 +10,8 @@
  * and Backend.run is synchronous, so that mode is reported as not driven yet.
  */
 import type { Backend, BackendEntry, KernelArg } from '../backend.js';
-import { withJsFallback } from '../fallback.js';
-import type { DType, KernelName, KernelParams, TypedArray } from '../names.js';
+import { type NativeKernel, type NativeTable, withJsFallback } from '../fallback.js';
+import type { KernelName, KernelParams, TypedArray } from '../names.js';
 import { ARRAY_TYPES, DTYPES } from '../names.js';
 import { type Device, type GpuInfo, GpuBuffer, DEVICE_DTYPES, hostValues, hostWritten, openDevice } from './device.js';
 import { binaryGpu, copyGpu, fillGpu, unaryGpu, whereGpu } from './elementwise.js';
@@ -48,14 +48,33 @@ export interface GpuBackend extends Backend<GpuBuffer | TypedArray> {
   deviceMemory(): { textures: number; elements: number };
 }
 
-/** One table for fallback.ts's counts: every entry says "ran natively" (run() decided already). */
-const RAN_HERE = new Proxy({}, { get: () => () => true });
+/** What gpu operands are: device buffers, or host arrays a caller passed (uploaded per call). */
+type GpuData = GpuBuffer | TypedArray;
 
 export function createGpuBackend(): GpuBackend {
   let opened: { device: Device | null; info: GpuInfo } | null = null;
   const open = () => (opened ??= openDevice());
-  let ranNatively = false;
-  const runner = withJsFallback('gpu', () => (ranNatively ? RAN_HERE : {}), {
+  // the rules bound to the device, built once it opens (null: no mode works, everything runs on js)
+  let table: NativeTable<GpuData> | null | undefined;
+  const nativeTable = () => (table === undefined ? (table = bindRules(open().device)) : table);
+  const warned = new Set<string>();
+  const runner = withJsFallback<GpuData>('gpu', nativeTable, {
+    transfer: {
+      // a device buffer's whole host copy (read back when only the device has it), so a partial
+      // write by js keeps the rest
+      toHost: (a) => (a.data instanceof GpuBuffer ? { ...a, data: hostValues(a.data) } : (a as KernelArg<TypedArray>)),
+      fromHost: (a) => {
+        if (a.data instanceof GpuBuffer) hostWritten(open().device, a.data);
+      },
+    },
+    onFallback: (kernel, dtype, declined) => {
+      const key = `${kernel}/${dtype}`;
+      if (warned.has(key)) return;
+      warned.add(key);
+      const device = open().device;
+      const why = !device ? open().info.message : !declined ? 'the gpu backend has no kernel for it' : dtype !== 'float32' ? 'gpu kernels compute in float32' : 'this layout or size is not handled on the gpu';
+      console.warn(`qgrad gpu backend: '${kernel}' (${dtype}) runs on the js fallback: ${why}; its operands are read back from the device and its result written back`);
+    },
     guess: (kernel, dtype) => RULES[kernel] !== undefined && dtype === 'float32' && open().device !== null,
     header: () => `qgrad gpu backend (${open().info.message}):`,
     footer: () => {
@@ -63,18 +82,8 @@ export function createGpuBackend(): GpuBackend {
       return [`  ${m.textures} textures (${m.elements} elements) on the device at exit`];
     },
   });
-  const warned = new Set<string>();
-  const warnOnce = (kernel: KernelName, dtype: DType, why: string) => {
-    const key = `${kernel}/${dtype}`;
-    if (warned.has(key)) return;
-    warned.add(key);
-    console.warn(`qgrad gpu backend: '${kernel}' (${dtype}) runs on the js fallback: ${why}; its operands are read back from the device and its result written back`);
-  };
   let bytes = 0;
   let buffers = 0;
-
-  /** A host view of an operand (device buffers read back). */
-  const host = (a: GpuArg): KernelArg<TypedArray> => (a.data instanceof GpuBuffer ? { ...a, data: hostValues(a.data) } : (a as KernelArg<TypedArray>));
 
   const backend: GpuBackend = {
     name: 'gpu',
@@ -113,43 +122,32 @@ export function createGpuBackend(): GpuBackend {
       return { textures: d?.textures ?? 0, elements: d?.textureElements ?? 0 };
     },
     info: () => open().info,
-    run(kernel, inputs, out, params) {
-      const device = open().device;
-      const rule = RULES[kernel] as GpuRule<typeof kernel> | undefined;
-      const dtype = inputs[0]?.dtype ?? out.dtype;
-      if (device && rule && DEVICE_DTYPES.includes(out.dtype)) {
-        const call = new Call(device);
-        let done = false;
-        try {
-          done = rule(call, inputs as GpuArg[], out as GpuArg, params);
-        } finally {
-          call.done();
-        }
-        if (done) {
-          ranNatively = true;
-          runner.run(kernel, inputs as never, out as never, params);
-          ranNatively = false;
-          return;
-        }
-      }
-      warnOnce(kernel, dtype, !device ? open().info.message : !rule ? 'the gpu backend has no kernel for it yet' : dtype !== 'float32' ? 'gpu kernels compute in float32' : 'this layout or size is not handled on the gpu');
-      const o = out as GpuArg;
-      // a partial write of a device buffer must keep the rest: read it back first
-      const hostOut = host(o);
-      runner.run(kernel, inputs.map((a) => host(a as GpuArg)) as never, hostOut as never, params);
-      if (o.data instanceof GpuBuffer) hostWritten(device, o.data);
-      // adamStep updates its state inputs in place too
-      if (kernel === 'adamStep') for (const a of inputs) if ((a as GpuArg).data instanceof GpuBuffer) hostWritten(device, (a as GpuArg).data as GpuBuffer);
-    },
+    run: runner.run,
     ranOn: runner.ranOn,
     stats: runner.stats,
     sync: async () => {},
     dispose() {
       opened?.device?.dispose();
       opened = null;
+      table = undefined;
     },
   };
   return backend;
+}
+
+/** RULES as fallback.ts's table on `device`: each call gets a Call whose temporary uploads it releases. */
+function bindRules(device: Device | null): NativeTable<GpuData> | null {
+  if (!device) return null;
+  const bind = <K extends KernelName>(rule: GpuRule<K>): NativeKernel<K, GpuData> => (inputs, out, params) => {
+    if (!DEVICE_DTYPES.includes(out.dtype)) return false;
+    const call = new Call(device);
+    try {
+      return rule(call, inputs, out, params);
+    } finally {
+      call.done();
+    }
+  };
+  return Object.fromEntries(Object.entries(RULES).map(([k, rule]) => [k, bind(rule as GpuRule<KernelName>)])) as NativeTable<GpuData>;
 }
 
 let instance: GpuBackend | null = null;
