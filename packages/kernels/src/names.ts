@@ -117,6 +117,13 @@ export interface KernelParams {
   fakeQuantizeBackward: FakeQuantizeParams & { gradFactor: number };
   /** Fast Walsh–Hadamard transform along the last dim in independent blocks of `blockSize` (a power of two). */
   fwht: FwhtParams;
+  // ---- packed (js/packed.ts, wasm/packed.ts)
+  /**
+   * Matmul against a packed low-bit weight, y = x·Ŵᵀ (+ bias), reading the packed bytes directly:
+   * y[n, o] = Σ_g s[o, g]·Σ_{k∈g} x[n, k]·(L[q[o, k]] − z[o, g]) (+ b[o]). Inputs [x [N, K],
+   * codes, levels L, scales s [O·K/groupSize](, zero points z)(, bias b [O])]; out [N, O].
+   */
+  packedMatmul: PackedMatmulParams;
 }
 
 export type KernelName = keyof KernelParams;
@@ -166,4 +173,26 @@ export interface FwhtParams {
   blockSize: number;
   /** Multiply by 1/√blockSize, making the transform orthonormal. */
   normalize: boolean;
+}
+
+// ---- packed
+/**
+ * The layout of a packed weight W [O, K] for `packedMatmul`. Codes are `bits`-bit unsigned fields
+ * of a byte buffer (uint8, or int8 read as its bytes), row-major over [O, K], little end first
+ * (field i in bits (i·bits) mod 8 of byte ⌊i·bits/8⌋; rows need not start on a byte). A field f
+ * means the level L[f] of the float table (≥ 2^bits entries), so one kernel serves every grid:
+ * int grids L[f] = f + codeMin, level grids (NF4, FP, codebook) their levels. Scales (and zero
+ * points, in level units) are float, one per (row, group of `groupSize` along K), row-major.
+ */
+export interface PackedMatmulParams {
+  /** Bits per code field: 1, 2, 4 or 8. */
+  bits: number;
+  /** Rows of the weight (O). */
+  outFeatures: number;
+  /** Fields of a row sharing one scale; divides K (K itself: per channel). */
+  groupSize: number;
+  /** Whether a zero-point input follows the scales. */
+  zeroPoint: boolean;
+  /** Whether a bias input comes last. */
+  bias: boolean;
 }

@@ -11,6 +11,7 @@ import { fwht } from './hadamard.js';
 import { matmul } from './matmul.js';
 import { norm, normBackward, rope, softmax, softmaxBackward } from './norm.js';
 import { adamStep } from './optim.js';
+import { packedMatmul } from './packed.js';
 import { fakeQuantize, fakeQuantizeBackward } from './quant.js';
 import { argReduce, reduce } from './reduce.js';
 
@@ -23,6 +24,7 @@ export const jsKernels: KernelTable<TypedArray> = {
   softmax, softmaxBackward, norm, normBackward, rope,
   adamStep,
   fakeQuantize, fakeQuantizeBackward, fwht,
+  packedMatmul,
 };
 
 // alloc/free counts for memory(): buffers the caller drops without free stay counted

@@ -73,17 +73,19 @@ export const Atomic = { i32_load: 0x10, i32_store: 0x17 } as const;
 
 /** SIMD opcodes (after the 0xfd prefix), including relaxed SIMD (0x100+). */
 export const Simd = {
-  v128_load: 0x00, v128_load32_splat: 0x09, v128_load64_splat: 0x0a, v128_store: 0x0b,
-  v128_const: 0x0c, i8x16_shuffle: 0x0d, i32x4_splat: 0x11, f32x4_splat: 0x13, f64x2_splat: 0x14,
+  v128_load: 0x00, v128_load8x8_s: 0x01, v128_load8x8_u: 0x02, v128_load16_splat: 0x08, v128_load32_splat: 0x09, v128_load64_splat: 0x0a, v128_store: 0x0b,
+  v128_const: 0x0c, i8x16_shuffle: 0x0d, i8x16_swizzle: 0x0e, i8x16_splat: 0x0f, i32x4_splat: 0x11, f32x4_splat: 0x13, f64x2_splat: 0x14,
   i64x2_extract_lane: 0x1d, f32x4_extract_lane: 0x1f, f64x2_extract_lane: 0x21,
   f32x4_eq: 0x41, f32x4_ne: 0x42, f32x4_lt: 0x43, f32x4_gt: 0x44, f32x4_le: 0x45, f32x4_ge: 0x46,
   f64x2_eq: 0x47, f64x2_ne: 0x48, f64x2_lt: 0x49, f64x2_gt: 0x4a, f64x2_le: 0x4b, f64x2_ge: 0x4c,
   v128_not: 0x4d, v128_and: 0x4e, v128_andnot: 0x4f, v128_or: 0x50, v128_xor: 0x51,
   v128_bitselect: 0x52, v128_any_true: 0x53,
-  v128_load64_zero: 0x5d, f32x4_demote_f64x2_zero: 0x5e, f64x2_promote_low_f32x4: 0x5f,
+  v128_load32_zero: 0x5c, v128_load64_zero: 0x5d, f32x4_demote_f64x2_zero: 0x5e, f64x2_promote_low_f32x4: 0x5f,
   f32x4_ceil: 0x67, f32x4_floor: 0x68, f32x4_trunc: 0x69, f32x4_nearest: 0x6a,
+  i8x16_shr_u: 0x6d, i8x16_min_u: 0x77,
   f64x2_ceil: 0x74, f64x2_floor: 0x75, f64x2_trunc: 0x7a, f64x2_nearest: 0x94,
-  i32x4_shl: 0xab, i32x4_shr_s: 0xac, i32x4_add: 0xae, i32x4_sub: 0xb1, i32x4_max_s: 0xb8,
+  i32x4_extend_low_i16x8_s: 0xa7, i32x4_extend_high_i16x8_s: 0xa8, i32x4_extend_low_i16x8_u: 0xa9,
+  i32x4_extend_high_i16x8_u: 0xaa, i32x4_shl: 0xab, i32x4_shr_s: 0xac, i32x4_add: 0xae, i32x4_sub: 0xb1, i32x4_max_s: 0xb8,
   f32x4_abs: 0xe0, f32x4_neg: 0xe1, f32x4_sqrt: 0xe3, f32x4_add: 0xe4, f32x4_sub: 0xe5,
   f32x4_mul: 0xe6, f32x4_div: 0xe7, f32x4_min: 0xe8, f32x4_max: 0xe9, f32x4_pmin: 0xea,
   f32x4_pmax: 0xeb,

@@ -14,6 +14,7 @@ import { binaryWasm, copyWasm, emitElementwise, unaryWasm, whereWasm } from './e
 import { emitGather, gatherWasm, indexAddWasm, indexSelectWasm, scatterAddWasm } from './gather.js';
 import { emitHadamard, fwhtWasm } from './hadamard.js';
 import { MATMUL_MIN_MACS, matmulWasm } from './matmul.js';
+import { emitPacked, packedMatmulWasm } from './packed.js';
 import { emitNorm, normBackwardWasm, normWasm, ropeWasm, softmaxBackwardWasm, softmaxWasm } from './norm.js';
 import { emitQuant, fakeQuantizeBackwardWasm, fakeQuantizeWasm } from './quant.js';
 import { argReduceWasm, emitReduce, reduceWasm } from './reduce.js';
@@ -51,9 +52,10 @@ const RULES: { [K in KernelName]?: WasmRule<K> } = {
   fakeQuantizeBackward: fakeQuantizeBackwardWasm,
   fwht: fwhtWasm,
   adamStep: adamStepWasm,
+  packedMatmul: packedMatmulWasm,
 };
 
-const EMITTERS: Emitter[] = [emitMatmul, (mb) => emitElementwise(mb), (mb) => emitReduce(mb), (mb) => emitConv2d(mb), (mb) => emitQuant(mb), (mb) => emitHadamard(mb), (mb) => emitGather(mb), (mb) => emitNorm(mb), (mb) => emitOptim(mb)];
+const EMITTERS: Emitter[] = [emitMatmul, (mb) => emitElementwise(mb), (mb) => emitReduce(mb), (mb) => emitConv2d(mb), (mb) => emitQuant(mb), (mb) => emitHadamard(mb), (mb) => emitGather(mb), (mb) => emitNorm(mb), (mb) => emitOptim(mb), emitPacked];
 
 export interface WasmBackendOptions {
   /** Threads including the caller; default QGRAD_THREADS or os.availableParallelism(). */

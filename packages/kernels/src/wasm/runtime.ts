@@ -144,6 +144,7 @@ export class Engine {
   #f32!: Float32Array;
   #f64!: Float64Array;
   #i32!: Int32Array;
+  #u8!: Uint8Array;
   #scratch = 0;
   #scratchBytes = 0;
   #wanted = 0;
@@ -181,6 +182,7 @@ export class Engine {
     this.#f32 = new Float32Array(b);
     this.#f64 = new Float64Array(b);
     this.#i32 = new Int32Array(b);
+    this.#u8 = new Uint8Array(b);
   }
 
   /** Start of the scratch block: kernels lay out their temporaries from here. */
@@ -267,6 +269,10 @@ export class Engine {
   get i32(): Int32Array {
     this.#refresh();
     return this.#i32;
+  }
+  get u8(): Uint8Array {
+    this.#refresh();
+    return this.#u8;
   }
 
   /** Calls an export once on this thread. */

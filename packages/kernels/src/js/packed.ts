@@ -1,0 +1,97 @@
+/**
+ * @file js reference for `packedMatmul` (matmul against a packed low-bit weight: 1/2/4/8-bit code
+ * fields, a level table, per-(row, group) scales and zero points), and the operand checks every
+ * backend's version shares. The SIMD version is wasm/packed.ts.
+ */
+import type { Kernel, KernelArg } from '../backend.js';
+import { isContiguous, numel } from '../layout.js';
+import type { PackedMatmulParams, TypedArray } from '../names.js';
+
+type Arg = KernelArg<TypedArray>;
+
+const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
+
+/** The operands of one `packedMatmul` call, checked, with its sizes. */
+export interface PackedOperands {
+  x: Arg;
+  codes: Arg;
+  table: Arg;
+  scale: Arg;
+  zero: Arg | null;
+  bias: Arg | null;
+  /** Rows of x, inputs per row, output features, groups per weight row. */
+  N: number;
+  K: number;
+  O: number;
+  G: number;
+}
+
+function flat(name: string, a: Arg | undefined, need: number, what: string, dtypes: readonly string[]): Arg {
+  if (!a) throw new Error(`packedMatmul: the ${name} input is missing`);
+  if (!dtypes.includes(a.dtype)) throw new Error(`packedMatmul: ${name} must be ${dtypes.join(' or ')}, got ${a.dtype}`);
+  if (!isContiguous(a.shape, a.strides)) throw new Error(`packedMatmul: ${name} must be contiguous, got shape ${fmt(a.shape)} with strides ${fmt(a.strides)}`);
+  const n = numel(a.shape);
+  if (n < need) throw new Error(`packedMatmul: got ${n} ${name === 'codes' ? 'bytes' : 'values'} of ${name}, but ${what} needs ${need}`);
+  return a;
+}
+
+const FLOATS = ['float32', 'float64'] as const;
+
+/**
+ * Checks the inputs, output and parameters of a `packedMatmul` call; every error names the kernel
+ * and the offending value (group size not dividing K, a codes buffer too short for [O, K] at the
+ * bit width, a level table shorter than 2^bits …).
+ */
+export function packedOperands(inputs: readonly Arg[], out: Arg, p: PackedMatmulParams): PackedOperands {
+  const { bits, outFeatures: O, groupSize: gs } = p;
+  if (bits !== 1 && bits !== 2 && bits !== 4 && bits !== 8) throw new Error(`packedMatmul: bits must be 1, 2, 4 or 8, got ${bits}`);
+  const want = 4 + (p.zeroPoint ? 1 : 0) + (p.bias ? 1 : 0);
+  if (inputs.length !== want) throw new Error(`packedMatmul: expected ${want} inputs (x, codes, levels, scales${p.zeroPoint ? ', zero points' : ''}${p.bias ? ', bias' : ''}), got ${inputs.length}`);
+  const x = inputs[0]!;
+  if (x.shape.length !== 2 || !FLOATS.includes(x.dtype as never)) throw new Error(`packedMatmul: x must be a 2-D float32 or float64 [N, K] tensor, got ${x.dtype} ${fmt(x.shape)}`);
+  const [N, K] = x.shape as [number, number];
+  if (!Number.isInteger(O) || O < 0) throw new Error(`packedMatmul: outFeatures must be a non-negative integer, got ${O}`);
+  if (!Number.isInteger(gs) || gs < 1 || K % gs !== 0) throw new Error(`packedMatmul: group size ${gs} does not divide K = ${K}`);
+  const G = K / gs;
+  const codes = flat('codes', inputs[1], Math.ceil((O * K * bits) / 8), `[${O}, ${K}] at ${bits} bits`, ['uint8', 'int8']);
+  const table = flat('levels', inputs[2], 2 ** bits, `a ${bits}-bit code (a level table too short for the bit width)`, FLOATS);
+  const scale = flat('scales', inputs[3], O * G, `[${O}, ${K}] in groups of ${gs}`, FLOATS);
+  const zero = p.zeroPoint ? flat('zero points', inputs[4], O * G, `[${O}, ${K}] in groups of ${gs}`, FLOATS) : null;
+  const bias = p.bias ? flat('bias', inputs[want - 1], O, `${O} outputs`, FLOATS) : null;
+  if (out.dtype !== x.dtype || out.shape.length !== 2 || out.shape[0] !== N || out.shape[1] !== O) {
+    throw new Error(`packedMatmul: out must be ${x.dtype} [${N}, ${O}], got ${out.dtype} ${fmt(out.shape)}`);
+  }
+  return { x, codes, table, scale, zero, bias, N, K, O, G };
+}
+
+/**
+ * The oracle: each group's sum Σ x·(L[f] − z) and the row's Σ_g s·(…) + b in float64, rounded to
+ * out's dtype once. Fields are read straight from the bytes, one at a time.
+ */
+export const packedMatmul: Kernel<'packedMatmul', TypedArray> = (inputs, out, p) => {
+  const { x, codes, table, scale, zero, bias, N, K, O, G } = packedOperands(inputs as Arg[], out, p);
+  const { bits, groupSize: gs } = p;
+  const mask = 2 ** bits - 1;
+  const [sxn, sxk] = [x.strides[0]!, x.strides[1]!];
+  const cd = codes.data;
+  const od = out.data;
+  for (let n = 0; n < N; n++) {
+    const xr = x.offset + n * sxn;
+    for (let o = 0; o < O; o++) {
+      let y = 0;
+      for (let g = 0; g < G; g++) {
+        const z = zero ? zero.data[zero.offset + o * G + g]! : 0;
+        let dot = 0;
+        for (let j = 0; j < gs; j++) {
+          const k = g * gs + j;
+          const bit = (o * K + k) * bits;
+          // int8 codes are read as their bytes (two's complement): & 0xff
+          const f = ((cd[codes.offset + Math.floor(bit / 8)]! & 0xff) >> bit % 8) & mask;
+          dot += x.data[xr + k * sxk]! * (table.data[table.offset + f]! - z);
+        }
+        y += scale.data[scale.offset + o * G + g]! * dot;
+      }
+      od[out.offset + n * O + o] = bias ? y + bias.data[bias.offset + o]! : y;
+    }
+  }
+};

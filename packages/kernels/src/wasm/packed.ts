@@ -1,0 +1,398 @@
+/**
+ * @file wasm `packedMatmul` (float32): f32x4 code that reads a packed low-bit weight in place.
+ * Sixteen fields at a time become sixteen float levels: 1/2/4-bit fields are spread to one byte
+ * each and looked up in the level table with four i8x16.swizzle (one per byte of the float32
+ * levels, the table kept as four 16-byte planes) and re-interleaved by shuffles; 8-bit fields whose
+ * table is the integer itself (int8/uint8 codes) are widened and converted. Other 8-bit tables,
+ * groups that start mid-byte and the last < 16 fields of a group take a scalar loop. Rows of the
+ * weight are split over the thread pool; the js oracle and the operand checks are js/packed.ts.
+ */
+import type { KernelArg } from '../backend.js';
+import { packedOperands } from '../js/packed.js';
+import type { PackedMatmulParams, TypedArray } from '../names.js';
+import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
+import { ARGS, type Engine, type Flavor } from './runtime.js';
+
+type Arg = KernelArg<TypedArray>;
+
+/** Words of the argument block (i32 at ARGS; pointers in bytes). */
+const enum W {
+  x, codes, planes, table, scale, zero, bias, out, n, k, o, groupSize, rowsPerTask, buf, bufBytes, hasBias,
+}
+
+/**
+ * How sixteen fields become levels: 'b1'/'b2'/'b4' by table planes, 's8'/'u8' by widening
+ * (the table is L[f] = f as int8 / uint8), 'lut8' field by field from the table.
+ */
+type Variant = 'b1' | 'b2' | 'b4' | 's8' | 'u8' | 'lut8';
+const VARIANTS: readonly Variant[] = ['b1', 'b2', 'b4', 's8', 'u8', 'lut8'];
+const BITS: Record<Variant, number> = { b1: 1, b2: 2, b4: 4, s8: 8, u8: 8, lut8: 8 };
+
+/** Multiply-adds (N·O·K) from which the rows are split over the pool (waking it costs tens of µs). */
+const PARALLEL_MIN_MACS = 1 << 18;
+
+function shuffle8(c: Code, lanes: readonly number[]): Code {
+  c.simd(Simd.i8x16_shuffle);
+  for (const l of lanes) c.bytes.push(l);
+  return c;
+}
+
+function v128Const(c: Code, bytes: readonly number[]): Code {
+  c.simd(Simd.v128_const);
+  for (const b of bytes) c.bytes.push(b & 0xff);
+  return c;
+}
+
+const range = (n: number, f: (i: number) => number) => Array.from({ length: n }, (_, i) => f(i));
+/** Bytes 0–7 of a and b interleaved (a0 b0 a1 b1 …), then bytes 8–15. */
+const LO8 = range(16, (i) => (i >> 1) + (i & 1) * 16);
+const HI8 = LO8.map((l) => l + 8);
+/** 16-bit pairs 0–3 of a and b interleaved, then pairs 4–7. */
+const LO16 = range(16, (i) => ((i >> 2) * 2 + (i & 1)) + ((i >> 1) & 1) * 16);
+const HI16 = LO16.map((l) => l + 8);
+
+/**
+ * Emits the decode of the 16 fields at byte pointer p into four f32x4 locals w (fields 0–3, 4–7,
+ * 8–11, 12–15); `planes` are the four table planes for the swizzle variants.
+ */
+function decode16(c: Code, v: Variant, p: number, w: readonly number[], planes: readonly number[], t: readonly number[]): void {
+  if (v === 's8' || v === 'u8') {
+    const load = v === 's8' ? Simd.v128_load8x8_s : Simd.v128_load8x8_u;
+    const [lo, hi] = v === 's8' ? [Simd.i32x4_extend_low_i16x8_s, Simd.i32x4_extend_high_i16x8_s] : [Simd.i32x4_extend_low_i16x8_u, Simd.i32x4_extend_high_i16x8_u];
+    for (const half of [0, 1]) {
+      c.get(p).simdMem(load, 0, 8 * half).set(t[0]!);
+      c.get(t[0]!).simd(lo).simd(Simd.f32x4_convert_i32x4_s).set(w[2 * half]!);
+      c.get(t[0]!).simd(hi).simd(Simd.f32x4_convert_i32x4_s).set(w[2 * half + 1]!);
+    }
+    return;
+  }
+  // the 16 field values, one per byte, in field order
+  const idx = t[0]!;
+  if (v === 'b4') {
+    c.get(p).simdMem(Simd.v128_load64_zero, 0).set(idx);
+    c.get(idx).i32(0x0f).simd(Simd.i8x16_splat).simd(Simd.v128_and);
+    c.get(idx).i32(4).simd(Simd.i8x16_shr_u);
+    shuffle8(c, LO8).set(idx);
+  } else if (v === 'b2') {
+    c.get(p).simdMem(Simd.v128_load32_zero, 0).set(idx);
+    // fields 4i + j sit at bits 2j of byte i: four shifted copies, interleaved twice
+    for (let j = 0; j < 4; j++) {
+      c.get(idx);
+      if (j) c.i32(2 * j).simd(Simd.i8x16_shr_u);
+      if (j < 3) c.i32(3).simd(Simd.i8x16_splat).simd(Simd.v128_and);
+      c.set(t[1 + j]!);
+    }
+    c.get(t[1]!).get(t[2]!);
+    shuffle8(c, LO8).set(t[1]!);
+    c.get(t[3]!).get(t[4]!);
+    shuffle8(c, LO8).set(t[3]!);
+    c.get(t[1]!).get(t[3]!);
+    shuffle8(c, LO16).set(idx);
+  } else if (v === 'b1') {
+    // byte i copied to lanes 8i … 8i + 7, each lane keeps its own bit, then min(·, 1)
+    c.get(p).simdMem(Simd.v128_load16_splat, 0).set(idx);
+    c.get(idx).get(idx);
+    shuffle8(c, range(16, (i) => i >> 3));
+    v128Const(c, range(16, (i) => 1 << (i & 7))).simd(Simd.v128_and);
+    c.i32(1).simd(Simd.i8x16_splat).simd(Simd.i8x16_min_u).set(idx);
+  } else {
+    throw new Error(`packedMatmul: variant ${v} has no vector decode`);
+  }
+  // byte b of each level by swizzle, then bytes → 16-bit pairs → float32 lanes
+  for (let b = 0; b < 4; b++) c.get(planes[b]!).get(idx).simd(Simd.i8x16_swizzle).set(t[1 + b]!);
+  const [p0, p1, p2, p3] = [t[1]!, t[2]!, t[3]!, t[4]!];
+  const [lo01, hi01, lo23, hi23] = [t[5]!, t[6]!, t[0]!, t[7]!];
+  shuffle8(c.get(p0).get(p1), HI8).set(hi01);
+  shuffle8(c.get(p0).get(p1), LO8).set(lo01);
+  shuffle8(c.get(p2).get(p3), HI8).set(hi23);
+  shuffle8(c.get(p2).get(p3), LO8).set(lo23);
+  shuffle8(c.get(lo01).get(lo23), LO16).set(w[0]!);
+  shuffle8(c.get(lo01).get(lo23), HI16).set(w[1]!);
+  shuffle8(c.get(hi01).get(hi23), LO16).set(w[2]!);
+  shuffle8(c.get(hi01).get(hi23), HI16).set(w[3]!);
+}
+
+/** Pushes the f32 sum of the four lanes of local a, as (a0 + a2) + (a1 + a3). */
+function horizontalSum(c: Code, a: number): void {
+  c.get(a).get(a).get(a).shuffle32([2, 3, 0, 1]).simd(Simd.f32x4_add).set(a);
+  c.get(a).get(a).get(a).shuffle32([1, 0, 3, 2]).simd(Simd.f32x4_add).lane(Simd.f32x4_extract_lane, 0);
+}
+
+/**
+ * Task export `packed_<variant>[_z](arg, t)`: rows [t·rowsPerTask, …) of the output for every row
+ * of x. One row of x (the decode step) multiplies as it decodes; several decode each group once
+ * into the task's buffer and take a dot per row of x. Both sum each group in the same order, so
+ * a row of a batched product equals the product of that row alone.
+ */
+function emitTask(mb: ModuleBuilder, v: Variant, zeroPoint: boolean, fma: boolean): void {
+  const P = ValType.i32;
+  const V = ValType.v128;
+  const F = ValType.f32;
+  const bits = BITS[v];
+  const vector = v !== 'lut8';
+  mb.func([P, P], [], (c) => {
+    const [arg, task] = [0, 1];
+    const [x, codes, table, scale, zero, bias, out, N, K, O, gs, G, o, o1, g, f0, nc, p, xp, bp, buf, j, n, i, bi, hasBias] = range(26, () => c.local(P));
+    const [s, z, y, dot] = range(4, () => c.local(F));
+    const zv = c.local(V);
+    const planes = range(4, () => c.local(V));
+    const w = range(4, () => c.local(V));
+    const acc = range(4, () => c.local(V));
+    const tmp = range(8, () => c.local(V));
+    const word = (k: W) => c.get(arg).mem(Op.i32_load, 2, k * 4);
+    const pairs: [number, W][] = [[x, W.x], [codes, W.codes], [table, W.table], [scale, W.scale], [zero, W.zero], [bias, W.bias], [out, W.out], [N, W.n], [K, W.k], [O, W.o], [gs, W.groupSize], [hasBias, W.hasBias]];
+    for (const [l, k] of pairs) word(k).set(l);
+    c.get(K).get(gs).op(Op.i32_div_u).set(G);
+    word(W.buf).get(task);
+    word(W.bufBytes).op(Op.i32_mul).op(Op.i32_add).set(buf);
+    if (v === 'b1' || v === 'b2' || v === 'b4') for (let b = 0; b < 4; b++) word(W.planes).simdMem(Simd.v128_load, 0, 16 * b).set(planes[b]!);
+    // rows o … o1
+    c.get(task);
+    word(W.rowsPerTask).op(Op.i32_mul).set(o);
+    c.get(o);
+    word(W.rowsPerTask).op(Op.i32_add).set(o1);
+    c.get(o1).get(O).get(o1).get(O).op(Op.i32_lt_u).op(Op.select).set(o1);
+
+    /** Pushes the f32 level of field index (local) `fi`, minus z. */
+    const level = (fi: () => void) => {
+      c.get(table);
+      c.get(codes);
+      fi();
+      c.i32(bits).op(Op.i32_mul).i32(3).op(Op.i32_shr_u).op(Op.i32_add).mem(Op.i32_load8_u, 0);
+      if (bits < 8) {
+        fi();
+        c.i32(bits).op(Op.i32_mul).i32(7).op(Op.i32_and).op(Op.i32_shr_u).i32(2 ** bits - 1).op(Op.i32_and);
+      }
+      c.i32(2).op(Op.i32_shl).op(Op.i32_add).mem(Op.f32_load, 2);
+      if (zeroPoint) c.get(z).op(Op.f32_sub);
+    };
+    /** acc_i ⊕= a_i·b_i where a_i, b_i are pushed by the callbacks. */
+    const madd = (a: (i: number) => void, b: (i: number) => void) => {
+      for (let q = 0; q < 4; q++) {
+        if (fma) {
+          a(q);
+          b(q);
+          c.get(acc[q]!).simd(Simd.f32x4_relaxed_madd).set(acc[q]!);
+        } else {
+          c.get(acc[q]!);
+          a(q);
+          b(q);
+          c.simd(Simd.f32x4_mul).simd(Simd.f32x4_add).set(acc[q]!);
+        }
+      }
+    };
+    const clearAcc = () => {
+      for (const a of acc) c.i32(0).simd(Simd.i32x4_splat).set(a);
+    };
+    const sumAcc = () => {
+      c.get(acc[0]!).get(acc[1]!).simd(Simd.f32x4_add).get(acc[2]!).get(acc[3]!).simd(Simd.f32x4_add).simd(Simd.f32x4_add).set(acc[0]!);
+      horizontalSum(c, acc[0]!);
+      c.set(dot);
+    };
+    const decodeAndShift = () => {
+      decode16(c, v, p, w, planes, tmp);
+      if (zeroPoint) for (const q of w) c.get(q).get(zv).simd(Simd.f32x4_sub).set(q);
+      c.get(p).i32(2 * bits).op(Op.i32_add).set(p);
+    };
+    /** Pushes the address of x[n, g·gs + j]. */
+    const xAt = (row: () => void, jj: () => void) => {
+      c.get(x);
+      row();
+      c.get(K).op(Op.i32_mul).get(g).get(gs).op(Op.i32_mul).op(Op.i32_add);
+      jj();
+      c.op(Op.i32_add).i32(2).op(Op.i32_shl).op(Op.i32_add);
+    };
+
+    c.while(() => c.get(o).get(o1).op(Op.i32_lt_u), () => {
+      c.f32(0).set(y);
+      c.get(N).i32(1).op(Op.i32_ne).if();
+      c.for(n, () => c.i32(0), () => c.get(N), 1, () => {
+        c.get(out).get(n).get(O).op(Op.i32_mul).get(o).op(Op.i32_add).i32(2).op(Op.i32_shl).op(Op.i32_add).f32(0).mem(Op.f32_store, 2);
+      });
+      c.end();
+      c.for(g, () => c.i32(0), () => c.get(G), 1, () => {
+        c.get(o).get(K).op(Op.i32_mul).get(g).get(gs).op(Op.i32_mul).op(Op.i32_add).set(f0);
+        c.get(o).get(G).op(Op.i32_mul).get(g).op(Op.i32_add).i32(2).op(Op.i32_shl).set(i);
+        c.get(scale).get(i).op(Op.i32_add).mem(Op.f32_load, 2).set(s);
+        if (zeroPoint) {
+          c.get(zero).get(i).op(Op.i32_add).mem(Op.f32_load, 2).set(z);
+          c.get(z).simd(Simd.f32x4_splat).set(zv);
+        }
+        // whole 16-field chunks when the group starts on a byte
+        if (vector) {
+          c.get(gs).i32(4).op(Op.i32_shr_u).i32(0).get(f0).i32(bits).op(Op.i32_mul).i32(7).op(Op.i32_and).op(Op.i32_eqz).op(Op.select).set(nc);
+        } else c.i32(0).set(nc);
+        c.get(codes).get(f0).i32(bits).op(Op.i32_mul).i32(3).op(Op.i32_shr_u).op(Op.i32_add).set(p);
+        const tail = (xRow: () => void, lv: () => void) => {
+          c.for(j, () => c.get(nc).i32(4).op(Op.i32_shl), () => c.get(gs), 1, () => {
+            c.get(dot);
+            xAt(xRow, () => c.get(j));
+            c.mem(Op.f32_load, 2);
+            lv();
+            c.op(Op.f32_mul).op(Op.f32_add).set(dot);
+          });
+        };
+        c.get(N).i32(1).op(Op.i32_eq).if();
+        {
+          // one row of x: decode and multiply in registers
+          xAt(() => c.i32(0), () => c.i32(0));
+          c.set(xp);
+          if (vector) {
+            clearAcc();
+            c.for(bi, () => c.i32(0), () => c.get(nc), 1, () => {
+              decodeAndShift();
+              madd((q) => c.get(w[q]!), (q) => c.get(xp).simdMem(Simd.v128_load, 0, 16 * q));
+              c.get(xp).i32(64).op(Op.i32_add).set(xp);
+            });
+            sumAcc();
+          } else c.f32(0).set(dot);
+          tail(() => c.i32(0), () => level(() => c.get(f0).get(j).op(Op.i32_add)));
+          c.get(y).get(s).get(dot).op(Op.f32_mul).op(Op.f32_add).set(y);
+        }
+        c.op(Op.else);
+        {
+          // several rows: the group's levels (minus z) into the buffer once, then a dot per row
+          c.get(buf).set(bp);
+          if (vector) {
+            c.for(bi, () => c.i32(0), () => c.get(nc), 1, () => {
+              decodeAndShift();
+              for (let q = 0; q < 4; q++) c.get(bp).get(w[q]!).simdMem(Simd.v128_store, 0, 16 * q);
+              c.get(bp).i32(64).op(Op.i32_add).set(bp);
+            });
+          }
+          c.for(j, () => c.get(nc).i32(4).op(Op.i32_shl), () => c.get(gs), 1, () => {
+            c.get(buf).get(j).i32(2).op(Op.i32_shl).op(Op.i32_add);
+            level(() => c.get(f0).get(j).op(Op.i32_add));
+            c.mem(Op.f32_store, 2);
+          });
+          c.for(n, () => c.i32(0), () => c.get(N), 1, () => {
+            xAt(() => c.get(n), () => c.i32(0));
+            c.set(xp);
+            c.get(buf).set(bp);
+            if (vector) {
+              clearAcc();
+              c.for(bi, () => c.i32(0), () => c.get(nc), 1, () => {
+                madd((q) => c.get(bp).simdMem(Simd.v128_load, 0, 16 * q), (q) => c.get(xp).simdMem(Simd.v128_load, 0, 16 * q));
+                c.get(xp).i32(64).op(Op.i32_add).set(xp);
+                c.get(bp).i32(64).op(Op.i32_add).set(bp);
+              });
+              sumAcc();
+            } else c.f32(0).set(dot);
+            tail(() => c.get(n), () => c.get(buf).get(j).i32(2).op(Op.i32_shl).op(Op.i32_add).mem(Op.f32_load, 2));
+            // out[n, o] += s·dot
+            c.get(out).get(n).get(O).op(Op.i32_mul).get(o).op(Op.i32_add).i32(2).op(Op.i32_shl).op(Op.i32_add).set(i);
+            c.get(i).get(i).mem(Op.f32_load, 2).get(s).get(dot).op(Op.f32_mul).op(Op.f32_add).mem(Op.f32_store, 2);
+          });
+        }
+        c.end();
+      });
+      // bias, and the one-row result
+      c.get(N).i32(1).op(Op.i32_eq).if();
+      c.get(hasBias).if();
+      c.get(y).get(bias).get(o).i32(2).op(Op.i32_shl).op(Op.i32_add).mem(Op.f32_load, 2).op(Op.f32_add).set(y);
+      c.end();
+      c.get(out).get(o).i32(2).op(Op.i32_shl).op(Op.i32_add).get(y).mem(Op.f32_store, 2);
+      c.op(Op.else);
+      c.get(hasBias).if();
+      c.for(n, () => c.i32(0), () => c.get(N), 1, () => {
+        c.get(out).get(n).get(O).op(Op.i32_mul).get(o).op(Op.i32_add).i32(2).op(Op.i32_shl).op(Op.i32_add).set(i);
+        c.get(i).get(i).mem(Op.f32_load, 2).get(bias).get(o).i32(2).op(Op.i32_shl).op(Op.i32_add).mem(Op.f32_load, 2).op(Op.f32_add).mem(Op.f32_store, 2);
+      });
+      c.end();
+      c.end();
+      c.get(o).i32(1).op(Op.i32_add).set(o);
+    });
+  }, `packed_${v}${zeroPoint ? '_z' : ''}`);
+}
+
+/** Adds the `packed_*` task exports. */
+export function emitPacked(mb: ModuleBuilder, flavor: Flavor): void {
+  for (const v of VARIANTS) for (const z of [false, true]) emitTask(mb, v, z, flavor.relaxed);
+}
+
+/** Which decode fits an 8-bit table: the integer itself (int8 or uint8 codes) or a lookup. */
+function variantOf(bits: number, table: Arg): Variant {
+  if (bits < 8) return `b${bits}` as Variant;
+  const t = table.data;
+  let s8 = true;
+  let u8 = true;
+  for (let f = 0; f < 256; f++) {
+    const l = t[table.offset + f]!;
+    if (l !== (f < 128 ? f : f - 256)) s8 = false;
+    if (l !== f) u8 = false;
+  }
+  return s8 ? 's8' : u8 ? 'u8' : 'lut8';
+}
+
+const align16 = (b: number) => Math.ceil(b / 16) * 16;
+
+/**
+ * Runs `packedMatmul` in wasm; false (the js oracle runs instead) for float64, a strided x, or
+ * weights too large for 32-bit bit offsets. Bad operands throw from the shared checks first.
+ */
+export function packedMatmulWasm(engine: Engine, inputs: readonly Arg[], out: Arg, params: PackedMatmulParams): boolean {
+  const ops = packedOperands(inputs, out, params);
+  const { x, codes, table, scale, zero, bias, N, K, O } = ops;
+  const floats = [x, table, scale, zero, bias, out].filter((a): a is Arg => a !== null);
+  if (floats.some((a) => a.dtype !== 'float32')) return false;
+  if (x.strides[1] !== 1 || (N > 1 && x.strides[0] !== K)) return false;
+  const { bits, groupSize: gs } = params;
+  if (O * K * bits >= 2 ** 31) return false;
+  if (N === 0 || O === 0) return true;
+  const v = variantOf(bits, table);
+  const threaded = engine.threads > 1 && N * O * K >= PARALLEL_MIN_MACS;
+  const tasks = threaded ? Math.min(O, engine.threads * 4) : 1;
+  const rowsPerTask = Math.ceil(O / tasks);
+  const nTasks = Math.ceil(O / rowsPerTask);
+  const codeBytes = Math.ceil((O * K * bits) / 8);
+  // each operand in place when it lives in wasm memory (and does not overlap out), else staged
+  const sizes: [Arg | null, number][] = [[x, N * K], [codes, codeBytes], [table, 2 ** bits], [scale, O * ops.G], [zero, O * ops.G], [bias, O]];
+  let at = engine.scratch + 64; // the four table planes first
+  const place = sizes.map(([a, n]) => {
+    if (!a) return { a, n, addr: 0, staged: false };
+    const addr = engine.inPlace(a, out);
+    if (addr >= 0) return { a, n, addr, staged: false };
+    const here = at;
+    at = align16(at + n * a.data.BYTES_PER_ELEMENT);
+    return { a, n, addr: here, staged: true };
+  });
+  const outAt = engine.addressOf(out);
+  const outPtr = outAt >= 0 ? outAt : at;
+  if (outAt < 0) at = align16(at + N * O * 4);
+  const bufBytes = N > 1 ? align16(gs * 4) : 0;
+  const buf = at;
+  at += nTasks * bufBytes;
+  if (!engine.reserve(at - engine.scratch)) return false;
+  for (const { a, n, addr, staged } of place) {
+    if (a && staged) engine.stageIn(a.data, a.offset, a.offset + n, a.dtype === 'float32' ? engine.f32 : engine.u8, addr);
+  }
+  if (bits < 8) {
+    // plane b holds byte b of each level (little-endian float32), unused entries zero
+    const u8 = engine.u8;
+    const lv = new Uint8Array(Float32Array.from(table.data.subarray(table.offset, table.offset + 2 ** bits)).buffer);
+    u8.fill(0, engine.scratch, engine.scratch + 64);
+    for (let f = 0; f < 2 ** bits; f++) for (let b = 0; b < 4; b++) u8[engine.scratch + 16 * b + f] = lv[4 * f + b]!;
+  }
+  const args = engine.i32;
+  const word = (k: W, value: number) => (args[ARGS / 4 + k] = value);
+  const [px, pc, pt, ps, pz, pb] = place.map((q) => q.addr) as [number, number, number, number, number, number];
+  word(W.x, px);
+  word(W.codes, pc);
+  word(W.planes, engine.scratch);
+  word(W.table, pt);
+  word(W.scale, ps);
+  word(W.zero, pz);
+  word(W.bias, pb);
+  word(W.out, outPtr);
+  word(W.n, N);
+  word(W.k, K);
+  word(W.o, O);
+  word(W.groupSize, gs);
+  word(W.rowsPerTask, rowsPerTask);
+  word(W.buf, buf);
+  word(W.bufBytes, bufBytes);
+  word(W.hasBias, bias ? 1 : 0);
+  engine.parallel(`packed_${v}${zero ? '_z' : ''}`, ARGS, nTasks, threaded);
+  if (outAt < 0) engine.stageOut(out, engine.f32, outPtr, N * O);
+  return true;
+}

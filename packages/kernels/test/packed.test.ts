@@ -1,0 +1,236 @@
+/**
+ * @file packedMatmul: the js oracle against a float64 dequantize-then-matmul, each native backend
+ * against the oracle (fast-check over shapes, bit widths, group sizes, zero points, bias, one row
+ * and several), and the operand errors.
+ */
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createWasmBackend, jsKernels, type Backend, type PackedMatmulParams } from '@qgrad/kernels';
+import { type Arg, mismatch, NATIVE, nativeCalls, randomArray } from './helpers.js';
+
+type TableKind = 'levels' | 'int' | 'int8' | 'uint8';
+
+interface Case {
+  N: number;
+  O: number;
+  groups: number;
+  groupSize: number;
+  bits: 1 | 2 | 4 | 8;
+  zeroPoint: boolean;
+  bias: boolean;
+  table: TableKind;
+  seed: number;
+}
+
+const caseArb: fc.Arbitrary<Case> = fc.record({
+  N: fc.oneof(fc.constant(1), fc.integer({ min: 1, max: 5 })),
+  O: fc.integer({ min: 1, max: 9 }),
+  groups: fc.integer({ min: 1, max: 4 }),
+  // around the 16-field chunk: whole chunks, chunk + tail, tail only, and groups starting mid-byte (odd sizes)
+  groupSize: fc.constantFrom(1, 3, 8, 15, 16, 17, 32, 33, 48, 64),
+  bits: fc.constantFrom(1, 2, 4, 8),
+  zeroPoint: fc.boolean(),
+  bias: fc.boolean(),
+  table: fc.constantFrom('levels', 'int', 'int8', 'uint8'),
+  seed: fc.integer({ min: 1, max: 2 ** 31 - 1 }),
+});
+
+const flat = (data: Float32Array | Uint8Array | Int8Array, dtype: Arg['dtype']): Arg => ({ data, dtype, shape: [data.length], strides: [1], offset: 0 });
+
+/** The level table of a case: random levels (NF4-like), an int grid's f + codeMin, or the int8/uint8 identity (8-bit codes stored as integers). */
+function tableOf(c: Case): Float32Array {
+  const n = 2 ** c.bits;
+  if (c.table === 'levels') return randomArray('float32', n, c.seed ^ 0x7777) as Float32Array;
+  if (c.table === 'int' || c.bits < 8) return Float32Array.from({ length: n }, (_, f) => f - 2 ** (c.bits - 1));
+  return Float32Array.from({ length: n }, (_, f) => (c.table === 'int8' && f >= 128 ? f - 256 : f));
+}
+
+function operands(c: Case): { inputs: Arg[]; params: PackedMatmulParams; K: number } {
+  const K = c.groups * c.groupSize;
+  const G = c.groups;
+  const x = randomArray('float32', c.N * K, c.seed);
+  const codes = new Uint8Array(Math.ceil((c.O * K * c.bits) / 8));
+  const r = randomArray('float64', codes.length, c.seed ^ 0x1234);
+  for (let i = 0; i < codes.length; i++) codes[i] = Math.floor((r[i]! + 1) * 128) & 0xff;
+  const scale = Float32Array.from(randomArray('float32', c.O * G, c.seed ^ 0x55), (v) => 0.01 + Math.abs(v));
+  const zero = Float32Array.from(randomArray('float32', c.O * G, c.seed ^ 0x99), (v) => Math.round(v * 4) / 2);
+  const bias = randomArray('float32', c.O, c.seed ^ 0x42) as Float32Array;
+  const inputs: Arg[] = [{ data: x, dtype: 'float32', shape: [c.N, K], strides: [K, 1], offset: 0 }, flat(codes, 'uint8'), flat(tableOf(c), 'float32'), flat(scale, 'float32')];
+  if (c.zeroPoint) inputs.push(flat(zero, 'float32'));
+  if (c.bias) inputs.push(flat(bias, 'float32'));
+  return { inputs, params: { bits: c.bits, outFeatures: c.O, groupSize: c.groupSize, zeroPoint: c.zeroPoint, bias: c.bias }, K };
+}
+
+/** The weight dequantized in float64, W[o, k] = s·(L[field] − z), fields read back from the bytes independently of the kernels. */
+function dequantized(c: Case, inputs: Arg[], K: number): Float64Array {
+  const [, codes, table, scale] = inputs as [Arg, Arg, Arg, Arg];
+  const zero = c.zeroPoint ? inputs[4]! : null;
+  const w = new Float64Array(c.O * K);
+  for (let i = 0; i < w.length; i++) {
+    const field = Number((BigInt(codes.data[Math.floor((i * c.bits) / 8)]!) >> BigInt((i * c.bits) % 8)) % BigInt(2 ** c.bits));
+    const grp = Math.floor(i / c.groupSize);
+    w[i] = scale.data[grp]! * (table.data[field]! - (zero ? zero.data[grp]! : 0));
+  }
+  return w;
+}
+
+/** Σ_k |x|·|w| per output (+ |b|): the scale float32 summation error is measured against. */
+function magnitude(c: Case, inputs: Arg[], K: number, w: Float64Array): Float64Array {
+  const x = inputs[0]!.data;
+  const b = c.bias ? inputs[inputs.length - 1]!.data : null;
+  const m = new Float64Array(c.N * c.O);
+  for (let n = 0; n < c.N; n++) {
+    for (let o = 0; o < c.O; o++) {
+      let s = b ? Math.abs(b[o]!) : 0;
+      for (let k = 0; k < K; k++) s += Math.abs(x[n * K + k]! * w[o * K + k]!);
+      m[n * c.O + o] = s;
+    }
+  }
+  return m;
+}
+
+const outArg = (N: number, O: number): Arg => ({ data: new Float32Array(N * O), dtype: 'float32', shape: [N, O], strides: [O, 1], offset: 0 });
+
+describe('packedMatmul js oracle', () => {
+  it('equals dequantize-then-matmul in float64, rounded once to float32', () => {
+    fc.assert(
+      fc.property(caseArb, (c) => {
+        const { inputs, params, K } = operands(c);
+        const w = dequantized(c, inputs, K);
+        const x = inputs[0]!.data;
+        const b = c.bias ? inputs[inputs.length - 1]!.data : null;
+        const want = new Float64Array(c.N * c.O);
+        for (let n = 0; n < c.N; n++) {
+          for (let o = 0; o < c.O; o++) {
+            let y = 0;
+            for (let k = 0; k < K; k++) y += x[n * K + k]! * w[o * K + k]!;
+            want[n * c.O + o] = y + (b ? b[o]! : 0);
+          }
+        }
+        const got = outArg(c.N, c.O);
+        jsKernels.packedMatmul(inputs, got, params);
+        // one float32 rounding of the result, plus float64 reassociation (per group, then scaled)
+        const atol = Array.from(magnitude(c, inputs, K, w), (m) => 1e-12 * m);
+        expect(mismatch(got.data, want, 2 ** -24, atol)).toBe(-1);
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('reads int8 code buffers as their bytes', () => {
+    const c: Case = { N: 2, O: 3, groups: 2, groupSize: 16, bits: 8, zeroPoint: true, bias: false, table: 'int8', seed: 5 };
+    const { inputs, params } = operands(c);
+    const asInt8: Arg = { ...inputs[1]!, data: new Int8Array((inputs[1]!.data as Uint8Array).buffer), dtype: 'int8' };
+    const [a, b] = [outArg(2, 3), outArg(2, 3)];
+    jsKernels.packedMatmul(inputs, a, params);
+    jsKernels.packedMatmul([inputs[0]!, asInt8, ...inputs.slice(2)], b, params);
+    expect(Array.from(b.data)).toEqual(Array.from(a.data));
+  });
+
+  describe('bad operands are errors naming the kernel and the value', () => {
+    const c: Case = { N: 1, O: 4, groups: 2, groupSize: 16, bits: 4, zeroPoint: false, bias: false, table: 'int', seed: 3 };
+    const { inputs, params } = operands(c);
+    const run = (ins: Arg[], p: PackedMatmulParams) => () => jsKernels.packedMatmul(ins, outArg(1, p.outFeatures), p);
+    it('a group size that does not divide K', () => {
+      expect(run(inputs, { ...params, groupSize: 12 })).toThrow(/packedMatmul: group size 12 does not divide K = 32/);
+    });
+    it('a codes buffer too short', () => {
+      expect(run([inputs[0]!, flat(new Uint8Array(63), 'uint8'), ...inputs.slice(2)], params)).toThrow(/packedMatmul: got 63 bytes of codes, but \[4, 32\] at 4 bits needs 64/);
+    });
+    it('a level table too short for the bit width', () => {
+      expect(run([inputs[0]!, inputs[1]!, flat(new Float32Array(8), 'float32'), inputs[3]!], params)).toThrow(/packedMatmul: got 8 values of levels, but a 4-bit code .* needs 16/);
+    });
+    it('a bit width the layout does not have', () => {
+      expect(run(inputs, { ...params, bits: 3 })).toThrow(/packedMatmul: bits must be 1, 2, 4 or 8, got 3/);
+    });
+    it('too few scales, and a missing zero-point input', () => {
+      expect(run([...inputs.slice(0, 3), flat(new Float32Array(7), 'float32')], params)).toThrow(/packedMatmul: got 7 values of scales, but \[4, 32\] in groups of 16 needs 8/);
+      expect(run(inputs, { ...params, zeroPoint: true })).toThrow(/packedMatmul: expected 5 inputs/);
+    });
+  });
+});
+
+describe.each(NATIVE)('$label packedMatmul', (entry) => {
+  let backend!: Backend;
+  beforeAll(() => {
+    backend = entry.create({ threads: 1 });
+  });
+  afterAll(() => backend.dispose());
+
+  it('equals the js oracle within float32 summation error, natively, for every bit width and layout', () => {
+    fc.assert(
+      fc.property(caseArb, (c) => {
+        const { inputs, params, K } = operands(c);
+        const [want, got] = [outArg(c.N, c.O), outArg(c.N, c.O)];
+        jsKernels.packedMatmul(inputs, want, params);
+        const before = nativeCalls(backend, 'packedMatmul');
+        backend.run('packedMatmul', inputs, got, params);
+        expect(nativeCalls(backend, 'packedMatmul')).toBe(before + 1);
+        const atol = Array.from(magnitude(c, inputs, K, dequantized(c, inputs, K)), (m) => 2 * (K + 2) * 2 ** -24 * m);
+        expect(mismatch(got.data, want.data, 0, atol)).toBe(-1);
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  it('gives each row of a batched product exactly the product of that row alone', () => {
+    fc.assert(
+      fc.property(caseArb.filter((c) => c.N > 1), (c) => {
+        const { inputs, params, K } = operands(c);
+        const all = outArg(c.N, c.O);
+        backend.run('packedMatmul', inputs, all, params);
+        for (let n = 0; n < c.N; n++) {
+          const row: Arg = { ...inputs[0]!, shape: [1, K], offset: n * K };
+          const one = outArg(1, c.O);
+          backend.run('packedMatmul', [row, ...inputs.slice(1)], one, params);
+          expect(Array.from(one.data)).toEqual(Array.from(all.data.subarray(n * c.O, (n + 1) * c.O)));
+        }
+      }),
+      { numRuns: 30 },
+    );
+  });
+
+  it('hands a transposed x to js and gives the same result as the contiguous one', () => {
+    const c: Case = { N: 3, O: 5, groups: 2, groupSize: 32, bits: 4, zeroPoint: true, bias: true, table: 'levels', seed: 11 };
+    const { inputs, params, K } = operands(c);
+    const x = inputs[0]!;
+    const xt = new Float32Array(c.N * K);
+    for (let n = 0; n < c.N; n++) for (let k = 0; k < K; k++) xt[k * c.N + n] = x.data[n * K + k]!;
+    const strided: Arg = { data: xt, dtype: 'float32', shape: [c.N, K], strides: [1, c.N], offset: 0 };
+    const [want, got] = [outArg(c.N, c.O), outArg(c.N, c.O)];
+    jsKernels.packedMatmul(inputs, want, params);
+    backend.run('packedMatmul', [strided, ...inputs.slice(1)], got, params);
+    expect(backend.ranOn!('packedMatmul', 'float32')).toBe('js');
+    expect(Array.from(got.data)).toEqual(Array.from(want.data));
+  });
+
+  it('checks operands before running (the same errors as js)', () => {
+    const c: Case = { N: 1, O: 4, groups: 2, groupSize: 16, bits: 2, zeroPoint: false, bias: false, table: 'int', seed: 3 };
+    const { inputs, params } = operands(c);
+    expect(() => backend.run('packedMatmul', inputs, outArg(1, 4), { ...params, groupSize: 5 })).toThrow(/packedMatmul: group size 5 does not divide K = 32/);
+  });
+});
+
+describe('wasm packedMatmul over threads', () => {
+  // 256 × 1024 weights: past the size from which rows go to the pool
+  it('splits rows over the pool without changing any result', () => {
+    const one = createWasmBackend({ threads: 1 });
+    const two = createWasmBackend({ threads: 2 });
+    try {
+      for (const bits of [1, 2, 4, 8] as const) {
+        for (const N of [1, 3]) {
+          const c: Case = { N, O: 256, groups: 16, groupSize: 64, bits, zeroPoint: bits !== 1, bias: true, table: bits === 8 ? 'int8' : 'levels', seed: 17 + bits };
+          const { inputs, params } = operands(c);
+          const [a, b] = [outArg(N, c.O), outArg(N, c.O)];
+          one.run('packedMatmul', inputs, a, params);
+          two.run('packedMatmul', inputs, b, params);
+          expect(Array.from(b.data)).toEqual(Array.from(a.data));
+        }
+      }
+      if (two.threads > 1) expect(two.stats!().find((s) => s.kernel === 'packedMatmul')!.pooled).toBeGreaterThan(0);
+    } finally {
+      one.dispose();
+      two.dispose();
+    }
+  });
+});
