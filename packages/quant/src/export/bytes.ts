@@ -176,6 +176,7 @@ export function isRecord(v: unknown): v is Record<string, unknown> {
 interface Fs {
   readFileSync(path: string): Uint8Array;
   writeFileSync(path: string, bytes: Uint8Array): void;
+  mkdirSync(path: string, options: { recursive: true }): unknown;
 }
 
 /**

@@ -1,8 +1,8 @@
 /**
- * @file The `qgrad export` subcommand: `qgrad export --format safetensors|gguf|onnx <checkpoint> <out>`
- * over a Llama checkpoint directory (HF `config.json` + `model.safetensors`, float or written by
- * saveQuantized), optionally quantizing its projections first. Wiring it into the `qgrad` bin is
- * one line: `if (argv[0] === 'export') process.exitCode = runExportCli(argv.slice(1));`.
+ * @file The `qgrad` command line (bin/qgrad.ts only hands it `process.argv`): `qgrad export`
+ * writes a Llama checkpoint directory (HF `config.json` + `model.safetensors`, float or written by
+ * saveQuantized) as packed safetensors or GGUF, and `qgrad convert` rounds a float checkpoint's
+ * projections to a quantized checkpoint directory that `qgrad export` reads back.
  */
 import { loadSafetensorsWithMetadata } from '@qgrad/core';
 import { configFromHf, Llama } from '@qgrad/nn';
@@ -16,47 +16,90 @@ import { nodeFs } from './bytes.js';
 import { exportGguf } from './gguf.js';
 import { loadQuantized, QUANTIZED_FORMAT, saveQuantized } from './safetensors.js';
 
-const USAGE = `usage: qgrad export --format safetensors|gguf|onnx <checkpoint-dir> <out>
-  [--type F32|F16|Q8_0|Q4_0|TQ1_0|TQ2_0]   GGUF block type (default F32)
-  [--weight int8|int4|nf4|ternary]          quantize the Linear weights (round to nearest) before exporting
-  [--group N]                               weight scale per group of N inputs (int grids, ternary)
-<checkpoint-dir> holds config.json and model.safetensors (float, or written by saveQuantized).`;
+const WEIGHT_FLAGS = `  [--weight int8|int4|nf4|ternary]          quantize the Linear weights (round to nearest)
+  [--group N]                               weight scale per group of N inputs (int grids, ternary)`;
+const CHECKPOINT = '<checkpoint-dir> holds config.json and model.safetensors (float, or written by saveQuantized).';
 
-interface Io {
+const EXPORT_USAGE = `usage: qgrad export --format safetensors|gguf|onnx <checkpoint-dir> <out>
+  [--type F32|F16|Q8_0|Q4_0|TQ1_0|TQ2_0]   GGUF block type (default F32)
+${WEIGHT_FLAGS} before exporting
+${CHECKPOINT}`;
+
+const CONVERT_USAGE = `usage: qgrad convert --weight int8|int4|nf4|ternary <checkpoint-dir> <out-dir>
+  [--group N]                               weight scale per group of N inputs (int grids, ternary)
+Writes <out-dir>/config.json and a quantized <out-dir>/model.safetensors (integer codes + scales),
+which qgrad export and loadQuantized read. <checkpoint-dir> holds a float config.json + model.safetensors.`;
+
+const USAGE = `usage: qgrad <command> [flags]
+commands:
+  export    a Llama checkpoint directory to packed safetensors or GGUF
+  convert   a float Llama checkpoint directory to a quantized one (round to nearest)
+qgrad <command> --help shows the command's flags.`;
+
+/** Where the command line prints: the console by default, a collecting array in tests. */
+export interface CliIo {
   log(s: string): void;
   error(s: string): void;
 }
 
-/** Parsed flags, or a usage error message. */
-function parse(argv: string[]): { format: string; src: string; out: string; type: GgmlTypeName; weight?: string; group?: number } | string {
+const CONSOLE: CliIo = { log: (s) => console.log(s), error: (s) => console.error(s) };
+const WEIGHTS = ['int8', 'int4', 'nf4', 'ternary'];
+
+/** A command's flags and its two paths, or a one-line usage error. */
+function parse(argv: string[], known: string[]): { flags: Record<string, string>; src: string; out: string } | string {
   const pos: string[] = [];
   const flags: Record<string, string> = {};
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
-    if (a.startsWith('--')) {
-      const [k, v] = a.includes('=') ? [a.slice(2, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a.slice(2), argv[++i]];
+    if (a.startsWith('-')) {
+      const eq = a.indexOf('=');
+      const k = (eq < 0 ? a : a.slice(0, eq)).replace(/^--?/, '');
+      if (!known.includes(k)) return `unknown flag ${eq < 0 ? a : a.slice(0, eq)}`;
+      const v = eq < 0 ? argv[++i] : a.slice(eq + 1);
       if (v === undefined) return `flag --${k} needs a value`;
-      if (!['format', 'type', 'weight', 'group'].includes(k)) return `unknown flag --${k}`;
       flags[k] = v;
     } else pos.push(a);
   }
-  if (pos.length !== 2) return `expected <checkpoint-dir> <out>, got ${pos.length} paths`;
-  const format = flags.format ?? '';
-  if (!['safetensors', 'gguf', 'onnx'].includes(format)) return `--format must be safetensors, gguf or onnx, got '${format}'`;
-  const type = (flags.type ?? 'F32') as GgmlTypeName;
-  if (!(type in GGML_TYPES)) return `--type must be one of ${Object.keys(GGML_TYPES).join(', ')}, got '${flags.type}'`;
-  if (flags.weight !== undefined && !['int8', 'int4', 'nf4', 'ternary'].includes(flags.weight)) return `--weight must be int8, int4, nf4 or ternary, got '${flags.weight}'`;
+  if (pos.length !== 2) return `expected <checkpoint-dir> <out>, got ${pos.length} path${pos.length === 1 ? '' : 's'}`;
+  // a weight grid is checked here because both commands take it the same way
+  if (flags.weight !== undefined && !WEIGHTS.includes(flags.weight)) return `--weight must be ${WEIGHTS.join(', ')}, got '${flags.weight}'`;
   const group = flags.group === undefined ? undefined : Number(flags.group);
   if (group !== undefined && !(Number.isSafeInteger(group) && group >= 1)) return `--group must be a positive integer, got '${flags.group}'`;
-  return { format, src: pos[0]!, out: pos[1]!, type, weight: flags.weight, group };
+  return { flags, src: pos[0]!, out: pos[1]! };
 }
 
 /** The Llama a checkpoint directory holds (converted layers where the file is a quantized export). */
-function loadLlama(dir: string): Llama {
+function loadLlama(dir: string): { llama: Llama; quantized: boolean } {
   const { metadata } = loadSafetensorsWithMetadata(`${dir}/model.safetensors`);
-  if (metadata.format !== QUANTIZED_FORMAT) return Llama.fromPretrained(dir);
+  if (metadata.format !== QUANTIZED_FORMAT) return { llama: Llama.fromPretrained(dir), quantized: false };
   const config = configFromHf(JSON.parse(new TextDecoder().decode(nodeFs('qgrad export').readFileSync(`${dir}/config.json`))) as Record<string, unknown>);
-  return loadQuantized(`${dir}/model.safetensors`, new Llama(config));
+  return { llama: loadQuantized(`${dir}/model.safetensors`, new Llama(config)), quantized: true };
+}
+
+/** Rounds the Linear weights of `llama` to `weight` (int8, int4, nf4, ternary), per group of `group` inputs if given. */
+function quantizeWeights(llama: Llama, weight: string, group: string | undefined): void {
+  const grid = (weight.startsWith('int') ? 'int' : weight) as GridName;
+  const config: WeightQuantConfig = { grid, ...(grid === 'int' && { bits: Number(weight.slice(3)), scale: 'absmax' }), ...(group && { granularity: { group: Number(group) } }) };
+  prepareQAT(llama, { default: { weight: config }, types: ['Linear'] });
+  convert(llama);
+}
+
+/** Runs one command: its usage on --help, a one-line error and exit 2 on bad flags, exit 1 when the work fails. */
+function command(name: string, usage: string, known: string[], argv: string[], io: CliIo, work: (a: { flags: Record<string, string>; src: string; out: string }) => string | void): number {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    io.log(usage);
+    return 0;
+  }
+  try {
+    const a = parse(argv, known);
+    const message = typeof a === 'string' ? a : work(a);
+    if (message === undefined) return 0;
+    io.error(`qgrad ${name}: ${message} (qgrad ${name} --help lists the flags)`);
+    return 2;
+  } catch (e) {
+    io.error(`qgrad ${name}: ${(e as Error).message}`);
+    return 1;
+  }
 }
 
 /**
@@ -64,40 +107,63 @@ function loadLlama(dir: string): Llama {
  * or unsupported request, 1 a failure while reading or writing).
  * @example runExportCli(['--format', 'gguf', '--type', 'Q8_0', 'ckpt/', 'model.gguf']);
  */
-export function runExportCli(argv: string[], io: Io = { log: (s) => console.log(s), error: (s) => console.error(s) }): number {
-  if (argv.includes('--help') || argv.includes('-h')) {
+export function runExportCli(argv: string[], io: CliIo = CONSOLE): number {
+  return command('export', EXPORT_USAGE, ['format', 'type', 'weight', 'group'], argv, io, ({ flags, src, out }) => {
+    const format = flags.format ?? '';
+    if (!['safetensors', 'gguf', 'onnx'].includes(format)) return `--format must be safetensors, gguf or onnx, got '${format}'`;
+    const type = (flags.type ?? 'F32') as GgmlTypeName;
+    if (!(type in GGML_TYPES)) return `--type must be one of ${Object.keys(GGML_TYPES).join(', ')}, got '${flags.type}'`;
+    if (format === 'onnx') return '--format onnx takes Sequential MLPs/CNNs (exportOnnx in @qgrad/quant); a checkpoint directory holds a Llama, which has no ONNX mapping here';
+    const { llama } = loadLlama(src);
+    if (flags.weight) quantizeWeights(llama, flags.weight, flags.group);
+    if (format === 'gguf') {
+      const r = exportGguf(llama, out, { type });
+      const fromCodes = r.tensors.filter((t) => t.source === 'codes').length;
+      const worst = r.tensors.reduce((m, t) => Math.max(m, t.maxAbsError), 0);
+      io.log(`wrote ${out}: ${r.bytes.length} bytes, ${r.tensors.length} tensors (${fromCodes} from QAT codes), largest weight difference ${worst.toExponential(2)}`);
+    } else {
+      saveQuantized(llama, out);
+      io.log(`wrote ${out}`);
+    }
+  });
+}
+
+/**
+ * Runs `qgrad convert …` with `argv` after the subcommand: a float Llama checkpoint directory to a
+ * quantized one (config.json + packed model.safetensors). Exit codes as {@link runExportCli}.
+ * @example runConvertCli(['--weight', 'int4', '--group', '32', 'ckpt/', 'ckpt-w4/']);
+ */
+export function runConvertCli(argv: string[], io: CliIo = CONSOLE): number {
+  return command('convert', CONVERT_USAGE, ['weight', 'group'], argv, io, ({ flags, src, out }) => {
+    if (flags.weight === undefined) return `--weight is required (${WEIGHTS.join(', ')})`;
+    const { llama, quantized } = loadLlama(src);
+    if (quantized) throw new Error(`${src}/model.safetensors is already quantized (written by saveQuantized); convert takes a float checkpoint`);
+    quantizeWeights(llama, flags.weight, flags.group);
+    const fs = nodeFs('qgrad convert');
+    fs.mkdirSync(out, { recursive: true });
+    fs.writeFileSync(`${out}/config.json`, fs.readFileSync(`${src}/config.json`));
+    saveQuantized(llama, `${out}/model.safetensors`);
+    io.log(`wrote ${out}/config.json and ${out}/model.safetensors (${flags.weight}${flags.group ? `, groups of ${flags.group}` : ''})`);
+  });
+}
+
+/**
+ * The `qgrad` command: `argv` is what follows `qgrad` on the command line (`process.argv.slice(2)`);
+ * returns the exit code. `qgrad --help` lists the commands; an unknown command exits 2 with one line.
+ * @example process.exitCode = runCli(['export', '--format', 'gguf', 'ckpt/', 'model.gguf']);
+ */
+export function runCli(argv: string[], io: CliIo = CONSOLE): number {
+  const [name, ...rest] = argv;
+  if (name === undefined) {
+    io.error(USAGE);
+    return 2;
+  }
+  if (name === '--help' || name === '-h' || name === 'help') {
     io.log(USAGE);
     return 0;
   }
-  const a = parse(argv);
-  if (typeof a === 'string') {
-    io.error(`qgrad export: ${a}\n${USAGE}`);
-    return 2;
-  }
-  if (a.format === 'onnx') {
-    io.error('qgrad export: --format onnx takes Sequential MLPs/CNNs (exportOnnx in @qgrad/quant); a checkpoint directory holds a Llama, which has no ONNX mapping here');
-    return 2;
-  }
-  try {
-    const llama = loadLlama(a.src);
-    if (a.weight) {
-      const grid = (a.weight.startsWith('int') ? 'int' : a.weight) as GridName;
-      const weight: WeightQuantConfig = { grid, ...(grid === 'int' && { bits: Number(a.weight.slice(3)), scale: 'absmax' }), ...(a.group && { granularity: { group: a.group } }) };
-      prepareQAT(llama, { default: { weight }, types: ['Linear'] });
-      convert(llama);
-    }
-    if (a.format === 'gguf') {
-      const r = exportGguf(llama, a.out, { type: a.type });
-      const fromCodes = r.tensors.filter((t) => t.source === 'codes').length;
-      const worst = r.tensors.reduce((m, t) => Math.max(m, t.maxAbsError), 0);
-      io.log(`wrote ${a.out}: ${r.bytes.length} bytes, ${r.tensors.length} tensors (${fromCodes} from QAT codes), largest weight difference ${worst.toExponential(2)}`);
-    } else {
-      saveQuantized(llama, a.out);
-      io.log(`wrote ${a.out}`);
-    }
-    return 0;
-  } catch (e) {
-    io.error(`qgrad export: ${(e as Error).message}`);
-    return 1;
-  }
+  if (name === 'export') return runExportCli(rest, io);
+  if (name === 'convert') return runConvertCli(rest, io);
+  io.error(`qgrad: unknown ${name.startsWith('-') ? 'flag' : 'command'} '${name}' (commands: export, convert; qgrad --help shows them)`);
+  return 2;
 }

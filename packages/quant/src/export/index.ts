@@ -7,4 +7,4 @@ export * from './safetensors.js';
 export * from './ggml.js';
 export * from './gguf.js';
 export * from './onnx.js';
-export { runExportCli } from './cli.js';
+export { runCli, runExportCli, runConvertCli, type CliIo } from './cli.js';

@@ -1,6 +1,7 @@
 /**
- * @file `qgrad export` (runExportCli): a Llama checkpoint directory to GGUF and to a quantized
- * safetensors that loads back with the same logits; usage errors exit 2 with a message.
+ * @file The `qgrad` command line (runCli, runExportCli, runConvertCli): a Llama checkpoint
+ * directory to GGUF, to a quantized safetensors that loads back with the same logits, and to a
+ * quantized checkpoint directory; usage errors exit 2 with one line.
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -41,10 +42,73 @@ describe('qgrad export', () => {
     expect(Array.from(noGrad(() => again.forward(ids)).dataSync())).toEqual(Array.from(noGrad(() => back.forward(ids)).dataSync()));
   });
 
-  it('exits 2 with a message on usage errors', () => {
-    for (const argv of [['--format', 'zip', 'a', 'b'], ['--format', 'gguf', 'a'], ['--format', 'gguf', '--type', 'Q5_K', 'a', 'b'], ['--format', 'onnx', ckpt, 'x.onnx'], ['--bogus', '1', 'a', 'b']]) {
-      expect(Q.runExportCli(argv, io)).toBe(2);
+  it('exits 2 with one line naming the mistake on usage errors', () => {
+    const cases: [string[], string][] = [
+      [['--format', 'zip', 'a', 'b'], "--format must be safetensors, gguf or onnx, got 'zip'"],
+      [['--format', 'gguf', 'a'], 'expected <checkpoint-dir> <out>, got 1 path'],
+      [['--format', 'gguf', '--type', 'Q5_K', 'a', 'b'], "--type must be one of F32, F16, Q4_0, Q8_0, TQ1_0, TQ2_0, got 'Q5_K'"],
+      [['--format', 'onnx', ckpt, 'x.onnx'], '--format onnx takes Sequential MLPs/CNNs'],
+      [['--bogus', '1', 'a', 'b'], 'unknown flag --bogus'],
+      [['--format', 'gguf', '--weight', 'int3', 'a', 'b'], "--weight must be int8, int4, nf4, ternary, got 'int3'"],
+    ];
+    for (const [argv, message] of cases) {
+      const errors: string[] = [];
+      expect(Q.runExportCli(argv, { log: () => {}, error: (s) => errors.push(s) }), argv.join(' ')).toBe(2);
+      expect(errors).toHaveLength(1);
+      expect(errors[0]).toContain(`qgrad export: ${message}`);
+      expect(errors[0]).not.toContain('\n');
     }
     expect(Q.runExportCli(['--format', 'gguf', join(dir, 'missing'), 'x.gguf'], io)).toBe(1);
+  });
+});
+
+describe('qgrad convert', () => {
+  const ckpt = join(dir, 'float');
+  mkdirSync(ckpt);
+  const llama = new Llama(cfg, { generator: new Generator(6) });
+  writeFileSync(join(ckpt, 'config.json'), JSON.stringify(configToHf(cfg)));
+  saveSafetensors(join(ckpt, 'model.safetensors'), llama.stateDict());
+
+  it('writes a quantized checkpoint directory that qgrad export turns into GGUF from its codes', () => {
+    const lines: string[] = [];
+    const io = { log: (s: string) => lines.push(s), error: (s: string) => lines.push(s) };
+    const out = join(dir, 'converted', 'w8');
+    expect(Q.runCli(['convert', '--weight', 'int8', ckpt, out], io)).toBe(0);
+    const back = Q.loadQuantized(join(out, 'model.safetensors'), new Llama(cfg));
+    expect(back.getSubmodule('model.layers.0.self_attn.q_proj')).toBeInstanceOf(Q.QuantizedLinear);
+    expect(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'))).toEqual(configToHf(cfg));
+    // int8 round to nearest stays close to the float model
+    const ids = tensor([[4, 5, 6]], { dtype: 'int32' });
+    const a = noGrad(() => llama.forward(ids)).dataSync();
+    const b = noGrad(() => back.forward(ids)).dataSync();
+    expect(Math.max(...Array.from(a, (v, i) => Math.abs(v - b[i]!)))).toBeLessThan(0.05);
+    expect(Q.runCli(['export', '--format', 'gguf', '--type', 'Q8_0', out, join(dir, 'w8.gguf')], io)).toBe(0);
+    expect(lines.at(-1)).toMatch(/\(\d+ from QAT codes\)/);
+    expect(lines.at(-1)).not.toMatch(/\(0 from QAT codes\)/);
+  });
+
+  it('refuses a missing --weight (exit 2) and an already quantized checkpoint (exit 1)', () => {
+    const errors: string[] = [];
+    const io = { log: () => {}, error: (s: string) => errors.push(s) };
+    expect(Q.runCli(['convert', ckpt, join(dir, 'never')], io)).toBe(2);
+    expect(errors.at(-1)).toContain('qgrad convert: --weight is required');
+    expect(Q.runCli(['convert', '--weight', 'int4', join(dir, 'converted', 'w8'), join(dir, 'twice')], io)).toBe(1);
+    expect(errors.at(-1)).toContain('is already quantized');
+  });
+});
+
+describe('qgrad', () => {
+  it('lists its commands on --help and refuses unknown commands and flags with one line, exit 2', () => {
+    const out: string[] = [];
+    const errors: string[] = [];
+    const io = { log: (s: string) => out.push(s), error: (s: string) => errors.push(s) };
+    expect(Q.runCli(['--help'], io)).toBe(0);
+    expect(out.join('\n')).toMatch(/export .*\n.*convert /);
+    for (const [argv, message] of [[['train'], "unknown command 'train'"], [['--verbose'], "unknown flag '--verbose'"]] as const) {
+      expect(Q.runCli([...argv], io)).toBe(2);
+      expect(errors.at(-1)).toContain(`qgrad: ${message}`);
+      expect(errors.at(-1)).not.toContain('\n');
+    }
+    expect(Q.runCli([], io)).toBe(2);
   });
 });
