@@ -4,6 +4,7 @@
  * import { tensor } from '@qgrad/core';
  * const x = tensor([1, 2, 3], { requiresGrad: true });
  * x.mul(x).sum().backward(); // x.grad = [2, 4, 6]
+ * @module @qgrad/core
  */
 export { Tensor, type Storage, type NestedArray } from './tensor.js';
 export { defineFunction, FunctionCtx, type FunctionSpec } from './function.js';

@@ -1,5 +1,6 @@
 /**
  * @file @qgrad/kernels: the Backend interface, the closed kernel set, the backend list and the backends.
+ * @module @qgrad/kernels
  */
 export * from './names.js';
 export * from './backend.js';

@@ -7,6 +7,7 @@
  * const opt = new AdamW(model.parameters(), { lr: 1e-3 });
  * const loss = crossEntropy(model.forward(x), y);
  * loss.backward(); opt.step(); opt.zeroGrad();
+ * @module @qgrad/nn
  */
 export { Module, Parameter, type LoadStateDictOptions, type LoadStateDictResult } from './module.js';
 export { Sequential, ModuleList, ModuleDict, type TensorModule } from './containers.js';

@@ -7,6 +7,7 @@
  * import { fakeQuant, prepareQAT } from '@qgrad/quant';
  * const wq = fakeQuant(w, { grid: 'int', bits: 4, granularity: { group: 32 } });
  * prepareQAT(model, { default: { weight: { grid: 'nf4' } } });
+ * @module @qgrad/quant
  */
 export * from './grids/index.js';
 export * from './scale/rules.js';

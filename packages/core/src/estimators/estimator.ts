@@ -40,7 +40,7 @@ export interface QuantState {
   rounding: RoundingMode;
   offset: QuantOffset;
   options: EstimatorOptions;
-  /** [x, scale, zeroPoint]: which gradients are wanted. */
+  /** Which gradients are wanted, in the order x, scale, zeroPoint. */
   needsInputGrad: readonly boolean[];
   /** Uniform noise used by stochastic rounding (so backward sees the same draw). */
   noise?: Tensor;

@@ -8,6 +8,7 @@
  * fc.assert(fc.property(arb.shape({ minRank: 1 }), (s) => {
  *   gradcheck((x) => x.tanh().mul(x), [randn(s, { dtype: 'float64' })]);
  * }));
+ * @module @qgrad/core/testing
  */
 export { gradcheck, gradgradcheck, GradcheckError, type GradcheckOptions, type GradcheckReport } from './gradcheck.js';
 export { allclose, assertAllclose, closeReport, type CloseOptions } from './allclose.js';

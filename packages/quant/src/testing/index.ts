@@ -4,6 +4,7 @@
  * @example
  * import { checkIdempotent } from '@qgrad/quant/testing';
  * checkIdempotent((x) => myQuantizer(x, fixedScale), randn([64]));
+ * @module @qgrad/quant/testing
  */
 export * as arbQuant from './arbitraries.js';
 export * from './invariants.js';
