@@ -66,17 +66,25 @@ const GRID_CONFIGS: Cfg[] = [
   { name: 'int4', grid: 'int', bitsW: 4, bitsA: 0, note: 'int4, learned LSQ step per channel' },
   { name: 'e2m1', grid: 'e2m1', bitsW: 4, bitsA: 0, note: 'FP4 E2M1, absmax per channel, STE' },
   { name: 'mxfp4', grid: 'mxfp4', bitsW: 4, bitsA: 0, weight: { granularity: { block: 32 } }, note: 'E2M1 elements, E8M0 scale per 32, STE' },
-  { name: 'nf4', grid: 'nf4', bitsW: 4, bitsA: 0, weight: { granularity: undefined }, note: 'NF4, absmax per block of 64, STE' },
+  { name: 'nf4', grid: 'nf4', bitsW: 4, bitsA: 0, weight: { granularity: { block: 64 } }, note: 'NF4, absmax per block of 64 (QLoRA\'s), STE' },
   { name: 'codebook16', grid: 'codebook', bitsW: 4, bitsA: 0, weight: { levels: kmeansLevels(randn([4096], { generator: new Generator(12345) }), 16) }, note: '16 levels, k-means of N(0, 1), absmax per channel, STE' },
 ];
 
 /** qat-mnist's rules: every layer; the first layer's input (normalised pixels) signed, the others (after ReLU) unsigned. */
-function qatConfig(c: Cfg): QATConfig | null {
+function qatConfig(c: Cfg, net: Sequential): QATConfig | null {
   if (c.grid === 'fp') return null;
   const weight: WeightQuantConfig = { grid: c.grid, ...(c.grid === 'int' && { bits: c.bitsW }), granularity: 'channel', ...(c.scale && { scale: c.scale }), ...c.weight };
-  if (weight.granularity === undefined) delete weight.granularity; // the grid's own (NF4: blocks of 64)
   const input = (signed: boolean) => (c.bitsA ? { bits: c.bitsA, signed } : null);
-  return { rules: [{ match: '0', weight, input: input(true) }], default: { weight, input: input(false) } };
+  // A layer whose weight count is no multiple of the block (the CNN's first conv: 72 weights; its
+  // classifier, 7,840, for NF4's 64) cannot take blocks: it gets one absmax scale per output
+  // channel on the same element grid (MX: its E4M3 / E2M1 elements, as MX scales only blocks of 32).
+  const g = weight.granularity;
+  const block = typeof g === 'object' && 'block' in g ? g.block : 0;
+  const perRow = block ? [...net.namedModules()].filter(([n, m]) => n !== '' && (m instanceof Linear || m instanceof Conv2d) && m.weight.numel() % block !== 0).map(([n]) => n) : [];
+  const element: Partial<Record<GridName, GridName>> = { mxfp8: 'e4m3', mxfp4: 'e2m1' };
+  const rowWeight: WeightQuantConfig = { ...weight, grid: element[c.grid] ?? c.grid, granularity: 'channel' };
+  const w = (name: string) => (perRow.includes(name) ? rowWeight : weight);
+  return { rules: [{ match: '0', weight: w('0'), input: input(true) }, ...perRow.filter((n) => n !== '0').map((n) => ({ match: n, weight: rowWeight, input: input(false) }))], default: { weight, input: input(false) } };
 }
 
 function build(model: string, seed: number): Sequential {
@@ -94,7 +102,7 @@ interface Run { model: string; config: string; seed: number; acc: number; conver
 /** One training run, exactly qat-mnist's loop (AdamW wd 1e−4 except on scales, cosine with warmup, minLr 5%). */
 async function runOne(data: MnistData, model: string, c: Cfg, seed: number): Promise<Run> {
   const net = build(model, seed);
-  const cfg = qatConfig(c);
+  const cfg = qatConfig(c, net);
   if (cfg) prepareQAT(net, cfg);
   const steps = Math.round((args.epochs * data.trainX.shape[0]!) / args.batchSize);
   // quantizer scales in their own group without weight decay (qat-mnist with --scale-lr-mult 1)
@@ -173,12 +181,12 @@ for (const model of models) {
 }
 const steps = Math.round((args.epochs * 8000) / args.batchSize);
 const md = await writeResults(runDir, {
-  title: args.suite === 'grids' ? 'MNIST MLP, weight grids: test accuracy (%)' : 'MNIST QAT: test accuracy (%)',
+  title: args.suite === 'grids' ? `MNIST ${models.map((m) => m.toUpperCase()).join(' and ')}, weight grids: test accuracy (%)` : 'MNIST QAT: test accuracy (%)',
   metric: 'test acc %',
   rows,
   notes: `8,000 train / 2,000 test digits, ${args.epochs} epoch = ${steps} steps × batch ${args.batchSize}, AdamW lr ${args.lr} (cosine), seeds ${seeds.join(',')}. ` +
     (args.suite === 'grids'
-      ? 'Every layer\'s weights quantized, inputs float; scales per output channel unless the grid has its own blocks. "converted acc" = the model after `convert` (codes on the grid).'
+      ? 'Every layer\'s weights quantized, inputs float; scales per output channel unless the grid has its own blocks (a layer whose weight count is no multiple of the block: per output channel). "converted acc" = the model after `convert` (codes on the grid).'
       : 'Every layer quantized (first-layer input signed, later inputs unsigned); weights per output channel. "converted acc" = the model after `convert` (integer codes).'),
   meta: { suite: args.suite, epochs: args.epochs, batchSize: args.batchSize, lr: args.lr, steps, seeds },
 });

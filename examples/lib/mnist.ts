@@ -2,7 +2,7 @@
  * @file MNIST helpers shared by the classification examples: normalised splits, seeded batches
  * by step, and test-set accuracy/loss evaluated in chunks without gradients.
  */
-import { crossEntropy, noGrad, tensor, type Tensor } from '@qgrad/core';
+import { crossEntropy, noGrad, tensor, tidy, type Tensor } from '@qgrad/core';
 import { epochBatch, fit, loadMnist, trainStep, type Module, type Optimizer, type RunResult, type TrainingState } from '@qgrad/nn';
 import { checkFlag } from './args.js';
 import { runFlags, summary } from './train.js';
@@ -58,10 +58,13 @@ export function evaluateClassifier(logitsOf: (x: Tensor) => Tensor, x: Tensor, y
     const n = x.shape[0]!;
     for (let s = 0; s < n; s += chunk) {
       const len = Math.min(chunk, n - s);
-      const logits = logitsOf(x.narrow(0, s, len));
-      const labels = y.narrow(0, s, len);
-      correct += logits.argmax(-1).eq(labels).sum().item();
-      loss += crossEntropy(logits, labels).item() * len;
+      // each chunk's activations die with it: a synchronous loop never lets the garbage collector in
+      tidy(() => {
+        const logits = logitsOf(x.narrow(0, s, len));
+        const labels = y.narrow(0, s, len);
+        correct += logits.argmax(-1).eq(labels).sum().item();
+        loss += crossEntropy(logits, labels).item() * len;
+      });
     }
     return { test_acc: correct / n, test_loss: loss / n };
   });
