@@ -18,6 +18,10 @@ type Arg = KernelArg<TypedArray>;
 /** Words of the argument block (i32 at ARGS; pointers in bytes). */
 const enum W {
   x, codes, planes, table, scale, zero, bias, out, n, k, o, groupSize, rowsPerTask, buf, bufBytes, hasBias,
+  /** Whole 16-field chunks per group (0 where groups may start mid-byte: all fields one by one). */
+  chunks,
+  /** 1: one row of x and every group a whole number of chunks (decode and multiply in registers). */
+  fused,
 }
 
 /**
@@ -74,20 +78,13 @@ function decode16(c: Code, v: Variant, p: number, w: readonly number[], planes: 
     c.get(idx).i32(4).simd(Simd.i8x16_shr_u);
     shuffle8(c, LO8).set(idx);
   } else if (v === 'b2') {
+    // nibbles as in b4, each taken twice and masked to 3 or 12: fields 4i + 1 and 4i + 3 come out as
+    // 4·f, which the b2 planes map to L[f] as well (T[4f] = T[f] = L[f])
     c.get(p).simdMem(Simd.v128_load32_zero, 0).set(idx);
-    // fields 4i + j sit at bits 2j of byte i: four shifted copies, interleaved twice
-    for (let j = 0; j < 4; j++) {
-      c.get(idx);
-      if (j) c.i32(2 * j).simd(Simd.i8x16_shr_u);
-      if (j < 3) c.i32(3).simd(Simd.i8x16_splat).simd(Simd.v128_and);
-      c.set(t[1 + j]!);
-    }
-    c.get(t[1]!).get(t[2]!);
-    shuffle8(c, LO8).set(t[1]!);
-    c.get(t[3]!).get(t[4]!);
-    shuffle8(c, LO8).set(t[3]!);
-    c.get(t[1]!).get(t[3]!);
-    shuffle8(c, LO16).set(idx);
+    c.get(idx).i32(0x0f).simd(Simd.i8x16_splat).simd(Simd.v128_and);
+    c.get(idx).i32(4).simd(Simd.i8x16_shr_u);
+    shuffle8(c, range(16, (i) => (i >> 2) + ((i >> 1) & 1) * 16));
+    v128Const(c, range(16, (i) => (i & 1 ? 12 : 3))).simd(Simd.v128_and).set(idx);
   } else if (v === 'b1') {
     // byte i copied to lanes 8i … 8i + 7, each lane keeps its own bit, then min(·, 1)
     c.get(p).simdMem(Simd.v128_load16_splat, 0).set(idx);
@@ -119,10 +116,12 @@ function horizontalSum(c: Code, a: number): void {
 }
 
 /**
- * Task export `packed_<variant>[_z](arg, t)`: rows [t·rowsPerTask, …) of the output for every row
- * of x. One row of x (the decode step) multiplies as it decodes; several decode each group once
- * into the task's buffer and take a dot per row of x. Both sum each group in the same order, so
- * a row of a batched product equals the product of that row alone.
+ * Task export `packed_<variant>[_z](arg, t)`: output columns [t·rowsPerTask, …) (weight rows) for
+ * every row of x. Each weight value is formed as (L[f] − z)·s in float32, as the dequantized
+ * weight is. With one row of x and whole 16-field chunks in every group (`fused`), fields are
+ * decoded and multiplied in registers (the decode step of a language model); otherwise each
+ * weight row is decoded once into the task's buffer and dotted with every row of x. Both walk K
+ * in the same chunks, so a row of a batched product equals that row's product alone, bit for bit.
  */
 function emitTask(mb: ModuleBuilder, v: Variant, zeroPoint: boolean, fma: boolean): void {
   const P = ValType.i32;
@@ -132,174 +131,150 @@ function emitTask(mb: ModuleBuilder, v: Variant, zeroPoint: boolean, fma: boolea
   const vector = v !== 'lut8';
   mb.func([P, P], [], (c) => {
     const [arg, task] = [0, 1];
-    const [x, codes, table, scale, zero, bias, out, N, K, O, gs, G, o, o1, g, f0, nc, p, xp, bp, buf, j, n, i, bi, hasBias] = range(26, () => c.local(P));
-    const [s, z, y, dot] = range(4, () => c.local(F));
-    const zv = c.local(V);
+    const [x, codes, table, scale, zero, bias, out, N, K, O, gs, chunks, fused, hasBias] = range(14, () => c.local(P));
+    const [o, o1, g, G, f0, sp, p, xp, bp, buf, j, n, bi] = range(13, () => c.local(P));
+    const [s, z, t] = range(3, () => c.local(F));
+    const [sv, zv] = [c.local(V), c.local(V)];
     const planes = range(4, () => c.local(V));
     const w = range(4, () => c.local(V));
     const acc = range(4, () => c.local(V));
     const tmp = range(8, () => c.local(V));
     const word = (k: W) => c.get(arg).mem(Op.i32_load, 2, k * 4);
-    const pairs: [number, W][] = [[x, W.x], [codes, W.codes], [table, W.table], [scale, W.scale], [zero, W.zero], [bias, W.bias], [out, W.out], [N, W.n], [K, W.k], [O, W.o], [gs, W.groupSize], [hasBias, W.hasBias]];
+    const pairs: [number, W][] = [
+      [x, W.x], [codes, W.codes], [table, W.table], [scale, W.scale], [zero, W.zero], [bias, W.bias], [out, W.out],
+      [N, W.n], [K, W.k], [O, W.o], [gs, W.groupSize], [chunks, W.chunks], [fused, W.fused], [hasBias, W.hasBias],
+    ];
     for (const [l, k] of pairs) word(k).set(l);
     c.get(K).get(gs).op(Op.i32_div_u).set(G);
     word(W.buf).get(task);
     word(W.bufBytes).op(Op.i32_mul).op(Op.i32_add).set(buf);
-    if (v === 'b1' || v === 'b2' || v === 'b4') for (let b = 0; b < 4; b++) word(W.planes).simdMem(Simd.v128_load, 0, 16 * b).set(planes[b]!);
-    // rows o … o1
+    if (vector && v !== 's8' && v !== 'u8') for (let b = 0; b < 4; b++) word(W.planes).simdMem(Simd.v128_load, 0, 16 * b).set(planes[b]!);
     c.get(task);
     word(W.rowsPerTask).op(Op.i32_mul).set(o);
     c.get(o);
     word(W.rowsPerTask).op(Op.i32_add).set(o1);
     c.get(o1).get(O).get(o1).get(O).op(Op.i32_lt_u).op(Op.select).set(o1);
 
-    /** Pushes the f32 level of field index (local) `fi`, minus z. */
-    const level = (fi: () => void) => {
+    /** Pushes (L[field f0 + j] − z)·s in f32. */
+    const scalarWeight = () => {
       c.get(table);
+      const fi = () => c.get(f0).get(j).op(Op.i32_add).i32(bits).op(Op.i32_mul);
       c.get(codes);
       fi();
-      c.i32(bits).op(Op.i32_mul).i32(3).op(Op.i32_shr_u).op(Op.i32_add).mem(Op.i32_load8_u, 0);
+      c.i32(3).op(Op.i32_shr_u).op(Op.i32_add).mem(Op.i32_load8_u, 0);
       if (bits < 8) {
         fi();
-        c.i32(bits).op(Op.i32_mul).i32(7).op(Op.i32_and).op(Op.i32_shr_u).i32(2 ** bits - 1).op(Op.i32_and);
+        c.i32(7).op(Op.i32_and).op(Op.i32_shr_u).i32(2 ** bits - 1).op(Op.i32_and);
       }
       c.i32(2).op(Op.i32_shl).op(Op.i32_add).mem(Op.f32_load, 2);
       if (zeroPoint) c.get(z).op(Op.f32_sub);
+      c.get(s).op(Op.f32_mul);
     };
-    /** acc_i ⊕= a_i·b_i where a_i, b_i are pushed by the callbacks. */
-    const madd = (a: (i: number) => void, b: (i: number) => void) => {
+    /** Decodes the 16 fields at p into w as (L − z)·s, and steps p. */
+    const decodeChunk = () => {
+      decode16(c, v, p, w, planes, tmp);
+      for (const q of w) {
+        c.get(q);
+        if (zeroPoint) c.get(zv).simd(Simd.f32x4_sub);
+        c.get(sv).simd(Simd.f32x4_mul).set(q);
+      }
+      c.get(p).i32(2 * bits).op(Op.i32_add).set(p);
+    };
+    /** acc_q ⊕= a_q·(x at xp + 16q), then xp steps a chunk. */
+    const maddChunk = (a: (q: number) => void) => {
       for (let q = 0; q < 4; q++) {
         if (fma) {
           a(q);
-          b(q);
-          c.get(acc[q]!).simd(Simd.f32x4_relaxed_madd).set(acc[q]!);
+          c.get(xp).simdMem(Simd.v128_load, 0, 16 * q).get(acc[q]!).simd(Simd.f32x4_relaxed_madd).set(acc[q]!);
         } else {
           c.get(acc[q]!);
           a(q);
-          b(q);
-          c.simd(Simd.f32x4_mul).simd(Simd.f32x4_add).set(acc[q]!);
+          c.get(xp).simdMem(Simd.v128_load, 0, 16 * q).simd(Simd.f32x4_mul).simd(Simd.f32x4_add).set(acc[q]!);
         }
       }
+      c.get(xp).i32(64).op(Op.i32_add).set(xp);
     };
     const clearAcc = () => {
       for (const a of acc) c.i32(0).simd(Simd.i32x4_splat).set(a);
     };
-    const sumAcc = () => {
+    /** out[n, o] = Σ acc + t (+ b[o]); `row` pushes n. */
+    const finish = (row: () => void) => {
       c.get(acc[0]!).get(acc[1]!).simd(Simd.f32x4_add).get(acc[2]!).get(acc[3]!).simd(Simd.f32x4_add).simd(Simd.f32x4_add).set(acc[0]!);
       horizontalSum(c, acc[0]!);
-      c.set(dot);
-    };
-    const decodeAndShift = () => {
-      decode16(c, v, p, w, planes, tmp);
-      if (zeroPoint) for (const q of w) c.get(q).get(zv).simd(Simd.f32x4_sub).set(q);
-      c.get(p).i32(2 * bits).op(Op.i32_add).set(p);
-    };
-    /** Pushes the address of x[n, g·gs + j]. */
-    const xAt = (row: () => void, jj: () => void) => {
-      c.get(x);
+      c.get(t).op(Op.f32_add).set(t);
+      c.get(hasBias).if();
+      c.get(t).get(bias).get(o).i32(2).op(Op.i32_shl).op(Op.i32_add).mem(Op.f32_load, 2).op(Op.f32_add).set(t);
+      c.end();
+      c.get(out);
       row();
-      c.get(K).op(Op.i32_mul).get(g).get(gs).op(Op.i32_mul).op(Op.i32_add);
-      jj();
-      c.op(Op.i32_add).i32(2).op(Op.i32_shl).op(Op.i32_add);
+      c.get(O).op(Op.i32_mul).get(o).op(Op.i32_add).i32(2).op(Op.i32_shl).op(Op.i32_add).get(t).mem(Op.f32_store, 2);
+    };
+    /** Per group g: f0, p, s (sv), z (zv) at the group's start. */
+    const groupStart = () => {
+      c.get(o).get(K).op(Op.i32_mul).get(g).get(gs).op(Op.i32_mul).op(Op.i32_add).set(f0);
+      c.get(codes).get(f0).i32(bits).op(Op.i32_mul).i32(3).op(Op.i32_shr_u).op(Op.i32_add).set(p);
+      c.get(scale).get(sp).op(Op.i32_add).mem(Op.f32_load, 2).tee(s).simd(Simd.f32x4_splat).set(sv);
+      if (zeroPoint) c.get(zero).get(sp).op(Op.i32_add).mem(Op.f32_load, 2).tee(z).simd(Simd.f32x4_splat).set(zv);
+      c.get(sp).i32(4).op(Op.i32_add).set(sp);
     };
 
     c.while(() => c.get(o).get(o1).op(Op.i32_lt_u), () => {
-      c.f32(0).set(y);
-      c.get(N).i32(1).op(Op.i32_ne).if();
-      c.for(n, () => c.i32(0), () => c.get(N), 1, () => {
-        c.get(out).get(n).get(O).op(Op.i32_mul).get(o).op(Op.i32_add).i32(2).op(Op.i32_shl).op(Op.i32_add).f32(0).mem(Op.f32_store, 2);
-      });
-      c.end();
-      c.for(g, () => c.i32(0), () => c.get(G), 1, () => {
-        c.get(o).get(K).op(Op.i32_mul).get(g).get(gs).op(Op.i32_mul).op(Op.i32_add).set(f0);
-        c.get(o).get(G).op(Op.i32_mul).get(g).op(Op.i32_add).i32(2).op(Op.i32_shl).set(i);
-        c.get(scale).get(i).op(Op.i32_add).mem(Op.f32_load, 2).set(s);
-        if (zeroPoint) {
-          c.get(zero).get(i).op(Op.i32_add).mem(Op.f32_load, 2).set(z);
-          c.get(z).simd(Simd.f32x4_splat).set(zv);
-        }
-        // whole 16-field chunks when the group starts on a byte
-        if (vector) {
-          c.get(gs).i32(4).op(Op.i32_shr_u).i32(0).get(f0).i32(bits).op(Op.i32_mul).i32(7).op(Op.i32_and).op(Op.i32_eqz).op(Op.select).set(nc);
-        } else c.i32(0).set(nc);
-        c.get(codes).get(f0).i32(bits).op(Op.i32_mul).i32(3).op(Op.i32_shr_u).op(Op.i32_add).set(p);
-        const tail = (xRow: () => void, lv: () => void) => {
-          c.for(j, () => c.get(nc).i32(4).op(Op.i32_shl), () => c.get(gs), 1, () => {
-            c.get(dot);
-            xAt(xRow, () => c.get(j));
-            c.mem(Op.f32_load, 2);
-            lv();
-            c.op(Op.f32_mul).op(Op.f32_add).set(dot);
-          });
-        };
-        c.get(N).i32(1).op(Op.i32_eq).if();
+      c.get(o).get(G).op(Op.i32_mul).i32(2).op(Op.i32_shl).set(sp);
+      if (vector) {
+        c.get(fused).if();
         {
-          // one row of x: decode and multiply in registers
-          xAt(() => c.i32(0), () => c.i32(0));
-          c.set(xp);
-          if (vector) {
-            clearAcc();
-            c.for(bi, () => c.i32(0), () => c.get(nc), 1, () => {
-              decodeAndShift();
-              madd((q) => c.get(w[q]!), (q) => c.get(xp).simdMem(Simd.v128_load, 0, 16 * q));
-              c.get(xp).i32(64).op(Op.i32_add).set(xp);
+          c.get(x).set(xp);
+          clearAcc();
+          c.for(g, () => c.i32(0), () => c.get(G), 1, () => {
+            groupStart();
+            c.for(bi, () => c.i32(0), () => c.get(chunks), 1, () => {
+              decodeChunk();
+              maddChunk((q) => c.get(w[q]!));
             });
-            sumAcc();
-          } else c.f32(0).set(dot);
-          tail(() => c.i32(0), () => level(() => c.get(f0).get(j).op(Op.i32_add)));
-          c.get(y).get(s).get(dot).op(Op.f32_mul).op(Op.f32_add).set(y);
+          });
+          c.f32(0).set(t);
+          finish(() => c.i32(0));
         }
         c.op(Op.else);
-        {
-          // several rows: the group's levels (minus z) into the buffer once, then a dot per row
-          c.get(buf).set(bp);
+      }
+      {
+        // the weight row into the buffer: whole chunks where the group starts on a byte, then fields one by one
+        c.get(buf).set(bp);
+        c.for(g, () => c.i32(0), () => c.get(G), 1, () => {
+          groupStart();
           if (vector) {
-            c.for(bi, () => c.i32(0), () => c.get(nc), 1, () => {
-              decodeAndShift();
+            c.for(bi, () => c.i32(0), () => c.get(chunks), 1, () => {
+              decodeChunk();
               for (let q = 0; q < 4; q++) c.get(bp).get(w[q]!).simdMem(Simd.v128_store, 0, 16 * q);
               c.get(bp).i32(64).op(Op.i32_add).set(bp);
             });
           }
-          c.for(j, () => c.get(nc).i32(4).op(Op.i32_shl), () => c.get(gs), 1, () => {
-            c.get(buf).get(j).i32(2).op(Op.i32_shl).op(Op.i32_add);
-            level(() => c.get(f0).get(j).op(Op.i32_add));
+          c.for(j, () => c.get(chunks).i32(4).op(Op.i32_shl), () => c.get(gs), 1, () => {
+            c.get(bp);
+            scalarWeight();
             c.mem(Op.f32_store, 2);
+            c.get(bp).i32(4).op(Op.i32_add).set(bp);
           });
-          c.for(n, () => c.i32(0), () => c.get(N), 1, () => {
-            xAt(() => c.get(n), () => c.i32(0));
-            c.set(xp);
-            c.get(buf).set(bp);
-            if (vector) {
-              clearAcc();
-              c.for(bi, () => c.i32(0), () => c.get(nc), 1, () => {
-                madd((q) => c.get(bp).simdMem(Simd.v128_load, 0, 16 * q), (q) => c.get(xp).simdMem(Simd.v128_load, 0, 16 * q));
-                c.get(xp).i32(64).op(Op.i32_add).set(xp);
-                c.get(bp).i32(64).op(Op.i32_add).set(bp);
-              });
-              sumAcc();
-            } else c.f32(0).set(dot);
-            tail(() => c.get(n), () => c.get(buf).get(j).i32(2).op(Op.i32_shl).op(Op.i32_add).mem(Op.f32_load, 2));
-            // out[n, o] += s·dot
-            c.get(out).get(n).get(O).op(Op.i32_mul).get(o).op(Op.i32_add).i32(2).op(Op.i32_shl).op(Op.i32_add).set(i);
-            c.get(i).get(i).mem(Op.f32_load, 2).get(s).get(dot).op(Op.f32_mul).op(Op.f32_add).mem(Op.f32_store, 2);
+        });
+        // a dot per row of x, in the chunks the fused path takes
+        c.for(n, () => c.i32(0), () => c.get(N), 1, () => {
+          c.get(x).get(n).get(K).op(Op.i32_mul).i32(2).op(Op.i32_shl).op(Op.i32_add).set(xp);
+          c.get(buf).set(bp);
+          clearAcc();
+          c.for(bi, () => c.i32(0), () => c.get(K).i32(4).op(Op.i32_shr_u), 1, () => {
+            maddChunk((q) => c.get(bp).simdMem(Simd.v128_load, 0, 16 * q));
+            c.get(bp).i32(64).op(Op.i32_add).set(bp);
           });
-        }
-        c.end();
-      });
-      // bias, and the one-row result
-      c.get(N).i32(1).op(Op.i32_eq).if();
-      c.get(hasBias).if();
-      c.get(y).get(bias).get(o).i32(2).op(Op.i32_shl).op(Op.i32_add).mem(Op.f32_load, 2).op(Op.f32_add).set(y);
-      c.end();
-      c.get(out).get(o).i32(2).op(Op.i32_shl).op(Op.i32_add).get(y).mem(Op.f32_store, 2);
-      c.op(Op.else);
-      c.get(hasBias).if();
-      c.for(n, () => c.i32(0), () => c.get(N), 1, () => {
-        c.get(out).get(n).get(O).op(Op.i32_mul).get(o).op(Op.i32_add).i32(2).op(Op.i32_shl).op(Op.i32_add).set(i);
-        c.get(i).get(i).mem(Op.f32_load, 2).get(bias).get(o).i32(2).op(Op.i32_shl).op(Op.i32_add).mem(Op.f32_load, 2).op(Op.f32_add).mem(Op.f32_store, 2);
-      });
-      c.end();
-      c.end();
+          c.f32(0).set(t);
+          c.for(j, () => c.get(K).i32(-16).op(Op.i32_and), () => c.get(K), 1, () => {
+            c.get(t).get(xp).mem(Op.f32_load, 2).get(bp).mem(Op.f32_load, 2).op(Op.f32_mul).op(Op.f32_add).set(t);
+            c.get(xp).i32(4).op(Op.i32_add).set(xp);
+            c.get(bp).i32(4).op(Op.i32_add).set(bp);
+          });
+          finish(() => c.get(n));
+        });
+      }
+      if (vector) c.end();
       c.get(o).i32(1).op(Op.i32_add).set(o);
     });
   }, `packed_${v}${zeroPoint ? '_z' : ''}`);
@@ -359,7 +334,11 @@ export function packedMatmulWasm(engine: Engine, inputs: readonly Arg[], out: Ar
   const outAt = engine.addressOf(out);
   const outPtr = outAt >= 0 ? outAt : at;
   if (outAt < 0) at = align16(at + N * O * 4);
-  const bufBytes = N > 1 ? align16(gs * 4) : 0;
+  // whole chunks need every group to start on a byte; then one row of x multiplies as it decodes
+  const aligned = v !== 'lut8' && (K * bits) % 8 === 0 && (gs * bits) % 8 === 0;
+  const chunks = aligned ? gs >> 4 : 0;
+  const fused = N === 1 && aligned && gs % 16 === 0;
+  const bufBytes = fused ? 0 : align16(K * 4);
   const buf = at;
   at += nTasks * bufBytes;
   if (!engine.reserve(at - engine.scratch)) return false;
@@ -371,7 +350,9 @@ export function packedMatmulWasm(engine: Engine, inputs: readonly Arg[], out: Ar
     const u8 = engine.u8;
     const lv = new Uint8Array(Float32Array.from(table.data.subarray(table.offset, table.offset + 2 ** bits)).buffer);
     u8.fill(0, engine.scratch, engine.scratch + 64);
-    for (let f = 0; f < 2 ** bits; f++) for (let b = 0; b < 4; b++) u8[engine.scratch + 16 * b + f] = lv[4 * f + b]!;
+    // 2-bit fields arrive as f or 4·f (see decode16)
+    const slots = (f: number) => (bits === 2 ? [f, 4 * f] : [f]);
+    for (let f = 0; f < 2 ** bits; f++) for (const i of slots(f)) for (let b = 0; b < 4; b++) u8[engine.scratch + 16 * b + i] = lv[4 * f + b]!;
   }
   const args = engine.i32;
   const word = (k: W, value: number) => (args[ARGS / 4 + k] = value);
@@ -392,6 +373,8 @@ export function packedMatmulWasm(engine: Engine, inputs: readonly Arg[], out: Ar
   word(W.buf, buf);
   word(W.bufBytes, bufBytes);
   word(W.hasBias, bias ? 1 : 0);
+  word(W.chunks, chunks);
+  word(W.fused, fused ? 1 : 0);
   engine.parallel(`packed_${v}${zero ? '_z' : ''}`, ARGS, nTasks, threaded);
   if (outAt < 0) engine.stageOut(out, engine.f32, outPtr, N * O);
   return true;
