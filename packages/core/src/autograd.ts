@@ -16,6 +16,7 @@ function seed(o: Tensor): Tensor {
   return onesLike(o);
 }
 
+/** Options of `grad()`: backward's, plus output gradients and what an unused input gets. */
 export interface GradOptions extends BackwardOptions {
   /** Gradients of the outputs (default: ones for scalar outputs). */
   gradOutputs?: Tensor[];

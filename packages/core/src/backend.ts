@@ -51,6 +51,10 @@ export function setBackend(name: BackendName): void {
   current = b;
 }
 
+/**
+ * The name of the backend new tensors go to (set by `setBackend`, `withBackend`).
+ * @example setBackend('wasm'); getBackend(); // 'wasm'
+ */
 export function getBackend(): BackendName {
   return current.name as BackendName;
 }

@@ -42,6 +42,7 @@ export class FunctionCtx<S = Record<string, unknown>> {
   }
 }
 
+/** What `defineFunction` takes: a name, a forward that computes the outputs, and a backward that maps output gradients to one gradient (or null) per argument. */
 export interface FunctionSpec<A extends unknown[], R extends Tensor | Tensor[], S> {
   name: string;
   /** Computes the outputs from the arguments; runs with recording off. */

@@ -9,6 +9,10 @@ import type { Storage, Tensor } from './tensor.js';
 // ---------------------------------------------------------------- grad mode
 let gradEnabled = true;
 
+/**
+ * Whether ops record on the autograd tape right now (false inside `noGrad`).
+ * @example noGrad(() => isGradEnabled()); // false
+ */
 export function isGradEnabled(): boolean {
   return gradEnabled;
 }
@@ -40,6 +44,10 @@ export function enableGrad<T>(fn: () => T): T {
 // ---------------------------------------------------------------- anomaly mode
 let anomaly = typeof process !== 'undefined' && /^(1|true|yes)$/i.test(process.env?.QGRAD_DETECT_ANOMALY ?? '');
 
+/**
+ * Whether anomaly detection is on (`setDetectAnomaly`, `detectAnomaly`, or QGRAD_DETECT_ANOMALY=1 in the environment).
+ * @example setDetectAnomaly(true); isAnomalyEnabled(); // true
+ */
 export function isAnomalyEnabled(): boolean {
   return anomaly;
 }
@@ -71,6 +79,10 @@ export function detectAnomaly<T>(fn: () => T): T {
   }
 }
 
+/**
+ * Thrown under anomaly detection when a backward produces a NaN or infinite gradient; the message names the op and the module path that created it.
+ * @example try { detectAnomaly(() => loss.backward()); } catch (e) { if (e instanceof AnomalyError) console.error(e.message); }
+ */
 export class AnomalyError extends Error {
   constructor(message: string) {
     super(message);
@@ -88,6 +100,7 @@ export interface Edge {
   dtype: DType;
 }
 
+/** A tensor's gradient hook (`x.registerHook`): sees the gradient flowing into the tensor and may return a replacement. */
 export type GradHook = (grad: Tensor) => Tensor | void;
 
 /** What a node calls to map output gradients to one gradient (or null) per edge. */
@@ -140,6 +153,7 @@ export class Node {
   }
 }
 
+/** Options of `backward()` and `grad()`: record the backward pass for double backward, or keep the graph for another backward. */
 export interface BackwardOptions {
   /** Record the backward pass so gradients are differentiable again (double backward). */
   createGraph?: boolean;

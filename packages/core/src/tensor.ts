@@ -42,6 +42,7 @@ export interface Storage {
 
 type Scalar = number;
 type TensorLike = Tensor | Scalar;
+/** Numbers nested in arrays as deep as the tensor has dims, as `tensor()` takes and `toArray()` returns. */
 export type NestedArray = number | NestedArray[];
 
 /**

@@ -61,6 +61,7 @@ export interface GridInfo {
 /** Gradients for [x, scale, zeroPoint]; null where none flows. */
 export type EstimatorGrads = [Tensor | null, Tensor | null, Tensor | null];
 
+/** What `defineEstimator` takes besides the name: how the estimator's gradients are computed, and a description. */
 export interface EstimatorSpec {
   /** One line shown by `listEstimators()` and in error messages. */
   description?: string;

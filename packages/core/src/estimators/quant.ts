@@ -19,11 +19,13 @@ export { softQuantize, gradScale } from '../ops/quant.js';
 
 const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
 
+/** Options of the rounding ops with a gradient estimator (`round`, `clamp`, … ): which estimator, by name or object, and its settings. */
 export interface QuantOptions extends EstimatorOptions {
   /** A registered estimator name ('ste', 'clipped-ste', 'lsq', 'lsq+', 'trust', 'stochastic', 'relaxed', or your own). */
   estimator?: string | Estimator;
 }
 
+/** Options of `fakeQuantize`: the grid's integer range and the estimator. */
 export interface FakeQuantizeOptions extends Omit<QuantOptions, 'gradScale'> {
   /** Integer range of the grid, inclusive (e.g. −128 … 127, or 0 … 255). */
   qmin: number;

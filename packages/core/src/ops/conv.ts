@@ -13,6 +13,7 @@ import { matmul } from './linalg.js';
 import { expand, reshape, slice, squeeze, transpose, unsqueeze } from './movement.js';
 import { argmax, sum } from './reduce.js';
 
+/** A 2-D size: one number for both dims, or [height, width]. */
 export type Pair = number | [number, number];
 const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
 
@@ -62,6 +63,7 @@ const foldFn: (cols: Tensor, size: [number, number], p: Im2colParams) => Tensor 
   },
 });
 
+/** Options of `unfold` (im2col) besides the kernel size: dilation, padding and stride. */
 export interface UnfoldOptions {
   dilation?: Pair;
   padding?: Pair;
@@ -112,6 +114,7 @@ export function fold(x: Tensor, outputSize: Pair, kernelSize: Pair, opts: Unfold
 }
 
 // ---------------------------------------------------------------- conv2d
+/** Options of `conv2d`: stride, padding, dilation and groups, as PyTorch. */
 export interface Conv2dOptions {
   stride?: Pair;
   /** Ints or pairs, or 'valid' (no padding) / 'same' (output size = input size; stride 1 only). */
@@ -218,6 +221,7 @@ function poolGeometry(op: string, kernelSize: Pair, o: { stride?: Pair | null; p
   return g;
 }
 
+/** Options of `maxPool2d` besides the kernel size: stride, padding, dilation and ceil mode, as PyTorch. */
 export interface MaxPool2dOptions {
   /** Default: the kernel size. */
   stride?: Pair | null;
@@ -242,6 +246,7 @@ export function maxPool2d(x: Tensor, kernelSize: Pair, opts: MaxPool2dOptions = 
   });
 }
 
+/** Options of `avgPool2d` besides the kernel size: stride, padding, ceil mode and whether padding counts, as PyTorch. */
 export interface AvgPool2dOptions {
   /** Default: the kernel size. */
   stride?: Pair | null;
@@ -279,6 +284,7 @@ export function avgPool2d(x: Tensor, kernelSize: Pair, opts: AvgPool2dOptions = 
 }
 
 // ---------------------------------------------------------------- interpolate
+/** Options of `interpolate`: the output size or scale factor, and the mode. */
 export interface InterpolateOptions {
   /** Output spatial size (one int for every spatial dim, or one per dim). */
   size?: number | number[];

@@ -9,11 +9,13 @@ import { checkDType } from '../dtype.js';
 import { defaultGenerator, type Generator } from '../random.js';
 import { Tensor, type NestedArray } from '../tensor.js';
 
+/** Options of the creation functions: the dtype (default float32) and whether the new tensor is a leaf that requires grad. */
 export interface CreateOptions {
   dtype?: DType;
   requiresGrad?: boolean;
 }
 
+/** Creation options of the random functions, plus the generator to draw from (default: the global one, `manualSeed`). */
 export interface RandomOptions extends CreateOptions {
   generator?: Generator;
 }
@@ -113,6 +115,10 @@ export function scalarLike(value: number, dtype: DType, like?: Tensor): Tensor {
   return t;
 }
 
+/**
+ * A tensor of `shape` filled with `value`.
+ * @example full([2, 3], 0.5);
+ */
 export function full(shape: number[], value: number, opts: CreateOptions = {}): Tensor {
   return fullNamed('full', shape, value, opts);
 }
@@ -129,19 +135,38 @@ function fullNamed(op: string, shape: number[], value: number, opts: CreateOptio
   return t;
 }
 
-/** @example zeros([2, 3]).toArray(); // [[0, 0, 0], [0, 0, 0]] */
+/**
+ * A tensor of `shape` filled with 0.
+ * @example zeros([2, 3]).toArray(); // [[0, 0, 0], [0, 0, 0]]
+ */
 export function zeros(shape: number[], opts: CreateOptions = {}): Tensor {
   return fullNamed('zeros', shape, 0, opts);
 }
+/**
+ * A tensor of `shape` filled with 1.
+ * @example ones([4]);
+ */
 export function ones(shape: number[], opts: CreateOptions = {}): Tensor {
   return fullNamed('ones', shape, 1, opts);
 }
+/**
+ * Zeros of `t`'s shape and dtype (or `opts.dtype`).
+ * @example const g = zerosLike(w);
+ */
 export function zerosLike(t: Tensor, opts: CreateOptions = {}): Tensor {
   return fullLike(t, 0, opts);
 }
+/**
+ * Ones of `t`'s shape and dtype (or `opts.dtype`).
+ * @example const mask = onesLike(x);
+ */
 export function onesLike(t: Tensor, opts: CreateOptions = {}): Tensor {
   return fullLike(t, 1, opts);
 }
+/**
+ * `value` in `t`'s shape and dtype (or `opts.dtype`).
+ * @example const bias = fullLike(x, 0.1);
+ */
 export function fullLike(t: Tensor, value: number, opts: CreateOptions = {}): Tensor {
   const dtype = opts.dtype ?? t.dtype;
   checkDType('fullLike', dtype);
@@ -152,7 +177,11 @@ export function fullLike(t: Tensor, value: number, opts: CreateOptions = {}): Te
   return o;
 }
 
-/** @example arange(0, 5, 2).toArray(); // [0, 2, 4] */
+/**
+ * Evenly spaced values in [start, end) by `step`, as PyTorch `arange` (one argument is the end,
+ * counting from 0); int32 when start, end and step are integers, else float32.
+ * @example arange(0, 5, 2).toArray(); // [0, 2, 4]
+ */
 export function arange(start: number, end?: number, step = 1, opts: CreateOptions = {}): Tensor {
   if (end === undefined) [start, end] = [0, start];
   if (![start, end, step].every(Number.isFinite)) throw new RangeError(`arange: start, end and step must be finite numbers, got (${start}, ${end}, ${step})`);
@@ -179,6 +208,10 @@ export function linspace(start: number, end: number, steps: number, opts: Create
   return fromTypedArray(v, [steps], dtype, opts.requiresGrad);
 }
 
+/**
+ * The n × m identity matrix.
+ * @example eye(3); // 3×3 identity
+ */
 export function eye(n: number, m = n, opts: CreateOptions = {}): Tensor {
   const dtype = opts.dtype ?? 'float32';
   checkDType('eye', dtype);
@@ -211,12 +244,24 @@ export function randint(low: number, high: number, shape: number[], opts: Random
   if (!(high > low)) throw new Error(`randint: high (${high}) must be greater than low (${low})`);
   return randomTensor('randint', shape, { dtype: 'int32', ...opts }, (g) => g.randint(low, high));
 }
+/**
+ * Uniform [0, 1) samples of `t`'s shape and dtype.
+ * @example const u = randLike(x, { generator: new Generator(0) });
+ */
 export function randLike(t: Tensor, opts: RandomOptions = {}): Tensor {
   return rand([...t.shape], { dtype: t.dtype, ...opts });
 }
+/**
+ * Standard normal samples of `t`'s shape and dtype.
+ * @example const noise = randnLike(x);
+ */
 export function randnLike(t: Tensor, opts: RandomOptions = {}): Tensor {
   return randn([...t.shape], { dtype: t.dtype, ...opts });
 }
+/**
+ * Integers uniform in [low, high) of `t`'s shape.
+ * @example const labels = randintLike(y, 0, 10);
+ */
 export function randintLike(t: Tensor, low: number, high: number, opts: RandomOptions = {}): Tensor {
   return randint(low, high, [...t.shape], { dtype: t.dtype, ...opts });
 }

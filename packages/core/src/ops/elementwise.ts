@@ -12,6 +12,7 @@ import { Tensor } from '../tensor.js';
 import { scalarLike, zerosLike } from './creation.js';
 import { expandView } from './movement.js';
 
+/** An op operand: a tensor, or a number broadcast as a scalar of the other operand's dtype. */
 export type TensorLike = Tensor | number;
 
 /** Turns a number into a 0-d tensor next to `like` (numbers never widen a tensor's dtype). */
@@ -142,17 +143,49 @@ function steppedOp(name: UnaryOp): (x: Tensor) => Tensor {
   });
 }
 
+/**
+ * −x, elementwise.
+ * @example neg(tensor([1, -2])); // [-1, 2]
+ */
 export const neg: (x: Tensor) => Tensor = defineFunction({
   name: 'neg',
   forward: (_ctx, x: Tensor) => unaryKernel(x, 'neg', x.dtype),
   backward: (_ctx, g) => [neg(g)], // d(-x) = -dx
 });
+/**
+ * eˣ, elementwise.
+ * @example exp(tensor([0, 1])); // [1, 2.718]
+ */
 export const exp = unaryOp('exp', 'y', (g, _x, y) => mul(g, y)); // d eˣ = eˣ
+/**
+ * Natural logarithm, elementwise.
+ * @example log(tensor([1, Math.E])); // [0, 1]
+ */
 export const log = unaryOp('log', 'x', (g, x) => div(g, x)); // d ln x = 1/x
+/**
+ * ln(1 + x), accurate for small x.
+ * @example log1p(tensor([1e-10])); // [1e-10]
+ */
 export const log1p = unaryOp('log1p', 'x', (g, x) => div(g, add(x, 1))); // d ln(1+x) = 1/(1+x)
+/**
+ * eˣ − 1, accurate for small x.
+ * @example expm1(tensor([1e-10])); // [1e-10]
+ */
 export const expm1 = unaryOp('expm1', 'y', (g, _x, y) => mul(g, add(y, 1))); // d (eˣ-1) = eˣ
+/**
+ * Square root, elementwise.
+ * @example sqrt(tensor([4, 9])); // [2, 3]
+ */
 export const sqrt = unaryOp('sqrt', 'y', (g, _x, y) => div(g, mul(y, 2))); // d √x = 1/(2√x)
+/**
+ * 1 / √x, elementwise.
+ * @example rsqrt(tensor([4])); // [0.5]
+ */
 export const rsqrt = unaryOp('rsqrt', 'y', (g, _x, y) => mul(g, mul(pow(y, 3), -0.5))); // d x^-½ = -½ x^-3/2
+/**
+ * |x|, elementwise.
+ * @example abs(tensor([-2, 3])); // [2, 3]
+ */
 export const abs = defineFunction({
   name: 'abs',
   forward(ctx, x: Tensor) {
@@ -161,20 +194,64 @@ export const abs = defineFunction({
   },
   backward: (ctx, g) => [mul(g, sign(ctx.saved[0]!))], // d|x| = sign(x)
 });
+/**
+ * Sine, elementwise.
+ * @example sin(tensor([0])); // [0]
+ */
 export const sin = unaryOp('sin', 'x', (g, x) => mul(g, cos(x))); // d sin = cos
+/**
+ * Cosine, elementwise.
+ * @example cos(tensor([0])); // [1]
+ */
 export const cos = unaryOp('cos', 'x', (g, x) => neg(mul(g, sin(x)))); // d cos = -sin
+/**
+ * Hyperbolic tangent, elementwise.
+ * @example tanh(tensor([0, 1])); // [0, 0.7616]
+ */
 export const tanh = unaryOp('tanh', 'y', (g, _x, y) => mul(g, sub(1, mul(y, y)))); // d tanh = 1 - tanh²
+/**
+ * 1 / (1 + e^-x), elementwise.
+ * @example sigmoid(tensor([0])); // [0.5]
+ */
 export const sigmoid = unaryOp('sigmoid', 'y', (g, _x, y) => mul(g, mul(y, sub(1, y)))); // dσ = σ(1-σ)
 // d relu = [x > 0]: PyTorch's threshold_backward in one kernel (x ≤ 0 ? 0 : g); when a graph of the
 // backward is recorded, g times a float mask (differentiable in g; constant in x almost everywhere)
+/**
+ * max(x, 0), elementwise.
+ * @example relu(tensor([-1, 2])); // [0, 2]
+ */
 export const relu = unaryOp('relu', 'x', (g, x) =>
   isGradEnabled() ? mul(g, unaryKernel(x, 'reluGrad', floatType(x.dtype))) : binaryKernel('reluBackward', g, x, g.dtype),
 );
+/**
+ * The error function, elementwise.
+ * @example erf(tensor([0, 1])); // [0, 0.8427]
+ */
 export const erf = unaryOp('erf', 'x', (g, x) => mul(g, mul(exp(neg(mul(x, x))), 2 / Math.sqrt(Math.PI)))); // d erf = 2/√π e^{-x²}
+/**
+ * 1 / x, elementwise.
+ * @example reciprocal(tensor([2, 4])); // [0.5, 0.25]
+ */
 export const reciprocal = unaryOp('reciprocal', 'y', (g, _x, y) => neg(mul(g, mul(y, y)))); // d 1/x = -1/x²
+/**
+ * −1, 0 or 1 by the sign of x; zero gradient (`quantSign` takes a gradient estimator).
+ * @example sign(tensor([-2, 0, 3])); // [-1, 0, 1]
+ */
 export const sign = steppedOp('sign');
+/**
+ * Rounds down, keeping the dtype; zero gradient (`quantFloor` takes a gradient estimator).
+ * @example floor(tensor([1.7, -1.2])); // [1, -2]
+ */
 export const floor = steppedOp('floor');
+/**
+ * Rounds up, keeping the dtype; zero gradient.
+ * @example ceil(tensor([1.2, -1.7])); // [2, -1]
+ */
 export const ceil = steppedOp('ceil');
+/**
+ * Rounds toward zero, keeping the dtype; zero gradient.
+ * @example trunc(tensor([1.7, -1.7])); // [1, -1]
+ */
 export const trunc = steppedOp('trunc');
 /** Rounds half to even, as `torch.round`; zero gradient (see the quantization estimators for STE). */
 export const round = steppedOp('roundHalfEven');
@@ -197,6 +274,10 @@ export function softplus(x: Tensor, beta = 1): Tensor {
   return softplusFn(x, beta);
 }
 
+/**
+ * x², elementwise.
+ * @example square(tensor([-3, 2])); // [9, 4]
+ */
 export function square(x: Tensor): Tensor {
   return mul(x, x);
 }
@@ -242,9 +323,17 @@ function extremum(name: 'maximum' | 'minimum') {
 }
 const maximumFn = extremum('maximum');
 const minimumFn = extremum('minimum');
+/**
+ * The larger of `a` and `b` elementwise, with broadcasting (PyTorch `maximum`).
+ * @example maximum(tensor([1, 5]), 3); // [3, 5]
+ */
 export function maximum(a: TensorLike, b: TensorLike): Tensor {
   return maximumFn(...pair(a, b));
 }
+/**
+ * The smaller of `a` and `b` elementwise, with broadcasting (PyTorch `minimum`).
+ * @example minimum(tensor([1, 5]), 3); // [1, 3]
+ */
 export function minimum(a: TensorLike, b: TensorLike): Tensor {
   return minimumFn(...pair(a, b));
 }
@@ -276,6 +365,10 @@ export function clamp(x: Tensor, min?: number | null, max?: number | null): Tens
 }
 
 // ---------------------------------------------------------------- activations (composites)
+/**
+ * x where x > 0, else `negativeSlope`·x (PyTorch `leaky_relu`).
+ * @example leakyRelu(tensor([-2, 3]), 0.1); // [-0.2, 3]
+ */
 export function leakyRelu(x: Tensor, negativeSlope = 0.01): Tensor {
   return where(gt(x, 0), x, mul(x, negativeSlope));
 }
@@ -298,6 +391,10 @@ export const silu = unaryOp('silu', 'x', (g, x) => {
   const s = sigmoid(x);
   return mul(g, mul(s, add(1, mul(x, sub(1, s))))); // d silu = σ·(1 + x·(1 − σ))
 });
+/**
+ * x where x > 0, else α(eˣ − 1) (PyTorch `elu`).
+ * @example elu(tensor([-1, 1])); // [-0.632, 1]
+ */
 export function elu(x: Tensor, alpha = 1): Tensor {
   return where(gt(x, 0), x, mul(expm1(x), alpha));
 }
@@ -309,20 +406,64 @@ function compare(op: BinaryOp) {
     return binaryKernel(op, x, y, promoteTypes(x.dtype, y.dtype), 'uint8');
   };
 }
+/**
+ * a == b elementwise with broadcasting, as a uint8 mask (no gradient).
+ * @example eq(tensor([1, 2]), 2); // [0, 1]
+ */
 export const eq = compare('eq');
+/**
+ * a != b elementwise with broadcasting, as a uint8 mask.
+ * @example ne(tensor([1, 2]), 2); // [1, 0]
+ */
 export const ne = compare('ne');
+/**
+ * a < b elementwise with broadcasting, as a uint8 mask.
+ * @example lt(tensor([1, 2]), 2); // [1, 0]
+ */
 export const lt = compare('lt');
+/**
+ * a ≤ b elementwise with broadcasting, as a uint8 mask.
+ * @example le(tensor([1, 3]), 2); // [1, 0]
+ */
 export const le = compare('le');
+/**
+ * a > b elementwise with broadcasting, as a uint8 mask.
+ * @example gt(tensor([1, 3]), 2); // [0, 1]
+ */
 export const gt = compare('gt');
+/**
+ * a ≥ b elementwise with broadcasting, as a uint8 mask.
+ * @example ge(tensor([1, 2]), 2); // [0, 1]
+ */
 export const ge = compare('ge');
+/**
+ * Both nonzero, elementwise with broadcasting, as a uint8 mask.
+ * @example logicalAnd(tensor([0, 1, 1]), tensor([1, 0, 1])); // [0, 0, 1]
+ */
 export const logicalAnd = compare('logicalAnd');
+/**
+ * Either nonzero, elementwise with broadcasting, as a uint8 mask.
+ * @example logicalOr(tensor([0, 1, 0]), tensor([0, 0, 1])); // [0, 1, 1]
+ */
 export const logicalOr = compare('logicalOr');
+/**
+ * A uint8 mask: 1 where x is neither infinite nor NaN.
+ * @example isfinite(tensor([1, Infinity, NaN])); // [1, 0, 0]
+ */
 export function isfinite(x: Tensor): Tensor {
   return unaryKernel(x, 'isfinite', 'uint8');
 }
+/**
+ * A uint8 mask: 1 where x is NaN.
+ * @example isnan(tensor([1, NaN])); // [0, 1]
+ */
 export function isnan(x: Tensor): Tensor {
   return unaryKernel(x, 'isnan', 'uint8');
 }
+/**
+ * A uint8 mask: 1 where x is zero.
+ * @example logicalNot(tensor([0, 2])); // [1, 0]
+ */
 export function logicalNot(x: Tensor): Tensor {
   return unaryKernel(x, 'logicalNot', 'uint8');
 }

@@ -8,6 +8,7 @@ import { defineFunction } from '../function.js';
 import { Tensor } from '../tensor.js';
 import { cast } from './elementwise.js';
 
+/** Options of `hadamard`: the block size and whether the transform is orthonormal. */
 export interface HadamardOptions {
   /** Block size along the last dim, a power of two dividing it (default: the whole last dim). */
   blockSize?: number;

@@ -183,6 +183,7 @@ export function take(x: Tensor, index: Tensor): Tensor {
 }
 
 // ---------------------------------------------------------------- composites
+/** Options of `embedding`: the padding index, whose row gets no gradient. */
 export interface EmbeddingOptions {
   /** Rows at this index get no gradient (negative counts from the end), as in PyTorch. */
   paddingIdx?: number;

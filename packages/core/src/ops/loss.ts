@@ -13,8 +13,10 @@ import { logSoftmax } from './nn.js';
 
 const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
 
+/** How a loss reduces its per-element values: their mean, their sum, or 'none' (keep them). */
 export type Reduction = 'mean' | 'sum' | 'none';
 
+/** A loss's reduction (default 'mean'). */
 export interface ReductionOptions {
   /** 'mean' (default) averages, 'sum' adds, 'none' keeps the per-element losses. */
   reduction?: Reduction;
@@ -96,6 +98,7 @@ function nllFromSelection(op: string, logp: Tensor, s: ClassSelection, reduction
   return reduction === 'mean' ? div(sum(loss), sum(s.w)) : reduce(op, loss, reduction);
 }
 
+/** Options of `nllLoss`: reduction, an index to ignore, and per-class weights. */
 export interface NllLossOptions extends ReductionOptions {
   /** Per-class rescaling weight of shape [C]. */
   weight?: Tensor | null;
@@ -115,6 +118,7 @@ export function nllLoss(input: Tensor, target: Tensor, opts: NllLossOptions = {}
   return nllFromSelection('nllLoss', input, s, reduction);
 }
 
+/** Options of `crossEntropy`: nllLoss's, plus label smoothing. */
 export interface CrossEntropyOptions extends NllLossOptions {
   /** ε in [0, 1]: the target is mixed with the uniform distribution, (1−ε)·target + ε/C. */
   labelSmoothing?: number;
@@ -196,6 +200,7 @@ export function smoothL1Loss(input: Tensor, target: Tensor, opts: ReductionOptio
 }
 
 // ---------------------------------------------------------------- distribution losses
+/** Options of `klDiv`: the reduction and whether the target is in log space. */
 export interface KlDivOptions {
   /** 'mean' (default, over all elements, as PyTorch), 'batchmean' (sum / batch size, the true KL), 'sum' or 'none'. */
   reduction?: Reduction | 'batchmean';
@@ -223,6 +228,7 @@ export function klDiv(input: Tensor, target: Tensor, opts: KlDivOptions = {}): T
   return reduce('klDiv', loss, reduction);
 }
 
+/** Options of the binary cross-entropy losses: the reduction and a per-element weight. */
 export interface BceOptions extends ReductionOptions {
   /** Rescaling weight of each element (broadcast against the loss). */
   weight?: Tensor | null;

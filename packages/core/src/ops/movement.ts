@@ -123,6 +123,10 @@ export function view(x: Tensor, shape: number[]): Tensor {
   return reshape(x, s);
 }
 
+/**
+ * Merges dims `startDim`…`endDim` into one (a view when the memory allows).
+ * @example flatten(zeros([2, 3, 4]), 1).shape; // [2, 12]
+ */
 export function flatten(x: Tensor, startDim = 0, endDim = -1): Tensor {
   if (x.ndim === 0) return reshape(x, [1]);
   const s = normDim('flatten', startDim, x.ndim);
@@ -130,11 +134,19 @@ export function flatten(x: Tensor, startDim = 0, endDim = -1): Tensor {
   return reshape(x, [...x.shape.slice(0, s), numel(x.shape.slice(s, e + 1)), ...x.shape.slice(e + 1)]);
 }
 
+/**
+ * Removes size-1 dims (only `dim` when given).
+ * @example squeeze(zeros([1, 3, 1])).shape; // [3]
+ */
 export function squeeze(x: Tensor, dim?: number | number[]): Tensor {
   const dims = dim === undefined ? x.shape.map((_, i) => i) : (Array.isArray(dim) ? dim : [dim]).map((d) => normDim('squeeze', d, x.ndim));
   return reshape(x, x.shape.filter((d, i) => !(d === 1 && dims.includes(i))));
 }
 
+/**
+ * Inserts a size-1 dim at `dim` (a view).
+ * @example unsqueeze(zeros([3]), 0).shape; // [1, 3]
+ */
 export function unsqueeze(x: Tensor, dim: number): Tensor {
   const d = normDim('unsqueeze', dim, x.ndim + 1);
   const s = [...x.shape];
@@ -164,6 +176,10 @@ export function permute(x: Tensor, dims: number[]): Tensor {
   return permuteFn(x, d);
 }
 
+/**
+ * Swaps two dims (a view, no copy).
+ * @example transpose(zeros([2, 3, 4]), 0, 2).shape; // [4, 3, 2]
+ */
 export function transpose(x: Tensor, dim0: number, dim1: number): Tensor {
   const a = normDim('transpose', dim0, x.ndim);
   const b = normDim('transpose', dim1, x.ndim);
@@ -172,6 +188,10 @@ export function transpose(x: Tensor, dim0: number, dim1: number): Tensor {
   return permute(x, dims);
 }
 
+/**
+ * The transpose of a matrix (a 0-D or 1-D tensor is returned as is), as PyTorch `t`.
+ * @example t(zeros([2, 3])).shape; // [3, 2]
+ */
 export function t(x: Tensor): Tensor {
   if (x.ndim > 2) throw new Error(`t: expects a tensor with <= 2 dims, got shape ${fmt(x.shape)}`);
   return x.ndim < 2 ? x : transpose(x, 0, 1);
@@ -191,6 +211,10 @@ export function expand(x: Tensor, shape: number[]): Tensor {
   return expandFn(x, s);
 }
 
+/**
+ * `x` expanded to `shape` under broadcasting rules (a view; the gradient is summed back).
+ * @example broadcastTo(tensor([1, 2]), [3, 2]).shape; // [3, 2]
+ */
 export function broadcastTo(x: Tensor, shape: number[]): Tensor {
   return expand(x, shape);
 }

@@ -49,6 +49,7 @@ const softmaxFns = [false, true].map((log) => defineFunction({
 })) as [SoftmaxFn, SoftmaxFn];
 type SoftmaxFn = (x: Tensor, dim: number, bias: Tensor | null) => Tensor;
 
+/** Options of the fused softmax: a bias (an attention mask) added to x in the same pass. */
 export interface SoftmaxOptions {
   /** Added to x before the softmax, broadcast to x's shape (an attention mask as 0 / −∞), in the same pass. */
   bias?: Tensor | null;
@@ -232,6 +233,7 @@ export function groupNorm(x: Tensor, numGroups: number, weight?: Tensor | null, 
 }
 
 // ---------------------------------------------------------------- dropout (composite)
+/** Options of `dropout`: the generator the mask is drawn from. */
 export interface DropoutOptions {
   /** Source of randomness (default: the default generator, seeded by `manualSeed`). */
   generator?: Generator;

@@ -13,6 +13,7 @@ import { arange } from './creation.js';
 import { add, div, eq, log, mul, sqrt, sub, where, abs, pow, cast, isfinite } from './elementwise.js';
 import { expand, reshape } from './movement.js';
 
+/** The dims a reduction runs over: one dim, several, or all (null/undefined); negative dims count from the end. */
 export type Dims = number | number[] | null | undefined;
 
 /** Normalised, sorted, de-duplicated reduction dims (all dims when `dim` is null/undefined). */
@@ -49,12 +50,17 @@ export function sum(x: Tensor, dim?: Dims, keepdim = false): Tensor {
   return sumFn(x, reduceDims('sum', x, dim), keepdim);
 }
 
+/**
+ * The mean over `dim` (all elements when omitted), keeping reduced dims as size 1 if `keepdim`.
+ * @example mean(tensor([[1, 2], [3, 4]]), 1); // [1.5, 3.5]
+ */
 export function mean(x: Tensor, dim?: Dims, keepdim = false): Tensor {
   const dims = reduceDims('mean', x, dim);
   const n = numel(dims.map((d) => x.shape[d]!));
   return div(sum(isFloat(x.dtype) ? x : cast(x, floatType(x.dtype)), dims, keepdim), n);
 }
 
+/** Options of `var` and `std`: Bessel's correction and keepdim. */
 export interface VarOptions {
   /** Bessel's correction: divide by N - correction (PyTorch's default 1). */
   correction?: number;
@@ -69,6 +75,10 @@ export function variance(x: Tensor, dim?: Dims, opts: VarOptions = {}): Tensor {
   return div(sum(mul(d, d), dims, opts.keepdim ?? false), Math.max(0, n - (opts.correction ?? 1)));
 }
 
+/**
+ * The standard deviation over `dim` (√var; correction 1 by default, as PyTorch).
+ * @example std(tensor([1, 2, 3, 4])); // 1.291
+ */
 export function std(x: Tensor, dim?: Dims, opts: VarOptions = {}): Tensor {
   return sqrt(variance(x, dim, opts));
 }
@@ -95,9 +105,17 @@ function extremeFn(name: 'amax' | 'amin') {
 const amaxFn = extremeFn('amax');
 const aminFn = extremeFn('amin');
 
+/**
+ * The largest value over `dim` (all when omitted), without indices (PyTorch `amax`).
+ * @example amax(tensor([[1, 5], [7, 2]]), 0); // [7, 5]
+ */
 export function amax(x: Tensor, dim?: Dims, keepdim = false): Tensor {
   return amaxFn(x, reduceDims('amax', x, dim), keepdim);
 }
+/**
+ * The smallest value over `dim` (all when omitted), without indices (PyTorch `amin`).
+ * @example amin(tensor([[1, 5], [7, 2]]), 1); // [1, 2]
+ */
 export function amin(x: Tensor, dim?: Dims, keepdim = false): Tensor {
   return aminFn(x, reduceDims('amin', x, dim), keepdim);
 }
@@ -117,10 +135,15 @@ function argExtreme(op: 'argmax' | 'argmin', x: Tensor, dim?: number | null, kee
 export function argmax(x: Tensor, dim?: number | null, keepdim = false): Tensor {
   return argExtreme('argmax', x, dim, keepdim);
 }
+/**
+ * The index of the smallest value over `dim` (of the flattened tensor when `dim` is null/omitted), as int32.
+ * @example argmin(tensor([3, 1, 2])); // 1
+ */
 export function argmin(x: Tensor, dim?: number | null, keepdim = false): Tensor {
   return argExtreme('argmin', x, dim, keepdim);
 }
 
+/** What `max`/`min` over a dim return: the extreme values and their int32 indices. */
 export interface ValuesIndices {
   values: Tensor;
   indices: Tensor;
@@ -141,6 +164,10 @@ export function max(x: Tensor, dim: number, keepdim?: boolean): ValuesIndices;
 export function max(x: Tensor, dim?: number, keepdim = false): Tensor | ValuesIndices {
   return dim === undefined ? amax(x) : extremeWithIndices('argmax', x, dim, keepdim);
 }
+/**
+ * The smallest element, or with `dim` the smallest values and their indices along it (PyTorch `min`).
+ * @example const { values, indices } = min(x, 1);
+ */
 export function min(x: Tensor): Tensor;
 export function min(x: Tensor, dim: number, keepdim?: boolean): ValuesIndices;
 export function min(x: Tensor, dim?: number, keepdim = false): Tensor | ValuesIndices {

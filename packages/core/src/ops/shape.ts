@@ -171,6 +171,7 @@ const constantPadFn: (x: Tensor, pairs: [number, number][], value: number) => Te
   },
 });
 
+/** How `pad` fills the border: a constant, or the edge reflected, replicated or wrapped around. */
 export type PadMode = 'constant' | 'reflect' | 'replicate' | 'circular';
 
 /**

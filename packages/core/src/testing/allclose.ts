@@ -5,6 +5,7 @@
 import type { TypedArray } from '@qgrad/kernels';
 import type { NestedArray, Tensor } from '../tensor.js';
 
+/** Tolerances of `allclose`: |a − b| ≤ atol + rtol·|b|, and whether NaN equals NaN. */
 export interface CloseOptions {
   rtol?: number;
   atol?: number;

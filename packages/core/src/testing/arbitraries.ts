@@ -8,6 +8,7 @@ import { ARRAY_TYPES, isFloat } from '@qgrad/kernels';
 import { fromTypedArray } from '../ops/creation.js';
 import type { Tensor } from '../tensor.js';
 
+/** Bounds on the shapes `arb.shape` draws: rank and the size of each dim. */
 export interface ShapeConstraints {
   minRank?: number;
   maxRank?: number;
@@ -39,6 +40,7 @@ export function broadcastShapes(c: ShapeConstraints = {}): fc.Arbitrary<[number[
   );
 }
 
+/** What `arb.tensor` draws: the dtype, the value range and whether the tensor requires grad. */
 export interface TensorConstraints {
   dtype?: DType;
   min?: number;

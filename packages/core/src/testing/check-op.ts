@@ -12,6 +12,7 @@ import type { Tensor } from '../tensor.js';
 import { assertAllclose } from './allclose.js';
 import { gradcheck, type GradcheckOptions } from './gradcheck.js';
 
+/** Options of `checkOp`: gradcheck's, plus the input value range. */
 export interface CheckOpOptions extends GradcheckOptions {
   /** Input value range (default [-2, 2]); e.g. [0.1, 3] for log or sqrt. */
   range?: [number, number];

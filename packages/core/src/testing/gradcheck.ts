@@ -9,6 +9,7 @@ import { enableGrad, noGrad } from '../tape.js';
 import { Tensor } from '../tensor.js';
 import { Generator } from '../random.js';
 
+/** Options of `gradcheck`: finite-difference step, tolerances, non-contiguous inputs, and whether to throw. */
 export interface GradcheckOptions {
   /** Finite-difference step (default 1e-6). */
   eps?: number;
@@ -24,6 +25,7 @@ export interface GradcheckOptions {
   seed?: number;
 }
 
+/** `gradcheck`'s verdict: whether it passed, the worst element and a readable message. */
 export interface GradcheckReport {
   ok: boolean;
   /** The worst element over all inputs. */
@@ -31,6 +33,10 @@ export interface GradcheckReport {
   message: string;
 }
 
+/**
+ * Thrown by `gradcheck` when an analytic gradient disagrees with finite differences; `report` holds the worst element.
+ * @example try { gradcheck(myOp, [x]); } catch (e) { if (e instanceof GradcheckError) console.log(e.report.worst); }
+ */
 export class GradcheckError extends Error {
   constructor(readonly report: GradcheckReport) {
     super(report.message);
