@@ -29,7 +29,7 @@ const args = cli('experiments/llama', 'Tiny-Llama QAT grid on Moby-Dick → vali
 useBackend(args.backend);
 
 const CORE = ['fp', 'w4a4-ste', 'w4a4-quest', 'w4a4-lsq'];
-const family = (n: string) => (CORE.includes(n) ? 'W4A4 core' : n.startsWith('w2') ? 'W2A4' : n.startsWith('ternary') ? 'ternary' : 'compute split');
+const family = (n: string) => (CORE.includes(n) ? 'W4A4 core' : n.startsWith('w2') ? 'W2A4' : n.startsWith('w4-') ? 'W4 grids' : n.startsWith('ternary') ? 'ternary' : 'compute split');
 const only = args.only ? args.only.split(',').map((s) => s.trim()) : null;
 const unknown = (only ?? []).filter((n) => !QAT_LLAMA_CONFIGS.some((c) => c.name === n));
 if (unknown.length) throw new CliError(`unknown --only config(s) ${unknown.join(', ')}; known: ${QAT_LLAMA_CONFIGS.map((c) => c.name).join(', ')}`);

@@ -53,6 +53,13 @@ export const QAT_LLAMA_CONFIGS: QatLlamaConfig[] = [
     name: 'ternary-hestia', about: 'HESTIA: soft ternary, P ramp 0.2, T₀ 0.351 cosine-annealed over the last 80 %, Hutchinson temp scales; A float', schedule: 'plain', hestia: true,
     prepare: (m) => void prepareQAT(m, { rules: [{ match: LAYERS, types: ['Linear'], weight: { grid: 'ternary', granularity: 'tensor', soft: {} } }] }),
   },
+  // the grid family of docs/experiments/grids.md: weights only, 4 bits, one scale per 32 inputs,
+  // each grid with prepareQAT's defaults (int: learned LSQ step; FP/NF4: dynamic absmax, STE; MX: E8M0)
+  ...([['int4', { grid: 'int', bits: 4, granularity: g32 }, 'int4 g32, learned LSQ step'], ['e2m1', { grid: 'e2m1', granularity: g32 }, 'FP4 E2M1 g32, absmax, STE'],
+    ['mxfp4', { grid: 'mxfp4' }, 'MXFP4: E2M1 with an E8M0 scale per 32, STE'], ['nf4', { grid: 'nf4', granularity: g32 }, 'NF4 g32, absmax, STE']] as const).map(([n, weight, about]): QatLlamaConfig => ({
+    name: `w4-${n}`, about: `${about}; A float`, schedule: 'plain',
+    prepare: (m) => void prepareQAT(m, { rules: [{ match: LAYERS, types: ['Linear'], weight: { ...weight } }] }),
+  })),
   ...[0, 0.5, 0.8].map((s): QatLlamaConfig => ({ name: `split-${s}`, about: `FP for ${s * 100} % of steps (own WSD), then W4 g32 LSQ / A8 per-token QAT (own WSD)`, schedule: 'split', switchAt: s, prepare: speed })),
   // the split family's float reference: same WSD schedule, QAT never switched on (evaluated in float)
   { name: 'split-1', about: 'FP only, one WSD (the float reference of the split family; fp uses cosine)', schedule: 'split', switchAt: 1, prepare: speed },
