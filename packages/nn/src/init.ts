@@ -5,11 +5,13 @@
  */
 import { noGrad, rand, randn, type Generator, type Tensor } from '@qgrad/core';
 
+/** Options every initialiser takes: the generator to draw from. */
 export interface InitOptions {
   /** Random source (default: core's default generator, seeded by `manualSeed`). */
   generator?: Generator;
 }
 
+/** The nonlinearity after a layer, which sets the initialisers' gain (PyTorch `calculate_gain`). */
 export type Nonlinearity = 'linear' | 'conv2d' | 'sigmoid' | 'tanh' | 'relu' | 'leaky_relu' | 'selu';
 
 /** fan_in and fan_out of a weight [out, in, *kernel] as PyTorch computes them. */
@@ -39,16 +41,29 @@ export function uniform_(t: Tensor, a = 0, b = 1, opts: InitOptions = {}): Tenso
 export function normal_(t: Tensor, mean = 0, std = 1, opts: InitOptions = {}): Tensor {
   return noGrad(() => t.copy_(randn([...t.shape], { dtype: floatOf(t), generator: opts.generator }).mul(std).add(mean)));
 }
+/**
+ * Fills `t` with `value` in place, outside the tape; returns `t` (PyTorch `nn.init.constant_`).
+ * @example init.constant_(layer.bias!, 0.1);
+ */
 export function constant_(t: Tensor, value: number): Tensor {
   return noGrad(() => t.fill_(value));
 }
+/**
+ * Fills `t` with 0 in place; returns `t`.
+ * @example init.zeros_(layer.bias!);
+ */
 export function zeros_(t: Tensor): Tensor {
   return constant_(t, 0);
 }
+/**
+ * Fills `t` with 1 in place; returns `t`.
+ * @example init.ones_(norm.weight);
+ */
 export function ones_(t: Tensor): Tensor {
   return constant_(t, 1);
 }
 
+/** Options of the Kaiming (He) initialisers: the rectifier slope, fan mode and nonlinearity, as PyTorch. */
 export interface KaimingOptions extends InitOptions {
   /** Negative slope of the rectifier after this layer (PyTorch's layers pass √5). */
   a?: number;

@@ -32,6 +32,10 @@ export class CrossEntropyLoss extends Loss<CrossEntropyOptions> {
     return crossEntropy(input, target, this.opts);
   }
 }
+/**
+ * Negative log-likelihood of log-probabilities at class targets, as a module (`nllLoss`).
+ * @example new NLLLoss().forward(logSoftmax(logits, 1), labels);
+ */
 export class NLLLoss extends Loss<NllLossOptions> {
   forward(input: Tensor, target: Tensor): Tensor {
     return nllLoss(input, target, this.opts);
@@ -43,11 +47,19 @@ export class MSELoss extends Loss<ReductionOptions> {
     return mseLoss(input, target, this.opts);
   }
 }
+/**
+ * Mean absolute error as a module (`l1Loss`).
+ * @example new L1Loss().forward(prediction, target);
+ */
 export class L1Loss extends Loss<ReductionOptions> {
   forward(input: Tensor, target: Tensor): Tensor {
     return l1Loss(input, target, this.opts);
   }
 }
+/**
+ * Huber loss as a module (`huberLoss`): quadratic below `delta`, linear above.
+ * @example new HuberLoss({ delta: 0.5 }).forward(prediction, target);
+ */
 export class HuberLoss extends Loss<ReductionOptions & { delta?: number }> {
   forward(input: Tensor, target: Tensor): Tensor {
     return huberLoss(input, target, this.opts);
@@ -59,6 +71,10 @@ export class KLDivLoss extends Loss<KlDivOptions> {
     return klDiv(input, target, this.opts);
   }
 }
+/**
+ * Binary cross-entropy of logits as a module (`binaryCrossEntropyWithLogits`), stable for any logit.
+ * @example new BCEWithLogitsLoss().forward(logits, targets);
+ */
 export class BCEWithLogitsLoss extends Loss<BceOptions & { posWeight?: Tensor | null }> {
   forward(input: Tensor, target: Tensor): Tensor {
     return binaryCrossEntropyWithLogits(input, target, this.opts);

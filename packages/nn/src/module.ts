@@ -16,11 +16,13 @@ export function Parameter(data: Tensor, requiresGrad = true): Tensor {
   return p;
 }
 
+/** Options of `loadStateDict`: whether missing or unexpected keys throw. */
 export interface LoadStateDictOptions {
   /** Throw on missing or unexpected keys (default true). Shape mismatches always throw. */
   strict?: boolean;
 }
 
+/** What a non-strict `loadStateDict` reports: the keys the module has but the dict lacks, and the reverse. */
 export interface LoadStateDictResult {
   missingKeys: string[];
   unexpectedKeys: string[];

@@ -50,6 +50,7 @@ export function defaultCollate<T>(items: T[]): T {
   return stack(items as Tensor[]) as T;
 }
 
+/** Options of `DataLoader`: batch size, shuffling and its generator, dropping the last short batch, and how samples are collated. */
 export interface DataLoaderOptions<T> {
   batchSize?: number;
   /** Reshuffle every epoch (default false). */

@@ -16,15 +16,18 @@ interface MnistDigit {
 
 /** Samples in the `mnist` package, and the split sizes. */
 export const MNIST_SIZE = 10000;
+/** Digits in the training split of `loadMnist` (the other MNIST_SIZE − MNIST_TRAIN_SIZE are the test split). */
 export const MNIST_TRAIN_SIZE = 8000;
 /** Seed of the fixed shuffle behind the split (changing it changes the split). */
 export const MNIST_SPLIT_SEED = 20240501;
 
+/** Options of `loadMnist`: flat [N, 784] images or [N, 1, 28, 28]. */
 export interface MnistOptions {
   /** Images as [N, 784] instead of [N, 1, 28, 28] (default false). */
   flatten?: boolean;
 }
 
+/** One split of `loadMnist`: images, labels and the same pair as a dataset. */
 export interface MnistSplit {
   /** float32 [N, 1, 28, 28] (or [N, 784]), values in [0, 1]. */
   images: Tensor;

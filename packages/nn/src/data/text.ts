@@ -79,6 +79,7 @@ export function mobyDickText(): string {
   return mobyText;
 }
 
+/** Options of the Moby-Dick byte-level dataset: block length, validation fraction and the stride between blocks. */
 export interface MobyDickOptions {
   blockSize: number;
   /** Fraction of the bytes, taken from the end, held out for validation (default 0.1). */

@@ -5,6 +5,10 @@
 import { dropout, gelu, leakyRelu, relu, sigmoid, silu, softmax, tanh, type Generator, type Tensor } from '@qgrad/core';
 import { Module } from '../module.js';
 
+/**
+ * max(x, 0) as a module, for `Sequential`.
+ * @example new Sequential(new Linear(4, 8), new ReLU(), new Linear(8, 2));
+ */
 export class ReLU extends Module {
   forward(x: Tensor): Tensor {
     return relu(x);
@@ -31,18 +35,30 @@ export class SiLU extends Module {
   }
 }
 
+/**
+ * tanh as a module, for `Sequential`.
+ * @example new Sequential(new Linear(4, 8), new Tanh());
+ */
 export class Tanh extends Module {
   forward(x: Tensor): Tensor {
     return tanh(x);
   }
 }
 
+/**
+ * The logistic sigmoid as a module, for `Sequential`.
+ * @example new Sequential(new Linear(4, 1), new Sigmoid());
+ */
 export class Sigmoid extends Module {
   forward(x: Tensor): Tensor {
     return sigmoid(x);
   }
 }
 
+/**
+ * Leaky ReLU as a module (slope `negativeSlope` below 0).
+ * @example new LeakyReLU(0.2).forward(tensor([-1, 1])); // [-0.2, 1]
+ */
 export class LeakyReLU extends Module {
   constructor(readonly negativeSlope = 0.01) {
     super();
@@ -55,6 +71,10 @@ export class LeakyReLU extends Module {
   }
 }
 
+/**
+ * Softmax over `dim` as a module.
+ * @example new Softmax(-1).forward(logits);
+ */
 export class Softmax extends Module {
   constructor(readonly dim: number) {
     super();
@@ -84,6 +104,7 @@ export class Dropout extends Module {
   }
 }
 
+/** The activations `MLP` (and `activationModule`) take by name. */
 export type Activation = 'relu' | 'gelu' | 'geluTanh' | 'silu' | 'tanh' | 'sigmoid';
 
 /** The activation module named by `name` (used by MLP). */

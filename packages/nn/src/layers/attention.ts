@@ -31,6 +31,7 @@ export function causalBias(tq: number, tk: number, offset = 0, dtype: 'float32' 
   return tensor(b, { shape: [tq, tk], dtype });
 }
 
+/** Options of `scaledDotProductAttention`, as PyTorch `F.scaled_dot_product_attention`: a mask or causal masking, dropout and the scale. */
 export interface SdpaOptions {
   /** uint8 mask (nonzero = may attend, as PyTorch's boolean mask) or a float mask added to the scores; broadcast to [..., tq, tk]. */
   attnMask?: Tensor | null;
@@ -193,6 +194,7 @@ export class KVCache {
 }
 
 // ---------------------------------------------------------------- multi-head attention
+/** Options of the attention layer: grouped-query heads, biases, causal masking, RoPE and dropout. */
 export interface AttentionOptions extends LayerOptions {
   /** Key/value heads for grouped-query attention (default numHeads; must divide numHeads). */
   numKvHeads?: number;

@@ -10,6 +10,7 @@ import type { LayerOptions } from './linear.js';
 const pair = (p: Pair): [number, number] => (typeof p === 'number' ? [p, p] : [p[0], p[1]]);
 const showPair = (p: Pair | string) => (typeof p === 'number' || typeof p === 'string' ? String(p) : `(${p[0]}, ${p[1]})`);
 
+/** Options of `Conv2d`: the functional conv2d's (stride, padding, dilation, groups), the layer's, and whether it has a bias. */
 export interface Conv2dLayerOptions extends LayerOptions, Conv2dOptions {
   bias?: boolean;
 }

@@ -6,6 +6,7 @@ import { embedding, linear, noGrad, zeros, type DType, type Generator, type Tens
 import { kaimingUniform_, normal_, uniform_ } from '../init.js';
 import { Module } from '../module.js';
 
+/** Options every layer with parameters takes: the parameters' dtype and the generator of their initial values. */
 export interface LayerOptions {
   /** Parameter dtype (default float32). */
   dtype?: DType;

@@ -7,6 +7,7 @@ import { Module } from '../module.js';
 import { activationModule, Dropout, type Activation } from './activation.js';
 import { Linear, type LayerOptions } from './linear.js';
 
+/** Options of `MLP`: the output size, activation, biases and dropout, and the layers' options. */
 export interface MLPOptions extends LayerOptions {
   /** Output size (default: inFeatures). */
   outFeatures?: number;

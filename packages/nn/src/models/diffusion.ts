@@ -8,8 +8,10 @@ import { mseLoss, noGrad, randint, randn, tensor, type Generator, type Tensor } 
 /** A noise predictor: x_t [N, …] and integer timesteps t (N of them) → ε̂ of x_t's shape. */
 export type NoisePredictor = (x: Tensor, t: number[]) => Tensor;
 
+/** The noise schedule of a diffusion process: DDPM's linear betas or the cosine schedule. */
 export type BetaSchedule = 'linear' | 'cosine';
 
+/** Options of a diffusion process: the number of steps and the beta schedule. */
 export interface DiffusionOptions {
   /** Number of diffusion steps T (default 1000). */
   timesteps?: number;
@@ -20,6 +22,7 @@ export interface DiffusionOptions {
   betaEnd?: number;
 }
 
+/** Options of the DDPM/DDIM samplers: the generator, clipping of the predicted x₀, and a progress callback. */
 export interface SamplerOptions {
   generator?: Generator;
   /** Clamp the predicted x₀ to [−1, 1] at every step (default true: data lives there). */

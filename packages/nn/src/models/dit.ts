@@ -15,6 +15,7 @@ import { Module } from '../module.js';
 import type { ModelInitOptions } from './llama.js';
 import { timestepEmbedding } from './unet.js';
 
+/** A DiT's shape (diffusion transformer): image and patch size, channels, width, depth, heads and optional class conditioning. */
 export interface DiTConfig {
   imageSize: number;
   patchSize: number;

@@ -12,6 +12,7 @@ import { RMSNorm } from '../layers/norm.js';
 import { Module } from '../module.js';
 import { sampleLogits } from './sampling.js';
 
+/** A Llama's shape: vocabulary, width, layers, heads, the SwiGLU width, context length and RoPE (names map to HF's config.json by `configToHf`). */
 export interface LlamaConfig {
   vocabSize: number;
   /** Model width (HF `hidden_size`). */
@@ -41,6 +42,7 @@ export const tinyLlamaConfig: LlamaConfig = {
   normEps: 1e-5, ropeTheta: 10000, tieWordEmbeddings: false,
 };
 
+/** Options of the zoo models' constructors: parameter dtype and the generator of the initial weights. */
 export interface ModelInitOptions {
   dtype?: DType;
   /** Random source for the initial weights (default: core's default generator). */
@@ -149,6 +151,7 @@ export class LlamaModel extends Module {
   }
 }
 
+/** Options of `Llama.generate`: temperature, top-k and the generator to sample with. */
 export interface GenerateOptions {
   /** Softmax temperature; 0 picks the most likely token (default 1). */
   temperature?: number;

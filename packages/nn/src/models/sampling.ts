@@ -4,6 +4,7 @@
  */
 import { defaultGenerator, type Generator, type Tensor } from '@qgrad/core';
 
+/** How a next token is drawn from logits: temperature, top-k and the generator. */
 export interface SampleOptions {
   /** Softmax temperature; 0 picks the argmax (default 1). */
   temperature?: number;

@@ -31,6 +31,7 @@ export function timestepEmbedding(t: readonly number[], dim: number, maxPeriod =
   return tensor(out, { shape: [t.length, dim], dtype: 'float64' }).to(dtype);
 }
 
+/** The diffusion UNet's shape: input and base channels, the per-level multipliers, the timestep embedding width and GroupNorm groups. */
 export interface UNetConfig {
   inChannels: number;
   /** Channels at full resolution; each downsampling uses channelMults[i]·baseChannels. */

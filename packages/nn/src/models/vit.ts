@@ -14,6 +14,7 @@ import { LayerNorm } from '../layers/norm.js';
 import { Module } from '../module.js';
 import type { ModelInitOptions } from './llama.js';
 
+/** A ViT's shape: image and patch size, channels, classes, width, depth, heads and MLP width. */
 export interface ViTConfig {
   imageSize: number;
   patchSize: number;

@@ -5,6 +5,7 @@
 import { adamStep_, zerosLike, type Tensor } from '@qgrad/core';
 import { lerp_, Optimizer, type ParamGroup, type ParamGroupSpec, type ParamState } from './optimizer.js';
 
+/** Options of `Adam` and `AdamW`, as PyTorch: learning rate, betas, eps, weight decay and AMSGrad. */
 export interface AdamOptions {
   lr: number;
   betas: [number, number];

@@ -7,6 +7,7 @@ import type { Tensor } from '@qgrad/core';
 import { Muon, zeropowerViaNewtonSchulz5, type MuonOptions } from './muon.js';
 import type { ParamGroupSpec } from './optimizer.js';
 
+/** Options of `AuON`: Muon's, plus which variant of its cosh normalisation to use. */
 export interface AuONOptions extends MuonOptions {
   /**
    * 'paper' (§3.1, default): U = X/(r + 1e−8), X = u/(‖u‖_F + 1e−7), r = √mean cosh²(X), times

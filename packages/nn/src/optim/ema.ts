@@ -5,6 +5,7 @@
 import { noGrad, type Tensor } from '@qgrad/core';
 import { lerp_ } from './optimizer.js';
 
+/** Options of `EMA`: the decay and its warmup. */
 export interface EMAOptions {
   /** Decay per update (default 0.999). */
   decay?: number;

@@ -29,6 +29,7 @@ export function zeropowerViaNewtonSchulz5(g: Tensor, steps = 5): Tensor {
   return tall ? x.t() : x;
 }
 
+/** Options of `Muon`: learning rate, momentum and Nesterov, Newton–Schulz steps, weight decay, and the auxiliary Adam for parameters that are not matrices. */
 export interface MuonOptions {
   /** Learning rate of the Muon update (default 0.02). */
   lr: number;

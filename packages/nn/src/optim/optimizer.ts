@@ -10,6 +10,7 @@ export type ParamState = Record<string, Tensor | number>;
 
 /** A parameter group: its tensors plus any options overriding the optimizer's defaults. */
 export type ParamGroup<O> = O & { params: Tensor[] };
+/** A parameter group as an optimizer's constructor takes it: its parameters and any options that differ from the defaults. */
 export type ParamGroupSpec<O> = Partial<O> & { params: Tensor[] };
 
 /** An optimizer's state as plain data: parameters are referred to by their position across groups, as in PyTorch. */

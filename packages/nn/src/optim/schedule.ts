@@ -20,6 +20,7 @@ export function linearWarmup(warmupSteps: number): LrLambda {
   return (step) => (warmupSteps > 0 && step < warmupSteps ? step / warmupSteps : 1);
 }
 
+/** Options of the cosine schedule: linear warmup, the step where the cosine ends and its floor. */
 export interface CosineOptions {
   warmupSteps?: number;
   /** Step at which the cosine reaches its floor. */
@@ -43,6 +44,7 @@ export function cosineSchedule(o: CosineOptions): LrLambda {
   };
 }
 
+/** Options of the warmup–stable–decay schedule: warmup, total steps, the length of the final linear cooldown and its floor. */
 export interface WsdOptions {
   warmupSteps?: number;
   totalSteps: number;

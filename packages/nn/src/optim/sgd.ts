@@ -5,6 +5,7 @@
 import type { Tensor } from '@qgrad/core';
 import { Optimizer, type ParamGroup, type ParamGroupSpec, type ParamState } from './optimizer.js';
 
+/** Options of `SGD`, as PyTorch: learning rate, momentum, dampening, coupled weight decay, Nesterov and maximize. */
 export interface SGDOptions {
   lr: number;
   momentum: number;

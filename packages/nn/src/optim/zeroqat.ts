@@ -7,6 +7,7 @@
  */
 import { Generator, noGrad, randn, tidy, type Tensor } from '@qgrad/core';
 
+/** Options of `ZeroQAT`: learning rate, perturbation size ε and weight decay. */
 export interface ZeroQATOptions {
   /** Learning rate (default 1e−6, the reference's full fine-tuning value; LoRA used 1e−4). */
   lr: number;
@@ -24,6 +25,7 @@ export type LossClosure = () => number | Tensor;
 const value = (l: number | Tensor) => (typeof l === 'number' ? l : l.item());
 
 /**
+ * A forward-only (zeroth-order) optimizer: each `step` estimates the gradient from two perturbed losses, so no backward pass and no gradient estimator is needed.
  * @example
  * const opt = new ZeroQAT(model.parameters(), { lr: 1e-4, eps: 1e-3 });
  * for (const [x, y] of batches) opt.step(() => crossEntropy(model.forward(x), y));
