@@ -30,6 +30,7 @@ function steRoundClip(u: Tensor, lo: number, hi: number): Tensor {
   return u.add(u.round().sub(u).detach()).clamp(lo, hi);
 }
 
+/** Options of bit-switching by double rounding: the switchable widths and the per-width scale-gradient factor (ALRS). */
 export interface BitSwitchOptions {
   /** The widths trained and switchable; the largest is the stored one (default [8, 6, 4]). */
   bits?: number[];

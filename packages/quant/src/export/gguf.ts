@@ -18,6 +18,7 @@ type ValueType = keyof typeof GGUF_VALUE;
 /** A typed metadata value: scalars, strings and arrays of one element type. */
 export type GgufValue = { type: Exclude<ValueType, 'array'>; value: number | string | boolean } | { type: 'array'; of: Exclude<ValueType, 'array'>; value: (number | string | boolean)[] };
 
+/** One tensor in a GGUF file's header: name, dims (innermost first), block type and data offset. */
 export interface GgufTensorInfo {
   name: string;
   /** Extents innermost first (ggml's ne): an [out, in] matrix is [in, out]. */
@@ -27,6 +28,7 @@ export interface GgufTensorInfo {
   offset: number;
 }
 
+/** A parsed GGUF file: version, metadata, tensor infos and where the data starts. */
 export interface GgufFile {
   version: number;
   metadata: Map<string, GgufValue>;
@@ -91,6 +93,7 @@ export interface GgufTensorReport {
   maxAbsError: number;
 }
 
+/** Options of `exportGguf`: the block type of the weights, the tokenizer to write and the model's name. */
 export interface GgufExportOptions {
   type: GgmlTypeName;
   /** 'auto' (default): the SentencePiece byte vocab when vocabSize is 259, else none (ids are bytes; `llama.vocab_size`). */
@@ -98,6 +101,7 @@ export interface GgufExportOptions {
   name?: string;
 }
 
+/** What `exportGguf` returns: the file's bytes and a report per tensor. */
 export interface GgufExportResult {
   bytes: Uint8Array;
   tensors: GgufTensorReport[];

@@ -16,11 +16,13 @@ const DT_BYTES: Record<number, number> = { 1: 4, 2: 1, 3: 1, 6: 4, 7: 8, 11: 8, 
 const OPSET = 21;
 const IR_VERSION = 10;
 
+/** Options of `exportOnnx`: the input's shape (its first extent becomes the symbolic batch dim). */
 export interface OnnxExportOptions {
   /** The input's shape; its first extent is the batch and is written as a symbolic dim 'N'. */
   inputShape: number[];
 }
 
+/** What `exportOnnx` returns: the model's bytes and how each layer's weight and input went out. */
 export interface OnnxExportResult {
   bytes: Uint8Array;
   /** Per layer, how its weight went out: 'qdq' (integer codes + DequantizeLinear) or 'float' (dequantized values). */
@@ -187,6 +189,7 @@ export function exportOnnx(model: Module, path: string, opts: OnnxExportOptions)
 
 // ---------------------------------------------------------------- reading
 
+/** A parsed ONNX model (what `readOnnx` returns): IR version, opsets, nodes, initializers and graph inputs/outputs. */
 export interface OnnxFile {
   irVersion: number;
   opsets: { domain: string; version: number }[];

@@ -6,6 +6,7 @@
 import { abs, floor, fromTypedArray, log, maximum, noGrad, pow, ge, lt, sign, add, cast, type Tensor } from '@qgrad/core';
 import { LevelSet, type FloatDType, type Grid, type Rounding } from './grid.js';
 
+/** A minifloat ExMy format: exponent and mantissa bits, bias, and how it spends its top codes on specials. */
 export interface FpFormat {
   name: string;
   /** Exponent and mantissa bits (plus one sign bit). */
@@ -19,6 +20,7 @@ export interface FpFormat {
   special: 'ieee' | 'fn' | 'none';
 }
 
+/** The minifloat formats the FP grids use (FP8, FP6, FP4), by name. */
 export const FP_FORMATS = {
   e4m3fn: { name: 'e4m3fn', exp: 4, man: 3, bias: 7, special: 'fn' },
   e5m2: { name: 'e5m2', exp: 5, man: 2, bias: 15, special: 'ieee' },
@@ -27,8 +29,13 @@ export const FP_FORMATS = {
   e2m3: { name: 'e2m3', exp: 2, man: 3, bias: 1, special: 'none' },
 } as const satisfies Record<string, FpFormat>;
 
+/** The name of a format in FP_FORMATS. */
 export type FpFormatName = keyof typeof FP_FORMATS;
 
+/**
+ * The FpFormat a name stands for (a format object is returned as is); throws naming the known formats.
+ * @example fpFormat('e4m3fn').man; // 3
+ */
 export function fpFormat(f: FpFormatName | FpFormat): FpFormat {
   if (typeof f !== 'string') return f;
   const r = FP_FORMATS[f];

@@ -12,6 +12,7 @@ import type { Tensor } from '@qgrad/core';
  */
 export type Granularity = 'tensor' | 'channel' | 'token' | { channel: number } | { group: number; axis?: number } | { block: number };
 
+/** A tensor viewed so that each scale covers its last axis, and how to undo the view (see `grouped`). */
 export interface Grouped {
   /** x rearranged so the last axis runs over the elements that share a scale. */
   view: Tensor;

@@ -6,6 +6,7 @@ import { cast, noGrad, type Tensor } from '@qgrad/core';
 import type { ScaleRule } from '../scale/rules.js';
 import type { FloatDType, Grid, GridOptions, Rounding } from './grid.js';
 
+/** An integer grid's inclusive range of codes. */
 export interface IntRange {
   qmin: number;
   qmax: number;

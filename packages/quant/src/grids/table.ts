@@ -21,6 +21,7 @@ export interface GridRow {
   about: string;
 }
 
+/** Every grid by name, with the options it takes and one line about it: the vocabulary of `grid:` in quantizer configs (one file per grid in grids/). */
 export const GRIDS = {
   int: { make: intGrid, options: ['bits', 'signed', 'narrow', 'asymmetric'], about: 'integers, 1–16 bits, signed / unsigned / asymmetric' },
   e4m3: { make: () => fpGrid('e4m3', 'e4m3fn'), options: [], about: 'FP8 E4M3 (OCP fn), max 448' },

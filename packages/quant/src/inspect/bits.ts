@@ -12,6 +12,7 @@ import { isQuantLayer } from '../qat/modules.js';
 import { ActQuantizer, WeightQuantizer } from '../qat/quantizers.js';
 import { QuantizedConv2d, QuantizedEmbedding, QuantizedLinear } from '../qat/convert.js';
 
+/** Options of the bits-per-parameter count: bits per stored scale, and whether activation scales count. */
 export interface BitsOptions {
   /** Bits of each stored real scale / zero point / offset (default 32; MX block scales are always 8). */
   scaleBits?: number;
@@ -19,6 +20,7 @@ export interface BitsOptions {
   activationScales?: boolean;
 }
 
+/** One entry of the bits-per-parameter count: its parameters and bits, at the grid's information content and as stored. */
 export interface BitsRow {
   name: string;
   /** Parameters (weights, biases, …) in this entry. */

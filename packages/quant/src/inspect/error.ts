@@ -6,6 +6,7 @@ import { noGrad, type Tensor } from '@qgrad/core';
 import type { Module } from '@qgrad/nn';
 import { isQuantLayer } from '../qat/modules.js';
 
+/** One layer's quantization error: MSE and SQNR of its quantized weight against the float one. */
 export interface LayerError {
   name: string;
   numel: number;

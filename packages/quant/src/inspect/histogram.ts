@@ -6,6 +6,7 @@
 import { noGrad, type Tensor } from '@qgrad/core';
 import type { WeightQuantizer } from '../qat/quantizers.js';
 
+/** A layer's weight histogram in grid units, with the grid's levels to draw over it. */
 export interface WeightHistogram {
   /** Bin edges (bins + 1), in grid units. */
   edges: number[];

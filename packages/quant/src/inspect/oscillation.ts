@@ -9,6 +9,7 @@ import type { Module } from '@qgrad/nn';
 import { isQuantLayer, type QuantLayer } from '../qat/modules.js';
 import { roundNumber as rne } from '../grids/int.js';
 
+/** Options of the oscillation tracker: the EMA momentum and an optional freezing threshold. */
 export interface OscillationOptions {
   /** EMA momentum m of the oscillation frequency and of the integer value (default 0.01). */
   momentum?: number;
@@ -16,6 +17,7 @@ export interface OscillationOptions {
   freezeThreshold?: number;
 }
 
+/** One layer's oscillation counts: how often its integer codes flipped back and forth, and how many weights are frozen. */
 export interface OscillationRow {
   name: string;
   numel: number;

@@ -13,6 +13,7 @@ import type { WeightQuantConfig } from '../qat/quantizers.js';
 import { quantize } from '../quantizer/functional.js';
 import { hutchinsonTrace } from '../schedules/hessian.js';
 
+/** One layer's measured sensitivity to its bit width: its size and the loss increase at each width. */
 export interface LayerSensitivity {
   name: string;
   /** Weight elements. */
@@ -27,6 +28,7 @@ export interface LayerSensitivity {
   lossDelta: Record<number, number>;
 }
 
+/** Options of the sensitivity measurement: the calibration loss and the bit widths to try. */
 export interface SensitivityOptions {
   /** The loss on a fixed calibration batch (called several times). */
   loss: () => Tensor;
@@ -81,6 +83,7 @@ export function measureSensitivity(model: Module, opts: SensitivityOptions): Lay
   });
 }
 
+/** What `allocateBits` takes: the average-bits budget and the widths a layer may take. */
 export interface AllocateOptions {
   /** Average bits per weight parameter to meet (≤). */
   budget: number;
@@ -92,6 +95,7 @@ export interface AllocateOptions {
   quant?: (bits: number) => WeightQuantConfig;
 }
 
+/** What `allocateBits` returns: bits per layer and the average reached. */
 export interface BitAllocation {
   /** Bits per layer name. */
   bits: Record<string, number>;

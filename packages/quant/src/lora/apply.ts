@@ -25,6 +25,7 @@ export const LORA_METHODS: Record<LoraMethod, { make: new (src: Linear, o: LoraL
   loqt: { make: LoqtLinear, quant: { grid: 'nf4', scale: { double: true } } },
 };
 
+/** Which layers `loraQuant` adapts: by dotted name and type. */
 export interface LoraTargets {
   /** Dotted module names (globs as prepareQAT's: `*` within a part, `**` across, `?` one char; or RegExps). Default: every Linear. */
   match?: NamePattern | NamePattern[];
@@ -34,6 +35,7 @@ export interface LoraTargets {
   skip?: NamePattern[];
 }
 
+/** What `loraQuant` takes: the method, rank and α, the base's quantizer, the targets and the initialisation. */
 export interface LoraQuantConfig {
   method: LoraMethod;
   /** r, 1 ≤ r < min(in, out) (QA-LoRA: < min(in/L, out)). */
@@ -115,6 +117,7 @@ export function loraParameters(model: Module): Tensor[] {
   return out;
 }
 
+/** One layer `merge` folded: its method and whether it became a float Linear or a QuantizedLinear. */
 export interface MergeRow {
   name: string;
   method: LoraMethod;
@@ -124,6 +127,7 @@ export interface MergeRow {
   sqnrDb?: number;
 }
 
+/** What `merge` returns: the model without adapters and a row per merged layer. */
 export interface MergeResult<M extends Module> {
   /** The same model object, now without adapters. */
   model: M;

@@ -14,10 +14,12 @@ import { QALoraLinear } from './qa-lora.js';
 import { QLoraLinear } from './qlora.js';
 import { truncatedSvd } from './svd.js';
 
+/** The adapter initialisations that reduce the quantization error of the base (LoftQ, LQ-LoRA). */
 export type LoraInitName = 'loftq' | 'lq-lora';
 /** `init:` of loraQuant: a name, or the name with a step count (loftq: exactly that many, default 5; lq-lora: at most, default 20). */
 export type LoraInit = LoraInitName | { method: LoraInitName; steps?: number };
 
+/** What a LoftQ/LQ-LoRA initialisation reports: the error ‖W − deq(Q) − BA‖ of each step and of the pair kept. */
 export interface LoraInitStats {
   /** ‖W − deq(Q) − M‖_F of every step run (lq-lora: of every accepted one, non-increasing). */
   errors: number[];

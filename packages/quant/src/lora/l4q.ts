@@ -11,6 +11,10 @@ import { QuantLinear } from '../qat/modules.js';
 import { WeightQuantizer } from '../qat/quantizers.js';
 import { floatLinear, LoraLayer, type LoraLayerOptions, type MergedLayer } from './layer.js';
 
+/**
+ * L4Q: the frozen float weight plus the adapter, quantized together by one LSQ quantizer trained with the adapter.
+ * @example loraQuant(model, { method: 'l4q', rank: 8, alpha: 16, targets: ['**.q_proj', '**.v_proj'] });
+ */
 export class L4QLinear extends LoraLayer {
   readonly method = 'l4q' as const;
   /** W0, frozen in float (a buffer). */

@@ -11,6 +11,7 @@ import { QuantizedLinear } from '../qat/convert.js';
 import { QuantLinear } from '../qat/modules.js';
 import type { WeightQuantConfig } from '../qat/quantizers.js';
 
+/** The LoRA-on-quantized-weights methods `loraQuant` builds. */
 export type LoraMethod = 'qlora' | 'qa-lora' | 'l4q' | 'lr-qat' | 'loqt';
 
 /** What a method's layer is built from (loraQuant fills it from its options). */

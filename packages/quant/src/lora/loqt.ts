@@ -23,6 +23,7 @@ export function topRightSingular(m: Tensor, r: number): Tensor {
 
 const frob = (t: Tensor) => Math.sqrt(t.square().sum().item());
 
+/** What one `loqtMerge` of a layer reports: the merge's residual, with and without compensating the requantization error. */
 export interface LoqtMergeStats {
   /** ‖W_fp − deq(Q) − α·B·P‖_F after the merge (the function's change at the merge point). */
   residual: number;
@@ -30,6 +31,10 @@ export interface LoqtMergeStats {
   residualUncompensated: number;
 }
 
+/**
+ * LoQT: a frozen quantized base, a fixed projection P and a trained B, folded into the base every so often by `loqtMerge`.
+ * @example loraQuant(model, { method: 'loqt', rank: 8, alpha: 1, targets: ['**.q_proj', '**.v_proj'] });
+ */
 export class LoqtLinear extends QLoraLinear {
   override readonly method = 'loqt' as const;
   /** While loqtMerge takes the weight gradient: the float weight, a leaf the forward uses instead. */

@@ -71,6 +71,10 @@ function lrQatPlan(o: LoraLayerOptions): QuantizerPlan {
   return plan;
 }
 
+/**
+ * LR-QAT: the low-rank term added inside the rounding of an int8 fixed-point copy of the weight, with a learned scale.
+ * @example loraQuant(model, { method: 'lr-qat', rank: 8, alpha: 16, targets: ['**.q_proj', '**.v_proj'] });
+ */
 export class LrQatLinear extends LoraLayer {
   readonly method = 'lr-qat' as const;
   /** Φ0 = W0/s0 as int8 fixed point (8 − b fractional bits), view layout. */

@@ -12,7 +12,9 @@ import type { LoraLayer } from './layer.js';
 import { L4QLinear } from './l4q.js';
 import { LrQatLinear } from './lr-qat.js';
 
+/** File name of the adapter weights in a PEFT adapter directory. */
 export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
+/** File name of the adapter config in a PEFT adapter directory. */
 export const ADAPTER_CONFIG = 'adapter_config.json';
 const PREFIX = 'base_model.model.';
 

@@ -24,6 +24,10 @@ export function qaLoraGroup(o: LoraLayerOptions, inFeatures: number): number {
   return g.group;
 }
 
+/**
+ * QA-LoRA: a frozen group-quantized base and an adapter over group means of the input, which merges exactly into the zero points.
+ * @example loraQuant(model, { method: 'qa-lora', rank: 8, alpha: 16, targets: ['**.q_proj', '**.v_proj'] });
+ */
 export class QALoraLinear extends LoraLayer {
   readonly method = 'qa-lora' as const;
   /** The frozen group-quantized base. */

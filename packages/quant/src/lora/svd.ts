@@ -4,6 +4,7 @@
  * shorter side and cyclic Jacobi. Not a general linear-algebra routine (core has none, by design).
  */
 
+/** A truncated SVD u·diag(s)·vᵀ of rank r, row-major. */
 export interface LowRank {
   /** rows × r, row-major. */
   u: Float64Array;

@@ -8,6 +8,7 @@
 import { enableGrad, noGrad, zeros, type Tensor } from '@qgrad/core';
 import { Adam, Parameter } from '@qgrad/nn';
 
+/** Options of FlexRound: the codes' range, the initial per-row scale, and the Adam steps and learning rate. */
 export interface FlexRoundOptions {
   /** Integer range of the codes. */
   qmin: number;

@@ -43,6 +43,7 @@ export class HessianAccumulator {
   }
 }
 
+/** Options of GPTQ: the damping added to the Hessian's diagonal, act-order, and the layer's name for errors. */
 export interface GptqOptions {
   /** Damping λ = percDamp·mean(diag H) added to the diagonal (default 0.01). */
   percDamp?: number;

@@ -21,8 +21,10 @@ import { flexRound } from './flexround.js';
 import { awqSearch, smoothQuantScales } from './migrate.js';
 import { InputTransform } from './transform.js';
 
+/** The post-training quantization methods `ptq` runs. */
 export type PtqMethod = 'rtn' | 'gptq' | 'awq' | 'smoothquant' | 'flexround';
 
+/** What `ptq` takes: a QAT config's rules, the method, its settings and an optional Hadamard rotation. */
 export interface PtqOptions extends QATConfig {
   method: PtqMethod;
   /** Rotate each Linear's input and weight by a normalised block Hadamard transform first (true: the largest power of two ≤ 128 dividing `in`). */

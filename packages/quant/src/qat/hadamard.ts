@@ -38,6 +38,7 @@ export function rmsQuantize(x: Tensor, bits: number, estimator = 'trust', trust?
   return fakeQuant(x, c);
 }
 
+/** The quantizers of a Hadamard-rotated layer (QuEST): of the rotated weight and of the rotated input. */
 export interface HadamardQuantConfig {
   /** Quantizer of the rotated weight WH (default questConfig(4), per output row); null keeps it float. */
   weight?: WeightQuantConfig | null;

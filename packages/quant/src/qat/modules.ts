@@ -7,6 +7,7 @@ import { conv2d, embedding, linear, type Conv2dOptions, type Tensor } from '@qgr
 import { Conv2d, Embedding, Linear, Module, type LayerOptions } from '@qgrad/nn';
 import { ActQuantizer, WeightQuantizer, type ActQuantConfig, type WeightQuantConfig } from './quantizers.js';
 
+/** How one layer is quantized: a weight quantizer and an input quantizer, either left out for full precision. */
 export interface QuantLayerConfig {
   /** Weight quantizer config; null keeps the weight in full precision. */
   weight?: WeightQuantConfig | null;

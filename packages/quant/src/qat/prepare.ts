@@ -8,9 +8,12 @@ import { QuantConv2d, QuantEmbedding, QuantLinear, type QuantLayerConfig } from 
 import { describePlan } from '../quantizer/config.js';
 import type { ActQuantizer, WeightQuantizer } from './quantizers.js';
 
+/** The layer types `prepareQAT` quantizes. */
 export type LayerType = 'Linear' | 'Conv2d' | 'Embedding';
+/** A pattern of dotted module names: a glob string or a RegExp. */
 export type NamePattern = string | RegExp;
 
+/** One rule of a QAT config: which layers (by name and type) it quantizes and how. */
 export interface QATRule extends QuantLayerConfig {
   /** Dotted module names this rule applies to: a glob (`*` within a name part, `**` across parts, `?` one char) or a RegExp. Default: all. */
   match?: NamePattern | NamePattern[];
@@ -18,6 +21,7 @@ export interface QATRule extends QuantLayerConfig {
   types?: LayerType[];
 }
 
+/** What `prepareQAT` takes: rules tried in order and a default for the layers no rule matches. */
 export interface QATConfig {
   /** Tried in order; the first rule whose match and types fit a layer decides its quantization. */
   rules?: QATRule[];
@@ -29,6 +33,7 @@ export interface QATConfig {
   types?: LayerType[];
 }
 
+/** One layer in `prepareQAT`'s summary: its name, type, whether it was quantized and by which rule. */
 export interface QATSummaryRow {
   name: string;
   type: LayerType;
@@ -74,6 +79,10 @@ export function globToRegExp(glob: string): RegExp {
   return new RegExp(`^${re}$`);
 }
 
+/**
+ * Whether a dotted module name matches a glob (`*` within a name part, `**` across parts, `?` one character) or RegExp, or any of a list.
+ * @example matchesName('model.layers.0.mlp.up_proj', '**.mlp.*'); // true
+ */
 export function matchesName(name: string, pattern: NamePattern | NamePattern[]): boolean {
   const ps = Array.isArray(pattern) ? pattern : [pattern];
   return ps.some((p) => (typeof p === 'string' ? globToRegExp(p).test(name) : p.test(name)));

@@ -121,6 +121,7 @@ abstract class QuantizerModule extends Module {
   }
 }
 
+/** A weight quantizer's config: the grid, granularity, scale and estimator, plus HESTIA's optional soft forward. */
 export interface WeightQuantConfig extends QuantizerConfig {
   /** HESTIA's soft forward over the grid's levels (any finite grid); HestiaScheduler drives it. */
   soft?: SoftForwardOptions;
@@ -235,6 +236,7 @@ export class WeightQuantizer extends QuantizerModule {
 }
 
 // ---------------------------------------------------------------- activations
+/** An input (activation) quantizer's config: the grid, granularity, scale and estimator, plus how LSQ counts N. */
 export interface ActQuantConfig extends QuantizerConfig {
   /**
    * N in LSQ's gradient scale 1/√(N·Q_P): 'numel' (elements of the batch, what reference code

@@ -7,6 +7,7 @@
 import { softQuantize, tensor, type Tensor } from '@qgrad/core';
 import type { FloatDType, Grid } from '../grids/grid.js';
 
+/** Options of HESTIA's soft forward: temperature and pressure, which `HestiaScheduler` anneals. */
 export interface SoftForwardOptions {
   /** Temperature T (0 = hard); HestiaScheduler anneals it. Default 0. */
   temperature?: number;
@@ -19,6 +20,10 @@ export interface SoftForwardOptions {
 /** Finite level sets larger than this are not relaxed (int ≤ 8 bits, FP4/6, NF4, ternary, binary, codebooks). */
 export const SOFT_MAX_LEVELS = 256;
 
+/**
+ * HESTIA's soft forward of a weight quantizer: a softmax over the grid's levels at temperature T, blended into w by the pressure P; at T = 0 the hard quantizer.
+ * @example prepareQAT(model, { default: { weight: { grid: 'ternary', soft: { temperature: 1, pressure: 0 } } } });
+ */
 export class SoftForward {
   temperature: number;
   pressure: number;

@@ -14,6 +14,7 @@ import { doubleQuantizeScales, doubleScaleValues, type DoubleScale } from '../sc
 import { GAUSSIAN_MSE_ALPHA, initScale, MIN_STEP, type ScaleRule } from '../scale/rules.js';
 import type { QuantizerPlan } from './config.js';
 
+/** The scale and zero point a quantizer plan uses for one tensor (and the double-quantized scale when asked). */
 export interface ScaleAndZero {
   scale: Tensor;
   /** Integer zero point (rounded, clamped) or β; 0 where the grid has none. */

@@ -14,6 +14,7 @@ import { GAUSSIAN_MSE_ALPHA, type ScaleRule } from '../scale/rules.js';
 /** fixed: set once from data (then a buffer); learned: a Parameter trained by LSQ/LSQ+; dynamic: recomputed from the tensor every call. */
 export type ScaleMode = 'fixed' | 'learned' | 'dynamic';
 
+/** How a quantizer's scale is made: fixed, learned or dynamic, the rule that computes it from data, its gradient scale and double quantization. */
 export interface ScaleSpec {
   mode?: ScaleMode;
   /** How the scale is computed from data (the init of fixed/learned scales; the rule of dynamic ones). 'mse' and 'gaussian' fit it. */

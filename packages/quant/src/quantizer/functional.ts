@@ -9,11 +9,13 @@ import { checkScale } from '../scale/rules.js';
 import { codesOfView, dataScale, dequantizeView, effectiveZero, fakeQuantView, type ApplyOptions } from './apply.js';
 import { resolveQuantizer, type QuantizerConfig, type QuantizerPlan } from './config.js';
 
+/** What `fakeQuant` takes: a quantizer config (grid, granularity, scale, estimator) and an optional Hadamard rotation. */
 export interface FakeQuantConfig extends QuantizerConfig, ApplyOptions {
   /** Rotate by a block Hadamard transform along the last axis first (QuEST); rotate back after (default). */
   hadamard?: { blockSize?: number; rotateBack?: boolean };
 }
 
+/** Given scale (and zero point) for `fakeQuant`, instead of computing them from x. */
 export interface QuantParams {
   /** Shaped like the grouped view with its last dim 1 (see granularity.ts). */
   scale: Tensor;
@@ -72,6 +74,7 @@ export function fakeQuant(x: Tensor, config: FakeQuantConfig, params?: QuantPara
   return config.hadamard && config.hadamard.rotateBack !== false ? hadamard(out, { blockSize: config.hadamard.blockSize }) : out;
 }
 
+/** What `quantize` returns: integer codes, the scales and zero points, the plan, and `dequantize()` back to values. */
 export interface Quantized {
   /** int32 codes in x's shape: integers (int, ternary), bit patterns (FP, MX) or level indices (NF4, codebook, binary). */
   codes: Tensor;

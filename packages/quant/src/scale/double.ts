@@ -14,6 +14,7 @@ import { MIN_STEP } from './rules.js';
 export const DOUBLE_BLOCK = 256;
 const E4M3 = fpGrid('e4m3', 'e4m3fn');
 
+/** Scales quantized once more (QLoRA's double quantization): FP8 codes, one float scale per block of 256, and the mean. */
 export interface DoubleScale {
   /** E4M3 codes of (scale − mean)/second, shaped like the scales (uint8). */
   codes: Tensor;

@@ -19,6 +19,7 @@ export const GAUSSIAN_MSE_ALPHA: Readonly<Record<number, number>> = {
   1: 0.79788, 1.585: 1.22401, 2: 1.49353, 3: 2.05107, 4: 2.51393, 5: 2.91609, 6: 3.2766, 7: 3.60105, 8: 3.88494,
 };
 
+/** A scale and zero point computed from data by a scale rule. */
 export interface ScaleParams {
   scale: Tensor;
   zeroPoint: Tensor;

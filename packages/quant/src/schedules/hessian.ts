@@ -8,6 +8,7 @@ import { add, cast, defaultGenerator, gradOf, lt, mul, noGrad, rand, sum, type G
 import type { Module } from '@qgrad/nn';
 import { isQuantLayer, type QuantLayer } from '../qat/modules.js';
 
+/** Options of Hutchinson's Hessian-trace estimate: probe vectors per parameter and their generator. */
 export interface HutchinsonOptions {
   /** Probe vectors per parameter (default 16). */
   samples?: number;
@@ -50,6 +51,7 @@ export function hutchinsonTrace(loss: () => Tensor, params: Tensor[], opts: Hutc
   return acc.map((a) => a / n);
 }
 
+/** How a layer's Hessian trace lowers its temperature scale (HESTIA): the largest drop α and the sigmoid's sharpness κ. */
 export interface TempScaleOptions {
   /** α_H: how far the scale can drop, to e^{−α} (default 0.5; 0 disables). */
   alpha?: number;
@@ -70,6 +72,7 @@ export function hessianTempScales(traces: number[], opts: TempScaleOptions = {})
   return logs.map((l) => Math.exp(-alpha / (1 + Math.exp(-kappa * ((l - mu) / (sd + 1e-8))))));
 }
 
+/** One layer's Hessian calibration: its trace and the temperature scale it gets. */
 export interface HestiaCalibration {
   name: string;
   trace: number;

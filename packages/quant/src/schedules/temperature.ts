@@ -9,6 +9,7 @@ import { ActQuantizer, WeightQuantizer } from '../qat/quantizers.js';
 /** A value per optimizer step. */
 export type Schedule = (step: number) => number;
 
+/** A value ramped linearly from `start` to `end` over `steps`. */
 export interface RampOptions {
   start: number;
   end: number;
@@ -37,6 +38,7 @@ export function exponentialSchedule(o: RampOptions): Schedule {
 /** HESTIA's default initial temperature: argmin_T E_{u∼N(0, π/2)}[(ũ(u; T) − u)²] (methods.md §4). */
 export const HESTIA_T0 = 0.3509;
 
+/** Options of `HestiaScheduler`: when the pressure reaches 1 and how much of training anneals the temperature. */
 export interface HestiaScheduleOptions {
   /** ρ at which the pressure reaches 1 (default 0.2). */
   compressRatio?: number;

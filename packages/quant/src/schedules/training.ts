@@ -7,6 +7,7 @@ import type { Module } from '@qgrad/nn';
 import { setQuantEnabled } from '../qat/modules.js';
 import type { Schedule } from './temperature.js';
 
+/** When a run switches from full precision to QAT: the total steps and the fraction trained before. */
 export interface PhaseOptions {
   totalSteps: number;
   /** Fraction of the steps trained in full precision before QAT starts (0 = QAT throughout). */
@@ -19,6 +20,7 @@ export function qatStartStep(o: PhaseOptions): number {
   return Math.floor(o.switchAt * o.totalSteps);
 }
 
+/** The learning rate of a QAT run's warmup–stable–decay schedule: peak rate, total steps, warmup and cooldown. */
 export interface WsdOptions {
   lr: number;
   totalSteps: number;

@@ -45,6 +45,7 @@ export function codeStats(indices: Tensor, k: number): { perplexity: number; usa
   return { perplexity: Math.exp(h), usage: used / k, counts };
 }
 
+/** Options of `VectorQuantizer`: the commitment weight β and EMA codebook updates. */
 export interface VectorQuantizerOptions {
   /** Commitment weight β on ‖z − sg(e)‖² (default 0.25). */
   beta?: number;

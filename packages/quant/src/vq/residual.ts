@@ -9,6 +9,7 @@ import { Module, ModuleList } from '@qgrad/nn';
 import { codeStats, VectorQuantizer, type VectorQuantizerOptions, type VQOutput } from './codebook.js';
 
 /**
+ * Residual vector quantization: `numStages` codebooks, each quantizing what the previous stages left; the output is their sum.
  * @example
  * const rvq = new ResidualVQ(4, 256, 32, { ema: {} });
  * const { quantized, indices } = rvq.forward(z); // indices [4, ...]
