@@ -1,7 +1,7 @@
 /**
  * @file Paired differences between configurations of a finished experiment grid (same seed ⇒
  * same initialisation and batches): per seed, mean ± std, and on how many seeds the first is
- * better (lower). Prints a markdown table.
+ * better (lower, or higher with --higher). Prints a markdown table.
  * Run: npx tsx examples/experiments/paired.ts --runs runs/experiments/llama/runs.jsonl --pairs w4a4-quest:w4a4-ste,w4a4-lsq:fp
  */
 import { CliError, cli } from '../lib/args.js';
@@ -12,14 +12,16 @@ const args = cli('experiments/paired', 'Paired per-seed differences of a metric 
   pairs: { type: 'string', default: '', help: 'comma-separated first:second config names' },
   metric: { type: 'string', default: 'valBpb', help: 'field of each run to compare (lower is better)' },
   steps: { type: 'int', default: 0, min: 0, help: 'only runs with this many steps (0 = all)' },
+  model: { type: 'string', default: '', help: "only runs of this model (the MNIST grids hold 'mlp' and 'cnn'; default all)" },
+  higher: { type: 'boolean', help: 'the metric is higher-is-better (accuracy): "first better" counts the seeds where the first is above' },
 });
 if (!args.pairs) throw new CliError('give --pairs first:second,…');
-const runs = readMetrics(args.runs).filter((r) => !args.steps || r.steps === args.steps);
+const runs = readMetrics(args.runs).filter((r) => (!args.steps || r.steps === args.steps) && (!args.model || r.model === args.model));
 const value = (config: string, seed: number): number | undefined => {
   const r = runs.find((x) => x.config === config && x.seed === seed);
   return r ? Number(r[args.metric]) : undefined;
 };
-const rows: string[] = ['| comparison (negative = first is better) | per seed | mean ± std | first better |', '|---|---|---|---|'];
+const rows: string[] = [`| comparison (${args.higher ? 'positive' : 'negative'} = first is better) | per seed | mean ± std | first better |`, '|---|---|---|---|'];
 for (const pair of args.pairs.split(',')) {
   const [a, b] = pair.split(':').map((s) => s.trim()) as [string, string];
   const seeds = [...new Set(runs.filter((r) => r.config === a).map((r) => Number(r.seed)))].sort((x, y) => x - y);
@@ -28,6 +30,6 @@ for (const pair of args.pairs.split(',')) {
   const mean = d.reduce((s, x) => s + x, 0) / d.length;
   const std = d.length > 1 ? Math.sqrt(d.reduce((s, x) => s + (x - mean) ** 2, 0) / (d.length - 1)) : 0;
   const sign = (x: number) => `${x >= 0 ? '+' : ''}${x.toFixed(4)}`;
-  rows.push(`| ${a} − ${b} | ${d.map(sign).join(', ')} | ${sign(mean)} ± ${std.toFixed(4)} | ${d.filter((x) => x < 0).length}/${d.length} |`);
+  rows.push(`| ${a} − ${b} | ${d.map(sign).join(', ')} | ${sign(mean)} ± ${std.toFixed(4)} | ${d.filter((x) => (args.higher ? x > 0 : x < 0)).length}/${d.length} |`);
 }
 console.log(rows.join('\n'));
