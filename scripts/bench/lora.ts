@@ -6,28 +6,13 @@
  * the memory). The two models step alternately so that load changes hit both alike.
  */
 import * as q from '@qgrad/core';
-import { AdamW, Llama, tinyLlamaConfig, trainStep, type Module } from '@qgrad/nn';
+import { AdamW, Llama, modelBytes, optimizerStateBytes, tinyLlamaConfig, trainStep } from '@qgrad/nn';
 import { loraParameters, loraQuant } from '@qgrad/quant';
 import type { BenchContext } from './context.js';
 
 const BATCH = 16;
 const SEQ = 128;
 const RANK = 8;
-const BYTES: Record<q.DType, number> = { float32: 4, float64: 8, int32: 4, int8: 1, uint8: 1 };
-
-const bytesOf = (ts: Iterable<q.Tensor>) => [...ts].reduce((a, t) => a + t.numel() * BYTES[t.dtype], 0);
-
-/** Bytes of everything the model stores (parameters, trainable or frozen, and buffers: packed codes, scales). */
-function weightBytes(model: Module): number {
-  return bytesOf(new Set([...model.parameters(), ...model.buffers()]));
-}
-
-/** Bytes of the optimizer's per-parameter state (AdamW: two moments per trained parameter). */
-function optimizerBytes(opt: AdamW): number {
-  const ts: q.Tensor[] = [];
-  for (const s of opt.state.values()) for (const v of Object.values(s)) if (v instanceof q.Tensor) ts.push(v);
-  return bytesOf(ts);
-}
 
 interface Contender { model: Llama; opt: AdamW; trainable: number; step: () => number }
 
@@ -65,7 +50,7 @@ export async function run(ctx: BenchContext): Promise<Record<string, number>> {
     t.full.push(full.step());
     t.lora.push(lora.step());
   }
-  const mem = (c: Contender) => ({ weights: weightBytes(c.model), optimizer: optimizerBytes(c.opt) });
+  const mem = (c: Contender) => ({ weights: modelBytes(c.model), optimizer: optimizerStateBytes(c.opt) });
   const mf = mem(full);
   const ml = mem(lora);
   const out = {

@@ -28,6 +28,7 @@ export { Adam, AdamW, type AdamOptions } from './optim/adam.js';
 export { Muon, zeropowerViaNewtonSchulz5, NS_COEFFICIENTS, type MuonOptions } from './optim/muon.js';
 export { AuON, auonDirection, type AuONOptions } from './optim/auon.js';
 export { ZeroQAT, type ZeroQATOptions, type LossClosure } from './optim/zeroqat.js';
+export { modelBytes, optimizerStateBytes, tensorBytes } from './optim/memory.js';
 export {
   LambdaLR, linearWarmup, cosineSchedule, wsdSchedule, constantSchedule, multiplySchedules, chainSchedules,
   type LrLambda, type CosineOptions, type WsdOptions,
