@@ -11,12 +11,16 @@ const moduleLabels: string[] = [];
  * Marks the start of a module's forward for anomaly messages; @qgrad/nn's `Module` calls this
  * (only in anomaly mode) with a label such as `'model.layers.2.input_layernorm' (RMSNorm in Llama)`.
  * Every push must be matched by `popModulePath()`, in a `finally`.
+ * @internal plumbing for @qgrad/nn and @qgrad/quant, left off the API site
  */
 export function pushModulePath(label: string): void {
   moduleLabels.push(label);
 }
 
-/** Ends the scope opened by the last `pushModulePath`. */
+/**
+ * Ends the scope opened by the last `pushModulePath`.
+ * @internal plumbing for @qgrad/nn and @qgrad/quant, left off the API site
+ */
 export function popModulePath(): void {
   moduleLabels.pop();
 }

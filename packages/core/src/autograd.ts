@@ -6,7 +6,10 @@ import { onesLike } from './ops/creation.js';
 import { runBackward, type BackwardOptions } from './tape.js';
 import { Tensor } from './tensor.js';
 
-/** Runs backward from several outputs at once (`torch.autograd.backward`). */
+/**
+ * Runs backward from several outputs at once (`torch.autograd.backward`).
+ * @example backward([loss1, loss2]); // gradients of both accumulate into the leaves
+ */
 export function backward(outputs: Tensor[], grads?: Tensor[], opts: BackwardOptions = {}): void {
   runBackward(outputs, outputs.map((o, i) => grads?.[i] ?? seed(o)), opts);
 }
@@ -50,7 +53,10 @@ export function grad<A extends Tensor[]>(f: (...args: A) => Tensor, opts: Backwa
   return (...args: A) => valueAndGrad(f, opts)(...args)[1];
 }
 
-/** Like `grad`, but also returns f's value: `[value, grads]`. */
+/**
+ * Like `grad`, but also returns f's value: `[value, grads]`.
+ * @example const [loss, [gw]] = valueAndGrad((w: Tensor) => w.mul(w).sum())(w);
+ */
 export function valueAndGrad<A extends Tensor[]>(f: (...args: A) => Tensor, opts: BackwardOptions = {}): (...args: A) => [Tensor, Tensor[]] {
   return (...args: A) => {
     const leaves = args.map((a) => (a.requiresGrad ? a : a.detach().requiresGrad_())) as A;

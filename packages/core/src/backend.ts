@@ -31,7 +31,10 @@ function initialBackend(): Backend {
 }
 let current: Backend = initialBackend();
 
-/** Makes a backend selectable that is not in @qgrad/kernels' list (an out-of-tree backend). */
+/**
+ * Makes a backend selectable that is not in @qgrad/kernels' list (an out-of-tree backend).
+ * @example registerBackend('wasm', () => createWasmBackend({ threads: 2 }));
+ */
 export function registerBackend(name: BackendName, factory: () => Backend): void {
   extra.set(name, factory);
 }
@@ -64,12 +67,18 @@ export function currentBackend(): Backend {
   return current;
 }
 
-/** Names of the backends that can be selected in this process. */
+/**
+ * Names of the backends that can be selected in this process.
+ * @example availableBackends(); // ['js', 'wasm'] where no GPU is found
+ */
 export function availableBackends(): BackendName[] {
   return [...BACKENDS.filter((b) => b.available()).map((b) => b.name), ...extra.keys()];
 }
 
-/** Runs `fn` with `name` as the current backend, restoring the previous one afterwards. */
+/**
+ * Runs `fn` with `name` as the current backend, restoring the previous one afterwards.
+ * @example const y = withBackend('js', () => randn([4]).exp()); // made and computed on the js oracle
+ */
 export function withBackend<T>(name: BackendName, fn: () => T): T {
   const prev = current;
   setBackend(name);

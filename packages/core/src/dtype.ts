@@ -24,7 +24,10 @@ export function checkDType(op: string, dtype: unknown): asserts dtype is DType {
 
 const RANK: Record<DType, number> = { uint8: 0, int8: 0, int32: 1, float32: 2, float64: 3 };
 
-/** Result dtype of a binary op between two tensors. int8 ⊕ uint8 gives int32 (PyTorch: int16). */
+/**
+ * Result dtype of a binary op between two tensors. int8 ⊕ uint8 gives int32 (PyTorch: int16).
+ * @example promoteTypes('int32', 'float32'); // 'float32'
+ */
 export function promoteTypes(a: DType, b: DType): DType {
   if (a === b) return a;
   const r = Math.max(RANK[a], RANK[b]);

@@ -7,7 +7,11 @@ import { AnomalyError, anomalyChecksForward, type BackwardRule, type Edge, isAno
 import type { DType } from '@qgrad/kernels';
 import { Tensor } from './tensor.js';
 
-/** What `forward` and `backward` see: saved tensors, the needs-grad mask and free-form state. */
+/**
+ * What `forward` and `backward` see: saved tensors, the needs-grad mask and free-form state.
+ * @example defineFunction({ name: 'square', forward: (ctx, x: Tensor) => { ctx.save(x); return x.mul(x); },
+ *   backward: (ctx, g) => [g.mul(ctx.saved[0]!).mul(2)] });
+ */
 export class FunctionCtx<S = Record<string, unknown>> {
   /** One flag per argument: does that input need a gradient? */
   readonly needsInputGrad: boolean[];

@@ -3,7 +3,11 @@
  * `manualSeed(s)` makes every run reproducible; draws happen on the CPU in a fixed order.
  */
 
-/** A xoshiro128** generator: 32-bit state words, 53-bit uniform doubles. */
+/**
+ * A xoshiro128** generator: 32-bit state words, 53-bit uniform doubles.
+ * @example const g = new Generator(42);
+ * const w = randn([4, 4], { generator: g });
+ */
 export class Generator {
   #s = new Uint32Array(4);
   #spare: number | null = null;
@@ -78,7 +82,10 @@ function rotl(x: number, k: number): number {
 /** The default generator used when no `generator` option is passed. */
 export const defaultGenerator = new Generator(0x5eed);
 
-/** Seeds the default generator, like `torch.manual_seed`. */
+/**
+ * Seeds the default generator, like `torch.manual_seed`.
+ * @example manualSeed(0); randn([2]); // the same two numbers on every run
+ */
 export function manualSeed(seed: number): void {
   defaultGenerator.manualSeed(seed);
 }

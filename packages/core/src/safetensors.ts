@@ -227,13 +227,19 @@ function decode(src: Uint8Array, dtype: SafetensorsDType, count: number): TypedA
 const f32Scratch = new Float32Array(1);
 const u32Scratch = new Uint32Array(f32Scratch.buffer);
 
-/** bfloat16 is the top half of a float32. */
+/**
+ * bfloat16 is the top half of a float32.
+ * @example bf16ToFloat(0x3f80); // 1
+ */
 export function bf16ToFloat(bits: number): number {
   u32Scratch[0] = (bits & 0xffff) << 16;
   return f32Scratch[0]!;
 }
 
-/** IEEE binary16 → number (subnormals, ±Inf and NaN included). */
+/**
+ * IEEE binary16 → number (subnormals, ±Inf and NaN included).
+ * @example f16ToFloat(0x3c00); // 1
+ */
 export function f16ToFloat(bits: number): number {
   const sign = bits & 0x8000 ? -1 : 1;
   const exp = (bits >> 10) & 0x1f;
@@ -367,7 +373,10 @@ export function loadSafetensors(path: string): Record<string, Tensor> {
   return loadSafetensorsWithMetadata(path).tensors;
 }
 
-/** Like `loadSafetensors`, also returning the header's `__metadata__` strings. */
+/**
+ * Like `loadSafetensors`, also returning the header's `__metadata__` strings.
+ * @example const { tensors, metadata } = loadSafetensorsWithMetadata('model.safetensors');
+ */
 export function loadSafetensorsWithMetadata(path: string): { tensors: Record<string, Tensor>; metadata: Record<string, string> } {
   const fs = nodeFs('loadSafetensors');
   removeStaleTemporaries(fs, path);

@@ -36,7 +36,10 @@ export function noGrad<T>(fn: () => T): T {
   return withGradMode(false, fn);
 }
 
-/** Runs `fn` with recording on even inside `noGrad`, like `torch.enable_grad()`. */
+/**
+ * Runs `fn` with recording on even inside `noGrad`, like `torch.enable_grad()`.
+ * @example noGrad(() => enableGrad(() => x.mul(2))).requiresGrad; // true
+ */
 export function enableGrad<T>(fn: () => T): T {
   return withGradMode(true, fn);
 }
@@ -63,12 +66,16 @@ export function anomalyChecksForward(): boolean {
  * Switches anomaly mode on or off (also on when the environment variable
  * QGRAD_DETECT_ANOMALY=1). While on, the first op whose forward output or backward gradient
  * holds NaN or Inf throws an `AnomalyError` naming the op and the call site that created it.
+ * @example setDetectAnomaly(true); // the next NaN gradient throws an AnomalyError naming its op
  */
 export function setDetectAnomaly(on: boolean): void {
   anomaly = on;
 }
 
-/** Runs `fn` with anomaly mode on, like `torch.autograd.detect_anomaly()`. */
+/**
+ * Runs `fn` with anomaly mode on, like `torch.autograd.detect_anomaly()`.
+ * @example detectAnomaly(() => loss.backward());
+ */
 export function detectAnomaly<T>(fn: () => T): T {
   const prev = anomaly;
   anomaly = true;
@@ -108,7 +115,10 @@ export interface BackwardRule {
   backward(grads: Tensor[]): (Tensor | null | undefined)[];
 }
 
-/** Sets the grad mode, returning the previous one (hot paths use this instead of a closure). */
+/**
+ * Sets the grad mode, returning the previous one (hot paths use this instead of a closure).
+ * @example const prev = setGradEnabled(false); try { evaluate(); } finally { setGradEnabled(prev); }
+ */
 export function setGradEnabled(on: boolean): boolean {
   const prev = gradEnabled;
   gradEnabled = on;

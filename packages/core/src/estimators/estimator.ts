@@ -96,7 +96,10 @@ export interface Estimator {
   readonly apply: (x: Tensor, scale: Tensor, zeroPoint: Tensor, config: QuantConfig) => Tensor;
 }
 
-/** The fused forward kernel (noise only for stochastic rounding). */
+/**
+ * The fused forward kernel (noise only for stochastic rounding).
+ * @internal plumbing for @qgrad/nn and @qgrad/quant, left off the API site
+ */
 export function fakeQuantizeKernel(x: Tensor, scale: Tensor, zeroPoint: Tensor, c: Pick<QuantConfig, 'qmin' | 'qmax' | 'rounding' | 'offset'>, noise?: Tensor): Tensor {
   const shape = [...x.shape];
   const ins = [x, cast(scale, x.dtype), cast(zeroPoint, x.dtype)].map((t) => expandView(t, shape));
@@ -136,7 +139,10 @@ export function makeEstimator(name: string, spec: EstimatorSpec): Estimator {
 }
 
 // ---------------------------------------------------------------- helpers for writing estimators
-/** The real-domain clip window [lo, hi] of x: s·(qmin − z) … s·(qmax − z), or qmin·s + β …. */
+/**
+ * The real-domain clip window [lo, hi] of x: s·(qmin − z) … s·(qmax − z), or qmin·s + β ….
+ * @example const [lo, hi] = clipWindow(st); // inside a custom estimator's backward
+ */
 export function clipWindow(st: QuantState): [Tensor | number, Tensor | number] {
   if (st.grid) return [st.grid.lo, st.grid.hi];
   const z = st.offset === 'roundedZeroPoint' ? st.zeroPoint.round().clamp(st.qmin, st.qmax) : st.zeroPoint;
@@ -144,19 +150,28 @@ export function clipWindow(st: QuantState): [Tensor | number, Tensor | number] {
   return [mul(st.scale, sub(z, st.qmin).neg()), mul(st.scale, sub(z, st.qmax).neg())];
 }
 
-/** 1 where lo ≤ x ≤ hi (inclusive, like torch.clamp's gradient), as x's dtype. */
+/**
+ * 1 where lo ≤ x ≤ hi (inclusive, like torch.clamp's gradient), as x's dtype.
+ * @example defineEstimator('my-clipped-ste', { backward: (st, g) => [g.mul(windowMask(st)), null, null] });
+ */
 export function windowMask(st: QuantState): Tensor {
   const [lo, hi] = clipWindow(st);
   return cast(logicalAnd(ge(st.x, lo), le(st.x, hi)), st.x.dtype);
 }
 
-/** The trust radius: `trust`·s on an affine grid (default half a step), the grid's own otherwise. */
+/**
+ * The trust radius: `trust`·s on an affine grid (default half a step), the grid's own otherwise.
+ * @example const r = trustRadius(st); // the trust estimator's window half-width
+ */
 export function trustRadius(st: QuantState): Tensor | number {
   if (st.grid) return st.options.trust === undefined ? st.grid.radius : mul(st.grid.radius, 2 * st.options.trust);
   return mul(abs(st.scale), st.options.trust ?? 0.5);
 }
 
-/** 1 where |x̂ − x| ≤ radius (QuEST's trust mask). */
+/**
+ * 1 where |x̂ − x| ≤ radius (QuEST's trust mask).
+ * @example defineEstimator('my-trust', { backward: (st, g) => [g.mul(trustMask(st)), null, null] });
+ */
 export function trustMask(st: QuantState): Tensor {
   return cast(le(abs(sub(st.y, st.x)), trustRadius(st)), st.x.dtype);
 }

@@ -44,12 +44,18 @@ export function defineEstimator(name: string, spec: EstimatorSpec, opts: { repla
   return e;
 }
 
-/** The names of every registered estimator, built-ins first. */
+/**
+ * The names of every registered estimator, built-ins first.
+ * @example listEstimators(); // ['ste', 'clipped-ste', 'lsq', …]
+ */
 export function listEstimators(): string[] {
   return [...builtins.keys(), ...custom.keys()];
 }
 
-/** Looks an estimator up by name; the error lists every registered name. */
+/**
+ * Looks an estimator up by name; the error lists every registered name.
+ * @example getEstimator('lsq').spec.description;
+ */
 export function getEstimator(name: string | Estimator): Estimator {
   if (typeof name !== 'string') return name;
   const e = builtins.get(name) ?? custom.get(name);
@@ -57,7 +63,11 @@ export function getEstimator(name: string | Estimator): Estimator {
   return e;
 }
 
-/** Removes a user-defined estimator (built-ins stay). */
+/**
+ * Removes a user-defined estimator (built-ins stay).
+ * @example defineEstimator('mine', { backward: (_st, g) => [g, null, null] });
+ * removeEstimator('mine'); // true
+ */
 export function removeEstimator(name: string): boolean {
   return custom.delete(name);
 }

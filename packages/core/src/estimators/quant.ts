@@ -109,7 +109,10 @@ export function quantRound(x: Tensor, opts: QuantOptions & { rounding?: 'halfEve
   return unbounded(x, rounding === 'stochastic' ? 'halfEven' : rounding, rounding === 'stochastic' ? { ...opts, estimator: 'stochastic' } : opts, 'ste');
 }
 
-/** ⌊x⌋ with a gradient estimator (default straight-through). */
+/**
+ * ⌊x⌋ with a gradient estimator (default straight-through).
+ * @example quantFloor(x, { estimator: 'ste' }); // floor forward, identity gradient
+ */
 export function quantFloor(x: Tensor, opts: QuantOptions = {}): Tensor {
   return unbounded(x, 'floor', opts, 'ste');
 }
@@ -118,6 +121,7 @@ export function quantFloor(x: Tensor, opts: QuantOptions = {}): Tensor {
  * sign(x) with a gradient estimator: 'ste' (identity), 'clipped-ste' (1[|x| ≤ 1], the hardtanh
  * STE of BinaryConnect; the default), 'trust' (1[|sign(x) − x| ≤ 1]) or 'stochastic'
  * (P(+1) = (x + 1)/2). Seen as a grid with step 2 and levels ±1.
+ * @example quantSign(x, { estimator: 'clipped-ste' }); // binary weights, gradient 0 outside [-1, 1]
  */
 export function quantSign(x: Tensor, opts: QuantOptions = {}): Tensor {
   const est = getEstimator(opts.estimator ?? 'clipped-ste');
@@ -130,6 +134,7 @@ export function quantSign(x: Tensor, opts: QuantOptions = {}): Tensor {
 /**
  * clamp(x, min, max) with a gradient estimator: 'clipped-ste' (the default, PyTorch's inclusive
  * mask) or 'ste' (gradient passes everywhere, also outside the range).
+ * @example quantClamp(x, -1, 1, { estimator: 'ste' }); // clamp forward, identity gradient
  */
 export function quantClamp(x: Tensor, min: number, max: number, opts: QuantOptions = {}): Tensor {
   if (!(min <= max)) throw new Error(`quantClamp: min ${min} must be ≤ max ${max}`);

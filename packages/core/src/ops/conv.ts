@@ -358,7 +358,10 @@ export function interpolate(x: Tensor, opts: InterpolateOptions): Tensor {
   return y;
 }
 
-/** Alias of `interpolate`, as the deprecated `torch.nn.functional.upsample`. */
+/**
+ * Alias of `interpolate`, as the deprecated `torch.nn.functional.upsample`.
+ * @example upsample(images, { scaleFactor: 2 }).shape; // [N, C, 2H, 2W]
+ */
 export function upsample(x: Tensor, opts: InterpolateOptions): Tensor {
   return interpolate(x, opts);
 }

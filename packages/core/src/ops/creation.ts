@@ -70,7 +70,10 @@ function toTyped(dtype: DType, values: ArrayLike<number>): TypedArray {
   return a;
 }
 
-/** Wraps a typed array as a contiguous tensor on the current backend (copies into it). */
+/**
+ * Wraps a typed array as a contiguous tensor on the current backend (copies into it).
+ * @example fromTypedArray(new Float32Array([1, 2, 3, 4]), [2, 2], 'float32');
+ */
 export function fromTypedArray(values: TypedArray, shape: number[], dtype: DType, requiresGrad = false): Tensor {
   checkDType('tensor', dtype);
   checkShape('tensor', shape);
@@ -107,7 +110,10 @@ export function tensor(data: NestedArray | TypedArray, opts: CreateOptions & { s
   return fromTypedArray(values, shape, dtype, opts.requiresGrad);
 }
 
-/** A 0-d tensor of `value` on `like`'s backend. */
+/**
+ * A 0-d tensor of `value` on `like`'s backend.
+ * @internal plumbing for @qgrad/nn and @qgrad/quant, left off the API site
+ */
 export function scalarLike(value: number, dtype: DType, like?: Tensor): Tensor {
   const t = empty([], dtype, like);
   runKernelInto('fill', [], t, { value });
@@ -195,7 +201,10 @@ export function arange(start: number, end?: number, step = 1, opts: CreateOption
   return fromTypedArray(v, [n], dtype, opts.requiresGrad);
 }
 
-/** `steps` evenly spaced values from start to end inclusive. */
+/**
+ * `steps` evenly spaced values from start to end inclusive.
+ * @example linspace(0, 1, 5); // [0, 0.25, 0.5, 0.75, 1]
+ */
 export function linspace(start: number, end: number, steps: number, opts: CreateOptions = {}): Tensor {
   const dtype = opts.dtype ?? 'float32';
   checkDType('linspace', dtype);
@@ -231,15 +240,24 @@ function randomTensor(op: string, shape: number[], opts: RandomOptions, draw: (g
   return fromTypedArray(v, shape, dtype, opts.requiresGrad);
 }
 
-/** Uniform in [0, 1). */
+/**
+ * Uniform in [0, 1).
+ * @example rand([2, 3], { generator: new Generator(0) });
+ */
 export function rand(shape: number[], opts: RandomOptions = {}): Tensor {
   return randomTensor('rand', shape, opts, (g) => g.random());
 }
-/** Standard normal. */
+/**
+ * Standard normal.
+ * @example randn([64, 16], { dtype: 'float64' });
+ */
 export function randn(shape: number[], opts: RandomOptions = {}): Tensor {
   return randomTensor('randn', shape, opts, (g) => g.normal());
 }
-/** Integers uniform in [low, high), int32 unless a dtype is given. */
+/**
+ * Integers uniform in [low, high), int32 unless a dtype is given.
+ * @example randint(0, 10, [32]); // int32 labels in [0, 10)
+ */
 export function randint(low: number, high: number, shape: number[], opts: RandomOptions = {}): Tensor {
   if (!(high > low)) throw new Error(`randint: high (${high}) must be greater than low (${low})`);
   return randomTensor('randint', shape, { dtype: 'int32', ...opts }, (g) => g.randint(low, high));
@@ -276,7 +294,10 @@ function formatNumber(v: number, float: boolean): string {
   return a !== 0 && (a < 1e-4 || a >= 1e8) ? v.toExponential(4) : v.toFixed(4);
 }
 
-/** Prints like PyTorch: `tensor([[1., 2.], [3., 4.]], requires_grad=True)`. */
+/**
+ * Prints like PyTorch: `tensor([[1., 2.], [3., 4.]], requires_grad=True)`.
+ * @example console.log(formatTensor(x));
+ */
 export function formatTensor(t: Tensor): string {
   const float = isFloat(t.dtype);
   const d = t.dataSync();

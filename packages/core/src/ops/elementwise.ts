@@ -15,7 +15,10 @@ import { expandView } from './movement.js';
 /** An op operand: a tensor, or a number broadcast as a scalar of the other operand's dtype. */
 export type TensorLike = Tensor | number;
 
-/** Turns a number into a 0-d tensor next to `like` (numbers never widen a tensor's dtype). */
+/**
+ * Turns a number into a 0-d tensor next to `like` (numbers never widen a tensor's dtype).
+ * @internal plumbing for @qgrad/nn and @qgrad/quant, left off the API site
+ */
 export function asTensor(v: TensorLike, like: Tensor): Tensor {
   return v instanceof Tensor ? v : scalarLike(v, scalarType(v, like.dtype), like);
 }
@@ -96,16 +99,25 @@ export function add(a: TensorLike, b: TensorLike, alpha = 1): Tensor {
   const [x, y] = pair(a, alpha === 1 ? b : mul(b, alpha));
   return addFn(x, y);
 }
-/** a - alpha·b with broadcasting. */
+/**
+ * a - alpha·b with broadcasting.
+ * @example sub(tensor([5, 7]), 2); // [3, 5]
+ */
 export function sub(a: TensorLike, b: TensorLike, alpha = 1): Tensor {
   const [x, y] = pair(a, alpha === 1 ? b : mul(b, alpha));
   return subFn(x, y);
 }
-/** a · b with broadcasting. */
+/**
+ * a · b with broadcasting.
+ * @example mul(tensor([[1], [2]]), tensor([3, 4])); // [[3, 4], [6, 8]] (broadcast)
+ */
 export function mul(a: TensorLike, b: TensorLike): Tensor {
   return mulFn(...pair(a, b));
 }
-/** a / b with broadcasting (true division: integer inputs give float32). */
+/**
+ * a / b with broadcasting (true division: integer inputs give float32).
+ * @example div(tensor([1, 2]), 4); // [0.25, 0.5]
+ */
 export function div(a: TensorLike, b: TensorLike): Tensor {
   return divFn(...pair(a, b));
 }
@@ -269,7 +281,10 @@ const softplusFn = defineFunction({
     return [where(gt(bx, 20), g, mul(g, sigmoid(bx))), null]; // d softplus = σ(βx), linear above the threshold
   },
 });
-/** log(1 + e^{βx})/β, linear where βx > 20 (PyTorch's default threshold). */
+/**
+ * log(1 + e^{βx})/β, linear where βx > 20 (PyTorch's default threshold).
+ * @example softplus(tensor([0])); // [0.6931]
+ */
 export function softplus(x: Tensor, beta = 1): Tensor {
   return softplusFn(x, beta);
 }
@@ -297,7 +312,10 @@ const whereFn = defineFunction({
     return [null, ctx.needsInputGrad[1] ? where(c, g, z) : null, ctx.needsInputGrad[2] ? where(c, z, g) : null]; // routes g by the condition
   },
 });
-/** Elementwise `cond ? a : b` with broadcasting. */
+/**
+ * Elementwise `cond ? a : b` with broadcasting.
+ * @example where(gt(x, 0), x, 0); // relu
+ */
 export function where(cond: Tensor, a: TensorLike, b: TensorLike): Tensor {
   const like = a instanceof Tensor ? a : b instanceof Tensor ? b : cond;
   const ta = a instanceof Tensor ? a : scalarLike(a, scalarType(a, b instanceof Tensor ? b.dtype : floatType(like.dtype)), like);
@@ -358,7 +376,10 @@ const clampFn = defineFunction({
     return [m, null, null];
   },
 });
-/** Clamps into [min, max]; either bound may be omitted. */
+/**
+ * Clamps into [min, max]; either bound may be omitted.
+ * @example clamp(tensor([-2, 0.5, 3]), -1, 1); // [-1, 0.5, 1]
+ */
 export function clamp(x: Tensor, min?: number | null, max?: number | null): Tensor {
   if ((min ?? null) === null && (max ?? null) === null) throw new Error('clamp: at least one of min and max must be given');
   return clampFn(x, min ?? null, max ?? null);
@@ -372,7 +393,10 @@ export function clamp(x: Tensor, min?: number | null, max?: number | null): Tens
 export function leakyRelu(x: Tensor, negativeSlope = 0.01): Tensor {
   return where(gt(x, 0), x, mul(x, negativeSlope));
 }
-/** GELU: exact (erf) by default, or the tanh approximation with `approximate: 'tanh'`. */
+/**
+ * GELU: exact (erf) by default, or the tanh approximation with `approximate: 'tanh'`.
+ * @example gelu(x); gelu(x, 'tanh'); // exact erf form, or the tanh approximation
+ */
 export function gelu(x: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor {
   if (approximate === 'tanh') {
     // ½x(1 + tanh(√(2/π)(x + 0.044715x³)))
@@ -474,7 +498,10 @@ const castFn = defineFunction({
   forward: (_ctx, x: Tensor, dtype: DType) => runKernel('copy', [x], [...x.shape], dtype, {}),
   backward: (_ctx, g) => [g, null], // the engine casts g back to the input's dtype
 });
-/** Converts to `dtype` (float → int truncates); differentiable between float dtypes. */
+/**
+ * Converts to `dtype` (float → int truncates); differentiable between float dtypes.
+ * @example cast(tensor([1.7, -1.7]), 'int32'); // [1, -1]
+ */
 export function cast(x: Tensor, dtype: DType): Tensor {
   if (x.dtype === dtype) return x;
   checkDType('cast', dtype);
@@ -543,7 +570,10 @@ function denseRun(t: Tensor): Tensor | null {
   return new Tensor(t.storage, [expected], [1], t.offset);
 }
 
-/** dst[...] = src (broadcast, cast), in place. */
+/**
+ * dst[...] = src (broadcast, cast), in place.
+ * @internal plumbing for @qgrad/nn and @qgrad/quant, left off the API site
+ */
 export function copyInto(dst: Tensor, src: TensorLike): void {
   checkInplace('copy_', dst);
   const run = typeof src === 'number' ? denseRun(dst) : null;
@@ -559,7 +589,10 @@ export function copyInto(dst: Tensor, src: TensorLike): void {
   dst.storage.version = version + 1;
 }
 
-/** dst = dst ∘ other, in place (used by optimizers under noGrad). */
+/**
+ * dst = dst ∘ other, in place (used by optimizers under noGrad).
+ * @internal plumbing for @qgrad/nn and @qgrad/quant, left off the API site
+ */
 export function inplaceBinary(dst: Tensor, op: BinaryOp, other: TensorLike, alpha = 1): void {
   checkInplace(`${op}_`, dst);
   // add_(other, alpha): a number folds alpha in; a tensor is scaled block by block below

@@ -91,7 +91,10 @@ export function mm(a: Tensor, b: Tensor): Tensor {
   return matmul(a, b);
 }
 
-/** Batched matrix product of [B, M, K] and [B, K, N] (no broadcasting), as `torch.bmm`. */
+/**
+ * Batched matrix product of [B, M, K] and [B, K, N] (no broadcasting), as `torch.bmm`.
+ * @example bmm(zeros([8, 2, 3]), zeros([8, 3, 4])).shape; // [8, 2, 4]
+ */
 export function bmm(a: Tensor, b: Tensor): Tensor {
   if (a.ndim !== 3 || b.ndim !== 3) throw new Error(`bmm: expects two 3-D tensors, got shapes ${fmt(a.shape)} and ${fmt(b.shape)}`);
   if (a.shape[0] !== b.shape[0]) throw new Error(`bmm: batch sizes differ: shapes ${fmt(a.shape)} and ${fmt(b.shape)}`);

@@ -11,7 +11,10 @@ import { zeros } from './creation.js';
 
 const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
 
-/** A stride-0 broadcast view of `t` to `shape` (no autograd; `shape` must be broadcast-compatible). */
+/**
+ * A stride-0 broadcast view of `t` to `shape` (no autograd; `shape` must be broadcast-compatible).
+ * @internal plumbing for @qgrad/nn and @qgrad/quant, left off the API site
+ */
 export function expandView(t: Tensor, shape: number[]): Tensor {
   if (t.shape.length === shape.length && t.shape.every((d, i) => d === shape[i])) return t;
   const lead = shape.length - t.ndim;
@@ -26,7 +29,10 @@ export function expandView(t: Tensor, shape: number[]): Tensor {
   return new Tensor(t.storage, [...shape], strides, t.offset);
 }
 
-/** A contiguous copy (or `t` itself), without recording. */
+/**
+ * A contiguous copy (or `t` itself), without recording.
+ * @internal plumbing for @qgrad/nn and @qgrad/quant, left off the API site
+ */
 export function contiguousNoGrad(t: Tensor): Tensor {
   return t.isContiguous() ? t : runKernel('copy', [t], [...t.shape], t.dtype, {});
 }
@@ -65,6 +71,7 @@ function inferShape(op: string, from: readonly number[], shape: readonly number[
  * Strides that let `shape` view a tensor of (from, strides) without copying, or null when the
  * memory layout does not allow it (PyTorch's computeStride: each run of merged dims must be
  * contiguous within itself).
+ * @internal plumbing for @qgrad/nn and @qgrad/quant, left off the API site
  */
 export function viewStrides(from: readonly number[], strides: readonly number[], shape: readonly number[]): number[] | null {
   const out = new Array<number>(shape.length);
@@ -109,14 +116,20 @@ const reshapeFn = defineFunction({
   backward: (ctx, g) => [reshape(g, ctx.state.from as number[]), null], // reshape is a bijection
 });
 
-/** Same data in a new shape (one dim may be -1); a view when `x` is contiguous, else a copy. */
+/**
+ * Same data in a new shape (one dim may be -1); a view when `x` is contiguous, else a copy.
+ * @example reshape(arange(6), [2, 3]).shape; // [2, 3]
+ */
 export function reshape(x: Tensor, shape: number[]): Tensor {
   const s = inferShape('reshape', x.shape, shape);
   if (s.length === x.ndim && s.every((d, i) => d === x.shape[i])) return x;
   return reshapeFn(x, s);
 }
 
-/** Like reshape, but errors instead of copying a non-contiguous tensor. */
+/**
+ * Like reshape, but errors instead of copying a non-contiguous tensor.
+ * @example view(arange(6), [3, -1]).shape; // [3, 2]
+ */
 export function view(x: Tensor, shape: number[]): Tensor {
   const s = inferShape('view', x.shape, shape);
   if (!viewStrides(x.shape, x.strides, s)) throw new Error(`view: tensor of shape ${fmt(x.shape)} with strides ${fmt(x.strides)} is not contiguous enough to view as ${fmt(s)}; use reshape() or contiguous() first`);
@@ -203,7 +216,10 @@ const expandFn = defineFunction({
   backward: (_ctx, g) => [g, null], // the engine sums g over the broadcast dims
 });
 
-/** Broadcasts to `shape` without copying (-1 keeps a dim). */
+/**
+ * Broadcasts to `shape` without copying (-1 keeps a dim).
+ * @example expand(tensor([[1], [2]]), [2, 3]).shape; // [2, 3], no copy
+ */
 export function expand(x: Tensor, shape: number[]): Tensor {
   const lead = shape.length - x.ndim;
   const s = shape.map((d, i) => (d === -1 ? x.shape[i - lead]! : d));
@@ -258,7 +274,10 @@ function embedSlice(g: Tensor, shape: number[], s: SliceSpec): Tensor {
   return embedFn(g, shape, s);
 }
 
-/** `x[start:end:step]` along `dim` as a view (Python slice semantics, negative indices allowed). */
+/**
+ * `x[start:end:step]` along `dim` as a view (Python slice semantics, negative indices allowed).
+ * @example slice(arange(10), 0, 2, 8, 2); // [2, 4, 6]
+ */
 export function slice(x: Tensor, dim: number, start?: number | null, end?: number | null, step = 1): Tensor {
   const d = normDim('slice', dim, x.ndim);
   if (!(step > 0) || !Number.isInteger(step)) throw new Error(`slice: step must be a positive integer, got ${step}`);
@@ -271,7 +290,10 @@ export function slice(x: Tensor, dim: number, start?: number | null, end?: numbe
   return sliceFn(x, { dim: d, start: s, length, step });
 }
 
-/** `length` elements from `start` along `dim` (a view). */
+/**
+ * `length` elements from `start` along `dim` (a view).
+ * @example narrow(arange(10), 0, 3, 2); // [3, 4]
+ */
 export function narrow(x: Tensor, dim: number, start: number, length: number): Tensor {
   const d = normDim('narrow', dim, x.ndim);
   const n = x.shape[d]!;
@@ -281,7 +303,10 @@ export function narrow(x: Tensor, dim: number, start: number, length: number): T
   return sliceFn(x, { dim: d, start: s, length, step: 1 });
 }
 
-/** Index `index` of `dim`, removing that dim (a view). */
+/**
+ * Index `index` of `dim`, removing that dim (a view).
+ * @example select(tensor([[1, 2], [3, 4]]), 0, 1); // [3, 4]
+ */
 export function select(x: Tensor, dim: number, index: number): Tensor {
   const d = normDim('select', dim, x.ndim);
   const n = x.shape[d]!;
@@ -296,12 +321,18 @@ const copyFn = defineFunction({
   backward: (_ctx, g) => [g], // identity
 });
 
-/** A contiguous tensor with the same values (the tensor itself when already contiguous). */
+/**
+ * A contiguous tensor with the same values (the tensor itself when already contiguous).
+ * @example contiguous(transpose(x, 0, 1)).isContiguous(); // true
+ */
 export function contiguous(x: Tensor): Tensor {
   return isContiguous(x.shape, x.strides) ? x : copyFn(x);
 }
 
-/** A copy with its own storage (differentiable). */
+/**
+ * A copy with its own storage (differentiable).
+ * @example const copy = clone(x); // own storage, gradient flows back to x
+ */
 export function clone(x: Tensor): Tensor {
   return copyFn(x);
 }

@@ -115,7 +115,10 @@ export function logSoftmax(x: Tensor, dim: number, opts: SoftmaxOptions = {}): T
   return softmaxFns[1](x, normDim('logSoftmax', dim, x.ndim), checkBias('logSoftmax', x, opts.bias));
 }
 
-/** Softmax of −x (`torch.nn.functional.softmin`). */
+/**
+ * Softmax of −x (`torch.nn.functional.softmin`).
+ * @example softmin(tensor([1, 2]), 0); // [0.7311, 0.2689]
+ */
 export function softmin(x: Tensor, dim: number): Tensor {
   return softmax(x.neg(), dim);
 }

@@ -16,7 +16,10 @@ import { expand, reshape } from './movement.js';
 /** The dims a reduction runs over: one dim, several, or all (null/undefined); negative dims count from the end. */
 export type Dims = number | number[] | null | undefined;
 
-/** Normalised, sorted, de-duplicated reduction dims (all dims when `dim` is null/undefined). */
+/**
+ * Normalised, sorted, de-duplicated reduction dims (all dims when `dim` is null/undefined).
+ * @internal plumbing for @qgrad/nn and @qgrad/quant, left off the API site
+ */
 export function reduceDims(op: string, x: Tensor, dim: Dims): number[] {
   if (dim === null || dim === undefined) return x.shape.map((_, i) => i);
   const ds = (Array.isArray(dim) ? dim : [dim]).map((d) => normDim(op, d, x.ndim));
@@ -67,7 +70,10 @@ export interface VarOptions {
   keepdim?: boolean;
 }
 
-/** Variance over `dim` with Bessel's correction by default, as `torch.var`. */
+/**
+ * Variance over `dim` with Bessel's correction by default, as `torch.var`.
+ * @example variance(tensor([1, 2, 3, 4])); // 1.6667 (correction 1)
+ */
 export function variance(x: Tensor, dim?: Dims, opts: VarOptions = {}): Tensor {
   const dims = reduceDims('var', x, dim);
   const n = numel(dims.map((d) => x.shape[d]!));
@@ -131,7 +137,10 @@ function argExtreme(op: 'argmax' | 'argmin', x: Tensor, dim?: number | null, kee
   return keepdim ? y : reshape(y, dropDims(y.shape, [d]));
 }
 
-/** Index of the maximum (int32); over the flattened tensor when `dim` is omitted. */
+/**
+ * Index of the maximum (int32); over the flattened tensor when `dim` is omitted.
+ * @example argmax(logits, 1); // predicted class per row
+ */
 export function argmax(x: Tensor, dim?: number | null, keepdim = false): Tensor {
   return argExtreme('argmax', x, dim, keepdim);
 }
@@ -158,7 +167,10 @@ function extremeWithIndices(op: 'argmax' | 'argmin', x: Tensor, dim: number, kee
   return keepdim ? { values, indices: idx } : { values: reshape(values, dropDims(values.shape, [d])), indices: reshape(idx, dropDims(idx.shape, [d])) };
 }
 
-/** `max(x)` is the largest value; `max(x, dim)` gives `{ values, indices }` like `torch.max(x, dim)`. */
+/**
+ * `max(x)` is the largest value; `max(x, dim)` gives `{ values, indices }` like `torch.max(x, dim)`.
+ * @example max(x); const { values, indices } = max(x, 1);
+ */
 export function max(x: Tensor): Tensor;
 export function max(x: Tensor, dim: number, keepdim?: boolean): ValuesIndices;
 export function max(x: Tensor, dim?: number, keepdim = false): Tensor | ValuesIndices {
@@ -174,7 +186,10 @@ export function min(x: Tensor, dim?: number, keepdim = false): Tensor | ValuesIn
   return dim === undefined ? amin(x) : extremeWithIndices('argmin', x, dim, keepdim);
 }
 
-/** log Σ exp(x) over `dim`, computed stably (shifted by the detached max). */
+/**
+ * log Σ exp(x) over `dim`, computed stably (shifted by the detached max).
+ * @example logsumexp(tensor([1000, 1000])); // 1000.6931, no overflow
+ */
 export function logsumexp(x: Tensor, dim?: Dims, keepdim = false): Tensor {
   const dims = reduceDims('logsumexp', x, dim);
   const m0 = amax(x, dims, true).detach();
@@ -188,7 +203,10 @@ function expShift(x: Tensor, m: Tensor): Tensor {
   return sub(x, m).exp();
 }
 
-/** p-norm over `dim` (p = 2 by default; 1, Infinity and any p > 0 supported). */
+/**
+ * p-norm over `dim` (p = 2 by default; 1, Infinity and any p > 0 supported).
+ * @example norm(tensor([3, 4])); // 5
+ */
 export function norm(x: Tensor, p: number = 2, dim?: Dims, keepdim = false): Tensor {
   if (p === Infinity) {
     // max|x| in one kernel pass when no gradient is needed (dynamic quantization scales)
@@ -205,7 +223,10 @@ export function norm(x: Tensor, p: number = 2, dim?: Dims, keepdim = false): Ten
   return pow(sum(pow(abs(x), p), dim, keepdim), 1 / p);
 }
 
-/** Sums a broadcast gradient back to `shape` (leading dims and size-1 dims). */
+/**
+ * Sums a broadcast gradient back to `shape` (leading dims and size-1 dims).
+ * @internal plumbing for @qgrad/nn and @qgrad/quant, left off the API site
+ */
 export function sumToShape(g: Tensor, shape: number[]): Tensor {
   const lead = g.ndim - shape.length;
   const dims: number[] = [];

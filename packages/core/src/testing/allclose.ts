@@ -30,7 +30,10 @@ function flat(x: Values): { values: ArrayLike<number>; shape: number[] } {
   return { values: (x as Tensor).dataSync(), shape: [...(x as Tensor).shape] };
 }
 
-/** Describes the first worst mismatch, or returns null when all elements are close. */
+/**
+ * Describes the first worst mismatch, or returns null when all elements are close.
+ * @example closeReport([1, 2], [1, 2.5]); // a message naming the worst element, or null
+ */
 export function closeReport(actual: Values, expected: Values, opts: CloseOptions = {}): string | null {
   const rtol = opts.rtol ?? 1e-5;
   const atol = opts.atol ?? 1e-8;
@@ -65,7 +68,10 @@ export function allclose(actual: Values, expected: Values, opts: CloseOptions = 
   return closeReport(actual, expected, opts) === null;
 }
 
-/** Throws with the worst element when `actual` and `expected` are not close. */
+/**
+ * Throws with the worst element when `actual` and `expected` are not close.
+ * @example assertAllclose(y.toArray(), [1, 2, 3], { atol: 1e-6 });
+ */
 export function assertAllclose(actual: Values, expected: Values, opts: CloseOptions = {}, what = 'values'): void {
   const r = closeReport(actual, expected, opts);
   if (r) throw new Error(`${what}: ${r}`);

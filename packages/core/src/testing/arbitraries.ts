@@ -16,7 +16,10 @@ export interface ShapeConstraints {
   maxDim?: number;
 }
 
-/** Shapes with rank in [minRank, maxRank] (default 0–3) and dims in [minDim, maxDim] (default 1–4). */
+/**
+ * Shapes with rank in [minRank, maxRank] (default 0–3) and dims in [minDim, maxDim] (default 1–4).
+ * @example fc.assert(fc.property(arb.shape({ minRank: 1, maxRank: 3 }), (s) => zeros(s).numel() >= 0));
+ */
 export function shape(c: ShapeConstraints = {}): fc.Arbitrary<number[]> {
   return fc.array(fc.integer({ min: c.minDim ?? 1, max: c.maxDim ?? 4 }), { minLength: c.minRank ?? 0, maxLength: c.maxRank ?? 3 });
 }
@@ -24,6 +27,7 @@ export function shape(c: ShapeConstraints = {}): fc.Arbitrary<number[]> {
 /**
  * Two shapes that broadcast together: a base shape, with some dims of each side set to 1 and
  * some leading dims dropped.
+ * @example fc.assert(fc.property(arb.broadcastShapes(), ([a, b]) => { add(zeros(a), zeros(b)); }));
  */
 export function broadcastShapes(c: ShapeConstraints = {}): fc.Arbitrary<[number[], number[]]> {
   return shape(c).chain((base) =>
@@ -48,7 +52,10 @@ export interface TensorConstraints {
   requiresGrad?: boolean;
 }
 
-/** Values for a tensor of `shape`: floats in [min, max] (default [-2, 2]) or integers. */
+/**
+ * Values for a tensor of `shape`: floats in [min, max] (default [-2, 2]) or integers.
+ * @example arb.values(6, { min: 0, max: 1 }); // six floats in [0, 1]
+ */
 export function values(n: number, c: TensorConstraints = {}): fc.Arbitrary<number[]> {
   const dtype = c.dtype ?? 'float32';
   const min = c.min ?? -2;
@@ -59,7 +66,10 @@ export function values(n: number, c: TensorConstraints = {}): fc.Arbitrary<numbe
   return fc.array(el, { minLength: n, maxLength: n });
 }
 
-/** A tensor of the given shape (or a random one) with values in range. */
+/**
+ * A tensor of the given shape (or a random one) with values in range.
+ * @example fc.assert(fc.property(arb.tensorOf([4, 4], { dtype: 'float64' }), (x) => { gradcheck((t) => t.tanh(), [x]); }));
+ */
 export function tensorOf(shapeArb: number[] | fc.Arbitrary<number[]>, c: TensorConstraints = {}): fc.Arbitrary<Tensor> {
   const sa = Array.isArray(shapeArb) ? fc.constant(shapeArb) : shapeArb;
   const dtype = c.dtype ?? 'float32';
@@ -68,7 +78,10 @@ export function tensorOf(shapeArb: number[] | fc.Arbitrary<number[]>, c: TensorC
   );
 }
 
-/** 32-bit seeds for generators. */
+/**
+ * 32-bit seeds for generators.
+ * @example fc.assert(fc.property(arb.seed(), (s) => { randn([8], { generator: new Generator(s) }); }));
+ */
 export function seed(): fc.Arbitrary<number> {
   return fc.integer({ min: 0, max: 0x7fffffff });
 }
