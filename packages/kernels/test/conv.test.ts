@@ -4,33 +4,10 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jsKernels, type Im2colParams, type Backend } from '@qgrad/kernels';
-import { type FloatDType, mismatch, out, permutation, view, NATIVE } from './helpers.js';
+import { type FloatDType, convGeometry as geometry, mismatch, out, view, NATIVE } from './helpers.js';
 
 /** The backend under test (each of NATIVE in turn). */
 let backend!: Backend;
-
-const outSize = (n: number, k: number, s: number, p: number, d: number) => Math.floor((n + 2 * p - d * (k - 1) - 1) / s) + 1;
-
-const geometry = fc
-  .record({
-    N: fc.integer({ min: 1, max: 2 }),
-    C: fc.integer({ min: 1, max: 4 }),
-    H: fc.integer({ min: 1, max: 40 }),
-    W: fc.integer({ min: 1, max: 40 }),
-    kernel: fc.tuple(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 4 })),
-    stride: fc.tuple(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 3 })),
-    padding: fc.tuple(fc.integer({ min: 0, max: 2 }), fc.integer({ min: 0, max: 2 })),
-    dilation: fc.tuple(fc.integer({ min: 1, max: 2 }), fc.integer({ min: 1, max: 2 })),
-    padValue: fc.constantFrom(0, -Infinity),
-    order: permutation(4),
-    seed: fc.integer({ min: 1, max: 2 ** 31 - 1 }),
-  })
-  .map((g) => ({
-    ...g,
-    oh: outSize(g.H, g.kernel[0], g.stride[0], g.padding[0], g.dilation[0]),
-    ow: outSize(g.W, g.kernel[1], g.stride[1], g.padding[1], g.dilation[1]),
-  }))
-  .filter((g) => g.oh > 0 && g.ow > 0);
 
 describe.each(NATIVE)('$label im2col / col2im', (entry) => {
   beforeAll(() => {

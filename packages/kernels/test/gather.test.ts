@@ -6,8 +6,8 @@
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { contiguousStrides, jsKernels, numel, type KernelName, type KernelParams, type Backend } from '@qgrad/kernels';
-import { type Arg, type FloatDType, mismatch, out, permutation, size, view, NATIVE, nativeCalls } from './helpers.js';
+import { jsKernels, numel, type KernelName, type KernelParams, type Backend } from '@qgrad/kernels';
+import { type Arg, type FloatDType, intView, mismatch, out, permutation, size, view, NATIVE, nativeCalls } from './helpers.js';
 
 /** The backend under test (each of NATIVE in turn). */
 let backend!: Backend;
@@ -15,25 +15,6 @@ let backend!: Backend;
 const DTYPES: FloatDType[] = ['float32', 'float64'];
 const seed = fc.integer({ min: 1, max: 2 ** 31 - 1 });
 const offset = fc.integer({ min: 0, max: 3 });
-
-/**
- * An int32 view of `shape` with values in [lo, hi): storage laid out in `order`, every stride
- * multiplied by `gap` (a sliced index), starting at `offset`.
- */
-function intView(shape: number[], order: number[], offset: number, gap: number, lo: number, hi: number, seed: number): Arg {
-  const storage = contiguousStrides(order.map((d) => shape[d]!));
-  const strides = shape.map(() => 0);
-  order.forEach((d, i) => (strides[d] = storage[i]! * gap));
-  const data = new Int32Array(offset + Math.max(1, numel(shape)) * gap);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < data.length; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    data[i] = lo + ((s >>> 0) % (hi - lo));
-  }
-  return { data, dtype: 'int32', shape, strides, offset };
-}
 
 /** A float view of `shape`: a random storage order, maybe offset, maybe broadcast along some dims. */
 const floatView = (dtype: FloatDType, shape: number[]) =>

@@ -8,8 +8,8 @@
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { BACKENDS, jsKernels, numel, type Backend, type KernelArg, type KernelName, type KernelParams, type TypedArray, type UnaryOp, type BinaryOp } from '@qgrad/kernels';
-import { type Arg, mismatch, out, permutation, size, view } from './helpers.js';
+import { BACKENDS, jsKernels, numel, type AdamStepParams, type Backend, type KernelArg, type KernelName, type KernelParams, type TypedArray, type UnaryOp, type BinaryOp } from '@qgrad/kernels';
+import { type Arg, convGeometry, intView, mismatch, out, permutation, size, view } from './helpers.js';
 
 const entry = BACKENDS.find((b) => b.name === 'gpu')!;
 const available = entry.available();
@@ -44,10 +44,15 @@ function runGpu<K extends KernelName>(kernel: K, inputs: readonly Arg[], got: Ar
     }
     return { ...a, data: b };
   };
-  const o = place(got);
-  backend.run(kernel, inputs.map(place), o, params);
-  got.data.set(backend.readSync(o.data, got.dtype, got.data.length) as never);
-  for (const b of bufs.values()) backend.free(b);
+  backend.run(kernel, inputs.map(place), place(got), params);
+  // every buffer back (adamStep writes its state inputs too), then freed
+  for (const a of [...inputs, got]) {
+    const b = bufs.get(a.data);
+    if (b === undefined) continue;
+    a.data.set(backend.readSync(b, a.dtype, a.data.length) as never);
+    backend.free(b);
+    bufs.delete(a.data);
+  }
 }
 
 /** The oracle and the gpu on the same problem; returns both results. */
@@ -59,6 +64,48 @@ function both<K extends KernelName>(kernel: K, inputs: readonly Arg[], shape: nu
   runGpu(kernel, inputs, got, params);
   expect(backend.ranOn!(kernel, dtype === 'int32' ? 'float32' : ref.dtype)).toBe('gpu');
   return { ref: ref.data, got: got.data };
+}
+
+/** An int32 index view of `shape` with values in [0, size): a random storage order, maybe offset or sliced. */
+const indexView = (s: number[], sz: number) =>
+  fc.record({ order: permutation(s.length), offset: fc.integer({ min: 0, max: 3 }), gap: fc.integer({ min: 1, max: 2 }), seed }).map(({ order, offset, gap, seed }) => intView(s, order, offset, gap, 0, sz, seed));
+
+/** gather/scatterAdd problems: `shape` is the index's, `table` the indexed tensor's (`dim` of size sz, maybe one larger elsewhere). */
+const indexProblem = shape.chain((s) =>
+  fc.record({ dim: fc.nat(s.length - 1), sz: fc.integer({ min: 1, max: 9 }), grow: fc.nat(s.length) }).chain(({ dim, sz, grow }) => {
+    const table = s.map((n, d) => (d === dim ? sz : d === grow ? n + 1 : n));
+    return fc.record({ dim: fc.constant(dim), index: indexView(s, sz), x: anyView(table, true), src: anyView(s, true), L: fc.integer({ min: 1, max: 40 }), flip: fc.boolean(), seed });
+  }),
+);
+
+/**
+ * Per-element absolute tolerances of norm and normBackward in float32: the row sums round at
+ * about 1e-5 of their terms (rows up to 70), so y = (x − μ)·rstd is off by ~1e-5·rstd·max|x|,
+ * and dx = rstd·(g − mean g − y·mean(g·y)) by ~1e-5·rstd·max|g|·(1 + that error's rstd·max|x|·max|y|):
+ * where the terms cancel (a row of one element under RMS norm: dx ∝ 1 − y² ≈ eps/x²) float32
+ * keeps little of the result, which is the format's limit, not the kernel's.
+ */
+function normTolerances(x: Arg, g: Arg, { kind, eps }: { kind: 'rms' | 'layer'; eps: number }): { forward: Float64Array; backward: Float64Array } {
+  const rowMajor = (a: Arg) => {
+    const o = out('float32', [...a.shape]);
+    jsKernels.copy([a], o, {});
+    return o.data;
+  };
+  const [xs, gs] = [rowMajor(x), rowMajor(g)];
+  const D = x.shape[x.shape.length - 1]!;
+  const forward = new Float64Array(xs.length);
+  const backward = new Float64Array(xs.length);
+  for (let r = 0; r < xs.length; r += D) {
+    const row = Array.from(xs.subarray(r, r + D));
+    const mu = kind === 'layer' ? row.reduce((a, v) => a + v, 0) / D : 0;
+    const rstd = 1 / Math.sqrt(row.reduce((a, v) => a + (v - mu) ** 2, 0) / D + eps);
+    const maxX = Math.max(...row.map(Math.abs));
+    const maxG = Math.max(...Array.from(gs.subarray(r, r + D), Math.abs));
+    const maxY = Math.max(...row.map((v) => Math.abs(v - mu) * rstd));
+    forward.fill(1e-5 * rstd * maxX, r, r + D);
+    backward.fill(1e-5 * rstd * maxG * (1 + rstd * maxX * maxY), r, r + D);
+  }
+  return { forward, backward };
 }
 
 const UNARY: UnaryOp[] = ['neg', 'abs', 'sqrt', 'floor', 'ceil', 'trunc', 'roundHalfEven', 'relu', 'reluGrad', 'square', 'reciprocal', 'rsqrt', 'exp', 'sigmoid', 'silu', 'sign'];
@@ -181,6 +228,113 @@ describe.skipIf(!available).each(['host arrays', 'device buffers'] as Placement[
       { numRuns: 40 },
     );
   });
+  it('gather, indexSelect, scatterAdd and indexAdd on strided views with repeated indices', () => {
+    fc.assert(
+      fc.property(indexProblem, ({ dim, index, x, src, L, flip, seed }) => {
+        // moves are exact; the scatters add in index order as js does, so float32 sums round alike
+        const g = both('gather', [x, index], [...index.shape], { dim });
+        expect(mismatch(g.got, g.ref, 0)).toBe(-1);
+        const sc = both('scatterAdd', [x, index, src], [...x.shape], { dim });
+        expect(mismatch(sc.got, sc.ref, 1e-6, 1e-7)).toBe(-1);
+        const ids = intView([L], [0], 1, 2, 0, x.shape[dim]!, seed);
+        const sel = both('indexSelect', [x, ids], x.shape.map((n, d) => (d === dim ? L : n)), { dim });
+        expect(mismatch(sel.got, sel.ref, 0)).toBe(-1);
+        const order = x.shape.map((_, d) => d);
+        const rows = view('float32', x.shape.map((n, d) => (d === dim ? L : n)), flip ? order.reverse() : order, 0, [], seed);
+        const add = both('indexAdd', [x, ids, rows], [...x.shape], { dim });
+        expect(mismatch(add.got, add.ref, 1e-6, 1e-7)).toBe(-1);
+      }),
+      { numRuns: 30 },
+    );
+  });
+
+  it('im2col and col2im for any conv geometry and input layout', () => {
+    fc.assert(
+      fc.property(convGeometry, fc.boolean(), (g, transposed) => {
+        const p = { kernel: g.kernel, stride: g.stride, padding: g.padding, dilation: g.dilation, padValue: g.padValue };
+        const x = view('float32', [g.N, g.C, g.H, g.W], g.order, 1, [], g.seed);
+        const colShape = [g.N, g.C * g.kernel[0] * g.kernel[1], g.oh * g.ow];
+        const fwd = both('im2col', [x], colShape, p);
+        expect(mismatch(fwd.got, fwd.ref, 0)).toBe(-1);
+        // each image element sums its taps in the js order (kernel row, then column)
+        const cols = view('float32', colShape, transposed ? [0, 2, 1] : [0, 1, 2], 2, [], g.seed);
+        const adj = both('col2im', [cols], [g.N, g.C, g.H, g.W], { ...p, padValue: 0 });
+        expect(mismatch(adj.got, adj.ref, 1e-6, 1e-7)).toBe(-1);
+      }),
+      { numRuns: 30 },
+    );
+  });
+
+  it('RMS and layer norm and their backward, and rope (both directions), on strided and broadcast views', () => {
+    const problem = shape.chain((s) => {
+      const even = [...s.slice(0, -1), 2 * Math.ceil(s[s.length - 1]! / 2)];
+      return fc.record({ x: anyView(s, false), g: anyView(s, true), kind: fc.constantFrom('rms' as const, 'layer' as const), shift: fc.double({ min: -4, max: 4, noNaN: true }), rx: anyView(even, false), cos: anyView(even, true), sin: anyView(even, true), transpose: fc.boolean() });
+    });
+    fc.assert(
+      fc.property(problem, ({ x, g, kind, shift, rx, cos, sin, transpose }) => {
+        // an offset mean makes layer norm's centring matter; float32 row sums against js's float64
+        const shifted: Arg = { ...x, data: x.data.map((v) => v + shift) };
+        const p = { kind, eps: 1e-5 };
+        const tol = normTolerances(shifted, g, p);
+        const fwd = both('norm', [shifted], [...x.shape], p);
+        expect(mismatch(fwd.got, fwd.ref, 1e-5, tol.forward)).toBe(-1);
+        const bwd = both('normBackward', [shifted, g], [...x.shape], p);
+        expect(mismatch(bwd.got, bwd.ref, 1e-5, tol.backward)).toBe(-1);
+        const r = both('rope', [rx, cos, sin], [...rx.shape], { transpose });
+        expect(mismatch(r.got, r.ref, 1e-6, 1e-7)).toBe(-1);
+      }),
+      { numRuns: 30 },
+    );
+  });
+
+  it('the fast Walsh–Hadamard transform in blocks of every power of two up to 256', () => {
+    const problem = fc.record({ logB: fc.integer({ min: 0, max: 8 }), rows: fc.integer({ min: 1, max: 5 }), blocks: fc.integer({ min: 1, max: 3 }), transposed: fc.boolean(), normalize: fc.boolean(), seed });
+    fc.assert(
+      fc.property(problem, ({ logB, rows, blocks, transposed, normalize, seed }) => {
+        const b = 2 ** logB;
+        const x = view('float32', [rows, b * blocks], transposed ? [1, 0] : [0, 1], 1, [], seed);
+        const { ref, got } = both('fwht', [x], [rows, b * blocks], { blockSize: b, normalize });
+        // float32 rounding at each of the log₂ b passes, on sums of up to b terms of |x| ≤ 1
+        expect(mismatch(got, ref, 1e-6, 2e-7 * Math.max(1, logB) * (normalize ? 1 : Math.sqrt(b)))).toBe(-1);
+      }),
+      { numRuns: 30 },
+    );
+  });
+
+  it('Adam and AdamW steps update the parameter and both moments in place (strided gradient)', () => {
+    const problem = fc.record({
+      shape: fc.tuple(size(), size()),
+      transposed: fc.boolean(),
+      decoupled: fc.boolean(),
+      maximize: fc.boolean(),
+      weightDecay: fc.constantFrom(0, 0.01, 0.1),
+      beta1: fc.constantFrom(0, 0.3, 0.9),
+      step: fc.integer({ min: 1, max: 50 }),
+      seed,
+    });
+    fc.assert(
+      fc.property(problem, ({ shape: s, transposed, decoupled, maximize, weightDecay, beta1, step, seed }) => {
+        const params: AdamStepParams = { lr: 1e-3, beta1, beta2: 0.999, eps: 1e-8, weightDecay, decoupled, maximize, step };
+        const state = () => {
+          const p = view('float32', s, [0, 1], 0, [], seed);
+          const m = view('float32', s, [0, 1], 0, [], seed + 1);
+          const v = view('float32', s, [0, 1], 0, [], seed + 2);
+          v.data.forEach((x, i) => (v.data[i] = x * x));
+          return { p, m, v, g: view('float32', s, transposed ? [1, 0] : [0, 1], 1, [], seed + 3) };
+        };
+        const ref = state();
+        const got = state();
+        jsKernels.adamStep([ref.p, ref.g, ref.m, ref.v], ref.p, params);
+        runGpu('adamStep', [got.p, got.g, got.m, got.v], got.p, params);
+        expect(backend.ranOn!('adamStep', 'float32')).toBe('gpu');
+        expect(mismatch(got.m.data, ref.m.data, 1e-6, 1e-7)).toBe(-1);
+        expect(mismatch(got.v.data, ref.v.data, 1e-6, 1e-9)).toBe(-1);
+        // the update is about lr per element: float32 error in it is a few ulp of lr on top of p's own
+        expect(mismatch(got.p.data, ref.p.data, 2.4e-7, 1e-5 * params.lr)).toBe(-1);
+      }),
+      { numRuns: 30 },
+    );
+  });
 });
 
 describe.skipIf(!available)('gpu backend storage', () => {
@@ -214,20 +368,42 @@ describe.skipIf(!available)('gpu backend storage', () => {
     b.dispose();
   });
 
-  it('runs a kernel it lacks on js with one warning naming it, keeping the result correct', () => {
+  it('runs a call it declines (float64) on js with one warning naming it, keeping the result correct', () => {
     const b = entry.create();
     const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
-    const x = b.alloc('float32', 8);
-    b.write(x, 'float32', Float32Array.from([0, 1, 2, 3, 4, 5, 6, 7]));
-    const o = b.alloc('float32', 8);
-    const a = (data: unknown): KernelArg => ({ data, dtype: 'float32', shape: [2, 4], strides: [4, 1], offset: 0 });
+    const x = b.alloc('float64', 8);
+    b.write(x, 'float64', Float64Array.from([0, 1, 2, 3, 4, 5, 6, 7]));
+    const o = b.alloc('float64', 8);
+    const a = (data: unknown): KernelArg => ({ data, dtype: 'float64', shape: [2, 4], strides: [4, 1], offset: 0 });
     b.run('fwht', [a(x)], a(o), { blockSize: 4, normalize: false });
     b.run('fwht', [a(x)], a(o), { blockSize: 4, normalize: false });
-    expect(warn.mock.calls.filter((c) => String(c[0]).includes("'fwht'"))).toHaveLength(1);
+    expect(warn.mock.calls.filter((c) => String(c[0]).includes("'fwht' (float64)"))).toHaveLength(1);
     warn.mockRestore();
-    expect(b.ranOn!('fwht', 'float32')).toBe('js');
-    expect(Array.from(b.readSync(o, 'float32', 8) as TypedArray)).toEqual([6, -2, -4, 0, 22, -2, -4, 0]);
-    expect(b.stats!().find((s) => s.kernel === 'fwht')?.js).toBe(2);
+    expect(b.ranOn!('fwht', 'float64')).toBe('js');
+    expect(Array.from(b.readSync(o, 'float64', 8) as TypedArray)).toEqual([6, -2, -4, 0, 22, -2, -4, 0]);
+    expect(b.stats!().find((s) => s.kernel === 'fwht' && s.dtype === 'float64')?.js).toBe(2);
+    b.dispose();
+  });
+
+  it('an out-of-range index (device-resident or not) fails with the js RangeError naming the op', () => {
+    const b = entry.create();
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
+    const table = b.alloc('float32', 12);
+    b.write(table, 'float32', Float32Array.from({ length: 12 }, (_, i) => i));
+    const ids = b.alloc('int32', 3);
+    const t: KernelArg = { data: table, dtype: 'float32', shape: [4, 3], strides: [3, 1], offset: 0 };
+    const idx: KernelArg = { data: ids, dtype: 'int32', shape: [3], strides: [1], offset: 0 };
+    const o = b.alloc('float32', 9);
+    const outArg: KernelArg = { data: o, dtype: 'float32', shape: [3, 3], strides: [3, 1], offset: 0 };
+    b.write(ids, 'int32', Int32Array.from([3, 0, 2]));
+    b.run('indexSelect', [t, idx], outArg, { dim: 0 });
+    expect(b.ranOn!('indexSelect', 'float32')).toBe('gpu');
+    expect(Array.from(b.readSync(o, 'float32', 9))).toEqual([9, 10, 11, 0, 1, 2, 6, 7, 8]);
+    for (const bad of [4, -1]) {
+      b.write(ids, 'int32', Int32Array.from([1, bad, 0]));
+      expect(() => b.run('indexSelect', [t, idx], outArg, { dim: 0 })).toThrow(new RangeError(`indexSelect: index ${bad} is out of range [0, 4)`));
+    }
+    warn.mockRestore();
     b.dispose();
   });
 

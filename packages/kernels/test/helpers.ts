@@ -62,9 +62,52 @@ export function mismatch(a: ArrayLike<number>, b: ArrayLike<number>, rtol: numbe
   return -1;
 }
 
+/**
+ * An int32 view of `shape` with values in [lo, hi): storage laid out in `order`, every stride
+ * multiplied by `gap` (a sliced index), starting at `offset`.
+ */
+export function intView(shape: number[], order: number[], offset: number, gap: number, lo: number, hi: number, seed: number): Arg {
+  const storage = contiguousStrides(order.map((d) => shape[d]!));
+  const strides = shape.map(() => 0);
+  order.forEach((d, i) => (strides[d] = storage[i]! * gap));
+  const data = new Int32Array(offset + Math.max(1, numel(shape)) * gap);
+  let s = seed >>> 0 || 1;
+  for (let i = 0; i < data.length; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    data[i] = lo + ((s >>> 0) % (hi - lo));
+  }
+  return { data, dtype: 'int32', shape, strides, offset };
+}
+
 /** Permutations of 0..n-1 (n ≤ 4) as an arbitrary. */
 export const permutation = (n: number) =>
   fc.shuffledSubarray(Array.from({ length: n }, (_, i) => i), { minLength: n, maxLength: n });
+
+const convOutSize = (n: number, k: number, s: number, p: number, d: number) => Math.floor((n + 2 * p - d * (k - 1) - 1) / s) + 1;
+
+/** Random conv geometries (im2col/col2im params, an input storage order, a seed) with a non-empty output. */
+export const convGeometry = fc
+  .record({
+    N: fc.integer({ min: 1, max: 2 }),
+    C: fc.integer({ min: 1, max: 4 }),
+    H: fc.integer({ min: 1, max: 40 }),
+    W: fc.integer({ min: 1, max: 40 }),
+    kernel: fc.tuple(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 4 })),
+    stride: fc.tuple(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 3 })),
+    padding: fc.tuple(fc.integer({ min: 0, max: 2 }), fc.integer({ min: 0, max: 2 })),
+    dilation: fc.tuple(fc.integer({ min: 1, max: 2 }), fc.integer({ min: 1, max: 2 })),
+    padValue: fc.constantFrom(0, -Infinity),
+    order: permutation(4),
+    seed: fc.integer({ min: 1, max: 2 ** 31 - 1 }),
+  })
+  .map((g) => ({
+    ...g,
+    oh: convOutSize(g.H, g.kernel[0], g.stride[0], g.padding[0], g.dilation[0]),
+    ow: convOutSize(g.W, g.kernel[1], g.stride[1], g.padding[1], g.dilation[1]),
+  }))
+  .filter((g) => g.oh > 0 && g.ow > 0);
 
 /** A backend under test: a line of the backend list, and how its suite's title names it. */
 export interface TestBackend extends BackendEntry {

@@ -1,13 +1,11 @@
 /**
  * @file The gpu backend: gpu.js kernels (device.ts chooses the mode: QGRAD_GPU_MODE, else webgpu →
  * webgl2 → headlessgl → webgl), tensors as device textures that stay on the device between
- * kernels (`GpuBuffer`), and the js oracle for every kernel or call the gpu does not take, with a
- * one-time warning naming it and the QGRAD_DEBUG_KERNELS=1 counts of fallback.ts.
- *
- * Family files still to write (their kernels run on js, with the warning): gather.ts
- * (gather/scatterAdd/indexSelect/indexAdd), conv.ts (im2col/col2im), norm's layer/RMS norm and
- * rope, hadamard.ts (fwht), optim.ts (adamStep). webgpu: gpu.js's webgpu kernels return Promises
- * and Backend.run is synchronous, so that mode is reported as not driven yet.
+ * kernels (`GpuBuffer`), and the js oracle for every call the gpu declines (float64, stochastic
+ * rounding, partial writes of a device buffer, sizes past a float index), through fallback.ts's
+ * host transfer, with a one-time warning naming it and the QGRAD_DEBUG_KERNELS=1 counts.
+ * webgpu: gpu.js's webgpu kernels return Promises and Backend.run is synchronous, so that mode is
+ * reported as not driven yet.
  */
 import type { Backend, BackendEntry, KernelArg } from '../backend.js';
 import { type NativeKernel, type NativeTable, withJsFallback } from '../fallback.js';
@@ -15,8 +13,12 @@ import type { KernelName, KernelParams, TypedArray } from '../names.js';
 import { ARRAY_TYPES, DTYPES } from '../names.js';
 import { type Device, type GpuInfo, GpuBuffer, DEVICE_DTYPES, hostValues, hostWritten, openDevice } from './device.js';
 import { binaryGpu, copyGpu, fillGpu, unaryGpu, whereGpu } from './elementwise.js';
+import { col2imGpu, im2colGpu } from './conv.js';
+import { gatherGpu, indexAddGpu, indexSelectGpu, scatterAddGpu } from './gather.js';
+import { fwhtGpu } from './hadamard.js';
 import { matmulGpu } from './matmul.js';
-import { softmaxBackwardGpu, softmaxGpu } from './norm.js';
+import { normBackwardGpu, normGpu, ropeGpu, softmaxBackwardGpu, softmaxGpu } from './norm.js';
+import { adamStepGpu } from './optim.js';
 import { Call, type GpuArg } from './operands.js';
 import { fakeQuantizeBackwardGpu, fakeQuantizeGpu } from './quant.js';
 import { argReduceGpu, reduceGpu } from './reduce.js';
@@ -35,10 +37,21 @@ const RULES: { [K in KernelName]?: GpuRule<K> } = {
   matmul: matmulGpu,
   reduce: reduceGpu,
   argReduce: argReduceGpu,
+  im2col: im2colGpu,
+  col2im: col2imGpu,
+  gather: gatherGpu,
+  scatterAdd: scatterAddGpu,
+  indexSelect: indexSelectGpu,
+  indexAdd: indexAddGpu,
   softmax: softmaxGpu,
   softmaxBackward: softmaxBackwardGpu,
+  norm: normGpu,
+  normBackward: normBackwardGpu,
+  rope: ropeGpu,
+  adamStep: adamStepGpu,
   fakeQuantize: fakeQuantizeGpu,
   fakeQuantizeBackward: fakeQuantizeBackwardGpu,
+  fwht: fwhtGpu,
 };
 
 export interface GpuBackend extends Backend<GpuBuffer | TypedArray> {

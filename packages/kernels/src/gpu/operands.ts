@@ -10,13 +10,20 @@ import { type Device, GpuBuffer, type Texture, deviceTexture, setTexture } from 
 
 export type GpuArg = KernelArg<GpuBuffer | TypedArray>;
 
-/** One kernel call's context: its device, and the temporary uploads to release afterwards. */
+/** A texture made during one call for a later kernel of the same call (row statistics, a butterfly pass). */
+export interface Scratch {
+  texture: Texture;
+  size: number;
+}
+
+/** One kernel call's context: its device, and the temporary textures to release afterwards. */
 export class Call {
   readonly temps: { t: Texture; n: number }[] = [];
   constructor(readonly device: Device) {}
 
   /** The texture holding `arg`'s buffer (a host array is uploaded whole, for this call only). */
-  texture(arg: GpuArg): Texture {
+  texture(arg: GpuArg | Scratch): Texture {
+    if ('texture' in arg) return arg.texture;
     if (arg.data instanceof GpuBuffer) return deviceTexture(this.device, arg.data);
     const h = arg.data;
     const t = this.device.upload(h instanceof Float32Array ? h : Float32Array.from(h as ArrayLike<number>));
@@ -25,9 +32,16 @@ export class Call {
   }
 
   /** Runs kernel `source` over `n` outputs with `inputs`' textures as its arguments. */
-  run(source: string, n: number, inputs: readonly GpuArg[]): Texture {
+  run(source: string, n: number, inputs: readonly (GpuArg | Scratch)[]): Texture {
     const textures = inputs.map((a) => this.texture(a));
-    return this.device.run(source, n, textures, inputs.map((a) => (a.data instanceof GpuBuffer ? a.data.size : a.data.length)));
+    return this.device.run(source, n, textures, inputs.map((a) => ('texture' in a ? a.size : a.data instanceof GpuBuffer ? a.data.size : a.data.length)));
+  }
+
+  /** Like `run`, for an intermediate result: released when the call is done. */
+  scratch(source: string, n: number, inputs: readonly (GpuArg | Scratch)[]): Scratch {
+    const texture = this.run(source, n, inputs);
+    this.temps.push({ t: texture, n });
+    return { texture, size: n };
   }
 
   done(): void {
