@@ -1,9 +1,12 @@
 /**
  * @file Quantization ops that take no gradient estimator: the soft quantizer `softQuantize`
- * (HESTIA's forward) and `gradScale`. `fakeQuantize` and rounding with an estimator live beside
- * the estimators in ../estimators/quant.ts; grids and quantizers in @qgrad/quant.
+ * (HESTIA's forward), `gradScale`, and `packedLinear` (inference on packed low-bit weights).
+ * `fakeQuantize` and rounding with an estimator live beside the estimators in
+ * ../estimators/quant.ts; grids, quantizers and packing in @qgrad/quant.
  */
+import { runKernel } from '../dispatch.js';
 import { defineFunction } from '../function.js';
+import { isGradEnabled } from '../tape.js';
 import { Tensor } from '../tensor.js';
 import { tensor } from './creation.js';
 import { div, exp, mul, neg, square, sub } from './elementwise.js';
@@ -42,4 +45,50 @@ const gradScaleFn = defineFunction({
  */
 export function gradScale(x: Tensor, factor: number): Tensor {
   return gradScaleFn(x, factor);
+}
+
+/**
+ * A weight W [outFeatures, inFeatures] stored as packed code fields (the `packedMatmul` kernel's
+ * layout): W[o, k] = scale[o, g]·(levels[field(o, k)] − zeroPoint[o, g]), g = ⌊k / groupSize⌋.
+ */
+export interface PackedWeight {
+  /** uint8 (or int8) bytes: `bits`-bit fields, row-major over [outFeatures, inFeatures], little end first. */
+  codes: Tensor;
+  /** 1, 2, 4 or 8. */
+  bits: number;
+  /** The level of each field value (at least 2^bits entries), in the input's float dtype. */
+  levels: Tensor;
+  /** One per (row, group), row-major: outFeatures · inFeatures / groupSize values. */
+  scale: Tensor;
+  /** Zero points in level units, laid out as the scales; null for none. */
+  zeroPoint: Tensor | null;
+  outFeatures: number;
+  inFeatures: number;
+  /** Inputs per scale; divides inFeatures (inFeatures: per output channel). */
+  groupSize: number;
+}
+
+/**
+ * y = x·Wᵀ + bias for a packed low-bit W, read as packed (never unpacked to a float matrix): the
+ * quantized model's inference linear. Inference only: an x that requires grad while grad is
+ * enabled is an error (a QAT model trains through fakeQuantize instead).
+ * @example
+ * // two rows of 4-bit codes 0…15 meaning levels −8…7, one scale per row
+ * const w: PackedWeight = { codes: tensor([0x98, 0xba, 0x10, 0x32], { dtype: 'uint8' }), bits: 4,
+ *   levels: arange(-8, 8, 1, { dtype: 'float32' }), scale: tensor([0.5, 0.25]), zeroPoint: null, outFeatures: 2, inFeatures: 4, groupSize: 4 };
+ * packedLinear(tensor([[1, 1, 1, 1]]), w).toArray(); // [[3, -6.5]]: 0.5·(0+1+2+3), 0.25·(−8−7−6−5)
+ */
+export function packedLinear(x: Tensor, weight: PackedWeight, bias?: Tensor | null): Tensor {
+  const { outFeatures: O, inFeatures: K } = weight;
+  if (x.ndim === 0 || x.shape[x.ndim - 1] !== K) throw new Error(`packedLinear: input of shape ${fmt(x.shape)} has ${x.shape[x.ndim - 1] ?? 0} features but the packed weight [${O}, ${K}] expects ${K}`);
+  if (isGradEnabled() && x.requiresGrad) throw new Error('packedLinear: has no gradient (inference on packed weights); call it under noGrad(), or train through fakeQuantize');
+  if (bias && (bias.ndim !== 1 || bias.shape[0] !== O)) throw new Error(`packedLinear: bias of shape ${fmt(bias.shape)} does not match ${O} outputs`);
+  const rows = x.numel() / Math.max(K, 1);
+  const operands = [x.reshape([rows, K]).contiguous(), weight.codes, weight.levels, weight.scale].map((t) => t.contiguous());
+  if (weight.zeroPoint) operands.push(weight.zeroPoint.contiguous());
+  if (bias) operands.push(bias.contiguous());
+  const y = runKernel('packedMatmul', operands, [rows, O], x.dtype, {
+    bits: weight.bits, outFeatures: O, groupSize: weight.groupSize, zeroPoint: weight.zeroPoint !== null, bias: Boolean(bias),
+  });
+  return y.reshape([...x.shape.slice(0, -1), O]);
 }

@@ -2,10 +2,11 @@
  * @file `convert(model)`: replaces each QAT layer by an inference layer that stores the weight as
  * codes on its grid — packed two 4-bit, four 2-bit or eight 1-bit per byte when they fit, else
  * int8/uint8/int32 — plus scales (MX: E8M0 exponent bytes), zero points and the grid's plan, and
- * the input quantizer's frozen grid. Its forward reproduces the fake-quantized eval output bit for
- * bit, for every grid; `QuantizedLinear.integerForward` is the int-accumulation path of int grids.
+ * the input quantizer's frozen grid. Linear layers run on the packed codes (`packedLinear`); the
+ * dequantizing forward reproduces the fake-quantized eval output bit for bit, for every grid;
+ * `QuantizedLinear.integerForward` is the int-accumulation path of int grids.
  */
-import { conv2d, embedding, fromTypedArray, linear, noGrad, pow, type Conv2dOptions, type Tensor } from '@qgrad/core';
+import { conv2d, embedding, fromTypedArray, linear, noGrad, packedLinear, pow, type Conv2dOptions, type PackedWeight, type Tensor } from '@qgrad/core';
 import { Module } from '@qgrad/nn';
 import type { FloatDType } from '../grids/grid.js';
 import { storedBits } from '../grids/grid.js';
@@ -14,7 +15,7 @@ import { codesOfView, dataScale, dequantizeView, effectiveZero, fakeQuantView } 
 import type { QuantizerPlan } from '../quantizer/config.js';
 import { isQuantLayer, QuantConv2d, QuantEmbedding, QuantLinear, type QuantLayer } from './modules.js';
 import { doubleScaleValues } from '../scale/double.js';
-import { packCodes, unpackCodes } from './pack.js';
+import { levelTable, packCodes, rowGroups, unpackCodes } from './pack.js';
 import { replaceSubmodule } from './prepare.js';
 
 /**
@@ -110,19 +111,88 @@ abstract class QuantizedBase extends Module {
   }
 }
 
+/**
+ * Which forward a converted Linear runs: `packed` reads the packed codes with the `packedMatmul`
+ * kernel (within float32 summation error of the fake-quant eval output); `dequantize` rebuilds the
+ * float weight and calls `linear` (bit for bit the fake-quant eval output).
+ */
+export type QuantizedKernel = 'packed' | 'dequantize';
+
 /** Inference Linear over integer weight codes (see `convert`). */
 export class QuantizedLinear extends QuantizedBase {
   bias: Tensor | null;
   readonly inFeatures: number;
   readonly outFeatures: number;
+  /** The forward `forward` runs (see QuantizedKernel); 'packed' unless convert was told otherwise. */
+  kernel: QuantizedKernel = 'packed';
+  /** The kernel's operands, with the buffer versions they were built from. */
+  #packed: { weight: PackedWeight; key: unknown[] } | null = null;
   constructor(src: QuantLinear) {
     super(src);
     this.inFeatures = src.inFeatures;
     this.outFeatures = src.outFeatures;
     this.bias = this.registerBuffer('bias', src.bias ? src.bias.detach().clone() : null);
   }
+  /**
+   * y = x̂·Ŵᵀ + b. With `kernel` 'packed' (the default) it runs `packedLinear` on the stored codes,
+   * for every grid whose scales are per tensor, per channel (rows), per group along the inputs, or
+   * per block of whole rows or within rows (MX exponents and NF4's double-quantized scales are
+   * decoded once into a float cache), in float32. Other layouts (per input column, groups along
+   * the outputs, blocks straddling rows), 9–32-bit codes and float64 weights take
+   * `dequantizedForward`, as does `kernel` 'dequantize'.
+   * @example convert(model); model.forward(x); // packed; convert(model, { kernel: 'dequantize' }) for bit identity
+   */
   forward(x: Tensor): Tensor {
+    const w = this.kernel === 'packed' ? this.packedWeight() : null;
+    if (!w) return this.dequantizedForward(x);
+    return noGrad(() => packedLinear(this.quantizeInput(x), w, this.bias));
+  }
+  /** The reference forward: the weight dequantized to float, then `linear`; bit for bit the fake-quant eval output. */
+  dequantizedForward(x: Tensor): Tensor {
     return noGrad(() => linear(this.quantizeInput(x), this.dequantizedWeight(), this.bias));
+  }
+  /**
+   * The packed kernel's view of the weight (codes in place; float scales, zero points and level
+   * table built once and rebuilt when a buffer is replaced or written), or null where the kernel
+   * cannot read this layout (see `forward`).
+   */
+  packedWeight(): PackedWeight | null {
+    const bufs = [this.weightCodes, this.weightScale, this.weightScaleSecond, this.weightScaleMean, this.weightZeroPoint];
+    const key = bufs.flatMap((t) => [t, t?.version]);
+    if (this.#packed && key.every((k, i) => k === this.#packed!.key[i])) return this.#packed.weight;
+    const weight = this.#buildPacked();
+    this.#packed = weight ? { weight, key } : null;
+    return weight;
+  }
+  #buildPacked(): PackedWeight | null {
+    const [O, K] = [this.outFeatures, this.inFeatures];
+    const plan = this.weightPlan;
+    const rows = rowGroups(plan.granularity, O, K);
+    const bits = this.codeBits;
+    if (!rows || this.weightDType !== 'float32' || ![1, 2, 4, 8].includes(bits) || !['uint8', 'int8'].includes(this.weightCodes.dtype)) return null;
+    const G = K / rows.groupSize;
+    const perRow = (t: Tensor): Float32Array => {
+      const src = t.contiguous().dataSync();
+      const out = new Float32Array(O * G);
+      for (let o = 0; o < O; o++) for (let g = 0; g < G; g++) out[o * G + g] = src[Math.floor(o / rows.rowsPerScale) * G + g]!;
+      return out;
+    };
+    return noGrad(() => {
+      const scale = perRow(this.scales());
+      let zero: Float32Array | null = null;
+      // level grids have no zero point; LSQ+'s β (x̂ = q·s + β) is the zero point −β/s
+      if (plan.grid.integer && this.weightZeroPoint) {
+        zero = perRow(this.weightZeroPoint);
+        if (plan.offset === 'beta') zero = zero.map((b, i) => -b / scale[i]!);
+      }
+      return {
+        codes: this.weightCodes, bits,
+        levels: fromTypedArray(levelTable(plan.grid, bits, this.weightCodes.dtype), [2 ** bits], 'float32'),
+        scale: fromTypedArray(scale, [O * G], 'float32'),
+        zeroPoint: zero && fromTypedArray(zero, [O * G], 'float32'),
+        outFeatures: O, inFeatures: K, groupSize: rows.groupSize,
+      };
+    });
   }
   /**
    * y = s_x·Σ_g s_w[o, g]·Σ_{k∈g} (q_x − z_x)(q_w − z_w) + b with exact integer accumulation (the
@@ -198,6 +268,12 @@ export class QuantizedEmbedding extends QuantizedBase {
   }
 }
 
+export interface ConvertOptions {
+  /** The forward of converted Linear layers (default 'packed'; 'dequantize' keeps bit identity). */
+  kernel?: QuantizedKernel;
+}
+
+/** What `convert` reports: the layers it replaced by their integer versions. */
 export interface ConvertResult {
   /** Dotted names of the layers converted. */
   converted: string[];
@@ -205,17 +281,22 @@ export interface ConvertResult {
 
 /**
  * Replaces every QAT layer with a weight quantizer by its integer-storage inference layer, in
- * place, and puts the model in eval mode. The converted model's output equals the QAT model's
- * eval output bit for bit (deterministic rounding; HESTIA layers at temperature 0, pressure 1).
+ * place, and puts the model in eval mode. Linear layers run on the packed codes (`packedLinear`):
+ * their output equals the QAT model's eval output within float32 summation error. With
+ * `{ kernel: 'dequantize' }` (and for conv and embedding layers always) it is bit for bit the
+ * eval output (deterministic rounding; HESTIA layers at temperature 0, pressure 1).
  * @example
  * model.eval(); const yFake = model.forward(x);
- * convert(model); model.forward(x); // identical to yFake
+ * convert(model, { kernel: 'dequantize' }); model.forward(x); // identical to yFake
  */
-export function convert(model: Module): ConvertResult {
+export function convert(model: Module, options: ConvertOptions = {}): ConvertResult {
+  const kernel = options.kernel ?? 'packed';
+  if (kernel !== 'packed' && kernel !== 'dequantize') throw new Error(`convert: kernel must be 'packed' or 'dequantize', got ${JSON.stringify(kernel)}`);
   const converted: string[] = [];
   const targets = [...model.namedModules()].filter(([name, m]) => name !== '' && isQuantLayer(m) && m.weightQuantizer?.enabled);
   for (const [name, m] of targets) {
     const q = m instanceof QuantLinear ? new QuantizedLinear(m) : m instanceof QuantConv2d ? new QuantizedConv2d(m) : new QuantizedEmbedding(m as QuantEmbedding);
+    if (q instanceof QuantizedLinear) q.kernel = kernel;
     replaceSubmodule(model, name, q);
     converted.push(name);
   }

@@ -1,8 +1,11 @@
 /**
  * @file Packing of integer codes: codes of ≤ 4 bits share bytes (two 4-bit, four 2-bit or eight
- * 1-bit fields, little end first), wider ones take the smallest integer dtype.
+ * 1-bit fields, little end first), wider ones take the smallest integer dtype; and the layout the
+ * packed kernel reads them in (`rowGroups`, `levelTable`).
  */
 import { fromTypedArray, type DType, type Tensor } from '@qgrad/core';
+import type { Grid } from '../grids/grid.js';
+import type { Granularity } from '../grids/granularity.js';
 
 /** Smallest integer dtype holding [lo, hi] (wider than 4 bits: codes of ≤ 4 bits are packed). */
 export function codeDType(lo: number, hi: number): DType {
@@ -43,4 +46,42 @@ export function unpackCodes(stored: Tensor, n: number, lo: number, bits: number)
   const out = new Int32Array(n);
   for (let i = 0; i < n; i++) out[i] = ((src[(i / per) | 0]! >> ((i % per) * bits)) & mask) + lo;
   return out;
+}
+
+/**
+ * How the scales of a weight matrix [O, K] split it along its rows: `groupSize` inputs of one row
+ * per scale, and each scale shared by `rowsPerScale` consecutive rows (1, or O per tensor, or
+ * b / K for blocks longer than a row). Null when groups run across rows in another way (per input
+ * column, groups along the outputs, blocks that straddle rows): the packed kernel cannot read them.
+ * @example rowGroups({ group: 32 }, 64, 128); // { groupSize: 32, rowsPerScale: 1 }
+ */
+export function rowGroups(g: Granularity, O: number, K: number): { groupSize: number; rowsPerScale: number } | null {
+  if (g === 'tensor') return { groupSize: K, rowsPerScale: O };
+  if (g === 'channel' || g === 'token') return { groupSize: K, rowsPerScale: 1 };
+  if ('block' in g) return K % g.block === 0 ? { groupSize: g.block, rowsPerScale: 1 } : g.block % K === 0 ? { groupSize: K, rowsPerScale: g.block / K } : null;
+  const axis = 'channel' in g ? g.channel : (g.axis ?? -1);
+  const a = axis < 0 ? axis + 2 : axis;
+  if ('channel' in g) return a === 0 ? { groupSize: K, rowsPerScale: 1 } : null;
+  return a === 1 ? { groupSize: g.group, rowsPerScale: 1 } : null;
+}
+
+/**
+ * The level of every field value the packed kernel can read, for codes stored by `packCodes`
+ * (fields of ≤ 4 bits hold code − codeMin; 8-bit ones the int8/uint8 code itself): integer grids
+ * their code (field values past codeMax continue the line, so the table stays affine), other
+ * grids their decoded level, and NaN for field values no code produces.
+ * @example Array.from(levelTable(makeGrid({ grid: 'ternary' }), 2, 'uint8')); // [-1, 0, 1, 2]
+ */
+export function levelTable(grid: Pick<Grid, 'integer' | 'codeMin' | 'codeMax' | 'decode'>, bits: number, stored: DType): Float32Array {
+  const n = 2 ** bits;
+  const codes = Int32Array.from({ length: n }, (_, f) => (bits <= 4 ? f + grid.codeMin : stored === 'int8' && f >= 128 ? f - 256 : f));
+  if (grid.integer) return Float32Array.from(codes);
+  const valid = codes.filter((q) => q >= grid.codeMin && q <= grid.codeMax);
+  const levels = grid.decode(fromTypedArray(valid, [valid.length], 'int32'), 'float32').dataSync();
+  const table = new Float32Array(n).fill(NaN);
+  let i = 0;
+  codes.forEach((q, f) => {
+    if (q >= grid.codeMin && q <= grid.codeMax) table[f] = levels[i++]!;
+  });
+  return table;
 }

@@ -1,7 +1,8 @@
 /**
  * @file convert's contract as a property over grids × granularities × random shapes: the converted
- * layer's output equals the QAT layer's eval output bit for bit, its codes are the quantizer's,
- * and codes of ≤ 4 bits are packed.
+ * layer's dequantizing forward equals the QAT layer's eval output bit for bit, its packed-kernel
+ * forward equals it within float32 summation error, its codes are the quantizer's, and codes of
+ * ≤ 4 bits are packed.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -27,11 +28,12 @@ function weightCase(out: number, inF: number): fc.Arbitrary<Q.WeightQuantConfig>
 const INPUTS: (Q.ActQuantConfig | null)[] = [null, { bits: 8 }, { bits: 4, granularity: 'token' }, { grid: 'e4m3', granularity: 'token' }, { bits: 8, signed: false, estimator: 'lsq+' }];
 
 describe('convert, as a property', () => {
-  it('reproduces the eval output bit for bit for every grid × granularity × shape × dtype, with packed codes', () => {
+  it('reproduces the eval output bit for bit (dequantizing) and within float32 error (packed kernel) for every grid × granularity × shape × dtype', () => {
     const cases = fc.tuple(fc.integer({ min: 1, max: 6 }), fc.constantFrom(32, 64, 96)).chain(([out, inF]) =>
       fc.record({ out: fc.constant(out), inF: fc.constant(inF), weight: weightCase(out, inF), seed: fc.integer({ min: 1, max: 1e6 }), dtype: fc.constantFrom<'float32' | 'float64'>('float32', 'float64'), input: fc.constantFrom(...INPUTS) }),
     );
     let ran = 0;
+    let packed = 0;
     fc.assert(
       fc.property(cases, ({ out, inF, weight, seed, dtype, input }) => {
         const g = new Generator(seed);
@@ -60,12 +62,23 @@ describe('convert, as a property', () => {
         expect(Array.from(c.codes().dataSync())).toEqual(Array.from(codes.dataSync()));
         const sb = Q.storedBits(c.weightPlan.grid);
         if (sb <= 4) expect(c.weightCodes.numel()).toBe(Math.ceil((out * inF * sb) / 8));
+        // the packed kernel sums in another order: within 1e-5 of the output's scale
+        const got = noGrad(() => m.forward(x)).dataSync();
+        const ref = want.dataSync();
+        const scale = Math.max(...Array.from(ref, Math.abs), 1e-30);
+        const worst = Math.max(...Array.from(got, (v, i) => Math.abs(v - ref[i]!)));
+        expect(worst, `packed forward off by ${worst} at output scale ${scale}`).toBeLessThanOrEqual(1e-5 * scale);
+        if (c.packedWeight()) packed++;
+        expect(bits(c.dequantizedForward(x))).toEqual(bits(want));
+        c.kernel = 'dequantize';
         expect(bits(noGrad(() => m.forward(x)))).toEqual(bits(want));
         ran++;
       }),
       { numRuns: 120 },
     );
     expect(ran).toBeGreaterThan(60);
+    // float32 layers of every grid whose scales run along rows take the kernel
+    expect(packed).toBeGreaterThan(20);
   });
 
   it('converts a convolution on every grid family bit for bit', () => {

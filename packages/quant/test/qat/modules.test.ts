@@ -193,7 +193,7 @@ describe('convert', () => {
       train(lin, x);
       const want = lin.forward(x);
       const codesBefore = (lin.at(0) as QuantLinear).weightQuantizer!.codes((lin.at(0) as QuantLinear).weight);
-      expect(convert(lin).converted).toEqual(['0']);
+      expect(convert(lin, { kernel: 'dequantize' }).converted).toEqual(['0']);
       const ql = lin.at(0) as QuantizedLinear;
       expect(ql).toBeInstanceOf(QuantizedLinear);
       expect(ql.weightCodes.dtype).toMatch(/^u?int8$/); // packed bytes below 5 bits
