@@ -121,7 +121,8 @@ export interface KernelParams {
   /**
    * Matmul against a packed low-bit weight, y = x·Ŵᵀ (+ bias), reading the packed bytes directly:
    * y[n, o] = Σ_g s[o, g]·Σ_{k∈g} x[n, k]·(L[q[o, k]] − z[o, g]) (+ b[o]). Inputs [x [N, K],
-   * codes, levels L, scales s [O·K/groupSize](, zero points z)(, bias b [O])]; out [N, O].
+   * codes, levels L, scales s [O·K/groupSize], then zero points z and bias b [O] when present];
+   * out [N, O].
    */
   packedMatmul: PackedMatmulParams;
 }
