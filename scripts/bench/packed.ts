@@ -1,0 +1,122 @@
+/**
+ * @file Bench section `packed`: packed low-bit matvec (`packedLinear`, one row of x: the decode
+ * step) for int4 g32, NF4 (blocks of 64), ternary (2-bit fields, per channel) and int8 per channel
+ * against the float32 matvec (`linear`, the wasm matmul at one row) at the tiny-Llama shapes and
+ * 4096 × 4096; and tokens/s of the tiny Llama's generate() in float32 and converted W8, W4, ternary.
+ * Run alone: npm run bench -- --sections packed [--quick]
+ */
+import * as q from '@qgrad/core';
+import { Llama, tinyLlamaConfig } from '@qgrad/nn';
+import * as Q from '@qgrad/quant';
+import type { BenchContext } from './context.js';
+
+/** [out, in] of the tiny Llama's Linears (gate/up, down, q/o, head) and the large square. */
+const SHAPES: [number, number][] = [[384, 128], [128, 384], [128, 128], [256, 128], [4096, 4096]];
+
+interface Format {
+  name: string;
+  bits: number;
+  grid: Q.Grid;
+  /** Stored code dtype for 8-bit fields. */
+  stored: q.DType;
+  /** Inputs per scale (0: per channel). */
+  group: number;
+}
+
+const FORMATS: Format[] = [
+  { name: 'int4 g32', bits: 4, grid: Q.makeGrid({ grid: 'int', bits: 4 }), stored: 'uint8', group: 32 },
+  { name: 'nf4 b64', bits: 4, grid: Q.makeGrid({ grid: 'nf4' }), stored: 'uint8', group: 64 },
+  { name: 'ternary', bits: 2, grid: Q.makeGrid({ grid: 'ternary' }), stored: 'uint8', group: 0 },
+  { name: 'int8 ch', bits: 8, grid: Q.makeGrid({ grid: 'int', bits: 8 }), stored: 'int8', group: 0 },
+];
+
+/** A packed weight of random valid codes (what convert stores for such a layer). */
+function packedWeight(f: Format, O: number, K: number, g: q.Generator): q.PackedWeight {
+  const groupSize = f.group || K;
+  const n = O * K;
+  const span = f.grid.codeMax - f.grid.codeMin + 1;
+  const codes = q.randint(0, span, [n], { generator: g }).add(f.grid.codeMin);
+  return {
+    codes: Q.packCodes(codes, f.grid.codeMin, f.bits, f.grid.codeMax),
+    bits: f.bits,
+    levels: q.fromTypedArray(Q.levelTable(f.grid, f.bits, f.stored), [2 ** f.bits], 'float32'),
+    scale: q.rand([(O * K) / groupSize], { generator: g }).mul(0.01),
+    zeroPoint: null,
+    outFeatures: O,
+    inFeatures: K,
+    groupSize,
+  };
+}
+
+/** Median ms per call of fn over `reps` timed calls (after one warm-up). */
+function msPerCall(fn: () => void, reps: number, median: (xs: number[]) => number): number {
+  fn();
+  const ts: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    const t = performance.now();
+    fn();
+    ts.push(performance.now() - t);
+  }
+  return median(ts);
+}
+
+function tinyLlama(weight: Q.WeightQuantConfig | null): Llama {
+  const llama = new Llama(tinyLlamaConfig, { generator: new q.Generator(5) });
+  if (weight) {
+    Q.prepareQAT(llama, { default: { weight }, types: ['Linear'] });
+    llama.eval();
+    q.noGrad(() => llama.forward(q.tensor([[1, 2, 3]], { dtype: 'int32' }))); // data-driven scales
+    Q.convert(llama);
+  }
+  return llama;
+}
+
+export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
+  const prev = q.getBackend();
+  q.setBackend('wasm');
+  const g = new q.Generator(1);
+  const matvec: Record<string, Record<string, number>> = {};
+  const rows: (string | number)[][] = [];
+  for (const [O, K] of SHAPES) {
+    const big = O * K > 1 << 20;
+    const reps = ctx.quick ? (big ? 3 : 20) : big ? 15 : 200;
+    const x = q.randn([1, K], { generator: g });
+    const w = q.randn([O, K], { generator: g });
+    const fp = msPerCall(() => q.noGrad(() => q.linear(x, w)), reps, ctx.median);
+    const shape = `${O}×${K}`;
+    matvec[shape] = { 'fp32 ms': fp };
+    const row: (string | number)[] = [shape, fp * 1000];
+    for (const f of FORMATS) {
+      const pw = packedWeight(f, O, K, g);
+      const ms = msPerCall(() => q.noGrad(() => q.packedLinear(x, pw)), reps, ctx.median);
+      matvec[shape]![`${f.name} ms`] = ms;
+      row.push(ms * 1000, fp / ms);
+    }
+    rows.push(row);
+  }
+  ctx.table(
+    'packed matvec vs float32 matvec, one row of x (median µs; × = float32 time / packed time, > 1 is packed faster)',
+    ['out×in', 'fp32 µs', ...FORMATS.flatMap((f) => [`${f.name} µs`, '×'])],
+    rows,
+  );
+
+  const tokens = ctx.quick ? 8 : 32;
+  const prompt = q.tensor([[72, 101, 108, 108]], { dtype: 'int32' });
+  const models: [string, Q.WeightQuantConfig | null][] = [
+    ['fp32', null], ['W8 per channel', { grid: 'int', bits: 8, granularity: 'channel' }],
+    ['W4 g32', { grid: 'int', bits: 4, granularity: { group: 32 } }], ['ternary per channel', { grid: 'ternary', granularity: 'channel' }],
+  ];
+  const generate: Record<string, number> = {};
+  for (const [name, weight] of models) {
+    const llama = tinyLlama(weight);
+    const ms = msPerCall(() => llama.generate(prompt, tokens, { temperature: 0 }), ctx.quick ? 1 : 3, ctx.median);
+    generate[name] = (tokens * 1000) / ms;
+  }
+  ctx.table(
+    `tiny Llama generate(), ${tokens} tokens greedy with the KV cache (tokens/s, higher is better; × = / fp32)`,
+    ['weights', 'tokens/s', '× fp32'],
+    Object.entries(generate).map(([n, t]) => [n, t, t / generate.fp32!]),
+  );
+  q.setBackend(prev);
+  return { matvec, generateTokensPerSecond: generate };
+}
