@@ -14,14 +14,20 @@ export interface InitOptions {
 /** The nonlinearity after a layer, which sets the initialisers' gain (PyTorch `calculate_gain`). */
 export type Nonlinearity = 'linear' | 'conv2d' | 'sigmoid' | 'tanh' | 'relu' | 'leaky_relu' | 'selu';
 
-/** fan_in and fan_out of a weight [out, in, *kernel] as PyTorch computes them. */
+/**
+ * fan_in and fan_out of a weight [out, in, *kernel] as PyTorch computes them.
+ * @example init.calculateFanInAndFanOut(zeros([64, 32, 3, 3])); // [288, 576]
+ */
 export function calculateFanInAndFanOut(t: Tensor): [number, number] {
   if (t.ndim < 2) throw new Error(`init: fan in and fan out cannot be computed for a tensor of shape [${t.shape.join(', ')}] (fewer than 2 dims)`);
   const receptive = t.shape.slice(2).reduce((a, b) => a * b, 1);
   return [t.shape[1]! * receptive, t.shape[0]! * receptive];
 }
 
-/** The recommended gain for a nonlinearity (`torch.nn.init.calculate_gain`). */
+/**
+ * The recommended gain for a nonlinearity (`torch.nn.init.calculate_gain`).
+ * @example init.calculateGain('relu'); // √2
+ */
 export function calculateGain(nonlinearity: Nonlinearity, param?: number): number {
   switch (nonlinearity) {
     case 'linear': case 'conv2d': case 'sigmoid': return 1;
@@ -33,11 +39,17 @@ export function calculateGain(nonlinearity: Nonlinearity, param?: number): numbe
   }
 }
 
-/** Fills `t` with U(a, b). */
+/**
+ * Fills `t` with U(a, b).
+ * @example init.uniform_(layer.weight, -0.1, 0.1);
+ */
 export function uniform_(t: Tensor, a = 0, b = 1, opts: InitOptions = {}): Tensor {
   return noGrad(() => t.copy_(rand([...t.shape], { dtype: floatOf(t), generator: opts.generator }).mul(b - a).add(a)));
 }
-/** Fills `t` with N(mean, std²). */
+/**
+ * Fills `t` with N(mean, std²).
+ * @example init.normal_(embedding.weight, 0, 0.02);
+ */
 export function normal_(t: Tensor, mean = 0, std = 1, opts: InitOptions = {}): Tensor {
   return noGrad(() => t.copy_(randn([...t.shape], { dtype: floatOf(t), generator: opts.generator }).mul(std).add(mean)));
 }
@@ -85,17 +97,26 @@ export function kaimingUniform_(t: Tensor, opts: KaimingOptions = {}): Tensor {
   const bound = Math.sqrt(3) * kaimingStd(t, opts);
   return uniform_(t, -bound, bound, opts);
 }
-/** He normal: N(0, gain² / fan). */
+/**
+ * He normal: N(0, gain² / fan).
+ * @example init.kaimingNormal_(conv.weight, { mode: 'fanOut', nonlinearity: 'relu' });
+ */
 export function kaimingNormal_(t: Tensor, opts: KaimingOptions = {}): Tensor {
   return normal_(t, 0, kaimingStd(t, opts), opts);
 }
-/** Glorot uniform: U(−b, b) with b = gain·√(6 / (fan_in + fan_out)). */
+/**
+ * Glorot uniform: U(−b, b) with b = gain·√(6 / (fan_in + fan_out)).
+ * @example init.xavierUniform_(layer.weight);
+ */
 export function xavierUniform_(t: Tensor, gain = 1, opts: InitOptions = {}): Tensor {
   const [fanIn, fanOut] = calculateFanInAndFanOut(t);
   const bound = gain * Math.sqrt(6 / (fanIn + fanOut));
   return uniform_(t, -bound, bound, opts);
 }
-/** Glorot normal: N(0, gain² · 2 / (fan_in + fan_out)). */
+/**
+ * Glorot normal: N(0, gain² · 2 / (fan_in + fan_out)).
+ * @example init.xavierNormal_(layer.weight, init.calculateGain('tanh'));
+ */
 export function xavierNormal_(t: Tensor, gain = 1, opts: InitOptions = {}): Tensor {
   const [fanIn, fanOut] = calculateFanInAndFanOut(t);
   return normal_(t, 0, gain * Math.sqrt(2 / (fanIn + fanOut)), opts);

@@ -41,7 +41,10 @@ export class NLLLoss extends Loss<NllLossOptions> {
     return nllLoss(input, target, this.opts);
   }
 }
-/** Mean squared error (reduction 'mean' by default). */
+/**
+ * Mean squared error (reduction 'mean' by default).
+ * @example new MSELoss().forward(prediction, target);
+ */
 export class MSELoss extends Loss<ReductionOptions> {
   forward(input: Tensor, target: Tensor): Tensor {
     return mseLoss(input, target, this.opts);
@@ -65,7 +68,10 @@ export class HuberLoss extends Loss<ReductionOptions & { delta?: number }> {
     return huberLoss(input, target, this.opts);
   }
 }
-/** KL(target ‖ exp(input)) for distillation; use `reduction: 'batchmean'` for the true KL. */
+/**
+ * KL(target ‖ exp(input)) for distillation; use `reduction: 'batchmean'` for the true KL.
+ * @example new KLDivLoss({ reduction: 'batchmean' }).forward(logSoftmax(student, -1), softmax(teacher, -1));
+ */
 export class KLDivLoss extends Loss<KlDivOptions> {
   forward(input: Tensor, target: Tensor): Tensor {
     return klDiv(input, target, this.opts);

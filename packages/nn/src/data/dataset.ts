@@ -42,7 +42,10 @@ export class TensorDataset implements Dataset<Tensor[]> {
   }
 }
 
-/** Stacks a list of items: tensors along a new dim 0, arrays element by element, numbers into a tensor. */
+/**
+ * Stacks a list of items: tensors along a new dim 0, arrays element by element, numbers into a tensor.
+ * @example defaultCollate([tensor([1, 2]), tensor([3, 4])]).shape; // [2, 2]
+ */
 export function defaultCollate<T>(items: T[]): T {
   const first = items[0] as unknown;
   if (Array.isArray(first)) return first.map((_, i) => defaultCollate(items.map((it) => (it as unknown[])[i]))) as T;
@@ -62,7 +65,10 @@ export interface DataLoaderOptions<T> {
   collate?: (items: T[]) => T;
 }
 
-/** A permutation of 0..n-1 by Fisher–Yates with `g`. */
+/**
+ * A permutation of 0..n-1 by Fisher–Yates with `g`.
+ * @example randperm(5, new Generator(0)); // a permutation of 0..4
+ */
 export function randperm(n: number, g: Generator = defaultGenerator): Int32Array {
   const p = new Int32Array(n);
   for (let i = 0; i < n; i++) p[i] = i;

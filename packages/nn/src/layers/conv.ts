@@ -60,7 +60,10 @@ export class Conv2d extends Module {
   }
 }
 
-/** Max pooling over [N, C, H, W] (`nn.MaxPool2d`); stride defaults to the kernel size. */
+/**
+ * Max pooling over [N, C, H, W] (`nn.MaxPool2d`); stride defaults to the kernel size.
+ * @example new MaxPool2d(2).forward(zeros([1, 8, 28, 28])).shape; // [1, 8, 14, 14]
+ */
 export class MaxPool2d extends Module {
   constructor(readonly kernelSize: Pair, readonly opts: MaxPool2dOptions = {}) {
     super();
@@ -73,7 +76,10 @@ export class MaxPool2d extends Module {
   }
 }
 
-/** Average pooling over [N, C, H, W] (`nn.AvgPool2d`); stride defaults to the kernel size. */
+/**
+ * Average pooling over [N, C, H, W] (`nn.AvgPool2d`); stride defaults to the kernel size.
+ * @example new AvgPool2d(2).forward(zeros([1, 8, 28, 28])).shape; // [1, 8, 14, 14]
+ */
 export class AvgPool2d extends Module {
   constructor(readonly kernelSize: Pair, readonly opts: AvgPool2dOptions = {}) {
     super();
@@ -86,7 +92,10 @@ export class AvgPool2d extends Module {
   }
 }
 
-/** Flattens dims startDim..endDim (`nn.Flatten`, default 1..-1: keeps the batch dim). */
+/**
+ * Flattens dims startDim..endDim (`nn.Flatten`, default 1..-1: keeps the batch dim).
+ * @example new Flatten().forward(zeros([32, 8, 7, 7])).shape; // [32, 392]
+ */
 export class Flatten extends Module {
   constructor(readonly startDim = 1, readonly endDim = -1) {
     super();

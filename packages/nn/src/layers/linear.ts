@@ -44,7 +44,10 @@ export class Linear extends Module {
   }
 }
 
-/** Returns its input (a placeholder layer, as `nn.Identity`). */
+/**
+ * Returns its input (a placeholder layer, as `nn.Identity`).
+ * @example const head = useHead ? new Linear(64, 10) : new Identity();
+ */
 export class Identity extends Module {
   forward(x: Tensor): Tensor {
     return x;

@@ -39,7 +39,10 @@ function modulate(x: Tensor, shift: Tensor, scale: Tensor): Tensor {
   return x.mul(scale.unsqueeze(1).add(1)).add(shift.unsqueeze(1));
 }
 
-/** Pre-norm block whose norms are modulated by the conditioning c, with zero-initialised gates. */
+/**
+ * Pre-norm block whose norms are modulated by the conditioning c, with zero-initialised gates.
+ * @example const y = new DiTBlock(mnistDiTConfig).forward(tokens, c); // tokens [N, T, dim], c [N, dim]
+ */
 export class DiTBlock extends Module {
   norm1: LayerNorm;
   attn: MultiHeadAttention;

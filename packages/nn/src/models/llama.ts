@@ -52,7 +52,10 @@ export interface ModelInitOptions {
 // Submodules and parameters are named as in Hugging Face's modeling_llama.py (snake_case, so
 // `stateDict()` keys are HF checkpoint keys and HF weights load with no renaming table).
 
-/** Grouped-query self-attention with RoPE: q_proj, k_proj, v_proj, o_proj (HF `LlamaAttention`). */
+/**
+ * Grouped-query self-attention with RoPE: q_proj, k_proj, v_proj, o_proj (HF `LlamaAttention`).
+ * @example prepareQAT(llama, { rules: [{ match: '**.self_attn.*', weight: { grid: 'int', bits: 8 } }] }); // its four projections
+ */
 export class LlamaAttention extends Module {
   q_proj: Linear;
   k_proj: Linear;
@@ -91,7 +94,10 @@ export class LlamaAttention extends Module {
   }
 }
 
-/** down_proj(silu(gate_proj(x)) ⊙ up_proj(x)) (HF `LlamaMLP`). */
+/**
+ * down_proj(silu(gate_proj(x)) ⊙ up_proj(x)) (HF `LlamaMLP`).
+ * @example loraQuant(llama, { method: 'qlora', rank: 8, alpha: 16, targets: ['**.mlp.*'] }); // gate, up and down projections
+ */
 export class LlamaMLP extends Module {
   gate_proj: Linear;
   up_proj: Linear;
@@ -108,7 +114,10 @@ export class LlamaMLP extends Module {
   }
 }
 
-/** Pre-norm block: x + attn(norm(x)), then + mlp(norm(·)) (HF `LlamaDecoderLayer`). */
+/**
+ * Pre-norm block: x + attn(norm(x)), then + mlp(norm(·)) (HF `LlamaDecoderLayer`).
+ * @example llama.getSubmodule('model.layers.0'); // the first LlamaDecoderLayer
+ */
 export class LlamaDecoderLayer extends Module {
   self_attn: LlamaAttention;
   mlp: LlamaMLP;
@@ -127,7 +136,10 @@ export class LlamaDecoderLayer extends Module {
   }
 }
 
-/** The trunk: embed_tokens, layers, norm, and the shared RoPE tables (HF `LlamaModel`). */
+/**
+ * The trunk: embed_tokens, layers, norm, and the shared RoPE tables (HF `LlamaModel`).
+ * @example const hidden = new Llama(cfg).model.forward(ids); // [B, T, dim], before lm_head
+ */
 export class LlamaModel extends Module {
   embed_tokens: Embedding;
   layers: ModuleList<LlamaDecoderLayer>;
@@ -252,7 +264,10 @@ export class Llama extends Module {
   }
 }
 
-/** Maps a Hugging Face Llama `config.json` object to a LlamaConfig (HF defaults where absent). */
+/**
+ * Maps a Hugging Face Llama `config.json` object to a LlamaConfig (HF defaults where absent).
+ * @example const cfg = configFromHf(JSON.parse(readFileSync('hf/config.json', 'utf8')));
+ */
 export function configFromHf(c: Record<string, unknown>): LlamaConfig {
   const num = (k: string, dflt?: number): number => {
     const v = c[k] ?? dflt;
@@ -279,7 +294,10 @@ export function configFromHf(c: Record<string, unknown>): LlamaConfig {
   };
 }
 
-/** The HF `config.json` object for a LlamaConfig (what `fromPretrained` reads back). */
+/**
+ * The HF `config.json` object for a LlamaConfig (what `fromPretrained` reads back).
+ * @example writeFileSync('hf/config.json', JSON.stringify(configToHf(llama.config)));
+ */
 export function configToHf(cfg: LlamaConfig): Record<string, unknown> {
   return {
     architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_act: 'silu',

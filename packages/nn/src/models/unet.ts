@@ -46,7 +46,10 @@ export interface UNetConfig {
 /** A UNet for 28×28 MNIST: 32 → 64 → 64 channels at 28, 14, 7 pixels. */
 export const mnistUNetConfig: UNetConfig = { inChannels: 1, baseChannels: 32, channelMults: [1, 2, 2] };
 
-/** norm → SiLU → conv, + time projection, norm → SiLU → conv, + (1×1-projected) input. */
+/**
+ * norm → SiLU → conv, + time projection, norm → SiLU → conv, + (1×1-projected) input.
+ * @example new ResBlock(32, 64, 128, 8).forward(x, tEmb); // x [N, 32, H, W], tEmb [N, 128] → [N, 64, H, W]
+ */
 export class ResBlock extends Module {
   norm1: GroupNorm;
   conv1: Conv2d;

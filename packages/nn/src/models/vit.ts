@@ -32,7 +32,10 @@ export interface ViTConfig {
 /** A tiny MNIST ViT: 7×7 patches of 28×28 images, 16 tokens + class token, width 64. */
 export const mnistViTConfig: ViTConfig = { imageSize: 28, patchSize: 7, inChannels: 1, numClasses: 10, dim: 64, depth: 2, numHeads: 4, mlpDim: 128 };
 
-/** Cuts [N, C, H, W] images into non-overlapping patches and projects each: → [N, P, dim]. */
+/**
+ * Cuts [N, C, H, W] images into non-overlapping patches and projects each: → [N, P, dim].
+ * @example new PatchEmbed(mnistViTConfig).forward(zeros([8, 1, 28, 28])).shape; // [8, 16, 64]
+ */
 export class PatchEmbed extends Module {
   proj: Conv2d;
   constructor(readonly cfg: ViTConfig, opts: ModelInitOptions = {}) {
@@ -52,7 +55,10 @@ export class PatchEmbed extends Module {
   }
 }
 
-/** x + attn(norm1(x)), then + mlp(norm2(·)). */
+/**
+ * x + attn(norm1(x)), then + mlp(norm2(·)).
+ * @example new ViTBlock(mnistViTConfig).forward(zeros([8, 17, 64])).shape; // [8, 17, 64]
+ */
 export class ViTBlock extends Module {
   norm1: LayerNorm;
   attn: MultiHeadAttention;

@@ -24,6 +24,10 @@ const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
 /**
  * Base class of the optimizers. Subclasses implement `update` for one parameter; `step` runs it
  * under noGrad for every parameter that has a gradient, with its group's options.
+ * @example
+ * class SignSGD extends Optimizer<{ lr: number }> {
+ *   protected update(p: Tensor, g: Tensor, _s: ParamState, group: ParamGroup<{ lr: number }>): void { p.sub_(g.sign().mul(group.lr)); }
+ * }
  */
 export abstract class Optimizer<O extends object> {
   readonly defaults: O;
@@ -166,7 +170,10 @@ export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number, opts: { 
   });
 }
 
-/** Clamps every gradient element to [−clipValue, clipValue] in place (`clip_grad_value_`). */
+/**
+ * Clamps every gradient element to [−clipValue, clipValue] in place (`clip_grad_value_`).
+ * @example loss.backward(); clipGradValue(model.parameters(), 1); opt.step();
+ */
 export function clipGradValue(params: Iterable<Tensor>, clipValue: number): void {
   noGrad(() => {
     for (const p of params) if (p.grad) p.grad.copy_(p.grad.clamp(-clipValue, clipValue));

@@ -71,7 +71,10 @@ export function wsdSchedule(o: WsdOptions): LrLambda {
   };
 }
 
-/** The product of several multipliers (e.g. a warmup times a decay). */
+/**
+ * The product of several multipliers (e.g. a warmup times a decay).
+ * @example new LambdaLR(opt, multiplySchedules(linearWarmup(100), (step) => 0.999 ** step));
+ */
 export function multiplySchedules(...fs: LrLambda[]): LrLambda {
   return (step) => fs.reduce((acc, f) => acc * f(step), 1);
 }

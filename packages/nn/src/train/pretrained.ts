@@ -48,7 +48,10 @@ function renameVit(name: string, toQgrad = false): string {
   throw new Error(`${toQgrad ? 'fromPretrained: unexpected tensor' : 'savePretrained: no Hugging Face ViT name for'} '${name}'`);
 }
 
-/** The HF `config.json` object of a ViTConfig (ViTForImageClassification). */
+/**
+ * The HF `config.json` object of a ViTConfig (ViTForImageClassification).
+ * @example vitConfigToHf(mnistViTConfig).model_type; // 'vit'
+ */
 export function vitConfigToHf(c: ViTConfig): Record<string, unknown> {
   return {
     architectures: ['ViTForImageClassification'], model_type: 'vit', hidden_act: 'gelu', qkv_bias: true,
@@ -58,7 +61,10 @@ export function vitConfigToHf(c: ViTConfig): Record<string, unknown> {
   };
 }
 
-/** A ViTConfig from an HF ViT `config.json` object (erf GELU and biased q/k/v only, as qgrad's ViT). */
+/**
+ * A ViTConfig from an HF ViT `config.json` object (erf GELU and biased q/k/v only, as qgrad's ViT).
+ * @example const cfg = vitConfigFromHf(JSON.parse(readFileSync('hf/config.json', 'utf8')));
+ */
 export function vitConfigFromHf(c: Record<string, unknown>): ViTConfig {
   const num = (k: string, dflt?: number): number => {
     const v = c[k] ?? dflt;

@@ -46,7 +46,10 @@ export function epochBatch(n: number, batchSize: number, i: number, seed: number
 }
 const permCache = new Map<string, Int32Array>();
 
-/** A training metric became NaN or ±∞: the run stopped there (`exitCode` 3 for command lines). */
+/**
+ * A training metric became NaN or ±∞: the run stopped there (`exitCode` 3 for command lines).
+ * @example try { await trainer.fit(); } catch (e) { if (e instanceof NonFiniteLossError) process.exitCode = e.exitCode; }
+ */
 export class NonFiniteLossError extends Error {
   readonly exitCode = 3;
   constructor(readonly step: number, readonly metric: string, readonly value: number, note = '', hint = 'try a lower learning rate, or set allowNonfinite to keep going') {
