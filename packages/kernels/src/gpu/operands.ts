@@ -31,14 +31,20 @@ export class Call {
     return t;
   }
 
-  /** Runs kernel `source` over `n` outputs with `inputs`' textures as its arguments. */
-  run(source: string, n: number, inputs: readonly (GpuArg | Scratch)[]): Texture {
-    const textures = inputs.map((a) => this.texture(a));
-    return this.device.run(source, n, textures, inputs.map((a) => ('texture' in a ? a.size : a.data instanceof GpuBuffer ? a.data.size : a.data.length)));
+  /**
+   * Runs kernel `source` over `n` outputs with `inputs`' textures as its arguments. A number is
+   * passed as a float uniform: values that change from call to call (a learning rate, a bias
+   * correction) go there rather than into the source, which would compile a kernel per value.
+   */
+  run(source: string, n: number, inputs: readonly (GpuArg | Scratch | number)[]): Texture {
+    const args = inputs.map((a) => (typeof a === 'number' ? a : this.texture(a)));
+    // a uniform counts as size 0 in the compiled-kernel key (textures are never empty)
+    const sizes = inputs.map((a) => (typeof a === 'number' ? 0 : 'texture' in a ? a.size : a.data instanceof GpuBuffer ? a.data.size : a.data.length));
+    return this.device.run(source, n, args, sizes);
   }
 
   /** Like `run`, for an intermediate result: released when the call is done. */
-  scratch(source: string, n: number, inputs: readonly (GpuArg | Scratch)[]): Scratch {
+  scratch(source: string, n: number, inputs: readonly (GpuArg | Scratch | number)[]): Scratch {
     const texture = this.run(source, n, inputs);
     this.temps.push({ t: texture, n });
     return { texture, size: n };

@@ -2,7 +2,8 @@
  * @file gpu Adam/AdamW step: a gpu.js kernel has one output, so the step is three kernels (new
  * expAvg, new expAvgSq, new param), each recomputing the moments from the old values, and all
  * three results replace their buffers only once the three have run. Float32 throughout, where
- * js keeps the intermediates in float64 and rounds each tensor once.
+ * js keeps the intermediates in float64 and rounds each tensor once. What changes every step (the
+ * bias corrections, a scheduled lr) is passed as uniforms, so one compiled kernel serves all steps.
  */
 import { isContiguous, numel } from '../layout.js';
 import type { KernelParams } from '../names.js';
@@ -16,7 +17,6 @@ export function adamStepGpu(call: Call, inputs: readonly GpuArg[], out: GpuArg, 
   if (![p, g, m, v, out].every((a) => a.dtype === 'float32') || ![p, m, v, out].every(whole) || n === 0 || n > MAX_INDEX) return false;
   const { lr, beta1, beta2, eps, weightDecay: wd, decoupled, maximize, step } = o;
   const w = 1 - beta1;
-  const bc2Sqrt = Math.sqrt(1 - beta2 ** step);
   // the same steps as js's adamLoop: gradient (maximize, L2), moments (lerp as PyTorch's), param
   const head = `const i = this.thread.x;
 ${coordinates('i', g.shape, 'c')}
@@ -27,9 +27,10 @@ ${!decoupled && wd ? `gi += ${lit(wd)} * pi;` : ''}
 const mo = m[${lit(m.offset)} + i];
 const mi = ${w < 0.5 ? `mo + (gi - mo) * ${lit(w)}` : `gi - (gi - mo) * ${lit(1 - w)}`};
 const vi = v[${lit(v.offset)} + i] * ${lit(beta2)} + ${lit(1 - beta2)} * gi * gi;`;
-  const kernel = (result: string) => `function (p, g, m, v) {\n${head}\nreturn ${result};\n}`;
-  const pNew = `pi * ${lit(decoupled ? 1 - lr * wd : 1)} - (${lit(lr / (1 - beta1 ** step))} * mi) / (Math.sqrt(vi) / ${lit(bc2Sqrt)} + ${lit(eps)})`;
-  const [tm, tv, tp] = [kernel('mi'), kernel('vi'), kernel(pNew)].map((source) => call.run(source, n, [p, g, m, v]));
+  const kernel = (result: string) => `function (p, g, m, v, decay, stepSize, bc2Sqrt) {\n${head}\nreturn ${result};\n}`;
+  const pNew = `pi * decay - (stepSize * mi) / (Math.sqrt(vi) / bc2Sqrt + ${lit(eps)})`;
+  const uniforms = [decoupled ? 1 - lr * wd : 1, lr / (1 - beta1 ** step), Math.sqrt(1 - beta2 ** step)];
+  const [tm, tv, tp] = [kernel('mi'), kernel('vi'), kernel(pNew)].map((source) => call.run(source, n, [p, g, m, v, ...uniforms]));
   store(call, m, tm!);
   store(call, v, tv!);
   store(call, out, tp!);
