@@ -4,7 +4,10 @@
  * `node:fs` looked up at call time. No format knowledge lives here.
  */
 
-/** A malformed file: the message names the format and the byte offset where reading failed. */
+/**
+ * A malformed file: the message names the format and the byte offset where reading failed.
+ * @example try { readGguf(bytes); } catch (e) { if (e instanceof FormatError) console.error(e.message); } // names the byte offset
+ */
 export class FormatError extends Error {
   constructor(readonly format: string, readonly offset: number, what: string) {
     super(`${format}: ${what} at byte ${offset}`);
@@ -138,7 +141,10 @@ export class ByteReader {
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
 
-/** float → IEEE binary16 bits, rounding to nearest even (overflow to ±Inf, NaN kept). */
+/**
+ * float → IEEE binary16 bits, rounding to nearest even (overflow to ±Inf, NaN kept).
+ * @example floatToHalf(1); // 0x3c00
+ */
 export function floatToHalf(v: number): number {
   f32[0] = v;
   const x = u32[0]!;

@@ -19,12 +19,18 @@ export const GGML_TYPES: Record<GgmlTypeName, { id: number; block: number; bytes
   TQ2_0: { id: 35, block: 256, bytes: 66, codes: [-1, 1] },
 };
 
-/** The type named by a file's type id (undefined for types qgrad does not read). */
+/**
+ * The type named by a file's type id (undefined for types qgrad does not read).
+ * @example ggmlTypeOfId(8); // 'Q8_0'
+ */
 export function ggmlTypeOfId(id: number): GgmlTypeName | undefined {
   return (Object.keys(GGML_TYPES) as GgmlTypeName[]).find((k) => GGML_TYPES[k].id === id);
 }
 
-/** Bytes of `n` weights of a type (n a multiple of its block). */
+/**
+ * Bytes of `n` weights of a type (n a multiple of its block).
+ * @example ggmlBytes('Q8_0', 64); // 68: two blocks of 32 int8 codes + an f16 scale
+ */
 export function ggmlBytes(type: GgmlTypeName, n: number): number {
   const t = GGML_TYPES[type];
   return (n / t.block) * t.bytes;
@@ -40,7 +46,10 @@ const f = Math.fround;
 /** C's roundf / lroundf: half away from zero. */
 const roundAway = (v: number) => Math.sign(v) * Math.floor(Math.abs(v) + 0.5);
 
-/** ggml's reference quantiser of a block type (quantize_row_*_ref), as codes and float32 scales. */
+/**
+ * ggml's reference quantiser of a block type (quantize_row_*_ref), as codes and float32 scales.
+ * @example const blocks = ggmlQuantize('Q4_0', new Float32Array(weights));
+ */
 export function ggmlQuantize(type: Exclude<GgmlTypeName, 'F32' | 'F16'>, x: Float32Array): Blocks {
   const B = GGML_TYPES[type].block;
   const codes = new Int32Array(x.length);
@@ -69,7 +78,10 @@ export function ggmlQuantize(type: Exclude<GgmlTypeName, 'F32' | 'F16'>, x: Floa
   return { codes, scales };
 }
 
-/** The bytes of blocks (codes must lie in the type's range; scales are rounded to half). */
+/**
+ * The bytes of blocks (codes must lie in the type's range; scales are rounded to half).
+ * @example const bytes = encodeBlocks('Q4_0', ggmlQuantize('Q4_0', values));
+ */
 export function encodeBlocks(type: Exclude<GgmlTypeName, 'F32' | 'F16'>, blk: Blocks): Uint8Array {
   const { block: B, bytes, codes: range } = GGML_TYPES[type];
   const nb = blk.scales.length;
@@ -115,7 +127,10 @@ export function encodeBlocks(type: Exclude<GgmlTypeName, 'F32' | 'F16'>, blk: Bl
   return out;
 }
 
-/** Codes and scales back from block bytes (`n` weights; bytes already checked to be the right length). */
+/**
+ * Codes and scales back from block bytes (`n` weights; bytes already checked to be the right length).
+ * @example const { codes, scales } = decodeBlocks('Q8_0', bytes, 64);
+ */
 export function decodeBlocks(type: Exclude<GgmlTypeName, 'F32' | 'F16'>, bytes: Uint8Array, n: number): Blocks {
   const { block: B, bytes: size } = GGML_TYPES[type];
   const nb = n / B;
@@ -148,7 +163,10 @@ export function decodeBlocks(type: Exclude<GgmlTypeName, 'F32' | 'F16'>, bytes: 
   return { codes, scales };
 }
 
-/** Values as ggml's to_float computes them: float32 code·d (TQ2_0's code 3 decodes to 2·d, as ggml's does). */
+/**
+ * Values as ggml's to_float computes them: float32 code·d (TQ2_0's code 3 decodes to 2·d, as ggml's does).
+ * @example const values = dequantizeGgml('Q4_0', bytes, 4096);
+ */
 export function dequantizeGgml(type: GgmlTypeName, bytes: Uint8Array, n: number): Float32Array {
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const out = new Float32Array(n);
@@ -162,7 +180,10 @@ export function dequantizeGgml(type: GgmlTypeName, bytes: Uint8Array, n: number)
   return out;
 }
 
-/** F32 / F16 bytes of values. */
+/**
+ * F32 / F16 bytes of values.
+ * @example encodePlain('F16', new Float32Array([1, 2])).length; // 4
+ */
 export function encodePlain(type: 'F32' | 'F16', x: Float32Array): Uint8Array {
   const out = new Uint8Array(x.length * (type === 'F32' ? 4 : 2));
   const dv = new DataView(out.buffer);

@@ -422,13 +422,19 @@ export function readGguf(bytes: Uint8Array): GgufFile {
   return { version, metadata, tensors, dataOffset, alignment };
 }
 
-/** A tensor's bytes inside a checked file. */
+/**
+ * A tensor's bytes inside a checked file.
+ * @example const raw = ggufTensorBytes(file, bytes, file.tensors[0]!);
+ */
 export function ggufTensorBytes(file: GgufFile, bytes: Uint8Array, t: GgufTensorInfo): Uint8Array {
   const n = t.dims.reduce((a, b) => a * b, 1);
   return bytes.subarray(file.dataOffset + t.offset, file.dataOffset + t.offset + ggmlBytes(t.type, n));
 }
 
-/** A tensor's codes and scales (block types) or values, from a checked file. */
+/**
+ * A tensor's codes and scales (block types) or values, from a checked file.
+ * @example const { values } = ggufTensorData(file, bytes, file.tensors.find((t) => t.name === 'output_norm.weight')!);
+ */
 export function ggufTensorData(file: GgufFile, bytes: Uint8Array, t: GgufTensorInfo): { values: Float32Array; blocks: Blocks | null } {
   const b = ggufTensorBytes(file, bytes, t);
   const n = t.dims.reduce((a, c) => a * c, 1);

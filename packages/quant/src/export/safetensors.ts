@@ -64,7 +64,10 @@ function gridOptions(plan: QuantizerPlan): QuantizerConfig {
   return { grid: name };
 }
 
-/** A config that resolves to the same plan (what the forward of a converted layer reads). */
+/**
+ * A config that resolves to the same plan (what the forward of a converted layer reads).
+ * @internal plumbing between the quantizer, QAT, LoRA and export code of @qgrad/quant, left off the API site
+ */
 export function configOfPlan(plan: QuantizerPlan): QuantizerConfig {
   const c: QuantizerConfig = { ...gridOptions(plan), granularity: plan.granularity, estimator: plan.estimator.name, rounding: plan.rounding };
   if (plan.grid.scale.kind === 'real') c.scale = { mode: plan.mode, rule: plan.rule, ...(plan.doubleScale && { double: true }) };
@@ -169,7 +172,10 @@ export function saveQuantized(model: Module, path: string): void {
 
 const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
 
-/** Checks the metadata of a decoded file and returns it parsed; errors name the header (byte 8). */
+/**
+ * Checks the metadata of a decoded file and returns it parsed; errors name the header (byte 8).
+ * @internal plumbing between the quantizer, QAT, LoRA and export code of @qgrad/quant, left off the API site
+ */
 export function checkQuantized(tensors: Record<string, Tensor>, metadata: Record<string, string>): QuantizedCheckpoint {
   const bad = (what: string): never => {
     throw new Error(`loadQuantized: ${what} (header at byte 8)`);
@@ -223,6 +229,7 @@ export function deserializeQuantized(bytes: Uint8Array): QuantizedCheckpoint {
  * Rebuilds the converted layers of `template` (a fresh model of the same architecture, float
  * layers where the saved one had converted ones) from a checkpoint and loads every tensor, in
  * place. Returns the template, now in eval mode.
+ * @internal plumbing between the quantizer, QAT, LoRA and export code of @qgrad/quant, left off the API site
  */
 export function applyQuantized<M extends Module>(template: M, ckpt: QuantizedCheckpoint): M {
   const state: Record<string, Tensor> = Object.create(null);

@@ -6,7 +6,10 @@ import { levelGrid, LevelSet, type Grid } from './grid.js';
 
 const SIGNS = new LevelSet('binary grid', [-1, 1]);
 
-/** `{ grid: 'binary' }`. */
+/**
+ * `{ grid: 'binary' }`.
+ * @example fakeQuant(w, { grid: 'binary' }); // the config form of this grid
+ */
 export function binaryGrid(): Grid {
   return levelGrid('binary', 'binary', SIGNS, { scaleRule: 'absmean', estimator: 'ste' }, 1);
 }

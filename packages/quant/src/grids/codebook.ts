@@ -9,6 +9,7 @@ import { levelGrid, LevelSet, type Grid, type GridOptions } from './grid.js';
 /**
  * `{ grid: 'codebook', levels }`; `bits`, if given, must equal log2 of the level count.
  * Levels that are duplicates or not finite are errors (in the tensor's dtype: at first use).
+ * @example fakeQuant(w, { grid: 'codebook', levels: [-1, -0.3, 0, 0.3, 1] }); // the config form of this grid
  */
 export function codebookGrid(o: GridOptions): Grid {
   const levels = o.levels;

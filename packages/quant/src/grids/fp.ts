@@ -43,7 +43,10 @@ export function fpFormat(f: FpFormatName | FpFormat): FpFormat {
   return r;
 }
 
-/** The value of one code (sign s, exponent field e, mantissa field m), or NaN/±Infinity. */
+/**
+ * The value of one code (sign s, exponent field e, mantissa field m), or NaN/±Infinity.
+ * @example decodeFp(fpFormat('e2m1'), 0, 2, 1); // 3
+ */
 export function decodeFp(f: FpFormat, s: number, e: number, m: number): number {
   const top = 2 ** f.exp - 1;
   const sg = s ? -1 : 1;
@@ -53,7 +56,10 @@ export function decodeFp(f: FpFormat, s: number, e: number, m: number): number {
   return sg * 2 ** (e - f.bias) * (1 + m / 2 ** f.man);
 }
 
-/** Every finite representable value, sorted, with ±0 collapsed into one 0. */
+/**
+ * Every finite representable value, sorted, with ±0 collapsed into one 0.
+ * @example fpValues('e2m1'); // [-6, -4, -3, -2, -1.5, -1, -0.5, 0, 0.5, 1, 1.5, 2, 3, 4, 6]
+ */
 export function fpValues(format: FpFormatName | FpFormat): number[] {
   const f = fpFormat(format);
   const set = new Set<number>();
@@ -64,7 +70,10 @@ export function fpValues(format: FpFormatName | FpFormat): number[] {
   return [...set].sort((a, b) => a - b);
 }
 
-/** Largest finite value, smallest normal exponent and the top exponent of normals. */
+/**
+ * Largest finite value, smallest normal exponent and the top exponent of normals.
+ * @example fpLimits('e4m3fn').max; // 448
+ */
 export function fpLimits(format: FpFormatName | FpFormat): { max: number; emin: number; emax: number } {
   const f = fpFormat(format);
   const v = fpValues(f);

@@ -29,7 +29,10 @@ function normAxis(who: string, a: number, ndim: number): number {
   return a < 0 ? a + ndim : a;
 }
 
-/** Short text for summaries: 'tensor', 'channel', 'token', 'channel1', 'group32', 'block64'. */
+/**
+ * Short text for summaries: 'tensor', 'channel', 'token', 'channel1', 'group32', 'block64'.
+ * @example granularityName({ group: 32 }); // 'group32'
+ */
 export function granularityName(g: Granularity): string {
   if (typeof g === 'string') return g;
   if ('block' in g) return `block${g.block}`;
@@ -37,7 +40,10 @@ export function granularityName(g: Granularity): string {
   return g.channel === 0 ? 'channel' : `channel${g.channel}`;
 }
 
-/** The shape of the grouped view of a tensor of `shape` (without building it); errors name `who`. */
+/**
+ * The shape of the grouped view of a tensor of `shape` (without building it); errors name `who`.
+ * @example groupedShape([64, 128], { group: 32 }).groupSize; // 32
+ */
 export function groupedShape(shape: readonly number[], g: Granularity, who = 'toGroups'): { view: number[]; groupSize: number } {
   const n = shape.reduce((a, b) => a * b, 1);
   if (g === 'tensor') return { view: [1, n], groupSize: n };

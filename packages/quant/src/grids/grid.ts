@@ -66,7 +66,10 @@ export interface Grid {
   decode(codes: Tensor, dtype: FloatDType): Tensor;
 }
 
-/** Bits a code takes when stored: packed 1, 2 or 4 per field, else 8, 16 or 32. */
+/**
+ * Bits a code takes when stored: packed 1, 2 or 4 per field, else 8, 16 or 32.
+ * @example storedBits({ codeMin: -8, codeMax: 7 }); // 4
+ */
 export function storedBits(g: Pick<Grid, 'codeMin' | 'codeMax'>): number {
   const need = Math.max(1, Math.ceil(Math.log2(g.codeMax - g.codeMin + 1)));
   return need <= 1 ? 1 : need <= 2 ? 2 : need <= 4 ? 4 : need <= 8 ? 8 : need <= 16 ? 16 : 32;
@@ -78,6 +81,7 @@ const round32 = (v: number) => Math.fround(v);
  * A sorted set of distinct finite levels with nearest-level snapping by binary search over the
  * midpoints (a tie goes to the upper level, so binary maps 0 to +1). Levels are rounded to the
  * tensor's dtype first; two that collide there are an error naming both.
+ * @example const levels = new LevelSet('my grid', [-1, -0.25, 0, 0.25, 1]);
  */
 export class LevelSet {
   readonly values: readonly number[];
@@ -170,6 +174,8 @@ export class LevelSet {
 /**
  * A grid over an explicit level set (NF4, codebooks, binary): nearest-level snapping, codes are
  * level indices 0 … K − 1.
+ * @example const sf4 = new LevelSet('sf4 grid', [-1, -0.5, -0.25, 0, 0.25, 0.5, 1]);
+ * const grid = levelGrid('sf4', 'SF4', sf4, { scaleRule: 'absmax', estimator: 'ste' });
  */
 export function levelGrid(name: string, label: string, set: LevelSet, defaults: Grid['defaults'], idealBits = Math.log2(set.values.length)): Grid {
   const v = set.values;

@@ -28,7 +28,11 @@ export function intRange(bits: number, opts: { signed?: boolean; narrow?: boolea
   return { qmin: opts.narrow ? -(h - 1) : -h, qmax: h - 1 };
 }
 
-/** Round on plain numbers, as the kernel does (never Math.round). */
+/**
+ * Round on plain numbers, as the kernel does (never Math.round).
+ * @example roundNumber(2.5); // 2 (half to even)
+ * roundNumber(2.5, 'halfAway'); // 3
+ */
 export function roundNumber(v: number, rounding: Rounding = 'halfEven'): number {
   if (rounding === 'floor') return Math.floor(v);
   if (rounding === 'halfAway') return Math.sign(v) * Math.floor(Math.abs(v) + 0.5);
@@ -37,12 +41,18 @@ export function roundNumber(v: number, rounding: Rounding = 'halfEven'): number 
   return d < 0.5 ? f : d > 0.5 ? f + 1 : f % 2 === 0 ? f : f + 1;
 }
 
-/** Rounds a tensor (no gradient). */
+/**
+ * Rounds a tensor (no gradient).
+ * @example roundTensor(tensor([0.5, 1.5, 2.5])); // [0, 2, 2]
+ */
 export function roundTensor(u: Tensor, rounding: Rounding = 'halfEven'): Tensor {
   return noGrad(() => (rounding === 'floor' ? u.floor() : rounding === 'halfAway' ? u.sign().mul(u.abs().add(0.5).floor()) : u.round()));
 }
 
-/** An integer grid {qmin … qmax}; `name` and `label` let ternary reuse it. */
+/**
+ * An integer grid {qmin … qmax}; `name` and `label` let ternary reuse it.
+ * @internal plumbing between the quantizer, QAT, LoRA and export code of @qgrad/quant, left off the API site
+ */
 export function integerGrid(name: 'int' | 'ternary', label: string, qmin: number, qmax: number, idealBits: number, scaleRule: ScaleRule, estimator: string): Grid {
   return {
     name, label, lo: qmin, hi: qmax, integer: { qmin, qmax }, positiveLevels: Math.max(qmax, 0), scale: { kind: 'real' }, idealBits,

@@ -21,7 +21,10 @@ export function mxSharedExponent(blocks: Tensor, emax: number): Tensor {
   });
 }
 
-/** The MX scale 2^X of each block (last axis of the grouped view). */
+/**
+ * The MX scale 2^X of each block (last axis of the grouped view).
+ * @internal plumbing between the quantizer, QAT, LoRA and export code of @qgrad/quant, left off the API site
+ */
 export function mxScale(blocks: Tensor, grid: Grid): Tensor {
   if (grid.scale.kind !== 'pow2') throw new Error(`mxScale: grid '${grid.name}' takes no power-of-two block scale`);
   return noGrad(() => pow(2, mxSharedExponent(blocks, grid.scale.kind === 'pow2' ? grid.scale.emax : 0)));

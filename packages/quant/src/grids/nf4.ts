@@ -12,7 +12,10 @@ export const NF4_LEVELS: readonly number[] = [
 
 const NF4 = new LevelSet('nf4 grid', NF4_LEVELS);
 
-/** `{ grid: 'nf4' }`: blocks of 64, absmax scale, straight-through by default. */
+/**
+ * `{ grid: 'nf4' }`: blocks of 64, absmax scale, straight-through by default.
+ * @example const grid = nf4Grid(); // the grid behind { grid: 'nf4' }
+ */
 export function nf4Grid(): Grid {
   return levelGrid('nf4', 'nf4', NF4, { scaleRule: 'absmax', estimator: 'ste', granularity: { block: 64 } }, 4);
 }

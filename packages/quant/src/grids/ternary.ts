@@ -5,7 +5,10 @@
 import type { Grid } from './grid.js';
 import { integerGrid } from './int.js';
 
-/** `{ grid: 'ternary' }`. */
+/**
+ * `{ grid: 'ternary' }`.
+ * @example fakeQuant(w, { grid: 'ternary' }); // the config form of this grid
+ */
 export function ternaryGrid(): Grid {
   return integerGrid('ternary', 'ternary', -1, 1, Math.log2(3), 'absmean', 'ste');
 }

@@ -34,7 +34,10 @@ export interface BitsRow {
 const DTYPE_BITS: Record<string, number> = { float32: 32, float64: 64, int32: 32, int8: 8, uint8: 8 };
 const fmtBits = (b: number) => String(+b.toFixed(3));
 
-/** What bitsPerParameter returns; `toString()` prints the table. */
+/**
+ * What bitsPerParameter returns; `toString()` prints the table.
+ * @example console.log(bitsPerParameter(model).toString());
+ */
 export class BitsReport {
   /** Model parameters, excluding quantizer scales (they are overhead). */
   readonly params: number;

@@ -29,7 +29,10 @@ export function tensorError(x: Tensor, xHat: Tensor): { mse: number; sqnrDb: num
   return { mse: err / a.length, sqnrDb: err === 0 ? Infinity : 10 * Math.log10(sig / err) };
 }
 
-/** The weight quantization error of every enabled QAT layer (eval-mode quantizers, no gradient). */
+/**
+ * The weight quantization error of every enabled QAT layer (eval-mode quantizers, no gradient).
+ * @example console.log(formatErrorTable(quantizationError(model)));
+ */
 export function quantizationError(model: Module): LayerError[] {
   const rows: LayerError[] = [];
   for (const [name, m] of model.namedModules()) {
@@ -40,7 +43,10 @@ export function quantizationError(model: Module): LayerError[] {
   return rows;
 }
 
-/** The rows as an aligned text table. */
+/**
+ * The rows as an aligned text table.
+ * @example console.log(formatErrorTable(quantizationError(model)));
+ */
 export function formatErrorTable(rows: LayerError[]): string {
   const lines = rows.map((r) => [r.name, String(r.numel), r.mse.toExponential(3), r.sqnrDb === Infinity ? 'inf' : r.sqnrDb.toFixed(2)]);
   const head = ['layer', 'numel', 'mse', 'sqnr dB'];

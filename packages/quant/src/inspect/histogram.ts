@@ -46,7 +46,10 @@ export function weightHistogram(w: Tensor, q: WeightQuantizer, opts: { bins?: nu
   return { edges, counts, levels, clippedFraction: clipped / u.length };
 }
 
-/** A bar chart of the histogram with the grid levels as red ticks, as a standalone SVG string. */
+/**
+ * A bar chart of the histogram with the grid levels as red ticks, as a standalone SVG string.
+ * @example writeFileSync('hist.svg', histogramSvg(weightHistogram(layer.weight, layer.weightQuantizer!), { title: 'fc1' }));
+ */
 export function histogramSvg(h: WeightHistogram, opts: { width?: number; height?: number; title?: string } = {}): string {
   const W = opts.width ?? 480;
   const H = opts.height ?? 200;
@@ -62,7 +65,10 @@ export function histogramSvg(h: WeightHistogram, opts: { width?: number; height?
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}">${title}${bars.join('')}${ticks.join('')}${labels.join('')}</svg>`;
 }
 
-/** The histogram as a vega-lite spec (bars plus grid-level rules). */
+/**
+ * The histogram as a vega-lite spec (bars plus grid-level rules).
+ * @example const spec = histogramVegaLite(weightHistogram(layer.weight, layer.weightQuantizer!)); // hand to vega-embed
+ */
 export function histogramVegaLite(h: WeightHistogram, title = 'weights in grid units'): Record<string, unknown> {
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',

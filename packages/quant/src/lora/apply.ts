@@ -96,12 +96,19 @@ export function loraQuant<M extends Module>(model: M, config: LoraQuantConfig): 
 }
 
 const initStats = new WeakMap<Module, Record<string, LoraInitStats>>();
-/** The LoftQ / LQ-LoRA errors per layer of the last loraQuant on `model` (empty without init). */
+/**
+ * The LoftQ / LQ-LoRA errors per layer of the last loraQuant on `model` (empty without init).
+ * @example loraQuant(model, { method: 'qlora', rank: 8, alpha: 16, targets: ['**.q_proj'], init: 'loftq' });
+ * console.log(loraInitStats(model));
+ */
 export function loraInitStats(model: Module): Record<string, LoraInitStats> {
   return initStats.get(model) ?? {};
 }
 
-/** The LoRA layers of a model with their dotted names. */
+/**
+ * The LoRA layers of a model with their dotted names.
+ * @example for (const [name, layer] of loraLayers(model)) console.log(name, layer.method);
+ */
 export function loraLayers(model: Module): [string, LoraLayer][] {
   return [...model.namedModules()].filter((e): e is [string, LoraLayer] => e[1] instanceof LoraLayer);
 }

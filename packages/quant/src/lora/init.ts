@@ -62,6 +62,7 @@ function fit(layer: QLoraLinear | QALoraLinear | LoqtLinear, r: Tensor): Fit {
 /**
  * Initialises `layer`'s base and adapters from its float weight `w` by the alternation; returns
  * the errors. Errors name the layer for methods it does not apply to.
+ * @internal plumbing between the quantizer, QAT, LoRA and export code of @qgrad/quant, left off the API site
  */
 export function initLowRankQuant(layer: LoraLayer, w: Tensor, init: LoraInit): LoraInitStats {
   const name = typeof init === 'string' ? init : init.method;

@@ -39,6 +39,7 @@ export interface MergedLayer {
 /**
  * Base of the LoRA layers: y = base(x) + adapter(x), where the base is frozen in its quantized
  * form. Subclasses give the forward, the merge and which tensors must stay unchanged in training.
+ * @example for (const [name, layer] of loraLayers(model)) console.log(name, layer.method);
  */
 export abstract class LoraLayer extends Module {
   abstract readonly method: LoraMethod;
@@ -109,13 +110,19 @@ export abstract class LoraLayer extends Module {
   }
 }
 
-/** Frozen-base defaults: integer grids get a fixed data scale (absmax, minmax when asymmetric) unless the config says otherwise. */
+/**
+ * Frozen-base defaults: integer grids get a fixed data scale (absmax, minmax when asymmetric) unless the config says otherwise.
+ * @internal plumbing between the quantizer, QAT, LoRA and export code of @qgrad/quant, left off the API site
+ */
 export function frozenConfig(quant: WeightQuantConfig): WeightQuantConfig {
   if ((quant.grid ?? 'int') !== 'int' || quant.scale !== undefined || quant.estimator !== undefined) return quant;
   return { ...quant, scale: { mode: 'fixed', rule: quant.asymmetric ? 'minmax' : 'absmax' } };
 }
 
-/** A float Linear [out, in] holding `weight` and `bias` (copies). */
+/**
+ * A float Linear [out, in] holding `weight` and `bias` (copies).
+ * @internal plumbing between the quantizer, QAT, LoRA and export code of @qgrad/quant, left off the API site
+ */
 export function floatLinear(weight: Tensor, bias: Tensor | null): Linear {
   const [out, inF] = weight.shape as [number, number];
   const lin = new Linear(inF, out, { bias: bias !== null, dtype: weight.dtype });
@@ -129,6 +136,7 @@ export function floatLinear(weight: Tensor, bias: Tensor | null): Linear {
 /**
  * The frozen quantized base of `weight` (and `bias`) under `quant`: convert's QuantizedLinear
  * (packed codes, scales — double-quantized where the config says — and zero points).
+ * @internal plumbing between the quantizer, QAT, LoRA and export code of @qgrad/quant, left off the API site
  */
 export function frozenBase(weight: Tensor, bias: Tensor | null, quant: WeightQuantConfig, who: string): QuantizedLinear {
   const q = QuantLinear.from(floatLinear(weight, bias), { weight: frozenConfig(quant) }, who);

@@ -12,7 +12,10 @@ import { frozenBase, type LoraLayerOptions } from './layer.js';
 import { QLoraLinear } from './qlora.js';
 import { truncatedSvd } from './svd.js';
 
-/** P [r, in]: the top-r right singular vectors of the [out, in] matrix `m`, as rows. */
+/**
+ * P [r, in]: the top-r right singular vectors of the [out, in] matrix `m`, as rows.
+ * @example const p = topRightSingular(weightGradient, 8); // [8, in]: the new projection
+ */
 export function topRightSingular(m: Tensor, r: number): Tensor {
   const [rows, cols] = m.shape as [number, number];
   const { v, rank } = truncatedSvd(Float64Array.from(m.contiguous().dataSync()), rows, cols, r);
@@ -86,7 +89,10 @@ export class LoqtLinear extends QLoraLinear {
   }
 }
 
-/** Steps at which LoQT merges: gaps first, first·factor, first·factor², … (rounded) up to `total`. */
+/**
+ * Steps at which LoQT merges: gaps first, first·factor, first·factor², … (rounded) up to `total`.
+ * @example loqtMergeSteps(500); // [100, 220, 364]
+ */
 export function loqtMergeSteps(total: number, opts: { first?: number; factor?: number } = {}): number[] {
   const first = opts.first ?? 100;
   const factor = opts.factor ?? 1.2;
@@ -100,6 +106,7 @@ export function loqtMergeSteps(total: number, opts: { first?: number; factor?: n
  * LoQT's periodic update on every LoQT layer of `model`: with `loss`, one forward/backward on
  * the float merged weights gives each layer's weight gradient for its new P; then each layer
  * merges and resets (`LoqtLinear.mergeAndReset`). Returns the per-layer residuals.
+ * @example if (mergeSteps.includes(step)) loqtMerge(model, { loss: () => lossOf(batch) });
  */
 export function loqtMerge(model: Module, opts: { loss?: () => Tensor; compensate?: number } = {}): Record<string, LoqtMergeStats> {
   const layers = [...model.namedModules()].filter((e): e is [string, LoqtLinear] => e[1] instanceof LoqtLinear);

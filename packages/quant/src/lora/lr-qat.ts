@@ -138,7 +138,10 @@ export class LrQatLinear extends LoraLayer {
   }
 }
 
-/** Decodes int8 fixed point with `fracBits` fractional bits (for tests and inspection). */
+/**
+ * Decodes int8 fixed point with `fracBits` fractional bits (for tests and inspection).
+ * @example decodeFixedPoint(new Int8Array([16, -8]), 4); // [1, -0.5]
+ */
 export function decodeFixedPoint(codes: Int8Array, fracBits: number): Float64Array {
   return Float64Array.from(codes, (c) => c / 2 ** fracBits);
 }

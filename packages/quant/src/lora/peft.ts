@@ -73,7 +73,10 @@ export function saveAdapters(model: Module, dir: string): void {
   writeFileSync(join(dir, ADAPTER_CONFIG), `${JSON.stringify(config, null, 2)}\n`);
 }
 
-/** Reads `dir`/adapter_config.json, checking the fields qgrad needs. */
+/**
+ * Reads `dir`/adapter_config.json, checking the fields qgrad needs.
+ * @example readAdapterConfig('runs/adapter').r; // the adapter's rank
+ */
 export function readAdapterConfig(dir: string): AdapterConfig {
   const path = join(dir, ADAPTER_CONFIG);
   let c: AdapterConfig;

@@ -12,7 +12,10 @@ import { QuantizedLinear } from '../qat/convert.js';
 import { describePlan, resolveQuantizer } from '../quantizer/config.js';
 import { frozenBase, frozenConfig, LoraLayer, type LoraLayerOptions, type MergedLayer } from './layer.js';
 
-/** The group size L of a QA-LoRA quant config, or an error naming the layer and what it needs. */
+/**
+ * The group size L of a QA-LoRA quant config, or an error naming the layer and what it needs.
+ * @internal plumbing between the quantizer, QAT, LoRA and export code of @qgrad/quant, left off the API site
+ */
 export function qaLoraGroup(o: LoraLayerOptions, inFeatures: number): number {
   const plan = resolveQuantizer(frozenConfig(o.quant), 'weight', o.who);
   const g = plan.granularity;

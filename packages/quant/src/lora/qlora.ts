@@ -13,7 +13,10 @@ import { floatLinear, frozenBase, LoraLayer, type LoraLayerOptions, type MergedL
 /** QLoRA's base quantizer: NF4, absmax per block of 64, double-quantized absmaxes. */
 export const QLORA_QUANT = { grid: 'nf4', scale: { double: true } } as const;
 
-/** A LoRA layer over a frozen convert-style base (QLoRA; LoQT extends it). */
+/**
+ * A LoRA layer over a frozen convert-style base (QLoRA; LoQT extends it).
+ * @example loraQuant(model, { method: 'qlora', rank: 8, alpha: 16, targets: ['**.q_proj', '**.v_proj'] });
+ */
 export class QLoraLinear extends LoraLayer {
   readonly method: 'qlora' | 'loqt' = 'qlora';
   /** The frozen quantized base (packed codes, scales, bias). */

@@ -3,7 +3,10 @@
  * upper Cholesky factor of an inverse (GPTQ's `chol(H⁻¹)`). Not a tensor library: n ≤ a few thousand.
  */
 
-/** Lower Cholesky factor L of a symmetric positive definite n×n matrix (LLᵀ = A); throws naming the pivot otherwise. */
+/**
+ * Lower Cholesky factor L of a symmetric positive definite n×n matrix (LLᵀ = A); throws naming the pivot otherwise.
+ * @example cholesky([4, 2, 2, 3], 2); // [2, 0, 1, √2]
+ */
 export function cholesky(a: ArrayLike<number>, n: number, who = 'cholesky'): Float64Array {
   const l = new Float64Array(n * n);
   for (let j = 0; j < n; j++) {
@@ -21,7 +24,10 @@ export function cholesky(a: ArrayLike<number>, n: number, who = 'cholesky'): Flo
   return l;
 }
 
-/** A⁻¹ from A's lower Cholesky factor: (LLᵀ)⁻¹ = L⁻ᵀL⁻¹. */
+/**
+ * A⁻¹ from A's lower Cholesky factor: (LLᵀ)⁻¹ = L⁻ᵀL⁻¹.
+ * @example const aInv = choleskyInverse(cholesky(a, n), n);
+ */
 export function choleskyInverse(l: Float64Array, n: number): Float64Array {
   // M = L⁻¹ by forward substitution, column by column (M is lower triangular)
   const m = new Float64Array(n * n);
@@ -45,7 +51,10 @@ export function choleskyInverse(l: Float64Array, n: number): Float64Array {
   return inv;
 }
 
-/** Upper factor U with UᵀU = A (the transpose of A's lower Cholesky factor). */
+/**
+ * Upper factor U with UᵀU = A (the transpose of A's lower Cholesky factor).
+ * @example const u = upperCholesky(hessian, n); // GPTQ works down the rows of U
+ */
 export function upperCholesky(a: ArrayLike<number>, n: number, who?: string): Float64Array {
   const l = cholesky(a, n, who);
   const u = new Float64Array(n * n);

@@ -65,7 +65,11 @@ export interface PtqLayerReport {
   hadamardBlock?: number;
 }
 
-/** ptq's per-layer report; `toString()` prints it as a table. */
+/**
+ * ptq's per-layer report; `toString()` prints it as a table.
+ * @example const { report } = ptq(model, calibration, { method: 'gptq', default: { weight: { grid: 'int', bits: 4 } } });
+ * console.log(report.toString());
+ */
 export class PtqReport {
   constructor(readonly rows: PtqLayerReport[]) {}
   toString(): string {
@@ -122,7 +126,10 @@ function captureInputs(model: Module, batches: readonly (Tensor | Tensor[])[], l
   return seen;
 }
 
-/** Round-to-nearest of `w` by the layer's own quantizer, its scales initialised from `w`. */
+/**
+ * Round-to-nearest of `w` by the layer's own quantizer, its scales initialised from `w`.
+ * @example const wq = roundToNearest(layer.weightQuantizer!, layer.weight);
+ */
 export function roundToNearest(wq: WeightQuantizer, w: Tensor): Tensor {
   return noGrad(() => {
     const on = wq.enabled;

@@ -24,7 +24,10 @@ export interface QuantLayer extends Module {
   quantizedWeight(): Tensor;
 }
 
-/** Whether a module is one of the QAT layers. */
+/**
+ * Whether a module is one of the QAT layers.
+ * @example const quantized = [...model.namedModules()].filter(([, m]) => isQuantLayer(m));
+ */
 export function isQuantLayer(m: Module): m is QuantLayer {
   return m instanceof QuantLinear || m instanceof QuantConv2d || m instanceof QuantEmbedding;
 }
@@ -77,7 +80,10 @@ export class QuantLinear extends Module implements QuantLayer {
   }
 }
 
-/** 2-D convolution with quantized weight (one scale per output channel by default) and input. */
+/**
+ * 2-D convolution with quantized weight (one scale per output channel by default) and input.
+ * @example prepareQAT(cnn, { default: { weight: { grid: 'int', bits: 4 } }, types: ['Conv2d'] }); // swaps in QuantConv2d layers
+ */
 export class QuantConv2d extends Module implements QuantLayer {
   weight: Tensor;
   bias: Tensor | null;
@@ -113,7 +119,10 @@ export class QuantConv2d extends Module implements QuantLayer {
   }
 }
 
-/** Embedding table with a quantized weight (per row by default); indices are not quantized. */
+/**
+ * Embedding table with a quantized weight (per row by default); indices are not quantized.
+ * @example prepareQAT(llama, { rules: [{ types: ['Embedding'], weight: { grid: 'int', bits: 8 } }] }); // swaps in QuantEmbedding
+ */
 export class QuantEmbedding extends Module implements QuantLayer {
   weight: Tensor;
   weightQuantizer: WeightQuantizer | null;
@@ -144,7 +153,10 @@ export class QuantEmbedding extends Module implements QuantLayer {
   }
 }
 
-/** Every weight and input quantizer in a model, with its dotted path. */
+/**
+ * Every weight and input quantizer in a model, with its dotted path.
+ * @example for (const [name, q] of namedQuantizers(model)) console.log(name, describeQuantizer(q));
+ */
 export function* namedQuantizers(model: Module): Generator<[string, WeightQuantizer | ActQuantizer]> {
   for (const [name, m] of model.namedModules()) if (m instanceof WeightQuantizer || m instanceof ActQuantizer) yield [name, m];
 }
@@ -153,6 +165,8 @@ export function* namedQuantizers(model: Module): Generator<[string, WeightQuanti
  * Switches fake quantization on or off everywhere (full-precision phase → QAT phase). With
  * `reinit`, switching on re-initialises weight scales from the current weights (in place, so
  * optimizer state keeps pointing at the same tensors) and activation scales at the next batch.
+ * @example setQuantEnabled(model, false); // full-precision warmup
+ * setQuantEnabled(model, true, { reinit: true }); // QAT from here, scales re-initialised
  */
 export function setQuantEnabled(model: Module, on: boolean, opts: { reinit?: boolean; weights?: boolean; inputs?: boolean } = {}): void {
   for (const [, m] of model.namedModules()) {

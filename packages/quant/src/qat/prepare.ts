@@ -45,7 +45,10 @@ export interface QATSummaryRow {
   params: number;
 }
 
-/** What prepareQAT did: one row per candidate layer; `toString()` prints the table. */
+/**
+ * What prepareQAT did: one row per candidate layer; `toString()` prints the table.
+ * @example console.log(prepareQAT(model, config).toString()); // one row per candidate layer
+ */
 export class QATSummary {
   constructor(readonly rows: QATSummaryRow[]) {}
   get quantized(): string[] {
@@ -64,7 +67,10 @@ export class QATSummary {
   }
 }
 
-/** Compiles a glob over dotted names: `*` matches within one part, `**` across parts, `?` one character. */
+/**
+ * Compiles a glob over dotted names: `*` matches within one part, `**` across parts, `?` one character.
+ * @example globToRegExp('**.mlp.*').test('model.layers.0.mlp.up_proj'); // true
+ */
 export function globToRegExp(glob: string): RegExp {
   let re = '';
   for (let i = 0; i < glob.length; i++) {
@@ -95,7 +101,10 @@ function layerType(m: Module): LayerType | null {
   return null;
 }
 
-/** 'int4 channel lsq learned' style description of a layer's quantizer ('fp' when none). */
+/**
+ * 'int4 channel lsq learned' style description of a layer's quantizer ('fp' when none).
+ * @example describeQuantizer(layer.weightQuantizer); // e.g. 'int4 channel lsq learned'
+ */
 export function describeQuantizer(q: WeightQuantizer | ActQuantizer | null | undefined): string {
   return q ? `${describePlan(q.plan)}${'soft' in q && q.soft ? ' soft' : ''}` : 'fp';
 }
@@ -141,7 +150,10 @@ export function prepareQAT(model: Module, config: QATConfig): QATSummary {
   return new QATSummary(rows);
 }
 
-/** Sets the submodule at a dotted path (its parent's field, which the registry reads). */
+/**
+ * Sets the submodule at a dotted path (its parent's field, which the registry reads).
+ * @example replaceSubmodule(model, 'layers.0.mlp', new Identity());
+ */
 export function replaceSubmodule(model: Module, path: string, m: Module): void {
   const i = path.lastIndexOf('.');
   const parent = model.getSubmodule(i < 0 ? '' : path.slice(0, i));

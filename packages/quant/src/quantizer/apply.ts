@@ -35,6 +35,7 @@ export interface ApplyOptions {
  * A scale (and zero point) for `view` from the plan's rule: MX power-of-two block scales; absmax
  * and absmean in tensor ops (differentiable when `differentiable`, as HESTIA's normaliser is);
  * every other rule on the CPU, detached.
+ * @internal plumbing between the quantizer, QAT, LoRA and export code of @qgrad/quant, left off the API site
  */
 export function dataScale(plan: QuantizerPlan, view: Tensor, rule: ScaleRule = plan.rule, differentiable = false): ScaleAndZero {
   const r = ruleScale(plan, view, rule, differentiable);
@@ -68,14 +69,20 @@ function ruleScale(plan: QuantizerPlan, view: Tensor, rule: ScaleRule, different
   return { scale: r.scale.to(view.dtype), zeroPoint: plan.hasZeroPoint ? r.zeroPoint.to(view.dtype) : 0 };
 }
 
-/** The integer zero point as the kernel uses it: rounded half-even and clamped (β is used as is). */
+/**
+ * The integer zero point as the kernel uses it: rounded half-even and clamped (β is used as is).
+ * @internal plumbing between the quantizer, QAT, LoRA and export code of @qgrad/quant, left off the API site
+ */
 export function effectiveZero(plan: QuantizerPlan, z: Tensor | number): Tensor | number {
   if (typeof z === 'number' || plan.offset === 'beta' || !plan.grid.integer) return z;
   const { qmin, qmax } = plan.grid.integer;
   return noGrad(() => round(z.detach()).clamp(qmin, qmax));
 }
 
-/** The numeric LSQ gradient factor for a view whose scales each cover `n` elements. */
+/**
+ * The numeric LSQ gradient factor for a view whose scales each cover `n` elements.
+ * @internal plumbing between the quantizer, QAT, LoRA and export code of @qgrad/quant, left off the API site
+ */
 export function gradFactor(plan: QuantizerPlan, n: number): number {
   return plan.gradScale === 'lsq' ? lsqGradScale(n, Math.max(plan.grid.positiveLevels, 1)) : plan.gradScale;
 }
@@ -100,6 +107,7 @@ function levelsOf(grid: Grid, dtype: FloatDType): { set: LevelSet; tensor: Tenso
  * fakeQuantize (LSQ/LSQ+ gradients to scale and zero point); other grids as s·snap(x/s), where a
  * learned scale gets LSQ's gradient (snap(u) − u inside the range, the bound outside) by autograd
  * through a clipped straight-through snap.
+ * @internal plumbing between the quantizer, QAT, LoRA and export code of @qgrad/quant, left off the API site
  */
 export function fakeQuantView(plan: QuantizerPlan, view: Tensor, scale: Tensor, zeroPoint: Tensor | number, o: ApplyOptions = {}): Tensor {
   const grid = plan.grid;
@@ -132,7 +140,10 @@ export function fakeQuantView(plan: QuantizerPlan, view: Tensor, scale: Tensor, 
   });
 }
 
-/** The grid's levels must be distinct and finite in the tensor's dtype: an error naming the quantizer otherwise. */
+/**
+ * The grid's levels must be distinct and finite in the tensor's dtype: an error naming the quantizer otherwise.
+ * @internal plumbing between the quantizer, QAT, LoRA and export code of @qgrad/quant, left off the API site
+ */
 export function checkLevels(plan: QuantizerPlan, dtype: FloatDType): void {
   if (plan.grid.integer) return;
   try {
@@ -142,7 +153,10 @@ export function checkLevels(plan: QuantizerPlan, dtype: FloatDType): void {
   }
 }
 
-/** Half the gap between the two largest levels (QuEST's trust radius on non-uniform grids). */
+/**
+ * Half the gap between the two largest levels (QuEST's trust radius on non-uniform grids).
+ * @internal plumbing between the quantizer, QAT, LoRA and export code of @qgrad/quant, left off the API site
+ */
 export function topHalfGap(grid: Grid): number {
   if (grid.integer) return 0.5;
   return levelsOf(grid, 'float64').set.topHalfGap;
@@ -152,6 +166,7 @@ export function topHalfGap(grid: Grid): number {
  * Storage codes (int32, view layout) of an on-grid x̂ (`fakeQuantView`'s output): integer grids
  * round(x̂/s + z) (or round((x̂ − β)/s)), exact since x̂ = s·(q − z) was rounded once; other grids
  * encode x̂/s.
+ * @internal plumbing between the quantizer, QAT, LoRA and export code of @qgrad/quant, left off the API site
  */
 export function codesOfView(plan: QuantizerPlan, xHat: Tensor, scale: Tensor, zeroPoint: Tensor | number): Tensor {
   return noGrad(() => {
@@ -164,7 +179,10 @@ export function codesOfView(plan: QuantizerPlan, xHat: Tensor, scale: Tensor, ze
   });
 }
 
-/** Values of codes (view layout) with their scales: (q − z)·s, q·s + β, or decode(c)·s — the fake-quant kernel's arithmetic. */
+/**
+ * Values of codes (view layout) with their scales: (q − z)·s, q·s + β, or decode(c)·s — the fake-quant kernel's arithmetic.
+ * @internal plumbing between the quantizer, QAT, LoRA and export code of @qgrad/quant, left off the API site
+ */
 export function dequantizeView(plan: QuantizerPlan, codes: Tensor, scale: Tensor, zeroPoint: Tensor | number): Tensor {
   return noGrad(() => {
     const dtype = scale.dtype as FloatDType;
@@ -176,7 +194,10 @@ export function dequantizeView(plan: QuantizerPlan, codes: Tensor, scale: Tensor
   });
 }
 
-/** A monotone level index per element of an on-grid x̂/s (integer grids: q itself; others: the position among the levels). */
+/**
+ * A monotone level index per element of an on-grid x̂/s (integer grids: q itself; others: the position among the levels).
+ * @internal plumbing between the quantizer, QAT, LoRA and export code of @qgrad/quant, left off the API site
+ */
 export function levelIndexOfView(plan: QuantizerPlan, xHat: Tensor, scale: Tensor, zeroPoint: Tensor | number): Tensor {
   return noGrad(() => {
     if (plan.grid.integer) return codesOfView(plan, xHat, scale, zeroPoint).to(xHat.dtype);
@@ -184,7 +205,10 @@ export function levelIndexOfView(plan: QuantizerPlan, xHat: Tensor, scale: Tenso
   });
 }
 
-/** The on-grid value of level indices (inverse of levelIndexOfView), differentiable in the scale. */
+/**
+ * The on-grid value of level indices (inverse of levelIndexOfView), differentiable in the scale.
+ * @internal plumbing between the quantizer, QAT, LoRA and export code of @qgrad/quant, left off the API site
+ */
 export function valueOfLevelIndex(plan: QuantizerPlan, index: Tensor, scale: Tensor, zeroPoint: Tensor | number): Tensor {
   if (plan.grid.integer) return plan.offset === 'beta' ? index.mul(scale).add(zeroPoint) : index.sub(zeroPoint).mul(scale);
   const lv = levelsOf(plan.grid, scale.dtype as FloatDType).set;

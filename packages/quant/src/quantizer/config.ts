@@ -138,7 +138,10 @@ export function resolveQuantizer(config: QuantizerConfig, role: 'weight' | 'inpu
   };
 }
 
-/** 'int4 channel lsq learned' style summary of a plan. */
+/**
+ * 'int4 channel lsq learned' style summary of a plan.
+ * @example describePlan(resolveQuantizer({ grid: 'int', bits: 4, granularity: 'channel' }, 'weight', 'fc1')); // 'int4 channel …'
+ */
 export function describePlan(p: QuantizerPlan): string {
   return `${p.grid.label} ${granularityName(p.granularity)} ${p.estimator.name} ${p.mode}${p.doubleScale ? '/double' : ''}${p.mode === 'dynamic' || typeof p.rule === 'object' || p.rule !== p.grid.defaults.scaleRule ? `/${typeof p.rule === 'object' ? `p${p.rule.percentile}` : p.rule}` : ''}`;
 }

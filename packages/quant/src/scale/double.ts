@@ -24,7 +24,10 @@ export interface DoubleScale {
   mean: Tensor;
 }
 
-/** The scales that `d` stands for: decode(code)·second + mean, at least MIN_STEP, shaped like `d.codes`, in `dtype`. */
+/**
+ * The scales that `d` stands for: decode(code)·second + mean, at least MIN_STEP, shaped like `d.codes`, in `dtype`.
+ * @example const scales = doubleScaleValues(doubleQuantizeScales(absmax), 'float32');
+ */
 export function doubleScaleValues(d: DoubleScale, dtype: FloatDType): Tensor {
   const v = E4M3.decode(d.codes.to('int32'), 'float64').dataSync();
   const ss = d.second.dataSync();

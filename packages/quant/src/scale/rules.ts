@@ -118,6 +118,7 @@ export function initScale(view: Tensor, method: ScaleRule, grid: Grid, opts: { z
 
 /**
  * Checks user-given or loaded scales: every one finite and > 0; names `who` and the first bad one.
+ * @example checkScale(loadedScale, 'layer.0.weight'); // throws on a zero, negative or non-finite scale
  */
 export function checkScale(scale: Tensor, who: string): void {
   const d = scale.dataSync();

@@ -62,6 +62,7 @@ export interface TempScaleOptions {
 /**
  * HESTIA's temperature scales from traces: z = standardised log max(χ, 1e−8) over all tensors,
  * scale = exp(−α·sigmoid(κ·z)) ∈ (e^{−α}, 1). Higher curvature ⇒ smaller scale ⇒ colder.
+ * @example hessianTempScales([0.1, 1, 10]); // descending: the layer with most curvature gets the coldest scale
  */
 export function hessianTempScales(traces: number[], opts: TempScaleOptions = {}): number[] {
   const alpha = opts.alpha ?? 0.5;
@@ -85,6 +86,7 @@ export interface HestiaCalibration {
  * calibration, the curvature is that of the full-precision model: the weight quantizers are
  * switched off while the traces are estimated (`quantized: true` keeps them on; the soft
  * quantizer's own curvature then makes traces negative, which clamp to 1e−8).
+ * @example const rows = calibrateHestia(model, () => crossEntropy(model.forward(x), y), { samples: 8 });
  */
 export function calibrateHestia(model: Module, loss: () => Tensor, opts: HutchinsonOptions & TempScaleOptions & { quantized?: boolean } = {}): HestiaCalibration[] {
   const layers = [...model.namedModules()].filter(([, m]) => isQuantLayer(m) && m.weightQuantizer?.soft) as [string, QuantLayer][];

@@ -52,12 +52,18 @@ export interface HestiaScheduleOptions {
   style?: 'linear' | 'cosine' | 'hessian';
 }
 
-/** P(ρ) = min(1, ρ/compressRatio), ρ = step/total. */
+/**
+ * P(ρ) = min(1, ρ/compressRatio), ρ = step/total.
+ * @example hestiaPressure(0.1); // 0.5 (half way to compressRatio 0.2)
+ */
 export function hestiaPressure(rho: number, compressRatio = 0.2): number {
   return compressRatio <= 0 ? 1 : Math.min(1, Math.max(rho, 0) / compressRatio);
 }
 
-/** HESTIA's temperature at progress ρ for a tensor whose Hessian temperature scale is `ts`. */
+/**
+ * HESTIA's temperature at progress ρ for a tensor whose Hessian temperature scale is `ts`.
+ * @example hestiaTemperature(step / totalSteps); // anneals to 0 over the last annealRatio of training
+ */
 export function hestiaTemperature(rho: number, o: HestiaScheduleOptions = {}, ts = 1): number {
   const a = o.annealRatio ?? 0.8;
   const T0 = o.initTemp ?? HESTIA_T0;
@@ -72,7 +78,10 @@ export function hestiaTemperature(rho: number, o: HestiaScheduleOptions = {}, ts
   return T0 * cos * ts;
 }
 
-/** Sets the temperature of every quantizer that uses one (HESTIA's soft forward, the 'relaxed' estimator's soft backward). */
+/**
+ * Sets the temperature of every quantizer that uses one (HESTIA's soft forward, the 'relaxed' estimator's soft backward).
+ * @example setTemperature(model, 0.5);
+ */
 export function setTemperature(model: Module, temperature: number): void {
   for (const m of model.modules()) {
     if (m instanceof WeightQuantizer && m.soft) m.soft.temperature = temperature;

@@ -14,7 +14,10 @@ export interface PhaseOptions {
   switchAt: number;
 }
 
-/** The first QAT step: ⌊switchAt·total⌋ (QAT runs for steps ≥ it). */
+/**
+ * The first QAT step: ⌊switchAt·total⌋ (QAT runs for steps ≥ it).
+ * @example qatStartStep({ totalSteps: 1000, switchAt: 0.9 }); // 900
+ */
 export function qatStartStep(o: PhaseOptions): number {
   if (!(o.switchAt >= 0 && o.switchAt <= 1)) throw new Error(`qatStartStep: switchAt must be in [0, 1], got ${o.switchAt}`);
   return Math.floor(o.switchAt * o.totalSteps);
@@ -32,7 +35,10 @@ export interface WsdOptions {
   minLr?: number;
 }
 
-/** Warmup–stable–decay LR: linear warmup, constant, then linear decay to minLr over the cooldown. */
+/**
+ * Warmup–stable–decay LR: linear warmup, constant, then linear decay to minLr over the cooldown.
+ * @example const lrAt = wsdSchedule({ lr: 3e-3, totalSteps: 1000, warmupSteps: 50 }); // lrAt(step)
+ */
 export function wsdSchedule(o: WsdOptions): Schedule & { cooldownStart: number } {
   const warm = o.warmupSteps ?? 0;
   const start = Math.floor(o.totalSteps * (1 - (o.cooldownFraction ?? 0.2)));

@@ -11,7 +11,10 @@ import type { FakeQuantConfig } from '../quantizer/functional.js';
 /** A grid's part of a config: `{ grid }` plus its options. */
 export type GridConfig = Pick<FakeQuantConfig, 'grid' | 'bits' | 'levels' | 'signed' | 'narrow' | 'asymmetric'>;
 
-/** Integer grids: bits in [minBits, maxBits] (default 2–8), signed (full or narrow) or unsigned. */
+/**
+ * Integer grids: bits in [minBits, maxBits] (default 2–8), signed (full or narrow) or unsigned.
+ * @example fc.assert(fc.property(arbQuant.intGrid({ maxBits: 4 }), (g) => { fakeQuant(randn([16]), g); }));
+ */
 export function intGrid(c: { minBits?: number; maxBits?: number } = {}): fc.Arbitrary<GridConfig> {
   return fc.record({ bits: fc.integer({ min: c.minBits ?? 2, max: c.maxBits ?? 8 }), kind: fc.constantFrom('signed', 'narrow', 'unsigned') }).map(({ bits, kind }) => ({
     grid: 'int' as const, bits, ...(kind === 'unsigned' ? { signed: false } : kind === 'narrow' ? { narrow: true } : {}),
@@ -21,6 +24,7 @@ export function intGrid(c: { minBits?: number; maxBits?: number } = {}): fc.Arbi
 /**
  * 2–`max` codebook levels in [−1, 1] on a 1/256 lattice: distinct in float32 by far more than its
  * rounding, so x̂/s lands back on its level and idempotence holds in float32 too.
+ * @example fc.assert(fc.property(arbQuant.codebookLevels(8), (levels) => { fakeQuant(randn([16]), { grid: 'codebook', levels }); }));
  */
 export function codebookLevels(max = 16): fc.Arbitrary<number[]> {
   return fc
@@ -28,7 +32,10 @@ export function codebookLevels(max = 16): fc.Arbitrary<number[]> {
     .map((l) => l.sort((a, b) => a - b).map((k) => k / 256));
 }
 
-/** The config of grid `name` with its options drawn (int bits and signedness, codebook levels, 1–8 bits for any other grid that reads bits). */
+/**
+ * The config of grid `name` with its options drawn (int bits and signedness, codebook levels, 1–8 bits for any other grid that reads bits).
+ * @example fc.assert(fc.property(arbQuant.gridOf('nf4'), (g) => { fakeQuant(randn([64]), g); }));
+ */
 export function gridOf(name: GridName): fc.Arbitrary<GridConfig> {
   if (name === 'int') return intGrid();
   if (name === 'codebook') return codebookLevels().map((levels) => ({ grid: 'codebook' as const, levels }));
@@ -36,12 +43,18 @@ export function gridOf(name: GridName): fc.Arbitrary<GridConfig> {
   return fc.constant({ grid: name });
 }
 
-/** Any grid of the table (MX grids need their blocks of 32: use `quantizerCase`). */
+/**
+ * Any grid of the table (MX grids need their blocks of 32: use `quantizerCase`).
+ * @example fc.assert(fc.property(arbQuant.gridConfig(), (g) => { fakeQuant(randn([16]), g); }));
+ */
 export function gridConfig(names: readonly GridName[] = GRID_NAMES): fc.Arbitrary<GridConfig> {
   return fc.constantFrom(...names).chain(gridOf);
 }
 
-/** A granularity that fits `shape` (group and block sizes divide their axis). */
+/**
+ * A granularity that fits `shape` (group and block sizes divide their axis).
+ * @example fc.assert(fc.property(arbQuant.granularity([8, 64]), (granularity) => { fakeQuant(randn([8, 64]), { grid: 'int', bits: 4, granularity }); }));
+ */
 export function granularity(shape: number[]): fc.Arbitrary<Granularity> {
   const opts: fc.Arbitrary<Granularity>[] = [fc.constant('tensor' as const)];
   const divisors = (n: number) => Array.from({ length: n }, (_, i) => i + 1).filter((d) => n % d === 0);

@@ -9,7 +9,10 @@ import { gradOf, noGrad, type Tensor } from '@qgrad/core';
 type Quantizer = (x: Tensor) => Tensor;
 const vals = (t: Tensor) => Array.from(t.dataSync());
 
-/** Every output is one of `levels` (within `tol`), or satisfies the predicate. */
+/**
+ * Every output is one of `levels` (within `tol`), or satisfies the predicate.
+ * @example assertOnGrid(myTernary(x), [-s, 0, s]);
+ */
 export function assertOnGrid(y: Tensor, levels: number[] | ((v: number) => boolean), tol = 1e-9): void {
   const ok = typeof levels === 'function' ? levels : (v: number) => levels.some((l) => Math.abs(l - v) <= tol * Math.max(1, Math.abs(l)));
   vals(y).forEach((v, i) => {
@@ -17,7 +20,10 @@ export function assertOnGrid(y: Tensor, levels: number[] | ((v: number) => boole
   });
 }
 
-/** Q(Q(x)) = Q(x) exactly (use a quantizer with fixed scales). */
+/**
+ * Q(Q(x)) = Q(x) exactly (use a quantizer with fixed scales).
+ * @example checkIdempotent((x) => myQuantizer(x, fixedScale), randn([64]));
+ */
 export function checkIdempotent(q: Quantizer, x: Tensor): void {
   const y = noGrad(() => q(x));
   const yy = noGrad(() => q(y));
@@ -27,7 +33,10 @@ export function checkIdempotent(q: Quantizer, x: Tensor): void {
   });
 }
 
-/** |x − Q(x)| ≤ step/2 wherever lo ≤ x ≤ hi (step, lo, hi per element or scalar). */
+/**
+ * |x − Q(x)| ≤ step/2 wherever lo ≤ x ≤ hi (step, lo, hi per element or scalar).
+ * @example checkHalfStepError((x) => myQuantizer(x, 0.1), randn([64]), 0.1, -0.8, 0.7);
+ */
 export function checkHalfStepError(q: Quantizer, x: Tensor, step: number | ((i: number, x: number) => number), lo = -Infinity, hi = Infinity, tol = 1e-9): void {
   const xs = vals(x);
   const ys = vals(noGrad(() => q(x)));
@@ -38,7 +47,10 @@ export function checkHalfStepError(q: Quantizer, x: Tensor, step: number | ((i: 
   });
 }
 
-/** Q is non-decreasing: x_i ≤ x_j ⇒ Q(x)_i ≤ Q(x)_j (an elementwise quantizer with one scale). */
+/**
+ * Q is non-decreasing: x_i ≤ x_j ⇒ Q(x)_i ≤ Q(x)_j (an elementwise quantizer with one scale).
+ * @example checkMonotone((x) => myQuantizer(x, 0.1), randn([64]));
+ */
 export function checkMonotone(q: Quantizer, x: Tensor): void {
   const xs = vals(x);
   const ys = vals(noGrad(() => q(x)));
@@ -52,6 +64,7 @@ export function checkMonotone(q: Quantizer, x: Tensor): void {
 /**
  * The x-gradient of Σ v·Q(x) equals v·M for the estimator's mask M: 'ste' (M = 1),
  * 'clipped-ste' (M = 1[lo ≤ x ≤ hi]) or 'trust' (M = 1[|Q(x) − x| ≤ radius]).
+ * @example checkEstimatorGradient((x) => myQuantizer(x, 0.1), x, randn([64]), 'clipped-ste', { lo: -0.8, hi: 0.7 });
  */
 export function checkEstimatorGradient(q: Quantizer, x: Tensor, v: Tensor, kind: 'ste' | 'clipped-ste' | 'trust', opts: { lo?: number; hi?: number; radius?: number } = {}): void {
   const leaf = x.detach().requiresGrad_();
@@ -72,6 +85,7 @@ export function checkEstimatorGradient(q: Quantizer, x: Tensor, v: Tensor, kind:
  * difference quotient minus the straight-through term Σ_inside v·x/s (LSQ's R(u) − u =
  * (R(u) − z) − x/s), `inside` meaning |x − x̂| ≤ step/2. Elements within `eps`-perturbation of a
  * rounding tie make the finite difference meaningless: then the check is skipped (returns false).
+ * @example checkScaleGradient((x, s) => myLsqQuantizer(x, s), x, scale, randn(x.shape), 'exact');
  */
 export function checkScaleGradient(fq: (x: Tensor, s: Tensor) => Tensor, x: Tensor, s: Tensor, v: Tensor, mode: 'exact' | 'lsq', opts: { eps?: number; rtol?: number; atol?: number } = {}): boolean {
   const eps = opts.eps ?? 1e-7;
@@ -104,6 +118,7 @@ export function checkScaleGradient(fq: (x: Tensor, s: Tensor) => Tensor, x: Tens
  * |x − Q(x)| ≤ half the gap between the two levels around x (times its scale), for x within the
  * outer levels: the nearest-level property of any grid. `levels` are sorted, in x units (scale
  * already applied), one set for all elements or one per element (`levelsAt(i)`).
+ * @example checkLocalGapError((x) => myNf4(x, 1), randn([64]), NF4_LEVELS);
  */
 export function checkLocalGapError(q: Quantizer, x: Tensor, levels: ArrayLike<number> | ((i: number) => ArrayLike<number>), tol = 1e-9): void {
   const xs = vals(x);
@@ -118,7 +133,10 @@ export function checkLocalGapError(q: Quantizer, x: Tensor, levels: ArrayLike<nu
   });
 }
 
-/** decode(encode(v)) = v for on-grid values (a grid's code round trip), and codes are integers in range. */
+/**
+ * decode(encode(v)) = v for on-grid values (a grid's code round trip), and codes are integers in range.
+ * @example checkCodeRoundTrip(myEncode, myDecode, onGridValues, [-8, 7]);
+ */
 export function checkCodeRoundTrip(encode: (v: Tensor) => Tensor, decode: (c: Tensor) => Tensor, v: Tensor, range?: [number, number]): void {
   const c = encode(v);
   const back = vals(decode(c));

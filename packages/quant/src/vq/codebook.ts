@@ -21,7 +21,10 @@ export interface VQOutput {
   usage: number;
 }
 
-/** Squared distances ‖z‖² − 2z·e + ‖e‖² of rows z [n, d] to codes e [K, d], and the nearest code per row. */
+/**
+ * Squared distances ‖z‖² − 2z·e + ‖e‖² of rows z [n, d] to codes e [K, d], and the nearest code per row.
+ * @example const idx = nearestCode(z, codebook); // z [n, d], codebook [K, d] → [n]
+ */
 export function nearestCode(z: Tensor, codes: Tensor): Tensor {
   return noGrad(() => {
     const d = z.square().sum(-1, true).sub(z.matmul(codes.t()).mul(2)).add(codes.square().sum(-1).unsqueeze(0));
@@ -29,7 +32,10 @@ export function nearestCode(z: Tensor, codes: Tensor): Tensor {
   });
 }
 
-/** Perplexity and usage of a batch's code indices over K codes. */
+/**
+ * Perplexity and usage of a batch's code indices over K codes.
+ * @example const { perplexity, usage } = codeStats(indices, 512);
+ */
 export function codeStats(indices: Tensor, k: number): { perplexity: number; usage: number; counts: Float64Array } {
   const counts = new Float64Array(k);
   const v = indices.dataSync();
