@@ -89,7 +89,10 @@ export interface KernelStat {
   pooled: number;
 }
 
-/** Thrown when no backend can run a kernel for the given dtype. */
+/**
+ * Thrown when no backend can run a kernel for the given dtype.
+ * @example try { runModel(); } catch (e) { if (e instanceof UnsupportedKernelError) console.error(e.message); } // names kernel, backend, dtype, shapes
+ */
 export class UnsupportedKernelError extends Error {
   constructor(kernel: KernelName, backend: string, dtype: DType, shapes: readonly (readonly number[])[]) {
     super(`kernel '${kernel}' is not supported on backend '${backend}' for ${dtype} (shapes ${shapes.map((s) => `[${s.join(', ')}]`).join(', ')})`);

@@ -4,12 +4,20 @@
  */
 import type { KernelArg } from './backend.js';
 
+/**
+ * The number of elements of a shape (1 for a scalar shape []).
+ * @example numel([2, 3, 4]); // 24
+ */
 export function numel(shape: readonly number[]): number {
   let n = 1;
   for (let i = 0; i < shape.length; i++) n *= shape[i]!;
   return n;
 }
 
+/**
+ * Row-major strides of a contiguous tensor of `shape`, in elements.
+ * @example contiguousStrides([2, 3, 4]); // [12, 4, 1]
+ */
 export function contiguousStrides(shape: readonly number[]): number[] {
   const strides = new Array<number>(shape.length);
   let s = 1;
@@ -20,7 +28,11 @@ export function contiguousStrides(shape: readonly number[]): number[] {
   return strides;
 }
 
-/** True when the view's elements are `offset, offset+1, …` in row-major order. */
+/**
+ * True when the view's elements are `offset, offset+1, …` in row-major order.
+ * @example isContiguous([2, 3], [3, 1]); // true
+ * isContiguous([3, 2], [1, 3]); // false (a transpose)
+ */
 export function isContiguous(shape: readonly number[], strides: readonly number[]): boolean {
   let s = 1;
   for (let i = shape.length - 1; i >= 0; i--) {
