@@ -6,7 +6,7 @@
  * dequantizing forward reproduces the fake-quantized eval output bit for bit, for every grid;
  * `QuantizedLinear.integerForward` is the int-accumulation path of int grids.
  */
-import { conv2d, embedding, fromTypedArray, linear, noGrad, packedLinear, pow, type Conv2dOptions, type PackedWeight, type Tensor } from '@qgrad/core';
+import { conv2d, embedding, fromTypedArray, keep, linear, noGrad, packedLinear, pow, type Conv2dOptions, type PackedWeight, type Tensor } from '@qgrad/core';
 import { Module } from '@qgrad/nn';
 import type { FloatDType } from '../grids/grid.js';
 import { storedBits } from '../grids/grid.js';
@@ -185,11 +185,12 @@ export class QuantizedLinear extends QuantizedBase {
         zero = perRow(this.weightZeroPoint);
         if (plan.offset === 'beta') zero = zero.map((b, i) => -b / scale[i]!);
       }
+      // kept: the cache outlives the forward that builds it, often inside an eval loop's tidy; a replaced one goes to the garbage collector
       return {
         codes: this.weightCodes, bits,
-        levels: fromTypedArray(levelTable(plan.grid, bits, this.weightCodes.dtype), [2 ** bits], 'float32'),
-        scale: fromTypedArray(scale, [O * G], 'float32'),
-        zeroPoint: zero && fromTypedArray(zero, [O * G], 'float32'),
+        levels: keep(fromTypedArray(levelTable(plan.grid, bits, this.weightCodes.dtype), [2 ** bits], 'float32')),
+        scale: keep(fromTypedArray(scale, [O * G], 'float32')),
+        zeroPoint: zero && keep(fromTypedArray(zero, [O * G], 'float32')),
         outFeatures: O, inFeatures: K, groupSize: rows.groupSize,
       };
     });

@@ -5,7 +5,7 @@
  * layouts the kernel cannot read fall back to the reference; a rewritten buffer is seen.
  */
 import { describe, expect, it } from 'vitest';
-import { Generator, noGrad, randn, type Tensor } from '@qgrad/core';
+import { Generator, noGrad, randn, tidy, type Tensor } from '@qgrad/core';
 import { Linear, Sequential } from '@qgrad/nn';
 import * as Q from '@qgrad/quant';
 
@@ -95,5 +95,12 @@ describe('QuantizedLinear on the packed kernel', () => {
     const after = noGrad(() => m.forward(x));
     expect(relError(after, before)).toBeGreaterThan(0.1);
     expect(relError(after, layer.dequantizedForward(x))).toBeLessThanOrEqual(1e-5);
+  });
+
+  it('keeps its float scale cache past the tidy of the forward that built it', () => {
+    const { m, g } = converted({ grid: 'nf4', scale: { double: true } }, 12);
+    const x = randn([1, 192], { generator: g });
+    const first = tidy(() => noGrad(() => m.forward(x)).dataSync()); // an evaluation loop's scope builds the cache
+    expect(Array.from(noGrad(() => m.forward(x)).dataSync())).toEqual(Array.from(first));
   });
 });
