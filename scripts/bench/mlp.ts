@@ -10,7 +10,8 @@ import * as q from '@qgrad/core';
 import { Adam, Linear, loadMnist, Module, trainStep } from '@qgrad/nn';
 import type { BenchContext } from './context.js';
 
-class Mlp extends Module {
+/** The bench's MNIST MLP (784-256-256-10), with LSQ W4A4 when `quant` (scripts/bench/soak.ts trains it too). */
+export class Mlp extends Module {
   layers: Linear[];
   scales: q.Tensor[] = [];
   constructor(readonly quant: boolean) {
