@@ -6,6 +6,7 @@
  */
 import { CliError, cli } from '../lib/args.js';
 import { readMetrics } from '@qgrad/nn';
+import { pairedDiffs, pairedTable, type Paired } from '../lib/experiments.js';
 
 const args = cli('experiments/paired', 'Paired per-seed differences of a metric between configurations of a runs.jsonl grid.', {
   runs: { type: 'string', default: 'runs/experiments/llama/runs.jsonl', help: 'the grid\'s runs.jsonl' },
@@ -21,15 +22,11 @@ const value = (config: string, seed: number): number | undefined => {
   const r = runs.find((x) => x.config === config && x.seed === seed);
   return r ? Number(r[args.metric]) : undefined;
 };
-const rows: string[] = [`| comparison (${args.higher ? 'positive' : 'negative'} = first is better) | per seed | mean ± std | first better |`, '|---|---|---|---|'];
+const rows: Paired[] = [];
 for (const pair of args.pairs.split(',')) {
   const [a, b] = pair.split(':').map((s) => s.trim()) as [string, string];
   const seeds = [...new Set(runs.filter((r) => r.config === a).map((r) => Number(r.seed)))].sort((x, y) => x - y);
-  const d = seeds.map((s) => [value(a, s), value(b, s)]).filter((p): p is [number, number] => p[0] !== undefined && p[1] !== undefined).map(([x, y]) => x - y);
-  if (!d.length) continue;
-  const mean = d.reduce((s, x) => s + x, 0) / d.length;
-  const std = d.length > 1 ? Math.sqrt(d.reduce((s, x) => s + (x - mean) ** 2, 0) / (d.length - 1)) : 0;
-  const sign = (x: number) => `${x >= 0 ? '+' : ''}${x.toFixed(4)}`;
-  rows.push(`| ${a} − ${b} | ${d.map(sign).join(', ')} | ${sign(mean)} ± ${std.toFixed(4)} | ${d.filter((x) => (args.higher ? x > 0 : x < 0)).length}/${d.length} |`);
+  const row = pairedDiffs(`${a} − ${b}`, seeds, (s) => value(a, s), (s) => value(b, s));
+  if (row) rows.push(row);
 }
-console.log(rows.join('\n'));
+console.log(pairedTable(rows, { higher: args.higher }));

@@ -40,6 +40,35 @@ export function markdownTable(rows: ConfigResult[], metric: string, digits = 2):
   return [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...body.map((b) => `| ${b.join(' | ')} |`)].join('\n');
 }
 
+/** One paired comparison: first − second per seed (same seed ⇒ same initialisation and batches). */
+export interface Paired {
+  label: string;
+  seeds: number[];
+  diffs: number[];
+  /** Extra columns (e.g. the two configurations' memories). */
+  extra?: Record<string, string>;
+}
+
+/**
+ * first(seed) − second(seed) over the seeds where both exist; null when none does.
+ * @example pairedDiffs('w4 − fp', [0, 1], (s) => w4[s], (s) => fp[s]);
+ */
+export function pairedDiffs(label: string, seeds: number[], first: (seed: number) => number | undefined, second: (seed: number) => number | undefined, extra?: Record<string, string>): Paired | null {
+  const both = seeds.map((s) => [s, first(s), second(s)] as const).filter((t): t is readonly [number, number, number] => t[1] !== undefined && t[2] !== undefined);
+  if (!both.length) return null;
+  return { label, seeds: both.map((t) => t[0]), diffs: both.map((t) => t[1] - t[2]), ...(extra && Object.keys(extra).length && { extra }) };
+}
+
+/** Markdown table of paired differences: per seed, mean ± std, on how many seeds the first is better (lower; `higher`: above, for accuracies). */
+export function pairedTable(rows: Paired[], opts: { digits?: number; higher?: boolean } = {}): string {
+  const digits = opts.digits ?? 4;
+  const extras = [...new Set(rows.flatMap((r) => Object.keys(r.extra ?? {})))];
+  const sign = (x: number) => `${x >= 0 ? '+' : ''}${x.toFixed(digits)}`;
+  const head = [`comparison (${opts.higher ? 'positive' : 'negative'} = first is better)`, 'per seed', 'mean ± std', 'first better', ...extras];
+  const body = rows.map((r) => [r.label, r.diffs.map(sign).join(', '), `${sign(mean(r.diffs))} ± ${std(r.diffs).toFixed(digits)}`, `${r.diffs.filter((x) => (opts.higher ? x > 0 : x < 0)).length}/${r.diffs.length}`, ...extras.map((e) => r.extra?.[e] ?? '')]);
+  return [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...body.map((b) => `| ${b.join(' | ')} |`)].join('\n');
+}
+
 /** One row of a dot plot: its label, an optional group (colour) and the values over seeds. */
 export interface DotRow {
   label: string;
