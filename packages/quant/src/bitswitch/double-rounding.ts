@@ -6,15 +6,10 @@
  * straight-through rounding (LSQ's scale gradient by autograd) and ALRS, a per-width factor on the
  * scale's gradient (default 2^−(h−l), the notes' candidate rule). R is round-half-to-even.
  */
-import { linear, noGrad, type Tensor } from '@qgrad/core';
+import { linear, noGrad, quantRound, type Tensor } from '@qgrad/core';
 import { Linear, Module, Parameter } from '@qgrad/nn';
+import { roundNumber } from '../grids/int.js';
 import { matchesName, replaceSubmodule, type NamePattern } from '../qat/prepare.js';
-
-/** Round half to even of a number (the tensors' rounding, for integer-only re-rounding). */
-function roundHalfEven(x: number): number {
-  const r = Math.round(x);
-  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}
 
 /** Re-rounds signed h-bit codes to l bits: clip(R(c/2^(h−l)), −2^(l−1), 2^(l−1) − 1). Integer only. @example reroundCodes([127, -3], 8, 4); // [8 → 7 clipped, 0] */
 export function reroundCodes(codes: ArrayLike<number>, high: number, low: number): Int32Array {
@@ -22,12 +17,12 @@ export function reroundCodes(codes: ArrayLike<number>, high: number, low: number
   const k = 2 ** (high - low);
   const lo = -(2 ** (low - 1));
   const hi = 2 ** (low - 1) - 1;
-  return Int32Array.from(codes, (c) => Math.min(hi, Math.max(lo, roundHalfEven(c / k))));
+  return Int32Array.from(codes, (c) => Math.min(hi, Math.max(lo, roundNumber(c / k))));
 }
 
 /** Straight-through round then clip: forward clip(R(u)), gradient 1 inside the range and 0 outside. */
 function steRoundClip(u: Tensor, lo: number, hi: number): Tensor {
-  return u.add(u.round().sub(u).detach()).clamp(lo, hi);
+  return quantRound(u).clamp(lo, hi);
 }
 
 /** Options of bit-switching by double rounding: the switchable widths and the per-width scale-gradient factor (ALRS). */

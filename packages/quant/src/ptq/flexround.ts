@@ -5,7 +5,7 @@
  * on calibration rows by Adam. Ŵ/s1 is an integer in range, so the layer keeps Ŵ as its weight and
  * s1 as its fixed scale. Block = one Linear here (the reference reconstructs whole transformer blocks).
  */
-import { enableGrad, noGrad, zeros, type Tensor } from '@qgrad/core';
+import { enableGrad, noGrad, quantRound, zeros, type Tensor } from '@qgrad/core';
 import { Adam, Parameter } from '@qgrad/nn';
 
 /** Options of FlexRound: the codes' range, the initial per-row scale, and the Adam steps and learning rate. */
@@ -35,7 +35,7 @@ export function flexRound(w: Tensor, x: Tensor, o: FlexRoundOptions): { weight: 
   const hat = () => {
     const s1 = logS1.exp();
     const u = wd.div(s1.mul(s2.exp()).mul(s3.exp()));
-    return u.add(u.round().sub(u).detach()).clamp(o.qmin, o.qmax).mul(s1); // STE round, multiply back by s1 only
+    return quantRound(u).clamp(o.qmin, o.qmax).mul(s1); // STE round, multiply back by s1 only
   };
   const opt = new Adam([logS1, s2, s3], { lr: o.lr ?? 3e-3 });
   let loss = NaN;

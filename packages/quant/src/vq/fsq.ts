@@ -5,7 +5,7 @@
  * atanh(o/h) (so f(0) = 0) with h = (L − 1)(1 + ε)/2, ε = 1e−3: the paper's (1 − ε) makes o/h > 1
  * for L = 2, where atanh is NaN; both give the same L levels otherwise.
  */
-import { fromTypedArray, tensor, type Tensor } from '@qgrad/core';
+import { fromTypedArray, quantRound, tensor, type Tensor } from '@qgrad/core';
 import { Module } from '@qgrad/nn';
 import { codeStats } from './codebook.js';
 
@@ -49,7 +49,7 @@ export class FSQ extends Module {
     const d = this.levels.length;
     if (z.shape[z.ndim - 1] !== d) throw new Error(`FSQ: expected ${d} channels in the last dim (one per level count), got shape [${z.shape.join(', ')}]`);
     const b = this.bound(z);
-    const q = b.add(b.round().sub(b).detach()); // round, straight through
+    const q = quantRound(b); // round, straight through
     const quantized = q.div(this.#vec(this.#width, z));
     const indices = this.codesToIndices(q.detach());
     const { perplexity, usage } = codeStats(indices, this.codebookSize);
