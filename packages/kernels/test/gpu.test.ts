@@ -9,6 +9,7 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { BACKENDS, jsKernels, numel, type AdamStepParams, type Backend, type KernelArg, type KernelName, type KernelParams, type TypedArray, type UnaryOp, type BinaryOp } from '@qgrad/kernels';
+import { openDevice } from '../src/gpu/device.js';
 import { type Arg, convGeometry, intView, mismatch, out, permutation, size, view } from './helpers.js';
 
 const entry = BACKENDS.find((b) => b.name === 'gpu')!;
@@ -410,6 +411,25 @@ describe.skipIf(!available)('gpu backend storage', () => {
     }
     warn.mockRestore();
     b.dispose();
+  });
+
+  it('a full kernel cache destroys only kernels none of whose outputs is alive', () => {
+    // gpu.js's Kernel.destroy deletes every texture the kernel made, and a texture reads back
+    // through its kernel: evicting the kernel of a live output once made it unreadable (CI, rarely)
+    const { device } = openDevice();
+    const d = device!;
+    d.capacity = 3;
+    const t = d.upload(Float32Array.from([1, 2, 3, 4]));
+    const u = d.run('function (a) { return a[this.thread.x] + 1.0; }', 4, [t], [4]);
+    for (let i = 0; i < 6; i++) d.release(d.run(`function (a) { return a[this.thread.x] * ${i + 2}.0; }`, 4, [t], [4]), 4);
+    expect(Array.from(t.toArray())).toEqual([1, 2, 3, 4]);
+    expect(Array.from(u.toArray())).toEqual([2, 3, 4, 5]);
+    // the two kernels with live outputs stay, the freed ones were evicted down to capacity
+    expect(d.compiled).toBe(3);
+    d.release(u, 4);
+    d.release(t, 4);
+    expect(d.textures).toBe(0);
+    d.dispose();
   });
 
   it('reports the mode it chose', () => {

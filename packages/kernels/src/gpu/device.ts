@@ -53,16 +53,31 @@ function loadGpuJs(): GpuModule | string {
   }
 }
 
+/** A compiled kernel and how many of its output textures are still alive. */
+interface Compiled {
+  fn: KernelFn;
+  live: number;
+}
+
 /** A GPU context in one mode, with the kernel cache and the upload kernel. */
 export class Device {
   readonly #gpu: GpuInstance;
-  readonly #kernels = new Map<string, KernelFn>();
+  readonly #kernels = new Map<string, Compiled>();
+  /** Which kernel made each live texture: a kernel is destroyed only once none of its textures lives. */
+  readonly #maker = new WeakMap<Texture, Compiled>();
   /** Textures alive (made by kernels here and not yet deleted), and their elements. */
   textures = 0;
   textureElements = 0;
+  /** Compiled kernels kept before the least recently used one without live outputs is destroyed. */
+  capacity = 1000;
 
   constructor(gpu: GpuInstance, readonly mode: GpuMode) {
     this.#gpu = gpu;
+  }
+
+  /** Compiled kernels held now (more than `capacity` while every older one still has live outputs). */
+  get compiled(): number {
+    return this.#kernels.size;
   }
 
   /**
@@ -72,12 +87,12 @@ export class Device {
    * precision. Sizes are fixed per kernel: gpu.js 2.24.1's dynamicOutput/dynamicArguments read a
    * resized texture with the old layout (seen on headless-gl: wrong values from element 4 on).
    */
-  kernel(source: string, n: number, sizes: readonly number[]): KernelFn {
+  #kernel(source: string, n: number, sizes: readonly number[]): Compiled {
     const key = `${n}|${sizes.join(',')}|${source}`;
     let k = this.#kernels.get(key);
     if (!k) {
-      if (this.#kernels.size >= 1000) this.#evict();
-      k = this.#gpu.createKernel(source, { output: [n], pipeline: true, immutable: true, precision: 'single', loopMaxIterations: 1 << 24, tactic: 'precision' });
+      if (this.#kernels.size >= this.capacity) this.#evict();
+      k = { fn: this.#gpu.createKernel(source, { output: [n], pipeline: true, immutable: true, precision: 'single', loopMaxIterations: 1 << 24, tactic: 'precision' }), live: 0 };
       this.#kernels.set(key, k);
     } else {
       // most recently used last, so eviction drops the oldest
@@ -87,36 +102,53 @@ export class Device {
     return k;
   }
 
-  /** Runs a cached kernel over `n` outputs and counts the texture it returns. */
-  run(source: string, n: number, args: readonly unknown[], sizes: readonly number[]): Texture {
-    const t = this.kernel(source, n, sizes)(...args);
+  #made(k: Compiled, t: Texture, n: number): Texture {
+    k.live++;
+    this.#maker.set(t, k);
     this.textures++;
     this.textureElements += n;
     return t;
   }
 
+  /** Runs a cached kernel over `n` outputs and counts the texture it returns. */
+  run(source: string, n: number, args: readonly unknown[], sizes: readonly number[]): Texture {
+    const k = this.#kernel(source, n, sizes);
+    return this.#made(k, k.fn(...args), n);
+  }
+
   /** Puts host values on the device (gpu.js has no upload call: an identity kernel). */
   upload(values: Float32Array): Texture {
-    const t = this.kernel('function (a) { return a[this.thread.x]; }', values.length, [-1])(values);
-    this.textures++;
-    this.textureElements += values.length;
-    return t;
+    const k = this.#kernel('function (a) { return a[this.thread.x]; }', values.length, [-1]);
+    return this.#made(k, k.fn(values), values.length);
   }
 
   release(t: Texture, n: number): void {
     t.delete();
+    const k = this.#maker.get(t);
+    if (k) k.live--;
+    this.#maker.delete(t);
     this.textures--;
     this.textureElements -= n;
   }
 
+  /**
+   * Destroys the least recently used kernel none of whose outputs is alive. gpu.js's
+   * `Kernel.destroy` deletes every texture the kernel created, live or not, and a texture reads
+   * back through its kernel's context: destroying a kernel whose output a tensor still holds
+   * left that tensor unreadable (or, as an input, reading a deleted texture). When every kernel
+   * has live outputs, the cache grows past `capacity` instead.
+   */
   #evict(): void {
-    const [source, k] = this.#kernels.entries().next().value as [string, KernelFn];
-    this.#kernels.delete(source);
-    k.destroy();
+    for (const [key, k] of this.#kernels) {
+      if (k.live > 0) continue;
+      this.#kernels.delete(key);
+      k.fn.destroy();
+      return;
+    }
   }
 
   dispose(): void {
-    for (const k of this.#kernels.values()) k.destroy();
+    for (const k of this.#kernels.values()) k.fn.destroy();
     this.#kernels.clear();
   }
 }
