@@ -4,7 +4,7 @@
  * evaluations, seeds replay, and steps lower the loss of a quantized (non-differentiable) model.
  */
 import { describe, expect, it } from 'vitest';
-import { Generator, memory, randn, tensor, type Tensor } from '@qgrad/core';
+import { Generator, memory, randn, tensor, zeros, type Tensor } from '@qgrad/core';
 import { ZeroQAT } from '@qgrad/nn';
 
 function quadratic(d: number, seed: number) {
@@ -68,5 +68,13 @@ describe('ZeroQAT', () => {
     const mem = opt.memory();
     expect(mem.zeroQatExtraBytes).toBe(32);
     expect(mem.backpropAdamExtraBytes).toBe(96);
+  });
+
+  it('counts each parameter in its own width (int8: 1 byte, float64: 8), a repeated one once', () => {
+    const codes = tensor(new Int8Array([1, -2, 3, 4, 5, 6]), { dtype: 'int8' }); // 6 B
+    const w = zeros([2, 3], { dtype: 'float64' }); // 48 B
+    const b = zeros([5]); // 20 B
+    const mem = new ZeroQAT([codes, w, b, w]).memory();
+    expect(mem).toEqual({ parameterBytes: 74, zeroQatExtraBytes: 48, backpropAdamExtraBytes: 222 });
   });
 });

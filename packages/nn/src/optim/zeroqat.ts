@@ -6,6 +6,7 @@
  * quantizers need no gradient estimator: weights are re-quantized by the model's forward.
  */
 import { Generator, noGrad, randn, tidy, type Tensor } from '@qgrad/core';
+import { tensorBytes } from './memory.js';
 
 /** Options of `ZeroQAT`: learning rate, perturbation size ε and weight decay. */
 export interface ZeroQATOptions {
@@ -85,12 +86,13 @@ export class ZeroQAT {
   }
 
   /**
-   * Bytes ZeroQAT keeps beside the parameters (the largest parameter's temporary z) next to what
-   * backprop QAT with Adam keeps (gradients and two moments: 3× the parameters), activations aside.
+   * Bytes ZeroQAT keeps beside the parameters (the largest parameter's temporary z, in its dtype)
+   * next to what backprop QAT with Adam keeps (gradients and two moments: 3× the parameters, in
+   * their dtypes), activations aside. Widths come from nn's `tensorBytes` (int8 is 1 byte).
+   * @example new ZeroQAT([zeros([4, 8])]).memory(); // { parameterBytes: 128, zeroQatExtraBytes: 128, backpropAdamExtraBytes: 384 }
    */
   memory(): { parameterBytes: number; zeroQatExtraBytes: number; backpropAdamExtraBytes: number } {
-    const bytes = (p: Tensor) => p.numel() * (p.dtype === 'float64' ? 8 : 4);
-    const parameterBytes = this.params.reduce((a, p) => a + bytes(p), 0);
-    return { parameterBytes, zeroQatExtraBytes: Math.max(...this.params.map(bytes)), backpropAdamExtraBytes: 3 * parameterBytes };
+    const parameterBytes = tensorBytes(this.params);
+    return { parameterBytes, zeroQatExtraBytes: Math.max(...this.params.map((p) => tensorBytes([p]))), backpropAdamExtraBytes: 3 * parameterBytes };
   }
 }
