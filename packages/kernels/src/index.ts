@@ -10,3 +10,4 @@ export { jsBackend, jsKernels } from './js/index.js';
 export { numel, contiguousStrides, isContiguous } from './layout.js';
 export { erf, roundHalfEven, roundHalfAway } from './js/elementwise.js';
 export { wasmBackend, wasmKernels, createWasmBackend, type WasmBackend, type WasmBackendOptions } from './wasm/index.js';
+export { base3Digit, base3RowBytes, base3Sections, packBase3, unpackBase3, type Base3Section } from './js/base3.js';

@@ -196,4 +196,10 @@ export interface PackedMatmulParams {
   zeroPoint: boolean;
   /** Whether a bias input comes last. */
   bias: boolean;
+  /**
+   * 'fields' (the default): `bits`-bit fields as above. 'base3': ternary digits (fields 0, 1, 2
+   * with bits 2 and a table of ≥ 3 levels) five per byte in TQ1_0's order, each row starting on
+   * a byte (layout in js/base3.ts: a row of whole 256-blocks is TQ1_0's qs/qh bytes).
+   */
+  packing?: 'fields' | 'base3';
 }

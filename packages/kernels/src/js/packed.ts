@@ -1,11 +1,12 @@
 /**
  * @file js reference for `packedMatmul` (matmul against a packed low-bit weight: 1/2/4/8-bit code
- * fields, a level table, per-(row, group) scales and zero points), and the operand checks every
- * backend's version shares. The SIMD version is wasm/packed.ts.
+ * fields or base-3 trits, a level table, per-(row, group) scales and zero points), and the operand
+ * checks every backend's version shares. The SIMD versions are wasm/packed.ts and packed-base3.ts.
  */
 import type { Kernel, KernelArg } from '../backend.js';
 import { isContiguous, numel } from '../layout.js';
 import type { PackedMatmulParams, TypedArray } from '../names.js';
+import { base3Digit, base3Positions, base3RowBytes } from './base3.js';
 
 type Arg = KernelArg<TypedArray>;
 
@@ -44,6 +45,9 @@ const FLOATS = ['float32', 'float64'] as const;
  */
 export function packedOperands(inputs: readonly Arg[], out: Arg, p: PackedMatmulParams): PackedOperands {
   const { bits, outFeatures: O, groupSize: gs } = p;
+  const base3 = p.packing === 'base3';
+  if (p.packing !== undefined && p.packing !== 'fields' && !base3) throw new Error(`packedMatmul: packing must be 'fields' or 'base3', got ${JSON.stringify(p.packing)}`);
+  if (base3 && bits !== 2) throw new Error(`packedMatmul: base-3 packing holds ternary digits, read as 2-bit fields; bits must be 2, got ${bits}`);
   if (bits !== 1 && bits !== 2 && bits !== 4 && bits !== 8) throw new Error(`packedMatmul: bits must be 1, 2, 4 or 8, got ${bits}`);
   const want = 4 + (p.zeroPoint ? 1 : 0) + (p.bias ? 1 : 0);
   if (inputs.length !== want) throw new Error(`packedMatmul: expected ${want} inputs (x, codes, levels, scales${p.zeroPoint ? ', zero points' : ''}${p.bias ? ', bias' : ''}), got ${inputs.length}`);
@@ -53,8 +57,12 @@ export function packedOperands(inputs: readonly Arg[], out: Arg, p: PackedMatmul
   if (!Number.isInteger(O) || O < 0) throw new Error(`packedMatmul: outFeatures must be a non-negative integer, got ${O}`);
   if (!Number.isInteger(gs) || gs < 1 || K % gs !== 0) throw new Error(`packedMatmul: group size ${gs} does not divide K = ${K}`);
   const G = K / gs;
-  const codes = flat('codes', inputs[1], Math.ceil((O * K * bits) / 8), `[${O}, ${K}] at ${bits} bits`, ['uint8', 'int8']);
-  const table = flat('levels', inputs[2], 2 ** bits, `a ${bits}-bit code (a level table too short for the bit width)`, FLOATS);
+  const codes = base3
+    ? flat('codes', inputs[1], O * base3RowBytes(K), `[${O}, ${K}] as base-3 trits (${base3RowBytes(K)} bytes a row)`, ['uint8', 'int8'])
+    : flat('codes', inputs[1], Math.ceil((O * K * bits) / 8), `[${O}, ${K}] at ${bits} bits`, ['uint8', 'int8']);
+  const table = base3
+    ? flat('levels', inputs[2], 3, 'a ternary digit (a level table too short for base-3 packing)', FLOATS)
+    : flat('levels', inputs[2], 2 ** bits, `a ${bits}-bit code (a level table too short for the bit width)`, FLOATS);
   const scale = flat('scales', inputs[3], O * G, `[${O}, ${K}] in groups of ${gs}`, FLOATS);
   const zero = p.zeroPoint ? flat('zero points', inputs[4], O * G, `[${O}, ${K}] in groups of ${gs}`, FLOATS) : null;
   const bias = p.bias ? flat('bias', inputs[want - 1], O, `${O} outputs`, FLOATS) : null;
@@ -66,7 +74,7 @@ export function packedOperands(inputs: readonly Arg[], out: Arg, p: PackedMatmul
 
 /**
  * The oracle: each group's sum Σ x·(L[f] − z) and the row's Σ_g s·(…) + b in float64, rounded to
- * out's dtype once. Fields are read straight from the bytes, one at a time.
+ * out's dtype once. Fields (or base-3 digits) are read straight from the bytes, one at a time.
  */
 export const packedMatmul: Kernel<'packedMatmul', TypedArray> = (inputs, out, p) => {
   const { x, codes, table, scale, zero, bias, N, K, O, G } = packedOperands(inputs as Arg[], out, p);
@@ -74,6 +82,14 @@ export const packedMatmul: Kernel<'packedMatmul', TypedArray> = (inputs, out, p)
   const mask = 2 ** bits - 1;
   const [sxn, sxk] = [x.strides[0]!, x.strides[1]!];
   const cd = codes.data;
+  const base3 = p.packing === 'base3' ? { ...base3Positions(K), rowBytes: base3RowBytes(K) } : null;
+  // int8 codes are read as their bytes (two's complement): & 0xff
+  const field = base3
+    ? (o: number, k: number) => base3Digit(cd[codes.offset + o * base3.rowBytes + base3.byte[k]!]! & 0xff, base3.digit[k]!)
+    : (o: number, k: number) => {
+      const bit = (o * K + k) * bits;
+      return ((cd[codes.offset + Math.floor(bit / 8)]! & 0xff) >> bit % 8) & mask;
+    };
   const od = out.data;
   for (let n = 0; n < N; n++) {
     const xr = x.offset + n * sxn;
@@ -84,10 +100,7 @@ export const packedMatmul: Kernel<'packedMatmul', TypedArray> = (inputs, out, p)
         let dot = 0;
         for (let j = 0; j < gs; j++) {
           const k = g * gs + j;
-          const bit = (o * K + k) * bits;
-          // int8 codes are read as their bytes (two's complement): & 0xff
-          const f = ((cd[codes.offset + Math.floor(bit / 8)]! & 0xff) >> bit % 8) & mask;
-          dot += x.data[xr + k * sxk]! * (table.data[table.offset + f]! - z);
+          dot += x.data[xr + k * sxk]! * (table.data[table.offset + field(o, k)]! - z);
         }
         y += scale.data[scale.offset + o * G + g]! * dot;
       }

@@ -11,6 +11,7 @@ import type { KernelArg } from '../backend.js';
 import { packedOperands } from '../js/packed.js';
 import type { PackedMatmulParams, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
+import { emitPackedBase3, packedBase3Wasm } from './packed-base3.js';
 import { ARGS, type Engine, type Flavor } from './runtime.js';
 
 type Arg = KernelArg<TypedArray>;
@@ -33,21 +34,21 @@ const VARIANTS: readonly Variant[] = ['b1', 'b2', 'b4', 's8', 'u8', 'lut8'];
 const BITS: Record<Variant, number> = { b1: 1, b2: 2, b4: 4, s8: 8, u8: 8, lut8: 8 };
 
 /** Multiply-adds (N·O·K) from which the rows are split over the pool (waking it costs tens of µs). */
-const PARALLEL_MIN_MACS = 1 << 18;
+export const PARALLEL_MIN_MACS = 1 << 18;
 
-function shuffle8(c: Code, lanes: readonly number[]): Code {
+export function shuffle8(c: Code, lanes: readonly number[]): Code {
   c.simd(Simd.i8x16_shuffle);
   for (const l of lanes) c.bytes.push(l);
   return c;
 }
 
-function v128Const(c: Code, bytes: readonly number[]): Code {
+export function v128Const(c: Code, bytes: readonly number[]): Code {
   c.simd(Simd.v128_const);
   for (const b of bytes) c.bytes.push(b & 0xff);
   return c;
 }
 
-const range = (n: number, f: (i: number) => number) => Array.from({ length: n }, (_, i) => f(i));
+export const range = (n: number, f: (i: number) => number) => Array.from({ length: n }, (_, i) => f(i));
 /** Bytes 0–7 of a and b interleaved (a0 b0 a1 b1 …), then bytes 8–15. */
 const LO8 = range(16, (i) => (i >> 1) + (i & 1) * 16);
 const HI8 = LO8.map((l) => l + 8);
@@ -95,6 +96,15 @@ function decode16(c: Code, v: Variant, p: number, w: readonly number[], planes: 
   } else {
     throw new Error(`packedMatmul: variant ${v} has no vector decode`);
   }
+  levels16(c, planes, w, t);
+}
+
+/**
+ * The levels of the 16 field values (one per byte, each < 16) in local t[0] into four f32x4
+ * locals w, looked up in the four table planes; t[0…7] are overwritten.
+ */
+export function levels16(c: Code, planes: readonly number[], w: readonly number[], t: readonly number[]): void {
+  const idx = t[0]!;
   // byte b of each level by swizzle, then bytes → 16-bit pairs → float32 lanes
   for (let b = 0; b < 4; b++) c.get(planes[b]!).get(idx).simd(Simd.i8x16_swizzle).set(t[1 + b]!);
   const [p0, p1, p2, p3] = [t[1]!, t[2]!, t[3]!, t[4]!];
@@ -110,7 +120,7 @@ function decode16(c: Code, v: Variant, p: number, w: readonly number[], planes: 
 }
 
 /** Pushes the f32 sum of the four lanes of local a, as (a0 + a2) + (a1 + a3). */
-function horizontalSum(c: Code, a: number): void {
+export function horizontalSum(c: Code, a: number): void {
   c.get(a).get(a).get(a).shuffle32([2, 3, 0, 1]).simd(Simd.f32x4_add).set(a);
   c.get(a).get(a).get(a).shuffle32([1, 0, 3, 2]).simd(Simd.f32x4_add).lane(Simd.f32x4_extract_lane, 0);
 }
@@ -280,9 +290,10 @@ function emitTask(mb: ModuleBuilder, v: Variant, zeroPoint: boolean, fma: boolea
   }, `packed_${v}${zeroPoint ? '_z' : ''}`);
 }
 
-/** Adds the `packed_*` task exports. */
+/** Adds the `packed_*` task exports (and the base-3 ones, wasm/packed-base3.ts). */
 export function emitPacked(mb: ModuleBuilder, flavor: Flavor): void {
   for (const v of VARIANTS) for (const z of [false, true]) emitTask(mb, v, z, flavor.relaxed);
+  emitPackedBase3(mb, flavor);
 }
 
 /** Which decode fits an 8-bit table: the integer itself (int8 or uint8 codes) or a lookup. */
@@ -299,7 +310,7 @@ function variantOf(bits: number, table: Arg): Variant {
   return s8 ? 's8' : u8 ? 'u8' : 'lut8';
 }
 
-const align16 = (b: number) => Math.ceil(b / 16) * 16;
+export const align16 = (b: number) => Math.ceil(b / 16) * 16;
 
 /**
  * Runs `packedMatmul` in wasm; false (the js oracle runs instead) for float64, a strided x, or
@@ -314,6 +325,7 @@ export function packedMatmulWasm(engine: Engine, inputs: readonly Arg[], out: Ar
   const { bits, groupSize: gs } = params;
   if (O * K * bits >= 2 ** 31) return false;
   if (N === 0 || O === 0) return true;
+  if (params.packing === 'base3') return packedBase3Wasm(engine, ops, out, params);
   const v = variantOf(bits, table);
   const threaded = engine.threads > 1 && N * O * K >= PARALLEL_MIN_MACS;
   const tasks = threaded ? Math.min(O, engine.threads * 4) : 1;

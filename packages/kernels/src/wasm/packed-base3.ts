@@ -1,0 +1,332 @@
+/**
+ * @file wasm `packedMatmul` with `packing: 'base3'` (float32): five trits per byte in TQ1_0's
+ * order (js/base3.ts). Sixteen bytes give sixteen consecutive weights per digit: digit k of a
+ * byte is the top of 3·(byte·3^k mod 256) >> 8, taken as (x > 85) + (x > 170) with two unsigned
+ * byte compares, the ·3 as two wrapping byte adds; the digits index the level table by swizzle as
+ * the 2-bit kernel does. The last < 80 trits of a row past its whole sections are scalar.
+ */
+import type { KernelArg } from '../backend.js';
+import { base3Sections } from '../js/base3.js';
+import type { PackedOperands } from '../js/packed.js';
+import type { PackedMatmulParams, TypedArray } from '../names.js';
+import { type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
+import { align16, horizontalSum, levels16, PARALLEL_MIN_MACS, range, shuffle8 } from './packed.js';
+import { ARGS, type Engine, type Flavor } from './runtime.js';
+
+type Arg = KernelArg<TypedArray>;
+
+/** Integer byte-lane opcodes the shared table (assembler.ts) does not list. */
+const I8 = { gt_u: 0x28, neg: 0x61, add: 0x6e } as const;
+
+/** Words of the argument block (i32 at ARGS; pointers in bytes). */
+const enum W {
+  x, codes, planes, table, scale, zero, bias, out, n, k, o, groupSize, rowsPerTask, buf, bufBytes, hasBias,
+  rowBytes,
+  /** Whole 256-trit blocks per row. */
+  blocks,
+  /** 1 where the row's last partial block has a 160-trit (32-byte) / 80-trit (16-byte) section. */
+  has160, has80,
+  /** Trits after those sections (< 80) and the bytes holding them (⌈tail/5⌉). */
+  tail, tailBytes,
+  /** 1: every 256-block lies in one group (groupSize a multiple of 256), scaled as it is decoded. */
+  blockScaled,
+  /** 1: one row of x and blockScaled (decode and multiply in registers). */
+  fused,
+}
+
+/**
+ * Task export `packed_t3[_z](arg, t)`: output columns [t·rowsPerTask, …) for every row of x.
+ * Each weight is (L[d] − z)·s in float32, as the dequantized weight is, and is dotted in 16-wide
+ * chunks in row order on both paths (so a batched row equals that row alone, bit for bit).
+ */
+function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean): void {
+  const P = ValType.i32;
+  const V = ValType.v128;
+  const F = ValType.f32;
+  mb.func([P, P], [], (c) => {
+    const [arg, task] = [0, 1];
+    const L = range(21, () => c.local(P));
+    const [x, codes, table, scale, zero, bias, out, N, K, O, gs, rowBytes, blocks, has160, has80, tail, tailBytes, blockScaled, fused, hasBias, G] = L as [number, number, number, number, number, number, number, number, number, number, number, number, number, number, number, number, number, number, number, number, number];
+    const [o, o1, p, base, blk, g, sp, j, n, bi, m, kk, pw, xp, buf] = range(15, () => c.local(P));
+    const [s, z, t] = range(3, () => c.local(F));
+    const [sv, zv, q0, q1, c85, c170] = range(6, () => c.local(V));
+    const planes = range(4, () => c.local(V));
+    const w = range(4, () => c.local(V));
+    const acc = range(4, () => c.local(V));
+    const tmp = range(8, () => c.local(V));
+    const word = (k: W) => c.get(arg).mem(Op.i32_load, 2, k * 4);
+    const pairs: [number, W][] = [
+      [x, W.x], [codes, W.codes], [table, W.table], [scale, W.scale], [zero, W.zero], [bias, W.bias], [out, W.out],
+      [N, W.n], [K, W.k], [O, W.o], [gs, W.groupSize], [rowBytes, W.rowBytes], [blocks, W.blocks], [has160, W.has160],
+      [has80, W.has80], [tail, W.tail], [tailBytes, W.tailBytes], [blockScaled, W.blockScaled], [fused, W.fused], [hasBias, W.hasBias],
+    ];
+    for (const [l, k] of pairs) word(k).set(l);
+    c.get(K).get(gs).op(Op.i32_div_u).set(G);
+    word(W.buf).get(task);
+    word(W.bufBytes).op(Op.i32_mul).op(Op.i32_add).set(buf);
+    for (let b = 0; b < 4; b++) word(W.planes).simdMem(Simd.v128_load, 0, 16 * b).set(planes[b]!);
+    c.i32(85).simd(Simd.i8x16_splat).set(c85);
+    c.i32(170).simd(Simd.i8x16_splat).set(c170);
+    c.get(task);
+    word(W.rowsPerTask).op(Op.i32_mul).set(o);
+    c.get(o);
+    word(W.rowsPerTask).op(Op.i32_add).set(o1);
+    c.get(o1).get(O).get(o1).get(O).op(Op.i32_lt_u).op(Op.select).set(o1);
+
+    /** dst = 3·src mod 256 per byte. */
+    const times3 = (src: number, dst: number) => c.get(src).get(src).simd(I8.add).get(src).simd(I8.add).set(dst);
+    /** s, sv (and z, zv) of group g of row o (sp: the row's first scale, in bytes). */
+    const loadScale = () => {
+      c.get(sp).get(g).i32(2).op(Op.i32_shl).op(Op.i32_add).set(j);
+      c.get(scale).get(j).op(Op.i32_add).mem(Op.f32_load, 2).tee(s).simd(Simd.f32x4_splat).set(sv);
+      if (zeroPoint) c.get(zero).get(j).op(Op.i32_add).mem(Op.f32_load, 2).tee(z).simd(Simd.f32x4_splat).set(zv);
+    };
+    /** acc_q ⊕= a_q·(x at xp + off + 16q). */
+    const madd = (a: (q: number) => void, off: number) => {
+      for (let q = 0; q < 4; q++) {
+        if (fma) {
+          a(q);
+          c.get(xp).simdMem(Simd.v128_load, 0, off + 16 * q).get(acc[q]!).simd(Simd.f32x4_relaxed_madd).set(acc[q]!);
+        } else {
+          c.get(acc[q]!);
+          a(q);
+          c.get(xp).simdMem(Simd.v128_load, 0, off + 16 * q).simd(Simd.f32x4_mul).simd(Simd.f32x4_add).set(acc[q]!);
+        }
+      }
+    };
+    /**
+     * The digits in the bytes of local v (each byte already times 3^k) → the 16 weights at row
+     * position `at` past `base`: (L − z)·s, then multiplied into acc (fused) or stored.
+     */
+    const chunk = (v: number, at: number, into: 'acc' | 'store') => {
+      c.get(v).get(c85).simd(I8.gt_u).get(v).get(c170).simd(I8.gt_u).simd(I8.add).simd(I8.neg).set(tmp[0]!);
+      levels16(c, planes, w, tmp);
+      for (const q of w) {
+        c.get(q);
+        if (zeroPoint) c.get(zv).simd(Simd.f32x4_sub);
+        c.get(sv).simd(Simd.f32x4_mul).set(q);
+      }
+      if (into === 'acc') madd((q) => c.get(w[q]!), 4 * at);
+      else for (let q = 0; q < 4; q++) c.get(base).get(w[q]!).simdMem(Simd.v128_store, 0, 4 * at + 16 * q);
+    };
+    /** 32 bytes at p + at → row positions pos + 32k + (0…31), digit k. */
+    const section160 = (at: number, pos: number, into: 'acc' | 'store') => {
+      c.get(p).simdMem(Simd.v128_load, 0, at).set(q0);
+      c.get(p).simdMem(Simd.v128_load, 0, at + 16).set(q1);
+      for (let k = 0; k < 5; k++) {
+        if (k) for (const q of [q0, q1]) times3(q, q);
+        chunk(q0, pos + 32 * k, into);
+        chunk(q1, pos + 32 * k + 16, into);
+      }
+    };
+    /** 16 bytes at p + at → row positions pos + 16k + (0…15), digit k. */
+    const section80 = (at: number, pos: number, into: 'acc' | 'store') => {
+      c.get(p).simdMem(Simd.v128_load, 0, at).set(q0);
+      for (let k = 0; k < 5; k++) {
+        if (k) times3(q0, q0);
+        chunk(q0, pos + 16 * k, into);
+      }
+    };
+    /** TQ1_0's qh: 4 bytes at p + at → positions pos + 4k + j (byte j, digit k) in one chunk. */
+    const section16 = (at: number, pos: number, into: 'acc' | 'store') => {
+      c.get(p).simdMem(Simd.v128_load32_zero, 0, at).set(q0);
+      shuffle8(c.get(q0).get(q0), range(16, (i) => i & 3)).set(q0);
+      times3(q0, q1);
+      shuffle8(c.get(q0).get(q1), range(16, (i) => (i < 4 ? i : 16 + i))).set(tmp[1]!);
+      times3(q1, q0);
+      times3(q0, q1);
+      shuffle8(c.get(q0).get(q1), range(16, (i) => (i < 12 ? i : 16 + i))).set(tmp[2]!);
+      shuffle8(c.get(tmp[1]!).get(tmp[2]!), range(16, (i) => (i < 8 ? i : 16 + i))).set(q0);
+      chunk(q0, pos, into);
+    };
+    /** One whole 256-block at p, its weights at base (position 0). */
+    const block = (into: 'acc' | 'store') => {
+      section160(0, 0, into);
+      section80(32, 160, into);
+      section16(48, 240, into);
+    };
+    /** g = the group of block blk (blk·256 / groupSize). */
+    const blockGroup = () => c.get(blk).i32(8).op(Op.i32_shl).get(gs).op(Op.i32_div_u).set(g);
+    const clearAcc = () => {
+      for (const a of acc) c.i32(0).simd(Simd.i32x4_splat).set(a);
+    };
+    /** out[n, o] = Σ acc + t (+ b[o]); `row` pushes n. */
+    const finish = (row: () => void) => {
+      c.get(acc[0]!).get(acc[1]!).simd(Simd.f32x4_add).get(acc[2]!).get(acc[3]!).simd(Simd.f32x4_add).simd(Simd.f32x4_add).set(acc[0]!);
+      horizontalSum(c, acc[0]!);
+      c.get(t).op(Op.f32_add).set(t);
+      c.get(hasBias).if();
+      c.get(t).get(bias).get(o).i32(2).op(Op.i32_shl).op(Op.i32_add).mem(Op.f32_load, 2).op(Op.f32_add).set(t);
+      c.end();
+      c.get(out);
+      row();
+      c.get(O).op(Op.i32_mul).get(o).op(Op.i32_add).i32(2).op(Op.i32_shl).op(Op.i32_add).get(t).mem(Op.f32_store, 2);
+    };
+
+    c.while(() => c.get(o).get(o1).op(Op.i32_lt_u), () => {
+      c.get(codes).get(o).get(rowBytes).op(Op.i32_mul).op(Op.i32_add).set(p);
+      c.get(o).get(G).op(Op.i32_mul).i32(2).op(Op.i32_shl).set(sp);
+      c.get(fused).if();
+      {
+        c.get(x).set(xp);
+        clearAcc();
+        c.for(blk, () => c.i32(0), () => c.get(blocks), 1, () => {
+          blockGroup();
+          loadScale();
+          block('acc');
+          c.get(p).i32(52).op(Op.i32_add).set(p);
+          c.get(xp).i32(1024).op(Op.i32_add).set(xp);
+        });
+        c.f32(0).set(t);
+        finish(() => c.i32(0));
+      }
+      c.op(Op.else);
+      {
+        // the row into the buffer: scaled block by block where blocks share a group, else levels
+        // (s = 1, z = 0) scaled group by group afterwards
+        c.f32(1).simd(Simd.f32x4_splat).set(sv);
+        if (zeroPoint) c.f32(0).simd(Simd.f32x4_splat).set(zv);
+        c.get(buf).set(base);
+        c.for(blk, () => c.i32(0), () => c.get(blocks), 1, () => {
+          c.get(blockScaled).if();
+          blockGroup();
+          loadScale();
+          c.end();
+          block('store');
+          c.get(p).i32(52).op(Op.i32_add).set(p);
+          c.get(base).i32(1024).op(Op.i32_add).set(base);
+        });
+        c.get(has160).if();
+        section160(0, 0, 'store');
+        c.get(p).i32(32).op(Op.i32_add).set(p);
+        c.get(base).i32(640).op(Op.i32_add).set(base);
+        c.end();
+        c.get(has80).if();
+        section80(0, 0, 'store');
+        c.get(p).i32(16).op(Op.i32_add).set(p);
+        c.get(base).i32(320).op(Op.i32_add).set(base);
+        c.end();
+        // the last < 80 trits: byte m, digit k holds position m + tailBytes·k
+        c.i32(1).set(pw);
+        c.for(kk, () => c.i32(0), () => c.i32(5), 1, () => {
+          c.for(m, () => c.i32(0), () => c.get(tailBytes), 1, () => {
+            c.get(tailBytes).get(kk).op(Op.i32_mul).get(m).op(Op.i32_add).tee(j).get(tail).op(Op.i32_lt_u).if();
+            c.get(base).get(j).i32(2).op(Op.i32_shl).op(Op.i32_add);
+            c.get(table);
+            c.get(p).get(m).op(Op.i32_add).mem(Op.i32_load8_u, 0).get(pw).op(Op.i32_mul).i32(0xff).op(Op.i32_and).i32(3).op(Op.i32_mul).i32(8).op(Op.i32_shr_u);
+            c.i32(2).op(Op.i32_shl).op(Op.i32_add).mem(Op.f32_load, 2).mem(Op.f32_store, 2);
+            c.end();
+          });
+          c.get(pw).i32(3).op(Op.i32_mul).set(pw);
+        });
+        c.get(blockScaled).op(Op.i32_eqz).if();
+        {
+          // (L − z)·s group by group, four at a time and then one by one
+          c.get(buf).set(base);
+          c.for(g, () => c.i32(0), () => c.get(G), 1, () => {
+            loadScale();
+            c.for(bi, () => c.i32(0), () => c.get(gs).i32(2).op(Op.i32_shr_u), 1, () => {
+              c.get(base).get(base).simdMem(Simd.v128_load, 0);
+              if (zeroPoint) c.get(zv).simd(Simd.f32x4_sub);
+              c.get(sv).simd(Simd.f32x4_mul).simdMem(Simd.v128_store, 0);
+              c.get(base).i32(16).op(Op.i32_add).set(base);
+            });
+            c.for(bi, () => c.get(gs).i32(-4).op(Op.i32_and), () => c.get(gs), 1, () => {
+              c.get(base).get(base).mem(Op.f32_load, 2);
+              if (zeroPoint) c.get(z).op(Op.f32_sub);
+              c.get(s).op(Op.f32_mul).mem(Op.f32_store, 2);
+              c.get(base).i32(4).op(Op.i32_add).set(base);
+            });
+          });
+        }
+        c.end();
+        // a dot per row of x, in the chunks the fused path takes
+        c.for(n, () => c.i32(0), () => c.get(N), 1, () => {
+          c.get(x).get(n).get(K).op(Op.i32_mul).i32(2).op(Op.i32_shl).op(Op.i32_add).set(xp);
+          c.get(buf).set(base);
+          clearAcc();
+          c.for(bi, () => c.i32(0), () => c.get(K).i32(4).op(Op.i32_shr_u), 1, () => {
+            madd((q) => c.get(base).simdMem(Simd.v128_load, 0, 16 * q), 0);
+            c.get(xp).i32(64).op(Op.i32_add).set(xp);
+            c.get(base).i32(64).op(Op.i32_add).set(base);
+          });
+          c.f32(0).set(t);
+          c.for(j, () => c.get(K).i32(-16).op(Op.i32_and), () => c.get(K), 1, () => {
+            c.get(t).get(xp).mem(Op.f32_load, 2).get(base).mem(Op.f32_load, 2).op(Op.f32_mul).op(Op.f32_add).set(t);
+            c.get(xp).i32(4).op(Op.i32_add).set(xp);
+            c.get(base).i32(4).op(Op.i32_add).set(base);
+          });
+          finish(() => c.get(n));
+        });
+      }
+      c.end();
+      c.get(o).i32(1).op(Op.i32_add).set(o);
+    });
+  }, `packed_t3${zeroPoint ? '_z' : ''}`);
+}
+
+/** Adds the `packed_t3[_z]` task exports. */
+export function emitPackedBase3(mb: ModuleBuilder, flavor: Flavor): void {
+  for (const z of [false, true]) emitTask(mb, z, flavor.relaxed);
+}
+
+/**
+ * Runs a base-3 `packedMatmul` whose operands wasm/packed.ts has checked and found float32, with
+ * a contiguous x and at least one output; false (the js oracle runs instead) when the scratch
+ * block cannot hold the call.
+ */
+export function packedBase3Wasm(engine: Engine, ops: PackedOperands, out: Arg, params: PackedMatmulParams): boolean {
+  const { x, codes, table, scale, zero, bias, N, K, O, G } = ops;
+  const gs = params.groupSize;
+  const sections = base3Sections(K);
+  const rowBytes = sections.length ? sections[sections.length - 1]!.at + sections[sections.length - 1]!.bytes : 0;
+  const blocks = Math.floor(K / 256);
+  const last = sections.filter((q) => q.pos >= blocks * 256);
+  const has160 = last.some((q) => q.length === 160);
+  const has80 = last.some((q) => q.length === 80);
+  const rest = last.find((q) => q.length !== 160 && q.length !== 80);
+  const threaded = engine.threads > 1 && N * O * K >= PARALLEL_MIN_MACS;
+  const tasks = threaded ? Math.min(O, engine.threads * 4) : 1;
+  const rowsPerTask = Math.ceil(O / tasks);
+  const nTasks = Math.ceil(O / rowsPerTask);
+  const sizes: [Arg | null, number][] = [[x, N * K], [codes, O * rowBytes], [table, 3], [scale, O * G], [zero, O * G], [bias, O]];
+  let at = engine.scratch + 64; // the four table planes first
+  const place = sizes.map(([a, n]) => {
+    if (!a) return { a, n, addr: 0, staged: false };
+    const addr = engine.inPlace(a, out);
+    if (addr >= 0) return { a, n, addr, staged: false };
+    const here = at;
+    at = align16(at + n * a.data.BYTES_PER_ELEMENT);
+    return { a, n, addr: here, staged: true };
+  });
+  const outAt = engine.addressOf(out);
+  const outPtr = outAt >= 0 ? outAt : at;
+  if (outAt < 0) at = align16(at + N * O * 4);
+  const blockScaled = gs % 256 === 0;
+  const fused = N === 1 && blockScaled;
+  const bufBytes = fused ? 0 : align16(K * 4);
+  const buf = at;
+  at += nTasks * bufBytes;
+  if (!engine.reserve(at - engine.scratch)) return false;
+  for (const { a, n, addr, staged } of place) {
+    if (a && staged) engine.stageIn(a.data, a.offset, a.offset + n, a.dtype === 'float32' ? engine.f32 : engine.u8, addr);
+  }
+  // plane b holds byte b of the three levels (little-endian float32), the rest zero
+  const u8 = engine.u8;
+  const lv = new Uint8Array(Float32Array.from(table.data.subarray(table.offset, table.offset + 3)).buffer);
+  u8.fill(0, engine.scratch, engine.scratch + 64);
+  for (let f = 0; f < 3; f++) for (let b = 0; b < 4; b++) u8[engine.scratch + 16 * b + f] = lv[4 * f + b]!;
+  const args = engine.i32;
+  const word = (k: W, value: number) => (args[ARGS / 4 + k] = value);
+  const [px, pc, pt, ps, pz, pb] = place.map((q) => q.addr) as [number, number, number, number, number, number];
+  const words: [W, number][] = [
+    [W.x, px], [W.codes, pc], [W.planes, engine.scratch], [W.table, pt], [W.scale, ps], [W.zero, pz], [W.bias, pb], [W.out, outPtr],
+    [W.n, N], [W.k, K], [W.o, O], [W.groupSize, gs], [W.rowsPerTask, rowsPerTask], [W.buf, buf], [W.bufBytes, bufBytes],
+    [W.hasBias, bias ? 1 : 0], [W.rowBytes, rowBytes], [W.blocks, blocks], [W.has160, has160 ? 1 : 0], [W.has80, has80 ? 1 : 0],
+    [W.tail, rest?.length ?? 0], [W.tailBytes, rest?.bytes ?? 0], [W.blockScaled, blockScaled ? 1 : 0], [W.fused, fused ? 1 : 0],
+  ];
+  for (const [k, v] of words) word(k, v);
+  engine.parallel(`packed_t3${zero ? '_z' : ''}`, ARGS, nTasks, threaded);
+  if (outAt < 0) engine.stageOut(out, engine.f32, outPtr, N * O);
+  return true;
+}
