@@ -7,6 +7,7 @@ export * from './backend.js';
 export { BACKENDS, backendEntry, type BackendName } from './backends.js';
 export { withJsFallback, type FallbackOptions, type FallbackRunner, type KernelStat, type NativeKernel, type NativeTable } from './fallback.js';
 export { jsBackend, jsKernels } from './js/index.js';
+export { INT8_MATMUL_MAX_K } from './js/int8-matmul.js';
 export { numel, contiguousStrides, isContiguous } from './layout.js';
 export { erf, roundHalfEven, roundHalfAway } from './js/elementwise.js';
 export { wasmBackend, wasmKernels, createWasmBackend, type WasmBackend, type WasmBackendOptions } from './wasm/index.js';

@@ -125,6 +125,16 @@ export interface KernelParams {
    * out [N, O].
    */
   packedMatmul: PackedMatmulParams;
+  // ---- int8 (js/int8-matmul.ts, wasm/int8-matmul.ts)
+  /**
+   * A real low-precision product: int8 a [M, K] · int8 b [K, N] (any strides, so transposes are
+   * views) accumulated exactly in int32. With an int32 out, the inputs are [a, b] and out is the
+   * accumulator itself; with a float out, the inputs are [a, b, scaleA [M], scaleB [N]] (out's
+   * dtype) and out[m, n] = float(acc)·(scaleA[m]·scaleB[n]), each step rounded to out's dtype
+   * (per-row × per-column scales: per-token activations times per-channel weights). K ≤ 131071,
+   * where 128²·K still fits an int32.
+   */
+  int8Matmul: Record<string, never>;
 }
 
 export type KernelName = keyof KernelParams;

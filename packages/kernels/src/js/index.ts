@@ -11,6 +11,7 @@ import { fwht } from './hadamard.js';
 import { matmul } from './matmul.js';
 import { norm, normBackward, rope, softmax, softmaxBackward } from './norm.js';
 import { adamStep } from './optim.js';
+import { int8Matmul } from './int8-matmul.js';
 import { packedMatmul } from './packed.js';
 import { fakeQuantize, fakeQuantizeBackward } from './quant.js';
 import { argReduce, reduce } from './reduce.js';
@@ -24,7 +25,7 @@ export const jsKernels: KernelTable<TypedArray> = {
   softmax, softmaxBackward, norm, normBackward, rope,
   adamStep,
   fakeQuantize, fakeQuantizeBackward, fwht,
-  packedMatmul,
+  packedMatmul, int8Matmul,
 };
 
 // alloc/free counts for memory(): buffers the caller drops without free stay counted

@@ -13,6 +13,7 @@ import { col2imWasm, emitConv2d, im2colWasm } from './conv.js';
 import { binaryWasm, copyWasm, emitElementwise, unaryWasm, whereWasm } from './elementwise.js';
 import { emitGather, gatherWasm, indexAddWasm, indexSelectWasm, scatterAddWasm } from './gather.js';
 import { emitHadamard, fwhtWasm } from './hadamard.js';
+import { emitInt8Matmul, int8MatmulWasm } from './int8-matmul.js';
 import { MATMUL_MIN_MACS, matmulWasm } from './matmul.js';
 import { emitPacked, packedMatmulWasm } from './packed.js';
 import { emitNorm, normBackwardWasm, normWasm, ropeWasm, softmaxBackwardWasm, softmaxWasm } from './norm.js';
@@ -53,9 +54,10 @@ const RULES: { [K in KernelName]?: WasmRule<K> } = {
   fwht: fwhtWasm,
   adamStep: adamStepWasm,
   packedMatmul: packedMatmulWasm,
+  int8Matmul: int8MatmulWasm,
 };
 
-const EMITTERS: Emitter[] = [emitMatmul, (mb) => emitElementwise(mb), (mb) => emitReduce(mb), (mb) => emitConv2d(mb), (mb) => emitQuant(mb), (mb) => emitHadamard(mb), (mb) => emitGather(mb), (mb) => emitNorm(mb), (mb) => emitOptim(mb), emitPacked];
+const EMITTERS: Emitter[] = [emitMatmul, (mb) => emitElementwise(mb), (mb) => emitReduce(mb), (mb) => emitConv2d(mb), (mb) => emitQuant(mb), (mb) => emitHadamard(mb), (mb) => emitGather(mb), (mb) => emitNorm(mb), (mb) => emitOptim(mb), emitPacked, emitInt8Matmul];
 
 export interface WasmBackendOptions {
   /** Threads including the caller; default QGRAD_THREADS or os.availableParallelism(). */

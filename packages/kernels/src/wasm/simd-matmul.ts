@@ -48,7 +48,7 @@ export const enum PackArg {
   rawA, rawB, aBases, bBases, tasksA, panelsA, panelsB, m, n, k, kc, sam, sak, sbk, sbn, dstA, dstB, aBytes, bBytes, count,
 }
 
-interface Lanes {
+export interface Lanes {
   bytes: number;
   lanes: number;
   splat: number;
@@ -60,7 +60,7 @@ const F32: Lanes = { bytes: 4, lanes: 4, splat: Simd.v128_load32_splat, add: Sim
 const F64: Lanes = { bytes: 8, lanes: 2, splat: Simd.v128_load64_splat, add: Simd.f64x2_add, mul: Simd.f64x2_mul, madd: Simd.f64x2_relaxed_madd };
 
 /** micro(ap, bp, cp, kcb, ldcBytes, accumulate): C tile (+)= Apanel · Bpanel over kcb steps. */
-function emitMicro(mb: ModuleBuilder, t: Lanes, s: MicroShape, fma: boolean): number {
+export function emitMicro(mb: ModuleBuilder, t: Lanes, s: MicroShape, fma: boolean): number {
   const P = ValType.i32;
   return mb.func([P, P, P, P, P, P], [], (c) => {
     const [ap, bp, cp, kcb, ldc, accumulate] = [0, 1, 2, 3, 4, 5];
@@ -122,8 +122,23 @@ function min(c: Code, a: () => void, b: () => void): void {
   c.op(Op.i32_lt_s).op(Op.select);
 }
 
-/** Task export `name(arg, t)`: one (batch, row block, column block) of C, all k blocks in order. */
-function emitDriver(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, name: string): void {
+/** The locals of a finished C tile an epilogue may read: rows [m0, m1), columns [n0, n1), C's base and padded width. */
+export interface TileLocals {
+  /** The argument block's address. */
+  arg: number;
+  m0: number;
+  m1: number;
+  n0: number;
+  n1: number;
+  c: number;
+  np: number;
+}
+
+/**
+ * Task export `name(arg, t)`: one (batch, row block, column block) of C, all k blocks in order,
+ * then `epilogue` (if any) on the finished tile (int8Matmul scales its int32 tile into out there).
+ */
+export function emitDriver(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, name: string, epilogue?: (c: Code, tile: TileLocals) => void): void {
   const P = ValType.i32;
   mb.func([P, P], [], (c) => {
     const [arg, task] = [0, 1];
@@ -174,11 +189,12 @@ function emitDriver(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, n
       });
       c.get(k0).get(kcb).op(Op.i32_add).set(k0);
     });
+    epilogue?.(c, { arg, m0, m1, n0, n1, c: cc, np });
   }, name);
 }
 
 /** Transposes four f32x4 locals in place (rows ↔ columns) through four temporaries. */
-function transpose4(c: Code, q: number[], t: number[]): void {
+export function transpose4(c: Code, q: number[], t: number[]): void {
   const mix = (a: number, b: number, lanes: [number, number, number, number], dst: number) => c.get(a).get(b).shuffle32(lanes).set(dst);
   mix(q[0]!, q[1]!, [0, 4, 1, 5], t[0]!);
   mix(q[0]!, q[1]!, [2, 6, 3, 7], t[1]!);
