@@ -15,6 +15,9 @@ import { logsumexp, sum } from './reduce.js';
 
 const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
 
+// the base-3 ternary layout, for packers above core (quant may not import kernels)
+export { base3RowBytes, packBase3, unpackBase3 } from '@qgrad/kernels';
+
 /**
  * The relaxed quantizer: softmax over grid levels of −(x − ℓ)²/τ, returning the expected level
  * Σ_k p_k ℓ_k. Differentiable in x, the levels and τ; hardens to the nearest level as τ → 0.
@@ -52,10 +55,15 @@ export function gradScale(x: Tensor, factor: number): Tensor {
  * layout): W[o, k] = scale[o, g]·(levels[field(o, k)] − zeroPoint[o, g]), g = ⌊k / groupSize⌋.
  */
 export interface PackedWeight {
-  /** uint8 (or int8) bytes: `bits`-bit fields, row-major over [outFeatures, inFeatures], little end first. */
+  /**
+   * uint8 (or int8) bytes: `bits`-bit fields, row-major over [outFeatures, inFeatures], little
+   * end first; with `packing` 'base3', ternary digits five per byte in TQ1_0's order (`packBase3`).
+   */
   codes: Tensor;
-  /** 1, 2, 4 or 8. */
+  /** 1, 2, 4 or 8 (2 for base-3 digits). */
   bits: number;
+  /** 'fields' (the default) or 'base3' (1.6 bits per ternary weight; see `packBase3`). */
+  packing?: 'fields' | 'base3';
   /** The level of each field value (at least 2^bits entries), in the input's float dtype. */
   levels: Tensor;
   /** One per (row, group), row-major: outFeatures · inFeatures / groupSize values. */
@@ -89,6 +97,7 @@ export function packedLinear(x: Tensor, weight: PackedWeight, bias?: Tensor | nu
   if (bias) operands.push(bias.contiguous());
   const y = runKernel('packedMatmul', operands, [rows, O], x.dtype, {
     bits: weight.bits, outFeatures: O, groupSize: weight.groupSize, zeroPoint: weight.zeroPoint !== null, bias: Boolean(bias),
+    ...(weight.packing === 'base3' && { packing: 'base3' as const }),
   });
   return y.reshape([...x.shape.slice(0, -1), O]);
 }

@@ -5,7 +5,7 @@
  * says grid, bits, granularity and packing per layer. Reading goes through core's validating
  * safetensors reader; this file checks what the metadata claims against what the tensors hold.
  */
-import { deserializeSafetensors, fromTypedArray, loadSafetensorsWithMetadata, saveSafetensors, serializeSafetensors, type Tensor } from '@qgrad/core';
+import { base3RowBytes, deserializeSafetensors, fromTypedArray, loadSafetensorsWithMetadata, saveSafetensors, serializeSafetensors, type Tensor } from '@qgrad/core';
 import { Conv2d, Embedding, Linear, type Module } from '@qgrad/nn';
 import { granularityName, type Granularity } from '../grids/granularity.js';
 import type { GridName } from '../grids/table.js';
@@ -33,8 +33,11 @@ export interface QuantizedLayerInfo {
   /** Bits per stored code field (1, 2, 4 packed; 8, 16, 32 plain). */
   bits: number;
   granularity: string;
-  /** How codes sit in `weight_packed` / `weight`. */
-  packing: { fieldBits: number; order: 'lsb-first'; container: 'int32' | 'uint8' | 'int8' | 'int32-plain'; offset: number };
+  /**
+   * How codes sit in `weight_packed` / `weight`: fields low bits first, or ('base3-tq1', uint8
+   * [rows, bytes a row]) code − offset as base-3 digits five per byte in TQ1_0's order.
+   */
+  packing: { fieldBits: number; order: 'lsb-first' | 'base3-tq1'; container: 'int32' | 'uint8' | 'int8' | 'int32-plain'; offset: number };
   weightShape: number[];
   matrixShape: number[];
   dtype: 'float32' | 'float64';
@@ -108,7 +111,12 @@ export function quantizedEntries(model: Module): { tensors: Record<string, Tenso
     const cols = m.matrixShape[m.matrixShape.length - 1]!;
     const rows = m.matrixShape.reduce((a, b) => a * b, 1) / cols;
     let container: QuantizedLayerInfo['packing']['container'];
-    if (bits <= 4) {
+    const base3 = m.codePacking === 'base3';
+    if (base3) {
+      // not compressed-tensors' packing: named by the order in qgrad.layers and the format below
+      tensors[`${p}weight_packed`] = m.weightCodes.reshape([rows, base3RowBytes(cols)]);
+      container = 'uint8';
+    } else if (bits <= 4) {
       // compressed-tensors packs fields into int32 words per row, low bits first: the same bytes
       // as qgrad's packing when a row fills whole words (little-endian)
       const raw = m.weightCodes.contiguous().dataSync() as Uint8Array;
@@ -135,7 +143,7 @@ export function quantizedEntries(model: Module): { tensors: Record<string, Tenso
     const plan = m.weightPlan;
     const info: QuantizedLayerInfo = {
       kind: kindOf(m), weight: configOfPlan(plan), input: m.inputPlan ? configOfPlan(m.inputPlan) : null, grid: plan.grid.label, bits,
-      granularity: granularityName(plan.granularity), packing: { fieldBits: bits, order: 'lsb-first', container, offset: plan.grid.codeMin },
+      granularity: granularityName(plan.granularity), packing: { fieldBits: bits, order: base3 ? 'base3-tq1' : 'lsb-first', container, offset: plan.grid.codeMin },
       weightShape: [...m.weightShape], matrixShape: [...m.matrixShape], dtype: m.weightDType,
     };
     layers[name] = info;
@@ -145,7 +153,9 @@ export function quantizedEntries(model: Module): { tensors: Record<string, Tenso
   for (const [k, t] of Object.entries(model.stateDict())) if (!handled.has(k)) tensors[k] = t;
   const configGroups = Object.fromEntries(Object.values(groups).map((g, i) => [`group_${i}`, g]));
   const packed = Object.values(layers).some((l) => l.bits <= 4);
-  const quantizationConfig = { quant_method: 'compressed-tensors', format: packed ? 'pack-quantized' : 'int-quantized', quantization_status: 'compressed', config_groups: configGroups };
+  // compressed-tensors has no base-3 format: an unknown name keeps its readers from misreading the bytes
+  const base3 = Object.values(layers).some((l) => l.packing.order === 'base3-tq1');
+  const quantizationConfig = { quant_method: 'compressed-tensors', format: base3 ? 'qgrad-base3-tq1' : packed ? 'pack-quantized' : 'int-quantized', quantization_status: 'compressed', config_groups: configGroups };
   return { tensors, metadata: { format: QUANTIZED_FORMAT, quantization_config: JSON.stringify(quantizationConfig), 'qgrad.layers': JSON.stringify(layers) } };
 }
 
@@ -202,15 +212,20 @@ export function checkQuantized(tensors: Record<string, Tensor>, metadata: Record
     if (l.dtype !== 'float32' && l.dtype !== 'float64') bad(`${where} has dtype ${JSON.stringify(l.dtype)}`);
     const pk = l.packing;
     if (!isRecord(pk) || ![1, 2, 4, 8, 16, 32].includes(pk.fieldBits) || pk.fieldBits !== l.bits || !Number.isSafeInteger(pk.offset)) bad(`${where} has invalid packing ${JSON.stringify(pk)}`);
+    const base3 = pk.order === 'base3-tq1';
+    if ((pk.order !== 'lsb-first' && !base3) || (base3 && (l.kind !== 'Linear' || l.bits !== 2 || pk.container !== 'uint8' || l.matrixShape.length !== 2))) {
+      bad(`${where} has invalid packing ${JSON.stringify(pk)} (order 'lsb-first', or 'base3-tq1' for a 2-bit Linear in uint8)`);
+    }
     const ws = tensors[`${p}weight_shape`];
     if (!ws || ws.dtype !== 'int32' || Array.from(ws.dataSync()).join() !== l.weightShape.join()) bad(`${where}: tensor '${p}weight_shape' is missing or disagrees with ${fmt(l.weightShape)}`);
     if (!tensors[`${p}weight_scale`]) bad(`${where}: tensor '${p}weight_scale' is missing`);
     const codes = tensors[l.bits <= 4 ? `${p}weight_packed` : `${p}weight`];
     if (!codes) bad(`${where}: its codes ('${p}${l.bits <= 4 ? 'weight_packed' : 'weight'}') are missing`);
-    const want = l.bits <= 4 ? Math.ceil((n * l.bits) / 8) : n * (codes!.dtype === 'int32' ? 4 : 1);
+    const [rows, cols] = l.matrixShape as [number, number];
+    const want = base3 ? rows * base3RowBytes(cols) : l.bits <= 4 ? Math.ceil((n * l.bits) / 8) : n * (codes!.dtype === 'int32' ? 4 : 1);
     const have = codes!.numel() * (codes!.dtype === 'int32' ? 4 : 1);
     const dtypeOk = l.bits <= 4 ? pk.container === 'int32' ? codes!.dtype === 'int32' : codes!.dtype === 'uint8' : ['int8', 'uint8', 'int32'].includes(codes!.dtype);
-    if (!dtypeOk || have !== want) bad(`${where}: codes ${codes!.dtype} ${fmt(codes!.shape)} hold ${have} bytes; ${n} codes of ${l.bits} bits need ${want} (${pk.container})`);
+    if (!dtypeOk || have !== want) bad(`${where}: codes ${codes!.dtype} ${fmt(codes!.shape)} hold ${have} bytes; ${n} codes of ${base3 ? 'base-3 digits' : `${l.bits} bits`} need ${want} (${pk.container})`);
     out[name] = l;
   }
   return { tensors, layers: out, metadata };
@@ -245,6 +260,10 @@ export function applyQuantized<M extends Module>(template: M, ckpt: QuantizedChe
     const qat = m instanceof Linear ? QuantLinear.from(m, cfg, who) : m instanceof Conv2d ? QuantConv2d.from(m, cfg, who) : QuantEmbedding.from(m as Embedding, cfg, who);
     const q = qat instanceof QuantLinear ? new QuantizedLinear(qat) : qat instanceof QuantConv2d ? new QuantizedConv2d(qat) : new QuantizedEmbedding(qat);
     if (q.codeBits !== info.bits) throw new Error(`${who}: the file stores ${info.bits}-bit codes, grid ${q.weightPlan.grid.label} needs ${q.codeBits}`);
+    if (info.packing.order === 'base3-tq1') {
+      if (!(q instanceof QuantizedLinear) || !q.ternary) throw new Error(`${who}: the file stores base-3 codes, grid ${q.weightPlan.grid.label} is not ternary`);
+      q.repackBase3();
+    }
     replaceSubmodule(template, name, q);
     const p = name ? `${name}.` : '';
     const codes = ckpt.tensors[info.bits <= 4 ? `${p}weight_packed` : `${p}weight`]!;

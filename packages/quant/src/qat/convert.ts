@@ -15,7 +15,7 @@ import { codesOfView, dataScale, dequantizeView, effectiveZero, fakeQuantView } 
 import type { QuantizerPlan } from '../quantizer/config.js';
 import { isQuantLayer, QuantConv2d, QuantEmbedding, QuantLinear, type QuantLayer } from './modules.js';
 import { doubleScaleValues } from '../scale/double.js';
-import { levelTable, packCodes, rowGroups, unpackCodes } from './pack.js';
+import { levelTable, packCodes, packTernaryBase3, rowGroups, unpackCodes, unpackTernaryBase3 } from './pack.js';
 import { replaceSubmodule } from './prepare.js';
 
 /**
@@ -38,6 +38,11 @@ abstract class QuantizedBase extends Module {
   readonly weightPlan: QuantizerPlan;
   /** Bits per stored code field (1, 2, 4 packed; 8, 16, 32). */
   readonly codeBits: number;
+  /**
+   * How weightCodes holds the codes: 'fields' of codeBits bits (`packCodes`), or 'base3' (a
+   * ternary Linear converted with kernel 'packedBase3': five per byte, `packTernaryBase3`).
+   */
+  codePacking: 'fields' | 'base3' = 'fields';
   readonly weightDType: FloatDType;
   /** The input quantizer's plan (null: inputs stay float). */
   readonly inputPlan: QuantizerPlan | null;
@@ -71,7 +76,12 @@ abstract class QuantizedBase extends Module {
   /** The weight's codes (int32, weight shape) unpacked. */
   codes(): Tensor {
     const n = this.weightShape.reduce((a, b) => a * b, 1);
-    return fromTypedArray(unpackCodes(this.weightCodes, n, this.weightPlan.grid.codeMin, this.codeBits), this.weightShape, 'int32');
+    const lo = this.weightPlan.grid.codeMin;
+    if (this.codePacking === 'base3') {
+      const [O, K] = this.weightShape as [number, number];
+      return fromTypedArray(unpackTernaryBase3(this.weightCodes, O, K, lo), this.weightShape, 'int32');
+    }
+    return fromTypedArray(unpackCodes(this.weightCodes, n, lo, this.codeBits), this.weightShape, 'int32');
   }
   /** Scales as floats (MX: 2^(e − 127); double-quantized: decode·second + mean). */
   scales(): Tensor {
@@ -113,10 +123,12 @@ abstract class QuantizedBase extends Module {
 
 /**
  * Which forward a converted Linear runs: `packed` reads the packed codes with the `packedMatmul`
- * kernel (within float32 summation error of the fake-quant eval output); `dequantize` rebuilds the
- * float weight and calls `linear` (bit for bit the fake-quant eval output).
+ * kernel (within float32 summation error of the fake-quant eval output); `packedBase3` the same,
+ * from ternary codes stored five per byte in TQ1_0's order (1.6 instead of 2 bits a weight; other
+ * grids stay `packed`); `dequantize` rebuilds the float weight and calls `linear` (bit for bit
+ * the fake-quant eval output).
  */
-export type QuantizedKernel = 'packed' | 'dequantize';
+export type QuantizedKernel = 'packed' | 'packedBase3' | 'dequantize';
 
 /** Inference Linear over integer weight codes (see `convert`). */
 export class QuantizedLinear extends QuantizedBase {
@@ -125,6 +137,25 @@ export class QuantizedLinear extends QuantizedBase {
   readonly outFeatures: number;
   /** The forward `forward` runs (see QuantizedKernel); 'packed' unless convert was told otherwise. */
   kernel: QuantizedKernel = 'packed';
+  /** Whether the weight has exactly three codes (ternary), so `repackBase3` can store it in base 3. */
+  get ternary(): boolean {
+    const g = this.weightPlan.grid;
+    return g.codeMax - g.codeMin === 2 && this.weightShape.length === 2;
+  }
+  /**
+   * Stores the codes five per byte in base 3 (TQ1_0's order) instead of 2-bit fields, and runs
+   * the packed kernel on them (`kernel` 'packedBase3'). Only for ternary weights.
+   * @example const up = model.getSubmodule('mlp.up') as QuantizedLinear; up.repackBase3();
+   */
+  repackBase3(): void {
+    if (!this.ternary) throw new Error(`QuantizedLinear.repackBase3: needs a grid of three codes (ternary), got ${this.weightPlan.grid.label} with codes ${this.weightPlan.grid.codeMin}…${this.weightPlan.grid.codeMax}`);
+    if (this.codePacking !== 'base3') {
+      const codes = this.codes();
+      this.weightCodes = packTernaryBase3(codes, this.weightPlan.grid.codeMin);
+      this.codePacking = 'base3';
+    }
+    this.kernel = 'packedBase3';
+  }
   /** The kernel's operands, with the buffer versions they were built from. */
   #packed: { weight: PackedWeight; key: unknown[] } | null = null;
   constructor(src: QuantLinear) {
@@ -143,7 +174,7 @@ export class QuantizedLinear extends QuantizedBase {
    * @example convert(model); model.forward(x); // packed; convert(model, { kernel: 'dequantize' }) for bit identity
    */
   forward(x: Tensor): Tensor {
-    const w = this.kernel === 'packed' ? this.packedWeight() : null;
+    const w = this.kernel !== 'dequantize' ? this.packedWeight() : null;
     if (!w) return this.dequantizedForward(x);
     return noGrad(() => packedLinear(this.quantizeInput(x), w, this.bias));
   }
@@ -177,6 +208,7 @@ export class QuantizedLinear extends QuantizedBase {
       for (let o = 0; o < O; o++) for (let g = 0; g < G; g++) out[o * G + g] = src[Math.floor(o / rows.rowsPerScale) * G + g]!;
       return out;
     };
+    const base3 = this.codePacking === 'base3';
     return noGrad(() => {
       const scale = perRow(this.scales());
       let zero: Float32Array | null = null;
@@ -187,7 +219,8 @@ export class QuantizedLinear extends QuantizedBase {
       }
       // kept: the cache outlives the forward that builds it, often inside an eval loop's tidy; a replaced one goes to the garbage collector
       return {
-        codes: this.weightCodes, bits,
+        codes: this.weightCodes, bits, ...(base3 && { packing: 'base3' as const }),
+        // base-3 digits are code − codeMin, as 2-bit fields are: the same table
         levels: keep(fromTypedArray(levelTable(plan.grid, bits, this.weightCodes.dtype), [2 ** bits], 'float32')),
         scale: keep(fromTypedArray(scale, [O * G], 'float32')),
         zeroPoint: zero && keep(fromTypedArray(zero, [O * G], 'float32')),
@@ -270,7 +303,10 @@ export class QuantizedEmbedding extends QuantizedBase {
 }
 
 export interface ConvertOptions {
-  /** The forward of converted Linear layers (default 'packed'; 'dequantize' keeps bit identity). */
+  /**
+   * The forward of converted Linear layers (default 'packed'; 'packedBase3' stores ternary
+   * weights five per byte, TQ1_0's layout; 'dequantize' keeps bit identity).
+   */
   kernel?: QuantizedKernel;
 }
 
@@ -285,19 +321,23 @@ export interface ConvertResult {
  * place, and puts the model in eval mode. Linear layers run on the packed codes (`packedLinear`):
  * their output equals the QAT model's eval output within float32 summation error. With
  * `{ kernel: 'dequantize' }` (and for conv and embedding layers always) it is bit for bit the
- * eval output (deterministic rounding; HESTIA layers at temperature 0, pressure 1).
+ * eval output (deterministic rounding; HESTIA layers at temperature 0, pressure 1). With
+ * `{ kernel: 'packedBase3' }` ternary Linear weights are stored and read five per byte.
  * @example
  * model.eval(); const yFake = model.forward(x);
  * convert(model, { kernel: 'dequantize' }); model.forward(x); // identical to yFake
  */
 export function convert(model: Module, options: ConvertOptions = {}): ConvertResult {
   const kernel = options.kernel ?? 'packed';
-  if (kernel !== 'packed' && kernel !== 'dequantize') throw new Error(`convert: kernel must be 'packed' or 'dequantize', got ${JSON.stringify(kernel)}`);
+  if (kernel !== 'packed' && kernel !== 'packedBase3' && kernel !== 'dequantize') throw new Error(`convert: kernel must be 'packed', 'packedBase3' or 'dequantize', got ${JSON.stringify(kernel)}`);
   const converted: string[] = [];
   const targets = [...model.namedModules()].filter(([name, m]) => name !== '' && isQuantLayer(m) && m.weightQuantizer?.enabled);
   for (const [name, m] of targets) {
     const q = m instanceof QuantLinear ? new QuantizedLinear(m) : m instanceof QuantConv2d ? new QuantizedConv2d(m) : new QuantizedEmbedding(m as QuantEmbedding);
-    if (q instanceof QuantizedLinear) q.kernel = kernel;
+    if (q instanceof QuantizedLinear) {
+      if (kernel === 'packedBase3' && q.ternary) q.repackBase3();
+      else q.kernel = kernel === 'packedBase3' ? 'packed' : kernel;
+    }
     replaceSubmodule(model, name, q);
     converted.push(name);
   }

@@ -1,9 +1,10 @@
 /**
  * @file Packing of integer codes: codes of ≤ 4 bits share bytes (two 4-bit, four 2-bit or eight
- * 1-bit fields, little end first), wider ones take the smallest integer dtype; and the layout the
- * packed kernel reads them in (`rowGroups`, `levelTable`).
+ * 1-bit fields, little end first), wider ones take the smallest integer dtype, three-code
+ * (ternary) matrices may go five to a byte in base 3 (TQ1_0's order); and the layout the packed
+ * kernel reads them in (`rowGroups`, `levelTable`).
  */
-import { fromTypedArray, type DType, type Tensor } from '@qgrad/core';
+import { fromTypedArray, packBase3, unpackBase3, type DType, type Tensor } from '@qgrad/core';
 import type { Grid } from '../grids/grid.js';
 import type { Granularity } from '../grids/granularity.js';
 
@@ -46,6 +47,30 @@ export function unpackCodes(stored: Tensor, n: number, lo: number, bits: number)
   const out = new Int32Array(n);
   for (let i = 0; i < n; i++) out[i] = ((src[(i / per) | 0]! >> ((i % per) * bits)) & mask) + lo;
   return out;
+}
+
+/**
+ * Stores an [O, K] matrix of int32 codes in lo…lo + 2 (ternary) five per byte: digits code − lo,
+ * base 3, in TQ1_0's order (core's `packBase3`; rows start on a byte, 52 bytes per 256 codes).
+ * @example packTernaryBase3(tensor([[-1, 0, 1, 0, -1]], { dtype: 'int32' }), -1).dataSync(); // [51]
+ */
+export function packTernaryBase3(codes: Tensor, lo: number): Tensor {
+  if (codes.ndim !== 2) throw new Error(`packTernaryBase3: codes must be a matrix [O, K], got shape [${codes.shape.join(', ')}]`);
+  const [O, K] = codes.shape as [number, number];
+  const src = codes.contiguous().dataSync();
+  const digits = new Uint8Array(src.length);
+  for (let i = 0; i < src.length; i++) {
+    const d = src[i]! - lo;
+    if (!(d === 0 || d === 1 || d === 2)) throw new Error(`packTernaryBase3: code ${src[i]} at ${i} is outside ${lo}…${lo + 2}`);
+    digits[i] = d;
+  }
+  const out = packBase3(digits, O, K);
+  return fromTypedArray(out, [out.length], 'uint8');
+}
+
+/** The int32 codes of an [O, K] matrix back from `packTernaryBase3`'s bytes. */
+export function unpackTernaryBase3(stored: Tensor, O: number, K: number, lo: number): Int32Array {
+  return Int32Array.from(unpackBase3(stored.contiguous().dataSync(), O, K), (d) => d + lo);
 }
 
 /**

@@ -134,6 +134,33 @@ describe('exportGguf, read by @huggingface/gguf', () => {
     }
   });
 
+  it("TQ1_0 of a ternary Llama converted with kernel 'packedBase3': each block's 52 code bytes are the layer's row bytes", async () => {
+    const llama = new Llama(ternaryCfg, { generator: new Generator(12) });
+    Q.prepareQAT(llama, { default: { weight: { grid: 'ternary', granularity: { group: 256 } } }, types: ['Linear'] });
+    llama.train();
+    llama.forward(tensor([[1, 2, 3]], { dtype: 'int32' }));
+    Q.convert(llama, { kernel: 'packedBase3' });
+    const { res, bytes, ours } = await parsed(llama, 'TQ1_0', 'base3.gguf');
+    for (const [file, module] of [['blk.0.ffn_up.weight', 'model.layers.0.mlp.up_proj'], ['blk.0.ffn_down.weight', 'model.layers.0.mlp.down_proj'], ['output.weight', 'lm_head']]) {
+      const info = ours.tensors.find((t) => t.name === file)!;
+      expect(info.type).toBe('TQ1_0');
+      expect(res.tensors.find((t) => t.name === file)!.source).toBe('codes');
+      const layer = llama.getSubmodule(module) as Q.QuantizedLinear;
+      expect(layer.codePacking).toBe('base3');
+      const raw = Q.ggufTensorBytes(ours, bytes, info);
+      const codes = layer.weightCodes.dataSync();
+      const scales = layer.scales().dataSync();
+      const blocks = raw.length / 54;
+      expect(blocks).toBe(codes.length / 52);
+      for (let b = 0; b < blocks; b++) {
+        // qs and qh as the layer holds them, then the block's scale as f16
+        expect(Array.from(raw.subarray(54 * b, 54 * b + 52))).toEqual(Array.from(codes.subarray(52 * b, 52 * b + 52)));
+        expect(Q.halfToFloat(raw[54 * b + 52]! | (raw[54 * b + 53]! << 8))).toBe(half(scales[b]!));
+      }
+      expect(Array.from(Q.ggufTensorData(ours, bytes, info).blocks!.codes)).toEqual(Array.from(layer.codes().dataSync()));
+    }
+  });
+
   it("requantizes float weights with ggml's reference rounding and the byte-vocab tokenizer when vocabSize is 259", async () => {
     const llama = new Llama({ ...small, vocabSize: 259 }, { generator: new Generator(2) });
     const { res, hf } = await parsed(llama, 'Q8_0', 'spm.gguf');
