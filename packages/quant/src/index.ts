@@ -22,3 +22,4 @@ export * from './export/index.js';
 export * from './ptq/index.js';
 export * from './vq/index.js';
 export * from './bitswitch/index.js';
+export * from './lowprec/halo.js';

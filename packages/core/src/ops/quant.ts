@@ -1,6 +1,7 @@
 /**
  * @file Quantization ops that take no gradient estimator: the soft quantizer `softQuantize`
- * (HESTIA's forward), `gradScale`, and `packedLinear` (inference on packed low-bit weights).
+ * (HESTIA's forward), `gradScale`, `packedLinear` (inference on packed low-bit weights) and
+ * `int8Matmul` (the int8 × int8 → int32 product low-precision training runs its matmuls on).
  * `fakeQuantize` and rounding with an estimator live beside the estimators in
  * ../estimators/quant.ts; grids, quantizers and packing in @qgrad/quant.
  */
@@ -100,4 +101,25 @@ export function packedLinear(x: Tensor, weight: PackedWeight, bias?: Tensor | nu
     ...(weight.packing === 'base3' && { packing: 'base3' as const }),
   });
   return y.reshape([...x.shape.slice(0, -1), O]);
+}
+
+/**
+ * The int8 product a·b as a real low-precision matmul: int8 a [M, K] · int8 b [K, N] (any views,
+ * so transposes cost nothing) summed exactly in int32. Without scales the result is that int32
+ * accumulator; with per-row scales sa [M] and per-column scales sb [N] (both of one float dtype)
+ * it is acc·(sa[m]·sb[n]) in that dtype, scaled as the kernel finishes each tile. Not
+ * differentiable (integer inputs): low-precision training wraps it in its own backward (HALO in
+ * @qgrad/quant). K ≤ 131071.
+ * @example
+ * const a = tensor([[1, -2]], { dtype: 'int8' });
+ * const b = tensor([[3], [4]], { dtype: 'int8' });
+ * int8Matmul(a, b).toArray(); // [[-5]] (int32)
+ * int8Matmul(a, b, tensor([0.5]), tensor([0.1])).toArray(); // [[-0.25]] (float32, ≈)
+ */
+export function int8Matmul(a: Tensor, b: Tensor, scaleA?: Tensor, scaleB?: Tensor): Tensor {
+  if (a.ndim !== 2 || b.ndim !== 2) throw new Error(`int8Matmul: a and b must be 2-D, got ${fmt(a.shape)} and ${fmt(b.shape)}`);
+  if ((scaleA === undefined) !== (scaleB === undefined)) throw new Error('int8Matmul: give both scales (per row of a, per column of b) or neither');
+  const shape = [a.shape[0]!, b.shape[1]!];
+  if (!scaleA || !scaleB) return runKernel('int8Matmul', [a, b], shape, 'int32', {});
+  return runKernel('int8Matmul', [a, b, scaleA, scaleB], shape, scaleA.dtype, {});
 }
