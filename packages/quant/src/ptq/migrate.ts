@@ -3,7 +3,7 @@
  * (x/s)·(W·diag(s))ᵀ = xWᵀ, chosen from calibration activations. Pure scale arithmetic in tensor
  * ops; ptq.ts folds 1/s into an InputTransform in front of the layer.
  */
-import { noGrad, type Tensor } from '@qgrad/core';
+import { dispose, noGrad, tidy, type Tensor } from '@qgrad/core';
 
 /** A migration scale s [in] and the exponent that produced it. */
 export interface Migration {
@@ -18,24 +18,28 @@ export interface Migration {
  * @example const { scale, alpha } = awqSearch(w, x, (v) => roundToNearest(wq, v));
  */
 export function awqSearch(w: Tensor, x: Tensor, quantize: (w: Tensor) => Tensor, grid = 20): Migration {
-  return noGrad(() => {
+  return tidy(() => noGrad(() => {
     const sx = x.abs().mean(0); // [in]
     const yRef = x.matmul(w.t());
     let best: Migration | null = null;
     let bestErr = Infinity;
     for (let k = 0; k < grid; k++) {
       const alpha = k / grid;
-      const s0 = sx.pow(alpha).clamp(1e-4);
-      const s = s0.div(Math.sqrt(s0.amax().item() * s0.amin().item()));
-      const y = x.matmul(quantize(w.mul(s)).div(s).t());
-      const err = y.sub(yRef).square().mean().item();
+      // a tidy per trial: each one's [n, out] output would otherwise live until the search ends
+      const { s, err } = tidy(() => {
+        const s0 = sx.pow(alpha).clamp(1e-4);
+        const s = s0.div(Math.sqrt(s0.amax().item() * s0.amin().item()));
+        const y = x.matmul(quantize(w.mul(s)).div(s).t());
+        return { s, err: y.sub(yRef).square().mean().item() };
+      });
       if (err < bestErr) {
+        if (best) dispose(best.scale);
         bestErr = err;
         best = { scale: s, alpha };
-      }
+      } else dispose(s);
     }
     return best!;
-  });
+  }));
 }
 
 /**

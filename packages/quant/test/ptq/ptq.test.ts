@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { Generator, noGrad, randn, tensor, type Tensor } from '@qgrad/core';
+import { Generator, memory, noGrad, randn, tensor, type Tensor } from '@qgrad/core';
 import { Linear, ReLU, Sequential } from '@qgrad/nn';
 import * as Q from '@qgrad/quant';
 
@@ -121,6 +121,16 @@ describe('ptq', () => {
     expect(model.getSubmodule('0')).toBeInstanceOf(Q.QuantizedLinear);
     expect(maxDiff(noGrad(() => model.forward(test)), y)).toBe(0);
     expect(report.toString()).toMatch(/layer\s+type\s+method/);
+  });
+
+  it.each(['rtn', 'gptq', 'awq'] as const)('%s with Hadamard leaves alive only the tensors the quantized model holds', (method) => {
+    // a grid of ptq runs in one synchronous loop never lets the garbage collector in: whatever a
+    // layer leaves behind piles up (AWQ's 20 trials filled the 2 GiB wasm heap on the tiny Llama)
+    const { model, batches } = mlp(4);
+    const held = () => new Set([...model.parameters(), ...model.buffers()].map((t) => t.storage)).size;
+    const [buffers, heldBefore] = [memory().buffers, held()];
+    Q.ptq(model, batches, { method, hadamard: true, default: { weight: { grid: 'int', bits: 3 } } });
+    expect(memory().buffers - buffers).toBeLessThanOrEqual(held() - heldBefore);
   });
 
   it('awq and smoothquant migrations (with and without Hadamard) leave the float output unchanged', () => {
