@@ -1,9 +1,9 @@
 /**
  * @file wasm `packedMatmul` with `packing: 'base3'` (float32): five trits per byte in TQ1_0's
  * order (js/base3.ts). Sixteen bytes give sixteen consecutive weights per digit: digit k of a
- * byte is the top of 3·(byte·3^k mod 256) >> 8, taken as (x > 85) + (x > 170) with two unsigned
+ * byte is the top of 3·(byte·3^k mod 256) >> 8, taken as (x ≥ 86) + (x ≥ 171) with two unsigned
  * byte compares, the ·3 as two wrapping byte adds; the digits index the level table by swizzle as
- * the 2-bit kernel does. The last < 80 trits of a row past its whole sections are scalar.
+ * the 2-bit kernel does; a row's last < 80 trits (⌈t/5⌉ bytes) decode the same way from a copy.
  */
 import type { KernelArg } from '../backend.js';
 import { base3Sections } from '../js/base3.js';
@@ -16,7 +16,10 @@ import { ARGS, type Engine, type Flavor } from './runtime.js';
 type Arg = KernelArg<TypedArray>;
 
 /** Integer byte-lane opcodes the shared table (assembler.ts) does not list. */
-const I8 = { gt_u: 0x28, neg: 0x61, add: 0x6e } as const;
+const I8 = { ge_u: 0x2c, add: 0x6e } as const;
+
+/** Where the levels of digits 0, 1, 2 sit in the table planes (the swizzle index of each digit, see `chunk`). */
+const SLOTS = [0, 15, 14] as const;
 
 /** Words of the argument block (i32 at ARGS; pointers in bytes). */
 const enum W {
@@ -26,9 +29,12 @@ const enum W {
   blocks,
   /** 1 where the row's last partial block has a 160-trit (32-byte) / 80-trit (16-byte) section. */
   has160, has80,
-  /** Trits after those sections (< 80) and the bytes holding them (⌈tail/5⌉). */
-  tail, tailBytes,
-  /** 1: every 256-block lies in one group (groupSize a multiple of 256), scaled as it is decoded. */
+  /** Bytes holding the trits after those sections (⌈t/5⌉ for t < 80; 0 for none). */
+  tailBytes,
+  /**
+   * 1: every 256-block, and the partial last one, lies in one group (groupSize a multiple of 256,
+   * or one group a row), scaled as it is decoded.
+   */
   blockScaled,
   /** 1: one row of x and blockScaled (decode and multiply in registers). */
   fused,
@@ -45,11 +51,10 @@ function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean): void {
   const F = ValType.f32;
   mb.func([P, P], [], (c) => {
     const [arg, task] = [0, 1];
-    const L = range(21, () => c.local(P));
-    const [x, codes, table, scale, zero, bias, out, N, K, O, gs, rowBytes, blocks, has160, has80, tail, tailBytes, blockScaled, fused, hasBias, G] = L as [number, number, number, number, number, number, number, number, number, number, number, number, number, number, number, number, number, number, number, number, number];
-    const [o, o1, p, base, blk, g, sp, j, n, bi, m, kk, pw, xp, buf] = range(15, () => c.local(P));
+    const [x, codes, table, scale, zero, bias, out, N, K, O, gs, rowBytes, blocks, has160, has80, tailBytes, blockScaled, fused, hasBias, G] = range(20, () => c.local(P));
+    const [o, o1, p, base, blk, g, sp, j, n, bi, m, xp, buf, bufBytes] = range(14, () => c.local(P));
     const [s, z, t] = range(3, () => c.local(F));
-    const [sv, zv, q0, q1, c85, c170] = range(6, () => c.local(V));
+    const [sv, zv, q0, q1, c86, c171, c15] = range(7, () => c.local(V));
     const planes = range(4, () => c.local(V));
     const w = range(4, () => c.local(V));
     const acc = range(4, () => c.local(V));
@@ -58,15 +63,16 @@ function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean): void {
     const pairs: [number, W][] = [
       [x, W.x], [codes, W.codes], [table, W.table], [scale, W.scale], [zero, W.zero], [bias, W.bias], [out, W.out],
       [N, W.n], [K, W.k], [O, W.o], [gs, W.groupSize], [rowBytes, W.rowBytes], [blocks, W.blocks], [has160, W.has160],
-      [has80, W.has80], [tail, W.tail], [tailBytes, W.tailBytes], [blockScaled, W.blockScaled], [fused, W.fused], [hasBias, W.hasBias],
+      [has80, W.has80], [tailBytes, W.tailBytes], [blockScaled, W.blockScaled], [fused, W.fused], [hasBias, W.hasBias],
     ];
     for (const [l, k] of pairs) word(k).set(l);
     c.get(K).get(gs).op(Op.i32_div_u).set(G);
-    word(W.buf).get(task);
-    word(W.bufBytes).op(Op.i32_mul).op(Op.i32_add).set(buf);
+    word(W.bufBytes).set(bufBytes);
+    word(W.buf).get(task).get(bufBytes).op(Op.i32_mul).op(Op.i32_add).set(buf);
     for (let b = 0; b < 4; b++) word(W.planes).simdMem(Simd.v128_load, 0, 16 * b).set(planes[b]!);
-    c.i32(85).simd(Simd.i8x16_splat).set(c85);
-    c.i32(170).simd(Simd.i8x16_splat).set(c170);
+    c.i32(86).simd(Simd.i8x16_splat).set(c86);
+    c.i32(171).simd(Simd.i8x16_splat).set(c171);
+    c.i32(15).simd(Simd.i8x16_splat).set(c15);
     c.get(task);
     word(W.rowsPerTask).op(Op.i32_mul).set(o);
     c.get(o);
@@ -99,7 +105,9 @@ function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean): void {
      * position `at` past `base`: (L − z)·s, then multiplied into acc (fused) or stored.
      */
     const chunk = (v: number, at: number, into: 'acc' | 'store') => {
-      c.get(v).get(c85).simd(I8.gt_u).get(v).get(c170).simd(I8.gt_u).simd(I8.add).simd(I8.neg).set(tmp[0]!);
+      // the masks (x ≥ 86), (x ≥ 171) are 0 or −1: their sum & 15 is 0, 15, 14 for digits 0, 1, 2
+      // (unsigned ≥ is max + compare on SSE, > one more; & beats a negate)
+      c.get(v).get(c86).simd(I8.ge_u).get(v).get(c171).simd(I8.ge_u).simd(I8.add).get(c15).simd(Simd.v128_and).set(tmp[0]!);
       levels16(c, planes, w, tmp);
       for (const q of w) {
         c.get(q);
@@ -182,10 +190,15 @@ function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean): void {
       }
       c.op(Op.else);
       {
-        // the row into the buffer: scaled block by block where blocks share a group, else levels
-        // (s = 1, z = 0) scaled group by group afterwards
+        // the row into the buffer: scaled as decoded where each block (and the partial one) lies in
+        // one group, else levels (s = 1, z = 0) scaled group by group afterwards
+        c.get(blockScaled).if();
+        c.i32(0).set(g);
+        loadScale();
+        c.op(Op.else);
         c.f32(1).simd(Simd.f32x4_splat).set(sv);
         if (zeroPoint) c.f32(0).simd(Simd.f32x4_splat).set(zv);
+        c.end();
         c.get(buf).set(base);
         c.for(blk, () => c.i32(0), () => c.get(blocks), 1, () => {
           c.get(blockScaled).if();
@@ -206,19 +219,25 @@ function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean): void {
         c.get(p).i32(16).op(Op.i32_add).set(p);
         c.get(base).i32(320).op(Op.i32_add).set(base);
         c.end();
-        // the last < 80 trits: byte m, digit k holds position m + tailBytes·k
-        c.i32(1).set(pw);
-        c.for(kk, () => c.i32(0), () => c.i32(5), 1, () => {
+        // the last t < 80 trits: byte m, digit k holds position m + b·k (b = ⌈t/5⌉ ≤ 16), so each
+        // digit of the b bytes is a run of b weights; the bytes are copied to a zeroed 16-byte
+        // stage (a load at p could pass the end of memory), and each digit's 16 lanes are stored
+        // at b·k, the next digit overwriting the b…15 lanes past its run (the buffer has room)
+        c.get(tailBytes).if();
+        {
+          c.get(buf).get(bufBytes).op(Op.i32_add).i32(16).op(Op.i32_sub).set(j);
+          c.get(j).i32(0).simd(Simd.i32x4_splat).simdMem(Simd.v128_store, 0);
           c.for(m, () => c.i32(0), () => c.get(tailBytes), 1, () => {
-            c.get(tailBytes).get(kk).op(Op.i32_mul).get(m).op(Op.i32_add).tee(j).get(tail).op(Op.i32_lt_u).if();
-            c.get(base).get(j).i32(2).op(Op.i32_shl).op(Op.i32_add);
-            c.get(table);
-            c.get(p).get(m).op(Op.i32_add).mem(Op.i32_load8_u, 0).get(pw).op(Op.i32_mul).i32(0xff).op(Op.i32_and).i32(3).op(Op.i32_mul).i32(8).op(Op.i32_shr_u);
-            c.i32(2).op(Op.i32_shl).op(Op.i32_add).mem(Op.f32_load, 2).mem(Op.f32_store, 2);
-            c.end();
+            c.get(j).get(m).op(Op.i32_add).get(p).get(m).op(Op.i32_add).mem(Op.i32_load8_u, 0).mem(Op.i32_store8, 0);
           });
-          c.get(pw).i32(3).op(Op.i32_mul).set(pw);
-        });
+          c.get(j).simdMem(Simd.v128_load, 0).set(q0);
+          for (let k = 0; k < 5; k++) {
+            if (k) times3(q0, q0);
+            chunk(q0, 0, 'store');
+            c.get(base).get(tailBytes).i32(2).op(Op.i32_shl).op(Op.i32_add).set(base);
+          }
+        }
+        c.end();
         c.get(blockScaled).op(Op.i32_eqz).if();
         {
           // (L − z)·s group by group, four at a time and then one by one
@@ -302,9 +321,10 @@ export function packedBase3Wasm(engine: Engine, ops: PackedOperands, out: Arg, p
   const outAt = engine.addressOf(out);
   const outPtr = outAt >= 0 ? outAt : at;
   if (outAt < 0) at = align16(at + N * O * 4);
-  const blockScaled = gs % 256 === 0;
-  const fused = N === 1 && blockScaled;
-  const bufBytes = fused ? 0 : align16(K * 4);
+  const blockScaled = gs % 256 === 0 || G === 1;
+  const fused = N === 1 && gs % 256 === 0;
+  // past the row: the tail's overhanging lanes (≤ 19 floats), then its 16-byte stage
+  const bufBytes = fused ? 0 : align16(K * 4) + 80 + 16;
   const buf = at;
   at += nTasks * bufBytes;
   if (!engine.reserve(at - engine.scratch)) return false;
@@ -315,7 +335,7 @@ export function packedBase3Wasm(engine: Engine, ops: PackedOperands, out: Arg, p
   const u8 = engine.u8;
   const lv = new Uint8Array(Float32Array.from(table.data.subarray(table.offset, table.offset + 3)).buffer);
   u8.fill(0, engine.scratch, engine.scratch + 64);
-  for (let f = 0; f < 3; f++) for (let b = 0; b < 4; b++) u8[engine.scratch + 16 * b + f] = lv[4 * f + b]!;
+  for (let f = 0; f < 3; f++) for (let b = 0; b < 4; b++) u8[engine.scratch + 16 * b + SLOTS[f]] = lv[4 * f + b]!;
   const args = engine.i32;
   const word = (k: W, value: number) => (args[ARGS / 4 + k] = value);
   const [px, pc, pt, ps, pz, pb] = place.map((q) => q.addr) as [number, number, number, number, number, number];
@@ -323,7 +343,7 @@ export function packedBase3Wasm(engine: Engine, ops: PackedOperands, out: Arg, p
     [W.x, px], [W.codes, pc], [W.planes, engine.scratch], [W.table, pt], [W.scale, ps], [W.zero, pz], [W.bias, pb], [W.out, outPtr],
     [W.n, N], [W.k, K], [W.o, O], [W.groupSize, gs], [W.rowsPerTask, rowsPerTask], [W.buf, buf], [W.bufBytes, bufBytes],
     [W.hasBias, bias ? 1 : 0], [W.rowBytes, rowBytes], [W.blocks, blocks], [W.has160, has160 ? 1 : 0], [W.has80, has80 ? 1 : 0],
-    [W.tail, rest?.length ?? 0], [W.tailBytes, rest?.bytes ?? 0], [W.blockScaled, blockScaled ? 1 : 0], [W.fused, fused ? 1 : 0],
+    [W.tailBytes, rest?.bytes ?? 0], [W.blockScaled, blockScaled ? 1 : 0], [W.fused, fused ? 1 : 0],
   ];
   for (const [k, v] of words) word(k, v);
   engine.parallel(`packed_t3${zero ? '_z' : ''}`, ARGS, nTasks, threaded);
