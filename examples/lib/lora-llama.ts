@@ -102,6 +102,8 @@ export interface PretrainOptions {
   seqLen: number;
   lr: number;
   valBlocks: number;
+  /** Seed of the initial weights and of the batch order (default 0). */
+  seed?: number;
   /** Model size (default the tiny reference Llama). */
   dim?: number;
   layers?: number;
@@ -117,6 +119,8 @@ export interface PretrainInfo {
   batchSize: number;
   seqLen: number;
   lr: number;
+  /** Absent in references saved before seeds were an option: those are seed 0. */
+  seed?: number;
   config: LlamaConfig;
   /** Moby-Dick validation bits per byte. */
   mobyBpb: number;
@@ -132,10 +136,12 @@ export interface PretrainInfo {
  */
 export async function pretrainedReference(o: PretrainOptions): Promise<PretrainInfo> {
   const config = qatLlamaModelConfig(o);
-  const want = { steps: o.steps, batchSize: o.batchSize, seqLen: o.seqLen, lr: o.lr, config };
+  const seed = o.seed ?? 0;
+  const want = { steps: o.steps, batchSize: o.batchSize, seqLen: o.seqLen, lr: o.lr, seed, config };
   const infoPath = join(o.dir, 'pretrain.json');
   if (existsSync(infoPath)) {
-    const info = JSON.parse(readFileSync(infoPath, 'utf8')) as PretrainInfo;
+    const saved = JSON.parse(readFileSync(infoPath, 'utf8')) as PretrainInfo;
+    const info = { ...saved, seed: saved.seed ?? 0 };
     const differ = (Object.keys(want) as (keyof typeof want)[]).filter((k) => JSON.stringify(info[k]) !== JSON.stringify(want[k]));
     if (differ.length) {
       const show = (v: unknown) => (typeof v === 'object' ? JSON.stringify(v) : String(v));
@@ -146,17 +152,17 @@ export async function pretrainedReference(o: PretrainOptions): Promise<PretrainI
   const log = o.log ?? (() => {});
   const moby = mobyDickWindows(o.seqLen, o.batchSize);
   const sotu = sotuWindows(o.seqLen, 1);
-  const model = new Llama(config, { generator: new Generator(0) });
-  const batch = batchOf(moby.train, 0, o.batchSize);
+  const model = new Llama(config, { generator: new Generator(seed) });
+  const batch = batchOf(moby.train, seed, o.batchSize);
   // weight decay on matrices only (nanoGPT), as the QAT Llama runs
   const params = model.parameters();
   const optimizer = new AdamW([{ params: params.filter((p) => p.ndim >= 2), weightDecay: 0.1 }, { params: params.filter((p) => p.ndim < 2), weightDecay: 0 }], { lr: o.lr, betas: [0.9, 0.95] });
   const scheduler = new LambdaLR(optimizer, schedule(o.steps));
   const result = await fit({
-    name: 'pretrain (float, Moby-Dick)', model, optimizer, scheduler, steps: o.steps, seed: 0, dir: join(o.dir, 'train'), resume: true,
+    name: `pretrain (float, Moby-Dick, seed ${seed})`, model, optimizer, scheduler, steps: o.steps, seed, dir: join(o.dir, 'train'), resume: true,
     ckptEvery: Math.min(100, o.steps), evalEvery: o.steps, evalAtStart: false, progress: o.progress ?? true, log, nonFiniteHint: `${NONFINITE_HINT} (pretraining: --pretrain-lr)`,
     evaluate: () => ({ val_bpb: bitsPerByte(model, moby.val, o.valBlocks) }),
-    config: { steps: o.steps, batchSize: o.batchSize, lr: o.lr, ...config },
+    config: { steps: o.steps, batchSize: o.batchSize, lr: o.lr, seed, ...config },
     panels: { 'loss (nats/byte)': ['loss'], 'bits per byte': ['bpb', 'val_bpb'], 'learning rate': ['lr'] },
     step: ({ index }) => {
       const [x, y] = batch(index); // [B, T] each
