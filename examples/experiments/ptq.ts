@@ -1,0 +1,267 @@
+/**
+ * @file Post-training quantization compared (issue 19, docs/experiments/ptq.md): RTN, GPTQ and AWQ,
+ * each with and without a Hadamard rotation, at 4 and 3 weight bits, on float models trained here
+ * and cached under the run directory — the tiny byte Llama on Moby-Dick (validation bits/byte) and
+ * the MNIST CNN of examples/mnist-cnn.ts (test accuracy). Each seed draws the calibration sample
+ * and trains its own CNN; the Llama is one model (--pretrain-seed) unless --pretrain-seed -1. runs.jsonl (resumable), results.{md,json,svg} per model, paired tables.
+ * Run: npx tsx examples/experiments/ptq.ts [--seeds 0,1,2] [--pretrain-steps 300] [--cnn-steps 500] [--models llama,cnn]
+ */
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Generator, crossEntropy, dispose, loadSafetensors, saveSafetensors, tensor, type Tensor } from '@qgrad/core';
+import { AdamW, Conv2d, Flatten, LambdaLR, Linear, Llama, MaxPool2d, ReLU, Sequential, cosineSchedule, encodeRecord, fit, readMetrics, type Module } from '@qgrad/nn';
+import { ptq, type PtqMethod, type PtqReport, type QATRule } from '@qgrad/quant';
+import { CliError, cli } from '../lib/args.js';
+import { mean, pairedDiffs, pairedTable, writeResults, type ConfigResult, type Paired } from '../lib/experiments.js';
+import { bitsPerByte, pretrainedReference, type PretrainInfo } from '../lib/lora-llama.js';
+import { evaluateClassifier, mnistBatch, mnistData, type MnistData } from '../lib/mnist.js';
+import { mobyDickWindows } from '../lib/text.js';
+import { NONFINITE_HINT, SEED_MAX, stepGenerator, useBackend } from '../lib/train.js';
+
+const args = cli('experiments/ptq', 'RTN vs GPTQ vs AWQ (± Hadamard) at 4 and 3 weight bits on a pretrained tiny Llama (bits/byte) and the MNIST CNN (accuracy) × seeds → tables, plots, paired verdicts.', {
+  seeds: { type: 'ints', default: [0, 1, 2], min: 0, max: SEED_MAX, help: 'seeds: each trains its own float models and draws its own calibration sample' },
+  models: { type: 'string', default: 'llama,cnn', help: "comma-separated: 'llama', 'cnn'" },
+  methods: { type: 'string', default: 'rtn,gptq,awq', help: 'comma-separated PTQ methods (each run with and without Hadamard)' },
+  bits: { type: 'ints', default: [4, 3], min: 2, max: 8, help: 'weight bits' },
+  pretrainSteps: { type: 'int', default: 300, min: 1, help: 'Llama float pretraining steps on Moby-Dick (cached in <run-dir>/llama-seed<s>)' },
+  pretrainSeed: { type: 'int', default: 0, min: -1, max: SEED_MAX, help: 'Llama: one float model, from this seed, for every seed (the seeds then vary only the calibration sample); -1: one float model per seed' },
+  pretrainLr: { type: 'number', default: 3e-3, exclusiveMin: 0, help: 'peak LR of the Llama pretraining (AdamW, cosine)' },
+  batchSize: { type: 'int', default: 8, min: 1, help: 'Llama sequences per pretraining step' },
+  seqLen: { type: 'int', default: 128, min: 2, help: 'bytes per Llama sequence' },
+  dim: { type: 'int', default: 128, min: 8, help: 'Llama width (the reference tiny Llama: 128)' },
+  layers: { type: 'int', default: 4, min: 1, help: 'Llama decoder layers' },
+  heads: { type: 'int', default: 4, min: 1, help: 'Llama attention heads' },
+  kvHeads: { type: 'int', default: 2, min: 1, help: 'Llama key/value heads' },
+  valBlocks: { type: 'int', default: 128, min: 1, help: 'Llama validation sequences (evenly spread over the held-out 10 %)' },
+  calibSeqs: { type: 'int', default: 8, min: 1, help: 'Llama calibration sequences (from the training text)' },
+  cnnSteps: { type: 'int', default: 500, min: 1, help: 'CNN training steps (cached per seed in <run-dir>/cnn-seed<s>)' },
+  cnnBatch: { type: 'int', default: 64, min: 1, help: 'CNN images per step' },
+  channels: { type: 'int', default: 8, min: 1, help: 'CNN channels of the first conv (the second has twice as many)' },
+  cnnLr: { type: 'number', default: 3e-3, exclusiveMin: 0, help: 'CNN peak LR (AdamW, cosine)' },
+  calibImages: { type: 'int', default: 512, min: 1, help: 'CNN calibration images (from the training digits)' },
+  backend: { type: 'string', default: 'wasm', help: "'wasm' or 'js'" },
+  runDir: { type: 'string', default: 'runs/experiments/ptq', help: 'output directory' },
+});
+useBackend(args.backend);
+
+const list = (s: string) => s.split(',').map((x) => x.trim()).filter(Boolean);
+const models = list(args.models);
+const methods = list(args.methods) as PtqMethod[];
+for (const m of models) if (m !== 'llama' && m !== 'cnn') throw new CliError(`--models takes llama and/or cnn, got '${m}'`);
+for (const m of methods) if (!['rtn', 'gptq', 'awq'].includes(m)) throw new CliError(`--methods takes rtn, gptq, awq, got '${m}'`);
+
+/** One quantized configuration: a method, with or without the rotation, at a bit width. */
+interface Variant { method: PtqMethod; hadamard: boolean; bits: number; name: string }
+const variants: Variant[] = args.bits.flatMap((bits) => methods.flatMap((method) => [false, true].map((hadamard) => ({ method, hadamard, bits, name: `${method}${hadamard ? '+H' : ''}` }))));
+
+/**
+ * Weights only, every method on the same grid: symmetric int, one absmax scale per output channel
+ * (ptq's default for RTN and GPTQ; AWQ's default groups of 128 are whole rows on the Llama's 128-wide
+ * inputs anyway), so the methods differ only in how they round, never in the grid they round onto.
+ */
+const weight = (bits: number) => ({ grid: 'int' as const, bits });
+
+interface Run {
+  model: 'llama' | 'cnn';
+  settings: string;
+  config: string;
+  bits: number;
+  seed: number;
+  /** Llama: validation bits/byte; CNN: test accuracy in %. */
+  value: number;
+  /** Mean over quantized layers of the output SQNR (dB) on the calibration inputs: round-to-nearest, and the method. */
+  rtnSqnrDb: number | null;
+  sqnrDb: number | null;
+  ptqSeconds: number;
+}
+
+mkdirSync(args.runDir, { recursive: true });
+const log = join(args.runDir, 'runs.jsonl');
+const t0 = performance.now();
+const minutes = () => ((performance.now() - t0) / 60000).toFixed(1);
+const key = (settings: string, config: string, bits: number, seed: number) => `${settings}/${config}/w${bits}/s${seed}`;
+const done = new Map<string, Run>();
+if (existsSync(log)) for (const r of readMetrics(log) as unknown as Run[]) done.set(key(r.settings, r.config, r.bits, r.seed), r);
+
+const freeModel = (m: Module) => dispose([...m.parameters(), ...m.buffers()]);
+const meanOf = (report: PtqReport, f: 'rtnSqnrDb' | 'sqnrDb') => {
+  const v = report.rows.map((r) => r[f]).filter(Number.isFinite);
+  return v.length ? mean(v) : null;
+};
+
+/** Runs every variant of one model and seed not already in runs.jsonl: fresh float copy, ptq, evaluation, freed. */
+function grid(model: Run['model'], settings: string, seed: number, floatValue: number, calibration: Tensor[], fresh: () => Module, rules: QATRule[], evaluate: (m: Module) => number): void {
+  const record = (r: Run) => {
+    done.set(key(r.settings, r.config, r.bits, r.seed), r);
+    appendFileSync(log, encodeRecord({ step: 0, ...r }));
+  };
+  if (!done.has(key(settings, 'float', 32, seed))) record({ model, settings, config: 'float', bits: 32, seed, value: floatValue, rtnSqnrDb: null, sqnrDb: null, ptqSeconds: 0 });
+  for (const v of variants) {
+    if (done.has(key(settings, v.name, v.bits, seed))) continue;
+    const m = fresh();
+    const t = performance.now();
+    const { report } = ptq(m, calibration, { method: v.method, hadamard: v.hadamard, rules: rules.map((r) => ({ ...r, weight: weight(v.bits) })), progress: true });
+    const ptqSeconds = (performance.now() - t) / 1000;
+    const value = evaluate(m);
+    freeModel(m);
+    const r: Run = { model, settings, config: v.name, bits: v.bits, seed, value, rtnSqnrDb: meanOf(report, 'rtnSqnrDb'), sqnrDb: meanOf(report, 'sqnrDb'), ptqSeconds };
+    record(r);
+    console.log(`${model} seed ${seed} W${v.bits} ${v.name}: ${model === 'llama' ? `${value.toFixed(4)} bits/byte` : `${value.toFixed(2)} % accuracy`} (float ${floatValue.toFixed(model === 'llama' ? 4 : 2)}), layer SQNR ${r.sqnrDb?.toFixed(1)} dB (RTN ${r.rtnSqnrDb?.toFixed(1)}), ptq ${ptqSeconds.toFixed(1)} s, ${minutes()} min elapsed`);
+  }
+}
+
+// ---- the tiny Llama ----
+const llamaSettings = `llama:${args.pretrainSteps}x${args.batchSize}x${args.seqLen}/lr${args.pretrainLr}/d${args.dim}l${args.layers}h${args.heads}kv${args.kvHeads}/c${args.calibSeqs}/v${args.valBlocks}/pre${args.pretrainSeed}`;
+const llamaInfos = new Map<number, PretrainInfo>();
+/** Every Linear of the decoder layers; embedding and lm_head stay float, as in GPTQ's and AWQ's Llama scripts. */
+const llamaRules: QATRule[] = [{ match: 'model.layers.**', types: ['Linear'] }];
+
+async function llama(seed: number): Promise<void> {
+  const preSeed = args.pretrainSeed < 0 ? seed : args.pretrainSeed;
+  const dir = join(args.runDir, `llama-seed${preSeed}`);
+  const info = await pretrainedReference({ dir, seed: preSeed, steps: args.pretrainSteps, batchSize: args.batchSize, seqLen: args.seqLen, lr: args.pretrainLr, valBlocks: args.valBlocks, dim: args.dim, layers: args.layers, heads: args.heads, kvHeads: args.kvHeads, log: console.log });
+  llamaInfos.set(seed, info);
+  console.log(`llama seed ${seed}: float reference (${dir}, seed ${preSeed}, ${info.steps} steps) Moby-Dick val ${info.mobyBpb.toFixed(4)} bits/byte`);
+  const { train, val } = mobyDickWindows(args.seqLen, 1);
+  // calibration windows from the training text, drawn by the seed from a stream the pretraining batches never use
+  const g = stepGenerator(seed, -1, 5);
+  const idx = Array.from({ length: args.calibSeqs }, () => g.randint(0, train.length));
+  const calibration: Tensor[] = [];
+  for (let s = 0; s < idx.length; s += 16) calibration.push(train.getBatch(idx.slice(s, s + 16))[0]); // [≤16, T] bytes
+  grid('llama', llamaSettings, seed, info.mobyBpb, calibration, () => Llama.fromPretrained(dir), llamaRules, (m) => bitsPerByte(m as Llama, val, args.valBlocks));
+  dispose(calibration);
+}
+
+// ---- the MNIST CNN (examples/mnist-cnn.ts's network) ----
+const cnnSettings = `cnn:${args.cnnSteps}x${args.cnnBatch}/lr${args.cnnLr}/ch${args.channels}/c${args.calibImages}`;
+/** Both convs and the classifier: ptq rounds Conv2d layers to nearest whatever the method, so only the Linear 784→10 differs between methods. */
+const cnnRules: QATRule[] = [{ types: ['Linear', 'Conv2d'] }];
+const cnnFloat = new Map<number, number>();
+
+function cnnModel(seed: number): Sequential {
+  const c = args.channels;
+  const g = new Generator(seed);
+  return new Sequential(
+    new Conv2d(1, c, 3, { padding: 1, generator: g }), new ReLU(), new MaxPool2d(2), // [B, c, 14, 14]
+    new Conv2d(c, 2 * c, 3, { padding: 1, generator: g }), new ReLU(), new MaxPool2d(2), // [B, 2c, 7, 7]
+    new Flatten(), // [B, 2c·49]
+    new Linear(2 * c * 49, 10, { generator: g }),
+  );
+}
+
+const accuracy = (m: Module, d: MnistData) => {
+  m.eval();
+  return evaluateClassifier((x) => (m as Sequential).forward(x), d.testX, d.testY).test_acc * 100;
+};
+
+async function cnn(seed: number, data: MnistData): Promise<void> {
+  const dir = join(args.runDir, `cnn-seed${seed}`);
+  const weights = join(dir, 'model.safetensors');
+  const infoPath = join(dir, 'cnn.json');
+  const want = { steps: args.cnnSteps, batchSize: args.cnnBatch, channels: args.channels, lr: args.cnnLr, seed };
+  let floatAcc: number;
+  if (existsSync(infoPath)) {
+    const saved = JSON.parse(readFileSync(infoPath, 'utf8')) as typeof want & { testAcc: number };
+    const differ = (Object.keys(want) as (keyof typeof want)[]).filter((k) => saved[k] !== want[k]);
+    if (differ.length) throw new CliError(`${dir} holds a CNN trained with other settings (${differ.map((k) => `${k} ${saved[k]}, asked ${want[k]}`).join('; ')}): pass the same flags, another --run-dir, or delete ${dir}`);
+    floatAcc = saved.testAcc;
+  } else {
+    const model = cnnModel(seed);
+    const optimizer = new AdamW(model.parameters(), { lr: args.cnnLr, weightDecay: 1e-4 });
+    const scheduler = new LambdaLR(optimizer, cosineSchedule({ warmupSteps: Math.min(30, Math.floor(args.cnnSteps / 10)), totalSteps: args.cnnSteps, minLrRatio: 0.05 }));
+    // fit without a run directory: its progress bar and NaN stop; the weights are saved below, once trained
+    await fit({
+      name: `cnn float seed ${seed}`, model, optimizer, scheduler, steps: args.cnnSteps, seed, evalEvery: args.cnnSteps, evalAtStart: false, nonFiniteHint: NONFINITE_HINT,
+      loss: ({ index }) => {
+        const [x, y] = mnistBatch(data, args.cnnBatch, index, seed); // [B, 1, 28, 28], [B]
+        return crossEntropy(model.forward(x), y);
+      },
+      evaluate: () => ({}),
+    });
+    floatAcc = accuracy(model, data);
+    mkdirSync(dir, { recursive: true });
+    saveSafetensors(weights, model.stateDict());
+    // written last: its presence marks a complete model
+    writeFileSync(infoPath, `${JSON.stringify({ ...want, testAcc: floatAcc }, null, 1)}\n`);
+    freeModel(model);
+  }
+  cnnFloat.set(seed, floatAcc);
+  console.log(`cnn seed ${seed}: float test accuracy ${floatAcc.toFixed(2)} %`);
+  const fresh = () => {
+    const m = cnnModel(seed);
+    m.loadStateDict(loadSafetensors(weights));
+    return m;
+  };
+  const g = stepGenerator(seed, -1, 5);
+  const n = data.trainX.shape[0]!;
+  const idx = Array.from({ length: Math.min(args.calibImages, n) }, () => g.randint(0, n));
+  const calibration: Tensor[] = [];
+  for (let s = 0; s < idx.length; s += 128) calibration.push(data.trainX.indexSelect(0, tensor(Int32Array.from(idx.slice(s, s + 128))))); // [≤128, 1, 28, 28]
+  grid('cnn', cnnSettings, seed, floatAcc, calibration, fresh, cnnRules, (m) => accuracy(m, data));
+  dispose(calibration);
+}
+
+// seed-major: a stopped run has every configuration of its first seeds
+const data = models.includes('cnn') ? mnistData() : null;
+for (const seed of args.seeds) {
+  if (models.includes('llama')) await llama(seed);
+  if (data) await cnn(seed, data);
+}
+
+// ---- tables ----
+const runOf = (settings: string, config: string, bits: number, seed: number) => done.get(key(settings, config, bits, seed));
+const ABOUT: Record<string, string> = {
+  rtn: 'round to nearest', gptq: 'GPTQ, act-order, damping 1 %', awq: 'AWQ scale search (20 exponents), no clip search',
+  'rtn+H': 'Hadamard rotation of each Linear input, then RTN', 'gptq+H': 'Hadamard, then GPTQ', 'awq+H': 'Hadamard, then AWQ',
+};
+const configsOf = () => [{ config: 'float', bits: 32 }, ...variants.map((v) => ({ config: v.name, bits: v.bits }))];
+function rows(settings: string): ConfigResult[] {
+  return configsOf().map(({ config, bits }) => {
+    const rs = args.seeds.map((s) => runOf(settings, config, bits, s)).filter((r): r is Run => r !== undefined);
+    const avg = (f: (r: Run) => number | null) => {
+      const v = rs.map(f).filter((x): x is number => x !== null);
+      return v.length ? mean(v).toFixed(1) : '';
+    };
+    return {
+      config: config === 'float' ? 'float' : `W${bits} ${config}`, group: config === 'float' ? 'float32' : `W${bits}`, seeds: rs.map((r) => r.seed), values: rs.map((r) => r.value),
+      extra: { 'layer SQNR dB': avg((r) => r.sqnrDb), 'RTN layer SQNR dB': avg((r) => r.rtnSqnrDb), 'ptq s': avg((r) => (r.config === 'float' ? null : r.ptqSeconds)), what: config === 'float' ? 'the float model' : ABOUT[config] ?? config },
+    };
+  }).filter((r) => r.values.length > 0);
+}
+
+const PAIRS: [string, string][] = [['gptq', 'rtn'], ['awq', 'rtn'], ['gptq', 'awq'], ['rtn+H', 'rtn'], ['gptq+H', 'gptq'], ['awq+H', 'awq'], ['gptq+H', 'rtn']];
+function paired(settings: string, digits: number, higher: boolean): string {
+  const have = new Set(variants.map((v) => v.name));
+  const ps = args.bits.flatMap((bits) => PAIRS.filter(([a, b]) => have.has(a) && have.has(b)).map(([a, b]) =>
+    pairedDiffs(`W${bits}: ${a} − ${b}`, args.seeds, (s) => runOf(settings, a, bits, s)?.value, (s) => runOf(settings, b, bits, s)?.value))).filter((p): p is Paired => p !== null);
+  return pairedTable(ps, { digits, higher });
+}
+
+const out: string[] = [];
+const quantNote = 'Weights only: symmetric int grid, one absmax scale per output channel (the same grid for every method), activations float. Hadamard: normalised block Hadamard (largest power of two ≤ 128 dividing the input width) on each Linear input, undone in the weight.';
+if (models.includes('llama')) {
+  const infos = args.seeds.map((s) => llamaInfos.get(s)!).filter(Boolean);
+  const cfg = infos[0]?.config;
+  const p = paired(llamaSettings, 4, false);
+  const md = await writeResults(join(args.runDir, 'llama'), {
+    title: 'PTQ of the tiny Llama: Moby-Dick validation bits per byte (lower is better)', metric: 'val bits/byte', digits: 4, rows: rows(llamaSettings),
+    notes: `Float model: byte Llama (dim ${cfg?.dim}, ${cfg?.nLayers} layers, ${cfg?.nHeads} heads / ${cfg?.nKvHeads} KV heads, SwiGLU ${cfg?.hiddenDim}), pretrained on Moby-Dick for ${args.pretrainSteps} steps × ${args.batchSize} × ${args.seqLen} bytes, AdamW lr ${args.pretrainLr} cosine, ` +
+      `${args.pretrainSeed < 0 ? 'one per seed (init and batch order)' : `one (seed ${args.pretrainSeed}) shared by every seed, so the seeds vary only the calibration sample and RTN (± H), which reads none, is the same on every seed`}. ` +
+      `Calibration: ${args.calibSeqs} training windows of ${args.seqLen} bytes drawn by the seed. Validation: ${args.valBlocks} fixed windows of the held-out last 10 %. Quantized: every Linear of the decoder layers (embedding and lm_head float). ${quantNote}`,
+    meta: { settings: llamaSettings, seeds: args.seeds, pretrained: infos, paired: p },
+  });
+  appendFileSync(join(args.runDir, 'llama', 'results.md'), `\n### Paired per seed (bits/byte)\n\n${p}\n`);
+  out.push(md, '### Paired per seed (bits/byte)', p);
+}
+if (models.includes('cnn')) {
+  const p = paired(cnnSettings, 2, true);
+  const md = await writeResults(join(args.runDir, 'cnn'), {
+    title: 'PTQ of the MNIST CNN: test accuracy % (higher is better)', metric: 'test accuracy %', digits: 2, rows: rows(cnnSettings),
+    notes: `Float models: examples/mnist-cnn.ts's CNN (conv 3×3 ${args.channels} → pool → conv ${2 * args.channels} → pool → Linear ${2 * args.channels * 49}→10), ${args.cnnSteps} steps × ${args.cnnBatch} images, AdamW lr ${args.cnnLr} cosine, one per seed. ` +
+      `Calibration: ${args.calibImages} training digits drawn by the seed; test: the 2,000 test digits. Quantized: both convs and the Linear; ptq rounds Conv2d layers to nearest under every method (GPTQ, AWQ and the rotation act on the Linear only). ${quantNote}`,
+    meta: { settings: cnnSettings, seeds: args.seeds, floatAccuracy: Object.fromEntries(cnnFloat), paired: p },
+  });
+  appendFileSync(join(args.runDir, 'cnn', 'results.md'), `\n### Paired per seed (accuracy points)\n\n${p}\n`);
+  out.push(md, '### Paired per seed (accuracy points)', p);
+}
+console.log(`\n${out.join('\n\n')}\n\nwrote ${args.runDir}/{runs.jsonl, ${models.map((m) => `${m}/results.{md,json,svg}`).join(', ')}} (${minutes()} min)`);
