@@ -1,8 +1,9 @@
 /**
  * @file Bench section `packed`: packed low-bit matvec (`packedLinear`, one row of x: the decode
- * step) for int4 g32, NF4 (blocks of 64), ternary (2-bit fields, per channel) and int8 per channel
- * against the float32 matvec (`linear`, the wasm matmul at one row) at the tiny-Llama shapes and
- * 4096 × 4096; and tokens/s of the tiny Llama's generate() in float32 and converted W8, W4, ternary.
+ * step) for int4 g32, NF4 (blocks of 64), ternary (2-bit fields and base 3, five per byte, per
+ * channel) and int8 per channel against the float32 matvec (`linear`, the wasm matmul at one row)
+ * at the tiny-Llama shapes and 4096 × 4096; and tokens/s of the tiny Llama's generate() in float32
+ * and converted W8, W4, ternary (2-bit and base 3).
  * Run alone: npm run bench -- --sections packed [--quick]
  */
 import * as q from '@qgrad/core';
@@ -21,12 +22,15 @@ interface Format {
   stored: q.DType;
   /** Inputs per scale (0: per channel). */
   group: number;
+  /** Ternary codes five per byte (TQ1_0's order) instead of `bits`-bit fields. */
+  base3?: boolean;
 }
 
 const FORMATS: Format[] = [
   { name: 'int4 g32', bits: 4, grid: Q.makeGrid({ grid: 'int', bits: 4 }), stored: 'uint8', group: 32 },
   { name: 'nf4 b64', bits: 4, grid: Q.makeGrid({ grid: 'nf4' }), stored: 'uint8', group: 64 },
   { name: 'ternary', bits: 2, grid: Q.makeGrid({ grid: 'ternary' }), stored: 'uint8', group: 0 },
+  { name: 'ternary b3', bits: 2, grid: Q.makeGrid({ grid: 'ternary' }), stored: 'uint8', group: 0, base3: true },
   { name: 'int8 ch', bits: 8, grid: Q.makeGrid({ grid: 'int', bits: 8 }), stored: 'int8', group: 0 },
 ];
 
@@ -37,8 +41,9 @@ function packedWeight(f: Format, O: number, K: number, g: q.Generator): q.Packed
   const span = f.grid.codeMax - f.grid.codeMin + 1;
   const codes = q.randint(0, span, [n], { generator: g }).add(f.grid.codeMin);
   return {
-    codes: Q.packCodes(codes, f.grid.codeMin, f.bits, f.grid.codeMax),
+    codes: f.base3 ? Q.packTernaryBase3(codes.reshape([O, K]), f.grid.codeMin) : Q.packCodes(codes, f.grid.codeMin, f.bits, f.grid.codeMax),
     bits: f.bits,
+    ...(f.base3 && { packing: 'base3' as const }),
     levels: q.fromTypedArray(Q.levelTable(f.grid, f.bits, f.stored), [2 ** f.bits], 'float32'),
     scale: q.rand([(O * K) / groupSize], { generator: g }).mul(0.01),
     zeroPoint: null,
@@ -60,13 +65,13 @@ function msPerCall(fn: () => void, reps: number, median: (xs: number[]) => numbe
   return median(ts);
 }
 
-function tinyLlama(weight: Q.WeightQuantConfig | null): Llama {
+function tinyLlama(weight: Q.WeightQuantConfig | null, kernel: Q.QuantizedKernel = 'packed'): Llama {
   const llama = new Llama(tinyLlamaConfig, { generator: new q.Generator(5) });
   if (weight) {
     Q.prepareQAT(llama, { default: { weight }, types: ['Linear'] });
     llama.eval();
     q.noGrad(() => llama.forward(q.tensor([[1, 2, 3]], { dtype: 'int32' }))); // data-driven scales
-    Q.convert(llama);
+    Q.convert(llama, { kernel });
   }
   return llama;
 }
@@ -102,13 +107,14 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
 
   const tokens = ctx.quick ? 8 : 32;
   const prompt = q.tensor([[72, 101, 108, 108]], { dtype: 'int32' });
-  const models: [string, Q.WeightQuantConfig | null][] = [
+  const ternary: Q.WeightQuantConfig = { grid: 'ternary', granularity: 'channel' };
+  const models: [string, Q.WeightQuantConfig | null, Q.QuantizedKernel?][] = [
     ['fp32', null], ['W8 per channel', { grid: 'int', bits: 8, granularity: 'channel' }],
-    ['W4 g32', { grid: 'int', bits: 4, granularity: { group: 32 } }], ['ternary per channel', { grid: 'ternary', granularity: 'channel' }],
+    ['W4 g32', { grid: 'int', bits: 4, granularity: { group: 32 } }], ['ternary per channel', ternary], ['ternary per channel, base 3', ternary, 'packedBase3'],
   ];
   const generate: Record<string, number> = {};
-  for (const [name, weight] of models) {
-    const llama = tinyLlama(weight);
+  for (const [name, weight, kernel] of models) {
+    const llama = tinyLlama(weight, kernel);
     const ms = msPerCall(() => llama.generate(prompt, tokens, { temperature: 0 }), ctx.quick ? 1 : 3, ctx.median);
     generate[name] = (tokens * 1000) / ms;
   }
