@@ -26,6 +26,16 @@ describe('int8Matmul', () => {
     expect(withBackend('wasm', run)).toEqual(withBackend('js', run));
   });
 
+  it('quantizes float operands with the scales as it packs them: the same as multiplying their int8 codes', () => {
+    const x = tensor([[0.3, -1.27, 2, 0.015], [0.5, 0.025, -0.075, 9]]);
+    const w = tensor([[1, -2], [0.5, 0.25], [-3, 3], [0.02, 0.06]]);
+    const [sx, sw] = [tensor([0.01, 0.05]), tensor([0.02, 0.03])];
+    // codes clamp(round½even(x / s), ±127) by hand: 0.015/0.01 = 1.5 → 2 (ties to even), 9/0.05 = 180 → 127
+    const qx = tensor([[30, -127, 127, 2], [10, 0, -2, 127]], { dtype: 'int8' });
+    const qw = tensor([[50, -67], [25, 8], [-127, 100], [1, 2]], { dtype: 'int8' });
+    expect(int8Matmul(x, w, sx, sw).toArray()).toEqual(int8Matmul(qx, qw, sx, sw).toArray());
+  });
+
   it('names the shapes or the missing scale in its errors', () => {
     const a = tensor([[1, 2]], { dtype: 'int8' });
     expect(() => int8Matmul(a, tensor([[1, 2]], { dtype: 'int8' }))).toThrow(/int8Matmul: inner sizes differ: a \[1, 2\] · b \[1, 2\]/);

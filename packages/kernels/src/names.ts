@@ -131,8 +131,10 @@ export interface KernelParams {
    * views) accumulated exactly in int32. With an int32 out, the inputs are [a, b] and out is the
    * accumulator itself; with a float out, the inputs are [a, b, scaleA [M], scaleB [N]] (out's
    * dtype) and out[m, n] = float(acc)·(scaleA[m]·scaleB[n]), each step rounded to out's dtype
-   * (per-row × per-column scales: per-token activations times per-channel weights). K ≤ 131071,
-   * where 128²·K still fits an int32.
+   * (per-row × per-column scales: per-token activations times per-channel weights). With a float
+   * out, a and b may instead be float of out's dtype: each entry is quantized while packing to
+   * clamp(round½even(x / s), −127, 127) with its line's scale (sᵢ for row i of a, tⱼ for column j
+   * of b), the code then multiplied as above. K ≤ 131071, where 128²·K still fits an int32.
    */
   int8Matmul: Record<string, never>;
 }

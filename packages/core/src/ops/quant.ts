@@ -107,7 +107,9 @@ export function packedLinear(x: Tensor, weight: PackedWeight, bias?: Tensor | nu
  * The int8 product a·b as a real low-precision matmul: int8 a [M, K] · int8 b [K, N] (any views,
  * so transposes cost nothing) summed exactly in int32. Without scales the result is that int32
  * accumulator; with per-row scales sa [M] and per-column scales sb [N] (both of one float dtype)
- * it is acc·(sa[m]·sb[n]) in that dtype, scaled as the kernel finishes each tile. Not
+ * it is acc·(sa[m]·sb[n]) in that dtype, scaled as the kernel finishes each tile. With scales,
+ * a and b may also be float tensors of the scales' dtype: the kernel quantizes them as it packs
+ * them, clamp(round½even(x / s), −127, 127) with row i of a using sa[i] and column j of b sb[j]. Not
  * differentiable (integer inputs): low-precision training wraps it in its own backward (HALO in
  * @qgrad/quant). K ≤ 131071.
  * @example
@@ -115,6 +117,7 @@ export function packedLinear(x: Tensor, weight: PackedWeight, bias?: Tensor | nu
  * const b = tensor([[3], [4]], { dtype: 'int8' });
  * int8Matmul(a, b).toArray(); // [[-5]] (int32)
  * int8Matmul(a, b, tensor([0.5]), tensor([0.1])).toArray(); // [[-0.25]] (float32, ≈)
+ * int8Matmul(tensor([[0.5, -1]]), tensor([[1], [2]]), tensor([1 / 127]), tensor([2 / 127])); // ≈ [[-1.5]], quantized inside
  */
 export function int8Matmul(a: Tensor, b: Tensor, scaleA?: Tensor, scaleB?: Tensor): Tensor {
   if (a.ndim !== 2 || b.ndim !== 2) throw new Error(`int8Matmul: a and b must be 2-D, got ${fmt(a.shape)} and ${fmt(b.shape)}`);

@@ -1,7 +1,8 @@
 /**
  * @file wasm `int8Matmul`: int8 · int8 products accumulated in int32 with `i32x4.dot_i16x8_s`
  * (pmaddwd on x64: eight multiply-adds per instruction, where f32x4 FMA does four). Both operands
- * are packed, sign-extended to int16, into the panels the float micro-kernel reads, with two
+ * are packed, sign-extended to int16 (float32 operands quantized on the way with their lines'
+ * scales), into the panels the float micro-kernel reads, with two
  * consecutive k of a row or column side by side in each 32-bit slot: a broadcast A pair dotted
  * with a B vector of four column pairs is four columns' worth of two k steps. The float driver and
  * micro-kernel (simd-matmul.ts) run unchanged over k pairs; an epilogue turns each finished tile
@@ -40,9 +41,9 @@ type EpiWord = (typeof EpiArg)[keyof typeof EpiArg];
 
 /** The packing job's argument block sits after the product's. */
 const PACK_ARGS = ARGS + 256;
-/** Words of the packing job; strides in elements (bytes), pointers to element (0, 0). */
+/** Words of the packing job; strides in bytes, pointers to element (0, 0); scales of the lines (float operands). */
 const enum PackI8 {
-  rawA, sam, sak, rawB, sbk, sbn, m, n, k, kc, panelsA, panelsB, dstA, dstB, mp, np,
+  rawA, sam, sak, rawB, sbk, sbn, m, n, k, kc, panelsA, panelsB, dstA, dstB, mp, np, scaleA, scaleB,
 }
 
 /** Multiply-adds from which the pool is woken (as the float matmul's 128³). */
@@ -66,17 +67,39 @@ function min(c: Code, a: () => void, b: () => void): void {
 }
 
 /**
- * Task export `pack_i8(arg, t)`: the t-th 4-row panel of A (t < panelsA), else an 8-column panel
+ * Pushes the int8 codes of the f32x4 on the stack with the scale vector in local s, as i32x4:
+ * clamp(nearest(x / s), −127, 127), NaN → 0 (trunc_sat), the oracle's `int8Code`.
+ */
+function quantize4(c: Code, s: number, bound: number, negBound: number): void {
+  c.get(s).simd(Simd.f32x4_div).simd(Simd.f32x4_nearest);
+  c.get(negBound).simd(Simd.f32x4_max).get(bound).simd(Simd.f32x4_min).simd(Simd.i32x4_trunc_sat_f32x4_s);
+}
+
+/**
+ * Task export `pack_i8(arg, t)` (int8 operands) or `pack_f32q(arg, t)` (float32 operands quantized
+ * here with their lines' scales): the t-th 4-row panel of A (t < panelsA), else an 8-column panel
  * of B, as int16 k pairs, per k block [line 0 pair, line 1 pair, …] per pair, zero-padded past the
  * last line and past K. Whole panels take vector paths when k is contiguous (eight k of four lines
- * widened, then a 4×4 transpose of 32-bit pairs) or lines are (rows k and k + 1 interleaved, then
- * widened); the rest goes element by element.
+ * widened, then a 4×4 transpose of 32-bit pairs) or, for int8, lines are (rows k and k + 1
+ * interleaved, then widened); the rest goes element by element.
  */
-function emitPack(mb: ModuleBuilder): void {
+function emitPack(mb: ModuleBuilder, float: boolean): void {
   const P = ValType.i32;
+  const e = float ? 4 : 1;
   mb.func([P, P], [], (c) => {
     const [arg, task] = [0, 1];
-    const [src, ls, ks, lines, padded, dst, panel, valid, K, kc, pairs, p0, kcb, d, q, l, v, at] = range(18, () => c.local(P));
+    const [src, ls, ks, lines, padded, dst, panel, valid, K, kc, pairs, p0, kcb, d, q, l, v, at, sc] = range(19, () => c.local(P));
+    const [sv, bound, negBound] = range(3, () => c.local(ValType.v128));
+    if (float) {
+      c.f32(127).simd(Simd.f32x4_splat).set(bound);
+      c.f32(-127).simd(Simd.f32x4_splat).set(negBound);
+    }
+    /** Pushes the splat scale of line (panel + extra) into sv. */
+    const lineScale = (line: () => void) => {
+      c.get(sc);
+      line();
+      c.i32(2).op(Op.i32_shl).op(Op.i32_add).simdMem(Simd.v128_load32_splat, 2).set(sv);
+    };
     const quad = range(4, () => c.local(ValType.v128));
     const tmp = range(4, () => c.local(ValType.v128));
     const get = (w: PackI8) => c.get(arg).mem(Op.i32_load, 2, w * 4);
@@ -106,15 +129,23 @@ function emitPack(mb: ModuleBuilder): void {
         const kOf = (extra: number) => c.get(p0).get(q).op(Op.i32_add).i32(1).op(Op.i32_shl).i32(extra).op(Op.i32_add);
         c.get(valid).i32(L).op(Op.i32_eq).if();
         {
-          c.get(ks).i32(1).op(Op.i32_eq).if();
-          // four pairs (eight k) of each line: widen, then transpose 4 lines × 4 pairs
+          c.get(ks).i32(e).op(Op.i32_eq).if();
+          // four pairs (eight k) of each line: widen (or quantize and narrow), then transpose 4 lines × 4 pairs
           c.while(() => {
             kOf(8).get(K).op(Op.i32_le_s).get(q).i32(4).op(Op.i32_add).get(kcb).op(Op.i32_le_s).op(Op.i32_and);
           }, () => {
             for (let g = 0; g < L / 4; g++) {
               for (let r = 0; r < 4; r++) {
                 element(() => c.get(panel).i32(4 * g + r).op(Op.i32_add), () => kOf(0));
-                c.simdMem(Simd.v128_load8x8_s, 0).set(quad[r]!);
+                if (float) {
+                  c.set(at);
+                  lineScale(() => c.get(panel).i32(4 * g + r).op(Op.i32_add));
+                  c.get(at).simdMem(Simd.v128_load, 0);
+                  quantize4(c, sv, bound, negBound);
+                  c.get(at).simdMem(Simd.v128_load, 0, 16);
+                  quantize4(c, sv, bound, negBound);
+                  c.simd(Simd.i16x8_narrow_i32x4_s).set(quad[r]!);
+                } else c.simdMem(Simd.v128_load8x8_s, 0).set(quad[r]!);
               }
               transpose4(c, quad, tmp);
               for (let p = 0; p < 4; p++) {
@@ -125,7 +156,7 @@ function emitPack(mb: ModuleBuilder): void {
             c.get(q).i32(4).op(Op.i32_add).set(q);
           });
           c.op(Op.else);
-          c.get(ls).i32(1).op(Op.i32_eq).if();
+          c.i32(float ? 0 : 1).get(ls).i32(1).op(Op.i32_eq).op(Op.i32_and).if();
           // one pair of every line: rows k and k + 1 interleaved, widened
           c.while(() => {
             kOf(2).get(K).op(Op.i32_le_s).get(q).get(kcb).op(Op.i32_lt_s).op(Op.i32_and);
@@ -154,7 +185,12 @@ function emitPack(mb: ModuleBuilder): void {
               c.get(l).get(valid).op(Op.i32_lt_s);
               kOf(half).get(K).op(Op.i32_lt_s).op(Op.i32_and).if();
               element(() => c.get(panel).get(l).op(Op.i32_add), () => kOf(half));
-              c.mem(Op.i32_load8_s, 0).set(v);
+              if (float) {
+                c.mem(Op.f32_load, 2).simd(Simd.f32x4_splat);
+                lineScale(() => c.get(panel).get(l).op(Op.i32_add));
+                quantize4(c, sv, bound, negBound);
+                c.lane(Simd.i32x4_extract_lane, 0).set(v);
+              } else c.mem(Op.i32_load8_s, 0).set(v);
               c.end();
               c.get(d).get(q).i32(L).op(Op.i32_mul).get(l).op(Op.i32_add).i32(4).op(Op.i32_mul).op(Op.i32_add);
               c.get(v).mem(Op.i32_store16, 1, 2 * half);
@@ -174,6 +210,7 @@ function emitPack(mb: ModuleBuilder): void {
     get(PackI8.m).set(lines);
     get(PackI8.mp).set(padded);
     get(PackI8.dstA).set(dst);
+    get(PackI8.scaleA).set(sc);
     c.get(task).i32(I8_TILE.mr).op(Op.i32_mul).set(panel);
     body(I8_TILE.mr);
     c.op(Op.else);
@@ -183,11 +220,12 @@ function emitPack(mb: ModuleBuilder): void {
     get(PackI8.n).set(lines);
     get(PackI8.np).set(padded);
     get(PackI8.dstB).set(dst);
+    get(PackI8.scaleB).set(sc);
     c.get(task);
     get(PackI8.panelsA).op(Op.i32_sub).i32(I8_TILE.nr).op(Op.i32_mul).set(panel);
     body(I8_TILE.nr);
     c.end();
-  }, 'pack_i8');
+  }, float ? 'pack_f32q' : 'pack_i8');
 }
 
 /** Writes the finished int32 tile's rows < M and columns < N into out, scaled or not. */
@@ -245,9 +283,10 @@ function epilogue(c: Code, t: TileLocals): void {
   c.end();
 }
 
-/** Adds the `pack_i8` and `matmul_i8` task exports. */
+/** Adds the `pack_i8`, `pack_f32q` and `matmul_i8` task exports. */
 export function emitInt8Matmul(mb: ModuleBuilder): void {
-  emitPack(mb);
+  emitPack(mb, false);
+  emitPack(mb, true);
   emitDriver(mb, I16_PAIRS, I8_TILE, emitMicro(mb, I16_PAIRS, I8_TILE, false), 'matmul_i8', epilogue);
 }
 
@@ -267,13 +306,15 @@ export function int8MatmulWasm(engine: Engine, inputs: readonly Arg[], out: Arg)
   // operands in wasm memory are packed where they are (packing ends before any tile is written);
   // others are copied in by span
   let at = engine.scratch;
+  const float = a.dtype === 'float32';
+  const e = float ? 4 : 1;
   const raw = (x: Arg): { ptr: number; stage: (() => void) | null } => {
     const p = engine.addressOf(x);
     if (p >= 0) return { ptr: p, stage: null };
     const [lo, hi] = span(x);
     const here = at;
-    at = align(at + (hi - lo));
-    return { ptr: here + (x.offset - lo), stage: () => engine.stageIn(x.data, lo, hi, engine.u8, here) };
+    at = align(at + (hi - lo) * e);
+    return { ptr: here + (x.offset - lo) * e, stage: () => engine.stageIn(x.data, lo, hi, float ? engine.f32 : engine.u8, here) };
   };
   const scales = (s: Arg | null, n: number): { ptr: number; stage: (() => void) | null } => {
     if (!s) return { ptr: 0, stage: null };
@@ -322,13 +363,13 @@ export function int8MatmulWasm(engine: Engine, inputs: readonly Arg[], out: Arg)
   for (const [word, value] of product) args[w + word] = value;
   const pw = PACK_ARGS / 4;
   const pack: [PackI8, number][] = [
-    [PackI8.rawA, places[0]!.ptr], [PackI8.sam, a.strides[0]!], [PackI8.sak, a.strides[1]!],
-    [PackI8.rawB, places[1]!.ptr], [PackI8.sbk, b.strides[0]!], [PackI8.sbn, b.strides[1]!],
+    [PackI8.rawA, places[0]!.ptr], [PackI8.sam, a.strides[0]! * e], [PackI8.sak, a.strides[1]! * e],
+    [PackI8.rawB, places[1]!.ptr], [PackI8.sbk, b.strides[0]! * e], [PackI8.sbn, b.strides[1]! * e],
     [PackI8.m, M], [PackI8.n, N], [PackI8.k, K], [PackI8.kc, kc], [PackI8.panelsA, Mp / mr], [PackI8.panelsB, Np / nr],
-    [PackI8.dstA, aPack], [PackI8.dstB, bPack], [PackI8.mp, Mp], [PackI8.np, Np],
+    [PackI8.dstA, aPack], [PackI8.dstB, bPack], [PackI8.mp, Mp], [PackI8.np, Np], [PackI8.scaleA, places[2]!.ptr], [PackI8.scaleB, places[3]!.ptr],
   ];
   for (const [word, value] of pack) args[pw + word] = value;
-  engine.parallel('pack_i8', PACK_ARGS, Mp / mr + Np / nr, threaded, { name: 'matmul_i8', arg: ARGS, n: tilesM * tilesN });
+  engine.parallel(float ? 'pack_f32q' : 'pack_i8', PACK_ARGS, Mp / mr + Np / nr, threaded, { name: 'matmul_i8', arg: ARGS, n: tilesM * tilesN });
   if (outAt < 0) engine.stageOut(out, out.dtype === 'int32' ? engine.i32 : engine.f32, outPtr, M * N);
   return true;
 }

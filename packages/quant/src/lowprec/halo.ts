@@ -16,7 +16,7 @@
  * outer dims of each product, so here each product quantizes its own rotated operands (the token
  * rotation of dW is HALO level 2's idea applied to dW rather than dX).
  */
-import { abs, amax, cast, clamp, defineFunction, div, eq, hadamard, int8Matmul, matmul, mul, round, type Tensor, where } from '@qgrad/core';
+import { abs, amax, defineFunction, div, eq, hadamard, int8Matmul, matmul, mul, type Tensor, where } from '@qgrad/core';
 import { Linear, Module } from '@qgrad/nn';
 import { matchesName, replaceSubmodule, type NamePattern } from '../qat/prepare.js';
 
@@ -44,27 +44,28 @@ export function haloBlock(n: number, cap = 256): number {
   return b;
 }
 
-/** Rows of r on the symmetric int8 grid [−127, 127], one absmax scale per row (1 for an all-zero row). */
-function quantizeRows(r: Tensor, rounded: boolean): { q: Tensor; scale: Tensor } {
+/** One absmax scale per row of r for the symmetric int8 grid [−127, 127] (1 for an all-zero row). */
+function rowScales(r: Tensor): Tensor {
   const m = amax(abs(r), 1); // [rows]
-  const scale = where(eq(m, 0), 1, div(m, 127));
-  const u = div(r, scale.unsqueeze(1));
-  return { q: rounded ? cast(clamp(round(u), -127, 127), 'int8') : u, scale };
+  return where(eq(m, 0), 1, div(m, 127));
 }
 
 /**
  * a [M, K] · b [K, N] with both operands rotated along K by the block Hadamard H (a·H and Hᵀ·b,
  * so the product is unchanged), each quantized to int8 per line of its outer dim, multiplied in
- * int8 and scaled back: â·b̂ = (sᵢ tⱼ)·Σₖ qa[i, k]·qb[k, j].
+ * int8 and scaled back: â·b̂ = (sᵢ tⱼ)·Σₖ qa[i, k]·qb[k, j]. The kernel quantizes the rotated
+ * float operands itself (qa = clamp(round(aH / s), ±127)) while packing them.
  */
 function rotatedProduct(a: Tensor, b: Tensor, cap: number, rounded: boolean): Tensor {
   const blockSize = haloBlock(a.shape[1]!, cap);
-  const ar = hadamard(a, { blockSize }); // [M, K]
-  const br = hadamard(b.transpose(0, 1), { blockSize }); // [N, K]: (Hᵀ b)ᵀ
-  const qa = quantizeRows(ar, rounded);
-  const qb = quantizeRows(br, rounded);
-  if (rounded) return int8Matmul(qa.q, qb.q.transpose(0, 1), qa.scale, qb.scale);
-  return mul(mul(matmul(qa.q, qb.q.transpose(0, 1)), qa.scale.unsqueeze(1)), qb.scale.unsqueeze(0));
+  // rows contiguous along K: the transform's fast path, and the kernel's
+  const ar = hadamard(a.contiguous(), { blockSize }); // [M, K]
+  const br = hadamard(b.transpose(0, 1).contiguous(), { blockSize }); // [N, K]: (Hᵀ b)ᵀ
+  const [sa, sb] = [rowScales(ar), rowScales(br)];
+  if (rounded) return int8Matmul(ar, br.transpose(0, 1), sa, sb);
+  // the same scaled operands, unrounded: the exact product up to float rounding
+  const [ua, ub] = [div(ar, sa.unsqueeze(1)), div(br, sb.unsqueeze(1))];
+  return mul(mul(matmul(ua, ub.transpose(0, 1)), sa.unsqueeze(1)), sb.unsqueeze(0));
 }
 
 const haloFn = defineFunction({
