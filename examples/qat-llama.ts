@@ -8,12 +8,13 @@
  * ternary-{ste,hestia}; split-{0,0.5,0.8} (FP phase then W4A8 QAT), split-1 (FP with the same WSD)
  * and fused (QAT in the cooldown).
  * The grid of all of them: examples/experiments/llama.ts.
- * Run: npx tsx examples/qat-llama.ts --config w4a4-quest --seeds 0,1,2 [--steps 200 --batch-size 8 --seq-len 64] [--dim 64 --layers 2] [--resume]
+ * Optimizers (--optimizer): AdamW, or Muon/AuON for the decoder matrices (docs/experiments/optimizers.md).
+ * Run: npx tsx examples/qat-llama.ts --config w4a4-quest --seeds 0,1,2 [--steps 200 --batch-size 8 --seq-len 64] [--dim 64 --layers 2] [--optimizer muon --lr 0.03] [--resume]
  */
 import { join } from 'node:path';
 import { CliError, cli } from './lib/args.js';
 import { mean, pm } from './lib/experiments.js';
-import { QAT_LLAMA_CONFIGS, runQatLlama } from './lib/qat-llama.js';
+import { LLAMA_OPTIMIZERS, QAT_LLAMA_CONFIGS, runQatLlama, type LlamaOptimizer } from './lib/qat-llama.js';
 import { checkLlamaShape, llamaShapeOptions } from './lib/text.js';
 import { SEED_MAX, commonOptions, useBackend } from './lib/train.js';
 
@@ -25,7 +26,9 @@ const args = cli('qat-llama', `QAT of the tiny byte Llama on Moby-Dick; validati
   seqLen: { type: 'int', default: 64, min: 2, help: 'bytes per sequence (the model is built with maxSeqLen = this)' },
   ...llamaShapeOptions,
   dim: { ...llamaShapeOptions.dim, help: 'model width (--heads × an even head width; SwiGLU width 3 × this)' },
-  lr: { type: 'number', default: 3e-3, exclusiveMin: 0, help: 'peak LR (AdamW β = (0.9, 0.95), wd 0.1 on matrices)' },
+  lr: { type: 'number', default: 3e-3, exclusiveMin: 0, help: 'peak LR (AdamW β = (0.9, 0.95), wd 0.1 on matrices; under muon/auon: of the decoder matrices)' },
+  optimizer: { type: 'string', default: 'adamw', help: `${LLAMA_OPTIMIZERS.join(', ')}: muon/auon update the decoder matrices, an auxiliary AdamW the rest` },
+  adamLr: { type: 'number', default: 3e-3, exclusiveMin: 0, help: 'peak LR of the auxiliary AdamW under muon/auon' },
   valBlocks: { type: 'int', default: 64, min: 1, help: 'validation sequences (evenly spread over the held-out 10 %)' },
   resume: commonOptions.resume,
   ckptEvery: { type: 'int', default: 50, min: 1, help: 'save a checkpoint every N steps (and at the end)' },
@@ -39,11 +42,12 @@ checkLlamaShape(args);
 
 const c = QAT_LLAMA_CONFIGS.find((k) => k.name === args.config);
 if (!c) throw new CliError(`unknown --config '${args.config}'; known: ${QAT_LLAMA_CONFIGS.map((k) => k.name).join(', ')}`);
+if (!(LLAMA_OPTIMIZERS as readonly string[]).includes(args.optimizer)) throw new CliError(`--optimizer must be one of ${LLAMA_OPTIMIZERS.join(', ')}, got '${args.optimizer}'`);
 console.log(`${c.name}: ${c.about}`);
 const results = [];
 for (const seed of args.seeds) {
   const dir = join(args.runDir, c.name, `seed${seed}`);
-  const r = await runQatLlama({ ...args, config: c.name, seed, dir, log: console.log });
+  const r = await runQatLlama({ ...args, optimizer: args.optimizer as LlamaOptimizer, config: c.name, seed, dir, log: console.log });
   if (r.steps < args.steps) {
     console.log(`seed ${seed}: stopped at step ${r.steps} of ${args.steps}; continue with --resume`);
     continue;

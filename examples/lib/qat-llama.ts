@@ -6,7 +6,7 @@
  * metrics.jsonl, checkpoints, exact resume, curves.svg), validation bits per byte.
  */
 import { Generator, noGrad } from '@qgrad/core';
-import { AdamW, LambdaLR, Llama, cosineSchedule, fit, tinyLlamaConfig, trainStep, type Callback, type LlamaConfig, type LrLambda } from '@qgrad/nn';
+import { AdamW, AuON, LambdaLR, Llama, Muon, cosineSchedule, fit, tinyLlamaConfig, trainStep, type Callback, type LlamaConfig, type LrLambda } from '@qgrad/nn';
 import {
   HestiaScheduler, QATPhase, calibrateHestia, prepareHadamardQAT, prepareQAT, questConfig, wsdSchedule,
   type ActQuantConfig, type WeightQuantConfig,
@@ -28,6 +28,10 @@ export interface QatLlamaConfig {
   prepare?: (m: Llama) => void;
   hestia?: boolean;
 }
+
+/** The optimizers a run can train with (docs/experiments/optimizers.md compares them on `fp`). */
+export const LLAMA_OPTIMIZERS = ['adamw', 'muon', 'auon'] as const;
+export type LlamaOptimizer = (typeof LLAMA_OPTIMIZERS)[number];
 
 const g32 = { group: 32 } as const;
 const lsqW = (bits: number): WeightQuantConfig => ({ grid: 'int', bits, granularity: g32, estimator: 'lsq' });
@@ -73,6 +77,15 @@ export interface QatLlamaOptions {
   batchSize: number;
   seqLen: number;
   lr: number;
+  /**
+   * 'adamw' (default): AdamW (β 0.9/0.95, wd 0.1 on matrices) at `lr` for everything. 'muon' / 'auon':
+   * that optimizer at `lr` for the 2-D weights of the decoder layers (no weight decay, the references'
+   * default) and its auxiliary AdamW at `adamLr` for the embedding, the head (wd 0.1) and the norms,
+   * as in Muon's reference setup. The LR schedule scales both rates.
+   */
+  optimizer?: LlamaOptimizer;
+  /** LR of the auxiliary AdamW under 'muon' / 'auon' (default 3e-3, the AdamW default of the experiment runners). */
+  adamLr?: number;
   /** Model size (default tinyLlamaConfig's: 128 wide, 4 layers, 4 heads, 2 KV heads; SwiGLU 3 × dim). */
   dim?: number;
   layers?: number;
@@ -100,6 +113,8 @@ export interface QatLlamaResult {
   valBpb: number;
   trainBpb: number;
   msPerStep: number;
+  /** Milliseconds inside `optimizer.step()` per step (the update alone, no forward/backward). */
+  optMsPerStep: number;
   params: number;
   steps: number;
 }
@@ -141,7 +156,17 @@ export async function runQatLlama(o: QatLlamaOptions): Promise<QatLlamaResult> {
   const named = [...model.namedParameters()];
   const decay = named.filter(([n, p]) => p.ndim >= 2 && !/Quantizer\./.test(n)).map(([, p]) => p);
   const rest = named.filter(([n, p]) => !(p.ndim >= 2 && !/Quantizer\./.test(n))).map(([, p]) => p);
-  const optimizer = new AdamW([{ params: decay, weightDecay: 0.1 }, { params: rest, weightDecay: 0 }], { lr: o.lr, betas: [0.9, 0.95] });
+  const kind = o.optimizer ?? 'adamw';
+  // Muon's reference gives the orthogonalised update only to hidden matrices: the embedding and
+  // head are lookups/readouts whose rows are not a linear map of the residual stream
+  const hidden = (n: string, p: { ndim: number }) => p.ndim >= 2 && n.startsWith('model.layers.') && !/Quantizer\./.test(n);
+  const optimizer = kind === 'adamw'
+    ? new AdamW([{ params: decay, weightDecay: 0.1 }, { params: rest, weightDecay: 0 }], { lr: o.lr, betas: [0.9, 0.95] })
+    : new (kind === 'muon' ? Muon : AuON)([
+      { params: named.filter(([n, p]) => hidden(n, p)).map(([, p]) => p), useMuon: true },
+      { params: named.filter(([n, p]) => !hidden(n, p) && decay.includes(p)).map(([, p]) => p), useMuon: false, adamWeightDecay: 0.1 },
+      { params: rest, useMuon: false, adamWeightDecay: 0 },
+    ].filter((g) => g.params.length), { lr: o.lr, weightDecay: 0, adamLr: o.adamLr ?? 3e-3, adamBetas: [0.9, 0.95], adamEps: 1e-8 });
   const start = c.schedule === 'plain' ? 0 : Math.floor((c.switchAt ?? 0) * o.steps);
   const scheduler = new LambdaLR(optimizer, lrLambda(c, o.steps, start));
   const phase = c.schedule === 'plain' || !c.prepare ? null : new QATPhase(model, start);
@@ -174,12 +199,15 @@ export async function runQatLlama(o: QatLlamaOptions): Promise<QatLlamaResult> {
     model.train();
     return { val_bpb: valBpb };
   };
+  // summed outside the metrics, which must not depend on timing (a resumed run's equal an uninterrupted one's)
+  let optMs = 0;
+  let optSteps = 0;
   const result = await fit({
     name: `${c.name} seed ${o.seed}`, model, optimizer, scheduler, steps: o.steps, seed: o.seed,
     ...(o.dir !== undefined && { dir: o.dir }), resume: o.resume ?? false, ckptEvery: o.ckptEvery ?? o.steps, stopAt: o.stopAt ?? 0,
     evalEvery: o.steps, evalAtStart: false, evaluate, progress: o.progress ?? true, log,
     allowNonfinite: o.allowNonfinite ?? false, nonFiniteHint: `${NONFINITE_HINT} (${c.name}, seed ${o.seed})`,
-    config: { config: c.name, seed: o.seed, steps: o.steps, batchSize: o.batchSize, lr: o.lr, ...config },
+    config: { config: c.name, seed: o.seed, steps: o.steps, batchSize: o.batchSize, lr: o.lr, optimizer: kind, ...(kind !== 'adamw' && { adamLr: o.adamLr ?? 3e-3 }), ...config },
     panels: { 'loss (nats/byte)': ['loss'], 'bits per byte': ['bpb', 'val_bpb'], 'learning rate': ['lr'], ...(hestia && { HESTIA: ['pressure', 'temperature'] }), ...(phase && { QAT: ['qat'] }) },
     callbacks: calibration,
     step: ({ index }) => {
@@ -190,7 +218,10 @@ export async function runQatLlama(o: QatLlamaOptions): Promise<QatLlamaResult> {
         const l = model.loss(x, y);
         optimizer.zeroGrad();
         l.backward();
+        const t = performance.now();
         optimizer.step();
+        optMs += performance.now() - t; // wasm kernels are synchronous, so this is the update's compute
+        optSteps++;
         return l.item();
       });
       scheduler.step();
@@ -200,5 +231,6 @@ export async function runQatLlama(o: QatLlamaOptions): Promise<QatLlamaResult> {
   const tailN = Math.max(1, Math.floor(o.steps / 10));
   const tail = result.records.filter((r) => typeof r.bpb === 'number' && r.step > o.steps - tailN).map((r) => r.bpb as number);
   const valBpb = result.lastEval.val_bpb ?? Number.NaN;
-  return { config: c.name, seed: o.seed, valBpb, trainBpb: tail.reduce((a, b) => a + b, 0) / tail.length, msPerStep: result.msPerStep, params: model.numParameters(), steps: result.endStep };
+  const optMsPerStep = optMs / Math.max(1, optSteps);
+  return { config: c.name, seed: o.seed, valBpb, trainBpb: tail.reduce((a, b) => a + b, 0) / tail.length, msPerStep: result.msPerStep, optMsPerStep, params: model.numParameters(), steps: result.endStep };
 }
