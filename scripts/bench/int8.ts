@@ -2,11 +2,17 @@
  * @file Bench section `int8`: the int8 matmul (`int8Matmul`, int32 accumulation, float32 out scaled
  * per row and column) against the float32 matmul (`matmul`) at the Linear products of one
  * tiny-Llama training step (forward x·Wᵀ, dX = g·W, dW = xᵀ·g, the layouts qgrad's ops pass), on
- * 1 and 2 threads, operands already in wasm memory as tensors are. Ratios are float32 time / int8
- * time (> 1: int8 faster); the step row sums count × median time over the shapes.
+ * 1 and 2 threads, operands already in wasm memory as tensors are; also the int8 product of float32
+ * operands the kernel quantizes while packing (haloLinear's). Ratios are float32 time / int8
+ * time (> 1: int8 faster); the step row sums count × median time over the shapes. Then the whole
+ * layer: HALO's haloLinear forward + backward (rotations, per-line quantization and three int8
+ * products) against linear's in float32, on the default backend.
  * Run alone: npm run bench -- --sections int8 [--quick]
  */
+import * as q from '@qgrad/core';
 import { createWasmBackend, type DType, type KernelArg, type TypedArray, type WasmBackend } from '@qgrad/kernels';
+import { tinyLlamaConfig } from '@qgrad/nn';
+import { haloLinear } from '@qgrad/quant';
 import type { BenchContext } from './context.js';
 import { llamaMatmulShapes, storedShape, type MatmulShape } from './matmul.js';
 
@@ -17,8 +23,14 @@ function view(data: TypedArray, dtype: DType, rows: number, cols: number, transp
   return { data, dtype, shape: [rows, cols], strides: transposed ? [1, rows] : [cols, 1], offset: 0 };
 }
 
-/** The float32 and the int8 product of one shape on one backend, operands in its memory. */
-function contenders(be: WasmBackend, s: MatmulShape): { fp32: () => void; int8: () => void } {
+const KINDS = ['fp32', 'int8', 'int8q'] as const;
+type Kind = (typeof KINDS)[number];
+
+/**
+ * The float32 product, the int8 one, and the int8 one from float32 operands quantized by the
+ * kernel as it packs them (what haloLinear runs), of one shape on one backend, operands in its memory.
+ */
+function contenders(be: WasmBackend, s: MatmulShape): Record<Kind, () => void> {
   const [na, nb] = [s.m * s.k, s.k * s.n];
   const fill = <T extends TypedArray>(dtype: DType, n: number, f: (i: number) => number): T => {
     const d = be.alloc(dtype, n) as T;
@@ -36,9 +48,11 @@ function contenders(be: WasmBackend, s: MatmulShape): { fp32: () => void; int8: 
   const sb = { ...view(fill('float32', s.n, () => 1 / 127), 'float32', 1, s.n), shape: [s.n], strides: [1] };
   const fo = view(be.alloc('float32', s.m * s.n), 'float32', s.m, s.n);
   const io = view(be.alloc('float32', s.m * s.n), 'float32', s.m, s.n);
+  const qo = view(be.alloc('float32', s.m * s.n), 'float32', s.m, s.n);
   return {
     fp32: () => be.run('matmul', [fa, fb], fo, {}),
     int8: () => be.run('int8Matmul', [ia, ib, sa, sb], io, {}),
+    int8q: () => be.run('int8Matmul', [fa, fb, sa, sb], qo, {}),
   };
 }
 
@@ -48,7 +62,7 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
   const reps = ctx.quick ? 5 : 25;
   const perShape: Record<string, unknown>[] = [];
   const rows: (string | number)[][] = [];
-  const step: Record<string, number> = { 'fp32 1t': 0, 'int8 1t': 0, 'fp32 2t': 0, 'int8 2t': 0 };
+  const step: Record<string, number> = Object.fromEntries(['1t', '2t'].flatMap((t) => KINDS.map((k) => [`${k} ${t}`, 0])));
   const backends = [1, 2].map((threads) => createWasmBackend({ threads }));
   for (const s of shapes) {
     const label = `${s.m}×${s.k}${s.transposeA ? 'ᵀ' : ''}·${s.k}×${s.n}${s.transposeB ? 'ᵀ' : ''}`;
@@ -57,30 +71,73 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
       const t = `${be.threads}t`;
       const c = contenders(be, s);
       // alternate the two rep by rep, each timed call right after an untimed one of its own
-      const times: Record<'fp32' | 'int8', number[]> = { fp32: [], int8: [] };
+      const times: Record<Kind, number[]> = { fp32: [], int8: [], int8q: [] };
       for (let r = 0; r < reps; r++) {
-        for (const k of ['fp32', 'int8'] as const) {
+        for (const k of KINDS) {
           c[k]();
           const t0 = performance.now();
           c[k]();
           times[k].push(performance.now() - t0);
         }
       }
-      ms[`fp32 ${t}`] = ctx.median(times.fp32);
-      ms[`int8 ${t}`] = ctx.median(times.int8);
-      step[`fp32 ${t}`]! += s.count * ms[`fp32 ${t}`]!;
-      step[`int8 ${t}`]! += s.count * ms[`int8 ${t}`]!;
+      for (const k of KINDS) {
+        ms[`${k} ${t}`] = ctx.median(times[k]);
+        step[`${k} ${t}`]! += s.count * ms[`${k} ${t}`]!;
+      }
     }
     perShape.push({ name: s.name, shape: storedShape(s, 'a').join('×') + ' · ' + storedShape(s, 'b').join('×'), m: s.m, k: s.k, n: s.n, transposeA: !!s.transposeA, transposeB: !!s.transposeB, count: s.count, ms });
     const gops = (t: number) => (2 * s.m * s.k * s.n) / (t * 1e6);
-    rows.push([`${s.name}: ${label}`, s.count, ...['1t', '2t'].flatMap((t) => [gops(ms[`fp32 ${t}`]!), gops(ms[`int8 ${t}`]!), ms[`fp32 ${t}`]! / ms[`int8 ${t}`]!])]);
+    rows.push([`${s.name}: ${label}`, s.count, ...['1t', '2t'].flatMap((t) => [gops(ms[`fp32 ${t}`]!), gops(ms[`int8 ${t}`]!), ms[`fp32 ${t}`]! / ms[`int8 ${t}`]!, ms[`fp32 ${t}`]! / ms[`int8q ${t}`]!])]);
   }
   for (const be of backends) be.dispose();
-  rows.push(['one step\'s Linear products (Σ count·ms)', shapes.reduce((n, s) => n + s.count, 0), step['fp32 1t']!, step['int8 1t']!, step['fp32 1t']! / step['int8 1t']!, step['fp32 2t']!, step['int8 2t']!, step['fp32 2t']! / step['int8 2t']!]);
+  rows.push(['one step\'s Linear products (Σ count·ms)', shapes.reduce((n, s) => n + s.count, 0), ...['1t', '2t'].flatMap((t) => [step[`fp32 ${t}`]!, step[`int8 ${t}`]!, step[`fp32 ${t}`]! / step[`int8 ${t}`]!, step[`fp32 ${t}`]! / step[`int8q ${t}`]!])]);
   ctx.table(
-    'int8 matmul (int32 accumulation, scaled float32 out) vs float32 matmul, tiny-Llama Linear products (median GOP/s; step row in ms; × = fp32 time / int8 time, > 1 is int8 faster)',
-    ['product', '×/step', 'fp32 1t', 'int8 1t', '× 1t', 'fp32 2t', 'int8 2t', '× 2t'],
+    'int8 matmul (int32 accumulation, scaled float32 out) vs float32 matmul, tiny-Llama Linear products (median GOP/s; step row in ms; × = fp32 time / int8 time, > 1 is int8 faster; ×q: int8 from float32 operands quantized while packing)',
+    ['product', '×/step', 'fp32 1t', 'int8 1t', '× 1t', '×q 1t', 'fp32 2t', 'int8 2t', '× 2t', '×q 2t'],
     rows,
   );
-  return { shapes: perShape, stepMs: step, ratio: { '1t': step['fp32 1t']! / step['int8 1t']!, '2t': step['fp32 2t']! / step['int8 2t']! } };
+  const ratio = (k: Kind, t: string) => step[`fp32 ${t}`]! / step[`${k} ${t}`]!;
+  return { shapes: perShape, stepMs: step, ratio: { '1t': ratio('int8', '1t'), '2t': ratio('int8', '2t') }, ratioQuantizeInPack: { '1t': ratio('int8q', '1t'), '2t': ratio('int8q', '2t') }, layers: layers(ctx) };
+}
+
+/** haloLinear vs linear, forward + backward, at the tiny Llama's Linear sizes over 16 × 128 tokens. */
+function layers(ctx: BenchContext): Record<string, { fp32: number; halo: number }> {
+  const prev = q.getBackend();
+  q.setBackend('wasm');
+  const { dim, hiddenDim, vocabSize } = tinyLlamaConfig;
+  const sizes: [string, number, number][] = [['q,o', dim, dim], ['gate,up', dim, hiddenDim], ['down', hiddenDim, dim], ['head', dim, vocabSize]];
+  const g = new q.Generator(3);
+  const reps = ctx.quick ? 3 : 11;
+  const out: Record<string, { fp32: number; halo: number }> = {};
+  const rows: (string | number)[][] = [];
+  for (const [name, i, o] of sizes) {
+    const x = q.randn([2048, i], { generator: g, requiresGrad: true });
+    const w = q.randn([o, i], { generator: g, requiresGrad: true });
+    const step = (f: (x: q.Tensor, w: q.Tensor) => q.Tensor) => () =>
+      q.tidy(() => {
+        f(x, w).sum().backward();
+        x.grad = null;
+        w.grad = null;
+      });
+    const runs = { fp32: step((a, b) => q.linear(a, b)), halo: step((a, b) => haloLinear(a, b)) };
+    const ts: Record<'fp32' | 'halo', number[]> = { fp32: [], halo: [] };
+    for (let r = 0; r < reps; r++) {
+      for (const k of ['fp32', 'halo'] as const) {
+        runs[k]();
+        const t0 = performance.now();
+        runs[k]();
+        ts[k].push(performance.now() - t0);
+      }
+    }
+    out[name] = { fp32: ctx.median(ts.fp32), halo: ctx.median(ts.halo) };
+    rows.push([`${name}: 2048×${i} → ${o}`, out[name]!.fp32, out[name]!.halo, out[name]!.fp32 / out[name]!.halo]);
+  }
+  const threads = (q.currentBackend() as { threads?: number }).threads ?? 1;
+  q.setBackend(prev);
+  ctx.table(
+    `haloLinear vs linear, forward + backward of one layer (median ms, ${threads} thread(s); × = fp32 / halo, > 1 is halo faster)`,
+    ['layer', 'fp32 ms', 'halo ms', '×'],
+    rows,
+  );
+  return out;
 }

@@ -80,8 +80,8 @@ function quantize4(c: Code, s: number, bound: number, negBound: number): void {
  * here with their lines' scales): the t-th 4-row panel of A (t < panelsA), else an 8-column panel
  * of B, as int16 k pairs, per k block [line 0 pair, line 1 pair, …] per pair, zero-padded past the
  * last line and past K. Whole panels take vector paths when k is contiguous (eight k of four lines
- * widened, then a 4×4 transpose of 32-bit pairs) or, for int8, lines are (rows k and k + 1
- * interleaved, then widened); the rest goes element by element.
+ * widened, then a 4×4 transpose of 32-bit pairs) or lines are (rows k and k + 1 interleaved,
+ * then widened); the rest goes element by element.
  */
 function emitPack(mb: ModuleBuilder, float: boolean): void {
   const P = ValType.i32;
@@ -156,13 +156,32 @@ function emitPack(mb: ModuleBuilder, float: boolean): void {
             c.get(q).i32(4).op(Op.i32_add).set(q);
           });
           c.op(Op.else);
-          c.i32(float ? 0 : 1).get(ls).i32(1).op(Op.i32_eq).op(Op.i32_and).if();
-          // one pair of every line: rows k and k + 1 interleaved, widened
+          c.get(ls).i32(e).op(Op.i32_eq).if();
+          // one pair of every line: rows k and k + 1 interleaved, widened (float: four lines at a
+          // time quantized with their four scales, narrowed, 16-bit lanes interleaved)
           c.while(() => {
             kOf(2).get(K).op(Op.i32_le_s).get(q).get(kcb).op(Op.i32_lt_s).op(Op.i32_and);
           }, () => {
             element(() => c.get(panel), () => kOf(0));
             c.set(at);
+            if (float) {
+              for (let g = 0; g < L / 4; g++) {
+                c.get(sc).get(panel).i32(2).op(Op.i32_shl).op(Op.i32_add).simdMem(Simd.v128_load, 0, 16 * g).set(sv);
+                c.get(at).simdMem(Simd.v128_load, 0, 16 * g);
+                quantize4(c, sv, bound, negBound);
+                c.get(at).get(ks).op(Op.i32_add).simdMem(Simd.v128_load, 0, 16 * g);
+                quantize4(c, sv, bound, negBound);
+                c.simd(Simd.i16x8_narrow_i32x4_s);
+                c.set(quad[0]!);
+                c.get(d).get(q).i32(L * 4).op(Op.i32_mul).op(Op.i32_add);
+                c.get(quad[0]!).get(quad[0]!);
+                c.simd(Simd.i8x16_shuffle);
+                for (const lane of [0, 4, 1, 5, 2, 6, 3, 7]) c.bytes.push(2 * lane, 2 * lane + 1);
+                c.simdMem(Simd.v128_store, 0, 16 * g);
+              }
+              c.get(q).i32(1).op(Op.i32_add).set(q);
+              return;
+            }
             const load = L === 8 ? Simd.v128_load64_zero : Simd.v128_load32_zero;
             c.get(at).simdMem(load, 0).get(at).get(ks).op(Op.i32_add).simdMem(load, 0);
             c.simd(Simd.i8x16_shuffle);

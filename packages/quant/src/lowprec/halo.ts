@@ -11,12 +11,14 @@
  * | dX = dY·W    | out       | (dY H)(Hᵀ W)    | per token        | per input channel  |
  * | dW = dYᵀ·X   | tokens    | (dYᵀH)(Hᵀ X)    | per output ch.   | per input channel  |
  *
- * H is orthonormal, so without rounding every product equals the float one. HALO's code quantizes
- * per tensor and reuses Q(XH), Q(WH) in backward; per-token/per-channel scales must lie on the
- * outer dims of each product, so here each product quantizes its own rotated operands (the token
- * rotation of dW is HALO level 2's idea applied to dW rather than dX).
+ * H is orthonormal, so without rounding every product equals the float one. The kernel quantizes
+ * the rotated float operands itself, clamp(round(·/s), ±127) per line, as it packs them. HALO's
+ * code quantizes per tensor and reuses Q(XH), Q(WH) in backward; per-token/per-channel scales must
+ * lie on the outer dims of each product, so here each product quantizes its own rotated operands
+ * (the token rotation of dW is HALO level 2's idea applied to dW rather than dX). Cost: at the
+ * tiny Llama's sizes the six rotations (the fwht kernel) now take about as long as the products.
  */
-import { abs, amax, defineFunction, div, eq, hadamard, int8Matmul, matmul, mul, type Tensor, where } from '@qgrad/core';
+import { abs, amax, defineFunction, div, eq, hadamard, int8Matmul, linear, matmul, mul, type Tensor, where } from '@qgrad/core';
 import { Linear, Module } from '@qgrad/nn';
 import { matchesName, replaceSubmodule, type NamePattern } from '../qat/prepare.js';
 
@@ -136,7 +138,7 @@ export class HaloLinear extends Module {
     return new HaloLinear(l, opts);
   }
   forward(x: Tensor): Tensor {
-    if (!this.enabled) return matmul(x, this.weight.transpose(0, 1)).add(this.bias ?? 0);
+    if (!this.enabled) return linear(x, this.weight, this.bias);
     return haloLinear(x, this.weight, this.bias, this.options);
   }
   override extraRepr(): string {
