@@ -117,6 +117,8 @@ function emitPack(mb: ModuleBuilder, float: boolean): void {
     };
 
     const body = (L: number) => {
+      // the vector paths are written for panels of 4 or 8 lines (one or two 4-line groups, 8 bytes per row)
+      if (L !== 4 && L !== 8) throw new Error(`int8Matmul: packing emits panels of 4 or 8 lines, not ${L}`);
       min(c, () => c.i32(L), () => c.get(lines).get(panel).op(Op.i32_sub));
       c.set(valid);
       c.i32(0).set(p0);
