@@ -5,7 +5,7 @@
  * switches and QAT fused with the cooldown), one training run through nn's `fit` (progress bar,
  * metrics.jsonl, checkpoints, exact resume, curves.svg), validation bits per byte.
  */
-import { Generator, noGrad } from '@qgrad/core';
+import { Generator, dispose, noGrad } from '@qgrad/core';
 import { AdamW, AuON, LambdaLR, Llama, Muon, cosineSchedule, fit, tinyLlamaConfig, trainStep, type Callback, type LlamaConfig, type LrLambda } from '@qgrad/nn';
 import {
   HestiaScheduler, QATPhase, calibrateHestia, prepareHadamardQAT, prepareQAT, questConfig, wsdSchedule,
@@ -232,5 +232,9 @@ export async function runQatLlama(o: QatLlamaOptions): Promise<QatLlamaResult> {
   const tail = result.records.filter((r) => typeof r.bpb === 'number' && r.step > o.steps - tailN).map((r) => r.bpb as number);
   const valBpb = result.lastEval.val_bpb ?? Number.NaN;
   const optMsPerStep = optMs / Math.max(1, optSteps);
-  return { config: c.name, seed: o.seed, valBpb, trainBpb: tail.reduce((a, b) => a + b, 0) / tail.length, msPerStep: result.msPerStep, optMsPerStep, params: model.numParameters(), steps: result.endStep };
+  const out = { config: c.name, seed: o.seed, valBpb, trainBpb: tail.reduce((a, b) => a + b, 0) / tail.length, msPerStep: result.msPerStep, optMsPerStep, params: model.numParameters(), steps: result.endStep };
+  // A grid runs many of these in one process and nothing here awaits long enough for the garbage
+  // collector to free a finished run's model: four 1,000-step runs filled the 2 GiB wasm heap.
+  dispose([...model.parameters(), ...model.buffers(), ...[...optimizer.state.values()].flatMap((st) => Object.values(st))]);
+  return out;
 }

@@ -147,6 +147,14 @@ export function startRecording(): Storage[] | null {
   return prev;
 }
 
+/**
+ * Adds storages to the current recording (if any): what a nested recording saw and let live
+ * (the gradients a recycling backward pass returns) still belongs to the enclosing scope.
+ */
+export function record(storages: Iterable<Storage>): void {
+  if (recorder) for (const st of storages) recorder.push(st);
+}
+
 /** Ends the current recording and returns the storages it saw. */
 export function stopRecording(prev: Storage[] | null): Storage[] {
   const seen = recorder ?? [];

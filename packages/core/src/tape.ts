@@ -181,6 +181,7 @@ export interface EngineOps {
   hasNonFinite(t: Tensor): boolean;
   startRecording(): Storage[] | null;
   stopRecording(prev: Storage[] | null): Storage[];
+  record(storages: Iterable<Storage>): void;
   release(storage: Storage): void;
   keep(t: Tensor): void;
 }
@@ -389,6 +390,10 @@ class BackwardPass {
     const order = topoOrder(starts);
     for (let k = 0; k < order.length; k++) this.visit(order[k]!);
     this.finishLeaves();
+    // each node recorded in a nested recording, hidden from any enclosing scope: what this pass
+    // made and did not recycle (the results it returns) is that scope's to release, as a forward
+    // op's output is. Left out, `tidy(() => gradOf(…))` leaked its gradients to the collector.
+    if (this.recycling) ops.record(this.made);
   }
 
   visit(node: Node): void {

@@ -423,6 +423,7 @@ setEngineOps({
   hasNonFinite: (t) => t.hasNonFinite(),
   startRecording: () => L.startRecording(),
   stopRecording: (prev) => L.stopRecording(prev),
+  record: (storages) => L.record(storages),
   release: (st) => L.release(st, 'the backward pass'),
   keep: (t) => void L.keep(t),
 });

@@ -4,7 +4,7 @@
  * (a dynamic absmean/absmax scale is not detached, as in HESTIA), then w + P·(q − w). At T = 0 the
  * quantizer's own hard forward is used. HestiaScheduler (schedules/) drives P and T.
  */
-import { softQuantize, tensor, type Tensor } from '@qgrad/core';
+import { keep, softQuantize, tensor, type Tensor } from '@qgrad/core';
 import type { FloatDType, Grid } from '../grids/grid.js';
 
 /** Options of HESTIA's soft forward: temperature and pressure, which `HestiaScheduler` anneals. */
@@ -45,7 +45,9 @@ export class SoftForward {
 
   levels(dtype: FloatDType): Tensor {
     let t = this.#levels.get(dtype);
-    if (!t) this.#levels.set(dtype, (t = tensor(Array.from(this.grid.levels(dtype)), { dtype })));
+    // kept: made lazily inside the first forward, often inside a trainStep, which would
+    // otherwise release it while this cache still hands it out
+    if (!t) this.#levels.set(dtype, (t = keep(tensor(Array.from(this.grid.levels(dtype)), { dtype }))));
     return t;
   }
 

@@ -4,7 +4,7 @@
  * `createGraph`), `hessianTempScales` (exp(−α·sigmoid(κ·z)) of the standardised log traces) and
  * `calibrateHestia`, which writes them into a model's HESTIA quantizers.
  */
-import { add, cast, defaultGenerator, gradOf, lt, mul, noGrad, rand, sum, type Generator, type Tensor } from '@qgrad/core';
+import { add, cast, defaultGenerator, gradOf, lt, mul, noGrad, rand, sum, tidy, type Generator, type Tensor } from '@qgrad/core';
 import type { Module } from '@qgrad/nn';
 import { isQuantLayer, type QuantLayer } from '../qat/modules.js';
 
@@ -34,18 +34,23 @@ export function hutchinsonTrace(loss: () => Tensor, params: Tensor[], opts: Hutc
   const gen = opts.generator ?? defaultGenerator;
   const acc = params.map(() => 0);
   for (let k = 0; k < n; k++) {
-    const L = loss();
-    const grads = gradOf([L], params, { createGraph: true });
-    const vs = params.map((p) => rademacher(p, gen));
-    // Σ_i ⟨∇_i L, v_i⟩, differentiated again: Hv restricted to the diagonal blocks we read below
-    let gv: Tensor | null = null;
-    for (let i = 0; i < params.length; i++) {
-      const t = sum(mul(grads[i]!, vs[i]!));
-      gv = gv ? add(gv, t) : t;
-    }
-    const hv = gradOf([gv!], params, { allowUnused: true });
-    noGrad(() => {
-      for (let i = 0; i < params.length; i++) acc[i]! += sum(mul(hv[i]!, vs[i]!)).item();
+    // each probe's forward and double-backward graph is released when the probe ends: left to
+    // the garbage collector (which runs between event-loop turns, not inside this loop), four
+    // probes of the tiny Llama at batch 16 × 128 filled the 2 GiB wasm heap
+    tidy(() => {
+      const L = loss();
+      const grads = gradOf([L], params, { createGraph: true });
+      const vs = params.map((p) => rademacher(p, gen));
+      // Σ_i ⟨∇_i L, v_i⟩, differentiated again: Hv restricted to the diagonal blocks we read below
+      let gv: Tensor | null = null;
+      for (let i = 0; i < params.length; i++) {
+        const t = sum(mul(grads[i]!, vs[i]!));
+        gv = gv ? add(gv, t) : t;
+      }
+      const hv = gradOf([gv!], params, { allowUnused: true });
+      noGrad(() => {
+        for (let i = 0; i < params.length; i++) acc[i]! += sum(mul(hv[i]!, vs[i]!)).item();
+      });
     });
   }
   return acc.map((a) => a / n);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { Generator, manualSeed, noGrad, randn, tensor, type Tensor } from '@qgrad/core';
-import { Linear, Module, Sequential } from '@qgrad/nn';
+import { Generator, manualSeed, memory, noGrad, withBackend, randn, tensor, type Tensor } from '@qgrad/core';
+import { Linear, Module, SGD, Sequential, trainStep } from '@qgrad/nn';
 import {
   calibrateHestia, cosineSchedule, exponentialSchedule, HESTIA_T0, HestiaScheduler, hessianTempScales, hestiaPressure, hestiaTemperature,
   hutchinsonTrace, linearSchedule, prepareQAT, QATPhase, QuantLinear, qatStartStep, wsdSchedule,
@@ -112,6 +112,38 @@ describe('Hessian-trace temperatures (HESTIA)', () => {
     const w = wqa.forward(net.a.weight);
     const m = net.a.weight.abs().mean().item();
     for (const v of w.dataSync()) expect([-m, 0, m].some((l) => Math.abs(l - v) < 1e-6)).toBe(true);
+  });
+});
+
+describe('HESTIA inside training scopes', () => {
+  it('trains through trainStep with the soft forward on, and calibration leaves nothing live', () => {
+    // on wasm, where buffers of 4096 elements or more are counted by memory() until released
+    withBackend('wasm', () => {
+      manualSeed(12);
+      const net = new Sequential(new Linear(64, 64, { bias: false }), new Linear(64, 2, { bias: false }));
+      prepareQAT(net, { default: { weight: { grid: 'ternary', granularity: 'tensor', soft: { temperature: 0.35 } } } });
+      const x = randn([64, 64]);
+      const calibrate = () => calibrateHestia(net, () => net.forward(x).square().mean(), { samples: 3, generator: new Generator(3) });
+      calibrate(); // makes the model's lazy caches (e.g. transposed weights) once
+      const before = memory().buffers;
+      calibrate();
+      // each probe's double-backward graph is released as the probe ends, not left to the collector
+      expect(memory().buffers).toBe(before);
+      const opt = new SGD(net.parameters(), { lr: 0.01 });
+      const sched = new HestiaScheduler(net, 10);
+      sched.step(2); // T > 0, P < 1: the soft forward and its cached level table are in use
+      // the level table made lazily inside the first step stays usable in the next ones
+      const losses = [0, 1, 2].map(() =>
+        trainStep(net, opt, () => {
+          const l = net.forward(x).square().mean();
+          opt.zeroGrad();
+          l.backward();
+          opt.step();
+          return l.item();
+        }),
+      );
+      expect(losses.every(Number.isFinite)).toBe(true);
+    });
   });
 });
 
