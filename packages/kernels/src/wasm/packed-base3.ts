@@ -10,7 +10,7 @@ import { base3Sections } from '../js/base3.js';
 import type { PackedOperands } from '../js/packed.js';
 import type { PackedMatmulParams, TypedArray } from '../names.js';
 import { type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
-import { align16, horizontalSum, levels16, PARALLEL_MIN_MACS, range, shuffle8 } from './packed.js';
+import { align16, levels16, PARALLEL_MIN_MACS, range, rowEpilogue, shuffle8 } from './packed.js';
 import { ARGS, type Engine, type Flavor } from './runtime.js';
 
 type Arg = KernelArg<TypedArray>;
@@ -155,21 +155,7 @@ function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean): void {
     };
     /** g = the group of block blk (blk·256 / groupSize). */
     const blockGroup = () => c.get(blk).i32(8).op(Op.i32_shl).get(gs).op(Op.i32_div_u).set(g);
-    const clearAcc = () => {
-      for (const a of acc) c.i32(0).simd(Simd.i32x4_splat).set(a);
-    };
-    /** out[n, o] = Σ acc + t (+ b[o]); `row` pushes n. */
-    const finish = (row: () => void) => {
-      c.get(acc[0]!).get(acc[1]!).simd(Simd.f32x4_add).get(acc[2]!).get(acc[3]!).simd(Simd.f32x4_add).simd(Simd.f32x4_add).set(acc[0]!);
-      horizontalSum(c, acc[0]!);
-      c.get(t).op(Op.f32_add).set(t);
-      c.get(hasBias).if();
-      c.get(t).get(bias).get(o).i32(2).op(Op.i32_shl).op(Op.i32_add).mem(Op.f32_load, 2).op(Op.f32_add).set(t);
-      c.end();
-      c.get(out);
-      row();
-      c.get(O).op(Op.i32_mul).get(o).op(Op.i32_add).i32(2).op(Op.i32_shl).op(Op.i32_add).get(t).mem(Op.f32_store, 2);
-    };
+    const { clearAcc, finish } = rowEpilogue(c, { acc, t, hasBias, bias, o, out, O });
 
     c.while(() => c.get(o).get(o1).op(Op.i32_lt_u), () => {
       c.get(codes).get(o).get(rowBytes).op(Op.i32_mul).op(Op.i32_add).set(p);

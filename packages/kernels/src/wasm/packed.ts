@@ -125,6 +125,39 @@ export function horizontalSum(c: Code, a: number): void {
   c.get(a).get(a).get(a).shuffle32([1, 0, 3, 2]).simd(Simd.f32x4_add).lane(Simd.f32x4_extract_lane, 0);
 }
 
+/** Locals of a packed task that its row epilogue reads (four f32x4 accumulators, the scalar tail t, …). */
+export interface RowLocals {
+  acc: number[];
+  t: number;
+  hasBias: number;
+  bias: number;
+  o: number;
+  out: number;
+  O: number;
+}
+
+/**
+ * The accumulator reset and row epilogue every packed variant shares: out[n, o] = Σ acc + t
+ * (+ b[o]), with `row` pushing n.
+ */
+export function rowEpilogue(c: Code, { acc, t, hasBias, bias, o, out, O }: RowLocals) {
+  const clearAcc = () => {
+    for (const a of acc) c.i32(0).simd(Simd.i32x4_splat).set(a);
+  };
+  const finish = (row: () => void) => {
+    c.get(acc[0]!).get(acc[1]!).simd(Simd.f32x4_add).get(acc[2]!).get(acc[3]!).simd(Simd.f32x4_add).simd(Simd.f32x4_add).set(acc[0]!);
+    horizontalSum(c, acc[0]!);
+    c.get(t).op(Op.f32_add).set(t);
+    c.get(hasBias).if();
+    c.get(t).get(bias).get(o).i32(2).op(Op.i32_shl).op(Op.i32_add).mem(Op.f32_load, 2).op(Op.f32_add).set(t);
+    c.end();
+    c.get(out);
+    row();
+    c.get(O).op(Op.i32_mul).get(o).op(Op.i32_add).i32(2).op(Op.i32_shl).op(Op.i32_add).get(t).mem(Op.f32_store, 2);
+  };
+  return { clearAcc, finish };
+}
+
 /**
  * Task export `packed_<variant>[_z](arg, t)`: output columns [t·rowsPerTask, …) (weight rows) for
  * every row of x. Each weight value is formed as (L[f] − z)·s in float32, as the dequantized
@@ -204,21 +237,7 @@ function emitTask(mb: ModuleBuilder, v: Variant, zeroPoint: boolean, fma: boolea
       }
       c.get(xp).i32(64).op(Op.i32_add).set(xp);
     };
-    const clearAcc = () => {
-      for (const a of acc) c.i32(0).simd(Simd.i32x4_splat).set(a);
-    };
-    /** out[n, o] = Σ acc + t (+ b[o]); `row` pushes n. */
-    const finish = (row: () => void) => {
-      c.get(acc[0]!).get(acc[1]!).simd(Simd.f32x4_add).get(acc[2]!).get(acc[3]!).simd(Simd.f32x4_add).simd(Simd.f32x4_add).set(acc[0]!);
-      horizontalSum(c, acc[0]!);
-      c.get(t).op(Op.f32_add).set(t);
-      c.get(hasBias).if();
-      c.get(t).get(bias).get(o).i32(2).op(Op.i32_shl).op(Op.i32_add).mem(Op.f32_load, 2).op(Op.f32_add).set(t);
-      c.end();
-      c.get(out);
-      row();
-      c.get(O).op(Op.i32_mul).get(o).op(Op.i32_add).i32(2).op(Op.i32_shl).op(Op.i32_add).get(t).mem(Op.f32_store, 2);
-    };
+    const { clearAcc, finish } = rowEpilogue(c, { acc, t, hasBias, bias, o, out, O });
     /** Per group g: f0, p, s (sv), z (zv) at the group's start. */
     const groupStart = () => {
       c.get(o).get(K).op(Op.i32_mul).get(g).get(gs).op(Op.i32_mul).op(Op.i32_add).set(f0);
