@@ -23,3 +23,4 @@ export * from './ptq/index.js';
 export * from './vq/index.js';
 export * from './bitswitch/index.js';
 export * from './lowprec/halo.js';
+export * from './sparsity/index.js';

@@ -15,6 +15,19 @@ export interface QuantLayerConfig {
   input?: ActQuantConfig | null;
 }
 
+/**
+ * A transform applied to a Linear weight before its quantizer: a semi-structured sparsity mask
+ * (sparsity/). Masking comes first so a quantizer that maps 0 to 0 keeps the pruned entries at 0.
+ */
+export interface WeightMask extends Module {
+  /** The N:M pattern, e.g. '2:4'. */
+  readonly pattern: string;
+  /** The weight the layer computes with (masked, or during CAST training the scaled dense weight). */
+  maskWeight(weight: Tensor): Tensor;
+  /** Freezes the final mask: writes the pruned zeros (and any folded scale) into `weight` in place. */
+  harden(weight: Tensor): void;
+}
+
 /** Shared part of the QAT layers: the two quantizers and switching them on and off. */
 export interface QuantLayer extends Module {
   weight: Tensor;
@@ -52,6 +65,8 @@ export class QuantLinear extends Module implements QuantLayer {
   bias: Tensor | null;
   weightQuantizer: WeightQuantizer | null;
   inputQuantizer: ActQuantizer | null;
+  /** A sparsity mask applied before the weight quantizer (set by `sparsify`, carried over from a SparseLinear), or null. */
+  weightMask: WeightMask | null;
   readonly inFeatures: number;
   readonly outFeatures: number;
 
@@ -63,13 +78,15 @@ export class QuantLinear extends Module implements QuantLayer {
     this.weight = this.registerParameter('weight', src.weight);
     this.bias = this.registerParameter('bias', src.bias);
     [this.weightQuantizer, this.inputQuantizer] = attach(this, this.weight, cfg, true, who);
+    this.weightMask = this.registerModule('weightMask', (from as { weightMask?: WeightMask | null } | undefined)?.weightMask ?? null) as WeightMask | null;
   }
   /** Wraps an existing Linear: same weight and bias tensors (optimizer state stays valid). `who` names it in errors. */
   static from(l: Linear, cfg: QuantLayerConfig, who = 'QuantLinear'): QuantLinear {
     return new QuantLinear(l.inFeatures, l.outFeatures, cfg, l, who);
   }
   quantizedWeight(): Tensor {
-    return this.weightQuantizer ? this.weightQuantizer.forward(this.weight) : this.weight;
+    const w = this.weightMask ? this.weightMask.maskWeight(this.weight) : this.weight;
+    return this.weightQuantizer ? this.weightQuantizer.forward(w) : w;
   }
   forward(x: Tensor): Tensor {
     const xq = this.inputQuantizer ? this.inputQuantizer.forward(x) : x;
