@@ -125,6 +125,14 @@ export interface KernelParams {
    * out [N, O].
    */
   packedMatmul: PackedMatmulParams;
+  /**
+   * Matmul against a 2:4 semi-structured sparse weight, y = x·Wᵀ (+ bias), touching only the kept
+   * entries: y[n, o] = Σ_e v[o, e]·x[n, 4·⌊e/2⌋ + i(o, e)] (+ b[o]). Inputs [x [N, K], values v
+   * [O, K/2] (x's dtype), indices (uint8: the 2-bit position i within its group of four of each
+   * kept entry, row-major over [O, K/2], four per byte low bits first — NVIDIA's 2:4 metadata),
+   * then bias b [O] when present]; out [N, O].
+   */
+  sparse24Matmul: Sparse24MatmulParams;
   // ---- int8 (js/int8-matmul.ts, wasm/int8-matmul.ts)
   /**
    * A real low-precision product: int8 a [M, K] · int8 b [K, N] (any strides, so transposes are
@@ -186,6 +194,14 @@ export interface FwhtParams {
   blockSize: number;
   /** Multiply by 1/√blockSize, making the transform orthonormal. */
   normalize: boolean;
+}
+
+// ---- sparse 2:4
+export interface Sparse24MatmulParams {
+  /** Rows of the weight (O). */
+  outFeatures: number;
+  /** Whether a bias input comes last. */
+  bias: boolean;
 }
 
 // ---- packed

@@ -1,6 +1,7 @@
 /**
  * @file Quantization ops that take no gradient estimator: the soft quantizer `softQuantize`
- * (HESTIA's forward), `gradScale`, `packedLinear` (inference on packed low-bit weights) and
+ * (HESTIA's forward), `gradScale`, `packedLinear` (inference on packed low-bit weights),
+ * `sparse24Linear` (inference on 2:4 sparse weights) and
  * `int8Matmul` (the int8 × int8 → int32 product low-precision training runs its matmuls on).
  * `fakeQuantize` and rounding with an estimator live beside the estimators in
  * ../estimators/quant.ts; grids, quantizers and packing in @qgrad/quant.
@@ -9,7 +10,7 @@ import { runKernel } from '../dispatch.js';
 import { defineFunction } from '../function.js';
 import { isGradEnabled } from '../tape.js';
 import { Tensor } from '../tensor.js';
-import { tensor } from './creation.js';
+import { fromTypedArray, tensor } from './creation.js';
 import { div, exp, mul, neg, square, sub } from './elementwise.js';
 import { unsqueeze } from './movement.js';
 import { logsumexp, sum } from './reduce.js';
@@ -18,6 +19,52 @@ const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
 
 // the base-3 ternary layout, for packers above core (quant may not import kernels)
 export { base3RowBytes, packBase3, unpackBase3 } from '@qgrad/kernels';
+export { pack24, unpack24, type Packed24 } from '@qgrad/kernels';
+import { pack24 } from '@qgrad/kernels';
+
+/**
+ * A 2:4 sparse weight W [outFeatures, inFeatures] in compressed form (the `sparse24Matmul`
+ * kernel's layout): two kept values per group of four inputs and their 2-bit positions.
+ */
+export interface Sparse24Weight {
+  /** Kept values [outFeatures, inFeatures / 2], in the input's float dtype. */
+  values: Tensor;
+  /** uint8: each kept value's position within its group, 2 bits, four per byte, low bits first. */
+  indices: Tensor;
+  outFeatures: number;
+  inFeatures: number;
+}
+
+/**
+ * Compresses a dense 2-D weight with at most two non-zeros in each group of four inputs (a
+ * hardened 2:4 mask) into the `sparse24Linear` form. Errors name the first group with more.
+ * @example const w = sparse24Weight(tensor([[0, 3, 0, -1]])); // values [[3, -1]], positions 1 and 3
+ */
+export function sparse24Weight(weight: Tensor): Sparse24Weight {
+  if (weight.ndim !== 2 || (weight.dtype !== 'float32' && weight.dtype !== 'float64')) throw new Error(`sparse24Weight: needs a 2-D float32 or float64 weight, got ${weight.dtype} ${fmt(weight.shape)}`);
+  const [O, K] = weight.shape as [number, number];
+  const p = pack24(weight.contiguous().dataSync() as Float32Array | Float64Array, O, K);
+  return { values: fromTypedArray(p.values, [O, K / 2], weight.dtype), indices: fromTypedArray(p.indices, [p.indices.length], 'uint8'), outFeatures: O, inFeatures: K };
+}
+
+/**
+ * y = x·Wᵀ + bias for a 2:4 sparse W, reading only the kept half of the weight (inference only,
+ * as `packedLinear`: an x requiring grad while grad is enabled is an error).
+ * @example
+ * const w = sparse24Weight(tensor([[0, 3, 0, -1], [2, 0, 0, 0]]));
+ * sparse24Linear(tensor([[1, 2, 3, 4]]), w).toArray(); // [[2, 2]]
+ */
+export function sparse24Linear(x: Tensor, weight: Sparse24Weight, bias?: Tensor | null): Tensor {
+  const { outFeatures: O, inFeatures: K } = weight;
+  if (x.ndim === 0 || x.shape[x.ndim - 1] !== K) throw new Error(`sparse24Linear: input of shape ${fmt(x.shape)} has ${x.shape[x.ndim - 1] ?? 0} features but the 2:4 weight [${O}, ${K}] expects ${K}`);
+  if (isGradEnabled() && x.requiresGrad) throw new Error('sparse24Linear: has no gradient (inference on a compressed weight); call it under noGrad(), or train through a SparseLinear');
+  if (bias && (bias.ndim !== 1 || bias.shape[0] !== O)) throw new Error(`sparse24Linear: bias of shape ${fmt(bias.shape)} does not match ${O} outputs`);
+  const rows = x.numel() / Math.max(K, 1);
+  const operands = [x.reshape([rows, K]), weight.values, weight.indices].map((t) => t.contiguous());
+  if (bias) operands.push(bias.contiguous());
+  const y = runKernel('sparse24Matmul', operands, [rows, O], x.dtype, { outFeatures: O, bias: Boolean(bias) });
+  return y.reshape([...x.shape.slice(0, -1), O]);
+}
 
 /**
  * The relaxed quantizer: softmax over grid levels of −(x − ℓ)²/τ, returning the expected level

@@ -13,6 +13,7 @@ import { norm, normBackward, rope, softmax, softmaxBackward } from './norm.js';
 import { adamStep } from './optim.js';
 import { int8Matmul } from './int8-matmul.js';
 import { packedMatmul } from './packed.js';
+import { sparse24Matmul } from './sparse24.js';
 import { fakeQuantize, fakeQuantizeBackward } from './quant.js';
 import { argReduce, reduce } from './reduce.js';
 
@@ -25,7 +26,7 @@ export const jsKernels: KernelTable<TypedArray> = {
   softmax, softmaxBackward, norm, normBackward, rope,
   adamStep,
   fakeQuantize, fakeQuantizeBackward, fwht,
-  packedMatmul, int8Matmul,
+  packedMatmul, sparse24Matmul, int8Matmul,
 };
 
 // alloc/free counts for memory(): buffers the caller drops without free stay counted
