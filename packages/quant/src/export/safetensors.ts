@@ -5,7 +5,7 @@
  * says grid, bits, granularity and packing per layer. Reading goes through core's validating
  * safetensors reader; this file checks what the metadata claims against what the tensors hold.
  */
-import { base3RowBytes, deserializeSafetensors, fromTypedArray, loadSafetensorsWithMetadata, saveSafetensors, serializeSafetensors, type Tensor } from '@qgrad/core';
+import { base3RowBytes, pack24, deserializeSafetensors, fromTypedArray, loadSafetensorsWithMetadata, saveSafetensors, serializeSafetensors, type Tensor } from '@qgrad/core';
 import { Conv2d, Embedding, Linear, type Module } from '@qgrad/nn';
 import { granularityName, type Granularity } from '../grids/granularity.js';
 import type { GridName } from '../grids/table.js';
@@ -41,6 +41,12 @@ export interface QuantizedLayerInfo {
   weightShape: number[];
   matrixShape: number[];
   dtype: 'float32' | 'float64';
+  /**
+   * A Linear pruned to 2:4 (`sparsify`): the pattern, and the tensor holding the 2-bit position of
+   * each kept entry within its group of four (uint8, four per byte low bits first, row-major over
+   * [rows, cols / 2]: NVIDIA's 2:4 metadata). Absent for dense layers.
+   */
+  sparsity?: { pattern: '2:4'; indices: 'weight_sparse_indices' };
 }
 
 /** The parsed file: tensors by name, the per-layer metadata and the remaining metadata. */
@@ -146,6 +152,11 @@ export function quantizedEntries(model: Module): { tensors: Record<string, Tenso
       granularity: granularityName(plan.granularity), packing: { fieldBits: bits, order: base3 ? 'base3-tq1' : 'lsb-first', container, offset: plan.grid.codeMin },
       weightShape: [...m.weightShape], matrixShape: [...m.matrixShape], dtype: m.weightDType,
     };
+    if (m instanceof QuantizedLinear && m.sparsity) {
+      const w = m.dequantizedWeight();
+      tensors[`${p}weight_sparse_indices`] = fromTypedArray(pack24(w.contiguous().dataSync() as Float32Array, m.outFeatures, m.inFeatures).indices, [Math.ceil((m.outFeatures * m.inFeatures) / 8)], 'uint8');
+      info.sparsity = { pattern: m.sparsity, indices: 'weight_sparse_indices' };
+    }
     layers[name] = info;
     const key = JSON.stringify([info.weight, info.input]);
     (groups[key] ??= { targets: [], weights: ctArgs(plan, bits), input_activations: m.inputPlan ? ctArgs(m.inputPlan, 8) : null }).targets.push(name);
@@ -226,6 +237,11 @@ export function checkQuantized(tensors: Record<string, Tensor>, metadata: Record
     const have = codes!.numel() * (codes!.dtype === 'int32' ? 4 : 1);
     const dtypeOk = l.bits <= 4 ? pk.container === 'int32' ? codes!.dtype === 'int32' : codes!.dtype === 'uint8' : ['int8', 'uint8', 'int32'].includes(codes!.dtype);
     if (!dtypeOk || have !== want) bad(`${where}: codes ${codes!.dtype} ${fmt(codes!.shape)} hold ${have} bytes; ${n} codes of ${base3 ? 'base-3 digits' : `${l.bits} bits`} need ${want} (${pk.container})`);
+    if (l.sparsity !== undefined) {
+      const si = tensors[`${p}weight_sparse_indices`];
+      if (!isRecord(l.sparsity) || l.sparsity.pattern !== '2:4' || l.kind !== 'Linear' || l.matrixShape.length !== 2 || cols % 4 !== 0) bad(`${where} has invalid sparsity ${JSON.stringify(l.sparsity)} (pattern '2:4' on a Linear whose inputs group in fours)`);
+      if (!si || si.dtype !== 'uint8' || si.numel() !== Math.ceil((rows * cols) / 8)) bad(`${where}: tensor '${p}weight_sparse_indices' is missing or not ${Math.ceil((rows * cols) / 8)} uint8 bytes`);
+    }
     out[name] = l;
   }
   return { tensors, layers: out, metadata };
@@ -264,6 +280,7 @@ export function applyQuantized<M extends Module>(template: M, ckpt: QuantizedChe
       if (!(q instanceof QuantizedLinear) || !q.ternary) throw new Error(`${who}: the file stores base-3 codes, grid ${q.weightPlan.grid.label} is not ternary`);
       q.repackBase3();
     }
+    if (info.sparsity && q instanceof QuantizedLinear) q.sparsity = info.sparsity.pattern;
     replaceSubmodule(template, name, q);
     const p = name ? `${name}.` : '';
     const codes = ckpt.tensors[info.bits <= 4 ? `${p}weight_packed` : `${p}weight`]!;
@@ -274,7 +291,7 @@ export function applyQuantized<M extends Module>(template: M, ckpt: QuantizedChe
       ['inputScale', ckpt.tensors[`${p}input_scale`]], ['inputZeroPoint', ckpt.tensors[`${p}input_zero_point`]],
     ];
     for (const [k, t] of rename) if (t) state[p + k] = t;
-    for (const k of ['weight_packed', 'weight', 'weight_shape', 'weight_scale', 'weight_zero_point', 'weight_scale_second', 'weight_scale_mean', 'input_scale', 'input_zero_point']) taken.add(p + k);
+    for (const k of ['weight_sparse_indices', 'weight_packed', 'weight', 'weight_shape', 'weight_scale', 'weight_zero_point', 'weight_scale_second', 'weight_scale_mean', 'input_scale', 'input_zero_point']) taken.add(p + k);
   }
   for (const [k, t] of Object.entries(ckpt.tensors)) if (!taken.has(k)) state[k] = t;
   const own = template.stateDict();

@@ -158,10 +158,17 @@ export class QuantizedLinear extends QuantizedBase {
   }
   /** The kernel's operands, with the buffer versions they were built from. */
   #packed: { weight: PackedWeight; key: unknown[] } | null = null;
+  /**
+   * The semi-structured sparsity pattern the weight keeps ('2:4' when the QAT layer had a hardened
+   * mask: at most two non-zero codes' values per group of four inputs), or null. Exported as
+   * metadata with the 2-bit positions of the kept entries (`saveQuantized`).
+   */
+  sparsity: '2:4' | null;
   constructor(src: QuantLinear) {
     super(src);
     this.inFeatures = src.inFeatures;
     this.outFeatures = src.outFeatures;
+    this.sparsity = src.weightMask ? (src.weightMask.pattern as '2:4') : null;
     this.bias = this.registerBuffer('bias', src.bias ? src.bias.detach().clone() : null);
   }
   /**
@@ -322,7 +329,8 @@ export interface ConvertResult {
  * their output equals the QAT model's eval output within float32 summation error. With
  * `{ kernel: 'dequantize' }` (and for conv and embedding layers always) it is bit for bit the
  * eval output (deterministic rounding; HESTIA layers at temperature 0, pressure 1). With
- * `{ kernel: 'packedBase3' }` ternary Linear weights are stored and read five per byte.
+ * `{ kernel: 'packedBase3' }` ternary Linear weights are stored and read five per byte. A Linear
+ * with a 2:4 mask (`sparsify`) has it hardened first and keeps `sparsity: '2:4'`.
  * @example
  * model.eval(); const yFake = model.forward(x);
  * convert(model, { kernel: 'dequantize' }); model.forward(x); // identical to yFake
@@ -333,6 +341,8 @@ export function convert(model: Module, options: ConvertOptions = {}): ConvertRes
   const converted: string[] = [];
   const targets = [...model.namedModules()].filter(([name, m]) => name !== '' && isQuantLayer(m) && m.weightQuantizer?.enabled);
   for (const [name, m] of targets) {
+    // a sparse layer is converted with its final mask: pruned entries become exact zeros first
+    if (m instanceof QuantLinear && m.weightMask) m.weightMask.harden(m.weight);
     const q = m instanceof QuantLinear ? new QuantizedLinear(m) : m instanceof QuantConv2d ? new QuantizedConv2d(m) : new QuantizedEmbedding(m as QuantEmbedding);
     if (q instanceof QuantizedLinear) {
       if (kernel === 'packedBase3' && q.ternary) q.repackBase3();

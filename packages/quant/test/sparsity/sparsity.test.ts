@@ -6,10 +6,10 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { fromTypedArray, linear, manualSeed, noGrad, randn, type Tensor } from '@qgrad/core';
+import { fromTypedArray, linear, sparse24Linear, sparse24Weight, unpack24, manualSeed, noGrad, randn, type Tensor } from '@qgrad/core';
 import { gradcheck } from '@qgrad/core/testing';
 import { Linear, ReLU, Sequential } from '@qgrad/nn';
-import { convert, hardMasks, nmMask, prepareQAT, QuantizedLinear, QuantLinear, SemiStructuredMask, SparseLinear, sparsify } from '@qgrad/quant';
+import { convert, deserializeQuantized, hardMasks, nmMask, serializeQuantized, applyQuantized, prepareQAT, QuantizedLinear, QuantLinear, SemiStructuredMask, SparseLinear, sparsify } from '@qgrad/quant';
 
 type Float = 'float32' | 'float64';
 
@@ -162,5 +162,32 @@ describe('composition with a W4 quantizer', () => {
     const mask = (m2.getSubmodule('0') as SparseLinear).weightMask;
     prepareQAT(m2, { default: { weight: { grid: 'int', bits: 4 } } });
     expect((m2.getSubmodule('0') as QuantLinear).weightMask).toBe(mask);
+  });
+});
+
+describe('export of a 2:4 model', () => {
+  it('saveQuantized writes pattern 2:4 with the kept positions, and loading keeps it; the sparse kernel equals the dense product', () => {
+    manualSeed(8);
+    const model = mlp('float32');
+    prepareQAT(model, { default: { weight: { grid: 'int', bits: 4 } } });
+    sparsify(model, { pattern: '2:4', method: 'cast' });
+    convert(model, { kernel: 'dequantize' });
+    const c = model.getSubmodule('0') as QuantizedLinear;
+    expect(c.sparsity).toBe('2:4');
+    const bytes = serializeQuantized(model);
+    const ckpt = deserializeQuantized(bytes);
+    expect(ckpt.layers['0']!.sparsity).toEqual({ pattern: '2:4', indices: 'weight_sparse_indices' });
+    const w = c.dequantizedWeight();
+    const sw = sparse24Weight(w);
+    expect(Array.from(ckpt.tensors['0.weight_sparse_indices']!.dataSync())).toEqual(Array.from(sw.indices.dataSync()));
+    expect(Array.from(unpack24({ values: sw.values.dataSync() as Float32Array, indices: sw.indices.dataSync() as Uint8Array }, 12, 16))).toEqual(Array.from(w.dataSync()));
+    const x = randn([3, 16]);
+    const dense = noGrad(() => linear(x, w, c.bias));
+    const sparse = noGrad(() => sparse24Linear(x, sw, c.bias));
+    expect(Math.max(...Array.from(sparse.sub(dense).abs().dataSync()))).toBeLessThan(1e-5);
+    const loaded = applyQuantized(mlp('float32'), ckpt);
+    expect((loaded.getSubmodule('0') as QuantizedLinear).sparsity).toBe('2:4');
+    // the loaded layers run the packed kernel, the saved ones the dequantizing forward: equal within float32 summation error
+    expect(Math.max(...Array.from(noGrad(() => loaded.forward(x).sub(model.forward(x))).abs().dataSync()))).toBeLessThan(1e-5);
   });
 });
