@@ -2,7 +2,8 @@
  * @file examples/experiments/bitswitch.ts as a user runs it (a tsx subprocess, 3 steps of a
  * 784-8-10 MLP, one seed, temp dir): every model is trained once and recorded (the joint ones
  * evaluated at 8, 6 and 4 bits, each single-width one at its width), the table and paired rows
- * come out, a second invocation trains nothing, and an unknown config is a one-line error.
+ * come out, a second invocation trains nothing, other --widths are kept apart, and an unknown
+ * config is a one-line error.
  */
 import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -43,6 +44,17 @@ describe('experiments/bitswitch', () => {
     expect(again.code).toBe(0);
     expect(again.stdout).not.toContain('elapsed');
     expect(readFileSync(join(dir, 'runs.jsonl'), 'utf8').trim().split('\n')).toHaveLength(6);
+  });
+
+  it('--widths 8,2 trains that pair and keeps its runs apart from the default widths', async () => {
+    const dir = join(root, 'grid');
+    const r = await run(['--seeds', '0', '--steps', '3', '--hidden', '8', '--batch-size', '16', '--widths', '2,8', '--only', 'joint-alrs,single', '--run-dir', dir]);
+    expect(r.code, r.stderr).toBe(0);
+    const runs = readFileSync(join(dir, 'runs.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { trainedAt: string; widths: number[]; acc: Record<string, number> });
+    const w2 = runs.filter((x) => String(x.widths) === '8,2');
+    expect(w2.map((x) => x.trainedAt)).toEqual(['joint-alrs', 'single-w8', 'single-w2']);
+    expect(Object.keys(w2[0]!.acc).sort()).toEqual(['2', '8']);
+    expect(r.stdout).toContain('joint-alrs − single at W2');
   });
 
   it('an unknown --only name is a one-line error with exit code 2', async () => {

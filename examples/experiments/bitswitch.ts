@@ -1,10 +1,10 @@
 /**
  * @file Double Rounding bit-switching on the MNIST MLP (docs/experiments/bitswitch.md): one model
- * trained jointly over 8/6/4-bit weights (Double Rounding + ALRS) and read at each width by one
+ * trained jointly over 8/6/4-bit weights, or any --widths (Double Rounding + ALRS), and read at each width by one
  * `setBitWidth` call, vs one model per width trained alone with the same quantizer, × seeds; also
  * the joint model without ALRS and an FP32 reference. runs.jsonl (resumable), results.{md,json,svg},
  * paired per-seed tables.
- * Run: npx tsx examples/experiments/bitswitch.ts [--seeds 0,1,2] [--epochs 3] [--only joint-alrs,single]
+ * Run: npx tsx examples/experiments/bitswitch.ts [--seeds 0,1,2] [--epochs 3] [--widths 8,6,4,2] [--only joint-alrs,single]
  */
 import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,12 +16,12 @@ import { mean, pairedDiffs, pairedTable, pm, writeResults, type ConfigResult, ty
 import { checkBatchSize, evaluateClassifier, mnistBatch, mnistData } from '../lib/mnist.js';
 import { NONFINITE_HINT, SEED_MAX, commonOptions, useBackend } from '../lib/train.js';
 
-const WIDTHS = [8, 6, 4];
 const CONFIGS = ['joint-alrs', 'joint-noalrs', 'single', 'fp32'] as const;
 type ConfigName = (typeof CONFIGS)[number];
 
 const args = cli('experiments/bitswitch', 'Double Rounding: one MNIST MLP trained jointly at 8/6/4-bit weights and switched, vs one model trained per width, × seeds → accuracy per width, paired verdicts, plot.', {
   seeds: { type: 'ints', default: [0, 1, 2], min: 0, max: SEED_MAX, help: 'comma-separated seeds' },
+  widths: { type: 'ints', default: [8, 6, 4], min: 2, max: 16, help: 'comma-separated weight widths; the largest is the stored one' },
   only: { type: 'string', default: '', help: `comma-separated configs to run (default all): ${CONFIGS.join(', ')}` },
   epochs: { type: 'int', default: 3, min: 1, help: 'epochs over the 8,000 training digits; every model gets the same number of steps' },
   steps: { type: 'int', default: 0, min: 0, help: 'training steps per model, overriding --epochs (0: from --epochs)' },
@@ -35,6 +35,7 @@ const args = cli('experiments/bitswitch', 'Double Rounding: one MNIST MLP traine
   runDir: { type: 'string', default: 'runs/experiments/bitswitch', help: 'output directory' },
 });
 useBackend(args.backend);
+const WIDTHS = [...new Set(args.widths)].sort((a, b) => b - a);
 
 const only = args.only ? args.only.split(',').map((s) => s.trim()) : null;
 const unknown = (only ?? []).filter((n) => !(CONFIGS as readonly string[]).includes(n));
@@ -42,7 +43,7 @@ if (unknown.length) throw new CliError(`unknown --only name(s) ${unknown.join(',
 const configs = CONFIGS.filter((c) => !only || only.includes(c));
 
 /** One trained model: accuracy (%) at each width it was evaluated at (fp32: key 32). */
-interface Run { config: ConfigName; trainedAt: string; seed: number; steps: number; acc: Record<string, number>; msPerStep: number }
+interface Run { config: ConfigName; trainedAt: string; seed: number; steps: number; widths?: number[]; acc: Record<string, number>; msPerStep: number }
 
 const data = mnistData({ flatten: true });
 checkBatchSize(data, args.batchSize);
@@ -84,8 +85,8 @@ mkdirSync(args.runDir, { recursive: true });
 const log = join(args.runDir, 'runs.jsonl');
 const key = (trainedAt: string, seed: number) => `${trainedAt}/${seed}`;
 const done = new Map<string, Run>();
-// only runs of this budget count: a grid re-run with other --epochs does not mix them in
-if (!args.fresh && existsSync(log)) for (const r of readMetrics(log) as unknown as Run[]) if (r.steps === steps) done.set(key(r.trainedAt, r.seed), r);
+// only runs of this budget and these widths count: a re-run with other --epochs or --widths does not mix them in
+if (!args.fresh && existsSync(log)) for (const r of readMetrics(log) as unknown as Run[]) if (r.steps === steps && String(r.widths ?? [8, 6, 4]) === String(WIDTHS)) done.set(key(r.trainedAt, r.seed), r);
 
 /** Every model of a config: the joint ones are one model, 'single' one per width. */
 const jobs = (c: ConfigName): { trainedAt: string; widths: number[] | null; alrs: boolean }[] =>
@@ -105,7 +106,7 @@ for (const seed of args.seeds) {
       if (!j.widths) acc['32'] = accuracy(net);
       // the switch under test: one call, then the same network evaluated at that width
       else for (const b of j.widths) { setBitWidth(net, b); acc[String(b)] = accuracy(net); }
-      const run: Run = { config: c, trainedAt: j.trainedAt, seed, steps, acc, msPerStep };
+      const run: Run = { config: c, trainedAt: j.trainedAt, seed, steps, widths: WIDTHS, acc, msPerStep };
       done.set(key(j.trainedAt, seed), run);
       appendFileSync(log, encodeRecord({ step: 0, ...run }));
       console.log(`${key(j.trainedAt, seed)}: ${Object.entries(acc).map(([b, a]) => `W${b} ${a.toFixed(2)} %`).join(', ')}, ${msPerStep.toFixed(0)} ms/step, ${((performance.now() - t0) / 1000).toFixed(0)} s elapsed`);
@@ -119,9 +120,9 @@ function accOf(config: ConfigName, bits: number, seed: number): number | undefin
   return r?.acc[String(bits)];
 }
 const NOTES: Record<ConfigName, string> = {
-  'joint-alrs': 'one model, loss summed over 8/6/4 bits each step, ALRS (scale gradient × 2^−(8−l)), switched by setBitWidth',
+  'joint-alrs': `one model, loss summed over ${WIDTHS.join('/')} bits each step, ALRS (scale gradient × 2^−(${WIDTHS[0]}−l)), switched by setBitWidth`,
   'joint-noalrs': 'the same without ALRS (ablation)',
-  single: 'three models, each trained alone at its width (same layer, one width)',
+  single: 'one model per width, each trained alone at it (same layer, one width)',
   fp32: 'full precision reference',
 };
 const rows: ConfigResult[] = [];
@@ -135,9 +136,9 @@ for (const c of configs) {
 }
 const notes = `MLP 784-${args.hidden}-10, weights of both layers quantized per output channel (inputs float), ${steps} steps × batch ${args.batchSize} ` +
   `(${((steps * args.batchSize) / data.trainX.shape[0]!).toFixed(1)} epochs of the 8,000 training digits) for **every** model, AdamW lr ${args.lr} (cosine), scales at ${args.scaleLrMult}× lr, seeds ${args.seeds.join(',')}. ` +
-  'Equal steps per model: a joint step runs one forward and backward per width (3 per step), so the joint model costs about what the three single-width models cost together, and sees every width on every batch. Test accuracy over the 2,000 test digits.';
+  `Equal steps per model: a joint step runs one forward and backward per width (${WIDTHS.length} per step), so the joint model costs about what the ${WIDTHS.length} single-width models cost together, and sees every width on every batch. Test accuracy over the 2,000 test digits.`;
 const meta = { steps, epochs: args.epochs, batchSize: args.batchSize, hidden: args.hidden, lr: args.lr, scaleLrMult: args.scaleLrMult, widths: WIDTHS, seeds: args.seeds };
-const md = await writeResults(args.runDir, { title: 'MNIST MLP, Double Rounding bit-switching: test accuracy (%) at each weight width', metric: 'test acc %', rows, notes, meta });
+const md = await writeResults(args.runDir, { title: `MNIST MLP, Double Rounding bit-switching over ${WIDTHS.join('/')} bits: test accuracy (%) at each weight width`, metric: 'test acc %', rows, notes, meta });
 
 const pairs: Paired[] = [];
 const have = new Set(configs);
