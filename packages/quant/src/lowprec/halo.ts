@@ -39,7 +39,10 @@ export interface HaloOptions {
   round?: boolean;
 }
 
-/** The largest power of two ≤ cap dividing n. */
+/**
+ * The Hadamard block HALO rotates a dimension of size n in: the largest power of two ≤ cap dividing n.
+ * @example haloBlock(384); // 128
+ */
 export function haloBlock(n: number, cap = 256): number {
   let b = 1;
   while (b * 2 <= cap && n % (b * 2) === 0) b *= 2;
