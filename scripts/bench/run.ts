@@ -2,7 +2,7 @@
  * @file `npm run bench`: qgrad beside its peers in one run on this machine — op-dispatch
  * overhead, matmul GFLOP/s, training steps — printed as medians with qgrad/peer ratios and
  * written to bench-results/bench.json. Benchmarks are not tests: nothing here asserts a time.
- * Usage: npm run bench -- [--sections dispatch,matmul,quant,packed,int8,mlp,llama,lora] [--quick]
+ * Usage: npm run bench -- [--sections dispatch,matmul,quant,packed,sparse24,int8,mlp,llama,lora] [--quick]
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -16,13 +16,13 @@ import { jaxContender, peerDispatch, tfContender } from './peers.js';
 
 const { values: args } = parseArgs({
   options: {
-    sections: { type: 'string', default: 'dispatch,matmul,quant,packed,int8,mlp,llama,lora' },
+    sections: { type: 'string', default: 'dispatch,matmul,quant,packed,sparse24,int8,mlp,llama,lora' },
     quick: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
 if (args.help) {
-  console.log('npm run bench -- [--sections dispatch,matmul,quant,packed,int8,mlp,llama,lora] [--quick]');
+  console.log('npm run bench -- [--sections dispatch,matmul,quant,packed,sparse24,int8,mlp,llama,lora] [--quick]');
   process.exit(0);
 }
 const sections = new Set(args.sections!.split(','));
@@ -176,7 +176,7 @@ if (sections.has('matmul')) {
   report.matmul = { results, pytorch, llamaShapes: { shapes: perShape, results: llamaResults, stepMs, stepGflops, stepMflop: stepFlops / 1e6 } };
 }
 
-for (const s of ['quant', 'packed', 'int8', 'mlp', 'llama', 'lora']) {
+for (const s of ['quant', 'packed', 'sparse24', 'int8', 'mlp', 'llama', 'lora']) {
   if (sections.has(s)) {
     const mod = await import(`./${s}.js`).catch(() => null);
     if (mod) report[s] = await (mod as { run(ctx: BenchContext): Promise<unknown> }).run({ quick: args.quick!, torch, table, median });

@@ -1,0 +1,63 @@
+/**
+ * @file Bench section `sparse24`: the 2:4 sparse matvec (`sparse24Linear`, one row of x: the
+ * decode step) against the dense float32 matvec of the same masked weight (`linear`) at the
+ * tiny-Llama shapes and 4096 × 4096. The sparse kernel exists only as the js oracle (wasm falls
+ * back to it), so dense is timed on both the wasm backend (the default) and the js backend: the
+ * js/js ratio is what halving the work buys the same loop style, the js/wasm one where it stands.
+ * Run alone: npm run bench -- --sections sparse24 [--quick]
+ */
+import * as q from '@qgrad/core';
+import type { BenchContext } from './context.js';
+
+/** [out, in] of the tiny Llama's Linears (gate/up, down, q/o, head) and the large square. */
+const SHAPES: [number, number][] = [[384, 128], [128, 384], [128, 128], [256, 128], [4096, 4096]];
+
+/** A random [O, K] weight with exactly two non-zeros in every group of four (top-2 |w|). */
+function masked(O: number, K: number, g: q.Generator): q.Tensor {
+  const w = q.randn([O, K], { generator: g }).dataSync() as Float32Array;
+  for (let i = 0; i < w.length; i += 4) {
+    const order = [0, 1, 2, 3].sort((a, b) => Math.abs(w[i + b]!) - Math.abs(w[i + a]!));
+    w[i + order[2]!] = 0;
+    w[i + order[3]!] = 0;
+  }
+  return q.fromTypedArray(w, [O, K], 'float32');
+}
+
+/** Median µs per call over `reps` timed batches (after one warm-up batch). */
+function usPerCall(fn: () => void, iters: number, reps: number, median: (xs: number[]) => number): number {
+  for (let i = 0; i < iters; i++) fn();
+  const ts: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    const t = performance.now();
+    for (let i = 0; i < iters; i++) fn();
+    ts.push(((performance.now() - t) * 1000) / iters);
+  }
+  return median(ts);
+}
+
+export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
+  const reps = ctx.quick ? 3 : 7;
+  const rows: (string | number)[][] = [];
+  const results: Record<string, unknown>[] = [];
+  for (const [O, K] of SHAPES) {
+    const g = new q.Generator(O * 7 + K);
+    const w = masked(O, K, g);
+    const x = q.randn([1, K], { generator: g });
+    const sw = q.sparse24Weight(w);
+    const iters = O * K >= 1 << 22 ? 2 : 50;
+    const time = (fn: () => q.Tensor) => usPerCall(() => q.tidy(() => void fn().dataSync()), iters, reps, ctx.median);
+    // the same result first: a bench of a wrong kernel is no bench
+    const dense = q.noGrad(() => q.linear(x, w));
+    const sparse = q.noGrad(() => q.sparse24Linear(x, sw));
+    const err = Math.max(...Array.from(sparse.sub(dense).abs().dataSync()));
+    if (!(err < 1e-3)) throw new Error(`bench sparse24: sparse and dense matvec differ by ${err} at [${O}, ${K}]`);
+    const denseWasm = q.withBackend('wasm', () => time(() => q.noGrad(() => q.linear(x, w))));
+    const sparseUs = time(() => q.noGrad(() => q.sparse24Linear(x, sw)));
+    const [xj, wj] = [x.to('js'), w.to('js')];
+    const denseJs = q.withBackend('js', () => time(() => q.noGrad(() => q.linear(xj, wj))));
+    rows.push([`${O}×${K}`, denseWasm, denseJs, sparseUs, denseJs / sparseUs, denseWasm / sparseUs]);
+    results.push({ shape: [O, K], denseWasmUs: denseWasm, denseJsUs: denseJs, sparse24Us: sparseUs });
+  }
+  ctx.table('sparse24: 2:4 sparse matvec (js kernel) vs dense float32 matvec, µs per call (median)', ['shape', 'dense wasm', 'dense js', '2:4 js', 'js/2:4', 'wasm/2:4'], rows);
+  return { results };
+}
