@@ -432,8 +432,17 @@ export function contiguousCopy(engine: Engine, x: Arg): Arg | null {
   const k = kindOf([x], x);
   if (k === null) return null;
   const shape = [...x.shape];
-  // in wasm memory where tensors live there, so the caller's kernel reads it in place
-  const data = engine.heap.shared ? engine.heap.alloc(x.dtype, numel(shape)) : new (k === 'f32' ? Float32Array : Float64Array)(numel(shape));
+  // in wasm memory where tensors live there, so the caller's kernel reads it in place; when the
+  // heap is full the caller declines (null) and the op runs on js instead of failing
+  let data: TypedArray;
+  if (engine.heap.shared) {
+    try {
+      data = engine.heap.alloc(x.dtype, numel(shape));
+    } catch (e) {
+      if (e instanceof RangeError) return null;
+      throw e;
+    }
+  } else data = new (k === 'f32' ? Float32Array : Float64Array)(numel(shape));
   const tmp: Arg = { data, dtype: x.dtype, shape, strides: contiguousStrides(shape), offset: 0 };
   // a copy too small (or too sparse) for the wasm map is still worth making for the caller's kernel
   if (!copyWasm(engine, [x], tmp)) jsCopy([x], tmp, {});
