@@ -330,13 +330,17 @@ describe.skipIf(!available).each(['host arrays', 'device buffers'] as Placement[
         };
         const ref = state();
         const got = state();
+        const p0 = Float32Array.from(ref.p.data);
         jsKernels.adamStep([ref.p, ref.g, ref.m, ref.v], ref.p, params);
         runGpu('adamStep', [got.p, got.g, got.m, got.v], got.p, params);
         expect(backend.ranOn!('adamStep', 'float32')).toBe('gpu');
         expect(mismatch(got.m.data, ref.m.data, 1e-6, 1e-7)).toBe(-1);
         expect(mismatch(got.v.data, ref.v.data, 1e-6, 1e-9)).toBe(-1);
-        // the update is about lr per element: float32 error in it is a few ulp of lr on top of p's own
-        expect(mismatch(got.p.data, ref.p.data, 2.4e-7, 1e-5 * params.lr)).toBe(-1);
+        // GLSL's float32 division and sqrt are not correctly rounded (2.5 ulp and more), and the
+        // update m̂/(√v̂ + ε) reaches ~50·lr where v is tiny: the error is a few ulp of the larger
+        // of p and the update, not of the new p (p + Δ can cancel: −0.0493 + 0.0442 was seen)
+        const tol = Float32Array.from(p0, (p, i) => 1e-5 * params.lr + 2 ** -21 * (Math.abs(p) + Math.abs(ref.p.data[i]! - p)));
+        expect(mismatch(got.p.data, ref.p.data, 2.4e-7, tol)).toBe(-1);
       }),
       { numRuns: 30 },
     );
