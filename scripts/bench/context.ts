@@ -1,6 +1,6 @@
 /**
  * @file What run.ts hands each bench section: the quick flag, PyTorch's side of the section, the
- * table printer and the median.
+ * table printer and the median; and the per-call timer sections share.
  */
 export interface BenchContext {
   quick: boolean;
@@ -8,4 +8,16 @@ export interface BenchContext {
   torch: (section: string, ...rest: string[]) => Record<string, number> | null;
   table: (title: string, header: string[], rows: (string | number)[][]) => void;
   median: (xs: number[]) => number;
+}
+
+/** Median µs per call of `fn` over `reps` timed batches of `iters` calls (after one warm-up batch). */
+export function usPerCall(fn: () => void, iters: number, reps: number, median: (xs: number[]) => number): number {
+  for (let i = 0; i < iters; i++) fn();
+  const ts: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    const t = performance.now();
+    for (let i = 0; i < iters; i++) fn();
+    ts.push(((performance.now() - t) * 1000) / iters);
+  }
+  return median(ts);
 }

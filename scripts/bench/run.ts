@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as q from '@qgrad/core';
 import { benchMatmul, defaultContenders, llamaMatmulShapes, macs, median, squareShape, type MatmulResult } from './matmul.js';
-import type { BenchContext } from './context.js';
+import { type BenchContext, usPerCall } from './context.js';
 import { jaxContender, peerDispatch, tfContender } from './peers.js';
 
 const { values: args } = parseArgs({
@@ -74,18 +74,6 @@ function torch(section: string, ...rest: string[]): Record<string, number> | nul
   return best;
 }
 
-/** µs per call of `fn`, median over `reps` batches of `iters` calls. */
-function usPerCall(fn: () => void, iters: number, reps: number): number {
-  for (let i = 0; i < iters; i++) fn();
-  const ts: number[] = [];
-  for (let r = 0; r < reps; r++) {
-    const t = performance.now();
-    for (let i = 0; i < iters; i++) fn();
-    ts.push(((performance.now() - t) * 1000) / iters);
-  }
-  return median(ts);
-}
-
 function table(title: string, header: string[], rows: (string | number)[][]): void {
   console.log(`\n${title}`);
   const cells = [header, ...rows.map((r) => r.map((c) => (typeof c === 'number' ? (Math.abs(c) >= 100 ? c.toFixed(0) : c.toFixed(2)) : c)))];
@@ -102,11 +90,11 @@ if (sections.has('dispatch')) {
     const a = q.tensor([1, 2, 3, 4]);
     const b = q.tensor([5, 6, 7, 8]);
     const ag = q.tensor([1, 2, 3, 4], { requiresGrad: true });
-    rows.push([`qgrad-${backend} add`, usPerCall(() => a.add(b), iters, reps)]);
-    rows.push([`qgrad-${backend} add (recording)`, usPerCall(() => ag.add(b), iters, reps)]);
+    rows.push([`qgrad-${backend} add`, usPerCall(() => a.add(b), iters, reps, median)]);
+    rows.push([`qgrad-${backend} add (recording)`, usPerCall(() => ag.add(b), iters, reps, median)]);
     const x = q.randn([64, 64], { requiresGrad: true });
     const w = q.randn([64, 64], { requiresGrad: true });
-    rows.push([`qgrad-${backend} 64² matmul fwd+bwd`, usPerCall(() => x.matmul(w).sum().backward(), args.quick ? 20 : 100, reps)]);
+    rows.push([`qgrad-${backend} 64² matmul fwd+bwd`, usPerCall(() => x.matmul(w).sum().backward(), args.quick ? 20 : 100, reps, median)]);
   }
   q.setBackend('js');
   for (const [name, us] of await peerDispatch(iters)) rows.push([`${name} add`, us]);

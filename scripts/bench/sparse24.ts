@@ -7,7 +7,7 @@
  * Run alone: npm run bench -- --sections sparse24 [--quick]
  */
 import * as q from '@qgrad/core';
-import type { BenchContext } from './context.js';
+import { type BenchContext, usPerCall } from './context.js';
 
 /** [out, in] of the tiny Llama's Linears (gate/up, down, q/o, head) and the large square. */
 const SHAPES: [number, number][] = [[384, 128], [128, 384], [128, 128], [256, 128], [4096, 4096]];
@@ -21,18 +21,6 @@ function masked(O: number, K: number, g: q.Generator): q.Tensor {
     w[i + order[3]!] = 0;
   }
   return q.fromTypedArray(w, [O, K], 'float32');
-}
-
-/** Median µs per call over `reps` timed batches (after one warm-up batch). */
-function usPerCall(fn: () => void, iters: number, reps: number, median: (xs: number[]) => number): number {
-  for (let i = 0; i < iters; i++) fn();
-  const ts: number[] = [];
-  for (let r = 0; r < reps; r++) {
-    const t = performance.now();
-    for (let i = 0; i < iters; i++) fn();
-    ts.push(((performance.now() - t) * 1000) / iters);
-  }
-  return median(ts);
 }
 
 export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
