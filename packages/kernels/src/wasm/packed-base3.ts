@@ -10,7 +10,7 @@ import { base3Sections } from '../js/base3.js';
 import type { PackedOperands } from '../js/packed.js';
 import type { PackedMatmulParams, TypedArray } from '../names.js';
 import { type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
-import { align16, levels16, PARALLEL_MIN_MACS, range, rowEpilogue, shuffle8 } from './packed.js';
+import { align16, levels16, PARALLEL_MIN_MACS, placeOperands, range, rowEpilogue, shuffle8, stageOperands } from './packed.js';
 import { ARGS, type Engine, type Flavor } from './runtime.js';
 
 type Arg = KernelArg<TypedArray>;
@@ -295,18 +295,9 @@ export function packedBase3Wasm(engine: Engine, ops: PackedOperands, out: Arg, p
   const rowsPerTask = Math.ceil(O / tasks);
   const nTasks = Math.ceil(O / rowsPerTask);
   const sizes: [Arg | null, number][] = [[x, N * K], [codes, O * rowBytes], [table, 3], [scale, O * G], [zero, O * G], [bias, O]];
-  let at = engine.scratch + 64; // the four table planes first
-  const place = sizes.map(([a, n]) => {
-    if (!a) return { a, n, addr: 0, staged: false };
-    const addr = engine.inPlace(a, out);
-    if (addr >= 0) return { a, n, addr, staged: false };
-    const here = at;
-    at = align16(at + n * a.data.BYTES_PER_ELEMENT);
-    return { a, n, addr: here, staged: true };
-  });
-  const outAt = engine.addressOf(out);
-  const outPtr = outAt >= 0 ? outAt : at;
-  if (outAt < 0) at = align16(at + N * O * 4);
+  const placement = placeOperands(engine, sizes, out, N * O);
+  const { place, outAt, outPtr } = placement;
+  let at = placement.at;
   const blockScaled = gs % 256 === 0 || G === 1;
   const fused = N === 1 && gs % 256 === 0;
   // past the row: the tail's overhanging lanes (≤ 19 floats), then its 16-byte stage
@@ -314,9 +305,7 @@ export function packedBase3Wasm(engine: Engine, ops: PackedOperands, out: Arg, p
   const buf = at;
   at += nTasks * bufBytes;
   if (!engine.reserve(at - engine.scratch)) return false;
-  for (const { a, n, addr, staged } of place) {
-    if (a && staged) engine.stageIn(a.data, a.offset, a.offset + n, a.dtype === 'float32' ? engine.f32 : engine.u8, addr);
-  }
+  stageOperands(engine, place);
   // plane b holds byte b of the three levels (little-endian float32), the rest zero
   const u8 = engine.u8;
   const lv = new Uint8Array(Float32Array.from(table.data.subarray(table.offset, table.offset + 3)).buffer);

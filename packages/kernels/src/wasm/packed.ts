@@ -125,6 +125,41 @@ export function horizontalSum(c: Code, a: number): void {
   c.get(a).get(a).get(a).shuffle32([1, 0, 3, 2]).simd(Simd.f32x4_add).lane(Simd.f32x4_extract_lane, 0);
 }
 
+/** A packed kernel operand's address: in place when it lives in wasm memory (not overlapping out), else staged in scratch. */
+export interface Placed {
+  a: KernelArg<TypedArray> | null;
+  n: number;
+  addr: number;
+  staged: boolean;
+}
+
+/**
+ * Addresses for the operands (`sizes`: each with its element count) and for out (`outN` floats),
+ * staged ones in scratch after the 64 bytes of table planes; `at` is the first free address after them.
+ */
+export function placeOperands(engine: Engine, sizes: [KernelArg<TypedArray> | null, number][], out: KernelArg<TypedArray>, outN: number): { place: Placed[]; outAt: number; outPtr: number; at: number } {
+  let at = engine.scratch + 64;
+  const place = sizes.map(([a, n]): Placed => {
+    if (!a) return { a, n, addr: 0, staged: false };
+    const addr = engine.inPlace(a, out);
+    if (addr >= 0) return { a, n, addr, staged: false };
+    const here = at;
+    at = align16(at + n * a.data.BYTES_PER_ELEMENT);
+    return { a, n, addr: here, staged: true };
+  });
+  const outAt = engine.addressOf(out);
+  const outPtr = outAt >= 0 ? outAt : at;
+  if (outAt < 0) at = align16(at + outN * 4);
+  return { place, outAt, outPtr, at };
+}
+
+/** Copies the staged operands into scratch (after `engine.reserve`). */
+export function stageOperands(engine: Engine, place: readonly Placed[]): void {
+  for (const { a, n, addr, staged } of place) {
+    if (a && staged) engine.stageIn(a.data, a.offset, a.offset + n, a.dtype === 'float32' ? engine.f32 : engine.u8, addr);
+  }
+}
+
 /** Locals of a packed task that its row epilogue reads (four f32x4 accumulators, the scalar tail t, …). */
 export interface RowLocals {
   acc: number[];
@@ -353,18 +388,9 @@ export function packedMatmulWasm(engine: Engine, inputs: readonly Arg[], out: Ar
   const codeBytes = Math.ceil((O * K * bits) / 8);
   // each operand in place when it lives in wasm memory (and does not overlap out), else staged
   const sizes: [Arg | null, number][] = [[x, N * K], [codes, codeBytes], [table, 2 ** bits], [scale, O * ops.G], [zero, O * ops.G], [bias, O]];
-  let at = engine.scratch + 64; // the four table planes first
-  const place = sizes.map(([a, n]) => {
-    if (!a) return { a, n, addr: 0, staged: false };
-    const addr = engine.inPlace(a, out);
-    if (addr >= 0) return { a, n, addr, staged: false };
-    const here = at;
-    at = align16(at + n * a.data.BYTES_PER_ELEMENT);
-    return { a, n, addr: here, staged: true };
-  });
-  const outAt = engine.addressOf(out);
-  const outPtr = outAt >= 0 ? outAt : at;
-  if (outAt < 0) at = align16(at + N * O * 4);
+  const placement = placeOperands(engine, sizes, out, N * O);
+  const { place, outAt, outPtr } = placement;
+  let at = placement.at;
   // whole chunks need every group to start on a byte; then one row of x multiplies as it decodes
   const aligned = v !== 'lut8' && (K * bits) % 8 === 0 && (gs * bits) % 8 === 0;
   const chunks = aligned ? gs >> 4 : 0;
@@ -373,9 +399,7 @@ export function packedMatmulWasm(engine: Engine, inputs: readonly Arg[], out: Ar
   const buf = at;
   at += nTasks * bufBytes;
   if (!engine.reserve(at - engine.scratch)) return false;
-  for (const { a, n, addr, staged } of place) {
-    if (a && staged) engine.stageIn(a.data, a.offset, a.offset + n, a.dtype === 'float32' ? engine.f32 : engine.u8, addr);
-  }
+  stageOperands(engine, place);
   if (bits < 8) {
     // plane b holds byte b of each level (little-endian float32), unused entries zero
     const u8 = engine.u8;
