@@ -28,11 +28,7 @@ const WAITING: Record<string, string> = {
   'packages/quant/src/qat/convert.ts': 'the packed low-bit matmul change is editing it (ConvertResult, ConvertOptions)',
   'packages/kernels/src/names.ts': 'the packed low-bit matmul change is adding its kernel names here (DType, TypedArray, the op unions, the kernel params)',
   'packages/kernels/src/js/index.ts': 'the packed low-bit matmul change is adding its js kernel (jsBackend, jsKernels)',
-  'packages/kernels/src/js/elementwise.ts': 'in the js backend folder that the packed matmul change is editing (roundHalfEven, roundHalfAway)',
   'packages/kernels/src/wasm/index.ts': 'the packed low-bit matmul change is adding its wasm kernel (createWasmBackend, WasmBackend, WasmBackendOptions)',
-  'packages/kernels/src/fallback.ts': 'the gpu/fallback change is editing it (FallbackOptions, FallbackRunner)',
-  'packages/quant/src/qat/pack.ts': 'the packed low-bit matmul change is editing it (codeDType, unpackCodes: @example)',
-  'packages/quant/src/bitswitch/double-rounding.ts': 'a rounding refactor is editing it (setBitWidth: @example)',
 };
 
 interface Gap {

@@ -48,12 +48,13 @@ describe('the installed packages', () => {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  it('ship dist and sources but no tests, fixtures or build info', () => {
+  it('ship dist, sources and the license but no tests, fixtures or build info', () => {
     for (const p of PACKAGES) {
       const files = run('npm', ['pack', '--dry-run', '--ignore-scripts', '--json'], join(repo, 'packages', p));
       const names = (JSON.parse(files) as { files: { path: string }[] }[])[0]!.files.map((f) => f.path);
       expect(names).toContain('dist/index.js');
       expect(names).toContain('dist/index.d.ts');
+      expect(names).toContain('LICENSE');
       expect(names.filter((n) => /\.test\.|^test\/|fixtures|tsbuildinfo/.test(n))).toEqual([]);
     }
   }, 180_000);

@@ -34,6 +34,7 @@ export interface HostTransfer<D> {
 /** Inputs a kernel writes besides `out` (names.ts: adamStep updates expAvg and expAvgSq in place). */
 const WRITTEN_INPUTS: { [K in KernelName]?: readonly number[] } = { adamStep: [2, 3] };
 
+/** How `withJsFallback` moves device operands to the host, reports fallbacks and lists its counts. */
 export interface FallbackOptions<D = TypedArray> {
   /** Required when `D` is not a host typed array (device memory): see HostTransfer. */
   transfer?: HostTransfer<D>;
@@ -51,6 +52,7 @@ export interface FallbackOptions<D = TypedArray> {
   footer?: () => string[];
 }
 
+/** What `withJsFallback` returns: runs a kernel natively or on js, and says where each kernel ran. */
 export interface FallbackRunner<D = TypedArray> {
   run<K extends KernelName>(kernel: K, inputs: readonly KernelArg<D>[], out: KernelArg<D>, params: KernelParams[K]): void;
   /** The backend (its name, or 'js') that ran the last call of this kernel and dtype. */

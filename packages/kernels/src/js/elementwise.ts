@@ -6,7 +6,10 @@ import type { Kernel, KernelArg } from '../backend.js';
 import type { BinaryOp, TypedArray, UnaryOp } from '../names.js';
 import { numel, offsetsOrNull } from '../layout.js';
 
-/** erf to ~1e-15 relative: a positive-term series below 3, a continued fraction for erfc above. */
+/**
+ * erf to ~1e-15 relative: a positive-term series below 3, a continued fraction for erfc above.
+ * @example erf(1); // 0.8427007929497151
+ */
 export function erf(x: number): number {
   if (Number.isNaN(x)) return NaN;
   const a = Math.abs(x);
@@ -31,6 +34,10 @@ export function erf(x: number): number {
   return s * (1 - erfc);
 }
 
+/**
+ * Rounds to the nearest integer, ties to even (PyTorch's `torch.round`, IEEE roundTiesToEven), keeping the sign of zero.
+ * @example [roundHalfEven(0.5), roundHalfEven(1.5), roundHalfEven(-2.5)]; // [0, 2, -2]
+ */
 export function roundHalfEven(x: number): number {
   const f = Math.floor(x);
   const d = x - f;
@@ -38,6 +45,10 @@ export function roundHalfEven(x: number): number {
   return r === 0 && (x < 0 || Object.is(x, -0)) ? -0 : r; // keep the sign of zero, as PyTorch
 }
 
+/**
+ * Rounds to the nearest integer, ties away from zero (C's `round`, what several quantizer papers' code does).
+ * @example [roundHalfAway(0.5), roundHalfAway(-2.5)]; // [1, -3]
+ */
 export function roundHalfAway(x: number): number {
   const a = Math.abs(x);
   const f = Math.floor(a);

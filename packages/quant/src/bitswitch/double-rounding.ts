@@ -107,7 +107,10 @@ export function prepareBitSwitch(model: Module, o: BitSwitchOptions = {}, sel: {
   return names;
 }
 
-/** Switches every BitSwitchLinear of `model` to `bits` (one call at inference). */
+/**
+ * Switches every BitSwitchLinear of `model` to `bits` (one call at inference).
+ * @example setBitWidth(model, 4); // every BitSwitchLinear now runs on 4-bit weights, rounded again from its stored highest-precision ones
+ */
 export function setBitWidth(model: Module, bits: number): void {
   for (const [, m] of model.namedModules()) {
     if (!(m instanceof BitSwitchLinear)) continue;

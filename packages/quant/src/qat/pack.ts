@@ -8,7 +8,10 @@ import { fromTypedArray, packBase3, unpackBase3, type DType, type Tensor } from 
 import type { Grid } from '../grids/grid.js';
 import type { Granularity } from '../grids/granularity.js';
 
-/** Smallest integer dtype holding [lo, hi] (wider than 4 bits: codes of ≤ 4 bits are packed). */
+/**
+ * Smallest integer dtype holding [lo, hi] (wider than 4 bits: codes of ≤ 4 bits are packed).
+ * @example [codeDType(-128, 127), codeDType(0, 255), codeDType(-512, 511)]; // ['int8', 'uint8', 'int32']
+ */
 export function codeDType(lo: number, hi: number): DType {
   if (lo >= -128 && hi <= 127) return 'int8';
   if (lo >= 0 && hi <= 255) return 'uint8';
@@ -38,7 +41,10 @@ export function packCodes(codes: Tensor, lo: number, bits: number, hi = lo + 2 *
   return fromTypedArray(out, [out.length], 'uint8');
 }
 
-/** The int32 codes (n of them) back from `packCodes`' storage. */
+/**
+ * The int32 codes (n of them) back from `packCodes`' storage.
+ * @example unpackCodes(packCodes(tensor([1, 2, 3], { dtype: 'int32' }), 0, 4), 3, 0, 4); // Int32Array [1, 2, 3]
+ */
 export function unpackCodes(stored: Tensor, n: number, lo: number, bits: number): Int32Array {
   const src = stored.contiguous().dataSync();
   if (bits > 4) return Int32Array.from(src.subarray(0, n) as ArrayLike<number>);
@@ -68,7 +74,10 @@ export function packTernaryBase3(codes: Tensor, lo: number): Tensor {
   return fromTypedArray(out, [out.length], 'uint8');
 }
 
-/** The int32 codes of an [O, K] matrix back from `packTernaryBase3`'s bytes. */
+/**
+ * The int32 codes of an [O, K] matrix back from `packTernaryBase3`'s bytes.
+ * @example unpackTernaryBase3(packTernaryBase3(tensor([[-1, 0, 1, 0, -1]], { dtype: 'int32' }), -1), 1, 5, -1); // Int32Array [-1, 0, 1, 0, -1]
+ */
 export function unpackTernaryBase3(stored: Tensor, O: number, K: number, lo: number): Int32Array {
   return Int32Array.from(unpackBase3(stored.contiguous().dataSync(), O, K), (d) => d + lo);
 }
