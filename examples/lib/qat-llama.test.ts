@@ -3,12 +3,13 @@
  * is NaN, with the metrics written up to it; --allow-nonfinite runs on and records NaN, not null;
  * stopped at step 6 and resumed, a W4A4 LSQ run ends with the metrics and weights of an
  * uninterrupted one; model-size options shape the model; flags only the text can check
- * (--seq-len, --batch-size) are CliErrors.
+ * (--seq-len, --batch-size) are CliErrors; `init` starts a QAT fine-tune from a float run's weights.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { loadSafetensors } from '@qgrad/core';
 import { NonFiniteLossError, readMetrics } from '@qgrad/nn';
 import { CliError } from './args.js';
 import { qatLlamaModelConfig, runQatLlama, type QatLlamaOptions } from './qat-llama.js';
@@ -55,6 +56,20 @@ describe('runQatLlama', () => {
     expect(readMetrics(join(dir, 'metrics.jsonl'))).toEqual(readMetrics(join(root, 'full', 'metrics.jsonl')));
     const weights = (d: string) => readFileSync(join(root, d, 'checkpoint.safetensors'));
     expect(Buffer.compare(weights('resumed'), weights('full'))).toBe(0);
+  });
+
+  it('starts a ternary fine-tune from a float checkpoint (init), and names the mismatch of a wrong-size one', async () => {
+    const base: QatLlamaOptions = { ...tiny, steps: 3, lr: 3e-3 };
+    await runQatLlama({ ...base, dir: join(root, 'float') });
+    const init = join(root, 'float', 'checkpoint.safetensors');
+    // a step too small to move float32 weights: the fine-tune's latent weights are the float run's
+    await runQatLlama({ ...base, config: 'ternary-ste', seed: 7, steps: 1, lr: 1e-20, init, dir: join(root, 'tuned') });
+    const before = loadSafetensors(init);
+    const after = loadSafetensors(join(root, 'tuned', 'checkpoint.safetensors'));
+    const w = 'model.model.layers.0.mlp.gate_proj.weight';
+    expect(after[w]!.dataSync()).toEqual(before[w]!.dataSync());
+    expect(after['model.model.embed_tokens.weight']!.dataSync()).toEqual(before['model.model.embed_tokens.weight']!.dataSync());
+    await expect(runQatLlama({ ...base, dim: 32, init })).rejects.toThrow(/loadStateDict: size mismatch for model\.embed_tokens\.weight/);
   });
 
   it('sizes the model from --dim/--layers/--heads/--kv-heads/--seq-len', () => {

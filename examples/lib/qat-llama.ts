@@ -5,7 +5,7 @@
  * switches and QAT fused with the cooldown), one training run through nn's `fit` (progress bar,
  * metrics.jsonl, checkpoints, exact resume, curves.svg), validation bits per byte.
  */
-import { Generator, dispose, noGrad } from '@qgrad/core';
+import { Generator, dispose, loadSafetensorsWithMetadata, noGrad, type Tensor } from '@qgrad/core';
 import { AdamW, AuON, LambdaLR, Llama, Muon, cosineSchedule, fit, tinyLlamaConfig, trainStep, type Callback, type LlamaConfig, type LrLambda } from '@qgrad/nn';
 import {
   HestiaScheduler, QATPhase, calibrateHestia, prepareHadamardQAT, prepareQAT, questConfig, wsdSchedule,
@@ -94,6 +94,14 @@ export interface QatLlamaOptions {
   valBlocks: number;
   /** Run directory: metrics.jsonl, checkpoint.safetensors and curves.svg (none: no files, no resume). */
   dir?: string;
+  /**
+   * Start from the float weights of this training checkpoint (its `model.*` tensors, e.g. an `fp`
+   * run's checkpoint.safetensors) instead of a fresh initialisation: QAT fine-tuning of a pretrained
+   * model. The quantizers are installed after the weights load, so their scales initialise from them.
+   */
+  init?: string;
+  /** HESTIA: calibrate the per-tensor temperature scales by Hutchinson traces (default true; false: every scale 1). */
+  hestiaCalibrate?: boolean;
   /** Continue from `dir`'s checkpoint (model, optimizer, scheduler, HESTIA calibration; batches are step-seeded). */
   resume?: boolean;
   /** Checkpoint every N steps (default: at the end only). */
@@ -139,6 +147,20 @@ export function qatLlamaModelConfig(o: Pick<QatLlamaOptions, 'seqLen' | 'dim' | 
   };
 }
 
+/** Loads the `model.*` tensors of a training checkpoint into `model` (shapes must match: loadStateDict says which do not). */
+function loadModelWeights(model: Llama, path: string): void {
+  const { tensors } = loadSafetensorsWithMetadata(path);
+  const sd: Record<string, Tensor> = {};
+  for (const [k, t] of Object.entries(tensors)) if (k.startsWith('model.')) sd[k.slice('model.'.length)] = t;
+  if (!Object.keys(sd).length) throw new Error(`qat-llama: --init ${path} holds no model.* tensors (not a training checkpoint?)`);
+  // loadStateDict copies into the model's own tensors; the optimizer moments are not wanted (a fine-tune starts its own)
+  try {
+    model.loadStateDict(sd);
+  } finally {
+    dispose(Object.values(tensors));
+  }
+}
+
 /** One run (or its resumption from `dir`): trains and returns the validation bits per byte at the end. */
 export async function runQatLlama(o: QatLlamaOptions): Promise<QatLlamaResult> {
   const c = QAT_LLAMA_CONFIGS.find((k) => k.name === o.config);
@@ -147,6 +169,7 @@ export async function runQatLlama(o: QatLlamaOptions): Promise<QatLlamaResult> {
   const config = qatLlamaModelConfig(o);
   const { train, val } = mobyDickWindows(o.seqLen, o.batchSize);
   const model = new Llama(config, { generator: new Generator(o.seed) });
+  if (o.init) loadModelWeights(model, o.init);
   c.prepare?.(model);
   const batch = (i: number) => {
     const g = stepGenerator(o.seed, i, 2);
@@ -175,7 +198,7 @@ export async function runQatLlama(o: QatLlamaOptions): Promise<QatLlamaResult> {
   const calibration: Callback[] = !hestia ? [] : [{
     key: 'hestiaTempScales',
     onBegin: (ctx) => {
-      if (ctx.resumed) return;
+      if (ctx.resumed || o.hestiaCalibrate === false) return;
       const cal = calibrateHestia(model, () => { const [x, y] = batch(-1); return model.loss(x, y); }, { samples: 4, generator: new Generator(o.seed) });
       ctx.log(`HESTIA temperature scales: ${cal.map((r) => r.tempScale.toFixed(2)).join(' ')}`);
     },
