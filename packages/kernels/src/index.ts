@@ -5,7 +5,7 @@
 export * from './names.js';
 export * from './backend.js';
 export { BACKENDS, backendEntry, type BackendName } from './backends.js';
-export { withJsFallback, type FallbackOptions, type FallbackRunner, type KernelStat, type NativeKernel, type NativeTable } from './fallback.js';
+export { withJsFallback, type FallbackOptions, type FallbackRunner, type HostTransfer, type KernelStat, type NativeKernel, type NativeTable } from './fallback.js';
 export { jsBackend, jsKernels } from './js/index.js';
 export { INT8_MATMUL_MAX_K } from './js/int8-matmul.js';
 export { numel, contiguousStrides, isContiguous } from './layout.js';
