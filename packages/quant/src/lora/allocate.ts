@@ -1,12 +1,12 @@
 /**
- * @file Mixed precision from measured sensitivity: `measureSensitivity` gives, per Linear layer,
+ * @file Mixed precision from measured sensitivity: `measureSensitivity` gives, per Linear or Conv2d layer,
  * the Hutchinson Hessian trace of the loss in its weight, and for each bit width the SQNR of the
  * quantized weight and the loss change with that layer alone quantized; `allocateBits` spends an
  * average bits-per-parameter budget where it lowers the estimated damage most (greedy upgrades
  * by damage saved per bit) and returns rules for `prepareQAT` and `loraQuant`.
  */
-import { noGrad, type Generator, type Tensor } from '@qgrad/core';
-import { Linear, type Module } from '@qgrad/nn';
+import { dispose, noGrad, tidy, type Generator, type Tensor } from '@qgrad/core';
+import { Conv2d, Linear, type Module } from '@qgrad/nn';
 import { tensorError } from '../inspect/error.js';
 import { matchesName, type NamePattern, type QATRule } from '../qat/prepare.js';
 import type { WeightQuantConfig } from '../qat/quantizers.js';
@@ -36,7 +36,7 @@ export interface SensitivityOptions {
   choices?: number[];
   /** The quantizer of a layer at `bits` (default: int, per channel, MSE-fitted scale). */
   quant?: (bits: number) => WeightQuantConfig;
-  /** Which Linear layers (default all). */
+  /** Which Linear / Conv2d layers (default all). */
   targets?: NamePattern | NamePattern[];
   /** Hutchinson probes (default 8). */
   samples?: number;
@@ -46,15 +46,15 @@ export interface SensitivityOptions {
 const defaultQuant = (bits: number): WeightQuantConfig => ({ grid: 'int', bits, granularity: 'channel', scale: { mode: 'dynamic', rule: 'mse' } });
 
 /**
- * Measures each target Linear layer of a float model: Hessian trace, and per bit width the
- * weight SQNR and the loss change with that layer alone quantized (weights restored after).
+ * Measures each target Linear or Conv2d layer of a float model: Hessian trace, and per bit width
+ * the weight SQNR and the loss change with that layer alone quantized (weights restored after).
  * @example const sens = measureSensitivity(model, { loss: () => mseLoss(model.forward(x), y) });
  */
 export function measureSensitivity(model: Module, opts: SensitivityOptions): LayerSensitivity[] {
   const choices = opts.choices ?? [2, 3, 4, 8];
   const quant = opts.quant ?? defaultQuant;
-  const layers = [...model.namedModules()].filter((e): e is [string, Linear] => e[1] instanceof Linear && e[0] !== '' && (opts.targets === undefined || matchesName(e[0], opts.targets)));
-  if (!layers.length) throw new Error(`measureSensitivity: no Linear layer matches ${JSON.stringify(String(opts.targets))}`);
+  const layers = [...model.namedModules()].filter((e): e is [string, Linear | Conv2d] => (e[1] instanceof Linear || e[1] instanceof Conv2d) && e[0] !== '' && (opts.targets === undefined || matchesName(e[0], opts.targets)));
+  if (!layers.length) throw new Error(`measureSensitivity: no Linear or Conv2d layer matches ${JSON.stringify(String(opts.targets))}`);
   const weights = layers.map(([, l]) => l.weight);
   const was = weights.map((w) => w.requiresGrad);
   weights.forEach((w) => (w.requiresGrad = true));
@@ -64,20 +64,29 @@ export function measureSensitivity(model: Module, opts: SensitivityOptions): Lay
   } finally {
     weights.forEach((w, i) => (w.requiresGrad = was[i]!));
   }
-  const base = noGrad(() => opts.loss().item());
+  // a tidy per evaluation: this loop never yields to the garbage collector, and a Llama's
+  // activations for each of its layers × widths would otherwise pile up in the wasm heap
+  const lossNow = () => tidy(() => noGrad(() => opts.loss().item()));
+  const base = lossNow();
   return layers.map(([name, l], i) => {
     const w = l.weight;
     const keep = noGrad(() => w.detach().clone());
-    const row: LayerSensitivity = { name, params: w.numel(), weightNormSq: noGrad(() => keep.square().sum().item()), hessianTrace: traces[i]!, sqnrDb: {}, lossDelta: {} };
-    for (const bits of choices) {
-      const wq = noGrad(() => quantize(keep, quant(bits)).dequantize());
-      row.sqnrDb[bits] = tensorError(keep, wq).sqnrDb;
-      noGrad(() => w.copy_(wq));
-      try {
-        row.lossDelta[bits] = noGrad(() => opts.loss().item()) - base;
-      } finally {
-        noGrad(() => w.copy_(keep));
+    const row: LayerSensitivity = { name, params: w.numel(), weightNormSq: tidy(() => noGrad(() => keep.square().sum().item())), hessianTrace: traces[i]!, sqnrDb: {}, lossDelta: {} };
+    try {
+      for (const bits of choices) {
+        tidy(() => {
+          const wq = noGrad(() => quantize(keep, quant(bits)).dequantize());
+          row.sqnrDb[bits] = tensorError(keep, wq).sqnrDb;
+          noGrad(() => w.copy_(wq));
+        });
+        try {
+          row.lossDelta[bits] = lossNow() - base;
+        } finally {
+          noGrad(() => w.copy_(keep));
+        }
       }
+    } finally {
+      dispose(keep);
     }
     return row;
   });
@@ -101,9 +110,9 @@ export interface BitAllocation {
   bits: Record<string, number>;
   /** The parameter-weighted average reached (≤ budget). */
   averageBits: number;
-  /** For prepareQAT's `rules`. */
+  /** For prepareQAT's and ptq's `rules` (each names its layer's type, Linear or Conv2d). */
   qatRules: QATRule[];
-  /** For loraQuant's `rules`. */
+  /** For loraQuant's `rules` (Linear layers only: LoRA adapts Linears). */
   loraRules: { match: NamePattern; quant: WeightQuantConfig }[];
 }
 
@@ -117,9 +126,9 @@ export function allocateBits(model: Module, sens: LayerSensitivity[], opts: Allo
   const choices = [...new Set(opts.choices)].sort((a, b) => a - b);
   if (!choices.length) throw new Error('allocateBits: choices is empty');
   if (!(opts.budget >= choices[0]!)) throw new Error(`allocateBits: budget ${opts.budget} bits per parameter is below the smallest choice ${choices[0]} (choices ${choices.join(', ')}); no allocation meets it`);
-  const names = new Set([...model.namedModules()].map(([n]) => n));
+  const modules = new Map([...model.namedModules()]);
   for (const s of sens) {
-    if (!names.has(s.name)) throw new Error(`allocateBits: sensitivity for layer '${s.name}', which the model does not have`);
+    if (!modules.has(s.name)) throw new Error(`allocateBits: sensitivity for layer '${s.name}', which the model does not have`);
     for (const b of choices) if (s.sqnrDb[b] === undefined) throw new Error(`allocateBits: layer '${s.name}' was not measured at ${b} bits (measured: ${Object.keys(s.sqnrDb).join(', ')})`);
   }
   const score = opts.score ?? 'loss';
@@ -153,7 +162,7 @@ export function allocateBits(model: Module, sens: LayerSensitivity[], opts: Allo
   return {
     bits,
     averageBits: used / total,
-    qatRules: entries.map(([match, b]) => ({ match, types: ['Linear'], weight: quant(b) })),
-    loraRules: entries.map(([match, b]) => ({ match, quant: quant(b) })),
+    qatRules: entries.map(([match, b]) => ({ match, types: [modules.get(match) instanceof Conv2d ? 'Conv2d' : 'Linear'], weight: quant(b) })),
+    loraRules: entries.filter(([match]) => !(modules.get(match) instanceof Conv2d)).map(([match, b]) => ({ match, quant: quant(b) })),
   };
 }

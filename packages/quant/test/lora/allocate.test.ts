@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { Generator, noGrad, randn } from '@qgrad/core';
-import { Linear, ReLU, Sequential } from '@qgrad/nn';
+import { Conv2d, Flatten, Linear, ReLU, Sequential } from '@qgrad/nn';
 import * as Q from '@qgrad/quant';
 
 function setup() {
@@ -43,6 +43,22 @@ describe('allocateBits', () => {
     const m3 = setup().model;
     Q.loraQuant(m3, { method: 'qlora', rank: 4, alpha: 8, targets: '*', rules: a.loraRules });
     expect((m3.at(4) as Q.QLoraLinear).baseLayer.weightPlan.grid.label).toBe(`int${a.bits['4']}`);
+  });
+
+  it('measures Conv2d layers too, and its rules name each layer\'s type so ptq quantizes the convs at their widths', () => {
+    const g = new Generator(3);
+    const model = new Sequential(new Conv2d(1, 4, 3, { padding: 1, generator: g }), new ReLU(), new Conv2d(4, 4, 3, { padding: 1, generator: g }), new ReLU(), new Flatten(), new Linear(4 * 36, 3, { generator: g }));
+    const x = randn([8, 1, 6, 6], { generator: g });
+    const y = noGrad(() => model.forward(x).add(randn([8, 3], { generator: g }).mul(0.1)));
+    const loss = () => model.forward(x).sub(y).square().mean();
+    const sens = Q.measureSensitivity(model, { loss, generator: g, samples: 2, choices: [2, 4] });
+    expect(sens.map((s) => [s.name, s.params])).toEqual([['0', 36], ['2', 144], ['5', 432]]);
+    for (const s of sens) expect(s.sqnrDb[4]!).toBeGreaterThan(s.sqnrDb[2]!);
+    const a = Q.allocateBits(model, sens, { budget: 3, choices: [2, 4] });
+    expect(a.qatRules.map((r) => r.types)).toEqual([['Conv2d'], ['Conv2d'], ['Linear']]);
+    expect(a.loraRules.map((r) => r.match)).toEqual(['5']);
+    const { report } = Q.ptq(model, [x], { method: 'rtn', rules: a.qatRules });
+    expect(report.rows.map((r) => [r.name, r.weight.split(' ')[0]])).toEqual(sens.map((s) => [s.name, `int${a.bits[s.name]}`]));
   });
 
   it('gives the more sensitive of two equal-size layers the bits', () => {
