@@ -1,184 +1,130 @@
 /**
- * @file `exportOnnx(model, path, { inputShape })`: a Sequential MLP or CNN (float, or after
- * `convert`) as an ONNX model with QDQ — DequantizeLinear on integer weight codes (per tensor,
- * per channel, or blockwise per group), QuantizeLinear/DequantizeLinear on 8-bit inputs with
- * stored scales — opset 21; and `readOnnx(bytes)`, the validating reader.
+ * @file `exportOnnx(model, path, { inputShape })`: a Sequential MLP or CNN, or the ViT of
+ * @qgrad/nn (float, or after `convert`) as ONNX opset 21 — QDQ (DequantizeLinear on integer weight
+ * codes, QuantizeLinear/DequantizeLinear on 8-bit inputs) and com.microsoft MatMulNBits for 4-bit
+ * Linear weights — walked onto the one builder of onnx-graph.ts; and `readOnnx`, the validating reader.
  */
-import { noGrad, zeros, type Tensor } from '@qgrad/core';
-import { Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, Sigmoid, Tanh, type Module } from '@qgrad/nn';
+import { noGrad, zeros } from '@qgrad/core';
+import { Conv2d, Dropout, Flatten, Linear, MaxPool2d, Sequential, ViT, type Module } from '@qgrad/nn';
 import { QuantizedConv2d, QuantizedLinear } from '../qat/convert.js';
 import { ByteReader, nodeFs } from './bytes.js';
-import { ProtoWriter, readFields, type ProtoField } from './protobuf.js';
+import { DT, MS_DOMAIN, OnnxGraph, type Int4Export, type OnnxLayerRow } from './onnx-graph.js';
+import { readFields, type ProtoField } from './protobuf.js';
 
-/** ONNX TensorProto data types used here. */
-const DT = { float: 1, uint8: 2, int8: 3, int32: 6, int64: 7 } as const;
+export type { Int4Export, OnnxLayerRow } from './onnx-graph.js';
+
 const DT_BYTES: Record<number, number> = { 1: 4, 2: 1, 3: 1, 6: 4, 7: 8, 11: 8, 10: 2, 16: 2 };
-const OPSET = 21;
-const IR_VERSION = 10;
 
-/** Options of `exportOnnx`: the input's shape (its first extent becomes the symbolic batch dim). */
+/** Options of `exportOnnx`: the input's shape (its first extent becomes the symbolic batch dim) and the 4-bit format. */
 export interface OnnxExportOptions {
   /** The input's shape; its first extent is the batch and is written as a symbolic dim 'N'. */
   inputShape: number[];
+  /**
+   * 4-bit Linear weights in power-of-two groups ≥ 16 (or per channel with such a K): 'matmulnbits'
+   * (default: onnxruntime's com.microsoft MatMulNBits, packed two codes per byte, what onnxruntime's
+   * own 4-bit quantizer writes and its fast CPU/GPU kernels read) or 'qdq' (standard ONNX only:
+   * codes in int8/uint8 behind DequantizeLinear, which every runtime reads). Layers MatMulNBits
+   * cannot hold go out as QDQ either way.
+   */
+  int4?: Int4Export;
 }
 
 /** What `exportOnnx` returns: the model's bytes and how each layer's weight and input went out. */
 export interface OnnxExportResult {
   bytes: Uint8Array;
-  /** Per layer, how its weight went out: 'qdq' (integer codes + DequantizeLinear) or 'float' (dequantized values). */
-  layers: { name: string; op: string; weight?: 'qdq' | 'float'; input?: 'qdq' | 'float' }[];
+  /** Per weight layer, how its weight and input went out; activations and pooling name only their op. */
+  layers: OnnxLayerRow[];
 }
 
-type Attr = { name: string; i?: number; ints?: number[]; f?: number };
-interface Node { op: string; inputs: string[]; outputs: string[]; attrs?: Attr[] }
-interface Init { name: string; dtype: number; dims: number[]; data: Uint8Array }
-
-const raw = (a: ArrayBufferView) => new Uint8Array(a.buffer.slice(a.byteOffset, a.byteOffset + a.byteLength));
-const f32 = (t: Tensor | Float32Array | number[]) => raw(t instanceof Float32Array ? t : Float32Array.from(Array.isArray(t) ? t : t.contiguous().dataSync()));
-
-/**
- * The ONNX bytes of a Sequential model (see `exportOnnx`).
- * @example const { bytes } = modelToOnnx(model, { inputShape: [1, 784] });
- */
-export function modelToOnnx(model: Module, opts: OnnxExportOptions): OnnxExportResult {
-  if (!(model instanceof Sequential)) throw new Error(`exportOnnx: exports a Sequential of layers (Linear, Conv2d, converted ones, ReLU, Sigmoid, Tanh, Flatten, MaxPool2d); got ${model.constructor.name}`);
-  const nodes: Node[] = [];
-  const inits: Init[] = [];
-  const layers: OnnxExportResult['layers'] = [];
+/** A Sequential of layers, each onto the graph in turn. */
+function sequential(g: OnnxGraph, model: Sequential): string {
   let cur = 'input';
-  let k = 0;
-  const fresh = (s: string) => `${s}_${k++}`;
-  const add = (op: string, inputs: string[], attrs?: Attr[]): string => {
-    const out = fresh(op.toLowerCase());
-    nodes.push({ op, inputs, outputs: [out], attrs });
-    return out;
-  };
-  const init = (name: string, dtype: number, dims: number[], data: Uint8Array) => {
-    inits.push({ name, dtype, dims, data });
-    return name;
-  };
   let i = 0;
   for (const m of model) {
     const name = String(i++);
     const who = `exportOnnx: layer ${name} (${m.constructor.name})`;
-    if (m instanceof ReLU || m instanceof Sigmoid || m instanceof Tanh) {
-      cur = add(m instanceof ReLU ? 'Relu' : m instanceof Sigmoid ? 'Sigmoid' : 'Tanh', [cur]);
-      layers.push({ name, op: m.constructor.name });
+    const act = g.activation(m, cur);
+    if (act) {
+      cur = act;
+      g.layers.push({ name, op: m.constructor.name });
     } else if (m instanceof Flatten) {
       if (m.startDim !== 1 || m.endDim !== -1) throw new Error(`${who}: only Flatten(1, -1) maps to ONNX Flatten`);
-      cur = add('Flatten', [cur], [{ name: 'axis', i: 1 }]);
-      layers.push({ name, op: 'Flatten' });
+      cur = g.add('Flatten', [cur], [{ name: 'axis', i: 1 }]);
+      g.layers.push({ name, op: 'Flatten' });
     } else if (m instanceof MaxPool2d) {
-      const pair = (p: number | [number, number] | null | undefined, d: number) => (p == null ? [d, d] : typeof p === 'number' ? [p, p] : p);
-      const ks = pair(m.kernelSize as number | [number, number], 1);
-      const st = pair(m.opts.stride as number | [number, number] | null, 0);
-      const pd = pair(m.opts.padding as number | [number, number] | undefined, 0);
-      if (m.opts.ceilMode || (m.opts.dilation !== undefined && pair(m.opts.dilation as number, 1).some((d) => d !== 1))) throw new Error(`${who}: ceilMode and dilation are not exported`);
-      cur = add('MaxPool', [cur], [{ name: 'kernel_shape', ints: ks }, { name: 'strides', ints: m.opts.stride == null ? ks : st }, { name: 'pads', ints: [pd[0]!, pd[1]!, pd[0]!, pd[1]!] }]);
-      layers.push({ name, op: 'MaxPool' });
-    } else if (m instanceof Linear || m instanceof QuantizedLinear || m instanceof Conv2d || m instanceof QuantizedConv2d) {
-      const conv = m instanceof Conv2d || m instanceof QuantizedConv2d;
-      const row: OnnxExportResult['layers'][number] = { name, op: conv ? 'Conv' : 'Gemm', weight: 'float', input: 'float' };
-      let x = cur;
-      if ((m instanceof QuantizedLinear || m instanceof QuantizedConv2d) && m.inputPlan) {
-        const p = m.inputPlan;
-        const q = p.grid.integer;
-        const full = q && ((q.qmin === -128 && q.qmax === 127) || (q.qmin === 0 && q.qmax === 255));
-        if (!full || !m.inputScale || m.inputScale.numel() !== 1 || p.offset === 'beta') {
-          throw new Error(`${who}: inputs are exported as QuantizeLinear/DequantizeLinear with a stored per-tensor scale on a full 8-bit integer grid; this layer's input is ${p.grid.label} ${p.mode}`);
-        }
-        const z = m.inputZeroPoint ? Math.round(m.inputZeroPoint.item()) : 0;
-        const zt = q.qmin < 0 ? DT.int8 : DT.uint8;
-        const s = init(`${name}.input_scale`, DT.float, [], f32(m.inputScale));
-        const zp = init(`${name}.input_zero_point`, zt, [], zt === DT.int8 ? raw(Int8Array.of(z)) : Uint8Array.of(z));
-        x = add('DequantizeLinear', [add('QuantizeLinear', [x, s, zp]), s, zp]);
-        row.input = 'qdq';
-      }
-      let w: string;
-      if (m instanceof QuantizedLinear || m instanceof QuantizedConv2d) {
-        const p = m.weightPlan;
-        const q = p.grid.integer;
-        const g = p.granularity;
-        const rows = m.weightShape[0]!;
-        const cols = m.matrixShape[m.matrixShape.length - 1]!;
-        const group = g === 'tensor' ? -1 : g === 'channel' ? cols : typeof g === 'object' && 'group' in g && (g.axis ?? -1) === -1 && !conv ? g.group : 0;
-        if (q && q.qmin >= -128 && q.qmax <= 127 && !m.weightZeroPoint && group !== 0 && m.weightDType === 'float32') {
-          // integer codes as INT8 and one DequantizeLinear: per tensor, per output channel (axis 0) or blockwise along the inputs
-          const codes = Int8Array.from(m.codes().dataSync());
-          const scales = f32(noGrad(() => m.scales()));
-          const wq = init(`${name}.weight_quantized`, DT.int8, m.weightShape, raw(codes));
-          const attrs: Attr[] = [];
-          let sDims: number[];
-          if (group === -1) sDims = [];
-          else if (group === cols) {
-            sDims = [rows];
-            attrs.push({ name: 'axis', i: 0 });
-          } else {
-            sDims = [rows, cols / group];
-            attrs.push({ name: 'axis', i: 1 }, { name: 'block_size', i: group });
-          }
-          const s = init(`${name}.weight_scale`, DT.float, sDims, scales);
-          w = add('DequantizeLinear', [wq, s], attrs);
-          row.weight = 'qdq';
-        } else w = init(`${name}.weight`, DT.float, m.weightShape, f32(m.dequantizedWeight()));
-      } else w = init(`${name}.weight`, DT.float, [...m.weight.shape], f32(m.weight));
-      const inputs = [x, w];
-      if (m.bias) inputs.push(init(`${name}.bias`, DT.float, [...m.bias.shape], f32(m.bias)));
-      if (conv) {
-        const c = (m as Conv2d | QuantizedConv2d).conv;
-        const pair = (p: unknown, d: number): [number, number] => (p === undefined ? [d, d] : typeof p === 'number' ? [p, p] : (p as [number, number]));
-        if (typeof c.padding === 'string') throw new Error(`${who}: padding '${c.padding}' is not exported; give numbers`);
-        const pd = pair(c.padding, 0);
-        cur = add('Conv', inputs, [{ name: 'strides', ints: pair(c.stride, 1) }, { name: 'pads', ints: [pd[0], pd[1], pd[0], pd[1]] }, { name: 'dilations', ints: pair(c.dilation, 1) }, { name: 'group', i: c.groups ?? 1 }]);
-      } else cur = add('Gemm', inputs, [{ name: 'transB', i: 1 }]);
-      layers.push(row);
-    } else throw new Error(`${who}: no ONNX mapping (Linear, Conv2d, their converted forms, ReLU, Sigmoid, Tanh, Flatten, MaxPool2d are)`);
+      const pair = (p: unknown, d: number): number[] => (p == null ? [d, d] : typeof p === 'number' ? [p, p] : (p as number[]));
+      const ks = pair(m.kernelSize, 1);
+      const pd = pair(m.opts.padding, 0);
+      if (m.opts.ceilMode || pair(m.opts.dilation, 1).some((d) => d !== 1)) throw new Error(`${who}: ceilMode and dilation are not exported`);
+      cur = g.add('MaxPool', [cur], [{ name: 'kernel_shape', ints: ks }, { name: 'strides', ints: m.opts.stride == null ? ks : pair(m.opts.stride, 0) }, { name: 'pads', ints: [pd[0]!, pd[1]!, pd[0]!, pd[1]!] }]);
+      g.layers.push({ name, op: 'MaxPool' });
+    } else if (m instanceof Linear || m instanceof QuantizedLinear) cur = g.linear(name, m, cur, 2, who);
+    else if (m instanceof Conv2d || m instanceof QuantizedConv2d) cur = g.conv(name, m, cur, who);
+    else if (!(m instanceof Dropout)) throw new Error(`${who}: no ONNX mapping (Linear, Conv2d, their converted forms, ReLU, GELU, SiLU, LeakyReLU, Sigmoid, Tanh, Flatten, MaxPool2d, Dropout are)`);
   }
-  const outShape = noGrad(() => model.forward(zeros(opts.inputShape))).shape;
-  if (!nodes.length) throw new Error('exportOnnx: the model has no layers');
-  nodes.at(-1)!.outputs[0] = 'output';
-  const pm = new ProtoWriter();
-  pm.int(1, IR_VERSION).string(2, 'qgrad').message(8, (o) => o.string(1, '').int(2, OPSET));
-  pm.message(7, (g) => {
-    for (const n of nodes) {
-      g.message(1, (nb) => {
-        for (const s of n.inputs) nb.string(1, s);
-        for (const s of n.outputs) nb.string(2, s);
-        nb.string(3, n.outputs[0]!).string(4, n.op);
-        for (const a of n.attrs ?? []) {
-          nb.message(5, (ab) => {
-            ab.string(1, a.name);
-            if (a.ints) {
-              for (const v of a.ints) ab.int(8, v);
-              ab.int(20, 7);
-            } else if (a.f !== undefined) ab.float(2, a.f).int(20, 1);
-            else ab.int(3, a.i!).int(20, 2);
-          });
-        }
-      });
-    }
-    g.string(2, 'qgrad');
-    for (const t of inits) g.message(5, (tb) => {
-      for (const d of t.dims) tb.int(1, d);
-      tb.int(2, t.dtype).string(8, t.name).bytes(9, t.data);
-    });
-    const value = (field: number, name: string, shape: readonly number[]) =>
-      g.message(field, (v) => v.string(1, name).message(2, (tp) => tp.message(1, (tt) => tt.int(1, DT.float).message(2, (sh) => {
-        shape.forEach((d, j) => sh.message(1, (dim) => (j === 0 ? dim.string(2, 'N') : dim.int(1, d))));
-      }))));
-    value(11, 'input', opts.inputShape);
-    value(12, 'output', outShape);
-  });
-  return { bytes: pm.finish(), layers };
+  return cur;
 }
 
+/**
+ * The ViT of @qgrad/nn, following its forward: patch conv → [N, P, dim], class token expanded to
+ * the batch and concatenated in front, + positions, pre-norm blocks (LayerNorm → multi-head
+ * attention → residual, LayerNorm → MLP → residual), final LayerNorm, class token, head.
+ */
+function vit(g: OnnxGraph, model: ViT): string {
+  const { dim } = model.config;
+  const proj = model.patch_embed.proj as Module;
+  if (!(proj instanceof Conv2d || proj instanceof QuantizedConv2d)) throw new Error(`exportOnnx: patch_embed.proj is a ${proj.constructor.name}, not a Conv2d`);
+  const patches = g.transpose(g.reshape(g.conv('patch_embed.proj', proj, 'input'), [0, 0, -1]), [0, 2, 1]); // [N, dim, h, w] → [N, P, dim]
+  const batch = g.add('Shape', ['input'], [{ name: 'end', i: 1 }]); // [N]
+  const cls = g.add('Expand', [g.float('cls_token', model.cls_token, [1, 1, dim]), g.add('Concat', [batch, g.int64([1, dim])], [{ name: 'axis', i: 0 }])]);
+  let h = g.add('Add', [g.add('Concat', [cls, patches], [{ name: 'axis', i: 1 }]), g.float('pos_embed', model.pos_embed, [...model.pos_embed.shape])]); // [N, P + 1, dim]
+  const linear = (name: string, m: Module, x: string, rank = 3) => {
+    if (!(m instanceof Linear || m instanceof QuantizedLinear)) throw new Error(`exportOnnx: ${name} is a ${m.constructor.name}, not a Linear`);
+    return g.linear(name, m, x, rank);
+  };
+  let b = 0;
+  for (const block of model.blocks) {
+    const p = `blocks.${b++}`;
+    const a = block.attn;
+    if (a.rope || a.causal || a.numKvHeads !== a.numHeads) throw new Error(`exportOnnx: ${p}.attn uses RoPE, a causal mask or grouped KV heads, which the ViT export does not map`);
+    const x = g.layerNorm(`${p}.norm1`, block.norm1, h);
+    const heads = (y: string) => g.transpose(g.reshape(y, [0, 0, a.numHeads, a.headDim]), [0, 2, 1, 3]); // [N, T, dim] → [N, H, T, hd]
+    // as scaledDotProductAttention: q scaled before the product, then softmax over the keys
+    const q = g.add('Mul', [heads(linear(`${p}.attn.qProj`, a.qProj, x)), g.float(`${p}.attn.scale`, Float32Array.of(1 / Math.sqrt(a.headDim)), [])]);
+    const kT = g.transpose(g.reshape(linear(`${p}.attn.kProj`, a.kProj, x), [0, 0, a.numHeads, a.headDim]), [0, 2, 3, 1]); // [N, H, hd, T]
+    const w = g.add('Softmax', [g.add('MatMul', [q, kT])], [{ name: 'axis', i: -1 }]);
+    const y = g.reshape(g.transpose(g.add('MatMul', [w, heads(linear(`${p}.attn.vProj`, a.vProj, x))]), [0, 2, 1, 3]), [0, 0, dim]); // [N, T, dim]
+    h = g.add('Add', [h, linear(`${p}.attn.oProj`, a.oProj, y)]);
+    const mlp = block.mlp;
+    const hidden = g.activation(mlp.act, linear(`${p}.mlp.fc1`, mlp.fc1, g.layerNorm(`${p}.norm2`, block.norm2, h)));
+    if (!hidden) throw new Error(`exportOnnx: ${p}.mlp.act (${mlp.act.constructor.name}) has no ONNX mapping`);
+    h = g.add('Add', [h, linear(`${p}.mlp.fc2`, mlp.fc2, hidden)]);
+  }
+  const first = g.add('Gather', [g.layerNorm('norm', model.norm, h), g.int64([0], [])], [{ name: 'axis', i: 1 }]); // [N, dim]
+  return linear('head', model.head, first, 2);
+}
 
 /**
- * Writes a Sequential MLP or CNN as ONNX (opset 21, QDQ). Converted layers with symmetric integer
- * weight codes of ≤ 8 bits per tensor, per channel or (Linear) per group become INT8 initializers
- * behind DequantizeLinear; other grids go out as their dequantized values. 8-bit inputs with a
- * stored scale become QuantizeLinear → DequantizeLinear. onnxruntime reproduces qgrad's eval output
- * within float32 summation error.
+ * The ONNX bytes of a Sequential model or a ViT (see `exportOnnx`).
+ * @example const { bytes } = modelToOnnx(model, { inputShape: [1, 784] });
+ */
+export function modelToOnnx(model: Module, opts: OnnxExportOptions): OnnxExportResult {
+  const g = new OnnxGraph(opts.int4 ?? 'matmulnbits');
+  let out: string;
+  if (model instanceof Sequential) out = sequential(g, model);
+  else if (model instanceof ViT) out = vit(g, model);
+  else throw new Error(`exportOnnx: exports a Sequential of layers (Linear, Conv2d, converted ones, activations, Flatten, MaxPool2d) or a ViT; got ${model.constructor.name}`);
+  const outShape = noGrad(() => model.forward(zeros(opts.inputShape))).shape;
+  return { bytes: g.finish(out, opts.inputShape, outShape), layers: g.layers };
+}
+
+/**
+ * Writes a Sequential MLP or CNN, or a ViT, as ONNX (opset 21). Converted layers with integer
+ * weight codes of ≤ 8 bits per tensor, per channel or (Linear) per group become INT8 (UINT8 with
+ * a zero point) initializers behind DequantizeLinear; 4-bit Linear codes in power-of-two groups
+ * ≥ 16 become com.microsoft MatMulNBits unless `int4: 'qdq'`; other grids go out as their
+ * dequantized values. 8-bit inputs with a stored scale become QuantizeLinear → DequantizeLinear.
+ * onnxruntime reproduces qgrad's eval output within float32 summation error.
  * @example convert(model); exportOnnx(model, 'mlp.onnx', { inputShape: [1, 784] });
  */
 export function exportOnnx(model: Module, path: string, opts: OnnxExportOptions): OnnxExportResult {
@@ -189,11 +135,20 @@ export function exportOnnx(model: Module, path: string, opts: OnnxExportOptions)
 
 // ---------------------------------------------------------------- reading
 
+/** A node as `readOnnx` reads it: op, domain ('' for the ONNX one), inputs, outputs, and its int, float, string and ints attributes by name. */
+export interface OnnxNode {
+  op: string;
+  domain: string;
+  inputs: string[];
+  outputs: string[];
+  attrs: Record<string, number | string | number[]>;
+}
+
 /** A parsed ONNX model (what `readOnnx` returns): IR version, opsets, nodes, initializers and graph inputs/outputs. */
 export interface OnnxFile {
   irVersion: number;
   opsets: { domain: string; version: number }[];
-  nodes: { op: string; inputs: string[]; outputs: string[] }[];
+  nodes: OnnxNode[];
   initializers: { name: string; dtype: number; dims: number[]; bytes: Uint8Array }[];
   inputs: string[];
   outputs: string[];
@@ -202,8 +157,10 @@ export interface OnnxFile {
 /**
  * Parses and checks an ONNX model: the protobuf structure (tags, varints, lengths inside their
  * message), the graph, every initializer's raw bytes against its dtype and dims (external data
- * refused), and that each node input is a graph input, an initializer or an earlier output.
- * Errors are FormatErrors naming the byte offset.
+ * refused), that each node input is a graph input, an initializer or an earlier output, that
+ * each node's domain has an opset import and each attribute holds the value its type names, and
+ * for com.microsoft MatMulNBits that K, N, bits and block_size agree with its packed weight,
+ * scales and zero points. Errors are FormatErrors naming the byte offset.
  * @example readOnnx(readFileSync('mlp.onnx')).nodes.map((n) => n.op);
  */
 export function readOnnx(bytes: Uint8Array): OnnxFile {
@@ -224,6 +181,40 @@ export function readOnnx(bytes: Uint8Array): OnnxFile {
     if (f.wire !== 0) r.fail(`field ${f.field} should be a varint`, f.at);
     return f.value;
   };
+  // AttributeProto: name 1, type 20; FLOAT (1) in f 2, INT (2) in i 3, STRING (3) in s 4, INTS (7) in ints 8 (packed or not)
+  const attribute = (f: ProtoField, into: OnnxNode['attrs']) => {
+    let name = '';
+    let type = 0;
+    const ints: number[] = [];
+    let value: number | string | undefined;
+    for (const g of sub(f)) {
+      if (g.field === 1) name = text(g);
+      else if (g.field === 20) type = int(g);
+      else if (g.field === 2 && g.wire === 5) value = g.value;
+      else if (g.field === 3) value = int(g);
+      else if (g.field === 4) value = text(g);
+      else if (g.field === 8 && g.wire === 2) {
+        const end = g.start + g.length;
+        for (r.pos = g.start; r.pos < end;) { // r.pos is free: every readFields call sets its own
+          let v = 0;
+          let shift = 1;
+          for (;;) {
+            if (r.pos >= end) r.fail(`packed ints of attribute '${name}' run past their field`, g.at);
+            const b = r.bytes[r.pos++]!;
+            v += (b & 0x7f) * shift;
+            shift *= 128;
+            if (!(b & 0x80)) break;
+          }
+          ints.push(v);
+        }
+      } else if (g.field === 8) ints.push(int(g));
+    }
+    if (!name) r.fail('an attribute has no name', f.at);
+    const want = ({ 1: 'number', 2: 'number', 3: 'string' } as Record<number, string>)[type];
+    if (want && typeof value !== want) r.fail(`attribute '${name}' has type ${type} but no ${want === 'string' ? 'string (field 4)' : type === 1 ? 'float (field 2)' : 'int (field 3)'}`, f.at);
+    if (type === 7) into[name] = ints;
+    else if (want) into[name] = value!;
+  };
   const model = readFields(r, 0, bytes.length);
   const out: OnnxFile = { irVersion: 0, opsets: [], nodes: [], initializers: [], inputs: [], outputs: [] };
   let graph: ProtoField | undefined;
@@ -237,15 +228,16 @@ export function readOnnx(bytes: Uint8Array): OnnxFile {
   }
   if (!graph) r.fail('the model has no graph (field 7)', 0);
   const known = new Set<string>();
-  const pendingNodes: { op: string; inputs: string[]; outputs: string[]; at: number }[] = [];
+  const pendingNodes: (OnnxNode & { at: number })[] = [];
   for (const f of sub(graph!)) {
     if (f.field === 1) {
-      const n = { op: '', inputs: [] as string[], outputs: [] as string[], at: f.at };
+      const n = { op: '', domain: '', inputs: [] as string[], outputs: [] as string[], attrs: {} as OnnxNode['attrs'], at: f.at };
       for (const g of sub(f)) {
         if (g.field === 1) n.inputs.push(text(g));
         else if (g.field === 2) n.outputs.push(text(g));
         else if (g.field === 4) n.op = text(g);
-        else if (g.field === 5) sub(g); // attributes: structure checked, values not needed
+        else if (g.field === 7) n.domain = text(g);
+        else if (g.field === 5) attribute(g, n.attrs);
       }
       if (!n.op) r.fail('a node has no op_type', f.at);
       pendingNodes.push(n);
@@ -277,11 +269,34 @@ export function readOnnx(bytes: Uint8Array): OnnxFile {
       if (f.field === 11) known.add(name);
     }
   }
-  for (const n of pendingNodes) {
-    for (const s of n.inputs) if (s !== '' && !known.has(s)) r.fail(`node ${n.op} reads '${s}', which nothing before it produces`, n.at);
+  const domains = new Set(out.opsets.map((o) => (o.domain === 'ai.onnx' ? '' : o.domain)));
+  const inits = new Map(out.initializers.map((t) => [t.name, t]));
+  for (const { at, ...n } of pendingNodes) {
+    for (const s of n.inputs) if (s !== '' && !known.has(s)) r.fail(`node ${n.op} reads '${s}', which nothing before it produces`, at);
+    if (!domains.has(n.domain)) r.fail(`node ${n.op} is in domain '${n.domain}', which the model imports no opset of`, at);
+    if (n.op === 'MatMulNBits' && n.domain === MS_DOMAIN) checkMatMulNBits(n, inits, (what) => r.fail(`MatMulNBits ${n.outputs[0] ?? ''}: ${what}`, at));
     for (const s of n.outputs) known.add(s);
-    out.nodes.push({ op: n.op, inputs: n.inputs, outputs: n.outputs });
+    out.nodes.push(n);
   }
   for (const s of out.outputs) if (!known.has(s)) r.fail(`graph output '${s}' is produced by no node`, graph!.at);
   return out;
+}
+
+/** MatMulNBits' attributes against its initializers: B uint8 [N, ⌈K/bs⌉, bs·bits/8], scales N·⌈K/bs⌉, zero points (uint8) N·⌈⌈K/bs⌉·bits/8⌉. */
+function checkMatMulNBits(n: OnnxNode, inits: Map<string, OnnxFile['initializers'][number]>, fail: (what: string) => never): void {
+  const a = n.attrs;
+  for (const k of ['K', 'N', 'block_size']) if (typeof a[k] !== 'number' || (a[k] as number) < 1) fail(`attribute ${k} is missing or not a positive int`);
+  const [k, nOut, bs] = [a.K as number, a.N as number, a.block_size as number];
+  const bits = a.bits === undefined ? 4 : (a.bits as number);
+  if (bs < 16 || (bs & (bs - 1)) !== 0) fail(`block_size ${bs} is not a power of two ≥ 16`);
+  if (![2, 4, 8].includes(bits)) fail(`bits ${bits} is not 2, 4 or 8`);
+  const blocks = Math.ceil(k / bs);
+  const numel = (t: { dims: number[] }) => t.dims.reduce((x, y) => x * y, 1);
+  const b = inits.get(n.inputs[1] ?? '');
+  if (b && (b.dtype !== DT.uint8 || b.dims.join() !== [nOut, blocks, (bs * bits) / 8].join())) fail(`B '${b.name}' is type ${b.dtype} [${b.dims.join(', ')}]; K ${k}, N ${nOut}, ${bits} bits in blocks of ${bs} need uint8 [${nOut}, ${blocks}, ${(bs * bits) / 8}]`);
+  const s = inits.get(n.inputs[2] ?? '');
+  if (s && numel(s) !== nOut * blocks) fail(`scales '${s.name}' hold ${numel(s)} values; N·blocks is ${nOut * blocks}`);
+  const z = inits.get(n.inputs[3] ?? '');
+  const zBytes = nOut * Math.ceil((blocks * bits) / 8);
+  if (z && z.dtype === DT.uint8 && numel(z) !== zBytes) fail(`packed zero points '${z.name}' hold ${numel(z)} bytes; N·⌈blocks·bits/8⌉ is ${zBytes}`);
 }
