@@ -5,7 +5,7 @@
  */
 import type { Kernel, KernelArg } from '../backend.js';
 import { isContiguous, numel } from '../layout.js';
-import type { TypedArray } from '../names.js';
+import type { Sparse24MatmulParams, TypedArray } from '../names.js';
 
 type Arg = KernelArg<TypedArray>;
 const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
@@ -65,11 +65,23 @@ function flat(name: string, a: Arg | undefined, need: number, dtypes: readonly s
   return a;
 }
 
+/** The checked operands of a `sparse24Matmul` call (shared by the js oracle and the wasm kernel). */
+export interface Sparse24Operands {
+  x: Arg;
+  values: Arg;
+  indices: Arg;
+  bias: Arg | null;
+  N: number;
+  K: number;
+  O: number;
+}
+
 /**
- * The oracle: each output's sum over the kept entries in float64, rounded to out's dtype once.
- * Operand errors name the kernel and the value (K not a multiple of 4, short values or indices).
+ * Checks a `sparse24Matmul` call; errors name the kernel and the value (K not a multiple of 4,
+ * short values or indices, wrong dtypes or out shape).
+ * @example const { N, K, O } = sparse24Operands(inputs, out, { outFeatures: 8, bias: false });
  */
-export const sparse24Matmul: Kernel<'sparse24Matmul', TypedArray> = (inputs, out, p) => {
+export function sparse24Operands(inputs: readonly Arg[], out: Arg, p: Sparse24MatmulParams): Sparse24Operands {
   const O = p.outFeatures;
   const want = 3 + (p.bias ? 1 : 0);
   if (inputs.length !== want) throw new Error(`sparse24Matmul: expected ${want} inputs (x, values, indices${p.bias ? ', bias' : ''}), got ${inputs.length}`);
@@ -82,6 +94,13 @@ export const sparse24Matmul: Kernel<'sparse24Matmul', TypedArray> = (inputs, out
   const indices = flat('indices', inputs[2] as Arg, Math.ceil((O * half) / 4), ['uint8']);
   const bias = p.bias ? flat('bias', inputs[3] as Arg, O, [x.dtype]) : null;
   if (out.dtype !== x.dtype || out.shape.length !== 2 || out.shape[0] !== N || out.shape[1] !== O) throw new Error(`sparse24Matmul: out must be ${x.dtype} [${N}, ${O}], got ${out.dtype} ${fmt(out.shape)}`);
+  return { x, values, indices, bias, N, K, O };
+}
+
+/** The oracle: each output's sum over the kept entries in float64, rounded to out's dtype once. */
+export const sparse24Matmul: Kernel<'sparse24Matmul', TypedArray> = (inputs, out, p) => {
+  const { x, values, indices, bias, N, K, O } = sparse24Operands(inputs, out, p);
+  const half = K / 2;
   const [sxn, sxk] = [x.strides[0]!, x.strides[1]!];
   const xd = x.data;
   const vd = values.data;

@@ -92,7 +92,7 @@ export const Simd = {
   f64x2_abs: 0xec, f64x2_neg: 0xed, f64x2_sqrt: 0xef, f64x2_add: 0xf0, f64x2_sub: 0xf1,
   f64x2_mul: 0xf2, f64x2_div: 0xf3, f64x2_min: 0xf4, f64x2_max: 0xf5,
   i32x4_trunc_sat_f32x4_s: 0xf8, f32x4_convert_i32x4_s: 0xfa,
-  f32x4_relaxed_madd: 0x105, f32x4_relaxed_nmadd: 0x106, f64x2_relaxed_madd: 0x107,
+  i8x16_relaxed_swizzle: 0x100, f32x4_relaxed_madd: 0x105, f32x4_relaxed_nmadd: 0x106, f64x2_relaxed_madd: 0x107,
   f64x2_relaxed_nmadd: 0x108,
 } as const;
 

@@ -16,6 +16,7 @@ import { emitHadamard, fwhtWasm } from './hadamard.js';
 import { emitInt8Matmul, int8MatmulWasm } from './int8-matmul.js';
 import { MATMUL_MIN_MACS, matmulWasm } from './matmul.js';
 import { emitPacked, packedMatmulWasm } from './packed.js';
+import { emitSparse24, sparse24MatmulWasm } from './sparse24.js';
 import { emitNorm, normBackwardWasm, normWasm, ropeWasm, softmaxBackwardWasm, softmaxWasm } from './norm.js';
 import { emitQuant, fakeQuantizeBackwardWasm, fakeQuantizeWasm } from './quant.js';
 import { argReduceWasm, emitReduce, reduceWasm } from './reduce.js';
@@ -55,9 +56,10 @@ const RULES: { [K in KernelName]?: WasmRule<K> } = {
   adamStep: adamStepWasm,
   packedMatmul: packedMatmulWasm,
   int8Matmul: int8MatmulWasm,
+  sparse24Matmul: sparse24MatmulWasm,
 };
 
-const EMITTERS: Emitter[] = [emitMatmul, (mb) => emitElementwise(mb), (mb) => emitReduce(mb), (mb) => emitConv2d(mb), (mb) => emitQuant(mb), (mb) => emitHadamard(mb), (mb) => emitGather(mb), (mb) => emitNorm(mb), (mb) => emitOptim(mb), emitPacked, emitInt8Matmul];
+const EMITTERS: Emitter[] = [emitMatmul, (mb) => emitElementwise(mb), (mb) => emitReduce(mb), (mb) => emitConv2d(mb), (mb) => emitQuant(mb), (mb) => emitHadamard(mb), (mb) => emitGather(mb), (mb) => emitNorm(mb), (mb) => emitOptim(mb), emitPacked, emitInt8Matmul, emitSparse24];
 
 export interface WasmBackendOptions {
   /** Threads including the caller; default QGRAD_THREADS or os.availableParallelism(). */
