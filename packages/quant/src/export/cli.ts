@@ -1,11 +1,12 @@
 /**
  * @file The `qgrad` command line (bin/qgrad.ts only hands it `process.argv`): `qgrad export`
- * writes a Llama checkpoint directory (HF `config.json` + `model.safetensors`, float or written by
- * saveQuantized) as packed safetensors or GGUF, and `qgrad convert` rounds a float checkpoint's
- * projections to a quantized checkpoint directory that `qgrad export` reads back.
+ * writes a Llama or ViT checkpoint directory (HF `config.json` + `model.safetensors`, float or
+ * written by saveQuantized; `model_type` tells which) as packed safetensors, GGUF (Llama) or ONNX
+ * (ViT), and `qgrad convert` rounds a float checkpoint's Linear weights to a quantized checkpoint
+ * directory that `qgrad export` reads back.
  */
 import { loadSafetensorsWithMetadata } from '@qgrad/core';
-import { configFromHf, Llama } from '@qgrad/nn';
+import { configFromHf, fromPretrained, Llama, ViT, vitConfigFromHf } from '@qgrad/nn';
 import type { GridName } from '../grids/table.js';
 import { convert } from '../qat/convert.js';
 import { prepareQAT } from '../qat/prepare.js';
@@ -14,26 +15,28 @@ import type { GgmlTypeName } from './ggml.js';
 import { GGML_TYPES } from './ggml.js';
 import { nodeFs } from './bytes.js';
 import { exportGguf } from './gguf.js';
+import { exportOnnx } from './onnx.js';
 import { loadQuantized, QUANTIZED_FORMAT, saveQuantized } from './safetensors.js';
 
 const WEIGHT_FLAGS = `  [--weight int8|int4|nf4|ternary]          quantize the Linear weights (round to nearest)
   [--group N]                               weight scale per group of N inputs (int grids, ternary)`;
-const CHECKPOINT = '<checkpoint-dir> holds config.json and model.safetensors (float, or written by saveQuantized).';
+const CHECKPOINT = '<checkpoint-dir> holds config.json (model_type llama or vit) and model.safetensors (float, or written by saveQuantized).';
 
 const EXPORT_USAGE = `usage: qgrad export --format safetensors|gguf|onnx <checkpoint-dir> <out>
-  [--type F32|F16|Q8_0|Q4_0|TQ1_0|TQ2_0]   GGUF block type (default F32)
+  [--type F32|F16|Q8_0|Q4_0|TQ1_0|TQ2_0]   GGUF block type (default F32; Llama)
+  [--int4 matmulnbits|qdq]                  ONNX form of 4-bit Linear weights (default matmulnbits; ViT)
 ${WEIGHT_FLAGS} before exporting
-${CHECKPOINT}`;
+${CHECKPOINT} GGUF takes a Llama, ONNX a ViT (input [1, C, H, W], batch symbolic).`;
 
 const CONVERT_USAGE = `usage: qgrad convert --weight int8|int4|nf4|ternary <checkpoint-dir> <out-dir>
   [--group N]                               weight scale per group of N inputs (int grids, ternary)
 Writes <out-dir>/config.json and a quantized <out-dir>/model.safetensors (integer codes + scales),
-which qgrad export and loadQuantized read. <checkpoint-dir> holds a float config.json + model.safetensors.`;
+which qgrad export and loadQuantized read. <checkpoint-dir> holds a float config.json (llama or vit) + model.safetensors.`;
 
 const USAGE = `usage: qgrad <command> [flags]
 commands:
-  export    a Llama checkpoint directory to packed safetensors or GGUF
-  convert   a float Llama checkpoint directory to a quantized one (round to nearest)
+  export    a Llama or ViT checkpoint directory to packed safetensors, GGUF (Llama) or ONNX (ViT)
+  convert   a float Llama or ViT checkpoint directory to a quantized one (round to nearest)
 qgrad <command> --help shows the command's flags.`;
 
 /** Where the command line prints: the console by default, a collecting array in tests. */
@@ -68,20 +71,24 @@ function parse(argv: string[], known: string[]): { flags: Record<string, string>
   return { flags, src: pos[0]!, out: pos[1]! };
 }
 
-/** The Llama a checkpoint directory holds (converted layers where the file is a quantized export). */
-function loadLlama(dir: string): { llama: Llama; quantized: boolean } {
+/**
+ * The model a checkpoint directory holds, by config.json's `model_type` (llama, vit; HF's
+ * directory layout, as fromPretrained), with converted layers where the file is a quantized export.
+ */
+function loadModel(dir: string): { model: Llama | ViT; quantized: boolean } {
   const { metadata } = loadSafetensorsWithMetadata(`${dir}/model.safetensors`);
-  if (metadata.format !== QUANTIZED_FORMAT) return { llama: Llama.fromPretrained(dir), quantized: false };
-  const config = configFromHf(JSON.parse(new TextDecoder().decode(nodeFs('qgrad export').readFileSync(`${dir}/config.json`))) as Record<string, unknown>);
-  return { llama: loadQuantized(`${dir}/model.safetensors`, new Llama(config)), quantized: true };
+  const config = JSON.parse(new TextDecoder().decode(nodeFs('qgrad export').readFileSync(`${dir}/config.json`))) as Record<string, unknown>;
+  const vit = config.model_type === 'vit';
+  if (metadata.format !== QUANTIZED_FORMAT) return { model: vit ? (fromPretrained(dir) as ViT) : Llama.fromPretrained(dir), quantized: false };
+  return { model: loadQuantized(`${dir}/model.safetensors`, vit ? new ViT(vitConfigFromHf(config)) : new Llama(configFromHf(config))), quantized: true };
 }
 
-/** Rounds the Linear weights of `llama` to `weight` (int8, int4, nf4, ternary), per group of `group` inputs if given. */
-function quantizeWeights(llama: Llama, weight: string, group: string | undefined): void {
+/** Rounds the Linear weights of `model` to `weight` (int8, int4, nf4, ternary), per group of `group` inputs if given. */
+function quantizeWeights(model: Llama | ViT, weight: string, group: string | undefined): void {
   const grid = (weight.startsWith('int') ? 'int' : weight) as GridName;
   const config: WeightQuantConfig = { grid, ...(grid === 'int' && { bits: Number(weight.slice(3)), scale: 'absmax' }), ...(group && { granularity: { group: Number(group) } }) };
-  prepareQAT(llama, { default: { weight: config }, types: ['Linear'] });
-  convert(llama);
+  prepareQAT(model, { default: { weight: config }, types: ['Linear'] });
+  convert(model);
 }
 
 /** Runs one command: its usage on --help, a one-line error and exit 2 on bad flags, exit 1 when the work fails. */
@@ -108,41 +115,49 @@ function command(name: string, usage: string, known: string[], argv: string[], i
  * @example runExportCli(['--format', 'gguf', '--type', 'Q8_0', 'ckpt/', 'model.gguf']);
  */
 export function runExportCli(argv: string[], io: CliIo = CONSOLE): number {
-  return command('export', EXPORT_USAGE, ['format', 'type', 'weight', 'group'], argv, io, ({ flags, src, out }) => {
+  return command('export', EXPORT_USAGE, ['format', 'type', 'weight', 'group', 'int4'], argv, io, ({ flags, src, out }) => {
     const format = flags.format ?? '';
     if (!['safetensors', 'gguf', 'onnx'].includes(format)) return `--format must be safetensors, gguf or onnx, got '${format}'`;
     const type = (flags.type ?? 'F32') as GgmlTypeName;
     if (!(type in GGML_TYPES)) return `--type must be one of ${Object.keys(GGML_TYPES).join(', ')}, got '${flags.type}'`;
-    if (format === 'onnx') return '--format onnx takes Sequential MLPs/CNNs (exportOnnx in @qgrad/quant); a checkpoint directory holds a Llama, which has no ONNX mapping here';
-    const { llama } = loadLlama(src);
-    if (flags.weight) quantizeWeights(llama, flags.weight, flags.group);
-    if (format === 'gguf') {
-      const r = exportGguf(llama, out, { type });
+    const int4 = flags.int4 ?? 'matmulnbits';
+    if (int4 !== 'matmulnbits' && int4 !== 'qdq') return `--int4 must be matmulnbits or qdq, got '${int4}'`;
+    const { model } = loadModel(src);
+    if (format === 'onnx' && !(model instanceof ViT)) return `--format onnx takes a ViT checkpoint (model_type vit); ${src} holds a Llama, which has no ONNX mapping here`;
+    if (format === 'gguf' && !(model instanceof Llama)) return `--format gguf takes a Llama checkpoint (model_type llama); ${src} holds a ViT`;
+    if (flags.weight) quantizeWeights(model, flags.weight, flags.group);
+    if (model instanceof Llama && format === 'gguf') {
+      const r = exportGguf(model, out, { type });
       const fromCodes = r.tensors.filter((t) => t.source === 'codes').length;
       const worst = r.tensors.reduce((m, t) => Math.max(m, t.maxAbsError), 0);
       io.log(`wrote ${out}: ${r.bytes.length} bytes, ${r.tensors.length} tensors (${fromCodes} from QAT codes), largest weight difference ${worst.toExponential(2)}`);
+    } else if (model instanceof ViT && format === 'onnx') {
+      const { imageSize, inChannels } = model.config;
+      const r = exportOnnx(model, out, { inputShape: [1, inChannels, imageSize, imageSize], int4 });
+      const count = (w: string) => r.layers.filter((l) => l.weight === w).length;
+      io.log(`wrote ${out}: ${r.bytes.length} bytes, ${r.layers.length} weight layers (${count('matmulnbits')} MatMulNBits, ${count('qdq')} QDQ, ${count('float')} float)`);
     } else {
-      saveQuantized(llama, out);
+      saveQuantized(model, out);
       io.log(`wrote ${out}`);
     }
   });
 }
 
 /**
- * Runs `qgrad convert …` with `argv` after the subcommand: a float Llama checkpoint directory to a
+ * Runs `qgrad convert …` with `argv` after the subcommand: a float Llama or ViT checkpoint directory to a
  * quantized one (config.json + packed model.safetensors). Exit codes as {@link runExportCli}.
  * @example runConvertCli(['--weight', 'int4', '--group', '32', 'ckpt/', 'ckpt-w4/']);
  */
 export function runConvertCli(argv: string[], io: CliIo = CONSOLE): number {
   return command('convert', CONVERT_USAGE, ['weight', 'group'], argv, io, ({ flags, src, out }) => {
     if (flags.weight === undefined) return `--weight is required (${WEIGHTS.join(', ')})`;
-    const { llama, quantized } = loadLlama(src);
+    const { model, quantized } = loadModel(src);
     if (quantized) throw new Error(`${src}/model.safetensors is already quantized (written by saveQuantized); convert takes a float checkpoint`);
-    quantizeWeights(llama, flags.weight, flags.group);
+    quantizeWeights(model, flags.weight, flags.group);
     const fs = nodeFs('qgrad convert');
     fs.mkdirSync(out, { recursive: true });
     fs.writeFileSync(`${out}/config.json`, fs.readFileSync(`${src}/config.json`));
-    saveQuantized(llama, `${out}/model.safetensors`);
+    saveQuantized(model, `${out}/model.safetensors`);
     io.log(`wrote ${out}/config.json and ${out}/model.safetensors (${flags.weight}${flags.group ? `, groups of ${flags.group}` : ''})`);
   });
 }

@@ -1,14 +1,16 @@
 /**
  * @file The `qgrad` command line (runCli, runExportCli, runConvertCli): a Llama checkpoint
  * directory to GGUF, to a quantized safetensors that loads back with the same logits, and to a
- * quantized checkpoint directory; usage errors exit 2 with one line.
+ * quantized checkpoint directory; a ViT checkpoint directory (float or converted) to ONNX that
+ * onnxruntime-node runs to qgrad's logits; usage errors exit 2 with one line.
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Generator, noGrad, saveSafetensors, tensor } from '@qgrad/core';
-import { configToHf, Llama, type LlamaConfig } from '@qgrad/nn';
+import { Generator, noGrad, randn, saveSafetensors, tensor } from '@qgrad/core';
+import { configToHf, Llama, savePretrained, ViT, type LlamaConfig } from '@qgrad/nn';
 import * as Q from '@qgrad/quant';
 
 const dir = mkdtempSync(join(tmpdir(), 'qgrad-cli-'));
@@ -47,7 +49,8 @@ describe('qgrad export', () => {
       [['--format', 'zip', 'a', 'b'], "--format must be safetensors, gguf or onnx, got 'zip'"],
       [['--format', 'gguf', 'a'], 'expected <checkpoint-dir> <out>, got 1 path'],
       [['--format', 'gguf', '--type', 'Q5_K', 'a', 'b'], "--type must be one of F32, F16, Q4_0, Q8_0, TQ1_0, TQ2_0, got 'Q5_K'"],
-      [['--format', 'onnx', ckpt, 'x.onnx'], '--format onnx takes Sequential MLPs/CNNs'],
+      [['--format', 'onnx', ckpt, 'x.onnx'], '--format onnx takes a ViT checkpoint (model_type vit)'],
+      [['--format', 'onnx', '--int4', 'nf4', ckpt, 'x.onnx'], "--int4 must be matmulnbits or qdq, got 'nf4'"],
       [['--bogus', '1', 'a', 'b'], 'unknown flag --bogus'],
       [['--format', 'gguf', '--weight', 'int3', 'a', 'b'], "--weight must be int8, int4, nf4, ternary, got 'int3'"],
     ];
@@ -59,6 +62,42 @@ describe('qgrad export', () => {
       expect(errors[0]).not.toContain('\n');
     }
     expect(Q.runExportCli(['--format', 'gguf', join(dir, 'missing'), 'x.gguf'], io)).toBe(1);
+  });
+});
+
+describe('qgrad export --format onnx (ViT)', () => {
+  const ckpt = join(dir, 'vit');
+  const cfg = { imageSize: 8, patchSize: 4, inChannels: 1, numClasses: 3, dim: 32, depth: 1, numHeads: 2, mlpDim: 64 };
+  savePretrained(new ViT(cfg, { generator: new Generator(8) }), ckpt);
+  const lines: string[] = [];
+  const io = { log: (s: string) => lines.push(s), error: (s: string) => lines.push(s) };
+  const x = randn([1, 1, 8, 8], { generator: new Generator(3) });
+  async function ortLogits(path: string): Promise<Float32Array> {
+    // float activations in ORT's DequantizeLinear → MatMul fusion (its default, level 4, quantizes them to int8)
+    const session = await ort.InferenceSession.create(path, { extra: { session: { qdq_matmulnbits_accuracy_level: '0' } } });
+    return (await session.run({ input: new ort.Tensor('float32', Float32Array.from(x.dataSync()), [1, 1, 8, 8]) })).output!.data as Float32Array;
+  }
+
+  it('a float checkpoint with --weight int4 --group 16, and the checkpoint qgrad convert writes, run in onnxruntime to qgrad logits', async () => {
+    const direct = join(dir, 'vit-w4.onnx');
+    expect(Q.runExportCli(['--format', 'onnx', '--weight', 'int4', '--group', '16', ckpt, direct], io)).toBe(0);
+    expect(lines.at(-1)).toMatch(/8 weight layers \(7 MatMulNBits, 0 QDQ, 1 float\)/);
+    const converted = join(dir, 'vit-w4');
+    expect(Q.runCli(['convert', '--weight', 'int4', '--group', '16', ckpt, converted], io)).toBe(0);
+    const model = Q.loadQuantized(join(converted, 'model.safetensors'), new ViT(cfg));
+    const want = noGrad(() => model.forward(x)).dataSync();
+    const fromConverted = join(dir, 'vit-w4-qdq.onnx');
+    expect(Q.runCli(['export', '--format', 'onnx', '--int4', 'qdq', converted, fromConverted], io)).toBe(0);
+    expect(lines.at(-1)).toMatch(/\(0 MatMulNBits, 7 QDQ, 1 float\)/);
+    for (const path of [direct, fromConverted]) {
+      const got = await ortLogits(path);
+      expect(Math.max(...Array.from(got, (v, i) => Math.abs(v - want[i]!))), path).toBeLessThan(1e-5);
+    }
+  });
+
+  it('refuses GGUF for a ViT', () => {
+    expect(Q.runExportCli(['--format', 'gguf', ckpt, join(dir, 'vit.gguf')], io)).toBe(2);
+    expect(lines.at(-1)).toContain('--format gguf takes a Llama checkpoint');
   });
 });
 
