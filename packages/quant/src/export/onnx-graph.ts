@@ -10,7 +10,7 @@ import { QuantizedConv2d, QuantizedLinear } from '../qat/convert.js';
 import { ProtoWriter } from './protobuf.js';
 
 /** ONNX TensorProto data types used here. */
-export const DT = { float: 1, uint8: 2, int8: 3, int32: 6, int64: 7 } as const;
+export const DT = { float: 1, uint8: 2, int8: 3, int32: 6, int64: 7, uint4: 21, int4: 22 } as const;
 export const OPSET = 21;
 const IR_VERSION = 10;
 /** The contrib domain of MatMulNBits, at the only version onnxruntime defines. */
@@ -172,8 +172,15 @@ export class OnnxGraph {
     }
     const { block } = codes;
     const blocks = block ? cols / block : 1;
-    const dt = codes.zero ? DT.uint8 : DT.int8;
-    const bytes = (a: Int32Array) => (dt === DT.int8 ? raw(Int8Array.from(a)) : Uint8Array.from(a));
+    // codes of ≤ 4 bits as opset 21's packed INT4/UINT4 (two per byte, first in the low nibble, the tensor padded at its end)
+    const nibbles = codes.zero ? codes.qmax <= 15 : codes.qmin >= -8 && codes.qmax <= 7;
+    const dt = codes.zero ? (nibbles ? DT.uint4 : DT.uint8) : nibbles ? DT.int4 : DT.int8;
+    const bytes = (a: Int32Array) => {
+      if (!nibbles) return dt === DT.int8 ? raw(Int8Array.from(a)) : Uint8Array.from(a);
+      const out = new Uint8Array(Math.ceil(a.length / 2));
+      a.forEach((q, i) => (out[i >> 1]! |= (q & 15) << ((i & 1) * 4)));
+      return out;
+    };
     const attrs: Attr[] = [];
     let sDims: number[] = [];
     let scales = codes.scales;

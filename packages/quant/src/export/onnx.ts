@@ -13,7 +13,8 @@ import { readFields, type ProtoField } from './protobuf.js';
 
 export type { Int4Export, OnnxLayerRow } from './onnx-graph.js';
 
-const DT_BYTES: Record<number, number> = { 1: 4, 2: 1, 3: 1, 6: 4, 7: 8, 11: 8, 10: 2, 16: 2 };
+/** Bytes per element of the data types read; INT4/UINT4 (22/21) hold two per byte, the tensor padded to a whole byte. */
+const DT_BYTES: Record<number, number> = { 1: 4, 2: 1, 3: 1, 6: 4, 7: 8, 11: 8, 10: 2, 16: 2, 21: 0.5, 22: 0.5 };
 
 /** Options of `exportOnnx`: the input's shape (its first extent becomes the symbolic batch dim) and the 4-bit format. */
 export interface OnnxExportOptions {
@@ -22,9 +23,11 @@ export interface OnnxExportOptions {
   /**
    * 4-bit Linear weights in power-of-two groups ≥ 16 (or per channel with such a K): 'matmulnbits'
    * (default: onnxruntime's com.microsoft MatMulNBits, packed two codes per byte, what onnxruntime's
-   * own 4-bit quantizer writes and its fast CPU/GPU kernels read) or 'qdq' (standard ONNX only:
-   * codes in int8/uint8 behind DequantizeLinear, which every runtime reads). Layers MatMulNBits
-   * cannot hold go out as QDQ either way.
+   * own 4-bit quantizer writes and its fast CPU/GPU kernels read, computed in float32 as written)
+   * or 'qdq' (standard ONNX only: packed INT4/UINT4 codes behind DequantizeLinear; note that
+   * onnxruntime at optimisation 'extended'/'all' fuses blockwise DequantizeLinear → MatMul into
+   * MatMulNBits with int8-quantized activations unless the session sets
+   * `session.qdq_matmulnbits_accuracy_level` to 0). Layers MatMulNBits cannot hold go out as QDQ either way.
    */
   int4?: Int4Export;
 }
@@ -121,7 +124,7 @@ export function modelToOnnx(model: Module, opts: OnnxExportOptions): OnnxExportR
 /**
  * Writes a Sequential MLP or CNN, or a ViT, as ONNX (opset 21). Converted layers with integer
  * weight codes of ≤ 8 bits per tensor, per channel or (Linear) per group become INT8 (UINT8 with
- * a zero point) initializers behind DequantizeLinear; 4-bit Linear codes in power-of-two groups
+ * a zero point; INT4/UINT4 for ≤ 4 bits) initializers behind DequantizeLinear; 4-bit Linear codes in power-of-two groups
  * ≥ 16 become com.microsoft MatMulNBits unless `int4: 'qdq'`; other grids go out as their
  * dequantized values. 8-bit inputs with a stored scale become QuantizeLinear → DequantizeLinear.
  * onnxruntime reproduces qgrad's eval output within float32 summation error.
@@ -259,7 +262,8 @@ export function readOnnx(bytes: Uint8Array): OnnxFile {
       const size = DT_BYTES[t.dtype];
       if (!size) r.fail(`initializer '${t.name}' has data type ${t.dtype}, which qgrad does not read`, f.at);
       const n = t.dims.reduce((a, b) => a * b, 1);
-      if (!hasRaw || t.bytes.length !== n * size!) r.fail(`initializer '${t.name}' holds ${t.bytes.length} raw bytes; dims [${t.dims.join(', ')}] of type ${t.dtype} need ${n * size!}`, f.at);
+      const need = Math.ceil(n * size!);
+      if (!hasRaw || t.bytes.length !== need) r.fail(`initializer '${t.name}' holds ${t.bytes.length} raw bytes; dims [${t.dims.join(', ')}] of type ${t.dtype} need ${need}`, f.at);
       out.initializers.push(t);
       known.add(t.name);
     } else if (f.field === 11 || f.field === 12) {

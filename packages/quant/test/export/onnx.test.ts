@@ -113,7 +113,7 @@ describe('4-bit Linear weights as com.microsoft MatMulNBits', () => {
     const g = new Generator(seed);
     return new Sequential(new Linear(128, 64, { generator: g }), new ReLU(), new Linear(64, 48, { generator: g }), new ReLU(), new Linear(48, 10, { generator: g }));
   };
-  it('MLP, symmetric int4 in groups of 32 and 16: signed codes + 8 and no zero-point input, equal to the QDQ file and smaller', async () => {
+  it('MLP, symmetric int4 in groups of 32 and 16: signed codes + 8 and no zero-point input; QDQ as packed INT4; both under a quarter of float32', async () => {
     const runs = [];
     for (const int4 of ['matmulnbits', 'qdq'] as const) {
       const m = mlp(4);
@@ -127,18 +127,24 @@ describe('4-bit Linear weights as com.microsoft MatMulNBits', () => {
     expect(node).toMatchObject({ domain: 'com.microsoft', attrs: { K: 128, N: 64, bits: 4, block_size: 32 } });
     expect(nbits.file.opsets).toContainEqual({ domain: 'com.microsoft', version: 1 });
     expect(nbits.file.initializers.find((t) => t.name === '0.weight_packed')).toMatchObject({ dtype: 2, dims: [64, 4, 16] });
-    // 11,744 weights: half a byte each against QDQ's int8 byte
-    expect(qdq.res.bytes.length - nbits.res.bytes.length).toBeGreaterThan(0.45 * 11744);
+    const codes = qdq.file.initializers.find((t) => t.name === '0.weight_quantized')!;
+    expect([codes.dtype, codes.dims, codes.bytes.length]).toEqual([22, [64, 128], 4096]);
+    // 11,744 weights at half a byte in both files
+    expect(Math.abs(qdq.res.bytes.length - nbits.res.bytes.length)).toBeLessThan(0.02 * nbits.res.bytes.length);
     const float = await check(mlp(4), [5, 128], 'mlp-float32', null);
-    expect(float.res.bytes.length).toBeGreaterThan(3 * qdq.res.bytes.length);
+    expect(float.res.bytes.length).toBeGreaterThan(4 * qdq.res.bytes.length);
   });
 
-  it('MLP, asymmetric uint4 with zero points packed per row (three blocks a row: a padded nibble)', async () => {
+  it('MLP, asymmetric uint4 with zero points packed per row (three blocks a row: a padded nibble), and as UINT4 QDQ', async () => {
     const m = mlp(5);
     Q.prepareQAT(m, { default: W4(16, true) });
     const { res, file } = await check(m, [5, 128], 'mlp-w4a-g16', [32, 128]);
     expect(res.layers.filter((l) => l.weight).every((l) => l.weight === 'matmulnbits')).toBe(true);
     expect(file.initializers.find((t) => t.name === '4.weight_zero_point')).toMatchObject({ dtype: 2, dims: [10 * 2] });
+    const again = mlp(5);
+    Q.prepareQAT(again, { default: W4(16, true) });
+    const qdq = await check(again, [5, 128], 'mlp-w4a-g16-qdq', [32, 128], { int4: 'qdq' });
+    expect(qdq.file.initializers.find((t) => t.name === '4.weight_zero_point')).toMatchObject({ dtype: 21, dims: [10, 3] });
   });
 
   it('falls back to QDQ where MatMulNBits cannot hold the codes (groups of 8, int8)', async () => {
