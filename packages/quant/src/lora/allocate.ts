@@ -3,7 +3,8 @@
  * the Hutchinson Hessian trace of the loss in its weight, and for each bit width the SQNR of the
  * quantized weight and the loss change with that layer alone quantized; `allocateBits` spends an
  * average bits-per-parameter budget where it lowers the estimated damage most (greedy upgrades
- * by damage saved per bit) and returns rules for `prepareQAT` and `loraQuant`.
+ * by damage saved per bit, or the exact least-damage allocation) and returns rules for
+ * `prepareQAT`, `ptq` and `loraQuant`.
  */
 import { dispose, noGrad, tidy, type Generator, type Tensor } from '@qgrad/core';
 import { Conv2d, Linear, type Module } from '@qgrad/nn';
@@ -102,6 +103,53 @@ export interface AllocateOptions {
   score?: 'loss' | 'hessian' | 'sqnr';
   /** The quantizer config at `bits` the rules carry (default: int per channel, MSE-fitted scale). */
   quant?: (bits: number) => WeightQuantConfig;
+  /**
+   * 'greedy' (default): upgrades by damage saved per extra bit while they fit — it can stop with
+   * budget left when the next upgrade is a large layer. 'exact': the allocation of least total
+   * estimated damage within the budget (ties: the one using more bits), by dynamic programming
+   * over bit costs in units of the layers' common size, rounded up where the table would be large.
+   */
+  solver?: 'greedy' | 'exact';
+}
+
+const gcd = (a: number, b: number): number => (b ? gcd(b, a % b) : a);
+
+/**
+ * Multiple-choice knapsack: one width per layer, Σ cost ≤ cap, least Σ damage. Costs are counted in
+ * `unit`s of parameters (rounded up, so a rounded solution still meets the budget); the table has
+ * layers × (cap + 1) cells, kept under ~4·10⁶ by the unit.
+ */
+function exactLevels(params: number[], choices: number[], cap: number, damage: (i: number, level: number) => number): number[] {
+  const layers = params.length;
+  const total = params.reduce((a, b) => a + b, 0);
+  const common = params.reduce(gcd);
+  const unit = Math.max(common, Math.ceil((cap * layers) / 4e6));
+  const units = params.map((p) => Math.ceil(p / unit));
+  const c = Math.floor((cap + 1e-9 * total) / unit);
+  let best = new Float64Array(c + 1).fill(Infinity);
+  best[0] = 0;
+  const pick = new Int8Array(layers * (c + 1)).fill(-1);
+  for (let i = 0; i < layers; i++) {
+    const next = new Float64Array(c + 1).fill(Infinity);
+    for (let used = 0; used <= c; used++) {
+      if (best[used] === Infinity) continue;
+      for (let l = 0; l < choices.length; l++) {
+        const to = used + units[i]! * choices[l]!;
+        if (to > c) break;
+        const d = best[used]! + damage(i, l);
+        if (d < next[to]!) [next[to], pick[i * (c + 1) + to]] = [d, l];
+      }
+    }
+    best = next;
+  }
+  let end = -1;
+  for (let used = 0; used <= c; used++) if (best[used]! < Infinity && (end < 0 || best[used]! <= best[end]! * (1 + 1e-12) + 1e-300)) end = used;
+  const level = params.map(() => 0);
+  for (let i = layers - 1; i >= 0; i--) {
+    level[i] = pick[i * (c + 1) + end]!;
+    end -= units[i]! * choices[level[i]!]!;
+  }
+  return level;
 }
 
 /** What `allocateBits` returns: bits per layer and the average reached. */
@@ -119,8 +167,9 @@ export interface BitAllocation {
 /**
  * Chooses a bit width per layer so the parameter-weighted average meets `budget`: everyone starts
  * at the smallest choice, then the upgrade that saves the most estimated damage per extra bit is
- * taken while it fits. A budget below the smallest choice is an error naming both.
- * @example allocateBits(model, sens, { budget: 3, choices: [2, 3, 4, 8] }).qatRules;
+ * taken while it fits (or, `solver: 'exact'`, the least total damage within the budget). A budget
+ * below the smallest choice is an error naming both.
+ * @example allocateBits(model, sens, { budget: 3, choices: [2, 3, 4, 8], solver: 'exact' }).qatRules;
  */
 export function allocateBits(model: Module, sens: LayerSensitivity[], opts: AllocateOptions): BitAllocation {
   const choices = [...new Set(opts.choices)].sort((a, b) => a - b);
@@ -139,10 +188,10 @@ export function allocateBits(model: Module, sens: LayerSensitivity[], opts: Allo
     return noise;
   };
   const total = sens.reduce((n, s) => n + s.params, 0);
-  const level = sens.map(() => 0);
-  let used = sens.reduce((n, s) => n + s.params * choices[0]!, 0);
   const cap = opts.budget * total + 1e-9;
-  for (;;) {
+  const level = opts.solver === 'exact' ? exactLevels(sens.map((s) => s.params), choices, opts.budget * total, (i, l) => damage(sens[i]!, choices[l]!)) : sens.map(() => 0);
+  let used = sens.reduce((n, s, i) => n + s.params * choices[level[i]!]!, 0);
+  while (opts.solver !== 'exact') {
     let best = -1;
     let bestGain = -Infinity;
     sens.forEach((s, i) => {

@@ -3,6 +3,7 @@
  * the average budget and gives the sensitive layer more bits, rules that prepareQAT and loraQuant
  * accept, and a budget no choice can meet named in the error.
  */
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Generator, noGrad, randn } from '@qgrad/core';
 import { Conv2d, Flatten, Linear, ReLU, Sequential } from '@qgrad/nn';
@@ -65,6 +66,39 @@ describe('allocateBits', () => {
     const model = new Sequential(new Linear(8, 8), new Linear(8, 8));
     const row = (name: string, d2: number): Q.LayerSensitivity => ({ name, params: 64, weightNormSq: 1, hessianTrace: 1, sqnrDb: { 2: 10, 4: 20 }, lossDelta: { 2: d2, 4: 0 } });
     expect(Q.allocateBits(model, [row('0', 0.1), row('1', 1)], { budget: 3, choices: [2, 4] }).bits).toEqual({ 0: 2, 1: 4 });
+  });
+
+  it("solver 'exact' spends the budget the greedy leaves when its last upgrade is a large layer", () => {
+    const model = new Sequential(new Linear(2, 5), new Linear(10, 10));
+    const row = (name: string, params: number, lossDelta: Record<number, number>): Q.LayerSensitivity => ({ name, params, weightNormSq: 1, hessianTrace: 1, sqnrDb: { 2: 10, 3: 15, 4: 20 }, lossDelta });
+    // the small layer saves the most per bit, so the greedy takes it to 4 bits; the large one's upgrade then no longer fits
+    const sens = [row('0', 10, { 2: 5, 3: 2, 4: 0 }), row('1', 100, { 2: 10, 3: 0, 4: 0 })];
+    const greedy = Q.allocateBits(model, sens, { budget: 3, choices: [2, 3, 4] });
+    expect(greedy.bits).toEqual({ 0: 4, 1: 2 });
+    const exact = Q.allocateBits(model, sens, { budget: 3, choices: [2, 3, 4], solver: 'exact' });
+    expect(exact.bits).toEqual({ 0: 3, 1: 3 });
+    expect(exact.averageBits).toBe(3);
+    // ties in damage go to the allocation that uses more bits
+    expect(Q.allocateBits(model, [row('0', 10, { 2: 0, 3: 0, 4: 0 }), row('1', 100, { 2: 0, 3: 0, 4: 0 })], { budget: 3, choices: [2, 3, 4], solver: 'exact' }).averageBits).toBe(3);
+  });
+
+  it("solver 'exact' reaches the least total damage within the budget that enumerating every allocation finds", () => {
+    const layer = fc.record({ params: fc.integer({ min: 1, max: 64 }), d: fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { minLength: 3, maxLength: 3 }) });
+    fc.assert(fc.property(fc.array(layer, { minLength: 1, maxLength: 4 }), fc.double({ min: 2, max: 4, noNaN: true }), (layers, budget) => {
+      const model = new Sequential(...layers.map(() => new Linear(1, 1)));
+      const choices = [2, 3, 4];
+      const sens = layers.map((l, i): Q.LayerSensitivity => ({ name: String(i), params: l.params, weightNormSq: 1, hessianTrace: 1, sqnrDb: { 2: 1, 3: 2, 4: 3 }, lossDelta: { 2: l.d[0]!, 3: l.d[1]!, 4: l.d[2]! } }));
+      const total = layers.reduce((n, l) => n + l.params, 0);
+      let best = Infinity;
+      for (let code = 0; code < 3 ** layers.length; code++) {
+        const pick = layers.map((_, i) => Math.floor(code / 3 ** i) % 3);
+        if (layers.reduce((n, l, i) => n + l.params * choices[pick[i]!]!, 0) > budget * total + 1e-9) continue;
+        best = Math.min(best, layers.reduce((n, l, i) => n + l.d[pick[i]!]!, 0));
+      }
+      const a = Q.allocateBits(model, sens, { budget, choices, solver: 'exact' });
+      expect(a.averageBits).toBeLessThanOrEqual(budget + 1e-9);
+      expect(sens.reduce((n, s) => n + s.lossDelta[a.bits[s.name]!]!, 0)).toBeCloseTo(best, 12);
+    }), { numRuns: 200 });
   });
 
   it('names a budget no choice can meet, and sensitivities that do not fit', () => {
