@@ -6,14 +6,14 @@
  * operands the kernel quantizes while packing (haloLinear's). Ratios are float32 time / int8
  * time (> 1: int8 faster); the step row sums count × median time over the shapes. Then the whole
  * layer: HALO's haloLinear forward + backward (rotations, per-line quantization and three int8
- * products) against linear's in float32, on the default backend.
+ * products) against linear's in float32, on the default backend, after the rotations alone.
  * Run alone: npm run bench -- --sections int8 [--quick]
  */
 import * as q from '@qgrad/core';
 import { createWasmBackend, type DType, type KernelArg, type TypedArray, type WasmBackend } from '@qgrad/kernels';
 import { tinyLlamaConfig } from '@qgrad/nn';
 import { haloLinear } from '@qgrad/quant';
-import type { BenchContext } from './context.js';
+import { type BenchContext, usPerCall } from './context.js';
 import { llamaMatmulShapes, storedShape, type MatmulShape } from './matmul.js';
 
 type Arg = KernelArg<TypedArray>;
@@ -97,7 +97,28 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
     rows,
   );
   const ratio = (k: Kind, t: string) => step[`fp32 ${t}`]! / step[`${k} ${t}`]!;
-  return { shapes: perShape, stepMs: step, ratio: { '1t': ratio('int8', '1t'), '2t': ratio('int8', '2t') }, ratioQuantizeInPack: { '1t': ratio('int8q', '1t'), '2t': ratio('int8q', '2t') }, layers: layers(ctx) };
+  return { shapes: perShape, stepMs: step, ratio: { '1t': ratio('int8', '1t'), '2t': ratio('int8', '2t') }, ratioQuantizeInPack: { '1t': ratio('int8q', '1t'), '2t': ratio('int8q', '2t') }, rotations: rotations(ctx), layers: layers(ctx) };
+}
+
+/**
+ * The block Hadamard rotations haloLinear runs (hadamard, float32, contiguous rows) at the tiny
+ * Llama's sizes over 16 × 128 tokens: along in/out features (blocks of 128) and along the tokens
+ * for dW (blocks of 256), µs per call on the default wasm backend.
+ */
+function rotations(ctx: BenchContext): Record<string, number> {
+  const { dim, hiddenDim } = tinyLlamaConfig;
+  const cases: [number, number, number][] = [[2048, dim, 128], [2048, hiddenDim, 128], [dim, 2048, 256], [hiddenDim, 2048, 256]];
+  const g = new q.Generator(5);
+  const out: Record<string, number> = {};
+  const rows: (string | number)[][] = [];
+  for (const [r, c, b] of cases) {
+    const x = q.withBackend('wasm', () => q.randn([r, c], { generator: g }));
+    const us = q.withBackend('wasm', () => usPerCall(() => q.tidy(() => void q.hadamard(x, { blockSize: b })), 20, ctx.quick ? 3 : 9, ctx.median));
+    out[`${r}x${c}/${b}`] = us;
+    rows.push([`[${r}, ${c}] blocks of ${b}`, us, (r * c * Math.log2(b)) / (us * 1e3)]);
+  }
+  ctx.table('hadamard (fwht) float32 rotations of haloLinear, wasm (median µs per call; G butterflies/s)', ['rotation', 'µs', 'G bfly/s'], rows);
+  return out;
 }
 
 /** haloLinear vs linear, forward + backward, at the tiny Llama's Linear sizes over 16 × 128 tokens. */

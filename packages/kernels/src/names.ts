@@ -115,7 +115,10 @@ export interface KernelParams {
    * out has shape [3, ...x.shape]: per element dx, the dscale contribution, the dzeroPoint contribution.
    */
   fakeQuantizeBackward: FakeQuantizeParams & { gradFactor: number };
-  /** Fast Walsh–Hadamard transform along the last dim in independent blocks of `blockSize` (a power of two). */
+  /**
+   * Fast Walsh–Hadamard transform along the last dim in independent blocks of `blockSize` (a power
+   * of two), computed in out's dtype: float32 rounds every butterfly stage to float32 (js/hadamard.ts).
+   */
   fwht: FwhtParams;
   // ---- packed (js/packed.ts, wasm/packed.ts)
   /**

@@ -1,10 +1,11 @@
 /**
  * @file wasm fakeQuantize, fakeQuantizeBackward and fwht against the js kernels: bit-identical
- * (Object.is per element, so −0 and NaN count) over random shapes, broadcasts and edge values.
+ * (Object.is per element, so −0 and NaN count) over random shapes, broadcasts and edge values;
+ * fwht also with large blocks and split over threads.
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { contiguousStrides, jsKernels, numel, type FakeQuantizeParams, type QuantOffset, type Backend } from '@qgrad/kernels';
+import { contiguousStrides, createWasmBackend, jsKernels, numel, type FakeQuantizeParams, type QuantOffset, type Backend } from '@qgrad/kernels';
 import { type Arg, type FloatDType, randomArray, size, NATIVE } from './helpers.js';
 
 /** The backend under test (each of NATIVE in turn). */
@@ -179,4 +180,34 @@ describe.each(NATIVE)('$label fwht', (entry) => {
       );
     });
   }
+});
+
+describe('wasm fwht over threads and large blocks', () => {
+  it('splits blocks over the pool and stays bit-identical to js in both dtypes (blocks up to 4096, edge values)', () => {
+    const one = createWasmBackend({ threads: 1 });
+    const two = createWasmBackend({ threads: 2 });
+    try {
+      for (const dtype of DTYPES) {
+        for (const [rows, cols, b] of [[64, 1024, 1024], [16, 4096, 4096], [512, 256, 128], [300, 384, 128], [2048, 32, 2]]) {
+          const data = randomArray(dtype, rows * cols, rows + b);
+          [data[1], data[7], data[9]] = [-0, Infinity, NaN];
+          data[10] = 3e38;
+          const x: Arg = { data, dtype, shape: [rows, cols], strides: [cols, 1], offset: 0 };
+          const outs = [0, 1, 2].map((): Arg => ({ ...x, data: alloc(dtype, rows * cols) }));
+          for (const normalize of [true, false]) {
+            jsKernels.fwht([x], outs[0]!, { blockSize: b, normalize });
+            one.run('fwht', [x], outs[1]!, { blockSize: b, normalize });
+            two.run('fwht', [x], outs[2]!, { blockSize: b, normalize });
+            expect(firstDifference(outs[1]!.data, outs[0]!.data)).toBe(null);
+            expect(firstDifference(outs[2]!.data, outs[0]!.data)).toBe(null);
+          }
+        }
+      }
+      expect(two.ranOn!('fwht', 'float32')).toBe('wasm');
+      if (two.threads > 1) expect(two.stats!().find((s) => s.kernel === 'fwht' && s.dtype === 'float32')!.pooled).toBeGreaterThan(0);
+    } finally {
+      one.dispose();
+      two.dispose();
+    }
+  });
 });

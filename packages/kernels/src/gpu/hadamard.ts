@@ -1,7 +1,7 @@
 /**
  * @file gpu fast Walsh–Hadamard transform: log₂(blockSize) butterfly passes, one kernel each
  * (the first reads the strided input, the rest the previous pass's texture), the last one scaled.
- * Each pass rounds to float32, where js keeps a block in float64 and rounds once.
+ * Each pass rounds to float32, as the js oracle's float32 transform does (js/hadamard.ts).
  */
 import { collapse, numel } from '../layout.js';
 import type { KernelParams } from '../names.js';
