@@ -84,4 +84,15 @@ describe('export readers under mutation', () => {
     Q.convert(m);
     survives((b) => Q.readOnnx(b), Q.modelToOnnx(m, { inputShape: [1, 8] }).bytes);
   });
+
+  it('ONNX with com.microsoft MatMulNBits and INT4 QDQ (readOnnx: domains, attributes, packed sizes)', () => {
+    const g = new Generator(4);
+    const m = new Sequential(new Linear(32, 4, { generator: g }), new ReLU(), new Linear(4, 2, { generator: g }));
+    Q.prepareQAT(m, { rules: [{ match: '0', weight: { grid: 'int', bits: 4, granularity: { group: 16 }, asymmetric: true } }], default: { weight: { grid: 'int', bits: 4 } } });
+    m.eval();
+    Q.convert(m);
+    const bytes = Q.modelToOnnx(m, { inputShape: [1, 32] }).bytes;
+    expect(Q.readOnnx(bytes).initializers.map((t) => t.dtype)).toEqual(expect.arrayContaining([2, 22])); // MatMulNBits' uint8 B, INT4 codes
+    survives((b) => Q.readOnnx(b), bytes);
+  });
 });
