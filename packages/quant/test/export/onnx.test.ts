@@ -179,8 +179,16 @@ describe('ViT', () => {
   const calib = [16, 1, 8, 8];
 
   it('float: patch conv, class token, positions, LayerNorm, attention (MatMul/Softmax), exact GELU, head', async () => {
-    const { file } = await check(vit(), input, 'vit-float32', null);
+    const m = vit();
+    const { file } = await check(m, input, 'vit-float32', null);
     for (const op of ['Conv', 'Expand', 'Concat', 'LayerNormalization', 'Softmax', 'Gelu', 'Gather', 'Gemm']) expect(file.nodes.map((n) => n.op)).toContain(op);
+    // the batch is symbolic: the class token follows the input's batch, not the exported one
+    const x = randn([5, 1, 8, 8], { generator: new Generator(1) });
+    const session = await ort.InferenceSession.create(join(dir, 'vit-float32.onnx'));
+    const got = (await session.run({ input: new ort.Tensor('float32', Float32Array.from(x.dataSync()), [5, 1, 8, 8]) })).output!;
+    const want = noGrad(() => m.forward(x)).dataSync();
+    expect(got.dims).toEqual([5, 5]);
+    expect(Math.max(...Array.from(got.data as Float32Array, (v, i) => Math.abs(v - want[i]!)))).toBeLessThan(1e-5);
   });
 
   it('W8A8: per-channel int8 weights and int8 inputs, QDQ on every Linear and the patch conv', async () => {
