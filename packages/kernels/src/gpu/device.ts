@@ -2,7 +2,9 @@
  * @file The gpu backend's device: loading gpu.js (an optional dependency), choosing a mode
  * (QGRAD_GPU_MODE, else auto), the buffer type tensors live in (`GpuBuffer`: a device texture
  * and/or a host copy, kept coherent), uploads, downloads and the compiled-kernel cache. Kernels
- * themselves live in the family files; nothing here knows a kernel name.
+ * themselves live in the family files; nothing here knows a kernel name. In webgpu mode gpu.js
+ * kernels return Promises: the device queues its calls in program order (`PendingTexture`), so
+ * kernels still chain synchronously and only `read` waits.
  */
 import type { DType, TypedArray } from '../names.js';
 import { ARRAY_TYPES } from '../names.js';
@@ -24,6 +26,31 @@ interface GpuInstance {
 }
 interface GpuModule {
   GPU: { new (settings: { mode: string }): GpuInstance; isHeadlessGLSupported: boolean; isWebGL2Supported: boolean; isWebGPUSupported: boolean };
+}
+/** A webgpu pipeline kernel's result (gpu.js `WebGPUBufferResult`): its read-back is a Promise. */
+interface BufferHandle {
+  toArray(): Promise<Float32Array | ArrayLike<number>>;
+  delete(): void;
+}
+
+/**
+ * A webgpu kernel's result before and after gpu.js hands it over: the handle arrives through the
+ * device's queue (a kernel compiles asynchronously on its first call), so every use and the
+ * deletion are queued behind it. WebGPU has no synchronous read-back: `toArray` throws, `read` waits.
+ */
+export class PendingTexture implements Texture {
+  constructor(readonly handle: Promise<BufferHandle>, readonly device: Device) {
+    handle.catch(() => {}); // reported by the read that needs it (Device.failure)
+  }
+  toArray(): never {
+    throw new Error('gpu backend (webgpu): WebGPU reads back only asynchronously; use `await backend.read(…)` (a tensor\'s `data()`), not readSync (`dataSync()`, `item()`)');
+  }
+  read(): Promise<ArrayLike<number>> {
+    return this.device.queued(async () => (await this.handle).toArray());
+  }
+  delete(): void {
+    void this.device.queued(async () => (await this.handle).delete()).catch(() => {});
+  }
 }
 
 /** Modes the gpu backend can run in; auto tries them in this order. */
@@ -71,8 +98,44 @@ export class Device {
   /** Compiled kernels kept before the least recently used one without live outputs is destroyed. */
   capacity = 1000;
 
+  /** webgpu: the end of the chain of queued kernel calls, read-backs and deletions (program order). */
+  #queue: Promise<unknown> = Promise.resolve();
+  /** webgpu: the first queued call that failed (a kernel that did not compile); `settle` reports it. */
+  failure: Error | null = null;
+
   constructor(gpu: GpuInstance, readonly mode: GpuMode) {
     this.#gpu = gpu;
+  }
+
+  /**
+   * Runs `f` after everything queued before it (webgpu). gpu.js submits a built kernel's work
+   * synchronously, so queue order is submission order: a result exists before a later kernel binds
+   * it, and a buffer is deleted only after the kernels that read it were submitted.
+   */
+  queued<T>(f: () => Promise<T>): Promise<T> {
+    const p = this.#queue.then(f);
+    this.#queue = p.catch((e: unknown) => {
+      this.failure ??= e instanceof Error ? e : new Error(String(e));
+    });
+    return p;
+  }
+
+  /** Waits for everything queued so far (webgpu); rejects with the first failure. */
+  async settle(): Promise<void> {
+    await this.#queue;
+    if (this.failure) throw this.failure;
+  }
+
+  /** Calls a compiled kernel: at once, or in webgpu mode through the queue, its texture arguments' handles awaited. */
+  #call(k: Compiled, args: readonly unknown[]): Texture {
+    if (this.mode !== 'webgpu') return k.fn(...args);
+    // host arrays are copied now: the caller may change them before the queue gets to this call
+    const now = args.map((a) => (a instanceof Float32Array ? a.slice() : a));
+    const handle = this.queued(async () => {
+      const resolved = await Promise.all(now.map((a) => (a instanceof PendingTexture ? a.handle : a)));
+      return (await (k.fn(...resolved) as unknown as Promise<BufferHandle>)) as BufferHandle;
+    });
+    return new PendingTexture(handle, this);
   }
 
   /** Compiled kernels held now (more than `capacity` while every older one still has live outputs). */
@@ -113,13 +176,13 @@ export class Device {
   /** Runs a cached kernel over `n` outputs and counts the texture it returns. */
   run(source: string, n: number, args: readonly unknown[], sizes: readonly number[]): Texture {
     const k = this.#kernel(source, n, sizes);
-    return this.#made(k, k.fn(...args), n);
+    return this.#made(k, this.#call(k, args), n);
   }
 
   /** Puts host values on the device (gpu.js has no upload call: an identity kernel). */
   upload(values: Float32Array): Texture {
     const k = this.#kernel('function (a) { return a[this.thread.x]; }', values.length, [-1]);
-    return this.#made(k, k.fn(values), values.length);
+    return this.#made(k, this.#call(k, [values]), values.length);
   }
 
   release(t: Texture, n: number): void {
@@ -142,13 +205,19 @@ export class Device {
     for (const [key, k] of this.#kernels) {
       if (k.live > 0) continue;
       this.#kernels.delete(key);
-      k.fn.destroy();
+      this.#destroy(k);
       return;
     }
   }
 
+  /** Destroys a compiled kernel (webgpu: after the calls queued before). */
+  #destroy(k: Compiled): void {
+    if (this.mode !== 'webgpu') return k.fn.destroy();
+    void this.queued(async () => k.fn.destroy()).catch(() => {});
+  }
+
   dispose(): void {
-    for (const k of this.#kernels.values()) k.fn.destroy();
+    for (const k of this.#kernels.values()) this.#destroy(k);
     this.#kernels.clear();
   }
 }
@@ -165,8 +234,9 @@ function probe(device: Device): string | null {
 }
 
 /**
- * Chooses the mode: QGRAD_GPU_MODE when set (only that one), else webgpu → webgl2 → headlessgl
- * → webgl, the first that loads and passes a probe kernel.
+ * Chooses the mode: QGRAD_GPU_MODE when set (only that one), else webgl2 → headlessgl → webgl,
+ * the first that loads and passes a probe kernel. webgpu only when set: it reads back
+ * asynchronously only, and its probe is the first read.
  */
 export function openDevice(): { device: Device | null; info: GpuInfo } {
   const forced = env('QGRAD_GPU_MODE');
@@ -181,7 +251,7 @@ export function openDevice(): { device: Device | null; info: GpuInfo } {
     return { device: null, info: { mode: null, tried, message: `no gpu mode works: ${lib}` } };
   }
   for (const mode of order) {
-    const reason = unsupported(lib, mode);
+    const reason = unsupported(lib, mode, order.length === 1);
     if (reason) {
       tried.push({ mode, reason });
       continue;
@@ -189,10 +259,12 @@ export function openDevice(): { device: Device | null; info: GpuInfo } {
     let device: Device | null = null;
     try {
       device = new Device(new lib.GPU({ mode }), mode);
-      const failed = probe(device);
+      // webgpu reads back only asynchronously: its first read reports what a probe would
+      const failed = mode === 'webgpu' ? null : probe(device);
       if (failed) throw new Error(failed);
       tried.push({ mode, reason: null });
-      return { device, info: { mode, tried, message: `gpu backend: gpu.js in ${mode} mode` } };
+      const note = mode === 'webgpu' ? ' (read-back asynchronous only: read()/data(), not readSync()/item())' : '';
+      return { device, info: { mode, tried, message: `gpu backend: gpu.js in ${mode} mode${note}` } };
     } catch (e) {
       device?.dispose();
       tried.push({ mode, reason: (e as Error).message.split('\n')[0]! });
@@ -201,11 +273,12 @@ export function openDevice(): { device: Device | null; info: GpuInfo } {
   return { device: null, info: { mode: null, tried, message: `no gpu mode works (${tried.map((t) => `${t.mode}: ${t.reason}`).join('; ')})` } };
 }
 
-function unsupported(lib: GpuModule, mode: GpuMode): string | null {
+function unsupported(lib: GpuModule, mode: GpuMode, forced: boolean): string | null {
   switch (mode) {
     case 'webgpu':
-      // gpu.js's webgpu kernels return Promises, and Backend.run is synchronous; see index.ts
-      return 'gpu.js webgpu kernels are asynchronous; qgrad does not drive them yet';
+      // auto never picks it: code that reads synchronously (item(), dataSync()) would then throw
+      if (!forced) return 'webgpu has no synchronous read-back (item(), dataSync()); it is used only when asked for: QGRAD_GPU_MODE=webgpu';
+      return lib.GPU.isWebGPUSupported ? null : 'no WebGPU (navigator.gpu) here';
     case 'webgl2':
       return lib.GPU.isWebGL2Supported ? null : 'no WebGL2 context (not a browser)';
     case 'headlessgl':
@@ -251,6 +324,7 @@ export function deviceTexture(device: Device, b: GpuBuffer): Texture {
 /** The buffer's values on the host, read back (synchronously) when only the device has them. */
 export function hostValues(b: GpuBuffer): TypedArray {
   if (b.freed) throw new Error('gpu backend: read of a tensor whose storage was already freed (its texture is deleted)');
+  if (!b.host && b.texture instanceof PendingTexture) b.texture.toArray();
   if (!b.host) {
     let values: ArrayLike<number>;
     try {
@@ -263,6 +337,19 @@ export function hostValues(b: GpuBuffer): TypedArray {
     b.host = out;
   }
   return b.host;
+}
+
+/** The buffer's values on the host, waiting for the device where only it has them (every mode; webgpu's only read-back). */
+export async function hostValuesAsync(b: GpuBuffer): Promise<TypedArray> {
+  if (b.freed) throw new Error('gpu backend: read of a tensor whose storage was already freed (its texture is deleted)');
+  const t = b.texture;
+  if (b.host || !(t instanceof PendingTexture)) return hostValues(b);
+  const values = await t.read();
+  const out = new ARRAY_TYPES[b.dtype](b.size);
+  for (let i = 0; i < b.size; i++) out[i] = values[i]!;
+  // a kernel may have replaced the texture meanwhile: keep the copy only while it is current
+  if (b.texture === t && !b.host) b.host = out;
+  return out;
 }
 
 /** A kernel wrote the whole buffer on the device: the new texture replaces the old one and the host copy. */

@@ -4,14 +4,15 @@
  * kernels (`GpuBuffer`), and the js oracle for every call the gpu declines (float64, stochastic
  * rounding, partial writes of a device buffer, sizes past a float index), through fallback.ts's
  * host transfer, with a one-time warning naming it and the QGRAD_DEBUG_KERNELS=1 counts.
- * webgpu: gpu.js's webgpu kernels return Promises and Backend.run is synchronous, so that mode is
- * reported as not driven yet.
+ * webgpu (only with QGRAD_GPU_MODE=webgpu): kernels chain on the device as in the other modes
+ * (device.ts queues gpu.js's Promises in program order); values come back only through the async
+ * `read`, so readSync, a js fallback on a device-only buffer and an index check of one throw.
  */
 import type { Backend, BackendEntry, KernelArg } from '../backend.js';
 import { type NativeKernel, type NativeTable, withJsFallback } from '../fallback.js';
 import type { KernelName, KernelParams, TypedArray } from '../names.js';
 import { ARRAY_TYPES, DTYPES } from '../names.js';
-import { type Device, type GpuInfo, GpuBuffer, DEVICE_DTYPES, hostValues, hostWritten, openDevice } from './device.js';
+import { type Device, type GpuInfo, GpuBuffer, DEVICE_DTYPES, hostValues, hostValuesAsync, hostWritten, openDevice } from './device.js';
 import { binaryGpu, copyGpu, fillGpu, unaryGpu, whereGpu } from './elementwise.js';
 import { col2imGpu, im2colGpu } from './conv.js';
 import { gatherGpu, indexAddGpu, indexSelectGpu, scatterAddGpu } from './gather.js';
@@ -113,13 +114,17 @@ export function createGpuBackend(): GpuBackend {
       h.set(values as never);
       hostWritten(open().device, data);
     },
-    /** Blocks until the device has the values (WebGL readPixels); webgpu would need `read`. */
+    /** Blocks until the device has the values (WebGL readPixels); throws in webgpu mode, which has only `read`. */
     readSync(data, _dtype, size) {
       if (!(data instanceof GpuBuffer)) return data.subarray(0, size);
       const h = hostValues(data);
       return size === h.length ? h : h.subarray(0, size);
     },
-    read: async (data, dtype, size) => backend.readSync(data, dtype, size),
+    async read(data, _dtype, size) {
+      if (!(data instanceof GpuBuffer)) return data.subarray(0, size);
+      const h = await hostValuesAsync(data);
+      return size === h.length ? h : h.subarray(0, size);
+    },
     free(data) {
       if (!(data instanceof GpuBuffer)) return;
       if (data.freed) throw new Error('gpu backend: a buffer was freed twice');
@@ -138,7 +143,7 @@ export function createGpuBackend(): GpuBackend {
     run: runner.run,
     ranOn: runner.ranOn,
     stats: runner.stats,
-    sync: async () => {},
+    sync: async () => opened?.device?.settle(),
     dispose() {
       opened?.device?.dispose();
       opened = null;

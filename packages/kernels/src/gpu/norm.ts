@@ -7,7 +7,7 @@
  */
 import { numel } from '../layout.js';
 import type { KernelParams } from '../names.js';
-import { type Call, type GpuArg, MAX_INDEX, coordinates, lit, offsetOf, store, writable } from './operands.js';
+import { type Call, type GpuArg, MAX_INDEX, NEG_INF, coordinates, lit, offsetOf, store, writable } from './operands.js';
 
 const isF32 = (...args: GpuArg[]) => args.every((a) => a.dtype === 'float32');
 
@@ -32,7 +32,7 @@ export function softmaxGpu(call: Call, inputs: readonly GpuArg[], out: GpuArg, {
   const v = (j: string) => (bias ? `(x0[p0 + ${j} * s0] + x1[p1 + ${j} * s1])` : `x0[p0 + ${j} * s0]`);
   const source = `function (${args}) {
 ${lineSource(inputs, out, axis)}
-let m = -1.0 / 0.0;
+let m = ${NEG_INF};
 for (let j = 0; j < ${L}; j++) { m = Math.max(m, ${v('j')}); }
 let s = 0.0;
 for (let j = 0; j < ${L}; j++) { s += Math.exp(${v('j')} - m); }

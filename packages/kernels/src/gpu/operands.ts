@@ -79,11 +79,22 @@ export function store(call: Call, out: GpuArg, t: Texture): void {
   call.device.release(t, n);
 }
 
+/**
+ * A zero the shader compiler cannot fold: WGSL rejects 1.0 / 0.0 as a constant expression (GLSL
+ * evaluated it to ∞), and gpu.js writes `Infinity` as the largest finite float, so ±∞ and NaN are
+ * divisions by this zero, done at run time.
+ */
+const RUNTIME_ZERO = '(this.thread.x * 0.0)';
+/** +∞, −∞ and NaN as kernel source (root kernel bodies only: they read `this.thread`). */
+export const INF = `(1.0 / ${RUNTIME_ZERO})`;
+export const NEG_INF = `(-1.0 / ${RUNTIME_ZERO})`;
+export const NAN = `(${RUNTIME_ZERO} / ${RUNTIME_ZERO})`;
+
 /** A float literal for kernel source (gpu.js types `2` as an integer). */
 export function lit(v: number): string {
-  if (Number.isNaN(v)) return '(0.0 / 0.0)';
-  if (v === Infinity) return '(1.0 / 0.0)';
-  if (v === -Infinity) return '(-1.0 / 0.0)';
+  if (Number.isNaN(v)) return NAN;
+  if (v === Infinity) return INF;
+  if (v === -Infinity) return NEG_INF;
   const s = String(v);
   return /[.e]/.test(s) ? (s.includes('e') && !s.includes('.') ? s.replace('e', '.0e') : s) : `${s}.0`;
 }

@@ -4,7 +4,7 @@
  */
 import { numel } from '../layout.js';
 import type { KernelParams } from '../names.js';
-import { type Call, type GpuArg, MAX_INDEX, coordinates, lit, offsetOf, store, writable } from './operands.js';
+import { type Call, type GpuArg, INF, MAX_INDEX, NAN, NEG_INF, coordinates, lit, offsetOf, store, writable } from './operands.js';
 
 /** The reduced loops' headers and the offset of the element they reach, for dims `red` of x. */
 function loops(x: GpuArg, red: number[]): { open: string; close: string; at: string } {
@@ -29,7 +29,7 @@ export function reduceGpu(call: Call, [x]: readonly GpuArg[], out: GpuArg, { op,
   const { n, red, head } = setup(x!, out, axes);
   if (n === 0 || n > MAX_INDEX || numel(x!.shape) === 0) return false;
   const { open, close, at } = loops(x!, red);
-  const init = { sum: '0.0', prod: '1.0', max: '-1.0 / 0.0', min: '1.0 / 0.0', absmax: '0.0' }[op];
+  const init = { sum: '0.0', prod: '1.0', max: NEG_INF, min: INF, absmax: '0.0' }[op];
   const step = {
     sum: 'acc += v;',
     prod: 'acc *= v;',
@@ -45,7 +45,7 @@ ${open}
 const v = x[base + ${at}];
 ${step}
 ${close}
-if (nan > 0.0) { acc = 0.0 / 0.0; }
+if (nan > 0.0) { acc = ${NAN}; }
 return acc;
 }`;
   store(call, out, call.run(source, n, [x!]));
