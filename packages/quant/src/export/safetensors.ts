@@ -280,7 +280,11 @@ export function applyQuantized<M extends Module>(template: M, ckpt: QuantizedChe
       if (!(q instanceof QuantizedLinear) || !q.ternary) throw new Error(`${who}: the file stores base-3 codes, grid ${q.weightPlan.grid.label} is not ternary`);
       q.repackBase3();
     }
-    if (info.sparsity && q instanceof QuantizedLinear) q.sparsity = info.sparsity.pattern;
+    if (info.sparsity && q instanceof QuantizedLinear) {
+      q.sparsity = info.sparsity.pattern;
+      // as convert does: a 2:4 layer runs on the kept half of its weight
+      if (q.kernel === 'packed') q.kernel = 'sparse24';
+    }
     replaceSubmodule(template, name, q);
     const p = name ? `${name}.` : '';
     const codes = ckpt.tensors[info.bits <= 4 ? `${p}weight_packed` : `${p}weight`]!;

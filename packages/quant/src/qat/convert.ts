@@ -2,11 +2,12 @@
  * @file `convert(model)`: replaces each QAT layer by an inference layer that stores the weight as
  * codes on its grid — packed two 4-bit, four 2-bit or eight 1-bit per byte when they fit, else
  * int8/uint8/int32 — plus scales (MX: E8M0 exponent bytes), zero points and the grid's plan, and
- * the input quantizer's frozen grid. Linear layers run on the packed codes (`packedLinear`); the
+ * the input quantizer's frozen grid. Linear layers run on the packed codes (`packedLinear`), or
+ * those with a 2:4 mask on the kept half of the dequantized weight (`sparse24Linear`); the
  * dequantizing forward reproduces the fake-quantized eval output bit for bit, for every grid;
  * `QuantizedLinear.integerForward` is the int-accumulation path of int grids.
  */
-import { conv2d, embedding, fromTypedArray, keep, linear, noGrad, packedLinear, pow, type Conv2dOptions, type PackedWeight, type Tensor } from '@qgrad/core';
+import { conv2d, embedding, fromTypedArray, keep, linear, noGrad, packedLinear, pow, sparse24Linear, sparse24Weight, type Conv2dOptions, type PackedWeight, type Sparse24Weight, type Tensor } from '@qgrad/core';
 import { Module } from '@qgrad/nn';
 import type { FloatDType } from '../grids/grid.js';
 import { storedBits } from '../grids/grid.js';
@@ -125,17 +126,20 @@ abstract class QuantizedBase extends Module {
  * Which forward a converted Linear runs: `packed` reads the packed codes with the `packedMatmul`
  * kernel (within float32 summation error of the fake-quant eval output); `packedBase3` the same,
  * from ternary codes stored five per byte in TQ1_0's order (1.6 instead of 2 bits a weight; other
- * grids stay `packed`); `dequantize` rebuilds the float weight and calls `linear` (bit for bit
- * the fake-quant eval output).
+ * grids stay `packed`); `sparse24` (layers with a 2:4 mask; others stay `packed`) multiplies by
+ * the kept half of the dequantized weight, compressed once into float values and 2-bit positions
+ * (`sparse24Linear`: half the multiply-adds, within float32 summation error; it holds that float
+ * cache, 2.125 bytes a weight, beside the codes); `dequantize` rebuilds the float weight and calls
+ * `linear` (bit for bit the fake-quant eval output).
  */
-export type QuantizedKernel = 'packed' | 'packedBase3' | 'dequantize';
+export type QuantizedKernel = 'packed' | 'packedBase3' | 'sparse24' | 'dequantize';
 
 /** Inference Linear over integer weight codes (see `convert`). */
 export class QuantizedLinear extends QuantizedBase {
   bias: Tensor | null;
   readonly inFeatures: number;
   readonly outFeatures: number;
-  /** The forward `forward` runs (see QuantizedKernel); 'packed' unless convert was told otherwise. */
+  /** The forward `forward` runs (see QuantizedKernel); 'sparse24' for a 2:4 layer, else 'packed', unless convert was told otherwise. */
   kernel: QuantizedKernel = 'packed';
   /** Whether the weight has exactly three codes (ternary), so `repackBase3` can store it in base 3. */
   get ternary(): boolean {
@@ -158,6 +162,23 @@ export class QuantizedLinear extends QuantizedBase {
   }
   /** The kernel's operands, with the buffer versions they were built from. */
   #packed: { weight: PackedWeight; key: unknown[] } | null = null;
+  #sparse: { weight: Sparse24Weight; key: unknown[] } | null = null;
+  /**
+   * The dequantized weight in 2:4 compressed form (kept values in the weight dtype, 2-bit
+   * positions), built once and rebuilt when a buffer is replaced or written. Throws, naming the
+   * group, when the weight has more than two non-zeros in a group of four.
+   * @example const sw = (model.getSubmodule('mlp.up') as QuantizedLinear).sparseWeight(); // sw.values [O, K/2]
+   */
+  sparseWeight(): Sparse24Weight {
+    const bufs = [this.weightCodes, this.weightScale, this.weightScaleSecond, this.weightScaleMean, this.weightZeroPoint];
+    const key = bufs.flatMap((t) => [t, t?.version]);
+    if (this.#sparse && key.every((k, i) => k === this.#sparse!.key[i])) return this.#sparse.weight;
+    // kept past the tidy of the forward that builds it, as the packed cache is
+    const sw = noGrad(() => sparse24Weight(this.dequantizedWeight()));
+    const weight = { ...sw, values: keep(sw.values), indices: keep(sw.indices) };
+    this.#sparse = { weight, key };
+    return weight;
+  }
   /**
    * The semi-structured sparsity pattern the weight keeps ('2:4' when the QAT layer had a hardened
    * mask: at most two non-zero codes' values per group of four inputs), or null. Exported as
@@ -169,6 +190,7 @@ export class QuantizedLinear extends QuantizedBase {
     this.inFeatures = src.inFeatures;
     this.outFeatures = src.outFeatures;
     this.sparsity = src.weightMask ? (src.weightMask.pattern as '2:4') : null;
+    if (this.sparsity) this.kernel = 'sparse24';
     this.bias = this.registerBuffer('bias', src.bias ? src.bias.detach().clone() : null);
   }
   /**
@@ -177,10 +199,15 @@ export class QuantizedLinear extends QuantizedBase {
    * per block of whole rows or within rows (MX exponents and NF4's double-quantized scales are
    * decoded once into a float cache), in float32. Other layouts (per input column, groups along
    * the outputs, blocks straddling rows), 9–32-bit codes and float64 weights take
-   * `dequantizedForward`, as does `kernel` 'dequantize'.
+   * `dequantizedForward`, as does `kernel` 'dequantize'. With `kernel` 'sparse24' (a layer with a
+   * 2:4 mask) it runs `sparse24Linear` on `sparseWeight()`.
    * @example convert(model); model.forward(x); // packed; convert(model, { kernel: 'dequantize' }) for bit identity
    */
   forward(x: Tensor): Tensor {
+    if (this.kernel === 'sparse24' && this.sparsity) {
+      const sw = this.sparseWeight();
+      return noGrad(() => sparse24Linear(this.quantizeInput(x), sw, this.bias));
+    }
     const w = this.kernel !== 'dequantize' ? this.packedWeight() : null;
     if (!w) return this.dequantizedForward(x);
     return noGrad(() => packedLinear(this.quantizeInput(x), w, this.bias));
@@ -311,8 +338,9 @@ export class QuantizedEmbedding extends QuantizedBase {
 
 export interface ConvertOptions {
   /**
-   * The forward of converted Linear layers (default 'packed'; 'packedBase3' stores ternary
-   * weights five per byte, TQ1_0's layout; 'dequantize' keeps bit identity).
+   * The forward of converted Linear layers (default 'sparse24' for layers with a 2:4 mask, else
+   * 'packed'; 'packedBase3' stores ternary weights five per byte, TQ1_0's layout; 'sparse24' on a
+   * layer without a mask is 'packed'; 'dequantize' keeps bit identity).
    */
   kernel?: QuantizedKernel;
 }
@@ -330,14 +358,15 @@ export interface ConvertResult {
  * `{ kernel: 'dequantize' }` (and for conv and embedding layers always) it is bit for bit the
  * eval output (deterministic rounding; HESTIA layers at temperature 0, pressure 1). With
  * `{ kernel: 'packedBase3' }` ternary Linear weights are stored and read five per byte. A Linear
- * with a 2:4 mask (`sparsify`) has it hardened first and keeps `sparsity: '2:4'`.
+ * with a 2:4 mask (`sparsify`) has it hardened first, keeps `sparsity: '2:4'` and runs on the
+ * kept half of its weight (`sparse24Linear`) unless another kernel is asked for.
  * @example
  * model.eval(); const yFake = model.forward(x);
  * convert(model, { kernel: 'dequantize' }); model.forward(x); // identical to yFake
  */
 export function convert(model: Module, options: ConvertOptions = {}): ConvertResult {
-  const kernel = options.kernel ?? 'packed';
-  if (kernel !== 'packed' && kernel !== 'packedBase3' && kernel !== 'dequantize') throw new Error(`convert: kernel must be 'packed', 'packedBase3' or 'dequantize', got ${JSON.stringify(kernel)}`);
+  const kernel = options.kernel;
+  if (kernel !== undefined && kernel !== 'packed' && kernel !== 'packedBase3' && kernel !== 'sparse24' && kernel !== 'dequantize') throw new Error(`convert: kernel must be 'packed', 'packedBase3', 'sparse24' or 'dequantize', got ${JSON.stringify(kernel)}`);
   const converted: string[] = [];
   const targets = [...model.namedModules()].filter(([name, m]) => name !== '' && isQuantLayer(m) && m.weightQuantizer?.enabled);
   for (const [name, m] of targets) {
@@ -346,6 +375,7 @@ export function convert(model: Module, options: ConvertOptions = {}): ConvertRes
     const q = m instanceof QuantLinear ? new QuantizedLinear(m) : m instanceof QuantConv2d ? new QuantizedConv2d(m) : new QuantizedEmbedding(m as QuantEmbedding);
     if (q instanceof QuantizedLinear) {
       if (kernel === 'packedBase3' && q.ternary) q.repackBase3();
+      else if (kernel === undefined || kernel === 'sparse24') q.kernel = q.sparsity ? 'sparse24' : 'packed';
       else q.kernel = kernel === 'packedBase3' ? 'packed' : kernel;
     }
     replaceSubmodule(model, name, q);

@@ -84,7 +84,7 @@ describe('QuantizedLinear on the packed kernel', () => {
     m.eval();
     Q.convert(m, { kernel: 'dequantize' });
     expect((m.at(0) as Q.QuantizedLinear).kernel).toBe('dequantize');
-    expect(() => Q.convert(new Sequential(), { kernel: 'fast' as never })).toThrow(/convert: kernel must be 'packed', 'packedBase3' or 'dequantize', got "fast"/);
+    expect(() => Q.convert(new Sequential(), { kernel: 'fast' as never })).toThrow(/convert: kernel must be 'packed', 'packedBase3', 'sparse24' or 'dequantize', got "fast"/);
   });
 
   it('rebuilds its float scale cache when a scale buffer is written', () => {

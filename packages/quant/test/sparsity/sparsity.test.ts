@@ -6,7 +6,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { fromTypedArray, linear, sparse24Linear, sparse24Weight, unpack24, manualSeed, noGrad, randn, type Tensor } from '@qgrad/core';
+import { currentBackend, fromTypedArray, keep, linear, sparse24Linear, sparse24Weight, tidy, unpack24, manualSeed, noGrad, randn, type Tensor } from '@qgrad/core';
 import { gradcheck } from '@qgrad/core/testing';
 import { Linear, ReLU, Sequential } from '@qgrad/nn';
 import { convert, deserializeQuantized, hardMasks, nmMask, serializeQuantized, applyQuantized, prepareQAT, QuantizedLinear, QuantLinear, SemiStructuredMask, SparseLinear, sparsify } from '@qgrad/quant';
@@ -187,7 +187,71 @@ describe('export of a 2:4 model', () => {
     expect(Math.max(...Array.from(sparse.sub(dense).abs().dataSync()))).toBeLessThan(1e-5);
     const loaded = applyQuantized(mlp('float32'), ckpt);
     expect((loaded.getSubmodule('0') as QuantizedLinear).sparsity).toBe('2:4');
-    // the loaded layers run the packed kernel, the saved ones the dequantizing forward: equal within float32 summation error
+    // the loaded layers run the 2:4 kernel, the saved ones the dequantizing forward: equal within float32 summation error
+    expect((loaded.getSubmodule('0') as QuantizedLinear).kernel).toBe('sparse24');
     expect(Math.max(...Array.from(noGrad(() => loaded.forward(x).sub(model.forward(x))).abs().dataSync()))).toBeLessThan(1e-5);
+  });
+});
+
+/** sparse24Matmul calls so far on the current backend (native and js fallback), or null where it keeps no stats. */
+function sparseCalls(): number | null {
+  const stats = (currentBackend() as { stats?: () => { kernel: string; native: number; js: number }[] }).stats?.();
+  return stats ? stats.filter((s) => s.kernel === 'sparse24Matmul').reduce((n, s) => n + s.native + s.js, 0) : null;
+}
+const maxDiff = (a: Tensor, b: Tensor) => Math.max(...Array.from(a.sub(b).abs().dataSync()));
+
+describe('2:4 inference on the sparse kernel', () => {
+  it.each(['float32', 'float64'] as const)('SparseLinear in eval with a hardened mask multiplies by the kept half for few rows without grad (%s), else the dense product', (dtype) => {
+    manualSeed(4);
+    const model = mlp(dtype);
+    const sp = sparsify(model, { pattern: '2:4', method: 'magnitude' });
+    sp.harden();
+    model.eval();
+    const l0 = sp.layers.get('0') as SparseLinear;
+    const x = randn([3, 16], { dtype });
+    const dense = noGrad(() => linear(x, l0.maskedWeight(), l0.bias));
+    const before = sparseCalls();
+    // built inside a tidy, the compressed weight outlives it
+    const y = tidy(() => keep(noGrad(() => l0.forward(x))));
+    if (before !== null) expect(sparseCalls()).toBe(before + 1);
+    const sw = l0.sparseWeight();
+    expect(sw.values.shape).toEqual([12, 8]);
+    expect(maxDiff(noGrad(() => l0.forward(x)), dense)).toBe(maxDiff(y, dense));
+    // float64 sums in double like the dense product; float32 within summation error
+    expect(maxDiff(y, dense)).toBeLessThan(dtype === 'float64' ? 1e-12 : 1e-5);
+    // more rows than sparseMaxRows, or a gradient wanted: the dense product, bit for bit
+    const xb = randn([l0.sparseMaxRows + 1, 16], { dtype });
+    expect(Array.from(noGrad(() => l0.forward(xb)).dataSync())).toEqual(Array.from(noGrad(() => linear(xb, l0.maskedWeight(), l0.bias)).dataSync()));
+    l0.forward(x).sum().backward();
+    expect(l0.weight.grad).not.toBeNull();
+    // a written weight is compressed again
+    noGrad(() => l0.weight.mul_(2));
+    expect(l0.sparseWeight()).not.toBe(sw);
+    const m = new SemiStructuredMask([8, 16], 'magnitude', dtype);
+    expect(() => SparseLinear.from(new Linear(16, 8, { dtype }), m).sparseWeight()).toThrow(/SparseLinear.sparseWeight: the mask is not hardened/);
+  });
+
+  it('convert runs a 2:4 QuantLinear on the kept half of its dequantized weight, within float32 summation error of the dequantizing forward', () => {
+    const build = () => {
+      manualSeed(9);
+      const model = mlp('float32');
+      prepareQAT(model, { default: { weight: { grid: 'int', bits: 4 } } });
+      sparsify(model, { pattern: '2:4', method: 'magnitude' });
+      return model;
+    };
+    const [a, b, c] = [build(), build(), build()];
+    convert(a);
+    convert(b, { kernel: 'dequantize' });
+    convert(c, { kernel: 'packed' });
+    for (const name of ['0', '2']) expect((a.getSubmodule(name) as QuantizedLinear).kernel).toBe('sparse24');
+    expect((c.getSubmodule('0') as QuantizedLinear).kernel).toBe('packed');
+    const x = randn([5, 16]);
+    const before = sparseCalls();
+    const ya = tidy(() => keep(a.forward(x)));
+    if (before !== null) expect(sparseCalls()).toBe(before + 2);
+    const yb = noGrad(() => b.forward(x));
+    expect(maxDiff(ya, yb)).toBeLessThan(1e-5);
+    expect(maxDiff(noGrad(() => a.forward(x)), ya)).toBe(0);
+    expect(maxDiff(noGrad(() => c.forward(x)), yb)).toBeLessThan(1e-5);
   });
 });
