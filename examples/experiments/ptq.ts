@@ -6,17 +6,18 @@
  * and trains its own CNN; the Llama is one model (--pretrain-seed) unless --pretrain-seed -1. runs.jsonl (resumable), results.{md,json,svg} per model, paired tables.
  * Run: npx tsx examples/experiments/ptq.ts [--seeds 0,1,2] [--pretrain-steps 300] [--cnn-steps 500] [--models llama,cnn]
  */
-import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Generator, crossEntropy, dispose, loadSafetensors, saveSafetensors, tensor, type Tensor } from '@qgrad/core';
-import { AdamW, Conv2d, Flatten, LambdaLR, Linear, Llama, MaxPool2d, ReLU, Sequential, cosineSchedule, encodeRecord, fit, readMetrics, type Module } from '@qgrad/nn';
+import { dispose, type Tensor } from '@qgrad/core';
+import { Llama, encodeRecord, readMetrics, type Module } from '@qgrad/nn';
 import { ptq, type PtqMethod, type PtqReport, type QATRule } from '@qgrad/quant';
 import { CliError, cli } from '../lib/args.js';
 import { mean, pairedDiffs, pairedTable, writeResults, type ConfigResult, type Paired } from '../lib/experiments.js';
 import { bitsPerByte, pretrainedReference, type PretrainInfo } from '../lib/lora-llama.js';
-import { evaluateClassifier, mnistBatch, mnistData, type MnistData } from '../lib/mnist.js';
+import { mnistData, type MnistData } from '../lib/mnist.js';
+import { calibrationImages, calibrationWindows, cnnAccuracy, trainedCnn } from '../lib/ptq-models.js';
 import { mobyDickWindows } from '../lib/text.js';
-import { NONFINITE_HINT, SEED_MAX, stepGenerator, useBackend } from '../lib/train.js';
+import { SEED_MAX, useBackend } from '../lib/train.js';
 
 const args = cli('experiments/ptq', 'RTN vs GPTQ vs AWQ (± Hadamard) at 4 and 3 weight bits on a pretrained tiny Llama (bits/byte) and the MNIST CNN (accuracy) × seeds → tables, plots, paired verdicts.', {
   seeds: { type: 'ints', default: [0, 1, 2], min: 0, max: SEED_MAX, help: 'seeds: each trains its own float models and draws its own calibration sample' },
@@ -123,11 +124,9 @@ async function llama(seed: number): Promise<void> {
   llamaInfos.set(seed, info);
   console.log(`llama seed ${seed}: float reference (${dir}, seed ${preSeed}, ${info.steps} steps) Moby-Dick val ${info.mobyBpb.toFixed(4)} bits/byte`);
   const { train, val } = mobyDickWindows(args.seqLen, 1);
-  // calibration windows from the training text, drawn by the seed from a stream the pretraining batches never use
-  const g = stepGenerator(seed, -1, 5);
-  const idx = Array.from({ length: args.calibSeqs }, () => g.randint(0, train.length));
-  const calibration: Tensor[] = [];
-  for (let s = 0; s < idx.length; s += 16) calibration.push(train.getBatch(idx.slice(s, s + 16))[0]); // [≤16, T] bytes
+  const windows = calibrationWindows(train, args.calibSeqs, seed);
+  dispose(windows.map((w) => w[1]));
+  const calibration = windows.map((w) => w[0]);
   grid('llama', llamaSettings, seed, info.mobyBpb, calibration, () => Llama.fromPretrained(dir), llamaRules, (m) => bitsPerByte(m as Llama, val, args.valBlocks));
   dispose(calibration);
 }
@@ -138,66 +137,15 @@ const cnnSettings = `cnn:${args.cnnSteps}x${args.cnnBatch}/lr${args.cnnLr}/ch${a
 const cnnRules: QATRule[] = [{ types: ['Linear', 'Conv2d'] }];
 const cnnFloat = new Map<number, number>();
 
-function cnnModel(seed: number): Sequential {
-  const c = args.channels;
-  const g = new Generator(seed);
-  return new Sequential(
-    new Conv2d(1, c, 3, { padding: 1, generator: g }), new ReLU(), new MaxPool2d(2), // [B, c, 14, 14]
-    new Conv2d(c, 2 * c, 3, { padding: 1, generator: g }), new ReLU(), new MaxPool2d(2), // [B, 2c, 7, 7]
-    new Flatten(), // [B, 2c·49]
-    new Linear(2 * c * 49, 10, { generator: g }),
-  );
-}
-
-const accuracy = (m: Module, d: MnistData) => {
-  m.eval();
-  return evaluateClassifier((x) => (m as Sequential).forward(x), d.testX, d.testY).test_acc * 100;
-};
-
 async function cnn(seed: number, data: MnistData): Promise<void> {
   const dir = join(args.runDir, `cnn-seed${seed}`);
-  const weights = join(dir, 'model.safetensors');
-  const infoPath = join(dir, 'cnn.json');
-  const want = { steps: args.cnnSteps, batchSize: args.cnnBatch, channels: args.channels, lr: args.cnnLr, seed };
-  let floatAcc: number;
-  if (existsSync(infoPath)) {
-    const saved = JSON.parse(readFileSync(infoPath, 'utf8')) as typeof want & { testAcc: number };
-    const differ = (Object.keys(want) as (keyof typeof want)[]).filter((k) => saved[k] !== want[k]);
-    if (differ.length) throw new CliError(`${dir} holds a CNN trained with other settings (${differ.map((k) => `${k} ${saved[k]}, asked ${want[k]}`).join('; ')}): pass the same flags, another --run-dir, or delete ${dir}`);
-    floatAcc = saved.testAcc;
-  } else {
-    const model = cnnModel(seed);
-    const optimizer = new AdamW(model.parameters(), { lr: args.cnnLr, weightDecay: 1e-4 });
-    const scheduler = new LambdaLR(optimizer, cosineSchedule({ warmupSteps: Math.min(30, Math.floor(args.cnnSteps / 10)), totalSteps: args.cnnSteps, minLrRatio: 0.05 }));
-    // fit without a run directory: its progress bar and NaN stop; the weights are saved below, once trained
-    await fit({
-      name: `cnn float seed ${seed}`, model, optimizer, scheduler, steps: args.cnnSteps, seed, evalEvery: args.cnnSteps, evalAtStart: false, nonFiniteHint: NONFINITE_HINT,
-      loss: ({ index }) => {
-        const [x, y] = mnistBatch(data, args.cnnBatch, index, seed); // [B, 1, 28, 28], [B]
-        return crossEntropy(model.forward(x), y);
-      },
-      evaluate: () => ({}),
-    });
-    floatAcc = accuracy(model, data);
-    mkdirSync(dir, { recursive: true });
-    saveSafetensors(weights, model.stateDict());
-    // written last: its presence marks a complete model
-    writeFileSync(infoPath, `${JSON.stringify({ ...want, testAcc: floatAcc }, null, 1)}\n`);
-    freeModel(model);
-  }
+  const { floatAcc, fresh } = await trainedCnn(data, { dir, seed, steps: args.cnnSteps, batchSize: args.cnnBatch, channels: args.channels, lr: args.cnnLr });
   cnnFloat.set(seed, floatAcc);
   console.log(`cnn seed ${seed}: float test accuracy ${floatAcc.toFixed(2)} %`);
-  const fresh = () => {
-    const m = cnnModel(seed);
-    m.loadStateDict(loadSafetensors(weights));
-    return m;
-  };
-  const g = stepGenerator(seed, -1, 5);
-  const n = data.trainX.shape[0]!;
-  const idx = Array.from({ length: Math.min(args.calibImages, n) }, () => g.randint(0, n));
-  const calibration: Tensor[] = [];
-  for (let s = 0; s < idx.length; s += 128) calibration.push(data.trainX.indexSelect(0, tensor(Int32Array.from(idx.slice(s, s + 128))))); // [≤128, 1, 28, 28]
-  grid('cnn', cnnSettings, seed, floatAcc, calibration, fresh, cnnRules, (m) => accuracy(m, data));
+  const images = calibrationImages(data, args.calibImages, seed);
+  dispose(images.map((b) => b[1]));
+  const calibration = images.map((b) => b[0]);
+  grid('cnn', cnnSettings, seed, floatAcc, calibration, fresh, cnnRules, (m) => cnnAccuracy(m, data));
   dispose(calibration);
 }
 

@@ -148,8 +148,7 @@ export function qatLlamaModelConfig(o: Pick<QatLlamaOptions, 'seqLen' | 'dim' | 
 }
 
 /** Loads the `model.*` tensors of a training checkpoint into `model` (shapes must match: loadStateDict says which do not). */
-function loadModelWeights(model: Llama, path: string): void {
-  const { tensors } = loadSafetensorsWithMetadata(path);
+function loadModelWeights(model: Llama, path: string, { tensors } = loadSafetensorsWithMetadata(path)): void {
   const sd: Record<string, Tensor> = {};
   for (const [k, t] of Object.entries(tensors)) if (k.startsWith('model.')) sd[k.slice('model.'.length)] = t;
   if (!Object.keys(sd).length) throw new Error(`qat-llama: --init ${path} holds no model.* tensors (not a training checkpoint?)`);
@@ -159,6 +158,25 @@ function loadModelWeights(model: Llama, path: string): void {
   } finally {
     dispose(Object.values(tensors));
   }
+}
+
+/**
+ * The model of a runQatLlama training checkpoint (e.g. an `fp` run's checkpoint.safetensors): its
+ * configuration from the checkpoint's metadata, its `model.*` weights; float, no quantizers.
+ * @example const m = llamaFromCheckpoint('runs/experiments/llama-1k/fp/seed0/checkpoint.safetensors');
+ */
+export function llamaFromCheckpoint(path: string): Llama {
+  const loaded = loadSafetensorsWithMetadata(path);
+  const saved = JSON.parse(loaded.metadata.config ?? '{}') as Partial<LlamaConfig>;
+  const missing = (Object.keys(tinyLlamaConfig) as (keyof LlamaConfig)[]).filter((k) => saved[k] === undefined);
+  if (missing.length) {
+    dispose(Object.values(loaded.tensors));
+    throw new Error(`qat-llama: ${path}'s metadata has no model ${missing.join(', ')} (not a runQatLlama checkpoint?)`);
+  }
+  const config = Object.fromEntries(Object.keys(tinyLlamaConfig).map((k) => [k, saved[k as keyof LlamaConfig]])) as unknown as LlamaConfig;
+  const model = new Llama(config);
+  loadModelWeights(model, path, loaded);
+  return model;
 }
 
 /** One run (or its resumption from `dir`): trains and returns the validation bits per byte at the end. */
