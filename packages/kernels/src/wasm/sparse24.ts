@@ -21,16 +21,21 @@ import type { Sparse24MatmulParams, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
 import { align16, horizontalSum, PARALLEL_MIN_MACS, placeOperands, range, stageOperands } from './packed.js';
 import { ARGS, type Engine, type Flavor } from './runtime.js';
+import { transpose4 } from './simd-matmul.js';
 
 type Arg = KernelArg<TypedArray>;
 
 /** Words of the argument block (i32 at ARGS; pointers in bytes). */
 const enum W {
   x, values, indices, masks, bias, out, n, k, o, rowsPerTask, hasBias,
+  /** Whole panels of PANEL rows of x (0: every row takes the gather path) and where they are packed. */
+  panels, packed,
 }
 
-/** Rows of x a weight row is dotted with at once (its mask and values loaded once for all). */
+/** Rows of x a weight row is dotted with at once on the gather path (its mask and values loaded once for all). */
 const ROWS = 4;
+/** Rows of x in a packed panel: two f32x4 per input, one lane per row. */
+const PANEL = 8;
 
 /**
  * The swizzle masks, 16 bytes for each index byte b: lane l takes bytes 4·p … 4·p + 3 (float p)
@@ -49,8 +54,40 @@ const MASKS = (() => {
 })();
 
 /**
- * Task export `sparse24_f32(arg, t)`: output columns [t·rowsPerTask, …) (weight rows) for every
- * row of x, ROWS rows of x at a time, then one at a time, with the same arithmetic per output.
+ * Task export `sparse24_pack(arg, t)`: rows 8t … 8t + 7 of x into panel t, input-major: input k
+ * is 32 bytes at packed + (t·K + k)·32, row r in lane r % 4 of vector r / 4 (4×4 transposes).
+ */
+function emitPack(mb: ModuleBuilder): void {
+  const P = ValType.i32;
+  mb.func([P, P], [], (c: Code) => {
+    const [arg, task] = [0, 1];
+    const [src, dst, K, k] = range(4, () => c.local(P));
+    const q = range(4, () => c.local(ValType.v128));
+    const t = range(4, () => c.local(ValType.v128));
+    const word = (w: W) => c.get(arg).mem(Op.i32_load, 2, w * 4);
+    word(W.k).set(K);
+    word(W.x).get(task).i32(PANEL).op(Op.i32_mul).get(K).op(Op.i32_mul).i32(2).op(Op.i32_shl).op(Op.i32_add).set(src);
+    word(W.packed).get(task).get(K).op(Op.i32_mul).i32(5).op(Op.i32_shl).op(Op.i32_add).set(dst);
+    c.for(k, () => c.i32(0), () => c.get(K), 4, () => {
+      for (const half of [0, 1]) {
+        for (let r = 0; r < 4; r++) c.get(src).get(K).i32(4 * half + r).op(Op.i32_mul).i32(2).op(Op.i32_shl).op(Op.i32_add).simdMem(Simd.v128_load, 0).set(q[r]!);
+        transpose4(c, q, t);
+        for (let i = 0; i < 4; i++) c.get(dst).get(q[i]!).simdMem(Simd.v128_store, 0, 32 * i + 16 * half);
+      }
+      c.get(src).i32(16).op(Op.i32_add).set(src);
+      c.get(dst).i32(128).op(Op.i32_add).set(dst);
+    });
+  }, 'sparse24_pack');
+}
+
+/**
+ * Task export `sparse24_f32(arg, t)`: output columns [t·rowsPerTask, …) (weight rows), first for
+ * the packed panels (eight rows of x per weight row: each kept value splat once and multiplied
+ * into two vectors of its input's eight x values, addressed from its 2-bit position), then for the
+ * rows past them (ROWS rows of x at a time, then one: x gathered by swizzles). Both paths add the
+ * same products in the same order into each output (kept value j of a chunk of four into lane or
+ * accumulator j, chunks in order, folded (0 + 2) + (1 + 3), then the K ≡ 4 mod 8 tail and the bias),
+ * so a row's result does not depend on the path, the batch or the thread count.
  */
 function emitTask(mb: ModuleBuilder, relaxed: boolean): void {
   const fma = relaxed;
@@ -58,8 +95,8 @@ function emitTask(mb: ModuleBuilder, relaxed: boolean): void {
   const V = ValType.v128;
   mb.func([P, P], [], (c: Code) => {
     const [arg, task] = [0, 1];
-    const [x, values, indices, masks, bias, out, N, K, O, hasBias] = range(10, () => c.local(P));
-    const [o, o1, half, chunks, e0, ib, shifted, vrow, n, ci, ip, vp, e] = range(13, () => c.local(P));
+    const [x, values, indices, masks, bias, out, N, K, O, hasBias, panels, packed] = range(12, () => c.local(P));
+    const [o, o1, o0, half, chunks, e0, ib, shifted, vrow, n, ci, ip, vp, e, pp, b, blk] = range(17, () => c.local(P));
     const xps = range(ROWS, () => c.local(P));
     const [m, w] = range(2, () => c.local(V));
     // every mask index is < 16, where relaxed swizzle (one pshufb on x64) is exact
@@ -67,15 +104,23 @@ function emitTask(mb: ModuleBuilder, relaxed: boolean): void {
     const acc = range(2 * ROWS, () => c.local(V));
     const ts = range(ROWS, () => c.local(ValType.f32));
     const word = (k: W) => c.get(arg).mem(Op.i32_load, 2, k * 4);
-    const pairs: [number, W][] = [[x, W.x], [values, W.values], [indices, W.indices], [masks, W.masks], [bias, W.bias], [out, W.out], [N, W.n], [K, W.k], [O, W.o], [hasBias, W.hasBias]];
+    const pairs: [number, W][] = [[x, W.x], [values, W.values], [indices, W.indices], [masks, W.masks], [bias, W.bias], [out, W.out], [N, W.n], [K, W.k], [O, W.o], [hasBias, W.hasBias], [panels, W.panels], [packed, W.packed]];
     for (const [l, k] of pairs) word(k).set(l);
     c.get(K).i32(1).op(Op.i32_shr_u).set(half);
     c.get(K).i32(3).op(Op.i32_shr_u).set(chunks);
     c.get(task);
-    word(W.rowsPerTask).op(Op.i32_mul);
+    word(W.rowsPerTask).op(Op.i32_mul).tee(o0);
     word(W.rowsPerTask).op(Op.i32_add).set(o1);
     c.get(o1).get(O).get(o1).get(O).op(Op.i32_lt_u).op(Op.select).set(o1);
 
+    /** acc ⊕= a·b for two pushers (a·b + acc with relaxed FMA, else acc + a·b: the same products either way). */
+    const madd = (q: number, a: () => void, bv: () => void) => {
+      if (!fma) c.get(q);
+      a();
+      bv();
+      if (fma) c.get(q).simd(Simd.f32x4_relaxed_madd).set(q);
+      else c.simd(Simd.f32x4_mul).simd(Simd.f32x4_add).set(q);
+    };
     /** Pushes the index byte of the chunk at ip: four 2-bit positions (a row starting mid-byte straddles two bytes). */
     const indexByte = (straddles: boolean) => {
       c.get(ip).mem(Op.i32_load8_u, 0);
@@ -83,66 +128,128 @@ function emitTask(mb: ModuleBuilder, relaxed: boolean): void {
       c.i32(4).op(Op.i32_shr_u);
       c.get(ip).mem(Op.i32_load8_u, 0, 1).i32(4).op(Op.i32_shl).i32(0xf0).op(Op.i32_and).op(Op.i32_or);
     };
-    /** One chunk (four kept values, eight inputs) for R rows of x into accumulators 2r + a. */
-    const chunk = (R: number, a: number, straddles: boolean) => {
-      c.get(masks);
-      indexByte(straddles);
-      c.i32(4).op(Op.i32_shl).op(Op.i32_add).simdMem(Simd.v128_load, 0).set(m);
-      c.get(vp).simdMem(Simd.v128_load, 0).set(w);
-      for (let r = 0; r < R; r++) {
-        const q = acc[2 * r + a]!;
-        if (!fma) c.get(q);
-        c.get(xps[r]!).simdMem(Simd.v128_load, 0).get(m).simd(swizzle);
-        c.get(xps[r]!).simdMem(Simd.v128_load, 0, 16).get(m).simd(swizzle);
-        c.shuffle32([0, 1, 6, 7]);
-        if (fma) c.get(w).get(q).simd(Simd.f32x4_relaxed_madd).set(q);
-        else c.get(w).simd(Simd.f32x4_mul).simd(Simd.f32x4_add).set(q);
-        c.get(xps[r]!).i32(32).op(Op.i32_add).set(xps[r]!);
-      }
-      c.get(ip).i32(1).op(Op.i32_add).set(ip);
-      c.get(vp).i32(16).op(Op.i32_add).set(vp);
+    /** For the weight row o: its first kept value e0, index bytes ib, whether they start mid-byte, values vrow. */
+    const rowStart = () => {
+      c.get(o).get(half).op(Op.i32_mul).set(e0);
+      c.get(indices).get(e0).i32(2).op(Op.i32_shr_u).op(Op.i32_add).set(ib);
+      // half is even, so a row starts at bit 0 or bit 4 of its first byte
+      c.get(e0).i32(2).op(Op.i32_and).set(shifted);
+      c.get(values).get(e0).i32(2).op(Op.i32_shl).op(Op.i32_add).set(vrow);
     };
-    /** Every whole chunk of the row, even chunks into one accumulator and odd into the other. */
-    const chunks2 = (R: number, straddles: boolean) => {
-      c.i32(0).set(ci);
-      c.while(() => c.get(ci).i32(2).op(Op.i32_add).get(chunks).op(Op.i32_le_s), () => {
-        chunk(R, 0, straddles);
-        chunk(R, 1, straddles);
-        c.get(ci).i32(2).op(Op.i32_add).set(ci);
-      });
-      c.get(ci).get(chunks).op(Op.i32_lt_s).if();
-      chunk(R, 0, straddles);
-      c.end();
-    };
-    /** Outputs (n + r, o) for r < R. */
-    const rows = (R: number) => {
-      for (let r = 0; r < R; r++) {
-        c.get(x).get(n).i32(r).op(Op.i32_add).get(K).op(Op.i32_mul).i32(2).op(Op.i32_shl).op(Op.i32_add).set(xps[r]!);
-        for (const q of [acc[2 * r]!, acc[2 * r + 1]!]) c.i32(0).simd(Simd.i32x4_splat).set(q);
-        c.f32(0).set(ts[r]!);
-      }
+    /** Every whole chunk of the row, for both alignments of its index bytes. */
+    const allChunks = (chunk: (straddles: boolean) => void) => {
       c.get(ib).set(ip);
       c.get(vrow).set(vp);
       c.get(shifted).if();
-      chunks2(R, true);
+      c.for(ci, () => c.i32(0), () => c.get(chunks), 1, () => chunk(true));
       c.op(Op.else);
-      chunks2(R, false);
+      c.for(ci, () => c.i32(0), () => c.get(chunks), 1, () => chunk(false));
       c.end();
-      // K ≡ 4 (mod 8): the last group of four inputs keeps its two values past the whole chunks
+    };
+    /** K ≡ 4 (mod 8): the last group keeps its two values past the whole chunks; `add(j, pos4)` takes value j at byte offset pos·4 of its group. */
+    const tail = (add: (j: number, pos4: number) => void) => {
       c.get(half).i32(2).op(Op.i32_and).if();
       for (const j of [0, 1]) {
         c.get(e0).get(chunks).i32(2).op(Op.i32_shl).op(Op.i32_add).i32(j).op(Op.i32_add).set(e);
         // e's position: 2 bits at bit 2·(e & 3) of byte e >> 2, times 4 bytes
         c.get(indices).get(e).i32(2).op(Op.i32_shr_u).op(Op.i32_add).mem(Op.i32_load8_u, 0);
         c.get(e).i32(3).op(Op.i32_and).i32(1).op(Op.i32_shl).op(Op.i32_shr_u).i32(3).op(Op.i32_and).i32(2).op(Op.i32_shl).set(ci);
-        for (let r = 0; r < R; r++) {
-          c.get(ts[r]!).get(vp).mem(Op.f32_load, 2, 4 * j).get(xps[r]!).get(ci).op(Op.i32_add).mem(Op.f32_load, 2).op(Op.f32_mul).op(Op.f32_add).set(ts[r]!);
-        }
+        add(j, ci);
       }
       c.end();
+    };
+
+    // ---- packed panels: accumulators acc[2j], acc[2j + 1] hold kept value j of each chunk times rows 0–3, 4–7
+    const [splat, tl, th] = [m, w, c.local(V)];
+    const panelRow = () => {
+      for (const q of acc) c.i32(0).simd(Simd.i32x4_splat).set(q);
+      c.get(packed).get(blk).get(K).op(Op.i32_mul).i32(5).op(Op.i32_shl).op(Op.i32_add).set(pp);
+      allChunks((straddles) => {
+        indexByte(straddles);
+        c.set(b);
+        for (let j = 0; j < 4; j++) {
+          // input 4·(group) + position: byte offset 32·pos (+ 128 for the chunk's second group)
+          c.get(pp).get(b);
+          if (j) c.i32(2 * j).op(Op.i32_shr_u);
+          c.i32(3).op(Op.i32_and).i32(5).op(Op.i32_shl).op(Op.i32_add).set(e);
+          c.get(vp).simdMem(Simd.v128_load32_splat, 2, 4 * j).set(splat);
+          const off = j >= 2 ? 128 : 0;
+          madd(acc[2 * j]!, () => c.get(splat), () => c.get(e).simdMem(Simd.v128_load, 0, off));
+          madd(acc[2 * j + 1]!, () => c.get(splat), () => c.get(e).simdMem(Simd.v128_load, 0, off + 16));
+        }
+        c.get(ip).i32(1).op(Op.i32_add).set(ip);
+        c.get(vp).i32(16).op(Op.i32_add).set(vp);
+        c.get(pp).i32(256).op(Op.i32_add).set(pp);
+      });
+      for (const h of [0, 1]) {
+        // (a0 + a2) + (a1 + a3), as the gather path's horizontal sum
+        c.get(acc[h]!).get(acc[4 + h]!).simd(Simd.f32x4_add).get(acc[2 + h]!).get(acc[6 + h]!).simd(Simd.f32x4_add).simd(Simd.f32x4_add).set(acc[h]!);
+      }
+      // the tail as the gather path adds it: t = (0 + v0·x0) + v1·x1, then s + t
+      c.i32(0).simd(Simd.i32x4_splat).set(tl);
+      c.i32(0).simd(Simd.i32x4_splat).set(th);
+      tail((j, pos4) => {
+        c.get(vp).simdMem(Simd.v128_load32_splat, 2, 4 * j).set(splat);
+        // pos4 = 4·pos; the panel holds 32 bytes per input
+        c.get(pp).get(pos4).i32(3).op(Op.i32_shl).op(Op.i32_add).set(e);
+        c.get(tl).get(splat).get(e).simdMem(Simd.v128_load, 0).simd(Simd.f32x4_mul).simd(Simd.f32x4_add).set(tl);
+        c.get(th).get(splat).get(e).simdMem(Simd.v128_load, 0, 16).simd(Simd.f32x4_mul).simd(Simd.f32x4_add).set(th);
+      });
+      c.get(acc[0]!).get(tl).simd(Simd.f32x4_add).set(acc[0]!);
+      c.get(acc[1]!).get(th).simd(Simd.f32x4_add).set(acc[1]!);
+      c.get(hasBias).if();
+      c.get(bias).get(o).i32(2).op(Op.i32_shl).op(Op.i32_add).simdMem(Simd.v128_load32_splat, 2).set(splat);
+      c.get(acc[0]!).get(splat).simd(Simd.f32x4_add).set(acc[0]!);
+      c.get(acc[1]!).get(splat).simd(Simd.f32x4_add).set(acc[1]!);
+      c.end();
+      for (let r = 0; r < PANEL; r++) {
+        c.get(out).get(blk).i32(PANEL).op(Op.i32_mul).i32(r).op(Op.i32_add).get(O).op(Op.i32_mul).get(o).op(Op.i32_add).i32(2).op(Op.i32_shl).op(Op.i32_add);
+        c.get(acc[r >> 2]!).lane(Simd.f32x4_extract_lane, r & 3).mem(Op.f32_store, 2);
+      }
+    };
+    // panel outermost: its 32·K bytes stay in L1 while the task's weight rows stream past
+    c.for(blk, () => c.i32(0), () => c.get(panels), 1, () => {
+      c.get(o0).set(o);
+      c.while(() => c.get(o).get(o1).op(Op.i32_lt_u), () => {
+        rowStart();
+        panelRow();
+        c.get(o).i32(1).op(Op.i32_add).set(o);
+      });
+    });
+
+    // ---- gather path for the rows past the panels: acc[r] holds kept value j of each chunk in lane j
+    /** One chunk (four kept values, eight inputs) for R rows of x. */
+    const chunk = (R: number, straddles: boolean) => {
+      c.get(masks);
+      indexByte(straddles);
+      c.i32(4).op(Op.i32_shl).op(Op.i32_add).simdMem(Simd.v128_load, 0).set(m);
+      c.get(vp).simdMem(Simd.v128_load, 0).set(w);
       for (let r = 0; r < R; r++) {
-        const a = acc[2 * r]!;
-        c.get(a).get(acc[2 * r + 1]!).simd(Simd.f32x4_add).set(a);
+        madd(acc[r]!, () => {
+          c.get(xps[r]!).simdMem(Simd.v128_load, 0).get(m).simd(swizzle);
+          c.get(xps[r]!).simdMem(Simd.v128_load, 0, 16).get(m).simd(swizzle);
+          c.shuffle32([0, 1, 6, 7]);
+        }, () => c.get(w));
+        c.get(xps[r]!).i32(32).op(Op.i32_add).set(xps[r]!);
+      }
+      c.get(ip).i32(1).op(Op.i32_add).set(ip);
+      c.get(vp).i32(16).op(Op.i32_add).set(vp);
+    };
+    /** Outputs (n + r, o) for r < R. */
+    const rows = (R: number) => {
+      for (let r = 0; r < R; r++) {
+        c.get(x).get(n).i32(r).op(Op.i32_add).get(K).op(Op.i32_mul).i32(2).op(Op.i32_shl).op(Op.i32_add).set(xps[r]!);
+        c.i32(0).simd(Simd.i32x4_splat).set(acc[r]!);
+        c.f32(0).set(ts[r]!);
+      }
+      allChunks((straddles) => chunk(R, straddles));
+      tail((j, pos4) => {
+        for (let r = 0; r < R; r++) {
+          c.get(ts[r]!).get(vp).mem(Op.f32_load, 2, 4 * j).get(xps[r]!).get(pos4).op(Op.i32_add).mem(Op.f32_load, 2).op(Op.f32_mul).op(Op.f32_add).set(ts[r]!);
+        }
+      });
+      for (let r = 0; r < R; r++) {
+        const a = acc[r]!;
         c.get(out).get(n).i32(r).op(Op.i32_add).get(O).op(Op.i32_mul).get(o).op(Op.i32_add).i32(2).op(Op.i32_shl).op(Op.i32_add);
         horizontalSum(c, a);
         c.get(ts[r]!).op(Op.f32_add).set(ts[r]!);
@@ -152,24 +259,18 @@ function emitTask(mb: ModuleBuilder, relaxed: boolean): void {
         c.get(ts[r]!).mem(Op.f32_store, 2);
       }
     };
-
     /** Every weight row of the task against rows n … n + R − 1 of x. */
     const weightRows = (R: number) => {
-      c.get(task);
-      word(W.rowsPerTask).op(Op.i32_mul).set(o);
+      c.get(o0).set(o);
       c.while(() => c.get(o).get(o1).op(Op.i32_lt_u), () => {
-        c.get(o).get(half).op(Op.i32_mul).set(e0);
-        c.get(indices).get(e0).i32(2).op(Op.i32_shr_u).op(Op.i32_add).set(ib);
-        // half is even, so a row starts at bit 0 or bit 4 of its first byte
-        c.get(e0).i32(2).op(Op.i32_and).set(shifted);
-        c.get(values).get(e0).i32(2).op(Op.i32_shl).op(Op.i32_add).set(vrow);
+        rowStart();
         rows(R);
         c.get(o).i32(1).op(Op.i32_add).set(o);
       });
     };
     // rows of x outermost: a block of x stays in L1 while the task's weight rows stream past it
     // (weight rows outermost re-read all of x once per weight row: 5× slower at 2048 rows)
-    c.i32(0).set(n);
+    c.get(panels).i32(PANEL).op(Op.i32_mul).set(n);
     c.while(() => c.get(n).i32(ROWS).op(Op.i32_add).get(N).op(Op.i32_le_s), () => {
       weightRows(ROWS);
       c.get(n).i32(ROWS).op(Op.i32_add).set(n);
@@ -181,8 +282,9 @@ function emitTask(mb: ModuleBuilder, relaxed: boolean): void {
   }, 'sparse24_f32');
 }
 
-/** Adds the `sparse24_f32` task export. */
+/** Adds the `sparse24_pack` and `sparse24_f32` task exports. */
 export function emitSparse24(mb: ModuleBuilder, flavor: Flavor): void {
+  emitPack(mb);
   emitTask(mb, flavor.relaxed);
 }
 
@@ -203,7 +305,10 @@ export function sparse24MatmulWasm(engine: Engine, inputs: readonly Arg[], out: 
   const sizes: [Arg | null, number][] = [[x, N * K], [values, O * half], [indices, Math.ceil((O * half) / 4)], [bias, O]];
   const { place, outAt, outPtr, at } = placeOperands(engine, sizes, out, N * O);
   const masks = align16(at);
-  if (!engine.reserve(masks + MASKS.length - engine.scratch)) return false;
+  // eight rows of x or more: whole panels of eight packed input-major (the rest gathered)
+  const panels = Math.floor(N / PANEL);
+  const packed = masks + MASKS.length;
+  if (!engine.reserve(packed + panels * PANEL * K * 4 - engine.scratch)) return false;
   stageOperands(engine, place);
   engine.u8.set(MASKS, masks);
   const args = engine.i32;
@@ -220,7 +325,10 @@ export function sparse24MatmulWasm(engine: Engine, inputs: readonly Arg[], out: 
   word(W.o, O);
   word(W.rowsPerTask, rowsPerTask);
   word(W.hasBias, bias ? 1 : 0);
-  engine.parallel('sparse24_f32', ARGS, nTasks, threaded);
+  word(W.panels, panels);
+  word(W.packed, packed);
+  if (panels > 0) engine.parallel('sparse24_pack', ARGS, panels, threaded, { name: 'sparse24_f32', arg: ARGS, n: nTasks });
+  else engine.parallel('sparse24_f32', ARGS, nTasks, threaded);
   if (outAt < 0) engine.stageOut(out, engine.f32, outPtr, N * O);
   return true;
 }
