@@ -24,11 +24,12 @@ export class SparseLinear extends Linear {
   weightMask: SemiStructuredMask;
   /**
    * Most rows of x (tokens) the eval forward runs on the 2:4 kernel; more take the dense product.
-   * The wasm 2:4 kernel gathers x with shuffles for each row, the dense one reuses each x load
-   * over eight outputs: 2:4 is 2–6× faster for one row (decode), about even at four, and
-   * 0.3–0.4× at 2048 (bench section sparse24).
+   * Measured on wasm at the tiny-Llama shapes (two runs, a loaded 2-core machine), dense time /
+   * 2:4 time: 1–13× for one row (decode), 1.03–2 for 2–16 rows, 0.8–1.3 from 32 rows on, where
+   * the dense micro-kernel's reuse of each x load over eight outputs catches up with half the
+   * multiply-adds.
    */
-  sparseMaxRows = 4;
+  sparseMaxRows = 16;
   #sparse: { weight: Sparse24Weight; key: unknown[] } | null = null;
   constructor(src: Linear, mask: SemiStructuredMask) {
     super(0, 0, { bias: false });
