@@ -25,7 +25,8 @@ export class SparseLinear extends Linear {
   /**
    * Most rows of x (tokens) the eval forward runs on the 2:4 kernel; more take the dense product.
    * Measured on wasm at the tiny-Llama shapes (two runs, a loaded 2-core machine), dense time /
-   * 2:4 time: 4.5–13× for one row (decode; one noisy 0.74), 1.03–2 for 2–16 rows, 0.8–1.3 from 32 rows on, where
+   * 2:4 time: 0.7–13× for one row (decode; median 5.6, single figures move 2× run to run there),
+   * 1.03–2 for 2–16 rows, 0.8–1.3 from 32 rows on, where
    * the dense micro-kernel's reuse of each x load over eight outputs catches up with half the
    * multiply-adds.
    */
