@@ -88,3 +88,19 @@ export function withBackend<T>(name: BackendName, fn: () => T): T {
     current = prev;
   }
 }
+
+/**
+ * One line saying what a backend (default: the current one) computes on: wasm its thread count
+ * and workers, or why it runs on one thread; gpu its gpu.js mode; js its reference loops.
+ * @example backendInfo('wasm'); // 'wasm, 2 threads (worker_threads)'; on a page without COOP/COEP: 'wasm, 1 thread: page not cross-origin isolated (COOP/COEP headers missing)'
+ */
+export function backendInfo(name?: BackendName): string {
+  let b = name === undefined ? current : instances.get(name);
+  if (!b) {
+    const f = factory(name!);
+    if (!f) return `${name}: not available (have: ${availableBackends().join(', ')})`;
+    instances.set(name!, (b = f()));
+  }
+  const info = (b as { info?: () => { message?: string } }).info?.();
+  return info?.message ?? (b.name === 'js' ? 'js, 1 thread: the reference loops' : b.name);
+}

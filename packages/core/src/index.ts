@@ -11,7 +11,7 @@ export { defineFunction, FunctionCtx, type FunctionSpec } from './function.js';
 export { noGrad, enableGrad, isGradEnabled, setGradEnabled, setDetectAnomaly, detectAnomaly, isAnomalyEnabled, AnomalyError, type BackwardOptions, type GradHook } from './tape.js';
 export { currentModulePath, pushModulePath, popModulePath } from './anomaly.js';
 export { grad, gradOf, valueAndGrad, backward, type GradOptions } from './autograd.js';
-export { setBackend, getBackend, registerBackend, availableBackends, withBackend, type BackendName } from './backend.js';
+export { setBackend, getBackend, registerBackend, availableBackends, withBackend, backendInfo, type BackendName } from './backend.js';
 export { Generator, manualSeed, defaultGenerator } from './random.js';
 export { promoteTypes } from './dtype.js';
 export { setMaxTensorBytes } from './dispatch.js';

@@ -10,6 +10,6 @@ export { jsBackend, jsKernels } from './js/index.js';
 export { INT8_MATMUL_MAX_K } from './js/int8-matmul.js';
 export { numel, contiguousStrides, isContiguous } from './layout.js';
 export { erf, roundHalfEven, roundHalfAway } from './js/elementwise.js';
-export { wasmBackend, wasmKernels, createWasmBackend, type WasmBackend, type WasmBackendOptions } from './wasm/index.js';
+export { wasmBackend, wasmKernels, createWasmBackend, type WasmBackend, type WasmBackendOptions, type WasmInfo } from './wasm/index.js';
 export { pack24, unpack24, type Packed24 } from './js/sparse24.js';
 export { base3Digit, base3RowBytes, base3Sections, packBase3, unpackBase3, type Base3Section } from './js/base3.js';

@@ -21,7 +21,7 @@ import { emitNorm, normBackwardWasm, normWasm, ropeWasm, softmaxBackwardWasm, so
 import { emitQuant, fakeQuantizeBackwardWasm, fakeQuantizeWasm } from './quant.js';
 import { argReduceWasm, emitReduce, reduceWasm } from './reduce.js';
 import type { Heap } from './heap.js';
-import { Engine, type Emitter, newHeap, wasmFeatures } from './runtime.js';
+import { Engine, type Emitter, newHeap, type ThreadInfo, wasmFeatures } from './runtime.js';
 import { emitMatmul } from './simd-matmul.js';
 import { adamStepWasm, emitOptim } from './optim.js';
 import { defaultThreadCount } from './threads.js';
@@ -95,10 +95,25 @@ export interface WasmBackend extends Backend<TypedArray> {
   staged(): { in: number; out: number };
   /** The heap tensors live in (null where shared memory is unavailable: tensors are plain arrays). */
   readonly heap: Heap | null;
+  /**
+   * How many threads kernels run on, over which workers, or why on one (starts the engine):
+   * 'wasm, 2 threads (worker_threads)', 'wasm, 2 threads (Web Workers)', 'wasm, 1 thread: page
+   * not cross-origin isolated (COOP/COEP headers missing)'.
+   */
+  info(): WasmInfo;
+  /**
+   * Starts the engine and settles once its workers run. Node's start with the engine; a
+   * browser's only once the page's current task ends, and jobs run on the threads up so far.
+   */
+  ready(): Promise<WasmInfo>;
 }
+
+/** What `WasmBackend.info()` reports. */
+export type WasmInfo = ThreadInfo;
 
 export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend {
   let engine: Engine | null | undefined;
+  let engineError = '';
   // tensors live in a shared memory (views stay valid across growth); without one, tensors are
   // plain arrays and the memory only holds the kernels' scratch
   let heap: Heap | null | undefined;
@@ -114,7 +129,8 @@ export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend
       const h = getHeap();
       try {
         engine = h && new Engine(EMITTERS, { threads: options.threads ?? defaultThreadCount(), relaxed: options.relaxed ?? true, spinMicros: options.spinMicros }, h);
-      } catch {
+      } catch (e) {
+        engineError = (e as Error).message;
         engine = null;
       }
     }
@@ -192,6 +208,8 @@ export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend
     get relaxed() {
       return getEngine()?.flavor.relaxed ?? false;
     },
+    info: () => getEngine()?.threadInfo() ?? { threads: 1, workers: null, message: `wasm unavailable (${engineError || 'no WebAssembly'}): kernels run on js` },
+    ready: async () => (getEngine() ? getEngine()!.started() : backend.info()),
     sync: async () => {},
     dispose() {
       if (engine) {

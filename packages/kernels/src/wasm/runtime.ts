@@ -9,6 +9,7 @@ import type { TypedArray } from '../names.js';
 import { ModuleBuilder, Simd, ValType } from './assembler.js';
 import { HEAP_BASE, Heap, MAX_BYTES, MAX_PAGES, type WasmMemory } from './heap.js';
 import { CONTROL_BYTES, ThreadPool } from './threads.js';
+import { type WorkerPlatform, workerPlatform } from './workers.js';
 
 interface WasmApi {
   Memory: new (d: { initial: number; maximum?: number; shared?: boolean }) => WasmMemory;
@@ -121,6 +122,17 @@ export interface EngineOptions {
   relaxed: boolean;
   /** How long idle workers poll for the next job before sleeping (default: `defaultSpinMicros()`). */
   spinMicros?: number;
+  /** Where workers come from, or why there are none (default `workerPlatform()`; tests pass stand-ins). */
+  platform?: WorkerPlatform | string;
+}
+
+/** How many threads an engine runs kernels on, over which workers, or why on one. */
+export interface ThreadInfo {
+  threads: number;
+  /** The workers' kind, or null on one thread. */
+  workers: 'worker_threads' | 'Web Workers' | null;
+  /** One line: 'wasm, 2 threads (Web Workers)', 'wasm, 1 thread: page not cross-origin isolated …'. */
+  message: string;
 }
 
 /**
@@ -130,11 +142,12 @@ export interface EngineOptions {
  */
 export class Engine {
   readonly flavor: Flavor;
-  readonly threads: number;
   readonly heap: Heap;
   readonly #exports: Record<string, (...args: number[]) => number>;
   readonly #names: string[];
   #pool: ThreadPool | null = null;
+  /** Why there is no pool. */
+  #single = '';
   /** Jobs handed to the worker pool so far (the debug listing counts kernel calls that used it). */
   pooledJobs = 0;
   /** Bytes copied from arrays outside wasm memory into it, and out of it into such arrays. */
@@ -163,16 +176,38 @@ export class Engine {
     this.#scratchBytes = INITIAL_SCRATCH;
     heap.onGrow.add(this.#onGrow);
     this.#refresh();
-    let threads = 1;
-    if (this.flavor.shared && wantThreads > 1) {
+    const platform = wantThreads > 1 ? (options.platform ?? workerPlatform()) : 'as requested (threads: 1)';
+    if (typeof platform === 'string') this.#single = platform;
+    else if (!this.flavor.shared) this.#single = 'no shared WebAssembly memory in this runtime';
+    else {
       try {
-        this.#pool = new ThreadPool(module, heap.memory, names, wantThreads, options.spinMicros);
-        threads = wantThreads;
-      } catch {
-        this.#pool = null;
+        this.#pool = new ThreadPool(module, heap.memory, names, wantThreads, platform, options.spinMicros);
+      } catch (e) {
+        this.#single = `${platform.name} did not start (${(e as Error).message})`;
       }
     }
-    this.threads = threads;
+  }
+
+  /** Threads kernels run on: the caller and the pool's workers, less any that failed to start. */
+  get threads(): number {
+    return this.#pool?.threads ?? 1;
+  }
+
+  /** The thread count, the workers' kind, and why there is one thread where there is. */
+  threadInfo(): ThreadInfo {
+    const pool = this.#pool;
+    if (!pool || pool.threads === 1) {
+      const why = pool ? `${pool.platform} did not start (${pool.failures[0]})` : this.#single;
+      return { threads: 1, workers: null, message: `wasm, 1 thread: ${why}` };
+    }
+    const starting = pool.threads - 1 - pool.running;
+    return { threads: pool.threads, workers: pool.platform, message: `wasm, ${pool.threads} threads (${pool.platform}${starting > 0 ? `, ${starting} starting` : ''})` };
+  }
+
+  /** Settles once the pool's workers all run (a browser starts them after the page's task yields). */
+  async started(): Promise<ThreadInfo> {
+    await this.#pool?.started;
+    return this.threadInfo();
   }
 
   #refresh(): void {

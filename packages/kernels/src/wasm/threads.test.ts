@@ -1,10 +1,13 @@
 /**
- * @file Unit tests of the worker pool: every task once, errors reported, thread-count and polling settings.
+ * @file Unit tests of the worker pool: every task once, errors reported, thread-count and polling
+ * settings, what it says about its threads, and a browser-like pool whose workers start late or not
+ * at all (test/browser/wasm-threads.test.ts runs the real Web Workers in Chromium).
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { Atomic, Op, ValType } from './assembler.js';
 import { Engine, type Emitter, newHeap } from './runtime.js';
 import { defaultSpinMicros, defaultThreadCount, MAX_SPIN_MICROS } from './threads.js';
+import { type WorkerEvents, type WorkerPlatform, workerPlatform } from './workers.js';
 
 const P = ValType.i32;
 // task_write(arg, t): mem[arg + 4t] = t + 1; task_trap traps on task 5
@@ -95,6 +98,62 @@ describe('thread pool', () => {
         e.dispose();
       }
     }
+  });
+
+  it('says how many threads it runs on, over which workers, or why on one', () => {
+    expect(engine.threadInfo()).toEqual({ threads: 2, workers: 'worker_threads', message: 'wasm, 2 threads (worker_threads)' });
+    const one = new Engine(emitters, { threads: 1, relaxed: false }, newHeap()!);
+    const none = new Engine(emitters, { threads: 2, relaxed: false, platform: 'page not cross-origin isolated (COOP/COEP headers missing)' }, newHeap()!);
+    try {
+      expect(one.threadInfo().message).toBe('wasm, 1 thread: as requested (threads: 1)');
+      expect(none.threadInfo()).toEqual({ threads: 1, workers: null, message: 'wasm, 1 thread: page not cross-origin isolated (COOP/COEP headers missing)' });
+    } finally {
+      one.dispose();
+      none.dispose();
+    }
+  });
+
+  it('runs jobs before its workers start, takes a late one into later jobs and goes on without one that never starts (as in a browser)', async () => {
+    // worker_threads standing in for Web Workers that start only once the caller yields
+    const node = workerPlatform() as WorkerPlatform;
+    const starts: (() => void)[] = [];
+    const events: WorkerEvents[] = [];
+    const late: WorkerPlatform = {
+      name: 'Web Workers',
+      startsWhileBusy: false,
+      spawn(data, on) {
+        events.push(on);
+        let handle: { terminate(): void } | undefined;
+        starts.push(() => (handle = node.spawn(data, on)));
+        return { terminate: () => handle?.terminate() };
+      },
+    };
+    const e = new Engine(emitters, { threads: 3, relaxed: false, platform: late }, newHeap()!);
+    const HEAP = e.scratch;
+    try {
+      expect(e.threadInfo().message).toBe('wasm, 3 threads (Web Workers, 2 starting)');
+      e.reserve(4 * 1000);
+      e.parallel('task_write', HEAP, 1000);
+      expect(e.i32.subarray(HEAP / 4, HEAP / 4 + 1000).every((v, i) => v === i + 1)).toBe(true);
+      events[1]!.failed('blocked by the page\'s CSP');
+      starts[0]!();
+      for (let i = 0; e.threadInfo().message !== 'wasm, 2 threads (Web Workers)'; i++) {
+        expect(i).toBeLessThan(1000);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      events[0]!.ready();
+      expect(await e.started()).toEqual({ threads: 2, workers: 'Web Workers', message: 'wasm, 2 threads (Web Workers)' });
+      // only two threads at once can meet: the late worker takes part
+      e.i32.fill(0, HEAP / 4, HEAP / 4 + 2);
+      e.parallel('task_meet', HEAP, 2);
+      expect(e.i32[HEAP / 4 + 1]).toBe(1);
+    } finally {
+      e.dispose();
+    }
+    const alone = new Engine(emitters, { threads: 2, relaxed: false, platform: late }, newHeap()!);
+    events.at(-1)!.failed('blocked');
+    expect(alone.threadInfo().message).toBe('wasm, 1 thread: Web Workers did not start (blocked)');
+    alone.dispose();
   });
 
   it('takes its polling time from QGRAD_SPIN_US', () => {

@@ -1,9 +1,11 @@
 /**
- * @file The worker pool: worker_threads that instantiate the kernel module on the shared memory
- * and take task indices from an atomic counter in its control block. Synchronous for the caller
- * (it works too, then blocks on Atomics.wait until every task is done). Which thread runs a task
- * never changes what the task computes, so results do not depend on the thread count.
+ * @file The worker pool: workers (worker_threads in Node, Web Workers in a browser: workers.ts)
+ * that instantiate the kernel module on the shared memory and take task indices from an atomic
+ * counter in its control block. Synchronous for the caller: it works too, then waits until every
+ * task is done (Atomics.wait where it may block, polling on a browser's main thread). Which thread
+ * runs a task never changes what the task computes, so results do not depend on the thread count.
  */
+import type { WorkerPlatform } from './workers.js';
 
 /** Word indices of the control block (an Int32Array at byte 0 of the shared memory). */
 const GEN = 0;
@@ -28,19 +30,21 @@ const MAX_TASKS = 1 << INDEX_BITS;
 const TAG_MASK = (1 << (31 - INDEX_BITS)) - 1;
 export const CONTROL_BYTES = 64;
 
-// Plain script (eval: true) so workers need neither the tsx loader nor a file on disk. Tasks are
-// taken by compare-and-swap on NEXT, whose tag names the job: a worker that wakes late for a job
-// that is already over finds a newer tag and goes back to sleep, so the caller never waits for
-// idle or descheduled workers, only for tasks in progress (DONE).
-const WORKER_SOURCE = `
-const { workerData } = require('node:worker_threads');
-const { module, memory, names, spinMicros } = workerData;
+/**
+ * The job loop every worker runs, as script text: `module`, `memory`, `names` and `spinMicros` are
+ * in scope, and `onReady` is a statement run once the worker counts itself ready. Tasks are
+ * taken by compare-and-swap on NEXT, whose tag names the job: a worker that wakes late for a job
+ * that is already over finds a newer tag and goes back to sleep, so the caller never waits for
+ * idle or descheduled workers, only for tasks in progress (DONE).
+ */
+export const workerLoop = (onReady: string): string => `
 const ex = new WebAssembly.Instance(module, { env: { memory } }).exports;
 const fns = names.map((n) => ex[n]);
 const c = new Int32Array(memory.buffer, 0, 16);
 let gen = Atomics.load(c, ${GEN});
 Atomics.add(c, ${READY}, 1);
 Atomics.notify(c, ${READY});
+${onReady}
 for (;;) {
   // spin a while before sleeping: kernels come in bursts, and a futex wake of a vCPU that has
   // halted costs tens of µs (256² matmul, 2 threads, 2 ms of JS between calls: 58 → 67 GFLOP/s;
@@ -75,26 +79,17 @@ for (;;) {
 }
 `;
 
-interface WorkerLike {
-  unref(): void;
-  terminate(): Promise<number>;
-  on(event: 'error', fn: (e: unknown) => void): void;
-}
-type WorkerCtor = new (src: string, opts: object) => WorkerLike;
-
-function workerConstructor(): WorkerCtor | null {
-  const proc = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process;
-  const mod = proc?.getBuiltinModule?.('node:worker_threads') as { Worker?: WorkerCtor } | undefined;
-  return mod?.Worker ?? null;
-}
-
-/** Thread count: explicit option, else QGRAD_THREADS, else os.availableParallelism(). */
+/**
+ * Thread count: explicit option, else QGRAD_THREADS, else os.availableParallelism() (Node) or
+ * navigator.hardwareConcurrency (a browser).
+ */
 export function defaultThreadCount(): number {
   const proc = (globalThis as { process?: { env?: Record<string, string | undefined>; getBuiltinModule?: (id: string) => unknown } }).process;
   const env = Number(proc?.env?.QGRAD_THREADS);
   if (Number.isInteger(env) && env >= 1) return env;
   const os = proc?.getBuiltinModule?.('node:os') as { availableParallelism?: () => number } | undefined;
-  return Math.max(1, os?.availableParallelism?.() ?? 1);
+  const nav = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator;
+  return Math.max(1, os?.availableParallelism?.() ?? nav?.hardwareConcurrency ?? 1);
 }
 
 /** Longest poll allowed: past this a sleeping worker's wake-up is noise, and a typo must not pin a core. */
@@ -115,43 +110,106 @@ function clampSpin(us: number, fallback: number): number {
   return Number.isNaN(us) ? fallback : Math.min(MAX_SPIN_MICROS, Math.max(0, us));
 }
 
+let mayBlock: boolean | null = null;
+
+/**
+ * Whether this thread may sleep in Atomics.wait: Node's main thread and any worker may, a browser
+ * page's main thread may not (it throws), so the pool's caller polls there instead.
+ */
+function callerMayBlock(): boolean {
+  if (mayBlock === null) {
+    try {
+      // returns 'not-equal' at once where waiting is allowed
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 1, 0);
+      mayBlock = true;
+    } catch {
+      mayBlock = false;
+    }
+  }
+  return mayBlock;
+}
+
+/** A fixed set of workers over one shared memory, plus the caller, running jobs of wasm task exports. */
 export class ThreadPool {
+  /** Workers started (the caller is the pool's last thread). */
   readonly workers: number;
+  readonly platform: WorkerPlatform['name'];
+  /** Settles once every worker runs the job loop or has failed to start. */
+  readonly started: Promise<void>;
   readonly #control: Int32Array;
-  readonly #handles: WorkerLike[] = [];
+  readonly #handles: { terminate(): void }[] = [];
   readonly #spinMicros: number;
-  #broken = false;
+  readonly #mayBlock = callerMayBlock();
+  /** Why workers failed to start (a browser pool goes on without them). */
+  readonly #failures: string[] = [];
+  /** Set when a worker dies after it started: it may hold tasks that never finish. */
+  #broken: string | null = null;
 
   /**
-   * Starts `threads - 1` workers (the caller is the last thread) and waits until they are ready.
-   * An idle worker polls for `spinMicros` after each job before it sleeps on a futex, and so does
-   * the caller waiting for the workers' last tasks.
-   * Throws when workers are unavailable or do not start; callers then run single-threaded.
+   * Starts `threads - 1` workers from `platform`. Where workers start while the caller is busy
+   * (Node) it waits until they are ready and throws when they do not start (callers then run
+   * single-threaded); in a browser it returns at once, and each worker takes part in jobs from
+   * the first dispatched after it is up (`started` says when all are). An idle worker polls for
+   * `spinMicros` after each job before it sleeps on a futex, and so does the caller waiting for
+   * the workers' last tasks.
    */
-  constructor(module: object, memory: { buffer: ArrayBufferLike }, names: readonly string[], threads: number, spinMicros = defaultSpinMicros()) {
-    const Worker = workerConstructor();
-    if (!Worker) throw new Error('worker_threads is not available');
+  constructor(module: object, memory: { buffer: ArrayBufferLike }, names: readonly string[], threads: number, platform: WorkerPlatform, spinMicros = defaultSpinMicros()) {
     if (!(memory.buffer instanceof SharedArrayBuffer)) throw new Error('the wasm memory is not shared');
     this.#control = new Int32Array(memory.buffer, 0, CONTROL_BYTES / 4);
     this.#spinMicros = clampSpin(spinMicros, defaultSpinMicros());
     this.#control.fill(0);
     this.workers = threads - 1;
+    this.platform = platform.name;
+    let unsettled = this.workers;
+    let allSettled!: () => void;
+    this.started = new Promise((resolve) => (allSettled = resolve));
+    const up: boolean[] = [];
+    const data = { module, memory, names, spinMicros: this.#spinMicros };
     for (let i = 0; i < this.workers; i++) {
-      const w = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], workerData: { module, memory, names, spinMicros: this.#spinMicros } });
-      w.on('error', () => {
-        this.#broken = true;
+      up.push(false);
+      const handle = platform.spawn(data, {
+        ready: () => {
+          up[i] = true;
+          if (--unsettled === 0) allSettled();
+        },
+        failed: (reason) => {
+          if (up[i]) this.#broken = reason;
+          else {
+            this.#failures.push(reason);
+            if (--unsettled === 0) allSettled();
+          }
+        },
       });
-      w.unref();
-      this.#handles.push(w);
+      this.#handles.push(handle);
     }
-    const deadline = Date.now() + 10_000;
-    for (let r; (r = Atomics.load(this.#control, READY)) < this.workers; ) {
-      if (Date.now() > deadline) {
-        this.dispose();
-        throw new Error(`only ${r} of ${this.workers} wasm workers started`);
+    if (platform.startsWhileBusy) {
+      const deadline = Date.now() + 10_000;
+      for (let r; (r = Atomics.load(this.#control, READY)) < this.workers; ) {
+        if (Date.now() > deadline) {
+          this.dispose();
+          throw new Error(`only ${r} of ${this.workers} wasm workers started`);
+        }
+        Atomics.wait(this.#control, READY, r, 100);
       }
-      Atomics.wait(this.#control, READY, r, 100);
+      up.fill(true);
+      unsettled = 0;
     }
+    if (unsettled === 0) allSettled();
+  }
+
+  /** Threads that run or may still join jobs: the caller and every worker that has not failed to start. */
+  get threads(): number {
+    return 1 + this.workers - this.#failures.length;
+  }
+
+  /** Workers running the job loop now (a browser's start a while after the pool). */
+  get running(): number {
+    return Atomics.load(this.#control, READY);
+  }
+
+  /** Why workers failed to start, one reason each. */
+  get failures(): readonly string[] {
+    return this.#failures;
   }
 
   /**
@@ -161,7 +219,7 @@ export class ThreadPool {
    */
   run(fn: number, arg: number, n: number, local: (t: number) => void, then?: { fn: number; arg: number; n: number; local: (t: number) => void }): void {
     const c = this.#control;
-    if (this.#broken) throw new Error('a wasm worker failed');
+    if (this.#broken !== null) throw new Error(`a wasm worker failed: ${this.#broken}`);
     const n2 = then?.n ?? 0;
     const total = n + n2;
     if (total >= MAX_TASKS) throw new RangeError(`thread pool: ${total} tasks, at most ${MAX_TASKS - 1}`);
@@ -208,7 +266,9 @@ export class ThreadPool {
       const until = performance.now() + this.#spinMicros / 1000;
       for (let i = 0; Atomics.load(c, DONE) < total; i++) if ((i & 63) === 0 && performance.now() > until) break;
     }
-    for (let d; (d = Atomics.load(c, DONE)) < total; ) Atomics.wait(c, DONE, d, 1000);
+    // a browser page's main thread may not block: it polls until the workers' last tasks are done
+    if (this.#mayBlock) for (let d; (d = Atomics.load(c, DONE)) < total; ) Atomics.wait(c, DONE, d, 1000);
+    else while (Atomics.load(c, DONE) < total);
     if (failure) throw failure;
     if (Atomics.load(c, ERROR)) throw new Error('a wasm kernel task failed in a worker');
   }
@@ -217,7 +277,7 @@ export class ThreadPool {
     Atomics.store(this.#control, QUIT, 1);
     Atomics.add(this.#control, GEN, 1);
     Atomics.notify(this.#control, GEN);
-    for (const w of this.#handles) w.terminate().catch(() => {});
+    for (const w of this.#handles) w.terminate();
     this.#handles.length = 0;
   }
 }
