@@ -4,10 +4,13 @@
  * Autograd, tensors and broadcasting rules live in @qgrad/core, not here.
  */
 
+/** The element types of tensors and kernel buffers (PyTorch's names, without the `torch.` prefix). */
 export type DType = 'float32' | 'float64' | 'int32' | 'int8' | 'uint8';
 
+/** A buffer of host memory for one of the dtypes (`ARRAY_TYPES[dtype]`). */
 export type TypedArray = Float32Array | Float64Array | Int32Array | Int8Array | Uint8Array;
 
+/** Every dtype, in the order backends list what they support. */
 export const DTYPES: readonly DType[] = ['float32', 'float64', 'int32', 'int8', 'uint8'];
 
 /** Typed-array constructor for each dtype. */
@@ -19,17 +22,23 @@ export const ARRAY_TYPES = {
   uint8: Uint8Array,
 } as const;
 
+/**
+ * Whether `dtype` is a floating-point type (the ones autograd differentiates).
+ * @example [isFloat('float32'), isFloat('int8')]; // [true, false]
+ */
 export function isFloat(dtype: DType): boolean {
   return dtype === 'float32' || dtype === 'float64';
 }
 
 // ---------------------------------------------------------------- elementwise
+/** The ops of the `unary` kernel (`siluGrad`/`reluGrad`: the derivatives their backward uses). */
 export type UnaryOp =
   | 'neg' | 'exp' | 'log' | 'log1p' | 'expm1' | 'sqrt' | 'rsqrt' | 'abs' | 'sign'
   | 'sin' | 'cos' | 'tanh' | 'sigmoid' | 'relu' | 'erf' | 'floor' | 'ceil' | 'trunc'
   | 'roundHalfEven' | 'roundHalfAway' | 'reciprocal' | 'square' | 'isfinite' | 'isnan'
   | 'softplus' | 'logicalNot' | 'silu' | 'siluGrad' | 'reluGrad';
 
+/** The ops of the `binary` kernel; comparisons and logical ops write uint8 0/1. */
 export type BinaryOp =
   | 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum' | 'atan2' | 'fmod'
   | 'eq' | 'ne' | 'lt' | 'le' | 'gt' | 'ge' | 'logicalAnd' | 'logicalOr'
@@ -39,9 +48,11 @@ export type BinaryOp =
 // ---------------------------------------------------------------- reductions
 /** absmax: max |x| (the ∞-norm), NaN-propagating like max. */
 export type ReduceOp = 'sum' | 'max' | 'min' | 'prod' | 'absmax';
+/** The ops of the `argReduce` kernel: the index (int32) of the first max / min along an axis. */
 export type ArgReduceOp = 'argmax' | 'argmin';
 
 // ---------------------------------------------------------------- conv
+/** The window of `im2col`/`col2im` (conv and pooling as matmul): kernel, stride, padding and dilation per spatial axis. */
 export interface Im2colParams {
   kernel: [number, number];
   stride: [number, number];
@@ -150,14 +161,17 @@ export interface KernelParams {
   int8Matmul: Record<string, never>;
 }
 
+/** Every kernel a backend may implement; the js oracle implements them all. */
 export type KernelName = keyof KernelParams;
 
 // ---- norm
+/** `softmax`/`softmaxBackward` along one axis, or log-softmax. */
 export interface SoftmaxParams {
   axis: number;
   /** log-softmax: (x − max) − log Σ exp(x − max). */
   log: boolean;
 }
+/** One fused Adam/AdamW update (`adamStep` updates the parameter and both moments in place). */
 export interface AdamStepParams {
   lr: number;
   beta1: number;
@@ -170,6 +184,7 @@ export interface AdamStepParams {
   /** The step number after this update (1 for the first), for the bias corrections. */
   step: number;
 }
+/** RMS norm or layer norm over the last axis (`norm`/`normBackward`). */
 export interface NormParams {
   kind: 'rms' | 'layer';
   eps: number;
@@ -187,12 +202,14 @@ export type RoundingMode = 'halfEven' | 'halfAway' | 'floor' | 'stochastic';
  * given (`zeroPoint`), or a real-domain offset β (LSQ+: x̂ = s·clamp(R((x − β)/s)) + β).
  */
 export type QuantOffset = 'roundedZeroPoint' | 'zeroPoint' | 'beta';
+/** `fakeQuantize`/`fakeQuantizeBackward`: the integer range, the rounding and what the offset input means. */
 export interface FakeQuantizeParams {
   qmin: number;
   qmax: number;
   rounding: RoundingMode;
   offset: QuantOffset;
 }
+/** The fast Walsh–Hadamard transform `fwht` over independent blocks of `blockSize` along the last axis. */
 export interface FwhtParams {
   blockSize: number;
   /** Multiply by 1/√blockSize, making the transform orthonormal. */
@@ -200,6 +217,7 @@ export interface FwhtParams {
 }
 
 // ---- sparse 2:4
+/** `sparse24Matmul`: x times a 2:4-compressed weight (two kept values and their 2-bit positions per four inputs). */
 export interface Sparse24MatmulParams {
   /** Rows of the weight (O). */
   outFeatures: number;

@@ -17,6 +17,7 @@ import { sparse24Matmul } from './sparse24.js';
 import { fakeQuantize, fakeQuantizeBackward } from './quant.js';
 import { argReduce, reduce } from './reduce.js';
 
+/** The js oracle's kernels: the readable reference every other backend is tested against, and runs whatever they decline. */
 export const jsKernels: KernelTable<TypedArray> = {
   unary, binary, where, copy, fill,
   reduce, argReduce,
@@ -33,6 +34,7 @@ export const jsKernels: KernelTable<TypedArray> = {
 let liveBytes = 0;
 let liveBuffers = 0;
 
+/** The js backend: host typed arrays, every kernel from `jsKernels` (what `setBackend('js')` selects). */
 export const jsBackend: Backend<TypedArray> = {
   name: 'js',
   dtypes: DTYPES,

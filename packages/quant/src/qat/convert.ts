@@ -134,7 +134,10 @@ abstract class QuantizedBase extends Module {
  */
 export type QuantizedKernel = 'packed' | 'packedBase3' | 'sparse24' | 'dequantize';
 
-/** Inference Linear over integer weight codes (see `convert`). */
+/**
+ * Inference Linear over integer weight codes (see `convert`).
+ * @example convert(model); const q = model.getSubmodule('fc1') as QuantizedLinear; q.forward(x);
+ */
 export class QuantizedLinear extends QuantizedBase {
   bias: Tensor | null;
   readonly inFeatures: number;
@@ -310,7 +313,10 @@ export class QuantizedLinear extends QuantizedBase {
   }
 }
 
-/** Inference Conv2d over integer weight codes. */
+/**
+ * Inference Conv2d over integer weight codes.
+ * @example convert(cnn); (cnn.getSubmodule('0') as QuantizedConv2d).forward(images);
+ */
 export class QuantizedConv2d extends QuantizedBase {
   bias: Tensor | null;
   readonly conv: Conv2dOptions;
@@ -324,7 +330,10 @@ export class QuantizedConv2d extends QuantizedBase {
   }
 }
 
-/** Inference Embedding over integer codes (rows dequantized as looked up). */
+/**
+ * Inference Embedding over integer codes (rows dequantized as looked up).
+ * @example convert(llama); llama.getSubmodule('model.embed_tokens').forward(tokens);
+ */
 export class QuantizedEmbedding extends QuantizedBase {
   readonly paddingIdx: number | undefined;
   constructor(src: QuantEmbedding) {
@@ -336,6 +345,7 @@ export class QuantizedEmbedding extends QuantizedBase {
   }
 }
 
+/** Options of `convert`: which kernel the converted Linear layers run on. */
 export interface ConvertOptions {
   /**
    * The forward of converted Linear layers (default 'sparse24' for layers with a 2:4 mask, else
