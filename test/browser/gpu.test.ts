@@ -7,27 +7,19 @@
  * backend in Node. Where Chromium, playwright-core or gpu.js is missing, one line says why and the
  * suites are skipped.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getBackend, setBackend } from '@qgrad/core';
 import { loadMnist } from '@qgrad/nn';
 import type { EqualityReport } from './gpu-page.js';
+import { browserMissing, bundlePage, launchChromium, serve, type Served, type ServedFile } from './harness.js';
 import { trainMlp, type MlpOptions } from './mlp.js';
 
-const repo = fileURLToPath(new URL('../..', import.meta.url));
-const CHROMIUM = '/usr/bin/chromium';
 /** What made the browser run: the issue's tried set; --enable-unsafe-webgpu is the one that matters. */
-const FLAGS = [
-  '--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-vulkan=swiftshader', '--use-webgpu-adapter=swiftshader', '--use-angle=swiftshader',
-  '--no-sandbox', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
+const FLAGS = ['--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-vulkan=swiftshader', '--use-webgpu-adapter=swiftshader', '--use-angle=swiftshader'];
 const MODES = ['webgl2', 'webgpu'] as const;
 /** A quarter of the Node suite's fast-check runs per case, seeded: the whole file stays near a minute. */
 const RUNS = 0.25;
@@ -37,21 +29,7 @@ const MLP: MlpOptions = { steps: 200, batchSize: 32, hidden: 64, seed: 0, lr: 2e
 const DIGITS = 2000;
 
 const require = createRequire(import.meta.url);
-function missing(): string | null {
-  if (!existsSync(CHROMIUM)) return `${CHROMIUM} is absent (apt-get install chromium)`;
-  try {
-    require.resolve('playwright-core');
-  } catch {
-    return 'playwright-core is not installed (npm ci)';
-  }
-  try {
-    require.resolve('gpu.js');
-  } catch {
-    return 'gpu.js (an optional dependency) is not installed';
-  }
-  return null;
-}
-const skip = missing();
+const skip = browserMissing(['gpu.js']);
 if (skip) console.log(`browser gpu suites skipped: ${skip}`);
 
 /** The MNIST training digits normalised as examples/lib/mnist.ts does, first `n` of them. */
@@ -62,46 +40,31 @@ function mnist(n: number): { images: Float32Array; labels: Int32Array } {
 }
 
 describe.skipIf(skip !== null)('the gpu backend in Chromium (playwright-core, SwiftShader)', () => {
-  let server!: Server;
+  let server!: Served;
   let browser!: Browser;
   let page!: Page;
   const data = skip ? null : mnist(DIGITS);
   const pageErrors: string[] = [];
 
   beforeAll(async () => {
-    const bundle = await build({
-      entryPoints: [join(repo, 'test/browser/gpu-page.ts')],
-      bundle: true,
-      write: false,
-      format: 'esm',
-      platform: 'browser',
-      conditions: ['@qgrad/source'],
-      logLevel: 'silent',
-    });
-    const files: Record<string, { type: string; body: string | Uint8Array }> = {
+    const files: Record<string, ServedFile> = {
       '/': { type: 'text/html', body: '<!doctype html><meta charset="utf-8"><script src="/gpu-browser.js"></script><script type="module" src="/page.js"></script>' },
-      '/page.js': { type: 'text/javascript', body: bundle.outputFiles[0]!.text },
+      '/page.js': { type: 'text/javascript', body: await bundlePage('test/browser/gpu-page.ts') },
       '/gpu-browser.js': { type: 'text/javascript', body: readFileSync(join(dirname(require.resolve('gpu.js/package.json')), 'dist/gpu-browser.js'), 'utf8') },
       '/mnist.f32': { type: 'application/octet-stream', body: new Uint8Array(data!.images.buffer) },
       '/mnist.i32': { type: 'application/octet-stream', body: new Uint8Array(data!.labels.buffer, data!.labels.byteOffset, data!.labels.byteLength) },
     };
-    server = createServer((req, res) => {
-      const f = files[req.url ?? ''];
-      res.writeHead(f ? 200 : 404, { 'content-type': f?.type ?? 'text/plain' });
-      res.end(f?.body ?? '');
-    });
-    await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
-    const { chromium } = await import('playwright-core');
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+    server = await serve(files);
+    browser = await launchChromium(FLAGS);
     page = await browser.newPage();
     page.on('pageerror', (e) => pageErrors.push(e.message));
-    await page.goto(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`);
+    await page.goto(`${server.url}/`);
     await page.waitForFunction(() => 'qgradGpu' in globalThis, null, { timeout: 20_000 });
   }, 60_000);
 
   afterAll(async () => {
     await browser?.close();
-    await new Promise((done) => server?.close(done));
+    await server?.close();
   });
 
   for (const mode of MODES) {
