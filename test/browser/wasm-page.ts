@@ -4,7 +4,9 @@
  * and two threads against each other and the js oracle, and 1024² matmul timings.
  */
 import { backendInfo } from '@qgrad/core';
-import { createWasmBackend, jsKernels, type KernelArg, type KernelName, type KernelParams, type WasmBackend } from '@qgrad/kernels';
+import { createWasmBackend, jsKernels, wasmBackend, type KernelArg, type KernelName, type KernelParams, type WasmBackend } from '@qgrad/kernels';
+import { Engine, newHeap } from '../../packages/kernels/src/wasm/runtime.js';
+import { POOL_TASKS } from '../../packages/kernels/test/pool-tasks.js';
 
 /** What the page and the default wasm backend say about threads. */
 export interface PageInfo {
@@ -67,12 +69,33 @@ async function info(): Promise<PageInfo> {
   const fresh = createWasmBackend({ threads: 2 });
   const beforeYield = fresh.info().message;
   fresh.dispose();
-  await createWasmBackend().ready();
-  // the default backend (core's) starts its workers on the first kernel; wait for them too
-  const { wasmBackend } = await import('@qgrad/kernels');
+  // core's wasm backend, whose engine and workers start on first use
   await wasmBackend.ready();
   const page = globalThis as { crossOriginIsolated?: boolean; navigator?: { hardwareConcurrency: number } };
   return { isolated: page.crossOriginIsolated === true, hardwareConcurrency: page.navigator?.hardwareConcurrency ?? 0, info: backendInfo('wasm'), beforeYield };
+}
+
+/**
+ * Whether a Web Worker computes: task_meet's two tasks meet only when two threads run them at
+ * once (the page's main thread alone runs task 0, gives up waiting, then task 1). One result per
+ * job, 1 where they met; on an isolated page only (alone, each job spins ~0.5 s).
+ */
+async function meet(jobs: number): Promise<number[]> {
+  const e = new Engine(POOL_TASKS, { threads: 2, relaxed: false }, newHeap()!);
+  const at = e.scratch / 4;
+  const met: number[] = [];
+  try {
+    await e.started();
+    e.reserve(64);
+    for (let j = 0; j < jobs; j++) {
+      e.i32.fill(0, at, at + 2);
+      e.parallel('task_meet', e.scratch, 2);
+      met.push(e.i32[at + 1]!);
+    }
+  } finally {
+    e.dispose();
+  }
+  return met;
 }
 
 /** Pooled matmuls (plain, transposed b, batched) and softmaxes on 1 and 2 threads and on js. */
@@ -146,4 +169,4 @@ async function timing(reps: number): Promise<{ one: number; two: number; threads
   return { one: median(times[0]!), two: median(times[1]!), threads, message };
 }
 
-Object.assign(globalThis, { qgradWasm: { info, equality, timing } });
+Object.assign(globalThis, { qgradWasm: { info, meet, equality, timing } });

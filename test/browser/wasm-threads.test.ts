@@ -19,6 +19,7 @@ if (skip) console.log(`browser wasm-threads suite skipped: ${skip}`);
 
 interface PageApi {
   info(): Promise<PageInfo>;
+  meet(jobs: number): Promise<number[]>;
   equality(): Promise<EqualityReport>;
   timing(reps: number): Promise<{ one: number; two: number; threads: number; message: string }>;
 }
@@ -60,10 +61,11 @@ describe.skipIf(skip !== null)('the wasm backend on Web Workers in Chromium (pla
   it('runs on Web Workers when the page is cross-origin isolated, pooled kernels equal to one thread bit for bit and to js within bounds', async () => {
     const page = await open(isolated);
     const info = await call(page, 'info');
+    const met = await call(page, 'meet', 5);
     const r = await call(page, 'equality');
     const t = await call(page, 'timing', TIMING_REPS);
     await page.close();
-    console.log(`isolated page: ${info.info} (hardwareConcurrency ${info.hardwareConcurrency}; before the page yields: ${info.beforeYield}); two-thread backend: ${r.message}`);
+    console.log(`isolated page: ${info.info}; two tasks that must run at once met in ${met.filter((m) => m === 1).length}/${met.length} jobs (hardwareConcurrency ${info.hardwareConcurrency}; before the page yields: ${info.beforeYield}); two-thread backend: ${r.message}`);
     for (const c of r.cases) console.log(`  ${c.name}: 1 vs 2 threads ${c.bitEqual ? 'bit-identical' : 'DIFFER'}, max |wasm − js| / bound ${c.errorOverBound.toFixed(3)}`);
     console.log(`  pooled calls: ${JSON.stringify(r.pooled)}; 1024² matmul, median of ${TIMING_REPS}: 1 thread ${t.one.toFixed(1)} ms, ${t.threads} threads ${t.two.toFixed(1)} ms (×${(t.one / t.two).toFixed(2)}; ${t.message})`);
     expect(info.isolated).toBe(true);
@@ -71,6 +73,8 @@ describe.skipIf(skip !== null)('the wasm backend on Web Workers in Chromium (pla
     // a worker starts once the page yields (so, as printed, it is still starting), unless Chromium
     // ever starts one alongside a busy page: either is right
     expect(info.beforeYield).toMatch(/^wasm, 2 threads \(Web Workers(, 1 starting)?\)$/);
+    // the worker ran a task alongside the main thread in every job
+    expect(met).toEqual([1, 1, 1, 1, 1]);
     expect(r.message).toBe('wasm, 2 threads (Web Workers)');
     expect(r.threads).toBe(2);
     expect(r.cases.filter((c) => !c.bitEqual)).toEqual([]);
