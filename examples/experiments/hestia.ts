@@ -2,10 +2,10 @@
  * @file HESTIA vs STE for ternary weights in HESTIA's own regime: QAT fine-tuning of a pretrained
  * float tiny Llama (docs/experiments/llama.md trains from scratch, where HESTIA fell far behind).
  * Per seed: the float model of that seed (trained here with the `fp` config unless its checkpoint
- * exists under --pretrain-dir, e.g. the llama grid's runs), then three ternary fine-tunes from it
- * on the same batches — STE (BitNet b1.58), HESTIA with Hutchinson temperature scales, and HESTIA
- * with every scale 1 (the check of the Hessian calibration) — validation bits per byte with hard
- * ternary weights, paired per-seed verdicts, results.{md,json,svg}. Finished runs are kept in
+ * exists under --pretrain-dir, e.g. the llama grid's runs), then four runs from it on the same
+ * batches — the float model trained on (the reference), ternary STE (BitNet b1.58), HESTIA with
+ * Hutchinson temperature scales, and HESTIA with every scale 1 (the check of the Hessian
+ * calibration) — validation bits per byte (hard ternary weights for the QAT runs), paired per-seed verdicts, results.{md,json,svg}. Finished runs are kept in
  * runs.jsonl, so re-running resumes.
  * Run: QGRAD_THREADS=1 npx tsx examples/experiments/hestia.ts [--steps 300 --seeds 0,1,2 --pretrain-dir runs/experiments/llama-1k]
  */
@@ -33,6 +33,7 @@ const args = cli('experiments/hestia', 'Ternary QAT fine-tuning of a pretrained 
 useBackend(args.backend);
 
 const FINETUNES = [
+  { name: 'float-continued', config: 'fp', calibrate: true, about: 'the float model trained on for the same steps and LR (the reference the ternary fine-tunes should approach)' },
   { name: 'ternary-ste', config: 'ternary-ste', calibrate: true, about: 'BitNet b1.58 absmean ternary, identity STE' },
   { name: 'ternary-hestia', config: 'ternary-hestia', calibrate: true, about: 'HESTIA: P ramp over 20 %, T₀ 0.351 cosine-annealed over the last 80 %, Hutchinson temperature scales (4 probes)' },
   { name: 'ternary-hestia-flat', config: 'ternary-hestia', calibrate: false, about: 'HESTIA as above, every temperature scale 1 (no Hessian calibration)' },
@@ -93,12 +94,12 @@ const rows: ConfigResult[] = [
 ];
 const trainBytes = args.steps * args.batchSize * args.seqLen;
 const notes = `Tiny Llama (dim 128, 4 layers, 4 heads / 2 KV heads, SwiGLU 384, vocab 256) on Moby-Dick. Each seed: a float model pretrained ${args.pretrainSteps} steps × ${args.batchSize} × ${args.seqLen} bytes (AdamW, cosine, lr ${args.pretrainLr}), ` +
-  `then ternary QAT of every Linear in the decoder layers for ${args.steps} steps × ${args.batchSize} × ${args.seqLen} bytes (${(trainBytes / 1e6).toFixed(2)} M bytes; AdamW, cosine, peak lr ${args.lr}, fresh optimizer) on the same batches for the three methods. ` +
+  `then ternary QAT of every Linear in the decoder layers (or float training, float-continued) for ${args.steps} steps × ${args.batchSize} × ${args.seqLen} bytes (${(trainBytes / 1e6).toFixed(2)} M bytes; AdamW, cosine, peak lr ${args.lr}, fresh optimizer) on the same batches for the three methods. ` +
   `Validation on ${args.valBlocks} fixed ${args.seqLen}-byte blocks of the held-out 10 %, hard ternary weights (HESTIA at T = 0, P = 1); activations float.`;
 let md = await writeResults(args.runDir, { title: 'Ternary QAT fine-tuning of a pretrained tiny Llama: validation bits per byte (lower is better)', metric: 'val bits/byte', rows, digits: 4, notes, meta: { ...scale, steps: args.steps, lr: args.lr, pretrain: pre, seeds: args.seeds } });
 const val = (name: string) => (s: number) => done.get(key(name, s))?.valBpb;
-const pairs = ([['ternary-hestia', 'ternary-ste'], ['ternary-hestia-flat', 'ternary-ste'], ['ternary-hestia', 'ternary-hestia-flat']] as const)
-  .map(([a, b]) => pairedDiffs(`${a} − ${b}`, args.seeds, val(a), val(b))).filter((p): p is Paired => p !== null);
+const PAIRS: [string, string][] = [['ternary-hestia', 'ternary-ste'], ['ternary-hestia-flat', 'ternary-ste'], ['ternary-hestia', 'ternary-hestia-flat'], ['ternary-ste', 'float-continued'], ['ternary-hestia', 'float-continued']];
+const pairs = PAIRS.map(([a, b]) => pairedDiffs(`${a} − ${b}`, args.seeds, val(a), val(b))).filter((p): p is Paired => p !== null);
 md += `\n### Paired per seed: val bits/byte (same seed ⇒ same float model and batches)\n\n${pairedTable(pairs, { digits: 4 })}\n`;
 writeFileSync(join(args.runDir, 'results.md'), md);
 console.log(`\n${md}\nwrote ${args.runDir}/{runs.jsonl, results.{md,json,svg}} (${elapsed()})`);
