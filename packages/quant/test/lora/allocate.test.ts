@@ -62,6 +62,16 @@ describe('allocateBits', () => {
     expect(report.rows.map((r) => [r.name, r.weight.split(' ')[0]])).toEqual(sens.map((s) => [s.name, `int${a.bits[s.name]}`]));
   });
 
+  it('takes the Hessian trace of hessianLoss when given, and the loss changes of loss', () => {
+    const { model, loss } = setup();
+    const one = Q.measureSensitivity(model, { loss, generator: new Generator(1), samples: 2, choices: [2] });
+    const two = Q.measureSensitivity(model, { loss, hessianLoss: () => loss().mul(2), generator: new Generator(1), samples: 2, choices: [2] });
+    for (const [i, s] of two.entries()) {
+      expect(s.hessianTrace).toBeCloseTo(2 * one[i]!.hessianTrace, 4);
+      expect(s.lossDelta[2]).toBe(one[i]!.lossDelta[2]);
+    }
+  });
+
   it('gives the more sensitive of two equal-size layers the bits', () => {
     const model = new Sequential(new Linear(8, 8), new Linear(8, 8));
     const row = (name: string, d2: number): Q.LayerSensitivity => ({ name, params: 64, weightNormSq: 1, hessianTrace: 1, sqnrDb: { 2: 10, 4: 20 }, lossDelta: { 2: d2, 4: 0 } });
