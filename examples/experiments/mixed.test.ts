@@ -33,7 +33,7 @@ const ALLOCS = ['uniform', 'loss{2,3,4}', 'loss{2,3,4} exact', 'loss{2,3,4,8} ex
 const CONFIGS = ['float', ...['rtn', 'gptq'].flatMap((m) => ALLOCS.map((a) => `${m} ${a}`))];
 
 interface Row { config: string; values: number[]; extra: Record<string, string> }
-interface Run { model: string; alloc: string; seed: number; codeBits: number; bitsWithScales: number; bits: Record<string, number> }
+interface Run { model: string; alloc: string; seed: number; codeBits: number; bitsWithScales: number; predictedDelta: number; calibDelta: number; bits: Record<string, number> }
 
 describe('experiments/mixed', () => {
   it('compares every allocation with uniform bits at the budget on both models, skips an unfinished float run and resumes', async () => {
@@ -56,6 +56,7 @@ describe('experiments/mixed', () => {
       for (const r of quantized) {
         expect(r.codeBits, `${model} ${r.alloc}`).toBeLessThanOrEqual(3 + 1e-9);
         if (r.alloc === 'uniform') expect(Object.values(r.bits).every((b) => b === 3)).toBe(true);
+        expect(Number.isFinite(r.predictedDelta) && Number.isFinite(r.calibDelta), `${model} ${r.alloc}`).toBe(true);
         // the same quantizer layout in every arm, so the same scales: the budget compares like with like
         expect(r.bitsWithScales - r.codeBits).toBeCloseTo(overhead, 9);
       }

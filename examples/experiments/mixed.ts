@@ -9,7 +9,7 @@
  */
 import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Generator, add, crossEntropy, dispose, type Tensor } from '@qgrad/core';
+import { Generator, add, crossEntropy, dispose, noGrad, tidy, type Tensor } from '@qgrad/core';
 import { Conv2d, encodeRecord, readMetrics, type Llama, type Module } from '@qgrad/nn';
 import { allocateBits, bitsPerParameter, measureSensitivity, ptq, type LayerSensitivity, type PtqMethod, type QATRule, type WeightQuantConfig } from '@qgrad/quant';
 import { CliError, cli } from '../lib/args.js';
@@ -76,6 +76,8 @@ interface Run {
   bitsWithScales: number;
   /** Σ over layers of the measured single-layer loss change at the allocated width (the allocator's additive estimate, nats). */
   predictedDelta: number;
+  /** The calibration loss change of the whole quantized model (nats): what predictedDelta estimates, on the same data. */
+  calibDelta: number;
   bits: Record<string, number>;
   ptqSeconds: number;
 }
@@ -100,19 +102,24 @@ const quantOf = (granularity: WeightQuantConfig['granularity']) => ({
 });
 
 /** Sensitivity of one float model, cached as JSON (the Hutchinson probes are the slow part). */
-function sensitivity(path: string, model: Module, loss: () => Tensor, measure: (b: number) => WeightQuantConfig, targets: string, seed: number): LayerSensitivity[] {
+function sensitivity(path: string, model: Module, losses: (() => Tensor)[], measure: (b: number) => WeightQuantConfig, targets: string, seed: number): LayerSensitivity[] {
   if (existsSync(path)) return JSON.parse(readFileSync(path, 'utf8')) as LayerSensitivity[];
   const t = performance.now();
-  const sens = measureSensitivity(model, { loss, choices: allWidths, quant: measure, targets, samples: args.samples, generator: new Generator(seed) });
+  // the loss changes on the whole calibration sample; each Hutchinson probe on the next of its batches (one batch's double-backward graph at a time)
+  const loss = () => losses.map((f) => f()).reduce((a, b) => add(a, b));
+  let next = 0;
+  const hessianLoss = () => losses[next++ % losses.length]!().mul(losses.length);
+  const sens = measureSensitivity(model, { loss, hessianLoss, choices: allWidths, quant: measure, targets, samples: args.samples, generator: new Generator(seed) });
   console.log(`  sensitivity of ${sens.length} layers at ${allWidths.join('/')} bits in ${((performance.now() - t) / 1000).toFixed(0)} s`);
   writeFileSync(path, `${JSON.stringify(sens, null, 1)}\n`);
   return sens;
 }
 
 /** Every allocation × method of one model and seed not already in runs.jsonl: fresh float copy, ptq at the allocation's rules, evaluation. */
-function grid(model: Run['model'], settings: string, seed: number, floatValue: number, sens: LayerSensitivity[], ptqQuant: (b: number) => WeightQuantConfig, calibration: Tensor[], fresh: () => Module, evaluate: (m: Module) => number): void {
-  if (!done.has(key(settings, 'float', 'float', seed))) record({ model, settings, alloc: 'float', method: 'float', seed, value: floatValue, codeBits: 32, bitsWithScales: 32, predictedDelta: 0, bits: {}, ptqSeconds: 0 });
+function grid(model: Run['model'], settings: string, seed: number, floatValue: number, sens: LayerSensitivity[], ptqQuant: (b: number) => WeightQuantConfig, calibration: Tensor[], fresh: () => Module, evaluate: (m: Module) => number, calibLoss: (m: Module) => number): void {
+  if (!done.has(key(settings, 'float', 'float', seed))) record({ model, settings, alloc: 'float', method: 'float', seed, value: floatValue, codeBits: 32, bitsWithScales: 32, predictedDelta: 0, calibDelta: 0, bits: {}, ptqSeconds: 0 });
   const probe = fresh();
+  const floatCalib = calibLoss(probe);
   for (const a of allocations) {
     const bits = a.score ? allocateBits(probe, sens, { budget: args.budget, choices: a.choices, score: a.score, solver: a.solver, quant: ptqQuant }).bits : Object.fromEntries(sens.map((s) => [s.name, args.budget]));
     const rules: QATRule[] = sens.map((s) => ({ match: s.name, types: [probe.getSubmodule(s.name) instanceof Conv2d ? 'Conv2d' : 'Linear'], weight: ptqQuant(bits[s.name]!) }));
@@ -129,8 +136,9 @@ function grid(model: Run['model'], settings: string, seed: number, floatValue: n
       const n = rows.reduce((k, r) => k + r.params, 0);
       const codeBits = sens.reduce((k, s) => k + s.params * bits[s.name]!, 0) / n;
       const value = evaluate(m);
+      const calibDelta = calibLoss(m) - floatCalib;
       freeModel(m);
-      const r: Run = { model, settings, alloc: a.name, method, seed, value, codeBits, bitsWithScales: rows.reduce((k, r) => k + r.idealBits, 0) / n, predictedDelta, bits, ptqSeconds };
+      const r: Run = { model, settings, alloc: a.name, method, seed, value, codeBits, bitsWithScales: rows.reduce((k, r) => k + r.idealBits, 0) / n, predictedDelta, calibDelta, bits, ptqSeconds };
       record(r);
       console.log(`${model} seed ${seed} ${a.name} ${method}: ${model === 'llama' ? `${value.toFixed(4)} bits/byte` : `${value.toFixed(2)} %`} (float ${floatValue.toFixed(model === 'llama' ? 4 : 2)}), ${codeBits.toFixed(3)} bits/weight (${r.bitsWithScales.toFixed(3)} with scales), ptq ${ptqSeconds.toFixed(1)} s, ${minutes()} min elapsed`);
     }
@@ -160,12 +168,13 @@ async function llama(seed: number): Promise<void> {
   console.log(`llama seed ${seed}: float ${ckpt}, val ${floatValue.toFixed(4)} bits/byte`);
   const windows = calibrationWindows(train, args.calibSeqs, seed);
   const q = quantOf(group);
-  const loss = () => windows.map(([x, y]) => base.loss(x, y).mul(x.shape[0]! / args.calibSeqs)).reduce((a, b) => add(a, b));
-  const sens = sensitivity(join(args.runDir, `llama-seed${seed}-sensitivity.json`), base, loss, q.measure, llamaTargets, seed);
+  const losses = windows.map(([x, y]) => () => base.loss(x, y).mul(x.shape[0]! / args.calibSeqs));
+  const sens = sensitivity(join(args.runDir, `llama-seed${seed}-sensitivity.json`), base, losses, q.measure, llamaTargets, seed);
   freeModel(base);
   sensBySeed.set(`llama/${seed}`, sens);
   floatBySeed.set(`llama/${seed}`, floatValue);
-  grid('llama', llamaSettings, seed, floatValue, sens, q.ptq, windows.map((w) => w[0]), () => llamaFromCheckpoint(ckpt), (m) => bitsPerByte(m as Llama, val, args.valBlocks));
+  const calibLoss = (m: Module) => tidy(() => noGrad(() => windows.reduce((k, [x, y]) => k + (m as Llama).loss(x, y).item() * x.shape[0]!, 0) / args.calibSeqs));
+  grid('llama', llamaSettings, seed, floatValue, sens, q.ptq, windows.map((w) => w[0]), () => llamaFromCheckpoint(ckpt), (m) => bitsPerByte(m as Llama, val, args.valBlocks), calibLoss);
   dispose(windows.flat());
 }
 
@@ -178,12 +187,13 @@ async function cnn(seed: number, data: ReturnType<typeof mnistData>): Promise<vo
   const q = quantOf('channel');
   const base = fresh();
   const n = images.reduce((k, [x]) => k + x.shape[0]!, 0);
-  const loss = () => images.map(([x, y]) => crossEntropy((base as unknown as { forward(x: Tensor): Tensor }).forward(x), y).mul(x.shape[0]! / n)).reduce((a, b) => add(a, b));
-  const sens = sensitivity(join(args.runDir, `cnn-seed${seed}-sensitivity.json`), base, loss, q.measure, '*', seed);
+  const losses = images.map(([x, y]) => () => crossEntropy((base as unknown as { forward(x: Tensor): Tensor }).forward(x), y).mul(x.shape[0]! / n));
+  const sens = sensitivity(join(args.runDir, `cnn-seed${seed}-sensitivity.json`), base, losses, q.measure, '*', seed);
   freeModel(base);
   sensBySeed.set(`cnn/${seed}`, sens);
   floatBySeed.set(`cnn/${seed}`, floatAcc);
-  grid('cnn', cnnSettings, seed, floatAcc, sens, q.ptq, images.map((b) => b[0]), fresh, (m) => cnnAccuracy(m, data));
+  const calibLoss = (m: Module) => tidy(() => noGrad(() => images.reduce((k, [x, y]) => k + crossEntropy((m as unknown as { forward(x: Tensor): Tensor }).forward(x), y).item() * x.shape[0]!, 0) / n));
+  grid('cnn', cnnSettings, seed, floatAcc, sens, q.ptq, images.map((b) => b[0]), fresh, (m) => cnnAccuracy(m, data), calibLoss);
   dispose(images.flat());
 }
 
@@ -203,7 +213,7 @@ function rows(model: Run['model'], settings: string): ConfigResult[] {
     const avg = (f: (r: Run) => number, d: number) => fmt(mean(rs.map(f)), d);
     return {
       config: alloc === 'float' ? 'float' : `${method} ${alloc}`, group: alloc === 'float' ? 'float32' : method!, seeds: rs.map((r) => r.seed), values: rs.map((r) => r.value),
-      extra: alloc === 'float' ? {} : { 'bits/weight': avg((r) => r.codeBits, 3), 'with fp16 scales': avg((r) => r.bitsWithScales, 3), 'predicted ΔL (nats)': avg((r) => r.predictedDelta, 4), 'ptq s': avg((r) => r.ptqSeconds, 1) },
+      extra: alloc === 'float' ? {} : { 'bits/weight': avg((r) => r.codeBits, 3), 'with fp16 scales': avg((r) => r.bitsWithScales, 3), 'predicted calib ΔL (nats)': avg((r) => r.predictedDelta, 4), 'actual calib ΔL (nats)': avg((r) => r.calibDelta, 4), 'ptq s': avg((r) => r.ptqSeconds, 1) },
     };
   }).filter((r) => r.values.length > 0);
 }
@@ -225,7 +235,7 @@ function bitMap(model: Run['model'], settings: string): string {
 }
 
 const out: string[] = [];
-const qNote = (g: string) => `Weights only, symmetric int grid, one absmax scale per ${g} (the same quantizer in every arm; ptq fixes it from the float weight), activations float. bits/weight: code bits per quantized weight; "with fp16 scales" adds ${args.scaleBits} bits per scale (quant's bitsPerParameter, the same count in every arm). Allocations (allocateBits, average ≤ ${args.budget}): greedy = upgrades from the smallest width by estimated damage saved per bit while they fit; exact = the least total estimated damage within the budget; loss = the measured loss change with the layer alone quantized (RTN), hessian = Hutchinson tr(H)/n·‖W − Q(W)‖² (${args.samples} probes). The same allocation serves RTN and GPTQ.`;
+const qNote = (g: string) => `Weights only, symmetric int grid, one absmax scale per ${g} (the same quantizer in every arm; ptq fixes it from the float weight), activations float. bits/weight: code bits per quantized weight; "with fp16 scales" adds ${args.scaleBits} bits per scale (quant's bitsPerParameter, the same count in every arm). Allocations (allocateBits, average ≤ ${args.budget}): greedy = upgrades from the smallest width by estimated damage saved per bit while they fit; exact = the least total estimated damage within the budget; loss = the measured loss change with the layer alone quantized (RTN), hessian = Hutchinson tr(H)/n·‖W − Q(W)‖² (${args.samples} probes). The same allocation serves RTN and GPTQ. Predicted calib ΔL: the sum over layers of the single-layer loss changes at the allocated widths (what the 'loss' score adds up); actual: the calibration loss change of the whole quantized model, on the same calibration data.`;
 for (const model of models as Run['model'][]) {
   const settings = model === 'llama' ? llamaSettings : cnnSettings;
   const digits = model === 'llama' ? 4 : 2;
