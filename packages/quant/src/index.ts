@@ -24,3 +24,4 @@ export * from './vq/index.js';
 export * from './bitswitch/index.js';
 export * from './lowprec/halo.js';
 export * from './sparsity/index.js';
+export * from './distill/index.js';
