@@ -74,7 +74,7 @@ describe('distill: logit KD around a QAT student', () => {
     expect(Object.getOwnPropertyDescriptor(student.getSubmodule('0'), 'forward')?.value).toBeTypeOf('function');
     expect(noGrad(() => student.forward(x)).dataSync()).toEqual(plain);
     expect(() => distill(student, student)).toThrow(/separate copy/);
-    const alias = new Sequential(student.getSubmodule('0'), new ReLU(), new Linear(16, 4));
+    const alias = new Sequential(student.getSubmodule('0') as Linear, new ReLU(), new Linear(16, 4));
     expect(() => distill(student, alias)).toThrow(/'0.weight' is also the teacher's/);
     expect(() => distill(student, teacher, { features: [{ match: 'nope.*' }] })).toThrow(/matches no module/);
     expect(() => distill(student, teacher, { alpha: 0.5 }).loss(x)).toThrow(/alpha 0.5 < 1 weighs a task loss/);
