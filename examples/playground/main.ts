@@ -4,9 +4,7 @@
  * accuracy, a layer's weight histogram against the grid, and a Download button for the converted
  * model's safetensors bytes. `globalThis.qgradPlayground` holds the run's state for tests.
  */
-// the root tsconfig's lib is ES2022 (Node) and this page needs the DOM's types; the whole project
-// typechecks with DOM as well (tsconfig.build-base.json builds the packages with it)
-/// <reference lib="dom" />
+// type-checked with the DOM's types by examples/playground/tsconfig.json (the root config excludes this file)
 import { backendInfo, listEstimators } from '@qgrad/core';
 import { GRID_NAMES, type GridName } from '@qgrad/quant';
 import { histogramChart, lossChart } from './charts.js';
