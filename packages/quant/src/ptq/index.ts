@@ -1,5 +1,5 @@
 /**
- * @file Post-training quantization: `ptq` (RTN, GPTQ, AWQ, SmoothQuant, Hadamard rotation), its
+ * @file Post-training quantization: `ptq` (RTN, GPTQ, AWQ, SmoothQuant, FlexRound, PTQTP trit-planes, Hadamard rotation), its
  * pieces (GPTQ on arrays, migration scales, InputTransform) and the small float64 linear algebra.
  */
 export * from './ptq.js';
@@ -8,3 +8,4 @@ export * from './migrate.js';
 export * from './transform.js';
 export { cholesky, choleskyInverse, upperCholesky } from './linalg.js';
 export * from './flexround.js';
+export * from './ptqtp.js';

@@ -5,7 +5,9 @@
  * quantized earlier layers (GPTQ's sequential calibration): RTN, GPTQ (gptq.ts), FlexRound
  * (flexround.ts), AWQ's and
  * SmoothQuant's channel migration (migrate.ts), each after an optional Hadamard rotation. The
- * result is an ordinary QAT-layer model (some layers inside an InputTransform) that `convert` takes.
+ * result is an ordinary QAT-layer model (some layers inside an InputTransform) that `convert` takes;
+ * PTQTP (ptqtp.ts, calibration-free) instead leaves TritPlaneLinear layers, already in their
+ * packed inference form, which `convert` passes over.
  */
 import { cat, dispose, fromTypedArray, hadamard, keep, noGrad, tidy, type Tensor } from '@qgrad/core';
 import type { Module } from '@qgrad/nn';
@@ -20,9 +22,10 @@ import { gptq, HessianAccumulator } from './gptq.js';
 import { flexRound } from './flexround.js';
 import { awqSearch, smoothQuantScales } from './migrate.js';
 import { InputTransform } from './transform.js';
+import { TritPlaneLinear, tritPlanes, type TritPlaneOptions } from './ptqtp.js';
 
 /** The post-training quantization methods `ptq` runs. */
-export type PtqMethod = 'rtn' | 'gptq' | 'awq' | 'smoothquant' | 'flexround';
+export type PtqMethod = 'rtn' | 'gptq' | 'awq' | 'smoothquant' | 'flexround' | 'ptqtp';
 
 /** What `ptq` takes: a QAT config's rules, the method, its settings and an optional Hadamard rotation. */
 export interface PtqOptions extends QATConfig {
@@ -39,6 +42,8 @@ export interface PtqOptions extends QATConfig {
   /** FlexRound: Adam steps per layer (default 200) and learning rate (default 3e−3). */
   flexRoundIters?: number;
   flexRoundLr?: number;
+  /** PTQTP: group size, ridge λ, iterations and tolerance of the trit-plane fit (ptqtp.ts). */
+  ptqtp?: TritPlaneOptions;
   /** Called after each layer (drive a progress bar with it). */
   onProgress?: (p: { done: number; total: number; layer: string }) => void;
   /** Print a one-line progress bar to stderr (default false). */
@@ -88,6 +93,8 @@ const DEFAULTS: Record<PtqMethod, QuantLayerConfig> = {
   awq: { weight: { grid: 'int', bits: 4, granularity: { group: 128 } } },
   flexround: { weight: { grid: 'int', bits: 4 } },
   smoothquant: { weight: { grid: 'int', bits: 8 }, input: { grid: 'int', bits: 8, granularity: 'token', scale: 'dynamic' } },
+  // PTQTP replaces its Linear layers outright; this grid is the report's baseline (absmean ternary per row) and what other layer types get
+  ptqtp: { weight: { grid: 'ternary' } },
 };
 
 /**
@@ -186,16 +193,18 @@ const row = (p: WeightQuantizer['plan']) => `${p.grid.label} ${typeof p.granular
  * argument list of its forward). Layers are picked as prepareQAT picks them (`rules`, `default`,
  * `skip`, `types`); without rules or default, the method's default is used (int4 per channel;
  * AWQ int4 in groups of 128; SmoothQuant W8A8 with per-token dynamic inputs). GPTQ, AWQ,
- * SmoothQuant, FlexRound and the Hadamard rotation apply to Linear layers; Conv2d and Embedding layers are
- * rounded to nearest. Returns the model and the per-layer report.
+ * SmoothQuant, FlexRound, PTQTP and the Hadamard rotation apply to Linear layers; Conv2d and Embedding layers are
+ * rounded to nearest. PTQTP needs no calibration (batches, if any, only feed the report, whose
+ * RTN baseline is then absmean ternary per row) and replaces each Linear by a TritPlaneLinear.
+ * Returns the model and the per-layer report.
  * @example
  * const { report } = ptq(model, batches, { method: 'gptq', default: { weight: { grid: 'int', bits: 3, granularity: { group: 64 } } } });
  * console.log(report.toString());
  * const inference = convert(model);
  */
 export function ptq<M extends Module>(model: M, calibrationBatches: readonly (Tensor | Tensor[])[], o: PtqOptions): { model: M; report: PtqReport } {
-  if (!(['rtn', 'gptq', 'awq', 'smoothquant', 'flexround'] as string[]).includes(o.method)) throw new Error(`ptq: unknown method ${JSON.stringify(o.method)}; methods are rtn, gptq, awq, smoothquant, flexround`);
-  if (!calibrationBatches.length && o.method !== 'rtn') throw new Error(`ptq: method '${o.method}' needs calibration batches; got none`);
+  if (!(['rtn', 'gptq', 'awq', 'smoothquant', 'flexround', 'ptqtp'] as string[]).includes(o.method)) throw new Error(`ptq: unknown method ${JSON.stringify(o.method)}; methods are rtn, gptq, awq, smoothquant, flexround, ptqtp`);
+  if (!calibrationBatches.length && o.method !== 'rtn' && o.method !== 'ptqtp') throw new Error(`ptq: method '${o.method}' needs calibration batches; got none`);
   const useDefault = !o.rules?.length && !o.default;
   const fix = (r: QuantLayerConfig) => ({ ...r, weight: fixScale(r.weight) });
   const cfg: QATConfig = {
@@ -231,7 +240,22 @@ export function ptq<M extends Module>(model: M, calibrationBatches: readonly (Te
         Object.assign(report, { tokens: x.shape[0]!, rtnMse: e.mse, rtnSqnrDb: e.sqnrDb });
       }
       let final: Module & { forward(x: Tensor): Tensor } = layer;
-      if (linearOnly && x && yFloat) {
+      if (linearOnly && o.method === 'ptqtp') {
+        // calibration-free: the planes are fitted to the weight alone; the inputs only feed the report
+        const ql = layer as QuantLinear;
+        let wf = ql.weight.to('float64');
+        const block = o.hadamard ? (typeof o.hadamard === 'object' && o.hadamard.blockSize) || largestPow2Block(ql.inFeatures) : 0;
+        if (block && ql.inFeatures % block) throw new Error(`${who}: Hadamard block ${block} must divide inFeatures ${ql.inFeatures}`);
+        if (block) {
+          wf = hadamard(wf, { blockSize: block });
+          report.hadamardBlock = block;
+        }
+        const planes = tritPlanes(wf, o.ptqtp);
+        report.weight = `2 trit-planes g${planes.groupSize}`;
+        const tp = new TritPlaneLinear(planes, ql.bias, ql.weight.dtype === 'float64' ? 'float64' : 'float32');
+        final = block ? new InputTransform(tp, { hadamardBlock: block }) : tp;
+        replaceSubmodule(model, row.name, final);
+      } else if (linearOnly && x && yFloat) {
         const ql = layer as QuantLinear;
         const wq = ql.weightQuantizer!;
         const w = ql.weight;
