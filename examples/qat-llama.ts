@@ -9,7 +9,12 @@
  * and fused (QAT in the cooldown).
  * The grid of all of them: examples/experiments/llama.ts.
  * Optimizers (--optimizer): AdamW, or Muon/AuON for the decoder matrices (docs/experiments/optimizers.md).
+ * Distillation (--distill): a QAT fine-tune of a float run's checkpoint (--init) learns from that
+ * float model as its teacher — (1 − α)·CE + α·τ²·KL on the logits (--kd-alpha, --kd-temperature),
+ * + MSE of the decoder-layer outputs (--kd-hidden), and Teacher Intervention O→C→M over the first
+ * --ti-steps steps.
  * Run: npx tsx examples/qat-llama.ts --config w4a4-quest --seeds 0,1,2 [--steps 200 --batch-size 8 --seq-len 64] [--dim 64 --layers 2] [--optimizer muon --lr 0.03] [--resume]
+ *      npx tsx examples/qat-llama.ts --config ternary-ste --init runs/qat-llama/fp/seed0/checkpoint.safetensors --distill --kd-temperature 2 --ti-steps 30
  */
 import { join } from 'node:path';
 import { CliError, cli } from './lib/args.js';
@@ -30,6 +35,12 @@ const args = cli('qat-llama', `QAT of the tiny byte Llama on Moby-Dick; validati
   optimizer: { type: 'string', default: 'adamw', help: `${LLAMA_OPTIMIZERS.join(', ')}: muon/auon update the decoder matrices, an auxiliary AdamW the rest` },
   adamLr: { type: 'number', default: 3e-3, exclusiveMin: 0, help: 'peak LR of the auxiliary AdamW under muon/auon' },
   valBlocks: { type: 'int', default: 64, min: 1, help: 'validation sequences (evenly spread over the held-out 10 %)' },
+  init: { type: 'string', default: '', help: "start from this training checkpoint's float weights (e.g. an fp run's checkpoint.safetensors): a QAT fine-tune" },
+  distill: { type: 'boolean', help: 'distil from the float model the run starts from (use with --init) into the quantized student' },
+  kdTemperature: { type: 'number', default: 1, exclusiveMin: 0, help: 'softmax temperature τ of the logit KD (the KL is scaled by τ²)' },
+  kdAlpha: { type: 'number', default: 0.5, min: 0, max: 1, help: 'weight α of the KD term: (1 − α)·CE + α·τ²·KL' },
+  kdHidden: { type: 'number', default: 0, min: 0, help: 'weight of Σ MSE(decoder-layer outputs, the teacher\'s) (0: off)' },
+  tiSteps: { type: 'int', default: 0, min: 0, help: 'Teacher Intervention (TI-G: output → context → map) over the first N steps (0: off)' },
   resume: commonOptions.resume,
   ckptEvery: { type: 'int', default: 50, min: 1, help: 'save a checkpoint every N steps (and at the end)' },
   stopAt: commonOptions.stopAt,
@@ -47,7 +58,8 @@ console.log(`${c.name}: ${c.about}`);
 const results = [];
 for (const seed of args.seeds) {
   const dir = join(args.runDir, c.name, `seed${seed}`);
-  const r = await runQatLlama({ ...args, optimizer: args.optimizer as LlamaOptimizer, config: c.name, seed, dir, log: console.log });
+  const distill = args.distill ? { temperature: args.kdTemperature, alpha: args.kdAlpha, hidden: args.kdHidden, tiSteps: args.tiSteps } : undefined;
+  const r = await runQatLlama({ ...args, init: args.init || undefined, distill, optimizer: args.optimizer as LlamaOptimizer, config: c.name, seed, dir, log: console.log });
   if (r.steps < args.steps) {
     console.log(`seed ${seed}: stopped at step ${r.steps} of ${args.steps}; continue with --resume`);
     continue;

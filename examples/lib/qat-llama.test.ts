@@ -72,6 +72,23 @@ describe('runQatLlama', () => {
     await expect(runQatLlama({ ...base, dim: 32, init })).rejects.toThrow(/loadStateDict: size mismatch for model\.embed_tokens\.weight/);
   });
 
+  it('distils from the float model it starts from: the parts are recorded, TI adds its score loss, fp cannot be a student', async () => {
+    const base: QatLlamaOptions = { ...tiny, steps: 2, lr: 3e-3 };
+    await runQatLlama({ ...base, dir: join(root, 'kd-float') });
+    const init = join(root, 'kd-float', 'checkpoint.safetensors');
+    const dir = join(root, 'kd');
+    await runQatLlama({ ...base, config: 'ternary-ste', init, dir, distill: { temperature: 2, alpha: 0.5, hidden: 1, tiSteps: 1 } });
+    const records = readMetrics(join(dir, 'metrics.jsonl')).filter((r) => typeof r.kd === 'number');
+    expect(records.length).toBe(2);
+    for (const r of records) {
+      expect(r.kd).toBeGreaterThan(0);
+      expect(r.bpb).toBeCloseTo((r.task as number) / Math.LN2, 10);
+    }
+    expect(records[0]!.scores).toBeGreaterThan(0);
+    expect(records[0]!.loss).toBeCloseTo(0.5 * (records[0]!.task as number) + 0.5 * (records[0]!.kd as number) + (records[0]!.features as number) + (records[0]!.scores as number), 5);
+    await expect(runQatLlama({ ...base, init, distill: {} })).rejects.toThrow(/distillation needs a quantized student/);
+  });
+
   it('sizes the model from --dim/--layers/--heads/--kv-heads/--seq-len', () => {
     expect(qatLlamaModelConfig({ seqLen: 32, dim: 64, layers: 2, heads: 4, kvHeads: 1 })).toMatchObject({ dim: 64, hiddenDim: 192, nLayers: 2, nHeads: 4, nKvHeads: 1, maxSeqLen: 32 });
     expect(qatLlamaModelConfig({ seqLen: 64 })).toMatchObject({ dim: 128, hiddenDim: 384, nLayers: 4, nHeads: 4, nKvHeads: 2, maxSeqLen: 64 });

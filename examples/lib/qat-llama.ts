@@ -5,11 +5,11 @@
  * switches and QAT fused with the cooldown), one training run through nn's `fit` (progress bar,
  * metrics.jsonl, checkpoints, exact resume, curves.svg), validation bits per byte.
  */
-import { Generator, dispose, loadSafetensorsWithMetadata, noGrad, type Tensor } from '@qgrad/core';
+import { Generator, crossEntropy, dispose, loadSafetensorsWithMetadata, noGrad, type Tensor } from '@qgrad/core';
 import { AdamW, AuON, LambdaLR, Llama, Muon, cosineSchedule, fit, tinyLlamaConfig, trainStep, type Callback, type LlamaConfig, type LrLambda } from '@qgrad/nn';
 import {
-  HestiaScheduler, QATPhase, calibrateHestia, prepareHadamardQAT, prepareQAT, questConfig, wsdSchedule,
-  type ActQuantConfig, type WeightQuantConfig,
+  HestiaScheduler, QATPhase, calibrateHestia, distill, prepareHadamardQAT, prepareQAT, questConfig, tiSchedule, wsdSchedule,
+  type ActQuantConfig, type Distiller, type WeightQuantConfig,
 } from '@qgrad/quant';
 import { mobyDickWindows } from './text.js';
 import { NONFINITE_HINT, stepGenerator } from './train.js';
@@ -100,6 +100,13 @@ export interface QatLlamaOptions {
    * model. The quantizers are installed after the weights load, so their scales initialise from them.
    */
   init?: string;
+  /**
+   * Distil from the float model the run starts from (`init`'s weights, taken before the quantizers
+   * go in) into the QAT student: (1 − α)·CE + α·τ²·KL on the logits, + Σ MSE of the decoder-layer
+   * outputs (`hidden` weight, TernaryBERT's rep loss), and with `tiSteps` > 0 TI-G (Teacher
+   * Intervention O→C→M on every self_attn, with its score loss) over the first tiSteps steps.
+   */
+  distill?: { temperature?: number; alpha?: number; hidden?: number; tiSteps?: number };
   /** HESTIA: calibrate the per-tensor temperature scales by Hutchinson traces (default true; false: every scale 1). */
   hestiaCalibrate?: boolean;
   /** Continue from `dir`'s checkpoint (model, optimizer, scheduler, HESTIA calibration; batches are step-seeded). */
@@ -179,6 +186,26 @@ export function llamaFromCheckpoint(path: string): Llama {
   return model;
 }
 
+/** Next-token cross entropy of logits [B, T, V] against targets [B, T] (what Llama.loss computes from its own logits). */
+const lmLoss = (logits: Tensor, y: Tensor) => {
+  const [b, t, v] = logits.shape as [number, number, number];
+  return crossEntropy(logits.view(b * t, v), y.reshape(b * t));
+};
+
+/** A frozen float copy of `model` (built before the quantizers go in) as the teacher of a `distill`. */
+function distillFromFloat(model: Llama, config: LlamaConfig, c: QatLlamaConfig, d: NonNullable<QatLlamaOptions['distill']>): { kd: Distiller; teacher: Llama } {
+  if (!c.prepare || c.schedule !== 'plain') throw new Error(`qat-llama: distillation needs a quantized student trained throughout (a 'plain' config other than fp); '${c.name}' is not one`);
+  const teacher = new Llama(config);
+  teacher.loadStateDict(model.stateDict());
+  const alpha = d.alpha ?? 0.5;
+  const kd = distill(model, teacher, {
+    temperature: d.temperature ?? 1, alpha,
+    ...(d.hidden && { features: [{ match: 'model.layers.*', weight: d.hidden }] }),
+    ...(d.tiSteps && { intervene: { match: 'model.layers.*.self_attn', schedule: tiSchedule('gradual', d.tiSteps) } }),
+  });
+  return { kd, teacher };
+}
+
 /** One run (or its resumption from `dir`): trains and returns the validation bits per byte at the end. */
 export async function runQatLlama(o: QatLlamaOptions): Promise<QatLlamaResult> {
   const c = QAT_LLAMA_CONFIGS.find((k) => k.name === o.config);
@@ -188,6 +215,7 @@ export async function runQatLlama(o: QatLlamaOptions): Promise<QatLlamaResult> {
   const { train, val } = mobyDickWindows(o.seqLen, o.batchSize);
   const model = new Llama(config, { generator: new Generator(o.seed) });
   if (o.init) loadModelWeights(model, o.init);
+  const { kd, teacher } = o.distill ? distillFromFloat(model, config, c, o.distill) : { kd: null, teacher: null };
   c.prepare?.(model);
   const batch = (i: number) => {
     const g = stepGenerator(o.seed, i, 2);
@@ -248,15 +276,21 @@ export async function runQatLlama(o: QatLlamaOptions): Promise<QatLlamaResult> {
     ...(o.dir !== undefined && { dir: o.dir }), resume: o.resume ?? false, ckptEvery: o.ckptEvery ?? o.steps, stopAt: o.stopAt ?? 0,
     evalEvery: o.steps, evalAtStart: false, evaluate, progress: o.progress ?? true, log,
     allowNonfinite: o.allowNonfinite ?? false, nonFiniteHint: `${NONFINITE_HINT} (${c.name}, seed ${o.seed})`,
-    config: { config: c.name, seed: o.seed, steps: o.steps, batchSize: o.batchSize, lr: o.lr, optimizer: kind, ...(kind !== 'adamw' && { adamLr: o.adamLr ?? 3e-3 }), ...config },
-    panels: { 'loss (nats/byte)': ['loss'], 'bits per byte': ['bpb', 'val_bpb'], 'learning rate': ['lr'], ...(hestia && { HESTIA: ['pressure', 'temperature'] }), ...(phase && { QAT: ['qat'] }) },
+    config: { config: c.name, seed: o.seed, ...(o.distill && { distill: o.distill }), steps: o.steps, batchSize: o.batchSize, lr: o.lr, optimizer: kind, ...(kind !== 'adamw' && { adamLr: o.adamLr ?? 3e-3 }), ...config },
+    panels: { 'loss (nats/byte)': ['loss'], 'bits per byte': ['bpb', 'val_bpb'], 'learning rate': ['lr'], ...(kd && { distillation: ['kd', 'task', 'features', 'scores'] }), ...(hestia && { HESTIA: ['pressure', 'temperature'] }), ...(phase && { QAT: ['qat'] }) },
     callbacks: calibration,
     step: ({ index }) => {
       if (phase?.step(index)) log(`step ${index}: switched to QAT`);
       const h = hestia?.step(index);
       const [x, y] = batch(index); // [B, T] each
+      const parts: Record<string, number> = {};
       const loss = trainStep(model, optimizer, () => {
-        const l = model.loss(x, y);
+        let l: Tensor;
+        if (kd) {
+          const r = kd.setStep(index).compute(x, y, lmLoss);
+          for (const [k, v] of Object.entries(r.parts)) parts[k] = v.item();
+          l = r.loss;
+        } else l = model.loss(x, y);
         optimizer.zeroGrad();
         l.backward();
         const t = performance.now();
@@ -266,13 +300,16 @@ export async function runQatLlama(o: QatLlamaOptions): Promise<QatLlamaResult> {
         return l.item();
       });
       scheduler.step();
-      return { loss, bpb: loss / Math.LN2, lr: scheduler.getLastLr()[0]!, ...(h && { pressure: h.pressure, temperature: h.temperature }), ...(phase && { qat: phase.isQAT(index) ? 1 : 0 }) };
+      // under distillation `loss` is the mixed objective and bpb the task's cross entropy alone
+      return { loss, bpb: (parts.task ?? loss) / Math.LN2, ...parts, lr: scheduler.getLastLr()[0]!, ...(h && { pressure: h.pressure, temperature: h.temperature }), ...(phase && { qat: phase.isQAT(index) ? 1 : 0 }) };
     },
   });
   const tailN = Math.max(1, Math.floor(o.steps / 10));
   const tail = result.records.filter((r) => typeof r.bpb === 'number' && r.step > o.steps - tailN).map((r) => r.bpb as number);
   const valBpb = result.lastEval.val_bpb ?? Number.NaN;
   const optMsPerStep = optMs / Math.max(1, optSteps);
+  kd?.remove();
+  if (teacher) dispose([...teacher.parameters(), ...teacher.buffers()]);
   const out = { config: c.name, seed: o.seed, valBpb, trainBpb: tail.reduce((a, b) => a + b, 0) / tail.length, msPerStep: result.msPerStep, optMsPerStep, params: model.numParameters(), steps: result.endStep };
   // A grid runs many of these in one process and nothing here awaits long enough for the garbage
   // collector to free a finished run's model: four 1,000-step runs filled the 2 GiB wasm heap.
