@@ -66,7 +66,11 @@ interface Wrapped {
 }
 
 /**
- * A teacher attached to a student; see `distill`.
+ * A teacher attached to a student (what `distill` returns): `loss`/`compute` per batch, `setStep`
+ * for the intervention schedule, `remove` to detach.
+ * @example
+ * const kd = new Distiller(student, teacher, { temperature: 2, alpha: 0.5 });
+ * const { loss, parts } = kd.compute(x, y, crossEntropy); // parts.kd, parts.task
  */
 export class Distiller {
   readonly #student: Module;

@@ -52,6 +52,9 @@ export interface AttentionRecord {
  * (the same arithmetic as `scaledDotProductAttention` with grouped queries). Under an intervention
  * the inputs of Q and K are detached (and of V too under TI-C/TI-O), as the reference does, so
  * the replaced path sends no gradient into earlier layers through them.
+ * @example
+ * const { record } = llamaAttentionForward(attn, x, rope, undefined, 'none', null); // the teacher's signals
+ * const { y } = llamaAttentionForward(studentAttn, x, rope, undefined, 'map', record); // TI-M
  */
 export function llamaAttentionForward(a: LlamaAttention, x: Tensor, rope: RotaryEmbedding, cache: KVCache | undefined, mode: TiMode, teacher: AttentionRecord | null): { y: Tensor; record: AttentionRecord } {
   const [b, t] = x.shape as [number, number];
