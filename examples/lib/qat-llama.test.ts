@@ -89,6 +89,11 @@ describe('runQatLlama', () => {
     await expect(runQatLlama({ ...base, init, distill: {} })).rejects.toThrow(/distillation needs a quantized student/);
   });
 
+  it('refuses --distill without --init (the teacher would be the random initialisation)', async () => {
+    await expect(runQatLlama({ ...tiny, config: 'ternary-ste', lr: 1e-3, distill: {} })).rejects.toThrow(CliError);
+    await expect(runQatLlama({ ...tiny, config: 'ternary-ste', lr: 1e-3, distill: {} })).rejects.toThrow(/^--distill needs --init/);
+  });
+
   it('sizes the model from --dim/--layers/--heads/--kv-heads/--seq-len', () => {
     expect(qatLlamaModelConfig({ seqLen: 32, dim: 64, layers: 2, heads: 4, kvHeads: 1 })).toMatchObject({ dim: 64, hiddenDim: 192, nLayers: 2, nHeads: 4, nKvHeads: 1, maxSeqLen: 32 });
     expect(qatLlamaModelConfig({ seqLen: 64 })).toMatchObject({ dim: 128, hiddenDim: 384, nLayers: 4, nHeads: 4, nKvHeads: 2, maxSeqLen: 64 });

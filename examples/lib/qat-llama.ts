@@ -11,6 +11,7 @@ import {
   HestiaScheduler, QATPhase, calibrateHestia, distill, prepareHadamardQAT, prepareQAT, questConfig, tiSchedule, wsdSchedule,
   type ActQuantConfig, type Distiller, type WeightQuantConfig,
 } from '@qgrad/quant';
+import { CliError } from './args.js';
 import { mobyDickWindows } from './text.js';
 import { NONFINITE_HINT, stepGenerator } from './train.js';
 
@@ -193,7 +194,9 @@ const lmLoss = (logits: Tensor, y: Tensor) => {
 };
 
 /** A frozen float copy of `model` (built before the quantizers go in) as the teacher of a `distill`. */
-function distillFromFloat(model: Llama, config: LlamaConfig, c: QatLlamaConfig, d: NonNullable<QatLlamaOptions['distill']>): { kd: Distiller; teacher: Llama } {
+function distillFromFloat(model: Llama, config: LlamaConfig, c: QatLlamaConfig, o: QatLlamaOptions, d: NonNullable<QatLlamaOptions['distill']>): { kd: Distiller; teacher: Llama } {
+  // without a pretrained start the teacher is the student's own random initialisation: nothing to learn from it
+  if (!o.init) throw new CliError('--distill needs --init <float checkpoint>: the teacher is the float model the fine-tune starts from');
   if (!c.prepare || c.schedule !== 'plain') throw new Error(`qat-llama: distillation needs a quantized student trained throughout (a 'plain' config other than fp); '${c.name}' is not one`);
   const teacher = new Llama(config);
   teacher.loadStateDict(model.stateDict());
@@ -215,7 +218,7 @@ export async function runQatLlama(o: QatLlamaOptions): Promise<QatLlamaResult> {
   const { train, val } = mobyDickWindows(o.seqLen, o.batchSize);
   const model = new Llama(config, { generator: new Generator(o.seed) });
   if (o.init) loadModelWeights(model, o.init);
-  const { kd, teacher } = o.distill ? distillFromFloat(model, config, c, o.distill) : { kd: null, teacher: null };
+  const { kd, teacher } = o.distill ? distillFromFloat(model, config, c, o, o.distill) : { kd: null, teacher: null };
   c.prepare?.(model);
   const batch = (i: number) => {
     const g = stepGenerator(o.seed, i, 2);
