@@ -3,14 +3,17 @@
  * and a 2-channel CNN trained for 3 steps, in a temp dir): one seed at 3 bits writes runs.jsonl and
  * both models' results.{md,json,svg} with every configuration; GPTQ's layers beat round-to-nearest
  * on their calibration inputs; a second call trains and quantizes nothing (cached float models,
- * resumed grid); a bad --models is a one-line error.
+ * resumed grid); --float-dir takes each seed's float model from a llama grid's fp runs and refuses a
+ * seed whose run has not finished; a bad --models is a one-line error.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { encodeRecord } from '@qgrad/nn';
+import { runQatLlama } from '../lib/qat-llama.js';
 
 const repo = fileURLToPath(new URL('../..', import.meta.url));
 const root = mkdtempSync(join(tmpdir(), 'qgrad-ptq-'));
@@ -58,6 +61,21 @@ describe('experiments/ptq', () => {
     expect(again.stdout).not.toMatch(/W3 gptq: /); // nothing quantized again
     expect(again.stderr).not.toMatch(/pretrain|ptq gptq/); // no progress bar: nothing trained or calibrated
   }, 400_000);
+
+  it("--float-dir quantizes each seed's fp run of a llama grid, and refuses a seed whose run is unfinished", async () => {
+    const grid = join(root, 'llama-grid');
+    const r = await runQatLlama({ config: 'fp', seed: 0, steps: 3, batchSize: 2, seqLen: 16, lr: 3e-3, dim: 32, layers: 1, heads: 2, kvHeads: 1, valBlocks: 2, progress: false, dir: join(grid, 'fp', 'seed0') });
+    appendFileSync(join(grid, 'runs.jsonl'), encodeRecord({ step: 0, key: 'fp/0/3x2x16', ...r }));
+    const dir = join(root, 'from-grid');
+    const ok = await run(['--models', 'llama', '--seeds', '0', '--bits', '3', '--methods', 'rtn', '--seq-len', '16', '--val-blocks', '4', '--calib-seqs', '4', '--float-dir', grid, '--run-dir', dir]);
+    expect(ok.code, ok.stderr).toBe(0);
+    const json = JSON.parse(readFileSync(join(dir, 'llama', 'results.json'), 'utf8')) as { rows: Row[]; meta: { pretrained: { steps: number; config: { dim: number } }[] } };
+    expect(json.rows.map((x) => x.config)).toEqual(['float', 'W3 rtn', 'W3 rtn+H']);
+    expect(json.meta.pretrained[0]).toMatchObject({ steps: 3, config: { dim: 32 } });
+    const missing = await run(['--models', 'llama', '--seeds', '1', '--float-dir', grid, '--run-dir', dir]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/no finished fp run of seed 1/);
+  }, 200_000);
 
   it('a bad --models is a one-line error with exit code 2', async () => {
     const r = await run(['--models', 'vit', '--run-dir', join(root, 'never')]);

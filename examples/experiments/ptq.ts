@@ -8,12 +8,13 @@
  */
 import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { dispose, type Tensor } from '@qgrad/core';
+import { dispose, loadSafetensorsWithMetadata, type Tensor } from '@qgrad/core';
 import { Llama, encodeRecord, readMetrics, type Module } from '@qgrad/nn';
 import { ptq, type PtqMethod, type PtqReport, type QATRule } from '@qgrad/quant';
 import { CliError, cli } from '../lib/args.js';
 import { mean, pairedDiffs, pairedTable, writeResults, type ConfigResult, type Paired } from '../lib/experiments.js';
 import { bitsPerByte, pretrainedReference, type PretrainInfo } from '../lib/lora-llama.js';
+import { llamaFromCheckpoint } from '../lib/qat-llama.js';
 import { mnistData, type MnistData } from '../lib/mnist.js';
 import { calibrationImages, calibrationWindows, cnnAccuracy, trainedCnn } from '../lib/ptq-models.js';
 import { mobyDickWindows } from '../lib/text.js';
@@ -26,6 +27,7 @@ const args = cli('experiments/ptq', 'RTN vs GPTQ vs AWQ (± Hadamard) at 4 and 3
   bits: { type: 'ints', default: [4, 3], min: 2, max: 8, help: 'weight bits' },
   pretrainSteps: { type: 'int', default: 300, min: 1, help: 'Llama float pretraining steps on Moby-Dick (cached in <run-dir>/llama-seed<s>)' },
   pretrainSeed: { type: 'int', default: 0, min: -1, max: SEED_MAX, help: 'Llama: one float model, from this seed, for every seed (the seeds then vary only the calibration sample); -1: one float model per seed' },
+  floatDir: { type: 'string', default: '', help: "Llama: take seed s's float model from <dir>/fp/seed<s>/checkpoint.safetensors (the llama grid's runs, e.g. runs/experiments/llama-1k: 1,000 steps × 16 × 128, one model per seed) instead of pretraining here" },
   pretrainLr: { type: 'number', default: 3e-3, exclusiveMin: 0, help: 'peak LR of the Llama pretraining (AdamW, cosine)' },
   batchSize: { type: 'int', default: 8, min: 1, help: 'Llama sequences per pretraining step' },
   seqLen: { type: 'int', default: 128, min: 2, help: 'bytes per Llama sequence' },
@@ -112,22 +114,37 @@ function grid(model: Run['model'], settings: string, seed: number, floatValue: n
 }
 
 // ---- the tiny Llama ----
-const llamaSettings = `llama:${args.pretrainSteps}x${args.batchSize}x${args.seqLen}/lr${args.pretrainLr}/d${args.dim}l${args.layers}h${args.heads}kv${args.kvHeads}/c${args.calibSeqs}/v${args.valBlocks}/pre${args.pretrainSeed}`;
+const llamaSettings = args.floatDir ? `llama:from-${args.floatDir}/c${args.calibSeqs}/v${args.valBlocks}` : `llama:${args.pretrainSteps}x${args.batchSize}x${args.seqLen}/lr${args.pretrainLr}/d${args.dim}l${args.layers}h${args.heads}kv${args.kvHeads}/c${args.calibSeqs}/v${args.valBlocks}/pre${args.pretrainSeed}`;
 const llamaInfos = new Map<number, PretrainInfo>();
 /** Every Linear of the decoder layers; embedding and lm_head stay float, as in GPTQ's and AWQ's Llama scripts. */
 const llamaRules: QATRule[] = [{ match: 'model.layers.**', types: ['Linear'] }];
 
+/** Seed `seed`'s float model of the llama grid under --float-dir: its checkpoint, once its run is recorded as finished there. */
+function gridFloat(seed: number, val: Parameters<typeof bitsPerByte>[1]): { info: PretrainInfo; fresh: () => Module } {
+  const path = join(args.floatDir, 'fp', `seed${seed}`, 'checkpoint.safetensors');
+  const runs = join(args.floatDir, 'runs.jsonl');
+  const finished = existsSync(runs) && readMetrics(runs).some((r) => typeof r.key === 'string' && r.key.startsWith(`fp/${seed}/`));
+  // a checkpoint without its record is a run still training (checkpoints are written along the way)
+  if (!finished || !existsSync(path)) throw new CliError(`--float-dir ${args.floatDir}: no finished fp run of seed ${seed} (${path} and its record in ${runs}); run examples/experiments/llama.ts --only fp there first`);
+  const c = JSON.parse(loadSafetensorsWithMetadata(path).metadata.config ?? '{}') as { steps?: number; batchSize?: number; lr?: number };
+  const m = llamaFromCheckpoint(path);
+  const info: PretrainInfo = { steps: c.steps ?? NaN, batchSize: c.batchSize ?? NaN, seqLen: m.config.maxSeqLen, lr: c.lr ?? NaN, seed, config: m.config, mobyBpb: bitsPerByte(m, val, args.valBlocks), sotuBpb: NaN, msPerStep: NaN };
+  freeModel(m);
+  return { info, fresh: () => llamaFromCheckpoint(path) };
+}
+
 async function llama(seed: number): Promise<void> {
-  const preSeed = args.pretrainSeed < 0 ? seed : args.pretrainSeed;
-  const dir = join(args.runDir, `llama-seed${preSeed}`);
-  const info = await pretrainedReference({ dir, seed: preSeed, steps: args.pretrainSteps, batchSize: args.batchSize, seqLen: args.seqLen, lr: args.pretrainLr, valBlocks: args.valBlocks, dim: args.dim, layers: args.layers, heads: args.heads, kvHeads: args.kvHeads, log: console.log });
+  const preSeed = args.floatDir ? seed : args.pretrainSeed < 0 ? seed : args.pretrainSeed;
+  const dir = args.floatDir ? join(args.floatDir, 'fp', `seed${seed}`) : join(args.runDir, `llama-seed${preSeed}`);
+  const { train, val } = mobyDickWindows(args.seqLen, 1);
+  const { info, fresh } = args.floatDir ? gridFloat(seed, val)
+    : { info: await pretrainedReference({ dir, seed: preSeed, steps: args.pretrainSteps, batchSize: args.batchSize, seqLen: args.seqLen, lr: args.pretrainLr, valBlocks: args.valBlocks, dim: args.dim, layers: args.layers, heads: args.heads, kvHeads: args.kvHeads, log: console.log }), fresh: () => Llama.fromPretrained(dir) };
   llamaInfos.set(seed, info);
   console.log(`llama seed ${seed}: float reference (${dir}, seed ${preSeed}, ${info.steps} steps) Moby-Dick val ${info.mobyBpb.toFixed(4)} bits/byte`);
-  const { train, val } = mobyDickWindows(args.seqLen, 1);
   const windows = calibrationWindows(train, args.calibSeqs, seed);
   dispose(windows.map((w) => w[1]));
   const calibration = windows.map((w) => w[0]);
-  grid('llama', llamaSettings, seed, info.mobyBpb, calibration, () => Llama.fromPretrained(dir), llamaRules, (m) => bitsPerByte(m as Llama, val, args.valBlocks));
+  grid('llama', llamaSettings, seed, info.mobyBpb, calibration, fresh, llamaRules, (m) => bitsPerByte(m as Llama, val, args.valBlocks));
   dispose(calibration);
 }
 
@@ -193,8 +210,8 @@ if (models.includes('llama')) {
   const p = paired(llamaSettings, 4, false);
   const md = await writeResults(join(args.runDir, 'llama'), {
     title: 'PTQ of the tiny Llama: Moby-Dick validation bits per byte (lower is better)', metric: 'val bits/byte', digits: 4, rows: rows(llamaSettings),
-    notes: `Float model: byte Llama (dim ${cfg?.dim}, ${cfg?.nLayers} layers, ${cfg?.nHeads} heads / ${cfg?.nKvHeads} KV heads, SwiGLU ${cfg?.hiddenDim}), pretrained on Moby-Dick for ${args.pretrainSteps} steps × ${args.batchSize} × ${args.seqLen} bytes, AdamW lr ${args.pretrainLr} cosine, ` +
-      `${args.pretrainSeed < 0 ? 'one per seed (init and batch order)' : `one (seed ${args.pretrainSeed}) shared by every seed, so the seeds vary only the calibration sample and RTN (± H), which reads none, is the same on every seed`}. ` +
+    notes: `Float model: byte Llama (dim ${cfg?.dim}, ${cfg?.nLayers} layers, ${cfg?.nHeads} heads / ${cfg?.nKvHeads} KV heads, SwiGLU ${cfg?.hiddenDim}), pretrained on Moby-Dick for ${cfg ? infos[0]!.steps : args.pretrainSteps} steps × ${cfg ? infos[0]!.batchSize : args.batchSize} × ${args.seqLen} bytes, AdamW lr ${cfg ? infos[0]!.lr : args.pretrainLr} cosine, ` +
+      `${args.floatDir ? `one per seed: the llama grid's fp run of that seed (${args.floatDir})` : args.pretrainSeed < 0 ? 'one per seed (init and batch order)' : `one (seed ${args.pretrainSeed}) shared by every seed, so the seeds vary only the calibration sample and RTN (± H), which reads none, is the same on every seed`}. ` +
       `Calibration: ${args.calibSeqs} training windows of ${args.seqLen} bytes drawn by the seed. Validation: ${args.valBlocks} fixed windows of the held-out last 10 %. Quantized: every Linear of the decoder layers (embedding and lm_head float). ${quantNote}`,
     meta: { settings: llamaSettings, seeds: args.seeds, pretrained: infos, paired: p },
   });
