@@ -140,6 +140,14 @@ export interface KernelParams {
    */
   packedMatmul: PackedMatmulParams;
   /**
+   * Rows of a packed low-bit table, decoded: out[n, k] = s[r, g]·(L[q[r, k]] − z[r, g]) (or
+   * s·L + z with offset 'beta'), r = idx[n], g = ⌊k / groupSize⌋, each step rounded to out's dtype
+   * as the dequantizing tensor ops round it. Inputs [idx (int32, contiguous, any shape: n =
+   * numel), codes, levels L, scales s [rows·D/groupSize], then zero points z when present] in
+   * `packedMatmul`'s layout over the table [rows, D]; out [n, D]. Only the rows looked up are read.
+   */
+  packedGather: PackedGatherParams;
+  /**
    * Matmul against a 2:4 semi-structured sparse weight, y = x·Wᵀ (+ bias), touching only the kept
    * entries: y[n, o] = Σ_e v[o, e]·x[n, 4·⌊e/2⌋ + i(o, e)] (+ b[o]). Inputs [x [N, K], values v
    * [O, K/2] (x's dtype), indices (uint8: the 2-bit position i within its group of four of each
@@ -251,4 +259,18 @@ export interface PackedMatmulParams {
    * a byte (layout in js/base3.ts: a row of whole 256-blocks is TQ1_0's qs/qh bytes).
    */
   packing?: 'fields' | 'base3';
+}
+
+/** `packedGather` over a packed table [rows, D] (D = out's last dim), laid out as for `packedMatmul`. */
+export interface PackedGatherParams {
+  /** Bits per code field: 1, 2, 4 or 8. */
+  bits: number;
+  /** Rows of the table: indices lie in [0, rows). */
+  rows: number;
+  /** Fields of a row sharing one scale; divides D. */
+  groupSize: number;
+  /** Whether a zero-point input follows the scales. */
+  zeroPoint: boolean;
+  /** 'zeroPoint' (the default): s·(L − z). 'beta': s·L + z (LSQ+'s offset β). */
+  offset?: 'zeroPoint' | 'beta';
 }

@@ -234,3 +234,41 @@ describe('wasm packedMatmul over threads', () => {
     }
   });
 });
+
+describe('packedGather js kernel', () => {
+  it('decodes the rows looked up (repeated, any order) as the float32 dequantize does: s·(L − z), each step rounded', () => {
+    fc.assert(
+      fc.property(caseArb, fc.array(fc.nat(), { minLength: 1, maxLength: 12 }), (c, picks) => {
+        const { inputs, K } = operands(c);
+        const w = dequantized(c, inputs, K); // float64, fields read independently of the kernel
+        const idx = Int32Array.from(picks, (p) => p % c.O);
+        const gather = [{ data: idx, dtype: 'int32' as const, shape: [idx.length], strides: [1], offset: 0 }, ...inputs.slice(1, c.zeroPoint ? 5 : 4)];
+        const got = outArg(idx.length, K);
+        jsKernels.packedGather(gather, got, { bits: c.bits, rows: c.O, groupSize: c.groupSize, zeroPoint: c.zeroPoint });
+        const zero = c.zeroPoint ? inputs[4]!.data : null;
+        idx.forEach((r, n) => {
+          for (let k = 0; k < K; k++) {
+            const g = r * c.groups + Math.floor(k / c.groupSize);
+            const level = w[r * K + k]! / inputs[3]!.data[g]! + (zero ? zero[g]! : 0); // L back from the float64 reference
+            const want = Math.fround(Math.fround(level - (zero ? zero[g]! : 0)) * inputs[3]!.data[g]!);
+            if (Math.abs(got.data[n * K + k]! - want) > 2 ** -20 * Math.abs(want)) expect([n, k, got.data[n * K + k]]).toEqual([n, k, want]);
+          }
+        });
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  it("adds β after scaling with offset 'beta', and names an out-of-range index with its position", () => {
+    const codes = flat(Uint8Array.from([0x10, 0x32]), 'uint8'); // 4-bit fields 0, 1, 2, 3: rows [0, 1], [2, 3]
+    const table = flat(Float32Array.from({ length: 16 }, (_, f) => f), 'float32');
+    const scale = flat(Float32Array.from([0.5, 3]), 'float32');
+    const beta = flat(Float32Array.from([0.1, -1]), 'float32');
+    const idx = (v: number[]): Arg => ({ data: Int32Array.from(v), dtype: 'int32', shape: [v.length], strides: [1], offset: 0 });
+    const got = outArg(3, 2);
+    jsKernels.packedGather([idx([1, 0, 1]), codes, table, scale, beta], got, { bits: 4, rows: 2, groupSize: 2, zeroPoint: true, offset: 'beta' });
+    expect(Array.from(got.data)).toEqual([5, 8, 0.1, Math.fround(0.6), 5, 8].map(Math.fround));
+    expect(() => jsKernels.packedGather([idx([0, 2]), codes, table, scale], outArg(2, 2), { bits: 4, rows: 2, groupSize: 2, zeroPoint: false })).toThrow('packedGather: index 2 (at position 1) is out of range [0, 2)');
+    expect(() => jsKernels.packedGather([idx([0]), codes, table, scale], outArg(1, 2), { bits: 4, rows: 3, groupSize: 2, zeroPoint: false })).toThrow('packedGather: got 2 bytes of codes, but [3, 2] at 4 bits needs 3');
+  });
+});

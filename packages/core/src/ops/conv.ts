@@ -1,7 +1,8 @@
 /**
  * @file Convolution family: `unfold`/`fold` (the two primitives, over the im2col/col2im kernels,
- * each the other's adjoint), and composites built on them — conv2d (unfold + matmul), max/avg
- * pooling and nearest-neighbour `interpolate`. Dense matmul itself lives in linalg.ts.
+ * each the other's adjoint), and composites built on them — conv2d (unfold + matmul), packedConv2d
+ * (unfold + packedLinear), max/avg pooling and nearest-neighbour `interpolate`. Dense matmul itself
+ * lives in linalg.ts.
  */
 import type { Im2colParams } from '@qgrad/kernels';
 import { runKernel } from '../dispatch.js';
@@ -10,7 +11,9 @@ import { Tensor } from '../tensor.js';
 import { arange, fromTypedArray } from './creation.js';
 import { add, div, eq, where } from './elementwise.js';
 import { matmul } from './linalg.js';
-import { expand, reshape, slice, squeeze, transpose, unsqueeze } from './movement.js';
+import { expand, reshape, select, slice, squeeze, transpose, unsqueeze } from './movement.js';
+import { packedLinear, type PackedWeight } from './quant.js';
+import { cat } from './shape.js';
 import { argmax, sum } from './reduce.js';
 
 /** A 2-D size: one number for both dims, or [height, width]. */
@@ -135,35 +138,87 @@ export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: Co
 }
 
 function conv2d4(x: Tensor, weight: Tensor, bias: Tensor | null, opts: Conv2dOptions): Tensor {
-  const [n, c, h, w] = x.shape as [number, number, number, number];
-  const [o, cg, kh, kw] = weight.shape as [number, number, number, number];
-  const groups = opts.groups ?? 1;
-  if (!Number.isInteger(groups) || groups < 1) throw new Error(`conv2d: groups must be a positive integer, got ${groups}`);
-  if (c !== cg * groups) throw new Error(`conv2d: input of shape ${fmt(x.shape)} has ${c} channels but weight ${fmt(weight.shape)} expects ${cg * groups} (groups ${groups})`);
   if (x.dtype !== weight.dtype) throw new Error(`conv2d: input (${x.dtype}, shape ${fmt(x.shape)}) and weight (${weight.dtype}, shape ${fmt(weight.shape)}) must have the same dtype`);
-  if (o % groups !== 0) throw new Error(`conv2d: weight ${fmt(weight.shape)} has ${o} output channels, not divisible by groups ${groups}`);
-  if (bias && (bias.ndim !== 1 || bias.shape[0] !== o)) throw new Error(`conv2d: bias of shape ${fmt(bias.shape)} does not match weight ${fmt(weight.shape)} with ${o} output channels`);
-  const stride = pair('conv2d', 'stride', opts.stride ?? 1, 1);
-  const dilation = pair('conv2d', 'dilation', opts.dilation ?? 1, 1);
+  const g = convGeometry('conv2d', x, weight.shape as [number, number, number, number], bias, opts);
+  const cols = reshape(unfoldFn(x, g.p), [g.n, g.groups, g.k, g.oh * g.ow]); // [N, g, C/g·kh·kw, L]
+  const wg = reshape(weight, [g.groups, g.o / g.groups, g.k]); // [g, O/g, C/g·kh·kw]
+  return convFinish(g, reshape(matmul(wg, cols), [g.n, g.o, g.oh, g.ow]), bias); // [N, g, O/g, L] → [N, O, oh, ow]
+}
+
+/** What conv2d and packedConv2d share: the checked sizes, the im2col params, and the 'same' trim. */
+interface ConvGeometry {
+  n: number;
+  o: number;
+  groups: number;
+  /** Inputs of one output: C/groups·kh·kw. */
+  k: number;
+  oh: number;
+  ow: number;
+  p: Im2colParams;
+  trim: [number, number];
+}
+
+function convGeometry(op: string, x: Tensor, [o, cg, kh, kw]: [number, number, number, number], bias: Tensor | null, opts: Conv2dOptions): ConvGeometry {
+  const [n, c, h, w] = x.shape as [number, number, number, number];
+  const ws = fmt([o, cg, kh, kw]);
+  const groups = opts.groups ?? 1;
+  if (!Number.isInteger(groups) || groups < 1) throw new Error(`${op}: groups must be a positive integer, got ${groups}`);
+  if (c !== cg * groups) throw new Error(`${op}: input of shape ${fmt(x.shape)} has ${c} channels but weight ${ws} expects ${cg * groups} (groups ${groups})`);
+  if (o % groups !== 0) throw new Error(`${op}: weight ${ws} has ${o} output channels, not divisible by groups ${groups}`);
+  if (bias && (bias.ndim !== 1 || bias.shape[0] !== o)) throw new Error(`${op}: bias of shape ${fmt(bias.shape)} does not match weight ${ws} with ${o} output channels`);
+  const stride = pair(op, 'stride', opts.stride ?? 1, 1);
+  const dilation = pair(op, 'dilation', opts.dilation ?? 1, 1);
   let padding: [number, number];
   let trim: [number, number] = [0, 0];
   if (opts.padding === 'same') {
-    if (stride[0] !== 1 || stride[1] !== 1) throw new Error(`conv2d: padding='same' is not supported for strided convolutions (stride ${fmt(stride)})`);
+    if (stride[0] !== 1 || stride[1] !== 1) throw new Error(`${op}: padding='same' is not supported for strided convolutions (stride ${fmt(stride)})`);
     // PyTorch pads total = d·(k-1), the odd extra on the right/bottom; im2col pads symmetrically,
     // so pad the larger side on both and drop the first output row/column instead
     const total = [dilation[0] * (kh - 1), dilation[1] * (kw - 1)];
     padding = [Math.ceil(total[0]! / 2), Math.ceil(total[1]! / 2)];
     trim = [total[0]! % 2, total[1]! % 2];
-  } else padding = opts.padding === 'valid' ? [0, 0] : pair('conv2d', 'padding', opts.padding ?? 0, 0);
+  } else padding = opts.padding === 'valid' ? [0, 0] : pair(op, 'padding', opts.padding ?? 0, 0);
   const p: Im2colParams = { kernel: [kh, kw], stride, padding, dilation, padValue: 0 };
-  const [oh, ow] = geometry('conv2d', h, w, p);
-  const k = cg * kh * kw;
-  const cols = reshape(unfoldFn(x, p), [n, groups, k, oh * ow]); // [N, g, C/g·kh·kw, L]
-  const wg = reshape(weight, [groups, o / groups, k]); // [g, O/g, C/g·kh·kw]
-  let y = reshape(matmul(wg, cols), [n, o, oh, ow]); // [N, g, O/g, L] → [N, O, oh, ow]
-  if (trim[0]) y = slice(y, 2, 1);
-  if (trim[1]) y = slice(y, 3, 1);
-  return bias ? add(y, reshape(bias, [o, 1, 1])) : y;
+  const [oh, ow] = geometry(op, h, w, p);
+  return { n, o, groups, k: cg * kh * kw, oh, ow, p, trim };
+}
+
+function convFinish(g: ConvGeometry, y: Tensor, bias: Tensor | null): Tensor {
+  if (g.trim[0]) y = slice(y, 2, 1);
+  if (g.trim[1]) y = slice(y, 3, 1);
+  return bias ? add(y, reshape(bias, [g.o, 1, 1])) : y;
+}
+
+/**
+ * conv2d with a packed low-bit weight (the quantized model's inference conv): im2col, then
+ * `packedLinear` over the codes of each group's filters viewed as a matrix [O/groups, C/groups·kh·kw]
+ * (weight order: channel, then kernel row, then column), so the weight is never unpacked to float.
+ * `weight` is one PackedWeight (groups 1) or one per group, in order; `kernelSize` is [kh, kw].
+ * Inference only, as packedLinear.
+ * @example
+ * // 2 filters over 1 channel, 2×2, 4-bit codes 0…15 meaning −8…7, one scale per filter
+ * const w: PackedWeight = { codes: tensor([0x98, 0xba, 0x98, 0xba], { dtype: 'uint8' }), bits: 4,
+ *   levels: arange(-8, 8, 1, { dtype: 'float32' }), scale: tensor([1, 0.5]), zeroPoint: null, outFeatures: 2, inFeatures: 4, groupSize: 4 };
+ * packedConv2d(ones([1, 1, 3, 3]), w, 2).shape; // [1, 2, 2, 2]; every value 0+1+2+3 = 6, then 3
+ */
+export function packedConv2d(x: Tensor, weight: PackedWeight | readonly PackedWeight[], kernelSize: Pair, bias?: Tensor | null, opts: Conv2dOptions = {}): Tensor {
+  const ws = Array.isArray(weight) ? (weight as readonly PackedWeight[]) : [weight as PackedWeight];
+  const groups = opts.groups ?? 1;
+  if (ws.length !== groups) throw new Error(`packedConv2d: got ${ws.length} packed weights for ${groups} groups (one per group)`);
+  const [kh, kw] = pair('packedConv2d', 'kernelSize', kernelSize, 1);
+  const og = ws[0]!.outFeatures;
+  if (ws.some((w) => w.outFeatures !== og || w.inFeatures !== ws[0]!.inFeatures)) throw new Error('packedConv2d: the packed weights of the groups must have one shape');
+  const cg = ws[0]!.inFeatures / (kh * kw);
+  if (!Number.isInteger(cg)) throw new Error(`packedConv2d: a packed weight of ${ws[0]!.inFeatures} inputs is not channels × kernel ${fmt([kh, kw])}`);
+  return batched('packedConv2d', x, (x4) => {
+    const g = convGeometry('packedConv2d', x4, [og * groups, cg, kh, kw], bias ?? null, opts);
+    const L = g.oh * g.ow;
+    const cols = reshape(unfoldFn(x4, g.p), [g.n, groups, g.k, L]); // [N, g, C/g·kh·kw, L]
+    // packedLinear reads rows of inputs: [N, L, k] per group → [N, L, O/g] → [N, O/g, L]
+    const ys = ws.map((w, i) => transpose(packedLinear(transpose(select(cols, 1, i), 1, 2), w), 1, 2));
+    const y = reshape(ys.length === 1 ? ys[0]! : cat(ys, 1), [g.n, g.o, g.oh, g.ow]); // [N, O, oh, ow]
+    return convFinish(g, y, bias ?? null);
+  });
 }
 
 // ---------------------------------------------------------------- pooling

@@ -1,7 +1,7 @@
 /**
  * @file Quantization ops that take no gradient estimator: the soft quantizer `softQuantize`
- * (HESTIA's forward), `gradScale`, `packedLinear` (inference on packed low-bit weights),
- * `sparse24Linear` (inference on 2:4 sparse weights) and
+ * (HESTIA's forward), `gradScale`, `packedLinear` and `packedEmbedding` (inference on packed
+ * low-bit weights), `sparse24Linear` (inference on 2:4 sparse weights) and
  * `int8Matmul` (the int8 × int8 → int32 product low-precision training runs its matmuls on).
  * `fakeQuantize` and rounding with an estimator live beside the estimators in
  * ../estimators/quant.ts; grids, quantizers and packing in @qgrad/quant.
@@ -20,7 +20,7 @@ const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
 // the base-3 ternary layout, for packers above core (quant may not import kernels)
 export { base3RowBytes, packBase3, unpackBase3 } from '@qgrad/kernels';
 export { pack24, unpack24, type Packed24 } from '@qgrad/kernels';
-import { pack24 } from '@qgrad/kernels';
+import { isFloat, pack24 } from '@qgrad/kernels';
 
 /**
  * A 2:4 sparse weight W [outFeatures, inFeatures] in compressed form (the `sparse24Matmul`
@@ -118,6 +118,12 @@ export interface PackedWeight {
   scale: Tensor;
   /** Zero points in level units, laid out as the scales; null for none. */
   zeroPoint: Tensor | null;
+  /**
+   * How zeroPoint applies: 'zeroPoint' (the default) W = s·(L − z); 'beta' W = s·L + z (LSQ+'s
+   * offset β, as the dequantizing forward adds it). Only `packedEmbedding` reads 'beta';
+   * `packedLinear` takes −β/s as a zero point instead.
+   */
+  offset?: 'zeroPoint' | 'beta';
   outFeatures: number;
   inFeatures: number;
   /** Inputs per scale; divides inFeatures (inFeatures: per output channel). */
@@ -139,6 +145,7 @@ export function packedLinear(x: Tensor, weight: PackedWeight, bias?: Tensor | nu
   if (x.ndim === 0 || x.shape[x.ndim - 1] !== K) throw new Error(`packedLinear: input of shape ${fmt(x.shape)} has ${x.shape[x.ndim - 1] ?? 0} features but the packed weight [${O}, ${K}] expects ${K}`);
   if (isGradEnabled() && x.requiresGrad) throw new Error('packedLinear: has no gradient (inference on packed weights); call it under noGrad(), or train through fakeQuantize');
   if (bias && (bias.ndim !== 1 || bias.shape[0] !== O)) throw new Error(`packedLinear: bias of shape ${fmt(bias.shape)} does not match ${O} outputs`);
+  if (weight.offset === 'beta') throw new Error("packedLinear: reads zero points (W = s·(L − z)); give an offset β as the zero point −β/s, not offset 'beta'");
   const rows = x.numel() / Math.max(K, 1);
   const operands = [x.reshape([rows, K]).contiguous(), weight.codes, weight.levels, weight.scale].map((t) => t.contiguous());
   if (weight.zeroPoint) operands.push(weight.zeroPoint.contiguous());
@@ -148,6 +155,36 @@ export function packedLinear(x: Tensor, weight: PackedWeight, bias?: Tensor | nu
     ...(weight.packing === 'base3' && { packing: 'base3' as const }),
   });
   return y.reshape([...x.shape.slice(0, -1), O]);
+}
+
+/**
+ * Rows `indices` of a packed low-bit table W [outFeatures, inFeatures] (a quantized embedding):
+ * only the looked-up rows are decoded, element by element as the dequantizing forward rounds
+ * them, so the result equals `embedding(indices, W)` of the dequantized table bit for bit.
+ * Returns [...indices.shape, inFeatures] in the scales' dtype. An index outside [0, outFeatures)
+ * is a RangeError naming it and its position. Inference only (no gradient).
+ * @example
+ * const w: PackedWeight = { codes: tensor([0x98, 0xba, 0x10, 0x32], { dtype: 'uint8' }), bits: 4,
+ *   levels: arange(-8, 8, 1, { dtype: 'float32' }), scale: tensor([0.5, 0.25]), zeroPoint: null, outFeatures: 2, inFeatures: 4, groupSize: 4 };
+ * packedEmbedding(tensor([1, 0, 1], { dtype: 'int32' }), w).toArray(); // [[-2, -1.75, -1.5, -1.25], [0, 0.5, 1, 1.5], [-2, …]]
+ */
+export function packedEmbedding(indices: Tensor, weight: PackedWeight): Tensor {
+  if (isFloat(indices.dtype)) throw new TypeError(`packedEmbedding: indices must be an integer tensor (int32), got ${indices.dtype} of shape ${fmt(indices.shape)}`);
+  const { outFeatures: V, inFeatures: D } = weight;
+  if (weight.packing === 'base3') throw new Error('packedEmbedding: reads bit fields; base-3 packed tables are not supported');
+  const idx = (indices.dtype === 'int32' ? indices : indices.to('int32')).contiguous();
+  const operands = [idx, weight.codes, weight.levels, weight.scale].map((t) => t.contiguous());
+  if (weight.zeroPoint) operands.push(weight.zeroPoint.contiguous());
+  const n = idx.numel();
+  try {
+    const y = runKernel('packedGather', operands, [n, D], weight.scale.dtype, {
+      bits: weight.bits, rows: V, groupSize: weight.groupSize, zeroPoint: weight.zeroPoint !== null, ...(weight.offset === 'beta' && { offset: 'beta' as const }),
+    });
+    return y.reshape([...indices.shape, D]);
+  } catch (e) {
+    if (e instanceof RangeError) throw new RangeError(`packedEmbedding: ${e.message.replace(/^\w+: /, '')} (indices ${fmt(indices.shape)}, packed table [${V}, ${D}])`);
+    throw e;
+  }
 }
 
 /**

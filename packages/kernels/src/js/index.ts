@@ -12,7 +12,7 @@ import { matmul } from './matmul.js';
 import { norm, normBackward, rope, softmax, softmaxBackward } from './norm.js';
 import { adamStep } from './optim.js';
 import { int8Matmul } from './int8-matmul.js';
-import { packedMatmul } from './packed.js';
+import { packedGather, packedMatmul } from './packed.js';
 import { sparse24Matmul } from './sparse24.js';
 import { fakeQuantize, fakeQuantizeBackward } from './quant.js';
 import { argReduce, reduce } from './reduce.js';
@@ -27,7 +27,7 @@ export const jsKernels: KernelTable<TypedArray> = {
   softmax, softmaxBackward, norm, normBackward, rope,
   adamStep,
   fakeQuantize, fakeQuantizeBackward, fwht,
-  packedMatmul, sparse24Matmul, int8Matmul,
+  packedMatmul, packedGather, sparse24Matmul, int8Matmul,
 };
 
 // alloc/free counts for memory(): buffers the caller drops without free stay counted

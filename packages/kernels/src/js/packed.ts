@@ -1,7 +1,7 @@
 /**
  * @file js reference for `packedMatmul` (matmul against a packed low-bit weight: 1/2/4/8-bit code
  * fields or base-3 trits, a level table, per-(row, group) scales and zero points), and the operand
- * checks every backend's version shares. The SIMD versions are wasm/packed.ts and packed-base3.ts.
+ * checks every backend's version shares; `packedGather` (rows of such a table, decoded). The SIMD versions are wasm/packed.ts and packed-base3.ts.
  */
 import type { Kernel, KernelArg } from '../backend.js';
 import { isContiguous, numel } from '../layout.js';
@@ -27,12 +27,12 @@ export interface PackedOperands {
   G: number;
 }
 
-function flat(name: string, a: Arg | undefined, need: number, what: string, dtypes: readonly string[]): Arg {
-  if (!a) throw new Error(`packedMatmul: the ${name} input is missing`);
-  if (!dtypes.includes(a.dtype)) throw new Error(`packedMatmul: ${name} must be ${dtypes.join(' or ')}, got ${a.dtype}`);
-  if (!isContiguous(a.shape, a.strides)) throw new Error(`packedMatmul: ${name} must be contiguous, got shape ${fmt(a.shape)} with strides ${fmt(a.strides)}`);
+function flat(kernel: string, name: string, a: Arg | undefined, need: number, what: string, dtypes: readonly string[]): Arg {
+  if (!a) throw new Error(`${kernel}: the ${name} input is missing`);
+  if (!dtypes.includes(a.dtype)) throw new Error(`${kernel}: ${name} must be ${dtypes.join(' or ')}, got ${a.dtype}`);
+  if (!isContiguous(a.shape, a.strides)) throw new Error(`${kernel}: ${name} must be contiguous, got shape ${fmt(a.shape)} with strides ${fmt(a.strides)}`);
   const n = numel(a.shape);
-  if (n < need) throw new Error(`packedMatmul: got ${n} ${name === 'codes' ? 'bytes' : 'values'} of ${name}, but ${what} needs ${need}`);
+  if (n < need) throw new Error(`${kernel}: got ${n} ${name === 'codes' ? 'bytes' : 'values'} of ${name}, but ${what} needs ${need}`);
   return a;
 }
 
@@ -58,14 +58,14 @@ export function packedOperands(inputs: readonly Arg[], out: Arg, p: PackedMatmul
   if (!Number.isInteger(gs) || gs < 1 || K % gs !== 0) throw new Error(`packedMatmul: group size ${gs} does not divide K = ${K}`);
   const G = K / gs;
   const codes = base3
-    ? flat('codes', inputs[1], O * base3RowBytes(K), `[${O}, ${K}] as base-3 trits (${base3RowBytes(K)} bytes a row)`, ['uint8', 'int8'])
-    : flat('codes', inputs[1], Math.ceil((O * K * bits) / 8), `[${O}, ${K}] at ${bits} bits`, ['uint8', 'int8']);
+    ? flat('packedMatmul', 'codes', inputs[1], O * base3RowBytes(K), `[${O}, ${K}] as base-3 trits (${base3RowBytes(K)} bytes a row)`, ['uint8', 'int8'])
+    : flat('packedMatmul', 'codes', inputs[1], Math.ceil((O * K * bits) / 8), `[${O}, ${K}] at ${bits} bits`, ['uint8', 'int8']);
   const table = base3
-    ? flat('levels', inputs[2], 3, 'a ternary digit (a level table too short for base-3 packing)', FLOATS)
-    : flat('levels', inputs[2], 2 ** bits, `a ${bits}-bit code (a level table too short for the bit width)`, FLOATS);
-  const scale = flat('scales', inputs[3], O * G, `[${O}, ${K}] in groups of ${gs}`, FLOATS);
-  const zero = p.zeroPoint ? flat('zero points', inputs[4], O * G, `[${O}, ${K}] in groups of ${gs}`, FLOATS) : null;
-  const bias = p.bias ? flat('bias', inputs[want - 1], O, `${O} outputs`, FLOATS) : null;
+    ? flat('packedMatmul', 'levels', inputs[2], 3, 'a ternary digit (a level table too short for base-3 packing)', FLOATS)
+    : flat('packedMatmul', 'levels', inputs[2], 2 ** bits, `a ${bits}-bit code (a level table too short for the bit width)`, FLOATS);
+  const scale = flat('packedMatmul', 'scales', inputs[3], O * G, `[${O}, ${K}] in groups of ${gs}`, FLOATS);
+  const zero = p.zeroPoint ? flat('packedMatmul', 'zero points', inputs[4], O * G, `[${O}, ${K}] in groups of ${gs}`, FLOATS) : null;
+  const bias = p.bias ? flat('packedMatmul', 'bias', inputs[want - 1], O, `${O} outputs`, FLOATS) : null;
   if (out.dtype !== x.dtype || out.shape.length !== 2 || out.shape[0] !== N || out.shape[1] !== O) {
     throw new Error(`packedMatmul: out must be ${x.dtype} [${N}, ${O}], got ${out.dtype} ${fmt(out.shape)}`);
   }
@@ -105,6 +105,47 @@ export const packedMatmul: Kernel<'packedMatmul', TypedArray> = (inputs, out, p)
         y += scale.data[scale.offset + o * G + g]! * dot;
       }
       od[out.offset + n * O + o] = bias ? y + bias.data[bias.offset + o]! : y;
+    }
+  }
+};
+
+/**
+ * The rows `idx` of a packed table, decoded element by element with the dequantizing tensor ops'
+ * roundings (float32: L − z, then ·s, each rounded), so a lookup equals indexing the dequantized
+ * table bit for bit. A gather is bound by memory, not arithmetic: wasm and gpu run this one.
+ */
+export const packedGather: Kernel<'packedGather', TypedArray> = (inputs, out, p) => {
+  const { bits, rows: V, groupSize: gs } = p;
+  if (bits !== 1 && bits !== 2 && bits !== 4 && bits !== 8) throw new Error(`packedGather: bits must be 1, 2, 4 or 8, got ${bits}`);
+  if (p.offset !== undefined && p.offset !== 'zeroPoint' && p.offset !== 'beta') throw new Error(`packedGather: offset must be 'zeroPoint' or 'beta', got ${JSON.stringify(p.offset)}`);
+  const want = 4 + (p.zeroPoint ? 1 : 0);
+  if (inputs.length !== want) throw new Error(`packedGather: expected ${want} inputs (indices, codes, levels, scales${p.zeroPoint ? ', zero points' : ''}), got ${inputs.length}`);
+  if (!FLOATS.includes(out.dtype as never) || out.shape.length !== 2 || !isContiguous(out.shape, out.strides)) throw new Error(`packedGather: out must be a contiguous 2-D float32 or float64 [n, D] tensor, got ${out.dtype} ${fmt(out.shape)}`);
+  const [N, D] = out.shape as [number, number];
+  if (!Number.isInteger(V) || V < 0) throw new Error(`packedGather: rows must be a non-negative integer, got ${V}`);
+  if (!Number.isInteger(gs) || gs < 1 || D % gs !== 0) throw new Error(`packedGather: group size ${gs} does not divide D = ${D}`);
+  const G = D / gs;
+  const idx = flat('packedGather', 'indices', inputs[0], N, `${N} rows of out`, ['int32']);
+  const codes = flat('packedGather', 'codes', inputs[1], Math.ceil((V * D * bits) / 8), `[${V}, ${D}] at ${bits} bits`, ['uint8', 'int8']);
+  const table = flat('packedGather', 'levels', inputs[2], 2 ** bits, `a ${bits}-bit code (a level table too short for the bit width)`, FLOATS);
+  const scale = flat('packedGather', 'scales', inputs[3], V * G, `[${V}, ${D}] in groups of ${gs}`, FLOATS);
+  const zero = p.zeroPoint ? flat('packedGather', 'zero points', inputs[4], V * G, `[${V}, ${D}] in groups of ${gs}`, FLOATS) : null;
+  const r32 = out.dtype === 'float32' ? Math.fround : (v: number) => v;
+  const beta = p.offset === 'beta';
+  const mask = 2 ** bits - 1;
+  const [cd, od] = [codes.data, out.data];
+  for (let n = 0; n < N; n++) {
+    const r = idx.data[idx.offset + n]!;
+    if (!(r >= 0 && r < V)) throw new RangeError(`packedGather: index ${r} (at position ${n}) is out of range [0, ${V})`);
+    for (let g = 0; g < G; g++) {
+      const s = scale.data[scale.offset + r * G + g]!;
+      const z = zero ? zero.data[zero.offset + r * G + g]! : 0;
+      for (let j = 0; j < gs; j++) {
+        const k = g * gs + j;
+        const bit = (r * D + k) * bits;
+        const l = table.data[table.offset + (((cd[codes.offset + Math.floor(bit / 8)]! & 0xff) >> bit % 8) & mask)]!;
+        od[out.offset + n * D + k] = beta ? r32(r32(l * s) + z) : r32(r32(l - z) * s);
+      }
     }
   }
 };

@@ -7,7 +7,7 @@
  * dequantizing forward reproduces the fake-quantized eval output bit for bit, for every grid;
  * `QuantizedLinear.integerForward` is the int-accumulation path of int grids.
  */
-import { conv2d, embedding, fromTypedArray, keep, linear, noGrad, packedLinear, pow, sparse24Linear, sparse24Weight, type Conv2dOptions, type PackedWeight, type Sparse24Weight, type Tensor } from '@qgrad/core';
+import { conv2d, embedding, fromTypedArray, keep, linear, narrow, noGrad, packedConv2d, packedEmbedding, packedLinear, pow, sparse24Linear, sparse24Weight, type Conv2dOptions, type PackedWeight, type Sparse24Weight, type Tensor } from '@qgrad/core';
 import { Module } from '@qgrad/nn';
 import type { FloatDType } from '../grids/grid.js';
 import { storedBits } from '../grids/grid.js';
@@ -108,6 +108,60 @@ abstract class QuantizedBase extends Module {
       return g.restore(fakeQuantView(p, g.view, sz.scale, sz.zeroPoint));
     });
   }
+  /** How `packedWeight` carries an LSQ+ offset β: as the zero point −β/s, or as β itself. */
+  protected packedOffset: 'zeroPoint' | 'beta' = 'zeroPoint';
+  /** The packed kernel's operands, with the buffer versions they were built from. */
+  #packed: { weight: PackedWeight | null; key: unknown[] } | null = null;
+  /**
+   * The packed kernel's view of the weight as its matrix [O, K] (`matrixShape`: a conv filter's
+   * inputs in channel, row, column order): codes in place; float scales, zero points and level
+   * table built once and rebuilt when a buffer is replaced or written. Null where the kernel
+   * cannot read this layout: scales grouped across rows other than per tensor, channel, group along
+   * the inputs or whole-row blocks (`rowGroups`), codes wider than 8 bits, float64 weights.
+   */
+  packedWeight(): PackedWeight | null {
+    const bufs = [this.weightCodes, this.weightScale, this.weightScaleSecond, this.weightScaleMean, this.weightZeroPoint];
+    const key = bufs.flatMap((t) => [t, t?.version]);
+    if (this.#packed && key.every((k, i) => k === this.#packed!.key[i])) return this.#packed.weight;
+    const weight = this.#buildPacked();
+    this.#packed = { weight, key };
+    return weight;
+  }
+  #buildPacked(): PackedWeight | null {
+    if (this.matrixShape.length !== 2) return null;
+    const [O, K] = this.matrixShape as [number, number];
+    const plan = this.weightPlan;
+    const rows = rowGroups(plan.granularity, O, K);
+    const bits = this.codeBits;
+    if (!rows || this.weightDType !== 'float32' || ![1, 2, 4, 8].includes(bits) || !['uint8', 'int8'].includes(this.weightCodes.dtype)) return null;
+    const G = K / rows.groupSize;
+    const perRow = (t: Tensor): Float32Array => {
+      const src = t.contiguous().dataSync();
+      const out = new Float32Array(O * G);
+      for (let o = 0; o < O; o++) for (let g = 0; g < G; g++) out[o * G + g] = src[Math.floor(o / rows.rowsPerScale) * G + g]!;
+      return out;
+    };
+    const base3 = this.codePacking === 'base3';
+    return noGrad(() => {
+      const scale = perRow(this.scales());
+      let zero: Float32Array | null = null;
+      // level grids have no zero point; LSQ+'s β (x̂ = q·s + β) is the zero point −β/s
+      const beta = plan.grid.integer && this.weightZeroPoint && plan.offset === 'beta';
+      if (plan.grid.integer && this.weightZeroPoint) {
+        zero = perRow(this.weightZeroPoint);
+        if (beta && this.packedOffset === 'zeroPoint') zero = zero.map((b, i) => -b / scale[i]!);
+      }
+      // kept: the cache outlives the forward that builds it, often inside an eval loop's tidy; a replaced one goes to the garbage collector
+      return {
+        codes: this.weightCodes, bits, ...(base3 && { packing: 'base3' as const }), ...(beta && this.packedOffset === 'beta' && { offset: 'beta' as const }),
+        // base-3 digits are code − codeMin, as 2-bit fields are: the same table
+        levels: keep(fromTypedArray(levelTable(plan.grid, bits, this.weightCodes.dtype), [2 ** bits], 'float32')),
+        scale: keep(fromTypedArray(scale, [O * G], 'float32')),
+        zeroPoint: zero && keep(fromTypedArray(zero, [O * G], 'float32')),
+        outFeatures: O, inFeatures: K, groupSize: rows.groupSize,
+      };
+    });
+  }
   /** Integer codes of the input (rows × features, float) with one scale per row or one for all, and the zero point. */
   inputCodes(x: Tensor): { codes: Tensor; scale: Tensor; zeroPoint: Tensor | number; plan: QuantizerPlan } | null {
     const p = this.inputPlan;
@@ -163,8 +217,6 @@ export class QuantizedLinear extends QuantizedBase {
     }
     this.kernel = 'packedBase3';
   }
-  /** The kernel's operands, with the buffer versions they were built from. */
-  #packed: { weight: PackedWeight; key: unknown[] } | null = null;
   #sparse: { weight: Sparse24Weight; key: unknown[] } | null = null;
   /**
    * The dequantized weight in 2:4 compressed form (kept values in the weight dtype, 2-bit
@@ -220,52 +272,6 @@ export class QuantizedLinear extends QuantizedBase {
     return noGrad(() => linear(this.quantizeInput(x), this.dequantizedWeight(), this.bias));
   }
   /**
-   * The packed kernel's view of the weight (codes in place; float scales, zero points and level
-   * table built once and rebuilt when a buffer is replaced or written), or null where the kernel
-   * cannot read this layout (see `forward`).
-   */
-  packedWeight(): PackedWeight | null {
-    const bufs = [this.weightCodes, this.weightScale, this.weightScaleSecond, this.weightScaleMean, this.weightZeroPoint];
-    const key = bufs.flatMap((t) => [t, t?.version]);
-    if (this.#packed && key.every((k, i) => k === this.#packed!.key[i])) return this.#packed.weight;
-    const weight = this.#buildPacked();
-    this.#packed = weight ? { weight, key } : null;
-    return weight;
-  }
-  #buildPacked(): PackedWeight | null {
-    const [O, K] = [this.outFeatures, this.inFeatures];
-    const plan = this.weightPlan;
-    const rows = rowGroups(plan.granularity, O, K);
-    const bits = this.codeBits;
-    if (!rows || this.weightDType !== 'float32' || ![1, 2, 4, 8].includes(bits) || !['uint8', 'int8'].includes(this.weightCodes.dtype)) return null;
-    const G = K / rows.groupSize;
-    const perRow = (t: Tensor): Float32Array => {
-      const src = t.contiguous().dataSync();
-      const out = new Float32Array(O * G);
-      for (let o = 0; o < O; o++) for (let g = 0; g < G; g++) out[o * G + g] = src[Math.floor(o / rows.rowsPerScale) * G + g]!;
-      return out;
-    };
-    const base3 = this.codePacking === 'base3';
-    return noGrad(() => {
-      const scale = perRow(this.scales());
-      let zero: Float32Array | null = null;
-      // level grids have no zero point; LSQ+'s β (x̂ = q·s + β) is the zero point −β/s
-      if (plan.grid.integer && this.weightZeroPoint) {
-        zero = perRow(this.weightZeroPoint);
-        if (plan.offset === 'beta') zero = zero.map((b, i) => -b / scale[i]!);
-      }
-      // kept: the cache outlives the forward that builds it, often inside an eval loop's tidy; a replaced one goes to the garbage collector
-      return {
-        codes: this.weightCodes, bits, ...(base3 && { packing: 'base3' as const }),
-        // base-3 digits are code − codeMin, as 2-bit fields are: the same table
-        levels: keep(fromTypedArray(levelTable(plan.grid, bits, this.weightCodes.dtype), [2 ** bits], 'float32')),
-        scale: keep(fromTypedArray(scale, [O * G], 'float32')),
-        zeroPoint: zero && keep(fromTypedArray(zero, [O * G], 'float32')),
-        outFeatures: O, inFeatures: K, groupSize: rows.groupSize,
-      };
-    });
-  }
-  /**
    * y = s_x·Σ_g s_w[o, g]·Σ_{k∈g} (q_x − z_x)(q_w − z_w) + b with exact integer accumulation (the
    * arithmetic of an int8 GEMM), in float64, rounded once to the output dtype. Equals `forward`
    * up to float32 summation error, and bit for bit when all scales are powers of two.
@@ -313,44 +319,115 @@ export class QuantizedLinear extends QuantizedBase {
   }
 }
 
+/** Which forward a converted conv or embedding runs: the packed codes (the default) or the dequantized weight. */
+export type QuantizedReadKernel = 'packed' | 'dequantize';
+
 /**
- * Inference Conv2d over integer weight codes.
+ * Inference Conv2d over integer weight codes. With `kernel` 'packed' (the default) it runs
+ * `packedConv2d`: im2col, then the packed kernel over each group's filters as a matrix
+ * [O/groups, C/groups·kh·kw] (the QAT quantizer's own matrix, so its scale groups along
+ * C·kh·kw are the kernel's groups), within float32 summation error of the fake-quant eval output.
+ * Layouts the kernel cannot read (`packedWeight` null: scales per input column, groups along the
+ * outputs, blocks straddling filters, > 8-bit codes, float64) and `kernel` 'dequantize' take
+ * `dequantizedForward`, bit for bit the eval output.
  * @example convert(cnn); (cnn.getSubmodule('0') as QuantizedConv2d).forward(images);
  */
 export class QuantizedConv2d extends QuantizedBase {
   bias: Tensor | null;
   readonly conv: Conv2dOptions;
+  /** The forward `forward` runs (see QuantizedReadKernel). */
+  kernel: QuantizedReadKernel = 'packed';
+  #groups: { from: PackedWeight; weights: PackedWeight[] } | null = null;
   constructor(src: QuantConv2d) {
     super(src);
     this.conv = { ...src.conv };
     this.bias = this.registerBuffer('bias', src.bias ? src.bias.detach().clone() : null);
   }
+  /**
+   * One packed weight per conv group (`packedWeight`'s rows split; a group whose codes do not start
+   * on a byte gets its fields copied into bytes of its own, once), or null as `packedWeight`.
+   * @example const ws = (cnn.getSubmodule('0') as QuantizedConv2d).packedWeights(); // ws?.length === groups
+   */
+  packedWeights(): PackedWeight[] | null {
+    const w = this.packedWeight();
+    if (!w) return null;
+    if (this.#groups?.from !== w) this.#groups = { from: w, weights: splitRows(w, this.conv.groups ?? 1) };
+    return this.#groups.weights;
+  }
   forward(x: Tensor): Tensor {
+    const ws = this.kernel === 'packed' ? this.packedWeights() : null;
+    if (!ws) return this.dequantizedForward(x);
+    const [kh, kw] = this.weightShape.slice(2) as [number, number];
+    return noGrad(() => packedConv2d(this.quantizeInput(x), ws, [kh, kw], this.bias, this.conv));
+  }
+  /** The reference forward: the weight dequantized to float, then `conv2d`; bit for bit the fake-quant eval output. */
+  dequantizedForward(x: Tensor): Tensor {
     return noGrad(() => conv2d(this.quantizeInput(x), this.dequantizedWeight(), this.bias, this.conv));
   }
 }
 
+/** `w`'s rows in `parts` equal blocks, each a PackedWeight (views where a block starts on a byte). */
+function splitRows(w: PackedWeight, parts: number): PackedWeight[] {
+  if (parts === 1) return [w];
+  const rows = w.outFeatures / parts;
+  const K = w.inFeatures;
+  const G = K / w.groupSize;
+  const bits = w.bits;
+  const bytes = Math.ceil((rows * K * bits) / 8);
+  return Array.from({ length: parts }, (_, i) => {
+    const start = i * rows * K * bits;
+    let codes: Tensor;
+    if (start % 8 === 0) codes = narrow(w.codes, 0, start / 8, Math.min(bytes, w.codes.numel() - start / 8));
+    else {
+      // a bit offset the kernel cannot start at: the group's fields, moved to start on a byte
+      const src = w.codes.contiguous().dataSync();
+      const out = new Uint8Array(bytes);
+      const mask = 2 ** bits - 1;
+      for (let j = 0; j < rows * K; j++) {
+        const b = start + j * bits;
+        out[(j * bits) >> 3]! |= (((src[b >> 3]! & 0xff) >> b % 8) & mask) << (j * bits) % 8;
+      }
+      codes = fromTypedArray(out, [bytes], 'uint8');
+    }
+    const part = (t: Tensor) => keep(narrow(t, 0, i * rows * G, rows * G));
+    return { ...w, codes: keep(codes), scale: part(w.scale), zeroPoint: w.zeroPoint && part(w.zeroPoint), outFeatures: rows };
+  });
+}
+
 /**
- * Inference Embedding over integer codes (rows dequantized as looked up).
+ * Inference Embedding over integer codes. With `kernel` 'packed' (the default) a lookup decodes
+ * only the rows it reads (`packedEmbedding`), bit for bit the dequantized table's rows; layouts
+ * `packedWeight` cannot give (and `kernel` 'dequantize') dequantize the whole table first.
  * @example convert(llama); llama.getSubmodule('model.embed_tokens').forward(tokens);
  */
 export class QuantizedEmbedding extends QuantizedBase {
   readonly paddingIdx: number | undefined;
+  /** The forward `forward` runs (see QuantizedReadKernel). */
+  kernel: QuantizedReadKernel = 'packed';
   constructor(src: QuantEmbedding) {
     super(src);
     this.paddingIdx = src.paddingIdx;
+    // a lookup adds β after scaling, as the dequantizing forward does (a matmul takes −β/s)
+    this.packedOffset = 'beta';
   }
   forward(indices: Tensor): Tensor {
+    const w = this.kernel === 'packed' ? this.packedWeight() : null;
+    if (!w) return this.dequantizedForward(indices);
+    return noGrad(() => packedEmbedding(indices, w));
+  }
+  /** The reference lookup: the whole table dequantized, then `embedding`. */
+  dequantizedForward(indices: Tensor): Tensor {
     return noGrad(() => embedding(indices, this.dequantizedWeight(), { paddingIdx: this.paddingIdx }));
   }
 }
 
-/** Options of `convert`: which kernel the converted Linear layers run on. */
+/** Options of `convert`: which kernel the converted layers run on. */
 export interface ConvertOptions {
   /**
-   * The forward of converted Linear layers (default 'sparse24' for layers with a 2:4 mask, else
-   * 'packed'; 'packedBase3' stores ternary weights five per byte, TQ1_0's layout; 'sparse24' on a
-   * layer without a mask is 'packed'; 'dequantize' keeps bit identity).
+   * The forward of converted layers (default 'sparse24' for Linear layers with a 2:4 mask, else
+   * 'packed'; 'packedBase3' stores ternary Linear weights five per byte, TQ1_0's layout; 'sparse24'
+   * on a layer without a mask is 'packed'; 'dequantize' keeps bit identity). Conv and embedding
+   * layers run 'dequantize' when asked, else 'packed'.
    */
   kernel?: QuantizedKernel;
 }
@@ -363,10 +440,11 @@ export interface ConvertResult {
 
 /**
  * Replaces every QAT layer with a weight quantizer by its integer-storage inference layer, in
- * place, and puts the model in eval mode. Linear layers run on the packed codes (`packedLinear`):
- * their output equals the QAT model's eval output within float32 summation error. With
- * `{ kernel: 'dequantize' }` (and for conv and embedding layers always) it is bit for bit the
- * eval output (deterministic rounding; HESTIA layers at temperature 0, pressure 1). With
+ * place, and puts the model in eval mode. Linear and conv layers run on the packed codes
+ * (`packedLinear`, `packedConv2d`): their output equals the QAT model's eval output within float32
+ * summation error; embeddings decode only the rows they look up (`packedEmbedding`), bit for bit.
+ * With `{ kernel: 'dequantize' }` every layer is bit for bit the eval output (deterministic
+ * rounding; HESTIA layers at temperature 0, pressure 1). With
  * `{ kernel: 'packedBase3' }` ternary Linear weights are stored and read five per byte. A Linear
  * with a 2:4 mask (`sparsify`) has it hardened first, keeps `sparsity: '2:4'` and runs on the
  * kept half of its weight (`sparse24Linear`) unless another kernel is asked for.
@@ -387,7 +465,7 @@ export function convert(model: Module, options: ConvertOptions = {}): ConvertRes
       if (kernel === 'packedBase3' && q.ternary) q.repackBase3();
       else if (kernel === undefined || kernel === 'sparse24') q.kernel = q.sparsity ? 'sparse24' : 'packed';
       else q.kernel = kernel === 'packedBase3' ? 'packed' : kernel;
-    }
+    } else q.kernel = kernel === 'dequantize' ? 'dequantize' : 'packed';
     replaceSubmodule(model, name, q);
     converted.push(name);
   }

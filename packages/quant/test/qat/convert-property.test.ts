@@ -81,14 +81,14 @@ describe('convert, as a property', () => {
     expect(packed).toBeGreaterThan(20);
   });
 
-  it('converts a convolution on every grid family bit for bit', () => {
+  it("converts a convolution on every grid family bit for bit (kernel 'dequantize'; the packed conv is packed-conv.test.ts)", () => {
     for (const weight of [{ grid: 'int', bits: 3 }, { grid: 'e2m1' }, { grid: 'mxfp4' }, { grid: 'nf4', granularity: { block: 32 } }, { grid: 'ternary' }, { grid: 'binary' }, { grid: 'codebook', levels: [-1, -0.25, 0, 0.5, 1] }] as Q.WeightQuantConfig[]) {
       const g = new Generator(3);
       const m = new Sequential(Q.QuantConv2d.from(new Conv2d(8, 4, 2, { padding: 1, generator: g }), { weight, input: { bits: 8, granularity: 'token' } })); // 32 inputs per filter
       m.eval();
       const x = randn([2, 8, 5, 5], { generator: g });
       const want = noGrad(() => m.forward(x));
-      Q.convert(m);
+      Q.convert(m, { kernel: 'dequantize' });
       expect(bits(noGrad(() => m.forward(x)))).toEqual(bits(want));
     }
   });
