@@ -21,3 +21,15 @@ export function usPerCall(fn: () => void, iters: number, reps: number, median: (
   }
   return median(ts);
 }
+
+/**
+ * Ends a timed training step or epoch: reads back the first and the last parameter. On the gpu
+ * backend kernels only queue work and a read-back is the one synchronisation; the last parameter
+ * is the last one the optimizer wrote (GL runs commands in order) and the first one's update needs
+ * the whole backward pass. On the CPU backends it costs a copy of two small arrays.
+ */
+export function readBack(model: { parameters(): { dataSync(): unknown }[] }): void {
+  const ps = model.parameters();
+  ps[0]?.dataSync();
+  ps[ps.length - 1]?.dataSync();
+}

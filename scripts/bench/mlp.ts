@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as q from '@qgrad/core';
 import { Adam, Linear, loadMnist, Module, trainStep } from '@qgrad/nn';
-import type { BenchContext } from './context.js';
+import { type BenchContext, readBack } from './context.js';
+import { gpuStatus } from './gpu.js';
 
 /** The bench's MNIST MLP (784-256-256-10), with LSQ W4A4 when `quant` (scripts/bench/soak.ts trains it too). */
 export class Mlp extends Module {
@@ -53,6 +54,7 @@ function epoch(quant: boolean, images: q.Tensor, labels: q.Tensor): number {
       opt.step();
     });
   }
+  readBack(model);
   return performance.now() - t;
 }
 
@@ -62,15 +64,18 @@ export async function run(ctx: BenchContext): Promise<Record<string, number>> {
   const images = train.images.narrow(0, 0, n).contiguous();
   const labels = train.labels.narrow(0, 0, n).contiguous();
   const reps = ctx.quick ? 1 : 3;
+  const steps = Math.floor(n / 64);
   const out: Record<string, number> = {};
+  const gpu = gpuStatus();
   for (const backend of q.availableBackends()) {
     q.setBackend(backend);
+    const label = backend === 'gpu' ? gpu.label : `qgrad-${backend}`;
     const imgs = q.tensor(images.dataSync(), { shape: images.shape });
     const labs = q.tensor(labels.dataSync());
     for (const quant of [false, true]) {
       epoch(quant, imgs.narrow(0, 0, 128), labs.narrow(0, 0, 128)); // warm-up: kernel compile, first-step init
       const ms = ctx.median(Array.from({ length: reps }, () => epoch(quant, imgs, labs)));
-      out[`qgrad-${backend} ${quant ? 'W4A4 LSQ' : 'fp32'} ms/epoch`] = ms;
+      out[`${label} ${quant ? 'W4A4 LSQ' : 'fp32'} ms/epoch`] = ms;
     }
   }
   q.setBackend('js');
@@ -86,8 +91,9 @@ export async function run(ctx: BenchContext): Promise<Record<string, number>> {
   const rows = Object.entries(out).map(([k, v]) => {
     const kind = k.includes('W4A4') ? 'W4A4 LSQ' : 'fp32';
     const ref = out[`pytorch ${kind} ms/epoch`];
-    return [k, v, ref ? v / ref : '-'];
+    return [k, v, v / steps, ref ? v / ref : '-'];
   });
-  ctx.table(`MNIST MLP 784-256-256-10, one epoch of ${n} digits, batch 64, Adam (median of ${reps})`, ['what', 'ms', '× pytorch'], rows);
+  ctx.table(`MNIST MLP 784-256-256-10, one epoch of ${n} digits (${steps} steps of batch 64), Adam (median of ${reps})`, ['what', 'ms', 'ms/step', '× pytorch'], rows);
+  if (gpu.available) console.log(gpu.note);
   return out;
 }

@@ -2,6 +2,8 @@
  * @file `npm run bench`: qgrad beside its peers in one run on this machine — op-dispatch
  * overhead, matmul GFLOP/s, training steps — printed as medians with qgrad/peer ratios and
  * written to bench-results/bench.json. Benchmarks are not tests: nothing here asserts a time.
+ * The gpu backend joins dispatch, matmul, mlp and llama wherever a gpu.js mode works (in Node,
+ * headless-gl needs a display: xvfb-run -a npm run bench); scripts/bench/gpu.ts says on what it renders.
  * Usage: npm run bench -- [--sections dispatch,matmul,quant,packed,sparse24,int8,mlp,llama,lora] [--quick]
  */
 import { execFileSync } from 'node:child_process';
@@ -13,6 +15,7 @@ import * as q from '@qgrad/core';
 import { benchMatmul, defaultContenders, llamaMatmulShapes, macs, median, squareShape, type MatmulResult } from './matmul.js';
 import { type BenchContext, usPerCall } from './context.js';
 import { jaxContender, peerDispatch, tfContender } from './peers.js';
+import { announceGpu, gpuContender } from './gpu.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -74,6 +77,10 @@ function torch(section: string, ...rest: string[]): Record<string, number> | nul
   return best;
 }
 
+// one line up front: which gpu mode runs and on what renderer, or why there are no gpu figures
+const gpu = ['dispatch', 'matmul', 'mlp', 'llama'].some((s) => sections.has(s)) ? announceGpu() : null;
+if (gpu) report.gpu = gpu;
+
 function table(title: string, header: string[], rows: (string | number)[][]): void {
   console.log(`\n${title}`);
   const cells = [header, ...rows.map((r) => r.map((c) => (typeof c === 'number' ? (Math.abs(c) >= 100 ? c.toFixed(0) : c.toFixed(2)) : c)))];
@@ -87,14 +94,16 @@ if (sections.has('dispatch')) {
   const rows: [string, number][] = [];
   for (const backend of q.availableBackends()) {
     q.setBackend(backend);
+    // a gpu op here only queues work (nothing reads back): its figure is the cost of submitting it
+    const name = backend === 'gpu' ? gpu!.label : `qgrad-${backend}`;
     const a = q.tensor([1, 2, 3, 4]);
     const b = q.tensor([5, 6, 7, 8]);
     const ag = q.tensor([1, 2, 3, 4], { requiresGrad: true });
-    rows.push([`qgrad-${backend} add`, usPerCall(() => a.add(b), iters, reps, median)]);
-    rows.push([`qgrad-${backend} add (recording)`, usPerCall(() => ag.add(b), iters, reps, median)]);
+    rows.push([`${name} add`, usPerCall(() => a.add(b), iters, reps, median)]);
+    rows.push([`${name} add (recording)`, usPerCall(() => ag.add(b), iters, reps, median)]);
     const x = q.randn([64, 64], { requiresGrad: true });
     const w = q.randn([64, 64], { requiresGrad: true });
-    rows.push([`qgrad-${backend} 64² matmul fwd+bwd`, usPerCall(() => x.matmul(w).sum().backward(), args.quick ? 20 : 100, reps, median)]);
+    rows.push([`${name} 64² matmul fwd+bwd`, usPerCall(() => x.matmul(w).sum().backward(), args.quick ? 20 : 100, reps, median)]);
   }
   q.setBackend('js');
   for (const [name, us] of await peerDispatch(iters)) rows.push([`${name} add`, us]);
@@ -108,6 +117,7 @@ if (sections.has('dispatch')) {
     const p = ref(kind);
     return [n, us, p ? us / p : '-'];
   }));
+  if (gpu?.available) console.log(`${gpu.note.replace(/; each timed.*/, '')}; the dispatch rows time submitting the op, without a read-back`);
   report.dispatch = Object.fromEntries(rows);
 }
 
@@ -120,7 +130,8 @@ if (sections.has('matmul')) {
   const budgetMs = args.quick ? 100 : 400; // per contender and shape, PyTorch's included
   const t = torch('matmul', JSON.stringify([...squares, ...shapes]), String(budgetMs / 1000));
   console.log('\nmatmul float32 square (median GFLOP/s, higher is better)');
-  const results = await benchMatmul({ shapes: squares, budgetMs, contenders: [...defaultContenders(), ...peers(), tfContender('cpu', 256 ** 3)] });
+  const gpus = () => (gpu?.available ? [gpuContender()] : []);
+  const results = await benchMatmul({ shapes: squares, budgetMs, contenders: [...defaultContenders(), ...gpus(), ...peers(), tfContender('cpu', 256 ** 3)] });
   const gflops = (rs: MatmulResult[], name: string): Record<string, number> => ({
     ...Object.fromEntries(rs.filter((r) => r.shape === name).map((r) => [r.contender, r.gflops])),
     ...(t?.[name] !== undefined && { pytorch: t[name] }),
@@ -133,11 +144,19 @@ if (sections.has('matmul')) {
     return [name, best, ratio(best, g['jax-js-wasm']), ratio(best, g['tfjs-wasm']), ratio(best, g.pytorch)];
   });
   table('ratios of qgrad-wasm (best thread count) to peers', ['n', 'GFLOP/s', '× jax-js', '× tfjs-wasm', '× pytorch'], rows);
+  if (gpu?.available) {
+    const g = gpu.label;
+    table(`${g} against qgrad's CPU backends (GFLOP/s; ratios gpu / cpu, > 1 is the gpu backend faster)`, ['n', g, 'qgrad-wasm best', 'qgrad-js', '× wasm', '× js'], squares.map(({ name }) => {
+      const r = gflops(results, name);
+      return [name, r[g] ?? '-', bestWasm(r), r['qgrad-js'] ?? '-', r[g] ? ratio(r[g], bestWasm(r)) : '-', r[g] ? ratio(r[g], r['qgrad-js']) : '-'];
+    }));
+    console.log(gpu.note);
+  }
 
   console.log('\nmatmul float32, the products of one tiny-Llama training step (median GFLOP/s)');
   // qgrad-js only where it finishes quickly (defaultContenders caps it at 256³ multiply-adds)
-  const llamaResults = await benchMatmul({ shapes, budgetMs, contenders: [...defaultContenders(), ...peers()] });
-  const cols = ['qgrad-js', 'qgrad-wasm-1t', 'qgrad-wasm-2t', 'tfjs-wasm', 'jax-js-wasm', 'pytorch'];
+  const llamaResults = await benchMatmul({ shapes, budgetMs, contenders: [...defaultContenders(), ...gpus(), ...peers()] });
+  const cols = ['qgrad-js', 'qgrad-wasm-1t', 'qgrad-wasm-2t', ...(gpu?.available ? [gpu.label] : []), 'tfjs-wasm', 'jax-js-wasm', 'pytorch'];
   const perShape = shapes.map((s) => ({ ...s, macs: macs(s), gflops: gflops(llamaResults, s.name) }));
   // one step's worth: Σ count · median time per contender, for those that ran every shape
   const stepMs: Record<string, number> = {};
@@ -160,6 +179,7 @@ if (sections.has('matmul')) {
     ],
   );
   console.log(`one step's matmuls, ms: ${Object.entries(stepMs).map(([c, ms]) => `${c} ${ms.toFixed(1)}`).join(', ')}`);
+  if (gpu?.available) console.log(gpu.note);
   const pytorch = t && Object.fromEntries(squares.filter((s) => t[s.name] !== undefined).map((s) => [s.name, t[s.name]!]));
   report.matmul = { results, pytorch, llamaShapes: { shapes: perShape, results: llamaResults, stepMs, stepGflops, stepMflop: stepFlops / 1e6 } };
 }
