@@ -25,3 +25,4 @@ export * from './bitswitch/index.js';
 export * from './lowprec/halo.js';
 export * from './sparsity/index.js';
 export * from './distill/index.js';
+export * from './diffusion/index.js';
