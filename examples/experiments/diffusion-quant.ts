@@ -1,0 +1,187 @@
+/**
+ * @file Quantized diffusion compared (issue 20, docs/experiments/diffusion-quant.md): the MNIST DiT of
+ * examples/diffusion-mnist.ts (trained here briefly and cached), then float vs W8A8 RTN calibrated on
+ * pure noise vs W8A8 / W4A8 PTQ4DM (NDTC calibration from the float sampler) vs W4A8 EfficientDM
+ * (TALSQ + LoRA, data-free distillation). Metric: noise-prediction MSE against the float model on
+ * held-out (x_t, t) from the float sampler; plus a PNG grid of samples per configuration.
+ * Run: npx tsx examples/experiments/diffusion-quant.ts [--train-steps 1000] [--distill-trajectories 40]
+ */
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Generator, loadSafetensors, noGrad, saveSafetensors, tidy } from '@qgrad/core';
+import { AdamW, DiT, Diffusion, LambdaLR, cosineSchedule, mnistDiTConfig, trainStep, type DiTConfig } from '@qgrad/nn';
+import {
+  collectCalibration, efficientDM, efficientDMDistill, efficientDMParameters, mergeEfficientDM, noiseCalibration, ptq4dm, talsq, TimestepModule,
+  type ActQuantConfig, type CalibrationSet, type PtqMethod, type QATRule,
+} from '@qgrad/quant';
+import { cli } from '../lib/args.js';
+import { mnistBatch, mnistData } from '../lib/mnist.js';
+import { saveImageGrid } from '../lib/png.js';
+import { useBackend } from '../lib/train.js';
+
+const args = cli('experiments/diffusion-quant', 'Float vs W8A8 RTN (noise calibration) vs W8A8/W4A8 PTQ4DM vs W4A8 EfficientDM on the MNIST DiT: noise-prediction MSE vs float on held-out (x_t, t), and sample grids.', {
+  trainSteps: { type: 'int', default: 1000, min: 1, help: 'float DiT training steps (cached in <run-dir>/float.safetensors)' },
+  batchSize: { type: 'int', default: 64, min: 1, help: 'float training images per step' },
+  lr: { type: 'number', default: 2e-3, exclusiveMin: 0, help: 'float training peak LR' },
+  sampleSteps: { type: 'int', default: 20, min: 1, help: 'DDIM steps (calibration, held-out pairs, distillation, samples; TALSQ buckets)' },
+  calib: { type: 'int', default: 256, min: 1, help: 'calibration samples' },
+  heldOut: { type: 'int', default: 256, min: 1, help: 'held-out (x_t, t) pairs' },
+  rank: { type: 'int', default: 8, min: 1, help: 'EfficientDM LoRA rank' },
+  distillTrajectories: { type: 'int', default: 40, min: 1, help: 'EfficientDM teacher trajectories (each sampleSteps optimizer steps)' },
+  distillBatch: { type: 'int', default: 16, min: 1, help: 'EfficientDM images per trajectory' },
+  loraLr: { type: 'number', default: 1e-3, exclusiveMin: 0, help: 'EfficientDM LoRA LR (the reference scales it by mean Δ_w / 2500 over 16,000 steps; this run is 800 steps)' },
+  actLr: { type: 'number', default: 5e-4, exclusiveMin: 0, help: 'TALSQ step-size LR (the reference: 5e-4)' },
+  seed: { type: 'int', default: 0, min: 0, help: 'seed of training, calibration, held-out draws and samples' },
+  backend: { type: 'string', default: 'wasm', help: "'wasm' or 'js'" },
+  runDir: { type: 'string', default: 'runs/experiments/diffusion-quant', help: 'output directory' },
+});
+useBackend(args.backend);
+mkdirSync(args.runDir, { recursive: true });
+
+const T = 1000;
+const K = args.sampleSteps;
+const config: DiTConfig = { ...mnistDiTConfig, dim: 64, depth: 3, patchSize: 7 }; // examples/diffusion-mnist.ts's defaults
+const diffusion = new Diffusion({ timesteps: T });
+const shape = [1, 28, 28];
+const seconds = (t0: number) => ((performance.now() - t0) / 1000).toFixed(1);
+
+function floatModel(): TimestepModule<DiT> {
+  const net = new DiT(config, { generator: new Generator(args.seed) });
+  const path = join(args.runDir, `float-${args.trainSteps}-seed${args.seed}.safetensors`);
+  if (existsSync(path)) {
+    net.loadStateDict(loadSafetensors(path));
+    return new TimestepModule(net);
+  }
+  // as examples/diffusion-mnist.ts: data in [−1, 1], 10 % of labels dropped to "no label"
+  const raw = mnistData();
+  const data = { ...raw, trainX: raw.trainX.mul(0.3081).add(0.1307).mul(2).sub(1) };
+  const opt = new AdamW(net.parameters(), { lr: args.lr, weightDecay: 0 });
+  const sched = new LambdaLR(opt, cosineSchedule({ warmupSteps: Math.min(40, args.trainSteps / 10), totalSteps: args.trainSteps, minLrRatio: 0.1 }));
+  const t0 = performance.now();
+  for (let i = 0; i < args.trainSteps; i++) {
+    const loss = trainStep(net, opt, () => {
+      const [x, y] = mnistBatch(data, args.batchSize, i, args.seed);
+      const g = new Generator(args.seed * 1_000_003 + i);
+      const labels = Array.from(y.dataSync(), (l) => (g.random() < 0.1 ? 10 : Number(l)));
+      const l = diffusion.loss((xt, t) => net.forward(xt, t, labels), x, { generator: g });
+      opt.zeroGrad();
+      l.backward();
+      opt.step();
+      return l.item();
+    });
+    sched.step();
+    if ((i + 1) % 250 === 0 || i === 0) console.log(`float step ${i + 1}/${args.trainSteps} loss ${loss.toFixed(4)} (${seconds(t0)} s)`);
+  }
+  saveSafetensors(path, net.stateDict());
+  return new TimestepModule(net);
+}
+
+const teacher = floatModel();
+teacher.eval();
+const g = new Generator(args.seed + 1);
+const labelsOf = (n: number, gen: Generator) => Array.from({ length: n }, () => Math.floor(gen.random() * 10));
+let t0 = performance.now();
+const ndtc = collectCalibration(diffusion, teacher, { samples: args.calib, shape, steps: K, labels: labelsOf(args.calib, g), generator: g });
+const noise = noiseCalibration(diffusion, args.calib, shape, { labels: labelsOf(args.calib, g), generator: g });
+const single = collectCalibration(diffusion, teacher, { samples: args.calib, shape, steps: K, sampling: { kind: 'single', index: 0 }, labels: labelsOf(args.calib, g), generator: g });
+// held out: uniform over the sampler's steps, another generator
+const hg = new Generator(args.seed + 1000);
+const held = collectCalibration(diffusion, teacher, { samples: args.heldOut, shape, steps: K, sampling: { kind: 'uniform' }, labels: labelsOf(args.heldOut, hg), generator: hg });
+console.log(`calibration and held-out sets from the float sampler: ${seconds(t0)} s`);
+const heldRef = tidy(() => noGrad(() => teacher.forward(held.x, held.t, held.labels)));
+
+/** MSE of ε̂ against the float model's on the held-out pairs: all, and split at t < T/2 (late denoising) and ≥ T/2. */
+function heldOutMse(m: TimestepModule): { all: number; low: number; high: number } {
+  const d = tidy(() => noGrad(() => m.forward(held.x, held.t, held.labels).sub(heldRef).square().mean([1, 2, 3]).dataSync().slice()));
+  const pick = (f: (t: number) => boolean) => {
+    const v = held.t.map((t, i) => (f(t) ? d[i]! : NaN)).filter((x) => !Number.isNaN(x));
+    return v.reduce((a, b) => a + b, 0) / v.length;
+  };
+  return { all: pick(() => true), low: pick((t) => t < T / 2), high: pick((t) => t >= T / 2) };
+}
+
+/** A fresh copy of the float model (the teacher stays float). */
+function copy(): TimestepModule<DiT> {
+  const net = new DiT(config, { generator: new Generator(0) });
+  net.loadStateDict(teacher.net.stateDict());
+  return new TimestepModule(net);
+}
+
+const A8: ActQuantConfig = { grid: 'int', bits: 8, scale: { mode: 'fixed', rule: 'mse' } };
+/** Weight bits for every Linear/Conv2d, 8 for the first and last layer (as PTQ4DM and EfficientDM); A8 on every input; the label embedding stays float. */
+function rules(bits: number): { rules: QATRule[]; default: QATRule; skip: string[] } {
+  return { rules: [{ match: ['net.x_embed', 'net.out'], weight: { grid: 'int', bits: 8 }, input: A8 }], default: { weight: { grid: 'int', bits }, input: A8 }, skip: ['net.y_embed'] };
+}
+function quantized(bits: number, method: PtqMethod, cal: CalibrationSet): TimestepModule<DiT> {
+  const m = copy();
+  ptq4dm(m, cal, { method, ...rules(bits), batchSize: 64 });
+  m.eval();
+  return m;
+}
+
+interface Row { name: string; calibration: string; seconds: number; mse: { all: number; low: number; high: number }; note?: string }
+const rows: Row[] = [];
+const sampleLabels = Array.from({ length: 100 }, (_, k) => Math.floor(k / 10));
+function evaluate(name: string, calibration: string, m: TimestepModule, started: number, note?: string): void {
+  const secs = Number(seconds(started));
+  const mse = heldOutMse(m);
+  rows.push({ name, calibration, seconds: secs, mse, ...(note && { note }) });
+  const file = `samples-${name.replace(/[^a-z0-9]+/gi, '-').replace(/-$/, '').toLowerCase()}.png`;
+  tidy(() => {
+    const samples = diffusion.sampleDdim((x, t) => tidy(() => m.forward(x, t, sampleLabels)), [100, ...shape], K, { generator: new Generator(args.seed + 7) });
+    saveImageGrid(join(args.runDir, file), samples, { cols: 10, lo: -1, hi: 1, scale: 2 });
+  });
+  console.log(`${name.padEnd(28)} ${calibration.padEnd(22)} mse ${mse.all.toExponential(3)} (t<T/2 ${mse.low.toExponential(3)}, t≥T/2 ${mse.high.toExponential(3)})  ${secs}s → ${file}`);
+}
+
+t0 = performance.now();
+evaluate('float', '-', teacher, t0);
+t0 = performance.now();
+evaluate('W8A8 RTN', 'noise (x~N(0,I), t~U)', quantized(8, 'rtn', noise), t0);
+t0 = performance.now();
+evaluate('W8A8 RTN single-t', 'sampler, t = 0 only', quantized(8, 'rtn', single), t0);
+t0 = performance.now();
+evaluate('W8A8 PTQ4DM (RTN)', 'sampler, NDTC', quantized(8, 'rtn', ndtc), t0);
+t0 = performance.now();
+evaluate('W4A8 RTN', 'noise (x~N(0,I), t~U)', quantized(4, 'rtn', noise), t0);
+t0 = performance.now();
+evaluate('W4A8 PTQ4DM (RTN)', 'sampler, NDTC', quantized(4, 'rtn', ndtc), t0);
+t0 = performance.now();
+const w4 = quantized(4, 'gptq', ndtc);
+evaluate('W4A8 PTQ4DM (GPTQ)', 'sampler, NDTC', w4, t0);
+
+// EfficientDM from the W4A8 PTQ4DM (GPTQ) model: TALSQ buckets = sampler steps, LoRA on every Linear
+t0 = performance.now();
+const student = quantized(4, 'gptq', ndtc);
+talsq(student, { input: A8, timesteps: T, buckets: K });
+efficientDM(student, { rank: args.rank, generator: new Generator(args.seed + 3) });
+const p = efficientDMParameters(student);
+const optimizer = new AdamW([
+  { params: p.lora.flatMap((l) => l.params), lr: args.loraLr },
+  { params: p.weightScales, lr: 1e-6 },
+  { params: p.activationScales, lr: args.actLr },
+], { weightDecay: 0 });
+const total = args.distillTrajectories * K;
+const scheduler = new LambdaLR(optimizer, (s: number) => 1 - s / total); // linear decay, no warmup (the reference)
+const dg = new Generator(args.seed + 5);
+const losses = efficientDMDistill(student, teacher, diffusion, {
+  optimizer, scheduler, trajectories: args.distillTrajectories, batchSize: args.distillBatch, shape, steps: K,
+  labels: () => labelsOf(args.distillBatch, dg), generator: dg,
+  onStep: ({ step, loss }) => {
+    if (step % 100 === 0) console.log(`distill step ${step}/${total} loss ${loss.toFixed(4)} (${seconds(t0)} s)`);
+  },
+});
+const first = losses.slice(0, K * 2).reduce((a, b) => a + b, 0) / (K * 2);
+const last = losses.slice(-K * 2).reduce((a, b) => a + b, 0) / (K * 2);
+mergeEfficientDM(student);
+student.eval();
+evaluate('W4A8 EfficientDM', 'NDTC init + distill', student, t0, `distillation loss (mean of first / last ${2 * K} steps) ${first.toFixed(4)} → ${last.toFixed(4)}; ${total} steps`);
+
+const md = [
+  `| config | calibration | MSE vs float (all t) | t < ${T / 2} | t ≥ ${T / 2} | seconds |`,
+  '|---|---|---|---|---|---|',
+  ...rows.map((r) => `| ${r.name} | ${r.calibration} | ${r.mse.all.toExponential(3)} | ${r.mse.low.toExponential(3)} | ${r.mse.high.toExponential(3)} | ${r.seconds} |`),
+].join('\n');
+writeFileSync(join(args.runDir, 'results.md'), `${md}\n`);
+writeFileSync(join(args.runDir, 'results.json'), JSON.stringify({ args, rows, losses }, null, 1));
+console.log(`\n${md}\n${rows.at(-1)!.note}\nwrote ${args.runDir}/{results.md, results.json, samples-*.png}`);
