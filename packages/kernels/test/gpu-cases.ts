@@ -7,7 +7,7 @@
  */
 import fc from 'fast-check';
 import { jsKernels, numel, type AdamStepParams, type Backend, type BinaryOp, type KernelArg, type KernelName, type KernelParams, type UnaryOp } from '@qgrad/kernels';
-import { type Arg, convGeometry, intView, mismatch, out, permutation, size, view } from './helpers.js';
+import { type Arg, convGeometry, intView, mismatch, out, permutation, randomArray, size, view } from './helpers.js';
 
 /** How operands reach the backend: as the tests' arrays, or first moved into its own buffers. */
 export type Placement = 'host arrays' | 'device buffers';
@@ -365,6 +365,33 @@ export const GPU_CASES: readonly GpuCase[] = [
         // of p and the update, not of the new p (p + Δ can cancel: −0.0493 + 0.0442 was seen)
         const tol = Float32Array.from(p0, (p, i) => 1e-5 * params.lr + 2 ** -21 * (Math.abs(p) + Math.abs(ref.p.data[i]! - p)));
         close(ctx, 'adamStep (param)', got.p.data, ref.p.data, 2.4e-7, tol);
+      });
+    },
+  },
+  {
+    name: 'packedMatmul over 1/2/4/8-bit fields of uint8 and int8 bytes, groups, zero points and bias',
+    run: (ctx) => {
+      const problem = fc.record({
+        N: fc.integer({ min: 1, max: 5 }), O: fc.integer({ min: 1, max: 9 }), groups: fc.integer({ min: 1, max: 3 }),
+        // odd group sizes start groups (and rows) mid-byte
+        groupSize: fc.constantFrom(1, 3, 8, 17, 32), bits: fc.constantFrom(1, 2, 4, 8), zeroPoint: fc.boolean(), bias: fc.boolean(), int8: fc.boolean(), transposed: fc.boolean(), seed,
+      });
+      return assertAll(ctx, 30, [problem], async (c) => {
+        const K = c.groups * c.groupSize;
+        const G = c.groups;
+        const x = view('float32', [c.N, K], c.transposed ? [1, 0] : [0, 1], 1, [], c.seed);
+        const bytes = Uint8Array.from(randomArray('float64', Math.ceil((c.O * K * c.bits) / 8), c.seed ^ 0x1234), (r) => Math.floor((r + 1) * 128) & 0xff);
+        const flat = (data: Float32Array | Uint8Array | Int8Array, dtype: Arg['dtype']): Arg => ({ data, dtype, shape: [data.length], strides: [1], offset: 0 });
+        const codes = c.int8 ? flat(new Int8Array(bytes.buffer), 'int8') : flat(bytes, 'uint8');
+        const table = randomArray('float32', 2 ** c.bits, c.seed ^ 0x77) as Float32Array; // NF4-like levels; int grids are a special case
+        const scale = Float32Array.from(randomArray('float32', c.O * G, c.seed ^ 0x55), (v) => 0.01 + Math.abs(v));
+        const zero = Float32Array.from(randomArray('float32', c.O * G, c.seed ^ 0x99), (v) => Math.round(v * 4) / 2);
+        const bias = randomArray('float32', c.O, c.seed ^ 0x42) as Float32Array;
+        const inputs = [x, codes, flat(table, 'float32'), flat(scale, 'float32'), ...(c.zeroPoint ? [flat(zero, 'float32')] : []), ...(c.bias ? [flat(bias, 'float32')] : [])];
+        const { ref, got } = await both(ctx, 'packedMatmul', inputs, [c.N, c.O], { bits: c.bits, outFeatures: c.O, groupSize: c.groupSize, zeroPoint: c.zeroPoint, bias: c.bias });
+        // the fields are exact; float32 sums of K terms |x·s·(L − z)| ≤ 1.01·(1 + max|z|), in another
+        // order than js's float64: matmul's bound scaled by the term size (max seen 1.4e-6)
+        close(ctx, 'packedMatmul', got, ref, 1e-5, 1e-5 * Math.sqrt(K) * 1.01 * (c.zeroPoint ? 3 : 1));
       });
     },
   },

@@ -21,6 +21,7 @@ import { matmulGpu } from './matmul.js';
 import { normBackwardGpu, normGpu, ropeGpu, softmaxBackwardGpu, softmaxGpu } from './norm.js';
 import { adamStepGpu } from './optim.js';
 import { Call, type GpuArg } from './operands.js';
+import { packedMatmulGpu } from './packed.js';
 import { fakeQuantizeBackwardGpu, fakeQuantizeGpu } from './quant.js';
 import { argReduceGpu, reduceGpu } from './reduce.js';
 
@@ -53,6 +54,7 @@ const RULES: { [K in KernelName]?: GpuRule<K> } = {
   fakeQuantize: fakeQuantizeGpu,
   fakeQuantizeBackward: fakeQuantizeBackwardGpu,
   fwht: fwhtGpu,
+  packedMatmul: packedMatmulGpu,
 };
 
 export interface GpuBackend extends Backend<GpuBuffer | TypedArray> {
