@@ -3,11 +3,13 @@
  * step) for int4 g32, NF4 (blocks of 64), ternary (2-bit fields and base 3, five per byte, per
  * channel) and int8 per channel against the float32 matvec (`linear`, the wasm matmul at one row)
  * at the tiny-Llama shapes and 4096 × 4096; and tokens/s of the tiny Llama's generate() in float32
- * and converted W8, W4, ternary (2-bit and base 3).
+ * and converted W8, W4, ternary (2-bit and base 3); and the forward of qat-mnist's CNN converted,
+ * its conv layers run dequantized (the float weight rebuilt each call) against packed (im2col +
+ * packedLinear on the codes), at batch 1 and 64.
  * Run alone: npm run bench -- --sections packed [--quick]
  */
 import * as q from '@qgrad/core';
-import { Llama, tinyLlamaConfig } from '@qgrad/nn';
+import { Conv2d, Flatten, Linear, Llama, MaxPool2d, ReLU, Sequential, tinyLlamaConfig } from '@qgrad/nn';
 import * as Q from '@qgrad/quant';
 import type { BenchContext } from './context.js';
 
@@ -76,6 +78,25 @@ function tinyLlama(weight: Q.WeightQuantConfig | null, kernel: Q.QuantizedKernel
   return llama;
 }
 
+/** examples/qat-mnist.ts's CNN (conv 1→8, 8→16, 3×3; linear 784→10), QAT-prepared and converted (the Linear packed, the convs as told); float32 when `weight` is null. */
+function mnistCnn(weight: Q.WeightQuantConfig | null, convKernel: Q.QuantizedReadKernel): Sequential {
+  const g = new q.Generator(3);
+  const m = new Sequential(
+    new Conv2d(1, 8, 3, { padding: 1, generator: g }), new ReLU(), new MaxPool2d(2), // [B, 8, 14, 14]
+    new Conv2d(8, 16, 3, { padding: 1, generator: g }), new ReLU(), new MaxPool2d(2), // [B, 16, 7, 7]
+    new Flatten(), new Linear(16 * 7 * 7, 10, { generator: g }),
+  );
+  if (weight) {
+    Q.prepareQAT(m, { default: { weight }, types: ['Linear', 'Conv2d'] });
+    m.eval();
+    q.noGrad(() => m.forward(q.randn([2, 1, 28, 28], { generator: g }))); // data-driven scales
+    Q.convert(m);
+    for (const l of m.modules()) if (l instanceof Q.QuantizedConv2d) l.kernel = convKernel;
+  }
+  m.eval();
+  return m;
+}
+
 export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
   const prev = q.getBackend();
   q.setBackend('wasm');
@@ -123,6 +144,34 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
     ['weights', 'tokens/s', '× fp32'],
     Object.entries(generate).map(([n, t]) => [n, t, t / generate.fp32!]),
   );
+
+  const cnnRows: (string | number)[][] = [];
+  const cnn: Record<string, Record<string, number>> = {};
+  const cnnFormats: [string, Q.WeightQuantConfig][] = [
+    ['W4 per channel', { grid: 'int', bits: 4, granularity: 'channel' }], ['W8 per channel', { grid: 'int', bits: 8, granularity: 'channel' }],
+    ['ternary per channel', ternary], ['NF4 blocks of 8', { grid: 'nf4', granularity: { block: 8 } }],
+  ];
+  const float = mnistCnn(null, 'packed');
+  for (const batch of [1, 64]) {
+    const x = q.randn([batch, 1, 28, 28], { generator: g });
+    const reps = ctx.quick ? 3 : batch === 1 ? 60 : 10;
+    const time = (m: Sequential) => msPerCall(() => q.tidy(() => q.noGrad(() => m.forward(x))), reps, ctx.median);
+    for (let w = 0; w < 3; w++) time(float); // JIT and buffer pools settle before the first timed model
+    for (const [name, weight] of cnnFormats) {
+      const models = [float, mnistCnn(weight, 'dequantize'), mnistCnn(weight, 'packed')];
+      // three rounds alternating float, dequantize and packed; each one's median of its round medians
+      const ms: number[][] = [[], [], []];
+      for (let r = 0; r < 3; r++) models.forEach((m, i) => ms[i]!.push(time(m)));
+      const [fp, d, p] = ms.map((t) => ctx.median(t)) as [number, number, number];
+      cnn[`${name}, batch ${batch}`] = { 'fp32 ms': fp, 'dequantize ms': d, 'packed ms': p };
+      cnnRows.push([name, batch, fp, d, p, d / p]);
+    }
+  }
+  ctx.table(
+    "converted MNIST CNN forward (qat-mnist's: 2 convs + linear; median ms; × = dequantize / packed, > 1 is packed faster; the Linear runs packed in both)",
+    ['weights', 'batch', 'fp32 ms', 'dequantize ms', 'packed ms', '×'],
+    cnnRows,
+  );
   q.setBackend(prev);
-  return { matvec, generateTokensPerSecond: generate };
+  return { matvec, generateTokensPerSecond: generate, cnnForward: cnn };
 }

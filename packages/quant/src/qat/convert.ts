@@ -329,7 +329,11 @@ export type QuantizedReadKernel = 'packed' | 'dequantize';
  * C·kh·kw are the kernel's groups), within float32 summation error of the fake-quant eval output.
  * Layouts the kernel cannot read (`packedWeight` null: scales per input column, groups along the
  * outputs, blocks straddling filters, > 8-bit codes, float64) and `kernel` 'dequantize' take
- * `dequantizedForward`, bit for bit the eval output.
+ * `dequantizedForward`, bit for bit the eval output. Packed saves memory, not time, on small
+ * filters: on qat-mnist's CNN (wasm, one thread, loaded 2-core machine) it ran at 0.92–1.06× the
+ * dequantizing forward's speed at batch 1 and 0.68–0.95× at batch 64 (`npm run bench -- --sections
+ * packed`), since rebuilding a 16 × 72 float weight costs little and the kernel's many-row path
+ * dots each decoded weight row with every im2col row rather than running a register-blocked matmul.
  * @example convert(cnn); (cnn.getSubmodule('0') as QuantizedConv2d).forward(images);
  */
 export class QuantizedConv2d extends QuantizedBase {
