@@ -6,4 +6,4 @@
  */
 import { runCli } from '../export/cli.js';
 
-process.exitCode = runCli(process.argv.slice(2));
+process.exitCode = await runCli(process.argv.slice(2));

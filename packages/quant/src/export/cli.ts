@@ -3,13 +3,14 @@
  * writes a Llama or ViT checkpoint directory (HF `config.json` + `model.safetensors`, float or
  * written by saveQuantized; `model_type` tells which) as packed safetensors, GGUF (Llama) or ONNX
  * (ViT), and `qgrad convert` rounds a float checkpoint's Linear weights to a quantized checkpoint
- * directory that `qgrad export` reads back.
+ * directory that `qgrad export` reads back; `qgrad train` (qat/train-cli.ts) trains an MNIST model with QAT.
  */
 import { loadSafetensorsWithMetadata } from '@qgrad/core';
 import { configFromHf, fromPretrained, Llama, ViT, vitConfigFromHf } from '@qgrad/nn';
 import type { GridName } from '../grids/table.js';
 import { convert } from '../qat/convert.js';
 import { prepareQAT } from '../qat/prepare.js';
+import { runTrainCli } from '../qat/train-cli.js';
 import type { WeightQuantConfig } from '../qat/quantizers.js';
 import type { GgmlTypeName } from './ggml.js';
 import { GGML_TYPES } from './ggml.js';
@@ -35,6 +36,7 @@ which qgrad export and loadQuantized read. <checkpoint-dir> holds a float config
 
 const USAGE = `usage: qgrad <command> [flags]
 commands:
+  train     QAT of an MNIST MLP or CNN (fit's progress bar, metrics, checkpoints), converted and saved
   export    a Llama or ViT checkpoint directory to packed safetensors, GGUF (Llama) or ONNX (ViT)
   convert   a float Llama or ViT checkpoint directory to a quantized one (round to nearest)
 qgrad <command> --help shows the command's flags.`;
@@ -164,10 +166,11 @@ export function runConvertCli(argv: string[], io: CliIo = CONSOLE): number {
 
 /**
  * The `qgrad` command: `argv` is what follows `qgrad` on the command line (`process.argv.slice(2)`);
- * returns the exit code. `qgrad --help` lists the commands; an unknown command exits 2 with one line.
- * @example process.exitCode = runCli(['export', '--format', 'gguf', 'ckpt/', 'model.gguf']);
+ * resolves to the exit code (async because `train` is). `qgrad --help` lists the commands; an
+ * unknown command exits 2 with one line.
+ * @example process.exitCode = await runCli(['export', '--format', 'gguf', 'ckpt/', 'model.gguf']);
  */
-export function runCli(argv: string[], io: CliIo = CONSOLE): number {
+export async function runCli(argv: string[], io: CliIo = CONSOLE): Promise<number> {
   const [name, ...rest] = argv;
   if (name === undefined) {
     io.error(USAGE);
@@ -179,6 +182,7 @@ export function runCli(argv: string[], io: CliIo = CONSOLE): number {
   }
   if (name === 'export') return runExportCli(rest, io);
   if (name === 'convert') return runConvertCli(rest, io);
-  io.error(`qgrad: unknown ${name.startsWith('-') ? 'flag' : 'command'} '${name}' (commands: export, convert; qgrad --help shows them)`);
+  if (name === 'train') return runTrainCli(rest, io);
+  io.error(`qgrad: unknown ${name.startsWith('-') ? 'flag' : 'command'} '${name}' (commands: train, export, convert; qgrad --help shows them)`);
   return 2;
 }

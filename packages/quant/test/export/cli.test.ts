@@ -83,11 +83,11 @@ describe('qgrad export --format onnx (ViT)', () => {
     expect(Q.runExportCli(['--format', 'onnx', '--weight', 'int4', '--group', '16', ckpt, direct], io)).toBe(0);
     expect(lines.at(-1)).toMatch(/8 weight layers \(7 MatMulNBits, 0 QDQ, 1 float\)/);
     const converted = join(dir, 'vit-w4');
-    expect(Q.runCli(['convert', '--weight', 'int4', '--group', '16', ckpt, converted], io)).toBe(0);
+    expect(await Q.runCli(['convert', '--weight', 'int4', '--group', '16', ckpt, converted], io)).toBe(0);
     const model = Q.loadQuantized(join(converted, 'model.safetensors'), new ViT(cfg));
     const want = noGrad(() => model.forward(x)).dataSync();
     const fromConverted = join(dir, 'vit-w4-qdq.onnx');
-    expect(Q.runCli(['export', '--format', 'onnx', '--int4', 'qdq', converted, fromConverted], io)).toBe(0);
+    expect(await Q.runCli(['export', '--format', 'onnx', '--int4', 'qdq', converted, fromConverted], io)).toBe(0);
     expect(lines.at(-1)).toMatch(/\(0 MatMulNBits, 7 QDQ, 1 float\)/);
     for (const path of [direct, fromConverted]) {
       const got = await ortLogits(path);
@@ -108,11 +108,11 @@ describe('qgrad convert', () => {
   writeFileSync(join(ckpt, 'config.json'), JSON.stringify(configToHf(cfg)));
   saveSafetensors(join(ckpt, 'model.safetensors'), llama.stateDict());
 
-  it('writes a quantized checkpoint directory that qgrad export turns into GGUF from its codes', () => {
+  it('writes a quantized checkpoint directory that qgrad export turns into GGUF from its codes', async () => {
     const lines: string[] = [];
     const io = { log: (s: string) => lines.push(s), error: (s: string) => lines.push(s) };
     const out = join(dir, 'converted', 'w8');
-    expect(Q.runCli(['convert', '--weight', 'int8', ckpt, out], io)).toBe(0);
+    expect(await Q.runCli(['convert', '--weight', 'int8', ckpt, out], io)).toBe(0);
     const back = Q.loadQuantized(join(out, 'model.safetensors'), new Llama(cfg));
     expect(back.getSubmodule('model.layers.0.self_attn.q_proj')).toBeInstanceOf(Q.QuantizedLinear);
     expect(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'))).toEqual(configToHf(cfg));
@@ -121,33 +121,33 @@ describe('qgrad convert', () => {
     const a = noGrad(() => llama.forward(ids)).dataSync();
     const b = noGrad(() => back.forward(ids)).dataSync();
     expect(Math.max(...Array.from(a, (v, i) => Math.abs(v - b[i]!)))).toBeLessThan(0.05);
-    expect(Q.runCli(['export', '--format', 'gguf', '--type', 'Q8_0', out, join(dir, 'w8.gguf')], io)).toBe(0);
+    expect(await Q.runCli(['export', '--format', 'gguf', '--type', 'Q8_0', out, join(dir, 'w8.gguf')], io)).toBe(0);
     expect(lines.at(-1)).toMatch(/\(\d+ from QAT codes\)/);
     expect(lines.at(-1)).not.toMatch(/\(0 from QAT codes\)/);
   });
 
-  it('refuses a missing --weight (exit 2) and an already quantized checkpoint (exit 1)', () => {
+  it('refuses a missing --weight (exit 2) and an already quantized checkpoint (exit 1)', async () => {
     const errors: string[] = [];
     const io = { log: () => {}, error: (s: string) => errors.push(s) };
-    expect(Q.runCli(['convert', ckpt, join(dir, 'never')], io)).toBe(2);
+    expect(await Q.runCli(['convert', ckpt, join(dir, 'never')], io)).toBe(2);
     expect(errors.at(-1)).toContain('qgrad convert: --weight is required');
-    expect(Q.runCli(['convert', '--weight', 'int4', join(dir, 'converted', 'w8'), join(dir, 'twice')], io)).toBe(1);
+    expect(await Q.runCli(['convert', '--weight', 'int4', join(dir, 'converted', 'w8'), join(dir, 'twice')], io)).toBe(1);
     expect(errors.at(-1)).toContain('is already quantized');
   });
 });
 
 describe('qgrad', () => {
-  it('lists its commands on --help and refuses unknown commands and flags with one line, exit 2', () => {
+  it('lists its commands on --help and refuses unknown commands and flags with one line, exit 2', async () => {
     const out: string[] = [];
     const errors: string[] = [];
     const io = { log: (s: string) => out.push(s), error: (s: string) => errors.push(s) };
-    expect(Q.runCli(['--help'], io)).toBe(0);
-    expect(out.join('\n')).toMatch(/export .*\n.*convert /);
-    for (const [argv, message] of [[['train'], "unknown command 'train'"], [['--verbose'], "unknown flag '--verbose'"]] as const) {
-      expect(Q.runCli([...argv], io)).toBe(2);
+    expect(await Q.runCli(['--help'], io)).toBe(0);
+    expect(out.join('\n')).toMatch(/train .*\n.*export .*\n.*convert /);
+    for (const [argv, message] of [[['fit'], "unknown command 'fit'"], [['--verbose'], "unknown flag '--verbose'"]] as const) {
+      expect(await Q.runCli([...argv], io)).toBe(2);
       expect(errors.at(-1)).toContain(`qgrad: ${message}`);
       expect(errors.at(-1)).not.toContain('\n');
     }
-    expect(Q.runCli([], io)).toBe(2);
+    expect(await Q.runCli([], io)).toBe(2);
   });
 });

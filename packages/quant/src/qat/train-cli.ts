@@ -1,0 +1,260 @@
+/**
+ * @file `qgrad train`: QAT of an MNIST MLP or CNN from the command line, built from the public API
+ * only (nn's `loadMnist` and `fit`, this package's prepareQAT / convert / saveQuantized), because
+ * the command ships in the installed package, where examples/ does not exist.
+ */
+import { crossEntropy, Generator, noGrad, randn, tensor, tidy, type Tensor } from '@qgrad/core';
+import { AdamW, Conv2d, cosineSchedule, epochBatch, fit, Flatten, LambdaLR, Linear, loadMnist, MaxPool2d, ReLU, Sequential } from '@qgrad/nn';
+import { nodeFs } from '../export/bytes.js';
+import { saveQuantized } from '../export/safetensors.js';
+import { GRID_NAMES, type GridName } from '../grids/table.js';
+import { kmeansLevels } from '../grids/codebook.js';
+import { convert } from './convert.js';
+import { prepareQAT, type QATConfig } from './prepare.js';
+import type { Granularity } from '../grids/granularity.js';
+import type { ActQuantConfig, WeightQuantConfig } from './quantizers.js';
+
+/** Where a command prints (export/cli.ts's CliIo, restated so this file does not import the dispatcher). */
+interface Io {
+  log(s: string): void;
+  error(s: string): void;
+}
+
+type Kind = 'int' | 'number' | 'string' | 'boolean';
+const FLAGS: Record<string, { kind: Kind; help: string }> = {
+  model: { kind: 'string', help: 'mlp (784-hidden-10) or cnn (two 3×3 convs + linear) (default mlp)' },
+  grid: { kind: 'string', help: `weight grid: ${GRID_NAMES.join(', ')} (default int)` },
+  bits: { kind: 'int', help: "bits of the int grid, log2 of the codebook grid's levels (default 4)" },
+  'act-bits': { kind: 'string', help: 'layer input bits, 2 to 16, or none for float inputs (default 4)' },
+  granularity: { kind: 'string', help: "weight scales: tensor, channel, group<N> or block<N> (default the grid's: NF4 block64, MX group32, else channel)" },
+  estimator: { kind: 'string', help: 'gradient estimator: ste, clipped-ste, lsq, lsq+, trust, relaxed, … (default lsq on int, else ste)' },
+  hidden: { kind: 'int', help: 'hidden units of the MLP (default 256)' },
+  steps: { kind: 'int', help: 'optimizer steps (default 500)' },
+  'batch-size': { kind: 'int', help: 'images per step (default 64)' },
+  lr: { kind: 'number', help: 'peak learning rate: AdamW, warmup then cosine decay (default 3e-3)' },
+  seed: { kind: 'int', help: 'seed of the initial weights and the batch order (default 0)' },
+  out: { kind: 'string', help: 'run directory (default runs/qgrad-train/<config>)' },
+  resume: { kind: 'boolean', help: "continue from the run directory's checkpoint exactly" },
+  'stop-at': { kind: 'int', help: 'stop after this step with a checkpoint, as if interrupted (then --resume)' },
+  'eval-every': { kind: 'int', help: 'evaluate test accuracy every N steps (default steps/4)' },
+  'train-limit': { kind: 'int', help: 'train on the first N of the 8,000 training digits (default all)' },
+  'test-limit': { kind: 'int', help: 'test on the first N of the 2,000 test digits (default all)' },
+};
+
+const TRAIN_USAGE = `usage: qgrad train [flags]
+QAT on MNIST (the optional \`mnist\` package): every layer's weights and inputs fake-quantized, trained
+with a progress bar; writes <out>/{metrics.jsonl, checkpoint.safetensors, curves.svg, train.json}, then
+converts to integer codes and writes <out>/model.safetensors (saveQuantized; loadQuantized reads it back).
+${Object.entries(FLAGS).map(([k, f]) => `  --${(k + (f.kind === 'boolean' ? '' : ` <${f.kind === 'string' ? 'value' : f.kind}>`)).padEnd(24)} ${f.help}`).join('\n')}`;
+
+/** Pixel mean and standard deviation of MNIST, the usual normalisation. */
+const MEAN = 0.1307;
+const STD = 0.3081;
+
+/** The flags as typed values, or a one-line usage error. */
+function parseFlags(argv: string[]): Record<string, string | number | boolean> | string {
+  const out: Record<string, string | number | boolean> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (!a.startsWith('--')) return `unexpected argument '${a}' (train takes flags only)`;
+    const eq = a.indexOf('=');
+    const k = a.slice(2, eq < 0 ? undefined : eq);
+    const spec = FLAGS[k];
+    if (!spec) return `unknown flag --${k}`;
+    if (spec.kind === 'boolean') {
+      if (eq >= 0) return `flag --${k} takes no value`;
+      out[k] = true;
+      continue;
+    }
+    const v = eq < 0 ? argv[++i] : a.slice(eq + 1);
+    if (v === undefined) return `flag --${k} needs a value`;
+    if (spec.kind === 'string') out[k] = v;
+    else {
+      const n = Number(v);
+      const ok = v.trim() !== '' && (spec.kind === 'int' ? Number.isSafeInteger(n) && n >= 0 : Number.isFinite(n) && n > 0);
+      if (!ok) return `--${k} must be a ${spec.kind === 'int' ? 'non-negative integer' : 'positive number'}, got '${v}'`;
+      out[k] = n;
+    }
+  }
+  return out;
+}
+
+/** What `qgrad train` was asked for, checked. */
+interface TrainPlan {
+  model: 'mlp' | 'cnn';
+  grid: GridName;
+  bits: number;
+  actBits: number | null;
+  estimator: string | undefined;
+  granularity: Granularity | undefined;
+  hidden: number;
+  steps: number;
+  batchSize: number;
+  lr: number;
+  seed: number;
+  out: string;
+  resume: boolean;
+  stopAt: number;
+  evalEvery: number;
+  trainLimit: number;
+  testLimit: number;
+  label: string;
+}
+
+/** Checks the flags' values against each other; a string is the usage error. */
+function plan(f: Record<string, string | number | boolean>): TrainPlan | string {
+  const model = (f.model ?? 'mlp') as string;
+  if (model !== 'mlp' && model !== 'cnn') return `--model must be mlp or cnn, got '${model}'`;
+  const grid = (f.grid ?? 'int') as GridName;
+  if (!GRID_NAMES.includes(grid)) return `--grid must be one of ${GRID_NAMES.join(', ')}, got '${grid}'`;
+  if (f.bits !== undefined && grid !== 'int' && grid !== 'codebook') return `--bits applies to the int and codebook grids; '${grid}' has fixed levels`;
+  const bits = (f.bits ?? 4) as number;
+  if (!(bits >= 1 && bits <= 16)) return `--bits must be 1 to 16, got ${bits}`;
+  const act = (f['act-bits'] ?? '4') as string;
+  const actBits = act === 'none' ? null : Number(act);
+  if (actBits !== null && !(Number.isInteger(actBits) && actBits >= 2 && actBits <= 16)) return `--act-bits must be 2 to 16 or none, got '${act}'`;
+  const steps = (f.steps ?? 500) as number;
+  const batchSize = (f['batch-size'] ?? 64) as number;
+  const trainLimit = (f['train-limit'] ?? 8000) as number;
+  const testLimit = (f['test-limit'] ?? 2000) as number;
+  for (const [k, v, max] of [['steps', steps, Infinity], ['batch-size', batchSize, Infinity], ['train-limit', trainLimit, 8000], ['test-limit', testLimit, 2000], ['hidden', f.hidden ?? 1, Infinity], ['eval-every', f['eval-every'] ?? 1, Infinity]] as const) {
+    if (!((v as number) >= 1 && (v as number) <= max)) return `--${k} must be 1 to ${max === Infinity ? 'any' : max}, got ${v}`;
+  }
+  if (batchSize > trainLimit) return `--batch-size ${batchSize} is more than the ${trainLimit} training digits`;
+  const estimator = f.estimator as string | undefined;
+  const g = f.granularity as string | undefined;
+  const sized = g === undefined ? null : /^(group|block)([1-9]\d*)$/.exec(g);
+  if (g !== undefined && !sized && g !== 'tensor' && g !== 'channel') return `--granularity must be tensor, channel, group<N> or block<N>, got '${g}'`;
+  const granularity: Granularity | undefined = sized ? (sized[1] === 'group' ? { group: Number(sized[2]) } : { block: Number(sized[2]) }) : (g as 'tensor' | 'channel' | undefined);
+  const w = grid === 'int' ? `w${bits}` : grid === 'codebook' ? `codebook${2 ** bits}` : grid;
+  const label = `${w}${actBits ? `a${actBits}` : ''}-${estimator ?? (grid === 'int' ? 'lsq' : 'ste')}-${model}`;
+  return {
+    model, grid, bits, actBits, estimator, granularity, hidden: (f.hidden ?? 256) as number, steps, batchSize, lr: (f.lr ?? 3e-3) as number, seed: (f.seed ?? 0) as number,
+    out: (f.out ?? `runs/qgrad-train/${label}`) as string, resume: f.resume === true, stopAt: (f['stop-at'] ?? 0) as number,
+    evalEvery: (f['eval-every'] ?? Math.max(Math.floor(steps / 4), 1)) as number, trainLimit, testLimit, label,
+  };
+}
+
+/** The model, seeded: an MLP on flat pixels or qat-mnist's small CNN on [B, 1, 28, 28]. */
+function buildModel(p: TrainPlan): Sequential {
+  const g = new Generator(p.seed);
+  if (p.model === 'mlp') return new Sequential(new Linear(784, p.hidden, { generator: g }), new ReLU(), new Linear(p.hidden, 10, { generator: g }));
+  return new Sequential(
+    new Conv2d(1, 8, 3, { padding: 1, generator: g }), new ReLU(), new MaxPool2d(2), // [B, 8, 14, 14]
+    new Conv2d(8, 16, 3, { padding: 1, generator: g }), new ReLU(), new MaxPool2d(2), // [B, 16, 7, 7]
+    new Flatten(), new Linear(16 * 7 * 7, 10, { generator: g }),
+  );
+}
+
+/** Every layer quantized; the first layer's inputs are signed (normalised pixels), the rest follow a ReLU. */
+function qatConfig(p: TrainPlan): QATConfig {
+  const weight: WeightQuantConfig = {
+    grid: p.grid,
+    ...(p.grid === 'int' && { bits: p.bits, ...(p.bits < 2 && { signed: false }) }),
+    // a fixed seed: the codebook is part of the configuration, not of the run's randomness
+    ...(p.grid === 'codebook' && { levels: kmeansLevels(randn([4096], { generator: new Generator(12345) }), 2 ** p.bits) }),
+    ...(p.granularity && { granularity: p.granularity }),
+    ...(p.estimator && { estimator: p.estimator }),
+  };
+  // inputs use the int grid, which takes the weights' estimator except lsq+ (its offset is a weight-only idea here)
+  const actEstimator = p.estimator && p.estimator !== 'lsq+' ? { estimator: p.estimator } : {};
+  const input = (signed: boolean): ActQuantConfig | null => (p.actBits ? { bits: p.actBits, signed, ...actEstimator } : null);
+  return { rules: [{ match: '0', weight, input: input(true) }], default: { weight, input: input(false) } };
+}
+
+/** Test accuracy of `model` in chunks of 500, each chunk's activations released as it ends. */
+function accuracy(model: Sequential, x: Tensor, y: Tensor): { test_acc: number; test_loss: number } {
+  return noGrad(() => {
+    let correct = 0;
+    let loss = 0;
+    const n = x.shape[0]!;
+    for (let s = 0; s < n; s += 500) {
+      const len = Math.min(500, n - s);
+      tidy(() => {
+        const logits = model.forward(x.narrow(0, s, len));
+        const labels = y.narrow(0, s, len);
+        correct += logits.argmax(-1).eq(labels).sum().item();
+        loss += crossEntropy(logits, labels).item() * len;
+      });
+    }
+    return { test_acc: correct / n, test_loss: loss / n };
+  });
+}
+
+/** Trains, evaluates, converts and saves as the plan says; returns the summary line. */
+async function train(p: TrainPlan, io: Io): Promise<string> {
+  const { train: tr, test: te } = loadMnist({ flatten: p.model === 'mlp' });
+  const norm = (t: Tensor) => t.sub(MEAN).div(STD);
+  const trainX = norm(tr.images.narrow(0, 0, p.trainLimit));
+  const trainY = tr.labels.narrow(0, 0, p.trainLimit);
+  const testX = norm(te.images.narrow(0, 0, p.testLimit));
+  const testY = te.labels.narrow(0, 0, p.testLimit);
+  const batch = (i: number): [Tensor, Tensor] => {
+    const idx = tensor(Int32Array.from(epochBatch(p.trainLimit, p.batchSize, i, p.seed)));
+    return [trainX.indexSelect(0, idx), trainY.indexSelect(0, idx)]; // [B, …] images, [B] labels
+  };
+
+  const model = buildModel(p);
+  io.log(prepareQAT(model, qatConfig(p)).toString());
+  // learned input scales initialise from the first batch they see: make that a training batch,
+  // not the test images of the step-0 evaluation (a resumed run then loads the saved scales over it)
+  noGrad(() => model.forward(batch(0)[0]));
+  const scales = new Set([...model.namedParameters()].filter(([n]) => /Quantizer\.(scale|zeroPoint)$/.test(n)).map(([, v]) => v));
+  const others = model.parameters().filter((v) => !scales.has(v));
+  // no weight decay on quantizer steps: it would pull them towards zero, i.e. towards clipping everything
+  const optimizer = new AdamW(scales.size ? [{ params: others }, { params: [...scales], weightDecay: 0 }] : others, { lr: p.lr, weightDecay: 1e-4 });
+  const scheduler = new LambdaLR(optimizer, cosineSchedule({ warmupSteps: Math.min(50, p.steps / 10), totalSteps: p.steps, minLrRatio: 0.05 }));
+  const evaluate = () => {
+    model.eval();
+    const r = accuracy(model, testX, testY);
+    model.train();
+    return r;
+  };
+  // the settings that shape the run (a resumed run reports any that differ), not where it writes or stops
+  const config = { model: p.model, grid: p.grid, bits: p.bits, actBits: p.actBits, estimator: p.estimator ?? null, granularity: p.granularity ?? null, hidden: p.hidden, batchSize: p.batchSize, lr: p.lr, trainLimit: p.trainLimit, testLimit: p.testLimit };
+  const run = await fit({
+    name: `qgrad train ${p.label}`, dir: p.out, model, optimizer, scheduler, steps: p.steps, seed: p.seed, resume: p.resume, stopAt: p.stopAt,
+    evalEvery: p.evalEvery, config, nonFiniteHint: 'try a lower --lr', log: (s) => io.log(s),
+    loss: ({ index }) => {
+      const [x, y] = batch(index);
+      return crossEntropy(model.forward(x), y);
+    },
+    evaluate, panels: { loss: ['loss', 'test_loss'], accuracy: ['test_acc'] },
+  });
+  if (run.endStep < p.steps) return `stopped at step ${run.endStep} of ${p.steps}; wrote ${p.out}/checkpoint.safetensors (continue with --resume)`;
+
+  model.eval();
+  const qat = accuracy(model, testX, testY).test_acc;
+  convert(model);
+  const converted = accuracy(model, testX, testY).test_acc;
+  const fs = nodeFs('qgrad train');
+  saveQuantized(model, `${p.out}/model.safetensors`);
+  // model.safetensors holds codes and scales, not the architecture: train.json says how to rebuild it for loadQuantized
+  fs.writeFileSync(`${p.out}/train.json`, new TextEncoder().encode(`${JSON.stringify({ ...p, qatAccuracy: qat, convertedAccuracy: converted }, null, 2)}\n`));
+  return `qgrad train ${p.label}: test accuracy ${(qat * 100).toFixed(2)} % (QAT model, fake-quantized) → ${(converted * 100).toFixed(2)} % converted | ${p.steps} steps × batch ${p.batchSize}, ${run.msPerStep.toFixed(0)} ms/step | wrote ${p.out}/{model.safetensors, train.json, metrics.jsonl, curves.svg, checkpoint.safetensors}`;
+}
+
+/**
+ * Runs `qgrad train …` with `argv` after the subcommand: QAT on MNIST, then convert and save.
+ * Resolves to the exit code: 0 done, 2 a usage error (one line on `io.error`), 1 a failure.
+ * @example process.exitCode = await runTrainCli(['--model', 'mlp', '--grid', 'int', '--bits', '4', '--steps', '500', '--out', 'runs/w4']);
+ */
+export async function runTrainCli(argv: string[], io: Io = { log: (s) => console.log(s), error: (s) => console.error(s) }): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    io.log(TRAIN_USAGE);
+    return 0;
+  }
+  const flags = parseFlags(argv);
+  const p = typeof flags === 'string' ? flags : plan(flags);
+  if (typeof p === 'string') {
+    io.error(`qgrad train: ${p} (qgrad train --help lists the flags)`);
+    return 2;
+  }
+  try {
+    io.log(await train(p, io));
+    return 0;
+  } catch (e) {
+    io.error(`qgrad train: ${(e as Error).message}`);
+    return 1;
+  }
+}
