@@ -3,7 +3,7 @@
  * writes a Llama or ViT checkpoint directory (HF `config.json` + `model.safetensors`, float or
  * written by saveQuantized; `model_type` tells which) as packed safetensors, GGUF (Llama) or ONNX
  * (ViT), and `qgrad convert` rounds a float checkpoint's Linear weights to a quantized checkpoint
- * directory that `qgrad export` reads back; `qgrad train` (qat/train-cli.ts) trains an MNIST model with QAT.
+ * directory that `qgrad export` reads back; `qgrad train` (qat/train-cli.ts) trains an MNIST model or a tiny Llama with QAT.
  */
 import { loadSafetensorsWithMetadata } from '@qgrad/core';
 import { configFromHf, fromPretrained, Llama, ViT, vitConfigFromHf } from '@qgrad/nn';
@@ -36,7 +36,7 @@ which qgrad export and loadQuantized read. <checkpoint-dir> holds a float config
 
 const USAGE = `usage: qgrad <command> [flags]
 commands:
-  train     QAT of an MNIST MLP or CNN (fit's progress bar, metrics, checkpoints), converted and saved
+  train     QAT of an MNIST MLP/CNN or a tiny Llama on Moby-Dick (progress bar, metrics, checkpoints), converted and saved
   export    a Llama or ViT checkpoint directory to packed safetensors, GGUF (Llama) or ONNX (ViT)
   convert   a float Llama or ViT checkpoint directory to a quantized one (round to nearest)
 qgrad <command> --help shows the command's flags.`;

