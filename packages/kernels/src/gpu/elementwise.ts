@@ -22,6 +22,8 @@ const UNARY: Partial<Record<UnaryOp, string>> = {
   relu: '(x > 0.0 ? x : 0.0)',
   reluGrad: '(x <= 0.0 ? 0.0 : 1.0)',
   silu: 'x / (1.0 + Math.exp(-x))',
+  // silu's derivative σ(x)·(1 + x·(1 − σ(x))): the Llama's SwiGLU backward, 4 calls a step that went to js
+  siluGrad: '(1.0 / (1.0 + Math.exp(-x))) * (1.0 + x * (1.0 - 1.0 / (1.0 + Math.exp(-x))))',
   floor: 'Math.floor(x)',
   ceil: 'Math.ceil(x)',
   trunc: '(x < 0.0 ? Math.ceil(x) : Math.floor(x))',
