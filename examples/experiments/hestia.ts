@@ -94,7 +94,7 @@ const rows: ConfigResult[] = [
 ];
 const trainBytes = args.steps * args.batchSize * args.seqLen;
 const notes = `Tiny Llama (dim 128, 4 layers, 4 heads / 2 KV heads, SwiGLU 384, vocab 256) on Moby-Dick. Each seed: a float model pretrained ${args.pretrainSteps} steps × ${args.batchSize} × ${args.seqLen} bytes (AdamW, cosine, lr ${args.pretrainLr}), ` +
-  `then ternary QAT of every Linear in the decoder layers (or float training, float-continued) for ${args.steps} steps × ${args.batchSize} × ${args.seqLen} bytes (${(trainBytes / 1e6).toFixed(2)} M bytes; AdamW, cosine, peak lr ${args.lr}, fresh optimizer) on the same batches for the three methods. ` +
+  `then ternary QAT of every Linear in the decoder layers (or float training, float-continued) for ${args.steps} steps × ${args.batchSize} × ${args.seqLen} bytes (${(trainBytes / 1e6).toFixed(2)} M bytes; AdamW, cosine, peak lr ${args.lr}, fresh optimizer) on the same batches for every run. ` +
   `Validation on ${args.valBlocks} fixed ${args.seqLen}-byte blocks of the held-out 10 %, hard ternary weights (HESTIA at T = 0, P = 1); activations float.`;
 let md = await writeResults(args.runDir, { title: 'Ternary QAT fine-tuning of a pretrained tiny Llama: validation bits per byte (lower is better)', metric: 'val bits/byte', rows, digits: 4, notes, meta: { ...scale, steps: args.steps, lr: args.lr, pretrain: pre, seeds: args.seeds } });
 const val = (name: string) => (s: number) => done.get(key(name, s))?.valBpb;
