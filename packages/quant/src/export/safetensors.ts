@@ -44,7 +44,7 @@ export interface QuantizedLayerInfo {
   /**
    * A Linear pruned to 2:4 (`sparsify`): the pattern, and the tensor holding the 2-bit position of
    * each kept entry within its group of four (uint8, four per byte low bits first, row-major over
-   * [rows, cols / 2]: NVIDIA's 2:4 metadata). Absent for dense layers.
+   * `[rows, cols / 2]`, as NVIDIA's 2:4 metadata). Absent for dense layers.
    */
   sparsity?: { pattern: '2:4'; indices: 'weight_sparse_indices' };
 }
