@@ -9,19 +9,7 @@ import { backendInfo, listEstimators } from '@qgrad/core';
 import { GRID_NAMES, type GridName } from '@qgrad/quant';
 import { histogramChart, lossChart } from './charts.js';
 import { decodeSlice, SLICE_FILE, type MnistSlice } from './data.js';
-import { DEFAULTS, GRIDS_WITH_BITS, Training, type PlaygroundOptions } from './train.js';
-
-/** What a test reads: the phase, the losses so far, the accuracy and the error, if any. */
-interface PlaygroundState {
-  phase: 'loading' | 'ready' | 'training' | 'done' | 'error';
-  backend: string;
-  options: PlaygroundOptions | null;
-  losses: number[];
-  accuracy: number | null;
-  msPerStep: number | null;
-  download: { name: string; bytes: number } | null;
-  error: string | null;
-}
+import { DEFAULTS, GRIDS_WITH_BITS, Training, type PlaygroundOptions, type PlaygroundState } from './train.js';
 
 const state: PlaygroundState = { phase: 'loading', backend: '', options: null, losses: [], accuracy: null, msPerStep: null, download: null, error: null };
 Object.assign(globalThis, { qgradPlayground: state });

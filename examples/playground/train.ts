@@ -133,3 +133,15 @@ export class Training {
     return serializeQuantized(this.model);
   }
 }
+
+/** What the page keeps in `globalThis.qgradPlayground` for tests: the phase, the losses so far, the accuracy and the error, if any. */
+export interface PlaygroundState {
+  phase: 'loading' | 'ready' | 'training' | 'done' | 'error';
+  backend: string;
+  options: PlaygroundOptions | null;
+  losses: number[];
+  accuracy: number | null;
+  msPerStep: number | null;
+  download: { name: string; bytes: number } | null;
+  error: string | null;
+}

@@ -13,7 +13,7 @@ import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backendInfo, deserializeSafetensors, getBackend, setBackend } from '@qgrad/core';
 import { decodeSlice } from '../../examples/playground/data.js';
-import { Training, type PlaygroundOptions } from '../../examples/playground/train.js';
+import { Training, type PlaygroundOptions, type PlaygroundState as PageState } from '../../examples/playground/train.js';
 import { browserMissing, launchChromium, repo, serve, type Served, type ServedFile } from './harness.js';
 
 const ISOLATION = { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' };
@@ -23,18 +23,6 @@ const TYPES: Record<string, string> = { '.html': 'text/html', '.js': 'text/javas
 
 const skip = browserMissing(['vite']);
 if (skip) console.log(`browser playground suite skipped: ${skip}`);
-
-/** What the page keeps in globalThis.qgradPlayground (main.ts). */
-interface PageState {
-  phase: string;
-  backend: string;
-  options: PlaygroundOptions | null;
-  losses: number[];
-  accuracy: number | null;
-  msPerStep: number | null;
-  download: { name: string; bytes: number } | null;
-  error: string | null;
-}
 
 const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
 

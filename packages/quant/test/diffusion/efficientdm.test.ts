@@ -8,21 +8,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Generator, noGrad, randn, tensor, type Tensor } from '@qgrad/core';
-import { AdamW, DiT, Diffusion, init, Linear, Sequential } from '@qgrad/nn';
+import { AdamW, Diffusion, Linear, Sequential } from '@qgrad/nn';
 import * as Q from '@qgrad/quant';
-
-function tinyDiT(seed: number): Q.TimestepModule<DiT> {
-  const g = new Generator(seed);
-  const net = new DiT({ imageSize: 8, patchSize: 4, inChannels: 1, dim: 16, depth: 1, numHeads: 2, numClasses: 4, freqDim: 16 }, { generator: g });
-  noGrad(() => {
-    for (const [, m] of net.namedModules()) {
-      if (!(m instanceof Linear)) continue;
-      init.normal_(m.weight, 0, 1 / Math.sqrt(m.inFeatures), { generator: g });
-      init.normal_(m.bias!, 0, 0.1, { generator: g });
-    }
-  });
-  return new Q.TimestepModule(net);
-}
+import { tinyDiT } from './tiny-dit.js';
 
 const A8: Q.ActQuantConfig = { grid: 'int', bits: 8, scale: { mode: 'fixed', rule: 'mse' } };
 const values = (t: Tensor) => Array.from(t.dataSync());

@@ -9,8 +9,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Generator, noGrad, type Tensor } from '@qgrad/core';
-import { DiT, Diffusion, init, Linear } from '@qgrad/nn';
+import { Diffusion } from '@qgrad/nn';
 import * as Q from '@qgrad/quant';
+import { tinyDiT } from './tiny-dit.js';
 
 /** Φ by the Abramowitz–Stegun 7.1.26 erf (|error| < 1.5e-7). */
 function normalCdf(z: number): number {
@@ -18,20 +19,6 @@ function normalCdf(z: number): number {
   const t = 1 / (1 + 0.3275911 * x);
   const erf = 1 - (((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t) * Math.exp(-x * x);
   return z >= 0 ? (1 + erf) / 2 : (1 - erf) / 2;
-}
-
-/** A small class-conditional DiT whose every Linear is re-drawn (DiT's adaLN-Zero init would make it predict 0). */
-function tinyDiT(seed: number): Q.TimestepModule<DiT> {
-  const g = new Generator(seed);
-  const net = new DiT({ imageSize: 8, patchSize: 4, inChannels: 1, dim: 16, depth: 1, numHeads: 2, numClasses: 4, freqDim: 16 }, { generator: g });
-  noGrad(() => {
-    for (const [, m] of net.namedModules()) {
-      if (!(m instanceof Linear)) continue;
-      init.normal_(m.weight, 0, 1 / Math.sqrt(m.inFeatures), { generator: g });
-      init.normal_(m.bias!, 0, 0.1, { generator: g });
-    }
-  });
-  return new Q.TimestepModule(net);
 }
 
 describe('timestep sampling (NDTC)', () => {
