@@ -126,7 +126,10 @@ function gridFloat(seed: number, val: Parameters<typeof bitsPerByte>[1]): { info
   const finished = existsSync(runs) && readMetrics(runs).some((r) => typeof r.key === 'string' && r.key.startsWith(`fp/${seed}/`));
   // a checkpoint without its record is a run still training (checkpoints are written along the way)
   if (!finished || !existsSync(path)) throw new CliError(`--float-dir ${args.floatDir}: no finished fp run of seed ${seed} (${path} and its record in ${runs}); run examples/experiments/llama.ts --only fp there first`);
-  const c = JSON.parse(loadSafetensorsWithMetadata(path).metadata.config ?? '{}') as { steps?: number; batchSize?: number; lr?: number };
+  // the run's settings are in the metadata; its tensors (weights and optimizer moments) are released at once
+  const loaded = loadSafetensorsWithMetadata(path);
+  dispose(Object.values(loaded.tensors));
+  const c = JSON.parse(loaded.metadata.config ?? '{}') as { steps?: number; batchSize?: number; lr?: number };
   const m = llamaFromCheckpoint(path);
   const info: PretrainInfo = { steps: c.steps ?? NaN, batchSize: c.batchSize ?? NaN, seqLen: m.config.maxSeqLen, lr: c.lr ?? NaN, seed, config: m.config, mobyBpb: bitsPerByte(m, val, args.valBlocks), sotuBpb: NaN, msPerStep: NaN };
   freeModel(m);
