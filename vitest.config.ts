@@ -10,6 +10,11 @@ const alias = [
   ...['kernels', 'core', 'nn', 'quant'].map((p) => ({ find: new RegExp(`^@qgrad/${p}$`), replacement: src(`${p}/src/index.ts`) })),
 ];
 
+// Dawn's OpenGL ES adapter (the gpu backend's webgpu mode in Node, gpu-webgpu.test.ts) needs Mesa's
+// surfaceless EGL platform; the test workers are threads, whose process.env never reaches EGL, so
+// it is set here, in the process that starts them
+process.env.EGL_PLATFORM ??= 'surfaceless';
+
 export default defineConfig({
   resolve: { alias },
   test: {

@@ -8,6 +8,7 @@
  */
 import type { DType, TypedArray } from '../names.js';
 import { ARRAY_TYPES } from '../names.js';
+import { installNodeWebGpu } from './dawn.js';
 
 // ---------------------------------------------------------------- the parts of gpu.js we use
 /** A device-resident result of a pipeline kernel (gpu.js `Texture`). */
@@ -26,6 +27,8 @@ interface GpuInstance {
 }
 interface GpuModule {
   GPU: { new (settings: { mode: string }): GpuInstance; isHeadlessGLSupported: boolean; isWebGL2Supported: boolean; isWebGPUSupported: boolean };
+  /** The one GPUDevice every webgpu-mode instance shares (absent from the browser bundle). */
+  WebGPUContext?: { destroy(): Promise<void> };
 }
 /** A webgpu pipeline kernel's result (gpu.js `WebGPUBufferResult`): its read-back is a Promise. */
 interface BufferHandle {
@@ -103,8 +106,14 @@ export class Device {
   /** webgpu: the first queued call that failed (a kernel that did not compile); `settle` reports it. */
   failure: Error | null = null;
 
-  constructor(gpu: GpuInstance, readonly mode: GpuMode) {
+  constructor(
+    gpu: GpuInstance,
+    readonly mode: GpuMode,
+    /** webgpu: destroys the shared GPUDevice (Dawn keeps Node's event loop alive while one exists). */
+    readonly releaseShared?: () => Promise<void>,
+  ) {
     this.#gpu = gpu;
+    if (mode === 'webgpu') openWebGpu++;
   }
 
   /**
@@ -219,8 +228,20 @@ export class Device {
   dispose(): void {
     for (const k of this.#kernels.values()) this.#destroy(k);
     this.#kernels.clear();
+    if (this.mode !== 'webgpu' || this.#disposed) return;
+    this.#disposed = true;
+    // the last webgpu device gone: the shared GPUDevice goes too (a later one acquires a new one),
+    // so a Node process that disposed its backends can exit
+    const release = this.releaseShared;
+    void this.queued(async () => {
+      if (--openWebGpu === 0 && release) await release();
+    }).catch(() => {});
   }
+  #disposed = false;
 }
+
+/** webgpu-mode devices not yet disposed: they share one GPUDevice. */
+let openWebGpu = 0;
 
 /** Checks a mode end to end: upload, one kernel, exact readback. Returns a reason, or null when it works. */
 function probe(device: Device): string | null {
@@ -258,7 +279,8 @@ export function openDevice(): { device: Device | null; info: GpuInfo } {
     }
     let device: Device | null = null;
     try {
-      device = new Device(new lib.GPU({ mode }), mode);
+      const shared = lib.WebGPUContext;
+      device = new Device(new lib.GPU({ mode }), mode, shared && (() => shared.destroy()));
       // webgpu reads back only asynchronously: its first read reports what a probe would
       const failed = mode === 'webgpu' ? null : probe(device);
       if (failed) throw new Error(failed);
@@ -278,7 +300,8 @@ function unsupported(lib: GpuModule, mode: GpuMode, forced: boolean): string | n
     case 'webgpu':
       // auto never picks it: code that reads synchronously (item(), dataSync()) would then throw
       if (!forced) return 'webgpu has no synchronous read-back (item(), dataSync()); it is used only when asked for: QGRAD_GPU_MODE=webgpu';
-      return lib.GPU.isWebGPUSupported ? null : 'no WebGPU (navigator.gpu) here';
+      if (lib.GPU.isWebGPUSupported) return null;
+      return installNodeWebGpu() ?? (lib.GPU.isWebGPUSupported ? null : 'no WebGPU (navigator.gpu) here');
     case 'webgl2':
       return lib.GPU.isWebGL2Supported ? null : 'no WebGL2 context (not a browser)';
     case 'headlessgl':
