@@ -49,13 +49,20 @@ if (existsSync(log)) for (const r of readMetrics(log) as unknown as (QatLlamaRes
 const t0 = performance.now();
 const elapsed = () => `${((performance.now() - t0) / 60000).toFixed(1)} min`;
 
+/** The float model's validation score for `seed` from the llama grid's log, if it has one. */
+function gridRecord(seed: number): number | undefined {
+  const gridLog = join(args.pretrainDir, 'runs.jsonl');
+  const gridKey = `fp/${seed}/${args.pretrainSteps}x${args.batchSize}x${args.seqLen}`;
+  return existsSync(gridLog) ? (readMetrics(gridLog) as unknown as (QatLlamaResult & { key: string })[]).find((r) => r.key === gridKey)?.valBpb : undefined;
+}
+
 /** The float model of `seed`: its checkpoint path, trained now when absent (the llama grid's `fp` run at the same budget). */
 async function floatModel(seed: number): Promise<{ path: string; valBpb: number | undefined }> {
   const dir = join(args.pretrainDir, 'fp', `seed${seed}`);
   const path = join(dir, 'checkpoint.safetensors');
   const gridLog = join(args.pretrainDir, 'runs.jsonl');
   const gridKey = `fp/${seed}/${args.pretrainSteps}x${args.batchSize}x${args.seqLen}`;
-  const known = () => (existsSync(gridLog) ? (readMetrics(gridLog) as unknown as (QatLlamaResult & { key: string })[]).find((r) => r.key === gridKey)?.valBpb : undefined);
+  const known = () => gridRecord(seed);
   // a checkpoint without its grid record may be a run still in progress (or interrupted): resume it
   if (existsSync(path) && known() !== undefined) return { path, valBpb: known() };
   console.log(`float model, seed ${seed}: ${existsSync(path) ? 'resuming' : 'training'} ${gridKey} in ${dir}`);
@@ -67,6 +74,11 @@ async function floatModel(seed: number): Promise<{ path: string; valBpb: number 
 
 const floats = new Map<number, number | undefined>();
 for (const seed of args.seeds) {
+  // a seed whose fine-tunes are all recorded needs only its float score, not the model (its checkpoint may be gone)
+  if (FINETUNES.every((ft) => done.has(key(ft.name, seed)))) {
+    floats.set(seed, gridRecord(seed));
+    continue;
+  }
   const f = await floatModel(seed);
   floats.set(seed, f.valBpb);
   for (const ft of FINETUNES) {
