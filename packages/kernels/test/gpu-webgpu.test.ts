@@ -7,8 +7,8 @@
  * no adapter answers, one line says why and the suite is skipped.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createGpuBackend, type GpuBackend } from '../src/gpu/index.js';
-import type { KernelArg } from '@qgrad/kernels';
+import { createGpuBackend, type GpuBackend, type GpuBuffer } from '../src/gpu/index.js';
+import type { KernelArg, TypedArray } from '@qgrad/kernels';
 import { GPU_CASES, type GpuCaseContext } from './gpu-cases.js';
 
 // this file runs in its own worker: the mode is read when a backend opens its device
@@ -25,7 +25,7 @@ async function probe(): Promise<{ backend: GpuBackend | null; why: string }> {
   const x = b.alloc('float32', 4);
   b.write(x, 'float32', Float32Array.of(1.5, -2, 3, 65537));
   const y = b.alloc('float32', 4);
-  const arg = (data: unknown): KernelArg => ({ data, dtype: 'float32', shape: [4], strides: [1], offset: 0 });
+  const arg = (data: GpuBuffer | TypedArray): KernelArg<GpuBuffer | TypedArray> => ({ data, dtype: 'float32', shape: [4], strides: [1], offset: 0 });
   try {
     b.run('unary', [arg(x)], arg(y), { op: 'neg' });
     const got = Array.from(await b.read(y, 'float32', 4));
@@ -62,7 +62,7 @@ describe.skipIf(!opened.backend)('gpu backend storage in webgpu mode', () => {
     const b = createGpuBackend();
     expect(b.info().message).toMatch(/webgpu mode.*asynchronous/);
     const n = 300;
-    const arg = (data: unknown): KernelArg => ({ data, dtype: 'float32', shape: [n], strides: [1], offset: 0 });
+    const arg = (data: GpuBuffer | TypedArray): KernelArg<GpuBuffer | TypedArray> => ({ data, dtype: 'float32', shape: [n], strides: [1], offset: 0 });
     const x = b.alloc('float32', n);
     b.write(x, 'float32', Float32Array.from({ length: n }, (_, i) => i / 8));
     const textures = b.deviceMemory().textures;
