@@ -130,21 +130,25 @@ export const packedGather: Kernel<'packedGather', TypedArray> = (inputs, out, p)
   const table = flat('packedGather', 'levels', inputs[2], 2 ** bits, `a ${bits}-bit code (a level table too short for the bit width)`, FLOATS);
   const scale = flat('packedGather', 'scales', inputs[3], V * G, `[${V}, ${D}] in groups of ${gs}`, FLOATS);
   const zero = p.zeroPoint ? flat('packedGather', 'zero points', inputs[4], V * G, `[${V}, ${D}] in groups of ${gs}`, FLOATS) : null;
-  const r32 = out.dtype === 'float32' ? Math.fround : (v: number) => v;
+  const f32 = out.dtype === 'float32';
   const beta = p.offset === 'beta';
-  const mask = 2 ** bits - 1;
-  const [cd, od] = [codes.data, out.data];
+  const mask = (1 << bits) - 1;
+  const [cd, od, td] = [codes.data, out.data, table.data];
+  // the level table as rounded floats, so each element is one lookup and at most two roundings
+  const levels = Float64Array.from({ length: mask + 1 }, (_, c) => td[table.offset + c]!);
   for (let n = 0; n < N; n++) {
     const r = idx.data[idx.offset + n]!;
     if (!(r >= 0 && r < V)) throw new RangeError(`packedGather: index ${r} (at position ${n}) is out of range [0, ${V})`);
     for (let g = 0; g < G; g++) {
       const s = scale.data[scale.offset + r * G + g]!;
       const z = zero ? zero.data[zero.offset + r * G + g]! : 0;
-      for (let j = 0; j < gs; j++) {
-        const k = g * gs + j;
-        const bit = (r * D + k) * bits;
-        const l = table.data[table.offset + (((cd[codes.offset + Math.floor(bit / 8)]! & 0xff) >> bit % 8) & mask)]!;
-        od[out.offset + n * D + k] = beta ? r32(r32(l * s) + z) : r32(r32(l - z) * s);
+      let bit = (r * D + g * gs) * bits + codes.offset * 8;
+      const o = out.offset + n * D + g * gs;
+      // a float32 out rounds each store: l·s and (l − z)·s of float32 operands are exact in a
+      // double, so only the inner sum needs its own rounding
+      for (let j = 0; j < gs; j++, bit += bits) {
+        const l = levels[((cd[bit >>> 3]! & 0xff) >> (bit & 7)) & mask]!;
+        od[o + j] = beta ? (f32 ? Math.fround(l * s) : l * s) + z : (f32 ? Math.fround(l - z) : l - z) * s;
       }
     }
   }

@@ -89,7 +89,8 @@ export abstract class LoraLayer extends Module {
   }
   /** scaling·B·A·x′ for the adapter's input x′ (already pooled or projected as the method does). */
   protected adapterOf(xIn: Tensor): Tensor {
-    return linear(linear(xIn, this.loraA), this.loraB).mul(this.scaling);
+    // the scaling on B (out × r values) rather than on the output (tokens × out), forward and backward
+    return linear(linear(xIn, this.loraA), this.loraB.mul(this.scaling));
   }
   /** The float ΔW = scaling·B·A (no gradient), [out, in′]. */
   deltaWeight(): Tensor {

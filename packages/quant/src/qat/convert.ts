@@ -7,7 +7,7 @@
  * dequantizing forward reproduces the fake-quantized eval output bit for bit, for every grid;
  * `QuantizedLinear.integerForward` is the int-accumulation path of int grids.
  */
-import { conv2d, embedding, fromTypedArray, keep, linear, narrow, noGrad, packedConv2d, packedEmbedding, packedLinear, pow, sparse24Linear, sparse24Weight, type Conv2dOptions, type PackedWeight, type Sparse24Weight, type Tensor } from '@qgrad/core';
+import { arange, conv2d, embedding, fromTypedArray, keep, linear, narrow, noGrad, packedConv2d, packedEmbedding, packedLinear, pow, sparse24Linear, sparse24Weight, type Conv2dOptions, type PackedWeight, type Sparse24Weight, type Tensor } from '@qgrad/core';
 import { Module } from '@qgrad/nn';
 import type { FloatDType } from '../grids/grid.js';
 import { storedBits } from '../grids/grid.js';
@@ -92,6 +92,14 @@ abstract class QuantizedBase extends Module {
   /** The dequantized weight, computed as the fake-quant forward computes it. */
   dequantizedWeight(): Tensor {
     return noGrad(() => {
+      // the packed layout decodes in one gather kernel, bit for bit as below (packedGather rounds
+      // as the tensor ops do); not for β offsets, which the packed form carries as −β/s. Built
+      // fresh unless the packed forward's cache is current, so dequantizing holds no extra memory
+      const packed = (this.weightPlan.offset === 'beta' && this.weightZeroPoint) || this.codePacking === 'base3' ? null : this.#currentPacked() ?? this.#buildPacked(false);
+      if (packed) {
+        const rows = arange(0, packed.outFeatures, 1, { dtype: 'int32' });
+        return packedEmbedding(rows, packed).reshape(this.weightShape);
+      }
       const g = toGroups(this.codes().reshape(this.matrixShape), this.weightPlan.granularity, this.weightPlan.who);
       const w = dequantizeView(this.weightPlan, g.view, this.scales(), this.weightZeroPoint ?? 0);
       return g.restore(w).reshape(this.weightShape);
@@ -120,14 +128,24 @@ abstract class QuantizedBase extends Module {
    * the inputs or whole-row blocks (`rowGroups`), codes wider than 8 bits, float64 weights.
    */
   packedWeight(): PackedWeight | null {
-    const bufs = [this.weightCodes, this.weightScale, this.weightScaleSecond, this.weightScaleMean, this.weightZeroPoint];
-    const key = bufs.flatMap((t) => [t, t?.version]);
-    if (this.#packed && key.every((k, i) => k === this.#packed!.key[i])) return this.#packed.weight;
-    const weight = this.#buildPacked();
-    this.#packed = { weight, key };
+    const current = this.#currentPacked();
+    if (current !== undefined) return current;
+    const weight = this.#buildPacked(true);
+    this.#packed = { weight, key: this.#bufferKey() };
     return weight;
   }
-  #buildPacked(): PackedWeight | null {
+  /** The weight's buffers and their versions: a cache built from them is current while this is unchanged. */
+  #bufferKey(): unknown[] {
+    const bufs = [this.weightCodes, this.weightScale, this.weightScaleSecond, this.weightScaleMean, this.weightZeroPoint];
+    return bufs.flatMap((t) => [t, t?.version]);
+  }
+  /** The cached packed weight if it was built from the current buffers, else undefined. */
+  #currentPacked(): PackedWeight | null | undefined {
+    if (!this.#packed) return undefined;
+    const key = this.#bufferKey();
+    return key.every((k, i) => k === this.#packed!.key[i]) ? this.#packed.weight : undefined;
+  }
+  #buildPacked(cache: boolean): PackedWeight | null {
     if (this.matrixShape.length !== 2) return null;
     const [O, K] = this.matrixShape as [number, number];
     const plan = this.weightPlan;
@@ -152,12 +170,13 @@ abstract class QuantizedBase extends Module {
         if (beta && this.packedOffset === 'zeroPoint') zero = zero.map((b, i) => -b / scale[i]!);
       }
       // kept: the cache outlives the forward that builds it, often inside an eval loop's tidy; a replaced one goes to the garbage collector
+      const keep_ = cache ? keep : <T extends Tensor>(t: T) => t;
       return {
         codes: this.weightCodes, bits, ...(base3 && { packing: 'base3' as const }), ...(beta && this.packedOffset === 'beta' && { offset: 'beta' as const }),
         // base-3 digits are code − codeMin, as 2-bit fields are: the same table
-        levels: keep(fromTypedArray(levelTable(plan.grid, bits, this.weightCodes.dtype), [2 ** bits], 'float32')),
-        scale: keep(fromTypedArray(scale, [O * G], 'float32')),
-        zeroPoint: zero && keep(fromTypedArray(zero, [O * G], 'float32')),
+        levels: keep_(fromTypedArray(levelTable(plan.grid, bits, this.weightCodes.dtype), [2 ** bits], 'float32')),
+        scale: keep_(fromTypedArray(scale, [O * G], 'float32')),
+        zeroPoint: zero && keep_(fromTypedArray(zero, [O * G], 'float32')),
         outFeatures: O, inFeatures: K, groupSize: rows.groupSize,
       };
     });

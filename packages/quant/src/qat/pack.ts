@@ -48,10 +48,9 @@ export function packCodes(codes: Tensor, lo: number, bits: number, hi = lo + 2 *
 export function unpackCodes(stored: Tensor, n: number, lo: number, bits: number): Int32Array {
   const src = stored.contiguous().dataSync();
   if (bits > 4) return Int32Array.from(src.subarray(0, n) as ArrayLike<number>);
-  const per = 8 / bits;
-  const mask = 2 ** bits - 1;
+  const mask = (1 << bits) - 1;
   const out = new Int32Array(n);
-  for (let i = 0; i < n; i++) out[i] = ((src[(i / per) | 0]! >> ((i % per) * bits)) & mask) + lo;
+  for (let i = 0, bit = 0; i < n; i++, bit += bits) out[i] = (((src[bit >>> 3]! & 0xff) >> (bit & 7)) & mask) + lo;
   return out;
 }
 
