@@ -3,11 +3,13 @@
  * base with double-quantized absmaxes, rank-8 adapters on every Linear of the decoder layers,
  * AdamW on the adapters) against its full float fine-tune step (AdamW on every parameter), batch 16
  * × 128 tokens; and the weight + optimizer-state memory of each (targets: ≤ 0.8× the time, ≤ 0.35×
- * the memory). The two models step alternately so that load changes hit both alike.
+ * the memory). The 4-bit model's own full fine-tune, W4 g32 LSQ QAT of every decoder Linear with
+ * every parameter trained, is the second reference. The models step in turn so that load changes
+ * hit all alike. The same three again at 4× the width, batch 8 (not with --quick).
  */
 import * as q from '@qgrad/core';
-import { AdamW, Llama, modelBytes, optimizerStateBytes, tinyLlamaConfig, trainStep } from '@qgrad/nn';
-import { loraParameters, loraQuant } from '@qgrad/quant';
+import { AdamW, Llama, modelBytes, optimizerStateBytes, tinyLlamaConfig, trainStep, type LlamaConfig } from '@qgrad/nn';
+import { loraParameters, loraQuant, prepareQAT } from '@qgrad/quant';
 import type { BenchContext } from './context.js';
 
 const BATCH = 16;
@@ -16,13 +18,23 @@ const RANK = 8;
 
 interface Contender { model: Llama; opt: AdamW; trainable: number; step: () => number }
 
-function contender(lora: boolean): Contender {
+/**
+ * The tiny Llama widened 4× (dim 512, SwiGLU 1536, 8 heads / 4 KV heads): the frozen weight
+ * gradient LoRA skips grows with width², the adapter's extra passes over the activations only with
+ * width, so this shows where the time ratio goes as models grow.
+ */
+const WIDE: LlamaConfig = { ...tinyLlamaConfig, dim: 512, hiddenDim: 1536, nHeads: 8, nKvHeads: 4 };
+
+function contender(kind: 'full' | 'qat' | 'qlora', config: LlamaConfig, batch: number): Contender {
   const g = new q.Generator(0);
-  const model = new Llama(tinyLlamaConfig, { generator: g });
+  const model = new Llama(config, { generator: g });
+  const lora = kind === 'qlora';
   if (lora) loraQuant(model, { method: 'qlora', rank: RANK, alpha: 2 * RANK, targets: 'model.layers.**', generator: g });
+  const w4 = { grid: 'int', bits: 4, granularity: { group: 32 }, estimator: 'lsq' } as const;
+  if (kind === 'qat') prepareQAT(model, { rules: [{ match: 'model.layers.**', types: ['Linear'], weight: w4 }] });
   const params = lora ? loraParameters(model) : model.parameters();
   const opt = new AdamW(params, { lr: 1e-3 });
-  const idx = q.randint(0, 256, [BATCH, SEQ + 1], { generator: g });
+  const idx = q.randint(0, 256, [batch, SEQ + 1], { generator: g });
   const x = idx.narrow(1, 0, SEQ).contiguous();
   const y = idx.narrow(1, 1, SEQ).contiguous();
   const step = () => {
@@ -39,37 +51,54 @@ function contender(lora: boolean): Contender {
   return { model, opt, trainable: params.reduce((a, p) => a + p.numel(), 0), step };
 }
 
-export async function run(ctx: BenchContext): Promise<Record<string, number>> {
-  const steps = ctx.quick ? 2 : 5;
-  const full = contender(false);
-  const lora = contender(true);
-  full.step(); // first steps compile kernels and create the optimizer state
-  lora.step();
-  const t = { full: [] as number[], lora: [] as number[] };
+/** The three fine-tunes of one config, stepped in turn; figures keyed with `prefix`, and a table. */
+function compare(ctx: BenchContext, config: LlamaConfig, batch: number, steps: number, prefix: string, title: string): Record<string, number> {
+  const full = contender('full', config, batch);
+  const qat = contender('qat', config, batch);
+  const lora = contender('qlora', config, batch);
+  // first steps compile kernels and create the optimizer state
+  for (const c of [full, qat, lora]) c.step();
+  const t = { full: [] as number[], qat: [] as number[], lora: [] as number[] };
   for (let s = 0; s < steps; s++) {
     t.full.push(full.step());
+    t.qat.push(qat.step());
     t.lora.push(lora.step());
   }
   const mem = (c: Contender) => ({ weights: modelBytes(c.model), optimizer: optimizerStateBytes(c.opt) });
-  const mf = mem(full);
-  const ml = mem(lora);
+  const [mf, mq, ml] = [mem(full), mem(qat), mem(lora)];
+  const ratio = (c: 'qat' | 'lora', to: 'full' | 'qat' = 'full') => ctx.median(t[c].map((v, i) => v / t[to][i]!));
+  const memRatio = (m: typeof mf, to = mf) => (m.weights + m.optimizer) / (to.weights + to.optimizer);
   const out = {
-    'full fine-tune ms/step': ctx.median(t.full),
-    'qlora ms/step': ctx.median(t.lora),
-    'qlora / full time (paired median)': ctx.median(t.lora.map((v, i) => v / t.full[i]!)),
-    'full weight bytes': mf.weights,
-    'full optimizer bytes': mf.optimizer,
-    'qlora weight bytes': ml.weights,
-    'qlora optimizer bytes': ml.optimizer,
-    'qlora / full memory': (ml.weights + ml.optimizer) / (mf.weights + mf.optimizer),
-    'full trainable params': full.trainable,
-    'qlora trainable params': lora.trainable,
+    [`${prefix}full fine-tune ms/step`]: ctx.median(t.full),
+    [`${prefix}w4 qat fine-tune ms/step`]: ctx.median(t.qat),
+    [`${prefix}qlora ms/step`]: ctx.median(t.lora),
+    [`${prefix}qlora / full time (paired median)`]: ratio('lora'),
+    [`${prefix}qlora / w4 qat time (paired median)`]: ratio('lora', 'qat'),
+    [`${prefix}full weight bytes`]: mf.weights,
+    [`${prefix}full optimizer bytes`]: mf.optimizer,
+    [`${prefix}w4 qat weight bytes`]: mq.weights,
+    [`${prefix}w4 qat optimizer bytes`]: mq.optimizer,
+    [`${prefix}qlora weight bytes`]: ml.weights,
+    [`${prefix}qlora optimizer bytes`]: ml.optimizer,
+    [`${prefix}qlora / full memory`]: memRatio(ml),
+    [`${prefix}qlora / w4 qat memory`]: memRatio(ml, mq),
+    [`${prefix}full trainable params`]: full.trainable,
+    [`${prefix}qlora trainable params`]: lora.trainable,
   };
   const kib = (b: number) => (b / 1024).toFixed(0);
-  ctx.table(`tiny Llama fine-tune step, QLoRA (NF4 + double quant, rank ${RANK} on every decoder Linear) vs full float (batch ${BATCH} × ${SEQ}, fwd+bwd+AdamW; median of ${steps}, alternating)`,
-    ['what', 'ms/step', 'weights KiB', 'optimizer KiB', 'trainable params', '× full time', '× full memory'], [
-      ['full fine-tune (fp32)', out['full fine-tune ms/step'].toFixed(1), kib(mf.weights), kib(mf.optimizer), full.trainable, 1, 1],
-      ['QLoRA', out['qlora ms/step'].toFixed(1), kib(ml.weights), kib(ml.optimizer), lora.trainable, out['qlora / full time (paired median)'].toFixed(3), out['qlora / full memory'].toFixed(3)],
+  ctx.table(`${title}: QLoRA (NF4 + double quant, rank ${RANK} on every decoder Linear) vs the full float fine-tune and the full W4 g32 LSQ QAT fine-tune (batch ${batch} × ${SEQ}, fwd+bwd+AdamW; median of ${steps}, in turn)`,
+    ['what', 'ms/step', 'weights KiB', 'optimizer KiB', 'trainable params', '× full time', '× full memory', '× W4 QAT time'], [
+      ['full fine-tune (fp32)', ctx.median(t.full).toFixed(1), kib(mf.weights), kib(mf.optimizer), full.trainable, 1, 1, ''],
+      ['full W4 QAT fine-tune', ctx.median(t.qat).toFixed(1), kib(mq.weights), kib(mq.optimizer), qat.trainable, ratio('qat').toFixed(3), memRatio(mq).toFixed(3), 1],
+      ['QLoRA', ctx.median(t.lora).toFixed(1), kib(ml.weights), kib(ml.optimizer), lora.trainable, ratio('lora').toFixed(3), memRatio(ml).toFixed(3), ratio('lora', 'qat').toFixed(3)],
     ]);
+  for (const c of [full, qat, lora]) q.dispose([...c.model.parameters(), ...c.model.buffers(), ...[...c.opt.state.values()].flatMap((s) => Object.values(s))]);
   return out;
+}
+
+export async function run(ctx: BenchContext): Promise<Record<string, number>> {
+  const out = compare(ctx, tinyLlamaConfig, BATCH, ctx.quick ? 2 : 5, '', 'tiny Llama (dim 128) fine-tune step');
+  if (ctx.quick) return out;
+  // batch 8: three wide models with their activations fit the 2 GiB wasm heap
+  return { ...out, ...compare(ctx, WIDE, 8, 3, 'dim 512: ', 'the tiny Llama at 4× width (dim 512, SwiGLU 1536, 8/4 heads) fine-tune step') };
 }

@@ -145,6 +145,13 @@ abstract class QuantizedBase extends Module {
     const key = this.#bufferKey();
     return key.every((k, i) => k === this.#packed!.key[i]) ? this.#packed.weight : undefined;
   }
+  /** The float value of every 2^bits-bit field (a few bytes, so kept: decoding it is a kernel call and a read). */
+  #levels: { bits: number; dtype: string; table: Float32Array } | null = null;
+  #levelTable(bits: number): Float32Array {
+    const dtype = this.weightCodes.dtype;
+    if (this.#levels?.bits !== bits || this.#levels.dtype !== dtype) this.#levels = { bits, dtype, table: levelTable(this.weightPlan.grid, bits, dtype) };
+    return this.#levels.table;
+  }
   #buildPacked(cache: boolean): PackedWeight | null {
     if (this.matrixShape.length !== 2) return null;
     const [O, K] = this.matrixShape as [number, number];
@@ -174,7 +181,7 @@ abstract class QuantizedBase extends Module {
       return {
         codes: this.weightCodes, bits, ...(base3 && { packing: 'base3' as const }), ...(beta && this.packedOffset === 'beta' && { offset: 'beta' as const }),
         // base-3 digits are code − codeMin, as 2-bit fields are: the same table
-        levels: keep_(fromTypedArray(levelTable(plan.grid, bits, this.weightCodes.dtype), [2 ** bits], 'float32')),
+        levels: keep_(fromTypedArray(this.#levelTable(bits), [2 ** bits], 'float32')),
         scale: keep_(fromTypedArray(scale, [O * G], 'float32')),
         zeroPoint: zero && keep_(fromTypedArray(zero, [O * G], 'float32')),
         outFeatures: O, inFeatures: K, groupSize: rows.groupSize,
