@@ -14,6 +14,11 @@ const alias = [
 // surfaceless EGL platform; the test workers are threads, whose process.env never reaches EGL, so
 // it is set here, in the process that starts them
 process.env.EGL_PLATFORM ??= 'surfaceless';
+// auto selection would run the gpu backend on Dawn's software adapter wherever it opens, and every
+// suite that walks the available backends (the testing kit's checkOp) would spread onto it; the
+// gpu suites choose their mode themselves (gpu-remote.test.ts: auto), the rest see headless-gl
+// only (none without a display), as before auto could choose webgpu
+process.env.QGRAD_GPU_MODE ??= 'headlessgl';
 
 export default defineConfig({
   resolve: { alias },

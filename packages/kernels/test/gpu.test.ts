@@ -9,6 +9,9 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { BACKENDS, type Backend, type KernelArg, type TypedArray } from '@qgrad/kernels';
 import { openDevice } from '../src/gpu/device.js';
+
+// the headless-gl suite (webgpu has gpu-webgpu.test.ts and gpu-remote.test.ts); this file runs in its own worker
+process.env.QGRAD_GPU_MODE = 'headlessgl';
 import { GPU_CASES, type GpuCaseContext, type Placement } from './gpu-cases.js';
 import { mismatch } from './helpers.js';
 

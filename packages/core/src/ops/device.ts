@@ -30,7 +30,8 @@ export function to(x: Tensor, target: DType | BackendName, cast: (x: Tensor, dty
   if (backendEntry(target)) {
     const backend = target as BackendName;
     if (x.device === backend) return x;
-    if (!availableBackends().includes(backend)) throw new Error(`to: backend '${backend}' is not available in this process (have: ${availableBackends().join(', ')})`);
+    // only this backend's probe: listing every available one would open them all (a gpu worker)
+    if (!backendEntry(backend)!.available()) throw new Error(`to: backend '${backend}' is not available in this process (have: ${availableBackends().join(', ')})`);
     return moveFn(x, backend);
   }
   if ((DTYPES as readonly string[]).includes(target)) return cast(x, target as DType);

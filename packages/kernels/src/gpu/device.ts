@@ -225,15 +225,16 @@ export class Device {
     void this.queued(async () => k.fn.destroy()).catch(() => {});
   }
 
-  dispose(): void {
+  /** Destroys the kernels; resolves once webgpu's queue has drained and (the last device) the shared GPUDevice is gone. */
+  dispose(): Promise<void> {
     for (const k of this.#kernels.values()) this.#destroy(k);
     this.#kernels.clear();
-    if (this.mode !== 'webgpu' || this.#disposed) return;
+    if (this.mode !== 'webgpu' || this.#disposed) return Promise.resolve();
     this.#disposed = true;
     // the last webgpu device gone: the shared GPUDevice goes too (a later one acquires a new one),
     // so a Node process that disposed its backends can exit
     const release = this.releaseShared;
-    void this.queued(async () => {
+    return this.queued(async () => {
       if (--openWebGpu === 0 && release) await release();
     }).catch(() => {});
   }
@@ -256,10 +257,11 @@ function probe(device: Device): string | null {
 
 /**
  * Chooses the mode: QGRAD_GPU_MODE when set (only that one), else webgl2 → headlessgl → webgl,
- * the first that loads and passes a probe kernel. webgpu only when set: it reads back
- * asynchronously only, and its probe is the first read.
+ * the first that loads and passes a probe kernel. webgpu in this thread only when set: it reads
+ * back asynchronously only, and its probe is the first read (index.ts runs it in a worker for
+ * auto selection; `webgpuPassed` says why that did not happen).
  */
-export function openDevice(): { device: Device | null; info: GpuInfo } {
+export function openDevice(webgpuPassed?: string): { device: Device | null; info: GpuInfo } {
   const forced = env('QGRAD_GPU_MODE');
   if (forced && forced !== 'auto' && !MODES.includes(forced as GpuMode)) {
     return { device: null, info: { mode: null, tried: [], message: `QGRAD_GPU_MODE='${forced}' is not a gpu mode (use auto, ${MODES.join(', ')})` } };
@@ -272,7 +274,7 @@ export function openDevice(): { device: Device | null; info: GpuInfo } {
     return { device: null, info: { mode: null, tried, message: `no gpu mode works: ${lib}` } };
   }
   for (const mode of order) {
-    const reason = unsupported(lib, mode, order.length === 1);
+    const reason = mode === 'webgpu' && webgpuPassed ? webgpuPassed : unsupported(lib, mode, order.length === 1);
     if (reason) {
       tried.push({ mode, reason });
       continue;
@@ -298,8 +300,8 @@ export function openDevice(): { device: Device | null; info: GpuInfo } {
 function unsupported(lib: GpuModule, mode: GpuMode, forced: boolean): string | null {
   switch (mode) {
     case 'webgpu':
-      // auto never picks it: code that reads synchronously (item(), dataSync()) would then throw
-      if (!forced) return 'webgpu has no synchronous read-back (item(), dataSync()); it is used only when asked for: QGRAD_GPU_MODE=webgpu';
+      // auto passes it over in this thread: code that reads synchronously (item(), dataSync()) would then throw
+      if (!forced) return 'webgpu has no synchronous read-back (item(), dataSync()) in this thread; it is used only when asked for: QGRAD_GPU_MODE=webgpu';
       if (lib.GPU.isWebGPUSupported) return null;
       return installNodeWebGpu() ?? (lib.GPU.isWebGPUSupported ? null : 'no WebGPU (navigator.gpu) here');
     case 'webgl2':

@@ -4,9 +4,10 @@
  * kernels (`GpuBuffer`), and the js oracle for every call the gpu declines (float64, stochastic
  * rounding, partial writes of a device buffer, sizes past a float index), through fallback.ts's
  * host transfer, with a one-time warning naming it and the QGRAD_DEBUG_KERNELS=1 counts.
- * webgpu (only with QGRAD_GPU_MODE=webgpu): kernels chain on the device as in the other modes
- * (device.ts queues gpu.js's Promises in program order); values come back only through the async
- * `read`, so readSync, a js fallback on a device-only buffer and an index check of one throw.
+ * webgpu: kernels chain on the device as in the other modes (device.ts queues gpu.js's Promises in
+ * program order); values come back only through the async `read`, so in this thread readSync, a
+ * js fallback on a device-only buffer and an index check of one throw. In Node, selection runs
+ * webgpu in a worker thread instead (remote.ts), where all of those work.
  */
 import type { Backend, BackendEntry, KernelArg } from '../backend.js';
 import { type NativeKernel, type NativeTable, withJsFallback } from '../fallback.js';
@@ -22,6 +23,7 @@ import { normBackwardGpu, normGpu, ropeGpu, softmaxBackwardGpu, softmaxGpu } fro
 import { adamStepGpu } from './optim.js';
 import { Call, type GpuArg } from './operands.js';
 import { packedMatmulGpu } from './packed.js';
+import { openRemoteWebGpu } from './remote.js';
 import { fakeQuantizeBackwardGpu, fakeQuantizeGpu } from './quant.js';
 import { argReduceGpu, reduceGpu } from './reduce.js';
 
@@ -57,19 +59,30 @@ const RULES: { [K in KernelName]?: GpuRule<K> } = {
   packedMatmul: packedMatmulGpu,
 };
 
-export interface GpuBackend extends Backend<GpuBuffer | TypedArray> {
+/** What a gpu backend answers beyond Backend, in this thread or forwarding to a worker (remote.ts). */
+export interface GpuBackendLike<D = unknown> extends Backend<D> {
   /** The mode in use and why others were passed over (starts the device). */
   info(): GpuInfo;
   /** Textures alive on the device and their elements (results, uploads), for leak checks. */
   deviceMemory(): { textures: number; elements: number };
 }
 
+/** The gpu backend in this thread: its buffers are `GpuBuffer`s. */
+export interface GpuBackend extends GpuBackendLike<GpuBuffer | TypedArray> {
+  /** `dispose`, resolving once the device is released (webgpu: the queue drained, the shared GPUDevice destroyed). */
+  release(): Promise<void>;
+}
+
 /** What gpu operands are: device buffers, or host arrays a caller passed (uploaded per call). */
 type GpuData = GpuBuffer | TypedArray;
 
-export function createGpuBackend(): GpuBackend {
+/**
+ * The gpu backend in this thread (device.ts chooses the mode). `webgpuPassed`: why auto selection
+ * did not take webgpu in a worker (openGpuBackend), so this one reports it and passes webgpu over.
+ */
+export function createGpuBackend(webgpuPassed?: string): GpuBackend {
   let opened: { device: Device | null; info: GpuInfo } | null = null;
-  const open = () => (opened ??= openDevice());
+  const open = () => (opened ??= openDevice(webgpuPassed));
   // the rules bound to the device, built once it opens (null: no mode works, everything runs on js)
   let table: NativeTable<GpuData> | null | undefined;
   const nativeTable = () => (table === undefined ? (table = bindRules(open().device)) : table);
@@ -147,9 +160,13 @@ export function createGpuBackend(): GpuBackend {
     stats: runner.stats,
     sync: async () => opened?.device?.settle(),
     dispose() {
-      opened?.device?.dispose();
+      void backend.release();
+    },
+    release() {
+      const device = opened?.device;
       opened = null;
       table = undefined;
+      return device ? device.dispose() : Promise.resolve();
     },
   };
   return backend;
@@ -170,11 +187,26 @@ function bindRules(device: Device | null): NativeTable<GpuData> | null {
   return Object.fromEntries(Object.entries(RULES).map(([k, rule]) => [k, bind(rule as GpuRule<KernelName>)])) as NativeTable<GpuData>;
 }
 
-let instance: GpuBackend | null = null;
+/**
+ * The gpu backend selection makes. In Node, webgpu (auto's first choice, or QGRAD_GPU_MODE=webgpu)
+ * runs in a worker thread so that synchronous reads work (remote.ts); where it does not open, the
+ * modes after it in this thread (webgl2, headlessgl, webgl), with webgpu's reason in `info().tried`.
+ * Browsers: this thread only, where auto passes webgpu over (its reads are asynchronous only).
+ */
+export function openGpuBackend(): GpuBackendLike {
+  const forced = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.QGRAD_GPU_MODE;
+  const node = typeof (globalThis as { process?: { getBuiltinModule?: unknown } }).process?.getBuiltinModule === 'function';
+  if (!node || (forced && forced !== 'auto' && forced !== 'webgpu')) return createGpuBackend() as GpuBackendLike;
+  const remote = openRemoteWebGpu();
+  if (typeof remote !== 'string') return remote as GpuBackendLike;
+  return createGpuBackend(`webgpu in a worker thread: ${remote}`) as GpuBackendLike;
+}
 
-/** The process-wide gpu backend (its device opens on first use). */
-export function gpuBackend(): GpuBackend {
-  return (instance ??= createGpuBackend());
+let instance: GpuBackendLike | null = null;
+
+/** The process-wide gpu backend (openGpuBackend's choice; its device opens on first use). */
+export function gpuBackend(): GpuBackendLike {
+  return (instance ??= openGpuBackend());
 }
 
 /** What the gpu backend chose, or why it cannot run (opens the device). */
@@ -187,6 +219,5 @@ export const gpuEntry: BackendEntry<'gpu'> = {
   name: 'gpu',
   available: () => gpuInfo().mode !== null,
   instance: () => gpuBackend() as Backend,
-  create: () => createGpuBackend() as Backend,
+  create: () => openGpuBackend() as Backend,
 };
-

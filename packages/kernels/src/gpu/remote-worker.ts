@@ -1,0 +1,136 @@
+/**
+ * @file The worker thread of remote.ts: the gpu backend in webgpu mode (its environment sets
+ * QGRAD_GPU_MODE=webgpu), serving the main thread's requests one at a time, in order. Answers go
+ * into the request's SharedArrayBuffer, then `Atomics.notify` wakes the waiting main thread. A
+ * kernel that falls back to js needs its operands on the host, which webgpu gives only through
+ * Promises: here they can be awaited, so such a call reads its device operands back and runs again.
+ */
+import type { KernelArg } from '../backend.js';
+import type { TypedArray } from '../names.js';
+import { ARRAY_TYPES } from '../names.js';
+import { GpuBuffer } from './device.js';
+import { createGpuBackend } from './index.js';
+import { REPLY_HEADER, type Request, type WireData } from './remote.js';
+
+type Port = { on(e: 'message', f: (m: Request) => void): void; close(): void };
+const { parentPort, workerData } = (globalThis as unknown as { process: { getBuiltinModule(m: string): unknown } }).process.getBuiltinModule('node:worker_threads') as {
+  parentPort: Port;
+  workerData: { boot: SharedArrayBuffer };
+};
+
+const backend = createGpuBackend();
+const buffers = new Map<number, GpuBuffer>();
+
+function answer(r: Request, kind: number, payload: Uint8Array): void {
+  const head = new Int32Array(r.reply!, 0, 3);
+  const room = r.reply!.byteLength - REPLY_HEADER;
+  const n = Math.min(payload.byteLength, room);
+  new Uint8Array(r.reply!, REPLY_HEADER, n).set(payload.subarray(0, n));
+  head[1] = kind;
+  head[2] = n;
+  Atomics.store(head, 0, 1);
+  Atomics.notify(head, 0);
+}
+const bytesOf = (a: TypedArray) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+const text = (v: unknown) => new TextEncoder().encode(JSON.stringify(v ?? null));
+
+function buffer(id: number): GpuBuffer {
+  const b = buffers.get(id);
+  if (!b) throw new Error(`gpu backend (webgpu worker): no buffer ${id} (freed, or never allocated)`);
+  return b;
+}
+const local = (a: KernelArg<WireData>): KernelArg<GpuBuffer | TypedArray> => ({ ...a, data: ArrayBuffer.isView(a.data) ? a.data : buffer(a.data.id) });
+
+/** The probe read (id −1): a kernel on four values, read back through the device. */
+async function probe(): Promise<TypedArray> {
+  const x = backend.alloc('float32', 4) as GpuBuffer;
+  const y = backend.alloc('float32', 4) as GpuBuffer;
+  const arg = (data: GpuBuffer): KernelArg<GpuBuffer> => ({ data, dtype: 'float32', shape: [4], strides: [1], offset: 0 });
+  try {
+    backend.write(x, 'float32', Float32Array.of(1.5, -2, 3, 65537));
+    backend.run('unary', [arg(x)], arg(y), { op: 'neg' });
+    const got = await backend.read(y, 'float32', 4);
+    if (Array.from(got).join() !== '-1.5,2,-3,-65537') throw new Error(`gpu backend (webgpu): a probe kernel read back [${Array.from(got).join(', ')}]`);
+    return got;
+  } finally {
+    backend.free(x);
+    backend.free(y);
+  }
+}
+
+async function handle(r: Request): Promise<void> {
+  switch (r.op) {
+    case 'alloc':
+      buffers.set(r.id!, backend.alloc(r.dtype!, r.size!) as GpuBuffer);
+      return;
+    case 'free':
+      backend.free(buffer(r.id!));
+      buffers.delete(r.id!);
+      return;
+    case 'write':
+      backend.write(buffer(r.id!), r.dtype!, r.values!);
+      return;
+    case 'run': {
+      const inputs = r.inputs!.map(local);
+      const out = local(r.out!);
+      const run = () => backend.run(r.kernel!, inputs, out, r.params as never);
+      try {
+        run();
+      } catch (e) {
+        if (!/reads back only asynchronously/.test((e as Error).message)) throw e;
+        // a js fallback: its device operands come to the host (kept there), then it runs again
+        for (const a of [...inputs, out]) if (a.data instanceof GpuBuffer) await backend.read(a.data, a.dtype, a.data.size);
+        run();
+      }
+      return answer(r, 0, ArrayBuffer.isView(out.data) ? bytesOf(out.data) : new Uint8Array(0));
+    }
+    case 'read': {
+      const values = r.id === -1 ? await probe() : await backend.read(buffer(r.id!), r.dtype!, r.size!);
+      return answer(r, 0, bytesOf(values.length === r.size ? values : ARRAY_TYPES[r.dtype!].from(values as never).subarray(0, r.size)));
+    }
+    case 'info':
+      return answer(r, 0, text(backend.info()));
+    case 'deviceMemory':
+      return answer(r, 0, text(backend.deviceMemory()));
+    case 'stats':
+      return answer(r, 0, text(backend.stats?.() ?? []));
+    case 'ranOn':
+      return answer(r, 0, text(backend.ranOn?.(r.kernel!, r.dtype!) ?? 'gpu'));
+    case 'sync':
+      await backend.sync();
+      return answer(r, 0, new Uint8Array(0));
+    case 'dispose':
+      for (const b of buffers.values()) if (!b.freed) backend.free(b);
+      buffers.clear();
+      // Dawn torn down with work pending aborts the process: answer only once it is released
+      await backend.release();
+      answer(r, 0, new Uint8Array(0));
+      parentPort.close();
+      return;
+  }
+}
+
+/** A request nobody waits for (alloc, write, free) that failed: the next answering request reports it. */
+let pending: { op: string; error: Error } | null = null;
+let chain = Promise.resolve();
+parentPort.on('message', (r) => {
+  chain = chain
+    .then(async () => {
+      if (r.reply && pending) {
+        const p = pending;
+        pending = null;
+        throw new Error(`${p.error.message} (in an earlier '${p.op}')`);
+      }
+      await handle(r);
+    })
+    .catch((e: unknown) => {
+      const err = e instanceof Error ? e : new Error(String(e));
+      if (!r.reply) return void (pending ??= { op: r.op, error: err });
+      answer(r, err instanceof RangeError ? 2 : err instanceof TypeError ? 3 : 1, new TextEncoder().encode(err.message));
+    });
+});
+
+// loaded: the main thread, waiting on the boot word, may send requests now
+const bootHead = new Int32Array(workerData.boot, 0, 3);
+Atomics.store(bootHead, 0, 1);
+Atomics.notify(bootHead, 0);
