@@ -3,7 +3,7 @@
  * noGrad) from core's seeded generator and returns it. PyTorch's default layer inits are
  * built from these in the layer constructors.
  */
-import { noGrad, rand, randn, type Generator, type Tensor } from '@qgrad/core';
+import { noGrad, rand, randn, tidy, type Generator, type Tensor } from '@qgrad/core';
 
 /** Options every initialiser takes: the generator to draw from. */
 export interface InitOptions {
@@ -40,18 +40,27 @@ export function calculateGain(nonlinearity: Nonlinearity, param?: number): numbe
 }
 
 /**
+ * Copies `values()` into `t` outside the tape and releases its temporaries at once: left to the
+ * garbage collector, a model's init holds several times the model's size in backend memory.
+ */
+function fill(t: Tensor, values: () => Tensor): Tensor {
+  noGrad(() => tidy(() => void t.copy_(values())));
+  return t;
+}
+
+/**
  * Fills `t` with U(a, b).
  * @example init.uniform_(layer.weight, -0.1, 0.1);
  */
 export function uniform_(t: Tensor, a = 0, b = 1, opts: InitOptions = {}): Tensor {
-  return noGrad(() => t.copy_(rand([...t.shape], { dtype: floatOf(t), generator: opts.generator }).mul(b - a).add(a)));
+  return fill(t, () => rand([...t.shape], { dtype: floatOf(t), generator: opts.generator }).mul(b - a).add(a));
 }
 /**
  * Fills `t` with N(mean, std²).
  * @example init.normal_(embedding.weight, 0, 0.02);
  */
 export function normal_(t: Tensor, mean = 0, std = 1, opts: InitOptions = {}): Tensor {
-  return noGrad(() => t.copy_(randn([...t.shape], { dtype: floatOf(t), generator: opts.generator }).mul(std).add(mean)));
+  return fill(t, () => randn([...t.shape], { dtype: floatOf(t), generator: opts.generator }).mul(std).add(mean));
 }
 /**
  * Fills `t` with `value` in place, outside the tape; returns `t` (PyTorch `nn.init.constant_`).

@@ -4,7 +4,7 @@
  * `loraParameters` lists what the optimizer trains; `merge` swaps each adapter layer for a layer
  * without adapters that gives the same outputs.
  */
-import type { Generator, Tensor } from '@qgrad/core';
+import { scoped, type Generator, type Tensor } from '@qgrad/core';
 import { Linear, type Module } from '@qgrad/nn';
 import { matchesName, replaceSubmodule, type LayerType, type NamePattern } from '../qat/prepare.js';
 import type { WeightQuantConfig } from '../qat/quantizers.js';
@@ -86,8 +86,13 @@ export function loraQuant<M extends Module>(model: M, config: LoraQuantConfig): 
   for (const [name, lin] of chosen) {
     const rule = config.rules?.find((r) => matchesName(name, r.match));
     const who = `loraQuant: layer '${name}' (${config.method})`;
-    const layer = new method.make(lin, { rank: config.rank, alpha: config.alpha, dropout: config.dropout, quant: rule?.quant ?? config.quant ?? method.quant, generator: config.generator, who });
-    if (config.init) stats[name] = initLowRankQuant(layer, lin.weight.detach(), config.init);
+    // one scope per layer: quantizing the base makes temporaries several times the weight's size,
+    // which the garbage collector would return only long after the backend memory ran out
+    const layer = scoped(() => {
+      const l = new method.make(lin, { rank: config.rank, alpha: config.alpha, dropout: config.dropout, quant: rule?.quant ?? config.quant ?? method.quant, generator: config.generator, who });
+      if (config.init) stats[name] = initLowRankQuant(l, lin.weight.detach(), config.init);
+      return l;
+    }, (l) => [...l.parameters(), ...l.buffers()], `loraQuant: layer '${name}'`);
     layer.train(lin.training);
     replaceSubmodule(model, name, layer);
   }
