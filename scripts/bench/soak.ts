@@ -5,7 +5,8 @@
  * bytes (core's memory()), the backend's own tensor memory, the gpu backend's live textures, and
  * the process RSS, then the growth after warm-up.
  * Usage: npx tsx scripts/bench/soak.ts [--steps 1000] [--every 100] [--quant] [--model llama|mlp] [--backend wasm|gpu|js]
- * (the gpu backend in Node needs a display: xvfb-run -a npx tsx scripts/bench/soak.ts --backend gpu --model mlp)
+ * (gpu in Node: webgpu in a worker thread where Dawn opens; headless-gl needs a display:
+ * QGRAD_GPU_MODE=headlessgl xvfb-run -a npx tsx scripts/bench/soak.ts --backend gpu --model mlp)
  */
 import { parseArgs } from 'node:util';
 import * as q from '@qgrad/core';
