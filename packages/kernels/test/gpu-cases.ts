@@ -212,6 +212,22 @@ export const GPU_CASES: readonly GpuCase[] = [
     },
   },
   {
+    // Mesa's llvmpipe ends a thread's loops after 65535 iterations without a word (gpu/operands.ts
+    // MAX_LOOP): a one-pass sum of 70,000 elements returned the sum of the first 65,535
+    name: 'reductions longer than a shader loop may run (split across threads)',
+    run: async (ctx) => {
+      const cases: [number[], number[], number[]][] = [[[70_000], [0], [0]], [[67, 33, 70], [2, 1, 0], [0, 1, 2]], [[3, 40_000], [1, 0], [1]], [[300, 300], [0, 1], [0, 1]]];
+      for (const [s, order, axes] of cases) {
+        const x = view('float32', s, order, 1, [], 7);
+        const n = axes.reduce((a, d) => a * s[d]!, 1);
+        for (const op of ['sum', 'max', 'min', 'absmax'] as const) {
+          const { ref, got } = await both(ctx, 'reduce', [x], s.map((k, d) => (axes.includes(d) ? 1 : k)), { op, axes });
+          close(ctx, 'reduce', got, ref, 1e-5, op === 'sum' ? Math.max(1e-5 * Math.sqrt(n), 2 ** -24 * n) : 0);
+        }
+      }
+    },
+  },
+  {
     name: 'softmax and log-softmax (with a broadcast bias) along any axis, and their backward',
     run: (ctx) =>
       assertAll(

@@ -8,7 +8,7 @@
 import { numel, offsets } from '../layout.js';
 import type { KernelParams } from '../names.js';
 import { GpuBuffer, hostValues } from './device.js';
-import { type Call, type GpuArg, MAX_INDEX, coordinates, lit, offsetOf, store, writable } from './operands.js';
+import { type Call, type GpuArg, MAX_INDEX, MAX_LOOP, coordinates, lit, offsetOf, store, writable } from './operands.js';
 
 /**
  * Most output elements × scanned index positions one scatter kernel takes. A guess, not a
@@ -68,7 +68,7 @@ return x[${offsetOf(without(x!.strides, dim), x!.offset, 'c')} + k * ${lit(x!.st
 
 export function scatterAddGpu(call: Call, [base, index, src]: readonly GpuArg[], out: GpuArg, { dim }: KernelParams['scatterAdd']): boolean {
   const L = index!.shape[dim]!;
-  if (index!.shape.some((n, d) => d !== dim && n > out.shape[d]!) || numel(out.shape) * L > MAX_SCAN || !ok([base!, src!], index!, out, out.shape[dim]!)) return false;
+  if (L > MAX_LOOP || index!.shape.some((n, d) => d !== dim && n > out.shape[d]!) || numel(out.shape) * L > MAX_SCAN || !ok([base!, src!], index!, out, out.shape[dim]!)) return false;
   // out element c receives src[c with dim → j] for every j with index[c with dim → j] = c[dim];
   // elements outside the index's extent on the other dims receive nothing
   const inside = index!.shape.flatMap((n, d) => (d === dim || n === out.shape[d] ? [] : [`c${d} < ${lit(n)}`]));
@@ -92,7 +92,7 @@ return acc;
 
 export function indexAddGpu(call: Call, [base, index, src]: readonly GpuArg[], out: GpuArg, { dim }: KernelParams['indexAdd']): boolean {
   const L = numel(index!.shape);
-  if (numel(out.shape) * L > MAX_SCAN || !ok([base!, src!], index!, out, out.shape[dim]!)) return false;
+  if (L > MAX_LOOP || numel(out.shape) * L > MAX_SCAN || !ok([base!, src!], index!, out, out.shape[dim]!)) return false;
   // out[…, r, …] = base[…, r, …] + Σ over k with index[k] = r of src[…, k, …], k ascending
   const source = `function (b, ix, s) {
 const i = this.thread.x;

@@ -5,7 +5,7 @@
  * need raw WGSL, which gpu.js does not take.
  */
 import { collapse, numel } from '../layout.js';
-import { type Call, type GpuArg, MAX_INDEX, coordinates, lit, offsetOf, store, writable } from './operands.js';
+import { type Call, type GpuArg, MAX_INDEX, MAX_LOOP, coordinates, lit, offsetOf, store, writable } from './operands.js';
 
 export function matmulGpu(call: Call, [a, b]: readonly GpuArg[], out: GpuArg): boolean {
   if (a!.dtype !== 'float32' || b!.dtype !== 'float32' || out.dtype !== 'float32') return false;
@@ -13,7 +13,8 @@ export function matmulGpu(call: Call, [a, b]: readonly GpuArg[], out: GpuArg): b
   const r = out.shape.length;
   if (n === 0 || n > MAX_INDEX || !writable(out) || r < 2) return false;
   const K = a!.shape[r - 1]!;
-  if (K === 0 || K > MAX_INDEX) return false;
+  // the inner loop steps 4 at a time
+  if (K === 0 || K > MAX_INDEX || K / 4 > MAX_LOOP) return false;
   // batch dims collapse together; the thread index splits into (batch…, m, n)
   const batch = collapse(out.shape.slice(0, r - 2), [a!.strides.slice(0, r - 2), b!.strides.slice(0, r - 2)]);
   const shape = [...batch.shape, out.shape[r - 2]!, out.shape[r - 1]!];

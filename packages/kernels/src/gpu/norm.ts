@@ -7,7 +7,7 @@
  */
 import { numel } from '../layout.js';
 import type { KernelParams } from '../names.js';
-import { type Call, type GpuArg, MAX_INDEX, NEG_INF, coordinates, lit, offsetOf, store, writable } from './operands.js';
+import { type Call, type GpuArg, MAX_INDEX, MAX_LOOP, NEG_INF, coordinates, lit, offsetOf, store, writable } from './operands.js';
 
 const isF32 = (...args: GpuArg[]) => args.every((a) => a.dtype === 'float32');
 
@@ -27,6 +27,7 @@ export function softmaxGpu(call: Call, inputs: readonly GpuArg[], out: GpuArg, {
   const n = numel(out.shape);
   if (inputs.some((a) => a.dtype !== 'float32') || out.dtype !== 'float32' || !writable(out) || n === 0 || n > MAX_INDEX) return false;
   const L = out.shape[axis]!;
+  if (2 * L > MAX_LOOP) return false; // two passes over the row
   const bias = inputs.length > 1;
   const args = bias ? 'x0, x1' : 'x0';
   const v = (j: string) => (bias ? `(x0[p0 + ${j} * s0] + x1[p1 + ${j} * s1])` : `x0[p0 + ${j} * s0]`);
@@ -47,6 +48,7 @@ export function softmaxBackwardGpu(call: Call, [y, g]: readonly GpuArg[], out: G
   const n = numel(out.shape);
   if (y!.dtype !== 'float32' || g!.dtype !== 'float32' || out.dtype !== 'float32' || !writable(out) || n === 0 || n > MAX_INDEX) return false;
   const L = out.shape[axis]!;
+  if (L > MAX_LOOP) return false;
   const source = `function (x0, x1) {
 ${lineSource([y!, g!], out, axis)}
 let s = 0.0;
@@ -118,7 +120,8 @@ const st = Math.floor((i + 0.5) / ${lit(D)}) * ${lit(per)};`;
 function normOk(inputs: readonly GpuArg[], out: GpuArg): boolean {
   const n = numel(out.shape);
   // the statistics texture has up to 4 entries per row of at least one element
-  return isF32(...inputs, out) && out.shape.length > 0 && writable(out) && n > 0 && 4 * n <= MAX_INDEX;
+  // at most three passes over a row's D elements in one thread
+  return isF32(...inputs, out) && out.shape.length > 0 && writable(out) && n > 0 && 4 * n <= MAX_INDEX && 3 * out.shape[out.shape.length - 1]! <= MAX_LOOP;
 }
 
 export function normGpu(call: Call, [x]: readonly GpuArg[], out: GpuArg, { kind, eps }: KernelParams['norm']): boolean {

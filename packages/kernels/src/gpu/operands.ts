@@ -126,3 +126,11 @@ export function offsetOf(strides: readonly number[], offset: number, prefix: str
 
 /** Largest element count a kernel index may reach: float32 holds integers exactly up to 2^24. */
 export const MAX_INDEX = 2 ** 24;
+
+/**
+ * Loop iterations one thread may run, all its loops together. Mesa's llvmpipe (the software
+ * rasteriser under headless-gl and Dawn's OpenGL ES here) stops a shader's loops after 65535
+ * iterations without a word, and a long per-thread loop is slow on any GPU: kernels split longer
+ * work across threads (reductions) or decline it (the js fallback then runs it).
+ */
+export const MAX_LOOP = 65535;

@@ -8,7 +8,7 @@ import type { KernelArg } from '../backend.js';
 import { packedOperands } from '../js/packed.js';
 import { numel } from '../layout.js';
 import type { PackedMatmulParams, TypedArray } from '../names.js';
-import { type Call, type GpuArg, MAX_INDEX, lit, store, writable } from './operands.js';
+import { type Call, type GpuArg, MAX_INDEX, MAX_LOOP, lit, store, writable } from './operands.js';
 
 /**
  * y[n, o] = Σ_g s[o, g]·Σ_{k∈g} x[n, k]·(L[field(o, k)] − z[o, g]) (+ b[o]) in float32 (gpu.js
@@ -20,7 +20,7 @@ export function packedMatmulGpu(call: Call, inputs: readonly GpuArg[], out: GpuA
   // the same operand errors as js; the data fields are not read here
   const { x, codes, table, scale, zero, bias, K, O, G } = packedOperands(inputs as readonly KernelArg<TypedArray>[], out as KernelArg<TypedArray>, p);
   const n = numel(out.shape);
-  if (p.packing === 'base3' || n === 0 || n > MAX_INDEX || O * K > MAX_INDEX || !writable(out)) return false;
+  if (p.packing === 'base3' || n === 0 || n > MAX_INDEX || O * K > MAX_INDEX || K > MAX_LOOP || !writable(out)) return false;
   if (![x, table, scale, zero, bias, out].every((a) => !a || a.dtype === 'float32')) return false;
   const { bits, groupSize: gs } = p;
   const per = 8 / bits; // fields per byte

@@ -4,7 +4,7 @@
  */
 import { numel } from '../layout.js';
 import type { KernelParams } from '../names.js';
-import { type Call, type GpuArg, INF, MAX_INDEX, NAN, NEG_INF, coordinates, lit, offsetOf, store, writable } from './operands.js';
+import { type Call, type GpuArg, INF, MAX_INDEX, MAX_LOOP, NAN, NEG_INF, coordinates, lit, offsetOf, store, writable } from './operands.js';
 
 /** The reduced loops' headers and the offset of the element they reach, for dims `red` of x. */
 function loops(x: GpuArg, red: number[]): { open: string; close: string; at: string } {
@@ -24,11 +24,13 @@ const base = ${offsetOf(keep.map((d) => x.strides[d]!), x.offset, 'c')};`;
   return { n, red, head };
 }
 
+/** Reduced elements one thread of the first pass sums when a reduction is split (well under MAX_LOOP). */
+const CHUNK = 16384;
+
 export function reduceGpu(call: Call, [x]: readonly GpuArg[], out: GpuArg, { op, axes }: KernelParams['reduce']): boolean {
   if (x!.dtype !== 'float32' || out.dtype !== 'float32' || !writable(out)) return false;
   const { n, red, head } = setup(x!, out, axes);
   if (n === 0 || n > MAX_INDEX || numel(x!.shape) === 0) return false;
-  const { open, close, at } = loops(x!, red);
   const init = { sum: '0.0', prod: '1.0', max: NEG_INF, min: INF, absmax: '0.0' }[op];
   const step = {
     sum: 'acc += v;',
@@ -37,25 +39,57 @@ export function reduceGpu(call: Call, [x]: readonly GpuArg[], out: GpuArg, { op,
     min: 'if (v < acc) { acc = v; } if (v != v) { nan = 1.0; }',
     absmax: 'if (Math.abs(v) > acc) { acc = Math.abs(v); } if (v != v) { nan = 1.0; }',
   }[op];
-  const source = `function (x) {
-${head}
-let acc = ${init};
+  const body = (loop: string, read: string) => `let acc = ${init};
 let nan = 0.0;
-${open}
-const v = x[base + ${at}];
-${step}
-${close}
+${loop.replace('READ', `const v = ${read};\n${step}`)}
 if (nan > 0.0) { acc = ${NAN}; }
 return acc;
 }`;
-  store(call, out, call.run(source, n, [x!]));
+  const R = red.reduce((a, d) => a * x!.shape[d]!, 1);
+  if (R <= MAX_LOOP) {
+    const { open, close, at } = loops(x!, red);
+    store(call, out, call.run(`function (x) {\n${head}\n${body(`${open}\nREAD\n${close}`, `x[base + ${at}]`)}`, n, [x!]));
+    return true;
+  }
+  // more than a thread may loop over: each of C threads per output reduces CHUNK of the reduced
+  // elements (their flat index decoded into coordinates), then one pass reduces the C partials
+  const C = Math.ceil(R / CHUNK);
+  if (n * C > MAX_INDEX || C > MAX_LOOP) return false;
+  const redShape = red.map((d) => x!.shape[d]!);
+  const partial = `function (x) {
+const t = this.thread.x;
+const i = Math.floor((t + 0.5) / ${lit(C)});
+const chunk = t - i * ${lit(C)};
+${head.replace('const i = this.thread.x;\n', '')}
+${body(`for (let k = 0; k < ${CHUNK}; k++) {
+const j = chunk * ${lit(CHUNK)} + k;
+if (j < ${lit(R)}) {
+${coordinates('j', redShape, 'r')}
+READ
+}
+}`, `x[base + ${offsetOf(red.map((d) => x!.strides[d]!), 0, 'r')}]`)}`;
+  const parts = call.scratch(partial, n * C, [x!]);
+  // absmax's partials are magnitudes already: their max
+  const combine = op === 'absmax' ? 'max' : op;
+  const final = `function (p) {
+const i = this.thread.x;
+let acc = ${combine === 'max' ? NEG_INF : init};
+let nan = 0.0;
+for (let k = 0; k < ${C}; k++) {
+const v = p[i * ${lit(C)} + k];
+${{ sum: 'acc += v;', prod: 'acc *= v;', max: 'if (v > acc) { acc = v; } if (v != v) { nan = 1.0; }', min: 'if (v < acc) { acc = v; } if (v != v) { nan = 1.0; }' }[combine]}
+}
+if (nan > 0.0) { acc = ${NAN}; }
+return acc;
+}`;
+  store(call, out, call.run(final, n, [parts]));
   return true;
 }
 
 export function argReduceGpu(call: Call, [x]: readonly GpuArg[], out: GpuArg, { op, axis }: KernelParams['argReduce']): boolean {
   if (x!.dtype !== 'float32' || out.dtype !== 'int32' || !writable(out)) return false;
   const { n, head } = setup(x!, out, [axis]);
-  if (n === 0 || n > MAX_INDEX || numel(x!.shape) === 0) return false;
+  if (n === 0 || n > MAX_INDEX || numel(x!.shape) === 0 || x!.shape[axis]! > MAX_LOOP) return false;
   const cmp = op === 'argmax' ? '>' : '<';
   const source = `function (x) {
 ${head}

@@ -9,7 +9,7 @@ import type { KernelArg } from '../backend.js';
 import type { TypedArray } from '../names.js';
 import { ARRAY_TYPES } from '../names.js';
 import { GpuBuffer } from './device.js';
-import { createGpuBackend } from './index.js';
+import { createGpuBackend, type GpuBackend } from './index.js';
 import { REPLY_HEADER, type Request, type WireData } from './remote.js';
 
 type Port = { on(e: 'message', f: (m: Request) => void): void; close(): void };
@@ -18,8 +18,12 @@ const { parentPort, workerData } = (globalThis as unknown as { process: { getBui
   workerData: { boot: SharedArrayBuffer };
 };
 
-const backend = createGpuBackend();
-const buffers = new Map<number, GpuBuffer>();
+/** One backend per openRemoteWebGpu of the main thread (webgpu mode: they share Dawn's one GPUDevice), with its buffers. */
+interface Served {
+  backend: GpuBackend;
+  buffers: Map<number, GpuBuffer>;
+}
+const served = new Map<number, Served>();
 
 function answer(r: Request, kind: number, payload: Uint8Array): void {
   const head = new Int32Array(r.reply!, 0, 3);
@@ -34,15 +38,19 @@ function answer(r: Request, kind: number, payload: Uint8Array): void {
 const bytesOf = (a: TypedArray) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 const text = (v: unknown) => new TextEncoder().encode(JSON.stringify(v ?? null));
 
-function buffer(id: number): GpuBuffer {
-  const b = buffers.get(id);
+function servedBy(r: Request): Served {
+  const s = served.get(r.backend);
+  if (!s) throw new Error(`gpu backend (webgpu worker): backend ${r.backend} is disposed`);
+  return s;
+}
+function buffer(s: Served, id: number): GpuBuffer {
+  const b = s.buffers.get(id);
   if (!b) throw new Error(`gpu backend (webgpu worker): no buffer ${id} (freed, or never allocated)`);
   return b;
 }
-const local = (a: KernelArg<WireData>): KernelArg<GpuBuffer | TypedArray> => ({ ...a, data: ArrayBuffer.isView(a.data) ? a.data : buffer(a.data.id) });
 
 /** The probe read (id −1): a kernel on four values, read back through the device. */
-async function probe(): Promise<TypedArray> {
+async function probe(backend: GpuBackend): Promise<TypedArray> {
   const x = backend.alloc('float32', 4) as GpuBuffer;
   const y = backend.alloc('float32', 4) as GpuBuffer;
   const arg = (data: GpuBuffer): KernelArg<GpuBuffer> => ({ data, dtype: 'float32', shape: [4], strides: [1], offset: 0 });
@@ -58,17 +66,45 @@ async function probe(): Promise<TypedArray> {
   }
 }
 
+/** Releases a backend's buffers and device; the last webgpu device releases Dawn's GPUDevice. */
+async function close(id: number): Promise<void> {
+  const s = served.get(id);
+  if (!s) return;
+  served.delete(id);
+  for (const b of s.buffers.values()) if (!b.freed) s.backend.free(b);
+  // Dawn torn down with work pending aborts the process: answer only once it is released
+  await s.backend.release();
+}
+
 async function handle(r: Request): Promise<void> {
+  if (r.op === 'open') {
+    const backend = createGpuBackend();
+    served.set(r.backend, { backend, buffers: new Map() });
+    return answer(r, 0, text(backend.info()));
+  }
+  if (r.op === 'dispose') {
+    await close(r.backend);
+    return answer(r, 0, new Uint8Array(0));
+  }
+  if (r.op === 'shutdown') {
+    for (const id of [...served.keys()]) await close(id);
+    answer(r, 0, new Uint8Array(0));
+    parentPort.close();
+    return;
+  }
+  const s = servedBy(r);
+  const { backend } = s;
+  const local = (a: KernelArg<WireData>): KernelArg<GpuBuffer | TypedArray> => ({ ...a, data: ArrayBuffer.isView(a.data) ? a.data : buffer(s, a.data.id) });
   switch (r.op) {
     case 'alloc':
-      buffers.set(r.id!, backend.alloc(r.dtype!, r.size!) as GpuBuffer);
+      s.buffers.set(r.id!, backend.alloc(r.dtype!, r.size!) as GpuBuffer);
       return;
     case 'free':
-      backend.free(buffer(r.id!));
-      buffers.delete(r.id!);
+      backend.free(buffer(s, r.id!));
+      s.buffers.delete(r.id!);
       return;
     case 'write':
-      backend.write(buffer(r.id!), r.dtype!, r.values!);
+      backend.write(buffer(s, r.id!), r.dtype!, r.values!);
       return;
     case 'run': {
       const inputs = r.inputs!.map(local);
@@ -85,11 +121,9 @@ async function handle(r: Request): Promise<void> {
       return answer(r, 0, ArrayBuffer.isView(out.data) ? bytesOf(out.data) : new Uint8Array(0));
     }
     case 'read': {
-      const values = r.id === -1 ? await probe() : await backend.read(buffer(r.id!), r.dtype!, r.size!);
+      const values = r.id === -1 ? await probe(backend) : await backend.read(buffer(s, r.id!), r.dtype!, r.size!);
       return answer(r, 0, bytesOf(values.length === r.size ? values : ARRAY_TYPES[r.dtype!].from(values as never).subarray(0, r.size)));
     }
-    case 'info':
-      return answer(r, 0, text(backend.info()));
     case 'deviceMemory':
       return answer(r, 0, text(backend.deviceMemory()));
     case 'stats':
@@ -99,14 +133,6 @@ async function handle(r: Request): Promise<void> {
     case 'sync':
       await backend.sync();
       return answer(r, 0, new Uint8Array(0));
-    case 'dispose':
-      for (const b of buffers.values()) if (!b.freed) backend.free(b);
-      buffers.clear();
-      // Dawn torn down with work pending aborts the process: answer only once it is released
-      await backend.release();
-      answer(r, 0, new Uint8Array(0));
-      parentPort.close();
-      return;
   }
 }
 

@@ -24,7 +24,9 @@ export class RemoteBuffer {
 export type WireData = { id: number } | TypedArray;
 /** One request to the worker; `reply` is where an answering request's result goes. */
 export interface Request {
-  op: 'alloc' | 'free' | 'write' | 'run' | 'read' | 'info' | 'deviceMemory' | 'stats' | 'ranOn' | 'sync' | 'dispose';
+  op: 'open' | 'alloc' | 'free' | 'write' | 'run' | 'read' | 'deviceMemory' | 'stats' | 'ranOn' | 'sync' | 'dispose' | 'shutdown';
+  /** Which of the worker's backends (one per openRemoteWebGpu). */
+  backend: number;
   id?: number;
   dtype?: DType;
   size?: number;
@@ -69,17 +71,16 @@ interface WorkerLike {
   on(event: 'error' | 'exit', f: (e: unknown) => void): void;
 }
 
-/**
- * Opens WebGPU in a worker thread and returns the backend that forwards to it, or why it could not
- * (no worker threads here, or the worker's webgpu mode did not open: its reasons, as `info()`).
- *
- * @example
- * ```ts
- * const r = openRemoteWebGpu();
- * if (typeof r === 'string') console.log(r); else { console.log(r.info().message); r.dispose(); }
- * ```
- */
-export function openRemoteWebGpu(): GpuBackendLike<RemoteBuffer | TypedArray> | string {
+/** The one worker every remote backend of this process talks to: several Dawn instances in one process crash it. */
+interface Channel {
+  /** Posts a request and, with `replyBytes`, blocks until the worker has answered into the reply buffer. */
+  call(r: Request, replyBytes?: number, timeout?: number): Uint8Array | null;
+  json(r: Request, timeout?: number): unknown;
+}
+let channel: Channel | string | null = null;
+let nextBackend = 0;
+
+function startWorker(): Channel | string {
   const host = globalThis as unknown as NodeHost;
   const threads = host.process?.getBuiltinModule?.('node:worker_threads') as { Worker: new (source: string, o: object) => WorkerLike } | undefined;
   if (!threads || !host.process) return 'WebGPU with synchronous reads needs Node worker threads';
@@ -109,18 +110,19 @@ export function openRemoteWebGpu(): GpuBackendLike<RemoteBuffer | TypedArray> | 
   worker.on('error', (e) => (crashed = `the WebGPU worker failed: ${(e as Error).message?.split('\n')[0] ?? String(e)}`));
   worker.on('exit', () => (crashed ??= 'the WebGPU worker exited'));
 
-  /** Posts a request and, with `replyBytes`, blocks until the worker has answered into its reply buffer. */
+  // one reply buffer for every call (they never overlap: the calling thread waits for each), grown on demand
+  let reply = new SharedArrayBuffer(REPLY_HEADER + TEXT_BYTES);
   const call = (r: Request, replyBytes?: number, timeout = CALL_MS): Uint8Array | null => {
     if (crashed) throw new Error(`gpu backend (webgpu): ${crashed}`);
     if (replyBytes === undefined) {
       worker.postMessage(r);
       return null;
     }
-    const reply = new SharedArrayBuffer(REPLY_HEADER + Math.max(replyBytes, TEXT_BYTES));
+    if (reply.byteLength < REPLY_HEADER + replyBytes) reply = new SharedArrayBuffer(REPLY_HEADER + Math.max(replyBytes, 2 * reply.byteLength));
     const head = new Int32Array(reply, 0, 3);
+    head.fill(0);
     worker.postMessage({ ...r, reply });
-    const waited = Atomics.wait(head, 0, 0, timeout);
-    if (waited === 'timed-out') throw new Error(`gpu backend (webgpu): the worker did not answer '${r.op}'${r.kernel ? ` (${r.kernel})` : ''} within ${timeout / 1000} s${crashed ? `: ${crashed}` : ''}`);
+    if (Atomics.wait(head, 0, 0, timeout) === 'timed-out') throw new Error(`gpu backend (webgpu): the worker did not answer '${r.op}'${r.kernel ? ` (${r.kernel})` : ''} within ${timeout / 1000} s${crashed ? `: ${crashed}` : ''}`);
     const payload = new Uint8Array(reply, REPLY_HEADER, head[2]!);
     if (head[1] !== 0) {
       const text = new TextDecoder().decode(payload.slice());
@@ -128,16 +130,51 @@ export function openRemoteWebGpu(): GpuBackendLike<RemoteBuffer | TypedArray> | 
     }
     return payload;
   };
-  const json = (r: Request): unknown => JSON.parse(new TextDecoder().decode(call(r, TEXT_BYTES)!.slice()));
+  const json = (r: Request, timeout?: number): unknown => JSON.parse(new TextDecoder().decode(call(r, TEXT_BYTES, timeout)!.slice()));
+  // a process that exits with Dawn holding a device tears it down mid-work (a native abort): the
+  // exit handler may still block, so the worker releases every backend first
+  const proc = host.process as unknown as { once(e: 'exit', f: () => void): void };
+  proc.once('exit', () => {
+    try {
+      call({ op: 'shutdown', backend: -1 }, 0, 30_000);
+    } catch {
+      // the worker is gone already: nothing is left to release
+    }
+  });
+  return { call, json };
+}
+
+/**
+ * Opens a gpu backend in webgpu mode in the worker thread (started on first use, shared by every
+ * such backend of the process) and returns what forwards to it, or why it could not (no worker
+ * threads here, or the worker's webgpu mode did not open: its reasons, as `info()`).
+ *
+ * @example
+ * ```ts
+ * const r = openRemoteWebGpu();
+ * if (typeof r === 'string') console.log(r); else { console.log(r.info().message); r.dispose(); }
+ * ```
+ */
+export function openRemoteWebGpu(): GpuBackendLike<RemoteBuffer | TypedArray> | string {
+  channel ??= startWorker();
+  if (typeof channel === 'string') return channel;
+  const ch = channel;
+  const id = nextBackend++;
+  const call = (r: Omit<Request, 'backend'>, replyBytes?: number, timeout?: number) => ch.call({ ...r, backend: id }, replyBytes, timeout);
+  const json = (r: Omit<Request, 'backend'>, timeout?: number) => ch.json({ ...r, backend: id }, timeout);
 
   let info: GpuInfo;
   try {
-    info = JSON.parse(new TextDecoder().decode(call({ op: 'info' }, TEXT_BYTES, START_MS)!.slice())) as GpuInfo;
+    info = json({ op: 'open' }, START_MS) as GpuInfo;
     if (info.mode !== 'webgpu') throw new Error(info.message);
     // the probe: one kernel through to a synchronous read
     call({ op: 'read', id: -1, dtype: 'float32', size: 4 }, 16, START_MS);
   } catch (e) {
-    void worker.terminate();
+    try {
+      call({ op: 'dispose' }, 0, 30_000);
+    } catch {
+      // nothing opened
+    }
     return (e as Error).message;
   }
   const cut = info.message.indexOf(' (read-back asynchronous only');
@@ -199,19 +236,9 @@ export function openRemoteWebGpu(): GpuBackendLike<RemoteBuffer | TypedArray> | 
     dispose() {
       if (disposed) return;
       disposed = true;
-      proc.off('exit', atExit);
-      try {
-        // the worker releases Dawn, answers, and ends by itself
-        call({ op: 'dispose' }, 0, 30_000);
-      } catch {
-        void worker.terminate();
-      }
+      // the worker releases this backend's buffers and device (the last one: Dawn's GPUDevice) before it answers
+      call({ op: 'dispose' }, 0, 30_000);
     },
   };
-  // a process that exits with the backend open would tear Dawn down mid-work (a native abort): the
-  // exit handler may still block, so it releases the device first
-  const proc = host.process as unknown as { once(e: 'exit', f: () => void): void; off(e: 'exit', f: () => void): void };
-  const atExit = () => backend.dispose();
-  proc.once('exit', atExit);
   return backend;
 }
