@@ -17,6 +17,7 @@ import { GGML_TYPES } from './ggml.js';
 import { nodeFs } from './bytes.js';
 import { exportGguf } from './gguf.js';
 import { exportOnnx } from './onnx.js';
+import { parseFlags } from './flags.js';
 import { loadQuantized, QUANTIZED_FORMAT, saveQuantized } from './safetensors.js';
 
 const WEIGHT_FLAGS = `  [--weight int8|int4|nf4|ternary]          quantize the Linear weights (round to nearest)
@@ -52,19 +53,10 @@ const WEIGHTS = ['int8', 'int4', 'nf4', 'ternary'];
 
 /** A command's flags and its two paths, or a one-line usage error. */
 function parse(argv: string[], known: string[]): { flags: Record<string, string>; src: string; out: string } | string {
-  const pos: string[] = [];
-  const flags: Record<string, string> = {};
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a.startsWith('-')) {
-      const eq = a.indexOf('=');
-      const k = (eq < 0 ? a : a.slice(0, eq)).replace(/^--?/, '');
-      if (!known.includes(k)) return `unknown flag ${eq < 0 ? a : a.slice(0, eq)}`;
-      const v = eq < 0 ? argv[++i] : a.slice(eq + 1);
-      if (v === undefined) return `flag --${k} needs a value`;
-      flags[k] = v;
-    } else pos.push(a);
-  }
+  const f = parseFlags(argv, Object.fromEntries(known.map((k) => [k, 'string' as const])), true);
+  if (typeof f === 'string') return f;
+  const flags = f.values as Record<string, string>;
+  const pos = f.positionals;
   if (pos.length !== 2) return `expected <checkpoint-dir> <out>, got ${pos.length} path${pos.length === 1 ? '' : 's'}`;
   // a weight grid is checked here because both commands take it the same way
   if (flags.weight !== undefined && !WEIGHTS.includes(flags.weight)) return `--weight must be ${WEIGHTS.join(', ')}, got '${flags.weight}'`;

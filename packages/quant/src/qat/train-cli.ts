@@ -9,6 +9,7 @@ import {
   type LlamaConfig, type Module,
 } from '@qgrad/nn';
 import { nodeFs } from '../export/bytes.js';
+import { parseFlags, type FlagKind } from '../export/flags.js';
 import { saveQuantized } from '../export/safetensors.js';
 import { GRID_NAMES, type GridName } from '../grids/table.js';
 import { kmeansLevels } from '../grids/codebook.js';
@@ -23,8 +24,7 @@ interface Io {
   error(s: string): void;
 }
 
-type Kind = 'int' | 'number' | 'string' | 'boolean';
-const FLAGS: Record<string, { kind: Kind; help: string }> = {
+const FLAGS: Record<string, { kind: FlagKind; help: string }> = {
   model: { kind: 'string', help: 'mlp (784-hidden-10) or cnn (two 3×3 convs + linear) on MNIST, or llama (nn\'s tiny byte-level Llama) on Moby-Dick (default mlp)' },
   grid: { kind: 'string', help: `weight grid: ${GRID_NAMES.join(', ')} (default int)` },
   bits: { kind: 'int', help: "bits of the int grid, log2 of the codebook grid's levels (default 4)" },
@@ -58,31 +58,9 @@ const MEAN = 0.1307;
 const STD = 0.3081;
 
 /** The flags as typed values, or a one-line usage error. */
-function parseFlags(argv: string[]): Record<string, string | number | boolean> | string {
-  const out: Record<string, string | number | boolean> = {};
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (!a.startsWith('--')) return `unexpected argument '${a}' (train takes flags only)`;
-    const eq = a.indexOf('=');
-    const k = a.slice(2, eq < 0 ? undefined : eq);
-    const spec = FLAGS[k];
-    if (!spec) return `unknown flag --${k}`;
-    if (spec.kind === 'boolean') {
-      if (eq >= 0) return `flag --${k} takes no value`;
-      out[k] = true;
-      continue;
-    }
-    const v = eq < 0 ? argv[++i] : a.slice(eq + 1);
-    if (v === undefined) return `flag --${k} needs a value`;
-    if (spec.kind === 'string') out[k] = v;
-    else {
-      const n = Number(v);
-      const ok = v.trim() !== '' && (spec.kind === 'int' ? Number.isSafeInteger(n) && n >= 0 : Number.isFinite(n) && n > 0);
-      if (!ok) return `--${k} must be a ${spec.kind === 'int' ? 'non-negative integer' : 'positive number'}, got '${v}'`;
-      out[k] = n;
-    }
-  }
-  return out;
+function readFlags(argv: string[]): Record<string, string | number | boolean> | string {
+  const f = parseFlags(argv, Object.fromEntries(Object.entries(FLAGS).map(([k, f]) => [k, f.kind])), false);
+  return typeof f === 'string' ? f : f.values;
 }
 
 /** What `qgrad train` was asked for, checked. */
@@ -324,7 +302,7 @@ export async function runTrainCli(argv: string[], io: Io = { log: (s) => console
     io.log(TRAIN_USAGE);
     return 0;
   }
-  const flags = parseFlags(argv);
+  const flags = readFlags(argv);
   const p = typeof flags === 'string' ? flags : plan(flags);
   if (typeof p === 'string') {
     io.error(`qgrad train: ${p} (qgrad train --help lists the flags)`);
