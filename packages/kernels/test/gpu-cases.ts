@@ -24,6 +24,22 @@ export interface GpuCaseContext {
   maxError: Map<string, number>;
 }
 
+/**
+ * Adds `x` (float32, `n` values) to itself `steps` times on the device, each result a fresh buffer and
+ * the previous one freed: the residency chain of the storage tests. Returns the last result (x·(steps + 1)).
+ */
+export function chainOnDevice<D>(b: Backend<D>, x: D, n: number, steps: number): D {
+  const arg = (data: D): KernelArg<D> => ({ data, dtype: 'float32', shape: [n], strides: [1], offset: 0 });
+  let cur = x;
+  for (let i = 0; i < steps; i++) {
+    const next = b.alloc('float32', n);
+    b.run('binary', [arg(cur), arg(x)], arg(next), { op: 'add' });
+    if (cur !== x) b.free(cur);
+    cur = next;
+  }
+  return cur;
+}
+
 /** One equality case: a sentence for the test name, and the check (throws on a mismatch). */
 export interface GpuCase {
   name: string;

@@ -8,7 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BACKENDS, type Backend, type KernelArg, type TypedArray } from '@qgrad/kernels';
-import { GPU_CASES, type GpuCaseContext } from './gpu-cases.js';
+import { GPU_CASES, chainOnDevice, type GpuCaseContext } from './gpu-cases.js';
 
 // auto selection: nothing forced (this file runs in its own worker)
 delete process.env.QGRAD_GPU_MODE;
@@ -54,18 +54,11 @@ describe.skipIf(!remote)('gpu backend storage through the webgpu worker', () => 
   it('keeps results on the device, counts and releases them, and names freed storage', () => {
     const b = entry.create() as GpuLike;
     const n = 500;
-    const arg = (data: unknown): KernelArg => ({ data, dtype: 'float32', shape: [n], strides: [1], offset: 0 });
     const x = b.alloc('float32', n);
     b.write(x, 'float32', Float32Array.from({ length: n }, (_, i) => i / 8));
     const before = b.memory();
     const textures = b.deviceMemory().textures;
-    let cur = x;
-    for (let i = 0; i < 20; i++) {
-      const next = b.alloc('float32', n);
-      b.run('binary', [arg(cur), arg(x)], arg(next), { op: 'add' });
-      if (cur !== x) b.free(cur);
-      cur = next;
-    }
+    const cur = chainOnDevice(b, x, n, 20);
     expect(b.memory().buffers).toBe(before.buffers + 1);
     expect(b.deviceMemory().textures - textures).toBe(2);
     const got = b.readSync(cur, 'float32', n);

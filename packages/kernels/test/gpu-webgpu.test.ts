@@ -9,7 +9,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createGpuBackend, type GpuBackend, type GpuBuffer } from '../src/gpu/index.js';
 import type { KernelArg, TypedArray } from '@qgrad/kernels';
-import { GPU_CASES, type GpuCaseContext } from './gpu-cases.js';
+import { GPU_CASES, chainOnDevice, type GpuCaseContext } from './gpu-cases.js';
 
 // this file runs in its own worker: the mode is read when a backend opens its device
 process.env.QGRAD_GPU_MODE = 'webgpu';
@@ -62,17 +62,10 @@ describe.skipIf(!opened.backend)('gpu backend storage in webgpu mode', () => {
     const b = createGpuBackend();
     expect(b.info().message).toMatch(/webgpu mode.*asynchronous/);
     const n = 300;
-    const arg = (data: GpuBuffer | TypedArray): KernelArg<GpuBuffer | TypedArray> => ({ data, dtype: 'float32', shape: [n], strides: [1], offset: 0 });
     const x = b.alloc('float32', n);
     b.write(x, 'float32', Float32Array.from({ length: n }, (_, i) => i / 8));
     const textures = b.deviceMemory().textures;
-    let cur = x;
-    for (let i = 0; i < 20; i++) {
-      const next = b.alloc('float32', n);
-      b.run('binary', [arg(cur), arg(x)], arg(next), { op: 'add' });
-      if (cur !== x) b.free(cur);
-      cur = next;
-    }
+    const cur = chainOnDevice(b, x, n, 20);
     // x uploaded and the last result: nothing else left on the device
     expect(b.deviceMemory().textures - textures).toBe(2);
     expect(() => b.readSync(cur, 'float32', n)).toThrow(/only asynchronously.*await backend\.read/);

@@ -12,7 +12,7 @@ import { openDevice } from '../src/gpu/device.js';
 
 // the headless-gl suite (webgpu has gpu-webgpu.test.ts and gpu-remote.test.ts); this file runs in its own worker
 process.env.QGRAD_GPU_MODE = 'headlessgl';
-import { GPU_CASES, type GpuCaseContext, type Placement } from './gpu-cases.js';
+import { GPU_CASES, chainOnDevice, type GpuCaseContext, type Placement } from './gpu-cases.js';
 import { mismatch } from './helpers.js';
 
 const entry = BACKENDS.find((b) => b.name === 'gpu')!;
@@ -38,17 +38,10 @@ describe.skipIf(!available)('gpu backend storage', () => {
     const n = 1000;
     const x = b.alloc('float32', n);
     b.write(x, 'float32', Float32Array.from({ length: n }, (_, i) => i / 100));
-    const arg = (data: unknown): KernelArg => ({ data, dtype: 'float32', shape: [n], strides: [1], offset: 0 });
     const before = b.memory();
     const textures = b.deviceMemory().textures;
     // a chain of 50 kernels: each result stays a texture, and the previous one is freed
-    let cur = x;
-    for (let i = 0; i < 50; i++) {
-      const next = b.alloc('float32', n);
-      b.run('binary', [arg(cur), arg(x)], arg(next), { op: 'add' });
-      if (cur !== x) b.free(cur);
-      cur = next;
-    }
+    const cur = chainOnDevice(b, x, n, 50);
     expect(b.memory().buffers).toBe(before.buffers + 1);
     // x and the last result on the device: nothing else left behind
     expect(b.deviceMemory().textures - textures).toBe(2);
