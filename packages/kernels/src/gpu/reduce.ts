@@ -24,6 +24,16 @@ const base = ${offsetOf(keep.map((d) => x.strides[d]!), x.offset, 'c')};`;
   return { n, red, head };
 }
 
+/** Each op's starting value and its step over one element `v` (NaN noted in `nan` where comparisons would skip it). */
+const INIT = { sum: '0.0', prod: '1.0', max: NEG_INF, min: INF, absmax: '0.0' };
+const STEP = {
+  sum: 'acc += v;',
+  prod: 'acc *= v;',
+  max: 'if (v > acc) { acc = v; } if (v != v) { nan = 1.0; }',
+  min: 'if (v < acc) { acc = v; } if (v != v) { nan = 1.0; }',
+  absmax: 'if (Math.abs(v) > acc) { acc = Math.abs(v); } if (v != v) { nan = 1.0; }',
+};
+
 /** Reduced elements one thread of the first pass sums when a reduction is split (well under MAX_LOOP). */
 const CHUNK = 16384;
 
@@ -31,14 +41,8 @@ export function reduceGpu(call: Call, [x]: readonly GpuArg[], out: GpuArg, { op,
   if (x!.dtype !== 'float32' || out.dtype !== 'float32' || !writable(out)) return false;
   const { n, red, head } = setup(x!, out, axes);
   if (n === 0 || n > MAX_INDEX || numel(x!.shape) === 0) return false;
-  const init = { sum: '0.0', prod: '1.0', max: NEG_INF, min: INF, absmax: '0.0' }[op];
-  const step = {
-    sum: 'acc += v;',
-    prod: 'acc *= v;',
-    max: 'if (v > acc) { acc = v; } if (v != v) { nan = 1.0; }',
-    min: 'if (v < acc) { acc = v; } if (v != v) { nan = 1.0; }',
-    absmax: 'if (Math.abs(v) > acc) { acc = Math.abs(v); } if (v != v) { nan = 1.0; }',
-  }[op];
+  const init = INIT[op];
+  const step = STEP[op];
   const body = (loop: string, read: string) => `let acc = ${init};
 let nan = 0.0;
 ${loop.replace('READ', `const v = ${read};\n${step}`)}
@@ -73,11 +77,11 @@ READ
   const combine = op === 'absmax' ? 'max' : op;
   const final = `function (p) {
 const i = this.thread.x;
-let acc = ${combine === 'max' ? NEG_INF : init};
+let acc = ${INIT[combine]};
 let nan = 0.0;
 for (let k = 0; k < ${C}; k++) {
 const v = p[i * ${lit(C)} + k];
-${{ sum: 'acc += v;', prod: 'acc *= v;', max: 'if (v > acc) { acc = v; } if (v != v) { nan = 1.0; }', min: 'if (v < acc) { acc = v; } if (v != v) { nan = 1.0; }' }[combine]}
+${STEP[combine]}
 }
 if (nan > 0.0) { acc = ${NAN}; }
 return acc;

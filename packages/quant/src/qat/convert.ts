@@ -131,18 +131,18 @@ abstract class QuantizedBase extends Module {
     const current = this.#currentPacked();
     if (current !== undefined) return current;
     const weight = this.#buildPacked(true);
-    this.#packed = { weight, key: this.#bufferKey() };
+    this.#packed = { weight, key: this.bufferKey() };
     return weight;
   }
   /** The weight's buffers and their versions: a cache built from them is current while this is unchanged. */
-  #bufferKey(): unknown[] {
+  protected bufferKey(): unknown[] {
     const bufs = [this.weightCodes, this.weightScale, this.weightScaleSecond, this.weightScaleMean, this.weightZeroPoint];
     return bufs.flatMap((t) => [t, t?.version]);
   }
   /** The cached packed weight if it was built from the current buffers, else undefined. */
   #currentPacked(): PackedWeight | null | undefined {
     if (!this.#packed) return undefined;
-    const key = this.#bufferKey();
+    const key = this.bufferKey();
     return key.every((k, i) => k === this.#packed!.key[i]) ? this.#packed.weight : undefined;
   }
   /** The float value of every 2^bits-bit field (a few bytes, so kept: decoding it is a kernel call and a read). */
@@ -251,8 +251,7 @@ export class QuantizedLinear extends QuantizedBase {
    * @example const sw = (model.getSubmodule('mlp.up') as QuantizedLinear).sparseWeight(); // sw.values [O, K/2]
    */
   sparseWeight(): Sparse24Weight {
-    const bufs = [this.weightCodes, this.weightScale, this.weightScaleSecond, this.weightScaleMean, this.weightZeroPoint];
-    const key = bufs.flatMap((t) => [t, t?.version]);
+    const key = this.bufferKey();
     if (this.#sparse && key.every((k, i) => k === this.#sparse!.key[i])) return this.#sparse.weight;
     // kept past the tidy of the forward that builds it, as the packed cache is
     const sw = noGrad(() => sparse24Weight(this.dequantizedWeight()));
