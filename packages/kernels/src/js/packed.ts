@@ -134,7 +134,7 @@ export const packedGather: Kernel<'packedGather', TypedArray> = (inputs, out, p)
   const beta = p.offset === 'beta';
   const mask = (1 << bits) - 1;
   const [cd, od, td] = [codes.data, out.data, table.data];
-  // the level table as rounded floats, so each element is one lookup and at most two roundings
+  // the level table without its offset, so each element is one lookup
   const levels = Float64Array.from({ length: mask + 1 }, (_, c) => td[table.offset + c]!);
   for (let n = 0; n < N; n++) {
     const r = idx.data[idx.offset + n]!;
@@ -144,8 +144,8 @@ export const packedGather: Kernel<'packedGather', TypedArray> = (inputs, out, p)
       const z = zero ? zero.data[zero.offset + r * G + g]! : 0;
       let bit = (r * D + g * gs) * bits + codes.offset * 8;
       const o = out.offset + n * D + g * gs;
-      // a float32 out rounds each store: l·s and (l − z)·s of float32 operands are exact in a
-      // double, so only the inner sum needs its own rounding
+      // as the tensor ops round: the first operation (l·s, or l − z) to float32 here, the second on
+      // the float32 store (a product or sum of float32 values is exact in a double before it)
       for (let j = 0; j < gs; j++, bit += bits) {
         const l = levels[((cd[bit >>> 3]! & 0xff) >> (bit & 7)) & mask]!;
         od[o + j] = beta ? (f32 ? Math.fround(l * s) : l * s) + z : (f32 ? Math.fround(l - z) : l - z) * s;
