@@ -145,7 +145,8 @@ export const packedGather: Kernel<'packedGather', TypedArray> = (inputs, out, p)
       let bit = (r * D + g * gs) * bits + codes.offset * 8;
       const o = out.offset + n * D + g * gs;
       // as the tensor ops round: the first operation (l·s, or l − z) to float32 here, the second on
-      // the float32 store (a product or sum of float32 values is exact in a double before it)
+      // the float32 store (one operation on float32 values, done in a double and rounded once to
+      // float32, is float32's own result)
       for (let j = 0; j < gs; j++, bit += bits) {
         const l = levels[((cd[bit >>> 3]! & 0xff) >> (bit & 7)) & mask]!;
         od[o + j] = beta ? (f32 ? Math.fround(l * s) : l * s) + z : (f32 ? Math.fround(l - z) : l - z) * s;
