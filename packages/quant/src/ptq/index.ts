@@ -1,10 +1,11 @@
 /**
  * @file Post-training quantization: `ptq` (RTN, GPTQ, AWQ, SmoothQuant, FlexRound, PTQTP trit-planes, Hadamard rotation), its
- * pieces (GPTQ on arrays, migration scales, InputTransform) and the small float64 linear algebra.
+ * pieces (GPTQ on arrays, migration scales, AWQ clip search, InputTransform) and the small float64 linear algebra.
  */
 export * from './ptq.js';
 export * from './gptq.js';
 export * from './migrate.js';
+export * from './clip.js';
 export * from './transform.js';
 export { cholesky, choleskyInverse, upperCholesky } from './linalg.js';
 export * from './flexround.js';

@@ -3,8 +3,8 @@
  * vocabulary of prepareQAT (rules by name/type, default, skip). Layers are chosen and wrapped by
  * prepareQAT, then handled one at a time in module order on inputs that already flow through the
  * quantized earlier layers (GPTQ's sequential calibration): RTN, GPTQ (gptq.ts), FlexRound
- * (flexround.ts), AWQ's and
- * SmoothQuant's channel migration (migrate.ts), each after an optional Hadamard rotation. The
+ * (flexround.ts), AWQ's and SmoothQuant's channel migration (migrate.ts) with AWQ's clip search
+ * (clip.ts), each after an optional Hadamard rotation. The
  * result is an ordinary QAT-layer model (some layers inside an InputTransform) that `convert` takes;
  * PTQTP (ptqtp.ts, calibration-free) instead leaves TritPlaneLinear layers, already in their
  * packed inference form, which `convert` passes over.
@@ -16,11 +16,12 @@ import { fakeQuantView } from '../quantizer/apply.js';
 import { resolveQuantizer } from '../quantizer/config.js';
 import { tensorError } from '../inspect/error.js';
 import { QuantLinear, type QuantLayer, type QuantLayerConfig } from '../qat/modules.js';
-import { prepareQAT, replaceSubmodule, type LayerType, type QATConfig, type QATRule } from '../qat/prepare.js';
+import { matchesName, prepareQAT, replaceSubmodule, type LayerType, type NamePattern, type QATConfig, type QATRule } from '../qat/prepare.js';
 import type { WeightQuantConfig, WeightQuantizer } from '../qat/quantizers.js';
 import { gptq, HessianAccumulator } from './gptq.js';
 import { flexRound } from './flexround.js';
 import { awqSearch, smoothQuantScales } from './migrate.js';
+import { awqClipSearch, type AwqClipOptions } from './clip.js';
 import { InputTransform } from './transform.js';
 import { TritPlaneLinear, tritPlanes, type TritPlaneOptions } from './ptqtp.js';
 
@@ -39,6 +40,16 @@ export interface PtqOptions extends QATConfig {
   alpha?: number;
   /** AWQ's grid of exponents k/n, k = 0…n−1 (default 20, as the reference). */
   awqGrid?: number;
+  /**
+   * AWQ's clip search after the scale search (clip.ts), on by default as in the reference: per output
+   * row (per group of a row on grouped grids) the range absmax·(1 − i/grid), i = 0 … grid·maxShrink − 1
+   * (defaults 20 and 0.5), with the lowest output error on the calibration inputs; the weight is
+   * clamped to it before it is quantized. `false` turns it off. Layers matching `skip` keep their
+   * range (default: q and k projections, as the reference, since their outputs only meet in QKᵀ).
+   * Clips per row or per group of a row, so other granularities need `awqClip: false`.
+   * @example ptq(model, batches, { method: 'awq', awqClip: false }); // scale search only
+   */
+  awqClip?: boolean | (AwqClipOptions & { skip?: NamePattern | NamePattern[] });
   /** FlexRound: Adam steps per layer (default 200) and learning rate (default 3e−3). */
   flexRoundIters?: number;
   flexRoundLr?: number;
@@ -67,6 +78,8 @@ export interface PtqLayerReport {
   sqnrDb: number;
   /** AWQ's chosen exponent or SmoothQuant's α. */
   alpha?: number;
+  /** AWQ's clip search: fraction of clip units (rows, or groups of a row) whose range it shrank. */
+  clipped?: number;
   hadamardBlock?: number;
 }
 
@@ -80,7 +93,7 @@ export class PtqReport {
   toString(): string {
     const head = ['layer', 'type', 'method', 'weight', 'tokens', 'rtn mse', 'mse', 'rtn sqnr', 'sqnr'];
     const f = (x: number) => (Number.isFinite(x) ? x.toPrecision(4) : String(x));
-    const body = this.rows.map((r) => [r.name, r.type, r.method + (r.hadamardBlock ? `+H${r.hadamardBlock}` : '') + (r.alpha !== undefined ? ` α=${r.alpha}` : ''), r.weight, String(r.tokens), f(r.rtnMse), f(r.mse), f(r.rtnSqnrDb), f(r.sqnrDb)]);
+    const body = this.rows.map((r) => [r.name, r.type, r.method + (r.hadamardBlock ? `+H${r.hadamardBlock}` : '') + (r.alpha !== undefined ? ` α=${r.alpha}` : '') + (r.clipped !== undefined ? ` clip ${(100 * r.clipped).toFixed(0)}%` : ''), r.weight, String(r.tokens), f(r.rtnMse), f(r.mse), f(r.rtnSqnrDb), f(r.sqnrDb)]);
     const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
     const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
     return [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');
@@ -186,6 +199,17 @@ function flexRoundLayer(layer: QuantLinear, x: Tensor, o: PtqOptions, who: strin
   wq.scale.copy_(r.scale.reshape([...wq.scale.shape]).to(wq.scale.dtype));
 }
 
+/** The reference's q/k test (a substring of the name) narrowed to whole name parts. */
+const QK_PROJECTIONS: NamePattern[] = [/(^|\.)(q_proj|k_proj|qProj|kProj|query|key|Wqkv)$/];
+
+/** Inputs per clip unit of a Linear's weight grid: a whole row, or a group along the inputs. */
+function clipGroupSize(p: WeightQuantizer['plan'], inFeatures: number, who: string): number {
+  const g = p.granularity;
+  if (g === 'channel' || (typeof g === 'object' && 'channel' in g && g.channel === 0)) return inFeatures;
+  if (typeof g === 'object' && 'group' in g && (g.axis === undefined || g.axis === -1 || g.axis === 1)) return g.group;
+  throw new Error(`${who}: AWQ's clip search clips per output row or per group of a row; this layer's weight is ${row(p)} (pass awqClip: false)`);
+}
+
 const row = (p: WeightQuantizer['plan']) => `${p.grid.label} ${typeof p.granularity === 'string' ? p.granularity : JSON.stringify(p.granularity)} ${p.mode}${p.hasZeroPoint ? ' asymmetric' : ''}`;
 
 /**
@@ -275,6 +299,12 @@ export function ptq<M extends Module>(model: M, calibrationBatches: readonly (Te
           wf = wf.mul(r.scale); // W·diag(s)
           xw = xw.div(r.scale);
           multiplier = r.scale.reciprocal().to(w.dtype);
+        }
+        const clip = o.awqClip ?? true;
+        if (o.method === 'awq' && clip && !matchesName(row.name, (typeof clip === 'object' && clip.skip) || QK_PROJECTIONS)) {
+          const c = awqClipSearch(wf, xw, (v) => roundToNearest(wq, v.to(w.dtype)).to('float64'), clipGroupSize(wq.plan, ql.inFeatures, who), typeof clip === 'object' ? clip : {});
+          wf = c.weight;
+          report.clipped = c.clipped;
         }
         w.copy_(wf.to(w.dtype));
         wq.initFrom(w);
