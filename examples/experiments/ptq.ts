@@ -1,10 +1,10 @@
 /**
- * @file Post-training quantization compared (issue 19, docs/experiments/ptq.md): RTN, GPTQ and AWQ,
- * each with and without a Hadamard rotation, at 4 and 3 weight bits, on float models trained here
+ * @file Post-training quantization compared (issue 19, docs/experiments/ptq.md): RTN, GPTQ and AWQ
+ * (without and with its clip search), each with and without a Hadamard rotation, at 4 and 3 weight bits, on float models trained here
  * and cached under the run directory — the tiny byte Llama on Moby-Dick (validation bits/byte) and
  * the MNIST CNN of examples/mnist-cnn.ts (test accuracy). Each seed draws the calibration sample
  * and trains its own CNN; the Llama is one model (--pretrain-seed) unless --pretrain-seed -1. runs.jsonl (resumable), results.{md,json,svg} per model, paired tables.
- * Run: npx tsx examples/experiments/ptq.ts [--seeds 0,1,2] [--pretrain-steps 300] [--cnn-steps 500] [--models llama,cnn]
+ * Run: npx tsx examples/experiments/ptq.ts [--seeds 0,1,2] [--pretrain-steps 300] [--cnn-steps 500] [--models llama,cnn] [--group 32]
  */
 import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -23,7 +23,8 @@ import { SEED_MAX, useBackend } from '../lib/train.js';
 const args = cli('experiments/ptq', 'RTN vs GPTQ vs AWQ (± Hadamard) at 4 and 3 weight bits on a pretrained tiny Llama (bits/byte) and the MNIST CNN (accuracy) × seeds → tables, plots, paired verdicts.', {
   seeds: { type: 'ints', default: [0, 1, 2], min: 0, max: SEED_MAX, help: 'seeds: each trains its own float models and draws its own calibration sample' },
   models: { type: 'string', default: 'llama,cnn', help: "comma-separated: 'llama', 'cnn'" },
-  methods: { type: 'string', default: 'rtn,gptq,awq', help: 'comma-separated PTQ methods (each run with and without Hadamard)' },
+  methods: { type: 'string', default: 'rtn,gptq,awq,awq-clip', help: "comma-separated PTQ methods (each run with and without Hadamard): rtn, gptq, awq (scale search only), awq-clip (scale search, then clip search)" },
+  group: { type: 'int', default: 0, min: 0, help: 'weights: one scale per group of this many inputs of a row (0: one per output channel); Llama only' },
   bits: { type: 'ints', default: [4, 3], min: 2, max: 8, help: 'weight bits' },
   pretrainSteps: { type: 'int', default: 300, min: 1, help: 'Llama float pretraining steps on Moby-Dick (cached in <run-dir>/llama-seed<s>)' },
   pretrainSeed: { type: 'int', default: 0, min: -1, max: SEED_MAX, help: 'Llama: one float model, from this seed, for every seed (the seeds then vary only the calibration sample); -1: one float model per seed' },
@@ -49,20 +50,25 @@ useBackend(args.backend);
 
 const list = (s: string) => s.split(',').map((x) => x.trim()).filter(Boolean);
 const models = list(args.models);
-const methods = list(args.methods) as PtqMethod[];
 for (const m of models) if (m !== 'llama' && m !== 'cnn') throw new CliError(`--models takes llama and/or cnn, got '${m}'`);
-for (const m of methods) if (!['rtn', 'gptq', 'awq'].includes(m)) throw new CliError(`--methods takes rtn, gptq, awq, got '${m}'`);
+const methods = list(args.methods);
+for (const m of methods) if (!['rtn', 'gptq', 'awq', 'awq-clip'].includes(m)) throw new CliError(`--methods takes rtn, gptq, awq, awq-clip, got '${m}'`);
+// the CNN's conv inputs (9, 72) and Linear input (784) split into no common group size
+if (args.group && models.includes('cnn')) throw new CliError(`--group ${args.group} is for the Llama only (the CNN's layer inputs are 9, 72 and 784 wide); add --models llama`);
 
-/** One quantized configuration: a method, with or without the rotation, at a bit width. */
-interface Variant { method: PtqMethod; hadamard: boolean; bits: number; name: string }
-const variants: Variant[] = args.bits.flatMap((bits) => methods.flatMap((method) => [false, true].map((hadamard) => ({ method, hadamard, bits, name: `${method}${hadamard ? '+H' : ''}` }))));
+/** One quantized configuration: a method (AWQ with or without its clip search), with or without the rotation, at a bit width. */
+interface Variant { method: PtqMethod; awqClip: boolean; hadamard: boolean; bits: number; name: string }
+const variants: Variant[] = args.bits.flatMap((bits) => methods.flatMap((m) => [false, true].map((hadamard) => ({
+  method: (m === 'awq-clip' ? 'awq' : m) as PtqMethod, awqClip: m === 'awq-clip', hadamard, bits, name: `${m}${hadamard ? '+H' : ''}`,
+}))));
 
 /**
  * Weights only, every method on the same grid: symmetric int, one absmax scale per output channel
  * (ptq's default for RTN and GPTQ; AWQ's default groups of 128 are whole rows on the Llama's 128-wide
- * inputs anyway), so the methods differ only in how they round, never in the grid they round onto.
+ * inputs anyway) or per --group inputs of a row, so the methods differ only in how they round, never
+ * in the grid they round onto.
  */
-const weight = (bits: number) => ({ grid: 'int' as const, bits });
+const weight = (bits: number) => ({ grid: 'int' as const, bits, ...(args.group > 0 && { granularity: { group: args.group } }) });
 
 interface Run {
   model: 'llama' | 'cnn';
@@ -103,7 +109,7 @@ function grid(model: Run['model'], settings: string, seed: number, floatValue: n
     if (done.has(key(settings, v.name, v.bits, seed))) continue;
     const m = fresh();
     const t = performance.now();
-    const { report } = ptq(m, calibration, { method: v.method, hadamard: v.hadamard, rules: rules.map((r) => ({ ...r, weight: weight(v.bits) })), progress: true });
+    const { report } = ptq(m, calibration, { method: v.method, awqClip: v.awqClip, hadamard: v.hadamard, rules: rules.map((r) => ({ ...r, weight: weight(v.bits) })), progress: true });
     const ptqSeconds = (performance.now() - t) / 1000;
     const value = evaluate(m);
     freeModel(m);
@@ -114,7 +120,9 @@ function grid(model: Run['model'], settings: string, seed: number, floatValue: n
 }
 
 // ---- the tiny Llama ----
-const llamaSettings = args.floatDir ? `llama:from-${args.floatDir}/c${args.calibSeqs}/v${args.valBlocks}` : `llama:${args.pretrainSteps}x${args.batchSize}x${args.seqLen}/lr${args.pretrainLr}/d${args.dim}l${args.layers}h${args.heads}kv${args.kvHeads}/c${args.calibSeqs}/v${args.valBlocks}/pre${args.pretrainSeed}`;
+// the group joins the key only when set, so the per-channel runs logged before --group existed still count
+const groupKey = args.group ? `/g${args.group}` : '';
+const llamaSettings = (args.floatDir ? `llama:from-${args.floatDir}/c${args.calibSeqs}/v${args.valBlocks}` : `llama:${args.pretrainSteps}x${args.batchSize}x${args.seqLen}/lr${args.pretrainLr}/d${args.dim}l${args.layers}h${args.heads}kv${args.kvHeads}/c${args.calibSeqs}/v${args.valBlocks}/pre${args.pretrainSeed}`) + groupKey;
 const llamaInfos = new Map<number, PretrainInfo>();
 /** Every Linear of the decoder layers; embedding and lm_head stay float, as in GPTQ's and AWQ's Llama scripts. */
 const llamaRules: QATRule[] = [{ match: 'model.layers.**', types: ['Linear'] }];
@@ -180,7 +188,8 @@ for (const seed of args.seeds) {
 const runOf = (settings: string, config: string, bits: number, seed: number) => done.get(key(settings, config, bits, seed));
 const ABOUT: Record<string, string> = {
   rtn: 'round to nearest', gptq: 'GPTQ, act-order, damping 1 %', awq: 'AWQ scale search (20 exponents), no clip search',
-  'rtn+H': 'Hadamard rotation of each Linear input, then RTN', 'gptq+H': 'Hadamard, then GPTQ', 'awq+H': 'Hadamard, then AWQ',
+  'awq-clip': 'AWQ scale search, then clip search (absmax·1…0.55 per row or group; q/k projections unclipped)',
+  'rtn+H': 'Hadamard rotation of each Linear input, then RTN', 'gptq+H': 'Hadamard, then GPTQ', 'awq+H': 'Hadamard, then AWQ', 'awq-clip+H': 'Hadamard, then AWQ with clip search',
 };
 const configsOf = () => [{ config: 'float', bits: 32 }, ...variants.map((v) => ({ config: v.name, bits: v.bits }))];
 function rows(settings: string): ConfigResult[] {
@@ -197,7 +206,7 @@ function rows(settings: string): ConfigResult[] {
   }).filter((r) => r.values.length > 0);
 }
 
-const PAIRS: [string, string][] = [['gptq', 'rtn'], ['awq', 'rtn'], ['gptq', 'awq'], ['rtn+H', 'rtn'], ['gptq+H', 'gptq'], ['awq+H', 'awq'], ['gptq+H', 'rtn']];
+const PAIRS: [string, string][] = [['gptq', 'rtn'], ['awq', 'rtn'], ['gptq', 'awq'], ['awq-clip', 'awq'], ['awq-clip', 'rtn'], ['gptq', 'awq-clip'], ['rtn+H', 'rtn'], ['gptq+H', 'gptq'], ['awq+H', 'awq'], ['awq-clip+H', 'awq-clip'], ['gptq+H', 'rtn']];
 function paired(settings: string, digits: number, higher: boolean): string {
   const have = new Set(variants.map((v) => v.name));
   const ps = args.bits.flatMap((bits) => PAIRS.filter(([a, b]) => have.has(a) && have.has(b)).map(([a, b]) =>
@@ -206,7 +215,7 @@ function paired(settings: string, digits: number, higher: boolean): string {
 }
 
 const out: string[] = [];
-const quantNote = 'Weights only: symmetric int grid, one absmax scale per output channel (the same grid for every method), activations float. Hadamard: normalised block Hadamard (largest power of two ≤ 128 dividing the input width) on each Linear input, undone in the weight.';
+const quantNote = `Weights only: symmetric int grid, one absmax scale per ${args.group ? `group of ${args.group} inputs of a row` : 'output channel'} (the same grid for every method), activations float. Hadamard: normalised block Hadamard (largest power of two ≤ 128 dividing the input width) on each Linear input, undone in the weight.`;
 if (models.includes('llama')) {
   const infos = args.seeds.map((s) => llamaInfos.get(s)!).filter(Boolean);
   const cfg = infos[0]?.config;
