@@ -10,7 +10,8 @@ Fixture directory packages/quant/test/fixtures/lora-peft/:
   base.safetensors            fc1.weight, fc1.bias, fc2.weight, fc2.bias (float, before NF4)
   adapter_model.safetensors   base_model.model.fc{1,2}.lora_A.weight [r, in], .lora_B.weight [out, r]
   adapter_config.json         PEFT's LoraConfig fields (r, lora_alpha, target_modules, ...)
-  expected.safetensors        x [5, 64] and y [5, 8]
+  expected.safetensors        x [5, 64], y [5, 8], and the gradients of sum(y * proj) in x and
+                              the adapters (grad.x, grad.fc1.lora_A, ...)
 
 Run: /usr/bin/python3 scripts/golden/lora_peft.py
 """
@@ -69,6 +70,14 @@ def lora_linear(x, lin, A, B):
 with torch.no_grad():
     y = lora_linear(torch.relu(lora_linear(x, fc1, A1, B1)), fc2, A2, B2)
 
+# gradients of sum(y * proj) in the adapters and the input, as a fine-tune's backward gives them
+# (drawn after the tensors above, so those stay what earlier runs wrote)
+proj = torch.randn(5, 8)
+leaves = [t.clone().requires_grad_(True) for t in (x, A1, B1, A2, B2)]
+gx, gA1, gB1, gA2, gB2 = leaves
+(lora_linear(torch.relu(lora_linear(gx, fc1, gA1, gB1)), fc2, gA2, gB2) * proj).sum().backward()
+grads = {"proj": proj, "grad.x": gx.grad, "grad.fc1.lora_A": gA1.grad, "grad.fc1.lora_B": gB1.grad, "grad.fc2.lora_A": gA2.grad, "grad.fc2.lora_B": gB2.grad}
+
 os.makedirs(OUT, exist_ok=True)
 save(os.path.join(OUT, "base.safetensors"), {"fc1.weight": fc1.weight, "fc1.bias": fc1.bias, "fc2.weight": fc2.weight, "fc2.bias": fc2.bias})
 save(os.path.join(OUT, "adapter_model.safetensors"), {
@@ -83,5 +92,5 @@ config = {
 with open(os.path.join(OUT, "adapter_config.json"), "w") as f:
     json.dump(config, f, indent=2)
     f.write("\n")
-save(os.path.join(OUT, "expected.safetensors"), {"x": x, "y": y})
+save(os.path.join(OUT, "expected.safetensors"), {"x": x, "y": y, **grads})
 print(f"wrote {OUT}: y[0, :3] = {y[0, :3].tolist()}")

@@ -3,6 +3,7 @@
  * QA-LoRA, L4Q, LR-QAT, LoQT), LoftQ / LQ-LoRA initialisation and PEFT-layout adapter files.
  */
 export * from './layer.js';
+export * from './fused.js';
 export * from './qlora.js';
 export * from './qa-lora.js';
 export * from './l4q.js';

@@ -92,9 +92,9 @@ export abstract class LoraLayer extends Module {
     // the scaling on B (out × r values) rather than on the output (tokens × out), forward and backward
     return linear(linear(xIn, this.loraA), this.loraB.mul(this.scaling));
   }
-  /** The float ΔW = scaling·B·A (no gradient), [out, in′]. */
+  /** The float ΔW = scaling·B·A (no gradient), [out, in′], rounded as `loraLinear` rounds it. */
   deltaWeight(): Tensor {
-    return noGrad(() => this.loraB.matmul(this.loraA).mul(this.scaling));
+    return noGrad(() => this.loraB.mul(this.scaling).matmul(this.loraA));
   }
   /** What the optimizer trains: the adapter factors (and the scales where the method learns them). */
   trainable(): Tensor[] {

@@ -8,6 +8,7 @@ import { linear, noGrad, zeros, type Tensor } from '@qgrad/core';
 import { init, Parameter, type Linear } from '@qgrad/nn';
 import { QuantizedLinear } from '../qat/convert.js';
 import { tensorError } from '../inspect/error.js';
+import { loraLinear } from './fused.js';
 import { floatLinear, frozenBase, LoraLayer, type LoraLayerOptions, type MergedLayer } from './layer.js';
 
 /** QLoRA's base quantizer: NF4, absmax per block of 64, double-quantized absmaxes. */
@@ -39,7 +40,9 @@ export class QLoraLinear extends LoraLayer {
     return this.baseLayer.dequantizedWeight();
   }
   forward(x: Tensor): Tensor {
-    return linear(x, this.baseWeight(), this.baseLayer.bias).add(this.adapterOf(this.adapterInput(x)));
+    // dropout gives the adapter another input than the base, so only then are they two branches
+    if (this.training && this.dropoutP > 0) return linear(x, this.baseWeight(), this.baseLayer.bias).add(this.adapterOf(this.adapterInput(x)));
+    return loraLinear(x, this.baseWeight(), this.loraA, this.loraB, this.scaling, this.baseLayer.bias);
   }
   baseState(): Record<string, Tensor> {
     return Object.fromEntries(this.baseLayer.namedBuffers());

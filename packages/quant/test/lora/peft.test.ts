@@ -1,7 +1,7 @@
 /**
  * @file Adapters in PEFT's layout: a round trip through saveAdapters / loadAdapters for every
  * method gives the same outputs bit for bit; an adapter written by plain torch
- * (scripts/golden/lora_peft.py) loads onto an NF4 base and gives torch's outputs; files whose
+ * (scripts/golden/lora_peft.py) loads onto an NF4 base and gives torch's outputs and gradients; files whose
  * names, rank or shapes do not fit the model are errors naming the layer.
  */
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -79,6 +79,24 @@ describe('PEFT-layout adapters', () => {
     // and after merging to float
     Q.merge(m);
     expect(noGrad(() => m.forward(x).sub(y).abs().max().item())).toBeLessThanOrEqual(1e-5 * scale);
+  });
+
+  it("gives torch's gradients in the adapters and the input, training through loraLinear (max |Δ| ≤ 1e-5 relative)", () => {
+    const config = Q.readAdapterConfig(FIXTURE);
+    const m = new Mlp();
+    m.loadStateDict(loadSafetensors(join(FIXTURE, 'base.safetensors')));
+    Q.loraQuant(m, { method: 'qlora', rank: config.r, alpha: config.lora_alpha, targets: config.target_modules, quant: { grid: 'nf4' } });
+    Q.loadAdapters(m, FIXTURE);
+    const want = loadSafetensors(join(FIXTURE, 'expected.safetensors'));
+    const x = want.x!.detach().requiresGrad_(true);
+    m.forward(x).mul(want.proj!).sum().backward();
+    const got: Record<string, Tensor> = { 'grad.x': x.grad! };
+    for (const [name, l] of Q.loraLayers(m)) Object.assign(got, { [`grad.${name}.lora_A`]: l.loraA.grad!, [`grad.${name}.lora_B`]: l.loraB.grad! });
+    expect(Object.keys(got).sort()).toEqual(Object.keys(want).filter((k) => k.startsWith('grad.')).sort());
+    for (const [k, g] of Object.entries(got)) {
+      const scale = Math.max(...Array.from(want[k]!.dataSync(), Math.abs));
+      expect(noGrad(() => g.sub(want[k]!).abs().max().item()), k).toBeLessThanOrEqual(1e-5 * scale);
+    }
   });
 
   it('refuses adapter files whose names, rank or shapes do not fit, naming the layer', () => {
