@@ -5,7 +5,7 @@
  */
 import type { Kernel, KernelArg } from '../backend.js';
 import { isContiguous, numel } from '../layout.js';
-import type { PackedMatmulParams, TypedArray } from '../names.js';
+import type { PackedGatherParams, PackedMatmulParams, TypedArray } from '../names.js';
 import { base3Digit, base3Positions, base3RowBytes } from './base3.js';
 
 type Arg = KernelArg<TypedArray>;
@@ -109,12 +109,24 @@ export const packedMatmul: Kernel<'packedMatmul', TypedArray> = (inputs, out, p)
   }
 };
 
+/** The operands of one `packedGather` call, checked, with its sizes. */
+export interface PackedGatherOperands {
+  idx: Arg;
+  codes: Arg;
+  table: Arg;
+  scale: Arg;
+  zero: Arg | null;
+  /** Rows looked up, fields per row, groups per row. */
+  N: number;
+  D: number;
+  G: number;
+}
+
 /**
- * The rows `idx` of a packed table, decoded element by element with the dequantizing tensor ops'
- * roundings (float32: L − z, then ·s, each rounded), so a lookup equals indexing the dequantized
- * table bit for bit. A gather is bound by memory, not arithmetic: wasm and gpu run this one.
+ * Checks the inputs, output and parameters of a `packedGather` call (every backend's version runs
+ * these, so the errors are the same everywhere); the index values are not read here.
  */
-export const packedGather: Kernel<'packedGather', TypedArray> = (inputs, out, p) => {
+export function packedGatherOperands(inputs: readonly Arg[], out: Arg, p: PackedGatherParams): PackedGatherOperands {
   const { bits, rows: V, groupSize: gs } = p;
   if (bits !== 1 && bits !== 2 && bits !== 4 && bits !== 8) throw new Error(`packedGather: bits must be 1, 2, 4 or 8, got ${bits}`);
   if (p.offset !== undefined && p.offset !== 'zeroPoint' && p.offset !== 'beta') throw new Error(`packedGather: offset must be 'zeroPoint' or 'beta', got ${JSON.stringify(p.offset)}`);
@@ -130,6 +142,17 @@ export const packedGather: Kernel<'packedGather', TypedArray> = (inputs, out, p)
   const table = flat('packedGather', 'levels', inputs[2], 2 ** bits, `a ${bits}-bit code (a level table too short for the bit width)`, FLOATS);
   const scale = flat('packedGather', 'scales', inputs[3], V * G, `[${V}, ${D}] in groups of ${gs}`, FLOATS);
   const zero = p.zeroPoint ? flat('packedGather', 'zero points', inputs[4], V * G, `[${V}, ${D}] in groups of ${gs}`, FLOATS) : null;
+  return { idx, codes, table, scale, zero, N, D, G };
+}
+
+/**
+ * The rows `idx` of a packed table, decoded element by element with the dequantizing tensor ops'
+ * roundings (float32: L − z, then ·s, each rounded), so a lookup equals indexing the dequantized
+ * table bit for bit. A gather is bound by memory, not arithmetic: wasm runs this one (gpu: gpu/packed.ts).
+ */
+export const packedGather: Kernel<'packedGather', TypedArray> = (inputs, out, p) => {
+  const { idx, codes, table, scale, zero, N, D, G } = packedGatherOperands(inputs as Arg[], out, p);
+  const { bits, rows: V, groupSize: gs } = p;
   const f32 = out.dtype === 'float32';
   const beta = p.offset === 'beta';
   const mask = (1 << bits) - 1;
