@@ -6,7 +6,7 @@
  * read-back WebGPU has.
  */
 import fc from 'fast-check';
-import { jsKernels, numel, type AdamStepParams, type Backend, type BinaryOp, type KernelArg, type KernelName, type KernelParams, type UnaryOp } from '@qgrad/kernels';
+import { jsKernels, numel, packBase3, type AdamStepParams, type Backend, type BinaryOp, type KernelArg, type KernelName, type KernelParams, type UnaryOp } from '@qgrad/kernels';
 import { type Arg, convGeometry, intView, mismatch, out, permutation, randomArray, size, view } from './helpers.js';
 
 /** How operands reach the backend: as the tests' arrays, or first moved into its own buffers. */
@@ -89,7 +89,12 @@ async function runGpu<K extends KernelName>(ctx: GpuCaseContext, kernel: K, inpu
     }
     return { ...a, data: b };
   };
-  backend.run(kernel, inputs.map(place), place(got), params);
+  try {
+    backend.run(kernel, inputs.map(place), place(got), params);
+  } catch (e) {
+    for (const b of bufs.values()) backend.free(b);
+    throw e;
+  }
   // every buffer back (adamStep writes its state inputs too), then freed
   for (const a of [...inputs, got]) {
     const b = bufs.get(a.data);
@@ -107,7 +112,8 @@ async function both<K extends KernelName>(ctx: GpuCaseContext, kernel: K, inputs
   const got = make();
   (jsKernels[kernel] as (i: readonly Arg[], o: Arg, p: KernelParams[K]) => void)(inputs, ref, params);
   await runGpu(ctx, kernel, inputs, got, params);
-  const ran = ctx.backend.ranOn!(kernel, dtype === 'int32' ? 'float32' : ref.dtype);
+  // the fallback counts a call under its first input's dtype (packedGather: its int32 indices)
+  const ran = ctx.backend.ranOn!(kernel, inputs[0]?.dtype ?? ref.dtype);
   if (ran !== 'gpu') fail(`${kernel} ran on ${ran}, not on the gpu`);
   return { ref: ref.data, got: got.data };
 }
@@ -116,6 +122,40 @@ async function both<K extends KernelName>(ctx: GpuCaseContext, kernel: K, inputs
 function assertAll<T extends unknown[]>(ctx: GpuCaseContext, numRuns: number, arbitraries: { [I in keyof T]: fc.Arbitrary<T[I]> }, check: (...values: T) => Promise<void>): Promise<void> {
   const property = fc.asyncProperty(...(arbitraries as unknown as [fc.Arbitrary<unknown>]), check as (...v: unknown[]) => Promise<void>);
   return fc.assert(property, { numRuns: Math.max(1, Math.round(numRuns * ctx.runs)), ...(ctx.seed !== undefined && { seed: ctx.seed }) });
+}
+
+/** A contiguous 1-D operand over `data` from element `offset`. */
+const flat = (data: Float32Array | Uint8Array | Int8Array, dtype: Arg['dtype'], offset = 0): Arg => ({ data, dtype, shape: [data.length - offset], strides: [1], offset });
+
+/**
+ * The weight operands of the packed cases for `rows` rows in `G` groups: `bytes` as uint8 or int8
+ * codes after `lead` bytes of padding (a codes view that starts at an offset), a random level
+ * table of `levels` entries, scales in [0.01, 1.01) and zero points; `zero` maps the random
+ * values in [−1, 1) to the zero points.
+ */
+function packedWeight(bytes: Uint8Array, c: { int8: boolean; lead: number; seed: number }, levels: number, rows: number, G: number, zero: (v: number) => number) {
+  const padded = new Uint8Array(c.lead + bytes.length);
+  padded.set(bytes, c.lead);
+  return {
+    codes: c.int8 ? flat(new Int8Array(padded.buffer), 'int8', c.lead) : flat(padded, 'uint8', c.lead),
+    table: flat(randomArray('float32', levels, c.seed ^ 0x77) as Float32Array, 'float32'),
+    scale: flat(Float32Array.from(randomArray('float32', rows * G, c.seed ^ 0x55), (v) => 0.01 + Math.abs(v)), 'float32'),
+    zero: flat(Float32Array.from(randomArray('float32', rows * G, c.seed ^ 0x99), zero), 'float32'),
+  };
+}
+
+/** Random bytes: every field of every bit width takes all its values. */
+const randomBytes = (n: number, seed: number) => Uint8Array.from(randomArray('float64', n, seed ^ 0x1234), (r) => Math.floor((r + 1) * 128) & 0xff);
+
+/** Runs `kernel` on the gpu (operands placed per `ctx.placement`) and checks that it throws `expected` (class and message). */
+async function rejects<K extends KernelName>(ctx: GpuCaseContext, kernel: K, inputs: readonly Arg[], shape: number[], params: KernelParams[K], expected: Error): Promise<void> {
+  try {
+    await runGpu(ctx, kernel, inputs, out('float32', shape), params);
+  } catch (e) {
+    if (!(e instanceof Error) || e.constructor !== expected.constructor || e.message !== expected.message) fail(`${kernel}: expected ${expected.name} '${expected.message}', got ${e instanceof Error ? `${e.name} '${e.message}'` : String(e)}`);
+    return;
+  }
+  fail(`${kernel}: expected ${expected.name} '${expected.message}', but it ran`);
 }
 
 /** An int32 index view of `shape` with values in [0, size): a random storage order, maybe offset or sliced. */
@@ -408,24 +448,66 @@ export const GPU_CASES: readonly GpuCase[] = [
       const problem = fc.record({
         N: fc.integer({ min: 1, max: 5 }), O: fc.integer({ min: 1, max: 9 }), groups: fc.integer({ min: 1, max: 3 }),
         // odd group sizes start groups (and rows) mid-byte
-        groupSize: fc.constantFrom(1, 3, 8, 17, 32), bits: fc.constantFrom(1, 2, 4, 8), zeroPoint: fc.boolean(), bias: fc.boolean(), int8: fc.boolean(), transposed: fc.boolean(), seed,
+        groupSize: fc.constantFrom(1, 3, 8, 17, 32), bits: fc.constantFrom(1, 2, 4, 8), zeroPoint: fc.boolean(), bias: fc.boolean(), int8: fc.boolean(), lead: fc.nat(3), transposed: fc.boolean(), seed,
       });
       return assertAll(ctx, 30, [problem], async (c) => {
         const K = c.groups * c.groupSize;
-        const G = c.groups;
         const x = view('float32', [c.N, K], c.transposed ? [1, 0] : [0, 1], 1, [], c.seed);
-        const bytes = Uint8Array.from(randomArray('float64', Math.ceil((c.O * K * c.bits) / 8), c.seed ^ 0x1234), (r) => Math.floor((r + 1) * 128) & 0xff);
-        const flat = (data: Float32Array | Uint8Array | Int8Array, dtype: Arg['dtype']): Arg => ({ data, dtype, shape: [data.length], strides: [1], offset: 0 });
-        const codes = c.int8 ? flat(new Int8Array(bytes.buffer), 'int8') : flat(bytes, 'uint8');
-        const table = randomArray('float32', 2 ** c.bits, c.seed ^ 0x77) as Float32Array; // NF4-like levels; int grids are a special case
-        const scale = Float32Array.from(randomArray('float32', c.O * G, c.seed ^ 0x55), (v) => 0.01 + Math.abs(v));
-        const zero = Float32Array.from(randomArray('float32', c.O * G, c.seed ^ 0x99), (v) => Math.round(v * 4) / 2);
-        const bias = randomArray('float32', c.O, c.seed ^ 0x42) as Float32Array;
-        const inputs = [x, codes, flat(table, 'float32'), flat(scale, 'float32'), ...(c.zeroPoint ? [flat(zero, 'float32')] : []), ...(c.bias ? [flat(bias, 'float32')] : [])];
+        // NF4-like levels; int grids are a special case
+        const w = packedWeight(randomBytes(Math.ceil((c.O * K * c.bits) / 8), c.seed), c, 2 ** c.bits, c.O, c.groups, (v) => Math.round(v * 4) / 2);
+        const bias = flat(randomArray('float32', c.O, c.seed ^ 0x42) as Float32Array, 'float32');
+        const inputs = [x, w.codes, w.table, w.scale, ...(c.zeroPoint ? [w.zero] : []), ...(c.bias ? [bias] : [])];
         const { ref, got } = await both(ctx, 'packedMatmul', inputs, [c.N, c.O], { bits: c.bits, outFeatures: c.O, groupSize: c.groupSize, zeroPoint: c.zeroPoint, bias: c.bias });
         // the fields are exact; float32 sums of K terms |x·s·(L − z)| ≤ 1.01·(1 + max|z|), in another
-        // order than js's float64: matmul's bound scaled by the term size (max seen 1.4e-6)
+        // order than js's float64: matmul's bound scaled by the term size (max seen 1.9e-6, headless-gl)
         close(ctx, 'packedMatmul', got, ref, 1e-5, 1e-5 * Math.sqrt(K) * 1.01 * (c.zeroPoint ? 3 : 1));
+      });
+    },
+  },
+  {
+    name: 'packedMatmul over base-3 trits (whole and partial 256-blocks, every section), groups, zero points and bias',
+    run: (ctx) => {
+      const problem = fc.record({
+        N: fc.integer({ min: 1, max: 4 }), O: fc.integer({ min: 1, max: 6 }), groups: fc.integer({ min: 1, max: 3 }),
+        // around the sections (160, 80, 16 trits) and the 256-block: whole blocks, partial ones, tails only
+        groupSize: fc.constantFrom(1, 3, 5, 16, 17, 48, 80, 96, 160, 176, 240, 251, 256, 272), zeroPoint: fc.boolean(), bias: fc.boolean(), int8: fc.boolean(), lead: fc.nat(3), transposed: fc.boolean(), seed,
+      });
+      return assertAll(ctx, 30, [problem], async (c) => {
+        const K = c.groups * c.groupSize;
+        const x = view('float32', [c.N, K], c.transposed ? [1, 0] : [0, 1], 1, [], c.seed);
+        const trits = Uint8Array.from(randomArray('float64', c.O * K, c.seed ^ 0x3333), (v) => Math.min(2, Math.floor((v + 1) * 1.5)));
+        const w = packedWeight(packBase3(trits, c.O, K), c, 3, c.O, c.groups, (v) => Math.round(v * 4) / 2);
+        const bias = flat(randomArray('float32', c.O, c.seed ^ 0x42) as Float32Array, 'float32');
+        const inputs = [x, w.codes, w.table, w.scale, ...(c.zeroPoint ? [w.zero] : []), ...(c.bias ? [bias] : [])];
+        const { ref, got } = await both(ctx, 'packedMatmul', inputs, [c.N, c.O], { bits: 2, outFeatures: c.O, groupSize: c.groupSize, zeroPoint: c.zeroPoint, bias: c.bias, packing: 'base3' });
+        // the trits are exact, as the fields are: the same bound as the case above (max seen 1.7e-5
+        // where K reaches 816 and |y| tens, headless-gl)
+        close(ctx, 'packedMatmul (base3)', got, ref, 1e-5, 1e-5 * Math.sqrt(K) * 1.01 * (c.zeroPoint ? 3 : 1));
+      });
+    },
+  },
+  {
+    name: 'packedGather decodes the rows looked up, bit for bit (1/2/4/8 bits, groups mid-byte, zero points, β offsets); an index out of range is js\'s RangeError',
+    run: (ctx) => {
+      const problem = fc.record({
+        V: fc.integer({ min: 1, max: 9 }), groups: fc.integer({ min: 1, max: 3 }), groupSize: fc.constantFrom(1, 3, 5, 8, 17, 32), bits: fc.constantFrom(1, 2, 4, 8),
+        zeroPoint: fc.boolean(), beta: fc.boolean(), int8: fc.boolean(), lead: fc.nat(3),
+        idxShape: fc.array(fc.integer({ min: 1, max: 6 }), { minLength: 1, maxLength: 2 }), idxLead: fc.nat(2), bad: fc.boolean(), at: fc.nat(), seed,
+      });
+      return assertAll(ctx, 30, [problem], async (c) => {
+        const D = c.groups * c.groupSize;
+        const w = packedWeight(randomBytes(Math.ceil((c.V * D * c.bits) / 8), c.seed), c, 2 ** c.bits, c.V, c.groups, (v) => v);
+        const idx = intView(c.idxShape, c.idxShape.map((_, d) => d), c.idxLead, 1, 0, c.V, c.seed);
+        const N = numel(c.idxShape);
+        const params = { bits: c.bits, rows: c.V, groupSize: c.groupSize, zeroPoint: c.zeroPoint, ...(c.beta && { offset: 'beta' as const }) };
+        const inputs = [idx, w.codes, w.table, w.scale, ...(c.zeroPoint ? [w.zero] : [])];
+        const { ref, got } = await both(ctx, 'packedGather', inputs, [N, D], params);
+        // one float32 operation after another, each rounded as js rounds it
+        close(ctx, 'packedGather', got, ref, 0);
+        const pos = c.at % N;
+        const wrong = c.bad ? c.V : -1;
+        idx.data[c.idxLead + pos] = wrong;
+        await rejects(ctx, 'packedGather', inputs, [N, D], params, new RangeError(`packedGather: index ${wrong} (at position ${pos}) is out of range [0, ${c.V})`));
       });
     },
   },

@@ -22,7 +22,7 @@ const MAX_SCAN = 2 ** 28;
  * if only the device has them, a synchronisation) because a shader cannot throw, and an
  * out-of-range index must fail as on js. False hands the call to js, which throws its error.
  */
-function inRange(index: GpuArg, size: number): boolean {
+export function inRange(index: GpuArg, size: number): boolean {
   const values = index.data instanceof GpuBuffer ? hostValues(index.data) : index.data;
   const at = offsets(index);
   for (let p = 0; p < at.length; p++) {

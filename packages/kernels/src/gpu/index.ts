@@ -22,7 +22,7 @@ import { matmulGpu } from './matmul.js';
 import { normBackwardGpu, normGpu, ropeGpu, softmaxBackwardGpu, softmaxGpu } from './norm.js';
 import { adamStepGpu } from './optim.js';
 import { Call, type GpuArg } from './operands.js';
-import { packedMatmulGpu } from './packed.js';
+import { packedGatherGpu, packedMatmulGpu } from './packed.js';
 import { openRemoteWebGpu } from './remote.js';
 import { fakeQuantizeBackwardGpu, fakeQuantizeGpu } from './quant.js';
 import { argReduceGpu, reduceGpu } from './reduce.js';
@@ -57,6 +57,7 @@ const RULES: { [K in KernelName]?: GpuRule<K> } = {
   fakeQuantizeBackward: fakeQuantizeBackwardGpu,
   fwht: fwhtGpu,
   packedMatmul: packedMatmulGpu,
+  packedGather: packedGatherGpu,
 };
 
 /** What a gpu backend answers beyond Backend, in this thread or forwarding to a worker (remote.ts). */
@@ -101,7 +102,7 @@ export function createGpuBackend(webgpuPassed?: string): GpuBackend {
       if (warned.has(key)) return;
       warned.add(key);
       const device = open().device;
-      const why = !device ? open().info.message : !declined ? 'the gpu backend has no kernel for it' : dtype !== 'float32' ? 'gpu kernels compute in float32' : 'this layout or size is not handled on the gpu';
+      const why = !device ? open().info.message : !declined ? 'the gpu backend has no kernel for it' : dtype === 'float64' ? 'gpu kernels compute in float32' : 'this dtype, layout, size or index is not handled on the gpu';
       console.warn(`qgrad gpu backend: '${kernel}' (${dtype}) runs on the js fallback: ${why}; its operands are read back from the device and its result written back`);
     },
     guess: (kernel, dtype) => RULES[kernel] !== undefined && dtype === 'float32' && open().device !== null,
