@@ -5,7 +5,10 @@
  * × 128 tokens; and the weight + optimizer-state memory of each (targets: ≤ 0.8× the time, ≤ 0.35×
  * the memory). The 4-bit model's own full fine-tune, W4 g32 LSQ QAT of every decoder Linear with
  * every parameter trained, is the second reference. The models step in turn so that load changes
- * hit all alike. The same three again at 4× the width, batch 8 (not with --quick).
+ * hit all alike. The floor is the float model with every weight frozen but one norm of the first
+ * layer: the same forward and the whole backward through the activations, with no weight gradient
+ * and no adapter, so no LoRA step of this model can be faster; it says how much of the target the
+ * adapters' own work may take. The same four again at 4× the width, batch 8 (not with --quick).
  */
 import * as q from '@qgrad/core';
 import { AdamW, Llama, modelBytes, optimizerStateBytes, tinyLlamaConfig, trainStep, type LlamaConfig } from '@qgrad/nn';
@@ -25,14 +28,16 @@ interface Contender { model: Llama; opt: AdamW; trainable: number; step: () => n
  */
 const WIDE: LlamaConfig = { ...tinyLlamaConfig, dim: 512, hiddenDim: 1536, nHeads: 8, nKvHeads: 4 };
 
-function contender(kind: 'full' | 'qat' | 'qlora', config: LlamaConfig, batch: number): Contender {
+function contender(kind: 'full' | 'qat' | 'qlora' | 'floor', config: LlamaConfig, batch: number): Contender {
   const g = new q.Generator(0);
   const model = new Llama(config, { generator: g });
   const lora = kind === 'qlora';
   if (lora) loraQuant(model, { method: 'qlora', rank: RANK, alpha: 2 * RANK, targets: 'model.layers.**', generator: g });
   const w4 = { grid: 'int', bits: 4, granularity: { group: 32 }, estimator: 'lsq' } as const;
   if (kind === 'qat') prepareQAT(model, { rules: [{ match: 'model.layers.**', types: ['Linear'], weight: w4 }] });
-  const params = lora ? loraParameters(model) : model.parameters();
+  // the first layer's norm weight still takes a gradient, so backward runs through every layer
+  if (kind === 'floor') for (const [name, p] of model.namedParameters()) p.requiresGrad = name === 'model.layers.0.input_layernorm.weight';
+  const params = lora ? loraParameters(model) : model.parameters().filter((p) => p.requiresGrad);
   const opt = new AdamW(params, { lr: 1e-3 });
   const idx = q.randint(0, 256, [batch, SEQ + 1], { generator: g });
   const x = idx.narrow(1, 0, SEQ).contiguous();
@@ -56,17 +61,19 @@ function compare(ctx: BenchContext, config: LlamaConfig, batch: number, steps: n
   const full = contender('full', config, batch);
   const qat = contender('qat', config, batch);
   const lora = contender('qlora', config, batch);
+  const floor = contender('floor', config, batch);
   // first steps compile kernels and create the optimizer state
-  for (const c of [full, qat, lora]) c.step();
-  const t = { full: [] as number[], qat: [] as number[], lora: [] as number[] };
+  for (const c of [full, qat, lora, floor]) c.step();
+  const t = { full: [] as number[], qat: [] as number[], lora: [] as number[], floor: [] as number[] };
   for (let s = 0; s < steps; s++) {
     t.full.push(full.step());
     t.qat.push(qat.step());
     t.lora.push(lora.step());
+    t.floor.push(floor.step());
   }
   const mem = (c: Contender) => ({ weights: modelBytes(c.model), optimizer: optimizerStateBytes(c.opt) });
   const [mf, mq, ml] = [mem(full), mem(qat), mem(lora)];
-  const ratio = (c: 'qat' | 'lora', to: 'full' | 'qat' = 'full') => ctx.median(t[c].map((v, i) => v / t[to][i]!));
+  const ratio = (c: 'qat' | 'lora' | 'floor', to: 'full' | 'qat' = 'full') => ctx.median(t[c].map((v, i) => v / t[to][i]!));
   const memRatio = (m: typeof mf, to = mf) => (m.weights + m.optimizer) / (to.weights + to.optimizer);
   const out = {
     [`${prefix}full fine-tune ms/step`]: ctx.median(t.full),
@@ -74,6 +81,8 @@ function compare(ctx: BenchContext, config: LlamaConfig, batch: number, steps: n
     [`${prefix}qlora ms/step`]: ctx.median(t.lora),
     [`${prefix}qlora / full time (paired median)`]: ratio('lora'),
     [`${prefix}qlora / w4 qat time (paired median)`]: ratio('lora', 'qat'),
+    [`${prefix}floor ms/step`]: ctx.median(t.floor),
+    [`${prefix}floor / full time (paired median)`]: ratio('floor'),
     [`${prefix}full weight bytes`]: mf.weights,
     [`${prefix}full optimizer bytes`]: mf.optimizer,
     [`${prefix}w4 qat weight bytes`]: mq.weights,
@@ -91,8 +100,9 @@ function compare(ctx: BenchContext, config: LlamaConfig, batch: number, steps: n
       ['full fine-tune (fp32)', ctx.median(t.full).toFixed(1), kib(mf.weights), kib(mf.optimizer), full.trainable, 1, 1, ''],
       ['full W4 QAT fine-tune', ctx.median(t.qat).toFixed(1), kib(mq.weights), kib(mq.optimizer), qat.trainable, ratio('qat').toFixed(3), memRatio(mq).toFixed(3), 1],
       ['QLoRA', ctx.median(t.lora).toFixed(1), kib(ml.weights), kib(ml.optimizer), lora.trainable, ratio('lora').toFixed(3), memRatio(ml).toFixed(3), ratio('lora', 'qat').toFixed(3)],
+      ['floor: float, weights frozen, no adapters', ctx.median(t.floor).toFixed(1), '', '', floor.trainable, ratio('floor').toFixed(3), '', ''],
     ]);
-  for (const c of [full, qat, lora]) q.dispose([...c.model.parameters(), ...c.model.buffers(), ...[...c.opt.state.values()].flatMap((s) => Object.values(s))]);
+  for (const c of [full, qat, lora, floor]) q.dispose([...c.model.parameters(), ...c.model.buffers(), ...[...c.opt.state.values()].flatMap((s) => Object.values(s))]);
   return out;
 }
 
