@@ -5,11 +5,13 @@
  * at the tiny-Llama shapes and 4096 × 4096; and tokens/s of the tiny Llama's generate() in float32
  * and converted W8, W4, ternary (2-bit and base 3); and the forward of qat-mnist's CNN converted,
  * its conv layers run dequantized (the float weight rebuilt each call) against packed (im2col +
- * packedLinear on the codes), at batch 1 and 64.
+ * packedLinear on the codes), at batch 1 and 64; and the bytes of each export of the tiny Llama
+ * (saveQuantized, GGUF) beside its float32 checkpoint, and of the MNIST ViT as ONNX (the Llama has
+ * no ONNX mapping).
  * Run alone: npm run bench -- --sections packed [--quick]
  */
 import * as q from '@qgrad/core';
-import { Conv2d, Flatten, Linear, Llama, MaxPool2d, ReLU, Sequential, tinyLlamaConfig } from '@qgrad/nn';
+import { Conv2d, Flatten, Linear, Llama, MaxPool2d, mnistViTConfig, ReLU, Sequential, tinyLlamaConfig, ViT } from '@qgrad/nn';
 import * as Q from '@qgrad/quant';
 import type { BenchContext } from './context.js';
 
@@ -172,6 +174,71 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
     ['weights', 'batch', 'fp32 ms', 'dequantize ms', 'packed ms', '×'],
     cnnRows,
   );
+  const sizes = exportSizes(ctx);
   q.setBackend(prev);
-  return { matvec, generateTokensPerSecond: generate, cnnForward: cnn };
+  return { matvec, generateTokensPerSecond: generate, cnnForward: cnn, exportBytes: sizes };
+}
+
+/**
+ * Bytes of each export beside the float32 checkpoint: the tiny Llama as saveQuantized and GGUF
+ * (the weights its file type names, from the converted codes where the grid agrees), the MNIST ViT
+ * as ONNX. GGUF rows that do not split into the type's blocks stay F32 (llama.cpp refuses the
+ * file otherwise), and the tiny Llama's 128- and 384-wide rows split into no 256-block, so its
+ * TQ1_0/TQ2_0 files are all F32: the column of tensors at the type says so.
+ */
+function exportSizes(ctx: BenchContext): Record<string, number> {
+  const rows: (string | number)[][] = [];
+  const bytes: Record<string, number> = {};
+  const add = (what: string, n: number, base: number, note: string) => {
+    bytes[what] = n;
+    rows.push([what, n, n / base, note]);
+  };
+  const float = tinyLlama(null);
+  const fp32 = q.serializeSafetensors(float.stateDict()).length;
+  add('tiny Llama float32 safetensors', fp32, fp32, '');
+  const w8: Q.WeightQuantConfig = { grid: 'int', bits: 8, granularity: 'channel' };
+  const w4: Q.WeightQuantConfig = { grid: 'int', bits: 4, granularity: { group: 32 } };
+  const ternary: Q.WeightQuantConfig = { grid: 'ternary', granularity: 'channel' };
+  const quantized: [string, Q.WeightQuantConfig, Q.QuantizedKernel?][] = [
+    ['W8 per channel', w8], ['W4 g32', w4], ['NF4 b64, double-quantized scales', { grid: 'nf4', scale: { double: true } }],
+    ['MXFP4', { grid: 'mxfp4' }], ['ternary per channel', ternary], ['ternary per channel, base 3', ternary, 'packedBase3'],
+  ];
+  const linears = (m: Llama) => [...m.modules()].filter((l) => l instanceof Q.QuantizedLinear).length;
+  for (const [name, weight, kernel] of quantized) {
+    const m = tinyLlama(weight, kernel);
+    add(`saveQuantized ${name}`, Q.serializeQuantized(m).length, fp32, `${linears(m)} Linears packed; embedding float32`);
+  }
+  const gguf: [Q.GgmlTypeName, Llama][] = [['F32', float], ['F16', float], ['Q8_0', tinyLlama(w8)], ['Q4_0', tinyLlama(w4)], ['TQ1_0', tinyLlama(ternary)], ['TQ2_0', tinyLlama(ternary)]];
+  for (const [type, m] of gguf) {
+    const r = Q.llamaToGguf(m, { type });
+    const atType = r.tensors.filter((t) => t.type === type).length;
+    const fromCodes = r.tensors.filter((t) => t.source === 'codes').length;
+    add(`GGUF ${type}`, r.bytes.length, fp32, `${atType}/${r.tensors.length} tensors ${type}, ${fromCodes} from QAT codes`);
+  }
+  ctx.table('tiny Llama exports (bytes; × = / the float32 checkpoint; its rows of 128 and 384 split into no 256-block, so TQ1_0/TQ2_0 stay F32)', ['file', 'bytes', '×', 'tensors'], rows);
+
+  const vitRows: (string | number)[][] = [];
+  const input = [1, mnistViTConfig.inChannels, mnistViTConfig.imageSize, mnistViTConfig.imageSize];
+  const vit = (weight: Q.WeightQuantConfig | null, act: boolean): ViT => {
+    const m = new ViT(mnistViTConfig, { generator: new q.Generator(6) });
+    if (weight) {
+      Q.prepareQAT(m, { default: { weight, ...(act && { input: { bits: 8 } }) }, types: ['Linear'] });
+      m.train();
+      q.noGrad(() => m.forward(q.randn([4, ...input.slice(1)], { generator: new q.Generator(7) }))); // input scales
+      m.eval();
+      Q.convert(m);
+    }
+    return m.eval();
+  };
+  const vitFloat = q.serializeSafetensors(vit(null, false).stateDict()).length;
+  vitRows.push(['ViT float32 safetensors', vitFloat, 1]);
+  for (const [name, weight, act, int4] of [
+    ['float32', null, false, undefined], ['W8A8 QDQ', w8, true, undefined], ['W4 g32 MatMulNBits', w4, false, 'matmulnbits'], ['W4 g32 INT4 QDQ', w4, false, 'qdq'],
+  ] as const) {
+    const n = Q.modelToOnnx(vit(weight, act), { inputShape: input, int4 }).bytes.length;
+    bytes[`ViT ONNX ${name}`] = n;
+    vitRows.push([`ONNX ${name}`, n, n / vitFloat]);
+  }
+  ctx.table("MNIST ViT exports as ONNX (Linear weights quantized; the patch conv float) (bytes; × = / the float32 checkpoint)", ['file', 'bytes', '×'], vitRows);
+  return bytes;
 }
