@@ -79,6 +79,20 @@ describe('exportOnnx, run by onnxruntime-node', () => {
     expect(file.initializers.find((t) => t.name === '0.weight_quantized')).toMatchObject({ dtype: 3, dims: [16, 20] });
   });
 
+  it('MLP: uint8 inputs with their zero points (asymmetric, and unsigned after the ReLU) through QuantizeLinear/DequantizeLinear', async () => {
+    const g = new Generator(8);
+    const m = new Sequential(new Linear(20, 16, { generator: g }), new ReLU(), new Linear(16, 5, { generator: g }));
+    Q.prepareQAT(m, { rules: [{ match: '2', weight: { grid: 'int', bits: 8 }, input: { bits: 8, signed: false } }], default: { weight: { grid: 'int', bits: 8 }, input: { bits: 8, signed: false, asymmetric: true } } });
+    const { res, file } = await check(m, [4, 20], 'mlp-int8-uint8', [64, 20]);
+    expect(res.layers.filter((l) => l.weight).every((l) => l.input === 'qdq')).toBe(true);
+    const zero = (name: string) => file.initializers.find((t) => t.name === name)!;
+    // randn inputs need the asymmetric grid's zero point near the middle of 0…255 to keep their negatives
+    expect(zero('0.input_zero_point')).toMatchObject({ dtype: 2, dims: [] });
+    expect(zero('0.input_zero_point').bytes[0]).toBeGreaterThan(64);
+    expect(zero('2.input_zero_point')).toMatchObject({ dtype: 2, dims: [] });
+    expect(zero('2.input_zero_point').bytes[0]).toBe(0);
+  });
+
   it('MLP: int4 codes blockwise per group of 8, and NF4 going out as dequantized floats', async () => {
     const g = new Generator(2);
     const m = new Sequential(new Linear(32, 16, { generator: g }), new ReLU(), new Linear(16, 4, { generator: g }));
