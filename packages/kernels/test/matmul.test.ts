@@ -1,10 +1,11 @@
 /**
  * @file wasm matmul against the js oracle: strided/transposed/batched views, f32 and f64,
- * thread-count determinism, relaxed vs plain SIMD, scratch chunking and the tiny-size fallback.
+ * thread-count determinism, relaxed vs plain SIMD, skinny products read in place, scratch chunking
+ * and the tiny-size fallback.
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createWasmBackend, jsKernels, numel, type Backend } from '@qgrad/kernels';
+import { createWasmBackend, jsKernels, numel, type Backend, type TypedArray } from '@qgrad/kernels';
 import { type Arg, type FloatDType, mismatch, NATIVE, out, size, view } from './helpers.js';
 
 /** The backend under test (each of NATIVE in turn), on one and two threads, without size cut-overs. */
@@ -107,6 +108,52 @@ describe.each(NATIVE)('$label matmul', (entry) => {
       );
     } finally {
       plain.dispose();
+    }
+  });
+
+  it.runIf(entry.name === 'wasm')('reads the large operand of a skinny product in place, bit for bit as packing it, in both dtypes and on 1 and 2 threads', () => {
+    // operands in wasm memory (where the in-place read applies): M a multiple of 4 with N ≤ 16, or
+    // M ≤ 8 with N a multiple of 8, each operand plain or transposed, at an offset
+    const packed = createWasmBackend({ threads: 1, matmulMinMacs: 0, matmulDirect: false });
+    const skinny = fc.record({
+      wideA: fc.boolean(),
+      long: fc.integer({ min: 1, max: 80 }),
+      short: fc.integer({ min: 1, max: 16 }),
+      K: fc.oneof(fc.integer({ min: 1, max: 40 }), fc.integer({ min: 250, max: 600 })),
+      transA: fc.boolean(),
+      transB: fc.boolean(),
+      offset: fc.integer({ min: 0, max: 5 }),
+      dtype: fc.constantFrom<FloatDType>('float32', 'float64'),
+      seed: fc.integer({ min: 1, max: 2 ** 31 - 1 }),
+    });
+    const resident = (be: Backend, src: Arg): Arg => {
+      const data = be.alloc(src.dtype, src.data.length) as TypedArray;
+      data.set(src.data);
+      return { ...src, data };
+    };
+    try {
+      fc.assert(
+        fc.property(skinny, ({ wideA, long, short, K, transA, transB, offset, dtype, seed }) => {
+          const [M, N] = wideA ? [4 * long, short] : [Math.min(short, 8), 8 * Math.ceil(long / 8)];
+          const a = view(dtype, [M, K], transA ? [1, 0] : [0, 1], offset, [], seed);
+          const b = view(dtype, [K, N], transB ? [1, 0] : [0, 1], 0, [], seed + 1);
+          const ref = out(dtype, [M, N]);
+          const bound = out(dtype, [M, N]);
+          jsKernels.matmul([a, b], ref, {});
+          jsKernels.matmul([abs(a), abs(b)], bound, {});
+          const eps = dtype === 'float32' ? 2 ** -24 : 2 ** -53;
+          const results = [one, two, packed].map((be) => {
+            const got = out(dtype, [M, N]);
+            be.run('matmul', [resident(be, a), resident(be, b)], got, {});
+            return got;
+          });
+          expect(mismatch(results[0]!.data, ref.data, 0, bound.data.map((v) => 2 * K * eps * v + 1e-30))).toBe(-1);
+          for (const r of results.slice(1)) expect(Buffer.from(r.data.buffer).equals(Buffer.from(results[0]!.data.buffer))).toBe(true);
+        }),
+        { numRuns: 60 },
+      );
+    } finally {
+      packed.dispose();
     }
   });
 

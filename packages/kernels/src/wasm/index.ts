@@ -75,6 +75,8 @@ export interface WasmBackendOptions {
   spinMicros?: number;
   /** Matmuls with fewer multiply-adds (batch·M·N·K) run on js; default 16³. 0 forces wasm (tests). */
   matmulMinMacs?: number;
+  /** Whether skinny matmuls may read their large operand in place instead of packing it (default true; false for tests). */
+  matmulDirect?: boolean;
   /**
    * Bytes the tensor memory may grow to (default and ceiling 2 GiB). Past it, new tensors go to
    * host memory, staged per kernel, with a one-time warning.
@@ -143,7 +145,7 @@ export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend
     }
     return engine;
   };
-  const matmulRule: WasmRule<'matmul'> = (engine, inputs, out) => matmulWasm(engine, inputs, out, options.matmulMinMacs ?? MATMUL_MIN_MACS);
+  const matmulRule: WasmRule<'matmul'> = (engine, inputs, out) => matmulWasm(engine, inputs, out, options.matmulMinMacs ?? MATMUL_MIN_MACS, options.matmulDirect ?? true);
   // each rule bound to the engine; wasm kernels write a contiguous result, so a strided output
   // view (copy into a slice) is js's
   const table: NativeTable = Object.fromEntries(

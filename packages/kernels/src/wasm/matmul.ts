@@ -8,7 +8,7 @@ import type { KernelArg } from '../backend.js';
 import { numel, offsets } from '../layout.js';
 import type { TypedArray } from '../names.js';
 import { ARGS, MAX_HEAP_BYTES, span, type Engine } from './runtime.js';
-import { F32_TILE, F64_TILE, MatmulArg, type MicroShape, PackArg } from './simd-matmul.js';
+import { DirectArg, F32_TILE, F64_TILE, MatmulArg, type MicroShape, PackArg } from './simd-matmul.js';
 
 /** The packing job's argument block sits after the matmul job's. */
 const PACK_ARGS = ARGS + 256;
@@ -91,7 +91,7 @@ export const MATMUL_MIN_MACS = 16 ** 3;
  * Runs the matmul kernel on the engine; returns false when it cannot or should not (the caller
  * falls back to js): other dtypes, products under `minMacs`, scratch beyond the memory limit.
  */
-export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, minMacs = MATMUL_MIN_MACS): boolean {
+export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, minMacs = MATMUL_MIN_MACS, direct = true): boolean {
   const dtype = out.dtype;
   if ((dtype !== 'float32' && dtype !== 'float64') || a!.dtype !== dtype || b!.dtype !== dtype) return false;
   const tile: MicroShape = dtype === 'float32' ? F32_TILE : F64_TILE;
@@ -116,9 +116,6 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
   const kc = kBlock(K);
   const shareA = allEqual(aBase);
   const shareB = allEqual(bBase);
-  const aBytes = align(Mp * K * e);
-  const bBytes = align(K * Np * e);
-  const cBytes = align(Mp * Np * e);
   // compact views are copied verbatim and packed by wasm tasks (in parallel); a small window of a
   // large buffer is packed element by element in JS instead of copying the whole span
   const spanA = span(a!);
@@ -128,6 +125,18 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
   // element by element in JS when a small window of a large buffer
   const inA = engine.addressOf({ data: a!.data, offset: spanA[0] });
   const inB = engine.addressOf({ data: b!.data, offset: spanB[0] });
+  const [sam, sak] = [a!.strides[r - 2]!, a!.strides[r - 1]!];
+  const [sbk, sbn] = [b!.strides[r - 2]!, b!.strides[r - 1]!];
+  // Packing an operand is a pass over it that pays off when its panels serve many tiles. In a
+  // skinny product (N ≤ 2·NR: each A panel serves one or two tiles; M ≤ 2·MR for B) it costs as
+  // much as the product, so the micro-kernel reads that operand where it lives (in wasm memory,
+  // one batch, no edge padding to read past; B with contiguous columns). Same sums, same bits.
+  const single = batches === 1 && direct;
+  const directA = single && inA >= 0 && Np <= 2 * nr && M % mr === 0 && sam >= 0 && sak >= 0;
+  const directB = single && inB >= 0 && Mp <= 2 * mr && N % nr === 0 && sbn === 1 && sbk >= 0;
+  const aBytes = directA ? 0 : align(Mp * K * e);
+  const bBytes = directB ? 0 : align(K * Np * e);
+  const cBytes = align(Mp * Np * e);
   const copyA = inA >= 0 ? 0 : spanA[1] - spanA[0];
   const copyB = inB >= 0 ? 0 : spanB[1] - spanB[0];
   const raw = copyA <= 2 * numel(a!.shape) + 64 && copyB <= 2 * numel(b!.shape) + 64;
@@ -161,8 +170,6 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
   const tilesM = Math.ceil(Mp / mc);
   const tilesN = Math.ceil(Np / nc);
 
-  const [sam, sak] = [a!.strides[r - 2]!, a!.strides[r - 1]!];
-  const [sbk, sbn] = [b!.strides[r - 2]!, b!.strides[r - 1]!];
   const args = engine.i32;
   const w = ARGS / 4;
   const pw = PACK_ARGS / 4;
@@ -187,41 +194,55 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
     ];
     for (const [word, v] of words) args[pw + word] = v;
   }
-  args[w + MatmulArg.a] = aPtr;
-  args[w + MatmulArg.b] = bPtr;
-  args[w + MatmulArg.c] = cPtr;
-  args[w + MatmulArg.aBatch] = shareA ? 0 : aBytes;
-  args[w + MatmulArg.bBatch] = shareB ? 0 : bBytes;
-  args[w + MatmulArg.cBatch] = directC ? M * N * e : cBytes;
-  args[w + MatmulArg.mp] = Mp;
-  args[w + MatmulArg.np] = Np;
-  args[w + MatmulArg.k] = K;
-  args[w + MatmulArg.kc] = kc;
-  args[w + MatmulArg.tilesM] = tilesM;
-  args[w + MatmulArg.tilesN] = tilesN;
-  args[w + MatmulArg.mc] = mc;
-  args[w + MatmulArg.nc] = nc;
-  const product = dtype === 'float32' ? 'matmul_f32' : 'matmul_f64';
+  let product: string;
+  if (directA || directB) {
+    // one batch: the operand read in place starts at its view's first element
+    const words: [DirectArg, number][] = [
+      [DirectArg.a, directA ? inA + (aBase[0]! - spanA[0]) * e : aPtr], [DirectArg.b, directB ? inB + (bBase[0]! - spanB[0]) * e : bPtr], [DirectArg.c, cPtr],
+      [DirectArg.mp, Mp], [DirectArg.np, Np], [DirectArg.k, K], [DirectArg.kc, kc], [DirectArg.tilesM, tilesM], [DirectArg.tilesN, tilesN],
+      [DirectArg.mc, mc], [DirectArg.nc, nc], [DirectArg.aDirect, directA ? 1 : 0], [DirectArg.aRow, sam * e], [DirectArg.aK, sak * e],
+      [DirectArg.bDirect, directB ? 1 : 0], [DirectArg.bK, sbk * e],
+    ];
+    for (const [word, v] of words) args[w + word] = v;
+    product = dtype === 'float32' ? 'matmul_direct_f32' : 'matmul_direct_f64';
+  } else {
+    args[w + MatmulArg.a] = aPtr;
+    args[w + MatmulArg.b] = bPtr;
+    args[w + MatmulArg.c] = cPtr;
+    args[w + MatmulArg.aBatch] = shareA ? 0 : aBytes;
+    args[w + MatmulArg.bBatch] = shareB ? 0 : bBytes;
+    args[w + MatmulArg.cBatch] = directC ? M * N * e : cBytes;
+    args[w + MatmulArg.mp] = Mp;
+    args[w + MatmulArg.np] = Np;
+    args[w + MatmulArg.k] = K;
+    args[w + MatmulArg.kc] = kc;
+    args[w + MatmulArg.tilesM] = tilesM;
+    args[w + MatmulArg.tilesN] = tilesN;
+    args[w + MatmulArg.mc] = mc;
+    args[w + MatmulArg.nc] = nc;
+    product = dtype === 'float32' ? 'matmul_f32' : 'matmul_f64';
+  }
   for (let t0 = 0; t0 < batches; t0 += chunk) {
     const n = Math.min(chunk, batches - t0);
-    if (directC) args[w + MatmulArg.c] = outAt + t0 * M * N * e;
+    if (directC) args[w + (directA || directB ? DirectArg.c : MatmulArg.c)] = outAt + t0 * M * N * e;
     const multiply = { name: product, arg: ARGS, n: n * tilesM * tilesN };
     if (raw) {
       // the shared operand is packed once, with the first chunk; packing and the product run as
       // the two phases of one pool job (interleaved against two dispatches: +1–3 % on squares,
       // +3–7 % on the batched attention products)
-      const tasksA = shareA ? (t0 === 0 ? Mp / mr : 0) : n * (Mp / mr);
-      const tasksB = shareB ? (t0 === 0 ? Np / nr : 0) : n * (Np / nr);
+      const tasksA = directA ? 0 : shareA ? (t0 === 0 ? Mp / mr : 0) : n * (Mp / mr);
+      const tasksB = directB ? 0 : shareB ? (t0 === 0 ? Np / nr : 0) : n * (Np / nr);
       args[pw + PackArg.aBases] = engine.scratch + rawBytes - 2 * align(4 * batches) + 4 * (shareA ? 0 : t0);
       args[pw + PackArg.bBases] = engine.scratch + rawBytes - align(4 * batches) + 4 * (shareB ? 0 : t0);
       args[pw + PackArg.tasksA] = tasksA;
-      engine.parallel(dtype === 'float32' ? 'pack_f32' : 'pack_f64', PACK_ARGS, tasksA + tasksB, threaded, multiply);
+      if (tasksA + tasksB === 0) engine.parallel(product, ARGS, multiply.n, threaded);
+      else engine.parallel(dtype === 'float32' ? 'pack_f32' : 'pack_f64', PACK_ARGS, tasksA + tasksB, threaded, multiply);
     } else {
       const view = dtype === 'float32' ? engine.f32 : engine.f64;
       if (t0 === 0) engine.stagedIn += (inA < 0 ? numel(a!.shape) * e : 0) + (inB < 0 ? numel(b!.shape) * e : 0);
       for (let t = 0; t < n; t++) {
-        if (!shareA || (t0 === 0 && t === 0)) packA(a!.data, aBase[t0 + t]!, sam, sak, M, K, mr, kc, view, (aPtr + (shareA ? 0 : t * aBytes)) / e);
-        if (!shareB || (t0 === 0 && t === 0)) packB(b!.data, bBase[t0 + t]!, sbk, sbn, K, N, nr, kc, view, (bPtr + (shareB ? 0 : t * bBytes)) / e);
+        if (!directA && (!shareA || (t0 === 0 && t === 0))) packA(a!.data, aBase[t0 + t]!, sam, sak, M, K, mr, kc, view, (aPtr + (shareA ? 0 : t * aBytes)) / e);
+        if (!directB && (!shareB || (t0 === 0 && t === 0))) packB(b!.data, bBase[t0 + t]!, sbk, sbn, K, N, nr, kc, view, (bPtr + (shareB ? 0 : t * bBytes)) / e);
       }
       engine.parallel(product, ARGS, multiply.n, threaded);
     }

@@ -110,6 +110,147 @@ export function emitMicro(mb: ModuleBuilder, t: Lanes, s: MicroShape, fma: boole
   });
 }
 
+/**
+ * micro(ap, bp, cp, kcb, ldc, accumulate, aRow, aStep, bStep): emitMicro's tile with the operands'
+ * steps given at run time, so either operand can be read where it lives instead of from packed
+ * panels: A's row r at ap + r·aRow, its next k aStep further on; B's NR columns contiguous at bp,
+ * the next k bStep further on. Same products in the same order as emitMicro, so the same bits.
+ */
+function emitMicroStrided(mb: ModuleBuilder, t: Lanes, s: MicroShape, fma: boolean): number {
+  const P = ValType.i32;
+  return mb.func([P, P, P, P, P, P, P, P, P], [], (c) => {
+    const [ap, bp, cp, kcb, ldc, accumulate, aRow, aStep, bStep] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+    const nv = s.nr / t.lanes;
+    const acc: number[][] = [];
+    for (let r = 0; r < s.mr; r++) acc.push(Array.from({ length: nv }, () => c.local(ValType.v128)));
+    const bv = Array.from({ length: nv }, () => c.local(ValType.v128));
+    const av = c.local(ValType.v128);
+    const row = c.local(P);
+    // one pointer per row of A: one add per row and k instead of a multiply
+    const ar = Array.from({ length: s.mr }, () => c.local(P));
+    c.get(ap).set(ar[0]!);
+    for (let r = 1; r < s.mr; r++) c.get(ar[r - 1]!).get(aRow).op(Op.i32_add).set(ar[r]!);
+
+    const forRows = (fn: (r: number) => void) => {
+      c.get(cp).set(row);
+      for (let r = 0; r < s.mr; r++) {
+        fn(r);
+        if (r < s.mr - 1) c.get(row).get(ldc).op(Op.i32_add).set(row);
+      }
+    };
+    c.get(accumulate).if();
+    forRows((r) => {
+      for (let v = 0; v < nv; v++) c.get(row).simdMem(Simd.v128_load, 4, v * 16).set(acc[r]![v]!);
+    });
+    c.op(Op.else);
+    for (let r = 0; r < s.mr; r++) for (let v = 0; v < nv; v++) c.i32(0).simd(Simd.i32x4_splat).set(acc[r]![v]!);
+    c.end();
+    c.while(
+      () => c.get(kcb).i32(0).op(Op.i32_gt_s),
+      () => {
+        // alignment hints only: B read in place is 4-byte aligned, not 16
+        for (let v = 0; v < nv; v++) c.get(bp).simdMem(Simd.v128_load, 0, v * t.lanes * t.bytes).set(bv[v]!);
+        for (let r = 0; r < s.mr; r++) {
+          c.get(ar[r]!).simdMem(t.splat, t.bytes === 4 ? 2 : 3).set(av);
+          for (let v = 0; v < nv; v++) {
+            const a = acc[r]![v]!;
+            if (fma) c.get(av).get(bv[v]!).get(a).simd(t.madd).set(a);
+            else c.get(a).get(av).get(bv[v]!).simd(t.mul).simd(t.add).set(a);
+          }
+          c.get(ar[r]!).get(aStep).op(Op.i32_add).set(ar[r]!);
+        }
+        c.get(bp).get(bStep).op(Op.i32_add).set(bp);
+        c.get(kcb).i32(1).op(Op.i32_sub).set(kcb);
+      },
+    );
+    forRows((r) => {
+      for (let v = 0; v < nv; v++) c.get(row).get(acc[r]![v]!).simdMem(Simd.v128_store, 4, v * 16);
+    });
+  });
+}
+
+/**
+ * Words of the argument block of a direct matmul job (one batch; pointers and steps in bytes). An
+ * operand with its flag set is read where it lives: A's rows aRow apart and its k aK apart, B's
+ * k bK apart with its columns contiguous; otherwise it is packed as for `matmul_*`.
+ */
+export const enum DirectArg {
+  a, b, c, mp, np, k, kc, tilesM, tilesN, mc, nc, aDirect, aRow, aK, bDirect, bK, count,
+}
+
+/**
+ * Task export `name(arg, t)`: one (row block, column block) of C over all k blocks, as
+ * `emitDriver`, with either operand read in place (DirectArg). For products with one operand
+ * much larger than the other (a LoRA adapter's x·Aᵀ, (g·B)ᵀ·x), where packing the large one costs
+ * as much as the product, since each packed element is used by only one or two tiles.
+ */
+function emitDirectDriver(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, name: string): void {
+  const P = ValType.i32;
+  const e = t.bytes;
+  mb.func([P, P], [], (c) => {
+    const [arg, task] = [0, 1];
+    const [a, b, cc, np, mp, k, kc, m0, m1, n0, n1, k0, kcb, at, bt, i, j, acc, aRow, aStep, bStep, aDirect, bDirect] = Array.from({ length: 23 }, () => c.local(P));
+    const get = (w: DirectArg) => c.get(arg).mem(Op.i32_load, 2, w * 4);
+    get(DirectArg.a).set(a);
+    get(DirectArg.b).set(b);
+    get(DirectArg.c).set(cc);
+    get(DirectArg.np).set(np);
+    get(DirectArg.mp).set(mp);
+    get(DirectArg.k).set(k);
+    get(DirectArg.kc).set(kc);
+    get(DirectArg.aDirect).set(aDirect);
+    get(DirectArg.bDirect).set(bDirect);
+    // a packed operand steps through its panel: MR (NR) values per k, rows e apart
+    c.get(aDirect).if();
+    get(DirectArg.aRow).set(aRow);
+    get(DirectArg.aK).set(aStep);
+    c.op(Op.else);
+    c.i32(e).set(aRow);
+    c.i32(s.mr * e).set(aStep);
+    c.end();
+    c.get(bDirect).if();
+    get(DirectArg.bK).set(bStep);
+    c.op(Op.else);
+    c.i32(s.nr * e).set(bStep);
+    c.end();
+    c.get(task);
+    get(DirectArg.tilesN).op(Op.i32_div_u);
+    get(DirectArg.mc).op(Op.i32_mul).set(m0);
+    c.get(task);
+    get(DirectArg.tilesN).op(Op.i32_rem_u);
+    get(DirectArg.nc).op(Op.i32_mul).set(n0);
+    min(c, () => get(DirectArg.mc).get(m0).op(Op.i32_add), () => c.get(mp));
+    c.set(m1);
+    min(c, () => get(DirectArg.nc).get(n0).op(Op.i32_add), () => c.get(np));
+    c.set(n1);
+    c.i32(0).set(k0);
+    c.while(() => c.get(k0).get(k).op(Op.i32_lt_s), () => {
+      min(c, () => c.get(kc), () => c.get(k).get(k0).op(Op.i32_sub));
+      c.set(kcb);
+      c.get(k0).i32(0).op(Op.i32_gt_s).set(acc);
+      c.for(j, () => c.get(n0), () => c.get(n1), s.nr, () => {
+        // B tile: in place b + j·e + k0·bK, or the panel at b + (k0·np + j·kcb)·e
+        c.get(bDirect).if();
+        c.get(b).get(j).i32(e).op(Op.i32_mul).op(Op.i32_add).get(k0).get(bStep).op(Op.i32_mul).op(Op.i32_add).set(bt);
+        c.op(Op.else);
+        c.get(b).get(k0).get(np).op(Op.i32_mul).get(j).get(kcb).op(Op.i32_mul).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add).set(bt);
+        c.end();
+        c.for(i, () => c.get(m0), () => c.get(m1), s.mr, () => {
+          c.get(aDirect).if();
+          c.get(a).get(i).get(aRow).op(Op.i32_mul).op(Op.i32_add).get(k0).get(aStep).op(Op.i32_mul).op(Op.i32_add).set(at);
+          c.op(Op.else);
+          c.get(a).get(k0).get(mp).op(Op.i32_mul).get(i).get(kcb).op(Op.i32_mul).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add).set(at);
+          c.end();
+          c.get(at).get(bt);
+          c.get(cc).get(i).get(np).op(Op.i32_mul).get(j).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add);
+          c.get(kcb).get(np).i32(e).op(Op.i32_mul).get(acc).get(aRow).get(aStep).get(bStep).call(micro);
+        });
+      });
+      c.get(k0).get(kcb).op(Op.i32_add).set(k0);
+    });
+  }, name);
+}
+
 function loadArg(c: Code, arg: number, word: MatmulArg): Code {
   return c.get(arg).mem(Op.i32_load, 2, word * 4);
 }
@@ -386,10 +527,12 @@ function emitPack(mb: ModuleBuilder, t: Lanes, s: MicroShape, name: string): voi
   }, name);
 }
 
-/** Adds the `matmul_*` and `pack_*` task exports. */
+/** Adds the `matmul_*`, `matmul_direct_*` and `pack_*` task exports. */
 export function emitMatmul(mb: ModuleBuilder, flavor: Flavor): void {
   emitDriver(mb, F32, F32_TILE, emitMicro(mb, F32, F32_TILE, flavor.relaxed), 'matmul_f32');
   emitDriver(mb, F64, F64_TILE, emitMicro(mb, F64, F64_TILE, flavor.relaxed), 'matmul_f64');
   emitPack(mb, F32, F32_TILE, 'pack_f32');
   emitPack(mb, F64, F64_TILE, 'pack_f64');
+  emitDirectDriver(mb, F32, F32_TILE, emitMicroStrided(mb, F32, F32_TILE, flavor.relaxed), 'matmul_direct_f32');
+  emitDirectDriver(mb, F64, F64_TILE, emitMicroStrided(mb, F64, F64_TILE, flavor.relaxed), 'matmul_direct_f64');
 }
