@@ -3,15 +3,17 @@
  * (llama keys with their types, tensor infos in ne order, contiguous 32-aligned offsets, no extra
  * tensors) and our decoding of the blocks at its offsets gives back the converted layers' codes
  * (Q/K rows permuted as llama.cpp expects) and their scales rounded to half; ggml's reference
- * rounding where no codes map; readGguf agrees. llama.cpp itself runs the files in gguf-llama-cpp.test.ts.
+ * rounding where no codes map; readGguf agrees. Every tensor read back at the client's offsets into
+ * a float qgrad Llama by llama.cpp's names gives the converted model's logits. llama.cpp itself runs
+ * the files in gguf-llama-cpp.test.ts.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gguf, GGUFValueType } from '@huggingface/gguf';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Generator, randn, tensor } from '@qgrad/core';
-import { Llama, type LlamaConfig } from '@qgrad/nn';
+import { Generator, noGrad, randn, tensor } from '@qgrad/core';
+import { Embedding, init, Linear, Llama, RMSNorm, type LlamaConfig } from '@qgrad/nn';
 import * as Q from '@qgrad/quant';
 
 const dir = mkdtempSync(join(tmpdir(), 'qgrad-gguf-'));
@@ -180,5 +182,97 @@ describe('exportGguf, read by @huggingface/gguf', () => {
       expect(blk.codes[b * 32 + i]).toBe(-8); // the largest magnitude lands on −8
       for (let j = 0; j < 32; j++) expect(Math.abs(back[b * 32 + j]! - block[j]!)).toBeLessThanOrEqual(Math.abs(blk.scales[b]!) * 0.5 + 1e-3);
     }
+  });
+});
+
+/** llama.cpp's tensor names → the qgrad module holding that weight, and the heads whose Q/K rows the file permutes. */
+function modulesByName(cfg: LlamaConfig): Map<string, [string, number]> {
+  const m = new Map<string, [string, number]>([['token_embd.weight', ['model.embed_tokens', 0]], ['output_norm.weight', ['model.norm', 0]], ['output.weight', ['lm_head', 0]]]);
+  for (let i = 0; i < cfg.nLayers; i++) {
+    const p = `model.layers.${i}`;
+    for (const [file, path, heads] of [
+      ['attn_norm', 'input_layernorm', 0], ['attn_q', 'self_attn.q_proj', cfg.nHeads], ['attn_k', 'self_attn.k_proj', cfg.nKvHeads], ['attn_v', 'self_attn.v_proj', 0],
+      ['attn_output', 'self_attn.o_proj', 0], ['ffn_norm', 'post_attention_layernorm', 0], ['ffn_gate', 'mlp.gate_proj', 0], ['ffn_up', 'mlp.up_proj', 0], ['ffn_down', 'mlp.down_proj', 0],
+    ] as const) m.set(`blk.${i}.${file}.weight`, [`${p}.${path}`, heads]);
+  }
+  return m;
+}
+
+/**
+ * A float Llama holding the file's weights: each tensor found at @huggingface/gguf's offset,
+ * decoded by its type, and (unless `keepOrder`) its Q/K rows put back in HF's rotate-half order.
+ */
+function loadBack(cfg: LlamaConfig, hf: Awaited<ReturnType<typeof gguf>>, bytes: Uint8Array, keepOrder = false): Llama {
+  const llama = new Llama(cfg, { generator: new Generator(99) });
+  const names = modulesByName(cfg);
+  noGrad(() => {
+    for (const t of hf.tensorInfos) {
+      const [path, heads] = names.get(t.name) ?? [];
+      if (!path) throw new Error(`no module for ${t.name}`);
+      const type = Q.ggmlTypeOfId(t.dtype)!;
+      const n = t.shape.reduce((a, b) => a * Number(b), 1);
+      const at = Number(hf.tensorDataOffset + t.offset);
+      const file = Q.dequantizeGgml(type, bytes.subarray(at, at + Q.ggmlBytes(type, n)), n);
+      const w = (llama.getSubmodule(path) as Linear | Embedding | RMSNorm).weight!;
+      const cols = Number(t.shape[0]);
+      const rows = n / cols;
+      const values = new Float32Array(n);
+      const hd = heads ? rows / heads : 0;
+      for (let r = 0; r < rows; r++) {
+        // file row h·hd + 2i + j holds HF row h·hd + j·hd/2 + i
+        const h = heads ? Math.floor(r / hd) : 0;
+        const [i, j] = heads ? [(r % hd) % (hd / 2), Math.floor((r % hd) / (hd / 2))] : [0, 0];
+        const from = heads && !keepOrder ? h * hd + 2 * i + j : r;
+        values.set(file.subarray(from * cols, (from + 1) * cols), r * cols);
+      }
+      w.copy_(tensor(values, { shape: [...w.shape] }));
+    }
+  });
+  return llama.eval();
+}
+
+/** A Llama whose logits have std ≈ 1 (HF's 0.02 init leaves them flat, where a wrong tensor hides), QAT on every Linear and the embedding, converted. */
+function seededConverted(cfg: LlamaConfig, weight: Q.WeightQuantConfig | null, seed: number): Llama {
+  const generator = new Generator(seed);
+  const llama = new Llama(cfg, { generator });
+  for (const m of llama.modules()) {
+    if (m instanceof Linear) init.normal_(m.weight, 0, 1 / Math.sqrt(m.weight.shape[1]!), { generator });
+    if (m instanceof Embedding) init.normal_(m.weight, 0, 1, { generator });
+    if (m instanceof RMSNorm) init.normal_(m.weight!, 1, 0.2, { generator });
+  }
+  if (weight) {
+    Q.prepareQAT(llama, { default: { weight }, types: ['Linear', 'Embedding'] });
+    llama.train();
+    llama.forward(tensor([[1, 2, 3]], { dtype: 'int32' }));
+    Q.convert(llama, { kernel: 'dequantize' }); // the fake-quant eval output, bit for bit
+  }
+  return llama.eval();
+}
+
+describe('exportGguf read back into a qgrad Llama by llama.cpp tensor names', () => {
+  const ids = tensor([Array.from({ length: 24 }, (_, i) => (i * 37 + 5) % 256)], { dtype: 'int32' });
+  const maxDiff = (a: Llama, b: Llama) => {
+    const [x, y] = [noGrad(() => a.forward(ids)).dataSync(), noGrad(() => b.forward(ids)).dataSync()];
+    return { diff: Math.max(...Array.from(x, (v, i) => Math.abs(v - y[i]!))), scale: Math.max(...Array.from(y, Math.abs)) };
+  };
+  // the files' only change to qgrad's weights is the half rounding of block scales (F16: of every weight), a relative 2⁻¹¹ at most
+  const cases: [Q.GgmlTypeName, LlamaConfig, Q.WeightQuantConfig | null, number][] = [
+    ['F32', small, { grid: 'int', bits: 4, granularity: { group: 32 } }, 0],
+    ['F16', small, null, 2e-3],
+    ['Q8_0', small, { grid: 'int', bits: 8, granularity: { group: 32 } }, 2e-3],
+    ['Q4_0', small, { grid: 'int', bits: 4, granularity: { group: 32 } }, 2e-3],
+    ['TQ1_0', ternaryCfg, { grid: 'ternary', granularity: { group: 256 } }, 2e-3],
+    ['TQ2_0', ternaryCfg, { grid: 'ternary', granularity: { group: 256 } }, 2e-3],
+  ];
+  it.each(cases)('%s: every tensor by its name and the Q/K rows un-permuted give the converted model\'s logits', async (type, cfg, weight, tol) => {
+    const source = seededConverted(cfg, weight, 31);
+    const { res, bytes, hf } = await parsed(source, type, `back-${type}.gguf`);
+    if (weight && type !== 'F32') expect(res.tensors.filter((t) => t.type === type).every((t) => t.source === 'codes')).toBe(true);
+    const { diff, scale } = maxDiff(loadBack(cfg, hf, bytes), source);
+    if (tol === 0) expect(diff).toBe(0);
+    else expect(diff).toBeLessThanOrEqual(tol * scale);
+    // the rows left in llama.cpp's order are a different model: the check above can see a wrong layout
+    const wrong = maxDiff(loadBack(cfg, hf, bytes, true), source);
+    expect(wrong.diff).toBeGreaterThan(0.05 * wrong.scale);
   });
 });
