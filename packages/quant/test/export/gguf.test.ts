@@ -276,3 +276,49 @@ describe('exportGguf read back into a qgrad Llama by llama.cpp tensor names', ()
     expect(wrong.diff).toBeGreaterThan(0.05 * wrong.scale);
   });
 });
+
+describe('readGguf on malformed files', () => {
+  const llama = converted({ ...small, nLayers: 1 }, { grid: 'int', bits: 4, granularity: { group: 32 } });
+  const valid = Q.llamaToGguf(llama, { type: 'Q4_0' }).bytes;
+  const view = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, b.byteLength);
+  /** Where tensor `name`'s info starts (its name's u64 length) and its fields: n_dims, ne[0], type, offset. */
+  const info = (name: string) => {
+    const key = new TextEncoder().encode(name);
+    const at = valid.findIndex((_, i) => key.every((c, j) => valid[i + j] === c) && view(valid).getBigUint64(i - 8, true) === BigInt(key.length)) - 8;
+    const nd = view(valid).getUint32(at + 8 + key.length, true);
+    const dims = at + 12 + key.length;
+    return { at, ne0: dims, type: dims + 8 * nd, offset: dims + 8 * nd + 4 };
+  };
+  const edit = (f: (b: Uint8Array, v: DataView) => void) => {
+    const b = valid.slice();
+    f(b, view(b));
+    return () => Q.readGguf(b);
+  };
+  const throwsAt = (read: () => unknown, offset: number, message: RegExp) => {
+    let error: unknown;
+    try {
+      read();
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(Q.FormatError);
+    expect((error as Q.FormatError).offset).toBe(offset);
+    expect((error as Error).message).toMatch(message);
+    expect((error as Error).message).toMatch(new RegExp(`at byte ${offset}$`));
+  };
+
+  it('names the byte of the magic, version, counts, tensor infos and data that are wrong', () => {
+    expect(Q.readGguf(valid).tensors).toHaveLength(1 + 9 + 2);
+    throwsAt(edit((b) => (b[0] = 0x58)), 0, /magic is not 'GGUF'/);
+    throwsAt(edit((_, v) => v.setUint32(4, 2, true)), 4, /version 2 is not 3/);
+    // counts that promise more than the file holds are refused before anything is allocated for them
+    throwsAt(edit((_, v) => v.setBigUint64(8, 1n << 40n, true)), 8, /tensor count 1099511627776 cannot fit/);
+    throwsAt(edit((_, v) => v.setBigUint64(16, 1n << 40n, true)), 16, /metadata count 1099511627776 cannot fit/);
+    const q = info('blk.0.attn_q.weight');
+    throwsAt(edit((_, v) => v.setUint32(q.type, 99, true)), q.type, /'blk.0.attn_q.weight' has ggml type 99, which qgrad does not read/);
+    throwsAt(edit((_, v) => v.setBigUint64(q.ne0, 65n, true)), q.ne0, /ne\[0\] = 65, not a multiple of Q4_0's block of 32/);
+    throwsAt(edit((_, v) => v.setBigUint64(q.offset, v.getBigUint64(q.offset, true) + 32n, true)), q.at, /'blk.0.attn_q.weight' has offset \d+, expected \d+/);
+    const last = Q.readGguf(valid).tensors.at(-1)!;
+    throwsAt(() => Q.readGguf(valid.subarray(0, valid.length - 1)), info(last.name).at, new RegExp(`'${last.name}' \\(\\d+ bytes at data offset \\d+\\) runs past the end of the file \\(byte ${valid.length - 1}\\)`));
+  });
+});
