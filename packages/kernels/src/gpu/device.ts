@@ -255,14 +255,22 @@ function probe(device: Device): string | null {
   return got.every((v, i) => v === x[i]! * 2) ? null : `a probe kernel read back [${got.join(', ')}] instead of [${Array.from(x, (v) => v * 2).join(', ')}]`;
 }
 
+/** How a device opens: a mode forced by the caller, and why auto selection passed webgpu over. */
+export interface DeviceOptions {
+  /** Only this mode (QGRAD_GPU_MODE, the same for the whole process, where not given). */
+  mode?: GpuMode;
+  /** Why webgpu was not taken in a worker (index.ts's openGpuBackend): auto passes it over, and info says why. */
+  webgpuPassed?: string;
+}
+
 /**
- * Chooses the mode: QGRAD_GPU_MODE when set (only that one), else webgl2 → headlessgl → webgl,
- * the first that loads and passes a probe kernel. webgpu in this thread only when set: it reads
- * back asynchronously only, and its probe is the first read (index.ts runs it in a worker for
- * auto selection; `webgpuPassed` says why that did not happen).
+ * Chooses the mode: `mode` or QGRAD_GPU_MODE when set (only that one), else webgl2 → headlessgl →
+ * webgl, the first that loads and passes a probe kernel. webgpu in this thread only when set: it
+ * reads back asynchronously only, and its probe is the first read (index.ts runs it in a worker
+ * for auto selection; `webgpuPassed` says why that did not happen).
  */
-export function openDevice(webgpuPassed?: string): { device: Device | null; info: GpuInfo } {
-  const forced = env('QGRAD_GPU_MODE');
+export function openDevice({ mode: asked, webgpuPassed }: DeviceOptions = {}): { device: Device | null; info: GpuInfo } {
+  const forced = asked ?? env('QGRAD_GPU_MODE');
   if (forced && forced !== 'auto' && !MODES.includes(forced as GpuMode)) {
     return { device: null, info: { mode: null, tried: [], message: `QGRAD_GPU_MODE='${forced}' is not a gpu mode (use auto, ${MODES.join(', ')})` } };
   }
@@ -288,7 +296,8 @@ export function openDevice(webgpuPassed?: string): { device: Device | null; info
       if (failed) throw new Error(failed);
       tried.push({ mode, reason: null });
       const note = mode === 'webgpu' ? ' (read-back asynchronous only: read()/data(), not readSync()/item())' : '';
-      return { device, info: { mode, tried, message: `gpu backend: gpu.js in ${mode} mode${note}` } };
+      const passed = webgpuPassed && mode !== 'webgpu' ? `; webgpu not chosen: ${webgpuPassed}` : '';
+      return { device, info: { mode, tried, message: `gpu backend: gpu.js in ${mode} mode${note}${passed}` } };
     } catch (e) {
       device?.dispose();
       tried.push({ mode, reason: (e as Error).message.split('\n')[0]! });

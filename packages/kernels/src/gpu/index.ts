@@ -6,14 +6,15 @@
  * host transfer, with a one-time warning naming it and the QGRAD_DEBUG_KERNELS=1 counts.
  * webgpu: kernels chain on the device as in the other modes (device.ts queues gpu.js's Promises in
  * program order); values come back only through the async `read`, so in this thread readSync, a
- * js fallback on a device-only buffer and an index check of one throw. In Node, selection runs
- * webgpu in a worker thread instead (remote.ts), where all of those work.
+ * js fallback on a device-only buffer and an index check of one throw. Selection runs webgpu in a
+ * worker instead where it can (remote.ts: Node, or a browser's isolated dedicated worker), where
+ * all of those work.
  */
 import type { Backend, BackendEntry, KernelArg } from '../backend.js';
 import { type NativeKernel, type NativeTable, withJsFallback } from '../fallback.js';
 import type { KernelName, KernelParams, TypedArray } from '../names.js';
 import { ARRAY_TYPES, DTYPES } from '../names.js';
-import { type Device, type GpuInfo, GpuBuffer, DEVICE_DTYPES, hostValues, hostValuesAsync, hostWritten, openDevice } from './device.js';
+import { type Device, type DeviceOptions, type GpuInfo, GpuBuffer, DEVICE_DTYPES, hostValues, hostValuesAsync, hostWritten, openDevice } from './device.js';
 import { binaryGpu, copyGpu, fillGpu, unaryGpu, whereGpu } from './elementwise.js';
 import { col2imGpu, im2colGpu } from './conv.js';
 import { gatherGpu, indexAddGpu, indexSelectGpu, scatterAddGpu } from './gather.js';
@@ -24,10 +25,11 @@ import { adamStepGpu } from './optim.js';
 import { Call, type GpuArg } from './operands.js';
 import { packedGatherGpu, packedMatmulGpu } from './packed.js';
 import { openRemoteWebGpu } from './remote.js';
+import { inNode } from './remote-link.js';
 import { fakeQuantizeBackwardGpu, fakeQuantizeGpu } from './quant.js';
 import { argReduceGpu, reduceGpu } from './reduce.js';
 
-export { GpuBuffer, type GpuInfo, type GpuMode } from './device.js';
+export { GpuBuffer, type DeviceOptions, type GpuInfo, type GpuMode } from './device.js';
 
 /** A gpu kernel: returns false to hand this call to js (dtype, layout, size it does not take). */
 type GpuRule<K extends KernelName> = (call: Call, inputs: readonly GpuArg[], out: GpuArg, params: KernelParams[K]) => boolean;
@@ -78,12 +80,13 @@ export interface GpuBackend extends GpuBackendLike<GpuBuffer | TypedArray> {
 type GpuData = GpuBuffer | TypedArray;
 
 /**
- * The gpu backend in this thread (device.ts chooses the mode). `webgpuPassed`: why auto selection
- * did not take webgpu in a worker (openGpuBackend), so this one reports it and passes webgpu over.
+ * The gpu backend in this thread (device.ts chooses the mode: `mode`, else QGRAD_GPU_MODE, else
+ * auto). `webgpuPassed`: why auto selection did not take webgpu in a worker (openGpuBackend), so
+ * this one passes webgpu over and says why.
  */
-export function createGpuBackend(webgpuPassed?: string): GpuBackend {
+export function createGpuBackend(options: DeviceOptions = {}): GpuBackend {
   let opened: { device: Device | null; info: GpuInfo } | null = null;
-  const open = () => (opened ??= openDevice(webgpuPassed));
+  const open = () => (opened ??= openDevice(options));
   // the rules bound to the device, built once it opens (null: no mode works, everything runs on js)
   let table: NativeTable<GpuData> | null | undefined;
   const nativeTable = () => (table === undefined ? (table = bindRules(open().device)) : table);
@@ -189,18 +192,20 @@ function bindRules(device: Device | null): NativeTable<GpuData> | null {
 }
 
 /**
- * The gpu backend selection makes. In Node, webgpu (auto's first choice, or QGRAD_GPU_MODE=webgpu)
- * runs in a worker thread so that synchronous reads work (remote.ts); where it does not open, the
- * modes after it in this thread (webgl2, headlessgl, webgl), with webgpu's reason in `info().tried`.
- * Browsers: this thread only, where auto passes webgpu over (its reads are asynchronous only).
+ * The gpu backend selection makes. webgpu (auto's first choice, or QGRAD_GPU_MODE=webgpu) runs in
+ * a worker so that synchronous reads work (remote.ts): in Node a worker thread it starts, in a
+ * browser the Web Worker that connectWebGpuWorker linked (only a dedicated worker of a cross-origin
+ * isolated page may block for it). Where there is none, auto takes the modes after webgpu in this
+ * thread (webgl2, headlessgl, webgl) and `info()` says why webgpu was not chosen; a page that asks
+ * for webgpu without a worker gets it here, with asynchronous reads only.
  */
 export function openGpuBackend(): GpuBackendLike {
   const forced = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.QGRAD_GPU_MODE;
-  const node = typeof (globalThis as { process?: { getBuiltinModule?: unknown } }).process?.getBuiltinModule === 'function';
-  if (!node || (forced && forced !== 'auto' && forced !== 'webgpu')) return createGpuBackend() as GpuBackendLike;
+  if (forced && forced !== 'auto' && forced !== 'webgpu') return createGpuBackend() as GpuBackendLike;
   const remote = openRemoteWebGpu();
   if (typeof remote !== 'string') return remote as GpuBackendLike;
-  return createGpuBackend(`webgpu in a worker thread: ${remote}`) as GpuBackendLike;
+  if (forced === 'webgpu' && !inNode()) return createGpuBackend() as GpuBackendLike;
+  return createGpuBackend({ webgpuPassed: inNode() ? `webgpu in a worker thread: ${remote}` : remote }) as GpuBackendLike;
 }
 
 let instance: GpuBackendLike | null = null;

@@ -1,7 +1,7 @@
 /**
- * @file The worker thread of remote.ts: the gpu backend in webgpu mode (its environment sets
- * QGRAD_GPU_MODE=webgpu), serving the main thread's requests one at a time, in order. Answers go
- * into the request's SharedArrayBuffer, then `Atomics.notify` wakes the waiting main thread. A
+ * @file The worker of remote.ts (a Node worker thread, or a browser's nested Web Worker): the gpu
+ * backend in webgpu mode, serving the calling thread's requests one at a time, in order. Answers
+ * go into the request's SharedArrayBuffer, then `Atomics.notify` wakes the waiting caller. A
  * kernel that falls back to js needs its operands on the host, which webgpu gives only through
  * Promises: here they can be awaited, so such a call reads its device operands back and runs again.
  */
@@ -10,12 +10,7 @@ import type { TypedArray } from '../names.js';
 import { GpuBuffer } from './device.js';
 import { createGpuBackend, type GpuBackend } from './index.js';
 import { REPLY_HEADER, type Request, type WireData } from './remote.js';
-
-type Port = { on(e: 'message', f: (m: Request) => void): void; close(): void };
-const { parentPort, workerData } = (globalThis as unknown as { process: { getBuiltinModule(m: string): unknown } }).process.getBuiltinModule('node:worker_threads') as {
-  parentPort: Port;
-  workerData: { boot: SharedArrayBuffer };
-};
+import { serverPort } from './remote-link.js';
 
 /** One backend per openRemoteWebGpu of the main thread (webgpu mode: they share Dawn's one GPUDevice), with its buffers. */
 interface Served {
@@ -75,9 +70,9 @@ async function close(id: number): Promise<void> {
   await s.backend.release();
 }
 
-async function handle(r: Request): Promise<void> {
+async function handle(r: Request, stopListening: () => void): Promise<void> {
   if (r.op === 'open') {
-    const backend = createGpuBackend();
+    const backend = createGpuBackend({ mode: r.mode });
     served.set(r.backend, { backend, buffers: new Map() });
     return answer(r, 0, text(backend.info()));
   }
@@ -88,7 +83,7 @@ async function handle(r: Request): Promise<void> {
   if (r.op === 'shutdown') {
     for (const id of [...served.keys()]) await close(id);
     answer(r, 0, new Uint8Array(0));
-    parentPort.close();
+    stopListening();
     return;
   }
   const s = servedBy(r);
@@ -136,27 +131,40 @@ async function handle(r: Request): Promise<void> {
   }
 }
 
-/** A request nobody waits for (alloc, write, free) that failed: the next answering request reports it. */
-let pending: { op: string; error: Error } | null = null;
-let chain = Promise.resolve();
-parentPort.on('message', (r) => {
-  chain = chain
-    .then(async () => {
-      if (r.reply && pending) {
-        const p = pending;
-        pending = null;
-        throw new Error(`${p.error.message} (in an earlier '${p.op}')`);
-      }
-      await handle(r);
-    })
-    .catch((e: unknown) => {
-      const err = e instanceof Error ? e : new Error(String(e));
-      if (!r.reply) return void (pending ??= { op: r.op, error: err });
-      answer(r, err instanceof RangeError ? 2 : err instanceof TypeError ? 3 : 1, new TextEncoder().encode(err.message));
-    });
-});
-
-// loaded: the main thread, waiting on the boot word, may send requests now
-const bootHead = new Int32Array(workerData.boot, 0, 3);
-Atomics.store(bootHead, 0, 1);
-Atomics.notify(bootHead, 0);
+/**
+ * Serves the gpu backend of the thread that started this worker: in a browser, call it as the
+ * script of the Worker given to connectWebGpuWorker starts, after gpu.js has loaded (the worker
+ * opens WebGPU itself; no mode needs setting). Node's worker thread (remote.ts) calls it too.
+ *
+ * @example
+ * ```ts
+ * // gpu-worker.ts, bundled as a classic worker script
+ * importScripts('gpu-browser.js');
+ * serveWebGpu();
+ * ```
+ */
+export function serveWebGpu(): void {
+  const port = serverPort();
+  /** A request nobody waits for (alloc, write, free) that failed: the next answering request reports it. */
+  let pending: { op: string; error: Error } | null = null;
+  let chain = Promise.resolve();
+  port.onMessage((m) => {
+    const r = m as Request;
+    chain = chain
+      .then(async () => {
+        if (r.reply && pending) {
+          const p = pending;
+          pending = null;
+          throw new Error(`${p.error.message} (in an earlier '${p.op}')`);
+        }
+        await handle(r, port.close);
+      })
+      .catch((e: unknown) => {
+        const err = e instanceof Error ? e : new Error(String(e));
+        if (!r.reply) return void (pending ??= { op: r.op, error: err });
+        answer(r, err instanceof RangeError ? 2 : err instanceof TypeError ? 3 : 1, new TextEncoder().encode(err.message));
+      });
+  });
+  // listening: the caller, waiting on it, may send requests now
+  port.ready();
+}

@@ -1,18 +1,21 @@
 /**
- * @file WebGPU with synchronous read-back, in Node: the gpu backend in webgpu mode runs in a worker
- * thread (remote-worker.ts) and this side forwards every call to it. WebGPU itself reads back only
+ * @file WebGPU with synchronous read-back: the gpu backend in webgpu mode runs in a worker
+ * (remote-worker.ts) and this side forwards every call to it. WebGPU itself reads back only
  * through Promises, which the thread that wants the values cannot await inside `item()` or
  * `dataSync()`; a worker can, while this thread blocks on `Atomics.wait` until the values are in a
  * SharedArrayBuffer. So code that reads synchronously (scale inits, the trainer's loss) runs on
  * WebGPU unchanged, and auto selection can choose it. Calls go in order; those that answer
  * (kernel runs, for their errors, and reads) wait for the worker, the rest are posted and go on.
- * Browsers' main threads may not block, so this is Node only.
+ * Node starts its worker thread itself; a browser thread may block only in a dedicated Web Worker
+ * of a cross-origin isolated page, which first connects a worker of its own (connectWebGpuWorker).
+ * remote-link.ts holds what differs between the two.
  */
 import type { KernelArg } from '../backend.js';
 import type { DType, KernelName, KernelParams, TypedArray } from '../names.js';
 import { ARRAY_TYPES, DTYPES } from '../names.js';
-import type { GpuInfo } from './device.js';
+import type { GpuInfo, GpuMode } from './device.js';
 import type { GpuBackendLike } from './index.js';
+import { type Link, type WebWorker, inNode, nodeLink, webBlockingRefused, webLink } from './remote-link.js';
 
 /** A tensor's storage on the remote gpu backend: the id of the worker's device buffer. */
 export class RemoteBuffer {
@@ -35,6 +38,8 @@ export interface Request {
   inputs?: KernelArg<WireData>[];
   out?: KernelArg<WireData>;
   params?: unknown;
+  /** open: the mode the worker's backend is forced to. */
+  mode?: GpuMode;
   reply?: SharedArrayBuffer;
 }
 
@@ -47,32 +52,9 @@ const START_MS = 120_000;
 /** How long one call may wait: a kernel on a software adapter can take seconds, never this long. */
 const CALL_MS = 600_000;
 
-type NodeHost = { process?: { env: Record<string, string | undefined>; getBuiltinModule?: (m: string) => unknown } };
-/** The worker's first script (CommonJS, eval'd): loads remote-worker, or writes why it could not into the boot word. */
-const BOOT = `const { workerData: d } = require('node:worker_threads');
-(async () => {
-  try {
-    if (d.tsx) (await import(require('node:url').pathToFileURL(d.tsx).href)).register();
-    await import(d.url);
-  } catch (e) {
-    const head = new Int32Array(d.boot, 0, 3);
-    const text = new TextEncoder().encode(String(e && e.stack || e)).subarray(0, d.boot.byteLength - ${REPLY_HEADER});
-    new Uint8Array(d.boot, ${REPLY_HEADER}, text.length).set(text);
-    head[2] = text.length;
-    Atomics.store(head, 0, 2);
-    Atomics.notify(head, 0);
-  }
-})();`;
-
-interface WorkerLike {
-  postMessage(m: unknown): void;
-  unref(): void;
-  terminate(): Promise<number>;
-  on(event: 'error' | 'exit', f: (e: unknown) => void): void;
-}
-
-/** The one worker every remote backend of this process talks to: several Dawn instances in one process crash it. */
+/** The one worker every remote backend of this thread talks to: several Dawn instances in one process crash it. */
 interface Channel {
+  readonly link: Link;
   /** Posts a request and, with `replyBytes`, blocks until the worker has answered into the reply buffer. */
   call(r: Request, replyBytes?: number, timeout?: number): Uint8Array | null;
   json(r: Request, timeout?: number): unknown;
@@ -80,49 +62,21 @@ interface Channel {
 let channel: Channel | string | null = null;
 let nextBackend = 0;
 
-function startWorker(): Channel | string {
-  const host = globalThis as unknown as NodeHost;
-  const threads = host.process?.getBuiltinModule?.('node:worker_threads') as { Worker: new (source: string, o: object) => WorkerLike } | undefined;
-  if (!threads || !host.process) return 'WebGPU with synchronous reads needs Node worker threads';
-  // EGL reads the process environment, which a worker's process.env does not change (dawn.ts)
-  host.process.env.EGL_PLATFORM ??= 'surfaceless';
-  const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
-  const boot = new SharedArrayBuffer(REPLY_HEADER + TEXT_BYTES);
-  let worker: WorkerLike;
-  try {
-    // from source (tsx, vitest) the worker registers the TypeScript loader first; the built package needs none
-    const tsx = ext === '.ts' ? (host.process.getBuiltinModule!('node:module') as { createRequire(u: string): { resolve(id: string): string } }).createRequire(import.meta.url).resolve('tsx/esm/api') : null;
-    const url = new URL(`./remote-worker${ext}`, import.meta.url).href;
-    worker = new threads.Worker(BOOT, { eval: true, execArgv: [], workerData: { url, tsx, boot }, env: { ...host.process.env, QGRAD_GPU_MODE: 'webgpu' } });
-  } catch (e) {
-    return `the WebGPU worker did not start (${(e as Error).message.split('\n')[0]})`;
-  }
-  // a worker's 'error' event needs this thread's event loop, which a blocked call does not run:
-  // the boot word says whether the worker's module loaded
-  const bootHead = new Int32Array(boot, 0, 3);
-  if (Atomics.wait(bootHead, 0, 0, START_MS) === 'timed-out' || bootHead[0] !== 1) {
-    void worker.terminate();
-    const why = bootHead[0] === 2 ? new TextDecoder().decode(new Uint8Array(boot, REPLY_HEADER, bootHead[2]!).slice()) : `no answer within ${START_MS / 1000} s`;
-    return `the WebGPU worker did not load (${why.split('\n')[0]})`;
-  }
-  worker.unref(); // an idle worker never keeps Node running
-  let crashed: string | null = null;
-  worker.on('error', (e) => (crashed = `the WebGPU worker failed: ${(e as Error).message?.split('\n')[0] ?? String(e)}`));
-  worker.on('exit', () => (crashed ??= 'the WebGPU worker exited'));
-
+function openChannel(link: Link): Channel {
   // one reply buffer for every call (they never overlap: the calling thread waits for each), grown on demand
   let reply = new SharedArrayBuffer(REPLY_HEADER + TEXT_BYTES);
   const call = (r: Request, replyBytes?: number, timeout = CALL_MS): Uint8Array | null => {
-    if (crashed) throw new Error(`gpu backend (webgpu): ${crashed}`);
+    const failed = link.failure();
+    if (failed) throw new Error(`gpu backend (webgpu): ${failed}`);
     if (replyBytes === undefined) {
-      worker.postMessage(r);
+      link.post(r);
       return null;
     }
     if (reply.byteLength < REPLY_HEADER + replyBytes) reply = new SharedArrayBuffer(REPLY_HEADER + Math.max(replyBytes, 2 * reply.byteLength));
     const head = new Int32Array(reply, 0, 3);
     head.fill(0);
-    worker.postMessage({ ...r, reply });
-    if (Atomics.wait(head, 0, 0, timeout) === 'timed-out') throw new Error(`gpu backend (webgpu): the worker did not answer '${r.op}'${r.kernel ? ` (${r.kernel})` : ''} within ${timeout / 1000} s${crashed ? `: ${crashed}` : ''}`);
+    link.post({ ...r, reply });
+    if (Atomics.wait(head, 0, 0, timeout) === 'timed-out') throw new Error(`gpu backend (webgpu): the worker did not answer '${r.op}'${r.kernel ? ` (${r.kernel})` : ''} within ${timeout / 1000} s${link.failure() ? `: ${link.failure()}` : ''}`);
     const payload = new Uint8Array(reply, REPLY_HEADER, head[2]!);
     if (head[1] !== 0) {
       const text = new TextDecoder().decode(payload.slice());
@@ -133,21 +87,68 @@ function startWorker(): Channel | string {
   const json = (r: Request, timeout?: number): unknown => JSON.parse(new TextDecoder().decode(call(r, TEXT_BYTES, timeout)!.slice()));
   // a process that exits with Dawn holding a device tears it down mid-work (a native abort): the
   // exit handler may still block, so the worker releases every backend first
-  const proc = host.process as unknown as { once(e: 'exit', f: () => void): void };
-  proc.once('exit', () => {
-    try {
-      call({ op: 'shutdown', backend: -1 }, 0, 30_000);
-    } catch {
-      // the worker is gone already: nothing is left to release
-    }
-  });
-  return { call, json };
+  link.atExit(() => shutdown({ link, call, json }));
+  return { link, call, json };
+}
+
+/** The worker releases every backend it serves (buffers, devices) and stops listening. */
+function shutdown(ch: Channel): void {
+  try {
+    ch.call({ op: 'shutdown', backend: -1 }, 0, 30_000);
+  } catch {
+    // the worker is gone already: nothing is left to release
+  }
 }
 
 /**
- * Opens a gpu backend in webgpu mode in the worker thread (started on first use, shared by every
- * such backend of the process) and returns what forwards to it, or why it could not (no worker
- * threads here, or the worker's webgpu mode did not open: its reasons, as `info()`).
+ * In a dedicated Web Worker of a cross-origin isolated page: links `worker` as the one that owns
+ * WebGPU for this thread's gpu backend, so that auto selection (`setBackend('gpu')`) takes webgpu
+ * with synchronous reads. Its script loads gpu.js, then calls `serveWebGpu()` as it starts.
+ * A browser starts a worker only while its creator's thread is free, so await this before anything
+ * chooses the gpu backend. Resolves with null once the worker answers, or with why webgpu will not
+ * be chosen (a page's main thread, a page that is not isolated, a worker that did not answer), and
+ * then terminates the worker. In Node, where the worker thread starts by itself, it says so.
+ *
+ * @example
+ * ```ts
+ * // worker.ts, started by the page with new Worker(…)
+ * const why = await connectWebGpuWorker(new Worker(new URL('./gpu-worker.js', import.meta.url)));
+ * setBackend('gpu');
+ * backendInfo(); // 'gpu backend: gpu.js in webgpu mode in a nested Web Worker (synchronous reads too)'
+ * disconnectWebGpuWorker(); // at the end
+ * ```
+ */
+export async function connectWebGpuWorker(worker: WebWorker): Promise<string | null> {
+  const refuse = (why: string) => {
+    worker.terminate();
+    return why;
+  };
+  if (inNode()) return refuse('in Node the gpu backend starts its WebGPU worker thread itself');
+  if (channel && typeof channel !== 'string') return refuse('a WebGPU worker is connected already (disconnectWebGpuWorker() first)');
+  const link = await webLink(worker, START_MS);
+  if (typeof link === 'string') return link;
+  channel = openChannel(link);
+  return null;
+}
+
+/**
+ * Ends the Web Worker that connectWebGpuWorker linked: every gpu backend forwarding to it releases
+ * its buffers and device first, and throws on later calls. Nothing happens where none is linked
+ * (in Node the worker thread ends with the process).
+ */
+export function disconnectWebGpuWorker(): void {
+  if (!channel || typeof channel === 'string' || inNode()) return;
+  const ch = channel;
+  channel = null;
+  shutdown(ch);
+  ch.link.close();
+}
+
+/**
+ * Opens a gpu backend in webgpu mode in the worker (Node: a worker thread started on first use;
+ * browser: the one connectWebGpuWorker linked; shared by every such backend of this thread) and
+ * returns what forwards to it, or why it could not (no worker here, or the worker's webgpu mode
+ * did not open: its reasons, as `info()`).
  *
  * @example
  * ```ts
@@ -156,7 +157,12 @@ function startWorker(): Channel | string {
  * ```
  */
 export function openRemoteWebGpu(): GpuBackendLike<RemoteBuffer | TypedArray> | string {
-  channel ??= startWorker();
+  if (!channel) {
+    // in a browser only connectWebGpuWorker links a worker: until then, say what is missing
+    const link = nodeLink(START_MS);
+    if (!link) return webBlockingRefused() ?? 'no WebGPU worker is connected: await connectWebGpuWorker(new Worker(…)) before the gpu backend is chosen';
+    channel = typeof link === 'string' ? link : openChannel(link);
+  }
   if (typeof channel === 'string') return channel;
   const ch = channel;
   const id = nextBackend++;
@@ -165,7 +171,7 @@ export function openRemoteWebGpu(): GpuBackendLike<RemoteBuffer | TypedArray> | 
 
   let info: GpuInfo;
   try {
-    info = json({ op: 'open' }, START_MS) as GpuInfo;
+    info = json({ op: 'open', mode: 'webgpu' }, START_MS) as GpuInfo;
     if (info.mode !== 'webgpu') throw new Error(info.message);
     // the probe: one kernel through to a synchronous read
     call({ op: 'read', id: -1, dtype: 'float32', size: 4 }, 16, START_MS);
@@ -178,7 +184,7 @@ export function openRemoteWebGpu(): GpuBackendLike<RemoteBuffer | TypedArray> | 
     return (e as Error).message;
   }
   const cut = info.message.indexOf(' (read-back asynchronous only');
-  info = { ...info, message: `${cut < 0 ? info.message : info.message.slice(0, cut)} in a worker thread (synchronous reads too)` };
+  info = { ...info, message: `${cut < 0 ? info.message : info.message.slice(0, cut)} in ${ch.link.where} (synchronous reads too)` };
 
   const wire = (a: KernelArg<RemoteBuffer | TypedArray>): KernelArg<WireData> => {
     const d = a.data;
@@ -216,7 +222,8 @@ export function openRemoteWebGpu(): GpuBackendLike<RemoteBuffer | TypedArray> | 
       if (!(data instanceof RemoteBuffer)) return;
       if (data.freed) throw new Error('gpu backend: a buffer was freed twice');
       data.freed = true;
-      if (!disposed) call({ op: 'free', id: data.id });
+      // a worker that shut down (disconnectWebGpuWorker) or failed has released its buffers already
+      if (!disposed && !ch.link.failure()) call({ op: 'free', id: data.id });
       bytes -= data.size * ARRAY_TYPES[data.dtype].BYTES_PER_ELEMENT;
       buffers--;
     },
@@ -237,7 +244,7 @@ export function openRemoteWebGpu(): GpuBackendLike<RemoteBuffer | TypedArray> | 
       if (disposed) return;
       disposed = true;
       // the worker releases this backend's buffers and device (the last one: Dawn's GPUDevice) before it answers
-      call({ op: 'dispose' }, 0, 30_000);
+      if (!ch.link.failure()) call({ op: 'dispose' }, 0, 30_000);
     },
   };
   return backend;
