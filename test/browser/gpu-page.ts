@@ -1,23 +1,23 @@
 /**
  * @file The page side of test/browser/gpu.test.ts, bundled by esbuild for the browser: the gpu
  * equality cases (packages/kernels/test/gpu-cases.ts) in a chosen gpu.js mode, and the MNIST MLP
- * (mlp.ts) on the gpu backend. gpu.js comes from its own script tag (gpu-browser.js); the mode
- * goes through QGRAD_GPU_MODE, which the backend reads from `process.env` where there is one.
+ * (mlp.ts) on the gpu backend; and a dedicated Web Worker (gpu-worker.ts) whose gpu backend
+ * forwards to a nested one, with what auto selection chooses on this thread beside it. gpu.js comes
+ * from its own script tag (gpu-browser.js); the mode goes through QGRAD_GPU_MODE, which the backend
+ * reads from `process.env` where there is one.
  */
 import { setBackend } from '@qgrad/core';
 import { BACKENDS, type Backend } from '@qgrad/kernels';
-import { GPU_CASES, type GpuCaseContext } from '../../packages/kernels/test/gpu-cases.js';
+import { runGpuCases, type CasesReport } from './gpu-equality.js';
+import type { WorkerReport, WorkerTask } from './gpu-worker.js';
 import { trainMlp, type MlpOptions } from './mlp.js';
 
 type Info = { mode: string | null; message: string };
 
 /** What one mode's run of the equality cases found. */
-export interface EqualityReport {
+export interface EqualityReport extends CasesReport {
   mode: string | null;
   message: string;
-  passed: string[];
-  failed: { name: string; error: string }[];
-  maxError: Record<string, number>;
   ms: number;
   /** The WebGPU adapter (vendor, architecture), or null without one. */
   adapter: string | null;
@@ -37,18 +37,7 @@ async function equality(mode: string, runs: number, seed: number): Promise<Equal
   const info = (backend as unknown as { info(): Info }).info();
   const report: EqualityReport = { mode: info.mode, message: info.message, passed: [], failed: [], maxError: {}, ms: 0, adapter: await adapter(), syncRead: '' };
   if (info.mode === mode) {
-    const ctx: GpuCaseContext = { backend, placement: 'device buffers', runs, seed, maxError: new Map() };
-    for (const c of GPU_CASES) {
-      try {
-        await c.run(ctx);
-        report.passed.push(c.name);
-      } catch (e) {
-        // fast-check keeps the failing check's own error as the cause
-        const cause = (e as { cause?: { message?: string } }).cause?.message;
-        report.failed.push({ name: c.name, error: `${(e as Error).message ?? e}${cause ? `\ncaused by: ${cause}` : ''}`.slice(0, 3000) });
-      }
-    }
-    report.maxError = Object.fromEntries(ctx.maxError);
+    Object.assign(report, await runGpuCases(backend, runs, seed));
     report.syncRead = syncRead(backend);
   }
   backend.dispose();
@@ -93,4 +82,31 @@ async function mlp(mode: string, o: MlpOptions): Promise<{ mode: string | null; 
   return { mode: info.mode, losses, ms: performance.now() - t0 };
 }
 
-Object.assign(globalThis, { qgradGpu: { equality, mlp } });
+/** What auto selection chose on this page's main thread, and what the worker found. */
+export interface WorkerRun {
+  main: { mode: string | null; message: string };
+  worker: WorkerReport;
+}
+
+type PageWorker = { postMessage(m: unknown): void; terminate(): void; onmessage: ((e: { data: { report?: WorkerReport; error?: string } }) => void) | null; onerror: ((e: { message?: string }) => void) | null };
+
+/** Auto selection on this thread (a fresh backend, disposed), then `task` in a dedicated worker (terminated at the end). */
+async function worker(task: WorkerTask): Promise<WorkerRun> {
+  useMode('auto');
+  const here = BACKENDS.find((b) => b.name === 'gpu')!.create();
+  const { mode, message } = (here as unknown as { info(): Info }).info();
+  here.dispose();
+  const w = new (globalThis as unknown as { Worker: new (url: string, o: object) => PageWorker }).Worker('/gpu-worker.js', { name: 'qgrad' });
+  try {
+    const report = await new Promise<WorkerReport>((done, fail) => {
+      w.onmessage = ({ data }) => (data.report ? done(data.report) : fail(new Error(data.error)));
+      w.onerror = (e) => fail(new Error(`the worker failed: ${e.message}`));
+      w.postMessage(task);
+    });
+    return { main: { mode, message }, worker: report };
+  } finally {
+    w.terminate();
+  }
+}
+
+Object.assign(globalThis, { qgradGpu: { equality, mlp, worker } });

@@ -31,13 +31,16 @@ export function browserMissing(packages: readonly string[] = []): string | null 
   return null;
 }
 
-/** A page's script: `entry` (a path in the repository) bundled for the browser, workspace packages from their sources. */
-export async function bundlePage(entry: string): Promise<string> {
+/**
+ * A page's script: `entry` (a path in the repository) bundled for the browser, workspace packages
+ * from their sources; `iife` for a classic worker script (one that may call importScripts).
+ */
+export async function bundlePage(entry: string, format: 'esm' | 'iife' = 'esm'): Promise<string> {
   const bundle = await build({
     entryPoints: [`${repo}${entry}`],
     bundle: true,
     write: false,
-    format: 'esm',
+    format,
     platform: 'browser',
     conditions: ['@qgrad/source'],
     logLevel: 'silent',
@@ -56,6 +59,9 @@ export interface Served {
   url: string;
   close(): Promise<void>;
 }
+
+/** The response headers that make a page cross-origin isolated (SharedArrayBuffer, Atomics.wait in its workers). */
+export const ISOLATION = { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' };
 
 /** Serves `files` by exact path from 127.0.0.1 on a free port, each response with `headers` added. */
 export async function serve(files: Record<string, ServedFile>, headers: Record<string, string> = {}): Promise<Served> {

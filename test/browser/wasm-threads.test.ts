@@ -8,10 +8,9 @@
  */
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { browserMissing, bundlePage, launchChromium, serve, type Served } from './harness.js';
+import { ISOLATION, browserMissing, bundlePage, launchChromium, serve, type Served } from './harness.js';
 import type { EqualityReport, PageInfo } from './wasm-page.js';
 
-const ISOLATION = { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' };
 const TIMING_REPS = 7;
 
 const skip = browserMissing();
