@@ -19,7 +19,9 @@ const BATCH = 16;
 const SEQ = 128;
 const RANK = 8;
 
-interface Contender { model: Llama; opt: AdamW; trainable: number; step: () => number }
+/** One step's wall-clock and CPU time (this process, every thread) in ms. */
+interface Timing { wall: number; cpu: number }
+interface Contender { model: Llama; opt: AdamW; trainable: number; step: () => Timing }
 
 /**
  * The tiny Llama widened 4× (dim 512, SwiGLU 1536, 8 heads / 4 KV heads): the frozen weight
@@ -42,8 +44,9 @@ function contender(kind: 'full' | 'qat' | 'qlora' | 'floor', config: LlamaConfig
   const idx = q.randint(0, 256, [batch, SEQ + 1], { generator: g });
   const x = idx.narrow(1, 0, SEQ).contiguous();
   const y = idx.narrow(1, 1, SEQ).contiguous();
-  const step = () => {
+  const step = (): Timing => {
     const t = performance.now();
+    const c = process.cpuUsage();
     trainStep(model, opt, () => {
       const loss = model.loss(x, y);
       opt.zeroGrad();
@@ -51,7 +54,8 @@ function contender(kind: 'full' | 'qat' | 'qlora' | 'floor', config: LlamaConfig
       opt.step();
       return loss.item();
     });
-    return performance.now() - t;
+    const u = process.cpuUsage(c);
+    return { wall: performance.now() - t, cpu: (u.user + u.system) / 1000 };
   };
   return { model, opt, trainable: params.reduce((a, p) => a + p.numel(), 0), step };
 }
@@ -64,7 +68,7 @@ function compare(ctx: BenchContext, config: LlamaConfig, batch: number, steps: n
   const floor = contender('floor', config, batch);
   // first steps compile kernels and create the optimizer state
   for (const c of [full, qat, lora, floor]) c.step();
-  const t = { full: [] as number[], qat: [] as number[], lora: [] as number[], floor: [] as number[] };
+  const t = { full: [] as Timing[], qat: [] as Timing[], lora: [] as Timing[], floor: [] as Timing[] };
   for (let s = 0; s < steps; s++) {
     t.full.push(full.step());
     t.qat.push(qat.step());
@@ -73,16 +77,22 @@ function compare(ctx: BenchContext, config: LlamaConfig, batch: number, steps: n
   }
   const mem = (c: Contender) => ({ weights: modelBytes(c.model), optimizer: optimizerStateBytes(c.opt) });
   const [mf, mq, ml] = [mem(full), mem(qat), mem(lora)];
-  const ratio = (c: 'qat' | 'lora' | 'floor', to: 'full' | 'qat' = 'full') => ctx.median(t[c].map((v, i) => v / t[to][i]!));
+  type Who = keyof typeof t;
+  // paired: each step against the reference's step of the same round, so load changes cancel
+  const ratio = (c: Who, to: Who = 'full', k: keyof Timing = 'wall') => ctx.median(t[c].map((v, i) => v[k] / t[to][i]![k]));
+  const ms = (c: Who, k: keyof Timing = 'wall') => ctx.median(t[c].map((v) => v[k]));
   const memRatio = (m: typeof mf, to = mf) => (m.weights + m.optimizer) / (to.weights + to.optimizer);
   const out = {
-    [`${prefix}full fine-tune ms/step`]: ctx.median(t.full),
-    [`${prefix}w4 qat fine-tune ms/step`]: ctx.median(t.qat),
-    [`${prefix}qlora ms/step`]: ctx.median(t.lora),
+    [`${prefix}full fine-tune ms/step`]: ms('full'),
+    [`${prefix}w4 qat fine-tune ms/step`]: ms('qat'),
+    [`${prefix}qlora ms/step`]: ms('lora'),
     [`${prefix}qlora / full time (paired median)`]: ratio('lora'),
     [`${prefix}qlora / w4 qat time (paired median)`]: ratio('lora', 'qat'),
-    [`${prefix}floor ms/step`]: ctx.median(t.floor),
+    [`${prefix}floor ms/step`]: ms('floor'),
     [`${prefix}floor / full time (paired median)`]: ratio('floor'),
+    [`${prefix}qlora / full CPU time (paired median)`]: ratio('lora', 'full', 'cpu'),
+    [`${prefix}qlora / w4 qat CPU time (paired median)`]: ratio('lora', 'qat', 'cpu'),
+    [`${prefix}floor / full CPU time (paired median)`]: ratio('floor', 'full', 'cpu'),
     [`${prefix}full weight bytes`]: mf.weights,
     [`${prefix}full optimizer bytes`]: mf.optimizer,
     [`${prefix}w4 qat weight bytes`]: mq.weights,
@@ -95,12 +105,15 @@ function compare(ctx: BenchContext, config: LlamaConfig, batch: number, steps: n
     [`${prefix}qlora trainable params`]: lora.trainable,
   };
   const kib = (b: number) => (b / 1024).toFixed(0);
-  ctx.table(`${title}: QLoRA (NF4 + double quant, rank ${RANK} on every decoder Linear) vs the full float fine-tune and the full W4 g32 LSQ QAT fine-tune (batch ${batch} × ${SEQ}, fwd+bwd+AdamW; median of ${steps}, in turn)`,
-    ['what', 'ms/step', 'weights KiB', 'optimizer KiB', 'trainable params', '× full time', '× full memory', '× W4 QAT time'], [
-      ['full fine-tune (fp32)', ctx.median(t.full).toFixed(1), kib(mf.weights), kib(mf.optimizer), full.trainable, 1, 1, ''],
-      ['full W4 QAT fine-tune', ctx.median(t.qat).toFixed(1), kib(mq.weights), kib(mq.optimizer), qat.trainable, ratio('qat').toFixed(3), memRatio(mq).toFixed(3), 1],
-      ['QLoRA', ctx.median(t.lora).toFixed(1), kib(ml.weights), kib(ml.optimizer), lora.trainable, ratio('lora').toFixed(3), memRatio(ml).toFixed(3), ratio('lora', 'qat').toFixed(3)],
-      ['floor: float, weights frozen, no adapters', ctx.median(t.floor).toFixed(1), '', '', floor.trainable, ratio('floor').toFixed(3), '', ''],
+  // CPU time counts the work itself: on a shared machine a step's wall time also holds the time the
+  // process waited for a core (with one wasm thread the two agree on a quiet machine)
+  const times = (c: Who, to: Who) => [ratio(c, to).toFixed(3), ratio(c, to, 'cpu').toFixed(3)];
+  ctx.table(`${title}: QLoRA (NF4 + double quant, rank ${RANK} on every decoder Linear) vs the full float fine-tune and the full W4 g32 LSQ QAT fine-tune (batch ${batch} × ${SEQ}, fwd+bwd+AdamW; median of ${steps}, in turn; ratios are medians of per-round ratios, of wall and of CPU time)`,
+    ['what', 'ms/step', 'CPU ms/step', 'weights KiB', 'optimizer KiB', 'trainable params', '× full time', '× full CPU', '× full memory', '× W4 QAT time', '× W4 QAT CPU'], [
+      ['full fine-tune (fp32)', ms('full').toFixed(1), ms('full', 'cpu').toFixed(1), kib(mf.weights), kib(mf.optimizer), full.trainable, 1, 1, 1, '', ''],
+      ['full W4 QAT fine-tune', ms('qat').toFixed(1), ms('qat', 'cpu').toFixed(1), kib(mq.weights), kib(mq.optimizer), qat.trainable, ...times('qat', 'full'), memRatio(mq).toFixed(3), 1, 1],
+      ['QLoRA', ms('lora').toFixed(1), ms('lora', 'cpu').toFixed(1), kib(ml.weights), kib(ml.optimizer), lora.trainable, ...times('lora', 'full'), memRatio(ml).toFixed(3), ...times('lora', 'qat')],
+      ['floor: float, weights frozen, no adapters', ms('floor').toFixed(1), ms('floor', 'cpu').toFixed(1), '', '', floor.trainable, ...times('floor', 'full'), '', ...times('floor', 'qat')],
     ]);
   for (const c of [full, qat, lora, floor]) q.dispose([...c.model.parameters(), ...c.model.buffers(), ...[...c.opt.state.values()].flatMap((s) => Object.values(s))]);
   return out;

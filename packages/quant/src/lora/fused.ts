@@ -20,27 +20,31 @@ interface State {
 const loraLinearFn = defineFunction<[Tensor, Tensor, Tensor, Tensor, number], Tensor, State>({
   name: 'loraLinear',
   forward(ctx, x, w0, a, b, s) {
-    const w = add(w0, matmul(mul(b, s), a));
-    // h = x·Aᵀ is what dB needs; computing it now costs what recomputing it would, and it is small (n × r)
-    const h = ctx.needsInputGrad[3] ? matmul(x, t2(a)) : null;
-    ctx.save(x, w0, a, b, w, ...(h ? [h] : []));
+    // s·A once serves the merged weight and hs = x·(s·A)ᵀ, which is all dB needs: one scalar op
+    // here and one (s·B) in the backward, where s on each factor would take three
+    const as = mul(a, s);
+    const w = add(w0, matmul(b, as));
+    // computing hs now costs what recomputing it would, and it is small (n × r)
+    const hs = ctx.needsInputGrad[3] ? matmul(x, t2(as)) : null;
+    ctx.save(x, w0, a, b, w, ...(hs ? [hs] : []));
     ctx.state = { s };
     return matmul(x, t2(w));
   },
   backward(ctx, g) {
-    const [x, w0, a, b, wSaved, hSaved] = ctx.saved as [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | undefined];
+    const [x, w0, a, b, wSaved, hsSaved] = ctx.saved as [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | undefined];
     const { s } = ctx.state;
     const need = ctx.needsInputGrad;
-    // building the graph of the backward (double backward): the merged weight and h must be
+    // building the graph of the backward (double backward): the merged weight and hs must be
     // functions of a and b, not the constants the forward kept
     const graph = isGradEnabled();
-    const w = graph ? add(w0, matmul(mul(b, s), a)) : wSaved;
+    const as = graph ? mul(a, s) : null;
+    const w = as ? add(w0, matmul(b, as)) : wSaved;
     const dx = need[0] ? matmul(g, w) : null;
     const dw0 = need[1] ? matmul(t2(g), x) : null;
-    // dA = s·(g·B)ᵀ·x and dB = s·gᵀ·(x·Aᵀ), each scaled on its r-wide factor
+    // dA = (g·s·B)ᵀ·x and dB = gᵀ·(x·(s·A)ᵀ)
     const da = need[2] ? matmul(t2(matmul(g, mul(b, s))), x) : null;
-    const h = need[3] ? (graph || !hSaved ? matmul(x, t2(a)) : hSaved) : null;
-    const db = h ? mul(matmul(t2(g), h), s) : null;
+    const hs = need[3] ? (as || !hsSaved ? matmul(x, t2(as ?? mul(a, s))) : hsSaved) : null;
+    const db = hs ? matmul(t2(g), hs) : null;
     return [dx, dw0, da, db, null];
   },
 });

@@ -94,7 +94,7 @@ export abstract class LoraLayer extends Module {
   }
   /** The float ΔW = scaling·B·A (no gradient), [out, in′], rounded as `loraLinear` rounds it. */
   deltaWeight(): Tensor {
-    return noGrad(() => this.loraB.mul(this.scaling).matmul(this.loraA));
+    return noGrad(() => this.loraB.matmul(this.loraA.mul(this.scaling)));
   }
   /** What the optimizer trains: the adapter factors (and the scales where the method learns them). */
   trainable(): Tensor[] {
