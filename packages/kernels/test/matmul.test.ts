@@ -148,13 +148,58 @@ describe.each(NATIVE)('$label matmul', (entry) => {
             return got;
           });
           expect(mismatch(results[0]!.data, ref.data, 0, bound.data.map((v) => 2 * K * eps * v + 1e-30))).toBe(-1);
-          for (const r of results.slice(1)) expect(Buffer.from(r.data.buffer).equals(Buffer.from(results[0]!.data.buffer))).toBe(true);
+          // x·Wᵀ with up to four rows of x (rows of a and W contiguous in k) takes the matvec path,
+          // whose dot products sum in another order than the micro-kernel: there only 1 = 2 threads
+          const matvec = dtype === 'float32' && M <= 4 && a.strides[1] === 1 && b.strides[0] === 1;
+          for (const r of results.slice(1, matvec ? 2 : 3)) expect(Buffer.from(r.data.buffer).equals(Buffer.from(results[0]!.data.buffer))).toBe(true);
         }),
         { numRuns: 60 },
       );
     } finally {
       packed.dispose();
     }
+  });
+
+  it.runIf(entry.name === 'wasm')('runs x·Wᵀ with up to four rows of x on W in place: the js result within 2·K·eps·Σ|x||w|, bit for bit on 1 and 2 threads', () => {
+    // W row-major [N, K] in wasm memory, maybe a column window of a wider matrix (row stride > K),
+    // read through its transpose; K around the four-wide steps and their scalar tail; N around
+    // the blocks of four rows; some products large enough for the pool
+    const resident = (be: Backend, src: Arg): Arg => {
+      const data = be.alloc(src.dtype, src.data.length) as TypedArray;
+      data.set(src.data);
+      return { ...src, data };
+    };
+    const cases = fc.record({
+      M: fc.integer({ min: 1, max: 4 }),
+      N: fc.oneof(fc.integer({ min: 1, max: 70 }), fc.integer({ min: 500, max: 700 })),
+      K: fc.oneof(fc.integer({ min: 1, max: 40 }), fc.integer({ min: 400, max: 600 })),
+      pad: fc.integer({ min: 0, max: 5 }),
+      offset: fc.integer({ min: 0, max: 5 }),
+      seed: fc.integer({ min: 1, max: 2 ** 31 - 1 }),
+    });
+    let pooled = 0;
+    fc.assert(
+      fc.property(cases, ({ M, N, K, pad, offset, seed }) => {
+        const x = view('float32', [M, K], [0, 1], offset, [], seed);
+        const wide = view('float32', [N, K + pad], [0, 1], offset, [], seed + 1);
+        const wT: Arg = { ...wide, shape: [K, N], strides: [1, K + pad] };
+        const ref = out('float32', [M, N]);
+        const bound = out('float32', [M, N]);
+        jsKernels.matmul([x, wT], ref, {});
+        jsKernels.matmul([abs(x), abs(wT)], bound, {});
+        const [a, b] = [one, two].map((be) => {
+          const got = out('float32', [M, N]);
+          be.run('matmul', [resident(be, x), resident(be, wT)], got, {});
+          return got;
+        });
+        expect(mismatch(a!.data, ref.data, 0, bound.data.map((v) => 2 * K * 2 ** -24 * v + 1e-30))).toBe(-1);
+        expect(Buffer.from(b!.data.buffer).equals(Buffer.from(a!.data.buffer))).toBe(true);
+        if (M * N * K >= 1 << 18) pooled++;
+      }),
+      { numRuns: 80 },
+    );
+    expect(pooled).toBeGreaterThan(0);
+    expect((two as { stats?: () => { kernel: string; pooled: number }[] }).stats!().find((s) => s.kernel === 'matmul')!.pooled).toBeGreaterThan(0);
   });
 
   it('matches the js matmul with 2 threads on a large product, each operand plain or transposed', () => {

@@ -15,6 +15,7 @@ import { emitGather, gatherWasm, indexAddWasm, indexSelectWasm, scatterAddWasm }
 import { emitHadamard, fwhtWasm } from './hadamard.js';
 import { emitInt8Matmul, int8MatmulWasm } from './int8-matmul.js';
 import { MATMUL_MIN_MACS, matmulWasm } from './matmul.js';
+import { emitMatvec } from './matvec.js';
 import { emitPacked, packedMatmulWasm } from './packed.js';
 import { emitSparse24, sparse24MatmulWasm } from './sparse24.js';
 import { emitNorm, normBackwardWasm, normWasm, ropeWasm, softmaxBackwardWasm, softmaxWasm } from './norm.js';
@@ -59,7 +60,7 @@ const RULES: { [K in KernelName]?: WasmRule<K> } = {
   sparse24Matmul: sparse24MatmulWasm,
 };
 
-const EMITTERS: Emitter[] = [emitMatmul, (mb) => emitElementwise(mb), (mb) => emitReduce(mb), (mb) => emitConv2d(mb), (mb) => emitQuant(mb), (mb) => emitHadamard(mb), (mb) => emitGather(mb), (mb) => emitNorm(mb), (mb) => emitOptim(mb), emitPacked, emitInt8Matmul, emitSparse24];
+const EMITTERS: Emitter[] = [emitMatmul, emitMatvec, (mb) => emitElementwise(mb), (mb) => emitReduce(mb), (mb) => emitConv2d(mb), (mb) => emitQuant(mb), (mb) => emitHadamard(mb), (mb) => emitGather(mb), (mb) => emitNorm(mb), (mb) => emitOptim(mb), emitPacked, emitInt8Matmul, emitSparse24];
 
 /** Options of `createWasmBackend`: threads, relaxed SIMD, the workers' idle spin, the js cut-off for small matmuls, the heap ceiling. */
 export interface WasmBackendOptions {

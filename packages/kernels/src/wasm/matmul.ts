@@ -7,6 +7,7 @@
 import type { KernelArg } from '../backend.js';
 import { numel, offsets } from '../layout.js';
 import type { TypedArray } from '../names.js';
+import { matvecWasm } from './matvec.js';
 import { ARGS, MAX_HEAP_BYTES, span, type Engine } from './runtime.js';
 import { DirectArg, F32_TILE, F64_TILE, MatmulArg, type MicroShape, PackArg } from './simd-matmul.js';
 
@@ -110,6 +111,8 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
     out.data.fill(0, out.offset, out.offset + batches * M * N);
     return true;
   }
+  // x·Wᵀ with a few rows of x and W row-major in wasm memory: dot products along W's rows in place
+  if (batches === 1 && direct && matvecWasm(engine, a!, b!, out, M, N, K)) return true;
   const { mr, nr } = tile;
   const Mp = roundUp(M, mr);
   const Np = roundUp(N, nr);
