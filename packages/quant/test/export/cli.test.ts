@@ -2,11 +2,14 @@
  * @file The `qgrad` command line (runCli, runExportCli, runConvertCli): a Llama checkpoint
  * directory to GGUF, to a quantized safetensors that loads back with the same logits, and to a
  * quantized checkpoint directory; a ViT checkpoint directory (float or converted) to ONNX that
- * onnxruntime-node runs to qgrad's logits; usage errors exit 2 with one line.
+ * onnxruntime-node runs to qgrad's logits; usage errors exit 2 with one line; the package's bin
+ * entry is one `npm ci` can link before anything is built.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Generator, noGrad, randn, saveSafetensors, tensor } from '@qgrad/core';
@@ -149,5 +152,19 @@ describe('qgrad', () => {
       expect(errors.at(-1)).not.toContain('\n');
     }
     expect(await Q.runCli([], io)).toBe(2);
+  });
+
+  it('has a bin that npm ci links in a fresh checkout and that runs the sources from any directory', () => {
+    const quant = fileURLToPath(new URL('../..', import.meta.url));
+    const repo = join(quant, '../..');
+    const bin = (JSON.parse(readFileSync(join(quant, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin.qgrad!;
+    // npm ci links bins from the lockfile's copy of the manifest, and skips one whose file is absent
+    const lock = JSON.parse(readFileSync(join(repo, 'package-lock.json'), 'utf8')) as { packages: Record<string, { bin?: Record<string, string> }> };
+    expect(lock.packages['packages/quant']!.bin).toEqual({ qgrad: bin.replace(/^\.\//, '') });
+    expect(bin).not.toMatch(/dist\//);
+    expect(existsSync(join(quant, bin))).toBe(true);
+    const run = spawnSync(process.execPath, [join(quant, bin), 'export', '--help'], { cwd: dir, encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } });
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/--format/);
   });
 });
