@@ -218,7 +218,8 @@ const row = (p: WeightQuantizer['plan']) => `${p.grid.label} ${typeof p.granular
  * `skip`, `types`); without rules or default, the method's default is used (int4 per channel;
  * AWQ int4 in groups of 128; SmoothQuant W8A8 with per-token dynamic inputs). GPTQ, AWQ,
  * SmoothQuant, FlexRound, PTQTP and the Hadamard rotation apply to Linear layers; Conv2d and Embedding layers are
- * rounded to nearest. PTQTP needs no calibration (batches, if any, only feed the report, whose
+ * rounded to nearest. AWQ runs its scale search and then, unless `awqClip: false`, its clip search.
+ * PTQTP needs no calibration (batches, if any, only feed the report, whose
  * RTN baseline is then absmean ternary per row) and replaces each Linear by a TritPlaneLinear.
  * Returns the model and the per-layer report.
  * @example
