@@ -6,7 +6,8 @@
  * operands the kernel quantizes while packing (haloLinear's). Ratios are float32 time / int8
  * time (> 1: int8 faster); the step row sums count × median time over the shapes. Then the whole
  * layer: HALO's haloLinear forward + backward (rotations, per-line quantization and three int8
- * products) against linear's in float32, on the default backend, after the rotations alone.
+ * products, or fp8's E4M3 rounding and three float32 products) against linear's in float32, in
+ * CPU time, on the default backend, after the rotations alone.
  * Run alone: npm run bench -- --sections int8 [--quick]
  */
 import * as q from '@qgrad/core';
@@ -121,15 +122,20 @@ function rotations(ctx: BenchContext): Record<string, number> {
   return out;
 }
 
-/** haloLinear vs linear, forward + backward, at the tiny Llama's Linear sizes over 16 × 128 tokens. */
-function layers(ctx: BenchContext): Record<string, { fp32: number; halo: number }> {
+/**
+ * haloLinear in int8 and in fp8 (E4M3, emulated) vs linear, forward + backward, at the tiny
+ * Llama's Linear sizes over 16 × 128 tokens. Timed in process CPU time (`process.cpuUsage`, all
+ * threads), since wall time on a loaded machine measures the neighbours; ratios are paired per
+ * round (each contender's step against float's step of the same round), then the median.
+ */
+function layers(ctx: BenchContext): Record<string, LayerFigures> {
   const prev = q.getBackend();
   q.setBackend('wasm');
   const { dim, hiddenDim, vocabSize } = tinyLlamaConfig;
   const sizes: [string, number, number][] = [['q,o', dim, dim], ['gate,up', dim, hiddenDim], ['down', hiddenDim, dim], ['head', dim, vocabSize]];
   const g = new q.Generator(3);
   const reps = ctx.quick ? 3 : 11;
-  const out: Record<string, { fp32: number; halo: number }> = {};
+  const out: Record<string, LayerFigures> = {};
   const rows: (string | number)[][] = [];
   for (const [name, i, o] of sizes) {
     const x = q.randn([2048, i], { generator: g, requiresGrad: true });
@@ -140,25 +146,35 @@ function layers(ctx: BenchContext): Record<string, { fp32: number; halo: number 
         x.grad = null;
         w.grad = null;
       });
-    const runs = { fp32: step((a, b) => q.linear(a, b)), halo: step((a, b) => haloLinear(a, b)) };
-    const ts: Record<'fp32' | 'halo', number[]> = { fp32: [], halo: [] };
+    const runs: Record<LayerKind, () => void> = {
+      fp32: step((a, b) => q.linear(a, b)),
+      int8: step((a, b) => haloLinear(a, b)),
+      fp8: step((a, b) => haloLinear(a, b, null, { format: 'fp8' })),
+    };
+    const ts: Record<LayerKind, number[]> = { fp32: [], int8: [], fp8: [] };
     for (let r = 0; r < reps; r++) {
-      for (const k of ['fp32', 'halo'] as const) {
+      for (const k of LAYER_KINDS) {
         runs[k]();
-        const t0 = performance.now();
+        const c = process.cpuUsage();
         runs[k]();
-        ts[k].push(performance.now() - t0);
+        const u = process.cpuUsage(c);
+        ts[k].push((u.user + u.system) / 1000);
       }
     }
-    out[name] = { fp32: ctx.median(ts.fp32), halo: ctx.median(ts.halo) };
-    rows.push([`${name}: 2048×${i} → ${o}`, out[name]!.fp32, out[name]!.halo, out[name]!.fp32 / out[name]!.halo]);
+    const ratio = (k: LayerKind) => ctx.median(ts.fp32.map((t, r) => t / ts[k][r]!));
+    out[name] = { fp32: ctx.median(ts.fp32), int8: ctx.median(ts.int8), fp8: ctx.median(ts.fp8), 'fp32/int8': ratio('int8'), 'fp32/fp8': ratio('fp8') };
+    rows.push([`${name}: 2048×${i} → ${o}`, out[name]!.fp32, out[name]!.int8, out[name]!.fp8, out[name]!['fp32/int8'], out[name]!['fp32/fp8']]);
   }
   const threads = (q.currentBackend() as { threads?: number }).threads ?? 1;
   q.setBackend(prev);
   ctx.table(
-    `haloLinear vs linear, forward + backward of one layer (median ms, ${threads} thread(s); × = fp32 / halo, > 1 is halo faster)`,
-    ['layer', 'fp32 ms', 'halo ms', '×'],
+    `haloLinear (int8; fp8 = E4M3 emulated in float32) vs linear, forward + backward of one layer (median CPU ms over all threads, ${threads} thread(s); × = fp32 / halo paired per round, > 1 is halo faster)`,
+    ['layer', 'fp32 ms', 'int8 ms', 'fp8 ms', '× int8', '× fp8'],
     rows,
   );
   return out;
 }
+
+const LAYER_KINDS = ['fp32', 'int8', 'fp8'] as const;
+type LayerKind = (typeof LAYER_KINDS)[number];
+type LayerFigures = Record<LayerKind | 'fp32/int8' | 'fp32/fp8', number>;

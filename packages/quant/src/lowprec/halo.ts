@@ -19,7 +19,9 @@
  * reuses Q(XH), Q(WH) in backward; per-token/per-channel scales must lie on the outer dims of each
  * product, so here each product quantizes its own rotated operands (the token rotation of dW is
  * HALO level 2's idea applied to dW rather than dX). Cost: at the tiny Llama's sizes the six
- * rotations (the fwht kernel) take about as long as the int8 products.
+ * rotations (the fwht kernel) take about as long as the int8 products; fp8 is an emulation for
+ * studying accuracy, about 25× a float layer's CPU time (bench int8), nearly all of it in
+ * `roundToFp`'s ~20 elementwise ops per operand: kept because it stays on the tensor's backend.
  */
 import { abs, amax, defineFunction, div, eq, hadamard, int8Matmul, linear, matmul, mul, type Tensor, where } from '@qgrad/core';
 import { Linear, Module } from '@qgrad/nn';
