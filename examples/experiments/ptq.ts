@@ -81,6 +81,8 @@ interface Run {
   /** Mean over quantized layers of the output SQNR (dB) on the calibration inputs: round-to-nearest, and the method. */
   rtnSqnrDb: number | null;
   sqnrDb: number | null;
+  /** awq-clip: mean over the clipped layers of the % of rows (groups) whose range the clip search shrank; absent in runs logged before it was recorded. */
+  clippedPct?: number | null;
   ptqSeconds: number;
 }
 
@@ -113,7 +115,8 @@ function grid(model: Run['model'], settings: string, seed: number, floatValue: n
     const ptqSeconds = (performance.now() - t) / 1000;
     const value = evaluate(m);
     freeModel(m);
-    const r: Run = { model, settings, config: v.name, bits: v.bits, seed, value, rtnSqnrDb: meanOf(report, 'rtnSqnrDb'), sqnrDb: meanOf(report, 'sqnrDb'), ptqSeconds };
+    const clipped = report.rows.flatMap((row) => (row.clipped === undefined ? [] : [100 * row.clipped]));
+    const r: Run = { model, settings, config: v.name, bits: v.bits, seed, value, rtnSqnrDb: meanOf(report, 'rtnSqnrDb'), sqnrDb: meanOf(report, 'sqnrDb'), clippedPct: clipped.length ? mean(clipped) : null, ptqSeconds };
     record(r);
     console.log(`${model} seed ${seed} W${v.bits} ${v.name}: ${model === 'llama' ? `${value.toFixed(4)} bits/byte` : `${value.toFixed(2)} % accuracy`} (float ${floatValue.toFixed(model === 'llama' ? 4 : 2)}), layer SQNR ${r.sqnrDb?.toFixed(1)} dB (RTN ${r.rtnSqnrDb?.toFixed(1)}), ptq ${ptqSeconds.toFixed(1)} s, ${minutes()} min elapsed`);
   }
@@ -201,7 +204,7 @@ function rows(settings: string): ConfigResult[] {
     };
     return {
       config: config === 'float' ? 'float' : `W${bits} ${config}`, group: config === 'float' ? 'float32' : `W${bits}`, seeds: rs.map((r) => r.seed), values: rs.map((r) => r.value),
-      extra: { 'layer SQNR dB': avg((r) => r.sqnrDb), 'RTN layer SQNR dB': avg((r) => r.rtnSqnrDb), 'ptq s': avg((r) => (r.config === 'float' ? null : r.ptqSeconds)), what: config === 'float' ? 'the float model' : ABOUT[config] ?? config },
+      extra: { 'layer SQNR dB': avg((r) => r.sqnrDb), 'RTN layer SQNR dB': avg((r) => r.rtnSqnrDb), 'clipped %': avg((r) => r.clippedPct ?? null), 'ptq s': avg((r) => (r.config === 'float' ? null : r.ptqSeconds)), what: config === 'float' ? 'the float model' : ABOUT[config] ?? config },
     };
   }).filter((r) => r.values.length > 0);
 }
