@@ -190,6 +190,52 @@ describe.each(NATIVE)('$label packedMatmul', (entry) => {
     );
   });
 
+  it('equals the js oracle on groups of whole 16-byte units (the planar path), int-grid and arbitrary tables, one row and several', () => {
+    // groupSize·bits a multiple of 128: wasm splits the bytes into bit planes, decodes an int
+    // grid's table (L[f] = f + L[0]) without lookups, and scales each group once
+    const planarArb = fc.record({
+      N: fc.oneof(fc.constant(1), fc.integer({ min: 2, max: 4 })),
+      O: fc.integer({ min: 1, max: 9 }),
+      groups: fc.integer({ min: 1, max: 3 }),
+      units: fc.integer({ min: 1, max: 3 }),
+      bits: fc.constantFrom<1 | 2 | 4>(1, 2, 4),
+      zeroPoint: fc.boolean(),
+      bias: fc.boolean(),
+      table: fc.constantFrom<TableKind>('levels', 'int'),
+      seed: fc.integer({ min: 1, max: 2 ** 31 - 1 }),
+    }).map(({ units, ...c }): Case => ({ ...c, groupSize: (units * 128) / c.bits }));
+    fc.assert(
+      fc.property(planarArb, (c) => {
+        const { inputs, params, K } = operands(c);
+        const [want, got] = [outArg(c.N, c.O), outArg(c.N, c.O)];
+        jsKernels.packedMatmul(inputs, want, params);
+        const before = nativeCalls(backend, 'packedMatmul');
+        backend.run('packedMatmul', inputs, got, params);
+        expect(nativeCalls(backend, 'packedMatmul')).toBe(before + 1);
+        const atol = Array.from(magnitude(c, inputs, K, dequantized(c, inputs, K)), (m) => 2 * (K + 2) * 2 ** -24 * m);
+        expect(mismatch(got.data, want.data, 0, atol)).toBe(-1);
+        for (let n = 0; n < c.N && c.N > 1; n++) {
+          const one = outArg(1, c.O);
+          backend.run('packedMatmul', [{ ...inputs[0]!, shape: [1, K], offset: n * K }, ...inputs.slice(1)], one, params);
+          expect(Array.from(one.data)).toEqual(Array.from(got.data.subarray(n * c.O, (n + 1) * c.O)));
+        }
+      }),
+      { numRuns: 120 },
+    );
+  });
+
+  it('takes the table, not the int-grid decode, when one level is off the line L[0] + f', () => {
+    const c: Case = { N: 1, O: 3, groups: 2, groupSize: 32, bits: 4, zeroPoint: false, bias: false, table: 'int', seed: 7 };
+    const { inputs, params } = operands(c);
+    const table = Float32Array.from(inputs[2]!.data as Float32Array);
+    table[9] += 0.5;
+    const ins = [inputs[0]!, inputs[1]!, flat(table, 'float32'), ...inputs.slice(3)];
+    const [want, got] = [outArg(1, 3), outArg(1, 3)];
+    jsKernels.packedMatmul(ins, want, params);
+    backend.run('packedMatmul', ins, got, params);
+    expect(mismatch(got.data, want.data, 1e-5, 1e-5)).toBe(-1);
+  });
+
   it('hands a transposed x to js and gives the same result as the contiguous one', () => {
     const c: Case = { N: 3, O: 5, groups: 2, groupSize: 32, bits: 4, zeroPoint: true, bias: true, table: 'levels', seed: 11 };
     const { inputs, params, K } = operands(c);
@@ -220,6 +266,17 @@ describe('wasm packedMatmul over threads', () => {
       for (const bits of [1, 2, 4, 8] as const) {
         for (const N of [1, 3]) {
           const c: Case = { N, O: 256, groups: 16, groupSize: 64, bits, zeroPoint: bits !== 1, bias: true, table: bits === 8 ? 'int8' : 'levels', seed: 17 + bits };
+          const { inputs, params } = operands(c);
+          const [a, b] = [outArg(N, c.O), outArg(N, c.O)];
+          one.run('packedMatmul', inputs, a, params);
+          two.run('packedMatmul', inputs, b, params);
+          expect(Array.from(b.data)).toEqual(Array.from(a.data));
+        }
+      }
+      // the planar path (whole 16-byte groups), table and int-grid decode
+      for (const bits of [1, 2, 4] as const) {
+        for (const [N, table, zeroPoint] of [[1, 'levels', true], [1, 'int', false], [3, 'int', true]] as const) {
+          const c: Case = { N, O: 256, groups: 8, groupSize: 256 / bits, bits, zeroPoint, bias: true, table, seed: 29 + bits };
           const { inputs, params } = operands(c);
           const [a, b] = [outArg(N, c.O), outArg(N, c.O)];
           one.run('packedMatmul', inputs, a, params);

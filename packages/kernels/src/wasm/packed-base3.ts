@@ -38,6 +38,11 @@ const enum W {
   blockScaled,
   /** 1: one row of x and blockScaled (decode and multiply in registers). */
   fused,
+  /**
+   * 1: groups of a multiple of 64 trits, summed as the 2-bit fields kernel sums them there
+   * (packed-planes.ts): x·(L − z) per group in four f32x4, then scaled once into the row's vector.
+   */
+  grouped,
 }
 
 /**
@@ -54,7 +59,8 @@ function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean): void {
     const [x, codes, table, scale, zero, bias, out, N, K, O, gs, rowBytes, blocks, has160, has80, tailBytes, blockScaled, fused, hasBias, G] = range(20, () => c.local(P));
     const [o, o1, p, base, blk, g, sp, j, n, bi, m, xp, buf, bufBytes] = range(14, () => c.local(P));
     const [s, z, t] = range(3, () => c.local(F));
-    const [sv, zv, q0, q1, c86, c171, c15] = range(7, () => c.local(V));
+    const [sv, zv, q0, q1, c86, c171, c15, A, gsum] = range(9, () => c.local(V));
+    const grouped = c.local(P);
     const planes = range(4, () => c.local(V));
     const w = range(4, () => c.local(V));
     const acc = range(4, () => c.local(V));
@@ -63,7 +69,7 @@ function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean): void {
     const pairs: [number, W][] = [
       [x, W.x], [codes, W.codes], [table, W.table], [scale, W.scale], [zero, W.zero], [bias, W.bias], [out, W.out],
       [N, W.n], [K, W.k], [O, W.o], [gs, W.groupSize], [rowBytes, W.rowBytes], [blocks, W.blocks], [has160, W.has160],
-      [has80, W.has80], [tailBytes, W.tailBytes], [blockScaled, W.blockScaled], [fused, W.fused], [hasBias, W.hasBias],
+      [has80, W.has80], [tailBytes, W.tailBytes], [blockScaled, W.blockScaled], [fused, W.fused], [hasBias, W.hasBias], [grouped, W.grouped],
     ];
     for (const [l, k] of pairs) word(k).set(l);
     c.get(K).get(gs).op(Op.i32_div_u).set(G);
@@ -86,6 +92,24 @@ function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean): void {
       c.get(sp).get(g).i32(2).op(Op.i32_shl).op(Op.i32_add).set(j);
       c.get(scale).get(j).op(Op.i32_add).mem(Op.f32_load, 2).tee(s).simd(Simd.f32x4_splat).set(sv);
       if (zeroPoint) c.get(zero).get(j).op(Op.i32_add).mem(Op.f32_load, 2).tee(z).simd(Simd.f32x4_splat).set(zv);
+      // grouped: weights L − z (times 1, exact), s applied per group by `fold`
+      c.get(grouped).if();
+      c.f32(1).simd(Simd.f32x4_splat).set(sv);
+      c.end();
+    };
+    /** A ⊕= ((acc0 + acc1) + (acc2 + acc3))·s, then acc = 0 (as packed-planes.ts folds a group). */
+    const fold = () => {
+      c.get(acc[0]!).get(acc[1]!).simd(Simd.f32x4_add).get(acc[2]!).get(acc[3]!).simd(Simd.f32x4_add).simd(Simd.f32x4_add).set(gsum);
+      if (fma) c.get(gsum).get(s).simd(Simd.f32x4_splat).get(A).simd(Simd.f32x4_relaxed_madd).set(A);
+      else c.get(A).get(gsum).get(s).simd(Simd.f32x4_splat).simd(Simd.f32x4_mul).simd(Simd.f32x4_add).set(A);
+      clearAcc();
+    };
+    /** Grouped: the row's vector into acc0 for the shared epilogue ((A + 0) + (0 + 0) = A, but −0). */
+    const unfold = () => {
+      c.get(grouped).if();
+      clearAcc();
+      c.get(A).set(acc[0]!);
+      c.end();
     };
     /** acc_q ⊕= a_q·(x at xp + off + 16q). */
     const madd = (a: (q: number) => void, off: number) => {
@@ -164,13 +188,19 @@ function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean): void {
       {
         c.get(x).set(xp);
         clearAcc();
+        c.i32(0).simd(Simd.i32x4_splat).set(A);
         c.for(blk, () => c.i32(0), () => c.get(blocks), 1, () => {
           blockGroup();
           loadScale();
           block('acc');
           c.get(p).i32(52).op(Op.i32_add).set(p);
           c.get(xp).i32(1024).op(Op.i32_add).set(xp);
+          // the group's last block
+          c.get(grouped).get(blk).i32(1).op(Op.i32_add).i32(8).op(Op.i32_shl).get(gs).op(Op.i32_rem_u).op(Op.i32_eqz).op(Op.i32_and).if();
+          fold();
+          c.end();
         });
+        unfold();
         c.f32(0).set(t);
         finish(() => c.i32(0));
       }
@@ -250,11 +280,22 @@ function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean): void {
           c.get(x).get(n).get(K).op(Op.i32_mul).i32(2).op(Op.i32_shl).op(Op.i32_add).set(xp);
           c.get(buf).set(base);
           clearAcc();
+          c.i32(0).simd(Simd.i32x4_splat).set(A);
           c.for(bi, () => c.i32(0), () => c.get(K).i32(4).op(Op.i32_shr_u), 1, () => {
             madd((q) => c.get(base).simdMem(Simd.v128_load, 0, 16 * q), 0);
             c.get(xp).i32(64).op(Op.i32_add).set(xp);
             c.get(base).i32(64).op(Op.i32_add).set(base);
+            // grouped (groups of whole chunks): the group's last chunk
+            c.get(grouped).if();
+            c.get(bi).i32(1).op(Op.i32_add).i32(4).op(Op.i32_shl).get(gs).op(Op.i32_rem_u).op(Op.i32_eqz).if();
+            c.get(bi).i32(4).op(Op.i32_shl).get(gs).op(Op.i32_div_u).set(g);
+            c.get(sp).get(g).i32(2).op(Op.i32_shl).op(Op.i32_add).set(j);
+            c.get(scale).get(j).op(Op.i32_add).mem(Op.f32_load, 2).set(s);
+            fold();
+            c.end();
+            c.end();
           });
+          unfold();
           c.f32(0).set(t);
           c.for(j, () => c.get(K).i32(-16).op(Op.i32_and), () => c.get(K), 1, () => {
             c.get(t).get(xp).mem(Op.f32_load, 2).get(base).mem(Op.f32_load, 2).op(Op.f32_mul).op(Op.f32_add).set(t);
@@ -298,7 +339,9 @@ export function packedBase3Wasm(engine: Engine, ops: PackedOperands, out: Arg, p
   const placement = placeOperands(engine, sizes, out, N * O);
   const { place, outAt, outPtr } = placement;
   let at = placement.at;
-  const blockScaled = gs % 256 === 0 || G === 1;
+  // groups of whole 64-trit units sum as the 2-bit kernel's (see W.grouped): levels decoded unscaled
+  const grouped = gs % 64 === 0;
+  const blockScaled = !grouped && (gs % 256 === 0 || G === 1);
   const fused = N === 1 && gs % 256 === 0;
   // past the row: the tail's overhanging lanes (≤ 19 floats), then its 16-byte stage
   const bufBytes = fused ? 0 : align16(K * 4) + 80 + 16;
@@ -318,7 +361,7 @@ export function packedBase3Wasm(engine: Engine, ops: PackedOperands, out: Arg, p
     [W.x, px], [W.codes, pc], [W.planes, engine.scratch], [W.table, pt], [W.scale, ps], [W.zero, pz], [W.bias, pb], [W.out, outPtr],
     [W.n, N], [W.k, K], [W.o, O], [W.groupSize, gs], [W.rowsPerTask, rowsPerTask], [W.buf, buf], [W.bufBytes, bufBytes],
     [W.hasBias, bias ? 1 : 0], [W.rowBytes, rowBytes], [W.blocks, blocks], [W.has160, has160 ? 1 : 0], [W.has80, has80 ? 1 : 0],
-    [W.tailBytes, rest?.bytes ?? 0], [W.blockScaled, blockScaled ? 1 : 0], [W.fused, fused ? 1 : 0],
+    [W.tailBytes, rest?.bytes ?? 0], [W.blockScaled, blockScaled ? 1 : 0], [W.fused, fused ? 1 : 0], [W.grouped, grouped ? 1 : 0],
   ];
   for (const [k, v] of words) word(k, v);
   engine.parallel(`packed_t3${zero ? '_z' : ''}`, ARGS, nTasks, threaded);

@@ -12,6 +12,7 @@ import { packedOperands } from '../js/packed.js';
 import type { PackedMatmulParams, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
 import { emitPackedBase3, packedBase3Wasm } from './packed-base3.js';
+import { emitPackedPlanes, packedPlanesWasm, planar } from './packed-planes.js';
 import { ARGS, type Engine, type Flavor } from './runtime.js';
 
 type Arg = KernelArg<TypedArray>;
@@ -50,11 +51,11 @@ export function v128Const(c: Code, bytes: readonly number[]): Code {
 
 export const range = (n: number, f: (i: number) => number) => Array.from({ length: n }, (_, i) => f(i));
 /** Bytes 0–7 of a and b interleaved (a0 b0 a1 b1 …), then bytes 8–15. */
-const LO8 = range(16, (i) => (i >> 1) + (i & 1) * 16);
-const HI8 = LO8.map((l) => l + 8);
+export const LO8 = range(16, (i) => (i >> 1) + (i & 1) * 16);
+export const HI8 = LO8.map((l) => l + 8);
 /** 16-bit pairs 0–3 of a and b interleaved, then pairs 4–7. */
-const LO16 = range(16, (i) => ((i >> 2) * 2 + (i & 1)) + ((i >> 1) & 1) * 16);
-const HI16 = LO16.map((l) => l + 8);
+export const LO16 = range(16, (i) => ((i >> 2) * 2 + (i & 1)) + ((i >> 1) & 1) * 16);
+export const HI16 = LO16.map((l) => l + 8);
 
 /**
  * Emits the decode of the 16 fields at byte pointer p into four f32x4 locals w (fields 0–3, 4–7,
@@ -103,10 +104,10 @@ function decode16(c: Code, v: Variant, p: number, w: readonly number[], planes: 
  * The levels of the 16 field values (one per byte, each < 16) in local t[0] into four f32x4
  * locals w, looked up in the four table planes; t[0…7] are overwritten.
  */
-export function levels16(c: Code, planes: readonly number[], w: readonly number[], t: readonly number[]): void {
+export function levels16(c: Code, planes: readonly number[], w: readonly number[], t: readonly number[], swizzle: number = Simd.i8x16_swizzle): void {
   const idx = t[0]!;
   // byte b of each level by swizzle, then bytes → 16-bit pairs → float32 lanes
-  for (let b = 0; b < 4; b++) c.get(planes[b]!).get(idx).simd(Simd.i8x16_swizzle).set(t[1 + b]!);
+  for (let b = 0; b < 4; b++) c.get(planes[b]!).get(idx).simd(swizzle).set(t[1 + b]!);
   const [p0, p1, p2, p3] = [t[1]!, t[2]!, t[3]!, t[4]!];
   const [lo01, hi01, lo23, hi23] = [t[5]!, t[6]!, t[0]!, t[7]!];
   shuffle8(c.get(p0).get(p1), HI8).set(hi01);
@@ -348,6 +349,7 @@ function emitTask(mb: ModuleBuilder, v: Variant, zeroPoint: boolean, fma: boolea
 export function emitPacked(mb: ModuleBuilder, flavor: Flavor): void {
   for (const v of VARIANTS) for (const z of [false, true]) emitTask(mb, v, z, flavor.relaxed);
   emitPackedBase3(mb, flavor);
+  emitPackedPlanes(mb, flavor);
 }
 
 /** Which decode fits an 8-bit table: the integer itself (int8 or uint8 codes) or a lookup. */
@@ -366,6 +368,10 @@ function variantOf(bits: number, table: Arg): Variant {
 
 export const align16 = (b: number) => Math.ceil(b / 16) * 16;
 
+/** A call's level table as float32 and its bytes (reused: a tiny-Llama matvec is a few µs). */
+const LEVELS = new Float32Array(16);
+const LEVEL_BYTES = new Uint8Array(LEVELS.buffer);
+
 /**
  * Runs `packedMatmul` in wasm; false (the js oracle runs instead) for float64, a strided x, or
  * weights too large for 32-bit bit offsets. Bad operands throw from the shared checks first.
@@ -380,6 +386,20 @@ export function packedMatmulWasm(engine: Engine, inputs: readonly Arg[], out: Ar
   if (O * K * bits >= 2 ** 31) return false;
   if (N === 0 || O === 0) return true;
   if (params.packing === 'base3') return packedBase3Wasm(engine, ops, out, params);
+  // plane b holds byte b of each level (little-endian float32), unused entries zero
+  const fillPlanes = (at: number) => {
+    const u8 = engine.u8;
+    for (let f = 0; f < 2 ** bits; f++) LEVELS[f] = table.data[table.offset + f]!;
+    u8.fill(0, at, at + 64);
+    // 2-bit fields arrive as f or 4·f (see decode16)
+    for (let f = 0; f < 2 ** bits; f++) {
+      for (let b = 0; b < 4; b++) {
+        u8[at + 16 * b + f] = LEVEL_BYTES[4 * f + b]!;
+        if (bits === 2) u8[at + 16 * b + 4 * f] = LEVEL_BYTES[4 * f + b]!;
+      }
+    }
+  };
+  if (planar(bits, gs)) return packedPlanesWasm(engine, ops, out, bits, gs, fillPlanes);
   const v = variantOf(bits, table);
   const threaded = engine.threads > 1 && N * O * K >= PARALLEL_MIN_MACS;
   const tasks = threaded ? Math.min(O, engine.threads * 4) : 1;
@@ -400,15 +420,7 @@ export function packedMatmulWasm(engine: Engine, inputs: readonly Arg[], out: Ar
   at += nTasks * bufBytes;
   if (!engine.reserve(at - engine.scratch)) return false;
   stageOperands(engine, place);
-  if (bits < 8) {
-    // plane b holds byte b of each level (little-endian float32), unused entries zero
-    const u8 = engine.u8;
-    const lv = new Uint8Array(Float32Array.from(table.data.subarray(table.offset, table.offset + 2 ** bits)).buffer);
-    u8.fill(0, engine.scratch, engine.scratch + 64);
-    // 2-bit fields arrive as f or 4·f (see decode16)
-    const slots = (f: number) => (bits === 2 ? [f, 4 * f] : [f]);
-    for (let f = 0; f < 2 ** bits; f++) for (const i of slots(f)) for (let b = 0; b < 4; b++) u8[engine.scratch + 16 * b + i] = lv[4 * f + b]!;
-  }
+  if (bits < 8) fillPlanes(engine.scratch);
   const args = engine.i32;
   const word = (k: W, value: number) => (args[ARGS / 4 + k] = value);
   const [px, pc, pt, ps, pz, pb] = place.map((q) => q.addr) as [number, number, number, number, number, number];

@@ -1,0 +1,287 @@
+/**
+ * @file wasm `packedMatmul` for 1/2/4-bit fields whose groups are whole 16-byte units (groupSize ·
+ * bits a multiple of 128): the fast path of packed.ts (which keeps the other layouts).
+ *
+ * Sixteen code bytes are split into 8/bits bit planes, plane p holding the fields F·i + p of the
+ * unit (F = 8/bits fields a byte, i the byte): one shift and one mask a plane. 1- and 4-bit
+ * fields are summed in that plane order, x permuted once per call to match (O(N·K), against
+ * O(N·O·K) multiply-adds); 2-bit planes are put back in row order by two rounds of unpacks, so the
+ * base-3 kernel, which decodes the same trits in row order, sums them the same way bit for bit.
+ * Sixteen fields become levels by the table swizzle of packed.ts (relaxed_swizzle where available:
+ * the same lookup, without the range fix-up of indices that are always < 16 here), or, for an int
+ * grid's table, by widening (see `magicLevels`). Each group sums x·(L − z) in four f32x4
+ * accumulators and is scaled once, ((a0 + a1) + (a2 + a3))·s added to the row's vector: the scale
+ * leaves the inner loop.
+ *
+ * One row of x decodes and multiplies in registers; several rows decode each weight row once into
+ * the task's buffer (L − z, unscaled, in the same order) and sum it against each row the same way,
+ * so a batched row equals that row alone bit for bit; rows of the weight go to the thread pool.
+ */
+import type { KernelArg } from '../backend.js';
+import type { PackedOperands } from '../js/packed.js';
+import type { TypedArray } from '../names.js';
+import { type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
+import { align16, HI16, HI8, horizontalSum, levels16, LO16, LO8, PARALLEL_MIN_MACS, placeOperands, range, shuffle8, stageOperands } from './packed.js';
+import { ARGS, type Engine, type Flavor } from './runtime.js';
+
+type Arg = KernelArg<TypedArray>;
+
+/** i16x8.splat and i16x8.shr_u, which the shared opcode table (assembler.ts) does not list. */
+const I16X8_SPLAT = 0x10;
+const I16X8_SHR_U = 0x8d;
+
+/** Words of the argument block (i32 at ARGS; pointers in bytes). */
+const enum W {
+  x, codes, planes, scale, zero, bias, out, n, k, o, units, rowsPerTask, buf, bufBytes, hasBias,
+  /** Affine decode: the float32 bits of 1.5·2^23 − L[0] (see `emitTask`). */
+  magic,
+}
+
+/** Whether `packedMatmul` with these fields runs here: 1/2/4 bits, every group whole 16-byte units. */
+export function planar(bits: number, groupSize: number): boolean {
+  return bits < 8 && (groupSize * bits) % 128 === 0;
+}
+
+/** Task export `packed_planes<bits>[_z](arg, t)`: output columns [t·rowsPerTask, …) for every row of x. */
+function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: boolean, flavor: Flavor): void {
+  const P = ValType.i32;
+  const V = ValType.v128;
+  const F = 8 / bits;
+  // 2-bit fields sum in row order, as the base-3 kernel decodes the same trits (packed-base3.ts
+  // equals this bit for bit); 1- and 4-bit ones in plane order, x permuted to match
+  const rowOrder = bits === 2;
+  const swizzle = flavor.relaxed ? Simd.i8x16_relaxed_swizzle : Simd.i8x16_swizzle;
+  mb.func([P, P], [], (c) => {
+    /** a ⊕= w·x (relaxed FMA, or mul then add). */
+    const madd = (a: number, w: () => void, x: () => void) => {
+      if (flavor.relaxed) {
+        w();
+        x();
+        c.get(a).simd(Simd.f32x4_relaxed_madd).set(a);
+      } else {
+        c.get(a);
+        w();
+        x();
+        c.simd(Simd.f32x4_mul).simd(Simd.f32x4_add).set(a);
+      }
+    };
+    const [arg, task] = [0, 1];
+    const [x, codes, scale, zero, bias, out, N, K, O, units, hasBias, G] = range(12, () => c.local(P));
+    const [o, o1, g, u, p, xp, sp, n, buf, bp, rowBytes] = range(11, () => c.local(P));
+    const [zv, A, mask, gsum, magic, shift] = [...range(5, () => c.local(V)), c.local(P)];
+    const [pl, stash] = [c.local(P), c.local(P)];
+    const planes = range(4, () => c.local(V));
+    const w = range(4, () => c.local(V));
+    const ga = range(4, () => c.local(V));
+    const tmp = range(8, () => c.local(V));
+    const y = c.local(ValType.f32);
+    const word = (k: W) => c.get(arg).mem(Op.i32_load, 2, k * 4);
+    const pairs: [number, W][] = [
+      [x, W.x], [codes, W.codes], [scale, W.scale], [zero, W.zero], [bias, W.bias], [out, W.out], [N, W.n], [K, W.k], [O, W.o], [units, W.units], [hasBias, W.hasBias],
+    ];
+    for (const [l, k] of pairs) word(k).set(l);
+    c.get(K).i32(bits).op(Op.i32_mul).i32(3).op(Op.i32_shr_u).set(rowBytes);
+    c.get(rowBytes).i32(4).op(Op.i32_shr_u).get(units).op(Op.i32_div_u).set(G);
+    if (affine) word(W.magic).simd(Simd.i32x4_splat).set(magic);
+    else for (let b = 0; b < 4; b++) word(W.planes).simdMem(Simd.v128_load, 0, 16 * b).set(planes[b]!);
+    c.i32((1 << bits) - 1).simd(Simd.i8x16_splat).set(mask);
+    word(W.buf).get(task);
+    word(W.bufBytes).op(Op.i32_mul).op(Op.i32_add).set(buf);
+    word(W.bufBytes).get(buf).op(Op.i32_add).i32(64).op(Op.i32_sub).set(stash);
+    c.i32(0).set(shift);
+    c.get(task);
+    word(W.rowsPerTask).op(Op.i32_mul).set(o);
+    c.get(o);
+    word(W.rowsPerTask).op(Op.i32_add).set(o1);
+    c.get(o1).get(O).get(o1).get(O).op(Op.i32_lt_u).op(Op.select).set(o1);
+
+    const clear = (vs: number[]) => {
+      for (const a of vs) c.i32(0).simd(Simd.i32x4_splat).set(a);
+    };
+    /**
+     * Each plane of the unit at p (16 fields) as L − z into w, handed to `use`, then p steps a
+     * unit. A loop over the planes, not unrolled: TurboFan issues a block's loads first and sinks
+     * the FMAs to their use, so each unrolled plane's x vectors would stay live across the others'
+     * (spilled: read off --print-wasm-code).
+     */
+    const unit = (use: () => void) => {
+      if (rowOrder) {
+        // planes P0…P3 (byte i of P_p: field 4i + p) to row order C0…C3 (byte j of C_c: field
+        // 16c + j) by two rounds of unpacks, parked in the task's stash for the loop to read
+        c.get(p).simdMem(Simd.v128_load, 0).set(w[0]!);
+        for (let q = 0; q < 4; q++) {
+          c.get(w[0]!);
+          if (q > 0) c.i32(2 * q).simd(I16X8_SHR_U);
+          c.get(mask).simd(Simd.v128_and).set(tmp[q]!);
+        }
+        shuffle8(c.get(tmp[0]!).get(tmp[1]!), LO8).set(tmp[4]!);
+        shuffle8(c.get(tmp[0]!).get(tmp[1]!), HI8).set(tmp[5]!);
+        shuffle8(c.get(tmp[2]!).get(tmp[3]!), LO8).set(tmp[6]!);
+        shuffle8(c.get(tmp[2]!).get(tmp[3]!), HI8).set(tmp[7]!);
+        for (let q = 0; q < 4; q++) {
+          c.get(stash);
+          shuffle8(c.get(tmp[4 + (q >> 1)]!).get(tmp[6 + (q >> 1)]!), q & 1 ? HI16 : LO16).simdMem(Simd.v128_store, 0, 16 * q);
+        }
+      }
+      c.for(pl, () => c.i32(0), () => c.i32(F), 1, () => {
+        if (rowOrder) c.get(stash).get(pl).i32(4).op(Op.i32_shl).op(Op.i32_add).simdMem(Simd.v128_load, 0).set(tmp[0]!);
+        // a 16-bit shift: the mask keeps only bits of each lane's own byte (bits·p + bits ≤ 8)
+        else c.get(p).simdMem(Simd.v128_load, 0).get(shift).simd(I16X8_SHR_U).get(mask).simd(Simd.v128_and).set(tmp[0]!);
+        if (affine) magicLevels();
+        else levels16(c, planes, w, tmp, swizzle);
+        if (zeroPoint) for (const q of w) c.get(q).get(zv).simd(Simd.f32x4_sub).set(q);
+        use();
+        c.get(shift).i32(bits).op(Op.i32_add).set(shift);
+      });
+      c.i32(0).set(shift);
+      c.get(p).i32(16).op(Op.i32_add).set(p);
+    };
+    /**
+     * L[f] = f + L[0] (int grids): each field byte widened to the low bits of a float32 whose high
+     * half is 0x4b40, i.e. 1.5·2^23 + f exactly, then 1.5·2^23 − L[0] subtracted (exact: integers
+     * below 2^24). Six unpacks and four subtractions for sixteen levels against the table's four
+     * swizzles and eight unpacks: the unpacks share two shuffle ports here, so they set the pace.
+     */
+    const magicLevels = () => {
+      const idx = tmp[0]!;
+      const zero = () => c.i32(0).simd(Simd.i32x4_splat);
+      const high = () => c.i32(0x4b40).simd(I16X8_SPLAT);
+      for (const [half, lanes] of [[1, LO8], [2, HI8]] as const) {
+        c.get(idx);
+        zero();
+        shuffle8(c, lanes).set(tmp[half]!);
+      }
+      for (let q = 0; q < 4; q++) {
+        c.get(tmp[1 + (q >> 1)]!);
+        high();
+        shuffle8(c, q & 1 ? HI16 : LO16).get(magic).simd(Simd.f32x4_sub).set(w[q]!);
+      }
+    };
+    /** Per group: its zero point into zv, sums of four f32x4 over its units (`body`), then A += ((ga0 + ga1) + (ga2 + ga3))·s. */
+    const groups = (body: () => void, decodes = true) => {
+      c.for(g, () => c.i32(0), () => c.get(G), 1, () => {
+        if (zeroPoint && decodes) c.get(zero).get(sp).op(Op.i32_add).mem(Op.f32_load, 2).simd(Simd.f32x4_splat).set(zv);
+        clear(ga);
+        c.for(u, () => c.i32(0), () => c.get(units), 1, body);
+        c.get(ga[0]!).get(ga[1]!).simd(Simd.f32x4_add).get(ga[2]!).get(ga[3]!).simd(Simd.f32x4_add).simd(Simd.f32x4_add).set(gsum);
+        madd(A, () => c.get(gsum), () => c.get(scale).get(sp).op(Op.i32_add).mem(Op.f32_load, 2).simd(Simd.f32x4_splat));
+        c.get(sp).i32(4).op(Op.i32_add).set(sp);
+      });
+    };
+    /** out[row, o] = Σ lanes of A (+ b[o]). */
+    const finish = (row: () => void) => {
+      // + 0 as the base-3 kernel's epilogue adds its scalar tail: −0 becomes +0 on both
+      horizontalSum(c, A);
+      c.f32(0).op(Op.f32_add).set(y);
+      c.get(hasBias).if();
+      c.get(y).get(bias).get(o).i32(2).op(Op.i32_shl).op(Op.i32_add).mem(Op.f32_load, 2).op(Op.f32_add).set(y);
+      c.end();
+      c.get(out);
+      row();
+      c.get(O).op(Op.i32_mul).get(o).op(Op.i32_add).i32(2).op(Op.i32_shl).op(Op.i32_add).get(y).mem(Op.f32_store, 2);
+    };
+    const xq = (q: number) => () => c.get(xp).simdMem(Simd.v128_load, 0, 16 * q);
+    const step = (ptr: number, bytes: number) => c.get(ptr).i32(bytes).op(Op.i32_add).set(ptr);
+
+    c.while(() => c.get(o).get(o1).op(Op.i32_lt_u), () => {
+      c.get(codes).get(o).get(rowBytes).op(Op.i32_mul).op(Op.i32_add).set(p);
+      c.get(N).i32(1).op(Op.i32_eq).if();
+      {
+        c.get(o).get(G).op(Op.i32_mul).i32(2).op(Op.i32_shl).set(sp);
+        c.get(x).set(xp);
+        clear([A]);
+        groups(() => unit(() => {
+          for (let q = 0; q < 4; q++) madd(ga[q]!, () => c.get(w[q]!), xq(q));
+          step(xp, 64);
+        }));
+        finish(() => c.i32(0));
+      }
+      c.op(Op.else);
+      {
+        // the weight row into the buffer, then each row of x against it in the same order
+        c.get(buf).set(bp);
+        c.for(g, () => c.i32(0), () => c.get(G), 1, () => {
+          if (zeroPoint) c.get(zero).get(o).get(G).op(Op.i32_mul).get(g).op(Op.i32_add).i32(2).op(Op.i32_shl).op(Op.i32_add).mem(Op.f32_load, 2).simd(Simd.f32x4_splat).set(zv);
+          c.for(u, () => c.i32(0), () => c.get(units), 1, () => unit(() => {
+            for (let q = 0; q < 4; q++) c.get(bp).get(w[q]!).simdMem(Simd.v128_store, 0, 16 * q);
+            step(bp, 64);
+          }));
+        });
+        c.for(n, () => c.i32(0), () => c.get(N), 1, () => {
+          c.get(o).get(G).op(Op.i32_mul).i32(2).op(Op.i32_shl).set(sp);
+          c.get(x).get(n).get(K).op(Op.i32_mul).i32(2).op(Op.i32_shl).op(Op.i32_add).set(xp);
+          c.get(buf).set(bp);
+          clear([A]);
+          groups(() => {
+            for (let pl = 0; pl < F; pl++) {
+              for (let q = 0; q < 4; q++) madd(ga[q]!, () => c.get(bp).simdMem(Simd.v128_load, 0, 16 * q), xq(q));
+              step(xp, 64);
+              step(bp, 64);
+            }
+          }, false);
+          finish(() => c.get(n));
+        });
+      }
+      c.end();
+      step(o, 1);
+    });
+  }, `packed_planes${bits}${affine ? 'a' : ''}${zeroPoint ? '_z' : ''}`);
+}
+
+/** Adds the `packed_planes*` task exports. */
+export function emitPackedPlanes(mb: ModuleBuilder, flavor: Flavor): void {
+  for (const bits of [1, 2, 4]) for (const affine of [false, true]) for (const z of [false, true]) emitTask(mb, bits, affine, z, flavor);
+}
+
+/**
+ * Runs a `planar` packedMatmul (float32, x with contiguous rows; checked by packed.ts). `fillPlanes`
+ * writes the 64 bytes of table planes at its address. x goes in permuted to the planes' order.
+ */
+export function packedPlanesWasm(engine: Engine, ops: PackedOperands, out: Arg, bits: number, groupSize: number, fillPlanes: (at: number) => void): boolean {
+  const { x, codes, table, scale, zero, bias, N, K, O, G } = ops;
+  // an int grid's table, L[f] = f + L[0] exactly in float32: decoded without the table
+  const l0 = Math.fround(table.data[table.offset]!);
+  let affine = Number.isInteger(l0) && Math.abs(l0) < 2 ** 22;
+  for (let f = 1; f < 2 ** bits && affine; f++) affine = Math.fround(table.data[table.offset + f]!) === l0 + f;
+  const F = 8 / bits;
+  const unitFields = 16 * F;
+  const threaded = engine.threads > 1 && N * O * K >= PARALLEL_MIN_MACS;
+  const tasks = threaded ? Math.min(O, engine.threads * 4) : 1;
+  const rowsPerTask = Math.ceil(O / tasks);
+  const nTasks = Math.ceil(O / rowsPerTask);
+  const sizes: [Arg | null, number][] = [[codes, (O * K * bits) / 8], [scale, O * G], [zero, O * G], [bias, O]];
+  const placement = placeOperands(engine, sizes, out, N * O);
+  const { place, outAt, outPtr } = placement;
+  let at = placement.at;
+  const xAt = at;
+  at = align16(at + N * K * 4);
+  // the decoded row (several rows of x), then 64 bytes of stash
+  const bufBytes = (N > 1 ? K * 4 : 0) + 64;
+  const buf = at;
+  at += nTasks * bufBytes;
+  if (!engine.reserve(at - engine.scratch)) return false;
+  stageOperands(engine, place);
+  if (!affine) fillPlanes(engine.scratch);
+  // x in the planes' order: unit u, plane p, byte i ← x[u·16F + F·i + p]
+  const f32 = engine.f32;
+  const xd = x.data;
+  for (let n = 0; n < N; n++) {
+    const src = x.offset + n * x.strides[0]!;
+    const dst = xAt / 4 + n * K;
+    for (let u = 0; u < K; u += unitFields) {
+      if (bits === 2) for (let k = u; k < u + unitFields; k++) f32[dst + k] = xd[src + k]!;
+      else for (let p = 0; p < F; p++) for (let i = 0; i < 16; i++) f32[dst + u + 16 * p + i] = xd[src + u + F * i + p]!;
+    }
+  }
+  const args = engine.i32;
+  const [pc, ps, pz, pb] = place.map((q) => q.addr) as [number, number, number, number];
+  const words: [W, number][] = [
+    [W.x, xAt], [W.codes, pc], [W.planes, engine.scratch], [W.scale, ps], [W.zero, pz], [W.bias, pb], [W.out, outPtr],
+    [W.n, N], [W.k, K], [W.o, O], [W.units, (groupSize * bits) / 128], [W.rowsPerTask, rowsPerTask], [W.buf, buf], [W.bufBytes, bufBytes], [W.hasBias, bias ? 1 : 0],
+    [W.magic, new Int32Array(Float32Array.of(1.5 * 2 ** 23 - l0).buffer)[0]!],
+  ];
+  for (const [k, val] of words) args[ARGS / 4 + k] = val;
+  engine.parallel(`packed_planes${bits}${affine ? 'a' : ''}${zero ? '_z' : ''}`, ARGS, nTasks, threaded);
+  if (outAt < 0) engine.stageOut(out, engine.f32, outPtr, N * O);
+  return true;
+}
