@@ -1,10 +1,12 @@
 /**
  * @file MNIST with a small convolutional network (two conv–ReLU–maxpool stages, then a linear
- * classifier) and AdamW. Reports test accuracy; writes runs/mnist-cnn/.
+ * classifier) and AdamW. Reports test accuracy; writes runs/mnist-cnn/, with the checkpoint
+ * directory runs/mnist-cnn/model/ that `qgrad export` reads.
  * Run: npx tsx examples/mnist-cnn.ts [--steps 500] [--resume]
  */
 import { Generator } from '@qgrad/core';
 import { AdamW, Conv2d, Flatten, LambdaLR, Linear, MaxPool2d, ReLU, Sequential, cosineSchedule } from '@qgrad/nn';
+import { saveSequentialCheckpoint } from '@qgrad/quant';
 import { cli } from './lib/args.js';
 import { checkBatchSize, mnistData, trainMnistClassifier } from './lib/mnist.js';
 import { commonOptions, useBackend } from './lib/train.js';
@@ -31,4 +33,10 @@ checkBatchSize(data, args.batchSize);
 const optimizer = new AdamW(model.parameters(), { lr: args.lr, weightDecay: 1e-4 });
 const scheduler = new LambdaLR(optimizer, cosineSchedule({ warmupSteps: Math.min(30, args.steps / 10), totalSteps: args.steps, minLrRatio: 0.05 }));
 
-await trainMnistClassifier('mnist-cnn', model, data, { optimizer, scheduler }, args, { channels: c, lr: args.lr });
+const result = await trainMnistClassifier('mnist-cnn', model, data, { optimizer, scheduler }, args, { channels: c, lr: args.lr });
+// the float model as a checkpoint directory (config.json records the layers) that
+// `npx qgrad export --format onnx|safetensors` and `npx qgrad convert` read
+if (result.dir) {
+  saveSequentialCheckpoint(model, `${result.dir}/model`, [1, 1, 28, 28]);
+  console.log(`wrote ${result.dir}/model/{config.json, model.safetensors} (npx qgrad export --format onnx ${result.dir}/model mnist-cnn.onnx)`);
+}

@@ -1,10 +1,12 @@
 /**
  * @file MNIST with a two-layer perceptron (784 → 256 → 10, ReLU) and AdamW: the smallest end-to-end
- * example. Reports test accuracy; writes runs/mnist-mlp/{metrics.jsonl, curves.svg, checkpoint.safetensors}.
+ * example. Reports test accuracy; writes runs/mnist-mlp/{metrics.jsonl, curves.svg, checkpoint.safetensors}
+ * and the checkpoint directory runs/mnist-mlp/model/ that `qgrad export` reads.
  * Run: npx tsx examples/mnist-mlp.ts [--steps 1500] [--resume]
  */
 import { Generator } from '@qgrad/core';
 import { AdamW, LambdaLR, Linear, ReLU, Sequential, cosineSchedule } from '@qgrad/nn';
+import { saveSequentialCheckpoint } from '@qgrad/quant';
 import { cli } from './lib/args.js';
 import { checkBatchSize, mnistData, trainMnistClassifier } from './lib/mnist.js';
 import { commonOptions, useBackend } from './lib/train.js';
@@ -24,4 +26,10 @@ const model = new Sequential(new Linear(784, args.hidden, { generator: new Gener
 const optimizer = new AdamW(model.parameters(), { lr: args.lr, weightDecay: 1e-4 });
 const scheduler = new LambdaLR(optimizer, cosineSchedule({ warmupSteps: Math.min(50, args.steps / 10), totalSteps: args.steps, minLrRatio: 0.05 }));
 
-await trainMnistClassifier('mnist-mlp', model, data, { optimizer, scheduler }, args, { hidden: args.hidden, lr: args.lr });
+const result = await trainMnistClassifier('mnist-mlp', model, data, { optimizer, scheduler }, args, { hidden: args.hidden, lr: args.lr });
+// the float model as a checkpoint directory (config.json records the layers) that
+// `npx qgrad export --format onnx|safetensors` and `npx qgrad convert` read
+if (result.dir) {
+  saveSequentialCheckpoint(model, `${result.dir}/model`, [1, 784]);
+  console.log(`wrote ${result.dir}/model/{config.json, model.safetensors} (npx qgrad export --format onnx ${result.dir}/model mnist-mlp.onnx)`);
+}

