@@ -1,8 +1,9 @@
 /**
  * @file Bench section `packed`: packed low-bit matvec (`packedLinear`, one row of x: the decode
  * step) for int4 g32, NF4 (blocks of 64), ternary (2-bit fields and base 3, five per byte, per
- * channel) and int8 per channel against the float32 matvec (`linear`, the wasm matmul at one row)
- * at the tiny-Llama shapes and 4096 × 4096; and tokens/s of the tiny Llama's generate() in float32
+ * channel), int8 per channel and MXFP4 against the float32 matvec (`linear`, the wasm matmul at
+ * one row) at the tiny-Llama shapes and 4096 × 4096, in wall time and, with QGRAD_THREADS=1, in
+ * process CPU time; and tokens/s of the tiny Llama's generate() in float32
  * and converted W8, W4, ternary (2-bit and base 3); and the forward of qat-mnist's CNN converted,
  * its conv layers run dequantized (the float weight rebuilt each call) against packed (im2col +
  * packedLinear on the codes), at batch 1 and 64; and the bytes of each export of the tiny Llama
@@ -36,6 +37,7 @@ const FORMATS: Format[] = [
   { name: 'ternary', bits: 2, grid: Q.makeGrid({ grid: 'ternary' }), stored: 'uint8', group: 0 },
   { name: 'ternary b3', bits: 2, grid: Q.makeGrid({ grid: 'ternary' }), stored: 'uint8', group: 0, base3: true },
   { name: 'int8 ch', bits: 8, grid: Q.makeGrid({ grid: 'int', bits: 8 }), stored: 'int8', group: 0 },
+  { name: 'mxfp4', bits: 4, grid: Q.makeGrid({ grid: 'mxfp4' }), stored: 'uint8', group: 32 },
 ];
 
 /** A packed weight of random valid codes (what convert stores for such a layer). */
@@ -55,6 +57,27 @@ function packedWeight(f: Format, O: number, K: number, g: q.Generator): q.Packed
     inFeatures: K,
     groupSize,
   };
+}
+
+/**
+ * Median process CPU µs per call of each contender over `rounds` rounds, the contenders taking
+ * turns within a round, `iters` calls each. CPU time, unlike wall time, is not inflated by other
+ * processes taking the core (the bench machines are shared): with QGRAD_THREADS=1 it is the
+ * kernel's own time. A warm-up of 0.3 s each first: wasm tiers up on background threads, which
+ * process.cpuUsage counts.
+ */
+function cpuUsPerCall(fns: (() => void)[], iters: number, rounds: number, median: (xs: number[]) => number): number[] {
+  for (const fn of fns) for (let t0 = performance.now(); performance.now() - t0 < 300;) fn();
+  const ts: number[][] = fns.map(() => []);
+  for (let r = 0; r < rounds; r++) {
+    fns.forEach((fn, i) => {
+      const c = process.cpuUsage();
+      for (let k = 0; k < iters; k++) fn();
+      const d = process.cpuUsage(c);
+      ts[i]!.push((d.user + d.system) / iters);
+    });
+  }
+  return ts.map((t) => median(t));
 }
 
 /** Median ms per call of fn over `reps` timed calls (after one warm-up). */
@@ -105,28 +128,47 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
   const g = new q.Generator(1);
   const matvec: Record<string, Record<string, number>> = {};
   const rows: (string | number)[][] = [];
+  const cpuRows: (string | number)[][] = [];
+  // CPU time only on one thread: with workers it would add up their time (and their idle spin)
+  const cpu = process.env.QGRAD_THREADS === '1';
   for (const [O, K] of SHAPES) {
     const big = O * K > 1 << 20;
     const reps = ctx.quick ? (big ? 3 : 20) : big ? 15 : 200;
     const x = q.randn([1, K], { generator: g });
     const w = q.randn([O, K], { generator: g });
-    const fp = msPerCall(() => q.noGrad(() => q.linear(x, w)), reps, ctx.median);
+    const calls = [() => q.tidy(() => q.noGrad(() => void q.linear(x, w)))];
+    const fp = msPerCall(calls[0]!, reps, ctx.median);
     const shape = `${O}×${K}`;
     matvec[shape] = { 'fp32 ms': fp };
     const row: (string | number)[] = [shape, fp * 1000];
     for (const f of FORMATS) {
       const pw = packedWeight(f, O, K, g);
-      const ms = msPerCall(() => q.noGrad(() => q.packedLinear(x, pw)), reps, ctx.median);
+      calls.push(() => q.tidy(() => q.noGrad(() => void q.packedLinear(x, pw))));
+      const ms = msPerCall(calls[calls.length - 1]!, reps, ctx.median);
       matvec[shape]![`${f.name} ms`] = ms;
       row.push(ms * 1000, fp / ms);
     }
     rows.push(row);
+    if (!cpu) continue;
+    // ~0.1 s of float32 work a contender a round
+    const iters = Math.max(3, Math.round((ctx.quick ? 3e7 : 1.5e8) / (O * K)));
+    const [fpCpu, ...packed] = cpuUsPerCall(calls, iters, ctx.quick ? 3 : 5, ctx.median) as [number, ...number[]];
+    matvec[shape]!['fp32 CPU µs'] = fpCpu;
+    FORMATS.forEach((f, i) => (matvec[shape]![`${f.name} CPU µs`] = packed[i]!));
+    cpuRows.push([shape, fpCpu, ...packed.flatMap((us) => [us, fpCpu / us])]);
   }
   ctx.table(
-    'packed matvec vs float32 matvec, one row of x (median µs; × = float32 time / packed time, > 1 is packed faster)',
+    'packed matvec vs float32 matvec, one row of x (median wall µs; × = float32 time / packed time, > 1 is packed faster)',
     ['out×in', 'fp32 µs', ...FORMATS.flatMap((f) => [`${f.name} µs`, '×'])],
     rows,
   );
+  if (cpu) {
+    ctx.table(
+      'the same in process CPU time, QGRAD_THREADS=1 (median CPU µs per call over 5 rounds taking turns; robust to other processes on the cores; × as above)',
+      ['out×in', 'fp32 CPU µs', ...FORMATS.flatMap((f) => [`${f.name} CPU µs`, '×'])],
+      cpuRows,
+    );
+  }
 
   const tokens = ctx.quick ? 8 : 32;
   const prompt = q.tensor([[72, 101, 108, 108]], { dtype: 'int32' });
