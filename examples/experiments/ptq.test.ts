@@ -31,7 +31,7 @@ const tiny = [
   '--seeds', '0', '--bits', '3', '--pretrain-steps', '3', '--batch-size', '2', '--seq-len', '16', '--dim', '32', '--layers', '1', '--heads', '2', '--kv-heads', '1',
   '--val-blocks', '4', '--calib-seqs', '4', '--cnn-steps', '3', '--cnn-batch', '8', '--channels', '2', '--calib-images', '32',
 ];
-const CONFIGS = ['float', 'W3 rtn', 'W3 rtn+H', 'W3 gptq', 'W3 gptq+H', 'W3 awq', 'W3 awq+H'];
+const CONFIGS = ['float', 'W3 rtn', 'W3 rtn+H', 'W3 gptq', 'W3 gptq+H', 'W3 awq', 'W3 awq+H', 'W3 awq-clip', 'W3 awq-clip+H'];
 
 interface Row { config: string; values: number[]; extra: Record<string, string> }
 
