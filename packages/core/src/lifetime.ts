@@ -165,11 +165,13 @@ export function stopRecording(prev: Storage[] | null): Storage[] {
 /**
  * Runs `fn` as a scope named `scope` and releases every buffer allocated inside it except those
  * of the tensors `keep(result)` yields and those marked with `keep`; the tensors in `retire`,
- * made before it, are released too unless `keep(result)` yields them. The mechanism behind
- * `tidy`, `trainStep` and optimizer updates.
+ * made before it, are released too unless `keep(result)` yields them. With `handBack` (tidy), what
+ * it made and keeps goes to the enclosing scope's recording, as the output of an op would;
+ * trainStep and optimizer updates keep long-lived state (gradients, optimizer moments) instead. The
+ * mechanism behind `tidy`, `trainStep` and optimizer updates.
  * @internal
  */
-export function scoped<T>(fn: () => T, keep: (result: T) => Iterable<Tensor | Storage>, scope: string, retire: readonly Tensor[] = []): T {
+export function scoped<T>(fn: () => T, keep: (result: T) => Iterable<Tensor | Storage>, scope: string, retire: readonly Tensor[] = [], handBack = false): T {
   const prev = startRecording();
   let result: T;
   let made: Storage[];
@@ -181,7 +183,12 @@ export function scoped<T>(fn: () => T, keep: (result: T) => Iterable<Tensor | St
   if (made.length || retire.length) {
     const kept = new Set<Storage>();
     for (const k of keep(result)) kept.add('storage' in k ? k.storage : k);
-    for (const st of made) if (!kept.has(st)) release(st, scope);
+    for (const st of made) {
+      if (!kept.has(st)) release(st, scope);
+      // what it returns, it made for the enclosing scope, as any op's output: that scope releases
+      // it unless it too returns it (unrecorded, a nested tidy's result waited for the GC)
+      else if (handBack && recorder) recorder.push(st);
+    }
     // tensors from before the scope that it owns (trainStep: the gradients it replaced)
     for (const t of retire) if (!kept.has(t.storage)) release(t.storage, scope, true);
   }
@@ -221,7 +228,7 @@ export function tidy<T>(nameOrFn: string | (() => T), maybeFn?: () => T): T {
   return scoped(fn, (r) => {
     if (r instanceof Promise) throw new TypeError(`${name}: the function returned a Promise; a scope cannot wait for async work (its tensors were released): await inside, then tidy the synchronous part`);
     return tensorsIn(r);
-  }, name);
+  }, name, [], true);
 }
 
 /**

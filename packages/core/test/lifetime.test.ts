@@ -97,6 +97,21 @@ describe('tidy, keep, dispose and memory()', () => {
     expect(memory().buffers - before).toBe(4); // a, x - 1, -x and the kept one
   });
 
+  it('a nested tidy hands its result to the enclosing one, which releases it unless it returns it too', () => {
+    const before = memory().buffers;
+    for (let i = 0; i < 5; i++) tidy(() => void tidy(() => q.randn([N])).sum());
+    expect(memory().buffers).toBe(before);
+    // returned through both scopes, it survives; a tensor made before them is never released by them
+    const outside = q.randn([N]);
+    const [inner, same] = tidy(() => tidy(() => [q.randn([N]).mul(2), outside]));
+    expect(memory().buffers).toBe(before + 2);
+    expect(same).toBe(outside);
+    expect(inner!.dataSync().length).toBe(N);
+    expect(outside.dataSync().length).toBe(N);
+    dispose([inner, outside]);
+    expect(memory().buffers).toBe(before);
+  });
+
   it('tidy keeps leaf gradients written by a backward pass inside it', () => {
     const w = q.randn([32, 32]).requiresGrad_(true);
     const loss = tidy(() => {
