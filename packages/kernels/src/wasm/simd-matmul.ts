@@ -59,53 +59,84 @@ export interface Lanes {
 const F32: Lanes = { bytes: 4, lanes: 4, splat: Simd.v128_load32_splat, add: Simd.f32x4_add, mul: Simd.f32x4_mul, madd: Simd.f32x4_relaxed_madd };
 const F64: Lanes = { bytes: 8, lanes: 2, splat: Simd.v128_load64_splat, add: Simd.f64x2_add, mul: Simd.f64x2_mul, madd: Simd.f64x2_relaxed_madd };
 
+/** Parameter indices of a micro-kernel, and how it reads A and steps its pointers each k. */
+interface MicroParams {
+  bp: number;
+  cp: number;
+  kcb: number;
+  ldc: number;
+  accumulate: number;
+  /** log2 of the alignment hint of B's vector loads (4: packed panels; 0: B read where it lives). */
+  bAlign: number;
+  /** Pushes row r's broadcast of A for this k step. */
+  splatA: (r: number) => void;
+  /** Moves A and B on by one k (B's pointer is `bp`). */
+  advance: () => void;
+}
+
+/**
+ * What both micro-kernels are: the MR×NR accumulator tile loaded from C (accumulate) or zeroed,
+ * kcb k steps of NR/lanes vector loads of B and MR broadcasts of A, one k step a pass (not
+ * unrolled, see F32_TILE), and the tile stored back to C.
+ */
+function microBody(c: Code, t: Lanes, s: MicroShape, fma: boolean, p: MicroParams): void {
+  const nv = s.nr / t.lanes;
+  const acc: number[][] = [];
+  for (let r = 0; r < s.mr; r++) acc.push(Array.from({ length: nv }, () => c.local(ValType.v128)));
+  const bv = Array.from({ length: nv }, () => c.local(ValType.v128));
+  const av = c.local(ValType.v128);
+  const row = c.local(ValType.i32);
+  const forRows = (fn: (r: number) => void) => {
+    c.get(p.cp).set(row);
+    for (let r = 0; r < s.mr; r++) {
+      fn(r);
+      if (r < s.mr - 1) c.get(row).get(p.ldc).op(Op.i32_add).set(row);
+    }
+  };
+  c.get(p.accumulate).if();
+  forRows((r) => {
+    for (let v = 0; v < nv; v++) c.get(row).simdMem(Simd.v128_load, 4, v * 16).set(acc[r]![v]!);
+  });
+  c.op(Op.else);
+  for (let r = 0; r < s.mr; r++) for (let v = 0; v < nv; v++) c.i32(0).simd(Simd.i32x4_splat).set(acc[r]![v]!);
+  c.end();
+  c.while(
+    () => c.get(p.kcb).i32(0).op(Op.i32_gt_s),
+    () => {
+      for (let v = 0; v < nv; v++) c.get(p.bp).simdMem(Simd.v128_load, p.bAlign, v * t.lanes * t.bytes).set(bv[v]!);
+      for (let r = 0; r < s.mr; r++) {
+        p.splatA(r);
+        c.set(av);
+        for (let v = 0; v < nv; v++) {
+          const a = acc[r]![v]!;
+          if (fma) c.get(av).get(bv[v]!).get(a).simd(t.madd).set(a);
+          else c.get(a).get(av).get(bv[v]!).simd(t.mul).simd(t.add).set(a);
+        }
+      }
+      p.advance();
+      c.get(p.kcb).i32(1).op(Op.i32_sub).set(p.kcb);
+    },
+  );
+  forRows((r) => {
+    for (let v = 0; v < nv; v++) c.get(row).get(acc[r]![v]!).simdMem(Simd.v128_store, 4, v * 16);
+  });
+}
+
+const splatAlign = (t: Lanes) => (t.bytes === 4 ? 2 : 3);
+
 /** micro(ap, bp, cp, kcb, ldcBytes, accumulate): C tile (+)= Apanel · Bpanel over kcb steps. */
 export function emitMicro(mb: ModuleBuilder, t: Lanes, s: MicroShape, fma: boolean): number {
   const P = ValType.i32;
   return mb.func([P, P, P, P, P, P], [], (c) => {
     const [ap, bp, cp, kcb, ldc, accumulate] = [0, 1, 2, 3, 4, 5];
-    const nv = s.nr / t.lanes;
-    const acc: number[][] = [];
-    for (let r = 0; r < s.mr; r++) acc.push(Array.from({ length: nv }, () => c.local(ValType.v128)));
-    const bv = Array.from({ length: nv }, () => c.local(ValType.v128));
-    const av = c.local(ValType.v128);
-    const row = c.local(P);
-
-    const forRows = (fn: (r: number) => void) => {
-      c.get(cp).set(row);
-      for (let r = 0; r < s.mr; r++) {
-        fn(r);
-        if (r < s.mr - 1) c.get(row).get(ldc).op(Op.i32_add).set(row);
-      }
-    };
-    c.get(accumulate).if();
-    forRows((r) => {
-      for (let v = 0; v < nv; v++) c.get(row).simdMem(Simd.v128_load, 4, v * 16).set(acc[r]![v]!);
-    });
-    c.op(Op.else);
-    for (let r = 0; r < s.mr; r++) for (let v = 0; v < nv; v++) c.i32(0).simd(Simd.i32x4_splat).set(acc[r]![v]!);
-    c.end();
-
-    // one k step a pass, not unrolled (see F32_TILE)
-    c.while(
-      () => c.get(kcb).i32(0).op(Op.i32_gt_s),
-      () => {
-        for (let v = 0; v < nv; v++) c.get(bp).simdMem(Simd.v128_load, 4, v * t.lanes * t.bytes).set(bv[v]!);
-        for (let r = 0; r < s.mr; r++) {
-          c.get(ap).simdMem(t.splat, t.bytes === 4 ? 2 : 3, r * t.bytes).set(av);
-          for (let v = 0; v < nv; v++) {
-            const a = acc[r]![v]!;
-            if (fma) c.get(av).get(bv[v]!).get(a).simd(t.madd).set(a);
-            else c.get(a).get(av).get(bv[v]!).simd(t.mul).simd(t.add).set(a);
-          }
-        }
+    microBody(c, t, s, fma, {
+      bp, cp, kcb, ldc, accumulate, bAlign: 4,
+      // packed A: the MR values of one k are adjacent, so each row is an immediate offset
+      splatA: (r) => c.get(ap).simdMem(t.splat, splatAlign(t), r * t.bytes),
+      advance: () => {
         c.get(ap).i32(s.mr * t.bytes).op(Op.i32_add).set(ap);
         c.get(bp).i32(s.nr * t.bytes).op(Op.i32_add).set(bp);
-        c.get(kcb).i32(1).op(Op.i32_sub).set(kcb);
       },
-    );
-    forRows((r) => {
-      for (let v = 0; v < nv; v++) c.get(row).get(acc[r]![v]!).simdMem(Simd.v128_store, 4, v * 16);
     });
   });
 }
@@ -120,51 +151,18 @@ function emitMicroStrided(mb: ModuleBuilder, t: Lanes, s: MicroShape, fma: boole
   const P = ValType.i32;
   return mb.func([P, P, P, P, P, P, P, P, P], [], (c) => {
     const [ap, bp, cp, kcb, ldc, accumulate, aRow, aStep, bStep] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
-    const nv = s.nr / t.lanes;
-    const acc: number[][] = [];
-    for (let r = 0; r < s.mr; r++) acc.push(Array.from({ length: nv }, () => c.local(ValType.v128)));
-    const bv = Array.from({ length: nv }, () => c.local(ValType.v128));
-    const av = c.local(ValType.v128);
-    const row = c.local(P);
     // one pointer per row of A: one add per row and k instead of a multiply
     const ar = Array.from({ length: s.mr }, () => c.local(P));
     c.get(ap).set(ar[0]!);
     for (let r = 1; r < s.mr; r++) c.get(ar[r - 1]!).get(aRow).op(Op.i32_add).set(ar[r]!);
-
-    const forRows = (fn: (r: number) => void) => {
-      c.get(cp).set(row);
-      for (let r = 0; r < s.mr; r++) {
-        fn(r);
-        if (r < s.mr - 1) c.get(row).get(ldc).op(Op.i32_add).set(row);
-      }
-    };
-    c.get(accumulate).if();
-    forRows((r) => {
-      for (let v = 0; v < nv; v++) c.get(row).simdMem(Simd.v128_load, 4, v * 16).set(acc[r]![v]!);
-    });
-    c.op(Op.else);
-    for (let r = 0; r < s.mr; r++) for (let v = 0; v < nv; v++) c.i32(0).simd(Simd.i32x4_splat).set(acc[r]![v]!);
-    c.end();
-    c.while(
-      () => c.get(kcb).i32(0).op(Op.i32_gt_s),
-      () => {
-        // alignment hints only: B read in place is 4-byte aligned, not 16
-        for (let v = 0; v < nv; v++) c.get(bp).simdMem(Simd.v128_load, 0, v * t.lanes * t.bytes).set(bv[v]!);
-        for (let r = 0; r < s.mr; r++) {
-          c.get(ar[r]!).simdMem(t.splat, t.bytes === 4 ? 2 : 3).set(av);
-          for (let v = 0; v < nv; v++) {
-            const a = acc[r]![v]!;
-            if (fma) c.get(av).get(bv[v]!).get(a).simd(t.madd).set(a);
-            else c.get(a).get(av).get(bv[v]!).simd(t.mul).simd(t.add).set(a);
-          }
-          c.get(ar[r]!).get(aStep).op(Op.i32_add).set(ar[r]!);
-        }
+    microBody(c, t, s, fma, {
+      // alignment hints only: B read in place is element-aligned, not 16
+      bp, cp, kcb, ldc, accumulate, bAlign: 0,
+      splatA: (r) => c.get(ar[r]!).simdMem(t.splat, splatAlign(t)),
+      advance: () => {
+        for (let r = 0; r < s.mr; r++) c.get(ar[r]!).get(aStep).op(Op.i32_add).set(ar[r]!);
         c.get(bp).get(bStep).op(Op.i32_add).set(bp);
-        c.get(kcb).i32(1).op(Op.i32_sub).set(kcb);
       },
-    );
-    forRows((r) => {
-      for (let v = 0; v < nv; v++) c.get(row).get(acc[r]![v]!).simdMem(Simd.v128_store, 4, v * 16);
     });
   });
 }

@@ -42,6 +42,16 @@ function adapted(method: Q.LoraMethod, seed: number): Mlp {
   return Q.loraQuant(m, { method, rank: 3, alpha: 6, targets: ['fc1', 'fc2'], quant: QUANT[method], generator: new Generator(seed + 1) });
 }
 
+/** The torch fixture's model: its float base on NF4 under QLoRA, with the adapter torch wrote. */
+function torchAdapted(): Mlp {
+  const config = Q.readAdapterConfig(FIXTURE);
+  const m = new Mlp();
+  m.loadStateDict(loadSafetensors(join(FIXTURE, 'base.safetensors')));
+  Q.loraQuant(m, { method: 'qlora', rank: config.r, alpha: config.lora_alpha, targets: config.target_modules, quant: { grid: 'nf4' } });
+  Q.loadAdapters(m, FIXTURE);
+  return m;
+}
+
 describe('PEFT-layout adapters', () => {
   it('round-trip through saveAdapters / loadAdapters for every method (outputs bit for bit, PEFT keys and config)', () => {
     for (const method of Object.keys(QUANT) as Q.LoraMethod[]) {
@@ -66,11 +76,7 @@ describe('PEFT-layout adapters', () => {
   });
 
   it('loads an adapter written by plain torch onto an NF4 base and gives its outputs (max |Δ| ≤ 1e-5 relative)', () => {
-    const config = Q.readAdapterConfig(FIXTURE);
-    const m = new Mlp();
-    m.loadStateDict(loadSafetensors(join(FIXTURE, 'base.safetensors')));
-    Q.loraQuant(m, { method: 'qlora', rank: config.r, alpha: config.lora_alpha, targets: config.target_modules, quant: { grid: 'nf4' } });
-    Q.loadAdapters(m, FIXTURE);
+    const m = torchAdapted();
     m.eval();
     const { x, y } = loadSafetensors(join(FIXTURE, 'expected.safetensors')) as { x: Tensor; y: Tensor };
     const got = noGrad(() => m.forward(x));
@@ -82,11 +88,7 @@ describe('PEFT-layout adapters', () => {
   });
 
   it("gives torch's gradients in the adapters and the input, training through loraLinear (max |Δ| ≤ 1e-5 relative)", () => {
-    const config = Q.readAdapterConfig(FIXTURE);
-    const m = new Mlp();
-    m.loadStateDict(loadSafetensors(join(FIXTURE, 'base.safetensors')));
-    Q.loraQuant(m, { method: 'qlora', rank: config.r, alpha: config.lora_alpha, targets: config.target_modules, quant: { grid: 'nf4' } });
-    Q.loadAdapters(m, FIXTURE);
+    const m = torchAdapted();
     const want = loadSafetensors(join(FIXTURE, 'expected.safetensors'));
     const x = want.x!.detach().requiresGrad_(true);
     m.forward(x).mul(want.proj!).sum().backward();
