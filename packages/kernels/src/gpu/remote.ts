@@ -135,6 +135,12 @@ export async function connectWebGpuWorker(worker: WebWorker): Promise<string | n
  * Ends the Web Worker that connectWebGpuWorker linked: every gpu backend forwarding to it releases
  * its buffers and device first, and throws on later calls. Nothing happens where none is linked
  * (in Node the worker thread ends with the process).
+ * @example
+ * ```ts
+ * await connectWebGpuWorker(new Worker(new URL('./gpu-worker.js', import.meta.url)));
+ * // … train on setBackend('gpu') …
+ * disconnectWebGpuWorker(); // releases the device and ends the nested worker
+ * ```
  */
 export function disconnectWebGpuWorker(): void {
   if (!channel || typeof channel === 'string' || inNode()) return;
