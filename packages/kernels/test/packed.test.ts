@@ -150,6 +150,19 @@ describe('packedMatmul js oracle', () => {
   });
 });
 
+/** Runs case c on `backend`, natively, checks it against the js oracle within float32 summation error, and returns its operands and result. */
+function nativeEqualsOracle(backend: Backend, c: Case): ReturnType<typeof operands> & { got: Arg } {
+  const { inputs, params, K } = operands(c);
+  const [want, got] = [outArg(c.N, c.O), outArg(c.N, c.O)];
+  jsKernels.packedMatmul(inputs, want, params);
+  const before = nativeCalls(backend, 'packedMatmul');
+  backend.run('packedMatmul', inputs, got, params);
+  expect(nativeCalls(backend, 'packedMatmul')).toBe(before + 1);
+  const atol = Array.from(magnitude(c, inputs, K, dequantized(c, inputs, K)), (m) => 2 * (K + 2) * 2 ** -24 * m);
+  expect(mismatch(got.data, want.data, 0, atol)).toBe(-1);
+  return { inputs, params, K, got };
+}
+
 describe.each(NATIVE)('$label packedMatmul', (entry) => {
   let backend!: Backend;
   beforeAll(() => {
@@ -160,14 +173,7 @@ describe.each(NATIVE)('$label packedMatmul', (entry) => {
   it('equals the js oracle within float32 summation error, natively, for every bit width and layout', () => {
     fc.assert(
       fc.property(caseArb, (c) => {
-        const { inputs, params, K } = operands(c);
-        const [want, got] = [outArg(c.N, c.O), outArg(c.N, c.O)];
-        jsKernels.packedMatmul(inputs, want, params);
-        const before = nativeCalls(backend, 'packedMatmul');
-        backend.run('packedMatmul', inputs, got, params);
-        expect(nativeCalls(backend, 'packedMatmul')).toBe(before + 1);
-        const atol = Array.from(magnitude(c, inputs, K, dequantized(c, inputs, K)), (m) => 2 * (K + 2) * 2 ** -24 * m);
-        expect(mismatch(got.data, want.data, 0, atol)).toBe(-1);
+        nativeEqualsOracle(backend, c);
       }),
       { numRuns: 150 },
     );
@@ -206,14 +212,7 @@ describe.each(NATIVE)('$label packedMatmul', (entry) => {
     }).map(({ units, ...c }): Case => ({ ...c, groupSize: (units * 128) / c.bits }));
     fc.assert(
       fc.property(planarArb, (c) => {
-        const { inputs, params, K } = operands(c);
-        const [want, got] = [outArg(c.N, c.O), outArg(c.N, c.O)];
-        jsKernels.packedMatmul(inputs, want, params);
-        const before = nativeCalls(backend, 'packedMatmul');
-        backend.run('packedMatmul', inputs, got, params);
-        expect(nativeCalls(backend, 'packedMatmul')).toBe(before + 1);
-        const atol = Array.from(magnitude(c, inputs, K, dequantized(c, inputs, K)), (m) => 2 * (K + 2) * 2 ** -24 * m);
-        expect(mismatch(got.data, want.data, 0, atol)).toBe(-1);
+        const { inputs, params, K, got } = nativeEqualsOracle(backend, c);
         for (let n = 0; n < c.N && c.N > 1; n++) {
           const one = outArg(1, c.O);
           backend.run('packedMatmul', [{ ...inputs[0]!, shape: [1, K], offset: n * K }, ...inputs.slice(1)], one, params);
