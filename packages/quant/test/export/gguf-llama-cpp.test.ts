@@ -9,9 +9,10 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Generator, noGrad, tensor } from '@qgrad/core';
-import { Embedding, init, Linear, Llama, RMSNorm, type LlamaConfig } from '@qgrad/nn';
+import { noGrad, tensor } from '@qgrad/core';
+import { Embedding, Linear, Llama, type LlamaConfig } from '@qgrad/nn';
 import * as Q from '@qgrad/quant';
+import { seededLlama } from './seeded-llama.js';
 
 const BIN = process.env.LLAMA_CPP_BIN;
 if (!BIN) console.warn('gguf-llama-cpp.test: llama.cpp checks SKIPPED (LLAMA_CPP_BIN is not set to a directory holding llama-perplexity): no GGUF export was loaded or run by llama.cpp; only @huggingface/gguf and qgrad\'s decoder (gguf.test.ts) checked the files');
@@ -38,20 +39,7 @@ function ids(vocab: number): Int32Array {
   return Int32Array.from(bytes.subarray(0, N_CTX * N_CHUNKS), (b) => (vocab === 259 ? b + 3 : b));
 }
 
-/**
- * A seeded Llama whose logits have std ≈ 1: HF's N(0, 0.02²) init leaves them nearly uniform,
- * where no export error would move the KL divergence. Norm gains vary so a swapped norm shows.
- */
-function seeded(cfg: LlamaConfig, seed: number): Llama {
-  const generator = new Generator(seed);
-  const llama = new Llama(cfg, { generator });
-  for (const m of llama.modules()) {
-    if (m instanceof Linear) init.normal_(m.weight, 0, 1 / Math.sqrt(m.weight.shape[1]!), { generator });
-    if (m instanceof Embedding) init.normal_(m.weight, 0, 1, { generator });
-    if (m instanceof RMSNorm) init.normal_(m.weight!, 1, 0.2, { generator });
-  }
-  return llama.eval();
-}
+const seeded = (cfg: LlamaConfig, seed: number): Llama => seededLlama(cfg, seed).eval();
 
 /** Each Linear/Embedding weight replaced by f(its values): the exporter's rounding, done in qgrad. */
 function mapWeights(llama: Llama, f: (w: Float32Array) => Float32Array): Llama {

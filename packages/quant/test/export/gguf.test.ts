@@ -13,8 +13,9 @@ import { join } from 'node:path';
 import { gguf, GGUFValueType } from '@huggingface/gguf';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Generator, noGrad, randn, tensor } from '@qgrad/core';
-import { Embedding, init, Linear, Llama, RMSNorm, type LlamaConfig } from '@qgrad/nn';
+import { Embedding, Linear, Llama, RMSNorm, type LlamaConfig } from '@qgrad/nn';
 import * as Q from '@qgrad/quant';
+import { seededLlama } from './seeded-llama.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'qgrad-gguf-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -233,13 +234,7 @@ function loadBack(cfg: LlamaConfig, hf: Awaited<ReturnType<typeof gguf>>, bytes:
 
 /** A Llama whose logits have std ≈ 1 (HF's 0.02 init leaves them flat, where a wrong tensor hides), QAT on every Linear and the embedding, converted. */
 function seededConverted(cfg: LlamaConfig, weight: Q.WeightQuantConfig | null, seed: number): Llama {
-  const generator = new Generator(seed);
-  const llama = new Llama(cfg, { generator });
-  for (const m of llama.modules()) {
-    if (m instanceof Linear) init.normal_(m.weight, 0, 1 / Math.sqrt(m.weight.shape[1]!), { generator });
-    if (m instanceof Embedding) init.normal_(m.weight, 0, 1, { generator });
-    if (m instanceof RMSNorm) init.normal_(m.weight!, 1, 0.2, { generator });
-  }
+  const llama = seededLlama(cfg, seed);
   if (weight) {
     Q.prepareQAT(llama, { default: { weight }, types: ['Linear', 'Embedding'] });
     llama.train();
