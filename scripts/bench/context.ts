@@ -1,6 +1,6 @@
 /**
  * @file What run.ts hands each bench section: the quick flag, PyTorch's side of the section, the
- * table printer and the median; and the per-call timer sections share.
+ * table printer and the median; and the timers sections share.
  */
 export interface BenchContext {
   quick: boolean;
@@ -20,6 +20,18 @@ export function usPerCall(fn: () => void, iters: number, reps: number, median: (
     ts.push(((performance.now() - t) * 1000) / iters);
   }
   return median(ts);
+}
+
+/**
+ * `fn`'s cost in ms of this process's CPU time (user + system, every thread). On the shared bench
+ * machines wall time also holds the time another process had the core; with QGRAD_THREADS=1 CPU
+ * time is the work itself (wasm tier-up on background threads counts too: warm up first).
+ */
+export function cpuMs(fn: () => void): number {
+  const c = process.cpuUsage();
+  fn();
+  const u = process.cpuUsage(c);
+  return (u.user + u.system) / 1000;
 }
 
 /**

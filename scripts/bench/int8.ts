@@ -14,7 +14,7 @@ import * as q from '@qgrad/core';
 import { createWasmBackend, type DType, type KernelArg, type TypedArray, type WasmBackend } from '@qgrad/kernels';
 import { tinyLlamaConfig } from '@qgrad/nn';
 import { haloLinear } from '@qgrad/quant';
-import { type BenchContext, usPerCall } from './context.js';
+import { type BenchContext, cpuMs, usPerCall } from './context.js';
 import { llamaMatmulShapes, storedShape, type MatmulShape } from './matmul.js';
 
 type Arg = KernelArg<TypedArray>;
@@ -155,10 +155,7 @@ function layers(ctx: BenchContext): Record<string, LayerFigures> {
     for (let r = 0; r < reps; r++) {
       for (const k of LAYER_KINDS) {
         runs[k]();
-        const c = process.cpuUsage();
-        runs[k]();
-        const u = process.cpuUsage(c);
-        ts[k].push((u.user + u.system) / 1000);
+        ts[k].push(cpuMs(runs[k]));
       }
     }
     const ratio = (k: LayerKind) => ctx.median(ts.fp32.map((t, r) => t / ts[k][r]!));

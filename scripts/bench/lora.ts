@@ -13,7 +13,7 @@
 import * as q from '@qgrad/core';
 import { AdamW, Llama, modelBytes, optimizerStateBytes, tinyLlamaConfig, trainStep, type LlamaConfig } from '@qgrad/nn';
 import { loraParameters, loraQuant, prepareQAT } from '@qgrad/quant';
-import type { BenchContext } from './context.js';
+import { type BenchContext, cpuMs } from './context.js';
 
 const BATCH = 16;
 const SEQ = 128;
@@ -46,16 +46,16 @@ function contender(kind: 'full' | 'qat' | 'qlora' | 'floor', config: LlamaConfig
   const y = idx.narrow(1, 1, SEQ).contiguous();
   const step = (): Timing => {
     const t = performance.now();
-    const c = process.cpuUsage();
-    trainStep(model, opt, () => {
-      const loss = model.loss(x, y);
-      opt.zeroGrad();
-      loss.backward();
-      opt.step();
-      return loss.item();
-    });
-    const u = process.cpuUsage(c);
-    return { wall: performance.now() - t, cpu: (u.user + u.system) / 1000 };
+    const cpu = cpuMs(() =>
+      trainStep(model, opt, () => {
+        const loss = model.loss(x, y);
+        opt.zeroGrad();
+        loss.backward();
+        opt.step();
+        return loss.item();
+      }),
+    );
+    return { wall: performance.now() - t, cpu };
   };
   return { model, opt, trainable: params.reduce((a, p) => a + p.numel(), 0), step };
 }

@@ -14,7 +14,7 @@
 import * as q from '@qgrad/core';
 import { Conv2d, Flatten, Linear, Llama, MaxPool2d, mnistViTConfig, ReLU, Sequential, tinyLlamaConfig, ViT } from '@qgrad/nn';
 import * as Q from '@qgrad/quant';
-import type { BenchContext } from './context.js';
+import { type BenchContext, cpuMs } from './context.js';
 
 /** [out, in] of the tiny Llama's Linears (gate/up, down, q/o, head) and the large square. */
 const SHAPES: [number, number][] = [[384, 128], [128, 384], [128, 128], [256, 128], [4096, 4096]];
@@ -71,10 +71,9 @@ function cpuUsPerCall(fns: (() => void)[], iters: number, rounds: number, median
   const ts: number[][] = fns.map(() => []);
   for (let r = 0; r < rounds; r++) {
     fns.forEach((fn, i) => {
-      const c = process.cpuUsage();
-      for (let k = 0; k < iters; k++) fn();
-      const d = process.cpuUsage(c);
-      ts[i]!.push((d.user + d.system) / iters);
+      ts[i]!.push((cpuMs(() => {
+        for (let k = 0; k < iters; k++) fn();
+      }) * 1000) / iters);
     });
   }
   return ts.map((t) => median(t));
