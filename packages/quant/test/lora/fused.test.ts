@@ -84,6 +84,19 @@ describe('loraLinear', () => {
   });
 });
 
+/** The names of the ops on the autograd graph behind t. */
+function opsBehind(t: Tensor): Set<string> {
+  const seen = new Set<NonNullable<Tensor['gradFn']>>();
+  const todo = t.gradFn ? [t.gradFn] : [];
+  while (todo.length) {
+    const node = todo.pop()!;
+    if (seen.has(node)) continue;
+    seen.add(node);
+    for (const e of node.edges) if (e?.node) todo.push(e.node);
+  }
+  return new Set([...seen].map((n) => n.name));
+}
+
 describe('QLoRA layers and loraLinear', () => {
   class Net extends Module {
     fc: Linear;
@@ -104,10 +117,14 @@ describe('QLoRA layers and loraLinear', () => {
       q.noGrad(() => layer.loraB.copy_(q.randn(layer.loraB.shape, { generator: g }).mul(0.1)));
       // p = 1e-30 keeps every element (scaled by 1/(1-p) = 1): the two-branch path with the same values
       const x = q.randn([2, 5, 64], { generator: g });
-      m.forward(x).pow(2).sum().backward();
-      return [layer.loraA.grad!, layer.loraB.grad!];
+      const y = m.forward(x);
+      const ops = opsBehind(y);
+      y.pow(2).sum().backward();
+      return { ops, grads: [layer.loraA.grad!, layer.loraB.grad!] };
     };
     const [fused, branches] = [grads(0), grads(1e-30)];
-    fused.forEach((t, i) => assertAllclose(t, branches[i]!, { atol: 1e-4, rtol: 1e-4 }));
+    expect(fused.ops.has('loraLinear')).toBe(true);
+    expect(branches.ops.has('loraLinear')).toBe(false);
+    fused.grads.forEach((t, i) => assertAllclose(t, branches.grads[i]!, { atol: 1e-4, rtol: 1e-4 }));
   });
 });
