@@ -23,6 +23,7 @@ export * from './ptq/index.js';
 export * from './vq/index.js';
 export * from './bitswitch/index.js';
 export * from './lowprec/halo.js';
+export * from './lowprec/fps-attention.js';
 export * from './sparsity/index.js';
 export * from './distill/index.js';
 export * from './diffusion/index.js';
