@@ -75,6 +75,11 @@ export class TemporalActQuantizer extends ActQuantizer {
     return q;
   }
 
+  /** Where the running forward's timesteps are read (the TimestepModule's context). */
+  get context(): TimestepContext {
+    return this.#context;
+  }
+
   /** The bucket of each sample of the running forward. */
   activeBuckets(): number[] {
     const t = this.#context.current;

@@ -11,6 +11,8 @@ import { granularityName, type Granularity } from '../grids/granularity.js';
 import type { GridName } from '../grids/table.js';
 import type { QuantizerConfig, QuantizerPlan } from '../quantizer/config.js';
 import { QuantizedConv2d, QuantizedEmbedding, QuantizedLinear } from '../qat/convert.js';
+import { TimestepContext } from '../diffusion/calibration.js';
+import { TimestepBuckets } from '../diffusion/talsq.js';
 import { QuantConv2d, QuantEmbedding, QuantLinear } from '../qat/modules.js';
 import { replaceSubmodule } from '../qat/prepare.js';
 import { isRecord } from './bytes.js';
@@ -47,6 +49,12 @@ export interface QuantizedLayerInfo {
    * `[rows, cols / 2]`, as NVIDIA's 2:4 metadata). Absent for dense layers.
    */
   sparsity?: { pattern: '2:4'; indices: 'weight_sparse_indices' };
+  /**
+   * An input step per timestep bucket (EfficientDM's TALSQ, converted): `input_scale` (and
+   * `input_zero_point`) are [buckets, 1], row ⌊t·buckets/timesteps⌋ quantizing the samples at
+   * timestep t. Absent for one stored step.
+   */
+  inputTimesteps?: { timesteps: number; buckets: number };
 }
 
 /** The parsed file: tensors by name, the per-layer metadata and the remaining metadata. */
@@ -152,14 +160,17 @@ export function quantizedEntries(model: Module): { tensors: Record<string, Tenso
       granularity: granularityName(plan.granularity), packing: { fieldBits: bits, order: base3 ? 'base3-tq1' : 'lsb-first', container, offset: plan.grid.codeMin },
       weightShape: [...m.weightShape], matrixShape: [...m.matrixShape], dtype: m.weightDType,
     };
+    const ts = m.inputTimesteps;
+    if (ts) info.inputTimesteps = { timesteps: ts.buckets.timesteps, buckets: ts.buckets.count };
     if (m instanceof QuantizedLinear && m.sparsity) {
       const w = m.dequantizedWeight();
       tensors[`${p}weight_sparse_indices`] = fromTypedArray(pack24(w.contiguous().dataSync() as Float32Array, m.outFeatures, m.inFeatures).indices, [Math.ceil((m.outFeatures * m.inFeatures) / 8)], 'uint8');
       info.sparsity = { pattern: m.sparsity, indices: 'weight_sparse_indices' };
     }
     layers[name] = info;
-    const key = JSON.stringify([info.weight, info.input]);
-    (groups[key] ??= { targets: [], weights: ctArgs(plan, bits), input_activations: m.inputPlan ? ctArgs(m.inputPlan, 8) : null }).targets.push(name);
+    // a step table by timestep is no compressed-tensors strategy: an unknown name keeps its readers from taking row 0 as the tensor's step
+    const inputArgs = m.inputPlan ? { ...ctArgs(m.inputPlan, 8), ...(info.inputTimesteps && { strategy: 'qgrad-timestep-buckets', qgrad_timestep_buckets: info.inputTimesteps }) } : null;
+    (groups[JSON.stringify([info.weight, info.input, info.inputTimesteps ?? null])] ??= { targets: [], weights: ctArgs(plan, bits), input_activations: inputArgs }).targets.push(name);
   }
   for (const [k, t] of Object.entries(model.stateDict())) if (!handled.has(k)) tensors[k] = t;
   const configGroups = Object.fromEntries(Object.values(groups).map((g, i) => [`group_${i}`, g]));
@@ -242,6 +253,16 @@ export function checkQuantized(tensors: Record<string, Tensor>, metadata: Record
       if (!isRecord(l.sparsity) || l.sparsity.pattern !== '2:4' || l.kind !== 'Linear' || l.matrixShape.length !== 2 || cols % 4 !== 0) bad(`${where} has invalid sparsity ${JSON.stringify(l.sparsity)} (pattern '2:4' on a Linear whose inputs group in fours)`);
       if (!si || si.dtype !== 'uint8' || si.numel() !== Math.ceil((rows * cols) / 8)) bad(`${where}: tensor '${p}weight_sparse_indices' is missing or not ${Math.ceil((rows * cols) / 8)} uint8 bytes`);
     }
+    if (l.inputTimesteps !== undefined) {
+      const it = l.inputTimesteps;
+      if (!isRecord(it) || !Number.isSafeInteger(it.timesteps) || !Number.isSafeInteger(it.buckets) || it.buckets < 1 || it.buckets > it.timesteps || l.input === null) {
+        bad(`${where} has invalid inputTimesteps ${JSON.stringify(it)} (integers 1 ≤ buckets ≤ timesteps, on a quantized input)`);
+      }
+      for (const k of ['input_scale', 'input_zero_point']) {
+        const t = tensors[p + k];
+        if ((t || k === 'input_scale') && (!t || t.shape.join() !== `${it.buckets},1`)) bad(`${where}: tensor '${p}${k}' must be [${it.buckets}, 1], one row per timestep bucket; it is ${t ? fmt(t.shape) : 'missing'}`);
+      }
+    }
     out[name] = l;
   }
   return { tensors, layers: out, metadata };
@@ -254,6 +275,16 @@ export function checkQuantized(tensors: Record<string, Tensor>, metadata: Record
 export function deserializeQuantized(bytes: Uint8Array): QuantizedCheckpoint {
   const { tensors, metadata } = deserializeSafetensors(bytes);
   return checkQuantized(tensors, metadata);
+}
+
+/** The TimestepContext of the innermost TimestepModule holding layer `name` (whose forward announces the timesteps). */
+function timestepContextOf(template: Module, name: string, who: string): TimestepContext {
+  const parts = name.split('.');
+  for (let i = parts.length - 1; i >= 0; i--) {
+    const m = template.getSubmodule(parts.slice(0, i).join('.')) as Module & { context?: unknown };
+    if (m.context instanceof TimestepContext) return m.context;
+  }
+  throw new Error(`${who}: the file keeps one input step per timestep bucket (TALSQ), read by the t of the running forward, but no module of the template above the layer has a TimestepContext; wrap the model in a TimestepModule as when it was saved`);
 }
 
 /**
@@ -280,6 +311,7 @@ export function applyQuantized<M extends Module>(template: M, ckpt: QuantizedChe
       if (!(q instanceof QuantizedLinear) || !q.ternary) throw new Error(`${who}: the file stores base-3 codes, grid ${q.weightPlan.grid.label} is not ternary`);
       q.repackBase3();
     }
+    if (info.inputTimesteps) q.useInputTimesteps(new TimestepBuckets(info.inputTimesteps.timesteps, info.inputTimesteps.buckets), timestepContextOf(template, name, who));
     if (info.sparsity && q instanceof QuantizedLinear) {
       q.sparsity = info.sparsity.pattern;
       // as convert does: a 2:4 layer runs on the kept half of its weight

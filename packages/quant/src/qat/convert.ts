@@ -5,9 +5,11 @@
  * the input quantizer's frozen grid. Linear layers run on the packed codes (`packedLinear`), or
  * those with a 2:4 mask on the kept half of the dequantized weight (`sparse24Linear`); the
  * dequantizing forward reproduces the fake-quantized eval output bit for bit, for every grid;
- * `QuantizedLinear.integerForward` is the int-accumulation path of int grids.
+ * `QuantizedLinear.integerForward` is the int-accumulation path of int grids. EfficientDM layers
+ * are merged first, and a TALSQ input quantizer becomes a table of steps, one row per timestep
+ * bucket, read by the t of the running forward.
  */
-import { arange, conv2d, embedding, fromTypedArray, keep, linear, narrow, noGrad, packedConv2d, packedEmbedding, packedLinear, pow, sparse24Linear, sparse24Weight, type Conv2dOptions, type PackedWeight, type Sparse24Weight, type Tensor } from '@qgrad/core';
+import { arange, conv2d, embedding, fromTypedArray, keep, tensor, linear, narrow, noGrad, packedConv2d, packedEmbedding, packedLinear, pow, sparse24Linear, sparse24Weight, type Conv2dOptions, type PackedWeight, type Sparse24Weight, type Tensor } from '@qgrad/core';
 import { Module } from '@qgrad/nn';
 import type { FloatDType } from '../grids/grid.js';
 import { storedBits } from '../grids/grid.js';
@@ -18,6 +20,19 @@ import { isQuantLayer, QuantConv2d, QuantEmbedding, QuantLinear, type QuantLayer
 import { doubleScaleValues } from '../scale/double.js';
 import { levelTable, packCodes, packTernaryBase3, rowGroups, unpackCodes, unpackTernaryBase3 } from './pack.js';
 import { replaceSubmodule } from './prepare.js';
+import type { TimestepContext } from '../diffusion/calibration.js';
+import { EfficientDMLinear } from '../diffusion/efficientdm.js';
+import { TemporalActQuantizer, TimestepBuckets } from '../diffusion/talsq.js';
+
+/**
+ * How a converted layer picks its input step by timestep (a converted TALSQ quantizer): inputScale
+ * (and inputZeroPoint) hold one row per bucket, and each sample of a forward reads the row of its
+ * t, announced on `context` by the TimestepModule the model runs in.
+ */
+export interface InputTimesteps {
+  buckets: TimestepBuckets;
+  context: TimestepContext;
+}
 
 /**
  * The parts every converted layer shares. Buffers: weightCodes (packed or integer, weight order),
@@ -47,6 +62,8 @@ abstract class QuantizedBase extends Module {
   readonly weightDType: FloatDType;
   /** The input quantizer's plan (null: inputs stay float). */
   readonly inputPlan: QuantizerPlan | null;
+  /** Per-timestep-bucket input steps (a converted TALSQ quantizer), or null for one stored step. */
+  inputTimesteps: InputTimesteps | null = null;
 
   constructor(src: QuantLayer) {
     super();
@@ -72,6 +89,34 @@ abstract class QuantizedBase extends Module {
     this.inputPlan = aq ? aq.plan : null;
     this.inputScale = this.registerBuffer('inputScale', aq?.scale ? aq.scale.detach().clone() : null);
     this.inputZeroPoint = this.registerBuffer('inputZeroPoint', aq?.zeroPoint ? aq.zeroPoint.detach().clone() : null);
+    if (aq instanceof TemporalActQuantizer) this.inputTimesteps = { buckets: aq.buckets, context: aq.context };
+  }
+
+  /**
+   * Makes the input steps a per-timestep-bucket table read through `context` (what a loader does
+   * before it fills the buffers): inputScale (and inputZeroPoint, where the plan has one) become
+   * zeros [buckets.count, 1].
+   * @example q.useInputTimesteps(new TimestepBuckets(1000, 20), model.context); q.loadStateDict(state);
+   */
+  useInputTimesteps(buckets: TimestepBuckets, context: TimestepContext): void {
+    const p = this.inputPlan;
+    if (!p || p.mode === 'dynamic' || p.granularity !== 'tensor') throw new Error(`${this.constructor.name}.useInputTimesteps: per-timestep input steps need a stored per-tensor input quantizer; this layer's input is ${p ? `${p.grid.label} ${p.mode} ${JSON.stringify(p.granularity)}` : 'float'}`);
+    const dtype = this.inputScale?.dtype ?? 'float32';
+    const table = () => fromTypedArray(new (dtype === 'float64' ? Float64Array : Float32Array)(buckets.count), [buckets.count, 1], dtype);
+    this.inputScale = table();
+    this.inputZeroPoint = p.hasZeroPoint ? table() : null;
+    this.inputTimesteps = { buckets, context };
+  }
+  /** Each sample's input step and zero point (rows of the bucket tables), for x with one sample per row of dim 0. */
+  #timestepScales(x: Tensor, ts: InputTimesteps): { scale: Tensor; zeroPoint: Tensor | number } {
+    const t = ts.context.current;
+    const who = `${this.constructor.name} (TALSQ input)`;
+    if (!t) throw new Error(`${who}: the input step is chosen by timestep, but no timesteps are set; run the model through TimestepModule.forward (or context.run)`);
+    const n = x.shape[0]!;
+    if (t.length !== n) throw new Error(`${who}: the input has ${n} rows in dim 0 but the forward runs ${t.length} timesteps (x [${x.shape.join(', ')}])`);
+    const idx = tensor(t.map((ti) => ts.buckets.bucketOf(ti)), { dtype: 'int32' });
+    // as TemporalActQuantizer.forward: the rows gathered, then cast to x's dtype
+    return { scale: embedding(idx, this.inputScale!).to(x.dtype), zeroPoint: this.inputZeroPoint ? embedding(idx, this.inputZeroPoint).to(x.dtype) : 0 };
   }
 
   /** The weight's codes (int32, weight shape) unpacked. */
@@ -110,6 +155,10 @@ abstract class QuantizedBase extends Module {
     const p = this.inputPlan;
     if (!p) return x;
     return noGrad(() => {
+      if (this.inputTimesteps) {
+        const sz = this.#timestepScales(x, this.inputTimesteps);
+        return fakeQuantView(p, x.reshape([x.shape[0]!, x.numel() / x.shape[0]!]), sz.scale, sz.zeroPoint).reshape([...x.shape]);
+      }
       if (this.inputScale) return fakeQuantView(p, x.reshape([1, x.numel()]), this.inputScale, this.inputZeroPoint ?? 0).reshape([...x.shape]);
       const g = toGroups(x, p.granularity, p.who);
       const sz = dataScale(p, g.view);
@@ -188,13 +237,15 @@ abstract class QuantizedBase extends Module {
       };
     });
   }
-  /** Integer codes of the input (rows × features, float) with one scale per row or one for all, and the zero point. */
+  /** Integer codes of the input (rows × features, float) with one scale (and zero point) for all, per sample (timestep tables) or per row. */
   inputCodes(x: Tensor): { codes: Tensor; scale: Tensor; zeroPoint: Tensor | number; plan: QuantizerPlan } | null {
     const p = this.inputPlan;
     if (!p) return null;
     return noGrad(() => {
-      const g = this.inputScale ? { view: x.reshape([1, x.numel()]) } : toGroups(x, p.granularity, p.who);
-      const sz = this.inputScale ? { scale: this.inputScale, zeroPoint: this.inputZeroPoint ?? 0 } : dataScale(p, g.view);
+      const ts = this.inputTimesteps;
+      // per timestep: one row of the view per sample, with that sample's step
+      const g = ts ? { view: x.reshape([x.shape[0]!, x.numel() / x.shape[0]!]) } : this.inputScale ? { view: x.reshape([1, x.numel()]) } : toGroups(x, p.granularity, p.who);
+      const sz = ts ? this.#timestepScales(x, ts) : this.inputScale ? { scale: this.inputScale, zeroPoint: this.inputZeroPoint ?? 0 } : dataScale(p, g.view);
       const z = effectiveZero(p, sz.zeroPoint);
       const xHat = fakeQuantView(p, g.view, sz.scale, sz.zeroPoint);
       return { codes: codesOfView(p, xHat, sz.scale, z).to(x.dtype).reshape([...x.shape]), scale: sz.scale, zeroPoint: z, plan: p };
@@ -315,7 +366,9 @@ export class QuantizedLinear extends QuantizedBase {
     const rows = x.numel() / K;
     const qx = ic.codes.contiguous().dataSync();
     const sx = ic.scale.contiguous().dataSync();
-    const zx = typeof ic.zeroPoint === 'number' ? ic.zeroPoint : ic.zeroPoint.item();
+    const zxs = typeof ic.zeroPoint === 'number' ? null : ic.zeroPoint.contiguous().dataSync();
+    // input scales cover whole runs of rows: all (per tensor), one sample's tokens (per timestep) or one row (per token)
+    const rowsPerScale = rows / sx.length;
     const qw = this.codes().dataSync();
     const sw = this.weightScale.contiguous().dataSync();
     const zw = this.weightZeroPoint ? this.weightZeroPoint.contiguous().dataSync() : null;
@@ -323,7 +376,8 @@ export class QuantizedLinear extends QuantizedBase {
     const b = this.bias?.contiguous().dataSync();
     const out = new Float64Array(rows * this.outFeatures);
     for (let n = 0; n < rows; n++) {
-      const sxn = sx.length === 1 ? sx[0]! : sx[n]!;
+      const sxn = sx[Math.floor(n / rowsPerScale)]!;
+      const zx = zxs ? zxs[zxs.length === 1 ? 0 : Math.floor(n / rowsPerScale)]! : (ic.zeroPoint as number);
       for (let o = 0; o < this.outFeatures; o++) {
         let y = 0;
         let acc = 0; // exact: |acc| ≤ K·2^16 ≪ 2^53
@@ -476,7 +530,10 @@ export interface ConvertResult {
  * rounding; HESTIA layers at temperature 0, pressure 1). With
  * `{ kernel: 'packedBase3' }` ternary Linear weights are stored and read five per byte. A Linear
  * with a 2:4 mask (`sparsify`) has it hardened first, keeps `sparsity: '2:4'` and runs on the
- * kept half of its weight (`sparse24Linear`) unless another kernel is asked for.
+ * kept half of its weight (`sparse24Linear`) unless another kernel is asked for. EfficientDM's
+ * LoRA layers are merged (`EfficientDMLinear.merged`) and converted; a TALSQ input quantizer
+ * becomes `inputTimesteps`: its step table [buckets, 1] kept as inputScale, each sample reading
+ * the row of the timestep its TimestepModule forward announces.
  * @example
  * model.eval(); const yFake = model.forward(x);
  * convert(model, { kernel: 'dequantize' }); model.forward(x); // identical to yFake
@@ -485,6 +542,13 @@ export function convert(model: Module, options: ConvertOptions = {}): ConvertRes
   const kernel = options.kernel;
   if (kernel !== undefined && kernel !== 'packed' && kernel !== 'packedBase3' && kernel !== 'sparse24' && kernel !== 'dequantize') throw new Error(`convert: kernel must be 'packed', 'packedBase3', 'sparse24' or 'dequantize', got ${JSON.stringify(kernel)}`);
   const converted: string[] = [];
+  // an EfficientDM layer is converted as its merge (bit for bit its output): Ŵ on the grid, no adapter
+  for (const [name, m] of [...model.namedModules()]) {
+    if (!(m instanceof EfficientDMLinear)) continue;
+    const q = m.merged();
+    q.train(m.training);
+    replaceSubmodule(model, name, q);
+  }
   const targets = [...model.namedModules()].filter(([name, m]) => name !== '' && isQuantLayer(m) && m.weightQuantizer?.enabled);
   for (const [name, m] of targets) {
     // a sparse layer is converted with its final mask: pruned entries become exact zeros first
