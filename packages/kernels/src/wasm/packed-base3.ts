@@ -1,8 +1,8 @@
 /**
  * @file wasm `packedMatmul` with `packing: 'base3'` (float32): five trits per byte in TQ1_0's
  * order (js/base3.ts). Sixteen bytes give sixteen consecutive weights per digit: digit k of a
- * byte is the top of 3·(byte·3^k mod 256) >> 8, taken as (x ≥ 86) + (x ≥ 171) with two unsigned
- * byte compares, the ·3 as two wrapping byte adds; the digits index the level table by swizzle as
+ * byte is the top of 3·(byte·3^k mod 256) >> 8, taken as (x ≥ 86) + (x ≥ 171) with two signed
+ * byte compares of x + 128, the ·3 as two wrapping byte adds; the digits index the level table by swizzle as
  * the 2-bit kernel does; a row's last < 80 trits (⌈t/5⌉ bytes) decode the same way from a copy.
  */
 import type { KernelArg } from '../backend.js';
@@ -10,16 +10,13 @@ import { base3Sections } from '../js/base3.js';
 import type { PackedOperands } from '../js/packed.js';
 import type { PackedMatmulParams, TypedArray } from '../names.js';
 import { type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
-import { align16, levels16, PARALLEL_MIN_MACS, placeOperands, range, rowEpilogue, shuffle8, stageOperands } from './packed.js';
+import { align16, levels16, PARALLEL_MIN_MACS, placeOperands, range, rowEpilogue, shuffle8, stageOperands, v128Const } from './packed.js';
 import { ARGS, type Engine, type Flavor } from './runtime.js';
 
 type Arg = KernelArg<TypedArray>;
 
 /** Integer byte-lane opcodes the shared table (assembler.ts) does not list. */
-const I8 = { ge_u: 0x2c, add: 0x6e } as const;
-
-/** Where the levels of digits 0, 1, 2 sit in the table planes (the swizzle index of each digit, see `chunk`). */
-const SLOTS = [0, 15, 14] as const;
+const I8 = { gt_s: 0x27, add: 0x6e, sub: 0x71 } as const;
 
 /** Words of the argument block (i32 at ARGS; pointers in bytes). */
 const enum W {
@@ -59,8 +56,9 @@ function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean, groupedOn
     const [x, codes, table, scale, zero, bias, out, N, K, O, gs, rowBytes, blocks, has160, has80, tailBytes, blockScaled, fused, hasBias, G] = range(20, () => c.local(P));
     const [o, o1, p, base, blk, g, sp, j, n, bi, m, xp, buf, bufBytes] = range(14, () => c.local(P));
     const [s, z, t] = range(3, () => c.local(F));
-    const [sv, zv, q0, q1, c86, c171, c15, A, gsum] = range(9, () => c.local(V));
+    const [sv, zv, q0, q1, c86, c171, flip, A, gsum] = range(9, () => c.local(V));
     const grouped = c.local(P);
+    const [cur, kk] = [c.local(P), c.local(P)];
     const planes = range(4, () => c.local(V));
     const w = range(4, () => c.local(V));
     const acc = range(4, () => c.local(V));
@@ -76,16 +74,20 @@ function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean, groupedOn
     word(W.bufBytes).set(bufBytes);
     word(W.buf).get(task).get(bufBytes).op(Op.i32_mul).op(Op.i32_add).set(buf);
     for (let b = 0; b < 4; b++) word(W.planes).simdMem(Simd.v128_load, 0, 16 * b).set(planes[b]!);
-    c.i32(86).simd(Simd.i8x16_splat).set(c86);
-    c.i32(171).simd(Simd.i8x16_splat).set(c171);
-    c.i32(15).simd(Simd.i8x16_splat).set(c15);
+    // the thresholds 86 and 171 as signed bytes of the biased code (see `chunk`)
+    c.i32(86 - 1 - 128).simd(Simd.i8x16_splat).set(c86);
+    c.i32(171 - 1 - 128).simd(Simd.i8x16_splat).set(c171);
+    c.i32(0x80).simd(Simd.i8x16_splat).set(flip);
     c.get(task);
     word(W.rowsPerTask).op(Op.i32_mul).set(o);
     c.get(o);
     word(W.rowsPerTask).op(Op.i32_add).set(o1);
     c.get(o1).get(O).get(o1).get(O).op(Op.i32_lt_u).op(Op.select).set(o1);
 
-    /** dst = 3·src mod 256 per byte. */
+    /**
+     * dst = 3·src mod 256 per byte. It keeps the bias the loads add (byte ^ 0x80 = byte + 128):
+     * 3·(v + 128) = 3v + 128 mod 256.
+     */
     const times3 = (src: number, dst: number) => c.get(src).get(src).simd(I8.add).get(src).simd(I8.add).set(dst);
     /** s, sv (and z, zv) of group g of row o (sp: the row's first scale, in bytes). */
     const loadScale = () => {
@@ -111,28 +113,30 @@ function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean, groupedOn
       c.get(A).set(acc[0]!);
       c.end();
     };
-    /** acc_q ⊕= a_q·(x at xp + off + 16q). */
-    const madd = (a: (q: number) => void, off: number) => {
+    /** acc_q ⊕= a_q·(x at ptr + off + 16q) (ptr: xp, or the running pointer of a section's loop). */
+    const madd = (a: (q: number) => void, off: number, ptr = xp) => {
       for (let q = 0; q < 4; q++) {
         if (fma) {
           a(q);
-          c.get(xp).simdMem(Simd.v128_load, 0, off + 16 * q).get(acc[q]!).simd(Simd.f32x4_relaxed_madd).set(acc[q]!);
+          c.get(ptr).simdMem(Simd.v128_load, 0, off + 16 * q).get(acc[q]!).simd(Simd.f32x4_relaxed_madd).set(acc[q]!);
         } else {
           c.get(acc[q]!);
           a(q);
-          c.get(xp).simdMem(Simd.v128_load, 0, off + 16 * q).simd(Simd.f32x4_mul).simd(Simd.f32x4_add).set(acc[q]!);
+          c.get(ptr).simdMem(Simd.v128_load, 0, off + 16 * q).simd(Simd.f32x4_mul).simd(Simd.f32x4_add).set(acc[q]!);
         }
       }
     };
     /**
      * The digits in the bytes of local v (each byte already times 3^k) → the 16 weights at row
-     * position `at` past `base`: (L − z)·s, then multiplied into acc (fused) or stored.
+     * position `at` past `ptr` (xp fused, base stored; or a section loop's running pointer):
+     * (L − z)·s, then multiplied into acc (fused) or stored.
      */
-    const chunk = (v: number, at: number, into: 'acc' | 'store') => {
-      // the masks (x ≥ 86), (x ≥ 171) are 0 or −1: their sum & 15 is 0, 15, 14 for digits 0, 1, 2
-      // (unsigned ≥ is max + compare on SSE, > one more; & beats a negate)
-      c.get(v).get(c86).simd(I8.ge_u).get(v).get(c171).simd(I8.ge_u).simd(I8.add).get(c15).simd(Simd.v128_and).set(tmp[0]!);
-      // relaxed_swizzle where available: the indices (0, 15, 14) are in range, so it looks up the
+    const chunk = (v: number, at: number, into: 'acc' | 'store', ptr = into === 'acc' ? xp : base) => {
+      // the masks (x ≥ 86), (x ≥ 171) are 0 or −1, and 0 − both is the digit 0, 1, 2; the bytes
+      // hold x + 128, so each is one signed compare (x86 has no unsigned byte compare: ≥ was
+      // three instructions)
+      v128Const(c, range(16, () => 0)).get(v).get(c86).simd(I8.gt_s).simd(I8.sub).get(v).get(c171).simd(I8.gt_s).simd(I8.sub).set(tmp[0]!);
+      // relaxed_swizzle where available: the indices (0, 1, 2) are in range, so it looks up the
       // same bytes without the range fix-up (with the next: ternary b3 4096², one row, CPU time,
       // 0.53× → 0.63× the fp32 matvec of the same run)
       levels16(c, planes, w, tmp, fma ? Simd.i8x16_relaxed_swizzle : Simd.i8x16_swizzle);
@@ -143,27 +147,28 @@ function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean, groupedOn
         if (!groupedOnly) c.get(sv).simd(Simd.f32x4_mul);
         c.set(q);
       }
-      if (into === 'acc') madd((q) => c.get(w[q]!), 4 * at);
-      else for (let q = 0; q < 4; q++) c.get(base).get(w[q]!).simdMem(Simd.v128_store, 0, 4 * at + 16 * q);
+      if (into === 'acc') madd((q) => c.get(w[q]!), 4 * at, ptr);
+      else for (let q = 0; q < 4; q++) c.get(ptr).get(w[q]!).simdMem(Simd.v128_store, 0, 4 * at + 16 * q);
+    };
+    /**
+     * The five digits of `vs` (16 bytes each, byte vectors at p + at, p + at + 16 …) → row
+     * positions pos + 16·|vs|·k + 16i + (0…15), digit k of vector i: a loop over k, still in row
+     * order, not unrolled: TurboFan issues a block's loads first, and a whole unrolled block's x
+     * vectors spilled (ternary b3 4096², one row: most of its time; read off --print-wasm-code).
+     */
+    const digits = (vs: readonly number[], at: number, pos: number, into: 'acc' | 'store') => {
+      vs.forEach((q, i) => c.get(p).simdMem(Simd.v128_load, 0, at + 16 * i).get(flip).simd(Simd.v128_xor).set(q));
+      c.get(into === 'acc' ? xp : base).i32(4 * pos).op(Op.i32_add).set(cur);
+      c.for(kk, () => c.i32(0), () => c.i32(5), 1, () => {
+        vs.forEach((q, i) => chunk(q, 16 * i, into, cur));
+        for (const q of vs) times3(q, q);
+        c.get(cur).i32(64 * vs.length).op(Op.i32_add).set(cur);
+      });
     };
     /** 32 bytes at p + at → row positions pos + 32k + (0…31), digit k. */
-    const section160 = (at: number, pos: number, into: 'acc' | 'store') => {
-      c.get(p).simdMem(Simd.v128_load, 0, at).set(q0);
-      c.get(p).simdMem(Simd.v128_load, 0, at + 16).set(q1);
-      for (let k = 0; k < 5; k++) {
-        if (k) for (const q of [q0, q1]) times3(q, q);
-        chunk(q0, pos + 32 * k, into);
-        chunk(q1, pos + 32 * k + 16, into);
-      }
-    };
+    const section160 = (at: number, pos: number, into: 'acc' | 'store') => digits([q0, q1], at, pos, into);
     /** 16 bytes at p + at → row positions pos + 16k + (0…15), digit k. */
-    const section80 = (at: number, pos: number, into: 'acc' | 'store') => {
-      c.get(p).simdMem(Simd.v128_load, 0, at).set(q0);
-      for (let k = 0; k < 5; k++) {
-        if (k) times3(q0, q0);
-        chunk(q0, pos + 16 * k, into);
-      }
-    };
+    const section80 = (at: number, pos: number, into: 'acc' | 'store') => digits([q0], at, pos, into);
     /** TQ1_0's qh: 4 bytes at p + at → positions pos + 4k + j (byte j, digit k) in one chunk. */
     const section16 = (at: number, pos: number, into: 'acc' | 'store') => {
       c.get(p).simdMem(Simd.v128_load32_zero, 0, at).set(q0);
@@ -173,7 +178,7 @@ function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean, groupedOn
       times3(q1, q0);
       times3(q0, q1);
       shuffle8(c.get(q0).get(q1), range(16, (i) => (i < 12 ? i : 16 + i))).set(tmp[2]!);
-      shuffle8(c.get(tmp[1]!).get(tmp[2]!), range(16, (i) => (i < 8 ? i : 16 + i))).set(q0);
+      shuffle8(c.get(tmp[1]!).get(tmp[2]!), range(16, (i) => (i < 8 ? i : 16 + i))).get(flip).simd(Simd.v128_xor).set(q0);
       chunk(q0, pos, into);
     };
     /** One whole 256-block at p, its weights at base (position 0). */
@@ -251,7 +256,7 @@ function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean, groupedOn
           c.for(m, () => c.i32(0), () => c.get(tailBytes), 1, () => {
             c.get(j).get(m).op(Op.i32_add).get(p).get(m).op(Op.i32_add).mem(Op.i32_load8_u, 0).mem(Op.i32_store8, 0);
           });
-          c.get(j).simdMem(Simd.v128_load, 0).set(q0);
+          c.get(j).simdMem(Simd.v128_load, 0).get(flip).simd(Simd.v128_xor).set(q0);
           for (let k = 0; k < 5; k++) {
             if (k) times3(q0, q0);
             chunk(q0, 0, 'store');
@@ -358,7 +363,7 @@ export function packedBase3Wasm(engine: Engine, ops: PackedOperands, out: Arg, p
   const u8 = engine.u8;
   const lv = new Uint8Array(Float32Array.from(table.data.subarray(table.offset, table.offset + 3)).buffer);
   u8.fill(0, engine.scratch, engine.scratch + 64);
-  for (let f = 0; f < 3; f++) for (let b = 0; b < 4; b++) u8[engine.scratch + 16 * b + SLOTS[f]] = lv[4 * f + b]!;
+  for (let f = 0; f < 3; f++) for (let b = 0; b < 4; b++) u8[engine.scratch + 16 * b + f] = lv[4 * f + b]!;
   const args = engine.i32;
   const word = (k: W, value: number) => (args[ARGS / 4 + k] = value);
   const [px, pc, pt, ps, pz, pb] = place.map((q) => q.addr) as [number, number, number, number, number, number];
