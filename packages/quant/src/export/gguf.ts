@@ -8,6 +8,7 @@ import { noGrad, type Tensor } from '@qgrad/core';
 import { Embedding, Linear, RMSNorm, type Llama, type Module } from '@qgrad/nn';
 import { QuantizedEmbedding, QuantizedLinear } from '../qat/convert.js';
 import { isQuantLayer } from '../qat/modules.js';
+import { TritPlaneLinear } from '../ptq/ptqtp.js';
 import { ByteReader, ByteWriter, nodeFs } from './bytes.js';
 import { decodeBlocks, dequantizeGgml, encodeBlocks, encodePlain, GGML_TYPES, ggmlBytes, ggmlQuantize, ggmlTypeOfId, type Blocks, type GgmlTypeName } from './ggml.js';
 
@@ -120,6 +121,7 @@ function sourceOf(m: Module, who: string): Source {
   const w = noGrad((): Tensor => {
     if (m instanceof QuantizedLinear || m instanceof QuantizedEmbedding) return m.dequantizedWeight();
     if (isQuantLayer(m)) return m.quantizedWeight();
+    if (m instanceof TritPlaneLinear) return m.weight(); // Ŵ = α¹T¹ + α²T², dense (the caller allows only float types)
     if (m instanceof Linear || m instanceof Embedding) return m.weight;
     throw new Error(`exportGguf: ${who} is a ${m.constructor.name}, not a Linear or Embedding`);
   });
@@ -227,7 +229,15 @@ export function llamaToGguf(llama: Llama, opts: GgufExportOptions): GgufExportRe
   const out: { name: string; dims: number[]; type: GgmlTypeName; data: Uint8Array }[] = [];
   const reports: GgufTensorReport[] = [];
   const matrix = (name: string, path: string, heads?: number) => {
-    let s = sourceOf(llama.getSubmodule(path), path);
+    const m = llama.getSubmodule(path);
+    // PTQTP's planes: no GGUF type holds two ternary planes with per-group (α¹, α²) (TQ1_0/TQ2_0
+    // are one plane with one scale per 256 weights, and llama.cpp's llama graph multiplies by one
+    // tensor per weight); rounding Ŵ into a block type would be another quantization, not this
+    // model, so only the float types, which hold Ŵ itself, are written
+    if (m instanceof TritPlaneLinear && type !== 'F32' && type !== 'F16') {
+      throw new Error(`exportGguf: ${path} is a TritPlaneLinear (PTQTP: two ternary planes, Ŵ = α¹T¹ + α²T² with (α¹, α²) per ${m.groupSize} inputs of a row), which GGUF type ${type} cannot hold: llama.cpp's ternary types (TQ1_0, TQ2_0) store one plane with one scale per 256 weights, and re-rounding Ŵ to ${type} would be a different quantization. Export with type 'F32' (Ŵ exactly) or 'F16', or keep the planes with saveQuantized`);
+    }
+    let s = sourceOf(m, path);
     if (heads) s = permuteRows(s, heads);
     const e = encodeMatrix(name, s, type);
     out.push({ name, dims: [s.cols, s.rows], type: e.type, data: e.data });
@@ -282,6 +292,8 @@ export function llamaToGguf(llama: Llama, opts: GgufExportOptions): GgufExportRe
  * layers' codes where the grid agrees (a symmetric integer grid in groups that are a multiple of
  * the block, codes in the block's range; ternary → TQ), else ggml's own rounding; the report says
  * which, with the largest difference from qgrad's weights. Rows that do not split into blocks stay F32.
+ * PTQTP's TritPlaneLinear layers go out as their dense Ŵ with type F32 or F16 and are refused with
+ * the block types (no GGUF type holds two ternary planes).
  * @example
  * convert(llama); // int4 weights in groups of 32
  * exportGguf(llama, 'tiny.gguf', { type: 'Q4_0' }).tensors.every((t) => t.maxAbsError === 0 || t.source !== 'codes');

@@ -7,6 +7,7 @@
 import { noGrad, type Tensor } from '@qgrad/core';
 import { Conv2d, GELU, LayerNorm, LeakyReLU, Linear, ReLU, Sigmoid, SiLU, Tanh, type Module } from '@qgrad/nn';
 import { QuantizedConv2d, QuantizedLinear } from '../qat/convert.js';
+import { TritPlaneLinear } from '../ptq/ptqtp.js';
 import { ProtoWriter } from './protobuf.js';
 
 /** ONNX TensorProto data types used here. */
@@ -26,6 +27,8 @@ export interface OnnxLayerRow {
   /** 'qdq': integer codes + DequantizeLinear; 'matmulnbits': packed 4-bit codes in com.microsoft MatMulNBits; 'float': dequantized values. */
   weight?: 'qdq' | 'matmulnbits' | 'float';
   input?: 'qdq' | 'float';
+  /** Weights written as a sum of dequantized planes (PTQTP: 2), where more than one. */
+  planes?: number;
 }
 
 type Attr = { name: string; i?: number; ints?: number[]; f?: number; s?: string };
@@ -170,7 +173,13 @@ export class OnnxGraph {
       const w = Float32Array.from((m instanceof QuantizedLinear || m instanceof QuantizedConv2d ? m.dequantizedWeight() : m.weight).contiguous().dataSync());
       return kn ? this.float(`${name}.weight`, transpose(w, rows, cols), [cols, rows]) : this.float(`${name}.weight`, w, shape);
     }
-    const { block } = codes;
+    row.weight = 'qdq';
+    return this.#codesWeight(name, shape, codes, kn);
+  }
+
+  /** Integer codes [rows, cols…] behind one DequantizeLinear, as `#weight` writes them; initializers named `${name}.weight_…`. */
+  #codesWeight(name: string, shape: number[], codes: Codes, kn: boolean): string {
+    const { rows, cols, block } = codes;
     const blocks = block ? cols / block : 1;
     // codes of ≤ 4 bits as opset 21's packed INT4/UINT4 (two per byte, first in the low nibble, the tensor padded at its end)
     const nibbles = codes.zero ? codes.qmax <= 15 : codes.qmin >= -8 && codes.qmax <= 7;
@@ -196,7 +205,6 @@ export class OnnxGraph {
     const wq = this.init(`${name}.weight_quantized`, dt, kn ? [cols, rows] : shape, bytes(kn ? transpose(codes.codes, rows, cols) : codes.codes));
     const inputs = [wq, this.float(`${name}.weight_scale`, scales, sDims)];
     if (zero) inputs.push(this.init(`${name}.weight_zero_point`, dt, sDims, bytes(zero)));
-    row.weight = 'qdq';
     return this.add('DequantizeLinear', inputs, attrs);
   }
 
@@ -205,7 +213,8 @@ export class OnnxGraph {
    * MatMul + Add otherwise, or MatMulNBits for 4-bit codes in power-of-two blocks ≥ 16 when
    * `int4` is 'matmulnbits'. Returns the output's name.
    */
-  linear(name: string, m: Linear | QuantizedLinear, x: string, rank: number, who = `exportOnnx: layer ${name} (${m.constructor.name})`): string {
+  linear(name: string, m: Linear | QuantizedLinear | TritPlaneLinear, x: string, rank: number, who = `exportOnnx: layer ${name} (${m.constructor.name})`): string {
+    if (m instanceof TritPlaneLinear) return this.#tritPlanes(name, m, x, rank, who);
     const row: OnnxLayerRow = { name, op: rank === 2 ? 'Gemm' : 'MatMul', weight: 'float', input: 'float' };
     this.layers.push(row);
     x = this.#input(name, m, x, who, row);
@@ -225,6 +234,32 @@ export class OnnxGraph {
       return this.add('MatMulNBits', inputs, attrs, MS_DOMAIN);
     }
     const w = this.#weight(name, m, codes, rank !== 2, row);
+    const bias = m.bias ? this.float(`${name}.bias`, m.bias, [n]) : null;
+    if (rank === 2) return this.add('Gemm', bias ? [x, w, bias] : [x, w], [{ name: 'transB', i: 1 }]);
+    const y = this.add('MatMul', [x, w]);
+    return bias ? this.add('Add', [y, bias]) : y;
+  }
+
+  /**
+   * PTQTP's two ternary planes as standard QDQ: each plane INT4 codes in {−1, 0, 1} behind a
+   * DequantizeLinear with its α per row (or per row-group, blocked), the two dequantized weights
+   * added (Ŵ = α¹T¹ + α²T²), then Gemm/MatMul. Neither ONNX nor onnxruntime has a two-plane
+   * ternary operator, and MatMulNBits holds one plane only, so this is the form both read
+   * exactly; ORT does not fuse it into MatMulNBits (the Add stands between the DequantizeLinear
+   * and the MatMul), so it computes Ŵ in float32 once per run, as a torchao user's
+   * dequantize-then-matmul would.
+   */
+  #tritPlanes(name: string, m: TritPlaneLinear, x: string, rank: number, who: string): string {
+    const row: OnnxLayerRow = { name, op: rank === 2 ? 'Gemm' : 'MatMul', weight: 'qdq', input: 'float', planes: 2 };
+    this.layers.push(row);
+    if (m.scale1.dtype !== 'float32') throw new Error(`${who}: its α scales are ${m.scale1.dtype}; ONNX export writes float32 (build the PTQTP layer from a float32 model)`);
+    const [n, k] = [m.outFeatures, m.inFeatures];
+    const kn = rank !== 2;
+    const block = m.groupSize === k ? k : m.groupSize;
+    const [t1, t2] = m.planes();
+    const plane = (i: number, t: Int8Array, scale: Tensor) =>
+      this.#codesWeight(`${name}.plane${i}`, [n, k], { codes: Int32Array.from(t), scales: Float32Array.from(scale.contiguous().dataSync()), zero: null, rows: n, cols: k, block, qmin: -1, qmax: 1 }, kn);
+    const w = this.add('Add', [plane(1, t1, m.scale1), plane(2, t2, m.scale2)]);
     const bias = m.bias ? this.float(`${name}.bias`, m.bias, [n]) : null;
     if (rank === 2) return this.add('Gemm', bias ? [x, w, bias] : [x, w], [{ name: 'transB', i: 1 }]);
     const y = this.add('MatMul', [x, w]);

@@ -7,6 +7,7 @@
 import { noGrad, zeros } from '@qgrad/core';
 import { Conv2d, Dropout, Flatten, Linear, MaxPool2d, Sequential, ViT, type Module } from '@qgrad/nn';
 import { QuantizedConv2d, QuantizedLinear } from '../qat/convert.js';
+import { TritPlaneLinear } from '../ptq/ptqtp.js';
 import { ByteReader, nodeFs } from './bytes.js';
 import { DT, MS_DOMAIN, OnnxGraph, type Int4Export, type OnnxLayerRow } from './onnx-graph.js';
 import { readFields, type ProtoField } from './protobuf.js';
@@ -61,9 +62,9 @@ function sequential(g: OnnxGraph, model: Sequential): string {
       if (m.opts.ceilMode || pair(m.opts.dilation, 1).some((d) => d !== 1)) throw new Error(`${who}: ceilMode and dilation are not exported`);
       cur = g.add('MaxPool', [cur], [{ name: 'kernel_shape', ints: ks }, { name: 'strides', ints: m.opts.stride == null ? ks : pair(m.opts.stride, 0) }, { name: 'pads', ints: [pd[0]!, pd[1]!, pd[0]!, pd[1]!] }]);
       g.layers.push({ name, op: 'MaxPool' });
-    } else if (m instanceof Linear || m instanceof QuantizedLinear) cur = g.linear(name, m, cur, 2, who);
+    } else if (m instanceof Linear || m instanceof QuantizedLinear || m instanceof TritPlaneLinear) cur = g.linear(name, m, cur, 2, who);
     else if (m instanceof Conv2d || m instanceof QuantizedConv2d) cur = g.conv(name, m, cur, who);
-    else if (!(m instanceof Dropout)) throw new Error(`${who}: no ONNX mapping (Linear, Conv2d, their converted forms, ReLU, GELU, SiLU, LeakyReLU, Sigmoid, Tanh, Flatten, MaxPool2d, Dropout are)`);
+    else if (!(m instanceof Dropout)) throw new Error(`${who}: no ONNX mapping (Linear, Conv2d, their converted forms, PTQTP's TritPlaneLinear, ReLU, GELU, SiLU, LeakyReLU, Sigmoid, Tanh, Flatten, MaxPool2d, Dropout are)`);
   }
   return cur;
 }
@@ -82,7 +83,7 @@ function vit(g: OnnxGraph, model: ViT): string {
   const cls = g.add('Expand', [g.float('cls_token', model.cls_token, [1, 1, dim]), g.add('Concat', [batch, g.int64([1, dim])], [{ name: 'axis', i: 0 }])]);
   let h = g.add('Add', [g.add('Concat', [cls, patches], [{ name: 'axis', i: 1 }]), g.float('pos_embed', model.pos_embed, [...model.pos_embed.shape])]); // [N, P + 1, dim]
   const linear = (name: string, m: Module, x: string, rank = 3) => {
-    if (!(m instanceof Linear || m instanceof QuantizedLinear)) throw new Error(`exportOnnx: ${name} is a ${m.constructor.name}, not a Linear`);
+    if (!(m instanceof Linear || m instanceof QuantizedLinear || m instanceof TritPlaneLinear)) throw new Error(`exportOnnx: ${name} is a ${m.constructor.name}, not a Linear`);
     return g.linear(name, m, x, rank);
   };
   let b = 0;
@@ -127,6 +128,8 @@ export function modelToOnnx(model: Module, opts: OnnxExportOptions): OnnxExportR
  * a zero point; INT4/UINT4 for ≤ 4 bits) initializers behind DequantizeLinear; 4-bit Linear codes in power-of-two groups
  * ≥ 16 become com.microsoft MatMulNBits unless `int4: 'qdq'`; other grids go out as their
  * dequantized values. 8-bit inputs with a stored scale become QuantizeLinear → DequantizeLinear.
+ * PTQTP's TritPlaneLinear layers become two INT4 DequantizeLinear (codes in {−1, 0, 1}, α per
+ * row-group) whose sum is the weight.
  * onnxruntime reproduces qgrad's eval output within float32 summation error.
  * @example convert(model); exportOnnx(model, 'mlp.onnx', { inputShape: [1, 784] });
  */

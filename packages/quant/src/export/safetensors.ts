@@ -4,6 +4,8 @@
  * `weight_scale`, `weight_zero_point`, `weight_shape`, `input_scale` …) and a `__metadata__` that
  * says grid, bits, granularity and packing per layer. Reading goes through core's validating
  * safetensors reader; this file checks what the metadata claims against what the tensors hold.
+ * PTQTP's TritPlaneLinear layers go in the same file, as their two packed planes and scales, with a
+ * metadata entry of their own (`qgrad.trit_planes`).
  */
 import { base3RowBytes, pack24, deserializeSafetensors, fromTypedArray, loadSafetensorsWithMetadata, saveSafetensors, serializeSafetensors, type Tensor } from '@qgrad/core';
 import { Conv2d, Embedding, Linear, type Module } from '@qgrad/nn';
@@ -15,6 +17,7 @@ import { TimestepContext } from '../diffusion/calibration.js';
 import { TimestepBuckets } from '../diffusion/talsq.js';
 import { QuantConv2d, QuantEmbedding, QuantLinear } from '../qat/modules.js';
 import { replaceSubmodule } from '../qat/prepare.js';
+import { TritPlaneLinear } from '../ptq/ptqtp.js';
 import { isRecord } from './bytes.js';
 
 /** The `format` metadata value this writer emits and the reader accepts. */
@@ -57,10 +60,31 @@ export interface QuantizedLayerInfo {
   inputTimesteps?: { timesteps: number; buckets: number };
 }
 
-/** The parsed file: tensors by name, the per-layer metadata and the remaining metadata. */
+/** The `format` of a TritPlaneLinear layer in `qgrad.trit_planes`. */
+export const TRIT_PLANES_FORMAT = 'qgrad.ptqtp/2x-ternary';
+
+/**
+ * What the metadata says about one PTQTP layer (JSON in `__metadata__['qgrad.trit_planes']`):
+ * Ŵ[r, j] = α¹[r, g]·T¹[r, j] + α²[r, g]·T²[r, j], g = ⌊j / groupSize⌋, T in {−1, 0, 1}. Tensors:
+ * `weight_plane1_packed`, `weight_plane2_packed` (uint8, code + 1 in 2-bit fields, four per byte,
+ * low bits first, row-major over the whole matrix: [rows, cols / 4] when rows fill whole bytes,
+ * else flat), `weight_plane1_scale`, `weight_plane2_scale` ([rows, cols / groupSize], `dtype`),
+ * `weight_shape` and, where the layer has one, `bias`.
+ */
+export interface TritPlaneLayerInfo {
+  format: typeof TRIT_PLANES_FORMAT;
+  weightShape: [number, number];
+  groupSize: number;
+  packing: { fieldBits: 2; order: 'lsb-first'; container: 'uint8'; offset: -1 };
+  dtype: 'float32' | 'float64';
+  bias: boolean;
+}
+
+/** The parsed file: tensors by name, the per-layer metadata (converted and PTQTP layers) and the remaining metadata. */
 export interface QuantizedCheckpoint {
   tensors: Record<string, Tensor>;
   layers: Record<string, QuantizedLayerInfo>;
+  tritPlanes: Record<string, TritPlaneLayerInfo>;
   metadata: Record<string, string>;
 }
 
@@ -118,7 +142,25 @@ export function quantizedEntries(model: Module): { tensors: Record<string, Tenso
   const layers: Record<string, QuantizedLayerInfo> = Object.create(null);
   const groups: Record<string, { targets: string[]; weights: unknown; input_activations: unknown }> = Object.create(null);
   const handled = new Set<string>();
+  const trit: Record<string, TritPlaneLayerInfo> = Object.create(null);
   for (const [name, m] of model.namedModules()) {
+    if (m instanceof TritPlaneLinear) {
+      const p = name ? `${name}.` : '';
+      const [rows, cols] = [m.outFeatures, m.inFeatures];
+      // rows of whole bytes read as a matrix; otherwise the fields run on across rows, as stored
+      const plane = (t: Tensor) => ((cols * 2) % 8 === 0 ? t.reshape([rows, (cols * 2) / 8]) : t);
+      tensors[`${p}weight_plane1_packed`] = plane(m.plane1);
+      tensors[`${p}weight_plane2_packed`] = plane(m.plane2);
+      tensors[`${p}weight_plane1_scale`] = m.scale1;
+      tensors[`${p}weight_plane2_scale`] = m.scale2;
+      tensors[`${p}weight_shape`] = fromTypedArray(Int32Array.of(rows, cols), [2], 'int32');
+      for (const k of ['plane1', 'plane2', 'scale1', 'scale2']) handled.add(p + k);
+      trit[name] = {
+        format: TRIT_PLANES_FORMAT, weightShape: [rows, cols], groupSize: m.groupSize, packing: { fieldBits: 2, order: 'lsb-first', container: 'uint8', offset: -1 },
+        dtype: m.scale1.dtype === 'float64' ? 'float64' : 'float32', bias: m.bias !== null,
+      };
+      continue;
+    }
     if (!isQuantized(m)) continue;
     const p = name ? `${name}.` : '';
     const bits = m.codeBits;
@@ -177,8 +219,10 @@ export function quantizedEntries(model: Module): { tensors: Record<string, Tenso
   const packed = Object.values(layers).some((l) => l.bits <= 4);
   // compressed-tensors has no base-3 format: an unknown name keeps its readers from misreading the bytes
   const base3 = Object.values(layers).some((l) => l.packing.order === 'base3-tq1');
-  const quantizationConfig = { quant_method: 'compressed-tensors', format: base3 ? 'qgrad-base3-tq1' : packed ? 'pack-quantized' : 'int-quantized', quantization_status: 'compressed', config_groups: configGroups };
-  return { tensors, metadata: { format: QUANTIZED_FORMAT, quantization_config: JSON.stringify(quantizationConfig), 'qgrad.layers': JSON.stringify(layers) } };
+  // compressed-tensors has no two-plane format either: the planes' own name, for the same reason
+  const planes = Object.keys(trit).length > 0;
+  const quantizationConfig = { quant_method: 'compressed-tensors', format: planes ? 'qgrad-ptqtp' : base3 ? 'qgrad-base3-tq1' : packed ? 'pack-quantized' : 'int-quantized', quantization_status: 'compressed', config_groups: configGroups };
+  return { tensors, metadata: { format: QUANTIZED_FORMAT, quantization_config: JSON.stringify(quantizationConfig), 'qgrad.layers': JSON.stringify(layers), ...(planes && { 'qgrad.trit_planes': JSON.stringify(trit) }) } };
 }
 
 /**
@@ -265,7 +309,48 @@ export function checkQuantized(tensors: Record<string, Tensor>, metadata: Record
     }
     out[name] = l;
   }
-  return { tensors, layers: out, metadata };
+  return { tensors, layers: out, tritPlanes: checkTritPlanes(tensors, metadata, bad), metadata };
+}
+
+/** The `qgrad.trit_planes` entries of a decoded file, checked against the tensors they name. */
+function checkTritPlanes(tensors: Record<string, Tensor>, metadata: Record<string, string>, bad: (what: string) => never): Record<string, TritPlaneLayerInfo> {
+  const out: Record<string, TritPlaneLayerInfo> = Object.create(null);
+  const text = metadata['qgrad.trit_planes'];
+  if (text === undefined) return out;
+  let layers: unknown;
+  try {
+    layers = JSON.parse(text);
+  } catch {
+    bad("__metadata__['qgrad.trit_planes'] is not JSON");
+  }
+  if (!isRecord(layers)) return bad("__metadata__['qgrad.trit_planes'] is not an object");
+  for (const [name, raw] of Object.entries(layers)) {
+    const p = name ? `${name}.` : '';
+    const where = `trit-plane layer '${name}'`;
+    const l = raw as TritPlaneLayerInfo;
+    if (!isRecord(raw) || l.format !== TRIT_PLANES_FORMAT) bad(`${where} has format ${JSON.stringify(isRecord(raw) ? l.format : raw)}, expected '${TRIT_PLANES_FORMAT}'`);
+    const ws = l.weightShape;
+    if (!Array.isArray(ws) || ws.length !== 2 || !ws.every((d) => Number.isSafeInteger(d) && d >= 1)) bad(`${where} has invalid weightShape ${JSON.stringify(ws)}`);
+    const [rows, cols] = ws;
+    if (!Number.isSafeInteger(l.groupSize) || l.groupSize < 1 || cols % l.groupSize) bad(`${where}: groupSize ${JSON.stringify(l.groupSize)} must divide the ${cols} inputs`);
+    const pk = l.packing;
+    if (!isRecord(pk) || pk.fieldBits !== 2 || pk.order !== 'lsb-first' || pk.container !== 'uint8' || pk.offset !== -1) bad(`${where} has invalid packing ${JSON.stringify(pk)} (2-bit fields, lsb-first, uint8, offset −1)`);
+    if (l.dtype !== 'float32' && l.dtype !== 'float64') bad(`${where} has dtype ${JSON.stringify(l.dtype)}`);
+    if (typeof l.bias !== 'boolean') bad(`${where} has no bias flag`);
+    const shape = tensors[`${p}weight_shape`];
+    if (!shape || shape.dtype !== 'int32' || Array.from(shape.dataSync()).join() !== ws.join()) bad(`${where}: tensor '${p}weight_shape' is missing or disagrees with ${fmt(ws)}`);
+    const bytes = Math.ceil((rows * cols * 2) / 8);
+    const scaleShape = [rows, cols / l.groupSize];
+    for (const i of [1, 2]) {
+      const codes = tensors[`${p}weight_plane${i}_packed`];
+      if (!codes || codes.dtype !== 'uint8' || codes.numel() !== bytes) bad(`${where}: tensor '${p}weight_plane${i}_packed' must be ${bytes} uint8 bytes (${rows}·${cols} 2-bit fields); it is ${codes ? `${codes.dtype} ${fmt(codes.shape)}` : 'missing'}`);
+      const scale = tensors[`${p}weight_plane${i}_scale`];
+      if (!scale || scale.dtype !== l.dtype || scale.shape.join() !== scaleShape.join()) bad(`${where}: tensor '${p}weight_plane${i}_scale' must be ${l.dtype} ${fmt(scaleShape)}; it is ${scale ? `${scale.dtype} ${fmt(scale.shape)}` : 'missing'}`);
+    }
+    if (l.bias !== (tensors[`${p}bias`] !== undefined)) bad(`${where}: the metadata says bias ${l.bias}, the file ${l.bias ? 'has no' : 'has a'} tensor '${p}bias'`);
+    out[name] = l;
+  }
+  return out;
 }
 
 /**
@@ -328,6 +413,27 @@ export function applyQuantized<M extends Module>(template: M, ckpt: QuantizedChe
     ];
     for (const [k, t] of rename) if (t) state[p + k] = t;
     for (const k of ['weight_sparse_indices', 'weight_packed', 'weight', 'weight_shape', 'weight_scale', 'weight_zero_point', 'weight_scale_second', 'weight_scale_mean', 'input_scale', 'input_zero_point']) taken.add(p + k);
+  }
+  for (const [name, info] of Object.entries(ckpt.tritPlanes)) {
+    const m = template.getSubmodule(name);
+    const who = `loadQuantized: trit-plane layer '${name}'`;
+    if (!(m instanceof Linear)) throw new Error(`${who} is a Linear in the file but a ${m.constructor.name} in the template`);
+    const [rows, cols] = info.weightShape;
+    if (m.weight.shape.join() !== `${rows},${cols}` || m.weight.dtype !== info.dtype || (m.bias !== null) !== info.bias) {
+      throw new Error(`${who}: file weight ${info.dtype} ${fmt(info.weightShape)}${info.bias ? ' with bias' : ''}, template ${m.weight.dtype} ${fmt(m.weight.shape)}${m.bias ? ' with bias' : ''}`);
+    }
+    // an empty layer of the right shapes, filled from the file below
+    const n = rows * cols, g = n / info.groupSize;
+    const empty = { outFeatures: rows, inFeatures: cols, groupSize: info.groupSize, t1: new Int8Array(n), t2: new Int8Array(n), scale1: new Float64Array(g), scale2: new Float64Array(g), errors: [], objectives: [] };
+    replaceSubmodule(template, name, new TritPlaneLinear(empty, m.bias, info.dtype));
+    const p = name ? `${name}.` : '';
+    for (const i of [1, 2]) {
+      const codes = ckpt.tensors[`${p}weight_plane${i}_packed`]!;
+      state[`${p}plane${i}`] = codes.reshape([codes.numel()]);
+      state[`${p}scale${i}`] = ckpt.tensors[`${p}weight_plane${i}_scale`]!;
+      taken.add(`${p}weight_plane${i}_packed`).add(`${p}weight_plane${i}_scale`);
+    }
+    taken.add(`${p}weight_shape`);
   }
   for (const [k, t] of Object.entries(ckpt.tensors)) if (!taken.has(k)) state[k] = t;
   const own = template.stateDict();
