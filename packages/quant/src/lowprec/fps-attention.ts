@@ -294,8 +294,9 @@ export class FpsAttention extends MultiHeadAttention {
   enabled = true;
 
   constructor(src: MultiHeadAttention, opts: FpsAttentionOptions) {
-    // the base class builds throwaway projections: a private generator leaves the global one untouched
-    super(src.dim, src.numHeads, { numKvHeads: src.numKvHeads, dtype: src.qProj.weight.dtype as 'float32' | 'float64', generator: new Generator(0) });
+    // the base class builds throwaway projections (replaced below; the source's may be quantized
+    // modules): a private generator leaves the global one untouched
+    super(src.dim, src.numHeads, { numKvHeads: src.numKvHeads, generator: new Generator(0) });
     if (src.causal || src.dropoutP) throw new Error(`FpsAttention: the source attention is ${src.causal ? 'causal' : `dropout ${src.dropoutP}`}; FPSAttention is bidirectional and without dropout`);
     this.options = resolveOptions(opts, 'FpsAttention');
     if (this.options.sparsity?.kind === 'window') {
