@@ -3,7 +3,8 @@
  * it bit for bit (both planes packed, 2 bits a weight each, beside converted layers; the metadata
  * names the format, and compressed-tensors readers get a format they refuse); the reader refuses
  * planes, scales or a template that disagree with the metadata. ONNX: two INT4 DequantizeLinear
- * whose sum is Ŵ, run by onnxruntime-node within float32 summation error of qgrad. GGUF: Ŵ as F32
+ * whose sum is Ŵ (an MLP through Gemm, a ViT through MatMul), run by onnxruntime-node within
+ * float32 summation error of qgrad. GGUF: Ŵ as F32
  * (exactly, read back by @huggingface/gguf's offsets) or F16; the block types are refused, naming
  * the layer and the type, since no GGUF type holds two ternary planes.
  */
@@ -15,7 +16,7 @@ import fc from 'fast-check';
 import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Generator, noGrad, randn, type Tensor } from '@qgrad/core';
-import { Linear, ReLU, Sequential, type LlamaConfig } from '@qgrad/nn';
+import { Linear, ReLU, Sequential, ViT, type LlamaConfig, type ViTConfig } from '@qgrad/nn';
 import * as Q from '@qgrad/quant';
 import { seededLlama } from '../export/seeded-llama.js';
 
@@ -155,6 +156,27 @@ describe('exportOnnx with PTQTP layers', () => {
       for (let i = 0; i < got.length; i++) err = Math.max(err, Math.abs(got[i]! - want[i]!));
       expect(err, level).toBeLessThanOrEqual(1e-5 * scale + 1e-6);
     }
+  });
+
+  it('on a ViT (MatMul on [N, T, dim] activations: planes written [K, N]) matches qgrad too', async () => {
+    const cfg: ViTConfig = { imageSize: 8, patchSize: 4, inChannels: 1, numClasses: 5, dim: 32, depth: 1, numHeads: 4, mlpDim: 64 };
+    const vit = new ViT(cfg, { generator: new Generator(7) });
+    Q.ptq(vit, [], { method: 'ptqtp', ptqtp: { groupSize: 16 } }); // Linear layers two-plane; the patch conv RTN ternary
+    Q.convert(vit);
+    vit.eval();
+    expect(vit.getSubmodule('blocks.0.mlp.fc1')).toBeInstanceOf(Q.TritPlaneLinear);
+    const path = join(dir, 'ptqtp-vit.onnx');
+    const res = Q.exportOnnx(vit, path, { inputShape: [2, 1, 8, 8] });
+    expect(res.layers.find((l) => l.name === 'blocks.0.mlp.fc1')).toMatchObject({ op: 'MatMul', planes: 2 });
+    expect(Q.readOnnx(res.bytes).initializers.find((t) => t.name === 'blocks.0.mlp.fc1.plane1.weight_scale')).toMatchObject({ dims: [32 / 16, 64] });
+    const xs = randn([2, 1, 8, 8], { generator: new Generator(8) });
+    const want = noGrad(() => vit.forward(xs)).dataSync();
+    const scale = Math.max(...Array.from(want, Math.abs));
+    const session = await ort.InferenceSession.create(path, { graphOptimizationLevel: 'disabled' });
+    const got = (await session.run({ input: new ort.Tensor('float32', Float32Array.from(xs.dataSync()), [2, 1, 8, 8]) })).output!.data as Float32Array;
+    let err = 0;
+    for (let i = 0; i < got.length; i++) err = Math.max(err, Math.abs(got[i]! - want[i]!));
+    expect(err).toBeLessThanOrEqual(1e-5 * scale + 1e-6);
   });
 
   it('refuses float64 α, naming the layer', () => {
