@@ -149,6 +149,8 @@ export class OnnxGraph {
   #input(name: string, m: Module, x: string, who: string, row: OnnxLayerRow): string {
     if (!(m instanceof QuantizedLinear || m instanceof QuantizedConv2d) || !m.inputPlan) return x;
     const p = m.inputPlan;
+    // DequantizeLinear takes its scale as a tensor, not by the timestep of the run
+    if (m.inputTimesteps) throw new Error(`${who}: its input steps are a table by timestep bucket (TALSQ, ${m.inputTimesteps.buckets.count} buckets), which a QuantizeLinear/DequantizeLinear pair cannot select`);
     const q = p.grid.integer;
     const full = q && ((q.qmin === -128 && q.qmax === 127) || (q.qmin === 0 && q.qmax === 255));
     if (!full || !m.inputScale || m.inputScale.numel() !== 1 || p.offset === 'beta') {

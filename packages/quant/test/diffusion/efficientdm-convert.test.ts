@@ -175,6 +175,16 @@ describe('convert on an EfficientDM model', () => {
 });
 
 describe('a converted TALSQ step table', () => {
+  it('has no ONNX form, and exportOnnx says so naming the layer', () => {
+    const model = new Q.TimestepModule(new Sequential(new Linear(6, 5, { generator: new Generator(2) })));
+    Q.prepareQAT(model, { default: { weight: { grid: 'int', bits: 4 }, input: A8 } });
+    noGrad(() => (model.getSubmodule('net.0') as Q.QuantLinear).inputQuantizer!.initFrom(randn([8, 6], { generator: new Generator(3) })));
+    Q.talsq(model, { input: A8, timesteps: 50, buckets: 5 });
+    Q.convert(model);
+    expect(() => Q.modelToOnnx(model.net, { inputShape: [1, 6] })).toThrow(/layer 0 \(QuantizedLinear\): its input steps are a table by timestep bucket \(TALSQ, 5 buckets\)/);
+  });
+
+
   it('quantizes each sample as the TemporalActQuantizer did, bit for bit, for any buckets, timesteps and steps (float32 and float64)', () => {
     fc.assert(
       fc.property(
