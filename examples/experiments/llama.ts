@@ -29,7 +29,8 @@ const args = cli('experiments/llama', 'Tiny-Llama QAT grid on Moby-Dick → vali
 useBackend(args.backend);
 
 const CORE = ['fp', 'w4a4-ste', 'w4a4-quest', 'w4a4-lsq'];
-const family = (n: string) => (CORE.includes(n) ? 'W4A4 core' : n.startsWith('w2') ? 'W2A4' : n.startsWith('w4-') ? 'W4 grids' : n.startsWith('ternary') ? 'ternary' : 'compute split');
+const family = (n: string) => (CORE.includes(n) ? 'W4A4 core' : n === 'w2-lsq' ? 'W2' : n.startsWith('w2') ? 'W2A4' : n.startsWith('w4-') ? 'W4 grids' : n.startsWith('ternary') ? 'ternary'
+  : n.startsWith('halo') ? 'HALO' : /^(cast|mag)24/.test(n) ? '2:4 sparsity' : 'compute split');
 const only = args.only ? args.only.split(',').map((s) => s.trim()) : null;
 const unknown = (only ?? []).filter((n) => !QAT_LLAMA_CONFIGS.some((c) => c.name === n));
 if (unknown.length) throw new CliError(`unknown --only config(s) ${unknown.join(', ')}; known: ${QAT_LLAMA_CONFIGS.map((c) => c.name).join(', ')}`);
@@ -59,7 +60,19 @@ const rows: ConfigResult[] = configs.map((c) => {
   const seeds = CORE.includes(c.name) ? args.coreSeeds : args.seeds;
   const runs = seeds.map((s) => done.get(key(c.name, s))).filter((r): r is QatLlamaResult => !!r);
   const avg = (f: (r: QatLlamaResult) => number) => runs.reduce((a, r) => a + f(r), 0) / runs.length;
-  return { config: c.name, group: family(c.name), seeds: runs.map((r) => r.seed), values: runs.map((r) => r.valBpb), extra: { 'train bpb (last 10 %)': avg((r) => r.trainBpb), 'ms/step': Math.round(avg((r) => r.msPerStep)), what: c.about } };
+  const sparse = runs.filter((r) => r.sparsity);
+  const cast = sparse.filter((r) => r.sparsity!.denseValBpb !== undefined);
+  return {
+    config: c.name, group: family(c.name), seeds: runs.map((r) => r.seed), values: runs.map((r) => r.valBpb),
+    extra: {
+      'train bpb (last 10 %)': avg((r) => r.trainBpb), 'ms/step': Math.round(avg((r) => r.msPerStep)),
+      // runs logged before CPU time was recorded have none
+      'CPU ms/step': runs.every((r) => r.cpuMsPerStep !== undefined) ? Math.round(avg((r) => r.cpuMsPerStep)) : '',
+      ...(sparse.length && { 'zeros %': (100 * sparse.reduce((a, r) => a + r.sparsity!.zeroFraction, 0)) / sparse.length }),
+      ...(cast.length && { 'dense val bpb (before hardening)': cast.reduce((a, r) => a + r.sparsity!.denseValBpb!, 0) / cast.length, 'pruned norm %': cast.reduce((a, r) => a + r.sparsity!.prunedNormPct!, 0) / cast.length }),
+      what: c.about,
+    },
+  };
 });
 const md = await writeResults(args.runDir, {
   title: 'Tiny Llama on Moby-Dick: validation bits per byte (lower is better)',

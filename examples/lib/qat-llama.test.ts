@@ -3,7 +3,8 @@
  * is NaN, with the metrics written up to it; --allow-nonfinite runs on and records NaN, not null;
  * stopped at step 6 and resumed, a W4A4 LSQ run ends with the metrics and weights of an
  * uninterrupted one; model-size options shape the model; flags only the text can check
- * (--seq-len, --batch-size) are CliErrors; `init` starts a QAT fine-tune from a float run's weights.
+ * (--seq-len, --batch-size) are CliErrors; `init` starts a QAT fine-tune from a float run's weights;
+ * the HALO, 2:4 (CAST / magnitude, ± W4) and W2 configs build and train.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -92,6 +93,58 @@ describe('runQatLlama', () => {
   it('refuses --distill without --init (the teacher would be the random initialisation)', async () => {
     await expect(runQatLlama({ ...tiny, config: 'ternary-ste', lr: 1e-3, distill: {} })).rejects.toThrow(CliError);
     await expect(runQatLlama({ ...tiny, config: 'ternary-ste', lr: 1e-3, distill: {} })).rejects.toThrow(/^--distill needs --init/);
+  });
+
+  it('trains the HALO and W2 configs: a few steps change the weights differently from float, CPU time is counted', async () => {
+    const base: QatLlamaOptions = { ...tiny, dim: 32, steps: 3, lr: 3e-3 };
+    const w = 'model.model.layers.0.mlp.down_proj.weight';
+    const weight = (d: string) => loadSafetensors(join(root, d, 'checkpoint.safetensors'))[w]!.dataSync();
+    const fp = await runQatLlama({ ...base, dir: join(root, 'ref-fp') });
+    for (const config of ['halo-int8', 'halo-fp8', 'w2-lsq']) {
+      const r = await runQatLlama({ ...base, config, dir: join(root, config) });
+      expect(Number.isFinite(r.valBpb)).toBe(true);
+      expect(r.cpuMsPerStep).toBeGreaterThan(0);
+      // same seed and batches: only the low-precision products (or the W2 grid) can move the weights elsewhere
+      const [a, b] = [weight(config), weight('ref-fp')];
+      expect(Array.from(a)).not.toEqual(Array.from(b));
+      expect(Math.max(...a.map((v, i) => Math.abs(v - b[i]!)))).toBeLessThan(0.05);
+    }
+    expect(fp.sparsity).toBeUndefined();
+  });
+
+  it('trains the 2:4 configs and ends with at most two non-zeros in every group of four decoder inputs', async () => {
+    const base: QatLlamaOptions = { ...tiny, dim: 32, steps: 4, lr: 3e-3 };
+    for (const config of ['cast24', 'cast24-w4', 'mag24', 'mag24-w4']) {
+      const r = await runQatLlama({ ...base, config, dir: join(root, config) });
+      expect(Number.isFinite(r.valBpb)).toBe(true);
+      expect(r.sparsity!.zeroFraction).toBeGreaterThanOrEqual(0.5);
+      if (config.startsWith('cast')) {
+        expect(Number.isFinite(r.sparsity!.denseValBpb)).toBe(true);
+        expect(r.sparsity!.prunedNormPct).toBeGreaterThan(0);
+        expect(r.sparsity!.prunedNormPct).toBeLessThan(100);
+      } else expect(r.sparsity!.denseValBpb).toBeUndefined();
+      const sd = loadSafetensors(join(root, config, 'checkpoint.safetensors'));
+      const decoder = Object.keys(sd).filter((k) => /^model\.model\.layers\.\d+\..*_proj\.weight$/.test(k));
+      expect(decoder.length).toBe(7);
+      for (const k of decoder) {
+        const v = sd[k]!.dataSync();
+        for (let g = 0; g < v.length; g += 4) expect([0, 1, 2, 3].filter((j) => v[g + j] !== 0).length).toBeLessThanOrEqual(2);
+      }
+      // the embedding is not a target
+      expect(Array.from(sd['model.model.embed_tokens.weight']!.dataSync()).every((x) => x !== 0)).toBe(true);
+    }
+  });
+
+  it('resumes a CAST + W4 run stopped mid-ramp into the metrics and weights of an uninterrupted one (its decay clock is checkpointed)', async () => {
+    const opts: QatLlamaOptions = { ...tiny, config: 'cast24-w4', dim: 32, steps: 6, lr: 3e-3, ckptEvery: 2 };
+    const full = await runQatLlama({ ...opts, dir: join(root, 'cast-full') });
+    const dir = join(root, 'cast-resumed');
+    await runQatLlama({ ...opts, dir, stopAt: 2 });
+    const rest = await runQatLlama({ ...opts, dir, resume: true });
+    expect(rest.valBpb).toBe(full.valBpb);
+    expect(rest.sparsity).toEqual(full.sparsity);
+    const weights = (d: string) => readFileSync(join(root, d, 'checkpoint.safetensors'));
+    expect(Buffer.compare(weights('cast-resumed'), weights('cast-full'))).toBe(0);
   });
 
   it('sizes the model from --dim/--layers/--heads/--kv-heads/--seq-len', () => {

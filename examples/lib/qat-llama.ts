@@ -2,14 +2,15 @@
  * @file QAT of the tiny byte-level Llama on Moby-Dick, as a function (examples/qat-llama.ts is
  * its command line, examples/experiments/llama.ts runs a grid of it): the named configurations
  * (FP; W4A4/W2A4 with STE, QuEST Hadamard+trust, or LSQ; ternary with STE or HESTIA; FP→QAT
- * switches and QAT fused with the cooldown), one training run through nn's `fit` (progress bar,
- * metrics.jsonl, checkpoints, exact resume, curves.svg), validation bits per byte.
+ * switches and QAT fused with the cooldown; HALO int8/fp8 training; 2:4 sparsity by CAST or
+ * magnitude, alone or with W4), one training run through nn's `fit` (progress bar, metrics.jsonl,
+ * checkpoints, exact resume, curves.svg), validation bits per byte.
  */
 import { Generator, crossEntropy, dispose, loadSafetensorsWithMetadata, noGrad, type Tensor } from '@qgrad/core';
 import { AdamW, AuON, LambdaLR, Llama, Muon, cosineSchedule, fit, tinyLlamaConfig, trainStep, type Callback, type LlamaConfig, type LrLambda } from '@qgrad/nn';
 import {
-  HestiaScheduler, QATPhase, calibrateHestia, distill, prepareHadamardQAT, prepareQAT, questConfig, tiSchedule, wsdSchedule,
-  type ActQuantConfig, type Distiller, type WeightQuantConfig,
+  HestiaScheduler, QATPhase, calibrateHestia, distill, nmMask, prepareHadamardQAT, prepareHalo, prepareQAT, questConfig, sparsify, tiSchedule, wsdSchedule,
+  type ActQuantConfig, type Distiller, type SemiStructuredMask, type HaloFormat, type Sparsifier, type SparsityMethod, type WeightQuantConfig,
 } from '@qgrad/quant';
 import { CliError } from './args.js';
 import { mobyDickWindows } from './text.js';
@@ -28,6 +29,12 @@ export interface QatLlamaConfig {
   /** Installs the quantizers (none for FP). */
   prepare?: (m: Llama) => void;
   hestia?: boolean;
+  /**
+   * 2:4 sparsity on the decoder Linears, installed after `prepare` (so a quantized layer masks
+   * before it quantizes). CAST's decay ramps over the first half of the run (its default 1000-step
+   * ramp would never finish in a 200-step run), and the masks harden before the final evaluation.
+   */
+  sparsity?: { method: SparsityMethod; decay?: number };
 }
 
 /** The optimizers a run can train with (docs/experiments/optimizers.md compares them on `fp`). */
@@ -69,6 +76,21 @@ export const QAT_LLAMA_CONFIGS: QatLlamaConfig[] = [
   // the split family's float reference: same WSD schedule, QAT never switched on (evaluated in float)
   { name: 'split-1', about: 'FP only, one WSD (the float reference of the split family; fp uses cosine)', schedule: 'split', switchAt: 1, prepare: speed },
   { name: 'fused', about: 'one WSD (20 % cooldown); W4 g32 LSQ / A8 per-token QAT switched on at the cooldown (last 20 %)', schedule: 'fused', switchAt: 0.8, prepare: speed },
+  // weight-only W2, the student of docs/experiments/distill.md
+  { name: 'w2-lsq', about: 'W2 g32 LSQ (learned steps); A float', schedule: 'plain', prepare: (m) => void prepareQAT(m, { rules: [{ match: LAYERS, types: ['Linear'], weight: lsqW(2) }] }) },
+  // HALO (docs/experiments/halo.md): the decoder Linears' three matmuls in low precision after Hadamard rotations
+  ...(['int8', 'fp8'] as HaloFormat[]).map((format): QatLlamaConfig => ({
+    name: `halo-${format}`, about: `HALO: forward and both backward matmuls of the decoder Linears in ${format === 'int8' ? 'int8 (int32 accumulation)' : 'FP8 E4M3 (emulated, float32 accumulation)'} after block-Hadamard rotations; per-token/channel absmax`, schedule: 'plain',
+    prepare: (m) => void prepareHalo(m, { format }, { match: LAYERS }),
+  })),
+  // 2:4 sparsity (docs/experiments/cast.md), float and with w4-int4's weight quantizer
+  ...([['cast', 'CAST (dense scaled forward, ramped proximal decay of the pruned half, learned row gains)'], ['magnitude', 'magnitude (top-2 |w| of 4 each forward, straight-through)']] as const).flatMap(([method, how]): QatLlamaConfig[] => [
+    { name: `${method === 'cast' ? 'cast' : 'mag'}24`, about: `2:4 ${how}; float`, schedule: 'plain', sparsity: { method } },
+    {
+      name: `${method === 'cast' ? 'cast' : 'mag'}24-w4`, about: `2:4 ${how}, then int4 g32 learned LSQ step as w4-int4; A float`, schedule: 'plain', sparsity: { method },
+      prepare: (m) => void prepareQAT(m, { rules: [{ match: LAYERS, types: ['Linear'], weight: { grid: 'int', bits: 4, granularity: g32 } }] }),
+    },
+  ]),
 ];
 
 export interface QatLlamaOptions {
@@ -133,6 +155,14 @@ export interface QatLlamaResult {
   optMsPerStep: number;
   params: number;
   steps: number;
+  /** Process CPU time per training step (all threads; evaluation excluded): the timing to compare on a shared machine. */
+  cpuMsPerStep: number;
+  /**
+   * Sparse configs: the share of the masked weights that are exactly zero after hardening; CAST
+   * also the val bits/byte of its dense forward (g ⊙ W) just before, and the share of that
+   * weight's L2 norm the hardening removed (what its decay failed to move to zero).
+   */
+  sparsity?: { zeroFraction: number; denseValBpb?: number; prunedNormPct?: number };
 }
 
 /** Per-step LR multiplier: cosine (plain), a WSD per phase (split), one WSD (fused). */
@@ -209,6 +239,22 @@ function distillFromFloat(model: Llama, config: LlamaConfig, c: QatLlamaConfig, 
   return { kd, teacher };
 }
 
+/** % of the L2 norm of CAST's effective weights g ⊙ W that lies outside their 2:4 top-2 (what hardening zeroes). */
+function castPrunedNormPct(sp: Sparsifier): number {
+  let pruned = 0;
+  let total = 0;
+  for (const l of sp.layers.values()) {
+    const m = l.weightMask as SemiStructuredMask;
+    const w = noGrad(() => m.maskWeight(l.weight).contiguous().dataSync());
+    const keep = nmMask(w, m.weightShape[1]!);
+    for (let i = 0; i < w.length; i++) {
+      total += w[i]! ** 2;
+      if (!keep[i]) pruned += w[i]! ** 2;
+    }
+  }
+  return total > 0 ? 100 * Math.sqrt(pruned / total) : 0;
+}
+
 /** One run (or its resumption from `dir`): trains and returns the validation bits per byte at the end. */
 export async function runQatLlama(o: QatLlamaOptions): Promise<QatLlamaResult> {
   const c = QAT_LLAMA_CONFIGS.find((k) => k.name === o.config);
@@ -220,6 +266,7 @@ export async function runQatLlama(o: QatLlamaOptions): Promise<QatLlamaResult> {
   if (o.init) loadModelWeights(model, o.init);
   const { kd, teacher } = o.distill ? distillFromFloat(model, config, c, o, o.distill) : { kd: null, teacher: null };
   c.prepare?.(model);
+  const sparse = c.sparsity ? sparsify(model, { pattern: '2:4', method: c.sparsity.method, targets: LAYERS, cast: { rampSteps: Math.ceil(o.steps / 2), ...(c.sparsity.decay !== undefined && { decay: c.sparsity.decay }) } }) : null;
   const batch = (i: number) => {
     const g = stepGenerator(o.seed, i, 2);
     return train.getBatch(Array.from({ length: o.batchSize }, () => g.randint(0, train.length)));
@@ -254,12 +301,19 @@ export async function runQatLlama(o: QatLlamaOptions): Promise<QatLlamaResult> {
     stateDict: () => hestia.quantizers.map((q) => q.soft!.tempScale),
     loadStateDict: (s) => hestia.quantizers.forEach((q, i) => void (q.soft!.tempScale = (s as number[])[i]!)),
   }];
+  // CAST's schedule clock is a plain number per mask (its masks and gains are in the state dict)
+  const castClock: Callback[] = sparse?.layers.size ? [{
+    key: 'castSteps',
+    stateDict: () => [...sparse.layers.values()].map((l) => (l.weightMask as SemiStructuredMask).steps),
+    loadStateDict: (s) => [...sparse.layers.values()].forEach((l, i) => void ((l.weightMask as SemiStructuredMask).steps = (s as number[])[i]!)),
+  }] : [];
   // validation: fixed blocks evenly spread over the held-out 10 %, quantizers on (HESTIA at ρ = 1: T = 0, P = 1, hard ternary)
   const valIdx = Array.from({ length: Math.min(o.valBlocks, val.length) }, (_, i) => Math.floor((i * (val.length - 1)) / Math.max(1, o.valBlocks - 1)));
+  let sparsity: QatLlamaResult['sparsity'];
   const evaluate = (step: number) => {
     hestia?.step(step);
     model.eval();
-    const valBpb = noGrad(() => {
+    const valBpb = () => noGrad(() => {
       let nats = 0;
       for (let s = 0; s < valIdx.length; s += 16) {
         const idx = valIdx.slice(s, s + 16);
@@ -268,12 +322,22 @@ export async function runQatLlama(o: QatLlamaOptions): Promise<QatLlamaResult> {
       }
       return nats / valIdx.length / Math.LN2;
     });
+    // the run evaluates once, at its end: the 2:4 masks harden there, for good
+    if (sparse && step === o.steps) {
+      const cast = c.sparsity!.method === 'cast';
+      const denseValBpb = cast ? valBpb() : undefined;
+      const prunedNormPct = cast ? castPrunedNormPct(sparse) : undefined;
+      sparse.harden();
+      sparsity = { zeroFraction: sparse.zeroFraction(), ...(cast && { denseValBpb, prunedNormPct }) };
+    }
+    const out = { val_bpb: valBpb(), ...(sparsity?.denseValBpb !== undefined && { dense_val_bpb: sparsity.denseValBpb }) };
     model.train();
-    return { val_bpb: valBpb };
+    return out;
   };
   // summed outside the metrics, which must not depend on timing (a resumed run's equal an uninterrupted one's)
   let optMs = 0;
   let optSteps = 0;
+  let cpuMs = 0;
   const result = await fit({
     name: `${c.name} seed ${o.seed}`, model, optimizer, scheduler, steps: o.steps, seed: o.seed,
     ...(o.dir !== undefined && { dir: o.dir }), resume: o.resume ?? false, ckptEvery: o.ckptEvery ?? o.steps, stopAt: o.stopAt ?? 0,
@@ -281,8 +345,9 @@ export async function runQatLlama(o: QatLlamaOptions): Promise<QatLlamaResult> {
     allowNonfinite: o.allowNonfinite ?? false, nonFiniteHint: `${NONFINITE_HINT} (${c.name}, seed ${o.seed})`,
     config: { config: c.name, seed: o.seed, ...(o.distill && { distill: o.distill }), steps: o.steps, batchSize: o.batchSize, lr: o.lr, optimizer: kind, ...(kind !== 'adamw' && { adamLr: o.adamLr ?? 3e-3 }), ...config },
     panels: { 'loss (nats/byte)': ['loss'], 'bits per byte': ['bpb', 'val_bpb'], 'learning rate': ['lr'], ...(kd && { distillation: ['kd', 'task', 'features', 'scores'] }), ...(hestia && { HESTIA: ['pressure', 'temperature'] }), ...(phase && { QAT: ['qat'] }) },
-    callbacks: calibration,
+    callbacks: [...calibration, ...castClock],
     step: ({ index }) => {
+      const cpu = process.cpuUsage();
       if (phase?.step(index)) log(`step ${index}: switched to QAT`);
       const h = hestia?.step(index);
       const [x, y] = batch(index); // [B, T] each
@@ -302,7 +367,11 @@ export async function runQatLlama(o: QatLlamaOptions): Promise<QatLlamaResult> {
         optSteps++;
         return l.item();
       });
+      // CAST's decay, with the LR this step's update used
+      sparse?.step(scheduler.getLastLr()[0]!);
       scheduler.step();
+      const used = process.cpuUsage(cpu);
+      cpuMs += (used.user + used.system) / 1000;
       // under distillation `loss` is the mixed objective and bpb the task's cross entropy alone
       return { loss, bpb: (parts.task ?? loss) / Math.LN2, ...parts, lr: scheduler.getLastLr()[0]!, ...(h && { pressure: h.pressure, temperature: h.temperature }), ...(phase && { qat: phase.isQAT(index) ? 1 : 0 }) };
     },
@@ -313,7 +382,7 @@ export async function runQatLlama(o: QatLlamaOptions): Promise<QatLlamaResult> {
   const optMsPerStep = optMs / Math.max(1, optSteps);
   kd?.remove();
   if (teacher) dispose([...teacher.parameters(), ...teacher.buffers()]);
-  const out = { config: c.name, seed: o.seed, valBpb, trainBpb: tail.reduce((a, b) => a + b, 0) / tail.length, msPerStep: result.msPerStep, optMsPerStep, params: model.numParameters(), steps: result.endStep };
+  const out = { config: c.name, seed: o.seed, valBpb, trainBpb: tail.reduce((a, b) => a + b, 0) / tail.length, msPerStep: result.msPerStep, optMsPerStep, params: model.numParameters(), steps: result.endStep, cpuMsPerStep: cpuMs / Math.max(1, optSteps), ...(sparsity && { sparsity }) };
   // A grid runs many of these in one process and nothing here awaits long enough for the garbage
   // collector to free a finished run's model: four 1,000-step runs filled the 2 GiB wasm heap.
   dispose([...model.parameters(), ...model.buffers(), ...[...optimizer.state.values()].flatMap((st) => Object.values(st))]);
