@@ -131,6 +131,13 @@ export interface KernelParams {
    * of two), computed in out's dtype: float32 rounds every butterfly stage to float32 (js/hadamard.ts).
    */
   fwht: FwhtParams;
+  /**
+   * Rounding onto a minifloat (FP ExMy) grid in one pass: out = clamp(R(v / step)·step, ±max)
+   * with v = x (or x / s, rounded to out's dtype, with a `scale` input s broadcast to x), step =
+   * 2^(max(⌊log2|v|⌋, minExponent) − mantissaBits), R the rounding. NaN stays NaN, ±∞ saturate
+   * to ±max, ±0 keep their sign (js/fp-round.ts). Inputs [x(, scale)]; out has x's shape and dtype.
+   */
+  fpRound: FpRoundParams;
   // ---- packed (js/packed.ts, wasm/packed.ts)
   /**
    * Matmul against a packed low-bit weight, y = x·Ŵᵀ (+ bias), reading the packed bytes directly:
@@ -216,6 +223,21 @@ export interface FakeQuantizeParams {
   qmax: number;
   rounding: RoundingMode;
   offset: QuantOffset;
+}
+/**
+ * The grid of `fpRound`: a sign, `mantissaBits` fraction bits, normals down to 2^minExponent and
+ * subnormals below, saturating at `max` (a grid value). The exponent bits only fix minExponent and
+ * max (with the bias and the special codes), so they are not a parameter of their own.
+ */
+export interface FpRoundParams {
+  mantissaBits: number;
+  /** emin = 1 − bias: the exponent of the smallest normal, and of the uniform subnormal step 2^(emin − M). */
+  minExponent: number;
+  /** Largest finite magnitude (E4M3fn 448, E5M2 57344, E2M1 6); results are clamped to ±max. */
+  max: number;
+  rounding: Exclude<RoundingMode, 'stochastic'>;
+  /** Whether a second input holds scales s broadcast to x (the kernel rounds x / s). */
+  scale: boolean;
 }
 /** The fast Walsh–Hadamard transform `fwht` over independent blocks of `blockSize` along the last axis. */
 export interface FwhtParams {

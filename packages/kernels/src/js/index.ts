@@ -7,6 +7,7 @@ import { ARRAY_TYPES, DTYPES, type TypedArray } from '../names.js';
 import { col2im, im2col } from './conv.js';
 import { binary, copy, fill, unary, where } from './elementwise.js';
 import { gather, indexAdd, indexSelect, scatterAdd } from './gather.js';
+import { fpRound } from './fp-round.js';
 import { fwht } from './hadamard.js';
 import { matmul } from './matmul.js';
 import { norm, normBackward, rope, softmax, softmaxBackward } from './norm.js';
@@ -26,7 +27,7 @@ export const jsKernels: KernelTable<TypedArray> = {
   gather, scatterAdd, indexSelect, indexAdd,
   softmax, softmaxBackward, norm, normBackward, rope,
   adamStep,
-  fakeQuantize, fakeQuantizeBackward, fwht,
+  fakeQuantize, fakeQuantizeBackward, fwht, fpRound,
   packedMatmul, packedGather, sparse24Matmul, int8Matmul,
 };
 

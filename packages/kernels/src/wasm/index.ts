@@ -11,6 +11,7 @@ import { isContiguous } from '../layout.js';
 import { ARRAY_TYPES, type KernelName, type KernelParams, type TypedArray } from '../names.js';
 import { col2imWasm, emitConv2d, im2colWasm } from './conv.js';
 import { binaryWasm, copyWasm, emitElementwise, unaryWasm, whereWasm } from './elementwise.js';
+import { emitFpRound, fpRoundWasm } from './fp-round.js';
 import { emitGather, gatherWasm, indexAddWasm, indexSelectWasm, scatterAddWasm } from './gather.js';
 import { emitHadamard, fwhtWasm } from './hadamard.js';
 import { emitInt8Matmul, int8MatmulWasm } from './int8-matmul.js';
@@ -54,13 +55,14 @@ const RULES: { [K in KernelName]?: WasmRule<K> } = {
   fakeQuantize: fakeQuantizeWasm,
   fakeQuantizeBackward: fakeQuantizeBackwardWasm,
   fwht: fwhtWasm,
+  fpRound: fpRoundWasm,
   adamStep: adamStepWasm,
   packedMatmul: packedMatmulWasm,
   int8Matmul: int8MatmulWasm,
   sparse24Matmul: sparse24MatmulWasm,
 };
 
-const EMITTERS: Emitter[] = [emitMatmul, emitMatvec, (mb) => emitElementwise(mb), (mb) => emitReduce(mb), (mb) => emitConv2d(mb), (mb) => emitQuant(mb), (mb) => emitHadamard(mb), (mb) => emitGather(mb), (mb) => emitNorm(mb), (mb) => emitOptim(mb), emitPacked, emitInt8Matmul, emitSparse24];
+const EMITTERS: Emitter[] = [emitMatmul, emitMatvec, (mb) => emitElementwise(mb), (mb) => emitReduce(mb), (mb) => emitConv2d(mb), (mb) => emitQuant(mb), (mb) => emitHadamard(mb), (mb) => emitGather(mb), (mb) => emitNorm(mb), (mb) => emitOptim(mb), emitPacked, emitInt8Matmul, emitSparse24, (mb) => emitFpRound(mb)];
 
 /** Options of `createWasmBackend`: threads, relaxed SIMD, the workers' idle spin, the js cut-off for small matmuls, the heap ceiling. */
 export interface WasmBackendOptions {
