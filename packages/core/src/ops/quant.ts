@@ -1,18 +1,19 @@
 /**
  * @file Quantization ops that take no gradient estimator: the soft quantizer `softQuantize`
  * (HESTIA's forward), `gradScale`, `packedLinear` and `packedEmbedding` (inference on packed
- * low-bit weights), `sparse24Linear` (inference on 2:4 sparse weights) and
- * `int8Matmul` (the int8 × int8 → int32 product low-precision training runs its matmuls on).
+ * low-bit weights), `sparse24Linear` (inference on 2:4 sparse weights),
+ * `int8Matmul` (the int8 × int8 → int32 product low-precision training runs its matmuls on) and
+ * `fpRound` (rounding onto a minifloat grid in one kernel pass).
  * `fakeQuantize` and rounding with an estimator live beside the estimators in
  * ../estimators/quant.ts; grids, quantizers and packing in @qgrad/quant.
  */
-import { runKernel } from '../dispatch.js';
+import { broadcastShapes, runKernel } from '../dispatch.js';
 import { defineFunction } from '../function.js';
 import { isGradEnabled } from '../tape.js';
 import { Tensor } from '../tensor.js';
 import { fromTypedArray, tensor } from './creation.js';
 import { div, exp, mul, neg, square, sub } from './elementwise.js';
-import { unsqueeze } from './movement.js';
+import { expandView, unsqueeze } from './movement.js';
 import { logsumexp, sum } from './reduce.js';
 
 const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
@@ -20,7 +21,7 @@ const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
 // the base-3 ternary layout, for packers above core (quant may not import kernels)
 export { base3RowBytes, packBase3, unpackBase3 } from '@qgrad/kernels';
 export { pack24, unpack24, type Packed24 } from '@qgrad/kernels';
-import { isFloat, pack24 } from '@qgrad/kernels';
+import { isFloat, pack24, type FpRoundParams } from '@qgrad/kernels';
 
 /**
  * A 2:4 sparse weight W [outFeatures, inFeatures] in compressed form (the `sparse24Matmul`
@@ -209,4 +210,76 @@ export function int8Matmul(a: Tensor, b: Tensor, scaleA?: Tensor, scaleB?: Tenso
   const shape = [a.shape[0]!, b.shape[1]!];
   if (!scaleA || !scaleB) return runKernel('int8Matmul', [a, b], shape, 'int32', {});
   return runKernel('int8Matmul', [a, b, scaleA, scaleB], shape, scaleA.dtype, {});
+}
+
+/** The minifloat grid of `fpRound`: mantissa bits, smallest normal exponent, largest magnitude. */
+export interface FpRoundGrid {
+  /** Fraction bits M (E4M3: 3, E5M2: 2, E2M1: 1). */
+  mantissaBits: number;
+  /** emin = 1 − bias, the smallest normal exponent; the subnormal step is 2^(emin − M). */
+  minExponent: number;
+  /** The largest finite value (E4M3fn 448, E5M2 57344, E2M1 6): a grid value, saturated to. */
+  max: number;
+}
+
+/** Options of `fpRound`. */
+export interface FpRoundOptions {
+  /** 'halfEven' (default, IEEE/OCP), 'halfAway' (ties away from zero) or 'floor'. */
+  rounding?: FpRoundParams['rounding'];
+  /** Scales s broadcast to x: rounds x / s (the quotient rounded to x's dtype first), e.g. per-row absmax scales. */
+  scale?: Tensor;
+}
+
+const ROUNDINGS: readonly FpRoundParams['rounding'][] = ['halfEven', 'halfAway', 'floor'];
+
+/** ⌊log2 a⌋ for a > 0, exactly. */
+function exponentOf(a: number): number {
+  let e = Math.floor(Math.log2(a));
+  if (2 ** e > a) e--;
+  else if (2 ** (e + 1) <= a) e++;
+  return e;
+}
+
+/** Throws naming the bad field unless `grid` is a minifloat grid whose every value x's dtype holds exactly. */
+function checkFpGrid(grid: FpRoundGrid, x: Tensor): void {
+  const { mantissaBits: M, minExponent: emin, max } = grid;
+  const what = `fpRound: grid { mantissaBits: ${M}, minExponent: ${emin}, max: ${max} }`;
+  if (!Number.isInteger(M) || M < 0 || M > 52) throw new Error(`${what}: mantissaBits must be an integer in [0, 52]`);
+  if (!Number.isInteger(emin)) throw new Error(`${what}: minExponent must be an integer`);
+  if (!(max > 0 && Number.isFinite(max))) throw new Error(`${what}: max must be a positive finite number`);
+  const step = Math.max(exponentOf(max), emin) - M;
+  if (!Number.isInteger(max / 2 ** step)) throw new Error(`${what}: max is not a value of the grid (needs more than ${M} mantissa bits)`);
+  // the subnormal step and max must be values of the dtype, or rounding would round again on store
+  const [smallest, largest] = x.dtype === 'float32' ? [-149, 3.4028234663852886e38] : [-1074, Number.MAX_VALUE];
+  if (emin - M < smallest || max > largest) throw new Error(`${what}: its values do not all fit ${x.dtype} (subnormal step 2^${emin - M}, max ${max}); round a float64 tensor`);
+}
+
+/**
+ * Rounds x onto a minifloat (FP ExMy) grid in one kernel pass: v = x (or x / scale), e =
+ * max(⌊log2|v|⌋, minExponent), out = clamp(R(v / 2^(e − M))·2^(e − M), −max, max). NaN stays NaN,
+ * ±∞ saturate to ±max (OCP's saturating conversion), zeros keep their sign (halfAway gives +0
+ * for −0, as `roundHalfAway`). Returns x's shape and dtype, on the grid (in scale units with a
+ * scale). No gradient: an x that requires grad while grad is enabled is an error (train through
+ * an estimator, or call it under noGrad()). `roundToFp` in @qgrad/quant takes a format by name.
+ * @example
+ * const e4m3 = { mantissaBits: 3, minExponent: -6, max: 448 };
+ * fpRound(tensor([0.3, 17, 1000, -Infinity]), e4m3).toArray(); // [0.3125, 16, 448, -448]
+ * fpRound(tensor([[1, 2], [3, 4]]), e4m3, { scale: tensor([[0.01], [0.1]]) }); // rows rounded as x / 0.01 and x / 0.1
+ */
+export function fpRound(x: Tensor, grid: FpRoundGrid, opts: FpRoundOptions = {}): Tensor {
+  if (x.dtype !== 'float32' && x.dtype !== 'float64') throw new Error(`fpRound: input must be float32 or float64, got ${x.dtype} of shape ${fmt(x.shape)}`);
+  if (isGradEnabled() && x.requiresGrad) throw new Error('fpRound: has no gradient (it is piecewise constant); call it under noGrad(), or train through an estimator');
+  checkFpGrid(grid, x);
+  const rounding = opts.rounding ?? 'halfEven';
+  if (!ROUNDINGS.includes(rounding)) throw new Error(`fpRound: rounding must be one of ${ROUNDINGS.join(', ')}, got ${JSON.stringify(rounding)}`);
+  const inputs = [x];
+  const s = opts.scale;
+  if (s) {
+    if (s.dtype !== x.dtype) throw new Error(`fpRound: scale is ${s.dtype} but the input is ${x.dtype}`);
+    const b = broadcastShapes('fpRound (scale)', x.shape, s.shape);
+    if (b.length !== x.ndim || b.some((d, i) => d !== x.shape[i])) throw new Error(`fpRound: scale of shape ${fmt(s.shape)} must broadcast to the input's shape ${fmt(x.shape)} without enlarging it`);
+    inputs.push(expandView(s, [...x.shape]));
+  }
+  const { mantissaBits, minExponent, max } = grid;
+  return runKernel('fpRound', inputs, [...x.shape], x.dtype, { mantissaBits, minExponent, max, rounding, scale: Boolean(s) });
 }
