@@ -3,7 +3,7 @@
  * ExMy): the exact set of representable values, round-to-nearest (half-even by default) onto it
  * with saturation, and codes that are the format's bit patterns. MX block scaling is in mx.ts.
  */
-import { abs, floor, fromTypedArray, log, maximum, noGrad, pow, ge, lt, sign, add, cast, type Tensor } from '@qgrad/core';
+import { fpRound, fromTypedArray, noGrad, type FpRoundGrid, type Tensor } from '@qgrad/core';
 import { LevelSet, type FloatDType, type Grid, type Rounding } from './grid.js';
 
 /** A minifloat ExMy format: exponent and mantissa bits, bias, and how it spends its top codes on specials. */
@@ -82,26 +82,24 @@ export function fpLimits(format: FpFormatName | FpFormat): { max: number; emin: 
 }
 
 /**
+ * The `fpRound` grid of a format: its mantissa bits, emin = 1 − bias and largest finite value.
+ * @example fpRoundGrid('e4m3fn'); // { mantissaBits: 3, minExponent: -6, max: 448 }
+ */
+export function fpRoundGrid(format: FpFormatName | FpFormat): FpRoundGrid {
+  const f = fpFormat(format);
+  return { mantissaBits: f.man, minExponent: 1 - f.bias, max: fpLimits(f).max };
+}
+
+/**
  * Rounds onto the format's values: e = max(⌊log2|x|⌋, emin), step 2^(e − M), x̂ = R(x/step)·step,
- * saturated to ±max. Half-even by default (OCP/IEEE), or half away from zero (microxcaling's
- * "nearest"). Forward only (no gradient): wrap it with an estimator to train through it (the quantizers snap with fpGrid instead).
+ * saturated to ±max (±∞ too; NaN stays NaN). Half-even by default (OCP/IEEE), or half away from
+ * zero (microxcaling's "nearest"), or floor. One kernel pass (core's `fpRound`). Forward only (no
+ * gradient): wrap it with an estimator to train through it (the quantizers snap with fpGrid instead).
  * @example roundToFp(tensor([0.3, 5, 100]), 'e2m1').toArray(); // [0.5, 4, 6] — 0.25 would go to 0
  */
 export function roundToFp(x: Tensor, format: FpFormatName | FpFormat, rounding: Rounding = 'halfEven'): Tensor {
-  const f = fpFormat(format);
-  const { max, emin } = fpLimits(f);
-  return noGrad(() => {
-    const a = abs(x);
-    let e = floor(log(a).div(Math.LN2));
-    // log2 through log()/ln2 can be off by one at exact powers of two: correct both ways
-    const p = pow(2, e);
-    e = add(e, cast(ge(a, p.mul(2)), x.dtype)).sub(cast(lt(a, p), x.dtype));
-    e = maximum(e, emin);
-    const step = pow(2, e.sub(f.man));
-    const u = x.div(step);
-    const r = rounding === 'halfAway' ? sign(u).mul(floor(abs(u).add(0.5))) : rounding === 'floor' ? floor(u) : u.round();
-    return r.mul(step).clamp(-max, max);
-  });
+  const grid = fpRoundGrid(format);
+  return noGrad(() => fpRound(x, grid, { rounding }));
 }
 
 /** Bit pattern of each finite value (+0 for zero) and the value of each of the 2^(1+E+M) patterns. */

@@ -20,12 +20,13 @@
  * product, so here each product quantizes its own rotated operands (the token rotation of dW is
  * HALO level 2's idea applied to dW rather than dX). Cost: at the tiny Llama's sizes the six
  * rotations (the fwht kernel) take about as long as the int8 products; fp8 is an emulation for
- * studying accuracy, about 25× a float layer's CPU time (bench int8), nearly all of it in
- * `roundToFp`'s ~20 elementwise ops per operand: kept because it stays on the tensor's backend.
+ * studying accuracy, about 2× a float layer's CPU time (bench int8: each operand costs one absmax
+ * pass and one `fpRound` pass that divides by the row scale and rounds to E4M3; the composite of
+ * ~20 elementwise ops it replaced made it 28×).
  */
-import { abs, amax, defineFunction, div, eq, hadamard, int8Matmul, linear, matmul, mul, type Tensor, where } from '@qgrad/core';
+import { defineFunction, div, eq, fpRound, hadamard, int8Matmul, linear, matmul, mul, noGrad, norm, type Tensor, where } from '@qgrad/core';
 import { Linear, Module } from '@qgrad/nn';
-import { roundToFp } from '../grids/fp.js';
+import { fpRoundGrid } from '../grids/fp.js';
 import { matchesName, replaceSubmodule, type NamePattern } from '../qat/prepare.js';
 
 const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
@@ -78,30 +79,35 @@ export function haloBlock(n: number, cap = 256): number {
 
 /** Largest magnitude of each format's grid: int8's symmetric [−127, 127], E4M3's ±448. */
 const GRID_MAX: Record<HaloFormat, number> = { int8: 127, fp8: 448 };
+const E4M3 = fpRoundGrid('e4m3fn');
 
 /** One absmax scale per row of r mapping it onto [−qmax, qmax] (1 for an all-zero row). */
 function rowScales(r: Tensor, qmax: number): Tensor {
-  const m = amax(abs(r), 1); // [rows]
+  const m = norm(r, Infinity, 1); // [rows]: max |r|, one absmax reduction where no gradient is recorded
   return where(eq(m, 0), 1, div(m, qmax));
 }
 
 /**
  * Each row of r [rows, K] scaled by its absmax/448 and rounded half-even onto the FP8 E4M3 grid
- * (OCP "fn": 4 exponent bits, bias 7, 3 mantissa bits, subnormals, ±448, no infinities; the
- * grids' `roundToFp`): r ≈ values · scales[:, None]. No gradient. Two E4M3 values have at most
- * 4 significant bits each, so their product (≤ 8 bits, exponent within float32's range) is exact
- * in float32, and a float32 matmul of `values` is an FP8 GEMM with FP32 accumulation, exact up
- * to the summation order (tensor cores that keep fewer accumulator bits differ by that too). So
- * HALO's fp8 mode multiplies these values; it is not fake quantization around a float product of
- * unrounded operands. Float64 operands accumulate in float64 (closer to the exact sum).
+ * (OCP "fn": 4 exponent bits, bias 7, 3 mantissa bits, subnormals, ±448, no infinities; core's
+ * `fpRound`, dividing and rounding in one pass): r ≈ values · scales[:, None]. No gradient. Two
+ * E4M3 values have at most 4 significant bits each, so their product (≤ 8 bits, exponent within
+ * float32's range) is exact in float32, and a float32 matmul of `values` is an FP8 GEMM with FP32
+ * accumulation, exact up to the summation order (tensor cores that keep fewer accumulator bits
+ * differ by that too). So HALO's fp8 mode multiplies these values; it is not fake quantization
+ * around a float product of unrounded operands. Float64 operands accumulate in float64 (closer to
+ * the exact sum).
  * @example
  * const { values, scales } = e4m3Rows(randn([4, 64]));
  * values.abs().max().item(); // 448: each row's largest magnitude lands on E4M3's top value
  */
 export function e4m3Rows(r: Tensor): { values: Tensor; scales: Tensor } {
   if (r.ndim !== 2) throw new Error(`e4m3Rows: expects a 2-D [rows, K] tensor, got ${fmt(r.shape)}`);
-  const scales = rowScales(r, GRID_MAX.fp8);
-  return { values: roundToFp(div(r, scales.unsqueeze(1)), 'e4m3fn'), scales };
+  return noGrad(() => {
+    const scales = rowScales(r, GRID_MAX.fp8);
+    // r / s and its rounding in one kernel pass (the quotient rounded to r's dtype first, as div)
+    return { values: fpRound(r, E4M3, { scale: scales.unsqueeze(1) }), scales };
+  });
 }
 
 /**
