@@ -127,6 +127,11 @@ function rotations(ctx: BenchContext): Record<string, number> {
  * Llama's Linear sizes over 16 × 128 tokens. Timed in process CPU time (`process.cpuUsage`, all
  * threads), since wall time on a loaded machine measures the neighbours; ratios are paired per
  * round (each contender's step against float's step of the same round), then the median.
+ * fp8 with roundToFp as ~20 tensor ops (98637c3) and as one fpRound kernel pass dividing by the
+ * row scales (dccf842), CPU ms, median of 3 runs of `QGRAD_THREADS=1 npm run bench -- --sections
+ * int8` (2-vCPU machine, load average 5–14), fp32 of the same runs beside:
+ *   q,o 200 → 15.3 (fp32 6.0, 5.7); gate,up 432 → 31.3 (fp32 15.4, 17.7);
+ *   down 540 → 35.0 (fp32 15.8, 18.0); head 301 → 21.8 (fp32 10.9, 10.7).
  */
 function layers(ctx: BenchContext): Record<string, LayerFigures> {
   const prev = q.getBackend();
