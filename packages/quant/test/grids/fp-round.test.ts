@@ -147,6 +147,13 @@ describe('roundToFp against an exact enumeration of each format', () => {
     expect(Array.from(Q.roundToFp(x, 'e5m2').dataSync())).toEqual([57344, -57344, NaN, -0]);
     expect(Array.from(composite(x, 'e5m2', 'halfEven').dataSync()).slice(0, 2)).toEqual([NaN, NaN]);
   });
+
+  it("rounds half away exactly just below a subnormal tie, where the composite's float32 |u| + ½ rounded up", () => {
+    // E4M3's first tie is 2^-10 (u = ½); the float32 just below it has u = ½ − 2^-25, and ½ − 2^-25 + ½ rounds to 1 in float32
+    const x = q.tensor([neighbours(2 ** -10, 'float32')[0]!]);
+    expect(Array.from(Q.roundToFp(x, 'e4m3fn', 'halfAway').dataSync())).toEqual([0]);
+    expect(Array.from(composite(x, 'e4m3fn', 'halfAway').dataSync())).toEqual([2 ** -9]);
+  });
 });
 
 /** Random values over every binade of the format and past it, with exact ties and their dtype neighbours. */
