@@ -29,7 +29,7 @@ function exponentOf(a: number): number {
  * monotone and ±max are grid values), and it spares ±∞ a case of their own (they become ±max).
  * Below 2^minExponent the exponent stops falling: that is the subnormals' uniform step.
  */
-export function fpRoundValue(v: number, p: Pick<FpRoundParams, 'mantissaBits' | 'minExponent' | 'max' | 'rounding'>): number {
+function fpRoundValue(v: number, p: Pick<FpRoundParams, 'mantissaBits' | 'minExponent' | 'max' | 'rounding'>): number {
   if (Number.isNaN(v)) return NaN;
   const c = Math.min(Math.max(v, -p.max), p.max);
   const e = c === 0 ? p.minExponent : Math.max(exponentOf(Math.abs(c)), p.minExponent);
