@@ -135,7 +135,8 @@ export interface KernelParams {
    * Rounding onto a minifloat (FP ExMy) grid in one pass: out = clamp(R(v / step)·step, ±max)
    * with v = x (or x / s, rounded to out's dtype, with a `scale` input s broadcast to x), step =
    * 2^(max(⌊log2|v|⌋, minExponent) − mantissaBits), R the rounding. NaN stays NaN, ±∞ saturate
-   * to ±max, ±0 keep their sign (js/fp-round.ts). Inputs [x(, scale)]; out has x's shape and dtype.
+   * to ±max, a zero result keeps v's sign (half away: +0 for −0, as `roundHalfAway`). Inputs
+   * [x(, scale)]; out has x's shape and dtype (js/fp-round.ts).
    */
   fpRound: FpRoundParams;
   // ---- packed (js/packed.ts, wasm/packed.ts)
