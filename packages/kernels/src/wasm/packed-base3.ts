@@ -326,6 +326,41 @@ export function emitPackedBase3(mb: ModuleBuilder, flavor: Flavor): void {
   for (const z of [false, true]) for (const g of [false, true]) emitTask(mb, z, flavor.relaxed, g);
 }
 
+/** A row of K trits as the kernel walks it: whole 256-blocks, then the last block's sections. */
+interface RowLayout {
+  rowBytes: number;
+  blocks: number;
+  has160: boolean;
+  has80: boolean;
+  /** Bytes of the trits after the 160/80 sections of the last partial block (0 for none). */
+  tailBytes: number;
+}
+
+/** Layouts by K: a model's layers share a few widths, and base3Sections allocates (cleared past 64 widths). */
+const layouts = new Map<number, RowLayout>();
+
+function rowLayout(K: number): RowLayout {
+  const known = layouts.get(K);
+  if (known) return known;
+  const sections = base3Sections(K);
+  const blocks = Math.floor(K / 256);
+  const last = sections.filter((q) => q.pos >= blocks * 256);
+  const layout: RowLayout = {
+    rowBytes: sections.length ? sections[sections.length - 1]!.at + sections[sections.length - 1]!.bytes : 0,
+    blocks,
+    has160: last.some((q) => q.length === 160),
+    has80: last.some((q) => q.length === 80),
+    tailBytes: last.find((q) => q.length !== 160 && q.length !== 80)?.bytes ?? 0,
+  };
+  if (layouts.size >= 64) layouts.clear();
+  layouts.set(K, layout);
+  return layout;
+}
+
+/** A call's three levels as float32 and their bytes (reused, as packed.ts's). */
+const LEVELS = new Float32Array(3);
+const LEVEL_BYTES = new Uint8Array(LEVELS.buffer);
+
 /**
  * Runs a base-3 `packedMatmul` whose operands wasm/packed.ts has checked and found float32, with
  * a contiguous x and at least one output; false (the js oracle runs instead) when the scratch
@@ -334,13 +369,7 @@ export function emitPackedBase3(mb: ModuleBuilder, flavor: Flavor): void {
 export function packedBase3Wasm(engine: Engine, ops: PackedOperands, out: Arg, params: PackedMatmulParams): boolean {
   const { x, codes, table, scale, zero, bias, N, K, O, G } = ops;
   const gs = params.groupSize;
-  const sections = base3Sections(K);
-  const rowBytes = sections.length ? sections[sections.length - 1]!.at + sections[sections.length - 1]!.bytes : 0;
-  const blocks = Math.floor(K / 256);
-  const last = sections.filter((q) => q.pos >= blocks * 256);
-  const has160 = last.some((q) => q.length === 160);
-  const has80 = last.some((q) => q.length === 80);
-  const rest = last.find((q) => q.length !== 160 && q.length !== 80);
+  const { rowBytes, blocks, has160, has80, tailBytes } = rowLayout(K);
   const threaded = engine.threads > 1 && N * O * K >= PARALLEL_MIN_MACS;
   const tasks = threaded ? Math.min(O, engine.threads * 4) : 1;
   const rowsPerTask = Math.ceil(O / tasks);
@@ -361,19 +390,37 @@ export function packedBase3Wasm(engine: Engine, ops: PackedOperands, out: Arg, p
   stageOperands(engine, place);
   // plane b holds byte b of the three levels (little-endian float32), the rest zero
   const u8 = engine.u8;
-  const lv = new Uint8Array(Float32Array.from(table.data.subarray(table.offset, table.offset + 3)).buffer);
+  for (let f = 0; f < 3; f++) LEVELS[f] = table.data[table.offset + f]!;
   u8.fill(0, engine.scratch, engine.scratch + 64);
-  for (let f = 0; f < 3; f++) for (let b = 0; b < 4; b++) u8[engine.scratch + 16 * b + f] = lv[4 * f + b]!;
+  for (let f = 0; f < 3; f++) for (let b = 0; b < 4; b++) u8[engine.scratch + 16 * b + f] = LEVEL_BYTES[4 * f + b]!;
+  // the argument block, word by word (no arrays: at the tiny-Llama shapes the call's js is a
+  // good part of its time)
   const args = engine.i32;
-  const word = (k: W, value: number) => (args[ARGS / 4 + k] = value);
-  const [px, pc, pt, ps, pz, pb] = place.map((q) => q.addr) as [number, number, number, number, number, number];
-  const words: [W, number][] = [
-    [W.x, px], [W.codes, pc], [W.planes, engine.scratch], [W.table, pt], [W.scale, ps], [W.zero, pz], [W.bias, pb], [W.out, outPtr],
-    [W.n, N], [W.k, K], [W.o, O], [W.groupSize, gs], [W.rowsPerTask, rowsPerTask], [W.buf, buf], [W.bufBytes, bufBytes],
-    [W.hasBias, bias ? 1 : 0], [W.rowBytes, rowBytes], [W.blocks, blocks], [W.has160, has160 ? 1 : 0], [W.has80, has80 ? 1 : 0],
-    [W.tailBytes, rest?.bytes ?? 0], [W.blockScaled, blockScaled ? 1 : 0], [W.fused, fused ? 1 : 0], [W.grouped, grouped ? 1 : 0],
-  ];
-  for (const [k, v] of words) word(k, v);
+  const a0 = ARGS / 4;
+  args[a0 + W.x] = place[0]!.addr;
+  args[a0 + W.codes] = place[1]!.addr;
+  args[a0 + W.planes] = engine.scratch;
+  args[a0 + W.table] = place[2]!.addr;
+  args[a0 + W.scale] = place[3]!.addr;
+  args[a0 + W.zero] = place[4]!.addr;
+  args[a0 + W.bias] = place[5]!.addr;
+  args[a0 + W.out] = outPtr;
+  args[a0 + W.n] = N;
+  args[a0 + W.k] = K;
+  args[a0 + W.o] = O;
+  args[a0 + W.groupSize] = gs;
+  args[a0 + W.rowsPerTask] = rowsPerTask;
+  args[a0 + W.buf] = buf;
+  args[a0 + W.bufBytes] = bufBytes;
+  args[a0 + W.hasBias] = bias ? 1 : 0;
+  args[a0 + W.rowBytes] = rowBytes;
+  args[a0 + W.blocks] = blocks;
+  args[a0 + W.has160] = has160 ? 1 : 0;
+  args[a0 + W.has80] = has80 ? 1 : 0;
+  args[a0 + W.tailBytes] = tailBytes;
+  args[a0 + W.blockScaled] = blockScaled ? 1 : 0;
+  args[a0 + W.fused] = fused ? 1 : 0;
+  args[a0 + W.grouped] = grouped ? 1 : 0;
   engine.parallel(`packed_t3${grouped ? 'g' : ''}${zero ? '_z' : ''}`, ARGS, nTasks, threaded);
   if (outAt < 0) engine.stageOut(out, engine.f32, outPtr, N * O);
   return true;

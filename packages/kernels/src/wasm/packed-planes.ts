@@ -70,6 +70,7 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
     const [o, o1, g, u, p, xp, sp, n, buf, bp, rowBytes] = range(11, () => c.local(P));
     const [zv, A, mask, gsum, magic, shift] = [...range(5, () => c.local(V)), c.local(P)];
     const [pl, stash] = [c.local(P), c.local(P)];
+    const codeV = c.local(V);
     const planes = range(4, () => c.local(V));
     const w = range(4, () => c.local(V));
     const ga = range(4, () => c.local(V));
@@ -123,17 +124,32 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
           shuffle8(c.get(tmp[4 + (q >> 1)]!).get(tmp[6 + (q >> 1)]!), q & 1 ? HI16 : LO16).simdMem(Simd.v128_store, 0, 16 * q);
         }
       }
-      c.for(pl, () => c.i32(0), () => c.i32(F), 1, () => {
-        if (rowOrder) c.get(stash).get(pl).i32(4).op(Op.i32_shl).op(Op.i32_add).simdMem(Simd.v128_load, 0).set(tmp[0]!);
-        // a 16-bit shift: the mask keeps only bits of each lane's own byte (bits·p + bits ≤ 8)
-        else c.get(p).simdMem(Simd.v128_load, 0).get(shift).simd(I16X8_SHR_U).get(mask).simd(Simd.v128_and).set(tmp[0]!);
+      /** The 16 fields of plane (tmp[0], one per byte) as L − z into w, handed to `use`. */
+      const plane = () => {
         if (affine) magicLevels();
         else levels16(c, planes, w, tmp, swizzle);
         if (zeroPoint) for (const q of w) c.get(q).get(zv).simd(Simd.f32x4_sub).set(q);
         use();
-        c.get(shift).i32(bits).op(Op.i32_add).set(shift);
-      });
-      c.i32(0).set(shift);
+      };
+      if (bits === 4) {
+        // two planes: unrolled, each shift an immediate (a loop's shift by a local cost four
+        // instructions and the loop five more, of some thirty a plane; 4096², int4 g32, one row,
+        // kernel CPU time, min of 7 rounds, 4 alternating runs: 3.26–3.50 → 2.29–2.75 ms)
+        c.get(p).simdMem(Simd.v128_load, 0).set(codeV);
+        c.get(codeV).get(mask).simd(Simd.v128_and).set(tmp[0]!);
+        plane();
+        c.get(codeV).i32(4).simd(I16X8_SHR_U).get(mask).simd(Simd.v128_and).set(tmp[0]!);
+        plane();
+      } else {
+        c.for(pl, () => c.i32(0), () => c.i32(F), 1, () => {
+          if (rowOrder) c.get(stash).get(pl).i32(4).op(Op.i32_shl).op(Op.i32_add).simdMem(Simd.v128_load, 0).set(tmp[0]!);
+          // a 16-bit shift: the mask keeps only bits of each lane's own byte (bits·p + bits ≤ 8)
+          else c.get(p).simdMem(Simd.v128_load, 0).get(shift).simd(I16X8_SHR_U).get(mask).simd(Simd.v128_and).set(tmp[0]!);
+          plane();
+          c.get(shift).i32(bits).op(Op.i32_add).set(shift);
+        });
+        c.i32(0).set(shift);
+      }
       c.get(p).i32(16).op(Op.i32_add).set(p);
     };
     /**
@@ -241,16 +257,21 @@ export function emitPackedPlanes(mb: ModuleBuilder, flavor: Flavor): void {
   for (const bits of [1, 2, 4]) for (const affine of [false, true]) for (const z of [false, true]) emitTask(mb, bits, affine, z, flavor);
 }
 
+/** The float32 bits of the affine decode's constant (reused: a tiny-Llama matvec is a few µs). */
+const MAGIC = new Float32Array(1);
+const MAGIC_BITS = new Int32Array(MAGIC.buffer);
+
 /**
  * Runs a `planar` packedMatmul (float32, x with contiguous rows; checked by packed.ts). `fillPlanes`
- * writes the 64 bytes of table planes at its address. x goes in permuted to the planes' order.
+ * writes the 64 bytes of table planes at `at`. x goes in permuted to the planes' order.
  */
-export function packedPlanesWasm(engine: Engine, ops: PackedOperands, out: Arg, bits: number, groupSize: number, fillPlanes: (at: number) => void): boolean {
+export function packedPlanesWasm(engine: Engine, ops: PackedOperands, out: Arg, bits: number, groupSize: number, fillPlanes: (engine: Engine, table: Arg, bits: number, at: number) => void): boolean {
   const { x, codes, table, scale, zero, bias, N, K, O, G } = ops;
   // an int grid's table, L[f] = f + L[0] exactly in float32: decoded without the table
-  const l0 = Math.fround(table.data[table.offset]!);
+  const td = table.data;
+  const l0 = Math.fround(td[table.offset]!);
   let affine = Number.isInteger(l0) && Math.abs(l0) < 2 ** 22;
-  for (let f = 1; f < 2 ** bits && affine; f++) affine = Math.fround(table.data[table.offset + f]!) === l0 + f;
+  for (let f = 1; f < 2 ** bits && affine; f++) affine = Math.fround(td[table.offset + f]!) === l0 + f;
   const F = 8 / bits;
   const unitFields = 16 * F;
   const threaded = engine.threads > 1 && N * O * K >= PARALLEL_MIN_MACS;
@@ -261,34 +282,49 @@ export function packedPlanesWasm(engine: Engine, ops: PackedOperands, out: Arg, 
   const placement = placeOperands(engine, sizes, out, N * O);
   const { place, outAt, outPtr } = placement;
   let at = placement.at;
-  const xAt = at;
-  at = align16(at + N * K * 4);
+  // 2-bit fields sum in row order: x as it is, in place when it lives in wasm memory
+  const xIn = bits === 2 ? engine.inPlace(x, out) : -1;
+  const xAt = xIn >= 0 ? xIn : at;
+  if (xIn < 0) at = align16(at + N * K * 4);
   // the decoded row (several rows of x), then 64 bytes of stash
   const bufBytes = (N > 1 ? K * 4 : 0) + 64;
   const buf = at;
   at += nTasks * bufBytes;
   if (!engine.reserve(at - engine.scratch)) return false;
   stageOperands(engine, place);
-  if (!affine) fillPlanes(engine.scratch);
-  // x in the planes' order: unit u, plane p, byte i ← x[u·16F + F·i + p]
+  if (!affine) fillPlanes(engine, table, bits, engine.scratch);
+  // x in the planes' order: unit u, plane p, byte i ← x[u·16F + F·i + p] (2-bit: row order)
   const f32 = engine.f32;
   const xd = x.data;
-  for (let n = 0; n < N; n++) {
+  if (bits === 2 && xIn < 0) engine.stageIn(xd, x.offset, x.offset + N * K, f32, xAt);
+  for (let n = 0; n < N && bits !== 2; n++) {
     const src = x.offset + n * x.strides[0]!;
     const dst = xAt / 4 + n * K;
     for (let u = 0; u < K; u += unitFields) {
-      if (bits === 2) for (let k = u; k < u + unitFields; k++) f32[dst + k] = xd[src + k]!;
-      else for (let p = 0; p < F; p++) for (let i = 0; i < 16; i++) f32[dst + u + 16 * p + i] = xd[src + u + F * i + p]!;
+      for (let p = 0; p < F; p++) for (let i = 0; i < 16; i++) f32[dst + u + 16 * p + i] = xd[src + u + F * i + p]!;
     }
   }
+  // the argument block, word by word (no arrays: at the tiny-Llama shapes the call's js is a
+  // good part of its time)
   const args = engine.i32;
-  const [pc, ps, pz, pb] = place.map((q) => q.addr) as [number, number, number, number];
-  const words: [W, number][] = [
-    [W.x, xAt], [W.codes, pc], [W.planes, engine.scratch], [W.scale, ps], [W.zero, pz], [W.bias, pb], [W.out, outPtr],
-    [W.n, N], [W.k, K], [W.o, O], [W.units, (groupSize * bits) / 128], [W.rowsPerTask, rowsPerTask], [W.buf, buf], [W.bufBytes, bufBytes], [W.hasBias, bias ? 1 : 0],
-    [W.magic, new Int32Array(Float32Array.of(1.5 * 2 ** 23 - l0).buffer)[0]!],
-  ];
-  for (const [k, val] of words) args[ARGS / 4 + k] = val;
+  const a0 = ARGS / 4;
+  MAGIC[0] = 1.5 * 2 ** 23 - l0;
+  args[a0 + W.x] = xAt;
+  args[a0 + W.codes] = place[0]!.addr;
+  args[a0 + W.planes] = engine.scratch;
+  args[a0 + W.scale] = place[1]!.addr;
+  args[a0 + W.zero] = place[2]!.addr;
+  args[a0 + W.bias] = place[3]!.addr;
+  args[a0 + W.out] = outPtr;
+  args[a0 + W.n] = N;
+  args[a0 + W.k] = K;
+  args[a0 + W.o] = O;
+  args[a0 + W.units] = (groupSize * bits) / 128;
+  args[a0 + W.rowsPerTask] = rowsPerTask;
+  args[a0 + W.buf] = buf;
+  args[a0 + W.bufBytes] = bufBytes;
+  args[a0 + W.hasBias] = bias ? 1 : 0;
+  args[a0 + W.magic] = MAGIC_BITS[0]!;
   engine.parallel(`packed_planes${bits}${affine ? 'a' : ''}${zero ? '_z' : ''}`, ARGS, nTasks, threaded);
   if (outAt < 0) engine.stageOut(out, engine.f32, outPtr, N * O);
   return true;

@@ -372,6 +372,20 @@ export const align16 = (b: number) => Math.ceil(b / 16) * 16;
 const LEVELS = new Float32Array(16);
 const LEVEL_BYTES = new Uint8Array(LEVELS.buffer);
 
+/** Writes the table planes of a 1/2/4-bit call at `at`: plane b holds byte b of each level (little-endian float32), unused entries zero. */
+function fillPlanes(engine: Engine, table: Arg, bits: number, at: number): void {
+  const u8 = engine.u8;
+  for (let f = 0; f < 2 ** bits; f++) LEVELS[f] = table.data[table.offset + f]!;
+  u8.fill(0, at, at + 64);
+  // 2-bit fields arrive as f or 4·f (see decode16)
+  for (let f = 0; f < 2 ** bits; f++) {
+    for (let b = 0; b < 4; b++) {
+      u8[at + 16 * b + f] = LEVEL_BYTES[4 * f + b]!;
+      if (bits === 2) u8[at + 16 * b + 4 * f] = LEVEL_BYTES[4 * f + b]!;
+    }
+  }
+}
+
 /**
  * Runs `packedMatmul` in wasm; false (the js oracle runs instead) for float64, a strided x, or
  * weights too large for 32-bit bit offsets. Bad operands throw from the shared checks first.
@@ -379,26 +393,13 @@ const LEVEL_BYTES = new Uint8Array(LEVELS.buffer);
 export function packedMatmulWasm(engine: Engine, inputs: readonly Arg[], out: Arg, params: PackedMatmulParams): boolean {
   const ops = packedOperands(inputs, out, params);
   const { x, codes, table, scale, zero, bias, N, K, O } = ops;
-  const floats = [x, table, scale, zero, bias, out].filter((a): a is Arg => a !== null);
-  if (floats.some((a) => a.dtype !== 'float32')) return false;
+  if (x.dtype !== 'float32' || table.dtype !== 'float32' || scale.dtype !== 'float32' || out.dtype !== 'float32') return false;
+  if ((zero && zero.dtype !== 'float32') || (bias && bias.dtype !== 'float32')) return false;
   if (x.strides[1] !== 1 || (N > 1 && x.strides[0] !== K)) return false;
   const { bits, groupSize: gs } = params;
   if (O * K * bits >= 2 ** 31) return false;
   if (N === 0 || O === 0) return true;
   if (params.packing === 'base3') return packedBase3Wasm(engine, ops, out, params);
-  // plane b holds byte b of each level (little-endian float32), unused entries zero
-  const fillPlanes = (at: number) => {
-    const u8 = engine.u8;
-    for (let f = 0; f < 2 ** bits; f++) LEVELS[f] = table.data[table.offset + f]!;
-    u8.fill(0, at, at + 64);
-    // 2-bit fields arrive as f or 4·f (see decode16)
-    for (let f = 0; f < 2 ** bits; f++) {
-      for (let b = 0; b < 4; b++) {
-        u8[at + 16 * b + f] = LEVEL_BYTES[4 * f + b]!;
-        if (bits === 2) u8[at + 16 * b + 4 * f] = LEVEL_BYTES[4 * f + b]!;
-      }
-    }
-  };
   if (planar(bits, gs)) return packedPlanesWasm(engine, ops, out, bits, gs, fillPlanes);
   const v = variantOf(bits, table);
   const threaded = engine.threads > 1 && N * O * K >= PARALLEL_MIN_MACS;
@@ -420,7 +421,7 @@ export function packedMatmulWasm(engine: Engine, inputs: readonly Arg[], out: Ar
   at += nTasks * bufBytes;
   if (!engine.reserve(at - engine.scratch)) return false;
   stageOperands(engine, place);
-  if (bits < 8) fillPlanes(engine.scratch);
+  if (bits < 8) fillPlanes(engine, table, bits, engine.scratch);
   const args = engine.i32;
   const word = (k: W, value: number) => (args[ARGS / 4 + k] = value);
   const [px, pc, pt, ps, pz, pb] = place.map((q) => q.addr) as [number, number, number, number, number, number];
