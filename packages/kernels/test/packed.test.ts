@@ -291,6 +291,35 @@ describe('wasm packedMatmul over threads', () => {
   });
 });
 
+describe('wasm packedMatmul on operands in wasm memory', () => {
+  it('reads them in place (x too, for 2-bit fields) with the results of staged copies, bit for bit', () => {
+    const b = createWasmBackend({ threads: 1 });
+    try {
+      /** The same view, its values copied into an array of b's memory. */
+      const resident = (a: Arg): Arg => {
+        const data = b.alloc(a.dtype, a.data.length) as Float32Array | Uint8Array;
+        data.set(a.data as never);
+        return { ...a, data };
+      };
+      for (const bits of [1, 2, 4, 8] as const) {
+        for (const [N, groupSize] of [[1, 64], [3, 64], [1, 128 / bits], [2, 17]] as const) {
+          const c: Case = { N, O: 5, groups: 2, groupSize, bits, zeroPoint: true, bias: true, table: bits === 8 ? 'int8' : 'levels', seed: 41 + bits + N };
+          const { inputs, params } = operands(c);
+          const [staged, inPlace] = [outArg(N, c.O), resident(outArg(N, c.O))];
+          b.run('packedMatmul', inputs, staged, params);
+          const stagedBytes = b.staged().in;
+          b.run('packedMatmul', inputs.map(resident), inPlace, params);
+          expect(b.staged().in).toBe(stagedBytes);
+          expect(Array.from(inPlace.data)).toEqual(Array.from(staged.data));
+        }
+      }
+      expect(b.ranOn!('packedMatmul', 'float32')).toBe('wasm');
+    } finally {
+      b.dispose();
+    }
+  });
+});
+
 describe('packedGather js kernel', () => {
   it('decodes the rows looked up (repeated, any order) as the float32 dequantize does: s·(L − z), each step rounded', () => {
     fc.assert(
