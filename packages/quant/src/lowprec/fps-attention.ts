@@ -2,27 +2,28 @@
  * @file FPSAttention (methods-2.md §9): attention over a token grid cut into tiles, with Q, K, V and
  * the probabilities P rounded to FP8 E4M3 (straight-through in backward, so it trains) and a
  * block-sparse pattern of key tiles per query tile, chosen per head; `FpsAttention`, a drop-in
- * MultiHeadAttention (the DiT's blocks take it unchanged), and `prepareFpsAttention`, which swaps it in.
- * No denoising-step schedule here: one configuration for every t.
+ * MultiHeadAttention (the DiT's blocks take it unchanged), optionally with a denoising-step schedule
+ * (options by timestep), and `prepareFpsAttention`, which swaps it in.
  *
  * Choices where the notes (an AI-generated summary of the paper; no public code) are silent or open:
  * - The format is E4M3 "fn" (±448) for all four tensors; each tensor is scaled so its absmax lands
  *   on 448 (HALO's convention): Q and K one scale per (batch, head, tile) — the tile is the unit of
- *   quantization as of sparsity —, V one per (batch, head, channel) over all tokens, and P the fixed
+ *   quantization as well as of sparsity —, V one per (batch, head, channel) over all tokens, and P the fixed
  *   scale 1/448 (P ∈ [0, 1], as SageAttention2), so P̂ = E4M3(448·P)/448.
  * - The softmax scale multiplies Q before it is rounded (as scaledDotProductAttention does): with
  *   per-tile absmax scaling this changes nothing but float rounding, and rounding off the ops are
  *   scaledDotProductAttention's, bit for bit.
  * - The products run on the dequantized operands in the tensor's dtype: an emulation of FP8 GEMMs
  *   with wide accumulation. Backward is float (the notes assume BF16) and treats every FP8 cast as
- *   the identity; the scales get no gradient.
+ *   the identity; the scales get no gradient. The sparsity is a 0/−∞ bias on the dense [T, T]
+ *   scores: it reproduces the numerics and the pattern of a block-sparse kernel, not its speed.
  * - Sparsity 'window' is Sliding Tile Attention's pattern: key tile v is attended from query tile u
  *   iff |v_d − u_d| ≤ reach_d in every grid dim. Near the grid's edge the window is clipped rather
  *   than shifted inward (STA shifts it to keep its size), so the pattern is symmetric in tile
  *   distance. 'topk' (the issue's alternative) keeps, per (batch, head, query tile), the k key tiles
  *   with the largest pooled score mean(Q tile)·mean(K tile) — read back to the host, not differentiated.
  */
-import { abs, amax, defineFunction, div, eq, matmul, noGrad, softmax, tensor, where, Generator, type Tensor } from '@qgrad/core';
+import { abs, amax, cat, defineFunction, div, eq, indexSelect, matmul, noGrad, softmax, tensor, where, Generator, type Tensor } from '@qgrad/core';
 import { MultiHeadAttention, repeatKv, type KVCache, type Module } from '@qgrad/nn';
 import { roundToFp } from '../grids/fp.js';
 import { matchesName, replaceSubmodule, type NamePattern } from '../qat/prepare.js';
@@ -280,6 +281,47 @@ export function fpsAttention(q: Tensor, k: Tensor, v: Tensor, opts: FpsAttention
   return matmul(p, vv); // [B, H, T, dv]
 }
 
+/** What a schedule phase may change: the tile, the sparsity and whether to round (the grid is fixed). */
+export type FpsPhaseOptions = Partial<Pick<FpsAttentionOptions, 'tile' | 'sparsity' | 'round'>>;
+
+/**
+ * FPSAttention's denoising-step-aware schedule: phase i holds for timesteps t ∈ [from_i, from_{i+1})
+ * and overrides the layer's options with its own. The paper's ordering (sampling runs from t = T
+ * down to 0): early, noisy steps coarse and sparsest, middle steps fine and densest, late steps in
+ * between; its thresholds α₁D, α₂D and granularities are not confirmed (methods-2.md §9), so the
+ * phases are the caller's. Each sample of a batch uses its own t's phase.
+ */
+export interface FpsSchedule {
+  /** Where the running forward's timesteps are read: quant's `TimestepModule.context` (one t per sample). */
+  context: { readonly current: readonly number[] | null };
+  /** Phases in increasing `from`, the first from 0. */
+  phases: readonly { from: number; options: FpsPhaseOptions }[];
+}
+
+/** The options of `FpsAttention` and `prepareFpsAttention`: fpsAttention's, plus an optional schedule over timesteps. */
+export interface FpsLayerOptions extends FpsAttentionOptions {
+  schedule?: FpsSchedule | null;
+}
+
+/** The layer options split into the base attention options and the schedule's resolved phases. */
+function resolveLayerOptions(opts: FpsLayerOptions, who: string): { base: FpsAttentionOptions; schedule: FpsSchedule | null; phases: { from: number; options: FpsAttentionOptions }[] } {
+  const { schedule = null, ...rest } = opts ?? ({} as FpsLayerOptions);
+  const base = resolveOptions(rest, who);
+  if (schedule === null) return { base, schedule, phases: [] };
+  const ctx = schedule?.context as { current?: unknown } | undefined;
+  if (typeof ctx !== 'object' || ctx === null || !('current' in ctx)) throw new Error(`${who}: schedule.context must be a timestep context (TimestepModule's context), got ${String(schedule?.context)}`);
+  const list = schedule.phases;
+  if (!Array.isArray(list) || list.length === 0) throw new Error(`${who}: schedule.phases must be a non-empty array of { from, options }`);
+  const phases = list.map((ph, i) => {
+    const prev = i === 0 ? -1 : list[i - 1]!.from;
+    if (!(Number.isInteger(ph?.from) && ph.from > prev && (i > 0 || ph.from === 0))) throw new Error(`${who}: schedule phase ${i} starts at ${ph?.from}; phases start at 0 and increase (integer timesteps)`);
+    const extra = Object.keys(ph.options ?? {}).filter((k) => !['tile', 'sparsity', 'round'].includes(k));
+    if (extra.length) throw new Error(`${who}: schedule phase ${i} may set tile, sparsity and round, not ${extra.join(', ')}`);
+    return { from: ph.from, options: resolveOptions({ ...base, ...ph.options }, `${who} (schedule phase ${i})`) };
+  });
+  return { base, schedule, phases };
+}
+
 /**
  * A MultiHeadAttention whose attention is `fpsAttention`: it shares the source layer's projections
  * (and RoPE, and its state-dict names), so swapping it into a DiT block keeps the weights and
@@ -287,20 +329,28 @@ export function fpsAttention(q: Tensor, k: Tensor, v: Tensor, opts: FpsAttention
  * @example
  * const dit = new DiT(mnistDiTConfig); // 7×7 patches of 4×4 pixels
  * dit.blocks.at(0).attn = FpsAttention.from(dit.blocks.at(0).attn, { grid: [7, 7], tile: [7, 1] });
+ * // by denoising step: t ≥ 700 row tiles with a 1-tile window, below that dense
+ * const model = new TimestepModule(dit);
+ * const schedule = { context: model.context, phases: [{ from: 0, options: {} }, { from: 700, options: { sparsity: { kind: 'window', reach: [1, 0] } } }] };
+ * dit.blocks.at(1).attn = FpsAttention.from(dit.blocks.at(1).attn, { grid: [7, 7], tile: [1, 7], schedule });
  */
 export class FpsAttention extends MultiHeadAttention {
+  /** The options used outside the schedule's phases (all of them without a schedule). */
   readonly options: FpsAttentionOptions;
+  readonly schedule: FpsSchedule | null;
+  readonly #phases: { from: number; options: FpsAttentionOptions }[];
   /** FP8 and sparsity on/off (off: the source layer's float attention). */
   enabled = true;
 
-  constructor(src: MultiHeadAttention, opts: FpsAttentionOptions) {
+  constructor(src: MultiHeadAttention, opts: FpsLayerOptions) {
     // the base class builds throwaway projections (replaced below; the source's may be quantized
     // modules): a private generator leaves the global one untouched
     super(src.dim, src.numHeads, { numKvHeads: src.numKvHeads, generator: new Generator(0) });
     if (src.causal || src.dropoutP) throw new Error(`FpsAttention: the source attention is ${src.causal ? 'causal' : `dropout ${src.dropoutP}`}; FPSAttention is bidirectional and without dropout`);
-    this.options = resolveOptions(opts, 'FpsAttention');
-    if (this.options.sparsity?.kind === 'window') {
-      const r = perHeadReach(this.options.sparsity.reach).length;
+    const { base, schedule, phases } = resolveLayerOptions(opts, 'FpsAttention');
+    [this.options, this.schedule, this.#phases] = [base, schedule, phases];
+    for (const o of [base, ...phases.map((p) => p.options)]) {
+      const r = o.sparsity?.kind === 'window' ? perHeadReach(o.sparsity.reach).length : 1;
       if (r !== 1 && r !== src.numHeads) throw new Error(`FpsAttention: window reach has ${r} entries but the layer has ${src.numHeads} heads`);
     }
     // the registry reads the fields: the source's modules take the slots the base class registered
@@ -311,7 +361,7 @@ export class FpsAttention extends MultiHeadAttention {
     this.rope = src.rope;
     this.train(src.training);
   }
-  static from(src: MultiHeadAttention, opts: FpsAttentionOptions): FpsAttention {
+  static from(src: MultiHeadAttention, opts: FpsLayerOptions): FpsAttention {
     return new FpsAttention(src, opts);
   }
   override forward(x: Tensor, opts: { cache?: KVCache; attnMask?: Tensor } = {}): Tensor {
@@ -325,13 +375,41 @@ export class FpsAttention extends MultiHeadAttention {
     const rep = this.numHeads / this.numKvHeads;
     const v = repeatKv(heads(this.vProj.forward(x), this.numKvHeads), rep);
     if (this.rope) [q, k] = [this.rope.forward(q), this.rope.forward(k)];
-    const y = fpsAttention(q, repeatKv(k, rep), v, this.options); // [B, H, T, hd]
+    const y = this.#attend(q, repeatKv(k, rep), v); // [B, H, T, hd]
     return this.oProj.forward(y.transpose(1, 2).reshape(b, t, this.dim)); // [B, T, dim]
+  }
+  /** fpsAttention with each sample's options: the layer's, or its timestep's phase under a schedule. */
+  #attend(q: Tensor, k: Tensor, v: Tensor): Tensor {
+    if (!this.schedule) return fpsAttention(q, k, v, this.options);
+    const ts = this.schedule.context.current;
+    const b = q.shape[0]!;
+    if (!ts || ts.length !== b) throw new Error(`FpsAttention: the schedule needs one timestep per sample from its context (run the model through TimestepModule); got ${ts ? `${ts.length} for ${b} samples` : 'none'}`);
+    const phaseOf = (t: number) => {
+      let i = 0;
+      while (i + 1 < this.#phases.length && this.#phases[i + 1]!.from <= t) i++;
+      return i;
+    };
+    const groups = new Map<number, number[]>(); // phase → its samples
+    ts.forEach((t, i) => {
+      const ph = phaseOf(t);
+      groups.set(ph, [...(groups.get(ph) ?? []), i]);
+    });
+    if (groups.size === 1) return fpsAttention(q, k, v, this.#phases[phaseOf(ts[0]!)]!.options);
+    // one attention call per phase on its samples, then the batch back in its order
+    const order: number[] = [];
+    const parts = [...groups].map(([ph, rows]) => {
+      order.push(...rows);
+      const idx = tensor(Int32Array.from(rows), { dtype: 'int32' });
+      return fpsAttention(indexSelect(q, 0, idx), indexSelect(k, 0, idx), indexSelect(v, 0, idx), this.#phases[ph]!.options);
+    });
+    const back = new Int32Array(b);
+    order.forEach((row, pos) => (back[row] = pos));
+    return indexSelect(cat(parts, 0), 0, tensor(back, { dtype: 'int32' }));
   }
   override extraRepr(): string {
     const { grid, tile, round, sparsity } = this.options;
     const sp = !sparsity ? 'dense' : sparsity.kind === 'window' ? `window reach ${JSON.stringify(sparsity.reach)}` : `topk ${JSON.stringify(sparsity.k)}`;
-    return `${super.extraRepr()}, grid=${fmt(grid)}, tile=${fmt(tile)}, ${round ? 'e4m3' : 'unrounded'}, ${sp}`;
+    return `${super.extraRepr()}, grid=${fmt(grid)}, tile=${fmt(tile)}, ${round ? 'e4m3' : 'unrounded'}, ${sp}${this.schedule ? `, ${this.#phases.length} phases by t` : ''}`;
   }
 }
 
@@ -343,8 +421,8 @@ export class FpsAttention extends MultiHeadAttention {
  * const dit = new DiT(mnistDiTConfig);
  * prepareFpsAttention(dit, { grid: [dit.grid, dit.grid], tile: [1, 7], sparsity: { kind: 'topk', k: 4 } }); // ['blocks.0.attn', …]
  */
-export function prepareFpsAttention(model: Module, opts: FpsAttentionOptions, select: { match?: NamePattern | NamePattern[]; skip?: NamePattern[] } = {}): string[] {
-  resolveOptions(opts, 'prepareFpsAttention'); // before any layer is swapped
+export function prepareFpsAttention(model: Module, opts: FpsLayerOptions, select: { match?: NamePattern | NamePattern[]; skip?: NamePattern[] } = {}): string[] {
+  resolveLayerOptions(opts, 'prepareFpsAttention'); // before any layer is swapped
   const targets = [...model.namedModules()].filter(([n, m]) => n !== '' && m instanceof MultiHeadAttention && !(m instanceof FpsAttention) && (select.match === undefined || matchesName(n, select.match)) && !(select.skip && matchesName(n, select.skip)));
   const swapped = targets.map(([name, m]) => [name, FpsAttention.from(m as MultiHeadAttention, opts)] as const); // all built (and checked) before any is swapped
   for (const [name, f] of swapped) replaceSubmodule(model, name, f);

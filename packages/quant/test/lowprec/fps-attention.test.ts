@@ -4,14 +4,15 @@
  * the casts of Q, K, V and P, and its forward is exactly the composition of those casts; unrounded
  * and dense it is scaledDotProductAttention bit for bit, and with a window it passes a float64
  * gradcheck; the block mask keeps exactly the chosen tiles per head (window and top-k); a DiT with
- * it trains; bad options are errors naming the option.
+ * it trains; a denoising-step schedule gives each sample its timestep's phase; bad options are
+ * errors naming the option.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { abs, amax, Generator, matmul, noGrad, rand, randn, softmax, tensor, type Tensor } from '@qgrad/core';
 import { gradcheck } from '@qgrad/core/testing';
 import { AdamW, DiT, Diffusion, MultiHeadAttention, scaledDotProductAttention } from '@qgrad/nn';
-import { e4m3Tiles, FpsAttention, fpsAttention, fpsBlockMask, fpValues, prepareFpsAttention, prepareQAT, QuantLinear, roundToFp, type FpsAttentionOptions } from '@qgrad/quant';
+import { e4m3Tiles, FpsAttention, fpsAttention, fpsBlockMask, fpValues, prepareFpsAttention, prepareQAT, QuantLinear, roundToFp, TimestepContext, type FpsAttentionOptions, type FpsPhaseOptions } from '@qgrad/quant';
 
 const f64 = (t: Tensor) => Float64Array.from(t.dataSync());
 const E4M3 = new Set(fpValues('e4m3fn'));
@@ -373,6 +374,50 @@ describe('FpsAttention in a DiT', () => {
     expect(dit.blocks.at(1).attn.qProj).toBe(qProj);
     expect(Object.keys(dit.stateDict())).toEqual(keys);
     expect(dit.forward(randn([2, 1, 8, 8], { generator: new Generator(2) }), [1, 30]).shape).toEqual([2, 1, 8, 8]);
+  });
+});
+
+describe('FpsAttention with a denoising-step schedule', () => {
+  const phases = [
+    { from: 0, options: { round: false } },
+    { from: 300, options: {} },
+    { from: 700, options: { tile: [1, 4], sparsity: { kind: 'window', reach: [1, 0] } } },
+  ] as const;
+
+  it('gives each sample its timestep\'s phase: a mixed batch equals each sample alone with that phase\'s options, and trains', () => {
+    const mha = new MultiHeadAttention(8, 2, { bias: true, dtype: 'float64', generator: new Generator(3) });
+    const context = new TimestepContext();
+    const layer = FpsAttention.from(mha, { grid: [4, 4], tile: [2, 2], schedule: { context, phases } });
+    const x = randn([4, 16, 8], { dtype: 'float64', generator: new Generator(5) });
+    const ts = [800, 10, 400, 699];
+    const y = context.run(ts, () => layer.forward(x));
+    const fixed = phases.map((p) => FpsAttention.from(mha, { grid: [4, 4], tile: [2, 2], ...p.options }));
+    const phaseOf = [2, 0, 1, 1];
+    for (let i = 0; i < 4; i++) {
+      const alone = fixed[phaseOf[i]!]!.forward(x.narrow(0, i, 1));
+      expect(y.narrow(0, i, 1).sub(alone).abs().max().item(), `sample ${i} (t = ${ts[i]})`).toBeLessThan(1e-12);
+    }
+    // the phases differ from each other, so the choice matters
+    const one = x.narrow(0, 0, 1);
+    const outs = fixed.map((f) => f.forward(one));
+    expect(outs[0]!.sub(outs[1]!).abs().max().item()).toBeGreaterThan(1e-6);
+    expect(outs[1]!.sub(outs[2]!).abs().max().item()).toBeGreaterThan(1e-6);
+    // gradients reach the shared projections through every phase's branch
+    y.square().sum().backward();
+    expect(mha.qProj.weight.grad!.abs().max().item()).toBeGreaterThan(0);
+  });
+
+  it('rejects phases that do not start at 0 and increase, set other options, or a forward without timesteps', () => {
+    const mha = new MultiHeadAttention(8, 2);
+    const context = new TimestepContext();
+    const base = { grid: [4, 4], tile: [2, 2] };
+    expect(() => FpsAttention.from(mha, { ...base, schedule: { context, phases: [{ from: 100, options: {} }] } })).toThrow(/FpsAttention: schedule phase 0 starts at 100; phases start at 0 and increase/);
+    expect(() => FpsAttention.from(mha, { ...base, schedule: { context, phases: [{ from: 0, options: {} }, { from: 0, options: {} }] } })).toThrow(/FpsAttention: schedule phase 1 starts at 0/);
+    expect(() => FpsAttention.from(mha, { ...base, schedule: { context, phases: [{ from: 0, options: { grid: [2, 8] } as FpsPhaseOptions }] } })).toThrow(/FpsAttention: schedule phase 0 may set tile, sparsity and round, not grid/);
+    expect(() => FpsAttention.from(mha, { ...base, schedule: { context, phases: [{ from: 0, options: { tile: [3, 1] } }] } })).toThrow(/FpsAttention \(schedule phase 0\): tile \[3, 1\] does not divide grid \[4, 4\]/);
+    const layer = FpsAttention.from(mha, { ...base, schedule: { context, phases: [{ from: 0, options: {} }] } });
+    expect(() => layer.forward(randn([2, 16, 8]))).toThrow(/FpsAttention: the schedule needs one timestep per sample from its context \(run the model through TimestepModule\); got none/);
+    expect(() => context.run([1], () => layer.forward(randn([2, 16, 8])))).toThrow(/got 1 for 2 samples/);
   });
 });
 
