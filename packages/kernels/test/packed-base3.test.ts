@@ -17,6 +17,8 @@ interface Case {
   zeroPoint: boolean;
   bias: boolean;
   int8: boolean;
+  /** Levels L[0] + d (ternary's −1, 0, 1, or another run of integers; decoded without the table) instead of random ones. */
+  affine: boolean;
   seed: number;
 }
 
@@ -29,6 +31,7 @@ const caseArb: fc.Arbitrary<Case> = fc.record({
   zeroPoint: fc.boolean(),
   bias: fc.boolean(),
   int8: fc.boolean(),
+  affine: fc.boolean(),
   seed: fc.integer({ min: 1, max: 2 ** 31 - 1 }),
 });
 
@@ -45,7 +48,8 @@ function operands(c: Case): { inputs: Arg[]; params: PackedMatmulParams; K: numb
   const t = trits(c.O * K, c.seed ^ 0x1234);
   const bytes = packBase3(t, c.O, K);
   const codes = c.int8 ? flat(new Int8Array(bytes.buffer), 'int8') : flat(bytes, 'uint8');
-  const table = Float32Array.from(randomArray('float32', 3, c.seed ^ 0x7777));
+  const l0 = Math.round(randomArray('float32', 1, c.seed ^ 0x3333)[0]! * 4) - 1;
+  const table = c.affine ? Float32Array.from([l0, l0 + 1, l0 + 2]) : Float32Array.from(randomArray('float32', 3, c.seed ^ 0x7777));
   const scale = Float32Array.from(randomArray('float32', c.O * G, c.seed ^ 0x55), (v) => 0.01 + Math.abs(v));
   const zero = Float32Array.from(randomArray('float32', c.O * G, c.seed ^ 0x99), (v) => Math.round(v * 4) / 2);
   const bias = randomArray('float32', c.O, c.seed ^ 0x42) as Float32Array;
@@ -136,7 +140,7 @@ describe('base-3 packedMatmul js oracle', () => {
   });
 
   describe('bad operands are errors naming the kernel and the value', () => {
-    const c: Case = { N: 1, O: 2, groups: 1, groupSize: 300, zeroPoint: false, bias: false, int8: false, seed: 3 };
+    const c: Case = { N: 1, O: 2, groups: 1, groupSize: 300, zeroPoint: false, bias: false, int8: false, affine: false, seed: 3 };
     const { inputs, params } = operands(c);
     const run = (ins: Arg[], p: PackedMatmulParams) => () => jsKernels.packedMatmul(ins, outArg(1, p.outFeatures), p);
     it('a codes buffer too short for the rows', () => {
@@ -212,8 +216,8 @@ describe('wasm base-3 packedMatmul over threads', () => {
     const two = createWasmBackend({ threads: 2 });
     try {
       for (const [groupSize, groups] of [[256, 4], [64, 12], [1000, 1]] as const) {
-        for (const N of [1, 3]) {
-          const c: Case = { N, O: 256, groups, groupSize, zeroPoint: groupSize === 64, bias: true, int8: false, seed: 17 + groupSize };
+        for (const [N, affine] of [[1, false], [3, false], [1, true]] as const) {
+          const c: Case = { N, O: 256, groups, groupSize, zeroPoint: groupSize === 64, bias: true, int8: false, affine, seed: 17 + groupSize };
           const { inputs, params } = operands(c);
           const [a, b] = [outArg(N, c.O), outArg(N, c.O)];
           one.run('packedMatmul', inputs, a, params);

@@ -11,6 +11,7 @@ import type { PackedOperands } from '../js/packed.js';
 import type { PackedMatmulParams, TypedArray } from '../names.js';
 import { type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
 import { align16, levels16, PARALLEL_MIN_MACS, placeOperands, range, rowEpilogue, shuffle8, stageOperands, v128Const } from './packed.js';
+import { affineLevels16, affineMagic } from './packed-planes.js';
 import { ARGS, type Engine, type Flavor } from './runtime.js';
 
 type Arg = KernelArg<TypedArray>;
@@ -40,6 +41,8 @@ const enum W {
    * (packed-planes.ts): x·(L − z) per group in four f32x4, then scaled once into the row's vector.
    */
   grouped,
+  /** Affine levels (L[d] = L[0] + d): the float32 bits of 1.5·2^23 − L[0] (see `affineLevels16`). */
+  magic,
 }
 
 /**
@@ -47,7 +50,7 @@ const enum W {
  * Each weight is (L[d] − z)·s in float32, as the dequantized weight is, and is dotted in 16-wide
  * chunks in row order on both paths (so a batched row equals that row alone, bit for bit).
  */
-function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean, groupedOnly: boolean): void {
+function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean, groupedOnly: boolean, affine: boolean): void {
   const P = ValType.i32;
   const V = ValType.v128;
   const F = ValType.f32;
@@ -59,6 +62,7 @@ function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean, groupedOn
     const [sv, zv, q0, q1, c86, c171, flip, A, gsum] = range(9, () => c.local(V));
     const grouped = c.local(P);
     const [cur, kk] = [c.local(P), c.local(P)];
+    const magic = c.local(V);
     const planes = range(4, () => c.local(V));
     const w = range(4, () => c.local(V));
     const acc = range(4, () => c.local(V));
@@ -73,7 +77,8 @@ function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean, groupedOn
     c.get(K).get(gs).op(Op.i32_div_u).set(G);
     word(W.bufBytes).set(bufBytes);
     word(W.buf).get(task).get(bufBytes).op(Op.i32_mul).op(Op.i32_add).set(buf);
-    for (let b = 0; b < 4; b++) word(W.planes).simdMem(Simd.v128_load, 0, 16 * b).set(planes[b]!);
+    if (affine) word(W.magic).simd(Simd.i32x4_splat).set(magic);
+    else for (let b = 0; b < 4; b++) word(W.planes).simdMem(Simd.v128_load, 0, 16 * b).set(planes[b]!);
     // the thresholds 86 and 171 as signed bytes of the biased code (see `chunk`)
     c.i32(86 - 1 - 128).simd(Simd.i8x16_splat).set(c86);
     c.i32(171 - 1 - 128).simd(Simd.i8x16_splat).set(c171);
@@ -139,7 +144,10 @@ function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean, groupedOn
       // relaxed_swizzle where available: the indices (0, 1, 2) are in range, so it looks up the
       // same bytes without the range fix-up (with the next: ternary b3 4096², one row, CPU time,
       // 0.53× → 0.63× the fp32 matvec of the same run)
-      levels16(c, planes, w, tmp, fma ? Simd.i8x16_relaxed_swizzle : Simd.i8x16_swizzle);
+      // an affine table (ternary's −1, 0, 1) by widening, as the 2-bit kernel decodes an int grid's
+      // (exact either way: the same weights): no table planes held in registers
+      if (affine) affineLevels16(c, magic, w, tmp);
+      else levels16(c, planes, w, tmp, fma ? Simd.i8x16_relaxed_swizzle : Simd.i8x16_swizzle);
       for (const q of w) {
         c.get(q);
         if (zeroPoint) c.get(zv).simd(Simd.f32x4_sub);
@@ -318,12 +326,12 @@ function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean, groupedOn
       c.end();
       c.get(o).i32(1).op(Op.i32_add).set(o);
     });
-  }, `packed_t3${groupedOnly ? 'g' : ''}${zeroPoint ? '_z' : ''}`);
+  }, `packed_t3${groupedOnly ? 'g' : ''}${affine ? 'a' : ''}${zeroPoint ? '_z' : ''}`);
 }
 
-/** Adds the `packed_t3[g][_z]` task exports (g: for grouped calls only). */
+/** Adds the `packed_t3[g][a][_z]` task exports (g: for grouped calls only; a: affine levels). */
 export function emitPackedBase3(mb: ModuleBuilder, flavor: Flavor): void {
-  for (const z of [false, true]) for (const g of [false, true]) emitTask(mb, z, flavor.relaxed, g);
+  for (const z of [false, true]) for (const g of [false, true]) for (const a of [false, true]) emitTask(mb, z, flavor.relaxed, g, a);
 }
 
 /** A row of K trits as the kernel walks it: whole 256-blocks, then the last block's sections. */
@@ -388,11 +396,14 @@ export function packedBase3Wasm(engine: Engine, ops: PackedOperands, out: Arg, p
   at += nTasks * bufBytes;
   if (!engine.reserve(at - engine.scratch)) return false;
   stageOperands(engine, place);
-  // plane b holds byte b of the three levels (little-endian float32), the rest zero
-  const u8 = engine.u8;
-  for (let f = 0; f < 3; f++) LEVELS[f] = table.data[table.offset + f]!;
-  u8.fill(0, engine.scratch, engine.scratch + 64);
-  for (let f = 0; f < 3; f++) for (let b = 0; b < 4; b++) u8[engine.scratch + 16 * b + f] = LEVEL_BYTES[4 * f + b]!;
+  const magic = affineMagic(table, 3);
+  if (magic === null) {
+    // plane b holds byte b of the three levels (little-endian float32), the rest zero
+    const u8 = engine.u8;
+    for (let f = 0; f < 3; f++) LEVELS[f] = table.data[table.offset + f]!;
+    u8.fill(0, engine.scratch, engine.scratch + 64);
+    for (let f = 0; f < 3; f++) for (let b = 0; b < 4; b++) u8[engine.scratch + 16 * b + f] = LEVEL_BYTES[4 * f + b]!;
+  }
   // the argument block, word by word (no arrays: at the tiny-Llama shapes the call's js is a
   // good part of its time)
   const args = engine.i32;
@@ -421,7 +432,8 @@ export function packedBase3Wasm(engine: Engine, ops: PackedOperands, out: Arg, p
   args[a0 + W.blockScaled] = blockScaled ? 1 : 0;
   args[a0 + W.fused] = fused ? 1 : 0;
   args[a0 + W.grouped] = grouped ? 1 : 0;
-  engine.parallel(`packed_t3${grouped ? 'g' : ''}${zero ? '_z' : ''}`, ARGS, nTasks, threaded);
+  args[a0 + W.magic] = magic ?? 0;
+  engine.parallel(`packed_t3${grouped ? 'g' : ''}${magic !== null ? 'a' : ''}${zero ? '_z' : ''}`, ARGS, nTasks, threaded);
   if (outAt < 0) engine.stageOut(out, engine.f32, outPtr, N * O);
   return true;
 }

@@ -20,7 +20,7 @@
 import type { KernelArg } from '../backend.js';
 import type { PackedOperands } from '../js/packed.js';
 import type { TypedArray } from '../names.js';
-import { type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
+import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
 import { align16, HI16, HI8, horizontalSum, levels16, LO16, LO8, PARALLEL_MIN_MACS, placeOperands, range, shuffle8, stageOperands } from './packed.js';
 import { ARGS, type Engine, type Flavor } from './runtime.js';
 
@@ -35,6 +35,47 @@ const enum W {
   x, codes, planes, scale, zero, bias, out, n, k, o, units, rowsPerTask, buf, bufBytes, hasBias,
   /** Affine decode: the float32 bits of 1.5·2^23 − L[0] (see `emitTask`). */
   magic,
+}
+
+/**
+ * The levels L[f] = f + L[0] (int grids) of the 16 field values in local t[0] (one per byte) into
+ * four f32x4 locals w, t[1…2] overwritten; `magic` holds the float32 1.5·2^23 − L[0] in each lane.
+ * Each byte is widened to the low bits of a float32 whose high half is 0x4b40, i.e. 1.5·2^23 + f
+ * exactly, then magic subtracted (exact: integers below 2^24). Six unpacks and four subtractions
+ * for sixteen levels against the table's four swizzles and eight unpacks: the unpacks share two
+ * shuffle ports here, so they set the pace.
+ */
+export function affineLevels16(c: Code, magic: number, w: readonly number[], t: readonly number[]): void {
+  const idx = t[0]!;
+  const zero = () => c.i32(0).simd(Simd.i32x4_splat);
+  const high = () => c.i32(0x4b40).simd(I16X8_SPLAT);
+  for (const [half, lanes] of [[1, LO8], [2, HI8]] as const) {
+    c.get(idx);
+    zero();
+    shuffle8(c, lanes).set(t[half]!);
+  }
+  for (let q = 0; q < 4; q++) {
+    c.get(t[1 + (q >> 1)]!);
+    high();
+    shuffle8(c, q & 1 ? HI16 : LO16).get(magic).simd(Simd.f32x4_sub).set(w[q]!);
+  }
+}
+
+/** The float32 bits of the affine decode's constant (reused: a tiny-Llama matvec is a few µs). */
+const MAGIC = new Float32Array(1);
+const MAGIC_BITS = new Int32Array(MAGIC.buffer);
+
+/**
+ * The int32 bits of the float32 1.5·2^23 − L[0] when the n levels of `table` are L[0] + f exactly
+ * in float32 (an int grid's), else null: such a table is decoded by `affineLevels16`.
+ */
+export function affineMagic(table: Arg, n: number): number | null {
+  const td = table.data;
+  const l0 = Math.fround(td[table.offset]!);
+  if (!Number.isInteger(l0) || Math.abs(l0) >= 2 ** 22) return null;
+  for (let f = 1; f < n; f++) if (Math.fround(td[table.offset + f]!) !== l0 + f) return null;
+  MAGIC[0] = 1.5 * 2 ** 23 - l0;
+  return MAGIC_BITS[0]!;
 }
 
 /** Whether `packedMatmul` with these fields runs here: 1/2/4 bits, every group whole 16-byte units. */
@@ -152,27 +193,7 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
       }
       c.get(p).i32(16).op(Op.i32_add).set(p);
     };
-    /**
-     * L[f] = f + L[0] (int grids): each field byte widened to the low bits of a float32 whose high
-     * half is 0x4b40, i.e. 1.5·2^23 + f exactly, then 1.5·2^23 − L[0] subtracted (exact: integers
-     * below 2^24). Six unpacks and four subtractions for sixteen levels against the table's four
-     * swizzles and eight unpacks: the unpacks share two shuffle ports here, so they set the pace.
-     */
-    const magicLevels = () => {
-      const idx = tmp[0]!;
-      const zero = () => c.i32(0).simd(Simd.i32x4_splat);
-      const high = () => c.i32(0x4b40).simd(I16X8_SPLAT);
-      for (const [half, lanes] of [[1, LO8], [2, HI8]] as const) {
-        c.get(idx);
-        zero();
-        shuffle8(c, lanes).set(tmp[half]!);
-      }
-      for (let q = 0; q < 4; q++) {
-        c.get(tmp[1 + (q >> 1)]!);
-        high();
-        shuffle8(c, q & 1 ? HI16 : LO16).get(magic).simd(Simd.f32x4_sub).set(w[q]!);
-      }
-    };
+    const magicLevels = () => affineLevels16(c, magic, w, tmp);
     /** Per group: its zero point into zv, sums of four f32x4 over its units (`body`), then A += ((ga0 + ga1) + (ga2 + ga3))·s. */
     const groups = (body: () => void, decodes = true) => {
       const loop = (one: boolean) => c.for(g, () => c.i32(0), () => c.get(G), 1, () => {
@@ -257,10 +278,6 @@ export function emitPackedPlanes(mb: ModuleBuilder, flavor: Flavor): void {
   for (const bits of [1, 2, 4]) for (const affine of [false, true]) for (const z of [false, true]) emitTask(mb, bits, affine, z, flavor);
 }
 
-/** The float32 bits of the affine decode's constant (reused: a tiny-Llama matvec is a few µs). */
-const MAGIC = new Float32Array(1);
-const MAGIC_BITS = new Int32Array(MAGIC.buffer);
-
 /**
  * Runs a `planar` packedMatmul (float32, x with contiguous rows; checked by packed.ts). `fillPlanes`
  * writes the 64 bytes of table planes at `at`. x goes in permuted to the planes' order.
@@ -268,10 +285,8 @@ const MAGIC_BITS = new Int32Array(MAGIC.buffer);
 export function packedPlanesWasm(engine: Engine, ops: PackedOperands, out: Arg, bits: number, groupSize: number, fillPlanes: (engine: Engine, table: Arg, bits: number, at: number) => void): boolean {
   const { x, codes, table, scale, zero, bias, N, K, O, G } = ops;
   // an int grid's table, L[f] = f + L[0] exactly in float32: decoded without the table
-  const td = table.data;
-  const l0 = Math.fround(td[table.offset]!);
-  let affine = Number.isInteger(l0) && Math.abs(l0) < 2 ** 22;
-  for (let f = 1; f < 2 ** bits && affine; f++) affine = Math.fround(td[table.offset + f]!) === l0 + f;
+  const magic = affineMagic(table, 2 ** bits);
+  const affine = magic !== null;
   const F = 8 / bits;
   const unitFields = 16 * F;
   const threaded = engine.threads > 1 && N * O * K >= PARALLEL_MIN_MACS;
@@ -308,7 +323,6 @@ export function packedPlanesWasm(engine: Engine, ops: PackedOperands, out: Arg, 
   // good part of its time)
   const args = engine.i32;
   const a0 = ARGS / 4;
-  MAGIC[0] = 1.5 * 2 ** 23 - l0;
   args[a0 + W.x] = xAt;
   args[a0 + W.codes] = place[0]!.addr;
   args[a0 + W.planes] = engine.scratch;
@@ -324,7 +338,7 @@ export function packedPlanesWasm(engine: Engine, ops: PackedOperands, out: Arg, 
   args[a0 + W.buf] = buf;
   args[a0 + W.bufBytes] = bufBytes;
   args[a0 + W.hasBias] = bias ? 1 : 0;
-  args[a0 + W.magic] = MAGIC_BITS[0]!;
+  args[a0 + W.magic] = magic ?? 0;
   engine.parallel(`packed_planes${bits}${affine ? 'a' : ''}${zero ? '_z' : ''}`, ARGS, nTasks, threaded);
   if (outAt < 0) engine.stageOut(out, engine.f32, outPtr, N * O);
   return true;
