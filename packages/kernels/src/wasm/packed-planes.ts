@@ -5,11 +5,11 @@
  * Sixteen code bytes are split into 8/bits bit planes, plane p holding the fields F·i + p of the
  * unit (F = 8/bits fields a byte, i the byte): one shift and one mask a plane. 1- and 4-bit
  * fields are summed in that plane order, x permuted once per call to match (O(N·K), against
- * O(N·O·K) multiply-adds); 2-bit planes are put back in row order by two rounds of unpacks, so the
+ * O(N·O·K) multiply-adds); 2-bit planes (x read as it is) are put back in row order by two rounds of unpacks, so the
  * base-3 kernel, which decodes the same trits in row order, sums them the same way bit for bit.
  * Sixteen fields become levels by the table swizzle of packed.ts (relaxed_swizzle where available:
  * the same lookup, without the range fix-up of indices that are always < 16 here), or, for an int
- * grid's table, by widening (see `magicLevels`). Each group sums x·(L − z) in four f32x4
+ * grid's table, by widening (see `affineLevels16`). Each group sums x·(L − z) in four f32x4
  * accumulators and is scaled once, ((a0 + a1) + (a2 + a3))·s added to the row's vector: the scale
  * leaves the inner loop.
  *
@@ -142,9 +142,10 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
     };
     /**
      * Each plane of the unit at p (16 fields) as L − z into w, handed to `use`, then p steps a
-     * unit. A loop over the planes, not unrolled: TurboFan issues a block's loads first and sinks
-     * the FMAs to their use, so each unrolled plane's x vectors would stay live across the others'
-     * (spilled: read off --print-wasm-code).
+     * unit. A loop over the 4 or 8 planes of 2- and 1-bit fields, not unrolled: TurboFan issues a
+     * block's loads first and sinks the FMAs to their use, so each unrolled plane's x vectors
+     * would stay live across the others' (spilled: read off --print-wasm-code); 4-bit fields'
+     * two planes are unrolled.
      */
     const unit = (use: () => void) => {
       if (rowOrder) {
