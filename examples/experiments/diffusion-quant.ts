@@ -2,8 +2,10 @@
  * @file Quantized diffusion compared (issue 20, docs/experiments/diffusion-quant.md): the MNIST DiT of
  * examples/diffusion-mnist.ts (trained here briefly and cached), then float vs W8A8 RTN calibrated on
  * pure noise vs W8A8 / W4A8 PTQ4DM (NDTC calibration from the float sampler) vs W4A8 EfficientDM
- * (TALSQ + LoRA, data-free distillation). Metric: noise-prediction MSE against the float model on
- * held-out (x_t, t) from the float sampler; plus a PNG grid of samples per configuration.
+ * (TALSQ + LoRA, data-free distillation) vs FPSAttention (FP8 E4M3 Q/K/V/P, block-sparse tiles) on
+ * the float model and on W4A8 EfficientDM, swapped in after distillation or distilled with it.
+ * Metric: noise-prediction MSE against the float model on held-out (x_t, t) from the float sampler;
+ * plus a PNG grid of samples per configuration.
  * Run: npx tsx examples/experiments/diffusion-quant.ts [--train-steps 1000] [--distill-trajectories 40]
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -11,8 +13,8 @@ import { join } from 'node:path';
 import { Generator, loadSafetensors, noGrad, saveSafetensors, tidy } from '@qgrad/core';
 import { AdamW, DiT, Diffusion, LambdaLR, cosineSchedule, mnistDiTConfig, trainStep, type DiTConfig } from '@qgrad/nn';
 import {
-  collectCalibration, efficientDM, efficientDMDistill, efficientDMParameters, mergeEfficientDM, noiseCalibration, ptq4dm, talsq, TimestepModule,
-  type ActQuantConfig, type CalibrationSet, type PtqMethod, type QATRule,
+  collectCalibration, efficientDM, efficientDMDistill, efficientDMParameters, mergeEfficientDM, noiseCalibration, prepareFpsAttention, ptq4dm, talsq, TimestepModule,
+  type ActQuantConfig, type CalibrationSet, type FpsAttentionOptions, type PtqMethod, type QATRule,
 } from '@qgrad/quant';
 import { cli } from '../lib/args.js';
 import { mnistBatch, mnistData } from '../lib/mnist.js';
@@ -32,6 +34,7 @@ const args = cli('experiments/diffusion-quant', 'Float vs W8A8 RTN (noise calibr
   loraLr: { type: 'number', default: 1e-3, exclusiveMin: 0, help: 'EfficientDM LoRA LR (the reference scales it by mean Δ_w / 2500 over 16,000 steps; this run is 800 steps)' },
   actLr: { type: 'number', default: 5e-4, exclusiveMin: 0, help: 'TALSQ step-size LR (the reference: 5e-4)' },
   seed: { type: 'int', default: 0, min: 0, help: 'seed of training, calibration, held-out draws and samples' },
+  fpsOnly: { type: 'boolean', help: 'only the rows the FPSAttention rows build on or compare with: float, W4A8 PTQ4DM (GPTQ), W4A8 EfficientDM' },
   backend: { type: 'string', default: 'wasm', help: "'wasm' or 'js'" },
   runDir: { type: 'string', default: 'runs/experiments/diffusion-quant', help: 'output directory' },
 });
@@ -82,8 +85,8 @@ const g = new Generator(args.seed + 1);
 const labelsOf = (n: number, gen: Generator) => Array.from({ length: n }, () => Math.floor(gen.random() * 10));
 let t0 = performance.now();
 const ndtc = collectCalibration(diffusion, teacher, { samples: args.calib, shape, steps: K, labels: labelsOf(args.calib, g), generator: g });
-const noise = noiseCalibration(diffusion, args.calib, shape, { labels: labelsOf(args.calib, g), generator: g });
-const single = collectCalibration(diffusion, teacher, { samples: args.calib, shape, steps: K, sampling: { kind: 'single', index: 0 }, labels: labelsOf(args.calib, g), generator: g });
+const noise = args.fpsOnly ? null : noiseCalibration(diffusion, args.calib, shape, { labels: labelsOf(args.calib, g), generator: g });
+const single = args.fpsOnly ? null : collectCalibration(diffusion, teacher, { samples: args.calib, shape, steps: K, sampling: { kind: 'single', index: 0 }, labels: labelsOf(args.calib, g), generator: g });
 // held out: uniform over the sampler's steps, another generator
 const hg = new Generator(args.seed + 1000);
 const held = collectCalibration(diffusion, teacher, { samples: args.heldOut, shape, steps: K, sampling: { kind: 'uniform' }, labels: labelsOf(args.heldOut, hg), generator: hg });
@@ -136,46 +139,77 @@ function evaluate(name: string, calibration: string, m: TimestepModule, started:
 
 t0 = performance.now();
 evaluate('float', '-', teacher, t0);
-t0 = performance.now();
-evaluate('W8A8 RTN', 'noise (x~N(0,I), t~U)', quantized(8, 'rtn', noise), t0);
-t0 = performance.now();
-evaluate('W8A8 RTN single-t', 'sampler, t = 0 only', quantized(8, 'rtn', single), t0);
-t0 = performance.now();
-evaluate('W8A8 PTQ4DM (RTN)', 'sampler, NDTC', quantized(8, 'rtn', ndtc), t0);
-t0 = performance.now();
-evaluate('W4A8 RTN', 'noise (x~N(0,I), t~U)', quantized(4, 'rtn', noise), t0);
-t0 = performance.now();
-evaluate('W4A8 PTQ4DM (RTN)', 'sampler, NDTC', quantized(4, 'rtn', ndtc), t0);
+if (noise && single) {
+  t0 = performance.now();
+  evaluate('W8A8 RTN', 'noise (x~N(0,I), t~U)', quantized(8, 'rtn', noise), t0);
+  t0 = performance.now();
+  evaluate('W8A8 RTN single-t', 'sampler, t = 0 only', quantized(8, 'rtn', single), t0);
+  t0 = performance.now();
+  evaluate('W8A8 PTQ4DM (RTN)', 'sampler, NDTC', quantized(8, 'rtn', ndtc), t0);
+  t0 = performance.now();
+  evaluate('W4A8 RTN', 'noise (x~N(0,I), t~U)', quantized(4, 'rtn', noise), t0);
+  t0 = performance.now();
+  evaluate('W4A8 PTQ4DM (RTN)', 'sampler, NDTC', quantized(4, 'rtn', ndtc), t0);
+}
 t0 = performance.now();
 const w4 = quantized(4, 'gptq', ndtc);
 evaluate('W4A8 PTQ4DM (GPTQ)', 'sampler, NDTC', w4, t0);
 
-// EfficientDM from the W4A8 PTQ4DM (GPTQ) model: TALSQ buckets = sampler steps, LoRA on every Linear
+// FPSAttention (methods-2.md §9): Q, K, V, P in FP8 E4M3 over the 4×4 patch grid cut into 2×2 tiles;
+// sparse: each head attends 2 of the 4 key tiles, its tile row (first half of the heads) or column
+const fpsDense: FpsAttentionOptions = { grid: [teacher.net.grid, teacher.net.grid], tile: [2, 2] };
+const fpsSparse: FpsAttentionOptions = { ...fpsDense, sparsity: { kind: 'window', reach: Array.from({ length: config.numHeads }, (_, h) => (h < config.numHeads / 2 ? [0, 1] : [1, 0])) } };
+
+/**
+ * EfficientDM from the W4A8 PTQ4DM (GPTQ) model: TALSQ buckets = sampler steps, LoRA on every
+ * Linear, distilled from the float teacher; with `fps`, the attention is FPSAttention throughout
+ * the distillation (trained jointly).
+ */
+function efficientDMStudent(fps: FpsAttentionOptions | null): { student: TimestepModule<DiT>; losses: number[]; note: string } {
+  const student = quantized(4, 'gptq', ndtc);
+  if (fps) prepareFpsAttention(student, fps);
+  talsq(student, { input: A8, timesteps: T, buckets: K });
+  efficientDM(student, { rank: args.rank, generator: new Generator(args.seed + 3) });
+  const p = efficientDMParameters(student);
+  const optimizer = new AdamW([
+    { params: p.lora.flatMap((l) => l.params), lr: args.loraLr },
+    { params: p.weightScales, lr: 1e-6 },
+    { params: p.activationScales, lr: args.actLr },
+  ], { weightDecay: 0 });
+  const total = args.distillTrajectories * K;
+  const scheduler = new LambdaLR(optimizer, (s: number) => 1 - s / total); // linear decay, no warmup (the reference)
+  const dg = new Generator(args.seed + 5);
+  const losses = efficientDMDistill(student, teacher, diffusion, {
+    optimizer, scheduler, trajectories: args.distillTrajectories, batchSize: args.distillBatch, shape, steps: K,
+    labels: () => labelsOf(args.distillBatch, dg), generator: dg,
+    onStep: ({ step, loss }) => {
+      if (step % 100 === 0) console.log(`distill${fps ? ' (FPS attention)' : ''} step ${step}/${total} loss ${loss.toFixed(4)} (${seconds(t0)} s)`);
+    },
+  });
+  const first = losses.slice(0, K * 2).reduce((a, b) => a + b, 0) / (K * 2);
+  const last = losses.slice(-K * 2).reduce((a, b) => a + b, 0) / (K * 2);
+  mergeEfficientDM(student);
+  student.eval();
+  return { student, losses, note: `distillation loss (mean of first / last ${2 * K} steps) ${first.toFixed(4)} → ${last.toFixed(4)}; ${total} steps` };
+}
+
 t0 = performance.now();
-const student = quantized(4, 'gptq', ndtc);
-talsq(student, { input: A8, timesteps: T, buckets: K });
-efficientDM(student, { rank: args.rank, generator: new Generator(args.seed + 3) });
-const p = efficientDMParameters(student);
-const optimizer = new AdamW([
-  { params: p.lora.flatMap((l) => l.params), lr: args.loraLr },
-  { params: p.weightScales, lr: 1e-6 },
-  { params: p.activationScales, lr: args.actLr },
-], { weightDecay: 0 });
-const total = args.distillTrajectories * K;
-const scheduler = new LambdaLR(optimizer, (s: number) => 1 - s / total); // linear decay, no warmup (the reference)
-const dg = new Generator(args.seed + 5);
-const losses = efficientDMDistill(student, teacher, diffusion, {
-  optimizer, scheduler, trajectories: args.distillTrajectories, batchSize: args.distillBatch, shape, steps: K,
-  labels: () => labelsOf(args.distillBatch, dg), generator: dg,
-  onStep: ({ step, loss }) => {
-    if (step % 100 === 0) console.log(`distill step ${step}/${total} loss ${loss.toFixed(4)} (${seconds(t0)} s)`);
-  },
-});
-const first = losses.slice(0, K * 2).reduce((a, b) => a + b, 0) / (K * 2);
-const last = losses.slice(-K * 2).reduce((a, b) => a + b, 0) / (K * 2);
-mergeEfficientDM(student);
-student.eval();
-evaluate('W4A8 EfficientDM', 'NDTC init + distill', student, t0, `distillation loss (mean of first / last ${2 * K} steps) ${first.toFixed(4)} → ${last.toFixed(4)}; ${total} steps`);
+const edm = efficientDMStudent(null);
+evaluate('W4A8 EfficientDM', 'NDTC init + distill', edm.student, t0, edm.note);
+
+for (const [name, fps] of [['float + FP8 attention', fpsDense], ['float + FPS attention', fpsSparse]] as const) {
+  t0 = performance.now();
+  const m = copy();
+  prepareFpsAttention(m, fps);
+  m.eval();
+  evaluate(name, '-', m, t0);
+}
+t0 = performance.now();
+prepareFpsAttention(edm.student, fpsSparse);
+evaluate('W4A8 EfficientDM → FPS attention', 'swapped in after distill', edm.student, t0);
+t0 = performance.now();
+const joint = efficientDMStudent(fpsSparse);
+evaluate('W4A8 EfficientDM with FPS attention', 'distilled with it (joint)', joint.student, t0, joint.note);
 
 const md = [
   `| config | calibration | MSE vs float (all t) | t < ${T / 2} | t ≥ ${T / 2} | seconds |`,
@@ -183,5 +217,5 @@ const md = [
   ...rows.map((r) => `| ${r.name} | ${r.calibration} | ${r.mse.all.toExponential(3)} | ${r.mse.low.toExponential(3)} | ${r.mse.high.toExponential(3)} | ${r.seconds} |`),
 ].join('\n');
 writeFileSync(join(args.runDir, 'results.md'), `${md}\n`);
-writeFileSync(join(args.runDir, 'results.json'), JSON.stringify({ args, rows, losses }, null, 1));
-console.log(`\n${md}\n${rows.at(-1)!.note}\nwrote ${args.runDir}/{results.md, results.json, samples-*.png}`);
+writeFileSync(join(args.runDir, 'results.json'), JSON.stringify({ args, rows, losses: edm.losses, jointLosses: joint.losses }, null, 1));
+console.log(`\n${md}\n${rows.filter((r) => r.note).map((r) => `${r.name}: ${r.note}`).join('\n')}\nwrote ${args.runDir}/{results.md, results.json, samples-*.png}`);
