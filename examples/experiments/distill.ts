@@ -152,18 +152,18 @@ async function floatLlama(seed: number): Promise<{ path: string; valBpb: number 
 
 const floatLlamas = new Map<number, number>();
 if (models.includes('llama')) {
-  for (const seed of args.seeds) {
+  // the QAT pair of every seed before the float references, so a short budget still gets the comparison
+  const order = [...args.seeds.flatMap((seed) => LLAMA_RUNS.filter((r) => r.config !== 'fp').map((run) => ({ run, seed }))), ...args.seeds.flatMap((seed) => LLAMA_RUNS.filter((r) => r.config === 'fp').map((run) => ({ run, seed })))];
+  for (const { run, seed } of order) {
     const f = await floatLlama(seed);
     floatLlamas.set(seed, f.valBpb);
-    for (const run of LLAMA_RUNS) {
-      const key = llamaKey(run.name, seed);
-      if (done.has(key)) continue;
-      const r = await runQatLlama({
-        ...llamaScale, config: run.config, seed, steps: args.steps, lr: args.lr, init: f.path, dir: join(args.runDir, 'llama', run.name, `seed${seed}`),
-        ...(run.kd && { distill: { temperature: args.temperature, alpha: args.alpha } }), log: (s) => console.log(`${run.name} seed ${seed}: ${s}`),
-      });
-      record({ key, model: 'llama', config: run.name, seed, value: r.valBpb, msPerStep: r.msPerStep, cpuMsPerStep: r.cpuMsPerStep });
-    }
+    const key = llamaKey(run.name, seed);
+    if (done.has(key)) continue;
+    const r = await runQatLlama({
+      ...llamaScale, config: run.config, seed, steps: args.steps, lr: args.lr, init: f.path, dir: join(args.runDir, 'llama', run.name, `seed${seed}`),
+      ...(run.kd && { distill: { temperature: args.temperature, alpha: args.alpha } }), log: (s) => console.log(`${run.name} seed ${seed}: ${s}`),
+    });
+    record({ key, model: 'llama', config: run.name, seed, value: r.valBpb, msPerStep: r.msPerStep, cpuMsPerStep: r.cpuMsPerStep });
   }
 }
 

@@ -114,7 +114,7 @@ describe('runQatLlama', () => {
 
   it('trains the 2:4 configs and ends with at most two non-zeros in every group of four decoder inputs', async () => {
     const base: QatLlamaOptions = { ...tiny, dim: 32, steps: 4, lr: 3e-3 };
-    for (const config of ['cast24', 'cast24-w4', 'mag24', 'mag24-w4']) {
+    for (const config of ['cast24', 'cast24-w4', 'cast24-w4-d20', 'mag24', 'mag24-w4']) {
       const r = await runQatLlama({ ...base, config, dir: join(root, config) });
       expect(Number.isFinite(r.valBpb)).toBe(true);
       expect(r.sparsity!.zeroFraction).toBeGreaterThanOrEqual(0.5);

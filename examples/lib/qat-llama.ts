@@ -47,6 +47,8 @@ const lsqA4: ActQuantConfig = { bits: 4, signed: true }; // learned per-tensor L
 const tokenA8: ActQuantConfig = { bits: 8, signed: true, granularity: 'token' }; // dynamic absmax per token, STE
 /** The W4 g32 LSQ + A8 per-token setting of the compute-split runs. */
 const speed = (m: Llama) => void prepareQAT(m, { rules: [{ match: LAYERS, types: ['Linear'], weight: lsqW(4), input: tokenA8 }] });
+/** w4-int4's weight quantizer (int4 g32, learned LSQ step; A float), under the 2:4 masks of the sparse configs. */
+const int4g32 = (m: Llama) => void prepareQAT(m, { rules: [{ match: LAYERS, types: ['Linear'], weight: { grid: 'int', bits: 4, granularity: g32 } }] });
 const rms = (wBits: number, rotate: boolean, estimator: string) => (m: Llama) =>
   void prepareHadamardQAT(m, { weight: { ...questConfig(wBits, { estimator }), granularity: g32 }, input: questConfig(4, { estimator }), rotate }, { match: LAYERS });
 
@@ -88,9 +90,15 @@ export const QAT_LLAMA_CONFIGS: QatLlamaConfig[] = [
     { name: `${method === 'cast' ? 'cast' : 'mag'}24`, about: `2:4 ${how}; float`, schedule: 'plain', sparsity: { method } },
     {
       name: `${method === 'cast' ? 'cast' : 'mag'}24-w4`, about: `2:4 ${how}, then int4 g32 learned LSQ step as w4-int4; A float`, schedule: 'plain', sparsity: { method },
-      prepare: (m) => void prepareQAT(m, { rules: [{ match: LAYERS, types: ['Linear'], weight: { grid: 'int', bits: 4, granularity: g32 } }] }),
+      prepare: int4g32,
     },
   ]),
+  // CAST's decay is in units of mean|w| per unit LR, sized for SGD-like steps: under AdamW (steps ≈ lr each) the
+  // default λ = 2 left 28 % of the weight norm outside the mask after 200 steps (cast.md); 10× stronger
+  {
+    name: 'cast24-w4-d20', about: '2:4 CAST as cast24-w4 with decay λ = 20 (10× the default); int4 g32 learned LSQ step; A float', schedule: 'plain', sparsity: { method: 'cast', decay: 20 },
+    prepare: int4g32,
+  },
 ];
 
 export interface QatLlamaOptions {
