@@ -4,7 +4,7 @@
  * written to bench-results/bench.json. Benchmarks are not tests: nothing here asserts a time.
  * The gpu backend joins dispatch, matmul, mlp and llama wherever a gpu.js mode works (in Node,
  * headless-gl needs a display: xvfb-run -a npm run bench); scripts/bench/gpu.ts says on what it renders.
- * Usage: npm run bench -- [--sections dispatch,matmul,quant,packed,sparse24,int8,mlp,llama,lora] [--quick]
+ * Usage: npm run bench -- [--sections dispatch,matmul,quant,packed,sparse24,int8,mlp,llama,lora,llamacpp] [--quick]
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -19,13 +19,13 @@ import { announceGpu, gpuContender } from './gpu.js';
 
 const { values: args } = parseArgs({
   options: {
-    sections: { type: 'string', default: 'dispatch,matmul,quant,packed,sparse24,int8,mlp,llama,lora' },
+    sections: { type: 'string', default: 'dispatch,matmul,quant,packed,sparse24,int8,mlp,llama,lora,llamacpp' },
     quick: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
 if (args.help) {
-  console.log('npm run bench -- [--sections dispatch,matmul,quant,packed,sparse24,int8,mlp,llama,lora] [--quick]');
+  console.log('npm run bench -- [--sections dispatch,matmul,quant,packed,sparse24,int8,mlp,llama,lora,llamacpp] [--quick]');
   process.exit(0);
 }
 const sections = new Set(args.sections!.split(','));
@@ -184,7 +184,7 @@ if (sections.has('matmul')) {
   report.matmul = { results, pytorch, llamaShapes: { shapes: perShape, results: llamaResults, stepMs, stepGflops, stepMflop: stepFlops / 1e6 } };
 }
 
-for (const s of ['quant', 'packed', 'sparse24', 'int8', 'mlp', 'llama', 'lora']) {
+for (const s of ['quant', 'packed', 'sparse24', 'int8', 'mlp', 'llama', 'lora', 'llamacpp']) {
   if (sections.has(s)) {
     const mod = await import(`./${s}.js`).catch(() => null);
     if (mod) report[s] = await (mod as { run(ctx: BenchContext): Promise<unknown> }).run({ quick: args.quick!, torch, table, median });
