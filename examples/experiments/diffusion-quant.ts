@@ -19,6 +19,7 @@ import {
 import { cli } from '../lib/args.js';
 import { mnistBatch, mnistData } from '../lib/mnist.js';
 import { saveImageGrid } from '../lib/png.js';
+import { classAccuracy, frechetDistance, judgeFeatures, JUDGE_FEATURES, mnistJudge, realDigits } from '../lib/sample-quality.js';
 import { useBackend } from '../lib/train.js';
 
 const args = cli('experiments/diffusion-quant', 'Float vs W8A8 RTN (noise calibration) vs W8A8/W4A8 PTQ4DM vs W4A8 EfficientDM on the MNIST DiT: noise-prediction MSE vs float on held-out (x_t, t), and sample grids.', {
@@ -34,6 +35,8 @@ const args = cli('experiments/diffusion-quant', 'Float vs W8A8 RTN (noise calibr
   loraLr: { type: 'number', default: 1e-3, exclusiveMin: 0, help: 'EfficientDM LoRA LR (the reference scales it by mean Δ_w / 2500 over 16,000 steps; this run is 800 steps)' },
   actLr: { type: 'number', default: 5e-4, exclusiveMin: 0, help: 'TALSQ step-size LR (the reference: 5e-4)' },
   seed: { type: 'int', default: 0, min: 0, help: 'seed of training, calibration, held-out draws and samples' },
+  qualitySamples: { type: 'int', default: 500, min: 10, help: 'class-conditional samples per configuration for the judge (class accuracy, Fréchet distance; the first 100 make the PNG grid)' },
+  judge: { type: 'string', default: '', help: 'sample-quality judge checkpoint, trained there when absent (default <run-dir>/judge-600.safetensors)' },
   fpsOnly: { type: 'boolean', help: 'only the rows the FPSAttention rows build on or compare with: float, W4A8 PTQ4DM (GPTQ), W4A8 EfficientDM' },
   backend: { type: 'string', default: 'wasm', help: "'wasm' or 'js'" },
   runDir: { type: 'string', default: 'runs/experiments/diffusion-quant', help: 'output directory' },
@@ -122,19 +125,26 @@ function quantized(bits: number, method: PtqMethod, cal: CalibrationSet): Timest
   return m;
 }
 
-interface Row { name: string; calibration: string; seconds: number; mse: { all: number; low: number; high: number }; note?: string }
+// the judge of sample quality (examples/lib/sample-quality.ts) and its features of the 2,000 real test digits
+const judge = mnistJudge({ path: args.judge || join(args.runDir, 'judge-600.safetensors'), log: (l) => console.log(l) });
+const realFeatures = judgeFeatures(judge, realDigits(2000).images);
+console.log(`judge: ${(100 * judge.testAcc).toFixed(2)} % on the real test digits`);
+
+interface Row { name: string; calibration: string; seconds: number; mse: { all: number; low: number; high: number }; quality: { accuracy: number; frechet: number }; note?: string }
 const rows: Row[] = [];
-const sampleLabels = Array.from({ length: 100 }, (_, k) => Math.floor(k / 10));
+// class k mod 10: the grid's 10 columns are the 10 classes
+const sampleLabels = Array.from({ length: args.qualitySamples }, (_, k) => k % 10);
 function evaluate(name: string, calibration: string, m: TimestepModule, started: number, note?: string): void {
   const secs = Number(seconds(started));
   const mse = heldOutMse(m);
-  rows.push({ name, calibration, seconds: secs, mse, ...(note && { note }) });
   const file = `samples-${name.replace(/[^a-z0-9]+/gi, '-').replace(/-$/, '').toLowerCase()}.png`;
-  tidy(() => {
-    const samples = diffusion.sampleDdim((x, t) => tidy(() => m.forward(x, t, sampleLabels)), [100, ...shape], K, { generator: new Generator(args.seed + 7) });
-    saveImageGrid(join(args.runDir, file), samples, { cols: 10, lo: -1, hi: 1, scale: 2 });
+  const quality = tidy(() => {
+    const samples = diffusion.sampleDdim((x, t) => tidy(() => m.forward(x, t, sampleLabels)), [sampleLabels.length, ...shape], K, { generator: new Generator(args.seed + 7) });
+    saveImageGrid(join(args.runDir, file), samples.narrow(0, 0, Math.min(100, sampleLabels.length)), { cols: 10, lo: -1, hi: 1, scale: 2 });
+    return { accuracy: classAccuracy(judge, samples, sampleLabels), frechet: frechetDistance(judgeFeatures(judge, samples), realFeatures, JUDGE_FEATURES) };
   });
-  console.log(`${name.padEnd(28)} ${calibration.padEnd(22)} mse ${mse.all.toExponential(3)} (t<T/2 ${mse.low.toExponential(3)}, t≥T/2 ${mse.high.toExponential(3)})  ${secs}s → ${file}`);
+  rows.push({ name, calibration, seconds: secs, mse, quality, ...(note && { note }) });
+  console.log(`${name.padEnd(28)} ${calibration.padEnd(22)} mse ${mse.all.toExponential(3)} (t<T/2 ${mse.low.toExponential(3)}, t≥T/2 ${mse.high.toExponential(3)})  class acc ${(100 * quality.accuracy).toFixed(1)} %  Fréchet ${quality.frechet.toFixed(2)}  ${secs}s → ${file}`);
 }
 
 t0 = performance.now();
@@ -212,9 +222,9 @@ const joint = efficientDMStudent(fpsSparse);
 evaluate('W4A8 EfficientDM with FPS attention', 'distilled with it (joint)', joint.student, t0, joint.note);
 
 const md = [
-  `| config | calibration | MSE vs float (all t) | t < ${T / 2} | t ≥ ${T / 2} | seconds |`,
-  '|---|---|---|---|---|---|',
-  ...rows.map((r) => `| ${r.name} | ${r.calibration} | ${r.mse.all.toExponential(3)} | ${r.mse.low.toExponential(3)} | ${r.mse.high.toExponential(3)} | ${r.seconds} |`),
+  `| config | calibration | MSE vs float (all t) | t < ${T / 2} | t ≥ ${T / 2} | class acc % | Fréchet | seconds |`,
+  '|---|---|---|---|---|---|---|---|',
+  ...rows.map((r) => `| ${r.name} | ${r.calibration} | ${r.mse.all.toExponential(3)} | ${r.mse.low.toExponential(3)} | ${r.mse.high.toExponential(3)} | ${(100 * r.quality.accuracy).toFixed(1)} | ${r.quality.frechet.toFixed(2)} | ${r.seconds} |`),
 ].join('\n');
 writeFileSync(join(args.runDir, 'results.md'), `${md}\n`);
 writeFileSync(join(args.runDir, 'results.json'), JSON.stringify({ args, rows, losses: edm.losses, jointLosses: joint.losses }, null, 1));
