@@ -185,7 +185,7 @@ for (const s of sections.filter((x) => shown(x.model))) {
     ...s.runs.map((run) => {
       const rs = args.seeds.map((seed) => done.get(s.key(run.name, seed))).filter((r): r is Run => !!r);
       return { config: run.name, group: s.model, seeds: rs.map((r) => r.seed), values: rs.map((r) => r.value), extra: { 'ms/step': Math.round(mean(rs.map((r) => r.msPerStep))), ...(rs.every((r) => r.cpuMsPerStep !== undefined) && { 'CPU ms/step': Math.round(mean(rs.map((r) => r.cpuMsPerStep!))) }), what: run.about } };
-    }),
+    }).filter((r) => r.values.length), // a run not reached yet (another process, a short budget) is left out, not shown as NaN
   ];
   allRows.push(...rows);
   const val = (name: string) => (seed: number) => done.get(s.key(name, seed))?.value;
