@@ -147,7 +147,7 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
      * would stay live across the others' (spilled: read off --print-wasm-code); 4-bit fields'
      * two planes are unrolled.
      */
-    const unit = (use: () => void) => {
+    const unit = (use: () => void, unrolled = false) => {
       if (rowOrder) {
         // planes P0…P3 (byte i of P_p: field 4i + p) to row order C0…C3 (byte j of C_c: field
         // 16c + j) by two rounds of unpacks, parked in the task's stash for the loop to read
@@ -173,10 +173,12 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
         if (zeroPoint) for (const q of w) c.get(q).get(zv).simd(Simd.f32x4_sub).set(q);
         use();
       };
-      if (bits === 4) {
+      if (bits === 4 && unrolled) {
         // two planes: unrolled, each shift an immediate (a loop's shift by a local cost four
         // instructions and the loop five more, of some thirty a plane; 4096², int4 g32, one row,
-        // kernel CPU time, min of 7 rounds, 4 alternating runs: 3.26–3.50 → 2.29–2.75 ms)
+        // kernel CPU time, min of 7 rounds, 4 alternating runs: 3.26–3.50 → 2.29–2.75 ms). Only
+        // for one unit a group: inside the units loop the table decode spilled (NF4 b64, same
+        // measure: loop 2.42–2.44, unrolled 3.05–3.07 ms)
         c.get(p).simdMem(Simd.v128_load, 0).set(codeV);
         c.get(codeV).get(mask).simd(Simd.v128_and).set(tmp[0]!);
         plane();
@@ -196,12 +198,12 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
     };
     const magicLevels = () => affineLevels16(c, magic, w, tmp);
     /** Per group: its zero point into zv, sums of four f32x4 over its units (`body`), then A += ((ga0 + ga1) + (ga2 + ga3))·s. */
-    const groups = (body: () => void, decodes = true) => {
+    const groups = (body: (one: boolean) => void, decodes = true) => {
       const loop = (one: boolean) => c.for(g, () => c.i32(0), () => c.get(G), 1, () => {
         if (zeroPoint && decodes) c.get(zero).get(sp).op(Op.i32_add).mem(Op.f32_load, 2).simd(Simd.f32x4_splat).set(zv);
         clear(ga);
-        if (one) body();
-        else c.for(u, () => c.i32(0), () => c.get(units), 1, body);
+        if (one) body(true);
+        else c.for(u, () => c.i32(0), () => c.get(units), 1, () => body(false));
         c.get(ga[0]!).get(ga[1]!).simd(Simd.f32x4_add).get(ga[2]!).get(ga[3]!).simd(Simd.f32x4_add).simd(Simd.f32x4_add).set(gsum);
         madd(A, () => c.get(gsum), () => c.get(scale).get(sp).op(Op.i32_add).mem(Op.f32_load, 2).simd(Simd.f32x4_splat));
         c.get(sp).i32(4).op(Op.i32_add).set(sp);
@@ -236,10 +238,10 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
         c.get(o).get(G).op(Op.i32_mul).i32(2).op(Op.i32_shl).set(sp);
         c.get(x).set(xp);
         clear([A]);
-        groups(() => unit(() => {
+        groups((one) => unit(() => {
           for (let q = 0; q < 4; q++) madd(ga[q]!, () => c.get(w[q]!), xq(q));
           step(xp, 64);
-        }));
+        }, one));
         finish(() => c.i32(0));
       }
       c.op(Op.else);
