@@ -38,6 +38,10 @@ const args = cli('experiments/distill', 'QAT with vs without distillation from t
   batchSize: { type: 'int', default: 8, min: 1, help: 'Llama sequences per step (pretraining and fine-tuning)' },
   seqLen: { type: 'int', default: 64, min: 2, help: 'Llama bytes per sequence' },
   valBlocks: { type: 'int', default: 64, min: 1, help: 'Llama validation sequences' },
+  dim: { type: 'int', default: 128, min: 8, help: 'Llama width (tinyLlamaConfig: 128; W2 groups of 32 need a multiple of 32)' },
+  layers: { type: 'int', default: 4, min: 1, help: 'Llama decoder layers' },
+  heads: { type: 'int', default: 4, min: 1, help: 'Llama attention heads' },
+  kvHeads: { type: 'int', default: 2, min: 1, help: 'Llama key/value heads' },
   pretrainDir: { type: 'string', default: 'runs/experiments/distill/llama-float', help: "where the float Llamas are (<dir>/fp/seed<s>/checkpoint.safetensors and <dir>/runs.jsonl, the llama grid's layout, e.g. runs/experiments/halo); trained there when absent" },
   backend: { type: 'string', default: 'wasm', help: "'wasm' or 'js'" },
   runDir: { type: 'string', default: 'runs/experiments/distill', help: 'output directory' },
@@ -131,8 +135,10 @@ const LLAMA_RUNS = [
   { name: 'w2', config: 'w2-lsq', kd: false, about: 'W2 g32 LSQ on every decoder Linear (A float), cross entropy only' },
   { name: 'w2-kd', config: 'w2-lsq', kd: true, about: 'W2 g32 LSQ, (1 − α)·CE + α·τ²·KL on the logits from the float model' },
 ] as const;
-const llamaScale = { batchSize: args.batchSize, seqLen: args.seqLen, valBlocks: args.valBlocks };
-const pre = `${args.pretrainSteps}x${args.batchSize}x${args.seqLen}`;
+const llamaScale = { batchSize: args.batchSize, seqLen: args.seqLen, valBlocks: args.valBlocks, dim: args.dim, layers: args.layers, heads: args.heads, kvHeads: args.kvHeads };
+// a non-default model size is part of every Llama key (the default's keys stay those of the llama grid)
+const size = args.dim === 128 && args.layers === 4 && args.heads === 4 && args.kvHeads === 2 ? '' : `/d${args.dim}l${args.layers}h${args.heads}k${args.kvHeads}`;
+const pre = `${args.pretrainSteps}x${args.batchSize}x${args.seqLen}${size}`;
 const llamaKey = (name: string, seed: number) => `llama/${name}/${seed}/${args.steps}/lr${args.lr}/${name.endsWith('kd') ? kdTag : 'ce'}/from-${pre}/lr${args.pretrainLr}`;
 
 /** The float Llama of `seed` and its val bits/byte: the llama grid's `fp` run at the pretraining budget, trained (or resumed) here when the grid has none. */
