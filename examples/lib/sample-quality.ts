@@ -7,6 +7,7 @@
 import { existsSync } from 'node:fs';
 import { Generator, loadSafetensors, noGrad, saveSafetensors, tidy, type Tensor } from '@qgrad/core';
 import { AdamW, Conv2d, Flatten, LambdaLR, Linear, MaxPool2d, ReLU, Sequential, cosineSchedule } from '@qgrad/nn';
+import { symmetricEigen } from '@qgrad/quant';
 import { classifierStep, evaluateClassifier, mnistBatch, mnistData } from './mnist.js';
 
 /** MNIST's pixel normalisation (mnist.ts): the judge sees what the classification examples see. */
@@ -109,58 +110,6 @@ export function classAccuracy(judge: MnistJudge, images: Tensor, labels: readonl
     }
   });
   return hit / n;
-}
-
-/**
- * Eigen-decomposition of a symmetric n×n matrix (row-major) by cyclic Jacobi rotations: returns
- * the eigenvalues and the eigenvectors as the columns of V, with A = V·diag(λ)·Vᵀ. Small n only
- * (the judge's 64 features); converges to float64 precision in a handful of sweeps.
- * @example const { values, vectors } = symmetricEigen(Float64Array.of(2, 1, 1, 2), 2); // values 1, 3
- */
-export function symmetricEigen(a: ArrayLike<number>, n: number): { values: Float64Array; vectors: Float64Array } {
-  if (a.length !== n * n) throw new Error(`symmetricEigen: ${a.length} values for a ${n}×${n} matrix`);
-  const m = Float64Array.from(a);
-  const v = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) v[i * n + i] = 1;
-  let scale = 0;
-  for (let i = 0; i < n * n; i++) scale += m[i]! * m[i]!;
-  for (let sweep = 0; sweep < 100; sweep++) {
-    let off = 0;
-    for (let p = 0; p < n; p++) for (let q = p + 1; q < n; q++) off += m[p * n + q]! * m[p * n + q]!;
-    if (off <= 1e-30 * scale || off === 0) break;
-    for (let p = 0; p < n; p++) {
-      for (let q = p + 1; q < n; q++) {
-        const apq = m[p * n + q]!;
-        if (apq === 0) continue;
-        // the rotation that zeroes (p, q): tan θ from the 2×2 symmetric Schur decomposition
-        const theta = (m[q * n + q]! - m[p * n + p]!) / (2 * apq);
-        const t = Math.sign(theta || 1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
-        const c = 1 / Math.sqrt(t * t + 1);
-        const s = t * c;
-        for (let k = 0; k < n; k++) {
-          const mkp = m[k * n + p]!;
-          const mkq = m[k * n + q]!;
-          m[k * n + p] = c * mkp - s * mkq;
-          m[k * n + q] = s * mkp + c * mkq;
-        }
-        for (let k = 0; k < n; k++) {
-          const mpk = m[p * n + k]!;
-          const mqk = m[q * n + k]!;
-          m[p * n + k] = c * mpk - s * mqk;
-          m[q * n + k] = s * mpk + c * mqk;
-        }
-        for (let k = 0; k < n; k++) {
-          const vkp = v[k * n + p]!;
-          const vkq = v[k * n + q]!;
-          v[k * n + p] = c * vkp - s * vkq;
-          v[k * n + q] = s * vkp + c * vkq;
-        }
-      }
-    }
-  }
-  const values = new Float64Array(n);
-  for (let i = 0; i < n; i++) values[i] = m[i * n + i]!;
-  return { values, vectors: v };
 }
 
 /** Mean [d] and covariance [d·d] (divisor n − 1) of n rows of d features. */

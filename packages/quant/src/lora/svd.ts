@@ -3,6 +3,7 @@
  * singular triplets of a small dense matrix in float64 on the CPU, via the Gram matrix of its
  * shorter side and cyclic Jacobi. Not a general linear-algebra routine (core has none, by design).
  */
+import { symmetricEigen } from '../ptq/linalg.js';
 
 /** A truncated SVD u·diag(s)·vᵀ of rank r, row-major. */
 export interface LowRank {
@@ -13,54 +14,6 @@ export interface LowRank {
   /** cols × r, row-major (the right singular vectors as columns). */
   v: Float64Array;
   rank: number;
-}
-
-/** Eigen-decomposition of a symmetric n×n matrix (row-major, overwritten) by cyclic Jacobi: eigenvalues and eigenvectors as columns of `vecs`. */
-function jacobiEigen(a: Float64Array, n: number): { values: Float64Array; vecs: Float64Array } {
-  const v = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) v[i * n + i] = 1;
-  for (let sweep = 0; sweep < 60; sweep++) {
-    let off = 0;
-    let diag = 0;
-    for (let i = 0; i < n; i++) {
-      diag += a[i * n + i]! ** 2;
-      for (let j = i + 1; j < n; j++) off += a[i * n + j]! ** 2;
-    }
-    if (off <= 1e-30 * Math.max(diag, 1e-300)) break;
-    for (let p = 0; p < n; p++) {
-      for (let q = p + 1; q < n; q++) {
-        const apq = a[p * n + q]!;
-        if (Math.abs(apq) < 1e-300) continue;
-        const app = a[p * n + p]!;
-        const aqq = a[q * n + q]!;
-        const theta = (aqq - app) / (2 * apq);
-        const t = Math.sign(theta || 1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
-        const c = 1 / Math.sqrt(t * t + 1);
-        const s = t * c;
-        for (let k = 0; k < n; k++) {
-          const akp = a[k * n + p]!;
-          const akq = a[k * n + q]!;
-          a[k * n + p] = c * akp - s * akq;
-          a[k * n + q] = s * akp + c * akq;
-        }
-        for (let k = 0; k < n; k++) {
-          const apk = a[p * n + k]!;
-          const aqk = a[q * n + k]!;
-          a[p * n + k] = c * apk - s * aqk;
-          a[q * n + k] = s * apk + c * aqk;
-        }
-        for (let k = 0; k < n; k++) {
-          const vkp = v[k * n + p]!;
-          const vkq = v[k * n + q]!;
-          v[k * n + p] = c * vkp - s * vkq;
-          v[k * n + q] = s * vkp + c * vkq;
-        }
-      }
-    }
-  }
-  const values = new Float64Array(n);
-  for (let i = 0; i < n; i++) values[i] = a[i * n + i]!;
-  return { values, vecs: v };
 }
 
 /**
@@ -82,7 +35,7 @@ export function truncatedSvd(m: ArrayLike<number>, rows: number, cols: number, r
       g[j * n + i] = acc;
     }
   }
-  const { values, vecs } = jacobiEigen(g, n);
+  const { values, vectors: vecs } = symmetricEigen(g, n);
   const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => values[b]! - values[a]!);
   const u = new Float64Array(rows * rank);
   const v = new Float64Array(cols * rank);

@@ -7,6 +7,6 @@ export * from './gptq.js';
 export * from './migrate.js';
 export * from './clip.js';
 export * from './transform.js';
-export { cholesky, choleskyInverse, upperCholesky } from './linalg.js';
+export { cholesky, choleskyInverse, symmetricEigen, upperCholesky } from './linalg.js';
 export * from './flexround.js';
 export * from './ptqtp.js';

@@ -1,6 +1,7 @@
 /**
  * @file Small dense float64 linear algebra on row-major arrays for PTQ: Cholesky factors and the
- * upper Cholesky factor of an inverse (GPTQ's `chol(H⁻¹)`). Not a tensor library: n ≤ a few thousand.
+ * upper Cholesky factor of an inverse (GPTQ's `chol(H⁻¹)`), and symmetric eigen-decomposition (LoRA's
+ * truncated SVD). Not a tensor library: n ≤ a few thousand.
  */
 
 /**
@@ -60,4 +61,59 @@ export function upperCholesky(a: ArrayLike<number>, n: number, who?: string): Fl
   const u = new Float64Array(n * n);
   for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) u[j * n + i] = l[i * n + j]!;
   return u;
+}
+
+/**
+ * Eigen-decomposition of a symmetric n×n matrix (row-major) by cyclic Jacobi rotations: the
+ * eigenvalues (unsorted) and the eigenvectors as the columns of `vectors`, A = V·diag(λ)·Vᵀ.
+ * For small n (LoRA's SVD Gram matrices, a few dozen features); the input is not modified.
+ * @example const { values, vectors } = symmetricEigen([2, 1, 1, 2], 2); // values 1 and 3
+ */
+export function symmetricEigen(input: ArrayLike<number>, n: number): { values: Float64Array; vectors: Float64Array } {
+  if (input.length !== n * n) throw new Error(`symmetricEigen: ${input.length} values for a ${n}×${n} matrix`);
+  const a = Float64Array.from(input);
+  const v = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) v[i * n + i] = 1;
+  for (let sweep = 0; sweep < 60; sweep++) {
+    let off = 0;
+    let diag = 0;
+    for (let i = 0; i < n; i++) {
+      diag += a[i * n + i]! ** 2;
+      for (let j = i + 1; j < n; j++) off += a[i * n + j]! ** 2;
+    }
+    if (off <= 1e-30 * Math.max(diag, 1e-300)) break;
+    for (let p = 0; p < n; p++) {
+      for (let q = p + 1; q < n; q++) {
+        const apq = a[p * n + q]!;
+        if (Math.abs(apq) < 1e-300) continue;
+        const app = a[p * n + p]!;
+        const aqq = a[q * n + q]!;
+        const theta = (aqq - app) / (2 * apq);
+        const t = Math.sign(theta || 1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
+        const c = 1 / Math.sqrt(t * t + 1);
+        const s = t * c;
+        for (let k = 0; k < n; k++) {
+          const akp = a[k * n + p]!;
+          const akq = a[k * n + q]!;
+          a[k * n + p] = c * akp - s * akq;
+          a[k * n + q] = s * akp + c * akq;
+        }
+        for (let k = 0; k < n; k++) {
+          const apk = a[p * n + k]!;
+          const aqk = a[q * n + k]!;
+          a[p * n + k] = c * apk - s * aqk;
+          a[q * n + k] = s * apk + c * aqk;
+        }
+        for (let k = 0; k < n; k++) {
+          const vkp = v[k * n + p]!;
+          const vkq = v[k * n + q]!;
+          v[k * n + p] = c * vkp - s * vkq;
+          v[k * n + q] = s * vkp + c * vkq;
+        }
+      }
+    }
+  }
+  const values = new Float64Array(n);
+  for (let i = 0; i < n; i++) values[i] = a[i * n + i]!;
+  return { values, vectors: v };
 }
