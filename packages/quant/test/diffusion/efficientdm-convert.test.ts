@@ -11,8 +11,9 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Generator, noGrad, randn, tensor, type Tensor } from '@qgrad/core';
-import { DiT, Diffusion, init, Linear, mnistDiTConfig, Module, Sequential, type DiTConfig } from '@qgrad/nn';
+import { DiT, Diffusion, Linear, mnistDiTConfig, Module, Sequential, type DiTConfig } from '@qgrad/nn';
 import * as Q from '@qgrad/quant';
+import { tinyDiT } from './tiny-dit.js';
 
 const A8: Q.ActQuantConfig = { grid: 'int', bits: 8, scale: { mode: 'fixed', rule: 'mse' } };
 const T = 100;
@@ -22,18 +23,7 @@ const values = (t: Tensor) => Array.from(t.dataSync());
 const config: DiTConfig = { ...mnistDiTConfig, dim: 32, depth: 2, numHeads: 2, patchSize: 7, freqDim: 32 };
 
 /** The DiT with every Linear re-drawn from `seed` (adaLN-Zero would make it predict 0). */
-function mnistDiT(seed: number): Q.TimestepModule<DiT> {
-  const g = new Generator(seed);
-  const net = new DiT(config, { generator: g });
-  noGrad(() => {
-    for (const [, m] of net.namedModules()) {
-      if (!(m instanceof Linear)) continue;
-      init.normal_(m.weight, 0, 1 / Math.sqrt(m.inFeatures), { generator: g });
-      init.normal_(m.bias!, 0, 0.1, { generator: g });
-    }
-  });
-  return new Q.TimestepModule(net);
-}
+const mnistDiT = (seed: number): Q.TimestepModule<DiT> => tinyDiT(seed, config);
 
 /**
  * W4A8 PTQ4DM (RTN, first and last layer W8), TALSQ and EfficientDM adapters, then the adapters,

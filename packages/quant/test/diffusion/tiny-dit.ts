@@ -3,13 +3,15 @@
  * adaLN-Zero init would make it predict 0), wrapped for ptq's timestep batches.
  */
 import { Generator, noGrad } from '@qgrad/core';
-import { DiT, init, Linear } from '@qgrad/nn';
+import { DiT, init, Linear, type DiTConfig } from '@qgrad/nn';
 import * as Q from '@qgrad/quant';
 
-/** An 8×8, one-block DiT with 4 classes whose Linears are drawn from `seed`. */
-export function tinyDiT(seed: number): Q.TimestepModule<DiT> {
+const TINY: DiTConfig = { imageSize: 8, patchSize: 4, inChannels: 1, dim: 16, depth: 1, numHeads: 2, numClasses: 4, freqDim: 16 };
+
+/** A DiT (by default 8×8, one block, 4 classes) whose Linears are drawn from `seed`. */
+export function tinyDiT(seed: number, config: DiTConfig = TINY): Q.TimestepModule<DiT> {
   const g = new Generator(seed);
-  const net = new DiT({ imageSize: 8, patchSize: 4, inChannels: 1, dim: 16, depth: 1, numHeads: 2, numClasses: 4, freqDim: 16 }, { generator: g });
+  const net = new DiT(config, { generator: g });
   noGrad(() => {
     for (const [, m] of net.namedModules()) {
       if (!(m instanceof Linear)) continue;
