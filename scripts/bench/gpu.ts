@@ -54,6 +54,14 @@ export function gpuStatus(): GpuStatus {
     ? 'SOFTWARE RENDERING on this machine\'s CPU cores, not a GPU'
     : software === false ? 'a hardware GL driver' : 'GL driver not found among the mapped libraries: may be software rendering';
   const note = `${label} = ${what}: ${kind}; each timed gpu call or step ends in a read-back (the gpu backend's only synchronisation)`;
+  // A software rasteriser runs its own threads on the cores the CPU contenders are timed on: in a
+  // run with webgpu over llvmpipe beside them, qgrad-wasm-2t's square matmuls fell from 55/66/70 to
+  // 31/43/62 GFLOP/s at 256/512/1024 (2026-12-07), so those figures come only when asked for
+  if (available && software === true && !process.env.QGRAD_GPU_MODE) {
+    const why = `only ${what} opened, a software renderer whose threads would share the cores the CPU figures are timed on; set QGRAD_GPU_MODE=${info.mode} to measure it anyway`;
+    cached = { available: false, mode: info.mode, info: why, glRenderer, driver, software, label, note };
+    return cached;
+  }
   cached = { available, mode: info.mode, info: info.message, glRenderer, driver, software, label, note };
   return cached;
 }
