@@ -75,7 +75,7 @@ export async function run(ctx: BenchContext): Promise<Record<string, number>> {
   const gpuSteps = ctx.quick ? 1 : 2;
   const out: Record<string, number> = {};
   const gpu = gpuStatus();
-  const backends = q.availableBackends().filter((b) => b !== 'js' || ctx.quick || q.availableBackends().length === 1);
+  const backends = q.availableBackends().filter((b) => (b !== 'js' || ctx.quick || q.availableBackends().length === 1) && (b !== 'gpu' || gpu.available));
   const counts: string[] = [];
   for (const backend of backends) {
     q.setBackend(backend);

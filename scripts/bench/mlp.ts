@@ -67,7 +67,7 @@ export async function run(ctx: BenchContext): Promise<Record<string, number>> {
   const steps = Math.floor(n / 64);
   const out: Record<string, number> = {};
   const gpu = gpuStatus();
-  for (const backend of q.availableBackends()) {
+  for (const backend of q.availableBackends().filter((b) => b !== 'gpu' || gpu.available)) {
     q.setBackend(backend);
     const label = backend === 'gpu' ? gpu.label : `qgrad-${backend}`;
     const imgs = q.tensor(images.dataSync(), { shape: images.shape });
