@@ -11,8 +11,8 @@
  * adapters' own work may take. The same four again at 4× the width, batch 8 (not with --quick).
  */
 import * as q from '@qgrad/core';
-import { AdamW, Llama, modelBytes, optimizerStateBytes, tinyLlamaConfig, trainStep, type LlamaConfig } from '@qgrad/nn';
-import { loraParameters, loraQuant, prepareQAT } from '@qgrad/quant';
+import { AdamW, Llama, modelBytes, optimizerStateBytes, tensorBytes, tinyLlamaConfig, trainStep, type LlamaConfig } from '@qgrad/nn';
+import { loraLayers, loraParameters, loraQuant, prepareQAT, QLoraLinear } from '@qgrad/quant';
 import { type BenchContext, cpuMs } from './context.js';
 
 const BATCH = 16;
@@ -75,7 +75,13 @@ function compare(ctx: BenchContext, config: LlamaConfig, batch: number, steps: n
     t.lora.push(lora.step());
     t.floor.push(floor.step());
   }
-  const mem = (c: Contender) => ({ weights: modelBytes(c.model), optimizer: optimizerStateBytes(c.opt) });
+  // QLoRA's weights include what its layers keep beside the codes between steps: each base's
+  // decoded float scales (NF4: one per block of 64 weights), cached for the per-step dequantization
+  const cacheBytes = (m: Llama) => tensorBytes(loraLayers(m).flatMap(([, l]) => {
+    const p = l instanceof QLoraLinear ? l.baseLayer.packedWeight() : null;
+    return p ? [p.levels, p.scale, ...(p.zeroPoint ? [p.zeroPoint] : [])] : [];
+  }));
+  const mem = (c: Contender) => ({ weights: modelBytes(c.model) + cacheBytes(c.model), optimizer: optimizerStateBytes(c.opt) });
   const [mf, mq, ml] = [mem(full), mem(qat), mem(lora)];
   type Who = keyof typeof t;
   // paired: each step against the reference's step of the same round, so load changes cancel
@@ -98,6 +104,7 @@ function compare(ctx: BenchContext, config: LlamaConfig, batch: number, steps: n
     [`${prefix}w4 qat weight bytes`]: mq.weights,
     [`${prefix}w4 qat optimizer bytes`]: mq.optimizer,
     [`${prefix}qlora weight bytes`]: ml.weights,
+    [`${prefix}qlora cached scale bytes (in its weight bytes)`]: cacheBytes(lora.model),
     [`${prefix}qlora optimizer bytes`]: ml.optimizer,
     [`${prefix}qlora / full memory`]: memRatio(ml),
     [`${prefix}qlora / w4 qat memory`]: memRatio(ml, mq),

@@ -39,12 +39,15 @@ const loraLinearFn = defineFunction<[Tensor, Tensor, Tensor, Tensor, number], Te
     const graph = isGradEnabled();
     const as = graph ? mul(a, s) : null;
     const w = as ? add(w0, matmul(b, as)) : wSaved;
+    // dA = (g·s·B)ᵀ·x and dB = gᵀ·(x·(s·A)ᵀ). The adapter's products are skinny (r columns or
+    // rows) and bound by reading g or x, not by arithmetic: the ones over g run right after dx,
+    // while g is still in cache, and x (saved in the forward, long out of cache) is read once, last
     const dx = need[0] ? matmul(g, w) : null;
-    const dw0 = need[1] ? matmul(t2(g), x) : null;
-    // dA = (g·s·B)ᵀ·x and dB = gᵀ·(x·(s·A)ᵀ)
-    const da = need[2] ? matmul(t2(matmul(g, mul(b, s))), x) : null;
+    const gb = need[2] ? matmul(g, mul(b, s)) : null;
     const hs = need[3] ? (as || !hsSaved ? matmul(x, t2(as ?? mul(a, s))) : hsSaved) : null;
     const db = hs ? matmul(t2(g), hs) : null;
+    const dw0 = need[1] ? matmul(t2(g), x) : null;
+    const da = gb ? matmul(t2(gb), x) : null;
     return [dx, dw0, da, db, null];
   },
 });

@@ -35,8 +35,15 @@ export class QLoraLinear extends LoraLayer {
     this.loraB = this.registerParameter('loraB', Parameter(zeros([this.outFeatures, o.rank], { dtype })));
     init.kaimingUniform_(this.loraA, { a: Math.sqrt(5), generator: o.generator });
   }
-  /** The dequantized base weight W0 (no gradient), recomputed from the codes. */
+  /**
+   * The dequantized base weight W0 (no gradient), decoded from the codes on every call. The codes'
+   * float scales (NF4: the double-quantized absmaxes decoded, one float per block of 64 weights)
+   * are the base layer's packed cache, built on the first call and rebuilt only when a buffer of
+   * the base is replaced or written; the float W0 itself is never kept (it would take 8× the codes'
+   * memory).
+   */
   baseWeight(): Tensor {
+    this.baseLayer.packedWeight();
     return this.baseLayer.dequantizedWeight();
   }
   forward(x: Tensor): Tensor {

@@ -127,4 +127,30 @@ describe('QLoRA layers and loraLinear', () => {
     expect(branches.ops.has('loraLinear')).toBe(false);
     fused.grads.forEach((t, i) => assertAllclose(t, branches.grads[i]!, { atol: 1e-4, rtol: 1e-4 }));
   });
+
+  it('dequantize the base from cached scales bit for bit as from a fresh decode, and follow any write to or replacement of a base buffer', () => {
+    const bits = (t: Tensor) => Array.from(t.contiguous().dataSync());
+    const layerOf = (seed: number) => Q.loraLayers(Q.loraQuant(new Net(new q.Generator(seed)), { method: 'qlora', rank: 3, alpha: 6, targets: ['fc'] }))[0]![1] as Q.QLoraLinear;
+    const [l, other] = [layerOf(1), layerOf(2)];
+    // before any baseWeight call nothing is cached: dequantizedWeight decodes the scales afresh
+    const fresh = [l, other].map((m) => bits(m.baseLayer.dequantizedWeight()));
+    expect(bits(l.baseWeight())).toEqual(fresh[0]);
+    expect(bits(l.baseWeight())).toEqual(fresh[0]);
+    const cached = l.baseLayer.packedWeight();
+    expect(l.baseLayer.packedWeight()).toBe(cached);
+    // in-place writes to every base buffer (the other layer's codes and double-quantized scales)
+    const buffers = Object.entries(l.baseState()).filter(([k]) => k !== 'bias');
+    expect(buffers.map(([k]) => k)).toEqual(expect.arrayContaining(['weightCodes', 'weightScale', 'weightScaleSecond']));
+    q.noGrad(() => { for (const [k, t] of buffers) t.copy_(other.baseState()[k]!); });
+    expect(l.baseLayer.packedWeight()).not.toBe(cached);
+    expect(bits(l.baseWeight())).toEqual(fresh[1]);
+    // a write to one buffer alone (the second-level scales) reaches W0 too
+    const before = bits(l.baseWeight());
+    q.noGrad(() => l.baseLayer.weightScaleSecond!.mul_(2));
+    expect(bits(l.baseWeight())).not.toEqual(before);
+    // a replaced buffer: back to the first layer's own base
+    const first = layerOf(1);
+    for (const [k] of buffers) (l.baseLayer as unknown as Record<string, Tensor>)[k] = first.baseState()[k]!.clone();
+    expect(bits(l.baseWeight())).toEqual(fresh[0]);
+  });
 });
