@@ -21,7 +21,7 @@ const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
 // the base-3 ternary layout, for packers above core (quant may not import kernels)
 export { base3RowBytes, packBase3, unpackBase3 } from '@qgrad/kernels';
 export { pack24, unpack24, type Packed24 } from '@qgrad/kernels';
-import { isFloat, pack24, type FpRoundParams } from '@qgrad/kernels';
+import { isFloat, pack24, type FpRoundParams, type KernelParams } from '@qgrad/kernels';
 
 /**
  * A 2:4 sparse weight W [outFeatures, inFeatures] in compressed form (the `sparse24Matmul`
@@ -147,15 +147,17 @@ export function packedLinear(x: Tensor, weight: PackedWeight, bias?: Tensor | nu
   if (isGradEnabled() && x.requiresGrad) throw new Error('packedLinear: has no gradient (inference on packed weights); call it under noGrad(), or train through fakeQuantize');
   if (bias && (bias.ndim !== 1 || bias.shape[0] !== O)) throw new Error(`packedLinear: bias of shape ${fmt(bias.shape)} does not match ${O} outputs`);
   if (weight.offset === 'beta') throw new Error("packedLinear: reads zero points (W = s·(L − z)); give an offset β as the zero point −β/s, not offset 'beta'");
-  const rows = x.numel() / Math.max(K, 1);
-  const operands = [x.reshape([rows, K]).contiguous(), weight.codes, weight.levels, weight.scale].map((t) => t.contiguous());
+  // a 2-D x (a decode step's one row) goes as it is: no reshape views made and unmade (a
+  // tiny-Llama matvec is a few µs, and each view costs a tensor)
+  const flat = x.ndim === 2;
+  const rows = flat ? x.shape[0]! : x.numel() / Math.max(K, 1);
+  const operands = [(flat ? x : x.reshape([rows, K])).contiguous(), weight.codes.contiguous(), weight.levels.contiguous(), weight.scale.contiguous()];
   if (weight.zeroPoint) operands.push(weight.zeroPoint.contiguous());
   if (bias) operands.push(bias.contiguous());
-  const y = runKernel('packedMatmul', operands, [rows, O], x.dtype, {
-    bits: weight.bits, outFeatures: O, groupSize: weight.groupSize, zeroPoint: weight.zeroPoint !== null, bias: Boolean(bias),
-    ...(weight.packing === 'base3' && { packing: 'base3' as const }),
-  });
-  return y.reshape([...x.shape.slice(0, -1), O]);
+  const params: KernelParams['packedMatmul'] = { bits: weight.bits, outFeatures: O, groupSize: weight.groupSize, zeroPoint: weight.zeroPoint !== null, bias: Boolean(bias) };
+  if (weight.packing === 'base3') params.packing = 'base3';
+  const y = runKernel('packedMatmul', operands, [rows, O], x.dtype, params);
+  return flat ? y : y.reshape([...x.shape.slice(0, -1), O]);
 }
 
 /**

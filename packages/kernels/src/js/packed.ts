@@ -27,12 +27,13 @@ export interface PackedOperands {
   G: number;
 }
 
-function flat(kernel: string, name: string, a: Arg | undefined, need: number, what: string, dtypes: readonly string[]): Arg {
+/** `what` (the shape the count is for) is built only for the error: a tiny-Llama matvec is a few µs. */
+function flat(kernel: string, name: string, a: Arg | undefined, need: number, what: () => string, dtypes: readonly string[]): Arg {
   if (!a) throw new Error(`${kernel}: the ${name} input is missing`);
   if (!dtypes.includes(a.dtype)) throw new Error(`${kernel}: ${name} must be ${dtypes.join(' or ')}, got ${a.dtype}`);
   if (!isContiguous(a.shape, a.strides)) throw new Error(`${kernel}: ${name} must be contiguous, got shape ${fmt(a.shape)} with strides ${fmt(a.strides)}`);
   const n = numel(a.shape);
-  if (n < need) throw new Error(`${kernel}: got ${n} ${name === 'codes' ? 'bytes' : 'values'} of ${name}, but ${what} needs ${need}`);
+  if (n < need) throw new Error(`${kernel}: got ${n} ${name === 'codes' ? 'bytes' : 'values'} of ${name}, but ${what()} needs ${need}`);
   return a;
 }
 
@@ -58,14 +59,14 @@ export function packedOperands(inputs: readonly Arg[], out: Arg, p: PackedMatmul
   if (!Number.isInteger(gs) || gs < 1 || K % gs !== 0) throw new Error(`packedMatmul: group size ${gs} does not divide K = ${K}`);
   const G = K / gs;
   const codes = base3
-    ? flat('packedMatmul', 'codes', inputs[1], O * base3RowBytes(K), `[${O}, ${K}] as base-3 trits (${base3RowBytes(K)} bytes a row)`, ['uint8', 'int8'])
-    : flat('packedMatmul', 'codes', inputs[1], Math.ceil((O * K * bits) / 8), `[${O}, ${K}] at ${bits} bits`, ['uint8', 'int8']);
+    ? flat('packedMatmul', 'codes', inputs[1], O * base3RowBytes(K), () => `[${O}, ${K}] as base-3 trits (${base3RowBytes(K)} bytes a row)`, ['uint8', 'int8'])
+    : flat('packedMatmul', 'codes', inputs[1], Math.ceil((O * K * bits) / 8), () => `[${O}, ${K}] at ${bits} bits`, ['uint8', 'int8']);
   const table = base3
-    ? flat('packedMatmul', 'levels', inputs[2], 3, 'a ternary digit (a level table too short for base-3 packing)', FLOATS)
-    : flat('packedMatmul', 'levels', inputs[2], 2 ** bits, `a ${bits}-bit code (a level table too short for the bit width)`, FLOATS);
-  const scale = flat('packedMatmul', 'scales', inputs[3], O * G, `[${O}, ${K}] in groups of ${gs}`, FLOATS);
-  const zero = p.zeroPoint ? flat('packedMatmul', 'zero points', inputs[4], O * G, `[${O}, ${K}] in groups of ${gs}`, FLOATS) : null;
-  const bias = p.bias ? flat('packedMatmul', 'bias', inputs[want - 1], O, `${O} outputs`, FLOATS) : null;
+    ? flat('packedMatmul', 'levels', inputs[2], 3, () => 'a ternary digit (a level table too short for base-3 packing)', FLOATS)
+    : flat('packedMatmul', 'levels', inputs[2], 2 ** bits, () => `a ${bits}-bit code (a level table too short for the bit width)`, FLOATS);
+  const scale = flat('packedMatmul', 'scales', inputs[3], O * G, () => `[${O}, ${K}] in groups of ${gs}`, FLOATS);
+  const zero = p.zeroPoint ? flat('packedMatmul', 'zero points', inputs[4], O * G, () => `[${O}, ${K}] in groups of ${gs}`, FLOATS) : null;
+  const bias = p.bias ? flat('packedMatmul', 'bias', inputs[want - 1], O, () => `${O} outputs`, FLOATS) : null;
   if (out.dtype !== x.dtype || out.shape.length !== 2 || out.shape[0] !== N || out.shape[1] !== O) {
     throw new Error(`packedMatmul: out must be ${x.dtype} [${N}, ${O}], got ${out.dtype} ${fmt(out.shape)}`);
   }
@@ -137,11 +138,11 @@ export function packedGatherOperands(inputs: readonly Arg[], out: Arg, p: Packed
   if (!Number.isInteger(V) || V < 0) throw new Error(`packedGather: rows must be a non-negative integer, got ${V}`);
   if (!Number.isInteger(gs) || gs < 1 || D % gs !== 0) throw new Error(`packedGather: group size ${gs} does not divide D = ${D}`);
   const G = D / gs;
-  const idx = flat('packedGather', 'indices', inputs[0], N, `${N} rows of out`, ['int32']);
-  const codes = flat('packedGather', 'codes', inputs[1], Math.ceil((V * D * bits) / 8), `[${V}, ${D}] at ${bits} bits`, ['uint8', 'int8']);
-  const table = flat('packedGather', 'levels', inputs[2], 2 ** bits, `a ${bits}-bit code (a level table too short for the bit width)`, FLOATS);
-  const scale = flat('packedGather', 'scales', inputs[3], V * G, `[${V}, ${D}] in groups of ${gs}`, FLOATS);
-  const zero = p.zeroPoint ? flat('packedGather', 'zero points', inputs[4], V * G, `[${V}, ${D}] in groups of ${gs}`, FLOATS) : null;
+  const idx = flat('packedGather', 'indices', inputs[0], N, () => `${N} rows of out`, ['int32']);
+  const codes = flat('packedGather', 'codes', inputs[1], Math.ceil((V * D * bits) / 8), () => `[${V}, ${D}] at ${bits} bits`, ['uint8', 'int8']);
+  const table = flat('packedGather', 'levels', inputs[2], 2 ** bits, () => `a ${bits}-bit code (a level table too short for the bit width)`, FLOATS);
+  const scale = flat('packedGather', 'scales', inputs[3], V * G, () => `[${V}, ${D}] in groups of ${gs}`, FLOATS);
+  const zero = p.zeroPoint ? flat('packedGather', 'zero points', inputs[4], V * G, () => `[${V}, ${D}] in groups of ${gs}`, FLOATS) : null;
   return { idx, codes, table, scale, zero, N, D, G };
 }
 

@@ -276,9 +276,54 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
   }, `packed_planes${bits}${affine ? 'a' : ''}${zeroPoint ? '_z' : ''}`);
 }
 
-/** Adds the `packed_planes*` task exports. */
+/**
+ * Export `packed_planes_x(src, dst, n, F)`: the n floats at src (whole units of 16F) into the
+ * planes' order at dst: unit u, plane p, lane i ← src[16F·u + F·i + p]. F = 2 (4-bit fields) by
+ * shuffles, eight floats in and out a step; other F one float at a time. O(N·K), done once a call:
+ * in js it was up to ~1 µs of a tiny-Llama matvec's ~10.
+ */
+function emitPermuteX(mb: ModuleBuilder): void {
+  const P = ValType.i32;
+  mb.func([P, P, P, P], [], (c) => {
+    const [src, dst, n, F] = [0, 1, 2, 3];
+    const [end, u, pl, i, a, b] = [c.local(P), c.local(P), c.local(P), c.local(P), c.local(ValType.v128), c.local(ValType.v128)];
+    c.get(src).get(n).i32(2).op(Op.i32_shl).op(Op.i32_add).set(end);
+    c.get(F).i32(2).op(Op.i32_eq).if();
+    {
+      // 32 floats a unit: evens to plane 0 (16 floats), odds to plane 1
+      c.while(() => c.get(src).get(end).op(Op.i32_lt_u), () => {
+        for (let j = 0; j < 4; j++) {
+          c.get(src).simdMem(Simd.v128_load, 0, 32 * j).set(a);
+          c.get(src).simdMem(Simd.v128_load, 0, 32 * j + 16).set(b);
+          c.get(dst).get(a).get(b).shuffle32([0, 2, 4, 6]).simdMem(Simd.v128_store, 0, 16 * j);
+          c.get(dst).get(a).get(b).shuffle32([1, 3, 5, 7]).simdMem(Simd.v128_store, 0, 64 + 16 * j);
+        }
+        c.get(src).i32(128).op(Op.i32_add).set(src);
+        c.get(dst).i32(128).op(Op.i32_add).set(dst);
+      });
+    }
+    c.op(Op.else);
+    {
+      c.while(() => c.get(src).get(end).op(Op.i32_lt_u), () => {
+        c.for(pl, () => c.i32(0), () => c.get(F), 1, () => {
+          c.get(src).get(pl).i32(2).op(Op.i32_shl).op(Op.i32_add).set(u);
+          c.for(i, () => c.i32(0), () => c.i32(16), 1, () => {
+            c.get(dst).get(u).mem(Op.f32_load, 2).mem(Op.f32_store, 2);
+            c.get(dst).i32(4).op(Op.i32_add).set(dst);
+            c.get(u).get(F).i32(2).op(Op.i32_shl).op(Op.i32_add).set(u);
+          });
+        });
+        c.get(src).get(F).i32(6).op(Op.i32_shl).op(Op.i32_add).set(src);
+      });
+    }
+    c.end();
+  }, 'packed_planes_x');
+}
+
+/** Adds the `packed_planes*` task exports and `packed_planes_x`. */
 export function emitPackedPlanes(mb: ModuleBuilder, flavor: Flavor): void {
   for (const bits of [1, 2, 4]) for (const affine of [false, true]) for (const z of [false, true]) emitTask(mb, bits, affine, z, flavor);
+  emitPermuteX(mb);
 }
 
 /**
@@ -291,7 +336,6 @@ export function packedPlanesWasm(engine: Engine, ops: PackedOperands, out: Arg, 
   const magic = affineMagic(table, 2 ** bits);
   const affine = magic !== null;
   const F = 8 / bits;
-  const unitFields = 16 * F;
   const threaded = engine.threads > 1 && N * O * K >= PARALLEL_MIN_MACS;
   const tasks = threaded ? Math.min(O, engine.threads * 4) : 1;
   const rowsPerTask = Math.ceil(O / tasks);
@@ -308,19 +352,21 @@ export function packedPlanesWasm(engine: Engine, ops: PackedOperands, out: Arg, 
   const bufBytes = (N > 1 ? K * 4 : 0) + 64;
   const buf = at;
   at += nTasks * bufBytes;
-  if (!engine.reserve(at - engine.scratch)) return false;
+  // then x as it is, where it does not live in wasm memory (1/4-bit fields: permuted from there)
+  if (!engine.reserve(at + (bits !== 2 && engine.addressOf(x) < 0 ? N * K * 4 : 0) - engine.scratch)) return false;
   stageOperands(engine, place);
   if (!affine) fillPlanes(engine, table, bits, engine.scratch);
-  // x in the planes' order: unit u, plane p, byte i ← x[u·16F + F·i + p] (2-bit: row order)
-  const f32 = engine.f32;
-  const xd = x.data;
-  if (bits === 2 && xIn < 0) engine.stageIn(xd, x.offset, x.offset + N * K, f32, xAt);
-  for (let n = 0; n < N && bits !== 2; n++) {
-    const src = x.offset + n * x.strides[0]!;
-    const dst = xAt / 4 + n * K;
-    for (let u = 0; u < K; u += unitFields) {
-      for (let p = 0; p < F; p++) for (let i = 0; i < 16; i++) f32[dst + u + 16 * p + i] = xd[src + u + F * i + p]!;
+  // x in the planes' order: unit u, plane p, byte i ← x[u·16F + F·i + p] (2-bit: row order),
+  // permuted in wasm from where x lives (x's rows are contiguous: checked by packed.ts)
+  if (bits === 2) {
+    if (xIn < 0) engine.stageIn(x.data, x.offset, x.offset + N * K, engine.f32, xAt);
+  } else {
+    let src = engine.inPlace(x);
+    if (src < 0) {
+      src = at;
+      engine.stageIn(x.data, x.offset, x.offset + N * K, engine.f32, src);
     }
+    engine.call('packed_planes_x', src, xAt, N * K, F);
   }
   // the argument block, word by word (no arrays: at the tiny-Llama shapes the call's js is a
   // good part of its time)
