@@ -210,6 +210,33 @@ describe.each(NATIVE)('$label base-3 packedMatmul', (entry) => {
   });
 });
 
+describe.each(NATIVE)('$label base-3 packedMatmul against the 2-bit int-grid decode', (entry) => {
+  let backend!: Backend;
+  beforeAll(() => {
+    backend = entry.create({ threads: 1 });
+  });
+  afterAll(() => backend.dispose());
+
+  it('equals the 2-bit kernel bit for bit when its four levels are an int grid (L[0] + f: decoded in row order from the bytes)', () => {
+    // groups of whole 64-trit units, so the 2-bit fields take the planar path's int-grid decode
+    const arb = caseArb.map((c) => ({ ...c, affine: true, groupSize: [64, 128, 192, 256, 320][c.seed % 5]! }));
+    fc.assert(
+      fc.property(arb, (c) => {
+        const { inputs, params, K, t } = operands(c);
+        const two = new Uint8Array(Math.ceil((c.O * K) / 4));
+        t.forEach((d, i) => (two[i >> 2]! |= d << (2 * (i & 3))));
+        const l0 = inputs[2]!.data[0]!;
+        const table4 = Float32Array.from([l0, l0 + 1, l0 + 2, l0 + 3]);
+        const [a, b] = [outArg(c.N, c.O), outArg(c.N, c.O)];
+        backend.run('packedMatmul', inputs, a, params);
+        backend.run('packedMatmul', [inputs[0]!, flat(two, 'uint8'), flat(table4, 'float32'), ...inputs.slice(3)], b, { ...params, packing: 'fields' });
+        expect(Array.from(a.data)).toEqual(Array.from(b.data));
+      }),
+      { numRuns: 60 },
+    );
+  });
+});
+
 describe('wasm base-3 packedMatmul over threads', () => {
   it('splits rows over the pool without changing any result', () => {
     const one = createWasmBackend({ threads: 1 });

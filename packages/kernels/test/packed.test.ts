@@ -223,6 +223,20 @@ describe.each(NATIVE)('$label packedMatmul', (entry) => {
     );
   });
 
+  it('decodes 2-bit int-grid levels far from zero exactly (|L[0]| ≥ 2^15 through the table)', () => {
+    // the row-order 2-bit decode subtracts 1.5·2^17 − L[0] for a field's top bits: exact only for
+    // |L[0]| below 2^15; farther levels take the table (the same weights either way)
+    for (const l0 of [-32768, -200, 77, 32767, 40000]) {
+      const c: Case = { N: 2, O: 5, groups: 2, groupSize: 64, bits: 2, zeroPoint: true, bias: false, table: 'int', seed: 13 };
+      const { inputs, params } = operands(c);
+      const ins = [inputs[0]!, inputs[1]!, flat(Float32Array.from([0, 1, 2, 3], (f) => l0 + f), 'float32'), ...inputs.slice(3)];
+      const [want, got] = [outArg(2, 5), outArg(2, 5)];
+      jsKernels.packedMatmul(ins, want, params);
+      backend.run('packedMatmul', ins, got, params);
+      expect(mismatch(got.data, want.data, 1e-6, 0)).toBe(-1);
+    }
+  });
+
   it('takes the table, not the int-grid decode, when one level is off the line L[0] + f', () => {
     const c: Case = { N: 1, O: 3, groups: 2, groupSize: 32, bits: 4, zeroPoint: false, bias: false, table: 'int', seed: 7 };
     const { inputs, params } = operands(c);

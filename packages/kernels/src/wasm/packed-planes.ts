@@ -21,14 +21,16 @@ import type { KernelArg } from '../backend.js';
 import type { PackedOperands } from '../js/packed.js';
 import type { TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
-import { align16, HI16, HI8, horizontalSum, levels16, LO16, LO8, PARALLEL_MIN_MACS, placeOperands, range, shuffle8, stageOperands } from './packed.js';
+import { align16, HI16, HI8, horizontalSum, levels16, LO16, LO8, PARALLEL_MIN_MACS, placeOperands, range, shuffle8, stageOperands, v128Const } from './packed.js';
 import { ARGS, type Engine, type Flavor } from './runtime.js';
 
 type Arg = KernelArg<TypedArray>;
 
-/** i16x8.splat and i16x8.shr_u, which the shared opcode table (assembler.ts) does not list. */
+/** i16x8 opcodes the shared opcode table (assembler.ts) does not list. */
 const I16X8_SPLAT = 0x10;
 const I16X8_SHR_U = 0x8d;
+const I16X8_EXTEND_LOW_U8 = 0x89;
+const I16X8_EXTEND_HIGH_U8 = 0x8a;
 
 /** Words of the argument block (i32 at ARGS; pointers in bytes). */
 const enum W {
@@ -47,19 +49,38 @@ const enum W {
  */
 export function affineLevels16(c: Code, magic: number, w: readonly number[], t: readonly number[]): void {
   const idx = t[0]!;
-  const zero = () => c.i32(0).simd(Simd.i32x4_splat);
   const high = () => c.i32(0x4b40).simd(I16X8_SPLAT);
-  for (const [half, lanes] of [[1, LO8], [2, HI8]] as const) {
-    c.get(idx);
-    zero();
-    shuffle8(c, lanes).set(t[half]!);
-  }
+  // bytes to 16-bit lanes by widening (no zero vector held in a register: the 4096² loop spilled)
+  c.get(idx).simd(I16X8_EXTEND_LOW_U8).set(t[1]!);
+  c.get(idx).simd(I16X8_EXTEND_HIGH_U8).set(t[2]!);
   for (let q = 0; q < 4; q++) {
     c.get(t[1 + (q >> 1)]!);
     high();
     shuffle8(c, q & 1 ? HI16 : LO16).get(magic).simd(Simd.f32x4_sub).set(w[q]!);
   }
 }
+
+/** High halves of 1.5·2^23, 1.5·2^21, 1.5·2^19 and 1.5·2^17 (float32): see `rowLevels16`. */
+const ROW_HIGHS = [0x4b40, 0x4a40, 0x4940, 0x4840].flatMap((h) => [h & 0xff, h >> 8]);
+
+/**
+ * `affineLevels16` for 2-bit fields left in place in their bytes: lane 4i + j of local t[0] holds
+ * f·4^j (field j of byte i, masked, not shifted). Widened to a float32's low bits under the high
+ * half of 1.5·2^(23 − 2j) (local `highs`, four 16-bit halves a pair of lanes), a mantissa step is
+ * 4^−j, so the float is 1.5·2^(23 − 2j) + f exactly, and `magic` (four lanes: 1.5·2^(23 − 2j) − L[0])
+ * subtracted leaves L[f] (Sterbenz: both in one binade). The fields come out in row order with no
+ * shifts and no unpacks between planes (the planes' path took eight unpacks, four stores and
+ * four loads a 64 fields for that).
+ */
+function rowLevels16(c: Code, highs: number, magic: number, w: readonly number[], t: readonly number[]): void {
+  const idx = t[0]!;
+  c.get(idx).simd(I16X8_EXTEND_LOW_U8).set(t[1]!);
+  c.get(idx).simd(I16X8_EXTEND_HIGH_U8).set(t[2]!);
+  for (let q = 0; q < 4; q++) shuffle8(c.get(t[1 + (q >> 1)]!).get(highs), q & 1 ? HI16 : LO16).get(magic).simd(Simd.f32x4_sub).set(w[q]!);
+}
+
+/** The four magics of `rowLevels16` for a table L[f] = L[0] + f, as float32 (written per call). */
+const ROW_MAGICS = new Float32Array(4);
 
 /** The float32 bits of the affine decode's constant (reused: a tiny-Llama matvec is a few µs). */
 const MAGIC = new Float32Array(1);
@@ -112,6 +133,9 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
     const [zv, A, mask, gsum, magic, shift] = [...range(5, () => c.local(V)), c.local(P)];
     const [pl, stash] = [c.local(P), c.local(P)];
     const codeV = c.local(V);
+    // 2-bit fields of an int grid's table: decoded in row order from the bytes (see `rowLevels16`)
+    const rows2 = rowOrder && affine;
+    const [spread, fieldMask, highs] = range(3, () => c.local(V));
     const planes = range(4, () => c.local(V));
     const w = range(4, () => c.local(V));
     const ga = range(4, () => c.local(V));
@@ -124,7 +148,13 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
     for (const [l, k] of pairs) word(k).set(l);
     c.get(K).i32(bits).op(Op.i32_mul).i32(3).op(Op.i32_shr_u).set(rowBytes);
     c.get(rowBytes).i32(4).op(Op.i32_shr_u).get(units).op(Op.i32_div_u).set(G);
-    if (affine) word(W.magic).simd(Simd.i32x4_splat).set(magic);
+    if (rows2) {
+      // the four magics (one a field position in its byte) at W.planes, unused by an affine decode
+      word(W.planes).simdMem(Simd.v128_load, 0).set(magic);
+      v128Const(c, range(16, (i) => i >> 2)).set(spread);
+      v128Const(c, range(16, (i) => 3 << (2 * (i & 3)))).set(fieldMask);
+      v128Const(c, range(16, (i) => ROW_HIGHS[2 * ((i >> 1) & 3) + (i & 1)]!)).set(highs);
+    } else if (affine) word(W.magic).simd(Simd.i32x4_splat).set(magic);
     else for (let b = 0; b < 4; b++) word(W.planes).simdMem(Simd.v128_load, 0, 16 * b).set(planes[b]!);
     c.i32((1 << bits) - 1).simd(Simd.i8x16_splat).set(mask);
     word(W.buf).get(task);
@@ -148,6 +178,19 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
      * two planes are unrolled.
      */
     const unit = (use: () => void, unrolled = false) => {
+      if (rows2) {
+        // four bytes (16 fields, row order) at a time, each byte spread over four lanes and
+        // masked to its own field: a loop, as the planes below (x stays unhoisted)
+        c.for(pl, () => c.i32(0), () => c.i32(4), 1, () => {
+          c.get(p).get(pl).i32(2).op(Op.i32_shl).op(Op.i32_add).simdMem(Simd.v128_load32_zero, 0);
+          c.get(spread).simd(swizzle).get(fieldMask).simd(Simd.v128_and).set(tmp[0]!);
+          rowLevels16(c, highs, magic, w, tmp);
+          if (zeroPoint) for (const q of w) c.get(q).get(zv).simd(Simd.f32x4_sub).set(q);
+          use();
+        });
+        c.get(p).i32(16).op(Op.i32_add).set(p);
+        return;
+      }
       if (rowOrder) {
         // planes P0…P3 (byte i of P_p: field 4i + p) to row order C0…C3 (byte j of C_c: field
         // 16c + j) by two rounds of unpacks, parked in the task's stash for the loop to read
@@ -333,7 +376,8 @@ export function emitPackedPlanes(mb: ModuleBuilder, flavor: Flavor): void {
 export function packedPlanesWasm(engine: Engine, ops: PackedOperands, out: Arg, bits: number, groupSize: number, fillPlanes: (engine: Engine, table: Arg, bits: number, at: number) => void): boolean {
   const { x, codes, table, scale, zero, bias, N, K, O, G } = ops;
   // an int grid's table, L[f] = f + L[0] exactly in float32: decoded without the table
-  const magic = affineMagic(table, 2 ** bits);
+  // (2-bit: levels within ±2^15, so that 1.5·2^17 − L[0] stays in its binade; see `rowLevels16`)
+  const magic = bits === 2 && Math.abs(table.data[table.offset]!) >= 2 ** 15 ? null : affineMagic(table, 2 ** bits);
   const affine = magic !== null;
   const F = 8 / bits;
   const threaded = engine.threads > 1 && N * O * K >= PARALLEL_MIN_MACS;
@@ -356,6 +400,11 @@ export function packedPlanesWasm(engine: Engine, ops: PackedOperands, out: Arg, 
   if (!engine.reserve(at + (bits !== 2 && engine.addressOf(x) < 0 ? N * K * 4 : 0) - engine.scratch)) return false;
   stageOperands(engine, place);
   if (!affine) fillPlanes(engine, table, bits, engine.scratch);
+  else if (bits === 2) {
+    const l0 = Math.fround(table.data[table.offset]!);
+    for (let j = 0; j < 4; j++) ROW_MAGICS[j] = 1.5 * 2 ** (23 - 2 * j) - l0;
+    engine.f32.set(ROW_MAGICS, engine.scratch / 4);
+  }
   // x in the planes' order: unit u, plane p, byte i ← x[u·16F + F·i + p] (2-bit: row order),
   // permuted in wasm from where x lives (x's rows are contiguous: checked by packed.ts)
   if (bits === 2) {
