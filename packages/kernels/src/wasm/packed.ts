@@ -24,6 +24,8 @@ const enum W {
   chunks,
   /** 1: one row of x and every group a whole number of chunks (decode and multiply in registers). */
   fused,
+  /** 1: 8-bit integer codes (s8/u8) in groups of whole chunks, each group summed unscaled and scaled once (see `emitTask`). */
+  grouped,
 }
 
 /**
@@ -208,12 +210,19 @@ function emitTask(mb: ModuleBuilder, v: Variant, zeroPoint: boolean, fma: boolea
   const F = ValType.f32;
   const bits = BITS[v];
   const vector = v !== 'lut8';
+  // 8-bit integer codes: in groups of whole chunks, x·(L − z) is summed per group in the four
+  // accumulators and scaled once, (a0 + a1) + (a2 + a3) times s into the row's vector, as
+  // packed-planes.ts sums: the multiply by s leaves the inner loop (its decode is a few
+  // instructions, so that was a fifth of the work)
+  const int8 = v === 's8' || v === 'u8';
   mb.func([P, P], [], (c) => {
     const [arg, task] = [0, 1];
     const [x, codes, table, scale, zero, bias, out, N, K, O, gs, chunks, fused, hasBias] = range(14, () => c.local(P));
     const [o, o1, g, G, f0, sp, p, xp, bp, buf, j, n, bi] = range(13, () => c.local(P));
     const [s, z, t] = range(3, () => c.local(F));
     const [sv, zv] = [c.local(V), c.local(V)];
+    const [A, gsum] = [c.local(V), c.local(V)];
+    const grouped = c.local(P);
     const planes = range(4, () => c.local(V));
     const w = range(4, () => c.local(V));
     const acc = range(4, () => c.local(V));
@@ -221,7 +230,7 @@ function emitTask(mb: ModuleBuilder, v: Variant, zeroPoint: boolean, fma: boolea
     const word = (k: W) => c.get(arg).mem(Op.i32_load, 2, k * 4);
     const pairs: [number, W][] = [
       [x, W.x], [codes, W.codes], [table, W.table], [scale, W.scale], [zero, W.zero], [bias, W.bias], [out, W.out],
-      [N, W.n], [K, W.k], [O, W.o], [gs, W.groupSize], [chunks, W.chunks], [fused, W.fused], [hasBias, W.hasBias],
+      [N, W.n], [K, W.k], [O, W.o], [gs, W.groupSize], [chunks, W.chunks], [fused, W.fused], [hasBias, W.hasBias], [grouped, W.grouped],
     ];
     for (const [l, k] of pairs) word(k).set(l);
     c.get(K).get(gs).op(Op.i32_div_u).set(G);
@@ -249,15 +258,28 @@ function emitTask(mb: ModuleBuilder, v: Variant, zeroPoint: boolean, fma: boolea
       if (zeroPoint) c.get(z).op(Op.f32_sub);
       c.get(s).op(Op.f32_mul);
     };
-    /** Decodes the 16 fields at p into w as (L − z)·s, and steps p. */
-    const decodeChunk = () => {
+    /** Decodes the 16 fields at p into w as (L − z)·s (or L − z: `scaled` false), and steps p. */
+    const decodeChunk = (scaled = true) => {
       decode16(c, v, p, w, planes, tmp);
       for (const q of w) {
         c.get(q);
         if (zeroPoint) c.get(zv).simd(Simd.f32x4_sub);
-        c.get(sv).simd(Simd.f32x4_mul).set(q);
+        if (scaled) c.get(sv).simd(Simd.f32x4_mul);
+        c.set(q);
       }
       c.get(p).i32(2 * bits).op(Op.i32_add).set(p);
+    };
+    /** A ⊕= ((acc0 + acc1) + (acc2 + acc3))·s (a group's sum, scaled once), then acc = 0. */
+    const fold = () => {
+      c.get(acc[0]!).get(acc[1]!).simd(Simd.f32x4_add).get(acc[2]!).get(acc[3]!).simd(Simd.f32x4_add).simd(Simd.f32x4_add).set(gsum);
+      if (fma) c.get(gsum).get(sv).get(A).simd(Simd.f32x4_relaxed_madd).set(A);
+      else c.get(A).get(gsum).get(sv).simd(Simd.f32x4_mul).simd(Simd.f32x4_add).set(A);
+      for (const a of acc) c.i32(0).simd(Simd.i32x4_splat).set(a);
+    };
+    /** The row's vector into acc0 for the shared epilogue ((A + 0) + (0 + 0)). */
+    const unfold = () => {
+      for (const a of acc) c.i32(0).simd(Simd.i32x4_splat).set(a);
+      c.get(A).set(acc[0]!);
     };
     /** acc_q ⊕= a_q·(x at xp + 16q), then xp steps a chunk. */
     const maddChunk = (a: (q: number) => void) => {
@@ -290,13 +312,16 @@ function emitTask(mb: ModuleBuilder, v: Variant, zeroPoint: boolean, fma: boolea
         {
           c.get(x).set(xp);
           clearAcc();
+          c.i32(0).simd(Simd.i32x4_splat).set(A);
           c.for(g, () => c.i32(0), () => c.get(G), 1, () => {
             groupStart();
             c.for(bi, () => c.i32(0), () => c.get(chunks), 1, () => {
-              decodeChunk();
+              decodeChunk(!int8);
               maddChunk((q) => c.get(w[q]!));
             });
+            if (int8) fold();
           });
+          if (int8) unfold();
           c.f32(0).set(t);
           finish(() => c.i32(0));
         }
@@ -307,6 +332,12 @@ function emitTask(mb: ModuleBuilder, v: Variant, zeroPoint: boolean, fma: boolea
         c.get(buf).set(bp);
         c.for(g, () => c.i32(0), () => c.get(G), 1, () => {
           groupStart();
+          // grouped: the row unscaled, L − z (·1 is exact), scaled per group by `fold`
+          if (int8) {
+            c.get(grouped).if();
+            c.f32(1).simd(Simd.f32x4_splat).set(sv);
+            c.end();
+          }
           if (vector) {
             c.for(bi, () => c.i32(0), () => c.get(chunks), 1, () => {
               decodeChunk();
@@ -326,10 +357,30 @@ function emitTask(mb: ModuleBuilder, v: Variant, zeroPoint: boolean, fma: boolea
           c.get(x).get(n).get(K).op(Op.i32_mul).i32(2).op(Op.i32_shl).op(Op.i32_add).set(xp);
           c.get(buf).set(bp);
           clearAcc();
+          if (int8) {
+            c.get(grouped).if();
+            {
+              // per group, in the fused path's order: its chunks, then the fold
+              c.i32(0).simd(Simd.i32x4_splat).set(A);
+              c.get(o).get(G).op(Op.i32_mul).i32(2).op(Op.i32_shl).set(sp);
+              c.for(g, () => c.i32(0), () => c.get(G), 1, () => {
+                c.get(scale).get(sp).op(Op.i32_add).mem(Op.f32_load, 2).simd(Simd.f32x4_splat).set(sv);
+                c.get(sp).i32(4).op(Op.i32_add).set(sp);
+                c.for(bi, () => c.i32(0), () => c.get(chunks), 1, () => {
+                  maddChunk((q) => c.get(bp).simdMem(Simd.v128_load, 0, 16 * q));
+                  c.get(bp).i32(64).op(Op.i32_add).set(bp);
+                });
+                fold();
+              });
+              unfold();
+            }
+            c.op(Op.else);
+          }
           c.for(bi, () => c.i32(0), () => c.get(K).i32(4).op(Op.i32_shr_u), 1, () => {
             maddChunk((q) => c.get(bp).simdMem(Simd.v128_load, 0, 16 * q));
             c.get(bp).i32(64).op(Op.i32_add).set(bp);
           });
+          if (int8) c.end();
           c.f32(0).set(t);
           c.for(j, () => c.get(K).i32(-16).op(Op.i32_and), () => c.get(K), 1, () => {
             c.get(t).get(xp).mem(Op.f32_load, 2).get(bp).mem(Op.f32_load, 2).op(Op.f32_mul).op(Op.f32_add).set(t);
@@ -443,6 +494,7 @@ export function packedMatmulWasm(engine: Engine, inputs: readonly Arg[], out: Ar
   word(W.hasBias, bias ? 1 : 0);
   word(W.chunks, chunks);
   word(W.fused, fused ? 1 : 0);
+  word(W.grouped, (v === 's8' || v === 'u8') && gs % 16 === 0 ? 1 : 0);
   engine.parallel(`packed_${v}${zero ? '_z' : ''}`, ARGS, nTasks, threaded);
   if (outAt < 0) engine.stageOut(out, engine.f32, outPtr, N * O);
   return true;
