@@ -38,6 +38,38 @@ describe('fakeQuantize (lsq, the fused primitive)', () => {
     );
   });
 
+  for (const dtype of ['float64', 'float32'] as const) {
+    it(`per-group scales and zero points (summed per row in the kernel) give the gradients of the composite, and of the per-element form, in ${dtype}`, () => {
+      fc.assert(
+        fc.property(fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 70 }), bitsArb, fc.integer({ min: 1, max: 1000 }), (rows, groups, L, b, seed) => {
+          const { qmin, qmax } = rangeOf(b, false);
+          const shape = [rows, groups, L];
+          const x = leaf(f64(shape, -1, 3, seed).to(dtype));
+          const s = leaf(f64([rows, groups, 1], 0.05, 0.4, seed + 2).to(dtype));
+          const z = leaf(f64([rows, groups, 1], 0, Math.min(5, qmax), seed + 3).round().to(dtype));
+          const v = f64(shape, -1, 1, seed + 1).to(dtype);
+          const gf = 1 / Math.sqrt(L * qmax);
+          const y1 = q.fakeQuantize(x, s, z, { qmin, qmax, gradScale: gf, roundZeroPoint: false });
+          const g1 = q.gradOf([y1.mul(v).sum()], [x, s, z]);
+          expect(g1[1]!.shape).toEqual([rows, groups, 1]);
+          const y2 = lsqComposite(x, s, z, qmin, qmax, gf);
+          const g2 = q.gradOf([y2.mul(v).sum()], [x, s, z]);
+          const tol = dtype === 'float64' ? { rtol: 1e-9, atol: 1e-12 } : { rtol: 1e-4, atol: 1e-5 };
+          assertAllclose(y1, y2, tol, 'forward');
+          g1.forEach((g, i) => assertAllclose(g, g2[i]!, tol, `grad ${i}`));
+          // a scale varying along the last axis takes the per-element kernel form: the same gradients
+          const sFull = leaf(s.detach().expand(shape).contiguous());
+          const zFull = leaf(z.detach().expand(shape).contiguous());
+          const g3 = q.gradOf([q.fakeQuantize(x, sFull, zFull, { qmin, qmax, gradScale: gf, roundZeroPoint: false }).mul(v).sum()], [x, sFull, zFull]);
+          expect(Array.from(g1[0]!.dataSync())).toEqual(Array.from(g3[0]!.dataSync()));
+          assertAllclose(g1[1]!, g3[1]!.sum(-1, true), tol, 'dscale');
+          assertAllclose(g1[2]!, g3[2]!.sum(-1, true), tol, 'dzeroPoint');
+        }),
+        { numRuns: 15 },
+      );
+    });
+  }
+
   it('the LSQ step gradient equals its closed form Σ g·(R(u) − u | qmin − z | qmax − z)·gradScale', () => {
     const x = leaf(q.tensor([-2.0, -0.73, -0.2, 0.11, 0.36, 0.9, 1.7], { dtype: 'float64' }));
     const s = leaf(q.tensor([0.25], { dtype: 'float64' }));
@@ -132,6 +164,25 @@ describe('fakeQuantize (lsq, the fused primitive)', () => {
             return ds!;
           });
         gradcheck(fn, [f64(shape, -1.5, 1.5, seed), q.tensor([0.3], { dtype: 'float64' })]);
+      }),
+      { numRuns: 10 },
+    );
+  });
+
+  it('per-group scale gradients (row sums) are differentiable again too (gradcheck away from ties)', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 9 }), fc.integer({ min: 1, max: 99 }), (rows, groups, L, seed) => {
+        const shape = [rows, groups, L];
+        const v = f64(shape, -1, 1, seed + 3);
+        const z = f64([rows, groups, 1], -1, 1, seed + 5);
+        const fn = (x: Tensor, s: Tensor) =>
+          q.enableGrad(() => {
+            const [xl, sl] = [x, s].map((t) => (t.requiresGrad ? t : leaf(t))) as [Tensor, Tensor];
+            const y = q.fakeQuantize(xl, sl, z, { qmin: -4, qmax: 3, roundZeroPoint: false, gradScale: 0.7 });
+            const [, ds] = q.gradOf([y.mul(v).sum()], [xl, sl], { createGraph: true });
+            return ds!;
+          });
+        gradcheck(fn, [f64(shape, -1.5, 1.5, seed), f64([rows, groups, 1], 0.2, 0.4, seed + 7)]);
       }),
       { numRuns: 10 },
     );

@@ -31,8 +31,11 @@ export interface HostTransfer<D> {
   fromHost(arg: KernelArg<D>, host: Arg): void;
 }
 
-/** Inputs a kernel writes besides `out` (names.ts: adamStep updates expAvg and expAvgSq in place). */
-const WRITTEN_INPUTS: { [K in KernelName]?: readonly number[] } = { adamStep: [2, 3] };
+/**
+ * Inputs a kernel writes besides `out` (names.ts: adamStep updates expAvg and expAvgSq in place;
+ * fakeQuantizeBackward with rowSums its row sums).
+ */
+const WRITTEN_INPUTS: { [K in KernelName]?: readonly number[] } = { adamStep: [2, 3], fakeQuantizeBackward: [4] };
 
 /** How `withJsFallback` moves device operands to the host, reports fallbacks and lists its counts. */
 export interface FallbackOptions<D = TypedArray> {

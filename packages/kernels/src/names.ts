@@ -124,8 +124,12 @@ export interface KernelParams {
   /**
    * The fused backward of fakeQuantize. Inputs [x, scale, zeroPoint, grad(, noise)] broadcast to x;
    * out has shape [3, ...x.shape]: per element dx, the dscale contribution, the dzeroPoint contribution.
+   * With `rowSums` (no noise), out is dx in x's shape and a fifth input `sums` [2, rows] (rows =
+   * all dims of x but the last) is written: row r's dscale and dzeroPoint contributions summed, for
+   * scales shared along the last axis (per group, channel, token or tensor). js/quant.ts
+   * `rowSum` fixes the summation order.
    */
-  fakeQuantizeBackward: FakeQuantizeParams & { gradFactor: number };
+  fakeQuantizeBackward: FakeQuantizeParams & { gradFactor: number; rowSums?: boolean };
   /**
    * Fast Walsh–Hadamard transform along the last dim in independent blocks of `blockSize` (a power
    * of two), computed in out's dtype: float32 rounds every butterfly stage to float32 (js/hadamard.ts).

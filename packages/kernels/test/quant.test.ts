@@ -137,6 +137,52 @@ describe.each(NATIVE)('$label fakeQuantize', (entry) => {
     });
   }
 
+  for (const dtype of DTYPES) {
+    it(`backward with rowSums (dx and per-row dscale/dzeroPoint sums) is bit-identical to js in ${dtype} and sums the per-element form`, () => {
+      fc.assert(
+        fc.property(caseArb(dtype), (c) => {
+          // the scale and zero point shared along the last axis, as rowSums is used
+          const last = c.shape.length - 1;
+          const cs = { ...c, sDims: c.sDims.filter((d) => d !== last) };
+          const ins = inputs(cs);
+          const n = numel(c.shape);
+          const R = n / c.shape[last]!;
+          const r = randomArray(dtype, n + 1, c.seed ^ 0x5a5a);
+          const g: Arg = { data: r, dtype, shape: c.shape, strides: contiguousStrides(c.shape), offset: 1 };
+          const dx = (): Arg => ({ data: alloc(dtype, n), dtype, shape: c.shape, strides: contiguousStrides(c.shape), offset: 0 });
+          const sums = (): Arg => ({ data: alloc(dtype, 2 * R + 1), dtype, shape: [2, R], strides: [R, 1], offset: 1 });
+          const p = { ...params(cs), gradFactor: c.gradFactor, rowSums: true };
+          const [refDx, refSums, gotDx, gotSums] = [dx(), sums(), dx(), sums()];
+          jsKernels.fakeQuantizeBackward([...ins, g, refSums], refDx, p);
+          backend.run('fakeQuantizeBackward', [...ins, g, gotSums], gotDx, p);
+          expect(firstDifference(gotDx.data, refDx.data)).toBe(null);
+          expect(firstDifference(gotSums.data, refSums.data)).toBe(null);
+          if (wasmCase(cs)) expect(backend.ranOn!('fakeQuantizeBackward', dtype)).toBe(entry.name);
+          // the same as the [3, …] form's dx, and its planes summed per row (up to the order of the sum)
+          const shape3 = [3, ...c.shape];
+          const full: Arg = { data: alloc(dtype, 3 * n), dtype, shape: shape3, strides: contiguousStrides(shape3), offset: 0 };
+          jsKernels.fakeQuantizeBackward([...ins, g], full, { ...p, rowSums: false });
+          expect(firstDifference(refDx.data, full.data.subarray(0, n))).toBe(null);
+          const L = c.shape[last]!;
+          for (let row = 0; row < R; row++) {
+            for (const plane of [1, 2]) {
+              let want = 0;
+              let mag = 0;
+              for (let j = 0; j < L; j++) {
+                want += full.data[plane * n + row * L + j]!;
+                mag += Math.abs(full.data[plane * n + row * L + j]!);
+              }
+              const got = refSums.data[1 + (plane - 1) * R + row]!;
+              if (Number.isNaN(want) || !Number.isFinite(mag)) continue;
+              expect(Math.abs(got - want)).toBeLessThanOrEqual((dtype === 'float32' ? 1e-5 : 1e-12) * (mag + 1e-30) + 1e-30);
+            }
+          }
+        }),
+        { numRuns: 25 },
+      );
+    });
+  }
+
   it('falls back to js for other rounding modes, noise and strided x', () => {
     const c: Case = { dtype: 'float32', offset: 'zeroPoint', shape: [32, 40], sDims: [], gDims: 'contiguous', bounds: [-8, 7], gradFactor: 1, seed: 7 };
     const [x, s, z] = inputs(c);

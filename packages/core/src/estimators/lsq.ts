@@ -4,7 +4,8 @@
  * (the second derivative, in tensor ops) keeps double backward working.
  */
 import type { QuantOffset, RoundingMode } from '@qgrad/kernels';
-import { runKernel } from '../dispatch.js';
+import { contiguousStrides } from '@qgrad/kernels';
+import { empty, runKernel } from '../dispatch.js';
 import { defineFunction } from '../function.js';
 import { isGradEnabled } from '../tape.js';
 import { Tensor } from '../tensor.js';
@@ -35,9 +36,16 @@ function regions(x: Tensor, s: Tensor, z: Tensor, c: GradConfig) {
   return { u, q, zz, inside, below: cast(lt(q, c.qmin), x.dtype), above: cast(gt(q, c.qmax), x.dtype) };
 }
 
+/** Whether `t` (broadcast to x) is one value along x's last axis: a scale per group, channel, token or tensor. */
+function sharedAlongLast(t: Tensor): boolean {
+  return t.ndim === 0 || t.shape[t.ndim - 1] === 1;
+}
+
 /**
- * Per element [dx, dscale, dzeroPoint] of fake quantization (PyTorch's learnable fake-quant
- * formulas; `beta` offsets follow LSQ+). The engine sums the last two to the scale's shape.
+ * [dx, dscale, dzeroPoint] of fake quantization (PyTorch's learnable fake-quant formulas; `beta`
+ * offsets follow LSQ+). When the scale and zero point are shared along x's last axis (per group,
+ * channel, token or tensor) the kernel sums dscale and dzeroPoint per row of that axis as it goes
+ * (shape [...rows, 1]); otherwise they come per element. The engine sums either to the scale's shape.
  */
 export const fakeQuantizeGrad = defineFunction({
   name: 'fakeQuantizeBackward',
@@ -46,12 +54,23 @@ export const fakeQuantizeGrad = defineFunction({
     ctx.state = { c };
     const shape = [...x.shape];
     const ins = [x, cast(s, x.dtype), cast(z, x.dtype), cast(g, x.dtype)].map((t) => expandView(t, shape));
+    if (x.ndim > 0 && sharedAlongLast(s) && sharedAlongLast(z)) {
+      // dx gets its own buffer (it becomes a weight's .grad); the row sums [2, rows] are written
+      // into a second one, read through two [...rows, 1] views
+      const rowShape = [...shape.slice(0, -1), 1];
+      const rows = x.numel() / shape[shape.length - 1]!;
+      const sums = empty([2, rows], x.dtype, x, 'fakeQuantizeBackward');
+      const dx = runKernel('fakeQuantizeBackward', [...ins, sums], shape, x.dtype, { ...c, rowSums: true });
+      const strides = contiguousStrides(rowShape);
+      return [dx, new Tensor(sums.storage, rowShape, strides, 0), new Tensor(sums.storage, rowShape, strides, rows)];
+    }
     const out = runKernel('fakeQuantizeBackward', ins, [3, ...shape], x.dtype, c);
     // dx of a weight becomes its .grad and outlives the pass: its own buffer lets the backward
     // pass recycle the three-part one (the dscale/dzero parts are summed away at once)
     const dx = part(out, 0, shape);
     return [isGradEnabled() ? dx : dx.clone(), part(out, 1, shape), part(out, 2, shape)];
   },
+  // gds and gdz are per element or per row ([...rows, 1]); either broadcasts below
   backward(ctx, gdx, gds, gdz) {
     const [x, s, z, g] = ctx.saved as [Tensor, Tensor, Tensor, Tensor];
     const c = ctx.state.c as GradConfig;

@@ -1,12 +1,13 @@
 /**
  * @file js reference kernels for fake quantization onto an integer grid: the forward
  * (`fakeQuantize`) and its fused backward (`fakeQuantizeBackward`, dx and the per-element
- * dscale/dzeroPoint contributions that core reduces). The Hadamard transform is in hadamard.ts.
+ * dscale/dzeroPoint contributions that core reduces, or with `rowSums` their sums per row of the
+ * last axis). The Hadamard transform is in hadamard.ts.
  */
 import type { Kernel, KernelArg } from '../backend.js';
 import type { FakeQuantizeParams, RoundingMode, TypedArray } from '../names.js';
 import { roundHalfAway, roundHalfEven } from './elementwise.js';
-import { isContiguous, numel, offsets } from '../layout.js';
+import { contiguousStrides, isContiguous, numel, offsets } from '../layout.js';
 
 type Arg = KernelArg<TypedArray>;
 
@@ -208,7 +209,49 @@ export const fakeQuantize: Kernel<'fakeQuantize', TypedArray> = (inputs, out, p)
   }
 };
 
+/**
+ * The one summation order of `rowSums` (wasm sums the same way in f32x4 / f64x2 lanes): the row's
+ * first ⌊L/W⌋·W terms into W running sums by j mod W (W = 4 for float32, 2 for float64), those
+ * combined as (a0 + a2) + (a1 + a3) (or a0 + a1), then the tail terms in order, every add rounded
+ * to the dtype; the total times the grad factor is rounded once.
+ */
+function rowSum(d: ArrayLike<number>, at: number, L: number, f32: boolean, gradFactor: number): number {
+  const W = f32 ? 4 : 2;
+  const m = L - (L % W);
+  const acc = [0, 0, 0, 0];
+  for (let j = 0; j < m; j++) acc[j % W] = r32(acc[j % W]! + d[at + j]!, f32);
+  let sum = f32 ? r32(r32(acc[0]! + acc[2]!, true) + r32(acc[1]! + acc[3]!, true), true) : acc[0]! + acc[1]!;
+  for (let j = m; j < L; j++) sum = r32(sum + d[at + j]!, f32);
+  return r32(sum * gradFactor, f32);
+}
+
+/**
+ * `rowSums`: the [3, …] form computed at grad factor 1 (the same per-element terms, unscaled), dx
+ * copied into out (x's shape) and each row's dscale and dzeroPoint terms summed by `rowSum` into
+ * sums [2, rows].
+ */
+function rowSumsBackward(inputs: readonly Arg[], out: Arg, p: FakeQuantizeParams & { gradFactor: number }): void {
+  const [x, s, z, g, sums] = inputs as Arg[];
+  if (inputs.length !== 5 || p.rounding === 'stochastic') throw new Error('fakeQuantizeBackward: rowSums takes inputs [x, scale, zeroPoint, grad, sums] and deterministic rounding');
+  const shape = out.shape;
+  const n = numel(shape);
+  const L = shape.length ? shape[shape.length - 1]! : 1;
+  const R = L ? n / L : 0;
+  if (numel(sums!.shape) !== 2 * R || !isContiguous(sums!.shape, sums!.strides)) throw new Error(`fakeQuantizeBackward: rowSums needs contiguous sums of 2·${R} elements, got shape [${sums!.shape.join(', ')}]`);
+  const f32 = out.dtype === 'float32';
+  const planes: Arg = { data: f32 ? new Float32Array(3 * n) : new Float64Array(3 * n), dtype: out.dtype, shape: [3, ...shape], strides: [n, ...contiguousStrides(shape)], offset: 0 };
+  fakeQuantizeBackward([x!, s!, z!, g!], planes, { ...p, gradFactor: 1, rowSums: false });
+  const io = idx(out, shape);
+  const d = planes.data;
+  for (let i = 0; i < n; i++) out.data[io[i]!] = d[i]!;
+  for (let r = 0; r < R; r++) {
+    sums!.data[sums!.offset + r] = rowSum(d, n + r * L, L, f32, p.gradFactor);
+    sums!.data[sums!.offset + R + r] = rowSum(d, 2 * n + r * L, L, f32, p.gradFactor);
+  }
+}
+
 export const fakeQuantizeBackward: Kernel<'fakeQuantizeBackward', TypedArray> = (inputs, out, p) => {
+  if (p.rowSums) return rowSumsBackward(inputs as Arg[], out, p);
   const [x, s, z, g, noise] = inputs as Arg[];
   if (fast(p, x!, noise)) return fastBackward(x!, s!, z!, g!, out, p);
   const shape = out.shape.slice(1);

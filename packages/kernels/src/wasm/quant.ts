@@ -143,8 +143,8 @@ function forwardBody(c: Code, k: Kind, mode: Mode, L: Locals): void {
   decode(c, k, mode, q, L.s, zu);
 }
 
-/** Backward body: sets dx, ds, dz (all multiplied by the grad factor as js does). */
-function backwardBody(c: Code, k: Kind, mode: Mode, gfExact: boolean, L: Locals, dx: number, ds: number, dz: number): void {
+/** Backward body: sets dx, ds, dz (ds and dz multiplied by the grad factor as js does, unless `unscaled`: row sums scale their total). */
+function backwardBody(c: Code, k: Kind, mode: Mode, gfExact: boolean, L: Locals, dx: number, ds: number, dz: number, unscaled = false): void {
   const v = V[k];
   const [inv, zu, q, inside, bound, t] = [0, 0, 0, 0, 0, 0].map(() => c.local(ValType.v128)) as [number, number, number, number, number, number];
   codeOf(c, k, mode, L, inv, zu, q);
@@ -170,6 +170,7 @@ function backwardBody(c: Code, k: Kind, mode: Mode, gfExact: boolean, L: Locals,
   c.f64(1);
   if (k === 'f32') c.op(Op.f32_demote_f64);
   c.simd(v.splat).i32(0).simd(Simd.i32x4_splat).get(inside).simd(Simd.v128_bitselect).simd(v.mul).set(dx);
+  if (unscaled) return;
   for (const d of [ds, dz]) {
     if (k === 'f64' || gfExact) c.get(d).get(L.gf).simd(v.mul).set(d);
     else {
@@ -181,20 +182,34 @@ function backwardBody(c: Code, k: Kind, mode: Mode, gfExact: boolean, L: Locals,
 }
 
 /**
- * An operand walked by rows: at each row its pointer is base + rows[r]·e; with step 0 its value
- * is splatted into a 16-byte slot so the inner loop loads every operand the same way.
+ * An operand walked by rows: at each row its pointer is base + rows[r]·e, or base + r·rowStride·e
+ * when rowStride ≥ 0 (per-group, per-token and per-tensor operands and a contiguous grad: no
+ * table to build in js and copy in); with step 0 its value is splatted into a 16-byte slot so the
+ * inner loop loads every operand the same way.
  */
-function emitKernel(mb: ModuleBuilder, k: Kind, mode: Mode, backward: boolean, gfExact: boolean): void {
+function kernelName(k: Kind, mode: Mode, backward: boolean, gfExact: boolean, rowSums: boolean): string {
+  if (rowSums) return `fqBwdRows_${mode}_${k}`;
+  return `${backward ? 'fqBwd' : 'fqFwd'}_${mode}_${k}${backward && k === 'f32' && gfExact ? '_gfexact' : ''}`;
+}
+
+/**
+ * With `rowSums` (backward only) the kernel writes dx alone at out and, per row, the sums of the
+ * unscaled ds and dz lanes (js's rowSum order: lane-wise running sums, lanes combined, then the
+ * tail) times gf at sums + r·e and sums + (R + r)·e.
+ */
+function emitKernel(mb: ModuleBuilder, k: Kind, mode: Mode, backward: boolean, gfExact: boolean, rowSums = false): void {
   const P = ValType.i32;
   const v = V[k];
+  const S = k === 'f32' ? ValType.f32 : ValType.f64;
   const nOps = backward ? 3 : 2; // s, z(, g)
-  // params: out, x, R, L, n, tmp, qmin, qmax, gf, then (base, rows, step) per operand
+  // params: out, x, R, L, n, tmp, qmin, qmax, gf, then (base, rows, step, rowStride) per operand(, sums)
   const params: ValType[] = [P, P, P, P, P, P, ValType.f64, ValType.f64, ValType.f64];
-  for (let i = 0; i < nOps; i++) params.push(P, P, P);
-  const name = `${backward ? 'fqBwd' : 'fqFwd'}_${mode}_${k}${backward && k === 'f32' && gfExact ? '_gfexact' : ''}`;
+  for (let i = 0; i < nOps; i++) params.push(P, P, P, P);
+  if (rowSums) params.push(P);
+  const name = kernelName(k, mode, backward, gfExact, rowSums);
   mb.func(params, [], (c) => {
     const [out, x, R, Lp, n, tmp, qminP, qmaxP, gfP] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
-    const opBase = (i: number) => 9 + 3 * i;
+    const opBase = (i: number) => 9 + 4 * i;
     const [r, i, px, po] = [c.local(P), c.local(P), c.local(P), c.local(P)];
     const ptr = Array.from({ length: nOps }, () => c.local(P));
     const incV = Array.from({ length: nOps }, () => c.local(P));
@@ -214,14 +229,40 @@ function emitKernel(mb: ModuleBuilder, k: Kind, mode: Mode, backward: boolean, g
     c.get(x).set(px);
     c.get(out).set(po);
     const compute = () => {
-      if (backward) backwardBody(c, k, mode, gfExact, L, dx, ds, dz);
+      if (backward) backwardBody(c, k, mode, gfExact, L, dx, ds, dz, rowSums);
       else forwardBody(c, k, mode, L);
+    };
+    const sumsP = 9 + 4 * nOps;
+    const [accS, accZ] = [c.local(ValType.v128), c.local(ValType.v128)];
+    const [sumS, sumZ] = [c.local(S), c.local(S)];
+    const addS = k === 'f32' ? Op.f32_add : Op.f64_add;
+    /** Pushes (a0 + a2) + (a1 + a3) of an f32x4 local, or a0 + a1 of an f64x2 one. */
+    const combine = (acc: number) => {
+      if (k === 'f32') {
+        c.get(acc).lane(v.extract, 0).get(acc).lane(v.extract, 2).op(addS);
+        c.get(acc).lane(v.extract, 1).get(acc).lane(v.extract, 3).op(addS).op(addS);
+      } else c.get(acc).lane(v.extract, 0).get(acc).lane(v.extract, 1).op(addS);
+    };
+    /** Stores sum·gf (rounded once from double) at sums + (row + off)·e. */
+    const storeSum = (sum: number, off: number) => {
+      c.get(sumsP).get(r);
+      if (off) c.get(R).op(Op.i32_add);
+      c.i32(v.e).op(Op.i32_mul).op(Op.i32_add);
+      c.get(sum);
+      if (k === 'f32') c.op(Op.f64_promote_f32);
+      c.get(gfP).op(Op.f64_mul);
+      if (k === 'f32') c.op(Op.f32_demote_f64);
+      c.mem(v.store, k === 'f32' ? 2 : 3);
     };
     c.for(r, () => c.i32(0), () => c.get(R), 1, () => {
       for (let j = 0; j < nOps; j++) {
-        const [base, rows, step] = [opBase(j), opBase(j) + 1, opBase(j) + 2];
-        // ptr = base + rows[r]·e
+        const [base, rows, step, rowStride] = [opBase(j), opBase(j) + 1, opBase(j) + 2, opBase(j) + 3];
+        // ptr = base + rows[r]·e, or base + r·rowStride·e
+        c.get(rowStride).i32(0).op(Op.i32_ge_s).if();
+        c.get(base).get(r).get(rowStride).op(Op.i32_mul).i32(v.e).op(Op.i32_mul).op(Op.i32_add).set(ptr[j]!);
+        c.op(Op.else);
         c.get(base).get(rows).get(r).i32(4).op(Op.i32_mul).op(Op.i32_add).mem(Op.i32_load, 2).i32(v.e).op(Op.i32_mul).op(Op.i32_add).set(ptr[j]!);
+        c.end();
         c.get(step).if();
         c.i32(16).set(incV[j]!).i32(v.e).set(incS[j]!);
         c.op(Op.else);
@@ -240,7 +281,17 @@ function emitKernel(mb: ModuleBuilder, k: Kind, mode: Mode, backward: boolean, g
         const load = scalar ? v.loadSplat : Simd.v128_load;
         c.get(px).simdMem(load, 0).set(xv);
         for (let j = 0; j < nOps; j++) c.get(ptr[j]!).simdMem(load, 0).set(vec[j]!);
-        if (backward) {
+        if (rowSums) {
+          compute();
+          store(scalar, dx, 0);
+          if (scalar) {
+            c.get(sumS).get(ds).lane(v.extract, 0).op(addS).set(sumS);
+            c.get(sumZ).get(dz).lane(v.extract, 0).op(addS).set(sumZ);
+          } else {
+            c.get(accS).get(ds).simd(v.add).set(accS);
+            c.get(accZ).get(dz).simd(v.add).set(accZ);
+          }
+        } else if (backward) {
           compute();
           // dx, ds, dz at out, out + n, out + 2n; offsets are dynamic, so bump po around them
           store(scalar, dx, 0);
@@ -262,8 +313,22 @@ function emitKernel(mb: ModuleBuilder, k: Kind, mode: Mode, backward: boolean, g
         c.get(i).i32(scalar ? 1 : v.lanes).op(Op.i32_add).set(i);
       };
       c.i32(0).set(i);
+      if (rowSums) {
+        c.i32(0).simd(Simd.i32x4_splat).set(accS);
+        c.i32(0).simd(Simd.i32x4_splat).set(accZ);
+      }
       c.while(() => c.get(i).i32(v.lanes).op(Op.i32_add).get(Lp).op(Op.i32_le_s), () => body(false));
+      if (rowSums) {
+        combine(accS);
+        c.set(sumS);
+        combine(accZ);
+        c.set(sumZ);
+      }
       c.while(() => c.get(i).get(Lp).op(Op.i32_lt_s), () => body(true));
+      if (rowSums) {
+        storeSum(sumS, 0);
+        storeSum(sumZ, 1);
+      }
     });
   }, name);
 }
@@ -274,6 +339,7 @@ export function emitQuant(mb: ModuleBuilder): void {
       emitKernel(mb, k, mode, false, false);
       emitKernel(mb, k, mode, true, true);
       if (k === 'f32') emitKernel(mb, k, mode, true, false);
+      emitKernel(mb, k, mode, true, false, true);
     }
   }
 }
@@ -282,23 +348,47 @@ export function emitQuant(mb: ModuleBuilder): void {
 const boundOk32 = (v: number, finite: boolean) => (!finite && Math.abs(v) === Infinity) || (Number.isInteger(v) && Math.abs(v) <= 2 ** 23);
 
 interface Walk {
-  rows: Int32Array;
+  /** Offset of each row's start, or null when it is offset + r·rowStride. */
+  rows: Int32Array | null;
+  rowStride: number;
+  offset: number;
   step: 0 | 1;
 }
 
-/** js's rowWalk, restricted to step 0 or 1 along the last dim (null otherwise). */
+/**
+ * js's rowWalk, restricted to step 0 or 1 along the last dim (null otherwise). Rows whose starts
+ * are evenly spaced (offset + r·rowStride, rowStride ≥ 0: a scale per group, token or tensor, a
+ * contiguous grad) need no table; the others get one.
+ */
 function walk(a: Arg, shape: readonly number[]): Walk | null {
   const last = shape.length - 1;
-  if (last < 0) return { rows: Int32Array.of(a.offset), step: 0 };
+  if (last < 0) return { rows: null, rowStride: 0, offset: a.offset, step: 0 };
   const step = shape[last] === 1 ? 0 : a.strides[last]!;
   if (step !== 0 && step !== 1) return null;
-  return { rows: offsets({ shape: shape.slice(0, last), strides: a.strides.slice(0, last), offset: a.offset }), step };
+  // evenly spaced: every leading dim of size > 1 has stride rowStride·(rows below it)
+  let rowStride = -1;
+  let below = 1;
+  let even = true;
+  for (let d = last - 1; d >= 0 && even; d--) {
+    const n = shape[d]!;
+    if (n === 1) continue;
+    const st = a.strides[d]!;
+    if (rowStride < 0) {
+      if (st % below !== 0 || st < 0) even = false;
+      else rowStride = st / below;
+    } else if (st !== rowStride * below) even = false;
+    below *= n;
+  }
+  if (even) return { rows: null, rowStride: Math.max(rowStride, 0), offset: a.offset, step };
+  return { rows: offsets({ shape: shape.slice(0, last), strides: a.strides.slice(0, last), offset: a.offset }), rowStride: -1, offset: a.offset, step };
 }
 
-function run(engine: Engine, inputs: readonly Arg[], out: Arg, p: FakeQuantizeParams & { gradFactor?: number }, backward: boolean): boolean {
-  const [x, s, z, g, noise] = inputs as Arg[];
+function run(engine: Engine, inputs: readonly Arg[], out: Arg, p: FakeQuantizeParams & { gradFactor?: number; rowSums?: boolean }, backward: boolean): boolean {
+  const rowSums = backward && p.rowSums === true;
+  const [x, s, z, g, fifth] = inputs as Arg[];
+  const sums = rowSums ? fifth : undefined;
   const nOps = backward ? 3 : 2;
-  if (noise || inputs.length !== nOps + 1 || p.rounding !== 'halfEven') return false;
+  if ((fifth && !rowSums) || inputs.length !== nOps + 1 + (rowSums ? 1 : 0) || p.rounding !== 'halfEven') return false;
   const dtype = out.dtype;
   if (dtype !== 'float32' && dtype !== 'float64') return false;
   if (!inputs.every((a) => a.dtype === dtype)) return false;
@@ -306,8 +396,9 @@ function run(engine: Engine, inputs: readonly Arg[], out: Arg, p: FakeQuantizePa
   const mode: Mode = p.offset === 'beta' ? 2 : p.offset === 'roundedZeroPoint' ? 1 : 0;
   const gf = p.gradFactor ?? 1;
   if (k === 'f32' && !(boundOk32(p.qmin, mode === 1) && boundOk32(p.qmax, mode === 1))) return false;
-  const shape = backward ? out.shape.slice(1) : out.shape;
-  if (!isContiguous(x!.shape, x!.strides)) return false;
+  const shape = backward && !rowSums ? out.shape.slice(1) : out.shape;
+  if (!isContiguous(x!.shape, x!.strides) || !isContiguous(out.shape, out.strides)) return false;
+  if (sums && !isContiguous(sums.shape, sums.strides)) return false;
   const n = numel(shape);
   if (n < QUANT_MIN_ELEMENTS) return false;
   let L = shape.length ? shape[shape.length - 1]! : 1;
@@ -318,8 +409,9 @@ function run(engine: Engine, inputs: readonly Arg[], out: Arg, p: FakeQuantizePa
   // per-tensor operands and contiguous ones (a grad): one row of n, classified from the strides
   // alone, so short last dims still vectorize and no per-row offsets are built
   const flat = ops.map((a) => (shape.every((d, i) => d === 1 || a.strides[i] === 0) ? 0 : isContiguous(shape, a.strides) ? 1 : null));
-  if (flat.every((f) => f !== null)) {
-    ws = ops.map((a, j) => ({ rows: Int32Array.of(a.offset), step: flat[j]! }));
+  // (row sums keep their rows)
+  if (!rowSums && flat.every((f) => f !== null)) {
+    ws = ops.map((a, j) => ({ rows: null, rowStride: 0, offset: a.offset, step: flat[j]! }));
     L = n;
     R = 1;
   } else {
@@ -333,11 +425,13 @@ function run(engine: Engine, inputs: readonly Arg[], out: Arg, p: FakeQuantizePa
     let hi = -Infinity;
     const w = ws[j]!;
     const rows = w.rows;
-    for (let r = 0; r < rows.length; r++) {
-      const o = rows[r]!;
-      if (o < lo) lo = o;
-      if (o > hi) hi = o;
-    }
+    if (rows) {
+      for (let r = 0; r < rows.length; r++) {
+        const o = rows[r]!;
+        if (o < lo) lo = o;
+        if (o > hi) hi = o;
+      }
+    } else [lo, hi] = [w.offset, w.offset + (R - 1) * w.rowStride];
     if (w.step) hi += L - 1;
     return [lo, hi + 1] as const;
   });
@@ -350,7 +444,12 @@ function run(engine: Engine, inputs: readonly Arg[], out: Arg, p: FakeQuantizePa
   const xIn = engine.inPlace(x!, within);
   const opIn = ops.map((a) => engine.inPlace(a, within));
   const outPtr = direct >= 0 ? direct : ptr;
-  ptr = align(ptr + (backward ? 3 : 1) * n * e);
+  const planes = backward && !rowSums ? 3 : 1;
+  ptr = align(ptr + planes * n * e);
+  // row sums are written where they live, or staged out after
+  const sumsDirect = sums ? engine.addressOf(sums) : -1;
+  const sumsPtr = sumsDirect >= 0 ? sumsDirect : ptr;
+  if (sums && sumsDirect < 0) ptr = align(ptr + 2 * R * e);
   const xPtr = ptr;
   ptr = align(ptr + n * e);
   const opPtrs = spans.map(([lo, hi]) => {
@@ -360,7 +459,7 @@ function run(engine: Engine, inputs: readonly Arg[], out: Arg, p: FakeQuantizePa
   });
   const rowPtrs = ws.map((w) => {
     const at = ptr;
-    ptr = align(ptr + w.rows.length * 4);
+    if (w.rows) ptr = align(ptr + w.rows.length * 4);
     return at;
   });
   if (!engine.reserve(ptr - engine.scratch + 16)) return false;
@@ -372,16 +471,18 @@ function run(engine: Engine, inputs: readonly Arg[], out: Arg, p: FakeQuantizePa
     if (opIn[j]! >= 0) opPtrs[j] = opIn[j]! + (lo - a.offset) * e;
     else engine.stageIn(a.data, lo, hi, view, opPtrs[j]!);
     const rows = ws[j]!.rows;
+    if (!rows) return;
     const i32 = engine.i32;
     const at = rowPtrs[j]! / 4;
     for (let r = 0; r < rows.length; r++) i32[at + r] = rows[r]! - lo;
   });
   const gfExact = k === 'f64' || Math.fround(gf) === gf;
-  const name = `${backward ? 'fqBwd' : 'fqFwd'}_${mode}_${k}${backward && k === 'f32' && gfExact ? '_gfexact' : ''}`;
   const args: number[] = [outPtr, xIn >= 0 ? xIn : xPtr, R, L, n, tmp, p.qmin, p.qmax, gf];
-  ops.forEach((_, j) => args.push(opPtrs[j]!, rowPtrs[j]!, ws[j]!.step));
-  engine.call(name, ...args);
-  if (direct < 0) engine.stageOut(out, view, outPtr, (backward ? 3 : 1) * n);
+  ops.forEach((_, j) => args.push(opPtrs[j]!, rowPtrs[j]!, ws[j]!.step, ws[j]!.rows ? -1 : ws[j]!.rowStride));
+  if (sums) args.push(sumsPtr);
+  engine.call(kernelName(k, mode, backward, gfExact, rowSums), ...args);
+  if (direct < 0) engine.stageOut(out, view, outPtr, planes * n);
+  if (sums && sumsDirect < 0) engine.stageOut(sums, view, sumsPtr, 2 * R);
   return true;
 }
 
@@ -389,6 +490,6 @@ export function fakeQuantizeWasm(engine: Engine, inputs: readonly Arg[], out: Ar
   return run(engine, inputs, out, p, false);
 }
 
-export function fakeQuantizeBackwardWasm(engine: Engine, inputs: readonly Arg[], out: Arg, p: FakeQuantizeParams & { gradFactor: number }): boolean {
+export function fakeQuantizeBackwardWasm(engine: Engine, inputs: readonly Arg[], out: Arg, p: FakeQuantizeParams & { gradFactor: number; rowSums?: boolean }): boolean {
   return run(engine, inputs, out, p, true);
 }
