@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createWasmBackend, jsKernels, type Backend, type PackedMatmulParams } from '@qgrad/kernels';
 import { type Arg, mismatch, NATIVE, nativeCalls, randomArray } from './helpers.js';
 
-type TableKind = 'levels' | 'int' | 'int8' | 'uint8';
+type TableKind = 'levels' | 'int' | 'int8' | 'uint8' | 'fp4';
 
 interface Case {
   N: number;
@@ -41,6 +41,8 @@ const flat = (data: Float32Array | Uint8Array | Int8Array, dtype: Arg['dtype']):
 function tableOf(c: Case): Float32Array {
   const n = 2 ** c.bits;
   if (c.table === 'levels') return randomArray('float32', n, c.seed ^ 0x7777) as Float32Array;
+  // FP4 E2M1's levels (bfloat16 values: their float32 low halves are zero)
+  if (c.table === 'fp4') return Float32Array.from([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0, -0.5, -1, -1.5, -2, -3, -4, -6].slice(0, n));
   if (c.table === 'int' || c.bits < 8) return Float32Array.from({ length: n }, (_, f) => f - 2 ** (c.bits - 1));
   return Float32Array.from({ length: n }, (_, f) => (c.table === 'int8' && f >= 128 ? f - 256 : f));
 }
@@ -196,7 +198,7 @@ describe.each(NATIVE)('$label packedMatmul', (entry) => {
     );
   });
 
-  it('equals the js oracle on groups of whole 16-byte units (the planar path), int-grid and arbitrary tables, one row and several', () => {
+  it('equals the js oracle on groups of whole 16-byte units (the planar path), int-grid, bfloat16 (FP4) and arbitrary tables, one row and several', () => {
     // groupSize·bits a multiple of 128: wasm splits the bytes into bit planes, decodes an int
     // grid's table (L[f] = f + L[0]) without lookups, and scales each group once
     const planarArb = fc.record({
@@ -207,7 +209,7 @@ describe.each(NATIVE)('$label packedMatmul', (entry) => {
       bits: fc.constantFrom<1 | 2 | 4>(1, 2, 4),
       zeroPoint: fc.boolean(),
       bias: fc.boolean(),
-      table: fc.constantFrom<TableKind>('levels', 'int'),
+      table: fc.constantFrom<TableKind>('levels', 'int', 'fp4'),
       seed: fc.integer({ min: 1, max: 2 ** 31 - 1 }),
     }).map(({ units, ...c }): Case => ({ ...c, groupSize: (units * 128) / c.bits }));
     fc.assert(
@@ -234,6 +236,25 @@ describe.each(NATIVE)('$label packedMatmul', (entry) => {
       jsKernels.packedMatmul(ins, want, params);
       backend.run('packedMatmul', ins, got, params);
       expect(mismatch(got.data, want.data, 1e-6, 0)).toBe(-1);
+    }
+  });
+
+  it('decodes bfloat16 levels (two lookups) to the same weights as any table (four): bit for bit', () => {
+    // the FP4 table, and the same with one level off bfloat16 by an ulp (float32 low half nonzero)
+    // where no code selects it: the same weights, one decoded each way
+    for (const bits of [1, 2, 4] as const) {
+      for (const [N, zeroPoint] of [[1, false], [3, true]] as const) {
+        const c: Case = { N, O: 7, groups: 2, groupSize: 256 / bits, bits, zeroPoint, bias: true, table: 'fp4', seed: 61 + bits };
+        const { inputs, params } = operands(c);
+        const codes = Uint8Array.from(inputs[1]!.data as Uint8Array, (b) => b & (bits === 4 ? 0x77 : bits === 2 ? 0x55 : 0xff));
+        const table = inputs[2]!.data as Float32Array;
+        const off = Float32Array.from(table);
+        if (bits > 1) off[bits === 4 ? 15 : 3] = Math.fround(off[bits === 4 ? 15 : 3]! * (1 + 2 ** -20));
+        const [a, b] = [outArg(N, 7), outArg(N, 7)];
+        backend.run('packedMatmul', [inputs[0]!, flat(codes, 'uint8'), flat(table, 'float32'), ...inputs.slice(3)], a, params);
+        backend.run('packedMatmul', [inputs[0]!, flat(codes, 'uint8'), flat(off, 'float32'), ...inputs.slice(3)], b, params);
+        expect(Array.from(a.data)).toEqual(Array.from(b.data));
+      }
     }
   });
 

@@ -79,6 +79,33 @@ function rowLevels16(c: Code, highs: number, magic: number, w: readonly number[]
   for (let q = 0; q < 4; q++) shuffle8(c.get(t[1 + (q >> 1)]!).get(highs), q & 1 ? HI16 : LO16).get(magic).simd(Simd.f32x4_sub).set(w[q]!);
 }
 
+/**
+ * `levels16` for a table whose levels are bfloat16 values (float32 low halves zero: FP4 E2M1,
+ * MXFP4): only bytes 2 and 3 are looked up (table planes 2 and 3), paired into 16-bit halves and
+ * put under a zero low half: two swizzles and six unpacks for sixteen levels, not four and eight.
+ */
+function bf16Levels16(c: Code, planes: readonly number[], w: readonly number[], t: readonly number[], swizzle: number): void {
+  const idx = t[0]!;
+  c.get(planes[2]!).get(idx).simd(swizzle).set(t[1]!);
+  c.get(planes[3]!).get(idx).simd(swizzle).set(t[2]!);
+  shuffle8(c.get(t[1]!).get(t[2]!), LO8).set(t[3]!);
+  shuffle8(c.get(t[1]!).get(t[2]!), HI8).set(t[4]!);
+  for (let q = 0; q < 4; q++) {
+    c.i32(0).simd(Simd.i32x4_splat);
+    shuffle8(c.get(t[3 + (q >> 1)]!), q & 1 ? HI16 : LO16).set(w[q]!);
+  }
+}
+
+const LEVEL32 = new Float32Array(16);
+const LEVEL32_BITS = new Uint32Array(LEVEL32.buffer);
+
+/** Whether the n levels of `table` are bfloat16 values in float32 (low 16 bits zero): see `bf16Levels16`. */
+function bf16Levels(table: Arg, n: number): boolean {
+  for (let f = 0; f < n; f++) LEVEL32[f] = table.data[table.offset + f]!;
+  for (let f = 0; f < n; f++) if ((LEVEL32_BITS[f]! & 0xffff) !== 0) return false;
+  return true;
+}
+
 /** The four magics of `rowLevels16` for a table L[f] = L[0] + f, as float32 (written per call). */
 const ROW_MAGICS = new Float32Array(4);
 
@@ -105,7 +132,7 @@ export function planar(bits: number, groupSize: number): boolean {
 }
 
 /** Task export `packed_planes<bits>[_z](arg, t)`: output columns [t·rowsPerTask, …) for every row of x. */
-function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: boolean, flavor: Flavor): void {
+function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: boolean, flavor: Flavor, bf16 = false): void {
   const P = ValType.i32;
   const V = ValType.v128;
   const F = 8 / bits;
@@ -155,7 +182,7 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
       v128Const(c, range(16, (i) => 3 << (2 * (i & 3)))).set(fieldMask);
       v128Const(c, range(16, (i) => ROW_HIGHS[2 * ((i >> 1) & 3) + (i & 1)]!)).set(highs);
     } else if (affine) word(W.magic).simd(Simd.i32x4_splat).set(magic);
-    else for (let b = 0; b < 4; b++) word(W.planes).simdMem(Simd.v128_load, 0, 16 * b).set(planes[b]!);
+    else for (let b = bf16 ? 2 : 0; b < 4; b++) word(W.planes).simdMem(Simd.v128_load, 0, 16 * b).set(planes[b]!);
     c.i32((1 << bits) - 1).simd(Simd.i8x16_splat).set(mask);
     word(W.buf).get(task);
     word(W.bufBytes).op(Op.i32_mul).op(Op.i32_add).set(buf);
@@ -212,6 +239,7 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
       /** The 16 fields of plane (tmp[0], one per byte) as L − z into w, handed to `use`. */
       const plane = () => {
         if (affine) magicLevels();
+        else if (bf16) bf16Levels16(c, planes, w, tmp, swizzle);
         else levels16(c, planes, w, tmp, swizzle);
         if (zeroPoint) for (const q of w) c.get(q).get(zv).simd(Simd.f32x4_sub).set(q);
         use();
@@ -316,7 +344,7 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
       c.end();
       step(o, 1);
     });
-  }, `packed_planes${bits}${affine ? 'a' : ''}${zeroPoint ? '_z' : ''}`);
+  }, `packed_planes${bits}${affine ? 'a' : bf16 ? 'h' : ''}${zeroPoint ? '_z' : ''}`);
 }
 
 /**
@@ -366,6 +394,7 @@ function emitPermuteX(mb: ModuleBuilder): void {
 /** Adds the `packed_planes*` task exports and `packed_planes_x`. */
 export function emitPackedPlanes(mb: ModuleBuilder, flavor: Flavor): void {
   for (const bits of [1, 2, 4]) for (const affine of [false, true]) for (const z of [false, true]) emitTask(mb, bits, affine, z, flavor);
+  for (const bits of [1, 2, 4]) for (const z of [false, true]) emitTask(mb, bits, false, z, flavor, true);
   emitPermuteX(mb);
 }
 
@@ -379,6 +408,8 @@ export function packedPlanesWasm(engine: Engine, ops: PackedOperands, out: Arg, 
   // (2-bit: levels within ±2^15, so that 1.5·2^17 − L[0] stays in its binade; see `rowLevels16`)
   const magic = bits === 2 && Math.abs(table.data[table.offset]!) >= 2 ** 15 ? null : affineMagic(table, 2 ** bits);
   const affine = magic !== null;
+  // levels whose float32 low halves are all zero (bfloat16 values: FP4/MXFP4's): two lookups, not four
+  const bf16 = !affine && bf16Levels(table, 2 ** bits);
   const F = 8 / bits;
   const threaded = engine.threads > 1 && N * O * K >= PARALLEL_MIN_MACS;
   const tasks = threaded ? Math.min(O, engine.threads * 4) : 1;
@@ -437,7 +468,7 @@ export function packedPlanesWasm(engine: Engine, ops: PackedOperands, out: Arg, 
   args[a0 + W.bufBytes] = bufBytes;
   args[a0 + W.hasBias] = bias ? 1 : 0;
   args[a0 + W.magic] = magic ?? 0;
-  engine.parallel(`packed_planes${bits}${affine ? 'a' : ''}${zero ? '_z' : ''}`, ARGS, nTasks, threaded);
+  engine.parallel(`packed_planes${bits}${affine ? 'a' : bf16 ? 'h' : ''}${zero ? '_z' : ''}`, ARGS, nTasks, threaded);
   if (outAt < 0) engine.stageOut(out, engine.f32, outPtr, N * O);
   return true;
 }
