@@ -8,6 +8,7 @@
 import type { RoundingMode } from '@qgrad/kernels';
 import { broadcastShapes, normDim } from '../dispatch.js';
 import { Tensor } from '../tensor.js';
+import { keep } from '../lifetime.js';
 import { scalarLike } from '../ops/creation.js';
 import { clamp, sign } from '../ops/elementwise.js';
 import { reshape } from '../ops/movement.js';
@@ -43,8 +44,18 @@ export interface FakeQuantizeOptions extends Omit<QuantOptions, 'gradScale'> {
   roundZeroPoint?: boolean;
 }
 
+/** The 0-d zeros a number zero point of 0 becomes, one per backend and dtype, kept (a QAT step then fills none per quantizer). */
+const zeros = new WeakMap<object, Map<string, Tensor>>();
+function zeroLike(x: Tensor): Tensor {
+  let byDtype = zeros.get(x.storage.backend);
+  if (!byDtype) zeros.set(x.storage.backend, (byDtype = new Map()));
+  let t = byDtype.get(x.dtype);
+  if (!t || t.storage.released) byDtype.set(x.dtype, (t = keep(scalarLike(0, x.dtype, x))));
+  return t;
+}
+
 function asParam(name: string, v: Tensor | number, x: Tensor, axis: number | undefined): Tensor {
-  let t = v instanceof Tensor ? v : scalarLike(v, x.dtype, x);
+  let t = v instanceof Tensor ? v : Object.is(v, 0) ? zeroLike(x) : scalarLike(v, x.dtype, x);
   if (axis !== undefined && t.numel() !== 1) {
     const c = x.shape[axis]!;
     if (t.ndim !== 1 || t.shape[0] !== c) throw new Error(`fakeQuantize: per-channel ${name} must have shape [${c}] for axis ${axis} of input ${fmt(x.shape)}, got ${fmt(t.shape)}`);
