@@ -11,19 +11,23 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Generator, loadSafetensors, noGrad, saveSafetensors, tidy } from '@qgrad/core';
-import { AdamW, DiT, Diffusion, LambdaLR, cosineSchedule, mnistDiTConfig, trainStep, type DiTConfig } from '@qgrad/nn';
+import { AdamW, DiT, Diffusion, LambdaLR, cosineSchedule, mnistDiTConfig, trainStep, type BetaSchedule, type DiTConfig } from '@qgrad/nn';
 import {
   collectCalibration, efficientDM, efficientDMDistill, efficientDMParameters, mergeEfficientDM, noiseCalibration, prepareFpsAttention, ptq4dm, talsq, TimestepModule,
   type ActQuantConfig, type CalibrationSet, type FpsAttentionOptions, type PtqMethod, type QATRule,
 } from '@qgrad/quant';
-import { cli } from '../lib/args.js';
+import { cli, CliError } from '../lib/args.js';
 import { mnistBatch, mnistData } from '../lib/mnist.js';
 import { saveImageGrid } from '../lib/png.js';
 import { classAccuracy, frechetDistance, judgeFeatures, JUDGE_FEATURES, mnistJudge, realDigits } from '../lib/sample-quality.js';
 import { useBackend } from '../lib/train.js';
 
 const args = cli('experiments/diffusion-quant', 'Float vs W8A8 RTN (noise calibration) vs W8A8/W4A8 PTQ4DM vs W4A8 EfficientDM on the MNIST DiT: noise-prediction MSE vs float on held-out (x_t, t), and sample grids.', {
-  trainSteps: { type: 'int', default: 1000, min: 1, help: 'float DiT training steps (cached in <run-dir>/float.safetensors)' },
+  trainSteps: { type: 'int', default: 1000, min: 1, help: 'float DiT training steps (cached in <run-dir>/float-<shape>-<steps>-seed<N>.safetensors)' },
+  dim: { type: 'int', default: 64, min: 1, help: `float DiT width (a multiple of its ${mnistDiTConfig.numHeads} attention heads)` },
+  depth: { type: 'int', default: 3, min: 1, help: 'float DiT blocks' },
+  patch: { type: 'int', default: 7, min: 1, max: 28, help: 'patch size (divides 28; the FPS rows need an even patch grid: 7 → 4×4, 2 → 14×14)' },
+  schedule: { type: 'string', default: 'linear', help: "β schedule: 'linear' or 'cosine'" },
   batchSize: { type: 'int', default: 64, min: 1, help: 'float training images per step' },
   lr: { type: 'number', default: 2e-3, exclusiveMin: 0, help: 'float training peak LR' },
   sampleSteps: { type: 'int', default: 20, min: 1, help: 'DDIM steps (calibration, held-out pairs, distillation, samples; TALSQ buckets)' },
@@ -42,18 +46,21 @@ const args = cli('experiments/diffusion-quant', 'Float vs W8A8 RTN (noise calibr
   runDir: { type: 'string', default: 'runs/experiments/diffusion-quant', help: 'output directory' },
 });
 useBackend(args.backend);
+if (args.schedule !== 'linear' && args.schedule !== 'cosine') throw new CliError(`--schedule must be 'linear' or 'cosine', got '${args.schedule}'`);
+if (28 % args.patch || (28 / args.patch) % 2) throw new CliError(`--patch must divide 28 into an even grid (the FPS rows cut it into 2×2 tiles), got ${args.patch}`);
+if (args.dim % mnistDiTConfig.numHeads) throw new CliError(`--dim must be a multiple of ${mnistDiTConfig.numHeads} (the DiT's attention heads), got ${args.dim}`);
 mkdirSync(args.runDir, { recursive: true });
 
 const T = 1000;
 const K = args.sampleSteps;
-const config: DiTConfig = { ...mnistDiTConfig, dim: 64, depth: 3, patchSize: 7 }; // examples/diffusion-mnist.ts's defaults
-const diffusion = new Diffusion({ timesteps: T });
+const config: DiTConfig = { ...mnistDiTConfig, dim: args.dim, depth: args.depth, patchSize: args.patch };
+const diffusion = new Diffusion({ timesteps: T, schedule: args.schedule as BetaSchedule });
 const shape = [1, 28, 28];
 const seconds = (t0: number) => ((performance.now() - t0) / 1000).toFixed(1);
 
 function floatModel(): TimestepModule<DiT> {
   const net = new DiT(config, { generator: new Generator(args.seed) });
-  const path = join(args.runDir, `float-${args.trainSteps}-seed${args.seed}.safetensors`);
+  const path = join(args.runDir, `float-d${args.dim}x${args.depth}-p${args.patch}-${args.schedule}-${args.trainSteps}-seed${args.seed}.safetensors`);
   if (existsSync(path)) {
     net.loadStateDict(loadSafetensors(path));
     return new TimestepModule(net);
@@ -165,9 +172,10 @@ t0 = performance.now();
 const w4 = quantized(4, 'gptq', ndtc);
 evaluate('W4A8 PTQ4DM (GPTQ)', 'sampler, NDTC', w4, t0);
 
-// FPSAttention (methods-2.md §9): Q, K, V, P in FP8 E4M3 over the 4×4 patch grid cut into 2×2 tiles;
+// FPSAttention (methods-2.md §9): Q, K, V, P in FP8 E4M3 over the patch grid cut into 2×2 tiles (of 2×2 patches at 7×7 patches);
 // sparse: each head attends 2 of the 4 key tiles, its tile row (first half of the heads) or column
-const fpsDense: FpsAttentionOptions = { grid: [teacher.net.grid, teacher.net.grid], tile: [2, 2] };
+const half = teacher.net.grid / 2;
+const fpsDense: FpsAttentionOptions = { grid: [teacher.net.grid, teacher.net.grid], tile: [half, half] };
 const fpsSparse: FpsAttentionOptions = { ...fpsDense, sparsity: { kind: 'window', reach: Array.from({ length: config.numHeads }, (_, h) => (h < config.numHeads / 2 ? [0, 1] : [1, 0])) } };
 
 /**
