@@ -70,6 +70,43 @@ describe('fakeQuantize (lsq, the fused primitive)', () => {
     });
   }
 
+  for (const dtype of ['float64', 'float32'] as const) {
+    it(`fakeQuantizeAbsmax equals fakeQuantize with the absmax scale computed apart, output, scales and gradients, in ${dtype}`, () => {
+      fc.assert(
+        fc.property(arb.shape({ minRank: 1, maxRank: 3 }), fc.constantFrom('ste', 'clipped-ste'), fc.integer({ min: 1, max: 1000 }), fc.boolean(), (shape, estimator, seed, zeroRow) => {
+          const data = f64(shape, -3, 3, seed).to(dtype);
+          if (zeroRow) data.narrow(-1, 0, 1).fill_(0); // some all-zero rows when the last axis is 1
+          const x1 = leaf(data);
+          const x2 = leaf(data);
+          const v = f64(shape, -1, 1, seed + 1).to(dtype);
+          const opts = { qmin: -128, qmax: 127, estimator, divisor: 127, minScale: 1e-5 };
+          const { y, scale } = q.fakeQuantizeAbsmax(x1, opts);
+          const s2 = q.noGrad(() => q.clamp(q.norm(x2, Infinity, -1, true), 1e-5).div(127));
+          const y2 = q.fakeQuantize(x2, s2, 0, opts);
+          expect(Array.from(scale.dataSync())).toEqual(Array.from(s2.dataSync()));
+          expect(Array.from(y.dataSync())).toEqual(Array.from(y2.dataSync()));
+          const [g1] = q.gradOf([y.mul(v).sum()], [x1]);
+          const [g2] = q.gradOf([y2.mul(v).sum()], [x2]);
+          expect(Array.from(g1!.dataSync())).toEqual(Array.from(g2!.dataSync()));
+        }),
+        { numRuns: 20 },
+      );
+    });
+  }
+
+  it('fakeQuantizeAbsmax: each row reaches ±127 at its absmax, the scales are detached, and ste passes the gradient through', () => {
+    const x = leaf(q.tensor([[0.5, -2, 1], [0, 0, 0], [3, 1, -1]], { dtype: 'float64' }));
+    const { y, scale } = q.fakeQuantizeAbsmax(x, { qmin: -128, qmax: 127, estimator: 'ste', divisor: 127, minScale: 1e-5 });
+    expect(Array.from(scale.dataSync())).toEqual([2 / 127, 1e-5 / 127, 3 / 127]);
+    expect(scale.requiresGrad).toBe(false);
+    expect(y.toArray()).toEqual(q.fakeQuantize(x.detach(), scale, 0, { qmin: -128, qmax: 127 }).toArray());
+    const yv = y.dataSync();
+    expect([yv[1], yv[6]]).toEqual([-2, 3]);
+    const g = f64([3, 3], -1, 1, 5);
+    y.backward(g);
+    expect(Array.from(x.grad!.dataSync())).toEqual(Array.from(g.dataSync()));
+  });
+
   it('the LSQ step gradient equals its closed form Σ g·(R(u) − u | qmin − z | qmax − z)·gradScale', () => {
     const x = leaf(q.tensor([-2.0, -0.73, -0.2, 0.11, 0.36, 0.9, 1.7], { dtype: 'float64' }));
     const s = leaf(q.tensor([0.25], { dtype: 'float64' }));

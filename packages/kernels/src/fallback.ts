@@ -33,9 +33,9 @@ export interface HostTransfer<D> {
 
 /**
  * Inputs a kernel writes besides `out` (names.ts: adamStep updates expAvg and expAvgSq in place;
- * fakeQuantizeBackward with rowSums its row sums).
+ * fakeQuantize with absmaxScale its scales, fakeQuantizeBackward with rowSums its row sums).
  */
-const WRITTEN_INPUTS: { [K in KernelName]?: readonly number[] } = { adamStep: [2, 3], fakeQuantizeBackward: [4] };
+const WRITTEN_INPUTS: { [K in KernelName]?: readonly number[] } = { adamStep: [2, 3], fakeQuantize: [1], fakeQuantizeBackward: [4] };
 
 /** How `withJsFallback` moves device operands to the host, reports fallbacks and lists its counts. */
 export interface FallbackOptions<D = TypedArray> {

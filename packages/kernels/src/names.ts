@@ -119,8 +119,12 @@ export interface KernelParams {
    */
   adamStep: AdamStepParams;
   // ---- quant (js/quant.ts, js/hadamard.ts)
-  /** Fake quantization onto an integer grid. Inputs [x, scale, zeroPoint(, noise)], all broadcast to x. */
-  fakeQuantize: FakeQuantizeParams;
+  /**
+   * Fake quantization onto an integer grid. Inputs [x, scale, zeroPoint(, noise)], all broadcast to x.
+   * With `absmaxScale` the scale input (one per row of x's last axis, contiguous) is written first:
+   * s = max(max|x_row|, min)/divisor in out's dtype (NaN rows give NaN), then used as given.
+   */
+  fakeQuantize: FakeQuantizeParams & { absmaxScale?: { divisor: number; min: number } };
   /**
    * The fused backward of fakeQuantize. Inputs [x, scale, zeroPoint, grad(, noise)] broadcast to x;
    * out has shape [3, ...x.shape]: per element dx, the dscale contribution, the dzeroPoint contribution.

@@ -183,6 +183,45 @@ describe.each(NATIVE)('$label fakeQuantize', (entry) => {
     });
   }
 
+  for (const dtype of DTYPES) {
+    it(`forward with absmaxScale (each row's scale computed and written first) is bit-identical to js in ${dtype}`, () => {
+      fc.assert(
+        fc.property(caseArb(dtype), fc.constantFrom(127, 7, 1.5, 448), (c, divisor) => {
+          const [x, , z] = inputs(c);
+          const n = numel(c.shape);
+          const L = c.shape[c.shape.length - 1]!;
+          const R = n / L;
+          const scales = (): Arg => {
+            const rowShape = [...c.shape.slice(0, -1), 1];
+            const st = contiguousStrides(rowShape);
+            return { data: alloc(dtype, R + 1), dtype, shape: c.shape, strides: st.map((v, d) => (rowShape[d] === 1 ? 0 : v)), offset: 1 };
+          };
+          // rows of zeros (the minimum scale) and a NaN row
+          (x!.data as Float64Array).fill(0, 2, 2 + Math.min(L, n));
+          if (R > 2) x!.data[2 + 2 * L] = NaN;
+          const zr: Arg = { ...z!, shape: c.shape, strides: c.shape.map(() => 0) };
+          const p = { ...params(c), absmaxScale: { divisor, min: 1e-5 } };
+          const [refS, gotS] = [scales(), scales()];
+          const ref: Arg = { data: alloc(dtype, n), dtype, shape: c.shape, strides: contiguousStrides(c.shape), offset: 0 };
+          const got: Arg = { ...ref, data: alloc(dtype, n) };
+          jsKernels.fakeQuantize([x!, refS, zr], ref, p);
+          backend.run('fakeQuantize', [x!, gotS, zr], got, p);
+          expect(firstDifference(gotS.data, refS.data)).toBe(null);
+          expect(firstDifference(got.data, ref.data)).toBe(null);
+          if (wasmCase(c)) expect(backend.ranOn!('fakeQuantize', dtype)).toBe(entry.name);
+          // the scales are max(max|x_row|, min)/divisor in the dtype
+          const fr = dtype === 'float32' ? Math.fround : (v: number) => v;
+          for (let r = 0; r < R; r++) {
+            let m = 0;
+            for (let j = 0; j < L; j++) m = Math.max(m, Math.abs(x!.data[2 + r * L + j]!));
+            expect(refS.data[1 + r]).toBe(fr(Math.max(m, fr(1e-5)) / divisor));
+          }
+        }),
+        { numRuns: 25 },
+      );
+    });
+  }
+
   it('falls back to js for other rounding modes, noise and strided x', () => {
     const c: Case = { dtype: 'float32', offset: 'zeroPoint', shape: [32, 40], sDims: [], gDims: 'contiguous', bounds: [-8, 7], gradFactor: 1, seed: 7 };
     const [x, s, z] = inputs(c);

@@ -6,12 +6,12 @@
  * no estimator, are ops/quant.ts; re-exported here so Tensor's methods need one import.
  */
 import type { RoundingMode } from '@qgrad/kernels';
-import { broadcastShapes, normDim } from '../dispatch.js';
+import { broadcastShapes, empty, normDim, runKernel } from '../dispatch.js';
 import { Tensor } from '../tensor.js';
 import { keep } from '../lifetime.js';
 import { scalarLike } from '../ops/creation.js';
 import { clamp, sign } from '../ops/elementwise.js';
-import { reshape } from '../ops/movement.js';
+import { expandView, reshape } from '../ops/movement.js';
 import type { EstimatorOptions, QuantConfig } from './estimator.js';
 import { getEstimator, type Estimator } from './index.js';
 import { lsqGradScale } from './lsq.js';
@@ -102,6 +102,47 @@ export function fakeQuantize(x: Tensor, scale: Tensor | number, zeroPoint: Tenso
     options: { gradScale, trust: opts.trust, temperature: opts.temperature, generator: opts.generator },
   };
   return est.apply(x, s, z, config);
+}
+
+/** Options of `fakeQuantizeAbsmax`: fakeQuantize's, and how each row's scale is made from its absmax. */
+export interface FakeQuantizeAbsmaxOptions extends FakeQuantizeOptions {
+  /** s = max(max|x_row|, minScale)/divisor: the grid's top level (127 for int8) … */
+  divisor: number;
+  /** … and the smallest scale (an all-zero row gets this one). */
+  minScale: number;
+}
+
+/**
+ * Fake quantization with a dynamic scale per row of x's last axis (a token of an activation, a
+ * group of a grouped view), computed in the same kernel pass: s = max(max|x|, minScale)/divisor,
+ * no zero point. Returns x̂ (with the estimator's gradients; the scales are constants to it) and
+ * the scales [...rows, 1], detached. Equals `fakeQuantize(x, clamp(norm(x, Infinity, -1, true),
+ * minScale).div(divisor), 0, opts)` bit for bit, without the reduction and the two scalar ops.
+ * @example const { y, scale } = fakeQuantizeAbsmax(x, { qmin: -128, qmax: 127, divisor: 127, minScale: 1e-5, estimator: 'ste' });
+ */
+export function fakeQuantizeAbsmax(x: Tensor, opts: FakeQuantizeAbsmaxOptions): { y: Tensor; scale: Tensor } {
+  if (!opts || opts.qmin === undefined || opts.qmax === undefined) throw new Error('fakeQuantizeAbsmax: options { qmin, qmax, divisor, minScale } are required');
+  checkRange('fakeQuantizeAbsmax', opts.qmin, opts.qmax);
+  if (x.dtype !== 'float32' && x.dtype !== 'float64') throw new Error(`fakeQuantizeAbsmax: input must be float32 or float64, got ${x.dtype} of shape ${fmt(x.shape)}`);
+  if (x.ndim === 0) throw new Error('fakeQuantizeAbsmax: needs an input with at least one axis (its last axis holds the rows that share a scale)');
+  if (!(opts.divisor > 0) || !(opts.minScale > 0)) throw new Error(`fakeQuantizeAbsmax: divisor and minScale must be > 0, got ${opts.divisor} and ${opts.minScale}`);
+  const est = getEstimator(opts.estimator ?? 'ste');
+  if (est.spec.forward || est.spec.offset === 'beta') throw new Error(`fakeQuantizeAbsmax: estimator '${est.name}' has a forward or offset of its own; use fakeQuantize with a computed scale`);
+  const shape = [...x.shape];
+  const scale = empty([...shape.slice(0, -1), 1], x.dtype, x, 'fakeQuantizeAbsmax');
+  const z = zeroLike(x);
+  const offset = opts.roundZeroPoint === false ? 'zeroPoint' : 'roundedZeroPoint';
+  const rounding = opts.rounding ?? 'halfEven';
+  const y = runKernel('fakeQuantize', [x, expandView(scale, shape), expandView(z, shape)], shape, x.dtype, {
+    qmin: opts.qmin, qmax: opts.qmax, rounding, offset, absmaxScale: { divisor: opts.divisor, min: opts.minScale },
+  });
+  let gradScale = opts.gradScale ?? 1;
+  if (gradScale === 'lsq') gradScale = lsqGradScale(shape[shape.length - 1]!, Math.max(opts.qmax, 1));
+  const config: QuantConfig = {
+    qmin: opts.qmin, qmax: opts.qmax, rounding, offset, y,
+    options: { gradScale, trust: opts.trust, temperature: opts.temperature, generator: opts.generator },
+  };
+  return { y: est.apply(x, scale, z, config), scale };
 }
 
 function unbounded(x: Tensor, rounding: RoundingMode, opts: QuantOptions, fallback: string): Tensor {

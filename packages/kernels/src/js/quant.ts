@@ -190,8 +190,38 @@ function fast(p: FakeQuantizeParams, x: Arg, noise: Arg | undefined): boolean {
   return p.rounding === 'halfEven' && !noise && isContiguous(x.shape, x.strides);
 }
 
+/**
+ * `absmaxScale`: writes s = max(max|x|, min)/divisor per row of the last axis into the scale input
+ * (as the absmax reduction, a maximum and a division compute it: NaN propagates, each step rounded
+ * to the dtype), before the row is quantized with it.
+ */
+function absmaxScales(x: Arg, s: Arg, shape: readonly number[], f32: boolean, p: { divisor: number; min: number }): void {
+  const n = numel(shape);
+  const L = shape.length ? shape[shape.length - 1]! : 1;
+  const R = L ? n / L : 0;
+  if (L > 1 && s.strides[s.strides.length - 1] !== 0) throw new Error('fakeQuantize: absmaxScale needs a scale broadcast along the last axis of x, one per row');
+  const ix = idx(x, shape);
+  const lo = r32(p.min, f32);
+  const div = r32(p.divisor, f32);
+  const rows = rowWalk(s, shape).rows;
+  if (R > 1 && rows[0] === rows[1]) throw new Error('fakeQuantize: absmaxScale writes one scale per row of x; the scale input is shared between rows');
+  for (let r = 0; r < R; r++) {
+    let m = 0;
+    for (let j = 0; j < L; j++) {
+      const v = Math.abs(x.data[ix[r * L + j]!]!);
+      if (v !== v) {
+        m = NaN;
+        break;
+      }
+      if (v > m) m = v;
+    }
+    s.data[rows[r]!] = r32((m !== m ? NaN : m > lo ? m : lo) / div, f32);
+  }
+}
+
 export const fakeQuantize: Kernel<'fakeQuantize', TypedArray> = (inputs, out, p) => {
   const [x, s, z, noise] = inputs as Arg[];
+  if (p.absmaxScale) absmaxScales(x!, s!, out.shape, out.dtype === 'float32', p.absmaxScale);
   if (fast(p, x!, noise)) return fastForward(x!, s!, z!, out, p);
   const n = numel(out.shape);
   const fr = out.dtype === 'float32' ? Math.fround : identityRound;

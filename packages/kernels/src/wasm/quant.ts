@@ -1,7 +1,8 @@
 /**
- * @file wasm fake quantization (f32x4 / f64x2): `fakeQuantize` and its fused backward for the
- * js fast path's case (half-even rounding, no noise, x contiguous, scale/zero point/grad walked
- * row by row), bit-identical to the js kernel. Everything else returns false (js fallback).
+ * @file wasm fake quantization (f32x4 / f64x2): `fakeQuantize` (also with its per-row absmax
+ * scales computed first) and its fused backward (also with per-row dscale/dzeroPoint sums) for
+ * the js fast path's case (half-even rounding, no noise, x contiguous, scale/zero point/grad
+ * walked row by row), bit-identical to the js kernel. Everything else returns false (js fallback).
  */
 import type { KernelArg } from '../backend.js';
 import { isContiguous, numel, offsets } from '../layout.js';
@@ -25,13 +26,13 @@ const V = {
   f32: {
     e: 4, lanes: 4, add: Simd.f32x4_add, sub: Simd.f32x4_sub, mul: Simd.f32x4_mul, div: Simd.f32x4_div,
     min: Simd.f32x4_min, max: Simd.f32x4_max, pmin: Simd.f32x4_pmin, pmax: Simd.f32x4_pmax,
-    lt: Simd.f32x4_lt, le: Simd.f32x4_le, ge: Simd.f32x4_ge, neg: Simd.f32x4_neg,
+    lt: Simd.f32x4_lt, le: Simd.f32x4_le, ge: Simd.f32x4_ge, neg: Simd.f32x4_neg, abs: Simd.f32x4_abs,
     splat: Simd.f32x4_splat, loadSplat: Simd.v128_load32_splat, extract: Simd.f32x4_extract_lane, store: Op.f32_store,
   },
   f64: {
     e: 8, lanes: 2, add: Simd.f64x2_add, sub: Simd.f64x2_sub, mul: Simd.f64x2_mul, div: Simd.f64x2_div,
     min: Simd.f64x2_min, max: Simd.f64x2_max, pmin: F64X2_PMIN, pmax: F64X2_PMAX,
-    lt: Simd.f64x2_lt, le: Simd.f64x2_le, ge: Simd.f64x2_ge, neg: Simd.f64x2_neg,
+    lt: Simd.f64x2_lt, le: Simd.f64x2_le, ge: Simd.f64x2_ge, neg: Simd.f64x2_neg, abs: Simd.f64x2_abs,
     splat: Simd.f64x2_splat, loadSplat: Simd.v128_load64_splat, extract: Simd.f64x2_extract_lane, store: Op.f64_store,
   },
 } as const;
@@ -187,8 +188,9 @@ function backwardBody(c: Code, k: Kind, mode: Mode, gfExact: boolean, L: Locals,
  * table to build in js and copy in); with step 0 its value is splatted into a 16-byte slot so the
  * inner loop loads every operand the same way.
  */
-function kernelName(k: Kind, mode: Mode, backward: boolean, gfExact: boolean, rowSums: boolean): string {
+function kernelName(k: Kind, mode: Mode, backward: boolean, gfExact: boolean, rowSums: boolean, absmax = false): string {
   if (rowSums) return `fqBwdRows_${mode}_${k}`;
+  if (absmax) return `fqFwdAbsmax_${mode}_${k}`;
   return `${backward ? 'fqBwd' : 'fqFwd'}_${mode}_${k}${backward && k === 'f32' && gfExact ? '_gfexact' : ''}`;
 }
 
@@ -197,16 +199,17 @@ function kernelName(k: Kind, mode: Mode, backward: boolean, gfExact: boolean, ro
  * unscaled ds and dz lanes (js's rowSum order: lane-wise running sums, lanes combined, then the
  * tail) times gf at sums + r·e and sums + (R + r)·e.
  */
-function emitKernel(mb: ModuleBuilder, k: Kind, mode: Mode, backward: boolean, gfExact: boolean, rowSums = false): void {
+function emitKernel(mb: ModuleBuilder, k: Kind, mode: Mode, backward: boolean, gfExact: boolean, rowSums = false, absmax = false): void {
   const P = ValType.i32;
   const v = V[k];
   const S = k === 'f32' ? ValType.f32 : ValType.f64;
   const nOps = backward ? 3 : 2; // s, z(, g)
-  // params: out, x, R, L, n, tmp, qmin, qmax, gf, then (base, rows, step, rowStride) per operand(, sums)
+  // params: out, x, R, L, n, tmp, qmin, qmax, gf, then (base, rows, step, rowStride) per operand(, sums)(, divisor, min)
   const params: ValType[] = [P, P, P, P, P, P, ValType.f64, ValType.f64, ValType.f64];
   for (let i = 0; i < nOps; i++) params.push(P, P, P, P);
   if (rowSums) params.push(P);
-  const name = kernelName(k, mode, backward, gfExact, rowSums);
+  if (absmax) params.push(ValType.f64, ValType.f64);
+  const name = kernelName(k, mode, backward, gfExact, rowSums, absmax);
   mb.func(params, [], (c) => {
     const [out, x, R, Lp, n, tmp, qminP, qmaxP, gfP] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
     const opBase = (i: number) => 9 + 4 * i;
@@ -254,7 +257,46 @@ function emitKernel(mb: ModuleBuilder, k: Kind, mode: Mode, backward: boolean, g
       if (k === 'f32') c.op(Op.f32_demote_f64);
       c.mem(v.store, k === 'f32' ? 2 : 3);
     };
+    const [mS, absAcc] = [c.local(S), c.local(ValType.v128)];
+    const [loadS, absS, maxS, divS, demote] = k === 'f32'
+      ? [Op.f32_load, Op.f32_abs, Op.f32_max, Op.f32_div, true]
+      : [Op.f64_load, Op.f64_abs, Op.f64_max, Op.f64_div, false];
+    /** Pushes the f64 param `i` in the lane type. */
+    const param = (i: number) => {
+      c.get(i);
+      if (demote) c.op(Op.f32_demote_f64);
+    };
     c.for(r, () => c.i32(0), () => c.get(R), 1, () => {
+      if (absmax) {
+        // the row's scale first (js absmaxScales): m = max|x| (max propagates NaN; every |x| ≥ +0),
+        // s = max(m, min)/divisor, stored at the scale operand's row (evenly spaced: run checks)
+        c.i32(0).simd(Simd.i32x4_splat).set(absAcc);
+        c.i32(0).set(i);
+        c.while(() => c.get(i).i32(v.lanes).op(Op.i32_add).get(Lp).op(Op.i32_le_s), () => {
+          c.get(absAcc).get(px).get(i).i32(v.e).op(Op.i32_mul).op(Op.i32_add).simdMem(Simd.v128_load, 0);
+          // f32: |x| as bits (sign cleared) orders as the floats do, with every NaN above +∞, so
+          // an integer max (one instruction, unlike f32x4.max's NaN fix-ups on the loop's
+          // dependency chain) is the NaN-propagating max
+          if (k === 'f32') c.i32(0x7fffffff).simd(Simd.i32x4_splat).simd(Simd.v128_and).simd(Simd.i32x4_max_s);
+          else c.simd(v.abs).simd(v.max);
+          c.set(absAcc);
+          c.get(i).i32(v.lanes).op(Op.i32_add).set(i);
+        });
+        c.get(absAcc).lane(v.extract, 0).get(absAcc).lane(v.extract, 1).op(maxS);
+        if (k === 'f32') c.get(absAcc).lane(v.extract, 2).get(absAcc).lane(v.extract, 3).op(maxS).op(maxS);
+        c.set(mS);
+        c.while(() => c.get(i).get(Lp).op(Op.i32_lt_s), () => {
+          c.get(mS).get(px).get(i).i32(v.e).op(Op.i32_mul).op(Op.i32_add).mem(loadS, k === 'f32' ? 2 : 3).op(absS).op(maxS).set(mS);
+          c.get(i).i32(1).op(Op.i32_add).set(i);
+        });
+        const [base, rowStride] = [opBase(0), opBase(0) + 3];
+        c.get(base).get(r).get(rowStride).op(Op.i32_mul).i32(v.e).op(Op.i32_mul).op(Op.i32_add);
+        c.get(mS);
+        param(9 + 4 * nOps + 1);
+        c.op(maxS);
+        param(9 + 4 * nOps);
+        c.op(divS).mem(v.store, k === 'f32' ? 2 : 3);
+      }
       for (let j = 0; j < nOps; j++) {
         const [base, rows, step, rowStride] = [opBase(j), opBase(j) + 1, opBase(j) + 2, opBase(j) + 3];
         // ptr = base + rows[r]·e, or base + r·rowStride·e
@@ -337,6 +379,7 @@ export function emitQuant(mb: ModuleBuilder): void {
   for (const mode of [0, 1, 2] as const) {
     for (const k of ['f32', 'f64'] as const) {
       emitKernel(mb, k, mode, false, false);
+      emitKernel(mb, k, mode, false, false, false, true);
       emitKernel(mb, k, mode, true, true);
       if (k === 'f32') emitKernel(mb, k, mode, true, false);
       emitKernel(mb, k, mode, true, false, true);
@@ -383,8 +426,9 @@ function walk(a: Arg, shape: readonly number[]): Walk | null {
   return { rows: offsets({ shape: shape.slice(0, last), strides: a.strides.slice(0, last), offset: a.offset }), rowStride: -1, offset: a.offset, step };
 }
 
-function run(engine: Engine, inputs: readonly Arg[], out: Arg, p: FakeQuantizeParams & { gradFactor?: number; rowSums?: boolean }, backward: boolean): boolean {
+function run(engine: Engine, inputs: readonly Arg[], out: Arg, p: FakeQuantizeParams & { gradFactor?: number; rowSums?: boolean; absmaxScale?: { divisor: number; min: number } }, backward: boolean): boolean {
   const rowSums = backward && p.rowSums === true;
+  const absmax = backward ? undefined : p.absmaxScale;
   const [x, s, z, g, fifth] = inputs as Arg[];
   const sums = rowSums ? fifth : undefined;
   const nOps = backward ? 3 : 2;
@@ -409,8 +453,8 @@ function run(engine: Engine, inputs: readonly Arg[], out: Arg, p: FakeQuantizePa
   // per-tensor operands and contiguous ones (a grad): one row of n, classified from the strides
   // alone, so short last dims still vectorize and no per-row offsets are built
   const flat = ops.map((a) => (shape.every((d, i) => d === 1 || a.strides[i] === 0) ? 0 : isContiguous(shape, a.strides) ? 1 : null));
-  // (row sums keep their rows)
-  if (!rowSums && flat.every((f) => f !== null)) {
+  // (row sums and absmax scales keep their rows)
+  if (!rowSums && !absmax && flat.every((f) => f !== null)) {
     ws = ops.map((a, j) => ({ rows: null, rowStride: 0, offset: a.offset, step: flat[j]! }));
     L = n;
     R = 1;
@@ -419,6 +463,8 @@ function run(engine: Engine, inputs: readonly Arg[], out: Arg, p: FakeQuantizePa
     if (walks.some((w) => w === null)) return false;
     ws = walks as Walk[];
   }
+  // the written scales: one per row, evenly spaced
+  if (absmax && (ws[0]!.rows || ws[0]!.step !== 0 || (R > 1 && ws[0]!.rowStride === 0))) return false;
   const e = k === 'f32' ? 4 : 8;
   const spans = ops.map((a, j) => {
     let lo = Infinity;
@@ -480,13 +526,19 @@ function run(engine: Engine, inputs: readonly Arg[], out: Arg, p: FakeQuantizePa
   const args: number[] = [outPtr, xIn >= 0 ? xIn : xPtr, R, L, n, tmp, p.qmin, p.qmax, gf];
   ops.forEach((_, j) => args.push(opPtrs[j]!, rowPtrs[j]!, ws[j]!.step, ws[j]!.rows ? -1 : ws[j]!.rowStride));
   if (sums) args.push(sumsPtr);
-  engine.call(kernelName(k, mode, backward, gfExact, rowSums), ...args);
+  if (absmax) args.push(absmax.divisor, absmax.min);
+  engine.call(kernelName(k, mode, backward, gfExact, rowSums, absmax !== undefined), ...args);
   if (direct < 0) engine.stageOut(out, view, outPtr, planes * n);
+  // the scales it wrote, back to where they live when staged
+  if (absmax && opIn[0]! < 0) {
+    const [lo, hi] = spans[0]!;
+    s!.data.set(view.subarray(opPtrs[0]! / e, opPtrs[0]! / e + hi - lo) as never, lo);
+  }
   if (sums && sumsDirect < 0) engine.stageOut(sums, view, sumsPtr, 2 * R);
   return true;
 }
 
-export function fakeQuantizeWasm(engine: Engine, inputs: readonly Arg[], out: Arg, p: FakeQuantizeParams): boolean {
+export function fakeQuantizeWasm(engine: Engine, inputs: readonly Arg[], out: Arg, p: FakeQuantizeParams & { absmaxScale?: { divisor: number; min: number } }): boolean {
   return run(engine, inputs, out, p, false);
 }
 

@@ -9,7 +9,7 @@ import { Module, Parameter } from '@qgrad/nn';
 import type { FloatDType, Grid } from '../grids/grid.js';
 import { granularityName, groupedShape, toGroups, type Granularity, type Grouped } from '../grids/granularity.js';
 import {
-  codesOfView, dataScale, dequantizeView, effectiveZero, fakeQuantView, levelIndexOfView, valueOfLevelIndex, type ScaleAndZero,
+  codesOfView, dataScale, dequantizeView, effectiveZero, fakeQuantAbsmaxView, fakeQuantView, levelIndexOfView, valueOfLevelIndex, type ScaleAndZero,
 } from '../quantizer/apply.js';
 import { describePlan, resolveQuantizer, type QuantizerConfig, type QuantizerPlan } from '../quantizer/config.js';
 import type { DoubleScale } from '../scale/double.js';
@@ -291,6 +291,9 @@ export class ActQuantizer extends QuantizerModule {
 
   #dynamic(x: Tensor): Tensor {
     const g = toGroups(x, this.plan.granularity, this.plan.who);
+    // per-token int absmax: scale and x̂ in one kernel pass
+    const fused = fakeQuantAbsmaxView(this.plan, g.view, this);
+    if (fused) return g.restore(fused);
     const sz = dataScale(this.plan, g.view);
     return g.restore(fakeQuantView(this.plan, g.view, sz.scale, sz.zeroPoint, this));
   }

@@ -5,7 +5,7 @@
  * x/s onto their levels and hand the estimator the hard output.
  */
 import {
-  amax, clamp, fakeQuantize, getEstimator, gradScale as scaleGradient, lsqGradScale, mean, noGrad, norm, round, scalarLike, sqrt, square, tensor, type GridInfo, type Tensor,
+  amax, clamp, fakeQuantize, fakeQuantizeAbsmax, getEstimator, gradScale as scaleGradient, lsqGradScale, mean, noGrad, norm, round, scalarLike, sqrt, square, tensor, type GridInfo, type Tensor,
 } from '@qgrad/core';
 import type { FloatDType, Grid } from '../grids/grid.js';
 import { LevelSet } from '../grids/grid.js';
@@ -138,6 +138,23 @@ export function fakeQuantView(plan: QuantizerPlan, view: Tensor, scale: Tensor, 
   return est.apply(view, scalarLike(1, view.dtype, view), scalarLike(0, view.dtype, view), {
     qmin: -Infinity, qmax: Infinity, rounding: 'halfEven', offset: 'zeroPoint', options: { trust: o.trust, temperature: o.temperature }, y: hard, grid: info,
   });
+}
+
+/**
+ * x̂ of a grouped view under a dynamic absmax scale computed inside the fake-quant kernel (core's
+ * fakeQuantizeAbsmax): the plans whose `dataScale` is max(‖row‖∞, MIN_STEP)/top level on a signed
+ * integer grid (per-token int8 activations). The same x̂ as `dataScale` then `fakeQuantView`, in
+ * one pass; null for every other plan.
+ * @internal plumbing between the quantizer, QAT, LoRA and export code of @qgrad/quant, left off the API site
+ */
+export function fakeQuantAbsmaxView(plan: QuantizerPlan, view: Tensor, o: ApplyOptions = {}): Tensor | null {
+  const grid = plan.grid;
+  const int = grid.integer;
+  if (!int || grid.scale.kind !== 'real' || plan.mode !== 'dynamic' || plan.rule !== 'absmax' || plan.hasZeroPoint || plan.doubleScale || !(grid.lo < 0) || plan.estimator.spec.forward) return null;
+  return fakeQuantizeAbsmax(view, {
+    qmin: int.qmin, qmax: int.qmax, estimator: plan.estimator, rounding: plan.rounding, gradScale: gradFactor(plan, o.lsqN ?? view.shape[view.ndim - 1]!),
+    trust: o.trust, temperature: o.temperature, divisor: grid.hi > 0 ? grid.hi : Math.abs(grid.lo), minScale: MIN_STEP,
+  }).y;
 }
 
 /**
