@@ -97,6 +97,9 @@ interface Locals {
   qmin: number;
   qmax: number;
   gf: number;
+  /** i32: 1 while the scale is one value along the row (step 0); then `invRow` holds its 1/s. */
+  sRow: number;
+  invRow: number;
 }
 
 /**
@@ -106,9 +109,14 @@ interface Locals {
 function codeOf(c: Code, k: Kind, mode: Mode, L: Locals, inv: number, zu: number, q: number): void {
   const v = V[k];
   const u = c.local(ValType.v128);
+  // 1/s (rounded to the lane type, as js's inv): once per row when the scale is one value along it
+  c.get(L.sRow).if();
+  c.get(L.invRow).set(inv);
+  c.op(Op.else);
   c.f64(1);
   if (k === 'f32') c.op(Op.f32_demote_f64);
   c.simd(v.splat).get(L.s).simd(v.div).set(inv);
+  c.end();
   if (mode === 0) {
     c.get(L.x).get(inv).simd(v.mul).get(L.z).simd(v.add).set(u);
     rne(c, k, u);
@@ -220,7 +228,10 @@ function emitKernel(mb: ModuleBuilder, k: Kind, mode: Mode, backward: boolean, g
     const vec = Array.from({ length: nOps }, () => c.local(ValType.v128));
     const xv = c.local(ValType.v128);
     const [dx, ds, dz] = [c.local(ValType.v128), c.local(ValType.v128), c.local(ValType.v128)];
-    const L: Locals = { x: xv, s: vec[0]!, z: vec[1]!, g: vec[2] ?? 0, qmin: c.local(ValType.v128), qmax: c.local(ValType.v128), gf: c.local(ValType.v128) };
+    const L: Locals = {
+      x: xv, s: vec[0]!, z: vec[1]!, g: vec[2] ?? 0, qmin: c.local(ValType.v128), qmax: c.local(ValType.v128), gf: c.local(ValType.v128),
+      sRow: c.local(P), invRow: c.local(ValType.v128),
+    };
     splatParam(c, k, qminP);
     c.set(L.qmin);
     splatParam(c, k, qmaxP);
@@ -313,6 +324,13 @@ function emitKernel(mb: ModuleBuilder, k: Kind, mode: Mode, backward: boolean, g
         c.i32(0).set(incV[j]!).i32(0).set(incS[j]!);
         c.end();
       }
+      // a scale with step 0 along the row: its 1/s once, here
+      c.get(opBase(0) + 2).op(Op.i32_eqz).set(L.sRow);
+      c.get(L.sRow).if();
+      c.f64(1);
+      if (k === 'f32') c.op(Op.f32_demote_f64);
+      c.simd(v.splat).get(ptr[0]!).simdMem(Simd.v128_load, 0).simd(v.div).set(L.invRow);
+      c.end();
       const store = (scalar: boolean, o: number, off: number) => {
         c.get(po);
         c.get(o);
