@@ -9,5 +9,5 @@ export {
 export { ViT, ViTBlock, PatchEmbed, mnistViTConfig, type ViTConfig } from './vit.js';
 export { UNet, ResBlock, timestepEmbedding, mnistUNetConfig, type UNetConfig } from './unet.js';
 export { DiT, DiTBlock, mnistDiTConfig, type DiTConfig } from './dit.js';
-export { Diffusion, betaSchedule, type BetaSchedule, type DiffusionOptions, type NoisePredictor, type SamplerOptions } from './diffusion.js';
+export { Diffusion, betaSchedule, type BetaSchedule, type DiffusionOptions, type NoisePredictor, type PredictionType, type SamplerOptions } from './diffusion.js';
 export { sampleLogits, type SampleOptions } from './sampling.js';

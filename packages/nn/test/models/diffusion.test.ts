@@ -54,6 +54,63 @@ describe('Diffusion', () => {
     }
   });
 
+  it('DDIM and DDPM recover the data point from the same oracle predicting x₀ or v', () => {
+    for (const prediction of ['x0', 'v'] as const) {
+      const d = new Diffusion({ timesteps: 100, prediction });
+      const asPrediction: NoisePredictor = (x, t) => d.target(target.expand(...x.shape), oracle(d)(x, t), t);
+      for (const x of [
+        d.sampleDdim(asPrediction, [3, 1, 2, 2], 10, { generator: new q.Generator(0) }),
+        d.sampleDdim(asPrediction, [3, 1, 2, 2], 10, { generator: new q.Generator(0), clipDenoised: false }),
+        d.sample(asPrediction, [3, 1, 2, 2], { generator: new q.Generator(2) }),
+      ]) expect(x.sub(target).abs().amax().item()).toBeLessThan(1e-4);
+    }
+  });
+
+  // target(x₀, ε, t) is what a perfect denoiser outputs at x_t = qSample(x₀, t, ε): reading it back must give ε and x₀
+  it.each([['float32', 2e-4], ['float64', 1e-10]] as const)('ε, x₀ and v targets convert back to ε̂ and x̂₀ in %s', (dtype, tol) => {
+    const d = new Diffusion({ timesteps: 1000 });
+    const g = new q.Generator(11);
+    const x0 = q.rand([4, 1, 3, 3], { dtype, generator: g }).mul(2).sub(1);
+    const noise = q.randn([4, 1, 3, 3], { dtype, generator: g });
+    for (const t of [[0, 1, 500, 999], [999, 999, 999, 999], [0, 0, 0, 0]]) {
+      const xt = d.qSample(x0, t, noise);
+      for (const prediction of ['epsilon', 'x0', 'v'] as const) {
+        const dp = new Diffusion({ timesteps: 1000, prediction });
+        const out = dp.target(x0, noise, t);
+        expect(out.dtype).toBe(dtype);
+        const eps = dp.epsilonOf(out, xt, t);
+        const x0hat = dp.x0Of(out, xt, t);
+        expect(eps.dtype).toBe(dtype);
+        expect(eps.sub(noise).abs().amax().item(), `${prediction} ε̂ at t = ${t}`).toBeLessThan(prediction === 'epsilon' ? 1e-300 : tol);
+        // x̂₀ from ε̂ divides by √ᾱ_t (≈ 0.0066 at t = 999): float32 rounding of x_t grows by 1/√ᾱ
+        expect(x0hat.sub(x0).abs().amax().item(), `${prediction} x̂₀ at t = ${t}`).toBeLessThan(prediction === 'epsilon' && t.includes(999) && dtype === 'float32' ? 100 * tol : tol);
+      }
+    }
+    // v = √ᾱ_t·ε − √(1 − ᾱ_t)·x₀, sample by sample
+    const t = [3, 250, 700, 999];
+    const v = new Diffusion({ timesteps: 1000, prediction: 'v' }).target(x0, noise, t);
+    const [vd, ed, xd] = [v.dataSync(), noise.dataSync(), x0.dataSync()];
+    for (let i = 0; i < vd.length; i++) {
+      const ab = d.alphasCumprod[t[Math.floor(i / 9)]!]!;
+      expect(Math.abs(vd[i]! - (Math.sqrt(ab) * ed[i]! - Math.sqrt(1 - ab) * xd[i]!))).toBeLessThan(dtype === 'float32' ? 1e-6 : 1e-14);
+    }
+  });
+
+  it('the loss trains on the prediction type\'s target: a perfect x₀ or v denoiser has zero loss', () => {
+    const x0 = q.rand([3, 1, 2, 2], { generator: new q.Generator(4) });
+    for (const prediction of ['x0', 'v'] as const) {
+      const d = new Diffusion({ timesteps: 50, prediction });
+      // the denoiser sees x_t, so it cannot know ε; give it x₀ and recover ε from x_t
+      const perfect: NoisePredictor = (xt, t) => {
+        const ab = q.tensor(t.map((ti) => d.alphasCumprod[ti]!)).reshape(t.length, 1, 1, 1);
+        const eps = xt.sub(x0.mul(ab.sqrt())).div(ab.neg().add(1).sqrt());
+        return d.target(x0, eps, t);
+      };
+      expect(d.loss(perfect, x0, { generator: new q.Generator(1) }).item()).toBeLessThan(1e-10);
+    }
+    expect(() => new Diffusion({ prediction: 'sample' as 'x0' })).toThrow(/prediction must be 'epsilon', 'x0' or 'v'/);
+  });
+
   it('deterministic DDIM is a function of its starting noise; the step callback counts the steps', () => {
     const d = new Diffusion({ timesteps: 50 });
     const model: NoisePredictor = (x) => x.mul(0.5);
