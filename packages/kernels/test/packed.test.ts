@@ -270,6 +270,58 @@ describe.each(NATIVE)('$label packedMatmul', (entry) => {
     expect(mismatch(got.data, want.data, 1e-5, 1e-5)).toBe(-1);
   });
 
+  it('bounds the lifted 4-bit int-grid decode by the rounding of its sums: Σ|x|·s·(16 + f + |16 − L[0]| + |z|)', () => {
+    // wasm sums u = (16 + f)/32 against x and subtracts ((16 − L[0] + z)/32)·Σx per 32 inputs
+    // (packed-planes.ts, liftedLevels16): its error scales with those terms, not with Σ|x·w|, so a
+    // row of zero weights under a large mean of x is a rounding error away from 0, not 0. Checked
+    // against float64 on int4 (L[0] = −8) and uint4 (L[0] = 0, zero points near 8), x of mean 0
+    // and 1000, the first row of every case all zero weights; a grid far from zero (L[0] = 77)
+    // keeps the direct decode, its Σ|x·w| bound and exact zeros.
+    for (const [l0, zeroPoint] of [[-8, false], [-8, true], [0, true], [77, true]] as const) {
+      for (const mean of [0, 1000]) {
+        for (const [N, groupSize] of [[1, 32], [3, 64], [1, 256]] as const) {
+          const c: Case = { N, O: 6, groups: 2, groupSize, bits: 4, zeroPoint, bias: false, table: 'int', seed: 29 + groupSize + l0 };
+          const { inputs, params, K } = operands(c);
+          const x = Float32Array.from(inputs[0]!.data as Float32Array, (v) => v + mean);
+          const codes = Uint8Array.from(inputs[1]!.data as Uint8Array);
+          const table = Float32Array.from({ length: 16 }, (_, f) => l0 + f);
+          const zero = Float32Array.from(zeroPoint ? inputs[4]!.data as Float32Array : [], (v) => v + 8 + l0);
+          // row 0: every weight zero (the level 0, or the level equal to its zero point)
+          for (let g = 0; g < c.groups; g++) {
+            const f = zeroPoint ? Math.round(zero[g]!) - l0 : -l0;
+            if (zeroPoint) zero[g] = l0 + f;
+            if (f >= 0 && f < 16) codes.fill(f * 17, (g * groupSize) / 2, ((g + 1) * groupSize) / 2);
+          }
+          const ins: Arg[] = [{ ...inputs[0]!, data: x }, flat(codes, 'uint8'), flat(table, 'float32'), inputs[3]!, ...(zeroPoint ? [flat(zero, 'float32')] : [])];
+          const cz: Case = { ...c, zeroPoint };
+          const w = dequantized(cz, ins, K);
+          const scale = inputs[3]!.data;
+          const want = new Float64Array(N * c.O);
+          const bound = new Float64Array(N * c.O);
+          for (let n = 0; n < N; n++) {
+            for (let o = 0; o < c.O; o++) {
+              let [y, m] = [0, 0];
+              for (let k = 0; k < K; k++) {
+                const i = o * K + k;
+                const g = Math.floor(i / groupSize);
+                const f = (codes[i >> 1]! >> (4 * (i & 1))) & 15;
+                const z = zeroPoint ? zero[g]! : 0;
+                y += x[n * K + k]! * w[i]!;
+                m += Math.abs(x[n * K + k]! * scale[g]!) * (l0 === 77 ? Math.abs(l0 + f - z) : 16 + f + Math.abs(16 - l0) + Math.abs(z));
+              }
+              want[n * c.O + o] = y;
+              bound[n * c.O + o] = 2 * (K + 2) * 2 ** -24 * m;
+            }
+          }
+          const got = outArg(N, c.O);
+          backend.run('packedMatmul', ins, got, params);
+          expect(mismatch(got.data, want, 0, bound)).toBe(-1);
+          if (l0 === 77) for (let n = 0; n < N; n++) expect(got.data[n * c.O]).toBe(0);
+        }
+      }
+    }
+  });
+
   it('hands a transposed x to js and gives the same result as the contiguous one', () => {
     const c: Case = { N: 3, O: 5, groups: 2, groupSize: 32, bits: 4, zeroPoint: true, bias: true, table: 'levels', seed: 11 };
     const { inputs, params, K } = operands(c);

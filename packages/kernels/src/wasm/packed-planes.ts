@@ -9,9 +9,11 @@
  * base-3 kernel, which decodes the same trits in row order, sums them the same way bit for bit.
  * Sixteen fields become levels by the table swizzle of packed.ts (relaxed_swizzle where available:
  * the same lookup, without the range fix-up of indices that are always < 16 here), or, for an int
- * grid's table, by widening (see `affineLevels16`). Each group sums x·(L − z) in four f32x4
- * accumulators and is scaled once, ((a0 + a1) + (a2 + a3))·s added to the row's vector: the scale
- * leaves the inner loop.
+ * grid's table, by widening (see `affineLevels16`; 4-bit int grids near zero with the code offset
+ * lifted out of the loop, `liftedLevels16`). Each group sums x·(L − z) in four f32x4 accumulators
+ * and is scaled once, ((a0 + a1) + (a2 + a3))·s added to the row's vector: the scale leaves the
+ * inner loop; 4-bit fields sum each unit in two accumulators, scale it and store it, and the row
+ * adds the stored units (see `groups`).
  *
  * One row of x decodes and multiplies in registers; several rows decode each weight row once into
  * the task's buffer (L − z, unscaled, in the same order) and sum it against each row the same way,
@@ -28,6 +30,7 @@ type Arg = KernelArg<TypedArray>;
 
 /** i16x8 opcodes the shared opcode table (assembler.ts) does not list. */
 const I16X8_SPLAT = 0x10;
+const I16X8_SHL = 0x8b;
 const I16X8_SHR_U = 0x8d;
 const I16X8_EXTEND_LOW_U8 = 0x89;
 const I16X8_EXTEND_HIGH_U8 = 0x8a;
@@ -37,6 +40,8 @@ const enum W {
   x, codes, planes, scale, zero, bias, out, n, k, o, units, rowsPerTask, buf, bufBytes, hasBias,
   /** Affine decode: the float32 bits of 1.5·2^23 − L[0] (see `emitTask`). */
   magic,
+  /** Lifted 4-bit decode: per row of x and unit, Σx and −c·Σx as two f32x4 (see `liftedLevels16`). */
+  lift,
 }
 
 /**
@@ -57,6 +62,29 @@ export function affineLevels16(c: Code, magic: number, w: readonly number[], t: 
     c.get(t[1 + (q >> 1)]!);
     high();
     shuffle8(c, q & 1 ? HI16 : LO16).get(magic).simd(Simd.f32x4_sub).set(w[q]!);
+  }
+}
+
+/**
+ * The 16 fields of an int grid's 4-bit plane in local t[0], each byte holding f·8 (< 128), into
+ * four f32x4 locals w as u = (16 + f)/32, exactly: each byte paired with the byte 0x3f (local
+ * `expo`) is the high half 0x3f00 | f·8 of a float32 whose low half is zero, i.e. 2^−1·(1 + f/16).
+ * No subtraction: the code offset is lifted out of the loop, L − z = 32·(u − c) with
+ * c = (16 − L[0] + z)/32, so a unit's Σ (L − z)·x = 32·(Σ u·x − c·Σx), Σx of each 32 inputs
+ * once per call (`emitLift`), the 32 once per row. Six unpacks for sixteen levels, as
+ * `affineLevels16`, without its four subtractions. The price is rounding: the sums run over
+ * u·x and c·Σx (|u| < 1, c ≤ 1 + |z|/32 for the |L[0]| ≤ 16 this path takes) instead of
+ * (L − z)·x, so the error scales with Σ|x|·(16 + f + |16 − L[0] + z|)·s, not Σ|x·w| (a row of
+ * zero weights gives a rounding error, not 0): measured 1.3–1.6× the direct decode's error
+ * against float64 on N(0)- and mean-1000 x (packed.test.ts pins the bound).
+ */
+function liftedLevels16(c: Code, expo: number, w: readonly number[], t: readonly number[]): void {
+  const plane = t[0]!;
+  shuffle8(c.get(plane).get(expo), LO8).set(t[1]!);
+  shuffle8(c.get(plane).get(expo), HI8).set(t[2]!);
+  for (let q = 0; q < 4; q++) {
+    c.i32(0).simd(Simd.i32x4_splat);
+    shuffle8(c.get(t[1 + (q >> 1)]!), q & 1 ? HI16 : LO16).set(w[q]!);
   }
 }
 
@@ -132,13 +160,15 @@ export function planar(bits: number, groupSize: number): boolean {
 }
 
 /** Task export `packed_planes<bits>[_z](arg, t)`: output columns [t·rowsPerTask, …) for every row of x. */
-function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: boolean, flavor: Flavor, bf16 = false): void {
+function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: boolean, flavor: Flavor, bf16 = false, lifted = false): void {
   const P = ValType.i32;
   const V = ValType.v128;
   const F = 8 / bits;
   // 2-bit fields sum in row order, as the base-3 kernel decodes the same trits (packed-base3.ts
   // equals this bit for bit); 1- and 4-bit ones in plane order, x permuted to match
   const rowOrder = bits === 2;
+  // 4-bit fields: each unit summed in two accumulators and scaled on its own (see `groups`)
+  const unitFold = bits === 4;
   const swizzle = flavor.relaxed ? Simd.i8x16_relaxed_swizzle : Simd.i8x16_swizzle;
   mb.func([P, P], [], (c) => {
     /** a ⊕= w·x (relaxed FMA, or mul then add). */
@@ -158,7 +188,8 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
     const [x, codes, scale, zero, bias, out, N, K, O, units, hasBias, G] = range(12, () => c.local(P));
     const [o, o1, g, u, p, xp, sp, n, buf, bp, rowBytes] = range(11, () => c.local(P));
     const [zv, A, mask, gsum, magic, shift] = [...range(5, () => c.local(V)), c.local(P)];
-    const [pl, stash] = [c.local(P), c.local(P)];
+    const sv = c.local(V);
+    const [pl, stash, lift, lp, sums, gp, gEnd] = range(7, () => c.local(P));
     const codeV = c.local(V);
     // 2-bit fields of an int grid's table: decoded in row order from the bytes (see `rowLevels16`)
     const rows2 = rowOrder && affine;
@@ -171,6 +202,7 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
     const word = (k: W) => c.get(arg).mem(Op.i32_load, 2, k * 4);
     const pairs: [number, W][] = [
       [x, W.x], [codes, W.codes], [scale, W.scale], [zero, W.zero], [bias, W.bias], [out, W.out], [N, W.n], [K, W.k], [O, W.o], [units, W.units], [hasBias, W.hasBias],
+      [lift, W.lift],
     ];
     for (const [l, k] of pairs) word(k).set(l);
     c.get(K).i32(bits).op(Op.i32_mul).i32(3).op(Op.i32_shr_u).set(rowBytes);
@@ -181,12 +213,15 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
       v128Const(c, range(16, (i) => i >> 2)).set(spread);
       v128Const(c, range(16, (i) => 3 << (2 * (i & 3)))).set(fieldMask);
       v128Const(c, range(16, (i) => ROW_HIGHS[2 * ((i >> 1) & 3) + (i & 1)]!)).set(highs);
-    } else if (affine) word(W.magic).simd(Simd.i32x4_splat).set(magic);
+    } else if (lifted) c.i32(0x3f).simd(Simd.i8x16_splat).set(magic);
+    else if (affine) word(W.magic).simd(Simd.i32x4_splat).set(magic);
     else for (let b = bf16 ? 2 : 0; b < 4; b++) word(W.planes).simdMem(Simd.v128_load, 0, 16 * b).set(planes[b]!);
-    c.i32((1 << bits) - 1).simd(Simd.i8x16_splat).set(mask);
+    // lifted: each field as f·8 in its byte (see `liftedLevels16`)
+    c.i32(lifted ? 0x78 : (1 << bits) - 1).simd(Simd.i8x16_splat).set(mask);
     word(W.buf).get(task);
     word(W.bufBytes).op(Op.i32_mul).op(Op.i32_add).set(buf);
     word(W.bufBytes).get(buf).op(Op.i32_add).i32(64).op(Op.i32_sub).set(stash);
+    c.get(stash).get(G).get(units).op(Op.i32_mul).i32(4).op(Op.i32_shl).op(Op.i32_sub).set(sums);
     c.i32(0).set(shift);
     c.get(task);
     word(W.rowsPerTask).op(Op.i32_mul).set(o);
@@ -238,13 +273,25 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
       }
       /** The 16 fields of plane (tmp[0], one per byte) as L − z into w, handed to `use`. */
       const plane = () => {
+        if (lifted) {
+          liftedLevels16(c, magic, w, tmp);
+          use();
+          return;
+        }
         if (affine) magicLevels();
         else if (bf16) bf16Levels16(c, planes, w, tmp, swizzle);
         else levels16(c, planes, w, tmp, swizzle);
         if (zeroPoint) for (const q of w) c.get(q).get(zv).simd(Simd.f32x4_sub).set(q);
         use();
       };
-      if (bits === 4 && unrolled) {
+      if (lifted) {
+        // the two planes unrolled, as below: f·8 is (byte << 3) & 0x78 and (byte >> 1) & 0x78
+        c.get(p).simdMem(Simd.v128_load, 0).set(codeV);
+        c.get(codeV).i32(3).simd(I16X8_SHL).get(mask).simd(Simd.v128_and).set(tmp[0]!);
+        plane();
+        c.get(codeV).i32(1).simd(I16X8_SHR_U).get(mask).simd(Simd.v128_and).set(tmp[0]!);
+        plane();
+      } else if (bits === 4 && unrolled) {
         // two planes: unrolled, each shift an immediate (a loop's shift by a local cost four
         // instructions and the loop five more, of some thirty a plane; 4096², int4 g32, one row,
         // kernel CPU time, min of 7 rounds, 4 alternating runs: 3.26–3.50 → 2.29–2.75 ms). Only
@@ -268,15 +315,49 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
       c.get(p).i32(16).op(Op.i32_add).set(p);
     };
     const magicLevels = () => affineLevels16(c, magic, w, tmp);
-    /** Per group: its zero point into zv, sums of four f32x4 over its units (`body`), then A += ((ga0 + ga1) + (ga2 + ga3))·s. */
+    /**
+     * Per group: its zero point into zv, sums of four f32x4 over its units (`body`), then
+     * A += ((ga0 + ga1) + (ga2 + ga3))·s. 4-bit fields (`unitFold`): each unit is summed on its
+     * own in two accumulators (q even: ga0, odd: ga1), (ga0 + ga1)·s stored at gp, and the row's
+     * vector is the sum of those (`finish`): no vector is carried from unit to unit or group to
+     * group. TurboFan issues a unit's loads first, so its eight x vectors, the accumulators and
+     * the decode did not fit the sixteen registers: A (or a units loop's accumulator) was
+     * spilled, and its store-to-load round trip behind an FMA set the pace of the loop. A unit's
+     * two chains of four FMAs are independent of the next unit's, so out-of-order execution
+     * overlaps them. 4096², one row, kernel CPU time: int4 g32 2.19 → 1.61 ms with the lifted
+     * decode, per channel 1.72 → 1.48, MXFP4 g32 1.97 → 1.61.
+     */
     const groups = (body: (one: boolean) => void, decodes = true) => {
       const loop = (one: boolean) => c.for(g, () => c.i32(0), () => c.get(G), 1, () => {
-        if (zeroPoint && decodes) c.get(zero).get(sp).op(Op.i32_add).mem(Op.f32_load, 2).simd(Simd.f32x4_splat).set(zv);
-        clear(ga);
-        if (one) body(true);
-        else c.for(u, () => c.i32(0), () => c.get(units), 1, () => body(false));
-        c.get(ga[0]!).get(ga[1]!).simd(Simd.f32x4_add).get(ga[2]!).get(ga[3]!).simd(Simd.f32x4_add).simd(Simd.f32x4_add).set(gsum);
-        madd(A, () => c.get(gsum), () => c.get(scale).get(sp).op(Op.i32_add).mem(Op.f32_load, 2).simd(Simd.f32x4_splat));
+        if (unitFold) {
+          c.get(scale).get(sp).op(Op.i32_add).mem(Op.f32_load, 2).simd(Simd.f32x4_splat).set(sv);
+          if (lifted && zeroPoint) c.get(zero).get(sp).op(Op.i32_add).mem(Op.f32_load, 2).f32(1 / 32).op(Op.f32_mul).simd(Simd.f32x4_splat).set(zv);
+          else if (zeroPoint && decodes) c.get(zero).get(sp).op(Op.i32_add).mem(Op.f32_load, 2).simd(Simd.f32x4_splat).set(zv);
+          const one1 = (o1: boolean) => {
+            if (lifted) {
+              // the unit's sum starts at −c·Σx (c = (16 − L[0])/32), less z/32·Σx with zero points
+              c.get(lp).simdMem(Simd.v128_load, 0, 16).set(ga[0]!);
+              if (zeroPoint) {
+                if (flavor.relaxed) c.get(zv).get(lp).simdMem(Simd.v128_load, 0).get(ga[0]!).simd(Simd.f32x4_relaxed_nmadd).set(ga[0]!);
+                else c.get(ga[0]!).get(zv).get(lp).simdMem(Simd.v128_load, 0).simd(Simd.f32x4_mul).simd(Simd.f32x4_sub).set(ga[0]!);
+              }
+              step(lp, 32);
+              clear([ga[1]!]);
+            } else clear([ga[0]!, ga[1]!]);
+            body(o1);
+            c.get(gp).get(ga[0]!).get(ga[1]!).simd(Simd.f32x4_add).get(sv).simd(Simd.f32x4_mul).simdMem(Simd.v128_store, 0);
+            step(gp, 16);
+          };
+          if (one) one1(true);
+          else c.for(u, () => c.i32(0), () => c.get(units), 1, () => one1(false));
+        } else {
+          if (zeroPoint && decodes) c.get(zero).get(sp).op(Op.i32_add).mem(Op.f32_load, 2).simd(Simd.f32x4_splat).set(zv);
+          clear(ga);
+          if (one) body(true);
+          else c.for(u, () => c.i32(0), () => c.get(units), 1, () => body(false));
+          c.get(ga[0]!).get(ga[1]!).simd(Simd.f32x4_add).get(ga[2]!).get(ga[3]!).simd(Simd.f32x4_add).simd(Simd.f32x4_add).set(gsum);
+          madd(A, () => c.get(gsum), () => c.get(scale).get(sp).op(Op.i32_add).mem(Op.f32_load, 2).simd(Simd.f32x4_splat));
+        }
         c.get(sp).i32(4).op(Op.i32_add).set(sp);
       });
       // one unit a group (int4 g32, MXFP4): two loop levels, not three (4096², int4 g32, one row,
@@ -289,8 +370,26 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
     };
     /** out[row, o] = Σ lanes of A (+ b[o]). */
     const finish = (row: () => void) => {
+      // unitFold: A = the stored units' s·Σ summed four at a time into ga0…ga3 (the last < 4 into
+      // ga0), then (ga0 + ga1) + (ga2 + ga3)
+      if (unitFold) {
+        clear(ga);
+        c.get(sums).set(gp);
+        c.get(G).get(units).op(Op.i32_mul).i32(4).op(Op.i32_shl).get(sums).op(Op.i32_add).set(gEnd);
+        c.while(() => c.get(gp).i32(64).op(Op.i32_add).get(gEnd).op(Op.i32_le_u), () => {
+          for (let q = 0; q < 4; q++) c.get(ga[q]!).get(gp).simdMem(Simd.v128_load, 0, 16 * q).simd(Simd.f32x4_add).set(ga[q]!);
+          step(gp, 64);
+        });
+        c.while(() => c.get(gp).get(gEnd).op(Op.i32_lt_u), () => {
+          c.get(ga[0]!).get(gp).simdMem(Simd.v128_load, 0).simd(Simd.f32x4_add).set(ga[0]!);
+          step(gp, 16);
+        });
+        c.get(ga[0]!).get(ga[1]!).simd(Simd.f32x4_add).get(ga[2]!).get(ga[3]!).simd(Simd.f32x4_add).simd(Simd.f32x4_add).set(A);
+      }
       // + 0 as the base-3 kernel's epilogue adds its scalar tail: −0 becomes +0 on both
       horizontalSum(c, A);
+      // lifted: the sums of u = (16 + f)/32, times 32 (exact)
+      if (lifted) c.f32(32).op(Op.f32_mul);
       c.f32(0).op(Op.f32_add).set(y);
       c.get(hasBias).if();
       c.get(y).get(bias).get(o).i32(2).op(Op.i32_shl).op(Op.i32_add).mem(Op.f32_load, 2).op(Op.f32_add).set(y);
@@ -299,6 +398,7 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
       row();
       c.get(O).op(Op.i32_mul).get(o).op(Op.i32_add).i32(2).op(Op.i32_shl).op(Op.i32_add).get(y).mem(Op.f32_store, 2);
     };
+    const acc = (q: number) => ga[unitFold ? q & 1 : q]!;
     const xq = (q: number) => () => c.get(xp).simdMem(Simd.v128_load, 0, 16 * q);
     const step = (ptr: number, bytes: number) => c.get(ptr).i32(bytes).op(Op.i32_add).set(ptr);
 
@@ -308,9 +408,11 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
       {
         c.get(o).get(G).op(Op.i32_mul).i32(2).op(Op.i32_shl).set(sp);
         c.get(x).set(xp);
+        c.get(lift).set(lp);
+        c.get(sums).set(gp);
         clear([A]);
         groups((one) => unit(() => {
-          for (let q = 0; q < 4; q++) madd(ga[q]!, () => c.get(w[q]!), xq(q));
+          for (let q = 0; q < 4; q++) madd(acc(q), () => c.get(w[q]!), xq(q));
           step(xp, 64);
         }, one));
         finish(() => c.i32(0));
@@ -320,7 +422,7 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
         // the weight row into the buffer, then each row of x against it in the same order
         c.get(buf).set(bp);
         c.for(g, () => c.i32(0), () => c.get(G), 1, () => {
-          if (zeroPoint) c.get(zero).get(o).get(G).op(Op.i32_mul).get(g).op(Op.i32_add).i32(2).op(Op.i32_shl).op(Op.i32_add).mem(Op.f32_load, 2).simd(Simd.f32x4_splat).set(zv);
+          if (zeroPoint && !lifted) c.get(zero).get(o).get(G).op(Op.i32_mul).get(g).op(Op.i32_add).i32(2).op(Op.i32_shl).op(Op.i32_add).mem(Op.f32_load, 2).simd(Simd.f32x4_splat).set(zv);
           c.for(u, () => c.i32(0), () => c.get(units), 1, () => unit(() => {
             for (let q = 0; q < 4; q++) c.get(bp).get(w[q]!).simdMem(Simd.v128_store, 0, 16 * q);
             step(bp, 64);
@@ -330,10 +432,12 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
           c.get(o).get(G).op(Op.i32_mul).i32(2).op(Op.i32_shl).set(sp);
           c.get(x).get(n).get(K).op(Op.i32_mul).i32(2).op(Op.i32_shl).op(Op.i32_add).set(xp);
           c.get(buf).set(bp);
+          c.get(lift).get(n).get(K).op(Op.i32_mul).op(Op.i32_add).set(lp);
+          c.get(sums).set(gp);
           clear([A]);
           groups(() => {
             for (let pl = 0; pl < F; pl++) {
-              for (let q = 0; q < 4; q++) madd(ga[q]!, () => c.get(bp).simdMem(Simd.v128_load, 0, 16 * q), xq(q));
+              for (let q = 0; q < 4; q++) madd(acc(q), () => c.get(bp).simdMem(Simd.v128_load, 0, 16 * q), xq(q));
               step(xp, 64);
               step(bp, 64);
             }
@@ -344,7 +448,7 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
       c.end();
       step(o, 1);
     });
-  }, `packed_planes${bits}${affine ? 'a' : bf16 ? 'h' : ''}${zeroPoint ? '_z' : ''}`);
+  }, `packed_planes${bits}${lifted ? 'l' : affine ? 'a' : bf16 ? 'h' : ''}${zeroPoint ? '_z' : ''}`);
 }
 
 /**
@@ -391,11 +495,39 @@ function emitPermuteX(mb: ModuleBuilder): void {
   }, 'packed_planes_x');
 }
 
+/**
+ * Export `packed_planes_lift(src, dst, n, groupSize, coef)`: for each of the n groups of
+ * groupSize floats at src (a multiple of 4; the lifted decode's units of 32), the f32x4 Σx (the
+ * group's vectors summed in order) and −coef·Σx, 32 bytes a group at dst (see `liftedLevels16`).
+ */
+function emitLift(mb: ModuleBuilder): void {
+  const P = ValType.i32;
+  mb.func([P, P, P, P, ValType.f32], [], (c) => {
+    const [src, dst, n, gs, coef] = [0, 1, 2, 3, 4];
+    const [end, gEnd, sum] = [c.local(P), c.local(P), c.local(ValType.v128)];
+    c.get(src).get(n).get(gs).op(Op.i32_mul).i32(2).op(Op.i32_shl).op(Op.i32_add).set(end);
+    c.while(() => c.get(src).get(end).op(Op.i32_lt_u), () => {
+      c.get(src).get(gs).i32(2).op(Op.i32_shl).op(Op.i32_add).set(gEnd);
+      c.get(src).simdMem(Simd.v128_load, 0).set(sum);
+      c.get(src).i32(16).op(Op.i32_add).set(src);
+      c.while(() => c.get(src).get(gEnd).op(Op.i32_lt_u), () => {
+        c.get(sum).get(src).simdMem(Simd.v128_load, 0).simd(Simd.f32x4_add).set(sum);
+        c.get(src).i32(16).op(Op.i32_add).set(src);
+      });
+      c.get(dst).get(sum).simdMem(Simd.v128_store, 0);
+      c.get(dst).get(sum).get(coef).op(Op.f32_neg).simd(Simd.f32x4_splat).simd(Simd.f32x4_mul).simdMem(Simd.v128_store, 0, 16);
+      c.get(dst).i32(32).op(Op.i32_add).set(dst);
+    });
+  }, 'packed_planes_lift');
+}
+
 /** Adds the `packed_planes*` task exports and `packed_planes_x`. */
 export function emitPackedPlanes(mb: ModuleBuilder, flavor: Flavor): void {
   for (const bits of [1, 2, 4]) for (const affine of [false, true]) for (const z of [false, true]) emitTask(mb, bits, affine, z, flavor);
   for (const bits of [1, 2, 4]) for (const z of [false, true]) emitTask(mb, bits, false, z, flavor, true);
+  for (const z of [false, true]) emitTask(mb, 4, true, z, flavor, false, true);
   emitPermuteX(mb);
+  emitLift(mb);
 }
 
 /**
@@ -424,9 +556,15 @@ export function packedPlanesWasm(engine: Engine, ops: PackedOperands, out: Arg, 
   const xAt = xIn >= 0 ? xIn : at;
   if (xIn < 0) at = align16(at + N * K * 4);
   // the decoded row (several rows of x), then 64 bytes of stash
-  const bufBytes = (N > 1 ? K * 4 : 0) + 64;
+  // (4-bit fields: then each unit's scaled sum, K/32 f32x4)
+  const bufBytes = (N > 1 ? K * 4 : 0) + (bits === 4 ? K / 2 : 0) + 64;
   const buf = at;
   at += nTasks * bufBytes;
+  // a 4-bit int grid near zero (int4, uint4): decoded with the code offset lifted out of the loop
+  // (`liftedLevels16`), Σx and −c·Σx per row of x and unit (32 bytes a unit) here
+  const lifted = bits === 4 && affine && Math.abs(table.data[table.offset]!) <= 16;
+  const lift = at;
+  if (lifted) at += N * K;
   // then x as it is, where it does not live in wasm memory (1/4-bit fields: permuted from there)
   if (!engine.reserve(at + (bits !== 2 && engine.addressOf(x) < 0 ? N * K * 4 : 0) - engine.scratch)) return false;
   stageOperands(engine, place);
@@ -447,6 +585,7 @@ export function packedPlanesWasm(engine: Engine, ops: PackedOperands, out: Arg, 
       engine.stageIn(x.data, x.offset, x.offset + N * K, engine.f32, src);
     }
     engine.call('packed_planes_x', src, xAt, N * K, F);
+    if (lifted) engine.call('packed_planes_lift', xAt, lift, (N * K) / 32, 32, (16 - Math.fround(table.data[table.offset]!)) / 32);
   }
   // the argument block, word by word (no arrays: at the tiny-Llama shapes the call's js is a
   // good part of its time)
@@ -468,7 +607,8 @@ export function packedPlanesWasm(engine: Engine, ops: PackedOperands, out: Arg, 
   args[a0 + W.bufBytes] = bufBytes;
   args[a0 + W.hasBias] = bias ? 1 : 0;
   args[a0 + W.magic] = magic ?? 0;
-  engine.parallel(`packed_planes${bits}${affine ? 'a' : bf16 ? 'h' : ''}${zero ? '_z' : ''}`, ARGS, nTasks, threaded);
+  args[a0 + W.lift] = lift;
+  engine.parallel(`packed_planes${bits}${lifted ? 'l' : affine ? 'a' : bf16 ? 'h' : ''}${zero ? '_z' : ''}`, ARGS, nTasks, threaded);
   if (outAt < 0) engine.stageOut(out, engine.f32, outPtr, N * O);
   return true;
 }
