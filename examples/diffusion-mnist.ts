@@ -1,18 +1,19 @@
 /**
  * @file Denoising diffusion on MNIST: a small class-conditional Diffusion Transformer learns to
- * predict the noise of DDPM's forward process (linear or cosine β schedule); DDIM (default) or
+ * denoise DDPM's forward process (linear or cosine β schedule), predicting x₀ by default (ε-prediction
+ * at this size ignores the label: docs/experiments/diffusion-quant.md); DDIM (default) or
  * DDPM sampling then writes a PNG grid with one row per digit. Writes runs/diffusion-mnist/.
  * Run: npx tsx examples/diffusion-mnist.ts [--steps 400] [--sampler ddim|ddpm] [--resume]
  */
 import { join } from 'node:path';
 import { Generator, noGrad, type Tensor } from '@qgrad/core';
-import { AdamW, DiT, Diffusion, LambdaLR, cosineSchedule, fit, mnistDiTConfig, type BetaSchedule, type DiTConfig } from '@qgrad/nn';
+import { AdamW, DiT, Diffusion, LambdaLR, cosineSchedule, fit, mnistDiTConfig, type BetaSchedule, type DiTConfig, type PredictionType } from '@qgrad/nn';
 import { CliError, checkFlag, cli } from './lib/args.js';
 import { checkBatchSize, mnistBatch, mnistData } from './lib/mnist.js';
 import { saveImageGrid } from './lib/png.js';
 import { commonOptions, runFlags, summary, useBackend } from './lib/train.js';
 
-const args = cli('diffusion-mnist', 'Trains a class-conditional DiT noise predictor with the DDPM objective on MNIST and samples a grid of digits.', {
+const args = cli('diffusion-mnist', 'Trains a class-conditional DiT denoiser (x₀-, v- or ε-prediction) with the DDPM objective on MNIST and samples a grid of digits.', {
   steps: { type: 'int', default: 400, min: 1, help: 'training steps' },
   batchSize: { type: 'int', default: 64, min: 1, help: 'images per step, at most the 8,000 training digits' },
   dim: { type: 'int', default: 64, min: 1, help: `DiT width (a multiple of its ${mnistDiTConfig.numHeads} attention heads)` },
@@ -23,11 +24,13 @@ const args = cli('diffusion-mnist', 'Trains a class-conditional DiT noise predic
   schedule: { type: 'string', default: 'linear', help: "β schedule: 'linear' or 'cosine'" },
   sampler: { type: 'string', default: 'ddim', help: "'ddim' (sampleSteps steps, deterministic) or 'ddpm' (all T steps, ancestral)" },
   sampleSteps: { type: 'int', default: 50, min: 1, help: 'DDIM steps (at most --timesteps)' },
+  prediction: { type: 'string', default: 'x0', help: "what the DiT predicts: 'x0', 'v' or 'epsilon'" },
   labelDrop: { type: 'number', default: 0.1, min: 0, max: 1, help: 'fraction of training labels replaced by "no label"' },
   ...commonOptions,
 });
 useBackend(args.backend);
 if (args.schedule !== 'linear' && args.schedule !== 'cosine') throw new CliError(`--schedule must be 'linear' or 'cosine', got '${args.schedule}'`);
+if (!['x0', 'v', 'epsilon'].includes(args.prediction)) throw new CliError(`--prediction must be 'x0', 'v' or 'epsilon', got '${args.prediction}'`);
 if (args.sampler !== 'ddim' && args.sampler !== 'ddpm') throw new CliError(`--sampler must be 'ddim' or 'ddpm', got '${args.sampler}'`);
 if (28 % args.patch) throw new CliError(`--patch must divide 28 (the image size), got ${args.patch}`);
 if (args.dim % mnistDiTConfig.numHeads) throw new CliError(`--dim must be a multiple of ${mnistDiTConfig.numHeads} (the DiT's attention heads), got ${args.dim}`);
@@ -36,7 +39,7 @@ checkFlag('sampleSteps', args.sampleSteps, { type: 'int', min: 1, max: args.time
 
 const config: DiTConfig = { ...mnistDiTConfig, dim: args.dim, depth: args.depth, patchSize: args.patch };
 const model = new DiT(config, { generator: new Generator(args.seed) });
-const diffusion = new Diffusion({ timesteps: args.timesteps, schedule: args.schedule as BetaSchedule });
+const diffusion = new Diffusion({ timesteps: args.timesteps, schedule: args.schedule as BetaSchedule, prediction: args.prediction as PredictionType });
 const raw = mnistData();
 checkBatchSize(raw, args.batchSize);
 // DDPM works on data in [−1, 1]: undo the mean/std normalisation of the shared loader, then rescale
@@ -49,7 +52,7 @@ console.log(`DiT: ${model.numParameters()} parameters, ${(28 / args.patch) ** 2}
 const result = await fit({
   ...runFlags('diffusion-mnist', args),
   model, optimizer, scheduler,
-  config: { ...config, batchSize: args.batchSize, lr: args.lr, seed: args.seed, steps: args.steps, timesteps: args.timesteps, schedule: args.schedule },
+  config: { ...config, batchSize: args.batchSize, lr: args.lr, seed: args.seed, steps: args.steps, timesteps: args.timesteps, schedule: args.schedule, prediction: args.prediction },
   loss: ({ index, generator }) => {
     const [x, y] = mnistBatch(data, args.batchSize, index, args.seed); // [B, 1, 28, 28] in [−1, 1], [B]
     const g = generator(3); // timesteps, noise and label dropout of this step
@@ -63,7 +66,7 @@ const result = await fit({
       const labels = Array.from(data.testY.narrow(0, 0, 256).dataSync(), Number);
       return { val_loss: diffusion.loss((xt, t) => model.forward(xt, t, labels), x, { generator: new Generator(12345) }).item() };
     }),
-  panels: { 'noise-prediction MSE': ['loss', 'val_loss'] },
+  panels: { [`${args.prediction}-prediction MSE`]: ['loss', 'val_loss'] },
 });
 
 // one row per digit, ten samples each
