@@ -220,3 +220,29 @@ describe('einsum', () => {
     expect(() => q.einsum('i1->i', q.zeros([2, 3]))).toThrow(/invalid subscript '1'/);
   });
 });
+
+describe('loraGrads', () => {
+  it('equals the four products dA = s·(g·B)ᵀ·x, dB = s·gᵀ·(x·Aᵀ) in float64 and float32', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 70 }), fc.integer({ min: 1, max: 20 }), fc.integer({ min: 1, max: 20 }), fc.integer({ min: 1, max: 8 }), fc.constantFrom(0.5, 2, -3), fc.constantFrom('float32' as const, 'float64' as const), fc.nat(1000), (n, inF, outF, r, s, dtype, seed) => {
+        const g0 = new q.Generator(seed);
+        const [x, g, a, b] = [[n, inF], [n, outF], [r, inF], [outF, r]].map((sh) => q.randn(sh, { generator: g0, dtype }));
+        const [da, db] = q.noGrad(() => q.loraGrads(x!, g!, a!, b!, s));
+        const wantA = q.matmul(q.matmul(g!, b!).t(), x!).mul(s);
+        const wantB = q.matmul(g!.t(), q.matmul(x!, a!.t())).mul(s);
+        const tol = dtype === 'float64' ? 1e-12 : 2e-5;
+        assertAllclose(da, wantA, { atol: tol * (n + inF + outF), rtol: tol });
+        assertAllclose(db, wantB, { atol: tol * (n + inF + outF), rtol: tol });
+        expect([da.shape, db.shape]).toEqual([[r, inF], [outF, r]]);
+      }),
+      { numRuns: 60 },
+    );
+  });
+
+  it('names the shapes or dtypes that do not fit, and refuses inputs that require grad where grad is on', () => {
+    const [x, g, a, b] = [f64([5, 6]), f64([5, 4]), f64([2, 6]), f64([4, 2])];
+    expect(() => q.loraGrads(x, g, f64([2, 5]), b, 1)).toThrow(/loraGrads: x \[5, 6\], g \[5, 4\], a \[2, 5\] and b \[4, 2\] do not fit/);
+    expect(() => q.loraGrads(x, g, a, b.to('float32'), 1)).toThrow(/must share one dtype/);
+    expect(() => q.loraGrads(x, g, a.detach().requiresGrad_(true), b, 1)).toThrow(/has no gradient of its own/);
+  });
+});

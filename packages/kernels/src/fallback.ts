@@ -35,7 +35,7 @@ export interface HostTransfer<D> {
  * Inputs a kernel writes besides `out` (names.ts: adamStep updates expAvg and expAvgSq in place;
  * fakeQuantize with absmaxScale its scales, fakeQuantizeBackward with rowSums its row sums).
  */
-const WRITTEN_INPUTS: { [K in KernelName]?: readonly number[] } = { adamStep: [2, 3], fakeQuantize: [1], fakeQuantizeBackward: [4] };
+const WRITTEN_INPUTS: { [K in KernelName]?: readonly number[] } = { adamStep: [2, 3], fakeQuantize: [1], fakeQuantizeBackward: [4], loraBackward: [4] };
 
 /** How `withJsFallback` moves device operands to the host, reports fallbacks and lists its counts. */
 export interface FallbackOptions<D = TypedArray> {

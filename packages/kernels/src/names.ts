@@ -83,6 +83,13 @@ export interface KernelParams {
   argReduce: { op: ArgReduceOp; axis: number };
   /** Batched matmul: a [..., M, K] · b [..., K, N] → out [..., M, N]; batch dims already broadcast. */
   matmul: Record<string, never>;
+  /**
+   * A LoRA adapter's weight gradients in one pass over the activations (`y = x·(W + s·B·A)ᵀ`):
+   * inputs [x [n, in], g [n, out] (dL/dy), a [r, in], b [out, r], gradB [out, r] (contiguous,
+   * written)]; out is dA = s·(g·B)ᵀ·x [r, in], and gradB receives dB = s·gᵀ·(x·Aᵀ). Each product
+   * is summed in out's dtype, s multiplied last. The four separate products read x and g twice each.
+   */
+  loraBackward: { scale: number };
   /** x [N, C, H, W] → cols [N, C·kh·kw, outH·outW]. */
   im2col: Im2colParams;
   /** Adjoint of im2col: cols [N, C·kh·kw, L] → out [N, C, H, W] (out shape given), summing overlaps. */

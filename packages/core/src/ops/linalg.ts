@@ -1,14 +1,16 @@
 /**
  * @file Linear algebra: `matmul` (the one primitive here, over the batched `matmul` kernel) and
- * the composites written from it — mm, bmm, dot, outer, linear and einsum. Convolutions live in
- * conv.ts; decompositions (qr, svd …) are not part of qgrad.
+ * the composites written from it — mm, bmm, dot, outer, linear and einsum — plus `loraGrads`, a
+ * LoRA adapter's weight gradients in one kernel for backward rules. Convolutions live in conv.ts;
+ * decompositions (qr, svd …) are not part of qgrad.
  */
-import { broadcastShapes, numel, runKernel } from '../dispatch.js';
+import { broadcastShapes, empty, numel, runKernel } from '../dispatch.js';
 import { defineFunction } from '../function.js';
+import { isGradEnabled } from '../tape.js';
 import { Tensor } from '../tensor.js';
 import { eye } from './creation.js';
 import { add, mul } from './elementwise.js';
-import { expandView, permute, reshape, transpose } from './movement.js';
+import { contiguousNoGrad, expandView, permute, reshape, transpose } from './movement.js';
 import { sum } from './reduce.js';
 
 const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
@@ -112,6 +114,38 @@ export function dot(a: Tensor, b: Tensor): Tensor {
 export function outer(a: Tensor, b: Tensor): Tensor {
   if (a.ndim !== 1 || b.ndim !== 1) throw new Error(`outer: expects two 1-D tensors, got shapes ${fmt(a.shape)} and ${fmt(b.shape)}`);
   return mul(reshape(a, [-1, 1]), b); // [n, 1] · [m] broadcasts to [n, m]
+}
+
+/**
+ * A LoRA adapter's weight gradients for y = x·(W + s·B·A)ᵀ given g = dL/dy: dA = s·(g·B)ᵀ·x
+ * [r, in] and dB = s·gᵀ·(x·Aᵀ) [out, r], in one `loraBackward` kernel that reads x and g once each
+ * (the four separate products read each twice: a tiny Llama's QLoRA step spends about as long in
+ * them as in its forward's products). Not differentiable: for backward rules that do not build a
+ * graph (an input requiring grad while grad is enabled is an error). On a backend without the
+ * kernel (gpu) it runs as those four matmuls.
+ * @param x [n, in]
+ * @param g [n, out]
+ * @param a [r, in]
+ * @param b [out, r]
+ * @example
+ * const [dA, dB] = noGrad(() => loraGrads(x, g, loraA, loraB, 2)); // as matmul(matmul(g, loraB).t(), x).mul(2), matmul(g.t(), matmul(x, loraA.t())).mul(2)
+ */
+export function loraGrads(x: Tensor, g: Tensor, a: Tensor, b: Tensor, scale: number): [Tensor, Tensor] {
+  const [n, inF] = x.shape as [number, number];
+  const [r, outF] = [a.shape[0]!, b.shape[0]!];
+  if (x.ndim !== 2 || g.ndim !== 2 || a.ndim !== 2 || b.ndim !== 2 || g.shape[0] !== n || a.shape[1] !== inF || g.shape[1] !== outF || b.shape[1] !== r) {
+    throw new Error(`loraGrads: x ${fmt(x.shape)}, g ${fmt(g.shape)}, a ${fmt(a.shape)} and b ${fmt(b.shape)} do not fit ([n, in], [n, out], [r, in], [out, r])`);
+  }
+  if (x.dtype !== g.dtype || a.dtype !== x.dtype || b.dtype !== x.dtype) throw new Error(`loraGrads: x ${x.dtype}, g ${g.dtype}, a ${a.dtype} and b ${b.dtype} must share one dtype`);
+  if (isGradEnabled() && [x, g, a, b].some((t) => t.requiresGrad)) throw new Error('loraGrads: has no gradient of its own; call it where grad is disabled (a backward that builds no graph), or compose it from matmul');
+  const backend = x.storage.backend;
+  if (backend.name !== 'js' && backend.ranOn?.('loraBackward', x.dtype) === 'js') {
+    // the js kernel would read device buffers back: four products on the device instead
+    return [mul(matmul(transpose(matmul(g, b), 0, 1), x), scale), mul(matmul(transpose(g, 0, 1), matmul(x, transpose(a, 0, 1))), scale)];
+  }
+  const gradB = empty([outF, r], x.dtype, x, 'loraGrads');
+  const gradA = runKernel('loraBackward', [contiguousNoGrad(x), contiguousNoGrad(g), a, b, gradB], [r, inF], x.dtype, { scale });
+  return [gradA, gradB];
 }
 
 /**

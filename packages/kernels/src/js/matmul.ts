@@ -34,3 +34,48 @@ export const matmul: Kernel<'matmul', TypedArray> = ([a, b], out) => {
     }
   }
 };
+
+/**
+ * A LoRA adapter's weight gradients (see names.ts): hs = x·Aᵀ and gb = g·B [n, r], then
+ * dA = s·gbᵀ·x and dB = s·gᵀ·hs, each product summed in float64 and rounded to out's dtype as
+ * `matmul` rounds it, then multiplied by s.
+ */
+export const loraBackward: Kernel<'loraBackward', TypedArray> = ([x, g, a, b, gradB], out, { scale }) => {
+  const [n, inF] = x!.shape as [number, number];
+  const outF = g!.shape[1]!;
+  const r = a!.shape[0]!;
+  const Arr = out.data.constructor as Float32ArrayConstructor | Float64ArrayConstructor;
+  const at = (v: typeof x, i: number, j: number) => v!.data[v!.offset + i * v!.strides[0]! + j * v!.strides[1]!]!;
+  // hs[t, j] = Σ_i x[t, i]·a[j, i];  gb[t, j] = Σ_o g[t, o]·b[o, j]
+  const hs = new Arr(n * r);
+  const gb = new Arr(n * r);
+  for (let t = 0; t < n; t++) {
+    for (let j = 0; j < r; j++) {
+      let u = 0;
+      for (let i = 0; i < inF; i++) u += at(x, t, i) * at(a, j, i);
+      hs[t * r + j] = u;
+      let v = 0;
+      for (let o = 0; o < outF; o++) v += at(g, t, o) * at(b, o, j);
+      gb[t * r + j] = v;
+    }
+  }
+  const od = out.data;
+  const round = new Arr(1);
+  // dA[j, i] = s·Σ_t gb[t, j]·x[t, i];  dB[o, j] = s·Σ_t g[t, o]·hs[t, j]
+  for (let j = 0; j < r; j++) {
+    for (let i = 0; i < inF; i++) {
+      let u = 0;
+      for (let t = 0; t < n; t++) u += gb[t * r + j]! * at(x, t, i);
+      round[0] = u;
+      od[out.offset + j * inF + i] = scale * round[0]!;
+    }
+  }
+  for (let o = 0; o < outF; o++) {
+    for (let j = 0; j < r; j++) {
+      let u = 0;
+      for (let t = 0; t < n; t++) u += at(g, t, o) * hs[t * r + j]!;
+      round[0] = u;
+      gradB!.data[gradB!.offset + o * r + j] = scale * round[0]!;
+    }
+  }
+};

@@ -15,6 +15,7 @@ import { emitFpRound, fpRoundWasm } from './fp-round.js';
 import { emitGather, gatherWasm, indexAddWasm, indexSelectWasm, scatterAddWasm } from './gather.js';
 import { emitHadamard, fwhtWasm } from './hadamard.js';
 import { emitInt8Matmul, int8MatmulWasm } from './int8-matmul.js';
+import { emitLoraBackward, loraBackwardWasm } from './lora.js';
 import { MATMUL_MIN_MACS, matmulWasm } from './matmul.js';
 import { emitMatvec } from './matvec.js';
 import { emitPacked, packedMatmulWasm } from './packed.js';
@@ -34,6 +35,7 @@ type WasmRule<K extends KernelName> = (engine: Engine, inputs: readonly Arg[], o
 
 const RULES: { [K in KernelName]?: WasmRule<K> } = {
   matmul: (engine, inputs, out) => matmulWasm(engine, inputs, out),
+  loraBackward: loraBackwardWasm,
   unary: unaryWasm,
   binary: binaryWasm,
   copy: copyWasm,
@@ -62,7 +64,7 @@ const RULES: { [K in KernelName]?: WasmRule<K> } = {
   sparse24Matmul: sparse24MatmulWasm,
 };
 
-const EMITTERS: Emitter[] = [emitMatmul, emitMatvec, (mb) => emitElementwise(mb), (mb) => emitReduce(mb), (mb) => emitConv2d(mb), (mb) => emitQuant(mb), (mb) => emitHadamard(mb), (mb) => emitGather(mb), (mb) => emitNorm(mb), (mb) => emitOptim(mb), emitPacked, emitInt8Matmul, emitSparse24, (mb) => emitFpRound(mb)];
+const EMITTERS: Emitter[] = [emitMatmul, emitLoraBackward, emitMatvec, (mb) => emitElementwise(mb), (mb) => emitReduce(mb), (mb) => emitConv2d(mb), (mb) => emitQuant(mb), (mb) => emitHadamard(mb), (mb) => emitGather(mb), (mb) => emitNorm(mb), (mb) => emitOptim(mb), emitPacked, emitInt8Matmul, emitSparse24, (mb) => emitFpRound(mb)];
 
 /** Options of `createWasmBackend`: threads, relaxed SIMD, the workers' idle spin, the js cut-off for small matmuls, the heap ceiling. */
 export interface WasmBackendOptions {

@@ -56,8 +56,8 @@ export interface Lanes {
   mul: number;
   madd: number;
 }
-const F32: Lanes = { bytes: 4, lanes: 4, splat: Simd.v128_load32_splat, add: Simd.f32x4_add, mul: Simd.f32x4_mul, madd: Simd.f32x4_relaxed_madd };
-const F64: Lanes = { bytes: 8, lanes: 2, splat: Simd.v128_load64_splat, add: Simd.f64x2_add, mul: Simd.f64x2_mul, madd: Simd.f64x2_relaxed_madd };
+export const F32: Lanes = { bytes: 4, lanes: 4, splat: Simd.v128_load32_splat, add: Simd.f32x4_add, mul: Simd.f32x4_mul, madd: Simd.f32x4_relaxed_madd };
+export const F64: Lanes = { bytes: 8, lanes: 2, splat: Simd.v128_load64_splat, add: Simd.f64x2_add, mul: Simd.f64x2_mul, madd: Simd.f64x2_relaxed_madd };
 
 /** Parameter indices of a micro-kernel, and how it reads A and steps its pointers each k. */
 interface MicroParams {
@@ -147,7 +147,7 @@ export function emitMicro(mb: ModuleBuilder, t: Lanes, s: MicroShape, fma: boole
  * panels: A's row r at ap + r·aRow, its next k aStep further on; B's NR columns contiguous at bp,
  * the next k bStep further on. Same products in the same order as emitMicro, so the same bits.
  */
-function emitMicroStrided(mb: ModuleBuilder, t: Lanes, s: MicroShape, fma: boolean): number {
+export function emitMicroStrided(mb: ModuleBuilder, t: Lanes, s: MicroShape, fma: boolean): number {
   const P = ValType.i32;
   return mb.func([P, P, P, P, P, P, P, P, P], [], (c) => {
     const [ap, bp, cp, kcb, ldc, accumulate, aRow, aStep, bStep] = [0, 1, 2, 3, 4, 5, 6, 7, 8];

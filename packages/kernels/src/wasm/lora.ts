@@ -1,0 +1,244 @@
+/**
+ * @file wasm `loraBackward`: a LoRA adapter's two weight gradients in one pass over the
+ * activations. Per block of T tokens, with that block of x and g in cache: hs = x·Aᵀ and gb = g·B
+ * (T × r), then dB += gᵀ·hs and dA += gbᵀ·x, all four on matmul's strided micro-kernel
+ * (simd-matmul.ts) reading x and g where they live. The four separate products read x and g from
+ * memory twice each. Layout of the work and summation order in `loraBackwardWasm`.
+ */
+import type { KernelArg } from '../backend.js';
+import { numel } from '../layout.js';
+import type { KernelParams, TypedArray } from '../names.js';
+import { type Code, type ModuleBuilder, Op, ValType } from './assembler.js';
+import { stage } from './operands.js';
+import { ARGS, MAX_HEAP_BYTES, type Engine, type Flavor } from './runtime.js';
+import { emitMicroStrided, F32, F32_TILE, F64, F64_TILE, type Lanes, type MicroShape } from './simd-matmul.js';
+
+type Arg = KernelArg<TypedArray>;
+
+/**
+ * Tokens per block: x and g of 64 tokens of a 384-wide layer (96 KiB each) stay in L2 between the
+ * block's first products (which read them) and its last (which read them again). Tiny-Llama
+ * shapes, n 2048, r 8, operands evicted before each call, 1 thread: 16 / 32 / 64 / 128 tokens
+ * 30–31 / 27–33 / 33–36 / 36–38 GFLOP/s (loaded machine; the four matmuls 24–28).
+ */
+const BLOCK = 64;
+/** Tokens per task (at least; a multiple of BLOCK): each task sums its own dA and dB. */
+const CHUNK = 1024;
+/** Multiply-adds from which the tasks go to the pool. */
+const PARALLEL_MIN_MACS = 1 << 21;
+
+/** i32 words of a call's argument block (pointers and row steps in bytes). */
+const enum LoraArg {
+  x, g, xRow, gRow, at, bp, main, chunk, inF, outF, rp, rm, ip, op, work, workBytes, xTail, gTail, tail, tasks, count,
+}
+
+/**
+ * Task export `lora_backward_*(arg, t)`: tokens [t·chunk, min((t + 1)·chunk, main)) in blocks of
+ * BLOCK (then, on the last task, the staged tail group of MR tokens), accumulated into task t's
+ * dB [op, rp] and dA [rm, ip] (zeroed by the caller). Per block of tb tokens at xp, gp:
+ *   hs = x·Aᵀ, gb = g·B           (A and B packed as Aᵀ [in, rp], B [out, rp], zero-padded to rp)
+ *   dB += gᵀ·hs, dA += gbᵀ·x      (over the block's tokens, in token order)
+ * Rows of gᵀ past out and columns of x past in read neighbouring elements (the tail is staged with
+ * slack, so nothing is read past the operands): they land only in dB's padded rows and dA's padded
+ * columns, which the caller drops.
+ */
+function emitLora(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, name: string): void {
+  const P = ValType.i32;
+  const e = t.bytes;
+  mb.func([P, P], [], (c) => {
+    const [arg, task] = [0, 1];
+    const L = () => c.local(P);
+    const [x, g, xRow, gRow, at, bp, main, inF, outF, rp, rm, ip, op, hs, gb, db, da, t0, t1, tb, xp, gp, i, j] = Array.from({ length: 24 }, L);
+    const get = (w: LoraArg) => c.get(arg).mem(Op.i32_load, 2, w * 4);
+    const words: [number, LoraArg][] = [[x, LoraArg.x], [g, LoraArg.g], [xRow, LoraArg.xRow], [gRow, LoraArg.gRow], [at, LoraArg.at], [bp, LoraArg.bp], [main, LoraArg.main], [inF, LoraArg.inF], [outF, LoraArg.outF], [rp, LoraArg.rp], [rm, LoraArg.rm], [ip, LoraArg.ip], [op, LoraArg.op]];
+    for (const [local, w] of words) get(w).set(local);
+    // this task's work: hs, gb [BLOCK, rp], dB [op, rp], dA [rm, ip]
+    get(LoraArg.work).get(task);
+    get(LoraArg.workBytes).op(Op.i32_mul).op(Op.i32_add).set(hs);
+    c.get(hs).get(rp).i32(BLOCK * e).op(Op.i32_mul).op(Op.i32_add).set(gb);
+    c.get(gb).get(rp).i32(BLOCK * e).op(Op.i32_mul).op(Op.i32_add).set(db);
+    c.get(db).get(rp).get(op).op(Op.i32_mul).i32(e).op(Op.i32_mul).op(Op.i32_add).set(da);
+    const rpBytes = () => c.get(rp).i32(e).op(Op.i32_mul);
+    /** One block of tb tokens (a multiple of MR) whose x rows start at xp and g rows at gp. */
+    const block = (code: Code) => {
+      // hs = x·Aᵀ and gb = g·B, MR tokens × NR adapter columns a tile
+      code.for(i, () => code.i32(0), () => code.get(tb), s.mr, () => {
+        code.for(j, () => code.i32(0), () => code.get(rp), s.nr, () => {
+          const tile = (src: number, srcRow: number, packed: number, dst: number, k: number) => {
+            code.get(src).get(i).get(srcRow).op(Op.i32_mul).op(Op.i32_add);
+            code.get(packed).get(j).i32(e).op(Op.i32_mul).op(Op.i32_add);
+            code.get(dst).get(i).get(rp).op(Op.i32_mul).get(j).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add);
+            code.get(k);
+            rpBytes();
+            code.i32(0).get(srcRow).i32(e);
+            rpBytes();
+            code.call(micro);
+          };
+          tile(xp, xRow, at, hs, inF);
+          tile(gp, gRow, bp, gb, outF);
+        });
+      });
+      // dB += gᵀ·hs: MR outputs (g's columns, read in place) × NR adapter columns, tb steps
+      code.for(i, () => code.i32(0), () => code.get(op), s.mr, () => {
+        code.for(j, () => code.i32(0), () => code.get(rp), s.nr, () => {
+          code.get(gp).get(i).i32(e).op(Op.i32_mul).op(Op.i32_add);
+          code.get(hs).get(j).i32(e).op(Op.i32_mul).op(Op.i32_add);
+          code.get(db).get(i).get(rp).op(Op.i32_mul).get(j).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add);
+          code.get(tb);
+          rpBytes();
+          code.i32(1).i32(e).get(gRow);
+          rpBytes();
+          code.call(micro);
+        });
+      });
+      // dA += gbᵀ·x: MR adapter rows × NR inputs (x's columns, read in place), tb steps
+      code.for(j, () => code.i32(0), () => code.get(rm), s.mr, () => {
+        code.for(i, () => code.i32(0), () => code.get(ip), s.nr, () => {
+          code.get(gb).get(j).i32(e).op(Op.i32_mul).op(Op.i32_add);
+          code.get(xp).get(i).i32(e).op(Op.i32_mul).op(Op.i32_add);
+          code.get(da).get(j).get(ip).op(Op.i32_mul).get(i).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add);
+          code.get(tb).get(ip).i32(e).op(Op.i32_mul).i32(1).i32(e);
+          rpBytes();
+          code.get(xRow).call(micro);
+        });
+      });
+    };
+    // tokens [t0, t1) of the main part, BLOCK at a time
+    c.get(task);
+    get(LoraArg.chunk).op(Op.i32_mul).set(t0);
+    c.get(t0);
+    get(LoraArg.chunk).op(Op.i32_add).tee(t1).get(main).get(t1).get(main).op(Op.i32_lt_s).op(Op.select).set(t1);
+    c.while(() => c.get(t0).get(t1).op(Op.i32_lt_s), () => {
+      c.get(t1).get(t0).op(Op.i32_sub).tee(tb).i32(BLOCK).get(tb).i32(BLOCK).op(Op.i32_lt_s).op(Op.select).set(tb);
+      c.get(x).get(t0).get(xRow).op(Op.i32_mul).op(Op.i32_add).set(xp);
+      c.get(g).get(t0).get(gRow).op(Op.i32_mul).op(Op.i32_add).set(gp);
+      block(c);
+      c.get(t0).get(tb).op(Op.i32_add).set(t0);
+    });
+    // the staged tail group (zero rows past n add nothing)
+    get(LoraArg.tail).get(task).i32(1).op(Op.i32_add);
+    get(LoraArg.tasks).op(Op.i32_eq).op(Op.i32_and).if();
+    get(LoraArg.xTail).set(xp);
+    get(LoraArg.gTail).set(gp);
+    // the staged rows are packed
+    c.get(inF).i32(e).op(Op.i32_mul).set(xRow);
+    c.get(outF).i32(e).op(Op.i32_mul).set(gRow);
+    c.i32(s.mr).set(tb);
+    block(c);
+    c.end();
+  }, name);
+}
+
+/** Adds `lora_backward_f32` and `lora_backward_f64`. */
+export function emitLoraBackward(mb: ModuleBuilder, flavor: Flavor): void {
+  emitLora(mb, F32, F32_TILE, emitMicroStrided(mb, F32, F32_TILE, flavor.relaxed), 'lora_backward_f32');
+  emitLora(mb, F64, F64_TILE, emitMicroStrided(mb, F64, F64_TILE, flavor.relaxed), 'lora_backward_f64');
+}
+
+const roundUp = (v: number, m: number) => Math.ceil(v / m) * m;
+const align = (bytes: number) => roundUp(bytes, 64);
+
+/**
+ * loraBackward on the engine (see names.ts), float32/float64 with x and g of contiguous rows; false
+ * (js runs) otherwise. Tokens are cut into tasks of CHUNK (a partition fixed by n alone), each
+ * summing its blocks in token order into its own dA, dB; the tasks' sums are added in task order
+ * here and multiplied by s, so the result never depends on the thread count. A last group of
+ * fewer than MR tokens (or any group whose padded reads would pass the operands' end) is copied
+ * into scratch with zero rows and slack.
+ */
+export function loraBackwardWasm(engine: Engine, [x, g, a, b, gradB]: readonly Arg[], out: Arg, { scale }: KernelParams['loraBackward']): boolean {
+  const dtype = out.dtype;
+  if ((dtype !== 'float32' && dtype !== 'float64') || [x, g, a, b, gradB].some((v) => v!.dtype !== dtype)) return false;
+  if (x!.strides[1] !== 1 || g!.strides[1] !== 1 || x!.strides[0]! < 0 || g!.strides[0]! < 0) return false;
+  const [n, inF] = x!.shape as [number, number];
+  const outF = g!.shape[1]!;
+  const r = a!.shape[0]!;
+  const { mr, nr } = dtype === 'float32' ? F32_TILE : F64_TILE;
+  const e = dtype === 'float32' ? 4 : 8;
+  const view = dtype === 'float32' ? engine.f32 : engine.f64;
+  if (numel(out.shape) !== r * inF || numel(gradB!.shape) !== outF * r || (outF > 1 && gradB!.strides[0] !== r) || (r > 1 && gradB!.strides[1] !== 1)) return false;
+  if (n === 0 || r * (inF + outF) === 0) {
+    out.data.fill(0, out.offset, out.offset + r * inF);
+    gradB!.data.fill(0, gradB!.offset, gradB!.offset + outF * r);
+    return true;
+  }
+  const rp = roundUp(r, nr);
+  const rm = roundUp(r, mr);
+  const ip = roundUp(inF, nr);
+  const op = roundUp(outF, mr);
+  const aligned = n % mr === 0 && inF % nr === 0 && outF % mr === 0;
+  const main = aligned ? n : Math.floor((n - 1) / mr) * mr;
+  const tail = main < n;
+  const chunk = roundUp(Math.max(CHUNK, Math.ceil(n / 4)), BLOCK);
+  const tasks = Math.max(1, Math.ceil(main / chunk));
+  // scratch: Aᵀ [in, rp], B [out, rp], the tail's x and g (MR rows, slack past them), per task
+  // hs, gb [BLOCK, rp], dB [op, rp], dA [rm, ip]; then the staged copies of x and g if foreign
+  const atBytes = align(inF * rp * e);
+  const bpBytes = align(outF * rp * e);
+  const xTailBytes = tail ? align((mr * inF + nr) * e) : 0;
+  const gTailBytes = tail ? align((mr * outF + mr) * e) : 0;
+  const workBytes = align((2 * BLOCK * rp + op * rp + rm * ip) * e);
+  const fixed = atBytes + bpBytes + xTailBytes + gTailBytes + tasks * workBytes;
+  if (fixed > MAX_HEAP_BYTES || !engine.reserve(fixed)) return false;
+  const base = engine.scratch;
+  const ptrs = stage(engine, base + fixed, [x!, g!], [e, e]);
+  if (!ptrs) return false;
+  const [xAt, gAt] = ptrs as [number, number];
+  const atPtr = base;
+  const bpPtr = atPtr + atBytes;
+  const xTail = bpPtr + bpBytes;
+  const gTail = xTail + xTailBytes;
+  const work = gTail + gTailBytes;
+  // pack Aᵀ and B, zero-padded to rp columns; zero the tasks' sums and the tail
+  const ad = a!.data;
+  const bd = b!.data;
+  const [sa0, sa1] = a!.strides as [number, number];
+  const [sb0, sb1] = b!.strides as [number, number];
+  view.fill(0, atPtr / e, work / e + (tasks * workBytes) / e);
+  for (let i = 0; i < inF; i++) for (let j = 0; j < r; j++) view[atPtr / e + i * rp + j] = ad[a!.offset + j * sa0 + i * sa1]!;
+  for (let o = 0; o < outF; o++) for (let j = 0; j < r; j++) view[bpPtr / e + o * rp + j] = bd[b!.offset + o * sb0 + j * sb1]!;
+  const [xs, gs] = [x!.strides[0]!, g!.strides[0]!];
+  if (tail) {
+    for (let t = main; t < n; t++) {
+      view.copyWithin(xTail / e + (t - main) * inF, xAt / e + t * xs, xAt / e + t * xs + inF);
+      view.copyWithin(gTail / e + (t - main) * outF, gAt / e + t * gs, gAt / e + t * gs + outF);
+    }
+  }
+  const args = engine.i32;
+  const w = ARGS / 4;
+  const words: [LoraArg, number][] = [
+    [LoraArg.x, xAt], [LoraArg.g, gAt], [LoraArg.xRow, xs * e], [LoraArg.gRow, gs * e], [LoraArg.at, atPtr], [LoraArg.bp, bpPtr],
+    [LoraArg.main, main], [LoraArg.chunk, chunk], [LoraArg.inF, inF], [LoraArg.outF, outF], [LoraArg.rp, rp], [LoraArg.rm, rm],
+    [LoraArg.ip, ip], [LoraArg.op, op], [LoraArg.work, work], [LoraArg.workBytes, workBytes], [LoraArg.xTail, xTail],
+    [LoraArg.gTail, gTail], [LoraArg.tail, tail ? 1 : 0], [LoraArg.tasks, tasks],
+  ];
+  for (const [word, v] of words) args[w + word] = v;
+  const threaded = engine.threads > 1 && tasks > 1 && n * r * (inF + outF) * 2 >= PARALLEL_MIN_MACS;
+  engine.parallel(dtype === 'float32' ? 'lora_backward_f32' : 'lora_backward_f64', ARGS, tasks, threaded);
+  // the tasks' sums in task order, times s: dA [r, in] from each task's [rm, ip], dB [out, r] from [op, rp]
+  const od = out.data;
+  const o0 = out.offset;
+  const bd2 = gradB!.data;
+  const b0 = gradB!.offset;
+  const w0 = work / e;
+  const we = workBytes / e;
+  const daAt = 2 * BLOCK * rp + op * rp;
+  const dbAt = 2 * BLOCK * rp;
+  for (let j = 0; j < r; j++) {
+    for (let i = 0; i < inF; i++) {
+      let v = view[w0 + daAt + j * ip + i]!;
+      for (let k = 1; k < tasks; k++) v += view[w0 + k * we + daAt + j * ip + i]!;
+      od[o0 + j * inF + i] = scale * v;
+    }
+  }
+  for (let o = 0; o < outF; o++) {
+    for (let j = 0; j < r; j++) {
+      let v = view[w0 + dbAt + o * rp + j]!;
+      for (let k = 1; k < tasks; k++) v += view[w0 + k * we + dbAt + o * rp + j]!;
+      bd2[b0 + o * r + j] = scale * v;
+    }
+  }
+  if (!engine.heap.resident(od)) engine.stagedOut += r * inF * e;
+  if (!engine.heap.resident(bd2)) engine.stagedOut += outF * r * e;
+  return true;
+}

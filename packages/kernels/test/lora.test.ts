@@ -1,0 +1,80 @@
+/**
+ * @file wasm loraBackward against the js oracle: float32 and float64, token counts and widths
+ * around the micro-tile (staged tail groups), views with offsets and row gaps, 1 vs 2 threads.
+ */
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { jsKernels, type Backend } from '@qgrad/kernels';
+import { type Arg, type FloatDType, mismatch, NATIVE, out, view } from './helpers.js';
+
+let one!: Backend;
+let two!: Backend;
+
+const abs = (x: Arg): Arg => ({ ...x, data: x.data.map(Math.abs) });
+const dim = () => fc.oneof(fc.constantFrom(1, 3, 4, 5, 8, 9, 16, 17, 33), fc.integer({ min: 1, max: 40 }));
+
+/** x [n, in], g [n, out] (maybe with a gap between rows), a [r, in], b [out, r] (maybe transposed views). */
+const operands = (dtype: FloatDType) =>
+  fc
+    .record({ n: fc.oneof(fc.constantFrom(1, 3, 4, 31, 32, 33, 64, 67), fc.integer({ min: 1, max: 80 })), inF: dim(), outF: dim(), r: fc.integer({ min: 1, max: 9 }), gap: fc.integer({ min: 0, max: 3 }), offset: fc.integer({ min: 0, max: 5 }), transA: fc.boolean(), transB: fc.boolean(), seed: fc.integer({ min: 1, max: 2 ** 31 - 1 }), scale: fc.constantFrom(1, 2, 0.5, -3) })
+    .map(({ n, inF, outF, r, gap, offset, transA, transB, seed, scale }) => {
+      // rows `gap` elements apart beyond their length: a narrowed view
+      const gapped = (rows: number, cols: number, s: number): Arg => {
+        const v = view(dtype, [rows, cols + gap], [0, 1], offset, [], s);
+        return { ...v, shape: [rows, cols] };
+      };
+      const x = gapped(n, inF, seed);
+      const g = gapped(n, outF, seed + 1);
+      const a = view(dtype, [r, inF], transA ? [1, 0] : [0, 1], 0, [], seed + 2);
+      const b = view(dtype, [outF, r], transB ? [1, 0] : [0, 1], 0, [], seed + 3);
+      return { x, g, a, b, n, inF, outF, r, scale };
+    });
+
+describe.each(NATIVE)('$label loraBackward', (entry) => {
+  beforeAll(() => {
+    one = entry.create({ threads: 1, eager: true });
+    two = entry.create({ threads: 2, eager: true });
+  });
+  afterAll(() => {
+    one.dispose();
+    two.dispose();
+  });
+
+  for (const dtype of ['float32', 'float64'] as const) {
+    it(`equals the js kernel in ${dtype} on offset, gapped and transposed views`, () => {
+      const eps = dtype === 'float32' ? 2 ** -24 : 2 ** -53;
+      fc.assert(
+        fc.property(operands(dtype), ({ x, g, a, b, n, inF, outF, r, scale }) => {
+          const [ref, bound, got] = [0, 1, 2].map(() => [out(dtype, [r, inF]), out(dtype, [outF, r])] as const);
+          jsKernels.loraBackward([x, g, a, b, ref[1]], ref[0], { scale });
+          jsKernels.loraBackward([abs(x), abs(g), abs(a), abs(b), bound[1]], bound[0], { scale: Math.abs(scale) });
+          one.run('loraBackward', [x, g, a, b, got[1]], got[0], { scale });
+          // two chained sums (the inner of length in or out, the outer of length n) each within
+          // its length·eps·Σ|terms|, for both the oracle and the kernel
+          for (const k of [0, 1]) {
+            const atol = bound[k]!.data.map((v) => 4 * (n + inF + outF) * eps * v + 1e-30);
+            expect(mismatch(got[k]!.data, ref[k]!.data, 0, atol)).toBe(-1);
+          }
+        }),
+        { numRuns: 150 },
+      );
+      expect(one.ranOn!('loraBackward', dtype)).toBe(entry.name);
+    });
+  }
+
+  it('gives bit-identical results with 1 and 2 threads', () => {
+    for (const [n, inF, outF, r] of [[4096, 128, 384, 8], [3001, 96, 40, 5]] as const) {
+      for (const dtype of ['float32', 'float64'] as const) {
+        const x = view(dtype, [n, inF], [0, 1], 0, [], 11);
+        const g = view(dtype, [n, outF], [0, 1], 0, [], 12);
+        const a = view(dtype, [r, inF], [0, 1], 0, [], 13);
+        const b = view(dtype, [outF, r], [0, 1], 0, [], 14);
+        const [da1, db1, da2, db2] = [out(dtype, [r, inF]), out(dtype, [outF, r]), out(dtype, [r, inF]), out(dtype, [outF, r])];
+        one.run('loraBackward', [x, g, a, b, db1], da1, { scale: 2 });
+        two.run('loraBackward', [x, g, a, b, db2], da2, { scale: 2 });
+        expect(mismatch(da2.data, da1.data, 0, 0)).toBe(-1);
+        expect(mismatch(db2.data, db1.data, 0, 0)).toBe(-1);
+      }
+    }
+  });
+});
