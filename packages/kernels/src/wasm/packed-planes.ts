@@ -189,7 +189,7 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
     const [o, o1, g, u, p, xp, sp, n, buf, bp, rowBytes] = range(11, () => c.local(P));
     const [zv, A, mask, gsum, magic, shift] = [...range(5, () => c.local(V)), c.local(P)];
     const sv = c.local(V);
-    const [pl, stash, lift, lp, sums, gp, gEnd] = range(7, () => c.local(P));
+    const [pl, stash, lift, lp, sums, gp, gEnd, xEnd, uEnd, sA, zA] = range(11, () => c.local(P));
     const codeV = c.local(V);
     // 2-bit fields of an int grid's table: decoded in row order from the bytes (see `rowLevels16`)
     const rows2 = rowOrder && affine;
@@ -239,7 +239,7 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
      * would stay live across the others' (spilled: read off --print-wasm-code); 4-bit fields'
      * two planes are unrolled.
      */
-    const unit = (use: () => void, unrolled = false) => {
+    const unit = (use: () => void) => {
       if (rows2) {
         // four bytes (16 fields, row order) at a time, each byte spread over four lanes and
         // masked to its own field: a loop, as the planes below (x stays unhoisted)
@@ -291,12 +291,14 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
         plane();
         c.get(codeV).i32(1).simd(I16X8_SHR_U).get(mask).simd(Simd.v128_and).set(tmp[0]!);
         plane();
-      } else if (bits === 4 && unrolled) {
+      } else if (bits === 4) {
         // two planes: unrolled, each shift an immediate (a loop's shift by a local cost four
         // instructions and the loop five more, of some thirty a plane; 4096², int4 g32, one row,
-        // kernel CPU time, min of 7 rounds, 4 alternating runs: 3.26–3.50 → 2.29–2.75 ms). Only
-        // for one unit a group: inside the units loop the table decode spilled (NF4 b64, same
-        // measure: loop 2.42–2.44, unrolled 3.05–3.07 ms)
+        // kernel CPU time, min of 7 rounds, 4 alternating runs: 3.26–3.50 → 2.29–2.75 ms). Once
+        // only for one unit a group: inside a units loop carrying its accumulators the table
+        // decode spilled (NF4 b64: loop 2.42–2.44, unrolled 3.05–3.07 ms); units no longer carry
+        // them (`groups`), and unrolled is the faster there too (NF4 per channel 3.74 → 3.00–3.10 ms
+        // on a loaded machine)
         c.get(p).simdMem(Simd.v128_load, 0).set(codeV);
         c.get(codeV).get(mask).simd(Simd.v128_and).set(tmp[0]!);
         plane();
@@ -328,36 +330,59 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
      * decode, per channel 1.72 → 1.48, MXFP4 g32 1.97 → 1.61.
      */
     const groups = (body: (one: boolean) => void, decodes = true) => {
+      if (unitFold) {
+        // loops bounded by x's pointer and the scale (zero point) read through pointers of their
+        // own: a counter, its bound and base + offset addresses spilled general registers
+        c.get(xp).get(K).i32(2).op(Op.i32_shl).op(Op.i32_add).set(xEnd);
+        c.get(scale).get(sp).op(Op.i32_add).set(sA);
+        if (zeroPoint) c.get(zero).get(sp).op(Op.i32_add).set(zA);
+        const group = () => {
+          c.get(sA).mem(Op.f32_load, 2).simd(Simd.f32x4_splat).set(sv);
+          step(sA, 4);
+          if (zeroPoint && (lifted || decodes)) {
+            c.get(zA).mem(Op.f32_load, 2);
+            if (lifted) c.f32(1 / 32).op(Op.f32_mul);
+            c.simd(Simd.f32x4_splat).set(zv);
+            step(zA, 4);
+          }
+        };
+        const one1 = (o1: boolean) => {
+          if (lifted) {
+            // the unit's sum starts at −c·Σx (c = (16 − L[0])/32), less z/32·Σx with zero points
+            c.get(lp).simdMem(Simd.v128_load, 0, 16).set(ga[0]!);
+            if (zeroPoint) {
+              if (flavor.relaxed) c.get(zv).get(lp).simdMem(Simd.v128_load, 0).get(ga[0]!).simd(Simd.f32x4_relaxed_nmadd).set(ga[0]!);
+              else c.get(ga[0]!).get(zv).get(lp).simdMem(Simd.v128_load, 0).simd(Simd.f32x4_mul).simd(Simd.f32x4_sub).set(ga[0]!);
+            }
+            step(lp, 32);
+            clear([ga[1]!]);
+          } else clear([ga[0]!, ga[1]!]);
+          body(o1);
+          c.get(gp).get(ga[0]!).get(ga[1]!).simd(Simd.f32x4_add).get(sv).simd(Simd.f32x4_mul).simdMem(Simd.v128_store, 0);
+          step(gp, 16);
+        };
+        const below = (end: number) => () => c.get(xp).get(end).op(Op.i32_lt_u);
+        c.get(units).i32(1).op(Op.i32_eq).if();
+        c.while(below(xEnd), () => {
+          group();
+          one1(true);
+        });
+        c.op(Op.else);
+        c.while(below(xEnd), () => {
+          group();
+          c.get(xp).get(units).i32(7).op(Op.i32_shl).op(Op.i32_add).set(uEnd);
+          c.while(below(uEnd), () => one1(false));
+        });
+        c.end();
+        return;
+      }
       const loop = (one: boolean) => c.for(g, () => c.i32(0), () => c.get(G), 1, () => {
-        if (unitFold) {
-          c.get(scale).get(sp).op(Op.i32_add).mem(Op.f32_load, 2).simd(Simd.f32x4_splat).set(sv);
-          if (lifted && zeroPoint) c.get(zero).get(sp).op(Op.i32_add).mem(Op.f32_load, 2).f32(1 / 32).op(Op.f32_mul).simd(Simd.f32x4_splat).set(zv);
-          else if (zeroPoint && decodes) c.get(zero).get(sp).op(Op.i32_add).mem(Op.f32_load, 2).simd(Simd.f32x4_splat).set(zv);
-          const one1 = (o1: boolean) => {
-            if (lifted) {
-              // the unit's sum starts at −c·Σx (c = (16 − L[0])/32), less z/32·Σx with zero points
-              c.get(lp).simdMem(Simd.v128_load, 0, 16).set(ga[0]!);
-              if (zeroPoint) {
-                if (flavor.relaxed) c.get(zv).get(lp).simdMem(Simd.v128_load, 0).get(ga[0]!).simd(Simd.f32x4_relaxed_nmadd).set(ga[0]!);
-                else c.get(ga[0]!).get(zv).get(lp).simdMem(Simd.v128_load, 0).simd(Simd.f32x4_mul).simd(Simd.f32x4_sub).set(ga[0]!);
-              }
-              step(lp, 32);
-              clear([ga[1]!]);
-            } else clear([ga[0]!, ga[1]!]);
-            body(o1);
-            c.get(gp).get(ga[0]!).get(ga[1]!).simd(Simd.f32x4_add).get(sv).simd(Simd.f32x4_mul).simdMem(Simd.v128_store, 0);
-            step(gp, 16);
-          };
-          if (one) one1(true);
-          else c.for(u, () => c.i32(0), () => c.get(units), 1, () => one1(false));
-        } else {
-          if (zeroPoint && decodes) c.get(zero).get(sp).op(Op.i32_add).mem(Op.f32_load, 2).simd(Simd.f32x4_splat).set(zv);
-          clear(ga);
-          if (one) body(true);
-          else c.for(u, () => c.i32(0), () => c.get(units), 1, () => body(false));
-          c.get(ga[0]!).get(ga[1]!).simd(Simd.f32x4_add).get(ga[2]!).get(ga[3]!).simd(Simd.f32x4_add).simd(Simd.f32x4_add).set(gsum);
-          madd(A, () => c.get(gsum), () => c.get(scale).get(sp).op(Op.i32_add).mem(Op.f32_load, 2).simd(Simd.f32x4_splat));
-        }
+        if (zeroPoint && decodes) c.get(zero).get(sp).op(Op.i32_add).mem(Op.f32_load, 2).simd(Simd.f32x4_splat).set(zv);
+        clear(ga);
+        if (one) body(true);
+        else c.for(u, () => c.i32(0), () => c.get(units), 1, () => body(false));
+        c.get(ga[0]!).get(ga[1]!).simd(Simd.f32x4_add).get(ga[2]!).get(ga[3]!).simd(Simd.f32x4_add).simd(Simd.f32x4_add).set(gsum);
+        madd(A, () => c.get(gsum), () => c.get(scale).get(sp).op(Op.i32_add).mem(Op.f32_load, 2).simd(Simd.f32x4_splat));
         c.get(sp).i32(4).op(Op.i32_add).set(sp);
       });
       // one unit a group (int4 g32, MXFP4): two loop levels, not three (4096², int4 g32, one row,
@@ -411,10 +436,10 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
         c.get(lift).set(lp);
         c.get(sums).set(gp);
         clear([A]);
-        groups((one) => unit(() => {
+        groups(() => unit(() => {
           for (let q = 0; q < 4; q++) madd(acc(q), () => c.get(w[q]!), xq(q));
           step(xp, 64);
-        }, one));
+        }));
         finish(() => c.i32(0));
       }
       c.op(Op.else);
