@@ -19,6 +19,7 @@ import { emitLoraBackward, loraBackwardWasm } from './lora.js';
 import { MATMUL_MIN_MACS, matmulWasm } from './matmul.js';
 import { emitMatvec } from './matvec.js';
 import { emitPacked, packedMatmulWasm } from './packed.js';
+import { emitPackedGatherKernels, packedGatherWasm } from './packed-gather.js';
 import { emitSparse24, sparse24MatmulWasm } from './sparse24.js';
 import { emitNorm, normBackwardWasm, normWasm, ropeWasm, softmaxBackwardWasm, softmaxWasm } from './norm.js';
 import { emitQuant, fakeQuantizeBackwardWasm, fakeQuantizeWasm } from './quant.js';
@@ -60,11 +61,12 @@ const RULES: { [K in KernelName]?: WasmRule<K> } = {
   fpRound: fpRoundWasm,
   adamStep: adamStepWasm,
   packedMatmul: packedMatmulWasm,
+  packedGather: packedGatherWasm,
   int8Matmul: int8MatmulWasm,
   sparse24Matmul: sparse24MatmulWasm,
 };
 
-const EMITTERS: Emitter[] = [emitMatmul, emitLoraBackward, emitMatvec, (mb) => emitElementwise(mb), (mb) => emitReduce(mb), (mb) => emitConv2d(mb), (mb) => emitQuant(mb), (mb) => emitHadamard(mb), (mb) => emitGather(mb), (mb) => emitNorm(mb), (mb) => emitOptim(mb), emitPacked, emitInt8Matmul, emitSparse24, (mb) => emitFpRound(mb)];
+const EMITTERS: Emitter[] = [emitMatmul, emitLoraBackward, emitMatvec, (mb) => emitElementwise(mb), (mb) => emitReduce(mb), (mb) => emitConv2d(mb), (mb) => emitQuant(mb), (mb) => emitHadamard(mb), (mb) => emitGather(mb), (mb) => emitNorm(mb), (mb) => emitOptim(mb), emitPacked, (mb) => emitPackedGatherKernels(mb), emitInt8Matmul, emitSparse24, (mb) => emitFpRound(mb)];
 
 /** Options of `createWasmBackend`: threads, relaxed SIMD, the workers' idle spin, the js cut-off for small matmuls, the heap ceiling. */
 export interface WasmBackendOptions {
