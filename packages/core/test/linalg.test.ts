@@ -221,7 +221,7 @@ describe('einsum', () => {
   });
 });
 
-describe('loraGrads', () => {
+describe('loraGrads and loraMerge', () => {
   it('equals the four products dA = s·(g·B)ᵀ·x, dB = s·gᵀ·(x·Aᵀ) in float64 and float32', () => {
     fc.assert(
       fc.property(fc.integer({ min: 1, max: 70 }), fc.integer({ min: 1, max: 20 }), fc.integer({ min: 1, max: 20 }), fc.integer({ min: 1, max: 8 }), fc.constantFrom(0.5, 2, -3), fc.constantFrom('float32' as const, 'float64' as const), fc.nat(1000), (n, inF, outF, r, s, dtype, seed) => {
@@ -244,5 +244,18 @@ describe('loraGrads', () => {
     expect(() => q.loraGrads(x, g, f64([2, 5]), b, 1)).toThrow(/loraGrads: x \[5, 6\], g \[5, 4\], a \[2, 5\] and b \[4, 2\] do not fit/);
     expect(() => q.loraGrads(x, g, a, b.to('float32'), 1)).toThrow(/must share one dtype/);
     expect(() => q.loraGrads(x, g, a.detach().requiresGrad_(true), b, 1)).toThrow(/has no gradient of its own/);
+  });
+
+  it('loraMerge equals add(w0, matmul(b, mul(a, s))) bit for bit (float32 and float64, products past the js cut-off)', () => {
+    for (const dtype of ['float32', 'float64'] as const) {
+      for (const [outF, inF, r] of [[384, 128, 8], [64, 128, 8], [41, 37, 3]] as const) {
+        const g0 = new q.Generator(outF + r);
+        const [w0, a, b] = [[outF, inF], [r, inF], [outF, r]].map((sh) => q.randn(sh, { generator: g0, dtype }));
+        const got = q.noGrad(() => q.loraMerge(w0!, a!, b!, 0.3));
+        const want = q.add(w0!, q.matmul(b!, q.mul(a!, q.scalarLike(0.3, dtype))));
+        expect(Array.from(got.dataSync())).toEqual(Array.from(want.dataSync()));
+      }
+    }
+    expect(() => q.loraMerge(f64([4, 6]), f64([2, 5]), f64([4, 2]), 1)).toThrow(/loraMerge: w0 \[4, 6\], a \[2, 5\] and b \[4, 2\] do not fit/);
   });
 });

@@ -87,9 +87,16 @@ export interface KernelParams {
    * A LoRA adapter's weight gradients in one pass over the activations (`y = x·(W + s·B·A)ᵀ`):
    * inputs [x [n, in], g [n, out] (dL/dy), a [r, in], b [out, r], gradB [out, r] (contiguous,
    * written)]; out is dA = s·(g·B)ᵀ·x [r, in], and gradB receives dB = s·gᵀ·(x·Aᵀ). Each product
-   * is summed in out's dtype, s multiplied last. The four separate products read x and g twice each.
+   * is summed in out's dtype, s (rounded to out's dtype) multiplied last. The four separate
+   * products read x and g twice each.
    */
   loraBackward: { scale: number };
+  /**
+   * A LoRA layer's merged weight: inputs [w0 [out, in], a [r, in], b [out, r]]; out [out, in] =
+   * w0 + b·(s·a), rounded as `add(w0, matmul(b, mul(a, s)))` rounds it (s and s·a to out's dtype, the
+   * product summed as `matmul` sums it, one rounding for the sum with w0): one call for four.
+   */
+  loraMerge: { scale: number };
   /** x [N, C, H, W] → cols [N, C·kh·kw, outH·outW]. */
   im2col: Im2colParams;
   /** Adjoint of im2col: cols [N, C·kh·kw, L] → out [N, C, H, W] (out shape given), summing overlaps. */

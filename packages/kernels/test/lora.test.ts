@@ -1,6 +1,7 @@
 /**
  * @file wasm loraBackward against the js oracle: float32 and float64, token counts and widths
- * around the micro-tile (staged tail groups), views with offsets and row gaps, 1 vs 2 threads.
+ * around the micro-tile (staged tail groups), views with offsets and row gaps, 1 vs 2 threads;
+ * loraMerge against the js oracle and bit for bit against the backend's own matmul and add.
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -77,4 +78,36 @@ describe.each(NATIVE)('$label loraBackward', (entry) => {
       }
     }
   });
+
+  for (const dtype of ['float32', 'float64'] as const) {
+    it(`merges w0 + b·(s·a) as js does, and bit for bit as its own mul, matmul and add, in ${dtype}`, () => {
+      const eps = dtype === 'float32' ? 2 ** -24 : 2 ** -53;
+      fc.assert(
+        fc.property(dim(), dim(), fc.integer({ min: 1, max: 9 }), fc.boolean(), fc.boolean(), fc.integer({ min: 0, max: 3 }), fc.integer({ min: 1, max: 2 ** 31 - 1 }), fc.constantFrom(1, 2, 0.3, -3), (outF, inF, r, transA, transB, offset, seed, scale) => {
+          const w0 = view(dtype, [outF, inF], [0, 1], offset, [], seed);
+          const a = view(dtype, [r, inF], transA ? [1, 0] : [0, 1], 0, [], seed + 1);
+          const b = view(dtype, [outF, r], transB ? [1, 0] : [0, 1], offset, [], seed + 2);
+          const [ref, bound, got] = [out(dtype, [outF, inF]), out(dtype, [outF, inF]), out(dtype, [outF, inF])];
+          jsKernels.loraMerge([w0, a, b], ref, { scale });
+          jsKernels.loraMerge([abs(w0), abs(a), abs(b)], bound, { scale: Math.abs(scale) });
+          one.run('loraMerge', [w0, a, b], got, { scale });
+          const atol = bound.data.map((v) => 2 * (r + 2) * eps * v + 1e-30);
+          expect(mismatch(got.data, ref.data, 0, atol)).toBe(-1);
+          // the composite on the same backend: s·a, the product, the sum with w0 (a product of a
+          // few rows may take the matvec kernel, which sums in another order)
+          if (outF <= 4) return;
+          const as = out(dtype, [r, inF]);
+          const s0: Arg = { data: dtype === 'float32' ? Float32Array.of(scale) : Float64Array.of(scale), dtype, shape: [r, inF], strides: [0, 0], offset: 0 };
+          one.run('binary', [a, s0], as, { op: 'mul' });
+          const ba = out(dtype, [outF, inF]);
+          one.run('matmul', [b, as], ba, {});
+          const sum = out(dtype, [outF, inF]);
+          one.run('binary', [w0, ba], sum, { op: 'add' });
+          expect(mismatch(got.data, sum.data, 0, 0)).toBe(-1);
+        }),
+        { numRuns: 100 },
+      );
+      expect(one.ranOn!('loraMerge', dtype)).toBe(entry.name);
+    });
+  }
 });

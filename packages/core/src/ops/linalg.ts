@@ -1,7 +1,7 @@
 /**
  * @file Linear algebra: `matmul` (the one primitive here, over the batched `matmul` kernel) and
- * the composites written from it — mm, bmm, dot, outer, linear and einsum — plus `loraGrads`, a
- * LoRA adapter's weight gradients in one kernel for backward rules. Convolutions live in conv.ts;
+ * the composites written from it — mm, bmm, dot, outer, linear and einsum — plus a LoRA layer's
+ * merged weight (`loraMerge`) and its adapter's weight gradients (`loraGrads`), one kernel each. Convolutions live in conv.ts;
  * decompositions (qr, svd …) are not part of qgrad.
  */
 import { broadcastShapes, empty, numel, runKernel } from '../dispatch.js';
@@ -146,6 +146,28 @@ export function loraGrads(x: Tensor, g: Tensor, a: Tensor, b: Tensor, scale: num
   const gradB = empty([outF, r], x.dtype, x, 'loraGrads');
   const gradA = runKernel('loraBackward', [contiguousNoGrad(x), contiguousNoGrad(g), a, b, gradB], [r, inF], x.dtype, { scale });
   return [gradA, gradB];
+}
+
+/**
+ * A LoRA layer's merged weight w0 + b·(s·a) in one `loraMerge` kernel, rounded as
+ * `add(w0, matmul(b, mul(a, s)))` rounds it (the four calls it replaces; a QLoRA step builds one
+ * per adapted layer). Not differentiable, as `loraGrads`: for forwards that record their own
+ * backward. On a backend without the kernel (gpu) it runs as those ops.
+ * @param w0 [out, in]
+ * @param a [r, in]
+ * @param b [out, r]
+ * @example const w = noGrad(() => loraMerge(w0, loraA, loraB, 2)); // w0 + loraB·(2·loraA)
+ */
+export function loraMerge(w0: Tensor, a: Tensor, b: Tensor, scale: number): Tensor {
+  const [outF, inF] = w0.shape as [number, number];
+  if (w0.ndim !== 2 || a.ndim !== 2 || b.ndim !== 2 || a.shape[1] !== inF || b.shape[0] !== outF || b.shape[1] !== a.shape[0]) {
+    throw new Error(`loraMerge: w0 ${fmt(w0.shape)}, a ${fmt(a.shape)} and b ${fmt(b.shape)} do not fit ([out, in], [r, in], [out, r])`);
+  }
+  if (a.dtype !== w0.dtype || b.dtype !== w0.dtype) throw new Error(`loraMerge: w0 ${w0.dtype}, a ${a.dtype} and b ${b.dtype} must share one dtype`);
+  if (isGradEnabled() && [w0, a, b].some((t) => t.requiresGrad)) throw new Error('loraMerge: has no gradient of its own; call it where grad is disabled, or compose it from matmul');
+  const backend = w0.storage.backend;
+  if (backend.name !== 'js' && backend.ranOn?.('loraMerge', w0.dtype) === 'js') return add(w0, matmul(b, mul(a, scale)));
+  return runKernel('loraMerge', [w0, a, b], [outF, inF], w0.dtype, { scale });
 }
 
 /**

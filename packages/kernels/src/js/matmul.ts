@@ -38,7 +38,7 @@ export const matmul: Kernel<'matmul', TypedArray> = ([a, b], out) => {
 /**
  * A LoRA adapter's weight gradients (see names.ts): hs = x·Aᵀ and gb = g·B [n, r], then
  * dA = s·gbᵀ·x and dB = s·gᵀ·hs, each product summed in float64 and rounded to out's dtype as
- * `matmul` rounds it, then multiplied by s.
+ * `matmul` rounds it, then multiplied by s (itself rounded to out's dtype, as a 0-d tensor is).
  */
 export const loraBackward: Kernel<'loraBackward', TypedArray> = ([x, g, a, b, gradB], out, { scale }) => {
   const [n, inF] = x!.shape as [number, number];
@@ -61,13 +61,14 @@ export const loraBackward: Kernel<'loraBackward', TypedArray> = ([x, g, a, b, gr
   }
   const od = out.data;
   const round = new Arr(1);
+  const s = Arr.of(scale)[0]!;
   // dA[j, i] = s·Σ_t gb[t, j]·x[t, i];  dB[o, j] = s·Σ_t g[t, o]·hs[t, j]
   for (let j = 0; j < r; j++) {
     for (let i = 0; i < inF; i++) {
       let u = 0;
       for (let t = 0; t < n; t++) u += gb[t * r + j]! * at(x, t, i);
       round[0] = u;
-      od[out.offset + j * inF + i] = scale * round[0]!;
+      od[out.offset + j * inF + i] = s * round[0]!;
     }
   }
   for (let o = 0; o < outF; o++) {
@@ -75,7 +76,28 @@ export const loraBackward: Kernel<'loraBackward', TypedArray> = ([x, g, a, b, gr
       let u = 0;
       for (let t = 0; t < n; t++) u += at(g, t, o) * hs[t * r + j]!;
       round[0] = u;
-      gradB!.data[gradB!.offset + o * r + j] = scale * round[0]!;
+      gradB!.data[gradB!.offset + o * r + j] = s * round[0]!;
+    }
+  }
+};
+
+/** w0 + b·(s·a) (see names.ts): s and s·a rounded to out's dtype, the product as `matmul` sums it, then the add. */
+export const loraMerge: Kernel<'loraMerge', TypedArray> = ([w0, a, b], out, { scale }) => {
+  const [outF, inF] = w0!.shape as [number, number];
+  const r = a!.shape[0]!;
+  const Arr = out.data.constructor as Float32ArrayConstructor | Float64ArrayConstructor;
+  const at = (v: typeof w0, i: number, j: number) => v!.data[v!.offset + i * v!.strides[0]! + j * v!.strides[1]!]!;
+  const s = Arr.of(scale)[0]!;
+  const as = new Arr(r * inF);
+  for (let j = 0; j < r; j++) for (let i = 0; i < inF; i++) as[j * inF + i] = s * at(a, j, i);
+  const round = new Arr(1);
+  const od = out.data;
+  for (let o = 0; o < outF; o++) {
+    for (let i = 0; i < inF; i++) {
+      let u = 0;
+      for (let j = 0; j < r; j++) u += at(b, o, j) * as[j * inF + i]!;
+      round[0] = u;
+      od[out.offset + o * inF + i] = at(w0, o, i) + round[0]!;
     }
   }
 };

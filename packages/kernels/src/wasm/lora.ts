@@ -8,7 +8,7 @@
 import type { KernelArg } from '../backend.js';
 import { numel } from '../layout.js';
 import type { KernelParams, TypedArray } from '../names.js';
-import { type Code, type ModuleBuilder, Op, ValType } from './assembler.js';
+import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
 import { stage } from './operands.js';
 import { ARGS, MAX_HEAP_BYTES, type Engine, type Flavor } from './runtime.js';
 import { emitMicroStrided, F32, F32_TILE, F64, F64_TILE, type Lanes, type MicroShape } from './simd-matmul.js';
@@ -129,10 +129,72 @@ function emitLora(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, nam
   }, name);
 }
 
-/** Adds `lora_backward_f32` and `lora_backward_f64`. */
+/** i32 words of a loraMerge call's argument block (pointers and row steps in bytes). */
+const enum MergeArg {
+  b, as, c, w0, w0Row, out, outF, inF, r, op, ip, count,
+}
+
+/**
+ * `lora_merge_*(arg)`: C [op, ip] = B [op, r] · (s·A) [r, ip] (both packed, zero-padded) on the
+ * micro-kernel, then out[o, i] = w0[o, i] + C[o, i] for the out × in that exist.
+ */
+function emitMerge(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, name: string): void {
+  const P = ValType.i32;
+  const e = t.bytes;
+  const [load, store, add] = e === 4 ? [Op.f32_load, Op.f32_store, Op.f32_add] : [Op.f64_load, Op.f64_store, Op.f64_add];
+  const addV = e === 4 ? Simd.f32x4_add : Simd.f64x2_add;
+  mb.func([P], [], (c) => {
+    const arg = 0;
+    const [b, as, cc, w0, w0Row, out, outF, inF, r, op, ip, o, i, pw, pc, po, end, vend] = Array.from({ length: 18 }, () => c.local(P));
+    const words: [number, MergeArg][] = [[b, MergeArg.b], [as, MergeArg.as], [cc, MergeArg.c], [w0, MergeArg.w0], [w0Row, MergeArg.w0Row], [out, MergeArg.out], [outF, MergeArg.outF], [inF, MergeArg.inF], [r, MergeArg.r], [op, MergeArg.op], [ip, MergeArg.ip]];
+    for (const [local, w] of words) c.get(arg).mem(Op.i32_load, 2, w * 4).set(local);
+    const bytes = (v: number) => c.get(v).i32(e).op(Op.i32_mul);
+    c.for(o, () => c.i32(0), () => c.get(op), s.mr, () => {
+      c.for(i, () => c.i32(0), () => c.get(ip), s.nr, () => {
+        c.get(b).get(o).get(r).op(Op.i32_mul).i32(e).op(Op.i32_mul).op(Op.i32_add);
+        c.get(as).get(i).i32(e).op(Op.i32_mul).op(Op.i32_add);
+        c.get(cc).get(o).get(ip).op(Op.i32_mul).get(i).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add);
+        c.get(r);
+        bytes(ip);
+        c.i32(0);
+        bytes(r);
+        c.i32(e);
+        bytes(ip);
+        c.call(micro);
+      });
+    });
+    c.for(o, () => c.i32(0), () => c.get(outF), 1, () => {
+      c.get(w0).get(o).get(w0Row).op(Op.i32_mul).op(Op.i32_add).set(pw);
+      c.get(cc).get(o).get(ip).op(Op.i32_mul).i32(e).op(Op.i32_mul).op(Op.i32_add).set(pc);
+      c.get(out).get(o).get(inF).op(Op.i32_mul).i32(e).op(Op.i32_mul).op(Op.i32_add).tee(po);
+      bytes(inF);
+      c.op(Op.i32_add).tee(end).i32(15).op(Op.i32_sub).set(vend);
+      const step = (p: number, n: number) => c.get(p).i32(n).op(Op.i32_add).set(p);
+      c.while(() => c.get(po).get(vend).op(Op.i32_lt_u), () => {
+        c.get(po).get(pw).simdMem(Simd.v128_load, 0).get(pc).simdMem(Simd.v128_load, 4).simd(addV).simdMem(Simd.v128_store, 0);
+        step(po, 16);
+        step(pw, 16);
+        step(pc, 16);
+      });
+      c.while(() => c.get(po).get(end).op(Op.i32_lt_u), () => {
+        const al = e === 4 ? 2 : 3;
+        c.get(po).get(pw).mem(load, al).get(pc).mem(load, al).op(add).mem(store, al);
+        step(po, e);
+        step(pw, e);
+        step(pc, e);
+      });
+    });
+  }, name);
+}
+
+/** Adds `lora_backward_*` and `lora_merge_*` (f32, f64). */
 export function emitLoraBackward(mb: ModuleBuilder, flavor: Flavor): void {
-  emitLora(mb, F32, F32_TILE, emitMicroStrided(mb, F32, F32_TILE, flavor.relaxed), 'lora_backward_f32');
-  emitLora(mb, F64, F64_TILE, emitMicroStrided(mb, F64, F64_TILE, flavor.relaxed), 'lora_backward_f64');
+  const micro32 = emitMicroStrided(mb, F32, F32_TILE, flavor.relaxed);
+  const micro64 = emitMicroStrided(mb, F64, F64_TILE, flavor.relaxed);
+  emitLora(mb, F32, F32_TILE, micro32, 'lora_backward_f32');
+  emitLora(mb, F64, F64_TILE, micro64, 'lora_backward_f64');
+  emitMerge(mb, F32, F32_TILE, micro32, 'lora_merge_f32');
+  emitMerge(mb, F64, F64_TILE, micro64, 'lora_merge_f64');
 }
 
 const roundUp = (v: number, m: number) => Math.ceil(v / m) * m;
@@ -218,6 +280,7 @@ export function loraBackwardWasm(engine: Engine, [x, g, a, b, gradB]: readonly A
   // the tasks' sums in task order, times s: dA [r, in] from each task's [rm, ip], dB [out, r] from [op, rp]
   const od = out.data;
   const o0 = out.offset;
+  const sc = dtype === 'float32' ? Math.fround(scale) : scale;
   const bd2 = gradB!.data;
   const b0 = gradB!.offset;
   const w0 = work / e;
@@ -228,17 +291,65 @@ export function loraBackwardWasm(engine: Engine, [x, g, a, b, gradB]: readonly A
     for (let i = 0; i < inF; i++) {
       let v = view[w0 + daAt + j * ip + i]!;
       for (let k = 1; k < tasks; k++) v += view[w0 + k * we + daAt + j * ip + i]!;
-      od[o0 + j * inF + i] = scale * v;
+      od[o0 + j * inF + i] = sc * v;
     }
   }
   for (let o = 0; o < outF; o++) {
     for (let j = 0; j < r; j++) {
       let v = view[w0 + dbAt + o * rp + j]!;
       for (let k = 1; k < tasks; k++) v += view[w0 + k * we + dbAt + o * rp + j]!;
-      bd2[b0 + o * r + j] = scale * v;
+      bd2[b0 + o * r + j] = sc * v;
     }
   }
   if (!engine.heap.resident(od)) engine.stagedOut += r * inF * e;
   if (!engine.heap.resident(bd2)) engine.stagedOut += outF * r * e;
+  return true;
+}
+
+/**
+ * loraMerge on the engine (see names.ts): B and s·A packed into scratch zero-padded to whole
+ * tiles (s·A rounded to out's dtype first), their product on the micro-kernel that `matmul`
+ * uses for it (same sums in the same order), then w0 added in one pass. False (js runs) for other
+ * dtypes or a w0 whose rows are not contiguous.
+ */
+export function loraMergeWasm(engine: Engine, [w0, a, b]: readonly Arg[], out: Arg, { scale }: KernelParams['loraMerge']): boolean {
+  const dtype = out.dtype;
+  if ((dtype !== 'float32' && dtype !== 'float64') || [w0, a, b].some((v) => v!.dtype !== dtype)) return false;
+  const [outF, inF] = w0!.shape as [number, number];
+  const r = a!.shape[0]!;
+  if ((inF > 1 && w0!.strides[1] !== 1) || w0!.strides[0]! < 0 || numel(out.shape) !== outF * inF) return false;
+  const { mr, nr } = dtype === 'float32' ? F32_TILE : F64_TILE;
+  const e = dtype === 'float32' ? 4 : 8;
+  const view = dtype === 'float32' ? engine.f32 : engine.f64;
+  const op = roundUp(outF, mr);
+  const ip = roundUp(inF, nr);
+  const bBytes = align(op * r * e);
+  const asBytes = align(r * ip * e);
+  const cBytes = align(op * ip * e);
+  const direct = engine.addressOf(out);
+  const outBytes = direct >= 0 ? 0 : align(outF * inF * e);
+  const fixed = bBytes + asBytes + cBytes + outBytes;
+  if (fixed > MAX_HEAP_BYTES || !engine.reserve(fixed)) return false;
+  const base = engine.scratch;
+  const ptrs = stage(engine, base + fixed, [w0!], [e], direct >= 0 ? out : undefined);
+  if (!ptrs) return false;
+  const [bPtr, asPtr, cPtr, outPtr] = [base, base + bBytes, base + bBytes + asBytes, direct >= 0 ? direct : base + bBytes + asBytes + cBytes];
+  view.fill(0, bPtr / e, cPtr / e);
+  const [sa0, sa1] = a!.strides as [number, number];
+  const [sb0, sb1] = b!.strides as [number, number];
+  const [ad, bd] = [a!.data, b!.data];
+  // s·a rounded to out's dtype on the store, as mul(a, s) rounds it with s a 0-d tensor of that dtype
+  const sc = dtype === 'float32' ? Math.fround(scale) : scale;
+  for (let j = 0; j < r; j++) for (let i = 0; i < inF; i++) view[asPtr / e + j * ip + i] = sc * ad[a!.offset + j * sa0 + i * sa1]!;
+  for (let o = 0; o < outF; o++) for (let j = 0; j < r; j++) view[bPtr / e + o * r + j] = bd[b!.offset + o * sb0 + j * sb1]!;
+  const args = engine.i32;
+  const w = ARGS / 4;
+  const words: [MergeArg, number][] = [
+    [MergeArg.b, bPtr], [MergeArg.as, asPtr], [MergeArg.c, cPtr], [MergeArg.w0, ptrs[0]!], [MergeArg.w0Row, w0!.strides[0]! * e], [MergeArg.out, outPtr],
+    [MergeArg.outF, outF], [MergeArg.inF, inF], [MergeArg.r, r], [MergeArg.op, op], [MergeArg.ip, ip],
+  ];
+  for (const [word, v] of words) args[w + word] = v;
+  engine.call(dtype === 'float32' ? 'lora_merge_f32' : 'lora_merge_f64', ARGS);
+  if (direct < 0) engine.stageOut(out, view, outPtr, outF * inF);
   return true;
 }

@@ -7,7 +7,7 @@
  * tiny Llama's QLoRA step about as much as skipping the frozen weight's gradient saves. The merged
  * weight costs out × r × in, which is small beside tokens × out × in.
  */
-import { add, defineFunction, isGradEnabled, loraGrads, matmul, mul, reshape, scalarLike, transpose, type Tensor } from '@qgrad/core';
+import { add, defineFunction, isGradEnabled, loraGrads, loraMerge, matmul, mul, reshape, scalarLike, transpose, type Tensor } from '@qgrad/core';
 
 const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
 const t2 = (m: Tensor) => transpose(m, 0, 1);
@@ -16,15 +16,14 @@ const t2 = (m: Tensor) => transpose(m, 0, 1);
 const loraLinearFn = defineFunction<[Tensor, Tensor, Tensor, Tensor, number], Tensor, { scale: number }>({
   name: 'loraLinear',
   forward(ctx, x, w0, a, b, s) {
-    // s·A once serves the merged weight; the graph-building backward scales B by the same 0-d s
-    const st = scalarLike(s, a.dtype, a);
-    const w = add(w0, matmul(b, mul(a, st)));
+    // w0 + b·(s·a) in one kernel (the fill, mul, matmul and add it stands for: four calls a layer)
+    const w = loraMerge(w0, a, b, s);
     ctx.state.scale = s;
-    ctx.save(x, w0, a, b, w, st);
+    ctx.save(x, w0, a, b, w);
     return matmul(x, t2(w));
   },
   backward(ctx, g) {
-    const [x, w0, a, b, wSaved, st] = ctx.saved as [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor];
+    const [x, w0, a, b, wSaved] = ctx.saved as [Tensor, Tensor, Tensor, Tensor, Tensor];
     const need = ctx.needsInputGrad;
     if (!isGradEnabled()) {
       // dA = s·(g·B)ᵀ·x and dB = s·gᵀ·(x·Aᵀ) in one kernel that reads g and x once each (block by
@@ -37,6 +36,7 @@ const loraLinearFn = defineFunction<[Tensor, Tensor, Tensor, Tensor, number], Te
     }
     // building the graph of the backward (double backward): every product in differentiable ops,
     // the merged weight a function of a and b rather than the constant the forward kept
+    const st = scalarLike(ctx.state.scale, a.dtype, a);
     const as = mul(a, st);
     const w = add(w0, matmul(b, as));
     const gb = need[2] ? matmul(g, mul(b, st)) : null;
