@@ -35,6 +35,9 @@ const I16X8_SHR_U = 0x8d;
 const I16X8_EXTEND_LOW_U8 = 0x89;
 const I16X8_EXTEND_HIGH_U8 = 0x8a;
 
+/** Rows of the weight whose units one loop runs before their sums are added up (4-bit fields, one row of x: see `emitTask`). */
+const ROW_BLOCK = 16;
+
 /** Words of the argument block (i32 at ARGS; pointers in bytes). */
 const enum W {
   x, codes, planes, scale, zero, bias, out, n, k, o, units, rowsPerTask, buf, bufBytes, hasBias,
@@ -189,7 +192,7 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
     const [o, o1, g, u, p, xp, sp, n, buf, bp, rowBytes] = range(11, () => c.local(P));
     const [zv, A, mask, gsum, magic, shift] = [...range(5, () => c.local(V)), c.local(P)];
     const sv = c.local(V);
-    const [pl, stash, lift, lp, sums, gp, gEnd, xEnd, uEnd, sA, zA] = range(11, () => c.local(P));
+    const [pl, stash, lift, lp, sums, gp, gEnd, xEnd, uEnd, sA, zA, oEnd, pEnd] = range(13, () => c.local(P));
     const codeV = c.local(V);
     // 2-bit fields of an int grid's table: decoded in row order from the bytes (see `rowLevels16`)
     const rows2 = rowOrder && affine;
@@ -221,7 +224,7 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
     word(W.buf).get(task);
     word(W.bufBytes).op(Op.i32_mul).op(Op.i32_add).set(buf);
     word(W.bufBytes).get(buf).op(Op.i32_add).i32(64).op(Op.i32_sub).set(stash);
-    c.get(stash).get(G).get(units).op(Op.i32_mul).i32(4).op(Op.i32_shl).op(Op.i32_sub).set(sums);
+    c.get(stash).get(G).get(units).op(Op.i32_mul).i32(4 + Math.log2(ROW_BLOCK)).op(Op.i32_shl).op(Op.i32_sub).set(sums);
     c.i32(0).set(shift);
     c.get(task);
     word(W.rowsPerTask).op(Op.i32_mul).set(o);
@@ -329,13 +332,8 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
      * overlaps them. 4096², one row, kernel CPU time: int4 g32 2.19 → 1.61 ms with the lifted
      * decode, per channel 1.72 → 1.48, MXFP4 g32 1.97 → 1.61.
      */
-    const groups = (body: (one: boolean) => void, decodes = true) => {
-      if (unitFold) {
-        // loops bounded by x's pointer and the scale (zero point) read through pointers of their
-        // own: a counter, its bound and base + offset addresses spilled general registers
-        c.get(xp).get(K).i32(2).op(Op.i32_shl).op(Op.i32_add).set(xEnd);
-        c.get(scale).get(sp).op(Op.i32_add).set(sA);
-        if (zeroPoint) c.get(zero).get(sp).op(Op.i32_add).set(zA);
+    /** unitFold: per group, its scale (and zero point) from sA (zA); per unit, `body` summed and stored (see above). */
+    const unitParts = (body: (one: boolean) => void, decodes: boolean) => {
         const group = () => {
           c.get(sA).mem(Op.f32_load, 2).simd(Simd.f32x4_splat).set(sv);
           step(sA, 4);
@@ -361,6 +359,45 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
           c.get(gp).get(ga[0]!).get(ga[1]!).simd(Simd.f32x4_add).get(sv).simd(Simd.f32x4_mul).simdMem(Simd.v128_store, 0);
           step(gp, 16);
         };
+        return { group, one1 };
+    };
+    const pointers = () => {
+      c.get(scale).get(sp).op(Op.i32_add).set(sA);
+      if (zeroPoint) c.get(zero).get(sp).op(Op.i32_add).set(zA);
+    };
+    /** unitFold, one row of x: every unit of the rows from p to pEnd (x and its lifted sums start over at each row: xEnd). */
+    const blockUnits = (body: (one: boolean) => void) => {
+      pointers();
+      const { group, one1 } = unitParts(body, true);
+      const wrap = () => {
+        c.get(xp).get(xEnd).op(Op.i32_eq).if();
+        c.get(x).set(xp);
+        c.get(lift).set(lp);
+        c.end();
+      };
+      const below = () => c.get(p).get(pEnd).op(Op.i32_lt_u);
+      c.get(units).i32(1).op(Op.i32_eq).if();
+      c.while(below, () => {
+        wrap();
+        group();
+        one1(true);
+      });
+      c.op(Op.else);
+      c.while(below, () => {
+        wrap();
+        group();
+        c.get(xp).get(units).i32(7).op(Op.i32_shl).op(Op.i32_add).set(uEnd);
+        c.while(() => c.get(xp).get(uEnd).op(Op.i32_lt_u), () => one1(false));
+      });
+      c.end();
+    };
+    const groups = (body: (one: boolean) => void, decodes = true) => {
+      if (unitFold) {
+        // loops bounded by x's pointer and the scale (zero point) read through pointers of their
+        // own: a counter, its bound and base + offset addresses spilled general registers
+        c.get(xp).get(K).i32(2).op(Op.i32_shl).op(Op.i32_add).set(xEnd);
+        pointers();
+        const { group, one1 } = unitParts(body, decodes);
         const below = (end: number) => () => c.get(xp).get(end).op(Op.i32_lt_u);
         c.get(units).i32(1).op(Op.i32_eq).if();
         c.while(below(xEnd), () => {
@@ -395,12 +432,11 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
     };
     /** out[row, o] = Σ lanes of A (+ b[o]). */
     const finish = (row: () => void) => {
-      // unitFold: A = the stored units' s·Σ summed four at a time into ga0…ga3 (the last < 4 into
-      // ga0), then (ga0 + ga1) + (ga2 + ga3)
+      // unitFold: A = the row's stored units' s·Σ (from gp on) summed four at a time into
+      // ga0…ga3 (the last < 4 into ga0), then (ga0 + ga1) + (ga2 + ga3); gp steps past them
       if (unitFold) {
         clear(ga);
-        c.get(sums).set(gp);
-        c.get(G).get(units).op(Op.i32_mul).i32(4).op(Op.i32_shl).get(sums).op(Op.i32_add).set(gEnd);
+        c.get(G).get(units).op(Op.i32_mul).i32(4).op(Op.i32_shl).get(gp).op(Op.i32_add).set(gEnd);
         c.while(() => c.get(gp).i32(64).op(Op.i32_add).get(gEnd).op(Op.i32_le_u), () => {
           for (let q = 0; q < 4; q++) c.get(ga[q]!).get(gp).simdMem(Simd.v128_load, 0, 16 * q).simd(Simd.f32x4_add).set(ga[q]!);
           step(gp, 64);
@@ -430,7 +466,30 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
     c.while(() => c.get(o).get(o1).op(Op.i32_lt_u), () => {
       c.get(codes).get(o).get(rowBytes).op(Op.i32_mul).op(Op.i32_add).set(p);
       c.get(N).i32(1).op(Op.i32_eq).if();
-      {
+      if (unitFold) {
+        // a block of up to ROW_BLOCK rows: first every unit of them in one loop (the x pointers
+        // start over at each row), their sums stored in row order, then each row's sums added
+        // up and written: the rows' epilogues leave the decode loop, and no longer wait on the
+        // units just stored (a row of 128 inputs cost about as much as its four units)
+        c.get(o).i32(ROW_BLOCK).op(Op.i32_add).set(oEnd);
+        c.get(oEnd).get(o1).get(oEnd).get(o1).op(Op.i32_lt_u).op(Op.select).set(oEnd);
+        c.get(codes).get(oEnd).get(rowBytes).op(Op.i32_mul).op(Op.i32_add).set(pEnd);
+        c.get(o).get(G).op(Op.i32_mul).i32(2).op(Op.i32_shl).set(sp);
+        c.get(x).set(xp);
+        c.get(lift).set(lp);
+        c.get(sums).set(gp);
+        c.get(K).i32(2).op(Op.i32_shl).get(x).op(Op.i32_add).set(xEnd);
+        blockUnits(() => unit(() => {
+          for (let q = 0; q < 4; q++) madd(acc(q), () => c.get(w[q]!), xq(q));
+          step(xp, 64);
+        }));
+        c.get(sums).set(gp);
+        c.while(() => c.get(o).get(oEnd).op(Op.i32_lt_u), () => {
+          finish(() => c.i32(0));
+          step(o, 1);
+        });
+        c.get(o).i32(1).op(Op.i32_sub).set(o);
+      } else {
         c.get(o).get(G).op(Op.i32_mul).i32(2).op(Op.i32_shl).set(sp);
         c.get(x).set(xp);
         c.get(lift).set(lp);
@@ -467,6 +526,7 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
               step(bp, 64);
             }
           }, false);
+          c.get(sums).set(gp);
           finish(() => c.get(n));
         });
       }
@@ -581,8 +641,8 @@ export function packedPlanesWasm(engine: Engine, ops: PackedOperands, out: Arg, 
   const xAt = xIn >= 0 ? xIn : at;
   if (xIn < 0) at = align16(at + N * K * 4);
   // the decoded row (several rows of x), then 64 bytes of stash
-  // (4-bit fields: then each unit's scaled sum, K/32 f32x4)
-  const bufBytes = (N > 1 ? K * 4 : 0) + (bits === 4 ? K / 2 : 0) + 64;
+  // (4-bit fields: then each unit's scaled sum, K/32 f32x4 a row, for ROW_BLOCK rows)
+  const bufBytes = (N > 1 ? K * 4 : 0) + (bits === 4 ? (ROW_BLOCK * K) / 2 : 0) + 64;
   const buf = at;
   at += nTasks * bufBytes;
   // a 4-bit int grid near zero (int4, uint4): decoded with the code offset lifted out of the loop
