@@ -29,13 +29,16 @@ const PARALLEL_MIN_MACS = 1 << 21;
 
 /** i32 words of a call's argument block (pointers and row steps in bytes). */
 const enum LoraArg {
-  x, g, xRow, gRow, at, bp, main, chunk, inF, outF, rp, rm, ip, op, work, workBytes, xTail, gTail, tail, tasks, count,
+  x, g, xRow, gRow, at, bp, main, chunk, inF, outF, rp, rm, ip, op, work, workBytes, xTail, gTail, tail, tasks,
+  a, aRow, aCol, b, bRow, bCol, r, da, db, count,
 }
+/** Byte offset in the argument block of s (an f64). */
+const SCALE_AT = 8 * 16;
 
 /**
  * Task export `lora_backward_*(arg, t)`: tokens [t·chunk, min((t + 1)·chunk, main)) in blocks of
- * BLOCK (then, on the last task, the staged tail group of MR tokens), accumulated into task t's
- * dB [op, rp] and dA [rm, ip] (zeroed by the caller). Per block of tb tokens at xp, gp:
+ * BLOCK (then, on the last task, the staged tail group of MR tokens), summed into task t's
+ * dB [op, rp] and dA [rm, ip] (the task's first block stores them). Per block of tb tokens at xp, gp:
  *   hs = x·Aᵀ, gb = g·B           (A and B packed as Aᵀ [in, rp], B [out, rp], zero-padded to rp)
  *   dB += gᵀ·hs, dA += gbᵀ·x      (over the block's tokens, in token order)
  * Rows of gᵀ past out and columns of x past in read neighbouring elements (the tail is staged with
@@ -48,7 +51,7 @@ function emitLora(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, nam
   mb.func([P, P], [], (c) => {
     const [arg, task] = [0, 1];
     const L = () => c.local(P);
-    const [x, g, xRow, gRow, at, bp, main, inF, outF, rp, rm, ip, op, hs, gb, db, da, t0, t1, tb, xp, gp, i, j] = Array.from({ length: 24 }, L);
+    const [x, g, xRow, gRow, at, bp, main, inF, outF, rp, rm, ip, op, hs, gb, db, da, t0, t1, tb, xp, gp, i, j, acc] = Array.from({ length: 25 }, L);
     const get = (w: LoraArg) => c.get(arg).mem(Op.i32_load, 2, w * 4);
     const words: [number, LoraArg][] = [[x, LoraArg.x], [g, LoraArg.g], [xRow, LoraArg.xRow], [gRow, LoraArg.gRow], [at, LoraArg.at], [bp, LoraArg.bp], [main, LoraArg.main], [inF, LoraArg.inF], [outF, LoraArg.outF], [rp, LoraArg.rp], [rm, LoraArg.rm], [ip, LoraArg.ip], [op, LoraArg.op]];
     for (const [local, w] of words) get(w).set(local);
@@ -86,7 +89,7 @@ function emitLora(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, nam
           code.get(db).get(i).get(rp).op(Op.i32_mul).get(j).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add);
           code.get(tb);
           rpBytes();
-          code.i32(1).i32(e).get(gRow);
+          code.get(acc).i32(e).get(gRow);
           rpBytes();
           code.call(micro);
         });
@@ -97,7 +100,7 @@ function emitLora(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, nam
           code.get(gb).get(j).i32(e).op(Op.i32_mul).op(Op.i32_add);
           code.get(xp).get(i).i32(e).op(Op.i32_mul).op(Op.i32_add);
           code.get(da).get(j).get(ip).op(Op.i32_mul).get(i).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add);
-          code.get(tb).get(ip).i32(e).op(Op.i32_mul).i32(1).i32(e);
+          code.get(tb).get(ip).i32(e).op(Op.i32_mul).get(acc).i32(e);
           rpBytes();
           code.get(xRow).call(micro);
         });
@@ -113,6 +116,7 @@ function emitLora(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, nam
       c.get(x).get(t0).get(xRow).op(Op.i32_mul).op(Op.i32_add).set(xp);
       c.get(g).get(t0).get(gRow).op(Op.i32_mul).op(Op.i32_add).set(gp);
       block(c);
+      c.i32(1).set(acc);
       c.get(t0).get(tb).op(Op.i32_add).set(t0);
     });
     // the staged tail group (zero rows past n add nothing)
@@ -126,6 +130,106 @@ function emitLora(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, nam
     c.i32(s.mr).set(tb);
     block(c);
     c.end();
+  }, name);
+}
+
+/**
+ * `lora_pack_*(arg)`: Aᵀ [in, rp] and B [out, rp] into the call's panels, zero past column r (A and
+ * B read through their strides, in bytes).
+ */
+function emitPack(mb: ModuleBuilder, t: Lanes, name: string): void {
+  const P = ValType.i32;
+  const e = t.bytes;
+  const [load, store] = e === 4 ? [Op.f32_load, Op.f32_store] : [Op.f64_load, Op.f64_store];
+  const al = e === 4 ? 2 : 3;
+  mb.func([P], [], (c) => {
+    const arg = 0;
+    const get = (w: LoraArg) => c.get(arg).mem(Op.i32_load, 2, w * 4);
+    const [dst, src, rows, rowStep, colStep, r, rp, i, j, d] = Array.from({ length: 10 }, () => c.local(P));
+    get(LoraArg.r).set(r);
+    get(LoraArg.rp).set(rp);
+    /** dst[i, j] = src[i·rowStep + j·colStep] for j < r, 0 for r ≤ j < rp. */
+    const panel = () => {
+      c.for(i, () => c.i32(0), () => c.get(rows), 1, () => {
+        c.get(dst).get(i).get(rp).op(Op.i32_mul).i32(e).op(Op.i32_mul).op(Op.i32_add).set(d);
+        c.for(j, () => c.i32(0), () => c.get(rp), 1, () => {
+          const at = () => c.get(d).get(j).i32(e).op(Op.i32_mul).op(Op.i32_add);
+          c.get(j).get(r).op(Op.i32_lt_s).if();
+          at();
+          c.get(src).get(i).get(rowStep).op(Op.i32_mul).op(Op.i32_add).get(j).get(colStep).op(Op.i32_mul).op(Op.i32_add).mem(load, al).mem(store, al);
+          c.op(Op.else);
+          at();
+          if (e === 4) c.f32(0);
+          else c.f64(0);
+          c.mem(store, al);
+          c.end();
+        });
+      });
+    };
+    // Aᵀ: row i of the panel is column i of A
+    get(LoraArg.at).set(dst);
+    get(LoraArg.a).set(src);
+    get(LoraArg.inF).set(rows);
+    get(LoraArg.aCol).set(rowStep);
+    get(LoraArg.aRow).set(colStep);
+    panel();
+    get(LoraArg.bp).set(dst);
+    get(LoraArg.b).set(src);
+    get(LoraArg.outF).set(rows);
+    get(LoraArg.bRow).set(rowStep);
+    get(LoraArg.bCol).set(colStep);
+    panel();
+  }, name);
+}
+
+/**
+ * `lora_finish_*(arg)`: dA[j, i] = s·Σ_t dA_t[j, i] and dB[o, j] = s·Σ_t dB_t[o, j] over the
+ * tasks in order, from their padded sums into dA [r, in] and dB [out, r].
+ */
+function emitFinish(mb: ModuleBuilder, t: Lanes, name: string): void {
+  const P = ValType.i32;
+  const e = t.bytes;
+  const F = e === 4 ? ValType.f32 : ValType.f64;
+  const [load, store, add, mul] = e === 4 ? [Op.f32_load, Op.f32_store, Op.f32_add, Op.f32_mul] : [Op.f64_load, Op.f64_store, Op.f64_add, Op.f64_mul];
+  const al = e === 4 ? 2 : 3;
+  mb.func([P], [], (c) => {
+    const arg = 0;
+    const get = (w: LoraArg) => c.get(arg).mem(Op.i32_load, 2, w * 4);
+    const [work, step, tasks, rows, cols, ld, from, to, i, j, k, p] = Array.from({ length: 12 }, () => c.local(P));
+    const [v, sc] = [c.local(F), c.local(F)];
+    c.get(arg).mem(Op.f64_load, 3, SCALE_AT);
+    if (e === 4) c.op(Op.f32_demote_f64);
+    c.set(sc);
+    get(LoraArg.work).set(work);
+    get(LoraArg.workBytes).set(step);
+    get(LoraArg.tasks).set(tasks);
+    /** to[i, j] (rows × cols, contiguous) = s·Σ_k sums_k[i, j] (row length ld, at `from` in each task's work). */
+    const reduce = () => {
+      c.for(i, () => c.i32(0), () => c.get(rows), 1, () => {
+        c.for(j, () => c.i32(0), () => c.get(cols), 1, () => {
+          c.get(from).get(i).get(ld).op(Op.i32_mul).get(j).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add).tee(p).mem(load, al).set(v);
+          c.for(k, () => c.i32(1), () => c.get(tasks), 1, () => {
+            c.get(p).get(step).op(Op.i32_add).tee(p).mem(load, al).get(v).op(add).set(v);
+          });
+          c.get(to).get(i).get(cols).op(Op.i32_mul).get(j).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add);
+          c.get(v).get(sc).op(mul).mem(store, al);
+        });
+      });
+    };
+    // dA from [rm, ip] at 2·BLOCK·rp + op·rp, dB from [op, rp] at 2·BLOCK·rp
+    get(LoraArg.rp).i32(2 * BLOCK).op(Op.i32_mul).i32(e).op(Op.i32_mul).get(work).op(Op.i32_add).set(from);
+    get(LoraArg.db).set(to);
+    get(LoraArg.outF).set(rows);
+    get(LoraArg.r).set(cols);
+    get(LoraArg.rp).set(ld);
+    reduce();
+    get(LoraArg.op);
+    get(LoraArg.rp).op(Op.i32_mul).i32(e).op(Op.i32_mul).get(from).op(Op.i32_add).set(from);
+    get(LoraArg.da).set(to);
+    get(LoraArg.r).set(rows);
+    get(LoraArg.inF).set(cols);
+    get(LoraArg.ip).set(ld);
+    reduce();
   }, name);
 }
 
@@ -193,6 +297,10 @@ export function emitLoraBackward(mb: ModuleBuilder, flavor: Flavor): void {
   const micro64 = emitMicroStrided(mb, F64, F64_TILE, flavor.relaxed);
   emitLora(mb, F32, F32_TILE, micro32, 'lora_backward_f32');
   emitLora(mb, F64, F64_TILE, micro64, 'lora_backward_f64');
+  emitPack(mb, F32, 'lora_pack_f32');
+  emitPack(mb, F64, 'lora_pack_f64');
+  emitFinish(mb, F32, 'lora_finish_f32');
+  emitFinish(mb, F64, 'lora_finish_f64');
   emitMerge(mb, F32, F32_TILE, micro32, 'lora_merge_f32');
   emitMerge(mb, F64, F64_TILE, micro64, 'lora_merge_f64');
 }
@@ -202,9 +310,10 @@ const align = (bytes: number) => roundUp(bytes, 64);
 
 /**
  * loraBackward on the engine (see names.ts), float32/float64 with x and g of contiguous rows; false
- * (js runs) otherwise. Tokens are cut into tasks of CHUNK (a partition fixed by n alone), each
- * summing its blocks in token order into its own dA, dB; the tasks' sums are added in task order
- * here and multiplied by s, so the result never depends on the thread count. A last group of
+ * (js runs) otherwise. A and B are packed in wasm (lora_pack); tokens are cut into tasks of CHUNK
+ * (a partition fixed by n alone), each summing its blocks in token order into its own dA, dB; the
+ * tasks' sums are added in task order and multiplied by s (lora_finish), so the result never
+ * depends on the thread count. A last group of
  * fewer than MR tokens (or any group whose padded reads would pass the operands' end) is copied
  * into scratch with zero rows and slack.
  */
@@ -240,27 +349,28 @@ export function loraBackwardWasm(engine: Engine, [x, g, a, b, gradB]: readonly A
   const xTailBytes = tail ? align((mr * inF + nr) * e) : 0;
   const gTailBytes = tail ? align((mr * outF + mr) * e) : 0;
   const workBytes = align((2 * BLOCK * rp + op * rp + rm * ip) * e);
-  const fixed = atBytes + bpBytes + xTailBytes + gTailBytes + tasks * workBytes;
+  // dA and dB straight into the outputs when they live in wasm memory, else into scratch first
+  const daAt = engine.addressOf(out);
+  const dbAt = engine.addressOf(gradB!);
+  const daBytes = daAt >= 0 ? 0 : align(r * inF * e);
+  const dbBytes = dbAt >= 0 ? 0 : align(outF * r * e);
+  const fixed = atBytes + bpBytes + xTailBytes + gTailBytes + tasks * workBytes + daBytes + dbBytes;
   if (fixed > MAX_HEAP_BYTES || !engine.reserve(fixed)) return false;
   const base = engine.scratch;
-  const ptrs = stage(engine, base + fixed, [x!, g!], [e, e]);
+  const ptrs = stage(engine, base + fixed, [x!, g!, a!, b!], [e, e, e, e]);
   if (!ptrs) return false;
-  const [xAt, gAt] = ptrs as [number, number];
+  const [xAt, gAt, aAt, bAt] = ptrs as [number, number, number, number];
   const atPtr = base;
   const bpPtr = atPtr + atBytes;
   const xTail = bpPtr + bpBytes;
   const gTail = xTail + xTailBytes;
   const work = gTail + gTailBytes;
-  // pack Aᵀ and B, zero-padded to rp columns; zero the tasks' sums and the tail
-  const ad = a!.data;
-  const bd = b!.data;
-  const [sa0, sa1] = a!.strides as [number, number];
-  const [sb0, sb1] = b!.strides as [number, number];
-  view.fill(0, atPtr / e, work / e + (tasks * workBytes) / e);
-  for (let i = 0; i < inF; i++) for (let j = 0; j < r; j++) view[atPtr / e + i * rp + j] = ad[a!.offset + j * sa0 + i * sa1]!;
-  for (let o = 0; o < outF; o++) for (let j = 0; j < r; j++) view[bpPtr / e + o * rp + j] = bd[b!.offset + o * sb0 + j * sb1]!;
+  const daPtr = daAt >= 0 ? daAt : work + tasks * workBytes;
+  const dbPtr = dbAt >= 0 ? dbAt : work + tasks * workBytes + daBytes;
   const [xs, gs] = [x!.strides[0]!, g!.strides[0]!];
   if (tail) {
+    // the last group of tokens, zero rows after it and slack past them
+    view.fill(0, xTail / e, work / e);
     for (let t = main; t < n; t++) {
       view.copyWithin(xTail / e + (t - main) * inF, xAt / e + t * xs, xAt / e + t * xs + inF);
       view.copyWithin(gTail / e + (t - main) * outF, gAt / e + t * gs, gAt / e + t * gs + outF);
@@ -272,37 +382,20 @@ export function loraBackwardWasm(engine: Engine, [x, g, a, b, gradB]: readonly A
     [LoraArg.x, xAt], [LoraArg.g, gAt], [LoraArg.xRow, xs * e], [LoraArg.gRow, gs * e], [LoraArg.at, atPtr], [LoraArg.bp, bpPtr],
     [LoraArg.main, main], [LoraArg.chunk, chunk], [LoraArg.inF, inF], [LoraArg.outF, outF], [LoraArg.rp, rp], [LoraArg.rm, rm],
     [LoraArg.ip, ip], [LoraArg.op, op], [LoraArg.work, work], [LoraArg.workBytes, workBytes], [LoraArg.xTail, xTail],
-    [LoraArg.gTail, gTail], [LoraArg.tail, tail ? 1 : 0], [LoraArg.tasks, tasks],
+    [LoraArg.gTail, gTail], [LoraArg.tail, tail ? 1 : 0], [LoraArg.tasks, tasks], [LoraArg.a, aAt], [LoraArg.aRow, a!.strides[0]! * e],
+    [LoraArg.aCol, a!.strides[1]! * e], [LoraArg.b, bAt], [LoraArg.bRow, b!.strides[0]! * e], [LoraArg.bCol, b!.strides[1]! * e], [LoraArg.r, r],
+    [LoraArg.da, daPtr], [LoraArg.db, dbPtr],
   ];
   for (const [word, v] of words) args[w + word] = v;
+  // s rounded to the dtype, as a 0-d tensor of it
+  engine.f64[(ARGS + SCALE_AT) / 8] = dtype === 'float32' ? Math.fround(scale) : scale;
+  const k = dtype === 'float32' ? 'f32' : 'f64';
+  engine.call(`lora_pack_${k}`, ARGS);
   const threaded = engine.threads > 1 && tasks > 1 && n * r * (inF + outF) * 2 >= PARALLEL_MIN_MACS;
-  engine.parallel(dtype === 'float32' ? 'lora_backward_f32' : 'lora_backward_f64', ARGS, tasks, threaded);
-  // the tasks' sums in task order, times s: dA [r, in] from each task's [rm, ip], dB [out, r] from [op, rp]
-  const od = out.data;
-  const o0 = out.offset;
-  const sc = dtype === 'float32' ? Math.fround(scale) : scale;
-  const bd2 = gradB!.data;
-  const b0 = gradB!.offset;
-  const w0 = work / e;
-  const we = workBytes / e;
-  const daAt = 2 * BLOCK * rp + op * rp;
-  const dbAt = 2 * BLOCK * rp;
-  for (let j = 0; j < r; j++) {
-    for (let i = 0; i < inF; i++) {
-      let v = view[w0 + daAt + j * ip + i]!;
-      for (let k = 1; k < tasks; k++) v += view[w0 + k * we + daAt + j * ip + i]!;
-      od[o0 + j * inF + i] = sc * v;
-    }
-  }
-  for (let o = 0; o < outF; o++) {
-    for (let j = 0; j < r; j++) {
-      let v = view[w0 + dbAt + o * rp + j]!;
-      for (let k = 1; k < tasks; k++) v += view[w0 + k * we + dbAt + o * rp + j]!;
-      bd2[b0 + o * r + j] = sc * v;
-    }
-  }
-  if (!engine.heap.resident(od)) engine.stagedOut += r * inF * e;
-  if (!engine.heap.resident(bd2)) engine.stagedOut += outF * r * e;
+  engine.parallel(`lora_backward_${k}`, ARGS, tasks, threaded);
+  engine.call(`lora_finish_${k}`, ARGS);
+  if (daAt < 0) engine.stageOut(out, view, daPtr, r * inF);
+  if (dbAt < 0) engine.stageOut(gradB!, view, dbPtr, outF * r);
   return true;
 }
 
