@@ -224,7 +224,7 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
     word(W.buf).get(task);
     word(W.bufBytes).op(Op.i32_mul).op(Op.i32_add).set(buf);
     word(W.bufBytes).get(buf).op(Op.i32_add).i32(64).op(Op.i32_sub).set(stash);
-    c.get(stash).get(G).get(units).op(Op.i32_mul).i32(4 + Math.log2(ROW_BLOCK)).op(Op.i32_shl).op(Op.i32_sub).set(sums);
+    if (unitFold) c.get(stash).get(G).get(units).op(Op.i32_mul).i32(4 + Math.log2(ROW_BLOCK)).op(Op.i32_shl).op(Op.i32_sub).set(sums);
     c.i32(0).set(shift);
     c.get(task);
     word(W.rowsPerTask).op(Op.i32_mul).set(o);
@@ -329,8 +329,9 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
      * the decode did not fit the sixteen registers: A (or a units loop's accumulator) was
      * spilled, and its store-to-load round trip behind an FMA set the pace of the loop. A unit's
      * two chains of four FMAs are independent of the next unit's, so out-of-order execution
-     * overlaps them. 4096², one row, kernel CPU time: int4 g32 2.19 → 1.61 ms with the lifted
-     * decode, per channel 1.72 → 1.48, MXFP4 g32 1.97 → 1.61.
+     * overlaps them. 4096², one row, kernel CPU time (min of 11 rounds, 3 runs): int4 g32
+     * 2.18–2.43 → 1.67–1.74 ms with the lifted decode, per channel 1.77 → 1.51–1.55, MXFP4 g32
+     * 2.09–2.28 → 1.74–1.76.
      */
     /** unitFold: per group, its scale (and zero point) from sA (zA); per unit, `body` summed and stored (see above). */
     const unitParts = (body: (one: boolean) => void, decodes: boolean) => {
