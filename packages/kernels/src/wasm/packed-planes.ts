@@ -37,6 +37,8 @@ const I16X8_EXTEND_HIGH_U8 = 0x8a;
 
 /** Rows of the weight whose units one loop runs before their sums are added up (4-bit fields, one row of x: see `emitTask`). */
 const ROW_BLOCK = 16;
+/** The longest rows (inputs) that go in blocks of ROW_BLOCK. */
+const BLOCK_MAX_K = 1024;
 
 /** Words of the argument block (i32 at ARGS; pointers in bytes). */
 const enum W {
@@ -466,12 +468,29 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
 
     c.while(() => c.get(o).get(o1).op(Op.i32_lt_u), () => {
       c.get(codes).get(o).get(rowBytes).op(Op.i32_mul).op(Op.i32_add).set(p);
+      const oneRow = () => {
+        c.get(o).get(G).op(Op.i32_mul).i32(2).op(Op.i32_shl).set(sp);
+        c.get(x).set(xp);
+        c.get(lift).set(lp);
+        c.get(sums).set(gp);
+        clear([A]);
+        groups(() => unit(() => {
+          for (let q = 0; q < 4; q++) madd(acc(q), () => c.get(w[q]!), xq(q));
+          step(xp, 64);
+        }));
+        finish(() => c.i32(0));
+      };
       c.get(N).i32(1).op(Op.i32_eq).if();
       if (unitFold) {
-        // a block of up to ROW_BLOCK rows: first every unit of them in one loop (the x pointers
-        // start over at each row), their sums stored in row order, then each row's sums added
-        // up and written: the rows' epilogues leave the decode loop, and no longer wait on the
-        // units just stored (a row of 128 inputs cost about as much as its four units)
+        // short rows (K ≤ BLOCK_MAX_K) in blocks of up to ROW_BLOCK: first every unit of them in
+        // one loop (the x pointers start over at each row), their sums stored in row order, then
+        // each row's sums added up and written: the rows' epilogues leave the decode loop, and no
+        // longer wait on the units just stored (a row of 128 inputs cost about as much as its
+        // four units). Long rows one at a time: there the block loop's extra pointers and wrap
+        // test cost more than the epilogues (4096², int4 g32: 1.69–1.73 → 1.92–1.94 ms)
+        c.get(K).i32(BLOCK_MAX_K).op(Op.i32_gt_u).if();
+        oneRow();
+        c.op(Op.else);
         c.get(o).i32(ROW_BLOCK).op(Op.i32_add).set(oEnd);
         c.get(oEnd).get(o1).get(oEnd).get(o1).op(Op.i32_lt_u).op(Op.select).set(oEnd);
         c.get(codes).get(oEnd).get(rowBytes).op(Op.i32_mul).op(Op.i32_add).set(pEnd);
@@ -490,18 +509,8 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
           step(o, 1);
         });
         c.get(o).i32(1).op(Op.i32_sub).set(o);
-      } else {
-        c.get(o).get(G).op(Op.i32_mul).i32(2).op(Op.i32_shl).set(sp);
-        c.get(x).set(xp);
-        c.get(lift).set(lp);
-        c.get(sums).set(gp);
-        clear([A]);
-        groups(() => unit(() => {
-          for (let q = 0; q < 4; q++) madd(acc(q), () => c.get(w[q]!), xq(q));
-          step(xp, 64);
-        }));
-        finish(() => c.i32(0));
-      }
+        c.end();
+      } else oneRow();
       c.op(Op.else);
       {
         // the weight row into the buffer, then each row of x against it in the same order
