@@ -338,7 +338,7 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
     /** unitFold: per group, its scale (and zero point) from sA (zA); per unit, `body` summed and stored (see above). */
     const unitParts = (body: (one: boolean) => void, decodes: boolean) => {
         const group = () => {
-          c.get(sA).mem(Op.f32_load, 2).simd(Simd.f32x4_splat).set(sv);
+          c.get(sA).simdMem(Simd.v128_load32_splat, 2).set(sv);
           step(sA, 4);
           if (zeroPoint && (lifted || decodes)) {
             c.get(zA).mem(Op.f32_load, 2);
