@@ -270,6 +270,26 @@ describe.each(NATIVE)('$label packedMatmul', (entry) => {
     expect(mismatch(got.data, want.data, 1e-5, 1e-5)).toBe(-1);
   });
 
+  it('sums 4-bit rows of any length alike: long rows one at a time, short ones in blocks of rows (partial blocks too), one row of x and several', () => {
+    // wasm runs rows of more than 1024 inputs one by one and shorter rows in blocks of 16
+    // (packed-planes.ts); both against the oracle, and a batched row against that row alone
+    for (const [O, groups, groupSize] of [[37, 4, 32], [19, 2, 576], [5, 64, 32], [3, 1, 2048]] as const) {
+      for (const table of ['int', 'levels', 'fp4'] as const) {
+        for (const zeroPoint of [false, true]) {
+          for (const N of [1, 3]) {
+            const c: Case = { N, O, groups, groupSize, bits: 4, zeroPoint, bias: true, table, seed: 101 + O + groups };
+            const { inputs, params, K, got } = nativeEqualsOracle(backend, c);
+            for (let n = 0; n < N && N > 1; n++) {
+              const one = outArg(1, O);
+              backend.run('packedMatmul', [{ ...inputs[0]!, shape: [1, K], offset: n * K }, ...inputs.slice(1)], one, params);
+              expect(Array.from(one.data)).toEqual(Array.from(got.data.subarray(n * O, (n + 1) * O)));
+            }
+          }
+        }
+      }
+    }
+  });
+
   it('bounds the lifted 4-bit int-grid decode by the rounding of its sums: Σ|x|·s·(16 + f + |16 − L[0]| + |z|)', () => {
     // wasm sums u = (16 + f)/32 against x and subtracts ((16 − L[0] + z)/32)·Σx per 32 inputs
     // (packed-planes.ts, liftedLevels16): its error scales with those terms, not with Σ|x·w|, so a

@@ -478,6 +478,7 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
           for (let q = 0; q < 4; q++) madd(acc(q), () => c.get(w[q]!), xq(q));
           step(xp, 64);
         }));
+        c.get(sums).set(gp);
         finish(() => c.i32(0));
       };
       c.get(N).i32(1).op(Op.i32_eq).if();
