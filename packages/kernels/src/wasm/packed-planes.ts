@@ -331,9 +331,9 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
      * the decode did not fit the sixteen registers: A (or a units loop's accumulator) was
      * spilled, and its store-to-load round trip behind an FMA set the pace of the loop. A unit's
      * two chains of four FMAs are independent of the next unit's, so out-of-order execution
-     * overlaps them. 4096², one row, kernel CPU time (min of 11 rounds, 3 runs): int4 g32
-     * 2.18–2.43 → 1.67–1.74 ms with the lifted decode, per channel 1.77 → 1.51–1.55, MXFP4 g32
-     * 2.09–2.28 → 1.74–1.76.
+     * overlaps them. 4096², one row, kernel CPU time (min of 15 rounds, 2 runs, with the lifted
+     * decode and the later loop changes): int4 g32 2.15–2.36 → 1.66–1.69 ms, per channel
+     * 1.73–1.79 → 1.52–1.54, MXFP4 g32 2.13–2.23 → 1.72–1.74 (fp32 3.31–3.66).
      */
     /** unitFold: per group, its scale (and zero point) from sA (zA); per unit, `body` summed and stored (see above). */
     const unitParts = (body: (one: boolean) => void, decodes: boolean) => {
