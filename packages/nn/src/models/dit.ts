@@ -1,7 +1,8 @@
 /**
  * @file A small Diffusion Transformer (DiT, Peebles & Xie 2023) noise predictor: patchify with a
  * strided conv, learned position embeddings, blocks conditioned on the timestep (and optionally a
- * class label) through adaLN-Zero, and a final adaLN + linear layer that unpatchifies to ε̂.
+ * class label) through adaLN-Zero, and a final adaLN + linear layer that unpatchifies to ε̂ (or x̂₀ / v̂,
+ * as the Diffusion's `prediction` it is trained with).
  */
 import { embedding, silu, tensor, zeros, type Tensor } from '@qgrad/core';
 import { ModuleList } from '../containers.js';
@@ -70,7 +71,7 @@ export class DiTBlock extends Module {
 }
 
 /**
- * Predicts ε for x_t [N, C, H, W] at timesteps t, optionally given class labels.
+ * Predicts ε (or x₀ / v, see Diffusion's `prediction`) for x_t [N, C, H, W] at timesteps t, optionally given class labels.
  * @example new DiT(mnistDiTConfig).forward(randn([2, 1, 28, 28]), [3, 700], [7, 10]).shape; // [2, 1, 28, 28]
  */
 export class DiT extends Module {
