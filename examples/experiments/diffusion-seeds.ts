@@ -3,9 +3,10 @@
  * trains the sample-quality judge once, runs examples/experiments/diffusion-quant.ts once per seed
  * (each its own process, `--jobs` at a time, one wasm thread each; a seed whose results.json exists
  * is reused; with --float-seed, one float model is trained first and shared by every seed, which then
- * varies calibration, quantization, distillation and sampling only), then tables every configuration's class accuracy of class-conditional samples, the
- * Fréchet distance of its samples to real test digits in the judge's features, and its ε-MSE
- * against the float model, as mean ± std over seeds; writes results.{md,json} and two dot plots.
+ * varies calibration, quantization, distillation and sampling only), then tables every
+ * configuration's class accuracy of class-conditional samples, the Fréchet distance of its samples
+ * to real test digits in the judge's features, and its ε-MSE against the float model, as mean ± std
+ * over seeds; writes results.{md,json} and two dot plots.
  * Run: npx tsx examples/experiments/diffusion-seeds.ts [--seeds 0,1,2] [--jobs 2] [--float-seed 0] [--quant-args="--train-steps 3000"]
  */
 import { execFile } from 'node:child_process';

@@ -166,19 +166,14 @@ function emitPack(mb: ModuleBuilder, t: Lanes, name: string): void {
         });
       });
     };
+    /** The panel at word `to` from the matrix at word `from`, `n` rows of it, each `row` bytes apart, its elements `col` apart. */
+    const pack = (to: LoraArg, from: LoraArg, n: LoraArg, row: LoraArg, col: LoraArg) => {
+      for (const [local, w] of [[dst, to], [src, from], [rows, n], [rowStep, row], [colStep, col]] as const) get(w).set(local);
+      panel();
+    };
     // Aᵀ: row i of the panel is column i of A
-    get(LoraArg.at).set(dst);
-    get(LoraArg.a).set(src);
-    get(LoraArg.inF).set(rows);
-    get(LoraArg.aCol).set(rowStep);
-    get(LoraArg.aRow).set(colStep);
-    panel();
-    get(LoraArg.bp).set(dst);
-    get(LoraArg.b).set(src);
-    get(LoraArg.outF).set(rows);
-    get(LoraArg.bRow).set(rowStep);
-    get(LoraArg.bCol).set(colStep);
-    panel();
+    pack(LoraArg.at, LoraArg.a, LoraArg.inF, LoraArg.aCol, LoraArg.aRow);
+    pack(LoraArg.bp, LoraArg.b, LoraArg.outF, LoraArg.bRow, LoraArg.bCol);
   }, name);
 }
 
@@ -314,8 +309,10 @@ const align = (bytes: number) => roundUp(bytes, 64);
  * (a partition fixed by n alone), each summing its blocks in token order into its own dA, dB; the
  * tasks' sums are added in task order and multiplied by s (lora_finish), so the result never
  * depends on the thread count. A last group of
- * fewer than MR tokens (or any group whose padded reads would pass the operands' end) is copied
- * into scratch with zero rows and slack.
+ * fewer than MR tokens is copied into scratch with zero rows and slack. The main part's padded
+ * tiles (out and in rounded up to the tile) read up to a tile's width past a row's end, into the
+ * following rows or, after the last main row, past them in wasm memory; those values reach only
+ * the padded rows of dB and columns of dA, which are dropped.
  */
 export function loraBackwardWasm(engine: Engine, [x, g, a, b, gradB]: readonly Arg[], out: Arg, { scale }: KernelParams['loraBackward']): boolean {
   const dtype = out.dtype;

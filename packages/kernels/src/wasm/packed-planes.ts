@@ -334,35 +334,37 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
      * overlaps them. 4096², one row, kernel CPU time (min of 15 rounds, 2 runs, with the lifted
      * decode and the later loop changes): int4 g32 2.15–2.36 → 1.66–1.69 ms, per channel
      * 1.73–1.79 → 1.52–1.54, MXFP4 g32 2.13–2.23 → 1.72–1.74 (fp32 3.31–3.66).
+     *
+     * `unitParts` gives unitFold's two pieces: per group, its scale (and zero point) from sA (zA);
+     * per unit, `body` summed and stored.
      */
-    /** unitFold: per group, its scale (and zero point) from sA (zA); per unit, `body` summed and stored (see above). */
     const unitParts = (body: (one: boolean) => void, decodes: boolean) => {
-        const group = () => {
-          c.get(sA).simdMem(Simd.v128_load32_splat, 2).set(sv);
-          step(sA, 4);
-          if (zeroPoint && (lifted || decodes)) {
-            c.get(zA).mem(Op.f32_load, 2);
-            if (lifted) c.f32(1 / 32).op(Op.f32_mul);
-            c.simd(Simd.f32x4_splat).set(zv);
-            step(zA, 4);
+      const group = () => {
+        c.get(sA).simdMem(Simd.v128_load32_splat, 2).set(sv);
+        step(sA, 4);
+        if (zeroPoint && (lifted || decodes)) {
+          c.get(zA).mem(Op.f32_load, 2);
+          if (lifted) c.f32(1 / 32).op(Op.f32_mul);
+          c.simd(Simd.f32x4_splat).set(zv);
+          step(zA, 4);
+        }
+      };
+      const one1 = (o1: boolean) => {
+        if (lifted) {
+          // the unit's sum starts at −c·Σx (c = (16 − L[0])/32), less z/32·Σx with zero points
+          c.get(lp).simdMem(Simd.v128_load, 0, 16).set(ga[0]!);
+          if (zeroPoint) {
+            if (flavor.relaxed) c.get(zv).get(lp).simdMem(Simd.v128_load, 0).get(ga[0]!).simd(Simd.f32x4_relaxed_nmadd).set(ga[0]!);
+            else c.get(ga[0]!).get(zv).get(lp).simdMem(Simd.v128_load, 0).simd(Simd.f32x4_mul).simd(Simd.f32x4_sub).set(ga[0]!);
           }
-        };
-        const one1 = (o1: boolean) => {
-          if (lifted) {
-            // the unit's sum starts at −c·Σx (c = (16 − L[0])/32), less z/32·Σx with zero points
-            c.get(lp).simdMem(Simd.v128_load, 0, 16).set(ga[0]!);
-            if (zeroPoint) {
-              if (flavor.relaxed) c.get(zv).get(lp).simdMem(Simd.v128_load, 0).get(ga[0]!).simd(Simd.f32x4_relaxed_nmadd).set(ga[0]!);
-              else c.get(ga[0]!).get(zv).get(lp).simdMem(Simd.v128_load, 0).simd(Simd.f32x4_mul).simd(Simd.f32x4_sub).set(ga[0]!);
-            }
-            step(lp, 32);
-            clear([ga[1]!]);
-          } else clear([ga[0]!, ga[1]!]);
-          body(o1);
-          c.get(gp).get(ga[0]!).get(ga[1]!).simd(Simd.f32x4_add).get(sv).simd(Simd.f32x4_mul).simdMem(Simd.v128_store, 0);
-          step(gp, 16);
-        };
-        return { group, one1 };
+          step(lp, 32);
+          clear([ga[1]!]);
+        } else clear([ga[0]!, ga[1]!]);
+        body(o1);
+        c.get(gp).get(ga[0]!).get(ga[1]!).simd(Simd.f32x4_add).get(sv).simd(Simd.f32x4_mul).simdMem(Simd.v128_store, 0);
+        step(gp, 16);
+      };
+      return { group, one1 };
     };
     const pointers = () => {
       c.get(scale).get(sp).op(Op.i32_add).set(sA);
