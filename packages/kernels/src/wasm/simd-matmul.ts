@@ -129,12 +129,16 @@ export function emitMicro(mb: ModuleBuilder, t: Lanes, s: MicroShape, fma: boole
   const P = ValType.i32;
   return mb.func([P, P, P, P, P, P], [], (c) => {
     const [ap, bp, cp, kcb, ldc, accumulate] = [0, 1, 2, 3, 4, 5];
+    // packed A: the MR values of one k are adjacent. One pointer per row, not one pointer and an
+    // immediate offset per row: TurboFan emits a lea before each offset broadcast (read off
+    // `node --print-wasm-code`), and 1024² ran at 47 GFLOP/s against 52 for this form
+    const ar = Array.from({ length: s.mr }, () => c.local(P));
+    for (let r = 0; r < s.mr; r++) c.get(ap).i32(r * t.bytes).op(Op.i32_add).set(ar[r]!);
     microBody(c, t, s, fma, {
       bp, cp, kcb, ldc, accumulate, bAlign: 4,
-      // packed A: the MR values of one k are adjacent, so each row is an immediate offset
-      splatA: (r) => c.get(ap).simdMem(t.splat, splatAlign(t), r * t.bytes),
+      splatA: (r) => c.get(ar[r]!).simdMem(t.splat, splatAlign(t)),
       advance: () => {
-        c.get(ap).i32(s.mr * t.bytes).op(Op.i32_add).set(ap);
+        for (let r = 0; r < s.mr; r++) c.get(ar[r]!).i32(s.mr * t.bytes).op(Op.i32_add).set(ar[r]!);
         c.get(bp).i32(s.nr * t.bytes).op(Op.i32_add).set(bp);
       },
     });
