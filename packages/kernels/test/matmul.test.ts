@@ -160,6 +160,64 @@ describe.each(NATIVE)('$label matmul', (entry) => {
     }
   });
 
+  it.runIf(entry.name === 'wasm')('reads operands in place in batched products (per-batch offsets, broadcasts, transposed A), bit for bit as packing them, on 1 and 2 threads', () => {
+    // M a multiple of 4 (A in place), N a multiple of 8 and M ≤ 64 (B in place) or not; operands
+    // in wasm memory or foreign (read from their staged copies); batch dims maybe broadcast on
+    // either side; C in wasm memory or foreign; some products large enough for the pool
+    const packed = createWasmBackend({ threads: 1, matmulMinMacs: 0, matmulDirect: false });
+    const resident = (be: Backend, src: Arg): Arg => {
+      const data = be.alloc(src.dtype, src.data.length) as TypedArray;
+      data.set(src.data);
+      return { ...src, data };
+    };
+    const cases = fc.record({
+      batch: fc.array(fc.integer({ min: 1, max: 5 }), { minLength: 1, maxLength: 2 }),
+      M: fc.oneof(fc.integer({ min: 1, max: 20 }).map((m) => 4 * m), size()),
+      K: fc.oneof(size(), fc.integer({ min: 250, max: 300 })),
+      N: fc.oneof(fc.integer({ min: 1, max: 20 }).map((n) => 8 * n), size()),
+      transA: fc.boolean(),
+      transB: fc.boolean(),
+      broadcast: fc.constantFrom('none', 'a', 'b'),
+      inWasm: fc.boolean(),
+      outInWasm: fc.boolean(),
+      offset: fc.integer({ min: 0, max: 5 }),
+      dtype: fc.constantFrom<FloatDType>('float32', 'float64'),
+      seed: fc.integer({ min: 1, max: 2 ** 31 - 1 }),
+    });
+    try {
+      fc.assert(
+        fc.property(cases, ({ batch, M, K, N, transA, transB, broadcast, inWasm, outInWasm, offset, dtype, seed }) => {
+          const r = batch.length + 2;
+          const order = (t: boolean) => [...batch.map((_, i) => i), ...(t ? [r - 1, r - 2] : [r - 2, r - 1])];
+          const all = batch.map((_, i) => i);
+          const a = view(dtype, [...batch, M, K], order(transA), offset, broadcast === 'a' ? all : [], seed);
+          const b = view(dtype, [...batch, K, N], order(transB), 0, broadcast === 'b' ? all : [], seed + 1);
+          const shape = [...batch, M, N];
+          const ref = out(dtype, shape);
+          const bound = out(dtype, shape);
+          jsKernels.matmul([a, b], ref, {});
+          jsKernels.matmul([abs(a), abs(b)], bound, {});
+          const eps = dtype === 'float32' ? 2 ** -24 : 2 ** -53;
+          const results = [one, two, packed].map((be) => {
+            const o = out(dtype, shape);
+            const target = outInWasm ? resident(be, o) : o;
+            be.run('matmul', inWasm ? [resident(be, a), resident(be, b)] : [a, b], target, {});
+            o.data.set(target.data.subarray(0, o.data.length));
+            return o;
+          });
+          expect(mismatch(results[0]!.data, ref.data, 0, bound.data.map((v) => 2 * K * eps * v + 1e-30))).toBe(-1);
+          // one batch of x·Wᵀ with up to four rows of x takes the matvec path (another summation
+          // order than the micro-kernel): there only 1 = 2 threads
+          const matvec = dtype === 'float32' && numel(batch) === 1 && M <= 4 && a.strides[r - 1] === 1 && b.strides[r - 2] === 1;
+          for (const got of results.slice(1, matvec ? 2 : 3)) expect(Buffer.from(got.data.buffer).equals(Buffer.from(results[0]!.data.buffer))).toBe(true);
+        }),
+        { numRuns: 80 },
+      );
+    } finally {
+      packed.dispose();
+    }
+  });
+
   it.runIf(entry.name === 'wasm')('runs x·Wᵀ with up to four rows of x on W in place: the js result within 2·K·eps·Σ|x||w|, bit for bit on 1 and 2 threads', () => {
     // W row-major [N, K] in wasm memory, maybe a column window of a wider matrix (row stride > K),
     // read through its transpose; K around the four-wide steps and their scalar tail; N around

@@ -130,32 +130,46 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
   const inB = engine.addressOf({ data: b!.data, offset: spanB[0] });
   const [sam, sak] = [a!.strides[r - 2]!, a!.strides[r - 1]!];
   const [sbk, sbn] = [b!.strides[r - 2]!, b!.strides[r - 1]!];
-  // Packing an operand is a pass over it that pays off when its panels serve many tiles. In a
-  // skinny product (N ≤ 2·NR: each A panel serves one or two tiles; M ≤ 2·MR for B) it costs as
-  // much as the product, so the micro-kernel reads that operand where it lives (in wasm memory,
-  // one batch, no edge padding to read past; B with contiguous columns). Same sums, same bits.
-  const single = batches === 1 && direct;
-  const directA = single && inA >= 0 && Np <= 2 * nr && M % mr === 0 && sam >= 0 && sak >= 0;
-  const directB = single && inB >= 0 && Mp <= 2 * mr && N % nr === 0 && sbn === 1 && sbk >= 0;
-  const aBytes = directA ? 0 : align(Mp * K * e);
-  const bBytes = directB ? 0 : align(K * Np * e);
-  const cBytes = align(Mp * Np * e);
   const copyA = inA >= 0 ? 0 : spanA[1] - spanA[0];
   const copyB = inB >= 0 ? 0 : spanB[1] - spanB[0];
   const raw = copyA <= 2 * numel(a!.shape) + 64 && copyB <= 2 * numel(b!.shape) + 64;
-  const rawBytes = raw ? align(copyA * e) + align(copyB * e) + 2 * align(4 * batches) : 0;
+  // scratch: staged copies of foreign operands (raw), each batch's element offsets into A's and
+  // B's span, packed panels, C
+  const stagedA = engine.scratch;
+  const stagedB = stagedA + (raw ? align(copyA * e) : 0);
+  const basesA = stagedB + (raw ? align(copyB * e) : 0);
+  const basesB = basesA + align(4 * batches);
+  const fixedStart = basesB + align(4 * batches);
+  // where each operand's span lies in wasm memory (its own buffer, or the staged copy), else -1
+  const atA = inA >= 0 ? inA : raw ? stagedA : -1;
+  const atB = inB >= 0 ? inB : raw ? stagedB : -1;
+  // Whether the micro-kernel reads an operand where it lives (same sums, same bits) instead of
+  // from packed panels: the pack is a pass over the operand that pays off only where the strided
+  // reads would miss the cache. 1 thread, CPU time, in place against packed (npx tsx runs/ab.ts,
+  // medians of 9 alternating rounds, both orders): A, whenever its MR rows need no padding and it
+  // is row-major (k contiguous: MR streams): tiny-Llama linear products +0–8 %, attention +9–26 %,
+  // 1024² +1 %; with k strided (a transposed view such as xᵀ in a weight gradient, each k of a
+  // panel on a cache line of its own), only while few tiles share the panel (N ≤ 16·NR): 128 ×
+  // 2048ᵀ·2048 × 64 +7–11 %, 512 × 2048ᵀ·2048 × 128 +19 %, but N = 256…384 −2 %, 1024³ −35 %.
+  // B (columns contiguous), only for M ≤ 16·MR: 64 × (64×128 · 128×128) +20 %, 32 × 1024 · 1024²
+  // +13–34 %, where with M = 128 (512²) it no longer gains.
+  const directA = direct && atA >= 0 && M % mr === 0 && sam >= 0 && sak >= 0 && (sak === 1 || Np <= 16 * nr);
+  const directB = direct && atB >= 0 && Mp <= 16 * mr && N % nr === 0 && sbn === 1 && sbk >= 0;
+  const aBytes = directA ? 0 : align(Mp * K * e);
+  const bBytes = directB ? 0 : align(K * Np * e);
+  const cBytes = align(Mp * Np * e);
   // C straight into a tensor in wasm memory when its tiles are exactly the tensor's rows (M, N
   // multiples of the micro-tile) and it overlaps no operand; else in scratch, copied in afterwards
   const outAt = engine.addressOf(out);
   const overlaps = (x: Arg) => engine.addressOf(x) >= 0 && engine.inPlace(x, out) < 0;
   const directC = outAt >= 0 && Mp === M && Np === N && !overlaps(a!) && !overlaps(b!);
   const perBatch = (shareA ? 0 : aBytes) + (shareB ? 0 : bBytes) + (directC ? 0 : cBytes);
-  const fixed = rawBytes + (shareA ? aBytes : 0) + (shareB ? bBytes : 0);
-  const chunk = Math.max(1, Math.min(batches, Math.floor((CHUNK_BYTES - fixed) / perBatch)));
+  const fixed = fixedStart - engine.scratch + (shareA ? aBytes : 0) + (shareB ? bBytes : 0);
+  const chunk = perBatch === 0 ? batches : Math.max(1, Math.min(batches, Math.floor((CHUNK_BYTES - fixed) / perBatch)));
   const total = fixed + chunk * perBatch;
   if (total > MAX_HEAP_BYTES || !engine.reserve(total)) return false;
 
-  const aPtr = engine.scratch + rawBytes;
+  const aPtr = fixedStart;
   const bPtr = aPtr + (shareA ? aBytes : chunk * aBytes);
   const cPtr = bPtr + (shareB ? bBytes : chunk * bBytes);
   let mc = Math.min(Mp, roundUp(MC_TARGET, mr));
@@ -176,58 +190,48 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
   const args = engine.i32;
   const w = ARGS / 4;
   const pw = PACK_ARGS / 4;
+  for (let t = 0; t < batches; t++) {
+    args[basesA / 4 + t] = aBase[t]! - spanA[0];
+    args[basesB / 4 + t] = bBase[t]! - spanB[0];
+  }
   if (raw) {
     const view = dtype === 'float32' ? engine.f32 : engine.f64;
-    const stagedA = engine.scratch;
-    const stagedB = stagedA + align(copyA * e);
-    const basesA = stagedB + align(copyB * e);
-    const basesB = basesA + align(4 * batches);
-    const rawA = inA >= 0 ? inA : stagedA;
-    const rawB = inB >= 0 ? inB : stagedB;
     if (inA < 0) engine.stageIn(a!.data, spanA[0], spanA[1], view, stagedA);
     if (inB < 0) engine.stageIn(b!.data, spanB[0], spanB[1], view, stagedB);
-    for (let t = 0; t < batches; t++) {
-      args[basesA / 4 + t] = aBase[t]! - spanA[0];
-      args[basesB / 4 + t] = bBase[t]! - spanB[0];
-    }
     const words: [PackArg, number][] = [
-      [PackArg.rawA, rawA], [PackArg.rawB, rawB], [PackArg.panelsA, Mp / mr], [PackArg.panelsB, Np / nr],
+      [PackArg.rawA, atA], [PackArg.rawB, atB], [PackArg.panelsA, Mp / mr], [PackArg.panelsB, Np / nr],
       [PackArg.m, M], [PackArg.n, N], [PackArg.k, K], [PackArg.kc, kc], [PackArg.sam, sam], [PackArg.sak, sak],
       [PackArg.sbk, sbk], [PackArg.sbn, sbn], [PackArg.dstA, aPtr], [PackArg.dstB, bPtr], [PackArg.aBytes, aBytes], [PackArg.bBytes, bBytes],
     ];
     for (const [word, v] of words) args[pw + word] = v;
   }
-  let product: string;
-  if (directA || directB) {
-    // one batch: the operand read in place starts at its view's first element
+  const viaDirect = directA || directB;
+  const product = `matmul_${viaDirect ? 'direct_' : ''}${dtype === 'float32' ? 'f32' : 'f64'}`;
+  const cBatch = directC ? M * N * e : cBytes;
+  if (viaDirect) {
     const words: [DirectArg, number][] = [
-      [DirectArg.a, directA ? inA + (aBase[0]! - spanA[0]) * e : aPtr], [DirectArg.b, directB ? inB + (bBase[0]! - spanB[0]) * e : bPtr], [DirectArg.c, cPtr],
+      [DirectArg.a, directA ? atA : aPtr], [DirectArg.b, directB ? atB : bPtr], [DirectArg.c, cPtr],
       [DirectArg.mp, Mp], [DirectArg.np, Np], [DirectArg.k, K], [DirectArg.kc, kc], [DirectArg.tilesM, tilesM], [DirectArg.tilesN, tilesN],
       [DirectArg.mc, mc], [DirectArg.nc, nc], [DirectArg.aDirect, directA ? 1 : 0], [DirectArg.aRow, sam * e], [DirectArg.aK, sak * e],
-      [DirectArg.bDirect, directB ? 1 : 0], [DirectArg.bK, sbk * e],
+      [DirectArg.bDirect, directB ? 1 : 0], [DirectArg.bK, sbk * e], [DirectArg.aBatch, shareA ? 0 : aBytes], [DirectArg.bBatch, shareB ? 0 : bBytes],
+      [DirectArg.cBatch, cBatch],
     ];
     for (const [word, v] of words) args[w + word] = v;
-    product = dtype === 'float32' ? 'matmul_direct_f32' : 'matmul_direct_f64';
   } else {
-    args[w + MatmulArg.a] = aPtr;
-    args[w + MatmulArg.b] = bPtr;
-    args[w + MatmulArg.c] = cPtr;
-    args[w + MatmulArg.aBatch] = shareA ? 0 : aBytes;
-    args[w + MatmulArg.bBatch] = shareB ? 0 : bBytes;
-    args[w + MatmulArg.cBatch] = directC ? M * N * e : cBytes;
-    args[w + MatmulArg.mp] = Mp;
-    args[w + MatmulArg.np] = Np;
-    args[w + MatmulArg.k] = K;
-    args[w + MatmulArg.kc] = kc;
-    args[w + MatmulArg.tilesM] = tilesM;
-    args[w + MatmulArg.tilesN] = tilesN;
-    args[w + MatmulArg.mc] = mc;
-    args[w + MatmulArg.nc] = nc;
-    product = dtype === 'float32' ? 'matmul_f32' : 'matmul_f64';
+    const words: [MatmulArg, number][] = [
+      [MatmulArg.a, aPtr], [MatmulArg.b, bPtr], [MatmulArg.c, cPtr], [MatmulArg.aBatch, shareA ? 0 : aBytes], [MatmulArg.bBatch, shareB ? 0 : bBytes],
+      [MatmulArg.cBatch, cBatch], [MatmulArg.mp, Mp], [MatmulArg.np, Np], [MatmulArg.k, K], [MatmulArg.kc, kc], [MatmulArg.tilesM, tilesM],
+      [MatmulArg.tilesN, tilesN], [MatmulArg.mc, mc], [MatmulArg.nc, nc],
+    ];
+    for (const [word, v] of words) args[w + word] = v;
   }
   for (let t0 = 0; t0 < batches; t0 += chunk) {
     const n = Math.min(chunk, batches - t0);
-    if (directC) args[w + (directA || directB ? DirectArg.c : MatmulArg.c)] = outAt + t0 * M * N * e;
+    if (directC) args[w + (viaDirect ? DirectArg.c : MatmulArg.c)] = outAt + t0 * M * N * e;
+    if (viaDirect) {
+      args[w + DirectArg.aBases] = basesA + 4 * t0;
+      args[w + DirectArg.bBases] = basesB + 4 * t0;
+    }
     const multiply = { name: product, arg: ARGS, n: n * tilesM * tilesN };
     if (raw) {
       // the shared operand is packed once, with the first chunk; packing and the product run as
@@ -235,8 +239,8 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
       // +3–7 % on the batched attention products)
       const tasksA = directA ? 0 : shareA ? (t0 === 0 ? Mp / mr : 0) : n * (Mp / mr);
       const tasksB = directB ? 0 : shareB ? (t0 === 0 ? Np / nr : 0) : n * (Np / nr);
-      args[pw + PackArg.aBases] = engine.scratch + rawBytes - 2 * align(4 * batches) + 4 * (shareA ? 0 : t0);
-      args[pw + PackArg.bBases] = engine.scratch + rawBytes - align(4 * batches) + 4 * (shareB ? 0 : t0);
+      args[pw + PackArg.aBases] = basesA + 4 * (shareA ? 0 : t0);
+      args[pw + PackArg.bBases] = basesB + 4 * (shareB ? 0 : t0);
       args[pw + PackArg.tasksA] = tasksA;
       if (tasksA + tasksB === 0) engine.parallel(product, ARGS, multiply.n, threaded);
       else engine.parallel(dtype === 'float32' ? 'pack_f32' : 'pack_f64', PACK_ARGS, tasksA + tasksB, threaded, multiply);

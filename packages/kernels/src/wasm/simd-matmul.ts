@@ -172,36 +172,50 @@ export function emitMicroStrided(mb: ModuleBuilder, t: Lanes, s: MicroShape, fma
 }
 
 /**
- * Words of the argument block of a direct matmul job (one batch; pointers and steps in bytes). An
- * operand with its flag set is read where it lives: A's rows aRow apart and its k aK apart, B's
- * k bK apart with its columns contiguous; otherwise it is packed as for `matmul_*`.
+ * Words of the argument block of a direct matmul job (pointers and steps in bytes). An operand with
+ * its flag set is read where it lives: batch t's A at a + aBases[t]·e (an i32 list at aBases, in
+ * elements), its rows aRow apart and its k aK apart; B likewise at b + bBases[t]·e, its k bK apart
+ * and its columns contiguous. Otherwise it is packed as for `matmul_*`, batch t's panels at
+ * a + t·aBatch (b + t·bBatch). C of batch t at c + t·cBatch, padded to mp × np.
  */
 export const enum DirectArg {
-  a, b, c, mp, np, k, kc, tilesM, tilesN, mc, nc, aDirect, aRow, aK, bDirect, bK, count,
+  a, b, c, mp, np, k, kc, tilesM, tilesN, mc, nc, aDirect, aRow, aK, bDirect, bK, aBatch, bBatch, cBatch, aBases, bBases, count,
 }
 
 /**
- * Task export `name(arg, t)`: one (row block, column block) of C over all k blocks, as
- * `emitDriver`, with either operand read in place (DirectArg). For products with one operand
- * much larger than the other (a LoRA adapter's x·Aᵀ, (g·B)ᵀ·x), where packing the large one costs
- * as much as the product, since each packed element is used by only one or two tiles.
+ * Task export `name(arg, t)`: one (batch, row block, column block) of C over all k blocks, as
+ * `emitDriver`, with either operand read in place (DirectArg). For products where packing an
+ * operand costs as much as the product, since each packed element is used by only a few tiles: a
+ * LoRA adapter's x·Aᵀ, (g·B)ᵀ·x, and attention's per-head products.
  */
 function emitDirectDriver(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, name: string): void {
   const P = ValType.i32;
   const e = t.bytes;
   mb.func([P, P], [], (c) => {
     const [arg, task] = [0, 1];
-    const [a, b, cc, np, mp, k, kc, m0, m1, n0, n1, k0, kcb, at, bt, i, j, acc, aRow, aStep, bStep, aDirect, bDirect] = Array.from({ length: 23 }, () => c.local(P));
+    const [a, b, cc, np, mp, k, kc, m0, m1, n0, n1, k0, kcb, at, bt, i, j, acc, aRow, aStep, bStep, aDirect, bDirect, per, batch] = Array.from({ length: 25 }, () => c.local(P));
     const get = (w: DirectArg) => c.get(arg).mem(Op.i32_load, 2, w * 4);
-    get(DirectArg.a).set(a);
-    get(DirectArg.b).set(b);
-    get(DirectArg.c).set(cc);
     get(DirectArg.np).set(np);
     get(DirectArg.mp).set(mp);
     get(DirectArg.k).set(k);
     get(DirectArg.kc).set(kc);
     get(DirectArg.aDirect).set(aDirect);
     get(DirectArg.bDirect).set(bDirect);
+    get(DirectArg.tilesM);
+    get(DirectArg.tilesN).op(Op.i32_mul).set(per);
+    c.get(task).get(per).op(Op.i32_div_u).set(batch);
+    c.get(task).get(per).op(Op.i32_rem_u).set(task);
+    // this batch's operands: in place at base + bases[batch]·e, packed at base + batch·stride
+    const base = (dst: number, direct: number, w: DirectArg, bases: DirectArg, stride: DirectArg) => {
+      get(w);
+      get(bases).get(batch).i32(4).op(Op.i32_mul).op(Op.i32_add).mem(Op.i32_load, 2).i32(e).op(Op.i32_mul);
+      get(stride).get(batch).op(Op.i32_mul);
+      c.get(direct).op(Op.select).op(Op.i32_add).set(dst);
+    };
+    base(a, aDirect, DirectArg.a, DirectArg.aBases, DirectArg.aBatch);
+    base(b, bDirect, DirectArg.b, DirectArg.bBases, DirectArg.bBatch);
+    get(DirectArg.c);
+    get(DirectArg.cBatch).get(batch).op(Op.i32_mul).op(Op.i32_add).set(cc);
     // a packed operand steps through its panel: MR (NR) values per k, rows e apart
     c.get(aDirect).if();
     get(DirectArg.aRow).set(aRow);
