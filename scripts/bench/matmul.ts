@@ -2,7 +2,9 @@
  * @file float32 matmul micro-benchmark: median GFLOP/s of qgrad-js and qgrad-wasm (1 and 2
  * threads) over shape specs — squares 64…1024 and the products of one tiny-Llama training step
  * (`llamaMatmulShapes`). `benchMatmul` takes extra contenders so a combined harness can add peers.
- * Run: npx tsx scripts/bench/matmul.ts [--sizes 64,128 | --llama] [--reps 7]; writes bench-results/matmul.json.
+ * Run: npx tsx scripts/bench/matmul.ts [--sizes 64,128 | --llama] [--reps 7] [--cpu] [--host-arrays]; writes
+ * bench-results/matmul.json. --cpu times CPU time instead of wall time, 1 thread only (A/B runs on
+ * a shared machine); --host-arrays hands qgrad plain typed arrays instead of buffers of its backend.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -135,25 +137,41 @@ function view(data: Float32Array, batch: number, rows: number, cols: number, tra
     : { data, dtype: 'float32', shape: [batch, rows, cols], strides: [rows * cols, ...strides], offset: 0 };
 }
 
-/** A contender running the `matmul` kernel of a qgrad backend on the views qgrad's ops pass. */
-export function qgradContender(name: string, backend: Backend<TypedArray>, maxMacs?: number): MatmulContender {
+/**
+ * A contender running the `matmul` kernel of a qgrad backend on the views qgrad's ops pass. The
+ * operands and the output live in buffers the backend allocated, as a tensor's do (wasm: its own
+ * memory; the peers' tensors are likewise in theirs), copied in untimed; `hostArrays` passes plain
+ * typed arrays instead, which the wasm backend copies in and out on every call.
+ */
+export function qgradContender(name: string, backend: Backend<TypedArray>, maxMacs?: number, hostArrays = false): MatmulContender {
+  const held: TypedArray[] = [];
+  const own = (values: Float32Array): Float32Array => {
+    if (hostArrays) return values;
+    const data = backend.alloc('float32', values.length) as Float32Array;
+    backend.write(data, 'float32', values);
+    held.push(data);
+    return data;
+  };
   return {
     name,
     maxMacs,
     prepare(s, a, b) {
-      const inputs = [view(a, s.batch, s.m, s.k, s.transposeA), view(b, s.batch, s.k, s.n, s.transposeB)];
-      const out = view(new Float32Array(s.batch * s.m * s.n), s.batch, s.m, s.n);
+      const inputs = [view(own(a), s.batch, s.m, s.k, s.transposeA), view(own(b), s.batch, s.k, s.n, s.transposeB)];
+      const out = view(own(new Float32Array(s.batch * s.m * s.n)), s.batch, s.m, s.n);
       return () => backend.run('matmul', inputs, out, {});
     },
-    dispose: () => backend.dispose(),
+    dispose: () => {
+      for (const data of held.splice(0)) backend.free(data);
+      backend.dispose();
+    },
   };
 }
 
-export function defaultContenders(): MatmulContender[] {
+export function defaultContenders(options: { hostArrays?: boolean } = {}): MatmulContender[] {
   return [
     qgradContender('qgrad-js', jsBackend, 256 ** 3),
-    qgradContender('qgrad-wasm-1t', createWasmBackend({ threads: 1 })),
-    qgradContender('qgrad-wasm-2t', createWasmBackend({ threads: 2 })),
+    qgradContender('qgrad-wasm-1t', createWasmBackend({ threads: 1 }), undefined, options.hostArrays),
+    qgradContender('qgrad-wasm-2t', createWasmBackend({ threads: 2 }), undefined, options.hostArrays),
   ];
 }
 
@@ -170,15 +188,18 @@ export const median = (xs: number[]) => {
  * directly follows an untimed one of the same contender.
  */
 export async function benchMatmul(
-  options: { sizes?: number[]; shapes?: MatmulShape[]; reps?: number; budgetMs?: number; contenders?: MatmulContender[]; log?: (line: string) => void } = {},
+  options: { sizes?: number[]; shapes?: MatmulShape[]; reps?: number; budgetMs?: number; contenders?: MatmulContender[]; log?: (line: string) => void; clock?: 'wall' | 'cpu' } = {},
 ): Promise<MatmulResult[]> {
   const shapes = options.shapes ?? (options.sizes ?? [64, 128, 256, 512, 1024]).map(squareShape);
   const contenders = options.contenders ?? defaultContenders();
   const log = options.log ?? ((l: string) => console.log(l));
   const budget = options.budgetMs ?? 400;
+  // CPU time of this process (every thread's, pool workers' polling included): the figure to
+  // compare on a machine shared with other work, where wall time depends on the neighbours
+  const cpu = options.clock === 'cpu';
   const w = Math.max(5, ...shapes.map((s) => s.name.length));
   const results: MatmulResult[] = [];
-  log(`${'shape'.padStart(w)}  ${contenders.map((c) => c.name.padStart(14)).join('  ')}   (median GFLOP/s)`);
+  log(`${'shape'.padStart(w)}  ${contenders.map((c) => c.name.padStart(14)).join('  ')}   (median GFLOP/s${cpu ? ' of CPU time' : ''})`);
   for (const s of shapes) {
     const [a, b] = operands(s);
     const active = contenders.filter((c) => macs(s) <= (c.maxMacs ?? Infinity));
@@ -194,6 +215,12 @@ export async function benchMatmul(
     const time = async (i: number): Promise<number> => {
       await active[i]!.activate?.();
       runs[i]!();
+      if (cpu) {
+        const c0 = process.cpuUsage();
+        runs[i]!();
+        const c = process.cpuUsage(c0);
+        return (c.user + c.system) / 1000;
+      }
       const t = performance.now();
       runs[i]!();
       return performance.now() - t;
@@ -232,13 +259,29 @@ async function main(): Promise<void> {
   // the machines are shared: record how busy this one was
   const loadBefore = loadavg()[0];
   const shapes = argv.includes('--llama') ? llamaMatmulShapes() : undefined;
-  const results = await benchMatmul({ sizes, shapes, reps });
+  const options = { clock: argv.includes('--cpu') ? ('cpu' as const) : ('wall' as const), hostArrays: argv.includes('--host-arrays') };
+  // CPU time only on 1 thread: the kernel reads other threads' CPU time as the scheduler last
+  // booked it (per tick), coarse against a call of a millisecond
+  const contenders = defaultContenders(options).filter((c) => options.clock === 'wall' || !c.name.endsWith('-2t'));
+  const results = await benchMatmul({ sizes, shapes, reps, clock: options.clock, contenders });
+  if (shapes) {
+    // one step's products: Σ count · FLOPs over Σ count · median time, for contenders that ran every shape
+    const step: string[] = [];
+    for (const name of new Set(results.map((r) => r.contender))) {
+      const rs = shapes.map((s) => [s, results.find((r) => r.contender === name && r.shape === s.name)] as const);
+      if (rs.some(([, r]) => !r)) continue;
+      const flops = rs.reduce((sum, [s]) => sum + s.count * 2 * macs(s), 0);
+      const ms = rs.reduce((sum, [s, r]) => sum + s.count * r!.medianMs, 0);
+      step.push(`${name} ${(flops / (ms * 1e6)).toFixed(1)}`);
+    }
+    console.log(`one step's products (GFLOP/s): ${step.join(', ')}`);
+  }
   const machine = { cpu: cpus()[0]?.model, cores: cpus().length, loadBefore, loadAfter: loadavg()[0] };
   console.log(`load average ${machine.loadBefore.toFixed(1)} → ${machine.loadAfter.toFixed(1)} on ${machine.cores} cores`);
   const dir = resolve(dirname(fileURLToPath(import.meta.url)), '../../bench-results');
   mkdirSync(dir, { recursive: true });
   const file = resolve(dir, 'matmul.json');
-  writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), node: process.version, machine, results }, null, 2));
+  writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), node: process.version, machine, options, results }, null, 2));
   console.log(`wrote ${file}`);
 }
 
