@@ -172,6 +172,44 @@ export function emitMicroStrided(mb: ModuleBuilder, t: Lanes, s: MicroShape, fma
 }
 
 /**
+ * micro(ap, bp, cp, kcb, ldc, accumulate, aRow, aStep, bStep, tiles, aTile): emitMicroStrided's
+ * tile for `tiles` ≥ 1 tiles down a column of C in one call, the next one's A aTile further on (C
+ * MR rows further on, B the same). For short k blocks, where a call's arguments and frame cost as
+ * much as a few k steps: attention's 64 × (128×32 · 32×128) +8–12 % (1 thread, CPU time). Its k
+ * loop compiles worse (TurboFan peels it and reloads a spilled pointer each pass): over 256 k
+ * steps 1024³ ran 3–5 % slower than with a call a tile, so long blocks keep those.
+ */
+export function emitMicroTiles(mb: ModuleBuilder, t: Lanes, s: MicroShape, fma: boolean): number {
+  const P = ValType.i32;
+  return mb.func([P, P, P, P, P, P, P, P, P, P, P], [], (c) => {
+    const [ap, bp, cp, kcb, ldc, accumulate, aRow, aStep, bStep, tiles, aTile] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+    const ar = Array.from({ length: s.mr }, () => c.local(P));
+    const [bcur, kk, cTile] = [c.local(P), c.local(P), c.local(P)];
+    c.get(ldc).i32(s.mr).op(Op.i32_mul).set(cTile);
+    c.loop();
+    c.get(ap).set(ar[0]!);
+    for (let r = 1; r < s.mr; r++) c.get(ar[r - 1]!).get(aRow).op(Op.i32_add).set(ar[r]!);
+    c.get(bp).set(bcur);
+    c.get(kcb).set(kk);
+    microBody(c, t, s, fma, {
+      bp: bcur, cp, kcb: kk, ldc, accumulate, bAlign: 0,
+      splatA: (r) => c.get(ar[r]!).simdMem(t.splat, splatAlign(t)),
+      advance: () => {
+        for (let r = 0; r < s.mr; r++) c.get(ar[r]!).get(aStep).op(Op.i32_add).set(ar[r]!);
+        c.get(bcur).get(bStep).op(Op.i32_add).set(bcur);
+      },
+    });
+    c.get(ap).get(aTile).op(Op.i32_add).set(ap);
+    c.get(cp).get(cTile).op(Op.i32_add).set(cp);
+    c.get(tiles).i32(1).op(Op.i32_sub).tee(tiles).brIf(0);
+    c.end();
+  });
+}
+
+/** k blocks up to this long run a column of tiles a call (emitMicroTiles). */
+const SHORT_K = 64;
+
+/**
  * Words of the argument block of a direct matmul job (pointers and steps in bytes). An operand with
  * its flag set is read where it lives: batch t's A at a + aBases[t]·e (an i32 list at aBases, in
  * elements), its rows aRow apart and its k aK apart; B likewise at b + bBases[t]·e, its k bK apart
@@ -188,7 +226,7 @@ export const enum DirectArg {
  * operand costs as much as the product, since each packed element is used by only a few tiles: a
  * LoRA adapter's x·Aᵀ, (g·B)ᵀ·x, and attention's per-head products.
  */
-function emitDirectDriver(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, name: string): void {
+function emitDirectDriver(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, column: number, name: string): void {
   const P = ValType.i32;
   const e = t.bytes;
   mb.func([P, P], [], (c) => {
@@ -251,7 +289,7 @@ function emitDirectDriver(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: num
         c.op(Op.else);
         c.get(b).get(k0).get(np).op(Op.i32_mul).get(j).get(kcb).op(Op.i32_mul).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add).set(bt);
         c.end();
-        c.for(i, () => c.get(m0), () => c.get(m1), s.mr, () => {
+        const tileAt = () => {
           c.get(aDirect).if();
           c.get(a).get(i).get(aRow).op(Op.i32_mul).op(Op.i32_add).get(k0).get(aStep).op(Op.i32_mul).op(Op.i32_add).set(at);
           c.op(Op.else);
@@ -259,8 +297,20 @@ function emitDirectDriver(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: num
           c.end();
           c.get(at).get(bt);
           c.get(cc).get(i).get(np).op(Op.i32_mul).get(j).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add);
-          c.get(kcb).get(np).i32(e).op(Op.i32_mul).get(acc).get(aRow).get(aStep).get(bStep).call(micro);
+          c.get(kcb).get(np).i32(e).op(Op.i32_mul).get(acc).get(aRow).get(aStep).get(bStep);
+        };
+        c.get(kcb).i32(SHORT_K).op(Op.i32_le_s).if();
+        // the column of tiles m0..m1 in one call, each next one MR rows (one A panel) further on
+        c.get(m0).set(i);
+        tileAt();
+        c.get(m1).get(m0).op(Op.i32_sub).i32(s.mr).op(Op.i32_div_u);
+        c.get(aRow).i32(s.mr).op(Op.i32_mul).get(kcb).i32(s.mr * e).op(Op.i32_mul).get(aDirect).op(Op.select).call(column);
+        c.op(Op.else);
+        c.for(i, () => c.get(m0), () => c.get(m1), s.mr, () => {
+          tileAt();
+          c.call(micro);
         });
+        c.end();
       });
       c.get(k0).get(kcb).op(Op.i32_add).set(k0);
     });
@@ -549,6 +599,6 @@ export function emitMatmul(mb: ModuleBuilder, flavor: Flavor): void {
   emitDriver(mb, F64, F64_TILE, emitMicro(mb, F64, F64_TILE, flavor.relaxed), 'matmul_f64');
   emitPack(mb, F32, F32_TILE, 'pack_f32');
   emitPack(mb, F64, F64_TILE, 'pack_f64');
-  emitDirectDriver(mb, F32, F32_TILE, emitMicroStrided(mb, F32, F32_TILE, flavor.relaxed), 'matmul_direct_f32');
-  emitDirectDriver(mb, F64, F64_TILE, emitMicroStrided(mb, F64, F64_TILE, flavor.relaxed), 'matmul_direct_f64');
+  emitDirectDriver(mb, F32, F32_TILE, emitMicroStrided(mb, F32, F32_TILE, flavor.relaxed), emitMicroTiles(mb, F32, F32_TILE, flavor.relaxed), 'matmul_direct_f32');
+  emitDirectDriver(mb, F64, F64_TILE, emitMicroStrided(mb, F64, F64_TILE, flavor.relaxed), emitMicroTiles(mb, F64, F64_TILE, flavor.relaxed), 'matmul_direct_f64');
 }
