@@ -1,8 +1,9 @@
 /**
- * @file wasm batched matmul: packs A and B from their strided views into the panel layout the
- * micro-kernel reads (so transposes cost nothing extra: one verbatim copy of each input's span,
- * then parallel wasm packing tasks), splits C into tasks for the thread pool, and copies C back.
- * The SIMD code itself is generated in simd-matmul.ts.
+ * @file wasm batched matmul: decides for each operand whether the micro-kernel reads it where it
+ * lives (in wasm memory, or a verbatim copy of a foreign input's span) or from the panel layout
+ * it is packed into by parallel wasm tasks (so transposes cost nothing extra), splits C into tasks
+ * for the thread pool, and copies C back unless it was written in place. The SIMD code itself is
+ * generated in simd-matmul.ts.
  */
 import type { KernelArg } from '../backend.js';
 import { numel, offsets } from '../layout.js';

@@ -1,7 +1,8 @@
 /**
  * @file ISA-specific code for matmul: the register-blocked SIMD micro-kernel (MR×NR tile of
- * accumulators, f32x4 or f64x2 lanes, mul+add or relaxed FMA) and the task driver that walks
- * cache blocks of packed panels. Packing and dispatch live in matmul.ts.
+ * accumulators, f32x4 or f64x2 lanes, mul+add or relaxed FMA) and the task drivers that walk
+ * cache blocks of packed panels (or of operands read in place), and the packing tasks. Which
+ * operands are packed, and dispatch, live in matmul.ts.
  *
  * Tolerance between paths: relaxed_madd rounds once per multiply-add (V8 emits vfmadd on x64
  * with FMA3), mul+add twice. Each result is within K·eps·Σₖ|aᵢₖ||bₖⱼ| of the exact product, so
@@ -28,6 +29,9 @@ export interface MicroShape {
  * (128-bit FMA peak ≈ 55 GFLOP/s per core, from a C loop of _mm_fmadd_ps): 4×8×1 45, 3×12×1 41,
  * 2×16×1 41, 6×8×4 (the old choice) 27, 6×8×1 23, 4×8×2 22; broadcasting A's lanes with
  * i8x16.shuffle from one vector load (so unrolling fits) 37. f64: 4×4×1 22 vs 4×4×4 14 (512²).
+ * Since A is read through a pointer per row (emitMicro), 4×8×1 runs 1024² at 52. Tried since and
+ * dropped: the k loop as a do-while (one fused subtract-and-branch) 1024² 52 → 47, tiny-Llama
+ * products 48 → 46 (TurboFan lays it out worse).
  */
 export const F32_TILE: MicroShape = { mr: 4, nr: 8 };
 export const F64_TILE: MicroShape = { mr: 4, nr: 4 };
