@@ -152,6 +152,34 @@ function forwardBody(c: Code, k: Kind, mode: Mode, L: Locals): void {
   decode(c, k, mode, q, L.s, zu);
 }
 
+/**
+ * Forward body for a row whose scale and zero point are one value each along it (per token, per
+ * group, per tensor): the same operations as forwardBody lane for lane, with the per-row parts
+ * (1/s in `inv`, the zero point used in `zu`, computed by rowParts) read from locals instead of
+ * being redone per vector. Pushes y for local x.
+ */
+function forwardRowConst(c: Code, k: Kind, mode: Mode, L: Locals, inv: number, zu: number): void {
+  const v = V[k];
+  const [u, q] = [c.local(ValType.v128), c.local(ValType.v128)];
+  if (mode === 0) c.get(L.x).get(inv).simd(v.mul).get(zu).simd(v.add).set(u);
+  else if (mode === 1) c.get(L.x).get(inv).simd(v.mul).set(u);
+  else c.get(L.x).get(zu).simd(v.sub).get(inv).simd(v.mul).set(u);
+  rne(c, k, u);
+  if (mode === 1) c.get(zu).simd(v.add);
+  c.set(q);
+  c.get(q).get(L.qmin).simd(v.pmax).get(L.qmax).simd(v.pmin).set(q);
+  decode(c, k, mode, q, L.s, zu);
+}
+
+/** Sets `zu` to the zero point codeOf uses, from the z local (once per row for forwardRowConst). */
+function rowParts(c: Code, k: Kind, mode: Mode, L: Locals, zu: number): void {
+  const v = V[k];
+  if (mode === 1) {
+    rne(c, k, L.z);
+    c.get(L.qmin).simd(v.max).get(L.qmax).simd(v.min).set(zu);
+  } else c.get(L.z).set(zu);
+}
+
 /** Backward body: sets dx, ds, dz (ds and dz multiplied by the grad factor as js does, unless `unscaled`: row sums scale their total). */
 function backwardBody(c: Code, k: Kind, mode: Mode, gfExact: boolean, L: Locals, dx: number, ds: number, dz: number, unscaled = false): void {
   const v = V[k];
@@ -268,7 +296,7 @@ function emitKernel(mb: ModuleBuilder, k: Kind, mode: Mode, backward: boolean, g
       if (k === 'f32') c.op(Op.f32_demote_f64);
       c.mem(v.store, k === 'f32' ? 2 : 3);
     };
-    const [mS, absAcc] = [c.local(S), c.local(ValType.v128)];
+    const [mS, absAcc, rowZu] = [c.local(S), c.local(ValType.v128), c.local(ValType.v128)];
     const [loadS, absS, maxS, divS, demote] = k === 'f32'
       ? [Op.f32_load, Op.f32_abs, Op.f32_max, Op.f32_div, true]
       : [Op.f64_load, Op.f64_abs, Op.f64_max, Op.f64_div, false];
@@ -376,6 +404,25 @@ function emitKernel(mb: ModuleBuilder, k: Kind, mode: Mode, backward: boolean, g
       if (rowSums) {
         c.i32(0).simd(Simd.i32x4_splat).set(accS);
         c.i32(0).simd(Simd.i32x4_splat).set(accZ);
+      }
+      if (!backward) {
+        // scale and zero point constant along the row (step 0 both: per-token activations,
+        // per-group weights): their per-row parts once, and a loop that only streams x. The
+        // generic loop below then has no vectors left; its scalar tail reads the same splats.
+        c.get(opBase(0) + 2).op(Op.i32_eqz).get(opBase(1) + 2).op(Op.i32_eqz).op(Op.i32_and).if();
+        c.get(ptr[0]!).simdMem(Simd.v128_load, 0).set(L.s);
+        c.get(ptr[1]!).simdMem(Simd.v128_load, 0).set(L.z);
+        rowParts(c, k, mode, L, rowZu);
+        c.while(() => c.get(i).i32(v.lanes).op(Op.i32_add).get(Lp).op(Op.i32_le_s), () => {
+          c.get(px).simdMem(Simd.v128_load, 0).set(xv);
+          c.get(po);
+          forwardRowConst(c, k, mode, L, L.invRow, rowZu);
+          c.simdMem(Simd.v128_store, 0);
+          c.get(px).i32(16).op(Op.i32_add).set(px);
+          c.get(po).i32(16).op(Op.i32_add).set(po);
+          c.get(i).i32(v.lanes).op(Op.i32_add).set(i);
+        });
+        c.end();
       }
       c.while(() => c.get(i).i32(v.lanes).op(Op.i32_add).get(Lp).op(Op.i32_le_s), () => body(false));
       if (rowSums) {
