@@ -84,6 +84,23 @@ describe.each(NATIVE)('$label reduce', (entry) => {
       );
     });
 
+  it('float32 sums over a dim of 2 (the pair kernel) are bit-identical to js: ±0, ±∞, NaN, subnormals, far-apart magnitudes', () => {
+    const special = [0, -0, 1, -1, 1e30, -1e30, 3e38, 3e38, 1e-45, -1e-45, 1e-40, Infinity, -Infinity, NaN, 0.1, 16777217, 1e-8, 2 ** -24];
+    let k = 0;
+    for (const [p, q] of [[1, 4], [3, 5], [17, 130], [2, 4096], [700, 3]]) {
+      const n = p * 2 * q;
+      const data = new Float32Array(n + 1);
+      for (let i = 0; i < data.length; i++) data[i] = i % 3 === 0 ? special[k++ % special.length]! : Math.fround(Math.sin(i) * 10 ** ((i % 13) - 6));
+      const x = { data, dtype: 'float32' as const, shape: [p, 2, q], strides: [2 * q, q, 1], offset: 1 };
+      const ref = out('float32', [p, 1, q]);
+      const got = out('float32', [p, 1, q]);
+      jsKernels.reduce([x], ref, { op: 'sum', axes: [1] });
+      backend.run('reduce', [x], got, { op: 'sum', axes: [1] });
+      expect(Array.from(got.data).findIndex((v, i) => !Object.is(v, ref.data[i]))).toBe(-1);
+      if (n >= 2048) expect(backend.ranOn!('reduce', 'float32')).toBe(entry.name);
+    }
+  });
+
   it('propagates NaN through max, min and absmax; absmax takes |x| of negative values', () => {
     const data = new Float32Array(4096).map((_, i) => (i % 3 ? i : -2 * i));
     data[1234] = NaN;

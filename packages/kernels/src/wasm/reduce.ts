@@ -228,7 +228,45 @@ function emitArg(mb: ModuleBuilder, op: ArgReduceOp, k: Kind): void {
   }, `${op}_${k}`);
 }
 
+/**
+ * reduce_pair_sum_f32(out, x, sr, P, sp, Q): out[p, q] = (0 + x[p·sp + q]) + x[p·sp + sr + q] in
+ * f32, for sums of R = 2 (the heads of a grouped-query pair, a gradient summed over a broadcast
+ * dim of 2). The column kernel's f64 accumulation gives the same bits there: a sum of two floats
+ * formed in double and rounded to float is the float sum (double rounding is innocuous for one
+ * addition, 53 ≥ 2·24 + 2), and the 0 + first keeps the oracle's −0 + −0 = +0 start. Half the
+ * traffic of the column kernel, which keeps a row of f64 accumulators in memory.
+ */
+function emitPairSum(mb: ModuleBuilder): void {
+  mb.func([P, P, P, P, P, P], [], (c) => {
+    const [out, x, sr, Pn, sp, Q] = [0, 1, 2, 3, 4, 5];
+    const [p, q, px, po] = Array.from({ length: 4 }, () => c.local(P));
+    const pair = (simd: boolean) => {
+      c.get(po);
+      if (simd) {
+        c.f32(0).simd(Simd.f32x4_splat).get(px).simdMem(Simd.v128_load, 0).simd(Simd.f32x4_add);
+        c.get(px).get(sr).op(Op.i32_add).simdMem(Simd.v128_load, 0).simd(Simd.f32x4_add).simdMem(Simd.v128_store, 0);
+      } else {
+        c.f32(0).get(px).mem(Op.f32_load, 2).op(Op.f32_add);
+        c.get(px).get(sr).op(Op.i32_add).mem(Op.f32_load, 2).op(Op.f32_add).mem(Op.f32_store, 2);
+      }
+      const step = simd ? 4 : 1;
+      c.get(px).i32(4 * step).op(Op.i32_add).set(px);
+      c.get(po).i32(4 * step).op(Op.i32_add).set(po);
+      c.get(q).i32(step).op(Op.i32_add).set(q);
+    };
+    c.get(out).set(po);
+    c.get(sr).i32(2).op(Op.i32_shl).set(sr);
+    c.for(p, () => c.i32(0), () => c.get(Pn), 1, () => {
+      c.get(x).get(p).get(sp).op(Op.i32_mul).i32(2).op(Op.i32_shl).op(Op.i32_add).set(px);
+      c.i32(0).set(q);
+      c.while(() => c.get(q).i32(4).op(Op.i32_add).get(Q).op(Op.i32_le_s), () => pair(true));
+      c.while(() => c.get(q).get(Q).op(Op.i32_lt_s), () => pair(false));
+    });
+  }, 'reduce_pair_sum_f32');
+}
+
 export function emitReduce(mb: ModuleBuilder): void {
+  emitPairSum(mb);
   for (const k of ['f32', 'f64'] as const) {
     for (const op of ['sum', 'max', 'min', 'absmax'] as const) {
       emitRow(mb, op, k);
@@ -307,6 +345,7 @@ export function reduceWasm(engine: Engine, [x]: readonly Arg[], out: Arg, { op, 
   if (xIn < 0) engine.stageIn(x!.data, lo, hi, view, xPtr);
   const [src, dst] = [xIn >= 0 ? xIn : xPtr, direct >= 0 ? direct : outPtr];
   if (Q === 1) engine.call(`reduce_row_${op}_${k}`, dst, src, R, Pn, sp);
+  else if (R === 2 && op === 'sum' && k === 'f32') engine.call('reduce_pair_sum_f32', dst, src, sr, Pn, sp, Q);
   else engine.call(`reduce_col_${op}_${k}`, dst, src, accPtr, R, sr, Pn, sp, Q);
   if (direct < 0) engine.stageOut(out, view, outPtr, outN);
   return true;
