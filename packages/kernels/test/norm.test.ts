@@ -191,6 +191,27 @@ describe.each(NATIVE)('$label softmax with a bias', (entry) => {
     two.dispose();
   });
 
+  it('masked lanes give +0, and NaN where js has it: a fully masked row, +∞ or NaN scores under a −∞ bias', () => {
+    const [T, n] = [16, 128];
+    const shape = [4, T, n];
+    const xd = randomArray('float32', numel(shape), 7).map((v) => v * 4);
+    xd[1 * n + 100] = Infinity; // row 1: +∞ − ∞ = NaN in a masked lane
+    xd[2 * n + 120] = NaN; // row 2: a NaN score in a masked lane
+    const data = new Float32Array(T * n).map((_, i) => (i % n > Math.floor(i / n) ? -Infinity : 0));
+    data.fill(-Infinity, 3 * n, 4 * n); // row 3: fully masked
+    const x = contiguous(xd, shape, 'float32');
+    const bias = { data, dtype: 'float32' as const, shape, strides: [0, n, 1], offset: 0 };
+    const ref = out('float32', shape);
+    jsKernels.softmax([x, bias], ref, { axis: 2, log: false });
+    const got = run(one, 'softmax', [x, bias] as never, shape, { axis: 2, log: false } as never);
+    for (let i = 0; i < got.data.length; i++) {
+      const [g, r] = [got.data[i]!, ref.data[i]!];
+      if (Number.isNaN(r) || r === 0) expect(Object.is(g, r)).toBe(true);
+    }
+    expect(Number.isNaN(got.data[1 * n + 5]!) && Number.isNaN(got.data[2 * n + 5]!) && Number.isNaN(got.data[3 * n])).toBe(true);
+    expect(mismatch(got.data, ref.data, 2e-5, 1e-6)).toBe(-1);
+  });
+
   it('equals js for [T, n] and [1, n] bias rows broadcast over x, −∞ entries included', () => {
     fc.assert(
       fc.property(fc.integer({ min: 1, max: 8 }), fc.integer({ min: 1, max: 40 }), fc.integer({ min: 1, max: 70 }), fc.boolean(), seed, (b, t, n, perRow, s) => {

@@ -202,9 +202,22 @@ export function emitNorm(mb: ModuleBuilder): void {
       const acc = c.local(V);
       c.f32(0).simd(Simd.f32x4_splat).set(acc);
       c.f32(0).set(s);
+      // a mask's −∞ lanes (x + bias = −∞) have exp(−∞ − m) = +0 whenever m > −∞ (m = −∞ or NaN
+      // makes them NaN): four such lanes store +0 and add nothing, without the exponential —
+      // a causal mask's upper half (same bits: +0 added to the sum's lanes leaves them as they were)
+      const [finiteMax, vx] = [c.local(P), c.local(V)];
+      if (withBias) c.get(m).f32(-Infinity).op(Op.f32_gt).set(finiteMax);
       each(c, i, n, tmp, (r) => {
+        if (withBias && r.simd) {
+          val(r);
+          c.set(vx);
+          c.get(finiteMax).get(vx).f32(-Infinity).simd(Simd.f32x4_splat).simd(Simd.f32x4_ne).simd(Simd.v128_any_true).op(Op.i32_eqz).op(Op.i32_and).if();
+          c.get(po).get(i).i32(2).op(Op.i32_shl).op(Op.i32_add).f32(0).simd(Simd.f32x4_splat).simdMem(Simd.v128_store, 0);
+          c.op(Op.else);
+        }
         c.get(po).get(i).i32(2).op(Op.i32_shl).op(Op.i32_add);
-        val(r);
+        if (withBias && r.simd) c.get(vx);
+        else val(r);
         sc(r, m);
         bin(r, 'sub');
         exp(r);
@@ -215,6 +228,7 @@ export function emitNorm(mb: ModuleBuilder): void {
         c.get(r.simd ? acc : s).get(e);
         bin(r, 'add');
         c.set(r.simd ? acc : s);
+        if (withBias && r.simd) c.end();
       });
       c.get(acc).lane(Simd.f32x4_extract_lane, 0).get(acc).lane(Simd.f32x4_extract_lane, 1).op(Op.f32_add);
       c.get(acc).lane(Simd.f32x4_extract_lane, 2).get(acc).lane(Simd.f32x4_extract_lane, 3).op(Op.f32_add).op(Op.f32_add);
