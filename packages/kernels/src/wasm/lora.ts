@@ -1,9 +1,10 @@
 /**
  * @file wasm `loraBackward`: a LoRA adapter's two weight gradients in one pass over the
- * activations. Per block of T tokens, with that block of x and g in cache: hs = x·Aᵀ and gb = g·B
- * (T × r), then dB += gᵀ·hs and dA += gbᵀ·x, all four on matmul's strided micro-kernel
- * (simd-matmul.ts) reading x and g where they live. The four separate products read x and g from
- * memory twice each. Layout of the work and summation order in `loraBackwardWasm`.
+ * activations. Per block of T tokens, with that block of x and g brought into cache first (one
+ * load a cache line, in address order): hs = x·Aᵀ and gb = g·B (T × r), then dB += gᵀ·hs and
+ * dA += gbᵀ·x, all four on matmul's strided micro-kernel (simd-matmul.ts) reading x and g where
+ * they live. The four separate products read x and g from memory twice each. Layout of the work
+ * and summation order in `loraBackwardWasm`.
  */
 import type { KernelArg } from '../backend.js';
 import { numel } from '../layout.js';
@@ -51,7 +52,7 @@ function emitLora(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, nam
   mb.func([P, P], [], (c) => {
     const [arg, task] = [0, 1];
     const L = () => c.local(P);
-    const [x, g, xRow, gRow, at, bp, main, inF, outF, rp, rm, ip, op, hs, gb, db, da, t0, t1, tb, xp, gp, i, j, acc] = Array.from({ length: 25 }, L);
+    const [x, g, xRow, gRow, at, bp, main, inF, outF, rp, rm, ip, op, hs, gb, db, da, t0, t1, tb, xp, gp, i, j, acc, p, end, sink] = Array.from({ length: 28 }, L);
     const get = (w: LoraArg) => c.get(arg).mem(Op.i32_load, 2, w * 4);
     const words: [number, LoraArg][] = [[x, LoraArg.x], [g, LoraArg.g], [xRow, LoraArg.xRow], [gRow, LoraArg.gRow], [at, LoraArg.at], [bp, LoraArg.bp], [main, LoraArg.main], [inF, LoraArg.inF], [outF, LoraArg.outF], [rp, LoraArg.rp], [rm, LoraArg.rm], [ip, LoraArg.ip], [op, LoraArg.op]];
     for (const [local, w] of words) get(w).set(local);
@@ -115,6 +116,21 @@ function emitLora(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, nam
       c.get(t1).get(t0).op(Op.i32_sub).tee(tb).i32(BLOCK).get(tb).i32(BLOCK).op(Op.i32_lt_s).op(Op.select).set(tb);
       c.get(x).get(t0).get(xRow).op(Op.i32_mul).op(Op.i32_add).set(xp);
       c.get(g).get(t0).get(gRow).op(Op.i32_mul).op(Op.i32_add).set(gp);
+      // one load per 64 bytes of the block's rows of x, then of g, before its products read them:
+      // x comes back from the forward long evicted, and the products read it four rows at a time,
+      // which the hardware's prefetchers follow badly; a burst of loads in address order fetches it
+      // faster. A step's worth of tiny-Llama calls, 1 thread: x evicted to memory and g in cache
+      // 22.2 → 18.7 ms, both in L3 20.0 → 17.8; a QLoRA step 2–5 ms less (alternating steps)
+      const touch = (from: number, row: number, width: number) => {
+        c.get(from).set(p);
+        c.get(from).get(tb).i32(1).op(Op.i32_sub).get(row).op(Op.i32_mul).op(Op.i32_add).get(width).i32(e).op(Op.i32_mul).op(Op.i32_add).set(end);
+        c.while(() => c.get(p).get(end).op(Op.i32_lt_u), () => {
+          c.get(sink).get(p).mem(Op.i32_load, 2).op(Op.i32_xor).set(sink);
+          c.get(p).i32(64).op(Op.i32_add).set(p);
+        });
+      };
+      touch(xp, xRow, inF);
+      touch(gp, gRow, outF);
       block(c);
       c.i32(1).set(acc);
       c.get(t0).get(tb).op(Op.i32_add).set(t0);
@@ -130,6 +146,8 @@ function emitLora(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, nam
     c.i32(s.mr).set(tb);
     block(c);
     c.end();
+    // the touched words go to this task's scratch (its hs, no longer read), so the loads stay
+    c.get(hs).get(sink).mem(Op.i32_store, 2);
   }, name);
 }
 
