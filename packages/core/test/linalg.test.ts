@@ -221,7 +221,7 @@ describe('einsum', () => {
   });
 });
 
-describe('loraGrads and loraMerge', () => {
+describe('loraGrads, loraMerge and loraMergePacked', () => {
   it('equals the four products dA = s·(g·B)ᵀ·x, dB = s·gᵀ·(x·Aᵀ) in float64 and float32', () => {
     fc.assert(
       fc.property(fc.integer({ min: 1, max: 70 }), fc.integer({ min: 1, max: 20 }), fc.integer({ min: 1, max: 20 }), fc.integer({ min: 1, max: 8 }), fc.constantFrom(0.5, 2, -3), fc.constantFrom('float32' as const, 'float64' as const), fc.nat(1000), (n, inF, outF, r, s, dtype, seed) => {
@@ -257,5 +257,24 @@ describe('loraGrads and loraMerge', () => {
       }
     }
     expect(() => q.loraMerge(f64([4, 6]), f64([2, 5]), f64([4, 2]), 1)).toThrow(/loraMerge: w0 \[4, 6\], a \[2, 5\] and b \[4, 2\] do not fit/);
+  });
+
+  it('loraMergePacked equals loraMerge of the decoded table bit for bit (4-bit fields in groups of 64 and 2-bit with zero points, float32 and float64)', () => {
+    for (const dtype of ['float32', 'float64'] as const) {
+      for (const [outF, inF, r, bits, gs, zp] of [[384, 128, 8, 4, 64, false], [64, 128, 8, 4, 64, false], [41, 36, 3, 2, 12, true]] as const) {
+        const g0 = new q.Generator(outF + r);
+        const w: q.PackedWeight = {
+          codes: q.randint(0, 256, [Math.ceil((outF * inF * bits) / 8)], { generator: g0 }).to('uint8'), bits, levels: q.randn([2 ** bits], { generator: g0, dtype }),
+          scale: q.rand([outF * (inF / gs)], { generator: g0, dtype }), zeroPoint: zp ? q.randn([outF * (inF / gs)], { generator: g0, dtype }) : null, outFeatures: outF, inFeatures: inF, groupSize: gs,
+        };
+        const [a, b] = [[r, inF], [outF, r]].map((sh) => q.randn(sh, { generator: g0, dtype }));
+        const got = q.noGrad(() => q.loraMergePacked(w, a!, b!, 0.3));
+        const want = q.noGrad(() => q.loraMerge(q.packedEmbedding(q.arange(0, outF, 1, { dtype: 'int32' }), w), a!, b!, 0.3));
+        expect(Array.from(got.dataSync())).toEqual(Array.from(want.dataSync()));
+      }
+    }
+    const w: q.PackedWeight = { codes: q.zeros([12], { dtype: 'uint8' }), bits: 4, levels: f64([16]), scale: f64([4]), zeroPoint: null, outFeatures: 4, inFeatures: 6, groupSize: 6 };
+    expect(() => q.loraMergePacked(w, f64([2, 5]), f64([4, 2]), 1)).toThrow(/loraMergePacked: a \[2, 5\] and b \[4, 2\] do not fit the packed weight \[4, 6\]/);
+    expect(() => q.loraMergePacked(w, f64([2, 6]).float(), f64([4, 2]), 1)).toThrow(/must be the packed weight's scale dtype float64/);
   });
 });

@@ -97,6 +97,13 @@ export interface KernelParams {
    * product summed as `matmul` sums it, one rounding for the sum with w0): one call for four.
    */
   loraMerge: { scale: number };
+  /**
+   * `loraMerge` on a packed base: inputs [a [r, D], b [rows, r], codes, levels, scales(, zero
+   * points)], the base as `packedGather` reads it; out [rows, D] = W0 + b·(s·a) with W0 every row
+   * of the table decoded, bit for bit `loraMerge(packedGather(0 … rows − 1), a, b)`, without W0
+   * written out.
+   */
+  loraMergePacked: LoraMergePackedParams;
   /** x [N, C, H, W] → cols [N, C·kh·kw, outH·outW]. */
   im2col: Im2colParams;
   /** Adjoint of im2col: cols [N, C·kh·kw, L] → out [N, C, H, W] (out shape given), summing overlaps. */
@@ -304,6 +311,11 @@ export interface PackedMatmulParams {
    * a byte (layout in js/base3.ts: a row of whole 256-blocks is TQ1_0's qs/qh bytes).
    */
   packing?: 'fields' | 'base3';
+}
+
+/** `loraMergePacked`: the packed table's layout (as `packedGather`'s) and the adapter's s. */
+export interface LoraMergePackedParams extends PackedGatherParams {
+  scale: number;
 }
 
 /** `packedGather` over a packed table [rows, D] (D = out's last dim), laid out as for `packedMatmul`. */

@@ -1,12 +1,14 @@
 /**
  * @file wasm loraBackward against the js oracle: float32 and float64, token counts and widths
  * around the micro-tile (staged tail groups), views with offsets and row gaps, 1 vs 2 threads;
- * loraMerge against the js oracle and bit for bit against the backend's own matmul and add.
+ * loraMerge against the js oracle and bit for bit against the backend's own matmul and add;
+ * loraMergePacked against the js oracle and bit for bit against the backend's own packedGather and
+ * loraMerge.
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jsKernels, type Backend } from '@qgrad/kernels';
-import { type Arg, type FloatDType, mismatch, NATIVE, out, view } from './helpers.js';
+import { type Arg, type FloatDType, mismatch, NATIVE, out, randomArray, view } from './helpers.js';
 
 let one!: Backend;
 let two!: Backend;
@@ -110,4 +112,50 @@ describe.each(NATIVE)('$label loraBackward', (entry) => {
       expect(one.ranOn!('loraMerge', dtype)).toBe(entry.name);
     });
   }
+
+  it('merges a packed base (1/2/4/8-bit fields, int8 codes, zero points, β, float32 and float64) as js does, and bit for bit as its own packedGather and loraMerge, on 1 and 2 threads', () => {
+    const flat = (data: Arg['data'], dtype: Arg['dtype']): Arg => ({ data, dtype, shape: [data.length], strides: [1], offset: 0 });
+    // `fast`: the f32 4-bit scales-only layout in groups of 16k (the kernel's swizzle path)
+    const caseArb = fc.record({
+      V: fc.integer({ min: 1, max: 40 }), groups: fc.integer({ min: 1, max: 4 }), groupSize: fc.constantFrom(1, 3, 8, 16, 17, 32, 64), bits: fc.constantFrom(1, 2, 4, 8),
+      zeroPoint: fc.boolean(), beta: fc.boolean(), int8: fc.boolean(), dtype: fc.constantFrom<FloatDType>('float32', 'float64'), fast: fc.boolean(),
+      r: fc.integer({ min: 1, max: 9 }), transA: fc.boolean(), transB: fc.boolean(), seed: fc.integer({ min: 1, max: 2 ** 31 - 1 }), scale: fc.constantFrom(1, 2, 0.3, -3),
+    });
+    fc.assert(
+      fc.property(caseArb, (c0) => {
+        const c = c0.fast ? { ...c0, dtype: 'float32' as const, bits: 4, zeroPoint: false, groupSize: [16, 32, 64][c0.seed % 3]! } : c0;
+        const D = c.groups * c.groupSize;
+        const eps = c.dtype === 'float32' ? 2 ** -24 : 2 ** -53;
+        const nBytes = Math.ceil((c.V * D * c.bits) / 8);
+        const r = randomArray('float64', nBytes, c.seed);
+        const bytes = Uint8Array.from({ length: nBytes }, (_, i) => Math.floor((r[i]! + 1) * 128) & 0xff);
+        const codes = c.int8 ? flat(new Int8Array(bytes.buffer), 'int8') : flat(bytes, 'uint8');
+        const table = flat(randomArray(c.dtype, 2 ** c.bits, c.seed ^ 0x77), c.dtype);
+        const scales = flat(randomArray(c.dtype, c.V * c.groups, c.seed ^ 0x55).map((v) => 0.01 + Math.abs(v)), c.dtype);
+        const zero = flat(randomArray(c.dtype, c.V * c.groups, c.seed ^ 0x99), c.dtype);
+        const packed = [codes, table, scales, ...(c.zeroPoint ? [zero] : [])];
+        const params = { bits: c.bits, rows: c.V, groupSize: c.groupSize, zeroPoint: c.zeroPoint, ...(c.beta && { offset: 'beta' as const }) };
+        const a = view(c.dtype, [c.r, D], c.transA ? [1, 0] : [0, 1], 0, [], c.seed + 1);
+        const b = view(c.dtype, [c.V, c.r], c.transB ? [1, 0] : [0, 1], 1, [], c.seed + 2);
+        const [ref, got, got2, w0, bound, sum] = [0, 1, 2, 3, 4, 5].map(() => out(c.dtype, [c.V, D]));
+        jsKernels.loraMergePacked([a, b, ...packed], ref, { ...params, scale: c.scale });
+        one.run('loraMergePacked', [a, b, ...packed], got, { ...params, scale: c.scale });
+        two.run('loraMergePacked', [a, b, ...packed], got2, { ...params, scale: c.scale });
+        // the decode is exact in both; the merge's sums of r terms within their (r + 2)·eps·Σ|terms|
+        const idx = flat(Int32Array.from({ length: c.V }, (_, i) => i), 'int32');
+        jsKernels.packedGather([idx, ...packed], w0, params);
+        jsKernels.loraMerge([abs(w0), abs(a), abs(b)], bound, { scale: Math.abs(c.scale) });
+        const atol = bound.data.map((v) => 2 * (c.r + 2) * eps * v + 1e-30);
+        expect(mismatch(got.data, ref.data, 0, atol)).toBe(-1);
+        expect(mismatch(got2.data, got.data, 0, 0)).toBe(-1);
+        // the two kernels it stands for, on the same backend
+        const w0b = out(c.dtype, [c.V, D]);
+        one.run('packedGather', [idx, ...packed], w0b, params);
+        one.run('loraMerge', [w0b, a, b], sum, { scale: c.scale });
+        expect(mismatch(got.data, sum.data, 0, 0)).toBe(-1);
+      }),
+      { numRuns: 200 },
+    );
+    for (const dtype of ['float32', 'float64'] as const) expect(one.ranOn!('loraMergePacked', dtype)).toBe(entry.name);
+  });
 });

@@ -1,14 +1,16 @@
 /**
  * @file Linear algebra: `matmul` (the one primitive here, over the batched `matmul` kernel) and
  * the composites written from it — mm, bmm, dot, outer, linear and einsum — plus a LoRA layer's
- * merged weight (`loraMerge`) and its adapter's weight gradients (`loraGrads`), one kernel each. Convolutions live in conv.ts;
+ * merged weight (`loraMerge`, and `loraMergePacked` from a packed base) and its adapter's weight
+ * gradients (`loraGrads`), one kernel each. Convolutions live in conv.ts;
  * decompositions (qr, svd …) are not part of qgrad.
  */
 import { broadcastShapes, empty, numel, runKernel } from '../dispatch.js';
 import { defineFunction } from '../function.js';
 import { isGradEnabled } from '../tape.js';
 import { Tensor } from '../tensor.js';
-import { eye } from './creation.js';
+import { arange, eye } from './creation.js';
+import { packedEmbedding, type PackedWeight } from './quant.js';
 import { add, mul } from './elementwise.js';
 import { contiguousNoGrad, expandView, permute, reshape, transpose } from './movement.js';
 import { sum } from './reduce.js';
@@ -168,6 +170,34 @@ export function loraMerge(w0: Tensor, a: Tensor, b: Tensor, scale: number): Tens
   const backend = w0.storage.backend;
   if (backend.name !== 'js' && backend.ranOn?.('loraMerge', w0.dtype) === 'js') return add(w0, matmul(b, mul(a, scale)));
   return runKernel('loraMerge', [w0, a, b], [outF, inF], w0.dtype, { scale });
+}
+
+/**
+ * `loraMerge` on a packed base: W0 + b·(s·a) with W0 every row of `weight` decoded, bit for bit
+ * `loraMerge(packedEmbedding(arange(0, outFeatures), weight), a, b, scale)`, in one kernel that never
+ * writes W0 out (a QLoRA step builds one per adapted layer from its NF4 codes). Not differentiable,
+ * as `loraMerge`. On a backend without the kernel (gpu) it runs as those two ops.
+ * @param a [r, inFeatures], in the dtype of the weight's levels and scales
+ * @param b [outFeatures, r]
+ * @example const w = noGrad(() => loraMergePacked(layer.packedWeight()!, loraA, loraB, 2));
+ */
+export function loraMergePacked(weight: PackedWeight, a: Tensor, b: Tensor, scale: number): Tensor {
+  const { outFeatures: rows, inFeatures: D } = weight;
+  if (a.ndim !== 2 || b.ndim !== 2 || a.shape[1] !== D || b.shape[0] !== rows || b.shape[1] !== a.shape[0]) {
+    throw new Error(`loraMergePacked: a ${fmt(a.shape)} and b ${fmt(b.shape)} do not fit the packed weight [${rows}, ${D}] ([r, in], [out, r])`);
+  }
+  const dtype = weight.scale.dtype;
+  if (a.dtype !== dtype || b.dtype !== dtype) throw new Error(`loraMergePacked: a ${a.dtype} and b ${b.dtype} must be the packed weight's scale dtype ${dtype}`);
+  if (weight.packing === 'base3') throw new Error('loraMergePacked: reads bit fields; base-3 packed weights are not supported');
+  if (isGradEnabled() && (a.requiresGrad || b.requiresGrad)) throw new Error('loraMergePacked: has no gradient of its own; call it where grad is disabled, or compose it from matmul');
+  const backend = a.storage.backend;
+  if (backend.name !== 'js' && backend.ranOn?.('loraMergePacked', dtype) === 'js') {
+    return loraMerge(packedEmbedding(arange(0, rows, 1, { dtype: 'int32' }).to(weight.codes.device), weight), a, b, scale);
+  }
+  const packed = [weight.codes, weight.levels, weight.scale, ...(weight.zeroPoint ? [weight.zeroPoint] : [])].map((t) => t.contiguous());
+  return runKernel('loraMergePacked', [a, b, ...packed], [rows, D], dtype, {
+    scale, bits: weight.bits, rows, groupSize: weight.groupSize, zeroPoint: weight.zeroPoint !== null, ...(weight.offset === 'beta' && { offset: 'beta' as const }),
+  });
 }
 
 /**

@@ -9,6 +9,7 @@ import { binary, copy, fill, unary, where } from './elementwise.js';
 import { gather, indexAdd, indexSelect, scatterAdd } from './gather.js';
 import { fpRound } from './fp-round.js';
 import { fwht } from './hadamard.js';
+import { loraMergePacked } from './lora.js';
 import { loraBackward, loraMerge, matmul } from './matmul.js';
 import { norm, normBackward, rope, softmax, softmaxBackward } from './norm.js';
 import { adamStep } from './optim.js';
@@ -22,7 +23,7 @@ import { argReduce, reduce } from './reduce.js';
 export const jsKernels: KernelTable<TypedArray> = {
   unary, binary, where, copy, fill,
   reduce, argReduce,
-  matmul, loraBackward, loraMerge,
+  matmul, loraBackward, loraMerge, loraMergePacked,
   im2col, col2im,
   gather, scatterAdd, indexSelect, indexAdd,
   softmax, softmaxBackward, norm, normBackward, rope,

@@ -15,7 +15,7 @@ import { emitFpRound, fpRoundWasm } from './fp-round.js';
 import { emitGather, gatherWasm, indexAddWasm, indexSelectWasm, scatterAddWasm } from './gather.js';
 import { emitHadamard, fwhtWasm } from './hadamard.js';
 import { emitInt8Matmul, int8MatmulWasm } from './int8-matmul.js';
-import { emitLoraBackward, loraBackwardWasm, loraMergeWasm } from './lora.js';
+import { emitLoraBackward, loraBackwardWasm, loraMergePackedWasm, loraMergeWasm } from './lora.js';
 import { MATMUL_MIN_MACS, matmulWasm } from './matmul.js';
 import { emitMatvec } from './matvec.js';
 import { emitPacked, packedMatmulWasm } from './packed.js';
@@ -38,6 +38,7 @@ const RULES: { [K in KernelName]?: WasmRule<K> } = {
   matmul: (engine, inputs, out) => matmulWasm(engine, inputs, out),
   loraBackward: loraBackwardWasm,
   loraMerge: loraMergeWasm,
+  loraMergePacked: loraMergePackedWasm,
   unary: unaryWasm,
   binary: binaryWasm,
   copy: copyWasm,

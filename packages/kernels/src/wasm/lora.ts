@@ -7,6 +7,7 @@
  * and summation order in `loraBackwardWasm`.
  */
 import type { KernelArg } from '../backend.js';
+import { packedGatherOperands } from '../js/packed.js';
 import { numel } from '../layout.js';
 import type { KernelParams, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
@@ -304,7 +305,229 @@ function emitMerge(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, na
   }, name);
 }
 
-/** Adds `lora_backward_*` and `lora_merge_*` (f32, f64). */
+/** i32 words of a loraMergePacked call's argument block (pointers and steps in bytes); s (an f64) at SCALE_AT. */
+const enum PackedArg {
+  b, as, c, out, rows, D, r, op, ip, codes, table, scale, zero, gs, bits, mode, planes, fast, a, aRow, aCol, bSrc, bRow, bCol, count,
+}
+
+/**
+ * `lora_merge_packed_pack_*(arg)`: s·A [r, ip] into the panel at `as` (s rounded to the dtype, each
+ * product rounded once, as mul(a, s) rounds it; a vector at a time along contiguous rows), zero
+ * past D; and B [op, r] at `b` (zero rows past out) unless `b` already is B itself (bSrc = b).
+ */
+function emitMergePackedPack(mb: ModuleBuilder, t: Lanes, name: string): void {
+  const P = ValType.i32;
+  const e = t.bytes;
+  const [load, store, mul] = e === 4 ? [Op.f32_load, Op.f32_store, Op.f32_mul] : [Op.f64_load, Op.f64_store, Op.f64_mul];
+  const [splat, vmul] = e === 4 ? [Simd.f32x4_splat, Simd.f32x4_mul] : [Simd.f64x2_splat, Simd.f64x2_mul];
+  const al = e === 4 ? 2 : 3;
+  const zero = (c: Code) => (e === 4 ? c.f32(0) : c.f64(0));
+  mb.func([P], [], (c) => {
+    const arg = 0;
+    const get = (w: PackedArg) => c.get(arg).mem(Op.i32_load, 2, w * 4);
+    const [a, aRow, aCol, b, bRow, bCol, as, bp, D, rows, r, op, ip, i, j, d, sp, end] = Array.from({ length: 18 }, () => c.local(P));
+    const sc = c.local(e === 4 ? ValType.f32 : ValType.f64);
+    const sv = c.local(ValType.v128);
+    const words: [number, PackedArg][] = [[a, PackedArg.a], [aRow, PackedArg.aRow], [aCol, PackedArg.aCol], [b, PackedArg.bSrc], [bRow, PackedArg.bRow], [bCol, PackedArg.bCol], [as, PackedArg.as], [bp, PackedArg.b], [D, PackedArg.D], [rows, PackedArg.rows], [r, PackedArg.r], [op, PackedArg.op], [ip, PackedArg.ip]];
+    for (const [local, w] of words) get(w).set(local);
+    c.get(arg).mem(Op.f64_load, 3, SCALE_AT);
+    if (e === 4) c.op(Op.f32_demote_f64);
+    c.tee(sc).simd(splat).set(sv);
+    const zeroTo = (limit: number) => c.while(() => c.get(d).get(limit).op(Op.i32_lt_u), () => {
+      c.get(d);
+      zero(c);
+      c.mem(store, al);
+      c.get(d).i32(e).op(Op.i32_add).set(d);
+    });
+    c.for(j, () => c.i32(0), () => c.get(r), 1, () => {
+      c.get(as).get(j).get(ip).op(Op.i32_mul).i32(e).op(Op.i32_mul).op(Op.i32_add).set(d);
+      c.get(a).get(j).get(aRow).op(Op.i32_mul).op(Op.i32_add).set(sp);
+      c.get(aCol).i32(e).op(Op.i32_eq).if();
+      c.get(d).get(D).i32(e).op(Op.i32_mul).op(Op.i32_add).i32(15).op(Op.i32_sub).set(end);
+      c.while(() => c.get(d).get(end).op(Op.i32_lt_s), () => {
+        c.get(d).get(sp).simdMem(Simd.v128_load, 0).get(sv).simd(vmul).simdMem(Simd.v128_store, 0);
+        c.get(d).i32(16).op(Op.i32_add).set(d);
+        c.get(sp).i32(16).op(Op.i32_add).set(sp);
+      });
+      c.end();
+      c.get(as).get(j).get(ip).op(Op.i32_mul).get(D).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add).set(end);
+      c.while(() => c.get(d).get(end).op(Op.i32_lt_u), () => {
+        c.get(d).get(sc).get(sp).mem(load, al).op(mul).mem(store, al);
+        c.get(d).i32(e).op(Op.i32_add).set(d);
+        c.get(sp).get(aCol).op(Op.i32_add).set(sp);
+      });
+      c.get(as).get(j).i32(1).op(Op.i32_add).get(ip).op(Op.i32_mul).i32(e).op(Op.i32_mul).op(Op.i32_add).set(end);
+      zeroTo(end);
+    });
+    c.get(b).get(bp).op(Op.i32_ne).if();
+    c.for(i, () => c.i32(0), () => c.get(rows), 1, () => {
+      c.get(bp).get(i).get(r).op(Op.i32_mul).i32(e).op(Op.i32_mul).op(Op.i32_add).set(d);
+      c.get(b).get(i).get(bRow).op(Op.i32_mul).op(Op.i32_add).set(sp);
+      c.for(j, () => c.i32(0), () => c.get(r), 1, () => {
+        c.get(d).get(sp).mem(load, al).mem(store, al);
+        c.get(d).i32(e).op(Op.i32_add).set(d);
+        c.get(sp).get(bCol).op(Op.i32_add).set(sp);
+      });
+    });
+    c.get(bp).get(op).get(r).op(Op.i32_mul).i32(e).op(Op.i32_mul).op(Op.i32_add).set(end);
+    zeroTo(end);
+    c.end();
+  }, name);
+}
+
+/** How a level l becomes a weight (as `packedGather`): l·s, (l − z)·s, or l·s + β. */
+const enum Decode { scale, zeroPoint, beta }
+
+/** Shuffle lanes interleaving bytes 0–7 (or 8–15) of two vectors. */
+const ZIP_LO = [0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23];
+const ZIP_HI = ZIP_LO.map((l) => l + 8);
+/** Shuffle lanes interleaving byte pairs 0–3 (or 4–7) of two vectors. */
+const PAIRS_LO = [0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23];
+const PAIRS_HI = PAIRS_LO.map((l) => l + 8);
+
+/**
+ * `lora_merge_packed_*(arg)`: per MR rows of the table, C [MR, ip] = B · (s·A) (both packed,
+ * zero-padded) into a strip that stays in cache, then each row decoded field by field as
+ * packed_gather decodes it (level, then its group's scale and zero point or offset, each operation
+ * rounded to the dtype) with its strip row added: out = W0 + C, W0 never stored. f32 with 4-bit
+ * fields, scales only and groups of 16k (`fast`): 16 fields a pass, their levels looked up by four
+ * byte swizzles into the level table split in byte planes (`planes`), the same values.
+ */
+function emitMergePacked(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, name: string): void {
+  const P = ValType.i32;
+  const F = t.bytes === 4 ? ValType.f32 : ValType.f64;
+  const V = ValType.v128;
+  const e = t.bytes;
+  const al = e === 4 ? 2 : 3;
+  const [load, store, add, sub, mul] = e === 4 ? [Op.f32_load, Op.f32_store, Op.f32_add, Op.f32_sub, Op.f32_mul] : [Op.f64_load, Op.f64_store, Op.f64_add, Op.f64_sub, Op.f64_mul];
+  mb.func([P], [], (c) => {
+    const arg = 0;
+    const L = () => c.local(P);
+    const [b, as, cc, out, rows, D, r, op, ip, codes, table, scale, zero, gs, bits, mode, planes, fast] = Array.from({ length: 18 }, L);
+    const [o, i, row, G, g, j, bit, mask, sp, po, pc, bp, n] = Array.from({ length: 13 }, L);
+    const [sv, zv] = [c.local(F), c.local(F)];
+    const [t0, t1, t2, t3, v, lo, p0, p1, p2, p3, sx] = Array.from({ length: 11 }, () => c.local(V));
+    const words: [number, PackedArg][] = [[b, PackedArg.b], [as, PackedArg.as], [cc, PackedArg.c], [out, PackedArg.out], [rows, PackedArg.rows], [D, PackedArg.D], [r, PackedArg.r], [op, PackedArg.op], [ip, PackedArg.ip], [codes, PackedArg.codes], [table, PackedArg.table], [scale, PackedArg.scale], [zero, PackedArg.zero], [gs, PackedArg.gs], [bits, PackedArg.bits], [mode, PackedArg.mode], [planes, PackedArg.planes], [fast, PackedArg.fast]];
+    for (const [local, w] of words) c.get(arg).mem(Op.i32_load, 2, w * 4).set(local);
+    const bytes = (x: number) => c.get(x).i32(e).op(Op.i32_mul);
+    c.i32(1).get(bits).op(Op.i32_shl).i32(1).op(Op.i32_sub).set(mask);
+    c.get(D).get(gs).op(Op.i32_div_u).set(G);
+    if (e === 4) {
+      c.get(fast).if();
+      // the 16 levels split in byte planes: byte k of level j at planes + 16·k + j
+      c.for(j, () => c.i32(0), () => c.i32(16), 1, () => {
+        c.get(table).get(j).i32(4).op(Op.i32_mul).op(Op.i32_add).mem(Op.i32_load, 2).set(bit);
+        for (let k = 0; k < 4; k++) {
+          c.get(planes).get(j).op(Op.i32_add).get(bit);
+          if (k) c.i32(8 * k).op(Op.i32_shr_u);
+          c.mem(Op.i32_store8, 0, 16 * k);
+        }
+      });
+      [t0, t1, t2, t3].forEach((tk, k) => c.get(planes).simdMem(Simd.v128_load, 0, 16 * k).set(tk));
+      c.end();
+    }
+    const shuffle = (x: number, y: number, lanes: readonly number[], to: number) => {
+      c.get(x).get(y).simd(Simd.i8x16_shuffle);
+      c.bytes.push(...lanes);
+      c.set(to);
+    };
+    c.for(o, () => c.i32(0), () => c.get(op), s.mr, () => {
+      // the strip: rows o … o + MR − 1 of B·(s·A)
+      c.for(i, () => c.i32(0), () => c.get(ip), s.nr, () => {
+        c.get(b).get(o).get(r).op(Op.i32_mul).i32(e).op(Op.i32_mul).op(Op.i32_add);
+        c.get(as).get(i).i32(e).op(Op.i32_mul).op(Op.i32_add);
+        c.get(cc).get(i).i32(e).op(Op.i32_mul).op(Op.i32_add);
+        c.get(r);
+        bytes(ip);
+        c.i32(0);
+        bytes(r);
+        c.i32(e);
+        bytes(ip);
+        c.call(micro);
+      });
+      // the strip's rows that exist: decoded, plus the strip
+      c.for(row, () => c.get(o), () => c.get(o).i32(s.mr).op(Op.i32_add).get(rows).get(o).i32(s.mr).op(Op.i32_add).get(rows).op(Op.i32_lt_s).op(Op.select), 1, () => {
+        c.get(out).get(row).get(D).op(Op.i32_mul).i32(e).op(Op.i32_mul).op(Op.i32_add).set(po);
+        c.get(cc).get(row).get(o).op(Op.i32_sub).get(ip).op(Op.i32_mul).i32(e).op(Op.i32_mul).op(Op.i32_add).set(pc);
+        c.get(row).get(D).op(Op.i32_mul).get(bits).op(Op.i32_mul).set(bit);
+        c.get(row).get(G).op(Op.i32_mul).i32(e).op(Op.i32_mul).set(sp);
+        const scalar = () => {
+          c.for(g, () => c.i32(0), () => c.get(G), 1, () => {
+            c.get(scale).get(sp).op(Op.i32_add).mem(load, al).set(sv);
+            c.get(mode).i32(Decode.scale).op(Op.i32_ne).if();
+            c.get(zero).get(sp).op(Op.i32_add).mem(load, al).set(zv);
+            c.end();
+            c.get(sp).i32(e).op(Op.i32_add).set(sp);
+            /** gs fields: out = combine(level) + strip */
+            const fields = (combine: () => void) => {
+              c.for(j, () => c.i32(0), () => c.get(gs), 1, () => {
+                c.get(po);
+                c.get(codes).get(bit).i32(3).op(Op.i32_shr_u).op(Op.i32_add).mem(Op.i32_load8_u, 0);
+                c.get(bit).i32(7).op(Op.i32_and).op(Op.i32_shr_u).get(mask).op(Op.i32_and);
+                c.i32(e).op(Op.i32_mul).get(table).op(Op.i32_add).mem(load, al);
+                combine();
+                c.get(pc).mem(load, al).op(add);
+                c.mem(store, al);
+                c.get(po).i32(e).op(Op.i32_add).set(po);
+                c.get(pc).i32(e).op(Op.i32_add).set(pc);
+                c.get(bit).get(bits).op(Op.i32_add).set(bit);
+              });
+            };
+            c.get(mode).i32(Decode.scale).op(Op.i32_eq).if();
+            fields(() => c.get(sv).op(mul));
+            c.op(Op.else);
+            c.get(mode).i32(Decode.zeroPoint).op(Op.i32_eq).if();
+            fields(() => c.get(zv).op(sub).get(sv).op(mul));
+            c.op(Op.else);
+            fields(() => c.get(sv).op(mul).get(zv).op(add));
+            c.end();
+            c.end();
+          });
+        };
+        if (e === 4) {
+          c.get(fast).if();
+          // 16 fields (8 bytes) a pass: their codes in byte order, the four bytes of each level by
+          // swizzle from the planes, interleaved back into f32 lanes
+          c.get(codes).get(bit).i32(3).op(Op.i32_shr_u).op(Op.i32_add).set(bp);
+          c.for(g, () => c.i32(0), () => c.get(G), 1, () => {
+            c.get(scale).get(sp).op(Op.i32_add).simdMem(Simd.v128_load32_splat, 2).set(sx);
+            c.get(sp).i32(4).op(Op.i32_add).set(sp);
+            c.for(n, () => c.i32(0), () => c.get(gs), 16, () => {
+              c.get(bp).simdMem(Simd.v128_load64_zero, 0).set(v);
+              c.get(v).i32(15).simd(Simd.i8x16_splat).simd(Simd.v128_and).set(lo);
+              c.get(v).i32(4).simd(Simd.i8x16_shr_u).set(v);
+              shuffle(lo, v, ZIP_LO, v);
+              [p0, p1, p2, p3].forEach((pk, k) => c.get([t0, t1, t2, t3][k]!).get(v).simd(Simd.i8x16_swizzle).set(pk));
+              // byte pairs (0, 1) and (2, 3) of fields 0–7 and 8–15, then the f32 lanes of fields 0–3, 4–7, 8–11, 12–15
+              shuffle(p0, p1, ZIP_HI, lo);
+              shuffle(p2, p3, ZIP_HI, v);
+              shuffle(p0, p1, ZIP_LO, p0);
+              shuffle(p2, p3, ZIP_LO, p2);
+              const put = (x: number, y: number, lanes: readonly number[], q: number) => {
+                c.get(po);
+                c.get(x).get(y).simd(Simd.i8x16_shuffle);
+                c.bytes.push(...lanes);
+                c.get(sx).simd(Simd.f32x4_mul).get(pc).simdMem(Simd.v128_load, 0, 16 * q).simd(Simd.f32x4_add).simdMem(Simd.v128_store, 0, 16 * q);
+              };
+              put(p0, p2, PAIRS_LO, 0);
+              put(p0, p2, PAIRS_HI, 1);
+              put(lo, v, PAIRS_LO, 2);
+              put(lo, v, PAIRS_HI, 3);
+              c.get(po).i32(64).op(Op.i32_add).set(po);
+              c.get(pc).i32(64).op(Op.i32_add).set(pc);
+              c.get(bp).i32(8).op(Op.i32_add).set(bp);
+            });
+          });
+          c.op(Op.else);
+          scalar();
+          c.end();
+        } else scalar();
+      });
+    });
+  }, name);
+}
+
+/** Adds `lora_backward_*`, `lora_merge_*` and `lora_merge_packed_*` (f32, f64). */
 export function emitLoraBackward(mb: ModuleBuilder, flavor: Flavor): void {
   const micro32 = emitMicroStrided(mb, F32, F32_TILE, flavor.relaxed);
   const micro64 = emitMicroStrided(mb, F64, F64_TILE, flavor.relaxed);
@@ -316,6 +539,10 @@ export function emitLoraBackward(mb: ModuleBuilder, flavor: Flavor): void {
   emitFinish(mb, F64, 'lora_finish_f64');
   emitMerge(mb, F32, F32_TILE, micro32, 'lora_merge_f32');
   emitMerge(mb, F64, F64_TILE, micro64, 'lora_merge_f64');
+  emitMergePackedPack(mb, F32, 'lora_merge_packed_pack_f32');
+  emitMergePackedPack(mb, F64, 'lora_merge_packed_pack_f64');
+  emitMergePacked(mb, F32, F32_TILE, micro32, 'lora_merge_packed_f32');
+  emitMergePacked(mb, F64, F64_TILE, micro64, 'lora_merge_packed_f64');
 }
 
 const roundUp = (v: number, m: number) => Math.ceil(v / m) * m;
@@ -461,3 +688,80 @@ export function loraMergeWasm(engine: Engine, [w0, a, b]: readonly Arg[], out: A
   if (direct < 0) engine.stageOut(out, view, outPtr, outF * inF);
   return true;
 }
+
+/**
+ * loraMergePacked on the engine (see names.ts): operands checked as packedGather checks them, B and
+ * s·A packed as loraMerge packs them, then lora_merge_packed. False (js runs) where the levels,
+ * scales or zero points are not out's dtype (the decode then is not the dtype's own arithmetic)
+ * or a bit offset would pass i32.
+ */
+export function loraMergePackedWasm(engine: Engine, inputs: readonly Arg[], out: Arg, p: KernelParams['loraMergePacked']): boolean {
+  const dtype = out.dtype;
+  if (dtype !== 'float32' && dtype !== 'float64') return false;
+  const [a, b] = [inputs[0]!, inputs[1]!];
+  const [rows, D] = out.shape as [number, number];
+  const index: Arg = { data: EMPTY_INDEX, dtype: 'int32', shape: [rows], strides: [1], offset: 0 };
+  const { codes, table, scale, zero } = packedGatherOperands([index, ...inputs.slice(2)], out, p);
+  if ([table, scale, ...(zero ? [zero] : []), a, b].some((x) => x.dtype !== dtype)) return false;
+  if (a.shape.length !== 2 || b.shape.length !== 2 || a.shape[1] !== D || b.shape[0] !== rows || b.shape[1] !== a.shape[0]) return false;
+  if (rows > p.rows || rows * D * p.bits >= 2 ** 31) return false;
+  const r = a.shape[0]!;
+  const { mr, nr } = dtype === 'float32' ? F32_TILE : F64_TILE;
+  const e = dtype === 'float32' ? 4 : 8;
+  const view = dtype === 'float32' ? engine.f32 : engine.f64;
+  const op = roundUp(rows, mr);
+  const ip = roundUp(D, nr);
+  const mode = !zero ? Decode.scale : p.offset === 'beta' ? Decode.beta : Decode.zeroPoint;
+  const fast = dtype === 'float32' && p.bits === 4 && mode === Decode.scale && p.groupSize % 16 === 0;
+  const bBytes = align(op * r * e);
+  const asBytes = align(r * ip * e);
+  const cBytes = align(mr * ip * e);
+  const planeBytes = fast ? 64 : 0;
+  const direct = engine.addressOf(out);
+  const outBytes = direct >= 0 ? 0 : align(rows * D * e);
+  const fixed = bBytes + asBytes + cBytes + planeBytes + outBytes;
+  if (fixed > MAX_HEAP_BYTES || !engine.reserve(fixed)) return false;
+  const base = engine.scratch;
+  const ops = [codes, table, scale, ...(zero ? [zero] : []), a, b];
+  const ptrs = stage(engine, base + fixed, ops, ops.map((x) => (x === codes ? 1 : e)), direct >= 0 ? out : undefined);
+  if (!ptrs) return false;
+  const [aAt, bAt] = ptrs.slice(-2) as [number, number];
+  const [asPtr, cPtr, planesPtr] = [base + bBytes, base + bBytes + asBytes, base + bBytes + asBytes + cBytes];
+  // B read where it lives when it already is the panel (rows of r, whole tiles of rows)
+  const bPtr = rows === op && b.strides[0] === r && (r === 1 || b.strides[1] === 1) ? bAt : base;
+  const outPtr = direct >= 0 ? direct : planesPtr + planeBytes;
+  const args = engine.i32;
+  const w = ARGS / 4;
+  args[w + PackedArg.b] = bPtr;
+  args[w + PackedArg.as] = asPtr;
+  args[w + PackedArg.c] = cPtr;
+  args[w + PackedArg.out] = outPtr;
+  args[w + PackedArg.rows] = rows;
+  args[w + PackedArg.D] = D;
+  args[w + PackedArg.r] = r;
+  args[w + PackedArg.op] = op;
+  args[w + PackedArg.ip] = ip;
+  args[w + PackedArg.codes] = ptrs[0]!;
+  args[w + PackedArg.table] = ptrs[1]!;
+  args[w + PackedArg.scale] = ptrs[2]!;
+  args[w + PackedArg.zero] = zero ? ptrs[3]! : 0;
+  args[w + PackedArg.gs] = p.groupSize;
+  args[w + PackedArg.bits] = p.bits;
+  args[w + PackedArg.mode] = mode;
+  args[w + PackedArg.planes] = planesPtr;
+  args[w + PackedArg.fast] = fast ? 1 : 0;
+  args[w + PackedArg.a] = aAt;
+  args[w + PackedArg.aRow] = a.strides[0]! * e;
+  args[w + PackedArg.aCol] = a.strides[1]! * e;
+  args[w + PackedArg.bSrc] = bAt;
+  args[w + PackedArg.bRow] = b.strides[0]! * e;
+  args[w + PackedArg.bCol] = b.strides[1]! * e;
+  engine.f64[(ARGS + SCALE_AT) / 8] = p.scale;
+  const k = dtype === 'float32' ? 'f32' : 'f64';
+  engine.call(`lora_merge_packed_pack_${k}`, ARGS);
+  engine.call(`lora_merge_packed_${k}`, ARGS);
+  if (direct < 0) engine.stageOut(out, view, outPtr, rows * D);
+  return true;
+}
+
+const EMPTY_INDEX = new Int32Array(0);

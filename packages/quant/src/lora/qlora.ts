@@ -1,14 +1,15 @@
 /**
  * @file QLoRA (methods.md §6.1): a frozen NF4 base with double-quantized absmaxes (blocks of 64,
- * absmaxes as E4M3 in blocks of 256), dequantized on the fly in every forward, plus a float
- * adapter (B = 0, A Kaiming-uniform as PEFT). Merge: dequantized W0 + (α/r)·B·A in float, or
- * requantized onto the base's grid with the SQNR that costs.
+ * absmaxes as E4M3 in blocks of 256), dequantized on the fly in every forward (inside the kernel
+ * that adds the adapter, `loraMergePacked`), plus a float adapter (B = 0, A Kaiming-uniform as
+ * PEFT). Merge: dequantized W0 + (α/r)·B·A in float, or requantized onto the base's grid with the
+ * SQNR that costs.
  */
-import { linear, noGrad, zeros, type Tensor } from '@qgrad/core';
+import { linear, noGrad, zeros, type PackedWeight, type Tensor } from '@qgrad/core';
 import { init, Parameter, type Linear } from '@qgrad/nn';
 import { QuantizedLinear } from '../qat/convert.js';
 import { tensorError } from '../inspect/error.js';
-import { loraLinear } from './fused.js';
+import { loraLinear, loraLinearPacked } from './fused.js';
 import { floatLinear, frozenBase, LoraLayer, type LoraLayerOptions, type MergedLayer } from './layer.js';
 
 /** QLoRA's base quantizer: NF4, absmax per block of 64, double-quantized absmaxes. */
@@ -49,7 +50,18 @@ export class QLoraLinear extends LoraLayer {
   forward(x: Tensor): Tensor {
     // dropout gives the adapter another input than the base, so only then are they two branches
     if (this.training && this.dropoutP > 0) return linear(x, this.baseWeight(), this.baseLayer.bias).add(this.adapterOf(this.adapterInput(x)));
+    // the merged weight straight from the codes where baseWeight decodes the packed layout (the
+    // same bits), else from the decoded base
+    const packed = this.#packedBase();
+    if (packed) return loraLinearPacked(x, { weight: packed, w0: () => this.baseWeight() }, this.loraA, this.loraB, this.scaling, this.baseLayer.bias);
     return loraLinear(x, this.baseWeight(), this.loraA, this.loraB, this.scaling, this.baseLayer.bias);
+  }
+  /** The base's packed weight where `dequantizedWeight` decodes it with packedGather (and in the adapter's dtype), else null. */
+  #packedBase(): PackedWeight | null {
+    const base = this.baseLayer;
+    if (base.codePacking === 'base3' || (base.weightPlan.offset === 'beta' && base.weightZeroPoint) || base.weightShape.length !== 2) return null;
+    const packed = base.packedWeight();
+    return packed && packed.scale.dtype === this.loraA.dtype && packed.packing !== 'base3' ? packed : null;
   }
   baseState(): Record<string, Tensor> {
     return Object.fromEntries(this.baseLayer.namedBuffers());

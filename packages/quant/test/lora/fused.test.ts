@@ -153,4 +153,28 @@ describe('QLoRA layers and loraLinear', () => {
     for (const [k] of buffers) (l.baseLayer as unknown as Record<string, Tensor>)[k] = first.baseState()[k]!.clone();
     expect(bits(l.baseWeight())).toEqual(fresh[0]);
   });
+
+  it('merge the packed base straight from its codes (loraLinearPacked) bit for bit as loraLinear on baseWeight(), in values, gradients and a backward that builds a graph', () => {
+    const bits = (t: Tensor) => Array.from(t.contiguous().dataSync());
+    const g = new q.Generator(9);
+    const m = Q.loraQuant(new Net(g), { method: 'qlora', rank: 3, alpha: 6, targets: ['fc'], generator: new q.Generator(10) });
+    const [, layer] = Q.loraLayers(m)[0]! as [string, Q.QLoraLinear];
+    q.noGrad(() => layer.loraB.copy_(q.randn(layer.loraB.shape, { generator: g }).mul(0.1)));
+    const packed = layer.baseLayer.packedWeight()!;
+    expect(packed).not.toBeNull();
+    const x0 = q.randn([2, 5, 64], { generator: g });
+    const run = (f: (x: Tensor, a: Tensor, b: Tensor) => Tensor) => {
+      const [x, a, b] = [x0, layer.loraA, layer.loraB].map((t) => t.detach().requiresGrad_(true));
+      const y = f(x!, a!, b!);
+      // first-order gradients, then the gradient of their norm (double backward through loraLinear)
+      const [gx, ga, gb] = q.gradOf([y.pow(2).sum()], [x!, a!, b!], { createGraph: true });
+      const [ggx, gga, ggb] = q.gradOf([gx!.pow(2).sum().add(ga!.pow(2).sum()).add(gb!.pow(2).sum())], [x!, a!, b!]);
+      return [y, gx!, ga!, gb!, ggx!, gga!, ggb!].map(bits);
+    };
+    const fused = run((x, a, b) => Q.loraLinearPacked(x, { weight: packed, w0: () => layer.baseWeight() }, a, b, layer.scaling, layer.baseLayer.bias));
+    const plain = run((x, a, b) => Q.loraLinear(x, layer.baseWeight(), a, b, layer.scaling, layer.baseLayer.bias));
+    fused.forEach((v, i) => expect(v).toEqual(plain[i]));
+    // the layer's own forward takes the packed path
+    expect(bits(layer.forward(x0))).toEqual(bits(Q.loraLinear(x0, layer.baseWeight(), layer.loraA, layer.loraB, layer.scaling, layer.baseLayer.bias)));
+  });
 });
