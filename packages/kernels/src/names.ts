@@ -43,7 +43,9 @@ export type BinaryOp =
   | 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum' | 'atan2' | 'fmod'
   | 'eq' | 'ne' | 'lt' | 'le' | 'gt' | 'ge' | 'logicalAnd' | 'logicalOr'
   /** relu's backward (g, x) → x ≤ 0 ? 0 : g, as PyTorch's threshold_backward (NaN x passes g). */
-  | 'reluBackward';
+  | 'reluBackward'
+  /** silu's backward (g, x) → g·σ(x)·(1 + x·(1 − σ(x))), as PyTorch's silu_backward (one pass where siluGrad then mul took two). */
+  | 'siluBackward';
 
 // ---------------------------------------------------------------- reductions
 /** absmax: max |x| (the ∞-norm), NaN-propagating like max. */

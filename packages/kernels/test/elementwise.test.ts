@@ -157,6 +157,33 @@ describe.each(NATIVE)('$label elementwise', (entry) => {
     }
   });
 
+  it('siluBackward is g·siluGrad(x) in one pass: float32 bit-identical to the siluGrad map then the mul map (strided and broadcast g too), near the js oracle; float64 on js', () => {
+    const special = [NaN, Infinity, -Infinity, 0, -0, 88.8, -90, -104, -200, 1e-8, 20, -20, 3, -3];
+    fc.assert(
+      fc.property(shape.chain((s) => fc.tuple(anyView('float32', s, true), anyView('float32', s, false))), fc.boolean(), ([g, x], spice) => {
+        if (spice) for (let i = 0; i < x.data.length; i += 7) x.data[i] = special[i % special.length]!;
+        const sh = [...x.shape];
+        const [got, d, two, ref] = [out('float32', sh), out('float32', sh), out('float32', sh), out('float32', sh)];
+        backend.run('binary', [g, x], got, { op: 'siluBackward' });
+        backend.run('unary', [x], d, { op: 'siluGrad' });
+        backend.run('binary', [g, d], two, { op: 'mul' });
+        expect(Array.from(got.data).findIndex((v, i) => !Object.is(v, two.data[i]))).toBe(-1);
+        jsKernels.binary([g, x], ref, { op: 'siluBackward' });
+        // the f32 exp is within 1 ulp of the oracle's; subnormal σ carry fewer bits
+        expect(mismatch(got.data, ref.data, 1e-5, 1e-37)).toBe(-1);
+      }),
+      { numRuns: 40 },
+    );
+    const n = 4099;
+    const g64 = { data: Float64Array.from({ length: n }, (_, i) => Math.cos(i)), dtype: 'float64' as const, shape: [n], strides: [1], offset: 0 };
+    const x64 = { ...g64, data: Float64Array.from({ length: n }, (_, i) => Math.sin(i) * 8) };
+    const [got, ref] = [out('float64', [n]), out('float64', [n])];
+    backend.run('binary', [g64, x64], got, { op: 'siluBackward' });
+    jsKernels.binary([g64, x64], ref, { op: 'siluBackward' });
+    expect(mismatch(got.data, ref.data, 0)).toBe(-1);
+    expect(backend.ranOn!('binary', 'float64')).toBe('js');
+  });
+
   it('splits large compute-bound maps over the pool (rows, or along one long row) with the same bits as one thread', () => {
     const one = entry.create({ threads: 1 });
     try {

@@ -411,7 +411,7 @@ export function gelu(x: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor {
  * @example silu(tensor([0, 1])).toArray(); // [0, 0.7311]
  */
 export const silu = unaryOp('silu', 'x', (g, x) => {
-  if (!isGradEnabled()) return mul(g, unaryKernel(x, 'siluGrad', floatType(x.dtype)));
+  if (!isGradEnabled()) return binaryKernel('siluBackward', g, x, floatType(x.dtype));
   const s = sigmoid(x);
   return mul(g, mul(s, add(1, mul(x, sub(1, s))))); // d silu = σ·(1 + x·(1 − σ))
 });

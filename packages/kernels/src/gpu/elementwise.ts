@@ -47,6 +47,7 @@ const BINARY: Partial<Record<BinaryOp, string>> = {
   gt: '(a > b ? 1.0 : 0.0)',
   ge: '(a >= b ? 1.0 : 0.0)',
   reluBackward: '(b <= 0.0 ? 0.0 : a)',
+  siluBackward: 'a * (1.0 / (1.0 + Math.exp(-b))) * (1.0 + b * (1.0 - 1.0 / (1.0 + Math.exp(-b))))',
 };
 
 const isF32 = (...args: GpuArg[]) => args.every((a) => a.dtype === 'float32');

@@ -118,6 +118,7 @@ export const BINARY: Record<BinaryOp, (a: number, b: number) => number> = {
   logicalOr: (a, b) => (a || b ? 1 : 0),
   // a select, not g·mask: an inactive unit gives +0 even for g = ±∞ or NaN, as PyTorch
   reluBackward: (g, x) => (x <= 0 ? 0 : g),
+  siluBackward: (g, x) => g * UNARY.siluGrad(x, 0),
 };
 
 type Arg = KernelArg<TypedArray>;

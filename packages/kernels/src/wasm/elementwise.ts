@@ -57,7 +57,7 @@ const BIN: Partial<Record<BinaryOp, Emit>> = {
 };
 
 /** f32 approximations (simd-math.ts); in f64 these stay on js, whose Math functions are exact enough. */
-const F32_ONLY = new Set<string>(['exp', 'sigmoid', 'silu', 'siluGrad']);
+const F32_ONLY = new Set<string>(['exp', 'sigmoid', 'silu', 'siluGrad', 'siluBackward']);
 
 /** Unary ops take their operand from local `x` (some use it twice). */
 type UnaryEmit = (c: Code, k: Kind, simd: boolean, x: number) => void;
@@ -300,6 +300,15 @@ const BIN_LOCALS: Partial<Record<BinaryOp, (c: Code, k: Kind, simd: boolean, a: 
     if (v) c.simd(Simd.v128_bitselect);
     else c.op(Op.select);
   },
+  // g·siluGrad(x) (a = g, b = x), f32 only: the same two roundings as the siluGrad map followed by
+  // the mul map, in one pass over g and x (the SwiGLU backward's gate gradient)
+  siluBackward: (c, _k, v, g, x) => {
+    c.get(g);
+    if (v) siluGradF32x4(c, x);
+    else scalarViaLanes(c, x, siluGradF32x4);
+    if (v) c.simd(Simd.f32x4_mul);
+    else c.op(Op.f32_mul);
+  },
 };
 
 export function emitElementwise(mb: ModuleBuilder): void {
@@ -309,7 +318,7 @@ export function emitElementwise(mb: ModuleBuilder): void {
       c.get(a).get(b);
       f(c, k, v);
     });
-    for (const [op, f] of Object.entries(BIN_LOCALS)) emitMap(mb, k, `binary_${op}_${k}`, 2, (c, v, a, b) => f(c, k, v, a, b));
+    for (const [op, f] of Object.entries(BIN_LOCALS)) if (k === 'f32' || !F32_ONLY.has(op)) emitMap(mb, k, `binary_${op}_${k}`, 2, (c, v, a, b) => f(c, k, v, a, b));
     for (const [op, f] of Object.entries(UN)) if (k === 'f32' || !F32_ONLY.has(op)) emitMap(mb, k, `unary_${op}_${k}`, 1, (c, v, a) => f(c, k, v, a));
   }
 }
@@ -340,7 +349,7 @@ const PARALLEL_MIN = 1 << 15;
  * 196 (add 179 vs 203, maximum 193 vs 148), 2¹⁹ 310 vs 217 (add 359 vs 220), 2²⁰ 539–724 vs 309–509.
  */
 const PARALLEL_MIN_CHEAP = 1 << 19;
-const COSTLY = new Set(['exp', 'sigmoid', 'silu', 'siluGrad', 'sqrt', 'rsqrt', 'div', 'reciprocal']);
+const COSTLY = new Set(['exp', 'sigmoid', 'silu', 'siluGrad', 'siluBackward', 'sqrt', 'rsqrt', 'div', 'reciprocal']);
 
 /**
  * Splits map calls into tasks of about `per` elements: by runs of rows, or along a single row
@@ -421,7 +430,7 @@ export function unaryWasm(engine: Engine, inputs: readonly Arg[], out: Arg, para
 
 export function binaryWasm(engine: Engine, inputs: readonly Arg[], out: Arg, params: { op: BinaryOp }): boolean {
   const k = kindOf(inputs, out);
-  return k !== null && (BIN[params.op] ?? BIN_LOCALS[params.op]) !== undefined && runMap(engine, `binary_${params.op}_${k}`, params.op, inputs, out, k);
+  return k !== null && (k === 'f32' || !F32_ONLY.has(params.op)) && (BIN[params.op] ?? BIN_LOCALS[params.op]) !== undefined && runMap(engine, `binary_${params.op}_${k}`, params.op, inputs, out, k);
 }
 
 /**
