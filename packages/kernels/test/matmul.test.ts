@@ -218,6 +218,48 @@ describe.each(NATIVE)('$label matmul', (entry) => {
     }
   });
 
+  it.runIf(entry.name === 'wasm')('packs a transposed A (a weight gradient xᵀ·g) inside each task, bit for bit as packing it beforehand, on 1 and 2 threads', () => {
+    // A = xᵀ in wasm memory with M a multiple of 4 and N ≥ 128, where each task packs its block of
+    // A per k block; K short, across several k blocks, and not a multiple of the block
+    const packed = createWasmBackend({ threads: 1, matmulMinMacs: 0, matmulDirect: false });
+    const cases = fc.record({
+      M: fc.integer({ min: 1, max: 50 }).map((m) => 4 * m),
+      K: fc.oneof(fc.integer({ min: 1, max: 40 }), fc.integer({ min: 250, max: 700 })),
+      N: fc.integer({ min: 128, max: 600 }),
+      offset: fc.integer({ min: 0, max: 5 }),
+      dtype: fc.constantFrom<FloatDType>('float32', 'float64'),
+      seed: fc.integer({ min: 1, max: 2 ** 31 - 1 }),
+    });
+    try {
+      fc.assert(
+        fc.property(cases, ({ M, K, N, offset, dtype, seed }) => {
+          const a = view(dtype, [M, K], [1, 0], offset, [], seed);
+          const b = view(dtype, [K, N], [0, 1], 0, [], seed + 1);
+          const ref = out(dtype, [M, N]);
+          const bound = out(dtype, [M, N]);
+          jsKernels.matmul([a, b], ref, {});
+          jsKernels.matmul([abs(a), abs(b)], bound, {});
+          const eps = dtype === 'float32' ? 2 ** -24 : 2 ** -53;
+          const results = [one, two, packed].map((be) => {
+            const resident = (src: Arg): Arg => {
+              const data = be.alloc(src.dtype, src.data.length) as TypedArray;
+              data.set(src.data);
+              return { ...src, data };
+            };
+            const got = out(dtype, [M, N]);
+            be.run('matmul', [resident(a), resident(b)], got, {});
+            return got;
+          });
+          expect(mismatch(results[0]!.data, ref.data, 0, bound.data.map((v) => 2 * K * eps * v + 1e-30))).toBe(-1);
+          for (const r of results.slice(1)) expect(Buffer.from(r.data.buffer).equals(Buffer.from(results[0]!.data.buffer))).toBe(true);
+        }),
+        { numRuns: 40 },
+      );
+    } finally {
+      packed.dispose();
+    }
+  });
+
   it.runIf(entry.name === 'wasm')('runs x·Wᵀ with up to four rows of x on W in place: the js result within 2·K·eps·Σ|x||w|, bit for bit on 1 and 2 threads', () => {
     // W row-major [N, K] in wasm memory, maybe a column window of a wider matrix (row stride > K),
     // read through its transpose; K around the four-wide steps and their scalar tail; N around

@@ -52,6 +52,29 @@ function evenTile(panels: number, per: number): number {
   return per;
 }
 
+/**
+ * Row and column block of C's tiles: the cache targets, and with threads, enough tasks for
+ * dynamic balancing (8 per thread: 512² 73 → 80 GFLOP/s over 4 per thread), halving the longer
+ * side of the tile: thin row blocks would each stream all of B through L2 (interleaved, 2
+ * threads: 512² 83.5 → 85.5 GFLOP/s, weight gradients xᵀ·g 73 → 74, others equal). Then tiles of
+ * equal size where a few more of them make it so: after a thin last tile (2048 rows in tiles of
+ * 96 leave one of 32) one thread idles while the other finishes a whole one. 2 threads, wall
+ * time, alternating in one process on a quiet machine (runs/envab.ts): the tiny-Llama products
+ * with 2048 rows +2–5 % (rows in 32 tiles of 64), others unchanged. The partition never changes
+ * the result.
+ */
+function cacheTiles(Mp: number, Np: number, { mr, nr }: MicroShape, batches: number, threads: number): [number, number] {
+  let mc = Math.min(Mp, roundUp(MC_TARGET, mr));
+  let nc = Math.min(Np, roundUp(NC_TARGET, nr));
+  if (threads <= 1) return [mc, nc];
+  while (batches * Math.ceil(Mp / mc) * Math.ceil(Np / nc) < threads * 8) {
+    if (nc > 4 * nr && (nc >= 2 * mc || mc <= 2 * mr)) nc = roundUp(nc / 2, nr);
+    else if (mc > 2 * mr) mc = roundUp(mc / 2, mr);
+    else break;
+  }
+  return [evenTile(Mp / mr, mc / mr) * mr, evenTile(Np / nr, nc / nr) * nr];
+}
+
 /** A (M×K, strides sm, sk) → per k-block, MR-row panels stored k-major (MR values per k). */
 function packA(src: TypedArray, off: number, sm: number, sk: number, M: number, K: number, mr: number, kc: number, dst: TypedArray, d: number): void {
   const Mp = roundUp(M, mr);
@@ -165,9 +188,20 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
   // 2048ᵀ·2048 × 64 +7–11 %, 512 × 2048ᵀ·2048 × 128 +19 %, but N = 256…384 −2 %, 1024³ −35 %.
   // B (columns contiguous), only for M ≤ 16·MR: 64 × (64×128 · 128×128) +20 %, 32 × 1024 · 1024²
   // +13–34 %, where with M = 128 (512²) it no longer gains.
-  const directA = direct && atA >= 0 && M % mr === 0 && sam >= 0 && sak >= 0 && (sak === 1 || Np <= 16 * nr);
+  // A transposed view (xᵀ of a weight gradient, rows contiguous) whose tiles are at least 64 × 128
+  // is instead packed by each task, one k block at a time just before use (matmul_fused_*): still
+  // in cache when the micro-kernel reads it, and no separate pass over A. 1 thread, CPU time,
+  // against the pack pass or the in-place read (npx tsx runs/ab.ts, medians of 9–21 alternating
+  // rounds, both orders): tiny-Llama dW 128 × 2048ᵀ·2048 × 384 +2–6 %, × 256 +2–5 %, 384 ×
+  // 2048ᵀ·2048 × 128 +3–5 %, 128 × … × 128 −1…+5 %; with N = 64 (tiles of 64 columns) −9 %, so
+  // there A stays in place; with 2 threads the tiles are narrower (8–24 rows) and it is not used.
+  const threaded = engine.threads > 1 && batches * M * N * K >= PARALLEL_MIN_MACS;
+  const threads = threaded ? engine.threads : 1;
+  const [mcFuse, ncFuse] = cacheTiles(Mp, Np, tile, 1, threads);
+  const fuseA = direct && batches === 1 && atA >= 0 && M % mr === 0 && sam === 1 && sak >= mr && mcFuse >= 16 * mr && ncFuse >= 16 * nr;
+  const directA = !fuseA && direct && atA >= 0 && M % mr === 0 && sam >= 0 && sak >= 0 && (sak === 1 || Np <= 16 * nr);
   const directB = direct && atB >= 0 && Mp <= 16 * mr && N % nr === 0 && sbn === 1 && sbk >= 0;
-  const aBytes = directA ? 0 : align(Mp * K * e);
+  const aBytes = directA || fuseA ? 0 : align(Mp * K * e);
   const bBytes = directB ? 0 : align(K * Np * e);
   const cBytes = align(Mp * Np * e);
   // C straight into a tensor in wasm memory when its tiles are exactly the tensor's rows (M, N
@@ -178,34 +212,16 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
   const perBatch = (shareA ? 0 : aBytes) + (shareB ? 0 : bBytes) + (directC ? 0 : cBytes);
   const fixed = fixedStart - engine.scratch + (shareA ? aBytes : 0) + (shareB ? bBytes : 0);
   const chunk = perBatch === 0 ? batches : Math.max(1, Math.min(batches, Math.floor((CHUNK_BYTES - fixed) / perBatch)));
-  const total = fixed + chunk * perBatch;
-  if (total > MAX_HEAP_BYTES || !engine.reserve(total)) return false;
-
   const aPtr = fixedStart;
   const bPtr = aPtr + (shareA ? aBytes : chunk * aBytes);
   const cPtr = bPtr + (shareB ? bBytes : chunk * bBytes);
-  let mc = Math.min(Mp, roundUp(MC_TARGET, mr));
-  let nc = Math.min(Np, roundUp(NC_TARGET, nr));
-  // enough tasks for dynamic balancing (8 per thread: 512² 73 → 80 GFLOP/s over 4 per thread),
-  // halving the longer side of the tile: thin row blocks would each stream all of B through L2
-  // (interleaved, 2 threads: 512² 83.5 → 85.5 GFLOP/s, weight gradients xᵀ·g 73 → 74, others
-  // equal); the partition never changes the result
-  const threaded = engine.threads > 1 && batches * M * N * K >= PARALLEL_MIN_MACS;
-  while (threaded && chunk * Math.ceil(Mp / mc) * Math.ceil(Np / nc) < engine.threads * 8) {
-    if (nc > 4 * nr && (nc >= 2 * mc || mc <= 2 * mr)) nc = roundUp(nc / 2, nr);
-    else if (mc > 2 * mr) mc = roundUp(mc / 2, mr);
-    else break;
-  }
-  if (threaded) {
-    // tiles of equal size where a few more of them make it so: after a thin last tile (2048 rows
-    // in tiles of 96 leave one of 32) one thread idles while the other finishes a whole one.
-    // 2 threads, wall time, alternating in one process on a quiet machine (runs/envab.ts): the
-    // tiny-Llama products with 2048 rows +2–5 % (rows in 32 tiles of 64), others unchanged
-    mc = evenTile(Mp / mr, mc / mr) * mr;
-    nc = evenTile(Np / nr, nc / nr) * nr;
-  }
+  const [mc, nc] = cacheTiles(Mp, Np, tile, chunk, threads);
   const tilesM = Math.ceil(Mp / mc);
   const tilesN = Math.ceil(Np / nc);
+  const aBufBytes = fuseA ? align(mc * kc * e) : 0;
+  const aBuf = cPtr + (directC ? 0 : chunk * cBytes);
+  const total = fixed + chunk * perBatch + tilesM * tilesN * aBufBytes;
+  if (total > MAX_HEAP_BYTES || !engine.reserve(total)) return false;
 
   const args = engine.i32;
   const w = ARGS / 4;
@@ -225,16 +241,16 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
     ];
     for (const [word, v] of words) args[pw + word] = v;
   }
-  const viaDirect = directA || directB;
-  const product = `matmul_${viaDirect ? 'direct_' : ''}${dtype === 'float32' ? 'f32' : 'f64'}`;
+  const viaDirect = directA || directB || fuseA;
+  const product = `matmul_${fuseA ? 'fused_' : viaDirect ? 'direct_' : ''}${dtype === 'float32' ? 'f32' : 'f64'}`;
   const cBatch = directC ? M * N * e : cBytes;
   if (viaDirect) {
     const words: [DirectArg, number][] = [
-      [DirectArg.a, directA ? atA : aPtr], [DirectArg.b, directB ? atB : bPtr], [DirectArg.c, cPtr],
+      [DirectArg.a, directA || fuseA ? atA : aPtr], [DirectArg.b, directB ? atB : bPtr], [DirectArg.c, cPtr],
       [DirectArg.mp, Mp], [DirectArg.np, Np], [DirectArg.k, K], [DirectArg.kc, kc], [DirectArg.tilesM, tilesM], [DirectArg.tilesN, tilesN],
       [DirectArg.mc, mc], [DirectArg.nc, nc], [DirectArg.aDirect, directA ? 1 : 0], [DirectArg.aRow, sam * e], [DirectArg.aK, sak * e],
       [DirectArg.bDirect, directB ? 1 : 0], [DirectArg.bK, sbk * e], [DirectArg.aBatch, shareA ? 0 : aBytes], [DirectArg.bBatch, shareB ? 0 : bBytes],
-      [DirectArg.cBatch, cBatch],
+      [DirectArg.cBatch, cBatch], [DirectArg.aBuf, aBuf], [DirectArg.aBufBytes, aBufBytes],
     ];
     for (const [word, v] of words) args[w + word] = v;
   } else {
@@ -257,7 +273,7 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
       // the shared operand is packed once, with the first chunk; packing and the product run as
       // the two phases of one pool job (interleaved against two dispatches: +1–3 % on squares,
       // +3–7 % on the batched attention products)
-      const tasksA = directA ? 0 : shareA ? (t0 === 0 ? Mp / mr : 0) : n * (Mp / mr);
+      const tasksA = directA || fuseA ? 0 : shareA ? (t0 === 0 ? Mp / mr : 0) : n * (Mp / mr);
       const tasksB = directB ? 0 : shareB ? (t0 === 0 ? Np / nr : 0) : n * (Np / nr);
       args[pw + PackArg.aBases] = basesA + 4 * (shareA ? 0 : t0);
       args[pw + PackArg.bBases] = basesB + 4 * (shareB ? 0 : t0);
@@ -268,7 +284,7 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
       const view = dtype === 'float32' ? engine.f32 : engine.f64;
       if (t0 === 0) engine.stagedIn += (inA < 0 ? numel(a!.shape) * e : 0) + (inB < 0 ? numel(b!.shape) * e : 0);
       for (let t = 0; t < n; t++) {
-        if (!directA && (!shareA || (t0 === 0 && t === 0))) packA(a!.data, aBase[t0 + t]!, sam, sak, M, K, mr, kc, view, (aPtr + (shareA ? 0 : t * aBytes)) / e);
+        if (!directA && !fuseA && (!shareA || (t0 === 0 && t === 0))) packA(a!.data, aBase[t0 + t]!, sam, sak, M, K, mr, kc, view, (aPtr + (shareA ? 0 : t * aBytes)) / e);
         if (!directB && (!shareB || (t0 === 0 && t === 0))) packB(b!.data, bBase[t0 + t]!, sbk, sbn, K, N, nr, kc, view, (bPtr + (shareB ? 0 : t * bBytes)) / e);
       }
       engine.parallel(product, ARGS, multiply.n, threaded);

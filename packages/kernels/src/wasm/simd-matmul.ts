@@ -218,24 +218,28 @@ const SHORT_K = 64;
  * its flag set is read where it lives: batch t's A at a + aBases[t]·e (an i32 list at aBases, in
  * elements), its rows aRow apart and its k aK apart; B likewise at b + bBases[t]·e, its k bK apart
  * and its columns contiguous. Otherwise it is packed as for `matmul_*`, batch t's panels at
- * a + t·aBatch (b + t·bBatch). C of batch t at c + t·cBatch, padded to mp × np.
+ * a + t·aBatch (b + t·bBatch). C of batch t at c + t·cBatch, padded to mp × np. The fused
+ * driver's A lives in place, rows contiguous, and task t packs it at aBuf + t·aBufBytes.
  */
 export const enum DirectArg {
-  a, b, c, mp, np, k, kc, tilesM, tilesN, mc, nc, aDirect, aRow, aK, bDirect, bK, aBatch, bBatch, cBatch, aBases, bBases, count,
+  a, b, c, mp, np, k, kc, tilesM, tilesN, mc, nc, aDirect, aRow, aK, bDirect, bK, aBatch, bBatch, cBatch, aBases, bBases, aBuf, aBufBytes, count,
 }
 
 /**
  * Task export `name(arg, t)`: one (batch, row block, column block) of C over all k blocks, as
  * `emitDriver`, with either operand read in place (DirectArg). For products where packing an
  * operand costs as much as the product, since each packed element is used by only a few tiles: a
- * LoRA adapter's x·Aᵀ, (g·B)ᵀ·x, and attention's per-head products.
+ * LoRA adapter's x·Aᵀ, (g·B)ᵀ·x, and attention's per-head products. With `fuse` (the
+ * `matmul_fused_*` export, a separate function so that the direct one compiles as before), A is
+ * packed by the task itself, one k block at a time just before the micro-kernel reads it.
  */
-function emitDirectDriver(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, column: number, name: string): void {
+function emitDirectDriver(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, column: number, name: string, fuse = false): void {
   const P = ValType.i32;
   const e = t.bytes;
   mb.func([P, P], [], (c) => {
     const [arg, task] = [0, 1];
     const [a, b, cc, np, mp, k, kc, m0, m1, n0, n1, k0, kcb, at, bt, i, j, acc, aRow, aStep, bStep, aDirect, bDirect, per, batch] = Array.from({ length: 25 }, () => c.local(P));
+    const [buf, srcK, apb, kk, src, dst, panelBytes] = fuse ? Array.from({ length: 7 }, () => c.local(P)) : [];
     const get = (w: DirectArg) => c.get(arg).mem(Op.i32_load, 2, w * 4);
     get(DirectArg.np).set(np);
     get(DirectArg.mp).set(mp);
@@ -245,6 +249,12 @@ function emitDirectDriver(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: num
     get(DirectArg.bDirect).set(bDirect);
     get(DirectArg.tilesM);
     get(DirectArg.tilesN).op(Op.i32_mul).set(per);
+    if (fuse) {
+      // A lives in place and is packed into this task's own buffer, its rows contiguous
+      get(DirectArg.aBuf);
+      get(DirectArg.aBufBytes).get(task).op(Op.i32_mul).op(Op.i32_add).set(buf!);
+      get(DirectArg.aK).set(srcK!);
+    }
     c.get(task).get(per).op(Op.i32_div_u).set(batch);
     c.get(task).get(per).op(Op.i32_rem_u).set(task);
     // this batch's operands: in place at base + bases[batch]·e, packed at base + batch·stride
@@ -252,9 +262,10 @@ function emitDirectDriver(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: num
       get(w);
       get(bases).get(batch).i32(4).op(Op.i32_mul).op(Op.i32_add).mem(Op.i32_load, 2).i32(e).op(Op.i32_mul);
       get(stride).get(batch).op(Op.i32_mul);
-      c.get(direct).op(Op.select).op(Op.i32_add).set(dst);
+      if (direct < 0) c.op(Op.drop).op(Op.i32_add).set(dst);
+      else c.get(direct).op(Op.select).op(Op.i32_add).set(dst);
     };
-    base(a, aDirect, DirectArg.a, DirectArg.aBases, DirectArg.aBatch);
+    base(a, fuse ? -1 : aDirect, DirectArg.a, DirectArg.aBases, DirectArg.aBatch);
     base(b, bDirect, DirectArg.b, DirectArg.bBases, DirectArg.bBatch);
     get(DirectArg.c);
     get(DirectArg.cBatch).get(batch).op(Op.i32_mul).op(Op.i32_add).set(cc);
@@ -286,6 +297,21 @@ function emitDirectDriver(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: num
       min(c, () => c.get(kc), () => c.get(k).get(k0).op(Op.i32_sub));
       c.set(kcb);
       c.get(k0).i32(0).op(Op.i32_gt_s).set(acc);
+      // packed A panels of this k block (row i's at apb + i·kcb·e): packed beforehand, or now into
+      // this task's buffer, so that they are still in cache when the micro-kernel reads them
+      if (fuse) {
+        c.get(buf!).get(m0).get(kcb).op(Op.i32_mul).i32(e).op(Op.i32_mul).op(Op.i32_sub).set(apb!);
+        c.get(kcb).i32(s.mr * e).op(Op.i32_mul).set(panelBytes!);
+        c.for(kk!, () => c.i32(0), () => c.get(kcb), 1, () => {
+          c.get(a).get(k0).get(kk!).op(Op.i32_add).get(srcK!).op(Op.i32_mul).op(Op.i32_add).get(m0).i32(e).op(Op.i32_mul).op(Op.i32_add).set(src!);
+          c.get(buf!).get(kk!).i32(s.mr * e).op(Op.i32_mul).op(Op.i32_add).set(dst!);
+          c.for(i, () => c.get(m0), () => c.get(m1), s.mr, () => {
+            for (let v = 0; v < (s.mr * e) / 16; v++) c.get(dst!).get(src!).simdMem(Simd.v128_load, 0, v * 16).simdMem(Simd.v128_store, 4, v * 16);
+            c.get(src!).i32(s.mr * e).op(Op.i32_add).set(src!);
+            c.get(dst!).get(panelBytes!).op(Op.i32_add).set(dst!);
+          });
+        });
+      }
       c.for(j, () => c.get(n0), () => c.get(n1), s.nr, () => {
         // B tile: in place b + j·e + k0·bK, or the panel at b + (k0·np + j·kcb)·e
         c.get(bDirect).if();
@@ -297,7 +323,9 @@ function emitDirectDriver(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: num
           c.get(aDirect).if();
           c.get(a).get(i).get(aRow).op(Op.i32_mul).op(Op.i32_add).get(k0).get(aStep).op(Op.i32_mul).op(Op.i32_add).set(at);
           c.op(Op.else);
-          c.get(a).get(k0).get(mp).op(Op.i32_mul).get(i).get(kcb).op(Op.i32_mul).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add).set(at);
+          if (fuse) c.get(apb!);
+          else c.get(a).get(k0).get(mp).op(Op.i32_mul).i32(e).op(Op.i32_mul).op(Op.i32_add);
+          c.get(i).get(kcb).op(Op.i32_mul).i32(e).op(Op.i32_mul).op(Op.i32_add).set(at);
           c.end();
           c.get(at).get(bt);
           c.get(cc).get(i).get(np).op(Op.i32_mul).get(j).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add);
@@ -597,12 +625,16 @@ function emitPack(mb: ModuleBuilder, t: Lanes, s: MicroShape, name: string): voi
   }, name);
 }
 
-/** Adds the `matmul_*`, `matmul_direct_*` and `pack_*` task exports. */
+/** Adds the `matmul_*`, `matmul_direct_*`, `matmul_fused_*` and `pack_*` task exports. */
 export function emitMatmul(mb: ModuleBuilder, flavor: Flavor): void {
   emitDriver(mb, F32, F32_TILE, emitMicro(mb, F32, F32_TILE, flavor.relaxed), 'matmul_f32');
   emitDriver(mb, F64, F64_TILE, emitMicro(mb, F64, F64_TILE, flavor.relaxed), 'matmul_f64');
   emitPack(mb, F32, F32_TILE, 'pack_f32');
   emitPack(mb, F64, F64_TILE, 'pack_f64');
-  emitDirectDriver(mb, F32, F32_TILE, emitMicroStrided(mb, F32, F32_TILE, flavor.relaxed), emitMicroTiles(mb, F32, F32_TILE, flavor.relaxed), 'matmul_direct_f32');
-  emitDirectDriver(mb, F64, F64_TILE, emitMicroStrided(mb, F64, F64_TILE, flavor.relaxed), emitMicroTiles(mb, F64, F64_TILE, flavor.relaxed), 'matmul_direct_f64');
+  for (const [t, s, dtype] of [[F32, F32_TILE, 'f32'], [F64, F64_TILE, 'f64']] as const) {
+    const micro = emitMicroStrided(mb, t, s, flavor.relaxed);
+    const column = emitMicroTiles(mb, t, s, flavor.relaxed);
+    emitDirectDriver(mb, t, s, micro, column, `matmul_direct_${dtype}`);
+    emitDirectDriver(mb, t, s, micro, column, `matmul_fused_${dtype}`, true);
+  }
 }
