@@ -101,6 +101,22 @@ describe.each(NATIVE)('$label reduce', (entry) => {
     }
   });
 
+  it('a transposed dense view reduced over one axis (in storage order, then copied) gives the bits of its contiguous copy reduced', () => {
+    for (const dtype of ['float32', 'float64'] as FloatDType[])
+      for (const op of ['sum', 'max', 'absmax'] as ReduceOp[])
+        for (const [shape, order, axis] of [[[16, 2, 2, 32, 128], [0, 1, 2, 4, 3], 2], [[6, 3, 40, 24], [2, 0, 3, 1], 1], [[5, 7, 64], [2, 1, 0], 2]] as [number[], number[], number][]) {
+          const x = view(dtype, shape, order, 1, [], 99);
+          const c = out(dtype, shape);
+          jsKernels.copy([x], c, {});
+          const outShape = shape.map((n, d) => (d === axis ? 1 : n));
+          const [got, ref] = [out(dtype, outShape), out(dtype, outShape)];
+          backend.run('reduce', [x], got, { op, axes: [axis] });
+          backend.run('reduce', [c], ref, { op, axes: [axis] });
+          expect(Array.from(got.data).findIndex((v, i) => !Object.is(v, ref.data[i]))).toBe(-1);
+          expect(backend.ranOn!('reduce', dtype)).toBe(entry.name);
+        }
+  });
+
   it('propagates NaN through max, min and absmax; absmax takes |x| of negative values', () => {
     const data = new Float32Array(4096).map((_, i) => (i % 3 ? i : -2 * i));
     data[1234] = NaN;

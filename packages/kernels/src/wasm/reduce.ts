@@ -7,7 +7,8 @@
  */
 import type { KernelArg } from '../backend.js';
 import { contiguousStrides, isContiguous, numel } from '../layout.js';
-import { contiguousCopy, releaseCopy } from './elementwise.js';
+import { contiguousCopy, copyWasm, releaseCopy } from './elementwise.js';
+import { copy as jsCopy } from '../js/elementwise.js';
 import type { ArgReduceOp, ReduceOp, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
 import { MAX_HEAP_BYTES, type Engine } from './runtime.js';
@@ -308,6 +309,52 @@ function asPRQ(x: Arg, axes: readonly number[]): { dims: [number, number, number
   };
 }
 
+/**
+ * The dims of x from the largest stride to the smallest (size-1 dims first) when x is one dense
+ * block seen through a permutation (a transposed gradient); null otherwise.
+ */
+function storageOrder(x: Arg): number[] | null {
+  const dims = x.shape.map((_, d) => d).filter((d) => x.shape[d]! > 1).sort((a, b) => x.strides[b]! - x.strides[a]!);
+  let dense = 1;
+  for (let i = dims.length - 1; i >= 0; i--) {
+    if (x.strides[dims[i]!] !== dense) return null;
+    dense *= x.shape[dims[i]!]!;
+  }
+  return [...x.shape.map((_, d) => d).filter((d) => x.shape[d] === 1), ...dims];
+}
+
+/**
+ * Reduces a permuted dense x in its storage order, when the reduced axes form one run there, into
+ * a scratch tensor, then copies that (half or less of x) into out's order: where copying x into
+ * out's order first moved all of x twice. The kept elements sum the same values in the same order
+ * (r ascending), so the bits do not change.
+ */
+function storageOrderReduce(engine: Engine, x: Arg, out: Arg, op: ReduceOp, axes: readonly number[]): boolean {
+  const perm = storageOrder(x);
+  if (!perm || isContiguous(x.shape, x.strides) || !engine.heap.shared) return false;
+  const xs: Arg = { ...x, shape: perm.map((d) => x.shape[d]!), strides: perm.map((d) => x.strides[d]!) };
+  const axesS = axes.map((a) => perm.indexOf(a));
+  if (asPRQ(xs, axesS)?.strides[2] !== 1) return false;
+  const oshape = perm.map((d) => out.shape[d]!);
+  const ostrides = contiguousStrides(oshape);
+  let data: TypedArray;
+  try {
+    data = engine.heap.alloc(x.dtype, numel(oshape));
+  } catch (e) {
+    if (e instanceof RangeError) return false;
+    throw e;
+  }
+  const tmp: Arg = { data, dtype: x.dtype, shape: oshape, strides: ostrides, offset: 0 };
+  try {
+    if (!reduceWasm(engine, [xs], tmp, { op, axes: axesS })) return false;
+    const view: Arg = { ...tmp, shape: [...out.shape], strides: out.shape.map((_, d) => ostrides[perm.indexOf(d)]!) };
+    if (!copyWasm(engine, [view], out)) jsCopy([view], out, {});
+    return true;
+  } finally {
+    releaseCopy(engine, tmp);
+  }
+}
+
 export function reduceWasm(engine: Engine, [x]: readonly Arg[], out: Arg, { op, axes }: { op: ReduceOp; axes: number[] }): boolean {
   const d = x!.dtype;
   if (op === 'prod' || (d !== 'float32' && d !== 'float64') || out.dtype !== d) return false;
@@ -315,6 +362,7 @@ export function reduceWasm(engine: Engine, [x]: readonly Arg[], out: Arg, { op, 
   if (n < MIN_ELEMENTS || numel(out.shape) === 0) return false;
   const v = asPRQ(x!, axes);
   if (!v || v.strides[2] !== 1 || (v.dims[2] === 1 && v.strides[1] !== 1) || v.strides[0] < 0 || v.strides[1] < 0) {
+    if (storageOrderReduce(engine, x!, out, op, axes)) return true;
     // another layout (e.g. a gradient that arrives transposed): one strided copy into contiguous
     // order is far cheaper than reducing on js — when that order makes the reduced axes one run
     const runs = asPRQ({ ...x!, strides: contiguousStrides(x!.shape) }, axes) !== null;
