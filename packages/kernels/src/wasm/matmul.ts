@@ -191,10 +191,10 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
   // A transposed view (xᵀ of a weight gradient, rows contiguous) whose tiles are at least 64 × 128
   // is instead packed by each task, one k block at a time just before use (matmul_fused_*): still
   // in cache when the micro-kernel reads it, and no separate pass over A. 1 thread, CPU time,
-  // against the pack pass or the in-place read (npx tsx runs/ab.ts, medians of 9–21 alternating
-  // rounds, both orders): tiny-Llama dW 128 × 2048ᵀ·2048 × 384 +2–6 %, × 256 +2–5 %, 384 ×
-  // 2048ᵀ·2048 × 128 +3–5 %, 128 × … × 128 −1…+5 %; with N = 64 (tiles of 64 columns) −9 %, so
-  // there A stays in place; with 2 threads the tiles are narrower (8–24 rows) and it is not used.
+  // against the pack pass or the in-place read (npx tsx runs/ab.ts, medians of 21 alternating
+  // rounds, both orders, load 7): tiny-Llama dW 128 × 2048ᵀ·2048 × 384 +3–5 %, × 256 +5–7 %, 384
+  // × 2048ᵀ·2048 × 128 +5–8 %, 128 × … × 128 +1–4 %; with N = 64 (tiles of 64 columns) −3…+2 %,
+  // so there A stays in place; with 2 threads the tiles are narrower (8–24 rows): not used.
   const threaded = engine.threads > 1 && batches * M * N * K >= PARALLEL_MIN_MACS;
   const threads = threaded ? engine.threads : 1;
   const [mcFuse, ncFuse] = cacheTiles(Mp, Np, tile, 1, threads);

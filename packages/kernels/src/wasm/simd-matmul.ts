@@ -302,13 +302,22 @@ function emitDirectDriver(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: num
       if (fuse) {
         c.get(buf!).get(m0).get(kcb).op(Op.i32_mul).i32(e).op(Op.i32_mul).op(Op.i32_sub).set(apb!);
         c.get(kcb).i32(s.mr * e).op(Op.i32_mul).set(panelBytes!);
-        c.for(kk!, () => c.i32(0), () => c.get(kcb), 1, () => {
-          c.get(a).get(k0).get(kk!).op(Op.i32_add).get(srcK!).op(Op.i32_mul).op(Op.i32_add).get(m0).i32(e).op(Op.i32_mul).op(Op.i32_add).set(src!);
-          c.get(buf!).get(kk!).i32(s.mr * e).op(Op.i32_mul).op(Op.i32_add).set(dst!);
-          c.for(i, () => c.get(m0), () => c.get(m1), s.mr, () => {
-            for (let v = 0; v < (s.mr * e) / 16; v++) c.get(dst!).get(src!).simdMem(Simd.v128_load, 0, v * 16).simdMem(Simd.v128_store, 4, v * 16);
-            c.get(src!).i32(s.mr * e).op(Op.i32_add).set(src!);
-            c.get(dst!).get(panelBytes!).op(Op.i32_add).set(dst!);
+        // panel by panel, four k a pass: the panel is written in order, A read a row of k at a time
+        c.for(i, () => c.get(m0), () => c.get(m1), s.mr, () => {
+          c.get(a).get(k0).get(srcK!).op(Op.i32_mul).op(Op.i32_add).get(i).i32(e).op(Op.i32_mul).op(Op.i32_add).set(src!);
+          c.get(apb!).get(i).get(kcb).op(Op.i32_mul).i32(e).op(Op.i32_mul).op(Op.i32_add).set(dst!);
+          c.get(dst!).get(panelBytes!).op(Op.i32_add).set(kk!);
+          const copy = (q: number) => {
+            for (let v = 0; v < (s.mr * e) / 16; v++) c.get(dst!).get(src!).simdMem(Simd.v128_load, 0, v * 16).simdMem(Simd.v128_store, 4, q * s.mr * e + v * 16);
+            c.get(src!).get(srcK!).op(Op.i32_add).set(src!);
+          };
+          c.while(() => c.get(dst!).i32(4 * s.mr * e).op(Op.i32_add).get(kk!).op(Op.i32_le_u), () => {
+            for (let q = 0; q < 4; q++) copy(q);
+            c.get(dst!).i32(4 * s.mr * e).op(Op.i32_add).set(dst!);
+          });
+          c.while(() => c.get(dst!).get(kk!).op(Op.i32_lt_u), () => {
+            copy(0);
+            c.get(dst!).i32(s.mr * e).op(Op.i32_add).set(dst!);
           });
         });
       }
