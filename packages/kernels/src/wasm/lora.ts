@@ -253,6 +253,27 @@ const enum MergeArg {
 }
 
 /**
+ * One strip of B·(s·A) on the micro-kernel: the tiles i of rows o … o + MR − 1, B [op, r] and
+ * s·A [r, ip] packed; `cAt` pushes tile i's address in C (the merge keeps all of C, the packed
+ * merge one strip). Locals hold byte pointers b, as and counts r, ip, o, i.
+ */
+function stripProducts(c: Code, s: MicroShape, e: number, micro: number, v: { b: number; as: number; r: number; ip: number; o: number; i: number }, cAt: () => void): void {
+  const bytes = (x: number) => c.get(x).i32(e).op(Op.i32_mul);
+  c.for(v.i, () => c.i32(0), () => c.get(v.ip), s.nr, () => {
+    c.get(v.b).get(v.o).get(v.r).op(Op.i32_mul).i32(e).op(Op.i32_mul).op(Op.i32_add);
+    c.get(v.as).get(v.i).i32(e).op(Op.i32_mul).op(Op.i32_add);
+    cAt();
+    c.get(v.r);
+    bytes(v.ip);
+    c.i32(0);
+    bytes(v.r);
+    c.i32(e);
+    bytes(v.ip);
+    c.call(micro);
+  });
+}
+
+/**
  * `lora_merge_*(arg)`: C [op, ip] = B [op, r] · (s·A) [r, ip] (both packed, zero-padded) on the
  * micro-kernel, then out[o, i] = w0[o, i] + C[o, i] for the out × in that exist.
  */
@@ -268,18 +289,7 @@ function emitMerge(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, na
     for (const [local, w] of words) c.get(arg).mem(Op.i32_load, 2, w * 4).set(local);
     const bytes = (v: number) => c.get(v).i32(e).op(Op.i32_mul);
     c.for(o, () => c.i32(0), () => c.get(op), s.mr, () => {
-      c.for(i, () => c.i32(0), () => c.get(ip), s.nr, () => {
-        c.get(b).get(o).get(r).op(Op.i32_mul).i32(e).op(Op.i32_mul).op(Op.i32_add);
-        c.get(as).get(i).i32(e).op(Op.i32_mul).op(Op.i32_add);
-        c.get(cc).get(o).get(ip).op(Op.i32_mul).get(i).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add);
-        c.get(r);
-        bytes(ip);
-        c.i32(0);
-        bytes(r);
-        c.i32(e);
-        bytes(ip);
-        c.call(micro);
-      });
+      stripProducts(c, s, e, micro, { b, as, r, ip, o, i }, () => c.get(cc).get(o).get(ip).op(Op.i32_mul).get(i).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add));
     });
     c.for(o, () => c.i32(0), () => c.get(outF), 1, () => {
       c.get(w0).get(o).get(w0Row).op(Op.i32_mul).op(Op.i32_add).set(pw);
@@ -409,7 +419,6 @@ function emitMergePacked(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: numb
     const [t0, t1, t2, t3, v, lo, p0, p1, p2, p3, sx] = Array.from({ length: 11 }, () => c.local(V));
     const words: [number, PackedArg][] = [[b, PackedArg.b], [as, PackedArg.as], [cc, PackedArg.c], [out, PackedArg.out], [rows, PackedArg.rows], [D, PackedArg.D], [r, PackedArg.r], [op, PackedArg.op], [ip, PackedArg.ip], [codes, PackedArg.codes], [table, PackedArg.table], [scale, PackedArg.scale], [zero, PackedArg.zero], [gs, PackedArg.gs], [bits, PackedArg.bits], [mode, PackedArg.mode], [planes, PackedArg.planes], [fast, PackedArg.fast]];
     for (const [local, w] of words) c.get(arg).mem(Op.i32_load, 2, w * 4).set(local);
-    const bytes = (x: number) => c.get(x).i32(e).op(Op.i32_mul);
     c.i32(1).get(bits).op(Op.i32_shl).i32(1).op(Op.i32_sub).set(mask);
     c.get(D).get(gs).op(Op.i32_div_u).set(G);
     if (e === 4) {
@@ -433,18 +442,7 @@ function emitMergePacked(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: numb
     };
     c.for(o, () => c.i32(0), () => c.get(op), s.mr, () => {
       // the strip: rows o … o + MR − 1 of B·(s·A)
-      c.for(i, () => c.i32(0), () => c.get(ip), s.nr, () => {
-        c.get(b).get(o).get(r).op(Op.i32_mul).i32(e).op(Op.i32_mul).op(Op.i32_add);
-        c.get(as).get(i).i32(e).op(Op.i32_mul).op(Op.i32_add);
-        c.get(cc).get(i).i32(e).op(Op.i32_mul).op(Op.i32_add);
-        c.get(r);
-        bytes(ip);
-        c.i32(0);
-        bytes(r);
-        c.i32(e);
-        bytes(ip);
-        c.call(micro);
-      });
+      stripProducts(c, s, e, micro, { b, as, r, ip, o, i }, () => c.get(cc).get(i).i32(e).op(Op.i32_mul).op(Op.i32_add));
       // the strip's rows that exist: decoded, plus the strip
       c.for(row, () => c.get(o), () => c.get(o).i32(s.mr).op(Op.i32_add).get(rows).get(o).i32(s.mr).op(Op.i32_add).get(rows).op(Op.i32_lt_s).op(Op.select), 1, () => {
         c.get(out).get(row).get(D).op(Op.i32_mul).i32(e).op(Op.i32_mul).op(Op.i32_add).set(po);
