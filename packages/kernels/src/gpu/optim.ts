@@ -1,8 +1,9 @@
 /**
  * @file gpu Adam/AdamW step: a gpu.js kernel has one output, so the step is three kernels (new
  * expAvg, new expAvgSq, new param), each recomputing the moments from the old values, and all
- * three results replace their buffers only once the three have run. Float32 throughout, where
- * js keeps the intermediates in float64 and rounds each tensor once. What changes every step (the
+ * three results replace their buffers only once the three have run. Float32 throughout, as the js
+ * kernel on float32 (which rounds each operation; GLSL's division and square root are not
+ * correctly rounded, and a shader compiler may fuse a multiply-add). What changes every step (the
  * bias corrections, a scheduled lr) is passed as uniforms, so one compiled kernel serves all steps.
  */
 import { isContiguous, numel } from '../layout.js';
