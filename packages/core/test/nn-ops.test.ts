@@ -274,3 +274,54 @@ describe('softmax with a fused bias', () => {
     expect(() => q.softmax(q.zeros([2, 3]), -1, { bias: q.zeros([4]) })).toThrow("softmax: bias of shape [4] does not broadcast to the input's shape [2, 3]");
   });
 });
+
+describe('swiglu (fused silu(gate)·up)', () => {
+  it('passes gradcheck and gradgradcheck in both inputs over random shapes, contiguous and strided', () => {
+    fc.assert(
+      fc.property(arb.shape({ maxRank: 3 }), fc.boolean(), (s, nonContiguous) => {
+        gradcheck((g, u) => q.swiglu(g, u), [f64(s, -4, 4), f64(s)], { nonContiguous });
+      }),
+      { numRuns: 15 },
+    );
+    gradgradcheck((g, u) => q.swiglu(g, u), [f64([3, 4], -4, 4), f64([3, 4])]);
+    checkOp((g, u) => q.swiglu(g, u), [[3, 5], [3, 5]], { range: [-4, 4] });
+  });
+
+  it('gives silu(gate).mul(up) bit for bit, values and both gradients, in float32 on js and wasm (strided inputs, one input frozen)', () => {
+    const bits = (t: Tensor | null | undefined) => Array.from(new Uint32Array(Float32Array.from(t!.dataSync()).buffer));
+    for (const backend of ['js', 'wasm'] as const) {
+      q.withBackend(backend, () => {
+        const gen = new q.Generator(3);
+        // 4·37·65 elements: past the size where wasm maps run, with a vector tail
+        const g0 = q.randn([4, 37, 65], { generator: gen }).mul(3);
+        const u0 = q.randn([4, 65, 37], { generator: gen }).transpose(1, 2);
+        const dy = q.randn([4, 37, 65], { generator: gen });
+        for (const frozen of [-1, 0, 1]) {
+          const run = (f: (g: Tensor, u: Tensor) => Tensor) => {
+            const [g, u] = [g0.detach().requiresGrad_(frozen !== 0), u0.detach().requiresGrad_(frozen !== 1)];
+            const y = f(g, u);
+            y.backward(dy);
+            return [y, g.grad, u.grad];
+          };
+          const fused = run((g, u) => q.swiglu(g, u));
+          const composite = run((g, u) => q.silu(g).mul(u));
+          for (let i = 0; i < 3; i++) {
+            if (frozen >= 0 && i === frozen + 1) expect(fused[i] ?? null).toBeNull();
+            else expect(bits(fused[i]), `${backend} output ${i}, frozen ${frozen}`).toEqual(bits(composite[i]));
+          }
+        }
+      });
+    }
+  });
+
+  it('takes the composite for broadcast shapes or mixed dtypes, with the same values and gradients', () => {
+    const g = f64([2, 3, 4], -3, 3).requiresGrad_();
+    const u = f64([3, 1]).requiresGrad_();
+    const y = q.swiglu(g, u);
+    expect(y.shape).toEqual([2, 3, 4]);
+    y.sum().backward();
+    assertAllclose(y, q.silu(g).mul(u));
+    gradcheck((a, b) => q.swiglu(a, b), [g.detach(), u.detach()]);
+    expect(q.swiglu(q.ones([2]), q.ones([2], { dtype: 'float64' })).dtype).toBe('float64');
+  });
+});

@@ -45,7 +45,9 @@ export type BinaryOp =
   /** relu's backward (g, x) → x ≤ 0 ? 0 : g, as PyTorch's threshold_backward (NaN x passes g). */
   | 'reluBackward'
   /** silu's backward (g, x) → g·σ(x)·(1 + x·(1 − σ(x))), as PyTorch's silu_backward (one pass where siluGrad then mul took two). */
-  | 'siluBackward';
+  | 'siluBackward'
+  /** SwiGLU's forward (gate, up) → silu(gate)·up, rounded as the silu map then the mul map round it (one pass for two). */
+  | 'siluMul';
 
 // ---------------------------------------------------------------- reductions
 /** absmax: max |x| (the ∞-norm), NaN-propagating like max. */
@@ -73,6 +75,13 @@ export interface KernelParams {
   unary: { op: UnaryOp; alpha?: number };
   /** out = op(a, b); a and b arrive already broadcast to out's shape (stride 0 on broadcast dims). */
   binary: { op: BinaryOp };
+  /**
+   * SwiGLU's backward: inputs [g, gate, up] (g the gradient of silu(gate)·up, all of out's shape
+   * without its leading 2); out [2, ...] holds d gate = (g·up)·siluGrad(gate) then d up =
+   * g·silu(gate), each product rounded as the separate maps round it (`binary` mul and
+   * siluBackward, `unary` silu), in one pass over the three where they took three.
+   */
+  swigluBackward: Record<string, never>;
   /** out = cond ? a : b, all broadcast to out's shape. */
   where: Record<string, never>;
   /** Strided copy with dtype conversion: makes views contiguous and casts; `out` may be a strided view. */

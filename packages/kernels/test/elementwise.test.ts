@@ -184,6 +184,91 @@ describe.each(NATIVE)('$label elementwise', (entry) => {
     expect(backend.ranOn!('binary', 'float64')).toBe('js');
   });
 
+  it('siluMul is silu(a)·b in one pass: float32 bit-identical to the silu map then the mul map (strided and broadcast b too), near the js oracle; js float32 bit-identical to its own two kernels; float64 on js', () => {
+    const special = [NaN, Infinity, -Infinity, 0, -0, 88.8, -90, -104, -200, 1e-8, 20, -20, 3, -3];
+    fc.assert(
+      fc.property(shape.chain((s) => fc.tuple(anyView('float32', s, false), anyView('float32', s, true))), fc.boolean(), ([a, b], spice) => {
+        if (spice) for (let i = 0; i < a.data.length; i += 7) a.data[i] = special[i % special.length]!;
+        const sh = [...a.shape];
+        const [got, s, two, ref, jsS, jsTwo] = [out('float32', sh), out('float32', sh), out('float32', sh), out('float32', sh), out('float32', sh), out('float32', sh)];
+        backend.run('binary', [a, b], got, { op: 'siluMul' });
+        expect(backend.ranOn!('binary', 'float32')).toBe(entry.name);
+        backend.run('unary', [a], s, { op: 'silu' });
+        backend.run('binary', [s, b], two, { op: 'mul' });
+        expect(Array.from(got.data).findIndex((v, i) => !Object.is(v, two.data[i]))).toBe(-1);
+        jsKernels.binary([a, b], ref, { op: 'siluMul' });
+        jsKernels.unary([a], jsS, { op: 'silu' });
+        jsKernels.binary([jsS, b], jsTwo, { op: 'mul' });
+        expect(Array.from(ref.data).findIndex((v, i) => !Object.is(v, jsTwo.data[i]))).toBe(-1);
+        // the f32 exp is within 1 ulp of the oracle's; subnormal silu values carry fewer bits
+        expect(mismatch(got.data, ref.data, 1e-5, 1e-37)).toBe(-1);
+      }),
+      { numRuns: 40 },
+    );
+    const n = 4099;
+    const a64 = { data: Float64Array.from({ length: n }, (_, i) => Math.sin(i) * 8), dtype: 'float64' as const, shape: [n], strides: [1], offset: 0 };
+    const b64 = { ...a64, data: Float64Array.from({ length: n }, (_, i) => Math.cos(i)) };
+    const [got, ref] = [out('float64', [n]), out('float64', [n])];
+    backend.run('binary', [a64, b64], got, { op: 'siluMul' });
+    jsKernels.binary([a64, b64], ref, { op: 'siluMul' });
+    expect(mismatch(got.data, ref.data, 0)).toBe(-1);
+    expect(backend.ranOn!('binary', 'float64')).toBe('js');
+  });
+
+  it('swigluBackward writes d gate = (g·up)·siluGrad(gate) and d up = g·silu(gate) in one pass: float32 bit-identical to the maps it replaces (1 and 2 threads, vector tail, special values, strided and broadcast operands); js bit-identical to its own kernels in float32 and float64', () => {
+    const one = entry.create({ threads: 1 });
+    const special = [NaN, Infinity, -Infinity, 0, -0, 88.8, -90, -104, -200, 1e-8, 20, -20, 3, -3, 1e-40];
+    /** The separate maps: g·up, its siluBackward with gate, and g·silu(gate). */
+    const composed = (run: (k: string, i: Arg[], o: Arg, p: object) => void, g: Arg, gate: Arg, up: Arg, dtype: FloatDType): Float32Array | Float64Array => {
+      const sh = [...g.shape];
+      const n = numel(sh);
+      const [gu, dgate, s, dup] = [out(dtype, sh), out(dtype, sh), out(dtype, sh), out(dtype, sh)];
+      run('binary', [g, up], gu, { op: 'mul' });
+      run('binary', [gu, gate], dgate, { op: 'siluBackward' });
+      run('unary', [gate], s, { op: 'silu' });
+      run('binary', [g, s], dup, { op: 'mul' });
+      const both = dtype === 'float32' ? new Float32Array(2 * n) : new Float64Array(2 * n);
+      both.set(dgate.data as never);
+      both.set(dup.data as never, n);
+      return both;
+    };
+    const same = (a: ArrayLike<number>, b: ArrayLike<number>) => Array.from(a).findIndex((v, i) => !Object.is(v, b[i]));
+    try {
+      const js = (k: string, i: Arg[], o: Arg, p: object) => (jsKernels as Record<string, (i: Arg[], o: Arg, p: object) => void>)[k]!(i, o, p);
+      // contiguous float32 (offsets included): in wasm, on the pool past 2¹⁵ elements
+      for (const [sh, spice] of [[[3, 7, 101], true], [[40_003], true], [[64, 515], false]] as [number[], boolean][]) {
+        const [g, gate, up] = [1, 2, 3].map((seed) => view('float32', sh, sh.map((_, d) => d), seed, [], seed));
+        if (spice) for (let i = 0; i < gate!.data.length; i += 5) gate!.data[i] = special[i % special.length]!;
+        const want = composed((k, i, o, p) => one.run(k as never, i, o, p as never), g!, gate!, up!, 'float32');
+        for (const b of [backend, one]) {
+          const got = out('float32', [2, ...sh]);
+          b.run('swigluBackward', [g!, gate!, up!], got, {});
+          expect(b.ranOn!('swigluBackward', 'float32'), `${sh}`).toBe(entry.name);
+          expect(same(got.data, want), `${sh}`).toBe(-1);
+        }
+        const ref = out('float32', [2, ...sh]);
+        js('swigluBackward', [g!, gate!, up!], ref, {});
+        expect(same(ref.data, composed(js, g!, gate!, up!, 'float32'))).toBe(-1);
+        // the f32 exp is within 1 ulp of the oracle's; subnormal values carry fewer bits
+        expect(mismatch(want, ref.data, 1e-5, 1e-6)).toBe(-1);
+      }
+      // strided and broadcast operands (copied contiguous first) give the maps' bits too; float64 runs on js
+      fc.assert(
+        fc.property(fc.constantFrom<FloatDType>('float32', 'float64'), shape.chain((s) => fc.tuple(anyView('float32', s, true), anyView('float32', s, false), anyView('float32', s, true))), (dtype, views) => {
+          const [g, gate, up] = views.map((v) => ({ ...v, dtype, data: dtype === 'float32' ? v.data : Float64Array.from(v.data) })) as [Arg, Arg, Arg];
+          const got = out(dtype, [2, ...g.shape]);
+          backend.run('swigluBackward', [g, gate, up], got, {});
+          expect(backend.ranOn!('swigluBackward', dtype)).toBe(dtype === 'float32' ? entry.name : 'js');
+          const run = dtype === 'float32' ? (k: string, i: Arg[], o: Arg, p: object) => backend.run(k as never, i, o, p as never) : js;
+          expect(same(got.data, composed(run, g, gate, up, dtype))).toBe(-1);
+        }),
+        { numRuns: 30 },
+      );
+    } finally {
+      one.dispose();
+    }
+  });
+
   it('splits large compute-bound maps over the pool (rows, or along one long row) with the same bits as one thread', () => {
     const one = entry.create({ threads: 1 });
     try {

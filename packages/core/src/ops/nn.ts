@@ -1,9 +1,10 @@
 /**
- * @file Neural-network ops: softmax/logSoftmax and the row normalisation under layerNorm, rmsNorm
- * and groupNorm are fused primitives (one kernel pass forward and backward; a benchmark showed the
- * chains of reductions dominating the tiny-Llama step), with the affine parts and dropout written
- * as composites. Losses live in loss.ts.
+ * @file Neural-network ops: softmax/logSoftmax, the row normalisation under layerNorm, rmsNorm
+ * and groupNorm, rotary embeddings and SwiGLU are fused primitives (one kernel pass forward and
+ * backward; a benchmark showed the chains of maps and reductions dominating the tiny-Llama step),
+ * with the affine parts and dropout written as composites. Losses live in loss.ts.
  */
+import { contiguousStrides } from '@qgrad/kernels';
 import { broadcastShapes, normDim, runKernel } from '../dispatch.js';
 import { isGradEnabled } from '../tape.js';
 import { floatType } from '../dtype.js';
@@ -11,7 +12,7 @@ import { defineFunction } from '../function.js';
 import { defaultGenerator, type Generator } from '../random.js';
 import { Tensor } from '../tensor.js';
 import { rand } from './creation.js';
-import { add, cast, exp, ge, mul, neg, rsqrt, sub } from './elementwise.js';
+import { add, cast, exp, ge, mul, neg, rsqrt, sigmoid, silu, sub } from './elementwise.js';
 import { mean, sum } from './reduce.js';
 import { expandView, reshape } from './movement.js';
 import { cat } from './shape.js';
@@ -164,6 +165,43 @@ export function applyRotary(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
     return add(mul(xf, cos), mul(cat([neg(xf.narrow(-1, h, h)), xf.narrow(-1, 0, h)], -1), sin));
   }
   return ropeFns[0](xf, cos, sin);
+}
+
+// ---------------------------------------------------------------- SwiGLU (fused primitive)
+// silu(gate)·up as one map forward (the silu and mul maps' roundings, so the same bits), and one
+// pass backward writing both gradients into one [2, ...] buffer: the three maps it replaces (g·up,
+// its siluBackward, g·silu(gate)) read g twice and a saved silu(gate) besides.
+const swigluFn = defineFunction({
+  name: 'swiglu',
+  forward(ctx, gate: Tensor, up: Tensor) {
+    ctx.save(gate, up);
+    return runKernel('binary', [gate, up], [...gate.shape], gate.dtype, { op: 'siluMul' });
+  },
+  backward(ctx, g) {
+    const [gate, up] = ctx.saved as [Tensor, Tensor];
+    if (isGradEnabled()) {
+      // a recorded backward must be differentiable again: the same derivative in tensor ops
+      const s = sigmoid(gate);
+      const dgate = ctx.needsInputGrad[0] ? mul(mul(g, up), mul(s, add(1, mul(gate, sub(1, s))))) : null;
+      return [dgate, ctx.needsInputGrad[1] ? mul(g, mul(gate, s)) : null];
+    }
+    // d gate = g·up·σ·(1 + gate·(1 − σ)), d up = g·silu(gate): halves of one buffer, as views
+    const shape = [...gate.shape];
+    const both = runKernel('swigluBackward', [g, gate, up], [2, ...shape], gate.dtype, {});
+    const half = (i: number) => new Tensor(both.storage, shape, contiguousStrides(shape), i * both.storage.size / 2);
+    return [ctx.needsInputGrad[0] ? half(0) : null, ctx.needsInputGrad[1] ? half(1) : null];
+  },
+});
+
+/**
+ * silu(gate)·up, the gated unit of Llama's MLP (SwiGLU), in one kernel pass forward and one
+ * backward; the same values as `silu(gate).mul(up)`, bit for bit. Inputs of different shapes
+ * (broadcast) or dtypes take that composite.
+ * @example swiglu(gateProj.forward(x), upProj.forward(x)); // [B, T, hidden]
+ */
+export function swiglu(gate: Tensor, up: Tensor): Tensor {
+  const same = gate.dtype === up.dtype && (gate.dtype === 'float32' || gate.dtype === 'float64') && gate.shape.length === up.shape.length && gate.shape.every((d, i) => d === up.shape[i]);
+  return same ? swigluFn(gate, up) : mul(silu(gate), up);
 }
 
 // ---------------------------------------------------------------- normalisation (composites)

@@ -48,6 +48,7 @@ const BINARY: Partial<Record<BinaryOp, string>> = {
   ge: '(a >= b ? 1.0 : 0.0)',
   reluBackward: '(b <= 0.0 ? 0.0 : a)',
   siluBackward: 'a * (1.0 / (1.0 + Math.exp(-b))) * (1.0 + b * (1.0 - 1.0 / (1.0 + Math.exp(-b))))',
+  siluMul: 'a / (1.0 + Math.exp(-a)) * b',
 };
 
 const isF32 = (...args: GpuArg[]) => args.every((a) => a.dtype === 'float32');

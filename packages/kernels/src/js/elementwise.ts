@@ -119,6 +119,13 @@ export const BINARY: Record<BinaryOp, (a: number, b: number) => number> = {
   // a select, not g·mask: an inactive unit gives +0 even for g = ±∞ or NaN, as PyTorch
   reluBackward: (g, x) => (x <= 0 ? 0 : g),
   siluBackward: (g, x) => g * UNARY.siluGrad(x, 0),
+  // float32 rounds silu(a) first (binary below), as the silu map's output did before the mul map
+  siluMul: (a, b) => UNARY.silu(a, 0) * b,
+};
+
+/** Ops whose float32 form rounds an intermediate to float32, as the two kernels they fuse did. */
+const BINARY_F32: Partial<Record<BinaryOp, (a: number, b: number) => number>> = {
+  siluMul: (a, b) => Math.fround(UNARY.silu(a, 0)) * b,
 };
 
 type Arg = KernelArg<TypedArray>;
@@ -140,7 +147,7 @@ export const unary: Kernel<'unary', TypedArray> = ([x], out, { op, alpha }) => {
 };
 
 export const binary: Kernel<'binary', TypedArray> = ([a, b], out, { op }) => {
-  const f = BINARY[op];
+  const f = (out.dtype === 'float32' && BINARY_F32[op]) || BINARY[op];
   const ad = a!.data;
   const bd = b!.data;
   const od = out.data;
@@ -157,6 +164,26 @@ export const binary: Kernel<'binary', TypedArray> = ([a, b], out, { op }) => {
   const ia = oa ?? identity(n, a!.offset);
   const ib = ob ?? identity(n, b!.offset);
   for (let i = 0; i < n; i++) od[o0 + i] = f(ad[ia[i]!]!, bd[ib[i]!]!);
+};
+
+/**
+ * SwiGLU's backward, out [2, ...]: d gate = (g·up)·siluGrad(gate), d up = g·silu(gate), with
+ * g·up and silu(gate) rounded to out's dtype first, as the mul and silu maps stored them.
+ */
+export const swigluBackward: Kernel<'swigluBackward', TypedArray> = ([g, gate, up], out) => {
+  const r = out.dtype === 'float32' ? Math.fround : (v: number) => v;
+  const n = numel(g!.shape);
+  const ig = offsetsOrNull(g!) ?? identity(n, g!.offset);
+  const ix = offsetsOrNull(gate!) ?? identity(n, gate!.offset);
+  const iu = offsetsOrNull(up!) ?? identity(n, up!.offset);
+  const [gd, xd, ud, od] = [g!.data, gate!.data, up!.data, out.data];
+  const o0 = out.offset;
+  for (let i = 0; i < n; i++) {
+    const gi = gd[ig[i]!]!;
+    const x = xd[ix[i]!]!;
+    od[o0 + i] = r(gi * ud[iu[i]!]!) * UNARY.siluGrad(x, 0);
+    od[o0 + n + i] = gi * r(UNARY.silu(x, 0));
+  }
 };
 
 export const where: Kernel<'where', TypedArray> = ([c, a, b], out) => {

@@ -5,7 +5,7 @@
 import type { Backend, BackendEntry, KernelTable } from '../backend.js';
 import { ARRAY_TYPES, DTYPES, type TypedArray } from '../names.js';
 import { col2im, im2col } from './conv.js';
-import { binary, copy, fill, unary, where } from './elementwise.js';
+import { binary, copy, fill, swigluBackward, unary, where } from './elementwise.js';
 import { gather, indexAdd, indexSelect, scatterAdd } from './gather.js';
 import { fpRound } from './fp-round.js';
 import { fwht } from './hadamard.js';
@@ -21,7 +21,7 @@ import { argReduce, reduce } from './reduce.js';
 
 /** The js oracle's kernels: the readable reference every other backend is tested against, and runs whatever they decline. */
 export const jsKernels: KernelTable<TypedArray> = {
-  unary, binary, where, copy, fill,
+  unary, binary, where, copy, fill, swigluBackward,
   reduce, argReduce,
   matmul, loraBackward, loraMerge, loraMergePacked,
   im2col, col2im,

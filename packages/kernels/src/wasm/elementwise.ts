@@ -57,7 +57,7 @@ const BIN: Partial<Record<BinaryOp, Emit>> = {
 };
 
 /** f32 approximations (simd-math.ts); in f64 these stay on js, whose Math functions are exact enough. */
-const F32_ONLY = new Set<string>(['exp', 'sigmoid', 'silu', 'siluGrad', 'siluBackward']);
+const F32_ONLY = new Set<string>(['exp', 'sigmoid', 'silu', 'siluGrad', 'siluBackward', 'siluMul']);
 
 /** Unary ops take their operand from local `x` (some use it twice). */
 type UnaryEmit = (c: Code, k: Kind, simd: boolean, x: number) => void;
@@ -309,9 +309,85 @@ const BIN_LOCALS: Partial<Record<BinaryOp, (c: Code, k: Kind, simd: boolean, a: 
     if (v) c.simd(Simd.f32x4_mul);
     else c.op(Op.f32_mul);
   },
+  // silu(a)·b, f32 only: the silu map's value, then the mul map's product (SwiGLU's forward)
+  siluMul: (c, _k, v, a, b) => {
+    if (v) siluF32x4(c, a);
+    else scalarViaLanes(c, a, siluF32x4);
+    c.get(b);
+    if (v) c.simd(Simd.f32x4_mul);
+    else c.op(Op.f32_mul);
+  },
 };
 
+/** Argument words of a SwiGLU backward call (dgate, dup, g, gate, up, n): byte addresses, then elements. */
+const SWIGLU_WORDS = 6;
+
+/**
+ * swiglu_bwd_f32(dgate, dup, g, gate, up, n) over n contiguous elements: one sigmoid serves
+ * d up = g·(x·σ) and d gate = (g·up)·(σ·(1 + x·(1 − σ))), the same f32 operations in the same
+ * order as siluF32x4 / siluGradF32x4 and the mul maps, so the same bits as the three maps. The
+ * tail goes through lane 0 of the vector code, as the maps' scalar steps do.
+ */
+function emitSwigluBackward(mb: ModuleBuilder): void {
+  const P = ValType.i32;
+  const V = ValType.v128;
+  const fn = mb.func([P, P, P, P, P, P], [], (c) => {
+    const [dgate, dup, g, gate, up, n] = [0, 1, 2, 3, 4, 5];
+    const [i, at] = [c.local(P), c.local(P)];
+    const [vg, vx, vu, s] = [c.local(V), c.local(V), c.local(V), c.local(V)];
+    const one = () => c.f32(1).simd(Simd.f32x4_splat);
+    /** Loads the three operands at byte offset `at` (a vector, or one element splatted), computes and stores both results. */
+    const body = (simd: boolean) => {
+      const load = (base: number, dst: number) => {
+        c.get(base).get(at).op(Op.i32_add);
+        c.simdMem(simd ? Simd.v128_load : Simd.v128_load32_splat, simd ? 0 : 2).set(dst);
+      };
+      load(g, vg);
+      load(gate, vx);
+      load(up, vu);
+      const store = () => {
+        if (simd) c.simdMem(Simd.v128_store, 0);
+        else c.lane(Simd.f32x4_extract_lane, 0).mem(Op.f32_store, 2);
+      };
+      sigmoidF32x4(c, vx);
+      c.set(s);
+      // d up = g·silu(x), silu(x) = x·σ
+      c.get(dup).get(at).op(Op.i32_add);
+      c.get(vg).get(vx).get(s).simd(Simd.f32x4_mul).simd(Simd.f32x4_mul);
+      store();
+      // d gate = (g·up)·(σ·(1 + x·(1 − σ)))
+      c.get(dgate).get(at).op(Op.i32_add);
+      c.get(vg).get(vu).simd(Simd.f32x4_mul);
+      c.get(s);
+      one();
+      c.get(vx);
+      one();
+      c.get(s).simd(Simd.f32x4_sub).simd(Simd.f32x4_mul).simd(Simd.f32x4_add).simd(Simd.f32x4_mul);
+      c.simd(Simd.f32x4_mul);
+      store();
+    };
+    c.i32(0).set(i);
+    c.while(() => c.get(i).i32(4).op(Op.i32_add).get(n).op(Op.i32_le_s), () => {
+      c.get(i).i32(2).op(Op.i32_shl).set(at);
+      body(true);
+      c.get(i).i32(4).op(Op.i32_add).set(i);
+    });
+    c.while(() => c.get(i).get(n).op(Op.i32_lt_s), () => {
+      c.get(i).i32(2).op(Op.i32_shl).set(at);
+      body(false);
+      c.get(i).i32(1).op(Op.i32_add).set(i);
+    });
+  }, 'swiglu_bwd_f32');
+  // task export: task t runs the call whose words are at arg + 4·SWIGLU_WORDS·t
+  mb.func([P, P], [], (c) => {
+    c.get(0).get(1).i32(4 * SWIGLU_WORDS).op(Op.i32_mul).op(Op.i32_add).set(0);
+    for (let w = 0; w < SWIGLU_WORDS; w++) c.get(0).mem(Op.i32_load, 2, 4 * w);
+    c.call(fn);
+  }, 'swiglu_bwd_f32_task');
+}
+
 export function emitElementwise(mb: ModuleBuilder): void {
+  emitSwigluBackward(mb);
   for (const k of ['f32', 'f64'] as const) {
     emitWhere(mb, k);
     for (const [op, f] of Object.entries(BIN)) emitMap(mb, k, `binary_${op}_${k}`, 2, (c, v, a, b) => {
@@ -349,7 +425,7 @@ const PARALLEL_MIN = 1 << 15;
  * 196 (add 179 vs 203, maximum 193 vs 148), 2¹⁹ 310 vs 217 (add 359 vs 220), 2²⁰ 539–724 vs 309–509.
  */
 const PARALLEL_MIN_CHEAP = 1 << 19;
-const COSTLY = new Set(['exp', 'sigmoid', 'silu', 'siluGrad', 'siluBackward', 'sqrt', 'rsqrt', 'div', 'reciprocal']);
+const COSTLY = new Set(['exp', 'sigmoid', 'silu', 'siluGrad', 'siluBackward', 'siluMul', 'sqrt', 'rsqrt', 'div', 'reciprocal']);
 
 /**
  * Splits map calls into tasks of about `per` elements: by runs of rows, or along a single row
@@ -431,6 +507,46 @@ export function unaryWasm(engine: Engine, inputs: readonly Arg[], out: Arg, para
 export function binaryWasm(engine: Engine, inputs: readonly Arg[], out: Arg, params: { op: BinaryOp }): boolean {
   const k = kindOf(inputs, out);
   return k !== null && (k === 'f32' || !F32_ONLY.has(params.op)) && (BIN[params.op] ?? BIN_LOCALS[params.op]) !== undefined && runMap(engine, `binary_${params.op}_${k}`, params.op, inputs, out, k);
+}
+
+/**
+ * SwiGLU's backward in one pass for float32 operands; strided or foreign ones are first copied
+ * contiguous into scratch (the model's own are read in place). Split over the pool as the
+ * compute-bound maps are (PARALLEL_MIN), in runs of whole vectors, so the thread count never
+ * changes a result.
+ */
+export function swigluBackwardWasm(engine: Engine, inputs: readonly Arg[], out: Arg): boolean {
+  if (out.dtype !== 'float32' || inputs.some((x) => x.dtype !== 'float32')) return false;
+  const n = numel(inputs[0]!.shape);
+  if (n < MIN_ELEMENTS) return false;
+  const slot = Math.ceil((n * 4) / 16) * 16;
+  const direct = engine.addressOf(out);
+  if (direct < 0 && (2 * slot > MAX_HEAP_BYTES || !engine.reserve(2 * slot))) return false;
+  const outPtr = direct >= 0 ? direct : engine.scratch;
+  let at = engine.scratch + (direct >= 0 ? 0 : 2 * slot);
+  const ptrs: number[] = [];
+  for (const x of inputs) {
+    const p = isContiguous(x.shape, x.strides) ? engine.inPlace(x, direct >= 0 ? out : undefined) : -1;
+    if (p >= 0) ptrs.push(p);
+    else if (stageContiguous(engine, x, at)) {
+      ptrs.push(at);
+      at += slot;
+    } else return false;
+  }
+  const [pg, px, pu] = ptrs as [number, number, number];
+  const tasks = engine.threads > 1 && n >= PARALLEL_MIN ? Math.min(engine.threads * 4, Math.floor(ARGS_BYTES / (4 * SWIGLU_WORDS))) : 1;
+  if (tasks > 1) {
+    const per = Math.ceil(n / tasks / 4) * 4;
+    const words = engine.i32;
+    let t = 0;
+    for (let i = 0; i < n; i += per, t++) {
+      const b = i * 4;
+      words.set([outPtr + b, outPtr + n * 4 + b, pg + b, px + b, pu + b, Math.min(per, n - i)], ARGS / 4 + t * SWIGLU_WORDS);
+    }
+    engine.parallel('swiglu_bwd_f32_task', ARGS, t, true);
+  } else engine.call('swiglu_bwd_f32', outPtr, outPtr + n * 4, pg, px, pu, n);
+  if (direct < 0) engine.stageOut(out, engine.f32, outPtr, 2 * n);
+  return true;
 }
 
 /**

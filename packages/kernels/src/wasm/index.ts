@@ -10,7 +10,7 @@ import { jsBackend } from '../js/index.js';
 import { isContiguous } from '../layout.js';
 import { ARRAY_TYPES, type KernelName, type KernelParams, type TypedArray } from '../names.js';
 import { col2imWasm, emitConv2d, im2colWasm } from './conv.js';
-import { binaryWasm, copyWasm, emitElementwise, unaryWasm, whereWasm } from './elementwise.js';
+import { binaryWasm, copyWasm, emitElementwise, swigluBackwardWasm, unaryWasm, whereWasm } from './elementwise.js';
 import { emitFpRound, fpRoundWasm } from './fp-round.js';
 import { emitGather, gatherWasm, indexAddWasm, indexSelectWasm, scatterAddWasm } from './gather.js';
 import { emitHadamard, fwhtWasm } from './hadamard.js';
@@ -43,6 +43,7 @@ const RULES: { [K in KernelName]?: WasmRule<K> } = {
   binary: binaryWasm,
   copy: copyWasm,
   where: whereWasm,
+  swigluBackward: swigluBackwardWasm,
   // no fill: js's TypedArray#fill already writes a tensor in wasm memory in place, at memset speed
   gather: gatherWasm,
   scatterAdd: scatterAddWasm,

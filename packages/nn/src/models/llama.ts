@@ -3,7 +3,7 @@
  * Hugging Face `LlamaForCausalLM`'s parameter names and layouts, KV-cached `generate()` and
  * `Llama.fromPretrained(dir)` for HF `config.json` + `model.safetensors` directories.
  */
-import { crossEntropy, loadSafetensors, noGrad, silu, tensor, type DType, type Generator, type Tensor } from '@qgrad/core';
+import { crossEntropy, loadSafetensors, noGrad, swiglu, tensor, type DType, type Generator, type Tensor } from '@qgrad/core';
 import { ModuleList } from '../containers.js';
 import { normal_, zeros_ } from '../init.js';
 import { causalBias, KVCache, RotaryEmbedding, scaledDotProductAttention } from '../layers/attention.js';
@@ -110,7 +110,7 @@ export class LlamaMLP extends Module {
     this.down_proj = this.registerModule('down_proj', new Linear(cfg.hiddenDim, cfg.dim, l));
   }
   forward(x: Tensor): Tensor {
-    return this.down_proj.forward(silu(this.gate_proj.forward(x)).mul(this.up_proj.forward(x)));
+    return this.down_proj.forward(swiglu(this.gate_proj.forward(x), this.up_proj.forward(x)));
   }
 }
 
