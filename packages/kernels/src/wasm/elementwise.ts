@@ -11,7 +11,7 @@ import { contiguousStrides, isContiguous, numel } from '../layout.js';
 import type { BinaryOp, TypedArray, UnaryOp } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
 import { ARGS, ARGS_BYTES, MAX_HEAP_BYTES, span, type Engine } from './runtime.js';
-import { blocks, heapView, stage } from './operands.js';
+import { type Blocks, blocks, heapView, stage } from './operands.js';
 import { expF32x4, scalarViaLanes, sigmoidF32x4, siluF32x4, siluGradF32x4 } from './simd-math.js';
 
 type Arg = KernelArg<TypedArray>;
@@ -449,6 +449,19 @@ function splitCalls(calls: number[][], e: number, per: number): number[][] | nul
 }
 
 /**
+ * The argument words of the map call over block `b` of `B` (out, n, rows, a, sa, ra, b, sb, rb,
+ * mode; see emitMap). A module-level function rather than a closure in runMap: tsx/esbuild's
+ * keepNames re-sets a closure's name on every runMap call, which the profile of a tiny-Llama
+ * step showed among its costliest lines of glue.
+ */
+function mapCall(B: Blocks, b: number, e: number, outPtr: number, pa: number, pb: number, mode: number): number[] {
+  const m = B.innerStride.length;
+  const s = b * m;
+  const st = B.starts;
+  return [outPtr + st[s]! * e, B.inner, B.rows, pa + st[s + 1]! * e, B.innerStride[1] ?? 0, B.rowStride[1] ?? 0, pb + (m > 2 ? st[s + 2]! : 0) * e, B.innerStride[2] ?? 0, B.rowStride[2] ?? 0, mode];
+}
+
+/**
  * Runs map export `name` of op `op` (which picks whether it may go to the pool: COSTLY), writing
  * the result at heap address `at` and copying it into `out` unless `keep` (then only `out`'s
  * shape is read: the caller goes on with the result in wasm memory).
@@ -470,23 +483,17 @@ function runMap(engine: Engine, name: string, op: string, inputs: readonly Arg[]
   const ptrs = stage(engine, at + Math.ceil((n * e) / 16) * 16, inputs, inputs.map(() => e), direct >= 0 ? out : undefined);
   if (ptrs === null) return false;
   const B = blocks(out.shape, [contiguousStrides(out.shape), ...inputs.map((x) => x.strides)]);
-  const m = inputs.length + 1;
   const [, sA = 0, sB = 0] = B.innerStride;
-  const [, rA = 0, rB = 0] = B.rowStride;
   const mode = inputs.length === 1 ? (sA === 1 ? 0 : 3) : sA === 1 && sB === 1 ? 0 : sA === 1 && sB === 0 ? 1 : sA === 0 && sB === 1 ? 2 : 3;
   const pb = ptrs[1] ?? 0;
-  const call = (b: number): number[] => {
-    const s = b * m;
-    return [outPtr + B.starts[s]! * e, B.inner, B.rows, ptrs[0]! + B.starts[s + 1]! * e, sA, rA, pb + (m > 2 ? B.starts[s + 2]! : 0) * e, sB, rB, mode];
-  };
   const inPlace = outPtr === direct && ptrs.every((p, j) => p === engine.addressOf(inputs[j]!));
   const threaded = engine.threads > 1 && (COSTLY.has(op) ? n >= PARALLEL_MIN : inPlace && n >= PARALLEL_MIN_CHEAP);
-  const split = threaded ? splitCalls(Array.from({ length: B.count }, (_, b) => call(b)), e, Math.ceil(n / (engine.threads * 4))) : null;
+  const split = threaded ? splitCalls(Array.from({ length: B.count }, (_, b) => mapCall(B, b, e, outPtr, ptrs[0]!, pb, mode)), e, Math.ceil(n / (engine.threads * 4))) : null;
   if (split) {
     const words = engine.i32;
     split.forEach((c, t) => words.set(c, ARGS / 4 + t * MAP_WORDS));
     engine.parallel(`${name}_task`, ARGS, split.length, true);
-  } else for (let b = 0; b < B.count; b++) engine.call(name, ...call(b));
+  } else for (let b = 0; b < B.count; b++) engine.call(name, ...mapCall(B, b, e, outPtr, ptrs[0]!, pb, mode));
   if (!keep && direct < 0) engine.stageOut(out, heapView(engine, out.dtype), outPtr, n);
   return true;
 }
