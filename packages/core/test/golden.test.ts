@@ -41,6 +41,7 @@ const OPS: Record<string, Fn> = {
   gelu: (a) => F.gelu(a),
   gelu_tanh: (a) => F.gelu(a, 'tanh'),
   silu: (a) => F.silu(a),
+  swiglu: (g, u) => q.swiglu(g, u!),
   softplus: (a) => F.softplus(a, 2),
   erf: (a) => a.erf(),
   maximum: (a, b) => a.maximum(b!),
