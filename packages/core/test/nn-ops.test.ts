@@ -108,6 +108,36 @@ describe('rmsNorm', () => {
     checkOp((x, w) => q.rmsNorm(x, [4], w), [[3, 4], [4]]);
   });
 
+  it('with a weight (the fused norm·w) gives rmsNorm(x).mul(w) bit for bit, output and both gradients, in float32 on js and wasm (a 2-d normalized shape, a strided x, a frozen weight), and passes gradgradcheck', () => {
+    const bits = (t: Tensor | null | undefined) => Array.from(new Uint32Array(Float32Array.from(t!.dataSync()).buffer));
+    for (const backend of ['js', 'wasm'] as const) {
+      q.withBackend(backend, () => {
+        const gen = new q.Generator(5);
+        // 6·37 rows of 128 and of 4×8: past the size where the wasm row kernels run
+        for (const [shape, ns] of [[[6, 37, 128], [128]], [[6, 37, 4, 8], [4, 8]]] as [number[], number[]][]) {
+          const x0 = q.randn([...shape].reverse(), { generator: gen }).permute(shape.map((_, i) => shape.length - 1 - i)).mul(3);
+          const w0 = q.randn(ns, { generator: gen });
+          const dy = q.randn(shape, { generator: gen });
+          for (const frozen of [false, true]) {
+            const run = (f: (x: Tensor, w: Tensor) => Tensor) => {
+              const [x, w] = [x0.detach().requiresGrad_(), w0.detach().requiresGrad_(!frozen)];
+              const y = f(x, w);
+              y.backward(dy);
+              return [y, x.grad, w.grad];
+            };
+            const fused = run((x, w) => q.rmsNorm(x, ns, w, 1e-5));
+            const composite = run((x, w) => q.rmsNorm(x, ns, null, 1e-5).mul(w));
+            for (let i = 0; i < 3; i++) {
+              if (frozen && i === 2) expect(fused[i] ?? null).toBeNull();
+              else expect(bits(fused[i]), `${backend} ${shape} output ${i}`).toEqual(bits(composite[i]));
+            }
+          }
+        }
+      });
+    }
+    gradgradcheck((x, w) => q.rmsNorm(x, [4], w, 1e-6), [f64([3, 4]), f64([4])]);
+  });
+
   it('divides by the root mean square: [3, 4] → [3, 4]/√12.5', () => {
     assertAllclose(q.rmsNorm(q.tensor([[3, 4]], { dtype: 'float64' }), [2], null, 0), q.tensor([[3 / Math.sqrt(12.5), 4 / Math.sqrt(12.5)]], { dtype: 'float64' }), { atol: 1e-15 });
   });

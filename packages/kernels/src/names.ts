@@ -132,9 +132,18 @@ export interface KernelParams {
   softmax: SoftmaxParams;
   /** Inputs [y, g] (y the softmax/log-softmax output, g its gradient): dx = y ⊙ (g − Σ g·y), or g − exp(y)·Σ g for log. */
   softmaxBackward: SoftmaxParams;
-  /** Normalises each row of the last axis without affine: x·rstd (rms) or (x − mean)·rstd (layer), rstd = 1/√(mean of squares + eps). */
+  /**
+   * Normalises each row of the last axis: y = x·rstd (rms) or (x − mean)·rstd (layer), rstd =
+   * 1/√(mean of squares + eps). An optional second input, a weight [n], gives y·w, with y rounded
+   * to the dtype first (as the norm then an affine mul).
+   */
   norm: NormParams;
-  /** Inputs [x, g] (g the gradient of the normalised output): dx, with the row statistics recomputed from x. */
+  /**
+   * Inputs [x, g] (g the gradient of the normalised output): dx, with the row statistics
+   * recomputed from x. With a third input, the weight w [n] (g then the gradient of y·w), out is
+   * [rows + 1, n]: dx from g·w, then the weight gradient Σ over rows of g·y, each product rounded
+   * to the dtype and summed in float64 in row order (as the affine mul's backward and a sum would).
+   */
   normBackward: NormParams;
   /**
    * Rotary embedding in the rotate-half layout along the last axis (size D, halves h = D/2):

@@ -98,6 +98,63 @@ describe.each(NATIVE)('$label fused row kernels', (entry) => {
       expect(ran() - before).toBeGreaterThanOrEqual(25);
     });
 
+  it('norm and normBackward with a weight row: bit-identical to the norm, the affine mul and its backward (g·w into normBackward, the column sum of g·y) on this backend and on js, rms and layer, 1 and 2 threads; float64 and strided operands on js', () => {
+    const same = (a: ArrayLike<number>, b: ArrayLike<number>) => Array.from(a).findIndex((v, i) => !Object.is(v, b[i]));
+    type Runner = (k: KernelName, i: ReturnType<typeof contiguous>[], o: ReturnType<typeof out>, p: object) => void;
+    const js: Runner = (k, i, o, p) => (jsKernels[k] as (i: unknown, o: unknown, p: unknown) => void)(i, o, p);
+    /** The unfused ops: forward norm then mul by the broadcast row; backward g·w, normBackward, g·y and its sum over rows. */
+    const composed = (r: Runner, x: ReturnType<typeof contiguous>, g: ReturnType<typeof contiguous>, w: ReturnType<typeof contiguous>, params: NormParams) => {
+      const sh = [...x.shape];
+      const [rows, n] = sh as [number, number];
+      const dtype = x.dtype as 'float32' | 'float64';
+      const wb = { ...w, shape: sh, strides: [0, w.strides[0]!] };
+      const [y, fwd, gw, dx, gy] = [out(dtype, sh), out(dtype, sh), out(dtype, sh), out(dtype, sh), out(dtype, sh)];
+      r('norm', [x], y, params);
+      r('binary', [y, wb], fwd, { op: 'mul' });
+      r('binary', [g, wb], gw, { op: 'mul' });
+      r('normBackward', [x, gw], dx, params);
+      r('binary', [g, y], gy, { op: 'mul' });
+      const dw = out(dtype, [1, n]);
+      r('reduce', [gy], dw, { op: 'sum', axes: [0] });
+      const bwd = out(dtype, [rows + 1, n]);
+      bwd.data.set(dx.data as never);
+      bwd.data.set(dw.data as never, rows * n);
+      return { fwd: fwd.data, bwd: bwd.data };
+    };
+    const fused = (r: Runner, x: ReturnType<typeof contiguous>, g: ReturnType<typeof contiguous>, w: ReturnType<typeof contiguous>, params: NormParams) => {
+      const [rows, n] = x.shape as [number, number];
+      const dtype = x.dtype as 'float32' | 'float64';
+      const [fwd, bwd] = [out(dtype, [rows, n]), out(dtype, [rows + 1, n])];
+      r('norm', [x, w], fwd, params);
+      r('normBackward', [x, g, w], bwd, params);
+      return { fwd: fwd.data, bwd: bwd.data };
+    };
+    const on = (b: Backend): Runner => (k, i, o, p) => b.run(k, i, o, p as never);
+    const before = nativeCalls(one, 'normBackward', 'float32');
+    fc.assert(
+      fc.property(shape, seed, fc.constantFrom<NormParams>({ kind: 'rms', eps: 1e-6 }, { kind: 'layer', eps: 1e-5 }), (sh, s, params) => {
+        const [x, g] = [0, 1].map((j) => contiguous(randomArray('float32', numel(sh), s + j).map((v) => v * 3), sh, 'float32'));
+        const w = contiguous(randomArray('float32', sh[1]!, s + 2), [sh[1]!], 'float32');
+        for (const [name, r] of [['one', on(one)], ['two', on(two)], ['js', js]] as const) {
+          const want = composed(name === 'js' ? js : on(one), x!, g!, w, params);
+          const got = fused(r, x!, g!, w, params);
+          expect(same(got.fwd, want.fwd), `${name} forward`).toBe(-1);
+          expect(same(got.bwd, want.bwd), `${name} backward`).toBe(-1);
+        }
+        // float64 and a strided x run on js, as its own unfused kernels
+        const x64 = { ...x!, dtype: 'float64' as const, data: Float64Array.from(x!.data) };
+        const [g64, w64] = [{ ...g!, dtype: 'float64' as const, data: Float64Array.from(g!.data) }, { ...w, dtype: 'float64' as const, data: Float64Array.from(w.data) }];
+        const f64 = fused(on(one), x64, g64, w64, params);
+        const j64 = composed(js, x64, g64, w64, params);
+        expect(same(f64.fwd, j64.fwd)).toBe(-1);
+        expect(same(f64.bwd, j64.bwd)).toBe(-1);
+      }),
+      { numRuns: 20 },
+    );
+    // each case's fused backward ran in wasm
+    expect(nativeCalls(one, 'normBackward', 'float32') - before).toBeGreaterThanOrEqual(20);
+  });
+
   it('splits large softmax jobs (plain, log, with a bias) over the pool with the same bits as one thread', () => {
     const sh = [3, 100, 301]; // 90,300 elements: past the pool threshold, rows not a multiple of 4
     const x = contiguous(randomArray('float32', numel(sh), 11).map((v) => v * 8), sh, 'float32');

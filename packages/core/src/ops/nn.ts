@@ -83,12 +83,40 @@ const normFn = defineFunction({
     const x = ctx.saved[0]!;
     const { kind, eps } = ctx.state as { kind: 'rms' | 'layer'; eps: number };
     if (!isGradEnabled()) return [runKernel('normBackward', [x, g], [...x.shape], x.dtype, { kind, eps }), null, null];
-    // y = (x − μ)·r: dx = r·(g − mean(g) − y·mean(g·y)) (no mean(g) term for rms, where μ = 0)
-    const c = kind === 'layer' ? sub(x, mean(x, -1, true)) : x;
-    const r = rsqrt(add(mean(mul(c, c), -1, true), eps));
-    const y = mul(c, r);
-    const gc = kind === 'layer' ? sub(g, mean(g, -1, true)) : g;
-    return [mul(r, sub(gc, mul(y, mean(mul(g, y), -1, true)))), null, null];
+    return [normGrad(x, g, kind, eps), null, null];
+  },
+});
+
+/** normFn's dx in tensor ops (a recorded backward): y = (x − μ)·r, dx = r·(g − mean(g) − y·mean(g·y)), no mean(g) term for rms (μ = 0). */
+function normGrad(x: Tensor, g: Tensor, kind: 'rms' | 'layer', eps: number): Tensor {
+  const c = kind === 'layer' ? sub(x, mean(x, -1, true)) : x;
+  const r = rsqrt(add(mean(mul(c, c), -1, true), eps));
+  const y = mul(c, r);
+  const gc = kind === 'layer' ? sub(g, mean(g, -1, true)) : g;
+  return mul(r, sub(gc, mul(y, mean(mul(g, y), -1, true))));
+}
+
+/**
+ * normFn followed by the affine weight w [n] (y·w), fused: the forward multiplies in the norm's
+ * pass, the backward gives dx and dw from one pass over x and g (out [rows + 1, n]: dx rows, then
+ * dw), where the mul's backward took two maps and a column sum, and the norm's backward a third
+ * pass. The same roundings as norm then mul, so the same bits.
+ */
+const normAffineFn = defineFunction({
+  name: 'normAffine',
+  forward(ctx, x: Tensor, w: Tensor, kind: 'rms' | 'layer', eps: number) {
+    ctx.save(x, w);
+    ctx.state = { kind, eps };
+    return runKernel('norm', [x, w], [...x.shape], x.dtype, { kind, eps });
+  },
+  backward(ctx, g) {
+    const [x, w] = ctx.saved as [Tensor, Tensor];
+    const { kind, eps } = ctx.state as { kind: 'rms' | 'layer'; eps: number };
+    // d(y·w) = w·dy, dy → dx as normFn's; dw = Σ_rows g·y
+    if (isGradEnabled()) return [normGrad(x, mul(g, w), kind, eps), sum(mul(g, normFn(x, kind, eps)), 0), null, null];
+    const [rows, n] = x.shape as [number, number];
+    const both = runKernel('normBackward', [x, g, w], [rows + 1, n], x.dtype, { kind, eps });
+    return [new Tensor(both.storage, [rows, n], [n, 1], 0), new Tensor(both.storage, [n], [1], rows * n), null, null];
   },
 });
 
@@ -251,7 +279,13 @@ export function rmsNorm(x: Tensor, normalizedShape: number[] | number, weight?: 
   const dims = lastDims('rmsNorm', x, normalizedShape);
   checkAffine('rmsNorm', 'weight', weight, dims.map((d) => x.shape[d]!));
   const xf = asFloat(x);
-  return affine(normalizeTrailing(xf, dims.length, 'rms', eps ?? machineEps(xf)), weight);
+  const e = eps ?? machineEps(xf);
+  if (weight && weight.dtype === xf.dtype) {
+    // weight has the trailing dims' shape: both flattened to rows of n
+    const n = weight.shape.reduce((a, b) => a * b, 1);
+    return reshape(normAffineFn(reshape(xf, [-1, n]), reshape(weight, [n]), 'rms', e), xf.shape);
+  }
+  return affine(normalizeTrailing(xf, dims.length, 'rms', e), weight);
 }
 
 /**

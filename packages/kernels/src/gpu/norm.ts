@@ -124,8 +124,9 @@ function normOk(inputs: readonly GpuArg[], out: GpuArg): boolean {
   return isF32(...inputs, out) && out.shape.length > 0 && writable(out) && n > 0 && 4 * n <= MAX_INDEX && 3 * out.shape[out.shape.length - 1]! <= MAX_LOOP;
 }
 
-export function normGpu(call: Call, [x]: readonly GpuArg[], out: GpuArg, { kind, eps }: KernelParams['norm']): boolean {
-  if (!normOk([x!], out)) return false;
+export function normGpu(call: Call, [x, w]: readonly GpuArg[], out: GpuArg, { kind, eps }: KernelParams['norm']): boolean {
+  // the affine form (a weight input) runs on js
+  if (w || !normOk([x!], out)) return false;
   const n = numel(out.shape);
   const { source, per } = statsSource(x!, undefined, kind === 'layer', eps);
   const stats = call.scratch(source, (n / out.shape[out.shape.length - 1]!) * per, [x!]);
@@ -137,8 +138,8 @@ return (x[${offsetOf(x!.strides, x!.offset, 'c')}] - s[st]) * s[st + 1];
   return true;
 }
 
-export function normBackwardGpu(call: Call, [x, g]: readonly GpuArg[], out: GpuArg, { kind, eps }: KernelParams['normBackward']): boolean {
-  if (!normOk([x!, g!], out)) return false;
+export function normBackwardGpu(call: Call, [x, g, w]: readonly GpuArg[], out: GpuArg, { kind, eps }: KernelParams['normBackward']): boolean {
+  if (w || !normOk([x!, g!], out)) return false;
   const n = numel(out.shape);
   const { source, per } = statsSource(x!, g!, kind === 'layer', eps);
   const stats = call.scratch(source, (n / out.shape[out.shape.length - 1]!) * per, [x!, g!]);

@@ -89,27 +89,36 @@ function rowStats(d: TypedArray, p: number, step: number, n: number, layer: bool
   return [mu, 1 / Math.sqrt(v / n + eps)];
 }
 
-export const norm: Kernel<'norm', TypedArray> = ([x], out, { kind, eps }) => {
+export const norm: Kernel<'norm', TypedArray> = ([x, w], out, { kind, eps }) => {
   if (numel(out.shape) === 0) return;
   const axis = out.shape.length - 1;
   const { starts: [xs, os], steps: [sx, so], n } = lines(axis, [x!], out);
   const xd = x!.data;
   const od = out.data;
+  // an affine weight multiplies the normalised value rounded to the dtype, as a separate mul would
+  const round = xd instanceof Float32Array ? Math.fround : (v: number) => v;
   for (let r = 0; r < xs!.length; r++) {
     const [px, po] = [xs![r]!, os![r]!];
     const [mu, rstd] = rowStats(xd, px, sx!, n, kind === 'layer', eps);
-    for (let i = 0; i < n; i++) od[po + i * so!] = (xd[px + i * sx!]! - mu) * rstd;
+    if (w) for (let i = 0; i < n; i++) od[po + i * so!] = round((xd[px + i * sx!]! - mu) * rstd) * w.data[w.offset + i * w.strides[0]!]!;
+    else for (let i = 0; i < n; i++) od[po + i * so!] = (xd[px + i * sx!]! - mu) * rstd;
   }
 };
 
-export const normBackward: Kernel<'normBackward', TypedArray> = ([x, g], out, { kind, eps }) => {
-  if (numel(out.shape) === 0) return;
-  const axis = out.shape.length - 1;
+export const normBackward: Kernel<'normBackward', TypedArray> = ([x, g, w], out, { kind, eps }) => {
+  if (numel(x!.shape) === 0) return;
+  const axis = x!.shape.length - 1;
   const layer = kind === 'layer';
-  const { starts: [xs, gs, os], steps: [sx, sg, so], n } = lines(axis, [x!, g!], out);
+  // with a weight, out is [rows + 1, n]: the rows of dx, then the weight's gradient
+  const { starts: [xs, gs, os], steps: [sx, sg, so], n } = lines(axis, [x!, g!], { ...out, shape: x!.shape });
   const xd = x!.data;
   const gd = g!.data;
   const od = out.data;
+  const round = xd instanceof Float32Array ? Math.fround : (v: number) => v;
+  const wAt = (i: number) => w!.data[w!.offset + i * w!.strides[0]!]!;
+  // the gradient reaching the normalised value: g, or g·w rounded as the affine mul's backward rounds it
+  const gn = (pg: number, i: number) => (w ? round(gd[pg + i * sg!]! * wAt(i)) : gd[pg + i * sg!]!);
+  const dw = w ? new Float64Array(n) : null;
   for (let r = 0; r < xs!.length; r++) {
     const [px, pg, po] = [xs![r]!, gs![r]!, os![r]!];
     const [mu, rstd] = rowStats(xd, px, sx!, n, layer, eps);
@@ -117,7 +126,7 @@ export const normBackward: Kernel<'normBackward', TypedArray> = ([x, g], out, { 
     let sgm = 0;
     let sgy = 0;
     for (let i = 0; i < n; i++) {
-      const gi = gd[pg + i * sg!]!;
+      const gi = gn(pg, i);
       sgm += gi;
       sgy += gi * (xd[px + i * sx!]! - mu) * rstd;
     }
@@ -125,9 +134,12 @@ export const normBackward: Kernel<'normBackward', TypedArray> = ([x, g], out, { 
     sgy /= n;
     for (let i = 0; i < n; i++) {
       const y = (xd[px + i * sx!]! - mu) * rstd;
-      od[po + i * so!] = rstd * (gd[pg + i * sg!]! - sgm - y * sgy);
+      od[po + i * so!] = rstd * (gn(pg, i) - sgm - y * sgy);
     }
+    // Σ over rows of g·y, each product and y rounded as the mul map and the norm output were, in row order
+    if (dw) for (let i = 0; i < n; i++) dw[i] = dw[i]! + round(gd[pg + i * sg!]! * round((xd[px + i * sx!]! - mu) * rstd));
   }
+  if (dw) for (let i = 0; i < n; i++) od[out.offset + xs!.length * n + i] = dw[i]!;
 };
 
 export const rope: Kernel<'rope', TypedArray> = ([x, c, s], out, { transpose }) => {

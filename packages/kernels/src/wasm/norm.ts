@@ -16,7 +16,7 @@ import { expF32x4 } from './simd-math.js';
 type Arg = KernelArg<TypedArray>;
 
 /** Argument words of a row job (i32 slots at ARGS; eps as f32 bits). */
-const enum W { x, g, out, n, rows, perTask, flag, stats, eps, period }
+const enum W { x, g, out, n, rows, perTask, flag, stats, eps, period, weight, acc }
 
 /** Below this many elements the copies and the call cost more than the js loop saves. */
 const MIN_ELEMENTS = 1024;
@@ -298,54 +298,106 @@ export function emitNorm(mb: ModuleBuilder): void {
     });
     c.f32(1).get(v).get(n).op(0xb2).op(Op.f32_div).get(eps).op(Op.f32_add).op(Op.f32_sqrt).op(Op.f32_div).set(rstd);
   };
-  // norm: out = (x − mu)·rstd (flag: layer)
-  emitRowTask(mb, 'norm_f32', (k) => {
-    const { c, n, i, tmp, px, po } = k;
-    const [mu, rstd] = [c.local(F), c.local(F)];
-    stats(k, mu, rstd);
-    mapRow(c, i, n, tmp, po, (r) => {
-      ld(r, px);
-      sc(r, mu);
-      bin(r, 'sub');
-      sc(r, rstd);
-      bin(r, 'mul');
+  // norm: out = (x − mu)·rstd (flag: layer); norm_w: that rounded, times the weight row at
+  // W.weight (the affine mul map's product, fused)
+  for (const weighted of [false, true]) {
+    emitRowTask(mb, weighted ? 'norm_w_f32' : 'norm_f32', (k) => {
+      const { c, n, i, tmp, px, po, word } = k;
+      const [mu, rstd, pw] = [c.local(F), c.local(F), c.local(P)];
+      if (weighted) {
+        word(W.weight);
+        c.set(pw);
+      }
+      stats(k, mu, rstd);
+      mapRow(c, i, n, tmp, po, (r) => {
+        ld(r, px);
+        sc(r, mu);
+        bin(r, 'sub');
+        sc(r, rstd);
+        bin(r, 'mul');
+        if (weighted) {
+          ld(r, pw);
+          bin(r, 'mul');
+        }
+      });
     });
-  });
-  // norm backward (x, g): dx = rstd·(g − mean(g) − y·mean(g·y)), y = (x − mu)·rstd; rms has no mean(g)
-  emitRowTask(mb, 'norm_bwd_f32', (k) => {
-    const { c, n, i, tmp, flag, px, pg, po } = k;
-    const [mu, rstd, sg, sgy] = [c.local(F), c.local(F), c.local(F), c.local(F)];
-    stats(k, mu, rstd);
-    const y = (r: Row) => {
-      ld(r, px);
-      sc(r, mu);
-      bin(r, 'sub');
-      sc(r, rstd);
-      bin(r, 'mul');
-    };
-    c.f32(0).set(sg);
-    c.get(flag).if();
-    reduceRow(c, i, n, tmp, 'add', sg, (r) => ld(r, pg));
-    c.get(sg).get(n).op(0xb2).op(Op.f32_div).set(sg);
-    c.end();
-    reduceRow(c, i, n, tmp, 'add', sgy, (r) => {
-      ld(r, pg);
-      y(r);
-      bin(r, 'mul');
+  }
+  // norm backward (x, g): dx = rstd·(g − mean(g) − y·mean(g·y)), y = (x − mu)·rstd; rms has no mean(g).
+  // norm_bwd_w: the gradient arriving at the affine output, g·w (rounded as the mul map rounds it)
+  // takes g's place, and each row adds g·y (rounded) into the f64 accumulators at W.acc, in row
+  // order: the weight gradient as the mul map then the column sum formed it (one task, no pool)
+  for (const weighted of [false, true]) {
+    emitRowTask(mb, weighted ? 'norm_bwd_w_f32' : 'norm_bwd_f32', (k) => {
+      const { c, n, i, tmp, flag, px, pg, po, word } = k;
+      const [mu, rstd, sg, sgy, pw, pacc] = [c.local(F), c.local(F), c.local(F), c.local(F), c.local(P), c.local(P)];
+      if (weighted) {
+        word(W.weight);
+        c.set(pw);
+        word(W.acc);
+        c.set(pacc);
+      }
+      stats(k, mu, rstd);
+      const y = (r: Row) => {
+        ld(r, px);
+        sc(r, mu);
+        bin(r, 'sub');
+        sc(r, rstd);
+        bin(r, 'mul');
+      };
+      /** The incoming gradient of the normalised row: g, or g·w. */
+      const gy = (r: Row) => {
+        ld(r, pg);
+        if (weighted) {
+          ld(r, pw);
+          bin(r, 'mul');
+        }
+      };
+      c.f32(0).set(sg);
+      c.get(flag).if();
+      reduceRow(c, i, n, tmp, 'add', sg, gy);
+      c.get(sg).get(n).op(0xb2).op(Op.f32_div).set(sg);
+      c.end();
+      reduceRow(c, i, n, tmp, 'add', sgy, (r) => {
+        gy(r);
+        y(r);
+        bin(r, 'mul');
+      });
+      c.get(sgy).get(n).op(0xb2).op(Op.f32_div).set(sgy);
+      mapRow(c, i, n, tmp, po, (r) => {
+        gy(r);
+        sc(r, sg);
+        bin(r, 'sub');
+        y(r);
+        sc(r, sgy);
+        bin(r, 'mul');
+        bin(r, 'sub');
+        sc(r, rstd);
+        bin(r, 'mul');
+      });
+      if (!weighted) return;
+      const [v, pa] = [c.local(V), c.local(P)];
+      each(c, i, n, tmp, (r) => {
+        ld(r, pg);
+        y(r);
+        bin(r, 'mul');
+        c.get(pacc).get(i).i32(3).op(Op.i32_shl).op(Op.i32_add).set(pa);
+        if (r.simd) {
+          c.set(v);
+          for (const [half, lanes] of [[0, [0, 1, 2, 3]], [16, [2, 3, 0, 1]]] as const) {
+            c.get(pa).get(pa).simdMem(Simd.v128_load, 3, half);
+            c.get(v);
+            if (half) c.get(v).shuffle32(lanes);
+            c.simd(Simd.f64x2_promote_low_f32x4).simd(Simd.f64x2_add).simdMem(Simd.v128_store, 3, half);
+          }
+        } else {
+          c.op(Op.f64_promote_f32);
+          const t = c.local(ValType.f64);
+          c.set(t);
+          c.get(pa).get(pa).mem(Op.f64_load, 3).get(t).op(Op.f64_add).mem(Op.f64_store, 3);
+        }
+      });
     });
-    c.get(sgy).get(n).op(0xb2).op(Op.f32_div).set(sgy);
-    mapRow(c, i, n, tmp, po, (r) => {
-      ld(r, pg);
-      sc(r, sg);
-      bin(r, 'sub');
-      y(r);
-      sc(r, sgy);
-      bin(r, 'mul');
-      bin(r, 'sub');
-      sc(r, rstd);
-      bin(r, 'mul');
-    });
-  });
+  }
   // rope (flag: adjoint): rows of x; table rows repeat with period W.period (x's T dim), cos at
   // W.g and sin at W.stats. Halves h = n/2 are a multiple of 4 (the caller checks).
   emitRowTask(mb, 'rope_f32', ({ c, n, flag, row, px, po, word }) => {
@@ -395,6 +447,10 @@ interface RowJob {
   stats?: number;
   eps?: number;
   period?: number;
+  /** The affine weight row (norm_w, norm_bwd_w). */
+  weight?: number;
+  /** The weight gradient's f64 accumulators (norm_bwd_w). */
+  acc?: number;
 }
 
 /**
@@ -417,6 +473,8 @@ function runRowJob(engine: Engine, name: string, job: RowJob): void {
   words[w + W.stats] = job.stats ?? 0;
   engine.f32[w + W.eps] = job.eps ?? 0;
   words[w + W.period] = job.period ?? 1;
+  words[w + W.weight] = job.weight ?? 0;
+  words[w + W.acc] = job.acc ?? 0;
   engine.parallel(name, ARGS, Math.ceil(job.rows / perTask), threaded);
 }
 
@@ -471,11 +529,54 @@ export function softmaxBackwardWasm(engine: Engine, inputs: readonly Arg[], out:
 }
 
 export function normWasm(engine: Engine, inputs: readonly Arg[], out: Arg, { kind, eps }: NormParams): boolean {
-  return runRows(engine, 'norm_f32', inputs, out, kind === 'layer' ? 1 : 0, eps);
+  const flag = kind === 'layer' ? 1 : 0;
+  if (inputs.length === 2) return runNormWeighted(engine, inputs[0]!, null, inputs[1]!, out, flag, eps);
+  return runRows(engine, 'norm_f32', inputs, out, flag, eps);
 }
 
 export function normBackwardWasm(engine: Engine, inputs: readonly Arg[], out: Arg, { kind, eps }: NormParams): boolean {
-  return runRows(engine, 'norm_bwd_f32', inputs, out, kind === 'layer' ? 1 : 0, eps);
+  const flag = kind === 'layer' ? 1 : 0;
+  if (inputs.length === 3) return runNormWeighted(engine, inputs[0]!, inputs[1]!, inputs[2]!, out, flag, eps);
+  return runRows(engine, 'norm_bwd_f32', inputs, out, flag, eps);
+}
+
+/**
+ * The affine forms: norm_w (x, weight) and norm_bwd_w (x, g, weight), whose out is [rows + 1, n]:
+ * dx, then the weight gradient, summed in f64 accumulators in scratch (zeroed here) and rounded
+ * into out's last row. Contiguous float32 operands only; one task (the row order of the sum).
+ */
+function runNormWeighted(engine: Engine, x: Arg, g: Arg | null, w: Arg, out: Arg, flag: number, eps: number): boolean {
+  const ins = g ? [x, g] : [x];
+  if (out.dtype !== 'float32' || [...ins, w].some((a) => a.dtype !== 'float32' || !isContiguous(a.shape, a.strides))) return false;
+  const n = x.shape[x.shape.length - 1]!;
+  const total = numel(x.shape);
+  if (total < MIN_ELEMENTS || numel(w.shape) !== n) return false;
+  const rows = total / n;
+  const slot = Math.ceil((total * 4) / 16) * 16;
+  const wBytes = Math.ceil((n * 4) / 16) * 16;
+  const need = slot * 3 + wBytes + n * 8;
+  if (need > MAX_HEAP_BYTES || !engine.reserve(need)) return false;
+  const [scratchOut, wAt, accAt] = [engine.scratch + 2 * slot, engine.scratch + 3 * slot, engine.scratch + 3 * slot + wBytes];
+  const f32 = engine.f32;
+  const direct = engine.addressOf(out);
+  const ptrs = [...ins, w].map((a, j) => {
+    const p = engine.inPlace(a, direct >= 0 ? out : undefined);
+    if (p >= 0) return p;
+    const at = j < ins.length ? engine.scratch + j * slot : wAt;
+    engine.stageIn(a.data, a.offset, a.offset + numel(a.shape), f32, at);
+    return at;
+  });
+  const outPtr = direct >= 0 ? direct : scratchOut;
+  const acc = g ? accAt : undefined;
+  if (acc !== undefined) engine.f64.fill(0, acc / 8, acc / 8 + n);
+  runRowJob(engine, g ? 'norm_bwd_w_f32' : 'norm_w_f32', { x: ptrs[0]!, g: g ? ptrs[1] : undefined, out: outPtr, n, rows, flag, eps, weight: ptrs[ins.length]!, acc });
+  if (direct < 0) engine.stageOut(out, engine.f32, outPtr, total);
+  if (acc !== undefined) {
+    const [a, o] = [engine.f64, out.data];
+    // a float32 store rounds the f64 sum to nearest, as the column reduce's f32.demote_f64 does
+    for (let q = 0; q < n; q++) o[out.offset + total + q] = a[acc / 8 + q]!;
+  }
+  return true;
 }
 
 /**
