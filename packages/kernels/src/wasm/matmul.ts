@@ -75,6 +75,17 @@ function cacheTiles(Mp: number, Np: number, { mr, nr }: MicroShape, batches: num
   return [evenTile(Mp / mr, mc / mr) * mr, evenTile(Np / nr, nc / nr) * nr];
 }
 
+/**
+ * Tiles of a product whose B panels each task packs itself (fuseB): all rows in one block, so each
+ * panel is packed once; the columns cut for the pool (8 tasks per thread where there are panels
+ * enough, as cacheTiles) or in blocks of NC_TARGET on one thread.
+ */
+function columnTiles(Mp: number, Np: number, { nr }: MicroShape, threads: number): [number, number] {
+  const panels = Np / nr;
+  const per = threads <= 1 ? Math.ceil(roundUp(NC_TARGET, nr) / nr) : Math.max(1, Math.floor(panels / (threads * 8)));
+  return [Mp, evenTile(panels, Math.min(panels, per)) * nr];
+}
+
 /** A (M×K, strides sm, sk) → per k-block, MR-row panels stored k-major (MR values per k). */
 function packA(src: TypedArray, off: number, sm: number, sk: number, M: number, K: number, mr: number, kc: number, dst: TypedArray, d: number): void {
   const Mp = roundUp(M, mr);
@@ -123,13 +134,30 @@ function allEqual(xs: Int32Array): boolean {
 /** Multiply-adds below which the js loop beats packing + a wasm call (measured: 16³ ≈ break-even). */
 export const MATMUL_MIN_MACS = 16 ** 3;
 
+/** Whether `bias` is one row of N values broadcast over out's rows and batches (what linear adds). */
+function rowVector(bias: Arg, r: number): boolean {
+  return bias.strides.every((s, d) => d === r - 1 || s === 0);
+}
+
+/** out += bias row by row, in JS, for the paths that end before a driver task (K = 0, matvec). */
+function addRows(out: Arg, bias: Arg, rows: number, N: number): void {
+  const sn = bias.strides[bias.strides.length - 1]!;
+  for (let i = 0; i < rows; i++) {
+    const o = out.offset + i * N;
+    for (let j = 0; j < N; j++) out.data[o + j] = out.data[o + j]! + bias.data[bias.offset + j * sn]!;
+  }
+}
+
 /**
  * Runs the matmul kernel on the engine; returns false when it cannot or should not (the caller
- * falls back to js): other dtypes, products under `minMacs`, scratch beyond the memory limit.
+ * falls back to js): other dtypes, products under `minMacs`, scratch beyond the memory limit, a
+ * bias other than one row broadcast over out. A bias is added to each finished tile by the driver
+ * task (biasEpilogue), read in place or from a contiguous copy in scratch.
  */
-export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, minMacs = MATMUL_MIN_MACS, direct = true): boolean {
+export function matmulWasm(engine: Engine, [a, b, bias]: readonly Arg[], out: Arg, minMacs = MATMUL_MIN_MACS, direct = true): boolean {
   const dtype = out.dtype;
   if ((dtype !== 'float32' && dtype !== 'float64') || a!.dtype !== dtype || b!.dtype !== dtype) return false;
+  if (bias && (bias.dtype !== dtype || !rowVector(bias, out.shape.length))) return false;
   const tile: MicroShape = dtype === 'float32' ? F32_TILE : F64_TILE;
   const e = dtype === 'float32' ? 4 : 8;
   const r = out.shape.length;
@@ -144,10 +172,14 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
   if (batches === 0 || M === 0 || N === 0) return true;
   if (K === 0) {
     out.data.fill(0, out.offset, out.offset + batches * M * N);
+    if (bias) addRows(out, bias, batches * M, N);
     return true;
   }
   // x·Wᵀ with a few rows of x and W row-major in wasm memory: dot products along W's rows in place
-  if (batches === 1 && direct && matvecWasm(engine, a!, b!, out, M, N, K)) return true;
+  if (batches === 1 && direct && matvecWasm(engine, a!, b!, out, M, N, K)) {
+    if (bias) addRows(out, bias, M, N);
+    return true;
+  }
   const { mr, nr } = tile;
   const Mp = roundUp(M, mr);
   const Np = roundUp(N, nr);
@@ -174,7 +206,14 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
   const stagedB = stagedA + (raw ? align(copyA * e) : 0);
   const basesA = stagedB + (raw ? align(copyB * e) : 0);
   const basesB = basesA + align(4 * batches);
-  const fixedStart = basesB + align(4 * batches);
+  // the bias row in place where it is one contiguous row of wasm memory apart from out's bytes,
+  // else copied into scratch
+  const outAt = engine.addressOf(out);
+  const biasIn = bias && bias.strides[r - 1] === 1 ? engine.addressOf(bias) : -1;
+  const biasApart = biasIn >= 0 && (outAt < 0 || biasIn + N * e <= outAt || outAt + batches * M * N * e <= biasIn);
+  const stagedBias = basesB + align(4 * batches);
+  const biasAt = !bias ? 0 : biasApart ? biasIn : stagedBias;
+  const fixedStart = stagedBias + (bias && !biasApart ? align(N * e) : 0);
   // where each operand's span lies in wasm memory (its own buffer, or the staged copy), else -1
   const atA = inA >= 0 ? inA : raw ? stagedA : -1;
   const atB = inB >= 0 ? inB : raw ? stagedB : -1;
@@ -200,13 +239,20 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
   const [mcFuse, ncFuse] = cacheTiles(Mp, Np, tile, 1, threads);
   const fuseA = direct && batches === 1 && atA >= 0 && M % mr === 0 && sam === 1 && sak >= mr && mcFuse >= 16 * mr && ncFuse >= 16 * nr;
   const directA = !fuseA && direct && atA >= 0 && M % mr === 0 && sam >= 0 && sak >= 0 && (sak === 1 || Np <= 16 * nr);
-  const directB = direct && atB >= 0 && Mp <= 16 * mr && N % nr === 0 && sbn === 1 && sbk >= 0;
+  // A transposed B (x·Wᵀ, W's rows k-contiguous) beside a short A whose rows all fit one row block:
+  // each task packs its B panels one at a time just before the micro-kernel reads them (each
+  // element once, as the pack pass does), so no pack phase and its barrier, no panel written on
+  // one core and read on another, and no packed copy of W (800 KB for the MNIST MLP's first
+  // layer) pushing C out of L2 before the next kernel reads it. 1 thread, CPU time, medians of 11
+  // alternating rounds, both orders (npx tsx runs/ab.ts, load 4): 64 × 784·(256 × 784)ᵀ +6–8 %,
+  // 64 × 256·(256 × 256)ᵀ +1–2 %; the map that reads C next 24 → 13 µs (64 × 256).
+  const fuseB = direct && dtype === 'float32' && batches === 1 && atB >= 0 && !fuseA && sbk === 1 && sbn >= nr && N % nr === 0 && Mp <= roundUp(MC_TARGET, mr);
+  const directB = !fuseB && direct && atB >= 0 && Mp <= 16 * mr && N % nr === 0 && sbn === 1 && sbk >= 0;
   const aBytes = directA || fuseA ? 0 : align(Mp * K * e);
-  const bBytes = directB ? 0 : align(K * Np * e);
+  const bBytes = directB || fuseB ? 0 : align(K * Np * e);
   const cBytes = align(Mp * Np * e);
   // C straight into a tensor in wasm memory when its tiles are exactly the tensor's rows (M, N
   // multiples of the micro-tile) and it overlaps no operand; else in scratch, copied in afterwards
-  const outAt = engine.addressOf(out);
   const overlaps = (x: Arg) => engine.addressOf(x) >= 0 && engine.inPlace(x, out) < 0;
   const directC = outAt >= 0 && Mp === M && Np === N && !overlaps(a!) && !overlaps(b!);
   const perBatch = (shareA ? 0 : aBytes) + (shareB ? 0 : bBytes) + (directC ? 0 : cBytes);
@@ -215,12 +261,12 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
   const aPtr = fixedStart;
   const bPtr = aPtr + (shareA ? aBytes : chunk * aBytes);
   const cPtr = bPtr + (shareB ? bBytes : chunk * bBytes);
-  const [mc, nc] = cacheTiles(Mp, Np, tile, chunk, threads);
+  const [mc, nc] = fuseB ? columnTiles(Mp, Np, tile, threads) : cacheTiles(Mp, Np, tile, chunk, threads);
   const tilesM = Math.ceil(Mp / mc);
   const tilesN = Math.ceil(Np / nc);
-  const aBufBytes = fuseA ? align(mc * kc * e) : 0;
-  const aBuf = cPtr + (directC ? 0 : chunk * cBytes);
-  const total = fixed + chunk * perBatch + tilesM * tilesN * aBufBytes;
+  const bufBytes = fuseA ? align(mc * kc * e) : fuseB ? align(nr * kc * e) : 0;
+  const buf = cPtr + (directC ? 0 : chunk * cBytes);
+  const total = fixed + chunk * perBatch + tilesM * tilesN * bufBytes;
   if (total > MAX_HEAP_BYTES || !engine.reserve(total)) return false;
 
   const args = engine.i32;
@@ -229,6 +275,12 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
   for (let t = 0; t < batches; t++) {
     args[basesA / 4 + t] = aBase[t]! - spanA[0];
     args[basesB / 4 + t] = bBase[t]! - spanB[0];
+  }
+  if (bias && !biasApart) {
+    const view = dtype === 'float32' ? engine.f32 : engine.f64;
+    const sn = bias.strides[r - 1]!;
+    for (let j = 0; j < N; j++) view[stagedBias / e + j] = bias.data[bias.offset + j * sn]!;
+    if (engine.addressOf(bias) < 0) engine.stagedIn += N * e;
   }
   if (raw) {
     const view = dtype === 'float32' ? engine.f32 : engine.f64;
@@ -241,23 +293,23 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
     ];
     for (const [word, v] of words) args[pw + word] = v;
   }
-  const viaDirect = directA || directB || fuseA;
-  const product = `matmul_${fuseA ? 'fused_' : viaDirect ? 'direct_' : ''}${dtype === 'float32' ? 'f32' : 'f64'}`;
+  const viaDirect = directA || directB || fuseA || fuseB;
+  const product = `matmul_${fuseA ? 'fused_' : fuseB ? 'fusedb_' : viaDirect ? 'direct_' : ''}${dtype === 'float32' ? 'f32' : 'f64'}`;
   const cBatch = directC ? M * N * e : cBytes;
   if (viaDirect) {
     const words: [DirectArg, number][] = [
-      [DirectArg.a, directA || fuseA ? atA : aPtr], [DirectArg.b, directB ? atB : bPtr], [DirectArg.c, cPtr],
+      [DirectArg.a, directA || fuseA ? atA : aPtr], [DirectArg.b, directB || fuseB ? atB : bPtr], [DirectArg.c, cPtr],
       [DirectArg.mp, Mp], [DirectArg.np, Np], [DirectArg.k, K], [DirectArg.kc, kc], [DirectArg.tilesM, tilesM], [DirectArg.tilesN, tilesN],
       [DirectArg.mc, mc], [DirectArg.nc, nc], [DirectArg.aDirect, directA ? 1 : 0], [DirectArg.aRow, sam * e], [DirectArg.aK, sak * e],
       [DirectArg.bDirect, directB ? 1 : 0], [DirectArg.bK, sbk * e], [DirectArg.aBatch, shareA ? 0 : aBytes], [DirectArg.bBatch, shareB ? 0 : bBytes],
-      [DirectArg.cBatch, cBatch], [DirectArg.aBuf, aBuf], [DirectArg.aBufBytes, aBufBytes],
+      [DirectArg.cBatch, cBatch], [DirectArg.buf, buf], [DirectArg.bufBytes, bufBytes], [DirectArg.bCol, sbn * e], [DirectArg.bias, biasAt], [DirectArg.n, N],
     ];
     for (const [word, v] of words) args[w + word] = v;
   } else {
     const words: [MatmulArg, number][] = [
       [MatmulArg.a, aPtr], [MatmulArg.b, bPtr], [MatmulArg.c, cPtr], [MatmulArg.aBatch, shareA ? 0 : aBytes], [MatmulArg.bBatch, shareB ? 0 : bBytes],
       [MatmulArg.cBatch, cBatch], [MatmulArg.mp, Mp], [MatmulArg.np, Np], [MatmulArg.k, K], [MatmulArg.kc, kc], [MatmulArg.tilesM, tilesM],
-      [MatmulArg.tilesN, tilesN], [MatmulArg.mc, mc], [MatmulArg.nc, nc],
+      [MatmulArg.tilesN, tilesN], [MatmulArg.mc, mc], [MatmulArg.nc, nc], [MatmulArg.bias, biasAt], [MatmulArg.n, N],
     ];
     for (const [word, v] of words) args[w + word] = v;
   }
@@ -274,7 +326,7 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
       // the two phases of one pool job (interleaved against two dispatches: +1–3 % on squares,
       // +3–7 % on the batched attention products)
       const tasksA = directA || fuseA ? 0 : shareA ? (t0 === 0 ? Mp / mr : 0) : n * (Mp / mr);
-      const tasksB = directB ? 0 : shareB ? (t0 === 0 ? Np / nr : 0) : n * (Np / nr);
+      const tasksB = directB || fuseB ? 0 : shareB ? (t0 === 0 ? Np / nr : 0) : n * (Np / nr);
       args[pw + PackArg.aBases] = basesA + 4 * (shareA ? 0 : t0);
       args[pw + PackArg.bBases] = basesB + 4 * (shareB ? 0 : t0);
       args[pw + PackArg.tasksA] = tasksA;
@@ -285,7 +337,7 @@ export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, min
       if (t0 === 0) engine.stagedIn += (inA < 0 ? numel(a!.shape) * e : 0) + (inB < 0 ? numel(b!.shape) * e : 0);
       for (let t = 0; t < n; t++) {
         if (!directA && !fuseA && (!shareA || (t0 === 0 && t === 0))) packA(a!.data, aBase[t0 + t]!, sam, sak, M, K, mr, kc, view, (aPtr + (shareA ? 0 : t * aBytes)) / e);
-        if (!directB && (!shareB || (t0 === 0 && t === 0))) packB(b!.data, bBase[t0 + t]!, sbk, sbn, K, N, nr, kc, view, (bPtr + (shareB ? 0 : t * bBytes)) / e);
+        if (!directB && !fuseB && (!shareB || (t0 === 0 && t === 0))) packB(b!.data, bBase[t0 + t]!, sbk, sbn, K, N, nr, kc, view, (bPtr + (shareB ? 0 : t * bBytes)) / e);
       }
       engine.parallel(product, ARGS, multiply.n, threaded);
     }

@@ -38,10 +38,11 @@ export const F64_TILE: MicroShape = { mr: 4, nr: 4 };
 
 /**
  * Words of the argument block of a matmul job (i32, at `arg`). Pointers are bytes; A and B are
- * packed (see matmul.ts), C is padded to Mp × Np.
+ * packed (see matmul.ts), C is padded to Mp × Np. `bias`, when not 0, is the address of N
+ * contiguous values added to every row of the finished C (`n` = N: padded columns get none).
  */
 export const enum MatmulArg {
-  a, b, c, aBatch, bBatch, cBatch, mp, np, k, kc, tilesM, tilesN, mc, nc, count,
+  a, b, c, aBatch, bBatch, cBatch, mp, np, k, kc, tilesM, tilesN, mc, nc, bias, n, count,
 }
 
 /**
@@ -218,28 +219,71 @@ const SHORT_K = 64;
  * its flag set is read where it lives: batch t's A at a + aBases[t]·e (an i32 list at aBases, in
  * elements), its rows aRow apart and its k aK apart; B likewise at b + bBases[t]·e, its k bK apart
  * and its columns contiguous. Otherwise it is packed as for `matmul_*`, batch t's panels at
- * a + t·aBatch (b + t·bBatch). C of batch t at c + t·cBatch, padded to mp × np. The fused
- * driver's A lives in place, rows contiguous, and task t packs it at aBuf + t·aBufBytes.
+ * a + t·aBatch (b + t·bBatch). C of batch t at c + t·cBatch, padded to mp × np. Task t of a
+ * fused driver packs into its own buffer at buf + t·bufBytes: `matmul_fused_*` its A panels (A in
+ * place, rows contiguous), `matmul_fusedb_f32` one B panel at a time (B in place, k contiguous,
+ * its columns bCol bytes apart: a transposed weight Wᵀ).
  */
 export const enum DirectArg {
-  a, b, c, mp, np, k, kc, tilesM, tilesN, mc, nc, aDirect, aRow, aK, bDirect, bK, aBatch, bBatch, cBatch, aBases, bBases, aBuf, aBufBytes, count,
+  a, b, c, mp, np, k, kc, tilesM, tilesN, mc, nc, aDirect, aRow, aK, bDirect, bK, aBatch, bBatch, cBatch, aBases, bBases, buf, bufBytes, bCol, bias, n, count,
+}
+
+/**
+ * Packs f32 B panel j (columns j … j+NR, one k block) from B in place, k contiguous and columns
+ * bCol bytes apart (Wᵀ of x·Wᵀ), into `buf` in the panel layout (NR values per k): four k a pass,
+ * a 4×4 transpose per four columns, the last kcb mod 4 k one value at a time. Bit copies only.
+ */
+function packPanelB(c: Code, s: MicroShape, l: { b: number; bCol: number; j: number; k0: number; kcb: number; buf: number; src: number; dst: number; kk: number }): void {
+  const quad = Array.from({ length: 4 }, () => c.local(ValType.v128));
+  const tmp = Array.from({ length: 4 }, () => c.local(ValType.v128));
+  const row = Array.from({ length: s.nr }, () => c.local(ValType.i32));
+  // src: column j's k0; one pointer per column, each stepped 16 bytes a pass
+  c.get(l.b).get(l.j).get(l.bCol).op(Op.i32_mul).op(Op.i32_add).get(l.k0).i32(4).op(Op.i32_mul).op(Op.i32_add).set(l.src);
+  for (let col = 0; col < s.nr; col++) {
+    if (col === 0) c.get(l.src).set(row[0]!);
+    else c.get(row[col - 1]!).get(l.bCol).op(Op.i32_add).set(row[col]!);
+  }
+  c.get(l.buf).set(l.dst);
+  c.get(l.kcb).i32(-4).op(Op.i32_and).i32(s.nr * 4).op(Op.i32_mul).get(l.buf).op(Op.i32_add).set(l.kk);
+  c.while(() => c.get(l.dst).get(l.kk).op(Op.i32_lt_u), () => {
+    for (let g = 0; g < s.nr / 4; g++) {
+      for (let q = 0; q < 4; q++) c.get(row[4 * g + q]!).simdMem(Simd.v128_load, 0).set(quad[q]!);
+      transpose4(c, quad, tmp);
+      for (let q = 0; q < 4; q++) c.get(l.dst).get(quad[q]!).simdMem(Simd.v128_store, 4, q * s.nr * 4 + g * 16);
+    }
+    for (let col = 0; col < s.nr; col++) c.get(row[col]!).i32(16).op(Op.i32_add).set(row[col]!);
+    c.get(l.dst).i32(4 * s.nr * 4).op(Op.i32_add).set(l.dst);
+  });
+  c.get(l.kcb).i32(s.nr * 4).op(Op.i32_mul).get(l.buf).op(Op.i32_add).set(l.kk);
+  c.while(() => c.get(l.dst).get(l.kk).op(Op.i32_lt_u), () => {
+    for (let col = 0; col < s.nr; col++) {
+      c.get(l.dst).get(row[col]!).mem(Op.i32_load, 2).mem(Op.i32_store, 2, col * 4);
+      c.get(row[col]!).i32(4).op(Op.i32_add).set(row[col]!);
+    }
+    c.get(l.dst).i32(s.nr * 4).op(Op.i32_add).set(l.dst);
+  });
 }
 
 /**
  * Task export `name(arg, t)`: one (batch, row block, column block) of C over all k blocks, as
  * `emitDriver`, with either operand read in place (DirectArg). For products where packing an
  * operand costs as much as the product, since each packed element is used by only a few tiles: a
- * LoRA adapter's x·Aᵀ, (g·B)ᵀ·x, and attention's per-head products. With `fuse` (the
+ * LoRA adapter's x·Aᵀ, (g·B)ᵀ·x, and attention's per-head products. With `fuseOperand` 'a' (the
  * `matmul_fused_*` export, a separate function so that the direct one compiles as before), A is
- * packed by the task itself, one k block at a time just before the micro-kernel reads it.
+ * packed by the task itself, one k block at a time just before the micro-kernel reads it; with
+ * 'b' (`matmul_fusedb_f32`), B, one panel of one k block at a time (packPanelB). Every driver
+ * ends with the bias epilogue (a no-op where the bias word is 0).
  */
-function emitDirectDriver(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, column: number, name: string, fuse = false): void {
+function emitDirectDriver(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, column: number, name: string, fuseOperand: 'a' | 'b' | null = null): void {
   const P = ValType.i32;
   const e = t.bytes;
+  const fuse = fuseOperand === 'a';
+  const fuseB = fuseOperand === 'b';
   mb.func([P, P], [], (c) => {
     const [arg, task] = [0, 1];
     const [a, b, cc, np, mp, k, kc, m0, m1, n0, n1, k0, kcb, at, bt, i, j, acc, aRow, aStep, bStep, aDirect, bDirect, per, batch] = Array.from({ length: 25 }, () => c.local(P));
-    const [buf, srcK, apb, kk, src, dst, panelBytes] = fuse ? Array.from({ length: 7 }, () => c.local(P)) : [];
+    const [buf, srcK, apb, kk, src, dst, panelBytes] = fuseOperand ? Array.from({ length: 7 }, () => c.local(P)) : [];
+    const bCol = fuseB ? c.local(P) : -1;
     const get = (w: DirectArg) => c.get(arg).mem(Op.i32_load, 2, w * 4);
     get(DirectArg.np).set(np);
     get(DirectArg.mp).set(mp);
@@ -249,11 +293,12 @@ function emitDirectDriver(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: num
     get(DirectArg.bDirect).set(bDirect);
     get(DirectArg.tilesM);
     get(DirectArg.tilesN).op(Op.i32_mul).set(per);
-    if (fuse) {
-      // A lives in place and is packed into this task's own buffer, its rows contiguous
-      get(DirectArg.aBuf);
-      get(DirectArg.aBufBytes).get(task).op(Op.i32_mul).op(Op.i32_add).set(buf!);
-      get(DirectArg.aK).set(srcK!);
+    if (fuseOperand) {
+      // the fused operand lives in place and is packed into this task's own buffer
+      get(DirectArg.buf);
+      get(DirectArg.bufBytes).get(task).op(Op.i32_mul).op(Op.i32_add).set(buf!);
+      if (fuse) get(DirectArg.aK).set(srcK!);
+      else get(DirectArg.bCol).set(bCol);
     }
     c.get(task).get(per).op(Op.i32_div_u).set(batch);
     c.get(task).get(per).op(Op.i32_rem_u).set(task);
@@ -266,7 +311,7 @@ function emitDirectDriver(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: num
       else c.get(direct).op(Op.select).op(Op.i32_add).set(dst);
     };
     base(a, fuse ? -1 : aDirect, DirectArg.a, DirectArg.aBases, DirectArg.aBatch);
-    base(b, bDirect, DirectArg.b, DirectArg.bBases, DirectArg.bBatch);
+    base(b, fuseB ? -1 : bDirect, DirectArg.b, DirectArg.bBases, DirectArg.bBatch);
     get(DirectArg.c);
     get(DirectArg.cBatch).get(batch).op(Op.i32_mul).op(Op.i32_add).set(cc);
     // a packed operand steps through its panel: MR (NR) values per k, rows e apart
@@ -322,12 +367,17 @@ function emitDirectDriver(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: num
         });
       }
       c.for(j, () => c.get(n0), () => c.get(n1), s.nr, () => {
-        // B tile: in place b + j·e + k0·bK, or the panel at b + (k0·np + j·kcb)·e
-        c.get(bDirect).if();
-        c.get(b).get(j).i32(e).op(Op.i32_mul).op(Op.i32_add).get(k0).get(bStep).op(Op.i32_mul).op(Op.i32_add).set(bt);
-        c.op(Op.else);
-        c.get(b).get(k0).get(np).op(Op.i32_mul).get(j).get(kcb).op(Op.i32_mul).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add).set(bt);
-        c.end();
+        if (fuseB) {
+          packPanelB(c, s, { b, bCol, j, k0, kcb, buf: buf!, src: src!, dst: dst!, kk: kk! });
+          c.get(buf!).set(bt);
+        } else {
+          // B tile: in place b + j·e + k0·bK, or the panel at b + (k0·np + j·kcb)·e
+          c.get(bDirect).if();
+          c.get(b).get(j).i32(e).op(Op.i32_mul).op(Op.i32_add).get(k0).get(bStep).op(Op.i32_mul).op(Op.i32_add).set(bt);
+          c.op(Op.else);
+          c.get(b).get(k0).get(np).op(Op.i32_mul).get(j).get(kcb).op(Op.i32_mul).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add).set(bt);
+          c.end();
+        }
         const tileAt = () => {
           c.get(aDirect).if();
           c.get(a).get(i).get(aRow).op(Op.i32_mul).op(Op.i32_add).get(k0).get(aStep).op(Op.i32_mul).op(Op.i32_add).set(at);
@@ -355,6 +405,7 @@ function emitDirectDriver(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: num
       });
       c.get(k0).get(kcb).op(Op.i32_add).set(k0);
     });
+    biasEpilogue(t, DirectArg.bias, DirectArg.n)(c, { arg, m0, m1, n0, n1, c: cc, np });
   }, name);
 }
 
@@ -380,6 +431,44 @@ export interface TileLocals {
   n1: number;
   c: number;
   np: number;
+}
+
+/**
+ * Epilogue of the float drivers: where word `biasWord` of the argument block is an address, adds
+ * the bias row there to each row of the finished tile (columns below word `nWord`). The product
+ * is already rounded, so each element gets the one rounding of a separate add: the same bits as
+ * matmul then add (addmm's order), where starting the sum from the bias would not be.
+ */
+function biasEpilogue(t: Lanes, biasWord: number, nWord: number): (c: Code, tile: TileLocals) => void {
+  const e = t.bytes;
+  const [load, add] = e === 4 ? [Op.f32_load, Op.f32_add] : [Op.f64_load, Op.f64_add];
+  const store = e === 4 ? Op.f32_store : Op.f64_store;
+  return (c, { arg, m0, m1, n0, n1, c: cc, np }) => {
+    const P = ValType.i32;
+    const [bias, end, vend, i, p, q, stop] = Array.from({ length: 7 }, () => c.local(P));
+    c.get(arg).mem(Op.i32_load, 2, biasWord * 4).tee(bias).if();
+    // end: the last real column (C's padding gets no bias); vend: where whole vectors stop
+    min(c, () => c.get(n1), () => c.get(arg).mem(Op.i32_load, 2, nWord * 4));
+    c.set(end);
+    c.get(end).get(n0).op(Op.i32_sub).i32(-t.lanes).op(Op.i32_and).get(n0).op(Op.i32_add).set(vend);
+    c.for(i, () => c.get(m0), () => c.get(m1), 1, () => {
+      c.get(cc).get(i).get(np).op(Op.i32_mul).get(n0).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add).set(p);
+      c.get(bias).get(n0).i32(e).op(Op.i32_mul).op(Op.i32_add).set(q);
+      c.get(p).get(vend).get(n0).op(Op.i32_sub).i32(e).op(Op.i32_mul).op(Op.i32_add).set(stop);
+      c.while(() => c.get(p).get(stop).op(Op.i32_lt_u), () => {
+        c.get(p).get(p).simdMem(Simd.v128_load, 0).get(q).simdMem(Simd.v128_load, 0).simd(t.add).simdMem(Simd.v128_store, 0);
+        c.get(p).i32(16).op(Op.i32_add).set(p);
+        c.get(q).i32(16).op(Op.i32_add).set(q);
+      });
+      c.get(p).get(end).get(vend).op(Op.i32_sub).i32(e).op(Op.i32_mul).op(Op.i32_add).set(stop);
+      c.while(() => c.get(p).get(stop).op(Op.i32_lt_u), () => {
+        c.get(p).get(p).mem(load, e === 4 ? 2 : 3).get(q).mem(load, e === 4 ? 2 : 3).op(add).mem(store, e === 4 ? 2 : 3);
+        c.get(p).i32(e).op(Op.i32_add).set(p);
+        c.get(q).i32(e).op(Op.i32_add).set(q);
+      });
+    });
+    c.end();
+  };
 }
 
 /**
@@ -634,16 +723,17 @@ function emitPack(mb: ModuleBuilder, t: Lanes, s: MicroShape, name: string): voi
   }, name);
 }
 
-/** Adds the `matmul_*`, `matmul_direct_*`, `matmul_fused_*` and `pack_*` task exports. */
+/** Adds the `matmul_*`, `matmul_direct_*`, `matmul_fused_*`, `matmul_fusedb_f32` and `pack_*` task exports. */
 export function emitMatmul(mb: ModuleBuilder, flavor: Flavor): void {
-  emitDriver(mb, F32, F32_TILE, emitMicro(mb, F32, F32_TILE, flavor.relaxed), 'matmul_f32');
-  emitDriver(mb, F64, F64_TILE, emitMicro(mb, F64, F64_TILE, flavor.relaxed), 'matmul_f64');
+  emitDriver(mb, F32, F32_TILE, emitMicro(mb, F32, F32_TILE, flavor.relaxed), 'matmul_f32', biasEpilogue(F32, MatmulArg.bias, MatmulArg.n));
+  emitDriver(mb, F64, F64_TILE, emitMicro(mb, F64, F64_TILE, flavor.relaxed), 'matmul_f64', biasEpilogue(F64, MatmulArg.bias, MatmulArg.n));
   emitPack(mb, F32, F32_TILE, 'pack_f32');
   emitPack(mb, F64, F64_TILE, 'pack_f64');
   for (const [t, s, dtype] of [[F32, F32_TILE, 'f32'], [F64, F64_TILE, 'f64']] as const) {
     const micro = emitMicroStrided(mb, t, s, flavor.relaxed);
     const column = emitMicroTiles(mb, t, s, flavor.relaxed);
     emitDirectDriver(mb, t, s, micro, column, `matmul_direct_${dtype}`);
-    emitDirectDriver(mb, t, s, micro, column, `matmul_fused_${dtype}`, true);
+    emitDirectDriver(mb, t, s, micro, column, `matmul_fused_${dtype}`, 'a');
+    if (dtype === 'f32') emitDirectDriver(mb, t, s, micro, column, 'matmul_fusedb_f32', 'b');
   }
 }
