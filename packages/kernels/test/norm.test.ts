@@ -207,7 +207,7 @@ describe.each(NATIVE)('$label rope', (entry) => {
 
   const problem = fc.record({ lead: fc.array(fc.integer({ min: 1, max: 4 }), { minLength: 1, maxLength: 2 }), t: fc.integer({ min: 1, max: 40 }), h8: fc.integer({ min: 1, max: 8 }), perRow: fc.boolean(), seed });
   for (const transpose of [false, true])
-    it(`${transpose ? 'the adjoint' : 'the forward'} equals js with [T, D] or [1, D] tables broadcast over x`, () => {
+    it(`${transpose ? 'the adjoint' : 'the forward'} equals js with [T, D] or [1, D] tables broadcast over x, and a transposed x its contiguous copy bit for bit`, () => {
       const ran = () => nativeCalls(one, 'rope');
       const before = ran();
       fc.assert(
@@ -231,10 +231,14 @@ describe.each(NATIVE)('$label rope', (entry) => {
           const b = run(two, 'rope' as RowKernel, [x, c, sn] as never, shape, { transpose } as never);
           expect([...b.data]).toEqual([...a.data]);
           expect(mismatch(a.data, ref.data, 1e-6, 1e-6)).toBe(-1);
+          // a transposed x (read in place through its row offsets, or staged) gives the bits of its contiguous copy
+          const xc = out('float32', shape);
+          jsKernels.copy([x], xc, {});
+          expect([...run(one, 'rope' as RowKernel, [xc, c, sn] as never, shape, { transpose } as never).data]).toEqual([...a.data]);
         }),
         { numRuns: 30 },
       );
-      expect(ran() - before).toBe(30);
+      expect(ran() - before).toBe(60);
     });
 });
 

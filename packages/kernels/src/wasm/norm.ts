@@ -5,7 +5,7 @@
  * (rows are short); float64, strided inputs and other axes stay on js.
  */
 import type { KernelArg } from '../backend.js';
-import { isContiguous, numel } from '../layout.js';
+import { isContiguous, numel, offsets } from '../layout.js';
 import { stageContiguous } from './elementwise.js';
 import { stage } from './operands.js';
 import type { NormParams, SoftmaxParams, TypedArray } from '../names.js';
@@ -16,7 +16,7 @@ import { expF32x4 } from './simd-math.js';
 type Arg = KernelArg<TypedArray>;
 
 /** Argument words of a row job (i32 slots at ARGS; eps as f32 bits). */
-const enum W { x, g, out, n, rows, perTask, flag, stats, eps, period, weight, acc }
+const enum W { x, g, out, n, rows, perTask, flag, stats, eps, period, weight, acc, rowTable }
 
 /** Below this many elements the copies and the call cost more than the js loop saves. */
 const MIN_ELEMENTS = 1024;
@@ -400,9 +400,17 @@ export function emitNorm(mb: ModuleBuilder): void {
   }
   // rope (flag: adjoint): rows of x; table rows repeat with period W.period (x's T dim), cos at
   // W.g and sin at W.stats. Halves h = n/2 are a multiple of 4 (the caller checks).
+  // A strided x (heads split off a projection: rows of n floats, in another order) is read in place
+  // through W.rowTable, each row's element offset from x, instead of being copied in row order first.
   emitRowTask(mb, 'rope_f32', ({ c, n, flag, row, px, po, word }) => {
     const [h, tb, pc, ps, j] = [c.local(P), c.local(P), c.local(P), c.local(P), c.local(P)];
     const [x1, x2, c1, c2, s1, s2] = Array.from({ length: 6 }, () => c.local(V));
+    word(W.rowTable);
+    c.if();
+    word(W.x);
+    word(W.rowTable);
+    c.get(row).i32(2).op(Op.i32_shl).op(Op.i32_add).mem(Op.i32_load, 2).i32(2).op(Op.i32_shl).op(Op.i32_add).set(px);
+    c.end();
     c.get(n).i32(1).op(Op.i32_shr_u).set(h);
     c.get(row);
     word(W.period);
@@ -451,6 +459,8 @@ interface RowJob {
   weight?: number;
   /** The weight gradient's f64 accumulators (norm_bwd_w). */
   acc?: number;
+  /** Each row's element offset from x, for an x whose rows are not in order (rope_f32). */
+  rowTable?: number;
 }
 
 /**
@@ -475,6 +485,7 @@ function runRowJob(engine: Engine, name: string, job: RowJob): void {
   words[w + W.period] = job.period ?? 1;
   words[w + W.weight] = job.weight ?? 0;
   words[w + W.acc] = job.acc ?? 0;
+  words[w + W.rowTable] = job.rowTable ?? 0;
   engine.parallel(name, ARGS, Math.ceil(job.rows / perTask), threaded);
 }
 
@@ -630,14 +641,35 @@ function runTabled(engine: Engine, name: string, x: Arg, tables: Arg[], out: Arg
   const n = out.shape[out.shape.length - 1]!;
   const slot = Math.ceil((total * 4) / 16) * 16;
   const strided = !isContiguous(x.shape, x.strides);
-  if (strided && !stageContiguous(engine, x, engine.scratch + slot)) return false;
+  // rope reads a strided x in wasm memory in place, row by row through a table of row offsets
+  const table = strided && name === 'rope_f32' && x.strides[x.strides.length - 1] === 1 && engine.addressOf(x) >= 0 ? rowOffsets(x) : null;
+  if (table) {
+    if (!engine.reserve(slot + table.length * 4)) return false;
+    engine.i32.set(table, (engine.scratch + slot) / 4);
+  } else if (strided && !stageContiguous(engine, x, engine.scratch + slot)) return false;
   const views = strided ? tables : [x, ...tables];
   const direct = engine.addressOf(out);
   const ptrs = stage(engine, engine.scratch + (strided ? 2 : 1) * slot, views, views.map(() => 4), direct >= 0 ? out : undefined);
   if (ptrs === null) return false;
-  if (strided) ptrs.unshift(engine.scratch + slot);
+  if (strided) ptrs.unshift(table ? engine.addressOf(x) : engine.scratch + slot);
   const outPtr = direct >= 0 ? direct : engine.scratch;
-  runRowJob(engine, name, { x: ptrs[0]!, g: ptrs[1], stats: ptrs[2], out: outPtr, n, rows: total / n, flag, period });
+  runRowJob(engine, name, { x: ptrs[0]!, g: ptrs[1], stats: ptrs[2], out: outPtr, n, rows: total / n, flag, period, rowTable: table ? engine.scratch + slot : 0 });
   if (direct < 0) engine.stageOut(out, engine.f32, outPtr, total);
   return true;
+}
+
+/** The last row-offset tables made (a step's few layouts recur every step), keyed by shape and strides. */
+const rowTables = new Map<string, Int32Array>();
+
+/** Element offset from x's element 0 of each row of x (its last dim contiguous), in row-major order. */
+function rowOffsets(x: Arg): Int32Array {
+  const r = x.shape.length;
+  const k = `${x.shape.join()}|${x.strides.join()}`;
+  let t = rowTables.get(k);
+  if (!t) {
+    t = offsets({ shape: x.shape.slice(0, r - 1), strides: x.strides.slice(0, r - 1), offset: 0 });
+    if (rowTables.size >= 16) rowTables.clear();
+    rowTables.set(k, t);
+  }
+  return t;
 }
