@@ -302,10 +302,10 @@ describe.each(NATIVE)('$label matmul', (entry) => {
     expect((two as { stats?: () => { kernel: string; pooled: number }[] }).stats!().find((s) => s.kernel === 'matmul')!.pooled).toBeGreaterThan(0);
   });
 
-  it.runIf(entry.name === 'wasm')('packs a transposed B (x·Wᵀ) inside each task beside a short A, bit for bit as packing it beforehand, on 1 and 2 threads', () => {
+  it.runIf(entry.name === 'wasm')('packs a transposed B (x·Wᵀ) inside the task beside a short A on one thread, bit for bit as packing it beforehand and as 2 threads', () => {
     // Wᵀ in wasm memory, k contiguous, N a multiple of 8; x with up to 96 rows (one row block, so
-    // each task packs its B panels one at a time); K around the 4-k transposes and their tail, over
-    // one and several k blocks; some products large enough for the pool
+    // the task packs its B panels one at a time); K around the 4-k transposes and their tail, over
+    // one and several k blocks; some products large enough for the pool (which packs B first)
     const packed = createWasmBackend({ threads: 1, matmulMinMacs: 0, matmulDirect: false });
     const cases = fc.record({
       M: fc.integer({ min: 5, max: 96 }),

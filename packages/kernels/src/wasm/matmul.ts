@@ -76,14 +76,12 @@ function cacheTiles(Mp: number, Np: number, { mr, nr }: MicroShape, batches: num
 }
 
 /**
- * Tiles of a product whose B panels each task packs itself (fuseB): all rows in one block, so each
- * panel is packed once; the columns cut for the pool (8 tasks per thread where there are panels
- * enough, as cacheTiles) or in blocks of NC_TARGET on one thread.
+ * Tiles of a product whose B panels its task packs itself (fuseB, one thread): all rows in one
+ * block, so each panel is packed once, and columns in blocks of NC_TARGET.
  */
-function columnTiles(Mp: number, Np: number, { nr }: MicroShape, threads: number): [number, number] {
+function columnTiles(Mp: number, Np: number, { nr }: MicroShape): [number, number] {
   const panels = Np / nr;
-  const per = threads <= 1 ? Math.ceil(roundUp(NC_TARGET, nr) / nr) : Math.max(1, Math.floor(panels / (threads * 8)));
-  return [Mp, evenTile(panels, Math.min(panels, per)) * nr];
+  return [Mp, evenTile(panels, Math.min(panels, roundUp(NC_TARGET, nr) / nr)) * nr];
 }
 
 /** A (M×K, strides sm, sk) → per k-block, MR-row panels stored k-major (MR values per k). */
@@ -239,14 +237,16 @@ export function matmulWasm(engine: Engine, [a, b, bias]: readonly Arg[], out: Ar
   const [mcFuse, ncFuse] = cacheTiles(Mp, Np, tile, 1, threads);
   const fuseA = direct && batches === 1 && atA >= 0 && M % mr === 0 && sam === 1 && sak >= mr && mcFuse >= 16 * mr && ncFuse >= 16 * nr;
   const directA = !fuseA && direct && atA >= 0 && M % mr === 0 && sam >= 0 && sak >= 0 && (sak === 1 || Np <= 16 * nr);
-  // A transposed B (x·Wᵀ, W's rows k-contiguous) beside a short A whose rows all fit one row block:
-  // each task packs its B panels one at a time just before the micro-kernel reads them (each
-  // element once, as the pack pass does), so no pack phase and its barrier, no panel written on
-  // one core and read on another, and no packed copy of W (800 KB for the MNIST MLP's first
-  // layer) pushing C out of L2 before the next kernel reads it. 1 thread, CPU time, medians of 11
-  // alternating rounds, both orders (npx tsx runs/ab.ts, load 4): 64 × 784·(256 × 784)ᵀ +6–8 %,
-  // 64 × 256·(256 × 256)ᵀ +1–2 %; the map that reads C next 24 → 13 µs (64 × 256).
-  const fuseB = direct && dtype === 'float32' && batches === 1 && atB >= 0 && !fuseA && sbk === 1 && sbn >= nr && N % nr === 0 && Mp <= roundUp(MC_TARGET, mr);
+  // A transposed B (x·Wᵀ, W's rows k-contiguous) beside a short A whose rows all fit one row block,
+  // on one thread: the task packs its B panels one at a time just before the micro-kernel reads
+  // them (each element once, as the pack pass does), so there is no packed copy of W (800 KB for
+  // the MNIST MLP's first layer) pushing C out of L2 before the next kernel reads it. 1 thread,
+  // CPU time, medians of 11 alternating rounds, both orders (npx tsx runs/ab.ts, load 4): 64 ×
+  // 784·(256 × 784)ᵀ +6–8 %, 64 × 256·(256 × 256)ᵀ +1–2 %; the map that reads C next 24 → 13 µs
+  // (64 × 256). Not on the pool: there the tiles are 64 × 16 (16 tasks), and in the MLP step (2
+  // threads, real-time priority, medians of 125 steps) the first layer's product took 418–420 µs
+  // against 396–413 µs with the pack phase and 32 × 32 tiles.
+  const fuseB = !threaded && direct && dtype === 'float32' && batches === 1 && atB >= 0 && !fuseA && sbk === 1 && sbn >= nr && N % nr === 0 && Mp <= roundUp(MC_TARGET, mr);
   const directB = !fuseB && direct && atB >= 0 && Mp <= 16 * mr && N % nr === 0 && sbn === 1 && sbk >= 0;
   const aBytes = directA || fuseA ? 0 : align(Mp * K * e);
   const bBytes = directB || fuseB ? 0 : align(K * Np * e);
@@ -261,7 +261,7 @@ export function matmulWasm(engine: Engine, [a, b, bias]: readonly Arg[], out: Ar
   const aPtr = fixedStart;
   const bPtr = aPtr + (shareA ? aBytes : chunk * aBytes);
   const cPtr = bPtr + (shareB ? bBytes : chunk * bBytes);
-  const [mc, nc] = fuseB ? columnTiles(Mp, Np, tile, threads) : cacheTiles(Mp, Np, tile, chunk, threads);
+  const [mc, nc] = fuseB ? columnTiles(Mp, Np, tile) : cacheTiles(Mp, Np, tile, chunk, threads);
   const tilesM = Math.ceil(Mp / mc);
   const tilesN = Math.ceil(Np / nc);
   const bufBytes = fuseA ? align(mc * kc * e) : fuseB ? align(nr * kc * e) : 0;
