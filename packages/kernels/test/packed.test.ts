@@ -427,6 +427,57 @@ describe('wasm packedMatmul on operands in wasm memory', () => {
   });
 });
 
+describe('wasm packedMatmul on weights it touches ahead (≥ 2 MiB)', () => {
+  // the kernels load a word of each line of the weight's row two rows ahead (its scales too) before
+  // decoding a row, from 2 MiB of weight on: rows computed so, the last ones included (where no
+  // row lies ahead), equal the same rows of a weight small enough not to be touched, bit for bit
+  it('gives the rows of a large weight exactly the results of those rows alone', () => {
+    const b = createWasmBackend({ threads: 1 });
+    try {
+      const K = 4096;
+      let seed = 7;
+      const byte = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 16) & 0xff;
+      // [bits, group size, table, zero point, base-3 packing]: the planar table, lifted int4,
+      // 2-bit int grid, 1-bit with zero points, 4-bit groups of 16 (packed.ts), int8 per channel, base 3
+      const cases: [1 | 2 | 4 | 8, number, TableKind, boolean, boolean][] = [
+        [4, 64, 'levels', false, false], [4, 32, 'int', false, false], [2, K, 'int', false, false], [1, 128, 'levels', true, false],
+        [4, 16, 'levels', true, false], [8, K, 'int8', false, false], [2, K, 'int', false, true],
+      ];
+      for (const [bits, groupSize, table, zeroPoint, base3] of cases) {
+        const rowBytes = base3 ? 832 : (K * bits) / 8;
+        const O = Math.ceil((2 << 20) / rowBytes) + 3;
+        const G = K / groupSize;
+        const c: Case = { N: 1, O, groups: G, groupSize, bits, zeroPoint, bias: true, table, seed: 5 };
+        const x = b.alloc('float32', K) as Float32Array;
+        x.set(randomArray('float32', K, 3));
+        const codes = b.alloc('uint8', O * rowBytes) as Uint8Array;
+        for (let i = 0; i < codes.length; i++) codes[i] = base3 ? byte() % 243 : byte();
+        const scale = Float32Array.from({ length: O * G }, (_, i) => 0.01 + (i % 13) / 16);
+        const zero = Float32Array.from({ length: O * G }, (_, i) => (i % 5) - 2);
+        const bias = Float32Array.from({ length: O }, (_, i) => (i % 7) / 8);
+        const levels = base3 ? Float32Array.from([-1, 0, 1]) : tableOf(c);
+        const params: PackedMatmulParams = { bits, outFeatures: O, groupSize, zeroPoint, bias: true, ...(base3 && { packing: 'base3' as const }) };
+        const all = outArg(1, O);
+        const rows = (o0: number, n: number): Arg[] => [
+          { data: x, dtype: 'float32', shape: [1, K], strides: [K, 1], offset: 0 }, flat(codes.subarray(o0 * rowBytes, (o0 + n) * rowBytes), 'uint8'), flat(levels, 'float32'),
+          flat(scale.subarray(o0 * G, (o0 + n) * G), 'float32'), ...(zeroPoint ? [flat(zero.subarray(o0 * G, (o0 + n) * G), 'float32')] : []), flat(bias.subarray(o0, o0 + n), 'float32'),
+        ];
+        b.run('packedMatmul', rows(0, O), all, params);
+        for (const o0 of [0, O >> 1, O - 40]) {
+          const part = outArg(1, 40);
+          b.run('packedMatmul', rows(o0, 40), part, { ...params, outFeatures: 40 });
+          expect(Array.from(part.data), `${bits}-bit, groups of ${groupSize}${base3 ? ', base 3' : ''}, rows ${o0}…`).toEqual(Array.from(all.data.subarray(o0, o0 + 40)));
+        }
+        b.free?.(codes);
+        b.free?.(x);
+      }
+      expect(b.ranOn!('packedMatmul', 'float32')).toBe('wasm');
+    } finally {
+      b.dispose();
+    }
+  });
+});
+
 describe('packedGather js kernel', () => {
   it('decodes the rows looked up (repeated, any order) as the float32 dequantize does: s·(L − z), each step rounded', () => {
     fc.assert(

@@ -10,7 +10,7 @@ import { base3Sections } from '../js/base3.js';
 import type { PackedOperands } from '../js/packed.js';
 import type { PackedMatmulParams, TypedArray } from '../names.js';
 import { type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
-import { align16, levels16, PARALLEL_MIN_MACS, placeOperands, range, rowEpilogue, shuffle8, stageOperands, v128Const } from './packed.js';
+import { align16, levels16, PARALLEL_MIN_MACS, placeOperands, range, rowEpilogue, shuffle8, stageOperands, touchAhead, touchRows, v128Const } from './packed.js';
 import { affineLevels16, affineMagic } from './packed-planes.js';
 import { ARGS, type Engine, type Flavor } from './runtime.js';
 
@@ -43,6 +43,10 @@ const enum W {
   grouped,
   /** Affine levels (L[d] = L[0] + d): the float32 bits of 1.5·2^23 − L[0] (see `affineLevels16`). */
   magic,
+  /** Rows ahead of the current one whose lines are touched (0: none; see `touchAhead`). */
+  ahead,
+  /** Where the touched words go (never read). */
+  sink,
 }
 
 /**
@@ -63,6 +67,7 @@ function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean, groupedOn
     const grouped = c.local(P);
     const [cur, kk, codesEnd] = [c.local(P), c.local(P), c.local(P)];
     const magic = c.local(V);
+    const [ahead, sink, ...touchTmp] = range(5, () => c.local(P));
     const planes = range(4, () => c.local(V));
     const w = range(4, () => c.local(V));
     const acc = range(4, () => c.local(V));
@@ -75,6 +80,8 @@ function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean, groupedOn
     ];
     for (const [l, k] of pairs) word(k).set(l);
     c.get(K).get(gs).op(Op.i32_div_u).set(G);
+    word(W.ahead).set(ahead);
+    c.i32(0).set(sink);
     c.get(codes).get(O).get(rowBytes).op(Op.i32_mul).op(Op.i32_add).set(codesEnd);
     word(W.bufBytes).set(bufBytes);
     word(W.buf).get(task).get(bufBytes).op(Op.i32_mul).op(Op.i32_add).set(buf);
@@ -201,6 +208,7 @@ function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean, groupedOn
     const { clearAcc, finish } = rowEpilogue(c, { acc, t, hasBias, bias, o, out, O });
 
     c.while(() => c.get(o).get(o1).op(Op.i32_lt_u), () => {
+      touchAhead(c, { o, ahead, O, codes, rowBytes, scale, scaleRow: () => c.get(G).i32(2).op(Op.i32_shl), sink, tmp: touchTmp as [number, number, number] });
       c.get(codes).get(o).get(rowBytes).op(Op.i32_mul).op(Op.i32_add).set(p);
       c.get(o).get(G).op(Op.i32_mul).i32(2).op(Op.i32_shl).set(sp);
       c.get(fused).if();
@@ -341,6 +349,7 @@ function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean, groupedOn
       c.end();
       c.get(o).i32(1).op(Op.i32_add).set(o);
     });
+    c.get(arg).get(sink).mem(Op.i32_store, 2, W.sink * 4);
   }, `packed_t3${groupedOnly ? 'g' : ''}${affine ? 'a' : ''}${zeroPoint ? '_z' : ''}`);
 }
 
@@ -448,6 +457,7 @@ export function packedBase3Wasm(engine: Engine, ops: PackedOperands, out: Arg, p
   args[a0 + W.fused] = fused ? 1 : 0;
   args[a0 + W.grouped] = grouped ? 1 : 0;
   args[a0 + W.magic] = magic ?? 0;
+  args[a0 + W.ahead] = touchRows(O * rowBytes + O * G * 4);
   engine.parallel(`packed_t3${grouped ? 'g' : ''}${magic !== null ? 'a' : ''}${zero ? '_z' : ''}`, ARGS, nTasks, threaded);
   if (outAt < 0) engine.stageOut(out, engine.f32, outPtr, N * O);
   return true;

@@ -23,7 +23,7 @@ import type { KernelArg } from '../backend.js';
 import type { PackedOperands } from '../js/packed.js';
 import type { TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
-import { align16, HI16, HI8, horizontalSum, levels16, LO16, LO8, PARALLEL_MIN_MACS, placeOperands, range, shuffle8, stageOperands, v128Const } from './packed.js';
+import { align16, HI16, HI8, horizontalSum, levels16, LO16, LO8, PARALLEL_MIN_MACS, placeOperands, range, shuffle8, stageOperands, touchAhead, touchRows, v128Const } from './packed.js';
 import { ARGS, type Engine, type Flavor } from './runtime.js';
 
 type Arg = KernelArg<TypedArray>;
@@ -47,6 +47,10 @@ const enum W {
   magic,
   /** Lifted 4-bit decode: per row of x and unit, Σx and −c·Σx as two f32x4 (see `liftedLevels16`). */
   lift,
+  /** Rows ahead of the current one whose lines are touched (0: none; see `touchAhead`). */
+  ahead,
+  /** Where the touched words go (never read). */
+  sink,
 }
 
 /**
@@ -196,6 +200,7 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
     const sv = c.local(V);
     const [pl, stash, lift, lp, sums, gp, gEnd, xEnd, uEnd, sA, zA, oEnd, pEnd] = range(13, () => c.local(P));
     const codeV = c.local(V);
+    const [sink, ahead, ...touchTmp] = range(5, () => c.local(P));
     // 2-bit fields of an int grid's table: decoded in row order from the bytes (see `rowLevels16`)
     const rows2 = rowOrder && affine;
     const [spread, fieldMask, highs] = range(3, () => c.local(V));
@@ -228,6 +233,8 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
     word(W.bufBytes).get(buf).op(Op.i32_add).i32(64).op(Op.i32_sub).set(stash);
     if (unitFold) c.get(stash).get(G).get(units).op(Op.i32_mul).i32(4 + Math.log2(ROW_BLOCK)).op(Op.i32_shl).op(Op.i32_sub).set(sums);
     c.i32(0).set(shift);
+    c.i32(0).set(sink);
+    word(W.ahead).set(ahead);
     c.get(task);
     word(W.rowsPerTask).op(Op.i32_mul).set(o);
     c.get(o);
@@ -470,6 +477,7 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
 
     c.while(() => c.get(o).get(o1).op(Op.i32_lt_u), () => {
       c.get(codes).get(o).get(rowBytes).op(Op.i32_mul).op(Op.i32_add).set(p);
+      touchAhead(c, { o, ahead, O, codes, rowBytes, scale, scaleRow: () => c.get(G).i32(2).op(Op.i32_shl), sink, tmp: touchTmp as [number, number, number] });
       const oneRow = () => {
         c.get(o).get(G).op(Op.i32_mul).i32(2).op(Op.i32_shl).set(sp);
         c.get(x).set(xp);
@@ -546,6 +554,7 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
       c.end();
       step(o, 1);
     });
+    c.get(arg).get(sink).mem(Op.i32_store, 2, W.sink * 4);
   }, `packed_planes${bits}${lifted ? 'l' : affine ? 'a' : bf16 ? 'h' : ''}${zeroPoint ? '_z' : ''}`);
 }
 
@@ -706,6 +715,7 @@ export function packedPlanesWasm(engine: Engine, ops: PackedOperands, out: Arg, 
   args[a0 + W.hasBias] = bias ? 1 : 0;
   args[a0 + W.magic] = magic ?? 0;
   args[a0 + W.lift] = lift;
+  args[a0 + W.ahead] = touchRows(place[0]!.n + place[1]!.n * 4);
   engine.parallel(`packed_planes${bits}${lifted ? 'l' : affine ? 'a' : bf16 ? 'h' : ''}${zero ? '_z' : ''}`, ARGS, nTasks, threaded);
   if (outAt < 0) engine.stageOut(out, engine.f32, outPtr, N * O);
   return true;

@@ -26,6 +26,10 @@ const enum W {
   fused,
   /** 1: 8-bit integer codes (s8/u8) in groups of whole chunks, each group summed unscaled and scaled once (see `emitTask`). */
   grouped,
+  /** Rows ahead of the current one whose lines are touched (0: none; see `touchAhead`). */
+  ahead,
+  /** Where the touched words go (never read). */
+  sink,
 }
 
 /**
@@ -128,6 +132,52 @@ export function horizontalSum(c: Code, a: number): void {
   c.get(a).get(a).get(a).shuffle32([1, 0, 3, 2]).simd(Simd.f32x4_add).lane(Simd.f32x4_extract_lane, 0);
 }
 
+/**
+ * Weights of at least this many bytes (codes and scales; a core's L2 here) are read with
+ * `touchAhead`: a decode step streams every layer's weights from memory once, while smaller
+ * ones (a tiny Llama's layers) are likely still in cache, where the touches cost (4096², one row of x, 1 thread, CPU time,
+ * weights resident in L3: int4/NF4/MXFP4 +10–13 %, ternary, base 3 and int8 +2–4 %; streamed
+ * from memory: −18…−43 %).
+ */
+export const TOUCH_MIN_BYTES = 1 << 21;
+
+/** The rows ahead a packed kernel touches for a weight of `bytes` (0: none). */
+export function touchRows(bytes: number): number {
+  return bytes >= TOUCH_MIN_BYTES ? 2 : 0;
+}
+
+/**
+ * Emits: when `ahead` > 0 and row r = o + ahead exists, one i32 load from each 64-byte line of
+ * row r's codes (`rowBytes` from `codes`) and then of its scales (`scaleRow()` pushes their bytes
+ * a row), xored into `sink` so the loads stay. wasm has no prefetch: a row's decode issues a
+ * load every 16 code bytes with tens of instructions between, and the hardware prefetchers do
+ * not keep enough lines in flight for that pace (4096², int4 g32 from DRAM ran at 2.5 GB/s where
+ * the float32 matvec streams 12 GB/s); a burst of loads in address order a row or two early
+ * keeps a row's worth of misses in flight at once, and by the time the decode reaches the row
+ * it is in cache. `tmp`: three scratch i32 locals.
+ */
+export function touchAhead(c: Code, l: { o: number; ahead: number; O: number; codes: number; rowBytes: number; scale: number; scaleRow: () => void; sink: number; tmp: [number, number, number] }): void {
+  const [r, p, end] = l.tmp;
+  const lines = (start: () => void, bytes: () => void) => {
+    start();
+    c.tee(p);
+    bytes();
+    c.op(Op.i32_add).set(end);
+    c.while(() => c.get(p).get(end).op(Op.i32_lt_u), () => {
+      c.get(l.sink).get(p).mem(Op.i32_load, 0).op(Op.i32_xor).set(l.sink);
+      c.get(p).i32(64).op(Op.i32_add).set(p);
+    });
+  };
+  c.get(l.o).get(l.ahead).op(Op.i32_add).tee(r).get(l.O).op(Op.i32_lt_u).get(l.ahead).op(Op.i32_eqz).op(Op.i32_eqz).op(Op.i32_and).if();
+  lines(() => c.get(l.codes).get(r).get(l.rowBytes).op(Op.i32_mul).op(Op.i32_add), () => c.get(l.rowBytes));
+  lines(() => {
+    c.get(l.scale).get(r);
+    l.scaleRow();
+    c.op(Op.i32_mul).op(Op.i32_add);
+  }, l.scaleRow);
+  c.end();
+}
+
 /** A packed kernel operand's address: in place when it lives in wasm memory (not overlapping out), else staged in scratch. */
 export interface Placed {
   a: KernelArg<TypedArray> | null;
@@ -223,6 +273,7 @@ function emitTask(mb: ModuleBuilder, v: Variant, zeroPoint: boolean, fma: boolea
     const [sv, zv] = [c.local(V), c.local(V)];
     const [A, gsum] = [c.local(V), c.local(V)];
     const grouped = c.local(P);
+    const [ahead, sink, rowBytes, ...touchTmp] = range(6, () => c.local(P));
     const planes = range(4, () => c.local(V));
     const w = range(4, () => c.local(V));
     const acc = range(4, () => c.local(V));
@@ -234,6 +285,10 @@ function emitTask(mb: ModuleBuilder, v: Variant, zeroPoint: boolean, fma: boolea
     ];
     for (const [l, k] of pairs) word(k).set(l);
     c.get(K).get(gs).op(Op.i32_div_u).set(G);
+    word(W.ahead).set(ahead);
+    c.i32(0).set(sink);
+    // a row's whole bytes (touches only: rows that start mid-byte are read from their bit offset)
+    c.get(K).i32(bits).op(Op.i32_mul).i32(3).op(Op.i32_shr_u).set(rowBytes);
     word(W.buf).get(task);
     word(W.bufBytes).op(Op.i32_mul).op(Op.i32_add).set(buf);
     if (vector && v !== 's8' && v !== 'u8') for (let b = 0; b < 4; b++) word(W.planes).simdMem(Simd.v128_load, 0, 16 * b).set(planes[b]!);
@@ -306,6 +361,7 @@ function emitTask(mb: ModuleBuilder, v: Variant, zeroPoint: boolean, fma: boolea
     };
 
     c.while(() => c.get(o).get(o1).op(Op.i32_lt_u), () => {
+      touchAhead(c, { o, ahead, O, codes, rowBytes, scale, scaleRow: () => c.get(G).i32(2).op(Op.i32_shl), sink, tmp: touchTmp as [number, number, number] });
       c.get(o).get(G).op(Op.i32_mul).i32(2).op(Op.i32_shl).set(sp);
       if (vector) {
         c.get(fused).if();
@@ -393,6 +449,7 @@ function emitTask(mb: ModuleBuilder, v: Variant, zeroPoint: boolean, fma: boolea
       if (vector) c.end();
       c.get(o).i32(1).op(Op.i32_add).set(o);
     });
+    c.get(arg).get(sink).mem(Op.i32_store, 2, W.sink * 4);
   }, `packed_${v}${zeroPoint ? '_z' : ''}`);
 }
 
@@ -495,6 +552,7 @@ export function packedMatmulWasm(engine: Engine, inputs: readonly Arg[], out: Ar
   word(W.chunks, chunks);
   word(W.fused, fused ? 1 : 0);
   word(W.grouped, (v === 's8' || v === 'u8') && gs % 16 === 0 ? 1 : 0);
+  word(W.ahead, touchRows(codeBytes + O * ops.G * 4));
   engine.parallel(`packed_${v}${zero ? '_z' : ''}`, ARGS, nTasks, threaded);
   if (outAt < 0) engine.stageOut(out, engine.f32, outPtr, N * O);
   return true;
