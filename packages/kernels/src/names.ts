@@ -92,11 +92,7 @@ export interface KernelParams {
   reduce: { op: ReduceOp; axes: number[] };
   /** Index (int32) of the max/min along `axis` (first occurrence); out keeps the axis with size 1. */
   argReduce: { op: ArgReduceOp; axis: number };
-  /**
-   * Batched matmul: a [..., M, K] · b [..., K, N] → out [..., M, N]; batch dims already broadcast.
-   * An optional third input, a view broadcast to out's shape (linear's bias: stride 0 but along
-   * N), is added to the product after it is rounded to out's dtype: matmul then add, one call.
-   */
+  /** Batched matmul: a [..., M, K] · b [..., K, N] → out [..., M, N]; batch dims already broadcast. */
   matmul: Record<string, never>;
   /**
    * A LoRA adapter's weight gradients in one pass over the activations (`y = x·(W + s·B·A)ᵀ`):

@@ -347,61 +347,6 @@ describe.each(NATIVE)('$label matmul', (entry) => {
     expect(pooled).toBeGreaterThan(0);
   });
 
-  it('adds a bias row to the product, bit for bit as the matmul then a binary add, on 1 and 2 threads', () => {
-    // linear's x·Wᵀ + b: the bias a row broadcast over rows (and batches), in the backend's memory
-    // or foreign, contiguous or strided; every driver (operands packed, in place, fused, matvec,
-    // C in place or padded) and K = 0
-    const resident = (be: Backend, src: Arg): Arg => {
-      const data = be.alloc(src.dtype, src.data.length) as TypedArray;
-      data.set(src.data);
-      return { ...src, data };
-    };
-    const cases = fc.record({
-      batch: fc.array(fc.integer({ min: 1, max: 3 }), { maxLength: 1 }),
-      M: fc.oneof(fc.integer({ min: 1, max: 4 }), size(), fc.integer({ min: 60, max: 130 })),
-      K: fc.oneof(fc.constant(0), size(), fc.integer({ min: 250, max: 300 })),
-      N: fc.oneof(size(), fc.integer({ min: 1, max: 40 }).map((n) => 8 * n)),
-      transA: fc.boolean(),
-      transB: fc.boolean(),
-      inWasm: fc.boolean(),
-      biasInWasm: fc.boolean(),
-      biasStride: fc.constantFrom(1, 1, 3),
-      dtype: fc.constantFrom<FloatDType>('float32', 'float64'),
-      seed: fc.integer({ min: 1, max: 2 ** 31 - 1 }),
-    });
-    fc.assert(
-      fc.property(cases, ({ batch, M, K, N, transA, transB, inWasm, biasInWasm, biasStride, dtype, seed }) => {
-        const r = batch.length + 2;
-        const order = (t: boolean) => [...batch.map((_, i) => i), ...(t ? [r - 1, r - 2] : [r - 2, r - 1])];
-        const a = view(dtype, [...batch, M, K], order(transA), 1, [], seed);
-        const b = view(dtype, [...batch, K, N], order(transB), 0, batch.map((_, i) => i), seed + 1);
-        const row = view(dtype, [N * biasStride], [0], 2, [], seed + 2);
-        const bias: Arg = { ...row, shape: [...batch, M, N], strides: [...batch.map(() => 0), 0, biasStride] };
-        const shape = [...batch, M, N];
-        const ref = out(dtype, shape);
-        jsKernels.matmul([a, b], ref, {});
-        jsKernels.binary([ref, bias], ref, { op: 'add' });
-        const fused = out(dtype, shape);
-        jsKernels.matmul([a, b, bias], fused, {});
-        expect(Buffer.from(fused.data.buffer).equals(Buffer.from(ref.data.buffer))).toBe(true);
-        const results = [one, two].map((be) => {
-          const ops = inWasm ? [resident(be, a), resident(be, b)] : [a, b];
-          const bv = biasInWasm ? resident(be, bias) : bias;
-          const separate = resident(be, out(dtype, shape));
-          be.run('matmul', ops, separate, {});
-          be.run('binary', [separate, bv], separate, { op: 'add' });
-          const got = resident(be, out(dtype, shape));
-          be.run('matmul', [...ops, bv], got, {});
-          expect(Buffer.from(got.data.buffer, got.data.byteOffset, got.data.byteLength).equals(Buffer.from(separate.data.buffer, separate.data.byteOffset, separate.data.byteLength))).toBe(true);
-          return got;
-        });
-        expect(Buffer.from(results[1]!.data.buffer, results[1]!.data.byteOffset, results[1]!.data.byteLength).equals(Buffer.from(results[0]!.data.buffer, results[0]!.data.byteOffset, results[0]!.data.byteLength))).toBe(true);
-      }),
-      { numRuns: 120 },
-    );
-    expect(one.ranOn!('matmul', 'float32')).toBe(entry.name);
-  });
-
   it('matches the js matmul with 2 threads on a large product, each operand plain or transposed', () => {
     // K = 700 runs as three k blocks of 234 (not a multiple of the 4-step transposing packer)
     for (const orderA of [[0, 1], [1, 0]]) {

@@ -32,38 +32,15 @@ const matmulFn = defineFunction({
   },
   backward(ctx, g) {
     const [a, b] = ctx.saved as [Tensor, Tensor];
-    return productGrads(a, b, g, ctx.needsInputGrad);
-  },
-});
-
-/**
- * d(AB) = dA·B + A·dB, so dA = g·Bᵀ and dB = Aᵀ·g (the engine sums broadcast batch dims). An
- * operand that is a transposed view (a linear layer's Wᵀ, attention's kᵀ) gets its gradient
- * computed as the transpose of the swapped product, (gᵀ·A)ᵀ: the same sums in the same order, but
- * laid out like the operand's storage, so W.grad comes out contiguous and what reads it next
- * (fake-quantize backward, the optimizer) walks it in order instead of by strides.
- */
-function productGrads(a: Tensor, b: Tensor, g: Tensor, needs: readonly boolean[]): [Tensor | null, Tensor | null] {
-  return [
-    needs[0] ? (columnMajor(a) ? transpose(matmul(b, transpose(g, -1, -2)), -1, -2) : matmul(g, transpose(b, -1, -2))) : null,
-    needs[1] ? (columnMajor(b) ? transpose(matmul(transpose(g, -1, -2), a), -1, -2) : matmul(transpose(a, -1, -2), g)) : null,
-  ];
-}
-
-// x [M, K] · wT [K, N] + bias [N] as one kernel call (PyTorch's addmm): the bias added to each
-// finished tile, rounded as matmul then add round it, with the graph and gradients of those two ops
-const addmmFn = defineFunction({
-  name: 'addmm',
-  forward(ctx, x: Tensor, wT: Tensor, bias: Tensor) {
-    ctx.save(x, wT);
-    const shape = [x.shape[0]!, wT.shape[1]!];
-    return runKernel('matmul', [x, wT, expandView(bias, shape)], shape, x.dtype, {});
-  },
-  backward(ctx, g) {
-    const [x, wT] = ctx.saved as [Tensor, Tensor];
-    // d(xWᵀ + b) = dx·Wᵀ + x·dWᵀ + db: the product's gradients, and g for the bias (the engine sums
-    // it over rows, as it sums an add's broadcast gradient)
-    return [...productGrads(x, wT, g, ctx.needsInputGrad), ctx.needsInputGrad[2] ? g : null];
+    // d(AB) = dA·B + A·dB, so dA = g·Bᵀ and dB = Aᵀ·g (the engine sums broadcast batch dims). An
+    // operand that is a transposed view (a linear layer's Wᵀ, attention's kᵀ) gets its gradient
+    // computed as the transpose of the swapped product, (gᵀ·A)ᵀ: the same sums in the same order,
+    // but laid out like the operand's storage, so W.grad comes out contiguous and what reads it next
+    // (fake-quantize backward, the optimizer) walks it in order instead of by strides
+    return [
+      ctx.needsInputGrad[0] ? (columnMajor(a) ? transpose(matmul(b, transpose(g, -1, -2)), -1, -2) : matmul(g, transpose(b, -1, -2))) : null,
+      ctx.needsInputGrad[1] ? (columnMajor(b) ? transpose(matmul(transpose(g, -1, -2), a), -1, -2) : matmul(transpose(a, -1, -2), g)) : null,
+    ];
   },
 });
 
@@ -233,15 +210,9 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor 
   if (x.ndim === 0 || x.shape[x.ndim - 1] !== inF) {
     throw new Error(`linear: input of shape ${fmt(x.shape)} has ${x.shape[x.ndim - 1] ?? 0} features but weight ${fmt(weight.shape)} expects ${inF}`);
   }
-  // a 2-D x with a bias of its own dtype: one matmul kernel call adds it (same bits, one op less)
-  if (bias && x.ndim === 2 && weight.ndim === 2 && bias.ndim === 1 && bias.shape[0] === weight.shape[0] && floatDtype(x) && x.dtype === weight.dtype && bias.dtype === x.dtype) {
-    return addmmFn(x, transpose(weight, 0, 1), bias);
-  }
   const y = matmul(x, weight.ndim === 2 ? transpose(weight, 0, 1) : weight);
   return bias ? add(y, bias) : y;
 }
-
-const floatDtype = (t: Tensor) => t.dtype === 'float32' || t.dtype === 'float64';
 
 // ---------------------------------------------------------------- einsum
 interface Labeled {

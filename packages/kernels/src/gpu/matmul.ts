@@ -7,8 +7,8 @@
 import { collapse, numel } from '../layout.js';
 import { type Call, type GpuArg, MAX_INDEX, MAX_LOOP, coordinates, lit, offsetOf, store, writable } from './operands.js';
 
-export function matmulGpu(call: Call, [a, b, bias]: readonly GpuArg[], out: GpuArg): boolean {
-  if (a!.dtype !== 'float32' || b!.dtype !== 'float32' || out.dtype !== 'float32' || (bias && bias.dtype !== 'float32')) return false;
+export function matmulGpu(call: Call, [a, b]: readonly GpuArg[], out: GpuArg): boolean {
+  if (a!.dtype !== 'float32' || b!.dtype !== 'float32' || out.dtype !== 'float32') return false;
   const n = numel(out.shape);
   const r = out.shape.length;
   if (n === 0 || n > MAX_INDEX || !writable(out) || r < 2) return false;
@@ -16,17 +16,15 @@ export function matmulGpu(call: Call, [a, b, bias]: readonly GpuArg[], out: GpuA
   // the inner loop steps 4 at a time
   if (K === 0 || K > MAX_INDEX || K / 4 > MAX_LOOP) return false;
   // batch dims collapse together; the thread index splits into (batch…, m, n)
-  const batch = collapse(out.shape.slice(0, r - 2), [a!.strides.slice(0, r - 2), b!.strides.slice(0, r - 2), ...(bias ? [bias.strides.slice(0, r - 2)] : [])]);
+  const batch = collapse(out.shape.slice(0, r - 2), [a!.strides.slice(0, r - 2), b!.strides.slice(0, r - 2)]);
   const shape = [...batch.shape, out.shape[r - 2]!, out.shape[r - 1]!];
   const nb = batch.shape.length;
   const aStrides = [...batch.strides[0]!, a!.strides[r - 2]!, 0];
   const bStrides = [...batch.strides[1]!, 0, b!.strides[r - 1]!];
   const [sak, sbk] = [a!.strides[r - 1]!, b!.strides[r - 2]!];
   const K4 = K - (K % 4);
-  // a bias (linear's, broadcast by its strides) is added to the finished sum: one rounding, as a separate add
-  const biasTerm = bias ? ` + bias[${offsetOf([...batch.strides[2]!, bias.strides[r - 2]!, bias.strides[r - 1]!], bias.offset, 'c')}]` : '';
   const term = (j: number) => `a[ao + ${lit(j)} * ${lit(sak)}] * b[bo + ${lit(j)} * ${lit(sbk)}]`;
-  const source = `function (a, b${bias ? ', bias' : ''}) {
+  const source = `function (a, b) {
 const i = this.thread.x;
 ${coordinates('i', shape, 'c')}
 const a0 = ${offsetOf(aStrides, a!.offset, 'c')};
@@ -38,9 +36,9 @@ for (let k = 0; k < ${K4}; k += 4) {
   sum += ${term(0)} + ${term(1)} + ${term(2)} + ${term(3)};
 }
 ${Array.from({ length: K - K4 }, (_, j) => `sum += a[a0 + ${lit((K4 + j) * sak)}] * b[b0 + ${lit((K4 + j) * sbk)}];`).join('\n')}
-return sum${biasTerm};
+return sum;
 }`;
   void nb;
-  store(call, out, call.run(source, n, bias ? [a!, b!, bias] : [a!, b!]));
+  store(call, out, call.run(source, n, [a!, b!]));
   return true;
 }

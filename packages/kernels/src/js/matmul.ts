@@ -1,15 +1,11 @@
 /**
  * @file js reference batched matmul over strided views (transposes are just strides).
  */
-import type { Kernel, KernelArg } from '../backend.js';
+import type { Kernel } from '../backend.js';
 import type { TypedArray } from '../names.js';
 import { offsets } from '../layout.js';
 
-/**
- * out = a·b, or a·b + bias with a third input (a view broadcast to out's shape): the product is
- * rounded to out's dtype first and the bias added to it, one more rounding, as a separate add.
- */
-export const matmul: Kernel<'matmul', TypedArray> = ([a, b, bias], out) => {
+export const matmul: Kernel<'matmul', TypedArray> = ([a, b], out) => {
   const r = out.shape.length;
   const M = out.shape[r - 2]!;
   const N = out.shape[r - 1]!;
@@ -37,25 +33,7 @@ export const matmul: Kernel<'matmul', TypedArray> = ([a, b, bias], out) => {
       for (let j = 0; j < N; j++) od[o0 + i * N + j] = row[j]!;
     }
   }
-  if (bias) addBias(bias, out);
 };
-
-/** out += bias (bias broadcast to out by its strides), each sum rounded to out's dtype. */
-function addBias(bias: KernelArg<TypedArray>, out: KernelArg<TypedArray>): void {
-  const r = out.shape.length;
-  const [M, N] = [out.shape[r - 2]!, out.shape[r - 1]!];
-  const [sm, sn] = [bias.strides[r - 2]!, bias.strides[r - 1]!];
-  const base = offsets({ shape: out.shape.slice(0, r - 2), strides: bias.strides.slice(0, r - 2), offset: bias.offset });
-  const od = out.data;
-  const bd = bias.data;
-  for (let t = 0; t < base.length; t++) {
-    for (let i = 0; i < M; i++) {
-      const o = out.offset + (t * M + i) * N;
-      const q = base[t]! + i * sm;
-      for (let j = 0; j < N; j++) od[o + j] = od[o + j]! + bd[q + j * sn]!;
-    }
-  }
-}
 
 /**
  * A LoRA adapter's weight gradients (see names.ts): hs = x·Aᵀ and gb = g·B [n, r], then

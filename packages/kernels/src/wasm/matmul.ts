@@ -132,30 +132,13 @@ function allEqual(xs: Int32Array): boolean {
 /** Multiply-adds below which the js loop beats packing + a wasm call (measured: 16³ ≈ break-even). */
 export const MATMUL_MIN_MACS = 16 ** 3;
 
-/** Whether `bias` is one row of N values broadcast over out's rows and batches (what linear adds). */
-function rowVector(bias: Arg, r: number): boolean {
-  return bias.strides.every((s, d) => d === r - 1 || s === 0);
-}
-
-/** out += bias row by row, in JS, for the paths that end before a driver task (K = 0, matvec). */
-function addRows(out: Arg, bias: Arg, rows: number, N: number): void {
-  const sn = bias.strides[bias.strides.length - 1]!;
-  for (let i = 0; i < rows; i++) {
-    const o = out.offset + i * N;
-    for (let j = 0; j < N; j++) out.data[o + j] = out.data[o + j]! + bias.data[bias.offset + j * sn]!;
-  }
-}
-
 /**
  * Runs the matmul kernel on the engine; returns false when it cannot or should not (the caller
- * falls back to js): other dtypes, products under `minMacs`, scratch beyond the memory limit, a
- * bias other than one row broadcast over out. A bias is added to each finished tile by the driver
- * task (biasEpilogue), read in place or from a contiguous copy in scratch.
+ * falls back to js): other dtypes, products under `minMacs`, scratch beyond the memory limit.
  */
-export function matmulWasm(engine: Engine, [a, b, bias]: readonly Arg[], out: Arg, minMacs = MATMUL_MIN_MACS, direct = true): boolean {
+export function matmulWasm(engine: Engine, [a, b]: readonly Arg[], out: Arg, minMacs = MATMUL_MIN_MACS, direct = true): boolean {
   const dtype = out.dtype;
   if ((dtype !== 'float32' && dtype !== 'float64') || a!.dtype !== dtype || b!.dtype !== dtype) return false;
-  if (bias && (bias.dtype !== dtype || !rowVector(bias, out.shape.length))) return false;
   const tile: MicroShape = dtype === 'float32' ? F32_TILE : F64_TILE;
   const e = dtype === 'float32' ? 4 : 8;
   const r = out.shape.length;
@@ -170,14 +153,10 @@ export function matmulWasm(engine: Engine, [a, b, bias]: readonly Arg[], out: Ar
   if (batches === 0 || M === 0 || N === 0) return true;
   if (K === 0) {
     out.data.fill(0, out.offset, out.offset + batches * M * N);
-    if (bias) addRows(out, bias, batches * M, N);
     return true;
   }
   // x·Wᵀ with a few rows of x and W row-major in wasm memory: dot products along W's rows in place
-  if (batches === 1 && direct && matvecWasm(engine, a!, b!, out, M, N, K)) {
-    if (bias) addRows(out, bias, M, N);
-    return true;
-  }
+  if (batches === 1 && direct && matvecWasm(engine, a!, b!, out, M, N, K)) return true;
   const { mr, nr } = tile;
   const Mp = roundUp(M, mr);
   const Np = roundUp(N, nr);
@@ -204,14 +183,7 @@ export function matmulWasm(engine: Engine, [a, b, bias]: readonly Arg[], out: Ar
   const stagedB = stagedA + (raw ? align(copyA * e) : 0);
   const basesA = stagedB + (raw ? align(copyB * e) : 0);
   const basesB = basesA + align(4 * batches);
-  // the bias row in place where it is one contiguous row of wasm memory apart from out's bytes,
-  // else copied into scratch
-  const outAt = engine.addressOf(out);
-  const biasIn = bias && bias.strides[r - 1] === 1 ? engine.addressOf(bias) : -1;
-  const biasApart = biasIn >= 0 && (outAt < 0 || biasIn + N * e <= outAt || outAt + batches * M * N * e <= biasIn);
-  const stagedBias = basesB + align(4 * batches);
-  const biasAt = !bias ? 0 : biasApart ? biasIn : stagedBias;
-  const fixedStart = stagedBias + (bias && !biasApart ? align(N * e) : 0);
+  const fixedStart = basesB + align(4 * batches);
   // where each operand's span lies in wasm memory (its own buffer, or the staged copy), else -1
   const atA = inA >= 0 ? inA : raw ? stagedA : -1;
   const atB = inB >= 0 ? inB : raw ? stagedB : -1;
@@ -253,6 +225,7 @@ export function matmulWasm(engine: Engine, [a, b, bias]: readonly Arg[], out: Ar
   const cBytes = align(Mp * Np * e);
   // C straight into a tensor in wasm memory when its tiles are exactly the tensor's rows (M, N
   // multiples of the micro-tile) and it overlaps no operand; else in scratch, copied in afterwards
+  const outAt = engine.addressOf(out);
   const overlaps = (x: Arg) => engine.addressOf(x) >= 0 && engine.inPlace(x, out) < 0;
   const directC = outAt >= 0 && Mp === M && Np === N && !overlaps(a!) && !overlaps(b!);
   const perBatch = (shareA ? 0 : aBytes) + (shareB ? 0 : bBytes) + (directC ? 0 : cBytes);
@@ -276,12 +249,6 @@ export function matmulWasm(engine: Engine, [a, b, bias]: readonly Arg[], out: Ar
     args[basesA / 4 + t] = aBase[t]! - spanA[0];
     args[basesB / 4 + t] = bBase[t]! - spanB[0];
   }
-  if (bias && !biasApart) {
-    const view = dtype === 'float32' ? engine.f32 : engine.f64;
-    const sn = bias.strides[r - 1]!;
-    for (let j = 0; j < N; j++) view[stagedBias / e + j] = bias.data[bias.offset + j * sn]!;
-    if (engine.addressOf(bias) < 0) engine.stagedIn += N * e;
-  }
   if (raw) {
     const view = dtype === 'float32' ? engine.f32 : engine.f64;
     if (inA < 0) engine.stageIn(a!.data, spanA[0], spanA[1], view, stagedA);
@@ -302,14 +269,14 @@ export function matmulWasm(engine: Engine, [a, b, bias]: readonly Arg[], out: Ar
       [DirectArg.mp, Mp], [DirectArg.np, Np], [DirectArg.k, K], [DirectArg.kc, kc], [DirectArg.tilesM, tilesM], [DirectArg.tilesN, tilesN],
       [DirectArg.mc, mc], [DirectArg.nc, nc], [DirectArg.aDirect, directA ? 1 : 0], [DirectArg.aRow, sam * e], [DirectArg.aK, sak * e],
       [DirectArg.bDirect, directB ? 1 : 0], [DirectArg.bK, sbk * e], [DirectArg.aBatch, shareA ? 0 : aBytes], [DirectArg.bBatch, shareB ? 0 : bBytes],
-      [DirectArg.cBatch, cBatch], [DirectArg.buf, buf], [DirectArg.bufBytes, bufBytes], [DirectArg.bCol, sbn * e], [DirectArg.bias, biasAt], [DirectArg.n, N],
+      [DirectArg.cBatch, cBatch], [DirectArg.buf, buf], [DirectArg.bufBytes, bufBytes], [DirectArg.bCol, sbn * e],
     ];
     for (const [word, v] of words) args[w + word] = v;
   } else {
     const words: [MatmulArg, number][] = [
       [MatmulArg.a, aPtr], [MatmulArg.b, bPtr], [MatmulArg.c, cPtr], [MatmulArg.aBatch, shareA ? 0 : aBytes], [MatmulArg.bBatch, shareB ? 0 : bBytes],
       [MatmulArg.cBatch, cBatch], [MatmulArg.mp, Mp], [MatmulArg.np, Np], [MatmulArg.k, K], [MatmulArg.kc, kc], [MatmulArg.tilesM, tilesM],
-      [MatmulArg.tilesN, tilesN], [MatmulArg.mc, mc], [MatmulArg.nc, nc], [MatmulArg.bias, biasAt], [MatmulArg.n, N],
+      [MatmulArg.tilesN, tilesN], [MatmulArg.mc, mc], [MatmulArg.nc, nc],
     ];
     for (const [word, v] of words) args[w + word] = v;
   }

@@ -38,11 +38,10 @@ export const F64_TILE: MicroShape = { mr: 4, nr: 4 };
 
 /**
  * Words of the argument block of a matmul job (i32, at `arg`). Pointers are bytes; A and B are
- * packed (see matmul.ts), C is padded to Mp × Np. `bias`, when not 0, is the address of N
- * contiguous values added to every row of the finished C (`n` = N: padded columns get none).
+ * packed (see matmul.ts), C is padded to Mp × Np.
  */
 export const enum MatmulArg {
-  a, b, c, aBatch, bBatch, cBatch, mp, np, k, kc, tilesM, tilesN, mc, nc, bias, n, count,
+  a, b, c, aBatch, bBatch, cBatch, mp, np, k, kc, tilesM, tilesN, mc, nc, count,
 }
 
 /**
@@ -225,7 +224,7 @@ const SHORT_K = 64;
  * its columns bCol bytes apart: a transposed weight Wᵀ).
  */
 export const enum DirectArg {
-  a, b, c, mp, np, k, kc, tilesM, tilesN, mc, nc, aDirect, aRow, aK, bDirect, bK, aBatch, bBatch, cBatch, aBases, bBases, buf, bufBytes, bCol, bias, n, count,
+  a, b, c, mp, np, k, kc, tilesM, tilesN, mc, nc, aDirect, aRow, aK, bDirect, bK, aBatch, bBatch, cBatch, aBases, bBases, buf, bufBytes, bCol, count,
 }
 
 /**
@@ -271,8 +270,7 @@ function packPanelB(c: Code, s: MicroShape, l: { b: number; bCol: number; j: num
  * LoRA adapter's x·Aᵀ, (g·B)ᵀ·x, and attention's per-head products. With `fuseOperand` 'a' (the
  * `matmul_fused_*` export, a separate function so that the direct one compiles as before), A is
  * packed by the task itself, one k block at a time just before the micro-kernel reads it; with
- * 'b' (`matmul_fusedb_f32`), B, one panel of one k block at a time (packPanelB). Every driver
- * ends with the bias epilogue (a no-op where the bias word is 0).
+ * 'b' (`matmul_fusedb_f32`), B, one panel of one k block at a time (packPanelB).
  */
 function emitDirectDriver(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: number, column: number, name: string, fuseOperand: 'a' | 'b' | null = null): void {
   const P = ValType.i32;
@@ -405,7 +403,6 @@ function emitDirectDriver(mb: ModuleBuilder, t: Lanes, s: MicroShape, micro: num
       });
       c.get(k0).get(kcb).op(Op.i32_add).set(k0);
     });
-    biasEpilogue(t, DirectArg.bias, DirectArg.n)(c, { arg, m0, m1, n0, n1, c: cc, np });
   }, name);
 }
 
@@ -431,44 +428,6 @@ export interface TileLocals {
   n1: number;
   c: number;
   np: number;
-}
-
-/**
- * Epilogue of the float drivers: where word `biasWord` of the argument block is an address, adds
- * the bias row there to each row of the finished tile (columns below word `nWord`). The product
- * is already rounded, so each element gets the one rounding of a separate add: the same bits as
- * matmul then add (addmm's order), where starting the sum from the bias would not be.
- */
-function biasEpilogue(t: Lanes, biasWord: number, nWord: number): (c: Code, tile: TileLocals) => void {
-  const e = t.bytes;
-  const [load, add] = e === 4 ? [Op.f32_load, Op.f32_add] : [Op.f64_load, Op.f64_add];
-  const store = e === 4 ? Op.f32_store : Op.f64_store;
-  return (c, { arg, m0, m1, n0, n1, c: cc, np }) => {
-    const P = ValType.i32;
-    const [bias, end, vend, i, p, q, stop] = Array.from({ length: 7 }, () => c.local(P));
-    c.get(arg).mem(Op.i32_load, 2, biasWord * 4).tee(bias).if();
-    // end: the last real column (C's padding gets no bias); vend: where whole vectors stop
-    min(c, () => c.get(n1), () => c.get(arg).mem(Op.i32_load, 2, nWord * 4));
-    c.set(end);
-    c.get(end).get(n0).op(Op.i32_sub).i32(-t.lanes).op(Op.i32_and).get(n0).op(Op.i32_add).set(vend);
-    c.for(i, () => c.get(m0), () => c.get(m1), 1, () => {
-      c.get(cc).get(i).get(np).op(Op.i32_mul).get(n0).op(Op.i32_add).i32(e).op(Op.i32_mul).op(Op.i32_add).set(p);
-      c.get(bias).get(n0).i32(e).op(Op.i32_mul).op(Op.i32_add).set(q);
-      c.get(p).get(vend).get(n0).op(Op.i32_sub).i32(e).op(Op.i32_mul).op(Op.i32_add).set(stop);
-      c.while(() => c.get(p).get(stop).op(Op.i32_lt_u), () => {
-        c.get(p).get(p).simdMem(Simd.v128_load, 0).get(q).simdMem(Simd.v128_load, 0).simd(t.add).simdMem(Simd.v128_store, 0);
-        c.get(p).i32(16).op(Op.i32_add).set(p);
-        c.get(q).i32(16).op(Op.i32_add).set(q);
-      });
-      c.get(p).get(end).get(vend).op(Op.i32_sub).i32(e).op(Op.i32_mul).op(Op.i32_add).set(stop);
-      c.while(() => c.get(p).get(stop).op(Op.i32_lt_u), () => {
-        c.get(p).get(p).mem(load, e === 4 ? 2 : 3).get(q).mem(load, e === 4 ? 2 : 3).op(add).mem(store, e === 4 ? 2 : 3);
-        c.get(p).i32(e).op(Op.i32_add).set(p);
-        c.get(q).i32(e).op(Op.i32_add).set(q);
-      });
-    });
-    c.end();
-  };
 }
 
 /**
@@ -725,8 +684,8 @@ function emitPack(mb: ModuleBuilder, t: Lanes, s: MicroShape, name: string): voi
 
 /** Adds the `matmul_*`, `matmul_direct_*`, `matmul_fused_*`, `matmul_fusedb_f32` and `pack_*` task exports. */
 export function emitMatmul(mb: ModuleBuilder, flavor: Flavor): void {
-  emitDriver(mb, F32, F32_TILE, emitMicro(mb, F32, F32_TILE, flavor.relaxed), 'matmul_f32', biasEpilogue(F32, MatmulArg.bias, MatmulArg.n));
-  emitDriver(mb, F64, F64_TILE, emitMicro(mb, F64, F64_TILE, flavor.relaxed), 'matmul_f64', biasEpilogue(F64, MatmulArg.bias, MatmulArg.n));
+  emitDriver(mb, F32, F32_TILE, emitMicro(mb, F32, F32_TILE, flavor.relaxed), 'matmul_f32');
+  emitDriver(mb, F64, F64_TILE, emitMicro(mb, F64, F64_TILE, flavor.relaxed), 'matmul_f64');
   emitPack(mb, F32, F32_TILE, 'pack_f32');
   emitPack(mb, F64, F64_TILE, 'pack_f64');
   for (const [t, s, dtype] of [[F32, F32_TILE, 'f32'], [F64, F64_TILE, 'f64']] as const) {
