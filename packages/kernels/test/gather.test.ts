@@ -132,6 +132,38 @@ describe.each(NATIVE)('$label gather family', (entry) => {
     same('indexAdd', 'float32', [out('float32', [256, 128]), ids, view('float32', [2048, 128], [0, 1], 0, [], 13)], [256, 128], { dim: 0 });
   });
 
+  it('scatters into a table larger than the additions in wasm when table and out are in its memory (a gather backward), and on js when not', () => {
+    const own = (x: Arg): Arg => {
+      const data = backend.alloc(x.dtype, x.data.length) as Arg['data'];
+      data.set(x.data as never);
+      return { ...x, data };
+    };
+    for (const dtype of DTYPES) {
+      // two picks per row, sometimes the same class twice: the sums' order matters
+      const index = intView([2048, 2], [0, 1], 0, 1, 0, 256, 17);
+      const src = view(dtype, [2048, 2], [0, 1], 0, [], 19);
+      const base = view(dtype, [2048, 256], [0, 1], 0, [], 23);
+      const ref = out(dtype, [2048, 256]);
+      jsKernels.scatterAdd([base, index, src], ref, { dim: 1 });
+      const got = own(out(dtype, [2048, 256]));
+      const before = nativeCallsOf('scatterAdd', dtype);
+      backend.run('scatterAdd', [own(base), index, src], got, { dim: 1 });
+      expect(nativeCallsOf('scatterAdd', dtype), 'ran natively').toBe(before + 1);
+      expect(mismatch(got.data, ref.data, 0)).toBe(-1);
+      // in place: base is out
+      const into = own(base);
+      backend.run('scatterAdd', [into, index, src], into, { dim: 1 });
+      expect(nativeCallsOf('scatterAdd', dtype)).toBe(before + 2);
+      expect(mismatch(into.data, ref.data, 0)).toBe(-1);
+      // a host table would be staged in and out whole for 4096 additions: js runs it (where
+      // this suite's backend moves every operand into its memory first, wasm does)
+      const host = out(dtype, [2048, 256]);
+      backend.run('scatterAdd', [base, index, src], host, { dim: 1 });
+      expect(nativeCallsOf('scatterAdd', dtype)).toBe(before + (entry.label.includes('own memory') ? 3 : 2));
+      expect(mismatch(host.data, ref.data, 0)).toBe(-1);
+    }
+  });
+
   const message = (f: () => void): string => {
     try {
       f();

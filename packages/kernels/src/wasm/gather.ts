@@ -183,15 +183,20 @@ function runScatter(engine: Engine, base: Arg, index: Arg, src: Arg, out: Arg, d
   if (k === null) return false;
   const nOut = numel(out.shape);
   const n = numel(shape);
-  // the table goes in and out whole: worth it only when the additions outnumber its elements
   const copied = (v: Arg) => (engine.addressOf(v) >= 0 ? 0 : elements(v));
-  if (n < MIN_ELEMENTS || nOut > n || copied(src) + copied(index) > 4 * n) return false;
+  if (n < MIN_ELEMENTS || copied(src) + copied(index) > 4 * n) return false;
   const e = BYTES[k];
   // the sums accumulate in out itself when it is in wasm memory (unless base overlaps it other
   // than exactly: an in-place add into the same elements), else in scratch copied out
   let direct = engine.addressOf(out);
   const baseAt = engine.addressOf(base);
   if (direct >= 0 && baseAt >= 0 && engine.inPlace(base, out) < 0 && !(baseAt === direct && isContiguous(base.shape, base.strides))) direct = -1;
+  // a table staged in and out whole is worth it only when the additions outnumber its elements;
+  // one already in wasm memory, out too, costs one memory copy, as js's clone of base, without
+  // the fallback's copies out of and back into wasm memory (a gather's backward: 2048 picks
+  // scattered into a [2048, 256] zero table, 0.7 ms on js)
+  const resident = direct >= 0 && baseAt >= 0 && isContiguous(base.shape, base.strides);
+  if (nOut > n && !resident) return false;
   const outPtr = direct >= 0 ? direct : engine.scratch;
   const ptrs = stage(engine, engine.scratch + nOut * e, [src, index], [e, 4], direct >= 0 ? out : undefined);
   if (ptrs === null) return false;
@@ -200,8 +205,9 @@ function runScatter(engine: Engine, base: Arg, index: Arg, src: Arg, out: Arg, d
   const at = outPtr / e;
   const pb = engine.addressOf(base);
   if (isContiguous(base.shape, base.strides)) {
-    if (pb >= 0) view.copyWithin(at, pb / e, pb / e + nOut);
-    else engine.stageIn(base.data, base.offset, base.offset + nOut, view, outPtr);
+    // (base already is out when the scatter is in place)
+    if (pb >= 0 && pb !== outPtr) view.copyWithin(at, pb / e, pb / e + nOut);
+    else if (pb < 0) engine.stageIn(base.data, base.offset, base.offset + nOut, view, outPtr);
   } else {
     const ob = offsets(base);
     const bd = base.data;
