@@ -18,7 +18,7 @@ export { LayerNorm, RMSNorm, GroupNorm } from './layers/norm.js';
 export { ReLU, GELU, SiLU, Tanh, Sigmoid, LeakyReLU, Softmax, Dropout, activationModule, type Activation } from './layers/activation.js';
 export { MLP, SwiGLU, type MLPOptions } from './layers/mlp.js';
 export {
-  MultiHeadAttention, RotaryEmbedding, KVCache, scaledDotProductAttention, causalMask, causalBias, rotateHalf, applyRotaryEmb, repeatKv,
+  MultiHeadAttention, RotaryEmbedding, KVCache, scaledDotProductAttention, causalMask, causalBias, sharedCausalBias, rotateHalf, applyRotaryEmb, repeatKv,
   type AttentionOptions, type SdpaOptions,
 } from './layers/attention.js';
 export * from './loss.js';

@@ -4,7 +4,7 @@ import type { Tensor } from '@qgrad/core';
 import { assertAllclose } from '@qgrad/core/testing';
 import {
   Conv2d, Dropout, Embedding, GELU, GroupNorm, KVCache, LayerNorm, Linear, MLP, MultiHeadAttention, RMSNorm, ReLU,
-  RotaryEmbedding, SiLU, SwiGLU, Tanh, causalBias, causalMask, repeatKv, scaledDotProductAttention, type Module,
+  RotaryEmbedding, SiLU, SwiGLU, Tanh, causalBias, causalMask, sharedCausalBias, repeatKv, scaledDotProductAttention, SGD, trainStep, type Module,
 } from '@qgrad/nn';
 import { gradcheckModule, paramsWithoutGrad, setParameter } from './helpers.js';
 
@@ -157,6 +157,18 @@ describe('MLP and SwiGLU', () => {
     gradcheckModule(tiny, (x) => tiny.forward(x), [f64([2, 2])]);
   });
 
+  it('SwiGLU runs the fused swiglu op: float32 values and gradients bit for bit equal to silu(gate x) ⊙ up x', () => {
+    const s = new SwiGLU(16, 24, { generator: new q.Generator(3) });
+    const x = q.randn([4, 5, 16], { generator: new q.Generator(4) });
+    const ref = (x: Tensor) => s.downProj.forward(q.silu(s.gateProj.forward(x)).mul(s.upProj.forward(x)));
+    const w = q.randn([4, 5, 16], { generator: new q.Generator(6) });
+    const ps = s.parameters();
+    const [y, yr] = [s.forward(x), ref(x)];
+    expect(y.toArray()).toEqual(yr.toArray());
+    const [ga, gb] = [q.gradOf([y.mul(w).sum()], ps), q.gradOf([yr.mul(w).sum()], ps)];
+    ga.forEach((g, i) => expect(g!.toArray()).toEqual(gb[i]!.toArray()));
+  });
+
   it('SwiGLU computes down(silu(gate x) ⊙ up x) and passes gradcheck', () => {
     const s = new SwiGLU(3, 4).double();
     const x = f64([2, 3]);
@@ -205,6 +217,28 @@ describe('attention', () => {
       const m = causalMask(tq, tk, off).toArray() as number[][];
       expect(causalBias(tq, tk, off).toArray()).toEqual(m.map((r) => r.map((v) => (v ? 0 : -Infinity))));
     }
+  });
+
+  it('the causal mask attention builds itself is made once per backend, dtype, shape and offset, and outlives scopes', () => {
+    const a = sharedCausalBias(4, 6, 2, 'float32');
+    expect(a.toArray()).toEqual(causalBias(4, 6, 2).toArray());
+    expect(q.tidy(() => sharedCausalBias(4, 6, 2, 'float32'))).toBe(a);
+    // one first made inside a training step or a tidy is not released by its scope
+    const lin = new Linear(2, 1);
+    const opt = new SGD(lin.parameters(), { lr: 0.1 });
+    let made: Tensor | null = null;
+    trainStep(lin, opt, () => (made = sharedCausalBias(3, 9, 5, 'float32')).sum().item());
+    q.tidy(() => void sharedCausalBias(5, 5, 0, 'float64'));
+    expect(made!.storage.released).toBeFalsy();
+    expect(sharedCausalBias(3, 9, 5, 'float32')).toBe(made);
+    expect(sharedCausalBias(5, 5, 0, 'float64').toArray()).toEqual(causalBias(5, 5, 0, 'float64').toArray());
+    for (const other of [sharedCausalBias(4, 6, 2, 'float64'), sharedCausalBias(4, 6, 1, 'float32'), sharedCausalBias(4, 5, 2, 'float32'), q.withBackend('js', () => sharedCausalBias(4, 6, 2, 'float32'))]) expect(other).not.toBe(a);
+    expect(q.withBackend('js', () => sharedCausalBias(4, 6, 2, 'float32')).device).toBe('js');
+    // one released by an explicit dispose is made again
+    q.dispose(a);
+    const b = sharedCausalBias(4, 6, 2, 'float32');
+    expect(b).not.toBe(a);
+    expect(b.toArray()).toEqual(causalBias(4, 6, 2).toArray());
   });
 
   it('enableGqa equals attention over keys and values repeated per query head, values and gradients, for every mask shape', () => {

@@ -3,7 +3,7 @@
  * embeddings in Hugging Face Llama's rotate-half convention, a KV cache for incremental
  * decoding, and MultiHeadAttention with grouped-query KV heads and a causal mask.
  */
-import { add, applyRotary, cat, dropout, matmul, softmax, tensor, zeros, type Generator, type Tensor } from '@qgrad/core';
+import { add, applyRotary, cat, dropout, getBackend, keep, matmul, softmax, tensor, zeros, type Generator, type Tensor } from '@qgrad/core';
 import { Module } from '../module.js';
 import { Linear, type LayerOptions } from './linear.js';
 
@@ -29,6 +29,27 @@ export function causalBias(tq: number, tk: number, offset = 0, dtype: 'float32' 
   const b = (dtype === 'float32' ? new Float32Array(tq * tk) : new Float64Array(tq * tk)).fill(-Infinity);
   for (let i = 0; i < tq; i++) b.fill(0, i * tk, i * tk + Math.min(tk, i + offset + 1));
   return tensor(b, { shape: [tq, tk], dtype });
+}
+
+/** Biases handed out by `sharedCausalBias`, by backend, dtype, tq, tk and offset. */
+const sharedBiases = new Map<string, Tensor>();
+
+/**
+ * `causalBias` made once per backend, dtype, shape and offset and kept (no scope releases it),
+ * for the masks attention builds internally: a training step asks for the same [T, T] mask in
+ * every layer of every step. Callers must not write into it.
+ */
+export function sharedCausalBias(tq: number, tk: number, offset: number, dtype: 'float32' | 'float64'): Tensor {
+  const key = `${getBackend()}|${dtype}|${tq}|${tk}|${offset}`;
+  const hit = sharedBiases.get(key);
+  // a user's dispose() of everything reachable may have released it: make it again
+  if (hit && !hit.storage.released) return hit;
+  // decoding with a cache moves the offset each call: bound the map (evicted masks are left to
+  // the garbage collector, as a step's graph may still hold one)
+  if (sharedBiases.size >= 16) sharedBiases.clear();
+  const b = keep(causalBias(tq, tk, offset, dtype));
+  sharedBiases.set(key, b);
+  return b;
 }
 
 /** Options of `scaledDotProductAttention`, as PyTorch `F.scaled_dot_product_attention`: a mask or causal masking, dropout and the scale. */
@@ -67,7 +88,7 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   const tk = k.shape[k.ndim - 2]!;
   // scaling q rather than the scores touches d·tq elements instead of tq·tk
   let scores = matmul(q.mul(opts.scale ?? 1 / Math.sqrt(d)), k.transpose(-2, -1)); // [..., tq, tk]
-  const mask = opts.isCausal ? causalBias(tq, tk, 0, scores.dtype === 'float64' ? 'float64' : 'float32') : opts.attnMask;
+  const mask = opts.isCausal ? sharedCausalBias(tq, tk, 0, scores.dtype === 'float64' ? 'float64' : 'float32') : opts.attnMask;
   // a boolean mask becomes an additive 0/−∞ bias of the mask's (small) shape
   const bias = !mask ? null : mask.dtype === 'uint8' ? zeros(mask.shape, { dtype: scores.dtype }).maskedFill(mask.logicalNot(), -Infinity) : mask;
   let w = softmax(scores, -1, { bias }); // the mask is added inside the softmax pass
@@ -275,7 +296,7 @@ export class MultiHeadAttention extends Module {
     let mask = opts.attnMask ?? null;
     if (this.causal) {
       const dtype = x.dtype === 'float64' ? 'float64' : 'float32';
-      mask = mask?.dtype === 'uint8' ? mask.mul(causalMask(t, tk, start)) : mask ? add(mask, causalBias(t, tk, start, dtype)) : causalBias(t, tk, start, dtype);
+      mask = mask?.dtype === 'uint8' ? mask.mul(causalMask(t, tk, start)) : mask ? add(mask, sharedCausalBias(t, tk, start, dtype)) : sharedCausalBias(t, tk, start, dtype);
     }
     const y = scaledDotProductAttention(q, k, v, { attnMask: mask, dropoutP: this.dropoutP, training: this.training, enableGqa: true }); // [B, H, T, hd]
     return this.oProj.forward(y.transpose(1, 2).reshape(b, t, this.dim)); // [B, T, dim]

@@ -2,7 +2,7 @@
  * @file Feed-forward blocks: MLP (Linear → activation → dropout → Linear, as in GPT/ViT) and
  * SwiGLU (Llama's gated feed-forward, down(silu(gate(x)) ⊙ up(x))).
  */
-import { silu, type Tensor } from '@qgrad/core';
+import { swiglu, type Tensor } from '@qgrad/core';
 import { Module } from '../module.js';
 import { activationModule, Dropout, type Activation } from './activation.js';
 import { Linear, type LayerOptions } from './linear.js';
@@ -55,6 +55,6 @@ export class SwiGLU extends Module {
     this.downProj = this.registerModule('downProj', new Linear(hiddenDim, dim, layer));
   }
   forward(x: Tensor): Tensor {
-    return this.downProj.forward(silu(this.gateProj.forward(x)).mul(this.upProj.forward(x)));
+    return this.downProj.forward(swiglu(this.gateProj.forward(x), this.upProj.forward(x)));
   }
 }

@@ -6,7 +6,7 @@
 import { crossEntropy, loadSafetensors, noGrad, swiglu, tensor, type DType, type Generator, type Tensor } from '@qgrad/core';
 import { ModuleList } from '../containers.js';
 import { normal_, zeros_ } from '../init.js';
-import { causalBias, KVCache, RotaryEmbedding, scaledDotProductAttention } from '../layers/attention.js';
+import { KVCache, sharedCausalBias, RotaryEmbedding, scaledDotProductAttention } from '../layers/attention.js';
 import { Embedding, Linear } from '../layers/linear.js';
 import { RMSNorm } from '../layers/norm.js';
 import { Module } from '../module.js';
@@ -87,7 +87,7 @@ export class LlamaAttention extends Module {
     if (cache) [k, v] = cache.update(k, v); // [B, Hkv, start + T, hd]
     const tk = k.shape[2]!;
     // a single new token may see every cached position: no mask needed
-    const mask = t === 1 ? null : causalBias(t, tk, start, x.dtype === 'float64' ? 'float64' : 'float32');
+    const mask = t === 1 ? null : sharedCausalBias(t, tk, start, x.dtype === 'float64' ? 'float64' : 'float32');
     // grouped queries: each KV head serves h/hkv query heads (no copies of keys and values)
     const y = scaledDotProductAttention(q, k, v, { attnMask: mask, enableGqa: true }); // [B, H, T, hd]
     return this.o_proj.forward(y.transpose(1, 2).reshape(b, t, h * hd)); // [B, T, dim]
