@@ -3,8 +3,14 @@
  * step) for int4 g32, NF4 (blocks of 64), ternary (2-bit fields and base 3, five per byte, per
  * channel), int8 per channel and MXFP4 against the float32 matvec (`linear`, the wasm matmul at
  * one row) at the tiny-Llama shapes and 4096 × 4096, in wall time and, with QGRAD_THREADS=1, in
- * process CPU time; and tokens/s of the tiny Llama's generate() in float32
- * and converted W8, W4, ternary (2-bit and base 3); and the forward of qat-mnist's CNN converted,
+ * process CPU time. 4096 × 4096 twice: resident, the same weight call after call, and streamed,
+ * each contender rotating through distinct weights whose float32 total is over twice the
+ * last-level cache (`streamCount`). A decode step reads every layer's weights once, so at a large
+ * model's size they come from memory, and there packed weights, a quarter to a sixteenth of the
+ * bytes, race float32 on bandwidth; a single 64 MB float32 matrix instead can stay in a large L3
+ * (480 MiB on the machine this was written on), and the resident row then pits the decode work
+ * against a float32 matvec that need not wait on memory. And tokens/s of the tiny Llama's
+ * generate() in float32 and converted W8, W4, ternary (2-bit and base 3); and the forward of qat-mnist's CNN converted,
  * its conv layers run dequantized (the float weight rebuilt each call) against packed (im2col +
  * packedLinear on the codes), at batch 1 and 64; and the bytes of each export of the tiny Llama
  * (saveQuantized, GGUF) beside its float32 checkpoint, and of the MNIST ViT as ONNX (the Llama has
@@ -14,6 +20,7 @@
 import * as q from '@qgrad/core';
 import { Conv2d, Flatten, Linear, Llama, MaxPool2d, mnistViTConfig, ReLU, Sequential, tinyLlamaConfig, ViT } from '@qgrad/nn';
 import * as Q from '@qgrad/quant';
+import { readdirSync, readFileSync } from 'node:fs';
 import { type BenchContext, cpuMs } from './context.js';
 
 /** [out, in] of the tiny Llama's Linears (gate/up, down, q/o, head) and the large square. */
@@ -31,7 +38,7 @@ interface Format {
   base3?: boolean;
 }
 
-const FORMATS: Format[] = [
+export const FORMATS: Format[] = [
   { name: 'int4 g32', bits: 4, grid: Q.makeGrid({ grid: 'int', bits: 4 }), stored: 'uint8', group: 32 },
   { name: 'nf4 b64', bits: 4, grid: Q.makeGrid({ grid: 'nf4' }), stored: 'uint8', group: 64 },
   { name: 'ternary', bits: 2, grid: Q.makeGrid({ grid: 'ternary' }), stored: 'uint8', group: 0 },
@@ -41,7 +48,7 @@ const FORMATS: Format[] = [
 ];
 
 /** A packed weight of random valid codes (what convert stores for such a layer). */
-function packedWeight(f: Format, O: number, K: number, g: q.Generator): q.PackedWeight {
+export function packedWeight(f: Format, O: number, K: number, g: q.Generator): q.PackedWeight {
   const groupSize = f.group || K;
   const n = O * K;
   const span = f.grid.codeMax - f.grid.codeMin + 1;
@@ -67,7 +74,12 @@ function packedWeight(f: Format, O: number, K: number, g: q.Generator): q.Packed
  * process.cpuUsage counts.
  */
 function cpuUsPerCall(fns: (() => void)[], iters: number, rounds: number, median: (xs: number[]) => number): number[] {
-  for (const fn of fns) for (let t0 = performance.now(); performance.now() - t0 < 300;) fn();
+  return cpuUsSamples(fns, iters, rounds, 300).map((t) => median(t));
+}
+
+/** `cpuUsPerCall`'s samples, per contender one a round, after `warmMs` of calls each. */
+function cpuUsSamples(fns: (() => void)[], iters: number, rounds: number, warmMs: number): number[][] {
+  for (const fn of fns) for (let t0 = performance.now(); performance.now() - t0 < warmMs;) fn();
   const ts: number[][] = fns.map(() => []);
   for (let r = 0; r < rounds; r++) {
     fns.forEach((fn, i) => {
@@ -76,7 +88,7 @@ function cpuUsPerCall(fns: (() => void)[], iters: number, rounds: number, median
       }) * 1000) / iters);
     });
   }
-  return ts.map((t) => median(t));
+  return ts;
 }
 
 /** Median ms per call of fn over `reps` timed calls (after one warm-up). */
@@ -89,6 +101,118 @@ function msPerCall(fn: () => void, reps: number, median: (xs: number[]) => numbe
     ts.push(performance.now() - t);
   }
   return median(ts);
+}
+
+/**
+ * `packedWeight` made in tidy, its tensors kept and added to `made` (to dispose): at 4096² its
+ * intermediates (int32 codes, 64 MiB) would otherwise wait for the garbage collector in wasm
+ * memory, and a few formats' worth fills it.
+ */
+function keptWeight(f: Format, O: number, K: number, g: q.Generator, made: q.Tensor[]): q.PackedWeight {
+  return q.tidy(() => {
+    const p = packedWeight(f, O, K, g);
+    for (const t of [p.codes, p.scale, p.levels]) made.push(q.keep(t));
+    return p;
+  });
+}
+
+/** Bytes of the last-level cache (cpu0's highest cache level in sysfs; 32 MiB where it cannot be read). */
+function lastLevelCache(): number {
+  const dir = '/sys/devices/system/cpu/cpu0/cache';
+  let best = { level: 0, bytes: 32 << 20 };
+  try {
+    for (const e of readdirSync(dir)) {
+      if (!e.startsWith('index')) continue;
+      const level = Number(readFileSync(`${dir}/${e}/level`, 'utf8'));
+      const m = /^(\d+)([KMG]?)/.exec(readFileSync(`${dir}/${e}/size`, 'utf8').trim());
+      if (!m || level <= best.level) continue;
+      best = { level, bytes: Number(m[1]) * ({ '': 1, K: 1 << 10, M: 1 << 20, G: 1 << 30 } as Record<string, number>)[m[2]!]! };
+    }
+  } catch {
+    // no sysfs (not Linux): the fallback
+  }
+  return best.bytes;
+}
+
+/**
+ * The most float32 bytes the streamed rotation holds: it lives in wasm memory (2 GiB) beside one
+ * packed format's rotation (int8's is a quarter of it) and that format's making.
+ */
+const STREAM_MAX_BYTES = 2 ** 30;
+
+/** Distinct weights each contender rotates through: float32 total over twice the LLC (at least 2), capped at STREAM_MAX_BYTES. */
+function streamCount(fp32Bytes: number, llc: number): number {
+  return Math.max(2, Math.min(Math.floor(STREAM_MAX_BYTES / fp32Bytes), Math.floor((2 * llc) / fp32Bytes) + 1));
+}
+
+/**
+ * The streamed 4096² measurement: `count` copies of one float32 weight and of each packed one
+ * (distinct buffers: equal values do not matter to the memory), each call of a contender a pass
+ * over its copies. Formats one at a time (wasm memory holds the float32 rotation and one
+ * format's), each taking turns with float32 for its rounds; float32's time is its median over
+ * all of them. Weights are made in tidy and kept (their intermediates would otherwise fill wasm
+ * memory) and disposed after.
+ */
+function streamedMatvec(ctx: BenchContext, g: q.Generator, O: number, K: number, cpu: boolean): { json: Record<string, number>; row: (string | number)[]; cpuRow: (string | number)[] | null } {
+  const llc = lastLevelCache();
+  const count = streamCount(O * K * 4, llc);
+  const x = q.keep(q.randn([1, K], { generator: g }));
+  const w0 = q.keep(q.randn([O, K], { generator: g }));
+  const fps = [w0, ...Array.from({ length: count - 1 }, () => q.keep(q.tidy(() => w0.clone())))];
+  const fpPass = () => {
+    for (const w of fps) q.tidy(() => q.noGrad(() => void q.linear(x, w)));
+  };
+  const rounds = ctx.quick ? 3 : 7;
+  const wall: number[][] = [[]];
+  const cpuUs: number[][] = [[]];
+  for (const f of FORMATS) {
+    const made: q.Tensor[] = [];
+    const keep = <T extends q.Tensor>(t: T): T => {
+      made.push(q.keep(t));
+      return t;
+    };
+    const p = keptWeight(f, O, K, g, made);
+    const set = Array.from({ length: count }, (_, i) => (i === 0 ? p : { ...p, codes: keep(q.tidy(() => p.codes.clone())), scale: keep(q.tidy(() => p.scale.clone())) }));
+    const passes = [
+      fpPass,
+      () => {
+        for (const pw of set) q.tidy(() => q.noGrad(() => void q.packedLinear(x, pw)));
+      },
+    ];
+    // wall: rounds taking turns, after a warm-up pass each
+    for (const pass of passes) pass();
+    const ts: number[][] = [[], []];
+    for (let r = 0; r < rounds; r++) {
+      passes.forEach((pass, i) => {
+        const t = performance.now();
+        pass();
+        ts[i]!.push((performance.now() - t) / count);
+      });
+    }
+    wall[0]!.push(...ts[0]!);
+    wall.push(ts[1]!);
+    if (cpu) {
+      // warmed up by the wall rounds
+      const [a, b] = cpuUsSamples(passes, 1, ctx.quick ? 3 : 5, 0) as [number[], number[]];
+      cpuUs[0]!.push(...a.map((us) => us / count));
+      cpuUs.push(b.map((us) => us / count));
+    }
+    q.dispose(made);
+  }
+  q.dispose([x, ...fps]);
+  const [fp, ...packed] = wall.map((t) => ctx.median(t)) as [number, ...number[]];
+  const json: Record<string, number> = { weights: count, 'fp32 MiB': (count * O * K * 4) / 2 ** 20, 'LLC MiB': llc / 2 ** 20, 'fp32 ms': fp };
+  FORMATS.forEach((f, i) => (json[`${f.name} ms`] = packed[i]!));
+  const label = `${O}×${K} streamed (${count} weights)`;
+  const row = [label, fp * 1000, ...packed.flatMap((ms) => [ms * 1000, fp / ms])];
+  let cpuRow: (string | number)[] | null = null;
+  if (cpu) {
+    const [fpCpu, ...pc] = cpuUs.map((t) => ctx.median(t)) as [number, ...number[]];
+    json['fp32 CPU µs'] = fpCpu;
+    FORMATS.forEach((f, i) => (json[`${f.name} CPU µs`] = pc[i]!));
+    cpuRow = [label, fpCpu, ...pc.flatMap((us) => [us, fpCpu / us])];
+  }
+  return { json, row, cpuRow };
 }
 
 function tinyLlama(weight: Q.WeightQuantConfig | null, kernel: Q.QuantizedKernel = 'packed'): Llama {
@@ -137,27 +261,35 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
     const w = q.randn([O, K], { generator: g });
     const calls = [() => q.tidy(() => q.noGrad(() => void q.linear(x, w)))];
     const fp = msPerCall(calls[0]!, reps, ctx.median);
-    const shape = `${O}×${K}`;
+    const shape = big ? `${O}×${K} resident` : `${O}×${K}`;
     matvec[shape] = { 'fp32 ms': fp };
     const row: (string | number)[] = [shape, fp * 1000];
+    const made: q.Tensor[] = [x, w];
     for (const f of FORMATS) {
-      const pw = packedWeight(f, O, K, g);
+      const pw = keptWeight(f, O, K, g, made);
       calls.push(() => q.tidy(() => q.noGrad(() => void q.packedLinear(x, pw))));
       const ms = msPerCall(calls[calls.length - 1]!, reps, ctx.median);
       matvec[shape]![`${f.name} ms`] = ms;
       row.push(ms * 1000, fp / ms);
     }
     rows.push(row);
-    if (!cpu) continue;
-    // ~0.1 s of float32 work a contender a round
-    const iters = Math.max(3, Math.round((ctx.quick ? 3e7 : 1.5e8) / (O * K)));
-    const [fpCpu, ...packed] = cpuUsPerCall(calls, iters, ctx.quick ? 3 : 5, ctx.median) as [number, ...number[]];
-    matvec[shape]!['fp32 CPU µs'] = fpCpu;
-    FORMATS.forEach((f, i) => (matvec[shape]![`${f.name} CPU µs`] = packed[i]!));
-    cpuRows.push([shape, fpCpu, ...packed.flatMap((us) => [us, fpCpu / us])]);
+    if (cpu) {
+      // ~0.1 s of float32 work a contender a round
+      const iters = Math.max(3, Math.round((ctx.quick ? 3e7 : 1.5e8) / (O * K)));
+      const [fpCpu, ...packed] = cpuUsPerCall(calls, iters, ctx.quick ? 3 : 5, ctx.median) as [number, ...number[]];
+      matvec[shape]!['fp32 CPU µs'] = fpCpu;
+      FORMATS.forEach((f, i) => (matvec[shape]![`${f.name} CPU µs`] = packed[i]!));
+      cpuRows.push([shape, fpCpu, ...packed.flatMap((us) => [us, fpCpu / us])]);
+    }
+    q.dispose(made);
+    if (!big) continue;
+    const stream = streamedMatvec(ctx, g, O, K, cpu);
+    matvec[`${O}×${K} streamed`] = stream.json;
+    rows.push(stream.row);
+    if (stream.cpuRow) cpuRows.push(stream.cpuRow);
   }
   ctx.table(
-    'packed matvec vs float32 matvec, one row of x (median wall µs; × = float32 time / packed time, > 1 is packed faster)',
+    'packed matvec vs float32 matvec, one row of x (median wall µs; × = float32 time / packed time, > 1 is packed faster; 4096×4096 resident: one weight, call after call, in cache; streamed: each call the next of distinct weights totalling > 2 × the last-level cache in float32, as a decode step streams its layers)',
     ['out×in', 'fp32 µs', ...FORMATS.flatMap((f) => [`${f.name} µs`, '×'])],
     rows,
   );
