@@ -263,6 +263,34 @@ describe('applyRotary (fused rotary embedding)', () => {
     );
   });
 
+  it('with a scale: gradcheck and gradgradcheck in x, and the bits of applyRotary(x).mul(scale) forward and backward on js and wasm (float32, q as heads split off a projection)', () => {
+    const [c, s] = [f64([3, 4]), f64([3, 4])];
+    const x64 = f64([2, 3, 4]);
+    gradcheck((y) => q.applyRotary(y, c, s, { scale: 0.3 }), [x64]);
+    gradgradcheck((y) => q.applyRotary(y, c, s, { scale: 0.3 }).pow(2), [x64]);
+    for (const backend of ['js', 'wasm'] as const) {
+      q.withBackend(backend, () => {
+        const [B, T, H, D] = [2, 16, 4, 32];
+        const g = new q.Generator(7);
+        const proj = q.randn([B, T, H * D], { generator: g });
+        const [cos, sin] = [q.randn([T, D], { generator: g }), q.randn([T, D], { generator: g })];
+        const w = q.randn([B, H, T, D], { generator: g });
+        const scale = 1 / Math.sqrt(D);
+        const run = (fused: boolean) => {
+          const p = proj.detach().requiresGrad_();
+          const x = p.view(B, T, H, D).transpose(1, 2);
+          const y = fused ? q.applyRotary(x, cos, sin, { scale }) : q.applyRotary(x, cos, sin).mul(scale);
+          y.mul(w).sum().backward();
+          return [y.toArray(), p.grad!.toArray()];
+        };
+        expect(run(true)).toEqual(run(false));
+      });
+    }
+    // the op-by-op path (tables that require grad) scales too
+    const ct = c.detach().requiresGrad_(true);
+    assertAllclose(q.applyRotary(x64, ct, s, { scale: 0.3 }), q.applyRotary(x64, c, s).mul(0.3), { atol: 1e-14 });
+  });
+
   it('takes the op-by-op path when the tables require grad, with the same values', () => {
     const x = f64([2, 3, 4]);
     const c = f64([3, 4]).requiresGrad_(true);

@@ -149,9 +149,11 @@ export interface KernelParams {
    * Rotary embedding in the rotate-half layout along the last axis (size D, halves h = D/2):
    * inputs [x, cos, sin] (tables broadcast to x); out = x·cos + rotateHalf(x)·sin, rotateHalf(x) =
    * [−x₂, x₁]. `transpose` applies the adjoint, x·cos + rotateHalfᵀ(x·sin) = [x₁c₁ + x₂s₂, x₂c₂ − x₁s₁]
-   * (the backward, so either form is the other's derivative).
+   * (the backward, so either form is the other's derivative). `scale` (default 1) multiplies the
+   * rotated value after it is rounded (forward), or the incoming x before the adjoint (transpose):
+   * attention's q·(1/√d) folded into the pass that writes q, rounded as the mul after it rounds.
    */
-  rope: { transpose: boolean };
+  rope: { transpose: boolean; scale?: number };
   // ---- optim (js/optim.ts)
   /**
    * One Adam/AdamW step in place: inputs [param, grad, expAvg, expAvgSq]; `out` is the param

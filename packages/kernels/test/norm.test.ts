@@ -5,7 +5,7 @@
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { jsKernels, numel, type KernelName, type NormParams, type SoftmaxParams, type Backend } from '@qgrad/kernels';
+import { jsBackend, jsKernels, numel, type KernelName, type NormParams, type SoftmaxParams, type Backend } from '@qgrad/kernels';
 import { contiguous, mismatch, nativeCalls, out, randomArray, view, NATIVE } from './helpers.js';
 
 /** The backend under test (each of NATIVE in turn), on one and two threads. */
@@ -240,6 +240,30 @@ describe.each(NATIVE)('$label rope', (entry) => {
       );
       expect(ran() - before).toBe(60);
     });
+
+  it('a scale gives the bits of the rotation then a mul by the scalar (forward), and of the mul then the adjoint (backward), on wasm and on js', () => {
+    const [B, H, T, n] = [2, 3, 16, 32];
+    const shape = [B, H, T, n];
+    // x as attention's heads arrive: [B, T, H, n] seen as [B, H, T, n]
+    const xt = contiguous(randomArray('float32', numel(shape), 31), [B, T, H, n], 'float32');
+    const x = { ...xt, shape, strides: [T * H * n, n, H * n, 1] };
+    const table = (k: number) => ({ ...contiguous(randomArray('float32', T * n, k), [T, n], 'float32'), shape, strides: [0, 0, n, 1] });
+    const [c, sn] = [table(32), table(33)];
+    const scale = 1 / Math.sqrt(n);
+    const k = { data: new Float32Array([scale]), dtype: 'float32' as const, shape, strides: [0, 0, 0, 0], offset: 0 };
+    const before = nativeCalls(one, 'rope');
+    for (const [backend, name] of [[one, 'wasm'], [jsBackend, 'js']] as const) {
+      const rotated = run(backend, 'rope', [x, c, sn] as never, shape, { transpose: false } as never);
+      const want = out('float32', shape);
+      backend.run('binary', [rotated, k], want, { op: 'mul' });
+      expect([...run(backend, 'rope', [x, c, sn] as never, shape, { transpose: false, scale } as never).data], `${name} forward`).toEqual([...want.data]);
+      const scaled = out('float32', shape);
+      backend.run('binary', [x, k], scaled, { op: 'mul' });
+      const back = run(backend, 'rope', [scaled, c, sn] as never, shape, { transpose: true } as never);
+      expect([...run(backend, 'rope', [x, c, sn] as never, shape, { transpose: true, scale } as never).data], `${name} adjoint`).toEqual([...back.data]);
+    }
+    expect(nativeCalls(one, 'rope') - before).toBe(4);
+  });
 });
 
 describe.each(NATIVE)('$label softmax with a bias', (entry) => {

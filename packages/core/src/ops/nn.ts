@@ -155,29 +155,34 @@ export function softmin(x: Tensor, dim: number): Tensor {
 // ---------------------------------------------------------------- rotary embeddings (fused primitive)
 // x·cos + rotateHalf(x)·sin is linear in x: its backward is the adjoint kernel, whose backward is
 // the forward again, so every order of derivative w.r.t. x is one kernel pass.
+// A scale k multiplies the rotated value (the adjoint: its input), so d/dx (k·rope(x)) = k·ropeᵀ.
 const ropeFns: [RopeFn, RopeFn] = [false, true].map((transpose) =>
   defineFunction({
     name: transpose ? 'applyRotaryAdjoint' : 'applyRotary',
-    forward(ctx, x: Tensor, cos: Tensor, sin: Tensor) {
+    forward(ctx, x: Tensor, cos: Tensor, sin: Tensor, scale: number) {
       ctx.save(cos, sin);
+      ctx.state = { scale };
       const shape = [...x.shape];
-      return runKernel('rope', [x, expandView(cast(cos, x.dtype), shape), expandView(cast(sin, x.dtype), shape)], shape, x.dtype, { transpose });
+      return runKernel('rope', [x, expandView(cast(cos, x.dtype), shape), expandView(cast(sin, x.dtype), shape)], shape, x.dtype, { transpose, scale });
     },
     backward(ctx, g) {
       const [c, s] = ctx.saved as [Tensor, Tensor];
-      return [ropeFns[transpose ? 0 : 1](g, c, s), null, null]; // d/dx (x·c + R(x)·s) = c + Rᵀ(·s)
+      return [ropeFns[transpose ? 0 : 1](g, c, s, ctx.state.scale as number), null, null, null]; // d/dx k·(x·c + R(x)·s) = k·(c + Rᵀ(·s))
     },
   }),
 ) as [RopeFn, RopeFn];
-type RopeFn = (x: Tensor, cos: Tensor, sin: Tensor) => Tensor;
+type RopeFn = (x: Tensor, cos: Tensor, sin: Tensor, scale: number) => Tensor;
 
 /**
  * Rotary position embedding in the rotate-half layout (Hugging Face Llama's): x·cos + [−x₂, x₁]·sin
  * along the last dim, with cos/sin tables broadcast to x ([T, D] for x [..., T, D]). One fused
  * kernel pass forward and backward; tables that require grad take the op-by-op path.
- * @example applyRotary(q, cos.narrow(0, start, t), sin.narrow(0, start, t));
+ * `opts.scale` multiplies the result in the same pass, with the bits of `applyRotary(x, cos, sin).mul(scale)`
+ * (attention's 1/√d on q, without a pass of its own).
+ * @example applyRotary(q, cos.narrow(0, start, t), sin.narrow(0, start, t), { scale: 1 / Math.sqrt(hd) });
  */
-export function applyRotary(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
+export function applyRotary(x: Tensor, cos: Tensor, sin: Tensor, opts: { scale?: number } = {}): Tensor {
+  const scale = opts.scale ?? 1;
   const d = x.shape[x.ndim - 1] ?? 0;
   if (x.ndim === 0 || d % 2) throw new Error(`applyRotary: the last dim of x must be even, got shape ${fmt(x.shape)}`);
   for (const [name, t] of [['cos', cos], ['sin', sin]] as const) {
@@ -190,9 +195,10 @@ export function applyRotary(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
   const xf = asFloat(x);
   if ((cos.requiresGrad || sin.requiresGrad) && isGradEnabled()) {
     const h = d / 2;
-    return add(mul(xf, cos), mul(cat([neg(xf.narrow(-1, h, h)), xf.narrow(-1, 0, h)], -1), sin));
+    const y = add(mul(xf, cos), mul(cat([neg(xf.narrow(-1, h, h)), xf.narrow(-1, 0, h)], -1), sin));
+    return scale === 1 ? y : mul(y, scale);
   }
-  return ropeFns[0](xf, cos, sin);
+  return ropeFns[0](xf, cos, sin, scale);
 }
 
 // ---------------------------------------------------------------- SwiGLU (fused primitive)

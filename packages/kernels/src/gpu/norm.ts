@@ -154,7 +154,9 @@ return rstd * (g[${offsetOf(g!.strides, g!.offset, 'c')}] - s[st + 2] - y * s[st
   return true;
 }
 
-export function ropeGpu(call: Call, inputs: readonly GpuArg[], out: GpuArg, { transpose }: KernelParams['rope']): boolean {
+export function ropeGpu(call: Call, inputs: readonly GpuArg[], out: GpuArg, { transpose, scale = 1 }: KernelParams['rope']): boolean {
+  // a scaled rotation (attention's q) runs on js
+  if (scale !== 1) return false;
   const n = numel(out.shape);
   const r = out.shape.length - 1;
   const D = out.shape[r] ?? 0;

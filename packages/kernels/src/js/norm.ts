@@ -142,8 +142,12 @@ export const normBackward: Kernel<'normBackward', TypedArray> = ([x, g, w], out,
   if (dw) for (let i = 0; i < n; i++) od[out.offset + xs!.length * n + i] = dw[i]!;
 };
 
-export const rope: Kernel<'rope', TypedArray> = ([x, c, s], out, { transpose }) => {
+export const rope: Kernel<'rope', TypedArray> = ([x, c, s], out, { transpose, scale = 1 }) => {
   if (numel(out.shape) === 0) return;
+  // the scale as the mul map rounds its scalar and each product: in float32 for float32 data
+  const f32 = out.dtype === 'float32';
+  const k = f32 ? Math.fround(scale) : scale;
+  const round = f32 ? Math.fround : (v: number) => v;
   const axis = out.shape.length - 1;
   const { starts: [xs, cs, ss, os], steps: [sx, sc, ssn, so], n } = lines(axis, [x!, c!, s!], out);
   if (n % 2) throw new Error(`rope: the last dim (${n}) must be even`);
@@ -152,12 +156,14 @@ export const rope: Kernel<'rope', TypedArray> = ([x, c, s], out, { transpose }) 
   for (let r = 0; r < xs!.length; r++) {
     const [px, pc, ps, po] = [xs![r]!, cs![r]!, ss![r]!, os![r]!];
     for (let i = 0; i < h; i++) {
-      const x1 = xd[px + i * sx!]!;
-      const x2 = xd[px + (i + h) * sx!]!;
+      let x1 = xd[px + i * sx!]!;
+      let x2 = xd[px + (i + h) * sx!]!;
       const [c1, c2] = [cd[pc + i * sc!]!, cd[pc + (i + h) * sc!]!];
       const [s1, s2] = [sd[ps + i * ssn!]!, sd[ps + (i + h) * ssn!]!];
-      od[po + i * so!] = transpose ? x1 * c1 + x2 * s2 : x1 * c1 - x2 * s1;
-      od[po + (i + h) * so!] = transpose ? x2 * c2 - x1 * s1 : x2 * c2 + x1 * s2;
+      if (k !== 1 && transpose) [x1, x2] = [round(x1 * k), round(x2 * k)];
+      const [y1, y2] = transpose ? [x1 * c1 + x2 * s2, x2 * c2 - x1 * s1] : [x1 * c1 - x2 * s1, x2 * c2 + x1 * s2];
+      od[po + i * so!] = k !== 1 && !transpose ? round(y1) * k : y1;
+      od[po + (i + h) * so!] = k !== 1 && !transpose ? round(y2) * k : y2;
     }
   }
 };

@@ -402,9 +402,11 @@ export function emitNorm(mb: ModuleBuilder): void {
   // W.g and sin at W.stats. Halves h = n/2 are a multiple of 4 (the caller checks).
   // A strided x (heads split off a projection: rows of n floats, in another order) is read in place
   // through W.rowTable, each row's element offset from x, instead of being copied in row order first.
-  emitRowTask(mb, 'rope_f32', ({ c, n, flag, row, px, po, word }) => {
+  // The scale (W.eps) multiplies the rotated vectors (forward) or x (adjoint): 1 leaves them as they are.
+  emitRowTask(mb, 'rope_f32', ({ c, n, flag, eps, row, px, po, word }) => {
     const [h, tb, pc, ps, j] = [c.local(P), c.local(P), c.local(P), c.local(P), c.local(P)];
-    const [x1, x2, c1, c2, s1, s2] = Array.from({ length: 6 }, () => c.local(V));
+    const [x1, x2, c1, c2, s1, s2, k] = Array.from({ length: 7 }, () => c.local(V));
+    c.get(eps).simd(Simd.f32x4_splat).set(k);
     word(W.rowTable);
     c.if();
     word(W.x);
@@ -428,17 +430,18 @@ export function emitNorm(mb: ModuleBuilder): void {
         at(base, second);
         c.simdMem(Simd.v128_load, 0).set(dst);
       }
-      // forward: [x₁c₁ − x₂s₁, x₂c₂ + x₁s₂]; adjoint: [x₁c₁ + x₂s₂, x₂c₂ − x₁s₁]
+      // forward: [x₁c₁ − x₂s₁, x₂c₂ + x₁s₂]·k; adjoint of that: x ← x·k, then [x₁c₁ + x₂s₂, x₂c₂ − x₁s₁]
       c.get(flag).if();
+      for (const v of [x1, x2]) c.get(v).get(k).simd(Simd.f32x4_mul).set(v);
       at(po, false);
       c.get(x1).get(c1).simd(Simd.f32x4_mul).get(x2).get(s2).simd(Simd.f32x4_mul).simd(Simd.f32x4_add).simdMem(Simd.v128_store, 0);
       at(po, true);
       c.get(x2).get(c2).simd(Simd.f32x4_mul).get(x1).get(s1).simd(Simd.f32x4_mul).simd(Simd.f32x4_sub).simdMem(Simd.v128_store, 0);
       c.op(Op.else);
       at(po, false);
-      c.get(x1).get(c1).simd(Simd.f32x4_mul).get(x2).get(s1).simd(Simd.f32x4_mul).simd(Simd.f32x4_sub).simdMem(Simd.v128_store, 0);
+      c.get(x1).get(c1).simd(Simd.f32x4_mul).get(x2).get(s1).simd(Simd.f32x4_mul).simd(Simd.f32x4_sub).get(k).simd(Simd.f32x4_mul).simdMem(Simd.v128_store, 0);
       at(po, true);
-      c.get(x2).get(c2).simd(Simd.f32x4_mul).get(x1).get(s2).simd(Simd.f32x4_mul).simd(Simd.f32x4_add).simdMem(Simd.v128_store, 0);
+      c.get(x2).get(c2).simd(Simd.f32x4_mul).get(x1).get(s2).simd(Simd.f32x4_mul).simd(Simd.f32x4_add).get(k).simd(Simd.f32x4_mul).simdMem(Simd.v128_store, 0);
       c.end();
     });
   });
@@ -606,7 +609,7 @@ function rowPeriod(a: Arg, t: number): number | null {
  * Rotary embedding of a contiguous float32 x [..., T, D] with cos/sin tables broadcast from
  * [T, D] (or [1, D]) rows; other layouts, odd halves and float64 run on js.
  */
-export function ropeWasm(engine: Engine, [x, cos, sin]: readonly Arg[], out: Arg, { transpose }: { transpose: boolean }): boolean {
+export function ropeWasm(engine: Engine, [x, cos, sin]: readonly Arg[], out: Arg, { transpose, scale = 1 }: { transpose: boolean; scale?: number }): boolean {
   const r = out.shape.length;
   if (r < 2 || out.dtype !== 'float32' || [x!, cos!, sin!].some((t) => t.dtype !== 'float32')) return false;
   const n = out.shape[r - 1]!;
@@ -616,7 +619,7 @@ export function ropeWasm(engine: Engine, [x, cos, sin]: readonly Arg[], out: Arg
   // (heads split off a projection arrive transposed: runTabled puts them in row order first)
   // each table: stride 0 on the leading dims, rows of n contiguous floats, one row per position or one for all
   const period = rowPeriod(cos!, t);
-  return period !== null && rowPeriod(sin!, t) === period && runTabled(engine, 'rope_f32', x!, [cos!, sin!], out, period, transpose ? 1 : 0);
+  return period !== null && rowPeriod(sin!, t) === period && runTabled(engine, 'rope_f32', x!, [cos!, sin!], out, period, transpose ? 1 : 0, scale);
 }
 
 /** softmax(x + bias) for a bias of [T, n] (or [1, n]) rows broadcast over x [..., T, n]. */
@@ -635,8 +638,9 @@ function softmaxBiasWasm(engine: Engine, x: Arg, bias: Arg, out: Arg): boolean {
  * Runs row task `name` on a float32 x [..., T, n] with one or two tables of `period` rows (see
  * rowPeriod) passed as the job's g and stats pointers: stages x (a strided x in row order, by the
  * wasm copy) and the tables' rows, writes the result at the heap's start and copies it out.
+ * `eps` is the job's f32 word (rope's scale).
  */
-function runTabled(engine: Engine, name: string, x: Arg, tables: Arg[], out: Arg, period: number, flag: number): boolean {
+function runTabled(engine: Engine, name: string, x: Arg, tables: Arg[], out: Arg, period: number, flag: number, eps = 0): boolean {
   const total = numel(out.shape);
   const n = out.shape[out.shape.length - 1]!;
   const slot = Math.ceil((total * 4) / 16) * 16;
@@ -653,7 +657,7 @@ function runTabled(engine: Engine, name: string, x: Arg, tables: Arg[], out: Arg
   if (ptrs === null) return false;
   if (strided) ptrs.unshift(table ? engine.addressOf(x) : engine.scratch + slot);
   const outPtr = direct >= 0 ? direct : engine.scratch;
-  runRowJob(engine, name, { x: ptrs[0]!, g: ptrs[1], stats: ptrs[2], out: outPtr, n, rows: total / n, flag, period, rowTable: table ? engine.scratch + slot : 0 });
+  runRowJob(engine, name, { x: ptrs[0]!, g: ptrs[1], stats: ptrs[2], out: outPtr, n, rows: total / n, flag, period, eps, rowTable: table ? engine.scratch + slot : 0 });
   if (direct < 0) engine.stageOut(out, engine.f32, outPtr, total);
   return true;
 }

@@ -86,8 +86,10 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   if (opts.enableGqa && q.ndim >= 3 && k.shape[k.ndim - 3] !== q.shape[q.ndim - 3]) return groupedQueryAttention(q, k, v, opts);
   const tq = q.shape[q.ndim - 2]!;
   const tk = k.shape[k.ndim - 2]!;
-  // scaling q rather than the scores touches d·tq elements instead of tq·tk
-  let scores = matmul(q.mul(opts.scale ?? 1 / Math.sqrt(d)), k.transpose(-2, -1)); // [..., tq, tk]
+  // scaling q rather than the scores touches d·tq elements instead of tq·tk; scale 1 (a q scaled
+  // already, as by RotaryEmbedding's scale) needs no pass: x·1 is x
+  const scale = opts.scale ?? 1 / Math.sqrt(d);
+  let scores = matmul(scale === 1 ? q : q.mul(scale), k.transpose(-2, -1)); // [..., tq, tk]
   const mask = opts.isCausal ? sharedCausalBias(tq, tk, 0, scores.dtype === 'float64' ? 'float64' : 'float32') : opts.attnMask;
   // a boolean mask becomes an additive 0/−∞ bias of the mask's (small) shape
   const bias = !mask ? null : mask.dtype === 'uint8' ? zeros(mask.shape, { dtype: scores.dtype }).maskedFill(mask.logicalNot(), -Infinity) : mask;
@@ -128,11 +130,12 @@ export function rotateHalf(x: Tensor): Tensor {
 }
 
 /**
- * x·cos + rotateHalf(x)·sin with tables [T, D] broadcast over x [..., T, D] (core's fused `applyRotary`).
+ * x·cos + rotateHalf(x)·sin with tables [T, D] broadcast over x [..., T, D] (core's fused `applyRotary`),
+ * times `scale` in the same pass (default 1).
  * @example const qRot = applyRotaryEmb(q, cos, sin); // q [B, H, T, D], tables [T, D]
  */
-export function applyRotaryEmb(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
-  return applyRotary(x, cos, sin);
+export function applyRotaryEmb(x: Tensor, cos: Tensor, sin: Tensor, scale = 1): Tensor {
+  return applyRotary(x, cos, sin, { scale });
 }
 
 /**
@@ -169,8 +172,11 @@ export class RotaryEmbedding extends Module {
     const dtype = this.cos?.dtype ?? 'float32';
     return [tensor(cos, { shape: [n, d] }).to(dtype), tensor(sin, { shape: [n, d] }).to(dtype)];
   }
-  /** Rotates x [..., T, headDim] whose first position is `startPos`. */
-  forward(x: Tensor, startPos = 0): Tensor {
+  /**
+   * Rotates x [..., T, headDim] whose first position is `startPos`, times `scale` (default 1): the
+   * attention scale folded into q's rotation, with the bits of a mul after it.
+   */
+  forward(x: Tensor, startPos = 0, scale = 1): Tensor {
     const t = x.shape[x.ndim - 2]!;
     if (x.shape[x.ndim - 1] !== this.headDim) throw new Error(`RotaryEmbedding: input of shape ${fmt(x.shape)} does not end in headDim ${this.headDim}`);
     if (startPos + t > this.cos.shape[0]!) {
@@ -178,7 +184,7 @@ export class RotaryEmbedding extends Module {
       this.cos = cos;
       this.sin = sin;
     }
-    return applyRotaryEmb(x, this.cos.narrow(0, startPos, t), this.sin.narrow(0, startPos, t));
+    return applyRotaryEmb(x, this.cos.narrow(0, startPos, t), this.sin.narrow(0, startPos, t), scale);
   }
   override extraRepr(): string {
     return `headDim=${this.headDim}, theta=${this.theta}`;
@@ -287,9 +293,12 @@ export class MultiHeadAttention extends Module {
     let k = heads(this.kProj.forward(x), this.numKvHeads);
     let v = heads(this.vProj.forward(x), this.numKvHeads);
     const start = opts.cache?.length ?? 0;
+    // with RoPE, q's rotation also applies attention's 1/√hd (the same bits as sdpa's mul after it)
+    let scale: number | undefined;
     if (this.rope) {
-      q = this.rope.forward(q, start);
+      q = this.rope.forward(q, start, 1 / Math.sqrt(hd));
       k = this.rope.forward(k, start);
+      scale = 1;
     }
     if (opts.cache) [k, v] = opts.cache.update(k, v);
     const tk = k.shape[2]!;
@@ -298,7 +307,7 @@ export class MultiHeadAttention extends Module {
       const dtype = x.dtype === 'float64' ? 'float64' : 'float32';
       mask = mask?.dtype === 'uint8' ? mask.mul(causalMask(t, tk, start)) : mask ? add(mask, sharedCausalBias(t, tk, start, dtype)) : sharedCausalBias(t, tk, start, dtype);
     }
-    const y = scaledDotProductAttention(q, k, v, { attnMask: mask, dropoutP: this.dropoutP, training: this.training, enableGqa: true }); // [B, H, T, hd]
+    const y = scaledDotProductAttention(q, k, v, { attnMask: mask, dropoutP: this.dropoutP, training: this.training, enableGqa: true, scale }); // [B, H, T, hd]
     return this.oProj.forward(y.transpose(1, 2).reshape(b, t, this.dim)); // [B, T, dim]
   }
   override extraRepr(): string {

@@ -82,14 +82,15 @@ export class LlamaAttention extends Module {
     let q = this.q_proj.forward(x).view(b, t, h, hd).transpose(1, 2); // [B, H, T, hd]
     let k = this.k_proj.forward(x).view(b, t, hkv, hd).transpose(1, 2); // [B, Hkv, T, hd]
     let v = this.v_proj.forward(x).view(b, t, hkv, hd).transpose(1, 2); // [B, Hkv, T, hd]
-    q = rope.forward(q, start);
+    // attention's 1/√hd applied in q's rotation (the bits of sdpa's mul after it, without its pass)
+    q = rope.forward(q, start, 1 / Math.sqrt(hd));
     k = rope.forward(k, start);
     if (cache) [k, v] = cache.update(k, v); // [B, Hkv, start + T, hd]
     const tk = k.shape[2]!;
     // a single new token may see every cached position: no mask needed
     const mask = t === 1 ? null : sharedCausalBias(t, tk, start, x.dtype === 'float64' ? 'float64' : 'float32');
     // grouped queries: each KV head serves h/hkv query heads (no copies of keys and values)
-    const y = scaledDotProductAttention(q, k, v, { attnMask: mask, enableGqa: true }); // [B, H, T, hd]
+    const y = scaledDotProductAttention(q, k, v, { attnMask: mask, enableGqa: true, scale: 1 }); // [B, H, T, hd]
     return this.o_proj.forward(y.transpose(1, 2).reshape(b, t, h * hd)); // [B, T, dim]
   }
 }
