@@ -284,6 +284,15 @@ describe('applyRotary (fused rotary embedding)', () => {
           return [y.toArray(), p.grad!.toArray()];
         };
         expect(run(true)).toEqual(run(false));
+        // the gradient w.r.t. the rotated heads comes back in their layout (a view of [B, T, H, D]),
+        // with the bits of the gradient through a contiguous copy of them
+        const x = proj.view(B, T, H, D).transpose(1, 2).requiresGrad_();
+        const [gx] = q.gradOf([q.applyRotary(x, cos, sin, { scale }).mul(w).sum()], [x]);
+        expect(gx!.strides).toEqual(x.strides);
+        const xc = x.detach().contiguous().requiresGrad_();
+        const [gc] = q.gradOf([q.applyRotary(xc, cos, sin, { scale }).mul(w).sum()], [xc]);
+        expect(gc!.isContiguous()).toBe(true);
+        expect(gx!.toArray()).toEqual(gc!.toArray());
       });
     }
     // the op-by-op path (tables that require grad) scales too

@@ -264,6 +264,37 @@ describe.each(NATIVE)('$label rope', (entry) => {
     }
     expect(nativeCalls(one, 'rope') - before).toBe(4);
   });
+
+  it('writes a strided out (a gradient in the layout of heads split off a projection) with the bits of a contiguous out, in wasm where out is in its memory', () => {
+    const [B, H, T, n] = [2, 3, 16, 32];
+    const shape = [B, H, T, n];
+    const table = (k: number) => ({ ...contiguous(randomArray('float32', T * n, k), [T, n], 'float32'), shape, strides: [0, 0, n, 1] });
+    const [c, sn] = [table(41), table(42)];
+    const x = contiguous(randomArray('float32', numel(shape), 43), shape, 'float32');
+    // a host x and a transposed x (last dim strided) as the backward's k gradient arrives
+    const xt = { ...contiguous(randomArray('float32', numel(shape), 44), [B, H, n, T], 'float32'), shape, strides: [H * n * T, n * T, 1, T] };
+    for (const input of [x, xt])
+      for (const transpose of [false, true]) {
+        const want = run(one, 'rope', [input, c, sn] as never, shape, { transpose, scale: 0.5 } as never);
+        // out: [B, T, H, n] memory seen as [B, H, T, n], in the backend's memory
+        const data = one.alloc('float32', numel(shape)) as Float32Array;
+        const o = { data, dtype: 'float32' as const, shape, strides: [T * H * n, n, H * n, 1], offset: 0 };
+        const before = nativeCalls(one, 'rope');
+        one.run('rope', [input, c, sn], o, { transpose, scale: 0.5 });
+        expect(nativeCalls(one, 'rope') - before, 'ran in wasm').toBe(1);
+        const got = out('float32', shape);
+        jsKernels.copy([o], got, {});
+        expect([...got.data]).toEqual([...want.data]);
+        // js writes a strided out too
+        const host = { ...o, data: new Float32Array(numel(shape)) };
+        jsKernels.rope([input, c, sn], host, { transpose, scale: 0.5 });
+        const ref = out('float32', shape);
+        jsKernels.rope([input, c, sn], ref, { transpose, scale: 0.5 });
+        const hostRows = out('float32', shape);
+        jsKernels.copy([host], hostRows, {});
+        expect([...hostRows.data]).toEqual([...ref.data]);
+      }
+  });
 });
 
 describe.each(NATIVE)('$label softmax with a bias', (entry) => {

@@ -5,7 +5,7 @@
  * with the affine parts and dropout written as composites. Losses live in loss.ts.
  */
 import { contiguousStrides } from '@qgrad/kernels';
-import { broadcastShapes, normDim, runKernel } from '../dispatch.js';
+import { broadcastShapes, empty, normDim, runKernel, runKernelInto } from '../dispatch.js';
 import { isGradEnabled } from '../tape.js';
 import { floatType } from '../dtype.js';
 import { defineFunction } from '../function.js';
@@ -156,22 +156,58 @@ export function softmin(x: Tensor, dim: number): Tensor {
 // x·cos + rotateHalf(x)·sin is linear in x: its backward is the adjoint kernel, whose backward is
 // the forward again, so every order of derivative w.r.t. x is one kernel pass.
 // A scale k multiplies the rotated value (the adjoint: its input), so d/dx (k·rope(x)) = k·ropeᵀ.
+// The gradient is written in x's memory layout where x is a permuted dense block (q and k: heads
+// split off a projection, [B, H, T, D] views of [B, T, H, D]): the transposes and the reshape back
+// to the projection's output are then views instead of a copy.
 const ropeFns: [RopeFn, RopeFn] = [false, true].map((transpose) =>
   defineFunction({
     name: transpose ? 'applyRotaryAdjoint' : 'applyRotary',
-    forward(ctx, x: Tensor, cos: Tensor, sin: Tensor, scale: number) {
+    forward(ctx, x: Tensor, cos: Tensor, sin: Tensor, scale: number, layout: number[] | null = null) {
       ctx.save(cos, sin);
-      ctx.state = { scale };
+      ctx.state = { scale, layout: permutedLayout(x) };
       const shape = [...x.shape];
-      return runKernel('rope', [x, expandView(cast(cos, x.dtype), shape), expandView(cast(sin, x.dtype), shape)], shape, x.dtype, { transpose, scale });
+      const inputs = [x, expandView(cast(cos, x.dtype), shape), expandView(cast(sin, x.dtype), shape)];
+      if (!layout) return runKernel('rope', inputs, shape, x.dtype, { transpose, scale });
+      const out = emptyInLayout(shape, layout, x);
+      runKernelInto('rope', inputs, out, { transpose, scale });
+      return out;
     },
     backward(ctx, g) {
       const [c, s] = ctx.saved as [Tensor, Tensor];
-      return [ropeFns[transpose ? 0 : 1](g, c, s, ctx.state.scale as number), null, null, null]; // d/dx k·(x·c + R(x)·s) = k·(c + Rᵀ(·s))
+      const { scale, layout } = ctx.state as { scale: number; layout: number[] | null };
+      return [ropeFns[transpose ? 0 : 1](g, c, s, scale, layout), null, null, null, null]; // d/dx k·(x·c + R(x)·s) = k·(c + Rᵀ(·s))
     },
   }),
 ) as [RopeFn, RopeFn];
-type RopeFn = (x: Tensor, cos: Tensor, sin: Tensor, scale: number) => Tensor;
+type RopeFn = (x: Tensor, cos: Tensor, sin: Tensor, scale: number, layout?: number[] | null) => Tensor;
+
+/**
+ * x's dims from outermost to innermost in memory when x is a permutation of a dense block with
+ * its last dim innermost and is not contiguous (heads split off a projection); else null.
+ */
+function permutedLayout(x: Tensor): number[] | null {
+  const r = x.ndim;
+  if (r < 2 || x.strides[r - 1] !== 1 || x.isContiguous()) return null;
+  const order = [...x.shape.keys()].sort((a, b) => x.strides[b]! - x.strides[a]! || a - b);
+  if (order[r - 1] !== r - 1) return null;
+  let step = 1;
+  for (let i = r - 1; i >= 0; i--) {
+    const d = order[i]!;
+    if (x.shape[d] === 1) continue;
+    if (x.strides[d] !== step) return null;
+    step *= x.shape[d]!;
+  }
+  return order;
+}
+
+/** A fresh tensor of `shape` laid out in memory with its dims in `order`, outermost first. */
+function emptyInLayout(shape: number[], order: number[], like: Tensor): Tensor {
+  const block = empty(order.map((d) => shape[d]!), like.dtype, like, 'rope');
+  const inner = contiguousStrides(block.shape);
+  const strides = new Array<number>(shape.length);
+  order.forEach((d, i) => (strides[d] = inner[i]!));
+  return new Tensor(block.storage, shape, strides, 0);
+}
 
 /**
  * Rotary position embedding in the rotate-half layout (Hugging Face Llama's): x·cos + [−x₂, x₁]·sin

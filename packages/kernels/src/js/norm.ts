@@ -5,7 +5,7 @@
  */
 import type { Kernel, KernelArg } from '../backend.js';
 import type { TypedArray } from '../names.js';
-import { contiguousStrides, numel, offsets } from '../layout.js';
+import { numel, offsets } from '../layout.js';
 
 type Arg = KernelArg<TypedArray>;
 
@@ -16,8 +16,7 @@ type Arg = KernelArg<TypedArray>;
 function lines(axis: number, args: readonly Arg[], out: Arg): { starts: Int32Array[]; steps: number[]; n: number } {
   const n = out.shape[axis] ?? 1;
   const shape = out.shape.map((s, d) => (d === axis ? 1 : s));
-  const outStrides = contiguousStrides(out.shape);
-  const all = [...args, { ...out, strides: outStrides }];
+  const all = [...args, out];
   return {
     starts: all.map((a) => offsets({ shape, strides: a.strides, offset: a.offset })),
     steps: all.map((a) => (a.shape.length ? a.strides[axis]! : 0)),

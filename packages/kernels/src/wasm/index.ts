@@ -157,12 +157,13 @@ export function createWasmBackend(options: WasmBackendOptions = {}): WasmBackend
   };
   const matmulRule: WasmRule<'matmul'> = (engine, inputs, out) => matmulWasm(engine, inputs, out, options.matmulMinMacs ?? MATMUL_MIN_MACS, options.matmulDirect ?? true);
   // each rule bound to the engine; wasm kernels write a contiguous result, so a strided output
-  // view (copy into a slice) is js's
+  // view (copy into a slice) is js's, except rope's (rows through a table of row offsets)
   const table: NativeTable = Object.fromEntries(
     (Object.keys(RULES) as KernelName[]).map((k) => {
       const rule = (k === 'matmul' ? matmulRule : RULES[k]) as WasmRule<typeof k>;
+      const anyOut = k === 'rope';
       const own = (inputs: readonly Arg[], out: Arg, params: never): boolean => {
-        if (!isContiguous(out.shape, out.strides)) return false;
+        if (!anyOut && !isContiguous(out.shape, out.strides)) return false;
         const eng = getEngine();
         if (eng === null) return false;
         // a kernel whose scratch did not fit declined before writing anything: grow it, run again

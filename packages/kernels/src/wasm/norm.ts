@@ -16,7 +16,7 @@ import { expF32x4 } from './simd-math.js';
 type Arg = KernelArg<TypedArray>;
 
 /** Argument words of a row job (i32 slots at ARGS; eps as f32 bits). */
-const enum W { x, g, out, n, rows, perTask, flag, stats, eps, period, weight, acc, rowTable }
+const enum W { x, g, out, n, rows, perTask, flag, stats, eps, period, weight, acc, rowTable, outTable }
 
 /** Below this many elements the copies and the call cost more than the js loop saves. */
 const MIN_ELEMENTS = 1024;
@@ -401,18 +401,21 @@ export function emitNorm(mb: ModuleBuilder): void {
   // rope (flag: adjoint): rows of x; table rows repeat with period W.period (x's T dim), cos at
   // W.g and sin at W.stats. Halves h = n/2 are a multiple of 4 (the caller checks).
   // A strided x (heads split off a projection: rows of n floats, in another order) is read in place
-  // through W.rowTable, each row's element offset from x, instead of being copied in row order first.
+  // through W.rowTable, each row's element offset from x, instead of being copied in row order first;
+  // a strided out (a gradient in such an x's layout) is written through W.outTable alike.
   // The scale (W.eps) multiplies the rotated vectors (forward) or x (adjoint): 1 leaves them as they are.
   emitRowTask(mb, 'rope_f32', ({ c, n, flag, eps, row, px, po, word }) => {
     const [h, tb, pc, ps, j] = [c.local(P), c.local(P), c.local(P), c.local(P), c.local(P)];
     const [x1, x2, c1, c2, s1, s2, k] = Array.from({ length: 7 }, () => c.local(V));
     c.get(eps).simd(Simd.f32x4_splat).set(k);
-    word(W.rowTable);
-    c.if();
-    word(W.x);
-    word(W.rowTable);
-    c.get(row).i32(2).op(Op.i32_shl).op(Op.i32_add).mem(Op.i32_load, 2).i32(2).op(Op.i32_shl).op(Op.i32_add).set(px);
-    c.end();
+    for (const [table, base, dst] of [[W.rowTable, W.x, px], [W.outTable, W.out, po]] as const) {
+      word(table);
+      c.if();
+      word(base);
+      word(table);
+      c.get(row).i32(2).op(Op.i32_shl).op(Op.i32_add).mem(Op.i32_load, 2).i32(2).op(Op.i32_shl).op(Op.i32_add).set(dst);
+      c.end();
+    }
     c.get(n).i32(1).op(Op.i32_shr_u).set(h);
     c.get(row);
     word(W.period);
@@ -464,6 +467,8 @@ interface RowJob {
   acc?: number;
   /** Each row's element offset from x, for an x whose rows are not in order (rope_f32). */
   rowTable?: number;
+  /** The same for out (rope_f32). */
+  outTable?: number;
 }
 
 /**
@@ -489,6 +494,7 @@ function runRowJob(engine: Engine, name: string, job: RowJob): void {
   words[w + W.weight] = job.weight ?? 0;
   words[w + W.acc] = job.acc ?? 0;
   words[w + W.rowTable] = job.rowTable ?? 0;
+  words[w + W.outTable] = job.outTable ?? 0;
   engine.parallel(name, ARGS, Math.ceil(job.rows / perTask), threaded);
 }
 
@@ -653,11 +659,19 @@ function runTabled(engine: Engine, name: string, x: Arg, tables: Arg[], out: Arg
   } else if (strided && !stageContiguous(engine, x, engine.scratch + slot)) return false;
   const views = strided ? tables : [x, ...tables];
   const direct = engine.addressOf(out);
+  // rope writes a strided out in wasm memory (rows of n contiguous floats) through its row offsets,
+  // kept where out's scratch copy would go; any other strided out is js's
+  const outTable = isContiguous(out.shape, out.strides) ? null : name === 'rope_f32' && direct >= 0 && out.strides[out.strides.length - 1] === 1 ? rowOffsets(out) : undefined;
+  if (outTable === undefined) return false;
+  if (outTable) {
+    if (!engine.reserve(Math.max(slot, table ? slot + table.length * 4 : 0))) return false;
+    engine.i32.set(outTable, engine.scratch / 4);
+  }
   const ptrs = stage(engine, engine.scratch + (strided ? 2 : 1) * slot, views, views.map(() => 4), direct >= 0 ? out : undefined);
   if (ptrs === null) return false;
   if (strided) ptrs.unshift(table ? engine.addressOf(x) : engine.scratch + slot);
   const outPtr = direct >= 0 ? direct : engine.scratch;
-  runRowJob(engine, name, { x: ptrs[0]!, g: ptrs[1], stats: ptrs[2], out: outPtr, n, rows: total / n, flag, period, eps, rowTable: table ? engine.scratch + slot : 0 });
+  runRowJob(engine, name, { x: ptrs[0]!, g: ptrs[1], stats: ptrs[2], out: outPtr, n, rows: total / n, flag, period, eps, rowTable: table ? engine.scratch + slot : 0, outTable: outTable ? engine.scratch : 0 });
   if (direct < 0) engine.stageOut(out, engine.f32, outPtr, total);
   return true;
 }
