@@ -38,6 +38,7 @@ const sharedBiases = new Map<string, Tensor>();
  * `causalBias` made once per backend, dtype, shape and offset and kept (no scope releases it),
  * for the masks attention builds internally: a training step asks for the same [T, T] mask in
  * every layer of every step. Callers must not write into it.
+ * @example softmax(scores, -1, { bias: sharedCausalBias(t, t, 0, 'float32') }); // scores [B, H, t, t]
  */
 export function sharedCausalBias(tq: number, tk: number, offset: number, dtype: 'float32' | 'float64'): Tensor {
   const key = `${getBackend()}|${dtype}|${tq}|${tk}|${offset}`;
