@@ -5,7 +5,7 @@
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { jsKernels, type Backend } from '@qgrad/kernels';
+import { jsKernels, type AdamStepParams, type Backend } from '@qgrad/kernels';
 import { type Arg, contiguous, randomArray, NATIVE } from './helpers.js';
 
 /** The backend under test (each of NATIVE in turn). */
@@ -25,23 +25,13 @@ function state(n: number, offset: number, s: number): Arg[] {
 
 const clone = (t: Arg): Arg => ({ ...t, data: t.data.slice() });
 
-interface AdamOpts {
-  lr: number;
-  beta1: number;
-  beta2: number;
-  eps: number;
-  weightDecay: number;
-  decoupled: boolean;
-  maximize: boolean;
-  step: number;
-}
 
 /**
  * PyTorch's single-tensor Adam (torch/optim/adam.py, non-amsgrad) as a sequence of whole-tensor
  * float32 ops, each element of each op rounded to float32 and each Python-float scalar rounded to
  * float32 where an op takes it; `g` in logical order. Returns the new p, m, v.
  */
-function torchAdam32(p: number[], g: number[], m: number[], v: number[], o: AdamOpts): [number[], number[], number[]] {
+function torchAdam32(p: number[], g: number[], m: number[], v: number[], o: AdamStepParams): [number[], number[], number[]] {
   const f = Math.fround;
   let grad = o.maximize ? g.map((x) => -x) : g;
   if (o.weightDecay !== 0) {
