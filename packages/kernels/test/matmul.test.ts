@@ -14,6 +14,35 @@ let two!: Backend;
 
 const abs = (x: Arg): Arg => ({ ...x, data: x.data.map(Math.abs) });
 
+/** src copied into memory `be` allocated, where a tensor of that backend keeps its data. */
+const resident = (be: Backend, src: Arg): Arg => {
+  const data = be.alloc(src.dtype, src.data.length) as TypedArray;
+  data.set(src.data);
+  return { ...src, data };
+};
+
+/**
+ * a [M, K] · b [K, N] on each backend with both operands resident there; the first result is
+ * checked against the js oracle within 2·K·eps·Σ|a||b|. Returns the results, for the caller's
+ * bit-for-bit comparisons among them.
+ */
+function residentProducts(backends: Backend[], a: Arg, b: Arg, dtype: FloatDType): Arg[] {
+  const [M, K] = a.shape as [number, number];
+  const N = b.shape[1]!;
+  const ref = out(dtype, [M, N]);
+  const bound = out(dtype, [M, N]);
+  jsKernels.matmul([a, b], ref, {});
+  jsKernels.matmul([abs(a), abs(b)], bound, {});
+  const eps = dtype === 'float32' ? 2 ** -24 : 2 ** -53;
+  const results = backends.map((be) => {
+    const got = out(dtype, [M, N]);
+    be.run('matmul', [resident(be, a), resident(be, b)], got, {});
+    return got;
+  });
+  expect(mismatch(results[0]!.data, ref.data, 0, bound.data.map((v) => 2 * K * eps * v + 1e-30))).toBe(-1);
+  return results;
+}
+
 /** Matmul operands: a [..., M, K] and b [..., K, N], each maybe transposed, offset, batch-broadcast. */
 const operands = (dtype: FloatDType) =>
   fc
@@ -126,28 +155,13 @@ describe.each(NATIVE)('$label matmul', (entry) => {
       dtype: fc.constantFrom<FloatDType>('float32', 'float64'),
       seed: fc.integer({ min: 1, max: 2 ** 31 - 1 }),
     });
-    const resident = (be: Backend, src: Arg): Arg => {
-      const data = be.alloc(src.dtype, src.data.length) as TypedArray;
-      data.set(src.data);
-      return { ...src, data };
-    };
     try {
       fc.assert(
         fc.property(skinny, ({ wideA, long, short, K, transA, transB, offset, dtype, seed }) => {
           const [M, N] = wideA ? [4 * long, short] : [Math.min(short, 8), 8 * Math.ceil(long / 8)];
           const a = view(dtype, [M, K], transA ? [1, 0] : [0, 1], offset, [], seed);
           const b = view(dtype, [K, N], transB ? [1, 0] : [0, 1], 0, [], seed + 1);
-          const ref = out(dtype, [M, N]);
-          const bound = out(dtype, [M, N]);
-          jsKernels.matmul([a, b], ref, {});
-          jsKernels.matmul([abs(a), abs(b)], bound, {});
-          const eps = dtype === 'float32' ? 2 ** -24 : 2 ** -53;
-          const results = [one, two, packed].map((be) => {
-            const got = out(dtype, [M, N]);
-            be.run('matmul', [resident(be, a), resident(be, b)], got, {});
-            return got;
-          });
-          expect(mismatch(results[0]!.data, ref.data, 0, bound.data.map((v) => 2 * K * eps * v + 1e-30))).toBe(-1);
+          const results = residentProducts([one, two, packed], a, b, dtype);
           // x·Wᵀ with up to four rows of x (rows of a and W contiguous in k) takes the matvec path,
           // whose dot products sum in another order than the micro-kernel: there only 1 = 2 threads
           const matvec = dtype === 'float32' && M <= 4 && a.strides[1] === 1 && b.strides[0] === 1;
@@ -165,11 +179,6 @@ describe.each(NATIVE)('$label matmul', (entry) => {
     // in wasm memory or foreign (read from their staged copies); batch dims maybe broadcast on
     // either side; C in wasm memory or foreign; some products large enough for the pool
     const packed = createWasmBackend({ threads: 1, matmulMinMacs: 0, matmulDirect: false });
-    const resident = (be: Backend, src: Arg): Arg => {
-      const data = be.alloc(src.dtype, src.data.length) as TypedArray;
-      data.set(src.data);
-      return { ...src, data };
-    };
     const cases = fc.record({
       batch: fc.array(fc.integer({ min: 1, max: 5 }), { minLength: 1, maxLength: 2 }),
       M: fc.oneof(fc.integer({ min: 1, max: 20 }).map((m) => 4 * m), size()),
@@ -235,22 +244,7 @@ describe.each(NATIVE)('$label matmul', (entry) => {
         fc.property(cases, ({ M, K, N, offset, dtype, seed }) => {
           const a = view(dtype, [M, K], [1, 0], offset, [], seed);
           const b = view(dtype, [K, N], [0, 1], 0, [], seed + 1);
-          const ref = out(dtype, [M, N]);
-          const bound = out(dtype, [M, N]);
-          jsKernels.matmul([a, b], ref, {});
-          jsKernels.matmul([abs(a), abs(b)], bound, {});
-          const eps = dtype === 'float32' ? 2 ** -24 : 2 ** -53;
-          const results = [one, two, packed].map((be) => {
-            const resident = (src: Arg): Arg => {
-              const data = be.alloc(src.dtype, src.data.length) as TypedArray;
-              data.set(src.data);
-              return { ...src, data };
-            };
-            const got = out(dtype, [M, N]);
-            be.run('matmul', [resident(a), resident(b)], got, {});
-            return got;
-          });
-          expect(mismatch(results[0]!.data, ref.data, 0, bound.data.map((v) => 2 * K * eps * v + 1e-30))).toBe(-1);
+          const results = residentProducts([one, two, packed], a, b, dtype);
           for (const r of results.slice(1)) expect(Buffer.from(r.data.buffer).equals(Buffer.from(results[0]!.data.buffer))).toBe(true);
         }),
         { numRuns: 40 },
@@ -264,11 +258,6 @@ describe.each(NATIVE)('$label matmul', (entry) => {
     // W row-major [N, K] in wasm memory, maybe a column window of a wider matrix (row stride > K),
     // read through its transpose; K around the four-wide steps and their scalar tail; N around
     // the blocks of four rows; some products large enough for the pool
-    const resident = (be: Backend, src: Arg): Arg => {
-      const data = be.alloc(src.dtype, src.data.length) as TypedArray;
-      data.set(src.data);
-      return { ...src, data };
-    };
     const cases = fc.record({
       M: fc.integer({ min: 1, max: 4 }),
       N: fc.oneof(fc.integer({ min: 1, max: 70 }), fc.integer({ min: 500, max: 700 })),
@@ -321,21 +310,7 @@ describe.each(NATIVE)('$label matmul', (entry) => {
         fc.property(cases, ({ M, K, N, transA, offset, seed }) => {
           const a = view('float32', [M, K], transA ? [1, 0] : [0, 1], offset, [], seed);
           const b = view('float32', [K, N], [1, 0], offset, [], seed + 1);
-          const ref = out('float32', [M, N]);
-          const bound = out('float32', [M, N]);
-          jsKernels.matmul([a, b], ref, {});
-          jsKernels.matmul([abs(a), abs(b)], bound, {});
-          const results = [one, two, packed].map((be) => {
-            const resident = (src: Arg): Arg => {
-              const data = be.alloc(src.dtype, src.data.length) as TypedArray;
-              data.set(src.data);
-              return { ...src, data };
-            };
-            const got = out('float32', [M, N]);
-            be.run('matmul', [resident(a), resident(b)], got, {});
-            return got;
-          });
-          expect(mismatch(results[0]!.data, ref.data, 0, bound.data.map((v) => 2 * K * 2 ** -24 * v + 1e-30))).toBe(-1);
+          const results = residentProducts([one, two, packed], a, b, 'float32');
           for (const r of results.slice(1)) expect(Buffer.from(r.data.buffer).equals(Buffer.from(results[0]!.data.buffer))).toBe(true);
           if (M * N * K >= 128 ** 3) pooled++;
         }),
