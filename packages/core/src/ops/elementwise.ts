@@ -410,11 +410,18 @@ export function gelu(x: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor {
  * a graph of it is being recorded.
  * @example silu(tensor([0, 1])).toArray(); // [0, 0.7311]
  */
-export const silu = unaryOp('silu', 'x', (g, x) => {
+export const silu = unaryOp('silu', 'x', (g, x) => siluGrad(g, x));
+
+/**
+ * g·silu′(x): the fused derivative kernel, or in tensor ops where a graph of it is being recorded
+ * (silu's backward, and swiglu's recorded backward with g·up for g).
+ * @example siluGrad(ones([2]), tensor([0, 1])).toArray(); // [0.5, 0.9277]
+ */
+export function siluGrad(g: Tensor, x: Tensor): Tensor {
   if (!isGradEnabled()) return binaryKernel('siluBackward', g, x, floatType(x.dtype));
   const s = sigmoid(x);
   return mul(g, mul(s, add(1, mul(x, sub(1, s))))); // d silu = σ·(1 + x·(1 − σ))
-});
+}
 /**
  * x where x > 0, else α(eˣ − 1) (PyTorch `elu`).
  * @example elu(tensor([-1, 1])); // [-0.632, 1]

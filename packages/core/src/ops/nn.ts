@@ -6,13 +6,13 @@
  */
 import { contiguousStrides } from '@qgrad/kernels';
 import { broadcastShapes, empty, normDim, runKernel, runKernelInto } from '../dispatch.js';
-import { isGradEnabled } from '../tape.js';
+import { isGradEnabled, sameShape } from '../tape.js';
 import { floatType } from '../dtype.js';
 import { defineFunction } from '../function.js';
 import { defaultGenerator, type Generator } from '../random.js';
 import { Tensor } from '../tensor.js';
 import { rand } from './creation.js';
-import { add, cast, exp, ge, mul, neg, rsqrt, sigmoid, silu, sub } from './elementwise.js';
+import { add, cast, exp, ge, mul, neg, rsqrt, sigmoid, silu, siluGrad, sub } from './elementwise.js';
 import { mean, sum } from './reduce.js';
 import { expandView, reshape } from './movement.js';
 import { cat } from './shape.js';
@@ -251,9 +251,7 @@ const swigluFn = defineFunction({
     const [gate, up] = ctx.saved as [Tensor, Tensor];
     if (isGradEnabled()) {
       // a recorded backward must be differentiable again: the same derivative in tensor ops
-      const s = sigmoid(gate);
-      const dgate = ctx.needsInputGrad[0] ? mul(mul(g, up), mul(s, add(1, mul(gate, sub(1, s))))) : null;
-      return [dgate, ctx.needsInputGrad[1] ? mul(g, mul(gate, s)) : null];
+      return [ctx.needsInputGrad[0] ? siluGrad(mul(g, up), gate) : null, ctx.needsInputGrad[1] ? mul(g, mul(gate, sigmoid(gate))) : null];
     }
     // d gate = g·up·σ·(1 + gate·(1 − σ)), d up = g·silu(gate): halves of one buffer, as views
     const shape = [...gate.shape];
@@ -270,7 +268,7 @@ const swigluFn = defineFunction({
  * @example swiglu(gateProj.forward(x), upProj.forward(x)); // [B, T, hidden]
  */
 export function swiglu(gate: Tensor, up: Tensor): Tensor {
-  const same = gate.dtype === up.dtype && (gate.dtype === 'float32' || gate.dtype === 'float64') && gate.shape.length === up.shape.length && gate.shape.every((d, i) => d === up.shape[i]);
+  const same = gate.dtype === up.dtype && (gate.dtype === 'float32' || gate.dtype === 'float64') && sameShape(gate.shape, up.shape);
   return same ? swigluFn(gate, up) : mul(silu(gate), up);
 }
 
