@@ -10,7 +10,7 @@ import { base3Sections } from '../js/base3.js';
 import type { PackedOperands } from '../js/packed.js';
 import type { PackedMatmulParams, TypedArray } from '../names.js';
 import { type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
-import { align16, levels16, PARALLEL_MIN_MACS, placeOperands, range, rowEpilogue, shuffle8, stageOperands, touchAhead, touchRows, v128Const } from './packed.js';
+import { align16, levels16, PARALLEL_MIN_MACS, placeOperands, range, rowEpilogue, shuffle8, stageOperands, TOUCH_PAGES, touchAhead, touchRows, v128Const } from './packed.js';
 import { affineLevels16, affineMagic } from './packed-planes.js';
 import { ARGS, type Engine, type Flavor } from './runtime.js';
 
@@ -208,7 +208,7 @@ function emitTask(mb: ModuleBuilder, zeroPoint: boolean, fma: boolean, groupedOn
     const { clearAcc, finish } = rowEpilogue(c, { acc, t, hasBias, bias, o, out, O });
 
     c.while(() => c.get(o).get(o1).op(Op.i32_lt_u), () => {
-      touchAhead(c, { o, ahead, O, codes, rowBytes, scale, scaleRow: () => c.get(G).i32(2).op(Op.i32_shl), sink, tmp: touchTmp as [number, number, number] });
+      touchAhead(c, { o, ahead, O, codes, rowBytes, scale, scaleRow: () => c.get(G).i32(2).op(Op.i32_shl), stride: TOUCH_PAGES, sink, tmp: touchTmp as [number, number, number] });
       c.get(codes).get(o).get(rowBytes).op(Op.i32_mul).op(Op.i32_add).set(p);
       c.get(o).get(G).op(Op.i32_mul).i32(2).op(Op.i32_shl).set(sp);
       c.get(fused).if();
@@ -457,7 +457,7 @@ export function packedBase3Wasm(engine: Engine, ops: PackedOperands, out: Arg, p
   args[a0 + W.fused] = fused ? 1 : 0;
   args[a0 + W.grouped] = grouped ? 1 : 0;
   args[a0 + W.magic] = magic ?? 0;
-  args[a0 + W.ahead] = touchRows(O * rowBytes + O * G * 4);
+  args[a0 + W.ahead] = touchRows(O * rowBytes + O * G * 4, rowBytes + G * 4, TOUCH_PAGES);
   engine.parallel(`packed_t3${grouped ? 'g' : ''}${magic !== null ? 'a' : ''}${zero ? '_z' : ''}`, ARGS, nTasks, threaded);
   if (outAt < 0) engine.stageOut(out, engine.f32, outPtr, N * O);
   return true;

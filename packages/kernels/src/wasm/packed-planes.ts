@@ -23,7 +23,7 @@ import type { KernelArg } from '../backend.js';
 import type { PackedOperands } from '../js/packed.js';
 import type { TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
-import { align16, HI16, HI8, horizontalSum, levels16, LO16, LO8, PARALLEL_MIN_MACS, placeOperands, range, shuffle8, stageOperands, touchAhead, touchRows, v128Const } from './packed.js';
+import { align16, HI16, HI8, horizontalSum, levels16, LO16, LO8, PARALLEL_MIN_MACS, placeOperands, range, shuffle8, stageOperands, TOUCH_PAGES, touchAhead, touchRows, v128Const } from './packed.js';
 import { ARGS, type Engine, type Flavor } from './runtime.js';
 
 type Arg = KernelArg<TypedArray>;
@@ -477,7 +477,7 @@ function emitTask(mb: ModuleBuilder, bits: number, affine: boolean, zeroPoint: b
 
     c.while(() => c.get(o).get(o1).op(Op.i32_lt_u), () => {
       c.get(codes).get(o).get(rowBytes).op(Op.i32_mul).op(Op.i32_add).set(p);
-      touchAhead(c, { o, ahead, O, codes, rowBytes, scale, scaleRow: () => c.get(G).i32(2).op(Op.i32_shl), sink, tmp: touchTmp as [number, number, number] });
+      touchAhead(c, { o, ahead, O, codes, rowBytes, scale, scaleRow: () => c.get(G).i32(2).op(Op.i32_shl), stride: TOUCH_PAGES, sink, tmp: touchTmp as [number, number, number] });
       const oneRow = () => {
         c.get(o).get(G).op(Op.i32_mul).i32(2).op(Op.i32_shl).set(sp);
         c.get(x).set(xp);
@@ -715,7 +715,8 @@ export function packedPlanesWasm(engine: Engine, ops: PackedOperands, out: Arg, 
   args[a0 + W.hasBias] = bias ? 1 : 0;
   args[a0 + W.magic] = magic ?? 0;
   args[a0 + W.lift] = lift;
-  args[a0 + W.ahead] = touchRows(place[0]!.n + place[1]!.n * 4);
+  const weightBytes = place[0]!.n + place[1]!.n * 4;
+  args[a0 + W.ahead] = touchRows(weightBytes, weightBytes / O, TOUCH_PAGES);
   engine.parallel(`packed_planes${bits}${lifted ? 'l' : affine ? 'a' : bf16 ? 'h' : ''}${zero ? '_z' : ''}`, ARGS, nTasks, threaded);
   if (outAt < 0) engine.stageOut(out, engine.f32, outPtr, N * O);
   return true;

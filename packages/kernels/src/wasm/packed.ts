@@ -39,6 +39,8 @@ const enum W {
 type Variant = 'b1' | 'b2' | 'b4' | 's8' | 'u8' | 'lut8';
 const VARIANTS: readonly Variant[] = ['b1', 'b2', 'b4', 's8', 'u8', 'lut8'];
 const BITS: Record<Variant, number> = { b1: 1, b2: 2, b4: 4, s8: 8, u8: 8, lut8: 8 };
+/** How a variant's kernel touches rows ahead (see `touchAhead`). */
+const touchStride = (v: Variant) => (BITS[v] === 8 ? TOUCH_LINES : TOUCH_PAGES);
 
 /** Multiply-adds (N·O·K) from which the rows are split over the pool (waking it costs tens of µs). */
 export const PARALLEL_MIN_MACS = 1 << 18;
@@ -136,41 +138,65 @@ export function horizontalSum(c: Code, a: number): void {
  * Weights of at least this many bytes (codes and scales; a core's L2 here) are read with
  * `touchAhead`: a decode step streams every layer's weights from memory once, while smaller
  * ones (a tiny Llama's layers) are likely still in cache, where the touches cost (4096², one row of x, 1 thread, CPU time,
- * weights resident in L3: int4/NF4/MXFP4 +10–13 %, ternary, base 3 and int8 +2–4 %; streamed
+ * weights resident in L3, a burst of every line: int4/NF4/MXFP4 +10–13 %, ternary, base 3 and int8 +2–4 %; streamed
  * from memory: −18…−43 %).
  */
 export const TOUCH_MIN_BYTES = 1 << 21;
 
-/** The rows ahead a packed kernel touches for a weight of `bytes` (0: none). */
-export function touchRows(bytes: number): number {
-  return bytes >= TOUCH_MIN_BYTES ? 2 : 0;
+/** `touchAhead`'s stride for 8-bit codes: every 64-byte line of the row ahead. */
+export const TOUCH_LINES = 64;
+/** `touchAhead`'s stride for 1/2/4-bit codes and base 3: the first line of each 4 KiB page. */
+export const TOUCH_PAGES = 4096;
+/** How far ahead of the decode (bytes of codes and scales) the page touches reach. */
+const PAGE_REACH = 16 << 10;
+
+/**
+ * The rows ahead a packed kernel touches (0: none) for a weight of `bytes` in all, `rowBytes` a
+ * row (codes and scales), touched every `stride` bytes (TOUCH_LINES or TOUCH_PAGES).
+ */
+export function touchRows(bytes: number, rowBytes: number, stride: number): number {
+  if (bytes < TOUCH_MIN_BYTES) return 0;
+  return stride === TOUCH_LINES ? 2 : Math.max(1, Math.ceil(PAGE_REACH / rowBytes));
 }
 
 /**
- * Emits: when `ahead` > 0 and row r = o + ahead exists, one i32 load from each 64-byte line of
- * row r's codes (`rowBytes` from `codes`) and then of its scales (`scaleRow()` pushes their bytes
- * a row), xored into `sink` so the loads stay. wasm has no prefetch: a row's decode issues a
- * load every 16 code bytes with tens of instructions between, and the hardware prefetchers do
- * not keep enough lines in flight for that pace (4096², int4 g32 from DRAM ran at 2.5 GB/s where
- * the float32 matvec streams 12 GB/s); a burst of loads in address order a row or two early
- * keeps a row's worth of misses in flight at once, and by the time the decode reaches the row
- * it is in cache. `tmp`: three scratch i32 locals.
+ * Emits: when `ahead` > 0 and row r = o + ahead exists, one i32 load at each multiple of
+ * `stride` inside row r's codes (`rowBytes` from `codes`) and then inside its scales
+ * (`scaleRow()` pushes their bytes a row), xored into `sink` so the loads stay. wasm has no
+ * prefetch: a row's decode issues a load every 16 code bytes with tens of instructions between,
+ * so few misses are in flight at once and the decode waits on memory (4096², int4 g32 from DRAM
+ * ran at 2.5 GB/s where the float32 matvec streams 12 GB/s).
+ *
+ * Two ways out, by how fast the decode eats bytes. 1/2/4-bit codes and base 3 (TOUCH_PAGES): one
+ * load at the start of each 4 KiB page about PAGE_REACH ahead. The hardware's L2 streamer tracks
+ * accesses within a page; a miss at the page's start sets it fetching the rest of that page into
+ * L2 on its own, so the core waits on one miss a page, not on each line. 8-bit codes
+ * (TOUCH_LINES): a load from every line of the row two rows ahead, a burst whose misses are in
+ * flight together: the 8-bit decode takes 2–4× the bytes a second of the others, and the
+ * streamer alone fell behind it. The burst costs the core its wait for up to three rounds of
+ * fill buffers a row, which the page touches avoid. 4096², one row of x, 1 thread, CPU time,
+ * weights streamed from memory (`QGRAD_THREADS=1 npm run bench -- --sections packed`), burst →
+ * page touches: int4 g32 2.22 → 1.84 ms, NF4 2.89 → 2.47, MXFP4 2.35 → 1.98, ternary 1.96 → 1.80;
+ * int8 per channel 2.8 → 3.1–3.4 in a script's runs (so it keeps the burst). `tmp`: three
+ * scratch i32 locals.
  */
-export function touchAhead(c: Code, l: { o: number; ahead: number; O: number; codes: number; rowBytes: number; scale: number; scaleRow: () => void; sink: number; tmp: [number, number, number] }): void {
+export function touchAhead(c: Code, l: { o: number; ahead: number; O: number; codes: number; rowBytes: number; scale: number; scaleRow: () => void; stride: number; sink: number; tmp: [number, number, number] }): void {
   const [r, p, end] = l.tmp;
-  const lines = (start: () => void, bytes: () => void) => {
+  const touches = (start: () => void, bytes: () => void) => {
     start();
     c.tee(p);
     bytes();
     c.op(Op.i32_add).set(end);
+    // the first multiple of the stride at or after the start
+    c.get(p).i32(l.stride - 1).op(Op.i32_add).i32(-l.stride).op(Op.i32_and).set(p);
     c.while(() => c.get(p).get(end).op(Op.i32_lt_u), () => {
       c.get(l.sink).get(p).mem(Op.i32_load, 0).op(Op.i32_xor).set(l.sink);
-      c.get(p).i32(64).op(Op.i32_add).set(p);
+      c.get(p).i32(l.stride).op(Op.i32_add).set(p);
     });
   };
   c.get(l.o).get(l.ahead).op(Op.i32_add).tee(r).get(l.O).op(Op.i32_lt_u).get(l.ahead).op(Op.i32_eqz).op(Op.i32_eqz).op(Op.i32_and).if();
-  lines(() => c.get(l.codes).get(r).get(l.rowBytes).op(Op.i32_mul).op(Op.i32_add), () => c.get(l.rowBytes));
-  lines(() => {
+  touches(() => c.get(l.codes).get(r).get(l.rowBytes).op(Op.i32_mul).op(Op.i32_add), () => c.get(l.rowBytes));
+  touches(() => {
     c.get(l.scale).get(r);
     l.scaleRow();
     c.op(Op.i32_mul).op(Op.i32_add);
@@ -361,7 +387,7 @@ function emitTask(mb: ModuleBuilder, v: Variant, zeroPoint: boolean, fma: boolea
     };
 
     c.while(() => c.get(o).get(o1).op(Op.i32_lt_u), () => {
-      touchAhead(c, { o, ahead, O, codes, rowBytes, scale, scaleRow: () => c.get(G).i32(2).op(Op.i32_shl), sink, tmp: touchTmp as [number, number, number] });
+      touchAhead(c, { o, ahead, O, codes, rowBytes, scale, scaleRow: () => c.get(G).i32(2).op(Op.i32_shl), stride: touchStride(v), sink, tmp: touchTmp as [number, number, number] });
       c.get(o).get(G).op(Op.i32_mul).i32(2).op(Op.i32_shl).set(sp);
       if (vector) {
         c.get(fused).if();
@@ -552,7 +578,8 @@ export function packedMatmulWasm(engine: Engine, inputs: readonly Arg[], out: Ar
   word(W.chunks, chunks);
   word(W.fused, fused ? 1 : 0);
   word(W.grouped, (v === 's8' || v === 'u8') && gs % 16 === 0 ? 1 : 0);
-  word(W.ahead, touchRows(codeBytes + O * ops.G * 4));
+  const weightBytes = codeBytes + O * ops.G * 4;
+  word(W.ahead, touchRows(weightBytes, weightBytes / O, touchStride(v)));
   engine.parallel(`packed_${v}${zero ? '_z' : ''}`, ARGS, nTasks, threaded);
   if (outAt < 0) engine.stageOut(out, engine.f32, outPtr, N * O);
   return true;
