@@ -25,7 +25,6 @@ function state(n: number, offset: number, s: number): Arg[] {
 
 const clone = (t: Arg): Arg => ({ ...t, data: t.data.slice() });
 
-
 /**
  * PyTorch's single-tensor Adam (torch/optim/adam.py, non-amsgrad) as a sequence of whole-tensor
  * float32 ops, each element of each op rounded to float32 and each Python-float scalar rounded to

@@ -457,7 +457,7 @@ export function packedBase3Wasm(engine: Engine, ops: PackedOperands, out: Arg, p
   args[a0 + W.fused] = fused ? 1 : 0;
   args[a0 + W.grouped] = grouped ? 1 : 0;
   args[a0 + W.magic] = magic ?? 0;
-  args[a0 + W.ahead] = touchRows(O * rowBytes + O * G * 4, rowBytes + G * 4, TOUCH_PAGES);
+  args[a0 + W.ahead] = touchRows(O * rowBytes + O * G * 4, O, TOUCH_PAGES);
   engine.parallel(`packed_t3${grouped ? 'g' : ''}${magic !== null ? 'a' : ''}${zero ? '_z' : ''}`, ARGS, nTasks, threaded);
   if (outAt < 0) engine.stageOut(out, engine.f32, outPtr, N * O);
   return true;

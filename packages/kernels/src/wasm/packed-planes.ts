@@ -715,8 +715,7 @@ export function packedPlanesWasm(engine: Engine, ops: PackedOperands, out: Arg, 
   args[a0 + W.hasBias] = bias ? 1 : 0;
   args[a0 + W.magic] = magic ?? 0;
   args[a0 + W.lift] = lift;
-  const weightBytes = place[0]!.n + place[1]!.n * 4;
-  args[a0 + W.ahead] = touchRows(weightBytes, weightBytes / O, TOUCH_PAGES);
+  args[a0 + W.ahead] = touchRows(place[0]!.n + place[1]!.n * 4, O, TOUCH_PAGES);
   engine.parallel(`packed_planes${bits}${lifted ? 'l' : affine ? 'a' : bf16 ? 'h' : ''}${zero ? '_z' : ''}`, ARGS, nTasks, threaded);
   if (outAt < 0) engine.stageOut(out, engine.f32, outPtr, N * O);
   return true;

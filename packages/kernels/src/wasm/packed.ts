@@ -151,12 +151,12 @@ export const TOUCH_PAGES = 4096;
 const PAGE_REACH = 16 << 10;
 
 /**
- * The rows ahead a packed kernel touches (0: none) for a weight of `bytes` in all, `rowBytes` a
- * row (codes and scales), touched every `stride` bytes (TOUCH_LINES or TOUCH_PAGES).
+ * The rows ahead a packed kernel touches (0: none) for a weight of `bytes` in all (codes and
+ * scales) over `rows` rows, touched every `stride` bytes (TOUCH_LINES or TOUCH_PAGES).
  */
-export function touchRows(bytes: number, rowBytes: number, stride: number): number {
+export function touchRows(bytes: number, rows: number, stride: number): number {
   if (bytes < TOUCH_MIN_BYTES) return 0;
-  return stride === TOUCH_LINES ? 2 : Math.max(1, Math.ceil(PAGE_REACH / rowBytes));
+  return stride === TOUCH_LINES ? 2 : Math.max(1, Math.ceil((PAGE_REACH * rows) / bytes));
 }
 
 /**
@@ -169,8 +169,9 @@ export function touchRows(bytes: number, rowBytes: number, stride: number): numb
  *
  * Two ways out, by how fast the decode eats bytes. 1/2/4-bit codes and base 3 (TOUCH_PAGES): one
  * load at the start of each 4 KiB page about PAGE_REACH ahead. The hardware's L2 streamer tracks
- * accesses within a page; a miss at the page's start sets it fetching the rest of that page into
- * L2 on its own, so the core waits on one miss a page, not on each line. 8-bit codes
+ * accesses within a page; a miss at the page's start is meant to set it fetching the rest of that
+ * page into L2 on its own (inferred from the timings below), so the core waits on one miss a page,
+ * not on each line. 8-bit codes
  * (TOUCH_LINES): a load from every line of the row two rows ahead, a burst whose misses are in
  * flight together: the 8-bit decode takes 2–4× the bytes a second of the others, and the
  * streamer alone fell behind it. The burst costs the core its wait for up to three rounds of
@@ -578,8 +579,7 @@ export function packedMatmulWasm(engine: Engine, inputs: readonly Arg[], out: Ar
   word(W.chunks, chunks);
   word(W.fused, fused ? 1 : 0);
   word(W.grouped, (v === 's8' || v === 'u8') && gs % 16 === 0 ? 1 : 0);
-  const weightBytes = codeBytes + O * ops.G * 4;
-  word(W.ahead, touchRows(weightBytes, weightBytes / O, touchStride(v)));
+  word(W.ahead, touchRows(codeBytes + O * ops.G * 4, O, touchStride(v)));
   engine.parallel(`packed_${v}${zero ? '_z' : ''}`, ARGS, nTasks, threaded);
   if (outAt < 0) engine.stageOut(out, engine.f32, outPtr, N * O);
   return true;
