@@ -145,8 +145,10 @@ export const TOUCH_MIN_BYTES = 1 << 21;
 
 /** `touchAhead`'s stride for 8-bit codes: every 64-byte line of the row ahead. */
 export const TOUCH_LINES = 64;
-/** `touchAhead`'s stride for 1/2/4-bit codes and base 3: the first line of each 4 KiB page. */
+/** `touchAhead`'s stride for 1/2/4-bit codes and base 3: the first PAGE_LINES lines of each 4 KiB page. */
 export const TOUCH_PAGES = 4096;
+/** Lines touched at the start of each page (TOUCH_PAGES), so that the streamer has a run to follow. */
+const PAGE_LINES = 4;
 /** How far ahead of the decode (bytes of codes and scales) the page touches reach. */
 const PAGE_REACH = 16 << 10;
 
@@ -167,11 +169,14 @@ export function touchRows(bytes: number, rows: number, stride: number): number {
  * so few misses are in flight at once and the decode waits on memory (4096², int4 g32 from DRAM
  * ran at 2.5 GB/s where the float32 matvec streams 12 GB/s).
  *
- * Two ways out, by how fast the decode eats bytes. 1/2/4-bit codes and base 3 (TOUCH_PAGES): one
- * load at the start of each 4 KiB page about PAGE_REACH ahead. The hardware's L2 streamer tracks
- * accesses within a page; a miss at the page's start is meant to set it fetching the rest of that
- * page into L2 on its own (inferred from the timings below), so the core waits on one miss a page,
- * not on each line. 8-bit codes
+ * Two ways out, by how fast the decode eats bytes. 1/2/4-bit codes and base 3 (TOUCH_PAGES): a
+ * load from each of the first PAGE_LINES lines of each 4 KiB page about PAGE_REACH ahead. The
+ * hardware's L2 streamer tracks accesses within a page and runs ahead of them; misses at the
+ * page's start are meant to set it fetching the rest of that page into L2 on its own (inferred
+ * from the timings below), so the core waits on one round of misses a page, not on each line.
+ * One line a page left the streamer too little of a run: it was still close behind when the
+ * decode came to the page (NF4 b64, same measure as below, three rounds taking turns: one line
+ * 2.89–3.40 ms, four 2.55–2.79; two and six alike, sixteen 2.77–3.05). 8-bit codes
  * (TOUCH_LINES): a load from every line of the row two rows ahead, a burst whose misses are in
  * flight together: the 8-bit decode takes 2–4× the bytes a second of the others, and the
  * streamer alone fell behind it. The burst costs the core its wait for up to three rounds of
@@ -183,6 +188,7 @@ export function touchRows(bytes: number, rows: number, stride: number): number {
  */
 export function touchAhead(c: Code, l: { o: number; ahead: number; O: number; codes: number; rowBytes: number; scale: number; scaleRow: () => void; stride: number; sink: number; tmp: [number, number, number] }): void {
   const [r, p, end] = l.tmp;
+  const lines = l.stride === TOUCH_PAGES ? PAGE_LINES : 1;
   const touches = (start: () => void, bytes: () => void) => {
     start();
     c.tee(p);
@@ -192,6 +198,12 @@ export function touchAhead(c: Code, l: { o: number; ahead: number; O: number; co
     c.get(p).i32(l.stride - 1).op(Op.i32_add).i32(-l.stride).op(Op.i32_and).set(p);
     c.while(() => c.get(p).get(end).op(Op.i32_lt_u), () => {
       c.get(l.sink).get(p).mem(Op.i32_load, 0).op(Op.i32_xor).set(l.sink);
+      // the page's next lines, those inside the row (its end may be the weight's, and memory's)
+      for (let j = 1; j < lines; j++) {
+        c.get(p).i32(64 * j).op(Op.i32_add).get(end).op(Op.i32_lt_u).if();
+        c.get(l.sink).get(p).mem(Op.i32_load, 0, 64 * j).op(Op.i32_xor).set(l.sink);
+        c.end();
+      }
       c.get(p).i32(l.stride).op(Op.i32_add).set(p);
     });
   };
