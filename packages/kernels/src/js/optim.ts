@@ -6,8 +6,32 @@
  * Python float to the op's compute type); on float64 it is float64 throughout.
  */
 import type { Kernel } from '../backend.js';
-import type { TypedArray } from '../names.js';
+import type { AdamStepParams, TypedArray } from '../names.js';
 import { isContiguous, numel, offsetsOrNull } from '../layout.js';
+
+/**
+ * The per-call scalars of an Adam step as PyTorch forms them, in float64: the decoupled decay
+ * factor, the L2 coefficient, lr / (1 − β₁ᵗ), 1 − β₁ (the lerp weight) and √(1 − β₂ᵗ).
+ */
+function adamScalars(o: AdamStepParams): { decay: number; l2: number; stepSize: number; w: number; bc2Sqrt: number } {
+  const { lr, beta1, beta2, weightDecay: wd, decoupled, step } = o;
+  return { decay: decoupled ? 1 - lr * wd : 1, l2: decoupled ? 0 : wd, stepSize: lr / (1 - beta1 ** step), w: 1 - beta1, bc2Sqrt: Math.sqrt(1 - beta2 ** step) };
+}
+
+/**
+ * The float32 kernels' scalars, each rounded to float32 once as PyTorch casts a Python float to
+ * the op's compute type, in their parameter order: β₂, 1 − β₂, eps, decay, l2, w, 1 − w, stepSize,
+ * √(1 − β₂ᵗ) (the js loop and the wasm export take the same list).
+ *
+ * @example
+ * const s = adamScalars32({ lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, decoupled: false, maximize: false, step: 1 });
+ * s[7]; // Math.fround(1e-3 / (1 - 0.9))
+ */
+export function adamScalars32(o: AdamStepParams): [number, number, number, number, number, number, number, number, number] {
+  const f = Math.fround;
+  const { decay, l2, stepSize, w, bc2Sqrt } = adamScalars(o);
+  return [f(o.beta2), f(1 - o.beta2), f(o.eps), f(decay), f(l2), f(w), f(1 - f(w)), f(stepSize), f(bc2Sqrt)];
+}
 
 export const adamStep: Kernel<'adamStep', TypedArray> = ([, g, m, v], p, o) => {
   const n = numel(p.shape);
@@ -21,22 +45,15 @@ export const adamStep: Kernel<'adamStep', TypedArray> = ([, g, m, v], p, o) => {
   const [p0, m0, v0] = [p.offset, m!.offset, v!.offset];
   const go = isContiguous(g!.shape, g!.strides) ? null : g!.shape.length === 2 ? new Int32Array(0) : offsetsOrNull(g!);
   const g0 = g!.offset;
-  const { lr, beta1, beta2, eps, weightDecay: wd, decoupled, maximize, step } = o;
-  const bc1 = 1 - beta1 ** step;
-  const bc2Sqrt = Math.sqrt(1 - beta2 ** step);
-  const decay = decoupled ? 1 - lr * wd : 1;
-  const l2 = decoupled ? 0 : wd;
-  const stepSize = lr / bc1;
-  const w = 1 - beta1;
+  const { beta2, eps, decoupled, maximize } = o;
+  const { decay, l2, stepSize, w, bc2Sqrt } = adamScalars(o);
   // a 2-D strided gradient (a weight's, often transposed) is walked by its strides directly
   const two = go !== null && g!.shape.length === 2;
   const cols = two ? g!.shape[1]! : 1;
   const [sr, sc] = two ? [g!.strides[0]!, g!.strides[1]!] : [0, 0];
   if (p.dtype === 'float32') {
-    const f = Math.fround;
     // PyTorch gates the L2 term on the unrounded weight decay, then adds g + f32(wd)·p
-    const s = [f(beta2), f(1 - beta2), f(eps), f(decay), f(l2), f(w), f(1 - f(w)), f(stepSize), f(bc2Sqrt)] as const;
-    adamLoop32(n, pd, p0, gd, g0, go, two, cols, sr, sc, md, m0, vd, v0, maximize, l2 !== 0, decoupled, ...s);
+    adamLoop32(n, pd, p0, gd, g0, go, two, cols, sr, sc, md, m0, vd, v0, maximize, l2 !== 0, decoupled, ...adamScalars32(o));
     return;
   }
   adamLoop(n, pd, p0, gd, g0, go, two, cols, sr, sc, md, m0, vd, v0, beta2, eps, maximize, l2, decoupled, decay, w, stepSize, bc2Sqrt);

@@ -5,6 +5,7 @@
  * js loop.
  */
 import type { KernelArg } from '../backend.js';
+import { adamScalars32 } from '../js/optim.js';
 import { isContiguous, numel } from '../layout.js';
 import type { AdamStepParams, TypedArray } from '../names.js';
 import { type Code, type ModuleBuilder, Op, Simd, ValType } from './assembler.js';
@@ -239,13 +240,10 @@ export function adamStepWasm(engine: Engine, [, g, m, v]: readonly Arg[], p: Arg
     engine.stageIn(t.data, t.offset, t.offset + n, engine.f32, at);
     return at;
   });
-  const { lr, beta1, beta2, eps, weightDecay: wd, decoupled, maximize, step } = o;
-  const bc1 = 1 - beta1 ** step;
-  const w = 1 - beta1;
-  const f = Math.fround;
-  const flags = (maximize ? Flag.maximize : 0) | (!decoupled && wd ? Flag.l2 : 0) | (decoupled ? Flag.decoupled : 0) | (f(w) < 0.5 ? Flag.lerpLow : 0);
-  // the scalars exactly as the js kernel forms them (rounded to f32 once, here or on the call)
-  const scalars = [beta2, 1 - beta2, eps, decoupled ? 1 - lr * wd : 1, decoupled ? 0 : wd, w, 1 - f(w), lr / bc1, Math.sqrt(1 - beta2 ** step)];
+  const { weightDecay: wd, decoupled, maximize } = o;
+  // the js kernel's float32 scalars, in the export's parameter order
+  const scalars = adamScalars32(o);
+  const flags = (maximize ? Flag.maximize : 0) | (!decoupled && wd ? Flag.l2 : 0) | (decoupled ? Flag.decoupled : 0) | (scalars[S.w] < 0.5 ? Flag.lerpLow : 0);
   if (engine.threads > 1 && n >= PARALLEL_MIN) {
     // a few tasks per thread, in whole vectors of 4 so only the last has a scalar tail
     const chunk = Math.ceil(n / (4 * engine.threads) / 4) * 4;
