@@ -9,11 +9,14 @@
  * setting (qgrad's workers' spin, llama.cpp's --poll; llama.cpp always with
  * OMP_WAIT_POLICY=PASSIVE). qgrad runs in child processes, one per thread count (the wasm
  * engine's threads are fixed when it starts). Needs LLAMA_CPP_BIN, the directory holding
- * llama-bench; without it one line says the section was skipped. Whether llama.cpp computes the
+ * llama-bench; without it one line says the section was skipped. Where LLAMA_CPP_BIN also holds
+ * test-backend-ops, a matvec table beside it: llama.cpp's own MUL_MAT figure (`test-backend-ops
+ * perf`, one row of x, 1 thread) against qgrad's float32 and packed matvec on the same shape.
+ * Whether llama.cpp computes the
  * same logits from these exports is packages/quant/test/export/gguf-llama-cpp.test.ts's job.
  * Run alone: LLAMA_CPP_BIN=… npm run bench -- --sections llamacpp [--quick]
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,6 +26,7 @@ import { Llama, tinyLlamaConfig, type LlamaConfig } from '@qgrad/nn';
 import * as Q from '@qgrad/quant';
 import { type BenchContext, cpuMs } from './context.js';
 import { median } from './matmul.js';
+import { FORMATS, packedWeight, type Format as PackedFormat } from './packed.js';
 
 type Format = 'F32' | 'Q8_0' | 'Q4_0' | 'TQ2_0';
 
@@ -138,16 +142,148 @@ function llamaCppOneThread(bin: string, file: string, tokens: number, budgetMs: 
   return { wallMs: median(long.rec.samples_ns) / 1e6 / tokens, cpuMs: (long.cpu - probe.cpu) / (k * tokens), rec: long.rec };
 }
 
-/** qgrad's side in a child process with QGRAD_THREADS = `threads` (and the workers' spin, where given). */
-function qgradChild(threads: number, tokens: number, budgetMs: number, spinMicros?: number): Record<string, Timing> {
+/** test-backend-ops perf's MUL_MAT shape at this build: a weight of 4096 rows of 14336 inputs. */
+const MATVEC_O = 4096;
+const MATVEC_K = 14336;
+
+/**
+ * The ggml types llama.cpp times a matvec of (test-backend-ops perf lists no TQ types at this
+ * build), each beside qgrad's nearest format: the same grid and block where one exists; NF4's
+ * blocks of 64 against IQ4_NL's non-uniform 4-bit levels in blocks of 32.
+ */
+const MATVEC_PAIRS: { ggml: string; qgrad: string }[] = [
+  { ggml: 'f32', qgrad: 'fp32' },
+  { ggml: 'q8_0', qgrad: 'int8 g32' },
+  { ggml: 'q4_0', qgrad: 'int4 g32' },
+  { ggml: 'iq4_nl', qgrad: 'nf4 b64' },
+];
+
+/** Q8_0's grid and block in qgrad's packed form (the packed bench times int8 per channel). */
+const INT8_G32: PackedFormat = { ...FORMATS.find((f) => f.name === 'int8 ch')!, name: 'int8 g32', group: 32 };
+
+/**
+ * llama.cpp's µs per MUL_MAT with one row of x, per ggml type asked for, from `test-backend-ops
+ * perf -o MUL_MAT -b CPU` on one thread (OMP_THREAD_LIMIT=1): it repeats each product on one weight
+ * for a second or more. It lists every type at n = 1 before any larger n, so the run is stopped once
+ * the types asked for are in, or at the first n = 2 line.
+ */
+function llamaCppMatvec(bin: string, types: readonly string[]): Promise<Record<string, number>> {
+  const exe = join(bin, 'test-backend-ops');
+  const env = { ...process.env, OMP_THREAD_LIMIT: '1', OMP_WAIT_POLICY: 'PASSIVE' };
+  const line = new RegExp(`MUL_MAT\\(type_a=(\\w+),type_b=f32,m=${MATVEC_O},n=(\\d+),k=${MATVEC_K},.*?([\\d.]+) us/run`);
+  return new Promise((resolve, reject) => {
+    const proc = spawn(exe, ['perf', '-o', 'MUL_MAT', '-b', 'CPU'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const found: Record<string, number> = {};
+    let buf = '';
+    let tail = '';
+    let done = false;
+    const finish = (err?: Error) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      proc.kill();
+      if (err) reject(err);
+      else resolve(found);
+    };
+    const timer = setTimeout(() => finish(new Error(`${exe} perf: no MUL_MAT figures for ${types.filter((t) => !(t in found)).join(', ')} within 20 min`)), 1_200_000);
+    proc.stdout.on('data', (d: Buffer) => {
+      buf += d.toString();
+      tail = (tail + d.toString()).slice(-2000);
+      let i: number;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const m = line.exec(buf.slice(0, i));
+        buf = buf.slice(i + 1);
+        if (!m) continue;
+        if (m[2] !== '1') return finish();
+        if (types.includes(m[1]!)) found[m[1]!] = Number(m[3]);
+        if (types.every((t) => t in found)) return finish();
+      }
+    });
+    proc.stderr.on('data', (d: Buffer) => (tail = (tail + d.toString()).slice(-2000)));
+    proc.on('error', (e) => finish(e));
+    proc.on('close', (code) => (types.every((t) => t in found) ? finish() : finish(new Error(`${exe} perf exited ${code} with figures for ${Object.keys(found).join(', ') || 'no type'} only:\n${tail}`))));
+  });
+}
+
+/**
+ * The child's side of the matvec table: median wall µs per call of qgrad's float32 `linear` and
+ * of `packedLinear` on each paired format, one row of x, one weight called again and again (as
+ * test-backend-ops repeats its product), after a warm-up; random valid codes (`packedWeight`).
+ */
+function timeMatvec(budgetMs: number): Record<string, number> {
+  q.setBackend('wasm');
+  const g = new q.Generator(1);
+  const x = q.randn([1, MATVEC_K], { generator: g });
+  const time = (fn: () => void): number => {
+    for (let t0 = performance.now(); performance.now() - t0 < 300;) fn();
+    const ts: number[] = [];
+    for (let spent = 0; spent < budgetMs || ts.length < 5;) {
+      const t = performance.now();
+      fn();
+      const dt = performance.now() - t;
+      ts.push(dt * 1000);
+      spent += dt;
+    }
+    return median(ts);
+  };
+  const out: Record<string, number> = {};
+  for (const { qgrad: name } of MATVEC_PAIRS) {
+    if (name === 'fp32') {
+      const w = q.randn([MATVEC_O, MATVEC_K], { generator: g });
+      out[name] = time(() => q.tidy(() => q.noGrad(() => void q.linear(x, w))));
+      q.dispose([w]);
+      continue;
+    }
+    const f = name === INT8_G32.name ? INT8_G32 : FORMATS.find((c) => c.name === name)!;
+    const p = q.tidy(() => {
+      const pw = packedWeight(f, MATVEC_O, MATVEC_K, g);
+      for (const t of [pw.codes, pw.scale, pw.levels]) q.keep(t);
+      return pw;
+    });
+    out[name] = time(() => q.tidy(() => q.noGrad(() => void q.packedLinear(x, p))));
+    q.dispose([p.codes, p.scale, p.levels]);
+  }
+  return out;
+}
+
+/** A child process of this file in `mode` with QGRAD_THREADS = `threads` (and the workers' spin, where given); its last stdout line, parsed. */
+function child<T>(mode: string[], threads: number, spinMicros?: number): T {
   const env: NodeJS.ProcessEnv = { ...process.env, QGRAD_THREADS: `${threads}` };
   if (spinMicros !== undefined) env.QGRAD_SPIN_US = `${spinMicros}`;
   else delete env.QGRAD_SPIN_US;
-  const args = [...process.execArgv, fileURLToPath(import.meta.url), '--generate', `${tokens}`, `${budgetMs}`];
+  const args = [...process.execArgv, fileURLToPath(import.meta.url), ...mode];
   const run = spawnSync(process.execPath, args, { encoding: 'utf8', env, timeout: 1_200_000, maxBuffer: 1 << 24 });
   const last = run.stdout?.trim().split('\n').pop() ?? '';
-  if (run.status !== 0 || !last.startsWith('{')) throw new Error(`llamacpp bench: qgrad's child (QGRAD_THREADS=${threads}) exited ${run.status ?? run.signal}:\n${`${run.stdout}\n${run.stderr}`.split('\n').slice(-15).join('\n')}`);
-  return JSON.parse(last) as Record<string, Timing>;
+  if (run.status !== 0 || !last.startsWith('{')) throw new Error(`llamacpp bench: qgrad's child (${mode.join(' ')}, QGRAD_THREADS=${threads}) exited ${run.status ?? run.signal}:\n${`${run.stdout}\n${run.stderr}`.split('\n').slice(-15).join('\n')}`);
+  return JSON.parse(last) as T;
+}
+
+/** qgrad's generate() timings in a child process with QGRAD_THREADS = `threads` (and the workers' spin, where given). */
+function qgradChild(threads: number, tokens: number, budgetMs: number, spinMicros?: number): Record<string, Timing> {
+  return child<Record<string, Timing>>(['--generate', `${tokens}`, `${budgetMs}`], threads, spinMicros);
+}
+
+/** The matvec table: llama.cpp's own MUL_MAT figures beside qgrad's on the same shape, 1 thread; null (and one line) without test-backend-ops. */
+async function matvecTable(ctx: BenchContext, bin: string, budgetMs: number): Promise<Record<string, Record<string, number | null>> | null> {
+  if (!existsSync(join(bin, 'test-backend-ops'))) {
+    console.log(`llamacpp matvec: SKIPPED, no llama.cpp matvec figures (${join(bin, 'test-backend-ops')} does not exist)`);
+    return null;
+  }
+  const theirs = await llamaCppMatvec(bin, MATVEC_PAIRS.map((p) => p.ggml));
+  const ours = child<Record<string, number>>(['--matvec', `${budgetMs}`], 1);
+  const [fpTheirs, fpOurs] = [theirs.f32, ours.fp32!];
+  const out: Record<string, Record<string, number | null>> = {};
+  const rows = MATVEC_PAIRS.map(({ ggml, qgrad }) => {
+    const [t, o] = [theirs[ggml] ?? null, ours[qgrad]!];
+    out[`${ggml} / ${qgrad}`] = { 'llama.cpp µs': t, 'qgrad µs': o };
+    return [ggml, qgrad, t ?? '—', o, t === null ? '—' : t / o, t === null || fpTheirs === undefined ? '—' : fpTheirs / t, fpOurs / o];
+  });
+  ctx.table(
+    `matvec, one row of x, ${MATVEC_O} × ${MATVEC_K} (test-backend-ops perf's MUL_MAT shape), 1 thread, one weight called again and again: llama.cpp's own figure (test-backend-ops perf, µs/run) beside qgrad's (median wall µs per call); × = llama.cpp / qgrad (> 1 is qgrad faster); each side's float32 time / its time`,
+    ['ggml type', 'qgrad format', 'llama.cpp µs', 'qgrad µs', '×', 'llama.cpp × own f32', 'qgrad × own fp32'],
+    rows,
+  );
+  return out;
 }
 
 export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
@@ -230,13 +366,17 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
     );
     console.log(`2-thread settings kept, of ${rounds * keys.length} per side: QGRAD_SPIN_US=0 ${won('QGRAD_SPIN_US=0')}, llama.cpp --poll 0 ${won('--poll 0')}`);
     console.log(`llama.cpp: ${rec?.cpu_info ?? '?'}, build ${rec?.build_commit ?? '?'}; 1-minute load average ${load0.toFixed(1)} before, ${load1.toFixed(1)} after (wall figures on a loaded machine are inflated, 2-thread ones most)`);
-    return { tokens, rounds, llamaCpp: { bin, buildCommit: rec?.build_commit, cpuInfo: rec?.cpu_info }, loadAverage: [load0, load1], exports, results, settings };
+    const matvec = await matvecTable(ctx, bin, budgetMs);
+    return { tokens, rounds, llamaCpp: { bin, buildCommit: rec?.build_commit, cpuInfo: rec?.cpu_info }, loadAverage: [load0, load1], exports, results, settings, matvec };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-// the child process qgradChild starts: time generate() at this process's thread count, print JSON
+// the child processes `child` starts: time generate() or the matvecs at this process's thread count, print JSON
 if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2] === '--generate') {
   console.log(JSON.stringify(timeGenerate(Number(process.argv[3]), Number(process.argv[4]))));
+}
+if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2] === '--matvec') {
+  console.log(JSON.stringify(timeMatvec(Number(process.argv[3]))));
 }

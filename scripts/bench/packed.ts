@@ -26,7 +26,7 @@ import { type BenchContext, cpuMs } from './context.js';
 /** [out, in] of the tiny Llama's Linears (gate/up, down, q/o, head) and the large square. */
 const SHAPES: [number, number][] = [[384, 128], [128, 384], [128, 128], [256, 128], [4096, 4096]];
 
-interface Format {
+export interface Format {
   name: string;
   bits: number;
   grid: Q.Grid;
