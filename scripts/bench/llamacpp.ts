@@ -26,7 +26,7 @@ import { Llama, tinyLlamaConfig, type LlamaConfig } from '@qgrad/nn';
 import * as Q from '@qgrad/quant';
 import { type BenchContext, cpuMs } from './context.js';
 import { median } from './matmul.js';
-import { FORMATS, packedWeight, type Format as PackedFormat } from './packed.js';
+import { FORMATS, keptWeight, type Format as PackedFormat } from './packed.js';
 
 type Format = 'F32' | 'Q8_0' | 'Q4_0' | 'TQ2_0';
 
@@ -187,8 +187,9 @@ function llamaCppMatvec(bin: string, types: readonly string[]): Promise<Record<s
     };
     const timer = setTimeout(() => finish(new Error(`${exe} perf: no MUL_MAT figures for ${types.filter((t) => !(t in found)).join(', ')} within 20 min`)), 1_200_000);
     proc.stdout.on('data', (d: Buffer) => {
-      buf += d.toString();
-      tail = (tail + d.toString()).slice(-2000);
+      const text = d.toString();
+      buf += text;
+      tail = (tail + text).slice(-2000);
       let i: number;
       while ((i = buf.indexOf('\n')) >= 0) {
         const m = line.exec(buf.slice(0, i));
@@ -208,7 +209,7 @@ function llamaCppMatvec(bin: string, types: readonly string[]): Promise<Record<s
 /**
  * The child's side of the matvec table: median wall µs per call of qgrad's float32 `linear` and
  * of `packedLinear` on each paired format, one row of x, one weight called again and again (as
- * test-backend-ops repeats its product), after a warm-up; random valid codes (`packedWeight`).
+ * test-backend-ops repeats its product), after a warm-up; random valid codes (`keptWeight`).
  */
 function timeMatvec(budgetMs: number): Record<string, number> {
   q.setBackend('wasm');
@@ -235,13 +236,10 @@ function timeMatvec(budgetMs: number): Record<string, number> {
       continue;
     }
     const f = name === INT8_G32.name ? INT8_G32 : FORMATS.find((c) => c.name === name)!;
-    const p = q.tidy(() => {
-      const pw = packedWeight(f, MATVEC_O, MATVEC_K, g);
-      for (const t of [pw.codes, pw.scale, pw.levels]) q.keep(t);
-      return pw;
-    });
+    const made: q.Tensor[] = [];
+    const p = keptWeight(f, MATVEC_O, MATVEC_K, g, made);
     out[name] = time(() => q.tidy(() => q.noGrad(() => void q.packedLinear(x, p))));
-    q.dispose([p.codes, p.scale, p.levels]);
+    q.dispose(made);
   }
   return out;
 }

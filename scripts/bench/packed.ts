@@ -108,7 +108,7 @@ function msPerCall(fn: () => void, reps: number, median: (xs: number[]) => numbe
  * intermediates (int32 codes, 64 MiB) would otherwise wait for the garbage collector in wasm
  * memory, and a few formats' worth fills it.
  */
-function keptWeight(f: Format, O: number, K: number, g: q.Generator, made: q.Tensor[]): q.PackedWeight {
+export function keptWeight(f: Format, O: number, K: number, g: q.Generator, made: q.Tensor[]): q.PackedWeight {
   return q.tidy(() => {
     const p = packedWeight(f, O, K, g);
     for (const t of [p.codes, p.scale, p.levels]) made.push(q.keep(t));

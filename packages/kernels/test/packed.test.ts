@@ -429,8 +429,8 @@ describe('wasm packedMatmul on operands in wasm memory', () => {
 
 describe('wasm packedMatmul on weights it touches ahead (≥ 2 MiB)', () => {
   // from 2 MiB of weight on, the kernels load words of a row ahead (its scales too) before
-  // decoding a row: each line of the row two ahead for 8-bit codes, each page's first line of the
-  // row some 16 KiB ahead for the others (`touchAhead`); rows computed so, the last ones included
+  // decoding a row: each line of the row two ahead for 8-bit codes, the first four lines of each
+  // page of the row some 16 KiB ahead for the others (`touchAhead`); rows computed so, the last ones included
   // (where no row lies ahead), equal the same rows of a weight small enough not to be touched, bit for bit
   it('gives the rows of a large weight exactly the results of those rows alone', () => {
     const b = createWasmBackend({ threads: 1 });

@@ -162,9 +162,10 @@ export function touchRows(bytes: number, rows: number, stride: number): number {
 }
 
 /**
- * Emits: when `ahead` > 0 and row r = o + ahead exists, one i32 load at each multiple of
- * `stride` inside row r's codes (`rowBytes` from `codes`) and then inside its scales
- * (`scaleRow()` pushes their bytes a row), xored into `sink` so the loads stay. wasm has no
+ * Emits: when `ahead` > 0 and row r = o + ahead exists, i32 loads at each multiple of `stride`
+ * inside row r's codes (`rowBytes` from `codes`) and then inside its scales (`scaleRow()` pushes
+ * their bytes a row): one there for TOUCH_LINES, one from each of the PAGE_LINES lines from
+ * there that lie inside the row for TOUCH_PAGES; xored into `sink` so the loads stay. wasm has no
  * prefetch: a row's decode issues a load every 16 code bytes with tens of instructions between,
  * so few misses are in flight at once and the decode waits on memory (4096², int4 g32 from DRAM
  * ran at 2.5 GB/s where the float32 matvec streams 12 GB/s).
